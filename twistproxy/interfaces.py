@@ -1,0 +1,135 @@
+# -*- test-case-name: tests.test_balancers -*-
+"""
+The seams of twistproxy: every role a plugin author can fill.
+
+A reverse proxy is a pipeline (listener, router, upstream group, balancer,
+upstream connection pool).  The parts that people want to replace without
+forking the proxy are declared here as zope interfaces.  Each role comes in
+two halves:
+
+  - the role itself (for example L{IBalancer}), which the proxy calls on the
+    hot path and which must therefore be cheap and non-blocking;
+
+  - a factory for it (for example L{IBalancerFactory}), which is what a
+    plugin module exports.  A factory has a C{name} by which a configuration
+    file refers to it, a one-line C{help}, and a C{fromConfig} method that
+    validates its own settings when the proxy starts, so that a mistake is
+    reported with the path of the offending setting instead of failing on the
+    first request.
+
+Factories are found with Twisted's plugin system (L{twisted.plugin}): the
+built-in ones live in L{twistproxy.plugins} exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+from zope.interface import Attribute, Interface
+
+
+class IBackend(Interface):
+    """
+    One server of an upstream group, as the balancers see it.
+
+    Balancers are pure logic: they never open connections and know nothing of
+    HTTP.  They choose among backends by looking at these attributes, which
+    the proxy keeps up to date.
+    """
+
+    name = Attribute(
+        "A short, stable, human-readable name, used in logs and metrics; "
+        "for example C{'127.0.0.1:8001'}."
+    )
+    weight = Attribute(
+        "The configured positive integer weight; a backend with weight 2 "
+        "should get about twice the requests of one with weight 1."
+    )
+    available = Attribute(
+        "C{True} while the backend may be picked.  C{False} once it is "
+        "marked down (for example by a health check); balancers must never "
+        "pick a backend whose C{available} is C{False}."
+    )
+    in_flight = Attribute(
+        "The number of requests currently being forwarded to this backend, "
+        "for balancers that prefer the least loaded one; for example C{3}."
+    )
+
+
+class IRequestInfo(Interface):
+    """
+    What a balancer may know of the request it places.
+
+    Deliberately small and free of HTTP framing details so that balancers
+    stay protocol-independent.
+    """
+
+    method = Attribute("The request method as C{str}, for example C{'GET'}.")
+    path = Attribute(
+        "The request target in origin form as C{str}, for example "
+        "C{'/api/items?page=2'}."
+    )
+    host = Attribute(
+        "The requested host without port, lower-cased, as C{str}; for "
+        "example C{'www.example.com'}."
+    )
+    client_address = Attribute(
+        "The address of the connected peer as C{str}, for example "
+        "C{'192.0.2.7'}."
+    )
+
+    def header(name: str) -> Optional[str]:
+        """
+        Look up a request header.
+
+        @param name: The field name, in any case.
+        @return: The first value of the field, or C{None} when absent.
+        """
+
+
+class IBalancer(Interface):
+    """
+    Chooses the backend for each request of one upstream group.
+
+    A balancer is built once per group (by its L{IBalancerFactory}) and keeps
+    whatever state its algorithm needs.  It is called for every request, so
+    it must be fast and must not block or do I/O.
+    """
+
+    def pick(request: IRequestInfo) -> Optional[IBackend]:
+        """
+        Choose a backend for a request.
+
+        @param request: The request to place.
+        @return: One of the group's backends whose C{available} is C{True},
+            or C{None} when no backend is available, which the proxy answers
+            with 503 Service Unavailable.
+        """
+
+
+class IBalancerFactory(Interface):
+    """
+    A named kind of balancer, as exported by a plugin module.
+
+    A configuration file names it in an upstream group,
+    C{balancer = "round_robin"}; the proxy finds the factory whose C{name}
+    matches among the L{twisted.plugin} dropins for this interface.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'round_robin'}.")
+    help = Attribute("One line describing the algorithm, for C{--help} and docs.")
+
+    def fromConfig(
+        backends: Sequence[IBackend], options: Mapping[str, Any], path: str
+    ) -> IBalancer:
+        """
+        Build a balancer for one upstream group.
+
+        @param backends: The group's backends, in configuration order.
+        @param options: The group's balancer-specific settings (the
+            C{balancer_options} table of the group, possibly empty).
+        @param path: Where C{options} came from in the configuration, for
+            error messages; for example C{'upstreams.api.balancer_options'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
+        @return: A new balancer.
+        """
