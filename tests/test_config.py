@@ -1,0 +1,1648 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Tests for L{twistproxy.config}: TOML text in, frozen value objects or a
+L{ConfigError} naming the offending setting out.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import (
+    AccessLog,
+    ConfigError,
+    Forwarding,
+    HeaderRules,
+    Limits,
+    Listener,
+    ProxyConfig,
+    Route,
+    Server,
+    Timeouts,
+    UpstreamGroup,
+    load,
+    parse,
+)
+
+# The smallest valid configuration; tests append sections to it.
+MINIMAL = """
+[listeners.main]
+endpoint = "tcp:8080"
+
+[upstreams.api]
+servers = ["http://127.0.0.1:8001"]
+"""
+
+# Two groups, so that routes are required.
+TWO_GROUPS = MINIMAL + """
+[upstreams.static]
+servers = ["http://127.0.0.1:9001"]
+"""
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+class _ConfigTestMixin:
+    """
+    Helpers shared by the test cases below.
+    """
+
+    def assertConfigError(
+        self, text: str, path: str, problem: Optional[str] = None, contains: Optional[str] = None
+    ) -> ConfigError:
+        """
+        Parsing C{text} raises L{ConfigError} at C{path}, with exactly
+        C{problem} or a problem containing C{contains}.
+        """
+        with self.assertRaises(ConfigError) as raised:  # type: ignore[attr-defined]
+            parse(text, "proxy.toml")
+        error = raised.exception
+        self.assertEqual(error.path, path, str(error))  # type: ignore[attr-defined]
+        self.assertEqual(error.source, "proxy.toml")  # type: ignore[attr-defined]
+        if problem is not None:
+            self.assertEqual(error.problem, problem)  # type: ignore[attr-defined]
+        if contains is not None:
+            self.assertIn(contains, error.problem)  # type: ignore[attr-defined]
+        return error
+
+    def server(self, url: str) -> Server:
+        """
+        Parse a configuration whose only server has URL C{url} and return it.
+        """
+        text = f"""
+[listeners.main]
+endpoint = "tcp:8080"
+[upstreams.api]
+servers = [{url!r}]
+"""
+        return parse(text).upstreams["api"].servers[0]
+
+    def route(self, body: str) -> Route:
+        """
+        Parse L{MINIMAL} with one route whose settings are C{body} (C{upstream}
+        is filled in) and return that route.
+        """
+        return parse(MINIMAL + '[[routes]]\nupstream = "api"\n' + body).routes[0]
+
+    def routeError(self, body: str, path: str, problem: Optional[str] = None,
+                   contains: Optional[str] = None) -> ConfigError:
+        """
+        A route whose settings are C{body} is rejected at C{path}.
+        """
+        return self.assertConfigError(
+            MINIMAL + '[[routes]]\nupstream = "api"\n' + body, path, problem, contains
+        )
+
+
+class ConfigErrorTests(SynchronousTestCase):
+    """
+    Tests for L{ConfigError}.
+    """
+
+    def test_str(self) -> None:
+        """
+        The string form is C{source: path: problem}.
+        """
+        error = ConfigError(
+            "upstreams.api.servers[2].url",
+            "must be an http:// or https:// URL",
+            "proxy.toml",
+        )
+        self.assertEqual(
+            str(error),
+            "proxy.toml: upstreams.api.servers[2].url: must be an http:// or https:// URL",
+        )
+
+    def test_strWithoutPathOrSource(self) -> None:
+        """
+        Missing parts are left out of the string form, with their separators.
+        """
+        self.assertEqual(str(ConfigError("", "broken", "proxy.toml")), "proxy.toml: broken")
+        self.assertEqual(str(ConfigError("a.b", "broken")), "a.b: broken")
+        self.assertEqual(str(ConfigError("", "broken")), "broken")
+
+    def test_errorFromParseHasSource(self) -> None:
+        """
+        An error from L{parse} carries the source given to it, and the string
+        form names source, path and problem.
+        """
+        with self.assertRaises(ConfigError) as raised:
+            parse(MINIMAL + "[timeouts]\nconnect = 0\n", "proxy.toml")
+        self.assertEqual(
+            str(raised.exception), "proxy.toml: timeouts.connect: must be greater than 0 (got 0)"
+        )
+
+    def test_defaultSource(self) -> None:
+        """
+        Without a source, L{parse} reports C{<string>}.
+        """
+        with self.assertRaises(ConfigError) as raised:
+            parse("")
+        self.assertEqual(raised.exception.source, "<string>")
+
+
+class MinimalConfigTests(SynchronousTestCase):
+    """
+    The defaults filled in for a minimal configuration.
+    """
+
+    def setUp(self) -> None:
+        self.config = parse(MINIMAL, "proxy.toml")
+
+    def test_type(self) -> None:
+        """
+        L{parse} returns a L{ProxyConfig} whose source is the name given.
+        """
+        self.assertIsInstance(self.config, ProxyConfig)
+        self.assertEqual(self.config.source, "proxy.toml")
+
+    def test_listener(self) -> None:
+        """
+        A listener keeps its name and endpoint string.
+        """
+        self.assertEqual(self.config.listeners, (Listener(name="main", endpoint="tcp:8080"),))
+
+    def test_upstreamDefaults(self) -> None:
+        """
+        A group without settings gets the defaults of L{UpstreamGroup}, and a
+        server URL without a port gets the scheme's port and weight 1.
+        """
+        self.assertEqual(
+            dict(self.config.upstreams),
+            {
+                "api": UpstreamGroup(
+                    name="api",
+                    servers=(
+                        Server(
+                            url="http://127.0.0.1:8001",
+                            scheme="http",
+                            host="127.0.0.1",
+                            port=8001,
+                            weight=1,
+                        ),
+                    ),
+                    balancer="round_robin",
+                    balancer_options={},
+                    max_connections=256,
+                    max_idle=32,
+                )
+            },
+        )
+
+    def test_defaultRoute(self) -> None:
+        """
+        Without routes and with exactly one group, a single default route
+        sends everything to that group.
+        """
+        self.assertEqual(self.config.routes, (Route(upstream="api"),))
+
+    def test_sectionDefaults(self) -> None:
+        """
+        Absent sections get their classes' defaults.
+        """
+        self.assertEqual(self.config.timeouts, Timeouts())
+        self.assertEqual(self.config.limits, Limits())
+        self.assertEqual(self.config.forwarding, Forwarding())
+        self.assertEqual(self.config.access_log, AccessLog())
+        self.assertEqual(self.config.access_log, AccessLog(path="stdout", format="combined"))
+
+    def test_emptyRoutesArray(self) -> None:
+        """
+        An empty C{routes} array is treated like an absent one.
+        """
+        self.assertEqual(parse("routes = []\n" + MINIMAL).routes, (Route(upstream="api"),))
+
+
+class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    Required sections and unknown keys at the top level.
+    """
+
+    def test_unknownTopLevelKey(self) -> None:
+        """
+        An unknown top-level key is rejected at its own path.
+        """
+        self.assertConfigError("foo = 1\n" + MINIMAL, "foo", "unknown key 'foo'")
+
+    def test_unknownTopLevelTable(self) -> None:
+        """
+        An unknown top-level table is rejected at its own path.
+        """
+        self.assertConfigError(MINIMAL + "[cache]\nsize = 1\n", "cache", "unknown key 'cache'")
+
+    def test_unknownKeySuggestion(self) -> None:
+        """
+        A misspelt key is reported with the closest known key.
+        """
+        self.assertConfigError(
+            MINIMAL + "[timeout]\n", "timeout", "unknown key 'timeout' (did you mean 'timeouts'?)"
+        )
+
+    def test_quotedUnknownKey(self) -> None:
+        """
+        A key that TOML needs quoted is shown quoted in the path.
+        """
+        self.assertConfigError('"a b" = 1\n' + MINIMAL, '"a b"', "unknown key 'a b'")
+
+    def test_empty(self) -> None:
+        """
+        An empty file lacks listeners.
+        """
+        self.assertConfigError(
+            "", "listeners", "at least one listener is required ([listeners.NAME] with an endpoint)"
+        )
+
+    def test_noUpstreams(self) -> None:
+        """
+        A file without upstream groups is rejected at C{upstreams}.
+        """
+        self.assertConfigError(
+            '[listeners.main]\nendpoint = "tcp:8080"\n',
+            "upstreams",
+            "at least one upstream group is required ([upstreams.NAME] with servers)",
+        )
+
+
+class ListenerTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[listeners.NAME]} tables.
+    """
+
+    def test_several(self) -> None:
+        """
+        Several listeners are kept in file order.
+        """
+        config = parse(
+            """
+[listeners.b]
+endpoint = "tcp:8081"
+[listeners.a]
+endpoint = "ssl:8443:privateKey=key.pem"
+[upstreams.api]
+servers = ["http://x"]
+"""
+        )
+        self.assertEqual(
+            config.listeners,
+            (
+                Listener(name="b", endpoint="tcp:8081"),
+                Listener(name="a", endpoint="ssl:8443:privateKey=key.pem"),
+            ),
+        )
+
+    def test_nameCharacters(self) -> None:
+        """
+        Listener names may use letters, digits, C{_}, C{.} and C{-}; a dotted
+        name is shown quoted in paths.
+        """
+        config = parse(MINIMAL + '[listeners."a.B_1-x"]\nendpoint = "tcp:1"\n')
+        self.assertEqual(config.listeners[1].name, "a.B_1-x")
+
+    def test_badName(self) -> None:
+        """
+        A listener name with other characters is rejected.
+        """
+        self.assertConfigError(
+            MINIMAL + '[listeners."a b"]\nendpoint = "tcp:1"\n',
+            'listeners."a b"',
+            "invalid listener name 'a b': use only letters, digits, '_', '.' and '-'",
+        )
+
+    def test_emptyName(self) -> None:
+        """
+        An empty listener name is rejected.
+        """
+        self.assertConfigError(
+            MINIMAL + '[listeners.""]\nendpoint = "tcp:1"\n',
+            'listeners.""',
+            contains="invalid listener name ''",
+        )
+
+    def test_noListeners(self) -> None:
+        """
+        An empty C{listeners} table is rejected.
+        """
+        self.assertConfigError(
+            'listeners = {}\n[upstreams.api]\nservers = ["http://x"]\n',
+            "listeners",
+            "at least one listener is required ([listeners.NAME])",
+        )
+
+    def test_listenersNotATable(self) -> None:
+        """
+        C{listeners} must be a table.
+        """
+        self.assertConfigError(
+            'listeners = ["tcp:8080"]\n[upstreams.api]\nservers = ["http://x"]\n',
+            "listeners",
+            "must be a table of listeners, not an array",
+        )
+
+    def test_listenerNotATable(self) -> None:
+        """
+        Each listener must be a table.
+        """
+        self.assertConfigError(
+            'listeners = { main = "tcp:8080" }\n[upstreams.api]\nservers = ["http://x"]\n',
+            "listeners.main",
+            "must be a table, not a string",
+        )
+
+    def test_endpointRequired(self) -> None:
+        """
+        A listener without an endpoint is rejected at its C{endpoint} path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[listeners.other]\n",
+            "listeners.other.endpoint",
+            'is required (an endpoint string such as "tcp:8080")',
+        )
+
+    def test_endpointType(self) -> None:
+        """
+        An endpoint must be a string.
+        """
+        self.assertConfigError(
+            MINIMAL + "[listeners.other]\nendpoint = 8080\n",
+            "listeners.other.endpoint",
+            "must be a string, not an integer",
+        )
+
+    def test_endpointEmpty(self) -> None:
+        """
+        An empty (or blank) endpoint is rejected.
+        """
+        for endpoint in ('""', '"  "'):
+            self.assertConfigError(
+                MINIMAL + f"[listeners.other]\nendpoint = {endpoint}\n",
+                "listeners.other.endpoint",
+                "must not be empty",
+            )
+
+    def test_endpointNul(self) -> None:
+        """
+        An endpoint with a NUL character is rejected.
+        """
+        self.assertConfigError(
+            MINIMAL + '[listeners.other]\nendpoint = "tcp:80\\u0000"\n',
+            "listeners.other.endpoint",
+            "must not contain NUL",
+        )
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown key in a listener is rejected at its path.
+        """
+        self.assertConfigError(
+            MINIMAL + '[listeners.other]\nendpoint = "tcp:1"\nbacklog = 5\n',
+            "listeners.other.backlog",
+            "unknown key 'backlog'",
+        )
+
+
+class UpstreamGroupTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[upstreams.NAME]} tables.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        Every key of a group is read.
+        """
+        config = parse(
+            """
+[listeners.main]
+endpoint = "tcp:8080"
+[upstreams.api]
+servers = ["http://a:1", { url = "https://b", weight = 3 }]
+balancer = "least_connections"
+max_connections = 10
+max_idle = 0
+[upstreams.api.balancer_options]
+choices = 2
+nested = { x = [1, 2] }
+"""
+        )
+        self.assertEqual(
+            config.upstreams["api"],
+            UpstreamGroup(
+                name="api",
+                servers=(
+                    Server(url="http://a:1", scheme="http", host="a", port=1, weight=1),
+                    Server(url="https://b", scheme="https", host="b", port=443, weight=3),
+                ),
+                balancer="least_connections",
+                balancer_options={"choices": 2, "nested": {"x": [1, 2]}},
+                max_connections=10,
+                max_idle=0,
+            ),
+        )
+        self.assertIs(type(config.upstreams["api"].balancer_options), dict)
+
+    def test_groupOrder(self) -> None:
+        """
+        Groups are kept in file order.
+        """
+        config = parse(TWO_GROUPS + '[[routes]]\nupstream = "api"\n')
+        self.assertEqual(list(config.upstreams), ["api", "static"])
+        self.assertEqual(config.upstreams["static"].name, "static")
+
+    def test_upstreamsNotATable(self) -> None:
+        """
+        C{upstreams} must be a table.
+        """
+        self.assertConfigError(
+            '[listeners.main]\nendpoint = "tcp:8080"\n[[upstreams]]\nservers = []\n',
+            "upstreams",
+            "must be a table of upstream groups, not an array",
+        )
+
+    def test_noGroups(self) -> None:
+        """
+        An empty C{upstreams} table is rejected.
+        """
+        self.assertConfigError(
+            '[listeners.main]\nendpoint = "tcp:8080"\n[upstreams]\n',
+            "upstreams",
+            "at least one upstream group is required ([upstreams.NAME])",
+        )
+
+    def test_badName(self) -> None:
+        """
+        A group name with characters outside C{[A-Za-z0-9_.-]} is rejected.
+        """
+        self.assertConfigError(
+            MINIMAL + '[upstreams."api/v2"]\nservers = ["http://x"]\n',
+            'upstreams."api/v2"',
+            "invalid upstream group name 'api/v2': use only letters, digits, '_', '.' and '-'",
+        )
+
+    def test_groupNotATable(self) -> None:
+        """
+        A group must be a table.
+        """
+        self.assertConfigError(
+            '[listeners.main]\nendpoint = "tcp:8080"\n[upstreams]\napi = "http://x"\n',
+            "upstreams.api",
+            "must be a table, not a string",
+        )
+
+    def test_serversRequired(self) -> None:
+        """
+        A group without servers is rejected at its C{servers} path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nbalancer = 'random'\n",
+            "upstreams.other.servers",
+            "is required (an array of backend URLs)",
+        )
+
+    def test_serversEmpty(self) -> None:
+        """
+        A group with an empty server list is rejected.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = []\n",
+            "upstreams.other.servers",
+            "must list at least one server",
+        )
+
+    def test_serversNotAnArray(self) -> None:
+        """
+        C{servers} must be an array, even for one server.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = 'http://x'\n",
+            "upstreams.other.servers",
+            "must be an array, not a string",
+        )
+
+    def test_serverWrongType(self) -> None:
+        """
+        A server must be a string or a table.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x', 8080]\n",
+            "upstreams.other.servers[1]",
+            "must be a URL string or a table {url, weight}, not an integer",
+        )
+
+    def test_serverTableUrlRequired(self) -> None:
+        """
+        A server table without C{url} is rejected at its C{url} path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = [{ weight = 2 }]\n",
+            "upstreams.other.servers[0].url",
+            "is required",
+        )
+
+    def test_serverTableUnknownKey(self) -> None:
+        """
+        An unknown key in a server table is rejected at its path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = [{ url = 'http://x', wieght = 2 }]\n",
+            "upstreams.other.servers[0].wieght",
+            "unknown key 'wieght' (did you mean 'weight'?)",
+        )
+
+    def test_badUrlInTable(self) -> None:
+        """
+        A bad URL in a server table is reported at the C{url} path.
+        """
+        self.assertConfigError(
+            MINIMAL
+            + "[upstreams.other]\nservers = ['http://a', 'http://b', { url = 'ftp://c' }]\n",
+            "upstreams.other.servers[2].url",
+            "must be an http:// or https:// URL",
+        )
+
+    def test_badUrlString(self) -> None:
+        """
+        A bad URL given as a string is reported at the item's path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://a', 'c:8080']\n",
+            "upstreams.other.servers[1]",
+            "must be an http:// or https:// URL",
+        )
+
+    def test_urlType(self) -> None:
+        """
+        C{url} must be a string.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = [{ url = 8080 }]\n",
+            "upstreams.other.servers[0].url",
+            "must be a string, not an integer",
+        )
+
+    def test_weight(self) -> None:
+        """
+        C{weight} must be an integer of at least 1; a boolean is not one.
+        """
+        for value, problem in [
+            ("0", "must be at least 1 (got 0)"),
+            ("-2", "must be at least 1 (got -2)"),
+            ("1.5", "must be an integer, not a float"),
+            ("true", "must be an integer, not a boolean"),
+            ("'2'", "must be an integer, not a string"),
+        ]:
+            self.assertConfigError(
+                MINIMAL + f"[upstreams.other]\nservers = [{{ url = 'http://x', weight = {value} }}]\n",
+                "upstreams.other.servers[0].weight",
+                problem,
+            )
+
+    def test_duplicateServer(self) -> None:
+        """
+        The same scheme, host and port twice in a group is rejected, even if
+        written differently.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x', 'http://y', 'HTTP://X:80/']\n",
+            "upstreams.other.servers[2]",
+            "duplicate of upstreams.other.servers[0]; use weight to send it more requests",
+        )
+
+    def test_sameHostOtherScheme(self) -> None:
+        """
+        The same host over http and https are different servers.
+        """
+        config = parse(
+            MINIMAL
+            + "[upstreams.other]\nservers = ['http://x:443', 'https://x']\n"
+            + "[[routes]]\nupstream = 'other'\n"
+        )
+        self.assertEqual(len(config.upstreams["other"].servers), 2)
+
+    def test_balancer(self) -> None:
+        """
+        C{balancer} must be a non-empty string.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer = 1\n",
+            "upstreams.other.balancer",
+            "must be a string, not an integer",
+        )
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer = ''\n",
+            "upstreams.other.balancer",
+            "must not be empty",
+        )
+
+    def test_balancerDottedPath(self) -> None:
+        """
+        C{balancer} may be a dotted path; it is not resolved here.
+        """
+        config = parse(
+            MINIMAL
+            + "[upstreams.other]\nservers = ['http://x']\nbalancer = 'my.module.Factory'\n"
+            + "[[routes]]\nupstream = 'other'\n"
+        )
+        self.assertEqual(config.upstreams["other"].balancer, "my.module.Factory")
+
+    def test_balancerOptionsType(self) -> None:
+        """
+        C{balancer_options} must be a table.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer_options = [1]\n",
+            "upstreams.other.balancer_options",
+            "must be a table, not an array",
+        )
+
+    def test_maxConnections(self) -> None:
+        """
+        C{max_connections} must be an integer of at least 1.
+        """
+        for value, problem in [
+            ("0", "must be at least 1 (got 0)"),
+            ("true", "must be an integer, not a boolean"),
+            ("2.0", "must be an integer, not a float"),
+        ]:
+            self.assertConfigError(
+                MINIMAL + f"[upstreams.other]\nservers = ['http://x']\nmax_connections = {value}\n",
+                "upstreams.other.max_connections",
+                problem,
+            )
+
+    def test_maxIdle(self) -> None:
+        """
+        C{max_idle} must be an integer of at least 0.
+        """
+        for value, problem in [
+            ("-1", "must be at least 0 (got -1)"),
+            ("false", "must be an integer, not a boolean"),
+        ]:
+            self.assertConfigError(
+                MINIMAL + f"[upstreams.other]\nservers = ['http://x']\nmax_idle = {value}\n",
+                "upstreams.other.max_idle",
+                problem,
+            )
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown key in a group is rejected at its path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nhealth = 1\n",
+            "upstreams.other.health",
+            "unknown key 'health'",
+        )
+
+
+class ServerURLTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    Backend server URLs.
+    """
+
+    def test_defaultPorts(self) -> None:
+        """
+        The port defaults to 80 for http and 443 for https.
+        """
+        self.assertEqual(self.server("http://example.com").port, 80)
+        self.assertEqual(self.server("https://example.com").port, 443)
+        self.assertEqual(self.server("https://example.com").scheme, "https")
+
+    def test_explicitPort(self) -> None:
+        """
+        An explicit port is used and kept in the canonical URL.
+        """
+        server = self.server("https://example.com:8443")
+        self.assertEqual((server.host, server.port), ("example.com", 8443))
+        self.assertEqual(server.url, "https://example.com:8443")
+
+    def test_canonical(self) -> None:
+        """
+        Scheme and host are lower-cased and a trailing slash dropped.
+        """
+        self.assertEqual(
+            self.server("HTTP://Example.COM:0080/"),
+            Server(url="http://example.com:80", scheme="http", host="example.com", port=80),
+        )
+
+    def test_ipv6(self) -> None:
+        """
+        An IPv6 literal is written in brackets; the host is stored without
+        them and the URL with them.
+        """
+        self.assertEqual(
+            self.server("http://[::1]:8080"),
+            Server(url="http://[::1]:8080", scheme="http", host="::1", port=8080),
+        )
+        self.assertEqual(self.server("https://[2001:DB8::1]/").host, "2001:db8::1")
+        self.assertEqual(self.server("https://[2001:DB8::1]/").port, 443)
+
+    def test_ipv6WithoutBrackets(self) -> None:
+        """
+        An IPv6 literal without brackets is rejected with a hint.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://::1']\n",
+            "upstreams.other.servers[0]",
+            "write the IPv6 address in 'http://::1' in brackets, as in 'http://[::1]:8080'",
+        )
+
+    def test_badIPv6(self) -> None:
+        """
+        Brackets must hold an IPv6 address.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://[example.com]']\n",
+            "upstreams.other.servers[0]",
+            "invalid host in 'http://[example.com]': not an IPv6 address",
+        )
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://[::1]x']\n",
+            "upstreams.other.servers[0]",
+            "invalid host in 'http://[::1]x': only ':port' may follow ']'",
+        )
+        self.assertConfigError(
+            MINIMAL + "[upstreams.other]\nservers = ['http://[::1']\n",
+            "upstreams.other.servers[0]",
+            "invalid host in 'http://[::1': missing ']'",
+        )
+
+    def test_ipv4(self) -> None:
+        """
+        An IPv4 address is a host.
+        """
+        self.assertEqual(self.server("http://10.1.2.3:81").host, "10.1.2.3")
+
+    def test_rejected(self) -> None:
+        """
+        Each malformed or unsupported URL is rejected with a specific problem.
+        """
+        cases = [
+            ("ftp://x", "must be an http:// or https:// URL"),
+            ("x:8080", "must be an http:// or https:// URL"),
+            ("http:x", "must be an http:// or https:// URL"),
+            ("", "must be an http:// or https:// URL"),
+            ("http://", "'http://' must name a host"),
+            ("http://:80", "'http://:80' must name a host"),
+            ("http://x/api", "'http://x/api' must not have a path ('/api'); "
+             "requests are forwarded with their own path"),
+            ("http://x?a=1", "'http://x?a=1' must not have a query or fragment"),
+            ("http://x/?", "'http://x/?' must not have a query or fragment"),
+            ("http://x#f", "'http://x#f' must not have a query or fragment"),
+            ("http://u:p@x", "'http://u:p@x' must not contain a user name or password"),
+            ("http://x:0", "invalid port in 'http://x:0': must be a number from 1 to 65535"),
+            ("http://x:65536",
+             "invalid port in 'http://x:65536': must be a number from 1 to 65535"),
+            ("http://x:http",
+             "invalid port in 'http://x:http': must be a number from 1 to 65535"),
+            ("http://x:", "invalid port in 'http://x:': the port is empty"),
+            ("http://a b", "'http://a b' must not contain whitespace or control characters"),
+            ("http://a\tb", "'http://a\\tb' must not contain whitespace or control characters"),
+            ("http://a\x00b", "'http://a\\x00b' must not contain whitespace or control characters"),
+            ("http://a..b", "invalid host 'a..b': empty label between dots"),
+            ("http://*.a", "invalid host '*.a': a server cannot be a wildcard"),
+            ("http://a$b", "invalid host 'a$b': only letters, digits, '-', '_' and '.' are allowed"),
+        ]
+        for url, problem in cases:
+            # A JSON string is also a TOML basic string.
+            self.assertConfigError(
+                MINIMAL + f"[upstreams.other]\nservers = [{{ url = {json.dumps(url)} }}]\n",
+                "upstreams.other.servers[0].url",
+                problem,
+            )
+
+    def test_highestPort(self) -> None:
+        """
+        Port 65535 is allowed.
+        """
+        self.assertEqual(self.server("http://x:65535").port, 65535)
+
+
+class RouteTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[[routes]]} array.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        Every key of a route is read.
+        """
+        config = parse(
+            TWO_GROUPS
+            + """
+[[routes]]
+name = "static files"
+hosts = ["Static.Example.com", "*.CDN.example.com"]
+path_prefix = "/static/"
+methods = ["get", "HEAD"]
+upstream = "static"
+preserve_host = false
+request_headers = { remove = ["X-Debug"], set = { "X-Env" = "prod", "X-A" = "1" }, add = { "X-Tag" = "a" } }
+[routes.response_headers]
+remove = ["Server", "X-Powered-By"]
+add = { "Cache-Control" = "public, max-age=60" }
+
+[[routes]]
+upstream = "api"
+"""
+        )
+        self.assertEqual(
+            config.routes,
+            (
+                Route(
+                    name="static files",
+                    hosts=("static.example.com", "*.cdn.example.com"),
+                    path_prefix="/static/",
+                    methods=("GET", "HEAD"),
+                    upstream="static",
+                    preserve_host=False,
+                    request_headers=HeaderRules(
+                        remove=("X-Debug",),
+                        set=(("X-Env", "prod"), ("X-A", "1")),
+                        add=(("X-Tag", "a"),),
+                    ),
+                    response_headers=HeaderRules(
+                        remove=("Server", "X-Powered-By"),
+                        add=(("Cache-Control", "public, max-age=60"),),
+                    ),
+                ),
+                Route(name="routes[1]", upstream="api"),
+            ),
+        )
+
+    def test_defaults(self) -> None:
+        """
+        A route with only C{upstream} gets its index as name, matches every
+        host, path and method, preserves Host and edits no headers.
+        """
+        self.assertEqual(
+            self.route(""),
+            Route(
+                upstream="api",
+                name="routes[0]",
+                hosts=(),
+                path_prefix="/",
+                methods=(),
+                preserve_host=True,
+                request_headers=HeaderRules(),
+                response_headers=HeaderRules(),
+            ),
+        )
+
+    def test_routesRequiredWithSeveralGroups(self) -> None:
+        """
+        Without routes and with several groups, the file is rejected at
+        C{routes}.
+        """
+        self.assertConfigError(
+            TWO_GROUPS,
+            "routes",
+            "routes are required when there are several upstream groups "
+            "(api, static); add [[routes]] with an upstream",
+        )
+
+    def test_routesNotAnArray(self) -> None:
+        """
+        C{routes} must be an array of tables.
+        """
+        self.assertConfigError(
+            MINIMAL + "[routes]\nupstream = 'api'\n",
+            "routes",
+            "must be an array of tables ([[routes]]), not a table",
+        )
+
+    def test_routeNotATable(self) -> None:
+        """
+        Each route must be a table.
+        """
+        self.assertConfigError(
+            "routes = ['api']\n" + MINIMAL,
+            "routes[0]",
+            "must be a table ([[routes]]), not a string",
+        )
+
+    def test_upstreamRequired(self) -> None:
+        """
+        A route without C{upstream} is rejected at its C{upstream} path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[[routes]]\npath_prefix = '/a'\nupstream = 'api'\n[[routes]]\nname = 'x'\n",
+            "routes[1].upstream",
+            "is required (the name of an upstream group)",
+        )
+
+    def test_upstreamUnknown(self) -> None:
+        """
+        A route naming a group that does not exist is rejected, listing the
+        groups that do.
+        """
+        self.assertConfigError(
+            TWO_GROUPS + "[[routes]]\nupstream = 'apl'\n",
+            "routes[0].upstream",
+            "no upstream group named 'apl' (defined: api, static)",
+        )
+
+    def test_upstreamType(self) -> None:
+        """
+        C{upstream} must be a string.
+        """
+        self.assertConfigError(
+            MINIMAL + "[[routes]]\nupstream = ['api']\n",
+            "routes[0].upstream",
+            "must be a string, not an array",
+        )
+
+    def test_name(self) -> None:
+        """
+        C{name} must be a non-empty string.
+        """
+        self.routeError("name = 3\n", "routes[0].name", "must be a string, not an integer")
+        self.routeError("name = ''\n", "routes[0].name", "must not be empty")
+
+    def test_duplicateName(self) -> None:
+        """
+        Two routes with the same name are rejected at the second.
+        """
+        self.assertConfigError(
+            MINIMAL
+            + "[[routes]]\nname = 'a'\nupstream = 'api'\nmethods = ['GET']\n"
+            + "[[routes]]\nname = 'a'\nupstream = 'api'\n",
+            "routes[1].name",
+            "duplicate route name 'a' (also routes[0])",
+        )
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown key in a route is rejected at its path.
+        """
+        self.routeError("prefix = '/a'\n", "routes[0].prefix", contains="unknown key 'prefix'")
+
+    def test_preserveHost(self) -> None:
+        """
+        C{preserve_host} must be a real boolean.
+        """
+        self.assertFalse(self.route("preserve_host = false\n").preserve_host)
+        self.routeError(
+            "preserve_host = 'false'\n",
+            "routes[0].preserve_host",
+            "must be a boolean (true or false), not a string",
+        )
+        self.routeError(
+            "preserve_host = 1\n",
+            "routes[0].preserve_host",
+            "must be a boolean (true or false), not an integer",
+        )
+
+
+class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{hosts} of a route.
+    """
+
+    def test_singleString(self) -> None:
+        """
+        A single string is accepted as one host.
+        """
+        self.assertEqual(self.route("hosts = 'Example.com'\n").hosts, ("example.com",))
+
+    def test_emptyArray(self) -> None:
+        """
+        An empty array matches any host.
+        """
+        self.assertEqual(self.route("hosts = []\npath_prefix = '/a'\n").hosts, ())
+
+    def test_accepted(self) -> None:
+        """
+        Names, wildcards, IPv4 and bracketed IPv6 addresses are accepted and
+        lower-cased.
+        """
+        self.assertEqual(
+            self.route(
+                "hosts = ['a-b.example.com', '*.Example.COM', 'localhost', '10.0.0.1', "
+                "'[2001:DB8::1]', 'under_score.internal']\n"
+            ).hosts,
+            (
+                "a-b.example.com",
+                "*.example.com",
+                "localhost",
+                "10.0.0.1",
+                "[2001:db8::1]",
+                "under_score.internal",
+            ),
+        )
+
+    def test_rejected(self) -> None:
+        """
+        Each bad host is rejected at its index with a specific problem.
+        """
+        cases = [
+            ("", "host must not be empty"),
+            ("example.com:8080",
+             "invalid host 'example.com:8080': a route matches host names without a port; "
+             "remove the port"),
+            ("[::1]:8080",
+             "invalid host '[::1]:8080': a route matches host names without a port; "
+             "remove the port"),
+            ("::1", "invalid host '::1': write an IPv6 address in brackets, as in '[::1]'"),
+            ("[nope]", "invalid host '[nope]': not an IPv6 address"),
+            (" example.com", "invalid host ' example.com': must not contain whitespace"),
+            ("exa mple.com", "invalid host 'exa mple.com': must not contain whitespace"),
+            ("*", "invalid host '*': a wildcard needs a domain after it, as in '*.example.com'"),
+            ("a.*.com",
+             "invalid host 'a.*.com': '*' is only allowed as the whole first label, "
+             "as in '*.example.com'"),
+            ("*example.com",
+             "invalid host '*example.com': '*' is only allowed as the whole first label, "
+             "as in '*.example.com'"),
+            ("a..b", "invalid host 'a..b': empty label between dots"),
+            ("example.com.", "invalid host 'example.com.': empty label between dots"),
+            ("ex/ample", "invalid host 'ex/ample': only letters, digits, '-', '_' and '.' "
+             "are allowed"),
+        ]
+        for host, problem in cases:
+            self.routeError(f"hosts = ['ok.example', {host!r}]\n", "routes[0].hosts[1]", problem)
+
+    def test_singleStringRejected(self) -> None:
+        """
+        A bad single-string host is reported at C{hosts}.
+        """
+        self.routeError("hosts = 'a:1'\n", "routes[0].hosts", contains="remove the port")
+
+    def test_type(self) -> None:
+        """
+        C{hosts} must be a string or an array of strings.
+        """
+        self.routeError(
+            "hosts = 1\n", "routes[0].hosts", "must be a string or an array of strings, not an integer"
+        )
+        self.routeError("hosts = ['a', 1]\n", "routes[0].hosts[1]", "must be a string, not an integer")
+
+
+class RoutePathAndMethodTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{path_prefix} and C{methods} of a route.
+    """
+
+    def test_pathPrefix(self) -> None:
+        """
+        C{path_prefix} is kept as written.
+        """
+        self.assertEqual(self.route("path_prefix = '/api/v1'\n").path_prefix, "/api/v1")
+
+    def test_pathPrefixRejected(self) -> None:
+        """
+        C{path_prefix} must be a string starting with C{/}, without
+        whitespace, control characters, query or fragment.
+        """
+        cases = [
+            ("'api/'", "must start with '/' (got 'api/')"),
+            ("''", "must start with '/' (got '')"),
+            ("'/a b'", "must not contain whitespace or control characters (got '/a b')"),
+            ('"/a\\u0000"', "must not contain whitespace or control characters (got '/a\\x00')"),
+            ("'/a?b=1'", "must be a path without '?' or '#' (got '/a?b=1')"),
+            ("'/a#b'", "must be a path without '?' or '#' (got '/a#b')"),
+            ("1", "must be a string, not an integer"),
+        ]
+        for value, problem in cases:
+            self.routeError(f"path_prefix = {value}\n", "routes[0].path_prefix", problem)
+
+    def test_methods(self) -> None:
+        """
+        Methods are upper-cased; extension methods are allowed.
+        """
+        self.assertEqual(
+            self.route("methods = ['get', 'Post', 'PROPFIND']\n").methods,
+            ("GET", "POST", "PROPFIND"),
+        )
+
+    def test_methodsRejected(self) -> None:
+        """
+        Each method must be an HTTP token, and C{methods} an array.
+        """
+        self.routeError(
+            "methods = ['GET', 'GE T']\n",
+            "routes[0].methods[1]",
+            "method 'GE T' is not a valid HTTP token",
+        )
+        self.routeError(
+            "methods = ['']\n", "routes[0].methods[0]", "method '' is not a valid HTTP token"
+        )
+        self.routeError("methods = 'GET'\n", "routes[0].methods", "must be an array, not a string")
+        self.routeError(
+            "methods = [true]\n", "routes[0].methods[0]", "must be a string, not a boolean"
+        )
+
+
+class HeaderRulesTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    C{request_headers} and C{response_headers}.
+    """
+
+    def test_fileOrder(self) -> None:
+        """
+        C{set} and C{add} become (name, value) pairs in file order, with the
+        names' case kept.
+        """
+        rules = self.route(
+            "[routes.request_headers.set]\nX-B = '2'\nX-A = '1'\n"
+            "[routes.request_headers.add]\nvia-x = ''\n"
+        ).request_headers
+        self.assertEqual(rules, HeaderRules(set=(("X-B", "2"), ("X-A", "1")), add=(("via-x", ""),)))
+
+    def test_both(self) -> None:
+        """
+        Request and response rules are read independently.
+        """
+        route = self.route(
+            "request_headers = { remove = ['a'] }\nresponse_headers = { remove = ['b'] }\n"
+        )
+        self.assertEqual(route.request_headers, HeaderRules(remove=("a",)))
+        self.assertEqual(route.response_headers, HeaderRules(remove=("b",)))
+
+    def test_rejected(self) -> None:
+        """
+        Each bad header rule is rejected at its path.
+        """
+        for which in ("request_headers", "response_headers"):
+            p = f"routes[0].{which}"
+            cases = [
+                (f"{which} = 1\n", p, "must be a table, not an integer"),
+                (f"{which} = {{ delete = [] }}\n", f"{p}.delete", "unknown key 'delete'"),
+                (f"{which} = {{ remove = 'X' }}\n", f"{p}.remove", "must be an array, not a string"),
+                (f"{which} = {{ remove = ['X', 'A B'] }}\n", f"{p}.remove[1]",
+                 "header name 'A B' is not a valid HTTP token"),
+                (f"{which} = {{ remove = ['X', 1] }}\n", f"{p}.remove[1]",
+                 "must be a string, not an integer"),
+                (f"{which} = {{ set = ['X'] }}\n", f"{p}.set",
+                 "must be a table of header names to values, not an array"),
+                (f"{which} = {{ add = 'X' }}\n", f"{p}.add",
+                 "must be a table of header names to values, not a string"),
+                (f"{which} = {{ set = {{ 'X:Y' = '1' }} }}\n", f'{p}.set."X:Y"',
+                 "header name 'X:Y' is not a valid HTTP token"),
+                (f"{which} = {{ add = {{ '' = '1' }} }}\n", f'{p}.add.""',
+                 "header name '' is not a valid HTTP token"),
+                (f"{which} = {{ set = {{ X = 1 }} }}\n", f"{p}.set.X",
+                 "must be a string, not an integer"),
+                (f'{which} = {{ set = {{ X = "a\\r\\nB: c" }} }}\n', f"{p}.set.X",
+                 "header value must not contain CR, LF or NUL"),
+                (f'{which} = {{ add = {{ X = "a\\nb" }} }}\n', f"{p}.add.X",
+                 "header value must not contain CR, LF or NUL"),
+                (f'{which} = {{ add = {{ X = "a\\u0000" }} }}\n', f"{p}.add.X",
+                 "header value must not contain CR, LF or NUL"),
+                (f"{which} = {{ set = {{ X-A = '1', x-a = '2' }} }}\n", f"{p}.set.x-a",
+                 "header 'x-a' is listed twice (as 'X-A'); header names are case-insensitive"),
+            ]
+            for body, path, problem in cases:
+                self.routeError(body, path, problem)
+
+
+class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A catch-all route must be the last one.
+    """
+
+    def test_afterCatchAll(self) -> None:
+        """
+        A route after one with no hosts, the C{/} prefix and no methods is
+        rejected at its own path.
+        """
+        self.assertConfigError(
+            TWO_GROUPS
+            + "[[routes]]\nupstream = 'api'\nhosts = 'a.example'\n"
+            + "[[routes]]\nupstream = 'api'\npath_prefix = '/'\nhosts = []\nmethods = []\n"
+            + "[[routes]]\nupstream = 'static'\npath_prefix = '/static/'\n",
+            "routes[2]",
+            "unreachable: routes[1] above matches every request",
+        )
+
+    def test_catchAllLast(self) -> None:
+        """
+        A catch-all route in the last place is accepted.
+        """
+        config = parse(
+            TWO_GROUPS
+            + "[[routes]]\nupstream = 'static'\npath_prefix = '/static/'\n"
+            + "[[routes]]\nupstream = 'api'\n"
+        )
+        self.assertEqual([r.upstream for r in config.routes], ["static", "api"])
+
+    def test_narrowRoutesNotCatchAll(self) -> None:
+        """
+        A route restricted by host, path or method alone does not make later
+        routes unreachable.
+        """
+        config = parse(
+            MINIMAL
+            + "[[routes]]\nupstream = 'api'\nhosts = ['a']\n"
+            + "[[routes]]\nupstream = 'api'\npath_prefix = '/x'\n"
+            + "[[routes]]\nupstream = 'api'\nmethods = ['GET']\n"
+            + "[[routes]]\nupstream = 'api'\n"
+        )
+        self.assertEqual(len(config.routes), 4)
+
+
+class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[timeouts]} table.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        Every timeout is read; integers become floats.
+        """
+        config = parse(
+            MINIMAL
+            + "[timeouts]\nconnect = 1\nupstream_response = 2.5\nidle = 3\n"
+            + "request_head = 4\nrequest_body = 5\nupstream_idle = 0.25\n"
+        )
+        self.assertEqual(
+            config.timeouts,
+            Timeouts(
+                connect=1.0,
+                upstream_response=2.5,
+                idle=3.0,
+                request_head=4.0,
+                request_body=5.0,
+                upstream_idle=0.25,
+            ),
+        )
+        self.assertIs(type(config.timeouts.connect), float)
+
+    def test_partial(self) -> None:
+        """
+        Timeouts not given keep their defaults.
+        """
+        config = parse(MINIMAL + "[timeouts]\nidle = 7\n")
+        self.assertEqual(config.timeouts, Timeouts(idle=7.0))
+
+    def test_rejected(self) -> None:
+        """
+        A timeout must be a finite number greater than zero.
+        """
+        cases = [
+            ("0", "must be greater than 0 (got 0)"),
+            ("-1.5", "must be greater than 0 (got -1.5)"),
+            ("inf", "must be a finite number of seconds (got inf)"),
+            ("nan", "must be a finite number of seconds (got nan)"),
+            ("'5'", "must be a number of seconds, not a string"),
+            ("true", "must be a number of seconds, not a boolean"),
+            ("12:00:00", "must be a number of seconds, not a date/time"),
+        ]
+        for value, problem in cases:
+            self.assertConfigError(
+                MINIMAL + f"[timeouts]\nrequest_body = {value}\n", "timeouts.request_body", problem
+            )
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown timeout is rejected at its path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[timeouts]\nread = 1\n", "timeouts.read", contains="unknown key 'read'"
+        )
+
+    def test_notATable(self) -> None:
+        """
+        C{timeouts} must be a table.
+        """
+        self.assertConfigError("timeouts = 5\n" + MINIMAL, "timeouts", "must be a table, not an integer")
+
+
+class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[limits]} table.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        Every limit is read.
+        """
+        config = parse(
+            MINIMAL + "[limits]\nmax_head_size = 2048\nmax_header_count = 1\nmax_body_size = 0\n"
+        )
+        self.assertEqual(
+            config.limits, Limits(max_head_size=2048, max_header_count=1, max_body_size=0)
+        )
+
+    def test_sizeSuffixes(self) -> None:
+        """
+        Sizes accept a string of digits with a binary k, m or g suffix in
+        either case, or no suffix.
+        """
+        for value, expected in [
+            ("'64k'", 64 * 1024),
+            ("'64K'", 64 * 1024),
+            ("'10m'", 10 * 1024 * 1024),
+            ("'1g'", 1024 ** 3),
+            ("'1G'", 1024 ** 3),
+            ("'5000'", 5000),
+            ("'0'", 0),
+        ]:
+            config = parse(MINIMAL + f"[limits]\nmax_body_size = {value}\n")
+            self.assertEqual(config.limits.max_body_size, expected, value)
+        config = parse(MINIMAL + "[limits]\nmax_head_size = '1k'\n")
+        self.assertEqual(config.limits.max_head_size, 1024)
+
+    def test_sizeRejected(self) -> None:
+        """
+        Malformed sizes, other types and values below the minimum are
+        rejected.
+        """
+        cases = [
+            ("max_body_size", "'10 m'",
+             "must be a number of bytes or a size like \"64k\", \"10m\" or \"1g\" (got '10 m')"),
+            ("max_body_size", "'10mb'",
+             "must be a number of bytes or a size like \"64k\", \"10m\" or \"1g\" (got '10mb')"),
+            ("max_body_size", "'1.5m'",
+             "must be a number of bytes or a size like \"64k\", \"10m\" or \"1g\" (got '1.5m')"),
+            ("max_body_size", "'-1'",
+             "must be a number of bytes or a size like \"64k\", \"10m\" or \"1g\" (got '-1')"),
+            ("max_body_size", "''",
+             "must be a number of bytes or a size like \"64k\", \"10m\" or \"1g\" (got '')"),
+            ("max_body_size", "-1", "must be at least 0 bytes (got -1)"),
+            ("max_body_size", "1.0",
+             "must be a number of bytes or a size string like \"64k\", not a float"),
+            ("max_body_size", "true",
+             "must be a number of bytes or a size string like \"64k\", not a boolean"),
+            ("max_head_size", "1023", "must be at least 1024 bytes (got 1023)"),
+            ("max_head_size", "'0k'", "must be at least 1024 bytes (got 0)"),
+        ]
+        for key, value, problem in cases:
+            self.assertConfigError(MINIMAL + f"[limits]\n{key} = {value}\n", f"limits.{key}", problem)
+
+    def test_headerCount(self) -> None:
+        """
+        C{max_header_count} is a plain integer of at least 1; a size string is
+        not accepted.
+        """
+        for value, problem in [
+            ("0", "must be at least 1 (got 0)"),
+            ("'1k'", "must be an integer, not a string"),
+            ("true", "must be an integer, not a boolean"),
+        ]:
+            self.assertConfigError(
+                MINIMAL + f"[limits]\nmax_header_count = {value}\n", "limits.max_header_count", problem
+            )
+
+    def test_unknownKey(self) -> None:
+        """
+        An unknown limit is rejected at its path.
+        """
+        self.assertConfigError(
+            MINIMAL + "[limits]\nmax_body = 1\n",
+            "limits.max_body",
+            contains="unknown key 'max_body'",
+        )
+
+
+class ForwardingTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[forwarding]} table.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        Trusted proxies are normalised to network form; C{via} is kept.
+        """
+        config = parse(
+            MINIMAL
+            + "[forwarding]\ntrusted_proxies = ['10.0.0.0/8', '::1', '192.168.1.7/24', "
+            + "'2001:DB8::/32', '127.0.0.1']\nvia = 'edge-1'\n"
+        )
+        self.assertEqual(
+            config.forwarding,
+            Forwarding(
+                trusted_proxies=(
+                    "10.0.0.0/8",
+                    "::1/128",
+                    "192.168.1.0/24",
+                    "2001:db8::/32",
+                    "127.0.0.1/32",
+                ),
+                via="edge-1",
+            ),
+        )
+
+    def test_viaDisabled(self) -> None:
+        """
+        An empty C{via} disables the Via field.
+        """
+        self.assertEqual(parse(MINIMAL + "[forwarding]\nvia = ''\n").forwarding.via, "")
+
+    def test_rejected(self) -> None:
+        """
+        Bad networks, a non-token C{via} and wrong types are rejected.
+        """
+        cases = [
+            ("trusted_proxies = ['10.0.0.0/8', 'intranet']", "forwarding.trusted_proxies[1]",
+             "'intranet' is not an IP address or network (such as '10.0.0.0/8' or '::1')"),
+            ("trusted_proxies = ['10.0.0.0/33']", "forwarding.trusted_proxies[0]",
+             "'10.0.0.0/33' is not an IP address or network (such as '10.0.0.0/8' or '::1')"),
+            ("trusted_proxies = '10.0.0.0/8'", "forwarding.trusted_proxies",
+             "must be an array, not a string"),
+            ("trusted_proxies = [10]", "forwarding.trusted_proxies[0]",
+             "must be a string, not an integer"),
+            ("via = 'my proxy'", "forwarding.via", "pseudonym 'my proxy' is not a valid HTTP token"),
+            ("via = false", "forwarding.via", "must be a string, not a boolean"),
+            ("hide_server = true", "forwarding.hide_server", "unknown key 'hide_server'"),
+        ]
+        for body, path, problem in cases:
+            self.assertConfigError(MINIMAL + f"[forwarding]\n{body}\n", path, problem)
+
+
+class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The C{[access_log]} table.
+    """
+
+    def test_everyKey(self) -> None:
+        """
+        C{path} and C{format} are read.
+        """
+        config = parse(
+            MINIMAL + "[access_log]\npath = '/var/log/twistproxy/access.log'\nformat = 'json'\n"
+        )
+        self.assertEqual(
+            config.access_log, AccessLog(path="/var/log/twistproxy/access.log", format="json")
+        )
+
+    def test_disabled(self) -> None:
+        """
+        An empty path disables the access log.
+        """
+        self.assertEqual(parse(MINIMAL + "[access_log]\npath = ''\n").access_log.path, "")
+
+    def test_rejected(self) -> None:
+        """
+        Unknown formats, wrong types, NUL in the path and unknown keys are
+        rejected.
+        """
+        cases = [
+            ("format = 'common'", "access_log.format",
+             "must be one of 'combined', 'json' (got 'common')"),
+            ("format = 1", "access_log.format", "must be a string, not an integer"),
+            ("path = true", "access_log.path", "must be a string, not a boolean"),
+            ('path = "a\\u0000b"', "access_log.path", "must not contain NUL"),
+            ("buffer = 1", "access_log.buffer", "unknown key 'buffer'"),
+        ]
+        for body, path, problem in cases:
+            self.assertConfigError(MINIMAL + f"[access_log]\n{body}\n", path, problem)
+
+
+class TOMLErrorTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    Text that is not TOML.
+    """
+
+    def test_syntaxError(self) -> None:
+        """
+        A TOML syntax error is a L{ConfigError} for the whole file, with the
+        line number.
+        """
+        error = self.assertConfigError(
+            MINIMAL + "[timeouts]\nconnect 5\n", "", contains="invalid TOML: "
+        )
+        self.assertIn("line 8", error.problem)
+        self.assertTrue(str(error).startswith("proxy.toml: invalid TOML: "))
+
+    def test_duplicateKey(self) -> None:
+        """
+        A key given twice is a TOML error.
+        """
+        self.assertConfigError(
+            MINIMAL + "[listeners.main]\nendpoint = 'tcp:1'\n", "", contains="invalid TOML"
+        )
+
+
+class LoadTests(SynchronousTestCase):
+    """
+    Tests for L{load}.
+    """
+
+    def write(self, data: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_load(self) -> None:
+        """
+        L{load} parses a file and records its name as the source.
+        """
+        path = self.write(MINIMAL.encode("utf-8"))
+        config = load(path)
+        self.assertEqual(config.source, path)
+        self.assertEqual(config.listeners, (Listener(name="main", endpoint="tcp:8080"),))
+
+    def test_utf8(self) -> None:
+        """
+        The file is read as UTF-8.
+        """
+        path = self.write((MINIMAL + "[[routes]]\nname = 'caf\u00e9'\nupstream = 'api'\n").encode())
+        self.assertEqual(load(path).routes[0].name, "caf\u00e9")
+
+    def test_missing(self) -> None:
+        """
+        A missing file is a L{ConfigError} naming the file.
+        """
+        path = self.mktemp()
+        with self.assertRaises(ConfigError) as raised:
+            load(path)
+        self.assertEqual(raised.exception.source, path)
+        self.assertEqual(raised.exception.path, "")
+        self.assertEqual(raised.exception.problem, "cannot read file: No such file or directory")
+        self.assertEqual(str(raised.exception), f"{path}: cannot read file: No such file or directory")
+
+    def test_directory(self) -> None:
+        """
+        A directory is not a readable configuration file.
+        """
+        path = self.mktemp()
+        os.mkdir(path)
+        with self.assertRaises(ConfigError) as raised:
+            load(path)
+        self.assertEqual(raised.exception.source, path)
+        self.assertTrue(raised.exception.problem.startswith("cannot read file: "))
+
+    def test_notUTF8(self) -> None:
+        """
+        A file that is not UTF-8 is rejected with the byte offset.
+        """
+        path = self.write(b"# \xff\n" + MINIMAL.encode())
+        with self.assertRaises(ConfigError) as raised:
+            load(path)
+        self.assertEqual(raised.exception.source, path)
+        self.assertEqual(raised.exception.problem, "not valid UTF-8 (byte offset 2)")
+
+    def test_syntaxError(self) -> None:
+        """
+        A TOML syntax error in a file names the file and the line.
+        """
+        path = self.write(b'[listeners.main]\nendpoint = "tcp:8080\n')
+        with self.assertRaises(ConfigError) as raised:
+            load(path)
+        self.assertEqual(raised.exception.source, path)
+        self.assertIn("invalid TOML", raised.exception.problem)
+        self.assertIn("line 2", raised.exception.problem)
+
+    def test_validationError(self) -> None:
+        """
+        A validation error in a file names the file and the path.
+        """
+        path = self.write(MINIMAL.replace("http://", "ftp://").encode())
+        with self.assertRaises(ConfigError) as raised:
+            load(path)
+        self.assertEqual(
+            str(raised.exception),
+            f"{path}: upstreams.api.servers[0]: must be an http:// or https:// URL",
+        )
+
+
+class ExamplesTests(SynchronousTestCase):
+    """
+    The configurations shipped in C{examples/}.
+    """
+
+    def test_examplesParse(self) -> None:
+        """
+        Every C{examples/*.toml} file is a valid configuration.
+        """
+        paths = sorted(glob.glob(os.path.join(EXAMPLES, "*.toml")))
+        self.assertIn(os.path.join(EXAMPLES, "demo.toml"), paths)
+        self.assertIn(os.path.join(EXAMPLES, "proxy.toml"), paths)
+        for path in paths:
+            config = load(path)
+            self.assertEqual(config.source, path)
+
+    def test_demo(self) -> None:
+        """
+        The demo configuration listens on port 8080 and balances over two
+        local backends.
+        """
+        config = load(os.path.join(EXAMPLES, "demo.toml"))
+        self.assertEqual([l.endpoint for l in config.listeners], ["tcp:8080"])
+        self.assertEqual(
+            [s.url for s in config.upstreams["demo"].servers],
+            ["http://127.0.0.1:8081", "http://127.0.0.1:8082"],
+        )
+        self.assertEqual(config.routes, (Route(upstream="demo"),))
+
+    def test_proxyUsesEverySection(self) -> None:
+        """
+        The full example sets every section, so that it documents them all.
+        """
+        config = load(os.path.join(EXAMPLES, "proxy.toml"))
+        self.assertEqual(len(config.upstreams), 2)
+        self.assertNotEqual(config.timeouts, Timeouts())
+        self.assertNotEqual(config.limits, Limits())
+        self.assertNotEqual(config.forwarding, Forwarding())
+        self.assertEqual(
+            config.access_log, AccessLog(path="/var/log/twistproxy/access.log", format="json")
+        )
+        self.assertTrue(any(r.hosts for r in config.routes))
+        self.assertTrue(any(r.path_prefix != "/" for r in config.routes))
+        self.assertTrue(any(r.request_headers != HeaderRules() for r in config.routes))
+        self.assertTrue(any(r.response_headers != HeaderRules() for r in config.routes))

@@ -1,0 +1,14 @@
+"""
+The twistd dropin for twistproxy.  Only a ServiceMaker: importing it must
+stay cheap and must not fail, or C{twistd --help} would silently lose the
+plugin.
+"""
+
+from twisted.application.service import ServiceMaker
+
+twistproxy = ServiceMaker(
+    "twistproxy",
+    "twistproxy.tap",
+    "A reverse proxy: load balancing, TLS offload, caching and filtering.",
+    "twistproxy",
+)

@@ -1,0 +1,122 @@
+# -*- test-case-name: tests.test_accesslog -*-
+"""
+The access log: one line per request.
+
+Each line says what was asked, what was answered, which backend answered
+it and how long that took, and, when the proxy answered by itself, a short
+reason code (C{upstream_connect_failed}, C{upstream_timeout}, C{no_route},
+C{bad_header} ...), so that an operator can tell a slow backend from a
+slow client from a bad request at a glance.
+
+Two formats: C{combined} (the Apache/nginx format, with the proxy's fields
+appended as C{key=value}) and C{json} (one object per line).  Lines are
+written to a buffered file and flushed periodically and at shutdown, not
+synchronously per request: the access log must not cost more than the
+request it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import BinaryIO
+
+from twisted.internet.interfaces import IReactorTime
+
+from twistproxy.http.exchange import Exchange
+
+_UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+
+
+def _escape(value: bytes) -> bytes:
+    # nginx's escaping: quote, backslash and non-printable bytes as \xHH.
+    return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group()[0], value)
+
+
+def _header(x: Exchange, name: bytes) -> bytes:
+    for key, value in x.request.headers:
+        if key.lower() == name:
+            return value
+    return b"-"
+
+
+class AccessLog:
+    """
+    Formats finished exchanges and writes them to a binary stream.
+
+    @param stream: Where lines go; flushed by L{flush}.
+    @param format: C{'combined'} or C{'json'}.
+    """
+
+    def __init__(self, stream: BinaryIO, format: str, clock: IReactorTime):
+        self._stream = stream
+        self._clock = clock
+        self._format = self._combined if format == "combined" else self._json
+        self._second = -1
+        self._stamp = b""
+
+    def __call__(self, x: Exchange) -> None:
+        self._stream.write(self._format(x))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    @staticmethod
+    def _times(x: Exchange, now: float):
+        upstream = (
+            x.upstream_ended - x.upstream_started
+            if x.upstream_ended and x.upstream_started else None
+        )
+        return upstream, now - x.started
+
+    def _combined(self, x: Exchange) -> bytes:
+        now = self._clock.seconds()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(
+                "%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)
+            ).encode("ascii")
+        req = x.request
+        upstream, total = self._times(x, now)
+        return b'%s - - [%s] "%s %s HTTP/1.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (
+            x.client_address.encode("ascii") or b"-",
+            self._stamp,
+            req.method,
+            _escape(req.target),
+            req.version[1],
+            x.status,
+            x.body_bytes,
+            _escape(_header(x, b"referer")),
+            _escape(_header(x, b"user-agent")),
+            x.backend.name.encode("ascii") if x.backend is not None else b"-",
+            b"%.3f" % upstream if upstream is not None else b"-",
+            total,
+            x.reason.encode("ascii") or b"-",
+        )
+
+    def _json(self, x: Exchange) -> bytes:
+        now = self._clock.seconds()
+        req = x.request
+        upstream, total = self._times(x, now)
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "client": x.client_address,
+            "method": req.method.decode("latin-1"),
+            "target": req.target.decode("latin-1"),
+            "protocol": "HTTP/1.%d" % req.version[1],
+            "host": req.host.decode("latin-1"),
+            "status": x.status,
+            "bytes": x.body_bytes,
+            "referer": _header(x, b"referer").decode("latin-1"),
+            "user_agent": _header(x, b"user-agent").decode("latin-1"),
+            "upstream": x.backend.name if x.backend is not None else None,
+            "upstream_time": round(upstream, 6) if upstream is not None else None,
+            "total_time": round(total, 6),
+            "reason": x.reason or None,
+        }
+        return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"

@@ -1,0 +1,1021 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Configuration: a TOML file parsed once into frozen value objects.
+
+Everything the proxy does is decided by a L{ProxyConfig}.  It is built from a
+TOML file by L{load} (or from a string by L{parse}), or directly by calling
+the constructors below when embedding twistproxy in an application.  The
+objects are immutable, so a running proxy can hold on to one while a reload
+builds the next.
+
+Parsing is strict: an unknown key, a value of the wrong type or an
+inconsistent setting raises L{ConfigError}, whose message names the file, the
+path of the setting inside it (C{upstreams.api.servers[2].url}) and what is
+wrong.  Nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import difflib as _difflib
+import ipaddress as _ipaddress
+import json as _json
+import re as _re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from urllib.parse import urlsplit as _urlsplit
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python < 3.11
+    import tomli as _toml  # type: ignore[no-redef]
+
+
+class ConfigError(Exception):
+    """
+    A configuration is invalid.
+
+    @ivar source: The file name (or C{'<string>'}), or C{None}.
+    @ivar path: The dotted path of the offending setting inside the file,
+        for example C{'upstreams.api.servers[2].url'}; empty for the file as
+        a whole.
+    @ivar problem: What is wrong, as a sentence fragment.
+    """
+
+    def __init__(self, path: str, problem: str, source: Optional[str] = None):
+        self.source = source
+        self.path = path
+        self.problem = problem
+        super().__init__(path, problem, source)
+
+    def __str__(self) -> str:
+        where = ": ".join(p for p in (self.source, self.path) if p)
+        return f"{where}: {self.problem}" if where else self.problem
+
+
+@dataclass(frozen=True)
+class Server:
+    """
+    One backend server of an upstream group.
+
+    @ivar url: C{http://host[:port]}; the port defaults to 80 (https: 443).
+    @ivar scheme: C{'http'} or C{'https'}.
+    @ivar host: Host name or IP address literal (IPv6 without brackets).
+    @ivar port: TCP port.
+    @ivar weight: Positive integer weight.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class UpstreamGroup:
+    """
+    A named set of interchangeable backend servers.
+
+    @ivar balancer: Name of an L{twistproxy.interfaces.IBalancerFactory}
+        plugin, or a dotted path to one.
+    @ivar balancer_options: Settings passed to the balancer factory.
+    @ivar max_connections: Most connections open to each server at once;
+        further requests wait for one to become free.
+    @ivar max_idle: Most idle keep-alive connections kept per server.
+    """
+
+    name: str
+    servers: Tuple[Server, ...]
+    balancer: str = "round_robin"
+    balancer_options: Mapping[str, Any] = field(default_factory=dict)
+    max_connections: int = 256
+    max_idle: int = 32
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    """
+    Header edits applied to a request before it is forwarded, or to a
+    response before it is returned.  Applied in the order remove, set, add.
+
+    @ivar remove: Field names to delete (case-insensitive).
+    @ivar set: (name, value) pairs replacing every existing field of that name.
+    @ivar add: (name, value) pairs appended, keeping existing fields.
+    """
+
+    remove: Tuple[str, ...] = ()
+    set: Tuple[Tuple[str, str], ...] = ()
+    add: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    Which requests go to which upstream group.  Routes are tried in order and
+    the first that matches wins; a route with no C{hosts}, no C{path_prefix}
+    and no C{methods} matches everything (the default route), so it may only
+    be the last one.
+
+    @ivar hosts: Exact host names (C{'example.com'}) or wildcards
+        (C{'*.example.com'}, which matches C{'a.example.com'} and
+        C{'a.b.example.com'} but not C{'example.com'}), lower-cased, no port.
+        Empty matches any host.
+    @ivar path_prefix: The request path must start with this; C{'/'} matches
+        every path.
+    @ivar methods: Upper-case method names; empty matches any method.
+    @ivar upstream: Name of the L{UpstreamGroup}.
+    @ivar preserve_host: Forward the client's Host header (C{True}), or set
+        Host to the chosen server's C{host:port} (C{False}).
+    """
+
+    upstream: str
+    name: str = ""
+    hosts: Tuple[str, ...] = ()
+    path_prefix: str = "/"
+    methods: Tuple[str, ...] = ()
+    preserve_host: bool = True
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
+
+
+@dataclass(frozen=True)
+class Listener:
+    """
+    @ivar name: The listener's name, used in logs.
+    @ivar endpoint: A Twisted server endpoint string, e.g. C{'tcp:8080'}.
+    """
+
+    name: str
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """
+    Every wait the proxy does, in seconds (floats greater than zero).
+
+    @ivar connect: To open a connection to a backend.
+    @ivar upstream_response: From the moment the request has been sent until
+        the response head arrives, and between two reads of a response body.
+    @ivar idle: A downstream keep-alive connection waiting for its next request.
+    @ivar request_head: To receive a whole request head once it has started
+        (and the first one, from the moment a client connects).
+    @ivar request_body: Between two reads of a request body.
+    @ivar upstream_idle: An idle pooled connection to a backend is closed
+        after this long.
+    """
+
+    connect: float = 5.0
+    upstream_response: float = 60.0
+    idle: float = 60.0
+    request_head: float = 10.0
+    request_body: float = 60.0
+    upstream_idle: float = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    @ivar max_head_size: Bytes in a request head (request line and fields);
+        above it the answer is 431 (414 when the request line alone is too long).
+    @ivar max_header_count: Header fields in a request; above it, 431.
+    @ivar max_body_size: Bytes in a request body; above it, 413.  0 means
+        no limit.
+    """
+
+    max_head_size: int = 65536
+    max_header_count: int = 100
+    max_body_size: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """
+    How the proxy describes itself and the client to backends.
+
+    @ivar trusted_proxies: CIDRs (C{'10.0.0.0/8'}, C{'::1/128'}) of peers
+        whose C{Forwarded} and C{X-Forwarded-*} fields are extended; from any
+        other peer those fields are replaced.
+    @ivar via: The pseudonym used in the C{Via} field, or C{''} to not add one.
+    """
+
+    trusted_proxies: Tuple[str, ...] = ()
+    via: str = "twistproxy"
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """
+    @ivar path: A file to append to, C{'stdout'}, or C{''} for no access log.
+    @ivar format: C{'combined'} or C{'json'}.
+    """
+
+    path: str = "stdout"
+    format: str = "combined"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """
+    A whole proxy configuration.
+    """
+
+    listeners: Tuple[Listener, ...]
+    upstreams: Mapping[str, UpstreamGroup]
+    routes: Tuple[Route, ...]
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    forwarding: Forwarding = Forwarding()
+    access_log: AccessLog = AccessLog()
+    source: Optional[str] = None
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+#
+# Each _parse_* function takes the raw value that tomllib produced and the
+# path of that value inside the file, and either returns a value object or
+# raises ConfigError(path, problem).  parse() adds the source file name, so
+# the helpers never need to know it.
+# ---------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+# RFC 9110 section 5.6.2: token = 1*tchar.  Field names and methods are tokens.
+_TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# Listener and upstream group names appear in logs and metrics labels, so
+# they are kept to characters that need no quoting anywhere.
+_NAME = _re.compile(r"[A-Za-z0-9_.\-]+\Z")
+# A key that TOML accepts without quotes; any other key is shown quoted in a
+# path, so that the path stays unambiguous ("upstreams."api.v2".servers").
+_BARE_KEY = _re.compile(r"[A-Za-z0-9_\-]+\Z")
+# One label of a host name: letters, digits, '-' and '_' (the underscore is
+# not valid in host names but common in internal DNS, so it is tolerated).
+_HOST_LABEL = _re.compile(r"[a-z0-9_\-]+\Z")
+_SIZE = _re.compile(r"([0-9]+)([kmg]?)\Z", _re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+_ACCESS_LOG_FORMATS = ("combined", "json")
+
+
+def _key(parent: str, key: str) -> str:
+    """
+    The path of C{key} inside the table at C{parent}.
+    """
+    if not _BARE_KEY.match(key):
+        key = _json.dumps(key)
+    return f"{parent}.{key}" if parent else key
+
+
+def _index(parent: str, i: int) -> str:
+    """
+    The path of item C{i} of the array at C{parent}.
+    """
+    return f"{parent}[{i}]"
+
+
+def _describe(value: object) -> str:
+    """
+    Name the TOML type of C{value} for an error message.
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (_datetime.date, _datetime.time)):
+        return "a date/time"
+    return type(value).__name__  # pragma: no cover
+
+
+def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
+    return ConfigError(path, f"must be {expected}, not {_describe(value)}")
+
+
+def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:
+    """
+    Check that C{value} is a table whose keys are all in C{known}.
+    """
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    for key in value:
+        if key not in known:
+            problem = f"unknown key {key!r}"
+            close = _difflib.get_close_matches(key, known, n=1)
+            if close:
+                problem += f" (did you mean {close[0]!r}?)"
+            raise ConfigError(_key(path, key), problem)
+    return value
+
+
+def _string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise _wrong_type(path, "a string", value)
+    return value
+
+
+def _boolean(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong_type(path, "a boolean (true or false)", value)
+    return value
+
+
+def _integer(value: object, path: str, minimum: int) -> int:
+    # bool is a subclass of int: "max_idle = true" must not mean 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(path, "an integer", value)
+    if value < minimum:
+        raise ConfigError(path, f"must be at least {minimum} (got {value})")
+    return value
+
+
+def _seconds(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(path, "a number of seconds", value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(path, f"must be a finite number of seconds (got {value})")
+    if value <= 0:
+        raise ConfigError(path, f"must be greater than 0 (got {value})")
+    return float(value)
+
+
+def _size(value: object, path: str, minimum: int) -> int:
+    """
+    A byte count: an integer, or a string of digits with an optional binary
+    suffix C{k}, C{m} or C{g} (C{"64k"} is 65536).
+    """
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ConfigError(
+                path,
+                f"must be a number of bytes or a size like \"64k\", \"10m\" "
+                f"or \"1g\" (got {value!r})",
+            )
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(path, "a number of bytes or a size string like \"64k\"", value)
+    if value < minimum:
+        raise ConfigError(path, f"must be at least {minimum} bytes (got {value})")
+    return value
+
+
+def _array(value: object, path: str) -> List[Any]:
+    if not isinstance(value, list):
+        raise _wrong_type(path, "an array", value)
+    return value
+
+
+def _strings(value: object, path: str, check: Callable[[str, str], _T]) -> Tuple[_T, ...]:
+    """
+    An array of strings, each passed through C{check(string, path)}.
+    """
+    result = []
+    for i, item in enumerate(_array(value, path)):
+        item_path = _index(path, i)
+        result.append(check(_string(item, item_path), item_path))
+    return tuple(result)
+
+
+def _name(value: str, path: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ConfigError(
+            path,
+            f"invalid {what} name {value!r}: use only letters, digits, "
+            f"'_', '.' and '-'",
+        )
+    return value
+
+
+def _token(value: str, path: str, what: str) -> str:
+    if not _TOKEN.match(value):
+        raise ConfigError(path, f"{what} {value!r} is not a valid HTTP token")
+    return value
+
+
+def _field_value(value: object, path: str) -> str:
+    value = _string(value, path)
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(path, "header value must not contain CR, LF or NUL")
+    return value
+
+
+def _header_rules(value: object, path: str) -> HeaderRules:
+    rules = _table(value, path, ("remove", "set", "add"))
+    remove: Tuple[str, ...] = ()
+    if "remove" in rules:
+        remove = _strings(
+            rules["remove"],
+            _key(path, "remove"),
+            lambda name, p: _token(name, p, "header name"),
+        )
+    pairs = {}
+    for kind in ("set", "add"):
+        kind_path = _key(path, kind)
+        table = rules.get(kind, {})
+        if not isinstance(table, dict):
+            raise _wrong_type(kind_path, "a table of header names to values", table)
+        seen: Dict[str, str] = {}
+        result = []
+        for name, field_value in table.items():
+            name_path = _key(kind_path, name)
+            _token(name, name_path, "header name")
+            folded = name.lower()
+            if folded in seen:
+                raise ConfigError(
+                    name_path,
+                    f"header {name!r} is listed twice (as {seen[folded]!r}); "
+                    f"header names are case-insensitive",
+                )
+            seen[folded] = name
+            result.append((name, _field_value(field_value, name_path)))
+        pairs[kind] = tuple(result)
+    return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        _ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(host: str, path: str, allow_wildcard: bool) -> str:
+    """
+    Check a DNS name or IPv4 address (already lower-cased).
+    """
+    labels = host.split(".")
+    if allow_wildcard and labels[0] == "*":
+        if len(labels) < 2:
+            raise ConfigError(
+                path,
+                f"invalid host {host!r}: a wildcard needs a domain after it, "
+                f"as in '*.example.com'",
+            )
+        labels = labels[1:]
+    for label in labels:
+        if not label:
+            raise ConfigError(path, f"invalid host {host!r}: empty label between dots")
+        if "*" in label:
+            if not allow_wildcard:
+                raise ConfigError(
+                    path, f"invalid host {host!r}: a server cannot be a wildcard"
+                )
+            raise ConfigError(
+                path,
+                f"invalid host {host!r}: '*' is only allowed as the whole "
+                f"first label, as in '*.example.com'",
+            )
+        if not _HOST_LABEL.match(label):
+            raise ConfigError(
+                path,
+                f"invalid host {host!r}: only letters, digits, '-', '_' and "
+                f"'.' are allowed",
+            )
+    return host
+
+
+def _route_host(value: str, path: str) -> str:
+    """
+    A host of a route: a DNS name, a leading-label wildcard, an IPv4 address
+    or a bracketed IPv6 address, matched against the host part of the
+    request's Host field.
+    """
+    if not value:
+        raise ConfigError(path, "host must not be empty")
+    if any(c.isspace() for c in value):
+        raise ConfigError(path, f"invalid host {value!r}: must not contain whitespace")
+    host = value.lower()
+    if host.startswith("["):
+        if _re.search(r"\]:[0-9]*\Z", host):
+            raise ConfigError(
+                path,
+                f"invalid host {value!r}: a route matches host names without a "
+                f"port; remove the port",
+            )
+        if not (host.endswith("]") and _is_ipv6(host[1:-1])):
+            raise ConfigError(path, f"invalid host {value!r}: not an IPv6 address")
+        return host
+    if ":" in host:
+        if _is_ipv6(host):
+            raise ConfigError(
+                path,
+                f"invalid host {value!r}: write an IPv6 address in brackets, "
+                f"as in '[::1]'",
+            )
+        raise ConfigError(
+            path,
+            f"invalid host {value!r}: a route matches host names without a "
+            f"port; remove the port",
+        )
+    return _host_name(host, path, allow_wildcard=True)
+
+
+def _server_url(value: str, path: str) -> Tuple[str, str, str, int]:
+    """
+    Split a backend URL into (canonical url, scheme, host, port).
+
+    The canonical URL is lower-cased and has no trailing C{/}; an explicit
+    port is kept even when it is the scheme's default.
+    """
+    lowered = value.lower()
+    if lowered.startswith("http://"):
+        scheme = "http"
+    elif lowered.startswith("https://"):
+        scheme = "https"
+    else:
+        raise ConfigError(path, "must be an http:// or https:// URL")
+    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in value):
+        raise ConfigError(
+            path, f"{value!r} must not contain whitespace or control characters"
+        )
+    authority = _re.split(r"[/?#]", value[len(scheme) + 3 :], maxsplit=1)[0]
+    if authority.count(":") > 1 and not authority.startswith("["):
+        raise ConfigError(
+            path,
+            f"write the IPv6 address in {value!r} in brackets, as in "
+            f"'http://[::1]:8080'",
+        )
+    if authority.startswith("["):
+        # Checked here because urlsplit's own check differs between Python
+        # versions.
+        if "]" not in authority:
+            raise ConfigError(path, f"invalid host in {value!r}: missing ']'")
+        literal, _, rest = authority[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ConfigError(
+                path, f"invalid host in {value!r}: only ':port' may follow ']'"
+            )
+        if not _is_ipv6(literal):
+            raise ConfigError(path, f"invalid host in {value!r}: not an IPv6 address")
+    try:
+        parts = _urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        if "port" in str(e).lower():
+            raise ConfigError(
+                path, f"invalid port in {value!r}: must be a number from 1 to 65535"
+            ) from None
+        raise ConfigError(path, f"invalid URL {value!r}: {e}") from None
+    netloc = parts.netloc
+    if "@" in netloc:
+        raise ConfigError(path, f"{value!r} must not contain a user name or password")
+    if not parts.hostname:
+        raise ConfigError(path, f"{value!r} must name a host")
+    if netloc.endswith(":"):
+        raise ConfigError(path, f"invalid port in {value!r}: the port is empty")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(
+            path, f"invalid port in {value!r}: must be a number from 1 to 65535"
+        )
+    if parts.path not in ("", "/"):
+        raise ConfigError(
+            path,
+            f"{value!r} must not have a path ({parts.path!r}); requests are "
+            f"forwarded with their own path",
+        )
+    if "?" in value or "#" in value:
+        raise ConfigError(path, f"{value!r} must not have a query or fragment")
+    # urlsplit has already lower-cased the host and removed the brackets.
+    host = parts.hostname
+    if netloc.startswith("["):
+        shown = f"[{host}]"
+    else:
+        shown = _host_name(host, path, allow_wildcard=False)
+    canonical = f"{scheme}://{shown}"
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    else:
+        canonical += f":{port}"
+    return canonical, scheme, host, port
+
+
+def _server(value: object, path: str) -> Server:
+    weight = 1
+    if isinstance(value, dict):
+        table = _table(value, path, ("url", "weight"))
+        if "url" not in table:
+            raise ConfigError(_key(path, "url"), "is required")
+        url_path = _key(path, "url")
+        url = _string(table["url"], url_path)
+        if "weight" in table:
+            weight = _integer(table["weight"], _key(path, "weight"), 1)
+    elif isinstance(value, str):
+        url_path, url = path, value
+    else:
+        raise _wrong_type(path, "a URL string or a table {url, weight}", value)
+    canonical, scheme, host, port = _server_url(url, url_path)
+    return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight)
+
+
+def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
+    group = _table(
+        value,
+        path,
+        ("servers", "balancer", "balancer_options", "max_connections", "max_idle"),
+    )
+    servers_path = _key(path, "servers")
+    if "servers" not in group:
+        raise ConfigError(servers_path, "is required (an array of backend URLs)")
+    items = _array(group["servers"], servers_path)
+    if not items:
+        raise ConfigError(servers_path, "must list at least one server")
+    servers: List[Server] = []
+    seen: Dict[Tuple[str, str, int], int] = {}
+    for i, item in enumerate(items):
+        server = _server(item, _index(servers_path, i))
+        address = (server.scheme, server.host, server.port)
+        if address in seen:
+            raise ConfigError(
+                _index(servers_path, i),
+                f"duplicate of {_index(servers_path, seen[address])}; "
+                f"use weight to send it more requests",
+            )
+        seen[address] = i
+        servers.append(server)
+    kwargs: Dict[str, Any] = {}
+    if "balancer" in group:
+        balancer = _string(group["balancer"], _key(path, "balancer"))
+        if not balancer:
+            raise ConfigError(_key(path, "balancer"), "must not be empty")
+        kwargs["balancer"] = balancer
+    if "balancer_options" in group:
+        options = group["balancer_options"]
+        if not isinstance(options, dict):
+            raise _wrong_type(_key(path, "balancer_options"), "a table", options)
+        kwargs["balancer_options"] = dict(options)
+    if "max_connections" in group:
+        kwargs["max_connections"] = _integer(
+            group["max_connections"], _key(path, "max_connections"), 1
+        )
+    if "max_idle" in group:
+        kwargs["max_idle"] = _integer(group["max_idle"], _key(path, "max_idle"), 0)
+    return UpstreamGroup(name=name, servers=tuple(servers), **kwargs)
+
+
+def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of upstream groups", value)
+    if not value:
+        raise ConfigError(
+            path, "at least one upstream group is required ([upstreams.NAME])"
+        )
+    groups = {}
+    for name, group in value.items():
+        group_path = _key(path, name)
+        _name(name, group_path, "upstream group")
+        groups[name] = _upstream_group(name, group, group_path)
+    return groups
+
+
+def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of listeners", value)
+    if not value:
+        raise ConfigError(path, "at least one listener is required ([listeners.NAME])")
+    listeners = []
+    for name, listener in value.items():
+        listener_path = _key(path, name)
+        _name(name, listener_path, "listener")
+        table = _table(listener, listener_path, ("endpoint",))
+        endpoint_path = _key(listener_path, "endpoint")
+        if "endpoint" not in table:
+            raise ConfigError(
+                endpoint_path, "is required (an endpoint string such as \"tcp:8080\")"
+            )
+        endpoint = _string(table["endpoint"], endpoint_path)
+        if not endpoint.strip():
+            raise ConfigError(endpoint_path, "must not be empty")
+        if "\0" in endpoint:
+            raise ConfigError(endpoint_path, "must not contain NUL")
+        listeners.append(Listener(name=name, endpoint=endpoint))
+    return tuple(listeners)
+
+
+def _path_prefix(value: object, path: str) -> str:
+    prefix = _string(value, path)
+    if not prefix.startswith("/"):
+        raise ConfigError(path, f"must start with '/' (got {prefix!r})")
+    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in prefix):
+        raise ConfigError(
+            path, f"must not contain whitespace or control characters (got {prefix!r})"
+        )
+    if "?" in prefix or "#" in prefix:
+        raise ConfigError(path, f"must be a path without '?' or '#' (got {prefix!r})")
+    return prefix
+
+
+def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
+    route = _table(
+        value,
+        path,
+        (
+            "name",
+            "hosts",
+            "path_prefix",
+            "methods",
+            "upstream",
+            "preserve_host",
+            "request_headers",
+            "response_headers",
+        ),
+    )
+    upstream_path = _key(path, "upstream")
+    if "upstream" not in route:
+        raise ConfigError(upstream_path, "is required (the name of an upstream group)")
+    upstream = _string(route["upstream"], upstream_path)
+    if upstream not in groups:
+        raise ConfigError(
+            upstream_path,
+            f"no upstream group named {upstream!r} (defined: "
+            f"{', '.join(sorted(groups))})",
+        )
+    kwargs: Dict[str, Any] = {"upstream": upstream, "name": _index("routes", index)}
+    if "name" in route:
+        name = _string(route["name"], _key(path, "name"))
+        if not name:
+            raise ConfigError(_key(path, "name"), "must not be empty")
+        kwargs["name"] = name
+    if "hosts" in route:
+        hosts_path = _key(path, "hosts")
+        hosts = route["hosts"]
+        if isinstance(hosts, str):
+            kwargs["hosts"] = (_route_host(hosts, hosts_path),)
+        elif isinstance(hosts, list):
+            kwargs["hosts"] = _strings(hosts, hosts_path, _route_host)
+        else:
+            raise _wrong_type(hosts_path, "a string or an array of strings", hosts)
+    if "path_prefix" in route:
+        kwargs["path_prefix"] = _path_prefix(route["path_prefix"], _key(path, "path_prefix"))
+    if "methods" in route:
+        kwargs["methods"] = _strings(
+            route["methods"],
+            _key(path, "methods"),
+            lambda method, p: _token(method, p, "method").upper(),
+        )
+    if "preserve_host" in route:
+        kwargs["preserve_host"] = _boolean(
+            route["preserve_host"], _key(path, "preserve_host")
+        )
+    for rules in ("request_headers", "response_headers"):
+        if rules in route:
+            kwargs[rules] = _header_rules(route[rules], _key(path, rules))
+    return Route(**kwargs)
+
+
+def _is_catch_all(route: Route) -> bool:
+    return not route.hosts and route.path_prefix == "/" and not route.methods
+
+
+def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:
+    if value is None or value == []:
+        if len(groups) == 1:
+            (only,) = groups
+            return (Route(upstream=only),)
+        raise ConfigError(
+            path,
+            f"routes are required when there are several upstream groups "
+            f"({', '.join(groups)}); add [[routes]] with an upstream",
+        )
+    routes: List[Route] = []
+    names: Dict[str, int] = {}
+    catch_all: Optional[int] = None
+    if not isinstance(value, list):
+        raise _wrong_type(path, "an array of tables ([[routes]])", value)
+    for i, item in enumerate(value):
+        route_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(route_path, "a table ([[routes]])", item)
+        if catch_all is not None:
+            raise ConfigError(
+                route_path,
+                f"unreachable: {_index(path, catch_all)} above matches every request",
+            )
+        route = _route(item, route_path, i, groups)
+        if route.name in names:
+            raise ConfigError(
+                _key(route_path, "name"),
+                f"duplicate route name {route.name!r} (also "
+                f"{_index(path, names[route.name])})",
+            )
+        names[route.name] = i
+        if _is_catch_all(route):
+            catch_all = i
+        routes.append(route)
+    return tuple(routes)
+
+
+def _timeouts(value: object, path: str) -> Timeouts:
+    known = (
+        "connect",
+        "upstream_response",
+        "idle",
+        "request_head",
+        "request_body",
+        "upstream_idle",
+    )
+    table = _table(value, path, known)
+    return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
+
+
+def _limits(value: object, path: str) -> Limits:
+    table = _table(value, path, ("max_head_size", "max_header_count", "max_body_size"))
+    kwargs = {}
+    if "max_head_size" in table:
+        kwargs["max_head_size"] = _size(
+            table["max_head_size"], _key(path, "max_head_size"), 1024
+        )
+    if "max_header_count" in table:
+        kwargs["max_header_count"] = _integer(
+            table["max_header_count"], _key(path, "max_header_count"), 1
+        )
+    if "max_body_size" in table:
+        kwargs["max_body_size"] = _size(
+            table["max_body_size"], _key(path, "max_body_size"), 0
+        )
+    return Limits(**kwargs)
+
+
+def _network(value: str, path: str) -> str:
+    try:
+        return str(_ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ConfigError(
+            path,
+            f"{value!r} is not an IP address or network (such as "
+            f"'10.0.0.0/8' or '::1')",
+        )
+
+
+def _forwarding(value: object, path: str) -> Forwarding:
+    table = _table(value, path, ("trusted_proxies", "via"))
+    kwargs: Dict[str, Any] = {}
+    if "trusted_proxies" in table:
+        kwargs["trusted_proxies"] = _strings(
+            table["trusted_proxies"], _key(path, "trusted_proxies"), _network
+        )
+    if "via" in table:
+        via_path = _key(path, "via")
+        via = _string(table["via"], via_path)
+        if via:
+            _token(via, via_path, "pseudonym")
+        kwargs["via"] = via
+    return Forwarding(**kwargs)
+
+
+def _access_log(value: object, path: str) -> AccessLog:
+    table = _table(value, path, ("path", "format"))
+    kwargs = {}
+    if "path" in table:
+        log_path = _string(table["path"], _key(path, "path"))
+        if "\0" in log_path:
+            raise ConfigError(_key(path, "path"), "must not contain NUL")
+        kwargs["path"] = log_path
+    if "format" in table:
+        fmt = _string(table["format"], _key(path, "format"))
+        if fmt not in _ACCESS_LOG_FORMATS:
+            raise ConfigError(
+                _key(path, "format"),
+                f"must be one of {', '.join(map(repr, _ACCESS_LOG_FORMATS))} "
+                f"(got {fmt!r})",
+            )
+        kwargs["format"] = fmt
+    return AccessLog(**kwargs)
+
+
+_TOP_LEVEL = (
+    "listeners",
+    "upstreams",
+    "routes",
+    "timeouts",
+    "limits",
+    "forwarding",
+    "access_log",
+)
+
+
+def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
+    _table(document, "", _TOP_LEVEL)
+    if "listeners" not in document:
+        raise ConfigError(
+            "listeners",
+            "at least one listener is required ([listeners.NAME] with an endpoint)",
+        )
+    listeners = _listeners(document["listeners"], "listeners")
+    if "upstreams" not in document:
+        raise ConfigError(
+            "upstreams",
+            "at least one upstream group is required ([upstreams.NAME] with servers)",
+        )
+    upstreams = _upstreams(document["upstreams"], "upstreams")
+    routes = _routes(document.get("routes"), "routes", upstreams)
+    sections: Dict[str, Callable[[object, str], Any]] = {
+        "timeouts": _timeouts,
+        "limits": _limits,
+        "forwarding": _forwarding,
+        "access_log": _access_log,
+    }
+    kwargs = {
+        name: build(document[name], name)
+        for name, build in sections.items()
+        if name in document
+    }
+    return ProxyConfig(
+        listeners=listeners,
+        upstreams=upstreams,
+        routes=routes,
+        source=source,
+        **kwargs,
+    )
+
+
+def parse(text: str, source: str = "<string>") -> ProxyConfig:
+    """
+    Parse and validate a configuration written in TOML.
+
+    @param text: The TOML document.
+    @param source: Where C{text} came from (a file name), used in error
+        messages and stored as L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If C{text} is not valid TOML, or any setting is
+        unknown, of the wrong type or inconsistent.  The error names C{source}
+        and the path of the first offending setting.
+    """
+    try:
+        document = _toml.loads(text)
+    except _toml.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}", source) from None
+    try:
+        return _config(document, source)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, source) from None
+
+
+def load(path: str) -> ProxyConfig:
+    """
+    Read, parse and validate a TOML configuration file.
+
+    @param path: The file name; it becomes L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If the file cannot be read or is not UTF-8, or for
+        any of the reasons given for L{parse}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError("", f"cannot read file: {e.strerror or e}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "", f"not valid UTF-8 (byte offset {e.start})", path
+        ) from None
+    return parse(text, path)
+
+
+def server(url: str, weight: int = 1) -> Server:
+    """
+    A L{Server} from its URL, validated as in a configuration file; for
+    building configurations in code.
+
+    @raises ConfigError: If the URL is not an C{http://} or C{https://}
+        URL of a server.
+    """
+    canonical, scheme, host, port = _server_url(url, "url")
+    return Server(url=canonical, scheme=scheme, host=host, port=port,
+                  weight=_integer(weight, "weight", 1))
+
+
+def quick_config(
+    listen: Sequence[str], upstreams: Sequence[str], access_log: str = "stdout"
+) -> ProxyConfig:
+    """
+    The configuration of quick mode: listen on each endpoint string and send
+    every request to one round-robin group of the given backend URLs.
+
+    @param access_log: C{'stdout'}, a file path, or C{''} for none.
+    @raises ConfigError: naming the option at fault (C{--upstream[1]}).
+    """
+    servers = tuple(_server(url, f"--upstream[{i}]") for i, url in enumerate(upstreams))
+    if not servers:
+        raise ConfigError("--upstream", "at least one backend URL is required")
+    listeners = tuple(
+        Listener(f"listen{i}", _string(e, f"--listen[{i}]"))
+        for i, e in enumerate(listen)
+    )
+    return ProxyConfig(
+        listeners=listeners,
+        upstreams={"default": UpstreamGroup("default", servers)},
+        routes=(Route("default"),),
+        access_log=AccessLog(path=access_log),
+    )

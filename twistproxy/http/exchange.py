@@ -1,0 +1,109 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+One request's trip through the proxy.
+
+An L{Exchange} is created by the downstream (client-facing) protocol when a
+request head has been parsed, and ties together everything that request
+touches: the client connection, the route and backend chosen for it, the
+upstream connection that carries it, and the figures the access log reports.
+It is also what balancers see of a request (L{IRequestInfo}).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from zope.interface import implementer
+
+from twistproxy.interfaces import IRequestInfo
+from twistproxy.http.parser import RequestHead
+
+# Methods that may be sent twice without changing the outcome (RFC 9110 9.2.2).
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+
+
+@implementer(IRequestInfo)
+class Exchange:
+    """
+    @ivar request: The parsed request head.
+    @ivar client_address: The peer's IP address.
+    @ivar downstream: The client-facing protocol.
+    @ivar upstream: The upstream protocol carrying the request, once one is
+        attached.
+    @ivar backend: The backend chosen, or C{None}.
+    @ivar pool: The upstream pool the request was submitted to, or C{None}.
+    @ivar head: The request head as it will be sent to the backend.
+    @ivar route: The matched route's runtime data.
+    @ivar started: When the request head was parsed (reactor seconds).
+    @ivar upstream_started: When the request was handed to a connection.
+    @ivar upstream_ended: When the backend's response ended.
+    @ivar status: The status sent to the client, 0 until then.
+    @ivar body_bytes: Response body bytes sent to the client.
+    @ivar reason: Why the proxy answered by itself (C{'upstream_timeout'}),
+        or C{''} when the backend answered.
+    @ivar retried: Whether the request was already retried once.
+    @ivar body_started: Whether any request body byte went upstream.
+    """
+
+    __slots__ = (
+        "request", "client_address", "downstream", "upstream", "backend",
+        "pool", "head", "route", "started", "upstream_started",
+        "upstream_ended", "status", "body_bytes", "reason", "retried",
+        "body_started", "wait_timer",
+    )
+
+    def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
+        self.request = request
+        self.client_address = client_address
+        self.downstream = downstream
+        self.upstream = None
+        self.backend = None
+        self.pool = None
+        self.head = b""
+        self.route = None
+        self.started = started
+        self.upstream_started = 0.0
+        self.upstream_ended = 0.0
+        self.status = 0
+        self.body_bytes = 0
+        self.reason = ""
+        self.retried = False
+        self.body_started = False
+        self.wait_timer = None
+
+    @property
+    def method(self) -> str:
+        return self.request.method.decode("ascii")
+
+    @property
+    def path(self) -> str:
+        return self.request.target.decode("ascii")
+
+    @property
+    def host(self) -> str:
+        host = self.request.host
+        if host[:1] == b"[":
+            host = host[: host.find(b"]") + 1]
+        else:
+            host = host.partition(b":")[0]
+        return host.decode("ascii").lower()
+
+    def header(self, name: str) -> Optional[str]:
+        wanted = name.lower().encode("ascii")
+        for key, value in self.request.headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def retryable(self) -> bool:
+        """
+        Whether the request may be sent again on another connection: it is
+        idempotent and none of its body has been consumed.
+        """
+        return (
+            not self.retried
+            and not self.body_started
+            and self.request.method in IDEMPOTENT
+            and not self.request.has_body
+        )

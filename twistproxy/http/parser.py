@@ -1,0 +1,469 @@
+# -*- test-case-name: tests.test_parser -*-
+"""
+A strict HTTP/1.1 message parser for both directions of the proxy.
+
+A reverse proxy sits between two HTTP implementations that may disagree on
+where one message ends and the next begins.  Every disagreement is a request
+smuggling vector, so this parser accepts exactly one reading of a message and
+rejects everything else (RFC 9112): it never guesses, never repairs and never
+forwards a message it had to interpret generously.  What is rejected:
+
+  - bare CR or bare LF as line endings, NUL and other control characters in
+    field names or values, whitespace between a field name and its colon,
+    obsolete line folding;
+  - Content-Length together with Transfer-Encoding, differing Content-Length
+    values, Content-Length that is not a plain decimal number, any transfer
+    coding other than a single C{chunked};
+  - a missing or repeated Host in an HTTP/1.1 request;
+  - malformed chunk sizes and chunk framing.
+
+Why not httptools (llhttp)?  Its response parser cannot be told that a
+response answers a HEAD request, so it waits for a body that never comes
+(MagicStack/httptools#47), and a proxy must parse responses as strictly as
+requests.  One parser for both directions keeps the rules in one place; on
+CPython it measured within noise of httptools and on PyPy it is faster
+(see docs/performance.rst).
+
+The parser is split in two halves that the protocols drive: L{parse_request_head}
+and L{parse_response_head} turn a complete head (without its final empty
+line) into a L{RequestHead} or L{ResponseHead}; L{ChunkedDecoder} decodes a
+chunked body incrementally.  Content-Length bodies need no decoder: the
+protocols count bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Tuple
+
+Headers = List[Tuple[bytes, bytes]]
+
+# RFC 9110 5.6.2: token = 1*tchar
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# A field line: name, colon, optional whitespace, value (visible ASCII,
+# obs-text, and inner SP / HTAB), optional whitespace.  Anything else in the
+# line, NUL and bare CR included, makes the match fail.
+_FIELD_LINE = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)?)[ \t]*"
+).fullmatch
+_TOKEN_RE = re.compile(_TOKEN).fullmatch
+_REQUEST_TARGET = re.compile(rb"[!-~]+").fullmatch
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])").fullmatch
+_STATUS_LINE = re.compile(
+    rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t !-~\x80-\xff]*))?"
+).fullmatch
+_DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?"
+).fullmatch
+_CHUNK_SIZE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb'|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"))?)*'
+).fullmatch
+
+# Requests whose responses never have a body whatever their fields say.
+_NO_BODY_STATUS = frozenset([204, 304])
+
+MAX_CHUNK_LINE = 4096
+
+
+class ParseError(Exception):
+    """
+    A message is malformed or ambiguous.
+
+    @ivar status: The status the proxy answers with: a 4xx or 5xx for a
+        request from a client; always 502 for a response from a backend.
+    @ivar reason: A short code for the access log, e.g. C{'bad_header'}.
+    """
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+
+class RequestHead:
+    """
+    The parsed head of a request.
+
+    @ivar method: The method, e.g. C{b'GET'}.
+    @ivar target: The request target in origin form (C{b'/a?b=c'}), or
+        C{b'*'} for C{OPTIONS *}.
+    @ivar path: The target without its query string.
+    @ivar version: C{(1, 0)} or C{(1, 1)}.
+    @ivar headers: The fields as (name, value) pairs, in order, names as
+        received.
+    @ivar host: The Host field's value, or the authority of an
+        absolute-form target (which takes precedence, RFC 9112 3.2.2);
+        C{b''} when the request has none.
+    @ivar content_length: The body's length, or C{None}.
+    @ivar chunked: C{True} when the body is chunked.
+    @ivar keep_alive: Whether the client wants the connection kept open.
+    @ivar connection: The lower-cased tokens of the Connection field.
+    @ivar upgrade: The Upgrade field's value when the client asks for a
+        protocol upgrade (C{Connection: upgrade}), else C{None}.
+    @ivar expect_continue: The client sent C{Expect: 100-continue}.
+    """
+
+    __slots__ = (
+        "method", "target", "path", "version", "headers", "host",
+        "content_length", "chunked", "keep_alive", "connection", "upgrade",
+        "expect_continue",
+    )
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+class ResponseHead:
+    """
+    The parsed head of a response.
+
+    @ivar version: C{(1, 0)} or C{(1, 1)}.
+    @ivar status: The status code.
+    @ivar reason: The reason phrase (possibly empty).
+    @ivar headers: As for L{RequestHead.headers}.
+    @ivar content_length: The body's length, or C{None}.
+    @ivar chunked: C{True} when the body is chunked.
+    @ivar keep_alive: Whether the server lets the connection be reused.
+    @ivar connection: The lower-cased tokens of the Connection field.
+    """
+
+    __slots__ = (
+        "version", "status", "reason", "headers", "content_length", "chunked",
+        "keep_alive", "connection",
+    )
+
+
+def _split_lines(head: bytes, status: int) -> List[bytes]:
+    lines = head.split(b"\r\n")
+    for line in lines:
+        # After splitting on CRLF, any CR or LF left is a bare one.
+        if b"\r" in line or b"\n" in line:
+            raise ParseError(status, "bare_cr_lf")
+    return lines
+
+
+def _content_length(values: List[bytes], status: int) -> int:
+    """
+    One length from all Content-Length field values.  Identical repeats
+    (C{5, 5}) are allowed by RFC 9110 8.6; anything else is an error.
+    """
+    lengths = set()
+    for value in values:
+        for item in value.split(b","):
+            item = item.strip(b" \t")
+            if _DIGITS(item) is None:
+                raise ParseError(status, "bad_content_length")
+            lengths.add(int(item))
+    if len(lengths) != 1:
+        raise ParseError(status, "bad_content_length")
+    return lengths.pop()
+
+
+def _transfer_codings(values: List[bytes], status: int) -> List[bytes]:
+    codings = []
+    for value in values:
+        for item in value.split(b","):
+            item = item.strip(b" \t").lower()
+            if not item:
+                raise ParseError(status, "bad_transfer_encoding")
+            codings.append(item)
+    return codings
+
+
+def _parse_fields(lines: List[bytes], max_count: int, status: int):
+    """
+    Parse field lines in one pass, collecting the fields that decide
+    framing and connection handling.
+    """
+    if len(lines) > max_count:
+        raise ParseError(431 if status != 502 else 502, "too_many_headers")
+    headers: Headers = []
+    append = headers.append
+    lengths = None
+    codings = None
+    hosts = None
+    connection = None
+    upgrade = None
+    expect = None
+    for line in lines:
+        m = _FIELD_LINE(line)
+        if m is None:
+            if line[:1] in (b" ", b"\t"):
+                raise ParseError(status, "obs_fold")
+            raise ParseError(status, "bad_header")
+        name, value = m.groups()
+        append((name, value))
+        lname = name.lower()
+        if lname in _SPECIAL:
+            if lname == b"content-length":
+                lengths = (lengths or []) + [value]
+            elif lname == b"transfer-encoding":
+                codings = (codings or []) + [value]
+            elif lname == b"host":
+                hosts = (hosts or []) + [value]
+            elif lname == b"connection":
+                connection = (connection or []) + [value]
+            elif lname == b"upgrade":
+                upgrade = value
+            else:
+                expect = (expect or []) + [value]
+    return headers, lengths, codings, hosts, connection, upgrade, expect
+
+
+_SPECIAL = frozenset([
+    b"content-length", b"transfer-encoding", b"host", b"connection",
+    b"upgrade", b"expect",
+])
+
+
+def _connection_tokens(values) -> frozenset:
+    if not values:
+        return frozenset()
+    return frozenset(
+        t.strip(b" \t").lower() for v in values for t in v.split(b",") if t.strip(b" \t")
+    )
+
+
+def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
+    """
+    Parse a request head.
+
+    @param head: The request line and field lines, each ending in CRLF except
+        the last; without the empty line that ends the head.
+    @param max_header_count: Most field lines accepted.
+    @raises ParseError: with a 4xx/5xx status for any malformed or ambiguous
+        request.
+    """
+    lines = _split_lines(head, 400)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise ParseError(400, "bad_request_line")
+    method, target, version = parts
+    if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
+        raise ParseError(400, "bad_request_line")
+    m = _VERSION(version)
+    if m is None:
+        raise ParseError(400, "bad_request_line")
+    if m.group(1) != b"1":
+        raise ParseError(505, "unsupported_version")
+    minor = 1 if m.group(2) != b"0" else 0
+
+    headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
+        lines[1:], max_header_count, 400
+    )
+    req = RequestHead()
+    req.method = method
+    req.version = (1, minor)
+    req.headers = headers
+
+    if hosts is not None and len(hosts) > 1:
+        raise ParseError(400, "duplicate_host")
+    host = hosts[0] if hosts else None
+    if host is not None and _HOST(host) is None:
+        raise ParseError(400, "bad_host")
+
+    if target[:1] == b"/":
+        pass
+    elif target == b"*":
+        if method != b"OPTIONS":
+            raise ParseError(400, "bad_request_target")
+    elif method == b"CONNECT":
+        raise ParseError(501, "connect_not_supported")
+    else:
+        scheme, sep, rest = target.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise ParseError(400, "bad_request_target")
+        authority, slash, path = rest.partition(b"/")
+        if b"@" in authority or not authority or _HOST(authority) is None:
+            raise ParseError(400, "bad_request_target")
+        # An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
+        host = authority
+        target = slash + path if slash else b"/"
+    if host is None:
+        if minor == 1:
+            raise ParseError(400, "missing_host")
+        host = b""
+    req.host = host
+    req.target = target
+    q = target.find(b"?")
+    req.path = target if q < 0 else target[:q]
+
+    req.content_length = None
+    req.chunked = False
+    if codings is not None:
+        if lengths is not None:
+            raise ParseError(400, "length_and_chunked")
+        if minor == 0:
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has
+            # faulty framing.
+            raise ParseError(400, "bad_transfer_encoding")
+        codings = _transfer_codings(codings, 400)
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise ParseError(400, "bad_transfer_encoding")
+        if len(codings) != 1:
+            raise ParseError(501, "unsupported_transfer_encoding")
+        req.chunked = True
+    elif lengths is not None:
+        req.content_length = _content_length(lengths, 400)
+
+    tokens = _connection_tokens(connection)
+    req.connection = tokens
+    if minor == 1:
+        req.keep_alive = b"close" not in tokens
+    else:
+        req.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+    req.upgrade = upgrade if (upgrade and b"upgrade" in tokens) else None
+    req.expect_continue = False
+    if expect is not None:
+        if len(expect) != 1 or expect[0].lower() != b"100-continue":
+            raise ParseError(417, "bad_expectation")
+        req.expect_continue = minor == 1
+    return req
+
+
+def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHead:
+    """
+    Parse a response head from a backend.
+
+    @param head: As for L{parse_request_head}.
+    @raises ParseError: with status 502 for any malformed or ambiguous
+        response.
+    """
+    lines = _split_lines(head, 502)
+    m = _STATUS_LINE(lines[0])
+    if m is None or m.group(1) != b"1":
+        raise ParseError(502, "bad_status_line")
+    headers, lengths, codings, _, connection, _, _ = _parse_fields(
+        lines[1:], max_header_count, 502
+    )
+    resp = ResponseHead()
+    minor = 1 if m.group(2) != b"0" else 0
+    resp.version = (1, minor)
+    resp.status = int(m.group(3))
+    if resp.status < 100:
+        raise ParseError(502, "bad_status_line")
+    resp.reason = m.group(4) or b""
+    resp.headers = headers
+    resp.content_length = None
+    resp.chunked = False
+    if codings is not None:
+        if lengths is not None:
+            raise ParseError(502, "length_and_chunked")
+        if _transfer_codings(codings, 502) != [b"chunked"]:
+            raise ParseError(502, "bad_transfer_encoding")
+        resp.chunked = True
+    elif lengths is not None:
+        resp.content_length = _content_length(lengths, 502)
+    tokens = _connection_tokens(connection)
+    resp.connection = tokens
+    if minor == 1:
+        resp.keep_alive = b"close" not in tokens
+    else:
+        resp.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+    return resp
+
+
+def response_has_body(status: int, request_method: bytes) -> bool:
+    """
+    Whether a response to a request with this method carries a body
+    (RFC 9112 6.3, rules 1 and 2).
+    """
+    return not (
+        request_method == b"HEAD" or status < 200 or status in _NO_BODY_STATUS
+    )
+
+
+class ChunkedDecoder:
+    """
+    Decode a chunked body incrementally.
+
+    Call L{feed} with whatever bytes arrive.  It returns the body bytes
+    decoded so far and, once the final chunk and the trailer section have
+    been read, the bytes that follow the message (the start of the next
+    one).  Trailer fields are validated and dropped.
+
+    @ivar done: C{True} once the whole body has been read.
+    """
+
+    __slots__ = ("_status", "_buffer", "_remaining", "_state", "_trailer_size",
+                 "_max_trailer", "done")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, status: int = 400, max_trailer_size: int = 16384):
+        self._status = status
+        self._buffer = b""
+        self._remaining = 0
+        self._state = self._SIZE
+        self._trailer_size = 0
+        self._max_trailer = max_trailer_size
+        self.done = False
+
+    def feed(self, data: bytes) -> Tuple[List[bytes], Optional[bytes]]:
+        """
+        @return: The decoded body pieces, and the bytes after the end of the
+            message (C{None} while the body is not complete).
+        @raises ParseError: on any framing error.
+        """
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        out = []
+        pos = 0
+        end = len(data)
+        while pos < end:
+            state = self._state
+            if state == self._DATA:
+                n = self._remaining
+                if end - pos <= n:
+                    out.append(data[pos:] if pos else data)
+                    self._remaining = n - (end - pos)
+                    if self._remaining == 0:
+                        self._state = self._DATA_END
+                    return out, None
+                out.append(data[pos:pos + n])
+                pos += n
+                self._remaining = 0
+                self._state = self._DATA_END
+            elif state == self._DATA_END:
+                if end - pos < 2:
+                    if data[pos:] != b"\r":
+                        raise ParseError(self._status, "bad_chunk")
+                    self._buffer = data[pos:]
+                    return out, None
+                if data[pos:pos + 2] != b"\r\n":
+                    raise ParseError(self._status, "bad_chunk")
+                pos += 2
+                self._state = self._SIZE
+            else:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    rest = data[pos:]
+                    if len(rest) > MAX_CHUNK_LINE or b"\n" in rest:
+                        raise ParseError(self._status, "bad_chunk")
+                    self._buffer = rest
+                    return out, None
+                line = data[pos:eol]
+                pos = eol + 2
+                if state == self._SIZE:
+                    m = _CHUNK_SIZE(line)
+                    if m is None or len(line) > MAX_CHUNK_LINE:
+                        raise ParseError(self._status, "bad_chunk")
+                    size = int(m.group(1), 16)
+                    if size:
+                        self._remaining = size
+                        self._state = self._DATA
+                    else:
+                        self._state = self._TRAILER
+                else:
+                    if not line:
+                        self.done = True
+                        return out, data[pos:]
+                    self._trailer_size += len(line) + 2
+                    if (self._trailer_size > self._max_trailer
+                            or _FIELD_LINE(line) is None):
+                        raise ParseError(self._status, "bad_trailer")
+        return out, None

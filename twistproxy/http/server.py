@@ -1,0 +1,543 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The downstream codec: HTTP/1.1 spoken to clients.
+
+L{HTTPServerProtocol} reads requests from one client connection, hands each
+to the forwarder as an L{Exchange}, streams the request body to the upstream
+connection the forwarder attaches, and writes the response back.  It knows
+nothing of routes, balancers or pools: it calls C{forwarder.forward(x)} and
+is called back by the upstream side through the C{response_*} and
+C{upstream_*} methods.
+
+Requests on one connection are handled one at a time: a pipelined request
+waits, unparsed, in the input buffer until the response before it is
+complete, so responses always leave in order.  Reading from the client is
+paused whenever the input buffer holds more than L{BUFFER_LIMIT} bytes or the
+upstream connection cannot take more, which bounds memory per connection
+whatever the client sends.
+
+Every wait has a timer on the injected clock, one L{DelayedCall} per
+connection reset as the connection changes state (resetting a timer to a
+later time costs almost nothing, creating one per request would not).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twistproxy.config import Limits, Timeouts
+from twistproxy.http import headers as H
+from twistproxy.http.exchange import Exchange
+from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
+
+BUFFER_LIMIT = 65536
+
+_PHRASES = {
+    400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+    413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
+    431: b"Request Header Fields Too Large", 501: b"Not Implemented",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+# Connection states.
+_HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
+# Why reading from the client is paused (a bit mask).
+_PAUSE_BUFFER, _PAUSE_UPSTREAM = 1, 2
+# What the connection timer is waiting for.
+_T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
+
+
+@implementer(IPushProducer)
+class _ResponseProducer:
+    """
+    Registered on the client transport: when the client reads slower than
+    the backend sends, pause reading from the backend.
+    """
+
+    def __init__(self, protocol: HTTPServerProtocol):
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol._client_full(True)
+
+    def resumeProducing(self) -> None:
+        self._protocol._client_full(False)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class HTTPServerProtocol(Protocol):
+    """
+    One client connection.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: HTTPServerFactory):
+        self._factory = factory
+        self._clock = factory.reactor
+        self._buffer = b""
+        self._state = _HEAD
+        self._x: Optional[Exchange] = None
+        self._paused = 0
+        self._processing = False
+        self._attached = False
+        self._remaining = 0
+        self._decoder: Optional[ChunkedDecoder] = None
+        self._body_read = 0
+        self._framing = H.FRAME_NONE
+        self._keep_alive = True
+        self._response_started = False
+        self._timer = None
+        self._timer_kind = _T_NONE
+        self._requests = 0
+        self.client_full = False
+        self.client_address = ""
+        self.trusted = False
+        self.proto = factory.scheme
+
+    # Connection events
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", "") or ""
+        self.trusted = self.client_address in self._factory.trusted_proxies
+        self.transport.registerProducer(_ResponseProducer(self), True)
+        self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state == _TUNNEL:
+            self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+            self._x.upstream.transport.write(data)
+            return
+        if self._state == _CLOSED:
+            return
+        if self._buffer:
+            self._buffer += data
+        else:
+            self._buffer = data
+        if self._state == _BODY and self._attached:
+            self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+        self._process()
+
+    def connectionLost(self, reason=None) -> None:
+        self._state = _CLOSED
+        self._set_timer(_T_NONE, 0)
+        x = self._x
+        if x is not None:
+            self._x = None
+            if not x.status:
+                # nginx's convention: the client closed before an answer.
+                x.status = 499
+                x.reason = x.reason or "client_closed"
+            self._factory.forwarder.cancel(x)
+            self._factory.exchange_ended(x)
+
+    # Input processing
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while self._state != _CLOSED:
+                state = self._state
+                if state == _HEAD:
+                    if not self._read_head():
+                        break
+                elif state == _BODY and self._attached:
+                    if not self._read_body():
+                        break
+                else:
+                    break
+            if len(self._buffer) > BUFFER_LIMIT and self._state != _CLOSED:
+                self._pause(_PAUSE_BUFFER)
+            else:
+                self._resume(_PAUSE_BUFFER)
+        finally:
+            self._processing = False
+
+    def _read_head(self) -> bool:
+        buf = self._buffer
+        if buf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore empty lines before a request line.
+            buf = self._buffer = buf.lstrip(b"\r\n")
+            if not buf:
+                return False
+        if self._timer_kind != _T_HEAD:
+            self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
+        limits = self._factory.limits
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > limits.max_head_size:
+                line_end = buf.find(b"\r\n")
+                if line_end < 0 or line_end > limits.max_head_size:
+                    self._reject(414, "request_line_too_long")
+                else:
+                    self._reject(431, "head_too_large")
+            return False
+        if end + 4 > limits.max_head_size:
+            self._reject(431, "head_too_large")
+            return False
+        try:
+            request = parse_request_head(buf[:end], limits.max_header_count)
+        except ParseError as e:
+            self._reject(e.status, e.reason)
+            return False
+        self._buffer = buf[end + 4:]
+        if request.content_length is not None:
+            if limits.max_body_size and request.content_length > limits.max_body_size:
+                self._reject(413, "body_too_large")
+                return False
+            self._remaining = request.content_length
+        self._decoder = ChunkedDecoder() if request.chunked else None
+        self._body_read = 0
+        self._requests += 1
+        self._state = _BODY if request.has_body else _WAIT
+        self._attached = False
+        self._response_started = False
+        self._set_timer(_T_NONE, 0)
+        x = self._x = Exchange(request, self.client_address, self, self._clock.seconds())
+        self._factory.forwarder.forward(x)
+        return True
+
+    def _read_body(self) -> bool:
+        """
+        Pass buffered body bytes upstream.  Return C{True} when the body is
+        complete.
+        """
+        x = self._x
+        buf = self._buffer
+        if not buf:
+            return False
+        upstream = x.upstream
+        x.body_started = True
+        max_body = self._factory.limits.max_body_size
+        if self._decoder is None:
+            n = self._remaining
+            if len(buf) <= n:
+                self._buffer = b""
+                self._remaining = n - len(buf)
+                upstream.write_body(buf)
+            else:
+                self._buffer = buf[n:]
+                self._remaining = 0
+                upstream.write_body(buf[:n])
+            if self._remaining:
+                return False
+        else:
+            try:
+                pieces, rest = self._decoder.feed(buf)
+            except ParseError as e:
+                self._upstream_gone()
+                self._reject(e.status, e.reason)
+                return False
+            self._buffer = rest if rest is not None else b""
+            for piece in pieces:
+                self._body_read += len(piece)
+                upstream.write_body(piece)
+            if max_body and self._body_read > max_body:
+                self._upstream_gone()
+                self._reject(413, "body_too_large")
+                return False
+            if rest is None:
+                return False
+        if self._x is not x or self._state != _BODY:
+            # The response ended while the body was being sent.
+            return True
+        self._state = _WAIT
+        self._set_timer(_T_NONE, 0)
+        upstream.end_body()
+        return True
+
+    # Called by the upstream side
+
+    def upstream_attached(self, x: Exchange) -> None:
+        """
+        The request head went to a backend: start sending the body.
+        """
+        if x is not self._x:
+            return
+        self._attached = True
+        if self._state == _BODY:
+            req = x.request
+            if req.expect_continue and not self._buffer:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+            if self.client_full:
+                x.upstream.pause_reading(True)
+            self._process()
+        elif self.client_full:
+            x.upstream.pause_reading(True)
+
+    def upstream_full(self, full: bool) -> None:
+        """
+        The upstream connection's send buffer is full (or drained again).
+        """
+        if full:
+            self._pause(_PAUSE_UPSTREAM)
+        else:
+            self._resume(_PAUSE_UPSTREAM)
+
+    def informational(self, x: Exchange, resp) -> None:
+        """
+        Pass on a 1xx response other than 100 and 101.
+        """
+        if x is self._x and x.request.version[1] == 1:
+            self.transport.write(H.response_head(
+                resp, framing=H.FRAME_NONE, keep_alive=True, client_minor=1,
+                via=self._factory.via,
+            ))
+
+    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
+        """
+        The backend's final response head arrived.
+
+        @param has_body: Whether the response carries a body at all.
+        @param extra: Fields to add for a protocol switch (101).
+        """
+        if x is not self._x:
+            return
+        req = x.request
+        minor = req.version[1]
+        if not has_body:
+            framing = H.FRAME_NONE
+        elif resp.content_length is not None:
+            framing = H.FRAME_LENGTH
+        elif minor == 1:
+            framing = H.FRAME_CHUNKED
+        else:
+            framing = H.FRAME_CLOSE
+        keep = (
+            req.keep_alive and framing != H.FRAME_CLOSE and self._state == _WAIT
+            and resp.status != 101
+        )
+        if resp.status == 101:
+            keep = True
+        self._framing = framing
+        self._keep_alive = keep
+        self._response_started = True
+        x.status = resp.status
+        rules = x.route.response_rules if x.route is not None else H.NO_RULES
+        self.transport.write(H.response_head(
+            resp, framing=framing, keep_alive=keep, client_minor=minor,
+            via=self._factory.via, rules=rules, extra=extra,
+        ))
+
+    def response_body(self, x: Exchange, data: bytes) -> None:
+        if x is not self._x:
+            return
+        x.body_bytes += len(data)
+        if self._framing == H.FRAME_CHUNKED:
+            self.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def response_end(self, x: Exchange) -> None:
+        """
+        The whole response has been passed on.
+        """
+        if x is not self._x:
+            return
+        if self._framing == H.FRAME_CHUNKED:
+            self.transport.write(b"0\r\n\r\n")
+        self._end_exchange(self._keep_alive and self._state == _WAIT)
+
+    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
+        """
+        The request could not be completed: answer with C{status} if no
+        response has started, else cut the connection so that the client
+        sees an incomplete response rather than a wrong complete one.
+        """
+        if x is not self._x:
+            return
+        x.reason = reason
+        if self._response_started:
+            self._end_exchange(False)
+            self.transport.loseConnection()
+            return
+        keep = self._state == _WAIT and x.request.keep_alive
+        self._answer(x, status, keep)
+
+    def tunnel(self, x: Exchange) -> None:
+        """
+        The backend accepted a protocol upgrade: from now on, bytes flow
+        both ways untouched until either side closes.
+        """
+        if x is not self._x:
+            return
+        self._state = _TUNNEL
+        self._attached = True
+        self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            x.upstream.transport.write(data)
+        self._resume(_PAUSE_BUFFER)
+
+    def tunnel_data(self, data: bytes) -> None:
+        self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+        self.transport.write(data)
+
+    # Internals
+
+    def _answer(self, x: Exchange, status: int, keep: bool) -> None:
+        x.status = status
+        phrase = _PHRASES.get(status, b"Error")
+        response = H.error_response(status, phrase, keep)
+        x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
+        self.transport.write(response)
+        self._end_exchange(keep)
+
+    def _reject(self, status: int, reason: str) -> None:
+        """
+        A request (or its body) is malformed: answer and close.
+        """
+        x = self._x
+        if x is None:
+            # Log what we could read of it.
+            x = self._x = Exchange(_UNPARSED, self.client_address, self, self._clock.seconds())
+        x.reason = reason
+        if self._response_started:
+            self._end_exchange(False)
+            self.transport.loseConnection()
+        else:
+            self._answer(x, status, False)
+
+    def _upstream_gone(self) -> None:
+        x = self._x
+        if x is not None:
+            self._factory.forwarder.cancel(x)
+
+    def _end_exchange(self, keep: bool) -> None:
+        x = self._x
+        self._x = None
+        self._attached = False
+        self._resume(_PAUSE_UPSTREAM)
+        self._factory.exchange_ended(x)
+        if not keep:
+            self._state = _CLOSED
+            self._set_timer(_T_NONE, 0)
+            self.transport.loseConnection()
+            return
+        self._state = _HEAD
+        self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        if self._buffer:
+            self._process()
+        else:
+            self._resume(_PAUSE_BUFFER)
+
+    def _client_full(self, full: bool) -> None:
+        self.client_full = full
+        x = self._x
+        if x is not None and x.upstream is not None:
+            x.upstream.pause_reading(full)
+
+    def _pause(self, why: int) -> None:
+        if not self._paused:
+            self.transport.pauseProducing()
+        self._paused |= why
+
+    def _resume(self, why: int) -> None:
+        if self._paused & why:
+            self._paused &= ~why
+            if not self._paused and self._state != _CLOSED:
+                self.transport.resumeProducing()
+
+    def _set_timer(self, kind: int, seconds: float) -> None:
+        self._timer_kind = kind
+        if kind == _T_NONE:
+            return
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self._clock.callLater(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        kind = self._timer_kind
+        self._timer_kind = _T_NONE
+        if kind == _T_NONE or self._state == _CLOSED:
+            return
+        if kind == _T_HEAD and self._buffer:
+            self._reject(408, "request_head_timeout")
+        elif kind == _T_BODY:
+            self._upstream_gone()
+            self._reject(408, "request_body_timeout")
+        else:
+            # Idle keep-alive, or a silent tunnel: close quietly.
+            if kind == _T_TUNNEL and self._x is not None:
+                self._x.reason = "tunnel_idle_timeout"
+                self._factory.forwarder.cancel(self._x)
+            self._state = _CLOSED
+            self.transport.loseConnection()
+
+
+def _unparsed_request():
+    from twistproxy.http.parser import RequestHead
+
+    req = RequestHead()
+    req.method = b"-"
+    req.target = req.path = b"-"
+    req.version = (1, 1)
+    req.headers = []
+    req.host = b""
+    req.content_length = None
+    req.chunked = False
+    req.keep_alive = False
+    req.connection = frozenset()
+    req.upgrade = None
+    req.expect_continue = False
+    return req
+
+
+_UNPARSED = _unparsed_request()
+
+
+class HTTPServerFactory(Factory):
+    """
+    Builds L{HTTPServerProtocol}s for one listener.
+
+    @ivar forwarder: Decides where each request goes; has
+        C{forward(exchange)} and C{cancel(exchange)}.
+    @ivar on_exchange_end: Called with each finished L{Exchange} (the access
+        log), or C{None}.
+    @ivar scheme: How clients reach this listener, C{b'http'} or
+        C{b'https'}, as told to backends in C{X-Forwarded-Proto}.
+    """
+
+    protocol = HTTPServerProtocol
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        forwarder,
+        timeouts: Timeouts = Timeouts(),
+        limits: Limits = Limits(),
+        trusted_proxies=(),
+        via: str = "twistproxy",
+        on_exchange_end=None,
+        scheme: bytes = b"http",
+    ):
+        self.reactor = reactor
+        self.scheme = scheme
+        self.forwarder = forwarder
+        self.timeouts = timeouts
+        self.limits = limits
+        self.trusted_proxies = H.TrustedProxies(trusted_proxies)
+        self.via = via.encode("ascii")
+        self._on_exchange_end = on_exchange_end
+
+    def buildProtocol(self, addr):
+        return HTTPServerProtocol(self)
+
+    def exchange_ended(self, x: Exchange) -> None:
+        self.forwarder.release(x)
+        if self._on_exchange_end is not None:
+            self._on_exchange_end(x)

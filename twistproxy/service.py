@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The running proxy as a Twisted service.
+
+L{ProxyService} turns a L{ProxyConfig} into listeners, upstream groups and
+an access log, and starts and stops them with the application.  It is what
+C{twistd twistproxy} runs and what an application that embeds twistproxy
+adds to its own service hierarchy::
+
+    from twistproxy import ProxyService, load
+    ProxyService(load("proxy.toml"), reactor).setServiceParent(application)
+
+Everything that can be checked without touching the network is checked in
+the constructor (balancer names and options, endpoint strings), so a bad
+configuration fails before anything listens, with the configuration path of
+the mistake.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from twistproxy.accesslog import AccessLog
+from twistproxy.config import ConfigError, ProxyConfig
+from twistproxy.http.forwarder import Forwarder, UpstreamGroupRuntime
+from twistproxy.http.server import HTTPServerFactory
+
+
+class _ListenerService(Service):
+    """
+    Listens on one endpoint while running, and says where.
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, description: str, endpoint, factory):
+        self.name = name
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        failures: List = []
+        d = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            # Fail start-up (and so twistd) instead of running deaf.
+            failures[0].raiseException()
+
+    def _listening(self, port) -> None:
+        self.port = port
+        host = port.getHost()
+        self.log.info(
+            "twistproxy listener {name} listening on {address}",
+            name=self.name,
+            address=f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}",
+        )
+
+    def stopService(self):
+        Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+class ProxyService(MultiService):
+    """
+    A whole reverse proxy.
+
+    @ivar factory: The server protocol factory shared by all listeners; an
+        application may also listen with it on endpoints of its own.
+    @ivar forwarder: The request pipeline.
+    @ivar listeners: The listener services, by name.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: ProxyConfig, reactor=None):
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor  # type: ignore[no-redef]
+        self.config = config
+        self.reactor = reactor
+        for name, group in config.upstreams.items():
+            for i, s in enumerate(group.servers):
+                if s.scheme != "http":
+                    raise ConfigError(
+                        f"upstreams.{name}.servers[{i}]",
+                        "https:// backends are not supported yet",
+                        config.source,
+                    )
+        groups = {
+            name: UpstreamGroupRuntime(reactor, group, config.timeouts)
+            for name, group in config.upstreams.items()
+        }
+        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
+        self.access_log: Optional[AccessLog] = None
+        self.factory = HTTPServerFactory(
+            reactor,
+            self.forwarder,
+            timeouts=config.timeouts,
+            limits=config.limits,
+            trusted_proxies=config.forwarding.trusted_proxies,
+            via=config.forwarding.via,
+            on_exchange_end=self._log_exchange if config.access_log.path else None,
+        )
+        self.listeners: Dict[str, _ListenerService] = {}
+        for listener in config.listeners:
+            try:
+                endpoint = serverFromString(reactor, listener.endpoint)
+            except Exception as e:
+                raise ConfigError(
+                    f"listeners.{listener.name}.endpoint",
+                    f"invalid endpoint {listener.endpoint!r}: {e}",
+                    config.source,
+                )
+            service = _ListenerService(listener.name, listener.endpoint, endpoint, self.factory)
+            service.setServiceParent(self)
+            self.listeners[listener.name] = service
+        self._flusher: Optional[LoopingCall] = None
+
+    def _log_exchange(self, x) -> None:
+        if self.access_log is not None:
+            self.access_log(x)
+
+    def _open_access_log(self, config: ProxyConfig) -> AccessLog:
+        path = config.access_log.path
+        try:
+            if path == "stdout":
+                stream = os.fdopen(os.dup(1), "ab", buffering=65536)
+            else:
+                stream = open(path, "ab", buffering=65536)
+        except OSError as e:
+            raise ConfigError("access_log.path", f"cannot open {path!r}: {e.strerror}", config.source)
+        return AccessLog(stream, config.access_log.format, self.reactor)
+
+    def startService(self) -> None:
+        if self.config.access_log.path:
+            self.access_log = self._open_access_log(self.config)
+        super().startService()
+        if self.access_log is not None:
+            self._flusher = LoopingCall(self.access_log.flush)
+            self._flusher.clock = self.reactor
+            self._flusher.start(1.0, now=False)
+
+    def stopService(self):
+        d = super().stopService()
+        self.forwarder.close()
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        if self.access_log is not None:
+            self.access_log.close()
+            self.access_log = None
+        return d

@@ -1,0 +1,108 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The twistd plugin: C{twistd -n twistproxy ...}.
+
+Three ways to say what to run, exactly one of which must be given:
+
+  - C{--config proxy.toml}: a configuration file (see docs/configuration.rst);
+  - quick mode, C{--listen tcp:8080 --upstream http://127.0.0.1:8001
+    [--upstream ...]}: one listener (or several), one upstream group, every
+    request to it;
+  - C{--demo}: two small demo backends in the same process and a proxy in
+    front of them on C{tcp:8080}.
+
+This module parses options and wires; the proxy itself is
+L{twistproxy.service.ProxyService}.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.python import usage
+
+from twistproxy.config import ConfigError, ProxyConfig, load, quick_config
+
+DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE | --listen ENDPOINT --upstream URL ... | --demo]"
+    longdesc = (
+        "Run the twistproxy reverse proxy. Give a TOML configuration file "
+        "with --config, or use quick mode: one or more --listen endpoints "
+        "(any Twisted server endpoint string, e.g. tcp:8080) and one or "
+        "more --upstream URLs, balanced round robin. --demo starts two demo "
+        "backends and a proxy in front of them on tcp:8080."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of a TOML configuration file."],
+        ["access-log", None, None,
+         "Quick mode and --demo: where the access log goes: 'stdout' "
+         "(default), a file path, or 'off'."],
+    ]
+    optFlags = [
+        ["demo", None, "Start two demo backends and a proxy in front of them."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+        self["upstream"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        A Twisted server endpoint string to listen on, e.g. tcp:8080 or
+        tcp:8443:interface=127.0.0.1 (quick mode and --demo; repeatable).
+        """
+        self["listen"].append(endpoint)
+
+    def opt_upstream(self, url: str) -> None:
+        """
+        A backend URL, http://host:port (quick mode; repeatable).
+        """
+        self["upstream"].append(url)
+
+    def postOptions(self) -> None:
+        modes = [m for m in ("config", "upstream", "demo") if self[m]]
+        if len(modes) != 1:
+            raise usage.UsageError(
+                "give exactly one of --config, --upstream (quick mode) or --demo"
+            )
+        if self["config"]:
+            if self["listen"] or self["access-log"]:
+                raise usage.UsageError(
+                    "--listen and --access-log go with quick mode or --demo; "
+                    "with --config, set them in the file"
+                )
+            try:
+                self.proxy_config: ProxyConfig = load(self["config"])
+            except ConfigError as e:
+                raise usage.UsageError(str(e))
+            return
+        listen: List[str] = self["listen"] or ["tcp:8080"]
+        upstreams = self["upstream"]
+        if self["demo"]:
+            upstreams = [
+                "http://127.0.0.1:" + e.split(":")[1] for e in DEMO_BACKENDS
+            ]
+        access_log = self["access-log"] or "stdout"
+        try:
+            self.proxy_config = quick_config(
+                listen, upstreams, access_log="" if access_log == "off" else access_log
+            )
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def makeService(options: Options):
+    from twisted.internet import reactor
+
+    from twistproxy.service import ProxyService
+
+    service = ProxyService(options.proxy_config, reactor)
+    if options["demo"]:
+        from twistproxy.demo import add_demo_backends
+
+        add_demo_backends(service, reactor, DEMO_BACKENDS)
+    return service
