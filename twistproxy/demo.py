@@ -39,7 +39,9 @@ class _Echo(Resource):
         for name, values in request.requestHeaders.getAllRawHeaders():
             for value in values:
                 lines.append(f"  {name.decode('latin-1')}: {value.decode('latin-1')}")
-        return ("\n".join(lines) + "\n").encode("utf-8")
+        body = ("\n".join(lines) + "\n").encode("utf-8")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b"" if request.method == b"HEAD" else body
 
 
 def add_demo_backends(parent: MultiService, reactor, endpoints: Sequence[str]) -> None:
@@ -50,6 +52,8 @@ def add_demo_backends(parent: MultiService, reactor, endpoints: Sequence[str]) -
     for i, endpoint in enumerate(endpoints, 1):
         site = Site(_Echo(f"demo backend {i}"))
         site.noisy = False
+        # The proxy's access log already has a line for each request.
+        site.log = lambda request: None
         strports_service(endpoint, site, reactor=reactor).setServiceParent(parent)
     log.info(
         "twistproxy demo: two backends on {endpoints}; try: "

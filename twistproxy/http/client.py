@@ -403,6 +403,8 @@ class _Connector(ClientFactory):
     Opens one connection to a backend for a pool.
     """
 
+    noisy = False
+
     def __init__(self, pool: UpstreamPool, x: Optional[Exchange]):
         self.pool = pool
         self.x = x

@@ -513,6 +513,8 @@ class HTTPServerFactory(Factory):
     """
 
     protocol = HTTPServerProtocol
+    # One log line per listener start is plenty; the access log says the rest.
+    noisy = False
 
     def __init__(
         self,
