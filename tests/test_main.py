@@ -1,0 +1,84 @@
+"""
+Tests for C{python -m twistproxy check}.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.__main__ import main
+
+
+class CheckTests(SynchronousTestCase):
+    """
+    C{check} validates a configuration without running it.
+    """
+
+    def run_main(self, *args: str):
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        return main(list(args)), out.getvalue(), err.getvalue()
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_valid(self):
+        """
+        A valid file prints OK and exits 0.
+        """
+        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        self.assertEqual(self.run_main("check", path), (0, f"{path}: OK\n", ""))
+
+    def test_invalid_names_file_and_path(self):
+        """
+        An invalid file exits 1 with the file, the path inside it and the
+        problem.
+        """
+        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001", "http://x:99999"]\n')
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith(f"{path}: upstreams.app.servers[1]: "), err)
+
+    def test_unknown_balancer(self):
+        """
+        Components are checked too: an unknown balancer name is reported
+        at its path.
+        """
+        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\nbalancer = "nope"\n')
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertIn("upstreams.app.balancer: unknown balancer 'nope'", err)
+
+    def test_bad_endpoint(self):
+        """
+        An endpoint string Twisted cannot parse is reported at its path.
+        """
+        path = self.write('[listeners.main]\nendpoint = "bogus:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}: listeners.main.endpoint: invalid endpoint", err)
+
+    def test_missing_file(self):
+        """
+        A missing file is an error naming it.
+        """
+        code, out, err = self.run_main("check", "/nonexistent/proxy.toml")
+        self.assertEqual(code, 1)
+        self.assertIn("/nonexistent/proxy.toml", err)
+
+    def test_usage(self):
+        """
+        Anything but C{check FILE} prints usage and exits 2.
+        """
+        self.assertEqual(self.run_main("frobnicate")[0], 2)

@@ -1,0 +1,91 @@
+"""
+Tests for L{twistproxy.service.ProxyService} on a memory reactor.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import AccessLog, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, server
+from twistproxy.service import ProxyService
+from twistproxy.testing import MemoryPeer
+
+
+def _config(**kw) -> ProxyConfig:
+    base = dict(
+        listeners=(Listener("main", "tcp:8080:interface=127.0.0.1"), Listener("alt", "tcp:8081")),
+        upstreams={"app": UpstreamGroup("app", (server("http://127.0.0.1:8001"),))},
+        routes=(Route("app"),),
+        access_log=AccessLog(path=""),
+    )
+    base.update(kw)
+    return ProxyConfig(**base)
+
+
+class ProxyServiceTests(SynchronousTestCase):
+    """
+    Building, starting and stopping the proxy.
+    """
+
+    def test_listens_on_every_listener(self):
+        """
+        Starting the service listens on each configured endpoint with the
+        proxy's factory; stopping stops listening.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(), reactor)
+        service.startService()
+        self.assertEqual(
+            [(port, factory, interface) for port, factory, _, interface in reactor.tcpServers],
+            [(8080, service.factory, "127.0.0.1"), (8081, service.factory, "")],
+        )
+        service.stopService()
+        self.assertFalse(service.running)
+
+    def test_https_backend_refused(self):
+        """
+        https backends are refused at construction with the server's path
+        until TLS to backends exists.
+        """
+        config = _config(upstreams={"app": UpstreamGroup(
+            "app", (server("http://a:1"), server("https://b:443")))})
+        e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
+        self.assertEqual(e.path, "upstreams.app.servers[1]")
+
+    def test_access_log_written_and_flushed(self):
+        """
+        With an access log file, each finished request is written to it,
+        flushed every second and at stop.
+        """
+        path = self.mktemp()
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(access_log=AccessLog(path=path, format="json")), reactor)
+        service.startService()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        host, port, factory, timeout, bind = reactor.tcpClients[0]
+        backend = MemoryPeer(factory.buildProtocol(None), peer=None)
+        backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"")
+        reactor.advance(1.0)
+        with open(path, "rb") as f:
+            self.assertIn(b'"status":204', f.read())
+        service.stopService()
+
+    def test_stop_closes_idle_backend_connections(self):
+        """
+        Stopping the service closes pooled backend connections.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(), reactor)
+        service.startService()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        factory = reactor.tcpClients[0][2]
+        backend = MemoryPeer(factory.buildProtocol(None), peer=None)
+        backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertFalse(backend.closed)
+        service.stopService()
+        self.assertTrue(backend.closed)

@@ -1,0 +1,125 @@
+"""
+Tests for the twistd plugin's options and wiring (L{twistproxy.tap}).
+"""
+
+from __future__ import annotations
+
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy import tap
+from twistproxy.service import ProxyService
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Parsing the command line of C{twistd twistproxy}.
+    """
+
+    def parse(self, *args: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_quick_mode(self):
+        """
+        Repeated --listen and --upstream give one listener each and one
+        round-robin group with every backend.
+        """
+        options = self.parse(
+            "--listen", "tcp:8080", "--listen", "tcp:8081:interface=127.0.0.1",
+            "--upstream", "http://127.0.0.1:8001", "--upstream", "http://[::1]:8002",
+        )
+        config = options.proxy_config
+        self.assertEqual([l.endpoint for l in config.listeners],
+                         ["tcp:8080", "tcp:8081:interface=127.0.0.1"])
+        [group] = config.upstreams.values()
+        self.assertEqual([(s.host, s.port) for s in group.servers],
+                         [("127.0.0.1", 8001), ("::1", 8002)])
+        self.assertEqual(group.balancer, "round_robin")
+
+    def test_quick_mode_default_listener(self):
+        """
+        Without --listen, quick mode listens on tcp:8080.
+        """
+        options = self.parse("--upstream", "http://127.0.0.1:8001")
+        self.assertEqual([l.endpoint for l in options.proxy_config.listeners], ["tcp:8080"])
+
+    def test_bad_upstream(self):
+        """
+        A bad --upstream URL is a usage error that names the option.
+        """
+        e = self.assertRaises(UsageError, self.parse, "--upstream", "ftp://x")
+        self.assertIn("--upstream[0]", str(e))
+
+    def test_access_log_off(self):
+        """
+        --access-log off disables the access log.
+        """
+        options = self.parse("--upstream", "http://127.0.0.1:8001", "--access-log", "off")
+        self.assertEqual(options.proxy_config.access_log.path, "")
+
+    def test_exactly_one_mode(self):
+        """
+        --config, --upstream and --demo exclude each other, and one is
+        required.
+        """
+        self.assertRaises(UsageError, self.parse)
+        self.assertRaises(UsageError, self.parse, "--demo", "--upstream", "http://a:1")
+
+    def test_config_file(self):
+        """
+        --config loads the file; a bad one is a usage error with its path.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                    '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        options = self.parse("--config", path)
+        self.assertEqual(options.proxy_config.source, path)
+        with open(path, "a") as f:
+            f.write("[limits]\nmax_body = 1\n")
+        e = self.assertRaises(UsageError, self.parse, "--config", path)
+        self.assertIn(f"{path}: limits.max_body: unknown key", str(e))
+
+    def test_config_excludes_listen(self):
+        """
+        --listen with --config is refused rather than silently ignored.
+        """
+        self.assertRaises(UsageError, self.parse, "--config", "x.toml", "--listen", "tcp:1")
+
+    def test_help_documents_every_option(self):
+        """
+        --help mentions every option.
+        """
+        text = str(tap.Options())
+        for option in ("--config", "--listen", "--upstream", "--demo", "--access-log"):
+            self.assertIn(option, text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{tap.makeService} wires options into a L{ProxyService}.
+    """
+
+    def test_quick_mode_service(self):
+        """
+        Quick mode gives a ProxyService with one listener per --listen.
+        """
+        options = tap.Options()
+        options.parseOptions(["--listen", "tcp:0", "--upstream", "http://127.0.0.1:8001"])
+        service = tap.makeService(options)
+        self.assertIsInstance(service, ProxyService)
+        self.assertEqual(list(service.listeners), ["listen0"])
+
+    def test_demo_service(self):
+        """
+        --demo adds two demo backends next to the proxy, which forwards to
+        them.
+        """
+        options = tap.Options()
+        options.parseOptions(["--demo"])
+        service = tap.makeService(options)
+        self.assertEqual(len(list(service)), 3)
+        [group] = service.forwarder.groups.values()
+        self.assertEqual([b.port for b in group.backends], [8081, 8082])
