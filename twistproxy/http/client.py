@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twistproxy.config import Timeouts
+from twistproxy.deadlines import NEVER, Deadlines
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
@@ -49,7 +50,7 @@ _IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
 # Response body framing.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
 # What the timer waits for.
-_T_NONE, _T_IDLE, _T_RESPONSE, _T_TUNNEL = range(4)
+_T_NONE, _T_IDLE, _T_RESPONSE = range(3)
 
 
 @implementer(IPushProducer)
@@ -95,8 +96,8 @@ class UpstreamProtocol(Protocol):
         self._received = False
         self._paused = False
         self._backend_is_full = False
-        self._timer = None
         self._timer_kind = _T_NONE
+        self.deadline = NEVER
         self.uses = 0
 
     # Driven by the pool and the downstream side
@@ -144,9 +145,9 @@ class UpstreamProtocol(Protocol):
         self._paused = pause
         if pause:
             self.transport.pauseProducing()
-            if self._timer_kind in (_T_RESPONSE, _T_TUNNEL):
+            if self._timer_kind == _T_RESPONSE:
                 # The backend is not the one being slow.
-                self._timer_kind = _T_NONE
+                self._set_timer(_T_NONE, 0)
         else:
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
@@ -165,6 +166,7 @@ class UpstreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(_RequestProducer(self), True)
+        self._pool.deadlines.add(self)
         x, self._first = self._first, None
         self._pool.connection_made(self, x)
 
@@ -191,7 +193,8 @@ class UpstreamProtocol(Protocol):
     def connectionLost(self, reason=None) -> None:
         previous = self._state
         self._state = _CLOSED
-        self._timer_kind = _T_NONE
+        self._set_timer(_T_NONE, 0)
+        self._pool.deadlines.discard(self)
         self._pool.connection_lost(self)
         x = self.x
         if x is None:
@@ -349,6 +352,7 @@ class UpstreamProtocol(Protocol):
             self._fail(502, "upstream_bad_switch")
             return False
         self._state = _TUNNEL
+        self._set_timer(_T_NONE, 0)
         self._request_done = True
         x.upstream_ended = self._clock.seconds()
         x.downstream.response_head(
@@ -378,15 +382,12 @@ class UpstreamProtocol(Protocol):
 
     def _set_timer(self, kind: int, seconds: float) -> None:
         self._timer_kind = kind
-        if kind == _T_NONE:
-            return
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self._clock.callLater(seconds, self._timed_out)
+        self.deadline = NEVER if kind == _T_NONE else self._clock.seconds() + seconds
 
-    def _timed_out(self) -> None:
+    def expired(self) -> None:
+        """
+        The current wait timed out (called by L{Deadlines}).
+        """
         kind = self._timer_kind
         self._timer_kind = _T_NONE
         if kind == _T_NONE or self._state == _CLOSED:
@@ -438,6 +439,7 @@ class UpstreamPool:
         self.max_connections = max_connections
         self.max_idle = max_idle
         self.connections = 0
+        self.deadlines = Deadlines(reactor)
         self._idle: list = []
         self._waiting: deque = deque()
 

@@ -16,9 +16,9 @@ paused whenever the input buffer holds more than L{BUFFER_LIMIT} bytes or the
 upstream connection cannot take more, which bounds memory per connection
 whatever the client sends.
 
-Every wait has a timer on the injected clock, one L{DelayedCall} per
-connection reset as the connection changes state (resetting a timer to a
-later time costs almost nothing, creating one per request would not).
+Every wait has a timeout on the injected clock: the connection's
+C{deadline}, checked by the factory's L{Deadlines} (a float assignment per
+state change, rather than a timer per request).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twistproxy.config import Limits, Timeouts
+from twistproxy.deadlines import NEVER, Deadlines
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
@@ -95,8 +96,8 @@ class HTTPServerProtocol(Protocol):
         self._framing = H.FRAME_NONE
         self._keep_alive = True
         self._response_started = False
-        self._timer = None
         self._timer_kind = _T_NONE
+        self.deadline = NEVER
         self._requests = 0
         self.client_full = False
         self.client_address = ""
@@ -110,6 +111,7 @@ class HTTPServerProtocol(Protocol):
         self.client_address = getattr(peer, "host", "") or ""
         self.trusted = self.client_address in self._factory.trusted_proxies
         self.transport.registerProducer(_ResponseProducer(self), True)
+        self._factory.deadlines.add(self)
         self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
 
     def dataReceived(self, data: bytes) -> None:
@@ -130,6 +132,7 @@ class HTTPServerProtocol(Protocol):
     def connectionLost(self, reason=None) -> None:
         self._state = _CLOSED
         self._set_timer(_T_NONE, 0)
+        self._factory.deadlines.discard(self)
         x = self._x
         if x is not None:
             self._x = None
@@ -452,15 +455,12 @@ class HTTPServerProtocol(Protocol):
 
     def _set_timer(self, kind: int, seconds: float) -> None:
         self._timer_kind = kind
-        if kind == _T_NONE:
-            return
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self._clock.callLater(seconds, self._timed_out)
+        self.deadline = NEVER if kind == _T_NONE else self._clock.seconds() + seconds
 
-    def _timed_out(self) -> None:
+    def expired(self) -> None:
+        """
+        The current wait timed out (called by L{Deadlines}).
+        """
         kind = self._timer_kind
         self._timer_kind = _T_NONE
         if kind == _T_NONE or self._state == _CLOSED:
@@ -528,6 +528,7 @@ class HTTPServerFactory(Factory):
         scheme: bytes = b"http",
     ):
         self.reactor = reactor
+        self.deadlines = Deadlines(reactor)
         self.scheme = scheme
         self.forwarder = forwarder
         self.timeouts = timeouts

@@ -1,0 +1,61 @@
+# -*- test-case-name: tests.test_deadlines -*-
+"""
+Coarse shared timeouts for connections.
+
+Every connection of the proxy is waiting for something at any moment (a
+request head, a body, a response, the next request) and every wait needs a
+timeout.  One L{DelayedCall} per wait would cost an allocation and a heap
+operation per request; worse, moving a timer earlier (from a 60 second idle
+timeout to a 10 second head timeout, say) makes Twisted search its whole
+list of timers.
+
+Instead each connection just writes down when its current wait must end
+(C{deadline}, in reactor seconds) and a L{Deadlines} checks every member a
+few times a second, calling C{expired()} on those whose deadline has
+passed.  Setting or changing a timeout is a float assignment.  The price is
+precision: a timeout fires up to L{Deadlines.resolution} seconds late,
+which for timeouts counted in seconds does not matter.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+
+NEVER = float("inf")
+
+
+class Deadlines:
+    """
+    A set of objects with a C{deadline} attribute and an C{expired()}
+    method, checked every C{resolution} seconds while the set is not empty.
+    """
+
+    def __init__(self, clock: IReactorTime, resolution: float = 0.25):
+        self.clock = clock
+        self.resolution = resolution
+        self._members: set = set()
+        self._loop = LoopingCall(self._check)
+        self._loop.clock = clock
+
+    def add(self, member) -> None:
+        self._members.add(member)
+        if not self._loop.running:
+            self._loop.start(self.resolution, now=False)
+
+    def discard(self, member) -> None:
+        self._members.discard(member)
+        if not self._members and self._loop.running:
+            self._loop.stop()
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def _check(self) -> None:
+        now = self.clock.seconds()
+        members = self._members
+        for member in [m for m in members if m.deadline <= now]:
+            # An earlier expiry may have removed or renewed this one.
+            if member.deadline <= now and member in members:
+                member.deadline = NEVER
+                member.expired()
