@@ -59,3 +59,28 @@ class Deadlines:
             if member.deadline <= now and member in members:
                 member.deadline = NEVER
                 member.expired()
+
+
+class Waiting:
+    """
+    A mixin for members of L{Deadlines} that wait for one thing at a time:
+    C{_set_timer(kind, seconds)} starts a wait (kind C{0} means none), and
+    L{expired} calls C{_wait_expired(kind)} with the kind that timed out.
+    Needs a C{_clock} attribute.
+    """
+
+    deadline = NEVER
+    _timer_kind = 0
+
+    def _set_timer(self, kind: int, seconds: float) -> None:
+        self._timer_kind = kind
+        self.deadline = NEVER if kind == 0 else self._clock.seconds() + seconds
+
+    def expired(self) -> None:
+        kind = self._timer_kind
+        self._timer_kind = 0
+        if kind:
+            self._wait_expired(kind)
+
+    def _wait_expired(self, kind: int) -> None:
+        raise NotImplementedError()

@@ -27,13 +27,12 @@ from collections import deque
 from typing import Optional
 
 from twisted.internet import error
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from twistproxy.config import Timeouts
-from twistproxy.deadlines import NEVER, Deadlines
+from twistproxy.deadlines import Deadlines, Waiting
+from twistproxy.flow import FullRelay
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
@@ -53,27 +52,7 @@ _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
 _T_NONE, _T_IDLE, _T_RESPONSE = range(3)
 
 
-@implementer(IPushProducer)
-class _RequestProducer:
-    """
-    Registered on the backend transport: when the backend reads slower than
-    the client uploads, pause reading from the client.
-    """
-
-    def __init__(self, protocol: UpstreamProtocol):
-        self._protocol = protocol
-
-    def pauseProducing(self) -> None:
-        self._protocol._backend_full(True)
-
-    def resumeProducing(self) -> None:
-        self._protocol._backend_full(False)
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class UpstreamProtocol(Protocol):
+class UpstreamProtocol(Waiting, Protocol):
     """
     One connection to a backend, carrying one exchange at a time.
     """
@@ -96,8 +75,6 @@ class UpstreamProtocol(Protocol):
         self._received = False
         self._paused = False
         self._backend_is_full = False
-        self._timer_kind = _T_NONE
-        self.deadline = NEVER
         self.uses = 0
 
     # Driven by the pool and the downstream side
@@ -165,7 +142,7 @@ class UpstreamProtocol(Protocol):
     # Connection events
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(_RequestProducer(self), True)
+        self.transport.registerProducer(FullRelay(self._backend_full), True)
         self._pool.deadlines.add(self)
         x, self._first = self._first, None
         self._pool.connection_made(self, x)
@@ -380,17 +357,8 @@ class UpstreamProtocol(Protocol):
             self.pause_reading(False)
         self._set_timer(_T_IDLE, self._timeouts.upstream_idle)
 
-    def _set_timer(self, kind: int, seconds: float) -> None:
-        self._timer_kind = kind
-        self.deadline = NEVER if kind == _T_NONE else self._clock.seconds() + seconds
-
-    def expired(self) -> None:
-        """
-        The current wait timed out (called by L{Deadlines}).
-        """
-        kind = self._timer_kind
-        self._timer_kind = _T_NONE
-        if kind == _T_NONE or self._state == _CLOSED:
+    def _wait_expired(self, kind: int) -> None:
+        if self._state == _CLOSED:
             return
         if kind == _T_RESPONSE and self.x is not None:
             self._fail(504, "upstream_timeout")

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from twistproxy.config import Limits, Timeouts
-from twistproxy.deadlines import NEVER, Deadlines
+from twistproxy.deadlines import Deadlines, Waiting
+from twistproxy.flow import FullRelay
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
@@ -54,27 +54,7 @@ _PAUSE_BUFFER, _PAUSE_UPSTREAM = 1, 2
 _T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
 
 
-@implementer(IPushProducer)
-class _ResponseProducer:
-    """
-    Registered on the client transport: when the client reads slower than
-    the backend sends, pause reading from the backend.
-    """
-
-    def __init__(self, protocol: HTTPServerProtocol):
-        self._protocol = protocol
-
-    def pauseProducing(self) -> None:
-        self._protocol._client_full(True)
-
-    def resumeProducing(self) -> None:
-        self._protocol._client_full(False)
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class HTTPServerProtocol(Protocol):
+class HTTPServerProtocol(Waiting, Protocol):
     """
     One client connection.
     """
@@ -96,8 +76,6 @@ class HTTPServerProtocol(Protocol):
         self._framing = H.FRAME_NONE
         self._keep_alive = True
         self._response_started = False
-        self._timer_kind = _T_NONE
-        self.deadline = NEVER
         self._requests = 0
         self.client_full = False
         self.client_address = ""
@@ -110,7 +88,7 @@ class HTTPServerProtocol(Protocol):
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", "") or ""
         self.trusted = self.client_address in self._factory.trusted_proxies
-        self.transport.registerProducer(_ResponseProducer(self), True)
+        self.transport.registerProducer(FullRelay(self._client_full), True)
         self._factory.deadlines.add(self)
         self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
 
@@ -453,17 +431,8 @@ class HTTPServerProtocol(Protocol):
             if not self._paused and self._state != _CLOSED:
                 self.transport.resumeProducing()
 
-    def _set_timer(self, kind: int, seconds: float) -> None:
-        self._timer_kind = kind
-        self.deadline = NEVER if kind == _T_NONE else self._clock.seconds() + seconds
-
-    def expired(self) -> None:
-        """
-        The current wait timed out (called by L{Deadlines}).
-        """
-        kind = self._timer_kind
-        self._timer_kind = _T_NONE
-        if kind == _T_NONE or self._state == _CLOSED:
+    def _wait_expired(self, kind: int) -> None:
+        if self._state == _CLOSED:
             return
         if kind == _T_HEAD and self._buffer:
             self._reject(408, "request_head_timeout")
