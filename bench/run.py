@@ -1,0 +1,964 @@
+#!/usr/bin/env python3
+"""Benchmark twistproxy against nginx and twisted.web.proxy, in one run.
+
+Starts an origin (its own nginx), then each selected proxy in turn (one worker
+each), drives it with wrk through three scenarios and reports requests/sec,
+latency, errors and requests per CPU-second of the proxy process.
+
+Stdlib only, Python 3.9+.  See bench/README.rst and docs/performance.rst.
+
+Only loopback addresses are used; every process this script starts is stopped by
+PID when it ends, including on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+HOST = "127.0.0.1"
+
+ALL_PROXIES = ("nginx", "twisted", "twistproxy")
+SCENARIOS = {
+    # name: (path, keep-alive?, description)
+    "ka-small": ("/small", True, "keep-alive, small response"),
+    "ka-64k": ("/64k", True, "keep-alive, 64 KiB response"),
+    "close-small": ("/small", False, "new connection per request, small response"),
+}
+SMALL_BODY = (
+    "twistproxy bench: a small response body, about one hundred bytes long, "
+    "for the small scenario.\n"
+)
+BIG_SIZE = 64 * 1024
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    sys.stderr.write("[bench] %s\n" % (msg,))
+    sys.stderr.flush()
+
+
+class ProxyFailed(Exception):
+    """A proxy could not be started or does not forward correctly."""
+
+
+# --------------------------------------------------------------------------
+# tools
+
+
+def find_executable(name, extra_dirs=("/usr/sbin", "/sbin", "/usr/local/sbin")):
+    path = shutil.which(name)
+    if path:
+        return path
+    for d in extra_dirs:
+        cand = os.path.join(d, name)
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def ensure_tool(name, package):
+    """Return the path of ``name``, installing Debian's ``package`` if missing."""
+    path = find_executable(name)
+    if path:
+        return path
+    log("%s not found: running apt-get install -y %s" % (name, package))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", package]
+    if os.geteuid() != 0:
+        cmd = ["sudo", "-n"] + cmd
+    rc = subprocess.call(cmd, env=env)
+    if rc != 0:
+        log("apt-get install failed (rc %d); trying apt-get update first" % rc)
+        upd = ["apt-get", "update"]
+        if os.geteuid() != 0:
+            upd = ["sudo", "-n"] + upd
+        subprocess.call(upd, env=env)
+        subprocess.call(cmd, env=env)
+    path = find_executable(name)
+    if not path:
+        raise SystemExit("error: %s is still missing after apt-get install %s" % (name, package))
+    return path
+
+
+def cmd_output(cmd, timeout=30):
+    try:
+        p = subprocess.run(
+            cmd,
+            cwd="/",  # not the repo: its twisted/ folder would shadow the real package
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            universal_newlines=True,
+        )
+        return p.stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        return "unavailable (%s)" % (e,)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def wait_for_port(port, timeout, proc=None):
+    """Poll until HOST:port accepts a connection; False on timeout or if proc exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            s = socket.create_connection((HOST, port), timeout=0.5)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        s.close()
+        return True
+    return False
+
+
+def http_get(port, path, timeout=5.0):
+    """One plain HTTP/1.1 GET; returns (status, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "%s:%d" % (HOST, port)})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------
+# processes and CPU accounting
+
+
+def proc_cpu_ticks(pid):
+    """utime + stime of pid (all its threads), in clock ticks; None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces: split after its closing paren
+    fields = data[data.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime is field 14, stime field 15
+    return int(fields[11]) + int(fields[12])
+
+
+def child_pids(pid):
+    """Direct children of pid, by scanning /proc."""
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            kids.append(int(name))
+    return kids
+
+
+class Managed(object):
+    """A process started by this script, stopped by PID."""
+
+    def __init__(self, name, cmd, logpath, env=None, cwd=None, multi_process=False):
+        self.name = name
+        self.cmd = cmd
+        self.logpath = logpath
+        self.multi_process = multi_process  # nginx: master + workers
+        self.known_pids = set()
+        self._log = open(logpath, "ab")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            # its own session: a terminal's Ctrl-C reaches only this script,
+            # which then stops the process itself (and in order).
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.known_pids.add(self.pid)
+
+    def pids(self):
+        if not self.multi_process:
+            return [self.pid]
+        kids = child_pids(self.pid)
+        self.known_pids.update(kids)
+        return [self.pid] + kids
+
+    def cpu_ticks(self):
+        """Sum of utime+stime over the process (and, for nginx, its workers)."""
+        pids = self.pids()
+        total = 0
+        for pid in pids:
+            t = proc_cpu_ticks(pid)
+            if t is not None:
+                total += t
+        return total, pids
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log_tail(self, lines=20):
+        try:
+            self._log.flush()
+            with open(self.logpath, "rb") as f:
+                data = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(data.rstrip().splitlines()[-lines:])
+
+    def stop(self, timeout=5.0):
+        if self.multi_process:
+            try:
+                self.pids()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log("warning: %s (pid %d) did not exit" % (self.name, self.pid))
+        # leftover workers of ours (only PIDs seen as this process's children)
+        for pid in sorted(self.known_pids - {self.pid}):
+            if proc_cpu_ticks(pid) is not None and self._is_ours(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        try:
+            self._log.close()
+        except OSError:
+            pass
+
+    def _is_ours(self, pid):
+        # a worker orphaned by its master is reparented; make sure it is still
+        # in the session we created before killing it
+        try:
+            return os.getsid(pid) == self.pid
+        except OSError:
+            return False
+
+
+# --------------------------------------------------------------------------
+# nginx configs
+
+NGINX_COMMON = """\
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 16384;
+{user_line}
+events {{
+    worker_connections 4096;
+    multi_accept on;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy_temp;
+    fastcgi_temp_path {prefix}/fastcgi_temp;
+    uwsgi_temp_path {prefix}/uwsgi_temp;
+    scgi_temp_path {prefix}/scgi_temp;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server_tokens off;
+{body}
+}}
+"""
+
+ORIGIN_BODY = """\
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    default_type text/plain;
+    server {{
+        listen {host}:{port} backlog=4096;
+        root {prefix}/www;
+        location = /small {{
+            return 200 "{small}";
+        }}
+        location = /64k {{
+            try_files /64k =404;
+        }}
+    }}
+"""
+
+PROXY_BODY = """\
+    tcp_nodelay on;
+    upstream origin {{
+        server {host}:{origin_port};
+        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {host}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # room for a whole 64 KiB response in memory (no temp files)
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+        }}
+    }}
+"""
+
+
+def nginx_conf(prefix, workers, body):
+    # As root, nginx switches its workers to "nobody" by default; the temp
+    # prefix is made world-readable instead of running the workers as root.
+    return NGINX_COMMON.format(prefix=prefix, workers=workers, user_line="", body=body)
+
+
+def start_nginx(name, nginx_bin, prefix, conf_text):
+    os.makedirs(prefix, exist_ok=True)
+    os.chmod(prefix, 0o755)
+    for sub in ("client_body", "proxy_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"):
+        os.makedirs(os.path.join(prefix, sub), exist_ok=True)
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    base = [nginx_bin, "-p", prefix + "/", "-c", conf]
+    # -e (1.19.5+) keeps nginx from opening the system error log at startup
+    test = subprocess.run(
+        base + ["-e", os.path.join(prefix, "error.log"), "-t"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    )
+    use_e = True
+    if test.returncode != 0 and "invalid option" in test.stdout:
+        use_e = False
+        test = subprocess.run(
+            base + ["-t"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True
+        )
+    if test.returncode != 0:
+        raise ProxyFailed("%s: nginx -t failed:\n%s" % (name, test.stdout.strip()))
+    cmd = base + (["-e", os.path.join(prefix, "error.log")] if use_e else [])
+    return Managed(name, cmd, os.path.join(prefix, "stdout.log"), multi_process=True)
+
+
+# --------------------------------------------------------------------------
+# wrk
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def _to_ms(text):
+    m = re.match(r"^([0-9.]+)(us|ms|s|m|h)$", text.strip())
+    if not m:
+        return None
+    return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def parse_wrk(out):
+    r = {
+        "requests": None,
+        "duration_s": None,
+        "rps": None,
+        "p50_ms": None,
+        "p99_ms": None,
+        "non2xx": 0,
+        "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
+    }
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+)(us|ms|s|m|h),", out, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["duration_s"] = _to_ms(m.group(2) + m.group(3)) / 1000.0
+    m = re.search(r"^Requests/sec:\s*([0-9.]+)", out, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^\s*50%\s+([0-9.]+(?:us|ms|s|m|h))", out, re.M)
+    if m:
+        r["p50_ms"] = _to_ms(m.group(1))
+    m = re.search(r"^\s*99%\s+([0-9.]+(?:us|ms|s|m|h))", out, re.M)
+    if m:
+        r["p99_ms"] = _to_ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    if m:
+        r["socket_errors"] = dict(
+            zip(("connect", "read", "write", "timeout"), (int(g) for g in m.groups()))
+        )
+    if not r["requests"]:
+        r["p50_ms"] = r["p99_ms"] = None  # wrk prints 0.00us when nothing completed
+    r["errors"] = r["non2xx"] + sum(r["socket_errors"].values())
+    return r
+
+
+def wrk_cmd(wrk_bin, args, port, scenario, duration):
+    path, keepalive, _ = SCENARIOS[scenario]
+    cmd = [
+        wrk_bin,
+        "-t%d" % args.threads,
+        "-c%d" % args.connections,
+        "-d%ds" % duration,
+        "--timeout",
+        "5s",
+        "--latency",
+    ]
+    if not keepalive:
+        cmd += ["-H", "Connection: close"]
+    cmd.append("http://%s:%d%s" % (HOST, port, path))
+    return cmd
+
+
+def run_wrk(cmd, duration):
+    """Run wrk (bounded); returns its output."""
+    p = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+    )
+    try:
+        out, _ = p.communicate(timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        out += "\n[bench] wrk killed after %d s\n" % (duration + 30)
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    return out
+
+
+# --------------------------------------------------------------------------
+# proxies
+
+
+def start_proxy(name, args, tools, tmp, origin_port):
+    """Start proxy `name`; return (Managed, port). Raises ProxyFailed."""
+    port = free_port()
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    if name == "nginx":
+        prefix = os.path.join(tmp, "proxy-nginx")
+        body = PROXY_BODY.format(host=HOST, port=port, origin_port=origin_port)
+        proc = start_nginx("nginx", tools["nginx"], prefix, nginx_conf(prefix, 1, body))
+    elif name == "twisted":
+        cmd = [
+            args.python,
+            os.path.join(HERE, "twisted_revproxy.py"),
+            "--port",
+            str(port),
+            "--upstream-port",
+            str(origin_port),
+        ]
+        proc = Managed(name, cmd, os.path.join(tmp, "twisted.log"), env=env, cwd=tmp)
+    elif name == "twistproxy":
+        # The in-tree package (and its twisted/plugins dropin) come first.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        # "twistd" run with the chosen interpreter (same as the twistd script;
+        # the PID we measure is the Python process itself, not a wrapper).
+        cmd = [
+            args.python,
+            "-c",
+            "import sys; sys.argv[0] = 'twistd'; "
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "twistproxy",
+            "--listen",
+            "tcp:%d:interface=%s" % (port, HOST),
+            "--upstream",
+            "http://%s:%d" % (HOST, origin_port),
+            "--access-log",
+            "off",
+        ] + list(args.twistproxy_arg)
+        proc = Managed(name, cmd, os.path.join(tmp, "twistproxy.log"), env=env, cwd=tmp)
+    else:
+        raise ValueError(name)
+
+    try:
+        if not wait_for_port(port, args.start_timeout, proc.proc):
+            if proc.alive():
+                why = "did not accept connections on port %d within %.0f s" % (
+                    port,
+                    args.start_timeout,
+                )
+            else:
+                why = "exited with code %s before accepting connections" % (
+                    proc.proc.returncode,
+                )
+            raise ProxyFailed(
+                "%s %s\n  command: %s\n  last output:\n%s"
+                % (name, why, shjoin(proc.cmd), indent(proc.log_tail()))
+            )
+        check_forwarding(name, port, proc, sorted({SCENARIOS[x][0] for x in args.scenarios}))
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port
+
+
+def shjoin(cmd):
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def indent(text, prefix="    | "):
+    if not text:
+        return prefix + "(no output)"
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def check_forwarding(name, port, proc, paths=("/small", "/64k")):
+    """One GET of each path through the proxy must return the origin's bodies."""
+    expected = {"/small": SMALL_BODY.encode("ascii"), "/64k": None}
+    for path in paths:
+        body = expected[path]
+        try:
+            status, got = http_get(port, path)
+        except (OSError, Exception) as e:  # http.client raises various errors
+            raise ProxyFailed(
+                "%s accepts connections but GET %s failed: %r\n  last output:\n%s"
+                % (name, path, e, indent(proc.log_tail()))
+            )
+        ok = status == 200 and (got == body if body is not None else len(got) == BIG_SIZE)
+        if not ok:
+            raise ProxyFailed(
+                "%s: GET %s returned status %s with %d bytes (expected 200 and %d bytes)"
+                "\n  last output:\n%s"
+                % (
+                    name,
+                    path,
+                    status,
+                    len(got),
+                    len(body) if body is not None else BIG_SIZE,
+                    indent(proc.log_tail()),
+                )
+            )
+
+
+def measure(name, proc, port, origin, args, tools, results):
+    """Run every scenario against one proxy, appending to results as it goes."""
+    for scenario in args.scenarios:
+        if not proc.alive():
+            raise ProxyFailed(
+                "%s exited (code %s) before scenario %s\n  last output:\n%s"
+                % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
+            )
+        if args.warmup > 0:
+            log("%s / %s: warm-up %d s" % (name, scenario, args.warmup))
+            run_wrk(wrk_cmd(tools["wrk"], args, port, scenario, args.warmup), args.warmup)
+            time.sleep(0.5)
+        cmd = wrk_cmd(tools["wrk"], args, port, scenario, args.duration)
+        log("%s / %s: %s" % (name, scenario, shjoin(cmd)))
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        o0, _ = origin.cpu_ticks()
+        t0, pids = proc.cpu_ticks()
+        w0 = time.monotonic()
+        out = run_wrk(cmd, args.duration)
+        wall = time.monotonic() - w0
+        t1, pids = proc.cpu_ticks()
+        o1, _ = origin.cpu_ticks()
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        r = parse_wrk(out)
+        cpu_s = (t1 - t0) / float(CLK_TCK)
+        r.update(
+            {
+                "proxy": name,
+                "scenario": scenario,
+                "url_path": SCENARIOS[scenario][0],
+                "keepalive": SCENARIOS[scenario][1],
+                "wrk_command": cmd,
+                "wall_s": round(wall, 3),
+                "proxy_pids": pids,
+                "proxy_cpu_s": round(cpu_s, 3),
+                "origin_cpu_s": round((o1 - o0) / float(CLK_TCK), 3),
+                # wrk is the only child reaped between ru0 and ru1
+                "wrk_cpu_s": round(
+                    (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime), 3
+                ),
+                "req_per_cpu_s": (
+                    round(r["requests"] / cpu_s, 1) if r["requests"] and cpu_s > 0 else None
+                ),
+                "proxy_alive_after": proc.alive(),
+            }
+        )
+        if r["requests"] is None:
+            r["wrk_output"] = out
+            log("warning: could not parse wrk output:\n%s" % indent(out))
+        results.append(r)
+        log(
+            "%s / %s: %s req/s, %s req/CPU-s, errors %s"
+            % (name, scenario, fmt(r["rps"], 0), fmt(r["req_per_cpu_s"], 0), r["errors"])
+        )
+        if not r["proxy_alive_after"]:
+            raise ProxyFailed(
+                "%s exited (code %s) during scenario %s\n  last output:\n%s"
+                % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
+            )
+        time.sleep(args.pause)
+
+
+# --------------------------------------------------------------------------
+# reporting
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "{:,.{d}f}".format(v, d=digits)
+    return "{:,}".format(v)
+
+
+def table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(str(h).ljust(w) if i < 2 else str(h).rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append(
+            "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        )
+    return "\n".join(lines)
+
+
+def compute_ratios(results):
+    base = {
+        r["scenario"]: r["req_per_cpu_s"]
+        for r in results
+        if r["proxy"] == "nginx" and r["req_per_cpu_s"]
+    }
+    ratios = []
+    for r in results:
+        b = base.get(r["scenario"])
+        ratio = round(r["req_per_cpu_s"] / b, 4) if (b and r["req_per_cpu_s"]) else None
+        ratios.append({"proxy": r["proxy"], "scenario": r["scenario"], "ratio_to_nginx": ratio})
+    return ratios
+
+
+def report(results, failures, ratios, meta):
+    out = []
+    out.append("")
+    out.append(
+        "twistproxy bench  %s  (%s s per scenario, %d connections, wrk -t%d; "
+        "proxy, origin and wrk share %s cores)"
+        % (meta["date"], meta["duration_s"], meta["connections"], meta["wrk_threads"], meta["nproc"])
+    )
+    out.append("")
+    rows = []
+    for r in results:
+        errs = r["errors"]
+        detail = ""
+        if errs:
+            se = r["socket_errors"]
+            detail = " (non2xx %d, c%d r%d w%d t%d)" % (
+                r["non2xx"], se["connect"], se["read"], se["write"], se["timeout"]
+            )
+        rows.append(
+            (
+                r["proxy"],
+                r["scenario"],
+                fmt(r["rps"], 0),
+                fmt(r["p50_ms"], 2),
+                fmt(r["p99_ms"], 2),
+                "%d%s" % (errs, detail),
+                fmt(r["proxy_cpu_s"], 2),
+                fmt(r["req_per_cpu_s"], 0),
+            )
+        )
+    if rows:
+        out.append(
+            table(
+                rows,
+                ("proxy", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "CPU s", "req/CPU-s"),
+            )
+        )
+    else:
+        out.append("(no results)")
+    out.append("")
+    rrows = [
+        (x["proxy"], x["scenario"], ("%.3f" % x["ratio_to_nginx"]) if x["ratio_to_nginx"] is not None else "-")
+        for x in ratios
+    ]
+    if rrows:
+        out.append("req/CPU-s relative to nginx (same run):")
+        out.append(table(rrows, ("proxy", "scenario", "x nginx")))
+        out.append("")
+    if meta.get("interrupted"):
+        out.append("INTERRUPTED: the results above are partial.")
+        out.append("")
+    for name, why in failures.items():
+        out.append("FAILED %s: %s" % (name, why))
+    if failures:
+        out.append("")
+    return "\n".join(out)
+
+
+def machine_info(args, tools):
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "kernel": platform.release(),
+        "harness_python": sys.version.split()[0],
+        "proxy_python": args.python,
+        "proxy_python_version": cmd_output(
+            [args.python, "-c", "import sys, platform; print(platform.python_implementation(), sys.version.split()[0])"]
+        ),
+        "twisted_version": cmd_output(
+            [args.python, "-c", "import twisted; print(twisted.__version__)"]
+        ),
+        "nginx_version": cmd_output([tools["nginx"], "-v"]),
+        "wrk_version": cmd_output([tools["wrk"], "-v"]).splitlines()[0],
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Benchmark nginx, twisted.web.proxy and twistproxy as reverse proxies "
+        "(one worker each) against a local nginx origin, with wrk."
+    )
+    p.add_argument(
+        "--proxies",
+        default=",".join(ALL_PROXIES),
+        help="comma-separated subset of %s (default: all)" % ",".join(ALL_PROXIES),
+    )
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of %s (default: all)" % ",".join(SCENARIOS),
+    )
+    p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="warm-up seconds before each scenario (default 2; 0: none)"
+    )
+    p.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter for the Python proxies, e.g. pypy3 (default: this one, %(default)s)",
+    )
+    p.add_argument(
+        "--twistproxy-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument appended to the twistproxy command line (repeatable)",
+    )
+    p.add_argument("--origin-workers", type=int, default=1, choices=(1, 2), help="origin nginx workers (default 1)")
+    p.add_argument("--start-timeout", type=float, default=15.0, help="seconds to wait for a port (default 15)")
+    p.add_argument("--pause", type=float, default=1.0, help="seconds between scenarios (default 1)")
+    p.add_argument(
+        "--results-dir",
+        default=os.path.join(HERE, "results"),
+        help="where the JSON results go (default bench/results/)",
+    )
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs and logs)")
+    args = p.parse_args(argv)
+
+    args.proxies = [x.strip() for x in args.proxies.split(",") if x.strip()]
+    bad = [x for x in args.proxies if x not in ALL_PROXIES]
+    if bad or not args.proxies:
+        p.error("unknown proxy %s (choose from %s)" % (",".join(bad), ",".join(ALL_PROXIES)))
+    args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    bad = [x for x in args.scenarios if x not in SCENARIOS]
+    if bad or not args.scenarios:
+        p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))
+    if args.duration < 1:
+        p.error("--duration must be at least 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
+    py = shutil.which(args.python) if os.sep not in args.python else args.python
+    if not py or not os.access(py, os.X_OK):
+        p.error("--python: %s not found" % args.python)
+    args.python = py
+    return args
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C, kill and hang-up all unwind through the finally below; SIGINT
+    # may have been inherited as ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+
+    tools = {"nginx": ensure_tool("nginx", "nginx"), "wrk": ensure_tool("wrk", "wrk")}
+    meta = machine_info(args, tools)
+    meta.update(
+        {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "wrk_threads": args.threads,
+            "wrk_timeout": "5s",
+            "origin_workers": args.origin_workers,
+            "proxies": args.proxies,
+            "scenarios": {s: SCENARIOS[s][2] for s in args.scenarios},
+            "small_body_bytes": len(SMALL_BODY),
+            "big_body_bytes": BIG_SIZE,
+            "note": "one worker per proxy; proxy, origin (nginx) and wrk share the machine's "
+            "cores, so req/s is bounded by the machine, and req/CPU-s is the proxy's cost",
+        }
+    )
+
+    tmp = tempfile.mkdtemp(prefix="twistproxy-bench-")
+    os.chmod(tmp, 0o755)
+    started = []
+    results = []
+    failures = {}
+    interrupted = False
+    try:
+        # the origin
+        oprefix = os.path.join(tmp, "origin")
+        os.makedirs(os.path.join(oprefix, "www"))
+        with open(os.path.join(oprefix, "www", "64k"), "wb") as f:
+            f.write((b"0123456789abcdef" * (BIG_SIZE // 16))[:BIG_SIZE])
+        os.chmod(os.path.join(oprefix, "www"), 0o755)
+        os.chmod(os.path.join(oprefix, "www", "64k"), 0o644)
+        origin_port = free_port()
+        obody = ORIGIN_BODY.format(
+            host=HOST,
+            port=origin_port,
+            prefix=oprefix,
+            small=SMALL_BODY.replace("\n", "\\n"),
+        )
+        try:
+            origin = start_nginx(
+                "origin", tools["nginx"], oprefix, nginx_conf(oprefix, args.origin_workers, obody)
+            )
+        except ProxyFailed as e:
+            raise SystemExit("error: origin: %s" % e)
+        started.append(origin)
+        if not wait_for_port(origin_port, args.start_timeout, origin.proc):
+            raise SystemExit(
+                "error: origin nginx did not start:\n%s" % indent(origin.log_tail() + "\n" + _read(oprefix, "error.log"))
+            )
+        check_forwarding("origin", origin_port, origin)
+        log("origin nginx on %s:%d (pid %d)" % (HOST, origin_port, origin.pid))
+        meta["origin_port"] = origin_port
+
+        for name in args.proxies:
+            log("starting %s" % name)
+            try:
+                proc, port = start_proxy(name, args, tools, tmp, origin_port)
+            except ProxyFailed as e:
+                if name == "nginx":
+                    e = ProxyFailed("%s\n%s" % (e, indent(_read(os.path.join(tmp, "proxy-nginx"), "error.log"))))
+                failures[name] = str(e)
+                log("FAILED to start %s: %s" % (name, e))
+                continue
+            started.append(proc)
+            log("%s on %s:%d (pid %d)" % (name, HOST, port, proc.pid))
+            try:
+                measure(name, proc, port, origin, args, tools, results)
+            except ProxyFailed as e:
+                failures[name] = str(e)
+                log("FAILED %s: %s" % (name, e))
+            finally:
+                proc.stop()
+                started.remove(proc)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping everything this script started")
+    finally:
+        # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for p in reversed(started):
+            p.stop()
+        if args.keep_tmp:
+            log("temp dir kept: %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    ratios = compute_ratios(results)
+    meta["interrupted"] = interrupted
+    doc = {"meta": meta, "results": results, "ratios": ratios, "failures": failures}
+    print(report(results, failures, ratios, meta))
+    if results or failures:
+        os.makedirs(args.results_dir, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = os.path.join(args.results_dir, "%s.json" % stamp)
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print("results written to %s" % os.path.relpath(path))
+    if interrupted:
+        return 130
+    return 1 if failures else 0
+
+
+def _read(d, name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
