@@ -43,6 +43,33 @@ class ProxyServiceTests(SynchronousTestCase):
         service.stopService()
         self.assertFalse(service.running)
 
+    def test_tls_listener_tells_backends_https(self):
+        """
+        Requests arriving on an ssl: listener are forwarded with
+        X-Forwarded-Proto https; plain listeners say http.
+        """
+        from twisted.internet.ssl import KeyPair
+
+        key = KeyPair.generate(size=2048)
+        cert = key.selfSignedCert(1, commonName="localhost")
+        pem = self.mktemp()
+        with open(pem, "wb") as f:
+            f.write(key.dump() + cert.dumpPEM())
+        config = _config(listeners=(
+            Listener("plain", "tcp:8080"), Listener("tls", f"ssl:8443:privateKey={pem}"),
+        ))
+        service = ProxyService(config, MemoryReactorClock())
+        self.assertEqual(service.listeners["plain"].factory.scheme, b"http")
+        self.assertEqual(service.listeners["tls"].factory.scheme, b"https")
+
+    def test_route_to_missing_group(self):
+        """
+        A configuration built in code whose route names no group is a
+        ConfigError with the route's path, not a KeyError.
+        """
+        e = self.assertRaises(ConfigError, ProxyService, _config(routes=(Route("nope"),)), MemoryReactorClock())
+        self.assertEqual(e.path, "routes[0].upstream")
+
     def test_https_backend_refused(self):
         """
         https backends are refused at construction with the server's path

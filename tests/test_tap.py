@@ -52,6 +52,14 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(UsageError, self.parse, "--upstream", "ftp://x")
         self.assertIn("--upstream[0]", str(e))
 
+    def test_unsupported_upstream_is_usage_error(self):
+        """
+        A backend the proxy cannot use is refused while parsing options,
+        with a usage error rather than a traceback from makeService.
+        """
+        e = self.assertRaises(UsageError, self.parse, "--upstream", "https://127.0.0.1:8443")
+        self.assertIn("not supported", str(e))
+
     def test_access_log_off(self):
         """
         --access-log off disables the access log.

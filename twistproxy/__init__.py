@@ -1,7 +1,53 @@
 """
 twistproxy: a multi-protocol reverse proxy framework on Twisted.
+
+The public API for applications that embed the proxy::
+
+    from twistproxy import ProxyService, load
+    ProxyService(load("proxy.toml"), reactor).setServiceParent(application)
+
+or that build a configuration in code with L{ProxyConfig}, L{Listener},
+L{UpstreamGroup}, L{Route} and L{server}.  Plugin interfaces are in
+L{twistproxy.interfaces}, test helpers in L{twistproxy.testing}.
 """
 
 from twistproxy._version import __version__
+from twistproxy.config import (
+    AccessLog,
+    ConfigError,
+    Forwarding,
+    HeaderRules,
+    Limits,
+    Listener,
+    ProxyConfig,
+    Route,
+    Server,
+    Timeouts,
+    UpstreamGroup,
+    load,
+    parse,
+    quick_config,
+    server,
+)
+from twistproxy.service import ProxyService, validate
 
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+    "AccessLog",
+    "ConfigError",
+    "Forwarding",
+    "HeaderRules",
+    "Limits",
+    "Listener",
+    "ProxyConfig",
+    "ProxyService",
+    "Route",
+    "Server",
+    "Timeouts",
+    "UpstreamGroup",
+    "load",
+    "parse",
+    "quick_config",
+    "server",
+    "validate",
+]

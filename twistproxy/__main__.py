@@ -23,14 +23,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(args) != 2 or args[0] != "check":
         sys.stderr.write(USAGE)
         return 2
-    from twisted.internet.testing import MemoryReactorClock
-
     from twistproxy.config import ConfigError, load
-    from twistproxy.service import ProxyService
+    from twistproxy.service import validate
 
     try:
-        # Built on a memory reactor: everything is checked, nothing listens.
-        ProxyService(load(args[1]), MemoryReactorClock())
+        validate(load(args[1]))
     except ConfigError as e:
         sys.stderr.write(f"{e}\n")
         return 1

@@ -32,6 +32,23 @@ from twistproxy.http.forwarder import Forwarder, UpstreamGroupRuntime
 from twistproxy.http.server import HTTPServerFactory
 
 
+# Endpoint types whose connections are TLS.
+_TLS_ENDPOINTS = frozenset(["ssl", "tls"])
+
+
+def validate(config: ProxyConfig) -> None:
+    """
+    Check everything about C{config} that can be checked without running it
+    (balancer names and options, endpoint strings, route targets), as the
+    proxy would at start-up, on a memory reactor: nothing listens.
+
+    @raises ConfigError: naming the file and the path of the first problem.
+    """
+    from twisted.internet.testing import MemoryReactorClock
+
+    ProxyService(config, MemoryReactorClock())
+
+
 class _ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
@@ -75,8 +92,10 @@ class ProxyService(MultiService):
     """
     A whole reverse proxy.
 
-    @ivar factory: The server protocol factory shared by all listeners; an
-        application may also listen with it on endpoints of its own.
+    @ivar factory: The server protocol factory of the plain-TCP listeners; an
+        application may also listen with it on endpoints of its own.  (TLS
+        listeners get a factory of their own, which tells backends the
+        client used https.)
     @ivar forwarder: The request pipeline.
     @ivar listeners: The listener services, by name.
     """
@@ -97,21 +116,24 @@ class ProxyService(MultiService):
                         "https:// backends are not supported yet",
                         config.source,
                     )
-        groups = {
-            name: UpstreamGroupRuntime(reactor, group, config.timeouts)
-            for name, group in config.upstreams.items()
-        }
+        try:
+            groups = {
+                name: UpstreamGroupRuntime(reactor, group, config.timeouts)
+                for name, group in config.upstreams.items()
+            }
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, e.source or config.source) from None
+        for i, route in enumerate(config.routes):
+            if route.upstream not in groups:
+                raise ConfigError(
+                    f"routes[{i}].upstream",
+                    f"no upstream group named {route.upstream!r}",
+                    config.source,
+                )
         self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
         self.access_log: Optional[AccessLog] = None
-        self.factory = HTTPServerFactory(
-            reactor,
-            self.forwarder,
-            timeouts=config.timeouts,
-            limits=config.limits,
-            trusted_proxies=config.forwarding.trusted_proxies,
-            via=config.forwarding.via,
-            on_exchange_end=self._log_exchange if config.access_log.path else None,
-        )
+        self.factory = self._factory(b"http")
+        tls_factory = None
         self.listeners: Dict[str, _ListenerService] = {}
         for listener in config.listeners:
             try:
@@ -122,10 +144,28 @@ class ProxyService(MultiService):
                     f"invalid endpoint {listener.endpoint!r}: {e}",
                     config.source,
                 )
-            service = _ListenerService(listener.name, listener.endpoint, endpoint, self.factory)
+            factory = self.factory
+            if listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
+                # Backends are told the client came over https.
+                tls_factory = tls_factory or self._factory(b"https")
+                factory = tls_factory
+            service = _ListenerService(listener.name, listener.endpoint, endpoint, factory)
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
+
+    def _factory(self, scheme: bytes) -> HTTPServerFactory:
+        config = self.config
+        return HTTPServerFactory(
+            self.reactor,
+            self.forwarder,
+            timeouts=config.timeouts,
+            limits=config.limits,
+            trusted_proxies=config.forwarding.trusted_proxies,
+            via=config.forwarding.via,
+            on_exchange_end=self._log_exchange if config.access_log.path else None,
+            scheme=scheme,
+        )
 
     def _log_exchange(self, x) -> None:
         if self.access_log is not None:

@@ -22,6 +22,7 @@ from typing import List
 from twisted.python import usage
 
 from twistproxy.config import ConfigError, ProxyConfig, load, quick_config
+from twistproxy.service import validate
 
 DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
 
@@ -77,6 +78,7 @@ class Options(usage.Options):
                 )
             try:
                 self.proxy_config: ProxyConfig = load(self["config"])
+                validate(self.proxy_config)
             except ConfigError as e:
                 raise usage.UsageError(str(e))
             return
@@ -91,6 +93,7 @@ class Options(usage.Options):
             self.proxy_config = quick_config(
                 listen, upstreams, access_log="" if access_log == "off" else access_log
             )
+            validate(self.proxy_config)
         except ConfigError as e:
             raise usage.UsageError(str(e))
 

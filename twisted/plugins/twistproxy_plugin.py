@@ -9,6 +9,6 @@ from twisted.application.service import ServiceMaker
 twistproxy = ServiceMaker(
     "twistproxy",
     "twistproxy.tap",
-    "A reverse proxy: load balancing, TLS offload, caching and filtering.",
+    "An HTTP/1.1 reverse proxy with load balancing and pooled keep-alive.",
     "twistproxy",
 )
