@@ -54,7 +54,7 @@ class ProxyServiceTests(SynchronousTestCase):
         cert = key.selfSignedCert(1, commonName="localhost")
         pem = self.mktemp()
         with open(pem, "wb") as f:
-            f.write(key.dump() + cert.dumpPEM())
+            f.write(cert.dumpPEM())
         config = _config(listeners=(
             Listener("plain", "tcp:8080"), Listener("tls", f"ssl:8443:privateKey={pem}"),
         ))
