@@ -39,3 +39,55 @@ class FullRelay:
     def stopProducing(self) -> None:
         # The connection is closing; its own connectionLost handles that.
         pass
+
+
+def write_now(transport, data: bytes) -> None:
+    """
+    Write C{data} to C{transport}, sending it at once when possible.
+
+    C{transport.write} only appends to a buffer and asks the reactor to
+    send it on its next iteration: one more trip through the reactor (and
+    two epoll changes) per write.  When the transport is a plain TCP
+    connection with nothing buffered, the bytes can go to the socket
+    straight away; whatever the kernel does not take (or any error) is left
+    to C{transport.write}, which buffers it, applies back-pressure and
+    reports a lost connection exactly as usual.  Any other transport (TLS,
+    in-memory, UNIX) just gets C{write}.
+    """
+    if (
+        type(transport) in _DIRECT
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        sent = transport.writeSomeData(data)
+        if type(sent) is int and sent >= 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
+def no_delay(transport) -> None:
+    """
+    Turn Nagle's algorithm off on a TCP transport (a no-op on others).
+
+    The proxy already joins what it sends into one write per event; Nagle
+    would only hold back the last small segment of a response for the
+    peer's delayed acknowledgement.
+    """
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
+def _direct_transports() -> frozenset:
+    from twisted.internet import tcp
+
+    return frozenset([tcp.Server, tcp.Client])
+
+
+# Exactly these classes: a subclass may override write() with reasons of
+# its own.
+_DIRECT = _direct_transports()

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
-from twistproxy.flow import FullRelay
+from twistproxy.flow import FullRelay, no_delay, write_now
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
@@ -91,7 +91,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._received = False
         self._resp = None
         self._request_done = not x.request.has_body
-        self.transport.write(x.head)
+        write_now(self.transport, x.head)
         if self._request_done:
             self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
         else:
@@ -102,13 +102,13 @@ class UpstreamProtocol(Waiting, Protocol):
 
     def write_body(self, data: bytes) -> None:
         if self.x.request.chunked:
-            self.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            write_now(self.transport, b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            self.transport.write(data)
+            write_now(self.transport, data)
 
     def end_body(self) -> None:
         if self.x.request.chunked:
-            self.transport.write(b"0\r\n\r\n")
+            write_now(self.transport, b"0\r\n\r\n")
         self._request_done = True
         if self._state == _HEAD:
             self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
@@ -143,6 +143,7 @@ class UpstreamProtocol(Waiting, Protocol):
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(FullRelay(self._backend_full), True)
+        no_delay(self.transport)
         self._pool.deadlines.add(self)
         x, self._first = self._first, None
         self._pool.connection_made(self, x)
@@ -198,15 +199,18 @@ class UpstreamProtocol(Waiting, Protocol):
     # Response parsing
 
     def _process(self) -> None:
+        x = self.x
         while self.x is not None:
             if self._state == _HEAD:
                 if not self._read_head():
-                    return
+                    break
             elif self._state == _BODY:
                 self._read_body()
-                return
+                break
             else:
-                return
+                break
+        if self.x is x and x is not None:
+            x.downstream.flush()
 
     def _fail(self, status: int, reason: str) -> None:
         x = self.x

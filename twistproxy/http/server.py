@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
-from twistproxy.flow import FullRelay
+from twistproxy.flow import FullRelay, no_delay, write_now
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
@@ -76,6 +76,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._framing = H.FRAME_NONE
         self._keep_alive = True
         self._response_started = False
+        # Response bytes waiting to leave in one send.
+        self._out: list = []
         self._requests = 0
         self.client_full = False
         self.client_address = ""
@@ -89,13 +91,14 @@ class HTTPServerProtocol(Waiting, Protocol):
         self.client_address = getattr(peer, "host", "") or ""
         self.trusted = self.client_address in self._factory.trusted_proxies
         self.transport.registerProducer(FullRelay(self._client_full), True)
+        no_delay(self.transport)
         self._factory.deadlines.add(self)
         self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == _TUNNEL:
             self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
-            self._x.upstream.transport.write(data)
+            write_now(self._x.upstream.transport, data)
             return
         if self._state == _CLOSED:
             return
@@ -250,7 +253,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         if self._state == _BODY:
             req = x.request
             if req.expect_continue and not self._buffer:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                write_now(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
             self._set_timer(_T_BODY, self._factory.timeouts.request_body)
             if self.client_full:
                 x.upstream.pause_reading(True)
@@ -272,7 +275,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         Pass on a 1xx response other than 100 and 101.
         """
         if x is self._x and x.request.version[1] == 1:
-            self.transport.write(H.response_head(
+            self._out.append(H.response_head(
                 resp, framing=H.FRAME_NONE, keep_alive=True, client_minor=1,
                 via=self._factory.via,
             ))
@@ -307,7 +310,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._response_started = True
         x.status = resp.status
         rules = x.route.response_rules if x.route is not None else H.NO_RULES
-        self.transport.write(H.response_head(
+        self._out.append(H.response_head(
             resp, framing=framing, keep_alive=keep, client_minor=minor,
             via=self._factory.via, rules=rules, extra=extra,
         ))
@@ -317,9 +320,19 @@ class HTTPServerProtocol(Waiting, Protocol):
             return
         x.body_bytes += len(data)
         if self._framing == H.FRAME_CHUNKED:
-            self.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            self.transport.write(data)
+            self._out.append(data)
+
+    def flush(self) -> None:
+        """
+        Send what the upstream side passed on so far, in one write.  Called
+        by it once per read from the backend.
+        """
+        out = self._out
+        if out:
+            self._out = []
+            write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
 
     def response_end(self, x: Exchange) -> None:
         """
@@ -328,7 +341,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         if x is not self._x:
             return
         if self._framing == H.FRAME_CHUNKED:
-            self.transport.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
+        self.flush()
         self._end_exchange(self._keep_alive and self._state == _WAIT)
 
     def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
@@ -341,6 +355,7 @@ class HTTPServerProtocol(Waiting, Protocol):
             return
         x.reason = reason
         if self._response_started:
+            self.flush()
             self._end_exchange(False)
             self.transport.loseConnection()
             return
@@ -357,14 +372,15 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._state = _TUNNEL
         self._attached = True
         self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+        self.flush()
         if self._buffer:
             data, self._buffer = self._buffer, b""
-            x.upstream.transport.write(data)
+            write_now(x.upstream.transport, data)
         self._resume(_PAUSE_BUFFER)
 
     def tunnel_data(self, data: bytes) -> None:
         self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
-        self.transport.write(data)
+        write_now(self.transport, data)
 
     # Internals
 
@@ -373,7 +389,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         phrase = _PHRASES.get(status, b"Error")
         response = H.error_response(status, phrase, keep)
         x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
-        self.transport.write(response)
+        self._out.append(response)
+        self.flush()
         self._end_exchange(keep)
 
     def _reject(self, status: int, reason: str) -> None:

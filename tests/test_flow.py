@@ -1,0 +1,135 @@
+"""
+Tests for L{twistproxy.flow}.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.flow import FullRelay, no_delay, write_now
+
+
+def _connection(test, sndbuf=None):
+    """
+    A real L{tcp.Server} transport over one end of a socket pair, on a
+    memory reactor, and the socket at the other end.
+    """
+    ours, theirs = socket.socketpair()
+    if sndbuf is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    reactor = MemoryReactor()
+    transport = tcp.Server(ours, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+    test.addCleanup(ours.close)
+    test.addCleanup(theirs.close)
+    return transport, theirs, reactor
+
+
+def _drain(sock) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class WriteNowTests(SynchronousTestCase):
+    """
+    L{write_now} sends at once when it can, and falls back to buffering.
+    """
+
+    def test_sends_immediately(self):
+        """
+        With nothing buffered, the bytes reach the peer before the reactor
+        runs, and no write is scheduled.
+        """
+        transport, theirs, reactor = _connection(self)
+        write_now(transport, b"hello")
+        self.assertEqual(_drain(theirs), b"hello")
+        self.assertEqual(reactor.getWriters(), [])
+
+    def test_partial_send_buffers_rest(self):
+        """
+        What the kernel does not take is buffered in the transport, in
+        order, and a write is scheduled for it.
+        """
+        transport, theirs, reactor = _connection(self, sndbuf=4096)
+        data = bytes(range(256)) * 8192  # 2 MiB, more than the socket takes
+        write_now(transport, data)
+        self.assertEqual(reactor.getWriters(), [transport])
+        received = _drain(theirs)
+        self.assertLess(len(received), len(data))
+        self.assertEqual(b"".join(transport._tempDataBuffer), data[len(received):])
+
+    def test_keeps_order_behind_buffered_data(self):
+        """
+        Once something is buffered, later writes queue behind it instead of
+        overtaking it.
+        """
+        transport, theirs, reactor = _connection(self)
+        transport.write(b"first ")
+        write_now(transport, b"second")
+        self.assertEqual(_drain(theirs), b"")
+        self.assertEqual(b"".join(transport._tempDataBuffer), b"first second")
+
+    def test_other_transports_get_write(self):
+        """
+        Transports that are not plain TCP connections just get write().
+        """
+        transport = StringTransport()
+        write_now(transport, b"data")
+        self.assertEqual(transport.value(), b"data")
+
+
+class FullRelayTests(SynchronousTestCase):
+    """
+    L{FullRelay} turns producer calls into full/drained notifications.
+    """
+
+    def test_relays(self):
+        """
+        pauseProducing means full, resumeProducing means drained.
+        """
+        calls = []
+        relay = FullRelay(calls.append)
+        relay.pauseProducing()
+        relay.resumeProducing()
+        relay.stopProducing()
+        self.assertEqual(calls, [True, False])
+
+
+class NoDelayTests(SynchronousTestCase):
+    """
+    L{no_delay} disables Nagle's algorithm where there is one.
+    """
+
+    def test_tcp(self):
+        """
+        On a TCP transport TCP_NODELAY is set.
+        """
+        reactor = MemoryReactor()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        sock = socket.create_connection(listener.getsockname())
+        self.addCleanup(listener.close)
+        self.addCleanup(sock.close)
+        transport = tcp.Server(sock, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+        no_delay(transport)
+        self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def test_other(self):
+        """
+        Transports without the option are left alone.
+        """
+        no_delay(StringTransport())
