@@ -1,0 +1,510 @@
+# -*- test-case-name: tests.test_e2e -*-
+"""
+Helpers for the end-to-end tests in L{tests.test_e2e}.
+
+Those tests run the installed proxy the way an operator does, as a C{twistd}
+child process, and talk to it over real loopback sockets.  Three pieces
+surround it:
+
+  - L{ProxyProcess} starts C{twistd -n twistproxy ...}, learns its
+    ephemeral port from the "listening on" log line, samples its resident
+    memory from C{/proc}, and stops it by PID;
+
+  - L{OriginFactory} is a small HTTP/1.1 origin server running in the test
+    process on the real reactor.  It parses just enough of each request to
+    call a handler, and counts what the proxy does to it: connections made
+    and lost, bytes received;
+
+  - L{RawClient} is a blocking socket client, meant to run in a thread
+    (C{deferToThread}), that sends exactly the bytes it is given and reads
+    responses byte-exactly, so that truncated or smuggled messages are
+    visible as such.  Every socket operation has a timeout, so a thread can
+    never outlive its test by much.
+
+Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from typing import Callable, Dict, List, Optional
+
+from twisted.internet import defer, protocol
+
+HOST = "127.0.0.1"
+
+
+def _twistd() -> List[str]:
+    """
+    The installed C{twistd} script next to the interpreter running the
+    tests, run by that interpreter; or, where there is none (an unusual
+    layout), the same entry point through C{-c}.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.isfile(script):
+        return [sys.executable, script]
+    return [
+        sys.executable, "-c",
+        "import sys; sys.argv[0] = 'twistd'; "
+        "from twisted.scripts.twistd import run; run()",
+    ]
+
+
+# How the tests run twistd.
+TWISTD = tuple(_twistd())
+
+_LISTENING = re.compile(
+    rb"twistproxy listener (\S+) listening on 127\.0\.0\.1:(\d+)"
+)
+
+
+def child_env() -> Dict[str, str]:
+    """
+    The environment for child processes: the installed twistproxy, not the
+    source tree, and unbuffered output so log lines arrive as written.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def unused_port() -> int:
+    """
+    A loopback TCP port that nothing listens on (bound then released, so
+    the kernel will not hand it out again right away).
+    """
+    s = socket.socket()
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def read_status_kib(pid: int, field: str) -> int:
+    """
+    A memory figure of process C{pid} from C{/proc/PID/status}, in KiB.
+
+    @param field: C{'VmRSS'} (resident now) or C{'VmHWM'} (peak resident).
+    """
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(field.encode("ascii") + b":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {field} for process {pid}")
+
+
+class _ProxyProcessProtocol(protocol.ProcessProtocol):
+    def __init__(self, owner: ProxyProcess):
+        self.owner = owner
+
+    def outReceived(self, data: bytes) -> None:
+        self.owner._output(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.owner._output(data)
+
+    def processEnded(self, reason) -> None:
+        self.owner._ended(reason)
+
+
+class ProxyProcess:
+    """
+    One C{twistd -n twistproxy} child process.
+
+    @ivar port: The port the first listener got, once started.
+    @ivar pid: The child's process id.
+    @ivar output: Everything it wrote to stdout and stderr so far.
+    @ivar exit_reason: The L{Failure} it ended with, once it has.
+    """
+
+    def __init__(self, reactor, args: List[str], cwd: str):
+        self._reactor = reactor
+        self._args = args
+        self._cwd = cwd
+        self._started: Optional[defer.Deferred] = None
+        self._ended_waiters: List[defer.Deferred] = []
+        self._transport = None
+        self.port: Optional[int] = None
+        self.pid: Optional[int] = None
+        self.output = b""
+        self.exit_reason = None
+
+    def start(self, timeout: float = 15.0) -> defer.Deferred:
+        """
+        Spawn the child.
+
+        @return: A L{Deferred} that fires with the listening port, or fails
+            (with the child's output) if it exits or takes longer than
+            C{timeout} seconds.
+        """
+        self._started = defer.Deferred()
+        argv = list(TWISTD) + ["-n", "--pidfile=", "twistproxy"] + self._args
+        self._transport = self._reactor.spawnProcess(
+            _ProxyProcessProtocol(self), argv[0], argv, env=child_env(),
+            path=self._cwd,
+        )
+        self.pid = self._transport.pid
+        timer = self._reactor.callLater(timeout, self._fail_start, "startup timed out")
+        started = self._started
+
+        def stop_timer(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return started.addBoth(stop_timer)
+
+    def _fail_start(self, why: str) -> None:
+        d, self._started = self._started, None
+        if d is not None:
+            d.errback(RuntimeError(f"twistd {why}; output:\n{self.output.decode('utf-8', 'replace')}"))
+
+    def _output(self, data: bytes) -> None:
+        self.output += data
+        if self._started is not None:
+            m = _LISTENING.search(self.output)
+            if m is not None:
+                self.port = int(m.group(2))
+                d, self._started = self._started, None
+                d.callback(self.port)
+
+    def _ended(self, reason) -> None:
+        self.exit_reason = reason
+        self._transport = None
+        self._fail_start("exited before listening")
+        waiters, self._ended_waiters = self._ended_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None
+
+    def rss_kib(self) -> int:
+        return read_status_kib(self.pid, "VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        return read_status_kib(self.pid, "VmHWM")
+
+    def stop(self, grace: float = 5.0) -> defer.Deferred:
+        """
+        Send SIGTERM, and SIGKILL if the child is still there after
+        C{grace} seconds.
+
+        @return: A L{Deferred} that fires once the child has been reaped.
+        """
+        if self._transport is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._ended_waiters.append(d)
+        self._transport.signalProcess("TERM")
+
+        def kill():
+            if self._transport is not None:
+                self._transport.signalProcess("KILL")
+
+        timer = self._reactor.callLater(grace, kill)
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(done)
+
+    def kill(self) -> None:
+        """
+        Send SIGKILL now.
+        """
+        if self._transport is not None:
+            self._transport.signalProcess("KILL")
+
+
+class Request:
+    """
+    A request as the origin saw it.
+
+    @ivar head: The raw head, without its final empty line.
+    @ivar method: The method.
+    @ivar target: The request target.
+    @ivar headers: Lower-cased field names to their last value.
+    @ivar content_length: The declared body length (0 when absent).
+    @ivar body_received: Body bytes received so far.
+    """
+
+    def __init__(self, head: bytes):
+        self.head = head
+        lines = head.split(b"\r\n")
+        self.method, self.target, _ = lines[0].split(b" ", 2)
+        self.headers: Dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.content_length = int(self.headers.get(b"content-length", b"0"))
+        self.body_received = 0
+
+
+class OriginProtocol(protocol.Protocol):
+    """
+    One connection from the proxy to the origin.
+
+    Calls C{factory.handler(self, request)} once a request head and its
+    whole (Content-Length) body have arrived, and
+    C{factory.on_body(self, request, data)}, if set, for every piece of
+    body.  After a protocol switch every byte goes to C{factory.on_tunnel}.
+
+    @ivar tunnel: Set by a handler that answered 101.
+    """
+
+    def __init__(self):
+        self._buffer = b""
+        self._request: Optional[Request] = None
+        self.tunnel = False
+
+    def connectionMade(self) -> None:
+        self.factory.connections_made += 1
+        self.factory.open.append(self)
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.connections_lost += 1
+        self.factory.open.remove(self)
+        waiters, self.factory.lost_waiters = self.factory.lost_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_received += len(data)
+        if self.tunnel:
+            self.factory.on_tunnel(self, data)
+            return
+        while data:
+            req = self._request
+            if req is None:
+                self._buffer += data
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                req = self._request = Request(self._buffer[:end])
+                self.factory.requests.append(req)
+                data, self._buffer = self._buffer[end + 4:], b""
+                if not req.content_length:
+                    self._request = None
+                    self.factory.handler(self, req)
+                    continue
+            need = req.content_length - req.body_received
+            piece, data = data[:need], data[need:]
+            req.body_received += len(piece)
+            if self.factory.on_body is not None:
+                self.factory.on_body(self, req, piece)
+            if req.body_received == req.content_length:
+                self._request = None
+                self.factory.handler(self, req)
+
+
+class OriginFactory(protocol.Factory):
+    """
+    An origin server with counters.
+
+    @ivar connections_made: Connections accepted.
+    @ivar connections_lost: Connections closed (by either side).
+    @ivar bytes_received: Every byte received on any connection.
+    @ivar requests: Every request received, in order.
+    @ivar open: The connections currently open.
+    """
+
+    protocol = OriginProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        handler: Callable[[OriginProtocol, Request], None],
+        on_body=None,
+        on_tunnel=None,
+    ):
+        self.handler = handler
+        self.on_body = on_body
+        self.on_tunnel = on_tunnel
+        self.connections_made = 0
+        self.connections_lost = 0
+        self.bytes_received = 0
+        self.requests: List[Request] = []
+        self.open: List[OriginProtocol] = []
+        self.lost_waiters: List[defer.Deferred] = []
+
+    def next_lost(self) -> defer.Deferred:
+        """
+        A L{Deferred} that fires when the next origin connection closes.
+        """
+        d = defer.Deferred()
+        self.lost_waiters.append(d)
+        return d
+
+
+class Response:
+    """
+    A response as the client read it.
+
+    @ivar head: The raw head, without its final empty line.
+    @ivar status: The status code.
+    @ivar headers: Lower-cased field names to their last value.
+    @ivar body: The body bytes read (decoded, for a chunked response).
+    @ivar complete: Whether the body's framing said it ended; C{False}
+        when the connection closed first.
+    @ivar closed: Whether the server closed the connection after the
+        response (set by the test that reads it).
+    """
+
+    def __init__(self, head: bytes):
+        self.head = head
+        lines = head.split(b"\r\n")
+        self.status = int(lines[0].split(b" ", 2)[1])
+        self.headers: Dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.body = b""
+        self.complete = False
+        self.closed = False
+
+
+class ConnectionClosed(Exception):
+    """
+    The peer closed the connection where more bytes were expected.
+    """
+
+
+class RawClient:
+    """
+    A blocking HTTP/1.1 client on one socket, for use in a thread.
+    """
+
+    def __init__(self, port: int, timeout: float = 20.0):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, size: int = 65536) -> None:
+        data = self.sock.recv(size)
+        if not data:
+            raise ConnectionClosed()
+        self._buffer += data
+
+    def read_head(self) -> bytes:
+        """
+        Read up to and including the empty line ending a head.
+
+        @return: The head without its empty line.
+        @raises ConnectionClosed: If the connection closes first.
+        """
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                head, self._buffer = self._buffer[:end], self._buffer[end + 4:]
+                return head
+            self._fill()
+
+    def read_exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._fill()
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def _read_line(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end >= 0:
+                line, self._buffer = self._buffer[:end], self._buffer[end + 2:]
+                return line
+            self._fill()
+
+    def read_response(self, method: bytes = b"GET") -> Response:
+        """
+        Read one response, stopping quietly (C{complete=False}) if the
+        connection closes inside its body.
+        """
+        resp = Response(self.read_head())
+        chunked = resp.headers.get(b"transfer-encoding", b"").lower() == b"chunked"
+        try:
+            if method == b"HEAD" or resp.status in (204, 304) or resp.status < 200:
+                resp.complete = True
+            elif chunked:
+                self._read_chunked(resp)
+            elif b"content-length" in resp.headers:
+                n = int(resp.headers[b"content-length"])
+                while len(self._buffer) < n:
+                    self._fill()
+                resp.body, self._buffer = self._buffer[:n], self._buffer[n:]
+                resp.complete = True
+            else:
+                resp.body = self.read_until_close()
+                resp.complete = True
+        except ConnectionClosed:
+            if not chunked:
+                resp.body = self._buffer
+            self._buffer = b""
+        return resp
+
+    def _read_chunked(self, resp: Response) -> None:
+        pieces = []
+        try:
+            while True:
+                size = int(self._read_line().split(b";")[0], 16)
+                if size == 0:
+                    while self._read_line():
+                        pass
+                    resp.complete = True
+                    return
+                pieces.append(self.read_exactly(size))
+                if self.read_exactly(2) != b"\r\n":
+                    raise ValueError("bad chunk end")
+        finally:
+            resp.body = b"".join(pieces)
+
+    def read_until_close(self) -> bytes:
+        """
+        Read everything until the peer closes the connection.
+        """
+        while True:
+            try:
+                self._fill()
+            except ConnectionClosed:
+                data, self._buffer = self._buffer, b""
+                return data
+
+    def unexpected_bytes(self, wait: float) -> bytes:
+        """
+        Whatever arrives within C{wait} seconds when nothing should, on a
+        connection that stays open: C{b''} if nothing does.
+        """
+        if self._buffer:
+            return self._buffer
+        self.sock.settimeout(wait)
+        try:
+            return self.sock.recv(65536) or b""
+        except socket.timeout:
+            return b""
+
+    def at_eof(self, wait: float = 5.0) -> bool:
+        """
+        Whether the peer has closed the connection (and sent nothing more)
+        within C{wait} seconds.
+        """
+        if self._buffer:
+            return False
+        self.sock.settimeout(wait)
+        try:
+            return self.sock.recv(1) == b""
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
