@@ -189,7 +189,7 @@ class MinimalConfigTests(SynchronousTestCase):
                     balancer="round_robin",
                     balancer_options={},
                     max_connections=256,
-                    max_idle=32,
+                    max_idle=256,
                 )
             },
         )

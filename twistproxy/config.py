@@ -90,7 +90,7 @@ class UpstreamGroup:
     balancer: str = "round_robin"
     balancer_options: Mapping[str, Any] = field(default_factory=dict)
     max_connections: int = 256
-    max_idle: int = 32
+    max_idle: int = 256
 
 
 @dataclass(frozen=True)

@@ -403,7 +403,7 @@ class UpstreamPool:
         backend: Backend,
         timeouts: Timeouts = Timeouts(),
         max_connections: int = 256,
-        max_idle: int = 32,
+        max_idle: int = 256,
     ):
         self.reactor = reactor
         self.backend = backend
