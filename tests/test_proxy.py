@@ -723,6 +723,13 @@ class SmugglingTests(SynchronousTestCase):
         self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n")
         self.assertRejected(b"GET / HTTP/1.1\nHost: a\r\n\r\n")
 
+    def test_bare_lf_head_rejected_at_once(self):
+        """
+        A head whose lines end in bare LF is rejected as soon as it is
+        seen, not left waiting for a CRLF CRLF that will never come.
+        """
+        self.assertRejected(b"GET / HTTP/1.1\nHost: x\n\n")
+
     def test_nul_and_obs_fold(self):
         """
         NUL in a value, and obsolete line folding.

@@ -151,8 +151,11 @@ class HTTPServerProtocol(Waiting, Protocol):
     def _read_head(self) -> bool:
         buf = self._buffer
         if buf[:2] == b"\r\n":
-            # RFC 9112 2.2: ignore empty lines before a request line.
-            buf = self._buffer = buf.lstrip(b"\r\n")
+            # RFC 9112 2.2: ignore empty lines (CRLF, nothing else) before
+            # a request line.
+            while buf[:2] == b"\r\n":
+                buf = buf[2:]
+            self._buffer = buf
             if not buf:
                 return False
         if self._timer_kind != _T_HEAD:
@@ -160,7 +163,10 @@ class HTTPServerProtocol(Waiting, Protocol):
         limits = self._factory.limits
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > limits.max_head_size:
+            if buf.count(b"\n") != buf.count(b"\r\n"):
+                # A bare LF: this head will never end the way it must.
+                self._reject(400, "bare_cr_lf")
+            elif len(buf) > limits.max_head_size:
                 line_end = buf.find(b"\r\n")
                 if line_end < 0 or line_end > limits.max_head_size:
                     self._reject(414, "request_line_too_long")
