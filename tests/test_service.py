@@ -12,6 +12,33 @@ from twistproxy.service import ProxyService
 from twistproxy.testing import MemoryPeer
 
 
+def _self_signed_pem(name: str) -> bytes:
+    """
+    A private key and a self-signed certificate for C{name}, in PEM.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + cert.public_bytes(serialization.Encoding.PEM)
+
+
 def _config(**kw) -> ProxyConfig:
     base = dict(
         listeners=(Listener("main", "tcp:8080:interface=127.0.0.1"), Listener("alt", "tcp:8081")),
@@ -48,13 +75,9 @@ class ProxyServiceTests(SynchronousTestCase):
         Requests arriving on an ssl: listener are forwarded with
         X-Forwarded-Proto https; plain listeners say http.
         """
-        from twisted.internet.ssl import KeyPair
-
-        key = KeyPair.generate(size=2048)
-        cert = key.selfSignedCert(1, commonName="localhost")
         pem = self.mktemp()
         with open(pem, "wb") as f:
-            f.write(cert.dumpPEM())
+            f.write(_self_signed_pem("localhost"))
         config = _config(listeners=(
             Listener("plain", "tcp:8080"), Listener("tls", f"ssl:8443:privateKey={pem}"),
         ))
