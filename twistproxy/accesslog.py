@@ -13,6 +13,24 @@ appended as C{key=value}) and C{json} (one object per line).  Lines are
 written to a buffered file and flushed periodically and at shutdown, not
 synchronously per request: the access log must not cost more than the
 request it describes.
+
+A C{combined} line, shown here folded but written as one line::
+
+    192.0.2.7 - - [10/Oct/2024:13:55:36 +0000] "GET /a?b=1 HTTP/1.1" 200 5
+    "-" "curl/8.0" upstream=127.0.0.1:8001 upstream_time=0.012
+    total_time=0.015 reason=-
+
+Quotes, backslashes and bytes outside printable ASCII in
+the target, Referer and User-Agent are written as C{\\xHH}, as nginx does,
+so that a line can always be split on its quotes.  A field with no value is
+C{-}.  The time is when the response ended, in UTC.
+
+A C{json} line is one object with these keys: C{time} (ISO 8601, UTC),
+C{client}, C{method}, C{target}, C{protocol}, C{host}, C{status},
+C{bytes}, C{referer}, C{user_agent}, C{upstream} (the backend's name, or
+C{null}), C{upstream_time} (seconds, or C{null}), C{total_time} (seconds)
+and C{reason} (or C{null}).  Bytes outside ASCII in request fields are
+read as Latin-1 and escaped by JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +45,12 @@ from twisted.internet.interfaces import IReactorTime
 from twistproxy.http.exchange import Exchange
 
 _UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
+# Not strftime's %b, which follows the locale: the combined format's month
+# names are English whatever the machine's language.
+_MONTHS = (
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
+    b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+)
 
 
 def _escape(value: bytes) -> bytes:
@@ -47,12 +71,19 @@ class AccessLog:
 
     @param stream: Where lines go; flushed by L{flush}.
     @param format: C{'combined'} or C{'json'}.
+    @param clock: Tells the time at which each exchange ends.
+    @raises ValueError: for any other C{format}.
     """
 
     def __init__(self, stream: BinaryIO, format: str, clock: IReactorTime):
         self._stream = stream
         self._clock = clock
-        self._format = self._combined if format == "combined" else self._json
+        if format == "combined":
+            self._format = self._combined
+        elif format == "json":
+            self._format = self._json
+        else:
+            raise ValueError(f"unknown access log format {format!r}")
         self._second = -1
         self._stamp = b""
 
@@ -78,9 +109,11 @@ class AccessLog:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime(
-                "%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)
-            ).encode("ascii")
+            t = time.gmtime(second)
+            self._stamp = b"%02d/%s/%d:%02d:%02d:%02d +0000" % (
+                t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
+                t.tm_hour, t.tm_min, t.tm_sec,
+            )
         req = x.request
         upstream, total = self._times(x, now)
         return b'%s - - [%s] "%s %s HTTP/1.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (

@@ -16,6 +16,15 @@ C{Via} (RFC 9110 7.6.3).  What a client says in those fields is only kept,
 and extended, when the client is itself a trusted proxy; from anybody else
 it is a lie waiting to be believed, so it is replaced.
 
+A route's header rules (L{CompiledRules}) edit the head as it will be
+sent, the proxy's own fields included: removing or setting C{Via},
+C{Forwarded} or an C{X-Forwarded-*} field replaces the one the proxy would
+write, and setting C{Host} replaces the Host sent to the backend.  Rules
+never touch framing: setting or adding C{Content-Length},
+C{Transfer-Encoding}, C{Connection} or another connection field is refused,
+and removing one does nothing, because the proxy writes those from what the
+parser decided.
+
 The functions here build a whole head in one pass over the fields and one
 join, because building heads is the largest Python cost per request.
 """
@@ -39,6 +48,14 @@ _FORWARDING = frozenset([
     b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
 ])
 _VIA = b"via"
+# Fields that frame a message or manage its connection: always written by
+# the proxy itself, never by a header rule.
+_FRAMING = frozenset([
+    b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+    b"proxy-connection", b"te", b"trailer", b"upgrade",
+])
+# Fields the proxy writes that a header rule may take over.
+_GENERATED = _FORWARDING | frozenset([_VIA])
 
 
 class CompiledRules:
@@ -47,19 +64,45 @@ class CompiledRules:
 
     @ivar drop: Lower-cased names removed before anything is appended (the
         names to remove and the names to set).
-    @ivar append: Encoded lines (C{b'Name: value\\r\\n'}) to append.
+    @ivar append: Encoded lines (C{b'Name: value\\r\\n'}) to append, the
+        set ones first, then the added ones; never a Host line.
+    @ivar host: The value of a C{Host} set by the rules, or C{None}.
+    @ivar own: The lower-cased names of the fields the proxy would write
+        itself (C{via}, C{forwarded}, C{x-forwarded-*}) that the rules
+        remove or set instead.
+
+    @raises ValueError: when the rules set or add a framing or connection
+        field (C{Content-Length}, C{Transfer-Encoding}, C{Connection}, ...),
+        or add a second C{Host}.
     """
 
-    __slots__ = ("drop", "append")
+    __slots__ = ("drop", "append", "host", "own")
 
     def __init__(self, rules: HeaderRules):
+        for name in [n for n, _ in rules.set] + [n for n, _ in rules.add]:
+            if name.lower().encode("ascii") in _FRAMING:
+                raise ValueError(
+                    f"header rules cannot set or add {name!r}: the proxy "
+                    f"writes it from the message's framing"
+                )
+        for name, _ in rules.add:
+            if name.lower() == "host":
+                raise ValueError(
+                    f"header rules cannot add {name!r}: a message has one "
+                    f"Host; set it instead"
+                )
         self.drop = frozenset(
             n.lower().encode("ascii") for n in list(rules.remove) + [n for n, _ in rules.set]
         )
-        self.append = b"".join(
-            b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1"))
-            for n, v in list(rules.set) + list(rules.add)
-        )
+        self.own = self.drop & _GENERATED
+        self.host = None
+        lines = []
+        for n, v in list(rules.set) + list(rules.add):
+            if n.lower() == "host":
+                self.host = v.encode("latin-1")
+            else:
+                lines.append(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1")))
+        self.append = b"".join(lines)
 
 
 NO_RULES = CompiledRules(HeaderRules())
@@ -80,7 +123,12 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return any(ip in net for net in self._networks)
+        if any(ip in net for net in self._networks):
+            return True
+        # On a dual-stack listener an IPv4 peer shows up as ::ffff:a.b.c.d,
+        # and an IPv6 address is never "in" an IPv4 network.
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return mapped is not None and any(mapped in net for net in self._networks)
 
 
 def _forwarded_node(address: str) -> bytes:
@@ -118,6 +166,8 @@ def request_head(
     @param via: The pseudonym to add to Via, or C{b''}.
     @param rules: The route's request header edits.
     """
+    if rules.host is not None:
+        host = rules.host
     drop = _HOP_BY_HOP
     if req.connection:
         drop = drop | req.connection
@@ -149,18 +199,34 @@ def request_head(
         append(b": ")
         append(value)
         append(b"\r\n")
+    own = rules.own
+    # Empty when the peer has no IP address (a UNIX socket): an empty
+    # X-Forwarded-For entry would be read as a client address.
     client = client_address.encode("ascii")
-    node = _forwarded_node(client_address)
-    element = b"for=%s;host=%s;proto=%s" % (node, _quote(req.host), proto)
-    append(b"X-Forwarded-For: %s\r\n" % (client if xff is None else xff + b", " + client))
-    append(b"X-Forwarded-Proto: %s\r\n" % (xfp or proto))
-    append(b"X-Forwarded-Host: %s\r\n" % (xfh or req.host))
-    append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
-    if via:
-        mine = b"1.%d %s" % (req.version[1], via)
-        append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
-    elif via_in is not None:
-        append(b"Via: %s\r\n" % via_in)
+    if not own or b"x-forwarded-for" not in own:
+        if client:
+            append(b"X-Forwarded-For: %s\r\n" % (client if xff is None else xff + b", " + client))
+        elif xff is not None:
+            append(b"X-Forwarded-For: %s\r\n" % xff)
+    if not own or b"x-forwarded-proto" not in own:
+        append(b"X-Forwarded-Proto: %s\r\n" % (xfp or proto))
+    # An HTTP/1.0 request may have no host at all: say nothing rather than
+    # an empty host, which backends would take as the host to use.
+    if (not own or b"x-forwarded-host" not in own) and (xfh or req.host):
+        append(b"X-Forwarded-Host: %s\r\n" % (xfh or req.host))
+    if not own or b"forwarded" not in own:
+        node = _forwarded_node(client_address)
+        if req.host:
+            element = b"for=%s;host=%s;proto=%s" % (node, _quote(req.host), proto)
+        else:
+            element = b"for=%s;proto=%s" % (node, proto)
+        append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
+    if not own or _VIA not in own:
+        if via:
+            mine = b"1.%d %s" % (req.version[1], via)
+            append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
+        elif via_in is not None:
+            append(b"Via: %s\r\n" % via_in)
     if req.chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     elif req.content_length is not None:
@@ -221,11 +287,12 @@ def response_head(
         append(b": ")
         append(value)
         append(b"\r\n")
-    if via:
-        mine = b"1.%d %s" % (resp.version[1], via)
-        append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
-    elif via_in is not None:
-        append(b"Via: %s\r\n" % via_in)
+    if not rules.own or _VIA not in rules.own:
+        if via:
+            mine = b"1.%d %s" % (resp.version[1], via)
+            append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
+        elif via_in is not None:
+            append(b"Via: %s\r\n" % via_in)
     if extra:
         for name, value in extra:
             append(b"%s: %s\r\n" % (name, value))
@@ -242,6 +309,8 @@ def response_head(
         append(b"Connection: close\r\n")
     elif client_minor == 0:
         append(b"Connection: keep-alive\r\n")
+    if rules.host is not None:
+        append(b"Host: %s\r\n" % rules.host)
     if rules.append:
         append(rules.append)
     append(b"\r\n")

@@ -14,8 +14,15 @@ forwards a message it had to interpret generously.  What is rejected:
   - Content-Length together with Transfer-Encoding, differing Content-Length
     values, Content-Length that is not a plain decimal number, any transfer
     coding other than a single C{chunked};
-  - a missing or repeated Host in an HTTP/1.1 request;
+  - a missing or repeated Host in an HTTP/1.1 request (even one with an
+    absolute-form target), a fragment in a request target, and CONNECT;
+  - C{Content_Length} and C{Transfer_Encoding} in a request: backends that
+    map field names to CGI-style variables read them as the real framing
+    fields, which the proxy would not have checked;
   - malformed chunk sizes and chunk framing.
+
+Every check runs in time linear in the size of the head: the head is
+untrusted input and the reactor has one thread.
 
 Why not httptools (llhttp)?  Its response parser cannot be told that a
 response answers a HEAD request, so it waits for a body that never comes
@@ -42,12 +49,19 @@ Headers = List[Tuple[bytes, bytes]]
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # A field line: name, colon, optional whitespace, value (visible ASCII,
 # obs-text, and inner SP / HTAB), optional whitespace.  Anything else in the
-# line, NUL and bare CR included, makes the match fail.
+# line, NUL and bare CR included, makes the match fail.  The value group is
+# C{None} for an empty value.  The trailing whitespace is inside the
+# optional group on purpose: written as "OWS, optional value, OWS", a line
+# of blanks ending in a bad byte can be split between the two OWS in
+# quadratically many ways, and 64 KiB of blanks cost seconds of CPU.
 _FIELD_LINE = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*((?:[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)?)[ \t]*"
+    rb"(" + _TOKEN + rb"):[ \t]*"
+    rb"(?:([!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)[ \t]*)?"
 ).fullmatch
 _TOKEN_RE = re.compile(_TOKEN).fullmatch
-_REQUEST_TARGET = re.compile(rb"[!-~]+").fullmatch
+# Visible ASCII but no "#": a fragment is never part of a request target
+# (RFC 9112 3.2), and backends disagree on whether to strip it.
+_REQUEST_TARGET = re.compile(rb"[!-\"$-~]+").fullmatch
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])").fullmatch
 _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t !-~\x80-\xff]*))?"
@@ -100,8 +114,9 @@ class RequestHead:
     @ivar chunked: C{True} when the body is chunked.
     @ivar keep_alive: Whether the client wants the connection kept open.
     @ivar connection: The lower-cased tokens of the Connection field.
-    @ivar upgrade: The Upgrade field's value when the client asks for a
-        protocol upgrade (C{Connection: upgrade}), else C{None}.
+    @ivar upgrade: The Upgrade field's value (repeated fields joined with
+        C{", "}) when an HTTP/1.1 client asks for a protocol upgrade
+        (C{Connection: upgrade}), else C{None}.
     @ivar expect_continue: The client sent C{Expect: 100-continue}.
     """
 
@@ -176,7 +191,7 @@ def _transfer_codings(values: List[bytes], status: int) -> List[bytes]:
 def _parse_fields(lines: List[bytes], max_count: int, status: int):
     """
     Parse field lines in one pass, collecting the fields that decide
-    framing and connection handling.
+    framing and connection handling.  C{status} is 502 for a response.
     """
     if len(lines) > max_count:
         raise ParseError(431 if status != 502 else 502, "too_many_headers")
@@ -195,6 +210,8 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
                 raise ParseError(status, "obs_fold")
             raise ParseError(status, "bad_header")
         name, value = m.groups()
+        if value is None:
+            value = b""
         append((name, value))
         lname = name.lower()
         if lname in _SPECIAL:
@@ -207,9 +224,13 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
             elif lname == b"connection":
                 connection = (connection or []) + [value]
             elif lname == b"upgrade":
-                upgrade = value
+                # Repeated fields are one list (RFC 9110 5.3).
+                upgrade = value if upgrade is None else upgrade + b", " + value
             else:
                 expect = (expect or []) + [value]
+        elif (b"_" in lname and status != 502
+              and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
+            raise ParseError(status, "bad_header")
     return headers, lengths, codings, hosts, connection, upgrade, expect
 
 
@@ -217,6 +238,7 @@ _SPECIAL = frozenset([
     b"content-length", b"transfer-encoding", b"host", b"connection",
     b"upgrade", b"expect",
 ])
+_UNDERSCORE_FRAMING = frozenset([b"content-length", b"transfer-encoding"])
 
 
 def _connection_tokens(values) -> frozenset:
@@ -254,6 +276,12 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
         lines[1:], max_header_count, 400
     )
+    if method == b"CONNECT":
+        # Whatever the target: a 2xx to CONNECT turns the connection into a
+        # tunnel, and a CONNECT with an origin-form target forwarded to a
+        # backend would leave the two sides disagreeing on where the
+        # response ends.
+        raise ParseError(501, "connect_not_supported")
     req = RequestHead()
     req.method = method
     req.version = (1, minor)
@@ -265,26 +293,33 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     if host is not None and _HOST(host) is None:
         raise ParseError(400, "bad_host")
 
+    if host is None and minor == 1:
+        # RFC 9112 3.2: whatever the form of the target.
+        raise ParseError(400, "missing_host")
+
     if target[:1] == b"/":
         pass
     elif target == b"*":
         if method != b"OPTIONS":
             raise ParseError(400, "bad_request_target")
-    elif method == b"CONNECT":
-        raise ParseError(501, "connect_not_supported")
     else:
         scheme, sep, rest = target.partition(b"://")
         if not sep or scheme.lower() not in (b"http", b"https"):
             raise ParseError(400, "bad_request_target")
-        authority, slash, path = rest.partition(b"/")
+        # The authority ends at the path or, when the path is empty, at the
+        # query (RFC 3986 3.2).
+        end = len(rest)
+        for delimiter in (b"/", b"?"):
+            i = rest.find(delimiter)
+            if 0 <= i < end:
+                end = i
+        authority, path = rest[:end], rest[end:]
         if b"@" in authority or not authority or _HOST(authority) is None:
             raise ParseError(400, "bad_request_target")
         # An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
         host = authority
-        target = slash + path if slash else b"/"
+        target = path if path[:1] == b"/" else b"/" + path
     if host is None:
-        if minor == 1:
-            raise ParseError(400, "missing_host")
         host = b""
     req.host = host
     req.target = target
@@ -315,7 +350,10 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
         req.keep_alive = b"close" not in tokens
     else:
         req.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
-    req.upgrade = upgrade if (upgrade and b"upgrade" in tokens) else None
+    # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
+    req.upgrade = (
+        upgrade if (upgrade and minor == 1 and b"upgrade" in tokens) else None
+    )
     req.expect_continue = False
     if expect is not None:
         if len(expect) != 1 or expect[0].lower() != b"100-continue":
@@ -352,6 +390,9 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
     if codings is not None:
         if lengths is not None:
             raise ParseError(502, "length_and_chunked")
+        if minor == 0:
+            # RFC 9112 6.1: faulty framing, as for a request.
+            raise ParseError(502, "bad_transfer_encoding")
         if _transfer_codings(codings, 502) != [b"chunked"]:
             raise ParseError(502, "bad_transfer_encoding")
         resp.chunked = True
@@ -373,6 +414,7 @@ def response_has_body(status: int, request_method: bytes) -> bool:
     """
     return not (
         request_method == b"HEAD" or status < 200 or status in _NO_BODY_STATUS
+        or (request_method == b"CONNECT" and status < 300)
     )
 
 
@@ -384,6 +426,10 @@ class ChunkedDecoder:
     decoded so far and, once the final chunk and the trailer section have
     been read, the bytes that follow the message (the start of the next
     one).  Trailer fields are validated and dropped.
+
+    However a message is split across calls, the outcome is the same: the
+    same body, the same bytes after it, and the same error (with the same
+    reason) for a malformed one, sometimes raised earlier.
 
     @ivar done: C{True} once the whole body has been read.
     """
@@ -405,9 +451,13 @@ class ChunkedDecoder:
     def feed(self, data: bytes) -> Tuple[List[bytes], Optional[bytes]]:
         """
         @return: The decoded body pieces, and the bytes after the end of the
-            message (C{None} while the body is not complete).
-        @raises ParseError: on any framing error.
+            message (C{None} while the body is not complete).  Once L{done},
+            all of C{data} is after the end.
+        @raises ParseError: on any framing error: C{'bad_chunk'} for the
+            chunks, C{'bad_trailer'} for the trailer section.
         """
+        if self.done:
+            return [], data
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
@@ -441,16 +491,30 @@ class ChunkedDecoder:
             else:
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
+                    # An incomplete line: fail now only if it cannot end
+                    # well, with exactly the check the whole line would
+                    # fail, so that where the input is split never matters.
+                    # A final CR may be the start of the CRLF, and an empty
+                    # line in the trailer section is its end, not a field.
                     rest = data[pos:]
-                    if len(rest) > MAX_CHUNK_LINE or b"\n" in rest:
-                        raise ParseError(self._status, "bad_chunk")
+                    shortest = len(rest) - 1 if rest[-1:] == b"\r" else len(rest)
+                    if state == self._SIZE:
+                        if shortest > MAX_CHUNK_LINE or b"\n" in rest:
+                            raise ParseError(self._status, "bad_chunk")
+                    elif b"\n" in rest or (
+                        shortest
+                        and self._trailer_size + shortest + 2 > self._max_trailer
+                    ):
+                        raise ParseError(self._status, "bad_trailer")
                     self._buffer = rest
                     return out, None
                 line = data[pos:eol]
                 pos = eol + 2
                 if state == self._SIZE:
+                    if len(line) > MAX_CHUNK_LINE:
+                        raise ParseError(self._status, "bad_chunk")
                     m = _CHUNK_SIZE(line)
-                    if m is None or len(line) > MAX_CHUNK_LINE:
+                    if m is None:
                         raise ParseError(self._status, "bad_chunk")
                     size = int(m.group(1), 16)
                     if size:
