@@ -1192,6 +1192,8 @@ class HeaderRulesTests(_ConfigTestMixin, SynchronousTestCase):
                  "header value must not contain CR, LF or NUL"),
                 (f'{which} = {{ add = {{ X = "a\\u0000" }} }}\n', f"{p}.add.X",
                  "header value must not contain CR, LF or NUL"),
+                (f'{which} = {{ add = {{ X = "5 \u20ac" }} }}\n', f"{p}.add.X",
+                 "header value must be ASCII (or Latin-1): HTTP/1.1 carries bytes"),
                 (f"{which} = {{ set = {{ X-A = '1', x-a = '2' }} }}\n", f"{p}.set.x-a",
                  "header 'x-a' is listed twice (as 'X-A'); header names are case-insensitive"),
             ]

@@ -69,6 +69,19 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: listeners.main.endpoint: invalid endpoint", err)
 
+    def test_header_rule_on_framing_field(self):
+        """
+        A header rule that would rewrite message framing is refused at the
+        route's path, not at the first request.
+        """
+        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n'
+                          '[[routes]]\nupstream = "app"\n'
+                          'response_headers = { set = { "Content-Length" = "0" } }\n')
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}: routes[0].response_headers: header rules cannot set", err)
+
     def test_missing_file(self):
         """
         A missing file is an error naming it.

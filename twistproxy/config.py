@@ -405,6 +405,12 @@ def _field_value(value: object, path: str) -> str:
     value = _string(value, path)
     if any(c in value for c in "\r\n\0"):
         raise ConfigError(path, "header value must not contain CR, LF or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            path, "header value must be ASCII (or Latin-1): HTTP/1.1 carries bytes"
+        ) from None
     return value
 
 

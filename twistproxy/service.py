@@ -130,7 +130,10 @@ class ProxyService(MultiService):
                     f"no upstream group named {route.upstream!r}",
                     config.source,
                 )
-        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
+        try:
+            self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, config.source) from None
         self.access_log: Optional[AccessLog] = None
         self.factory = self._factory(b"http")
         tls_factory = None

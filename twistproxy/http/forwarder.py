@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Sequence
 
-from twistproxy.config import Route, Timeouts, UpstreamGroup
+from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
 from twistproxy.http import headers as H
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.exchange import Exchange
@@ -73,12 +73,19 @@ class RouteRuntime:
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host")
 
-    def __init__(self, route: Route, group: UpstreamGroupRuntime):
+    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route"):
         self.route = route
         self.group = group
-        self.request_rules = H.CompiledRules(route.request_headers)
-        self.response_rules = H.CompiledRules(route.response_headers)
+        self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
+        self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
+
+
+def _compile(rules, path: str) -> H.CompiledRules:
+    try:
+        return H.CompiledRules(rules)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
 
 
 class Forwarder:
@@ -93,7 +100,10 @@ class Forwarder:
         via: str = "twistproxy",
     ):
         self._router = Router(routes)
-        self._routes = {id(r): RouteRuntime(r, groups[r.upstream]) for r in routes}
+        self._routes = {
+            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]")
+            for i, r in enumerate(routes)
+        }
         self.groups = groups
         self._via = via.encode("ascii")
 
