@@ -152,10 +152,12 @@ class RequestTargetTests(_ParserAssertions, SynchronousTestCase):
     def test_double_slash_is_origin_form(self):
         """
         A target starting with C{//} is an origin-form path with an empty
-        first segment, not an authority: the host stays the Host field's.
+        first segment, not an authority: the host stays the Host field's,
+        and the slashes are merged so that no backend mistakes the path for
+        a scheme-relative URL.
         """
         req = parse_request_head(_request(b"Host: a", line=b"GET //example.com/x HTTP/1.1"))
-        self.assertEqual((req.host, req.target), (b"a", b"//example.com/x"))
+        self.assertEqual((req.host, req.target), (b"a", b"/example.com/x"))
 
     def test_absolute_form_http10_without_host(self):
         """
@@ -1434,3 +1436,35 @@ class ChunkedSplitTests(SynchronousTestCase):
             self.assertSplitInvariant(b"0\r\nX: 12345\r\nY: 1234\r\n\r\nZ", max_trailer_size=19),
             (b"", b"Z", True),
         )
+
+
+class NormalizePathTests(SynchronousTestCase):
+    """
+    Request paths are normalized before routing and forwarding.
+    """
+
+    def test_normalize_path(self):
+        """
+        Repeated slashes merge and dot segments resolve, encoded dots
+        included; other dots are left alone.
+        """
+        from twistproxy.http.parser import normalize_path
+
+        cases = [
+            (b"/", b"/"), (b"/a/b", b"/a/b"), (b"/a//b", b"/a/b"),
+            (b"/a/./b", b"/a/b"), (b"/public/../admin", b"/admin"),
+            (b"/a/%2e%2E/b", b"/b"), (b"/a/b/", b"/a/b/"), (b"/a/..", b"/"),
+            (b"/..", b"/"), (b"//", b"/"), (b"/a/b/.", b"/a/b/"),
+            (b"/.well-known/x", b"/.well-known/x"), (b"/a/.b", b"/a/.b"),
+            (b"/a/..b", b"/a/..b"), (b"/a%2fb", b"/a%2fb"),
+        ]
+        for path, expected in cases:
+            self.assertEqual(normalize_path(path), expected, path)
+
+    def test_request_target_normalized(self):
+        """
+        The parsed request's path and target carry the normalized path,
+        with the query string untouched.
+        """
+        req = parse_request_head(b"GET /public/../admin//x?a=/../b HTTP/1.1\r\nHost: h")
+        self.assertEqual((req.path, req.target), (b"/admin/x", b"/admin/x?a=/../b"))

@@ -514,6 +514,19 @@ class FailureTests(SynchronousTestCase):
         self.client.send(GET)
         self.assertAnswer(404, "no_route")
 
+    def test_dot_segments_cannot_escape_a_route(self):
+        """
+        A path that climbs out of a route's prefix with C{..} does not
+        match that route, and the backend never sees the dot segments.
+        """
+        self.proxy = MemoryProxy(_config(routes=(Route("app", path_prefix="/public/"),)))
+        self.client = self.proxy.connect_client()
+        self.client.send(b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertAnswer(404, "no_route")
+        self.client = self.proxy.connect_client()
+        self.client.send(b"GET /public/./x/../y HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(self.proxy.accept_backend().received().startswith(b"GET /public/y HTTP/1.1"))
+
     def test_pool_limit_queues_then_503(self):
         """
         Past max_connections requests wait for a free connection, and get

@@ -322,9 +322,15 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     if host is None:
         host = b""
     req.host = host
-    req.target = target
     q = target.find(b"?")
-    req.path = target if q < 0 else target[:q]
+    path = target if q < 0 else target[:q]
+    if b"//" in path or b"/." in path or b"%2" in path:
+        normal = normalize_path(path)
+        if normal != path:
+            path = normal
+            target = path if q < 0 else path + target[q:]
+    req.target = target
+    req.path = path
 
     req.content_length = None
     req.chunked = False
@@ -360,6 +366,35 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
             raise ParseError(417, "bad_expectation")
         req.expect_continue = minor == 1
     return req
+
+
+def normalize_path(path: bytes) -> bytes:
+    """
+    Merge repeated slashes and resolve C{.} and C{..} segments (also when
+    their dots are percent-encoded), as RFC 3986 5.2.4 does.
+
+    Routes match on the normalized path and the backend receives it, so
+    C{/public/../admin} cannot reach C{/admin} through a route for
+    C{/public}, nor C{//admin} dodge a rule for C{/admin}.  (nginx does the
+    same by default.)
+    """
+    out: List[bytes] = []
+    segments = path.split(b"/")
+    for segment in segments[1:]:
+        dots = segment.lower().replace(b"%2e", b".")
+        if dots == b".":
+            continue
+        if dots == b"..":
+            if out:
+                out.pop()
+            continue
+        if segment:
+            out.append(segment)
+    trailing = segments[-1] == b"" or segments[-1].lower().replace(b"%2e", b".") in (b".", b"..")
+    normal = b"/" + b"/".join(out)
+    if trailing and out:
+        normal += b"/"
+    return normal
 
 
 def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHead:
