@@ -5,13 +5,14 @@ Tests for L{twistproxy.flow}.
 from __future__ import annotations
 
 import socket
+from unittest import SkipTest
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.flow import FullRelay, no_delay, write_now
+from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 
 
 def _connection(test, sndbuf=None):
@@ -133,3 +134,33 @@ class NoDelayTests(SynchronousTestCase):
         Transports without the option are left alone.
         """
         no_delay(StringTransport())
+
+
+class QuickAckTests(SynchronousTestCase):
+    """
+    L{quick_ack} sets TCP_QUICKACK on TCP transports, where Linux has it.
+    """
+
+    def test_tcp(self):
+        """
+        On a TCP transport the flag is set (Linux reports it back as set
+        until the kernel clears it again).
+        """
+        if not hasattr(socket, "TCP_QUICKACK"):
+            raise SkipTest("no TCP_QUICKACK on this platform")
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        sock = socket.create_connection(listener.getsockname())
+        self.addCleanup(listener.close)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        transport = tcp.Server(sock, Protocol(), ("127.0.0.1", 1), None, 1, MemoryReactor())
+        quick_ack(transport)
+        self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+    def test_other(self):
+        """
+        Other transports are left alone.
+        """
+        quick_ack(StringTransport())

@@ -12,6 +12,7 @@ Twisted transports report a full buffer to a registered streaming producer
 
 from __future__ import annotations
 
+import socket
 from typing import Callable
 
 from twisted.internet.interfaces import IPushProducer
@@ -82,6 +83,22 @@ def no_delay(transport) -> None:
         set_no_delay(True)
 
 
+def quick_ack(transport) -> None:
+    """
+    Acknowledge what was just read at once, on Linux TCP transports.
+
+    Call it after a read that leaves the proxy waiting for more of the same
+    message.  Linux delays acknowledgements, and a peer that holds back the
+    tail of a message until its earlier segments are acknowledged (Nagle,
+    or nginx's C{tcp_nopush} with C{sendfile}) then waits for the delayed
+    acknowledgement timer: 40 ms added to a 64 KiB response in our
+    benchmark.  The flag is not sticky, so it is set again after each such
+    read; one cheap system call, and none for messages that arrive whole.
+    """
+    if _QUICKACK is not None and type(transport) in _DIRECT:
+        transport.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
 def _direct_transports() -> frozenset:
     from twisted.internet import tcp
 
@@ -91,3 +108,4 @@ def _direct_transports() -> frozenset:
 # Exactly these classes: a subclass may override write() with reasons of
 # its own.
 _DIRECT = _direct_transports()
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
-from twistproxy.flow import FullRelay, no_delay, write_now
+from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
@@ -167,6 +167,9 @@ class UpstreamProtocol(Waiting, Protocol):
         if self._timer_kind == _T_RESPONSE:
             self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
         self._process()
+        if self.x is not None and self._state != _TUNNEL:
+            # More of this response is to come.
+            quick_ack(self.transport)
 
     def connectionLost(self, reason=None) -> None:
         previous = self._state

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
-from twistproxy.flow import FullRelay, no_delay, write_now
+from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
@@ -109,6 +109,9 @@ class HTTPServerProtocol(Waiting, Protocol):
         if self._state == _BODY and self._attached:
             self._set_timer(_T_BODY, self._factory.timeouts.request_body)
         self._process()
+        if self._state == _BODY:
+            # More of this request body is to come.
+            quick_ack(self.transport)
 
     def connectionLost(self, reason=None) -> None:
         self._state = _CLOSED
