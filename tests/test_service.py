@@ -4,6 +4,8 @@ Tests for L{twistproxy.service.ProxyService} on a memory reactor.
 
 from __future__ import annotations
 
+from unittest import SkipTest
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -122,6 +124,37 @@ class ProxyServiceTests(SynchronousTestCase):
         reactor.advance(1.0)
         with open(path, "rb") as f:
             self.assertIn(b'"status":204', f.read())
+        service.stopService()
+
+    def test_access_log_write_errors_do_not_stop_the_proxy(self):
+        """
+        An access log that cannot be written (a full disk: /dev/full) is
+        reported, and requests and the periodic flush go on.
+        """
+        import os
+
+        from twisted.logger import globalLogPublisher
+
+        if not os.path.exists("/dev/full"):
+            raise SkipTest("needs /dev/full")
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(access_log=AccessLog(path="/dev/full")), reactor)
+        service.startService()
+        backend = None
+        for i in range(3):
+            client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            if backend is None:
+                backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+            backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 204"))
+            reactor.advance(1.0)
+        self.assertTrue(service._flusher.running)
+        errors = [e for e in events if "cannot write the access log" in e.get("log_format", "")]
+        self.assertEqual(len(errors), 1)
         service.stopService()
 
     def test_stop_closes_idle_backend_connections(self):

@@ -156,6 +156,7 @@ class ProxyService(MultiService):
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
+        self._log_failing = False
 
     def _factory(self, scheme: bytes) -> HTTPServerFactory:
         config = self.config
@@ -172,7 +173,29 @@ class ProxyService(MultiService):
 
     def _log_exchange(self, x) -> None:
         if self.access_log is not None:
-            self.access_log(x)
+            try:
+                self.access_log(x)
+            except OSError as e:
+                self._access_log_failed(e)
+
+    def _flush_access_log(self) -> None:
+        try:
+            self.access_log.flush()
+        except OSError as e:
+            self._access_log_failed(e)
+        else:
+            self._log_failing = False
+
+    def _access_log_failed(self, e: OSError) -> None:
+        # A full disk must not take the proxy down with it: say so once per
+        # episode, drop the lines, keep serving.
+        if not self._log_failing:
+            self._log_failing = True
+            self.log.error(
+                "cannot write the access log {path}: {error}; lines are lost "
+                "until it can be written again",
+                path=self.config.access_log.path, error=e.strerror or str(e),
+            )
 
     def _open_access_log(self, config: ProxyConfig) -> AccessLog:
         path = config.access_log.path
@@ -190,7 +213,7 @@ class ProxyService(MultiService):
             self.access_log = self._open_access_log(self.config)
         super().startService()
         if self.access_log is not None:
-            self._flusher = LoopingCall(self.access_log.flush)
+            self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor
             self._flusher.start(1.0, now=False)
 
@@ -200,6 +223,9 @@ class ProxyService(MultiService):
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
         if self.access_log is not None:
-            self.access_log.close()
-            self.access_log = None
+            access_log, self.access_log = self.access_log, None
+            try:
+                access_log.close()
+            except OSError as e:
+                self._access_log_failed(e)
         return d
