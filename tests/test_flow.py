@@ -32,6 +32,22 @@ def _connection(test, sndbuf=None):
     return transport, theirs, reactor
 
 
+def _tcp_connection(test):
+    """
+    A real L{tcp.Server} transport over a loopback TCP socket (socket
+    options such as TCP_NODELAY need TCP, not a socket pair), and the
+    socket.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    sock = socket.create_connection(listener.getsockname())
+    test.addCleanup(listener.close)
+    test.addCleanup(sock.close)
+    transport = tcp.Server(sock, Protocol(), ("127.0.0.1", 1), None, 1, MemoryReactor())
+    return transport, sock
+
+
 def _drain(sock) -> bytes:
     chunks = []
     while True:
@@ -118,14 +134,7 @@ class NoDelayTests(SynchronousTestCase):
         """
         On a TCP transport TCP_NODELAY is set.
         """
-        reactor = MemoryReactor()
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        sock = socket.create_connection(listener.getsockname())
-        self.addCleanup(listener.close)
-        self.addCleanup(sock.close)
-        transport = tcp.Server(sock, Protocol(), ("127.0.0.1", 1), None, 1, reactor)
+        transport, sock = _tcp_connection(self)
         no_delay(transport)
         self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
@@ -148,14 +157,8 @@ class QuickAckTests(SynchronousTestCase):
         """
         if not hasattr(socket, "TCP_QUICKACK"):
             raise SkipTest("no TCP_QUICKACK on this platform")
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        sock = socket.create_connection(listener.getsockname())
-        self.addCleanup(listener.close)
-        self.addCleanup(sock.close)
+        transport, sock = _tcp_connection(self)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
-        transport = tcp.Server(sock, Protocol(), ("127.0.0.1", 1), None, 1, MemoryReactor())
         quick_ack(transport)
         self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
 

@@ -145,6 +145,19 @@ def _quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
+    """
+    The Via field to send: what the message came with, plus this proxy
+    (RFC 9110 7.6.3), or nothing.
+    """
+    if via:
+        mine = b"1.%d %s" % (minor, via)
+        return b"Via: %s\r\n" % (mine if received is None else received + b", " + mine)
+    if received is not None:
+        return b"Via: %s\r\n" % received
+    return b""
+
+
 def request_head(
     req: RequestHead,
     *,
@@ -222,11 +235,9 @@ def request_head(
             element = b"for=%s;proto=%s" % (node, proto)
         append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
     if not own or _VIA not in own:
-        if via:
-            mine = b"1.%d %s" % (req.version[1], via)
-            append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
-        elif via_in is not None:
-            append(b"Via: %s\r\n" % via_in)
+        line = _via_line(via_in, req.version[1], via)
+        if line:
+            append(line)
     if req.chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     elif req.content_length is not None:
@@ -288,11 +299,9 @@ def response_head(
         append(value)
         append(b"\r\n")
     if not rules.own or _VIA not in rules.own:
-        if via:
-            mine = b"1.%d %s" % (resp.version[1], via)
-            append(b"Via: %s\r\n" % (mine if via_in is None else via_in + b", " + mine))
-        elif via_in is not None:
-            append(b"Via: %s\r\n" % via_in)
+        line = _via_line(via_in, resp.version[1], via)
+        if line:
+            append(line)
     if extra:
         for name, value in extra:
             append(b"%s: %s\r\n" % (name, value))
