@@ -153,7 +153,7 @@ class SmoothWeightedRoundRobinTests(SynchronousTestCase):
         backends = _backends(1, 1)
         balancer = SmoothWeightedRoundRobin(backends)
         self.assertEqual(_names(balancer, 4), "abab")
-        backends[0].weight = 3
+        backends[0].effective_weight = 3
         picks = _names(balancer, 40)
         self.assertEqual((picks.count("a"), picks.count("b")), (30, 10))
 

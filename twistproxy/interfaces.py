@@ -23,7 +23,7 @@ built-in ones live in L{twistproxy.plugins} exactly like third-party ones.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -42,9 +42,16 @@ class IBackend(Interface):
         "for example C{'127.0.0.1:8001'}."
     )
     weight = Attribute(
-        "The configured positive integer weight; a backend with weight 2 "
-        "should get about twice the requests of one with weight 1."
+        "The configured positive integer weight; for example C{2}."
     )
+    effective_weight = Attribute(
+        "The weight to balance by, a positive number: a backend with "
+        "effective weight 2 should get about twice the requests of one with "
+        "1.  Equal to C{weight} except during slow start, when it ramps up "
+        "from a fraction of C{weight}; for example C{0.5}."
+    )
+    region = Attribute("The backend's region, e.g. C{'eu-west'}, or C{''}.")
+    zone = Attribute("The backend's zone, e.g. C{'eu-west-1a'}, or C{''}.")
     available = Attribute(
         "C{True} while the backend may be picked.  C{False} once it is "
         "marked down (for example by a health check); balancers must never "
@@ -84,6 +91,14 @@ class IRequestInfo(Interface):
 
         @param name: The field name, in any case.
         @return: The first value of the field, or C{None} when absent.
+        """
+
+    def cookie(name: str) -> Optional[str]:
+        """
+        Look up a cookie sent with the request.
+
+        @param name: The cookie's name (case-sensitive), e.g. C{'session'}.
+        @return: Its value, or C{None} when absent.
         """
 
 
@@ -132,4 +147,83 @@ class IBalancerFactory(Interface):
             error messages; for example C{'upstreams.api.balancer_options'}.
         @raises twistproxy.config.ConfigError: when C{options} are invalid.
         @return: A new balancer.
+        """
+
+
+class IHealthCheck(Interface):
+    """
+    An active health check: asks a backend, on the proxy's own initiative,
+    whether it can serve.
+
+    The proxy calls L{check} every interval for every backend of a group
+    and turns the answers into up/down decisions with rise and fall
+    thresholds, so one check answers one question and keeps no state.
+    """
+
+    def check(backend: IBackend) -> "Deferred[bool]":
+        """
+        Probe a backend once.
+
+        @param backend: The backend to probe.
+        @return: A Deferred firing with C{True} when the backend passed,
+            C{False} when it failed.  It must fire (with C{False} if need
+            be) within the check's own timeout; it never errbacks.
+        """
+
+
+class IHealthCheckFactory(Interface):
+    """
+    A named kind of active health check, as exported by a plugin module;
+    a group names it in C{[upstreams.NAME.health] type = "http"}.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'http'}.")
+    help = Attribute("One line describing the check.")
+
+    def fromConfig(reactor: Any, options: Mapping[str, Any], path: str) -> IHealthCheck:
+        """
+        Build a check.
+
+        @param reactor: Provides the clock and the network for the check.
+        @param options: The check-specific settings of the group's
+            C{health} table (everything but the generic C{type},
+            C{interval}, C{jitter}, C{rise} and C{fall}).
+        @param path: Where C{options} came from, for error messages; e.g.
+            C{'upstreams.api.health'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
+        """
+
+
+class ILocator(Interface):
+    """
+    Places a client in a region and zone, so that requests go to nearby
+    backends first (global server load balancing).
+    """
+
+    def locate(request: IRequestInfo) -> "Tuple[str, str]":
+        """
+        Where is this request's client?
+
+        @param request: The request.
+        @return: C{(region, zone)}; either may be C{''} when unknown, e.g.
+            C{('eu-west', '')}.
+        """
+
+
+class ILocatorFactory(Interface):
+    """
+    A named kind of locator, as exported by a plugin module; the
+    configuration names it in C{[locator] type = "cidr"}.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'cidr'}.")
+    help = Attribute("One line describing how it locates clients.")
+
+    def fromConfig(options: Mapping[str, Any], path: str) -> ILocator:
+        """
+        Build a locator.
+
+        @param options: The C{[locator]} table without its C{type}.
+        @param path: Where C{options} came from, e.g. C{'locator'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
         """

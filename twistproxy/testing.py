@@ -79,6 +79,11 @@ class FakeRequestInfo:
                 return value
         return None
 
+    def cookie(self, name: str) -> Optional[str]:
+        from twistproxy.http.headers import find_cookie
+
+        return find_cookie((v for f, v in self._headers if f == "cookie"), name)
+
     def __repr__(self) -> str:
         return (
             f"<FakeRequestInfo {self.method} {self.host}{self.path}"

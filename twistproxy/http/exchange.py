@@ -16,6 +16,7 @@ from typing import Optional
 from zope.interface import implementer
 
 from twistproxy.interfaces import IRequestInfo
+from twistproxy.http.headers import find_cookie
 from twistproxy.http.parser import RequestHead
 
 # Methods that may be sent twice without changing the outcome (RFC 9110 9.2.2).
@@ -94,6 +95,12 @@ class Exchange:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return None
+
+    def cookie(self, name: str) -> Optional[str]:
+        return find_cookie(
+            (v.decode("latin-1") for k, v in self.request.headers if k.lower() == b"cookie"),
+            name,
+        )
 
     @property
     def retryable(self) -> bool:

@@ -145,6 +145,19 @@ def _quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
+    """
+    The value of cookie C{name} in the request's C{Cookie} field values
+    (RFC 6265 5.4: C{a=1; b=2}), or C{None}.  The first one wins.
+    """
+    for field in cookie_fields:
+        for pair in field.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key == name:
+                return value.strip('"')
+    return None
+
+
 def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
     """
     The Via field to send: what the message came with, plus this proxy

@@ -24,14 +24,29 @@ class Backend:
     """
     One server of an upstream group.
 
+    Its availability is the conjunction of three independent opinions, each
+    kept by its own component: the active health check (C{healthy}), passive
+    outlier detection (C{ejected}), and the operator (C{draining}).  Each
+    component sets its flag and calls L{refresh}, which recomputes
+    C{available}, the only thing balancers read.
+
     @ivar name: A short, stable name for logs and metrics, for example
         C{'127.0.0.1:8001'}.
     @ivar scheme: C{'http'} or C{'https'}.
     @ivar host: Host name or IP address literal (IPv6 without brackets).
     @ivar port: TCP port.
-    @ivar weight: Positive integer weight, read by weighted balancers.
-    @ivar available: C{False} while the backend is marked down; balancers
-        never pick it then.
+    @ivar weight: Configured positive integer weight.
+    @ivar effective_weight: The weight balancers use: C{weight}, except
+        while the backend ramps up after coming back (slow start), when it
+        grows from a fraction of C{weight} to C{weight}.
+    @ivar region: The region the backend is in (C{'eu-west'}), or C{''}.
+    @ivar zone: The zone within the region (C{'eu-west-1a'}), or C{''}.
+    @ivar healthy: The active health check's verdict (C{True} when there is
+        no check).
+    @ivar ejected: Whether outlier detection has taken it out for now.
+    @ivar draining: Whether the operator is draining it: no new requests.
+    @ivar available: C{healthy and not ejected and not draining}; balancers
+        never pick a backend that is not available.
     @ivar in_flight: Requests currently being forwarded to this backend.
     @ivar requests: Requests forwarded to this backend since it was created;
         counted by the forwarder, not by balancers.
@@ -45,6 +60,12 @@ class Backend:
         "host",
         "port",
         "weight",
+        "effective_weight",
+        "region",
+        "zone",
+        "healthy",
+        "ejected",
+        "draining",
         "available",
         "in_flight",
         "requests",
@@ -52,17 +73,41 @@ class Backend:
     )
 
     def __init__(
-        self, name: str, scheme: str, host: str, port: int, weight: int = 1
+        self,
+        name: str,
+        scheme: str,
+        host: str,
+        port: int,
+        weight: int = 1,
+        region: str = "",
+        zone: str = "",
     ) -> None:
         self.name = name
         self.scheme = scheme
         self.host = host
         self.port = port
         self.weight = weight
+        self.effective_weight = weight
+        self.region = region
+        self.zone = zone
+        self.healthy = True
+        self.ejected = False
+        self.draining = False
         self.available = True
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
+
+    def refresh(self) -> bool:
+        """
+        Recompute C{available} from the three flags.
+
+        @return: Whether C{available} changed.
+        """
+        available = self.healthy and not self.ejected and not self.draining
+        changed = available != self.available
+        self.available = available
+        return changed
 
     def __repr__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -48,7 +48,7 @@ class SmoothWeightedRoundRobin:
     Each pick is one pass over the backends with no allocation beyond the
     integers themselves.  A backend that is not available is skipped and its
     current weight left as it was, so that it resumes its share where it
-    left off when it comes back.  C{weight} is read on every pick, so a
+    left off when it comes back.  C{effective_weight} is read on every pick, so a
     changed weight takes effect at once.  Ties go to the backend listed
     first, as in nginx.
     """
@@ -70,7 +70,7 @@ class SmoothWeightedRoundRobin:
             backend = backends[i]
             if not backend.available:
                 continue
-            weight = backend.weight
+            weight = backend.effective_weight
             total += weight
             value = current[i] + weight
             current[i] = value
