@@ -16,10 +16,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistproxy.config import (
     AccessLog,
     ConfigError,
+    Discovery,
     Forwarding,
     HeaderRules,
+    HealthCheck,
     Limits,
     Listener,
+    Locality,
+    Locator,
+    Outlier,
+    Sticky,
     ProxyConfig,
     Route,
     Server,
@@ -692,9 +698,9 @@ nested = { x = [1, 2] }
         An unknown key in a group is rejected at its path.
         """
         self.assertConfigError(
-            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nhealth = 1\n",
-            "upstreams.other.health",
-            "unknown key 'health'",
+            MINIMAL + "[upstreams.other]\nservers = ['http://x']\nfrobnicate = 1\n",
+            "upstreams.other.frobnicate",
+            "unknown key 'frobnicate'",
         )
 
 
@@ -1648,3 +1654,115 @@ class ExamplesTests(SynchronousTestCase):
         self.assertTrue(any(r.path_prefix != "/" for r in config.routes))
         self.assertTrue(any(r.request_headers != HeaderRules() for r in config.routes))
         self.assertTrue(any(r.response_headers != HeaderRules() for r in config.routes))
+
+
+class LoadBalancingConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    Group settings for health, outliers, stickiness, retries and limits,
+    servers with a region, DNS discovery, and the locator and locality
+    tables.
+    """
+
+    GROUP = '[listeners.main]\nendpoint = "tcp:8080"\n[upstreams.api]\n'
+
+    def test_every_key(self) -> None:
+        """
+        Every load-balancing key of a group and of a server is read.
+        """
+        config = parse(self.GROUP + """
+servers = [
+    { url = "http://10.0.0.1:80", region = "eu-west", zone = "eu-west-1a", drain = true },
+    { dns = "api.internal", port = 8000, interval = 10, weight = 2, region = "us" },
+    { srv = "_http._tcp.api.internal" },
+]
+max_pending = 10
+max_requests = 100
+retries = 2
+retry_budget = 0.5
+slow_start = 30
+[upstreams.api.health]
+type = "tcp"
+interval = 2
+jitter = 0.5
+rise = 1
+fall = 2
+timeout = 1
+[upstreams.api.outlier]
+consecutive_failures = 3
+base_ejection = 10
+max_ejection = 60
+max_ejected_share = 0.25
+on_5xx = true
+[upstreams.api.sticky]
+cookie = "srv"
+secret = "s3cret"
+max_age = 3600
+path = "/app"
+secure = true
+[locator]
+type = "cidr"
+networks = { "10.0.0.0/8" = "eu-west" }
+[locality]
+regions = ["eu-west", "us"]
+overprovisioning = 2
+""")
+        group = config.upstreams["api"]
+        [server] = group.servers
+        self.assertEqual((server.region, server.zone, server.drain), ("eu-west", "eu-west-1a", True))
+        self.assertEqual(group.discovery, (
+            Discovery(kind="dns", name="api.internal", port=8000, interval=10.0, weight=2, region="us"),
+            Discovery(kind="srv", name="_http._tcp.api.internal"),
+        ))
+        self.assertEqual(
+            (group.max_pending, group.max_requests, group.retries, group.retry_budget, group.slow_start),
+            (10, 100, 2, 0.5, 30.0),
+        )
+        self.assertEqual(group.health, HealthCheck(
+            type="tcp", interval=2.0, jitter=0.5, rise=1, fall=2, options={"timeout": 1}))
+        self.assertEqual(group.outlier, Outlier(3, 10.0, 60.0, 0.25, True))
+        self.assertEqual(group.sticky, Sticky("srv", "s3cret", 3600, "/app", True))
+        self.assertEqual(config.locator, Locator("cidr", {"networks": {"10.0.0.0/8": "eu-west"}}))
+        self.assertEqual(config.locality, Locality(("eu-west", "us"), 2.0))
+
+    def test_defaults(self) -> None:
+        """
+        Without them, a group has no health check, outlier detection or
+        stickiness, one retry, and no slow start.
+        """
+        group = parse(MINIMAL).upstreams["api"]
+        self.assertEqual(
+            (group.health, group.outlier, group.sticky, group.retries, group.slow_start, group.discovery),
+            (None, None, None, 1, 0.0, ()),
+        )
+        self.assertIsNone(parse(MINIMAL).locator)
+
+    def test_rejections(self) -> None:
+        """
+        Bad values are rejected at their paths.
+        """
+        cases = [
+            ('servers = [{ url = "http://a", region = "eu west" }]\n',
+             "upstreams.api.servers[0].region", "'eu west' is not a valid name"),
+            ('servers = [{ dns = "api..internal", port = 1 }]\n',
+             "upstreams.api.servers[0].dns", "'api..internal' is not a DNS name"),
+            ('servers = [{ dns = "api.internal" }]\n',
+             "upstreams.api.servers[0].port", "is required with dns"),
+            ('servers = [{ srv = "_x._tcp.a", port = 1 }]\n',
+             "upstreams.api.servers[0].port", None),
+            ('servers = ["http://a"]\nretry_budget = 2\n',
+             "upstreams.api.retry_budget", "must be between 0 and 1 (got 2)"),
+            ('servers = ["http://a"]\n[upstreams.api.outlier]\nbase_ejection = 10\nmax_ejection = 5\n',
+             "upstreams.api.outlier.max_ejection", "must be at least base_ejection"),
+            ('servers = ["http://a"]\n[upstreams.api.outlier]\nejections = 1\n',
+             "upstreams.api.outlier.ejections", None),
+            ('servers = ["http://a"]\n[upstreams.api.health]\nrise = 0\n',
+             "upstreams.api.health.rise", "must be at least 1 (got 0)"),
+            ('servers = ["http://a"]\n[upstreams.api.sticky]\ncookie = "a b"\n',
+             "upstreams.api.sticky.cookie", None),
+        ]
+        for body, path, problem in cases:
+            self.assertConfigError(self.GROUP + body, path, contains=problem)
+        self.assertConfigError(MINIMAL + "[locator]\nnetworks = {}\n", "locator.type")
+        self.assertConfigError(
+            MINIMAL + "[locality]\noverprovisioning = 0.5\n", "locality.overprovisioning",
+            "must be between 1 and 100 (got 0.5)")

@@ -70,6 +70,100 @@ class Server:
     host: str
     port: int
     weight: int = 1
+    region: str = ""
+    zone: str = ""
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """
+    Backends found in DNS instead of listed: every address of a name (A
+    and AAAA records) at one port, or the targets of an SRV record with
+    their priorities, weights and ports.  Re-resolved every C{interval}
+    seconds; the last good answer is kept while DNS fails.
+
+    @ivar kind: C{'dns'} (addresses of C{name}) or C{'srv'}.
+    @ivar name: The DNS name, e.g. C{'api.internal'} or
+        C{'_http._tcp.api.internal'}.
+    @ivar port: The port for C{'dns'}; C{0} for C{'srv'} (the record says).
+    @ivar scheme: C{'http'}.
+    @ivar weight: The weight of each address found (C{'dns'} only).
+    """
+
+    kind: str
+    name: str
+    port: int = 0
+    scheme: str = "http"
+    interval: float = 30.0
+    weight: int = 1
+    region: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """
+    An active health check of every server of a group.
+
+    @ivar type: Name of an L{twistproxy.interfaces.IHealthCheckFactory}
+        plugin (C{'http'}, C{'tcp'}) or a dotted path to one.
+    @ivar interval: Seconds between two checks of a server.
+    @ivar jitter: Up to this fraction of C{interval} is added at random to
+        each wait, so that checks of many servers spread out.
+    @ivar rise: Consecutive successes that bring a server back.
+    @ivar fall: Consecutive failures that take it out.
+    @ivar options: The check's own settings (C{path}, C{timeout} ...),
+        checked by its factory.
+    """
+
+    type: str = "http"
+    interval: float = 5.0
+    jitter: float = 0.1
+    rise: int = 2
+    fall: int = 3
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """
+    Passive outlier detection: servers that keep failing real requests are
+    ejected for a while.
+
+    @ivar consecutive_failures: Failures in a row that eject a server.
+    @ivar base_ejection: Seconds of the first ejection; each further one
+        doubles, up to C{max_ejection}.
+    @ivar max_ejected_share: The largest share of a group ejected at once.
+    @ivar on_5xx: Whether a 5xx response counts as a failure (connection
+        errors, resets and timeouts always do).
+    """
+
+    consecutive_failures: int = 5
+    base_ejection: float = 30.0
+    max_ejection: float = 300.0
+    max_ejected_share: float = 0.5
+    on_5xx: bool = False
+
+
+@dataclass(frozen=True)
+class Sticky:
+    """
+    Cookie-based session stickiness.
+
+    @ivar cookie: The cookie's name.
+    @ivar secret: Key of the HMAC that makes the cookie's value opaque and
+        unforgeable; set the same secret on every proxy that shares
+        clients.  Empty: a hash of the server's name, still opaque and only
+        ever naming a server of the group.
+    @ivar max_age: Cookie lifetime in seconds, or C{0} for a session cookie.
+    """
+
+    cookie: str = "twistproxy_server"
+    secret: str = ""
+    max_age: int = 0
+    path: str = "/"
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +177,21 @@ class UpstreamGroup:
     @ivar max_connections: Most connections open to each server at once;
         further requests wait for one to become free.
     @ivar max_idle: Most idle keep-alive connections kept per server.
+    @ivar max_pending: Most requests waiting for a connection to one
+        server; beyond, an immediate 503 (circuit breaking).
+    @ivar max_requests: Most requests in flight to the whole group; beyond,
+        an immediate 503.  0: no limit.
+    @ivar retries: How many times a failed request may be sent to another
+        server (only when it is safe: the connection failed, or an
+        idempotent request's server reset before answering).
+    @ivar retry_budget: Retries may add at most this share of the requests
+        in flight to the group.
+    @ivar slow_start: Seconds over which a server that comes back ramps up
+        to its full weight; 0 disables.
+    @ivar health: The active health check, or C{None}.
+    @ivar outlier: Passive outlier detection, or C{None}.
+    @ivar sticky: Cookie stickiness, or C{None}.
+    @ivar discovery: Servers found in DNS, in addition to C{servers}.
     """
 
     name: str
@@ -91,6 +200,15 @@ class UpstreamGroup:
     balancer_options: Mapping[str, Any] = field(default_factory=dict)
     max_connections: int = 256
     max_idle: int = 256
+    max_pending: int = 256
+    max_requests: int = 0
+    retries: int = 1
+    retry_budget: float = 0.2
+    slow_start: float = 0.0
+    health: Optional[HealthCheck] = None
+    outlier: Optional[Outlier] = None
+    sticky: Optional[Sticky] = None
+    discovery: Tuple[Discovery, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,6 +334,34 @@ class AccessLog:
 
 
 @dataclass(frozen=True)
+class Locator:
+    """
+    How clients are placed in a region and zone.
+
+    @ivar type: Name of an L{twistproxy.interfaces.ILocatorFactory} plugin
+        (C{'cidr'}, C{'header'}, C{'maxmind'}) or a dotted path to one.
+    @ivar options: Its own settings, checked by its factory.
+    """
+
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Locality:
+    """
+    @ivar regions: Regions in order of preference for clients whose own
+        region has no available server (and for clients not located).
+    @ivar overprovisioning: How much a region's healthy share is trusted:
+        a region keeps all its traffic while at least 1/overprovisioning of
+        its weight is available, and spills over gradually below.
+    """
+
+    regions: Tuple[str, ...] = ()
+    overprovisioning: float = 1.4
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     """
     A whole proxy configuration.
@@ -228,6 +374,8 @@ class ProxyConfig:
     limits: Limits = Limits()
     forwarding: Forwarding = Forwarding()
     access_log: AccessLog = AccessLog()
+    locator: Optional[Locator] = None
+    locality: Locality = Locality()
     source: Optional[str] = None
 
 
@@ -253,6 +401,8 @@ _BARE_KEY = _re.compile(r"[A-Za-z0-9_\-]+\Z")
 # One label of a host name: letters, digits, '-' and '_' (the underscore is
 # not valid in host names but common in internal DNS, so it is tolerated).
 _HOST_LABEL = _re.compile(r"[a-z0-9_\-]+\Z")
+_LABEL = _re.compile(r"[A-Za-z0-9_.\-]+\Z").match
+_DNS_LABEL = _re.compile(r"[A-Za-z0-9_\-]+\Z").match
 _SIZE = _re.compile(r"([0-9]+)([kmg]?)\Z", _re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -605,29 +755,141 @@ def _server_url(value: str, path: str) -> Tuple[str, str, str, int]:
     return canonical, scheme, host, port
 
 
+def _label(value: object, path: str) -> str:
+    # Region and zone names: what a person would type, nothing that needs
+    # quoting in logs.
+    value = _string(value, path)
+    if value and not _LABEL(value):
+        raise ConfigError(path, f"{value!r} is not a valid name (letters, digits, '.', '_', '-')")
+    return value
+
+
 def _server(value: object, path: str) -> Server:
     weight = 1
+    extra: Dict[str, Any] = {}
     if isinstance(value, dict):
-        table = _table(value, path, ("url", "weight"))
+        table = _table(value, path, ("url", "weight", "region", "zone", "drain"))
         if "url" not in table:
             raise ConfigError(_key(path, "url"), "is required")
         url_path = _key(path, "url")
         url = _string(table["url"], url_path)
         if "weight" in table:
             weight = _integer(table["weight"], _key(path, "weight"), 1)
+        for key in ("region", "zone"):
+            if key in table:
+                extra[key] = _label(table[key], _key(path, key))
+        if "drain" in table:
+            extra["drain"] = _boolean(table["drain"], _key(path, "drain"))
     elif isinstance(value, str):
         url_path, url = path, value
     else:
         raise _wrong_type(path, "a URL string or a table {url, weight}", value)
     canonical, scheme, host, port = _server_url(url, url_path)
-    return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight)
+    return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight, **extra)
+
+
+def _discovery(table: Dict[str, Any], path: str) -> Discovery:
+    kind = "srv" if "srv" in table else "dns"
+    if kind == "srv":
+        table = _table(table, path, ("srv", "interval", "region", "zone"))
+    else:
+        table = _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
+    name = _string(table[kind], _key(path, kind))
+    labels = name.rstrip(".").split(".")
+    if not name or any(not l or not _DNS_LABEL(l) for l in labels):
+        raise ConfigError(_key(path, kind), f"{name!r} is not a DNS name")
+    kwargs: Dict[str, Any] = {}
+    if kind == "dns":
+        if "port" not in table:
+            raise ConfigError(_key(path, "port"), "is required with dns")
+        kwargs["port"] = _integer(table["port"], _key(path, "port"), 1)
+        if kwargs["port"] > 65535:
+            raise ConfigError(_key(path, "port"), "must be at most 65535")
+        if "weight" in table:
+            kwargs["weight"] = _integer(table["weight"], _key(path, "weight"), 1)
+    if "interval" in table:
+        kwargs["interval"] = _seconds(table["interval"], _key(path, "interval"))
+    for key in ("region", "zone"):
+        if key in table:
+            kwargs[key] = _label(table[key], _key(path, key))
+    return Discovery(kind=kind, name=name, **kwargs)
+
+
+def _fraction(value: object, path: str, allow_zero: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(path, "a number between 0 and 1", value)
+    if not (0 <= value <= 1) or (value == 0 and not allow_zero):
+        raise ConfigError(path, f"must be between 0 and 1 (got {value})")
+    return float(value)
+
+
+def _health(value: object, path: str) -> HealthCheck:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    kwargs: Dict[str, Any] = {}
+    options = dict(value)
+    if "type" in options:
+        kwargs["type"] = _string(options.pop("type"), _key(path, "type"))
+        if not kwargs["type"]:
+            raise ConfigError(_key(path, "type"), "must not be empty")
+    if "interval" in options:
+        kwargs["interval"] = _seconds(options.pop("interval"), _key(path, "interval"))
+    if "jitter" in options:
+        kwargs["jitter"] = _fraction(options.pop("jitter"), _key(path, "jitter"))
+    for key in ("rise", "fall"):
+        if key in options:
+            kwargs[key] = _integer(options.pop(key), _key(path, key), 1)
+    # The rest belongs to the check type, whose factory validates it.
+    return HealthCheck(options=options, **kwargs)
+
+
+def _outlier(value: object, path: str) -> Outlier:
+    table = _table(value, path, (
+        "consecutive_failures", "base_ejection", "max_ejection",
+        "max_ejected_share", "on_5xx",
+    ))
+    kwargs: Dict[str, Any] = {}
+    if "consecutive_failures" in table:
+        kwargs["consecutive_failures"] = _integer(
+            table["consecutive_failures"], _key(path, "consecutive_failures"), 1)
+    for key in ("base_ejection", "max_ejection"):
+        if key in table:
+            kwargs[key] = _seconds(table[key], _key(path, key))
+    if "max_ejected_share" in table:
+        kwargs["max_ejected_share"] = _fraction(
+            table["max_ejected_share"], _key(path, "max_ejected_share"))
+    if "on_5xx" in table:
+        kwargs["on_5xx"] = _boolean(table["on_5xx"], _key(path, "on_5xx"))
+    outlier = Outlier(**kwargs)
+    if outlier.max_ejection < outlier.base_ejection:
+        raise ConfigError(_key(path, "max_ejection"), "must be at least base_ejection")
+    return outlier
+
+
+def _sticky(value: object, path: str) -> Sticky:
+    table = _table(value, path, ("cookie", "secret", "max_age", "path", "secure"))
+    kwargs: Dict[str, Any] = {}
+    if "cookie" in table:
+        kwargs["cookie"] = _token(_string(table["cookie"], _key(path, "cookie")),
+                                  _key(path, "cookie"), "cookie name")
+    if "secret" in table:
+        kwargs["secret"] = _string(table["secret"], _key(path, "secret"))
+    if "max_age" in table:
+        kwargs["max_age"] = _integer(table["max_age"], _key(path, "max_age"), 0)
+    if "path" in table:
+        kwargs["path"] = _path_prefix(table["path"], _key(path, "path"))
+    if "secure" in table:
+        kwargs["secure"] = _boolean(table["secure"], _key(path, "secure"))
+    return Sticky(**kwargs)
 
 
 def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
     group = _table(
         value,
         path,
-        ("servers", "balancer", "balancer_options", "max_connections", "max_idle"),
+        ("servers", "balancer", "balancer_options", "max_connections", "max_idle",
+         "max_pending", "max_requests", "retries", "retry_budget", "slow_start",
+         "health", "outlier", "sticky"),
     )
     servers_path = _key(path, "servers")
     if "servers" not in group:
@@ -636,8 +898,12 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
     if not items:
         raise ConfigError(servers_path, "must list at least one server")
     servers: List[Server] = []
+    discovery: List[Discovery] = []
     seen: Dict[Tuple[str, str, int], int] = {}
     for i, item in enumerate(items):
+        if isinstance(item, dict) and ("dns" in item or "srv" in item):
+            discovery.append(_discovery(item, _index(servers_path, i)))
+            continue
         server = _server(item, _index(servers_path, i))
         address = (server.scheme, server.host, server.port)
         if address in seen:
@@ -665,7 +931,24 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
         )
     if "max_idle" in group:
         kwargs["max_idle"] = _integer(group["max_idle"], _key(path, "max_idle"), 0)
-    return UpstreamGroup(name=name, servers=tuple(servers), **kwargs)
+    for key, minimum in (("max_pending", 0), ("max_requests", 0), ("retries", 0)):
+        if key in group:
+            kwargs[key] = _integer(group[key], _key(path, key), minimum)
+    if "retry_budget" in group:
+        kwargs["retry_budget"] = _fraction(group["retry_budget"], _key(path, "retry_budget"))
+    if "slow_start" in group:
+        value = group["slow_start"]
+        kwargs["slow_start"] = 0.0 if value == 0 and not isinstance(value, bool) else _seconds(
+            value, _key(path, "slow_start"))
+    builders: Dict[str, Callable[[object, str], Any]] = {
+        "health": _health, "outlier": _outlier, "sticky": _sticky,
+    }
+    for key, build in builders.items():
+        if key in group:
+            kwargs[key] = build(group[key], _key(path, key))
+    return UpstreamGroup(
+        name=name, servers=tuple(servers), discovery=tuple(discovery), **kwargs
+    )
 
 
 def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
@@ -906,7 +1189,37 @@ _TOP_LEVEL = (
     "limits",
     "forwarding",
     "access_log",
+    "locator",
+    "locality",
 )
+
+
+def _locator(value: object, path: str) -> Locator:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    options = dict(value)
+    if "type" not in options:
+        raise ConfigError(_key(path, "type"), "is required (cidr, header, maxmind, or a dotted path)")
+    kind = _string(options.pop("type"), _key(path, "type"))
+    if not kind:
+        raise ConfigError(_key(path, "type"), "must not be empty")
+    return Locator(type=kind, options=options)
+
+
+def _locality(value: object, path: str) -> Locality:
+    table = _table(value, path, ("regions", "overprovisioning"))
+    kwargs: Dict[str, Any] = {}
+    if "regions" in table:
+        kwargs["regions"] = _strings(table["regions"], _key(path, "regions"), _label)
+    if "overprovisioning" in table:
+        factor = table["overprovisioning"]
+        fpath = _key(path, "overprovisioning")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            raise _wrong_type(fpath, "a number of at least 1", factor)
+        if not 1 <= factor <= 100:
+            raise ConfigError(fpath, f"must be between 1 and 100 (got {factor})")
+        kwargs["overprovisioning"] = float(factor)
+    return Locality(**kwargs)
 
 
 def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
@@ -929,6 +1242,8 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "limits": _limits,
         "forwarding": _forwarding,
         "access_log": _access_log,
+        "locator": _locator,
+        "locality": _locality,
     }
     kwargs = {
         name: build(document[name], name)
