@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from twistproxy.accesslog import AccessLog
 from twistproxy.config import ConfigError, ProxyConfig
-from twistproxy.http.forwarder import Forwarder, UpstreamGroupRuntime
+from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
 
 
@@ -118,7 +118,7 @@ class ProxyService(MultiService):
                     )
         try:
             groups = {
-                name: UpstreamGroupRuntime(reactor, group, config.timeouts)
+                name: make_group(reactor, group, config.timeouts)
                 for name, group in config.upstreams.items()
             }
         except ConfigError as e:

@@ -268,7 +268,7 @@ class MemoryProxy:
         from twistproxy.config import (
             Listener, ProxyConfig, Route, Server, UpstreamGroup,
         )
-        from twistproxy.http.forwarder import Forwarder, UpstreamGroupRuntime
+        from twistproxy.http.forwarder import Forwarder, make_group
         from twistproxy.http.server import HTTPServerFactory
 
         if config is None:
@@ -282,7 +282,7 @@ class MemoryProxy:
         self.config = config
         self.reactor = MemoryReactorClock()
         groups = {
-            name: UpstreamGroupRuntime(self.reactor, group, config.timeouts)
+            name: make_group(self.reactor, group, config.timeouts)
             for name, group in config.upstreams.items()
         }
         self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)

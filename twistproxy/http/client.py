@@ -188,7 +188,7 @@ class UpstreamProtocol(Waiting, Protocol):
             self._finish(x)
             return
         if previous == _BODY:
-            x.downstream.upstream_failed(x, 502, "upstream_truncated")
+            _failed(x, 502, "upstream_truncated")
             return
         if not self._received and self.uses > 1 and x.retryable:
             # The stale pooled connection race: the backend closed an idle
@@ -197,7 +197,7 @@ class UpstreamProtocol(Waiting, Protocol):
             x.upstream = None
             self._pool.submit(x, fresh=True)
             return
-        x.downstream.upstream_failed(x, 502, "upstream_closed")
+        _failed(x, 502, "upstream_closed")
 
     # Response parsing
 
@@ -218,7 +218,7 @@ class UpstreamProtocol(Waiting, Protocol):
     def _fail(self, status: int, reason: str) -> None:
         x = self.x
         self.abort()
-        x.downstream.upstream_failed(x, status, reason)
+        _failed(x, status, reason)
 
     def _read_head(self) -> bool:
         buf = self._buffer
@@ -374,6 +374,17 @@ class UpstreamProtocol(Waiting, Protocol):
             self.transport.loseConnection()
 
 
+def _failed(x: Exchange, status: int, reason: str) -> None:
+    """
+    Tell whoever placed C{x} that its backend failed it: the forwarder,
+    which may send it elsewhere, or else the client side directly.
+    """
+    if x.forwarder is not None:
+        x.forwarder.failed(x, status, reason)
+    else:
+        x.downstream.upstream_failed(x, status, reason)
+
+
 class _Connector(ClientFactory):
     """
     Opens one connection to a backend for a pool.
@@ -407,12 +418,14 @@ class UpstreamPool:
         timeouts: Timeouts = Timeouts(),
         max_connections: int = 256,
         max_idle: int = 256,
+        max_pending: int = 256,
     ):
         self.reactor = reactor
         self.backend = backend
         self.timeouts = timeouts
         self.max_connections = max_connections
         self.max_idle = max_idle
+        self.max_pending = max_pending
         self.connections = 0
         self.deadlines = Deadlines(reactor)
         self._idle: list = []
@@ -430,6 +443,9 @@ class UpstreamPool:
             self._idle.pop().attach(x)
         elif self.connections < self.max_connections:
             self._connect(x)
+        elif len(self._waiting) >= self.max_pending:
+            # Circuit breaking: fail fast rather than queue without end.
+            _failed(x, 503, "upstream_queue_full")
         else:
             self._waiting.append(x)
             x.wait_timer = self.reactor.callLater(
@@ -481,9 +497,9 @@ class UpstreamPool:
         if x is None or x.pool is not self or x.status:
             return
         if reason.check(error.TimeoutError):
-            x.downstream.upstream_failed(x, 504, "upstream_connect_timeout")
+            _failed(x, 504, "upstream_connect_timeout")
         else:
-            x.downstream.upstream_failed(x, 502, "upstream_connect_failed")
+            _failed(x, 502, "upstream_connect_failed")
 
     def close(self) -> None:
         """
@@ -516,5 +532,5 @@ class UpstreamPool:
             self._waiting.remove(x)
         except ValueError:
             return
-        x.downstream.upstream_failed(x, 503, "upstream_queue_timeout")
+        _failed(x, 503, "upstream_queue_timeout")
 

@@ -42,15 +42,24 @@ class Exchange:
     @ivar body_bytes: Response body bytes sent to the client.
     @ivar reason: Why the proxy answered by itself (C{'upstream_timeout'}),
         or C{''} when the backend answered.
-    @ivar retried: Whether the request was already retried once.
+    @ivar retried: Whether the request was already sent again on a fresh
+        connection to the same backend (the stale connection race).
     @ivar body_started: Whether any request body byte went upstream.
+    @ivar group: The upstream group chosen, or C{None}.
+    @ivar forwarder: The forwarder that placed it, told of failures.
+    @ivar attempts: How many backends it has been sent to.
+    @ivar is_retry: Whether it was sent to more than one backend.
+    @ivar tried: The backends that failed it, or C{None}.
+    @ivar response_fields: (name, value) fields to add to the response
+        (a stickiness cookie), or C{None}.
     """
 
     __slots__ = (
         "request", "client_address", "downstream", "upstream", "backend",
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
-        "body_started", "wait_timer",
+        "body_started", "wait_timer", "group", "forwarder", "attempts",
+        "is_retry", "tried", "response_fields",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -71,6 +80,12 @@ class Exchange:
         self.retried = False
         self.body_started = False
         self.wait_timer = None
+        self.group = None
+        self.forwarder = None
+        self.attempts = 1
+        self.is_retry = False
+        self.tried = None
+        self.response_fields = None
 
     @property
     def method(self) -> str:
@@ -103,14 +118,22 @@ class Exchange:
         )
 
     @property
+    def retryable_elsewhere(self) -> bool:
+        """
+        Whether the request may be sent to another backend after its
+        backend reset before answering: it is idempotent and none of its
+        body has been consumed.
+        """
+        return (
+            not self.body_started
+            and self.request.method in IDEMPOTENT
+            and not self.request.has_body
+        )
+
+    @property
     def retryable(self) -> bool:
         """
         Whether the request may be sent again on another connection: it is
         idempotent and none of its body has been consumed.
         """
-        return (
-            not self.retried
-            and not self.body_started
-            and self.request.method in IDEMPOTENT
-            and not self.request.has_body
-        )
+        return not self.retried and self.retryable_elsewhere

@@ -9,61 +9,30 @@ connection pool.  It answers 404 itself when no route matches and 503 when
 the balancer has no backend to offer.
 
 It is built from configuration value objects, or from plain constructor
-calls when embedding (see L{UpstreamGroupRuntime} and L{RouteRuntime}).
+calls when embedding (see L{make_group} and L{RouteRuntime}).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
 from twistproxy.http import headers as H
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.exchange import Exchange
-from twistproxy.interfaces import IBalancer
 from twistproxy.routing import Router
 from twistproxy.upstream.backend import Backend
-from twistproxy.upstream.balancers import build_balancer
+from twistproxy.upstream.group import UpstreamGroupRuntime
+
+# Failures after which a request can be sent to another backend whatever
+# its method: it never reached the first one.
+_NOT_SENT = frozenset(["upstream_connect_failed", "upstream_connect_timeout"])
+# Proxy-side overload: the backend is not at fault.
+_NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
 
 
-class UpstreamGroupRuntime:
-    """
-    A running upstream group: its backends, its balancer and one connection
-    pool per backend.
-    """
-
-    def __init__(self, reactor, config: UpstreamGroup, timeouts: Timeouts):
-        self.name = config.name
-        self.backends = [
-            Backend(
-                _authority(s.host, s.port), s.scheme, s.host, s.port, s.weight
-            )
-            for s in config.servers
-        ]
-        self.balancer: IBalancer = build_balancer(
-            config.balancer, self.backends, config.balancer_options,
-            f"upstreams.{config.name}",
-        )
-        self.pools: Dict[Backend, UpstreamPool] = {
-            b: UpstreamPool(reactor, b, timeouts, config.max_connections, config.max_idle)
-            for b in self.backends
-        }
-        # The Host sent when a route does not preserve the client's.
-        self.host_headers: Dict[Backend, bytes] = {
-            b: (
-                b.host if (s.scheme, s.port) in (("http", 80), ("https", 443))
-                else b.name
-            ).encode("ascii")
-            for b, s in zip(self.backends, config.servers)
-        }
-
-    def close(self) -> None:
-        for pool in self.pools.values():
-            pool.close()
-
-
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _backend_fault(reason: str) -> bool:
+    return reason.startswith("upstream_") and reason not in _NOT_BACKEND_FAULT
 
 
 class RouteRuntime:
@@ -88,9 +57,24 @@ def _compile(rules, path: str) -> H.CompiledRules:
         raise ConfigError(path, str(e)) from None
 
 
+def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
+               on_change=None) -> UpstreamGroupRuntime:
+    """
+    An upstream group whose backends get HTTP/1.1 connection pools.
+    """
+    def make_pool(backend: Backend) -> UpstreamPool:
+        return UpstreamPool(
+            reactor, backend, timeouts, config.max_connections, config.max_idle,
+            config.max_pending,
+        )
+
+    return UpstreamGroupRuntime(config, make_pool, on_change)
+
+
 class Forwarder:
     """
-    Places each exchange on a backend connection.
+    Places each exchange on a backend connection, and decides what a
+    failure leads to: another backend (a retry) or an error answer.
     """
 
     def __init__(
@@ -116,24 +100,97 @@ class Forwarder:
         rt = self._routes[id(route)]
         x.route = rt
         group = rt.group
-        backend = group.balancer.pick(x)
-        if backend is None:
-            x.downstream.upstream_failed(x, 503, "no_backend")
+        if not group.admit():
+            x.downstream.upstream_failed(x, 503, "group_overloaded")
             return
+        sticky = group.config.sticky
+        backend = None
+        if sticky is not None:
+            backend = group.sticky_backend(x.cookie(sticky.cookie))
+        if backend is None:
+            backend = group.pick(x)
+            if backend is None:
+                x.downstream.upstream_failed(x, 503, "no_backend")
+                return
+            if sticky is not None:
+                x.response_fields = [(b"Set-Cookie", group.sticky_cookie(backend))]
+        x.group = group
+        x.forwarder = self
+        group.in_flight += 1
+        self._send(x, backend)
+
+    def _send(self, x: Exchange, backend: Backend) -> None:
         x.backend = backend
         backend.in_flight += 1
         backend.requests += 1
+        rt = x.route
+        req = x.request
         downstream = x.downstream
         x.head = H.request_head(
             req,
-            host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
+            host=req.host if rt.preserve_host and req.host else rt.group.host_headers[backend],
             client_address=x.client_address,
             trusted=downstream.trusted,
             proto=downstream.proto,
             via=self._via,
             rules=rt.request_rules,
         )
-        group.pools[backend].submit(x)
+        rt.group.pools[backend].submit(x)
+
+    def failed(self, x: Exchange, status: int, reason: str) -> None:
+        """
+        A backend failed C{x}: send it to another backend when that is
+        safe and allowed, else answer the client.
+        """
+        group = x.group
+        if group is not None and x.status == 0 and self._may_retry(x, reason):
+            other = self._another(x)
+            if other is not None:
+                self._done_with_backend(x, ok=not _backend_fault(reason))
+                if not x.is_retry:
+                    x.is_retry = True
+                    group.retries_in_flight += 1
+                x.attempts += 1
+                x.retried = False
+                self._send(x, other)
+                return
+        x.downstream.upstream_failed(x, status, reason)
+
+    def _may_retry(self, x: Exchange, reason: str) -> bool:
+        group = x.group
+        if x.attempts > group.config.retries or not group.may_retry():
+            return False
+        if reason in _NOT_SENT:
+            return not x.body_started
+        return reason == "upstream_closed" and x.retryable_elsewhere
+
+    def _another(self, x: Exchange) -> Optional[Backend]:
+        tried = x.tried
+        if tried is None:
+            tried = x.tried = []
+        tried.append(x.backend)
+        group = x.group
+        for _ in range(len(group.backends)):
+            backend = group.pick(x)
+            if backend is None:
+                return None
+            if backend not in tried:
+                return backend
+        # A balancer that keeps answering the same (a hash) is asked no
+        # further: any other available backend will do.
+        for backend in group.backends:
+            if backend.available and backend not in tried:
+                return backend
+        return None
+
+    def _done_with_backend(self, x: Exchange, ok: bool) -> None:
+        backend = x.backend
+        x.backend = None
+        backend.in_flight -= 1
+        if not ok:
+            backend.failures += 1
+        x.group.report(backend, ok, x.status)
+        x.group.check_drained(backend)
 
     def cancel(self, x: Exchange) -> None:
         """
@@ -146,12 +203,24 @@ class Forwarder:
         """
         C{x} is over.
         """
-        if x.backend is not None:
-            x.backend.in_flight -= 1
-            if x.reason.startswith("upstream_"):
-                x.backend.failures += 1
         if x.upstream is not None:
             self.cancel(x)
+        group = x.group
+        if group is None:
+            return
+        group.in_flight -= 1
+        if x.is_retry:
+            group.retries_in_flight -= 1
+        if x.backend is not None:
+            # The client going away says nothing about the backend.
+            if x.reason == "client_closed":
+                x.backend.in_flight -= 1
+                group.check_drained(x.backend)
+                x.backend = None
+            else:
+                backend = x.backend
+                self._done_with_backend(x, ok=not _backend_fault(x.reason))
+                x.backend = backend
 
     def close(self) -> None:
         for group in self.groups.values():

@@ -319,6 +319,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._response_started = True
         x.status = resp.status
         rules = x.route.response_rules if x.route is not None else H.NO_RULES
+        if x.response_fields:
+            extra = list(extra or ()) + x.response_fields
         self._out.append(H.response_head(
             resp, framing=framing, keep_alive=keep, client_minor=minor,
             via=self._factory.via, rules=rules, extra=extra,

@@ -1,0 +1,281 @@
+"""
+Tests for retries on another backend, circuit breaking, stickiness and
+draining, through the whole proxy on in-memory transports.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import (
+    Listener,
+    ProxyConfig,
+    Route,
+    Sticky,
+    UpstreamGroup,
+    server,
+)
+from twistproxy.testing import MemoryProxy
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _proxy(**group) -> MemoryProxy:
+    group.setdefault("servers", (server("http://127.0.0.1:8001"), server("http://127.0.0.1:8002")))
+    return MemoryProxy(ProxyConfig(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={"app": UpstreamGroup("app", **group)},
+        routes=(Route("app"),),
+    ))
+
+
+class RetryTests(SynchronousTestCase):
+    """
+    A request that failed on one backend goes to another when that is safe.
+    """
+
+    def test_connect_failure_retried_elsewhere(self):
+        """
+        A backend that refuses the connection costs the client nothing: the
+        request goes to the next backend, for any method.
+        """
+        proxy = _proxy()
+        client = proxy.connect_client()
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8001)])
+        proxy.refuse_backend()
+        self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8002)])
+        backend = proxy.accept_backend()
+        self.assertTrue(backend.received().endswith(b"\r\n\r\nhi"))
+        backend.send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        [x] = proxy.exchanges
+        self.assertEqual((x.backend.name, x.attempts, x.reason), ("127.0.0.1:8002", 2, ""))
+        group = proxy.forwarder.groups["app"]
+        self.assertEqual([b.failures for b in group.backends], [1, 0])
+        self.assertEqual((group.in_flight, group.retries_in_flight), (0, 0))
+        self.assertEqual([b.in_flight for b in group.backends], [0, 0])
+
+    def test_reset_before_response_retried_for_idempotent(self):
+        """
+        A GET whose fresh connection is reset before any response byte goes
+        to another backend.
+        """
+        proxy = _proxy()
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.accept_backend().close()
+        backend = proxy.accept_backend()
+        self.assertEqual(backend.transport.getPeer().port, 8002)
+        backend.send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+
+    def test_reset_not_retried_for_post(self):
+        """
+        A POST whose backend reset before answering is never sent twice:
+        the client gets 502.
+        """
+        proxy = _proxy()
+        client = proxy.connect_client()
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        proxy.accept_backend().close()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+
+    def test_retry_limit(self):
+        """
+        With retries = 1, a request is tried on two backends at most.
+        """
+        proxy = _proxy(servers=tuple(server(f"http://127.0.0.1:{p}") for p in (8001, 8002, 8003)))
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.refuse_backend()
+        proxy.refuse_backend()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_connect_failed")
+
+    def test_no_retries(self):
+        """
+        With retries = 0 the first failure is the answer.
+        """
+        proxy = _proxy(retries=0)
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.refuse_backend()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+
+    def test_retry_budget(self):
+        """
+        Beyond the retry budget (here the minimum of three concurrent
+        retries), failures are answered instead of retried.
+        """
+        proxy = _proxy(retries=1, retry_budget=0.0)
+        clients = [proxy.connect_client(port=40000 + i) for i in range(4)]
+        for client in clients:
+            client.send(GET)
+        for _ in range(4):
+            proxy.refuse_backend(ConnectionRefusedError())
+        # Three retries are under way; the fourth failure is answered.
+        answered = [c for c in clients if c.received().startswith(b"HTTP/1.1 502")]
+        self.assertEqual(len(answered), 1)
+        self.assertEqual(len(proxy.backend_attempts()), 3)
+
+
+class CircuitBreakingTests(SynchronousTestCase):
+    """
+    Limits answer 503 at once instead of queueing without end.
+    """
+
+    def test_group_max_requests(self):
+        """
+        Past max_requests in flight to the group, a request gets 503 at
+        once; when one finishes, requests are admitted again.
+        """
+        proxy = _proxy(max_requests=1)
+        first = proxy.connect_client()
+        first.send(GET)
+        second = proxy.connect_client()
+        second.send(GET)
+        self.assertTrue(second.received().startswith(b"HTTP/1.1 503"))
+        self.assertEqual(proxy.exchanges[-1].reason, "group_overloaded")
+        proxy.accept_backend().send(OK)
+        third = proxy.connect_client()
+        third.send(GET)
+        self.assertEqual(third.received(), b"")
+
+    def test_backend_max_pending(self):
+        """
+        With every connection busy and max_pending requests already
+        waiting, the next request gets 503 at once.
+        """
+        proxy = _proxy(servers=(server("http://127.0.0.1:8001"),), max_connections=1,
+                       max_pending=1)
+        clients = [proxy.connect_client(port=40000 + i) for i in range(3)]
+        for client in clients:
+            client.send(GET)
+        self.assertEqual([c.received()[:12] for c in clients],
+                         [b"", b"", b"HTTP/1.1 503"])
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_queue_full")
+        group = proxy.forwarder.groups["app"]
+        self.assertEqual(group.backends[0].failures, 0)
+
+
+class StickyTests(SynchronousTestCase):
+    """
+    Cookie stickiness pins a client to a backend while it is available.
+    """
+
+    def setUp(self):
+        self.proxy = _proxy(sticky=Sticky(cookie="srv", secret="k"))
+        self.group = self.proxy.forwarder.groups["app"]
+
+    def request(self, cookie: bytes = b""):
+        client = self.proxy.connect_client()
+        extra = b"Cookie: " + cookie + b"\r\n" if cookie else b""
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+        if self.proxy.backend_attempts():
+            backend = self.proxy.accept_backend()
+            self.backends[backend.transport.getPeer().port] = backend
+        x = len(self.proxy.exchanges)
+        return client, x
+
+    def respond(self, port: int, client):
+        self.backends[port].send(OK)
+        return client.received()
+
+    def test_cookie_pins_backend(self):
+        """
+        The first response sets an opaque cookie; requests carrying it go to
+        the same backend although round robin would alternate.
+        """
+        self.backends = {}
+        client, _ = self.request()
+        got = self.respond(8001, client)
+        [cookie] = [line for line in got.split(b"\r\n") if line.startswith(b"Set-Cookie: ")]
+        value = cookie[len(b"Set-Cookie: "):].split(b";")[0]
+        self.assertTrue(value.startswith(b"srv="))
+        self.assertNotIn(b"8001", value)
+        self.assertIn(b"HttpOnly", cookie)
+        for _ in range(3):
+            client, _ = self.request(b"a=1; " + value)
+            got = self.respond(8001, client)
+            self.assertNotIn(b"Set-Cookie", got)
+        self.assertEqual([b.requests for b in self.group.backends], [4, 0])
+
+    def test_repinned_when_unavailable(self):
+        """
+        When the pinned backend is unavailable the request goes elsewhere
+        and the cookie is replaced.
+        """
+        self.backends = {}
+        client, _ = self.request()
+        value = [l for l in self.respond(8001, client).split(b"\r\n")
+                 if l.startswith(b"Set-Cookie")][0].split(b": ", 1)[1].split(b";")[0]
+        self.group.backends[0].ejected = True
+        self.group.changed(self.group.backends[0], "ejected")
+        client, _ = self.request(value)
+        got = self.respond(8002, client)
+        self.assertIn(b"Set-Cookie: srv=", got)
+        self.assertNotIn(value, got)
+
+    def test_forged_cookie_ignored(self):
+        """
+        A cookie value the proxy did not issue is ignored.
+        """
+        self.backends = {}
+        client, _ = self.request(b"srv=127.0.0.1:8002")
+        got = self.respond(8001, client)
+        self.assertIn(b"Set-Cookie: srv=", got)
+
+    def test_token_depends_on_secret(self):
+        """
+        Different secrets give different tokens for the same backend.
+        """
+        other = _proxy(sticky=Sticky(cookie="srv", secret="other")).forwarder.groups["app"]
+        backend = self.group.backends[0]
+        self.assertNotEqual(self.group.sticky_cookie(backend),
+                            other.sticky_cookie(other.backends[0]))
+
+
+class DrainingTests(SynchronousTestCase):
+    """
+    A draining backend takes no new requests and lets go when idle.
+    """
+
+    def test_drain(self):
+        """
+        Draining a backend with a request in flight lets the request finish,
+        sends new requests elsewhere, then closes its pooled connections.
+        """
+        proxy = _proxy()
+        group = proxy.forwarder.groups["app"]
+        client = proxy.connect_client()
+        client.send(GET)
+        backend = proxy.accept_backend()
+        group.set_draining(group.backends[0], True)
+        self.assertFalse(group.backends[0].available)
+        for i in range(2):
+            other = proxy.connect_client(port=41000 + i)
+            other.send(GET)
+        self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8002)] * 2)
+        backend.send(OK)
+        self.assertTrue(client.received().endswith(b"ok"))
+        self.assertTrue(backend.transport.disconnected)
+        status = group.status()
+        self.assertEqual(status["backends"][0]["draining"], True)
+        self.assertEqual(status["backends"][0]["in_flight"], 0)
+
+    def test_drained_in_config(self):
+        """
+        A server marked drain = true in the configuration starts drained.
+        """
+        from twistproxy.config import Server
+
+        drained = Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001, drain=True)
+        proxy = _proxy(servers=(drained, server("http://127.0.0.1:8002")))
+        proxy.connect_client().send(GET)
+        self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8002)])

@@ -1,0 +1,237 @@
+# -*- test-case-name: tests.test_group -*-
+"""
+A running upstream group: the set of interchangeable backends one route
+sends to, and everything that decides which of them gets a request.
+
+The group owns its L{Backend}s and keeps, for each, a connection pool made
+by the caller (so this module knows nothing of HTTP).  It combines the
+independent opinions about each backend that the load-balancing features
+hold (health checks, outlier detection, the operator's draining) into the
+backend's C{available} flag, builds the balancer, and reports every change
+of a backend's state, so that the status of every backend can be logged
+and served as data.
+
+It also holds the group-wide limits a request must pass before it is
+placed: the most requests in flight to the group (circuit breaking) and
+the retry budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.logger import Logger
+
+from twistproxy.config import UpstreamGroup
+from twistproxy.interfaces import IBalancer, IRequestInfo
+from twistproxy.upstream.backend import Backend
+from twistproxy.upstream.balancers import build_balancer
+
+# Envoy's default: a retry budget never forbids this many concurrent
+# retries, so that a quiet group can still retry at all.
+MIN_RETRY_CONCURRENCY = 3
+
+
+def authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class UpstreamGroupRuntime:
+    """
+    @ivar name: The group's name.
+    @ivar config: Its configuration.
+    @ivar backends: Its backends, in configuration (then discovery) order.
+    @ivar pools: Each backend's connection pool.
+    @ivar host_headers: The Host sent to each backend when a route does not
+        keep the client's.
+    @ivar in_flight: Requests in flight to the group.
+    @ivar retries_in_flight: Of those, how many are retries.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: UpstreamGroup,
+        make_pool: Callable[[Backend], Any],
+        on_change: Optional[Callable[["UpstreamGroupRuntime", Backend, str], None]] = None,
+    ):
+        self.name = config.name
+        self.config = config
+        self._make_pool = make_pool
+        self._on_change = on_change
+        self.backends: List[Backend] = []
+        self.pools: Dict[Backend, Any] = {}
+        self.host_headers: Dict[Backend, bytes] = {}
+        self.in_flight = 0
+        self.retries_in_flight = 0
+        self.outlier = None
+        self._tokens: Dict[str, Backend] = {}
+        self._token_of: Dict[Backend, str] = {}
+        self.balancer: IBalancer
+        for server in config.servers:
+            backend = self._add(server.scheme, server.host, server.port, server.weight,
+                                server.region, server.zone)
+            backend.draining = server.drain
+            backend.refresh()
+        self._build_balancer()
+
+    # Backends
+
+    def _add(self, scheme: str, host: str, port: int, weight: int, region: str, zone: str) -> Backend:
+        backend = Backend(authority(host, port), scheme, host, port, weight, region, zone)
+        self.backends.append(backend)
+        self.pools[backend] = self._make_pool(backend)
+        default_port = (scheme, port) in (("http", 80), ("https", 443))
+        self.host_headers[backend] = (host if default_port else backend.name).encode("ascii")
+        token = self._token(backend)
+        self._tokens[token] = backend
+        self._token_of[backend] = token
+        return backend
+
+    def _build_balancer(self) -> None:
+        self.balancer = build_balancer(
+            self.config.balancer, self.backends, self.config.balancer_options,
+            f"upstreams.{self.name}",
+        )
+
+    def find(self, name: str) -> Optional[Backend]:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        return None
+
+    def changed(self, backend: Backend, what: str) -> None:
+        """
+        One of C{backend}'s flags changed (C{what} says which way, e.g.
+        C{'unhealthy'}, C{'ejected'}, C{'draining'}): recompute its
+        availability, log, and tell whoever watches.
+        """
+        backend.refresh()
+        self.log.info(
+            "upstream {group} backend {backend} {what}: now {state}",
+            group=self.name, backend=backend.name, what=what,
+            state="available" if backend.available else "unavailable",
+        )
+        if self._on_change is not None:
+            self._on_change(self, backend, what)
+
+    def set_draining(self, backend: Backend, draining: bool) -> None:
+        """
+        Drain a backend (no new requests; those in flight finish), or take
+        it back.
+        """
+        if backend.draining != draining:
+            backend.draining = draining
+            self.changed(backend, "draining" if draining else "undrained")
+            self.check_drained(backend)
+
+    def check_drained(self, backend: Backend) -> None:
+        """
+        Release a draining backend's connections once its last request
+        has finished.
+        """
+        if backend.draining and backend.in_flight == 0:
+            self.pools[backend].close()
+
+    def report(self, backend: Backend, ok: bool, status: int) -> None:
+        """
+        The outcome of one request to C{backend}, for passive outlier
+        detection: C{ok} is C{False} for connection failures, resets,
+        timeouts and malformed responses; C{status} is what the client got.
+        """
+        detector = self.outlier
+        if detector is None:
+            return
+        if ok and not (status >= 500 and self.config.outlier.on_5xx):
+            detector.success(backend)
+        else:
+            detector.failure(backend)
+
+    # Placing requests
+
+    def pick(self, request: IRequestInfo) -> Optional[Backend]:
+        return self.balancer.pick(request)
+
+    def admit(self) -> bool:
+        """
+        Whether one more request may go to the group (circuit breaking).
+        """
+        limit = self.config.max_requests
+        return not limit or self.in_flight < limit
+
+    def may_retry(self) -> bool:
+        """
+        Whether the retry budget allows one more concurrent retry.
+        """
+        budget = max(MIN_RETRY_CONCURRENCY, self.config.retry_budget * self.in_flight)
+        return self.retries_in_flight < budget
+
+    # Stickiness
+
+    def _token(self, backend: Backend) -> str:
+        # Opaque, and with a secret unforgeable: a client can at most send
+        # a token it was given, which names one of this group's backends.
+        secret = (self.config.sticky.secret if self.config.sticky else "").encode("utf-8")
+        message = f"{self.name}/{backend.name}".encode("utf-8")
+        return hmac.new(secret, message, hashlib.sha256).hexdigest()[:20]
+
+    def sticky_backend(self, token: Optional[str]) -> Optional[Backend]:
+        """
+        The available backend a stickiness cookie names, if any.
+        """
+        if token is None:
+            return None
+        backend = self._tokens.get(token)
+        if backend is not None and backend.available:
+            return backend
+        return None
+
+    def sticky_cookie(self, backend: Backend) -> bytes:
+        """
+        The C{Set-Cookie} value that pins a client to C{backend}.
+        """
+        sticky = self.config.sticky
+        parts = [f"{sticky.cookie}={self._token_of[backend]}", f"Path={sticky.path}",
+                 "HttpOnly", "SameSite=Lax"]
+        if sticky.max_age:
+            parts.append(f"Max-Age={sticky.max_age}")
+        if sticky.secure:
+            parts.append("Secure")
+        return "; ".join(parts).encode("ascii")
+
+    # Visibility and lifetime
+
+    def status(self) -> Dict[str, Any]:
+        """
+        The state of the group and of each backend, as plain data.
+        """
+        return {
+            "name": self.name,
+            "balancer": self.config.balancer,
+            "in_flight": self.in_flight,
+            "retries_in_flight": self.retries_in_flight,
+            "backends": [
+                {
+                    "name": b.name,
+                    "region": b.region,
+                    "zone": b.zone,
+                    "available": b.available,
+                    "healthy": b.healthy,
+                    "ejected": b.ejected,
+                    "draining": b.draining,
+                    "weight": b.weight,
+                    "effective_weight": b.effective_weight,
+                    "in_flight": b.in_flight,
+                    "requests": b.requests,
+                    "failures": b.failures,
+                }
+                for b in self.backends
+            ],
+        }
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()

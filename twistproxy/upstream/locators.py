@@ -1,0 +1,738 @@
+# -*- test-case-name: tests.test_locators -*-
+"""
+Locators: where a client is, so that its requests go to nearby backends.
+
+Global server load balancing sends each client to the backends of its own
+region (and, within it, its own zone) first, and elsewhere only when those
+cannot take the load (see L{twistproxy.upstream.locality}).  A I{locator}
+(L{ILocator}) answers the first question of that scheme, "where is this
+client?", with a C{(region, zone)} pair of the names the backends are
+labelled with, for example C{('eu-west', 'eu-west-1a')}; either may be C{''}
+when unknown.
+
+Locators are plugins found by name, exactly like balancers: a configuration
+file says C{[locator] type = "cidr"} and L{find_locator_factory} finds the
+L{ILocatorFactory} of that C{name} among the dropins of
+L{twistproxy.plugins} (or imports a dotted path), and L{build_locator} also
+validates the table's other keys with it.  Three are built in:
+
+  - C{cidr}: the client's IP address, by longest-prefix match in a table of
+    networks (C{"10.1.0.0/16" = "eu-west/eu-west-1a"}).  For networks the
+    operator knows: offices, data centres, a cloud provider's ranges.
+
+  - C{header}: a request header set by a front proxy that already knows
+    (C{X-Client-Region: eu-west}), believed only from the front proxies'
+    own addresses, since any client can send any header.
+
+  - C{maxmind}: a MaxMind DB file (GeoLite2 / GeoIP2 Country or City): the
+    client's country or continent code, optionally mapped to region names.
+    It needs the optional C{maxminddb} package
+    (C{pip install 'twistproxy[geo]'}).
+
+Every locator looks at C{request.client_address}, the connected peer.  An
+IPv4 client connected to a dual-stack (IPv6) listener shows up as an
+IPv4-mapped IPv6 address, C{::ffff:192.0.2.7}; locators treat it as the IPv4
+address it stands for, so one table of IPv4 networks serves both kinds of
+listener.
+
+C{locate} runs for every request: the address tables are dictionaries of
+integers, one per prefix length present, probed from the longest prefix to
+the shortest, so a lookup costs one address parse plus at most one
+dictionary probe per distinct prefix length, however many networks there are.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import re
+import socket
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from twisted.logger import Logger
+from twisted.plugin import IPlugin, getPlugins
+from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
+from zope.interface import implementer
+
+import twistproxy.plugins
+from twistproxy.config import ConfigError
+from twistproxy.interfaces import ILocator, ILocatorFactory, IRequestInfo
+
+_V = TypeVar("_V")
+_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+UNKNOWN: Tuple[str, str] = ("", "")
+"""What a locator answers for a client it cannot place."""
+
+_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_inet_pton = socket.inet_pton
+_from_bytes = int.from_bytes
+
+
+# --- Addresses and networks ---------------------------------------------------
+
+
+def parse_address(address: str) -> Optional[Tuple[int, bool]]:
+    """
+    Parse a client address into an integer, treating IPv4-mapped IPv6
+    addresses (C{::ffff:192.0.2.7}) as the IPv4 address they stand for.
+
+    This is on the hot path: C{socket.inet_pton} does the parsing in C.
+
+    @param address: An IPv4 or IPv6 address literal, for example
+        C{'192.0.2.7'} or C{'2001:db8::1'}; an IPv6 zone suffix
+        (C{'fe80::1%eth0'}) is ignored.
+    @return: C{(integer, is_ipv6)}, or C{None} when C{address} is not an IP
+        address (for example a UNIX socket peer's C{''}).
+    """
+    try:
+        return _from_bytes(_inet_pton(_AF_INET, address), "big"), False
+    except (OSError, ValueError):
+        pass
+    if "%" in address:
+        address = address.partition("%")[0]
+    try:
+        packed = _inet_pton(_AF_INET6, address)
+    except (OSError, ValueError):
+        return None
+    if packed[:12] == _MAPPED_PREFIX:
+        return _from_bytes(packed[12:], "big"), False
+    return _from_bytes(packed, "big"), True
+
+
+def parse_network(value: object, path: str) -> _Network:
+    """
+    Parse a network of a configuration file.
+
+    A network written in IPv4-mapped IPv6 form (C{'::ffff:10.0.0.0/104'})
+    becomes the IPv4 network it stands for, since mapped client addresses
+    are looked up as IPv4 (L{parse_address}).
+
+    @param value: C{'10.1.0.0/16'}, C{'2001:db8::/32'}, or a single address
+        (C{'192.0.2.7'}, a C{/32} or C{/128}).
+    @param path: Where C{value} came from, for errors.
+    @raises ConfigError: when C{value} is not a network, or has bits set
+        after its prefix (C{'10.1.2.0/16'}), which is almost always a typo
+        for a different network than the one the operator meant.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(
+            path, f"must be a network such as '10.0.0.0/8', not {value!r}"
+        )
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as e:
+        try:
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                path,
+                f"{value!r} is not an IP network (such as '10.0.0.0/8' or "
+                f"'2001:db8::/32'): {e}",
+            ) from None
+        raise ConfigError(
+            path,
+            f"{value!r} has host bits set after its prefix; did you mean "
+            f"'{loose}'?",
+        ) from None
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+class PrefixTable(Generic[_V]):
+    """
+    Longest-prefix match of IPv4 and IPv6 addresses against a fixed set of
+    networks, each with a value.
+
+    Per address family there is one dictionary per prefix length present,
+    keyed by the network's leading bits as an integer.  A lookup shifts the
+    address right by the number of host bits of each length in turn, from
+    the longest prefix, and stops at the first hit: at most 33 (IPv4) or
+    129 (IPv6) probes, in practice as many as there are distinct lengths.
+    """
+
+    __slots__ = ("_v4", "_v6", "_size")
+
+    def __init__(self, entries: Iterable[Tuple[_Network, _V]]) -> None:
+        """
+        @param entries: C{(network, value)} pairs.  A network given twice
+            keeps its last value.
+        """
+        tables: Dict[Tuple[int, int], Dict[int, _V]] = {}
+        for network, value in entries:
+            bits = network.max_prefixlen
+            shift = bits - network.prefixlen
+            key = int(network.network_address) >> shift
+            tables.setdefault((bits, shift), {})[key] = value
+        # Smallest shift (longest prefix) first.
+        self._v4 = tuple(
+            (shift, table)
+            for (bits, shift), table in sorted(tables.items())
+            if bits == 32
+        )
+        self._v6 = tuple(
+            (shift, table)
+            for (bits, shift), table in sorted(tables.items())
+            if bits == 128
+        )
+        self._size = sum(len(t) for t in tables.values())
+
+    def lookup(self, address: str) -> Optional[_V]:
+        """
+        The value of the longest network that contains C{address}.
+
+        @param address: An IP address literal, see L{parse_address}.
+        @return: The value, or C{None} when no network contains the address
+            or it is not an IP address.
+        """
+        parsed = parse_address(address)
+        if parsed is None:
+            return None
+        number, is_ipv6 = parsed
+        for shift, table in self._v6 if is_ipv6 else self._v4:
+            value = table.get(number >> shift)
+            if value is not None:
+                return value
+        return None
+
+    def __contains__(self, address: str) -> bool:
+        return self.lookup(address) is not None
+
+    def __len__(self) -> int:
+        return self._size
+
+
+# --- Option helpers ---------------------------------------------------------------
+
+
+def parse_locality(value: object, path: str) -> Tuple[str, str]:
+    """
+    Parse a locality of a configuration file: C{'region'} or
+    C{'region/zone'}.
+
+    @return: C{(region, zone)}; C{zone} is C{''} when not given.
+    @raises ConfigError: when C{value} is not a string of that form (empty
+        names, white space and more than one C{'/'} are errors).
+    """
+    locality = _split_locality(value)
+    if locality is None:
+        raise ConfigError(
+            path,
+            f"must be 'region' or 'region/zone' (such as 'eu-west' or "
+            f"'eu-west/eu-west-1a'), not {value!r}",
+        )
+    return locality
+
+
+def _split_locality(value: object) -> Optional[Tuple[str, str]]:
+    if not isinstance(value, str):
+        return None
+    region, slash, zone = value.partition("/")
+    if not region or (slash and not zone) or "/" in zone:
+        return None
+    if not value.isprintable() or any(c.isspace() for c in value):
+        return None
+    return region, zone
+
+
+def _check_options(
+    options: Mapping[str, Any],
+    path: str,
+    kind: str,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+) -> None:
+    """
+    Refuse unknown keys and require C{required} ones, reporting the first
+    problem (in key order) with its path.
+    """
+    known = tuple(required) + tuple(optional)
+    for key in sorted(options):
+        if key not in known:
+            raise ConfigError(
+                f"{path}.{key}",
+                f"unknown option {key!r}; the {kind} locator takes "
+                f"{', '.join(known)}",
+            )
+    for key in required:
+        if key not in options:
+            raise ConfigError(
+                f"{path}.{key}", f"the {kind} locator needs this option"
+            )
+
+
+def _networks_list(value: object, path: str) -> List[_Network]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            path,
+            f"must be a list of networks such as [\"10.0.0.0/8\"], not "
+            f"{value!r}",
+        )
+    return [parse_network(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+
+# --- cidr -------------------------------------------------------------------------
+
+
+@implementer(ILocator)
+class CIDRLocator:
+    """
+    Locates clients by their IP address: the longest configured network
+    that contains it wins.
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(
+        self, networks: Iterable[Tuple[_Network, Tuple[str, str]]]
+    ) -> None:
+        """
+        @param networks: C{(network, (region, zone))} pairs; see
+            L{parse_network} and L{parse_locality}.
+        """
+        self._table: PrefixTable[Tuple[str, str]] = PrefixTable(networks)
+
+    def locate(self, request: IRequestInfo) -> Tuple[str, str]:
+        found = self._table.lookup(request.client_address)
+        return UNKNOWN if found is None else found
+
+    def __repr__(self) -> str:
+        return f"<CIDRLocator {len(self._table)} networks>"
+
+
+@implementer(ILocatorFactory, IPlugin)
+class CIDRLocatorFactory:
+    """
+    The factory of L{CIDRLocator}.  Options::
+
+        [locator]
+        type = "cidr"
+        networks = { "10.1.0.0/16" = "eu-west/eu-west-1a", "10.2.0.0/16" = "us-east" }
+    """
+
+    name = "cidr"
+    help = (
+        "By client IP address: the longest matching network of a table of "
+        "networks to 'region' or 'region/zone'."
+    )
+
+    def fromConfig(self, options: Mapping[str, Any], path: str) -> ILocator:
+        _check_options(options, path, self.name, ("networks",))
+        networks_path = f"{path}.networks"
+        table = options["networks"]
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                networks_path,
+                f"must be a table of networks to localities, such as "
+                f"{{ \"10.1.0.0/16\" = \"eu-west/eu-west-1a\" }}, not "
+                f"{table!r}",
+            )
+        if not table:
+            raise ConfigError(
+                networks_path, "must name at least one network"
+            )
+        seen: Dict[_Network, str] = {}
+        entries = []
+        for key, value in table.items():
+            entry_path = _key(networks_path, key)
+            network = parse_network(key, entry_path)
+            if network in seen:
+                raise ConfigError(
+                    entry_path,
+                    f"{key!r} is the same network as {seen[network]!r}",
+                )
+            seen[network] = key
+            entries.append((network, parse_locality(value, entry_path)))
+        return CIDRLocator(entries)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z").match
+
+
+def _key(parent: str, key: object) -> str:
+    """
+    The path of C{key} inside the table at C{parent}, quoted as TOML would
+    when it is not a bare key (networks contain dots).
+    """
+    text = str(key)
+    if not _BARE_KEY(text):
+        text = json.dumps(text)
+    return f"{parent}.{text}"
+
+
+# --- header -----------------------------------------------------------------------
+
+
+@implementer(ILocator)
+class HeaderLocator:
+    """
+    Locates clients by a request header that a trusted front proxy sets,
+    C{'region'} or C{'region/zone'}.
+
+    The header is only believed when the connected peer is one of the
+    trusted networks: any client can send any header, and a client that
+    chose its own region could pick the backends it is sent to.  A value
+    that is not of the form C{'region'} or C{'region/zone'} is ignored.
+    """
+
+    __slots__ = ("_name", "_trusted")
+
+    def __init__(self, name: str, trusted: Iterable[_Network]) -> None:
+        """
+        @param name: The header's name, in any case; e.g.
+            C{'X-Client-Region'}.
+        @param trusted: The networks whose peers are believed.
+        """
+        self._name = name
+        self._trusted: PrefixTable[bool] = PrefixTable(
+            (network, True) for network in trusted
+        )
+
+    def locate(self, request: IRequestInfo) -> Tuple[str, str]:
+        if self._trusted.lookup(request.client_address) is None:
+            return UNKNOWN
+        value = request.header(self._name)
+        if value is None:
+            return UNKNOWN
+        return _split_locality(value.strip()) or UNKNOWN
+
+    def __repr__(self) -> str:
+        return f"<HeaderLocator {self._name!r}>"
+
+
+@implementer(ILocatorFactory, IPlugin)
+class HeaderLocatorFactory:
+    """
+    The factory of L{HeaderLocator}.  Both options are required::
+
+        [locator]
+        type = "header"
+        name = "X-Client-Region"
+        trusted = ["10.0.0.0/8"]
+
+    C{trusted} has no default on purpose: believing everyone would let any
+    client choose its backends, and believing no one would make the locator
+    useless, so the operator must say which peers set the header.
+    """
+
+    name = "header"
+    help = (
+        "By a request header ('region' or 'region/zone') set by a front "
+        "proxy, believed only from the trusted networks."
+    )
+
+    def fromConfig(self, options: Mapping[str, Any], path: str) -> ILocator:
+        _check_options(options, path, self.name, ("name", "trusted"))
+        name = options["name"]
+        if (
+            not isinstance(name, str)
+            or not name
+            or any(c in name for c in ' \t:()<>@,;\\"/[]?={}')
+            or not name.isprintable()
+            or not name.isascii()
+        ):
+            raise ConfigError(
+                f"{path}.name",
+                f"must be a header field name such as 'X-Client-Region', "
+                f"not {name!r}",
+            )
+        trusted = _networks_list(options["trusted"], f"{path}.trusted")
+        if not trusted:
+            raise ConfigError(
+                f"{path}.trusted",
+                "must name at least one network: the header is only "
+                "believed from the front proxies that set it (use "
+                "[\"0.0.0.0/0\", \"::/0\"] only if no client can reach the "
+                "proxy directly)",
+            )
+        return HeaderLocator(name, trusted)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# --- maxmind ------------------------------------------------------------------------
+
+
+@implementer(ILocator)
+class MaxMindLocator:
+    """
+    Locates clients with a MaxMind DB file (GeoLite2 or GeoIP2, Country or
+    City): the region is the client's country code (C{'DE'}) or continent
+    code (C{'EU'}), or the region that C{regions} maps that code to.
+
+    Lookups are cached per client address (the last few thousand), since a
+    client sends many requests and the pure-Python reader takes tens of
+    microseconds per lookup.
+
+    @cvar cache_size: How many addresses' answers are remembered.
+    """
+
+    log = Logger()
+    cache_size = 8192
+
+    def __init__(
+        self,
+        reader: Any,
+        by: str = "country",
+        regions: Optional[Mapping[str, Tuple[str, str]]] = None,
+    ) -> None:
+        """
+        @param reader: A C{maxminddb.Reader}, or anything with its C{get}
+            (an address string to a record or C{None}, raising
+            C{ValueError} for an invalid address) and C{close} methods.
+        @param by: C{'country'} (the record's C{country.iso_code}, or
+            C{registered_country.iso_code} when it has no C{country}) or
+            C{'continent'} (C{continent.code}).
+        @param regions: Maps codes to C{(region, zone)}; a code missing
+            from it is the region itself, with no zone.
+        """
+        if by not in ("country", "continent"):
+            raise ValueError(f"by must be 'country' or 'continent', not {by!r}")
+        self._reader = reader
+        self._by = by
+        self._regions = dict(regions or {})
+        self._cached: Callable[[str], Tuple[str, str]] = functools.lru_cache(
+            maxsize=self.cache_size
+        )(self._locate_address)
+
+    def locate(self, request: IRequestInfo) -> Tuple[str, str]:
+        return self._cached(request.client_address)
+
+    def _locate_address(self, address: str) -> Tuple[str, str]:
+        parsed = parse_address(address)
+        if parsed is None:
+            return UNKNOWN
+        number, is_ipv6 = parsed
+        ip = (
+            ipaddress.IPv6Address(number)
+            if is_ipv6
+            else ipaddress.IPv4Address(number)
+        )
+        try:
+            record = self._reader.get(ip)
+        except ValueError:
+            return UNKNOWN
+        except Exception:
+            # A corrupt database: say so, and serve the request anyway.
+            self.log.failure("MaxMind DB lookup of {address} failed", address=address)
+            return UNKNOWN
+        code = _record_code(record, self._by)
+        if not code:
+            return UNKNOWN
+        return self._regions.get(code) or (code, "")
+
+    def close(self) -> None:
+        """
+        Close the database file.
+        """
+        self._reader.close()
+
+    def __repr__(self) -> str:
+        return f"<MaxMindLocator by {self._by}>"
+
+
+def _record_code(record: object, by: str) -> Optional[str]:
+    """
+    The country or continent code of a MaxMind DB record, or C{None}.
+    """
+    if not isinstance(record, Mapping):
+        return None
+    if by == "continent":
+        keys: Tuple[Tuple[str, str], ...] = (("continent", "code"),)
+    else:
+        keys = (("country", "iso_code"), ("registered_country", "iso_code"))
+    for outer, inner in keys:
+        part = record.get(outer)
+        if isinstance(part, Mapping):
+            code = part.get(inner)
+            if isinstance(code, str) and code:
+                return code
+    return None
+
+
+@implementer(ILocatorFactory, IPlugin)
+class MaxMindLocatorFactory:
+    """
+    The factory of L{MaxMindLocator}.  Options::
+
+        [locator]
+        type = "maxmind"
+        database = "/var/lib/GeoIP/GeoLite2-Country.mmdb"   # required
+        by = "continent"                                     # or "country"
+        regions = { "EU" = "eu-west", "NA" = "us-east" }     # optional
+
+    The database is opened when the proxy starts, so a missing or corrupt
+    file is a start-up error.
+    """
+
+    name = "maxmind"
+    help = (
+        "By a MaxMind DB file (GeoLite2/GeoIP2 Country or City): the "
+        "client's country or continent code, optionally mapped to regions."
+    )
+
+    def fromConfig(self, options: Mapping[str, Any], path: str) -> ILocator:
+        try:
+            import maxminddb
+        except ImportError:
+            raise ConfigError(
+                f"{path}.type",
+                "the maxmind locator needs the maxminddb package: "
+                "pip install 'twistproxy[geo]'",
+            ) from None
+        _check_options(options, path, self.name, ("database",), ("by", "regions"))
+        by = options.get("by", "country")
+        if by not in ("country", "continent"):
+            raise ConfigError(
+                f"{path}.by", f"must be 'country' or 'continent', not {by!r}"
+            )
+        regions: Dict[str, Tuple[str, str]] = {}
+        if "regions" in options:
+            table = options["regions"]
+            if not isinstance(table, Mapping):
+                raise ConfigError(
+                    f"{path}.regions",
+                    f"must be a table of codes to localities, such as "
+                    f"{{ EU = \"eu-west\" }}, not {table!r}",
+                )
+            for code, value in table.items():
+                regions[code] = parse_locality(value, _key(f"{path}.regions", code))
+        database = options["database"]
+        if not isinstance(database, str) or not database:
+            raise ConfigError(
+                f"{path}.database",
+                f"must be the path of a MaxMind DB file, not {database!r}",
+            )
+        try:
+            reader = maxminddb.open_database(database, maxminddb.MODE_AUTO)
+        except OSError as e:
+            raise ConfigError(
+                f"{path}.database",
+                f"cannot open {database!r}: {e.strerror or e}",
+            ) from None
+        except (maxminddb.InvalidDatabaseError, ValueError) as e:
+            raise ConfigError(
+                f"{path}.database",
+                f"{database!r} is not a valid MaxMind DB file: {e}",
+            ) from None
+        return MaxMindLocator(reader, by, regions)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# --- Finding factories by name --------------------------------------------------------
+
+
+def _describe(factory: object) -> str:
+    return fullyQualifiedName(type(factory))
+
+
+def _factory_from_dotted_path(name: str, path: str) -> ILocatorFactory:
+    """
+    Import the object named by the dotted path C{name} and check that it is
+    a locator factory.
+    """
+    try:
+        found = namedAny(name)
+    except (InvalidName, AttributeError) as e:
+        raise ConfigError(path, f"cannot find locator {name!r}: {e}") from e
+    except Exception as e:
+        raise ConfigError(
+            path,
+            f"importing locator {name!r} failed: {type(e).__name__}: {e}",
+        ) from e
+    if ILocatorFactory.providedBy(found):
+        return found
+    if isinstance(found, type) and ILocatorFactory.implementedBy(found):
+        raise ConfigError(
+            path,
+            f"{name!r} is a class whose instances are locator factories; "
+            f"name an instance of it instead",
+        )
+    raise ConfigError(
+        path,
+        f"{name!r} is not a locator factory (it does not provide "
+        f"ILocatorFactory)",
+    )
+
+
+def find_locator_factory(name: str, path: str) -> ILocatorFactory:
+    """
+    Find the locator factory that a configuration file names.
+
+    @param name: The C{name} of a factory exported by a dropin of
+        L{twistproxy.plugins} (C{'cidr'}, C{'header'}, C{'maxmind'}), or,
+        when it contains a dot, the dotted path of a factory object (for
+        example C{'mypkg.locators.factory'}).
+    @param path: Where C{name} came from, for error messages; for example
+        C{'locator.type'}.
+    @raises ConfigError: when no factory has that name, when several
+        plugins claim it, or when a dotted path cannot be imported or does
+        not name an L{ILocatorFactory} provider.
+    @return: The factory.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(path, f"must be the name of a locator, not {name!r}")
+    if "." in name:
+        return _factory_from_dotted_path(name, path)
+    known = set()
+    matches = []
+    for factory in getPlugins(ILocatorFactory, twistproxy.plugins):
+        known.add(factory.name)
+        if factory.name == name:
+            matches.append(factory)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        providers = ", ".join(sorted(_describe(f) for f in matches))
+        raise ConfigError(
+            path,
+            f"locator {name!r} is ambiguous: several plugins provide it "
+            f"({providers}); name one by its dotted path",
+        )
+    raise ConfigError(
+        path,
+        f"unknown locator {name!r}; known: {', '.join(sorted(known))}",
+    )
+
+
+def build_locator(name: str, options: Mapping[str, Any], path: str) -> ILocator:
+    """
+    Find a locator factory by name and build a locator with it.
+
+    @param name: As for L{find_locator_factory}: the C{type} of the
+        C{[locator]} table.
+    @param options: The C{[locator]} table without its C{type}.
+    @param path: The configuration path of the table, C{'locator'}.  A bad
+        name is reported at C{'locator.type'}, a bad option at
+        C{'locator.<key>'} (for example C{'locator.networks'}).
+    @raises ConfigError: when the factory cannot be found or rejects the
+        options.
+    @return: A new locator.
+    """
+    factory = find_locator_factory(name, f"{path}.type")
+    return factory.fromConfig(options, path)
