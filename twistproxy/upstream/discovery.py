@@ -6,9 +6,10 @@ and kept up to date.
 Instead of a fixed list of servers, an upstream group can name its backends
 in DNS, in one of two ways:
 
-  - C{kind="a"}: a host name, such as C{api.internal}, whose A and AAAA
-    records are the backends' addresses.  Every address becomes a backend on
-    the configured port, with weight 1 and priority 0.
+  - C{kind="a"} (or C{"dns"}, the configuration's word for it): a host
+    name, such as C{api.internal}, whose A and AAAA records are the
+    backends' addresses.  Every address becomes a backend on the configured
+    port, with the configured weight (1 by default) and priority 0.
 
   - C{kind="srv"}: an SRV record name, such as C{_http._tcp.api.internal}
     (RFC 2782).  Each SRV record names a target host, a port, a priority and
@@ -55,7 +56,6 @@ from typing import (
     List,
     Optional,
     Sequence,
-    Set,
     Tuple,
     Union,
 )
@@ -121,8 +121,9 @@ class Target:
         brackets), for example C{'10.0.0.7'} or C{'2001:db8::7'}.
     @ivar port: The TCP port, from the configuration (C{kind="a"}) or from
         the SRV record.
-    @ivar weight: A positive weight: 1 for C{kind="a"}, the SRV weight
-        otherwise (an SRV weight of 0 becomes 1, see L{DnsDiscovery}).
+    @ivar weight: A positive weight: the configured one for C{kind="a"},
+        the SRV weight otherwise (an SRV weight of 0 becomes 1, see
+        L{DnsDiscovery}).
     @ivar priority: 0 for C{kind="a"}, the SRV priority otherwise; lower is
         preferred.
     """
@@ -265,6 +266,28 @@ def _name_text(name: dns.Name) -> str:
     return name.name.decode("ascii", "backslashreplace")
 
 
+class _Attempt:
+    """
+    One lookup in progress: its deadline, and whether L{DnsDiscovery.stop}
+    abandoned it.  Cancelling a coroutine's Deferred only cancels what it
+    awaits, and a L{DeferredList} turns that into an ordinary result, so
+    the lookup checks this after each wait instead of carrying on.
+    """
+
+    __slots__ = ("deadline", "cancelled")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.cancelled = False
+
+    def check(self) -> None:
+        """
+        @raises CancelledError: if the lookup was abandoned.
+        """
+        if self.cancelled:
+            raise CancelledError()
+
+
 class DnsDiscovery:
     """
     Periodic DNS resolution of an upstream group's backends.
@@ -325,31 +348,44 @@ class DnsDiscovery:
         on_change: Optional[Callable[[Tuple[Target, ...]], object]] = None,
         *,
         timeout: float = 5.0,
+        weight: int = 1,
     ) -> None:
         """
         @param clock: The clock for the schedule and the timeouts.
         @param resolver: The resolver to query; see L{default_resolver}.
         @param name: The host name (C{kind="a"}) or the SRV record name
             (C{kind="srv"}), e.g. C{'_http._tcp.api.internal'}.
-        @param port: The backends' port for C{kind="a"}; must be L{None}
+        @param port: The backends' port for C{kind="a"}; L{None} or C{0}
             for C{kind="srv"}, whose records give the ports.
-        @param kind: C{'a'} (A and AAAA records) or C{'srv'}.
+        @param kind: C{'a'} (A and AAAA records; C{'dns'} is accepted as
+            another name for it) or C{'srv'}.
         @param interval: Seconds between the starts of two lookups.
         @param on_change: Called with the new targets when they change.
         @param timeout: Seconds after which a lookup gives up on the
             queries it still waits for.
+        @param weight: The weight of every target, for C{kind="a"}; must be
+            1 for C{kind="srv"}, whose records give the weights.
         @raises ValueError: on an invalid argument.
         """
+        if kind == "dns":
+            kind = "a"
         if kind not in ("a", "srv"):
-            raise ValueError(f"kind must be 'a' or 'srv', not {kind!r}")
+            raise ValueError(f"kind must be 'a', 'dns' or 'srv', not {kind!r}")
         if not name:
             raise ValueError("name must not be empty")
         if kind == "a":
             if port is None:
                 raise ValueError("kind 'a' needs a port")
-            _in_range(1, 65535)(None, attr.fields(Target).port, port)
-        elif port is not None:
-            raise ValueError("kind 'srv' takes its ports from the SRV records")
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port must be between 1 and 65535, not {port!r}")
+            if not 1 <= weight:
+                raise ValueError(f"weight must be at least 1, not {weight!r}")
+        else:
+            if port:
+                raise ValueError("kind 'srv' takes its ports from the SRV records")
+            if weight != 1:
+                raise ValueError("kind 'srv' takes its weights from the SRV records")
+            port = None
         if not interval > 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
         if not timeout > 0:
@@ -358,6 +394,7 @@ class DnsDiscovery:
         self._resolver = resolver
         self._name = name
         self._port = port
+        self._weight = weight
         self._kind = kind
         self._interval = interval
         self._timeout = timeout
@@ -365,7 +402,7 @@ class DnsDiscovery:
         self._targets: Tuple[Target, ...] = ()
         self._loop: Optional[LoopingCall] = None
         self._lookup: Optional[Deferred[Tuple[Target, ...]]] = None
-        self._queries: Set[Deferred[Any]] = set()
+        self._attempt: Optional[_Attempt] = None
         self._answered = False
         self._waiters: List[Deferred[Tuple[Target, ...]]] = []
         # SRV target host -> its addresses in the last lookup that resolved
@@ -382,7 +419,7 @@ class DnsDiscovery:
     @property
     def kind(self) -> str:
         """
-        C{'a'} or C{'srv'}.
+        C{'a'} (also when built with C{'dns'}) or C{'srv'}.
         """
         return self._kind
 
@@ -427,12 +464,13 @@ class DnsDiscovery:
         if loop is not None and loop.running:
             loop.stop()
         lookup, self._lookup = self._lookup, None
+        if self._attempt is not None:
+            self._attempt.cancelled = True
+            self._attempt = None
         if lookup is not None:
+            # Reaches every query the lookup waits for, whose timeouts then
+            # leave the clock too.
             lookup.cancel()
-        # Normally cancelled through the lookup already; this catches a
-        # resolver whose Deferreds ignore cancellation of what awaits them.
-        for query in list(self._queries):
-            query.cancel()
         self._release_waiters()
 
     def first_answer(self) -> Deferred[Tuple[Target, ...]]:
@@ -468,12 +506,12 @@ class DnsDiscovery:
                 interval=self._interval,
             )
             return
-        deadline = self._clock.seconds() + self._timeout
+        attempt = self._attempt = _Attempt(self._clock.seconds() + self._timeout)
         resolve: Coroutine[Any, Any, Tuple[Target, ...]]
         if self._kind == "a":
-            resolve = self._resolve_addresses(deadline)
+            resolve = self._resolve_addresses(attempt)
         else:
-            resolve = self._resolve_service(deadline)
+            resolve = self._resolve_service(attempt)
         lookup = self._lookup = Deferred.fromCoroutine(resolve)
         # The lookup may already have finished (a resolver answering from a
         # hosts file or a cache), so this runs only after self._lookup is set.
@@ -487,7 +525,7 @@ class DnsDiscovery:
         if lookup is not self._lookup:
             # Cancelled by stop(): nobody wants this result any more.
             return None
-        self._lookup = None
+        self._lookup = self._attempt = None
         if isinstance(result, Failure):
             self.log.warn(
                 "DNS lookup of {name} ({kind}) failed: {error}; keeping the"
@@ -532,28 +570,18 @@ class DnsDiscovery:
         self,
         lookup: Callable[[str], Deferred[Any]],
         name: str,
-        deadline: float,
+        attempt: _Attempt,
     ) -> Deferred[Any]:
         """
         Send one query, bounded by the lookup's deadline.
         """
-        if self._lookup is None and self._loop is None:
-            # Stopped while the lookup was on its way here.
-            raise CancelledError()
-        remaining = deadline - self._clock.seconds()
+        attempt.check()
+        remaining = attempt.deadline - self._clock.seconds()
         if remaining <= 0:
             raise TimeoutError()
-        query = lookup(name)
-        query.addTimeout(remaining, self._clock)
-        self._queries.add(query)
+        return lookup(name).addTimeout(remaining, self._clock)
 
-        def forget(result: object) -> object:
-            self._queries.discard(query)
-            return result
-
-        return query.addBoth(forget)
-
-    async def _addresses(self, name: str, deadline: float) -> Tuple[str, ...]:
+    async def _addresses(self, name: str, attempt: _Attempt) -> Tuple[str, ...]:
         """
         The A and AAAA addresses of C{name}, distinct and ordered.
 
@@ -562,11 +590,12 @@ class DnsDiscovery:
         """
         results = await DeferredList(
             [
-                self._query(self._resolver.lookupAddress, name, deadline),
-                self._query(self._resolver.lookupIPV6Address, name, deadline),
+                self._query(self._resolver.lookupAddress, name, attempt),
+                self._query(self._resolver.lookupIPV6Address, name, attempt),
             ],
             consumeErrors=True,
         )
+        attempt.check()
         found: List[str] = []
         failures: List[Failure] = []
         for ok, value in results:
@@ -580,14 +609,16 @@ class DnsDiscovery:
             failures[0].raiseException()
         raise NoTargets(f"no A or AAAA records for {name}")
 
-    async def _resolve_addresses(self, deadline: float) -> Tuple[Target, ...]:
+    async def _resolve_addresses(self, attempt: _Attempt) -> Tuple[Target, ...]:
         assert self._port is not None
-        addresses = await self._addresses(self._name, deadline)
-        return _sorted(Target(address, self._port) for address in addresses)
+        addresses = await self._addresses(self._name, attempt)
+        return _sorted(
+            Target(address, self._port, weight=self._weight) for address in addresses
+        )
 
-    async def _resolve_service(self, deadline: float) -> Tuple[Target, ...]:
+    async def _resolve_service(self, attempt: _Attempt) -> Tuple[Target, ...]:
         answers, _authority, additional = await self._query(
-            self._resolver.lookupService, self._name, deadline
+            self._resolver.lookupService, self._name, attempt
         )
         records = [
             r.payload
@@ -600,11 +631,12 @@ class DnsDiscovery:
         hosts = sorted({_name_text(r.target).lower() for r in records})
         results = await DeferredList(
             [
-                Deferred.fromCoroutine(self._srv_host(host, additional, deadline))
+                Deferred.fromCoroutine(self._srv_host(host, additional, attempt))
                 for host in hosts
             ],
             consumeErrors=True,
         )
+        attempt.check()
         addresses: Dict[str, Tuple[str, ...]] = {}
         first_failure: Optional[Failure] = None
         for host, (ok, value) in zip(hosts, results):
@@ -648,7 +680,7 @@ class DnsDiscovery:
         )
 
     async def _srv_host(
-        self, host: str, additional: Sequence[dns.RRHeader], deadline: float
+        self, host: str, additional: Sequence[dns.RRHeader], attempt: _Attempt
     ) -> Tuple[str, ...]:
         """
         The addresses of one SRV target host: from the additional section
@@ -658,7 +690,7 @@ class DnsDiscovery:
         given = _addresses_in(additional, host)
         if given:
             return _ordered_addresses(given)
-        return await self._addresses(host, deadline)
+        return await self._addresses(host, attempt)
 
 
 def default_resolver(
