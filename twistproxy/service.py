@@ -212,6 +212,13 @@ class ProxyService(MultiService):
         if self.config.access_log.path:
             self.access_log = self._open_access_log(self.config)
         super().startService()
+        resolver = None
+        if any(g.config.discovery for g in self.forwarder.groups.values()):
+            from twistproxy.upstream.discovery import default_resolver
+
+            resolver = default_resolver(self.reactor)
+        for group in self.forwarder.groups.values():
+            group.start(self.reactor, resolver)
         if self.access_log is not None:
             self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor

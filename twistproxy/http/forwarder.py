@@ -224,4 +224,4 @@ class Forwarder:
 
     def close(self) -> None:
         for group in self.groups.values():
-            group.close()
+            group.stop()

@@ -41,6 +41,8 @@ class Backend:
         grows from a fraction of C{weight} to C{weight}.
     @ivar region: The region the backend is in (C{'eu-west'}), or C{''}.
     @ivar zone: The zone within the region (C{'eu-west-1a'}), or C{''}.
+    @ivar priority: Failover tier from a DNS SRV record: requests go to the
+        lowest tier that has an available backend.  0 for listed servers.
     @ivar healthy: The active health check's verdict (C{True} when there is
         no check).
     @ivar ejected: Whether outlier detection has taken it out for now.
@@ -63,6 +65,7 @@ class Backend:
         "effective_weight",
         "region",
         "zone",
+        "priority",
         "healthy",
         "ejected",
         "draining",
@@ -81,6 +84,7 @@ class Backend:
         weight: int = 1,
         region: str = "",
         zone: str = "",
+        priority: int = 0,
     ) -> None:
         self.name = name
         self.scheme = scheme
@@ -90,6 +94,7 @@ class Backend:
         self.effective_weight = weight
         self.region = region
         self.zone = zone
+        self.priority = priority
         self.healthy = True
         self.ejected = False
         self.draining = False

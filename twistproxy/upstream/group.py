@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
-from twistproxy.config import UpstreamGroup
+from twistproxy.config import Discovery, UpstreamGroup
 from twistproxy.interfaces import IBalancer, IRequestInfo
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer
@@ -68,6 +68,10 @@ class UpstreamGroupRuntime:
         self.in_flight = 0
         self.retries_in_flight = 0
         self.outlier = None
+        self.monitor = None
+        self._discovered: Dict[Any, Dict[Any, Backend]] = {}
+        self._discoveries: List[Any] = []
+        self._tiers: List[IBalancer] = []
         self._tokens: Dict[str, Backend] = {}
         self._token_of: Dict[Backend, str] = {}
         self.balancer: IBalancer
@@ -80,8 +84,9 @@ class UpstreamGroupRuntime:
 
     # Backends
 
-    def _add(self, scheme: str, host: str, port: int, weight: int, region: str, zone: str) -> Backend:
-        backend = Backend(authority(host, port), scheme, host, port, weight, region, zone)
+    def _add(self, scheme: str, host: str, port: int, weight: int, region: str, zone: str,
+             priority: int = 0) -> Backend:
+        backend = Backend(authority(host, port), scheme, host, port, weight, region, zone, priority)
         self.backends.append(backend)
         self.pools[backend] = self._make_pool(backend)
         default_port = (scheme, port) in (("http", 80), ("https", 443))
@@ -92,10 +97,70 @@ class UpstreamGroupRuntime:
         return backend
 
     def _build_balancer(self) -> None:
-        self.balancer = build_balancer(
-            self.config.balancer, self.backends, self.config.balancer_options,
+        """
+        (Re)build the balancers after the set of backends changed: one per
+        failover tier (backends from DNS SRV records carry a priority;
+        listed servers are all in tier 0).
+        """
+        tiers: Dict[int, List[Backend]] = {}
+        for backend in self.backends:
+            tiers.setdefault(backend.priority, []).append(backend)
+        self._tiers = [
+            self._balancer_for(tiers[priority]) for priority in sorted(tiers)
+        ]
+        self.balancer = self._tiers[0] if self._tiers else self._balancer_for([])
+
+    def _balancer_for(self, backends: List[Backend]) -> IBalancer:
+        return build_balancer(
+            self.config.balancer, backends, self.config.balancer_options,
             f"upstreams.{self.name}",
         )
+
+    def _remove(self, backend: Backend) -> None:
+        """
+        Forget a backend (gone from DNS): no new requests; those in flight
+        finish on their connections.
+        """
+        self.backends.remove(backend)
+        self._tokens.pop(self._token_of.pop(backend), None)
+        self.pools.pop(backend).close()
+        self.host_headers.pop(backend, None)
+        if self.monitor is not None:
+            self.monitor.remove_backend(backend)
+        if self.outlier is not None:
+            self.outlier.remove_backend(backend)
+
+    def set_discovered(self, discovery: Discovery, targets) -> None:
+        """
+        The addresses DNS gives for one of the group's discovery entries
+        changed: add and remove backends to match.
+
+        @param targets: L{twistproxy.upstream.discovery.Target}s.
+        """
+        known = self._discovered.setdefault(discovery, {})
+        wanted = {(t.host, t.port): t for t in targets}
+        for address in [a for a in known if a not in wanted]:
+            backend = known.pop(address)
+            self._remove(backend)
+            self.log.info("upstream {group} backend {backend} removed (gone from DNS)",
+                          group=self.name, backend=backend.name)
+        for address, target in wanted.items():
+            backend = known.get(address)
+            if backend is not None:
+                backend.weight = backend.effective_weight = target.weight
+                backend.priority = target.priority
+                continue
+            backend = known[address] = self._add(
+                discovery.scheme, target.host, target.port, target.weight,
+                discovery.region, discovery.zone, target.priority,
+            )
+            if self.monitor is not None:
+                self.monitor.add_backend(backend)
+            if self.outlier is not None:
+                self.outlier.add_backend(backend)
+            self.log.info("upstream {group} backend {backend} added (from DNS)",
+                          group=self.name, backend=backend.name)
+        self._build_balancer()
 
     def find(self, name: str) -> Optional[Backend]:
         for backend in self.backends:
@@ -153,7 +218,11 @@ class UpstreamGroupRuntime:
     # Placing requests
 
     def pick(self, request: IRequestInfo) -> Optional[Backend]:
-        return self.balancer.pick(request)
+        for balancer in self._tiers:
+            backend = balancer.pick(request)
+            if backend is not None:
+                return backend
+        return None
 
     def admit(self) -> bool:
         """
@@ -231,6 +300,30 @@ class UpstreamGroupRuntime:
                 for b in self.backends
             ],
         }
+
+    def start(self, clock, resolver=None) -> None:
+        """
+        Start what runs in the background: DNS discovery (with
+        C{resolver}, an C{IResolver}).
+        """
+        if self.config.discovery and resolver is not None:
+            from twistproxy.upstream.discovery import DnsDiscovery
+
+            for entry in self.config.discovery:
+                discovery = DnsDiscovery(
+                    clock, resolver, entry.name,
+                    port=entry.port or None, kind="srv" if entry.kind == "srv" else "a",
+                    interval=entry.interval, weight=entry.weight,
+                    on_change=lambda targets, entry=entry: self.set_discovered(entry, targets),
+                )
+                self._discoveries.append(discovery)
+                discovery.start()
+
+    def stop(self) -> None:
+        for discovery in self._discoveries:
+            discovery.stop()
+        self._discoveries = []
+        self.close()
 
     def close(self) -> None:
         for pool in self.pools.values():
