@@ -230,26 +230,32 @@ def parse_locality(value: object, path: str) -> Tuple[str, str]:
     C{'region/zone'}.
 
     @return: C{(region, zone)}; C{zone} is C{''} when not given.
-    @raises ConfigError: when C{value} is not a string of that form (empty
-        names, white space and more than one C{'/'} are errors).
+    @raises ConfigError: when C{value} is not a string of that form: names
+        are made of letters, digits, C{'.'}, C{'_'} and C{'-'}, as the
+        backends' C{region} and C{zone} are.
     """
     locality = _split_locality(value)
     if locality is None:
         raise ConfigError(
             path,
             f"must be 'region' or 'region/zone' (such as 'eu-west' or "
-            f"'eu-west/eu-west-1a'), not {value!r}",
+            f"'eu-west/eu-west-1a'; letters, digits, '.', '_', '-'), not "
+            f"{value!r}",
         )
     return locality
+
+
+# Region and zone names: the same characters as the backends' labels in
+# the configuration, so that a locator cannot produce a name that no
+# backend could have.
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z").match
 
 
 def _split_locality(value: object) -> Optional[Tuple[str, str]]:
     if not isinstance(value, str):
         return None
     region, slash, zone = value.partition("/")
-    if not region or (slash and not zone) or "/" in zone:
-        return None
-    if not value.isprintable() or any(c.isspace() for c in value):
+    if not _NAME(region) or (slash and not _NAME(zone)):
         return None
     return region, zone
 
