@@ -279,3 +279,44 @@ class DrainingTests(SynchronousTestCase):
         proxy = _proxy(servers=(drained, server("http://127.0.0.1:8002")))
         proxy.connect_client().send(GET)
         self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8002)])
+
+
+class LocalityTests(SynchronousTestCase):
+    """
+    With backends in regions and a locator, clients go to their nearest
+    available backends, and fail over to the next region.
+    """
+
+    def test_nearest_region_then_failover_and_return(self):
+        """
+        A client located in us-east goes to the us-east backend; when it
+        is down, to eu-west; when it is back, to us-east again.
+        """
+        from twistproxy.config import Locality, Locator, Server
+
+        proxy = MemoryProxy(ProxyConfig(
+            listeners=(Listener("main", "tcp:8080"),),
+            upstreams={"app": UpstreamGroup("app", (
+                Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001, region="eu-west"),
+                Server("http://127.0.0.1:8002", "http", "127.0.0.1", 8002, region="us-east"),
+            ))},
+            routes=(Route("app"),),
+            locator=Locator("cidr", {"networks": {"198.51.100.0/24": "us-east"}}),
+            locality=Locality(regions=("eu-west", "us-east")),
+        ))
+        us = proxy.forwarder.groups["app"].backends[1]
+
+        def port_for(client_ip: str) -> int:
+            proxy.connect_client(client_ip).send(GET)
+            [(host, port)] = proxy.backend_attempts()
+            proxy.accept_backend()
+            return port
+
+        self.assertEqual(port_for("198.51.100.7"), 8002)
+        self.assertEqual(port_for("192.0.2.1"), 8001)
+        us.healthy = False
+        proxy.forwarder.groups["app"].changed(us, "unhealthy")
+        self.assertEqual(port_for("198.51.100.7"), 8001)
+        us.healthy = True
+        proxy.forwarder.groups["app"].changed(us, "healthy")
+        self.assertEqual(port_for("198.51.100.7"), 8002)

@@ -32,7 +32,7 @@ class DiscoveredBackendsTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        self.entry = Discovery(kind="dns", name="api.internal", port=8000, region="eu")
+        self.entry = Discovery(kind="dns", name="api.internal", port=8000)
         self.group = _group(server("http://10.0.0.1:80"), discovery=(self.entry,))
 
     def names(self):
@@ -40,12 +40,11 @@ class DiscoveredBackendsTests(SynchronousTestCase):
 
     def test_added_and_removed(self):
         """
-        New addresses become backends (with the entry's region), vanished
-        ones are dropped and their pools closed; listed servers stay.
+        New addresses become backends, vanished ones are dropped and their
+        pools closed; listed servers stay, and the balancer covers them all.
         """
         self.group.set_discovered(self.entry, (Target("10.0.1.1", 8000), Target("10.0.1.2", 8000)))
         self.assertEqual(self.names(), ["10.0.0.1:80", "10.0.1.1:8000", "10.0.1.2:8000"])
-        self.assertEqual(self.group.backends[1].region, "eu")
         gone = self.group.backends[1]
         pool = self.group.pools[gone]
         self.group.set_discovered(self.entry, (Target("10.0.1.2", 8000), Target("10.0.1.3", 8000)))
@@ -53,6 +52,19 @@ class DiscoveredBackendsTests(SynchronousTestCase):
         self.assertTrue(pool.closed)
         picks = {self.group.pick(FakeRequestInfo()).name for _ in range(6)}
         self.assertEqual(picks, set(self.names()))
+
+    def test_region_from_entry(self):
+        """
+        Backends found through an entry with a region are in that region,
+        and so preferred by the locality picker for clients that are not
+        located (regions with backends before backends without one).
+        """
+        entry = Discovery(kind="dns", name="eu.api.internal", port=8000, region="eu", zone="eu-1")
+        group = _group(server("http://10.0.0.1:80"), discovery=(entry,))
+        group.set_discovered(entry, (Target("10.0.2.1", 8000),))
+        backend = group.backends[1]
+        self.assertEqual((backend.region, backend.zone), ("eu", "eu-1"))
+        self.assertEqual({group.pick(FakeRequestInfo()) for _ in range(4)}, {backend})
 
     def test_weight_updated_in_place(self):
         """

@@ -30,6 +30,7 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.config import ConfigError, ProxyConfig
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
+from twistproxy.upstream.locators import build_locator
 
 
 # Endpoint types whose connections are TLS.
@@ -117,8 +118,13 @@ class ProxyService(MultiService):
                         config.source,
                     )
         try:
+            self.locator = None
+            if config.locator is not None:
+                self.locator = build_locator(
+                    config.locator.type, config.locator.options, "locator")
             groups = {
-                name: make_group(reactor, group, config.timeouts)
+                name: make_group(reactor, group, config.timeouts,
+                                 locality=config.locality, locator=self.locator)
                 for name, group in config.upstreams.items()
             }
         except ConfigError as e:
@@ -227,6 +233,9 @@ class ProxyService(MultiService):
     def stopService(self):
         d = super().stopService()
         self.forwarder.close()
+        close = getattr(self.locator, "close", None)
+        if close is not None:
+            close()
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
         if self.access_log is not None:

@@ -58,9 +58,11 @@ def _compile(rules, path: str) -> H.CompiledRules:
 
 
 def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
-               on_change=None) -> UpstreamGroupRuntime:
+               on_change=None, **options) -> UpstreamGroupRuntime:
     """
     An upstream group whose backends get HTTP/1.1 connection pools.
+
+    @param options: C{locality} and C{locator}, passed to the group.
     """
     def make_pool(backend: Backend) -> UpstreamPool:
         return UpstreamPool(
@@ -68,7 +70,7 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
             config.max_pending,
         )
 
-    return UpstreamGroupRuntime(config, make_pool, on_change)
+    return UpstreamGroupRuntime(config, make_pool, on_change, **options)
 
 
 class Forwarder:

@@ -24,10 +24,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
-from twistproxy.config import Discovery, UpstreamGroup
-from twistproxy.interfaces import IBalancer, IRequestInfo
+from twistproxy.config import Discovery, Locality, UpstreamGroup
+from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer
+from twistproxy.upstream.locality import LocalityBalancer, LocalityPicker
 
 # Envoy's default: a retry budget never forbids this many concurrent
 # retries, so that a quiet group can still retry at all.
@@ -57,9 +58,13 @@ class UpstreamGroupRuntime:
         config: UpstreamGroup,
         make_pool: Callable[[Backend], Any],
         on_change: Optional[Callable[["UpstreamGroupRuntime", Backend, str], None]] = None,
+        locality: Locality = Locality(),
+        locator: Optional[ILocator] = None,
     ):
         self.name = config.name
         self.config = config
+        self._locality = locality
+        self._locator = locator
         self._make_pool = make_pool
         self._on_change = on_change
         self.backends: List[Backend] = []
@@ -111,10 +116,20 @@ class UpstreamGroupRuntime:
         self.balancer = self._tiers[0] if self._tiers else self._balancer_for([])
 
     def _balancer_for(self, backends: List[Backend]) -> IBalancer:
-        return build_balancer(
-            self.config.balancer, backends, self.config.balancer_options,
-            f"upstreams.{self.name}",
+        def make(level: List[Backend]) -> IBalancer:
+            return build_balancer(
+                self.config.balancer, level, self.config.balancer_options,
+                f"upstreams.{self.name}",
+            )
+
+        if not any(b.region for b in backends):
+            return make(backends)
+        # Backends in regions: nearest healthy first, spilling over
+        # gradually (twistproxy.upstream.locality).
+        picker = LocalityPicker(
+            backends, self._locality.regions, make, self._locality.overprovisioning,
         )
+        return LocalityBalancer(picker, self._locator)
 
     def _remove(self, backend: Backend) -> None:
         """
