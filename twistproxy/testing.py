@@ -26,10 +26,19 @@ Nothing here needs a reactor.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping as _MappingABC
 from unittest import SkipTest
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Deque,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -109,17 +118,25 @@ class BalancerContractMixin:
     attributes tune the tests for balancers that are not round robin:
 
     @cvar honoursWeights: Set to C{False} for a balancer that ignores
-        weights by design; the weight test is then skipped.
-    @cvar weightPicks: How many requests the weight test places.
+        weights by design; the weight tests are then skipped.
+    @cvar weightPicks: How many requests the weight tests place.
     @cvar weightTolerance: How far, as a fraction of all picks, each
-        backend's share may be from its weight's share in the weight test:
+        backend's share may be from its weight's share in the weight tests:
         C{0.02} means within two percentage points.  A randomised balancer
-        may need more.
+        may need more, and so may a hashing one (its shares over many keys
+        are only as even as its ring or table).
+    @cvar concurrency: How many requests the tests keep in flight, as the
+        proxy does: a picked backend's C{in_flight} is raised at once and
+        lowered again C{concurrency} picks later (all are lowered at the end
+        of each batch of picks).  Balancers that prefer the least loaded
+        backend only follow weights under load; C{0} places requests
+        without ever raising C{in_flight}.
     """
 
     honoursWeights = True
     weightPicks = 6000
     weightTolerance = 0.02
+    concurrency = 30
 
     def makeBalancer(self, backends: Sequence[IBackend]) -> IBalancer:
         """
@@ -145,7 +162,44 @@ class BalancerContractMixin:
     def _pickMany(
         self, balancer: IBalancer, count: int
     ) -> List[Optional[IBackend]]:
-        return [balancer.pick(self.makeRequest(i)) for i in range(count)]
+        picked: List[Optional[IBackend]] = []
+        in_flight: Deque[IBackend] = deque()
+        try:
+            for i in range(count):
+                backend = balancer.pick(self.makeRequest(i))
+                picked.append(backend)
+                if backend is None or self.concurrency <= 0:
+                    continue
+                backend.in_flight += 1
+                in_flight.append(backend)
+                if len(in_flight) > self.concurrency:
+                    in_flight.popleft().in_flight -= 1
+        finally:
+            for backend in in_flight:
+                backend.in_flight -= 1
+        return picked
+
+    def _assertShares(
+        self,
+        backends: Sequence[IBackend],
+        weights: Sequence[float],
+        picked: Sequence[Optional[IBackend]],
+    ) -> None:
+        """
+        Each of C{backends} got its share of C{picked} by C{weights}, within
+        C{weightTolerance}.
+        """
+        counts = Counter(picked)
+        self.assertNotIn(None, counts)
+        for backend, weight in zip(backends, weights):
+            expected = weight / sum(weights)
+            share = counts[backend] / len(picked)
+            self.assertTrue(
+                abs(share - expected) <= self.weightTolerance,
+                f"{backend.name} (weight {weight}) got {share:.4f} of the "
+                f"picks, expected {expected:.4f} "
+                f"\N{PLUS-MINUS SIGN} {self.weightTolerance}",
+            )
 
     def test_provides_IBalancer(self) -> None:
         """
@@ -162,6 +216,14 @@ class BalancerContractMixin:
         balancer = self.makeBalancer(backends)
         for picked in self._pickMany(balancer, 100):
             self.assertIn(picked, backends)
+
+    def test_single_backend(self) -> None:
+        """
+        A group of one available backend gets every request.
+        """
+        backends = _backends(3)
+        balancer = self.makeBalancer(backends)
+        self.assertEqual(self._pickMany(balancer, 50), backends * 50)
 
     def test_never_picks_unavailable(self) -> None:
         """
@@ -196,6 +258,21 @@ class BalancerContractMixin:
         balancer = self.makeBalancer(backends)
         self.assertEqual(self._pickMany(balancer, 10), [None] * 10)
 
+    def test_none_when_all_go_down_later(self) -> None:
+        """
+        When every backend goes down after the balancer has picked some,
+        C{pick} returns C{None}, and picks them again once they are back.
+        """
+        backends = _backends(1, 2)
+        balancer = self.makeBalancer(backends)
+        self.assertNotIn(None, self._pickMany(balancer, 100))
+        for backend in backends:
+            backend.available = False
+        self.assertEqual(self._pickMany(balancer, 10), [None] * 10)
+        for backend in backends:
+            backend.available = True
+        self.assertEqual(set(self._pickMany(balancer, 300)), set(backends))
+
     def test_none_when_no_backends(self) -> None:
         """
         A balancer over an empty group returns C{None}.
@@ -226,17 +303,26 @@ class BalancerContractMixin:
         weights = (1, 2, 3)
         backends = _backends(*weights)
         balancer = self.makeBalancer(backends)
-        counts = Counter(self._pickMany(balancer, self.weightPicks))
-        self.assertNotIn(None, counts)
-        for backend, weight in zip(backends, weights):
-            expected = weight / sum(weights)
-            share = counts[backend] / self.weightPicks
-            self.assertTrue(
-                abs(share - expected) <= self.weightTolerance,
-                f"{backend.name} (weight {weight}) got {share:.4f} of the "
-                f"picks, expected {expected:.4f} "
-                f"\N{PLUS-MINUS SIGN} {self.weightTolerance}",
-            )
+        picked = self._pickMany(balancer, self.weightPicks)
+        self._assertShares(backends, weights, picked)
+
+    def test_honours_effective_weights(self) -> None:
+        """
+        Shares follow C{effective_weight}, not C{weight}, including when it
+        changes after the balancer has picked and is a fraction (as during
+        slow start): backends of weight 2 whose effective weights become
+        0.5, 1 and 1.5 get 1/6, 2/6 and 3/6 of the requests.
+        """
+        if not self.honoursWeights:
+            raise SkipTest(f"{type(self).__name__} ignores weights")
+        backends = _backends(2, 2, 2)
+        balancer = self.makeBalancer(backends)
+        self._pickMany(balancer, 100)
+        effective = (0.5, 1.0, 1.5)
+        for backend, weight in zip(backends, effective):
+            backend.effective_weight = weight
+        picked = self._pickMany(balancer, self.weightPicks)
+        self._assertShares(backends, effective, picked)
 
 
 class MemoryProxy:
@@ -281,8 +367,14 @@ class MemoryProxy:
             )
         self.config = config
         self.reactor = MemoryReactorClock()
+        from twistproxy.upstream.locators import build_locator
+
+        locator = None
+        if config.locator is not None:
+            locator = build_locator(config.locator.type, config.locator.options, "locator")
         groups = {
-            name: make_group(self.reactor, group, config.timeouts)
+            name: make_group(self.reactor, group, config.timeouts,
+                             locality=config.locality, locator=locator)
             for name, group in config.upstreams.items()
         }
         self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)

@@ -9,6 +9,20 @@ only creates factory instances; it must stay cheap to import.
 
 from __future__ import annotations
 
-from twistproxy.upstream.balancers import RoundRobinFactory
+from twistproxy.upstream.balancers import (
+    ClientIPHashFactory,
+    LeastConnectionsFactory,
+    MaglevFactory,
+    PowerOfTwoChoicesFactory,
+    RandomFactory,
+    RingHashFactory,
+    RoundRobinFactory,
+)
 
 roundRobin = RoundRobinFactory()
+leastConnections = LeastConnectionsFactory()
+powerOfTwoChoices = PowerOfTwoChoicesFactory()
+weightedRandom = RandomFactory()
+ringHash = RingHashFactory()
+clientIPHash = ClientIPHashFactory()
+maglev = MaglevFactory()

@@ -12,18 +12,50 @@ L{find_balancer_factory} does that lookup and L{build_balancer} also builds
 the balancer, so a mistake is reported at start-up with its configuration
 path.
 
-The built-in algorithm is nginx's I{smooth weighted round robin}: every
-backend has a current weight, initially 0.  On each pick, every available
-backend's current weight grows by its configured weight, the backend with the
-largest current weight is chosen, and the sum of the available backends'
-weights is taken off the chosen one.  Over any run of C{sum(weights)} picks
-each backend is chosen C{weight} times, and the picks of a heavy backend are
-spread out instead of bunched together: weights 5, 1, 1 give
-C{a a b a c a a}, not C{a a a a a b c}.
+Every built-in balancer is pure logic over the group's L{IBackend}s: it reads
+C{available}, C{effective_weight} and C{in_flight} on every pick (they change
+while the proxy runs), never picks a backend that is not available, and
+returns C{None} when none is, which the proxy answers with 503.  Weights are
+read as C{effective_weight}, which is below C{weight} while a backend ramps up
+after coming back (slow start) and may then be a fraction.
+
+The algorithms:
+
+  - C{round_robin}, nginx's I{smooth weighted round robin}: every backend
+    has a current weight, initially 0.  On each pick, every available
+    backend's current weight grows by its weight, the backend with the
+    largest current weight is chosen, and the sum of the available
+    backends' weights is taken off the chosen one.  Over any run of
+    C{sum(weights)} picks each backend is chosen C{weight} times, and the
+    picks of a heavy backend are spread out instead of bunched together:
+    weights 5, 1, 1 give C{a a b a c a a}, not C{a a a a a b c}.
+
+  - C{least_connections}: the backend with the fewest requests in flight
+    relative to its weight, C{(in_flight + 1) / weight}.  The C{+ 1} counts
+    the request being placed, so that of two idle backends the heavier one
+    wins.  Ties go to the first tied backend after the one picked last, so
+    that equally loaded backends take turns instead of the first one
+    getting every request of a burst.
+
+  - C{p2c}, the I{power of two choices} (Mitzenmacher): two distinct
+    backends drawn at random in proportion to their weights, and of those
+    the less loaded by the same measure as C{least_connections}.  Nearly as
+    good at avoiding a slow backend as comparing them all, in constant time
+    and without the herd effect of every proxy choosing the same least
+    loaded backend.
+
+  - C{random}: a backend drawn at random in proportion to its weight.
+
+  - C{ring_hash}, C{client_ip_hash} and C{maglev}: consistent hashing of a
+    request key (L{twistproxy.upstream.hashing}), so that requests with the
+    same key go to the same backend and a backend going down moves only its
+    own keys.
 """
 
 from __future__ import annotations
 
+import difflib
+import random
 from typing import Any, List, Mapping, Optional, Sequence
 
 from twisted.plugin import IPlugin, getPlugins
@@ -38,6 +70,34 @@ from twistproxy.interfaces import (
     IBalancerFactory,
     IRequestInfo,
 )
+from twistproxy.upstream.hashing import (
+    CLIENT_ADDRESS,
+    DEFAULT_TABLE_SIZE,
+    KEY_FORMS,
+    MAX_TABLE_SIZE,
+    HashRing,
+    RequestKey,
+    hash_text,
+    is_prime,
+    maglev_table,
+    ring_points,
+)
+
+# A backend whose effective weight is zero or less (which IBackend does not
+# allow, but a plugin's backend might report) counts as this light rather
+# than breaking a division: it is picked only when nothing else can be.
+_MIN_WEIGHT = 1e-6
+
+#: Points per unit of weight on a C{ring_hash} ring; nginx's and Ketama's.
+DEFAULT_POINTS_PER_WEIGHT = 160
+
+#: The most points a ring may have: it is built in pure Python.
+MAX_RING_POINTS = 1 << 20
+
+# The hashing balancers rebuild their ring or table when a weight changes,
+# so they follow effective weights in steps of 1/_WEIGHT_STEPS of the
+# configured weight: a slow start then costs at most that many rebuilds.
+_WEIGHT_STEPS = 16
 
 
 @implementer(IBalancer)
@@ -87,6 +147,470 @@ class SmoothWeightedRoundRobin:
         return f"<SmoothWeightedRoundRobin [{names}]>"
 
 
+@implementer(IBalancer)
+class LeastConnections:
+    """
+    Weighted least connections: the available backend with the smallest
+    C{(in_flight + 1) / effective_weight}.
+
+    Each pick is one pass over the backends.  It relies on the proxy
+    raising a backend's C{in_flight} as soon as it is picked, before the
+    next pick: otherwise a burst would all go to the same backend.
+    """
+
+    __slots__ = ("_backends", "_count", "_start")
+
+    def __init__(self, backends: Sequence[IBackend]) -> None:
+        self._backends: List[IBackend] = list(backends)
+        self._count = len(self._backends)
+        self._start = 0
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        backends = self._backends
+        count = self._count
+        start = self._start
+        best = -1
+        best_score = 0.0
+        for k in range(count):
+            i = start + k
+            if i >= count:
+                i -= count
+            backend = backends[i]
+            if not backend.available:
+                continue
+            weight = backend.effective_weight
+            if weight < _MIN_WEIGHT:
+                weight = _MIN_WEIGHT
+            score = (backend.in_flight + 1) / weight
+            # Strictly less: of tied backends the first one after the last
+            # pick wins, which makes tied backends take turns.
+            if best < 0 or score < best_score:
+                best = i
+                best_score = score
+        if best < 0:
+            return None
+        self._start = best + 1 if best + 1 < count else 0
+        return backends[best]
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<LeastConnections [{names}]>"
+
+
+@implementer(IBalancer)
+class WeightedRandom:
+    """
+    Picks an available backend at random, in proportion to its effective
+    weight.
+
+    @param rng: The source of randomness; a new L{random.Random} seeded
+        from the operating system by default.  Tests pass a seeded one.
+    """
+
+    __slots__ = ("_backends", "_random")
+
+    def __init__(
+        self, backends: Sequence[IBackend], rng: Optional[random.Random] = None
+    ) -> None:
+        self._backends: List[IBackend] = list(backends)
+        self._random = rng if rng is not None else random.Random()
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        # Two passes rather than a list of candidates: nothing to allocate.
+        backends = self._backends
+        total = 0.0
+        for backend in backends:
+            if backend.available:
+                weight = backend.effective_weight
+                total += weight if weight > _MIN_WEIGHT else _MIN_WEIGHT
+        if not total:
+            return None
+        left = self._random.random() * total
+        last = None
+        for backend in backends:
+            if backend.available:
+                weight = backend.effective_weight
+                left -= weight if weight > _MIN_WEIGHT else _MIN_WEIGHT
+                if left < 0:
+                    return backend
+                last = backend
+        # Rounding can leave a sliver at the end of the last weight.
+        return last
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<WeightedRandom [{names}]>"
+
+
+def _draw(weights: Sequence[float], left: float, skip: int) -> int:
+    """
+    The index in C{weights} where C{left}, a number below their sum (less
+    the weight at C{skip}, an index to leave out, or C{-1}), falls.
+    """
+    last = -1
+    for i, weight in enumerate(weights):
+        if i == skip:
+            continue
+        left -= weight
+        if left < 0:
+            return i
+        last = i
+    return last
+
+
+@implementer(IBalancer)
+class PowerOfTwoChoices:
+    """
+    The power of two choices: two distinct available backends drawn at
+    random in proportion to their effective weights, and of the two the
+    one with the smaller C{(in_flight + 1) / effective_weight} (the first
+    drawn on a tie).
+
+    @param rng: The source of randomness; a new L{random.Random} seeded
+        from the operating system by default.  Tests pass a seeded one.
+    """
+
+    __slots__ = ("_backends", "_random")
+
+    def __init__(
+        self, backends: Sequence[IBackend], rng: Optional[random.Random] = None
+    ) -> None:
+        self._backends: List[IBackend] = list(backends)
+        self._random = rng if rng is not None else random.Random()
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        candidates = [b for b in self._backends if b.available]
+        if len(candidates) < 2:
+            return candidates[0] if candidates else None
+        weights = [max(b.effective_weight, _MIN_WEIGHT) for b in candidates]
+        total = sum(weights)
+        rnd = self._random.random
+        first = _draw(weights, rnd() * total, -1)
+        second = _draw(weights, rnd() * (total - weights[first]), first)
+        one = candidates[first]
+        other = candidates[second]
+        # (other.in_flight + 1) / w2 < (one.in_flight + 1) / w1, without
+        # dividing.
+        if (other.in_flight + 1) * weights[first] < (
+            one.in_flight + 1
+        ) * weights[second]:
+            return other
+        return one
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<PowerOfTwoChoices [{names}]>"
+
+
+def _hash_weight(backend: IBackend, effective: float) -> float:
+    """
+    The weight a hashing balancer gives an available backend: C{effective}
+    rounded to a step of 1/L{_WEIGHT_STEPS} of the configured weight, and at
+    least one step.
+    """
+    full = backend.weight if backend.weight > 0 else 1
+    steps = round(effective * _WEIGHT_STEPS / full)
+    return max(steps, 1) * full / _WEIGHT_STEPS
+
+
+def _availability(backends: Sequence[IBackend]) -> List[Optional[float]]:
+    """
+    What a hashing balancer's ring or table depends on: each backend's
+    effective weight, or C{None} when it is not available.
+    """
+    return [b.effective_weight if b.available else None for b in backends]
+
+
+@implementer(IBalancer)
+class RingHash:
+    """
+    Consistent hashing on a ring (Ketama), as
+    L{twistproxy.upstream.hashing.HashRing} describes.
+
+    An available backend of effective weight C{w} has
+    C{round(w * points_per_weight)} points on the ring.  The ring holds
+    available backends only, which is the same as walking past the points
+    of unavailable ones: a key whose backend is down goes to the backend of
+    the next point, and comes back when it is up again.  The ring is
+    rebuilt on the first pick after availability or a weight changed.
+
+    @param key: What to hash.
+    @param points_per_weight: Points per unit of weight.
+    """
+
+    __slots__ = (
+        "_backends",
+        "_key",
+        "_points_per_weight",
+        "_points",
+        "_state",
+        "_counts",
+        "_ring",
+    )
+
+    def __init__(
+        self,
+        backends: Sequence[IBackend],
+        key: RequestKey = CLIENT_ADDRESS,
+        points_per_weight: int = DEFAULT_POINTS_PER_WEIGHT,
+    ) -> None:
+        if points_per_weight < 1:
+            raise ValueError("points_per_weight must be at least 1")
+        self._backends: List[IBackend] = list(backends)
+        self._key = key
+        self._points_per_weight = points_per_weight
+        # Each backend's points so far, computed once and reused by every
+        # rebuild: a weight change only takes a longer or shorter prefix.
+        self._points: List[List[int]] = [[] for _ in self._backends]
+        self._state: Optional[List[Optional[float]]] = None
+        self._counts: Optional[List[int]] = None
+        self._ring: HashRing[IBackend] = HashRing(())
+
+    @property
+    def key(self) -> RequestKey:
+        """
+        What this balancer hashes.
+        """
+        return self._key
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        state = _availability(self._backends)
+        if state != self._state:
+            self._update(state)
+        return self._ring.lookup(hash_text(self._key.extract(request)))
+
+    def _update(self, state: List[Optional[float]]) -> None:
+        self._state = state
+        per_weight = self._points_per_weight
+        counts = [
+            0 if effective is None
+            else max(1, round(_hash_weight(backend, effective) * per_weight))
+            for backend, effective in zip(self._backends, state)
+        ]
+        if counts == self._counts:
+            return
+        self._counts = counts
+        members = []
+        for backend, points, count in zip(self._backends, self._points, counts):
+            if not count:
+                continue
+            if len(points) < count:
+                points.extend(ring_points(backend.name, len(points), count))
+            members.append((backend, points[:count]))
+        self._ring = HashRing(members)
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<RingHash key={self._key} [{names}]>"
+
+
+@implementer(IBalancer)
+class Maglev:
+    """
+    Consistent hashing with a Maglev lookup table, as
+    L{twistproxy.upstream.hashing.maglev_table} describes.
+
+    The table holds available backends only, with slots in proportion to
+    their effective weights.  It is rebuilt on the first pick after
+    availability or a weight changed, which takes some 30 ms for the
+    default 65537 slots; between changes a pick is one hash and one index.
+
+    @param key: What to hash.
+    @param table_size: A prime, at least the number of backends and at
+        most L{MAX_TABLE_SIZE}.
+    @raises ValueError: when C{table_size} is not such a prime.
+    """
+
+    __slots__ = ("_backends", "_key", "_size", "_state", "_weights", "_table")
+
+    def __init__(
+        self,
+        backends: Sequence[IBackend],
+        key: RequestKey = CLIENT_ADDRESS,
+        table_size: int = DEFAULT_TABLE_SIZE,
+    ) -> None:
+        self._backends: List[IBackend] = list(backends)
+        if not is_prime(table_size) or table_size > MAX_TABLE_SIZE:
+            raise ValueError(
+                f"table size must be a prime at most {MAX_TABLE_SIZE}, not "
+                f"{table_size}"
+            )
+        if table_size < len(self._backends):
+            raise ValueError(
+                f"table size {table_size} is smaller than the number of "
+                f"backends ({len(self._backends)})"
+            )
+        self._key = key
+        self._size = table_size
+        self._state: Optional[List[Optional[float]]] = None
+        self._weights: Optional[List[Optional[float]]] = None
+        self._table: List[IBackend] = []
+
+    @property
+    def key(self) -> RequestKey:
+        """
+        What this balancer hashes.
+        """
+        return self._key
+
+    @property
+    def table(self) -> Sequence[IBackend]:
+        """
+        The current lookup table: for each slot, its backend.  Empty when
+        no backend is available.
+        """
+        state = _availability(self._backends)
+        if state != self._state:
+            self._update(state)
+        return self._table
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        state = _availability(self._backends)
+        if state != self._state:
+            self._update(state)
+        table = self._table
+        if not table:
+            return None
+        return table[hash_text(self._key.extract(request)) % self._size]
+
+    def _update(self, state: List[Optional[float]]) -> None:
+        self._state = state
+        weights = [
+            None if effective is None else _hash_weight(backend, effective)
+            for backend, effective in zip(self._backends, state)
+        ]
+        if weights == self._weights:
+            return
+        self._weights = weights
+        members = [
+            (backend, weight)
+            for backend, weight in zip(self._backends, weights)
+            if weight is not None
+        ]
+        slots = maglev_table([(b.name, w) for b, w in members], self._size)
+        self._table = [members[i][0] for i in slots]
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<Maglev key={self._key} size={self._size} [{names}]>"
+
+
+def _type_name(value: object) -> str:
+    """
+    Name the TOML type of an option's value, for error messages.
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def _check_option_names(
+    balancer: str, options: Mapping[str, Any], path: str, allowed: Sequence[str]
+) -> None:
+    """
+    Reject the first (in sorted order) option not in C{allowed}, naming the
+    ones that are.
+    """
+    unknown = sorted((key for key in options if key not in allowed), key=str)
+    if not unknown:
+        return
+    key = unknown[0]
+    problem = f"unknown option {key!r}"
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    if close:
+        problem += f" (did you mean {close[0]!r}?)"
+    if allowed:
+        problem += (
+            f"; the {balancer} balancer takes "
+            f"{', '.join(repr(a) for a in allowed)}"
+        )
+    else:
+        problem += f"; the {balancer} balancer takes no options"
+    raise ConfigError(f"{path}.{key}", problem)
+
+
+def _key_option(options: Mapping[str, Any], path: str) -> RequestKey:
+    """
+    The C{key} option: which part of the request to hash.
+    """
+    if "key" not in options:
+        return CLIENT_ADDRESS
+    value = options["key"]
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{path}.key",
+            f"must be a string ({', '.join(KEY_FORMS)}), not {_type_name(value)}",
+        )
+    try:
+        return RequestKey.parse(value)
+    except ValueError as e:
+        raise ConfigError(f"{path}.key", str(e)) from e
+
+
+def _integer_option(
+    options: Mapping[str, Any],
+    name: str,
+    path: str,
+    default: int,
+    minimum: int,
+    maximum: int,
+) -> int:
+    """
+    An integer option between C{minimum} and C{maximum}, inclusive.
+    """
+    value = options.get(name, default)
+    # bool is a subclass of int: "table_size = true" must not mean 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"{path}.{name}", f"must be an integer, not {_type_name(value)}"
+        )
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{path}.{name}",
+            f"must be between {minimum} and {maximum} (got {value})",
+        )
+    return value
+
+
+def _points_per_weight_option(
+    backends: Sequence[IBackend], options: Mapping[str, Any], path: str
+) -> int:
+    """
+    The C{points_per_weight} option of the ring balancers, checked against
+    the size of the ring it makes.
+    """
+    value = _integer_option(
+        options,
+        "points_per_weight",
+        path,
+        DEFAULT_POINTS_PER_WEIGHT,
+        1,
+        MAX_RING_POINTS,
+    )
+    points = value * sum(max(b.weight, 1) for b in backends)
+    if points > MAX_RING_POINTS:
+        raise ConfigError(
+            f"{path}.points_per_weight",
+            f"the ring would have {points} points, more than "
+            f"{MAX_RING_POINTS}; lower points_per_weight or the weights",
+        )
+    return value
+
+
+def _factory_repr(factory: object) -> str:
+    return f"<{type(factory).__name__} {getattr(factory, 'name', '?')!r}>"
+
+
 @implementer(IBalancerFactory, IPlugin)
 class RoundRobinFactory:
     """
@@ -107,17 +631,196 @@ class RoundRobinFactory:
         options: Mapping[str, Any],
         path: str,
     ) -> IBalancer:
-        if options:
-            key = sorted(options)[0]
-            raise ConfigError(
-                f"{path}.{key}",
-                f"unknown option {key!r}; the {self.name} balancer takes no "
-                f"options",
-            )
+        _check_option_names(self.name, options, path, ())
         return SmoothWeightedRoundRobin(backends)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class LeastConnectionsFactory:
+    """
+    The factory of L{LeastConnections}.  It takes no options.
+    """
+
+    name = "least_connections"
+    help = (
+        "Weighted least connections: the backend with the fewest requests "
+        "in flight for its weight."
+    )
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ())
+        return LeastConnections(backends)
+
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class PowerOfTwoChoicesFactory:
+    """
+    The factory of L{PowerOfTwoChoices}.  It takes no options; each
+    balancer gets its own L{random.Random} seeded from the operating system.
+    """
+
+    name = "p2c"
+    help = (
+        "Power of two choices: the less loaded of two backends drawn at "
+        "random by weight."
+    )
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ())
+        return PowerOfTwoChoices(backends)
+
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class RandomFactory:
+    """
+    The factory of L{WeightedRandom}.  It takes no options; each balancer
+    gets its own L{random.Random} seeded from the operating system.
+    """
+
+    name = "random"
+    help = "Weighted random: a backend drawn at random in proportion to its weight."
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ())
+        return WeightedRandom(backends)
+
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class RingHashFactory:
+    """
+    The factory of L{RingHash}.
+
+    Options: C{key} (C{"client_address"}, the default, C{"path"},
+    C{"header:NAME"} or C{"cookie:NAME"}) and C{points_per_weight} (an
+    integer, default L{DEFAULT_POINTS_PER_WEIGHT}; the whole ring may have
+    at most L{MAX_RING_POINTS} points).
+    """
+
+    name = "ring_hash"
+    help = (
+        "Consistent hashing on a ring (Ketama) of the client address, path, "
+        "a header or a cookie."
+    )
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ("key", "points_per_weight"))
+        return RingHash(
+            backends,
+            _key_option(options, path),
+            _points_per_weight_option(backends, options, path),
+        )
+
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class ClientIPHashFactory:
+    """
+    The factory of L{RingHash} over the client's address (the whole
+    address, IPv4 or IPv6, unlike nginx's C{ip_hash}, which hashes only the
+    first three bytes of an IPv4 address).
+
+    Option: C{points_per_weight}, as for L{RingHashFactory}.  It takes no
+    C{key}: that is what C{ring_hash} is for.
+    """
+
+    name = "client_ip_hash"
+    help = (
+        "Consistent hashing of the client's address: each client sticks to "
+        "one backend."
+    )
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        if "key" in options:
+            raise ConfigError(
+                f"{path}.key",
+                f"the {self.name} balancer always hashes the client's "
+                f"address; use balancer = \"ring_hash\" to choose the key",
+            )
+        _check_option_names(self.name, options, path, ("points_per_weight",))
+        return RingHash(
+            backends,
+            CLIENT_ADDRESS,
+            _points_per_weight_option(backends, options, path),
+        )
+
+    __repr__ = _factory_repr
+
+
+@implementer(IBalancerFactory, IPlugin)
+class MaglevFactory:
+    """
+    The factory of L{Maglev}.
+
+    Options: C{key}, as for L{RingHashFactory}, and C{table_size} (a prime,
+    at least the number of backends and at most L{MAX_TABLE_SIZE}; default
+    L{DEFAULT_TABLE_SIZE}).
+    """
+
+    name = "maglev"
+    help = (
+        "Consistent hashing with Google's Maglev lookup table: constant-time "
+        "picks, even shares."
+    )
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ("key", "table_size"))
+        key = _key_option(options, path)
+        size = _integer_option(
+            options,
+            "table_size",
+            path,
+            DEFAULT_TABLE_SIZE,
+            max(len(backends), 2),
+            MAX_TABLE_SIZE,
+        )
+        if not is_prime(size):
+            raise ConfigError(
+                f"{path}.table_size",
+                f"must be a prime number (got {size}); for example 65537, "
+                f"131071 or 262147",
+            )
+        return Maglev(backends, key, size)
+
+    __repr__ = _factory_repr
 
 
 def _describe(factory: object) -> str:
