@@ -320,3 +320,81 @@ class LocalityTests(SynchronousTestCase):
         us.healthy = True
         proxy.forwarder.groups["app"].changed(us, "healthy")
         self.assertEqual(port_for("198.51.100.7"), 8002)
+
+
+class WatchedGroupTests(SynchronousTestCase):
+    """
+    Health checks and outlier detection act on the group's backends.
+    """
+
+    def test_outlier_ejects_after_consecutive_failures(self):
+        """
+        A backend that keeps refusing connections is ejected after
+        consecutive_failures, gets no requests while ejected, and comes
+        back after base_ejection.
+        """
+        from twistproxy.config import Outlier
+
+        proxy = _proxy(outlier=Outlier(consecutive_failures=2, base_ejection=10, max_ejection=60),
+                       retries=1)
+        group = proxy.forwarder.groups["app"]
+        bad = group.backends[0]
+        good = None
+        for i in range(2):
+            client = proxy.connect_client(port=42000 + i)
+            client.send(GET)
+            # Round robin sends each request to 8001 first; it refuses and
+            # the retry goes to 8002 (a new connection, then the pooled one).
+            self.assertEqual(proxy.backend_attempts()[0], ("127.0.0.1", 8001))
+            proxy.refuse_backend()
+            if proxy.backend_attempts():
+                good = proxy.accept_backend()
+            good.send(OK)
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        self.assertTrue(bad.ejected)
+        self.assertFalse(bad.available)
+        for i in range(3):
+            proxy.connect_client(port=43000 + i).send(GET)
+        self.assertNotIn(("127.0.0.1", 8001), proxy.backend_attempts())
+        proxy.reactor.advance(10.5)
+        self.assertFalse(bad.ejected)
+        self.assertTrue(bad.available)
+
+    def test_tcp_health_check_marks_down_and_up(self):
+        """
+        An active TCP check that fails `fall` times takes a backend out;
+        `rise` successes bring it back.
+        """
+        from twisted.internet.error import ConnectionRefusedError as Refused
+        from twisted.internet.protocol import Protocol
+        from twisted.python.failure import Failure
+        from twistproxy.config import HealthCheck
+
+        proxy = _proxy(health=HealthCheck(type="tcp", interval=1, jitter=0, rise=2, fall=2,
+                                          options={"timeout": 0.5}))
+        group = proxy.forwarder.groups["app"]
+        group.start(proxy.reactor)
+        self.addCleanup(group.stop)
+        backend = group.backends[0]
+
+        def answer(ok: bool):
+            for host, port, factory, timeout, bind in list(proxy.reactor.tcpClients):
+                if port == 8001 and not getattr(factory, "_answered", False):
+                    factory._answered = True
+                    if ok:
+                        protocol = factory.buildProtocol(None)
+                        from twisted.internet.testing import StringTransport
+                        protocol.makeConnection(StringTransport())
+                    else:
+                        factory.clientConnectionFailed(None, Failure(Refused()))
+
+        for _ in range(2):
+            proxy.reactor.advance(1.0)
+            answer(False)
+        self.assertFalse(backend.healthy)
+        self.assertEqual(group.status()["backends"][0]["health"]["consecutive_failures"], 2)
+        for _ in range(2):
+            proxy.reactor.advance(1.0)
+            answer(True)
+        self.assertTrue(backend.healthy)
+        self.assertTrue(backend.available)

@@ -70,7 +70,7 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
             config.max_pending,
         )
 
-    return UpstreamGroupRuntime(config, make_pool, on_change, **options)
+    return UpstreamGroupRuntime(config, make_pool, on_change, reactor=reactor, **options)
 
 
 class Forwarder:

@@ -28,7 +28,9 @@ from twistproxy.config import Discovery, Locality, UpstreamGroup
 from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer
+from twistproxy.upstream.health import HealthMonitor, SlowStart, build_health_check
 from twistproxy.upstream.locality import LocalityBalancer, LocalityPicker
+from twistproxy.upstream.outlier import OutlierDetector
 
 # Envoy's default: a retry budget never forbids this many concurrent
 # retries, so that a quiet group can still retry at all.
@@ -60,6 +62,7 @@ class UpstreamGroupRuntime:
         on_change: Optional[Callable[["UpstreamGroupRuntime", Backend, str], None]] = None,
         locality: Locality = Locality(),
         locator: Optional[ILocator] = None,
+        reactor=None,
     ):
         self.name = config.name
         self.config = config
@@ -72,8 +75,9 @@ class UpstreamGroupRuntime:
         self.host_headers: Dict[Backend, bytes] = {}
         self.in_flight = 0
         self.retries_in_flight = 0
-        self.outlier = None
-        self.monitor = None
+        self.outlier: Optional[OutlierDetector] = None
+        self.monitor: Optional[HealthMonitor] = None
+        self.slow_start: Optional[SlowStart] = None
         self._discovered: Dict[Any, Dict[Any, Backend]] = {}
         self._discoveries: List[Any] = []
         self._tiers: List[IBalancer] = []
@@ -86,6 +90,33 @@ class UpstreamGroupRuntime:
             backend.draining = server.drain
             backend.refresh()
         self._build_balancer()
+        if reactor is not None:
+            self._watch(reactor)
+
+    def _watch(self, reactor) -> None:
+        """
+        Set up what watches the backends: slow start, the active health
+        check, passive outlier detection.
+        """
+        config = self.config
+        if config.slow_start:
+            self.slow_start = SlowStart(reactor, config.slow_start)
+        if config.health is not None:
+            health = config.health
+            check = build_health_check(
+                health.type, reactor, health.options, f"upstreams.{self.name}.health")
+            self.monitor = HealthMonitor(
+                reactor, check, list(self.backends), health.interval, health.jitter,
+                health.rise, health.fall, on_change=self.changed,
+                slow_start=self.slow_start,
+            )
+        if config.outlier is not None:
+            outlier = config.outlier
+            self.outlier = OutlierDetector(
+                reactor, list(self.backends), outlier.consecutive_failures,
+                outlier.base_ejection, outlier.max_ejection, outlier.max_ejected_share,
+                on_change=self.changed, slow_start=self.slow_start,
+            )
 
     # Backends
 
@@ -183,7 +214,7 @@ class UpstreamGroupRuntime:
                 return backend
         return None
 
-    def changed(self, backend: Backend, what: str) -> None:
+    def changed(self, backend: Backend, what: str, detail: str = "") -> None:
         """
         One of C{backend}'s flags changed (C{what} says which way, e.g.
         C{'unhealthy'}, C{'ejected'}, C{'draining'}): recompute its
@@ -191,8 +222,9 @@ class UpstreamGroupRuntime:
         """
         backend.refresh()
         self.log.info(
-            "upstream {group} backend {backend} {what}: now {state}",
+            "upstream {group} backend {backend} {what}{detail}: now {state}",
             group=self.name, backend=backend.name, what=what,
+            detail=f" ({detail})" if detail else "",
             state="available" if backend.available else "unavailable",
         )
         if self._on_change is not None:
@@ -311,6 +343,8 @@ class UpstreamGroupRuntime:
                     "in_flight": b.in_flight,
                     "requests": b.requests,
                     "failures": b.failures,
+                    "health": self.monitor.status(b) if self.monitor is not None else None,
+                    "outlier": self.outlier.status(b) if self.outlier is not None else None,
                 }
                 for b in self.backends
             ],
@@ -318,9 +352,11 @@ class UpstreamGroupRuntime:
 
     def start(self, clock, resolver=None) -> None:
         """
-        Start what runs in the background: DNS discovery (with
-        C{resolver}, an C{IResolver}).
+        Start what runs in the background: health checks, and DNS
+        discovery (with C{resolver}, an C{IResolver}).
         """
+        if self.monitor is not None:
+            self.monitor.start()
         if self.config.discovery and resolver is not None:
             from twistproxy.upstream.discovery import DnsDiscovery
 
@@ -338,6 +374,9 @@ class UpstreamGroupRuntime:
         for discovery in self._discoveries:
             discovery.stop()
         self._discoveries = []
+        for watcher in (self.monitor, self.outlier, self.slow_start):
+            if watcher is not None:
+                watcher.stop()
         self.close()
 
     def close(self) -> None:
