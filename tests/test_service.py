@@ -172,3 +172,25 @@ class ProxyServiceTests(SynchronousTestCase):
         self.assertFalse(backend.closed)
         service.stopService()
         self.assertTrue(backend.closed)
+
+
+class OperationsTests(SynchronousTestCase):
+    """
+    Status and draining from the service object.
+    """
+
+    def test_status_and_drain(self):
+        """
+        status() reports every backend; drain() marks one draining, and an
+        unknown name is a KeyError.
+        """
+        service = ProxyService(_config(), MemoryReactorClock())
+        service.drain("app", "127.0.0.1:8001")
+        [group] = service.status()["groups"]
+        self.assertEqual(group["name"], "app")
+        self.assertEqual([(b["name"], b["draining"], b["available"]) for b in group["backends"]],
+                         [("127.0.0.1:8001", True, False)])
+        service.drain("app", "127.0.0.1:8001", False)
+        self.assertTrue(service.status()["groups"][0]["backends"][0]["available"])
+        self.assertRaises(KeyError, service.drain, "app", "127.0.0.1:9")
+        self.assertRaises(KeyError, service.drain, "nope", "127.0.0.1:8001")

@@ -19,7 +19,7 @@ the mistake.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
@@ -163,6 +163,28 @@ class ProxyService(MultiService):
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
         self._log_failing = False
+
+    def status(self) -> Dict[str, Any]:
+        """
+        The state of every upstream group and backend, as plain data (see
+        L{twistproxy.upstream.group.UpstreamGroupRuntime.status}).
+        """
+        return {"groups": [g.status() for g in self.forwarder.groups.values()]}
+
+    def drain(self, group: str, backend: str, draining: bool = True) -> None:
+        """
+        Drain a backend (no new requests; those in flight finish, then its
+        connections close), or take it back with C{draining=False}.
+
+        @param group: The upstream group's name.
+        @param backend: The backend's name, C{host:port}.
+        @raises KeyError: when there is no such group or backend.
+        """
+        runtime = self.forwarder.groups[group]
+        found = runtime.find(backend)
+        if found is None:
+            raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
+        runtime.set_draining(found, draining)
 
     def _factory(self, scheme: bytes) -> HTTPServerFactory:
         config = self.config
