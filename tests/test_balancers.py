@@ -17,6 +17,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import twistproxy.plugins
+from twistproxy import components
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import (
     IBackend,
@@ -284,7 +285,7 @@ class FindBalancerFactoryTests(SynchronousTestCase):
         instead of choosing one by chance.
         """
         self.patch(
-            balancers,
+            components,
             "getPlugins",
             lambda interface, package: [RoundRobinFactory(), RoundRobinFactory()],
         )

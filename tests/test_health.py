@@ -31,6 +31,7 @@ from zope.interface.verify import verifyObject
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 from twistproxy.plugins import twistproxy_health
+from twistproxy import components
 from twistproxy.upstream import health
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.health import (
@@ -116,7 +117,7 @@ class FindHealthCheckFactoryTests(SynchronousTestCase):
         When several plugins claim a name, the error says so and names
         them.
         """
-        self.patch(health, "getPlugins", lambda iface, package: [alwaysFactory, alwaysFactory])
+        self.patch(components, "getPlugins", lambda iface, package: [alwaysFactory, alwaysFactory])
         e = self.assertRaises(ConfigError, find_health_check_factory, "always", "x.type")
         self.assertIn("ambiguous", e.problem)
         self.assertIn("_AlwaysFactory", e.problem)

@@ -22,6 +22,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import twistproxy.plugins
+from twistproxy import components
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import ILocator, ILocatorFactory
 from twistproxy.plugins import twistproxy_locators
@@ -1045,7 +1046,7 @@ class FindLocatorFactoryTests(SynchronousTestCase):
         choosing one by chance.
         """
         self.patch(
-            locators,
+            components,
             "getPlugins",
             lambda interface, package: [CIDRLocatorFactory(), CIDRLocatorFactory()],
         )

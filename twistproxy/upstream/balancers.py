@@ -58,11 +58,10 @@ import difflib
 import random
 from typing import Any, List, Mapping, Optional, Sequence
 
-from twisted.plugin import IPlugin, getPlugins
-from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-import twistproxy.plugins
+from twistproxy.components import find_factory
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import (
     IBackend,
@@ -823,46 +822,6 @@ class MaglevFactory:
     __repr__ = _factory_repr
 
 
-def _describe(factory: object) -> str:
-    """
-    Name where a factory object comes from, for error messages.
-    """
-    return fullyQualifiedName(type(factory))
-
-
-def _factory_from_dotted_path(name: str, path: str) -> IBalancerFactory:
-    """
-    Import the object named by the dotted path C{name} and check that it is a
-    balancer factory.
-    """
-    try:
-        found = namedAny(name)
-    except (InvalidName, AttributeError) as e:
-        # InvalidName: no such module; AttributeError: the module has no
-        # such attribute.
-        raise ConfigError(path, f"cannot find balancer {name!r}: {e}") from e
-    except Exception as e:
-        # A plugin module that fails to import is a start-up error to report
-        # with its configuration path, whatever it raised.
-        raise ConfigError(
-            path,
-            f"importing balancer {name!r} failed: {type(e).__name__}: {e}",
-        ) from e
-    if IBalancerFactory.providedBy(found):
-        return found
-    if isinstance(found, type) and IBalancerFactory.implementedBy(found):
-        raise ConfigError(
-            path,
-            f"{name!r} is a class whose instances are balancer factories; "
-            f"name an instance of it instead",
-        )
-    raise ConfigError(
-        path,
-        f"{name!r} is not a balancer factory (it does not provide "
-        f"IBalancerFactory)",
-    )
-
-
 def find_balancer_factory(name: str, path: str) -> IBalancerFactory:
     """
     Find the balancer factory that a configuration file names.
@@ -878,27 +837,7 @@ def find_balancer_factory(name: str, path: str) -> IBalancerFactory:
         not name an L{IBalancerFactory} provider.
     @return: The factory.
     """
-    if "." in name:
-        return _factory_from_dotted_path(name, path)
-    known = set()
-    matches = []
-    for factory in getPlugins(IBalancerFactory, twistproxy.plugins):
-        known.add(factory.name)
-        if factory.name == name:
-            matches.append(factory)
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        providers = ", ".join(sorted(_describe(f) for f in matches))
-        raise ConfigError(
-            path,
-            f"balancer {name!r} is ambiguous: several plugins provide it "
-            f"({providers}); name one by its dotted path",
-        )
-    raise ConfigError(
-        path,
-        f"unknown balancer {name!r}; known: {', '.join(sorted(known))}",
-    )
+    return find_factory(IBalancerFactory, name, path, "balancer")
 
 
 def build_balancer(

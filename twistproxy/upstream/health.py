@@ -72,12 +72,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.plugin import IPlugin, getPlugins
+from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
-from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
 from zope.interface import implementer
 
-import twistproxy.plugins
+from twistproxy.components import find_factory
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 
@@ -105,37 +104,6 @@ _STATUS = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 # Finding factories by name
 
 
-def _factory_from_dotted_path(name: str, path: str) -> IHealthCheckFactory:
-    """
-    Import the object named by the dotted path C{name} and check that it is
-    a health check factory.
-    """
-    try:
-        found = namedAny(name)
-    except (InvalidName, AttributeError) as e:
-        raise ConfigError(path, f"cannot find health check {name!r}: {e}") from e
-    except Exception as e:
-        # A plugin module that fails to import is a start-up error to report
-        # with its configuration path, whatever it raised.
-        raise ConfigError(
-            path,
-            f"importing health check {name!r} failed: {type(e).__name__}: {e}",
-        ) from e
-    if IHealthCheckFactory.providedBy(found):
-        return found
-    if isinstance(found, type) and IHealthCheckFactory.implementedBy(found):
-        raise ConfigError(
-            path,
-            f"{name!r} is a class whose instances are health check "
-            f"factories; name an instance of it instead",
-        )
-    raise ConfigError(
-        path,
-        f"{name!r} is not a health check factory (it does not provide "
-        f"IHealthCheckFactory)",
-    )
-
-
 def find_health_check_factory(name: str, path: str) -> IHealthCheckFactory:
     """
     Find the health check factory that a configuration file names.
@@ -151,27 +119,7 @@ def find_health_check_factory(name: str, path: str) -> IHealthCheckFactory:
         not name an L{IHealthCheckFactory} provider.
     @return: The factory.
     """
-    if "." in name:
-        return _factory_from_dotted_path(name, path)
-    known = set()
-    matches = []
-    for factory in getPlugins(IHealthCheckFactory, twistproxy.plugins):
-        known.add(factory.name)
-        if factory.name == name:
-            matches.append(factory)
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        providers = ", ".join(sorted(fullyQualifiedName(type(f)) for f in matches))
-        raise ConfigError(
-            path,
-            f"health check {name!r} is ambiguous: several plugins provide it "
-            f"({providers}); name one by its dotted path",
-        )
-    raise ConfigError(
-        path,
-        f"unknown health check {name!r}; known: {', '.join(sorted(known))}",
-    )
+    return find_factory(IHealthCheckFactory, name, path, "health check")
 
 
 def build_health_check(

@@ -64,11 +64,10 @@ from typing import (
 )
 
 from twisted.logger import Logger
-from twisted.plugin import IPlugin, getPlugins
-from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-import twistproxy.plugins
+from twistproxy.components import find_factory
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import ILocator, ILocatorFactory, IRequestInfo
 
@@ -653,39 +652,6 @@ class MaxMindLocatorFactory:
 # --- Finding factories by name --------------------------------------------------------
 
 
-def _describe(factory: object) -> str:
-    return fullyQualifiedName(type(factory))
-
-
-def _factory_from_dotted_path(name: str, path: str) -> ILocatorFactory:
-    """
-    Import the object named by the dotted path C{name} and check that it is
-    a locator factory.
-    """
-    try:
-        found = namedAny(name)
-    except (InvalidName, AttributeError) as e:
-        raise ConfigError(path, f"cannot find locator {name!r}: {e}") from e
-    except Exception as e:
-        raise ConfigError(
-            path,
-            f"importing locator {name!r} failed: {type(e).__name__}: {e}",
-        ) from e
-    if ILocatorFactory.providedBy(found):
-        return found
-    if isinstance(found, type) and ILocatorFactory.implementedBy(found):
-        raise ConfigError(
-            path,
-            f"{name!r} is a class whose instances are locator factories; "
-            f"name an instance of it instead",
-        )
-    raise ConfigError(
-        path,
-        f"{name!r} is not a locator factory (it does not provide "
-        f"ILocatorFactory)",
-    )
-
-
 def find_locator_factory(name: str, path: str) -> ILocatorFactory:
     """
     Find the locator factory that a configuration file names.
@@ -701,29 +667,7 @@ def find_locator_factory(name: str, path: str) -> ILocatorFactory:
         not name an L{ILocatorFactory} provider.
     @return: The factory.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigError(path, f"must be the name of a locator, not {name!r}")
-    if "." in name:
-        return _factory_from_dotted_path(name, path)
-    known = set()
-    matches = []
-    for factory in getPlugins(ILocatorFactory, twistproxy.plugins):
-        known.add(factory.name)
-        if factory.name == name:
-            matches.append(factory)
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        providers = ", ".join(sorted(_describe(f) for f in matches))
-        raise ConfigError(
-            path,
-            f"locator {name!r} is ambiguous: several plugins provide it "
-            f"({providers}); name one by its dotted path",
-        )
-    raise ConfigError(
-        path,
-        f"unknown locator {name!r}; known: {', '.join(sorted(known))}",
-    )
+    return find_factory(ILocatorFactory, name, path, "locator")
 
 
 def build_locator(name: str, options: Mapping[str, Any], path: str) -> ILocator:
