@@ -425,9 +425,10 @@ def _index(parent: str, i: int) -> str:
     return f"{parent}[{i}]"
 
 
-def _describe(value: object) -> str:
+def describe_value(value: object) -> str:
     """
-    Name the TOML type of C{value} for an error message.
+    Name the TOML type of C{value} for an error message: C{"an integer"},
+    C{"a table"} ...  For plugin factories that check their own options.
     """
     if isinstance(value, bool):
         return "a boolean"
@@ -447,7 +448,7 @@ def _describe(value: object) -> str:
 
 
 def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
-    return ConfigError(path, f"must be {expected}, not {_describe(value)}")
+    return ConfigError(path, f"must be {expected}, not {describe_value(value)}")
 
 
 def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:

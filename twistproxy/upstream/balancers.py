@@ -62,7 +62,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import find_factory
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, describe_value
 from twistproxy.interfaces import (
     IBackend,
     IBalancer,
@@ -494,25 +494,6 @@ class Maglev:
         return f"<Maglev key={self._key} size={self._size} [{names}]>"
 
 
-def _type_name(value: object) -> str:
-    """
-    Name the TOML type of an option's value, for error messages.
-    """
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
 def _check_option_names(
     balancer: str, options: Mapping[str, Any], path: str, allowed: Sequence[str]
 ) -> None:
@@ -548,7 +529,7 @@ def _key_option(options: Mapping[str, Any], path: str) -> RequestKey:
     if not isinstance(value, str):
         raise ConfigError(
             f"{path}.key",
-            f"must be a string ({', '.join(KEY_FORMS)}), not {_type_name(value)}",
+            f"must be a string ({', '.join(KEY_FORMS)}), not {describe_value(value)}",
         )
     try:
         return RequestKey.parse(value)
@@ -571,7 +552,7 @@ def _integer_option(
     # bool is a subclass of int: "table_size = true" must not mean 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(
-            f"{path}.{name}", f"must be an integer, not {_type_name(value)}"
+            f"{path}.{name}", f"must be an integer, not {describe_value(value)}"
         )
     if not minimum <= value <= maximum:
         raise ConfigError(
@@ -610,8 +591,28 @@ def _factory_repr(factory: object) -> str:
     return f"<{type(factory).__name__} {getattr(factory, 'name', '?')!r}>"
 
 
+class _OptionlessFactory:
+    """
+    A balancer factory that takes no options: C{balancer(backends)}.
+    """
+
+    name: str
+    balancer: Any
+
+    def fromConfig(
+        self,
+        backends: Sequence[IBackend],
+        options: Mapping[str, Any],
+        path: str,
+    ) -> IBalancer:
+        _check_option_names(self.name, options, path, ())
+        return self.balancer(backends)
+
+    __repr__ = _factory_repr
+
+
 @implementer(IBalancerFactory, IPlugin)
-class RoundRobinFactory:
+class RoundRobinFactory(_OptionlessFactory):
     """
     The factory of L{SmoothWeightedRoundRobin}, the default balancer.
 
@@ -624,20 +625,11 @@ class RoundRobinFactory:
         "weight's share of requests, evenly interleaved."
     )
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
-    ) -> IBalancer:
-        _check_option_names(self.name, options, path, ())
-        return SmoothWeightedRoundRobin(backends)
-
-    __repr__ = _factory_repr
+    balancer = SmoothWeightedRoundRobin
 
 
 @implementer(IBalancerFactory, IPlugin)
-class LeastConnectionsFactory:
+class LeastConnectionsFactory(_OptionlessFactory):
     """
     The factory of L{LeastConnections}.  It takes no options.
     """
@@ -648,20 +640,11 @@ class LeastConnectionsFactory:
         "in flight for its weight."
     )
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
-    ) -> IBalancer:
-        _check_option_names(self.name, options, path, ())
-        return LeastConnections(backends)
-
-    __repr__ = _factory_repr
+    balancer = LeastConnections
 
 
 @implementer(IBalancerFactory, IPlugin)
-class PowerOfTwoChoicesFactory:
+class PowerOfTwoChoicesFactory(_OptionlessFactory):
     """
     The factory of L{PowerOfTwoChoices}.  It takes no options; each
     balancer gets its own L{random.Random} seeded from the operating system.
@@ -673,20 +656,11 @@ class PowerOfTwoChoicesFactory:
         "random by weight."
     )
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
-    ) -> IBalancer:
-        _check_option_names(self.name, options, path, ())
-        return PowerOfTwoChoices(backends)
-
-    __repr__ = _factory_repr
+    balancer = PowerOfTwoChoices
 
 
 @implementer(IBalancerFactory, IPlugin)
-class RandomFactory:
+class RandomFactory(_OptionlessFactory):
     """
     The factory of L{WeightedRandom}.  It takes no options; each balancer
     gets its own L{random.Random} seeded from the operating system.
@@ -695,16 +669,7 @@ class RandomFactory:
     name = "random"
     help = "Weighted random: a backend drawn at random in proportion to its weight."
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
-    ) -> IBalancer:
-        _check_option_names(self.name, options, path, ())
-        return WeightedRandom(backends)
-
-    __repr__ = _factory_repr
+    balancer = WeightedRandom
 
 
 @implementer(IBalancerFactory, IPlugin)
