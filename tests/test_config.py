@@ -535,7 +535,8 @@ nested = { x = [1, 2] }
         self.assertConfigError(
             MINIMAL + "[upstreams.other]\nservers = ['http://x', 8080]\n",
             "upstreams.other.servers[1]",
-            "must be a URL string or a table {url, weight}, not an integer",
+            "must be a URL string, a table {url, weight, region, zone, drain}, "
+            "or a DNS entry {dns, port} / {srv}, not an integer",
         )
 
     def test_serverTableUrlRequired(self) -> None:
@@ -1643,7 +1644,10 @@ class ExamplesTests(SynchronousTestCase):
         The full example sets every section, so that it documents them all.
         """
         config = load(os.path.join(EXAMPLES, "proxy.toml"))
-        self.assertEqual(len(config.upstreams), 2)
+        self.assertEqual(len(config.upstreams), 3)
+        groups = config.upstreams.values()
+        for attribute in ("health", "outlier", "sticky"):
+            self.assertTrue(any(getattr(g, attribute) is not None for g in groups), attribute)
         self.assertNotEqual(config.timeouts, Timeouts())
         self.assertNotEqual(config.limits, Limits())
         self.assertNotEqual(config.forwarding, Forwarding())
@@ -1766,3 +1770,9 @@ overprovisioning = 2
         self.assertConfigError(
             MINIMAL + "[locality]\noverprovisioning = 0.5\n", "locality.overprovisioning",
             "must be between 1 and 100 (got 0.5)")
+        self.assertConfigError(
+            MINIMAL + '[locality]\nregions = ["eu", "us", "eu"]\n', "locality.regions[2]",
+            "'eu' is listed twice")
+        self.assertConfigError(
+            MINIMAL + '[locality]\nregions = [""]\n', "locality.regions[0]",
+            "must not be empty")

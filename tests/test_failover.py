@@ -398,3 +398,49 @@ class WatchedGroupTests(SynchronousTestCase):
             answer(True)
         self.assertTrue(backend.healthy)
         self.assertTrue(backend.available)
+
+
+class FixesTests(SynchronousTestCase):
+    """
+    Corner cases of retries, stickiness and outlier reporting.
+    """
+
+    def test_sticky_cookie_follows_retry(self):
+        """
+        When a retry moves a request to another backend, the cookie pins
+        the client to the backend that served it.
+        """
+        proxy = _proxy(sticky=Sticky(cookie="srv"))
+        group = proxy.forwarder.groups["app"]
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.refuse_backend()
+        proxy.accept_backend().send(OK)
+        got = client.received()
+        expected = group.sticky_cookie(group.backends[1])
+        self.assertIn(b"Set-Cookie: " + expected + b"\r\n", got)
+
+    def test_verdicts(self):
+        """
+        Only backend faults count as failures and only served requests as
+        successes; overload and client-side endings say nothing.
+        """
+        from twistproxy.http.forwarder import _verdict
+
+        self.assertEqual(
+            [_verdict(r) for r in ("", "upstream_connect_failed", "upstream_timeout",
+                                   "upstream_queue_full", "upstream_queue_timeout",
+                                   "client_closed", "request_body_timeout")],
+            [True, False, False, None, None, None, None],
+        )
+
+    def test_ipv6_backend_host_header(self):
+        """
+        An IPv6 backend on the default port gets a bracketed Host when the
+        route does not keep the client's.
+        """
+        from twistproxy.upstream.group import UpstreamGroupRuntime
+
+        group = UpstreamGroupRuntime(UpstreamGroup("g", (server("http://[2001:db8::1]"),)),
+                                     lambda b: None)
+        self.assertEqual(list(group.host_headers.values()), [b"[2001:db8::1]"])

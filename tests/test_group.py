@@ -176,3 +176,46 @@ class StartTests(SynchronousTestCase):
         self.assertEqual([b.name for b in group.backends], ["10.0.0.1:8000", "10.0.0.2:8000"])
         group.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class DiscoveryCornerTests(SynchronousTestCase):
+    """
+    DNS answers the group cannot or need not use.
+    """
+
+    def test_answer_the_balancer_refuses_is_not_used(self):
+        """
+        An answer with more backends than a maglev table has slots is
+        refused as a whole: the group keeps its previous backends.
+        """
+        entry = Discovery(kind="dns", name="api.internal", port=80)
+        group = _group(discovery=(entry,), balancer="maglev", balancer_options={"table_size": 3})
+        group.set_discovered(entry, tuple(Target(f"10.0.0.{i}", 80) for i in range(1, 3)))
+        self.assertEqual(len(group.backends), 2)
+        group.set_discovered(entry, tuple(Target(f"10.0.0.{i}", 80) for i in range(1, 6)))
+        self.assertEqual([b.name for b in group.backends], ["10.0.0.1:80", "10.0.0.2:80"])
+        self.assertIsNotNone(group.pick(FakeRequestInfo()))
+
+    def test_listed_address_not_duplicated(self):
+        """
+        An address both listed and found in DNS stays one backend.
+        """
+        entry = Discovery(kind="dns", name="api.internal", port=80)
+        group = _group(server("http://10.0.0.1:80"), discovery=(entry,))
+        group.set_discovered(entry, (Target("10.0.0.1", 80), Target("10.0.0.2", 80)))
+        self.assertEqual([b.name for b in group.backends], ["10.0.0.1:80", "10.0.0.2:80"])
+
+    def test_removed_while_draining(self):
+        """
+        A draining backend that disappears from DNS while a request is in
+        flight lets that request finish without error.
+        """
+        entry = Discovery(kind="dns", name="api.internal", port=80)
+        group = _group(discovery=(entry,))
+        group.set_discovered(entry, (Target("10.0.0.1", 80), Target("10.0.0.2", 80)))
+        backend = group.backends[0]
+        backend.in_flight = 1
+        group.set_draining(backend, True)
+        group.set_discovered(entry, (Target("10.0.0.2", 80),))
+        backend.in_flight = 0
+        group.check_drained(backend)

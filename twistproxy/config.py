@@ -784,7 +784,9 @@ def _server(value: object, path: str) -> Server:
     elif isinstance(value, str):
         url_path, url = path, value
     else:
-        raise _wrong_type(path, "a URL string or a table {url, weight}", value)
+        raise _wrong_type(
+            path, "a URL string, a table {url, weight, region, zone, drain}, "
+            "or a DNS entry {dns, port} / {srv}", value)
     canonical, scheme, host, port = _server_url(url, url_path)
     return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight, **extra)
 
@@ -1211,7 +1213,13 @@ def _locality(value: object, path: str) -> Locality:
     table = _table(value, path, ("regions", "overprovisioning"))
     kwargs: Dict[str, Any] = {}
     if "regions" in table:
-        kwargs["regions"] = _strings(table["regions"], _key(path, "regions"), _label)
+        regions = _strings(table["regions"], _key(path, "regions"), _label)
+        for i, region in enumerate(regions):
+            if not region:
+                raise ConfigError(_index(_key(path, "regions"), i), "must not be empty")
+            if region in regions[:i]:
+                raise ConfigError(_index(_key(path, "regions"), i), f"{region!r} is listed twice")
+        kwargs["regions"] = regions
     if "overprovisioning" in table:
         factor = table["overprovisioning"]
         fpath = _key(path, "overprovisioning")

@@ -52,6 +52,8 @@ class Exchange:
     @ivar tried: The backends that failed it, or C{None}.
     @ivar response_fields: (name, value) fields to add to the response
         (a stickiness cookie), or C{None}.
+    @ivar pinned: The backend the request's stickiness cookie named, if it
+        was available.
     """
 
     __slots__ = (
@@ -59,7 +61,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "is_retry", "tried", "response_fields",
+        "is_retry", "tried", "response_fields", "pinned",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -86,6 +88,7 @@ class Exchange:
         self.is_retry = False
         self.tried = None
         self.response_fields = None
+        self.pinned = None
 
     @property
     def method(self) -> str:

@@ -31,8 +31,17 @@ _NOT_SENT = frozenset(["upstream_connect_failed", "upstream_connect_timeout"])
 _NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
 
 
-def _backend_fault(reason: str) -> bool:
-    return reason.startswith("upstream_") and reason not in _NOT_BACKEND_FAULT
+def _verdict(reason: str) -> Optional[bool]:
+    """
+    What an exchange that ended for C{reason} says of its backend: C{True}
+    served, C{False} failed, C{None} nothing (the client or the proxy
+    ended it).
+    """
+    if not reason:
+        return True
+    if reason.startswith("upstream_") and reason not in _NOT_BACKEND_FAULT:
+        return False
+    return None
 
 
 class RouteRuntime:
@@ -108,14 +117,12 @@ class Forwarder:
         sticky = group.config.sticky
         backend = None
         if sticky is not None:
-            backend = group.sticky_backend(x.cookie(sticky.cookie))
+            backend = x.pinned = group.sticky_backend(x.cookie(sticky.cookie))
         if backend is None:
             backend = group.pick(x)
             if backend is None:
                 x.downstream.upstream_failed(x, 503, "no_backend")
                 return
-            if sticky is not None:
-                x.response_fields = [(b"Set-Cookie", group.sticky_cookie(backend))]
         x.group = group
         x.forwarder = self
         group.in_flight += 1
@@ -126,6 +133,13 @@ class Forwarder:
         backend.in_flight += 1
         backend.requests += 1
         rt = x.route
+        if rt.group.config.sticky is not None:
+            # Pin the client to whichever backend serves it, also after a
+            # retry moved it; no cookie when it already names that one.
+            x.response_fields = (
+                None if backend is x.pinned
+                else [(b"Set-Cookie", rt.group.sticky_cookie(backend))]
+            )
         req = x.request
         downstream = x.downstream
         x.head = H.request_head(
@@ -148,7 +162,7 @@ class Forwarder:
         if group is not None and x.status == 0 and self._may_retry(x, reason):
             other = self._another(x)
             if other is not None:
-                self._done_with_backend(x, ok=not _backend_fault(reason))
+                self._done_with_backend(x, ok=_verdict(reason))
                 if not x.is_retry:
                     x.is_retry = True
                     group.retries_in_flight += 1
@@ -185,13 +199,19 @@ class Forwarder:
                 return backend
         return None
 
-    def _done_with_backend(self, x: Exchange, ok: bool) -> None:
+    def _done_with_backend(self, x: Exchange, ok: Optional[bool]) -> None:
+        """
+        C{x} is done with its backend: C{ok} says whether the backend served
+        it (C{None}: nothing to say about the backend, e.g. the client gave
+        up, or the proxy was overloaded).
+        """
         backend = x.backend
         x.backend = None
         backend.in_flight -= 1
-        if not ok:
-            backend.failures += 1
-        x.group.report(backend, ok, x.status)
+        if ok is not None:
+            if not ok:
+                backend.failures += 1
+            x.group.report(backend, ok, x.status)
         x.group.check_drained(backend)
 
     def cancel(self, x: Exchange) -> None:
@@ -214,15 +234,10 @@ class Forwarder:
         if x.is_retry:
             group.retries_in_flight -= 1
         if x.backend is not None:
-            # The client going away says nothing about the backend.
-            if x.reason == "client_closed":
-                x.backend.in_flight -= 1
-                group.check_drained(x.backend)
-                x.backend = None
-            else:
-                backend = x.backend
-                self._done_with_backend(x, ok=not _backend_fault(x.reason))
-                x.backend = backend
+            backend = x.backend
+            self._done_with_backend(x, ok=_verdict(x.reason))
+            # The access log still names it.
+            x.backend = backend
 
     def close(self) -> None:
         for group in self.groups.values():

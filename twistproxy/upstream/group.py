@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
-from twistproxy.config import Discovery, Locality, UpstreamGroup
+from twistproxy.config import ConfigError, Discovery, Locality, UpstreamGroup
 from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer
@@ -126,7 +126,8 @@ class UpstreamGroupRuntime:
         self.backends.append(backend)
         self.pools[backend] = self._make_pool(backend)
         default_port = (scheme, port) in (("http", 80), ("https", 443))
-        self.host_headers[backend] = (host if default_port else backend.name).encode("ascii")
+        bracketed = f"[{host}]" if ":" in host else host
+        self.host_headers[backend] = (bracketed if default_port else backend.name).encode("ascii")
         token = self._token(backend)
         self._tokens[token] = backend
         self._token_of[backend] = token
@@ -145,6 +146,23 @@ class UpstreamGroupRuntime:
             self._balancer_for(tiers[priority]) for priority in sorted(tiers)
         ]
         self.balancer = self._tiers[0] if self._tiers else self._balancer_for([])
+
+    def _check_tiers(self, kept: List[Backend], added) -> None:
+        """
+        Build (and throw away) the balancers a new set of backends would
+        need, so that an answer the balancer cannot take (a ring too big)
+        is refused before anything changes.
+        """
+        tiers: Dict[int, List[Backend]] = {}
+        for backend in kept:
+            tiers.setdefault(backend.priority, []).append(backend)
+        for target in added:
+            tiers.setdefault(target.priority, []).append(Backend(
+                authority(target.host, target.port), "http", target.host, target.port,
+                target.weight, priority=target.priority,
+            ))
+        for level in tiers.values():
+            self._balancer_for(level)
 
     def _balancer_for(self, backends: List[Backend]) -> IBalancer:
         def make(level: List[Backend]) -> IBalancer:
@@ -184,7 +202,21 @@ class UpstreamGroupRuntime:
         @param targets: L{twistproxy.upstream.discovery.Target}s.
         """
         known = self._discovered.setdefault(discovery, {})
-        wanted = {(t.host, t.port): t for t in targets}
+        listed = {(b.host, b.port) for b in self.backends if b not in known.values()}
+        # An address also listed in the configuration is that backend.
+        wanted = {(t.host, t.port): t for t in targets if (t.host, t.port) not in listed}
+        try:
+            self._check_tiers(
+                [b for a, b in known.items() if a in wanted]
+                + [b for b in self.backends if b not in known.values()],
+                [t for a, t in wanted.items() if a not in known],
+            )
+        except ConfigError as e:
+            self.log.error(
+                "upstream {group}: DNS answer for {name} not used: {problem}",
+                group=self.name, name=discovery.name, problem=e.problem,
+            )
+            return
         for address in [a for a in known if a not in wanted]:
             backend = known.pop(address)
             self._remove(backend)
@@ -193,7 +225,8 @@ class UpstreamGroupRuntime:
         for address, target in wanted.items():
             backend = known.get(address)
             if backend is not None:
-                backend.weight = backend.effective_weight = target.weight
+                if backend.weight != target.weight:
+                    backend.weight = backend.effective_weight = target.weight
                 backend.priority = target.priority
                 continue
             backend = known[address] = self._add(
@@ -246,7 +279,10 @@ class UpstreamGroupRuntime:
         has finished.
         """
         if backend.draining and backend.in_flight == 0:
-            self.pools[backend].close()
+            pool = self.pools.get(backend)
+            # A backend already removed (gone from DNS) has no pool left.
+            if pool is not None:
+                pool.close()
 
     def report(self, backend: Backend, ok: bool, status: int) -> None:
         """
