@@ -1353,3 +1353,35 @@ class SlowStartTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, SlowStart, self.clock, -1)
         self.assertRaises(ValueError, SlowStart, self.clock, 10, 0)
+
+
+class AgentEndpointTests(SynchronousTestCase):
+    """
+    The HTTP check connects through plain TCP endpoints for addresses, so
+    that a refused connection is reported at once.
+    """
+
+    def test_endpoints(self):
+        """
+        IPv4 and IPv6 literals get TCP4/TCP6 endpoints, names a
+        HostnameEndpoint, and https URLs are wrapped in TLS.
+        """
+        from twisted.internet.endpoints import (
+            HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint,
+        )
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import URI
+
+        from twistproxy.upstream.health import _AgentEndpoints
+
+        endpoints = _AgentEndpoints(MemoryReactorClock(), 1.0)
+
+        def endpoint(url: bytes):
+            return endpoints.endpointForURI(URI.fromBytes(url))
+
+        self.assertIsInstance(endpoint(b"http://127.0.0.1:8001/"), TCP4ClientEndpoint)
+        self.assertIsInstance(endpoint(b"http://[::1]:8001/"), TCP6ClientEndpoint)
+        self.assertIsInstance(endpoint(b"http://backend.internal:8001/"), HostnameEndpoint)
+        wrapped = endpoint(b"https://127.0.0.1:8443/")
+        self.assertNotIsInstance(wrapped, TCP4ClientEndpoint)
+        self.assertIsInstance(wrapped._wrappedEndpoint, TCP4ClientEndpoint)

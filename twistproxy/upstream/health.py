@@ -234,6 +234,26 @@ def _authority(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _AgentEndpoints:
+    """
+    Endpoints for the HTTP check's L{Agent}, through L{_endpoint}.
+    """
+
+    def __init__(self, reactor: Any, timeout: float):
+        self._reactor = reactor
+        self._timeout = timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        host = uri.host.decode("ascii").strip("[]")
+        endpoint = _endpoint(self._reactor, host, uri.port, self._timeout)
+        if uri.scheme == b"https":
+            from twisted.internet.endpoints import wrapClientTLS
+            from twisted.internet.ssl import optionsForClientTLS
+
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        return endpoint
+
+
 def _endpoint(reactor: Any, host: str, port: int, timeout: float) -> Any:
     """
     A client endpoint for C{host}: a plain TCP endpoint for an IP address
@@ -435,7 +455,11 @@ class HTTPHealthCheck:
         # left behind.
         pool = HTTPConnectionPool(reactor, persistent=False)
         cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+        # Our own endpoints: Agent's default (HostnameEndpoint, even for an
+        # address) reports a refused connection only after its 0.3 s
+        # attempt delay, which slows down noticing a dead backend.
+        agent = Agent.usingEndpointFactory(
+            reactor, _AgentEndpoints(reactor, timeout), pool=pool)
         return HTTPClient(agent, cookiejar=cookies)
 
     def _status_ok(self, code: int) -> bool:
