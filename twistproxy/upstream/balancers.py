@@ -196,11 +196,9 @@ class LeastConnections:
         return f"<LeastConnections [{names}]>"
 
 
-@implementer(IBalancer)
-class WeightedRandom:
+class _Randomized:
     """
-    Picks an available backend at random, in proportion to its effective
-    weight.
+    A balancer over a list of backends that draws at random.
 
     @param rng: The source of randomness; a new L{random.Random} seeded
         from the operating system by default.  Tests pass a seeded one.
@@ -213,6 +211,20 @@ class WeightedRandom:
     ) -> None:
         self._backends: List[IBackend] = list(backends)
         self._random = rng if rng is not None else random.Random()
+
+    def __repr__(self) -> str:
+        names = ", ".join(b.name for b in self._backends)
+        return f"<{type(self).__name__} [{names}]>"
+
+
+@implementer(IBalancer)
+class WeightedRandom(_Randomized):
+    """
+    Picks an available backend at random, in proportion to its effective
+    weight.
+    """
+
+    __slots__ = ()
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
         # Two passes rather than a list of candidates: nothing to allocate.
@@ -236,10 +248,6 @@ class WeightedRandom:
         # Rounding can leave a sliver at the end of the last weight.
         return last
 
-    def __repr__(self) -> str:
-        names = ", ".join(b.name for b in self._backends)
-        return f"<WeightedRandom [{names}]>"
-
 
 def _draw(weights: Sequence[float], left: float, skip: int) -> int:
     """
@@ -258,24 +266,15 @@ def _draw(weights: Sequence[float], left: float, skip: int) -> int:
 
 
 @implementer(IBalancer)
-class PowerOfTwoChoices:
+class PowerOfTwoChoices(_Randomized):
     """
     The power of two choices: two distinct available backends drawn at
     random in proportion to their effective weights, and of the two the
     one with the smaller C{(in_flight + 1) / effective_weight} (the first
     drawn on a tie).
-
-    @param rng: The source of randomness; a new L{random.Random} seeded
-        from the operating system by default.  Tests pass a seeded one.
     """
 
-    __slots__ = ("_backends", "_random")
-
-    def __init__(
-        self, backends: Sequence[IBackend], rng: Optional[random.Random] = None
-    ) -> None:
-        self._backends: List[IBackend] = list(backends)
-        self._random = rng if rng is not None else random.Random()
+    __slots__ = ()
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
         candidates = [b for b in self._backends if b.available]
@@ -295,10 +294,6 @@ class PowerOfTwoChoices:
         ) * weights[second]:
             return other
         return one
-
-    def __repr__(self) -> str:
-        names = ", ".join(b.name for b in self._backends)
-        return f"<PowerOfTwoChoices [{names}]>"
 
 
 def _hash_weight(backend: IBackend, effective: float) -> float:
