@@ -258,14 +258,69 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """
+    One certificate a TLS listener can present.
+
+    @ivar cert: A PEM file with the certificate and its chain (and the
+        private key, when C{key} is empty).
+    @ivar key: A PEM file with the private key, or C{''}.
+    """
+
+    cert: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ListenerTLS:
+    """
+    TLS termination on a listener.  The certificate for each connection is
+    chosen by SNI among the names in the certificates' subjectAltName:
+    exact names first, then wildcards, then C{default}.
+
+    @ivar certificates: The certificates, in order; a directory stands for
+        every C{*.pem} file in it (each holding its key).
+    @ivar default: Index in C{certificates} of the certificate for
+        clients that send no name, or one no certificate has.
+    @ivar min_version: C{'1.2'} or C{'1.3'}.
+    @ivar ciphers: An OpenSSL cipher list for TLS 1.2, or C{''} for the
+        built-in modern list.
+    @ivar client_ca: A PEM file of CAs: when set, clients must present a
+        certificate signed by one of them (mutual TLS).
+    @ivar client_subject_header: The request field in which the verified
+        client certificate's subject is passed to backends (and which is
+        removed from what clients send).
+    @ivar hsts: C{max-age} of a C{Strict-Transport-Security} field added to
+        responses, or C{0} for none.
+    @ivar handshake_timeout: Seconds a client has to complete its handshake.
+    """
+
+    certificates: Tuple[Certificate, ...]
+    default: int = 0
+    min_version: str = "1.2"
+    ciphers: str = ""
+    client_ca: str = ""
+    client_subject_header: str = "X-Client-Subject"
+    hsts: int = 0
+    handshake_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Listener:
     """
     @ivar name: The listener's name, used in logs.
     @ivar endpoint: A Twisted server endpoint string, e.g. C{'tcp:8080'}.
+    @ivar tls: TLS termination, or C{None} for plain HTTP.
+    @ivar redirect_https: Answer every request on this plain listener with
+        a 308 redirect to the same URL over https.
+    @ivar https_port: The port in those redirects (443 is left out).
     """
 
     name: str
     endpoint: str
+    tls: Optional[ListenerTLS] = None
+    redirect_https: bool = False
+    https_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -978,7 +1033,7 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
     for name, listener in value.items():
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
-        table = _table(listener, listener_path, ("endpoint",))
+        table = _table(listener, listener_path, ("endpoint", "tls", "redirect_https", "https_port"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -989,8 +1044,76 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             raise ConfigError(endpoint_path, "must not be empty")
         if "\0" in endpoint:
             raise ConfigError(endpoint_path, "must not contain NUL")
-        listeners.append(Listener(name=name, endpoint=endpoint))
+        kwargs: Dict[str, Any] = {}
+        if "tls" in table:
+            kwargs["tls"] = _listener_tls(table["tls"], _key(listener_path, "tls"))
+        if "redirect_https" in table:
+            kwargs["redirect_https"] = _boolean(
+                table["redirect_https"], _key(listener_path, "redirect_https"))
+            if kwargs["redirect_https"] and "tls" in kwargs:
+                raise ConfigError(_key(listener_path, "redirect_https"),
+                                  "only for plain listeners (this one has tls)")
+        if "https_port" in table:
+            port_path = _key(listener_path, "https_port")
+            kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
+            if kwargs["https_port"] > 65535:
+                raise ConfigError(port_path, "must be at most 65535")
+        listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
+
+
+def _certificate(value: object, path: str) -> Certificate:
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(path, "must not be empty")
+        return Certificate(cert=value)
+    table = _table(value, path, ("cert", "key"))
+    if "cert" not in table:
+        raise ConfigError(_key(path, "cert"), "is required")
+    cert = _string(table["cert"], _key(path, "cert"))
+    key = _string(table.get("key", ""), _key(path, "key"))
+    return Certificate(cert=cert, key=key)
+
+
+def _listener_tls(value: object, path: str) -> ListenerTLS:
+    table = _table(value, path, (
+        "certificates", "default", "min_version", "ciphers", "client_ca",
+        "client_subject_header", "hsts", "handshake_timeout",
+    ))
+    certs_path = _key(path, "certificates")
+    if "certificates" not in table:
+        raise ConfigError(certs_path, "is required (PEM files or directories)")
+    items = _array(table["certificates"], certs_path)
+    if not items:
+        raise ConfigError(certs_path, "must list at least one certificate")
+    kwargs: Dict[str, Any] = {
+        "certificates": tuple(_certificate(item, _index(certs_path, i))
+                              for i, item in enumerate(items)),
+    }
+    if "default" in table:
+        default = _integer(table["default"], _key(path, "default"), 0)
+        if default >= len(items):
+            raise ConfigError(_key(path, "default"),
+                              f"must be the index of a certificate (0 to {len(items) - 1})")
+        kwargs["default"] = default
+    if "min_version" in table:
+        version = _string(table["min_version"], _key(path, "min_version"))
+        if version not in ("1.2", "1.3"):
+            raise ConfigError(_key(path, "min_version"), 'must be "1.2" or "1.3"')
+        kwargs["min_version"] = version
+    for key in ("ciphers", "client_ca"):
+        if key in table:
+            kwargs[key] = _string(table[key], _key(path, key))
+    if "client_subject_header" in table:
+        hpath = _key(path, "client_subject_header")
+        kwargs["client_subject_header"] = _token(_string(table["client_subject_header"], hpath),
+                                                 hpath, "header name")
+    if "hsts" in table:
+        kwargs["hsts"] = _integer(table["hsts"], _key(path, "hsts"), 0)
+    if "handshake_timeout" in table:
+        kwargs["handshake_timeout"] = _seconds(table["handshake_timeout"],
+                                               _key(path, "handshake_timeout"))
+    return ListenerTLS(**kwargs)
 
 
 def _path_prefix(value: object, path: str) -> str:
