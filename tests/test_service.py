@@ -95,16 +95,6 @@ class ProxyServiceTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, ProxyService, _config(routes=(Route("nope"),)), MemoryReactorClock())
         self.assertEqual(e.path, "routes[0].upstream")
 
-    def test_https_backend_refused(self):
-        """
-        https backends are refused at construction with the server's path
-        until TLS to backends exists.
-        """
-        config = _config(upstreams={"app": UpstreamGroup(
-            "app", (server("http://a:1"), server("https://b:443")))})
-        e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
-        self.assertEqual(e.path, "upstreams.app.servers[1]")
-
     def test_access_log_written_and_flushed(self):
         """
         With an access log file, each finished request is written to it,

@@ -167,6 +167,28 @@ class Sticky:
 
 
 @dataclass(frozen=True)
+class UpstreamTLS:
+    """
+    How the proxy talks TLS to a group's C{https://} servers.  The
+    server's certificate is always verified (service_identity), against the
+    system's trusted CAs or C{ca}; there is no way to turn that off.
+
+    @ivar ca: A PEM file of CA certificates to trust instead of the
+        system's, or C{''}.
+    @ivar client_cert: A PEM file with a client certificate (and its key,
+        unless C{client_key}) to present to the servers, or C{''}.
+    @ivar client_key: A PEM file with the client certificate's key, or C{''}.
+    @ivar server_name: The name sent in SNI and expected in the servers'
+        certificates, when it is not the host of their URLs.
+    """
+
+    ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class UpstreamGroup:
     """
     A named set of interchangeable backend servers.
@@ -192,6 +214,7 @@ class UpstreamGroup:
     @ivar outlier: Passive outlier detection, or C{None}.
     @ivar sticky: Cookie stickiness, or C{None}.
     @ivar discovery: Servers found in DNS, in addition to C{servers}.
+    @ivar tls: TLS settings for C{https://} servers.
     """
 
     name: str
@@ -209,6 +232,7 @@ class UpstreamGroup:
     outlier: Optional[Outlier] = None
     sticky: Optional[Sticky] = None
     discovery: Tuple[Discovery, ...] = ()
+    tls: UpstreamTLS = UpstreamTLS()
 
 
 @dataclass(frozen=True)
@@ -873,6 +897,14 @@ def _discovery(table: Dict[str, Any], path: str) -> Discovery:
     return Discovery(kind=kind, name=name, **kwargs)
 
 
+def _upstream_tls(value: object, path: str) -> UpstreamTLS:
+    table = _table(value, path, ("ca", "client_cert", "client_key", "server_name"))
+    kwargs = {key: _string(table[key], _key(path, key)) for key in table}
+    if kwargs.get("client_key") and not kwargs.get("client_cert"):
+        raise ConfigError(_key(path, "client_key"), "needs client_cert")
+    return UpstreamTLS(**kwargs)
+
+
 def _fraction(value: object, path: str, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _wrong_type(path, "a number between 0 and 1", value)
@@ -947,7 +979,7 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
         path,
         ("servers", "balancer", "balancer_options", "max_connections", "max_idle",
          "max_pending", "max_requests", "retries", "retry_budget", "slow_start",
-         "health", "outlier", "sticky"),
+         "health", "outlier", "sticky", "tls"),
     )
     servers_path = _key(path, "servers")
     if "servers" not in group:
@@ -999,7 +1031,7 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
         kwargs["slow_start"] = 0.0 if value == 0 and not isinstance(value, bool) else _seconds(
             value, _key(path, "slow_start"))
     builders: Dict[str, Callable[[object, str], Any]] = {
-        "health": _health, "outlier": _outlier, "sticky": _sticky,
+        "health": _health, "outlier": _outlier, "sticky": _sticky, "tls": _upstream_tls,
     }
     for key, build in builders.items():
         if key in group:

@@ -109,14 +109,6 @@ class ProxyService(MultiService):
             from twisted.internet import reactor  # type: ignore[no-redef]
         self.config = config
         self.reactor = reactor
-        for name, group in config.upstreams.items():
-            for i, s in enumerate(group.servers):
-                if s.scheme != "http":
-                    raise ConfigError(
-                        f"upstreams.{name}.servers[{i}]",
-                        "https:// backends are not supported yet",
-                        config.source,
-                    )
         try:
             self.locator = None
             if config.locator is not None:

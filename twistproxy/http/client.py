@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
+from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
@@ -189,6 +190,14 @@ class UpstreamProtocol(Waiting, Protocol):
             return
         if previous == _BODY:
             _failed(x, 502, "upstream_truncated")
+            return
+        if reason is not None and reason.check(SSL.Error):
+            # Verification or handshake failure: never retried without TLS.
+            self.log.warn(
+                "TLS with backend {backend} failed: {error}",
+                backend=self._pool.backend.name, error=reason.getErrorMessage(),
+            )
+            _failed(x, 502, "upstream_tls_failed")
             return
         if not self._received and self.uses > 1 and x.retryable:
             # The stale pooled connection race: the backend closed an idle
@@ -419,6 +428,7 @@ class UpstreamPool:
         max_connections: int = 256,
         max_idle: int = 256,
         max_pending: int = 256,
+        tls=None,
     ):
         self.reactor = reactor
         self.backend = backend
@@ -426,6 +436,8 @@ class UpstreamPool:
         self.max_connections = max_connections
         self.max_idle = max_idle
         self.max_pending = max_pending
+        # An IOpenSSLClientConnectionCreator for https backends, or None.
+        self.tls = tls
         self.connections = 0
         self.deadlines = Deadlines(reactor)
         self._idle: list = []
@@ -511,10 +523,16 @@ class UpstreamPool:
     def _connect(self, x: Exchange) -> None:
         self.connections += 1
         backend = self.backend
-        self.reactor.connectTCP(
-            backend.host, backend.port, _Connector(self, x),
-            timeout=self.timeouts.connect,
-        )
+        if self.tls is not None:
+            self.reactor.connectSSL(
+                backend.host, backend.port, _Connector(self, x), self.tls,
+                timeout=self.timeouts.connect,
+            )
+        else:
+            self.reactor.connectTCP(
+                backend.host, backend.port, _Connector(self, x),
+                timeout=self.timeouts.connect,
+            )
 
     def _drop_waiter(self, x: Exchange) -> None:
         timer = x.wait_timer

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
+from twistproxy.backend_tls import client_creator
 from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
 from twistproxy.http import headers as H
 from twistproxy.http.client import UpstreamPool
@@ -74,9 +75,12 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
     @param options: C{locality} and C{locator}, passed to the group.
     """
     def make_pool(backend: Backend) -> UpstreamPool:
+        tls = None
+        if backend.scheme == "https":
+            tls = client_creator(config.tls, backend.host, f"upstreams.{config.name}.tls")
         return UpstreamPool(
             reactor, backend, timeouts, config.max_connections, config.max_idle,
-            config.max_pending,
+            config.max_pending, tls,
         )
 
     return UpstreamGroupRuntime(config, make_pool, on_change, reactor=reactor, **options)

@@ -1,0 +1,208 @@
+"""
+Tests for TLS to backends (L{twistproxy.backend_tls} and the pool's use of
+it): unit tests on a memory reactor, and real handshakes over loopback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+
+from twisted.internet import reactor as global_reactor
+from twisted.internet import ssl
+from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from twistproxy.config import (
+    AccessLog, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, UpstreamTLS, server,
+)
+from twistproxy.service import ProxyService
+
+
+def _certificate(common_name: str, issuer_key=None, issuer_name=None, ca: bool = False,
+                 sans=("localhost", "127.0.0.1")):
+    """
+    A key and certificate, self-signed or signed by an issuer, with the
+    given subjectAltNames (DNS names and IP addresses).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder().subject_name(name)
+        .issuer_name(issuer_name or name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        entries = []
+        for san in sans:
+            try:
+                entries.append(x509.IPAddress(ipaddress.ip_address(san)))
+            except ValueError:
+                entries.append(x509.DNSName(san))
+        builder = builder.add_extension(x509.SubjectAlternativeName(entries), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return key, cert, name
+
+
+def _pem(key=None, cert=None) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    out = b""
+    if key is not None:
+        out += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    if cert is not None:
+        out += cert.public_bytes(serialization.Encoding.PEM)
+    return out
+
+
+def _write(test, data: bytes) -> str:
+    path = test.mktemp()
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _config(url: str, tls: UpstreamTLS = UpstreamTLS(), endpoint: str = "tcp:8080") -> ProxyConfig:
+    return ProxyConfig(
+        listeners=(Listener("main", endpoint),),
+        upstreams={"app": UpstreamGroup("app", (server(url),), tls=tls)},
+        routes=(Route("app"),),
+        access_log=AccessLog(path=""),
+    )
+
+
+class ConfigurationTests(SynchronousTestCase):
+    """
+    https backends get a verifying TLS connection creator; bad files are
+    configuration errors at their path.
+    """
+
+    def test_https_backend_uses_tls(self):
+        """
+        A request to an https backend opens a TLS connection to it.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config("https://backend.example:8443"), reactor)
+        from twistproxy.testing import MemoryPeer
+
+        MemoryPeer(service.factory.buildProtocol(None), peer=None).send(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        [(host, port, factory, creator, timeout, bind)] = reactor.sslClients
+        self.assertEqual((host, port), ("backend.example", 8443))
+        self.assertEqual(reactor.tcpClients, [])
+        self.assertEqual(creator._hostnameASCII, "backend.example")
+
+    def test_missing_ca(self):
+        """
+        A CA bundle that cannot be read is reported at tls.ca.
+        """
+        config = _config("https://b:443", UpstreamTLS(ca="/nonexistent/ca.pem"))
+        e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
+        self.assertEqual(e.path, "upstreams.app.tls.ca")
+
+    def test_ca_without_certificate(self):
+        """
+        A CA file with no certificate in it is refused.
+        """
+        config = _config("https://b:443", UpstreamTLS(ca=_write(self, b"not a pem")))
+        e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
+        self.assertIn("holds no PEM certificate", e.problem)
+
+    def test_server_name(self):
+        """
+        server_name replaces the URL's host for SNI and verification.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config("https://10.0.0.1:443", UpstreamTLS(server_name="api.internal")),
+                               reactor)
+        [pool] = service.forwarder.groups["app"].pools.values()
+        self.assertEqual(pool.tls._hostnameASCII, "api.internal")
+
+
+class _Hello(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        return b"hello over tls"
+
+
+def _get(port: int) -> bytes:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        sock.close()
+
+
+class LoopbackTests(TestCase):
+    """
+    Real handshakes with a TLS origin on 127.0.0.1.
+    """
+
+    timeout = 30
+
+    def start(self, trusted_pem: bytes, tls_options=None):
+        ca_key, ca_cert, ca_name = _certificate("Test CA", ca=True, sans=())
+        key, cert, _ = _certificate("origin", issuer_key=ca_key, issuer_name=ca_name)
+        origin_ctx = ssl.PrivateCertificate.loadPEM(_pem(key, cert)).options()
+        origin = global_reactor.listenSSL(0, Site(_Hello()), origin_ctx, interface="127.0.0.1")
+        self.addCleanup(origin.stopListening)
+        ca_file = _write(self, trusted_pem or _pem(cert=ca_cert))
+        url = f"https://127.0.0.1:{origin.getHost().port}"
+        service = ProxyService(
+            _config(url, UpstreamTLS(ca=ca_file), "tcp:0:interface=127.0.0.1"), global_reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.exchanges = []
+        previous = service.factory._on_exchange_end
+        service.factory._on_exchange_end = self.exchanges.append
+        self.assertIsNone(previous)
+        return service.listeners["main"].port.getHost().port
+
+    def test_verified_backend(self):
+        """
+        With the origin's CA trusted, requests go through over TLS, and the
+        connection is pooled.
+        """
+        port = self.start(None)
+        d = deferToThread(_get, port)
+
+        def check(data):
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+            self.assertTrue(data.endswith(b"hello over tls"))
+        return d.addCallback(check)
+
+    def test_unverified_backend_is_502(self):
+        """
+        An origin whose certificate does not verify gets a 502 with reason
+        upstream_tls_failed, never an unverified request.
+        """
+        _, other_ca, _ = _certificate("Other CA", ca=True, sans=())
+        port = self.start(_pem(cert=other_ca))
+        d = deferToThread(_get, port)
+
+        def check(data):
+            self.assertTrue(data.startswith(b"HTTP/1.1 502"), data)
+            self.assertEqual(self.exchanges[-1].reason, "upstream_tls_failed")
+            self.flushLoggedErrors()
+        return d.addCallback(check)
