@@ -762,3 +762,61 @@ class SmugglingTests(SynchronousTestCase):
         HTTP/2.0 in an HTTP/1 request line gets 505.
         """
         self.assertRejected(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
+
+
+class ListenerOptionTests(SynchronousTestCase):
+    """
+    Per-listener behaviour: https redirects, HSTS, TLS client identity.
+    """
+
+    def proxy(self, **options):
+        proxy = MemoryProxy(_config())
+        for name, value in options.items():
+            setattr(proxy.factory, name, value)
+        return proxy
+
+    def test_redirect_to_https(self):
+        """
+        A redirecting listener answers 308 to the same host and target over
+        https, on the configured port, without forwarding.
+        """
+        proxy = self.proxy(redirect_port=8443)
+        client = proxy.connect_client()
+        client.send(b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n"), got)
+        self.assertIn(b"Location: https://example.com:8443/a/b?c=d\r\n", got)
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertFalse(client.closed)
+        proxy.factory.redirect_port = 443
+        client.send(b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n")
+        self.assertIn(b"Location: https://[::1]/\r\n", client.received())
+        self.assertEqual(proxy.exchanges[-1].reason, "https_redirect")
+
+    def test_hsts(self):
+        """
+        With hsts set, responses carry Strict-Transport-Security.
+        """
+        from twistproxy.http.server import HTTPServerFactory
+
+        proxy = MemoryProxy(_config())
+        proxy.factory.hsts = HTTPServerFactory(None, None, hsts=300).hsts
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.accept_backend().send(OK)
+        self.assertIn(b"Strict-Transport-Security: max-age=300\r\n", client.received())
+
+    def test_client_identity_header(self):
+        """
+        The verified client subject is passed in the identity header, and
+        whatever the client sent under that name is dropped; without a
+        client certificate the header is only dropped.
+        """
+        for subject, expected in (("CN=alice,O=Example", [b"CN=alice,O=Example"]), (None, [])):
+            proxy = self.proxy(identity_header=b"X-Client-Subject",
+                               peer_identity=lambda transport: subject)
+            client = proxy.connect_client()
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Client-Subject: CN=mallory\r\n\r\n")
+            sent = proxy.accept_backend().received()
+            values = [v for n, v in _fields(sent) if n == b"X-Client-Subject"]
+            self.assertEqual(values, expected)

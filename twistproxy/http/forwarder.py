@@ -154,6 +154,7 @@ class Forwarder:
             proto=downstream.proto,
             via=self._via,
             rules=rt.request_rules,
+            identity=downstream.identity,
         )
         rt.group.pools[backend].submit(x)
 

@@ -180,6 +180,7 @@ def request_head(
     proto: bytes,
     via: bytes,
     rules: CompiledRules = NO_RULES,
+    identity: Optional[Tuple[bytes, Optional[bytes]]] = None,
 ) -> bytes:
     """
     Build the head forwarded to a backend.
@@ -191,10 +192,15 @@ def request_head(
     @param proto: C{b'http'} or C{b'https'}: how the client reached us.
     @param via: The pseudonym to add to Via, or C{b''}.
     @param rules: The route's request header edits.
+    @param identity: C{(name, value)}: a field only the proxy may set
+        (the verified TLS client subject).  Whatever the client sent under
+        C{name} is removed, and C{value} added when it is not C{None}.
     """
     if rules.host is not None:
         host = rules.host
     drop = _HOP_BY_HOP
+    if identity is not None:
+        drop = drop | {identity[0].lower()}
     if req.connection:
         drop = drop | req.connection
     if not trusted:
@@ -257,6 +263,8 @@ def request_head(
         append(b"Content-Length: %d\r\n" % req.content_length)
     if req.upgrade is not None:
         append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % req.upgrade)
+    if identity is not None and identity[1] is not None:
+        append(b"%s: %s\r\n" % identity)
     if rules.append:
         append(rules.append)
     append(b"\r\n")

@@ -83,6 +83,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         self.client_address = ""
         self.trusted = False
         self.proto = factory.scheme
+        # (name, verified client certificate subject or None), once known.
+        self.identity = None
 
     # Connection events
 
@@ -198,7 +200,18 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._response_started = False
         self._set_timer(_T_NONE, 0)
         x = self._x = Exchange(request, self.client_address, self, self._clock.seconds())
-        self._factory.forwarder.forward(x)
+        factory = self._factory
+        if factory.redirect_port is not None:
+            self._redirect(x, factory.redirect_port)
+            return True
+        if factory.identity_header is not None and self.identity is None:
+            # The handshake is over by the first request.
+            subject = factory.peer_identity(self.transport)
+            self.identity = (
+                factory.identity_header,
+                subject.encode("utf-8") if subject is not None else None,
+            )
+        factory.forwarder.forward(x)
         return True
 
     def _read_body(self) -> bool:
@@ -321,6 +334,8 @@ class HTTPServerProtocol(Waiting, Protocol):
         rules = x.route.response_rules if x.route is not None else H.NO_RULES
         if x.response_fields:
             extra = list(extra or ()) + x.response_fields
+        if self._factory.hsts is not None:
+            extra = list(extra or ()) + [self._factory.hsts]
         self._out.append(H.response_head(
             resp, framing=framing, keep_alive=keep, client_minor=minor,
             via=self._factory.via, rules=rules, extra=extra,
@@ -401,6 +416,31 @@ class HTTPServerProtocol(Waiting, Protocol):
         response = H.error_response(status, phrase, keep)
         x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
         self._out.append(response)
+        self.flush()
+        self._end_exchange(keep)
+
+    def _redirect(self, x: Exchange, port: int) -> None:
+        """
+        Send the client to the same URL over https (308 keeps the method
+        and body).
+        """
+        host = x.request.host
+        if host[:1] == b"[":
+            host = host[: host.find(b"]") + 1]
+        else:
+            host = host.partition(b":")[0]
+        if not host:
+            self._reject(400, "missing_host")
+            return
+        authority = host if port == 443 else b"%s:%d" % (host, port)
+        keep = self._state == _WAIT and x.request.keep_alive
+        x.status = 308
+        x.reason = "https_redirect"
+        self._out.append(b"".join([
+            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://",
+            authority, x.request.target, b"\r\nContent-Length: 0\r\n",
+            b"" if keep else b"Connection: close\r\n", b"\r\n",
+        ]))
         self.flush()
         self._end_exchange(keep)
 
@@ -507,6 +547,13 @@ class HTTPServerFactory(Factory):
         log), or C{None}.
     @ivar scheme: How clients reach this listener, C{b'http'} or
         C{b'https'}, as told to backends in C{X-Forwarded-Proto}.
+    @ivar redirect_port: When set, every request is answered with a 308
+        redirect to https on this port instead of being forwarded.
+    @ivar hsts: The C{Strict-Transport-Security} field added to responses,
+        or C{None}.
+    @ivar identity_header: The request field carrying the verified TLS
+        client subject to backends (stripped from what clients send), or
+        C{None}; C{peer_identity(transport)} finds the subject.
     """
 
     protocol = HTTPServerProtocol
@@ -523,8 +570,16 @@ class HTTPServerFactory(Factory):
         via: str = "twistproxy",
         on_exchange_end=None,
         scheme: bytes = b"http",
+        redirect_port: Optional[int] = None,
+        hsts: int = 0,
+        identity_header: Optional[str] = None,
+        peer_identity=None,
     ):
         self.reactor = reactor
+        self.redirect_port = redirect_port
+        self.hsts = (b"Strict-Transport-Security", b"max-age=%d" % hsts) if hsts else None
+        self.identity_header = identity_header.encode("ascii") if identity_header else None
+        self.peer_identity = peer_identity
         self.deadlines = Deadlines(reactor)
         self.scheme = scheme
         self.forwarder = forwarder
