@@ -184,3 +184,70 @@ class OperationsTests(SynchronousTestCase):
         self.assertTrue(service.status()["groups"][0]["backends"][0]["available"])
         self.assertRaises(KeyError, service.drain, "app", "127.0.0.1:9")
         self.assertRaises(KeyError, service.drain, "nope", "127.0.0.1:8001")
+
+
+class TLSListenerTests(SynchronousTestCase):
+    """
+    Listeners with a tls table terminate TLS, and their certificates
+    reload.
+    """
+
+    def service(self, tls_kwargs=None):
+        from tests.test_backend_tls import _certificate, _pem
+        from twistproxy.config import Certificate, ListenerTLS
+
+        key, cert, _ = _certificate("www.example.com", sans=("www.example.com",))
+        self.pem = self.mktemp()
+        with open(self.pem, "wb") as f:
+            f.write(_pem(key, cert))
+        tls = ListenerTLS(certificates=(Certificate(self.pem),), hsts=60, **(tls_kwargs or {}))
+        config = _config(listeners=(
+            Listener("web", "tcp:8443", tls=tls),
+            Listener("plain", "tcp:8080", redirect_https=True, https_port=8443),
+        ))
+        return ProxyService(config, MemoryReactorClock())
+
+    def test_wiring(self):
+        """
+        The TLS listener's factory wraps an https HTTP factory with HSTS and
+        the client subject header; the plain one redirects.
+        """
+        from twistproxy.tls import TLSServerFactory
+
+        service = self.service()
+        tls_factory = service.listeners["web"].factory
+        self.assertIsInstance(tls_factory, TLSServerFactory)
+        http = tls_factory.wrappedFactory
+        self.assertEqual((http.scheme, http.hsts, http.identity_header),
+                         (b"https", (b"Strict-Transport-Security", b"max-age=60"),
+                          b"X-Client-Subject"))
+        self.assertEqual(service.listeners["plain"].factory.redirect_port, 8443)
+
+    def test_reload_keeps_old_on_error(self):
+        """
+        reload_certificates reads the files again; a broken file is
+        reported and the old certificate stays.
+        """
+        service = self.service()
+        self.assertEqual(service.reload_certificates(), [])
+        with open(self.pem, "wb") as f:
+            f.write(b"garbage")
+        [problem] = service.reload_certificates()
+        self.assertIn("listeners.web.tls.certificates[0]", problem)
+
+    def test_bad_certificate_names_file(self):
+        """
+        A certificate file that cannot be used is a configuration error with
+        the configuration file's name and the certificate's path.
+        """
+        from twistproxy.config import Certificate, ListenerTLS
+
+        config = ProxyConfig(
+            listeners=(Listener("web", "tcp:8443", tls=ListenerTLS(
+                certificates=(Certificate("/nonexistent.pem"),))),),
+            upstreams={"app": UpstreamGroup("app", (server("http://127.0.0.1:8001"),))},
+            routes=(Route("app"),), source="proxy.toml",
+        )
+        e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
+        self.assertEqual((e.source, e.path[:len("listeners.web.tls.certificates")]),
+                         ("proxy.toml", "listeners.web.tls.certificates"))

@@ -52,13 +52,15 @@ class OptionsTests(SynchronousTestCase):
         e = self.assertRaises(UsageError, self.parse, "--upstream", "ftp://x")
         self.assertIn("--upstream[0]", str(e))
 
-    def test_unsupported_upstream_is_usage_error(self):
+    def test_service_errors_are_usage_errors(self):
         """
-        A backend the proxy cannot use is refused while parsing options,
-        with a usage error rather than a traceback from makeService.
+        What only building the proxy finds (here an endpoint string Twisted
+        cannot parse) is a usage error while parsing options, not a
+        traceback from makeService.
         """
-        e = self.assertRaises(UsageError, self.parse, "--upstream", "https://127.0.0.1:8443")
-        self.assertIn("not supported", str(e))
+        e = self.assertRaises(UsageError, self.parse, "--listen", "bogus:1",
+                              "--upstream", "http://127.0.0.1:8001")
+        self.assertIn("listeners.listen0.endpoint: invalid endpoint", str(e))
 
     def test_access_log_off(self):
         """
@@ -128,6 +130,40 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--demo"])
         service = tap.makeService(options)
-        self.assertEqual(len(list(service)), 3)
+        children = [s for s in service if not isinstance(s, tap._ReloadOnHangup)]
+        self.assertEqual(len(children), 3)
         [group] = service.forwarder.groups.values()
         self.assertEqual([b.port for b in group.backends], [8081, 8082])
+
+
+class HangupTests(SynchronousTestCase):
+    """
+    SIGHUP reloads certificates while the service runs.
+    """
+
+    def test_handler_installed_and_restored(self):
+        """
+        Starting installs a SIGHUP handler that asks the reactor thread to
+        reload; stopping puts the previous handler back.
+        """
+        import signal
+
+        calls = []
+
+        class Reactor:
+            def callFromThread(self, f, *args):
+                calls.append(f)
+
+        class Proxy:
+            def reload_certificates(self):
+                pass
+
+        proxy = Proxy()
+        before = signal.getsignal(signal.SIGHUP)
+        service = tap._ReloadOnHangup(Reactor(), proxy)
+        service.startService()
+        handler = signal.getsignal(signal.SIGHUP)
+        handler(signal.SIGHUP, None)
+        service.stopService()
+        self.assertEqual(calls, [proxy.reload_certificates])
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)

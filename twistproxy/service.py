@@ -30,6 +30,7 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.config import ConfigError, ProxyConfig
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
+from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
 
@@ -136,6 +137,7 @@ class ProxyService(MultiService):
         self.factory = self._factory(b"http")
         tls_factory = None
         self.listeners: Dict[str, _ListenerService] = {}
+        self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
             try:
                 endpoint = serverFromString(reactor, listener.endpoint)
@@ -146,7 +148,11 @@ class ProxyService(MultiService):
                     config.source,
                 )
             factory = self.factory
-            if listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
+            if listener.tls is not None:
+                factory = self._terminate_tls(listener)
+            elif listener.redirect_https:
+                factory = self._factory(b"http", redirect_port=listener.https_port)
+            elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
                 # Backends are told the client came over https.
                 tls_factory = tls_factory or self._factory(b"https")
                 factory = tls_factory
@@ -178,7 +184,47 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _factory(self, scheme: bytes) -> HTTPServerFactory:
+    def _terminate_tls(self, listener):
+        """
+        The factory of a listener with a C{tls} table: HTTP inside TLS
+        terminated with the listener's certificates.
+        """
+        tls = listener.tls
+        path = f"listeners.{listener.name}.tls"
+        http_factory = self._factory(
+            b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
+            peer_identity=peer_subject,
+        )
+        try:
+            factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, self.config.source) from None
+        self._tls[listener.name] = (factory, tls, path)
+        return factory
+
+    def reload_certificates(self) -> List[str]:
+        """
+        Read every TLS listener's certificates again: new handshakes use
+        the new ones, open connections go on.  A listener whose new
+        certificates are broken keeps its old ones.
+
+        @return: One message per listener that kept its old certificates.
+        """
+        problems = []
+        for name, (factory, tls, path) in self._tls.items():
+            try:
+                factory.reload(tls, path)
+            except ConfigError as e:
+                problems.append(str(e))
+                self.log.error(
+                    "listener {name}: new certificates refused, the old ones stay: {problem}",
+                    name=name, problem=str(e),
+                )
+            else:
+                self.log.info("listener {name}: certificates reloaded", name=name)
+        return problems
+
+    def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
         config = self.config
         return HTTPServerFactory(
             self.reactor,
@@ -189,6 +235,7 @@ class ProxyService(MultiService):
             via=config.forwarding.via,
             on_exchange_end=self._log_exchange if config.access_log.path else None,
             scheme=scheme,
+            **options,
         )
 
     def _log_exchange(self, x) -> None:

@@ -17,8 +17,10 @@ L{twistproxy.service.ProxyService}.
 
 from __future__ import annotations
 
+import signal
 from typing import List
 
+from twisted.application.service import Service
 from twisted.python import usage
 
 from twistproxy.config import ConfigError, ProxyConfig, load, quick_config
@@ -98,12 +100,39 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+class _ReloadOnHangup(Service):
+    """
+    SIGHUP reloads the TLS certificates (see
+    L{twistproxy.service.ProxyService.reload_certificates}).
+    """
+
+    def __init__(self, reactor, proxy):
+        self._reactor = reactor
+        self._proxy = proxy
+        self._previous = None
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum, frame) -> None:
+        self._reactor.callFromThread(self._proxy.reload_certificates)
+
+    def stopService(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+        return super().stopService()
+
+
 def makeService(options: Options):
     from twisted.internet import reactor
 
     from twistproxy.service import ProxyService
 
     service = ProxyService(options.proxy_config, reactor)
+    _ReloadOnHangup(reactor, service).setServiceParent(service)
     if options["demo"]:
         from twistproxy.demo import add_demo_backends
 
