@@ -1,6 +1,6 @@
 """
-Tests for TLS to backends (L{twistproxy.backend_tls} and the pool's use of
-it): unit tests on a memory reactor, and real handshakes over loopback.
+Tests for TLS to backends (L{twistproxy.tls.client_creator} and the
+pool's use of it): unit tests on a memory reactor, and real handshakes over loopback.
 """
 
 from __future__ import annotations

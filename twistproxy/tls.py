@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from twistproxy.config import Certificate, ConfigError, ListenerTLS
+from twistproxy.config import Certificate, ConfigError, ListenerTLS, UpstreamTLS
 from twistproxy.deadlines import NEVER, Deadlines
 
 __all__ = [
@@ -718,3 +718,48 @@ def wrap_listener_factory(
     factory = TLSServerFactory(reactor, server_tls, http_factory,
                                listener_tls.handshake_timeout)
     return factory, server_tls
+
+
+# TLS to backends
+
+
+def client_creator(tls: UpstreamTLS, host: str, path: str):
+    """
+    The C{IOpenSSLClientConnectionCreator} for connections to one
+    C{https://} backend.
+
+    The server's certificate is always verified, by Twisted's
+    C{optionsForClientTLS} with service_identity (the name or IP address in
+    the server's URL, or C{server_name}, must be in the certificate),
+    against the system's trusted CAs or the group's C{ca}; SNI carries the
+    same name.  There is deliberately no way to skip verification: a
+    failure is a 502 with reason C{upstream_tls_failed}, never a silent
+    fallback.
+
+    @param tls: The group's TLS settings.
+    @param host: The backend's host (name or IP address literal).
+    @param path: The configuration path of C{tls}, for errors, e.g.
+        C{'upstreams.api.tls'}.
+    @raises ConfigError: when a file cannot be read or parsed.
+    """
+    from twisted.internet import ssl
+
+    kwargs: dict = {}
+    if tls.ca:
+        certs = _pem_certificates(_read(tls.ca, f"{path}.ca", "CA file"), tls.ca, f"{path}.ca")
+        if not certs:
+            raise ConfigError(f"{path}.ca", f"{tls.ca!r} holds no PEM certificate")
+        kwargs["trustRoot"] = ssl.trustRootFromCertificates([
+            ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs
+        ])
+    if tls.client_cert:
+        pem = _read(tls.client_cert, f"{path}.client_cert", "client certificate")
+        if tls.client_key:
+            pem += b"\n" + _read(tls.client_key, f"{path}.client_key", "client key")
+        try:
+            kwargs["clientCertificate"] = ssl.PrivateCertificate.loadPEM(pem)
+        except Exception as e:
+            raise ConfigError(
+                f"{path}.client_cert", f"cannot load the client certificate and key: {e}",
+            ) from None
+    return ssl.optionsForClientTLS(tls.server_name or host, **kwargs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
-from twistproxy.backend_tls import client_creator
+from twistproxy.tls import client_creator
 from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
 from twistproxy.http import headers as H
 from twistproxy.http.client import UpstreamPool
