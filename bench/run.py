@@ -39,7 +39,18 @@ SCENARIOS = {
     "ka-small": ("/small", True, "keep-alive, small response"),
     "ka-64k": ("/64k", True, "keep-alive, 64 KiB response"),
     "close-small": ("/small", False, "new connection per request, small response"),
+    # HTTPS (opt-in: --https): the proxy terminates TLS with the same
+    # generated P-256 certificate; the origin stays plain HTTP.
+    "tls-ka-small": ("/small", True, "HTTPS keep-alive, small response"),
+    "tls-handshakes": (
+        "/small", False, "HTTPS, new connection (full TLS handshake) per request, small response"
+    ),
 }
+TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes")
+PLAIN_SCENARIOS = tuple(s for s in SCENARIOS if s not in TLS_SCENARIOS)
+# Proxies that can terminate TLS (twisted.web.proxy is left out of the HTTPS
+# scenarios).
+TLS_PROXIES = ("nginx", "twistproxy")
 SMALL_BODY = (
     "twistproxy bench: a small response body, about one hundred bytes long, "
     "for the small scenario.\n"
@@ -137,11 +148,17 @@ def wait_for_port(port, timeout, proc=None):
     return False
 
 
-def http_get(port, path, timeout=5.0):
-    """One plain HTTP/1.1 GET; returns (status, body)."""
+def http_get(port, path, timeout=5.0, cafile=None):
+    """One HTTP/1.1 GET, over TLS verified against cafile if given; returns (status, body)."""
     import http.client
 
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    if cafile is None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    else:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=cafile)
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=ctx)
     try:
         conn.request("GET", path, headers={"Host": "%s:%d" % (HOST, port)})
         resp = conn.getresponse()
@@ -348,6 +365,52 @@ PROXY_BODY = """\
 """
 
 
+TLS_SERVER = """\
+    server {{
+        listen {host}:{port} ssl backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
+        }}
+    }}
+"""
+
+
+def make_certificate(tmp):
+    """
+    A self-signed P-256 certificate for localhost and 127.0.0.1 (openssl);
+    returns (cert path, key path, key+cert path).
+    """
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(
+        [
+            find_executable("openssl") or "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    both = os.path.join(d, "key-and-cert.pem")
+    with open(both, "w") as out:
+        for path in (key, cert):
+            with open(path) as f:
+                out.write(f.read())
+    for path in (cert, key, both):
+        os.chmod(path, 0o644)
+    return cert, key, both
+
+
 def nginx_conf(prefix, workers, body):
     # As root, nginx switches its workers to "nobody" by default; the temp
     # prefix is made world-readable instead of running the workers as root.
@@ -435,7 +498,10 @@ def parse_wrk(out):
 
 
 def wrk_cmd(wrk_bin, args, port, scenario, duration):
+    """port: (plain port, TLS port or None)."""
     path, keepalive, _ = SCENARIOS[scenario]
+    tls = scenario in TLS_SCENARIOS
+    port = port[1] if tls else port[0]
     cmd = [
         wrk_bin,
         "-t%d" % args.threads,
@@ -447,7 +513,7 @@ def wrk_cmd(wrk_bin, args, port, scenario, duration):
     ]
     if not keepalive:
         cmd += ["-H", "Connection: close"]
-    cmd.append("http://%s:%d%s" % (HOST, port, path))
+    cmd.append("%s://%s:%d%s" % ("https" if tls else "http", HOST, port, path))
     return cmd
 
 
@@ -478,13 +544,17 @@ def run_wrk(cmd, duration):
 
 
 def start_proxy(name, args, tools, tmp, origin_port):
-    """Start proxy `name`; return (Managed, port). Raises ProxyFailed."""
+    """Start proxy `name`; return (Managed, (port, TLS port or None)). Raises ProxyFailed."""
     port = free_port()
+    tls = args.tls_files if name in TLS_PROXIES else None
+    tls_port = free_port() if tls else None
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     if name == "nginx":
         prefix = os.path.join(tmp, "proxy-nginx")
         body = PROXY_BODY.format(host=HOST, port=port, origin_port=origin_port)
+        if tls:
+            body += TLS_SERVER.format(host=HOST, port=tls_port, cert=tls[0], key=tls[1])
         proc = start_nginx("nginx", tools["nginx"], prefix, nginx_conf(prefix, 1, body))
     elif name == "twisted":
         cmd = [
@@ -511,19 +581,32 @@ def start_proxy(name, args, tools, tmp, origin_port):
             "-n",
             "--pidfile=",
             "twistproxy",
-            "--listen",
-            "tcp:%d:interface=%s" % (port, HOST),
-            "--upstream",
-            "http://%s:%d" % (HOST, origin_port),
-            "--access-log",
-            "off",
-        ] + list(args.twistproxy_arg)
+        ]
+        if tls:
+            # Quick mode has no TLS: a config file with a plain and a TLS listener.
+            conf = os.path.join(tmp, "twistproxy.toml")
+            with open(conf, "w") as f:
+                f.write(TWISTPROXY_TLS_CONFIG.format(
+                    host=HOST, port=port, tls_port=tls_port, pem=tls[2], origin_port=origin_port))
+            cmd += ["--config", conf]
+        else:
+            cmd += [
+                "--listen",
+                "tcp:%d:interface=%s" % (port, HOST),
+                "--upstream",
+                "http://%s:%d" % (HOST, origin_port),
+                "--access-log",
+                "off",
+            ]
+        cmd += list(args.twistproxy_arg)
         proc = Managed(name, cmd, os.path.join(tmp, "twistproxy.log"), env=env, cwd=tmp)
     else:
         raise ValueError(name)
 
     try:
-        if not wait_for_port(port, args.start_timeout, proc.proc):
+        if not all(
+            wait_for_port(p, args.start_timeout, proc.proc) for p in (port, tls_port) if p
+        ):
             if proc.alive():
                 why = "did not accept connections on port %d within %.0f s" % (
                     port,
@@ -538,10 +621,30 @@ def start_proxy(name, args, tools, tmp, origin_port):
                 % (name, why, shjoin(proc.cmd), indent(proc.log_tail()))
             )
         check_forwarding(name, port, proc, sorted({SCENARIOS[x][0] for x in args.scenarios}))
+        if tls_port:
+            check_forwarding(name + " (https)", tls_port, proc, ("/small",), cafile=tls[0])
     except BaseException:
         proc.stop()
         raise
-    return proc, port
+    return proc, (port, tls_port)
+
+
+TWISTPROXY_TLS_CONFIG = """\
+[listeners.plain]
+endpoint = "tcp:{port}:interface={host}"
+
+[listeners.https]
+endpoint = "tcp:{tls_port}:interface={host}"
+
+[listeners.https.tls]
+certificates = ["{pem}"]
+
+[upstreams.origin]
+servers = ["http://{host}:{origin_port}"]
+
+[access_log]
+path = ""
+"""
 
 
 def shjoin(cmd):
@@ -554,13 +657,13 @@ def indent(text, prefix="    | "):
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def check_forwarding(name, port, proc, paths=("/small", "/64k")):
+def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
     """One GET of each path through the proxy must return the origin's bodies."""
     expected = {"/small": SMALL_BODY.encode("ascii"), "/64k": None}
     for path in paths:
         body = expected[path]
         try:
-            status, got = http_get(port, path)
+            status, got = http_get(port, path, cafile=cafile)
         except (OSError, Exception) as e:  # http.client raises various errors
             raise ProxyFailed(
                 "%s accepts connections but GET %s failed: %r\n  last output:\n%s"
@@ -585,6 +688,9 @@ def check_forwarding(name, port, proc, paths=("/small", "/64k")):
 def measure(name, proc, port, origin, args, tools, results):
     """Run every scenario against one proxy, appending to results as it goes."""
     for scenario in args.scenarios:
+        if scenario in TLS_SCENARIOS and name not in TLS_PROXIES:
+            log("%s / %s: skipped (%s does not terminate TLS here)" % (name, scenario, name))
+            continue
         if not proc.alive():
             raise ProxyFailed(
                 "%s exited (code %s) before scenario %s\n  last output:\n%s"
@@ -613,6 +719,7 @@ def measure(name, proc, port, origin, args, tools, results):
                 "scenario": scenario,
                 "url_path": SCENARIOS[scenario][0],
                 "keepalive": SCENARIOS[scenario][1],
+                "tls": scenario in TLS_SCENARIOS,
                 "wrk_command": cmd,
                 "wall_s": round(wall, 3),
                 "proxy_pids": pids,
@@ -731,6 +838,10 @@ def report(results, failures, ratios, meta):
         out.append("req/CPU-s relative to nginx (same run):")
         out.append(table(rrows, ("proxy", "scenario", "x nginx")))
         out.append("")
+    if any(r.get("tls") and r["scenario"] == "tls-handshakes" for r in results):
+        out.append("tls-handshakes: each request is a new connection with a full TLS handshake,")
+        out.append("so req/s is handshakes/s and req/CPU-s is handshakes per proxy CPU-second.")
+        out.append("")
     if meta.get("interrupted"):
         out.append("INTERRUPTED: the results above are partial.")
         out.append("")
@@ -783,8 +894,14 @@ def parse_args(argv):
     )
     p.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help="comma-separated subset of %s (default: all)" % ",".join(SCENARIOS),
+        default=",".join(PLAIN_SCENARIOS),
+        help="comma-separated subset of %s (default: %s)"
+        % (",".join(SCENARIOS), ",".join(PLAIN_SCENARIOS)),
+    )
+    p.add_argument(
+        "--https",
+        action="store_true",
+        help="add the HTTPS scenarios %s (nginx and twistproxy only)" % ",".join(TLS_SCENARIOS),
     )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument(
@@ -820,6 +937,8 @@ def parse_args(argv):
     if bad or not args.proxies:
         p.error("unknown proxy %s (choose from %s)" % (",".join(bad), ",".join(ALL_PROXIES)))
     args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    if args.https:
+        args.scenarios += [s for s in TLS_SCENARIOS if s not in args.scenarios]
     bad = [x for x in args.scenarios if x not in SCENARIOS]
     if bad or not args.scenarios:
         p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))
@@ -867,6 +986,11 @@ def main(argv=None):
 
     tmp = tempfile.mkdtemp(prefix="twistproxy-bench-")
     os.chmod(tmp, 0o755)
+    args.tls_files = None
+    if any(s in TLS_SCENARIOS for s in args.scenarios):
+        args.tls_files = make_certificate(tmp)
+        meta["tls_certificate"] = "self-signed P-256 (prime256v1), CN=localhost, SAN DNS:localhost,IP:127.0.0.1"
+        meta["openssl_version"] = cmd_output([find_executable("openssl") or "openssl", "version"])
     started = []
     results = []
     failures = {}
@@ -912,7 +1036,8 @@ def main(argv=None):
                 log("FAILED to start %s: %s" % (name, e))
                 continue
             started.append(proc)
-            log("%s on %s:%d (pid %d)" % (name, HOST, port, proc.pid))
+            log("%s on %s:%d%s (pid %d)" % (
+                name, HOST, port[0], " and https %d" % port[1] if port[1] else "", proc.pid))
             try:
                 measure(name, proc, port, origin, args, tools, results)
             except ProxyFailed as e:
