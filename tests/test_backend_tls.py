@@ -5,8 +5,6 @@ pool's use of it): unit tests on a memory reactor, and real handshakes over loop
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 
 from twisted.internet import reactor as global_reactor
@@ -21,52 +19,7 @@ from twistproxy.config import (
     AccessLog, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, UpstreamTLS, server,
 )
 from twistproxy.service import ProxyService
-
-
-def _certificate(common_name: str, issuer_key=None, issuer_name=None, ca: bool = False,
-                 sans=("localhost", "127.0.0.1")):
-    """
-    A key and certificate, self-signed or signed by an issuer, with the
-    given subjectAltNames (DNS names and IP addresses).
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder().subject_name(name)
-        .issuer_name(issuer_name or name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if sans:
-        entries = []
-        for san in sans:
-            try:
-                entries.append(x509.IPAddress(ipaddress.ip_address(san)))
-            except ValueError:
-                entries.append(x509.DNSName(san))
-        builder = builder.add_extension(x509.SubjectAlternativeName(entries), critical=False)
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return key, cert, name
-
-
-def _pem(key=None, cert=None) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    out = b""
-    if key is not None:
-        out += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
-    if cert is not None:
-        out += cert.public_bytes(serialization.Encoding.PEM)
-    return out
+from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 
 
 def _write(test, data: bytes) -> str:
@@ -162,13 +115,13 @@ class LoopbackTests(TestCase):
     timeout = 30
 
     def start(self, trusted_pem: bytes, tls_options=None):
-        ca_key, ca_cert, ca_name = _certificate("Test CA", ca=True, sans=())
-        key, cert, _ = _certificate("origin", issuer_key=ca_key, issuer_name=ca_name)
-        origin_ctx = ssl.PrivateCertificate.loadPEM(_pem(key, cert)).options()
-        origin = global_reactor.listenSSL(0, Site(_Hello()), origin_ctx, interface="127.0.0.1")
-        self.addCleanup(origin.stopListening)
-        ca_file = _write(self, trusted_pem or _pem(cert=ca_cert))
-        url = f"https://127.0.0.1:{origin.getHost().port}"
+        ca = issue_certificate("Test CA", ca=True)
+        origin = issue_certificate("origin", sans=("localhost", "127.0.0.1"), issuer=ca)
+        origin_ctx = ssl.PrivateCertificate.loadPEM(pem_bundle(origin)).options()
+        listening = global_reactor.listenSSL(0, Site(_Hello()), origin_ctx, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        ca_file = _write(self, trusted_pem or cert_pem(ca[1]))
+        url = f"https://127.0.0.1:{listening.getHost().port}"
         service = ProxyService(
             _config(url, UpstreamTLS(ca=ca_file), "tcp:0:interface=127.0.0.1"), global_reactor)
         service.startService()
@@ -197,8 +150,8 @@ class LoopbackTests(TestCase):
         An origin whose certificate does not verify gets a 502 with reason
         upstream_tls_failed, never an unverified request.
         """
-        _, other_ca, _ = _certificate("Other CA", ca=True, sans=())
-        port = self.start(_pem(cert=other_ca))
+        _, other_ca = issue_certificate("Other CA", ca=True)
+        port = self.start(cert_pem(other_ca))
         d = deferToThread(_get, port)
 
         def check(data):

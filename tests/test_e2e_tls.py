@@ -26,21 +26,18 @@ proxy process is stopped by its PID in cleanup.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet import defer, reactor, ssl as twisted_ssl, task, threads
 from twisted.trial.unittest import TestCase
 
+from twistproxy.testing import cert_pem as _cert_pem
+from twistproxy.testing import issue_certificate as _issue
+from twistproxy.testing import pem_bundle as _bundle
 from tests.e2e_support import (
     HOST,
     OriginFactory,
@@ -50,85 +47,6 @@ from tests.e2e_support import (
 
 # ---------------------------------------------------------------------------
 # Certificates
-
-
-def _issue(
-    common_name: str,
-    sans: Sequence[str] = (),
-    issuer: Optional[Tuple] = None,
-    ca: bool = False,
-    organization: str = "",
-    client: bool = False,
-) -> Tuple:
-    """
-    A new P-256 key and a certificate for it, valid from an hour ago for two
-    days: C{(key, certificate)}.
-
-    @param sans: DNS names or IP addresses for the subjectAltName.
-    @param issuer: C{(key, certificate)} of the issuing CA; self-signed
-        when C{None}.
-    @param ca: Whether it may issue certificates.
-    @param client: Whether it is for TLS clients (else servers).
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = []
-    if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    subject = x509.Name(attributes)
-    issuer_key, issuer_cert = issuer if issuer is not None else (key, None)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False,
-                          key_agreement=False, key_cert_sign=True, crl_sign=True,
-                          encipher_only=False, decipher_only=False),
-            critical=True)
-    else:
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if sans:
-        entries = []
-        for san in sans:
-            try:
-                entries.append(x509.IPAddress(ipaddress.ip_address(san)))
-            except ValueError:
-                entries.append(x509.DNSName(san))
-        builder = builder.add_extension(x509.SubjectAlternativeName(entries), critical=False)
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False)
-    builder = builder.add_extension(
-        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    return key, builder.sign(issuer_key, hashes.SHA256())
-
-
-def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _cert_pem(*certs) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _bundle(pair, *chain) -> bytes:
-    """
-    A key, its certificate and the given intermediates, in one PEM.
-    """
-    return _key_pem(pair[0]) + _cert_pem(pair[1], *(c[1] for c in chain))
 
 
 def _write(path: str, data: bytes) -> str:

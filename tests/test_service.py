@@ -11,34 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import AccessLog, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, server
 from twistproxy.service import ProxyService
-from twistproxy.testing import MemoryPeer
-
-
-def _self_signed_pem(name: str) -> bytes:
-    """
-    A private key and a self-signed certificate for C{name}, in PEM.
-    """
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ) + cert.public_bytes(serialization.Encoding.PEM)
+from twistproxy.testing import MemoryPeer, issue_certificate, pem_bundle
 
 
 def _config(**kw) -> ProxyConfig:
@@ -79,7 +52,7 @@ class ProxyServiceTests(SynchronousTestCase):
         """
         pem = self.mktemp()
         with open(pem, "wb") as f:
-            f.write(_self_signed_pem("localhost"))
+            f.write(pem_bundle(issue_certificate("localhost", sans=("localhost",))))
         config = _config(listeners=(
             Listener("plain", "tcp:8080"), Listener("tls", f"ssl:8443:privateKey={pem}"),
         ))
@@ -193,13 +166,11 @@ class TLSListenerTests(SynchronousTestCase):
     """
 
     def service(self, tls_kwargs=None):
-        from tests.test_backend_tls import _certificate, _pem
         from twistproxy.config import Certificate, ListenerTLS
 
-        key, cert, _ = _certificate("www.example.com", sans=("www.example.com",))
         self.pem = self.mktemp()
         with open(self.pem, "wb") as f:
-            f.write(_pem(key, cert))
+            f.write(pem_bundle(issue_certificate("www.example.com", sans=("www.example.com",))))
         tls = ListenerTLS(certificates=(Certificate(self.pem),), hsts=60, **(tls_kwargs or {}))
         config = _config(listeners=(
             Listener("web", "tcp:8443", tls=tls),

@@ -14,10 +14,6 @@ import datetime
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.internet.interfaces import (
@@ -31,6 +27,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from twistproxy.testing import cert_pem as _cert_pem
+from twistproxy.testing import issue_certificate as _issue
+from twistproxy.testing import key_pem as _key_pem
+from twistproxy.testing import pem_bundle as _bundle
 from twistproxy.config import Certificate, ConfigError, ListenerTLS
 from twistproxy.tls import (
     ALPN_PROTOCOLS, MODERN_CIPHERS, CertificateStore, ServerTLS, TLSServerFactory,
@@ -41,75 +41,6 @@ PATH = "listeners.web.tls"
 
 # ---------------------------------------------------------------------------
 # Certificates
-
-
-def _issue(
-    common_name: str,
-    sans: Sequence[str] = (),
-    issuer: Optional[Tuple] = None,
-    ca: bool = False,
-    organization: str = "",
-    client: bool = False,
-    expired: bool = False,
-) -> Tuple:
-    """
-    A new P-256 key and a certificate for it: (key, certificate).
-
-    @param sans: DNS names for the subjectAltName; none means no such
-        extension at all.
-    @param issuer: (key, certificate) of the issuing CA; self-signed when
-        C{None}.
-    @param ca: Whether it may issue certificates.
-    @param client: Whether it is for TLS clients (else servers).
-    @param expired: Valid only in the past (ended two days ago).
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = []
-    if organization:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    subject = x509.Name(attributes)
-    issuer_key, issuer_cert = issuer if issuer is not None else (key, None)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if expired:
-        start, end = now - datetime.timedelta(days=30), now - datetime.timedelta(days=2)
-    else:
-        start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if sans:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
-    if not ca:
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    return key, builder.sign(issuer_key, hashes.SHA256())
-
-
-def _key_pem(key, password: Optional[bytes] = None) -> bytes:
-    encryption = (serialization.BestAvailableEncryption(password) if password
-                  else serialization.NoEncryption())
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-
-
-def _cert_pem(*certs) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _bundle(pair, *chain) -> bytes:
-    """
-    A key, its certificate and the given intermediates in one PEM.
-    """
-    return _key_pem(pair[0]) + _cert_pem(pair[1], *(c[1] for c in chain))
 
 
 class _PKI:
