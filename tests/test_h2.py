@@ -1,0 +1,642 @@
+"""
+Tests for the HTTP/2 downstream codec, L{twistproxy.http.h2}: an C{h2}
+client connection talks to an L{H2ServerProtocol} over an in-memory
+transport, and the proxy's backends answer in HTTP/1.1 through
+L{MemoryProxy}.
+"""
+
+from __future__ import annotations
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    InformationalResponseReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+)
+from h2.settings import SettingCodes
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import (
+    Limits,
+    Listener,
+    ProxyConfig,
+    Route,
+    Server,
+    UpstreamGroup,
+)
+from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _request_head
+from twistproxy.http.parser import ParseError
+from twistproxy.testing import MemoryProxy
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: yes\r\n\r\nhello"
+
+
+def _config(**kw) -> ProxyConfig:
+    base = dict(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={"app": UpstreamGroup(
+            "app", (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),),
+        )},
+        routes=(Route("app"),),
+    )
+    base.update(kw)
+    return ProxyConfig(**base)
+
+
+def _head(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def _request(method=b"GET", path=b"/a?b=1", authority=b"example.com", extra=()):
+    return [
+        (b":method", method), (b":scheme", b"https"),
+        (b":authority", authority), (b":path", path),
+    ] + list(extra)
+
+
+class H2Client:
+    """
+    An C{h2} client connection wired to an L{H2ServerProtocol}: what the
+    client sends is delivered at once, and L{pump} reads the proxy's
+    answer into events per stream.
+    """
+
+    def __init__(self, proxy: MemoryProxy, window: int = 65535):
+        self.proxy = proxy
+        self.protocol = H2ServerProtocol(proxy.factory)
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000), lenient=True,
+        )
+        self.protocol.makeConnection(self.transport)
+        self.conn = H2Connection(config=H2Configuration(
+            client_side=True, header_encoding=None,
+        ))
+        self.conn.initiate_connection()
+        if window != 65535:
+            self.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.events = []
+        self.send()
+
+    def send(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.protocol.dataReceived(data)
+        self.pump()
+
+    def pump(self) -> list:
+        data = self.transport.value()
+        self.transport.clear()
+        new = self.conn.receive_data(data) if data else []
+        self.events += new
+        out = self.conn.data_to_send()
+        if out:
+            self.protocol.dataReceived(out)
+            return new + self.pump()
+        return new
+
+    def request(self, fields, body=None, end=True) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, fields, end_stream=body is None and end)
+        if body is not None:
+            self.conn.send_data(sid, body, end_stream=end)
+        self.send()
+        return sid
+
+    def of(self, sid: int, kind=None) -> list:
+        return [
+            e for e in self.events
+            if getattr(e, "stream_id", None) == sid and (kind is None or type(e) is kind)
+        ]
+
+    def status(self, sid: int) -> bytes:
+        [resp] = self.of(sid, ResponseReceived)
+        return dict(resp.headers)[b":status"]
+
+    def headers(self, sid: int) -> dict:
+        [resp] = self.of(sid, ResponseReceived)
+        return dict(resp.headers)
+
+    def body(self, sid: int) -> bytes:
+        return b"".join(e.data for e in self.of(sid, DataReceived))
+
+    def ended(self, sid: int) -> bool:
+        return bool(self.of(sid, StreamEnded))
+
+
+class H2Tests(SynchronousTestCase):
+    """
+    Requests on HTTP/2 streams go to HTTP/1.1 backends and back.
+    """
+
+    def setUp(self):
+        self.proxy = MemoryProxy(_config())
+        self.client = H2Client(self.proxy)
+
+    def test_preface(self):
+        """
+        The preface constant is the one HTTP/2 clients send first.
+        """
+        self.assertEqual(PREFACE, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+    def test_settings(self):
+        """
+        The proxy advertises at most 100 concurrent streams.
+        """
+        self.assertEqual(self.client.conn.remote_settings.max_concurrent_streams, 100)
+
+    def test_get(self):
+        """
+        A GET goes to the backend as an HTTP/1.1 head, with Host from
+        C{:authority}, the path as target, and the forwarding fields; the
+        response comes back on its stream with its status, fields
+        (hop-by-hop ones removed, names lower-cased, Via added) and body.
+        """
+        sid = self.client.request(_request(extra=[
+            (b"accept", b"*/*"), (b"cookie", b"a=1"), (b"cookie", b"b=2"),
+        ]))
+        backend = self.proxy.accept_backend()
+        sent = backend.received()
+        lines = _head(sent).split(b"\r\n")
+        self.assertEqual(lines[0], b"GET /a?b=1 HTTP/1.1")
+        self.assertIn(b"Host: example.com", lines)
+        self.assertIn(b"X-Forwarded-Proto: http", lines)
+        self.assertIn(b"X-Forwarded-Host: example.com", lines)
+        self.assertIn(b"X-Forwarded-For: 192.0.2.7", lines)
+        self.assertIn(b"cookie: a=1; b=2", lines)
+        self.assertIn(b"accept: */*", lines)
+        self.assertFalse(any(line.startswith(b":") for line in lines))
+        self.assertNotIn(b"Transfer-Encoding", sent)
+        backend.send(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: X-Int\r\n"
+            b"X-Int: no\r\nKeep-Alive: 5\r\nX-App: yes\r\n\r\nhello"
+        )
+        self.client.pump()
+        fields = self.client.headers(sid)
+        self.assertEqual(fields[b":status"], b"200")
+        self.assertEqual(fields[b"x-app"], b"yes")
+        self.assertEqual(fields[b"content-length"], b"5")
+        self.assertEqual(fields[b"via"], b"1.1 twistproxy")
+        self.assertNotIn(b"x-int", fields)
+        self.assertNotIn(b"keep-alive", fields)
+        self.assertNotIn(b"connection", fields)
+        self.assertEqual(self.client.body(sid), b"hello")
+        self.assertTrue(self.client.ended(sid))
+        [x] = self.proxy.exchanges
+        self.assertEqual((x.status, x.body_bytes, x.method, x.path), (200, 5, "GET", "/a?b=1"))
+
+    def test_host_not_preserved(self):
+        """
+        With a route that does not preserve Host, the backend gets its own
+        host, and C{:authority} in X-Forwarded-Host.
+        """
+        proxy = MemoryProxy(_config(routes=(Route("app", preserve_host=False),)))
+        client = H2Client(proxy)
+        client.request(_request(authority=b"www.example.org"))
+        sent = proxy.accept_backend().received()
+        self.assertIn(b"\r\nHost: 127.0.0.1:8001\r\n", sent)
+        self.assertIn(b"\r\nX-Forwarded-Host: www.example.org\r\n", sent)
+
+    def test_path_normalized(self):
+        """
+        The path is normalized as for HTTP/1.1.
+        """
+        self.client.request(_request(path=b"/public/../admin//x?q"))
+        sent = self.proxy.accept_backend().received()
+        self.assertTrue(sent.startswith(b"GET /admin/x?q HTTP/1.1\r\n"))
+
+    def test_post_without_length_is_chunked(self):
+        """
+        A body without content-length goes to the backend chunked, each
+        DATA frame one chunk, and ends with the last chunk at END_STREAM.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"abc", end=False)
+        backend = self.proxy.accept_backend()
+        sent = backend.received()
+        self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n", sent)
+        self.assertTrue(sent.endswith(b"\r\n\r\n3\r\nabc\r\n"))
+        self.client.conn.send_data(sid, b"de", end_stream=True)
+        self.client.send()
+        self.assertEqual(backend.received(), b"2\r\nde\r\n0\r\n\r\n")
+        backend.send(OK)
+        self.client.pump()
+        self.assertEqual(self.client.status(sid), b"200")
+        self.assertTrue(self.client.ended(sid))
+
+    def test_post_with_length(self):
+        """
+        A body with content-length is sent as is, with that Content-Length.
+        """
+        self.client.request(
+            _request(method=b"POST", extra=[(b"content-length", b"5")]), body=b"hello",
+        )
+        sent = self.proxy.accept_backend().received()
+        self.assertIn(b"\r\nContent-Length: 5\r\n", sent)
+        self.assertNotIn(b"chunked", sent)
+        self.assertTrue(sent.endswith(b"\r\n\r\nhello"))
+
+    def test_body_buffered_until_attached(self):
+        """
+        Body bytes that arrive before the backend connection is open are
+        not acknowledged (the client's window shrinks) and are sent once it
+        is.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"x" * 1000, end=False)
+        self.assertEqual(self.client.conn.local_flow_control_window(sid), 65535 - 1000)
+        backend = self.proxy.accept_backend()
+        self.assertTrue(backend.received().endswith(b"3e8\r\n" + b"x" * 1000 + b"\r\n"))
+
+    def test_upstream_full_stops_acknowledging(self):
+        """
+        While the backend connection is full, DATA is held and not
+        acknowledged; it is sent once the backend drains.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"a", end=False)
+        backend = self.proxy.accept_backend()
+        backend.received()
+        stream = self.client.protocol._streams[sid]
+        stream.upstream_full(True)
+        for _ in range(3):
+            self.client.conn.send_data(sid, b"b" * 13000)
+        self.client.conn.send_data(sid, b"b" * 1000, end_stream=True)
+        self.client.send()
+        self.assertEqual(backend.received(), b"")
+        window = self.client.protocol._h2._get_stream_by_id(sid).inbound_flow_control_window
+        self.assertLess(window, 65535 - 40000 + 1)
+        stream.upstream_full(False)
+        self.client.pump()
+        got = backend.received()
+        self.assertTrue(got.startswith(b"32c8\r\n" + b"b" * 13000))
+        self.assertTrue(got.endswith(b"\r\n0\r\n\r\n"))
+
+    def test_concurrent_streams(self):
+        """
+        Two streams go to two backend connections; their responses, sent in
+        the other order and interleaved, each arrive on their own stream.
+        """
+        s1 = self.client.request(_request(path=b"/one"))
+        s2 = self.client.request(_request(path=b"/two"))
+        b1 = self.proxy.accept_backend()
+        b2 = self.proxy.accept_backend()
+        self.assertIn(b"GET /one ", b1.received())
+        self.assertIn(b"GET /two ", b2.received())
+        b2.send(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ntw")
+        b1.send(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\none")
+        b2.send(b"o-two")
+        self.client.pump()
+        self.assertEqual(self.client.status(s1), b"201")
+        self.assertEqual(self.client.status(s2), b"200")
+        self.assertEqual(self.client.body(s1), b"one")
+        self.assertEqual(self.client.body(s2), b"two-two")
+        self.assertTrue(self.client.ended(s1) and self.client.ended(s2))
+        self.assertEqual(len(self.proxy.exchanges), 2)
+
+    def test_large_response_flow_control(self):
+        """
+        A response larger than the client's window is sent as the window
+        allows; past the stream buffer the backend is paused, and resumed
+        once WINDOW_UPDATEs have drained it.
+        """
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy, window=1000)
+        sid = client.request(_request())
+        backend = proxy.accept_backend()
+        backend.received()
+        size = 200000
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        backend.send(b"x" * 100000)
+        client.pump()
+        self.assertEqual(len(client.body(sid)), 1000)
+        self.assertEqual(backend.transport.producerState, "paused")
+        got = 1000
+        rounds = 0
+        resumed_at = None
+        while not client.ended(sid):
+            rounds += 1
+            self.assertLess(rounds, 1000)
+            # The client reads what it got, which reopens its window.
+            client.conn.increment_flow_control_window(1000, sid)
+            client.conn.increment_flow_control_window(1000)
+            client.send()
+            new = len(client.body(sid)) - got
+            got += new
+            if backend.transport.producerState == "producing" and got < size:
+                if resumed_at is None:
+                    resumed_at = got
+                backend.send(b"y" * 100000)
+                client.pump()
+        # Resumed once no more than the stream buffer waited, before the
+        # buffer was drained.
+        self.assertTrue(100000 - 65536 <= resumed_at < 100000, resumed_at)
+        body = client.body(sid)
+        self.assertEqual(len(body), size)
+        self.assertEqual(body, b"x" * 100000 + b"y" * 100000)
+
+    def test_upstream_failure(self):
+        """
+        A backend that fails before answering leads to a 502 on the stream,
+        a short plain-text answer.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.received()
+        backend.close()
+        self.client.pump()
+        self.assertEqual(self.client.status(sid), b"502")
+        self.assertEqual(self.client.headers(sid)[b"content-type"], b"text/plain; charset=utf-8")
+        self.assertEqual(self.client.body(sid), b"502 Bad Gateway\n")
+        self.assertTrue(self.client.ended(sid))
+        [x] = self.proxy.exchanges
+        self.assertEqual((x.status, x.reason), (502, "upstream_closed"))
+
+    def test_upstream_failure_after_head(self):
+        """
+        A backend that fails mid-response gets the stream reset, so the
+        client sees an incomplete response; the connection stays usable.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.received()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        backend.close()
+        self.client.pump()
+        self.assertEqual(self.client.status(sid), b"200")
+        [reset] = self.client.of(sid, StreamReset)
+        self.assertEqual(reset.error_code, ErrorCodes.INTERNAL_ERROR)
+        self.assertFalse(self.client.ended(sid))
+        self.assertFalse(self.client.transport.disconnecting)
+
+    def test_no_route(self):
+        """
+        Errors of the forwarder (404 without a route) are answered on the
+        stream.
+        """
+        proxy = MemoryProxy(_config(routes=(Route("app", hosts=("other.example",)),)))
+        client = H2Client(proxy)
+        sid = client.request(_request())
+        self.assertEqual(client.status(sid), b"404")
+
+    def test_client_reset(self):
+        """
+        A stream reset by the client aborts its backend connection, and the
+        exchange ends as 499.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.received()
+        self.client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+        self.client.send()
+        self.assertTrue(backend.transport.disconnecting)
+        [x] = self.proxy.exchanges
+        self.assertEqual((x.status, x.reason), (499, "client_closed"))
+        self.assertFalse(self.client.transport.disconnecting)
+
+    def test_connection_lost(self):
+        """
+        When the client connection is lost, every open stream's backend
+        connection is aborted and each exchange ends.
+        """
+        self.client.request(_request(path=b"/1"))
+        self.client.request(_request(path=b"/2"))
+        b1 = self.proxy.accept_backend()
+        b2 = self.proxy.accept_backend()
+        b1.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        self.client.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(b1.transport.disconnecting)
+        self.assertTrue(b2.transport.disconnecting)
+        statuses = sorted(x.status for x in self.proxy.exchanges)
+        self.assertEqual(statuses, [200, 499])
+        self.assertEqual(self.client.protocol._streams, {})
+
+    def test_connect_refused(self):
+        """
+        CONNECT is answered 501.
+        """
+        sid = self.client.conn.get_next_available_stream_id()
+        self.client.conn.send_headers(
+            sid, [(b":method", b"CONNECT"), (b":authority", b"example.com:443")],
+        )
+        self.client.send()
+        self.assertEqual(self.client.status(sid), b"501")
+        self.assertEqual(self.proxy.backend_attempts(), [])
+
+    def test_body_too_large(self):
+        """
+        A declared length over the limit is answered 413 before anything
+        goes to a backend; so is a body that grows over it.
+        """
+        proxy = MemoryProxy(_config(limits=Limits(max_body_size=10)))
+        client = H2Client(proxy)
+        sid = client.request(
+            _request(method=b"POST", extra=[(b"content-length", b"11")]),
+            body=b"x" * 11,
+        )
+        self.assertEqual(client.status(sid), b"413")
+        sid = client.request(_request(method=b"POST"), body=b"x" * 8, end=False)
+        backend = proxy.accept_backend()
+        client.conn.send_data(sid, b"x" * 8)
+        client.send()
+        self.assertEqual(client.status(sid), b"413")
+        self.assertTrue(backend.transport.disconnecting)
+        self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_too_many_headers(self):
+        """
+        More fields than C{max_header_count} are answered 431.
+        """
+        proxy = MemoryProxy(_config(limits=Limits(max_header_count=3)))
+        client = H2Client(proxy)
+        sid = client.request(_request(extra=[(b"x-%d" % i, b"v") for i in range(4)]))
+        self.assertEqual(client.status(sid), b"431")
+
+    def test_bad_header_value(self):
+        """
+        A field value the HTTP/1.1 head could not carry (a NUL, a CR) is a
+        protocol error: the connection ends with GOAWAY before anything
+        reaches a backend.
+        """
+        for value in (b"a\x00b", b"a\rb"):
+            proxy = MemoryProxy(_config())
+            client = H2Client(proxy)
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, _request(extra=[(b"x-a", value)]), end_stream=True)
+            client.send()
+            [goaway] = [e for e in client.events if type(e) is ConnectionTerminated]
+            self.assertEqual(goaway.error_code, ErrorCodes.PROTOCOL_ERROR)
+            self.assertTrue(client.transport.disconnecting)
+            self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_body_timeout(self):
+        """
+        A request body that stalls for C{timeouts.request_body} is answered
+        408, and its backend connection dropped.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"a", end=False)
+        backend = self.proxy.accept_backend()
+        self.proxy.reactor.advance(self.proxy.config.timeouts.request_body + 1)
+        self.client.pump()
+        self.assertEqual(self.client.status(sid), b"408")
+        self.assertTrue(backend.transport.disconnecting)
+        [x] = self.proxy.exchanges
+        self.assertEqual((x.status, x.reason), (408, "request_body_timeout"))
+
+    def test_client_full_pauses_backends(self):
+        """
+        While the client connection's send buffer is full, reading from
+        every stream's backend is paused.
+        """
+        self.client.request(_request(path=b"/1"))
+        backend = self.proxy.accept_backend()
+        self.client.protocol._client_full(True)
+        self.assertEqual(backend.transport.producerState, "paused")
+        self.client.protocol._client_full(False)
+        self.assertEqual(backend.transport.producerState, "producing")
+
+    def test_idle_timeout(self):
+        """
+        A connection without open streams is closed with GOAWAY after the
+        idle timeout; one with an open stream is not.
+        """
+        sid = self.client.request(_request())
+        self.proxy.reactor.advance(self.proxy.config.timeouts.idle + 1)
+        self.assertFalse(self.client.transport.disconnecting)
+        backend = self.proxy.accept_backend()
+        backend.send(OK)
+        self.client.pump()
+        self.assertTrue(self.client.ended(sid))
+        for _ in range(int(self.proxy.config.timeouts.idle) + 2):
+            self.proxy.reactor.advance(1)
+        self.assertTrue(self.client.transport.disconnecting)
+        self.client.pump()
+        self.assertTrue(any(type(e) is ConnectionTerminated for e in self.client.events))
+
+    def test_head_response(self):
+        """
+        A response without a body ends the stream with its headers and
+        keeps its Content-Length.
+        """
+        sid = self.client.request(_request(method=b"HEAD"))
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
+        self.client.pump()
+        self.assertEqual(self.client.headers(sid)[b"content-length"], b"42")
+        self.assertTrue(self.client.ended(sid))
+        self.assertEqual(self.client.body(sid), b"")
+
+    def test_informational(self):
+        """
+        A 103 from the backend is passed on before the final response.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" + OK)
+        self.client.pump()
+        [info] = self.client.of(sid, InformationalResponseReceived)
+        self.assertEqual(dict(info.headers)[b":status"], b"103")
+        self.assertEqual(dict(info.headers)[b"link"], b"</s.css>")
+        self.assertNotIn(b"content-length", dict(info.headers))
+        self.assertEqual(self.client.status(sid), b"200")
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """
+    L{_request_head} turns a stream's fields into a L{RequestHead} as
+    strictly as the HTTP/1.1 parser reads a head.
+    """
+
+    def parse(self, fields, ended=True, limits=Limits()):
+        return _request_head(fields, ended, limits)
+
+    def assertRefused(self, fields, status, reason, ended=True, limits=Limits()):
+        e = self.assertRaises(ParseError, self.parse, fields, ended, limits)
+        self.assertEqual((e.status, e.reason), (status, reason))
+
+    def test_fields(self):
+        """
+        Pseudo-fields become method, target, path and host; the others stay
+        in order, cookie crumbs joined.
+        """
+        req = self.parse(_request(extra=[
+            (b"cookie", b"a=1"), (b"x-b", b"2"), (b"cookie", b"c=3"),
+        ]))
+        self.assertEqual(
+            (req.method, req.target, req.path, req.host, req.version),
+            (b"GET", b"/a?b=1", b"/a", b"example.com", (1, 1)),
+        )
+        self.assertEqual(req.headers, [(b"x-b", b"2"), (b"cookie", b"a=1; c=3")])
+        self.assertEqual(
+            (req.content_length, req.chunked, req.has_body, req.keep_alive, req.upgrade),
+            (None, False, False, True, None),
+        )
+
+    def test_framing(self):
+        """
+        An open stream without content-length is chunked to the backend;
+        with one, it keeps it.
+        """
+        req = self.parse(_request(method=b"POST"), ended=False)
+        self.assertEqual((req.chunked, req.content_length), (True, None))
+        req = self.parse(_request(method=b"POST", extra=[(b"content-length", b"3")]), ended=False)
+        self.assertEqual((req.chunked, req.content_length), (False, 3))
+        self.assertRefused(
+            _request(extra=[(b"content-length", b"3")]), 400, "bad_content_length",
+        )
+        self.assertRefused(
+            _request(extra=[(b"content-length", b"x")]), 400, "bad_content_length",
+        )
+
+    def test_host_fallback(self):
+        """
+        Without C{:authority}, Host is used; without either, 400.
+        """
+        fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")]
+        self.assertEqual(self.parse(fields + [(b"host", b"h.example")]).host, b"h.example")
+        self.assertRefused(fields, 400, "missing_host")
+        self.assertRefused(_request(authority=b"u@h"), 400, "bad_host")
+
+    def test_refused(self):
+        """
+        Missing or unknown pseudo-fields, pseudo-fields after regular ones,
+        field names or values an HTTP/1.1 head could not carry, and
+        targets that are not origin-form are refused with 400.
+        """
+        base = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a")]
+        self.assertRefused(base, 400, "missing_pseudo_header")
+        self.assertRefused(base[1:] + [(b":path", b"/")], 400, "missing_pseudo_header")
+        self.assertRefused(_request(extra=[(b":protocol", b"ws")]), 400, "bad_pseudo_header")
+        self.assertRefused(
+            [(b"x", b"1")] + _request(), 400, "bad_pseudo_header",
+        )
+        self.assertRefused(_request(extra=[(b"X-Up", b"1")]), 400, "bad_header")
+        self.assertRefused(_request(extra=[(b"x y", b"1")]), 400, "bad_header")
+        self.assertRefused(_request(extra=[(b"x", b" 1")]), 400, "bad_header")
+        self.assertRefused(_request(extra=[(b"x", b"1\n")]), 400, "bad_header")
+        self.assertRefused(_request(path=b"http://a/"), 400, "bad_request_target")
+        self.assertRefused(_request(path=b"/a#f"), 400, "bad_request_target")
+        self.assertRefused(_request(path=b"*"), 400, "bad_request_target")
+        self.assertEqual(self.parse(_request(method=b"OPTIONS", path=b"*")).target, b"*")
+
+    def test_limits(self):
+        """
+        Too many fields: 431; a declared body over the limit: 413;
+        CONNECT: 501.
+        """
+        self.assertRefused(
+            _request(extra=[(b"x", b"1")] * 3), 431, "too_many_headers",
+            limits=Limits(max_header_count=2),
+        )
+        self.assertRefused(
+            _request(method=b"POST", extra=[(b"content-length", b"11")]), 413,
+            "body_too_large", ended=False, limits=Limits(max_body_size=10),
+        )
+        self.assertRefused(
+            [(b":method", b"CONNECT"), (b":authority", b"a:1")], 501, "connect_not_supported",
+        )

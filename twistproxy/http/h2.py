@@ -1,0 +1,855 @@
+# -*- test-case-name: tests.test_h2 -*-
+"""
+The downstream codec for HTTP/2: clients multiplex many requests on one
+connection, backends still get plain HTTP/1.1.
+
+L{H2ServerProtocol} lets the C{h2} library do the framing, HPACK and
+connection state, and turns each client stream into an L{Exchange} exactly
+like the one L{HTTPServerProtocol} builds for an HTTP/1.1 request, so the
+forwarder, balancers, pools and upstream codec work unchanged.  The only
+difference they see is C{x.downstream}: here it is an L{H2Stream}, one per
+stream, that speaks the same callback language (C{upstream_attached},
+C{response_head}, C{response_body}, C{flush}, C{response_end},
+C{upstream_failed}, ...) and carries the connection's C{trusted},
+C{proto}, C{identity} and C{transport}.
+
+Each stream's request is turned into a L{RequestHead} from its
+pseudo-header fields (C{:authority} becomes the Host, C{:path} the target)
+and checked as strictly as the HTTP/1.1 parser checks a head, because it is
+written out as one: field names must be tokens and values may hold no
+control characters.  A body without C{content-length} is sent to the
+backend chunked.
+
+Back-pressure follows HTTP/2 flow control both ways, so memory per
+connection stays bounded whatever either side does:
+
+  - request bodies: DATA is acknowledged to the client (which reopens its
+    window) only once it has been handed to the backend connection; while a
+    stream waits for a backend, or its backend connection is full, the
+    client's stream window stops it;
+
+  - responses: bytes are sent as the client's windows allow; the rest waits
+    on the stream, and once more than L{STREAM_BUFFER} bytes wait, reading
+    from that stream's backend is paused until a WINDOW_UPDATE drains them.
+
+At most L{MAX_CONCURRENT_STREAMS} streams are open at once (advertised in
+SETTINGS and enforced by C{h2}).  A connection without open streams is
+closed with GOAWAY after C{timeouts.idle}; that also bounds the wait for
+the client's connection preface.  A stream whose request body stalls for
+C{timeouts.request_body} is answered 408 (or reset once its response has
+started).
+
+Choosing the codec: over TLS, ALPN decides (C{h2} selects this protocol,
+anything else L{HTTPServerProtocol}).  On a plain listener this protocol
+also serves clients that use HTTP/2 "with prior knowledge" (C{h2c}, RFC
+9113 3.3): such a connection starts with the preface
+C{PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n}, so a listener can sniff the
+first bytes and pick the codec accordingly.  The HTTP/1.1
+C{Upgrade: h2c} dance is not supported (RFC 9113 dropped it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Dict, Optional
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from twistproxy.deadlines import Waiting
+from twistproxy.flow import FullRelay, no_delay
+from twistproxy.http import headers as H
+from twistproxy.http.exchange import Exchange
+from twistproxy.http.parser import (
+    _HOST,
+    _REQUEST_TARGET,
+    _TOKEN_RE,
+    ParseError,
+    RequestHead,
+    _content_length,
+    normalize_path,
+)
+
+# The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
+# a plain listener may look for to serve h2c with prior knowledge.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# The ALPN protocol identifier served by this codec.
+ALPN_H2 = b"h2"
+
+MAX_CONCURRENT_STREAMS = 100
+# Response bytes waiting on one stream beyond which its backend is paused.
+STREAM_BUFFER = 65536
+# The client's window for the whole connection: room for every stream's
+# default window, so that one stream waiting for a backend (holding its
+# unacknowledged data) cannot stall the uploads of the others.  The memory
+# bound is the same either way: each stream's own window.
+_CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * 65535
+
+_PHRASES = {
+    400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+    413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+# Response fields that describe the HTTP/1.1 connection to the backend;
+# HTTP/2 forbids them (RFC 9113 8.2.2).  Content-Length is written again
+# from the parsed response, as the HTTP/1.1 codec does.
+_HOP_BY_HOP = frozenset([
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate",
+    b"content-length", b"host",
+])
+_VIA = b"via"
+_COOKIE = b"cookie"
+
+# What the timers wait for.
+_T_NONE, _T_IDLE, _T_BODY = range(3)
+
+
+def _valid_value(value: bytes) -> bool:
+    # No control characters other than HTAB, and no surrounding blanks
+    # (RFC 9113 8.2.1): the value is written into an HTTP/1.1 head.
+    if not value:
+        return True
+    if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
+        return False
+    return value.translate(None, _ALLOWED) == b""
+
+
+_ALLOWED = bytes([9] + list(range(32, 127)) + list(range(128, 256)))
+
+
+def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
+    """
+    A L{RequestHead} from a stream's header fields, checked as strictly as
+    L{parse_request_head} checks an HTTP/1.1 head.
+
+    @raises ParseError: For a malformed or unsupported request.
+    """
+    method = target = authority = scheme = None
+    headers = []
+    cookies = []
+    hosts = []
+    lengths = []
+    for name, value in fields:
+        if name[:1] == b":":
+            if headers or cookies:
+                raise ParseError(400, "bad_pseudo_header")
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                target = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":scheme":
+                scheme = value
+            else:
+                raise ParseError(400, "bad_pseudo_header")
+            continue
+        if _TOKEN_RE(name) is None or name.lower() != name or not _valid_value(value):
+            raise ParseError(400, "bad_header")
+        if name == _COOKIE:
+            # RFC 9113 8.2.3: crumbs are joined again for HTTP/1.1.
+            cookies.append(value)
+            continue
+        if name == b"host":
+            hosts.append(value)
+        elif name == b"content-length":
+            lengths.append(value)
+        headers.append((name, value))
+    if cookies:
+        headers.append((_COOKIE, b"; ".join(cookies)))
+    if len(headers) > limits.max_header_count:
+        raise ParseError(431, "too_many_headers")
+    if method == b"CONNECT":
+        raise ParseError(501, "connect_not_supported")
+    if method is None or target is None or scheme is None:
+        raise ParseError(400, "missing_pseudo_header")
+    if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
+        raise ParseError(400, "bad_request_target")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
+        raise ParseError(400, "bad_request_target")
+    if len(hosts) > 1:
+        raise ParseError(400, "duplicate_host")
+    host = authority if authority is not None else (hosts[0] if hosts else None)
+    if not host:
+        raise ParseError(400, "missing_host")
+    if b"@" in host or _HOST(host) is None:
+        raise ParseError(400, "bad_host")
+
+    req = RequestHead()
+    req.method = method
+    req.version = (1, 1)
+    req.headers = headers
+    req.host = host
+    q = target.find(b"?")
+    path = target if q < 0 else target[:q]
+    if b"//" in path or b"/." in path or b"%2" in path:
+        normal = normalize_path(path)
+        if normal != path:
+            path = normal
+            target = path if q < 0 else path + target[q:]
+    req.target = target
+    req.path = path
+    length = _content_length(lengths, 400) if lengths else None
+    if stream_ended and length:
+        raise ParseError(400, "bad_content_length")
+    max_body = limits.max_body_size
+    if length is not None and max_body and length > max_body:
+        raise ParseError(413, "body_too_large")
+    req.content_length = length
+    # HTTP/2 frames the body itself; without a declared length the backend
+    # gets it chunked.
+    req.chunked = not stream_ended and length is None
+    req.keep_alive = True
+    req.connection = frozenset()
+    req.upgrade = None
+    req.expect_continue = False
+    return req
+
+
+def _partial_request(fields) -> RequestHead:
+    """
+    What can be told of a request that was refused, for the access log.
+    """
+    values = dict((n, v) for n, v in fields if n[:1] == b":")
+    req = RequestHead()
+    req.method = values.get(b":method") or b"-"
+    req.target = req.path = values.get(b":path") or b"-"
+    req.version = (1, 1)
+    req.headers = []
+    req.host = b""
+    req.content_length = None
+    req.chunked = False
+    req.keep_alive = True
+    req.connection = frozenset()
+    req.upgrade = None
+    req.expect_continue = False
+    if any(b > 126 or b < 33 for b in req.method + req.target):
+        req.method = req.target = req.path = b"-"
+    return req
+
+
+class H2Stream(Waiting):
+    """
+    One client stream: the C{downstream} of its L{Exchange}.
+
+    It buffers what cannot move yet in either direction: request body
+    frames until they are handed to the backend (then acknowledged), and
+    response bytes until the client's flow-control windows take them.
+    """
+
+    __slots__ = (
+        "_conn", "stream_id", "x", "_clock", "_attached", "_body_in",
+        "_body_ended", "_body_done", "_body_read", "_upstream_full",
+        "_response_started", "_out", "_pending", "_out_ended", "_paused",
+        "_closed", "deadline", "_timer_kind",
+    )
+
+    def __init__(self, conn: H2ServerProtocol, stream_id: int):
+        self._conn = conn
+        self._clock = conn._clock
+        self.stream_id = stream_id
+        self.x: Optional[Exchange] = None
+        self._attached = False
+        # (data, flow-controlled length) not yet handed upstream.
+        self._body_in: deque = deque()
+        self._body_ended = False
+        self._body_done = False
+        self._body_read = 0
+        self._upstream_full = False
+        self._response_started = False
+        self._out: deque = deque()
+        self._pending = 0
+        self._out_ended = False
+        self._paused = False
+        self._closed = False
+        self.deadline = float("inf")
+        self._timer_kind = _T_NONE
+
+    # What the forwarder and the upstream codec read
+
+    @property
+    def trusted(self) -> bool:
+        return self._conn.trusted
+
+    @property
+    def proto(self) -> bytes:
+        return self._conn.proto
+
+    @property
+    def identity(self):
+        return self._conn.identity
+
+    @property
+    def transport(self):
+        return self._conn.transport
+
+    # Called by the upstream side
+
+    def upstream_attached(self, x: Exchange) -> None:
+        """
+        The request head went to a backend: send the body received so far.
+        """
+        if x is not self.x or self._closed:
+            return
+        self._attached = True
+        # A fresh backend connection (the first, or a retry's).
+        self._upstream_full = False
+        self._paused = False
+        if x.request.has_body and not self._body_done:
+            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._drain_body()
+        self._update_pause()
+        self._conn._flush_soon()
+
+    def upstream_full(self, full: bool) -> None:
+        """
+        The backend connection cannot take more of the body (or can again):
+        stop (or resume) acknowledging DATA, so the client's window fills.
+        """
+        self._upstream_full = full
+        if self._closed or self._body_done:
+            return
+        if full:
+            # The backend is the slow one: the client is not to blame.
+            self._set_timer(_T_NONE, 0)
+        else:
+            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._drain_body()
+            self._conn._flush_soon()
+
+    def informational(self, x: Exchange, resp) -> None:
+        if x is not self.x or self._closed or self._response_started:
+            return
+        self._conn._send_headers(self.stream_id, self._fields(resp, None, None))
+
+    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
+        if x is not self.x or self._closed:
+            return
+        if resp.status == 101:
+            # No protocol switch over HTTP/2; tunnel() answers 502.
+            return
+        self._response_started = True
+        x.status = resp.status
+        if x.response_fields:
+            extra = list(extra or ()) + x.response_fields
+        hsts = self._conn._factory.hsts
+        if hsts is not None:
+            extra = list(extra or ()) + [hsts]
+        length = None
+        if resp.content_length is not None and (
+            has_body or resp.status == 304 or resp.status >= 200 and resp.status != 204
+        ):
+            length = resp.content_length
+        rules = x.route.response_rules if x.route is not None else H.NO_RULES
+        fields = self._fields(resp, length, extra, rules)
+        if not has_body:
+            self._out_ended = True
+            self._conn._send_headers(self.stream_id, fields, end_stream=True)
+            self._finished()
+        else:
+            self._conn._send_headers(self.stream_id, fields)
+
+    def response_body(self, x: Exchange, data: bytes) -> None:
+        if x is not self.x or self._closed or not data:
+            return
+        x.body_bytes += len(data)
+        self._out.append(data)
+        self._pending += len(data)
+        self._send()
+        self._update_pause()
+
+    def flush(self) -> None:
+        """
+        Send what was passed on so far; called once per backend read.
+        """
+        self._conn._flush_soon()
+
+    def response_end(self, x: Exchange) -> None:
+        if x is not self.x or self._closed:
+            return
+        self._out_ended = True
+        self._send()
+        self._conn._flush_soon()
+
+    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
+        """
+        The request could not be completed: answer with C{status} if no
+        response has started, else reset the stream so that the client
+        sees an incomplete response rather than a wrong complete one.
+        """
+        if x is not self.x or self._closed:
+            return
+        x.reason = reason
+        if self._response_started:
+            self._reset(ErrorCodes.INTERNAL_ERROR)
+        else:
+            self._answer(status)
+        self._conn._flush_soon()
+
+    def tunnel(self, x: Exchange) -> None:
+        """
+        HTTP/2 has no protocol switch: refuse the backend's 101.
+        """
+        if x is not self.x or self._closed:
+            return
+        self._conn._factory.forwarder.cancel(x)
+        self.upstream_failed(x, 502, "h2_no_upgrade")
+
+    def tunnel_data(self, data: bytes) -> None:
+        # Never reached: tunnel() cancels the upstream connection.
+        pass
+
+    # Driven by the connection
+
+    def _request(self, x: Exchange) -> None:
+        self.x = x
+        if not x.request.has_body:
+            self._body_done = True
+
+    def _data(self, data: bytes, flow: int) -> None:
+        """
+        DATA arrived for this stream.
+        """
+        conn = self._conn
+        x = self.x
+        if self._closed or self._body_done or x is None:
+            conn._ack(self.stream_id, flow)
+            return
+        self._body_read += len(data)
+        max_body = conn._factory.limits.max_body_size
+        if max_body and self._body_read > max_body:
+            conn._ack(self.stream_id, flow)
+            conn._factory.forwarder.cancel(x)
+            self._fail(413, "body_too_large")
+            return
+        self._body_in.append((data, flow))
+        if self._attached:
+            self._set_timer(_T_BODY, conn._factory.timeouts.request_body)
+            self._drain_body()
+
+    def _end_of_body(self) -> None:
+        self._body_ended = True
+        if self._closed or self._body_done:
+            return
+        if self._attached:
+            self._drain_body()
+
+    def _drain_body(self) -> None:
+        x = self.x
+        upstream = x.upstream if x is not None else None
+        if upstream is None or self._body_done:
+            return
+        conn = self._conn
+        body_in = self._body_in
+        while body_in and not self._upstream_full:
+            data, flow = body_in.popleft()
+            if data:
+                x.body_started = True
+                upstream.write_body(data)
+            conn._ack(self.stream_id, flow)
+            if x.upstream is not upstream or self.x is not x:
+                return
+        if self._body_ended and not body_in and not self._body_done:
+            self._body_done = True
+            self._set_timer(_T_NONE, 0)
+            upstream.end_body()
+
+    def _send(self) -> None:
+        """
+        Send as much waiting response data as the windows allow, and the
+        end of the stream once everything has been sent.
+        """
+        if self._closed:
+            return
+        h2c = self._conn._h2
+        sid = self.stream_id
+        out = self._out
+        try:
+            while out:
+                room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                if room <= 0:
+                    return
+                chunk = out[0]
+                if len(chunk) <= room:
+                    out.popleft()
+                else:
+                    out[0] = chunk[room:]
+                    chunk = chunk[:room]
+                self._pending -= len(chunk)
+                last = self._out_ended and not out
+                h2c.send_data(sid, chunk, end_stream=last)
+                if last:
+                    self._finished()
+                    return
+            if self._out_ended and self._response_started:
+                h2c.end_stream(sid)
+                self._finished()
+        except (StreamClosedError, ProtocolError):
+            self._gone(ErrorCodes.STREAM_CLOSED)
+
+    def _update_pause(self) -> None:
+        x = self.x
+        if x is None or x.upstream is None:
+            return
+        pause = self._pending > STREAM_BUFFER or self._conn.client_full
+        if pause != self._paused:
+            self._paused = pause
+            x.upstream.pause_reading(pause)
+
+    def _fields(self, resp, length, extra, rules=H.NO_RULES):
+        drop = _HOP_BY_HOP
+        if resp.connection:
+            drop = drop | resp.connection
+        if rules.drop:
+            drop = drop | rules.drop
+        fields = [(b":status", b"%d" % resp.status)]
+        append = fields.append
+        via_in = None
+        for name, value in resp.headers:
+            lname = name.lower()
+            if lname in drop:
+                continue
+            if lname == _VIA:
+                via_in = value if via_in is None else via_in + b", " + value
+                continue
+            append((lname, value))
+        if not rules.own or _VIA not in rules.own:
+            via = self._conn._factory.via
+            if via:
+                mine = b"1.%d %s" % (resp.version[1], via)
+                via_in = mine if via_in is None else via_in + b", " + mine
+            if via_in is not None:
+                append((_VIA, via_in))
+        if extra:
+            for name, value in extra:
+                append((name.lower(), value))
+        if length is not None:
+            append((b"content-length", b"%d" % length))
+        if rules.host is not None:
+            append((b"host", rules.host))
+        if rules.append:
+            for line in rules.append.split(b"\r\n"):
+                if line:
+                    name, _, value = line.partition(b": ")
+                    append((name.lower(), value))
+        return fields
+
+    def _answer(self, status: int) -> None:
+        """
+        Answer by the proxy itself, with a short plain-text response.
+        """
+        x = self.x
+        x.status = status
+        phrase = _PHRASES.get(status, b"Error")
+        body = b"%d %s\n" % (status, phrase)
+        x.body_bytes = len(body)
+        self._response_started = True
+        self._conn._send_headers(self.stream_id, [
+            (b":status", b"%d" % status),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ])
+        self._out.append(body)
+        self._pending += len(body)
+        self._out_ended = True
+        self._send()
+
+    def _fail(self, status: int, reason: str) -> None:
+        """
+        The request is refused or timed out on the client's side.
+        """
+        self.x.reason = reason
+        if self._response_started:
+            self._reset(ErrorCodes.INTERNAL_ERROR)
+        else:
+            self._answer(status)
+
+    def _reset(self, code) -> None:
+        if not self._closed:
+            try:
+                self._conn._h2.reset_stream(self.stream_id, code)
+            except (StreamClosedError, ProtocolError):
+                pass
+            self._gone(None)
+
+    def _finished(self) -> None:
+        """
+        The whole response was sent: the exchange is over.
+        """
+        if self._closed:
+            return
+        if not self._body_ended:
+            # RFC 9113 8.1: the client may stop sending its body.
+            try:
+                self._conn._h2.reset_stream(self.stream_id, ErrorCodes.NO_ERROR)
+            except (StreamClosedError, ProtocolError):
+                pass
+        self._gone(None)
+
+    def _gone(self, code) -> None:
+        """
+        The stream is over, whatever the reason: end its exchange.
+
+        @param code: Not C{None} when the client reset it or went away
+            before the response was complete.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._set_timer(_T_NONE, 0)
+        conn = self._conn
+        # The connection window must not stay consumed by data nobody
+        # will read.
+        for _, flow in self._body_in:
+            conn._ack(self.stream_id, flow)
+        self._body_in.clear()
+        self._out.clear()
+        self._pending = 0
+        x = self.x
+        if x is not None:
+            if code is not None:
+                if not x.status:
+                    # nginx's convention: the client closed before an answer.
+                    x.status = 499
+                    x.reason = x.reason or "client_closed"
+                elif not x.reason and not (self._out_ended and not self._out):
+                    x.reason = "client_closed"
+            conn._factory.forwarder.cancel(x)
+            conn._factory.exchange_ended(x)
+        conn._stream_gone(self)
+
+    def _wait_expired(self, kind: int) -> None:
+        if kind == _T_BODY and not self._closed and self.x is not None:
+            self._conn._factory.forwarder.cancel(self.x)
+            self._fail(408, "request_body_timeout")
+            self._conn._flush_soon()
+
+
+class H2ServerProtocol(Waiting, Protocol):
+    """
+    One HTTP/2 client connection, built by an L{HTTPServerFactory}.
+
+    @ivar trusted: Whether the peer is a trusted proxy.
+    @ivar proto: How the client reached the listener (C{b'https'}).
+    @ivar identity: As L{HTTPServerProtocol.identity}.
+    @ivar client_full: Whether the client's TCP send buffer is full.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._clock = factory.reactor
+        self._h2 = H2Connection(config=H2Configuration(
+            client_side=False, header_encoding=None,
+            validate_inbound_headers=True,
+        ))
+        self._streams: Dict[int, H2Stream] = {}
+        self._in_batch = False
+        self._closed = False
+        self._goaway_received = False
+        self.client_full = False
+        self.client_address = ""
+        self.trusted = False
+        self.proto = factory.scheme
+        self.identity = None
+
+    # Connection events
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", "") or ""
+        self.trusted = self.client_address in self._factory.trusted_proxies
+        self.transport.registerProducer(FullRelay(self._client_full), True)
+        no_delay(self.transport)
+        h2c = self._h2
+        h2c.local_settings = Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self._factory.limits.max_head_size,
+        })
+        h2c.initiate_connection()
+        h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self._factory.deadlines.add(self)
+        self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        self._write()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._in_batch = True
+        try:
+            try:
+                events = self._h2.receive_data(data)
+            except ProtocolError as e:
+                self.log.debug("HTTP/2 protocol error from {client}: {error}",
+                               client=self.client_address, error=e)
+                self._write()
+                self._close()
+                return
+            for event in events:
+                self._event(event)
+                if self._closed:
+                    return
+        finally:
+            self._in_batch = False
+        self._write()
+        self._idle_check()
+
+    def connectionLost(self, reason=None) -> None:
+        self._closed = True
+        self._set_timer(_T_NONE, 0)
+        self._factory.deadlines.discard(self)
+        for stream in list(self._streams.values()):
+            stream._gone(ErrorCodes.CANCEL)
+        self._streams.clear()
+
+    # h2 events
+
+    def _event(self, event) -> None:
+        kind = type(event)
+        if kind is DataReceived:
+            stream = self._streams.get(event.stream_id)
+            if stream is None:
+                self._ack(event.stream_id, event.flow_controlled_length)
+            else:
+                stream._data(event.data, event.flow_controlled_length)
+        elif kind is RequestReceived:
+            self._request(event)
+        elif kind is StreamEnded:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._end_of_body()
+        elif kind is WindowUpdated:
+            if event.stream_id:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._send()
+                    stream._update_pause()
+            else:
+                self._send_all()
+        elif kind is RemoteSettingsChanged:
+            if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                self._send_all()
+        elif kind is StreamReset:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._gone(event.error_code)
+        elif kind is ConnectionTerminated:
+            self._goaway_received = True
+
+    def _request(self, event) -> None:
+        sid = event.stream_id
+        stream = H2Stream(self, sid)
+        stream._body_ended = event.stream_ended is not None
+        fields = event.headers
+        factory = self._factory
+        try:
+            req = _request_head(fields, stream._body_ended, factory.limits)
+        except ParseError as e:
+            req, error = _partial_request(fields), e
+        else:
+            error = None
+        x = Exchange(req, self.client_address, stream, self._clock.seconds())
+        stream._request(x)
+        self._streams[sid] = stream
+        factory.deadlines.add(stream)
+        self._set_timer(_T_NONE, 0)
+        if error is not None:
+            stream._fail(error.status, error.reason)
+            return
+        if factory.identity_header is not None and self.identity is None:
+            subject = factory.peer_identity(self.transport)
+            self.identity = (
+                factory.identity_header,
+                subject.encode("utf-8") if subject is not None else None,
+            )
+        factory.forwarder.forward(x)
+
+    # Used by the streams
+
+    def _ack(self, stream_id: int, flow: int) -> None:
+        if flow and not self._closed:
+            try:
+                self._h2.acknowledge_received_data(flow, stream_id)
+            except (StreamClosedError, ProtocolError):
+                pass
+
+    def _send_headers(self, stream_id: int, fields, end_stream: bool = False) -> None:
+        try:
+            self._h2.send_headers(stream_id, fields, end_stream=end_stream)
+        except (StreamClosedError, ProtocolError):
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                stream._gone(ErrorCodes.STREAM_CLOSED)
+
+    def _stream_gone(self, stream: H2Stream) -> None:
+        self._factory.deadlines.discard(stream)
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        if not self._in_batch:
+            # The stream may have ended after the upstream side's last
+            # flush (a response without a body, a failure).
+            self._write()
+            self._idle_check()
+
+    def _flush_soon(self) -> None:
+        if not self._in_batch:
+            self._write()
+
+    def _send_all(self) -> None:
+        for stream in list(self._streams.values()):
+            if stream._out or stream._out_ended:
+                stream._send()
+                stream._update_pause()
+
+    def _write(self) -> None:
+        if self._closed:
+            return
+        data = self._h2.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def _idle_check(self) -> None:
+        if self._closed or self._streams:
+            return
+        if self._goaway_received:
+            self._close()
+        elif self._timer_kind != _T_IDLE:
+            self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._write()
+            self._closed = True
+            self._set_timer(_T_NONE, 0)
+            self.transport.loseConnection()
+
+    def _client_full(self, full: bool) -> None:
+        self.client_full = full
+        for stream in list(self._streams.values()):
+            stream._update_pause()
+
+    def _wait_expired(self, kind: int) -> None:
+        if kind == _T_IDLE and not self._closed and not self._streams:
+            try:
+                self._h2.close_connection()
+            except ProtocolError:
+                pass
+            self._close()
