@@ -1776,3 +1776,63 @@ overprovisioning = 2
         self.assertConfigError(
             MINIMAL + '[locality]\nregions = [""]\n', "locality.regions[0]",
             "must not be empty")
+
+
+class ListenerTLSConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    The tls table, https redirects and h2c on listeners.
+    """
+
+    def test_every_key(self) -> None:
+        """
+        Every key of a listener's tls table is read; certificates may be
+        paths or {cert, key} tables.
+        """
+        from twistproxy.config import Certificate, ListenerTLS
+
+        config = parse("""
+[listeners.web]
+endpoint = "tcp:8443"
+[listeners.web.tls]
+certificates = ["/a.pem", { cert = "/b.crt", key = "/b.key" }]
+default = 1
+min_version = "1.3"
+ciphers = "ECDHE+AESGCM"
+client_ca = "/ca.pem"
+client_subject_header = "X-Subject"
+hsts = 60
+handshake_timeout = 3
+[listeners.plain]
+endpoint = "tcp:8080"
+redirect_https = true
+https_port = 8443
+[listeners.h2c]
+endpoint = "tcp:8081"
+h2c = true
+[upstreams.api]
+servers = ["http://127.0.0.1:8001"]
+""")
+        web, plain, h2c = config.listeners
+        self.assertEqual(web.tls, ListenerTLS(
+            certificates=(Certificate("/a.pem"), Certificate("/b.crt", "/b.key")),
+            default=1, min_version="1.3", ciphers="ECDHE+AESGCM", client_ca="/ca.pem",
+            client_subject_header="X-Subject", hsts=60, handshake_timeout=3.0,
+        ))
+        self.assertEqual((plain.redirect_https, plain.https_port), (True, 8443))
+        self.assertTrue(h2c.h2c)
+
+    def test_rejections(self) -> None:
+        """
+        Inconsistent listener settings are rejected at their paths.
+        """
+        base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\nendpoint = "tcp:1"\n'
+        self.assertConfigError(base + "tls = { certificates = [] }\n",
+                               "listeners.web.tls.certificates", "must list at least one certificate")
+        self.assertConfigError(base + 'tls = { certificates = ["/a"], default = 1 }\n',
+                               "listeners.web.tls.default", contains="index of a certificate")
+        self.assertConfigError(base + 'tls = { certificates = ["/a"], min_version = "1.1" }\n',
+                               "listeners.web.tls.min_version", 'must be "1.2" or "1.3"')
+        self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nredirect_https = true\n',
+                               "listeners.web.redirect_https", contains="only for plain listeners")
+        self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nh2c = true\n',
+                               "listeners.web.h2c", contains="only for plain listeners")

@@ -116,6 +116,45 @@ def _client_context(pki: _PKI, check_hostname: bool = True,
     return ctx
 
 
+def _h2_get_two(port: int, ctx: ssl.SSLContext):
+    """
+    Open an HTTP/2 connection (ALPN h2) and send two GETs on two streams at
+    once; return [(status, body)] for both.
+    """
+    import h2.connection
+    import h2.events
+
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="a.example.test")
+    try:
+        assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+        conn = h2.connection.H2Connection()
+        conn.initiate_connection()
+        for stream in (1, 3):
+            conn.send_headers(stream, [(":method", "GET"), (":path", "/"),
+                                       (":scheme", "https"), (":authority", "a.example.test")],
+                              end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, body, done = {}, {}, set()
+        while len(done) < 2:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status[event.stream_id] = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    body[event.stream_id] = body.get(event.stream_id, b"") + event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamEnded):
+                    done.add(event.stream_id)
+            sock.sendall(conn.data_to_send())
+        return [(status.get(s), body.get(s, b"")) for s in (1, 3)]
+    finally:
+        sock.close()
+
+
 class _TLSClient:
     """
     A blocking HTTP/1.1 client on one TLS connection.
@@ -408,6 +447,18 @@ class ForwardingTests(_TLSProxyTestCase):
         [req] = origin.requests
         self.assertEqual(req.headers.get(b"x-forwarded-proto"), b"https")
         self.assertEqual(_raw_header_values(req.head, b"x-client-subject"), [])
+
+    @defer.inlineCallbacks
+    def test_http2_by_alpn(self):
+        """
+        A client offering h2 by ALPN gets HTTP/2: two concurrent streams
+        are answered, each through the HTTP/1.1 origin.
+        """
+        origin, proxy = yield self.start_tls_proxy()
+        responses = yield self.in_thread(_h2_get_two, proxy.port, _client_context(self.pki))
+        self.assertEqual(sorted(responses), [(b"200", b"hello from the origin")] * 2)
+        self.assertEqual(len(origin.requests), 2)
+        self.assertEqual({r.headers.get(b"x-forwarded-proto") for r in origin.requests}, {b"https"})
 
     @defer.inlineCallbacks
     def test_redirect_https(self):

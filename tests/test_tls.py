@@ -703,14 +703,17 @@ class SNITests(_Handshakes, SynchronousTestCase):
 
     def test_alpn(self):
         """
-        ALPN selects http/1.1 when the client offers it, and the handshake
-        goes on without ALPN when it offers only protocols we lack.
+        ALPN selects h2 when the client offers it (server preference),
+        http/1.1 for a client that offers only that, and the handshake goes
+        on without ALPN when the client offers only protocols we lack.
         """
         self.serve(_standard(self))
-        c = self.connect(_Probe("www.example.com", alpn=[b"h2", b"http/1.1"]))
+        c = self.connect(_Probe("www.example.com", alpn=[b"http/1.1", b"h2"]))
+        self.assertEqual(c.server.negotiatedProtocol, b"h2")
+        self.assertEqual(c.client.negotiatedProtocol, b"h2")
+        c = self.connect(_Probe("www.example.com", alpn=[b"http/1.1"]))
         self.assertEqual(c.server.negotiatedProtocol, b"http/1.1")
-        self.assertEqual(c.client.negotiatedProtocol, b"http/1.1")
-        c = self.connect(_Probe("www.example.com", alpn=[b"h2"]))
+        c = self.connect(_Probe("www.example.com", alpn=[b"spdy/3"]))
         self.assertTrue(c.app.handshake)
         self.assertIsNone(c.server.negotiatedProtocol)
 

@@ -338,6 +338,9 @@ class Listener:
     @ivar redirect_https: Answer every request on this plain listener with
         a 308 redirect to the same URL over https.
     @ivar https_port: The port in those redirects (443 is left out).
+    @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
+        its connection preface (prior knowledge).  TLS listeners always
+        offer HTTP/2 by ALPN.
     """
 
     name: str
@@ -345,6 +348,7 @@ class Listener:
     tls: Optional[ListenerTLS] = None
     redirect_https: bool = False
     https_port: int = 443
+    h2c: bool = False
 
 
 @dataclass(frozen=True)
@@ -1065,7 +1069,8 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
     for name, listener in value.items():
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
-        table = _table(listener, listener_path, ("endpoint", "tls", "redirect_https", "https_port"))
+        table = _table(listener, listener_path,
+                       ("endpoint", "tls", "redirect_https", "https_port", "h2c"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1085,6 +1090,11 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             if kwargs["redirect_https"] and "tls" in kwargs:
                 raise ConfigError(_key(listener_path, "redirect_https"),
                                   "only for plain listeners (this one has tls)")
+        if "h2c" in table:
+            kwargs["h2c"] = _boolean(table["h2c"], _key(listener_path, "h2c"))
+            if kwargs["h2c"] and ("tls" in kwargs or kwargs.get("redirect_https")):
+                raise ConfigError(_key(listener_path, "h2c"),
+                                  "only for plain listeners that do not redirect")
         if "https_port" in table:
             port_path = _key(listener_path, "https_port")
             kwargs["https_port"] = _integer(table["https_port"], port_path, 1)

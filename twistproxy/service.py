@@ -152,6 +152,8 @@ class ProxyService(MultiService):
                 factory = self._terminate_tls(listener)
             elif listener.redirect_https:
                 factory = self._factory(b"http", redirect_port=listener.https_port)
+            elif listener.h2c:
+                factory = self._factory(b"http", h2c=True)
             elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
                 # Backends are told the client came over https.
                 tls_factory = tls_factory or self._factory(b"https")
@@ -193,7 +195,7 @@ class ProxyService(MultiService):
         path = f"listeners.{listener.name}.tls"
         http_factory = self._factory(
             b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject,
+            peer_identity=peer_subject, http2=True,
         )
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)

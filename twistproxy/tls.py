@@ -71,7 +71,7 @@ __all__ = [
 # The application protocols offered in ALPN, most preferred first.  HTTP/2
 # will put b"h2" in front once the listener has an HTTP/2 codec to hand such
 # connections to (the codec is chosen by transport.negotiatedProtocol).
-ALPN_PROTOCOLS: Tuple[bytes, ...] = (b"http/1.1",)
+ALPN_PROTOCOLS: Tuple[bytes, ...] = (b"h2", b"http/1.1")
 
 # TLS 1.2 cipher suites when the listener names none: forward secrecy
 # (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305) only, as in Mozilla's

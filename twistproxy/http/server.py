@@ -551,6 +551,9 @@ class HTTPServerFactory(Factory):
         redirect to https on this port instead of being forwarded.
     @ivar hsts: The C{Strict-Transport-Security} field added to responses,
         or C{None}.
+    @ivar http2: Whether clients may choose HTTP/2 by ALPN (TLS listeners).
+    @ivar h2c: Whether a plain connection opening with the HTTP/2 preface
+        speaks HTTP/2 (prior knowledge).
     @ivar identity_header: The request field carrying the verified TLS
         client subject to backends (stripped from what clients send), or
         C{None}; C{peer_identity(transport)} finds the subject.
@@ -574,8 +577,12 @@ class HTTPServerFactory(Factory):
         hsts: int = 0,
         identity_header: Optional[str] = None,
         peer_identity=None,
+        http2: bool = False,
+        h2c: bool = False,
     ):
         self.reactor = reactor
+        self.http2 = http2
+        self.h2c = h2c
         self.redirect_port = redirect_port
         self.hsts = (b"Strict-Transport-Security", b"max-age=%d" % hsts) if hsts else None
         self.identity_header = identity_header.encode("ascii") if identity_header else None
@@ -590,6 +597,10 @@ class HTTPServerFactory(Factory):
         self._on_exchange_end = on_exchange_end
 
     def buildProtocol(self, addr):
+        if self.http2 or self.h2c:
+            from twistproxy.http.negotiate import Negotiating
+
+            return Negotiating(self)
         return HTTPServerProtocol(self)
 
     def exchange_ended(self, x: Exchange) -> None:

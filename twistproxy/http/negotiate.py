@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.test_negotiate -*-
+"""
+Choosing the codec of a client connection: HTTP/1.1 or HTTP/2.
+
+On a TLS listener the client and the proxy agree on the protocol during the
+handshake (ALPN, C{h2} or C{http/1.1}); the TLS layer builds the protocol
+of a connection before that, so a L{Negotiating} protocol stands in until
+the first bytes arrive, when the agreed protocol is known, and then hands
+the connection to the right codec.  On a plain listener with C{h2c}
+enabled, a client that opens with the HTTP/2 connection preface ("prior
+knowledge") gets HTTP/2 too.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.protocol import Protocol
+
+from twistproxy.deadlines import Waiting
+from twistproxy.http.h2 import PREFACE, H2ServerProtocol
+from twistproxy.http.server import HTTPServerProtocol
+
+_T_FIRST = 1
+
+
+class Negotiating(Waiting, Protocol):
+    """
+    Stands in for the codec until the first bytes of a connection.
+
+    @ivar inner: The codec, once chosen.
+    """
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._clock = factory.reactor
+        self._buffer = b""
+        self.inner = None
+
+    def connectionMade(self) -> None:
+        self._factory.deadlines.add(self)
+        self._set_timer(_T_FIRST, self._factory.timeouts.request_head)
+
+    def dataReceived(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is None:
+            data = self._buffer + data
+            alpn = getattr(self.transport, "negotiatedProtocol", None)
+            if alpn is None and self._factory.h2c:
+                # Prior knowledge: wait for enough bytes to tell.
+                if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                    self._buffer = data
+                    return
+                h2 = data.startswith(PREFACE)
+            else:
+                h2 = alpn == b"h2"
+            self._buffer = b""
+            self._set_timer(0, 0)
+            self._factory.deadlines.discard(self)
+            inner = self.inner = (H2ServerProtocol if h2 else HTTPServerProtocol)(self._factory)
+            inner.makeConnection(self.transport)
+            # From now on the transport talks to the codec directly.
+            if getattr(self.transport, "wrappedProtocol", None) is self:
+                self.transport.wrappedProtocol = inner
+        inner.dataReceived(data)
+
+    def connectionLost(self, reason=None) -> None:
+        self._factory.deadlines.discard(self)
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+
+    def _wait_expired(self, kind: int) -> None:
+        self.transport.loseConnection()
