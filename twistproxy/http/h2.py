@@ -71,9 +71,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from twistproxy.deadlines import Waiting
-from twistproxy.flow import FullRelay, no_delay
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
+from twistproxy.http.server import client_connected
 from twistproxy.http.parser import (
     _HOST,
     _REQUEST_TARGET,
@@ -81,7 +81,7 @@ from twistproxy.http.parser import (
     ParseError,
     RequestHead,
     _content_length,
-    normalize_path,
+    normalize_target,
 )
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
@@ -197,15 +197,7 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     req.version = (1, 1)
     req.headers = headers
     req.host = host
-    q = target.find(b"?")
-    path = target if q < 0 else target[:q]
-    if b"//" in path or b"/." in path or b"%2" in path:
-        normal = normalize_path(path)
-        if normal != path:
-            path = normal
-            target = path if q < 0 else path + target[q:]
-    req.target = target
-    req.path = path
+    req.target, req.path = normalize_target(target)
     length = _content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
@@ -674,11 +666,7 @@ class H2ServerProtocol(Waiting, Protocol):
     # Connection events
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.client_address = getattr(peer, "host", "") or ""
-        self.trusted = self.client_address in self._factory.trusted_proxies
-        self.transport.registerProducer(FullRelay(self._client_full), True)
-        no_delay(self.transport)
+        client_connected(self)
         h2c = self._h2
         h2c.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,

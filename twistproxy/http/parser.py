@@ -323,15 +323,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     if host is None:
         host = b""
     req.host = host
-    q = target.find(b"?")
-    path = target if q < 0 else target[:q]
-    if b"//" in path or b"/." in path or b"%2" in path:
-        normal = normalize_path(path)
-        if normal != path:
-            path = normal
-            target = path if q < 0 else path + target[q:]
-    req.target = target
-    req.path = path
+    req.target, req.path = normalize_target(target)
 
     req.content_length = None
     req.chunked = False
@@ -367,6 +359,21 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
             raise ParseError(417, "bad_expectation")
         req.expect_continue = minor == 1
     return req
+
+
+def normalize_target(target: bytes) -> Tuple[bytes, bytes]:
+    """
+    An origin-form target with its path normalized (L{normalize_path}),
+    and that path: C{(target, path)}.  The query is left as it is.
+    """
+    q = target.find(b"?")
+    path = target if q < 0 else target[:q]
+    if b"//" in path or b"/." in path or b"%2" in path:
+        normal = normalize_path(path)
+        if normal != path:
+            path = normal
+            target = path if q < 0 else path + target[q:]
+    return target, path
 
 
 def normalize_path(path: bytes) -> bytes:

@@ -54,6 +54,19 @@ _PAUSE_BUFFER, _PAUSE_UPSTREAM = 1, 2
 _T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
 
 
+def client_connected(protocol) -> None:
+    """
+    What every client-side codec does first: note who the client is and
+    whether it is a trusted proxy, pause the backends while the client's
+    buffer is full (C{protocol._client_full}), and turn Nagle off.
+    """
+    peer = protocol.transport.getPeer()
+    protocol.client_address = getattr(peer, "host", "") or ""
+    protocol.trusted = protocol.client_address in protocol._factory.trusted_proxies
+    protocol.transport.registerProducer(FullRelay(protocol._client_full), True)
+    no_delay(protocol.transport)
+
+
 class HTTPServerProtocol(Waiting, Protocol):
     """
     One client connection.
@@ -89,11 +102,7 @@ class HTTPServerProtocol(Waiting, Protocol):
     # Connection events
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.client_address = getattr(peer, "host", "") or ""
-        self.trusted = self.client_address in self._factory.trusted_proxies
-        self.transport.registerProducer(FullRelay(self._client_full), True)
-        no_delay(self.transport)
+        client_connected(self)
         self._factory.deadlines.add(self)
         self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
 
