@@ -45,9 +45,21 @@ SCENARIOS = {
     "tls-handshakes": (
         "/small", False, "HTTPS, new connection (full TLS handshake) per request, small response"
     ),
+    # HTTP/2 over TLS (ALPN h2), driven by h2load instead of wrk; opt-in
+    # through --scenarios only (--https does not add it).
+    "tls-h2": (
+        "/small", True,
+        "HTTP/2 over TLS (ALPN h2), h2load -c10 -m10: 10 connections x 10 streams, small response",
+    ),
 }
-TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes")
+TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes", "tls-h2")
+# Scenarios measured with h2load rather than wrk.
+H2_SCENARIOS = ("tls-h2",)
+H2_CONNECTIONS = 10
+H2_STREAMS = 10
 PLAIN_SCENARIOS = tuple(s for s in SCENARIOS if s not in TLS_SCENARIOS)
+# What --https adds (the wrk HTTPS scenarios).
+HTTPS_FLAG_SCENARIOS = tuple(s for s in TLS_SCENARIOS if s not in H2_SCENARIOS)
 # Proxies that can terminate TLS (twisted.web.proxy is left out of the HTTPS
 # scenarios).
 TLS_PROXIES = ("nginx", "twistproxy")
@@ -367,7 +379,7 @@ PROXY_BODY = """\
 
 TLS_SERVER = """\
     server {{
-        listen {host}:{port} ssl backlog=4096;
+        listen {host}:{port} ssl http2 backlog=4096;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -540,6 +552,97 @@ def run_wrk(cmd, duration):
 
 
 # --------------------------------------------------------------------------
+# h2load (HTTP/2 scenarios)
+
+
+def h2load_has_duration(h2load_bin):
+    """True if this h2load has -D/--duration (old versions only have -n)."""
+    return "--duration" in cmd_output([h2load_bin, "--help"])
+
+
+def h2load_cmd(h2load_bin, args, port, scenario, duration):
+    """port: (plain port, TLS port). Bounded by -D seconds, or by -n if -D is missing."""
+    path = SCENARIOS[scenario][0]
+    cmd = [h2load_bin, "-t1", "-c%d" % H2_CONNECTIONS, "-m%d" % H2_STREAMS]
+    if args.h2load_duration:
+        cmd += ["-D", str(duration)]
+    else:
+        # old h2load: a request count that takes very roughly `duration` seconds
+        cmd += ["-n", str(max(H2_CONNECTIONS * H2_STREAMS, 10000 * duration))]
+    cmd.append("https://%s:%d%s" % (HOST, port[1], path))
+    return cmd
+
+
+_H2_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _h2_ms(text):
+    m = re.match(r"^([0-9.]+)(us|ms|s)$", text.strip())
+    return float(m.group(1)) * _H2_UNITS_MS[m.group(2)] if m else None
+
+
+def parse_h2load(out):
+    """
+    h2load's summary: "finished in 5.00s, N req/s, ...", the "requests:" and
+    "status codes:" lines, the negotiated protocol and the "time for request:"
+    line (min, max, mean, sd; h2load gives no percentiles).
+    """
+    r = {
+        "requests": None,
+        "duration_s": None,
+        "rps": None,
+        "p50_ms": None,
+        "p99_ms": None,
+        "latency_min_ms": None,
+        "latency_max_ms": None,
+        "latency_mean_ms": None,
+        "latency_sd_ms": None,
+        "application_protocol": None,
+        "h2load_requests": {},
+        "status_codes": {},
+        "non2xx": 0,
+    }
+    m = re.search(r"^finished in ([0-9.]+)(us|ms|s), ([0-9.]+) req/s", out, re.M)
+    if m:
+        r["duration_s"] = _h2_ms(m.group(1) + m.group(2)) / 1000.0
+        r["rps"] = float(m.group(3))
+    m = re.search(
+        r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+        r"(\d+) failed, (\d+) errored, (\d+) timeout",
+        out,
+        re.M,
+    )
+    if m:
+        keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+        r["h2load_requests"] = dict(zip(keys, (int(g) for g in m.groups())))
+        r["requests"] = r["h2load_requests"]["succeeded"]
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    if m:
+        r["status_codes"] = dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(g) for g in m.groups())))
+        r["non2xx"] = r["status_codes"]["4xx"] + r["status_codes"]["5xx"]
+    m = re.search(r"^Application protocol: (\S+)", out, re.M)
+    if m:
+        r["application_protocol"] = m.group(1)
+    m = re.search(
+        r"^time for request:\s+([0-9.]+(?:us|ms|s))\s+([0-9.]+(?:us|ms|s))"
+        r"\s+([0-9.]+(?:us|ms|s))\s+([0-9.]+(?:us|ms|s))",
+        out,
+        re.M,
+    )
+    if m and r["requests"]:
+        r["latency_min_ms"], r["latency_max_ms"], r["latency_mean_ms"], r["latency_sd_ms"] = (
+            _h2_ms(g) for g in m.groups()
+        )
+    req = r["h2load_requests"]
+    # h2load's "failed" already includes its "errored" and "timeout" requests
+    # and responses without a 2xx/3xx status; "succeeded" excludes them.
+    r["errors"] = req.get("failed", 0)
+    # in -D mode h2load stops with streams in flight: started but not done
+    r["unfinished"] = (req["started"] - req["done"]) if req else None
+    return r
+
+
+# --------------------------------------------------------------------------
 # proxies
 
 
@@ -696,11 +799,20 @@ def measure(name, proc, port, origin, args, tools, results):
                 "%s exited (code %s) before scenario %s\n  last output:\n%s"
                 % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
             )
+        h2 = scenario in H2_SCENARIOS
+        # h2load gets its warm-up as a separate run, like wrk, rather than
+        # with --warm-up-time, so that the proxy CPU measured below covers
+        # exactly the measured requests.
+        make_cmd = (
+            (lambda d: h2load_cmd(tools["h2load"], args, port, scenario, d))
+            if h2
+            else (lambda d: wrk_cmd(tools["wrk"], args, port, scenario, d))
+        )
         if args.warmup > 0:
             log("%s / %s: warm-up %d s" % (name, scenario, args.warmup))
-            run_wrk(wrk_cmd(tools["wrk"], args, port, scenario, args.warmup), args.warmup)
+            run_wrk(make_cmd(args.warmup), args.warmup)
             time.sleep(0.5)
-        cmd = wrk_cmd(tools["wrk"], args, port, scenario, args.duration)
+        cmd = make_cmd(args.duration)
         log("%s / %s: %s" % (name, scenario, shjoin(cmd)))
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         o0, _ = origin.cpu_ticks()
@@ -711,8 +823,9 @@ def measure(name, proc, port, origin, args, tools, results):
         t1, pids = proc.cpu_ticks()
         o1, _ = origin.cpu_ticks()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = parse_wrk(out)
+        r = parse_h2load(out) if h2 else parse_wrk(out)
         cpu_s = (t1 - t0) / float(CLK_TCK)
+        client = "h2load" if h2 else "wrk"
         r.update(
             {
                 "proxy": name,
@@ -720,13 +833,14 @@ def measure(name, proc, port, origin, args, tools, results):
                 "url_path": SCENARIOS[scenario][0],
                 "keepalive": SCENARIOS[scenario][1],
                 "tls": scenario in TLS_SCENARIOS,
-                "wrk_command": cmd,
+                "client": client,
+                "%s_command" % client: cmd,
                 "wall_s": round(wall, 3),
                 "proxy_pids": pids,
                 "proxy_cpu_s": round(cpu_s, 3),
                 "origin_cpu_s": round((o1 - o0) / float(CLK_TCK), 3),
-                # wrk is the only child reaped between ru0 and ru1
-                "wrk_cpu_s": round(
+                # wrk (or h2load) is the only child reaped between ru0 and ru1
+                "%s_cpu_s" % client: round(
                     (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime), 3
                 ),
                 "req_per_cpu_s": (
@@ -736,8 +850,16 @@ def measure(name, proc, port, origin, args, tools, results):
             }
         )
         if r["requests"] is None:
-            r["wrk_output"] = out
-            log("warning: could not parse wrk output:\n%s" % indent(out))
+            r["%s_output" % client] = out
+            log("warning: could not parse %s output:\n%s" % (client, indent(out)))
+        elif h2:
+            r["h2load_output"] = out
+            if r["application_protocol"] != "h2":
+                log("warning: h2load negotiated %r, not h2" % (r["application_protocol"],))
+            # H2_CONNECTIONS * H2_STREAMS streams are normally still in flight
+            # when -D ends; they are not counted as requests or errors
+            if r["errors"] or (r["unfinished"] or 0) > H2_CONNECTIONS * H2_STREAMS:
+                log("%s / %s: h2load requests: %s" % (name, scenario, r["h2load_requests"]))
         results.append(r)
         log(
             "%s / %s: %s req/s, %s req/CPU-s, errors %s"
@@ -803,7 +925,12 @@ def report(results, failures, ratios, meta):
     for r in results:
         errs = r["errors"]
         detail = ""
-        if errs:
+        if errs and r.get("client") == "h2load":
+            q, sc = r["h2load_requests"], r["status_codes"]
+            detail = " (errored %d, timeout %d, 4xx %d, 5xx %d)" % (
+                q.get("errored", 0), q.get("timeout", 0), sc.get("4xx", 0), sc.get("5xx", 0)
+            )
+        elif errs:
             se = r["socket_errors"]
             detail = " (non2xx %d, c%d r%d w%d t%d)" % (
                 r["non2xx"], se["connect"], se["read"], se["write"], se["timeout"]
@@ -830,6 +957,32 @@ def report(results, failures, ratios, meta):
     else:
         out.append("(no results)")
     out.append("")
+    h2rows = [
+        (
+            r["proxy"],
+            r["scenario"],
+            r.get("application_protocol") or "-",
+            fmt(r["rps"], 0),
+            fmt(r["latency_mean_ms"], 2),
+            fmt(r["latency_sd_ms"], 2),
+            fmt(r["latency_max_ms"], 2),
+            fmt(r.get("unfinished")),
+        )
+        for r in results
+        if r.get("client") == "h2load"
+    ]
+    if h2rows:
+        out.append(
+            "h2load (-c%d -m%d: %d connections x %d concurrent streams; it gives no "
+            "percentiles, so p50/p99 above are '-'):" % (H2_CONNECTIONS, H2_STREAMS, H2_CONNECTIONS, H2_STREAMS)
+        )
+        out.append(
+            table(
+                h2rows,
+                ("proxy", "scenario", "ALPN", "req/s", "mean ms", "sd ms", "max ms", "unfinished"),
+            )
+        )
+        out.append("")
     rrows = [
         (x["proxy"], x["scenario"], ("%.3f" % x["ratio_to_nginx"]) if x["ratio_to_nginx"] is not None else "-")
         for x in ratios
@@ -868,6 +1021,8 @@ def machine_info(args, tools):
         "nginx_version": cmd_output([tools["nginx"], "-v"]),
         "wrk_version": cmd_output([tools["wrk"], "-v"]).splitlines()[0],
     }
+    if "h2load" in tools:
+        info["h2load_version"] = cmd_output([tools["h2load"], "--version"]).splitlines()[0]
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -901,7 +1056,8 @@ def parse_args(argv):
     p.add_argument(
         "--https",
         action="store_true",
-        help="add the HTTPS scenarios %s (nginx and twistproxy only)" % ",".join(TLS_SCENARIOS),
+        help="add the HTTPS scenarios %s (nginx and twistproxy only; "
+        "tls-h2 is selected with --scenarios)" % ",".join(HTTPS_FLAG_SCENARIOS),
     )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument(
@@ -938,7 +1094,7 @@ def parse_args(argv):
         p.error("unknown proxy %s (choose from %s)" % (",".join(bad), ",".join(ALL_PROXIES)))
     args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     if args.https:
-        args.scenarios += [s for s in TLS_SCENARIOS if s not in args.scenarios]
+        args.scenarios += [s for s in HTTPS_FLAG_SCENARIOS if s not in args.scenarios]
     bad = [x for x in args.scenarios if x not in SCENARIOS]
     if bad or not args.scenarios:
         p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))
@@ -966,6 +1122,9 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, _raise_interrupt)
 
     tools = {"nginx": ensure_tool("nginx", "nginx"), "wrk": ensure_tool("wrk", "wrk")}
+    if any(s in H2_SCENARIOS for s in args.scenarios):
+        tools["h2load"] = ensure_tool("h2load", "nghttp2-client")
+        args.h2load_duration = h2load_has_duration(tools["h2load"])
     meta = machine_info(args, tools)
     meta.update(
         {
@@ -974,6 +1133,8 @@ def main(argv=None):
             "connections": args.connections,
             "wrk_threads": args.threads,
             "wrk_timeout": "5s",
+            "h2load_connections": H2_CONNECTIONS,
+            "h2load_streams": H2_STREAMS,
             "origin_workers": args.origin_workers,
             "proxies": args.proxies,
             "scenarios": {s: SCENARIOS[s][2] for s in args.scenarios},
