@@ -114,16 +114,22 @@ class LoopbackTests(TestCase):
 
     timeout = 30
 
-    def start(self, trusted_pem: bytes, tls_options=None):
+    def start(self, trusted_pem: bytes, client_ca=None, client_pem: bytes = b""):
         ca = issue_certificate("Test CA", ca=True)
         origin = issue_certificate("origin", sans=("localhost", "127.0.0.1"), issuer=ca)
-        origin_ctx = ssl.PrivateCertificate.loadPEM(pem_bundle(origin)).options()
+        if client_ca is None:
+            origin_ctx = ssl.PrivateCertificate.loadPEM(pem_bundle(origin)).options()
+        else:
+            # An origin that only talks to clients with a certificate.
+            origin_ctx = ssl.PrivateCertificate.loadPEM(pem_bundle(origin)).options(
+                ssl.Certificate.loadPEM(cert_pem(client_ca[1])))
         listening = global_reactor.listenSSL(0, Site(_Hello()), origin_ctx, interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         ca_file = _write(self, trusted_pem or cert_pem(ca[1]))
         url = f"https://127.0.0.1:{listening.getHost().port}"
+        tls = UpstreamTLS(ca=ca_file, client_cert=_write(self, client_pem) if client_pem else "")
         service = ProxyService(
-            _config(url, UpstreamTLS(ca=ca_file), "tcp:0:interface=127.0.0.1"), global_reactor)
+            _config(url, tls, "tcp:0:interface=127.0.0.1"), global_reactor)
         service.startService()
         self.addCleanup(service.stopService)
         self.exchanges = []
@@ -158,4 +164,31 @@ class LoopbackTests(TestCase):
             self.assertTrue(data.startswith(b"HTTP/1.1 502"), data)
             self.assertEqual(self.exchanges[-1].reason, "upstream_tls_failed")
             self.flushLoggedErrors()
+        return d.addCallback(check)
+
+    def test_client_certificate_presented(self):
+        """
+        With client_cert set, the proxy presents it to an origin that
+        requires one; without it, such an origin is a 502.
+        """
+        client_ca = issue_certificate("Client CA", ca=True)
+        client = issue_certificate("proxy", issuer=client_ca, client=True)
+        port = self.start(None, client_ca=client_ca, client_pem=pem_bundle(client))
+        d = deferToThread(_get, port)
+
+        def check(data):
+            self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+        return d.addCallback(check)
+
+    def test_client_certificate_missing(self):
+        """
+        An origin requiring a client certificate refuses a proxy without
+        one: 502 upstream_tls_failed.
+        """
+        port = self.start(None, client_ca=issue_certificate("Client CA", ca=True))
+        d = deferToThread(_get, port)
+
+        def check(data):
+            self.assertTrue(data.startswith(b"HTTP/1.1 502"), data)
+            self.assertEqual(self.exchanges[-1].reason, "upstream_tls_failed")
         return d.addCallback(check)

@@ -1385,3 +1385,29 @@ class AgentEndpointTests(SynchronousTestCase):
         wrapped = endpoint(b"https://127.0.0.1:8443/")
         self.assertNotIsInstance(wrapped, TCP4ClientEndpoint)
         self.assertIsInstance(wrapped._wrappedEndpoint, TCP4ClientEndpoint)
+
+
+class HealthTLSTests(SynchronousTestCase):
+    """
+    HTTP checks of https backends use the group's TLS settings when given.
+    """
+
+    def test_use_tls(self):
+        """
+        After use_tls, https endpoints are built with the creator made for
+        the backend's host (and plain http ones are not).
+        """
+        from twisted.internet.ssl import optionsForClientTLS
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.web.client import URI
+
+        from twistproxy.upstream.health import HTTPHealthCheck
+
+        check = HTTPHealthCheck(MemoryReactorClock())
+        made = []
+        check.use_tls(lambda host: made.append(host) or optionsForClientTLS("api.internal"))
+        check._endpoints.endpointForURI(URI.fromBytes(b"http://10.0.0.1:8080/"))
+        self.assertEqual(made, [])
+        endpoint = check._endpoints.endpointForURI(URI.fromBytes(b"https://10.0.0.1:8443/"))
+        self.assertEqual(made, ["10.0.0.1"])
+        self.assertTrue(hasattr(endpoint, "_wrappedEndpoint"))

@@ -105,6 +105,13 @@ class UpstreamGroupRuntime:
             health = config.health
             check = build_health_check(
                 health.type, reactor, health.options, f"upstreams.{self.name}.health")
+            use_tls = getattr(check, "use_tls", None)
+            if use_tls is not None:
+                # Health checks of https backends trust what requests do.
+                from twistproxy.tls import client_creator
+
+                tls_path = f"upstreams.{self.name}.tls"
+                use_tls(lambda host: client_creator(config.tls, host, tls_path))
             self.monitor = HealthMonitor(
                 reactor, check, list(self.backends), health.interval, health.jitter,
                 health.rise, health.fall, on_change=self.changed,

@@ -242,6 +242,9 @@ class _AgentEndpoints:
     def __init__(self, reactor: Any, timeout: float):
         self._reactor = reactor
         self._timeout = timeout
+        # host -> IOpenSSLClientConnectionCreator, for https; the system's
+        # defaults unless the group's TLS settings are given.
+        self.tls_for: Optional[Callable[[str], Any]] = None
 
     def endpointForURI(self, uri: Any) -> Any:
         host = uri.host.decode("ascii").strip("[]")
@@ -250,7 +253,8 @@ class _AgentEndpoints:
             from twisted.internet.endpoints import wrapClientTLS
             from twisted.internet.ssl import optionsForClientTLS
 
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+            creator = self.tls_for(host) if self.tls_for is not None else optionsForClientTLS(host)
+            endpoint = wrapClientTLS(creator, endpoint)
         return endpoint
 
 
@@ -438,10 +442,20 @@ class HTTPHealthCheck:
         self.timeout = timeout
         self.headers = tuple((headers or {}).items())
         self.port = port
-        self._client = client if client is not None else self._default_client(reactor, timeout)
+        self._endpoints = _AgentEndpoints(reactor, timeout)
+        self._client = client if client is not None else self._default_client(
+            reactor, self._endpoints)
+
+    def use_tls(self, creator_for: Callable[[str], Any]) -> None:
+        """
+        Connect to C{https} backends with C{creator_for(host)} (the group's
+        own TLS settings: its CA, client certificate, server name) instead
+        of the system's defaults.
+        """
+        self._endpoints.tls_for = creator_for
 
     @staticmethod
-    def _default_client(reactor: Any, timeout: float) -> Any:
+    def _default_client(reactor: Any, endpoints: "_AgentEndpoints") -> Any:
         # Imported here so that listing plugins does not import the web
         # client.
         from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -458,8 +472,7 @@ class HTTPHealthCheck:
         # Our own endpoints: Agent's default (HostnameEndpoint, even for an
         # address) reports a refused connection only after its 0.3 s
         # attempt delay, which slows down noticing a dead backend.
-        agent = Agent.usingEndpointFactory(
-            reactor, _AgentEndpoints(reactor, timeout), pool=pool)
+        agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
         return HTTPClient(agent, cookiejar=cookies)
 
     def _status_ok(self, code: int) -> bool:
