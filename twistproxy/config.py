@@ -445,6 +445,30 @@ class Locality:
 
 
 @dataclass(frozen=True)
+class Admin:
+    """
+    The admin API and the Prometheus metrics, on a listener of their own.
+
+    @ivar endpoint: A server endpoint string; loopback by default.
+    @ivar token: When set, every admin request must carry
+        C{Authorization: Bearer <token>}.
+    """
+
+    endpoint: str = "tcp:9901:interface=127.0.0.1"
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """
+    @ivar drain: Seconds that requests in flight get to finish after
+        SIGTERM, before the proxy exits anyway.
+    """
+
+    drain: float = 30.0
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     """
     A whole proxy configuration.
@@ -459,6 +483,8 @@ class ProxyConfig:
     access_log: AccessLog = AccessLog()
     locator: Optional[Locator] = None
     locality: Locality = Locality()
+    admin: Optional[Admin] = None
+    shutdown: Shutdown = Shutdown()
     source: Optional[str] = None
 
 
@@ -1359,7 +1385,29 @@ _TOP_LEVEL = (
     "access_log",
     "locator",
     "locality",
+    "admin",
+    "shutdown",
 )
+
+
+def _admin(value: object, path: str) -> Admin:
+    table = _table(value, path, ("endpoint", "token"))
+    kwargs: Dict[str, Any] = {}
+    if "endpoint" in table:
+        endpoint = _string(table["endpoint"], _key(path, "endpoint"))
+        if not endpoint.strip() or "\0" in endpoint:
+            raise ConfigError(_key(path, "endpoint"), "must be a non-empty endpoint string")
+        kwargs["endpoint"] = endpoint
+    if "token" in table:
+        kwargs["token"] = _string(table["token"], _key(path, "token"))
+    return Admin(**kwargs)
+
+
+def _shutdown(value: object, path: str) -> Shutdown:
+    table = _table(value, path, ("drain",))
+    if "drain" in table:
+        return Shutdown(drain=_seconds(table["drain"], _key(path, "drain")))
+    return Shutdown()
 
 
 def _locator(value: object, path: str) -> Locator:
@@ -1418,6 +1466,8 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "access_log": _access_log,
         "locator": _locator,
         "locality": _locality,
+        "admin": _admin,
+        "shutdown": _shutdown,
     }
     kwargs = {
         name: build(document[name], name)
