@@ -583,6 +583,35 @@ class FailureTests(_ProxyTestCase):
 _SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: e2e.test\r\n\r\n"
 
 
+class ShutdownTests(_ProxyTestCase):
+    """
+    SIGTERM shuts down gracefully.
+    """
+
+    @defer.inlineCallbacks
+    def test_slow_request_survives_sigterm(self):
+        """
+        A request in flight when SIGTERM arrives is answered completely,
+        with Connection: close, and the proxy then exits; new connections
+        are refused meanwhile.
+        """
+        def handler(proto, request):
+            reactor.callLater(1.0, proto.transport.write, _ok(b"slow but complete"))
+
+        origin = self.start_origin(handler)
+        proxy = yield self.start_proxy(origin.port)
+        answer = self.in_thread(self.exchange, proxy.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
+        ended = proxy.stop(grace=10)
+        response = yield answer
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, b"slow but complete")
+        self.assertTrue(response.complete)
+        self.assertEqual(response.headers.get(b"connection"), b"close")
+        yield ended
+        self.assertFalse(proxy.running)
+
+
 class SmugglingTests(_ProxyTestCase):
     """
     Requests whose framing could be read two ways are answered 400 and the

@@ -122,7 +122,8 @@ class ProxyServiceTests(SynchronousTestCase):
 
     def test_stop_closes_idle_backend_connections(self):
         """
-        Stopping the service closes pooled backend connections.
+        Stopping the service closes idle client connections at once and,
+        once they are gone, the pooled backend connections.
         """
         reactor = MemoryReactorClock()
         service = ProxyService(_config(), reactor)
@@ -133,8 +134,75 @@ class ProxyServiceTests(SynchronousTestCase):
         backend = MemoryPeer(factory.buildProtocol(None), peer=None)
         backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertFalse(backend.closed)
-        service.stopService()
+        d = service.stopService()
+        self.assertTrue(client.closed)
+        self.assertNoResult(d)
+        client.close()
+        self.successResultOf(d)
         self.assertTrue(backend.closed)
+
+    def test_graceful_shutdown_finishes_requests(self):
+        """
+        A request in flight at shutdown is answered, with Connection: close;
+        the shutdown completes when its connection has closed.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(), reactor)
+        service.startService()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+        d = service.stopService()
+        self.assertFalse(client.closed)
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"))
+        self.assertIn(b"Connection: close\r\n", got)
+        self.assertTrue(client.closed)
+        client.close()
+        self.successResultOf(d)
+
+    def test_drain_deadline(self):
+        """
+        Requests still unanswered when shutdown.drain runs out are cut.
+        """
+        from twistproxy.config import Shutdown
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(shutdown=Shutdown(drain=5)), reactor)
+        service.startService()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        d = service.stopService()
+        reactor.advance(4)
+        self.assertFalse(client.transport.disconnected)
+        reactor.advance(1.5)
+        self.assertTrue(client.transport.disconnected)
+        client.close()
+        self.successResultOf(d)
+
+    def test_reopen_access_log(self):
+        """
+        reopen_access_log writes to the file at the configured path again
+        after it was moved away.
+        """
+        import os
+
+        path = self.mktemp()
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(access_log=AccessLog(path=path)), reactor)
+        service.startService()
+        os.rename(path, path + ".1")
+        service.reopen_access_log()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None).send(
+            b"HTTP/1.1 204 No Content\r\n\r\n")
+        reactor.advance(1.0)
+        with open(path, "rb") as f:
+            self.assertIn(b'"GET / HTTP/1.1" 204', f.read())
+        client.close()
+        service.stopService()
 
 
 class OperationsTests(SynchronousTestCase):

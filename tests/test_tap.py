@@ -130,40 +130,70 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--demo"])
         service = tap.makeService(options)
-        children = [s for s in service if not isinstance(s, tap._ReloadOnHangup)]
+        children = [s for s in service if not isinstance(s, tap._Signals)]
         self.assertEqual(len(children), 3)
         [group] = service.forwarder.groups.values()
         self.assertEqual([b.port for b in group.backends], [8081, 8082])
 
 
-class HangupTests(SynchronousTestCase):
+class SignalTests(SynchronousTestCase):
     """
-    SIGHUP reloads certificates while the service runs.
+    The proxy's signal handlers.
     """
 
-    def test_handler_installed_and_restored(self):
-        """
-        Starting installs a SIGHUP handler that asks the reactor thread to
-        reload; stopping puts the previous handler back.
-        """
+    def setUp(self):
         import signal
 
-        calls = []
+        self.calls = []
+        test = self
 
         class Reactor:
             def callFromThread(self, f, *args):
-                calls.append(f)
+                test.calls.append(f)
+
+            def stop(self):
+                pass
 
         class Proxy:
             def reload_certificates(self):
                 pass
 
-        proxy = Proxy()
-        before = signal.getsignal(signal.SIGHUP)
-        service = tap._ReloadOnHangup(Reactor(), proxy)
-        service.startService()
-        handler = signal.getsignal(signal.SIGHUP)
-        handler(signal.SIGHUP, None)
-        service.stopService()
-        self.assertEqual(calls, [proxy.reload_certificates])
-        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+            def reopen_access_log(self):
+                pass
+
+            def stop_now(self):
+                pass
+
+        self.reactor, self.proxy = Reactor(), Proxy()
+        self.saved = {n: signal.getsignal(n) for n in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)}
+        for number, handler in self.saved.items():
+            self.addCleanup(signal.signal, number, handler)
+        self.service = tap._Signals(self.reactor, self.proxy)
+        self.service.startService()
+
+    def test_hup_and_usr1(self):
+        """
+        SIGHUP asks for a certificate reload and SIGUSR1 for the access
+        log to be reopened, in the reactor thread; stopping restores the
+        previous handlers.
+        """
+        import signal
+
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        self.assertEqual(self.calls, [self.proxy.reload_certificates,
+                                      self.proxy.reopen_access_log])
+        self.service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), self.saved[signal.SIGHUP])
+
+    def test_term_twice(self):
+        """
+        The first SIGTERM stops the reactor (a graceful shutdown); a second
+        one ends the shutdown at once.
+        """
+        import signal
+
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)
+        handler(signal.SIGTERM, None)
+        self.assertEqual(self.calls, [self.reactor.stop, self.proxy.stop_now])

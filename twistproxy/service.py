@@ -22,6 +22,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -134,6 +135,7 @@ class ProxyService(MultiService):
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, config.source) from None
         self.access_log: Optional[AccessLog] = None
+        self._http_factories: List[HTTPServerFactory] = []
         self.factory = self._factory(b"http")
         tls_factory = None
         self.listeners: Dict[str, _ListenerService] = {}
@@ -228,7 +230,7 @@ class ProxyService(MultiService):
 
     def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
         config = self.config
-        return HTTPServerFactory(
+        factory = HTTPServerFactory(
             self.reactor,
             self.forwarder,
             timeouts=config.timeouts,
@@ -239,6 +241,8 @@ class ProxyService(MultiService):
             scheme=scheme,
             **options,
         )
+        self._http_factories.append(factory)
+        return factory
 
     def _log_exchange(self, x) -> None:
         if self.access_log is not None:
@@ -294,7 +298,31 @@ class ProxyService(MultiService):
             self._flusher.start(1.0, now=False)
 
     def stopService(self):
-        d = super().stopService()
+        """
+        Graceful shutdown: stop accepting, let requests in flight finish
+        (keep-alive clients are told C{Connection: close}) for at most
+        C{shutdown.drain} seconds, then close everything.
+        """
+        stopped = super().stopService()
+        drained = gatherResults([f.drain() for f in self._http_factories])
+        deadline = self.reactor.callLater(self.config.shutdown.drain, self.stop_now)
+
+        def finish(result):
+            if deadline.active():
+                deadline.cancel()
+            self._close_all()
+            return stopped
+
+        return drained.addBoth(finish)
+
+    def stop_now(self) -> None:
+        """
+        End the graceful shutdown at once: cut every client connection.
+        """
+        for factory in self._http_factories:
+            factory.abort_all()
+
+    def _close_all(self) -> None:
         self.forwarder.close()
         close = getattr(self.locator, "close", None)
         if close is not None:
@@ -307,4 +335,21 @@ class ProxyService(MultiService):
                 access_log.close()
             except OSError as e:
                 self._access_log_failed(e)
-        return d
+
+    def reopen_access_log(self) -> None:
+        """
+        Reopen the access log file (after it was rotated away).
+        """
+        if self.access_log is None or self.config.access_log.path == "stdout":
+            return
+        old = self.access_log
+        try:
+            self.access_log = self._open_access_log(self.config)
+        except ConfigError as e:
+            self.log.error("cannot reopen the access log: {problem}", problem=e.problem)
+            return
+        try:
+            old.close()
+        except OSError as e:
+            self._access_log_failed(e)
+        self.log.info("access log reopened")

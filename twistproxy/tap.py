@@ -100,29 +100,47 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
-class _ReloadOnHangup(Service):
+class _Signals(Service):
     """
-    SIGHUP reloads the TLS certificates (see
-    L{twistproxy.service.ProxyService.reload_certificates}).
+    The proxy's signals while it runs: SIGHUP reloads the TLS
+    certificates, SIGUSR1 reopens the access log, and a second SIGTERM
+    during a graceful shutdown ends it at once (the first one starts it,
+    as usual under twistd).
     """
 
     def __init__(self, reactor, proxy):
         self._reactor = reactor
         self._proxy = proxy
-        self._previous = None
+        self._previous = {}
+        self._terminating = False
 
     def startService(self) -> None:
         super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+        handlers = {"SIGHUP": self._hangup, "SIGUSR1": self._user1, "SIGTERM": self._terminate}
+        for name, handler in handlers.items():
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, handler)
 
     def _hangup(self, signum, frame) -> None:
         self._reactor.callFromThread(self._proxy.reload_certificates)
 
+    def _user1(self, signum, frame) -> None:
+        self._reactor.callFromThread(self._proxy.reopen_access_log)
+
+    def _terminate(self, signum, frame) -> None:
+        if self._terminating:
+            self._reactor.callFromThread(self._proxy.stop_now)
+        else:
+            self._terminating = True
+            self._reactor.callFromThread(self._reactor.stop)
+
     def stopService(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
+        # Keep SIGTERM ours until the process ends: the second one must
+        # still cut the graceful shutdown short.
+        for number, previous in self._previous.items():
+            if number != getattr(signal, "SIGTERM", None) and previous is not None:
+                signal.signal(number, previous)
         return super().stopService()
 
 
@@ -132,7 +150,7 @@ def makeService(options: Options):
     from twistproxy.service import ProxyService
 
     service = ProxyService(options.proxy_config, reactor)
-    _ReloadOnHangup(reactor, service).setServiceParent(service)
+    _Signals(reactor, service).setServiceParent(service)
     if options["demo"]:
         from twistproxy.demo import add_demo_backends
 

@@ -701,6 +701,7 @@ class H2ServerProtocol(Waiting, Protocol):
         self._idle_check()
 
     def connectionLost(self, reason=None) -> None:
+        self._factory.connection_closed(self)
         self._closed = True
         self._set_timer(_T_NONE, 0)
         self._factory.deadlines.discard(self)
@@ -813,6 +814,21 @@ class H2ServerProtocol(Waiting, Protocol):
         data = self._h2.data_to_send()
         if data:
             self.transport.write(data)
+
+    def drain(self) -> None:
+        """
+        Graceful shutdown: refuse new streams (GOAWAY), let the open ones
+        finish, then close.
+        """
+        if self._closed:
+            return
+        self._goaway_received = True
+        try:
+            self._h2.close_connection()
+        except ProtocolError:
+            pass
+        self._write()
+        self._idle_check()
 
     def _idle_check(self) -> None:
         if self._closed or self._streams:

@@ -65,6 +65,9 @@ def client_connected(protocol) -> None:
     protocol.trusted = protocol.client_address in protocol._factory.trusted_proxies
     protocol.transport.registerProducer(FullRelay(protocol._client_full), True)
     no_delay(protocol.transport)
+    protocol._factory.connections.add(protocol)
+    if protocol._factory.draining:
+        protocol.drain()
 
 
 class HTTPServerProtocol(Waiting, Protocol):
@@ -92,6 +95,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         # Response bytes waiting to leave in one send.
         self._out: list = []
         self._requests = 0
+        self._draining = False
         self.client_full = False
         self.client_address = ""
         self.trusted = False
@@ -128,6 +132,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._state = _CLOSED
         self._set_timer(_T_NONE, 0)
         self._factory.deadlines.discard(self)
+        self._factory.connection_closed(self)
         x = self._x
         if x is not None:
             self._x = None
@@ -332,7 +337,7 @@ class HTTPServerProtocol(Waiting, Protocol):
             framing = H.FRAME_CLOSE
         keep = (
             req.keep_alive and framing != H.FRAME_CLOSE and self._state == _WAIT
-            and resp.status != 101
+            and resp.status != 101 and not self._draining
         )
         if resp.status == 101:
             keep = True
@@ -394,7 +399,7 @@ class HTTPServerProtocol(Waiting, Protocol):
             self._end_exchange(False)
             self.transport.loseConnection()
             return
-        keep = self._state == _WAIT and x.request.keep_alive
+        keep = self._state == _WAIT and x.request.keep_alive and not self._draining
         self._answer(x, status, keep)
 
     def tunnel(self, x: Exchange) -> None:
@@ -427,6 +432,17 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._out.append(response)
         self.flush()
         self._end_exchange(keep)
+
+    def drain(self) -> None:
+        """
+        Graceful shutdown: close now if no request is under way, else
+        finish it with C{Connection: close}.
+        """
+        if self._state == _HEAD and not self._buffer:
+            self._state = _CLOSED
+            self.transport.loseConnection()
+        else:
+            self._draining = True
 
     def _redirect(self, x: Exchange, port: int) -> None:
         """
@@ -590,6 +606,9 @@ class HTTPServerFactory(Factory):
         h2c: bool = False,
     ):
         self.reactor = reactor
+        self.connections: set = set()
+        self.draining = False
+        self._drained = None
         self.http2 = http2
         self.h2c = h2c
         self.redirect_port = redirect_port
@@ -611,6 +630,37 @@ class HTTPServerFactory(Factory):
 
             return Negotiating(self)
         return HTTPServerProtocol(self)
+
+    def drain(self):
+        """
+        Graceful shutdown of this factory's connections: idle ones close at
+        once, busy ones after their current response (HTTP/1.1) or streams
+        (HTTP/2).
+
+        @return: A Deferred that fires when the last connection has closed.
+        """
+        from twisted.internet.defer import Deferred, succeed
+
+        self.draining = True
+        for protocol in list(self.connections):
+            protocol.drain()
+        if not self.connections:
+            return succeed(None)
+        self._drained = Deferred()
+        return self._drained
+
+    def abort_all(self) -> None:
+        """
+        Cut every connection now (the drain time is over).
+        """
+        for protocol in list(self.connections):
+            protocol.transport.abortConnection()
+
+    def connection_closed(self, protocol) -> None:
+        self.connections.discard(protocol)
+        if not self.connections and self._drained is not None:
+            d, self._drained = self._drained, None
+            d.callback(None)
 
     def exchange_ended(self, x: Exchange) -> None:
         self.forwarder.release(x)
