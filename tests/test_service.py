@@ -290,3 +290,40 @@ class TLSListenerTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, ProxyService, config, MemoryReactorClock())
         self.assertEqual((e.source, e.path[:len("listeners.web.tls.certificates")]),
                          ("proxy.toml", "listeners.web.tls.certificates"))
+
+
+class AdminWiringTests(SynchronousTestCase):
+    """
+    The admin listener and metrics are part of the service.
+    """
+
+    def test_admin_listener_and_metrics(self):
+        """
+        With an admin table the service listens on its endpoint too, and
+        every finished request is counted in the metrics it serves.
+        """
+        from twistproxy.config import Admin
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(admin=Admin()), reactor)
+        service.startService()
+        self.assertIn((9901, "127.0.0.1"), [(p, i) for p, f, b, i in reactor.tcpServers])
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None).send(
+            b"HTTP/1.1 204 No Content\r\n\r\n")
+        text = service.metrics.exposition().decode("utf-8")
+        self.assertIn('twistproxy_requests_total{', text)
+        self.assertIn('status_class="2xx"', text)
+        self.assertIn('upstream="app"', text)
+        self.assertIn("twistproxy_open_connections 1.0", text)
+
+    def test_bad_admin_endpoint(self):
+        """
+        An admin endpoint Twisted cannot parse is a configuration error.
+        """
+        from twistproxy.config import Admin
+
+        e = self.assertRaises(ConfigError, ProxyService,
+                              _config(admin=Admin(endpoint="bogus:1")), MemoryReactorClock())
+        self.assertEqual(e.path, "admin.endpoint")

@@ -28,9 +28,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twistproxy.accesslog import AccessLog
+from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, ProxyConfig
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
+from twistproxy.metrics import ProxyMetrics
 from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
@@ -136,6 +138,9 @@ class ProxyService(MultiService):
             raise ConfigError(e.path, e.problem, config.source) from None
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
+        self.metrics = ProxyMetrics(
+            reactor, status=self.status,
+            connections=lambda: sum(len(f.connections) for f in self._http_factories))
         self.factory = self._factory(b"http")
         tls_factory = None
         self.listeners: Dict[str, _ListenerService] = {}
@@ -165,6 +170,18 @@ class ProxyService(MultiService):
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
         self._log_failing = False
+        self.admin_listener: Optional[_ListenerService] = None
+        if config.admin is not None:
+            try:
+                endpoint = serverFromString(reactor, config.admin.endpoint)
+            except Exception as e:
+                raise ConfigError("admin.endpoint",
+                                  f"invalid endpoint {config.admin.endpoint!r}: {e}",
+                                  config.source)
+            self.admin_listener = _ListenerService(
+                "admin", config.admin.endpoint, endpoint,
+                admin_site(self, config.admin, reactor, self.metrics))
+            self.admin_listener.setServiceParent(self)
 
     def status(self) -> Dict[str, Any]:
         """
@@ -237,14 +254,15 @@ class ProxyService(MultiService):
             limits=config.limits,
             trusted_proxies=config.forwarding.trusted_proxies,
             via=config.forwarding.via,
-            on_exchange_end=self._log_exchange if config.access_log.path else None,
+            on_exchange_end=self._exchange_ended,
             scheme=scheme,
             **options,
         )
         self._http_factories.append(factory)
         return factory
 
-    def _log_exchange(self, x) -> None:
+    def _exchange_ended(self, x) -> None:
+        self.metrics.observe(x)
         if self.access_log is not None:
             try:
                 self.access_log(x)

@@ -1,0 +1,260 @@
+"""
+Tests for L{twistproxy.metrics}: what finished exchanges and the service's
+status look like in the Prometheus exposition.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Dict, Optional
+
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import Route
+from twistproxy.http.exchange import Exchange
+from twistproxy.http.forwarder import RouteRuntime
+from twistproxy.http.parser import parse_request_head
+from twistproxy.metrics import ProxyMetrics, status_class
+
+
+def _exchange(clock: Clock, status: int = 200, route: Optional[str] = "api",
+              group: Optional[str] = "app", backend: Optional[str] = "127.0.0.1:8001",
+              body_bytes: int = 0, reason: str = "", attempts: int = 1) -> Exchange:
+    x = Exchange(parse_request_head(b"GET / HTTP/1.1\r\nHost: a"), "192.0.2.1", None,
+                 clock.seconds())
+    if route is not None:
+        x.route = RouteRuntime(Route(group or "app", name=route), SimpleNamespace(name=group))
+        if group is not None:
+            x.group = x.route.group
+    if backend is not None:
+        x.backend = SimpleNamespace(name=backend)
+    x.status = status
+    x.body_bytes = body_bytes
+    x.reason = reason
+    x.attempts = attempts
+    x.is_retry = attempts > 1
+    return x
+
+
+def _samples(metrics: ProxyMetrics) -> Dict:
+    """
+    Every sample of the exposition, as {(name, sorted labels): value}.
+    """
+    text = metrics.exposition().decode("utf-8")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _status() -> Dict:
+    backend = dict(name="10.0.0.1:80", available=True, healthy=True, ejected=False,
+                   draining=False, in_flight=3, requests=120, failures=4)
+    return {"groups": [{
+        "name": "app", "balancer": "round_robin", "in_flight": 5, "retries_in_flight": 0,
+        "backends": [
+            backend,
+            dict(backend, name="10.0.0.2:80", available=False, healthy=False, ejected=True,
+                 draining=True, in_flight=0, requests=7, failures=7),
+        ],
+    }]}
+
+
+class ObserveTests(SynchronousTestCase):
+    """
+    L{ProxyMetrics.observe} counts finished exchanges.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.metrics = ProxyMetrics(self.clock)
+
+    def test_requests_by_route_status_class_upstream(self):
+        """
+        Each exchange adds one to C{twistproxy_requests_total} under its
+        route, status class and upstream group.
+        """
+        self.metrics.observe(_exchange(self.clock, 200))
+        self.metrics.observe(_exchange(self.clock, 204))
+        self.metrics.observe(_exchange(self.clock, 503))
+        samples = _samples(self.metrics)
+        labels = lambda c: (("route", "api"), ("status_class", c), ("upstream", "app"))
+        self.assertEqual(samples[("twistproxy_requests_total", labels("2xx"))], 2)
+        self.assertEqual(samples[("twistproxy_requests_total", labels("5xx"))], 1)
+        self.assertNotIn(("twistproxy_requests_total", labels("4xx")), samples)
+
+    def test_no_route(self):
+        """
+        An exchange that matched no route is counted under C{-} for route
+        and upstream, and its reason code under
+        C{twistproxy_proxy_answers_total}.
+        """
+        self.metrics.observe(_exchange(self.clock, 404, route=None, group=None, backend=None,
+                                       reason="no_route"))
+        samples = _samples(self.metrics)
+        self.assertEqual(samples[("twistproxy_requests_total",
+                                  (("route", "-"), ("status_class", "4xx"), ("upstream", "-")))], 1)
+        self.assertEqual(samples[("twistproxy_proxy_answers_total", (("reason", "no_route"),))], 1)
+
+    def test_unnamed_route(self):
+        """
+        A route without a name is labelled C{-}.
+        """
+        self.metrics.observe(_exchange(self.clock, route=""))
+        samples = _samples(self.metrics)
+        self.assertEqual(samples[("twistproxy_requests_total",
+                                  (("route", "-"), ("status_class", "2xx"), ("upstream", "app")))], 1)
+
+    def test_durations(self):
+        """
+        The request duration runs from C{started} to the clock's now; the
+        upstream duration from C{upstream_started} to C{upstream_ended}.
+        """
+        x = _exchange(self.clock)
+        x.upstream_started = self.clock.seconds() + 0.1
+        x.upstream_ended = self.clock.seconds() + 0.3
+        self.clock.advance(0.4)
+        self.metrics.observe(x)
+        samples = _samples(self.metrics)
+        route = (("route", "api"),)
+        self.assertAlmostEqual(samples[("twistproxy_request_duration_seconds_sum", route)], 0.4)
+        self.assertEqual(samples[("twistproxy_request_duration_seconds_count", route)], 1)
+        self.assertEqual(samples[("twistproxy_request_duration_seconds_bucket",
+                                  (("le", "0.25"),) + route)], 0)
+        self.assertEqual(samples[("twistproxy_request_duration_seconds_bucket",
+                                  (("le", "0.5"),) + route)], 1)
+        upstream = (("upstream", "app"),)
+        self.assertAlmostEqual(samples[("twistproxy_upstream_duration_seconds_sum", upstream)], 0.2)
+        self.assertEqual(samples[("twistproxy_upstream_duration_seconds_count", upstream)], 1)
+
+    def test_no_upstream_duration_without_backend(self):
+        """
+        An exchange the proxy answered without reaching a backend adds no
+        upstream duration.
+        """
+        self.metrics.observe(_exchange(self.clock, 502, backend=None,
+                                       reason="upstream_connect_failed"))
+        samples = _samples(self.metrics)
+        self.assertNotIn(("twistproxy_upstream_duration_seconds_count", (("upstream", "app"),)),
+                         samples)
+        self.assertEqual(samples[("twistproxy_proxy_answers_total",
+                                  (("reason", "upstream_connect_failed"),))], 1)
+
+    def test_bytes_and_retries(self):
+        """
+        Body bytes add up per route; retries count the attempts beyond the
+        first per upstream group.
+        """
+        self.metrics.observe(_exchange(self.clock, body_bytes=100))
+        self.metrics.observe(_exchange(self.clock, body_bytes=50, attempts=3))
+        samples = _samples(self.metrics)
+        self.assertEqual(samples[("twistproxy_response_bytes_total", (("route", "api"),))], 150)
+        self.assertEqual(samples[("twistproxy_retries_total", (("upstream", "app"),))], 2)
+
+    def test_labels_memoized(self):
+        """
+        The labelled children of a combination are looked up once: the
+        second exchange with the same labels reuses them.
+        """
+        self.metrics.observe(_exchange(self.clock))
+        self.metrics.observe(_exchange(self.clock))
+        self.assertEqual(list(self.metrics._by_request), [("api", "2xx", "app")])
+
+    def test_status_class(self):
+        """
+        Status codes map to their class; 0 (no response) to C{none}.
+        """
+        self.assertEqual([status_class(s) for s in (101, 200, 308, 499, 504, 0)],
+                         ["1xx", "2xx", "3xx", "4xx", "5xx", "none"])
+
+    def test_own_registry(self):
+        """
+        Two instances do not collide (each has its own registry), and
+        neither registers in the global default registry.
+        """
+        other = ProxyMetrics(self.clock)
+        self.metrics.observe(_exchange(self.clock))
+        self.assertNotIn(("twistproxy_requests_total",
+                          (("route", "api"), ("status_class", "2xx"), ("upstream", "app"))),
+                         _samples(other))
+        self.assertIsNone(REGISTRY.get_sample_value(
+            "twistproxy_requests_total", {"route": "api", "status_class": "2xx", "upstream": "app"}))
+
+    def test_content_type(self):
+        """
+        The exposition is announced as the Prometheus text format that
+        C{prometheus_client} writes.
+        """
+        self.assertEqual(self.metrics.content_type, CONTENT_TYPE_LATEST)
+        self.assertTrue(self.metrics.content_type.startswith("text/plain; version="))
+
+
+class StateCollectorTests(SynchronousTestCase):
+    """
+    The state gauges are read from the status callable at scrape time.
+    """
+
+    def test_backend_gauges(self):
+        """
+        Each backend's flags are 1/0 gauges labelled with upstream and
+        backend; its counters are counters; the group's in-flight count is
+        a gauge.
+        """
+        metrics = ProxyMetrics(Clock(), status=_status)
+        samples = _samples(metrics)
+        one = (("backend", "10.0.0.1:80"), ("upstream", "app"))
+        two = (("backend", "10.0.0.2:80"), ("upstream", "app"))
+        expected = {
+            "twistproxy_backend_up": (1, 0),
+            "twistproxy_backend_healthy": (1, 0),
+            "twistproxy_backend_ejected": (0, 1),
+            "twistproxy_backend_draining": (0, 1),
+            "twistproxy_backend_in_flight": (3, 0),
+            "twistproxy_backend_requests_total": (120, 7),
+            "twistproxy_backend_failures_total": (4, 7),
+        }
+        for name, (a, b) in expected.items():
+            self.assertEqual((samples[(name, one)], samples[(name, two)]), (a, b), name)
+        self.assertEqual(samples[("twistproxy_upstream_in_flight", (("upstream", "app"),))], 5)
+        self.assertNotIn(("twistproxy_open_connections", ()), samples)
+
+    def test_types(self):
+        """
+        Backend requests and failures are exposed as counters, the flags as
+        gauges.
+        """
+        text = ProxyMetrics(Clock(), status=_status).exposition().decode()
+        types = {f.name: f.type for f in text_string_to_metric_families(text)}
+        self.assertEqual(types["twistproxy_backend_requests"], "counter")
+        self.assertEqual(types["twistproxy_backend_up"], "gauge")
+        self.assertEqual(types["twistproxy_request_duration_seconds"], "histogram")
+
+    def test_read_at_scrape(self):
+        """
+        The status is read at each scrape, not at construction.
+        """
+        calls = []
+
+        def status():
+            calls.append(None)
+            return _status()
+
+        metrics = ProxyMetrics(Clock(), status=status)
+        self.assertEqual(calls, [])
+        metrics.exposition()
+        metrics.exposition()
+        self.assertEqual(len(calls), 2)
+
+    def test_open_connections(self):
+        """
+        With a C{connections} callable, its value is
+        C{twistproxy_open_connections}.
+        """
+        metrics = ProxyMetrics(Clock(), connections=lambda: 17)
+        self.assertEqual(_samples(metrics)[("twistproxy_open_connections", ())], 17)

@@ -1,0 +1,303 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+The admin API: a small JSON interface to a running proxy, for operators and
+their tools, on a listener of its own (the C{[admin]} table).
+
+    - C{GET /status}: version, uptime, which configuration runs, the
+      listeners and the routes;
+    - C{GET /upstreams}: every upstream group and backend, with their
+      health, ejection, draining and counters;
+    - C{POST /upstreams/<group>/<backend>/drain} and C{.../undrain}: take a
+      backend out of rotation for maintenance, and back;
+    - C{POST /reload}: read the configuration again (the TLS certificates
+      until configuration reload exists);
+    - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
+
+Everything but C{/metrics} answers JSON, errors included
+(C{{"error": "..."}}).  With a token configured, every request must carry
+C{Authorization: Bearer <token>}; the check comes before anything else, so
+that a caller without it learns nothing, not even which paths exist.
+
+The API listens on loopback by default: it can take backends out of
+service, so exposing it is a decision to make with a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from twistproxy import _version
+from twistproxy.metrics import ProxyMetrics
+
+_JSON = b"application/json"
+
+
+class _Answer(Exception):
+    """
+    Stop handling a request and answer with C{code} and C{body}.
+    """
+
+    def __init__(self, code: int, body: Dict[str, Any], headers: Tuple[Tuple[bytes, bytes], ...] = ()):
+        super().__init__(code, body)
+        self.code = code
+        self.body = body
+        self.headers = headers
+
+
+def _format_address(address) -> Optional[str]:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        name = getattr(address, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return name if name is not None else str(address)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class AdminResource(Resource):
+    """
+    The admin API of one L{ProxyService}, as a leaf resource that routes
+    its own paths (so that unknown paths and wrong methods get JSON errors
+    like everything else).
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        service,
+        token: str = "",
+        metrics: Optional[ProxyMetrics] = None,
+        clock: Optional[IReactorTime] = None,
+    ):
+        """
+        @param service: The L{twistproxy.service.ProxyService}.
+        @param token: The bearer token every request must carry, or C{''}
+            for none.
+        @param metrics: What C{GET /metrics} exposes; without it, that path
+            is not found.
+        @param clock: Measures the uptime, from now; the service's reactor
+            by default.
+        """
+        super().__init__()
+        self._service = service
+        self._token = token.encode("utf-8")
+        self._metrics = metrics
+        self._clock = clock if clock is not None else service.reactor
+        self._started = self._clock.seconds()
+        self._digested: Optional[Tuple[Any, str]] = None
+
+    # -- dispatch -----------------------------------------------------------
+
+    def render(self, request: Request):
+        try:
+            self._authorize(request)
+            handler, args = self._route(request)
+            return handler(request, *args)
+        except _Answer as answer:
+            return self._answer(request, answer.code, answer.body, answer.headers)
+        except Exception:
+            self.log.failure("admin API: {method} {path} failed",
+                             method=request.method, path=request.path)
+            return self._answer(request, 500, {"error": "internal error; see the proxy's log"})
+
+    def _authorize(self, request: Request) -> None:
+        if not self._token:
+            return
+        given = request.getHeader(b"authorization") or b""
+        scheme, _, credentials = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token):
+            return
+        challenge = b'Bearer realm="twistproxy"'
+        if given:
+            challenge += b', error="invalid_token"'
+        raise _Answer(401, {"error": "a valid bearer token is required"},
+                      ((b"WWW-Authenticate", challenge),))
+
+    def _route(self, request: Request):
+        segments: List[bytes] = list(request.postpath)
+        if len(segments) > 1 and segments[-1] == b"":
+            segments.pop()  # /status/ is /status
+        method = request.method
+        if method == b"HEAD":
+            method = b"GET"
+        allowed: Tuple[bytes, ...]
+        args: Tuple[str, ...] = ()
+        if segments == [b"status"]:
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._status}
+        elif segments == [b"upstreams"]:
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._upstreams}
+        elif segments == [b"metrics"] and self._metrics is not None:
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._metrics_page}
+        elif segments == [b"reload"]:
+            allowed, handlers = (b"POST",), {b"POST": self._reload}
+        elif (len(segments) == 4 and segments[0] == b"upstreams"
+              and segments[3] in (b"drain", b"undrain")):
+            allowed = (b"POST",)
+            handlers = {b"POST": self._drain if segments[3] == b"drain" else self._undrain}
+            try:
+                args = (segments[1].decode("utf-8"), segments[2].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _Answer(404, {"error": "no such upstream group or backend"})
+        else:
+            raise _Answer(404, {"error": "not found", "path": request.path.decode("latin-1")})
+        handler = handlers.get(method)
+        if handler is None:
+            raise _Answer(405, {"error": f"method not allowed; use {b', '.join(allowed).decode()}"},
+                          ((b"Allow", b", ".join(allowed)),))
+        return handler, args
+
+    def _answer(self, request: Request, code: int, body: Any,
+                headers: Tuple[Tuple[bytes, bytes], ...] = ()) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", _JSON)
+        request.setHeader(b"Cache-Control", b"no-store")
+        for name, value in headers:
+            request.setHeader(name, value)
+        return json.dumps(body, default=str).encode("utf-8") + b"\n"
+
+    # -- endpoints ----------------------------------------------------------
+
+    def _status(self, request: Request) -> bytes:
+        service = self._service
+        config = service.config
+        listeners = []
+        for listener in config.listeners:
+            running = service.listeners.get(listener.name)
+            port = getattr(running, "port", None)
+            listeners.append({
+                "name": listener.name,
+                "endpoint": listener.endpoint,
+                "address": _format_address(port.getHost()) if port is not None else None,
+                "tls": listener.tls is not None,
+            })
+        return self._answer(request, 200, {
+            "version": _version.__version__,
+            "uptime": round(self._clock.seconds() - self._started, 3),
+            "config": {"source": config.source, "digest": self._digest(config)},
+            "listeners": listeners,
+            "routes": [
+                {
+                    "name": route.name or None,
+                    "hosts": list(route.hosts),
+                    "path_prefix": route.path_prefix,
+                    "methods": list(route.methods),
+                    "upstream": route.upstream,
+                }
+                for route in config.routes
+            ],
+        })
+
+    def _digest(self, config) -> str:
+        # Which configuration runs: the file's hash, as `sha256sum` shows
+        # it, when it came from a file.  Kept per configuration object, so
+        # that an edited but not yet reloaded file does not change it.
+        if self._digested is not None and self._digested[0] is config:
+            return self._digested[1]
+        data = None
+        if config.source:
+            try:
+                with open(config.source, "rb") as f:
+                    data = f.read()
+            except OSError:
+                pass
+        if data is None:
+            data = repr(config).encode("utf-8")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self._digested = (config, digest)
+        return digest
+
+    def _upstreams(self, request: Request) -> bytes:
+        return self._answer(request, 200, self._service.status())
+
+    def _drain(self, request: Request, group: str, backend: str) -> bytes:
+        return self._set_draining(request, group, backend, True)
+
+    def _undrain(self, request: Request, group: str, backend: str) -> bytes:
+        return self._set_draining(request, group, backend, False)
+
+    def _set_draining(self, request: Request, group: str, backend: str, draining: bool) -> bytes:
+        try:
+            self._service.drain(group, backend, draining)
+        except KeyError:
+            raise _Answer(404, {"error": f"no backend {backend!r} in upstream group {group!r}",
+                                "upstream": group, "backend": backend})
+        self.log.info("admin API: backend {backend} of {group} {what}",
+                      backend=backend, group=group,
+                      what="draining" if draining else "back in rotation")
+        return self._answer(request, 200, {"upstream": group, "backend": backend,
+                                           "draining": draining})
+
+    def _reload(self, request: Request):
+        reload = getattr(self._service, "reload", None)
+        what = "configuration" if reload is not None else "certificates"
+        d = maybeDeferred(reload if reload is not None else self._service.reload_certificates)
+
+        def done(problems):
+            problems = [str(p) for p in problems or ()]
+            return 200, {"reloaded": what, "ok": not problems, "problems": problems}
+
+        def failed(f: Failure):
+            self.log.failure("admin API: reloading the {what} failed", f, what=what)
+            return 500, {"reloaded": what, "ok": False, "problems": [f.getErrorMessage()]}
+
+        d.addCallbacks(done, failed)
+        # Certificates reload synchronously; a configuration reload may
+        # take a while (DNS, files), and then the answer waits for it.
+        result: List[Tuple[int, Dict[str, Any]]] = []
+        d.addCallback(result.append)
+        if result:
+            return self._answer(request, *result[0])
+        gone: List[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(_):
+            if not gone:
+                request.write(self._answer(request, *result[0]))
+                request.finish()
+
+        d.addCallback(answer)
+        return NOT_DONE_YET
+
+    def _metrics_page(self, request: Request) -> bytes:
+        assert self._metrics is not None
+        request.setHeader(b"Content-Type", self._metrics.content_type.encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        return self._metrics.exposition()
+
+
+class _QuietSite(Site):
+    """
+    A site that writes no access log: scrapes every few seconds would drown
+    the proxy's own log.
+    """
+
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def admin_site(service, admin_config, clock: IReactorTime,
+               metrics: Optional[ProxyMetrics] = None) -> Site:
+    """
+    The admin API as a protocol factory to listen with.
+
+    @param admin_config: The L{twistproxy.config.Admin} table (its token).
+    """
+    return _QuietSite(AdminResource(service, admin_config.token, metrics, clock))

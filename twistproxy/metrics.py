@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics of a running proxy.
+
+Two kinds of figures are exposed.  Per-request figures (how many requests,
+how they ended, how long they took, how many bytes went back) are counted as
+exchanges finish: L{ProxyMetrics.observe} is called with every finished
+L{Exchange}.  State figures (which backends are up, healthy, ejected or
+draining, how many requests are in flight) are not counted at all: they are
+read from the service's status when Prometheus scrapes, by a custom
+collector, so that they can never drift from what the proxy really does.
+
+Every L{ProxyMetrics} has a C{CollectorRegistry} of its own, never
+C{prometheus_client}'s global one: two proxies in one process (or two
+tests) must not share, or refuse to register, the same metric names.
+
+C{observe} runs once per request, on the hot path.  Looking a label set up
+in a metric costs a lock and a tuple build each time, so the children of
+each label combination are looked up once and kept in a dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.internet.interfaces import IReactorTime
+
+from twistproxy.http.exchange import Exchange
+
+# Seconds; the upper buckets cover the default upstream_response timeout.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+
+# Label value for a route with no name, or an exchange with no route or group.
+NONE = "-"
+
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def status_class(status: int) -> str:
+    """
+    The class of a status code, C{'2xx'} for C{204}; C{'none'} when no
+    response was sent (the client went away first).
+    """
+    return _STATUS_CLASSES.get(status // 100, "none")
+
+
+class ProxyMetrics:
+    """
+    The metrics of one proxy, in a registry of their own.
+
+    @ivar registry: The C{CollectorRegistry} holding them all; an
+        application may register metrics of its own in it.
+    @ivar content_type: The C{Content-Type} of L{exposition}.
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        status: Optional[Callable[[], Mapping[str, Any]]] = None,
+        connections: Optional[Callable[[], int]] = None,
+        registry: Optional[CollectorRegistry] = None,
+    ):
+        """
+        @param clock: Gives the time an exchange ended, to compute its
+            duration (C{Exchange.started} is in this clock's seconds).
+        @param status: Returns the service's status
+            (L{twistproxy.service.ProxyService.status}); when given, the
+            backend and upstream gauges are read from it at each scrape.
+        @param connections: Returns how many client connections are open;
+            when given, it is exposed as C{twistproxy_open_connections}.
+        @param registry: Where to register; a new one by default.
+        """
+        self._clock = clock
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        r = self.registry
+        self._requests = Counter(
+            "twistproxy_requests", "Requests answered, by route, status class and upstream group.",
+            ("route", "status_class", "upstream"), registry=r,
+        )
+        self._duration = Histogram(
+            "twistproxy_request_duration_seconds",
+            "Time from the request head to the end of the response, by route.",
+            ("route",), buckets=DURATION_BUCKETS, registry=r,
+        )
+        self._upstream_duration = Histogram(
+            "twistproxy_upstream_duration_seconds",
+            "Time from handing the request to a backend to the end of its response.",
+            ("upstream",), buckets=DURATION_BUCKETS, registry=r,
+        )
+        self._bytes = Counter(
+            "twistproxy_response_bytes", "Response body bytes sent to clients, by route.",
+            ("route",), registry=r,
+        )
+        self._retries = Counter(
+            "twistproxy_retries", "Requests sent again to another backend of the group.",
+            ("upstream",), registry=r,
+        )
+        self._answers = Counter(
+            "twistproxy_proxy_answers",
+            "Responses the proxy made itself instead of a backend, by reason code.",
+            ("reason",), registry=r,
+        )
+        # (route, status class, upstream) -> (requests, duration, bytes) children.
+        self._by_request: Dict[Tuple[str, str, str], Tuple[Any, Any, Any]] = {}
+        # upstream -> (upstream duration, retries) children.
+        self._by_upstream: Dict[str, Tuple[Any, Any]] = {}
+        self._by_reason: Dict[str, Any] = {}
+        if status is not None or connections is not None:
+            r.register(_StateCollector(status, connections))
+
+    def observe(self, x: Exchange) -> None:
+        """
+        Count a finished exchange.
+        """
+        route_runtime = x.route
+        group = x.group
+        if group is None and route_runtime is not None:
+            group = route_runtime.group
+        route = (route_runtime.route.name or NONE) if route_runtime is not None else NONE
+        upstream = group.name if group is not None else NONE
+        key = (route, status_class(x.status), upstream)
+        children = self._by_request.get(key)
+        if children is None:
+            children = self._by_request[key] = (
+                self._requests.labels(*key),
+                self._duration.labels(route),
+                self._bytes.labels(route),
+            )
+        requests, duration, body_bytes = children
+        requests.inc()
+        duration.observe(max(0.0, self._clock.seconds() - x.started))
+        if x.body_bytes:
+            body_bytes.inc(x.body_bytes)
+        if x.backend is not None or x.attempts > 1:
+            by_upstream = self._by_upstream.get(upstream)
+            if by_upstream is None:
+                by_upstream = self._by_upstream[upstream] = (
+                    self._upstream_duration.labels(upstream),
+                    self._retries.labels(upstream),
+                )
+            if x.backend is not None and x.upstream_started and x.upstream_ended:
+                by_upstream[0].observe(max(0.0, x.upstream_ended - x.upstream_started))
+            if x.attempts > 1:
+                by_upstream[1].inc(x.attempts - 1)
+        if x.reason:
+            answers = self._by_reason.get(x.reason)
+            if answers is None:
+                answers = self._by_reason[x.reason] = self._answers.labels(x.reason)
+            answers.inc()
+
+    def exposition(self) -> bytes:
+        """
+        All the metrics in the Prometheus text format (L{content_type}).
+        """
+        return generate_latest(self.registry)
+
+
+# Backend gauges: (metric name, help, key in a backend's status).
+_BACKEND_GAUGES = (
+    ("twistproxy_backend_up", "Whether the backend receives new requests (1) or not (0).", "available"),
+    ("twistproxy_backend_healthy", "Whether the backend passes its health checks.", "healthy"),
+    ("twistproxy_backend_ejected", "Whether outlier detection has ejected the backend.", "ejected"),
+    ("twistproxy_backend_draining", "Whether an operator is draining the backend.", "draining"),
+    ("twistproxy_backend_in_flight", "Requests the backend is serving now.", "in_flight"),
+)
+_BACKEND_COUNTERS = (
+    ("twistproxy_backend_requests", "Requests sent to the backend.", "requests"),
+    ("twistproxy_backend_failures", "Requests the backend failed.", "failures"),
+)
+
+
+class _StateCollector:
+    """
+    The state gauges, read from the service when scraped.
+    """
+
+    def __init__(self, status, connections):
+        self._status = status
+        self._connections = connections
+
+    def _families(self):
+        backend = ("upstream", "backend")
+        families: Dict[str, Metric] = {}
+        if self._status is not None:
+            for name, doc, _ in _BACKEND_GAUGES:
+                families[name] = GaugeMetricFamily(name, doc, labels=backend)
+            for name, doc, _ in _BACKEND_COUNTERS:
+                families[name] = CounterMetricFamily(name, doc, labels=backend)
+            families["twistproxy_upstream_in_flight"] = GaugeMetricFamily(
+                "twistproxy_upstream_in_flight", "Requests the upstream group is serving now.",
+                labels=("upstream",),
+            )
+        if self._connections is not None:
+            families["twistproxy_open_connections"] = GaugeMetricFamily(
+                "twistproxy_open_connections", "Client connections open now.")
+        return families
+
+    def describe(self) -> Iterator[Metric]:
+        # Lets the registry check names without calling the service.
+        return iter(self._families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        if self._status is not None:
+            for group in self._status().get("groups", ()):
+                upstream = group["name"]
+                families["twistproxy_upstream_in_flight"].add_metric(
+                    (upstream,), group.get("in_flight", 0))
+                for b in group.get("backends", ()):
+                    labels = (upstream, b["name"])
+                    for name, _, key in _BACKEND_GAUGES + _BACKEND_COUNTERS:
+                        families[name].add_metric(labels, float(b.get(key) or 0))
+        if self._connections is not None:
+            families["twistproxy_open_connections"].add_metric((), self._connections())
+        return iter(families.values())
