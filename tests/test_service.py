@@ -327,3 +327,91 @@ class AdminWiringTests(SynchronousTestCase):
         e = self.assertRaises(ConfigError, ProxyService,
                               _config(admin=Admin(endpoint="bogus:1")), MemoryReactorClock())
         self.assertEqual(e.path, "admin.endpoint")
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    ProxyService.reload() re-reads the configuration file.
+    """
+
+    BASE = """
+[listeners.main]
+endpoint = "tcp:8080"
+[access_log]
+path = ""
+[upstreams.app]
+servers = [{servers}]
+"""
+
+    def write(self, servers: str, extra: str = "") -> None:
+        with open(self.path, "w") as f:
+            f.write(self.BASE.format(servers=servers) + extra)
+
+    def setUp(self):
+        from twistproxy.config import load
+
+        self.path = self.mktemp()
+        self.write('"http://127.0.0.1:8001"')
+        self.reactor = MemoryReactorClock()
+        self.service = ProxyService(load(self.path), self.reactor)
+        self.service.startService()
+
+    def request(self):
+        client = MemoryPeer(self.service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        return client
+
+    def test_new_backends_for_new_requests(self):
+        """
+        After a reload new requests go to the new backends while a request
+        in flight finishes on the old one.
+        """
+        first = self.request()
+        old_backend = MemoryPeer(self.reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+        self.write('"http://127.0.0.1:9001"')
+        self.assertEqual(self.service.reload(), [])
+        self.request()
+        self.assertEqual(self.reactor.tcpClients[1][:2], ("127.0.0.1", 9001))
+        old_backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(first.received().endswith(b"ok"))
+        self.assertEqual([b["name"] for b in self.service.status()["groups"][0]["backends"]],
+                         ["127.0.0.1:9001"])
+
+    def test_invalid_file_keeps_running_config(self):
+        """
+        A file that does not validate is refused, with its problem, and
+        the running configuration stays.
+        """
+        self.write('"ftp://nope"')
+        [problem] = self.service.reload()
+        self.assertIn("upstreams.app.servers[0]", problem)
+        self.request()
+        self.assertEqual(self.reactor.tcpClients[0][:2], ("127.0.0.1", 8001))
+
+    def test_listener_change_refused(self):
+        """
+        Listener changes still need a restart: such a file is refused.
+        """
+        with open(self.path, "w") as f:
+            f.write(self.BASE.replace("tcp:8080", "tcp:8081").format(
+                servers='"http://127.0.0.1:8001"'))
+        [problem] = self.service.reload()
+        self.assertIn("listeners: changed: needs a restart", problem)
+
+    def test_drained_backend_stays_drained(self):
+        """
+        A backend the operator drained stays drained across a reload.
+        """
+        self.service.drain("app", "127.0.0.1:8001")
+        self.write('"http://127.0.0.1:8001", "http://127.0.0.1:8002"')
+        self.assertEqual(self.service.reload(), [])
+        states = {b["name"]: b["draining"] for b in self.service.status()["groups"][0]["backends"]}
+        self.assertEqual(states, {"127.0.0.1:8001": True, "127.0.0.1:8002": False})
+
+    def test_timeouts_apply_to_new_requests(self):
+        """
+        Changed timeouts apply to the listeners' new requests.
+        """
+        self.write('"http://127.0.0.1:8001"', "[timeouts]\nupstream_response = 3\n")
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(self.service.factory.timeouts.upstream_response, 3.0)

@@ -155,7 +155,7 @@ class SignalTests(SynchronousTestCase):
                 pass
 
         class Proxy:
-            def reload_certificates(self):
+            def hangup(self):
                 pass
 
             def reopen_access_log(self):
@@ -173,16 +173,15 @@ class SignalTests(SynchronousTestCase):
 
     def test_hup_and_usr1(self):
         """
-        SIGHUP asks for a certificate reload and SIGUSR1 for the access
-        log to be reopened, in the reactor thread; stopping restores the
-        previous handlers.
+        SIGHUP asks for a configuration and certificate reload and SIGUSR1
+        for the access log to be reopened, in the reactor thread; stopping
+        restores the previous handlers.
         """
         import signal
 
         signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-        self.assertEqual(self.calls, [self.proxy.reload_certificates,
-                                      self.proxy.reopen_access_log])
+        self.assertEqual(self.calls, [self.proxy.hangup, self.proxy.reopen_access_log])
         self.service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), self.saved[signal.SIGHUP])
 

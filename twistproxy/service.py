@@ -29,12 +29,42 @@ from twisted.logger import Logger
 
 from twistproxy.accesslog import AccessLog
 from twistproxy.admin import admin_site
-from twistproxy.config import ConfigError, ProxyConfig
+from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
+
+
+def _pipeline(config: ProxyConfig, reactor):
+    """
+    The locator and the forwarder (with its upstream groups) of C{config}.
+
+    @raises ConfigError: naming the file and the path of the problem.
+    """
+    try:
+        locator = None
+        if config.locator is not None:
+            locator = build_locator(config.locator.type, config.locator.options, "locator")
+        groups = {
+            name: make_group(reactor, group, config.timeouts,
+                             locality=config.locality, locator=locator)
+            for name, group in config.upstreams.items()
+        }
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, e.source or config.source) from None
+    for i, route in enumerate(config.routes):
+        if route.upstream not in groups:
+            raise ConfigError(
+                f"routes[{i}].upstream",
+                f"no upstream group named {route.upstream!r}",
+                config.source,
+            )
+    try:
+        return locator, Forwarder(config.routes, groups, config.forwarding.via)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
 
 
 # Endpoint types whose connections are TLS.
@@ -113,29 +143,7 @@ class ProxyService(MultiService):
             from twisted.internet import reactor  # type: ignore[no-redef]
         self.config = config
         self.reactor = reactor
-        try:
-            self.locator = None
-            if config.locator is not None:
-                self.locator = build_locator(
-                    config.locator.type, config.locator.options, "locator")
-            groups = {
-                name: make_group(reactor, group, config.timeouts,
-                                 locality=config.locality, locator=self.locator)
-                for name, group in config.upstreams.items()
-            }
-        except ConfigError as e:
-            raise ConfigError(e.path, e.problem, e.source or config.source) from None
-        for i, route in enumerate(config.routes):
-            if route.upstream not in groups:
-                raise ConfigError(
-                    f"routes[{i}].upstream",
-                    f"no upstream group named {route.upstream!r}",
-                    config.source,
-                )
-        try:
-            self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
-        except ConfigError as e:
-            raise ConfigError(e.path, e.problem, config.source) from None
+        self.locator, self.forwarder = _pipeline(config, reactor)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
         self.metrics = ProxyMetrics(
@@ -303,17 +311,75 @@ class ProxyService(MultiService):
         if self.config.access_log.path:
             self.access_log = self._open_access_log(self.config)
         super().startService()
-        resolver = None
-        if any(g.config.discovery for g in self.forwarder.groups.values()):
-            from twistproxy.upstream.discovery import default_resolver
-
-            resolver = default_resolver(self.reactor)
-        for group in self.forwarder.groups.values():
-            group.start(self.reactor, resolver)
+        self._start_groups(self.forwarder)
         if self.access_log is not None:
             self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor
             self._flusher.start(1.0, now=False)
+
+    def _start_groups(self, forwarder: Forwarder) -> None:
+        resolver = None
+        if any(g.config.discovery for g in forwarder.groups.values()):
+            from twistproxy.upstream.discovery import default_resolver
+
+            resolver = default_resolver(self.reactor)
+        for group in forwarder.groups.values():
+            group.start(self.reactor, resolver)
+
+    def reload(self) -> List[str]:
+        """
+        Read the configuration file again and, if it is valid, use it for
+        new requests; requests in flight finish with the old upstream
+        groups, whose idle connections are then closed.  Backends keep
+        their health, ejection and draining state across the reload.
+
+        What can change now: upstream groups, routes, timeouts, limits,
+        forwarding, the access log, the locator and locality.  Listener and
+        admin changes (and shutdown) still need a restart: such a file is
+        refused as a whole (certificates reload with C{SIGHUP}).
+
+        @return: The problems that made the reload fail (empty on success).
+        """
+        source = self.config.source
+        try:
+            if not source:
+                raise ConfigError("", "the configuration was not read from a file")
+            new = load(source)
+            for what in ("listeners", "admin", "shutdown"):
+                if getattr(new, what) != getattr(self.config, what):
+                    raise ConfigError(what, "changed: needs a restart (not reloadable yet)",
+                                      source)
+            locator, forwarder = _pipeline(new, self.reactor)
+        except ConfigError as e:
+            self.log.error("configuration reload refused, the running one stays: {problem}",
+                           problem=str(e))
+            return [str(e)]
+        for name, group in forwarder.groups.items():
+            old = self.forwarder.groups.get(name)
+            if old is not None:
+                group.take_state(old)
+        old_forwarder, old_locator = self.forwarder, self.locator
+        self.forwarder, self.locator, self.config = forwarder, locator, new
+        for factory in self._http_factories:
+            factory.configure(new, forwarder)
+        if self.running:
+            self._start_groups(forwarder)
+        old_forwarder.close()
+        close = getattr(old_locator, "close", None)
+        if close is not None:
+            close()
+        if self.access_log is not None:
+            self.reopen_access_log()
+        self.log.info("configuration reloaded from {source}", source=source)
+        return []
+
+    def hangup(self) -> List[str]:
+        """
+        What SIGHUP does: reload the configuration, then the certificates.
+
+        @return: The problems found, if any.
+        """
+        return self.reload() + self.reload_certificates()
 
     def stopService(self):
         """

@@ -102,8 +102,8 @@ class Options(usage.Options):
 
 class _Signals(Service):
     """
-    The proxy's signals while it runs: SIGHUP reloads the TLS
-    certificates, SIGUSR1 reopens the access log, and a second SIGTERM
+    The proxy's signals while it runs: SIGHUP reloads the configuration
+    and the TLS certificates, SIGUSR1 reopens the access log, and a second SIGTERM
     during a graceful shutdown ends it at once (the first one starts it,
     as usual under twistd).
     """
@@ -123,7 +123,7 @@ class _Signals(Service):
                 self._previous[number] = signal.signal(number, handler)
 
     def _hangup(self, signum, frame) -> None:
-        self._reactor.callFromThread(self._proxy.reload_certificates)
+        self._reactor.callFromThread(self._proxy.hangup)
 
     def _user1(self, signum, frame) -> None:
         self._reactor.callFromThread(self._proxy.reopen_access_log)

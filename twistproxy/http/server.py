@@ -631,6 +631,16 @@ class HTTPServerFactory(Factory):
             return Negotiating(self)
         return HTTPServerProtocol(self)
 
+    def configure(self, config, forwarder) -> None:
+        """
+        Serve new requests with a reloaded configuration.
+        """
+        self.forwarder = forwarder
+        self.timeouts = config.timeouts
+        self.limits = config.limits
+        self.trusted_proxies = H.TrustedProxies(config.forwarding.trusted_proxies)
+        self.via = config.forwarding.via.encode("ascii")
+
     def drain(self):
         """
         Graceful shutdown of this factory's connections: idle ones close at

@@ -248,6 +248,23 @@ class UpstreamGroupRuntime:
                           group=self.name, backend=backend.name)
         self._build_balancer()
 
+    def take_state(self, old: "UpstreamGroupRuntime") -> None:
+        """
+        After a reload: backends that were already in the group keep what
+        was known of them.  A backend found down by the health check stays
+        down until the new check passes it (if the group still has one);
+        one drained by the operator stays drained.  Ejections are not
+        carried over: outlier detection starts afresh.
+        """
+        for backend in self.backends:
+            previous = old.find(backend.name)
+            if previous is None:
+                continue
+            if self.monitor is not None:
+                backend.healthy = previous.healthy
+            backend.draining = backend.draining or previous.draining
+            backend.refresh()
+
     def find(self, name: str) -> Optional[Backend]:
         for backend in self.backends:
             if backend.name == name:
