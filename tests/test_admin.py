@@ -172,7 +172,7 @@ class EndpointTests(AdminTestCase):
 
     def test_reload_certificates(self):
         """
-        Without C{service.reload}, C{POST /reload} reloads the certificates
+        Without C{service.hangup}, C{POST /reload} reloads the certificates
         and lists the problems.
         """
         _, body = self.json("POST", "/reload")
@@ -184,11 +184,12 @@ class EndpointTests(AdminTestCase):
 
     def test_reload_configuration(self):
         """
-        With C{service.reload}, C{POST /reload} calls it, and the answer
-        waits for the Deferred it may return.
+        With C{service.hangup} (configuration and certificates), C{POST
+        /reload} calls it, and the answer waits for the Deferred it may
+        return.
         """
         pending = Deferred()
-        self.service.reload = lambda: pending
+        self.service.hangup = lambda: pending
         d = self.treq.request("POST", URL + "/reload")
         self.assertNoResult(d)
         pending.callback([])
@@ -205,7 +206,7 @@ class EndpointTests(AdminTestCase):
         def reload():
             raise ConfigError("routes[0].upstream", "no upstream group named 'x'", "proxy.toml")
 
-        self.service.reload = reload
+        self.service.hangup = reload
         _, body = self.json("POST", "/reload", 500)
         self.assertEqual(body["ok"], False)
         self.assertIn("routes[0].upstream", body["problems"][0])

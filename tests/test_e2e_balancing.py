@@ -606,3 +606,44 @@ class RegionalFailoverTests(_BalancingTestCase):
             "{up:.3f}s; {a} to eu before, {b} to us-1 while down, {c} to eu after",
             n=len(outcomes), down=all_down - stopped, up=all_up - restarted,
             a=len(before), b=len(failed_over), c=len(returned))
+
+
+class ReloadTests(_BalancingTestCase):
+    """
+    SIGHUP reloads the configuration without losing a request.
+    """
+
+    @defer.inlineCallbacks
+    def test_ten_reloads_under_load(self):
+        """
+        While two clients (keep-alive, and a new connection per request)
+        send requests, the group alternates between two origins through
+        ten SIGHUP reloads: every request succeeds, and both origins serve.
+        """
+        origins = yield self.start_origins("a", "b")
+        proxy = yield self.start_proxy(
+            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
+        config_path = proxy._args[proxy._args.index("--config") + 1]
+        with open(config_path) as f:
+            text = f.read()
+        loads = [_Load(proxy.port, keep_alive=True), _Load(proxy.port, keep_alive=False)]
+        done = [load.start() for load in loads]
+        try:
+            for i in range(10):
+                target = origins["b" if i % 2 == 0 else "a"]
+                with open(config_path, "w") as f:
+                    f.write(re.sub(r"servers = \[.*\]",
+                                   f'servers = ["http://{HOST}:{target.port}"]', text))
+                since = time.monotonic()
+                proxy._transport.signalProcess("HUP")
+                yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
+                yield self.sleep(0.15)
+        finally:
+            for load in loads:
+                load.stop()
+        yield defer.gatherResults(done)
+        for load in loads:
+            self.assert_no_errors(load.outcomes)
+            self.assertGreater(len(load.outcomes), 50)
+        served = {o.origin for load in loads for o in load.outcomes}
+        self.assertEqual(served, {"a", "b"})

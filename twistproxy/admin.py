@@ -9,8 +9,8 @@ their tools, on a listener of its own (the C{[admin]} table).
       health, ejection, draining and counters;
     - C{POST /upstreams/<group>/<backend>/drain} and C{.../undrain}: take a
       backend out of rotation for maintenance, and back;
-    - C{POST /reload}: read the configuration again (the TLS certificates
-      until configuration reload exists);
+    - C{POST /reload}: read the configuration and the TLS certificates
+      again, as C{SIGHUP} does;
     - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
 
 Everything but C{/metrics} answers JSON, errors included
@@ -243,7 +243,8 @@ class AdminResource(Resource):
                                            "draining": draining})
 
     def _reload(self, request: Request):
-        reload = getattr(self._service, "reload", None)
+        # Configuration and certificates, as SIGHUP does.
+        reload = getattr(self._service, "hangup", None)
         what = "configuration" if reload is not None else "certificates"
         d = maybeDeferred(reload if reload is not None else self._service.reload_certificates)
 
