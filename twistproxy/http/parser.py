@@ -242,6 +242,41 @@ _SPECIAL = frozenset([
 _UNDERSCORE_FRAMING = frozenset([b"content-length", b"transfer-encoding"])
 
 
+def _framing(codings, lengths, minor: int, status: int) -> Tuple[bool, Optional[int]]:
+    """
+    How a message's body is delimited, from its Transfer-Encoding and
+    Content-Length values: C{(chunked, content_length)}.  The same rules
+    for requests (C{status} 400) and responses (502): only a single
+    C{chunked} coding, never together with a length (RFC 9112 6.1, 6.3).
+    A request whose codings are otherwise valid but include another one
+    before C{chunked} is 501; for a response that is just malformed.
+    """
+    if codings is not None:
+        if lengths is not None:
+            raise ParseError(status, "length_and_chunked")
+        if minor == 0:
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has
+            # faulty framing.
+            raise ParseError(status, "bad_transfer_encoding")
+        codings = _transfer_codings(codings, status)
+        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            raise ParseError(status, "bad_transfer_encoding")
+        if len(codings) != 1:
+            if status == 502:
+                raise ParseError(502, "bad_transfer_encoding")
+            raise ParseError(501, "unsupported_transfer_encoding")
+        return True, None
+    if lengths is not None:
+        return False, _content_length(lengths, status)
+    return False, None
+
+
+def _keep_alive(tokens: frozenset, minor: int) -> bool:
+    if minor == 1:
+        return b"close" not in tokens
+    return b"keep-alive" in tokens and b"close" not in tokens
+
+
 def _connection_tokens(values) -> frozenset:
     if not values:
         return frozenset()
@@ -325,30 +360,9 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     req.host = host
     req.target, req.path = normalize_target(target)
 
-    req.content_length = None
-    req.chunked = False
-    if codings is not None:
-        if lengths is not None:
-            raise ParseError(400, "length_and_chunked")
-        if minor == 0:
-            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has
-            # faulty framing.
-            raise ParseError(400, "bad_transfer_encoding")
-        codings = _transfer_codings(codings, 400)
-        if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-            raise ParseError(400, "bad_transfer_encoding")
-        if len(codings) != 1:
-            raise ParseError(501, "unsupported_transfer_encoding")
-        req.chunked = True
-    elif lengths is not None:
-        req.content_length = _content_length(lengths, 400)
-
-    tokens = _connection_tokens(connection)
-    req.connection = tokens
-    if minor == 1:
-        req.keep_alive = b"close" not in tokens
-    else:
-        req.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+    req.chunked, req.content_length = _framing(codings, lengths, minor, 400)
+    tokens = req.connection = _connection_tokens(connection)
+    req.keep_alive = _keep_alive(tokens, minor)
     # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
     req.upgrade = (
         upgrade if (upgrade and minor == 1 and b"upgrade" in tokens) else None
@@ -428,25 +442,9 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
         raise ParseError(502, "bad_status_line")
     resp.reason = m.group(4) or b""
     resp.headers = headers
-    resp.content_length = None
-    resp.chunked = False
-    if codings is not None:
-        if lengths is not None:
-            raise ParseError(502, "length_and_chunked")
-        if minor == 0:
-            # RFC 9112 6.1: faulty framing, as for a request.
-            raise ParseError(502, "bad_transfer_encoding")
-        if _transfer_codings(codings, 502) != [b"chunked"]:
-            raise ParseError(502, "bad_transfer_encoding")
-        resp.chunked = True
-    elif lengths is not None:
-        resp.content_length = _content_length(lengths, 502)
-    tokens = _connection_tokens(connection)
-    resp.connection = tokens
-    if minor == 1:
-        resp.keep_alive = b"close" not in tokens
-    else:
-        resp.keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+    resp.chunked, resp.content_length = _framing(codings, lengths, minor, 502)
+    tokens = resp.connection = _connection_tokens(connection)
+    resp.keep_alive = _keep_alive(tokens, minor)
     return resp
 
 
