@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from twistproxy.interfaces import IRequestInfo
 from twistproxy.http.headers import find_cookie
-from twistproxy.http.parser import RequestHead
+from twistproxy.http.parser import RequestHead, host_name
 
 # Methods that may be sent twice without changing the outcome (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
@@ -100,12 +100,7 @@ class Exchange:
 
     @property
     def host(self) -> str:
-        host = self.request.host
-        if host[:1] == b"[":
-            host = host[: host.find(b"]") + 1]
-        else:
-            host = host.partition(b":")[0]
-        return host.decode("ascii").lower()
+        return host_name(self.request.host).decode("ascii").lower()
 
     def header(self, name: str) -> Optional[str]:
         wanted = name.lower().encode("ascii")

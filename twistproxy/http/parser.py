@@ -375,6 +375,16 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     return req
 
 
+def host_name(host: bytes) -> bytes:
+    """
+    A Host value without its port: C{b'example.com:8080'} gives
+    C{b'example.com'}, C{b'[::1]:80'} gives C{b'[::1]'}.
+    """
+    if host[:1] == b"[":
+        return host[: host.find(b"]") + 1]
+    return host.partition(b":")[0]
+
+
 def normalize_target(target: bytes) -> Tuple[bytes, bytes]:
     """
     An origin-form target with its path normalized (L{normalize_path}),
@@ -417,6 +427,27 @@ def normalize_path(path: bytes) -> bytes:
     if trailing and out:
         normal += b"/"
     return normal
+
+
+def _unparsed() -> RequestHead:
+    """
+    What a request that could not be parsed is logged as.
+    """
+    req = RequestHead()
+    req.method = req.target = req.path = b"-"
+    req.version = (1, 1)
+    req.headers = []
+    req.host = b""
+    req.content_length = None
+    req.chunked = False
+    req.keep_alive = False
+    req.connection = frozenset()
+    req.upgrade = None
+    req.expect_continue = False
+    return req
+
+
+UNPARSED = _unparsed()
 
 
 def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHead:

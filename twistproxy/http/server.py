@@ -34,17 +34,15 @@ from twistproxy.deadlines import Deadlines, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
-from twistproxy.http.parser import ChunkedDecoder, ParseError, parse_request_head
+from twistproxy.http.parser import (
+    UNPARSED,
+    ChunkedDecoder,
+    ParseError,
+    host_name,
+    parse_request_head,
+)
 
 BUFFER_LIMIT = 65536
-
-_PHRASES = {
-    400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-    413: b"Content Too Large", 414: b"URI Too Long", 417: b"Expectation Failed",
-    431: b"Request Header Fields Too Large", 501: b"Not Implemented",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
-    505: b"HTTP Version Not Supported",
-}
 
 # Connection states.
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
@@ -94,7 +92,6 @@ class HTTPServerProtocol(Waiting, Protocol):
         self._response_started = False
         # Response bytes waiting to leave in one send.
         self._out: list = []
-        self._requests = 0
         self._draining = False
         self.client_full = False
         self.client_address = ""
@@ -208,7 +205,6 @@ class HTTPServerProtocol(Waiting, Protocol):
             self._remaining = request.content_length
         self._decoder = ChunkedDecoder() if request.chunked else None
         self._body_read = 0
-        self._requests += 1
         self._state = _BODY if request.has_body else _WAIT
         self._attached = False
         self._response_started = False
@@ -335,12 +331,8 @@ class HTTPServerProtocol(Waiting, Protocol):
             framing = H.FRAME_CHUNKED
         else:
             framing = H.FRAME_CLOSE
-        keep = (
-            req.keep_alive and framing != H.FRAME_CLOSE and self._state == _WAIT
-            and resp.status != 101 and not self._draining
-        )
-        if resp.status == 101:
-            keep = True
+        # A protocol switch keeps the connection, as a tunnel.
+        keep = resp.status == 101 or (framing != H.FRAME_CLOSE and self._keeps(x))
         self._framing = framing
         self._keep_alive = keep
         self._response_started = True
@@ -399,8 +391,7 @@ class HTTPServerProtocol(Waiting, Protocol):
             self._end_exchange(False)
             self.transport.loseConnection()
             return
-        keep = self._state == _WAIT and x.request.keep_alive and not self._draining
-        self._answer(x, status, keep)
+        self._answer(x, status, self._keeps(x))
 
     def tunnel(self, x: Exchange) -> None:
         """
@@ -424,10 +415,17 @@ class HTTPServerProtocol(Waiting, Protocol):
 
     # Internals
 
-    def _answer(self, x: Exchange, status: int, keep: bool) -> None:
+    def _keeps(self, x: Exchange) -> bool:
+        """
+        Whether the connection can stay open after C{x}'s answer: the
+        client wants it, its request was read whole, and the proxy is not
+        shutting down.
+        """
+        return self._state == _WAIT and x.request.keep_alive and not self._draining
+
+    def _answer(self, x: Exchange, status: int, keep: bool, fields=()) -> None:
         x.status = status
-        phrase = _PHRASES.get(status, b"Error")
-        response = H.error_response(status, phrase, keep)
+        response = H.error_response(status, H.PHRASES.get(status, b"Error"), keep, fields)
         x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
         self._out.append(response)
         self.flush()
@@ -449,25 +447,14 @@ class HTTPServerProtocol(Waiting, Protocol):
         Send the client to the same URL over https (308 keeps the method
         and body).
         """
-        host = x.request.host
-        if host[:1] == b"[":
-            host = host[: host.find(b"]") + 1]
-        else:
-            host = host.partition(b":")[0]
+        host = host_name(x.request.host)
         if not host:
             self._reject(400, "missing_host")
             return
         authority = host if port == 443 else b"%s:%d" % (host, port)
-        keep = self._state == _WAIT and x.request.keep_alive
-        x.status = 308
         x.reason = "https_redirect"
-        self._out.append(b"".join([
-            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://",
-            authority, x.request.target, b"\r\nContent-Length: 0\r\n",
-            b"" if keep else b"Connection: close\r\n", b"\r\n",
-        ]))
-        self.flush()
-        self._end_exchange(keep)
+        self._answer(x, 308, self._keeps(x),
+                     [(b"Location", b"https://" + authority + x.request.target)])
 
     def _reject(self, status: int, reason: str) -> None:
         """
@@ -476,7 +463,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         x = self._x
         if x is None:
             # Log what we could read of it.
-            x = self._x = Exchange(_UNPARSED, self.client_address, self, self._clock.seconds())
+            x = self._x = Exchange(UNPARSED, self.client_address, self, self._clock.seconds())
         x.reason = reason
         if self._response_started:
             self._end_exchange(False)
@@ -539,27 +526,6 @@ class HTTPServerProtocol(Waiting, Protocol):
                 self._factory.forwarder.cancel(self._x)
             self._state = _CLOSED
             self.transport.loseConnection()
-
-
-def _unparsed_request():
-    from twistproxy.http.parser import RequestHead
-
-    req = RequestHead()
-    req.method = b"-"
-    req.target = req.path = b"-"
-    req.version = (1, 1)
-    req.headers = []
-    req.host = b""
-    req.content_length = None
-    req.chunked = False
-    req.keep_alive = False
-    req.connection = frozenset()
-    req.upgrade = None
-    req.expect_continue = False
-    return req
-
-
-_UNPARSED = _unparsed_request()
 
 
 class HTTPServerFactory(Factory):
