@@ -36,7 +36,6 @@ def _exchange(clock: Clock, status: int = 200, route: Optional[str] = "api",
     x.body_bytes = body_bytes
     x.reason = reason
     x.attempts = attempts
-    x.is_retry = attempts > 1
     return x
 
 

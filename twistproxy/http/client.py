@@ -199,12 +199,10 @@ class UpstreamProtocol(Waiting, Protocol):
             )
             _failed(x, 502, "upstream_tls_failed")
             return
-        if not self._received and self.uses > 1 and x.retryable:
-            # The stale pooled connection race: the backend closed an idle
-            # connection while the request was on its way.
-            x.retried = True
-            x.upstream = None
-            self._pool.submit(x, fresh=True)
+        if not self._received and self.uses > 1:
+            # A reused connection that died before answering: most likely
+            # the backend closed it while idle just as the request left.
+            _failed(x, 502, "upstream_stale")
             return
         _failed(x, 502, "upstream_closed")
 
@@ -384,14 +382,8 @@ class UpstreamProtocol(Waiting, Protocol):
 
 
 def _failed(x: Exchange, status: int, reason: str) -> None:
-    """
-    Tell whoever placed C{x} that its backend failed it: the forwarder,
-    which may send it elsewhere, or else the client side directly.
-    """
-    if x.forwarder is not None:
-        x.forwarder.failed(x, status, reason)
-    else:
-        x.downstream.upstream_failed(x, status, reason)
+    # The forwarder decides: another attempt, or the error answer.
+    x.forwarder.failed(x, status, reason)
 
 
 class _Connector(ClientFactory):
@@ -480,8 +472,7 @@ class UpstreamPool:
         A connection finished its exchange cleanly.
         """
         if self._waiting:
-            x = self._waiting.popleft()
-            self._drop_waiter(x)
+            x = self._next_waiter()
             protocol.attach(x)
         elif len(self._idle) < self.max_idle:
             protocol.idle()
@@ -500,9 +491,7 @@ class UpstreamPool:
         if protocol in self._idle:
             self._idle.remove(protocol)
         if self._waiting and self.connections < self.max_connections:
-            x = self._waiting.popleft()
-            self._drop_waiter(x)
-            self._connect(x)
+            self._connect(self._next_waiter())
 
     def connect_failed(self, x: Optional[Exchange], reason) -> None:
         self.connections -= 1
@@ -533,6 +522,13 @@ class UpstreamPool:
                 backend.host, backend.port, _Connector(self, x),
                 timeout=self.timeouts.connect,
             )
+
+    def _next_waiter(self) -> Exchange:
+        x = self._waiting.popleft()
+        timer, x.wait_timer = x.wait_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return x
 
     def _drop_waiter(self, x: Exchange) -> None:
         timer = x.wait_timer

@@ -43,12 +43,12 @@ class Exchange:
     @ivar reason: Why the proxy answered by itself (C{'upstream_timeout'}),
         or C{''} when the backend answered.
     @ivar retried: Whether the request was already sent again on a fresh
-        connection to the same backend (the stale connection race).
+        connection to the same backend (the stale connection race); set
+        back when it moves to another backend.
     @ivar body_started: Whether any request body byte went upstream.
     @ivar group: The upstream group chosen, or C{None}.
     @ivar forwarder: The forwarder that placed it, told of failures.
     @ivar attempts: How many backends it has been sent to.
-    @ivar is_retry: Whether it was sent to more than one backend.
     @ivar tried: The backends that failed it, or C{None}.
     @ivar response_fields: (name, value) fields to add to the response
         (a stickiness cookie), or C{None}.
@@ -61,7 +61,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "is_retry", "tried", "response_fields", "pinned",
+        "tried", "response_fields", "pinned",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -85,7 +85,6 @@ class Exchange:
         self.group = None
         self.forwarder = None
         self.attempts = 1
-        self.is_retry = False
         self.tried = None
         self.response_fields = None
         self.pinned = None
@@ -127,11 +126,3 @@ class Exchange:
             and self.request.method in IDEMPOTENT
             and not self.request.has_body
         )
-
-    @property
-    def retryable(self) -> bool:
-        """
-        Whether the request may be sent again on another connection: it is
-        idempotent and none of its body has been consumed.
-        """
-        return not self.retried and self.retryable_elsewhere

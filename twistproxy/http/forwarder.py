@@ -163,13 +163,21 @@ class Forwarder:
         A backend failed C{x}: send it to another backend when that is
         safe and allowed, else answer the client.
         """
+        if reason == "upstream_stale":
+            if not x.retried and x.retryable_elsewhere:
+                # The stale pooled connection race is not the backend's
+                # fault: the same backend, once, on a fresh connection.
+                x.retried = True
+                x.upstream = None
+                x.pool.submit(x, fresh=True)
+                return
+            reason = "upstream_closed"
         group = x.group
-        if group is not None and x.status == 0 and self._may_retry(x, reason):
+        if x.status == 0 and self._may_retry(x, reason):
             other = self._another(x)
             if other is not None:
                 self._done_with_backend(x, ok=_verdict(reason))
-                if not x.is_retry:
-                    x.is_retry = True
+                if x.attempts == 1:
                     group.retries_in_flight += 1
                 x.attempts += 1
                 x.retried = False
@@ -236,7 +244,7 @@ class Forwarder:
         if group is None:
             return
         group.in_flight -= 1
-        if x.is_retry:
+        if x.attempts > 1:
             group.retries_in_flight -= 1
         if x.backend is not None:
             backend = x.backend
