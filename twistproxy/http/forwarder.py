@@ -68,7 +68,7 @@ def _compile(rules, path: str) -> H.CompiledRules:
 
 
 def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
-               on_change=None, **options) -> UpstreamGroupRuntime:
+               **options) -> UpstreamGroupRuntime:
     """
     An upstream group whose backends get HTTP/1.1 connection pools.
 
@@ -83,7 +83,7 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
             config.max_pending, tls,
         )
 
-    return UpstreamGroupRuntime(config, make_pool, on_change, reactor=reactor, **options)
+    return UpstreamGroupRuntime(config, make_pool, reactor=reactor, **options)
 
 
 class Forwarder:

@@ -59,7 +59,6 @@ class UpstreamGroupRuntime:
         self,
         config: UpstreamGroup,
         make_pool: Callable[[Backend], Any],
-        on_change: Optional[Callable[["UpstreamGroupRuntime", Backend, str], None]] = None,
         locality: Locality = Locality(),
         locator: Optional[ILocator] = None,
         reactor=None,
@@ -69,7 +68,6 @@ class UpstreamGroupRuntime:
         self._locality = locality
         self._locator = locator
         self._make_pool = make_pool
-        self._on_change = on_change
         self.backends: List[Backend] = []
         self.pools: Dict[Backend, Any] = {}
         self.host_headers: Dict[Backend, bytes] = {}
@@ -83,7 +81,6 @@ class UpstreamGroupRuntime:
         self._tiers: List[IBalancer] = []
         self._tokens: Dict[str, Backend] = {}
         self._token_of: Dict[Backend, str] = {}
-        self.balancer: IBalancer
         for server in config.servers:
             backend = self._add(server.scheme, server.host, server.port, server.weight,
                                 server.region, server.zone)
@@ -152,7 +149,6 @@ class UpstreamGroupRuntime:
         self._tiers = [
             self._balancer_for(tiers[priority]) for priority in sorted(tiers)
         ]
-        self.balancer = self._tiers[0] if self._tiers else self._balancer_for([])
 
     def _check_tiers(self, kept: List[Backend], added) -> None:
         """
@@ -275,7 +271,7 @@ class UpstreamGroupRuntime:
         """
         One of C{backend}'s flags changed (C{what} says which way, e.g.
         C{'unhealthy'}, C{'ejected'}, C{'draining'}): recompute its
-        availability, log, and tell whoever watches.
+        availability, and log it.
         """
         backend.refresh()
         self.log.info(
@@ -284,8 +280,6 @@ class UpstreamGroupRuntime:
             detail=f" ({detail})" if detail else "",
             state="available" if backend.available else "unavailable",
         )
-        if self._on_change is not None:
-            self._on_change(self, backend, what)
 
     def set_draining(self, backend: Backend, draining: bool) -> None:
         """
@@ -437,8 +431,5 @@ class UpstreamGroupRuntime:
         for watcher in (self.monitor, self.outlier, self.slow_start):
             if watcher is not None:
                 watcher.stop()
-        self.close()
-
-    def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
