@@ -220,8 +220,14 @@ class ProxyProcess:
         """
         Send SIGKILL now.
         """
+        self.signal("KILL")
+
+    def signal(self, name: str) -> None:
+        """
+        Send the signal C{name} (C{"HUP"}, C{"KILL"} ...) if still running.
+        """
         if self._transport is not None:
-            self._transport.signalProcess("KILL")
+            self._transport.signalProcess(name)
 
 
 class Request:

@@ -203,6 +203,7 @@ class _BalancingTestCase(TestCase):
             '[access_log]\npath = ""\n\n'
         ) + config)
         proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
+        proxy.config_path = path
         self.addCleanup(proxy.stop)
         yield proxy.start()
         return proxy
@@ -231,6 +232,29 @@ class _BalancingTestCase(TestCase):
                             resp.headers.get(b"set-cookie"))
 
         return threads.deferToThread(exchange)
+
+    @defer.inlineCallbacks
+    def under_load(self, port: int, scenario, minimum: int):
+        """
+        Run C{scenario()} (returning a Deferred) while two clients send
+        requests to C{port}, one on a keep-alive connection and one on a
+        new connection each time; then check that every request succeeded
+        and that each client made more than C{minimum}.
+
+        @return: A Deferred firing with the two L{_Load}s.
+        """
+        loads = [_Load(port, keep_alive=True), _Load(port, keep_alive=False)]
+        done = [load.start() for load in loads]
+        try:
+            yield scenario()
+        finally:
+            for load in loads:
+                load.stop()
+            yield defer.gatherResults(done)
+        for load in loads:
+            self.assert_no_errors(load.outcomes)
+            self.assertGreater(len(load.outcomes), minimum)
+        return loads
 
     def assert_no_errors(self, outcomes: List[_Outcome]) -> None:
         bad = [o for o in outcomes if o.status != 200]
@@ -304,9 +328,10 @@ class ZeroErrorTests(_BalancingTestCase):
             "[upstreams.app]\n" + _servers(origins) + "retries = 1\n"
             + _health(interval, rise=2, fall=2))
         a, b, c = origins["a"], origins["b"], origins["c"]
-        loads = [_Load(proxy.port, keep_alive=True), _Load(proxy.port, keep_alive=False)]
-        done = [load.start() for load in loads]
-        try:
+        served_before = {}
+
+        @defer.inlineCallbacks
+        def scenario():
             yield self.sleep(0.4)
             stopped = time.monotonic()
             yield a.stop()
@@ -321,15 +346,10 @@ class ZeroErrorTests(_BalancingTestCase):
             yield b.start()
             yield proxy.wait_for_line(_state_line(a, "healthy"), restarted, 3)
             yield proxy.wait_for_line(_state_line(b, "healthy"), restarted, 3)
-            served_before = {name: self._served(o) for name, o in origins.items()}
+            served_before.update({name: self._served(o) for name, o in origins.items()})
             yield self.sleep(0.5)
-        finally:
-            for load in loads:
-                load.stop()
-            yield defer.gatherResults(done)
-        for load in loads:
-            self.assert_no_errors(load.outcomes)
-            self.assertGreater(len(load.outcomes), 100)
+
+        loads = yield self.under_load(proxy.port, scenario, 100)
         # Back in rotation: each revived origin served requests again.
         for name in ("a", "b"):
             self.assertGreater(self._served(origins[name]), served_before[name])
@@ -568,29 +588,30 @@ class RegionalFailoverTests(_BalancingTestCase):
             + '\n[locator]\ntype = "cidr"\nnetworks = { "127.0.0.0/8" = "eu-west" }\n'
             + '\n[locality]\nregions = ["eu-west", "us-east"]\n')
         eu = [origins["eu-1"], origins["eu-2"]]
-        loads = [_Load(proxy.port, keep_alive=True), _Load(proxy.port, keep_alive=False)]
-        done = [load.start() for load in loads]
-        try:
-            yield self.sleep(0.4)
-            stopped = time.monotonic()
-            yield defer.gatherResults([o.stop() for o in eu])
-            down = yield defer.gatherResults([
-                proxy.wait_for_line(_state_line(o, "unhealthy"), stopped, 3) for o in eu])
-            yield self.sleep(0.5)
-            restarted = time.monotonic()
-            yield defer.gatherResults([o.start() for o in eu])
-            up = yield defer.gatherResults([
-                proxy.wait_for_line(_state_line(o, "healthy"), restarted, 3) for o in eu])
-            yield self.sleep(0.5)
-        finally:
-            for load in loads:
-                load.stop()
-            yield defer.gatherResults(done)
+        times = {}
 
+        @defer.inlineCallbacks
+        def scenario():
+            yield self.sleep(0.4)
+            times["stopped"] = time.monotonic()
+            yield defer.gatherResults([o.stop() for o in eu])
+            times["down"] = yield defer.gatherResults([
+                proxy.wait_for_line(_state_line(o, "unhealthy"), times["stopped"], 3)
+                for o in eu])
+            yield self.sleep(0.5)
+            times["restarted"] = time.monotonic()
+            yield defer.gatherResults([o.start() for o in eu])
+            times["up"] = yield defer.gatherResults([
+                proxy.wait_for_line(_state_line(o, "healthy"), times["restarted"], 3)
+                for o in eu])
+            yield self.sleep(0.5)
+
+        loads = yield self.under_load(proxy.port, scenario, 0)
+        stopped, restarted = times["stopped"], times["restarted"]
         outcomes = sorted((o for load in loads for o in load.outcomes), key=lambda o: o.sent)
         self.assert_no_errors(outcomes)
-        all_down = max(t for t, _ in down)
-        all_up = max(t for t, _ in up)
+        all_down = max(t for t, _ in times["down"])
+        all_up = max(t for t, _ in times["up"])
         before = [o.origin for o in outcomes if o.received < stopped]
         failed_over = [o.origin for o in outcomes if all_down <= o.sent < restarted]
         returned = [o.origin for o in outcomes if o.sent >= all_up]
@@ -623,27 +644,21 @@ class ReloadTests(_BalancingTestCase):
         origins = yield self.start_origins("a", "b")
         proxy = yield self.start_proxy(
             "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        config_path = proxy._args[proxy._args.index("--config") + 1]
-        with open(config_path) as f:
+        with open(proxy.config_path) as f:
             text = f.read()
-        loads = [_Load(proxy.port, keep_alive=True), _Load(proxy.port, keep_alive=False)]
-        done = [load.start() for load in loads]
-        try:
+
+        @defer.inlineCallbacks
+        def scenario():
             for i in range(10):
                 target = origins["b" if i % 2 == 0 else "a"]
-                with open(config_path, "w") as f:
+                with open(proxy.config_path, "w") as f:
                     f.write(re.sub(r"servers = \[.*\]",
                                    f'servers = ["http://{HOST}:{target.port}"]', text))
                 since = time.monotonic()
-                proxy._transport.signalProcess("HUP")
+                proxy.signal("HUP")
                 yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
                 yield self.sleep(0.15)
-        finally:
-            for load in loads:
-                load.stop()
-        yield defer.gatherResults(done)
-        for load in loads:
-            self.assert_no_errors(load.outcomes)
-            self.assertGreater(len(load.outcomes), 50)
+
+        loads = yield self.under_load(proxy.port, scenario, 50)
         served = {o.origin for load in loads for o in load.outcomes}
         self.assertEqual(served, {"a", "b"})

@@ -554,7 +554,7 @@ class ReloadTests(_TLSProxyTestCase):
 
         new_serial = self.pki.replace_default()
         since = time.monotonic()
-        proxy._transport.signalProcess("HUP")
+        proxy.signal("HUP")
         yield proxy.wait_for_line(r"listener web: certificates reloaded", since)
 
         cert = yield self.in_thread(_peer, proxy.port, ctx, None)
@@ -576,7 +576,7 @@ class ReloadTests(_TLSProxyTestCase):
         old_serial = self.pki.default[1].serial_number
         _write(self.pki.files["default.pem"], _cert_pem(self.pki.default[1]))
         since = time.monotonic()
-        proxy._transport.signalProcess("HUP")
+        proxy.signal("HUP")
         yield proxy.wait_for_line(r"listener web: new certificates refused", since)
         self.assertTrue(proxy.running)
         cert = yield self.in_thread(_peer, proxy.port, ctx, None)
