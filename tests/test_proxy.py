@@ -607,6 +607,21 @@ class TimeoutTests(SynchronousTestCase):
         self.assertTrue(self.client.received().startswith(b"HTTP/1.1 408"))
         self.assertTrue(backend.transport.disconnected)
 
+    def test_backend_talking_while_idle_is_dropped(self):
+        """
+        Bytes from a backend on an idle pooled connection close it, and the
+        next request opens a new connection rather than read them as its
+        response.
+        """
+        self.client.send(GET)
+        backend = self.proxy.accept_backend()
+        backend.send(OK)
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+        self.assertTrue(backend.closed)
+        backend.close()
+        self.client.send(GET)
+        self.assertEqual(len(self.proxy.backend_attempts()), 1)
+
     def test_idle_backend_connection_closed(self):
         """
         A pooled connection unused for upstream_idle is closed.
