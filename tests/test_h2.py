@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import (
+    HeaderRules,
     Limits,
     Listener,
     ProxyConfig,
@@ -542,6 +543,57 @@ class H2Tests(SynchronousTestCase):
         self.assertTrue(self.client.ended(sid))
         self.assertEqual(self.client.body(sid), b"")
 
+    def test_response_fields_as_for_http1(self):
+        """
+        Response fields are rewritten as for an HTTP/1.1 client: the
+        connection fields (also those Connection names) are dropped, the
+        backend's Via is kept and this proxy appended, the route's rules
+        apply and HSTS is added; names are lower-cased.
+        """
+        from twistproxy.http.server import HTTPServerFactory
+
+        proxy = MemoryProxy(_config(routes=(Route(
+            "app", response_headers=HeaderRules(
+                remove=("Server",), set=(("Cache-Control", "no-cache"),),
+                add=(("X-Served-By", "edge"),),
+            ),
+        ),)))
+        proxy.factory.hsts = HTTPServerFactory(None, None, hsts=300).hsts
+        client = H2Client(proxy)
+        sid = client.request(_request())
+        proxy.accept_backend().send(
+            b"HTTP/1.1 200 OK\r\nServer: secret\r\nConnection: x-hop\r\nX-Hop: 1\r\n"
+            b"Upgrade: h2c\r\nProxy-Authenticate: Basic\r\nVia: 1.0 a\r\nVia: 1.1 b\r\n"
+            b"Cache-Control: public\r\nContent-Length: 0\r\n\r\n"
+        )
+        client.pump()
+        [resp] = client.of(sid, ResponseReceived)
+        names = [n for n, _ in resp.headers]
+        fields = dict(resp.headers)
+        for gone in (b"server", b"connection", b"x-hop", b"upgrade", b"proxy-authenticate"):
+            self.assertNotIn(gone, names)
+        self.assertEqual(names.count(b"via"), 1)
+        self.assertEqual(fields[b"via"], b"1.0 a, 1.1 b, 1.1 twistproxy")
+        self.assertEqual(names.count(b"cache-control"), 1)
+        self.assertEqual(fields[b"cache-control"], b"no-cache")
+        self.assertEqual(fields[b"x-served-by"], b"edge")
+        self.assertEqual(fields[b"strict-transport-security"], b"max-age=300")
+        self.assertEqual(fields[b"content-length"], b"0")
+        self.assertTrue(client.ended(sid))
+
+    def test_refused_request_logged(self):
+        """
+        A request refused before it is forwarded is still an exchange, with
+        the method and path it asked for and the reason it was refused.
+        """
+        sid = self.client.request(_request(method=b"DELETE", path=b"/up#f"))
+        self.assertEqual(self.client.status(sid), b"400")
+        self.assertEqual(self.client.body(sid), b"400 Bad Request\n")
+        [x] = self.proxy.exchanges
+        self.assertEqual((x.method, x.path, x.status, x.reason),
+                         ("DELETE", "/up#f", 400, "bad_request_target"))
+        self.assertEqual(self.proxy.backend_attempts(), [])
+
     def test_informational(self):
         """
         A 103 from the backend is passed on before the final response.
@@ -630,6 +682,14 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertRefused(_request(extra=[(b"x y", b"1")]), 400, "bad_header")
         self.assertRefused(_request(extra=[(b"x", b" 1")]), 400, "bad_header")
         self.assertRefused(_request(extra=[(b"x", b"1\n")]), 400, "bad_header")
+        # Trailing blanks, control characters and DEL: the HTTP/1.1 parser
+        # would strip or refuse them, so they never reach a backend.
+        for value in (b"1 ", b"1\t", b"a\x01b", b"a\x7fb"):
+            self.assertRefused(_request(extra=[(b"x", value)]), 400, "bad_header")
+        self.assertEqual(
+            self.parse(_request(extra=[(b"x", b"a\tb c"), (b"y", b"")])).headers,
+            [(b"x", b"a\tb c"), (b"y", b"")],
+        )
         self.assertRefused(_request(path=b"http://a/"), 400, "bad_request_target")
         self.assertRefused(_request(path=b"/a#f"), 400, "bad_request_target")
         self.assertRefused(_request(path=b"*"), 400, "bad_request_target")

@@ -28,7 +28,7 @@ from the context a connection started with and others from the one it was
 moved to: TLS 1.2 at least (or 1.3), forward-secret AEAD ciphers only
 (ECDHE with AES-GCM or ChaCha20-Poly1305) in the server's order, no
 compression, no renegotiation, session tickets, ECDH curves chosen by
-OpenSSL, ALPN (only C{http/1.1} for now: L{ALPN_PROTOCOLS}) and, with a
+OpenSSL, ALPN (C{h2} preferred, then C{http/1.1}: L{ALPN_PROTOCOLS}) and, with a
 client CA, required and verified client certificates (mutual TLS).
 
 L{ServerTLS} is the Twisted connection creator over a store.  A reload
@@ -68,9 +68,9 @@ __all__ = [
     "peer_subject", "wrap_listener_factory",
 ]
 
-# The application protocols offered in ALPN, most preferred first.  HTTP/2
-# will put b"h2" in front once the listener has an HTTP/2 codec to hand such
-# connections to (the codec is chosen by transport.negotiatedProtocol).
+# The application protocols offered in ALPN, most preferred first; the
+# codec of a connection is then chosen by transport.negotiatedProtocol
+# (twistproxy.http.negotiate).
 ALPN_PROTOCOLS: Tuple[bytes, ...] = (b"h2", b"http/1.1")
 
 # TLS 1.2 cipher suites when the listener names none: forward secrecy
@@ -275,7 +275,7 @@ class CertificateStore:
         if not 0 <= tls.default < len(tls.certificates):
             raise ConfigError(f"{path}.default", "must be the index of a certificate")
         if tls.client_ca:
-            _check_client_ca(tls.client_ca, f"{path}.client_ca")
+            _certificates_file(tls.client_ca, f"{path}.client_ca", "client CA file")
         configure = _Configurator(tls, path, tuple(alpn))
         served: List[ServedCertificate] = []
         default = None
@@ -328,7 +328,7 @@ class CertificateStore:
 
     def _select(self, connection: SSL.Connection) -> None:
         # OpenSSL calls this during every handshake, with or without SNI.
-        connection.set_context(self.certificate_for(connection.get_servername()).context)
+        connection.set_context(self.context_for(connection.get_servername()))
 
 
 def _files(entry: Certificate, path: str) -> List[Tuple[str, str]]:
@@ -369,6 +369,19 @@ def _pem_certificates(data: bytes, filename: str, path: str) -> List[x509.Certif
                 raise ConfigError(
                     path, f"{filename!r}: certificate {len(certs) + 1} is not valid ({e})"
                 ) from None
+    return certs
+
+
+def _certificates_file(filename: str, path: str, what: str) -> List[x509.Certificate]:
+    """
+    The certificates of a PEM file, in order; at least one.
+
+    @raises ConfigError: At C{path} when the file cannot be read or holds no
+        (valid) certificate.
+    """
+    certs = _pem_certificates(_read(filename, path, what), filename, path)
+    if not certs:
+        raise ConfigError(path, f"{filename!r} holds no PEM certificate")
     return certs
 
 
@@ -454,12 +467,6 @@ def _load_certificate(
     return ServedCertificate(
         source=cert_file, path=path, names=names, subject=leaf.subject.rfc4514_string(),
         not_after=not_after, chain_length=len(chain), context=context), material
-
-
-def _check_client_ca(filename: str, path: str) -> None:
-    data = _read(filename, path, "client CA file")
-    if not _pem_certificates(data, filename, path):
-        raise ConfigError(path, f"{filename!r} holds no PEM certificate")
 
 
 def _use(method: Callable, obj, convert: Callable) -> None:
@@ -746,9 +753,7 @@ def client_creator(tls: UpstreamTLS, host: str, path: str):
 
     kwargs: dict = {}
     if tls.ca:
-        certs = _pem_certificates(_read(tls.ca, f"{path}.ca", "CA file"), tls.ca, f"{path}.ca")
-        if not certs:
-            raise ConfigError(f"{path}.ca", f"{tls.ca!r} holds no PEM certificate")
+        certs = _certificates_file(tls.ca, f"{path}.ca", "CA file")
         kwargs["trustRoot"] = ssl.trustRootFromCertificates([
             ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs
         ])

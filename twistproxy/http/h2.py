@@ -75,6 +75,7 @@ from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.server import client_connected
 from twistproxy.http.parser import (
+    _FIELD_LINE,
     _HOST,
     _REQUEST_TARGET,
     _TOKEN_RE,
@@ -99,21 +100,6 @@ STREAM_BUFFER = 65536
 # bound is the same either way: each stream's own window.
 _CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * 65535
 
-_PHRASES = {
-    400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-    413: b"Content Too Large", 431: b"Request Header Fields Too Large",
-    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-
-# Response fields that describe the HTTP/1.1 connection to the backend;
-# HTTP/2 forbids them (RFC 9113 8.2.2).  Content-Length is written again
-# from the parsed response, as the HTTP/1.1 codec does.
-_HOP_BY_HOP = frozenset([
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authenticate",
-    b"content-length", b"host",
-])
 _VIA = b"via"
 _COOKIE = b"cookie"
 
@@ -121,17 +107,36 @@ _COOKIE = b"cookie"
 _T_NONE, _T_IDLE, _T_BODY = range(3)
 
 
-def _valid_value(value: bytes) -> bool:
-    # No control characters other than HTAB, and no surrounding blanks
-    # (RFC 9113 8.2.1): the value is written into an HTTP/1.1 head.
-    if not value:
-        return True
-    if value[:1] in (b" ", b"\t") or value[-1:] in (b" ", b"\t"):
+def _valid_field(name: bytes, value: bytes) -> bool:
+    # The field is written into an HTTP/1.1 head, so it must be one the
+    # HTTP/1.1 parser accepts as it is: a token name (lower-case, RFC 9113
+    # 8.2.1) and a value without control characters other than inner HTAB
+    # and without surrounding blanks (which the parser would strip).
+    if name.lower() != name:
         return False
-    return value.translate(None, _ALLOWED) == b""
+    m = _FIELD_LINE(name + b":" + value)
+    return m is not None and (m.group(2) or b"") == value
 
 
-_ALLOWED = bytes([9] + list(range(32, 127)) + list(range(128, 256)))
+def _head(method: bytes, target: bytes, host: bytes, headers) -> RequestHead:
+    """
+    A L{RequestHead} as HTTP/2 gives it: version 1.1 towards the backend,
+    no connection fields (RFC 9113 8.2.2), no C{Expect}, no body until the
+    caller sets its framing.
+    """
+    req = RequestHead()
+    req.method = method
+    req.version = (1, 1)
+    req.headers = headers
+    req.host = host
+    req.target, req.path = normalize_target(target)
+    req.content_length = None
+    req.chunked = False
+    req.keep_alive = True
+    req.connection = frozenset()
+    req.upgrade = None
+    req.expect_continue = False
+    return req
 
 
 def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
@@ -161,7 +166,7 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
             else:
                 raise ParseError(400, "bad_pseudo_header")
             continue
-        if _TOKEN_RE(name) is None or name.lower() != name or not _valid_value(value):
+        if not _valid_field(name, value):
             raise ParseError(400, "bad_header")
         if name == _COOKIE:
             # RFC 9113 8.2.3: crumbs are joined again for HTTP/1.1.
@@ -192,12 +197,7 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     if b"@" in host or _HOST(host) is None:
         raise ParseError(400, "bad_host")
 
-    req = RequestHead()
-    req.method = method
-    req.version = (1, 1)
-    req.headers = headers
-    req.host = host
-    req.target, req.path = normalize_target(target)
+    req = _head(method, target, host, headers)
     length = _content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
@@ -208,10 +208,6 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     # HTTP/2 frames the body itself; without a declared length the backend
     # gets it chunked.
     req.chunked = not stream_ended and length is None
-    req.keep_alive = True
-    req.connection = frozenset()
-    req.upgrade = None
-    req.expect_continue = False
     return req
 
 
@@ -220,20 +216,13 @@ def _partial_request(fields) -> RequestHead:
     What can be told of a request that was refused, for the access log.
     """
     values = dict((n, v) for n, v in fields if n[:1] == b":")
-    req = RequestHead()
-    req.method = values.get(b":method") or b"-"
-    req.target = req.path = values.get(b":path") or b"-"
-    req.version = (1, 1)
-    req.headers = []
-    req.host = b""
-    req.content_length = None
-    req.chunked = False
-    req.keep_alive = True
-    req.connection = frozenset()
-    req.upgrade = None
-    req.expect_continue = False
-    if any(b > 126 or b < 33 for b in req.method + req.target):
-        req.method = req.target = req.path = b"-"
+    method = values.get(b":method") or b"-"
+    target = values.get(b":path") or b"-"
+    if any(b > 126 or b < 33 for b in method + target):
+        method = target = b"-"
+    req = _head(method, b"-", b"", [])
+    # As received: a refused target is logged, never routed.
+    req.target = req.path = target
     return req
 
 
@@ -329,7 +318,7 @@ class H2Stream(Waiting):
     def informational(self, x: Exchange, resp) -> None:
         if x is not self.x or self._closed or self._response_started:
             return
-        self._conn._send_headers(self.stream_id, self._fields(resp, None, None))
+        self._conn._send_headers(self.stream_id, self._fields(resp, None, H.NO_RULES, ()))
 
     def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
         if x is not self.x or self._closed:
@@ -339,18 +328,17 @@ class H2Stream(Waiting):
             return
         self._response_started = True
         x.status = resp.status
-        if x.response_fields:
-            extra = list(extra or ()) + x.response_fields
         hsts = self._conn._factory.hsts
-        if hsts is not None:
-            extra = list(extra or ()) + [hsts]
         length = None
         if resp.content_length is not None and (
             has_body or resp.status == 304 or resp.status >= 200 and resp.status != 204
         ):
             length = resp.content_length
         rules = x.route.response_rules if x.route is not None else H.NO_RULES
-        fields = self._fields(resp, length, extra, rules)
+        fields = self._fields(
+            resp, length, rules, extra or (), x.response_fields or (),
+            (hsts,) if hsts is not None else (),
+        )
         if not has_body:
             self._out_ended = True
             self._conn._send_headers(self.stream_id, fields, end_stream=True)
@@ -388,11 +376,7 @@ class H2Stream(Waiting):
         """
         if x is not self.x or self._closed:
             return
-        x.reason = reason
-        if self._response_started:
-            self._reset(ErrorCodes.INTERNAL_ERROR)
-        else:
-            self._answer(status)
+        self._fail(status, reason)
         self._conn._flush_soon()
 
     def tunnel(self, x: Exchange) -> None:
@@ -505,12 +489,19 @@ class H2Stream(Waiting):
             self._paused = pause
             x.upstream.pause_reading(pause)
 
-    def _fields(self, resp, length, extra, rules=H.NO_RULES):
-        drop = _HOP_BY_HOP
+    def _fields(self, resp, length, rules, *extras):
+        """
+        The response's fields for HTTP/2, as L{H.response_head} writes
+        them for HTTP/1.1: hop-by-hop fields (which HTTP/2 forbids, RFC
+        9113 8.2.2) and those the rules remove are dropped, this proxy is
+        added to Via, then come C{extras} (lists of fields), the length
+        and the rules' fields.  Names are lower-cased, as HTTP/2 requires.
+        """
+        # drop_trusted is the hop-by-hop fields and the rules' removals,
+        # computed once per route rather than per response.
+        drop = rules.drop_trusted
         if resp.connection:
             drop = drop | resp.connection
-        if rules.drop:
-            drop = drop | rules.drop
         fields = [(b":status", b"%d" % resp.status)]
         append = fields.append
         via_in = None
@@ -529,7 +520,7 @@ class H2Stream(Waiting):
                 via_in = mine if via_in is None else via_in + b", " + mine
             if via_in is not None:
                 append((_VIA, via_in))
-        if extra:
+        for extra in extras:
             for name, value in extra:
                 append((name.lower(), value))
         if length is not None:
@@ -549,8 +540,7 @@ class H2Stream(Waiting):
         """
         x = self.x
         x.status = status
-        phrase = _PHRASES.get(status, b"Error")
-        body = b"%d %s\n" % (status, phrase)
+        body = H.error_body(status)
         x.body_bytes = len(body)
         self._response_started = True
         self._conn._send_headers(self.stream_id, [

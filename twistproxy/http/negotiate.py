@@ -16,7 +16,7 @@ from __future__ import annotations
 from twisted.internet.protocol import Protocol
 
 from twistproxy.deadlines import Waiting
-from twistproxy.http.h2 import PREFACE, H2ServerProtocol
+from twistproxy.http.h2 import ALPN_H2, PREFACE, H2ServerProtocol
 from twistproxy.http.server import HTTPServerProtocol
 
 _T_FIRST = 1
@@ -51,7 +51,7 @@ class Negotiating(Waiting, Protocol):
                     return
                 h2 = data.startswith(PREFACE)
             else:
-                h2 = alpn == b"h2"
+                h2 = alpn == ALPN_H2
             self._buffer = b""
             self._set_timer(0, 0)
             self._factory.deadlines.discard(self)
