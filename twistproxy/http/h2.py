@@ -67,13 +67,12 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from twistproxy.deadlines import Waiting
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
-from twistproxy.http.server import client_connected
+from twistproxy.http.server import ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
     _HOST,
@@ -624,7 +623,7 @@ class H2Stream(Waiting):
             self._conn._flush_soon()
 
 
-class H2ServerProtocol(Waiting, Protocol):
+class H2ServerProtocol(ClientCodec):
     """
     One HTTP/2 client connection, built by an L{HTTPServerFactory}.
 
@@ -637,8 +636,7 @@ class H2ServerProtocol(Waiting, Protocol):
     log = Logger()
 
     def __init__(self, factory):
-        self._factory = factory
-        self._clock = factory.reactor
+        super().__init__(factory)
         self._h2 = H2Connection(config=H2Configuration(
             client_side=False, header_encoding=None,
             validate_inbound_headers=True,
@@ -647,16 +645,11 @@ class H2ServerProtocol(Waiting, Protocol):
         self._in_batch = False
         self._closed = False
         self._goaway_received = False
-        self.client_full = False
-        self.client_address = ""
-        self.trusted = False
-        self.proto = factory.scheme
-        self.identity = None
 
     # Connection events
 
     def connectionMade(self) -> None:
-        client_connected(self)
+        super().connectionMade()
         h2c = self._h2
         h2c.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
@@ -753,12 +746,7 @@ class H2ServerProtocol(Waiting, Protocol):
         if error is not None:
             stream._fail(error.status, error.reason)
             return
-        if factory.identity_header is not None and self.identity is None:
-            subject = factory.peer_identity(self.transport)
-            self.identity = (
-                factory.identity_header,
-                subject.encode("utf-8") if subject is not None else None,
-            )
+        self._identify()
         factory.forwarder.forward(x)
 
     # Used by the streams

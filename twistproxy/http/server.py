@@ -52,23 +52,62 @@ _PAUSE_BUFFER, _PAUSE_UPSTREAM = 1, 2
 _T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
 
 
-def client_connected(protocol) -> None:
+class ClientCodec(Waiting, Protocol):
     """
-    What every client-side codec does first: note who the client is and
-    whether it is a trusted proxy, pause the backends while the client's
-    buffer is full (C{protocol._client_full}), and turn Nagle off.
+    What the HTTP/1.1 and HTTP/2 client-side codecs share: who the client
+    is, whether it is a trusted proxy, its verified TLS identity, and
+    pausing the backends while the client cannot take more.
+
+    @ivar client_address: The peer's IP address (C{''} for a UNIX socket).
+    @ivar trusted: Whether the peer is a trusted proxy.
+    @ivar proto: How the client reached the listener, C{b'http'} or
+        C{b'https'}.
+    @ivar identity: C{(field name, verified client certificate subject or
+        None)} once known, on listeners that pass it to backends.
+    @ivar client_full: Whether the client's send buffer is full.
     """
-    peer = protocol.transport.getPeer()
-    protocol.client_address = getattr(peer, "host", "") or ""
-    protocol.trusted = protocol.client_address in protocol._factory.trusted_proxies
-    protocol.transport.registerProducer(FullRelay(protocol._client_full), True)
-    no_delay(protocol.transport)
-    protocol._factory.connections.add(protocol)
-    if protocol._factory.draining:
-        protocol.drain()
+
+    def __init__(self, factory: HTTPServerFactory):
+        self._factory = factory
+        self._clock = factory.reactor
+        self.client_full = False
+        self.client_address = ""
+        self.trusted = False
+        self.proto = factory.scheme
+        self.identity = None
+
+    def connectionMade(self) -> None:
+        factory = self._factory
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", "") or ""
+        self.trusted = self.client_address in factory.trusted_proxies
+        self.transport.registerProducer(FullRelay(self._client_full), True)
+        no_delay(self.transport)
+        factory.connections.add(self)
+        if factory.draining:
+            self.drain()
+
+    def _identify(self) -> None:
+        """
+        Learn the client's TLS identity, once: the handshake is over by the
+        first request.
+        """
+        factory = self._factory
+        if factory.identity_header is not None and self.identity is None:
+            subject = factory.peer_identity(self.transport)
+            self.identity = (
+                factory.identity_header,
+                subject.encode("utf-8") if subject is not None else None,
+            )
+
+    def _client_full(self, full: bool) -> None:
+        raise NotImplementedError()
+
+    def drain(self) -> None:
+        raise NotImplementedError()
 
 
-class HTTPServerProtocol(Waiting, Protocol):
+class HTTPServerProtocol(ClientCodec):
     """
     One client connection.
     """
@@ -76,8 +115,7 @@ class HTTPServerProtocol(Waiting, Protocol):
     log = Logger()
 
     def __init__(self, factory: HTTPServerFactory):
-        self._factory = factory
-        self._clock = factory.reactor
+        super().__init__(factory)
         self._buffer = b""
         self._state = _HEAD
         self._x: Optional[Exchange] = None
@@ -93,17 +131,11 @@ class HTTPServerProtocol(Waiting, Protocol):
         # Response bytes waiting to leave in one send.
         self._out: list = []
         self._draining = False
-        self.client_full = False
-        self.client_address = ""
-        self.trusted = False
-        self.proto = factory.scheme
-        # (name, verified client certificate subject or None), once known.
-        self.identity = None
 
     # Connection events
 
     def connectionMade(self) -> None:
-        client_connected(self)
+        super().connectionMade()
         self._factory.deadlines.add(self)
         self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
 
@@ -214,13 +246,7 @@ class HTTPServerProtocol(Waiting, Protocol):
         if factory.redirect_port is not None:
             self._redirect(x, factory.redirect_port)
             return True
-        if factory.identity_header is not None and self.identity is None:
-            # The handshake is over by the first request.
-            subject = factory.peer_identity(self.transport)
-            self.identity = (
-                factory.identity_header,
-                subject.encode("utf-8") if subject is not None else None,
-            )
+        self._identify()
         factory.forwarder.forward(x)
         return True
 
