@@ -27,7 +27,6 @@ from twistproxy.interfaces import (
 )
 from twistproxy.plugins import twistproxy_builtins
 from twistproxy.testing import BalancerContractMixin, FakeRequestInfo
-from twistproxy.upstream import balancers
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import (
     DEFAULT_POINTS_PER_WEIGHT,
@@ -1099,6 +1098,19 @@ class RingHashTests(_ConsistentHashingTests, SynchronousTestCase):
         balancer = RingHash(_backends(1))
         self.assertEqual(balancer.key, RequestKey("client_address"))
         self.assertEqual(DEFAULT_POINTS_PER_WEIGHT, 160)
+        # The default is what the ring is built with: the same placement
+        # as 160 points given explicitly, and not that of 159.
+        backends = _named_backends(4)
+        requests = _clients(2000)
+        default = _placement(RingHash(backends), requests)
+        self.assertEqual(
+            _moved(default, _placement(RingHash(backends, points_per_weight=160), requests)),
+            0,
+        )
+        self.assertGreater(
+            _moved(default, _placement(RingHash(backends, points_per_weight=159), requests)),
+            0,
+        )
 
     def test_invalid_points(self) -> None:
         """
@@ -1307,8 +1319,9 @@ class BuiltinFactoriesTests(SynchronousTestCase):
 
     def test_unknown_options(self) -> None:
         """
-        An unknown option is a L{ConfigError} at its path that names the
-        options the balancer takes, and suggests a near miss.
+        An unknown option is a L{ConfigError} at its path (quoted as TOML
+        would when it is not a bare key) that names the options the
+        balancer takes, and suggests a near miss.
         """
         for name, allowed in OPTIONS.items():
             error = self.assertRaises(
@@ -1333,6 +1346,10 @@ class BuiltinFactoriesTests(SynchronousTestCase):
             ConfigError, build_balancer, "maglev", _backends(1), {"tablesize": 7}, "g"
         )
         self.assertIn("(did you mean 'table_size'?)", error.problem)
+        error = self.assertRaises(
+            ConfigError, build_balancer, "maglev", _backends(1), {"table.size": 7}, "g"
+        )
+        self.assertEqual(error.path, 'g.balancer_options."table.size"')
 
     def _error(
         self, name: str, options: Dict[str, object], backends=None

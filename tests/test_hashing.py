@@ -314,10 +314,14 @@ class MaglevTableTests(SynchronousTestCase):
 
     def test_deterministic(self) -> None:
         """
-        The same members give the same table.
+        The same members give the same table, in whatever order they are
+        listed: each slot goes to the same name.
         """
-        members = [("x", 1), ("y", 2)]
+        members = [("x", 1), ("y", 2), ("z", 1)]
         self.assertEqual(maglev_table(members, 503), maglev_table(members, 503))
+        names = [members[i][0] for i in maglev_table(members, 503)]
+        backwards = members[::-1]
+        self.assertEqual([backwards[i][0] for i in maglev_table(backwards, 503)], names)
 
     def test_removal_moves_little_else(self) -> None:
         """

@@ -32,7 +32,6 @@ from twistproxy.config import ConfigError
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 from twistproxy.plugins import twistproxy_health
 from twistproxy import components
-from twistproxy.upstream import health
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.health import (
     MAX_BODY,
@@ -208,6 +207,15 @@ class HTTPHealthCheckFactoryTests(SynchronousTestCase):
         self.assertEqual(e.path, "upstreams.api.health.url")
         self.assertIn("path, method, expect_status, expect_body, host, timeout, headers, port", e.problem)
 
+    def test_unknown_option_near_miss(self) -> None:
+        """
+        An unknown option close to a real one is suggested, as for the
+        balancers' options.
+        """
+        e = self.error(expect_statuses="200")
+        self.assertEqual(e.path, "upstreams.api.health.expect_statuses")
+        self.assertIn("(did you mean 'expect_status'?)", e.problem)
+
     def test_bad_values(self) -> None:
         """
         Each option of the wrong type or out of range is reported at its
@@ -219,6 +227,7 @@ class HTTPHealthCheckFactoryTests(SynchronousTestCase):
             ({"path": "/caf\u00e9"}, "path"),
             ({"path": 1}, "path"),
             ({"method": "GE T"}, "method"),
+            ({"method": "GET\n"}, "method"),
             ({"expect_status": "ok"}, "expect_status"),
             ({"expect_status": ["200", "x"]}, "expect_status[1]"),
             ({"expect_body": 1}, "expect_body"),
@@ -235,6 +244,7 @@ class HTTPHealthCheckFactoryTests(SynchronousTestCase):
             ({"headers": {"connection": "keep-alive"}}, "headers.connection"),
             ({"headers": {"X-A": "1\r\nX-B: 2"}}, "headers.X-A"),
             ({"headers": {"X A": "1"}}, "headers.X A"),
+            ({"headers": {"X-A\n": "1"}}, "headers.X-A\n"),
             ({"headers": {"X-A": 1}}, "headers.X-A"),
         ]:
             e = self.error(**options)

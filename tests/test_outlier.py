@@ -253,6 +253,24 @@ class OutlierDetectorTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertAlmostEqual(backends[0].effective_weight, 5.5)
 
+    def test_ejection_ends_ramp(self) -> None:
+        """
+        A backend ejected while it ramps up stops ramping, and ramps again
+        from the start when it returns.
+        """
+        backends = _backends(2, weight=10)
+        slow = SlowStart(self.clock, window=20)
+        self.addCleanup(slow.stop)
+        detector = self.detector(backends, consecutive_failures=1, base_ejection=5, slow_start=slow)
+        slow.begin(backends[0])
+        self.clock.advance(10)
+        detector.failure(backends[0])
+        self.assertFalse(slow.ramping(backends[0]))
+        self.assertEqual(backends[0].effective_weight, 10)
+        self.clock.advance(5)
+        self.assertTrue(slow.ramping(backends[0]))
+        self.assertEqual(backends[0].effective_weight, 1.0)
+
     def test_no_slow_start_while_unhealthy(self) -> None:
         """
         A backend that returns from ejection while its health check holds

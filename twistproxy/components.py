@@ -13,18 +13,53 @@ L{ConfigError} with the configuration path, at start-up.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Collection, Mapping
 
 from twisted.plugin import getPlugins
 from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
 from zope.interface.interface import InterfaceClass
 
 import twistproxy.plugins
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, key_path
 
 
 def _describe(factory: object) -> str:
     return fullyQualifiedName(type(factory))
+
+
+def factory_repr(factory: object) -> str:
+    """
+    The C{repr} of a named factory: C{<RoundRobinFactory 'round_robin'>}.
+    Factories assign it as their C{__repr__}.
+    """
+    return f"<{type(factory).__name__} {getattr(factory, 'name', '?')!r}>"
+
+
+def check_option_names(
+    options: Mapping[str, Any], allowed: Collection[str], path: str, takes: str
+) -> None:
+    """
+    Reject the first option, in sorted order, that a factory does not take.
+
+    @param options: The options a configuration gives the factory.
+    @param allowed: The names it takes.
+    @param path: The configuration path of C{options}; the error is
+        reported at C{<path>.<key>}, the key quoted as in
+        L{key_path <twistproxy.config.key_path>}.
+    @param takes: What the factory takes, for the end of the message: C{'the
+        tcp health check takes timeout, port'}.
+    @raises ConfigError: C{unknown option 'x' (did you mean 'y'?); <takes>}.
+    """
+    unknown = sorted((key for key in options if key not in allowed), key=str)
+    if not unknown:
+        return
+    key = unknown[0]
+    problem = f"unknown option {key!r}"
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    if close:
+        problem += f" (did you mean {close[0]!r}?)"
+    raise ConfigError(key_path(path, str(key)), f"{problem}; {takes}")
 
 
 def _from_dotted_path(interface: InterfaceClass, name: str, path: str, what: str) -> Any:

@@ -54,14 +54,13 @@ The algorithms:
 
 from __future__ import annotations
 
-import difflib
 import random
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.components import find_factory
+from twistproxy.components import check_option_names, factory_repr, find_factory
 from twistproxy.config import ConfigError, describe_value
 from twistproxy.interfaces import (
     IBackend,
@@ -76,6 +75,7 @@ from twistproxy.upstream.hashing import (
     MAX_TABLE_SIZE,
     HashRing,
     RequestKey,
+    check_table_size,
     hash_text,
     is_prime,
     maglev_table,
@@ -112,21 +112,19 @@ class SmoothWeightedRoundRobin:
     first, as in nginx.
     """
 
-    __slots__ = ("_backends", "_current", "_count")
+    __slots__ = ("_backends", "_current")
 
     def __init__(self, backends: Sequence[IBackend]) -> None:
         self._backends: List[IBackend] = list(backends)
-        self._current: List[int] = [0] * len(self._backends)
-        self._count = len(self._backends)
+        self._current: List[float] = [0] * len(self._backends)
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
         backends = self._backends
         current = self._current
         best = -1
-        best_weight = 0
-        total = 0
-        for i in range(self._count):
-            backend = backends[i]
+        best_weight = 0.0
+        total = 0.0
+        for i, backend in enumerate(backends):
             if not backend.available:
                 continue
             weight = backend.effective_weight
@@ -424,16 +422,8 @@ class Maglev:
         table_size: int = DEFAULT_TABLE_SIZE,
     ) -> None:
         self._backends: List[IBackend] = list(backends)
-        if not is_prime(table_size) or table_size > MAX_TABLE_SIZE:
-            raise ValueError(
-                f"table size must be a prime at most {MAX_TABLE_SIZE}, not "
-                f"{table_size}"
-            )
-        if table_size < len(self._backends):
-            raise ValueError(
-                f"table size {table_size} is smaller than the number of "
-                f"backends ({len(self._backends)})"
-            )
+        # The table is built on the first pick: check its size now.
+        check_table_size(table_size, len(self._backends))
         self._key = key
         self._size = table_size
         self._state: Optional[List[Optional[float]]] = None
@@ -459,10 +449,7 @@ class Maglev:
         return self._table
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        state = _availability(self._backends)
-        if state != self._state:
-            self._update(state)
-        table = self._table
+        table = self.table
         if not table:
             return None
         return table[hash_text(self._key.extract(request)) % self._size]
@@ -487,31 +474,6 @@ class Maglev:
     def __repr__(self) -> str:
         names = ", ".join(b.name for b in self._backends)
         return f"<Maglev key={self._key} size={self._size} [{names}]>"
-
-
-def _check_option_names(
-    balancer: str, options: Mapping[str, Any], path: str, allowed: Sequence[str]
-) -> None:
-    """
-    Reject the first (in sorted order) option not in C{allowed}, naming the
-    ones that are.
-    """
-    unknown = sorted((key for key in options if key not in allowed), key=str)
-    if not unknown:
-        return
-    key = unknown[0]
-    problem = f"unknown option {key!r}"
-    close = difflib.get_close_matches(str(key), allowed, n=1)
-    if close:
-        problem += f" (did you mean {close[0]!r}?)"
-    if allowed:
-        problem += (
-            f"; the {balancer} balancer takes "
-            f"{', '.join(repr(a) for a in allowed)}"
-        )
-    else:
-        problem += f"; the {balancer} balancer takes no options"
-    raise ConfigError(f"{path}.{key}", problem)
 
 
 def _key_option(options: Mapping[str, Any], path: str) -> RequestKey:
@@ -582,16 +544,15 @@ def _points_per_weight_option(
     return value
 
 
-def _factory_repr(factory: object) -> str:
-    return f"<{type(factory).__name__} {getattr(factory, 'name', '?')!r}>"
-
-
-class _OptionlessFactory:
+class _Factory:
     """
-    A balancer factory that takes no options: C{balancer(backends)}.
+    A built-in balancer factory: C{fromConfig} rejects options not in
+    C{options}, then C{_build} makes the balancer.  By default that is
+    C{balancer(backends)}, for the factories that take no options.
     """
 
     name: str
+    options: Tuple[str, ...] = ()
     balancer: Any
 
     def fromConfig(
@@ -600,14 +561,24 @@ class _OptionlessFactory:
         options: Mapping[str, Any],
         path: str,
     ) -> IBalancer:
-        _check_option_names(self.name, options, path, ())
+        if self.options:
+            allowed = ", ".join(repr(a) for a in self.options)
+            takes = f"the {self.name} balancer takes {allowed}"
+        else:
+            takes = f"the {self.name} balancer takes no options"
+        check_option_names(options, self.options, path, takes)
+        return self._build(backends, options, path)
+
+    def _build(
+        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
+    ) -> IBalancer:
         return self.balancer(backends)
 
-    __repr__ = _factory_repr
+    __repr__ = factory_repr
 
 
 @implementer(IBalancerFactory, IPlugin)
-class RoundRobinFactory(_OptionlessFactory):
+class RoundRobinFactory(_Factory):
     """
     The factory of L{SmoothWeightedRoundRobin}, the default balancer.
 
@@ -624,7 +595,7 @@ class RoundRobinFactory(_OptionlessFactory):
 
 
 @implementer(IBalancerFactory, IPlugin)
-class LeastConnectionsFactory(_OptionlessFactory):
+class LeastConnectionsFactory(_Factory):
     """
     The factory of L{LeastConnections}.  It takes no options.
     """
@@ -639,7 +610,7 @@ class LeastConnectionsFactory(_OptionlessFactory):
 
 
 @implementer(IBalancerFactory, IPlugin)
-class PowerOfTwoChoicesFactory(_OptionlessFactory):
+class PowerOfTwoChoicesFactory(_Factory):
     """
     The factory of L{PowerOfTwoChoices}.  It takes no options; each
     balancer gets its own L{random.Random} seeded from the operating system.
@@ -655,7 +626,7 @@ class PowerOfTwoChoicesFactory(_OptionlessFactory):
 
 
 @implementer(IBalancerFactory, IPlugin)
-class RandomFactory(_OptionlessFactory):
+class RandomFactory(_Factory):
     """
     The factory of L{WeightedRandom}.  It takes no options; each balancer
     gets its own L{random.Random} seeded from the operating system.
@@ -668,7 +639,7 @@ class RandomFactory(_OptionlessFactory):
 
 
 @implementer(IBalancerFactory, IPlugin)
-class RingHashFactory:
+class RingHashFactory(_Factory):
     """
     The factory of L{RingHash}.
 
@@ -684,24 +655,20 @@ class RingHashFactory:
         "a header or a cookie."
     )
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
+    options = ("key", "points_per_weight")
+
+    def _build(
+        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
     ) -> IBalancer:
-        _check_option_names(self.name, options, path, ("key", "points_per_weight"))
         return RingHash(
             backends,
             _key_option(options, path),
             _points_per_weight_option(backends, options, path),
         )
 
-    __repr__ = _factory_repr
-
 
 @implementer(IBalancerFactory, IPlugin)
-class ClientIPHashFactory:
+class ClientIPHashFactory(_Factory):
     """
     The factory of L{RingHash} over the client's address (the whole
     address, IPv4 or IPv6, unlike nginx's C{ip_hash}, which hashes only the
@@ -717,30 +684,36 @@ class ClientIPHashFactory:
         "one backend."
     )
 
+    options = ("points_per_weight",)
+
     def fromConfig(
         self,
         backends: Sequence[IBackend],
         options: Mapping[str, Any],
         path: str,
     ) -> IBalancer:
+        # Said before the unknown-option check, which would only say that
+        # key is not one of the options.
         if "key" in options:
             raise ConfigError(
                 f"{path}.key",
                 f"the {self.name} balancer always hashes the client's "
                 f"address; use balancer = \"ring_hash\" to choose the key",
             )
-        _check_option_names(self.name, options, path, ("points_per_weight",))
+        return super().fromConfig(backends, options, path)
+
+    def _build(
+        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
+    ) -> IBalancer:
         return RingHash(
             backends,
             CLIENT_ADDRESS,
             _points_per_weight_option(backends, options, path),
         )
 
-    __repr__ = _factory_repr
-
 
 @implementer(IBalancerFactory, IPlugin)
-class MaglevFactory:
+class MaglevFactory(_Factory):
     """
     The factory of L{Maglev}.
 
@@ -755,13 +728,11 @@ class MaglevFactory:
         "picks, even shares."
     )
 
-    def fromConfig(
-        self,
-        backends: Sequence[IBackend],
-        options: Mapping[str, Any],
-        path: str,
+    options = ("key", "table_size")
+
+    def _build(
+        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
     ) -> IBalancer:
-        _check_option_names(self.name, options, path, ("key", "table_size"))
         key = _key_option(options, path)
         size = _integer_option(
             options,
@@ -779,23 +750,12 @@ class MaglevFactory:
             )
         return Maglev(backends, key, size)
 
-    __repr__ = _factory_repr
-
 
 def find_balancer_factory(name: str, path: str) -> IBalancerFactory:
     """
-    Find the balancer factory that a configuration file names.
-
-    @param name: The C{name} of a factory exported by a dropin of
-        L{twistproxy.plugins} (for example C{'round_robin'}), or, when it
-        contains a dot, the dotted path of a factory object (for example
-        C{'mypkg.balancers.factory'}).
-    @param path: Where C{name} came from in the configuration, for error
-        messages; for example C{'upstreams.api.balancer'}.
-    @raises ConfigError: when no factory has that name, when several
-        plugins claim it, or when a dotted path cannot be imported or does
-        not name an L{IBalancerFactory} provider.
-    @return: The factory.
+    L{find_factory <twistproxy.components.find_factory>} for balancers:
+    C{name} is a plugin's name (C{'round_robin'}) or a dotted path
+    (C{'mypkg.balancers.factory'}), C{path} where the configuration gave it.
     """
     return find_factory(IBalancerFactory, name, path, "balancer")
 

@@ -246,6 +246,24 @@ def is_prime(n: int) -> bool:
     return True
 
 
+def check_table_size(size: int, count: int) -> None:
+    """
+    Check that C{size} will do for a Maglev table of C{count} members.
+
+    @raises ValueError: when C{size} is not a prime, is above
+        L{MAX_TABLE_SIZE}, or is smaller than C{count}.
+    """
+    if not is_prime(size) or size > MAX_TABLE_SIZE:
+        raise ValueError(
+            f"table size must be a prime at most {MAX_TABLE_SIZE}, not {size}"
+        )
+    if count > size:
+        raise ValueError(
+            f"table size {size} is smaller than the number of backends "
+            f"({count})"
+        )
+
+
 def maglev_permutation(name: str, size: int) -> Tuple[int, int]:
     """
     The C{offset} and C{skip} of a backend's permutation in a Maglev table
@@ -284,16 +302,8 @@ def maglev_table(members: Sequence[Tuple[str, float]], size: int) -> List[int]:
         C{h} belongs to member C{table[h % size]}.  Empty when C{members}
         is.
     """
-    if not is_prime(size) or size > MAX_TABLE_SIZE:
-        raise ValueError(
-            f"table size must be a prime at most {MAX_TABLE_SIZE}, not {size}"
-        )
     count = len(members)
-    if count > size:
-        raise ValueError(
-            f"table size {size} is smaller than the number of backends "
-            f"({count})"
-        )
+    check_table_size(size, count)
     if not count:
         return []
     weights = [weight for _, weight in members]

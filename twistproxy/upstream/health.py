@@ -76,7 +76,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistproxy.components import find_factory
+from twistproxy.components import check_option_names, factory_repr, find_factory
 from twistproxy.config import ConfigError
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 
@@ -97,8 +97,9 @@ _RESERVED_HEADERS = frozenset(
      "upgrade", "keep-alive", "proxy-connection", "trailer"]
 )
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_STATUS = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
+# \Z, not $, which also matches before a final newline ("GET\n").
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_STATUS = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?\Z")
 
 
 # Finding factories by name
@@ -106,18 +107,9 @@ _STATUS = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?$")
 
 def find_health_check_factory(name: str, path: str) -> IHealthCheckFactory:
     """
-    Find the health check factory that a configuration file names.
-
-    @param name: The C{name} of a factory exported by a dropin of
-        L{twistproxy.plugins} (C{'http'}, C{'tcp'}), or, when it contains a
-        dot, the dotted path of a factory object (for example
-        C{'mypkg.checks.redisPing'}).
-    @param path: Where C{name} came from in the configuration, for error
-        messages; for example C{'upstreams.api.health.type'}.
-    @raises ConfigError: when no factory has that name, when several
-        plugins claim it, or when a dotted path cannot be imported or does
-        not name an L{IHealthCheckFactory} provider.
-    @return: The factory.
+    L{find_factory <twistproxy.components.find_factory>} for health checks:
+    C{name} is a plugin's name (C{'http'}) or a dotted path
+    (C{'mypkg.checks.redisPing'}), C{path} where the configuration gave it.
     """
     return find_factory(IHealthCheckFactory, name, path, "health check")
 
@@ -150,14 +142,11 @@ def build_health_check(
 
 
 def _check_keys(options: Mapping[str, Any], allowed: Sequence[str], kind: str, path: str) -> None:
-    for key in sorted(options):
-        if key not in allowed:
-            raise ConfigError(
-                f"{path}.{key}",
-                f"unknown option {key!r}; the {kind} health check takes "
-                f"{', '.join(allowed)} (besides type, interval, jitter, "
-                f"rise and fall)",
-            )
+    check_option_names(
+        options, allowed, path,
+        f"the {kind} health check takes {', '.join(allowed)} (besides type, "
+        f"interval, jitter, rise and fall)",
+    )
 
 
 def _timeout(value: object, path: str) -> float:
@@ -211,9 +200,7 @@ def parse_status_ranges(value: object, path: str) -> Tuple[Tuple[int, int], ...]
         where = f"{path}[{i}]" if isinstance(value, list) else path
         if isinstance(item, int) and not isinstance(item, bool):
             low = high = item
-        elif isinstance(item, str) and _STATUS.match(item):
-            match = _STATUS.match(item)
-            assert match is not None
+        elif isinstance(item, str) and (match := _STATUS.match(item)) is not None:
             low = int(match.group(1))
             high = int(match.group(2) or low)
         else:
@@ -674,8 +661,7 @@ class HTTPHealthCheckFactory:
             kwargs["headers"] = headers
         return HTTPHealthCheck(reactor, **kwargs)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    __repr__ = factory_repr
 
 
 @implementer(IHealthCheckFactory, IPlugin)
@@ -699,8 +685,31 @@ class TCPHealthCheckFactory:
             kwargs["port"] = _port(options["port"], f"{path}.port")
         return TCPHealthCheck(reactor, **kwargs)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    __repr__ = factory_repr
+
+
+# Telling the group
+
+
+def notify(
+    log: Logger,
+    on_change: Optional[Callable[[IBackend, str, str], object]],
+    backend: IBackend,
+    what: str,
+    detail: str,
+) -> None:
+    """
+    Call the C{on_change(backend, what, detail)} of a L{HealthMonitor} or an
+    L{OutlierDetector <twistproxy.upstream.outlier.OutlierDetector>}, if
+    there is one, logging what it raises: the change has happened whatever
+    the callback does.
+    """
+    if on_change is None:
+        return
+    try:
+        on_change(backend, what, detail)
+    except Exception:
+        log.failure("on_change callback failed for {backend}", backend=backend.name)
 
 
 # Slow start
@@ -1090,11 +1099,7 @@ class HealthMonitor:
                 self._slow_start.begin(backend)
             elif not healthy:
                 self._slow_start.cancel(backend)
-        if self._on_change is not None:
-            try:
-                self._on_change(backend, what, detail)
-            except Exception:
-                self.log.failure("on_change callback failed for {backend}", backend=backend.name)
+        notify(self.log, self._on_change, backend, what, detail)
 
     def __repr__(self) -> str:
         return (

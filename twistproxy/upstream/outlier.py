@@ -54,7 +54,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from twistproxy.interfaces import IBackend
-from twistproxy.upstream.health import SlowStart
+from twistproxy.upstream.health import SlowStart, notify
 
 
 class _Outlier:
@@ -137,7 +137,6 @@ class OutlierDetector:
         self._on_change = on_change
         self._slow_start = slow_start
         self._states: Dict[IBackend, _Outlier] = {}
-        self._ejected = 0
         for backend in backends:
             self.add_backend(backend)
 
@@ -214,7 +213,7 @@ class OutlierDetector:
         """
         How many of the group's backends are ejected now.
         """
-        return self._ejected
+        return sum(1 for state in self._states.values() if state.ejected_until is not None)
 
     def status(self, backend: IBackend) -> Dict[str, Any]:
         """
@@ -268,11 +267,11 @@ class OutlierDetector:
 
     def _eject(self, state: _Outlier) -> None:
         backend = state.backend
-        limit = self.ejection_limit()
-        if self._ejected >= limit:
+        ejected = self.ejected_count()
+        if ejected >= self.ejection_limit():
             self._refuse(
                 state,
-                f"{self._ejected} of {len(self._states)} backends are ejected "
+                f"{ejected} of {len(self._states)} backends are ejected "
                 f"already, the most allowed (max_ejected_share "
                 f"{self.max_ejected_share:g})",
             )
@@ -289,7 +288,6 @@ class OutlierDetector:
         state.ejected_until = now + duration
         state.last_ejection = now
         state.refused = False
-        self._ejected += 1
         backend.ejected = True  # type: ignore[attr-defined]
         backend.refresh()  # type: ignore[attr-defined]
         if self._slow_start is not None:
@@ -301,7 +299,7 @@ class OutlierDetector:
         )
         self.log.warn("Backend {backend} ejected: {detail}", backend=backend.name,
                       detail=detail, duration=duration, ejections=state.times)
-        self._notify(backend, "ejected", detail)
+        notify(self.log, self._on_change, backend, "ejected", detail)
 
     def _return(self, state: _Outlier, detail: str, slow_start: bool = True) -> None:
         timer, state.timer = state.timer, None
@@ -312,24 +310,15 @@ class OutlierDetector:
         state.failures = 0
         state.refused = False
         state.last_return = self._clock.seconds()
-        self._ejected -= 1
         backend.ejected = False  # type: ignore[attr-defined]
         backend.refresh()  # type: ignore[attr-defined]
         if slow_start and self._slow_start is not None and backend.available:
             self._slow_start.begin(backend)
         self.log.info("Backend {backend} returned: {detail}", backend=backend.name, detail=detail)
-        self._notify(backend, "returned", detail)
-
-    def _notify(self, backend: IBackend, what: str, detail: str) -> None:
-        if self._on_change is None:
-            return
-        try:
-            self._on_change(backend, what, detail)
-        except Exception:
-            self.log.failure("on_change callback failed for {backend}", backend=backend.name)
+        notify(self.log, self._on_change, backend, "returned", detail)
 
     def __repr__(self) -> str:
         return (
-            f"<OutlierDetector {self._ejected}/{len(self._states)} ejected,"
+            f"<OutlierDetector {self.ejected_count()}/{len(self._states)} ejected,"
             f" after {self.consecutive_failures} failures>"
         )
