@@ -1740,6 +1740,20 @@ overprovisioning = 2
         )
         self.assertIsNone(parse(MINIMAL).locator)
 
+    def test_locality_default_matches_picker(self) -> None:
+        """
+        C{[locality] overprovisioning} defaults to the picker's own default,
+        1.4, as docs/configuration.rst says, and 1 and 100 are accepted.
+        """
+        from twistproxy.upstream.locality import DEFAULT_OVERPROVISIONING
+
+        self.assertEqual(parse(MINIMAL).locality, Locality())
+        self.assertEqual(Locality().overprovisioning, DEFAULT_OVERPROVISIONING)
+        self.assertEqual(DEFAULT_OVERPROVISIONING, 1.4)
+        for factor in ("1", "100"):
+            config = parse(MINIMAL + f"[locality]\noverprovisioning = {factor}\n")
+            self.assertEqual(config.locality.overprovisioning, float(factor))
+
     def test_rejections(self) -> None:
         """
         Bad values are rejected at their paths.
@@ -1770,6 +1784,12 @@ overprovisioning = 2
         self.assertConfigError(
             MINIMAL + "[locality]\noverprovisioning = 0.5\n", "locality.overprovisioning",
             "must be between 1 and 100 (got 0.5)")
+        self.assertConfigError(
+            MINIMAL + "[locality]\noverprovisioning = 101\n", "locality.overprovisioning",
+            "must be between 1 and 100 (got 101)")
+        self.assertConfigError(
+            MINIMAL + "[locality]\noverprovisioning = true\n", "locality.overprovisioning",
+            "must be a number of at least 1, not a boolean")
         self.assertConfigError(
             MINIMAL + '[locality]\nregions = ["eu", "us", "eu"]\n', "locality.regions[2]",
             "'eu' is listed twice")

@@ -674,6 +674,17 @@ class ServiceTests(DiscoveryTestMixin, SynchronousTestCase):
     C{kind='srv'}: SRV records and the addresses of their targets.
     """
 
+    def service(
+        self, records: List[dns.RRHeader], additional: Sequence[dns.RRHeader] = ()
+    ) -> DnsDiscovery:
+        """
+        A started C{kind='srv'} discovery of C{SERVICE} whose SRV query has
+        been answered with C{records} and C{additional}.
+        """
+        found = self.discovery(SERVICE, None, "srv")
+        self.resolver.answer("SRV", SERVICE, records, additional=additional)
+        return found
+
     def test_srv(self) -> None:
         """
         Each address of each SRV target becomes a target with the record's
@@ -716,10 +727,7 @@ class ServiceTests(DiscoveryTestMixin, SynchronousTestCase):
         Addresses in the additional section of the SRV answer are used
         without querying for them; other target hosts are still queried.
         """
-        found = self.discovery(SERVICE, None, "srv")
-        self.resolver.answer(
-            "SRV",
-            SERVICE,
+        found = self.service(
             [srv(SERVICE, 0, 1, 80, "a.test"), srv(SERVICE, 0, 1, 80, "b.test")],
             additional=[
                 a("A.test", "10.0.0.1"),
@@ -752,10 +760,7 @@ class ServiceTests(DiscoveryTestMixin, SynchronousTestCase):
         Records whose target is C{.} or whose port is 0 are ignored; when
         no record is left, the lookup fails and the last good targets stay.
         """
-        found = self.discovery(SERVICE, None, "srv")
-        self.resolver.answer(
-            "SRV",
-            SERVICE,
+        found = self.service(
             [srv(SERVICE, 0, 1, 80, "a.test"), srv(SERVICE, 0, 1, 80, "")],
             additional=[a("a.test", "10.0.0.1")],
         )
@@ -776,10 +781,7 @@ class ServiceTests(DiscoveryTestMixin, SynchronousTestCase):
         Records that lead to the same address and port make one target:
         the lowest priority wins and the weights at that priority add up.
         """
-        found = self.discovery(SERVICE, None, "srv")
-        self.resolver.answer(
-            "SRV",
-            SERVICE,
+        found = self.service(
             [
                 srv(SERVICE, 1, 3, 80, "a.test"),
                 srv(SERVICE, 1, 4, 80, "alias.test"),

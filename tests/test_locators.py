@@ -519,11 +519,16 @@ class CIDRLocatorFactoryTests(SynchronousTestCase):
 
     def test_unknown_option(self) -> None:
         """
-        An unknown option is an error at its path.
+        An unknown option is an error at its path, with the options the
+        locator takes and the closest one to a misspelt name.
         """
         error = self._error({"networks": {"10.0.0.0/8": "a"}, "default": "x"})
         self.assertEqual(error.path, "locator.default")
         self.assertIn("unknown option 'default'", error.problem)
+        self.assertIn("the cidr locator takes networks", error.problem)
+        error = self._error({"network": {"10.0.0.0/8": "a"}})
+        self.assertEqual(error.path, "locator.network")
+        self.assertIn("(did you mean 'networks'?)", error.problem)
 
 
 # --- header -------------------------------------------------------------------------

@@ -518,13 +518,27 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _ACCESS_LOG_FORMATS = ("combined", "json")
 
 
-def _key(parent: str, key: str) -> str:
+def key_path(parent: str, key: str) -> str:
     """
-    The path of C{key} inside the table at C{parent}.
+    The path of C{key} inside the table at C{parent}, quoted as TOML would
+    when it is not a bare key (C{'locator.networks."10.0.0.0/8"'}).  For
+    plugin factories that check their own options.
     """
     if not _BARE_KEY.match(key):
         key = _json.dumps(key)
     return f"{parent}.{key}" if parent else key
+
+
+_key = key_path
+
+
+def is_label(value: str) -> bool:
+    """
+    Whether C{value} is a valid non-empty region or zone name: letters,
+    digits, C{'.'}, C{'_'} and C{'-'}.  Locators use it so that they cannot
+    produce a name that no backend could have.
+    """
+    return _LABEL(value) is not None
 
 
 def _index(parent: str, i: int) -> str:

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
-import re
 import socket
 from typing import (
     Any,
@@ -67,8 +65,8 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.components import find_factory
-from twistproxy.config import ConfigError
+from twistproxy.components import check_option_names, factory_repr, find_factory
+from twistproxy.config import ConfigError, is_label, key_path
 from twistproxy.interfaces import ILocator, ILocatorFactory, IRequestInfo
 
 _V = TypeVar("_V")
@@ -244,17 +242,11 @@ def parse_locality(value: object, path: str) -> Tuple[str, str]:
     return locality
 
 
-# Region and zone names: the same characters as the backends' labels in
-# the configuration, so that a locator cannot produce a name that no
-# backend could have.
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z").match
-
-
 def _split_locality(value: object) -> Optional[Tuple[str, str]]:
     if not isinstance(value, str):
         return None
     region, slash, zone = value.partition("/")
-    if not _NAME(region) or (slash and not _NAME(zone)):
+    if not is_label(region) or (slash and not is_label(zone)):
         return None
     return region, zone
 
@@ -267,17 +259,13 @@ def _check_options(
     optional: Sequence[str] = (),
 ) -> None:
     """
-    Refuse unknown keys and require C{required} ones, reporting the first
-    problem (in key order) with its path.
+    Refuse unknown keys (L{check_option_names}) and require C{required}
+    ones, reporting the first problem with its path.
     """
     known = tuple(required) + tuple(optional)
-    for key in sorted(options):
-        if key not in known:
-            raise ConfigError(
-                f"{path}.{key}",
-                f"unknown option {key!r}; the {kind} locator takes "
-                f"{', '.join(known)}",
-            )
+    check_option_names(
+        options, known, path, f"the {kind} locator takes {', '.join(known)}"
+    )
     for key in required:
         if key not in options:
             raise ConfigError(
@@ -358,7 +346,7 @@ class CIDRLocatorFactory:
         seen: Dict[_Network, str] = {}
         entries = []
         for key, value in table.items():
-            entry_path = _key(networks_path, key)
+            entry_path = key_path(networks_path, str(key))
             network = parse_network(key, entry_path)
             if network in seen:
                 raise ConfigError(
@@ -369,22 +357,7 @@ class CIDRLocatorFactory:
             entries.append((network, parse_locality(value, entry_path)))
         return CIDRLocator(entries)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z").match
-
-
-def _key(parent: str, key: object) -> str:
-    """
-    The path of C{key} inside the table at C{parent}, quoted as TOML would
-    when it is not a bare key (networks contain dots).
-    """
-    text = str(key)
-    if not _BARE_KEY(text):
-        text = json.dumps(text)
-    return f"{parent}.{text}"
+    __repr__ = factory_repr
 
 
 # --- header -----------------------------------------------------------------------
@@ -474,8 +447,7 @@ class HeaderLocatorFactory:
             )
         return HeaderLocator(name, trusted)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    __repr__ = factory_repr
 
 
 # --- maxmind ------------------------------------------------------------------------
@@ -624,7 +596,9 @@ class MaxMindLocatorFactory:
                     f"{{ EU = \"eu-west\" }}, not {table!r}",
                 )
             for code, value in table.items():
-                regions[code] = parse_locality(value, _key(f"{path}.regions", code))
+                regions[code] = parse_locality(
+                    value, key_path(f"{path}.regions", str(code))
+                )
         database = options["database"]
         if not isinstance(database, str) or not database:
             raise ConfigError(
@@ -645,8 +619,7 @@ class MaxMindLocatorFactory:
             ) from None
         return MaxMindLocator(reader, by, regions)
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}>"
+    __repr__ = factory_repr
 
 
 # --- Finding factories by name --------------------------------------------------------
