@@ -501,6 +501,14 @@ _T = TypeVar("_T")
 
 # RFC 9110 section 5.6.2: token = 1*tchar.  Field names and methods are tokens.
 _TOKEN = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+def is_token(value: str) -> bool:
+    """
+    Whether C{value} is an HTTP token (RFC 9110 5.6.2): a method, a field
+    name, a cookie name.  For plugins that check their own options.
+    """
+    return _TOKEN.match(value) is not None
 # Listener and upstream group names appear in logs and metrics labels, so
 # they are kept to characters that need no quoting anywhere.
 _NAME = _re.compile(r"[A-Za-z0-9_.\-]+\Z")

@@ -44,12 +44,12 @@ Nothing here does I/O or needs a reactor.
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_left
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Generic, List, Optional, Sequence, Tuple, TypeVar
 
+from twistproxy.config import is_token
 from twistproxy.interfaces import IRequestInfo
 
 _T = TypeVar("_T")
@@ -63,7 +63,6 @@ KEY_FORMS = ("client_address", "path", "header:NAME", "cookie:NAME")
 
 #: RFC 9110 5.6.2 token: what header field names and (RFC 6265) cookie
 #: names are made of.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 #: The largest Maglev table L{maglev_table} builds: one entry per slot,
 #: built in pure Python, so a bound keeps start-up and rebuilds short.
@@ -113,7 +112,7 @@ class RequestKey:
             if self.name:
                 raise ValueError(f"{self.kind} takes no name")
         elif self.kind in NAMED_KEYS:
-            if not _TOKEN.match(self.name):
+            if not is_token(self.name):
                 raise ValueError(
                     f"{self.name!r} is not a valid {self.kind} name (letters, "
                     f"digits and !#$%&'*+-.^_`|~, not empty)"

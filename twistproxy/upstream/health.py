@@ -77,7 +77,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twistproxy.components import check_option_names, factory_repr, find_factory
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, is_token
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 
 #: The User-Agent of every HTTP health check, so that backends can leave
@@ -98,7 +98,6 @@ _RESERVED_HEADERS = frozenset(
 )
 
 # \Z, not $, which also matches before a final newline ("GET\n").
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _STATUS = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?\Z")
 
 
@@ -628,7 +627,7 @@ class HTTPHealthCheckFactory:
             kwargs["path"] = target
         if "method" in options:
             method = _text(options["method"], f"{path}.method", "a method name")
-            if not _TOKEN.match(method):
+            if not is_token(method):
                 raise ConfigError(f"{path}.method", f"is not a valid method name ({method!r})")
             kwargs["method"] = method.upper()
         if "expect_status" in options:
@@ -652,7 +651,7 @@ class HTTPHealthCheckFactory:
             headers = {}
             for name, value in table.items():
                 where = f"{path}.headers.{name}"
-                if not isinstance(name, str) or not _TOKEN.match(name):
+                if not isinstance(name, str) or not is_token(name):
                     raise ConfigError(where, "is not a valid header field name")
                 if name.lower() in _RESERVED_HEADERS:
                     hint = "; use the host option" if name.lower() == "host" else ""
