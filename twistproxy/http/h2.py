@@ -81,7 +81,6 @@ from twistproxy.http.parser import (
     ParseError,
     RequestHead,
     _content_length,
-    normalize_target,
 )
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
@@ -118,24 +117,8 @@ def _valid_field(name: bytes, value: bytes) -> bool:
 
 
 def _head(method: bytes, target: bytes, host: bytes, headers) -> RequestHead:
-    """
-    A L{RequestHead} as HTTP/2 gives it: version 1.1 towards the backend,
-    no connection fields (RFC 9113 8.2.2), no C{Expect}, no body until the
-    caller sets its framing.
-    """
-    req = RequestHead()
-    req.method = method
-    req.version = (1, 1)
-    req.headers = headers
-    req.host = host
-    req.target, req.path = normalize_target(target)
-    req.content_length = None
-    req.chunked = False
-    req.keep_alive = True
-    req.connection = frozenset()
-    req.upgrade = None
-    req.expect_continue = False
-    return req
+    # HTTP/2 has no connection fields (RFC 9113 8.2.2) and no Expect.
+    return RequestHead.made(method, target, host, headers, keep_alive=True)
 
 
 def _request_head(fields, stream_ended: bool, limits) -> RequestHead:

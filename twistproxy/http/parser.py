@@ -130,6 +130,29 @@ class RequestHead:
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
+    @classmethod
+    def made(cls, method: bytes, target: bytes, host: bytes, headers: Headers,
+             keep_alive: bool) -> "RequestHead":
+        """
+        A request head that was not parsed from HTTP/1.1 bytes (an HTTP/2
+        request, a placeholder): version 1.1 towards backends, the target
+        normalized, no connection fields, no C{Expect}, and no body until
+        the caller sets C{chunked} or C{content_length}.
+        """
+        req = cls()
+        req.method = method
+        req.version = (1, 1)
+        req.headers = headers
+        req.host = host
+        req.target, req.path = normalize_target(target)
+        req.content_length = None
+        req.chunked = False
+        req.keep_alive = keep_alive
+        req.connection = frozenset()
+        req.upgrade = None
+        req.expect_continue = False
+        return req
+
 
 class ResponseHead:
     """
@@ -429,25 +452,8 @@ def normalize_path(path: bytes) -> bytes:
     return normal
 
 
-def _unparsed() -> RequestHead:
-    """
-    What a request that could not be parsed is logged as.
-    """
-    req = RequestHead()
-    req.method = req.target = req.path = b"-"
-    req.version = (1, 1)
-    req.headers = []
-    req.host = b""
-    req.content_length = None
-    req.chunked = False
-    req.keep_alive = False
-    req.connection = frozenset()
-    req.upgrade = None
-    req.expect_continue = False
-    return req
-
-
-UNPARSED = _unparsed()
+# What a request that could not be parsed is logged as.
+UNPARSED = RequestHead.made(b"-", b"-", b"", [], keep_alive=False)
 
 
 def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHead:
