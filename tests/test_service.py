@@ -318,6 +318,13 @@ class AdminWiringTests(SynchronousTestCase):
         self.assertIn('upstream="app"', text)
         self.assertIn("twistproxy_open_connections 1.0", text)
 
+    def test_no_metrics_without_admin(self):
+        """
+        Without an admin listener nothing could read the metrics, so none
+        are counted (the request path stays free of them).
+        """
+        self.assertIsNone(ProxyService(_config(), MemoryReactorClock()).metrics)
+
     def test_bad_admin_endpoint(self):
         """
         An admin endpoint Twisted cannot parse is a configuration error.

@@ -132,6 +132,8 @@ class ProxyService(MultiService):
         listeners get a factory of their own, which tells backends the
         client used https.)
     @ivar forwarder: The request pipeline.
+    @ivar metrics: The Prometheus metrics, kept only when there is an
+        admin listener to serve them, else C{None}.
     @ivar listeners: The listener services, by name.
     """
 
@@ -146,9 +148,12 @@ class ProxyService(MultiService):
         self.locator, self.forwarder = _pipeline(config, reactor)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
-        self.metrics = ProxyMetrics(
-            reactor, status=self.status,
-            connections=lambda: sum(len(f.connections) for f in self._http_factories))
+        # Counted only where they can be read: on the admin listener.
+        self.metrics: Optional[ProxyMetrics] = None
+        if config.admin is not None:
+            self.metrics = ProxyMetrics(
+                reactor, status=self.status,
+                connections=lambda: sum(len(f.connections) for f in self._http_factories))
         self.factory = self._factory(b"http")
         tls_factory = None
         self.listeners: Dict[str, _ListenerService] = {}
@@ -270,7 +275,8 @@ class ProxyService(MultiService):
         return factory
 
     def _exchange_ended(self, x) -> None:
-        self.metrics.observe(x)
+        if self.metrics is not None:
+            self.metrics.observe(x)
         if self.access_log is not None:
             try:
                 self.access_log(x)
