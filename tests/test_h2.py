@@ -24,6 +24,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from twistproxy.config import (
     HeaderRules,
@@ -36,6 +37,7 @@ from twistproxy.config import (
 )
 from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _request_head
 from twistproxy.http.parser import ParseError
+from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryProxy
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: yes\r\n\r\nhello"
@@ -254,6 +256,13 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(self.client.conn.local_flow_control_window(sid), 65535 - 1000)
         backend = self.proxy.accept_backend()
         self.assertTrue(backend.received().endswith(b"3e8\r\n" + b"x" * 1000 + b"\r\n"))
+
+    def test_stream_is_response_sink(self):
+        """
+        Each HTTP/2 stream is the last response sink of its exchange.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"a", end=False)
+        self.assertTrue(verifyObject(IResponseSink, self.client.protocol._streams[sid]))
 
     def test_upstream_full_stops_acknowledging(self):
         """

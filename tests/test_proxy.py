@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet.error import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from twistproxy.config import (
     Forwarding,
@@ -19,6 +20,7 @@ from twistproxy.config import (
     Timeouts,
     UpstreamGroup,
 )
+from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryProxy
 
 GET = b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -414,6 +416,83 @@ class ForwardingTests(SynchronousTestCase):
         self.assertTrue(backend.transport.disconnected)
         [x] = self.proxy.exchanges
         self.assertEqual((x.status, x.reason), (499, "client_closed"))
+
+
+class _RecordingSink:
+    """
+    A response sink that notes each call and passes it on, as a cache or a
+    response filter would.
+    """
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+        self.calls = []
+
+    def response_head(self, x, resp, has_body, extra=None):
+        self.calls.append(("head", resp.status))
+        self.wrapped.response_head(x, resp, has_body, extra)
+
+    def response_body(self, x, data):
+        self.calls.append(("body", data))
+        self.wrapped.response_body(x, data)
+
+    def flush(self):
+        self.wrapped.flush()
+
+    def response_end(self, x):
+        self.calls.append(("end",))
+        self.wrapped.response_end(x)
+
+    def upstream_failed(self, x, status, reason):
+        self.calls.append(("failed", status, reason))
+        self.wrapped.upstream_failed(x, status, reason)
+
+
+class SinkTests(SynchronousTestCase):
+    """
+    The response travels through the exchange's sink, so that a cache or a
+    response filter can stand between the backend and the client.
+    """
+
+    def setUp(self):
+        self.proxy = MemoryProxy(_config(timeouts=Timeouts(connect=2)))
+        self.client = self.proxy.connect_client()
+        self.sinks = []
+        proceed = self.proxy.forwarder.proceed
+
+        def wrap(x):
+            x.sink = _RecordingSink(x.sink)
+            self.sinks.append(x.sink)
+            proceed(x)
+
+        self.proxy.forwarder.proceed = wrap
+
+    def test_downstream_protocols_are_sinks(self):
+        """
+        The HTTP/1.1 connection is the last sink of its exchanges.
+        """
+        self.client.send(GET)
+        [sink] = self.sinks
+        self.assertTrue(verifyObject(IResponseSink, sink.wrapped))
+
+    def test_response_passes_through_sink(self):
+        """
+        Head, body and end reach the client through the sink.
+        """
+        self.client.send(GET)
+        self.proxy.accept_backend().send(OK)
+        self.assertEqual(self.sinks[0].calls, [("head", 200), ("body", b"hello"), ("end",)])
+        self.assertTrue(self.client.received().endswith(b"hello"))
+
+    def test_failure_passes_through_sink(self):
+        """
+        The proxy's own error answer for a failed backend goes through the
+        sink too (so that, for example, a cache can answer stale instead).
+        """
+        self.client.send(GET)
+        self.proxy.refuse_backend()
+        self.assertEqual(self.sinks[0].calls, [("failed", 502, "upstream_connect_failed")])
+        self.assertTrue(self.client.received().startswith(b"HTTP/1.1 502 "))
 
 
 class FailureTests(SynchronousTestCase):

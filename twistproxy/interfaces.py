@@ -105,6 +105,55 @@ class IRequestInfo(Interface):
         """
 
 
+class IResponseSink(Interface):
+    """
+    Where a response goes on its way back to the client.
+
+    The upstream connection hands what the backend answers to the
+    exchange's sink (C{x.sink}).  The downstream protocol (HTTP/1.1
+    connection or HTTP/2 stream) is the last sink; a cache or a response
+    filter stands in front of it by wrapping it: it receives the same calls,
+    does its work (store the body, compress it, change fields) and passes
+    them on to the sink it wraps.  Bodies arrive in pieces and must be
+    passed on as they come, never gathered whole.
+    """
+
+    def response_head(x: Any, resp: Any, has_body: bool, extra: Any = None) -> None:
+        """
+        The final response head arrived.
+
+        @param x: The L{twistproxy.http.exchange.Exchange}.
+        @param resp: The L{twistproxy.http.parser.ResponseHead}.
+        @param has_body: Whether a body follows (C{False} for C{HEAD}, 204,
+            304).
+        @param extra: A list of (name, value) byte pairs to add, or C{None}.
+        """
+
+    def response_body(x: Any, data: bytes) -> None:
+        """
+        A piece of the response body (never empty).
+        """
+
+    def flush() -> None:
+        """
+        Send what was passed on so far; called once per read from the
+        backend, so that small responses go out in one write.
+        """
+
+    def response_end(x: Any) -> None:
+        """
+        The whole response was passed on.
+        """
+
+    def upstream_failed(x: Any, status: int, reason: str) -> None:
+        """
+        No response (or no complete one) will come: answer with C{status}
+        if nothing was sent yet, else end the response as incomplete.
+
+        @param reason: Why, for the access log, e.g. C{'upstream_timeout'}.
+        """
+
+
 class IBalancer(Interface):
     """
     Chooses the backend for each request of one upstream group.

@@ -220,7 +220,7 @@ class UpstreamProtocol(Waiting, Protocol):
             else:
                 break
         if self.x is x and x is not None:
-            x.downstream.flush()
+            x.sink.flush()
 
     def _fail(self, status: int, reason: str) -> None:
         x = self.x
@@ -263,13 +263,13 @@ class UpstreamProtocol(Waiting, Protocol):
             self._framing = _UNTIL_CLOSE
         self._resp = resp
         self._state = _BODY
-        x.downstream.response_head(x, resp, has_body)
+        x.sink.response_head(x, resp, has_body)
         return True
 
     def _read_body(self) -> None:
         x = self.x
         buf = self._buffer
-        downstream = x.downstream
+        sink = x.sink
         framing = self._framing
         if framing == _LENGTH:
             n = self._remaining
@@ -277,7 +277,7 @@ class UpstreamProtocol(Waiting, Protocol):
                 self._buffer = b""
                 self._remaining = n - len(buf)
                 if buf:
-                    downstream.response_body(x, buf)
+                    sink.response_body(x, buf)
                 if self._remaining:
                     return
                 self._finish(x)
@@ -285,7 +285,7 @@ class UpstreamProtocol(Waiting, Protocol):
                 self._buffer = buf[n:]
                 self._remaining = 0
                 if n:
-                    downstream.response_body(x, buf[:n])
+                    sink.response_body(x, buf[:n])
                 self._finish(x)
         elif framing == _CHUNKED:
             if not buf:
@@ -297,7 +297,7 @@ class UpstreamProtocol(Waiting, Protocol):
                 return
             self._buffer = rest or b""
             for piece in pieces:
-                downstream.response_body(x, piece)
+                sink.response_body(x, piece)
                 if self.x is not x:
                     return
             if rest is not None:
@@ -305,7 +305,7 @@ class UpstreamProtocol(Waiting, Protocol):
         else:
             self._buffer = b""
             if buf:
-                downstream.response_body(x, buf)
+                sink.response_body(x, buf)
 
     def _finish(self, x: Exchange) -> None:
         """
@@ -328,7 +328,7 @@ class UpstreamProtocol(Waiting, Protocol):
         elif self._state != _CLOSED:
             self._state = _CLOSED
             self.transport.loseConnection()
-        x.downstream.response_end(x)
+        x.sink.response_end(x)
 
     def _switch(self, resp) -> bool:
         x = self.x

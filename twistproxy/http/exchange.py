@@ -54,6 +54,9 @@ class Exchange:
         (a stickiness cookie), or C{None}.
     @ivar pinned: The backend the request's stickiness cookie named, if it
         was available.
+    @ivar sink: Where the response goes (an L{IResponseSink}): the
+        downstream protocol itself, or a cache or response filter wrapping
+        it.
     """
 
     __slots__ = (
@@ -61,7 +64,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "tried", "response_fields", "pinned",
+        "tried", "response_fields", "pinned", "sink",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -88,6 +91,7 @@ class Exchange:
         self.tried = None
         self.response_fields = None
         self.pinned = None
+        self.sink = downstream
 
     @property
     def method(self) -> str:

@@ -112,9 +112,16 @@ class Forwarder:
         if route is None:
             x.downstream.upstream_failed(x, 404, "no_route")
             return
-        rt = self._routes[id(route)]
-        x.route = rt
-        group = rt.group
+        x.route = self._routes[id(route)]
+        self.proceed(x)
+
+    def proceed(self, x: Exchange) -> None:
+        """
+        Send C{x} to a backend of its route's upstream group: the step after
+        routing (and after whatever stands in between, such as filters or a
+        cache, has let the request through).
+        """
+        group = x.route.group
         if not group.admit():
             x.downstream.upstream_failed(x, 503, "group_overloaded")
             return
@@ -183,7 +190,7 @@ class Forwarder:
                 x.retried = False
                 self._send(x, other)
                 return
-        x.downstream.upstream_failed(x, status, reason)
+        x.sink.upstream_failed(x, status, reason)
 
     def _may_retry(self, x: Exchange, reason: str) -> bool:
         group = x.group

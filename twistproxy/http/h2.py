@@ -68,9 +68,11 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twistproxy.deadlines import Waiting
 from twistproxy.http import headers as H
+from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.server import ClientCodec
 from twistproxy.http.parser import (
@@ -208,6 +210,7 @@ def _partial_request(fields) -> RequestHead:
     return req
 
 
+@implementer(IResponseSink)
 class H2Stream(Waiting):
     """
     One client stream: the C{downstream} of its L{Exchange}.

@@ -28,11 +28,13 @@ from typing import Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http import headers as H
+from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     UNPARSED,
@@ -107,6 +109,7 @@ class ClientCodec(Waiting, Protocol):
         raise NotImplementedError()
 
 
+@implementer(IResponseSink)
 class HTTPServerProtocol(ClientCodec):
     """
     One client connection.
