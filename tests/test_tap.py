@@ -130,7 +130,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--demo"])
         service = tap.makeService(options)
-        children = [s for s in service if not isinstance(s, tap._Signals)]
+        children = [s for s in service if not isinstance(s, tap.Signals)]
         self.assertEqual(len(children), 3)
         [group] = service.forwarder.groups.values()
         self.assertEqual([b.port for b in group.backends], [8081, 8082])
@@ -168,7 +168,7 @@ class SignalTests(SynchronousTestCase):
         self.saved = {n: signal.getsignal(n) for n in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)}
         for number, handler in self.saved.items():
             self.addCleanup(signal.signal, number, handler)
-        self.service = tap._Signals(self.reactor, self.proxy)
+        self.service = tap.Signals(self.reactor, self.proxy)
         self.service.startService()
 
     def test_hup_and_usr1(self):
