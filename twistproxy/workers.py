@@ -317,7 +317,7 @@ class Master(MultiService):
     def _write_config(self, config: ProxyConfig) -> None:
         # Written aside then renamed, so that a worker starting now reads
         # either the old copy or the new one.
-        if not config.source:
+        if self._worker_args is not None:
             return
         with open(config.source, "rb") as f:
             data = f.read()
