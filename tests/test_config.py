@@ -263,6 +263,20 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
             "", "listeners", "at least one listener is required ([listeners.NAME] with an endpoint)"
         )
 
+    def test_workers(self) -> None:
+        """
+        C{workers} is a number of at least 1, or C{"auto"} for one per CPU
+        core; 1 by default.
+        """
+        self.assertEqual(parse(MINIMAL).workers, 1)
+        self.assertEqual(parse("workers = 3\n" + MINIMAL).workers, 3)
+        self.assertEqual(parse('workers = "auto"\n' + MINIMAL).workers, os.cpu_count() or 1)
+        self.assertConfigError("workers = 0\n" + MINIMAL, "workers", "must be at least 1 (got 0)")
+        self.assertConfigError('workers = "2"\n' + MINIMAL, "workers",
+                               'must be an integer or "auto", not a string')
+        self.assertConfigError("workers = true\n" + MINIMAL, "workers",
+                               'must be an integer or "auto", not a boolean')
+
     def test_noUpstreams(self) -> None:
         """
         A file without upstream groups is rejected at C{upstreams}.

@@ -188,11 +188,11 @@ class _BalancingTestCase(TestCase):
         return origins
 
     @defer.inlineCallbacks
-    def start_proxy(self, config: str):
+    def start_proxy(self, config: str, *args: str):
         """
         Run C{twistd twistproxy --config} with C{config}, to which a
         loopback listener on an ephemeral port and "no access log" are
-        added.
+        added, and the other options C{args}.
 
         @return: A L{Deferred} firing with the L{WatchedProxyProcess}.
         """
@@ -202,7 +202,7 @@ class _BalancingTestCase(TestCase):
             f'endpoint = "tcp:0:interface={HOST}"\n\n'
             '[access_log]\npath = ""\n\n'
         ) + config)
-        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
+        proxy = WatchedProxyProcess(reactor, ["--config", path, *args], cwd)
         proxy.config_path = path
         self.addCleanup(proxy.stop)
         yield proxy.start()

@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,7 +19,7 @@ from twistproxy.config import Route
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.forwarder import RouteRuntime
 from twistproxy.http.parser import parse_request_head
-from twistproxy.metrics import ProxyMetrics, status_class
+from twistproxy.metrics import ProxyMetrics, combine, status_class
 
 
 def _exchange(clock: Clock, status: int = 200, route: Optional[str] = "api",
@@ -257,3 +258,56 @@ class StateCollectorTests(SynchronousTestCase):
         """
         metrics = ProxyMetrics(Clock(), connections=lambda: 17)
         self.assertEqual(_samples(metrics)[("twistproxy_open_connections", ())], 17)
+
+
+class CombineTests(SynchronousTestCase):
+    """
+    L{combine} sums several workers' expositions up.
+    """
+
+    def test_sums_and_state(self):
+        """
+        Counters, histograms and in-flight gauges are added up sample by
+        sample; a backend is up and healthy if it is on every worker,
+        ejected and draining if it is on any; the caller's families come
+        along.
+        """
+        clock = Clock()
+        down = _status()
+        down["groups"][0]["backends"][0].update(available=False, healthy=False)
+        # The second worker finds the first backend down.
+        first = ProxyMetrics(clock, status=_status)
+        second = ProxyMetrics(clock, status=lambda: down)
+        first.observe(_exchange(clock))
+        second.observe(_exchange(clock))
+        second.observe(_exchange(clock))
+        extra = GaugeMetricFamily("twistproxy_workers", "Workers.")
+        extra.add_metric((), 2)
+        text = combine([first.exposition(), second.exposition()], [extra])
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode())
+            for s in family.samples
+        }
+        requests = (("route", "api"), ("status_class", "2xx"), ("upstream", "app"))
+        one = (("backend", "10.0.0.1:80"), ("upstream", "app"))
+        two = (("backend", "10.0.0.2:80"), ("upstream", "app"))
+        self.assertEqual(samples[("twistproxy_requests_total", requests)], 3)
+        self.assertEqual(samples[("twistproxy_request_duration_seconds_count",
+                                  (("route", "api"),))], 3)
+        self.assertEqual(samples[("twistproxy_backend_requests_total", one)], 240)
+        self.assertEqual(samples[("twistproxy_backend_in_flight", one)], 6)
+        self.assertEqual(samples[("twistproxy_backend_up", one)], 0)
+        self.assertEqual(samples[("twistproxy_backend_healthy", one)], 0)
+        self.assertEqual(samples[("twistproxy_backend_up", two)], 0)
+        self.assertEqual(samples[("twistproxy_backend_ejected", two)], 1)
+        self.assertEqual(samples[("twistproxy_backend_draining", two)], 1)
+        self.assertEqual(samples[("twistproxy_workers", ())], 2)
+
+    def test_created_is_earliest(self):
+        """
+        A creation time is the earliest of the workers', not their sum.
+        """
+        pages = [b"# TYPE x_created gauge\nx_created 5\n",
+                 b"# TYPE x_created gauge\nx_created 3\n"]
+        self.assertIn(b"x_created 3.0", combine(pages))

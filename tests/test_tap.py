@@ -4,11 +4,14 @@ Tests for the twistd plugin's options and wiring (L{twistproxy.tap}).
 
 from __future__ import annotations
 
+import os
+
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy import tap
 from twistproxy.service import ProxyService
+from twistproxy.workers import Master
 
 
 class OptionsTests(SynchronousTestCase):
@@ -107,6 +110,30 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(option, text)
 
 
+    def test_workers(self):
+        """
+        --workers sets the number of workers (a number or 'auto'), over the
+        file's; the workers of quick mode get its options.
+        """
+        args = ["--listen", "tcp:0", "--upstream", "http://127.0.0.1:8001"]
+        options = self.parse("--workers", "3", *args)
+        self.assertEqual(options.proxy_config.workers, 3)
+        self.assertEqual(options.worker_args, args + ["--access-log", "stdout"])
+        self.assertEqual(self.parse("--workers", "auto", *args).proxy_config.workers,
+                         os.cpu_count() or 1)
+        e = self.assertRaises(UsageError, self.parse, "--workers", "0", *args)
+        self.assertIn("--workers: must be at least 1", str(e))
+
+    def test_workers_need_shareable_listeners(self):
+        """
+        With several workers, a listener the master cannot share is a
+        usage error naming it.
+        """
+        e = self.assertRaises(UsageError, self.parse, "--workers", "2", "--listen",
+                              "unix:/tmp/proxy.sock", "--upstream", "http://127.0.0.1:8001")
+        self.assertIn("listeners.listen0.endpoint: unix: endpoints cannot be shared", str(e))
+
+
 class MakeServiceTests(SynchronousTestCase):
     """
     L{tap.makeService} wires options into a L{ProxyService}.
@@ -122,6 +149,17 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service, ProxyService)
         self.assertEqual(list(service.listeners), ["listen0"])
 
+    def test_workers_service(self):
+        """
+        With more than one worker, the service is a L{Master} of that many.
+        """
+        options = tap.Options()
+        options.parseOptions(["--workers", "2", "--listen", "tcp:0",
+                              "--upstream", "http://127.0.0.1:8001"])
+        service = tap.makeService(options)
+        self.assertIsInstance(service, Master)
+        self.assertEqual(len(service.workers), 2)
+
     def test_demo_service(self):
         """
         --demo adds two demo backends next to the proxy, which forwards to
@@ -130,7 +168,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--demo"])
         service = tap.makeService(options)
-        children = [s for s in service if not isinstance(s, tap._Signals)]
+        children = [s for s in service if not isinstance(s, tap.Signals)]
         self.assertEqual(len(children), 3)
         [group] = service.forwarder.groups.values()
         self.assertEqual([b.port for b in group.backends], [8081, 8082])
@@ -168,7 +206,7 @@ class SignalTests(SynchronousTestCase):
         self.saved = {n: signal.getsignal(n) for n in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM)}
         for number, handler in self.saved.items():
             self.addCleanup(signal.signal, number, handler)
-        self.service = tap._Signals(self.reactor, self.proxy)
+        self.service = tap.Signals(self.reactor, self.proxy)
         self.service.startService()
 
     def test_hup_and_usr1(self):

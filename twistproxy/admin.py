@@ -29,7 +29,7 @@ import hmac
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -190,6 +190,8 @@ class AdminResource(Resource):
             "uptime": round(self._clock.seconds() - self._started, 3),
             "config": {"source": config.source, "digest": self._digest(config)},
             "listeners": listeners,
+            **({"workers": self._service.worker_status()}
+               if hasattr(self._service, "worker_status") else {}),
             "routes": [
                 {
                     "name": route.name or None,
@@ -221,8 +223,9 @@ class AdminResource(Resource):
         self._digested = (config, digest)
         return digest
 
-    def _upstreams(self, request: Request) -> bytes:
-        return self._answer(request, 200, self._service.status())
+    def _upstreams(self, request: Request):
+        d = maybeDeferred(self._service.status)
+        return self._when_ready(request, d.addCallback(lambda status: (200, status)))
 
     def _drain(self, request: Request, group: str, backend: str) -> bytes:
         return self._set_draining(request, group, backend, True)
@@ -230,17 +233,20 @@ class AdminResource(Resource):
     def _undrain(self, request: Request, group: str, backend: str) -> bytes:
         return self._set_draining(request, group, backend, False)
 
-    def _set_draining(self, request: Request, group: str, backend: str, draining: bool) -> bytes:
-        try:
-            self._service.drain(group, backend, draining)
-        except KeyError:
+    def _set_draining(self, request: Request, group: str, backend: str, draining: bool):
+        def done(_):
+            self.log.info("admin API: backend {backend} of {group} {what}",
+                          backend=backend, group=group,
+                          what="draining" if draining else "back in rotation")
+            return 200, {"upstream": group, "backend": backend, "draining": draining}
+
+        def unknown(f: Failure):
+            f.trap(KeyError)
             raise _Answer(404, {"error": f"no backend {backend!r} in upstream group {group!r}",
                                 "upstream": group, "backend": backend})
-        self.log.info("admin API: backend {backend} of {group} {what}",
-                      backend=backend, group=group,
-                      what="draining" if draining else "back in rotation")
-        return self._answer(request, 200, {"upstream": group, "backend": backend,
-                                           "draining": draining})
+
+        d = maybeDeferred(self._service.drain, group, backend, draining)
+        return self._when_ready(request, d.addCallbacks(done, unknown))
 
     def _reload(self, request: Request):
         # Configuration and certificates, as SIGHUP does.
@@ -256,29 +262,53 @@ class AdminResource(Resource):
             self.log.failure("admin API: reloading the {what} failed", f, what=what)
             return 500, {"reloaded": what, "ok": False, "problems": [f.getErrorMessage()]}
 
-        d.addCallbacks(done, failed)
-        # Certificates reload synchronously; a configuration reload may
-        # take a while (DNS, files), and then the answer waits for it.
-        result: List[Tuple[int, Dict[str, Any]]] = []
-        d.addCallback(result.append)
-        if result:
-            return self._answer(request, *result[0])
+        return self._when_ready(request, d.addCallbacks(done, failed))
+
+    def _metrics_page(self, request: Request):
+        metrics = self._metrics
+        assert metrics is not None
+
+        def page(exposition: bytes) -> bytes:
+            request.setHeader(b"Content-Type", metrics.content_type.encode("ascii"))
+            request.setHeader(b"Cache-Control", b"no-store")
+            return exposition
+
+        return self._when_ready(request, maybeDeferred(metrics.exposition).addCallback(page))
+
+    def _when_ready(self, request: Request, d: Deferred):
+        """
+        Answer with what C{d} fires with: a page (bytes, its headers set) or
+        C{(code, body)}.  A single process has it at once; several workers
+        (L{twistproxy.workers}) are asked over their sockets, and then the
+        answer waits for them.
+        """
+        outcome: List[Any] = []
+        d.addCallbacks(outcome.append, lambda f: outcome.append(self._failed(request, f)))
+        if outcome:
+            return self._page(request, outcome[0])
         gone: List[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
 
         def answer(_):
             if not gone:
-                request.write(self._answer(request, *result[0]))
+                request.write(self._page(request, outcome[0]))
                 request.finish()
 
         d.addCallback(answer)
         return NOT_DONE_YET
 
-    def _metrics_page(self, request: Request) -> bytes:
-        assert self._metrics is not None
-        request.setHeader(b"Content-Type", self._metrics.content_type.encode("ascii"))
-        request.setHeader(b"Cache-Control", b"no-store")
-        return self._metrics.exposition()
+    def _failed(self, request: Request, f: Failure) -> Tuple[int, Dict[str, Any], Tuple]:
+        if f.check(_Answer):
+            answer = f.value
+            return answer.code, answer.body, answer.headers
+        self.log.failure("admin API: {method} {path} failed", f,
+                         method=request.method, path=request.path)
+        return 500, {"error": "internal error; see the proxy's log"}, ()
+
+    def _page(self, request: Request, outcome) -> bytes:
+        if isinstance(outcome, bytes):
+            return outcome
+        return self._answer(request, *outcome)
 
 
 class _QuietSite(Site):

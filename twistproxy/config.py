@@ -20,6 +20,7 @@ import datetime as _datetime
 import difflib as _difflib
 import ipaddress as _ipaddress
 import json as _json
+import os as _os
 import re as _re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -486,6 +487,7 @@ class ProxyConfig:
     admin: Optional[Admin] = None
     shutdown: Shutdown = Shutdown()
     source: Optional[str] = None
+    workers: int = 1
 
 
 # ---------------------------------------------------------------------------
@@ -1409,7 +1411,23 @@ _TOP_LEVEL = (
     "locality",
     "admin",
     "shutdown",
+    "workers",
 )
+
+
+def workers_count(value: object, path: str = "workers") -> int:
+    """
+    How many worker processes C{value} asks for: an integer of at least 1,
+    or C{"auto"} for one per CPU core.  For the C{workers} key and the
+    C{--workers} option.
+
+    @raises ConfigError: naming C{path}.
+    """
+    if value == "auto":
+        return _os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(path, 'an integer or "auto"', value)
+    return _integer(value, path, 1)
 
 
 def _admin(value: object, path: str) -> Admin:
@@ -1490,6 +1508,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "locality": _locality,
         "admin": _admin,
         "shutdown": _shutdown,
+        "workers": workers_count,
     }
     kwargs = {
         name: build(document[name], name)

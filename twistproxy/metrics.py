@@ -17,15 +17,21 @@ tests) must not share, or refuse to register, the same metric names.
 C{observe} runs once per request, on the hot path.  Looking a label set up
 in a metric costs a lock and a tuple build each time, so the children of
 each label combination are looked up once and kept in a dict.
+
+With several worker processes (L{twistproxy.workers}) each worker counts
+its own requests, and the master adds the workers' expositions up with
+L{combine}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+import operator
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.interfaces import IReactorTime
 
 from twistproxy.http.exchange import Exchange
@@ -220,3 +226,58 @@ class _StateCollector:
         if self._connections is not None:
             families["twistproxy_open_connections"].add_metric((), self._connections())
         return iter(families.values())
+
+
+# How the workers' values of one sample make the master's: added up, but a
+# backend is up and healthy only if every worker finds it so, and ejected or
+# draining if any does; a creation time is the earliest.
+_COMBINE: Dict[str, Callable[[float, float], float]] = {
+    "twistproxy_backend_up": min,
+    "twistproxy_backend_healthy": min,
+    "twistproxy_backend_ejected": max,
+    "twistproxy_backend_draining": max,
+}
+
+
+class _Families:
+    """
+    A collector of ready-made metric families.
+    """
+
+    def __init__(self, families: Iterable[Metric]):
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def combine(expositions: Sequence[bytes], extra: Sequence[Metric] = ()) -> bytes:
+    """
+    The sum of several processes' expositions (in the Prometheus text
+    format), as one exposition: the value of each sample (a name and its
+    labels) is added up across them, except the backend state gauges and
+    creation times (see C{_COMBINE}).
+
+    @param extra: Families of the caller's own to expose after them.
+    """
+    families: Dict[str, Tuple[Metric, Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]]] = {}
+    for text in expositions:
+        for family in text_string_to_metric_families(text.decode("utf-8")):
+            if family.name not in families:
+                families[family.name] = (
+                    Metric(family.name, family.documentation, family.type, family.unit), {})
+            values = families[family.name][1]
+            how = _COMBINE.get(family.name) or (
+                min if family.name.endswith("_created") else operator.add)
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                old = values.get(key)
+                values[key] = sample.value if old is None else how(old, sample.value)
+    merged = []
+    for metric, values in families.values():
+        for (name, labels), value in values.items():
+            metric.add_sample(name, dict(labels), value)
+        merged.append(metric)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(merged + list(extra)))
+    return generate_latest(registry)

@@ -19,11 +19,12 @@ the mistake.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -84,6 +85,19 @@ def validate(config: ProxyConfig) -> None:
     ProxyService(config, MemoryReactorClock())
 
 
+def check_reloadable(running: ProxyConfig, new: ProxyConfig) -> None:
+    """
+    Refuse a configuration that a reload cannot apply: one whose
+    listeners, admin listener, shutdown or number of workers changed.
+
+    @raises ConfigError: naming the first such table.
+    """
+    for what in ("listeners", "admin", "shutdown", "workers"):
+        if getattr(new, what) != getattr(running, what):
+            raise ConfigError(what, "changed: needs a restart (not reloadable yet)",
+                              new.source)
+
+
 class _ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
@@ -139,10 +153,21 @@ class ProxyService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: ProxyConfig, reactor=None):
+    def __init__(self, config: ProxyConfig, reactor=None,
+                 endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
+                 adjust: Optional[Callable[[ProxyConfig], ProxyConfig]] = None):
+        """
+        @param endpoints: Where to listen instead of the configured
+            endpoint strings, by listener name (a worker process's
+            inherited sockets, L{twistproxy.workers}).
+        @param adjust: Applied to every configuration read again by
+            L{reload} before it is checked and used (a worker replaces the
+            admin listener with its private one).
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor  # type: ignore[no-redef]
+        self._adjust = adjust
         self.config = config
         self.reactor = reactor
         self.locator, self.forwarder = _pipeline(config, reactor)
@@ -160,7 +185,8 @@ class ProxyService(MultiService):
         self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
             try:
-                endpoint = serverFromString(reactor, listener.endpoint)
+                endpoint = (endpoints or {}).get(listener.name) or serverFromString(
+                    reactor, listener.endpoint)
             except Exception as e:
                 raise ConfigError(
                     f"listeners.{listener.name}.endpoint",
@@ -340,9 +366,10 @@ class ProxyService(MultiService):
         their health, ejection and draining state across the reload.
 
         What can change now: upstream groups, routes, timeouts, limits,
-        forwarding, the access log, the locator and locality.  Listener and
-        admin changes (and shutdown) still need a restart: such a file is
-        refused as a whole (certificates reload with C{SIGHUP}).
+        forwarding, the access log, the locator and locality.  Listener,
+        admin, shutdown and workers changes still need a restart: such a
+        file is refused as a whole (L{check_reloadable}; certificates
+        reload with C{SIGHUP}).
 
         @return: The problems that made the reload fail (empty on success).
         """
@@ -351,10 +378,9 @@ class ProxyService(MultiService):
             if not source:
                 raise ConfigError("", "the configuration was not read from a file")
             new = load(source)
-            for what in ("listeners", "admin", "shutdown"):
-                if getattr(new, what) != getattr(self.config, what):
-                    raise ConfigError(what, "changed: needs a restart (not reloadable yet)",
-                                      source)
+            if self._adjust is not None:
+                new = self._adjust(new)
+            check_reloadable(self.config, new)
             locator, forwarder = _pipeline(new, self.reactor)
         except ConfigError as e:
             self.log.error("configuration reload refused, the running one stays: {problem}",

@@ -18,12 +18,13 @@ L{twistproxy.service.ProxyService}.
 from __future__ import annotations
 
 import signal
-from typing import List
+from dataclasses import replace
+from typing import List, Optional
 
 from twisted.application.service import Service
 from twisted.python import usage
 
-from twistproxy.config import ConfigError, ProxyConfig, load, quick_config
+from twistproxy.config import ConfigError, ProxyConfig, load, quick_config, workers_count
 from twistproxy.service import validate
 
 DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
@@ -43,6 +44,9 @@ class Options(usage.Options):
         ["access-log", None, None,
          "Quick mode and --demo: where the access log goes: 'stdout' "
          "(default), a file path, or 'off'."],
+        ["workers", "w", None,
+         "How many worker processes serve the listeners: a number, or 'auto' "
+         "for one per CPU core (default: the configuration's 'workers', else 1)."],
     ]
     optFlags = [
         ["demo", None, "Start two demo backends and a proxy in front of them."],
@@ -83,6 +87,7 @@ class Options(usage.Options):
                 validate(self.proxy_config)
             except ConfigError as e:
                 raise usage.UsageError(str(e))
+            self._workers(None)
             return
         listen: List[str] = self["listen"] or ["tcp:8080"]
         upstreams = self["upstream"]
@@ -98,9 +103,33 @@ class Options(usage.Options):
             validate(self.proxy_config)
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        self._workers(
+            [a for e in listen for a in ("--listen", e)]
+            + [a for u in upstreams for a in ("--upstream", u)]
+            + ["--access-log", access_log])
+
+    def _workers(self, worker_args: Optional[List[str]]) -> None:
+        """
+        Apply C{--workers} and check that the listeners can be shared.
+
+        @param worker_args: The options a worker runs with (quick mode and
+            --demo), or C{None} when it reads the configuration file.
+        """
+        self.worker_args = worker_args
+        count = self["workers"]
+        try:
+            if count is not None:
+                self.proxy_config = replace(self.proxy_config, workers=workers_count(
+                    int(count) if count.isdigit() else count, "--workers"))
+            if self.proxy_config.workers > 1:
+                from twistproxy.workers import check_shareable
+
+                check_shareable(self.proxy_config)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
 
 
-class _Signals(Service):
+class Signals(Service):
     """
     The proxy's signals while it runs: SIGHUP reloads the configuration
     and the TLS certificates, SIGUSR1 reopens the access log, and a second SIGTERM
@@ -149,8 +178,14 @@ def makeService(options: Options):
 
     from twistproxy.service import ProxyService
 
-    service = ProxyService(options.proxy_config, reactor)
-    _Signals(reactor, service).setServiceParent(service)
+    config = options.proxy_config
+    if config.workers > 1:
+        from twistproxy.workers import Master
+
+        service = Master(config, reactor, config.workers, options.worker_args)
+    else:
+        service = ProxyService(config, reactor)
+    Signals(reactor, service).setServiceParent(service)
     if options["demo"]:
         from twistproxy.demo import add_demo_backends
 

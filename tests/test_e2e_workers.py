@@ -1,0 +1,317 @@
+# -*- test-case-name: tests.test_e2e_workers -*-
+"""
+End-to-end tests of the proxy with several worker processes (C{--workers
+2}): the installed proxy run by C{twistd}, a master and two real worker
+processes sharing a loopback listener, in front of origins in the test
+process.
+
+L{tests.test_workers} drives the master on a fake reactor.  These check
+what only real processes show: a worker killed outright is replaced while
+the other one goes on serving, even on its open connections; ten reloads
+under load lose no request; a slow request survives a reload and a
+graceful shutdown; the admin API and the metrics of the master add up the
+requests the test sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from typing import Dict, List, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import defer, reactor, threads
+
+from tests.e2e_support import (
+    HOST,
+    OriginFactory,
+    RawClient,
+    RestartableOrigin,
+    unused_port,
+)
+from tests.test_e2e_balancing import _BalancingTestCase, _get, _response
+
+WORKERS = ("--workers", "2")
+
+
+def _admin(port: int, method: str, path: str) -> Tuple[int, bytes]:
+    """
+    In a thread: one admin API request on a new connection.
+    """
+    client = RawClient(port, timeout=10.0)
+    try:
+        client.send(f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+                    .encode("ascii"))
+        resp = client.read_response()
+        return resp.status, resp.body
+    finally:
+        client.close()
+
+
+def _requests(port: int, count: int) -> List[int]:
+    """
+    In a thread: C{count} requests, each on a new connection; their
+    statuses (0 for an error).
+    """
+    statuses = []
+    for _ in range(count):
+        client = RawClient(port, timeout=5.0)
+        try:
+            client.send(_get())
+            statuses.append(client.read_response().status)
+        except (OSError, ValueError):
+            statuses.append(0)
+        finally:
+            client.close()
+    return statuses
+
+
+class _WorkersTestCase(_BalancingTestCase):
+    timeout = 45
+
+    @defer.inlineCallbacks
+    def start_workers(self, config: str, *args: str):
+        """
+        Start the proxy with C{config}, an admin listener and C{args}
+        (two workers by default), and wait until every worker serves.
+
+        @return: A L{Deferred} firing with the proxy, whose C{admin_port}
+            is set.
+        """
+        admin_port = unused_port()
+        args = args or WORKERS
+        proxy = yield self.start_proxy(
+            config + f'\n[admin]\nendpoint = "tcp:{admin_port}:interface={HOST}"\n', *args)
+        proxy.admin_port = admin_port
+        if args != ("--workers", "1"):
+            for index in (1, 2):
+                yield proxy.wait_for_line(
+                    rf"\[worker-{index}\] twistproxy listener admin listening", timeout=15)
+        return proxy
+
+    def admin(self, proxy, path: str, method: str = "GET") -> defer.Deferred:
+        """
+        Ask the proxy's admin API; fires with the decoded JSON answer.
+        """
+        def decoded(answer):
+            code, body = answer
+            self.assertEqual(code, 200, body)
+            return json.loads(body)
+
+        d = threads.deferToThread(_admin, proxy.admin_port, method, path)
+        return d.addCallback(decoded)
+
+    @staticmethod
+    def served(upstreams: Dict) -> Dict[int, int]:
+        """
+        How many requests each worker sent to the backends, by pid.
+        """
+        return {
+            w["pid"]: sum(b["requests"] for g in w["groups"] for b in g["backends"])
+            for w in upstreams["workers"]
+        }
+
+
+class RestartTests(_WorkersTestCase):
+    """
+    A worker that dies is replaced; the other one is not disturbed.
+    """
+
+    @defer.inlineCallbacks
+    def test_worker_restarted_after_kill(self):
+        """
+        A keep-alive client's connection is served by one worker; the other
+        worker (its pid from the admin status) is killed with SIGKILL.
+        The client's connection goes on serving requests, requests on new
+        connections all succeed, and the master starts a new worker in
+        the killed one's place (new pid, one restart), which then serves
+        too.
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+        status = yield self.admin(proxy, "/status")
+        pids = [w["pid"] for w in status["workers"]]
+        self.assertEqual(len(set(pids)), 2)
+        client = RawClient(proxy.port, timeout=5.0)
+        self.addCleanup(client.close)
+
+        def exchange():
+            client.send(_get())
+            return client.read_response().status
+
+        self.assertEqual((yield threads.deferToThread(exchange)), 200)
+        served = self.served((yield self.admin(proxy, "/upstreams")))
+        [keeper] = [pid for pid, n in served.items() if n == 1]
+        [victim] = [pid for pid in pids if pid != keeper]
+        since = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        statuses = yield threads.deferToThread(lambda: [exchange() for _ in range(20)])
+        self.assertEqual(statuses, [200] * 20)
+        statuses = yield threads.deferToThread(_requests, proxy.port, 50)
+        self.assertEqual(statuses, [200] * 50)
+        yield proxy.wait_for_line(rf"worker \d \(pid {victim}\) ended: .*signal 9", since)
+        yield proxy.wait_for_line(r"\[worker-\d\] twistproxy listener admin listening", since,
+                                  timeout=15)
+        status = yield self.admin(proxy, "/status")
+        workers = {w["pid"]: w["restarts"] for w in status["workers"]}
+        self.assertNotIn(victim, workers)
+        self.assertEqual(workers.pop(keeper), 0)
+        [(new_pid, restarts)] = workers.items()
+        self.assertEqual(restarts, 1)
+        os.kill(new_pid, 0)  # it exists
+        statuses = yield threads.deferToThread(_requests, proxy.port, 20)
+        self.assertEqual(statuses, [200] * 20)
+
+
+class ReloadUnderLoadTests(_WorkersTestCase):
+    """
+    Reloads with two workers lose no request.
+    """
+
+    @defer.inlineCallbacks
+    def test_ten_reloads_under_load(self):
+        """
+        While two clients (keep-alive, and a new connection per request)
+        send requests, the group alternates between two origins through
+        ten SIGHUP reloads, each reported done by both workers: every
+        request succeeds (the helper counts the failures), and both
+        origins serve.
+        """
+        origins = yield self.start_origins("a", "b")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
+        with open(proxy.config_path) as f:
+            text = f.read()
+
+        @defer.inlineCallbacks
+        def scenario():
+            for i in range(10):
+                target = origins["b" if i % 2 == 0 else "a"]
+                with open(proxy.config_path, "w") as f:
+                    f.write(re.sub(r"servers = \[.*\]",
+                                   f'servers = ["http://{HOST}:{target.port}"]', text))
+                since = time.monotonic()
+                proxy.signal("HUP")
+                yield proxy.wait_for_line("configuration reloaded by 2 workers",
+                                          since=since, timeout=10)
+                yield self.sleep(0.15)
+
+        loads = yield self.under_load(proxy.port, scenario, 50)
+        served = {o.origin for load in loads for o in load.outcomes}
+        self.assertEqual(served, {"a", "b"})
+
+
+class SlowRequestTests(_WorkersTestCase):
+    """
+    A slow request in flight survives a reload and a graceful shutdown.
+    """
+
+    args = WORKERS
+    reloaded = "configuration reloaded by 2 workers"
+
+    @defer.inlineCallbacks
+    def test_slow_request_survives_reload_and_shutdown(self):
+        """
+        A request the origin answers after a second is in flight when the
+        configuration is reloaded (SIGHUP): it is answered completely.
+        Another one is in flight when SIGTERM comes: it is answered
+        completely too, with C{Connection: close}, and then the proxy
+        exits, well before C{shutdown.drain}.
+        """
+        arrived: List[bytes] = []
+
+        def handler(proto, request):
+            arrived.append(request.target)
+            reactor.callLater(1.0, proto.transport.write, _response(200, b"slow", b"complete"))
+
+        origin = RestartableOrigin(reactor, OriginFactory(handler), "slow")
+        self.addCleanup(origin.stop)
+        yield origin.start()
+        proxy = yield self.start_workers(
+            f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n'
+            "\n[shutdown]\ndrain = 20\n", *self.args)
+
+        def slow():
+            client = RawClient(proxy.port, timeout=10.0)
+            try:
+                client.send(_get())
+                return client.read_response()
+            finally:
+                client.close()
+
+        @defer.inlineCallbacks
+        def in_flight():
+            count = len(arrived)
+            answer = threads.deferToThread(slow)
+            while len(arrived) == count:
+                yield self.sleep(0.01)
+            return answer
+
+        answer = yield in_flight()
+        since = time.monotonic()
+        proxy.signal("HUP")
+        yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
+        response = yield answer
+        self.assertEqual((response.status, response.body, response.complete),
+                         (200, b"complete", True))
+
+        answer = yield in_flight()
+        started = time.monotonic()
+        ended = proxy.stop(grace=20)
+        response = yield answer
+        self.assertEqual((response.status, response.body, response.complete),
+                         (200, b"complete", True))
+        self.assertEqual(response.headers.get(b"connection"), b"close")
+        yield ended
+        self.assertFalse(proxy.running)
+        self.assertLess(time.monotonic() - started, 10)
+
+
+class SingleProcessSlowRequestTests(SlowRequestTests):
+    """
+    The same with a single process.
+    """
+
+    args = ("--workers", "1")
+    reloaded = "configuration reloaded from"
+
+
+class AdminTests(_WorkersTestCase):
+    """
+    The master's admin API and metrics count every worker's requests.
+    """
+
+    @defer.inlineCallbacks
+    def test_metrics_summed_across_workers(self):
+        """
+        Four clients send 15 requests each on new connections, spread over
+        the two workers by the kernel.  The master's C{/metrics} counts
+        all 60 (requests by route, backend requests), and 2 workers; its
+        C{/upstreams} shows each worker's share, which add up to 60; its
+        C{/status} lists both workers.
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+        batches = yield defer.gatherResults([
+            threads.deferToThread(_requests, proxy.port, 15) for _ in range(4)])
+        self.assertEqual([s for batch in batches for s in batch], [200] * 60)
+        code, body = yield threads.deferToThread(_admin, proxy.admin_port, "GET", "/metrics")
+        self.assertEqual(code, 200)
+        samples: Dict[str, float] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for s in family.samples:
+                samples[s.name] = samples.get(s.name, 0) + s.value
+        self.assertEqual(samples["twistproxy_requests_total"], 60)
+        self.assertEqual(samples["twistproxy_backend_requests_total"], 60)
+        self.assertEqual(samples["twistproxy_workers"], 2)
+        self.assertEqual(samples["twistproxy_worker_restarts_total"], 0)
+        served = self.served((yield self.admin(proxy, "/upstreams")))
+        self.assertEqual(sum(served.values()), 60)
+        status = yield self.admin(proxy, "/status")
+        self.assertEqual(sorted(w["pid"] for w in status["workers"]), sorted(served))
+        self.log.info("requests per worker: {served}", served=served)

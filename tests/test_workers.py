@@ -1,0 +1,581 @@
+"""
+Tests for L{twistproxy.workers}: the master process of a proxy with several
+workers, driven on a memory reactor with a fake C{spawnProcess}, fake
+sockets and a fake admin API of the workers.  What only real processes
+show is in L{tests.test_e2e_workers}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+from twisted.logger import Logger, eventAsJSON, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twistproxy.admin import AdminResource
+from twistproxy.config import ConfigError, parse
+from twistproxy.workers import (
+    KILL_GRACE,
+    MAX_DELAY,
+    MIN_DELAY,
+    STABLE,
+    InheritedEndpoint,
+    Master,
+    _parse_worker_args,
+    _WorkerProtocol,
+    bind,
+    check_shareable,
+)
+
+CONFIG = (
+    "workers = 2\n"
+    "[listeners.main]\n"
+    'endpoint = "tcp:8080:interface=127.0.0.1"\n'
+    "[listeners.alt]\n"
+    'endpoint = "tcp6:8443"\n'
+    "[upstreams.app]\n"
+    'servers = ["http://127.0.0.1:8001"]\n'
+    "[shutdown]\n"
+    "drain = 10\n"
+)
+
+
+class FakeProcess:
+    """
+    A process the fake reactor spawned: records its signals, ends when told.
+    """
+
+    def __init__(self, pid: int, protocol, args, child_fds):
+        self.pid = pid
+        self.protocol = protocol
+        self.args = args
+        self.child_fds = child_fds
+        self.signals: List[int] = []
+
+    def signalProcess(self, number: int) -> None:
+        self.signals.append(number)
+
+    def end(self, reason=None) -> None:
+        self.protocol.processEnded(Failure(reason or ProcessTerminated(signal=9)))
+
+
+class ProcessReactor(MemoryReactorClock):
+    """
+    A memory reactor that "spawns" L{FakeProcess}es.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.processes: List[FakeProcess] = []
+
+    def spawnProcess(self, protocol, executable, args=(), env=None, path=None,
+                     uid=None, gid=None, usePTY=0, childFDs=None):
+        process = FakeProcess(1000 + len(self.processes), protocol, list(args), childFDs)
+        protocol.makeConnection(process)
+        self.processes.append(process)
+        return process
+
+
+class FakeSocket:
+    """
+    A bound listening socket, as far as the master looks at it.
+    """
+
+    def __init__(self, fd: int, address: Tuple[str, int], family=socket.AF_INET):
+        self.fd = fd
+        self.address = address
+        self.family = family
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def getsockname(self):
+        return self.address
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class MasterTestCase(SynchronousTestCase):
+    """
+    A master of two workers for the configuration C{CONFIG} (as a file),
+    whose workers' admin API answers from C{self.answers}.
+    """
+
+    config_text = CONFIG
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.path = os.path.join(self.directory, "proxy.toml")
+        self.write(self.config_text)
+        self.reactor = ProcessReactor()
+        self.sockets: Dict[str, FakeSocket] = {}
+        self.asked: List[Tuple[str, bytes, bytes]] = []
+        # (method, path) -> answer, or a function of the socket path.
+        self.answers: Dict[Tuple[bytes, bytes], Any] = {}
+        self.events: List[dict] = []
+        self.master = self.make_master()
+
+    def write(self, text: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(text)
+
+    def bind(self, endpoint: str) -> FakeSocket:
+        sock = FakeSocket(10 + len(self.sockets), ("127.0.0.1", 8080 + len(self.sockets)))
+        self.sockets[endpoint] = sock
+        return sock
+
+    def ask(self, path: str, method: bytes, what: bytes) -> defer.Deferred:
+        self.asked.append((path, method, what))
+        answer = self.answers.get((method, what), (404, {"error": "not found"}))
+        if callable(answer):
+            answer = answer(path)
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        code, body = answer
+        return defer.succeed((code, body if isinstance(body, bytes) else json.dumps(body).encode()))
+
+    def make_master(self, config=None, count: int = 2, worker_args=None) -> Master:
+        master = Master(config or parse(self.config_text, self.path), self.reactor, count,
+                        worker_args, bind=self.bind, ask=self.ask, executable="/bin/python")
+        master.log = Logger(observer=self.events.append)
+        self.addCleanup(self.stop, master)
+        return master
+
+    def stop(self, master: Master) -> None:
+        if master.running:
+            d = master.stopService()
+            for worker in master.workers:
+                if worker.process is not None:
+                    worker.process.end(ProcessDone(0))
+            self.successResultOf(d)
+
+    def start(self) -> None:
+        self.master.startService()
+        # The workers' log relay publishes to the test too.
+        for process in self.reactor.processes:
+            process.protocol.log = Logger(observer=self.events.append)
+
+    def messages(self) -> List[str]:
+        return [formatEvent(e) for e in self.events]
+
+
+class StartTests(MasterTestCase):
+    """
+    The master binds the listeners and starts the workers with them.
+    """
+
+    def test_binds_and_spawns(self):
+        """
+        Each listener's endpoint is bound once, and logged with the same
+        words as a single process; each of the two workers gets every
+        socket as a file descriptor from 3 on, named by C{--inherit}, its
+        own admin socket, and the master's copy of the configuration.
+        """
+        self.start()
+        self.assertEqual(sorted(self.sockets), ["tcp6:8443", "tcp:8080:interface=127.0.0.1"])
+        self.assertIn("twistproxy listener main listening on 127.0.0.1:8080", self.messages())
+        self.assertEqual(len(self.reactor.processes), 2)
+        for index, process in enumerate(self.reactor.processes, 1):
+            self.assertEqual(process.child_fds, {0: "w", 1: 1, 2: "r", 3: 10, 4: 11})
+            index_arg, admin, inherited, rest = _parse_worker_args(process.args[3:])
+            self.assertEqual(process.args[:3], ["/bin/python", "-m", "twistproxy.workers"])
+            self.assertEqual(index_arg, index)
+            self.assertEqual(inherited, {"main": 3, "alt": 4})
+            self.assertTrue(admin.endswith(f"worker-{index}.sock"))
+            self.assertEqual(rest[0], "--config")
+            with open(rest[1]) as f:
+                self.assertEqual(f.read(), self.config_text)
+            self.assertEqual(os.stat(os.path.dirname(rest[1])).st_mode & 0o077, 0)
+
+    def test_quick_mode_worker_args(self):
+        """
+        A configuration not read from a file (quick mode) reaches the
+        workers as the options given to the master.
+        """
+        config = replace(parse(self.config_text), source=None)
+        self.master = self.make_master(config, worker_args=["--upstream", "http://a:1"])
+        self.start()
+        self.assertEqual(_parse_worker_args(self.reactor.processes[0].args[3:])[3],
+                         ["--upstream", "http://a:1"])
+
+    def test_bind_failure(self):
+        """
+        A socket that cannot be bound fails the start-up (and so twistd)
+        with the endpoint in the message; sockets bound so far are closed.
+        """
+        def bind(endpoint):
+            if endpoint.startswith("tcp6"):
+                raise OSError(98, "Address already in use")
+            return self.bind(endpoint)
+
+        self.master._bind = bind
+        e = self.assertRaises(RuntimeError, self.master.startService)
+        self.assertIn("tcp6:8443", str(e))
+        self.assertTrue(all(s.closed for s in self.sockets.values()))
+        self.assertEqual(self.reactor.processes, [])
+
+    def test_worker_status(self):
+        """
+        The admin API's status lists every worker with its pid and restarts.
+        """
+        self.start()
+        self.assertEqual(self.master.worker_status(), [
+            {"index": 1, "pid": 1000, "restarts": 0},
+            {"index": 2, "pid": 1001, "restarts": 0},
+        ])
+
+
+class RestartTests(MasterTestCase):
+    """
+    A worker that dies is started again, after a pause that grows while
+    workers die young.
+    """
+
+    def test_restarted_after_pause(self):
+        """
+        A dead worker is replaced after L{MIN_DELAY}, not before; the other
+        one is left alone; the restart is counted and logged with the pid
+        and the reason.
+        """
+        self.start()
+        first, other = self.reactor.processes
+        self.reactor.advance(STABLE)
+        first.end()
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.assertEqual(self.master.worker_status()[0]["pid"], None)
+        self.reactor.advance(MIN_DELAY)
+        self.assertEqual(len(self.reactor.processes), 3)
+        self.assertEqual(self.master.worker_status(), [
+            {"index": 1, "pid": 1002, "restarts": 1},
+            {"index": 2, "pid": 1001, "restarts": 0},
+        ])
+        self.assertEqual(other.signals, [])
+        self.assertTrue(any("worker 1 (pid 1000) ended" in m and "signal 9" in m
+                            for m in self.messages()), self.messages())
+
+    def test_back_off(self):
+        """
+        Each time the worker dies before it has run for L{STABLE} seconds,
+        the pause doubles, up to L{MAX_DELAY}; once one has run that long,
+        the pause is short again.
+        """
+        self.start()
+        delays = []
+        for _ in range(12):
+            self.master.workers[0].process.end()
+            delays.append(self.master.workers[0].delay)
+            self.reactor.advance(self.master.workers[0].delay)
+        self.assertEqual(delays[:4], [MIN_DELAY, 2 * MIN_DELAY, 4 * MIN_DELAY, 8 * MIN_DELAY])
+        self.assertEqual(delays[-1], MAX_DELAY)
+        self.reactor.advance(STABLE)
+        self.master.workers[0].process.end()
+        self.assertEqual(self.master.workers[0].delay, MIN_DELAY)
+
+    def test_log_relayed(self):
+        """
+        A worker's log events (JSON lines on its standard error) are
+        published in the master's log with the worker as their system;
+        other lines (a traceback before logging started) as warnings.
+        """
+        self.start()
+        line = eventAsJSON({"log_format": "hello {who}", "who": "world",
+                            "log_level": None, "log_namespace": "x"}).encode()
+        protocol = self.reactor.processes[1].protocol
+        protocol.childDataReceived(2, line[:10])
+        protocol.childDataReceived(2, line[10:] + b"\nTraceback (most recent call last):\n")
+        relayed = [e for e in self.events if e.get("log_system") == "worker-2"]
+        self.assertEqual([formatEvent(e) for e in relayed], ["hello world"])
+        self.assertEqual(relayed[0]["worker_pid"], 1001)
+        self.assertIn("worker-2: Traceback (most recent call last):", self.messages())
+
+
+class SignalTests(MasterTestCase):
+    """
+    The master forwards signals to its workers.
+    """
+
+    def test_usr1(self):
+        """
+        SIGUSR1 (reopen the access log) goes to every worker.
+        """
+        self.start()
+        self.master.reopen_access_log()
+        self.assertEqual([p.signals for p in self.reactor.processes],
+                         [[signal.SIGUSR1], [signal.SIGUSR1]])
+
+    def test_graceful_stop(self):
+        """
+        Stopping sends SIGTERM to every worker, closes the master's
+        sockets, starts no worker again, and finishes once every worker
+        has exited, removing the private directory.
+        """
+        self.start()
+        directory = self.master._directory
+        d = self.master.stopService()
+        self.assertTrue(all(s.closed for s in self.sockets.values()))
+        first, second = self.reactor.processes
+        self.assertEqual([first.signals, second.signals], [[signal.SIGTERM]] * 2)
+        first.end(ProcessDone(0))
+        self.reactor.advance(MAX_DELAY)
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.assertNoResult(d)
+        second.end(ProcessDone(0))
+        self.successResultOf(d)
+        self.assertFalse(os.path.exists(directory))
+
+    def test_second_term(self):
+        """
+        A second SIGTERM (L{Master.stop_now}) sends the workers a second
+        SIGTERM, which ends their drain at once.
+        """
+        self.start()
+        self.master.stopService()
+        self.master.stop_now()
+        self.assertEqual(self.reactor.processes[0].signals, [signal.SIGTERM] * 2)
+
+    def test_drain_deadline(self):
+        """
+        Workers still there C{shutdown.drain} plus L{KILL_GRACE} seconds
+        after the stop began are killed.
+        """
+        self.start()
+        d = self.master.stopService()
+        self.reactor.advance(10 + KILL_GRACE - 0.1)
+        self.assertNotIn(signal.SIGKILL, self.reactor.processes[0].signals)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.reactor.processes[0].signals, [signal.SIGTERM, signal.SIGKILL])
+        for process in self.reactor.processes:
+            process.end()
+        self.successResultOf(d)
+
+    def test_stop_cancels_restart(self):
+        """
+        A worker waiting to be started again when the stop comes is not.
+        """
+        self.start()
+        self.reactor.processes[0].end()
+        d = self.master.stopService()
+        self.reactor.processes[1].end(ProcessDone(0))
+        self.successResultOf(d)
+        self.reactor.advance(MAX_DELAY)
+        self.assertEqual(len(self.reactor.processes), 2)
+
+
+class ReloadTests(MasterTestCase):
+    """
+    SIGHUP and C{POST /reload}: the master checks the file, the workers
+    reload it.
+    """
+
+    def test_valid(self):
+        """
+        A valid file replaces the master's copy and every worker is asked
+        to reload; no problem is reported.
+        """
+        self.start()
+        self.answers[b"POST", b"/reload"] = (200, {"ok": True, "problems": []})
+        new = self.config_text.replace("8001", "8002")
+        self.write(new)
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+        self.assertEqual([a[1:] for a in self.asked], [(b"POST", b"/reload")] * 2)
+        self.assertEqual(self.master.config.upstreams["app"].servers[0].port, 8002)
+        with open(os.path.join(self.master._directory, "config.toml")) as f:
+            self.assertEqual(f.read(), new)
+
+    def test_invalid_refused(self):
+        """
+        A file that fails validation never reaches the workers: the
+        problem is returned and logged, and the running configuration and
+        the workers' copy stay.
+        """
+        self.start()
+        self.write(self.config_text.replace("[upstreams.app]", "[upstreams.app]\nbogus = 1"))
+        problems = self.successResultOf(self.master.hangup())
+        self.assertEqual(len(problems), 1)
+        self.assertIn("upstreams.app.bogus", problems[0])
+        self.assertEqual(self.asked, [])
+        self.assertTrue(any("configuration reload refused" in m for m in self.messages()))
+        with open(os.path.join(self.master._directory, "config.toml")) as f:
+            self.assertEqual(f.read(), self.config_text)
+
+    def test_listener_change_refused(self):
+        """
+        A changed listener table is refused like in a single process.
+        """
+        self.start()
+        self.write(self.config_text.replace("8443", "9443"))
+        problems = self.successResultOf(self.master.hangup())
+        self.assertIn("listeners", problems[0])
+        self.assertEqual(self.asked, [])
+
+    def test_worker_problems(self):
+        """
+        Problems a worker reports (certificates, say) are returned once
+        each; a worker that cannot be reached is named.
+        """
+        self.start()
+
+        def answer(path):
+            if path.endswith("worker-2.sock"):
+                return ConnectionRefusedError("refused")
+            return 200, {"ok": False, "problems": ["bad certificate"]}
+
+        self.answers[b"POST", b"/reload"] = answer
+        problems = self.successResultOf(self.master.hangup())
+        self.assertEqual(problems[0], "bad certificate")
+        self.assertIn("worker 2", problems[1])
+
+
+class AdminTests(MasterTestCase):
+    """
+    The admin API of the master asks every worker and sums up.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        self.treq = StubTreq(AdminResource(self.master, "", self.master, self.reactor))
+
+    def get(self, path: str, method: str = "GET"):
+        response = self.successResultOf(self.treq.request(method, "http://admin.invalid" + path))
+        body = self.successResultOf(response.content())
+        return response.code, body
+
+    def test_status_lists_workers(self):
+        """
+        C{/status} has the listeners' bound addresses and the workers.
+        """
+        code, body = self.get("/status")
+        status = json.loads(body)
+        self.assertEqual(code, 200)
+        self.assertEqual(status["listeners"][0]["address"], "127.0.0.1:8080")
+        self.assertEqual([w["pid"] for w in status["workers"]], [1000, 1001])
+
+    def test_upstreams_per_worker(self):
+        """
+        C{/upstreams} shows each worker's view of the groups.
+        """
+        self.answers[b"GET", b"/upstreams"] = (200, {"groups": [{"name": "app"}]})
+        code, body = self.get("/upstreams")
+        self.assertEqual(json.loads(body), {"workers": [
+            {"index": 1, "pid": 1000, "groups": [{"name": "app"}]},
+            {"index": 2, "pid": 1001, "groups": [{"name": "app"}]},
+        ]})
+
+    def test_drain_everywhere(self):
+        """
+        Draining a backend asks every worker; an unknown one is a 404.
+        """
+        path = b"/upstreams/app/127.0.0.1:8001/drain"
+        self.answers[b"POST", path] = (200, {"draining": True})
+        code, body = self.get(path.decode(), "POST")
+        self.assertEqual(code, 200)
+        self.assertEqual([a[2] for a in self.asked], [path, path])
+        code, body = self.get("/upstreams/app/nope/drain", "POST")
+        self.assertEqual(code, 404)
+        self.assertIn("nope", json.loads(body)["error"])
+
+    def test_reload(self):
+        """
+        C{POST /reload} reports the workers' outcome.
+        """
+        self.answers[b"POST", b"/reload"] = (200, {"ok": True, "problems": []})
+        code, body = self.get("/reload", "POST")
+        self.assertEqual(json.loads(body), {"reloaded": "configuration", "ok": True,
+                                            "problems": []})
+
+    def test_metrics_summed(self):
+        """
+        C{/metrics} is the sum of the workers' metrics, with the number of
+        workers and of restarts; a worker that does not answer is left
+        out.
+        """
+        pages = {
+            "worker-1.sock": b'twistproxy_requests_total{route="-"} 3\n',
+            "worker-2.sock": b'twistproxy_requests_total{route="-"} 4\n',
+        }
+        self.answers[b"GET", b"/metrics"] = lambda path: (200, pages[os.path.basename(path)])
+        self.reactor.processes[0].end()
+        self.reactor.advance(MIN_DELAY)
+        pages["worker-1.sock"] = b'twistproxy_requests_total{route="-"} 1\n'
+        code, body = self.get("/metrics")
+        values = {s.name: s.value for f in text_string_to_metric_families(body.decode())
+                  for s in f.samples}
+        self.assertEqual(values, {"twistproxy_requests_total": 5.0, "twistproxy_workers": 2.0,
+                                  "twistproxy_worker_restarts_total": 1.0})
+        self.answers[b"GET", b"/metrics"] = lambda path: (
+            ConnectionRefusedError() if "worker-1" in path else (200, pages["worker-2.sock"]))
+        code, body = self.get("/metrics")
+        self.assertIn(b"twistproxy_requests_total{route=\"-\"} 4.0", body)
+
+
+class ShareableTests(SynchronousTestCase):
+    """
+    Which listeners workers can share, and how they are bound and adopted.
+    """
+
+    def test_refused_endpoints(self):
+        """
+        Only tcp: and tcp6: listeners can be shared; others are refused
+        with the listener's path and the way out.
+        """
+        for endpoint in ("unix:/tmp/x.sock", "systemd:domain=INET:index=0",
+                         "ssl:443:privateKey=k.pem"):
+            config = parse(CONFIG.replace("tcp6:8443", endpoint))
+            e = self.assertRaises(ConfigError, check_shareable, config)
+            self.assertEqual(e.path, "listeners.alt.endpoint")
+            self.assertIn("workers = 1", e.problem)
+        check_shareable(parse(CONFIG))
+
+    def test_bind(self):
+        """
+        L{bind} gives a listening, non-blocking socket on the endpoint's
+        interface and port, with its backlog.
+        """
+        sock = bind("tcp:0:interface=127.0.0.1:backlog=7")
+        self.addCleanup(sock.close)
+        self.assertEqual(sock.getsockname()[0], "127.0.0.1")
+        self.assertFalse(sock.getblocking())
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1)
+
+    def test_inherited_endpoint(self):
+        """
+        An inherited socket listens by being adopted, with its family.
+        """
+        sock = socket.socket(socket.AF_INET6)
+        self.addCleanup(sock.close)
+        reactor = MemoryReactor()
+        endpoint = InheritedEndpoint(reactor, sock.fileno())
+        verifyObject(IStreamServerEndpoint, endpoint)
+        factory = object()
+        endpoint.listen(factory)
+        self.assertEqual(reactor.adoptedPorts, [(sock.fileno(), socket.AF_INET6, factory)])
+        # The probe did not close the descriptor.
+        self.assertEqual(sock.family, socket.AF_INET6)
+        os.fstat(sock.fileno())
+
+    def test_worker_args(self):
+        """
+        The worker's own options come before C{--}, twistproxy's after.
+        """
+        self.assertEqual(
+            _parse_worker_args(["--index", "2", "--admin", "/r/w.sock", "--inherit", "a=3",
+                                "--inherit", "b=4", "--", "--config", "c.toml"]),
+            (2, "/r/w.sock", {"a": 3, "b": 4}, ["--config", "c.toml"]))
+        self.assertRaises(SystemExit, _parse_worker_args, ["--bogus", "1", "--"])

@@ -1,0 +1,679 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+Several worker processes behind one set of listening sockets.
+
+With C{workers = N} (or C{--workers N}; C{"auto"} is one per CPU core) the
+process that C{twistd} runs becomes a I{master}: it binds every listener's
+socket itself, then starts N workers, each a Python process running
+C{python -m twistproxy.workers}, which inherit the sockets as file
+descriptors (C{childFDs}) and adopt them (C{IReactorSocket.adoptStreamPort}).
+The kernel hands each new connection to one of the workers that wait on
+the shared socket, so a worker that dies takes only its own connections
+with it; the master starts a new one, after a pause that doubles while
+workers keep dying young (a crash loop must not spin).
+
+The master serves no requests.  It
+
+  - forwards signals: C{SIGHUP} and C{POST /reload} (after the master has
+    checked the file itself: a broken one never reaches the workers),
+    C{SIGUSR1} (reopen the access log), C{SIGTERM} (graceful shutdown; a
+    second one ends it at once); it waits for the workers to finish
+    draining before it exits, and kills those still there after
+    C{shutdown.drain} and a few seconds more;
+
+  - serves the admin API and the metrics (C{[admin]}) once for all: each
+    worker runs its own admin API on a private Unix socket in a directory
+    only the master's user can enter, and the master asks every worker and
+    sums their answers up (L{twistproxy.metrics.combine});
+
+  - logs for all: a worker writes its log events to its standard error as
+    JSON lines, and the master publishes them into its own log with the
+    worker's number as their system (C{[worker-1]}).
+
+Workers read the configuration from a copy the master writes into that
+directory, which it replaces only when a reload has been checked: a worker
+started again later runs what the others run, even if the file was edited
+since.  A worker whose master is gone (its standard input closes) shuts
+down.
+
+Only C{tcp:} and C{tcp6:} listeners can be shared; with another endpoint
+type (C{unix:}, C{ssl:}, C{systemd:}) the configuration is refused with
+C{workers} above 1.  TLS is unaffected: a listener's C{tls} table is
+terminated in the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistproxy.config import Admin, ConfigError, ProxyConfig, load
+from twistproxy.service import _ListenerService, check_reloadable, validate
+
+# Endpoint types whose sockets the master can bind and pass on.
+SHAREABLE = ("tcp", "tcp6")
+
+# Pause before starting a worker again: doubled each time one dies within
+# STABLE seconds of its start, up to MAX_DELAY.
+MIN_DELAY = 0.1
+MAX_DELAY = 30.0
+STABLE = 10.0
+
+# Seconds a worker gets past shutdown.drain before it is killed.
+KILL_GRACE = 5.0
+
+# Seconds the master waits for a worker's admin API to answer.
+ASK_TIMEOUT = 30.0
+
+_CONFIG_COPY = "config.toml"
+
+
+def check_shareable(config: ProxyConfig) -> None:
+    """
+    Refuse a configuration that workers cannot serve: a listener whose
+    endpoint type the master cannot bind and pass on.
+
+    @raises ConfigError: naming the listener's endpoint.
+    """
+    for listener in config.listeners:
+        kind = listener.endpoint.split(":", 1)[0].strip().lower()
+        if kind not in SHAREABLE:
+            raise ConfigError(
+                f"listeners.{listener.name}.endpoint",
+                f"{kind}: endpoints cannot be shared with worker processes; use a tcp: "
+                f"or tcp6: endpoint, or run a single process (workers = 1)",
+                config.source,
+            )
+
+
+def bind(endpoint: str) -> socket.socket:
+    """
+    A listening, non-blocking socket for a C{tcp:} or C{tcp6:} endpoint
+    string, bound as C{reactor.listenTCP} would bind it (port, interface,
+    backlog).
+
+    @raises OSError: if it cannot be bound.
+    """
+    # The endpoint parser works out port, interface and backlog; a memory
+    # reactor records what it would listen on without listening.
+    recorder = MemoryReactor()
+    serverFromString(recorder, endpoint).listen(Factory())
+    port, _, backlog, interface = recorder.tcpServers[0]
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((interface, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _SharedListener:
+    """
+    A listening socket the master bound for its workers.  It answers the
+    admin API's questions as a listener service does (C{port.getHost()}).
+    """
+
+    def __init__(self, name: str, sock: socket.socket):
+        self.name = name
+        self.socket = sock
+        self.port = self
+
+    def getHost(self):
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        host, port = self.socket.getsockname()[:2]
+        if self.socket.family == socket.AF_INET6:
+            return IPv6Address("TCP", host, port)
+        return IPv4Address("TCP", host, port)
+
+
+@dataclass
+class _Worker:
+    """
+    One worker slot: the process now in it, and its history.
+    """
+
+    index: int
+    process: Any = None
+    pid: Optional[int] = None
+    started: float = 0.0
+    restarts: int = 0
+    delay: float = 0.0
+    restart: Any = None
+    ended: Optional[defer.Deferred] = None
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """
+    The master's end of one worker process: relays its log, reports its
+    end.
+    """
+
+    log = Logger()
+
+    def __init__(self, master: Master, worker: _Worker):
+        self._master = master
+        self._worker = worker
+        self._partial = b""
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._relay(line)
+
+    def _relay(self, line: bytes) -> None:
+        system = f"worker-{self._worker.index}"
+        try:
+            event = eventFromJSON(line.decode("utf-8"))
+        except ValueError:
+            # Not an event: what Python writes before logging starts (an
+            # import error, a traceback).
+            self.log.warn("{system}: {line}", system=system,
+                          line=line.decode("utf-8", "replace"))
+            return
+        event["log_system"] = system
+        event["worker_pid"] = self._worker.pid
+        self.log.observer(event)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._partial.strip():
+            self._relay(self._partial)
+        self._master._ended(self._worker, reason)
+
+
+def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
+    """
+    Ask a worker's admin API on its Unix socket.
+
+    @return: A L{Deferred} firing with C{(status code, body)}.
+    """
+    from twisted.web.client import Agent, HTTPConnectionPool, readBody
+
+    class _Socket:
+        def endpointForURI(self, uri):
+            return UNIXClientEndpoint(reactor, path, timeout=10)
+
+    class _Pool(HTTPConnectionPool):
+        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+            noisy = False  # one "Starting factory" line per question otherwise
+
+    pool = _Pool(reactor, persistent=False)
+    agent = Agent.usingEndpointFactory(reactor, _Socket(), pool=pool)
+    d = agent.request(method, b"http://worker" + what)
+    d.addCallback(lambda response: readBody(response).addCallback(
+        lambda body: (response.code, body)))
+    return d.addTimeout(ASK_TIMEOUT, reactor)
+
+
+class Master(MultiService):
+    """
+    The master process of a proxy with several workers: it owns the
+    listening sockets and keeps C{count} workers running.
+
+    It has what the admin API asks a L{twistproxy.service.ProxyService}
+    (C{config}, C{listeners}, C{status}, C{drain}, C{hangup}), what the
+    signals call (C{hangup}, C{reopen_access_log}, C{stop_now}), and it is
+    the metrics page of its admin API (C{content_type}, L{exposition}).
+    """
+
+    content_type = CONTENT_TYPE_LATEST
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        reactor,
+        count: int,
+        worker_args: Optional[Sequence[str]] = None,
+        bind: Callable[[str], socket.socket] = bind,
+        ask: Optional[Callable[[str, bytes, bytes], defer.Deferred]] = None,
+        executable: str = sys.executable,
+    ):
+        """
+        @param count: How many workers to run.
+        @param worker_args: The C{twistd twistproxy} options a worker runs
+            with, for a configuration that was not read from a file (quick
+            mode); C{None} for a file, which the workers read from the
+            master's copy.
+        @param bind: Binds a listener's socket (L{bind}).
+        @param ask: Asks a worker's admin API C{(socket path, method,
+            path)}, firing with C{(code, body)}; over HTTP by default.
+        @param executable: The Python interpreter that runs the workers.
+        """
+        super().__init__()
+        from twistproxy.admin import admin_site
+
+        self.config = config
+        self.reactor = reactor
+        self._count = count
+        self._worker_args = worker_args
+        self._bind = bind
+        self._ask = ask or (lambda path, method, what: _http_ask(reactor, path, method, what))
+        self._executable = executable
+        self._stopping = False
+        self._directory: Optional[str] = None
+        self.workers = [_Worker(i) for i in range(1, count + 1)]
+        self.listeners: Dict[str, _SharedListener] = {}
+        if config.admin is not None:
+            _ListenerService(
+                "admin", config.admin.endpoint,
+                serverFromString(reactor, config.admin.endpoint),
+                admin_site(self, config.admin, reactor, self),
+            ).setServiceParent(self)
+
+    # -- starting and keeping workers ---------------------------------------
+
+    def startService(self) -> None:
+        self._directory = tempfile.mkdtemp(prefix="twistproxy-")
+        self._write_config(self.config)
+        try:
+            for listener in self.config.listeners:
+                sock = self._bind(listener.endpoint)
+                self.listeners[listener.name] = _SharedListener(listener.name, sock)
+                # The same words as a single process, for the tools that
+                # wait for them.
+                self.log.info("twistproxy listener {name} listening on {address}",
+                              name=listener.name, address=_address(sock))
+        except OSError as e:
+            self._close()
+            raise RuntimeError(f"cannot listen on {listener.endpoint!r}: {e}") from None
+        super().startService()
+        for worker in self.workers:
+            self._spawn(worker)
+
+    def _write_config(self, config: ProxyConfig) -> None:
+        # Written aside then renamed, so that a worker starting now reads
+        # either the old copy or the new one.
+        if self._worker_args is not None:
+            return
+        with open(config.source, "rb") as f:
+            data = f.read()
+        path = os.path.join(self._directory, _CONFIG_COPY)
+        with open(path + ".new", "wb") as f:
+            f.write(data)
+        os.replace(path + ".new", path)
+
+    def _socket_path(self, worker: _Worker) -> str:
+        return os.path.join(self._directory, f"worker-{worker.index}.sock")
+
+    def _spawn(self, worker: _Worker) -> None:
+        worker.restart = None
+        # A worker killed outright leaves its socket file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._socket_path(worker))
+        fds: Dict[int, Any] = {0: "w", 1: 1, 2: "r"}
+        args = [self._executable, "-m", "twistproxy.workers",
+                "--index", str(worker.index), "--admin", self._socket_path(worker)]
+        for fd, listener in enumerate(self.listeners.values(), 3):
+            fds[fd] = listener.socket.fileno()
+            args += ["--inherit", f"{listener.name}={fd}"]
+        args.append("--")
+        if self._worker_args is None:
+            args += ["--config", os.path.join(self._directory, _CONFIG_COPY)]
+        else:
+            args += list(self._worker_args)
+        worker.started = self.reactor.seconds()
+        worker.process = self.reactor.spawnProcess(
+            _WorkerProtocol(self, worker), self._executable, args,
+            env=dict(os.environ), childFDs=fds)
+        worker.pid = worker.process.pid
+        self.log.info("worker {index} started, pid {pid}", index=worker.index, pid=worker.pid)
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        pid, worker.process, worker.pid = worker.pid, None, None
+        if self._stopping:
+            self.log.info("worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
+            if worker.ended is not None:
+                ended, worker.ended = worker.ended, None
+                ended.callback(None)
+            return
+        if self.reactor.seconds() - worker.started >= STABLE:
+            worker.delay = MIN_DELAY
+        else:
+            worker.delay = min(max(worker.delay * 2, MIN_DELAY), MAX_DELAY)
+        worker.restarts += 1
+        self.log.warn(
+            "worker {index} (pid {pid}) ended: {why}; starting another in {delay:.1f}s",
+            index=worker.index, pid=pid, why=reason.getErrorMessage(), delay=worker.delay)
+        worker.restart = self.reactor.callLater(worker.delay, self._spawn, worker)
+
+    def worker_status(self) -> List[Dict[str, Any]]:
+        """
+        Every worker's number, process id (C{None} while it is being
+        started again) and how many times it was restarted.
+        """
+        return [{"index": w.index, "pid": w.pid, "restarts": w.restarts} for w in self.workers]
+
+    # -- signals ------------------------------------------------------------
+
+    def _signal_all(self, number: int) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                try:
+                    worker.process.signalProcess(number)
+                except OSError:
+                    pass  # It has just died; its end is being reported.
+
+    def reopen_access_log(self) -> None:
+        """
+        What SIGUSR1 does: every worker reopens its access log.
+        """
+        self._signal_all(signal.SIGUSR1)
+
+    def hangup(self) -> defer.Deferred:
+        """
+        What SIGHUP and C{POST /reload} do: read the configuration file
+        again and check it as a single process would; a valid one goes to
+        every worker, which reloads it and its certificates.
+
+        @return: A L{Deferred} firing with the problems found (empty when
+            every worker reloaded).
+        """
+        try:
+            if self.config.source:
+                # The number of workers is the master's (the file's, or
+                # --workers): it changes with a restart only.
+                new = replace(load(self.config.source), workers=self.config.workers)
+                check_reloadable(self.config, new)
+                check_shareable(new)
+                validate(new)
+                self._write_config(new)
+                self.config = new
+        except (ConfigError, OSError) as e:
+            self.log.error("configuration reload refused, the running one stays: {problem}",
+                           problem=str(e))
+            return defer.succeed([str(e)])
+
+        def reloaded(answers):
+            problems: List[str] = []
+            for worker, (code, body) in answers:
+                if code != 200:
+                    problems.append(f"worker {worker.index}: {body.get('error', code)}")
+                    continue
+                for problem in body.get("problems", ()):
+                    if problem not in problems:
+                        problems.append(problem)
+            if not problems:
+                self.log.info("configuration reloaded by {n} workers", n=len(answers))
+            return problems
+
+        return self._ask_all(b"POST", b"/reload").addCallback(reloaded)
+
+    def stop_now(self) -> None:
+        """
+        What a second SIGTERM does: every worker ends its graceful
+        shutdown at once.
+        """
+        self._signal_all(signal.SIGTERM)
+
+    def stopService(self):
+        """
+        Graceful shutdown: close the master's listening sockets, tell every
+        worker to stop (they stop accepting and drain), and wait for them,
+        killing those still there after C{shutdown.drain} and
+        L{KILL_GRACE} seconds.
+        """
+        self._stopping = True
+        stopped = super().stopService()
+        waits = []
+        for worker in self.workers:
+            if worker.restart is not None:
+                worker.restart.cancel()
+                worker.restart = None
+            if worker.process is not None:
+                worker.ended = defer.Deferred()
+                waits.append(worker.ended)
+        # Workers that have stopped accepting must not leave connections
+        # queued on a socket nobody will accept from.
+        for listener in self.listeners.values():
+            listener.socket.close()
+        self._signal_all(signal.SIGTERM)
+        deadline = self.reactor.callLater(
+            self.config.shutdown.drain + KILL_GRACE, self._signal_all, signal.SIGKILL)
+
+        def finish(_):
+            if deadline.active():
+                deadline.cancel()
+            self._close()
+            return stopped
+
+        return defer.gatherResults(waits).addBoth(finish)
+
+    def _close(self) -> None:
+        for listener in self.listeners.values():
+            listener.socket.close()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    # -- the admin API, across workers --------------------------------------
+
+    def _ask_all(self, method: bytes, what: bytes) -> defer.Deferred:
+        """
+        Ask every running worker's admin API.
+
+        @return: A L{Deferred} firing with C{[(worker, (code, body))]}, the
+            body decoded from JSON (C{{"error": ...}} when the worker did
+            not answer).
+        """
+        def decoded(answer):
+            code, body = answer
+            return code, json.loads(body)
+
+        def unanswered(f: Failure):
+            return 503, {"error": f"no answer: {f.getErrorMessage()}"}
+
+        running = [w for w in self.workers if w.process is not None]
+        asked = [self._ask(self._socket_path(w), method, what).addCallback(decoded)
+                 .addErrback(unanswered) for w in running]
+        return defer.gatherResults(asked).addCallback(lambda answers: list(zip(running, answers)))
+
+    def status(self) -> defer.Deferred:
+        """
+        What C{GET /upstreams} shows: every worker's view of the upstream
+        groups (each checks the backends' health itself).
+        """
+        def collect(answers):
+            return {"workers": [
+                {"index": worker.index, "pid": worker.pid, **body}
+                for worker, (code, body) in answers
+            ]}
+
+        return self._ask_all(b"GET", b"/upstreams").addCallback(collect)
+
+    def drain(self, group: str, backend: str, draining: bool = True) -> defer.Deferred:
+        """
+        Drain a backend in every worker, or take it back.
+
+        @return: A L{Deferred} that fails with L{KeyError} when there is no
+            such group or backend.
+        """
+        what = b"/upstreams/%s/%s/%s" % (group.encode("utf-8"), backend.encode("utf-8"),
+                                         b"drain" if draining else b"undrain")
+
+        def check(answers):
+            codes = {code for _, (code, _) in answers}
+            if 404 in codes:
+                raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
+            failed = [f"worker {w.index}: {body.get('error')}"
+                      for w, (code, body) in answers if code != 200]
+            if failed:
+                raise RuntimeError("; ".join(failed))
+
+        return self._ask_all(b"POST", what).addCallback(check)
+
+    def exposition(self) -> defer.Deferred:
+        """
+        Every worker's metrics, summed up, and the master's own.
+        """
+        running = [w for w in self.workers if w.process is not None]
+        asked = [self._ask(self._socket_path(w), b"GET", b"/metrics")
+                 .addErrback(lambda f: None) for w in running]
+
+        def combined(answers):
+            from twistproxy.metrics import combine
+
+            workers = GaugeMetricFamily("twistproxy_workers", "Worker processes running now.")
+            workers.add_metric((), len(running))
+            restarts = CounterMetricFamily(
+                "twistproxy_worker_restarts", "Worker processes started again after dying.")
+            restarts.add_metric((), sum(w.restarts for w in self.workers))
+            pages = [body for code, body in filter(None, answers) if code == 200]
+            return combine(pages, [workers, restarts])
+
+        return defer.gatherResults(asked).addCallback(combined)
+
+
+# -- the worker process -------------------------------------------------------
+
+
+@implementer(IStreamServerEndpoint)
+class InheritedEndpoint:
+    """
+    A listening socket this process inherited, as a server endpoint: it
+    listens by adopting the socket.
+    """
+
+    def __init__(self, reactor, fd: int):
+        self._reactor = reactor
+        self._fd = fd
+
+    def listen(self, factory) -> defer.Deferred:
+        probe = socket.socket(fileno=self._fd)
+        family = probe.family
+        probe.detach()
+        return defer.maybeDeferred(self._reactor.adoptStreamPort, self._fd, family, factory)
+
+
+class _MasterWatch:
+    """
+    Reads the worker's standard input, a pipe from the master, only to
+    notice that it closes: then the master is gone, and the worker stops.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        os.set_blocking(0, False)
+
+    def fileno(self) -> int:
+        return 0
+
+    def logPrefix(self) -> str:
+        return "master"
+
+    def doRead(self):
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        if not data:
+            self._reactor.removeReader(self)
+            self._reactor.stop()
+        return None
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+
+def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str]]:
+    index, admin, inherited = 0, "", {}
+    args = list(argv)
+    while args and args[0] != "--":
+        option, value = args[0], args[1]
+        del args[:2]
+        if option == "--index":
+            index = int(value)
+        elif option == "--admin":
+            admin = value
+        elif option == "--inherit":
+            name, _, fd = value.partition("=")
+            inherited[name] = int(fd)
+        else:
+            raise SystemExit(f"twistproxy worker: unknown option {option}")
+    return index, admin, inherited, args[1:]
+
+
+def worker_main(argv: Sequence[str]) -> None:
+    """
+    Run one worker: C{python -m twistproxy.workers --index N --admin PATH
+    --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner
+
+    from twistproxy.service import ProxyService
+    from twistproxy.tap import Options, Signals
+
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(sys.stderr, recordSeparator="")], redirectStandardIO=False)
+    index, admin, inherited, rest = _parse_worker_args(argv)
+    options = Options()
+    options.parseOptions(rest)
+    private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
+
+    def adjust(config: ProxyConfig) -> ProxyConfig:
+        return replace(config, admin=private, workers=1)
+
+    service = ProxyService(
+        adjust(options.proxy_config), reactor,
+        endpoints={name: InheritedEndpoint(reactor, fd) for name, fd in inherited.items()},
+        adjust=adjust)
+    Signals(reactor, service).setServiceParent(service)
+
+    failed: List[bool] = []
+
+    def start():
+        # The master forwards what the terminal sends the process group.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            service.startService()
+        except Exception:
+            Logger().failure("worker {index} could not start", index=index)
+            failed.append(True)
+            reactor.stop()
+            return
+        reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+        reactor.addReader(_MasterWatch(reactor))
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])
