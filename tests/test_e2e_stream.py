@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_e2e_stream -*-
+"""
+End-to-end tests of TCP and UDP proxying: the installed proxy, run by
+C{twistd} as a child process, relaying real loopback connections to
+servers running in the test process.
+
+Blocking clients run in threads with a timeout on every socket operation;
+the proxy is stopped by its PID in cleanup.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.names import client as dns_client, dns, server as dns_server
+from twisted.names.authority import PySourceAuthority
+from twisted.protocols.wire import Echo
+from twisted.trial.unittest import TestCase
+
+from tests.e2e_support import HOST, WatchedProxyProcess, write_config
+
+SIZE = 32 * 1024 * 1024
+
+
+class _Source(protocol.Protocol):
+    """
+    Sends C{SIZE} bytes as soon as a connection is made, then closes.
+    """
+
+    def connectionMade(self):
+        self.transport.write(b"x" * SIZE)
+        self.transport.loseConnection()
+
+
+class StreamEndToEndTests(TestCase):
+    """
+    The installed proxy with C{protocol = "tcp"} listeners.
+    """
+
+    timeout = 60
+
+    def listen(self, factory) -> int:
+        port = reactor.listenTCP(0, factory, interface=HOST)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def start_proxy(self, config: str):
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, '[access_log]\npath = "access.log"\n\n' + config)
+        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        proxy.cwd = cwd
+        return proxy
+
+    def tcp_config(self, *ports: int, extra: str = "") -> str:
+        servers = ", ".join(f'"tcp://{HOST}:{p}"' for p in ports)
+        return (
+            f'[listeners.relay]\nendpoint = "tcp:0:interface={HOST}"\nprotocol = "tcp"\n'
+            f'upstream = "backend"\n\n[upstreams.backend]\nservers = [{servers}]\n{extra}'
+        )
+
+    @defer.inlineCallbacks
+    def test_echo_and_half_close(self):
+        """
+        Bytes sent through the relay come back from an echo server; after
+        the client ends its sending half it still reads everything that
+        was in flight, then end of file; the access log has the line.
+        """
+        echo = protocol.Factory.forProtocol(Echo)
+        proxy = yield self.start_proxy(self.tcp_config(self.listen(echo)))
+
+        def talk():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                payload = os.urandom(200000)
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+                got = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                return payload, got
+
+        payload, got = yield threads.deferToThread(talk)
+        self.assertEqual(len(got), len(payload))
+        self.assertEqual(got, payload)
+        yield proxy.stop()
+        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
+            log = f.read()
+        self.assertIn(b'"TCP relay" 200 200000 received=200000', log)
+
+    @defer.inlineCallbacks
+    def test_many_round_trips(self):
+        """
+        Many small request/answer round trips on one relayed connection
+        each come back whole.
+        """
+        echo = protocol.Factory.forProtocol(Echo)
+        proxy = yield self.start_proxy(self.tcp_config(self.listen(echo)))
+
+        def talk():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                for i in range(200):
+                    message = b"ping %d\n" % i
+                    s.sendall(message)
+                    got = b""
+                    while len(got) < len(message):
+                        got += s.recv(100)
+                    assert got == message, (got, message)
+                return True
+
+        self.assertTrue((yield threads.deferToThread(talk)))
+
+    @defer.inlineCallbacks
+    def test_retry_on_another_backend(self):
+        """
+        A backend that refuses connections is skipped: the connection is
+        made to the other one.
+        """
+        closed = socket.socket()
+        closed.bind((HOST, 0))
+        refusing = closed.getsockname()[1]
+        closed.close()
+        echo = protocol.Factory.forProtocol(Echo)
+        proxy = yield self.start_proxy(
+            self.tcp_config(refusing, self.listen(echo), extra="retries = 1\n"))
+
+        def talk():
+            answers = []
+            for _ in range(4):
+                with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                    s.sendall(b"hello")
+                    answers.append(s.recv(100))
+            return answers
+
+        self.assertEqual((yield threads.deferToThread(talk)), [b"hello"] * 4)
+
+    @defer.inlineCallbacks
+    def test_slow_reader_memory_flat(self):
+        """
+        A backend sends 32 MiB at once to a client that does not read for
+        a while: the proxy stops reading the backend instead of buffering,
+        so its memory grows by far less than the transfer; then every
+        byte arrives.
+        """
+        proxy = yield self.start_proxy(
+            self.tcp_config(self.listen(protocol.Factory.forProtocol(_Source))))
+        before = proxy.rss_kib()
+        sock = socket.create_connection((HOST, proxy.port), timeout=10)
+        self.addCleanup(sock.close)
+        yield threads.deferToThread(__import__("time").sleep, 2.0)
+        grown = proxy.rss_kib() - before
+        self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
+
+        def read_all():
+            total = 0
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    return total
+                total += len(chunk)
+
+        self.assertEqual((yield threads.deferToThread(read_all)), SIZE)
+
+    @defer.inlineCallbacks
+    def test_dns_over_tcp(self):
+        """
+        A real protocol through the relay: a twisted.names client asks a
+        twisted.names server over TCP and gets its answer.
+        """
+        factory = _dns_server_factory()
+        proxy = yield self.start_proxy(self.tcp_config(self.listen(factory)))
+        resolver = dns_client.Resolver(servers=[(HOST, proxy.port)], reactor=reactor)
+        answer = yield resolver.queryTCP([dns.Query(b"www.example.test", dns.A)])
+        self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.0.2.80"])
+        for connection in list(resolver.connections):
+            connection.transport.loseConnection()
+
+
+def _dns_server_factory():
+    """
+    An authoritative twisted.names server for C{example.test}.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dns_zone.py")
+    factory = dns_server.DNSServerFactory(authorities=[PySourceAuthority(path)])
+    factory.noisy = False
+    return factory
