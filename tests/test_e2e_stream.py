@@ -19,6 +19,8 @@ from twisted.names.authority import PySourceAuthority
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
 
+from twistproxy.stream.proxyproto import parse as parse_proxy_header
+
 from tests.e2e_support import HOST, WatchedProxyProcess, write_config
 
 SIZE = 32 * 1024 * 1024
@@ -168,6 +170,34 @@ class StreamEndToEndTests(TestCase):
         self.assertEqual((yield threads.deferToThread(read_all)), SIZE)
 
     @defer.inlineCallbacks
+    def test_proxy_protocol_in_and_out(self):
+        """
+        A trusted peer's version 1 header names the client; the backend,
+        configured for version 2, gets that client in its header, then the
+        client's bytes; the access log names the client too.
+        """
+        recorder = protocol.Factory.forProtocol(_Recorder)
+        recorder.received = b""
+        proxy = yield self.start_proxy(
+            self.tcp_config(self.listen(recorder), extra='proxy_protocol = "v2"\n')
+            .replace('upstream = "backend"', 'upstream = "backend"\nproxy_protocol = ["127.0.0.1"]'))
+
+        def talk():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                s.sendall(b"PROXY TCP4 203.0.113.5 198.51.100.1 5555 443\r\nhi")
+                s.shutdown(socket.SHUT_WR)
+                s.recv(10)
+
+        yield threads.deferToThread(talk)
+        header, used = parse_proxy_header(recorder.received)
+        self.assertEqual((header.version, header.source, header.destination),
+                         (2, ("203.0.113.5", 5555), ("198.51.100.1", 443)))
+        self.assertEqual(recorder.received[used:], b"hi")
+        yield proxy.stop()
+        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
+            self.assertTrue(f.read().startswith(b"203.0.113.5 - - "))
+
+    @defer.inlineCallbacks
     def test_dns_over_tcp(self):
         """
         A real protocol through the relay: a twisted.names client asks a
@@ -180,6 +210,15 @@ class StreamEndToEndTests(TestCase):
         self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.0.2.80"])
         for connection in list(resolver.connections):
             connection.transport.loseConnection()
+
+
+class _Recorder(protocol.Protocol):
+    """
+    Keeps what it receives in C{factory.received}.
+    """
+
+    def dataReceived(self, data):
+        self.factory.received += data
 
 
 def _dns_server_factory():

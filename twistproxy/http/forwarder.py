@@ -91,7 +91,7 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
             tls = client_creator(config.tls, backend.host, f"upstreams.{config.name}.tls")
         return UpstreamPool(
             reactor, backend, timeouts, config.max_connections, config.max_idle,
-            config.max_pending, tls,
+            config.max_pending, tls, config.proxy_protocol,
         )
 
     return UpstreamGroupRuntime(config, make_pool, reactor=reactor, **options)
