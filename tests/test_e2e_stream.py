@@ -12,18 +12,36 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, protocol, reactor, ssl as twisted_ssl, threads
 from twisted.names import client as dns_client, dns, server as dns_server
 from twisted.names.authority import PySourceAuthority
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from twistproxy.stream.proxyproto import parse as parse_proxy_header
+from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 
-from tests.e2e_support import HOST, WatchedProxyProcess, write_config
+from tests.e2e_support import HOST, OriginFactory, WatchedProxyProcess, write_config
 
 SIZE = 32 * 1024 * 1024
+
+
+@implementer(IHalfCloseableProtocol)
+class _Echo(Echo):
+    """
+    An echo server that, at the end of its input, closes after sending all
+    it echoed (Twisted's own drops what is unsent when its input ends).
+    """
+
+    def readConnectionLost(self):
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
 
 
 class _Source(protocol.Protocol):
@@ -36,9 +54,9 @@ class _Source(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class StreamEndToEndTests(TestCase):
+class _StreamCase(TestCase):
     """
-    The installed proxy with C{protocol = "tcp"} listeners.
+    Starts servers in the test process and the proxy as a child.
     """
 
     timeout = 60
@@ -65,6 +83,13 @@ class StreamEndToEndTests(TestCase):
             f'upstream = "backend"\n\n[upstreams.backend]\nservers = [{servers}]\n{extra}'
         )
 
+
+
+class StreamEndToEndTests(_StreamCase):
+    """
+    The installed proxy with C{protocol = "tcp"} listeners.
+    """
+
     @defer.inlineCallbacks
     def test_echo_and_half_close(self):
         """
@@ -72,7 +97,7 @@ class StreamEndToEndTests(TestCase):
         the client ends its sending half it still reads everything that
         was in flight, then end of file; the access log has the line.
         """
-        echo = protocol.Factory.forProtocol(Echo)
+        echo = protocol.Factory.forProtocol(_Echo)
         proxy = yield self.start_proxy(self.tcp_config(self.listen(echo)))
 
         def talk():
@@ -102,7 +127,7 @@ class StreamEndToEndTests(TestCase):
         Many small request/answer round trips on one relayed connection
         each come back whole.
         """
-        echo = protocol.Factory.forProtocol(Echo)
+        echo = protocol.Factory.forProtocol(_Echo)
         proxy = yield self.start_proxy(self.tcp_config(self.listen(echo)))
 
         def talk():
@@ -128,7 +153,7 @@ class StreamEndToEndTests(TestCase):
         closed.bind((HOST, 0))
         refusing = closed.getsockname()[1]
         closed.close()
-        echo = protocol.Factory.forProtocol(Echo)
+        echo = protocol.Factory.forProtocol(_Echo)
         proxy = yield self.start_proxy(
             self.tcp_config(refusing, self.listen(echo), extra="retries = 1\n"))
 
@@ -229,3 +254,147 @@ def _dns_server_factory():
     factory = dns_server.DNSServerFactory(authorities=[PySourceAuthority(path)])
     factory.noisy = False
     return factory
+
+
+class _Named(protocol.Protocol):
+    """
+    Answers every read with the name of its server, then closes.
+    """
+
+    def dataReceived(self, data):
+        self.transport.write(self.factory.name)
+        self.transport.loseConnection()
+
+
+class PassthroughEndToEndTests(_StreamCase):
+    """
+    TLS passthrough by SNI with real handshakes: the certificate a client
+    receives shows which server it reached.
+    """
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.root = issue_certificate("Stream Root", ca=True)
+        self.root_file = self.write("root.pem", cert_pem(self.root[1]))
+
+    def write(self, name: str, data: bytes) -> str:
+        path = os.path.join(self.directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def tls_backend(self, name: str) -> int:
+        """
+        A TLS server for C{name} (its certificate's only name) that
+        answers with its name.
+        """
+        pem = pem_bundle(issue_certificate(name, (name,), issuer=self.root))
+        options = twisted_ssl.PrivateCertificate.loadPEM(pem.decode("ascii")).options()
+        factory = protocol.Factory.forProtocol(_Named)
+        factory.name = name.encode("ascii")
+        port = reactor.listenSSL(0, factory, options, interface=HOST)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def fetch(self, port: int, name: str, request: bytes = b"?", until: bytes = b"\0"):
+        """
+        Connect with TLS asking for C{name}; return the common name of the
+        certificate received and what the server answered (up to its end,
+        or to C{until}).
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(self.root_file)
+
+        def run():
+            with socket.create_connection((HOST, port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname=name) as s:
+                    subject = dict(x[0] for x in s.getpeercert()["subject"])
+                    s.sendall(request)
+                    answer = b""
+                    while True:
+                        try:
+                            chunk = s.recv(4096)
+                        except ssl.SSLError:
+                            break
+                        answer += chunk
+                        if not chunk or answer.endswith(until):
+                            break
+                    return subject["commonName"], answer
+
+        return threads.deferToThread(run)
+
+    @defer.inlineCallbacks
+    def test_two_backends_by_name(self):
+        """
+        Connections asking for a.example.test and b.example.test reach the
+        TLS server holding that name's certificate; a wildcard route takes
+        any name below c.example.test; a garbage first flight is closed.
+        """
+        a, b = self.tls_backend("a.example.test"), self.tls_backend("b.example.test")
+        c = self.tls_backend("x.c.example.test")
+        proxy = yield self.start_proxy(f"""
+[listeners.edge]
+endpoint = "tcp:0:interface={HOST}"
+protocol = "tcp"
+sni = [{{hosts = ["a.example.test"], upstream = "a"}},
+       {{hosts = ["*.c.example.test"], upstream = "c"}}]
+upstream = "b"
+
+[upstreams.a]
+servers = ["tcp://{HOST}:{a}"]
+[upstreams.b]
+servers = ["tcp://{HOST}:{b}"]
+[upstreams.c]
+servers = ["tcp://{HOST}:{c}"]
+""")
+        self.assertEqual((yield self.fetch(proxy.port, "a.example.test")),
+                         ("a.example.test", b"a.example.test"))
+        self.assertEqual((yield self.fetch(proxy.port, "b.example.test")),
+                         ("b.example.test", b"b.example.test"))
+        self.assertEqual((yield self.fetch(proxy.port, "x.c.example.test")),
+                         ("x.c.example.test", b"x.c.example.test"))
+
+        def garbage():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                s.sendall(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
+                try:
+                    return s.recv(100)
+                except ConnectionResetError:
+                    return b""
+
+        self.assertEqual((yield threads.deferToThread(garbage)), b"")
+
+    @defer.inlineCallbacks
+    def test_mixed_with_termination(self):
+        """
+        On an HTTP listener with TLS, a passthrough name reaches its TLS
+        backend with the backend's certificate, while another name is
+        terminated with the listener's certificate and proxied as HTTP.
+        """
+        a = self.tls_backend("a.example.test")
+        origin = OriginFactory(lambda proto, req: proto.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\norigin"))
+        origin_port = self.listen(origin)
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in list(origin.open)])
+        www = self.write("www.pem", pem_bundle(
+            issue_certificate("www.example.test", ("www.example.test",), issuer=self.root)))
+        proxy = yield self.start_proxy(f"""
+[listeners.web]
+endpoint = "tcp:0:interface={HOST}"
+tls = {{certificates = ["{www}"]}}
+sni = [{{hosts = ["a.example.test"], upstream = "a"}}]
+
+[upstreams.a]
+servers = ["tcp://{HOST}:{a}"]
+[upstreams.app]
+servers = ["http://{HOST}:{origin_port}"]
+""")
+        self.assertEqual((yield self.fetch(proxy.port, "a.example.test")),
+                         ("a.example.test", b"a.example.test"))
+        name, answer = yield self.fetch(
+            proxy.port, "www.example.test",
+            b"GET / HTTP/1.1\r\nHost: www.example.test\r\n\r\n", until=b"origin")
+        self.assertEqual(name, "www.example.test")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        self.assertTrue(answer.endswith(b"origin"), answer)
