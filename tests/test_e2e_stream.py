@@ -237,6 +237,44 @@ class StreamEndToEndTests(_StreamCase):
             connection.transport.loseConnection()
 
 
+class UDPEndToEndTests(_StreamCase):
+    """
+    The installed proxy with a C{protocol = "udp"} listener.
+    """
+
+    @defer.inlineCallbacks
+    def test_dns_over_udp(self):
+        """
+        DNS over UDP through the proxy: many twisted.names queries, each
+        from a socket of its own (so a session each), all get the answer
+        of the twisted.names server behind, and the sessions are logged.
+        """
+        factory = _dns_server_factory()
+        port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=HOST)
+        self.addCleanup(port.stopListening)
+        proxy = yield self.start_proxy(f"""
+[listeners.dns]
+endpoint = "udp:0:interface={HOST}"
+protocol = "udp"
+upstream = "dns"
+
+[upstreams.dns]
+servers = ["udp://{HOST}:{port.getHost().port}"]
+balancer = "client_ip_hash"
+""")
+        resolver = dns_client.Resolver(servers=[(HOST, proxy.port)], reactor=reactor)
+        answers = yield defer.gatherResults([
+            resolver.queryUDP([dns.Query(b"www.example.test", dns.A)], timeout=(5,))
+            for _ in range(40)
+        ])
+        self.assertEqual({a.answers[0].payload.dottedQuad() for a in answers}, {"192.0.2.80"})
+        self.assertEqual([len(a.answers) for a in answers], [1] * 40)
+        yield proxy.stop()
+        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
+            lines = [l for l in f.read().splitlines() if b'"UDP dns" 200' in l]
+        self.assertEqual(len(lines), 40)
+
+
 class _Recorder(protocol.Protocol):
     """
     Keeps what it receives in C{factory.received}.

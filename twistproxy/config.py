@@ -791,6 +791,14 @@ def _header_rules(value: object, path: str) -> HeaderRules:
     return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        _ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_ipv6(host: str) -> bool:
     try:
         _ipaddress.IPv6Address(host)
@@ -1156,11 +1164,17 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
     for key, build in builders.items():
         if key in group:
             kwargs[key] = build(group[key], _key(path, key))
+    for i, server in enumerate(servers):
+        if server.scheme == "udp" and not _is_ip(server.host):
+            raise ConfigError(_index(servers_path, i),
+                              f"a udp:// server must be an IP address (got {server.host!r})")
     if "proxy_protocol" in group:
         ppath = _key(path, "proxy_protocol")
         version = _string(group["proxy_protocol"], ppath)
         if version not in _PROXY_PROTOCOL_VERSIONS:
             raise ConfigError(ppath, f'must be "v1" or "v2" (got {version!r})')
+        if servers and servers[0].scheme == "udp":
+            raise ConfigError(ppath, "not for udp:// servers")
         kwargs["proxy_protocol"] = version
     if servers and _KIND[servers[0].scheme] != "http":
         # Addresses found in DNS are servers of the same kind.

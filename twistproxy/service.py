@@ -37,6 +37,7 @@ from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.proxyproto import ProxyHeaderFactory
 from twistproxy.stream.sni import SNIFactory, SNIRouter
 from twistproxy.stream.tcp import TCPRelayFactory
+from twistproxy.stream.udp import UDPEndpoint, UDPProxy
 from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
@@ -165,7 +166,10 @@ class ProxyService(MultiService):
         self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
             try:
-                endpoint = serverFromString(reactor, listener.endpoint)
+                if listener.protocol == "udp":
+                    endpoint = UDPEndpoint(reactor, listener.endpoint)
+                else:
+                    endpoint = serverFromString(reactor, listener.endpoint)
             except Exception as e:
                 raise ConfigError(
                     f"listeners.{listener.name}.endpoint",
@@ -173,7 +177,12 @@ class ProxyService(MultiService):
                     config.source,
                 )
             factory = self.factory
-            if listener.protocol == "tcp":
+            if listener.protocol == "udp":
+                factory = UDPProxy(
+                    reactor, listener.name, listener.upstream, self.forwarder.groups,
+                    config.timeouts, listener.max_sessions, on_end=self._connection_ended)
+                self._stream_factories.append(factory)
+            elif listener.protocol == "tcp":
                 factory = self._relay(listener)
             elif listener.tls is not None:
                 factory = self._terminate_tls(listener)
