@@ -31,6 +31,20 @@ C{bytes}, C{referer}, C{user_agent}, C{upstream} (the backend's name, or
 C{null}), C{upstream_time} (seconds, or C{null}), C{total_time} (seconds)
 and C{reason} (or C{null}).  Bytes outside ASCII in request fields are
 read as Latin-1 and escaped by JSON.
+
+TCP and UDP listeners (L{twistproxy.stream}) log one line per relayed
+connection or UDP session, when it ends, with nginx stream's status
+(200, or 502/503 when no backend could be reached), the bytes sent to and
+received from the client, the backend, the duration, the TLS server name
+of a passed-through connection, and why the proxy ended it::
+
+    192.0.2.7 - - [10/Oct/2024:13:55:36 +0000] "TCP db" 200 5120
+    received=311 upstream=127.0.0.1:5432 server_name=- total_time=12.004
+    reason=-
+
+in JSON with the keys C{time}, C{client}, C{protocol} (C{"TCP"} or
+C{"UDP"}), C{listener}, C{status}, C{bytes}, C{received}, C{upstream},
+C{server_name}, C{total_time} and C{reason}.
 """
 
 from __future__ import annotations
@@ -104,7 +118,7 @@ class AccessLog:
         )
         return upstream, now - x.started
 
-    def _combined(self, x: Exchange) -> bytes:
+    def _now_stamp(self) -> float:
         now = self._clock.seconds()
         second = int(now)
         if second != self._second:
@@ -114,6 +128,49 @@ class AccessLog:
                 t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
                 t.tm_hour, t.tm_min, t.tm_sec,
             )
+        return now
+
+    def connection(self, c) -> None:
+        """
+        Log a relayed TCP connection or UDP session that has ended (a
+        L{twistproxy.stream.tcp.TCPRelay} or
+        L{twistproxy.stream.udp.Session}).
+        """
+        now = self._now_stamp()
+        upstream = c.backend.name if c.backend is not None else None
+        if self._format == self._json:
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                "client": c.client_address,
+                "protocol": c.protocol,
+                "listener": c.factory.listener,
+                "status": c.status,
+                "bytes": c.bytes_sent,
+                "received": c.bytes_received,
+                "upstream": upstream,
+                "server_name": c.server_name or None,
+                "total_time": round(now - c.started, 6),
+                "reason": c.reason or None,
+            }
+            line = json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+        else:
+            line = b'%s - - [%s] "%s %s" %d %d received=%d upstream=%s server_name=%s total_time=%.3f reason=%s\n' % (
+                c.client_address.encode("ascii") or b"-",
+                self._stamp,
+                c.protocol.encode("ascii"),
+                c.factory.listener.encode("ascii"),
+                c.status,
+                c.bytes_sent,
+                c.bytes_received,
+                upstream.encode("ascii") if upstream else b"-",
+                c.server_name.encode("ascii") or b"-",
+                now - c.started,
+                c.reason.encode("ascii") or b"-",
+            )
+        self._stream.write(line)
+
+    def _combined(self, x: Exchange) -> bytes:
+        now = self._now_stamp()
         req = x.request
         upstream, total = self._times(x, now)
         return b'%s - - [%s] "%s %s HTTP/1.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (

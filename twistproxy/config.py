@@ -22,7 +22,7 @@ import ipaddress as _ipaddress
 import json as _json
 import os as _os
 import re as _re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit as _urlsplit
 
@@ -60,7 +60,9 @@ class Server:
     One backend server of an upstream group.
 
     @ivar url: C{http://host[:port]}; the port defaults to 80 (https: 443).
-    @ivar scheme: C{'http'} or C{'https'}.
+        Groups behind C{tcp} and C{udp} listeners use C{tcp://host:port}
+        and C{udp://host:port}, with the port required.
+    @ivar scheme: C{'http'}, C{'https'}, C{'tcp'} or C{'udp'}.
     @ivar host: Host name or IP address literal (IPv6 without brackets).
     @ivar port: TCP port.
     @ivar weight: Positive integer weight.
@@ -216,6 +218,9 @@ class UpstreamGroup:
     @ivar sticky: Cookie stickiness, or C{None}.
     @ivar discovery: Servers found in DNS, in addition to C{servers}.
     @ivar tls: TLS settings for C{https://} servers.
+    @ivar proxy_protocol: C{'v1'} or C{'v2'} to open every connection to
+        the servers with a PROXY protocol header naming the client, or
+        C{''} for none.
     """
 
     name: str
@@ -234,6 +239,17 @@ class UpstreamGroup:
     sticky: Optional[Sticky] = None
     discovery: Tuple[Discovery, ...] = ()
     tls: UpstreamTLS = UpstreamTLS()
+    proxy_protocol: str = ""
+
+    @property
+    def kind(self) -> str:
+        """
+        C{'http'} for groups of C{http://} and C{https://} servers (and of
+        servers found in DNS only), C{'tcp'} or C{'udp'} for the others.
+        """
+        for server in self.servers:
+            return _KIND[server.scheme]
+        return "http"
 
 
 @dataclass(frozen=True)
@@ -342,6 +358,21 @@ class Listener:
     @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
         its connection preface (prior knowledge).  TLS listeners always
         offer HTTP/2 by ALPN.
+    @ivar protocol: C{'http'}, C{'tcp'} (every connection relayed byte
+        for byte to a server of C{upstream}) or C{'udp'} (datagrams relayed
+        per client address and port).
+    @ivar upstream: The upstream group of a C{tcp} or C{udp} listener (on a
+        C{tcp} listener with C{sni} routes: the group of the connections
+        that no route matches), or C{''}.
+    @ivar sni: TLS passthrough routes: connections whose ClientHello names
+        one of a route's hosts are relayed, still encrypted, to its group.
+    @ivar proxy_protocol: CIDRs of the peers (load balancers) that must
+        open their connections with a PROXY protocol header, v1 or v2; the
+        address it names is then the client's.  Empty: no PROXY protocol.
+    @ivar max_connections: On a C{tcp} listener, the most client
+        connections relayed at once (further ones are closed); 0: no limit.
+    @ivar max_sessions: On a C{udp} listener, the most client sessions at
+        once (datagrams from further clients are dropped).
     """
 
     name: str
@@ -350,6 +381,27 @@ class Listener:
     redirect_https: bool = False
     https_port: int = 443
     h2c: bool = False
+    protocol: str = "http"
+    upstream: str = ""
+    sni: Tuple["SNIRoute", ...] = ()
+    proxy_protocol: Tuple[str, ...] = ()
+    max_connections: int = 0
+    max_sessions: int = 10000
+
+
+@dataclass(frozen=True)
+class SNIRoute:
+    """
+    A TLS passthrough route: TLS connections for these server names are
+    relayed to C{upstream} without being decrypted.
+
+    @ivar hosts: Exact names (C{'db.example.com'}) or wildcards
+        (C{'*.example.com'}, any name below C{example.com}), lower-cased.
+    @ivar upstream: The name of a group of C{tcp://} servers.
+    """
+
+    hosts: Tuple[str, ...]
+    upstream: str
 
 
 @dataclass(frozen=True)
@@ -366,6 +418,10 @@ class Timeouts:
     @ivar request_body: Between two reads of a request body.
     @ivar upstream_idle: An idle pooled connection to a backend is closed
         after this long.
+    @ivar tcp_idle: A relayed TCP connection with no byte in either
+        direction is closed after this long.
+    @ivar udp_idle: A UDP session with no datagram in either direction
+        ends after this long.
     """
 
     connect: float = 5.0
@@ -374,6 +430,8 @@ class Timeouts:
     request_head: float = 10.0
     request_body: float = 60.0
     upstream_idle: float = 30.0
+    tcp_idle: float = 600.0
+    udp_idle: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -526,6 +584,10 @@ _SIZE = _re.compile(r"([0-9]+)([kmg]?)\Z", _re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 _ACCESS_LOG_FORMATS = ("combined", "json")
+# Server URL schemes, and the kind of listener a group of them serves.
+_KIND = {"http": "http", "https": "http", "tcp": "tcp", "udp": "udp"}
+_PROTOCOLS = ("http", "tcp", "udp")
+_PROXY_PROTOCOL_VERSIONS = ("v1", "v2")
 
 
 def key_path(parent: str, key: str) -> str:
@@ -731,6 +793,14 @@ def _header_rules(value: object, path: str) -> HeaderRules:
     return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        _ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_ipv6(host: str) -> bool:
     try:
         _ipaddress.IPv6Address(host)
@@ -818,10 +888,9 @@ def _server_url(value: str, path: str) -> Tuple[str, str, str, int]:
     port is kept even when it is the scheme's default.
     """
     lowered = value.lower()
-    if lowered.startswith("http://"):
-        scheme = "http"
-    elif lowered.startswith("https://"):
-        scheme = "https"
+    for scheme in _KIND:
+        if lowered.startswith(scheme + "://"):
+            break
     else:
         raise ConfigError(path, "must be an http:// or https:// URL")
     if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in value):
@@ -883,6 +952,8 @@ def _server_url(value: str, path: str) -> Tuple[str, str, str, int]:
         shown = _host_name(host, path, allow_wildcard=False)
     canonical = f"{scheme}://{shown}"
     if port is None:
+        if _KIND[scheme] != "http":
+            raise ConfigError(path, f"{value!r} must have a port: {scheme}:// has no default")
         port = 443 if scheme == "https" else 80
     else:
         canonical += f":{port}"
@@ -1033,7 +1104,7 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
         path,
         ("servers", "balancer", "balancer_options", "max_connections", "max_idle",
          "max_pending", "max_requests", "retries", "retry_budget", "slow_start",
-         "health", "outlier", "sticky", "tls"),
+         "health", "outlier", "sticky", "tls", "proxy_protocol"),
     )
     servers_path = _key(path, "servers")
     if "servers" not in group:
@@ -1057,6 +1128,11 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
                 f"use weight to send it more requests",
             )
         seen[address] = i
+        if servers and _KIND[server.scheme] != _KIND[servers[0].scheme]:
+            raise ConfigError(
+                _index(servers_path, i),
+                f"a {server.scheme}:// server in a group of {servers[0].scheme}:// servers",
+            )
         servers.append(server)
     kwargs: Dict[str, Any] = {}
     if "balancer" in group:
@@ -1090,6 +1166,21 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
     for key, build in builders.items():
         if key in group:
             kwargs[key] = build(group[key], _key(path, key))
+    for i, server in enumerate(servers):
+        if server.scheme == "udp" and not _is_ip(server.host):
+            raise ConfigError(_index(servers_path, i),
+                              f"a udp:// server must be an IP address (got {server.host!r})")
+    if "proxy_protocol" in group:
+        ppath = _key(path, "proxy_protocol")
+        version = _string(group["proxy_protocol"], ppath)
+        if version not in _PROXY_PROTOCOL_VERSIONS:
+            raise ConfigError(ppath, f'must be "v1" or "v2" (got {version!r})')
+        if servers and servers[0].scheme == "udp":
+            raise ConfigError(ppath, "not for udp:// servers")
+        kwargs["proxy_protocol"] = version
+    if servers and _KIND[servers[0].scheme] != "http":
+        # Addresses found in DNS are servers of the same kind.
+        discovery = [replace(d, scheme=servers[0].scheme) for d in discovery]
     return UpstreamGroup(
         name=name, servers=tuple(servers), discovery=tuple(discovery), **kwargs
     )
@@ -1120,7 +1211,9 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
         table = _table(listener, listener_path,
-                       ("endpoint", "tls", "redirect_https", "https_port", "h2c"))
+                       ("endpoint", "tls", "redirect_https", "https_port", "h2c", "protocol",
+                        "upstream", "sni", "proxy_protocol", "max_connections",
+                        "max_sessions"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1150,8 +1243,92 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
             if kwargs["https_port"] > 65535:
                 raise ConfigError(port_path, "must be at most 65535")
+        kwargs.update(_stream_options(table, listener_path))
         listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
+
+
+# The listener keys that only some protocols take.
+_ONLY_FOR = {
+    "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
+    "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
+    "proxy_protocol": ("http", "tcp"), "max_connections": ("tcp",),
+    "max_sessions": ("udp",),
+}
+
+
+def _stream_options(table: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """
+    The settings of a listener that concern its protocol, TLS passthrough
+    and the PROXY protocol.
+    """
+    kwargs: Dict[str, Any] = {}
+    protocol = "http"
+    if "protocol" in table:
+        protocol = _string(table["protocol"], _key(path, "protocol"))
+        if protocol not in _PROTOCOLS:
+            raise ConfigError(_key(path, "protocol"),
+                              f"must be one of {', '.join(map(repr, _PROTOCOLS))} "
+                              f"(got {protocol!r})")
+        kwargs["protocol"] = protocol
+    for key, protocols in _ONLY_FOR.items():
+        if key in table and protocol not in protocols:
+            raise ConfigError(_key(path, key),
+                              f"not for {protocol} listeners (only {' and '.join(protocols)})")
+    if "upstream" in table:
+        kwargs["upstream"] = _string(table["upstream"], _key(path, "upstream"))
+    elif protocol != "http" and "sni" not in table:
+        raise ConfigError(_key(path, "upstream"),
+                          f"is required on a {protocol} listener (the name of an upstream group)")
+    if "sni" in table:
+        spath = _key(path, "sni")
+        if protocol == "http" and "tls" not in table:
+            raise ConfigError(spath, "passthrough routes need tls on an http listener "
+                                     "(the names that are not passed through are terminated)")
+        items = _array(table["sni"], spath)
+        kwargs["sni"] = tuple(_sni_route(item, _index(spath, i)) for i, item in enumerate(items))
+    if "proxy_protocol" in table:
+        kwargs["proxy_protocol"] = _strings(
+            table["proxy_protocol"], _key(path, "proxy_protocol"), _network)
+    for key in ("max_connections", "max_sessions"):
+        if key in table:
+            kwargs[key] = _integer(table[key], _key(path, key), 0 if key == "max_connections" else 1)
+    return kwargs
+
+
+def _sni_route(value: object, path: str) -> SNIRoute:
+    table = _table(value, path, ("hosts", "upstream"))
+    for key in ("hosts", "upstream"):
+        if key not in table:
+            raise ConfigError(_key(path, key), "is required")
+    hosts_path = _key(path, "hosts")
+    hosts = _strings(table["hosts"], hosts_path,
+                     lambda host, p: _host_name(host.lower(), p, allow_wildcard=True))
+    if not hosts:
+        raise ConfigError(hosts_path, "must list at least one server name")
+    return SNIRoute(hosts=hosts, upstream=_string(table["upstream"], _key(path, "upstream")))
+
+
+def _check_listener_groups(listeners: Sequence[Listener],
+                           groups: Mapping[str, UpstreamGroup]) -> None:
+    """
+    Every group a tcp or udp listener (or an SNI route) names exists and
+    has servers of the listener's kind.
+    """
+    for listener in listeners:
+        path = _key("listeners", listener.name)
+        named = [(_key(path, "upstream"), listener.upstream, listener.protocol)]
+        named += [(_key(_index(_key(path, "sni"), i), "upstream"), route.upstream, "tcp")
+                  for i, route in enumerate(listener.sni)]
+        for upath, name, kind in named:
+            if not name:
+                continue
+            if name not in groups:
+                raise ConfigError(upath, f"no upstream group named {name!r} (defined: "
+                                         f"{', '.join(sorted(groups))})")
+            if groups[name].kind != kind:
+                raise ConfigError(upath, f"upstream group {name!r} has "
+                                         f"{groups[name].kind} servers, not {kind}:// ones")
 
 
 def _certificate(value: object, path: str) -> Certificate:
@@ -1329,6 +1506,8 @@ def _timeouts(value: object, path: str) -> Timeouts:
         "request_head",
         "request_body",
         "upstream_idle",
+        "tcp_idle",
+        "udp_idle",
     )
     table = _table(value, path, known)
     return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
@@ -1498,7 +1677,12 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
             "at least one upstream group is required ([upstreams.NAME] with servers)",
         )
     upstreams = _upstreams(document["upstreams"], "upstreams")
-    routes = _routes(document.get("routes"), "routes", upstreams)
+    _check_listener_groups(listeners, upstreams)
+    routes: Tuple[Route, ...] = ()
+    if "routes" in document or any(l.protocol == "http" for l in listeners):
+        # Requests only go to groups of HTTP servers.
+        http_groups = {n: g for n, g in upstreams.items() if g.kind == "http"}
+        routes = _routes(document.get("routes"), "routes", http_groups)
     sections: Dict[str, Callable[[object, str], Any]] = {
         "timeouts": _timeouts,
         "limits": _limits,

@@ -32,8 +32,13 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.http.forwarder import Forwarder, make_group
+from twistproxy.http.headers import TrustedProxies
 from twistproxy.http.server import HTTPServerFactory
 from twistproxy.metrics import ProxyMetrics
+from twistproxy.stream.proxyproto import ProxyHeaderFactory
+from twistproxy.stream.sni import SNIFactory, SNIRouter
+from twistproxy.stream.tcp import TCPRelayFactory
+from twistproxy.stream.udp import UDPEndpoint, UDPProxy
 from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
@@ -173,6 +178,7 @@ class ProxyService(MultiService):
         self.locator, self.forwarder = _pipeline(config, reactor)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
+        self._stream_factories: List[Any] = []
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -185,8 +191,11 @@ class ProxyService(MultiService):
         self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
             try:
-                endpoint = (endpoints or {}).get(listener.name) or serverFromString(
-                    reactor, listener.endpoint)
+                endpoint = (endpoints or {}).get(listener.name)
+                if endpoint is None and listener.protocol == "udp":
+                    endpoint = UDPEndpoint(reactor, listener.endpoint)
+                elif endpoint is None:
+                    endpoint = serverFromString(reactor, listener.endpoint)
             except Exception as e:
                 raise ConfigError(
                     f"listeners.{listener.name}.endpoint",
@@ -194,7 +203,14 @@ class ProxyService(MultiService):
                     config.source,
                 )
             factory = self.factory
-            if listener.tls is not None:
+            if listener.protocol == "udp":
+                factory = UDPProxy(
+                    reactor, listener.name, listener.upstream, self.forwarder.groups,
+                    config.timeouts, listener.max_sessions, on_end=self._connection_ended)
+                self._stream_factories.append(factory)
+            elif listener.protocol == "tcp":
+                factory = self._relay(listener)
+            elif listener.tls is not None:
                 factory = self._terminate_tls(listener)
             elif listener.redirect_https:
                 factory = self._factory(b"http", redirect_port=listener.https_port)
@@ -204,6 +220,12 @@ class ProxyService(MultiService):
                 # Backends are told the client came over https.
                 tls_factory = tls_factory or self._factory(b"https")
                 factory = tls_factory
+            if listener.protocol == "http" and listener.sni:
+                factory = self._passthrough(listener, factory)
+            if listener.proxy_protocol:
+                factory = ProxyHeaderFactory(
+                    factory, TrustedProxies(listener.proxy_protocol).__contains__,
+                    reactor, config.timeouts.request_head)
             service = _ListenerService(listener.name, listener.endpoint, endpoint, factory)
             service.setServiceParent(self)
             self.listeners[listener.name] = service
@@ -243,6 +265,37 @@ class ProxyService(MultiService):
         if found is None:
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
+
+    def _relays(self, listener) -> TCPRelayFactory:
+        relays = TCPRelayFactory(
+            self.reactor, listener.name, listener.upstream, self.forwarder.groups,
+            self.config.timeouts, listener.max_connections, on_end=self._connection_ended)
+        self._stream_factories.append(relays)
+        return relays
+
+    def _relay(self, listener):
+        """
+        The factory of a C{tcp} listener: relays, behind a ClientHello
+        reader when it has passthrough routes.
+        """
+        relays = self._relays(listener)
+        if not listener.sni:
+            return relays
+        return SNIFactory(SNIRouter(listener.sni, listener.upstream), relays, None,
+                          self.config.timeouts.request_head)
+
+    def _passthrough(self, listener, terminate):
+        """
+        The factory of an HTTP listener with TLS and passthrough routes:
+        the names they list are relayed, the others terminated.
+        """
+        factory = SNIFactory(SNIRouter(listener.sni), self._relays(listener), terminate,
+                             self.config.timeouts.request_head)
+        if listener.name in self._tls:
+            # Certificate reloads reach the terminating factory through it.
+            _, tls, path = self._tls[listener.name]
+            self._tls[listener.name] = (factory, tls, path)
+        return factory
 
     def _terminate_tls(self, listener):
         """
@@ -306,6 +359,13 @@ class ProxyService(MultiService):
         if self.access_log is not None:
             try:
                 self.access_log(x)
+            except OSError as e:
+                self._access_log_failed(e)
+
+    def _connection_ended(self, c) -> None:
+        if self.access_log is not None:
+            try:
+                self.access_log.connection(c)
             except OSError as e:
                 self._access_log_failed(e)
 
@@ -392,7 +452,7 @@ class ProxyService(MultiService):
                 group.take_state(old)
         old_forwarder, old_locator = self.forwarder, self.locator
         self.forwarder, self.locator, self.config = forwarder, locator, new
-        for factory in self._http_factories:
+        for factory in self._http_factories + self._stream_factories:
             factory.configure(new, forwarder)
         if self.running:
             self._start_groups(forwarder)
@@ -420,7 +480,8 @@ class ProxyService(MultiService):
         C{shutdown.drain} seconds, then close everything.
         """
         stopped = super().stopService()
-        drained = gatherResults([f.drain() for f in self._http_factories])
+        drained = gatherResults(
+            [f.drain() for f in self._http_factories + self._stream_factories])
         deadline = self.reactor.callLater(self.config.shutdown.drain, self.stop_now)
 
         def finish(result):
@@ -435,7 +496,7 @@ class ProxyService(MultiService):
         """
         End the graceful shutdown at once: cut every client connection.
         """
-        for factory in self._http_factories:
+        for factory in self._http_factories + self._stream_factories:
             factory.abort_all()
 
     def _close_all(self) -> None:

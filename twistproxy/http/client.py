@@ -41,6 +41,7 @@ from twistproxy.http.parser import (
     parse_response_head,
     response_has_body,
 )
+from twistproxy.stream import proxyproto
 from twistproxy.upstream.backend import Backend
 
 MAX_RESPONSE_HEAD = 131072
@@ -77,6 +78,8 @@ class UpstreamProtocol(Waiting, Protocol):
         self._paused = False
         self._backend_is_full = False
         self.uses = 0
+        # The client connection a PROXY protocol connection speaks for.
+        self.owner = None
 
     # Driven by the pool and the downstream side
 
@@ -147,6 +150,9 @@ class UpstreamProtocol(Waiting, Protocol):
         no_delay(self.transport)
         self._pool.deadlines.add(self)
         x, self._first = self._first, None
+        if self._pool.proxy_protocol:
+            self.owner = x.downstream.connection if x is not None and x.downstream else None
+            self.transport.write(self._pool.proxy_header(x))
         self._pool.connection_made(self, x)
 
     def dataReceived(self, data: bytes) -> None:
@@ -421,8 +427,12 @@ class UpstreamPool:
         max_idle: int = 256,
         max_pending: int = 256,
         tls=None,
+        proxy_protocol: str = "",
     ):
         self.reactor = reactor
+        # "v1" or "v2": each connection opens with a PROXY header naming one
+        # client connection, and carries only that connection's requests.
+        self.proxy_protocol = proxy_protocol
         self.backend = backend
         self.timeouts = timeouts
         self.max_connections = max_connections
@@ -444,8 +454,11 @@ class UpstreamPool:
         """
         x.pool = self
         if not fresh and self._idle:
-            self._idle.pop().attach(x)
-        elif self.connections < self.max_connections:
+            protocol = self._own_idle(x) if self.proxy_protocol else self._idle.pop()
+            if protocol is not None:
+                protocol.attach(x)
+                return
+        if self.connections < self.max_connections:
             self._connect(x)
         elif len(self._waiting) >= self.max_pending:
             # Circuit breaking: fail fast rather than queue without end.
@@ -471,7 +484,11 @@ class UpstreamPool:
         """
         A connection finished its exchange cleanly.
         """
-        if self._waiting:
+        if self._waiting and self.proxy_protocol:
+            # It speaks for another client: close it, and connection_lost
+            # opens one for the next waiter.
+            protocol.abort()
+        elif self._waiting:
             x = self._next_waiter()
             protocol.attach(x)
         elif len(self._idle) < self.max_idle:
@@ -522,6 +539,29 @@ class UpstreamPool:
                 backend.host, backend.port, _Connector(self, x),
                 timeout=self.timeouts.connect,
             )
+
+    def _own_idle(self, x: Exchange) -> Optional[UpstreamProtocol]:
+        """
+        An idle connection opened for the client connection of C{x}.
+        """
+        owner = x.downstream.connection
+        idle = self._idle
+        for i in range(len(idle) - 1, -1, -1):
+            if idle[i].owner is owner:
+                return idle.pop(i)
+        return None
+
+    def proxy_header(self, x: Optional[Exchange]) -> bytes:
+        """
+        The PROXY header of a new connection for C{x}'s client connection.
+        """
+        if x is None or x.downstream is None:
+            return proxyproto.encode(self.proxy_protocol, None, None)
+        connection = x.downstream.connection
+        transport = connection.transport
+        return proxyproto.encode(
+            self.proxy_protocol, proxyproto.ip_port(transport.getPeer()),
+            proxyproto.ip_port(transport.getHost()), tls=connection.proto == b"https")
 
     def _next_waiter(self) -> Exchange:
         x = self._waiting.popleft()

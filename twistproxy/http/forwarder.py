@@ -67,6 +67,14 @@ def _compile(rules, path: str) -> H.CompiledRules:
         raise ConfigError(path, str(e)) from None
 
 
+class _NoPool:
+    def close(self) -> None:
+        pass
+
+
+_NO_POOL = _NoPool()
+
+
 def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
                **options) -> UpstreamGroupRuntime:
     """
@@ -75,12 +83,15 @@ def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
     @param options: C{locality} and C{locator}, passed to the group.
     """
     def make_pool(backend: Backend) -> UpstreamPool:
+        if config.kind != "http":
+            # Relayed TCP connections and UDP sessions are not pooled.
+            return _NO_POOL
         tls = None
         if backend.scheme == "https":
             tls = client_creator(config.tls, backend.host, f"upstreams.{config.name}.tls")
         return UpstreamPool(
             reactor, backend, timeouts, config.max_connections, config.max_idle,
-            config.max_pending, tls,
+            config.max_pending, tls, config.proxy_protocol,
         )
 
     return UpstreamGroupRuntime(config, make_pool, reactor=reactor, **options)
@@ -205,19 +216,7 @@ class Forwarder:
         if tried is None:
             tried = x.tried = []
         tried.append(x.backend)
-        group = x.group
-        for _ in range(len(group.backends)):
-            backend = group.pick(x)
-            if backend is None:
-                return None
-            if backend not in tried:
-                return backend
-        # A balancer that keeps answering the same (a hash) is asked no
-        # further: any other available backend will do.
-        for backend in group.backends:
-            if backend.available and backend not in tried:
-                return backend
-        return None
+        return x.group.pick_other(x, tried)
 
     def _done_with_backend(self, x: Exchange, ok: Optional[bool]) -> None:
         """

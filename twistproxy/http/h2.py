@@ -227,6 +227,13 @@ class H2Stream(Waiting):
         "_closed", "deadline", "_timer_kind",
     )
 
+    @property
+    def connection(self) -> "H2ServerProtocol":
+        """
+        The client connection this stream is part of.
+        """
+        return self._conn
+
     def __init__(self, conn: H2ServerProtocol, stream_id: int):
         self._conn = conn
         self._clock = conn._clock

@@ -69,6 +69,13 @@ class ClientCodec(Waiting, Protocol):
     @ivar client_full: Whether the client's send buffer is full.
     """
 
+    @property
+    def connection(self) -> "ClientCodec":
+        """
+        The client connection (an HTTP/2 stream answers its connection).
+        """
+        return self
+
     def __init__(self, factory: HTTPServerFactory):
         self._factory = factory
         self._clock = factory.reactor

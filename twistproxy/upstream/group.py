@@ -325,6 +325,24 @@ class UpstreamGroupRuntime:
                 return backend
         return None
 
+    def pick_other(self, request: IRequestInfo, tried: List[Backend]) -> Optional[Backend]:
+        """
+        An available backend for a retry of C{request}, other than those
+        in C{tried}, or C{None}.
+        """
+        for _ in range(len(self.backends)):
+            backend = self.pick(request)
+            if backend is None:
+                return None
+            if backend not in tried:
+                return backend
+        # A balancer that keeps answering the same (a hash) is asked no
+        # further: any other available backend will do.
+        for backend in self.backends:
+            if backend.available and backend not in tried:
+                return backend
+        return None
+
     def admit(self) -> bool:
         """
         Whether one more request may go to the group (circuit breaking).

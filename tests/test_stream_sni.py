@@ -1,0 +1,215 @@
+"""
+Tests for TLS passthrough (L{twistproxy.stream.sni}): reading the server
+name from real ClientHellos made by OpenSSL, refusing malformed ones, and
+routing connections to a relay or to TLS termination.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import SNIRoute
+from twistproxy.stream.sni import (
+    MAX_CLIENT_HELLO,
+    ClientHelloError,
+    SNIFactory,
+    SNIRouter,
+    server_name,
+)
+
+from tests.test_stream_tcp import RelayHarness, config
+
+
+def client_hello(name: bytes = b"") -> bytes:
+    """
+    The first flight of an OpenSSL client (its ClientHello), asking for
+    C{name} when given.
+    """
+    context = SSL.Context(SSL.TLS_METHOD)
+    connection = SSL.Connection(context, None)
+    connection.set_connect_state()
+    if name:
+        connection.set_tlsext_host_name(name)
+    try:
+        connection.do_handshake()
+    except SSL.WantReadError:
+        pass
+    return connection.bio_read(65536)
+
+
+def records(message: bytes, size: int) -> bytes:
+    """
+    C{message} split into TLS handshake records of C{size} bytes.
+    """
+    out = b""
+    for i in range(0, len(message), size):
+        chunk = message[i : i + size]
+        out += b"\x16\x03\x01" + len(chunk).to_bytes(2, "big") + chunk
+    return out
+
+
+class ServerNameTests(SynchronousTestCase):
+    """
+    L{server_name} on ClientHellos.
+    """
+
+    def test_real_client_hello(self):
+        """
+        The name an OpenSSL client asks for is read, lower-cased.
+        """
+        self.assertEqual(server_name(client_hello(b"DB.Example.test")), "db.example.test")
+
+    def test_no_name(self):
+        """
+        A ClientHello without the server_name extension names nothing.
+        """
+        self.assertEqual(server_name(client_hello()), "")
+
+    def test_incomplete(self):
+        """
+        Every beginning of a ClientHello asks for more bytes.
+        """
+        hello = client_hello(b"a.example")
+        for end in range(0, len(hello), 7):
+            self.assertIsNone(server_name(hello[:end]), end)
+
+    def test_split_records(self):
+        """
+        A ClientHello split across several records is put together.
+        """
+        hello = client_hello(b"a.example")
+        self.assertEqual(server_name(records(hello[5:], 100)), "a.example")
+
+    def test_malformed(self):
+        """
+        Not TLS, another handshake message first, a truncated body inside a
+        complete record, a bad name and a ClientHello above the size limit
+        are refused.
+        """
+        hello = client_hello(b"a.example")
+        body = hello[5:]
+        bad_name = body.replace(b"a.example", b"a/example")
+        too_long = b"\x01" + (MAX_CLIENT_HELLO + 1).to_bytes(3, "big")
+        for bad in [
+            b"GET / HTTP/1.1\r\n\r\n",
+            records(b"\x02" + body[1:], 16384),
+            records(body[:4] + body[4:60], 16384) + b"\x15\x03\x01\x00\x01\x00",
+            records(body[:1] + (len(body) - 4 - 10).to_bytes(3, "big") + body[4:-10], 16384),
+            records(bad_name, 16384),
+            records(too_long, 16384),
+        ]:
+            self.assertRaises(ClientHelloError, server_name, bad)
+
+
+class RouterTests(SynchronousTestCase):
+    """
+    L{SNIRouter}: exact names, wildcards, the default.
+    """
+
+    def test_routes(self):
+        """
+        The first route whose exact name or wildcard matches wins; other
+        names, and no name, go to the default.
+        """
+        router = SNIRouter([SNIRoute(("db.example",), "db"),
+                            SNIRoute(("*.example",), "web")], default="other")
+        self.assertEqual(router.group_for("db.example"), "db")
+        self.assertEqual(router.group_for("a.b.example"), "web")
+        self.assertEqual(router.group_for("example"), "other")
+        self.assertEqual(router.group_for(""), "other")
+        self.assertEqual(SNIRouter([SNIRoute(("db.example",), "db")]).group_for("x"), "")
+
+
+class _Recorder(Protocol):
+    def __init__(self):
+        self.data = b""
+
+    def dataReceived(self, data):
+        self.data += data
+
+
+class PassthroughTests(SynchronousTestCase):
+    """
+    L{SNIFactory}: relay or terminate by the name.
+    """
+
+    def setUp(self):
+        self.h = RelayHarness(config())
+        self.terminated = []
+
+        def build(addr):
+            protocol = _Recorder()
+            self.terminated.append(protocol)
+            return protocol
+
+        terminate = Factory()
+        terminate.buildProtocol = build
+        self.factory = SNIFactory(SNIRouter([SNIRoute(("db.example",), "pg")]),
+                                  self.h.factory, terminate, timeout=10)
+
+    def connect(self, data: bytes):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4000),
+                                    lenient=True)
+        protocol.makeConnection(transport)
+        for i in range(0, len(data), 50):
+            protocol.dataReceived(data[i : i + 50])
+        return protocol, transport
+
+    def test_passthrough(self):
+        """
+        A connection for a passthrough name is relayed to the route's group,
+        ClientHello included, untouched; later bytes follow.
+        """
+        hello = client_hello(b"db.example")
+        protocol, _ = self.connect(hello)
+        backend = self.h.accept()
+        protocol.dataReceived(b"more")
+        self.assertEqual(backend.received(), hello + b"more")
+        self.assertEqual(self.terminated, [])
+        (relay,) = self.h.factory.connections
+        self.assertEqual(relay.server_name, "db.example")
+
+    def test_terminate_other_names(self):
+        """
+        Other names go to the terminating factory, which gets the whole
+        ClientHello; nothing is relayed.
+        """
+        hello = client_hello(b"www.example")
+        self.connect(hello)
+        (inner,) = self.terminated
+        self.assertEqual(inner.data, hello)
+        self.assertEqual(self.h.attempts(), [])
+
+    def test_malformed_closed(self):
+        """
+        A malformed ClientHello closes the connection: nothing is relayed
+        or terminated.
+        """
+        _, transport = self.connect(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((self.terminated, self.h.attempts()), ([], []))
+
+    def test_timeout(self):
+        """
+        A client that does not send its ClientHello in time is closed.
+        """
+        _, transport = self.connect(client_hello(b"db.example")[:20])
+        self.h.reactor.advance(9)
+        self.assertFalse(transport.disconnecting)
+        self.h.reactor.advance(2)
+        self.assertTrue(transport.disconnecting)
+
+    def test_no_default_closes(self):
+        """
+        On a listener that terminates nothing, a name no route has (and no
+        default group) closes the connection.
+        """
+        self.factory.terminate = None
+        _, transport = self.connect(client_hello(b"www.example"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.h.attempts(), [])

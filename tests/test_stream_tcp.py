@@ -1,0 +1,442 @@
+"""
+Tests for TCP proxying (L{twistproxy.stream.tcp}), byte by byte on
+in-memory transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError, TimeoutError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twistproxy.accesslog import AccessLog
+from twistproxy.config import parse
+from twistproxy.http.forwarder import make_group
+from twistproxy.interfaces import IRequestInfo
+from twistproxy.stream.proxyproto import parse as parse_proxy_header
+from twistproxy.stream.tcp import StreamInfo, TCPRelayFactory
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A L{StringTransport} that records a closed sending half.
+    """
+
+    write_closed = False
+
+    def __init__(self, peer):
+        super().__init__(peerAddress=peer, hostAddress=IPv4Address("TCP", "10.0.0.1", 5433),
+                         lenient=True)
+
+    def loseWriteConnection(self):
+        self.write_closed = True
+
+
+def config(group_options: str = "", listener_options: str = "", servers: int = 2):
+    listed = ", ".join(f'"tcp://127.0.0.1:{5432 + i}"' for i in range(servers))
+    return parse(f"""
+[listeners.db]
+endpoint = "tcp:5433"
+protocol = "tcp"
+upstream = "pg"
+{listener_options}
+
+[upstreams.pg]
+servers = [{listed}]
+{group_options}
+
+[timeouts]
+tcp_idle = 30
+""")
+
+
+class Peer:
+    """
+    One end of an in-memory connection: a protocol and its transport.
+    """
+
+    def __init__(self, protocol, host: str, port: int):
+        self.protocol = protocol
+        self.transport = HalfCloseTransport(IPv4Address("TCP", host, port))
+        protocol.makeConnection(self.transport)
+
+    def received(self) -> bytes:
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def close(self):
+        self.transport.disconnecting = True
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class RelayHarness:
+    """
+    A TCP listener's relay factory on a memory reactor.
+    """
+
+    def __init__(self, cfg):
+        self.reactor = MemoryReactorClock()
+        self.config = cfg
+        group = cfg.upstreams["pg"]
+        self.group = make_group(self.reactor, group, cfg.timeouts)
+        self.ended = []
+        listener = cfg.listeners[0]
+        self.factory = TCPRelayFactory(
+            self.reactor, listener.name, listener.upstream, {"pg": self.group}, cfg.timeouts,
+            listener.max_connections, on_end=self.ended.append)
+        self._accepted = 0
+
+    def client(self, host="192.0.2.7", port=40000):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", host, port))
+        if protocol is None:
+            return None
+        return Peer(protocol, host, port)
+
+    def attempts(self):
+        return [(c[0], c[1]) for c in self.reactor.tcpClients[self._accepted:]]
+
+    def accept(self) -> Peer:
+        host, port, factory, timeout, _ = self.reactor.tcpClients[self._accepted]
+        self._accepted += 1
+        return Peer(factory.buildProtocol(IPv4Address("TCP", host, port)), host, port)
+
+    def refuse(self, error=None):
+        host, port, factory, timeout, _ = self.reactor.tcpClients[self._accepted]
+        self._accepted += 1
+        factory.clientConnectionFailed(None, Failure(error or ConnectionRefusedError()))
+
+
+class StreamInfoTests(SynchronousTestCase):
+    """
+    What balancers see of a relayed connection.
+    """
+
+    def test_interface(self):
+        """
+        L{StreamInfo} provides L{IRequestInfo}: a client address, a host
+        (the TLS server name) and no header or cookie.
+        """
+        info = StreamInfo("192.0.2.7", "db.example")
+        verifyObject(IRequestInfo, info)
+        self.assertEqual((info.client_address, info.host, info.method, info.path),
+                         ("192.0.2.7", "db.example", "", ""))
+        self.assertIsNone(info.header("x"))
+        self.assertIsNone(info.cookie("x"))
+
+
+class RelayTests(SynchronousTestCase):
+    """
+    Bytes go both ways between a client and a backend.
+    """
+
+    def setUp(self):
+        self.h = RelayHarness(config())
+
+    def test_relays_both_ways(self):
+        """
+        The client is not read until the backend is connected; then what
+        one side sends, the other receives, unchanged.
+        """
+        client = self.h.client()
+        self.assertEqual(client.transport.producerState, "paused")
+        self.assertEqual(self.h.attempts(), [("127.0.0.1", 5432)])
+        self.assertEqual(self.h.reactor.tcpClients[0][3], 5.0)
+        backend = self.h.accept()
+        self.assertEqual(client.transport.producerState, "producing")
+        client.protocol.dataReceived(b"\x00\x01hello")
+        self.assertEqual(backend.received(), b"\x00\x01hello")
+        backend.protocol.dataReceived(b"world\xff")
+        self.assertEqual(client.received(), b"world\xff")
+
+    def test_balancer_spreads(self):
+        """
+        Successive connections go to the group's backends in turn (the
+        round-robin balancer), and each counts as in flight on its backend
+        until it ends.
+        """
+        first, second = self.h.client(), self.h.client()
+        self.assertEqual(self.h.attempts(), [("127.0.0.1", 5432), ("127.0.0.1", 5433)])
+        self.assertEqual([b.in_flight for b in self.h.group.backends], [1, 1])
+        backend = self.h.accept()
+        first.close()
+        self.assertTrue(backend.transport.disconnecting)
+        backend.close()
+        self.assertEqual([b.in_flight for b in self.h.group.backends], [0, 1])
+        self.assertEqual(self.h.group.in_flight, 1)
+        self.assertEqual(len(self.h.ended), 1)
+
+    def test_hashing_on_client_address(self):
+        """
+        With a consistent-hashing balancer keyed on the client address,
+        every connection from one client goes to the same backend.
+        """
+        h = RelayHarness(config('balancer = "ring_hash"', servers=4))
+        for _ in range(5):
+            h.client(host="198.51.100.9")
+        ports = {port for _, port in h.attempts()}
+        self.assertEqual(len(ports), 1)
+
+    def test_connect_retry_on_another_backend(self):
+        """
+        A refused connection is tried on another backend, and the refusal
+        counts as a failure of the first.
+        """
+        client = self.h.client()
+        self.h.refuse()
+        self.assertEqual(self.h.attempts(), [("127.0.0.1", 5433)])
+        backend = self.h.accept()
+        client.protocol.dataReceived(b"x")
+        self.assertEqual(backend.received(), b"x")
+        self.assertEqual([b.failures for b in self.h.group.backends], [1, 0])
+
+    def test_connect_failure_closes(self):
+        """
+        When every attempt fails (timeouts here), the client is closed and
+        the access log says why, with nginx stream's status 502.
+        """
+        client = self.h.client()
+        self.h.refuse(TimeoutError())
+        self.h.refuse(TimeoutError())
+        self.assertEqual(self.h.attempts(), [])
+        self.assertTrue(client.transport.disconnecting)
+        client.close()
+        (relay,) = self.h.ended
+        self.assertEqual((relay.status, relay.reason), (502, "upstream_connect_timeout"))
+        self.assertEqual(self.h.group.in_flight, 0)
+        self.assertEqual([b.in_flight for b in self.h.group.backends], [0, 0])
+
+    def test_no_backend(self):
+        """
+        When no backend is available the client is closed at once: 503.
+        """
+        for backend in self.h.group.backends:
+            backend.healthy = False
+            backend.refresh()
+        client = self.h.client()
+        self.assertEqual(self.h.attempts(), [])
+        self.assertTrue(client.transport.disconnecting)
+        client.close()
+        (relay,) = self.h.ended
+        self.assertEqual((relay.status, relay.reason), (503, "no_backend"))
+
+    def test_client_gone_while_connecting(self):
+        """
+        A client that leaves while the backend connection is being made
+        gets that connection closed as soon as it is made, and its backend
+        released.
+        """
+        client = self.h.client()
+        client.close()
+        self.assertEqual(self.h.ended, [])
+        backend = self.h.accept()
+        self.assertTrue(backend.transport.disconnecting)
+        backend.close()
+        self.assertEqual(len(self.h.ended), 1)
+        self.assertEqual(self.h.group.backends[0].in_flight, 0)
+
+    def test_early_bytes_wait_for_backend(self):
+        """
+        Bytes handed to the relay before the backend is connected (by a
+        protocol that read ahead) are sent first once it is.
+        """
+        client = self.h.client()
+        client.protocol.dataReceived(b"early")
+        backend = self.h.accept()
+        client.protocol.dataReceived(b"-late")
+        self.assertEqual(backend.received(), b"early-late")
+
+
+class FlowTests(SynchronousTestCase):
+    """
+    Backpressure, half-close and the idle timeout.
+    """
+
+    def setUp(self):
+        self.h = RelayHarness(config())
+        self.client = self.h.client()
+        self.backend = self.h.accept()
+
+    def test_slow_client_pauses_backend(self):
+        """
+        When the client's write buffer is full, the backend is not read
+        until it drains.
+        """
+        self.client.transport.producer.pauseProducing()
+        self.assertEqual(self.backend.transport.producerState, "paused")
+        self.client.transport.producer.resumeProducing()
+        self.assertEqual(self.backend.transport.producerState, "producing")
+
+    def test_slow_backend_pauses_client(self):
+        """
+        When the backend's write buffer is full, the client is not read
+        until it drains.
+        """
+        self.backend.transport.producer.pauseProducing()
+        self.assertEqual(self.client.transport.producerState, "paused")
+        self.backend.transport.producer.resumeProducing()
+        self.assertEqual(self.client.transport.producerState, "producing")
+
+    def test_client_half_close(self):
+        """
+        A client that ends its sending half has the backend's sending half
+        ended too; the backend's answer still reaches the client, and the
+        relay ends when the backend ends its half.
+        """
+        self.client.protocol.readConnectionLost()
+        self.assertTrue(self.backend.transport.write_closed)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.backend.protocol.dataReceived(b"answer")
+        self.assertEqual(self.client.received(), b"answer")
+        self.backend.protocol.readConnectionLost()
+        self.assertTrue(self.client.transport.write_closed)
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertTrue(self.backend.transport.disconnecting)
+
+    def test_backend_half_close(self):
+        """
+        A backend that ends its sending half has the client's ended; the
+        client can still send.
+        """
+        self.backend.protocol.readConnectionLost()
+        self.assertTrue(self.client.transport.write_closed)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.client.protocol.dataReceived(b"more")
+        self.assertEqual(self.backend.received(), b"more")
+
+    def test_idle_timeout(self):
+        """
+        No byte either way for C{timeouts.tcp_idle} seconds closes both
+        connections; traffic postpones it.
+        """
+        self.h.reactor.advance(20)
+        self.client.protocol.dataReceived(b"x")
+        self.h.reactor.advance(20)
+        self.assertFalse(self.client.transport.disconnecting)
+        self.h.reactor.advance(11)
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertTrue(self.backend.transport.disconnecting)
+        self.backend.close()
+        self.client.close()
+        (relay,) = self.h.ended
+        self.assertEqual(relay.reason, "idle_timeout")
+
+    def test_backend_closes(self):
+        """
+        A backend that closes has the client closed (after what is
+        buffered), and the relay ends once both are.
+        """
+        self.backend.close()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertEqual(self.h.ended, [])
+        self.client.close()
+        self.assertEqual(len(self.h.ended), 1)
+
+    def test_abort(self):
+        """
+        The end of a graceful shutdown cuts both connections.
+        """
+        self.h.factory.abort_all()
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertTrue(self.backend.transport.disconnecting)
+
+
+class LimitTests(SynchronousTestCase):
+    """
+    The listener's connection limit.
+    """
+
+    def test_max_connections(self):
+        """
+        Beyond C{max_connections} relays at once, a connection is closed
+        at accept (no protocol); one more is accepted once one ends.
+        """
+        h = RelayHarness(config(listener_options="max_connections = 2"))
+        first = h.client()
+        h.client()
+        self.assertIsNone(h.client())
+        h.accept().close()
+        first.close()
+        self.assertIsNotNone(h.client())
+
+
+class ProxyHeaderTests(SynchronousTestCase):
+    """
+    Backends configured for the PROXY protocol learn the client's address.
+    """
+
+    def test_v1_header_first(self):
+        """
+        A group with C{proxy_protocol = "v1"} gets a version 1 line naming
+        the client and the address it connected to, before its bytes.
+        """
+        h = RelayHarness(config('proxy_protocol = "v1"'))
+        client = h.client(host="192.0.2.7", port=40001)
+        client.protocol.dataReceived(b"hi")
+        backend = h.accept()
+        self.assertEqual(backend.received(),
+                         b"PROXY TCP4 192.0.2.7 10.0.0.1 40001 5433\r\nhi")
+
+    def test_v2_header(self):
+        """
+        C{proxy_protocol = "v2"} sends the binary header.
+        """
+        h = RelayHarness(config('proxy_protocol = "v2"'))
+        h.client(host="192.0.2.7", port=40001)
+        data = h.accept().received()
+        header, used = parse_proxy_header(data)
+        self.assertEqual(used, len(data))
+        self.assertEqual((header.version, header.source, header.destination),
+                         (2, ("192.0.2.7", 40001), ("10.0.0.1", 5433)))
+
+
+class AccessLogTests(SynchronousTestCase):
+    """
+    One access log line per relayed connection.
+    """
+
+    def relay(self):
+        h = RelayHarness(config())
+        client = h.client()
+        backend = h.accept()
+        client.protocol.dataReceived(b"12345")
+        backend.protocol.dataReceived(b"abc")
+        h.reactor.advance(2)
+        backend.close()
+        client.close()
+        return h.reactor, h.ended[0]
+
+    def test_combined(self):
+        """
+        The combined line names the client, the listener, nginx stream's
+        status, the bytes sent and received, the backend and the duration.
+        """
+        clock, relay = self.relay()
+        stream = io.BytesIO()
+        AccessLog(stream, "combined", clock).connection(relay)
+        line = stream.getvalue()
+        self.assertTrue(line.startswith(b'192.0.2.7 - - ['), line)
+        self.assertTrue(line.endswith(
+            b'] "TCP db" 200 3 received=5 upstream=127.0.0.1:5432 server_name=- '
+            b'total_time=2.000 reason=-\n'), line)
+
+    def test_json(self):
+        """
+        The JSON line has the same facts under names.
+        """
+        clock, relay = self.relay()
+        stream = io.BytesIO()
+        AccessLog(stream, "json", clock).connection(relay)
+        record = json.loads(stream.getvalue())
+        del record["time"]
+        self.assertEqual(record, {
+            "client": "192.0.2.7", "protocol": "TCP", "listener": "db", "status": 200,
+            "bytes": 3, "received": 5, "upstream": "127.0.0.1:5432", "server_name": None,
+            "total_time": 2.0, "reason": None,
+        })

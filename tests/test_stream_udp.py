@@ -1,0 +1,234 @@
+"""
+Tests for UDP proxying (L{twistproxy.stream.udp}) on fake datagram
+sockets and a fake clock.
+"""
+
+from __future__ import annotations
+
+import io
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.accesslog import AccessLog
+from twistproxy.config import parse
+from twistproxy.http.forwarder import make_group
+from twistproxy.stream.udp import UDPEndpoint, UDPProxy
+
+
+class FakeUDPPort:
+    """
+    A datagram socket that records what is written to it.
+    """
+
+    def __init__(self, protocol, port: int, interface: str):
+        self.protocol = protocol
+        self.port = port
+        self.interface = interface
+        self.written = []
+        self.connected_to = None
+        self.listening = True
+        protocol.makeConnection(self)
+
+    def write(self, data, addr=None):
+        self.written.append((data, addr))
+
+    def connect(self, host, port):
+        self.connected_to = (host, port)
+
+    def stopListening(self):
+        self.listening = False
+
+
+class UDPReactor(MemoryReactorClock):
+    """
+    A memory reactor whose C{listenUDP} makes L{FakeUDPPort}s.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.udp_ports = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        fake = FakeUDPPort(protocol, port, interface)
+        self.udp_ports.append(fake)
+        return fake
+
+
+def config(balancer: str = "round_robin", max_sessions: int = 3):
+    return parse(f"""
+[listeners.dns]
+endpoint = "udp:5353"
+protocol = "udp"
+upstream = "resolvers"
+max_sessions = {max_sessions}
+
+[upstreams.resolvers]
+servers = ["udp://10.0.0.1:53", "udp://10.0.0.2:53", "udp://10.0.0.3:53"]
+balancer = "{balancer}"
+
+[timeouts]
+udp_idle = 10
+""")
+
+
+class UDPProxyTests(SynchronousTestCase):
+    """
+    Sessions per client, replies to the right client, expiry and the cap.
+    """
+
+    def setUp(self, cfg=None):
+        cfg = cfg or config()
+        self.reactor = UDPReactor()
+        self.group = make_group(self.reactor, cfg.upstreams["resolvers"], cfg.timeouts)
+        self.ended = []
+        listener = cfg.listeners[0]
+        self.proxy = UDPProxy(self.reactor, listener.name, listener.upstream,
+                              {"resolvers": self.group}, cfg.timeouts, listener.max_sessions,
+                              on_end=self.ended.append)
+        self.listening = self.reactor.listenUDP(5353, self.proxy)
+
+    def session_port(self, client):
+        return self.proxy.sessions[client].port
+
+    def test_session_per_client(self):
+        """
+        Each client address and port gets its own socket, connected to the
+        backend its first datagram was given; later datagrams use it.
+        """
+        a, b = ("192.0.2.1", 1000), ("192.0.2.1", 1001)
+        self.proxy.datagramReceived(b"q1", a)
+        self.proxy.datagramReceived(b"q2", b)
+        self.proxy.datagramReceived(b"q3", a)
+        self.assertEqual(self.session_port(a).connected_to, ("10.0.0.1", 53))
+        self.assertEqual(self.session_port(b).connected_to, ("10.0.0.2", 53))
+        self.assertEqual(self.session_port(a).written, [(b"q1", None), (b"q3", None)])
+        self.assertEqual([b.in_flight for b in self.group.backends], [1, 1, 0])
+
+    def test_replies_to_right_client(self):
+        """
+        A reply on a session's socket goes to that session's client, from
+        the listener's socket.
+        """
+        a, b = ("192.0.2.1", 1000), ("198.51.100.2", 2000)
+        self.proxy.datagramReceived(b"q1", a)
+        self.proxy.datagramReceived(b"q2", b)
+        self.session_port(b).protocol.datagramReceived(b"r2", ("10.0.0.2", 53))
+        self.session_port(a).protocol.datagramReceived(b"r1", ("10.0.0.1", 53))
+        self.assertEqual(self.listening.written, [(b"r2", b), (b"r1", a)])
+
+    def test_idle_expiry(self):
+        """
+        A session without a datagram either way for C{udp_idle} seconds
+        ends on the clock: its socket closes, its backend is released, the
+        access log gets its line; traffic either way postpones it.
+        """
+        a = ("192.0.2.1", 1000)
+        self.proxy.datagramReceived(b"q", a)
+        port = self.session_port(a)
+        self.reactor.advance(8)
+        port.protocol.datagramReceived(b"r", ("10.0.0.1", 53))
+        self.reactor.advance(8)
+        self.assertIn(a, self.proxy.sessions)
+        self.reactor.advance(3)
+        self.assertNotIn(a, self.proxy.sessions)
+        self.assertFalse(port.listening)
+        (session,) = self.ended
+        self.assertEqual((session.reason, session.bytes_received, session.bytes_sent),
+                         ("idle_timeout", 1, 1))
+        self.assertEqual(self.group.backends[0].in_flight, 0)
+        self.assertEqual(self.group.in_flight, 0)
+        self.proxy.datagramReceived(b"again", a)
+        self.assertIsNot(self.session_port(a), port)
+
+    def test_session_cap(self):
+        """
+        Beyond C{max_sessions}, datagrams from new clients are dropped and
+        counted; existing sessions go on; once one ends there is room.
+        """
+        for port in range(3):
+            self.proxy.datagramReceived(b"q", ("192.0.2.1", 1000 + port))
+        self.proxy.datagramReceived(b"q", ("192.0.2.9", 9))
+        self.assertEqual((len(self.proxy.sessions), self.proxy.dropped), (3, 1))
+        self.proxy.datagramReceived(b"q", ("192.0.2.1", 1000))
+        self.assertEqual(self.proxy.dropped, 1)
+        self.reactor.advance(11)
+        self.proxy.datagramReceived(b"q", ("192.0.2.9", 9))
+        self.assertEqual(list(self.proxy.sessions), [("192.0.2.9", 9)])
+
+    def test_hashing_keeps_client(self):
+        """
+        With a hashing balancer, a client's sessions from any port go to
+        one backend.
+        """
+        self.setUp(config("client_ip_hash", max_sessions=100))
+        for port in range(10):
+            self.proxy.datagramReceived(b"q", ("203.0.113.7", 5000 + port))
+        backends = {s.port.connected_to for s in self.proxy.sessions.values()}
+        self.assertEqual(len(backends), 1)
+
+    def test_refused_ends_session(self):
+        """
+        A backend port that answers "unreachable" ends the session, and
+        counts as a failure of the backend.
+        """
+        a = ("192.0.2.1", 1000)
+        self.proxy.datagramReceived(b"q", a)
+        self.session_port(a).protocol.connectionRefused()
+        self.assertEqual(self.proxy.sessions, {})
+        self.assertEqual(self.ended[0].reason, "upstream_refused")
+        self.assertEqual(self.group.backends[0].failures, 1)
+
+    def test_no_backend_drops(self):
+        """
+        With no backend available, datagrams are dropped.
+        """
+        for backend in self.group.backends:
+            backend.healthy = False
+            backend.refresh()
+        self.proxy.datagramReceived(b"q", ("192.0.2.1", 1000))
+        self.assertEqual((self.proxy.sessions, self.proxy.dropped), ({}, 1))
+
+    def test_shutdown_ends_sessions(self):
+        """
+        A graceful shutdown ends every session at once.
+        """
+        self.proxy.datagramReceived(b"q", ("192.0.2.1", 1000))
+        self.successResultOf(self.proxy.drain())
+        self.assertEqual(self.proxy.sessions, {})
+        self.assertEqual(self.ended[0].reason, "shutdown")
+
+    def test_access_log(self):
+        """
+        A session's access log line is like a TCP connection's, with UDP.
+        """
+        self.proxy.datagramReceived(b"query", ("192.0.2.1", 1000))
+        self.reactor.advance(11)
+        stream = io.BytesIO()
+        AccessLog(stream, "combined", self.reactor).connection(self.ended[0])
+        self.assertIn(b'"UDP dns" 200 0 received=5 upstream=10.0.0.1:53 server_name=- '
+                      b'total_time=11.', stream.getvalue())
+
+
+class EndpointTests(SynchronousTestCase):
+    """
+    The endpoint strings of udp listeners.
+    """
+
+    def test_parse(self):
+        """
+        C{udp:PORT} with an optional interface, IPv6 colons escaped.
+        """
+        reactor = UDPReactor()
+        endpoint = UDPEndpoint(reactor, "udp:53:interface=127.0.0.1")
+        self.assertEqual((endpoint.port, endpoint.interface), (53, "127.0.0.1"))
+        self.assertEqual(UDPEndpoint(reactor, r"udp:53:interface=\:\:1").interface, "::1")
+        port = self.successResultOf(endpoint.listen(UDPProxy(reactor, "l", "g", {}, None)))
+        self.assertEqual((port.port, port.interface), (53, "127.0.0.1"))
+
+    def test_invalid(self):
+        """
+        Anything else is refused.
+        """
+        for bad in ["tcp:53", "udp:", "udp:x", "udp:70000", "udp:53:backlog=5"]:
+            self.assertRaises(ValueError, UDPEndpoint, UDPReactor(), bad)

@@ -1,0 +1,446 @@
+# -*- test-case-name: tests.test_stream_tcp -*-
+"""
+TCP proxying: each accepted connection relayed byte for byte to a backend.
+
+A C{protocol = "tcp"} listener knows nothing of what its connections
+carry (a database protocol, SMTP, MQTT, TLS it does not terminate).  For
+each client connection a L{TCPRelay} asks the listener's upstream group for
+a backend, exactly as an HTTP request would (any balancer; the consistent
+hashing ones key on the client's address, as no other key exists), opens a
+connection to it and copies bytes both ways until both sides are done:
+
+  - I{Connect.}  A connection that fails or times out (C{timeouts.connect})
+    is tried on another backend, up to the group's C{retries}; the failure
+    counts against the backend for outlier detection.  Bytes the client
+    sends meanwhile wait in the kernel: the client is not read until the
+    backend is connected.
+
+  - I{Backpressure.}  Each side's transport has a L{FullRelay} registered:
+    when one side's write buffer fills up, the other side stops being read
+    until it drains, so a slow reader slows the writer down instead of
+    growing the proxy's memory.
+
+  - I{Half-close.}  When one side ends its sending half (a FIN), the proxy
+    ends its sending half towards the other side once what is buffered has
+    gone, and keeps relaying the other direction; the connection is closed
+    when both directions have ended, or either side closes or resets.
+
+  - I{Idle timeout.}  No byte either way for C{timeouts.tcp_idle} seconds
+    closes both connections (the shared coarse timer of
+    L{twistproxy.deadlines}).
+
+  - I{Logging.}  When both connections are closed, one access log line
+    gives the client, the backend, the bytes each way, the duration and,
+    when the proxy ended it, why.
+
+The client's address is known in C{connectionMade}, before any backend is
+picked: that is where per-client access rules and rate limits apply.  A
+listener's C{max_connections} caps the connections relayed at once (a
+connection above it is closed at accept).
+
+A backend group configured with C{proxy_protocol} gets a PROXY header
+(L{twistproxy.stream.proxyproto}) before the client's first byte.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from zope.interface import implementer
+
+from twistproxy.config import Timeouts
+from twistproxy.deadlines import NEVER, Deadlines
+from twistproxy.flow import FullRelay, no_delay, write_now
+from twistproxy.interfaces import IRequestInfo
+from twistproxy.stream import proxyproto
+from twistproxy.upstream.backend import Backend
+
+
+@implementer(IRequestInfo)
+class StreamInfo:
+    """
+    What a balancer knows of a relayed connection: the client's address
+    and, for TLS passthrough, the server name asked for (as C{host}).
+    """
+
+    __slots__ = ("client_address", "host")
+    method = ""
+    path = ""
+
+    def __init__(self, client_address: str, host: str = ""):
+        self.client_address = client_address
+        self.host = host
+
+    def header(self, name: str) -> Optional[str]:
+        return None
+
+    def cookie(self, name: str) -> Optional[str]:
+        return None
+
+
+# Why a relay ended, when the proxy ended it; the status is nginx stream's.
+_STATUS = {
+    "": 200,
+    "no_backend": 503,
+    "upstream_connect_failed": 502,
+    "upstream_connect_timeout": 502,
+    "idle_timeout": 200,
+    "shutdown": 200,
+}
+
+
+@implementer(IHalfCloseableProtocol)
+class _Upstream(Protocol):
+    """
+    The proxy's connection to the backend of one relay.
+    """
+
+    def __init__(self, relay: "TCPRelay"):
+        self.relay = relay
+
+    def connectionMade(self) -> None:
+        self.relay._upstream_made(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.relay._from_upstream(data)
+
+    def readConnectionLost(self) -> None:
+        self.relay._upstream_read_ended()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason) -> None:
+        self.relay._upstream_lost()
+
+
+class _Connector(ClientFactory):
+    noisy = False
+
+    def __init__(self, relay: "TCPRelay"):
+        self.relay = relay
+
+    def buildProtocol(self, addr):
+        return _Upstream(self.relay)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        from twisted.internet.error import TimeoutError
+
+        self.relay._connect_failed(
+            "upstream_connect_timeout" if reason.check(TimeoutError)
+            else "upstream_connect_failed")
+
+
+@implementer(IHalfCloseableProtocol)
+class TCPRelay(Protocol):
+    """
+    One client connection and its connection to a backend.
+
+    @ivar client_address: The client's IP address (C{''} when not IP).
+    @ivar server_name: The TLS server name it asked for (passthrough), or
+        C{''}.
+    @ivar group: The upstream group.
+    @ivar backend: The backend connected (or being connected) to.
+    @ivar bytes_received: Bytes read from the client.
+    @ivar bytes_sent: Bytes written to the client.
+    @ivar started: When the client connected, in reactor seconds.
+    @ivar reason: Why the proxy ended the relay, or C{''}.
+    """
+
+    protocol = "TCP"
+
+    def __init__(self, factory: "TCPRelayFactory", group_name: str, server_name: str = "",
+                 initial: bytes = b""):
+        self.factory = factory
+        self.group_name = group_name
+        self.server_name = server_name
+        self._pending = initial
+        self.client_address = ""
+        self.group = None
+        self.backend: Optional[Backend] = None
+        self.upstream: Optional[_Upstream] = None
+        self.bytes_received = len(initial)
+        self.bytes_sent = 0
+        self.started = 0.0
+        self.reason = ""
+        self.deadline = NEVER
+        self._tried: List[Backend] = []
+        self._info: Optional[StreamInfo] = None
+        self._client_open = True
+        self._upstream_open = False
+        self._admitted = False
+        self._client_eof = False
+        self._upstream_eof = False
+        self._done = False
+
+    # The client side
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.started = factory.clock.seconds()
+        peer = self.transport.getPeer()
+        self.client_address = getattr(peer, "host", "") or ""
+        factory.connections.add(self)
+        # Not read until the backend is connected: what the client sends
+        # meanwhile waits in the kernel's buffers.
+        self.transport.pauseProducing()
+        no_delay(self.transport)
+        self.transport.registerProducer(FullRelay(self._client_full), True)
+        group = self.group = factory.groups[self.group_name]
+        self._info = StreamInfo(self.client_address, self.server_name)
+        backend = group.pick(self._info)
+        if backend is None:
+            self._end("no_backend")
+            return
+        group.in_flight += 1
+        self._admitted = True
+        self._connect(backend)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        if self.upstream is None:
+            # Handed over by a protocol that read ahead (a PROXY header
+            # reader) before the backend is connected.
+            self._pending += data
+            return
+        self.deadline = self.factory.clock.seconds() + self.factory.timeouts.tcp_idle
+        write_now(self.upstream.transport, data)
+
+    def readConnectionLost(self) -> None:
+        self._client_eof = True
+        if self.upstream is not None:
+            self.upstream.transport.loseWriteConnection()
+            self._maybe_done()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason=None) -> None:
+        self._client_open = False
+        if self.upstream is None and self.backend is not None:
+            # Still connecting: _upstream_made or _connect_failed finishes.
+            return
+        if self._upstream_open:
+            self.upstream.transport.loseConnection()
+        self._finish()
+
+    def _client_full(self, full: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            if full:
+                upstream.transport.pauseProducing()
+            else:
+                upstream.transport.resumeProducing()
+
+    # The backend side
+
+    def _connect(self, backend: Backend) -> None:
+        self.backend = backend
+        backend.in_flight += 1
+        backend.requests += 1
+        self.factory.connect(backend, _Connector(self))
+
+    def _connect_failed(self, reason: str) -> None:
+        backend = self.backend
+        self._release_backend(ok=False)
+        if not self._client_open:
+            self._finish()
+            return
+        self._tried.append(backend)
+        if len(self._tried) <= self.group.config.retries:
+            other = self.group.pick_other(self._info, self._tried)
+            if other is not None:
+                self._connect(other)
+                return
+        self._end(reason)
+
+    def _upstream_made(self, upstream: _Upstream) -> None:
+        if not self._client_open:
+            upstream.transport.loseConnection()
+            return
+        self.upstream = upstream
+        self._upstream_open = True
+        transport = upstream.transport
+        no_delay(transport)
+        transport.registerProducer(FullRelay(self._upstream_full), True)
+        version = self.group.config.proxy_protocol
+        head = b""
+        if version:
+            head = proxyproto.encode(
+                version, proxyproto.ip_port(self.transport.getPeer()),
+                proxyproto.ip_port(self.transport.getHost()), self.server_name)
+        if head or self._pending:
+            write_now(transport, head + self._pending)
+            self._pending = b""
+        self.deadline = self.factory.clock.seconds() + self.factory.timeouts.tcp_idle
+        self.factory.deadlines.add(self)
+        if self._client_eof:
+            transport.loseWriteConnection()
+        else:
+            self.transport.resumeProducing()
+
+    def _from_upstream(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        self.deadline = self.factory.clock.seconds() + self.factory.timeouts.tcp_idle
+        write_now(self.transport, data)
+
+    def _upstream_full(self, full: bool) -> None:
+        if full:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+    def _upstream_read_ended(self) -> None:
+        self._upstream_eof = True
+        if self._client_open:
+            self.transport.loseWriteConnection()
+        self._maybe_done()
+
+    def _upstream_lost(self) -> None:
+        self._upstream_open = False
+        if self._client_open:
+            self.transport.loseConnection()
+        self._release_backend(ok=True)
+        self._finish()
+
+    def _maybe_done(self) -> None:
+        if self._client_eof and self._upstream_eof:
+            self.transport.loseConnection()
+            self.upstream.transport.loseConnection()
+
+    # Ending
+
+    def expired(self) -> None:
+        self._end("idle_timeout")
+
+    def abort(self, reason: str = "shutdown") -> None:
+        """
+        Cut both connections now.
+        """
+        self.reason = self.reason or reason
+        if self.upstream is not None:
+            self.upstream.transport.abortConnection()
+        if self._client_open:
+            self.transport.abortConnection()
+
+    def _end(self, reason: str) -> None:
+        self.reason = reason
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+        if self._client_open:
+            self.transport.loseConnection()
+        else:
+            self._finish()
+
+    def _release_backend(self, ok: bool) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        self.backend = None
+        backend.in_flight -= 1
+        if not ok:
+            backend.failures += 1
+        self.group.report(backend, ok, 0)
+        self.group.check_drained(backend)
+        self._last_backend = backend
+
+    _last_backend: Optional[Backend] = None
+
+    def _finish(self) -> None:
+        # Called when neither connection is open any more (or will be).
+        if self._done or self._client_open or self._upstream_open:
+            return
+        self._done = True
+        self.factory.deadlines.discard(self)
+        if self.backend is not None:
+            self._release_backend(ok=True)
+        if self._admitted:
+            self.group.in_flight -= 1
+        self.backend = self._last_backend
+        self.factory.relay_ended(self)
+
+    @property
+    def status(self) -> int:
+        """
+        nginx stream's C{$status}: 200, or 502/503 when no backend could be
+        reached.
+        """
+        return _STATUS.get(self.reason, 200)
+
+
+class TCPRelayFactory(Factory):
+    """
+    Builds the L{TCPRelay}s of one C{tcp} listener.
+
+    @ivar groups: The upstream groups by name (swapped on reload).
+    @ivar connections: The relays open now.
+    """
+
+    noisy = False
+
+    def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
+                 max_connections: int = 0,
+                 on_end: Optional[Callable[["TCPRelay"], None]] = None):
+        self.reactor = self.clock = reactor
+        self.listener = listener
+        self.upstream = upstream
+        self.groups = groups
+        self.timeouts = timeouts
+        self.max_connections = max_connections
+        self.deadlines = Deadlines(reactor)
+        self.connections: set = set()
+        self._on_end = on_end
+        self._drained = None
+
+    def buildProtocol(self, addr):
+        return self.relay(self.upstream)
+
+    def relay(self, group_name: str, server_name: str = "", initial: bytes = b""):
+        """
+        A relay to C{group_name}, or C{None} (the connection is closed) at
+        C{max_connections}.
+        """
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            return None
+        return TCPRelay(self, group_name, server_name, initial)
+
+    def connect(self, backend: Backend, connector: ClientFactory) -> None:
+        self.reactor.connectTCP(backend.host, backend.port, connector,
+                                timeout=self.timeouts.connect)
+
+    def configure(self, config, forwarder) -> None:
+        """
+        Relay new connections with a reloaded configuration.
+        """
+        self.groups = forwarder.groups
+        self.timeouts = config.timeouts
+
+    def relay_ended(self, relay: TCPRelay) -> None:
+        self.connections.discard(relay)
+        if self._on_end is not None:
+            self._on_end(relay)
+        if not self.connections and self._drained is not None:
+            d, self._drained = self._drained, None
+            d.callback(None)
+
+    def drain(self):
+        """
+        Graceful shutdown: the relays open go on until they end.
+
+        @return: A Deferred that fires when the last one has.
+        """
+        from twisted.internet.defer import Deferred, succeed
+
+        if not self.connections:
+            return succeed(None)
+        self._drained = Deferred()
+        return self._drained
+
+    def abort_all(self) -> None:
+        """
+        Cut every relay now (the drain time is over).
+        """
+        for relay in list(self.connections):
+            relay.abort()

@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.test_stream_udp -*-
+"""
+UDP proxying: datagrams relayed per client "session".
+
+UDP has no connections, so a C{protocol = "udp"} listener makes its own:
+a I{session} per client address and port.  The first datagram from a
+client picks a backend with the group's balancer (a hashing balancer keeps
+a client on one backend across sessions) and opens a UDP socket of the
+proxy's own, connected to that backend; the client's datagrams go out
+through it, and the backend's replies, which only that socket receives,
+go back to that client from the listener's address.  This is how DNS,
+syslog, game and VPN traffic keeps working behind the proxy.
+
+A session ends after C{timeouts.udp_idle} seconds without a datagram
+either way (on the shared coarse timer of L{twistproxy.deadlines}), or
+when the backend's port answers "unreachable".  A listener keeps at most
+C{max_sessions} sessions: datagrams from further clients are dropped
+(UDP has no way to refuse), and counted.  Each session that ends is one
+access log line, as for a TCP connection.
+
+Backends of UDP groups are IP addresses (a connected UDP socket needs
+one).  The listener's endpoint is C{udp:PORT} with an optional
+C{:interface=ADDRESS} (C{udp:53:interface=127.0.0.1}); colons in an IPv6
+address are escaped as in Twisted's endpoint strings (C{\\:\\:1}).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Optional, Tuple
+
+from twisted.internet.defer import fail, succeed
+from twisted.internet.protocol import DatagramProtocol
+
+from twistproxy.config import Timeouts
+from twistproxy.deadlines import Deadlines
+from twistproxy.stream.tcp import StreamInfo
+from twistproxy.upstream.backend import Backend
+
+Address = Tuple[str, int]
+
+
+class Session:
+    """
+    One client (address and port) and its backend.
+
+    @ivar client_address: The client's IP address.
+    @ivar client: The client's (address, port).
+    @ivar backend: Its backend.
+    @ivar bytes_received: Datagram bytes from the client.
+    @ivar bytes_sent: Datagram bytes to the client.
+    @ivar started: When its first datagram came, in reactor seconds.
+    @ivar reason: Why it ended (C{'idle_timeout'}, C{'upstream_refused'},
+        C{'shutdown'}).
+    """
+
+    protocol = "UDP"
+    server_name = ""
+    status = 200
+
+    def __init__(self, factory: "UDPProxy", client: Address, backend: Backend, now: float):
+        self.factory = factory
+        self.client = client
+        self.client_address = client[0]
+        self.backend = backend
+        self.started = now
+        self.deadline = now + factory.timeouts.udp_idle
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.reason = ""
+        self.port = None
+
+    def send(self, data: bytes) -> None:
+        self.bytes_received += len(data)
+        self.deadline = self.factory.clock.seconds() + self.factory.timeouts.udp_idle
+        self.port.write(data)
+
+    def expired(self) -> None:
+        self.factory.end(self, "idle_timeout")
+
+
+class _SessionSocket(DatagramProtocol):
+    """
+    The proxy's socket of one session, connected to its backend.
+    """
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        session = self.session
+        factory = session.factory
+        session.bytes_sent += len(data)
+        session.deadline = factory.clock.seconds() + factory.timeouts.udp_idle
+        factory.transport.write(data, session.client)
+
+    def connectionRefused(self) -> None:
+        # ICMP port unreachable: nothing listens there (now).
+        self.session.factory.end(self.session, "upstream_refused")
+
+
+class UDPProxy(DatagramProtocol):
+    """
+    The protocol of one C{udp} listener.
+
+    @ivar sessions: The sessions by client address and port.
+    @ivar dropped: Datagrams dropped because no session could be made (at
+        C{max_sessions}, or no backend available).
+    """
+
+    def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
+                 max_sessions: int = 10000,
+                 on_end: Optional[Callable[[Session], None]] = None):
+        self.reactor = self.clock = reactor
+        self.listener = listener
+        self.upstream = upstream
+        self.groups = groups
+        self.timeouts = timeouts
+        self.max_sessions = max_sessions
+        self.sessions: Dict[Address, Session] = {}
+        self.deadlines = Deadlines(reactor)
+        self.dropped = 0
+        self._on_end = on_end
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        session = self.sessions.get(addr)
+        if session is None:
+            session = self._open(addr)
+            if session is None:
+                self.dropped += 1
+                return
+        session.send(data)
+
+    def _open(self, client: Address) -> Optional[Session]:
+        if len(self.sessions) >= self.max_sessions:
+            return None
+        group = self.groups[self.upstream]
+        backend = group.pick(StreamInfo(client[0]))
+        if backend is None:
+            return None
+        session = Session(self, client, backend, self.clock.seconds())
+        interface = "::" if ":" in backend.host else "0.0.0.0"
+        session.port = self.reactor.listenUDP(0, _SessionSocket(session), interface=interface)
+        session.port.connect(backend.host, backend.port)
+        backend.in_flight += 1
+        backend.requests += 1
+        group.in_flight += 1
+        self.sessions[client] = session
+        self.deadlines.add(session)
+        return session
+
+    def end(self, session: Session, reason: str) -> None:
+        """
+        End C{session}: close its socket, release its backend, log it.
+        """
+        if self.sessions.get(session.client) is not session:
+            return
+        del self.sessions[session.client]
+        self.deadlines.discard(session)
+        session.reason = reason
+        session.port.stopListening()
+        backend = session.backend
+        backend.in_flight -= 1
+        group = self.groups.get(self.upstream)
+        ok = reason != "upstream_refused"
+        if not ok:
+            backend.failures += 1
+        if group is not None:
+            group.in_flight -= 1
+            group.report(backend, ok, 0)
+        if self._on_end is not None:
+            self._on_end(session)
+
+    def configure(self, config, forwarder) -> None:
+        """
+        New sessions use a reloaded configuration.
+        """
+        self.groups = forwarder.groups
+        self.timeouts = config.timeouts
+
+    def drain(self):
+        """
+        At shutdown: every session ends now (UDP has nothing to finish).
+        """
+        self.abort_all()
+        return succeed(None)
+
+    def abort_all(self) -> None:
+        for session in list(self.sessions.values()):
+            self.end(session, "shutdown")
+
+
+_SEPARATOR = re.compile(r"(?<!\\):")
+
+
+class UDPEndpoint:
+    """
+    Listens for datagrams as an endpoint string says (C{udp:PORT} with an
+    optional C{interface=ADDRESS}); C{listen} has the shape of
+    L{IStreamServerEndpoint.listen}, so that listeners start alike.
+    """
+
+    def __init__(self, reactor, description: str):
+        parts = [p.replace("\\:", ":") for p in _SEPARATOR.split(description)]
+        if parts[0] != "udp" or len(parts) < 2 or not parts[1].isdigit():
+            raise ValueError("a udp listener's endpoint is udp:PORT[:interface=ADDRESS]")
+        self.port = int(parts[1])
+        if self.port > 65535:
+            raise ValueError(f"port {self.port} is above 65535")
+        self.interface = ""
+        for option in parts[2:]:
+            key, _, value = option.partition("=")
+            if key != "interface" or not value:
+                raise ValueError(f"unknown option {option!r} (only interface=ADDRESS)")
+            self.interface = value
+        self.reactor = reactor
+
+    def listen(self, protocol: DatagramProtocol):
+        try:
+            return succeed(self.reactor.listenUDP(self.port, protocol, interface=self.interface))
+        except Exception:
+            return fail()
