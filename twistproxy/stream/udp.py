@@ -84,6 +84,9 @@ class _SessionSocket(DatagramProtocol):
     The proxy's socket of one session, connected to its backend.
     """
 
+    # One log line per session is the access log's.
+    noisy = False
+
     def __init__(self, session: Session):
         self.session = session
 
@@ -107,6 +110,8 @@ class UDPProxy(DatagramProtocol):
     @ivar dropped: Datagrams dropped because no session could be made (at
         C{max_sessions}, or no backend available).
     """
+
+    noisy = False
 
     def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
                  max_sessions: int = 10000,
