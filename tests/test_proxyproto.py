@@ -175,7 +175,11 @@ class V2Tests(SynchronousTestCase):
             self.assertRaises(ProxyHeaderError, parse, bad)
 
 
-class _Recorder(Protocol):
+class Recorder(Protocol):
+    """
+    Keeps its peer and the bytes it receives.
+    """
+
     def __init__(self):
         self.data = b""
         self.peer = None
@@ -187,6 +191,20 @@ class _Recorder(Protocol):
         self.data += data
 
 
+def recording_factory(built: list) -> Factory:
+    """
+    A factory of L{Recorder}s, each appended to C{built}.
+    """
+    def build(addr):
+        protocol = Recorder()
+        built.append(protocol)
+        return protocol
+
+    factory = Factory()
+    factory.buildProtocol = build
+    return factory
+
+
 class AcceptTests(SynchronousTestCase):
     """
     L{ProxyHeaderFactory} on a listener.
@@ -195,16 +213,8 @@ class AcceptTests(SynchronousTestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
         self.built = []
-
-        def build(addr):
-            protocol = _Recorder()
-            self.built.append(protocol)
-            return protocol
-
-        inner = Factory()
-        inner.buildProtocol = build
         self.factory = ProxyHeaderFactory(
-            inner, TrustedProxies(["10.0.0.0/8"]).__contains__, self.clock, 5.0)
+            recording_factory(self.built), TrustedProxies(["10.0.0.0/8"]).__contains__, self.clock, 5.0)
 
     def connect(self, host: str):
         addr = IPv4Address("TCP", host, 50000)

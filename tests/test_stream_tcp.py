@@ -263,25 +263,16 @@ class FlowTests(SynchronousTestCase):
         self.client = self.h.client()
         self.backend = self.h.accept()
 
-    def test_slow_client_pauses_backend(self):
+    def test_backpressure(self):
         """
-        When the client's write buffer is full, the backend is not read
-        until it drains.
+        When either side's write buffer is full (the client's, then the
+        backend's), the other side is not read until it drains.
         """
-        self.client.transport.producer.pauseProducing()
-        self.assertEqual(self.backend.transport.producerState, "paused")
-        self.client.transport.producer.resumeProducing()
-        self.assertEqual(self.backend.transport.producerState, "producing")
-
-    def test_slow_backend_pauses_client(self):
-        """
-        When the backend's write buffer is full, the client is not read
-        until it drains.
-        """
-        self.backend.transport.producer.pauseProducing()
-        self.assertEqual(self.client.transport.producerState, "paused")
-        self.backend.transport.producer.resumeProducing()
-        self.assertEqual(self.client.transport.producerState, "producing")
+        for full, other in [(self.client, self.backend), (self.backend, self.client)]:
+            full.transport.producer.pauseProducing()
+            self.assertEqual(other.transport.producerState, "paused")
+            full.transport.producer.resumeProducing()
+            self.assertEqual(other.transport.producerState, "producing")
 
     def test_client_half_close(self):
         """

@@ -80,14 +80,11 @@ class StreamInfo:
         return None
 
 
-# Why a relay ended, when the proxy ended it; the status is nginx stream's.
+# nginx stream's status for the reasons that are not 200.
 _STATUS = {
-    "": 200,
     "no_backend": 503,
     "upstream_connect_failed": 502,
     "upstream_connect_timeout": 502,
-    "idle_timeout": 200,
-    "shutdown": 200,
 }
 
 
