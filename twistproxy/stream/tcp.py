@@ -265,9 +265,12 @@ class TCPRelay(Protocol):
         version = self.group.config.proxy_protocol
         head = b""
         if version:
+            # The client's TLS is this proxy's on an ssl: endpoint.
+            terminated = proxyproto.tls_server_name(self.transport)
             head = proxyproto.encode(
                 version, proxyproto.ip_port(self.transport.getPeer()),
-                proxyproto.ip_port(self.transport.getHost()), self.server_name)
+                proxyproto.ip_port(self.transport.getHost()),
+                self.server_name or terminated or "", tls=terminated is not None)
         if head or self._pending:
             write_now(transport, head + self._pending)
             self._pending = b""
