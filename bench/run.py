@@ -51,13 +51,25 @@ SCENARIOS = {
         "/small", True,
         "HTTP/2 over TLS (ALPN h2), h2load -c10 -m10: 10 connections x 10 streams, small response",
     ),
+    # TCP relaying (opt-in: --tcp): wrk's HTTP through a protocol = "tcp"
+    # listener (nginx: its stream module), so every request is a round trip
+    # through the relay; the proxy never parses the bytes.
+    "tcp-small": ("/small", True, "TCP relay, keep-alive small HTTP round trips"),
+    "tcp-1conn-1m": (
+        "/1m", True, "TCP relay, one connection (wrk -c1), 1 MiB responses back to back: MB/s",
+    ),
 }
+TCP_SCENARIOS = ("tcp-small", "tcp-1conn-1m")
+# Connections of the scenarios that do not use --connections.
+SCENARIO_CONNECTIONS = {"tcp-1conn-1m": 1}
+# Proxies that relay TCP here (twisted.web.proxy is HTTP only).
+TCP_PROXIES = ("nginx", "twistproxy")
 TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes", "tls-h2")
 # Scenarios measured with h2load rather than wrk.
 H2_SCENARIOS = ("tls-h2",)
 H2_CONNECTIONS = 10
 H2_STREAMS = 10
-PLAIN_SCENARIOS = tuple(s for s in SCENARIOS if s not in TLS_SCENARIOS)
+PLAIN_SCENARIOS = tuple(s for s in SCENARIOS if s not in TLS_SCENARIOS + TCP_SCENARIOS)
 # What --https adds (the wrk HTTPS scenarios).
 HTTPS_FLAG_SCENARIOS = tuple(s for s in TLS_SCENARIOS if s not in H2_SCENARIOS)
 # Proxies that can terminate TLS (twisted.web.proxy is left out of the HTTPS
@@ -68,6 +80,9 @@ SMALL_BODY = (
     "for the small scenario.\n"
 )
 BIG_SIZE = 64 * 1024
+MEGA_SIZE = 1024 * 1024
+# The bodies the origin serves as static files, by path.
+FILE_SIZES = {"/64k": BIG_SIZE, "/1m": MEGA_SIZE}
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -320,6 +335,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 worker_rlimit_nofile 16384;
 {user_line}
+{main}
 events {{
     worker_connections 4096;
     multi_accept on;
@@ -337,7 +353,22 @@ http {{
     server_tokens off;
 {body}
 }}
+{stream}
 """
+
+# nginx's TCP proxy (the stream module, a separate package on Debian:
+# libnginx-mod-stream).
+STREAM_BLOCK = """\
+stream {{
+    server {{
+        listen {host}:{port} backlog=4096;
+        proxy_pass {host}:{origin_port};
+        tcp_nodelay on;
+    }}
+}}
+"""
+STREAM_MODULES = ("/usr/lib/nginx/modules/ngx_stream_module.so",
+                  "/usr/share/nginx/modules/ngx_stream_module.so")
 
 ORIGIN_BODY = """\
     sendfile on;
@@ -352,6 +383,9 @@ ORIGIN_BODY = """\
         }}
         location = /64k {{
             try_files /64k =404;
+        }}
+        location = /1m {{
+            try_files /1m =404;
         }}
     }}
 """
@@ -423,10 +457,25 @@ def make_certificate(tmp):
     return cert, key, both
 
 
-def nginx_conf(prefix, workers, body):
+def nginx_conf(prefix, workers, body, main="", stream=""):
     # As root, nginx switches its workers to "nobody" by default; the temp
     # prefix is made world-readable instead of running the workers as root.
-    return NGINX_COMMON.format(prefix=prefix, workers=workers, user_line="", body=body)
+    return NGINX_COMMON.format(prefix=prefix, workers=workers, user_line="", body=body,
+                               main=main, stream=stream)
+
+
+def nginx_stream_module(nginx_bin):
+    """
+    The load_module line nginx needs for its stream module ("" when it is
+    built in), or None when this nginx has no stream module.
+    """
+    built = cmd_output([nginx_bin, "-V"])
+    if "--with-stream=dynamic" in built:
+        for path in STREAM_MODULES:
+            if os.path.exists(path):
+                return "load_module %s;" % path
+        return None
+    return "" if "--with-stream" in built else None
 
 
 def start_nginx(name, nginx_bin, prefix, conf_text):
@@ -510,14 +559,15 @@ def parse_wrk(out):
 
 
 def wrk_cmd(wrk_bin, args, port, scenario, duration):
-    """port: (plain port, TLS port or None)."""
+    """port: (plain port, TLS port or None, TCP relay port or None)."""
     path, keepalive, _ = SCENARIOS[scenario]
     tls = scenario in TLS_SCENARIOS
-    port = port[1] if tls else port[0]
+    port = port[1] if tls else port[2] if scenario in TCP_SCENARIOS else port[0]
+    connections = SCENARIO_CONNECTIONS.get(scenario, args.connections)
     cmd = [
         wrk_bin,
-        "-t%d" % args.threads,
-        "-c%d" % args.connections,
+        "-t%d" % min(args.threads, connections),
+        "-c%d" % connections,
         "-d%ds" % duration,
         "--timeout",
         "5s",
@@ -651,6 +701,12 @@ def start_proxy(name, args, tools, tmp, origin_port):
     port = free_port()
     tls = args.tls_files if name in TLS_PROXIES else None
     tls_port = free_port() if tls else None
+    tcp = name in TCP_PROXIES and any(s in TCP_SCENARIOS for s in args.scenarios)
+    if tcp and name == "nginx" and args.nginx_stream is None:
+        log("nginx has no stream module here (Debian: apt-get install libnginx-mod-stream): "
+            "the TCP scenarios are skipped for nginx")
+        tcp = False
+    tcp_port = free_port() if tcp else None
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     if name == "nginx":
@@ -658,7 +714,12 @@ def start_proxy(name, args, tools, tmp, origin_port):
         body = PROXY_BODY.format(host=HOST, port=port, origin_port=origin_port)
         if tls:
             body += TLS_SERVER.format(host=HOST, port=tls_port, cert=tls[0], key=tls[1])
-        proc = start_nginx("nginx", tools["nginx"], prefix, nginx_conf(prefix, 1, body))
+        main = stream = ""
+        if tcp:
+            main = args.nginx_stream
+            stream = STREAM_BLOCK.format(host=HOST, port=tcp_port, origin_port=origin_port)
+        proc = start_nginx("nginx", tools["nginx"], prefix,
+                           nginx_conf(prefix, 1, body, main=main, stream=stream))
     elif name == "twisted":
         cmd = [
             args.python,
@@ -685,12 +746,17 @@ def start_proxy(name, args, tools, tmp, origin_port):
             "--pidfile=",
             "twistproxy",
         ]
-        if tls:
-            # Quick mode has no TLS: a config file with a plain and a TLS listener.
+        if tls or tcp:
+            # Quick mode has neither TLS nor TCP listeners: a config file.
             conf = os.path.join(tmp, "twistproxy.toml")
+            text = TWISTPROXY_CONFIG.format(host=HOST, port=port, origin_port=origin_port)
+            if tls:
+                text += TWISTPROXY_TLS_LISTENER.format(host=HOST, tls_port=tls_port, pem=tls[2])
+            if tcp:
+                text += TWISTPROXY_TCP.format(host=HOST, tcp_port=tcp_port,
+                                              origin_port=origin_port)
             with open(conf, "w") as f:
-                f.write(TWISTPROXY_TLS_CONFIG.format(
-                    host=HOST, port=port, tls_port=tls_port, pem=tls[2], origin_port=origin_port))
+                f.write(text)
             cmd += ["--config", conf]
         else:
             cmd += [
@@ -708,7 +774,8 @@ def start_proxy(name, args, tools, tmp, origin_port):
 
     try:
         if not all(
-            wait_for_port(p, args.start_timeout, proc.proc) for p in (port, tls_port) if p
+            wait_for_port(p, args.start_timeout, proc.proc)
+            for p in (port, tls_port, tcp_port) if p
         ):
             if proc.alive():
                 why = "did not accept connections on port %d within %.0f s" % (
@@ -726,27 +793,42 @@ def start_proxy(name, args, tools, tmp, origin_port):
         check_forwarding(name, port, proc, sorted({SCENARIOS[x][0] for x in args.scenarios}))
         if tls_port:
             check_forwarding(name + " (https)", tls_port, proc, ("/small",), cafile=tls[0])
+        if tcp_port:
+            check_forwarding(name + " (tcp)", tcp_port, proc,
+                             sorted({SCENARIOS[x][0] for x in TCP_SCENARIOS}))
     except BaseException:
         proc.stop()
         raise
-    return proc, (port, tls_port)
+    return proc, (port, tls_port, tcp_port)
 
 
-TWISTPROXY_TLS_CONFIG = """\
+TWISTPROXY_CONFIG = """\
 [listeners.plain]
 endpoint = "tcp:{port}:interface={host}"
-
-[listeners.https]
-endpoint = "tcp:{tls_port}:interface={host}"
-
-[listeners.https.tls]
-certificates = ["{pem}"]
 
 [upstreams.origin]
 servers = ["http://{host}:{origin_port}"]
 
 [access_log]
 path = ""
+"""
+
+TWISTPROXY_TLS_LISTENER = """
+[listeners.https]
+endpoint = "tcp:{tls_port}:interface={host}"
+
+[listeners.https.tls]
+certificates = ["{pem}"]
+"""
+
+TWISTPROXY_TCP = """
+[listeners.relay]
+endpoint = "tcp:{tcp_port}:interface={host}"
+protocol = "tcp"
+upstream = "origin_tcp"
+
+[upstreams.origin_tcp]
+servers = ["tcp://{host}:{origin_port}"]
 """
 
 
@@ -762,9 +844,9 @@ def indent(text, prefix="    | "):
 
 def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
     """One GET of each path through the proxy must return the origin's bodies."""
-    expected = {"/small": SMALL_BODY.encode("ascii"), "/64k": None}
     for path in paths:
-        body = expected[path]
+        body = SMALL_BODY.encode("ascii") if path == "/small" else None
+        size = FILE_SIZES.get(path)
         try:
             status, got = http_get(port, path, cafile=cafile)
         except (OSError, Exception) as e:  # http.client raises various errors
@@ -772,7 +854,7 @@ def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
                 "%s accepts connections but GET %s failed: %r\n  last output:\n%s"
                 % (name, path, e, indent(proc.log_tail()))
             )
-        ok = status == 200 and (got == body if body is not None else len(got) == BIG_SIZE)
+        ok = status == 200 and (got == body if body is not None else len(got) == size)
         if not ok:
             raise ProxyFailed(
                 "%s: GET %s returned status %s with %d bytes (expected 200 and %d bytes)"
@@ -782,7 +864,7 @@ def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
                     path,
                     status,
                     len(got),
-                    len(body) if body is not None else BIG_SIZE,
+                    len(body) if body is not None else size,
                     indent(proc.log_tail()),
                 )
             )
@@ -793,6 +875,9 @@ def measure(name, proc, port, origin, args, tools, results):
     for scenario in args.scenarios:
         if scenario in TLS_SCENARIOS and name not in TLS_PROXIES:
             log("%s / %s: skipped (%s does not terminate TLS here)" % (name, scenario, name))
+            continue
+        if scenario in TCP_SCENARIOS and not port[2]:
+            log("%s / %s: skipped (no TCP relay for %s here)" % (name, scenario, name))
             continue
         if not proc.alive():
             raise ProxyFailed(
@@ -845,6 +930,9 @@ def measure(name, proc, port, origin, args, tools, results):
                 ),
                 "req_per_cpu_s": (
                     round(r["requests"] / cpu_s, 1) if r["requests"] and cpu_s > 0 else None
+                ),
+                "response_bytes": (
+                    FILE_SIZES.get(SCENARIOS[scenario][0]) or len(SMALL_BODY)
                 ),
                 "proxy_alive_after": proc.alive(),
             }
@@ -983,6 +1071,21 @@ def report(results, failures, ratios, meta):
             )
         )
         out.append("")
+    mrows = [
+        (
+            r["proxy"],
+            r["scenario"],
+            fmt(r["rps"] * r["response_bytes"] / 1e6 if r["rps"] else None, 1),
+            fmt(r["requests"] * r["response_bytes"] / 1e6 / r["proxy_cpu_s"]
+                if r["requests"] and r["proxy_cpu_s"] else None, 1),
+        )
+        for r in results
+        if r["scenario"] == "tcp-1conn-1m"
+    ]
+    if mrows:
+        out.append("TCP throughput through one connection (response bytes only):")
+        out.append(table(mrows, ("proxy", "scenario", "MB/s", "MB/CPU-s")))
+        out.append("")
     rrows = [
         (x["proxy"], x["scenario"], ("%.3f" % x["ratio_to_nginx"]) if x["ratio_to_nginx"] is not None else "-")
         for x in ratios
@@ -1059,6 +1162,12 @@ def parse_args(argv):
         help="add the HTTPS scenarios %s (nginx and twistproxy only; "
         "tls-h2 is selected with --scenarios)" % ",".join(HTTPS_FLAG_SCENARIOS),
     )
+    p.add_argument(
+        "--tcp",
+        action="store_true",
+        help="add the TCP relay scenarios %s (nginx's stream module and twistproxy's "
+        "protocol = \"tcp\" listener)" % ",".join(TCP_SCENARIOS),
+    )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument(
         "--warmup", type=int, default=2, help="warm-up seconds before each scenario (default 2; 0: none)"
@@ -1095,6 +1204,8 @@ def parse_args(argv):
     args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
     if args.https:
         args.scenarios += [s for s in HTTPS_FLAG_SCENARIOS if s not in args.scenarios]
+    if args.tcp:
+        args.scenarios += [s for s in TCP_SCENARIOS if s not in args.scenarios]
     bad = [x for x in args.scenarios if x not in SCENARIOS]
     if bad or not args.scenarios:
         p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))
@@ -1125,6 +1236,9 @@ def main(argv=None):
     if any(s in H2_SCENARIOS for s in args.scenarios):
         tools["h2load"] = ensure_tool("h2load", "nghttp2-client")
         args.h2load_duration = h2load_has_duration(tools["h2load"])
+    args.nginx_stream = None
+    if any(s in TCP_SCENARIOS for s in args.scenarios):
+        args.nginx_stream = nginx_stream_module(tools["nginx"])
     meta = machine_info(args, tools)
     meta.update(
         {
@@ -1160,10 +1274,12 @@ def main(argv=None):
         # the origin
         oprefix = os.path.join(tmp, "origin")
         os.makedirs(os.path.join(oprefix, "www"))
-        with open(os.path.join(oprefix, "www", "64k"), "wb") as f:
-            f.write((b"0123456789abcdef" * (BIG_SIZE // 16))[:BIG_SIZE])
+        for path, size in FILE_SIZES.items():
+            name = os.path.join(oprefix, "www", path[1:])
+            with open(name, "wb") as f:
+                f.write((b"0123456789abcdef" * (size // 16))[:size])
+            os.chmod(name, 0o644)
         os.chmod(os.path.join(oprefix, "www"), 0o755)
-        os.chmod(os.path.join(oprefix, "www", "64k"), 0o644)
         origin_port = free_port()
         obody = ORIGIN_BODY.format(
             host=HOST,

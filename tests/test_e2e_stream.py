@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import time
 
 from twisted.internet import defer, protocol, reactor, ssl as twisted_ssl, threads
 from twisted.names import client as dns_client, dns, server as dns_server
@@ -180,7 +181,7 @@ class StreamEndToEndTests(_StreamCase):
         before = proxy.rss_kib()
         sock = socket.create_connection((HOST, proxy.port), timeout=10)
         self.addCleanup(sock.close)
-        yield threads.deferToThread(__import__("time").sleep, 2.0)
+        yield threads.deferToThread(time.sleep, 2.0)
         grown = proxy.rss_kib() - before
         self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
 

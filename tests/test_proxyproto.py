@@ -175,7 +175,11 @@ class V2Tests(SynchronousTestCase):
             self.assertRaises(ProxyHeaderError, parse, bad)
 
 
-class _Recorder(Protocol):
+class Recorder(Protocol):
+    """
+    Keeps its peer and the bytes it receives.
+    """
+
     def __init__(self):
         self.data = b""
         self.peer = None
@@ -187,6 +191,20 @@ class _Recorder(Protocol):
         self.data += data
 
 
+def recording_factory(built: list) -> Factory:
+    """
+    A factory of L{Recorder}s, each appended to C{built}.
+    """
+    def build(addr):
+        protocol = Recorder()
+        built.append(protocol)
+        return protocol
+
+    factory = Factory()
+    factory.buildProtocol = build
+    return factory
+
+
 class AcceptTests(SynchronousTestCase):
     """
     L{ProxyHeaderFactory} on a listener.
@@ -195,16 +213,8 @@ class AcceptTests(SynchronousTestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
         self.built = []
-
-        def build(addr):
-            protocol = _Recorder()
-            self.built.append(protocol)
-            return protocol
-
-        inner = Factory()
-        inner.buildProtocol = build
         self.factory = ProxyHeaderFactory(
-            inner, TrustedProxies(["10.0.0.0/8"]).__contains__, self.clock, 5.0)
+            recording_factory(self.built), TrustedProxies(["10.0.0.0/8"]).__contains__, self.clock, 5.0)
 
     def connect(self, host: str):
         addr = IPv4Address("TCP", host, 50000)
@@ -348,3 +358,55 @@ proxy_protocol = "v1"
         self.assertEqual(self.proxy.backend_attempts(), [("127.0.0.1", 8001)])
         other = self.proxy.accept_backend()
         self.assertTrue(other.received().startswith(b"PROXY TCP4 198.51.100.3 "))
+
+
+class TLSFactsTests(SynchronousTestCase):
+    """
+    What version 2 headers say of TLS the proxy terminated.
+    """
+
+    def tls_transport(self, name: bytes):
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        connection.set_connect_state()
+        if name:
+            connection.set_tlsext_host_name(name)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        transport.getHandle = lambda: connection
+        return transport
+
+    def test_server_name(self):
+        """
+        L{tls_server_name} gives the name of a TLS connection, C{''} when
+        none was sent, and C{None} for a connection without TLS.
+        """
+        from twistproxy.stream.proxyproto import tls_server_name
+
+        self.assertEqual(tls_server_name(self.tls_transport(b"Www.Example")), "www.example")
+        self.assertEqual(tls_server_name(self.tls_transport(b"")), "")
+        self.assertIsNone(tls_server_name(StringTransport()))
+
+    def test_http_backend_header(self):
+        """
+        An HTTP backend configured for version 2, behind a TLS client
+        connection, gets the server name (PP2_TYPE_AUTHORITY) and the TLS
+        flag (PP2_TYPE_SSL).
+        """
+        from twistproxy.config import parse as parse_config
+
+        proxy = MemoryProxy(parse_config("""
+[listeners.web]
+endpoint = "tcp:8080"
+[upstreams.app]
+servers = ["http://127.0.0.1:8001"]
+proxy_protocol = "v2"
+"""))
+        protocol = proxy.factory.buildProtocol(None)
+        transport = self.tls_transport(b"www.example")
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        header, _ = parse(proxy.accept_backend().received())
+        self.assertEqual(header.source, ("192.0.2.7", 40000))
+        self.assertEqual(dict(header.tlvs), {PP2_TYPE_AUTHORITY: b"www.example",
+                                             PP2_TYPE_SSL: b"\x01\x00\x00\x00\x00"})

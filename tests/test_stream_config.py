@@ -52,6 +52,16 @@ class StreamConfigTests(SynchronousTestCase):
         self.assertEqual((config.timeouts.tcp_idle, config.timeouts.udp_idle), (600.0, 30.0))
         ProxyService(config, MemoryReactorClock())
 
+    def test_tcp_health_default(self):
+        """
+        A group of tcp:// servers is health-checked by connecting (the
+        C{tcp} check) unless its C{health} table names another type.
+        """
+        self.assertEqual(parse(TCP.format(listener="", group="health = {interval = 2}"))
+                         .upstreams["pg"].health.type, "tcp")
+        self.assertEqual(parse(TCP.format(listener="", group='health = {type = "http"}'))
+                         .upstreams["pg"].health.type, "http")
+
     def test_errors(self):
         """
         Each mistake is named by its path.

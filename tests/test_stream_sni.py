@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -21,6 +20,7 @@ from twistproxy.stream.sni import (
     server_name,
 )
 
+from tests.test_proxyproto import recording_factory
 from tests.test_stream_tcp import RelayHarness, config
 
 
@@ -124,14 +124,6 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(SNIRouter([SNIRoute(("db.example",), "db")]).group_for("x"), "")
 
 
-class _Recorder(Protocol):
-    def __init__(self):
-        self.data = b""
-
-    def dataReceived(self, data):
-        self.data += data
-
-
 class PassthroughTests(SynchronousTestCase):
     """
     L{SNIFactory}: relay or terminate by the name.
@@ -140,16 +132,8 @@ class PassthroughTests(SynchronousTestCase):
     def setUp(self):
         self.h = RelayHarness(config())
         self.terminated = []
-
-        def build(addr):
-            protocol = _Recorder()
-            self.terminated.append(protocol)
-            return protocol
-
-        terminate = Factory()
-        terminate.buildProtocol = build
         self.factory = SNIFactory(SNIRouter([SNIRoute(("db.example",), "pg")]),
-                                  self.h.factory, terminate, timeout=10)
+                                  self.h.factory, recording_factory(self.terminated), timeout=10)
 
     def connect(self, data: bytes):
         protocol = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))

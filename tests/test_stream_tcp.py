@@ -38,7 +38,8 @@ class HalfCloseTransport(StringTransport):
         self.write_closed = True
 
 
-def config(group_options: str = "", listener_options: str = "", servers: int = 2):
+def config(group_options: str = "", listener_options: str = "", servers: int = 2,
+           extra: str = ""):
     listed = ", ".join(f'"tcp://127.0.0.1:{5432 + i}"' for i in range(servers))
     return parse(f"""
 [listeners.db]
@@ -53,6 +54,7 @@ servers = [{listed}]
 
 [timeouts]
 tcp_idle = 30
+{extra}
 """)
 
 
@@ -263,25 +265,16 @@ class FlowTests(SynchronousTestCase):
         self.client = self.h.client()
         self.backend = self.h.accept()
 
-    def test_slow_client_pauses_backend(self):
+    def test_backpressure(self):
         """
-        When the client's write buffer is full, the backend is not read
-        until it drains.
+        When either side's write buffer is full (the client's, then the
+        backend's), the other side is not read until it drains.
         """
-        self.client.transport.producer.pauseProducing()
-        self.assertEqual(self.backend.transport.producerState, "paused")
-        self.client.transport.producer.resumeProducing()
-        self.assertEqual(self.backend.transport.producerState, "producing")
-
-    def test_slow_backend_pauses_client(self):
-        """
-        When the backend's write buffer is full, the client is not read
-        until it drains.
-        """
-        self.backend.transport.producer.pauseProducing()
-        self.assertEqual(self.client.transport.producerState, "paused")
-        self.backend.transport.producer.resumeProducing()
-        self.assertEqual(self.client.transport.producerState, "producing")
+        for full, other in [(self.client, self.backend), (self.backend, self.client)]:
+            full.transport.producer.pauseProducing()
+            self.assertEqual(other.transport.producerState, "paused")
+            full.transport.producer.resumeProducing()
+            self.assertEqual(other.transport.producerState, "producing")
 
     def test_client_half_close(self):
         """
@@ -440,3 +433,64 @@ class AccessLogTests(SynchronousTestCase):
             "bytes": 3, "received": 5, "upstream": "127.0.0.1:5432", "server_name": None,
             "total_time": 2.0, "reason": None,
         })
+
+
+NO_LOG = '[access_log]\npath = ""'
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    TCP listeners in a whole L{ProxyService}.
+    """
+
+    def test_graceful_shutdown(self):
+        """
+        At shutdown a relayed connection goes on until it ends, and the
+        shutdown completes then; the access log's line is written.
+        """
+        from twistproxy.service import ProxyService
+
+        class Kept(io.BytesIO):
+            def close(self):
+                pass
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(config(extra=NO_LOG), reactor)
+        stream = Kept()
+        service.startService()
+        service.access_log = AccessLog(stream, "combined", reactor)
+        (port,) = [p for p in reactor.tcpServers if p[0] == 5433]
+        client = Peer(port[1].buildProtocol(None), "192.0.2.7", 40000)
+        host, backend_port, factory, _, _ = reactor.tcpClients[0]
+        backend = Peer(factory.buildProtocol(None), host, backend_port)
+        d = service.stopService()
+        self.assertNoResult(d)
+        client.protocol.dataReceived(b"still here")
+        self.assertEqual(backend.received(), b"still here")
+        backend.close()
+        client.close()
+        self.successResultOf(d)
+        self.assertIn(b'"TCP db" 200 0 received=10 upstream=127.0.0.1:5432', stream.getvalue())
+
+    def test_drain_deadline(self):
+        """
+        Relays still open when C{shutdown.drain} runs out are cut.
+        """
+        from twistproxy.service import ProxyService
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(config(extra=NO_LOG + "\n[shutdown]\ndrain = 5"), reactor)
+        service.startService()
+        (port,) = [p for p in reactor.tcpServers if p[0] == 5433]
+        client = Peer(port[1].buildProtocol(None), "192.0.2.7", 40000)
+        host, backend_port, factory, _, _ = reactor.tcpClients[0]
+        backend = Peer(factory.buildProtocol(None), host, backend_port)
+        d = service.stopService()
+        reactor.advance(4)
+        self.assertFalse(client.transport.disconnecting)
+        reactor.advance(1.5)
+        self.assertTrue(client.transport.disconnecting)
+        self.assertTrue(backend.transport.disconnecting)
+        backend.close()
+        client.close()
+        self.successResultOf(d)

@@ -793,20 +793,16 @@ def _header_rules(value: object, path: str) -> HeaderRules:
     return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
 
 
-def _is_ip(host: str) -> bool:
+def _is_ip(host: str, kind: Callable[[str], Any] = _ipaddress.ip_address) -> bool:
     try:
-        _ipaddress.ip_address(host)
+        kind(host)
     except ValueError:
         return False
     return True
 
 
 def _is_ipv6(host: str) -> bool:
-    try:
-        _ipaddress.IPv6Address(host)
-    except ValueError:
-        return False
-    return True
+    return _is_ip(host, _ipaddress.IPv6Address)
 
 
 def _host_name(host: str, path: str, allow_wildcard: bool) -> str:
@@ -1166,6 +1162,10 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
     for key, build in builders.items():
         if key in group:
             kwargs[key] = build(group[key], _key(path, key))
+    if (servers and _KIND[servers[0].scheme] == "tcp" and "health" in kwargs
+            and "type" not in group["health"]):
+        # A TCP service is checked by connecting, unless told otherwise.
+        kwargs["health"] = replace(kwargs["health"], type="tcp")
     for i, server in enumerate(servers):
         if server.scheme == "udp" and not _is_ip(server.host):
             raise ConfigError(_index(servers_path, i),

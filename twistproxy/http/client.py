@@ -557,11 +557,12 @@ class UpstreamPool:
         """
         if x is None or x.downstream is None:
             return proxyproto.encode(self.proxy_protocol, None, None)
-        connection = x.downstream.connection
-        transport = connection.transport
+        transport = x.downstream.connection.transport
+        server_name = proxyproto.tls_server_name(transport)
         return proxyproto.encode(
             self.proxy_protocol, proxyproto.ip_port(transport.getPeer()),
-            proxyproto.ip_port(transport.getHost()), tls=connection.proto == b"https")
+            proxyproto.ip_port(transport.getHost()), server_name or "",
+            tls=server_name is not None)
 
     def _next_waiter(self) -> Exchange:
         x = self._waiting.popleft()

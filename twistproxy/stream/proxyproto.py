@@ -38,6 +38,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
@@ -250,6 +251,20 @@ def ip_port(address) -> Optional[Address]:
     if isinstance(address, (IPv4Address, IPv6Address)):
         return address.host, address.port
     return None
+
+
+def tls_server_name(transport) -> Optional[str]:
+    """
+    For a connection whose TLS the proxy terminates, the server name the
+    client asked for (C{''} when it sent none); C{None} for any other
+    connection.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if not isinstance(handle, SSL.Connection):
+        return None
+    name = handle.get_servername()
+    return name.decode("ascii", "replace").lower() if name else ""
 
 
 def _twisted_address(host: str, port: int):

@@ -80,14 +80,11 @@ class StreamInfo:
         return None
 
 
-# Why a relay ended, when the proxy ended it; the status is nginx stream's.
+# nginx stream's status for the reasons that are not 200.
 _STATUS = {
-    "": 200,
     "no_backend": 503,
     "upstream_connect_failed": 502,
     "upstream_connect_timeout": 502,
-    "idle_timeout": 200,
-    "shutdown": 200,
 }
 
 
@@ -268,9 +265,12 @@ class TCPRelay(Protocol):
         version = self.group.config.proxy_protocol
         head = b""
         if version:
+            # The client's TLS is this proxy's on an ssl: endpoint.
+            terminated = proxyproto.tls_server_name(self.transport)
             head = proxyproto.encode(
                 version, proxyproto.ip_port(self.transport.getPeer()),
-                proxyproto.ip_port(self.transport.getHost()), self.server_name)
+                proxyproto.ip_port(self.transport.getHost()),
+                self.server_name or terminated or "", tls=terminated is not None)
         if head or self._pending:
             write_now(transport, head + self._pending)
             self._pending = b""

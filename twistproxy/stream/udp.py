@@ -58,8 +58,10 @@ class Session:
     server_name = ""
     status = 200
 
-    def __init__(self, factory: "UDPProxy", client: Address, backend: Backend, now: float):
+    def __init__(self, factory: "UDPProxy", client: Address, group, backend: Backend,
+                 now: float):
         self.factory = factory
+        self.group = group
         self.client = client
         self.client_address = client[0]
         self.backend = backend
@@ -84,6 +86,9 @@ class _SessionSocket(DatagramProtocol):
     The proxy's socket of one session, connected to its backend.
     """
 
+    # One log line per session is the access log's.
+    noisy = False
+
     def __init__(self, session: Session):
         self.session = session
 
@@ -107,6 +112,8 @@ class UDPProxy(DatagramProtocol):
     @ivar dropped: Datagrams dropped because no session could be made (at
         C{max_sessions}, or no backend available).
     """
+
+    noisy = False
 
     def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
                  max_sessions: int = 10000,
@@ -138,7 +145,7 @@ class UDPProxy(DatagramProtocol):
         backend = group.pick(StreamInfo(client[0]))
         if backend is None:
             return None
-        session = Session(self, client, backend, self.clock.seconds())
+        session = Session(self, client, group, backend, self.clock.seconds())
         interface = "::" if ":" in backend.host else "0.0.0.0"
         session.port = self.reactor.listenUDP(0, _SessionSocket(session), interface=interface)
         session.port.connect(backend.host, backend.port)
@@ -159,15 +166,13 @@ class UDPProxy(DatagramProtocol):
         self.deadlines.discard(session)
         session.reason = reason
         session.port.stopListening()
-        backend = session.backend
+        backend, group = session.backend, session.group
         backend.in_flight -= 1
-        group = self.groups.get(self.upstream)
         ok = reason != "upstream_refused"
         if not ok:
             backend.failures += 1
-        if group is not None:
-            group.in_flight -= 1
-            group.report(backend, ok, 0)
+        group.in_flight -= 1
+        group.report(backend, ok, 0)
         if self._on_end is not None:
             self._on_end(session)
 
