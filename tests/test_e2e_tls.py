@@ -449,6 +449,28 @@ class ForwardingTests(_TLSProxyTestCase):
         self.assertEqual(_raw_header_values(req.head, b"x-client-subject"), [])
 
     @defer.inlineCallbacks
+    def test_connection_close_closes_tls(self):
+        """
+        After answering a request that asked for C{Connection: close}, the
+        proxy closes the TLS connection (close_notify, then end of file)
+        instead of leaving the client waiting.
+        """
+        origin, proxy = yield self.start_tls_proxy()
+
+        def get_then_eof():
+            client = _TLSClient(proxy.port, _client_context(self.pki), "a.example.test",
+                                timeout=5.0)
+            try:
+                status, _, _ = client.request("a.example.test", b"Connection: close\r\n")
+                # Returns b"" at the end of the stream; raises on a timeout.
+                return status, client.sock.recv(65536)
+            finally:
+                client.close()
+
+        status, rest = yield self.in_thread(get_then_eof)
+        self.assertEqual((status, rest), (200, b""))
+
+    @defer.inlineCallbacks
     def test_http2_by_alpn(self):
         """
         A client offering h2 by ALPN gets HTTP/2: two concurrent streams

@@ -236,6 +236,8 @@ class ForwardingTests(SynchronousTestCase):
         _, _, got = self.exchange(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         self.assertIn(b"Connection: close\r\n", got)
         self.assertTrue(self.client.closed)
+        # A TLS transport closes only once no producer is registered.
+        self.assertIsNone(self.client.transport.producer)
 
     def test_head_response_has_no_body(self):
         """

@@ -814,7 +814,7 @@ class H2ServerProtocol(ClientCodec):
             self._write()
             self._closed = True
             self._set_timer(_T_NONE, 0)
-            self.transport.loseConnection()
+            self.close()
 
     def _client_full(self, full: bool) -> None:
         self.client_full = full

@@ -109,6 +109,17 @@ class ClientCodec(Waiting, Protocol):
                 subject.encode("utf-8") if subject is not None else None,
             )
 
+    def close(self) -> None:
+        """
+        Close the connection once what was written has been sent.
+
+        The relay registered when the connection was made goes first: a TLS
+        transport sends its close_notify, and so closes at all, only once
+        no producer is registered.
+        """
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
     def _client_full(self, full: bool) -> None:
         raise NotImplementedError()
 
@@ -425,7 +436,7 @@ class HTTPServerProtocol(ClientCodec):
         if self._response_started:
             self.flush()
             self._end_exchange(False)
-            self.transport.loseConnection()
+            self.close()
             return
         self._answer(x, status, self._keeps(x))
 
@@ -474,7 +485,7 @@ class HTTPServerProtocol(ClientCodec):
         """
         if self._state == _HEAD and not self._buffer:
             self._state = _CLOSED
-            self.transport.loseConnection()
+            self.close()
         else:
             self._draining = True
 
@@ -503,7 +514,7 @@ class HTTPServerProtocol(ClientCodec):
         x.reason = reason
         if self._response_started:
             self._end_exchange(False)
-            self.transport.loseConnection()
+            self.close()
         else:
             self._answer(x, status, False)
 
@@ -521,7 +532,7 @@ class HTTPServerProtocol(ClientCodec):
         if not keep:
             self._state = _CLOSED
             self._set_timer(_T_NONE, 0)
-            self.transport.loseConnection()
+            self.close()
             return
         self._state = _HEAD
         self._set_timer(_T_IDLE, self._factory.timeouts.idle)
@@ -561,7 +572,7 @@ class HTTPServerProtocol(ClientCodec):
                 self._x.reason = "tunnel_idle_timeout"
                 self._factory.forwarder.cancel(self._x)
             self._state = _CLOSED
-            self.transport.loseConnection()
+            self.close()
 
 
 class HTTPServerFactory(Factory):
