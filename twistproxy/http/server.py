@@ -84,6 +84,7 @@ class ClientCodec(Waiting, Protocol):
         self.trusted = False
         self.proto = factory.scheme
         self.identity = None
+        self._relaying = False
 
     def connectionMade(self) -> None:
         factory = self._factory
@@ -91,6 +92,7 @@ class ClientCodec(Waiting, Protocol):
         self.client_address = getattr(peer, "host", "") or ""
         self.trusted = self.client_address in factory.trusted_proxies
         self.transport.registerProducer(FullRelay(self._client_full), True)
+        self._relaying = True
         no_delay(self.transport)
         factory.connections.add(self)
         if factory.draining:
@@ -117,7 +119,9 @@ class ClientCodec(Waiting, Protocol):
         transport sends its close_notify, and so closes at all, only once
         no producer is registered.
         """
-        self.transport.unregisterProducer()
+        if self._relaying:
+            self._relaying = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def _client_full(self, full: bool) -> None:
