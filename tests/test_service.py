@@ -395,15 +395,94 @@ servers = [{servers}]
         self.request()
         self.assertEqual(self.reactor.tcpClients[0][:2], ("127.0.0.1", 8001))
 
-    def test_listener_change_refused(self):
-        """
-        Listener changes still need a restart: such a file is refused.
-        """
+    def write_listeners(self, listeners: str) -> None:
         with open(self.path, "w") as f:
-            f.write(self.BASE.replace("tcp:8080", "tcp:8081").format(
-                servers='"http://127.0.0.1:8001"'))
+            f.write(self.BASE.replace('[listeners.main]\nendpoint = "tcp:8080"\n', listeners)
+                    .format(servers='"http://127.0.0.1:8001"'))
+
+    def test_listener_added_and_removed(self):
+        """
+        A listener added by a reload listens at once; one removed stops
+        listening (its connections go on), and the admin API's view of the
+        listeners follows.
+        """
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\n'
+                             '[listeners.extra]\nendpoint = "tcp:8090"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(sorted(self.service.listeners), ["extra", "main"])
+        extra = self.service.listeners["extra"]
+        self.assertEqual(self.reactor.tcpServers[-1][0], 8090)
+        self.assertIs(self.reactor.tcpServers[-1][1], extra.factory)
+        main = self.service.listeners["main"]
+        self.write_listeners('[listeners.extra]\nendpoint = "tcp:8090"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(list(self.service.listeners), ["extra"])
+        self.assertEqual((main.running, main.port), (False, None))
+        self.assertNotIn(main, list(self.service))
+        self.assertTrue(extra.running)
+
+    def test_listener_moved(self):
+        """
+        A listener whose endpoint changes listens on the new one before the
+        old one stops.
+        """
+        old = self.service.listeners["main"]
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8081"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual((old.running, old.port), (False, None))
+        new = self.service.listeners["main"]
+        self.assertEqual(self.reactor.tcpServers[-1][0], 8081)
+        self.assertTrue(new.running)
+        self.assertIn(new, list(self.service))
+
+    def test_listener_settings_changed_in_place(self):
+        """
+        A listener whose endpoint stays but whose settings change keeps its
+        socket: new connections are built by a factory with the new
+        settings.
+        """
+        port = self.service.listeners["main"].port
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\nh2c = true\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertIs(self.service.listeners["main"].port, port)
+        self.assertTrue(self.service.listeners["main"].running)
+        self.assertTrue(port.factory.h2c)
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+
+    def test_listener_that_cannot_listen_refused(self):
+        """
+        A new listener that cannot listen (its port is taken) makes the
+        reload fail as a whole: the listeners started for it stop again and
+        the running configuration stays.
+        """
+        def listen(port, factory, backlog=50, interface=""):
+            if port == 8091:
+                raise OSError(98, "Address already in use")
+            return listen_tcp(port, factory, backlog, interface)
+
+        listen_tcp, self.reactor.listenTCP = self.reactor.listenTCP, listen
+        config = self.service.config
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\n'
+                             '[listeners.a]\nendpoint = "tcp:8090"\n'
+                             '[listeners.b]\nendpoint = "tcp:8091"\n')
         [problem] = self.service.reload()
-        self.assertIn("listeners: changed: needs a restart", problem)
+        self.assertIn("listeners.b.endpoint: cannot listen on 'tcp:8091'", problem)
+        self.assertIs(self.service.config, config)
+        self.assertEqual(list(self.service.listeners), ["main"])
+        started_a = [p for p in self.reactor.tcpServers if p[0] == 8090]
+        self.assertEqual(len(started_a), 1)
+        self.assertEqual(len([s for s in self.service if isinstance(s, type(
+            self.service.listeners["main"]))]), 1)
+
+    def test_admin_change_refused(self):
+        """
+        Admin listener changes still need a restart: such a file is
+        refused.
+        """
+        with open(self.path, "a") as f:
+            f.write('[admin]\nendpoint = "tcp:9901"\n')
+        [problem] = self.service.reload()
+        self.assertIn("admin: changed: needs a restart", problem)
 
     def test_drained_backend_stays_drained(self):
         """

@@ -407,7 +407,8 @@ class Master(MultiService):
                 # The number of workers is the master's (the file's, or
                 # --workers): it changes with a restart only.
                 new = replace(load(self.config.source), workers=self.config.workers)
-                check_reloadable(self.config, new)
+                # Changing the sockets would mean new workers: not yet.
+                check_reloadable(self.config, new, ("admin", "workers", "listeners"))
                 check_shareable(new)
                 validate(new)
                 self._write_config(new)
@@ -660,6 +661,7 @@ def worker_main(argv: Sequence[str]) -> None:
         # The master forwards what the terminal sends the process group.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            service.privilegedStartService()
             service.startService()
         except Exception:
             Logger().failure("worker {index} could not start", index=index)
