@@ -4,6 +4,7 @@ Tests for L{twistproxy.service.ProxyService} on a memory reactor.
 
 from __future__ import annotations
 
+import os
 from unittest import SkipTest
 
 from twisted.internet.testing import MemoryReactorClock
@@ -88,6 +89,32 @@ class ProxyServiceTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertIn(b'"status":204', f.read())
         service.stopService()
+
+    def test_access_log_rotated_by_size(self):
+        """
+        Once the access log file reaches C{max_size}, the next flush moves
+        it to C{path.1} and writes to a new file.
+        """
+        path = self.mktemp()
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(access_log=AccessLog(path=path, max_size=4096)), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with open(path, "ab") as f:
+            f.write(b"x" * 4095)
+        reactor.advance(1.0)
+        self.assertFalse(os.path.exists(path + ".1"))
+        with open(path, "ab") as f:
+            f.write(b"x")
+        reactor.advance(1.0)
+        self.assertEqual(os.path.getsize(path + ".1"), 4096)
+        self.assertEqual(os.path.getsize(path), 0)
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+        backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        reactor.advance(1.0)
+        self.assertGreater(os.path.getsize(path), 0)
 
     def test_access_log_write_errors_do_not_stop_the_proxy(self):
         """

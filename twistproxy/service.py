@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.http.forwarder import Forwarder, make_group
@@ -327,6 +327,10 @@ class ProxyService(MultiService):
     def _flush_access_log(self) -> None:
         try:
             self.access_log.flush()
+            limit = self.config.access_log
+            if limit.max_size and self.access_log.size() >= limit.max_size:
+                rotate(limit.path, limit.keep)
+                self.reopen_access_log()
         except OSError as e:
             self._access_log_failed(e)
         else:
