@@ -633,7 +633,11 @@ class RegionalFailoverTests(_BalancingTestCase):
 class ReloadTests(_BalancingTestCase):
     """
     SIGHUP reloads the configuration without losing a request.
+
+    @cvar reloaded: The log line that says a reload is done.
     """
+
+    reloaded = "configuration reloaded"
 
     @defer.inlineCallbacks
     def test_ten_reloads_under_load(self):
@@ -657,12 +661,18 @@ class ReloadTests(_BalancingTestCase):
                                    f'servers = ["http://{HOST}:{target.port}"]', text))
                 since = time.monotonic()
                 proxy.signal("HUP")
-                yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
+                yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
                 yield self.sleep(0.15)
 
         loads = yield self.under_load(proxy.port, scenario, 50)
         served = {o.origin for load in loads for o in load.outcomes}
         self.assertEqual(served, {"a", "b"})
+
+
+class ListenerReloadTests(_BalancingTestCase):
+    """
+    SIGHUP applies listener changes (in a single process).
+    """
 
     @defer.inlineCallbacks
     def test_listener_added_and_removed(self):
