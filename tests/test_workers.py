@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
@@ -35,7 +35,6 @@ from twistproxy.workers import (
     InheritedEndpoint,
     Master,
     _parse_worker_args,
-    _WorkerProtocol,
     bind,
     check_shareable,
 )
