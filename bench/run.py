@@ -5,6 +5,10 @@ Starts an origin (its own nginx), then each selected proxy in turn (one worker
 each), drives it with wrk through three scenarios and reports requests/sec,
 latency, errors and requests per CPU-second of the proxy process.
 
+With --workers 1,2,auto, nginx and twistproxy are run once per worker count
+(nginx with as many worker_processes), and the report adds how requests/sec
+scale with the number of workers.
+
 Stdlib only, Python 3.9+.  See bench/README.rst and docs/performance.rst.
 
 Only loopback addresses are used; every process this script starts is stopped by
@@ -696,8 +700,9 @@ def parse_h2load(out):
 # proxies
 
 
-def start_proxy(name, args, tools, tmp, origin_port):
-    """Start proxy `name`; return (Managed, (port, TLS port or None)). Raises ProxyFailed."""
+def start_proxy(name, args, tools, tmp, origin_port, workers=None):
+    """Start proxy `name` (with `workers` worker processes, or its default
+    single one); return (Managed, (port, TLS port or None)). Raises ProxyFailed."""
     port = free_port()
     tls = args.tls_files if name in TLS_PROXIES else None
     tls_port = free_port() if tls else None
@@ -719,7 +724,7 @@ def start_proxy(name, args, tools, tmp, origin_port):
             main = args.nginx_stream
             stream = STREAM_BLOCK.format(host=HOST, port=tcp_port, origin_port=origin_port)
         proc = start_nginx("nginx", tools["nginx"], prefix,
-                           nginx_conf(prefix, 1, body, main=main, stream=stream))
+                           nginx_conf(prefix, workers or 1, body, main=main, stream=stream))
     elif name == "twisted":
         cmd = [
             args.python,
@@ -767,8 +772,12 @@ def start_proxy(name, args, tools, tmp, origin_port):
                 "--access-log",
                 "off",
             ]
+        if workers:
+            cmd += ["--workers", str(workers)]
         cmd += list(args.twistproxy_arg)
-        proc = Managed(name, cmd, os.path.join(tmp, "twistproxy.log"), env=env, cwd=tmp)
+        # With workers, the CPU measured is the master's and its workers'.
+        proc = Managed(name, cmd, os.path.join(tmp, "twistproxy.log"), env=env, cwd=tmp,
+                       multi_process=bool(workers))
     else:
         raise ValueError(name)
 
@@ -870,8 +879,11 @@ def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
             )
 
 
-def measure(name, proc, port, origin, args, tools, results):
-    """Run every scenario against one proxy, appending to results as it goes."""
+def measure(name, proc, port, origin, args, tools, results, workers=None):
+    """Run every scenario against one proxy, appending to results as it goes.
+
+    With `workers`, results are labelled NAME-wN and carry the count."""
+    label = name if workers is None else "%s-w%d" % (name, workers)
     for scenario in args.scenarios:
         if scenario in TLS_SCENARIOS and name not in TLS_PROXIES:
             log("%s / %s: skipped (%s does not terminate TLS here)" % (name, scenario, name))
@@ -913,7 +925,9 @@ def measure(name, proc, port, origin, args, tools, results):
         client = "h2load" if h2 else "wrk"
         r.update(
             {
-                "proxy": name,
+                "proxy": label,
+                "proxy_kind": name,
+                "workers": workers,
                 "scenario": scenario,
                 "url_path": SCENARIOS[scenario][0],
                 "keepalive": SCENARIOS[scenario][1],
@@ -987,17 +1001,45 @@ def table(rows, headers):
 
 
 def compute_ratios(results):
+    # Each proxy is compared with nginx running as many workers.
     base = {
-        r["scenario"]: r["req_per_cpu_s"]
+        (r["scenario"], r.get("workers")): r["req_per_cpu_s"]
         for r in results
-        if r["proxy"] == "nginx" and r["req_per_cpu_s"]
+        if r.get("proxy_kind", r["proxy"]) == "nginx" and r["req_per_cpu_s"]
     }
     ratios = []
     for r in results:
-        b = base.get(r["scenario"])
+        b = base.get((r["scenario"], r.get("workers")))
         ratio = round(r["req_per_cpu_s"] / b, 4) if (b and r["req_per_cpu_s"]) else None
         ratios.append({"proxy": r["proxy"], "scenario": r["scenario"], "ratio_to_nginx": ratio})
     return ratios
+
+
+def scaling_rows(results):
+    """Rows of the scaling table: requests/sec by scenario and worker count."""
+    rps = {
+        (r["proxy_kind"], r["scenario"], r["workers"]): r["rps"]
+        for r in results
+        if r.get("workers") and r["rps"]
+    }
+    rows = []
+    scenarios = []
+    for r in results:
+        if r.get("workers") and r["scenario"] not in scenarios:
+            scenarios.append(r["scenario"])
+    counts = sorted({r["workers"] for r in results if r.get("workers")})
+    for scenario in scenarios:
+        for n in counts:
+            ng = rps.get(("nginx", scenario, n))
+            tp = rps.get(("twistproxy", scenario, n))
+            ng1 = rps.get(("nginx", scenario, counts[0]))
+            tp1 = rps.get(("twistproxy", scenario, counts[0]))
+            rows.append((
+                scenario, n, fmt(ng, 0), "%.2f" % (ng / ng1) if ng and ng1 else "-",
+                fmt(tp, 0), "%.2f" % (tp / tp1) if tp and tp1 else "-",
+                "%.3f" % (tp / ng) if tp and ng else "-",
+            ))
+    return rows
 
 
 def report(results, failures, ratios, meta):
@@ -1093,6 +1135,13 @@ def report(results, failures, ratios, meta):
     if rrows:
         out.append("req/CPU-s relative to nginx (same run):")
         out.append(table(rrows, ("proxy", "scenario", "x nginx")))
+        out.append("")
+    srows = scaling_rows(results)
+    if srows:
+        out.append("scaling with workers (req/s; x1 = relative to the same proxy with 1 worker;")
+        out.append("x nginx = twistproxy req/s over nginx req/s with as many workers):")
+        out.append(table(srows, ("scenario", "workers", "nginx req/s", "x1", "twistproxy req/s",
+                                 "x1", "x nginx")))
         out.append("")
     if any(r.get("tls") and r["scenario"] == "tls-handshakes" for r in results):
         out.append("tls-handshakes: each request is a new connection with a full TLS handshake,")
@@ -1195,7 +1244,23 @@ def parse_args(argv):
         help="where the JSON results go (default bench/results/)",
     )
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs and logs)")
+    p.add_argument(
+        "--workers",
+        help="comma-separated worker counts, e.g. 1,2,auto (auto: one per core): run nginx "
+        "(worker_processes) and twistproxy (--workers) once per count and report the scaling; "
+        "twisted.web.proxy has no workers and is left out",
+    )
     args = p.parse_args(argv)
+    if args.workers:
+        try:
+            args.workers = sorted({
+                (os.cpu_count() or 1) if w.strip() == "auto" else int(w)
+                for w in args.workers.split(",") if w.strip()
+            })
+        except ValueError:
+            p.error("--workers: numbers or 'auto', separated by commas")
+        if not args.workers or min(args.workers) < 1:
+            p.error("--workers: at least one count of 1 or more")
 
     args.proxies = [x.strip() for x in args.proxies.split(",") if x.strip()]
     bad = [x for x in args.proxies if x not in ALL_PROXIES]
@@ -1254,7 +1319,8 @@ def main(argv=None):
             "scenarios": {s: SCENARIOS[s][2] for s in args.scenarios},
             "small_body_bytes": len(SMALL_BODY),
             "big_body_bytes": BIG_SIZE,
-            "note": "one worker per proxy; proxy, origin (nginx) and wrk share the machine's "
+            "workers": args.workers,
+            "note": "one worker per proxy unless 'workers' is set; proxy, origin (nginx) and wrk share the machine's "
             "cores, so req/s is bounded by the machine, and req/CPU-s is the proxy's cost",
         }
     )
@@ -1302,23 +1368,28 @@ def main(argv=None):
         log("origin nginx on %s:%d (pid %d)" % (HOST, origin_port, origin.pid))
         meta["origin_port"] = origin_port
 
-        for name in args.proxies:
-            log("starting %s" % name)
+        runs = [(name, None) for name in args.proxies]
+        if args.workers:
+            runs = [(name, n) for n in args.workers for name in args.proxies
+                    if name in ("nginx", "twistproxy")]
+        for name, workers in runs:
+            label = name if workers is None else "%s-w%d" % (name, workers)
+            log("starting %s%s" % (name, " with %d workers" % workers if workers else ""))
             try:
-                proc, port = start_proxy(name, args, tools, tmp, origin_port)
+                proc, port = start_proxy(name, args, tools, tmp, origin_port, workers)
             except ProxyFailed as e:
                 if name == "nginx":
                     e = ProxyFailed("%s\n%s" % (e, indent(_read(os.path.join(tmp, "proxy-nginx"), "error.log"))))
-                failures[name] = str(e)
+                failures[label] = str(e)
                 log("FAILED to start %s: %s" % (name, e))
                 continue
             started.append(proc)
             log("%s on %s:%d%s (pid %d)" % (
                 name, HOST, port[0], " and https %d" % port[1] if port[1] else "", proc.pid))
             try:
-                measure(name, proc, port, origin, args, tools, results)
+                measure(name, proc, port, origin, args, tools, results, workers)
             except ProxyFailed as e:
-                failures[name] = str(e)
+                failures[label] = str(e)
                 log("FAILED %s: %s" % (name, e))
             finally:
                 proc.stop()

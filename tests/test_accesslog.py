@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import parse_request_head
 from twistproxy.upstream.backend import Backend
@@ -292,3 +293,37 @@ class StreamTests(SynchronousTestCase):
         """
         e = self.assertRaises(ValueError, AccessLog, io.BytesIO(), "Combined", Clock())
         self.assertIn("'Combined'", str(e))
+
+
+class RotateTests(SynchronousTestCase):
+    """
+    L{rotate} shifts the rotated files and drops the oldest.
+    """
+
+    def test_shift_and_drop(self):
+        """
+        C{path} becomes C{path.1}, C{path.1} becomes C{path.2}, and what
+        was C{path.KEEP} is gone.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "access.log")
+        for name, text in [("", "new"), (".1", "one"), (".2", "two")]:
+            with open(path + name, "w") as f:
+                f.write(text)
+        rotate(path, 2)
+        self.assertEqual(sorted(os.listdir(directory)), ["access.log.1", "access.log.2"])
+        for name, text in [(".1", "new"), (".2", "one")]:
+            with open(path + name) as f:
+                self.assertEqual(f.read(), text)
+
+    def test_size(self):
+        """
+        L{AccessLog.size} is the size of the file, whoever wrote it.
+        """
+        path = self.mktemp()
+        with open(path, "ab") as stream:
+            log = AccessLog(stream, "combined", Clock())
+            with open(path, "ab") as other:
+                other.write(b"x" * 10)
+            self.assertEqual(log.size(), 10)

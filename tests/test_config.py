@@ -1492,6 +1492,23 @@ class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
             config.access_log, AccessLog(path="/var/log/twistproxy/access.log", format="json")
         )
 
+    def test_rotation_by_size(self) -> None:
+        """
+        C{max_size} (a size, at least 4k) and C{keep} (at least 1, 5 by
+        default) rotate a file by size; there is nothing to rotate on
+        standard output.
+        """
+        config = parse(MINIMAL + "[access_log]\npath = 'a.log'\nmax_size = '100m'\n")
+        self.assertEqual((config.access_log.max_size, config.access_log.keep), (100 << 20, 5))
+        self.assertEqual(parse(MINIMAL + "[access_log]\npath = 'a.log'\nkeep = 2\n")
+                         .access_log.keep, 2)
+        self.assertConfigError(MINIMAL + "[access_log]\nmax_size = '1m'\n",
+                               "access_log.max_size", "needs a file path to rotate")
+        self.assertConfigError(MINIMAL + "[access_log]\npath = 'a.log'\nmax_size = 10\n",
+                               "access_log.max_size", "must be at least 4096 bytes (got 10)")
+        self.assertConfigError(MINIMAL + "[access_log]\npath = 'a.log'\nkeep = 0\n",
+                               "access_log.keep", "must be at least 1 (got 0)")
+
     def test_disabled(self) -> None:
         """
         An empty path disables the access log.

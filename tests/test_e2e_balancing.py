@@ -44,6 +44,7 @@ from tests.e2e_support import (
     RawClient,
     RestartableOrigin,
     WatchedProxyProcess,
+    unused_port,
     write_config,
 )
 
@@ -632,7 +633,11 @@ class RegionalFailoverTests(_BalancingTestCase):
 class ReloadTests(_BalancingTestCase):
     """
     SIGHUP reloads the configuration without losing a request.
+
+    @cvar reloaded: The log line that says a reload is done.
     """
+
+    reloaded = "configuration reloaded"
 
     @defer.inlineCallbacks
     def test_ten_reloads_under_load(self):
@@ -656,9 +661,45 @@ class ReloadTests(_BalancingTestCase):
                                    f'servers = ["http://{HOST}:{target.port}"]', text))
                 since = time.monotonic()
                 proxy.signal("HUP")
-                yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
+                yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
                 yield self.sleep(0.15)
 
         loads = yield self.under_load(proxy.port, scenario, 50)
         served = {o.origin for load in loads for o in load.outcomes}
         self.assertEqual(served, {"a", "b"})
+
+
+class ListenerReloadTests(_BalancingTestCase):
+    """
+    SIGHUP applies listener changes (in a single process).
+    """
+
+    @defer.inlineCallbacks
+    def test_listener_added_and_removed(self):
+        """
+        A listener added to the file is listening once SIGHUP has reloaded
+        it, and serves; removed again, it stops listening (connections to
+        it are refused) while the first listener keeps serving.
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_proxy(
+            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
+        with open(proxy.config_path) as f:
+            text = f.read()
+        port = unused_port()
+
+        @defer.inlineCallbacks
+        def reload(config):
+            with open(proxy.config_path, "w") as f:
+                f.write(config)
+            since = time.monotonic()
+            proxy.signal("HUP")
+            yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
+
+        yield reload(text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')
+        outcome = yield self.request(port)
+        self.assertEqual(outcome.status, 200)
+        yield reload(text)
+        yield self.assertFailure(self.request(port), ConnectionRefusedError)
+        outcome = yield self.request(proxy.port)
+        self.assertEqual(outcome.status, 200)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 from typing import Dict, List, Tuple
@@ -25,6 +24,7 @@ from typing import Dict, List, Tuple
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor, threads
 
+from tests import test_e2e_balancing
 from tests.e2e_support import (
     HOST,
     OriginFactory,
@@ -69,6 +69,17 @@ def _requests(port: int, count: int) -> List[int]:
     return statuses
 
 
+@defer.inlineCallbacks
+def wait_for_workers(proxy):
+    """
+    Wait until both workers of C{proxy} serve their admin API (the master
+    asks them for reloads, status and metrics).
+    """
+    for index in (1, 2):
+        yield proxy.wait_for_line(
+            rf"\[worker-{index}\] twistproxy listener admin listening", timeout=15)
+
+
 class _WorkersTestCase(_BalancingTestCase):
     timeout = 45
 
@@ -87,9 +98,7 @@ class _WorkersTestCase(_BalancingTestCase):
             config + f'\n[admin]\nendpoint = "tcp:{admin_port}:interface={HOST}"\n', *args)
         proxy.admin_port = admin_port
         if args != ("--workers", "1"):
-            for index in (1, 2):
-                yield proxy.wait_for_line(
-                    rf"\[worker-{index}\] twistproxy listener admin listening", timeout=15)
+            yield wait_for_workers(proxy)
         return proxy
 
     def admin(self, proxy, path: str, method: str = "GET") -> defer.Deferred:
@@ -167,42 +176,19 @@ class RestartTests(_WorkersTestCase):
         self.assertEqual(statuses, [200] * 20)
 
 
-class ReloadUnderLoadTests(_WorkersTestCase):
+class ReloadUnderLoadTests(test_e2e_balancing.ReloadTests):
     """
-    Reloads with two workers lose no request.
+    Reloads with two workers lose no request: the single-process test,
+    each reload reported done by both workers.
     """
+
+    reloaded = "configuration reloaded by 2 workers"
 
     @defer.inlineCallbacks
-    def test_ten_reloads_under_load(self):
-        """
-        While two clients (keep-alive, and a new connection per request)
-        send requests, the group alternates between two origins through
-        ten SIGHUP reloads, each reported done by both workers: every
-        request succeeds (the helper counts the failures), and both
-        origins serve.
-        """
-        origins = yield self.start_origins("a", "b")
-        proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        with open(proxy.config_path) as f:
-            text = f.read()
-
-        @defer.inlineCallbacks
-        def scenario():
-            for i in range(10):
-                target = origins["b" if i % 2 == 0 else "a"]
-                with open(proxy.config_path, "w") as f:
-                    f.write(re.sub(r"servers = \[.*\]",
-                                   f'servers = ["http://{HOST}:{target.port}"]', text))
-                since = time.monotonic()
-                proxy.signal("HUP")
-                yield proxy.wait_for_line("configuration reloaded by 2 workers",
-                                          since=since, timeout=10)
-                yield self.sleep(0.15)
-
-        loads = yield self.under_load(proxy.port, scenario, 50)
-        served = {o.origin for load in loads for o in load.outcomes}
-        self.assertEqual(served, {"a", "b"})
+    def start_proxy(self, config: str, *args: str):
+        proxy = yield super().start_proxy(config, *WORKERS)
+        yield wait_for_workers(proxy)
+        return proxy
 
 
 class SlowRequestTests(_WorkersTestCase):

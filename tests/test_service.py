@@ -4,6 +4,7 @@ Tests for L{twistproxy.service.ProxyService} on a memory reactor.
 
 from __future__ import annotations
 
+import os
 from unittest import SkipTest
 
 from twisted.internet.testing import MemoryReactorClock
@@ -88,6 +89,32 @@ class ProxyServiceTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertIn(b'"status":204', f.read())
         service.stopService()
+
+    def test_access_log_rotated_by_size(self):
+        """
+        Once the access log file reaches C{max_size}, the next flush moves
+        it to C{path.1} and writes to a new file.
+        """
+        path = self.mktemp()
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(access_log=AccessLog(path=path, max_size=4096)), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with open(path, "ab") as f:
+            f.write(b"x" * 4095)
+        reactor.advance(1.0)
+        self.assertFalse(os.path.exists(path + ".1"))
+        with open(path, "ab") as f:
+            f.write(b"x")
+        reactor.advance(1.0)
+        self.assertEqual(os.path.getsize(path + ".1"), 4096)
+        self.assertEqual(os.path.getsize(path), 0)
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+        backend.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        reactor.advance(1.0)
+        self.assertGreater(os.path.getsize(path), 0)
 
     def test_access_log_write_errors_do_not_stop_the_proxy(self):
         """
@@ -395,15 +422,94 @@ servers = [{servers}]
         self.request()
         self.assertEqual(self.reactor.tcpClients[0][:2], ("127.0.0.1", 8001))
 
-    def test_listener_change_refused(self):
-        """
-        Listener changes still need a restart: such a file is refused.
-        """
+    def write_listeners(self, listeners: str) -> None:
         with open(self.path, "w") as f:
-            f.write(self.BASE.replace("tcp:8080", "tcp:8081").format(
-                servers='"http://127.0.0.1:8001"'))
+            f.write(self.BASE.replace('[listeners.main]\nendpoint = "tcp:8080"\n', listeners)
+                    .format(servers='"http://127.0.0.1:8001"'))
+
+    def test_listener_added_and_removed(self):
+        """
+        A listener added by a reload listens at once; one removed stops
+        listening (its connections go on), and the admin API's view of the
+        listeners follows.
+        """
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\n'
+                             '[listeners.extra]\nendpoint = "tcp:8090"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(sorted(self.service.listeners), ["extra", "main"])
+        extra = self.service.listeners["extra"]
+        self.assertEqual(self.reactor.tcpServers[-1][0], 8090)
+        self.assertIs(self.reactor.tcpServers[-1][1], extra.factory)
+        main = self.service.listeners["main"]
+        self.write_listeners('[listeners.extra]\nendpoint = "tcp:8090"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(list(self.service.listeners), ["extra"])
+        self.assertEqual((main.running, main.port), (False, None))
+        self.assertNotIn(main, list(self.service))
+        self.assertTrue(extra.running)
+
+    def test_listener_moved(self):
+        """
+        A listener whose endpoint changes listens on the new one before the
+        old one stops.
+        """
+        old = self.service.listeners["main"]
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8081"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual((old.running, old.port), (False, None))
+        new = self.service.listeners["main"]
+        self.assertEqual(self.reactor.tcpServers[-1][0], 8081)
+        self.assertTrue(new.running)
+        self.assertIn(new, list(self.service))
+
+    def test_listener_settings_changed_in_place(self):
+        """
+        A listener whose endpoint stays but whose settings change keeps its
+        socket: new connections are built by a factory with the new
+        settings.
+        """
+        port = self.service.listeners["main"].port
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\nh2c = true\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertIs(self.service.listeners["main"].port, port)
+        self.assertTrue(self.service.listeners["main"].running)
+        self.assertTrue(port.factory.h2c)
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+
+    def test_listener_that_cannot_listen_refused(self):
+        """
+        A new listener that cannot listen (its port is taken) makes the
+        reload fail as a whole: the listeners started for it stop again and
+        the running configuration stays.
+        """
+        def listen(port, factory, backlog=50, interface=""):
+            if port == 8091:
+                raise OSError(98, "Address already in use")
+            return listen_tcp(port, factory, backlog, interface)
+
+        listen_tcp, self.reactor.listenTCP = self.reactor.listenTCP, listen
+        config = self.service.config
+        self.write_listeners('[listeners.main]\nendpoint = "tcp:8080"\n'
+                             '[listeners.a]\nendpoint = "tcp:8090"\n'
+                             '[listeners.b]\nendpoint = "tcp:8091"\n')
         [problem] = self.service.reload()
-        self.assertIn("listeners: changed: needs a restart", problem)
+        self.assertIn("listeners.b.endpoint: cannot listen on 'tcp:8091'", problem)
+        self.assertIs(self.service.config, config)
+        self.assertEqual(list(self.service.listeners), ["main"])
+        started_a = [p for p in self.reactor.tcpServers if p[0] == 8090]
+        self.assertEqual(len(started_a), 1)
+        self.assertEqual(len([s for s in self.service if isinstance(s, type(
+            self.service.listeners["main"]))]), 1)
+
+    def test_admin_change_refused(self):
+        """
+        Admin listener changes still need a restart: such a file is
+        refused.
+        """
+        with open(self.path, "a") as f:
+            f.write('[admin]\nendpoint = "tcp:9901"\n')
+        [problem] = self.service.reload()
+        self.assertIn("admin: changed: needs a restart", problem)
 
     def test_drained_backend_stays_drained(self):
         """

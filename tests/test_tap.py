@@ -234,3 +234,18 @@ class SignalTests(SynchronousTestCase):
         handler(signal.SIGTERM, None)
         handler(signal.SIGTERM, None)
         self.assertEqual(self.calls, [self.reactor.stop, self.proxy.stop_now])
+
+    def test_installed_before_listening(self):
+        """
+        SIGHUP and SIGUSR1 are handled from C{privilegedStartService} on,
+        which twistd calls before any listener starts: a SIGHUP sent as
+        soon as the proxy says it listens must not end it.
+        """
+        import signal
+
+        self.service.stopService()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        service = tap.Signals(self.reactor, self.proxy)
+        service.privilegedStartService()
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        self.assertEqual(self.calls, [self.proxy.hangup])

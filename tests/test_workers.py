@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
@@ -35,7 +35,6 @@ from twistproxy.workers import (
     InheritedEndpoint,
     Master,
     _parse_worker_args,
-    _WorkerProtocol,
     bind,
     check_shareable,
 )
@@ -375,6 +374,34 @@ class SignalTests(MasterTestCase):
         self.successResultOf(d)
         self.reactor.advance(MAX_DELAY)
         self.assertEqual(len(self.reactor.processes), 2)
+
+
+class RotationTests(MasterTestCase):
+    """
+    The master rotates the workers' access log by size.
+    """
+
+    def test_rotated_by_size(self):
+        """
+        Checked every second: once the file has C{max_size} bytes, it is
+        moved to C{path.1} and every worker is told to reopen it (SIGUSR1);
+        the workers themselves do not rotate.
+        """
+        log = os.path.join(self.directory, "access.log")
+        self.config_text = CONFIG + f'[access_log]\npath = "{log}"\nmax_size = 4096\n'
+        self.write(self.config_text)
+        self.master = self.make_master()
+        self.start()
+        with open(log, "wb") as f:
+            f.write(b"x" * 4095)
+        self.reactor.advance(1.0)
+        self.assertEqual([p.signals for p in self.reactor.processes], [[], []])
+        with open(log, "ab") as f:
+            f.write(b"x")
+        self.reactor.advance(1.0)
+        self.assertEqual(os.path.getsize(log + ".1"), 4096)
+        self.assertEqual([p.signals for p in self.reactor.processes],
+                         [[signal.SIGUSR1], [signal.SIGUSR1]])
 
 
 class ReloadTests(MasterTestCase):

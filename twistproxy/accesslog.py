@@ -50,6 +50,7 @@ C{server_name}, C{total_time} and C{reason}.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import BinaryIO
@@ -109,6 +110,12 @@ class AccessLog:
 
     def close(self) -> None:
         self._stream.close()
+
+    def size(self) -> int:
+        """
+        The size of the file written to now, other writers' lines included.
+        """
+        return os.fstat(self._stream.fileno()).st_size
 
     @staticmethod
     def _times(x: Exchange, now: float):
@@ -210,3 +217,17 @@ class AccessLog:
             "reason": x.reason or None,
         }
         return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def rotate(path: str, keep: int) -> None:
+    """
+    Move C{path} to C{path.1}, C{path.1} to C{path.2} and so on, dropping
+    C{path.KEEP}; the writers then reopen C{path}.
+
+    @raises OSError: when a file cannot be moved.
+    """
+    for i in range(keep - 1, 0, -1):
+        if os.path.exists(f"{path}.{i}"):
+            os.replace(f"{path}.{i}", f"{path}.{i + 1}")
+    if os.path.exists(path):
+        os.replace(path, f"{path}.1")

@@ -469,10 +469,15 @@ class AccessLog:
     """
     @ivar path: A file to append to, C{'stdout'}, or C{''} for no access log.
     @ivar format: C{'combined'} or C{'json'}.
+    @ivar max_size: Rotate the file once it has this many bytes (C{0}:
+        never; rotate with C{SIGUSR1} then).
+    @ivar keep: How many rotated files to keep (C{path.1} the newest).
     """
 
     path: str = "stdout"
     format: str = "combined"
+    max_size: int = 0
+    keep: int = 5
 
 
 @dataclass(frozen=True)
@@ -1559,8 +1564,8 @@ def _forwarding(value: object, path: str) -> Forwarding:
 
 
 def _access_log(value: object, path: str) -> AccessLog:
-    table = _table(value, path, ("path", "format"))
-    kwargs = {}
+    table = _table(value, path, ("path", "format", "max_size", "keep"))
+    kwargs: Dict[str, Any] = {}
     if "path" in table:
         log_path = _string(table["path"], _key(path, "path"))
         if "\0" in log_path:
@@ -1575,6 +1580,12 @@ def _access_log(value: object, path: str) -> AccessLog:
                 f"(got {fmt!r})",
             )
         kwargs["format"] = fmt
+    if "max_size" in table:
+        kwargs["max_size"] = _size(table["max_size"], _key(path, "max_size"), 4096)
+        if kwargs.get("path", "stdout") in ("stdout", ""):
+            raise ConfigError(_key(path, "max_size"), "needs a file path to rotate")
+    if "keep" in table:
+        kwargs["keep"] = _integer(table["keep"], _key(path, "keep"), 1)
     return AccessLog(**kwargs)
 
 

@@ -19,7 +19,7 @@ the mistake.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults
@@ -28,9 +28,9 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admin import admin_site
-from twistproxy.config import ConfigError, ProxyConfig, load
+from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.headers import TrustedProxies
 from twistproxy.http.server import HTTPServerFactory
@@ -90,14 +90,15 @@ def validate(config: ProxyConfig) -> None:
     ProxyService(config, MemoryReactorClock())
 
 
-def check_reloadable(running: ProxyConfig, new: ProxyConfig) -> None:
+def check_reloadable(running: ProxyConfig, new: ProxyConfig,
+                     fixed: Tuple[str, ...] = ("admin", "workers")) -> None:
     """
-    Refuse a configuration that a reload cannot apply: one whose
-    listeners, admin listener, shutdown or number of workers changed.
+    Refuse a configuration that a reload cannot apply: one whose admin
+    listener or number of workers changed (or whatever else is C{fixed}).
 
     @raises ConfigError: naming the first such table.
     """
-    for what in ("listeners", "admin", "shutdown", "workers"):
+    for what in fixed:
         if getattr(new, what) != getattr(running, what):
             raise ConfigError(what, "changed: needs a restart (not reloadable yet)",
                               new.source)
@@ -106,12 +107,16 @@ def check_reloadable(running: ProxyConfig, new: ProxyConfig) -> None:
 class _ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
+
+    @ivar listener: The listener's name.  (Not the service's C{name}: a
+        reload starts a listener's new endpoint before it stops the old
+        one, and a parent service refuses two children of the same name.)
     """
 
     log = Logger()
 
-    def __init__(self, name: str, description: str, endpoint, factory):
-        self.name = name
+    def __init__(self, listener: str, description: str, endpoint, factory):
+        self.listener = listener
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
@@ -131,7 +136,7 @@ class _ListenerService(Service):
         host = port.getHost()
         self.log.info(
             "twistproxy listener {name} listening on {address}",
-            name=self.name,
+            name=self.listener,
             address=f"{getattr(host, 'host', host)}:{getattr(host, 'port', '')}",
         )
 
@@ -186,47 +191,12 @@ class ProxyService(MultiService):
                 reactor, status=self.status,
                 connections=lambda: sum(len(f.connections) for f in self._http_factories))
         self.factory = self._factory(b"http")
-        tls_factory = None
+        self._https_factory: Optional[HTTPServerFactory] = None
+        self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
         self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
-            try:
-                endpoint = (endpoints or {}).get(listener.name)
-                if endpoint is None and listener.protocol == "udp":
-                    endpoint = UDPEndpoint(reactor, listener.endpoint)
-                elif endpoint is None:
-                    endpoint = serverFromString(reactor, listener.endpoint)
-            except Exception as e:
-                raise ConfigError(
-                    f"listeners.{listener.name}.endpoint",
-                    f"invalid endpoint {listener.endpoint!r}: {e}",
-                    config.source,
-                )
-            factory = self.factory
-            if listener.protocol == "udp":
-                factory = UDPProxy(
-                    reactor, listener.name, listener.upstream, self.forwarder.groups,
-                    config.timeouts, listener.max_sessions, on_end=self._connection_ended)
-                self._stream_factories.append(factory)
-            elif listener.protocol == "tcp":
-                factory = self._relay(listener)
-            elif listener.tls is not None:
-                factory = self._terminate_tls(listener)
-            elif listener.redirect_https:
-                factory = self._factory(b"http", redirect_port=listener.https_port)
-            elif listener.h2c:
-                factory = self._factory(b"http", h2c=True)
-            elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
-                # Backends are told the client came over https.
-                tls_factory = tls_factory or self._factory(b"https")
-                factory = tls_factory
-            if listener.protocol == "http" and listener.sni:
-                factory = self._passthrough(listener, factory)
-            if listener.proxy_protocol:
-                factory = ProxyHeaderFactory(
-                    factory, TrustedProxies(listener.proxy_protocol).__contains__,
-                    reactor, config.timeouts.request_head)
-            service = _ListenerService(listener.name, listener.endpoint, endpoint, factory)
+            service = self._listener(listener, config)
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
@@ -243,6 +213,51 @@ class ProxyService(MultiService):
                 "admin", config.admin.endpoint, endpoint,
                 admin_site(self, config.admin, reactor, self.metrics))
             self.admin_listener.setServiceParent(self)
+
+    def _listener(self, listener: Listener, config: ProxyConfig) -> _ListenerService:
+        """
+        The service of one listener of C{config}, not started.
+
+        @raises ConfigError: for a bad endpoint or TLS settings.
+        """
+        try:
+            endpoint = (self._endpoints or {}).get(listener.name)
+            if endpoint is None and listener.protocol == "udp":
+                endpoint = UDPEndpoint(self.reactor, listener.endpoint)
+            elif endpoint is None:
+                endpoint = serverFromString(self.reactor, listener.endpoint)
+        except Exception as e:
+            raise ConfigError(
+                f"listeners.{listener.name}.endpoint",
+                f"invalid endpoint {listener.endpoint!r}: {e}",
+                config.source,
+            )
+        factory = self.factory
+        if listener.protocol == "udp":
+            factory = UDPProxy(
+                self.reactor, listener.name, listener.upstream, self.forwarder.groups,
+                config.timeouts, listener.max_sessions, on_end=self._connection_ended)
+            self._stream_factories.append(factory)
+        elif listener.protocol == "tcp":
+            factory = self._relay(listener, config)
+        elif listener.tls is not None:
+            factory = self._terminate_tls(listener, config)
+        elif listener.redirect_https:
+            factory = self._factory(b"http", redirect_port=listener.https_port)
+        elif listener.h2c:
+            factory = self._factory(b"http", h2c=True)
+        elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
+            # Backends are told the client came over https.
+            if self._https_factory is None:
+                self._https_factory = self._factory(b"https")
+            factory = self._https_factory
+        if listener.protocol == "http" and listener.sni:
+            factory = self._passthrough(listener, factory, config)
+        if listener.proxy_protocol:
+            factory = ProxyHeaderFactory(
+                factory, TrustedProxies(listener.proxy_protocol).__contains__,
+                self.reactor, config.timeouts.request_head)
+        return _ListenerService(listener.name, listener.endpoint, endpoint, factory)
 
     def status(self) -> Dict[str, Any]:
         """
@@ -266,38 +281,38 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _relays(self, listener) -> TCPRelayFactory:
+    def _relays(self, listener: Listener, config: ProxyConfig) -> TCPRelayFactory:
         relays = TCPRelayFactory(
             self.reactor, listener.name, listener.upstream, self.forwarder.groups,
-            self.config.timeouts, listener.max_connections, on_end=self._connection_ended)
+            config.timeouts, listener.max_connections, on_end=self._connection_ended)
         self._stream_factories.append(relays)
         return relays
 
-    def _relay(self, listener):
+    def _relay(self, listener: Listener, config: ProxyConfig):
         """
         The factory of a C{tcp} listener: relays, behind a ClientHello
         reader when it has passthrough routes.
         """
-        relays = self._relays(listener)
+        relays = self._relays(listener, config)
         if not listener.sni:
             return relays
         return SNIFactory(SNIRouter(listener.sni, listener.upstream), relays, None,
-                          self.config.timeouts.request_head)
+                          config.timeouts.request_head)
 
-    def _passthrough(self, listener, terminate):
+    def _passthrough(self, listener: Listener, terminate, config: ProxyConfig):
         """
         The factory of an HTTP listener with TLS and passthrough routes:
         the names they list are relayed, the others terminated.
         """
-        factory = SNIFactory(SNIRouter(listener.sni), self._relays(listener), terminate,
-                             self.config.timeouts.request_head)
+        factory = SNIFactory(SNIRouter(listener.sni), self._relays(listener, config), terminate,
+                             config.timeouts.request_head)
         if listener.name in self._tls:
             # Certificate reloads reach the terminating factory through it.
             _, tls, path = self._tls[listener.name]
             self._tls[listener.name] = (factory, tls, path)
         return factory
 
-    def _terminate_tls(self, listener):
+    def _terminate_tls(self, listener: Listener, config: ProxyConfig):
         """
         The factory of a listener with a C{tls} table: HTTP inside TLS
         terminated with the listener's certificates.
@@ -311,7 +326,7 @@ class ProxyService(MultiService):
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
         except ConfigError as e:
-            raise ConfigError(e.path, e.problem, self.config.source) from None
+            raise ConfigError(e.path, e.problem, config.source) from None
         self._tls[listener.name] = (factory, tls, path)
         return factory
 
@@ -372,6 +387,10 @@ class ProxyService(MultiService):
     def _flush_access_log(self) -> None:
         try:
             self.access_log.flush()
+            limit = self.config.access_log
+            if limit.max_size and self.access_log.size() >= limit.max_size:
+                rotate(limit.path, limit.keep)
+                self.reopen_access_log()
         except OSError as e:
             self._access_log_failed(e)
         else:
@@ -440,8 +459,11 @@ class ProxyService(MultiService):
             new = load(source)
             if self._adjust is not None:
                 new = self._adjust(new)
-            check_reloadable(self.config, new)
+            # Inherited sockets (a worker's) are the master's to change.
+            check_reloadable(self.config, new, ("admin", "workers") + (
+                ("listeners",) if self._endpoints else ()))
             locator, forwarder = _pipeline(new, self.reactor)
+            retire = self._change_listeners(new)
         except ConfigError as e:
             self.log.error("configuration reload refused, the running one stays: {problem}",
                            problem=str(e))
@@ -456,6 +478,7 @@ class ProxyService(MultiService):
             factory.configure(new, forwarder)
         if self.running:
             self._start_groups(forwarder)
+        retire()
         old_forwarder.close()
         close = getattr(old_locator, "close", None)
         if close is not None:
@@ -464,6 +487,71 @@ class ProxyService(MultiService):
             self.reopen_access_log()
         self.log.info("configuration reloaded from {source}", source=source)
         return []
+
+    def _change_listeners(self, new: ProxyConfig) -> Callable[[], None]:
+        """
+        Start the listeners that C{new} adds or whose endpoint it changes;
+        a listener whose endpoint stays keeps its socket and takes its new
+        settings (TLS, redirect, h2c) for new connections.
+
+        @return: What to call once C{new} is in use: it stops the listeners
+            C{new} removes or moves (their open connections go on).
+        @raises ConfigError: when a new listener cannot be built or listen;
+            then nothing has changed.
+        """
+        running = {listener.name: listener for listener in self.config.listeners}
+        factories, streams = list(self._http_factories), list(self._stream_factories)
+        tls, https = dict(self._tls), self._https_factory
+        started: List[_ListenerService] = []
+        swaps: List[Tuple[_ListenerService, _ListenerService]] = []
+        try:
+            for listener in new.listeners:
+                old = running.get(listener.name)
+                if old == listener:
+                    continue
+                service = self._listener(listener, new)
+                if old is not None and old.endpoint == listener.endpoint:
+                    swaps.append((self.listeners[listener.name], service))
+                    continue
+                try:
+                    service.setServiceParent(self)
+                except Exception as e:
+                    service.disownServiceParent()
+                    raise ConfigError(f"listeners.{listener.name}.endpoint",
+                                      f"cannot listen on {listener.endpoint!r}: {e}",
+                                      new.source) from None
+                started.append(service)
+        except ConfigError:
+            for service in started:
+                service.disownServiceParent()
+            self._http_factories[:] = factories
+            self._stream_factories[:] = streams
+            self._tls, self._https_factory = tls, https
+            raise
+        wanted = {listener.name for listener in new.listeners}
+        moved = {service.listener for service in started}
+        retired = [service for name, service in self.listeners.items()
+                   if name not in wanted or name in moved]
+        for old_service, service in swaps:
+            old_service.factory = service.factory
+            old_service.description = service.description
+            if old_service.port is not None:
+                # New connections are built by the new factory; the open
+                # ones keep theirs.
+                old_service.port.factory = service.factory
+        for service in started:
+            self.listeners[service.listener] = service
+        for name in list(self.listeners):
+            if name not in wanted:
+                del self.listeners[name]
+
+        def retire() -> None:
+            for service in retired:
+                self.log.info("listener {name} on {endpoint} stops listening",
+                              name=service.listener, endpoint=service.description)
+                service.disownServiceParent()
+
+        return retire
 
     def hangup(self) -> List[str]:
         """

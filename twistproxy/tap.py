@@ -143,12 +143,22 @@ class Signals(Service):
         self._previous = {}
         self._terminating = False
 
+    def privilegedStartService(self) -> None:
+        # twistd calls this before any listener starts: a SIGHUP sent as
+        # soon as the proxy says it listens must not end it (the default
+        # action of SIGHUP and SIGUSR1).
+        super().privilegedStartService()
+        self._install()
+
     def startService(self) -> None:
         super().startService()
+        self._install()
+
+    def _install(self) -> None:
         handlers = {"SIGHUP": self._hangup, "SIGUSR1": self._user1, "SIGTERM": self._terminate}
         for name, handler in handlers.items():
             number = getattr(signal, name, None)
-            if number is not None:
+            if number is not None and number not in self._previous:
                 self._previous[number] = signal.signal(number, handler)
 
     def _hangup(self, signum, frame) -> None:

@@ -62,11 +62,13 @@ from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twistproxy.accesslog import rotate
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
 from twistproxy.service import _ListenerService, check_reloadable, validate
 
@@ -286,6 +288,8 @@ class Master(MultiService):
         self._stopping = False
         self._directory: Optional[str] = None
         self.workers = [_Worker(i) for i in range(1, count + 1)]
+        self._rotation = LoopingCall(self._rotate_access_log)
+        self._rotation.clock = reactor
         self.listeners: Dict[str, _SharedListener] = {}
         if config.admin is not None:
             _ListenerService(
@@ -313,6 +317,25 @@ class Master(MultiService):
         super().startService()
         for worker in self.workers:
             self._spawn(worker)
+        self._rotation.start(1.0, now=False)
+
+    def _rotate_access_log(self) -> None:
+        """
+        Rotate the workers' access log once it is C{max_size} bytes long:
+        move the files, then have every worker reopen it.
+        """
+        settings = self.config.access_log
+        if not settings.max_size:
+            return
+        try:
+            if os.stat(settings.path).st_size < settings.max_size:
+                return
+            rotate(settings.path, settings.keep)
+        except OSError as e:
+            self.log.error("cannot rotate the access log {path}: {error}",
+                           path=settings.path, error=e.strerror or str(e))
+            return
+        self.reopen_access_log()
 
     def _write_config(self, config: ProxyConfig) -> None:
         # Written aside then renamed, so that a worker starting now reads
@@ -407,7 +430,8 @@ class Master(MultiService):
                 # The number of workers is the master's (the file's, or
                 # --workers): it changes with a restart only.
                 new = replace(load(self.config.source), workers=self.config.workers)
-                check_reloadable(self.config, new)
+                # Changing the sockets would mean new workers: not yet.
+                check_reloadable(self.config, new, ("admin", "workers", "listeners"))
                 check_shareable(new)
                 validate(new)
                 self._write_config(new)
@@ -447,6 +471,8 @@ class Master(MultiService):
         L{KILL_GRACE} seconds.
         """
         self._stopping = True
+        if self._rotation.running:
+            self._rotation.stop()
         stopped = super().stopService()
         waits = []
         for worker in self.workers:
@@ -646,7 +672,9 @@ def worker_main(argv: Sequence[str]) -> None:
     private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
 
     def adjust(config: ProxyConfig) -> ProxyConfig:
-        return replace(config, admin=private, workers=1)
+        # The master rotates the shared access log by size.
+        return replace(config, admin=private, workers=1,
+                       access_log=replace(config.access_log, max_size=0))
 
     service = ProxyService(
         adjust(options.proxy_config), reactor,
@@ -660,6 +688,7 @@ def worker_main(argv: Sequence[str]) -> None:
         # The master forwards what the terminal sends the process group.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
+            service.privilegedStartService()
             service.startService()
         except Exception:
             Logger().failure("worker {index} could not start", index=index)
