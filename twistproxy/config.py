@@ -252,6 +252,20 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """
+    One filter of a listener or a route (see L{twistproxy.filters}).
+
+    @ivar name: The filter factory's name (C{'rate_limit'}) or the dotted
+        path of a factory object.
+    @ivar options: The filter's other settings, checked by its factory.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
@@ -269,6 +283,7 @@ class Route:
     @ivar upstream: Name of the L{UpstreamGroup}.
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
+    @ivar filters: The route's filters, in order, run after routing.
     """
 
     upstream: str
@@ -279,6 +294,7 @@ class Route:
     preserve_host: bool = True
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
+    filters: Tuple[Filter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -341,6 +357,7 @@ class Listener:
     @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
         its connection preface (prior knowledge).  TLS listeners always
         offer HTTP/2 by ALPN.
+    @ivar filters: The listener's filters, in order, run before routing.
     """
 
     name: str
@@ -349,6 +366,7 @@ class Listener:
     redirect_https: bool = False
     https_port: int = 443
     h2c: bool = False
+    filters: Tuple[Filter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -1118,7 +1136,8 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
         table = _table(listener, listener_path,
-                       ("endpoint", "tls", "redirect_https", "https_port", "h2c"))
+                       ("endpoint", "tls", "redirect_https", "https_port", "h2c",
+                        "filters"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1148,6 +1167,12 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
             if kwargs["https_port"] > 65535:
                 raise ConfigError(port_path, "must be at most 65535")
+        if "filters" in table:
+            filters_path = _key(listener_path, "filters")
+            if kwargs.get("redirect_https"):
+                raise ConfigError(filters_path, "a listener that redirects to https forwards "
+                                                "nothing to filter")
+            kwargs["filters"] = _filters(table["filters"], filters_path)
         listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
 
@@ -1232,6 +1257,7 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             "preserve_host",
             "request_headers",
             "response_headers",
+            "filters",
         ),
     )
     upstream_path = _key(path, "upstream")
@@ -1274,6 +1300,8 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
     for rules in ("request_headers", "response_headers"):
         if rules in route:
             kwargs[rules] = _header_rules(route[rules], _key(path, rules))
+    if "filters" in route:
+        kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
     return Route(**kwargs)
 
 
@@ -1430,6 +1458,27 @@ def _shutdown(value: object, path: str) -> Shutdown:
     if "drain" in table:
         return Shutdown(drain=_seconds(table["drain"], _key(path, "drain")))
     return Shutdown()
+
+
+def _filters(value: object, path: str) -> Tuple[Filter, ...]:
+    """
+    A C{filters} array: tables with a C{name} and the filter's options,
+    which its factory checks when the proxy is built.
+    """
+    filters = []
+    for i, item in enumerate(_array(value, path)):
+        item_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(item_path, "a table with a name (a filter)", item)
+        options = dict(item)
+        name_path = _key(item_path, "name")
+        if "name" not in options:
+            raise ConfigError(name_path, "is required (the filter's name, or a dotted path)")
+        name = _string(options.pop("name"), name_path)
+        if not name:
+            raise ConfigError(name_path, "must not be empty")
+        filters.append(Filter(name=name, options=options))
+    return tuple(filters)
 
 
 def _locator(value: object, path: str) -> Locator:

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twistproxy.accesslog import AccessLog
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, ProxyConfig, load
+from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
 from twistproxy.metrics import ProxyMetrics
@@ -62,7 +63,7 @@ def _pipeline(config: ProxyConfig, reactor):
                 config.source,
             )
     try:
-        return locator, Forwarder(config.routes, groups, config.forwarding.via)
+        return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor)
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
 
@@ -148,6 +149,8 @@ class ProxyService(MultiService):
         self.locator, self.forwarder = _pipeline(config, reactor)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
+        # The listeners' filters (the routes' belong to the forwarder).
+        self._filter_chains: List[FilterChain] = []
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -168,13 +171,18 @@ class ProxyService(MultiService):
                     config.source,
                 )
             factory = self.factory
+            filters = self._listener_filters(listener)
+            tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
             if listener.tls is not None:
-                factory = self._terminate_tls(listener)
+                factory = self._terminate_tls(listener, filters)
             elif listener.redirect_https:
                 factory = self._factory(b"http", redirect_port=listener.https_port)
-            elif listener.h2c:
-                factory = self._factory(b"http", h2c=True)
-            elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
+            elif listener.h2c or filters is not None:
+                # A factory of its own: its options or filters are not
+                # the other listeners'.
+                factory = self._factory(b"https" if tls_endpoint else b"http",
+                                        h2c=listener.h2c, filters=filters)
+            elif tls_endpoint:
                 # Backends are told the client came over https.
                 tls_factory = tls_factory or self._factory(b"https")
                 factory = tls_factory
@@ -218,7 +226,20 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _terminate_tls(self, listener):
+    def _listener_filters(self, listener):
+        """
+        The L{FilterChain} of C{listener}'s filters, or C{None}.
+        """
+        try:
+            chain = build_chain(self.reactor, listener.filters,
+                                f"listeners.{listener.name}.filters", connections=True)
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, self.config.source) from None
+        if chain is not None:
+            self._filter_chains.append(chain)
+        return chain
+
+    def _terminate_tls(self, listener, filters):
         """
         The factory of a listener with a C{tls} table: HTTP inside TLS
         terminated with the listener's certificates.
@@ -227,7 +248,7 @@ class ProxyService(MultiService):
         path = f"listeners.{listener.name}.tls"
         http_factory = self._factory(
             b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject, http2=True,
+            peer_identity=peer_subject, http2=True, filters=filters,
         )
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
@@ -414,6 +435,8 @@ class ProxyService(MultiService):
 
     def _close_all(self) -> None:
         self.forwarder.close()
+        for chain in self._filter_chains:
+            chain.close()
         close = getattr(self.locator, "close", None)
         if close is not None:
             close()

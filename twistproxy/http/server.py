@@ -67,6 +67,10 @@ class ClientCodec(Waiting, Protocol):
     @ivar identity: C{(field name, verified client certificate subject or
         None)} once known, on listeners that pass it to backends.
     @ivar client_full: Whether the client's send buffer is full.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>}, or C{None}.
+    @ivar counted: Whether the listener's connection filters accepted
+        this connection (and must be told when it closes).
     """
 
     def __init__(self, factory: HTTPServerFactory):
@@ -77,6 +81,8 @@ class ClientCodec(Waiting, Protocol):
         self.trusted = False
         self.proto = factory.scheme
         self.identity = None
+        self.filters = factory.filters
+        self.counted = False
 
     def connectionMade(self) -> None:
         factory = self._factory
@@ -86,6 +92,12 @@ class ClientCodec(Waiting, Protocol):
         self.transport.registerProducer(FullRelay(self._client_full), True)
         no_delay(self.transport)
         factory.connections.add(self)
+        filters = self.filters
+        if filters is not None and filters.connection_filters:
+            if not filters.connection_made(self.client_address):
+                self.transport.abortConnection()
+                return
+            self.counted = True
         if factory.draining:
             self.drain()
 
@@ -577,6 +589,8 @@ class HTTPServerFactory(Factory):
     @ivar identity_header: The request field carrying the verified TLS
         client subject to backends (stripped from what clients send), or
         C{None}; C{peer_identity(transport)} finds the subject.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>}, or C{None}.
     """
 
     protocol = HTTPServerProtocol
@@ -599,8 +613,10 @@ class HTTPServerFactory(Factory):
         peer_identity=None,
         http2: bool = False,
         h2c: bool = False,
+        filters=None,
     ):
         self.reactor = reactor
+        self.filters = filters
         self.connections: set = set()
         self.draining = False
         self._drained = None
@@ -663,6 +679,9 @@ class HTTPServerFactory(Factory):
 
     def connection_closed(self, protocol) -> None:
         self.connections.discard(protocol)
+        if protocol.counted:
+            protocol.counted = False
+            protocol.filters.connection_lost(protocol.client_address)
         if not self.connections and self._drained is not None:
             d, self._drained = self._drained, None
             d.callback(None)

@@ -1,0 +1,14 @@
+# -*- test-case-name: tests.test_filters_chain -*-
+"""
+The dropin that exports twistproxy's built-in filter factories, found by
+name (C{{ name = "rate_limit", ... }}) like third-party ones.
+"""
+
+from __future__ import annotations
+
+from twistproxy.filters.access import AccessFactory
+from twistproxy.filters.ratelimit import ConnectionLimitFactory, RateLimitFactory
+
+access = AccessFactory()
+rateLimit = RateLimitFactory()
+connectionLimit = ConnectionLimitFactory()
