@@ -714,7 +714,11 @@ def _field_value(value: object, path: str) -> str:
     return value
 
 
-def _header_rules(value: object, path: str) -> HeaderRules:
+def header_rules(value: object, path: str) -> HeaderRules:
+    """
+    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
+    and the C{headers} filter have them.
+    """
     rules = _table(value, path, ("remove", "set", "add"))
     remove: Tuple[str, ...] = ()
     if "remove" in rules:
@@ -1299,7 +1303,7 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
         )
     for rules in ("request_headers", "response_headers"):
         if rules in route:
-            kwargs[rules] = _header_rules(route[rules], _key(path, rules))
+            kwargs[rules] = header_rules(route[rules], _key(path, rules))
     if "filters" in route:
         kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
     return Route(**kwargs)

@@ -7,8 +7,12 @@ name (C{{ name = "rate_limit", ... }}) like third-party ones.
 from __future__ import annotations
 
 from twistproxy.filters.access import AccessFactory
+from twistproxy.filters.headers import HeadersFactory
 from twistproxy.filters.ratelimit import ConnectionLimitFactory, RateLimitFactory
+from twistproxy.filters.rules import BlockFactory
 
 access = AccessFactory()
 rateLimit = RateLimitFactory()
 connectionLimit = ConnectionLimitFactory()
+block = BlockFactory()
+headers = HeadersFactory()
