@@ -22,35 +22,28 @@ log), so a half-written file never opens the door.
 
 from __future__ import annotations
 
-import os
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional
 
-from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 from twistproxy.upstream.locators import PrefixTable, parse_network
 
 
-def read_networks(path: str) -> list:
+def read_networks(name: str) -> list:
     """
-    The networks listed in the file at C{path}.
+    The networks listed in the file C{name}.
 
     @raises ConfigError: naming the file and line of a bad network.
     @raises OSError: when the file cannot be read.
     """
-    networks = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if line:
-                networks.append(parse_network(line, f"{path}:{number}"))
-    return networks
+    return read_lines(name, parse_network)
 
 
 class NetworkList:
@@ -59,69 +52,37 @@ class NetworkList:
     they change.
     """
 
-    log = Logger()
-
     def __init__(self, clock, inline: list, files: List[str], interval: float, path: str):
         """
         @param inline: Networks (as L{parse_network} returns them).
-        @param files: Paths of files of networks, read now.
+        @param files: Names of files of networks, read now.
         @param interval: The least time between two looks at the files.
-        @param path: The configuration path of the list, for errors.
+        @param path: The configuration path of the files, for errors.
         @raises ConfigError: when a file cannot be read or is bad.
         """
-        self._clock = clock
         self._inline = inline
-        self._interval = interval
-        self._next_look = clock.seconds() + interval
-        self._files: List[Tuple[str, Optional[Tuple[float, int]], list]] = []
-        for i, name in enumerate(files):
-            try:
-                self._files.append((name, _stamp(name), read_networks(name)))
-            except OSError as e:
-                raise ConfigError(f"{path}[{i}]", f"cannot read {name!r}: {e.strerror}") from None
+        self._files = [WatchedFile(clock, name, read_networks, interval, f"{path}[{i}]",
+                                   "access list")
+                       for i, name in enumerate(files)]
+        self._versions = self._current()
         self._table = self._build()
+
+    def _current(self) -> list:
+        return [f.fresh() for f in self._files]
 
     def _build(self) -> PrefixTable:
         networks = list(self._inline)
-        for _, _, listed in self._files:
-            networks += listed
+        for f in self._files:
+            networks += f.value
         return PrefixTable((n, True) for n in networks)
 
     def __contains__(self, address: str) -> bool:
-        if self._files and self._clock.seconds() >= self._next_look:
-            self._look()
+        if self._files:
+            versions = self._current()
+            if versions != self._versions:
+                self._versions = versions
+                self._table = self._build()
         return address in self._table
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def _look(self) -> None:
-        """
-        Read again the files that changed since they were last read.
-        """
-        self._next_look = self._clock.seconds() + self._interval
-        changed = False
-        for i, (name, stamp, networks) in enumerate(self._files):
-            try:
-                now = _stamp(name)
-                if now == stamp:
-                    continue
-                networks = read_networks(name)
-            except (OSError, ConfigError) as e:
-                self.log.error("access list {file} not reloaded, its old networks stay: "
-                               "{problem}", file=name, problem=str(e))
-                continue
-            self._files[i] = (name, now, networks)
-            changed = True
-            self.log.info("access list {file} reloaded: {count} networks",
-                          file=name, count=len(networks))
-        if changed:
-            self._table = self._build()
-
-
-def _stamp(path: str) -> Tuple[float, int]:
-    st = os.stat(path)
-    return st.st_mtime, st.st_size
 
 
 @implementer(IRequestFilter)

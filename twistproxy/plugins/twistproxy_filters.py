@@ -7,6 +7,7 @@ name (C{{ name = "rate_limit", ... }}) like third-party ones.
 from __future__ import annotations
 
 from twistproxy.filters.access import AccessFactory
+from twistproxy.filters.auth import BasicAuthFactory, ForwardAuthFactory
 from twistproxy.filters.headers import HeadersFactory
 from twistproxy.filters.ratelimit import ConnectionLimitFactory, RateLimitFactory
 from twistproxy.filters.rules import BlockFactory
@@ -16,3 +17,5 @@ rateLimit = RateLimitFactory()
 connectionLimit = ConnectionLimitFactory()
 block = BlockFactory()
 headers = HeadersFactory()
+basicAuth = BasicAuthFactory()
+forwardAuth = ForwardAuthFactory()
