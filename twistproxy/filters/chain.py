@@ -142,6 +142,19 @@ def respond(x, answer: Answer) -> None:
     sink.response_end(x)
 
 
+def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
+    """
+    A copy of the response head C{resp} with C{fields} instead of its
+    fields: response filters change copies, never the head they were
+    given.
+    """
+    edited = ResponseHead()
+    for name in ResponseHead.__slots__:
+        setattr(edited, name, getattr(resp, name))
+    edited.headers = fields
+    return edited
+
+
 @implementer(IResponseSink)
 class SinkWrapper:
     """

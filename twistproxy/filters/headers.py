@@ -22,10 +22,9 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, HeaderRules, header_rules
-from twistproxy.filters.chain import SinkWrapper
+from twistproxy.filters.chain import SinkWrapper, with_fields
 from twistproxy.filters.options import Options
 from twistproxy.http import headers as H
-from twistproxy.http.parser import ResponseHead
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
 
 # Fields that name the backend's software (and often its version).
@@ -71,11 +70,7 @@ class _EditedResponse(SinkWrapper):
         self._edit = edit
 
     def response_head(self, x, resp, has_body: bool, extra=None) -> None:
-        edited = ResponseHead()
-        for name in ResponseHead.__slots__:
-            setattr(edited, name, getattr(resp, name))
-        edited.headers = self._edit(resp.headers)
-        self.sink.response_head(x, edited, has_body, extra)
+        self.sink.response_head(x, with_fields(resp, self._edit(resp.headers)), has_body, extra)
 
 
 @implementer(IRequestFilter, IResponseFilter)

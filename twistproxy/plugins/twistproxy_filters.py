@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from twistproxy.filters.access import AccessFactory
 from twistproxy.filters.auth import BasicAuthFactory, ForwardAuthFactory
+from twistproxy.filters.compress import CompressFactory
+from twistproxy.filters.cors import CORSFactory
 from twistproxy.filters.headers import HeadersFactory
 from twistproxy.filters.ratelimit import ConnectionLimitFactory, RateLimitFactory
 from twistproxy.filters.rules import BlockFactory
@@ -19,3 +21,5 @@ block = BlockFactory()
 headers = HeadersFactory()
 basicAuth = BasicAuthFactory()
 forwardAuth = ForwardAuthFactory()
+cors = CORSFactory()
+compress = CompressFactory()
