@@ -9,6 +9,7 @@ forwarding fields.  Every test is bounded in requests and time.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -147,26 +148,29 @@ class ConnectionLimitTests(_FilterTestCase):
                 for client in (a, b):
                     client.send(_get())
                     client.read_response()
-                c = RawClient(proxy.port, 5)
                 try:
-                    c.send(_get())
-                    refused = c.at_eof(wait=3.0)
+                    c = RawClient(proxy.port, 5)
+                    try:
+                        c.send(_get())
+                        refused = c.at_eof(wait=3.0)
+                    finally:
+                        c.close()
                 except OSError:
+                    # Reset by the proxy, even before connect() returned.
                     refused = True
-                finally:
-                    c.close()
                 a.close()
                 # The proxy notices the close a moment later: retry a few
                 # times, 50 ms apart.
                 for _ in range(40):
-                    d = RawClient(proxy.port, 5)
                     try:
-                        d.send(_get())
-                        return refused, d.read_response().status == 200
+                        d = RawClient(proxy.port, 5)
+                        try:
+                            d.send(_get())
+                            return refused, d.read_response().status == 200
+                        finally:
+                            d.close()
                     except (OSError, ConnectionClosed):
                         time.sleep(0.05)
-                    finally:
-                        d.close()
                 return refused, False
             finally:
                 a.close()
@@ -175,3 +179,158 @@ class ConnectionLimitTests(_FilterTestCase):
         refused, served_again = yield self.in_thread(run)
         self.assertTrue(refused)
         self.assertTrue(served_again)
+
+
+class BannerOrigin:
+    """
+    An origin answering with backend banners and a compressible body,
+    recording the requests.
+    """
+
+    BODY = b"twistproxy " * 500
+
+    @classmethod
+    def handler(cls, proto, req):
+        proto.transport.write(
+            b"HTTP/1.1 200 OK\r\nServer: Apache/2.4.1\r\nX-Powered-By: PHP/5.3\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(cls.BODY), cls.BODY))
+
+
+class FamilyTests(_FilterTestCase):
+    """
+    One end-to-end test per filter family over real sockets.
+    """
+
+    @defer.inlineCallbacks
+    def test_block(self):
+        """
+        A blocked path gets the chosen status and never reaches the
+        origin; another path does.
+        """
+        origin = self.origin()
+        proxy = yield self.start_filtered(
+            origin.port, route='filters = [{ name = "block", paths = ["^/admin"], '
+                               'status = 404 }]')
+        responses = yield self.in_thread(self.statuses, proxy.port,
+                                         [_get(b"/admin/x"), _get(b"/shop")])
+        self.assertEqual([r.status for r in responses], [404, 200])
+        self.assertEqual([r.target for r in origin.requests], [b"/shop"])
+
+    @defer.inlineCallbacks
+    def test_headers(self):
+        """
+        Banners are hidden from the client; the origin gets the added
+        request field.
+        """
+        origin = self.start_origin(BannerOrigin.handler)
+        proxy = yield self.start_filtered(
+            origin.port, listener='filters = [{ name = "headers", hide_banners = true, '
+                                  'request = { set = { X-Env = "e2e" } } }]')
+        [resp] = yield self.in_thread(self.statuses, proxy.port, [_get()])
+        self.assertEqual(resp.status, 200)
+        self.assertNotIn(b"server", resp.headers)
+        self.assertNotIn(b"x-powered-by", resp.headers)
+        self.assertEqual(origin.requests[0].headers[b"x-env"], b"e2e")
+
+    @defer.inlineCallbacks
+    def test_basic_auth(self):
+        """
+        Without credentials 401; with the right ones the origin is reached
+        (bcrypt checked in the thread pool), without the credentials.
+        """
+        import base64
+
+        import bcrypt
+
+        origin = self.origin()
+        htpasswd = os.path.abspath(self.mktemp())
+        with open(htpasswd, "w") as f:
+            f.write("alice:%s\n" % bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode())
+        proxy = yield self.start_filtered(
+            origin.port, route='filters = [{ name = "basic_auth", htpasswd = %s }]'
+                               % json.dumps(htpasswd))
+        good = b"Authorization: Basic %s\r\n" % base64.b64encode(b"alice:secret")
+        responses = yield self.in_thread(self.statuses, proxy.port, [
+            _get(), _get(b"/", b"Authorization: Basic %s\r\n" % base64.b64encode(b"alice:x")),
+            _get(b"/", good)])
+        self.assertEqual([r.status for r in responses], [401, 401, 200])
+        self.assertIn(b"Basic realm=", responses[0].headers[b"www-authenticate"])
+        self.assertEqual(len(origin.requests), 1)
+        self.assertNotIn(b"authorization", origin.requests[0].headers)
+
+    @defer.inlineCallbacks
+    def test_forward_auth(self):
+        """
+        An auth service on loopback (twisted.web) is asked about each
+        request: its 2xx lets the request through with the user copied,
+        its 401 goes back to the client with its body.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Check(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                if request.getHeader("X-Token") == "good":
+                    request.setHeader("X-User", "alice")
+                    return b""
+                request.setResponseCode(401)
+                return b"log in first"
+
+        site = Site(Check())
+        site.noisy = False
+        port = reactor.listenTCP(0, site, interface=HOST)
+        self.addCleanup(port.stopListening)
+        origin = self.origin()
+        proxy = yield self.start_filtered(
+            origin.port, listener='filters = [{ name = "forward_auth", url = '
+                                  '"http://%s:%d/check", copy_headers = ["X-User"] }]'
+                                  % (HOST, port.getHost().port))
+        responses = yield self.in_thread(self.statuses, proxy.port, [
+            _get(b"/", b"X-Token: bad\r\n"), _get(b"/", b"X-Token: good\r\nX-User: eve\r\n")])
+        self.assertEqual([r.status for r in responses], [401, 200])
+        self.assertEqual(responses[0].body, b"log in first")
+        self.assertEqual(origin.requests[0].headers[b"x-user"], b"alice")
+
+    @defer.inlineCallbacks
+    def test_cors(self):
+        """
+        A preflight is answered by the proxy; the actual request's
+        response allows the origin.
+        """
+        origin = self.origin()
+        proxy = yield self.start_filtered(
+            origin.port, route='filters = [{ name = "cors", origins = ["https://app.test"], '
+                               'methods = ["PUT"] }]')
+        preflight = (b"OPTIONS /x HTTP/1.1\r\nHost: e2e.test\r\nOrigin: https://app.test\r\n"
+                     b"Access-Control-Request-Method: PUT\r\n\r\n")
+        responses = yield self.in_thread(self.statuses, proxy.port, [
+            preflight, _get(b"/x", b"Origin: https://app.test\r\n")])
+        self.assertEqual([r.status for r in responses], [204, 200])
+        self.assertEqual(responses[0].headers[b"access-control-allow-methods"], b"PUT")
+        self.assertEqual(responses[1].headers[b"access-control-allow-origin"],
+                         b"https://app.test")
+        self.assertEqual(len(origin.requests), 1)
+
+    @defer.inlineCallbacks
+    def test_compress(self):
+        """
+        A client accepting gzip gets a chunked gzip body that decodes to
+        the origin's; one that does not gets it as it was.
+        """
+        import zlib
+
+        origin = self.start_origin(BannerOrigin.handler)
+        proxy = yield self.start_filtered(
+            origin.port, listener='filters = [{ name = "compress", encodings = ["gzip"] }]')
+        responses = yield self.in_thread(self.statuses, proxy.port, [
+            _get(b"/", b"Accept-Encoding: gzip\r\n"), _get()])
+        zipped, plain = responses
+        self.assertEqual(zipped.headers[b"content-encoding"], b"gzip")
+        self.assertEqual(zipped.headers[b"transfer-encoding"], b"chunked")
+        self.assertEqual(zlib.decompress(zipped.body, 31), BannerOrigin.BODY)
+        self.assertLess(len(zipped.body), len(BannerOrigin.BODY) // 5)
+        self.assertEqual(plain.body, BannerOrigin.BODY)
+        self.assertNotIn(b"content-encoding", plain.headers)
