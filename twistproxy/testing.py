@@ -8,6 +8,11 @@ implementation of a role is held to the same contract as the built-in ones:
   - L{FakeRequestInfo}, an L{IRequestInfo} built from plain values, to pass
     to a balancer's C{pick};
 
+  - L{make_exchange}, L{run_filters} and L{send_response}, which run
+    filters over a request and a response without a proxy, and
+    L{RecordingSink}, which records what reaches the client (see
+    docs/filters.rst);
+
   - L{BalancerContractMixin}, a mixin for C{twisted.trial.unittest.TestCase}
     whose tests every L{IBalancer} must pass.  Mix it into a test case and
     define C{makeBalancer}::

@@ -23,6 +23,8 @@ from twistproxy.filters.chain import (
     build_chain,
     client_ip,
     respond,
+    with_fields,
 )
 
-__all__ = ["Answer", "FilterChain", "SinkWrapper", "build_chain", "client_ip", "respond"]
+__all__ = ["Answer", "FilterChain", "SinkWrapper", "build_chain", "client_ip", "respond",
+           "with_fields"]
