@@ -214,9 +214,19 @@ class FilterChain:
         """
         self._from(x, then, 0)
 
-    def _from(self, x, then, i: int) -> None:
+    def _from(self, x, then, i: int, wrap=None) -> None:
+        """
+        Install C{wrap} (the response part of the filter that just let
+        C{x} through), then run the filters from the C{i}th on.
+        """
         steps = self._steps
-        while i < len(steps):
+        while True:
+            if wrap is not None:
+                sink = wrap(x, x.sink)
+                if sink is not None:
+                    x.sink = sink
+            if i == len(steps):
+                break
             check, wrap = steps[i]
             i += 1
             if check is not None:
@@ -232,10 +242,6 @@ class FilterChain:
                         return
                     respond(x, verdict)
                     return
-            if wrap is not None:
-                sink = wrap(x, x.sink)
-                if sink is not None:
-                    x.sink = sink
         then(x)
 
     def _resume(self, verdict, x, then, i: int, wrap) -> None:
@@ -246,11 +252,7 @@ class FilterChain:
         if verdict is not None:
             respond(x, verdict)
             return
-        if wrap is not None:
-            sink = wrap(x, x.sink)
-            if sink is not None:
-                x.sink = sink
-        self._from(x, then, i)
+        self._from(x, then, i, wrap)
 
     def _failed(self, failure: Failure, x) -> None:
         self.log.failure("a filter failed on {method} {path}", failure,
