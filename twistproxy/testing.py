@@ -726,3 +726,66 @@ def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
         sink.response_body(x, piece)
         sink.flush()
     sink.response_end(x)
+
+
+class FilterContractMixin:
+    """
+    Tests every filter must pass, whatever its roles: a mixin for
+    C{twisted.trial.unittest.SynchronousTestCase}.  Define C{makeFilter}::
+
+        class MyFilterContractTests(FilterContractMixin, SynchronousTestCase):
+            def makeFilter(self):
+                return myFactory.fromConfig(Clock(), {"option": 1}, "test")
+    """
+
+    def makeFilter(self) -> Any:
+        """
+        Build the filter under test (with a fake clock as its reactor).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define makeFilter")
+
+    def _roles(self, f) -> list:
+        from twistproxy.interfaces import IConnectionFilter, IRequestFilter, IResponseFilter
+
+        return [r for r in (IRequestFilter, IResponseFilter, IConnectionFilter)
+                if r.providedBy(f)]
+
+    def test_provides_its_roles(self) -> None:
+        """
+        The filter has at least one role and fully provides each.
+        """
+        f = self.makeFilter()
+        roles = self._roles(f)
+        self.assertTrue(roles, f"{f!r} provides no filter interface")  # type: ignore[attr-defined]
+        for role in roles:
+            verifyObject(role, f)
+
+    def test_verdict(self) -> None:
+        """
+        A plain request gets a verdict of the allowed kinds: C{None}, an
+        L{Answer <twistproxy.filters.Answer>}, or a Deferred.
+        """
+        from twisted.internet.defer import Deferred
+
+        from twistproxy.filters import Answer
+        from twistproxy.interfaces import IRequestFilter
+
+        f = self.makeFilter()
+        if IRequestFilter.providedBy(f):
+            verdict = f.filter_request(make_exchange())
+            self.assertIsInstance(  # type: ignore[attr-defined]
+                verdict, (type(None), Answer, Deferred))
+
+    def test_response_completes(self) -> None:
+        """
+        When the filter lets a request through, a backend's response
+        reaches the client whole: its status, and its end.
+        """
+        x = make_exchange(headers=[("Accept-Encoding", "gzip")])
+        if not run_filters([self.makeFilter()], x):
+            return
+        send_response(x, 200, [("Content-Type", "text/plain")], [b"hello", b" world"],
+                      length=11)
+        sink = x.downstream
+        self.assertEqual((sink.status, sink.ended), (200, True))  # type: ignore[attr-defined]
+        self.assertTrue(sink.body)  # type: ignore[attr-defined]

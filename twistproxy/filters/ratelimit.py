@@ -117,9 +117,15 @@ class RedisBuckets:
 
     log = Logger()
 
-    def __init__(self, pool, clock, rate: float, burst: int, zone: str,
+    def __init__(self, address, clock, rate: float, burst: int, zone: str,
                  fallback: MemoryBuckets, timeout: float):
-        self._pool = pool
+        """
+        @param address: The L{RedisAddress <twistproxy.redis.RedisAddress>},
+            connected to on the first request (not when a configuration is
+            only checked).
+        """
+        self._address = address
+        self._pool = None
         self._clock = clock
         self._args = [repr(1.0 / rate), str(burst)]
         self._prefix = f"twistproxy:ratelimit:{zone}:"
@@ -128,6 +134,10 @@ class RedisBuckets:
         self._failing = False
 
     def take(self, key) -> "Deferred[Decision]":
+        if self._pool is None:
+            from twistproxy.redis import connect
+
+            self._pool = connect(self._address, self._timeout)
         d = self._pool.eval(GCRA_SCRIPT, [self._prefix + _key_text(key)], self._args)
         d.addTimeout(self._timeout, self._clock)
         d.addCallbacks(self._decided, self._failed, errbackArgs=(key,))
@@ -148,7 +158,8 @@ class RedisBuckets:
         return self._fallback.take(key)
 
     def close(self) -> None:
-        self._pool.disconnect()
+        if self._pool is not None:
+            self._pool.disconnect()
 
 
 def _key_text(key) -> str:
@@ -222,13 +233,12 @@ class RateLimitFactory:
         parts = [_key_part(s, f"{o.where('key')}[{i}]") for i, s in enumerate(specs)]
         buckets: Any = MemoryBuckets(reactor, rate, burst)
         if "redis" in o:
-            from twistproxy.redis import connect, parse_url
+            from twistproxy.redis import parse_url
 
             address = parse_url(o.get("redis"), o.where("redis"))
             timeout = o.number("redis_timeout", 0.25)
             zone = o.string("zone", path)
-            buckets = RedisBuckets(connect(address, timeout), reactor, rate, burst, zone,
-                                   buckets, timeout)
+            buckets = RedisBuckets(address, reactor, rate, burst, zone, buckets, timeout)
         elif "zone" in o or "redis_timeout" in o:
             raise ConfigError(o.where("zone" if "zone" in o else "redis_timeout"),
                               "only with redis")
