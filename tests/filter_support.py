@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence
 
-from twistproxy.config import Filter, Forwarding, Listener, ProxyConfig, Route, Server, UpstreamGroup
+from twistproxy.config import (
+    Filter, Forwarding, Listener, ProxyConfig, Route, Server, UpstreamGroup,
+)
 from twistproxy.testing import MemoryProxy
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

@@ -19,23 +19,28 @@ from twistproxy.filters.rules import BlockFactory
 from twistproxy.testing import FilterContractMixin
 
 
-def _contract(factory, options):
+def _contract(name, factory, options):
+    """
+    A contract test case named C{name} (the module attribute it is bound
+    to, so that trial finds it by name) for the filter C{factory} builds.
+    """
     class Contract(FilterContractMixin, SynchronousTestCase):
         def makeFilter(self):
             return factory.fromConfig(Clock(), options, "test")
 
-    Contract.__name__ = Contract.__qualname__ = f"{type(factory).__name__}ContractTests"
+    Contract.__name__ = Contract.__qualname__ = name
     Contract.__doc__ = f"The {factory.name} filter keeps the filter contract."
     return Contract
 
 
-AccessContractTests = _contract(AccessFactory(), {"deny": ["10.0.0.0/8"]})
-RateLimitContractTests = _contract(RateLimitFactory(), {"rate": 1})
-ConnectionLimitContractTests = _contract(ConnectionLimitFactory(), {"max": 1})
-BlockContractTests = _contract(BlockFactory(), {"methods": ["TRACE"]})
-HeadersContractTests = _contract(HeadersFactory(), {"hide_banners": True})
-CORSContractTests = _contract(CORSFactory(), {"origins": ["*"]})
-CompressContractTests = _contract(CompressFactory(), {"min_size": 0})
+AccessContractTests = _contract("AccessContractTests", AccessFactory(), {"deny": ["10.0.0.0/8"]})
+RateLimitContractTests = _contract("RateLimitContractTests", RateLimitFactory(), {"rate": 1})
+ConnectionLimitContractTests = _contract(
+    "ConnectionLimitContractTests", ConnectionLimitFactory(), {"max": 1})
+BlockContractTests = _contract("BlockContractTests", BlockFactory(), {"methods": ["TRACE"]})
+HeadersContractTests = _contract("HeadersContractTests", HeadersFactory(), {"hide_banners": True})
+CORSContractTests = _contract("CORSContractTests", CORSFactory(), {"origins": ["*"]})
+CompressContractTests = _contract("CompressContractTests", CompressFactory(), {"min_size": 0})
 
 
 class BasicAuthContractTests(FilterContractMixin, SynchronousTestCase):

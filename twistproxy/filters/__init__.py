@@ -16,6 +16,8 @@ L{compress}) and are found by name like any plugin; docs/filters.rst shows
 how to write one.
 """
 
+from __future__ import annotations
+
 from twistproxy.filters.chain import (
     Answer,
     FilterChain,
