@@ -467,3 +467,116 @@ class ClientIPTests(SynchronousTestCase):
         for value in ["for=_hidden", "for=unknown", "proto=https"]:
             x = make_exchange(headers=[("Forwarded", value)], trusted=True)
             self.assertEqual(client_ip(x), "192.0.2.7", value)
+
+
+@implementer(IRequestFilter)
+class Closable:
+    """
+    A filter that says when it is closed.
+    """
+
+    closed: list = []
+
+    def __init__(self, label):
+        self.label = label
+
+    def filter_request(self, x):
+        return None
+
+    def close(self):
+        self.closed.append(self.label)
+
+
+@implementer(IFilterFactory)
+class ClosableFactory:
+    name = "closable"
+    help = "Says when it is closed."
+
+    def fromConfig(self, reactor, options, path):
+        return Closable(options["label"])
+
+
+closable = ClosableFactory()
+
+
+class ServiceTests(SynchronousTestCase):
+    """
+    How L{ProxyService} builds, replaces and closes filters.
+    """
+
+    CONFIG = """
+[listeners.plain]
+endpoint = "tcp:8080"
+[listeners.filtered]
+endpoint = "tcp:8081"
+filters = [{ name = "tests.test_filters_chain.closable", label = "listener" }]
+[upstreams.app]
+servers = ["http://127.0.0.1:8001"]
+[[routes]]
+upstream = "app"
+filters = [{ name = "tests.test_filters_chain.closable", label = "%s" }]
+"""
+
+    def setUp(self):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.service import ProxyService
+
+        Closable.closed = []
+        self.path = self.mktemp()
+        self._write("route-1")
+        from twistproxy.config import load
+
+        self.service = ProxyService(load(self.path), MemoryReactorClock())
+
+    def _write(self, label):
+        with open(self.path, "w") as f:
+            f.write(self.CONFIG % label)
+
+    def test_listener_factories(self):
+        """
+        A listener with filters gets a factory of its own with its chain;
+        one without keeps the shared factory, with no chain.
+        """
+        plain = self.service.listeners["plain"].factory
+        filtered = self.service.listeners["filtered"].factory
+        self.assertIsNone(plain.filters)
+        self.assertIsNot(plain, filtered)
+        self.assertEqual(filtered.filters.filters[0].label, "listener")
+
+    def test_reload_closes_old_route_filters(self):
+        """
+        A reload builds the routes' filters anew and closes the old ones;
+        the listener's stay.
+        """
+        self._write("route-2")
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(Closable.closed, ["route-1"])
+        labels = [rt.filters.filters[0].label for rt in self.service.forwarder._routes.values()]
+        self.assertEqual(labels, ["route-2"])
+
+    def test_stop_closes_all(self):
+        """
+        Stopping the proxy closes the listeners' and the routes' filters.
+        """
+        self.service.startService()
+        self.service.stopService()
+        self.assertEqual(sorted(Closable.closed), ["listener", "route-1"])
+
+    def test_bad_listener_filter_names_the_file(self):
+        """
+        A bad listener filter is a configuration error with the file and
+        the path.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.config import load
+        from twistproxy.service import ProxyService
+
+        with open(self.path, "w") as f:
+            f.write(self.CONFIG.replace("tests.test_filters_chain.closable\", label = "
+                                        "\"listener\"", "nope\"") % "r")
+        with self.assertRaises(ConfigError) as e:
+            ProxyService(load(self.path), MemoryReactorClock())
+        self.assertEqual((e.exception.path, e.exception.source),
+                         ("listeners.filtered.filters[0].name", self.path))
