@@ -334,3 +334,36 @@ class FamilyTests(_FilterTestCase):
         self.assertLess(len(zipped.body), len(BannerOrigin.BODY) // 5)
         self.assertEqual(plain.body, BannerOrigin.BODY)
         self.assertNotIn(b"content-encoding", plain.headers)
+
+
+class SharedRateLimitTests(_FilterTestCase):
+    """
+    Two proxy processes share one rate limit through Redis.
+    """
+
+    @defer.inlineCallbacks
+    def test_two_processes_one_limit(self):
+        """
+        Requests alternating between two proxies with the same Redis zone
+        are counted together: the burst (4) in all passes, the rest get
+        429, and the origin sees only the burst.
+        """
+        from tests.redis_support import start_redis
+
+        redis = start_redis(self)
+        origin = self.origin()
+        listener = ('filters = [{ name = "rate_limit", rate = 0.01, burst = 4, '
+                    'redis = "%s", zone = "e2e" }]' % redis.url)
+        first = yield self.start_filtered(origin.port, listener=listener)
+        second = yield self.start_filtered(origin.port, listener=listener)
+
+        def run():
+            statuses = []
+            for i in range(10):
+                port = (first, second)[i % 2].port
+                statuses += [r.status for r in self.statuses(port, [_get()])]
+            return statuses
+
+        statuses = yield self.in_thread(run)
+        self.assertEqual(statuses, [200] * 4 + [429] * 6)
+        self.assertEqual(len(origin.requests), 4)
