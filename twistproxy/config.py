@@ -269,6 +269,20 @@ class HeaderRules:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """
+    One filter of a listener or a route (see L{twistproxy.filters}).
+
+    @ivar name: The filter factory's name (C{'rate_limit'}) or the dotted
+        path of a factory object.
+    @ivar options: The filter's other settings, checked by its factory.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
@@ -286,6 +300,7 @@ class Route:
     @ivar upstream: Name of the L{UpstreamGroup}.
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
+    @ivar filters: The route's filters, in order, run after routing.
     """
 
     upstream: str
@@ -296,6 +311,7 @@ class Route:
     preserve_host: bool = True
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
+    filters: Tuple[Filter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -373,6 +389,7 @@ class Listener:
         connections relayed at once (further ones are closed); 0: no limit.
     @ivar max_sessions: On a C{udp} listener, the most client sessions at
         once (datagrams from further clients are dropped).
+    @ivar filters: The listener's filters, in order, run before routing.
     """
 
     name: str
@@ -387,6 +404,7 @@ class Listener:
     proxy_protocol: Tuple[str, ...] = ()
     max_connections: int = 0
     max_sessions: int = 10000
+    filters: Tuple[Filter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -765,7 +783,11 @@ def _field_value(value: object, path: str) -> str:
     return value
 
 
-def _header_rules(value: object, path: str) -> HeaderRules:
+def header_rules(value: object, path: str) -> HeaderRules:
+    """
+    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
+    and the C{headers} filter have them.
+    """
     rules = _table(value, path, ("remove", "set", "add"))
     remove: Tuple[str, ...] = ()
     if "remove" in rules:
@@ -1218,7 +1240,7 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         table = _table(listener, listener_path,
                        ("endpoint", "tls", "redirect_https", "https_port", "h2c", "protocol",
                         "upstream", "sni", "proxy_protocol", "max_connections",
-                        "max_sessions"))
+                        "max_sessions", "filters"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1249,6 +1271,12 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             if kwargs["https_port"] > 65535:
                 raise ConfigError(port_path, "must be at most 65535")
         kwargs.update(_stream_options(table, listener_path))
+        if "filters" in table:
+            filters_path = _key(listener_path, "filters")
+            if kwargs.get("redirect_https"):
+                raise ConfigError(filters_path, "a listener that redirects to https forwards "
+                                                "nothing to filter")
+            kwargs["filters"] = _filters(table["filters"], filters_path)
         listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
 
@@ -1416,6 +1444,7 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             "preserve_host",
             "request_headers",
             "response_headers",
+            "filters",
         ),
     )
     upstream_path = _key(path, "upstream")
@@ -1457,7 +1486,9 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
         )
     for rules in ("request_headers", "response_headers"):
         if rules in route:
-            kwargs[rules] = _header_rules(route[rules], _key(path, rules))
+            kwargs[rules] = header_rules(route[rules], _key(path, rules))
+    if "filters" in route:
+        kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
     return Route(**kwargs)
 
 
@@ -1638,6 +1669,27 @@ def _shutdown(value: object, path: str) -> Shutdown:
     if "drain" in table:
         return Shutdown(drain=_seconds(table["drain"], _key(path, "drain")))
     return Shutdown()
+
+
+def _filters(value: object, path: str) -> Tuple[Filter, ...]:
+    """
+    A C{filters} array: tables with a C{name} and the filter's options,
+    which its factory checks when the proxy is built.
+    """
+    filters = []
+    for i, item in enumerate(_array(value, path)):
+        item_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(item_path, "a table with a name (a filter)", item)
+        options = dict(item)
+        name_path = _key(item_path, "name")
+        if "name" not in options:
+            raise ConfigError(name_path, "is required (the filter's name, or a dotted path)")
+        name = _string(options.pop("name"), name_path)
+        if not name:
+            raise ConfigError(name_path, "must not be empty")
+        filters.append(Filter(name=name, options=options))
+    return tuple(filters)
 
 
 def _locator(value: object, path: str) -> Locator:

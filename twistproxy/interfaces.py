@@ -279,3 +279,121 @@ class ILocatorFactory(Interface):
         @param path: Where C{options} came from, e.g. C{'locator'}.
         @raises twistproxy.config.ConfigError: when C{options} are invalid.
         """
+
+
+class IRequestFilter(Interface):
+    """
+    Looks at each request before it goes further, and may answer it
+    instead of the backend: refuse it (403, 429, 401), answer a CORS
+    preflight, or let it through, possibly after editing its fields.
+
+    A listener's filters run before routing, a route's after it, each list
+    in the order the configuration declares; the first filter that answers
+    ends the request's trip.  Filters run on the hot path: a filter that
+    can decide at once returns its verdict directly (no L{Deferred}), and
+    only a filter that must ask someone else (an auth service, Redis)
+    returns a L{Deferred}.
+
+    The request a filter sees is the exchange
+    (L{twistproxy.http.exchange.Exchange}), which provides
+    L{IRequestInfo} and also has:
+
+      - C{request.headers}, the received fields as a list of C{(name,
+        value)} byte pairs, which a filter may replace with an edited copy
+        (never mutate the list in place: copy it first);
+      - C{downstream.trusted}, whether the peer is a trusted proxy (see
+        L{twistproxy.filters.client_ip} for the client address to use);
+      - C{route}, the matched route (C{route.route.name}), or C{None} in
+        a listener's filters.
+    """
+
+    def filter_request(request: Any) -> Any:
+        """
+        Decide about one request.
+
+        @param request: The exchange.
+        @return: C{None} to let the request through; a
+            L{twistproxy.filters.Answer} to answer it (status, fields,
+            body); or a L{Deferred} firing with either, which must fire
+            within a bounded time (the filter's own timeout).  An
+            exception, raised or as a failed L{Deferred}, is logged and
+            answered with 500.
+        """
+
+
+class IResponseFilter(Interface):
+    """
+    Changes responses on their way back to the client: fields, body
+    encoding.
+
+    It works by wrapping the exchange's sink (L{IResponseSink}): the
+    wrapper receives the response head, the body pieces and the end, and
+    passes them on, changed, to the sink it wraps, piece by piece (bodies
+    are never gathered whole).  A filter that is also an
+    L{IRequestFilter} wraps the sink only once its own request check let
+    the request through, so the answers of the filters declared after it
+    (a 429 from a rate limit) pass through its wrapper too: the first
+    filter declared is the outermost.
+    """
+
+    def wrap_response(request: Any, sink: IResponseSink) -> Optional[IResponseSink]:
+        """
+        Stand in front of C{sink} for one request.
+
+        @param request: The exchange (as for L{IRequestFilter}).
+        @param sink: Where the response goes next.
+        @return: A new sink that passes everything on to C{sink}, or
+            C{None} when this response needs nothing from the filter
+            (which then costs nothing more).
+        """
+
+
+class IConnectionFilter(Interface):
+    """
+    Decides about client connections as they are accepted, before any
+    request: a limit on the connections of one client address.  Only a
+    listener's filters can be connection filters.
+    """
+
+    def connection_made(address: str) -> bool:
+        """
+        A client connected from C{address} (the peer's IP address).
+
+        @return: C{True} to serve it; C{False} to close it at once (then
+            L{connection_lost} is not called for it).
+        """
+
+    def connection_lost(address: str) -> None:
+        """
+        A connection accepted by L{connection_made} closed.
+        """
+
+
+class IFilterFactory(Interface):
+    """
+    A named kind of filter, as exported by a plugin module.  A listener or
+    a route names it in its C{filters} list, C{{ name = "access", deny =
+    ["192.0.2.0/24"] }}.
+
+    One factory serves all three roles: what C{fromConfig} returns
+    provides L{IRequestFilter}, L{IResponseFilter}, L{IConnectionFilter},
+    or several of them (CORS both answers preflights and adds fields to
+    responses).  It may also have a C{close()} method, called when the
+    configuration it belongs to is replaced or the proxy stops.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'rate_limit'}.")
+    help = Attribute("One line describing the filter.")
+
+    def fromConfig(reactor: Any, options: Mapping[str, Any], path: str) -> Any:
+        """
+        Build a filter.
+
+        @param reactor: The clock (and the network, for filters that ask
+            other services); filters never use the global reactor.
+        @param options: The filter's table without its C{name}.
+        @param path: Where C{options} came from, for error messages; e.g.
+            C{'listeners.web.filters[0]'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
+        @return: The filter.
+        """

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
+from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.headers import TrustedProxies
 from twistproxy.http.server import HTTPServerFactory
@@ -68,7 +69,7 @@ def _pipeline(config: ProxyConfig, reactor):
                 config.source,
             )
     try:
-        return locator, Forwarder(config.routes, groups, config.forwarding.via)
+        return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor)
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
 
@@ -184,6 +185,8 @@ class ProxyService(MultiService):
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
         self._stream_factories: List[Any] = []
+        # The listeners' filters (the routes' belong to the forwarder).
+        self._filter_chains: List[FilterChain] = []
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -233,6 +236,8 @@ class ProxyService(MultiService):
                 config.source,
             )
         factory = self.factory
+        filters = self._listener_filters(listener, config)
+        tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
         if listener.protocol == "udp":
             factory = UDPProxy(
                 self.reactor, listener.name, listener.upstream, self.forwarder.groups,
@@ -241,12 +246,15 @@ class ProxyService(MultiService):
         elif listener.protocol == "tcp":
             factory = self._relay(listener, config)
         elif listener.tls is not None:
-            factory = self._terminate_tls(listener, config)
+            factory = self._terminate_tls(listener, config, filters)
         elif listener.redirect_https:
             factory = self._factory(b"http", redirect_port=listener.https_port)
-        elif listener.h2c:
-            factory = self._factory(b"http", h2c=True)
-        elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
+        elif listener.h2c or filters is not None:
+            # A factory of its own: its options or filters are not the
+            # other listeners'.
+            factory = self._factory(b"https" if tls_endpoint else b"http",
+                                    h2c=listener.h2c, filters=filters)
+        elif tls_endpoint:
             # Backends are told the client came over https.
             if self._https_factory is None:
                 self._https_factory = self._factory(b"https")
@@ -312,7 +320,20 @@ class ProxyService(MultiService):
             self._tls[listener.name] = (factory, tls, path)
         return factory
 
-    def _terminate_tls(self, listener: Listener, config: ProxyConfig):
+    def _listener_filters(self, listener: Listener, config: ProxyConfig):
+        """
+        The L{FilterChain} of C{listener}'s filters, or C{None}.
+        """
+        try:
+            chain = build_chain(self.reactor, listener.filters,
+                                f"listeners.{listener.name}.filters", connections=True)
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, config.source) from None
+        if chain is not None:
+            self._filter_chains.append(chain)
+        return chain
+
+    def _terminate_tls(self, listener: Listener, config: ProxyConfig, filters):
         """
         The factory of a listener with a C{tls} table: HTTP inside TLS
         terminated with the listener's certificates.
@@ -321,7 +342,7 @@ class ProxyService(MultiService):
         path = f"listeners.{listener.name}.tls"
         http_factory = self._factory(
             b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject, http2=True,
+            peer_identity=peer_subject, http2=True, filters=filters,
         )
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
@@ -501,6 +522,7 @@ class ProxyService(MultiService):
         """
         running = {listener.name: listener for listener in self.config.listeners}
         factories, streams = list(self._http_factories), list(self._stream_factories)
+        chains = list(self._filter_chains)
         tls, https = dict(self._tls), self._https_factory
         started: List[_ListenerService] = []
         swaps: List[Tuple[_ListenerService, _ListenerService]] = []
@@ -526,6 +548,7 @@ class ProxyService(MultiService):
                 service.disownServiceParent()
             self._http_factories[:] = factories
             self._stream_factories[:] = streams
+            self._filter_chains[:] = chains
             self._tls, self._https_factory = tls, https
             raise
         wanted = {listener.name for listener in new.listeners}
@@ -589,6 +612,8 @@ class ProxyService(MultiService):
 
     def _close_all(self) -> None:
         self.forwarder.close()
+        for chain in self._filter_chains:
+            chain.close()
         close = getattr(self.locator, "close", None)
         if close is not None:
             close()

@@ -8,6 +8,11 @@ implementation of a role is held to the same contract as the built-in ones:
   - L{FakeRequestInfo}, an L{IRequestInfo} built from plain values, to pass
     to a balancer's C{pick};
 
+  - L{make_exchange}, L{run_filters} and L{send_response}, which run
+    filters over a request and a response without a proxy, and
+    L{RecordingSink}, which records what reaches the client (see
+    docs/filters.rst);
+
   - L{BalancerContractMixin}, a mixin for C{twisted.trial.unittest.TestCase}
     whose tests every L{IBalancer} must pass.  Mix it into a test case and
     define C{makeBalancer}::
@@ -44,7 +49,7 @@ from typing import (
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistproxy.interfaces import IBackend, IBalancer, IRequestInfo
+from twistproxy.interfaces import IBackend, IBalancer, IRequestInfo, IResponseSink
 from twistproxy.upstream.backend import Backend
 
 
@@ -355,6 +360,7 @@ class MemoryProxy:
         from twistproxy.config import (
             Listener, ProxyConfig, Route, Server, UpstreamGroup,
         )
+        from twistproxy.filters.chain import build_chain
         from twistproxy.http.forwarder import Forwarder, make_group
         from twistproxy.http.server import HTTPServerFactory
 
@@ -378,13 +384,16 @@ class MemoryProxy:
                              locality=config.locality, locator=locator)
             for name, group in config.upstreams.items()
         }
-        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
+        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via, self.reactor)
         self.exchanges: list = []
+        listener = config.listeners[0]
         self.factory = HTTPServerFactory(
             self.reactor, self.forwarder, timeouts=config.timeouts,
             limits=config.limits,
             trusted_proxies=config.forwarding.trusted_proxies,
             via=config.forwarding.via, on_exchange_end=self.exchanges.append,
+            filters=build_chain(self.reactor, listener.filters,
+                                f"listeners.{listener.name}.filters", connections=True),
         )
         self._accepted = 0
 
@@ -580,3 +589,203 @@ def pem_bundle(pair, *chain) -> bytes:
     certificate)} pairs) in one PEM, as TLS listeners read them.
     """
     return key_pem(pair[0]) + cert_pem(pair[1], *(c[1] for c in chain))
+
+
+@implementer(IResponseSink)
+class RecordingSink:
+    """
+    The client side of an exchange made by L{make_exchange}: an
+    L{IResponseSink} that records what reaches it, for testing filters.
+
+    @ivar status: The status of the response head received, or C{None}.
+    @ivar fields: Its fields, as (name, value) byte pairs.
+    @ivar pieces: The body pieces received, in order.
+    @ivar ended: Whether the response ended.
+    @ivar failure: C{(status, reason)} when it was told the request
+        failed (C{upstream_failed}), else C{None}.
+    @ivar trusted: Whether the fake client is a trusted proxy.
+    """
+
+    def __init__(self, trusted: bool = False) -> None:
+        self.trusted = trusted
+        self.filters = None
+        self.proto = b"http"
+        self.identity = None
+        self.status: Optional[int] = None
+        self.has_body = False
+        self.fields: List[Tuple[bytes, bytes]] = []
+        self.pieces: List[bytes] = []
+        self.ended = False
+        self.failure: Optional[Tuple[int, str]] = None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def field(self, name: bytes) -> Optional[bytes]:
+        """
+        The value of the first response field named C{name} (any case).
+        """
+        name = name.lower()
+        for key, value in self.fields:
+            if key.lower() == name:
+                return value
+        return None
+
+    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+        x.status = self.status = resp.status
+        self.has_body = has_body
+        self.fields = list(resp.headers) + list(extra or ())
+        if resp.content_length is not None:
+            self.fields.append((b"Content-Length", b"%d" % resp.content_length))
+
+    def response_body(self, x, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def response_end(self, x) -> None:
+        self.ended = True
+
+    def upstream_failed(self, x, status: int, reason: str) -> None:
+        x.status = status
+        self.failure = (status, reason)
+
+
+def make_exchange(
+    method: str = "GET",
+    target: str = "/",
+    headers: Iterable[Tuple[str, str]] = (),
+    client_address: str = "192.0.2.7",
+    host: str = "example.com",
+    trusted: bool = False,
+):
+    """
+    A request as filters see it (an L{Exchange
+    <twistproxy.http.exchange.Exchange>}), whose client is a
+    L{RecordingSink} (C{x.downstream}).
+
+    @param headers: (name, value) string pairs, in order.
+    @param trusted: Whether the client is a trusted proxy.
+    """
+    from twistproxy.http.exchange import Exchange
+    from twistproxy.http.parser import RequestHead
+
+    fields = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    if not any(n.lower() == b"host" for n, _ in fields):
+        fields.insert(0, (b"Host", host.encode("ascii")))
+    req = RequestHead.made(method.encode("ascii"), target.encode("ascii"),
+                           host.encode("ascii"), fields, keep_alive=True)
+    return Exchange(req, client_address, RecordingSink(trusted), 0.0)
+
+
+def run_filters(filters: Sequence[Any], x) -> bool:
+    """
+    Run C{filters} over C{x} as a listener or route would.
+
+    @param filters: Filter objects (what factories' C{fromConfig} return).
+    @return: Whether they let C{x} through.  When not, a filter answered
+        (see C{x.downstream}), or one is still deciding (a L{Deferred} not
+        fired yet): call L{run_filters} again when it has.
+    """
+    from twistproxy.filters.chain import FilterChain
+
+    passed: List[Any] = []
+    FilterChain(filters).run(x, passed.append)
+    return bool(passed)
+
+
+def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
+                  pieces: Iterable[bytes] = (), length: Optional[int] = None) -> None:
+    """
+    Answer C{x} as its backend would, through C{x.sink}, so that the
+    response filters L{run_filters} installed see it; the result arrives in
+    C{x.downstream} (a L{RecordingSink}).
+
+    @param pieces: The body, in the pieces the backend sends.
+    @param length: The response's C{Content-Length}, or C{None} for a
+        chunked response.
+    """
+    from twistproxy.http.parser import ResponseHead
+
+    resp = ResponseHead()
+    resp.version = (1, 1)
+    resp.status = status
+    resp.reason = b"Whatever"
+    resp.headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    resp.content_length = length
+    resp.chunked = length is None
+    resp.keep_alive = True
+    resp.connection = frozenset()
+    pieces = list(pieces)
+    has_body = x.request.method != b"HEAD" and status not in (204, 304)
+    sink = x.sink
+    sink.response_head(x, resp, has_body)
+    for piece in pieces:
+        sink.response_body(x, piece)
+        sink.flush()
+    sink.response_end(x)
+
+
+class FilterContractMixin:
+    """
+    Tests every filter must pass, whatever its roles: a mixin for
+    C{twisted.trial.unittest.SynchronousTestCase}.  Define C{makeFilter}::
+
+        class MyFilterContractTests(FilterContractMixin, SynchronousTestCase):
+            def makeFilter(self):
+                return myFactory.fromConfig(Clock(), {"option": 1}, "test")
+    """
+
+    def makeFilter(self) -> Any:
+        """
+        Build the filter under test (with a fake clock as its reactor).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define makeFilter")
+
+    def _roles(self, f) -> list:
+        from twistproxy.interfaces import IConnectionFilter, IRequestFilter, IResponseFilter
+
+        return [r for r in (IRequestFilter, IResponseFilter, IConnectionFilter)
+                if r.providedBy(f)]
+
+    def test_provides_its_roles(self) -> None:
+        """
+        The filter has at least one role and fully provides each.
+        """
+        f = self.makeFilter()
+        roles = self._roles(f)
+        self.assertTrue(roles, f"{f!r} provides no filter interface")  # type: ignore[attr-defined]
+        for role in roles:
+            verifyObject(role, f)
+
+    def test_verdict(self) -> None:
+        """
+        A plain request gets a verdict of the allowed kinds: C{None}, an
+        L{Answer <twistproxy.filters.Answer>}, or a Deferred.
+        """
+        from twisted.internet.defer import Deferred
+
+        from twistproxy.filters import Answer
+        from twistproxy.interfaces import IRequestFilter
+
+        f = self.makeFilter()
+        if IRequestFilter.providedBy(f):
+            verdict = f.filter_request(make_exchange())
+            self.assertIsInstance(  # type: ignore[attr-defined]
+                verdict, (type(None), Answer, Deferred))
+
+    def test_response_completes(self) -> None:
+        """
+        When the filter lets a request through, a backend's response
+        reaches the client whole: its status, and its end.
+        """
+        x = make_exchange(headers=[("Accept-Encoding", "gzip")])
+        if not run_filters([self.makeFilter()], x):
+            return
+        send_response(x, 200, [("Content-Type", "text/plain")], [b"hello", b" world"],
+                      length=11)
+        sink = x.downstream
+        self.assertEqual((sink.status, sink.ended), (200, True))  # type: ignore[attr-defined]
+        self.assertTrue(sink.body)  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
 from twistproxy.http import headers as H
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.exchange import Exchange
+from twistproxy.filters.chain import build_chain
 from twistproxy.routing import Router
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
@@ -50,14 +51,18 @@ class RouteRuntime:
     A route prepared for the hot path.
     """
 
-    __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host")
+    __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
+                 "filters")
 
-    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route"):
+    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route",
+                 reactor=None):
         self.route = route
         self.group = group
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
+        # None (nothing to run) unless the route has filters.
+        self.filters = build_chain(reactor, route.filters, f"{path}.filters")
 
 
 def _compile(rules, path: str) -> H.CompiledRules:
@@ -108,22 +113,43 @@ class Forwarder:
         routes: Sequence[Route],
         groups: Mapping[str, UpstreamGroupRuntime],
         via: str = "twistproxy",
+        reactor=None,
     ):
+        """
+        @param reactor: The clock and network of the routes' filters.
+        """
         self._router = Router(routes)
         self._routes = {
-            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]")
+            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor)
             for i, r in enumerate(routes)
         }
         self.groups = groups
         self._via = via.encode("ascii")
 
     def forward(self, x: Exchange) -> None:
+        """
+        Take a new request: its listener's filters (the client codec's
+        C{filters}), then routing.
+        """
+        filters = x.downstream.filters
+        if filters is not None:
+            filters.run(x, self.route)
+            return
+        self.route(x)
+
+    def route(self, x: Exchange) -> None:
+        """
+        Find C{x}'s route; run the route's filters, then L{proceed}.
+        """
         req = x.request
         route = self._router.match(x.host, req.path.decode("ascii"), req.method.decode("ascii"))
         if route is None:
-            x.downstream.upstream_failed(x, 404, "no_route")
+            x.sink.upstream_failed(x, 404, "no_route")
             return
-        x.route = self._routes[id(route)]
+        x.route = rt = self._routes[id(route)]
+        if rt.filters is not None:
+            rt.filters.run(x, self.proceed)
+            return
         self.proceed(x)
 
     def proceed(self, x: Exchange) -> None:
@@ -134,7 +160,7 @@ class Forwarder:
         """
         group = x.route.group
         if not group.admit():
-            x.downstream.upstream_failed(x, 503, "group_overloaded")
+            x.sink.upstream_failed(x, 503, "group_overloaded")
             return
         sticky = group.config.sticky
         backend = None
@@ -143,7 +169,7 @@ class Forwarder:
         if backend is None:
             backend = group.pick(x)
             if backend is None:
-                x.downstream.upstream_failed(x, 503, "no_backend")
+                x.sink.upstream_failed(x, 503, "no_backend")
                 return
         x.group = group
         x.forwarder = self
@@ -261,3 +287,6 @@ class Forwarder:
     def close(self) -> None:
         for group in self.groups.values():
             group.stop()
+        for rt in self._routes.values():
+            if rt.filters is not None:
+                rt.filters.close()

@@ -270,6 +270,10 @@ class H2Stream(Waiting):
         return self._conn.identity
 
     @property
+    def filters(self):
+        return self._conn.filters
+
+    @property
     def transport(self):
         return self._conn.transport
 

@@ -67,6 +67,10 @@ class ClientCodec(Waiting, Protocol):
     @ivar identity: C{(field name, verified client certificate subject or
         None)} once known, on listeners that pass it to backends.
     @ivar client_full: Whether the client's send buffer is full.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>}, or C{None}.
+    @ivar counted: Whether the listener's connection filters accepted
+        this connection (and must be told when it closes).
     """
 
     @property
@@ -85,6 +89,8 @@ class ClientCodec(Waiting, Protocol):
         self.proto = factory.scheme
         self.identity = None
         self._relaying = False
+        self.filters = factory.filters
+        self.counted = False
 
     def connectionMade(self) -> None:
         factory = self._factory
@@ -95,6 +101,12 @@ class ClientCodec(Waiting, Protocol):
         self._relaying = True
         no_delay(self.transport)
         factory.connections.add(self)
+        filters = self.filters
+        if filters is not None and filters.connection_filters:
+            if not filters.connection_made(self.client_address):
+                self.transport.abortConnection()
+                return
+            self.counted = True
         if factory.draining:
             self.drain()
 
@@ -599,6 +611,8 @@ class HTTPServerFactory(Factory):
     @ivar identity_header: The request field carrying the verified TLS
         client subject to backends (stripped from what clients send), or
         C{None}; C{peer_identity(transport)} finds the subject.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>}, or C{None}.
     """
 
     protocol = HTTPServerProtocol
@@ -621,8 +635,10 @@ class HTTPServerFactory(Factory):
         peer_identity=None,
         http2: bool = False,
         h2c: bool = False,
+        filters=None,
     ):
         self.reactor = reactor
+        self.filters = filters
         self.connections: set = set()
         self.draining = False
         self._drained = None
@@ -685,6 +701,9 @@ class HTTPServerFactory(Factory):
 
     def connection_closed(self, protocol) -> None:
         self.connections.discard(protocol)
+        if protocol.counted:
+            protocol.counted = False
+            protocol.filters.connection_lost(protocol.client_address)
         if not self.connections and self._drained is not None:
             d, self._drained = self._drained, None
             d.callback(None)

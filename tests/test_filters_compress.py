@@ -1,0 +1,187 @@
+"""
+Tests for the compress filter: gzip and brotli, streamed, only when it
+helps and is allowed.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import brotli
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from tests.filter_support import field, filtered_proxy
+from twistproxy.config import ConfigError
+from twistproxy.filters.compress import CompressFactory, accepted
+from twistproxy.interfaces import IResponseFilter
+from twistproxy.testing import make_exchange, run_filters, send_response
+
+factory = CompressFactory()
+TEXT = b"All work and no play makes Jack a dull boy. " * 100
+
+
+def _respond(f, accept="gzip, br", method="GET", status=200, headers=None,
+             pieces=(TEXT[:2000], TEXT[2000:]), length=len(TEXT)):
+    x = make_exchange(method=method, headers=[("Accept-Encoding", accept)] if accept else [])
+    run_filters([f], x)
+    if headers is None:
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("ETag", '"v1"')]
+    send_response(x, status, headers, pieces, length)
+    return x.downstream
+
+
+class AcceptedTests(SynchronousTestCase):
+    """
+    Reading C{Accept-Encoding}.
+    """
+
+    def test_choices(self):
+        """
+        Our order of preference among what the client accepts; q=0
+        refuses; C{*} accepts the rest.
+        """
+        offered = ("br", "gzip")
+        self.assertEqual(accepted("gzip, deflate, br", offered), "br")
+        self.assertEqual(accepted("gzip", offered), "gzip")
+        self.assertEqual(accepted("br;q=0, gzip;q=0.5", offered), "gzip")
+        self.assertEqual(accepted("*", offered), "br")
+        self.assertEqual(accepted("*, br;q=0", offered), "gzip")
+        self.assertIsNone(accepted("identity", offered))
+        self.assertIsNone(accepted("", offered))
+        self.assertIsNone(accepted(None, offered))
+        self.assertEqual(accepted("gzip;q=bogus, br", offered), "br")
+
+
+class CompressTests(SynchronousTestCase):
+    """
+    What is compressed, and how.
+    """
+
+    def setUp(self):
+        self.filter = factory.fromConfig(None, {}, "f")
+
+    def test_interface(self):
+        """
+        It provides L{IResponseFilter}.
+        """
+        verifyObject(IResponseFilter, self.filter)
+
+    def test_brotli_preferred(self):
+        """
+        With both accepted, brotli; the body decodes to the original, the
+        length is dropped, the ETag made weak, Vary added.
+        """
+        sink = _respond(self.filter)
+        self.assertEqual(sink.field(b"Content-Encoding"), b"br")
+        self.assertIsNone(sink.field(b"Content-Length"))
+        self.assertEqual(sink.field(b"ETag"), b'W/"v1"')
+        self.assertEqual(sink.field(b"Vary"), b"Accept-Encoding")
+        self.assertEqual(brotli.decompress(sink.body), TEXT)
+        self.assertLess(len(sink.body), len(TEXT) // 10)
+        self.assertTrue(sink.ended)
+
+    def test_gzip_streamed(self):
+        """
+        gzip, each piece compressed and passed on as it comes (no whole
+        body gathered): some output precedes the end.
+        """
+        x = make_exchange(headers=[("Accept-Encoding", "gzip")])
+        run_filters([self.filter], x)
+        sink = x.downstream
+        from twistproxy.http.parser import ResponseHead
+
+        resp = ResponseHead()
+        resp.version, resp.status, resp.reason = (1, 1), 200, b"OK"
+        resp.headers = [(b"Content-Type", b"application/json")]
+        resp.content_length, resp.chunked = None, True
+        resp.keep_alive, resp.connection = True, frozenset()
+        x.sink.response_head(x, resp, True)
+        x.sink.response_body(x, b'{"a": 1}')
+        x.sink.flush()
+        self.assertTrue(sink.pieces)
+        self.assertEqual(zlib.decompressobj(31).decompress(b"".join(sink.pieces)), b'{"a": 1}')
+        x.sink.response_body(x, b'{"b": 2}')
+        x.sink.response_end(x)
+        self.assertEqual(zlib.decompress(sink.body, 31), b'{"a": 1}{"b": 2}')
+        self.assertEqual(sink.field(b"Content-Encoding"), b"gzip")
+
+    def test_left_alone(self):
+        """
+        Not compressed: no accepted encoding, already encoded,
+        no-transform, incompressible type, too short, a 206, a 304, a
+        HEAD.  Compressible types still get C{Vary}.
+        """
+        plain = [("Content-Type", "text/html")]
+        cases = [
+            dict(accept=None),
+            dict(accept="deflate"),
+            dict(headers=plain + [("Content-Encoding", "gzip")]),
+            dict(headers=plain + [("Cache-Control", "public, no-transform")]),
+            dict(headers=[("Content-Type", "image/png")]),
+            dict(headers=[]),
+            dict(pieces=[b"short"], length=5),
+            dict(status=206),
+            dict(status=304, pieces=[], length=None),
+            dict(method="HEAD", pieces=[]),
+        ]
+        for kw in cases:
+            sink = _respond(self.filter, **kw)
+            own = ("Content-Encoding", "gzip") in kw.get("headers", ())
+            self.assertEqual(sink.field(b"Content-Encoding"), b"gzip" if own else None, kw)
+            self.assertEqual(sink.body, b"".join(kw.get("pieces", [TEXT])), kw)
+        self.assertEqual(_respond(self.filter, accept=None).field(b"Vary"), b"Accept-Encoding")
+        self.assertIsNone(_respond(self.filter, headers=[("Content-Type", "image/png")])
+                          .field(b"Vary"))
+
+    def test_vary_merged(self):
+        """
+        An existing C{Vary} is kept and extended, once.
+        """
+        sink = _respond(self.filter, headers=[("Content-Type", "text/css"), ("Vary", "Cookie")])
+        self.assertEqual(sink.field(b"Vary"), b"Cookie, Accept-Encoding")
+        sink = _respond(self.filter, headers=[("Content-Type", "text/css"),
+                                              ("Vary", "accept-encoding")])
+        self.assertEqual(sink.field(b"Vary"), b"accept-encoding")
+
+    def test_options(self):
+        """
+        Only gzip when told so; custom types; bad options refused with
+        their paths.
+        """
+        f = factory.fromConfig(None, {"encodings": ["gzip"], "types": ["application/x-log"],
+                                      "min_size": 0}, "f")
+        sink = _respond(f, headers=[("Content-Type", "application/x-log")])
+        self.assertEqual(sink.field(b"Content-Encoding"), b"gzip")
+        for options, where in [({"encodings": ["zstd"]}, "f.encodings[0]"),
+                               ({"types": ["text"]}, "f.types[0]"),
+                               ({"types": ["*/html"]}, "f.types[0]"),
+                               ({"gzip_level": 10}, "f.gzip_level"),
+                               ({"min_size": -1}, "f.min_size")]:
+            with self.assertRaises(ConfigError) as e:
+                factory.fromConfig(None, options, "f")
+            self.assertEqual(e.exception.path, where, options)
+
+    def test_in_proxy_chunked(self):
+        """
+        Through a whole proxy: an HTTP/1.1 client gets a chunked gzip
+        body in place of the backend's Content-Length one.
+        """
+        proxy = filtered_proxy(listener=[{"name": "compress", "encodings": ["gzip"]}])
+        peer = proxy.connect_client()
+        peer.send(b"GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
+        backend = proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                     % len(TEXT) + TEXT)
+        got = peer.received()
+        self.assertEqual(field(got, b"Transfer-Encoding"), b"chunked")
+        self.assertIsNone(field(got, b"Content-Length"))
+        body = got.split(b"\r\n\r\n", 1)[1]
+        decoded, rest = b"", body
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            decoded, rest = decoded + rest[:n], rest[n + 2:]
+        self.assertEqual(zlib.decompress(decoded, 31), TEXT)

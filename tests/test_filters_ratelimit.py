@@ -1,0 +1,283 @@
+"""
+Tests for rate limits (GCRA in memory and in Redis) and connection limits
+per client address.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from tests.filter_support import filtered_proxy, request, status
+from tests.redis_support import start_redis
+from twistproxy.config import ConfigError
+from twistproxy.filters.ratelimit import (
+    ConnectionLimitFactory,
+    MemoryBuckets,
+    RateLimitFactory,
+)
+from twistproxy.interfaces import IConnectionFilter, IRequestFilter
+from twistproxy.testing import make_exchange, run_filters
+
+factory = RateLimitFactory()
+
+
+class BucketTests(SynchronousTestCase):
+    """
+    The GCRA arithmetic of L{MemoryBuckets}.
+    """
+
+    def test_burst_then_rate(self):
+        """
+        A fresh key gets C{burst} requests at once, then one per
+        C{1/rate} seconds; a refusal says how long to wait.
+        """
+        clock = Clock()
+        buckets = MemoryBuckets(clock, rate=2.0, burst=3)
+        results = [buckets.take("k") for _ in range(4)]
+        self.assertEqual([r[0] for r in results], [True, True, True, False])
+        # Seconds of slack left: a further request every 1/rate seconds.
+        self.assertEqual([r[1] for r in results[:3]], [1.0, 0.5, 0.0])
+        self.assertAlmostEqual(results[3][1], 0.5)
+        clock.advance(0.5)
+        self.assertTrue(buckets.take("k")[0])
+        self.assertFalse(buckets.take("k")[0])
+        self.assertTrue(buckets.take("other")[0])
+
+    def test_refusals_do_not_count(self):
+        """
+        Refused requests do not push the next allowed one further away.
+        """
+        clock = Clock()
+        buckets = MemoryBuckets(clock, rate=1.0, burst=1)
+        buckets.take("k")
+        for _ in range(100):
+            self.assertFalse(buckets.take("k")[0])
+        clock.advance(1.0)
+        self.assertTrue(buckets.take("k")[0])
+
+    def test_forgets_idle_keys(self):
+        """
+        Keys whose bucket is full again are forgotten as the table grows,
+        so memory follows the active clients.
+        """
+        clock = Clock()
+        buckets = MemoryBuckets(clock, rate=10.0, burst=1)
+        for i in range(1000):
+            buckets.take(i)
+        clock.advance(1)
+        for i in range(1000, 1100):
+            buckets.take(i)
+        self.assertLessEqual(len(buckets._tat), 100)
+
+
+class RateLimitFilterTests(SynchronousTestCase):
+    """
+    The rate_limit filter's answers and keys.
+    """
+
+    def _filter(self, clock=None, **options):
+        options.setdefault("rate", 1)
+        return factory.fromConfig(clock or Clock(), options, "f")
+
+    def test_interface(self):
+        """
+        It provides L{IRequestFilter}.
+        """
+        verifyObject(IRequestFilter, self._filter())
+
+    def test_429_with_fields(self):
+        """
+        Beyond the burst: 429 with C{Retry-After} and the C{RateLimit-*}
+        fields.
+        """
+        f = self._filter(rate=0.5, burst=2)
+        for _ in range(2):
+            self.assertTrue(run_filters([f], make_exchange()))
+        x = make_exchange()
+        self.assertFalse(run_filters([f], x))
+        sink = x.downstream
+        self.assertEqual(sink.status, 429)
+        self.assertEqual(sink.field(b"Retry-After"), b"2")
+        self.assertEqual(sink.field(b"RateLimit-Limit"), b"2")
+        self.assertEqual(sink.field(b"RateLimit-Remaining"), b"0")
+        self.assertEqual(sink.field(b"RateLimit-Reset"), b"2")
+        self.assertEqual(x.reason, "rate_limited")
+
+    def test_rotating_forwarded_for_counts_as_one(self):
+        """
+        An untrusted client rotating C{X-Forwarded-For} and C{Forwarded}
+        values is one key: its address.
+        """
+        f = self._filter(burst=3)
+        passed = [
+            run_filters([f], make_exchange(headers=[
+                ("X-Forwarded-For", f"198.51.100.{i}"), ("Forwarded", f"for=203.0.113.{i}")]))
+            for i in range(10)
+        ]
+        self.assertEqual(passed, [True] * 3 + [False] * 7)
+
+    def test_trusted_proxy_clients_apart(self):
+        """
+        Behind a trusted proxy, each forwarded client has its own bucket.
+        """
+        f = self._filter(burst=1)
+        for i in range(5):
+            x = make_exchange(trusted=True, headers=[("Forwarded", f"for=198.51.100.{i}")])
+            self.assertTrue(run_filters([f], x))
+
+    def test_header_key_and_combination(self):
+        """
+        A header key counts per value; a combination keys on every part.
+        """
+        f = self._filter(burst=1, key="header:X-Api-Key")
+        self.assertTrue(run_filters([f], make_exchange(headers=[("X-Api-Key", "a")])))
+        self.assertTrue(run_filters([f], make_exchange(headers=[("X-Api-Key", "b")])))
+        self.assertFalse(run_filters([f], make_exchange(
+            client_address="192.0.2.99", headers=[("X-Api-Key", "a")])))
+        f = self._filter(burst=1, key=["client", "header:X-Api-Key", "host"])
+        self.assertTrue(run_filters([f], make_exchange(headers=[("X-Api-Key", "a")])))
+        self.assertTrue(run_filters([f], make_exchange(
+            client_address="192.0.2.99", headers=[("X-Api-Key", "a")])))
+        self.assertTrue(run_filters([f], make_exchange(host="b.example")))
+        self.assertFalse(run_filters([f], make_exchange(headers=[("X-Api-Key", "a")])))
+
+    def test_route_key(self):
+        """
+        A route key counts each route's requests together, whoever sends
+        them.
+        """
+        proxy = filtered_proxy(route=[{"name": "rate_limit", "rate": 1, "key": "route"}])
+        self.assertEqual(status(request(proxy, client="192.0.2.1")[0]), 200)
+        self.assertEqual(status(request(proxy, client="192.0.2.2")[0]), 429)
+        proxy.reactor.advance(1)
+        self.assertEqual(request(proxy, client="192.0.2.3")[0], b"")
+        self.assertEqual(proxy.forwarder.groups["app"].in_flight, 1)
+
+    def test_bad_options(self):
+        """
+        Bad rates, bursts and keys are refused with their paths.
+        """
+        for options, where in [
+            ({}, "f.rate"),
+            ({"rate": 0}, "f.rate"),
+            ({"rate": "fast"}, "f.rate"),
+            ({"rate": 1, "burst": 0}, "f.burst"),
+            ({"rate": 1, "key": ["client", "cookie"]}, "f.key[1]"),
+            ({"rate": 1, "key": "header:"}, "f.key[0]"),
+            ({"rate": 1, "zone": "z"}, "f.zone"),
+            ({"rate": 1, "redis": "http://x"}, "f.redis"),
+        ]:
+            with self.assertRaises(ConfigError) as e:
+                factory.fromConfig(Clock(), options, "f")
+            self.assertEqual(e.exception.path, where, options)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """
+    At most so many connections per client address.
+    """
+
+    def test_interface(self):
+        """
+        It provides L{IConnectionFilter}.
+        """
+        verifyObject(IConnectionFilter,
+                     ConnectionLimitFactory().fromConfig(Clock(), {"max": 1}, "f"))
+
+    def test_limit(self):
+        """
+        Beyond C{max} open connections from one address, a new one is
+        closed at once; other addresses are not affected, and closing one
+        makes room.
+        """
+        proxy = filtered_proxy(listener=[{"name": "connection_limit", "max": 2}])
+        first = proxy.connect_client("192.0.2.7")
+        second = proxy.connect_client("192.0.2.7")
+        third = proxy.connect_client("192.0.2.7")
+        other = proxy.connect_client("192.0.2.8")
+        self.assertEqual([p.closed for p in (first, second, third, other)],
+                         [False, False, True, False])
+        third.close()
+        first.close()
+        fourth = proxy.connect_client("192.0.2.7")
+        self.assertFalse(fourth.closed)
+        fifth = proxy.connect_client("192.0.2.7")
+        self.assertTrue(fifth.closed)
+
+    def test_bad_max(self):
+        """
+        C{max} is required and positive.
+        """
+        for options in ({}, {"max": 0}):
+            with self.assertRaises(ConfigError) as e:
+                ConnectionLimitFactory().fromConfig(Clock(), options, "f")
+            self.assertEqual(e.exception.path, "f.max")
+
+
+class RedisRateLimitTests(TestCase):
+    """
+    Rate limits shared through a real C{redis-server} (skipped where it is
+    not installed).
+    """
+
+    def setUp(self):
+        self.server = start_redis(self)
+
+    def _filter(self, **options):
+        options = dict(rate=0.01, burst=3, redis=self.server.url, zone="t", **options)
+        f = factory.fromConfig(reactor, options, "f")
+        self.addCleanup(f.close)
+        return f
+
+    @defer.inlineCallbacks
+    def _passes(self, f, **kw):
+        x = make_exchange(**kw)
+        passed = []
+        from twistproxy.filters.chain import FilterChain
+
+        FilterChain([f]).run(x, passed.append)
+        for _ in range(200):
+            if passed or x.status:
+                break
+            yield deferLater(0.01)
+        defer.returnValue((bool(passed), x))
+
+    @defer.inlineCallbacks
+    def test_shared_between_processes(self):
+        """
+        Two filters (as two processes would have) on one Redis zone share
+        one limit: three requests in all, then 429 with the fields.
+        """
+        a, b = self._filter(), self._filter()
+        results = []
+        for f in (a, b, a, b, a):
+            passed, x = yield self._passes(f)
+            results.append(passed)
+        self.assertEqual(results, [True, True, True, False, False])
+        self.assertEqual(x.downstream.status, 429)
+        self.assertEqual(x.downstream.field(b"RateLimit-Limit"), b"3")
+        self.assertIn(b"twistproxy:ratelimit:t:192.0.2.7",
+                      self.server.command("KEYS", "*"))
+
+    @defer.inlineCallbacks
+    def test_redis_down_falls_back(self):
+        """
+        Without Redis, the process counts on its own instead of holding or
+        refusing every request.
+        """
+        f = self._filter(redis_timeout=0.2)
+        self.server.stop()
+        results = []
+        for _ in range(4):
+            passed, x = yield self._passes(f)
+            results.append(passed)
+        self.assertEqual(results, [True, True, True, False])
+
+
+def deferLater(seconds):
+    from twisted.internet.task import deferLater as later
+
+    return later(reactor, seconds, lambda: None)

@@ -1,0 +1,32 @@
+# -*- test-case-name: tests.test_filters_chain -*-
+"""
+Filters: what a listener or a route does to requests and responses on
+their way through, beyond forwarding them.
+
+A listener's C{filters} run before routing, a route's after it, in the
+declared order.  A request filter (L{IRequestFilter
+<twistproxy.interfaces.IRequestFilter>}) lets a request through or answers
+it (an L{Answer}: 403, 429, a CORS preflight); a response filter
+(L{IResponseFilter <twistproxy.interfaces.IResponseFilter>}) wraps the
+response sink to change what goes back (fields, compression); a connection
+filter (L{IConnectionFilter <twistproxy.interfaces.IConnectionFilter>})
+refuses connections.  The built-in filters live in one module per family
+(L{access}, L{ratelimit}, L{rules}, L{auth}, L{headers}, L{cors},
+L{compress}) and are found by name like any plugin; docs/filters.rst shows
+how to write one.
+"""
+
+from __future__ import annotations
+
+from twistproxy.filters.chain import (
+    Answer,
+    FilterChain,
+    SinkWrapper,
+    build_chain,
+    client_ip,
+    respond,
+    with_fields,
+)
+
+__all__ = ["Answer", "FilterChain", "SinkWrapper", "build_chain", "client_ip", "respond",
+           "with_fields"]

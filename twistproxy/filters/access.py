@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.test_filters_access -*-
+"""
+Access rules: allow and deny lists of networks (IPv4 and IPv6).
+
+A request whose client address is in a C{deny} network is refused (403 by
+default); when there is an C{allow} list, so is one whose address is in
+none of its networks.  Deny wins over allow, so a broad allow list can
+have holes punched in it.
+
+The address is the connected peer's, unless the peer is a trusted proxy
+(C{forwarding.trusted_proxies}), whose C{Forwarded} field is then believed
+(L{client_ip}): a client cannot get past a deny list by writing someone
+else's address in a header.
+
+Networks are given inline or in files, one network (or address) per line,
+C{#} starting a comment.  A file is looked at again, at most every
+C{reload_interval} seconds, when a request is checked: when its
+modification time or size changed it is read again; a file that cannot be
+read or holds a bad line keeps the networks it had (and says so in the
+log), so a half-written file never opens the door.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.components import factory_repr
+from twistproxy.config import ConfigError
+from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.files import WatchedFile, read_lines
+from twistproxy.filters.options import Options
+from twistproxy.interfaces import IFilterFactory, IRequestFilter
+from twistproxy.upstream.locators import PrefixTable, parse_network
+
+
+def read_networks(name: str) -> list:
+    """
+    The networks listed in the file C{name}.
+
+    @raises ConfigError: naming the file and line of a bad network.
+    @raises OSError: when the file cannot be read.
+    """
+    return read_lines(name, parse_network)
+
+
+class NetworkList:
+    """
+    A set of networks, given inline and in files that are read again when
+    they change.
+    """
+
+    def __init__(self, clock, inline: list, files: List[str], interval: float, path: str):
+        """
+        @param inline: Networks (as L{parse_network} returns them).
+        @param files: Names of files of networks, read now.
+        @param interval: The least time between two looks at the files.
+        @param path: The configuration path of the files, for errors.
+        @raises ConfigError: when a file cannot be read or is bad.
+        """
+        self._inline = inline
+        self._files = [WatchedFile(clock, name, read_networks, interval, f"{path}[{i}]",
+                                   "access list")
+                       for i, name in enumerate(files)]
+        self._versions = self._current()
+        self._table = self._build()
+
+    def _current(self) -> list:
+        return [f.fresh() for f in self._files]
+
+    def _build(self) -> PrefixTable:
+        networks = list(self._inline)
+        for f in self._files:
+            networks += f.value
+        return PrefixTable((n, True) for n in networks)
+
+    def __contains__(self, address: str) -> bool:
+        if self._files:
+            versions = self._current()
+            if versions != self._versions:
+                self._versions = versions
+                self._table = self._build()
+        return address in self._table
+
+
+@implementer(IRequestFilter)
+class AccessFilter:
+    """
+    Refuses requests by client address.
+
+    @ivar allow: The networks allowed, or C{None} for all.
+    @ivar deny: The networks refused, or C{None}.
+    """
+
+    def __init__(self, allow: Optional[NetworkList], deny: Optional[NetworkList],
+                 status: int = 403):
+        self.allow = allow
+        self.deny = deny
+        self._answer = Answer(status, reason="access_denied")
+
+    def filter_request(self, x) -> Optional[Answer]:
+        address = client_ip(x)
+        if self.deny is not None and address in self.deny:
+            return self._answer
+        if self.allow is not None and address not in self.allow:
+            return self._answer
+        return None
+
+
+@implementer(IPlugin, IFilterFactory)
+class AccessFactory:
+    name = "access"
+    help = "Allow and deny lists of networks (inline or in files reloaded on change)."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> AccessFilter:
+        o = Options(options, path, self.name, optional=(
+            "allow", "deny", "allow_files", "deny_files", "status", "reload_interval"))
+        interval = o.number("reload_interval", 5.0)
+        lists = []
+        for which in ("allow", "deny"):
+            inline = [parse_network(n, f"{o.where(which)}[{i}]")
+                      for i, n in enumerate(o.strings(which))]
+            files = o.strings(f"{which}_files")
+            lists.append(
+                NetworkList(reactor, inline, files, interval, o.where(f"{which}_files"))
+                if which in o or f"{which}_files" in o else None)
+        if lists == [None, None]:
+            raise ConfigError(path, "the access filter needs allow, deny, allow_files "
+                                    "or deny_files")
+        return AccessFilter(lists[0], lists[1], o.status("status", 403))
+
+    __repr__ = factory_repr

@@ -1,0 +1,321 @@
+# -*- test-case-name: tests.test_filters_chain -*-
+"""
+Running a listener's or a route's filters over each request.
+
+A L{FilterChain} holds the filters of one list, in the declared order.  For
+each request it asks every request filter in turn; the first that answers
+(an L{Answer}) ends the request's trip, and the answer goes back through
+the response filters installed so far.  A filter that is also a response
+filter wraps the exchange's sink right after its own check let the request
+through.  When every filter let it through, the chain calls what comes
+next (routing, or sending to a backend).
+
+Synchronous verdicts cost a method call each.  A L{Deferred} verdict
+suspends the chain until it fires; if the client went away meanwhile, the
+request goes no further.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from http import HTTPStatus
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twistproxy.components import find_factory
+from twistproxy.config import ConfigError, Filter
+from twistproxy.http import headers as H
+from twistproxy.http.parser import ResponseHead
+from twistproxy.interfaces import (
+    IConnectionFilter,
+    IFilterFactory,
+    IRequestFilter,
+    IResponseFilter,
+    IResponseSink,
+)
+
+Fields = Sequence[Tuple[bytes, bytes]]
+_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def client_ip(x) -> str:
+    """
+    The address of C{x}'s client, as filters must see it: the peer's,
+    unless the peer is a trusted proxy, in which case the address that
+    proxy gives in the last C{Forwarded} element (or, failing that, the
+    last C{X-Forwarded-For} entry).  Whatever an untrusted client writes in
+    those fields is ignored, so it cannot pass for someone else.
+    """
+    if not x.downstream.trusted:
+        return x.client_address
+    forwarded = xff = None
+    for name, value in x.request.headers:
+        lname = name.lower()
+        if lname == b"forwarded":
+            forwarded = value
+        elif lname == b"x-forwarded-for":
+            xff = value
+    node = None
+    if forwarded is not None:
+        element = forwarded.rsplit(b",", 1)[-1]
+        for pair in element.split(b";"):
+            key, _, value = pair.strip().partition(b"=")
+            if key.lower() == b"for":
+                node = value.strip(b'"')
+                if node.startswith(b"["):
+                    node = node[1:node.find(b"]")]
+                elif node.count(b":") == 1:
+                    node = node.split(b":")[0]
+    elif xff is not None:
+        node = xff.rsplit(b",", 1)[-1].strip()
+    if node:
+        try:
+            return str(ipaddress.ip_address(node.decode("ascii")))
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return x.client_address
+
+
+class Answer:
+    """
+    A response a filter gives instead of the backend.
+
+    @ivar status: The status code, e.g. C{429}.
+    @ivar fields: (name, value) byte pairs to send, e.g.
+        C{[(b'Retry-After', b'3')]}.
+    @ivar body: The body; C{None} for the proxy's short plain-text page for
+        C{status} (which never names a backend).
+    @ivar reason: Why, for the access log, e.g. C{'rate_limited'}.
+    """
+
+    __slots__ = ("status", "fields", "body", "reason")
+
+    def __init__(self, status: int, fields: Fields = (), body: Optional[bytes] = None,
+                 reason: str = "filtered"):
+        self.status = status
+        self.fields = fields
+        self.body = body
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.status} {self.reason}>"
+
+
+def respond(x, answer: Answer) -> None:
+    """
+    Send C{answer} to C{x}'s client through C{x}'s sink, as a backend's
+    response would go (response filters already installed see it too).
+    """
+    status = answer.status
+    body = answer.body
+    fields = list(answer.fields)
+    if body is None:
+        body = H.error_body(status)
+        fields.append(_TEXT)
+    resp = ResponseHead()
+    resp.version = (1, 1)
+    resp.status = status
+    resp.reason = H.PHRASES.get(status) or _phrase(status)
+    resp.headers = fields
+    resp.chunked = False
+    resp.keep_alive = True
+    resp.connection = frozenset()
+    no_body = status in (204, 304) or status < 200
+    resp.content_length = None if no_body else len(body)
+    has_body = not no_body and x.request.method != b"HEAD" and bool(body)
+    x.reason = answer.reason
+    sink = x.sink
+    sink.response_head(x, resp, has_body)
+    if has_body:
+        sink.response_body(x, body)
+    sink.response_end(x)
+
+
+def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
+    """
+    A copy of the response head C{resp} with C{fields} instead of its
+    fields: response filters change copies, never the head they were
+    given.
+    """
+    edited = ResponseHead()
+    for name in ResponseHead.__slots__:
+        setattr(edited, name, getattr(resp, name))
+    edited.headers = fields
+    return edited
+
+
+@implementer(IResponseSink)
+class SinkWrapper:
+    """
+    A response sink that passes every call on to the sink it wraps: the
+    base of response filters, which override what they change.
+
+    @ivar sink: The wrapped sink.
+    """
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+        self.sink.response_head(x, resp, has_body, extra)
+
+    def response_body(self, x, data: bytes) -> None:
+        self.sink.response_body(x, data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def response_end(self, x) -> None:
+        self.sink.response_end(x)
+
+    def upstream_failed(self, x, status: int, reason: str) -> None:
+        self.sink.upstream_failed(x, status, reason)
+
+
+class FilterChain:
+    """
+    The filters of one listener or route, ready to run.
+
+    @ivar filters: The filter objects, in the declared order.
+    @ivar connection_filters: Those that are L{IConnectionFilter}s.
+    """
+
+    log = Logger()
+
+    def __init__(self, filters: Sequence[Any]):
+        self.filters = tuple(filters)
+        self._steps: List[Tuple[Optional[Callable], Optional[Callable]]] = [
+            (
+                f.filter_request if IRequestFilter.providedBy(f) else None,
+                f.wrap_response if IResponseFilter.providedBy(f) else None,
+            )
+            for f in self.filters
+            if IRequestFilter.providedBy(f) or IResponseFilter.providedBy(f)
+        ]
+        self.connection_filters = tuple(f for f in self.filters
+                                        if IConnectionFilter.providedBy(f))
+
+    def run(self, x, then: Callable[[Any], None]) -> None:
+        """
+        Run the filters over C{x}; call C{then(x)} if all let it through.
+        """
+        self._from(x, then, 0)
+
+    def _from(self, x, then, i: int, wrap=None) -> None:
+        """
+        Install C{wrap} (the response part of the filter that just let
+        C{x} through), then run the filters from the C{i}th on.
+        """
+        steps = self._steps
+        while True:
+            if wrap is not None:
+                sink = wrap(x, x.sink)
+                if sink is not None:
+                    x.sink = sink
+            if i == len(steps):
+                break
+            check, wrap = steps[i]
+            i += 1
+            if check is not None:
+                try:
+                    verdict = check(x)
+                except Exception:
+                    self._failed(Failure(), x)
+                    return
+                if verdict is not None:
+                    if isinstance(verdict, Deferred):
+                        verdict.addCallback(self._resume, x, then, i, wrap)
+                        verdict.addErrback(self._failed, x)
+                        return
+                    respond(x, verdict)
+                    return
+        then(x)
+
+    def _resume(self, verdict, x, then, i: int, wrap) -> None:
+        if x.status:
+            # The client went away (or was answered) while the filter
+            # thought: nothing more to do for it.
+            return
+        if verdict is not None:
+            respond(x, verdict)
+            return
+        self._from(x, then, i, wrap)
+
+    def _failed(self, failure: Failure, x) -> None:
+        self.log.failure("a filter failed on {method} {path}", failure,
+                         method=x.method, path=x.path)
+        if not x.status:
+            respond(x, Answer(500, reason="filter_failed"))
+
+    def connection_made(self, address: str) -> bool:
+        """
+        Ask every connection filter about a new connection from
+        C{address}; tell those that accepted it when one refuses.
+        """
+        accepted = []
+        for f in self.connection_filters:
+            if not f.connection_made(address):
+                for other in accepted:
+                    other.connection_lost(address)
+                return False
+            accepted.append(f)
+        return True
+
+    def connection_lost(self, address: str) -> None:
+        for f in self.connection_filters:
+            f.connection_lost(address)
+
+    def close(self) -> None:
+        """
+        Release what the filters hold (connections, timers).
+        """
+        for f in self.filters:
+            close = getattr(f, "close", None)
+            if close is not None:
+                close()
+
+
+def build_chain(reactor, configs: Iterable[Filter], path: str,
+                connections: bool = False) -> Optional[FilterChain]:
+    """
+    Build the filters of a listener or a route.
+
+    @param configs: The C{filters} of the listener or route.
+    @param path: Their configuration path, C{'routes[0].filters'}.
+    @param connections: Whether connection filters are allowed (on a
+        listener).
+    @raises ConfigError: naming the path of the first bad filter.
+    @return: The chain, or C{None} when there are no filters (the fast
+        path: nothing to run).
+    """
+    built = []
+    for i, config in enumerate(configs):
+        item_path = f"{path}[{i}]"
+        factory = find_factory(IFilterFactory, config.name, f"{item_path}.name", "filter")
+        f = factory.fromConfig(reactor, config.options, item_path)
+        roles = [r for r in (IRequestFilter, IResponseFilter, IConnectionFilter)
+                 if r.providedBy(f)]
+        if not roles:
+            raise ConfigError(
+                f"{item_path}.name",
+                f"{config.name!r} built {f!r}, which is no request, response "
+                f"or connection filter")
+        if IConnectionFilter in roles and not connections:
+            raise ConfigError(
+                f"{item_path}.name",
+                f"{config.name!r} limits connections: only a listener can have it")
+        built.append(f)
+    return FilterChain(built) if built else None

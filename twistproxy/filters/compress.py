@@ -1,0 +1,253 @@
+# -*- test-case-name: tests.test_filters_compress -*-
+"""
+Compressing responses: gzip, and brotli when the C{brotli} package is
+installed (C{pip install 'twistproxy[brotli]'}).
+
+A response is compressed, as it streams (piece by piece, never gathered
+whole), when the client accepts one of the configured encodings
+(C{Accept-Encoding}, with q-values), the backend did not encode it already
+(no C{Content-Encoding}), did not forbid it (C{Cache-Control:
+no-transform}), its type is compressible (C{types}: C{text/*},
+JSON, JavaScript, XML, SVG by default), it has a body (not for C{HEAD},
+204, 304), it is a 200, 201 or 203 (not a partial 206, whose ranges name
+bytes of the uncompressed representation), and it is not known to be
+shorter than C{min_size}.  Its C{Content-Length} is then dropped (the
+response is chunked, or delimited by closing for HTTP/1.0 clients), a
+strong C{ETag} becomes weak, and C{Content-Encoding} is added.  Every
+response of a compressible type gets C{Vary: Accept-Encoding}, compressed
+or not, so that caches keep the encodings apart.
+
+Whatever a backend read brings is compressed and flushed when the
+proxy sends (once per read), so that a stream of events still arrives as
+it is produced.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, List, Mapping, Optional, Tuple
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.components import factory_repr
+from twistproxy.config import ConfigError
+from twistproxy.filters.chain import SinkWrapper, with_fields
+from twistproxy.filters.options import Options
+from twistproxy.interfaces import IFilterFactory, IResponseFilter
+
+DEFAULT_TYPES = ("text/*", "application/json", "application/javascript",
+                 "application/xml", "application/xhtml+xml", "application/rss+xml",
+                 "application/atom+xml", "image/svg+xml", "application/wasm")
+_COMPRESSIBLE_STATUS = frozenset([200, 201, 203])
+_SKIP = frozenset([b"content-length", b"etag", b"vary"])
+
+
+class _Gzip:
+    def __init__(self, level: int):
+        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def process(self, data: bytes) -> bytes:
+        return self._z.compress(data)
+
+    def flush(self) -> bytes:
+        return self._z.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        return self._z.flush(zlib.Z_FINISH)
+
+
+class _Brotli:
+    def __init__(self, quality: int):
+        import brotli
+
+        self._c = brotli.Compressor(quality=quality)
+
+    def process(self, data: bytes) -> bytes:
+        return self._c.process(data)
+
+    def flush(self) -> bytes:
+        return self._c.flush()
+
+    def finish(self) -> bytes:
+        return self._c.finish()
+
+
+def accepted(header: Optional[str], offered: Tuple[str, ...]) -> Optional[str]:
+    """
+    The first of C{offered} that the C{Accept-Encoding} value C{header}
+    accepts (q above 0, or by C{*}), or C{None}.
+    """
+    if not header:
+        return None
+    q = {}
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        weight = 1.0
+        params = params.strip()
+        if params[:2].lower() == "q=":
+            try:
+                weight = float(params[2:])
+            except ValueError:
+                weight = 0.0
+        q[coding.strip().lower()] = weight
+    for coding in offered:
+        if q.get(coding, q.get("*", 0.0)) > 0:
+            return coding
+    return None
+
+
+class _Compressing(SinkWrapper):
+    __slots__ = ("_x", "_owner", "_coding", "_c")
+
+    def __init__(self, sink, x, owner: "CompressFilter", coding: Optional[str]):
+        super().__init__(sink)
+        self._x = x
+        self._owner = owner
+        self._coding = coding
+        self._c: Any = None
+
+    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+        owner = self._owner
+        ctype = encoding = cache = None
+        for name, value in resp.headers:
+            lname = name.lower()
+            if lname == b"content-type":
+                ctype = value
+            elif lname == b"content-encoding":
+                encoding = value
+            elif lname == b"cache-control":
+                cache = value if cache is None else cache + b"," + value
+        if ctype is None or not owner.compressible(ctype):
+            self.sink.response_head(x, resp, has_body, extra)
+            return
+        compress = (
+            self._coding is not None and has_body and encoding is None
+            and resp.status in _COMPRESSIBLE_STATUS
+            and (cache is None or b"no-transform" not in cache.lower())
+            and (resp.content_length is None or resp.content_length >= owner.min_size)
+        )
+        fields = []
+        vary = []
+        for name, value in resp.headers:
+            lname = name.lower()
+            if lname not in _SKIP:
+                fields.append((name, value))
+            elif lname == b"vary":
+                vary.append(value)
+            elif lname == b"etag":
+                fields.append((name, b"W/" + value if compress and value[:2] != b"W/"
+                               else value))
+            elif not compress:
+                fields.append((name, value))
+        if not any(b"accept-encoding" in v.lower() or v.strip() == b"*" for v in vary):
+            vary.append(b"Accept-Encoding")
+        fields.append((b"Vary", b", ".join(vary)))
+        edited = with_fields(resp, fields)
+        if compress:
+            fields.append((b"Content-Encoding", self._coding.encode("ascii")))
+            edited.content_length = None
+            edited.chunked = True
+            self._c = owner.compressor(self._coding)
+        self.sink.response_head(x, edited, has_body, extra)
+
+    def response_body(self, x, data: bytes) -> None:
+        c = self._c
+        if c is None:
+            self.sink.response_body(x, data)
+            return
+        out = c.process(data)
+        if out:
+            self.sink.response_body(x, out)
+
+    def flush(self) -> None:
+        c = self._c
+        if c is not None:
+            out = c.flush()
+            if out:
+                self.sink.response_body(self._x, out)
+        self.sink.flush()
+
+    def response_end(self, x) -> None:
+        c = self._c
+        if c is not None:
+            self._c = None
+            out = c.finish()
+            if out:
+                self.sink.response_body(x, out)
+        self.sink.response_end(x)
+
+
+@implementer(IResponseFilter)
+class CompressFilter:
+    """
+    Compresses the responses that gain from it, for the clients that
+    accept it.
+
+    @ivar min_size: Responses known to be shorter are left alone.
+    """
+
+    def __init__(self, encodings: Tuple[str, ...], types: List[str], min_size: int,
+                 level: int, quality: int):
+        self._encodings = encodings
+        self._exact = frozenset(t.encode("ascii") for t in types if not t.endswith("/*"))
+        self._prefixes = tuple(t[:-1].encode("ascii") for t in types if t.endswith("/*"))
+        self.min_size = min_size
+        self._level = level
+        self._quality = quality
+
+    def compressible(self, content_type: bytes) -> bool:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        return media in self._exact or media.startswith(self._prefixes)
+
+    def compressor(self, coding: str):
+        return _Gzip(self._level) if coding == "gzip" else _Brotli(self._quality)
+
+    def wrap_response(self, x, sink):
+        if x.request.method == b"HEAD":
+            return None
+        return _Compressing(sink, x, self, accepted(x.header("Accept-Encoding"),
+                                                    self._encodings))
+
+
+@implementer(IPlugin, IFilterFactory)
+class CompressFactory:
+    name = "compress"
+    help = "gzip and brotli compression of compressible responses, streamed."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> CompressFilter:
+        o = Options(options, path, self.name, optional=(
+            "encodings", "types", "min_size", "gzip_level", "brotli_quality"))
+        encodings = o.strings("encodings")
+        if not encodings:
+            encodings = ["gzip"]
+            try:
+                import brotli  # noqa: F401
+            except ImportError:
+                pass
+            else:
+                encodings.insert(0, "br")
+        for i, coding in enumerate(encodings):
+            if coding not in ("br", "gzip"):
+                raise ConfigError(f"{o.where('encodings')}[{i}]",
+                                  f"must be 'br' or 'gzip', not {coding!r}")
+            if coding == "br":
+                try:
+                    import brotli  # noqa: F401
+                except ImportError:
+                    raise ConfigError(f"{o.where('encodings')}[{i}]",
+                                      "brotli needs the brotli package: "
+                                      "pip install 'twistproxy[brotli]'") from None
+        types = o.strings("types") or list(DEFAULT_TYPES)
+        for i, media in enumerate(types):
+            kind, slash, sub = media.partition("/")
+            if not slash or not kind or not sub or not media.isascii() or (
+                    "*" in sub and sub != "*") or "*" in kind:
+                raise ConfigError(f"{o.where('types')}[{i}]",
+                                  f"must be a media type such as 'text/html' or "
+                                  f"'text/*', not {media!r}")
+        return CompressFilter(tuple(encodings), [t.lower() for t in types],
+                              o.integer("min_size", 256, 0), o.integer("gzip_level", 6, 1, 9),
+                              o.integer("brotli_quality", 4, 0, 11))
+
+    __repr__ = factory_repr

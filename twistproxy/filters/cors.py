@@ -1,0 +1,146 @@
+# -*- test-case-name: tests.test_filters_cors -*-
+"""
+CORS (cross-origin resource sharing, the Fetch standard): which web pages
+of other origins may call the routes behind the proxy from a browser.
+
+A preflight request (C{OPTIONS} with C{Origin} and
+C{Access-Control-Request-Method}) is answered by the proxy itself: 204
+with the C{Access-Control-Allow-*} fields when the origin, the method and
+every requested header are allowed, 403 otherwise; it never reaches a
+backend.  An actual request from an allowed origin gets
+C{Access-Control-Allow-Origin} (and C{-Allow-Credentials},
+C{-Expose-Headers}) on its response, replacing whatever the backend said
+in those fields.  C{origins = ["*"]} allows every origin; with
+C{credentials = true} the origin is then echoed, since browsers refuse
+C{*} with credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any, FrozenSet, List, Mapping, Optional, Tuple
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.components import factory_repr
+from twistproxy.config import ConfigError, is_token
+from twistproxy.filters.chain import Answer, SinkWrapper, with_fields
+from twistproxy.filters.options import Options
+from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
+
+_OWN = frozenset([b"access-control-allow-origin", b"access-control-allow-credentials",
+                  b"access-control-expose-headers"])
+_SAFE_METHODS = ("GET", "HEAD", "POST")
+
+
+class _CORSFields(SinkWrapper):
+    __slots__ = ("_fields",)
+
+    def __init__(self, sink, fields):
+        super().__init__(sink)
+        self._fields = fields
+
+    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+        fields = [f for f in resp.headers if f[0].lower() not in _OWN] + self._fields
+        self.sink.response_head(x, with_fields(resp, fields), has_body, extra)
+
+
+@implementer(IRequestFilter, IResponseFilter)
+class CORSFilter:
+    """
+    Answers preflights and marks the responses to allowed origins.
+    """
+
+    def __init__(self, origins: FrozenSet[str], methods: List[str], headers: List[str],
+                 expose: List[str], credentials: bool, max_age: int):
+        self._any = "*" in origins
+        self._origins = origins
+        self._methods = frozenset(m.upper() for m in methods)
+        self._allow_methods = ", ".join(methods).encode("ascii")
+        self._headers = frozenset(h.lower() for h in headers)
+        self._credentials = credentials
+        self._common: List[Tuple[bytes, bytes]] = []
+        if credentials:
+            self._common.append((b"Access-Control-Allow-Credentials", b"true"))
+        self._expose = [(b"Access-Control-Expose-Headers", ", ".join(expose).encode("ascii"))] \
+            if expose else []
+        self._max_age = (b"Access-Control-Max-Age", b"%d" % max_age)
+        self._refused = Answer(403, reason="cors_refused")
+
+    def _allow_origin(self, origin: str) -> Optional[List[Tuple[bytes, bytes]]]:
+        """
+        The fields that allow C{origin}, or C{None} when it is not allowed.
+        """
+        if origin in self._origins:
+            return [(b"Access-Control-Allow-Origin", origin.encode("latin-1")),
+                    (b"Vary", b"Origin")] + self._common
+        if self._any:
+            if self._credentials:
+                return [(b"Access-Control-Allow-Origin", origin.encode("latin-1")),
+                        (b"Vary", b"Origin")] + self._common
+            return [(b"Access-Control-Allow-Origin", b"*")]
+        return None
+
+    def filter_request(self, x) -> Optional[Answer]:
+        if x.request.method != b"OPTIONS":
+            return None
+        origin = x.header("Origin")
+        wanted = x.header("Access-Control-Request-Method")
+        if origin is None or wanted is None:
+            # Not a preflight: an ordinary OPTIONS request.
+            return None
+        allowed = self._allow_origin(origin)
+        if allowed is None or wanted not in self._methods and wanted not in _SAFE_METHODS:
+            return self._refused
+        asked = [h.strip() for h in (x.header("Access-Control-Request-Headers") or "").split(",")
+                 if h.strip()]
+        if any(h.lower() not in self._headers for h in asked):
+            return self._refused
+        fields = allowed + [(b"Access-Control-Allow-Methods", self._allow_methods),
+                            self._max_age]
+        if asked:
+            fields.append((b"Access-Control-Allow-Headers", ", ".join(asked).encode("latin-1")))
+        return Answer(204, fields, b"", reason="cors_preflight")
+
+    def wrap_response(self, x, sink):
+        origin = x.header("Origin")
+        if origin is None:
+            return None
+        allowed = self._allow_origin(origin)
+        if allowed is None:
+            return None
+        return _CORSFields(sink, allowed + self._expose)
+
+
+def _tokens(o: Options, key: str, what: str) -> List[str]:
+    values = o.strings(key)
+    for i, value in enumerate(values):
+        if not is_token(value):
+            raise ConfigError(f"{o.where(key)}[{i}]", f"{value!r} is not a {what}")
+    return values
+
+
+@implementer(IPlugin, IFilterFactory)
+class CORSFactory:
+    name = "cors"
+    help = "Answer CORS preflights and allow configured origins."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> CORSFilter:
+        o = Options(options, path, self.name, required=("origins",), optional=(
+            "methods", "headers", "expose_headers", "credentials", "max_age"))
+        origins = o.strings("origins")
+        for i, origin in enumerate(origins):
+            if origin != "*" and ("://" not in origin or origin.endswith("/")):
+                raise ConfigError(f"{o.where('origins')}[{i}]",
+                                  f"must be an origin such as 'https://app.example' (no "
+                                  f"path) or '*', not {origin!r}")
+        return CORSFilter(
+            frozenset(origins),
+            _tokens(o, "methods", "method") or list(_SAFE_METHODS),
+            _tokens(o, "headers", "header name"),
+            _tokens(o, "expose_headers", "header name"),
+            o.boolean("credentials", False),
+            o.integer("max_age", 600, 0),
+        )
+
+    __repr__ = factory_repr

@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.test_filters_headers -*-
+"""
+Header rules on requests and responses, and hiding the backends' banners.
+
+The C{headers} filter edits fields the way a route's C{request_headers}
+and C{response_headers} do (C{remove}, then C{set}, then C{add}; see
+L{HeaderRules <twistproxy.config.HeaderRules>}), on a listener (every
+route) or a route, and C{hide_banners = true} removes the fields by which
+backends announce their software and version (C{Server}, C{X-Powered-By}
+and the like), which tell an attacker which exploits to try.
+
+The answers the proxy gives by itself never name a backend, and the
+proxy sends no C{Server} field of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.components import factory_repr
+from twistproxy.config import ConfigError, HeaderRules, header_rules
+from twistproxy.filters.chain import SinkWrapper, with_fields
+from twistproxy.filters.options import Options
+from twistproxy.http import headers as H
+from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
+
+# Fields that name the backend's software (and often its version).
+BANNERS = ("Server", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version",
+           "X-Generator", "X-Runtime")
+
+Fields = List[Tuple[bytes, bytes]]
+
+
+class FieldEdits:
+    """
+    L{HeaderRules} as edits of a list of fields.
+    """
+
+    __slots__ = ("drop", "append")
+
+    def __init__(self, rules: HeaderRules, path: str):
+        try:
+            # Refuses framing fields, as for routes.
+            H.CompiledRules(rules)
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
+        if any(n.lower() == "host" for n, _ in rules.set):
+            raise ConfigError(path, "set Host with a route's request_headers")
+        self.drop = frozenset(
+            n.lower().encode("ascii") for n in list(rules.remove) + [n for n, _ in rules.set])
+        self.append = [(n.encode("ascii"), v.encode("latin-1"))
+                       for n, v in list(rules.set) + list(rules.add)]
+
+    def __call__(self, fields: Sequence[Tuple[bytes, bytes]]) -> Fields:
+        """
+        A new list: C{fields} edited.
+        """
+        drop = self.drop
+        return [f for f in fields if f[0].lower() not in drop] + self.append
+
+
+class _EditedResponse(SinkWrapper):
+    __slots__ = ("_edit",)
+
+    def __init__(self, sink, edit: FieldEdits):
+        super().__init__(sink)
+        self._edit = edit
+
+    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+        self.sink.response_head(x, with_fields(resp, self._edit(resp.headers)), has_body, extra)
+
+
+@implementer(IRequestFilter, IResponseFilter)
+class HeadersFilter:
+    """
+    Edits request and response fields.
+    """
+
+    def __init__(self, request: Optional[FieldEdits], response: Optional[FieldEdits]):
+        self._request = request
+        self._response = response
+
+    def filter_request(self, x) -> None:
+        if self._request is not None:
+            x.request.headers = self._request(x.request.headers)
+        return None
+
+    def wrap_response(self, x, sink):
+        if self._response is None:
+            return None
+        return _EditedResponse(sink, self._response)
+
+
+@implementer(IPlugin, IFilterFactory)
+class HeadersFactory:
+    name = "headers"
+    help = "Add, set and remove request and response fields; hide backend banners."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> HeadersFilter:
+        o = Options(options, path, self.name, optional=("request", "response", "hide_banners"))
+        request = response = None
+        if "request" in o:
+            request = FieldEdits(header_rules(o.get("request"), o.where("request")),
+                                 o.where("request"))
+        rules = HeaderRules()
+        if "response" in o:
+            rules = header_rules(o.get("response"), o.where("response"))
+        if o.boolean("hide_banners", False):
+            rules = HeaderRules(remove=rules.remove + BANNERS, set=rules.set, add=rules.add)
+        if rules != HeaderRules():
+            response = FieldEdits(rules, o.where("response"))
+        if request is None and response is None:
+            raise ConfigError(path, "the headers filter needs request, response or "
+                                    "hide_banners = true")
+        return HeadersFilter(request, response)
+
+    __repr__ = factory_repr

@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_filters_ratelimit -*-
+"""
+Rate limits and connection limits per client.
+
+A rate limit lets each key (the client's address, a header's value, the
+route, or a combination) make C{rate} requests per second on average,
+with bursts of up to C{burst} at once.  It is the generic cell rate
+algorithm (GCRA), a token bucket that keeps one number per key: the
+I{theoretical arrival time} C{tat}, when the bucket will be full again.
+A request at time C{now} is allowed when C{tat + T - burst * T <= now}
+(C{T = 1 / rate}), and then moves C{tat} on by C{T}.  A refused request
+gets 429 with C{Retry-After} and the C{RateLimit-Limit},
+C{RateLimit-Remaining} and C{RateLimit-Reset} fields (IETF draft
+I{RateLimit header fields for HTTP}).
+
+The counters live in memory by default, one process's own.  With C{redis =
+"redis://..."} they live in Redis, updated by one Lua script per request
+(atomic, on Redis's own clock), so that every worker and machine sharing
+the server shares the limit.  When Redis does not answer in time, the
+process falls back on its own in-memory counters rather than holding or
+refusing requests.
+
+The client's address is the peer's unless the peer is a trusted proxy
+(L{client_ip}): rotating C{X-Forwarded-For} values does not make a client
+someone else.
+
+A connection limit (C{connection_limit}) caps the connections one client
+address holds open on a listener; the connections beyond are closed as
+soon as they are accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.components import factory_repr
+from twistproxy.config import ConfigError
+from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.options import Options
+from twistproxy.interfaces import IConnectionFilter, IFilterFactory, IRequestFilter
+
+# (allowed, seconds until allowed or further requests allowed now, seconds
+# until the bucket is full again)
+Decision = Tuple[bool, float, float]
+
+
+class MemoryBuckets:
+    """
+    GCRA state for many keys, in this process's memory.
+
+    Keys whose bucket is full again are forgotten when the table has
+    doubled since the last sweep, so memory follows the number of active
+    clients, not of all clients ever seen.
+    """
+
+    def __init__(self, clock, rate: float, burst: int):
+        self._clock = clock
+        self._interval = 1.0 / rate
+        self._burst = burst
+        self._tat: Dict[Any, float] = {}
+        self._sweep_at = 1024
+
+    def take(self, key) -> Decision:
+        """
+        Count one request of C{key}.
+        """
+        now = self._clock.seconds()
+        interval = self._interval
+        tats = self._tat
+        tat = tats.get(key, now)
+        if tat < now:
+            tat = now
+        new = tat + interval
+        allow_at = new - self._burst * interval
+        if now < allow_at:
+            return False, allow_at - now, tat - now
+        tats[key] = new
+        if len(tats) >= self._sweep_at:
+            self._sweep(now)
+        return True, now - allow_at, new - now
+
+    def _sweep(self, now: float) -> None:
+        self._tat = {k: t for k, t in self._tat.items() if t > now}
+        self._sweep_at = max(1024, 2 * len(self._tat))
+
+
+# KEYS[1]: the key.  ARGV: interval, burst, both as decimal strings.
+# Replies strings, since Redis truncates Lua numbers to integers.
+GCRA_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new = tat + interval
+local allow_at = new - burst * interval
+if now < allow_at then
+  return {0, tostring(allow_at - now), tostring(tat - now)}
+end
+redis.call('SET', KEYS[1], tostring(new), 'PX', math.ceil((new - now) * 1000) + 1)
+return {1, tostring(now - allow_at), tostring(new - now)}
+"""
+
+
+class RedisBuckets:
+    """
+    GCRA state in Redis, shared by every process that uses the same server
+    and zone.
+    """
+
+    log = Logger()
+
+    def __init__(self, address, clock, rate: float, burst: int, zone: str,
+                 fallback: MemoryBuckets, timeout: float):
+        """
+        @param address: The L{RedisAddress <twistproxy.redis.RedisAddress>},
+            connected to on the first request (not when a configuration is
+            only checked).
+        """
+        self._address = address
+        self._pool = None
+        self._clock = clock
+        self._args = [repr(1.0 / rate), str(burst)]
+        self._prefix = f"twistproxy:ratelimit:{zone}:"
+        self._fallback = fallback
+        self._timeout = timeout
+        self._failing = False
+
+    def take(self, key) -> "Deferred[Decision]":
+        if self._pool is None:
+            from twistproxy.redis import connect
+
+            self._pool = connect(self._address, self._timeout)
+        d = self._pool.eval(GCRA_SCRIPT, [self._prefix + _key_text(key)], self._args)
+        d.addTimeout(self._timeout, self._clock)
+        d.addCallbacks(self._decided, self._failed, errbackArgs=(key,))
+        return d
+
+    def _decided(self, reply) -> Decision:
+        if self._failing:
+            self._failing = False
+            self.log.info("rate limit: Redis answers again")
+        allowed, a, b = reply
+        return int(allowed) == 1, float(a), float(b)
+
+    def _failed(self, failure, key) -> Decision:
+        if not self._failing:
+            self._failing = True
+            self.log.error("rate limit: Redis failed ({error}); counting in this "
+                           "process until it answers", error=failure.getErrorMessage())
+        return self._fallback.take(key)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.disconnect()
+
+
+def _key_text(key) -> str:
+    return key if isinstance(key, str) else "\x1f".join(key)
+
+
+def _key_part(spec: str, path: str) -> Callable[[Any], str]:
+    if spec == "client":
+        return client_ip
+    if spec == "route":
+        return lambda x: x.route.route.name if x.route is not None else ""
+    if spec == "host":
+        return lambda x: x.host
+    if spec.startswith("header:") and len(spec) > 7:
+        name = spec[7:]
+        return lambda x: x.header(name) or ""
+    raise ConfigError(path, f"must be 'client', 'route', 'host' or 'header:NAME', not {spec!r}")
+
+
+@implementer(IRequestFilter)
+class RateLimitFilter:
+    """
+    Refuses the requests of a key beyond its rate.
+    """
+
+    def __init__(self, buckets, parts: List[Callable[[Any], str]], burst: int,
+                 status: int = 429):
+        self._buckets = buckets
+        self._parts = parts
+        self._one = parts[0] if len(parts) == 1 else None
+        self._burst = burst
+        self._status = status
+
+    def filter_request(self, x):
+        one = self._one
+        key = one(x) if one is not None else tuple(part(x) for part in self._parts)
+        decision = self._buckets.take(key)
+        if isinstance(decision, Deferred):
+            return decision.addCallback(self._verdict)
+        return self._verdict(decision)
+
+    def _verdict(self, decision: Decision) -> Optional[Answer]:
+        allowed, wait, reset = decision
+        if allowed:
+            return None
+        retry = str(max(1, math.ceil(wait))).encode("ascii")
+        return Answer(self._status, [
+            (b"Retry-After", retry),
+            (b"RateLimit-Limit", b"%d" % self._burst),
+            (b"RateLimit-Remaining", b"0"),
+            (b"RateLimit-Reset", retry),
+        ], reason="rate_limited")
+
+    def close(self) -> None:
+        close = getattr(self._buckets, "close", None)
+        if close is not None:
+            close()
+
+
+@implementer(IPlugin, IFilterFactory)
+class RateLimitFactory:
+    name = "rate_limit"
+    help = "Requests per second per client, header, route or host (GCRA), in memory or Redis."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> RateLimitFilter:
+        o = Options(options, path, self.name, required=("rate",), optional=(
+            "burst", "key", "status", "redis", "zone", "redis_timeout"))
+        rate = o.number("rate", 1.0)
+        burst = o.integer("burst", max(1, math.ceil(rate)), 1)
+        specs = o.strings("key") or ["client"]
+        parts = [_key_part(s, f"{o.where('key')}[{i}]") for i, s in enumerate(specs)]
+        buckets: Any = MemoryBuckets(reactor, rate, burst)
+        if "redis" in o:
+            from twistproxy.redis import parse_url
+
+            address = parse_url(o.get("redis"), o.where("redis"))
+            timeout = o.number("redis_timeout", 0.25)
+            zone = o.string("zone", path)
+            buckets = RedisBuckets(address, reactor, rate, burst, zone, buckets, timeout)
+        elif "zone" in o or "redis_timeout" in o:
+            raise ConfigError(o.where("zone" if "zone" in o else "redis_timeout"),
+                              "only with redis")
+        return RateLimitFilter(buckets, parts, burst, o.status("status", 429))
+
+    __repr__ = factory_repr
+
+
+@implementer(IConnectionFilter)
+class ConnectionLimit:
+    """
+    At most C{limit} open connections per client address.
+    """
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._open: Dict[str, int] = {}
+
+    def connection_made(self, address: str) -> bool:
+        count = self._open.get(address, 0)
+        if count >= self._limit:
+            return False
+        self._open[address] = count + 1
+        return True
+
+    def connection_lost(self, address: str) -> None:
+        count = self._open.get(address, 0) - 1
+        if count > 0:
+            self._open[address] = count
+        else:
+            self._open.pop(address, None)
+
+
+@implementer(IPlugin, IFilterFactory)
+class ConnectionLimitFactory:
+    name = "connection_limit"
+    help = "At most so many open connections per client address (listeners only)."
+
+    def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> ConnectionLimit:
+        o = Options(options, path, self.name, required=("max",))
+        return ConnectionLimit(o.integer("max", 0, 1))
+
+    __repr__ = factory_repr
