@@ -341,6 +341,9 @@ class Listener:
     @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
         its connection preface (prior knowledge).  TLS listeners always
         offer HTTP/2 by ALPN.
+    @ivar max_connections: Most client connections open on this listener
+        at once (within the global L{Limits.max_connections}); C{0} means
+        only the global limit applies.
     """
 
     name: str
@@ -349,6 +352,7 @@ class Listener:
     redirect_https: bool = False
     https_port: int = 443
     h2c: bool = False
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -365,6 +369,8 @@ class Timeouts:
     @ivar request_body: Between two reads of a request body.
     @ivar upstream_idle: An idle pooled connection to a backend is closed
         after this long.
+    @ivar send: How long a client's send buffer may stay full (the client
+        does not read what the proxy sends) before its connection is cut.
     """
 
     connect: float = 5.0
@@ -373,6 +379,7 @@ class Timeouts:
     request_head: float = 10.0
     request_body: float = 60.0
     upstream_idle: float = 30.0
+    send: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -383,11 +390,26 @@ class Limits:
     @ivar max_header_count: Header fields in a request; above it, 431.
     @ivar max_body_size: Bytes in a request body; above it, 413.  0 means
         no limit.
+    @ivar max_uri_length: Bytes in a request target; above it, 414.
+    @ivar max_requests_per_connection: Requests served on one client
+        connection (HTTP/1.1 keep-alive, or HTTP/2 streams) before the proxy
+        closes it gracefully; 0 means no limit.
+    @ivar max_connections: Client connections open at once over all
+        listeners; beyond it the listeners stop accepting until some close.
+        0 means derived from the open-file limit
+        (L{twistproxy.admission.file_budget}).
+    @ivar max_in_flight: Requests being forwarded at once; beyond it new
+        requests are answered 503 at once.  0 means derived from the
+        open-file limit, as for C{max_connections}.
     """
 
     max_head_size: int = 65536
     max_header_count: int = 100
     max_body_size: int = 1 << 30
+    max_uri_length: int = 8192
+    max_requests_per_connection: int = 1000
+    max_connections: int = 0
+    max_in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -1118,7 +1140,8 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
         table = _table(listener, listener_path,
-                       ("endpoint", "tls", "redirect_https", "https_port", "h2c"))
+                       ("endpoint", "tls", "redirect_https", "https_port", "h2c",
+                        "max_connections"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1148,6 +1171,9 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
             if kwargs["https_port"] > 65535:
                 raise ConfigError(port_path, "must be at most 65535")
+        if "max_connections" in table:
+            kwargs["max_connections"] = _integer(
+                table["max_connections"], _key(listener_path, "max_connections"), 0)
         listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
 
@@ -1327,13 +1353,17 @@ def _timeouts(value: object, path: str) -> Timeouts:
         "request_head",
         "request_body",
         "upstream_idle",
+        "send",
     )
     table = _table(value, path, known)
     return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
 
 
 def _limits(value: object, path: str) -> Limits:
-    table = _table(value, path, ("max_head_size", "max_header_count", "max_body_size"))
+    table = _table(value, path, (
+        "max_head_size", "max_header_count", "max_body_size", "max_uri_length",
+        "max_requests_per_connection", "max_connections", "max_in_flight",
+    ))
     kwargs = {}
     if "max_head_size" in table:
         kwargs["max_head_size"] = _size(
@@ -1347,6 +1377,13 @@ def _limits(value: object, path: str) -> Limits:
         kwargs["max_body_size"] = _size(
             table["max_body_size"], _key(path, "max_body_size"), 0
         )
+    if "max_uri_length" in table:
+        kwargs["max_uri_length"] = _size(
+            table["max_uri_length"], _key(path, "max_uri_length"), 256
+        )
+    for name in ("max_requests_per_connection", "max_connections", "max_in_flight"):
+        if name in table:
+            kwargs[name] = _integer(table[name], _key(path, name), 0)
     return Limits(**kwargs)
 
 

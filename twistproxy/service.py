@@ -28,6 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twistproxy.accesslog import AccessLog
+from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.http.forwarder import Forwarder, make_group
@@ -87,15 +88,20 @@ def validate(config: ProxyConfig) -> None:
 class _ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
+
+    @ivar quota: The connection quota whose fullness pauses accepting, or
+        C{None}.
     """
 
     log = Logger()
 
-    def __init__(self, name: str, description: str, endpoint, factory):
+    def __init__(self, name: str, description: str, endpoint, factory,
+                 quota: Optional[Quota] = None):
         self.name = name
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
+        self.quota = quota
         self.port = None
 
     def startService(self) -> None:
@@ -109,6 +115,9 @@ class _ListenerService(Service):
 
     def _listening(self, port) -> None:
         self.port = port
+        if self.quota is not None and hasattr(port, "stopReading"):
+            # A reactor's own port: it can pause accepting when full.
+            self.quota.watch(port)
         host = port.getHost()
         self.log.info(
             "twistproxy listener {name} listening on {address}",
@@ -120,6 +129,8 @@ class _ListenerService(Service):
         Service.stopService(self)
         if self.port is not None:
             port, self.port = self.port, None
+            if self.quota is not None:
+                self.quota.unwatch(port)
             return port.stopListening()
 
 
@@ -148,6 +159,8 @@ class ProxyService(MultiService):
         self.locator, self.forwarder = _pipeline(config, reactor)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
+        # Shared by every listener: the limits are the process's.
+        self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -167,18 +180,30 @@ class ProxyService(MultiService):
                     f"invalid endpoint {listener.endpoint!r}: {e}",
                     config.source,
                 )
-            factory = self.factory
+            options: Dict[str, Any] = {}
+            if listener.max_connections:
+                # A factory of its own, so that its connections are counted
+                # apart (and within the global count).
+                options["connections"] = Quota(
+                    f"client connections on listener {listener.name}",
+                    listener.max_connections, reactor, parent=self.connections)
             if listener.tls is not None:
-                factory = self._terminate_tls(listener)
+                factory = self._terminate_tls(listener, options)
             elif listener.redirect_https:
-                factory = self._factory(b"http", redirect_port=listener.https_port)
+                factory = self._factory(b"http", redirect_port=listener.https_port, **options)
             elif listener.h2c:
-                factory = self._factory(b"http", h2c=True)
+                factory = self._factory(b"http", h2c=True, **options)
             elif listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS:
                 # Backends are told the client came over https.
-                tls_factory = tls_factory or self._factory(b"https")
-                factory = tls_factory
-            service = _ListenerService(listener.name, listener.endpoint, endpoint, factory)
+                if options:
+                    factory = self._factory(b"https", **options)
+                else:
+                    tls_factory = tls_factory or self._factory(b"https")
+                    factory = tls_factory
+            else:
+                factory = self._factory(b"http", **options) if options else self.factory
+            service = _ListenerService(listener.name, listener.endpoint, endpoint, factory,
+                                       options.get("connections", self.connections))
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
@@ -218,7 +243,7 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _terminate_tls(self, listener):
+    def _terminate_tls(self, listener, options):
         """
         The factory of a listener with a C{tls} table: HTTP inside TLS
         terminated with the listener's certificates.
@@ -227,7 +252,7 @@ class ProxyService(MultiService):
         path = f"listeners.{listener.name}.tls"
         http_factory = self._factory(
             b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject, http2=True,
+            peer_identity=peer_subject, http2=True, **options,
         )
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
@@ -260,6 +285,7 @@ class ProxyService(MultiService):
 
     def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
         config = self.config
+        options.setdefault("connections", self.connections)
         factory = HTTPServerFactory(
             self.reactor,
             self.forwarder,
@@ -269,6 +295,7 @@ class ProxyService(MultiService):
             via=config.forwarding.via,
             on_exchange_end=self._exchange_ended,
             scheme=scheme,
+            in_flight=self.in_flight,
             **options,
         )
         self._http_factories.append(factory)
@@ -368,6 +395,9 @@ class ProxyService(MultiService):
         self.forwarder, self.locator, self.config = forwarder, locator, new
         for factory in self._http_factories:
             factory.configure(new, forwarder)
+        budget = file_budget()
+        self.connections.set_limit(new.limits.max_connections or budget)
+        self.in_flight.set_limit(new.limits.max_in_flight or budget)
         if self.running:
             self._start_groups(forwarder)
         old_forwarder.close()
