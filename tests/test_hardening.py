@@ -549,6 +549,16 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(c.status(sid), b"414")
         self.assertEqual(self.p.backend_attempts(), [])
 
+    def test_header_list_too_large(self):
+        """
+        A header list larger than max_head_size (advertised as
+        SETTINGS_MAX_HEADER_LIST_SIZE) gets 431 and reaches no backend.
+        """
+        c = self.client(limits=Limits(max_head_size=4096))
+        sid = c.request(_request(extra=[(b"x-big", b"a" * 4000)]))
+        self.assertEqual(c.status(sid), b"431")
+        self.assertEqual(self.p.backend_attempts(), [])
+
     def test_overload_503(self):
         """
         Beyond max_in_flight a stream is answered 503 with retry-after.
