@@ -20,6 +20,7 @@ import socket
 import time
 
 from twisted.internet import defer, reactor
+from twisted.internet.threads import blockingCallFromThread
 
 from tests.e2e_support import HOST, RawClient, WatchedProxyProcess, write_config
 from tests.test_e2e import _Generator, _ok, _ProxyTestCase, _RSSSampler
@@ -197,7 +198,7 @@ class SlowClientTests(_AbuseTestCase):
         for s in socks:
             self.assertIsNotNone(s.closed_after)
             self.assertGreater(s.closed_after, 1.5)
-            self.assertLess(s.closed_after, 4.0)
+            self.assertLess(s.closed_after, 6.0)
             self.assertTrue(s.received.startswith(b"HTTP/1.1 408 "), s.received[:40])
         self.assertGreater(len(statuses), 10)
         self.assertEqual(set(statuses), {200})
@@ -238,7 +239,7 @@ class SlowClientTests(_AbuseTestCase):
         for resp, elapsed, closed in results:
             self.assertEqual(resp.status, 408)
             self.assertGreater(elapsed, 1.5)
-            self.assertLess(elapsed, 4.0)
+            self.assertLess(elapsed, 6.0)
             self.assertTrue(closed)
         self.assertEqual(set(statuses), {200})
         self.assertLess(slowest, CANARY_LIMIT)
@@ -246,6 +247,50 @@ class SlowClientTests(_AbuseTestCase):
         self.assertEqual(len([r for r in origin.requests if r.target == b"/up"]), 10)
         yield self._wait_for(lambda: origin.connections_lost >= 10, 5,
                              "the origin connections of the stalled uploads to close")
+
+    @staticmethod
+    def _dribbled_post(port: int):
+        """
+        In a thread: a POST whose 100000 bytes come 10 every 0.1 s.
+
+        @return: (response or None, seconds until the proxy answered).
+        """
+        client = RawClient(port, timeout=10)
+        try:
+            client.send(b"POST /up HTTP/1.1\r\nHost: abuse.test\r\n"
+                        b"Content-Length: 100000\r\n\r\n")
+            started = time.monotonic()
+            client.sock.settimeout(0.1)
+            while time.monotonic() - started < 10:
+                try:
+                    client.send(b"x" * 10)
+                    client._fill()
+                    break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return None, time.monotonic() - started
+            elapsed = time.monotonic() - started
+            client.sock.settimeout(5)
+            return client.read_response(), elapsed
+        finally:
+            client.close()
+
+    @defer.inlineCallbacks
+    def test_dribbled_post(self):
+        """
+        With limits.min_body_rate = 1000, a body trickled in at 100 bytes
+        a second is answered 408 about when the body timeout (2 s here)
+        runs out, although it never stalls.
+        """
+        origin = self.ok_origin()
+        proxy = yield self.start_config(
+            origin.port, "[timeouts]\nrequest_body = 2\n[limits]\nmin_body_rate = 1000\n")
+        resp, elapsed = yield self.in_thread(self._dribbled_post, proxy.port)
+        self.assertIsNotNone(resp)
+        self.assertEqual(resp.status, 408)
+        self.assertGreater(elapsed, 1.5)
+        self.assertLess(elapsed, 6.0)
 
     @defer.inlineCallbacks
     def test_body_too_large_never_reaches_origin(self):
@@ -329,14 +374,17 @@ class FloodTests(_AbuseTestCase):
     """
 
     @staticmethod
-    def _flood(port: int, limit: int, flood: int):
+    def _flood(port: int, limit: int, flood: int, snapshot):
         """
         In a thread: a canary connection, then connections up to C{limit}
         held open, then C{flood} more (non-blocking connects); the canary
         makes requests during the flood, and each flood connection that
         connected sends a GET.
 
-        @return: (canary statuses, slowest, flood connections answered).
+        @param snapshot: Called (in the reactor thread) before the
+            connections close, for what the origin has received by then.
+        @return: (canary statuses, slowest, flood connections answered,
+            what C{snapshot} returned).
         """
         canary = RawClient(port, timeout=10)
         holders, floods = [], []
@@ -372,7 +420,7 @@ class FloodTests(_AbuseTestCase):
                 _closed(s)
                 if s.received.startswith(b"HTTP/1.1 "):
                     answered += 1
-            return statuses, slowest, answered
+            return statuses, slowest, answered, blockingCallFromThread(reactor, snapshot)
         finally:
             canary.close()
             for s in holders + floods:
@@ -390,13 +438,16 @@ class FloodTests(_AbuseTestCase):
         origin = self.ok_origin()
         proxy = yield self.start_config(
             origin.port, "[timeouts]\nrequest_head = 30\n", listener="max_connections = 20\n")
-        statuses, slowest, answered = yield self.in_thread(self._flood, proxy.port, 20, 300)
+        statuses, slowest, answered, received = yield self.in_thread(
+            self._flood, proxy.port, 20, 300, lambda: [r.target for r in origin.requests])
         self.log.info("flood: canary slowest {slow:.3f}s, flood answered {n}",
                       slow=slowest, n=answered)
         self.assertEqual(statuses, [200] * 20)
         self.assertLess(slowest, CANARY_LIMIT)
         self.assertEqual(answered, 0)
-        self.assertEqual([r.target for r in origin.requests], [b"/canary"] * 21)
+        # (Once the flood closes, the proxy accepts what waited in the
+        # kernel's queue, and may forward a request sent before the close.)
+        self.assertEqual(received, [b"/canary"] * 21)
         self.assertIsNotNone(proxy.find_line(
             "limit of 20 client connections on listener main reached"))
         resp, _ = yield self.in_thread(_timed_get, proxy.port, b"/after")

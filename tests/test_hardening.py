@@ -7,6 +7,7 @@ clients, size and count limits, connection and in-flight quotas
 from __future__ import annotations
 
 from h2.errors import ErrorCodes
+from h2.events import ResponseReceived
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -69,8 +70,8 @@ class ConfigTests(SynchronousTestCase):
         limits = Limits()
         self.assertEqual(
             (limits.max_uri_length, limits.max_requests_per_connection,
-             limits.max_connections, limits.max_in_flight),
-            (8192, 1000, 0, 0),
+             limits.max_connections, limits.max_in_flight, limits.min_body_rate),
+            (8192, 1000, 0, 0, 0),
         )
         self.assertEqual(Listener("a", "tcp:1").max_connections, 0)
 
@@ -88,12 +89,14 @@ max_uri_length = "4k"
 max_requests_per_connection = 10
 max_connections = 300
 max_in_flight = 200
+min_body_rate = 500
 """)
         self.assertEqual(config.timeouts.send, 5.0)
         self.assertEqual(
             (config.limits.max_uri_length, config.limits.max_requests_per_connection,
-             config.limits.max_connections, config.limits.max_in_flight),
-            (4096, 10, 300, 200),
+             config.limits.max_connections, config.limits.max_in_flight,
+             config.limits.min_body_rate),
+            (4096, 10, 300, 200, 500),
         )
         self.assertEqual(config.listeners[0].max_connections, 50)
 
@@ -287,6 +290,62 @@ class SlowClientTests(_HTTPCase):
         p.reactor.advance(3)
         client.send(b"Host: a\r\n")
         p.reactor.advance(2.5)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 408 "))
+
+    def _dribbled_body(self, p):
+        """
+        A POST whose 100000 bytes come 10 at a time, each second.
+        """
+        client = p.connect_client()
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n")
+        backend = p.accept_backend()
+        for _ in range(100):
+            if client.closed:
+                break
+            client.send(b"x" * 10)
+            p.reactor.advance(1)
+        return client, backend
+
+    def test_min_body_rate(self):
+        """
+        With min_body_rate, a body trickling in slower than that rate is
+        answered 408 once the time its bytes earned has run out, however
+        regularly it comes.
+        """
+        p = self.proxy(timeouts=Timeouts(request_body=20), limits=Limits(min_body_rate=100))
+        client, backend = self._dribbled_body(p)
+        self.assertTrue(client.closed)
+        # 20 s, plus 0.1 s earned by each read of 10 bytes.
+        self.assertLess(p.reactor.seconds(), 24)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(backend.transport.disconnecting)
+
+    def test_no_min_body_rate(self):
+        """
+        Without min_body_rate (the default) the body timeout runs between
+        two reads: a body trickling in regularly goes on.
+        """
+        p = self.proxy(timeouts=Timeouts(request_body=20))
+        client, _ = self._dribbled_body(p)
+        self.assertFalse(client.closed)
+
+    def test_body_timeout_stops_while_backend_is_full(self):
+        """
+        While the backend does not take the body, the client is not timed
+        out for not sending it; the body timeout starts again when the
+        backend takes more.
+        """
+        p = self.proxy(timeouts=Timeouts(request_body=20))
+        client = p.connect_client()
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n123")
+        backend = p.accept_backend()
+        backend.transport.producer.pauseProducing()
+        p.reactor.advance(100)
+        self.assertFalse(client.closed)
+        backend.transport.producer.resumeProducing()
+        p.reactor.advance(19)
+        self.assertFalse(client.closed)
+        p.reactor.advance(2)
         self.assertTrue(client.received().startswith(b"HTTP/1.1 408 "))
 
     def _stuck_download(self, p):
@@ -593,6 +652,42 @@ class H2Tests(SynchronousTestCase):
         c.transport.producer.pauseProducing()
         self.p.reactor.advance(21)
         self.assertTrue(c.transport.disconnected)
+
+    def test_min_body_rate(self):
+        """
+        With min_body_rate, a stream body trickling in slower than that
+        rate is answered 408.
+        """
+        c = self.client(timeouts=Timeouts(request_body=20), limits=Limits(min_body_rate=100))
+        sid = c.request(_request(method=b"POST"), body=b"x" * 10, end=False)
+        self.p.accept_backend()
+        for _ in range(40):
+            c.conn.send_data(sid, b"x" * 10)
+            c.send()
+            self.p.reactor.advance(1)
+            c.pump()
+            if c.of(sid, ResponseReceived):
+                break
+        self.assertEqual(c.status(sid), b"408")
+        self.assertLess(self.p.reactor.seconds(), 24)
+
+    def test_rapid_reset_bounded(self):
+        """
+        A client that opens and at once resets stream after stream ("rapid
+        reset") gets GOAWAY after max_requests_per_connection of them:
+        no more are forwarded on that connection.
+        """
+        c = self.client(limits=Limits(max_requests_per_connection=50))
+        for _ in range(60):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, _request(), end_stream=True)
+            c.conn.reset_stream(sid)
+        c.protocol.dataReceived(c.conn.data_to_send())
+        frames = _frames(c.transport.value())
+        [goaway] = [f for f in frames if isinstance(f, GoAwayFrame)]
+        self.assertEqual(goaway.last_stream_id, 99)
+        self.assertLessEqual(len(self.p.backend_attempts()), 50)
+        self.assertEqual(c.protocol.requests, 50)
 
     def test_max_requests_per_connection(self):
         """

@@ -401,6 +401,10 @@ class Limits:
     @ivar max_in_flight: Requests being forwarded at once; beyond it new
         requests are answered 503 at once.  0 means derived from the
         open-file limit, as for C{max_connections}.
+    @ivar min_body_rate: Bytes per second a request body must average:
+        each read then extends the body timeout only by the time its bytes
+        earn at this rate (never beyond C{timeouts.request_body}).  0
+        means none: the body timeout runs between two reads.
     """
 
     max_head_size: int = 65536
@@ -410,6 +414,7 @@ class Limits:
     max_requests_per_connection: int = 1000
     max_connections: int = 0
     max_in_flight: int = 0
+    min_body_rate: int = 0
 
 
 @dataclass(frozen=True)
@@ -1363,6 +1368,7 @@ def _limits(value: object, path: str) -> Limits:
     table = _table(value, path, (
         "max_head_size", "max_header_count", "max_body_size", "max_uri_length",
         "max_requests_per_connection", "max_connections", "max_in_flight",
+        "min_body_rate",
     ))
     kwargs = {}
     if "max_head_size" in table:
@@ -1381,7 +1387,8 @@ def _limits(value: object, path: str) -> Limits:
         kwargs["max_uri_length"] = _size(
             table["max_uri_length"], _key(path, "max_uri_length"), 256
         )
-    for name in ("max_requests_per_connection", "max_connections", "max_in_flight"):
+    for name in ("max_requests_per_connection", "max_connections", "max_in_flight",
+                 "min_body_rate"):
         if name in table:
             kwargs[name] = _integer(table[name], _key(path, name), 0)
     return Limits(**kwargs)

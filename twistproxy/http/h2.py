@@ -411,7 +411,9 @@ class H2Stream(Waiting):
             return
         self._body_in.append((data, flow))
         if self._attached:
-            self._set_timer(_T_BODY, conn._factory.timeouts.request_body)
+            factory = conn._factory
+            self._earn_time(_T_BODY, factory.timeouts.request_body,
+                            factory.limits.min_body_rate, len(data))
             self._drain_body()
 
     def _end_of_body(self) -> None:

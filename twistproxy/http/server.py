@@ -243,7 +243,9 @@ class HTTPServerProtocol(ClientCodec):
         else:
             self._buffer = data
         if self._state == _BODY and self._attached:
-            self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+            factory = self._factory
+            self._earn_time(_T_BODY, factory.timeouts.request_body,
+                            factory.limits.min_body_rate, len(data))
         self._process()
         if self._state == _BODY:
             # More of this request body is to come.
@@ -430,6 +432,12 @@ class HTTPServerProtocol(ClientCodec):
             self._pause(_PAUSE_UPSTREAM)
         else:
             self._resume(_PAUSE_UPSTREAM)
+        if self._state == _BODY and self._attached:
+            # While the backend is the slow one, the client is not to blame.
+            if full:
+                self._set_timer(_T_NONE, 0)
+            else:
+                self._set_timer(_T_BODY, self._factory.timeouts.request_body)
 
     def informational(self, x: Exchange, resp) -> None:
         """
