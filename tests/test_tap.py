@@ -185,6 +185,24 @@ class SignalTests(SynchronousTestCase):
         self.service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), self.saved[signal.SIGHUP])
 
+    def test_installed_before_listeners(self):
+        """
+        Under twistd the handlers are installed by privilegedStartService,
+        before any service starts (and a listener says it listens);
+        startService then leaves them, and stopping restores those from
+        before.
+        """
+        import signal
+
+        self.service.stopService()
+        before = signal.getsignal(signal.SIGHUP)
+        service = tap._Signals(self.reactor, self.proxy)
+        service.privilegedStartService()
+        self.assertNotEqual(signal.getsignal(signal.SIGHUP), before)
+        service.startService()
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
     def test_term_twice(self):
         """
         The first SIGTERM stops the reactor (a graceful shutdown); a second

@@ -114,8 +114,20 @@ class _Signals(Service):
         self._previous = {}
         self._terminating = False
 
+    def privilegedStartService(self) -> None:
+        # twistd calls this on every service before any startService: the
+        # handlers are then in place before a listener starts and says so
+        # (a SIGHUP sent as soon as the proxy listens would kill it).
+        super().privilegedStartService()
+        self._install()
+
     def startService(self) -> None:
         super().startService()
+        self._install()
+
+    def _install(self) -> None:
+        if self._previous:
+            return
         handlers = {"SIGHUP": self._hangup, "SIGUSR1": self._user1, "SIGTERM": self._terminate}
         for name, handler in handlers.items():
             number = getattr(signal, name, None)
