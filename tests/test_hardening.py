@@ -754,6 +754,22 @@ class ServiceTests(SynchronousTestCase):
         self.assertIs(main.in_flight, other.in_flight)
         self.assertEqual(service.in_flight.limit, 50)
 
+    def test_reload_changes_limits(self):
+        """
+        A reloaded configuration changes the global limits of the running
+        service.
+        """
+        from twistproxy.config import load
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(_MINIMAL + "[limits]\nmax_connections = 10\nmax_in_flight = 5\n")
+        service = ProxyService(load(path), MemoryReactorClock())
+        with open(path, "w") as f:
+            f.write(_MINIMAL + "[limits]\nmax_connections = 20\nmax_in_flight = 7\n")
+        self.assertEqual(service.reload(), [])
+        self.assertEqual((service.connections.limit, service.in_flight.limit), (20, 7))
+
     def test_port_paused(self):
         """
         The listening port of a full listener stops accepting, and accepts
