@@ -385,8 +385,10 @@ class Listener:
     @ivar proxy_protocol: CIDRs of the peers (load balancers) that must
         open their connections with a PROXY protocol header, v1 or v2; the
         address it names is then the client's.  Empty: no PROXY protocol.
-    @ivar max_connections: On a C{tcp} listener, the most client
-        connections relayed at once (further ones are closed); 0: no limit.
+    @ivar max_connections: Most client connections open on this listener
+        at once (within the global L{Limits.max_connections}); C{0} means
+        only the global limit applies.  An HTTP listener stops accepting
+        while it is full; a C{tcp} listener closes further connections.
     @ivar max_sessions: On a C{udp} listener, the most client sessions at
         once (datagrams from further clients are dropped).
     @ivar filters: The listener's filters, in order, run before routing.
@@ -440,6 +442,8 @@ class Timeouts:
         direction is closed after this long.
     @ivar udp_idle: A UDP session with no datagram in either direction
         ends after this long.
+    @ivar send: How long a client's send buffer may stay full (the client
+        does not read what the proxy sends) before its connection is cut.
     """
 
     connect: float = 5.0
@@ -450,6 +454,7 @@ class Timeouts:
     upstream_idle: float = 30.0
     tcp_idle: float = 600.0
     udp_idle: float = 30.0
+    send: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -460,11 +465,31 @@ class Limits:
     @ivar max_header_count: Header fields in a request; above it, 431.
     @ivar max_body_size: Bytes in a request body; above it, 413.  0 means
         no limit.
+    @ivar max_uri_length: Bytes in a request target; above it, 414.
+    @ivar max_requests_per_connection: Requests served on one client
+        connection (HTTP/1.1 keep-alive, or HTTP/2 streams) before the proxy
+        closes it gracefully; 0 means no limit.
+    @ivar max_connections: Client connections open at once over all
+        listeners; beyond it the listeners stop accepting until some close.
+        0 means derived from the open-file limit
+        (L{twistproxy.admission.file_budget}).
+    @ivar max_in_flight: Requests being forwarded at once; beyond it new
+        requests are answered 503 at once.  0 means derived from the
+        open-file limit, as for C{max_connections}.
+    @ivar min_body_rate: Bytes per second a request body must average:
+        each read then extends the body timeout only by the time its bytes
+        earn at this rate (never beyond C{timeouts.request_body}).  0
+        means none: the body timeout runs between two reads.
     """
 
     max_head_size: int = 65536
     max_header_count: int = 100
     max_body_size: int = 1 << 30
+    max_uri_length: int = 8192
+    max_requests_per_connection: int = 1000
+    max_connections: int = 0
+    max_in_flight: int = 0
+    min_body_rate: int = 0
 
 
 @dataclass(frozen=True)
@@ -1285,8 +1310,8 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
 _ONLY_FOR = {
     "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
     "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
-    "proxy_protocol": ("http", "tcp"), "max_connections": ("tcp",),
-    "max_sessions": ("udp",),
+    "proxy_protocol": ("http", "tcp"), "max_connections": ("http", "tcp"),
+    "max_sessions": ("udp",), "filters": ("http",),
 }
 
 
@@ -1544,13 +1569,18 @@ def _timeouts(value: object, path: str) -> Timeouts:
         "upstream_idle",
         "tcp_idle",
         "udp_idle",
+        "send",
     )
     table = _table(value, path, known)
     return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
 
 
 def _limits(value: object, path: str) -> Limits:
-    table = _table(value, path, ("max_head_size", "max_header_count", "max_body_size"))
+    table = _table(value, path, (
+        "max_head_size", "max_header_count", "max_body_size", "max_uri_length",
+        "max_requests_per_connection", "max_connections", "max_in_flight",
+        "min_body_rate",
+    ))
     kwargs = {}
     if "max_head_size" in table:
         kwargs["max_head_size"] = _size(
@@ -1564,6 +1594,14 @@ def _limits(value: object, path: str) -> Limits:
         kwargs["max_body_size"] = _size(
             table["max_body_size"], _key(path, "max_body_size"), 0
         )
+    if "max_uri_length" in table:
+        kwargs["max_uri_length"] = _size(
+            table["max_uri_length"], _key(path, "max_uri_length"), 256
+        )
+    for name in ("max_requests_per_connection", "max_connections", "max_in_flight",
+                 "min_body_rate"):
+        if name in table:
+            kwargs[name] = _integer(table[name], _key(path, name), 0)
     return Limits(**kwargs)
 
 

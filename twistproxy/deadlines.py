@@ -76,6 +76,19 @@ class Waiting:
         self._timer_kind = kind
         self.deadline = NEVER if kind == 0 else self._clock.seconds() + seconds
 
+    def _earn_time(self, kind: int, seconds: float, rate: int, size: int) -> None:
+        """
+        Renew the wait C{kind} after C{size} bytes arrived: for C{seconds}
+        from now or, with a minimum C{rate} (bytes per second), by only
+        the time those bytes earn at that rate, so that a client trickling
+        bytes cannot keep the wait going for ever.  Either way it never
+        ends later than C{seconds} from now.
+        """
+        if rate and self._timer_kind == kind:
+            self.deadline = min(self._clock.seconds() + seconds, self.deadline + size / rate)
+        else:
+            self._set_timer(kind, seconds)
+
     def expired(self) -> None:
         kind = self._timer_kind
         self._timer_kind = 0

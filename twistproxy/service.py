@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twistproxy.accesslog import AccessLog, rotate
+from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.filters.chain import FilterChain, build_chain
@@ -112,15 +113,19 @@ class _ListenerService(Service):
     @ivar listener: The listener's name.  (Not the service's C{name}: a
         reload starts a listener's new endpoint before it stops the old
         one, and a parent service refuses two children of the same name.)
+    @ivar quota: The connection quota whose fullness pauses accepting, or
+        C{None}.
     """
 
     log = Logger()
 
-    def __init__(self, listener: str, description: str, endpoint, factory):
+    def __init__(self, listener: str, description: str, endpoint, factory,
+                 quota: Optional[Quota] = None):
         self.listener = listener
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
+        self.quota = quota
         self.port = None
 
     def startService(self) -> None:
@@ -134,6 +139,7 @@ class _ListenerService(Service):
 
     def _listening(self, port) -> None:
         self.port = port
+        self.watch()
         host = port.getHost()
         self.log.info(
             "twistproxy listener {name} listening on {address}",
@@ -144,8 +150,21 @@ class _ListenerService(Service):
     def stopService(self):
         Service.stopService(self)
         if self.port is not None:
+            self.unwatch()
             port, self.port = self.port, None
             return port.stopListening()
+
+    def watch(self) -> None:
+        """
+        Have the quota pause accepting on the port whenever it is full.
+        """
+        if self.quota is not None and hasattr(self.port, "stopReading"):
+            # A reactor's own port: it can pause accepting when full.
+            self.quota.watch(self.port)
+
+    def unwatch(self) -> None:
+        if self.quota is not None and self.port is not None:
+            self.quota.unwatch(self.port)
 
 
 class ProxyService(MultiService):
@@ -187,6 +206,8 @@ class ProxyService(MultiService):
         self._stream_factories: List[Any] = []
         # The listeners' filters (the routes' belong to the forwarder).
         self._filter_chains: List[FilterChain] = []
+        # Shared by every listener: the limits are the process's.
+        self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -236,7 +257,19 @@ class ProxyService(MultiService):
                 config.source,
             )
         factory = self.factory
+        options: Dict[str, Any] = {}
         filters = self._listener_filters(listener, config)
+        if filters is not None:
+            options["filters"] = filters
+        quota = None
+        if listener.protocol == "http":
+            quota = self.connections
+            if listener.max_connections:
+                # A factory of its own, so that its connections are counted
+                # apart (and within the global count).
+                quota = options["connections"] = Quota(
+                    f"client connections on listener {listener.name}",
+                    listener.max_connections, self.reactor, parent=self.connections)
         tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
         if listener.protocol == "udp":
             factory = UDPProxy(
@@ -246,14 +279,14 @@ class ProxyService(MultiService):
         elif listener.protocol == "tcp":
             factory = self._relay(listener, config)
         elif listener.tls is not None:
-            factory = self._terminate_tls(listener, config, filters)
+            factory = self._terminate_tls(listener, config, options)
         elif listener.redirect_https:
-            factory = self._factory(b"http", redirect_port=listener.https_port)
-        elif listener.h2c or filters is not None:
-            # A factory of its own: its options or filters are not the
-            # other listeners'.
+            factory = self._factory(b"http", redirect_port=listener.https_port, **options)
+        elif listener.h2c or options:
+            # A factory of its own: its options, filters or connection
+            # count are not the other listeners'.
             factory = self._factory(b"https" if tls_endpoint else b"http",
-                                    h2c=listener.h2c, filters=filters)
+                                    h2c=listener.h2c, **options)
         elif tls_endpoint:
             # Backends are told the client came over https.
             if self._https_factory is None:
@@ -265,7 +298,7 @@ class ProxyService(MultiService):
             factory = ProxyHeaderFactory(
                 factory, TrustedProxies(listener.proxy_protocol).__contains__,
                 self.reactor, config.timeouts.request_head)
-        return _ListenerService(listener.name, listener.endpoint, endpoint, factory)
+        return _ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
 
     def status(self) -> Dict[str, Any]:
         """
@@ -333,7 +366,7 @@ class ProxyService(MultiService):
             self._filter_chains.append(chain)
         return chain
 
-    def _terminate_tls(self, listener: Listener, config: ProxyConfig, filters):
+    def _terminate_tls(self, listener: Listener, config: ProxyConfig, options):
         """
         The factory of a listener with a C{tls} table: HTTP inside TLS
         terminated with the listener's certificates.
@@ -342,7 +375,7 @@ class ProxyService(MultiService):
         path = f"listeners.{listener.name}.tls"
         http_factory = self._factory(
             b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject, http2=True, filters=filters,
+            peer_identity=peer_subject, http2=True, **options,
         )
         try:
             factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
@@ -375,6 +408,7 @@ class ProxyService(MultiService):
 
     def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
         config = self.config
+        options.setdefault("connections", self.connections)
         factory = HTTPServerFactory(
             self.reactor,
             self.forwarder,
@@ -384,6 +418,7 @@ class ProxyService(MultiService):
             via=config.forwarding.via,
             on_exchange_end=self._exchange_ended,
             scheme=scheme,
+            in_flight=self.in_flight,
             **options,
         )
         self._http_factories.append(factory)
@@ -497,6 +532,9 @@ class ProxyService(MultiService):
         self.forwarder, self.locator, self.config = forwarder, locator, new
         for factory in self._http_factories + self._stream_factories:
             factory.configure(new, forwarder)
+        budget = file_budget()
+        self.connections.set_limit(new.limits.max_connections or budget)
+        self.in_flight.set_limit(new.limits.max_in_flight or budget)
         if self.running:
             self._start_groups(forwarder)
         retire()
@@ -562,6 +600,10 @@ class ProxyService(MultiService):
                 # New connections are built by the new factory; the open
                 # ones keep theirs.
                 old_service.port.factory = service.factory
+                if old_service.quota is not service.quota:
+                    old_service.unwatch()
+                    old_service.quota = service.quota
+                    old_service.watch()
         for service in started:
             self.listeners[service.listener] = service
         for name in list(self.listeners):

@@ -57,6 +57,8 @@ class Exchange:
     @ivar sink: Where the response goes (an L{IResponseSink}): the
         downstream protocol itself, or a cache or response filter wrapping
         it.
+    @ivar admitted: Whether it holds a place among the requests in flight
+        (L{twistproxy.admission}), given back when it ends.
     """
 
     __slots__ = (
@@ -64,7 +66,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "tried", "response_fields", "pinned", "sink",
+        "tried", "response_fields", "pinned", "sink", "admitted",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -92,6 +94,7 @@ class Exchange:
         self.response_fields = None
         self.pinned = None
         self.sink = downstream
+        self.admitted = False
 
     @property
     def method(self) -> str:

@@ -67,6 +67,7 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -74,7 +75,7 @@ from twistproxy.deadlines import Waiting
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
-from twistproxy.http.server import ClientCodec
+from twistproxy.http.server import RETRY_AFTER, ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
     _HOST,
@@ -135,7 +136,10 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     cookies = []
     hosts = []
     lengths = []
+    # As RFC 9113 counts a header list: 32 bytes of overhead per field.
+    size = 0
     for name, value in fields:
+        size += len(name) + len(value) + 32
         if name[:1] == b":":
             if headers or cookies:
                 raise ParseError(400, "bad_pseudo_header")
@@ -165,10 +169,15 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
         headers.append((_COOKIE, b"; ".join(cookies)))
     if len(headers) > limits.max_header_count:
         raise ParseError(431, "too_many_headers")
+    if size > limits.max_head_size:
+        # h2 only enforces its own default (64 KiB), whatever is advertised.
+        raise ParseError(431, "head_too_large")
     if method == b"CONNECT":
         raise ParseError(501, "connect_not_supported")
     if method is None or target is None or scheme is None:
         raise ParseError(400, "missing_pseudo_header")
+    if len(target) > limits.max_uri_length:
+        raise ParseError(414, "uri_too_long")
     if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
         raise ParseError(400, "bad_request_target")
     if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
@@ -413,7 +422,9 @@ class H2Stream(Waiting):
             return
         self._body_in.append((data, flow))
         if self._attached:
-            self._set_timer(_T_BODY, conn._factory.timeouts.request_body)
+            factory = conn._factory
+            self._earn_time(_T_BODY, factory.timeouts.request_body,
+                            factory.limits.min_body_rate, len(data))
             self._drain_body()
 
     def _end_of_body(self) -> None:
@@ -530,9 +541,10 @@ class H2Stream(Waiting):
                     append((name.lower(), value))
         return fields
 
-    def _answer(self, status: int) -> None:
+    def _answer(self, status: int, fields=()) -> None:
         """
-        Answer by the proxy itself, with a short plain-text response.
+        Answer by the proxy itself, with a short plain-text response and
+        C{fields} (name, value pairs) added.
         """
         x = self.x
         x.status = status
@@ -543,13 +555,13 @@ class H2Stream(Waiting):
             (b":status", b"%d" % status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
-        ])
+        ] + [(name.lower(), value) for name, value in fields])
         self._out.append(body)
         self._pending += len(body)
         self._out_ended = True
         self._send()
 
-    def _fail(self, status: int, reason: str) -> None:
+    def _fail(self, status: int, reason: str, fields=()) -> None:
         """
         The request is refused or timed out on the client's side.
         """
@@ -557,7 +569,7 @@ class H2Stream(Waiting):
         if self._response_started:
             self._reset(ErrorCodes.INTERNAL_ERROR)
         else:
-            self._answer(status)
+            self._answer(status, fields)
 
     def _reset(self, code) -> None:
         if not self._closed:
@@ -642,6 +654,8 @@ class H2ServerProtocol(ClientCodec):
         self._in_batch = False
         self._closed = False
         self._goaway_received = False
+        # The last stream served after a graceful GOAWAY, or None.
+        self._last_stream: Optional[int] = None
 
     # Connection events
 
@@ -725,6 +739,14 @@ class H2ServerProtocol(ClientCodec):
 
     def _request(self, event) -> None:
         sid = event.stream_id
+        if self._last_stream is not None and sid > self._last_stream:
+            # Opened before the client saw our GOAWAY: it may retry it on
+            # a new connection.
+            try:
+                self._h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            except (StreamClosedError, ProtocolError):
+                pass
+            return
         stream = H2Stream(self, sid)
         stream._body_ended = event.stream_ended is not None
         fields = event.headers
@@ -742,6 +764,9 @@ class H2ServerProtocol(ClientCodec):
         self._set_timer(_T_NONE, 0)
         if error is not None:
             stream._fail(error.status, error.reason)
+            return
+        if not self._allowed(x):
+            stream._fail(503, x.reason, [RETRY_AFTER])
             return
         self._identify()
         factory.forwarder.forward(x)
@@ -790,19 +815,29 @@ class H2ServerProtocol(ClientCodec):
         if data:
             self.transport.write(data)
 
-    def drain(self) -> None:
+    def drain(self, last_stream: Optional[int] = None) -> None:
         """
         Graceful shutdown: refuse new streams (GOAWAY), let the open ones
         finish, then close.
+
+        @param last_stream: The last stream to serve; by default the last
+            one the client opened.
         """
         if self._closed:
             return
         self._goaway_received = True
-        try:
-            self._h2.close_connection()
-        except ProtocolError:
-            pass
-        self._write()
+        if self._last_stream is None:
+            # Not h2's close_connection(): after it, h2 treats every frame
+            # the client still sends (the WINDOW_UPDATEs of the responses
+            # being served, a request already on its way) as an error.
+            if last_stream is None:
+                last_stream = self._h2.highest_inbound_stream_id
+            self._last_stream = last_stream
+            goaway = GoAwayFrame(0)
+            goaway.last_stream_id = self._last_stream
+            goaway.error_code = ErrorCodes.NO_ERROR
+            self._write()
+            self.transport.write(goaway.serialize())
         self._idle_check()
 
     def _idle_check(self) -> None:
@@ -822,8 +857,26 @@ class H2ServerProtocol(ClientCodec):
 
     def _client_full(self, full: bool) -> None:
         self.client_full = full
+        # Every frame read may call for an answer (PING, SETTINGS, a
+        # refused stream): while the client does not take what is sent,
+        # reading more would only pile answers up here.
+        if not self._closed:
+            if full:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
         for stream in list(self._streams.values()):
             stream._update_pause()
+
+    def _last_request(self, x: Exchange) -> None:
+        # GOAWAY: the streams open up to this one are served, and then the
+        # client opens a new connection for more.
+        self.drain(x.downstream.stream_id)
+
+    def _send_stalled(self) -> None:
+        for stream in self._streams.values():
+            if stream.x is not None:
+                stream.x.reason = "send_timeout"
 
     def _wait_expired(self, kind: int) -> None:
         if kind == _T_IDLE and not self._closed and not self._streams:

@@ -27,7 +27,14 @@ class Negotiating(Waiting, Protocol):
     Stands in for the codec until the first bytes of a connection.
 
     @ivar inner: The codec, once chosen.
+    @ivar admitted: Whether this connection holds a place in the factory's
+        connection quota (handed on to the codec).
+    @ivar counted: Always C{False}: connection filters count a connection
+        once its codec is chosen.
     """
+
+    admitted = False
+    counted = False
 
     def __init__(self, factory):
         self._factory = factory
@@ -56,6 +63,7 @@ class Negotiating(Waiting, Protocol):
             self._set_timer(0, 0)
             self._factory.deadlines.discard(self)
             inner = self.inner = (H2ServerProtocol if h2 else HTTPServerProtocol)(self._factory)
+            inner.admitted, self.admitted = self.admitted, False
             inner.makeConnection(self.transport)
             # From now on the transport talks to the codec directly.
             if getattr(self.transport, "wrappedProtocol", None) is self:
@@ -66,6 +74,8 @@ class Negotiating(Waiting, Protocol):
         self._factory.deadlines.discard(self)
         if self.inner is not None:
             self.inner.connectionLost(reason)
+        else:
+            self._factory.connection_closed(self)
 
     def _wait_expired(self, kind: int) -> None:
         self.transport.loseConnection()

@@ -398,6 +398,22 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     return req
 
 
+def target_too_long(buf: bytes, limit: int) -> bool:
+    """
+    Whether the request line that starts C{buf} (received so far, perhaps
+    not yet whole) has a request target of more than C{limit} bytes.  It
+    can tell before the line is complete, so that a client cannot make the
+    proxy buffer a long target up to the head size limit first.
+    """
+    line_end = buf.find(b"\r\n")
+    line = buf if line_end < 0 else buf[:line_end]
+    start = line.find(b" ") + 1
+    if not start:
+        return False
+    end = line.find(b" ", start)
+    return (end if end >= 0 else len(line)) - start > limit
+
+
 def host_name(host: bytes) -> bytes:
     """
     A Host value without its port: C{b'example.com:8080'} gives

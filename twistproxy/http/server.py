@@ -18,7 +18,15 @@ whatever the client sends.
 
 Every wait has a timeout on the injected clock: the connection's
 C{deadline}, checked by the factory's L{Deadlines} (a float assignment per
-state change, rather than a timer per request).
+state change, rather than a timer per request).  The request head has one
+deadline for the whole head, which bytes trickling in do not push back;
+a client that stops reading what the proxy sends is cut off once its send
+buffer has stayed full for C{timeouts.send}.
+
+What the factory admits is bounded too (L{twistproxy.admission}): its
+connections by a L{Quota} (beyond which it refuses them), requests in
+flight by another (beyond which they are answered 503 at once), and the
+requests served on one connection by C{limits.max_requests_per_connection}.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twistproxy.admission import Quota, Refused, quotas
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
@@ -42,6 +51,7 @@ from twistproxy.http.parser import (
     ParseError,
     host_name,
     parse_request_head,
+    target_too_long,
 )
 
 BUFFER_LIMIT = 65536
@@ -49,9 +59,28 @@ BUFFER_LIMIT = 65536
 # Connection states.
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
 # Why reading from the client is paused (a bit mask).
-_PAUSE_BUFFER, _PAUSE_UPSTREAM = 1, 2
+_PAUSE_BUFFER, _PAUSE_UPSTREAM, _PAUSE_CLIENT = 1, 2, 4
 # What the connection timer is waiting for.
 _T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
+# What an overloaded proxy tells clients: try again in a second.
+RETRY_AFTER = (b"Retry-After", b"1")
+
+
+class _SendStall:
+    """
+    A member of the factory's L{Deadlines} while a client's send buffer is
+    full: a second wait beside the connection's own, which it may outlast
+    (a response stuck behind a client that does not read).
+    """
+
+    __slots__ = ("deadline", "_codec")
+
+    def __init__(self, codec: ClientCodec, deadline: float):
+        self._codec = codec
+        self.deadline = deadline
+
+    def expired(self) -> None:
+        self._codec._send_timed_out()
 
 
 class ClientCodec(Waiting, Protocol):
@@ -71,7 +100,13 @@ class ClientCodec(Waiting, Protocol):
         <twistproxy.filters.FilterChain>}, or C{None}.
     @ivar counted: Whether the listener's connection filters accepted
         this connection (and must be told when it closes).
+    @ivar admitted: Whether this connection holds a place in its factory's
+        connection quota (given back when it closes).
     """
+
+    log = Logger()
+    admitted = False
+    _stall: Optional[_SendStall] = None
 
     @property
     def connection(self) -> "ClientCodec":
@@ -91,13 +126,15 @@ class ClientCodec(Waiting, Protocol):
         self._relaying = False
         self.filters = factory.filters
         self.counted = False
+        # Requests received on this connection so far.
+        self.requests = 0
 
     def connectionMade(self) -> None:
         factory = self._factory
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", "") or ""
         self.trusted = self.client_address in factory.trusted_proxies
-        self.transport.registerProducer(FullRelay(self._client_full), True)
+        self.transport.registerProducer(FullRelay(self._send_full), True)
         self._relaying = True
         no_delay(self.transport)
         factory.connections.add(self)
@@ -135,8 +172,59 @@ class ClientCodec(Waiting, Protocol):
             self._relaying = False
             self.transport.unregisterProducer()
         self.transport.loseConnection()
+    def _send_full(self, full: bool) -> None:
+        """
+        The client's send buffer filled up, or drained: start or stop the
+        send timeout, then pause or resume what feeds it.
+        """
+        deadlines = self._factory.deadlines
+        if full and self._stall is None:
+            self._stall = _SendStall(
+                self, self._clock.seconds() + self._factory.timeouts.send)
+            deadlines.add(self._stall)
+        elif not full and self._stall is not None:
+            deadlines.discard(self._stall)
+            self._stall = None
+        self._client_full(full)
+
+    def _send_timed_out(self) -> None:
+        """
+        The client has not taken what the proxy sends for
+        C{timeouts.send}: cut the connection (closing it gracefully would
+        wait for the same full buffer to drain).
+        """
+        self._stall = None
+        self.log.debug("client {client} does not read: connection cut",
+                       client=self.client_address)
+        self._send_stalled()
+        self.transport.abortConnection()
+
+    def _allowed(self, x: Exchange) -> bool:
+        """
+        Count a new request against the connection's and the proxy's
+        limits.
+
+        @return: Whether it may be forwarded; if not, the caller answers
+            503 (the proxy has too many requests in flight).
+        """
+        factory = self._factory
+        self.requests += 1
+        limit = factory.limits.max_requests_per_connection
+        if limit and self.requests >= limit:
+            self._last_request(x)
+        if factory.in_flight.acquire():
+            x.admitted = True
+            return True
+        x.reason = "overloaded"
+        return False
 
     def _client_full(self, full: bool) -> None:
+        raise NotImplementedError()
+
+    def _send_stalled(self) -> None:
+        raise NotImplementedError()
+
+    def _last_request(self, x: Exchange) -> None:
         raise NotImplementedError()
 
     def drain(self) -> None:
@@ -188,7 +276,9 @@ class HTTPServerProtocol(ClientCodec):
         else:
             self._buffer = data
         if self._state == _BODY and self._attached:
-            self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+            factory = self._factory
+            self._earn_time(_T_BODY, factory.timeouts.request_body,
+                            factory.limits.min_body_rate, len(data))
         self._process()
         if self._state == _BODY:
             # More of this request body is to come.
@@ -219,6 +309,11 @@ class HTTPServerProtocol(ClientCodec):
             while self._state != _CLOSED:
                 state = self._state
                 if state == _HEAD:
+                    if self.client_full:
+                        # Not before the client takes the last answer:
+                        # answers to pipelined requests would pile up here.
+                        self._pause(_PAUSE_CLIENT)
+                        break
                     if not self._read_head():
                         break
                 elif state == _BODY and self._attached:
@@ -246,6 +341,9 @@ class HTTPServerProtocol(ClientCodec):
         if self._timer_kind != _T_HEAD:
             self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
         limits = self._factory.limits
+        if len(buf) > limits.max_uri_length and target_too_long(buf, limits.max_uri_length):
+            self._reject(414, "uri_too_long")
+            return False
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if buf.count(b"\n") != buf.count(b"\r\n"):
@@ -282,6 +380,9 @@ class HTTPServerProtocol(ClientCodec):
         factory = self._factory
         if factory.redirect_port is not None:
             self._redirect(x, factory.redirect_port)
+            return True
+        if not self._allowed(x):
+            self._answer(x, 503, self._keeps(x), [RETRY_AFTER])
             return True
         self._identify()
         factory.forwarder.forward(x)
@@ -364,6 +465,12 @@ class HTTPServerProtocol(ClientCodec):
             self._pause(_PAUSE_UPSTREAM)
         else:
             self._resume(_PAUSE_UPSTREAM)
+        if self._state == _BODY and self._attached:
+            # While the backend is the slow one, the client is not to blame.
+            if full:
+                self._set_timer(_T_NONE, 0)
+            else:
+                self._set_timer(_T_BODY, self._factory.timeouts.request_body)
 
     def informational(self, x: Exchange, resp) -> None:
         """
@@ -486,6 +593,14 @@ class HTTPServerProtocol(ClientCodec):
         """
         return self._state == _WAIT and x.request.keep_alive and not self._draining
 
+    def _last_request(self, x: Exchange) -> None:
+        # This connection's answer to it says Connection: close.
+        self._draining = True
+
+    def _send_stalled(self) -> None:
+        if self._x is not None:
+            self._x.reason = "send_timeout"
+
     def _answer(self, x: Exchange, status: int, keep: bool, fields=()) -> None:
         x.status = status
         response = H.error_response(status, H.PHRASES.get(status, b"Error"), keep, fields)
@@ -543,6 +658,8 @@ class HTTPServerProtocol(ClientCodec):
         x = self._x
         self._x = None
         self._attached = False
+        # A problem with the next request is answered, not cut short.
+        self._response_started = False
         self._resume(_PAUSE_UPSTREAM)
         self._factory.exchange_ended(x)
         if not keep:
@@ -562,6 +679,9 @@ class HTTPServerProtocol(ClientCodec):
         x = self._x
         if x is not None and x.upstream is not None:
             x.upstream.pause_reading(full)
+        if not full and self._paused & _PAUSE_CLIENT:
+            self._resume(_PAUSE_CLIENT)
+            self._process()
 
     def _pause(self, why: int) -> None:
         if not self._paused:
@@ -636,9 +756,17 @@ class HTTPServerFactory(Factory):
         http2: bool = False,
         h2c: bool = False,
         filters=None,
+        connections: Optional[Quota] = None,
+        in_flight: Optional[Quota] = None,
     ):
         self.reactor = reactor
         self.filters = filters
+        if connections is None or in_flight is None:
+            own = quotas(limits, reactor)
+            connections = connections or own[0]
+            in_flight = in_flight or own[1]
+        self.quota = connections
+        self.in_flight = in_flight
         self.connections: set = set()
         self.draining = False
         self._drained = None
@@ -658,11 +786,16 @@ class HTTPServerFactory(Factory):
         self._on_exchange_end = on_exchange_end
 
     def buildProtocol(self, addr):
+        if not self.quota.acquire():
+            return Refused()
         if self.http2 or self.h2c:
             from twistproxy.http.negotiate import Negotiating
 
-            return Negotiating(self)
-        return HTTPServerProtocol(self)
+            protocol = Negotiating(self)
+        else:
+            protocol = HTTPServerProtocol(self)
+        protocol.admitted = True
+        return protocol
 
     def configure(self, config, forwarder) -> None:
         """
@@ -700,6 +833,13 @@ class HTTPServerFactory(Factory):
             protocol.transport.abortConnection()
 
     def connection_closed(self, protocol) -> None:
+        if protocol.admitted:
+            protocol.admitted = False
+            self.quota.release()
+        stall = getattr(protocol, "_stall", None)
+        if stall is not None:
+            self.deadlines.discard(stall)
+            protocol._stall = None
         self.connections.discard(protocol)
         if protocol.counted:
             protocol.counted = False
@@ -709,6 +849,9 @@ class HTTPServerFactory(Factory):
             d.callback(None)
 
     def exchange_ended(self, x: Exchange) -> None:
+        if x.admitted:
+            x.admitted = False
+            self.in_flight.release()
         self.forwarder.release(x)
         if self._on_exchange_end is not None:
             self._on_exchange_end(x)
