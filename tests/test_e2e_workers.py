@@ -301,3 +301,61 @@ class AdminTests(_WorkersTestCase):
         status = yield self.admin(proxy, "/status")
         self.assertEqual(sorted(w["pid"] for w in status["workers"]), sorted(served))
         self.log.info("requests per worker: {served}", served=served)
+
+
+class ListenerReloadTests(_WorkersTestCase):
+    """
+    With workers, a reload that changes listeners replaces the workers.
+    """
+
+    @defer.inlineCallbacks
+    def test_listener_added_and_removed_under_load(self):
+        """
+        While a client sends requests on a new connection each to the
+        first listener, a reload adds a listener: two new workers start,
+        the new listener serves, and the old workers drain and exit; a
+        second reload removes it again, after which (once the workers that
+        served it are gone) connections to it are refused.  None of the client's requests fails.  (A keep-alive
+        client is left out: an old worker closes its idle connections as
+        in a graceful shutdown, and a request sent at that very moment
+        meets a closed connection, as with nginx.)
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+        with open(proxy.config_path) as f:
+            text = f.read()
+        port = unused_port()
+        old_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
+
+        @defer.inlineCallbacks
+        def reload(config):
+            with open(proxy.config_path, "w") as f:
+                f.write(config)
+            since = time.monotonic()
+            proxy.signal("HUP")
+            yield proxy.wait_for_line("configuration reloaded by 2 new workers", since, 20)
+
+        load = test_e2e_balancing._Load(proxy.port, keep_alive=False)
+        running = load.start()
+        try:
+            yield reload(text.replace(
+                "[upstreams.app]",
+                f'[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n\n'
+                "[upstreams.app]"))
+            outcome = yield self.request(port)
+            self.assertEqual(outcome.status, 200)
+            for pid in old_pids:
+                yield proxy.wait_for_line(rf"worker \d \(pid {pid}\) exited", timeout=10)
+            new_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
+            self.assertEqual(len(new_pids - old_pids), 2)
+            yield reload(text)
+            # The old workers listen until their drain starts.
+            for pid in new_pids:
+                yield proxy.wait_for_line(rf"worker \d \(pid {pid}\) exited", timeout=10)
+            yield self.assertFailure(self.request(port), ConnectionRefusedError)
+        finally:
+            load.stop()
+            yield running
+        self.assert_no_errors(load.outcomes)
+        self.assertGreater(len(load.outcomes), 20)

@@ -15,7 +15,9 @@ workers keep dying young (a crash loop must not spin).
 The master serves no requests.  It
 
   - forwards signals: C{SIGHUP} and C{POST /reload} (after the master has
-    checked the file itself: a broken one never reaches the workers),
+    checked the file itself: a broken one never reaches the workers; one
+    that changes listeners makes the master bind the new sockets, start a
+    new generation of workers with them and drain the old one),
     C{SIGUSR1} (reopen the access log), C{SIGTERM} (graceful shutdown; a
     second one ends it at once); it waits for the workers to finish
     draining before it exits, and kills those still there after
@@ -58,7 +60,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application.service import MultiService
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
@@ -86,6 +88,9 @@ KILL_GRACE = 5.0
 
 # Seconds the master waits for a worker's admin API to answer.
 ASK_TIMEOUT = 30.0
+
+# Seconds new workers get to answer before a reload gives up on them.
+READY_TIMEOUT = 20.0
 
 _CONFIG_COPY = "config.toml"
 
@@ -166,6 +171,7 @@ class _Worker:
     """
 
     index: int
+    generation: int = 0
     process: Any = None
     pid: Optional[int] = None
     started: float = 0.0
@@ -288,6 +294,8 @@ class Master(MultiService):
         self._stopping = False
         self._directory: Optional[str] = None
         self.workers = [_Worker(i) for i in range(1, count + 1)]
+        # Workers of an earlier generation, draining.
+        self._retiring: List[_Worker] = []
         self._rotation = LoopingCall(self._rotate_access_log)
         self._rotation.clock = reactor
         self.listeners: Dict[str, _SharedListener] = {}
@@ -350,7 +358,9 @@ class Master(MultiService):
         os.replace(path + ".new", path)
 
     def _socket_path(self, worker: _Worker) -> str:
-        return os.path.join(self._directory, f"worker-{worker.index}.sock")
+        # Workers of a new generation start while the old ones still run.
+        suffix = f".{worker.generation}" if worker.generation else ""
+        return os.path.join(self._directory, f"worker-{worker.index}{suffix}.sock")
 
     def _spawn(self, worker: _Worker) -> None:
         worker.restart = None
@@ -377,8 +387,10 @@ class Master(MultiService):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.process, worker.pid = worker.pid, None, None
-        if self._stopping:
+        if self._stopping or worker in self._retiring:
             self.log.info("worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
+            if worker in self._retiring:
+                self._retiring.remove(worker)
             if worker.ended is not None:
                 ended, worker.ended = worker.ended, None
                 ended.callback(None)
@@ -403,7 +415,11 @@ class Master(MultiService):
     # -- signals ------------------------------------------------------------
 
     def _signal_all(self, number: int) -> None:
-        for worker in self.workers:
+        self._signal(self.workers + self._retiring, number)
+
+    @staticmethod
+    def _signal(workers: Sequence[_Worker], number: int) -> None:
+        for worker in workers:
             if worker.process is not None:
                 try:
                     worker.process.signalProcess(number)
@@ -430,16 +446,15 @@ class Master(MultiService):
                 # The number of workers is the master's (the file's, or
                 # --workers): it changes with a restart only.
                 new = replace(load(self.config.source), workers=self.config.workers)
-                # Changing the sockets would mean new workers: not yet.
-                check_reloadable(self.config, new, ("admin", "workers", "listeners"))
+                check_reloadable(self.config, new)
                 check_shareable(new)
                 validate(new)
+                if new.listeners != self.config.listeners:
+                    return self._replace_workers(new)
                 self._write_config(new)
                 self.config = new
         except (ConfigError, OSError) as e:
-            self.log.error("configuration reload refused, the running one stays: {problem}",
-                           problem=str(e))
-            return defer.succeed([str(e)])
+            return self._refused(e)
 
         def reloaded(answers):
             problems: List[str] = []
@@ -455,6 +470,111 @@ class Master(MultiService):
             return problems
 
         return self._ask_all(b"POST", b"/reload").addCallback(reloaded)
+
+    def _refused(self, problem: Exception) -> defer.Deferred:
+        self.log.error("configuration reload refused, the running one stays: {problem}",
+                       problem=str(problem))
+        return defer.succeed([str(problem)])
+
+    def _replace_workers(self, new: ProxyConfig) -> defer.Deferred:
+        """
+        Apply listener changes: bind the sockets of added and moved
+        listeners (one that cannot be bound refuses the reload), start a
+        new generation of workers with the new sockets and configuration,
+        and once they all answer, drain the old ones and close the sockets
+        nobody uses any more.  Listeners whose endpoint stays keep their
+        socket, which both generations share meanwhile: no connection is
+        refused.  New workers that do not answer within L{READY_TIMEOUT}
+        are stopped, and the old ones go on.
+
+        @return: A L{Deferred} firing with the problems (empty on success).
+        """
+        running = {listener.name: listener for listener in self.config.listeners}
+        listeners: Dict[str, _SharedListener] = {}
+        bound: List[socket.socket] = []
+        for listener in new.listeners:
+            old = running.get(listener.name)
+            if old is not None and old.endpoint == listener.endpoint:
+                listeners[listener.name] = self.listeners[listener.name]
+                continue
+            try:
+                sock = self._bind(listener.endpoint)
+            except OSError as e:
+                for sock in bound:
+                    sock.close()
+                return self._refused(ConfigError(
+                    f"listeners.{listener.name}.endpoint",
+                    f"cannot listen on {listener.endpoint!r}: {e}", new.source))
+            bound.append(sock)
+            listeners[listener.name] = _SharedListener(listener.name, sock)
+        previous = (self.config, self.listeners, self.workers)
+        self._write_config(new)
+        self.config, self.listeners = new, listeners
+        generation = self.workers[0].generation + 1
+        self.workers = [_Worker(w.index, generation) for w in self.workers]
+        for worker in self.workers:
+            self._spawn(worker)
+        self.log.info("listeners changed: {n} new workers start", n=len(self.workers))
+
+        def ready(_):
+            self._retire(previous[2])
+            for listener in previous[1].values():
+                if listener not in listeners.values():
+                    listener.socket.close()
+            for listener in listeners.values():
+                if listener not in previous[1].values():
+                    self.log.info("twistproxy listener {name} listening on {address}",
+                                  name=listener.name, address=_address(listener.socket))
+            self.log.info("configuration reloaded by {n} new workers; the old ones drain",
+                          n=len(self.workers))
+            return []
+
+        def failed(f: Failure):
+            new_workers = self.workers
+            self.config, self.listeners, self.workers = previous
+            self._write_config(self.config)
+            self._retire(new_workers)
+            for sock in bound:
+                sock.close()
+            return self._refused(RuntimeError(
+                f"the new workers did not start: {f.getErrorMessage()}"))
+
+        return self._ready(self.workers).addCallbacks(ready, failed)
+
+    def _retire(self, workers: Sequence[_Worker]) -> None:
+        """
+        Drain C{workers} (SIGTERM), which are not started again.
+        """
+        for worker in workers:
+            if worker.restart is not None:
+                worker.restart.cancel()
+                worker.restart = None
+            if worker.process is not None:
+                self._retiring.append(worker)
+        self._signal(workers, signal.SIGTERM)
+
+    def _ready(self, workers: Sequence[_Worker]) -> defer.Deferred:
+        """
+        Poll C{workers}' admin API until each answers.
+
+        @return: A L{Deferred} that fails after L{READY_TIMEOUT} seconds.
+        """
+        deadline = self.reactor.seconds() + READY_TIMEOUT
+
+        def poll(_=None):
+            asked = [self._ask(self._socket_path(w), b"GET", b"/status")
+                     .addCallback(lambda answer: answer[0] == 200)
+                     .addErrback(lambda f: False) for w in workers]
+            return defer.gatherResults(asked).addCallback(check)
+
+        def check(answers):
+            if all(answers) and all(w.process is not None for w in workers):
+                return None
+            if self.reactor.seconds() >= deadline:
+                raise RuntimeError(f"no answer within {READY_TIMEOUT:.0f}s")
+            return task.deferLater(self.reactor, 0.1, poll)
+
+        return poll()
 
     def stop_now(self) -> None:
         """
@@ -475,7 +595,7 @@ class Master(MultiService):
             self._rotation.stop()
         stopped = super().stopService()
         waits = []
-        for worker in self.workers:
+        for worker in self.workers + self._retiring:
             if worker.restart is not None:
                 worker.restart.cancel()
                 worker.restart = None
