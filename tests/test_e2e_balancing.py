@@ -210,6 +210,19 @@ class _BalancingTestCase(TestCase):
         return proxy
 
     @staticmethod
+    def reload(proxy, config: str, done: str = "configuration reloaded",
+               timeout: float = 10) -> defer.Deferred:
+        """
+        Write C{config} as C{proxy}'s configuration file, send SIGHUP and
+        wait for the log line C{done}.
+        """
+        with open(proxy.config_path, "w") as f:
+            f.write(config)
+        since = time.monotonic()
+        proxy.signal("HUP")
+        return proxy.wait_for_line(done, since=since, timeout=timeout)
+
+    @staticmethod
     def sleep(seconds: float) -> defer.Deferred:
         return task.deferLater(reactor, seconds, lambda: None)
 
@@ -656,12 +669,9 @@ class ReloadTests(_BalancingTestCase):
         def scenario():
             for i in range(10):
                 target = origins["b" if i % 2 == 0 else "a"]
-                with open(proxy.config_path, "w") as f:
-                    f.write(re.sub(r"servers = \[.*\]",
-                                   f'servers = ["http://{HOST}:{target.port}"]', text))
-                since = time.monotonic()
-                proxy.signal("HUP")
-                yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
+                yield self.reload(proxy, re.sub(
+                    r"servers = \[.*\]", f'servers = ["http://{HOST}:{target.port}"]', text),
+                    self.reloaded)
                 yield self.sleep(0.15)
 
         loads = yield self.under_load(proxy.port, scenario, 50)
@@ -687,19 +697,11 @@ class ListenerReloadTests(_BalancingTestCase):
         with open(proxy.config_path) as f:
             text = f.read()
         port = unused_port()
-
-        @defer.inlineCallbacks
-        def reload(config):
-            with open(proxy.config_path, "w") as f:
-                f.write(config)
-            since = time.monotonic()
-            proxy.signal("HUP")
-            yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
-
-        yield reload(text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')
+        yield self.reload(
+            proxy, text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')
         outcome = yield self.request(port)
         self.assertEqual(outcome.status, 200)
-        yield reload(text)
+        yield self.reload(proxy, text)
         yield self.assertFailure(self.request(port), ConnectionRefusedError)
         outcome = yield self.request(proxy.port)
         self.assertEqual(outcome.status, 200)

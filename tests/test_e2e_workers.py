@@ -315,8 +315,8 @@ class ListenerReloadTests(_WorkersTestCase):
         first listener, a reload adds a listener: two new workers start,
         the new listener serves, and the old workers drain and exit; a
         second reload removes it again, after which (once the workers that
-        served it are gone) connections to it are refused.  None of the client's requests fails.  (A keep-alive
-        client is left out: an old worker closes its idle connections as
+        served it are gone) connections to it are refused.  None of the
+        client's requests fails.  (A keep-alive client is left out: an old worker closes its idle connections as
         in a graceful shutdown, and a request sent at that very moment
         meets a closed connection, as with nginx.)
         """
@@ -328,13 +328,8 @@ class ListenerReloadTests(_WorkersTestCase):
         port = unused_port()
         old_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
 
-        @defer.inlineCallbacks
         def reload(config):
-            with open(proxy.config_path, "w") as f:
-                f.write(config)
-            since = time.monotonic()
-            proxy.signal("HUP")
-            yield proxy.wait_for_line("configuration reloaded by 2 new workers", since, 20)
+            return self.reload(proxy, config, "configuration reloaded by 2 new workers", 20)
 
         load = test_e2e_balancing._Load(proxy.port, keep_alive=False)
         running = load.start()
