@@ -210,6 +210,14 @@ class _BalancingTestCase(TestCase):
         return proxy
 
     @staticmethod
+    def config_text(proxy) -> str:
+        """
+        C{proxy}'s configuration file, as it is now.
+        """
+        with open(proxy.config_path) as f:
+            return f.read()
+
+    @staticmethod
     def reload(proxy, config: str, done: str = "configuration reloaded",
                timeout: float = 10) -> defer.Deferred:
         """
@@ -661,9 +669,8 @@ class ReloadTests(_BalancingTestCase):
         """
         origins = yield self.start_origins("a", "b")
         proxy = yield self.start_proxy(
-            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        with open(proxy.config_path) as f:
-            text = f.read()
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
 
         @defer.inlineCallbacks
         def scenario():
@@ -693,9 +700,8 @@ class ListenerReloadTests(_BalancingTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_proxy(
-            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        with open(proxy.config_path) as f:
-            text = f.read()
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
         port = unused_port()
         yield self.reload(
             proxy, text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')

@@ -32,7 +32,7 @@ from tests.e2e_support import (
     RestartableOrigin,
     unused_port,
 )
-from tests.test_e2e_balancing import _BalancingTestCase, _get, _response
+from tests.test_e2e_balancing import _BalancingTestCase, _get, _response, _servers
 
 WORKERS = ("--workers", "2")
 
@@ -141,7 +141,7 @@ class RestartTests(_WorkersTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+            "[upstreams.app]\n" + _servers(origins))
         status = yield self.admin(proxy, "/status")
         pids = [w["pid"] for w in status["workers"]]
         self.assertEqual(len(set(pids)), 2)
@@ -218,7 +218,7 @@ class SlowRequestTests(_WorkersTestCase):
         self.addCleanup(origin.stop)
         yield origin.start()
         proxy = yield self.start_workers(
-            f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n'
+            "[upstreams.app]\n" + _servers({"slow": origin}) +
             "\n[shutdown]\ndrain = 20\n", *self.args)
 
         def slow():
@@ -282,7 +282,7 @@ class AdminTests(_WorkersTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+            "[upstreams.app]\n" + _servers(origins))
         batches = yield defer.gatherResults([
             threads.deferToThread(_requests, proxy.port, 15) for _ in range(4)])
         self.assertEqual([s for batch in batches for s in batch], [200] * 60)
@@ -322,9 +322,8 @@ class ListenerReloadTests(_WorkersTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
-        with open(proxy.config_path) as f:
-            text = f.read()
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
         port = unused_port()
         old_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
 
