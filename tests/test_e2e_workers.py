@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import time
 from typing import Dict, List, Tuple
@@ -174,6 +176,43 @@ class RestartTests(_WorkersTestCase):
         os.kill(new_pid, 0)  # it exists
         statuses = yield threads.deferToThread(_requests, proxy.port, 20)
         self.assertEqual(statuses, [200] * 20)
+
+
+def _gone(pid: int) -> bool:
+    """
+    Whether process C{pid} has exited (a zombie nobody reaped counts).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+class OrphanTests(_WorkersTestCase):
+    """
+    Workers do not outlive their master.
+    """
+
+    @defer.inlineCallbacks
+    def test_workers_stop_when_master_killed(self):
+        """
+        When the master is killed with SIGKILL (it cannot stop them), its
+        workers notice that their standard input closed and exit within a
+        few seconds.
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers("[upstreams.app]\n" + _servers(origins))
+        pids = [w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]]
+        self.assertFalse(any(_gone(pid) for pid in pids))
+        # The master cannot remove its directory when killed.
+        [(_, line)] = [proxy.find_line(r"\[worker-1\] twistproxy listener admin listening")]
+        self.addCleanup(shutil.rmtree, os.path.dirname(re.search(r"'(/[^']+)'", line).group(1)))
+        proxy.kill()
+        deadline = time.monotonic() + 10
+        while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+            yield self.sleep(0.05)
+        self.assertEqual([pid for pid in pids if not _gone(pid)], [])
 
 
 class ReloadUnderLoadTests(test_e2e_balancing.ReloadTests):

@@ -160,11 +160,13 @@ class MasterTestCase(SynchronousTestCase):
         return master
 
     def stop(self, master: Master) -> None:
-        if master.running:
-            d = master.stopService()
-            for process in self.reactor.processes:
-                if not process.ended:
-                    process.end(ProcessDone(0))
+        # Every process ends, so that a stop the test began finishes too
+        # (and removes the master's directory).
+        d = master.stopService() if master.running else None
+        for process in self.reactor.processes:
+            if not process.ended:
+                process.end(ProcessDone(0))
+        if d is not None:
             self.successResultOf(d)
 
     def start(self) -> None:

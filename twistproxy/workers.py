@@ -748,11 +748,17 @@ class _MasterWatch:
             data = b""
         if not data:
             self._reactor.removeReader(self)
-            self._reactor.stop()
+            self._orphaned()
         return None
 
     def connectionLost(self, reason) -> None:
-        pass
+        # What the reactor calls instead of doRead when the pipe hangs up
+        # with nothing left to read (epoll's EPOLLHUP).
+        self._orphaned()
+
+    def _orphaned(self) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
 
 
 def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str]]:
