@@ -106,7 +106,7 @@ class OptionsTests(SynchronousTestCase):
         --help mentions every option.
         """
         text = str(tap.Options())
-        for option in ("--config", "--listen", "--upstream", "--demo", "--access-log"):
+        for option in ("--config", "--listen", "--upstream", "--demo", "--access-log", "--workers"):
             self.assertIn(option, text)
 
 

@@ -18,11 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface.verify import verifyObject
 
 from twistproxy.admin import AdminResource
@@ -36,6 +38,7 @@ from twistproxy.workers import (
     InheritedEndpoint,
     Master,
     _parse_worker_args,
+    _UnixSocket,
     bind,
     check_shareable,
 )
@@ -680,6 +683,17 @@ class ShareableTests(SynchronousTestCase):
         # The probe did not close the descriptor.
         self.assertEqual(sock.family, socket.AF_INET6)
         os.fstat(sock.fileno())
+
+    def test_admin_socket_agent(self):
+        """
+        The master reaches a worker's admin API through an agent endpoint
+        factory that maps every URI to the worker's Unix socket.
+        """
+        factory = _UnixSocket(MemoryReactor(), "/run/w.sock")
+        verifyObject(IAgentEndpointFactory, factory)
+        endpoint = factory.endpointForURI(None)
+        self.assertIsInstance(endpoint, UNIXClientEndpoint)
+        self.assertEqual(endpoint._path, "/run/w.sock")
 
     def test_worker_args(self):
         """

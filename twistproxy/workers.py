@@ -60,18 +60,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application.service import MultiService
-from twisted.internet import defer, task
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from twistproxy.accesslog import rotate
+from twistproxy.admin import admin_site
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
+from twistproxy.metrics import combine
 from twistproxy.service import _ListenerService, check_reloadable, validate
 
 # Endpoint types whose sockets the master can bind and pass on.
@@ -156,15 +161,13 @@ class _SharedListener:
         self.port = self
 
     def getHost(self):
-        from twisted.internet.address import IPv4Address, IPv6Address
-
         host, port = self.socket.getsockname()[:2]
         if self.socket.family == socket.AF_INET6:
             return IPv6Address("TCP", host, port)
         return IPv4Address("TCP", host, port)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Worker:
     """
     One worker slot: the process now in it, and its history.
@@ -221,24 +224,33 @@ class _WorkerProtocol(ProcessProtocol):
         self._master._ended(self._worker, reason)
 
 
+@implementer(IAgentEndpointFactory)
+class _UnixSocket:
+    """
+    Every URI is the Unix socket at C{path}.
+    """
+
+    def __init__(self, reactor, path: str):
+        self._reactor = reactor
+        self._path = path
+
+    def endpointForURI(self, uri):
+        return UNIXClientEndpoint(self._reactor, self._path, timeout=10)
+
+
+class _QuietPool(HTTPConnectionPool):
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+        noisy = False  # one "Starting factory" line per question otherwise
+
+
 def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
     """
     Ask a worker's admin API on its Unix socket.
 
     @return: A L{Deferred} firing with C{(status code, body)}.
     """
-    from twisted.web.client import Agent, HTTPConnectionPool, readBody
-
-    class _Socket:
-        def endpointForURI(self, uri):
-            return UNIXClientEndpoint(reactor, path, timeout=10)
-
-    class _Pool(HTTPConnectionPool):
-        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
-            noisy = False  # one "Starting factory" line per question otherwise
-
-    pool = _Pool(reactor, persistent=False)
-    agent = Agent.usingEndpointFactory(reactor, _Socket(), pool=pool)
+    pool = _QuietPool(reactor, persistent=False)
+    agent = Agent.usingEndpointFactory(reactor, _UnixSocket(reactor, path), pool=pool)
     d = agent.request(method, b"http://worker" + what)
     d.addCallback(lambda response: readBody(response).addCallback(
         lambda body: (response.code, body)))
@@ -282,11 +294,8 @@ class Master(MultiService):
         @param executable: The Python interpreter that runs the workers.
         """
         super().__init__()
-        from twistproxy.admin import admin_site
-
         self.config = config
         self.reactor = reactor
-        self._count = count
         self._worker_args = worker_args
         self._bind = bind
         self._ask = ask or (lambda path, method, what: _http_ask(reactor, path, method, what))
@@ -572,7 +581,7 @@ class Master(MultiService):
                 return None
             if self.reactor.seconds() >= deadline:
                 raise RuntimeError(f"no answer within {READY_TIMEOUT:.0f}s")
-            return task.deferLater(self.reactor, 0.1, poll)
+            return deferLater(self.reactor, 0.1, poll)
 
         return poll()
 
@@ -689,8 +698,6 @@ class Master(MultiService):
                  .addErrback(lambda f: None) for w in running]
 
         def combined(answers):
-            from twistproxy.metrics import combine
-
             workers = GaugeMetricFamily("twistproxy_workers", "Worker processes running now.")
             workers.add_metric((), len(running))
             restarts = CounterMetricFamily(
