@@ -160,6 +160,20 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service, Master)
         self.assertEqual(len(service.workers), 2)
 
+    def test_demo_with_workers(self):
+        """
+        --demo with workers runs the demo backends in the master, and the
+        workers in quick mode in front of them.
+        """
+        options = tap.Options()
+        options.parseOptions(["--demo", "--workers", "2"])
+        service = tap.makeService(options)
+        self.assertIsInstance(service, Master)
+        self.assertEqual(len([s for s in service if not isinstance(s, tap.Signals)]), 2)
+        self.assertEqual(options.worker_args, [
+            "--listen", "tcp:8080", "--upstream", "http://127.0.0.1:8081",
+            "--upstream", "http://127.0.0.1:8082", "--access-log", "stdout"])
+
     def test_demo_service(self):
         """
         --demo adds two demo backends next to the proxy, which forwards to
