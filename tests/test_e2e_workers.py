@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import time
 from typing import Dict, List, Tuple
 
@@ -32,7 +33,9 @@ from tests.e2e_support import (
     OriginFactory,
     RawClient,
     RestartableOrigin,
+    WatchedProxyProcess,
     unused_port,
+    write_config,
 )
 from tests.test_e2e_balancing import _BalancingTestCase, _get, _response, _servers
 
@@ -392,3 +395,49 @@ class ListenerReloadTests(_WorkersTestCase):
             yield running
         self.assert_no_errors(load.outcomes)
         self.assertGreater(len(load.outcomes), 20)
+
+
+class SocketActivationTests(_WorkersTestCase):
+    """
+    Socket activation: the proxy serves a listening socket it inherited as
+    systemd hands it over, through a C{systemd:} endpoint.
+    """
+
+    workers: Tuple[str, ...] = ()
+
+    @defer.inlineCallbacks
+    def test_serves_inherited_socket(self):
+        """
+        A socket bound by the test (standing in for systemd) is passed as
+        descriptor 3 with C{LISTEN_FDS=1} and the child's C{LISTEN_PID};
+        requests to it are answered.
+        """
+        origins = yield self.start_origins("a")
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.bind((HOST, 0))
+        sock.listen(50)
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, (
+            "[listeners.main]\n"
+            'endpoint = "systemd:domain=INET:index=0"\n\n'
+            '[access_log]\npath = ""\n\n'
+            "[upstreams.app]\n" + _servers(origins)))
+        proxy = WatchedProxyProcess(reactor, ["--config", path, *self.workers], cwd,
+                                    activated=sock)
+        self.addCleanup(proxy.stop)
+        port = yield proxy.start()
+        self.assertEqual(port, sock.getsockname()[1])
+        if self.workers:
+            yield wait_for_workers(proxy)
+        statuses = yield threads.deferToThread(_requests, port, 10)
+        self.assertEqual(statuses, [200] * 10)
+
+
+class SocketActivationWorkersTests(SocketActivationTests):
+    """
+    The same with two workers: the master passes the socket systemd gave
+    it on to them.
+    """
+
+    workers = WORKERS

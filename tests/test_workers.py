@@ -646,16 +646,16 @@ class ShareableTests(SynchronousTestCase):
 
     def test_refused_endpoints(self):
         """
-        Only tcp: and tcp6: listeners can be shared; others are refused
+        Only tcp:, tcp6: and systemd: listeners can be shared; others are refused
         with the listener's path and the way out.
         """
-        for endpoint in ("unix:/tmp/x.sock", "systemd:domain=INET:index=0",
-                         "ssl:443:privateKey=k.pem"):
+        for endpoint in ("unix:/tmp/x.sock", "ssl:443:privateKey=k.pem"):
             config = parse(CONFIG.replace("tcp6:8443", endpoint))
             e = self.assertRaises(ConfigError, check_shareable, config)
             self.assertEqual(e.path, "listeners.alt.endpoint")
             self.assertIn("workers = 1", e.problem)
         check_shareable(parse(CONFIG))
+        check_shareable(parse(CONFIG.replace("tcp6:8443", "systemd:domain=INET:index=0")))
 
     def test_bind(self):
         """

@@ -84,7 +84,7 @@ class Options(usage.Options):
                 )
             try:
                 self.proxy_config: ProxyConfig = load(self["config"])
-                validate(self.proxy_config)
+                self.check(self.proxy_config)
             except ConfigError as e:
                 raise usage.UsageError(str(e))
             self._workers(None)
@@ -100,13 +100,21 @@ class Options(usage.Options):
             self.proxy_config = quick_config(
                 listen, upstreams, access_log="" if access_log == "off" else access_log
             )
-            validate(self.proxy_config)
+            self.check(self.proxy_config)
         except ConfigError as e:
             raise usage.UsageError(str(e))
         self._workers(
             [a for e in listen for a in ("--listen", e)]
             + [a for u in upstreams for a in ("--upstream", u)]
             + ["--access-log", access_log])
+
+    def check(self, config: ProxyConfig) -> None:
+        """
+        Check C{config} as the proxy would at start-up.
+
+        @raises ConfigError: naming the first problem.
+        """
+        validate(config)
 
     def _workers(self, worker_args: Optional[List[str]]) -> None:
         """

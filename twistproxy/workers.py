@@ -38,8 +38,9 @@ started again later runs what the others run, even if the file was edited
 since.  A worker whose master is gone (its standard input closes) shuts
 down.
 
-Only C{tcp:} and C{tcp6:} listeners can be shared; with another endpoint
-type (C{unix:}, C{ssl:}, C{systemd:}) the configuration is refused with
+Only C{tcp:}, C{tcp6:} and C{systemd:} (socket activation: the master
+passes on the socket systemd gave it) listeners can be shared; with another
+endpoint type (C{unix:}, C{ssl:}) the configuration is refused with
 C{workers} above 1.  TLS is unaffected: a listener's C{tls} table is
 terminated in the workers.
 """
@@ -62,7 +63,11 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    UNIXClientEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
@@ -77,10 +82,12 @@ from twistproxy.accesslog import rotate
 from twistproxy.admin import admin_site
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
-from twistproxy.service import _ListenerService, check_reloadable, validate
+from twistproxy.service import ProxyService, _ListenerService, check_reloadable, validate
+from twistproxy.tap import Options, Signals
 
-# Endpoint types whose sockets the master can bind and pass on.
-SHAREABLE = ("tcp", "tcp6")
+# Endpoint types whose sockets the master can bind (or has from systemd) and
+# pass on.
+SHAREABLE = ("tcp", "tcp6", "systemd")
 
 # Pause before starting a worker again: doubled each time one dies within
 # STABLE seconds of its start, up to MAX_DELAY.
@@ -112,8 +119,8 @@ def check_shareable(config: ProxyConfig) -> None:
         if kind not in SHAREABLE:
             raise ConfigError(
                 f"listeners.{listener.name}.endpoint",
-                f"{kind}: endpoints cannot be shared with worker processes; use a tcp: "
-                f"or tcp6: endpoint, or run a single process (workers = 1)",
+                f"{kind}: endpoints cannot be shared with worker processes; use a tcp:, "
+                f"tcp6: or systemd: endpoint, or run a single process (workers = 1)",
                 config.source,
             )
 
@@ -122,14 +129,22 @@ def bind(endpoint: str) -> socket.socket:
     """
     A listening, non-blocking socket for a C{tcp:} or C{tcp6:} endpoint
     string, bound as C{reactor.listenTCP} would bind it (port, interface,
-    backlog).
+    backlog); for a C{systemd:} one, a copy of the socket systemd passed.
 
     @raises OSError: if it cannot be bound.
     """
-    # The endpoint parser works out port, interface and backlog; a memory
-    # reactor records what it would listen on without listening.
+    # The endpoint parser works out port, interface and backlog (or which
+    # inherited descriptor); a memory reactor records what it would listen
+    # on without listening.
     recorder = MemoryReactor()
-    serverFromString(recorder, endpoint).listen(Factory())
+    parsed = serverFromString(recorder, endpoint)
+    if isinstance(parsed, AdoptedStreamServerEndpoint):
+        # Not listened with: that would close the descriptor.
+        sock = socket.socket(parsed.addressFamily, socket.SOCK_STREAM,
+                             fileno=os.dup(parsed.fileno))
+        sock.setblocking(False)
+        return sock
+    parsed.listen(Factory())
     port, _, backlog, interface = recorder.tcpServers[0]
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -388,9 +403,11 @@ class Master(MultiService):
         else:
             args += list(self._worker_args)
         worker.started = self.reactor.seconds()
+        # Socket activation is the master's: its sockets reach the workers
+        # as --inherit descriptors.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         worker.process = self.reactor.spawnProcess(
-            _WorkerProtocol(self, worker), self._executable, args,
-            env=dict(os.environ), childFDs=fds)
+            _WorkerProtocol(self, worker), self._executable, args, env=env, childFDs=fds)
         worker.pid = worker.process.pid
         self.log.info("worker {index} started, pid {pid}", index=worker.index, pid=worker.pid)
 
@@ -768,6 +785,19 @@ class _MasterWatch:
             self._reactor.stop()
 
 
+class _WorkerOptions(Options):
+    """
+    The options of a worker: those of C{twistd twistproxy}, without the
+    start-up check.  The master has checked the configuration, and the
+    worker listens on inherited sockets rather than its endpoint strings
+    (a C{systemd:} one would not even parse here: the sockets were the
+    master's).
+    """
+
+    def check(self, config: ProxyConfig) -> None:
+        pass
+
+
 def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str]]:
     index, admin, inherited = 0, "", {}
     args = list(argv)
@@ -791,16 +821,14 @@ def worker_main(argv: Sequence[str]) -> None:
     Run one worker: C{python -m twistproxy.workers --index N --admin PATH
     --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
     """
+    # The global reactor and log only here: this is a program's main.
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
-
-    from twistproxy.service import ProxyService
-    from twistproxy.tap import Options, Signals
 
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stderr, recordSeparator="")], redirectStandardIO=False)
     index, admin, inherited, rest = _parse_worker_args(argv)
-    options = Options()
+    options = _WorkerOptions()
     options.parseOptions(rest)
     private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
 
