@@ -509,6 +509,21 @@ class ListenerChangeTests(MasterTestCase):
         self.assertTrue(any("twistproxy listener alt listening on" in m
                             for m in self.messages()[-4:]), self.messages())
 
+    def test_one_at_a_time(self):
+        """
+        A reload while the new workers of the previous one are starting is
+        refused; once they answer, reloads are possible again.
+        """
+        d = self.master.hangup()
+        [problem] = self.successResultOf(self.master.hangup())
+        self.assertIn("new workers are still starting", problem)
+        self.assertEqual(len(self.reactor.processes), 4)
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.answers[b"POST", b"/reload"] = (200, {"ok": True, "problems": []})
+        self.reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+
     def test_bind_failure(self):
         """
         A new listener that cannot be bound refuses the reload: no worker
@@ -546,7 +561,8 @@ class ListenerChangeTests(MasterTestCase):
         A stop during the old generation's drain waits for it too.
         """
         self.answers[b"GET", b"/status"] = (200, {})
-        self.successResultOf(self.master.hangup())
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+        self.assertFalse(self.master._replacing)
         d = self.master.stopService()
         for process in self.reactor.processes[2:]:
             process.end(ProcessDone(0))

@@ -316,6 +316,8 @@ class Master(MultiService):
         self._ask = ask or (lambda path, method, what: _http_ask(reactor, path, method, what))
         self._executable = executable
         self._stopping = False
+        # Whether a reload waits for a new generation of workers.
+        self._replacing = False
         self._directory: Optional[str] = None
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         # Workers of an earlier generation, draining.
@@ -467,6 +469,9 @@ class Master(MultiService):
         @return: A L{Deferred} firing with the problems found (empty when
             every worker reloaded).
         """
+        if self._replacing:
+            return self._refused(RuntimeError(
+                "new workers are still starting for the previous reload; try again"))
         try:
             if self.config.source:
                 # The number of workers is the master's (the file's, or
@@ -565,7 +570,12 @@ class Master(MultiService):
             return self._refused(RuntimeError(
                 f"the new workers did not start: {f.getErrorMessage()}"))
 
-        return self._ready(self.workers).addCallbacks(ready, failed)
+        def done(result):
+            self._replacing = False
+            return result
+
+        self._replacing = True
+        return self._ready(self.workers).addCallbacks(ready, failed).addBoth(done)
 
     def _retire(self, workers: Sequence[_Worker]) -> None:
         """
