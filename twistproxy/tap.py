@@ -11,6 +11,9 @@ Three ways to say what to run, exactly one of which must be given:
   - C{--demo}: two small demo backends in the same process and a proxy in
     front of them on C{tcp:8080}.
 
+C{--workers N} (or C{workers} in the file) runs the proxy in N worker
+processes behind a master, L{twistproxy.workers.Master}.
+
 This module parses options and wires; the proxy itself is
 L{twistproxy.service.ProxyService}.
 """
@@ -130,6 +133,7 @@ class Options(usage.Options):
                 self.proxy_config = replace(self.proxy_config, workers=workers_count(
                     int(count) if count.isdigit() else count, "--workers"))
             if self.proxy_config.workers > 1:
+                # Imported here: twistproxy.workers imports this module.
                 from twistproxy.workers import check_shareable
 
                 check_shareable(self.proxy_config)
