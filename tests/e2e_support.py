@@ -121,10 +121,16 @@ class ProxyProcess:
     @ivar exit_reason: The L{Failure} it ended with, once it has.
     """
 
-    def __init__(self, reactor, args: List[str], cwd: str):
+    def __init__(self, reactor, args: List[str], cwd: str, activated=None):
+        """
+        @param activated: A listening socket to hand the child as systemd
+            does with socket activation (descriptor 3, C{LISTEN_FDS},
+            C{LISTEN_PID}), or C{None}.
+        """
         self._reactor = reactor
         self._args = args
         self._cwd = cwd
+        self._activated = activated
         self._started: Optional[defer.Deferred] = None
         self._ended_waiters: List[defer.Deferred] = []
         self._transport = None
@@ -143,9 +149,16 @@ class ProxyProcess:
         """
         self._started = defer.Deferred()
         argv = list(TWISTD) + ["-n", "--pidfile=", "twistproxy"] + self._args
+        env, fds = child_env(), None
+        if self._activated is not None:
+            # LISTEN_PID must be the child's own pid: a shell learns it
+            # and execs twistd in its place.
+            argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"'] + argv
+            env.update(LISTEN_FDS="1", LISTEN_FDNAMES="proxy")
+            fds = {0: "w", 1: "r", 2: "r", 3: self._activated.fileno()}
         self._transport = self._reactor.spawnProcess(
-            _ProxyProcessProtocol(self), argv[0], argv, env=child_env(),
-            path=self._cwd,
+            _ProxyProcessProtocol(self), argv[0], argv, env=env,
+            path=self._cwd, childFDs=fds,
         )
         self.pid = self._transport.pid
         timer = self._reactor.callLater(timeout, self._fail_start, "startup timed out")
@@ -608,8 +621,8 @@ class WatchedProxyProcess(ProxyProcess):
     @ivar lines: C{(arrival time, text)} for every complete line so far.
     """
 
-    def __init__(self, reactor, args: List[str], cwd: str):
-        super().__init__(reactor, args, cwd)
+    def __init__(self, reactor, args: List[str], cwd: str, activated=None):
+        super().__init__(reactor, args, cwd, activated)
         self.lines: List[Tuple[float, str]] = []
         self._partial = b""
 

@@ -210,6 +210,27 @@ class _BalancingTestCase(TestCase):
         return proxy
 
     @staticmethod
+    def config_text(proxy) -> str:
+        """
+        C{proxy}'s configuration file, as it is now.
+        """
+        with open(proxy.config_path) as f:
+            return f.read()
+
+    @staticmethod
+    def reload(proxy, config: str, done: str = "configuration reloaded",
+               timeout: float = 10) -> defer.Deferred:
+        """
+        Write C{config} as C{proxy}'s configuration file, send SIGHUP and
+        wait for the log line C{done}.
+        """
+        with open(proxy.config_path, "w") as f:
+            f.write(config)
+        since = time.monotonic()
+        proxy.signal("HUP")
+        return proxy.wait_for_line(done, since=since, timeout=timeout)
+
+    @staticmethod
     def sleep(seconds: float) -> defer.Deferred:
         return task.deferLater(reactor, seconds, lambda: None)
 
@@ -648,20 +669,16 @@ class ReloadTests(_BalancingTestCase):
         """
         origins = yield self.start_origins("a", "b")
         proxy = yield self.start_proxy(
-            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        with open(proxy.config_path) as f:
-            text = f.read()
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
 
         @defer.inlineCallbacks
         def scenario():
             for i in range(10):
                 target = origins["b" if i % 2 == 0 else "a"]
-                with open(proxy.config_path, "w") as f:
-                    f.write(re.sub(r"servers = \[.*\]",
-                                   f'servers = ["http://{HOST}:{target.port}"]', text))
-                since = time.monotonic()
-                proxy.signal("HUP")
-                yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
+                yield self.reload(proxy, re.sub(
+                    r"servers = \[.*\]", f'servers = ["http://{HOST}:{target.port}"]', text),
+                    self.reloaded)
                 yield self.sleep(0.15)
 
         loads = yield self.under_load(proxy.port, scenario, 50)
@@ -683,23 +700,14 @@ class ListenerReloadTests(_BalancingTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_proxy(
-            "[upstreams.app]\n" + f"servers = [\"http://{HOST}:{origins['a'].port}\"]\n")
-        with open(proxy.config_path) as f:
-            text = f.read()
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
         port = unused_port()
-
-        @defer.inlineCallbacks
-        def reload(config):
-            with open(proxy.config_path, "w") as f:
-                f.write(config)
-            since = time.monotonic()
-            proxy.signal("HUP")
-            yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
-
-        yield reload(text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')
+        yield self.reload(
+            proxy, text + f'\n[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n')
         outcome = yield self.request(port)
         self.assertEqual(outcome.status, 200)
-        yield reload(text)
+        yield self.reload(proxy, text)
         yield self.assertFailure(self.request(port), ConnectionRefusedError)
         outcome = yield self.request(proxy.port)
         self.assertEqual(outcome.status, 200)

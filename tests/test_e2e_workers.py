@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import time
 from typing import Dict, List, Tuple
 
@@ -30,9 +33,11 @@ from tests.e2e_support import (
     OriginFactory,
     RawClient,
     RestartableOrigin,
+    WatchedProxyProcess,
     unused_port,
+    write_config,
 )
-from tests.test_e2e_balancing import _BalancingTestCase, _get, _response
+from tests.test_e2e_balancing import _BalancingTestCase, _get, _response, _servers
 
 WORKERS = ("--workers", "2")
 
@@ -141,7 +146,7 @@ class RestartTests(_WorkersTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+            "[upstreams.app]\n" + _servers(origins))
         status = yield self.admin(proxy, "/status")
         pids = [w["pid"] for w in status["workers"]]
         self.assertEqual(len(set(pids)), 2)
@@ -174,6 +179,43 @@ class RestartTests(_WorkersTestCase):
         os.kill(new_pid, 0)  # it exists
         statuses = yield threads.deferToThread(_requests, proxy.port, 20)
         self.assertEqual(statuses, [200] * 20)
+
+
+def _gone(pid: int) -> bool:
+    """
+    Whether process C{pid} has exited (a zombie nobody reaped counts).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+class OrphanTests(_WorkersTestCase):
+    """
+    Workers do not outlive their master.
+    """
+
+    @defer.inlineCallbacks
+    def test_workers_stop_when_master_killed(self):
+        """
+        When the master is killed with SIGKILL (it cannot stop them), its
+        workers notice that their standard input closed and exit within a
+        few seconds.
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers("[upstreams.app]\n" + _servers(origins))
+        pids = [w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]]
+        self.assertFalse(any(_gone(pid) for pid in pids))
+        # The master cannot remove its directory when killed.
+        [(_, line)] = [proxy.find_line(r"\[worker-1\] twistproxy listener admin listening")]
+        self.addCleanup(shutil.rmtree, os.path.dirname(re.search(r"'(/[^']+)'", line).group(1)))
+        proxy.kill()
+        deadline = time.monotonic() + 10
+        while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+            yield self.sleep(0.05)
+        self.assertEqual([pid for pid in pids if not _gone(pid)], [])
 
 
 class ReloadUnderLoadTests(test_e2e_balancing.ReloadTests):
@@ -218,7 +260,7 @@ class SlowRequestTests(_WorkersTestCase):
         self.addCleanup(origin.stop)
         yield origin.start()
         proxy = yield self.start_workers(
-            f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n'
+            "[upstreams.app]\n" + _servers({"slow": origin}) +
             "\n[shutdown]\ndrain = 20\n", *self.args)
 
         def slow():
@@ -282,7 +324,7 @@ class AdminTests(_WorkersTestCase):
         """
         origins = yield self.start_origins("a")
         proxy = yield self.start_workers(
-            "[upstreams.app]\n" + f'servers = ["http://{HOST}:{origins["a"].port}"]\n')
+            "[upstreams.app]\n" + _servers(origins))
         batches = yield defer.gatherResults([
             threads.deferToThread(_requests, proxy.port, 15) for _ in range(4)])
         self.assertEqual([s for batch in batches for s in batch], [200] * 60)
@@ -301,3 +343,101 @@ class AdminTests(_WorkersTestCase):
         status = yield self.admin(proxy, "/status")
         self.assertEqual(sorted(w["pid"] for w in status["workers"]), sorted(served))
         self.log.info("requests per worker: {served}", served=served)
+
+
+class ListenerReloadTests(_WorkersTestCase):
+    """
+    With workers, a reload that changes listeners replaces the workers.
+    """
+
+    @defer.inlineCallbacks
+    def test_listener_added_and_removed_under_load(self):
+        """
+        While a client sends requests on a new connection each to the
+        first listener, a reload adds a listener: two new workers start,
+        the new listener serves, and the old workers drain and exit; a
+        second reload removes it again, after which (once the workers that
+        served it are gone) connections to it are refused.  None of the
+        client's requests fails.  (A keep-alive client is left out: an old worker closes its idle connections as
+        in a graceful shutdown, and a request sent at that very moment
+        meets a closed connection, as with nginx.)
+        """
+        origins = yield self.start_origins("a")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + _servers(origins))
+        text = self.config_text(proxy)
+        port = unused_port()
+        old_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
+
+        def reload(config):
+            return self.reload(proxy, config, "configuration reloaded by 2 new workers", 20)
+
+        load = test_e2e_balancing._Load(proxy.port, keep_alive=False)
+        running = load.start()
+        try:
+            yield reload(text.replace(
+                "[upstreams.app]",
+                f'[listeners.extra]\nendpoint = "tcp:{port}:interface={HOST}"\n\n'
+                "[upstreams.app]"))
+            outcome = yield self.request(port)
+            self.assertEqual(outcome.status, 200)
+            for pid in old_pids:
+                yield proxy.wait_for_line(rf"worker \d \(pid {pid}\) exited", timeout=10)
+            new_pids = {w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]}
+            self.assertEqual(len(new_pids - old_pids), 2)
+            yield reload(text)
+            # The old workers listen until their drain starts.
+            for pid in new_pids:
+                yield proxy.wait_for_line(rf"worker \d \(pid {pid}\) exited", timeout=10)
+            yield self.assertFailure(self.request(port), ConnectionRefusedError)
+        finally:
+            load.stop()
+            yield running
+        self.assert_no_errors(load.outcomes)
+        self.assertGreater(len(load.outcomes), 20)
+
+
+class SocketActivationTests(_WorkersTestCase):
+    """
+    Socket activation: the proxy serves a listening socket it inherited as
+    systemd hands it over, through a C{systemd:} endpoint.
+    """
+
+    workers: Tuple[str, ...] = ()
+
+    @defer.inlineCallbacks
+    def test_serves_inherited_socket(self):
+        """
+        A socket bound by the test (standing in for systemd) is passed as
+        descriptor 3 with C{LISTEN_FDS=1} and the child's C{LISTEN_PID};
+        requests to it are answered.
+        """
+        origins = yield self.start_origins("a")
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.bind((HOST, 0))
+        sock.listen(50)
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, (
+            "[listeners.main]\n"
+            'endpoint = "systemd:domain=INET:index=0"\n\n'
+            '[access_log]\npath = ""\n\n'
+            "[upstreams.app]\n" + _servers(origins)))
+        proxy = WatchedProxyProcess(reactor, ["--config", path, *self.workers], cwd,
+                                    activated=sock)
+        self.addCleanup(proxy.stop)
+        port = yield proxy.start()
+        self.assertEqual(port, sock.getsockname()[1])
+        if self.workers:
+            yield wait_for_workers(proxy)
+        statuses = yield threads.deferToThread(_requests, port, 10)
+        self.assertEqual(statuses, [200] * 10)
+
+
+class SocketActivationWorkersTests(SocketActivationTests):
+    """
+    The same with two workers: the master passes the socket systemd gave
+    it on to them.
+    """
+
+    workers = WORKERS

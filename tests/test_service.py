@@ -168,6 +168,18 @@ class ProxyServiceTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertTrue(backend.closed)
 
+    def assert_answered_with_close(self, client: MemoryPeer, backend: MemoryPeer) -> None:
+        """
+        The backend answers; the client gets the response with
+        C{Connection: close}, and its connection is closed.
+        """
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"))
+        self.assertIn(b"Connection: close\r\n", got)
+        self.assertTrue(client.closed)
+        client.close()
+
     def test_graceful_shutdown_finishes_requests(self):
         """
         A request in flight at shutdown is answered, with Connection: close;
@@ -181,12 +193,30 @@ class ProxyServiceTests(SynchronousTestCase):
         backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
         d = service.stopService()
         self.assertFalse(client.closed)
-        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        got = client.received()
-        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"))
-        self.assertIn(b"Connection: close\r\n", got)
-        self.assertTrue(client.closed)
-        client.close()
+        self.assert_answered_with_close(client, backend)
+        self.successResultOf(d)
+
+    def test_graceful_shutdown_waits_for_first_request(self):
+        """
+        A connection accepted just before the shutdown, whose request has
+        not arrived yet, is not closed as idle: its request is answered,
+        with Connection: close.  One that stays silent is closed when
+        C{timeouts.request_head} runs out.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(), reactor)
+        service.startService()
+        client = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        silent = MemoryPeer(service.factory.buildProtocol(None), peer=None)
+        d = service.stopService()
+        self.assertFalse(client.closed)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        backend = MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None)
+        self.assert_answered_with_close(client, backend)
+        self.assertFalse(silent.closed)
+        reactor.advance(service.config.timeouts.request_head + 1)
+        self.assertTrue(silent.closed)
+        silent.close()
         self.successResultOf(d)
 
     def test_drain_deadline(self):

@@ -106,7 +106,7 @@ class OptionsTests(SynchronousTestCase):
         --help mentions every option.
         """
         text = str(tap.Options())
-        for option in ("--config", "--listen", "--upstream", "--demo", "--access-log"):
+        for option in ("--config", "--listen", "--upstream", "--demo", "--access-log", "--workers"):
             self.assertIn(option, text)
 
 
@@ -159,6 +159,20 @@ class MakeServiceTests(SynchronousTestCase):
         service = tap.makeService(options)
         self.assertIsInstance(service, Master)
         self.assertEqual(len(service.workers), 2)
+
+    def test_demo_with_workers(self):
+        """
+        --demo with workers runs the demo backends in the master, and the
+        workers in quick mode in front of them.
+        """
+        options = tap.Options()
+        options.parseOptions(["--demo", "--workers", "2"])
+        service = tap.makeService(options)
+        self.assertIsInstance(service, Master)
+        self.assertEqual(len([s for s in service if not isinstance(s, tap.Signals)]), 2)
+        self.assertEqual(options.worker_args, [
+            "--listen", "tcp:8080", "--upstream", "http://127.0.0.1:8081",
+            "--upstream", "http://127.0.0.1:8082", "--access-log", "stdout"])
 
     def test_demo_service(self):
         """

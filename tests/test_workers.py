@@ -18,11 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface.verify import verifyObject
 
 from twistproxy.admin import AdminResource
@@ -31,10 +33,12 @@ from twistproxy.workers import (
     KILL_GRACE,
     MAX_DELAY,
     MIN_DELAY,
+    READY_TIMEOUT,
     STABLE,
     InheritedEndpoint,
     Master,
     _parse_worker_args,
+    _UnixSocket,
     bind,
     check_shareable,
 )
@@ -63,11 +67,13 @@ class FakeProcess:
         self.args = args
         self.child_fds = child_fds
         self.signals: List[int] = []
+        self.ended = False
 
     def signalProcess(self, number: int) -> None:
         self.signals.append(number)
 
     def end(self, reason=None) -> None:
+        self.ended = True
         self.protocol.processEnded(Failure(reason or ProcessTerminated(signal=9)))
 
 
@@ -157,11 +163,13 @@ class MasterTestCase(SynchronousTestCase):
         return master
 
     def stop(self, master: Master) -> None:
-        if master.running:
-            d = master.stopService()
-            for worker in master.workers:
-                if worker.process is not None:
-                    worker.process.end(ProcessDone(0))
+        # Every process ends, so that a stop the test began finishes too
+        # (and removes the master's directory).
+        d = master.stopService() if master.running else None
+        for process in self.reactor.processes:
+            if not process.ended:
+                process.end(ProcessDone(0))
+        if d is not None:
             self.successResultOf(d)
 
     def start(self) -> None:
@@ -441,16 +449,6 @@ class ReloadTests(MasterTestCase):
         with open(os.path.join(self.master._directory, "config.toml")) as f:
             self.assertEqual(f.read(), self.config_text)
 
-    def test_listener_change_refused(self):
-        """
-        A changed listener table is refused like in a single process.
-        """
-        self.start()
-        self.write(self.config_text.replace("8443", "9443"))
-        problems = self.successResultOf(self.master.hangup())
-        self.assertIn("listeners", problems[0])
-        self.assertEqual(self.asked, [])
-
     def test_worker_problems(self):
         """
         Problems a worker reports (certificates, say) are returned once
@@ -467,6 +465,111 @@ class ReloadTests(MasterTestCase):
         problems = self.successResultOf(self.master.hangup())
         self.assertEqual(problems[0], "bad certificate")
         self.assertIn("worker 2", problems[1])
+
+
+class ListenerChangeTests(MasterTestCase):
+    """
+    A reload that changes listeners starts a new generation of workers
+    with the new sockets, then drains the old one.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        self.old = list(self.reactor.processes)
+        self.write(self.config_text.replace("tcp6:8443", "tcp6:9443"))
+
+    def test_new_generation(self):
+        """
+        The moved listener's socket is bound; two new workers start with
+        the kept socket and the new one; once both answer, the old workers
+        get SIGTERM (and are not started again when they exit), the old
+        socket is closed and the kept one is not.
+        """
+        d = self.master.hangup()
+        self.assertEqual(len(self.reactor.processes), 4)
+        new = self.reactor.processes[2:]
+        kept, moved = self.sockets["tcp:8080:interface=127.0.0.1"], self.sockets["tcp6:8443"]
+        self.assertEqual(new[0].child_fds, {0: "w", 1: 1, 2: "r", 3: 10, 4: 12})
+        self.assertTrue(_parse_worker_args(new[0].args[3:])[1].endswith("worker-1.1.sock"))
+        self.assertNoResult(d)
+        self.assertEqual([p.signals for p in self.old], [[], []])
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual([p.signals for p in self.old], [[signal.SIGTERM]] * 2)
+        self.assertEqual([p.signals for p in new], [[], []])
+        self.assertEqual((kept.closed, moved.closed), (False, True))
+        self.assertEqual([w["pid"] for w in self.master.worker_status()], [1002, 1003])
+        self.assertEqual(self.master.config.listeners[1].endpoint, "tcp6:9443")
+        for process in self.old:
+            process.end(ProcessDone(0))
+        self.reactor.advance(MAX_DELAY)
+        self.assertEqual(len(self.reactor.processes), 4)
+        self.assertTrue(any("twistproxy listener alt listening on" in m
+                            for m in self.messages()[-4:]), self.messages())
+
+    def test_one_at_a_time(self):
+        """
+        A reload while the new workers of the previous one are starting is
+        refused; once they answer, reloads are possible again.
+        """
+        d = self.master.hangup()
+        [problem] = self.successResultOf(self.master.hangup())
+        self.assertIn("new workers are still starting", problem)
+        self.assertEqual(len(self.reactor.processes), 4)
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.answers[b"POST", b"/reload"] = (200, {"ok": True, "problems": []})
+        self.reactor.advance(0.1)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+
+    def test_bind_failure(self):
+        """
+        A new listener that cannot be bound refuses the reload: no worker
+        starts, the running configuration stays.
+        """
+        def bind(endpoint):
+            raise OSError(98, "Address already in use")
+
+        self.master._bind = bind
+        config = self.master.config
+        [problem] = self.successResultOf(self.master.hangup())
+        self.assertIn("listeners.alt.endpoint: cannot listen on 'tcp6:9443'", problem)
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.assertIs(self.master.config, config)
+
+    def test_new_workers_never_answer(self):
+        """
+        New workers that do not answer within L{READY_TIMEOUT} are
+        stopped, the old ones go on with the old configuration and
+        sockets, and the reload reports the problem.
+        """
+        d = self.master.hangup()
+        self.reactor.advance(READY_TIMEOUT + 0.1)
+        [problem] = self.successResultOf(d)
+        self.assertIn("the new workers did not start", problem)
+        self.assertEqual([p.signals for p in self.old], [[], []])
+        self.assertEqual([p.signals for p in self.reactor.processes[2:]], [[signal.SIGTERM]] * 2)
+        self.assertTrue(self.sockets["tcp6:9443"].closed)
+        self.assertFalse(self.sockets["tcp6:8443"].closed)
+        self.assertEqual(self.master.config.listeners[1].endpoint, "tcp6:8443")
+        self.assertEqual([w["pid"] for w in self.master.worker_status()], [1000, 1001])
+
+    def test_stop_waits_for_retiring(self):
+        """
+        A stop during the old generation's drain waits for it too.
+        """
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+        self.assertFalse(self.master._replacing)
+        d = self.master.stopService()
+        for process in self.reactor.processes[2:]:
+            process.end(ProcessDone(0))
+        self.assertNoResult(d)
+        for process in self.old:
+            process.end(ProcessDone(0))
+        self.successResultOf(d)
 
 
 class AdminTests(MasterTestCase):
@@ -559,16 +662,16 @@ class ShareableTests(SynchronousTestCase):
 
     def test_refused_endpoints(self):
         """
-        Only tcp: and tcp6: listeners can be shared; others are refused
+        Only tcp:, tcp6: and systemd: listeners can be shared; others are refused
         with the listener's path and the way out.
         """
-        for endpoint in ("unix:/tmp/x.sock", "systemd:domain=INET:index=0",
-                         "ssl:443:privateKey=k.pem"):
+        for endpoint in ("unix:/tmp/x.sock", "ssl:443:privateKey=k.pem"):
             config = parse(CONFIG.replace("tcp6:8443", endpoint))
             e = self.assertRaises(ConfigError, check_shareable, config)
             self.assertEqual(e.path, "listeners.alt.endpoint")
             self.assertIn("workers = 1", e.problem)
         check_shareable(parse(CONFIG))
+        check_shareable(parse(CONFIG.replace("tcp6:8443", "systemd:domain=INET:index=0")))
 
     def test_bind(self):
         """
@@ -596,6 +699,17 @@ class ShareableTests(SynchronousTestCase):
         # The probe did not close the descriptor.
         self.assertEqual(sock.family, socket.AF_INET6)
         os.fstat(sock.fileno())
+
+    def test_admin_socket_agent(self):
+        """
+        The master reaches a worker's admin API through an agent endpoint
+        factory that maps every URI to the worker's Unix socket.
+        """
+        factory = _UnixSocket(MemoryReactor(), "/run/w.sock")
+        verifyObject(IAgentEndpointFactory, factory)
+        endpoint = factory.endpointForURI(None)
+        self.assertIsInstance(endpoint, UNIXClientEndpoint)
+        self.assertEqual(endpoint._path, "/run/w.sock")
 
     def test_worker_args(self):
         """

@@ -501,10 +501,11 @@ class ProxyService(MultiService):
         their health, ejection and draining state across the reload.
 
         What can change now: upstream groups, routes, timeouts, limits,
-        forwarding, the access log, the locator and locality.  Listener,
-        admin, shutdown and workers changes still need a restart: such a
-        file is refused as a whole (L{check_reloadable}; certificates
-        reload with C{SIGHUP}).
+        forwarding, the access log, the locator, locality, shutdown and
+        listeners (L{_change_listeners}; not those of a worker, whose
+        sockets are its master's).  Admin and workers changes still need a
+        restart: such a file is refused as a whole (L{check_reloadable};
+        certificates reload with C{SIGHUP}).
 
         @return: The problems that made the reload fail (empty on success).
         """

@@ -11,6 +11,9 @@ Three ways to say what to run, exactly one of which must be given:
   - C{--demo}: two small demo backends in the same process and a proxy in
     front of them on C{tcp:8080}.
 
+C{--workers N} (or C{workers} in the file) runs the proxy in N worker
+processes behind a master, L{twistproxy.workers.Master}.
+
 This module parses options and wires; the proxy itself is
 L{twistproxy.service.ProxyService}.
 """
@@ -84,7 +87,7 @@ class Options(usage.Options):
                 )
             try:
                 self.proxy_config: ProxyConfig = load(self["config"])
-                validate(self.proxy_config)
+                self.check(self.proxy_config)
             except ConfigError as e:
                 raise usage.UsageError(str(e))
             self._workers(None)
@@ -100,13 +103,21 @@ class Options(usage.Options):
             self.proxy_config = quick_config(
                 listen, upstreams, access_log="" if access_log == "off" else access_log
             )
-            validate(self.proxy_config)
+            self.check(self.proxy_config)
         except ConfigError as e:
             raise usage.UsageError(str(e))
         self._workers(
             [a for e in listen for a in ("--listen", e)]
             + [a for u in upstreams for a in ("--upstream", u)]
             + ["--access-log", access_log])
+
+    def check(self, config: ProxyConfig) -> None:
+        """
+        Check C{config} as the proxy would at start-up.
+
+        @raises ConfigError: naming the first problem.
+        """
+        validate(config)
 
     def _workers(self, worker_args: Optional[List[str]]) -> None:
         """
@@ -122,6 +133,7 @@ class Options(usage.Options):
                 self.proxy_config = replace(self.proxy_config, workers=workers_count(
                     int(count) if count.isdigit() else count, "--workers"))
             if self.proxy_config.workers > 1:
+                # Imported here: twistproxy.workers imports this module.
                 from twistproxy.workers import check_shareable
 
                 check_shareable(self.proxy_config)

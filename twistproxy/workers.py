@@ -15,7 +15,9 @@ workers keep dying young (a crash loop must not spin).
 The master serves no requests.  It
 
   - forwards signals: C{SIGHUP} and C{POST /reload} (after the master has
-    checked the file itself: a broken one never reaches the workers),
+    checked the file itself: a broken one never reaches the workers; one
+    that changes listeners makes the master bind the new sockets, start a
+    new generation of workers with them and drain the old one),
     C{SIGUSR1} (reopen the access log), C{SIGTERM} (graceful shutdown; a
     second one ends it at once); it waits for the workers to finish
     draining before it exits, and kills those still there after
@@ -36,8 +38,9 @@ started again later runs what the others run, even if the file was edited
 since.  A worker whose master is gone (its standard input closes) shuts
 down.
 
-Only C{tcp:} and C{tcp6:} listeners can be shared; with another endpoint
-type (C{unix:}, C{ssl:}, C{systemd:}) the configuration is refused with
+Only C{tcp:}, C{tcp6:} and C{systemd:} (socket activation: the master
+passes on the socket systemd gave it) listeners can be shared; with another
+endpoint type (C{unix:}, C{ssl:}) the configuration is refused with
 C{workers} above 1.  TLS is unaffected: a listener's C{tls} table is
 terminated in the workers.
 """
@@ -59,21 +62,32 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    UNIXClientEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from twistproxy.accesslog import rotate
+from twistproxy.admin import admin_site
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
-from twistproxy.service import _ListenerService, check_reloadable, validate
+from twistproxy.metrics import combine
+from twistproxy.service import ProxyService, _ListenerService, check_reloadable, validate
+from twistproxy.tap import Options, Signals
 
-# Endpoint types whose sockets the master can bind and pass on.
-SHAREABLE = ("tcp", "tcp6")
+# Endpoint types whose sockets the master can bind (or has from systemd) and
+# pass on.
+SHAREABLE = ("tcp", "tcp6", "systemd")
 
 # Pause before starting a worker again: doubled each time one dies within
 # STABLE seconds of its start, up to MAX_DELAY.
@@ -86,6 +100,9 @@ KILL_GRACE = 5.0
 
 # Seconds the master waits for a worker's admin API to answer.
 ASK_TIMEOUT = 30.0
+
+# Seconds new workers get to answer before a reload gives up on them.
+READY_TIMEOUT = 20.0
 
 _CONFIG_COPY = "config.toml"
 
@@ -102,8 +119,8 @@ def check_shareable(config: ProxyConfig) -> None:
         if kind not in SHAREABLE:
             raise ConfigError(
                 f"listeners.{listener.name}.endpoint",
-                f"{kind}: endpoints cannot be shared with worker processes; use a tcp: "
-                f"or tcp6: endpoint, or run a single process (workers = 1)",
+                f"{kind}: endpoints cannot be shared with worker processes; use a tcp:, "
+                f"tcp6: or systemd: endpoint, or run a single process (workers = 1)",
                 config.source,
             )
 
@@ -112,14 +129,22 @@ def bind(endpoint: str) -> socket.socket:
     """
     A listening, non-blocking socket for a C{tcp:} or C{tcp6:} endpoint
     string, bound as C{reactor.listenTCP} would bind it (port, interface,
-    backlog).
+    backlog); for a C{systemd:} one, a copy of the socket systemd passed.
 
     @raises OSError: if it cannot be bound.
     """
-    # The endpoint parser works out port, interface and backlog; a memory
-    # reactor records what it would listen on without listening.
+    # The endpoint parser works out port, interface and backlog (or which
+    # inherited descriptor); a memory reactor records what it would listen
+    # on without listening.
     recorder = MemoryReactor()
-    serverFromString(recorder, endpoint).listen(Factory())
+    parsed = serverFromString(recorder, endpoint)
+    if isinstance(parsed, AdoptedStreamServerEndpoint):
+        # Not listened with: that would close the descriptor.
+        sock = socket.socket(parsed.addressFamily, socket.SOCK_STREAM,
+                             fileno=os.dup(parsed.fileno))
+        sock.setblocking(False)
+        return sock
+    parsed.listen(Factory())
     port, _, backlog, interface = recorder.tcpServers[0]
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -151,21 +176,20 @@ class _SharedListener:
         self.port = self
 
     def getHost(self):
-        from twisted.internet.address import IPv4Address, IPv6Address
-
         host, port = self.socket.getsockname()[:2]
         if self.socket.family == socket.AF_INET6:
             return IPv6Address("TCP", host, port)
         return IPv4Address("TCP", host, port)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Worker:
     """
     One worker slot: the process now in it, and its history.
     """
 
     index: int
+    generation: int = 0
     process: Any = None
     pid: Optional[int] = None
     started: float = 0.0
@@ -215,24 +239,33 @@ class _WorkerProtocol(ProcessProtocol):
         self._master._ended(self._worker, reason)
 
 
+@implementer(IAgentEndpointFactory)
+class _UnixSocket:
+    """
+    Every URI is the Unix socket at C{path}.
+    """
+
+    def __init__(self, reactor, path: str):
+        self._reactor = reactor
+        self._path = path
+
+    def endpointForURI(self, uri):
+        return UNIXClientEndpoint(self._reactor, self._path, timeout=10)
+
+
+class _QuietPool(HTTPConnectionPool):
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+        noisy = False  # one "Starting factory" line per question otherwise
+
+
 def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
     """
     Ask a worker's admin API on its Unix socket.
 
     @return: A L{Deferred} firing with C{(status code, body)}.
     """
-    from twisted.web.client import Agent, HTTPConnectionPool, readBody
-
-    class _Socket:
-        def endpointForURI(self, uri):
-            return UNIXClientEndpoint(reactor, path, timeout=10)
-
-    class _Pool(HTTPConnectionPool):
-        class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
-            noisy = False  # one "Starting factory" line per question otherwise
-
-    pool = _Pool(reactor, persistent=False)
-    agent = Agent.usingEndpointFactory(reactor, _Socket(), pool=pool)
+    pool = _QuietPool(reactor, persistent=False)
+    agent = Agent.usingEndpointFactory(reactor, _UnixSocket(reactor, path), pool=pool)
     d = agent.request(method, b"http://worker" + what)
     d.addCallback(lambda response: readBody(response).addCallback(
         lambda body: (response.code, body)))
@@ -276,18 +309,19 @@ class Master(MultiService):
         @param executable: The Python interpreter that runs the workers.
         """
         super().__init__()
-        from twistproxy.admin import admin_site
-
         self.config = config
         self.reactor = reactor
-        self._count = count
         self._worker_args = worker_args
         self._bind = bind
         self._ask = ask or (lambda path, method, what: _http_ask(reactor, path, method, what))
         self._executable = executable
         self._stopping = False
+        # Whether a reload waits for a new generation of workers.
+        self._replacing = False
         self._directory: Optional[str] = None
         self.workers = [_Worker(i) for i in range(1, count + 1)]
+        # Workers of an earlier generation, draining.
+        self._retiring: List[_Worker] = []
         self._rotation = LoopingCall(self._rotate_access_log)
         self._rotation.clock = reactor
         self.listeners: Dict[str, _SharedListener] = {}
@@ -350,7 +384,9 @@ class Master(MultiService):
         os.replace(path + ".new", path)
 
     def _socket_path(self, worker: _Worker) -> str:
-        return os.path.join(self._directory, f"worker-{worker.index}.sock")
+        # Workers of a new generation start while the old ones still run.
+        suffix = f".{worker.generation}" if worker.generation else ""
+        return os.path.join(self._directory, f"worker-{worker.index}{suffix}.sock")
 
     def _spawn(self, worker: _Worker) -> None:
         worker.restart = None
@@ -369,16 +405,20 @@ class Master(MultiService):
         else:
             args += list(self._worker_args)
         worker.started = self.reactor.seconds()
+        # Socket activation is the master's: its sockets reach the workers
+        # as --inherit descriptors.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
         worker.process = self.reactor.spawnProcess(
-            _WorkerProtocol(self, worker), self._executable, args,
-            env=dict(os.environ), childFDs=fds)
+            _WorkerProtocol(self, worker), self._executable, args, env=env, childFDs=fds)
         worker.pid = worker.process.pid
         self.log.info("worker {index} started, pid {pid}", index=worker.index, pid=worker.pid)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         pid, worker.process, worker.pid = worker.pid, None, None
-        if self._stopping:
+        if self._stopping or worker in self._retiring:
             self.log.info("worker {index} (pid {pid}) exited", index=worker.index, pid=pid)
+            if worker in self._retiring:
+                self._retiring.remove(worker)
             if worker.ended is not None:
                 ended, worker.ended = worker.ended, None
                 ended.callback(None)
@@ -403,7 +443,11 @@ class Master(MultiService):
     # -- signals ------------------------------------------------------------
 
     def _signal_all(self, number: int) -> None:
-        for worker in self.workers:
+        self._signal(self.workers + self._retiring, number)
+
+    @staticmethod
+    def _signal(workers: Sequence[_Worker], number: int) -> None:
+        for worker in workers:
             if worker.process is not None:
                 try:
                     worker.process.signalProcess(number)
@@ -425,21 +469,23 @@ class Master(MultiService):
         @return: A L{Deferred} firing with the problems found (empty when
             every worker reloaded).
         """
+        if self._replacing:
+            return self._refused(RuntimeError(
+                "new workers are still starting for the previous reload; try again"))
         try:
             if self.config.source:
                 # The number of workers is the master's (the file's, or
                 # --workers): it changes with a restart only.
                 new = replace(load(self.config.source), workers=self.config.workers)
-                # Changing the sockets would mean new workers: not yet.
-                check_reloadable(self.config, new, ("admin", "workers", "listeners"))
+                check_reloadable(self.config, new)
                 check_shareable(new)
                 validate(new)
+                if new.listeners != self.config.listeners:
+                    return self._replace_workers(new)
                 self._write_config(new)
                 self.config = new
         except (ConfigError, OSError) as e:
-            self.log.error("configuration reload refused, the running one stays: {problem}",
-                           problem=str(e))
-            return defer.succeed([str(e)])
+            return self._refused(e)
 
         def reloaded(answers):
             problems: List[str] = []
@@ -455,6 +501,116 @@ class Master(MultiService):
             return problems
 
         return self._ask_all(b"POST", b"/reload").addCallback(reloaded)
+
+    def _refused(self, problem: Exception) -> defer.Deferred:
+        self.log.error("configuration reload refused, the running one stays: {problem}",
+                       problem=str(problem))
+        return defer.succeed([str(problem)])
+
+    def _replace_workers(self, new: ProxyConfig) -> defer.Deferred:
+        """
+        Apply listener changes: bind the sockets of added and moved
+        listeners (one that cannot be bound refuses the reload), start a
+        new generation of workers with the new sockets and configuration,
+        and once they all answer, drain the old ones and close the sockets
+        nobody uses any more.  Listeners whose endpoint stays keep their
+        socket, which both generations share meanwhile: no connection is
+        refused.  New workers that do not answer within L{READY_TIMEOUT}
+        are stopped, and the old ones go on.
+
+        @return: A L{Deferred} firing with the problems (empty on success).
+        """
+        running = {listener.name: listener for listener in self.config.listeners}
+        listeners: Dict[str, _SharedListener] = {}
+        bound: List[socket.socket] = []
+        for listener in new.listeners:
+            old = running.get(listener.name)
+            if old is not None and old.endpoint == listener.endpoint:
+                listeners[listener.name] = self.listeners[listener.name]
+                continue
+            try:
+                sock = self._bind(listener.endpoint)
+            except OSError as e:
+                for sock in bound:
+                    sock.close()
+                return self._refused(ConfigError(
+                    f"listeners.{listener.name}.endpoint",
+                    f"cannot listen on {listener.endpoint!r}: {e}", new.source))
+            bound.append(sock)
+            listeners[listener.name] = _SharedListener(listener.name, sock)
+        previous = (self.config, self.listeners, self.workers)
+        self._write_config(new)
+        self.config, self.listeners = new, listeners
+        generation = self.workers[0].generation + 1
+        self.workers = [_Worker(w.index, generation) for w in self.workers]
+        for worker in self.workers:
+            self._spawn(worker)
+        self.log.info("listeners changed: {n} new workers start", n=len(self.workers))
+
+        def ready(_):
+            self._retire(previous[2])
+            for listener in previous[1].values():
+                if listener not in listeners.values():
+                    listener.socket.close()
+            for listener in listeners.values():
+                if listener not in previous[1].values():
+                    self.log.info("twistproxy listener {name} listening on {address}",
+                                  name=listener.name, address=_address(listener.socket))
+            self.log.info("configuration reloaded by {n} new workers; the old ones drain",
+                          n=len(self.workers))
+            return []
+
+        def failed(f: Failure):
+            new_workers = self.workers
+            self.config, self.listeners, self.workers = previous
+            self._write_config(self.config)
+            self._retire(new_workers)
+            for sock in bound:
+                sock.close()
+            return self._refused(RuntimeError(
+                f"the new workers did not start: {f.getErrorMessage()}"))
+
+        def done(result):
+            self._replacing = False
+            return result
+
+        self._replacing = True
+        return self._ready(self.workers).addCallbacks(ready, failed).addBoth(done)
+
+    def _retire(self, workers: Sequence[_Worker]) -> None:
+        """
+        Drain C{workers} (SIGTERM), which are not started again.
+        """
+        for worker in workers:
+            if worker.restart is not None:
+                worker.restart.cancel()
+                worker.restart = None
+            if worker.process is not None:
+                self._retiring.append(worker)
+        self._signal(workers, signal.SIGTERM)
+
+    def _ready(self, workers: Sequence[_Worker]) -> defer.Deferred:
+        """
+        Poll C{workers}' admin API until each answers.
+
+        @return: A L{Deferred} that fails after L{READY_TIMEOUT} seconds.
+        """
+        deadline = self.reactor.seconds() + READY_TIMEOUT
+
+        def poll(_=None):
+            asked = [self._ask(self._socket_path(w), b"GET", b"/status")
+                     .addCallback(lambda answer: answer[0] == 200)
+                     .addErrback(lambda f: False) for w in workers]
+            return defer.gatherResults(asked).addCallback(check)
+
+        def check(answers):
+            if all(answers) and all(w.process is not None for w in workers):
+                return None
+            if self.reactor.seconds() >= deadline:
+                raise RuntimeError(f"no answer within {READY_TIMEOUT:.0f}s")
+            return deferLater(self.reactor, 0.1, poll)
+
+        return poll()
 
     def stop_now(self) -> None:
         """
@@ -475,7 +631,7 @@ class Master(MultiService):
             self._rotation.stop()
         stopped = super().stopService()
         waits = []
-        for worker in self.workers:
+        for worker in self.workers + self._retiring:
             if worker.restart is not None:
                 worker.restart.cancel()
                 worker.restart = None
@@ -569,8 +725,6 @@ class Master(MultiService):
                  .addErrback(lambda f: None) for w in running]
 
         def combined(answers):
-            from twistproxy.metrics import combine
-
             workers = GaugeMetricFamily("twistproxy_workers", "Worker processes running now.")
             workers.add_metric((), len(running))
             restarts = CounterMetricFamily(
@@ -628,10 +782,29 @@ class _MasterWatch:
             data = b""
         if not data:
             self._reactor.removeReader(self)
-            self._reactor.stop()
+            self._orphaned()
         return None
 
     def connectionLost(self, reason) -> None:
+        # What the reactor calls instead of doRead when the pipe hangs up
+        # with nothing left to read (epoll's EPOLLHUP).
+        self._orphaned()
+
+    def _orphaned(self) -> None:
+        if self._reactor.running:
+            self._reactor.stop()
+
+
+class _WorkerOptions(Options):
+    """
+    The options of a worker: those of C{twistd twistproxy}, without the
+    start-up check.  The master has checked the configuration, and the
+    worker listens on inherited sockets rather than its endpoint strings
+    (a C{systemd:} one would not even parse here: the sockets were the
+    master's).
+    """
+
+    def check(self, config: ProxyConfig) -> None:
         pass
 
 
@@ -658,16 +831,14 @@ def worker_main(argv: Sequence[str]) -> None:
     Run one worker: C{python -m twistproxy.workers --index N --admin PATH
     --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
     """
+    # The global reactor and log only here: this is a program's main.
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
-
-    from twistproxy.service import ProxyService
-    from twistproxy.tap import Options, Signals
 
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stderr, recordSeparator="")], redirectStandardIO=False)
     index, admin, inherited, rest = _parse_worker_args(argv)
-    options = Options()
+    options = _WorkerOptions()
     options.parseOptions(rest)
     private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
 

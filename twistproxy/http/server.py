@@ -611,10 +611,13 @@ class HTTPServerProtocol(ClientCodec):
 
     def drain(self) -> None:
         """
-        Graceful shutdown: close now if no request is under way, else
-        finish it with C{Connection: close}.
+        Graceful shutdown: close now if idle between requests, else finish
+        the request under way with C{Connection: close}.  A connection
+        that has not sent its first request yet is waited for (as long as
+        C{request_head} allows): it was accepted just before the drain,
+        and its client is sending a request that closing would lose.
         """
-        if self._state == _HEAD and not self._buffer:
+        if self._state == _HEAD and not self._buffer and self._timer_kind == _T_IDLE:
             self._state = _CLOSED
             self.close()
         else:
