@@ -202,10 +202,11 @@ class StorabilityTests(SynchronousTestCase):
 
     def test_connection_fields_not_stored(self):
         """
-        RFC 9111 3.1: connection-specific fields and Age are not stored.
+        RFC 9111 3.1: connection-specific fields are not stored; Age is,
+        since it counts in the stored response's age (4.2.3).
         """
         fields = [(b"Connection", b"close"), (b"Age", b"3"), (b"Keep-Alive", b"x"), (b"A", b"1")]
-        self.assertEqual(P.fields_to_store(fields, cf(*fields)), [(b"A", b"1")])
+        self.assertEqual(P.fields_to_store(fields, cf(*fields)), [(b"Age", b"3"), (b"A", b"1")])
 
 
 class FreshnessTests(SynchronousTestCase):
@@ -316,7 +317,7 @@ class FreshnessTests(SynchronousTestCase):
         RFC 9111 5.1: a reused response carries its current age in Age,
         replacing the stored one.
         """
-        fields = P.fields_to_serve([(b"A", b"1")], cf(), 12.7)
+        fields = P.fields_to_serve([(b"Age", b"3"), (b"A", b"1")], cf(), 12.7)
         self.assertEqual(fields, [(b"A", b"1"), (b"Age", b"12")])
 
 
@@ -347,14 +348,15 @@ class TargetedTests(SynchronousTestCase):
         self.assertFalse(r.targeted)
         self.assertEqual(P.freshness_lifetime(200, r, NOW), 7)
 
-    def test_targeted_not_stored(self):
+    def test_targeted_not_passed_on(self):
         """
-        RFC 9213 2: the targeted fields are for this cache and are not
-        passed on with stored responses.
+        RFC 9213 2: the targeted fields are for this cache: kept with the
+        stored response (they govern its freshness) but not passed on.
         """
         fields = [(b"CDN-Cache-Control", b"max-age=60"), (b"A", b"1")]
-        self.assertEqual(P.fields_to_store(fields, cf(*fields), [P.CDN_CACHE_CONTROL]),
-                         [(b"A", b"1")])
+        self.assertEqual(P.fields_to_store(fields, cf(*fields)), fields)
+        self.assertEqual(P.fields_to_serve(fields, cf(*fields), 0, [P.CDN_CACHE_CONTROL]),
+                         [(b"A", b"1"), (b"Age", b"0")])
 
 
 class ReuseTests(SynchronousTestCase):
@@ -525,10 +527,11 @@ class ValidationTests(SynchronousTestCase):
     def test_merge_304(self):
         """
         RFC 9111 3.2: a 304's fields replace the stored ones of the same
-        name, except framing fields and Content-Length.
+        name, except framing fields and Content-Length; the old Age goes
+        (4.2.3: the 304 is the new response).
         """
         stored = [(b"Cache-Control", b"max-age=1"), (b"ETag", b'"x"'), (b"Content-Length", b"5"),
-                  (b"X-Old", b"1")]
+                  (b"X-Old", b"1"), (b"Age", b"30")]
         nm = [(b"cache-control", b"max-age=100"), (b"Content-Length", b"0"),
               (b"Connection", b"close"), (b"X-New", b"2")]
         self.assertEqual(P.merge_304(stored, nm),

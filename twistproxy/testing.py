@@ -350,6 +350,8 @@ class MemoryProxy:
     @ivar forwarder: The L{Forwarder}.
     @ivar exchanges: Every finished exchange, in order (what the access log
         would see).
+    @ivar cache: The shared cache (L{twistproxy.cache.runtime.HTTPCache})
+        when a route of the configuration has one, else C{None}.
     """
 
     def __init__(self, config=None):
@@ -381,7 +383,10 @@ class MemoryProxy:
                              locality=config.locality, locator=locator)
             for name, group in config.upstreams.items()
         }
-        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via)
+        from twistproxy.cache.runtime import build_cache
+
+        self.cache = build_cache(self.reactor, config)
+        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via, self.cache)
         self.exchanges: list = []
         self.factory = HTTPServerFactory(
             self.reactor, self.forwarder, timeouts=config.timeouts,

@@ -669,35 +669,41 @@ def merge_304(stored: Fields, not_modified: Fields) -> List[Tuple[bytes, bytes]]
     """
     A stored response's fields updated with those of a 304 (RFC 9111 3.2):
     each field the 304 carries replaces the stored field of that name,
-    except the framing and connection fields and C{Content-Length}.
+    except the framing and connection fields and C{Content-Length}; the
+    old C{Age} goes.
     """
     new = [(k, v) for k, v in not_modified
            if k.lower() not in _NOT_STORED and k.lower() != b"content-length"]
-    replaced = {k.lower() for k, _ in new}
+    # The stored Age belonged to the old response; the 304's (if any) is
+    # the one that counts now.
+    replaced = {k.lower() for k, _ in new} | {b"age"}
     return [(k, v) for k, v in stored if k.lower() not in replaced] + new
 
 
-def fields_to_store(fields: Fields, response: CacheFields,
-                    targeted: Sequence[bytes] = ()) -> List[Tuple[bytes, bytes]]:
+def fields_to_store(fields: Fields, response: CacheFields) -> List[Tuple[bytes, bytes]]:
     """
     The response fields a shared cache keeps (RFC 9111 3.1): without the
-    connection fields, those listed by a qualified C{private}
-    (5.2.2.7), C{Age} (recomputed on each reuse) and the targeted fields
-    meant for this cache only (RFC 9213).
+    connection fields and those listed by a qualified C{private}
+    (5.2.2.7).  C{Age} is kept: it counts in the response's age (4.2.3).
     """
-    drop = set(_NOT_STORED) | {b"age"} | set(targeted)
+    drop = set(_NOT_STORED)
     drop.update(response.cc.field_names("private") or ())
     return [(k, v) for k, v in fields if k.lower() not in drop]
 
 
-def fields_to_serve(fields: Fields, response: CacheFields, age: float) -> List[Tuple[bytes, bytes]]:
+def fields_to_serve(fields: Fields, response: CacheFields, age: float,
+                    targeted: Sequence[bytes] = ()) -> List[Tuple[bytes, bytes]]:
     """
-    The stored fields sent on reuse: with an C{Age} (RFC 9111 5.1), and
-    without the fields a qualified C{no-cache} lists (5.2.2.4: they need
-    revalidation, which a reuse skips).
+    The stored fields sent on reuse: with the current C{Age} in place of
+    the stored one (RFC 9111 5.1), without the fields a qualified
+    C{no-cache} lists (5.2.2.4: they need revalidation, which a reuse
+    skips), and without the targeted fields meant for this cache only
+    (RFC 9213).
     """
-    drop = response.cc.field_names("no-cache") or ()
-    out = [(k, v) for k, v in fields if k.lower() not in drop] if drop else list(fields)
+    drop = {b"age"}
+    drop.update(targeted)
+    drop.update(response.cc.field_names("no-cache") or ())
+    out = [(k, v) for k, v in fields if k.lower() not in drop]
     out.append((b"Age", b"%d" % min(int(age), MAX_DELTA)))
     return out
 

@@ -54,6 +54,9 @@ class Exchange:
         (a stickiness cookie), or C{None}.
     @ivar pinned: The backend the request's stickiness cookie named, if it
         was available.
+    @ivar request_rules: The header rules (L{CompiledRules}) that build the
+        head sent upstream in place of the route's, or C{None}; the cache
+        sets them to add its validators.
     @ivar sink: Where the response goes (an L{IResponseSink}): the
         downstream protocol itself, or a cache or response filter wrapping
         it.
@@ -64,7 +67,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "tried", "response_fields", "pinned", "sink",
+        "tried", "response_fields", "pinned", "sink", "request_rules",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -92,6 +95,7 @@ class Exchange:
         self.response_fields = None
         self.pinned = None
         self.sink = downstream
+        self.request_rules = None
 
     @property
     def method(self) -> str:

@@ -50,14 +50,19 @@ class RouteRuntime:
     A route prepared for the hot path.
     """
 
-    __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host")
+    __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host", "cache")
 
-    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route"):
+    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route",
+                 cache=None):
         self.route = route
         self.group = group
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
+        # The route's share of the shared cache (a RouteCache), or None.
+        self.cache = None
+        if cache is not None and route.cache is not None and route.cache.enabled:
+            self.cache = cache.for_route(route.cache, route.request_headers)
 
 
 def _compile(rules, path: str) -> H.CompiledRules:
@@ -97,10 +102,15 @@ class Forwarder:
         routes: Sequence[Route],
         groups: Mapping[str, UpstreamGroupRuntime],
         via: str = "twistproxy",
+        cache=None,
     ):
+        """
+        @param cache: The shared L{twistproxy.cache.runtime.HTTPCache}
+            that routes with a C{cache} table use, or C{None}.
+        """
         self._router = Router(routes)
         self._routes = {
-            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]")
+            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", cache)
             for i, r in enumerate(routes)
         }
         self.groups = groups
@@ -112,7 +122,10 @@ class Forwarder:
         if route is None:
             x.downstream.upstream_failed(x, 404, "no_route")
             return
-        x.route = self._routes[id(route)]
+        rt = x.route = self._routes[id(route)]
+        if rt.cache is not None:
+            rt.cache.handle(x, self.proceed)
+            return
         self.proceed(x)
 
     def proceed(self, x: Exchange) -> None:
@@ -123,7 +136,7 @@ class Forwarder:
         """
         group = x.route.group
         if not group.admit():
-            x.downstream.upstream_failed(x, 503, "group_overloaded")
+            x.sink.upstream_failed(x, 503, "group_overloaded")
             return
         sticky = group.config.sticky
         backend = None
@@ -132,7 +145,7 @@ class Forwarder:
         if backend is None:
             backend = group.pick(x)
             if backend is None:
-                x.downstream.upstream_failed(x, 503, "no_backend")
+                x.sink.upstream_failed(x, 503, "no_backend")
                 return
         x.group = group
         x.forwarder = self
@@ -160,7 +173,7 @@ class Forwarder:
             trusted=downstream.trusted,
             proto=downstream.proto,
             via=self._via,
-            rules=rt.request_rules,
+            rules=rt.request_rules if x.request_rules is None else x.request_rules,
             identity=downstream.identity,
         )
         rt.group.pools[backend].submit(x)

@@ -1,0 +1,795 @@
+"""
+Tests for the shared cache in the pipeline (L{twistproxy.cache.runtime}):
+whole requests through L{MemoryProxy}, on in-memory transports and a fake
+clock, checking what the client gets and what reaches the origin.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from twistproxy.cache.runtime import Background, FetchSink, InvalidatingSink, StatusSink
+from twistproxy.config import (
+    Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
+)
+from twistproxy.interfaces import IResponseSink
+from twistproxy.testing import MemoryPeer, MemoryProxy
+
+START = 1_700_000_000.0
+DATE = b"Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+def config(cache: Optional[RouteCache] = RouteCache(), **settings) -> ProxyConfig:
+    return ProxyConfig(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={"app": UpstreamGroup(
+            "app", (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),),
+        )},
+        routes=(Route("app", cache=cache),),
+        cache=Cache(**settings),
+    )
+
+
+def head_of(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def body_of(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def field(data: bytes, name: bytes) -> Optional[bytes]:
+    for line in head_of(data).split(b"\r\n")[1:]:
+        k, _, v = line.partition(b": ")
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+def response(body: bytes = b"hello", *fields: bytes, status: bytes = b"200 OK") -> bytes:
+    lines = [b"HTTP/1.1 " + status] + list(fields)
+    if not any(f.lower().startswith(b"content-length") for f in fields):
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class CacheHarness(SynchronousTestCase):
+    """
+    A proxy with a cached route, its clock at L{START}, and helpers to
+    play client and origin.
+    """
+
+    route_cache = RouteCache()
+    settings: dict = {}
+
+    def setUp(self):
+        self.proxy = MemoryProxy(config(self.route_cache, **self.settings))
+        self.proxy.reactor.advance(START)
+        self.backends: List[MemoryPeer] = []
+
+    def send(self, target: bytes = b"/a", *fields: bytes, method: bytes = b"GET",
+             client: Optional[MemoryPeer] = None, host: bytes = b"example.com") -> MemoryPeer:
+        client = client or self.proxy.connect_client()
+        lines = [b"%s %s HTTP/1.1" % (method, target), b"Host: " + host] + list(fields)
+        client.send(b"\r\n".join(lines) + b"\r\n\r\n")
+        return client
+
+    def origin_request(self) -> Optional[bytes]:
+        """
+        What the origin received since last asked (accepting new
+        connections), or C{None}.
+        """
+        while self.proxy.backend_attempts():
+            self.backends.append(self.proxy.accept_backend())
+        for backend in self.backends:
+            data = backend.received()
+            if data:
+                self.current = backend
+                return data
+        return None
+
+    def answer(self, data: bytes) -> None:
+        self.current.send(data)
+
+    def get(self, target: bytes = b"/a", *fields: bytes, origin: Optional[bytes] = None,
+            method: bytes = b"GET") -> bytes:
+        """
+        One request; when the origin is asked, it answers C{origin} (which
+        must then be given).  Returns what the client received.
+        """
+        client = self.send(target, *fields, method=method)
+        self.asked = self.origin_request()
+        if self.asked is not None:
+            self.assertIsNotNone(origin, f"the origin was asked: {self.asked!r}")
+            self.answer(origin)
+        return client.received()
+
+    def stored(self, target: bytes = b"/a", *fields: bytes) -> bytes:
+        """
+        A request that must be answered from the cache.
+        """
+        data = self.get(target, *fields)
+        self.assertIsNone(self.asked, "the origin was asked")
+        return data
+
+    def advance(self, seconds: float) -> None:
+        self.proxy.reactor.advance(seconds)
+
+
+class MissAndHitTests(CacheHarness):
+    def test_miss_then_hit(self):
+        """
+        A cacheable response is passed on (Cache-Status: fwd=uri-miss;
+        stored) and then served from the cache with Age and Cache-Status
+        hit, without asking the origin.
+        """
+        first = self.get(origin=response(b"hello", b"Cache-Control: max-age=60"))
+        self.assertEqual(body_of(first), b"hello")
+        self.assertEqual(field(first, b"Cache-Status"),
+                         b"twistproxy; fwd=uri-miss; stored; ttl=60")
+        self.advance(5)
+        second = self.stored()
+        self.assertTrue(second.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(body_of(second), b"hello")
+        self.assertEqual(field(second, b"Age"), b"5")
+        self.assertEqual(field(second, b"Cache-Status"), b"twistproxy; hit; ttl=55")
+        self.assertEqual(field(second, b"Content-Length"), b"5")
+        self.assertEqual(self.proxy.cache.counts["hit"], 1)
+        self.assertEqual(self.proxy.cache.counts["miss"], 1)
+
+    def test_age_includes_origin_age(self):
+        """
+        RFC 9111 4.2.3: the Age the origin sent counts, and the response
+        goes stale that much sooner.
+        """
+        self.get(origin=response(b"x", b"Cache-Control: max-age=60", b"Age: 50"))
+        self.advance(5)
+        self.assertEqual(field(self.stored(), b"Age"), b"55")
+        self.advance(6)
+        self.get(origin=response(b"y", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+
+    def test_chunked_stored(self):
+        """
+        A chunked response is stored once complete and served with a
+        Content-Length.
+        """
+        self.get(origin=b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        hit = self.stored()
+        self.assertEqual(body_of(hit), b"abcde")
+        self.assertEqual(field(hit, b"Content-Length"), b"5")
+
+    def test_not_stored(self):
+        """
+        RFC 9111 3: no-store, private and an error status are passed on
+        and never served from the cache.
+        """
+        for cc, status in [(b"no-store, max-age=60", b"200 OK"),
+                           (b"private, max-age=60", b"200 OK"),
+                           (b"public", b"500 Oops")]:
+            first = self.get(b"/n", origin=response(b"x", b"Cache-Control: " + cc, status=status))
+            self.assertIn(b"fwd=uri-miss", field(first, b"Cache-Status"))
+            self.assertNotIn(b"stored", field(first, b"Cache-Status"))
+            self.get(b"/n", origin=response(b"x"))
+            self.assertIsNotNone(self.asked, cc)
+            self.proxy.cache.store.purge(b"")
+
+    def test_authorization(self):
+        """
+        RFC 9111 3.5: a response to a request with Authorization is stored
+        only when it says public (or s-maxage, must-revalidate).
+        """
+        self.get(b"/p", b"Authorization: Basic eA==",
+                 origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(b"/p", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+        self.get(b"/q", b"Authorization: Basic eA==",
+                 origin=response(b"x", b"Cache-Control: public, max-age=60"))
+        self.stored(b"/q")
+
+    def test_incomplete_not_stored(self):
+        """
+        RFC 9111 3.3: a response cut short is not stored.
+        """
+        client = self.send(b"/cut")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 10\r\n\r\nabc")
+        self.current.close()
+        self.assertTrue(client.closed)
+        self.get(b"/cut", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+    def test_close_delimited_not_stored(self):
+        """
+        RFC 9111 3.3: a response delimited by the connection closing may
+        be truncated without anyone knowing, so it is not stored.
+        """
+        self.send(b"/close")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n\r\nabc")
+        self.current.close()
+        self.get(b"/close", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+    def test_head_from_get(self):
+        """
+        RFC 9110 9.3.2: a HEAD is answered from the stored GET: same fields
+        and Content-Length, no body.
+        """
+        self.get(origin=response(b"hello", b"Cache-Control: max-age=60", b"X-A: 1"))
+        client = self.send(method=b"HEAD")
+        self.assertIsNone(self.origin_request())
+        data = client.received()
+        self.assertTrue(data.endswith(b"\r\n\r\n"))
+        self.assertEqual(field(data, b"Content-Length"), b"5")
+        self.assertEqual(field(data, b"X-A"), b"1")
+
+    def test_head_miss_passed_on(self):
+        """
+        A HEAD that misses goes to the origin as a HEAD, and nothing is
+        stored from its answer.
+        """
+        self.send(method=b"HEAD")
+        self.assertTrue(self.origin_request().startswith(b"HEAD /a "))
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 5\r\n\r\n")
+        self.get(origin=response(b"hello"))
+        self.assertIsNotNone(self.asked)
+
+    def test_max_object_size(self):
+        """
+        A response larger than the route's max_object_size is passed on
+        whole but not stored.
+        """
+        self.proxy = MemoryProxy(config(RouteCache(max_object_size=4)))
+        self.get(origin=response(b"hello", b"Cache-Control: max-age=60"))
+        self.get(origin=response(b"hello"))
+        self.assertIsNotNone(self.asked)
+        self.get(b"/s", origin=response(b"hi", b"Cache-Control: max-age=60"))
+        self.stored(b"/s")
+
+    def test_key_query_and_host(self):
+        """
+        RFC 9111 2: different queries and hosts are different keys.
+        """
+        self.get(b"/a?x=1", origin=response(b"1", b"Cache-Control: max-age=60"))
+        self.get(b"/a?x=2", origin=response(b"2", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(body_of(self.stored(b"/a?x=1")), b"1")
+
+    def test_sinks(self):
+        """
+        The cache's sinks provide IResponseSink.
+        """
+        for sink in [StatusSink(None, b""), Background(b"http", "")]:
+            self.assertTrue(verifyObject(IResponseSink, sink))
+        self.assertTrue(IResponseSink.implementedBy(FetchSink))
+        self.assertTrue(IResponseSink.implementedBy(InvalidatingSink))
+
+
+class VaryTests(CacheHarness):
+    def test_variants_side_by_side(self):
+        """
+        RFC 9111 4.1: responses that vary are kept per variant, matched on
+        the normalised request fields Vary lists.
+        """
+        vary = (b"Cache-Control: max-age=60", b"Vary: Accept-Encoding")
+        self.get(b"/v", b"Accept-Encoding: gzip", origin=response(b"gz", *vary))
+        self.get(b"/v", b"Accept-Encoding: br", origin=response(b"br", *vary))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(body_of(self.stored(b"/v", b"Accept-Encoding: GZIP")), b"gz")
+        self.assertEqual(body_of(self.stored(b"/v", b"Accept-Encoding:  br")), b"br")
+        miss = self.get(b"/v", origin=response(b"none", *vary))
+        self.assertEqual(field(miss, b"Cache-Status"),
+                         b"twistproxy; fwd=vary-miss; stored; ttl=60")
+
+    def test_vary_star(self):
+        """
+        RFC 9111 4.1: Vary: * matches no later request.
+        """
+        self.get(b"/s", origin=response(b"x", b"Cache-Control: max-age=60", b"Vary: *"))
+        self.get(b"/s", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+
+class RequestDirectiveTests(CacheHarness):
+    def setUp(self):
+        super().setUp()
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=60", b'ETag: "1"'))
+        self.advance(10)
+
+    def test_no_cache_revalidates(self):
+        """
+        RFC 9111 5.2.1.4: a client's no-cache sends a conditional request
+        to the origin (Cache-Status fwd=request).
+        """
+        data = self.get(b"/a", b"Cache-Control: no-cache",
+                        origin=response(b"", status=b"304 Not Modified"))
+        self.assertIn(b'If-None-Match: "1"', self.asked)
+        self.assertEqual(body_of(data), b"v1")
+        self.assertIn(b"fwd=request", field(data, b"Cache-Status"))
+
+    def test_pragma_no_cache(self):
+        """
+        RFC 9111 5.4: Pragma: no-cache counts when there is no
+        Cache-Control.
+        """
+        self.get(b"/a", b"Pragma: no-cache", origin=response(b"v2"))
+        self.assertIsNotNone(self.asked)
+
+    def test_max_age(self):
+        """
+        RFC 9111 5.2.1.1: max-age=5 refuses a response 10 seconds old;
+        max-age=20 takes it.
+        """
+        self.stored(b"/a", b"Cache-Control: max-age=20")
+        self.get(b"/a", b"Cache-Control: max-age=5", origin=response(b"v2"))
+        self.assertIsNotNone(self.asked)
+
+    def test_min_fresh(self):
+        """
+        RFC 9111 5.2.1.3: min-fresh=55 needs more freshness than the 50
+        seconds left.
+        """
+        self.stored(b"/a", b"Cache-Control: min-fresh=40")
+        self.get(b"/a", b"Cache-Control: min-fresh=55", origin=response(b"v2"))
+        self.assertIsNotNone(self.asked)
+
+    def test_max_stale(self):
+        """
+        RFC 9111 5.2.1.2: max-stale lets the client take a stale response.
+        """
+        self.advance(60)
+        data = self.stored(b"/a", b"Cache-Control: max-stale=30")
+        self.assertEqual(body_of(data), b"v1")
+        self.assertEqual(field(data, b"Cache-Status"), b"twistproxy; hit; ttl=-10")
+
+    def test_only_if_cached(self):
+        """
+        RFC 9111 5.2.1.7: only-if-cached is served from the cache, or
+        answered 504 without asking the origin.
+        """
+        self.assertEqual(body_of(self.stored(b"/a", b"Cache-Control: only-if-cached")), b"v1")
+        data = self.stored(b"/other", b"Cache-Control: only-if-cached")
+        self.assertTrue(data.startswith(b"HTTP/1.1 504 "))
+        self.advance(100)
+        data = self.stored(b"/a", b"Cache-Control: only-if-cached")
+        self.assertTrue(data.startswith(b"HTTP/1.1 504 "))
+
+    def test_no_store_request(self):
+        """
+        RFC 9111 5.2.1.5: a request's no-store keeps its response out of
+        the cache.
+        """
+        self.get(b"/ns", b"Cache-Control: no-store",
+                 origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(b"/ns", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+
+class IgnoreNoCacheTests(CacheHarness):
+    route_cache = RouteCache(client_no_cache="ignore")
+
+    def test_ignored(self):
+        """
+        With client_no_cache = "ignore", a client's no-cache is served from
+        the cache.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=60"))
+        self.stored(b"/a", b"Cache-Control: no-cache")
+
+
+class ValidationTests(CacheHarness):
+    def test_revalidate_304(self):
+        """
+        RFC 9111 4.3.1, 4.3.4 and 3.2: a stale response is revalidated with
+        its validators; the 304's fields update the stored response, which
+        is served and fresh again.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10", b'ETag: "1"',
+                                 b"Last-Modified: " + DATE, b"X-Old: a"))
+        self.advance(20)
+        data = self.get(origin=response(b"", b"Cache-Control: max-age=100", b"X-Old: b",
+                                        b'ETag: "1"', status=b"304 Not Modified"))
+        self.assertIn(b'If-None-Match: "1"\r\n', self.asked)
+        self.assertIn(b"If-Modified-Since: " + DATE, self.asked)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(body_of(data), b"v1")
+        self.assertEqual(field(data, b"X-Old"), b"b")
+        self.assertEqual(field(data, b"Cache-Status"),
+                         b"twistproxy; fwd=stale; fwd-status=304; stored; ttl=100")
+        self.advance(50)
+        hit = self.stored()
+        self.assertEqual(field(hit, b"X-Old"), b"b")
+        self.assertEqual(field(hit, b"Age"), b"50")
+        self.assertEqual(self.proxy.cache.counts["revalidated"], 1)
+
+    def test_revalidate_200_replaces(self):
+        """
+        RFC 9111 4.3.3: a full response to a validation replaces the
+        stored one.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10", b'ETag: "1"'))
+        self.advance(20)
+        data = self.get(origin=response(b"v2", b"Cache-Control: max-age=10", b'ETag: "2"'))
+        self.assertEqual(body_of(data), b"v2")
+        self.assertEqual(body_of(self.stored()), b"v2")
+
+    def test_client_validators_replaced(self):
+        """
+        RFC 9111 4.3.1: the cache validates with its own validators, not
+        the client's, and answers the client's condition itself.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10", b'ETag: "1"'))
+        self.advance(20)
+        data = self.get(b"/a", b'If-None-Match: "0"',
+                        origin=response(b"", b'ETag: "1"', status=b"304 Not Modified"))
+        self.assertNotIn(b'"0"', self.asked)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+
+    def test_client_conditional_from_fresh(self):
+        """
+        RFC 9111 4.3.2: a client's If-None-Match matching a fresh stored
+        response is answered 304 by the cache; If-Modified-Since too.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=60", b'ETag: "1"',
+                                 b"Last-Modified: Tue, 14 Nov 2023 21:00:00 GMT"))
+        data = self.stored(b"/a", b'If-None-Match: "1"')
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 Not Modified"))
+        self.assertEqual(field(data, b"ETag"), b'"1"')
+        self.assertTrue(data.endswith(b"\r\n\r\n"))
+        data = self.stored(b"/a", b'If-None-Match: "2"')
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        data = self.stored(b"/a", b"If-Modified-Since: " + DATE)
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 "))
+
+    def test_if_match_to_origin(self):
+        """
+        RFC 9110 13.2.2: If-Match is the origin's to evaluate.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=60", b'ETag: "1"'))
+        self.get(b"/a", b'If-Match: "1"', origin=response(b"v1"))
+        self.assertIsNotNone(self.asked)
+
+    def test_response_no_cache(self):
+        """
+        RFC 9111 5.2.2.4: a stored response with no-cache is validated
+        every time.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: no-cache, max-age=60", b'ETag: "1"'))
+        data = self.get(origin=response(b"", b'ETag: "1"', status=b"304 Not Modified"))
+        self.assertIn(b'If-None-Match: "1"', self.asked)
+        self.assertEqual(body_of(data), b"v1")
+
+    def test_no_cache_fields(self):
+        """
+        RFC 9111 5.2.2.4: no-cache with field names: reused without
+        validation, but without those fields.
+        """
+        self.get(origin=response(b"v1", b'Cache-Control: no-cache="X-Secret", max-age=60',
+                                 b"X-Secret: s", b"X-Open: o"))
+        data = self.stored()
+        self.assertIsNone(field(data, b"X-Secret"))
+        self.assertEqual(field(data, b"X-Open"), b"o")
+
+    def test_must_revalidate_no_stale(self):
+        """
+        RFC 9111 5.2.2.2: a stale must-revalidate response is not served
+        when the origin fails: the client gets the error.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, must-revalidate, "
+                                        b"stale-if-error=600", b'ETag: "1"'))
+        self.advance(20)
+        data = self.get(origin=response(b"down", status=b"503 Unavailable"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 503 "))
+
+    def test_proxy_revalidate_and_max_stale(self):
+        """
+        RFC 9111 5.2.2.8: proxy-revalidate overrides the client's max-stale
+        in a shared cache.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, proxy-revalidate"))
+        self.advance(20)
+        self.get(b"/a", b"Cache-Control: max-stale", origin=response(b"v2"))
+        self.assertIsNotNone(self.asked)
+
+
+class StaleTests(CacheHarness):
+    def test_stale_if_error_5xx(self):
+        """
+        RFC 5861 4: within stale-if-error, a 5xx from the origin is
+        replaced by the stale response.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-if-error=60"))
+        self.advance(20)
+        data = self.get(origin=response(b"oops", status=b"502 Bad Gateway"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(body_of(data), b"v1")
+        self.assertEqual(field(data, b"Cache-Status"),
+                         b"twistproxy; hit; fwd=stale; fwd-status=502; ttl=-10; "
+                         b"detail=stale-if-error")
+        self.advance(60)
+        data = self.get(origin=response(b"oops", status=b"502 Bad Gateway"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 502 "))
+
+    def test_stale_if_error_unreachable(self):
+        """
+        RFC 5861 4: when the origin cannot be reached at all, the stale
+        response is served.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-if-error=60"))
+        self.current.close()
+        self.advance(20)
+        client = self.send()
+        self.proxy.refuse_backend(ConnectionRefusedError())
+        data = client.received()
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+        self.assertEqual(body_of(data), b"v1")
+
+    def test_stale_while_revalidate(self):
+        """
+        RFC 5861 3: within stale-while-revalidate, the stale response is
+        served at once and one background request refreshes it.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-while-revalidate=60",
+                                 b'ETag: "1"'))
+        self.advance(20)
+        data = self.send().received()
+        self.assertEqual(body_of(data), b"v1")
+        self.assertIn(b"detail=stale-while-revalidate", field(data, b"Cache-Status"))
+        self.assertIn(b'If-None-Match: "1"', self.origin_request())
+        # A second stale hit while the refresh is under way starts no other.
+        self.assertEqual(body_of(self.send().received()), b"v1")
+        self.assertIsNone(self.origin_request())
+        self.answer(response(b"v2", b"Cache-Control: max-age=10", b'ETag: "2"'))
+        self.assertEqual(body_of(self.stored()), b"v2")
+        self.assertEqual(self.proxy.forwarder.groups["app"].in_flight, 0)
+
+
+class CollapseTests(CacheHarness):
+    def test_one_request_for_many(self):
+        """
+        Concurrent misses for one URL send one request to the origin; the
+        others are served from its response.
+        """
+        clients = [self.send(b"/c") for _ in range(3)]
+        self.assertIsNotNone(self.origin_request())
+        self.assertIsNone(self.origin_request())
+        self.answer(response(b"shared", b"Cache-Control: max-age=60"))
+        for client in clients:
+            self.assertEqual(body_of(client.received()), b"shared")
+        self.assertEqual(self.proxy.cache.counts["collapsed"], 2)
+
+    def test_uncacheable_releases(self):
+        """
+        When the response turns out not storable, the waiting requests go
+        to the origin themselves at once.
+        """
+        first, second = self.send(b"/u"), self.send(b"/u")
+        self.origin_request()
+        self.answer(response(b"private", b"Cache-Control: private"))
+        self.assertIsNotNone(self.origin_request())
+        self.answer(response(b"private2", b"Cache-Control: private"))
+        self.assertEqual(body_of(second.received()), b"private2")
+
+    def test_lock_timeout(self):
+        """
+        A waiting request goes on its own after lock_timeout.
+        """
+        self.send(b"/t")
+        self.origin_request()
+        waiting = self.send(b"/t")
+        self.assertIsNone(self.origin_request())
+        self.advance(5)
+        self.assertIsNotNone(self.origin_request())
+        self.answer(response(b"own"))
+        self.assertEqual(body_of(waiting.received()), b"own")
+
+    def test_waiter_leaves(self):
+        """
+        A waiting client that disconnects is forgotten.
+        """
+        self.send(b"/w")
+        self.origin_request()
+        waiting = self.send(b"/w")
+        waiting.close()
+        self.answer(response(b"x", b"Cache-Control: max-age=60"))
+        self.assertIsNone(self.origin_request())
+
+
+class InvalidationTests(CacheHarness):
+    def test_unsafe_invalidates(self):
+        """
+        RFC 9111 4.4: a successful POST, PUT, DELETE or PATCH invalidates
+        the target URI.
+        """
+        for method in [b"POST", b"PUT", b"DELETE", b"PATCH"]:
+            self.get(b"/i", origin=response(b"x", b"Cache-Control: max-age=60"))
+            self.get(b"/i", method=method, origin=response(b"done"))
+            self.get(b"/i", origin=response(b"x", b"Cache-Control: max-age=60"))
+            self.assertIsNotNone(self.asked, method)
+            self.proxy.cache.store.purge(b"")
+
+    def test_location(self):
+        """
+        RFC 9111 4.4: the same-origin Location and Content-Location are
+        invalidated too; another origin's are not.
+        """
+        for path in [b"/l1", b"/l2", b"/l3"]:
+            self.get(path, origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(b"/i", method=b"POST", origin=response(
+            b"", b"Location: /l1", b"Content-Location: http://example.com/l2",
+            status=b"201 Created"))
+        self.get(b"/l1", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+        self.get(b"/l2", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+        self.stored(b"/l3")
+
+    def test_failure_keeps(self):
+        """
+        RFC 9111 4.4: an error answer to an unsafe method invalidates
+        nothing.
+        """
+        self.get(b"/k", origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(b"/k", method=b"DELETE", origin=response(b"no", status=b"500 Error"))
+        self.stored(b"/k")
+
+
+class RangeTests(CacheHarness):
+    def test_range_from_stored(self):
+        """
+        RFC 9110 14.2: a range of a stored full response is answered 206
+        with Content-Range; past the end, 416.
+        """
+        self.get(origin=response(b"0123456789", b"Cache-Control: max-age=60"))
+        data = self.stored(b"/a", b"Range: bytes=2-4")
+        self.assertTrue(data.startswith(b"HTTP/1.1 206 Partial Content"))
+        self.assertEqual(field(data, b"Content-Range"), b"bytes 2-4/10")
+        self.assertEqual(body_of(data), b"234")
+        data = self.stored(b"/a", b"Range: bytes=20-")
+        self.assertTrue(data.startswith(b"HTTP/1.1 416 "))
+        self.assertEqual(field(data, b"Content-Range"), b"bytes */10")
+
+    def test_range_miss_passed_on(self):
+        """
+        A range request that misses goes to the origin as it is; the 206
+        is not stored.
+        """
+        self.get(b"/r", b"Range: bytes=0-1", origin=response(
+            b"01", b"Content-Range: bytes 0-1/10", b"Cache-Control: max-age=60",
+            status=b"206 Partial Content"))
+        self.assertIn(b"Range: bytes=0-1", self.asked)
+        self.get(b"/r", origin=response(b"0123456789"))
+        self.assertIsNotNone(self.asked)
+
+
+class TargetedTests(CacheHarness):
+    settings = {"targeted_header": "edge-control"}
+
+    def test_cdn_cache_control(self):
+        """
+        RFC 9213: CDN-Cache-Control governs this cache over Cache-Control,
+        and is not passed on to the client.
+        """
+        first = self.get(origin=response(b"x", b"Cache-Control: no-store",
+                                         b"CDN-Cache-Control: max-age=60"))
+        self.assertIsNone(field(first, b"CDN-Cache-Control"))
+        self.assertEqual(field(first, b"Cache-Control"), b"no-store")
+        hit = self.stored()
+        self.assertIsNone(field(hit, b"CDN-Cache-Control"))
+
+    def test_configured_header(self):
+        """
+        RFC 9213: the configured targeted field comes first, and is not
+        passed on either.
+        """
+        first = self.get(origin=response(b"x", b"CDN-Cache-Control: no-store",
+                                         b"Edge-Control: max-age=60"))
+        self.assertIsNone(field(first, b"Edge-Control"))
+        self.assertIsNone(field(first, b"CDN-Cache-Control"))
+        self.stored()
+
+
+class PurgeTests(CacheHarness):
+    settings = {"purge_from": ("192.0.2.0/24",)}
+
+    def test_purge(self):
+        """
+        PURGE from an allowed address removes the URL's stored responses.
+        """
+        self.get(origin=response(b"x", b"Cache-Control: max-age=60"))
+        data = self.get(method=b"PURGE")
+        self.assertIsNone(self.asked)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
+        self.assertEqual(body_of(data), b'{"purged": 1}\n')
+        self.get(origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+    def test_forbidden(self):
+        """
+        PURGE from another address is refused with 403 and purges nothing.
+        """
+        self.get(origin=response(b"x", b"Cache-Control: max-age=60"))
+        client = self.proxy.connect_client("203.0.113.9")
+        self.send(method=b"PURGE", client=client)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 403 "))
+        self.stored()
+
+    def test_disabled(self):
+        """
+        Without purge_from, PURGE is refused with 405 to everyone.
+        """
+        proxy = self.proxy = MemoryProxy(config())
+        client = proxy.connect_client()
+        self.send(method=b"PURGE", client=client)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 405 "))
+
+    def test_by_prefix_and_tag(self):
+        """
+        The cache purges by URL prefix and by Cache-Tag.
+        """
+        self.get(b"/s/1", origin=response(b"x", b"Cache-Control: max-age=60", b"Cache-Tag: a, b"))
+        self.get(b"/s/2", origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(b"/t", origin=response(b"x", b"Cache-Control: max-age=60", b"Cache-Tag: b"))
+        cache = self.proxy.cache
+        self.assertEqual(self.successResultOf(cache.purge(b"http://example.com/s/")), 2)
+        self.assertEqual(self.successResultOf(cache.purge_tag(b"b")), 1)
+        self.assertEqual(cache.counts["purged"], 3)
+        self.get(b"/t", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+
+    def test_purge_url(self):
+        """
+        C{purge_url} removes one URL, all its variants included.
+        """
+        vary = (b"Cache-Control: max-age=60", b"Vary: Accept")
+        self.get(b"/v?q", b"Accept: a", origin=response(b"x", *vary))
+        self.get(b"/v?q", b"Accept: b", origin=response(b"x", *vary))
+        n = self.successResultOf(self.proxy.cache.purge_url(b"http://example.com/v?q"))
+        self.assertEqual(n, 3)
+
+
+class ConfigTests(CacheHarness):
+    route_cache = RouteCache(key_headers=("x-tenant",), default_ttl=30, max_ttl=100)
+
+    def test_key_headers(self):
+        """
+        A route's key_headers make each value its own entry.
+        """
+        self.get(b"/a", b"X-Tenant: 1", origin=response(b"one", b"Cache-Control: max-age=60"))
+        self.get(b"/a", b"X-Tenant: 2", origin=response(b"two", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(body_of(self.stored(b"/a", b"X-Tenant: 1")), b"one")
+
+    def test_default_and_max_ttl(self):
+        """
+        default_ttl applies to responses without freshness information,
+        max_ttl caps the others.
+        """
+        self.get(b"/d", origin=response(b"d"))
+        self.get(b"/m", origin=response(b"m", b"Cache-Control: max-age=1000"))
+        self.advance(29)
+        self.stored(b"/d")
+        self.advance(2)
+        self.get(b"/d", origin=response(b"d"))
+        self.assertIsNotNone(self.asked)
+        self.advance(60)
+        self.stored(b"/m")
+        self.advance(20)
+        self.get(b"/m", origin=response(b"m"))
+        self.assertIsNotNone(self.asked)
+
+    def test_uncached_route(self):
+        """
+        A route without a cache never stores.
+        """
+        self.proxy = MemoryProxy(config(None))
+        self.assertIsNone(self.proxy.cache)
+        self.get(origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.get(origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
