@@ -793,3 +793,187 @@ class ConfigTests(CacheHarness):
         self.get(origin=response(b"x", b"Cache-Control: max-age=60"))
         self.get(origin=response(b"x"))
         self.assertIsNotNone(self.asked)
+
+
+TOML = """
+[listeners.web]
+endpoint = "tcp:8080"
+
+[upstreams.app]
+servers = ["http://127.0.0.1:8001"]
+
+[[routes]]
+upstream = "app"
+[routes.cache]
+key_headers = ["X-Tenant"]
+max_ttl = 3600
+client_no_cache = "ignore"
+max_object_size = "2m"
+lock_timeout = 2
+
+[cache]
+store = "memory"
+size = "1m"
+name = "edge"
+targeted_header = "Edge-Control"
+purge_from = ["127.0.0.1/32"]
+
+[admin]
+"""
+
+
+class WiringTests(SynchronousTestCase):
+    """
+    The cache in the configuration file, the service, the admin API, the
+    metrics and quick mode.
+    """
+
+    def service(self, text: str = TOML):
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.config import parse
+        from twistproxy.service import ProxyService
+
+        return ProxyService(parse(text), MemoryReactorClock())
+
+    def test_config(self):
+        """
+        [routes.cache] and [cache] are read into RouteCache and Cache; the
+        store's own options go to the store.
+        """
+        from twistproxy.config import parse
+
+        config = parse(TOML)
+        self.assertEqual(config.routes[0].cache, RouteCache(
+            key_headers=("x-tenant",), max_ttl=3600.0, client_no_cache="ignore",
+            max_object_size=2 * 1024 * 1024, lock_timeout=2.0))
+        self.assertEqual(config.cache, Cache(
+            store="memory", options={"size": "1m"}, name="edge",
+            targeted_header="edge-control", purge_from=("127.0.0.1/32",)))
+        route = parse(TOML.split("[routes.cache]")[0] + "cache = true\n").routes[0]
+        self.assertEqual(route.cache, RouteCache())
+
+    def test_config_errors(self):
+        """
+        Bad cache settings are config errors naming their path.
+        """
+        from twistproxy.config import ConfigError, parse
+
+        base = TOML.split("[routes.cache]")[0]
+        for extra, path in [
+            ("[routes.cache]\nkey = ['path', 'fragment']\n", "routes[0].cache.key[1]"),
+            ("[routes.cache]\nkey = ['host']\n", "routes[0].cache.key"),
+            ("[routes.cache]\nttl = 5\n", "routes[0].cache.ttl"),
+            ("[routes.cache]\nclient_no_cache = 'maybe'\n", "routes[0].cache.client_no_cache"),
+            ("[routes.cache]\nmethods = ['GET', 'PUT']\n", "routes[0].cache.methods[1]"),
+            ("[routes.cache]\ndefault_ttl = -1\n", "routes[0].cache.default_ttl"),
+            ("cache = 3\n", "routes[0].cache"),
+            ("[cache]\npurge_from = ['nonsense']\n", "cache.purge_from[0]"),
+            ("[cache]\ntargeted_header = 'a b'\n", "cache.targeted_header"),
+        ]:
+            e = self.assertRaises(ConfigError, parse, base + extra)
+            self.assertEqual(e.path, path, extra)
+
+    def test_store_errors(self):
+        """
+        The store is found and checks its options when the service is
+        built: errors name the [cache] path.
+        """
+        from twistproxy.config import ConfigError
+
+        e = self.assertRaises(ConfigError, self.service, TOML.replace('"memory"', '"floppy"'))
+        self.assertEqual(e.path, "cache.store")
+        e = self.assertRaises(ConfigError, self.service, TOML.replace('size = "1m"', 'sise = "1m"'))
+        self.assertEqual(e.path, "cache.sise")
+
+    def test_service(self):
+        """
+        The service builds the store the configuration names, and reports
+        the cache's counters in its status and its metrics.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from twistproxy.cache.memory import MemoryStore
+        from twistproxy.metrics import ProxyMetrics
+
+        service = self.service()
+        self.assertIsInstance(service.cache.store, MemoryStore)
+        self.assertEqual(service.cache.store.max_bytes, 1024 * 1024)
+        self.assertEqual(service.cache.name, b"edge")
+        service.cache.counts["hit"] = 7
+        self.assertEqual(service.status()["cache"]["hit"], 7)
+        metrics = ProxyMetrics(service.reactor, status=service.status)
+        families = {f.name: f for f in text_string_to_metric_families(
+            metrics.exposition().decode())}
+        samples = {s.labels["event"]: s.value
+                   for s in families["twistproxy_cache_events"].samples
+                   if s.name.endswith("_total")}
+        self.assertEqual(samples["hit"], 7)
+
+    def test_admin_purge(self):
+        """
+        POST /cache/purge on the admin API purges by url, prefix or tag,
+        exactly one of them.
+        """
+        import json
+
+        from treq.testing import StubTreq
+
+        from twistproxy.admin import AdminResource
+        from twistproxy.cache.entry import Entry
+
+        service = self.service()
+        store = service.cache.store
+        entry = Entry(200, b"OK", [], b"x", 0, 0)
+        store.put(b"http://a.example/x\x00", entry, 600, [b"t1"])
+        store.put(b"http://a.example/y\x00", entry, 600)
+        treq = StubTreq(AdminResource(service, "", None, service.reactor))
+
+        def post(query):
+            response = self.successResultOf(
+                treq.post("http://admin/cache/purge?" + query))
+            return response.code, json.loads(self.successResultOf(treq.content(response)))
+
+        self.assertEqual(post("tag=t1"), (200, {"purged": 1, "tag": "t1"}))
+        self.assertEqual(post("url=http://a.example/y")[1]["purged"], 1)
+        self.assertEqual(post("prefix=http://")[1]["purged"], 0)
+        self.assertEqual(post("url=a&tag=b")[0], 400)
+        self.assertEqual(post("")[0], 400)
+
+    def test_admin_without_cache(self):
+        """
+        Without a cache, the purge path is not found.
+        """
+        from treq.testing import StubTreq
+
+        from twistproxy.admin import AdminResource
+
+        service = self.service(TOML.split("[[routes]]")[0])
+        treq = StubTreq(AdminResource(service, "", None, service.reactor))
+        response = self.successResultOf(treq.post("http://admin/cache/purge?url=x"))
+        self.assertEqual(response.code, 404)
+
+    def test_quick_mode(self):
+        """
+        --cache turns the memory cache on for quick mode's route;
+        --cache-size sets its budget; both need quick mode.
+        """
+        from twisted.python.usage import UsageError
+
+        from twistproxy import tap
+
+        options = tap.Options()
+        options.parseOptions(["--listen", "tcp:0", "--upstream", "http://127.0.0.1:8001",
+                              "--cache", "--cache-size", "2m"])
+        service = tap.makeService(options)
+        self.assertEqual(service.cache.store.max_bytes, 2 * 1024 * 1024)
+        self.assertEqual(service.config.routes[0].cache, RouteCache())
+        options = tap.Options()
+        options.parseOptions(["--upstream", "http://127.0.0.1:8001", "--cache"])
+        self.assertEqual(options.proxy_config.cache.options, {"size": 64 * 1024 * 1024})
+        for argv in (["--upstream", "http://127.0.0.1:8001", "--cache-size", "1m"],
+                     ["--config", "x.toml", "--cache"],
+                     ["--upstream", "http://127.0.0.1:8001", "--cache", "--cache-size", "x"]):
+            self.assertRaises(UsageError, tap.Options().parseOptions, argv)
+        text = str(tap.Options())
+        self.assertIn("--cache-size", text)

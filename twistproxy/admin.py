@@ -11,6 +11,8 @@ their tools, on a listener of its own (the C{[admin]} table).
       backend out of rotation for maintenance, and back;
     - C{POST /reload}: read the configuration and the TLS certificates
       again, as C{SIGHUP} does;
+    - C{POST /cache/purge?url=...} (or C{prefix=}, C{tag=}): remove stored
+      responses from the shared cache;
     - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
 
 Everything but C{/metrics} answers JSON, errors included
@@ -145,6 +147,8 @@ class AdminResource(Resource):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._metrics_page}
         elif segments == [b"reload"]:
             allowed, handlers = (b"POST",), {b"POST": self._reload}
+        elif segments == [b"cache", b"purge"] and getattr(self._service, "cache", None):
+            allowed, handlers = (b"POST",), {b"POST": self._purge}
         elif (len(segments) == 4 and segments[0] == b"upstreams"
               and segments[3] in (b"drain", b"undrain")):
             allowed = (b"POST",)
@@ -259,6 +263,13 @@ class AdminResource(Resource):
         d.addCallbacks(done, failed)
         # Certificates reload synchronously; a configuration reload may
         # take a while (DNS, files), and then the answer waits for it.
+        return self._when_done(request, d)
+
+    def _when_done(self, request: Request, d):
+        """
+        Answer with the C{(code, body)} that C{d} fires with: at once when
+        it already has, else when it does (unless the caller went away).
+        """
         result: List[Tuple[int, Dict[str, Any]]] = []
         d.addCallback(result.append)
         if result:
@@ -273,6 +284,27 @@ class AdminResource(Resource):
 
         d.addCallback(answer)
         return NOT_DONE_YET
+
+    def _purge(self, request: Request):
+        """
+        Remove stored responses by C{url}, C{prefix} (of the cache key,
+        which starts with the URL) or C{tag}: exactly one of them.
+        """
+        cache = self._service.cache
+        given = {k: v[0] for k, v in request.args.items() if k in (b"url", b"prefix", b"tag")}
+        if len(given) != 1 or len(request.args) != 1:
+            raise _Answer(400, {"error": "give exactly one of url, prefix or tag"})
+        (kind, value), = given.items()
+        if kind == b"url":
+            d = cache.purge_url(value)
+        elif kind == b"prefix":
+            d = cache.purge(value)
+        else:
+            d = cache.purge_tag(value)
+        self.log.info("admin API: cache purge by {kind} {value}",
+                      kind=kind.decode(), value=value.decode("latin-1"))
+        d.addCallback(lambda n: (200, {"purged": n, kind.decode(): value.decode("latin-1")}))
+        return self._when_done(request, d)
 
     def _metrics_page(self, request: Request) -> bytes:
         assert self._metrics is not None

@@ -1712,13 +1712,17 @@ def server(url: str, weight: int = 1) -> Server:
 
 
 def quick_config(
-    listen: Sequence[str], upstreams: Sequence[str], access_log: str = "stdout"
+    listen: Sequence[str], upstreams: Sequence[str], access_log: str = "stdout",
+    cache_size: Optional[object] = None,
 ) -> ProxyConfig:
     """
     The configuration of quick mode: listen on each endpoint string and send
     every request to one round-robin group of the given backend URLs.
 
     @param access_log: C{'stdout'}, a file path, or C{''} for none.
+    @param cache_size: When not C{None}, the route caches in a memory store
+        of this many bytes (a size such as C{"64m"}, as C{--cache-size}
+        takes it).
     @raises ConfigError: naming the option at fault (C{--upstream[1]}).
     """
     servers = tuple(_server(url, f"--upstream[{i}]") for i, url in enumerate(upstreams))
@@ -1728,9 +1732,15 @@ def quick_config(
         Listener(f"listen{i}", _string(e, f"--listen[{i}]"))
         for i, e in enumerate(listen)
     )
+    cache = None
+    store = Cache()
+    if cache_size is not None:
+        cache = RouteCache()
+        store = Cache(options={"size": _size(cache_size, "--cache-size", 1024)})
     return ProxyConfig(
         listeners=listeners,
         upstreams={"default": UpstreamGroup("default", servers)},
-        routes=(Route("default"),),
+        routes=(Route("default", cache=cache),),
         access_log=AccessLog(path=access_log),
+        cache=store,
     )

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twistproxy.accesslog import AccessLog
 from twistproxy.admin import admin_site
 from twistproxy.config import ConfigError, ProxyConfig, load
+from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.server import HTTPServerFactory
 from twistproxy.metrics import ProxyMetrics
@@ -37,9 +38,11 @@ from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
 
-def _pipeline(config: ProxyConfig, reactor):
+def _pipeline(config: ProxyConfig, reactor, cache=None):
     """
     The locator and the forwarder (with its upstream groups) of C{config}.
+
+    @param cache: The shared L{HTTPCache} for the routes that cache.
 
     @raises ConfigError: naming the file and the path of the problem.
     """
@@ -62,7 +65,17 @@ def _pipeline(config: ProxyConfig, reactor):
                 config.source,
             )
     try:
-        return locator, Forwarder(config.routes, groups, config.forwarding.via)
+        return locator, Forwarder(config.routes, groups, config.forwarding.via, cache)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
+
+
+def _cache(config: ProxyConfig, reactor) -> Optional[HTTPCache]:
+    """
+    The shared cache of C{config}, or C{None} when no route caches.
+    """
+    try:
+        return build_cache(reactor, config)
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
 
@@ -145,7 +158,8 @@ class ProxyService(MultiService):
             from twisted.internet import reactor  # type: ignore[no-redef]
         self.config = config
         self.reactor = reactor
-        self.locator, self.forwarder = _pipeline(config, reactor)
+        self.cache = _cache(config, reactor)
+        self.locator, self.forwarder = _pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
         # Counted only where they can be read: on the admin listener.
@@ -201,7 +215,11 @@ class ProxyService(MultiService):
         The state of every upstream group and backend, as plain data (see
         L{twistproxy.upstream.group.UpstreamGroupRuntime.status}).
         """
-        return {"groups": [g.status() for g in self.forwarder.groups.values()]}
+        status: Dict[str, Any] = {
+            "groups": [g.status() for g in self.forwarder.groups.values()]}
+        if self.cache is not None:
+            status["cache"] = dict(self.cache.counts)
+        return status
 
     def drain(self, group: str, backend: str, draining: bool = True) -> None:
         """
@@ -351,11 +369,13 @@ class ProxyService(MultiService):
             if not source:
                 raise ConfigError("", "the configuration was not read from a file")
             new = load(source)
-            for what in ("listeners", "admin", "shutdown"):
+            for what in ("listeners", "admin", "shutdown", "cache"):
                 if getattr(new, what) != getattr(self.config, what):
                     raise ConfigError(what, "changed: needs a restart (not reloadable yet)",
                                       source)
-            locator, forwarder = _pipeline(new, self.reactor)
+            # The store (and what it holds) outlives reloads.
+            cache = self.cache if self.cache is not None else _cache(new, self.reactor)
+            locator, forwarder = _pipeline(new, self.reactor, cache)
         except ConfigError as e:
             self.log.error("configuration reload refused, the running one stays: {problem}",
                            problem=str(e))
@@ -366,6 +386,7 @@ class ProxyService(MultiService):
                 group.take_state(old)
         old_forwarder, old_locator = self.forwarder, self.locator
         self.forwarder, self.locator, self.config = forwarder, locator, new
+        self.cache = cache
         for factory in self._http_factories:
             factory.configure(new, forwarder)
         if self.running:
@@ -414,6 +435,8 @@ class ProxyService(MultiService):
 
     def _close_all(self) -> None:
         self.forwarder.close()
+        if self.cache is not None:
+            self.cache.store.close()
         close = getattr(self.locator, "close", None)
         if close is not None:
             close()

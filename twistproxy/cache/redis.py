@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -43,9 +43,18 @@ class RedisStore:
                  namespace: bytes = DEFAULT_NAMESPACE.encode(), timeout: float = 1.0):
         self._clock = clock
         self._timeout = timeout
-        self._redis = connect(address, timeout)
+        self._address = address
+        self._pool = None
         self._ns = namespace
         self._tag_ns = namespace + b"tag:"
+
+    @property
+    def _redis(self):
+        # Connected on first use: checking a configuration must not open
+        # connections.
+        if self._pool is None:
+            self._pool = connect(self._address, self._timeout)
+        return self._pool
 
     def _guard(self, d: Deferred, what: str, default) -> Deferred:
         """
@@ -115,7 +124,10 @@ class RedisStore:
         return self._guard(self._purge_tag(tag), "purge_tag", 0)
 
     def close(self) -> Deferred:
-        return self._redis.disconnect()
+        if self._pool is None:
+            return succeed(None)
+        pool, self._pool = self._pool, None
+        return pool.disconnect()
 
 
 @implementer(ICacheStoreFactory, IPlugin)
