@@ -21,34 +21,35 @@ from twistproxy.interfaces import ICacheStoreFactory
 from twistproxy.testing import CacheStoreContractMixin, FakeCacheStore
 
 
-class MemoryStoreContractTests(CacheStoreContractMixin, TestCase):
+class _OnFakeClock(CacheStoreContractMixin):
+    """
+    The contract for a store on a fake clock: C{store_class(clock)}.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+
+    def makeStore(self):
+        return self.store_class(self.clock)
+
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+
+class MemoryStoreContractTests(_OnFakeClock, TestCase):
     """
     The memory store keeps the store contract.
     """
 
-    def setUp(self):
-        self.clock = Clock()
-
-    def makeStore(self):
-        return MemoryStore(self.clock)
-
-    def advance(self, seconds):
-        self.clock.advance(seconds)
+    store_class = MemoryStore
 
 
-class FakeStoreContractTests(CacheStoreContractMixin, TestCase):
+class FakeStoreContractTests(_OnFakeClock, TestCase):
     """
     The fake store for tests keeps the store contract too.
     """
 
-    def setUp(self):
-        self.clock = Clock()
-
-    def makeStore(self):
-        return FakeCacheStore(self.clock)
-
-    def advance(self, seconds):
-        self.clock.advance(seconds)
+    store_class = FakeCacheStore
 
 
 class RedisStoreContractTests(CacheStoreContractMixin, TestCase):
