@@ -589,6 +589,41 @@ class CollapseTests(CacheHarness):
         self.answer(response(b"own"))
         self.assertEqual(body_of(waiting.received()), b"own")
 
+    def test_leader_leaves(self):
+        """
+        When the client of the request being fetched leaves, the requests
+        waiting for it go on at once rather than after the lock timeout.
+        """
+        leader = self.send(b"/g")
+        self.origin_request()
+        waiting = self.send(b"/g")
+        leader.close()
+        self.assertIsNotNone(self.origin_request())
+        self.answer(response(b"x"))
+        self.assertEqual(body_of(waiting.received()), b"x")
+        self.assertEqual(self.proxy.cache.in_flight, {})
+
+    def test_not_collapsed_after_pass(self):
+        """
+        Once a URL's response could not be stored, concurrent requests for
+        it go to the origin side by side for a while.
+        """
+        self.get(b"/p", origin=response(b"x", b"Cache-Control: no-store"))
+        self.send(b"/p")
+        self.send(b"/p")
+        self.assertIsNotNone(self.origin_request())
+        self.assertIsNotNone(self.origin_request())
+        self.assertEqual(self.proxy.cache.counts["collapsed"], 0)
+
+    def test_nothing_to_keep(self):
+        """
+        A response with no freshness and no validator is not stored (it
+        would be stale at once) and does not claim to be.
+        """
+        first = self.get(b"/z", origin=response(b"x"))
+        self.assertEqual(field(first, b"Cache-Status"), b"twistproxy; fwd=uri-miss")
+        self.assertEqual(self.proxy.cache.counts["stored"], 0)
+
     def test_waiter_leaves(self):
         """
         A waiting client that disconnects is forgotten.

@@ -55,6 +55,10 @@ _ORIGIN_PRECONDITIONS = (b"if-match", b"if-unmodified-since")
 _VALIDATION_FIELDS = ("If-None-Match", "If-Modified-Since")
 # A variant's key: the URL's key, this, and the secondary key.
 _VARIANT = b"\x01"
+# How long a URL whose response was not stored is fetched without
+# collapsing, and how many such URLs are remembered.
+PASS_TIME = 10.0
+MAX_PASSES = 10000
 
 
 def response(status: int, reason: bytes, headers, length: Optional[int]) -> ResponseHead:
@@ -105,6 +109,29 @@ class HTTPCache:
              "purged"], 0)
         # key -> the waiters of the request fetching it: (exchange, timer)
         self.in_flight: Dict[bytes, List[Any]] = {}
+        # key -> until when requests for it do not wait for one another:
+        # its last response could not be stored (Varnish's hit-for-miss).
+        self._passes: Dict[bytes, float] = {}
+
+    def pass_for(self, key: bytes) -> None:
+        """
+        The response for C{key} could not be stored: for L{PASS_TIME}
+        seconds, requests for it go to the origin side by side rather than
+        one after another.
+        """
+        if len(self._passes) >= MAX_PASSES:
+            # Bounded memory; forgetting only costs some waiting.
+            self._passes.clear()
+        self._passes[key] = self.clock.seconds() + PASS_TIME
+
+    def passes(self, key: bytes) -> bool:
+        until = self._passes.get(key)
+        if until is None:
+            return False
+        if until <= self.clock.seconds():
+            del self._passes[key]
+            return False
+        return True
 
     def for_route(self, config: RouteCacheConfig, request_rules: HeaderRules) -> "RouteCache":
         return RouteCache(self, config, request_rules)
@@ -289,7 +316,9 @@ class RouteCache:
             waiters.append((x, proceed, timer))
             return
         cache.counts["miss"] += 1
-        owner = waiters is None
+        # Others wait for this request, unless the last response for the
+        # key could not be stored: then they go side by side.
+        owner = waiters is None and not cache.passes(key)
         if owner:
             cache.in_flight[key] = []
         if stale is not None and P.has_validator(cache.fields(stale)):
@@ -557,6 +586,10 @@ class FetchSink(PassingSink):
         self._request_headers = x.request.headers
         # Whether the requests collapsed on this key wait for this one.
         self._done = not owner
+        if owner:
+            # However the exchange ends (its client may leave mid-way),
+            # the requests waiting for it must not wait for nothing.
+            x.on_end = self._ended
         self._mode = _PASS
         self._body: List[bytes] = []
         self._size = 0
@@ -587,12 +620,15 @@ class FetchSink(PassingSink):
                        req.target, rc._allow_post)
             and (resp.content_length is not None or resp.chunked)
             and (resp.content_length or 0) <= config.max_object_size
+            # Nothing to keep: no freshness, no validator.
+            and P.store_ttl(fields, rc.lifetime_of(resp.status, fields, now)) > 0
         )
         status = self._status_field(stored, fields, resp.status)
         if stored:
             self._mode = _STORE
             self._resp = resp
         else:
+            cache.pass_for(self._key)
             self._release()
         if fields.targeted or any(k.lower() in cache.targeted for k, _ in resp.headers):
             resp = _without(resp, cache.targeted)
@@ -712,6 +748,9 @@ class FetchSink(PassingSink):
         if not self._done:
             self._done = True
             self._cache.fetched(self._key)
+
+    def _ended(self, x: Exchange) -> None:
+        self._release()
 
 
 def _without(resp: ResponseHead, names) -> ResponseHead:

@@ -258,6 +258,9 @@ class Forwarder:
         """
         C{x} is over.
         """
+        if x.on_end is not None:
+            on_end, x.on_end = x.on_end, None
+            on_end(x)
         if x.upstream is not None:
             self.cancel(x)
         group = x.group
