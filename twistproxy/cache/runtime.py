@@ -50,7 +50,9 @@ from twistproxy.interfaces import ICacheStore, IResponseSink
 # The requests the cache answers or passes on as they are.
 _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
 # Client preconditions the cache leaves to the origin.
-_ORIGIN_PRECONDITIONS = (b"if-match", b"if-unmodified-since")
+_ORIGIN_PRECONDITIONS = frozenset([b"if-match", b"if-unmodified-since"])
+# The request fields that may turn a hit into a 304, 206 or 416.
+_SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
 # Replaced by the cache's own validators when it revalidates.
 _VALIDATION_FIELDS = ("If-None-Match", "If-Modified-Since")
 # A variant's key: the URL's key, this, and the secondary key.
@@ -209,7 +211,7 @@ class RouteCache:
             or (method == b"HEAD" and not self._head)
             or req.has_body
             or req.upgrade is not None
-            or any(P.has_field(req.headers, n) for n in _ORIGIN_PRECONDITIONS)
+            or not _ORIGIN_PRECONDITIONS.isdisjoint([k.lower() for k, _ in req.headers])
         ):
             proceed(x)
             return
@@ -474,7 +476,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     body = entry.body
     extra = [(b"Cache-Status", status_field)]
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
-    if entry.status == 200:
+    if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = response(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
