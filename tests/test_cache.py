@@ -12,7 +12,9 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twistproxy.cache.runtime import Background, FetchSink, InvalidatingSink, StatusSink
+from twistproxy.cache.runtime import (
+    PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink,
+)
 from twistproxy.config import (
     Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
 )
@@ -605,15 +607,23 @@ class CollapseTests(CacheHarness):
 
     def test_not_collapsed_after_pass(self):
         """
-        Once a URL's response could not be stored, concurrent requests for
-        it go to the origin side by side for a while.
+        Once a URL's response could not be stored, requests for it pass
+        through side by side for PASS_TIME, and what they bring back is not
+        stored.
         """
         self.get(b"/p", origin=response(b"x", b"Cache-Control: no-store"))
-        self.send(b"/p")
-        self.send(b"/p")
+        first, second = self.send(b"/p"), self.send(b"/p")
         self.assertIsNotNone(self.origin_request())
+        self.answer(response(b"1", b"Cache-Control: max-age=60"))
         self.assertIsNotNone(self.origin_request())
+        self.answer(response(b"2", b"Cache-Control: max-age=60"))
         self.assertEqual(self.proxy.cache.counts["collapsed"], 0)
+        self.assertEqual(field(first.received(), b"Cache-Status"),
+                         b"twistproxy; fwd=uri-miss; detail=pass")
+        # Once the pass is over, responses are stored again.
+        self.advance(PASS_TIME)
+        self.get(b"/p", origin=response(b"3", b"Cache-Control: max-age=60"))
+        self.assertEqual(body_of(self.stored(b"/p")), b"3")
 
     def test_nothing_to_keep(self):
         """

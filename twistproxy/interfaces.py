@@ -293,6 +293,10 @@ class ICacheStore(Interface):
     at any time (a cache is allowed to forget), but must never return an
     entry under a key it was not put under, nor one past its time to live.
 
+    A store kept in the proxy's own process may also offer
+    C{lookup(key)}, returning the entry (or C{None}) at once: the cache
+    then spares itself a L{Deferred} per request.
+
     Keys are the cache's own: a URL key looks like
     C{b'http://example.com/a?b=1\\x00'} (followed by variant parts for
     C{Vary}), so that every key of one URL starts with the URL and

@@ -51,6 +51,7 @@ from twistproxy.interfaces import ICacheStore, IResponseSink
 _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
 # Client preconditions the cache leaves to the origin.
 _ORIGIN_PRECONDITIONS = frozenset([b"if-match", b"if-unmodified-since"])
+_NO_DIRECTIVES = P.Directives({})
 # The request fields that may turn a hit into a 304, 206 or 416.
 _SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
 # Replaced by the cache's own validators when it revalidates.
@@ -86,6 +87,7 @@ class HTTPCache:
     flight per key, and the counters.
 
     @ivar store: The L{ICacheStore}.
+    @ivar lookup: The store's synchronous C{lookup(key)}, when it has one.
     @ivar name: This cache's name in C{Cache-Status}.
     @ivar targeted: The targeted response fields read before
         C{Cache-Control}, most specific first (RFC 9213).
@@ -101,11 +103,15 @@ class HTTPCache:
                  targeted_header: str = "", purge_from=()):
         self.clock = clock
         self.store = store
+        # A store in this process may answer synchronously (MemoryStore),
+        # which spares a Deferred per request.
+        self.lookup = getattr(store, "lookup", None)
         self.name = name.encode("ascii")
         self.targeted: Tuple[bytes, ...] = (
             (targeted_header.encode("ascii"),) if targeted_header else ()
         ) + (P.CDN_CACHE_CONTROL,)
         self.purge_from = H.TrustedProxies(purge_from)
+        self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
         self.counts: Dict[str, int] = dict.fromkeys(
             ["hit", "miss", "stale", "revalidated", "stored", "collapsed", "invalidated",
              "purged"], 0)
@@ -119,7 +125,8 @@ class HTTPCache:
         """
         The response for C{key} could not be stored: for L{PASS_TIME}
         seconds, requests for it go to the origin side by side rather than
-        one after another.
+        one after another, and their responses are not considered for
+        storing.
         """
         if len(self._passes) >= MAX_PASSES:
             # Bounded memory; forgetting only costs some waiting.
@@ -210,22 +217,42 @@ class RouteCache:
             method not in _CACHED_METHODS
             or (method == b"HEAD" and not self._head)
             or req.has_body
-            or req.upgrade is not None
-            or not _ORIGIN_PRECONDITIONS.isdisjoint([k.lower() for k, _ in req.headers])
         ):
             proceed(x)
             return
-        self._lookup(x, proceed, True)
+        names = [k.lower() for k, _ in req.headers]
+        if req.upgrade is not None or not _ORIGIN_PRECONDITIONS.isdisjoint(names):
+            proceed(x)
+            return
+        directives = _NO_DIRECTIVES
+        if b"cache-control" in names or b"pragma" in names:
+            directives = P.request_directives(req.headers)
+        self._lookup(x, proceed, True, directives)
 
     def key(self, x: Exchange) -> bytes:
         req = x.request
         extra = [(n, P.field_value(req.headers, n)) for n in self._extra]
         return P.primary_key(x.downstream.proto, req.host, req.target, self.config.key, extra)
 
-    def _lookup(self, x: Exchange, proceed, may_wait: bool) -> None:
+    def _lookup(self, x: Exchange, proceed, may_wait: bool,
+                directives: Optional[P.Directives] = None) -> None:
+        if directives is None:
+            directives = P.request_directives(x.request.headers)
         key = self.key(x)
+        self._get(key, self._found, x, proceed, key, may_wait, directives)
+
+    def _get(self, key: bytes, then, x: Exchange, proceed, *args) -> None:
+        """
+        Call C{then(entry, x, proceed, *args)} with what the store keeps
+        under C{key}: at once from a store in this process that offers a
+        synchronous C{lookup}, else when its L{Deferred} fires.
+        """
+        lookup = self.cache.lookup
+        if lookup is not None:
+            then(lookup(key), x, proceed, *args)
+            return
         d = self.cache.store.get(key)
-        d.addCallback(self._found, x, proceed, key, may_wait)
+        d.addCallback(then, x, proceed, *args)
         d.addErrback(self._lookup_failed, x, proceed)
 
     def _lookup_failed(self, failure, x: Exchange, proceed) -> None:
@@ -234,7 +261,7 @@ class RouteCache:
             proceed(x)
 
     def _found(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
-               may_wait: bool) -> None:
+               may_wait: bool, directives: P.Directives) -> None:
         if x.status:
             # The client left while the store answered.
             return
@@ -243,21 +270,18 @@ class RouteCache:
             if variant is None:
                 self._miss(x, proceed, key, None, b"vary-miss", may_wait)
                 return
-            d = self.cache.store.get(key + _VARIANT + variant)
-            d.addCallback(self._found_variant, x, proceed, key, may_wait)
-            d.addErrback(self._lookup_failed, x, proceed)
+            self._get(key + _VARIANT + variant, self._found_variant, x, proceed, key,
+                      may_wait, directives)
             return
-        self._decide(entry, x, proceed, key, may_wait, b"uri-miss")
+        self._decide(entry, x, proceed, key, may_wait, directives, b"uri-miss")
 
-    def _found_variant(self, entry, x, proceed, key, may_wait) -> None:
+    def _found_variant(self, entry, x, proceed, key, may_wait, directives) -> None:
         if x.status:
             return
-        self._decide(entry, x, proceed, key, may_wait, b"vary-miss")
+        self._decide(entry, x, proceed, key, may_wait, directives, b"vary-miss")
 
     def _decide(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
-                may_wait: bool, why_miss: bytes) -> None:
-        req = x.request
-        directives = P.request_directives(req.headers)
+                may_wait: bool, directives: P.Directives, why_miss: bytes) -> None:
         only_cached = "only-if-cached" in directives
         if entry is None:
             if only_cached:
@@ -302,6 +326,16 @@ class RouteCache:
     def _miss(self, x: Exchange, proceed, key: bytes, stale: Optional[Entry], why: bytes,
               may_wait: bool) -> None:
         cache = self.cache
+        waiters = cache.in_flight.get(key)
+        if stale is None and waiters is None and cache.passes(key):
+            # The last response for the key could not be stored: for a
+            # while, requests for it pass through side by side, without
+            # the cost of looking at what comes back (Varnish's
+            # hit-for-pass).
+            cache.counts["miss"] += 1
+            x.sink = StatusSink(x.sink, cache.pass_status)
+            proceed(x)
+            return
         req = x.request
         if req.method == b"HEAD" or P.has_field(req.headers, b"range"):
             # Passed on as asked; what comes back is not a whole
@@ -310,7 +344,6 @@ class RouteCache:
             x.sink = StatusSink(x.sink, P.cache_status(cache.name, False, fwd=b"bypass"))
             proceed(x)
             return
-        waiters = cache.in_flight.get(key)
         if waiters is not None and may_wait:
             cache.counts["collapsed"] += 1
             timer = cache.clock.callLater(
@@ -318,9 +351,7 @@ class RouteCache:
             waiters.append((x, proceed, timer))
             return
         cache.counts["miss"] += 1
-        # Others wait for this request, unless the last response for the
-        # key could not be stored: then they go side by side.
-        owner = waiters is None and not cache.passes(key)
+        owner = waiters is None
         if owner:
             cache.in_flight[key] = []
         if stale is not None and P.has_validator(cache.fields(stale)):
