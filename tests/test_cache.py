@@ -1022,3 +1022,62 @@ class WiringTests(SynchronousTestCase):
             self.assertRaises(UsageError, tap.Options().parseOptions, argv)
         text = str(tap.Options())
         self.assertIn("--cache-size", text)
+
+
+class PostTests(CacheHarness):
+    route_cache = RouteCache(methods=("GET", "HEAD", "POST"))
+
+    def test_post_answers_get(self):
+        """
+        RFC 9110 9.3.3: with POST allowed, a POST response with explicit
+        freshness and a Content-Location naming its target answers later
+        GETs of that URL.
+        """
+        self.get(b"/form", method=b"POST", origin=response(
+            b"result", b"Cache-Control: max-age=60", b"Content-Location: /form"))
+        self.assertEqual(body_of(self.stored(b"/form")), b"result")
+
+    def test_post_without_content_location(self):
+        """
+        RFC 9110 9.3.3: without Content-Location naming the target, a POST
+        response is not stored.
+        """
+        self.get(b"/form", method=b"POST", origin=response(b"r", b"Cache-Control: max-age=60"))
+        self.get(b"/form", origin=response(b"g"))
+        self.assertIsNotNone(self.asked)
+
+    def test_post_not_allowed(self):
+        """
+        POST responses are not stored unless the route's methods list POST.
+        """
+        self.proxy = MemoryProxy(config(RouteCache()))
+        self.get(b"/form", method=b"POST", origin=response(
+            b"result", b"Cache-Control: max-age=60", b"Content-Location: /form"))
+        self.get(b"/form", origin=response(b"g"))
+        self.assertIsNotNone(self.asked)
+
+
+class HTTP2Tests(SynchronousTestCase):
+    def test_hit_on_stream(self):
+        """
+        A hit is answered on an HTTP/2 stream like a forwarded response:
+        status, fields with Age and Cache-Status, and the body.
+        """
+        from tests.test_h2 import H2Client, _request
+
+        proxy = MemoryProxy(config())
+        client = H2Client(proxy)
+        client.request(_request(path=b"/h2"))
+        backend = proxy.accept_backend()
+        backend.received()
+        backend.send(response(b"hello", b"Cache-Control: max-age=60"))
+        client.pump()
+        sid = client.request(_request(path=b"/h2"))
+        client.pump()
+        self.assertEqual(backend.received(), b"")
+        fields = client.headers(sid)
+        self.assertEqual(fields[b":status"], b"200")
+        self.assertEqual(fields[b"age"], b"0")
+        self.assertTrue(fields[b"cache-status"].startswith(b"twistproxy; hit"))
+        self.assertEqual(client.body(sid), b"hello")
+        self.assertTrue(client.ended(sid))
