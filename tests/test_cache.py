@@ -440,9 +440,11 @@ class ValidationTests(CacheHarness):
         """
         self.get(origin=response(b"v1", b"Cache-Control: max-age=60", b'ETag: "1"',
                                  b"Last-Modified: Tue, 14 Nov 2023 21:00:00 GMT"))
+        self.advance(3)
         data = self.stored(b"/a", b'If-None-Match: "1"')
         self.assertTrue(data.startswith(b"HTTP/1.1 304 Not Modified"))
         self.assertEqual(field(data, b"ETag"), b'"1"')
+        self.assertEqual(field(data, b"Age"), b"3")
         self.assertTrue(data.endswith(b"\r\n\r\n"))
         data = self.stored(b"/a", b'If-None-Match: "2"')
         self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"))
@@ -1081,3 +1083,38 @@ class HTTP2Tests(SynchronousTestCase):
         self.assertTrue(fields[b"cache-status"].startswith(b"twistproxy; hit"))
         self.assertEqual(client.body(sid), b"hello")
         self.assertTrue(client.ended(sid))
+
+
+class SharedStoreTests(CacheHarness):
+    def test_waiters_after_put(self):
+        """
+        Requests collapsed on a fetch look in the store only once the store
+        has the entry: a shared store answers later than it is asked, and
+        they would miss it otherwise.
+        """
+        from twisted.internet.defer import Deferred
+
+        from twistproxy.testing import FakeCacheStore
+
+        cache = self.proxy.cache
+        store = FakeCacheStore(self.proxy.reactor)
+        puts = []
+        real_put = store.put
+
+        def put(key, entry, ttl, tags=()):
+            d = Deferred()
+            puts.append((d, lambda: real_put(key, entry, ttl, tags)))
+            return d
+
+        store.put = put
+        cache.store, cache.lookup = store, None
+        self.send(b"/s")
+        self.origin_request()
+        waiting = self.send(b"/s")
+        self.answer(response(b"x", b"Cache-Control: max-age=60"))
+        self.assertEqual(waiting.received(), b"")
+        for d, do in puts:
+            do()
+            d.callback(None)
+        self.assertEqual(body_of(waiting.received()), b"x")
+        self.assertIsNone(self.origin_request())

@@ -584,10 +584,13 @@ class ValidationTests(SynchronousTestCase):
 
     def test_not_modified_fields(self):
         """
-        RFC 9110 15.4.5: a 304 carries the metadata fields a 200 would.
+        RFC 9110 15.4.5: a 304 carries the metadata fields a 200 would;
+        RFC 9111 5.1: and its Age, when the cache made it.
         """
-        fields = [(b"ETag", b'"a"'), (b"Content-Type", b"text/plain"), (b"Vary", b"A")]
-        self.assertEqual(P.not_modified_fields(fields), [(b"ETag", b'"a"'), (b"Vary", b"A")])
+        fields = [(b"ETag", b'"a"'), (b"Content-Type", b"text/plain"), (b"Vary", b"A"),
+                  (b"Age", b"3")]
+        self.assertEqual(P.not_modified_fields(fields),
+                         [(b"ETag", b'"a"'), (b"Vary", b"A"), (b"Age", b"3")])
 
 
 class RangeTests(SynchronousTestCase):

@@ -50,10 +50,11 @@ _NOT_STORED = frozenset([
     b"transfer-encoding", b"upgrade", b"proxy-authenticate",
     b"proxy-authentication-info", b"proxy-authorization",
 ])
-# RFC 9110 15.4.5: what a 304 carries of the response a 200 would be.
+# RFC 9110 15.4.5: what a 304 carries of the response a 200 would be;
+# and Age, since the cache made it (RFC 9111 5.1).
 _NOT_MODIFIED_FIELDS = frozenset([
     b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
-    b"last-modified",
+    b"last-modified", b"age",
 ])
 # The request fields that make a request conditional (RFC 9110 13.1).
 CONDITIONAL_FIELDS = frozenset([
@@ -710,7 +711,8 @@ def fields_to_serve(fields: Fields, response: CacheFields, age: float,
 
 def not_modified_fields(fields: Fields) -> List[Tuple[bytes, bytes]]:
     """
-    The fields of a 304 built from a stored 200 (RFC 9110 15.4.5).
+    The fields of a 304 built from a stored 200 (RFC 9110 15.4.5), with
+    its C{Age} (RFC 9111 5.1).
     """
     return [(k, v) for k, v in fields if k.lower() in _NOT_MODIFIED_FIELDS]
 

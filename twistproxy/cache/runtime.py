@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
 
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -424,17 +425,23 @@ class RouteCache:
     # Storing
 
     def store(self, x: Exchange, key: bytes, entry: Entry, fields: P.CacheFields,
-              lifetime: float, tags) -> None:
+              lifetime: float, tags) -> Deferred:
+        """
+        Put C{entry} in the store (with a vary marker when it varies).
+
+        @return: A L{Deferred} firing when the store has it.
+        """
         cache = self.cache
         ttl = P.store_ttl(fields, lifetime)
         store = cache.store
         cache.counts["stored"] += 1
         if fields.vary:
             variant = P.secondary_key(fields.vary, x.request.headers)
-            store.put(key, Entry.marker(fields.vary), ttl)
-            store.put(key + _VARIANT + variant, entry, ttl, tags)
-        else:
-            store.put(key, entry, ttl, tags)
+            return gatherResults([
+                store.put(key, Entry.marker(fields.vary), ttl),
+                store.put(key + _VARIANT + variant, entry, ttl, tags),
+            ])
+        return store.put(key, entry, ttl, tags)
 
     def invalidate(self, x: Exchange, key: bytes, resp: ResponseHead) -> None:
         """
@@ -630,6 +637,7 @@ class FetchSink(PassingSink):
         self._fields: Optional[P.CacheFields] = None
         self._request_time = route_cache.cache.clock.seconds()
         self._response_time = 0.0
+        self._storing = False
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
         rc = self._cache
@@ -718,7 +726,8 @@ class FetchSink(PassingSink):
             self._body = []
             if resp.content_length is None or len(body) == resp.content_length:
                 self._store(x, resp.status, resp.reason, resp.headers, body)
-            self._release()
+            else:
+                self._release()
             self.inner.response_end(x)
         elif mode == _UPDATE:
             stale = self._stale
@@ -726,7 +735,6 @@ class FetchSink(PassingSink):
                 self._resp.headers, self._fields))
             entry = self._store(x, stale.status, stale.reason, merged, stale.body)
             rc.cache.counts["revalidated"] += 1
-            self._release()
             fields = rc.cache.fields(entry)
             age = P.initial_age(fields, self._request_time, self._response_time)
             status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
@@ -774,7 +782,11 @@ class FetchSink(PassingSink):
         tags = [t for v in P.field_values(headers, b"cache-tag") for t in P.split_list(v)]
         # A POST response is stored under its target's key, for later GETs
         # (RFC 9110 9.3.3): keys do not name the method.
-        rc.store(x, self._key, entry, fields, lifetime, tags)
+        self._storing = True
+        d = rc.store(x, self._key, entry, fields, lifetime, tags)
+        # The requests waiting for this one look in the store once it has
+        # the entry (a shared store answers later than it is asked).
+        d.addBoth(lambda _: self._release())
         return entry
 
     def _release(self) -> None:
@@ -783,7 +795,8 @@ class FetchSink(PassingSink):
             self._cache.fetched(self._key)
 
     def _ended(self, x: Exchange) -> None:
-        self._release()
+        if not self._storing:
+            self._release()
 
 
 def _without(resp: ResponseHead, names) -> ResponseHead:
