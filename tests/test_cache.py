@@ -267,7 +267,7 @@ class MissAndHitTests(CacheHarness):
         """
         The cache's sinks provide IResponseSink.
         """
-        for sink in [StatusSink(None, b""), Background(b"http", "")]:
+        for sink in [StatusSink(None, b""), Background(b"http")]:
             self.assertTrue(verifyObject(IResponseSink, sink))
         self.assertTrue(IResponseSink.implementedBy(FetchSink))
         self.assertTrue(IResponseSink.implementedBy(InvalidatingSink))

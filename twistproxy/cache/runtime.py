@@ -93,6 +93,7 @@ class HTTPCache:
     @ivar targeted: The targeted response fields read before
         C{Cache-Control}, most specific first (RFC 9213).
     @ivar purge_from: The peers allowed to send C{PURGE}.
+    @ivar purge_enabled: Whether anyone is.
     @ivar counts: Counters by outcome: C{hit}, C{miss}, C{stale} (served
         stale), C{revalidated} (a 304 refreshed a stored response),
         C{stored}, C{collapsed}, C{invalidated}, C{purged}.
@@ -112,14 +113,16 @@ class HTTPCache:
             (targeted_header.encode("ascii"),) if targeted_header else ()
         ) + (P.CDN_CACHE_CONTROL,)
         self.purge_from = H.TrustedProxies(purge_from)
+        self.purge_enabled = bool(purge_from)
         self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
         self.counts: Dict[str, int] = dict.fromkeys(
             ["hit", "miss", "stale", "revalidated", "stored", "collapsed", "invalidated",
              "purged"], 0)
-        # key -> the waiters of the request fetching it: (exchange, timer)
+        # key -> the requests waiting for the one fetching it:
+        # (exchange, proceed, timer)
         self.in_flight: Dict[bytes, List[Any]] = {}
         # key -> until when requests for it do not wait for one another:
-        # its last response could not be stored (Varnish's hit-for-miss).
+        # its last response could not be stored (Varnish's hit-for-pass).
         self._passes: Dict[bytes, float] = {}
 
     def pass_for(self, key: bytes) -> None:
@@ -158,7 +161,8 @@ class HTTPCache:
 
     def purge_url(self, url: bytes) -> Any:
         """
-        Remove every stored response of C{url} (all its variants).
+        Remove every stored response of C{url} (all its variants), for
+        routes whose key has every part of the URL (the default).
 
         @return: A L{Deferred} firing with how many entries went.
         """
@@ -193,7 +197,7 @@ class RouteCache:
         self._rules = request_rules
         self._honour = config.client_no_cache == "honour"
         self._extra = [n.encode("ascii") for n in config.key_headers]
-        self._allow_post = "POST" in config.methods
+        self.allow_post = "POST" in config.methods
         self._head = "HEAD" in config.methods
 
     # The entry point
@@ -210,7 +214,7 @@ class RouteCache:
             return
         if method in P.UNSAFE_METHODS:
             x.sink = InvalidatingSink(x.sink, self, self.key(x))
-            if method == b"POST" and self._allow_post:
+            if method == b"POST" and self.allow_post:
                 x.sink = FetchSink(x.sink, self, x, self.key(x), None, b"miss", False)
             proceed(x)
             return
@@ -304,9 +308,11 @@ class RouteCache:
             cache.counts["stale" if stale else "hit"] += 1
             detail = b"stale-while-revalidate" if verdict == P.SWR else b""
             status = P.cache_status(cache.name, True, ttl=lifetime - age, detail=detail)
-            serve(x, x.sink, entry, fields, age, status, cache.targeted)
             if verdict == P.SWR and key not in cache.in_flight:
+                # Before serving: the end of this response may start the
+                # client's next request, which must find this refresh.
                 self._refresh(x, proceed, key, entry, fields)
+            serve(x, x.sink, entry, fields, age, status, cache.targeted)
             return
         if only_cached:
             self._answer_504(x)
@@ -405,7 +411,7 @@ class RouteCache:
         req = x.request
         headers = [(k, v) for k, v in req.headers
                    if k.lower() not in P.CONDITIONAL_FIELDS and k.lower() != b"range"]
-        background = Background(x.downstream.proto, x.client_address)
+        background = Background(x.downstream.proto)
         request = RequestHead.made(b"GET", req.target, req.host, headers, True)
         bx = Exchange(request, "", background, self.cache.clock.seconds())
         bx.route = x.route
@@ -477,7 +483,7 @@ class RouteCache:
         """
         cache = self.cache
         sink = x.sink
-        if not cache.purge_from._networks:
+        if not cache.purge_enabled:
             x.reason = "cache_purge_disabled"
             answer(x, sink, 405, b"Method Not Allowed", b"PURGE is not enabled\n")
             return
@@ -658,7 +664,7 @@ class FetchSink(PassingSink):
         config = rc.config
         stored = (
             P.storable(req.method, resp.status, req.headers, fields, resp.headers,
-                       req.target, rc._allow_post)
+                       req.target, rc.allow_post)
             and (resp.content_length is not None or resp.chunked)
             and (resp.content_length or 0) <= config.max_object_size
             # Nothing to keep: no freshness, no validator.
@@ -824,9 +830,9 @@ class Background:
     client_full = False
     transport = None
 
-    def __init__(self, proto: bytes, client_address: str):
+    def __init__(self, proto: bytes):
+        # As the client's request came (the cache key has the scheme).
         self.proto = proto
-        self.client_address = client_address
 
     def upstream_attached(self, x: Exchange) -> None:
         pass
