@@ -520,6 +520,20 @@ class StaleTests(CacheHarness):
         data = self.get(origin=response(b"oops", status=b"502 Bad Gateway"))
         self.assertTrue(data.startswith(b"HTTP/1.1 502 "))
 
+    def test_stale_if_error_truncated_5xx(self):
+        """
+        RFC 5861 4: a 5xx cut short is replaced by the stale response too.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-if-error=60"))
+        self.advance(20)
+        client = self.send()
+        self.origin_request()
+        self.answer(b"HTTP/1.1 500 Oops\r\nContent-Length: 10\r\n\r\nabc")
+        self.current.close()
+        data = client.received()
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+        self.assertEqual(body_of(data), b"v1")
+
     def test_stale_if_error_unreachable(self):
         """
         RFC 5861 4: when the origin cannot be reached at all, the stale
@@ -635,6 +649,16 @@ class CollapseTests(CacheHarness):
         first = self.get(b"/z", origin=response(b"x"))
         self.assertEqual(field(first, b"Cache-Status"), b"twistproxy; fwd=uri-miss")
         self.assertEqual(self.proxy.cache.counts["stored"], 0)
+
+    def test_no_pass_after_failure_or_post(self):
+        """
+        A 5xx, or a POST's answer, does not make later GETs of the URL pass
+        through: the next miss is stored and collapsed as usual.
+        """
+        self.get(b"/f", origin=response(b"down", status=b"503 Unavailable"))
+        self.get(b"/f", method=b"POST", origin=response(b"posted"))
+        self.get(b"/f", origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.stored(b"/f")
 
     def test_waiter_leaves(self):
         """

@@ -675,7 +675,10 @@ class FetchSink(PassingSink):
             self._mode = _STORE
             self._resp = resp
         else:
-            cache.pass_for(self._key)
+            if req.method == b"GET" and resp.status < 500:
+                # An answer the origin means; a failure (or a POST's
+                # answer) says nothing of what later GETs will get.
+                cache.pass_for(self._key)
             self._release()
         if fields.targeted or any(k.lower() in cache.targeted for k, _ in resp.headers):
             resp = _without(resp, cache.targeted)
@@ -752,6 +755,10 @@ class FetchSink(PassingSink):
             self.inner.response_end(x)
 
     def upstream_failed(self, x, status: int, reason: str) -> None:
+        if self._mode == _STALE:
+            # The 5xx being replaced did not even end well.
+            self._serve_stale(x, self._resp.status, reason)
+            return
         if self._stale is not None and self._mode in (_PASS, _STORE) and self._resp is None \
                 and not x.status and self._stale_usable():
             self._mode = _STALE
