@@ -671,3 +671,35 @@ class CacheStatusTests(SynchronousTestCase):
         RFC 9110 5.6.7: dates the cache writes are IMF-fixdate.
         """
         self.assertEqual(P.http_date(NOW), DATE)
+
+
+class HostileInputTests(SynchronousTestCase):
+    def test_never_raises(self):
+        """
+        RFC 9110 5.5 and RFC 9111 5: whatever bytes a peer puts in the fields
+        the cache reads, the rules answer without raising (bad values are
+        invalid, never a crash).
+        """
+        weird = [b"", b",", b'"', b'max-age="', b"max-age==5", b"\x00\xff", b"=",
+                 b"max-age=" + b"9" * 500, b"s-maxage=-0", b'no-cache="a, \\"', b"*",
+                 b"Sun, 00 Nov 1994 08:49:37 GMT", b"Sun, 06 Nov 0000 08:49:37 GMT",
+                 b"Sunday, 06-Nov-94 25:49:37 GMT", b"bytes=" + b"9" * 400 + b"-",
+                 b"bytes=-" + b"9" * 400, b"W/", b"W/\"", b"a" * 10000]
+        for value in weird:
+            fields = [(name, value) for name in (
+                b"Cache-Control", b"CDN-Cache-Control", b"Expires", b"Date", b"Age",
+                b"Last-Modified", b"ETag", b"Vary", b"Range", b"If-Range",
+                b"If-None-Match", b"If-Modified-Since", b"Pragma", b"Location")]
+            r = cf(*fields)
+            lifetime = P.freshness_lifetime(200, r, NOW, 10, 100)
+            P.storable(b"GET", 200, fields, r, fields)
+            P.reuse(r, lifetime, P.initial_age(r, NOW, NOW), P.request_directives(fields))
+            P.usable_on_error(r, lifetime, 0, P.request_directives(fields))
+            P.store_ttl(r, lifetime)
+            P.secondary_key(r.vary, fields)
+            P.client_not_modified(b"GET", fields[:13], r, NOW)
+            P.byte_range(fields, 100, r)
+            P.update_selects(r, r)
+            P.merge_304(fields, fields)
+            P.fields_to_serve(fields, r, 1e30)
+            P.invalidated_uris(200, b"POST", fields)
