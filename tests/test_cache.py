@@ -421,6 +421,20 @@ class ValidationTests(CacheHarness):
         self.assertEqual(body_of(data), b"v2")
         self.assertEqual(body_of(self.stored()), b"v2")
 
+    def test_unmatched_304(self):
+        """
+        RFC 9111 4.3.4: a 304 naming another entity tag than the stored
+        response's updates nothing and is not passed to a client that did
+        not ask conditionally: 502, and the stored response goes.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10", b'ETag: "1"'))
+        self.advance(20)
+        data = self.get(origin=response(b"", b'ETag: "9"', status=b"304 Not Modified"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 502 "), data)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "cache_unmatched_304")
+        self.get(origin=response(b"v2", b"Cache-Control: max-age=10"))
+        self.assertNotIn(b"If-None-Match", self.asked)
+
     def test_client_validators_replaced(self):
         """
         RFC 9111 4.3.1: the cache validates with its own validators, not

@@ -456,7 +456,7 @@ class RouteCache:
         """
         cache = self.cache
         cache.counts["invalidated"] += 1
-        base_key = self._url_prefix(key)
+        base_key = self.url_prefix(key)
         cache.store.purge(base_key)
         req = x.request
         scheme = x.downstream.proto
@@ -469,7 +469,7 @@ class RouteCache:
             target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             cache.store.purge(P.primary_key(scheme, req.host, target, self.config.key))
 
-    def _url_prefix(self, key: bytes) -> bytes:
+    def url_prefix(self, key: bytes) -> bytes:
         """
         The part of a key every key of the same URL starts with.
         """
@@ -491,7 +491,7 @@ class RouteCache:
             x.reason = "cache_purge_forbidden"
             answer(x, sink, 403, b"Forbidden", b"PURGE is not allowed from this address\n")
             return
-        d = cache.purge(self._url_prefix(self.key(x)))
+        d = cache.purge(self.url_prefix(self.key(x)))
         d.addCallback(lambda n: x.status or answer(
             x, sink, 200, b"OK", b'{"purged": %d}\n' % n, b"application/json"))
 
@@ -610,7 +610,7 @@ class InvalidatingSink(PassingSink):
 
 
 # What a FetchSink does with the response.
-_PASS, _STORE, _UPDATE, _STALE = range(4)
+_PASS, _STORE, _UPDATE, _STALE, _REFUSE = range(5)
 
 
 class FetchSink(PassingSink):
@@ -651,9 +651,11 @@ class FetchSink(PassingSink):
         now = self._response_time = cache.clock.seconds()
         fields = self._fields = P.CacheFields(resp.headers, cache.targeted, now)
         stale = self._stale
-        if stale is not None and resp.status == 304 and P.update_selects(
-                cache.fields(stale), fields):
-            self._mode = _UPDATE
+        if stale is not None and resp.status == 304:
+            # RFC 9111 4.3.4: a 304 for other validators than the stored
+            # response's updates nothing, and answers nothing the client
+            # asked (the cache sent its own validators).
+            self._mode = _UPDATE if P.update_selects(cache.fields(stale), fields) else _REFUSE
             self._resp = resp
             return
         if stale is not None and resp.status >= 500 and self._stale_usable():
@@ -710,7 +712,7 @@ class FetchSink(PassingSink):
 
     def response_body(self, x, data: bytes) -> None:
         mode = self._mode
-        if mode == _UPDATE or mode == _STALE:
+        if mode == _UPDATE or mode == _STALE or mode == _REFUSE:
             return
         if mode == _STORE:
             self._size += len(data)
@@ -723,7 +725,7 @@ class FetchSink(PassingSink):
         self.inner.response_body(x, data)
 
     def flush(self) -> None:
-        if self._mode != _UPDATE and self._mode != _STALE:
+        if self._mode == _PASS or self._mode == _STORE:
             self.inner.flush()
 
     def response_end(self, x) -> None:
@@ -751,6 +753,10 @@ class FetchSink(PassingSink):
             serve(x, self.inner, entry, fields, age, status, rc.cache.targeted)
         elif mode == _STALE:
             self._serve_stale(x, self._resp.status)
+        elif mode == _REFUSE:
+            self._release()
+            rc.cache.store.purge(rc.url_prefix(self._key))
+            self.inner.upstream_failed(x, 502, "cache_unmatched_304")
         else:
             self.inner.response_end(x)
 
