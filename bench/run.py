@@ -68,12 +68,27 @@ TCP_SCENARIOS = ("tcp-small", "tcp-1conn-1m")
 SCENARIO_CONNECTIONS = {"tcp-1conn-1m": 1}
 # Proxies that relay TCP here (twisted.web.proxy is HTTP only).
 TCP_PROXIES = ("nginx", "twistproxy")
+# The shared cache (opt-in: --cache): nginx with proxy_cache and twistproxy
+# with --cache; hits of a small and a 64 KiB response, and a response the
+# cache must not store (every request a forwarded miss through the cache).
+SCENARIOS.update({
+    "cache-small": ("/cached/small", True, "keep-alive, small response, cache hit"),
+    "cache-64k": ("/cached/64k", True, "keep-alive, 64 KiB response, cache hit"),
+    "cache-miss-small": (
+        "/nostore/small", True, "keep-alive, small no-store response through the cache (miss)"
+    ),
+})
+CACHE_SCENARIOS = ("cache-small", "cache-64k", "cache-miss-small")
+# Proxies with a cache to turn on.
+CACHE_PROXIES = ("nginx", "twistproxy")
 TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes", "tls-h2")
 # Scenarios measured with h2load rather than wrk.
 H2_SCENARIOS = ("tls-h2",)
 H2_CONNECTIONS = 10
 H2_STREAMS = 10
-PLAIN_SCENARIOS = tuple(s for s in SCENARIOS if s not in TLS_SCENARIOS + TCP_SCENARIOS)
+PLAIN_SCENARIOS = tuple(
+    s for s in SCENARIOS if s not in TLS_SCENARIOS + TCP_SCENARIOS + CACHE_SCENARIOS
+)
 # What --https adds (the wrk HTTPS scenarios).
 HTTPS_FLAG_SCENARIOS = tuple(s for s in TLS_SCENARIOS if s not in H2_SCENARIOS)
 # Proxies that can terminate TLS (twisted.web.proxy is left out of the HTTPS
@@ -391,11 +406,24 @@ ORIGIN_BODY = """\
         location = /1m {{
             try_files /1m =404;
         }}
+        location = /cached/small {{
+            add_header Cache-Control "max-age=3600";
+            return 200 "{small}";
+        }}
+        location = /cached/64k {{
+            add_header Cache-Control "max-age=3600";
+            try_files /64k =404;
+        }}
+        location = /nostore/small {{
+            add_header Cache-Control "no-store";
+            return 200 "{small}";
+        }}
     }}
 """
 
 PROXY_BODY = """\
     tcp_nodelay on;
+{cache_path}
     upstream origin {{
         server {host}:{origin_port};
         keepalive 32;
@@ -410,9 +438,16 @@ PROXY_BODY = """\
             # room for a whole 64 KiB response in memory (no temp files)
             proxy_buffer_size 16k;
             proxy_buffers 8 16k;
+{cache}
         }}
     }}
 """
+# What --cache adds to the nginx proxy.
+NGINX_CACHE_PATH = (
+    "    proxy_cache_path {prefix}/cache levels=1:2 keys_zone=bench:10m max_size=256m "
+    "inactive=60m use_temp_path=off;"
+)
+NGINX_CACHE = "            proxy_cache bench;"
 
 
 TLS_SERVER = """\
@@ -716,7 +751,12 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
     env["PYTHONUNBUFFERED"] = "1"
     if name == "nginx":
         prefix = os.path.join(tmp, "proxy-nginx")
-        body = PROXY_BODY.format(host=HOST, port=port, origin_port=origin_port)
+        cache = any(x in CACHE_SCENARIOS for x in args.scenarios)
+        body = PROXY_BODY.format(
+            host=HOST, port=port, origin_port=origin_port,
+            cache_path=NGINX_CACHE_PATH.format(prefix=prefix) if cache else "",
+            cache=NGINX_CACHE if cache else "",
+        )
         if tls:
             body += TLS_SERVER.format(host=HOST, port=tls_port, cert=tls[0], key=tls[1])
         main = stream = ""
@@ -772,6 +812,8 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
                 "--access-log",
                 "off",
             ]
+            if any(x in CACHE_SCENARIOS for x in args.scenarios):
+                cmd += ["--cache", "--cache-size", "256m"]
         if workers:
             cmd += ["--workers", str(workers)]
         cmd += list(args.twistproxy_arg)
@@ -853,9 +895,11 @@ def indent(text, prefix="    | "):
 
 def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
     """One GET of each path through the proxy must return the origin's bodies."""
+    small = SMALL_BODY.encode("ascii")
+    expected = {"/small": small, "/cached/small": small, "/nostore/small": small}
     for path in paths:
-        body = SMALL_BODY.encode("ascii") if path == "/small" else None
-        size = FILE_SIZES.get(path)
+        body = expected.get(path)
+        size = FILE_SIZES.get(path.replace("/cached", ""))
         try:
             status, got = http_get(port, path, cafile=cafile)
         except (OSError, Exception) as e:  # http.client raises various errors
@@ -890,6 +934,9 @@ def measure(name, proc, port, origin, args, tools, results, workers=None):
             continue
         if scenario in TCP_SCENARIOS and not port[2]:
             log("%s / %s: skipped (no TCP relay for %s here)" % (name, scenario, name))
+            continue
+        if scenario in CACHE_SCENARIOS and name not in CACHE_PROXIES:
+            log("%s / %s: skipped (%s has no cache)" % (name, scenario, name))
             continue
         if not proc.alive():
             raise ProxyFailed(
@@ -1217,6 +1264,12 @@ def parse_args(argv):
         help="add the TCP relay scenarios %s (nginx's stream module and twistproxy's "
         "protocol = \"tcp\" listener)" % ",".join(TCP_SCENARIOS),
     )
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="add the cache scenarios %s (nginx with proxy_cache, twistproxy with --cache)"
+        % ",".join(CACHE_SCENARIOS),
+    )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument(
         "--warmup", type=int, default=2, help="warm-up seconds before each scenario (default 2; 0: none)"
@@ -1271,6 +1324,8 @@ def parse_args(argv):
         args.scenarios += [s for s in HTTPS_FLAG_SCENARIOS if s not in args.scenarios]
     if args.tcp:
         args.scenarios += [s for s in TCP_SCENARIOS if s not in args.scenarios]
+    if args.cache:
+        args.scenarios += [s for s in CACHE_SCENARIOS if s not in args.scenarios]
     bad = [x for x in args.scenarios if x not in SCENARIOS]
     if bad or not args.scenarios:
         p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))

@@ -239,7 +239,7 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
         """
         An unknown top-level table is rejected at its own path.
         """
-        self.assertConfigError(MINIMAL + "[cache]\nsize = 1\n", "cache", "unknown key 'cache'")
+        self.assertConfigError(MINIMAL + "[stash]\nsize = 1\n", "stash", "unknown key 'stash'")
 
     def test_unknownKeySuggestion(self) -> None:
         """

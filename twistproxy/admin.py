@@ -11,6 +11,8 @@ their tools, on a listener of its own (the C{[admin]} table).
       backend out of rotation for maintenance, and back;
     - C{POST /reload}: read the configuration and the TLS certificates
       again, as C{SIGHUP} does;
+    - C{POST /cache/purge?url=...} (or C{prefix=}, C{tag=}): remove stored
+      responses from the shared cache;
     - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
 
 Everything but C{/metrics} answers JSON, errors included
@@ -145,6 +147,8 @@ class AdminResource(Resource):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._metrics_page}
         elif segments == [b"reload"]:
             allowed, handlers = (b"POST",), {b"POST": self._reload}
+        elif segments == [b"cache", b"purge"] and getattr(self._service, "cache", None):
+            allowed, handlers = (b"POST",), {b"POST": self._purge}
         elif (len(segments) == 4 and segments[0] == b"upstreams"
               and segments[3] in (b"drain", b"undrain")):
             allowed = (b"POST",)
@@ -309,6 +313,27 @@ class AdminResource(Resource):
         if isinstance(outcome, bytes):
             return outcome
         return self._answer(request, *outcome)
+
+    def _purge(self, request: Request):
+        """
+        Remove stored responses by C{url}, C{prefix} (of the cache key,
+        which starts with the URL) or C{tag}: exactly one of them.
+        """
+        cache = self._service.cache
+        given = {k: v[0] for k, v in request.args.items() if k in (b"url", b"prefix", b"tag")}
+        if len(given) != 1 or len(request.args) != 1:
+            raise _Answer(400, {"error": "give exactly one of url, prefix or tag"})
+        (kind, value), = given.items()
+        if kind == b"url":
+            d = cache.purge_url(value)
+        elif kind == b"prefix":
+            d = cache.purge(value)
+        else:
+            d = cache.purge_tag(value)
+        self.log.info("admin API: cache purge by {kind} {value}",
+                      kind=kind.decode(), value=value.decode("latin-1"))
+        d.addCallback(lambda n: (200, {"purged": n, kind.decode(): value.decode("latin-1")}))
+        return self._when_ready(request, d)
 
 
 class _QuietSite(Site):

@@ -283,6 +283,40 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class RouteCache:
+    """
+    The shared HTTP cache on one route (see docs/caching.rst).
+
+    @ivar enabled: Whether responses of this route are cached.
+    @ivar key: The parts of the request URI the cache key is made of,
+        among C{scheme}, C{host}, C{path} and C{query}.
+    @ivar key_headers: Request field names (lower-cased) added to the key.
+    @ivar default_ttl: Seconds of freshness for cacheable responses that
+        give no explicit freshness and no C{Last-Modified}; 0 for none.
+    @ivar max_ttl: The longest freshness any response gets, 0 for no limit.
+    @ivar client_no_cache: C{'honour'} the client's C{no-cache} and
+        C{max-age=0} (validate with the origin), or C{'ignore'} them.
+    @ivar max_object_size: Responses larger than this are passed on but
+        not stored.
+    @ivar methods: The methods whose responses may be stored: C{GET}
+        always; C{POST} only when listed (RFC 9110 9.3.3).
+    @ivar lock_timeout: How long requests for a URL that is already being
+        fetched wait for that response before going to the origin
+        themselves.
+    """
+
+    enabled: bool = True
+    key: Tuple[str, ...] = ("scheme", "host", "path", "query")
+    key_headers: Tuple[str, ...] = ()
+    default_ttl: float = 0.0
+    max_ttl: float = 0.0
+    client_no_cache: str = "honour"
+    max_object_size: int = 1024 * 1024
+    methods: Tuple[str, ...] = ("GET", "HEAD")
+    lock_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
@@ -312,6 +346,7 @@ class Route:
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
     filters: Tuple[Filter, ...] = ()
+    cache: Optional[RouteCache] = None
 
 
 @dataclass(frozen=True)
@@ -566,6 +601,29 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """
+    The shared HTTP cache's store and the settings every route shares.
+
+    @ivar store: The name of an L{twistproxy.interfaces.ICacheStoreFactory}
+        (C{'memory'}, C{'redis'}) or a dotted path to one.
+    @ivar options: The store's own settings (C{size}, C{url}, ...).
+    @ivar name: How the cache names itself in C{Cache-Status}.
+    @ivar targeted_header: A response field (lower-cased) meant for this
+        cache only, read before C{CDN-Cache-Control} and C{Cache-Control}
+        (RFC 9213) and not passed on; C{''} for none.
+    @ivar purge_from: CIDRs of the peers allowed to send C{PURGE}; empty
+        refuses C{PURGE} to everyone.
+    """
+
+    store: str = "memory"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "twistproxy"
+    targeted_header: str = ""
+    purge_from: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Shutdown:
     """
     @ivar drain: Seconds that requests in flight get to finish after
@@ -592,6 +650,7 @@ class ProxyConfig:
     locality: Locality = Locality()
     admin: Optional[Admin] = None
     shutdown: Shutdown = Shutdown()
+    cache: Cache = Cache()
     source: Optional[str] = None
     workers: int = 1
 
@@ -1470,6 +1529,7 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             "request_headers",
             "response_headers",
             "filters",
+            "cache",
         ),
     )
     upstream_path = _key(path, "upstream")
@@ -1514,7 +1574,93 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             kwargs[rules] = header_rules(route[rules], _key(path, rules))
     if "filters" in route:
         kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
+    if "cache" in route:
+        kwargs["cache"] = _route_cache(route["cache"], _key(path, "cache"))
     return Route(**kwargs)
+
+
+_KEY_PARTS = ("scheme", "host", "path", "query")
+
+
+def _route_cache(value: object, path: str) -> Optional[RouteCache]:
+    """
+    A route's C{cache}: C{true}, C{false}, or a table of settings.
+    """
+    if isinstance(value, bool):
+        return RouteCache() if value else None
+    table = _table(value, path, (
+        "enabled", "key", "key_headers", "default_ttl", "max_ttl", "client_no_cache",
+        "max_object_size", "methods", "lock_timeout",
+    ))
+    kwargs: Dict[str, Any] = {}
+    if "enabled" in table:
+        kwargs["enabled"] = _boolean(table["enabled"], _key(path, "enabled"))
+    if "key" in table:
+        def part(name: str, p: str) -> str:
+            if name not in _KEY_PARTS:
+                raise ConfigError(p, f"unknown key part {name!r}; use {', '.join(_KEY_PARTS)}")
+            return name
+        kwargs["key"] = _strings(table["key"], _key(path, "key"), part)
+        if "path" not in kwargs["key"]:
+            raise ConfigError(_key(path, "key"), "the key must include the path")
+    if "key_headers" in table:
+        kwargs["key_headers"] = _strings(
+            table["key_headers"], _key(path, "key_headers"),
+            lambda name, p: _token(name, p, "header name").lower(),
+        )
+    for name in ("default_ttl", "max_ttl"):
+        if name in table:
+            value = table[name]
+            if value == 0 and not isinstance(value, bool):
+                kwargs[name] = 0.0
+            else:
+                kwargs[name] = _seconds(value, _key(path, name))
+    if "lock_timeout" in table:
+        kwargs["lock_timeout"] = _seconds(table["lock_timeout"], _key(path, "lock_timeout"))
+    if "client_no_cache" in table:
+        mode = _string(table["client_no_cache"], _key(path, "client_no_cache"))
+        if mode not in ("honour", "ignore"):
+            raise ConfigError(_key(path, "client_no_cache"),
+                              f"must be 'honour' or 'ignore' (got {mode!r})")
+        kwargs["client_no_cache"] = mode
+    if "max_object_size" in table:
+        kwargs["max_object_size"] = _size(
+            table["max_object_size"], _key(path, "max_object_size"), 1)
+    if "methods" in table:
+        def method(name: str, p: str) -> str:
+            if name.upper() not in ("GET", "HEAD", "POST"):
+                raise ConfigError(p, f"only GET, HEAD and POST responses can be cached (got {name!r})")
+            return name.upper()
+        methods = _strings(table["methods"], _key(path, "methods"), method)
+        if "GET" not in methods:
+            raise ConfigError(_key(path, "methods"), "must include GET")
+        kwargs["methods"] = methods
+    return RouteCache(**kwargs)
+
+
+def _cache(value: object, path: str) -> Cache:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    options = dict(value)
+    kwargs: Dict[str, Any] = {}
+    if "store" in options:
+        store = _string(options.pop("store"), _key(path, "store"))
+        if not store:
+            raise ConfigError(_key(path, "store"), "must not be empty")
+        kwargs["store"] = store
+    if "name" in options:
+        name = _string(options.pop("name"), _key(path, "name"))
+        kwargs["name"] = _token(name, _key(path, "name"), "cache name")
+    if "targeted_header" in options:
+        name = _string(options.pop("targeted_header"), _key(path, "targeted_header"))
+        kwargs["targeted_header"] = _token(
+            name, _key(path, "targeted_header"), "header name").lower()
+    if "purge_from" in options:
+        kwargs["purge_from"] = _strings(
+            options.pop("purge_from"), _key(path, "purge_from"), _network)
+    # What is left is the store's own; its factory checks it.
+    kwargs["options"] = options
+    return Cache(**kwargs)
 
 
 def _is_catch_all(route: Route) -> bool:
@@ -1671,6 +1817,7 @@ _TOP_LEVEL = (
     "admin",
     "shutdown",
     "workers",
+    "cache",
 )
 
 
@@ -1794,6 +1941,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "admin": _admin,
         "shutdown": _shutdown,
         "workers": workers_count,
+        "cache": _cache,
     }
     kwargs = {
         name: build(document[name], name)
@@ -1868,13 +2016,17 @@ def server(url: str, weight: int = 1) -> Server:
 
 
 def quick_config(
-    listen: Sequence[str], upstreams: Sequence[str], access_log: str = "stdout"
+    listen: Sequence[str], upstreams: Sequence[str], access_log: str = "stdout",
+    cache_size: Optional[object] = None,
 ) -> ProxyConfig:
     """
     The configuration of quick mode: listen on each endpoint string and send
     every request to one round-robin group of the given backend URLs.
 
     @param access_log: C{'stdout'}, a file path, or C{''} for none.
+    @param cache_size: When not C{None}, the route caches in a memory store
+        of this many bytes (a size such as C{"64m"}, as C{--cache-size}
+        takes it).
     @raises ConfigError: naming the option at fault (C{--upstream[1]}).
     """
     servers = tuple(_server(url, f"--upstream[{i}]") for i, url in enumerate(upstreams))
@@ -1884,9 +2036,15 @@ def quick_config(
         Listener(f"listen{i}", _string(e, f"--listen[{i}]"))
         for i, e in enumerate(listen)
     )
+    cache = None
+    store = Cache()
+    if cache_size is not None:
+        cache = RouteCache()
+        store = Cache(options={"size": _size(cache_size, "--cache-size", 1024)})
     return ProxyConfig(
         listeners=listeners,
         upstreams={"default": UpstreamGroup("default", servers)},
-        routes=(Route("default"),),
+        routes=(Route("default", cache=cache),),
         access_log=AccessLog(path=access_log),
+        cache=store,
     )

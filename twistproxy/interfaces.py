@@ -397,3 +397,96 @@ class IFilterFactory(Interface):
         @raises twistproxy.config.ConfigError: when C{options} are invalid.
         @return: The filter.
         """
+
+
+class ICacheStore(Interface):
+    """
+    Where the shared HTTP cache keeps responses.
+
+    The cache's rules (what to store, for how long, what may be reused)
+    live in L{twistproxy.cache.policy}; a store only keeps entries under
+    byte-string keys until their time to live ends or it needs the room.
+    One process keeps them in memory; several processes and machines
+    share one cache by keeping them in Redis.  A store may drop any entry
+    at any time (a cache is allowed to forget), but must never return an
+    entry under a key it was not put under, nor one past its time to live.
+
+    A store kept in the proxy's own process may also offer
+    C{lookup(key)}, returning the entry (or C{None}) at once: the cache
+    then spares itself a L{Deferred} per request.
+
+    Keys are the cache's own: a URL key looks like
+    C{b'http://example.com/a?b=1\\x00'} (followed by variant parts for
+    C{Vary}), so that every key of one URL starts with the URL and
+    C{b'\\x00'}, which L{purge} uses.
+    """
+
+    def get(key: bytes) -> "Deferred[Optional[Any]]":
+        """
+        Look up an entry.
+
+        @param key: The entry's key.
+        @return: A L{Deferred} firing with the
+            L{twistproxy.cache.entry.Entry} put under C{key}, or C{None}
+            when there is none (never stored, expired, evicted, or the
+            store is unreachable: a store that fails answers C{None}
+            rather than failing the request).
+        """
+
+    def put(key: bytes, entry: Any, ttl: float, tags: Sequence[bytes] = ()) -> "Deferred[None]":
+        """
+        Store an entry, replacing any under the same key.
+
+        @param entry: A L{twistproxy.cache.entry.Entry}.
+        @param ttl: Seconds to keep it at most, e.g. C{60.0}.
+        @param tags: Purge tags (from the response's C{Cache-Tag}), e.g.
+            C{[b'product-12']}.
+        @return: A L{Deferred} firing when it is stored (or given up).
+        """
+
+    def delete(key: bytes) -> "Deferred[None]":
+        """
+        Remove the entry under exactly C{key}, if any.
+        """
+
+    def purge(prefix: bytes) -> "Deferred[int]":
+        """
+        Remove every entry whose key starts with C{prefix}, e.g.
+        C{b'http://example.com/static/'}.
+
+        @return: A L{Deferred} firing with how many were removed.
+        """
+
+    def purge_tag(tag: bytes) -> "Deferred[int]":
+        """
+        Remove every entry put with C{tag} among its tags.
+
+        @return: A L{Deferred} firing with how many were removed.
+        """
+
+    def close() -> "Deferred[None]":
+        """
+        Release connections (the proxy is stopping or reloading).
+        """
+
+
+class ICacheStoreFactory(Interface):
+    """
+    A named kind of cache store, as exported by a plugin module; the
+    configuration names it in C{[cache] store = "memory"}.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'redis'}.")
+    help = Attribute("One line describing where it keeps responses.")
+
+    def fromConfig(reactor: Any, options: Mapping[str, Any], path: str) -> ICacheStore:
+        """
+        Build a store.
+
+        @param reactor: Provides the clock (and the network, for stores
+            that use it).
+        @param options: The C{[cache]} table without C{store}, e.g.
+            C{{'size': '256MB'}} or C{{'url': 'redis://cache:6379/2'}}.
+        @param path: Where C{options} came from, e.g. C{'cache'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
+        """

@@ -203,6 +203,12 @@ class _StateCollector:
                 "twistproxy_upstream_in_flight", "Requests the upstream group is serving now.",
                 labels=("upstream",),
             )
+            families["twistproxy_cache_events"] = CounterMetricFamily(
+                "twistproxy_cache_events",
+                "What the shared cache did: hit, miss, stale (served stale), revalidated, "
+                "stored, collapsed, invalidated, purged.",
+                labels=("event",),
+            )
         if self._connections is not None:
             families["twistproxy_open_connections"] = GaugeMetricFamily(
                 "twistproxy_open_connections", "Client connections open now.")
@@ -215,7 +221,10 @@ class _StateCollector:
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         if self._status is not None:
-            for group in self._status().get("groups", ()):
+            status = self._status()
+            for event, count in status.get("cache", {}).items():
+                families["twistproxy_cache_events"].add_metric((event,), count)
+            for group in status.get("groups", ()):
                 upstream = group["name"]
                 families["twistproxy_upstream_in_flight"].add_metric(
                     (upstream,), group.get("in_flight", 0))

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.admin import admin_site
+from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.forwarder import Forwarder, make_group
@@ -45,9 +46,11 @@ from twistproxy.tls import peer_subject, wrap_listener_factory
 from twistproxy.upstream.locators import build_locator
 
 
-def _pipeline(config: ProxyConfig, reactor):
+def _pipeline(config: ProxyConfig, reactor, cache=None):
     """
     The locator and the forwarder (with its upstream groups) of C{config}.
+
+    @param cache: The shared L{HTTPCache} for the routes that cache.
 
     @raises ConfigError: naming the file and the path of the problem.
     """
@@ -70,7 +73,17 @@ def _pipeline(config: ProxyConfig, reactor):
                 config.source,
             )
     try:
-        return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor)
+        return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor, cache)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
+
+
+def _cache(config: ProxyConfig, reactor) -> Optional[HTTPCache]:
+    """
+    The shared cache of C{config}, or C{None} when no route caches.
+    """
+    try:
+        return build_cache(reactor, config)
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
 
@@ -93,10 +106,11 @@ def validate(config: ProxyConfig) -> None:
 
 
 def check_reloadable(running: ProxyConfig, new: ProxyConfig,
-                     fixed: Tuple[str, ...] = ("admin", "workers")) -> None:
+                     fixed: Tuple[str, ...] = ("admin", "workers", "cache")) -> None:
     """
     Refuse a configuration that a reload cannot apply: one whose admin
-    listener or number of workers changed (or whatever else is C{fixed}).
+    listener, number of workers or cache store changed (or whatever else
+    is C{fixed}).
 
     @raises ConfigError: naming the first such table.
     """
@@ -200,7 +214,8 @@ class ProxyService(MultiService):
         self._adjust = adjust
         self.config = config
         self.reactor = reactor
-        self.locator, self.forwarder = _pipeline(config, reactor)
+        self.cache = _cache(config, reactor)
+        self.locator, self.forwarder = _pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLog] = None
         self._http_factories: List[HTTPServerFactory] = []
         self._stream_factories: List[Any] = []
@@ -305,7 +320,11 @@ class ProxyService(MultiService):
         The state of every upstream group and backend, as plain data (see
         L{twistproxy.upstream.group.UpstreamGroupRuntime.status}).
         """
-        return {"groups": [g.status() for g in self.forwarder.groups.values()]}
+        status: Dict[str, Any] = {
+            "groups": [g.status() for g in self.forwarder.groups.values()]}
+        if self.cache is not None:
+            status["cache"] = dict(self.cache.counts)
+        return status
 
     def drain(self, group: str, backend: str, draining: bool = True) -> None:
         """
@@ -503,8 +522,8 @@ class ProxyService(MultiService):
         What can change now: upstream groups, routes, timeouts, limits,
         forwarding, the access log, the locator, locality, shutdown and
         listeners (L{_change_listeners}; not those of a worker, whose
-        sockets are its master's).  Admin and workers changes still need a
-        restart: such a file is refused as a whole (L{check_reloadable};
+        sockets are its master's).  Admin, workers and [cache] store changes
+        still need a restart: such a file is refused as a whole (L{check_reloadable};
         certificates reload with C{SIGHUP}).
 
         @return: The problems that made the reload fail (empty on success).
@@ -517,9 +536,11 @@ class ProxyService(MultiService):
             if self._adjust is not None:
                 new = self._adjust(new)
             # Inherited sockets (a worker's) are the master's to change.
-            check_reloadable(self.config, new, ("admin", "workers") + (
+            check_reloadable(self.config, new, ("admin", "workers", "cache") + (
                 ("listeners",) if self._endpoints else ()))
-            locator, forwarder = _pipeline(new, self.reactor)
+            # The store (and what it holds) outlives reloads.
+            cache = self.cache if self.cache is not None else _cache(new, self.reactor)
+            locator, forwarder = _pipeline(new, self.reactor, cache)
             retire = self._change_listeners(new)
         except ConfigError as e:
             self.log.error("configuration reload refused, the running one stays: {problem}",
@@ -531,6 +552,7 @@ class ProxyService(MultiService):
                 group.take_state(old)
         old_forwarder, old_locator = self.forwarder, self.locator
         self.forwarder, self.locator, self.config = forwarder, locator, new
+        self.cache = cache
         for factory in self._http_factories + self._stream_factories:
             factory.configure(new, forwarder)
         budget = file_budget()
@@ -657,6 +679,8 @@ class ProxyService(MultiService):
         self.forwarder.close()
         for chain in self._filter_chains:
             chain.close()
+        if self.cache is not None:
+            self.cache.store.close()
         close = getattr(self.locator, "close", None)
         if close is not None:
             close()

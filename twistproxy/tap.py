@@ -6,8 +6,9 @@ Three ways to say what to run, exactly one of which must be given:
 
   - C{--config proxy.toml}: a configuration file (see docs/configuration.rst);
   - quick mode, C{--listen tcp:8080 --upstream http://127.0.0.1:8001
-    [--upstream ...]}: one listener (or several), one upstream group, every
-    request to it;
+    [--upstream ...] [--cache [--cache-size 256m]]}: one listener (or
+    several), one upstream group, every request to it, optionally through
+    an in-memory shared cache;
   - C{--demo}: two small demo backends in the same process and a proxy in
     front of them on C{tcp:8080}.
 
@@ -50,9 +51,13 @@ class Options(usage.Options):
         ["workers", "w", None,
          "How many worker processes serve the listeners: a number, or 'auto' "
          "for one per CPU core (default: the configuration's 'workers', else 1)."],
+        ["cache-size", None, None,
+         "Quick mode: the byte budget of the --cache memory store, e.g. 256m "
+         "(default 64m)."],
     ]
     optFlags = [
         ["demo", None, "Start two demo backends and a proxy in front of them."],
+        ["cache", None, "Quick mode: cache responses (RFC 9111 shared cache) in memory."],
     ]
 
     def __init__(self):
@@ -79,10 +84,12 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "give exactly one of --config, --upstream (quick mode) or --demo"
             )
+        if self["cache-size"] is not None and not self["cache"]:
+            raise usage.UsageError("--cache-size goes with --cache")
         if self["config"]:
-            if self["listen"] or self["access-log"]:
+            if self["listen"] or self["access-log"] or self["cache"]:
                 raise usage.UsageError(
-                    "--listen and --access-log go with quick mode or --demo; "
+                    "--listen, --access-log and --cache go with quick mode or --demo; "
                     "with --config, set them in the file"
                 )
             try:
@@ -100,8 +107,12 @@ class Options(usage.Options):
             ]
         access_log = self["access-log"] or "stdout"
         try:
+            cache_size = None
+            if self["cache"]:
+                cache_size = self["cache-size"] or "64m"
             self.proxy_config = quick_config(
-                listen, upstreams, access_log="" if access_log == "off" else access_log
+                listen, upstreams, access_log="" if access_log == "off" else access_log,
+                cache_size=cache_size,
             )
             self.check(self.proxy_config)
         except ConfigError as e:

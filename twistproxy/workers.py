@@ -57,6 +57,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlencode
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
@@ -270,6 +271,37 @@ def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
     d.addCallback(lambda response: readBody(response).addCallback(
         lambda body: (response.code, body)))
     return d.addTimeout(ASK_TIMEOUT, reactor)
+
+
+class _WorkersCache:
+    """
+    The purges of C{POST /cache/purge}, made by every worker: each keeps its
+    own in-memory store, and with a shared (Redis) store the first worker
+    removes the entries and the others find none.
+    """
+
+    def __init__(self, ask_all: Callable[[bytes, bytes], defer.Deferred]):
+        self._ask_all = ask_all
+
+    def _purge(self, kind: bytes, value: bytes) -> defer.Deferred:
+        def total(answers) -> int:
+            failed = [f"worker {w.index}: {body.get('error')}"
+                      for w, (code, body) in answers if code != 200]
+            if failed:
+                raise RuntimeError("; ".join(failed))
+            return sum(body.get("purged", 0) for _, (_, body) in answers)
+
+        query = urlencode({kind: value}).encode("ascii")
+        return self._ask_all(b"POST", b"/cache/purge?" + query).addCallback(total)
+
+    def purge_url(self, url: bytes) -> defer.Deferred:
+        return self._purge(b"url", url)
+
+    def purge(self, prefix: bytes) -> defer.Deferred:
+        return self._purge(b"prefix", prefix)
+
+    def purge_tag(self, tag: bytes) -> defer.Deferred:
+        return self._purge(b"tag", tag)
 
 
 class Master(MultiService):
@@ -694,6 +726,16 @@ class Master(MultiService):
             ]}
 
         return self._ask_all(b"GET", b"/upstreams").addCallback(collect)
+
+    @property
+    def cache(self) -> Optional["_WorkersCache"]:
+        """
+        Cache purges for every worker, when a route caches (C{None}
+        otherwise, as for a single process).
+        """
+        if not any(r.cache is not None and r.cache.enabled for r in self.config.routes):
+            return None
+        return _WorkersCache(self._ask_all)
 
     def drain(self, group: str, backend: str, draining: bool = True) -> defer.Deferred:
         """

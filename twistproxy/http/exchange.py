@@ -54,6 +54,13 @@ class Exchange:
         (a stickiness cookie), or C{None}.
     @ivar pinned: The backend the request's stickiness cookie named, if it
         was available.
+    @ivar request_rules: The header rules (L{CompiledRules}) that build the
+        head sent upstream in place of the route's, or C{None}; the cache
+        sets them to add its validators.
+    @ivar on_end: Called with the exchange when it is over, however it
+        ended (answered, failed, or abandoned by its client), or C{None};
+        the cache uses it to stop the requests collapsed on this one from
+        waiting.
     @ivar sink: Where the response goes (an L{IResponseSink}): the
         downstream protocol itself, or a cache or response filter wrapping
         it.
@@ -67,6 +74,7 @@ class Exchange:
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
         "tried", "response_fields", "pinned", "sink", "admitted",
+        "tried", "response_fields", "pinned", "sink", "request_rules", "on_end",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -95,6 +103,8 @@ class Exchange:
         self.pinned = None
         self.sink = downstream
         self.admitted = False
+        self.request_rules = None
+        self.on_end = None
 
     @property
     def method(self) -> str:

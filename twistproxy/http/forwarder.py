@@ -52,10 +52,10 @@ class RouteRuntime:
     """
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters")
+                 "filters", "cache")
 
     def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route",
-                 reactor=None):
+                 reactor=None, cache=None):
         self.route = route
         self.group = group
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
@@ -63,6 +63,10 @@ class RouteRuntime:
         self.preserve_host = route.preserve_host
         # None (nothing to run) unless the route has filters.
         self.filters = build_chain(reactor, route.filters, f"{path}.filters")
+        # The route's share of the shared cache (a RouteCache), or None.
+        self.cache = None
+        if cache is not None and route.cache is not None and route.cache.enabled:
+            self.cache = cache.for_route(route.cache, route.request_headers)
 
 
 def _compile(rules, path: str) -> H.CompiledRules:
@@ -114,13 +118,16 @@ class Forwarder:
         groups: Mapping[str, UpstreamGroupRuntime],
         via: str = "twistproxy",
         reactor=None,
+        cache=None,
     ):
         """
         @param reactor: The clock and network of the routes' filters.
+        @param cache: The shared L{twistproxy.cache.runtime.HTTPCache}
+            that routes with a C{cache} table use, or C{None}.
         """
         self._router = Router(routes)
         self._routes = {
-            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor)
+            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor, cache)
             for i, r in enumerate(routes)
         }
         self.groups = groups
@@ -139,7 +146,7 @@ class Forwarder:
 
     def route(self, x: Exchange) -> None:
         """
-        Find C{x}'s route; run the route's filters, then L{proceed}.
+        Find C{x}'s route; run the route's filters, then L{consult_cache}.
         """
         req = x.request
         route = self._router.match(x.host, req.path.decode("ascii"), req.method.decode("ascii"))
@@ -148,7 +155,18 @@ class Forwarder:
             return
         x.route = rt = self._routes[id(route)]
         if rt.filters is not None:
-            rt.filters.run(x, self.proceed)
+            rt.filters.run(x, self.consult_cache)
+            return
+        self.consult_cache(x)
+
+    def consult_cache(self, x: Exchange) -> None:
+        """
+        After the filters let C{x} through: the route's cache answers it
+        or lets it L{proceed} (a miss, a revalidation).
+        """
+        cache = x.route.cache
+        if cache is not None:
+            cache.handle(x, self.proceed)
             return
         self.proceed(x)
 
@@ -197,7 +215,7 @@ class Forwarder:
             trusted=downstream.trusted,
             proto=downstream.proto,
             via=self._via,
-            rules=rt.request_rules,
+            rules=rt.request_rules if x.request_rules is None else x.request_rules,
             identity=downstream.identity,
         )
         rt.group.pools[backend].submit(x)
@@ -270,6 +288,9 @@ class Forwarder:
         """
         C{x} is over.
         """
+        if x.on_end is not None:
+            on_end, x.on_end = x.on_end, None
+            on_end(x)
         if x.upstream is not None:
             self.cancel(x)
         group = x.group

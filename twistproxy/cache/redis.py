@@ -1,0 +1,157 @@
+# -*- test-case-name: tests.test_cache_store -*-
+"""
+A cache store in Redis, which several proxy processes and machines share.
+
+Each entry is one Redis string, C{<namespace><key>}, holding
+L{Entry.to_bytes}, with Redis's own expiry as its time to live; each purge
+tag is a Redis set, C{<namespace>tag:<tag>}, of the keys put with it.
+Redis's C{maxmemory} policy (e.g. C{allkeys-lru}) bounds the size.  When
+Redis is unreachable or slow the store answers misses and drops writes, so
+the proxy keeps serving from the origins.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from twistproxy.cache.entry import Entry
+from twistproxy.components import check_option_names, factory_repr
+from twistproxy.config import ConfigError, _seconds, _string
+from twistproxy.interfaces import ICacheStore, ICacheStoreFactory
+from twistproxy.redis import RedisAddress, connect, parse_url
+
+DEFAULT_NAMESPACE = "twistproxy:cache:"
+_GLOB = re.compile(rb"([\\*?\[\]])")
+
+
+@implementer(ICacheStore)
+class RedisStore:
+    """
+    Entries in Redis, through a reconnecting txredisapi pool.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, address: RedisAddress,
+                 namespace: bytes = DEFAULT_NAMESPACE.encode(), timeout: float = 1.0):
+        self._clock = clock
+        self._timeout = timeout
+        self._address = address
+        self._pool = None
+        self._ns = namespace
+        self._tag_ns = namespace + b"tag:"
+
+    @property
+    def _redis(self):
+        # Connected on first use: checking a configuration must not open
+        # connections.
+        if self._pool is None:
+            self._pool = connect(self._address, self._timeout)
+        return self._pool
+
+    def _guard(self, d: Deferred, what: str, default) -> Deferred:
+        """
+        Bound C{d} by the timeout (the pool waits for a connection without
+        one), and turn any failure into C{default}.
+        """
+        d.addTimeout(self._timeout, self._clock)
+        return d.addErrback(self._failed, what, default)
+
+    def _failed(self, failure, what: str, default):
+        self.log.warn("Redis cache store: {what} failed: {error}",
+                      what=what, error=failure.getErrorMessage())
+        return default
+
+    def get(self, key: bytes) -> "Deferred[Optional[Entry]]":
+        d = self._redis.get(self._ns + key)
+        d.addCallback(lambda data: Entry.from_bytes(data) if data else None)
+        return self._guard(d, "get", None)
+
+    @inlineCallbacks
+    def _put(self, key: bytes, entry: Entry, ttl: float, tags: Sequence[bytes]):
+        full = self._ns + key
+        ms = max(int(ttl * 1000), 1)
+        yield self._redis.set(full, entry.to_bytes(), pexpire=ms)
+        for tag in tags:
+            tag_key = self._tag_ns + tag
+            yield self._redis.sadd(tag_key, full)
+            # The tag set lives at least as long as its longest entry.
+            left = yield self._redis.execute_command(b"PTTL", tag_key)
+            if int(left) < ms:
+                yield self._redis.execute_command(b"PEXPIRE", tag_key, ms)
+
+    def put(self, key: bytes, entry: Entry, ttl: float, tags: Sequence[bytes] = ()) -> Deferred:
+        if ttl <= 0:
+            return self.delete(key)
+        return self._guard(self._put(key, entry, ttl, tags), "put", None)
+
+    def delete(self, key: bytes) -> Deferred:
+        d = self._redis.delete(self._ns + key).addCallback(lambda _: None)
+        return self._guard(d, "delete", None)
+
+    @inlineCallbacks
+    def _purge(self, prefix: bytes):
+        pattern = _GLOB.sub(rb"\\\1", self._ns + prefix) + b"*"
+        cursor, removed = 0, 0
+        while True:
+            cursor, keys = yield self._redis.scan(cursor, pattern, 1000)
+            if keys:
+                removed += yield self._redis.delete(keys)
+            if int(cursor) == 0:
+                returnValue(int(removed))
+
+    def purge(self, prefix: bytes) -> "Deferred[int]":
+        return self._guard(self._purge(prefix), "purge", 0)
+
+    @inlineCallbacks
+    def _purge_tag(self, tag: bytes):
+        tag_key = self._tag_ns + tag
+        keys = yield self._redis.smembers(tag_key)
+        removed = 0
+        if keys:
+            removed = yield self._redis.delete(list(keys))
+        yield self._redis.delete(tag_key)
+        returnValue(int(removed))
+
+    def purge_tag(self, tag: bytes) -> "Deferred[int]":
+        return self._guard(self._purge_tag(tag), "purge_tag", 0)
+
+    def close(self) -> Deferred:
+        if self._pool is None:
+            return succeed(None)
+        pool, self._pool = self._pool, None
+        return pool.disconnect()
+
+
+@implementer(ICacheStoreFactory, IPlugin)
+class RedisStoreFactory:
+    """
+    The factory of L{RedisStore}::
+
+        [cache]
+        store = "redis"
+        url = "redis://cache.internal:6379/2"
+        namespace = "twistproxy:cache:"
+        timeout = 0.5
+    """
+
+    name = "redis"
+    help = "In Redis, shared by every proxy process and machine that names the same server."
+    __repr__ = factory_repr
+
+    def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> RedisStore:
+        check_option_names(options, ("url", "namespace", "timeout"), path,
+                           "the redis store takes url, namespace, timeout")
+        if "url" not in options:
+            raise ConfigError(f"{path}.url", "the redis store needs a redis:// URL")
+        address = parse_url(options["url"], f"{path}.url")
+        namespace = _string(options.get("namespace", DEFAULT_NAMESPACE), f"{path}.namespace")
+        timeout = _seconds(options.get("timeout", 1.0), f"{path}.timeout")
+        return RedisStore(reactor, address, namespace.encode("utf-8"), timeout)

@@ -1,0 +1,898 @@
+# -*- test-case-name: tests.test_cache -*-
+"""
+The shared cache in the request pipeline: the plumbing around
+L{twistproxy.cache.policy}.
+
+After routing, the forwarder hands each request of a route with a cache to
+L{RouteCache.handle}, which looks the request up in the store and then
+either:
+
+  - answers it from a stored response (a I{hit}: the body, a 304 for the
+    client's own conditional request, a 206 for a range, the head alone
+    for C{HEAD}), with C{Age} and C{Cache-Status};
+  - sends it on with the stored response's validators added, and a
+    L{FetchSink} that turns the origin's 304 into the updated stored
+    response (revalidation), or serves the stale response when the origin
+    fails and C{stale-if-error} allows;
+  - waits for a request already fetching the same URL (I{collapsing}), for
+    at most the route's C{lock_timeout}, then looks again;
+  - or sends it on with a L{FetchSink} that passes the response to the
+    client as it streams and keeps a copy, up to the route's object size
+    limit, to store when it ends complete (a I{miss}).
+
+A C{stale-while-revalidate} hit also starts one background request, an
+exchange whose downstream is a L{Background} that discards what it gets.
+
+Unsafe requests (C{POST}, C{PUT}, C{DELETE}, C{PATCH}) go on with an
+L{InvalidatingSink}, which removes the stored responses of the target URI
+and of same-origin C{Location} and C{Content-Location} when they succeed.
+C{PURGE} removes a URL's stored responses, for the peers the configuration
+allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urljoin, urlsplit
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from twistproxy.cache import policy as P
+from twistproxy.cache.entry import Entry
+from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
+from twistproxy.http import headers as H
+from twistproxy.http.exchange import Exchange
+from twistproxy.http.parser import RequestHead, ResponseHead
+from twistproxy.interfaces import ICacheStore, IResponseSink
+
+# The requests the cache answers or passes on as they are.
+_CACHED_METHODS = frozenset([b"GET", b"HEAD"])
+# Client preconditions the cache leaves to the origin.
+_ORIGIN_PRECONDITIONS = frozenset([b"if-match", b"if-unmodified-since"])
+_NO_DIRECTIVES = P.Directives({})
+# The request fields that may turn a hit into a 304, 206 or 416.
+_SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
+# Replaced by the cache's own validators when it revalidates.
+_VALIDATION_FIELDS = ("If-None-Match", "If-Modified-Since")
+# A variant's key: the URL's key, this, and the secondary key.
+_VARIANT = b"\x01"
+# How long a URL whose response was not stored is fetched without
+# collapsing, and how many such URLs are remembered.
+PASS_TIME = 10.0
+MAX_PASSES = 10000
+
+
+def response(status: int, reason: bytes, headers, length: Optional[int]) -> ResponseHead:
+    """
+    A response head the cache makes itself, as the downstream codecs
+    expect from a backend.
+    """
+    head = ResponseHead()
+    head.version = (1, 1)
+    head.status = status
+    head.reason = reason
+    head.headers = headers
+    head.content_length = length
+    head.chunked = False
+    head.keep_alive = True
+    head.connection = frozenset()
+    return head
+
+
+class HTTPCache:
+    """
+    What every route's cache shares: the store, the clock, the requests in
+    flight per key, and the counters.
+
+    @ivar store: The L{ICacheStore}.
+    @ivar lookup: The store's synchronous C{lookup(key)}, when it has one.
+    @ivar name: This cache's name in C{Cache-Status}.
+    @ivar targeted: The targeted response fields read before
+        C{Cache-Control}, most specific first (RFC 9213).
+    @ivar purge_from: The peers allowed to send C{PURGE}.
+    @ivar purge_enabled: Whether anyone is.
+    @ivar counts: Counters by outcome: C{hit}, C{miss}, C{stale} (served
+        stale), C{revalidated} (a 304 refreshed a stored response),
+        C{stored}, C{collapsed}, C{invalidated}, C{purged}.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, store: ICacheStore, name: str = "twistproxy",
+                 targeted_header: str = "", purge_from=()):
+        self.clock = clock
+        self.store = store
+        # A store in this process may answer synchronously (MemoryStore),
+        # which spares a Deferred per request.
+        self.lookup = getattr(store, "lookup", None)
+        self.name = name.encode("ascii")
+        self.targeted: Tuple[bytes, ...] = (
+            (targeted_header.encode("ascii"),) if targeted_header else ()
+        ) + (P.CDN_CACHE_CONTROL,)
+        self.purge_from = H.TrustedProxies(purge_from)
+        self.purge_enabled = bool(purge_from)
+        self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
+        self.counts: Dict[str, int] = dict.fromkeys(
+            ["hit", "miss", "stale", "revalidated", "stored", "collapsed", "invalidated",
+             "purged"], 0)
+        # key -> the requests waiting for the one fetching it:
+        # (exchange, proceed, timer)
+        self.in_flight: Dict[bytes, List[Any]] = {}
+        # key -> until when requests for it do not wait for one another:
+        # its last response could not be stored (Varnish's hit-for-pass).
+        self._passes: Dict[bytes, float] = {}
+
+    def pass_for(self, key: bytes) -> None:
+        """
+        The response for C{key} could not be stored: for L{PASS_TIME}
+        seconds, requests for it go to the origin side by side rather than
+        one after another, and their responses are not considered for
+        storing.
+        """
+        if len(self._passes) >= MAX_PASSES:
+            # Bounded memory; forgetting only costs some waiting.
+            self._passes.clear()
+        self._passes[key] = self.clock.seconds() + PASS_TIME
+
+    def passes(self, key: bytes) -> bool:
+        until = self._passes.get(key)
+        if until is None:
+            return False
+        if until <= self.clock.seconds():
+            del self._passes[key]
+            return False
+        return True
+
+    def for_route(self, config: RouteCacheConfig, request_rules: HeaderRules) -> "RouteCache":
+        return RouteCache(self, config, request_rules)
+
+    def fields(self, entry: Entry) -> P.CacheFields:
+        """
+        The parsed cache fields of a stored response, parsed once per
+        entry object.
+        """
+        parsed = entry.cache_fields
+        if parsed is None:
+            parsed = entry.cache_fields = P.CacheFields(entry.headers, self.targeted)
+        return parsed
+
+    def purge_url(self, url: bytes) -> Any:
+        """
+        Remove every stored response of C{url} (all its variants), for
+        routes whose key has every part of the URL (the default).
+
+        @return: A L{Deferred} firing with how many entries went.
+        """
+        parts = urlsplit(url)
+        target = (parts.path or b"/") + (b"?" + parts.query if parts.query else b"")
+        key = P.primary_key(parts.scheme.lower(), parts.netloc, target)
+        return self.purge(key)
+
+    def purge(self, prefix: bytes) -> Any:
+        d = self.store.purge(prefix)
+        d.addCallback(self._purged)
+        return d
+
+    def purge_tag(self, tag: bytes) -> Any:
+        d = self.store.purge_tag(tag)
+        d.addCallback(self._purged)
+        return d
+
+    def _purged(self, n: int) -> int:
+        self.counts["purged"] += n
+        return n
+
+
+class RouteCache:
+    """
+    The cache of one route: its settings over the shared L{HTTPCache}.
+    """
+
+    def __init__(self, cache: HTTPCache, config: RouteCacheConfig, request_rules: HeaderRules):
+        self.cache = cache
+        self.config = config
+        self._rules = request_rules
+        self._honour = config.client_no_cache == "honour"
+        self._extra = [n.encode("ascii") for n in config.key_headers]
+        self.allow_post = "POST" in config.methods
+        self._head = "HEAD" in config.methods
+
+    # The entry point
+
+    def handle(self, x: Exchange, proceed: Callable[[Exchange], None]) -> None:
+        """
+        Answer C{x} from the cache, or let it C{proceed} to the origin with
+        what the cache needs on the way back.
+        """
+        req = x.request
+        method = req.method
+        if method == b"PURGE":
+            self._purge_request(x)
+            return
+        if method in P.UNSAFE_METHODS:
+            x.sink = InvalidatingSink(x.sink, self, self.key(x))
+            if method == b"POST" and self.allow_post:
+                x.sink = FetchSink(x.sink, self, x, self.key(x), None, b"miss", False)
+            proceed(x)
+            return
+        if (
+            method not in _CACHED_METHODS
+            or (method == b"HEAD" and not self._head)
+            or req.has_body
+        ):
+            proceed(x)
+            return
+        names = [k.lower() for k, _ in req.headers]
+        if req.upgrade is not None or not _ORIGIN_PRECONDITIONS.isdisjoint(names):
+            proceed(x)
+            return
+        directives = _NO_DIRECTIVES
+        if b"cache-control" in names or b"pragma" in names:
+            directives = P.request_directives(req.headers)
+        self._lookup(x, proceed, True, directives)
+
+    def key(self, x: Exchange) -> bytes:
+        req = x.request
+        extra = [(n, P.field_value(req.headers, n)) for n in self._extra]
+        return P.primary_key(x.downstream.proto, req.host, req.target, self.config.key, extra)
+
+    def _lookup(self, x: Exchange, proceed, may_wait: bool,
+                directives: Optional[P.Directives] = None) -> None:
+        if directives is None:
+            directives = P.request_directives(x.request.headers)
+        key = self.key(x)
+        self._get(key, self._found, x, proceed, key, may_wait, directives)
+
+    def _get(self, key: bytes, then, x: Exchange, proceed, *args) -> None:
+        """
+        Call C{then(entry, x, proceed, *args)} with what the store keeps
+        under C{key}: at once from a store in this process that offers a
+        synchronous C{lookup}, else when its L{Deferred} fires.
+        """
+        lookup = self.cache.lookup
+        if lookup is not None:
+            then(lookup(key), x, proceed, *args)
+            return
+        d = self.cache.store.get(key)
+        d.addCallback(then, x, proceed, *args)
+        d.addErrback(self._lookup_failed, x, proceed)
+
+    def _lookup_failed(self, failure, x: Exchange, proceed) -> None:
+        self.cache.log.failure("cache lookup failed", failure)
+        if not x.status:
+            proceed(x)
+
+    def _found(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
+               may_wait: bool, directives: P.Directives) -> None:
+        if x.status:
+            # The client left while the store answered.
+            return
+        if entry is not None and entry.status == 0:
+            variant = P.secondary_key(entry.vary, x.request.headers)
+            if variant is None:
+                self._miss(x, proceed, key, None, b"vary-miss", may_wait)
+                return
+            self._get(key + _VARIANT + variant, self._found_variant, x, proceed, key,
+                      may_wait, directives)
+            return
+        self._decide(entry, x, proceed, key, may_wait, directives, b"uri-miss")
+
+    def _found_variant(self, entry, x, proceed, key, may_wait, directives) -> None:
+        if x.status:
+            return
+        self._decide(entry, x, proceed, key, may_wait, directives, b"vary-miss")
+
+    def _decide(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
+                may_wait: bool, directives: P.Directives, why_miss: bytes) -> None:
+        only_cached = "only-if-cached" in directives
+        if entry is None:
+            if only_cached:
+                self._answer_504(x)
+                return
+            self._miss(x, proceed, key, None, why_miss, may_wait)
+            return
+        cache = self.cache
+        fields = cache.fields(entry)
+        now = cache.clock.seconds()
+        lifetime = self.lifetime(entry, fields)
+        age = P.current_age(
+            P.initial_age(fields, entry.request_time, entry.response_time),
+            entry.response_time, now,
+        )
+        verdict = P.reuse(fields, lifetime, age, directives, self._honour)
+        if verdict != P.VALIDATE:
+            stale = verdict != P.FRESH
+            cache.counts["stale" if stale else "hit"] += 1
+            detail = b"stale-while-revalidate" if verdict == P.SWR else b""
+            status = P.cache_status(cache.name, True, ttl=lifetime - age, detail=detail)
+            if verdict == P.SWR and key not in cache.in_flight:
+                # Before serving: the end of this response may start the
+                # client's next request, which must find this refresh.
+                self._refresh(x, proceed, key, entry, fields)
+            serve(x, x.sink, entry, fields, age, status, cache.targeted)
+            return
+        if only_cached:
+            self._answer_504(x)
+            return
+        why = b"request" if "no-cache" in directives or "max-age" in directives else b"stale"
+        self._miss(x, proceed, key, entry, why, may_wait)
+
+    def lifetime(self, entry: Entry, fields: P.CacheFields) -> float:
+        return self.lifetime_of(entry.status, fields, entry.response_time)
+
+    def lifetime_of(self, status: int, fields: P.CacheFields, response_time: float) -> float:
+        config = self.config
+        return P.freshness_lifetime(status, fields, response_time,
+                                    config.default_ttl, config.max_ttl)
+
+    # Going to the origin
+
+    def _miss(self, x: Exchange, proceed, key: bytes, stale: Optional[Entry], why: bytes,
+              may_wait: bool) -> None:
+        cache = self.cache
+        waiters = cache.in_flight.get(key)
+        if stale is None and waiters is None and cache.passes(key):
+            # The last response for the key could not be stored: for a
+            # while, requests for it pass through side by side, without
+            # the cost of looking at what comes back (Varnish's
+            # hit-for-pass).
+            cache.counts["miss"] += 1
+            x.sink = StatusSink(x.sink, cache.pass_status)
+            proceed(x)
+            return
+        req = x.request
+        if req.method == b"HEAD" or P.has_field(req.headers, b"range"):
+            # Passed on as asked; what comes back is not a whole
+            # representation to store.
+            cache.counts["miss"] += 1
+            x.sink = StatusSink(x.sink, P.cache_status(cache.name, False, fwd=b"bypass"))
+            proceed(x)
+            return
+        if waiters is not None and may_wait:
+            cache.counts["collapsed"] += 1
+            timer = cache.clock.callLater(
+                self.config.lock_timeout, self._stop_waiting, key, x, proceed)
+            waiters.append((x, proceed, timer))
+            return
+        cache.counts["miss"] += 1
+        owner = waiters is None
+        if owner:
+            cache.in_flight[key] = []
+        if stale is not None and P.has_validator(cache.fields(stale)):
+            self._validate(x, stale)
+        x.sink = FetchSink(x.sink, self, x, key, stale, why, owner)
+        proceed(x)
+
+    def _validate(self, x: Exchange, stale: Entry) -> None:
+        """
+        Send C{x} with the stored response's validators in place of any
+        the client sent (RFC 9111 4.3.1).
+        """
+        fields = P.conditional_fields(self.cache.fields(stale), stale.headers)
+        rules = self._rules
+        x.request_rules = H.CompiledRules(HeaderRules(
+            remove=tuple(rules.remove) + _VALIDATION_FIELDS,
+            set=tuple(rules.set) + tuple(
+                (n.decode("ascii"), v.decode("latin-1")) for n, v in fields),
+            add=rules.add,
+        ))
+
+    def _stop_waiting(self, key: bytes, x: Exchange, proceed) -> None:
+        """
+        A collapsed request waited long enough: it goes on its own.
+        """
+        waiters = self.cache.in_flight.get(key)
+        if waiters is not None:
+            waiters[:] = [w for w in waiters if w[0] is not x]
+        if not x.status:
+            self._lookup(x, proceed, False)
+
+    def fetched(self, key: bytes) -> None:
+        """
+        The request fetching C{key} is over (stored or not): the requests
+        waiting for it look again, and go on their own if they miss.
+        """
+        waiters = self.cache.in_flight.pop(key, None)
+        for x, proceed, timer in waiters or ():
+            if timer.active():
+                timer.cancel()
+            if not x.status:
+                self._lookup(x, proceed, False)
+
+    def _refresh(self, x: Exchange, proceed, key: bytes, entry: Entry,
+                 fields: P.CacheFields) -> None:
+        """
+        Start one background request to refresh C{entry}
+        (C{stale-while-revalidate}, RFC 5861 3).
+        """
+        req = x.request
+        headers = [(k, v) for k, v in req.headers
+                   if k.lower() not in P.CONDITIONAL_FIELDS and k.lower() != b"range"]
+        background = Background(x.downstream.proto)
+        request = RequestHead.made(b"GET", req.target, req.host, headers, True)
+        bx = Exchange(request, "", background, self.cache.clock.seconds())
+        bx.route = x.route
+        self.cache.in_flight[key] = []
+        if P.has_validator(fields):
+            self._validate(bx, entry)
+        bx.sink = FetchSink(background, self, bx, key, entry, b"stale", True)
+        proceed(bx)
+
+    def _answer_504(self, x: Exchange) -> None:
+        """
+        C{only-if-cached} with nothing usable stored (RFC 9111 5.2.1.7).
+        """
+        self.cache.counts["miss"] += 1
+        x.sink.upstream_failed(x, 504, "cache_only_if_cached")
+
+    # Storing
+
+    def store(self, x: Exchange, key: bytes, entry: Entry, fields: P.CacheFields,
+              lifetime: float, tags) -> Deferred:
+        """
+        Put C{entry} in the store (with a vary marker when it varies).
+
+        @return: A L{Deferred} firing when the store has it.
+        """
+        cache = self.cache
+        ttl = P.store_ttl(fields, lifetime)
+        store = cache.store
+        cache.counts["stored"] += 1
+        if fields.vary:
+            variant = P.secondary_key(fields.vary, x.request.headers)
+            return gatherResults([
+                store.put(key, Entry.marker(fields.vary), ttl),
+                store.put(key + _VARIANT + variant, entry, ttl, tags),
+            ])
+        return store.put(key, entry, ttl, tags)
+
+    def invalidate(self, x: Exchange, key: bytes, resp: ResponseHead) -> None:
+        """
+        A successful unsafe request: its target and the same-origin URIs
+        its response names are stale now (RFC 9111 4.4).
+        """
+        cache = self.cache
+        cache.counts["invalidated"] += 1
+        base_key = self.url_prefix(key)
+        cache.store.purge(base_key)
+        req = x.request
+        scheme = x.downstream.proto
+        base = b"%s://%s%s" % (scheme, req.host, req.target)
+        origin = urlsplit(base)
+        for uri in P.invalidated_uris(resp.status, req.method, resp.headers):
+            url = urlsplit(urljoin(base, uri))
+            if (url.scheme, url.netloc.lower()) != (origin.scheme, origin.netloc.lower()):
+                continue
+            target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
+            cache.store.purge(P.primary_key(scheme, req.host, target, self.config.key))
+
+    def url_prefix(self, key: bytes) -> bytes:
+        """
+        The part of a key every key of the same URL starts with.
+        """
+        return key[:key.index(b"\x00") + 1]
+
+    def _purge_request(self, x: Exchange) -> None:
+        """
+        C{PURGE}: remove the target URL's stored responses, for peers
+        allowed by C{cache.purge_from}; 405 when no one is, 403 for the
+        others.
+        """
+        cache = self.cache
+        sink = x.sink
+        if not cache.purge_enabled:
+            x.reason = "cache_purge_disabled"
+            answer(x, sink, 405, b"Method Not Allowed", b"PURGE is not enabled\n")
+            return
+        if x.client_address not in cache.purge_from:
+            x.reason = "cache_purge_forbidden"
+            answer(x, sink, 403, b"Forbidden", b"PURGE is not allowed from this address\n")
+            return
+        d = cache.purge(self.url_prefix(self.key(x)))
+        d.addCallback(lambda n: x.status or answer(
+            x, sink, 200, b"OK", b'{"purged": %d}\n' % n, b"application/json"))
+
+
+def answer(x: Exchange, sink, status: int, reason: bytes, body: bytes,
+           content_type: bytes = b"text/plain; charset=utf-8") -> None:
+    """
+    A small complete answer made by the cache itself.
+    """
+    head = response(status, reason, [(b"Content-Type", content_type)], len(body))
+    sink.response_head(x, head, x.request.method != b"HEAD")
+    if x.request.method != b"HEAD":
+        sink.response_body(x, body)
+    sink.flush()
+    sink.response_end(x)
+
+
+def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
+          status_field: bytes, targeted=()) -> None:
+    """
+    Answer C{x} from a stored response: the whole of it, the head alone for
+    C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
+    a 206 or 416 for a single byte range (RFC 9110 14).
+    """
+    req = x.request
+    body = entry.body
+    extra = [(b"Cache-Status", status_field)]
+    headers = P.fields_to_serve(entry.headers, fields, age, targeted)
+    if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
+        if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
+            head = response(304, b"Not Modified", P.not_modified_fields(headers), None)
+            sink.response_head(x, head, False, extra)
+            sink.flush()
+            sink.response_end(x)
+            return
+        if req.method == b"GET":
+            span = P.byte_range(req.headers, len(body), fields)
+            if span == P.UNSATISFIABLE:
+                extra.append((b"Content-Range", b"bytes */%d" % len(body)))
+                head = response(416, b"Range Not Satisfiable", headers, 0)
+                sink.response_head(x, head, True, extra)
+                sink.flush()
+                sink.response_end(x)
+                return
+            if span is not None:
+                first, last = span
+                extra.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, len(body))))
+                body = body[first:last + 1]
+                head = response(206, b"Partial Content", headers, len(body))
+                sink.response_head(x, head, True, extra)
+                sink.response_body(x, body)
+                sink.flush()
+                sink.response_end(x)
+                return
+    head = response(entry.status, entry.reason, headers, len(body))
+    has_body = req.method != b"HEAD" and entry.status not in (204, 304)
+    sink.response_head(x, head, has_body, extra)
+    if has_body and body:
+        sink.response_body(x, body)
+    sink.flush()
+    sink.response_end(x)
+
+
+@implementer(IResponseSink)
+class PassingSink:
+    """
+    A sink that passes everything on to the one it wraps.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def response_head(self, x, resp, has_body, extra=None) -> None:
+        self.inner.response_head(x, resp, has_body, extra)
+
+    def response_body(self, x, data: bytes) -> None:
+        self.inner.response_body(x, data)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def response_end(self, x) -> None:
+        self.inner.response_end(x)
+
+    def upstream_failed(self, x, status: int, reason: str) -> None:
+        self.inner.upstream_failed(x, status, reason)
+
+
+class StatusSink(PassingSink):
+    """
+    Adds a C{Cache-Status} to a response the cache only passes on.
+    """
+
+    def __init__(self, inner, status_field: bytes):
+        super().__init__(inner)
+        self._field = (b"Cache-Status", status_field)
+
+    def response_head(self, x, resp, has_body, extra=None) -> None:
+        self.inner.response_head(x, resp, has_body, list(extra or ()) + [self._field])
+
+
+class InvalidatingSink(PassingSink):
+    """
+    Invalidates what a successful unsafe request changed (RFC 9111 4.4).
+    """
+
+    def __init__(self, inner, route_cache: RouteCache, key: bytes):
+        super().__init__(inner)
+        self._cache = route_cache
+        self._key = key
+
+    def response_head(self, x, resp, has_body, extra=None) -> None:
+        if 200 <= resp.status < 400:
+            self._cache.invalidate(x, self._key, resp)
+        self.inner.response_head(x, resp, has_body, extra)
+
+
+# What a FetchSink does with the response.
+_PASS, _STORE, _UPDATE, _STALE, _REFUSE = range(5)
+
+
+class FetchSink(PassingSink):
+    """
+    Stands in front of the client's sink while a request the cache sent on
+    is answered: passes the response on as it streams and keeps a copy to
+    store (up to the object size limit); with a stale stored response, turns
+    a 304 into the updated stored response, and a failure or 5xx into the
+    stale response where C{stale-if-error} allows.
+    """
+
+    def __init__(self, inner, route_cache: RouteCache, x: Exchange, key: bytes,
+                 stale: Optional[Entry], why: bytes, owner: bool):
+        super().__init__(inner)
+        self._cache = route_cache
+        self._key = key
+        self._stale = stale
+        self._why = why
+        self._request_headers = x.request.headers
+        # Whether the requests collapsed on this key wait for this one.
+        self._done = not owner
+        if owner:
+            # However the exchange ends (its client may leave mid-way),
+            # the requests waiting for it must not wait for nothing.
+            x.on_end = self._ended
+        self._mode = _PASS
+        self._body: List[bytes] = []
+        self._size = 0
+        self._resp: Optional[ResponseHead] = None
+        self._fields: Optional[P.CacheFields] = None
+        self._request_time = route_cache.cache.clock.seconds()
+        self._response_time = 0.0
+        self._storing = False
+
+    def response_head(self, x, resp, has_body, extra=None) -> None:
+        rc = self._cache
+        cache = rc.cache
+        now = self._response_time = cache.clock.seconds()
+        fields = self._fields = P.CacheFields(resp.headers, cache.targeted, now)
+        stale = self._stale
+        if stale is not None and resp.status == 304:
+            # RFC 9111 4.3.4: a 304 for other validators than the stored
+            # response's updates nothing, and answers nothing the client
+            # asked (the cache sent its own validators).
+            self._mode = _UPDATE if P.update_selects(cache.fields(stale), fields) else _REFUSE
+            self._resp = resp
+            return
+        if stale is not None and resp.status >= 500 and self._stale_usable():
+            self._mode = _STALE
+            self._resp = resp
+            return
+        req = x.request
+        config = rc.config
+        stored = (
+            P.storable(req.method, resp.status, req.headers, fields, resp.headers,
+                       req.target, rc.allow_post)
+            and (resp.content_length is not None or resp.chunked)
+            and (resp.content_length or 0) <= config.max_object_size
+            # Nothing to keep: no freshness, no validator.
+            and P.store_ttl(fields, rc.lifetime_of(resp.status, fields, now)) > 0
+        )
+        status = self._status_field(stored, fields, resp.status)
+        if stored:
+            self._mode = _STORE
+            self._resp = resp
+        else:
+            if req.method == b"GET" and resp.status < 500:
+                # An answer the origin means; a failure (or a POST's
+                # answer) says nothing of what later GETs will get.
+                cache.pass_for(self._key)
+            self._release()
+        if fields.targeted or any(k.lower() in cache.targeted for k, _ in resp.headers):
+            resp = _without(resp, cache.targeted)
+        self.inner.response_head(x, resp, has_body, list(extra or ()) + [(b"Cache-Status", status)])
+
+    def _status_field(self, stored: bool, fields: P.CacheFields, status: int) -> bytes:
+        rc = self._cache
+        ttl = None
+        if stored:
+            ttl = rc.lifetime_of(status, fields, self._response_time) - P.initial_age(
+                fields, self._request_time, self._response_time)
+        fwd_status = status if self._stale is not None else 0
+        return P.cache_status(rc.cache.name, False, fwd=self._why, stored=stored, ttl=ttl,
+                              fwd_status=fwd_status)
+
+    def _stale_usable(self) -> bool:
+        cache = self._cache.cache
+        stale = self._stale
+        fields = cache.fields(stale)
+        lifetime = self._cache.lifetime(stale, fields)
+        age = self._stale_age(fields)
+        return P.usable_on_error(fields, lifetime, age, P.request_directives(
+            self._request_headers))
+
+    def _stale_age(self, fields: P.CacheFields) -> float:
+        stale = self._stale
+        return P.current_age(P.initial_age(fields, stale.request_time, stale.response_time),
+                             stale.response_time, self._cache.cache.clock.seconds())
+
+    def response_body(self, x, data: bytes) -> None:
+        mode = self._mode
+        if mode == _UPDATE or mode == _STALE or mode == _REFUSE:
+            return
+        if mode == _STORE:
+            self._size += len(data)
+            if self._size > self._cache.config.max_object_size:
+                self._mode = _PASS
+                self._body = []
+                self._release()
+            else:
+                self._body.append(data)
+        self.inner.response_body(x, data)
+
+    def flush(self) -> None:
+        if self._mode == _PASS or self._mode == _STORE:
+            self.inner.flush()
+
+    def response_end(self, x) -> None:
+        mode = self._mode
+        rc = self._cache
+        if mode == _STORE:
+            resp = self._resp
+            body = b"".join(self._body)
+            self._body = []
+            if resp.content_length is None or len(body) == resp.content_length:
+                self._store(x, resp.status, resp.reason, resp.headers, body)
+            else:
+                self._release()
+            self.inner.response_end(x)
+        elif mode == _UPDATE:
+            stale = self._stale
+            merged = P.merge_304(stale.headers, P.fields_to_store(
+                self._resp.headers, self._fields))
+            entry = self._store(x, stale.status, stale.reason, merged, stale.body)
+            rc.cache.counts["revalidated"] += 1
+            fields = rc.cache.fields(entry)
+            age = P.initial_age(fields, self._request_time, self._response_time)
+            status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
+                                    stored=True, ttl=rc.lifetime(entry, fields) - age)
+            serve(x, self.inner, entry, fields, age, status, rc.cache.targeted)
+        elif mode == _STALE:
+            self._serve_stale(x, self._resp.status)
+        elif mode == _REFUSE:
+            self._release()
+            rc.cache.store.purge(rc.url_prefix(self._key))
+            self.inner.upstream_failed(x, 502, "cache_unmatched_304")
+        else:
+            self.inner.response_end(x)
+
+    def upstream_failed(self, x, status: int, reason: str) -> None:
+        if self._mode == _STALE:
+            # The 5xx being replaced did not even end well.
+            self._serve_stale(x, self._resp.status, reason)
+            return
+        if self._stale is not None and self._mode in (_PASS, _STORE) and self._resp is None \
+                and not x.status and self._stale_usable():
+            self._mode = _STALE
+            self._serve_stale(x, status, reason)
+            return
+        self._mode = _PASS
+        self._release()
+        self.inner.upstream_failed(x, status, reason)
+
+    def _serve_stale(self, x, status: int, reason: str = "") -> None:
+        """
+        The origin failed: serve the stale response (RFC 5861 4).
+        """
+        rc = self._cache
+        cache = rc.cache
+        self._release()
+        stale = self._stale
+        fields = cache.fields(stale)
+        age = self._stale_age(fields)
+        cache.counts["stale"] += 1
+        field = P.cache_status(cache.name, True, fwd=b"stale", fwd_status=status,
+                               ttl=rc.lifetime(stale, fields) - age, detail=b"stale-if-error")
+        x.reason = reason or x.reason
+        serve(x, self.inner, stale, fields, age, field, cache.targeted)
+
+    def _store(self, x, status: int, reason: bytes, headers, body: bytes) -> Entry:
+        rc = self._cache
+        cache = rc.cache
+        fields = P.CacheFields(headers, cache.targeted, self._response_time)
+        kept = P.fields_to_store(headers, fields)
+        entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
+                      fields.vary)
+        lifetime = rc.lifetime(entry, cache.fields(entry))
+        tags = [t for v in P.field_values(headers, b"cache-tag") for t in P.split_list(v)]
+        # A POST response is stored under its target's key, for later GETs
+        # (RFC 9110 9.3.3): keys do not name the method.
+        self._storing = True
+        d = rc.store(x, self._key, entry, fields, lifetime, tags)
+        # The requests waiting for this one look in the store once it has
+        # the entry (a shared store answers later than it is asked).
+        d.addBoth(lambda _: self._release())
+        return entry
+
+    def _release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._cache.fetched(self._key)
+
+    def _ended(self, x: Exchange) -> None:
+        if not self._storing:
+            self._release()
+
+
+def _without(resp: ResponseHead, names) -> ResponseHead:
+    """
+    A copy of C{resp} without the fields C{names} (lower-cased).
+    """
+    copy = ResponseHead()
+    for slot in ResponseHead.__slots__:
+        setattr(copy, slot, getattr(resp, slot))
+    copy.headers = [(k, v) for k, v in resp.headers if k.lower() not in names]
+    return copy
+
+
+@implementer(IResponseSink)
+class Background:
+    """
+    The downstream of a request the cache sends on its own
+    (C{stale-while-revalidate}): it has no client, discards the response
+    (the L{FetchSink} in front of it stores it) and releases the exchange
+    when it is over.
+    """
+
+    trusted = False
+    identity = None
+    client_full = False
+    transport = None
+
+    def __init__(self, proto: bytes):
+        # As the client's request came (the cache key has the scheme).
+        self.proto = proto
+
+    def upstream_attached(self, x: Exchange) -> None:
+        pass
+
+    def upstream_full(self, full: bool) -> None:
+        pass
+
+    def informational(self, x: Exchange, resp) -> None:
+        pass
+
+    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
+        x.status = resp.status
+
+    def response_body(self, x: Exchange, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def response_end(self, x: Exchange) -> None:
+        self._end(x)
+
+    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
+        x.reason = reason
+        x.status = x.status or status
+        self._end(x)
+
+    def _end(self, x: Exchange) -> None:
+        if x.forwarder is not None:
+            x.forwarder.release(x)
+
+
+def build_cache(reactor: IReactorTime, config) -> Optional[HTTPCache]:
+    """
+    The shared cache a L{twistproxy.config.ProxyConfig} asks for, with its
+    store, or C{None} when no route has a cache.
+
+    @raises twistproxy.config.ConfigError: when the store is unknown or its
+        options are invalid.
+    """
+    from twistproxy.components import find_factory
+    from twistproxy.interfaces import ICacheStoreFactory
+
+    if not any(r.cache is not None and r.cache.enabled for r in config.routes):
+        return None
+    settings = config.cache
+    factory = find_factory(ICacheStoreFactory, settings.store, "cache.store", "cache store")
+    store = factory.fromConfig(reactor, settings.options, "cache")
+    return HTTPCache(reactor, store, settings.name, settings.targeted_header,
+                     settings.purge_from)
