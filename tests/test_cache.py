@@ -869,6 +869,17 @@ class ConfigTests(CacheHarness):
         self.get(b"/m", origin=response(b"m"))
         self.assertIsNotNone(self.asked)
 
+    def test_key_parts(self):
+        """
+        A route whose key leaves out the query serves one entry for every
+        query string.
+        """
+        self.proxy = MemoryProxy(config(RouteCache(key=("scheme", "host", "path"))))
+        self.get(b"/k?utm=1", origin=response(b"k", b"Cache-Control: max-age=60"))
+        self.assertEqual(body_of(self.stored(b"/k?utm=2")), b"k")
+        self.get(b"/other", origin=response(b"o", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+
     def test_uncached_route(self):
         """
         A route without a cache never stores.
