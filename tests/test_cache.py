@@ -1167,3 +1167,35 @@ class SharedStoreTests(CacheHarness):
             d.callback(None)
         self.assertEqual(body_of(waiting.received()), b"x")
         self.assertIsNone(self.origin_request())
+
+
+class ReloadTests(SynchronousTestCase):
+    def test_reload_keeps_store(self):
+        """
+        A reload keeps the cache and what it stored; a reload that changes
+        [cache] is refused (it needs a restart).
+        """
+        import os
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.cache.entry import Entry
+        from twistproxy.config import load
+        from twistproxy.service import ProxyService
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(TOML)
+        service = ProxyService(load(path), MemoryReactorClock())
+        cache = service.cache
+        cache.store.put(b"k\x00", Entry(200, b"OK", [], b"x", 0, 0), 600)
+        with open(path, "w") as f:
+            f.write(TOML.replace("lock_timeout = 2", "lock_timeout = 3"))
+        self.assertEqual(service.reload(), [])
+        self.assertIs(service.cache, cache)
+        self.assertIsNotNone(cache.store.lookup(b"k\x00"))
+        with open(path, "w") as f:
+            f.write(TOML.replace('size = "1m"', 'size = "2m"'))
+        [problem] = service.reload()
+        self.assertIn("cache", problem)
+        self.flushLoggedErrors()
