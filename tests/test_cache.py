@@ -604,6 +604,7 @@ class CollapseTests(CacheHarness):
         first, second = self.send(b"/u"), self.send(b"/u")
         self.origin_request()
         self.answer(response(b"private", b"Cache-Control: private"))
+        self.assertEqual(body_of(first.received()), b"private")
         self.assertIsNotNone(self.origin_request())
         self.answer(response(b"private2", b"Cache-Control: private"))
         self.assertEqual(body_of(second.received()), b"private2")
@@ -648,6 +649,7 @@ class CollapseTests(CacheHarness):
         self.assertIsNotNone(self.origin_request())
         self.answer(response(b"2", b"Cache-Control: max-age=60"))
         self.assertEqual(self.proxy.cache.counts["collapsed"], 0)
+        self.assertEqual(body_of(second.received()), b"2")
         self.assertEqual(field(first.received(), b"Cache-Status"),
                          b"twistproxy; fwd=uri-miss; detail=pass")
         # Once the pass is over, responses are stored again.
