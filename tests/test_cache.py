@@ -604,6 +604,7 @@ class CollapseTests(CacheHarness):
         first, second = self.send(b"/u"), self.send(b"/u")
         self.origin_request()
         self.answer(response(b"private", b"Cache-Control: private"))
+        self.assertEqual(body_of(first.received()), b"private")
         self.assertIsNotNone(self.origin_request())
         self.answer(response(b"private2", b"Cache-Control: private"))
         self.assertEqual(body_of(second.received()), b"private2")
@@ -648,6 +649,7 @@ class CollapseTests(CacheHarness):
         self.assertIsNotNone(self.origin_request())
         self.answer(response(b"2", b"Cache-Control: max-age=60"))
         self.assertEqual(self.proxy.cache.counts["collapsed"], 0)
+        self.assertEqual(body_of(second.received()), b"2")
         self.assertEqual(field(first.received(), b"Cache-Status"),
                          b"twistproxy; fwd=uri-miss; detail=pass")
         # Once the pass is over, responses are stored again.
@@ -867,6 +869,17 @@ class ConfigTests(CacheHarness):
         self.stored(b"/m")
         self.advance(20)
         self.get(b"/m", origin=response(b"m"))
+        self.assertIsNotNone(self.asked)
+
+    def test_key_parts(self):
+        """
+        A route whose key leaves out the query serves one entry for every
+        query string.
+        """
+        self.proxy = MemoryProxy(config(RouteCache(key=("scheme", "host", "path"))))
+        self.get(b"/k?utm=1", origin=response(b"k", b"Cache-Control: max-age=60"))
+        self.assertEqual(body_of(self.stored(b"/k?utm=2")), b"k")
+        self.get(b"/other", origin=response(b"o", b"Cache-Control: max-age=60"))
         self.assertIsNotNone(self.asked)
 
     def test_uncached_route(self):
@@ -1156,3 +1169,35 @@ class SharedStoreTests(CacheHarness):
             d.callback(None)
         self.assertEqual(body_of(waiting.received()), b"x")
         self.assertIsNone(self.origin_request())
+
+
+class ReloadTests(SynchronousTestCase):
+    def test_reload_keeps_store(self):
+        """
+        A reload keeps the cache and what it stored; a reload that changes
+        [cache] is refused (it needs a restart).
+        """
+        import os
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.cache.entry import Entry
+        from twistproxy.config import load
+        from twistproxy.service import ProxyService
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(TOML)
+        service = ProxyService(load(path), MemoryReactorClock())
+        cache = service.cache
+        cache.store.put(b"k\x00", Entry(200, b"OK", [], b"x", 0, 0), 600)
+        with open(path, "w") as f:
+            f.write(TOML.replace("lock_timeout = 2", "lock_timeout = 3"))
+        self.assertEqual(service.reload(), [])
+        self.assertIs(service.cache, cache)
+        self.assertIsNotNone(cache.store.lookup(b"k\x00"))
+        with open(path, "w") as f:
+            f.write(TOML.replace('size = "1m"', 'size = "2m"'))
+        [problem] = service.reload()
+        self.assertIn("cache", problem)
+        self.flushLoggedErrors()
