@@ -1201,3 +1201,76 @@ class ReloadTests(SynchronousTestCase):
         [problem] = service.reload()
         self.assertIn("cache", problem)
         self.flushLoggedErrors()
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = []
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        n = int(size, 16)
+        if n == 0:
+            return b"".join(out)
+        out.append(data[:n])
+        data = data[n + 2:]
+
+
+class FiltersAndCacheTests(CacheHarness):
+    """
+    A route's filters stand in front of its cache: they judge every
+    request, hits included, and their response parts (here banner hiding
+    and compression) apply to hits as to responses from the origin, while
+    the cache keeps the origin's own response.
+    """
+
+    def setUp(self):
+        from dataclasses import replace
+
+        from twistproxy.config import Filter
+
+        base = config()
+        route = replace(base.routes[0], filters=(
+            Filter("access", {"deny": ["198.51.100.0/24"]}),
+            Filter("headers", {"hide_banners": True}),
+            Filter("compress", {"encodings": ["gzip"], "min_size": 1}),
+        ))
+        self.proxy = MemoryProxy(replace(base, routes=(route,)))
+        self.proxy.reactor.advance(START)
+        self.backends = []
+
+    def test_hit_filtered_like_a_miss(self):
+        """
+        The miss and the hit both lose the origin's C{Server} field and are
+        gzip-compressed for a client that accepts it; the stored copy is
+        the uncompressed one, so a client that does not accept gzip gets
+        the body as the origin sent it, also from the cache.
+        """
+        import zlib
+
+        body = b"hello " * 50
+        origin = response(body, b"Cache-Control: max-age=60", b"Server: Apache/2.4",
+                          b"Content-Type: text/plain", b"Date: " + DATE)
+        first = self.get(b"/a", b"Accept-Encoding: gzip", origin=origin)
+        second = self.stored(b"/a", b"Accept-Encoding: gzip")
+        plain = self.stored(b"/a")
+        for got in (first, second):
+            self.assertIsNone(field(got, b"Server"))
+            self.assertEqual(field(got, b"Content-Encoding"), b"gzip")
+        self.assertTrue(field(second, b"Cache-Status").startswith(b"twistproxy; hit"))
+        self.assertEqual(field(second, b"Transfer-Encoding"), b"chunked")
+        self.assertEqual(zlib.decompress(_dechunk(body_of(second)), 16 + zlib.MAX_WBITS), body)
+        self.assertIsNone(field(plain, b"Content-Encoding"))
+        self.assertEqual(body_of(plain), body)
+        self.assertIsNone(field(plain, b"Server"))
+
+    def test_denied_client_gets_no_hit(self):
+        """
+        A stored response is not served to a client the access filter
+        refuses.
+        """
+        origin = response(b"secret", b"Cache-Control: max-age=60", b"Date: " + DATE)
+        self.get(b"/a", origin=origin)
+        client = self.proxy.connect_client("198.51.100.9")
+        client.send(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 403 "), got)
+        self.assertNotIn(b"secret", got)
