@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from tests.test_stream_sni import client_hello
 from tests.test_stream_tcp import Peer, RelayHarness, config
 from tests.test_stream_udp import UDPReactor
 from tests.test_stream_udp import config as udp_config
@@ -69,6 +70,9 @@ def chain(reactor, *filters, stream="tcp"):
 
 
 TCP_LISTENER = """
+[access_log]
+path = ""
+
 [listeners.db]
 endpoint = "{scheme}:5433"
 protocol = "{protocol}"
@@ -159,6 +163,53 @@ class ConfigTests(SynchronousTestCase):
         listener = service.listeners["db"]
         self.assertIs(listener.quota, service.connections)
         self.assertIs(listener.factory.quota, service.connections)
+
+
+class ServiceWiringTests(SynchronousTestCase):
+    """
+    A whole L{ProxyService} hands a tcp or udp listener's filters to what
+    relays its connections.
+    """
+
+    def test_tcp_behind_sni(self):
+        """
+        On a tcp listener with passthrough routes, a denied client is
+        closed once its ClientHello named the route, before any backend
+        connection; the filters see the real client address.
+        """
+        reactor = MemoryReactorClock()
+        service = ProxyService(parse(TCP_LISTENER.format(
+            protocol="tcp", scheme="tcp",
+            filters='{ name = "access", deny = ["192.0.2.0/24"] }').replace(
+                'upstream = "pg"', 'upstream = "pg"\nsni = [{ hosts = ["a.test"], upstream = "pg" }]')),
+            reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        (port,) = [p for p in reactor.tcpServers if p[0] == 5433]
+        results = []
+        for host in ("192.0.2.7", "198.51.100.1"):
+            protocol = port[1].buildProtocol(IPv4Address("TCP", host, 1000))
+            peer = Peer(protocol, host, 1000)
+            protocol.dataReceived(client_hello(b"a.test"))
+            results.append(peer.transport.disconnecting)
+        self.assertEqual(results, [True, False])
+        self.assertEqual(len(reactor.tcpClients), 1)
+
+    def test_udp(self):
+        """
+        A udp listener's filters judge its new sessions.
+        """
+        reactor = UDPReactor()
+        service = ProxyService(parse(TCP_LISTENER.format(
+            protocol="udp", scheme="udp",
+            filters='{ name = "access", deny = ["192.0.2.0/24"] }')), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        proxy = reactor.udp_ports[0].protocol
+        proxy.datagramReceived(b"q", ("192.0.2.1", 1000))
+        proxy.datagramReceived(b"q", ("198.51.100.1", 1000))
+        self.assertEqual((list(proxy.sessions), proxy.refused),
+                         ([("198.51.100.1", 1000)], 1))
 
 
 class TCPFilterTests(SynchronousTestCase):

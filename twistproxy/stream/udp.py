@@ -101,11 +101,11 @@ class _Judged:
     first datagrams wait here for the verdict, for a bounded time.
     """
 
-    def __init__(self, client: Address, deadline: float):
+    def __init__(self, factory: "UDPProxy", client: Address, deadline: float):
+        self.factory = factory
         self.client = client
         self.deadline = deadline
-        self.datagrams = []
-        self.factory: Optional["UDPProxy"] = None
+        self.datagrams: list = []
 
     def expired(self) -> None:
         self.factory.judging_expired(self)
@@ -194,8 +194,7 @@ class UDPProxy(DatagramProtocol):
         if chain is not None:
             verdict = chain.admit(client[0])
             if isinstance(verdict, Deferred):
-                judged = _Judged(client, self.clock.seconds() + self.timeouts.connect)
-                judged.factory = self
+                judged = _Judged(self, client, self.clock.seconds() + self.timeouts.connect)
                 judged.datagrams.append(data)
                 self._judging[client] = judged
                 self.deadlines.add(judged)
