@@ -26,7 +26,13 @@ from zope.interface import implementer
 from twistproxy.stream.proxyproto import parse as parse_proxy_header
 from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 
-from tests.e2e_support import HOST, OriginFactory, WatchedProxyProcess, write_config
+from tests.e2e_support import (
+    HOST,
+    OriginFactory,
+    WatchedProxyProcess,
+    unused_port,
+    write_config,
+)
 
 SIZE = 32 * 1024 * 1024
 
@@ -75,6 +81,7 @@ class _StreamCase(TestCase):
         self.addCleanup(proxy.stop)
         yield proxy.start()
         proxy.cwd = cwd
+        proxy.config_path = path
         return proxy
 
     def tcp_config(self, *ports: int, extra: str = "") -> str:
@@ -236,6 +243,81 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.0.2.80"])
         for connection in list(resolver.connections):
             connection.transport.loseConnection()
+
+
+def _echoed(port: int, source: str = HOST) -> bytes:
+    """
+    What comes back of C{b'hello'} sent to C{port} from the address
+    C{source} (C{b''} when the connection is closed or reset).
+    """
+    with socket.create_connection((HOST, port), timeout=10,
+                                  source_address=(source, 0)) as s:
+        s.sendall(b"hello")
+        got = b""
+        try:
+            while len(got) < 5:
+                chunk = s.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+        return got
+
+
+class StreamFilterEndToEndTests(_StreamCase):
+    """
+    Filters and reloads of C{tcp} listeners in the installed proxy.
+    """
+
+    @defer.inlineCallbacks
+    def test_access_denied(self):
+        """
+        A client in the listener's deny list (from 127.0.0.2) is closed
+        without reaching the backend, and logged 403; another (from
+        127.0.0.1) is relayed.
+        """
+        echo = protocol.Factory.forProtocol(_Echo)
+        proxy = yield self.start_proxy(
+            self.tcp_config(self.listen(echo)).replace(
+                'upstream = "backend"',
+                'upstream = "backend"\nfilters = [{ name = "access", deny = ["127.0.0.2"] }]'))
+        denied = yield threads.deferToThread(_echoed, proxy.port, "127.0.0.2")
+        allowed = yield threads.deferToThread(_echoed, proxy.port)
+        self.assertEqual((denied, allowed), (b"", b"hello"))
+        yield proxy.stop()
+        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
+            log = f.read()
+        self.assertRegex(log, rb'127\.0\.0\.2 - - \[[^]]+\] "TCP relay" 403 0 received=0 '
+                              rb'upstream=- .* reason=access_denied\n')
+        self.assertIn(b'"TCP relay" 200 5 received=5', log)
+
+    @defer.inlineCallbacks
+    def test_reload_adds_and_removes_listeners(self):
+        """
+        SIGHUP with a file that adds a tcp listener and removes another:
+        the new one relays, the removed one's port refuses connections,
+        the unchanged one goes on relaying.
+        """
+        backend = self.listen(protocol.Factory.forProtocol(_Echo))
+        old_port, new_port = unused_port(), unused_port()
+        base = self.tcp_config(backend)
+
+        def listener(name, port):
+            return (f'\n[listeners.{name}]\nendpoint = "tcp:{port}:interface={HOST}"\n'
+                    f'protocol = "tcp"\nupstream = "backend"\n')
+
+        proxy = yield self.start_proxy(base + listener("old", old_port))
+        self.assertEqual((yield threads.deferToThread(_echoed, old_port)), b"hello")
+        with open(proxy.config_path, "w") as f:
+            f.write('[access_log]\npath = "access.log"\n\n' + base + listener("new", new_port))
+        since = time.monotonic()
+        proxy.signal("HUP")
+        yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
+        self.assertEqual((yield threads.deferToThread(_echoed, new_port)), b"hello")
+        self.assertEqual((yield threads.deferToThread(_echoed, proxy.port)), b"hello")
+        yield self.assertFailure(threads.deferToThread(_echoed, old_port),
+                                 ConnectionRefusedError)
 
 
 class UDPEndToEndTests(_StreamCase):

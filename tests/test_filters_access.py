@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 from tests.filter_support import filtered_proxy, request, status
 from twistproxy.config import ConfigError
 from twistproxy.filters.access import AccessFactory
-from twistproxy.interfaces import IRequestFilter
+from twistproxy.interfaces import IConnectionFilter, IRequestFilter
 from twistproxy.testing import make_exchange, run_filters
 
 factory = AccessFactory()
@@ -32,9 +32,26 @@ class AccessTests(SynchronousTestCase):
 
     def test_interface(self):
         """
-        The filter provides L{IRequestFilter}.
+        The filter provides L{IRequestFilter} and L{IConnectionFilter}.
         """
-        verifyObject(IRequestFilter, factory.fromConfig(Clock(), {"deny": []}, "f"))
+        f = factory.fromConfig(Clock(), {"deny": []}, "f")
+        verifyObject(IRequestFilter, f)
+        verifyObject(IConnectionFilter, f)
+
+    def test_connection(self):
+        """
+        As a connection filter (on tcp and udp listeners) it judges the
+        address alone with the same rules: deny wins over allow, nothing
+        to undo when a connection ends; the access log's status and reason
+        are the request's.
+        """
+        f = factory.fromConfig(Clock(), {"allow": ["10.0.0.0/8"], "deny": ["10.9.0.0/16"],
+                                         "status": 404}, "f")
+        self.assertEqual([f.connection_made(a) for a in ("10.1.2.3", "10.9.1.1", "192.0.2.1")],
+                         [True, False, False])
+        f.connection_lost("10.1.2.3")
+        self.assertTrue(f.connection_made("10.1.2.3"))
+        self.assertEqual((f.refusal.status, f.refusal.reason), (404, "access_denied"))
 
     def test_deny(self):
         """
@@ -134,6 +151,18 @@ class AccessFileTests(SynchronousTestCase):
         self.clock.advance(2)
         self.assertFalse(_refused(self.filter, "192.0.2.5"))
         self.assertTrue(_refused(self.filter, "198.51.100.5"))
+
+    def test_reloaded_on_change_for_connections(self):
+        """
+        A changed file is read again when connections are judged too (a
+        tcp listener has no requests).
+        """
+        self.clock.advance(10)
+        self.assertFalse(self.filter.connection_made("192.0.2.5"))
+        self._write("198.51.100.0/24\n")
+        self.clock.advance(2)
+        self.assertTrue(self.filter.connection_made("192.0.2.5"))
+        self.assertFalse(self.filter.connection_made("198.51.100.5"))
 
     def test_bad_file_keeps_old(self):
         """

@@ -58,6 +58,17 @@ class BucketTests(SynchronousTestCase):
         clock.advance(1.0)
         self.assertTrue(buckets.take("k")[0])
 
+    def test_full_bucket_allows_at_any_time(self):
+        """
+        A fresh key is allowed at once whatever the time (no float
+        rounding makes C{tat + T - burst * T} land just after C{now}).
+        """
+        clock = Clock()
+        clock.advance(0.6)
+        buckets = MemoryBuckets(clock, rate=1.0, burst=1)
+        self.assertTrue(buckets.take("k")[0])
+        self.assertFalse(buckets.take("k")[0])
+
     def test_forgets_idle_keys(self):
         """
         Keys whose bucket is full again are forgotten as the table grows,

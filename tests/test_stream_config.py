@@ -52,6 +52,17 @@ class StreamConfigTests(SynchronousTestCase):
         self.assertEqual((config.timeouts.tcp_idle, config.timeouts.udp_idle), (600.0, 30.0))
         ProxyService(config, MemoryReactorClock())
 
+    def test_tcp_listener_filters(self):
+        """
+        A tcp listener takes a C{filters} array, as an HTTP listener does
+        (which filters it may hold is checked when they are built:
+        L{tests.test_stream_filters}).
+        """
+        config = parse(TCP.format(
+            listener='filters = [{ name = "access", deny = ["192.0.2.0/24"] }]', group=""))
+        self.assertEqual([f.name for f in config.listeners[0].filters], ["access"])
+        ProxyService(config, MemoryReactorClock())
+
     def test_tcp_health_default(self):
         """
         A group of tcp:// servers is health-checked by connecting (the

@@ -39,6 +39,11 @@ class FakeUDPPort:
     def stopListening(self):
         self.listening = False
 
+    def getHost(self):
+        from twisted.internet.address import IPv4Address
+
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
+
 
 class UDPReactor(MemoryReactorClock):
     """

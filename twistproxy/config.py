@@ -1370,7 +1370,7 @@ _ONLY_FOR = {
     "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
     "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
     "proxy_protocol": ("http", "tcp"), "max_connections": ("http", "tcp"),
-    "max_sessions": ("udp",), "filters": ("http",),
+    "max_sessions": ("udp",),
 }
 
 

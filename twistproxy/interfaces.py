@@ -351,21 +351,35 @@ class IResponseFilter(Interface):
 class IConnectionFilter(Interface):
     """
     Decides about client connections as they are accepted, before any
-    request: a limit on the connections of one client address.  Only a
-    listener's filters can be connection filters.
+    request, by the client's address alone: a limit on the connections of
+    one client address, an access list.  Only a listener's filters can be
+    connection filters.  On a C{tcp} or C{udp} listener (where a UDP
+    session counts as a connection) every filter must be one; on an HTTP
+    listener a filter that also provides L{IRequestFilter} is asked per
+    request instead, not per connection.
+
+    A connection filter may have a C{refusal} attribute, an
+    L{Answer <twistproxy.filters.Answer>} whose status and reason the
+    access log gives for a TCP connection it refused (e.g. C{403} and
+    C{'access_denied'}); without one, C{403} and C{'connection_refused'}.
     """
 
-    def connection_made(address: str) -> bool:
+    def connection_made(address: str) -> Any:
         """
-        A client connected from C{address} (the peer's IP address).
+        A client connected from C{address} (the peer's IP address, or the
+        one its trusted PROXY header gave).
 
         @return: C{True} to serve it; C{False} to close it at once (then
-            L{connection_lost} is not called for it).
+            L{connection_lost} is not called for it).  On C{tcp} and C{udp}
+            listeners, also a Deferred firing with one of these: the
+            connection waits for it (HTTP listeners need an answer at
+            once).
         """
 
     def connection_lost(address: str) -> None:
         """
-        A connection accepted by L{connection_made} closed.
+        A connection accepted by L{connection_made} closed (or, for UDP,
+        its session ended).
         """
 
 

@@ -277,7 +277,10 @@ class ProxyService(MultiService):
         if filters is not None:
             options["filters"] = filters
         quota = None
-        if listener.protocol == "http":
+        if listener.protocol == "tcp":
+            # The listener's own max_connections is the relays' to count.
+            quota = self.connections
+        elif listener.protocol == "http":
             quota = self.connections
             if listener.max_connections:
                 # A factory of its own, so that its connections are counted
@@ -289,10 +292,11 @@ class ProxyService(MultiService):
         if listener.protocol == "udp":
             factory = UDPProxy(
                 self.reactor, listener.name, listener.upstream, self.forwarder.groups,
-                config.timeouts, listener.max_sessions, on_end=self._connection_ended)
+                config.timeouts, listener.max_sessions, on_end=self._connection_ended,
+                filters=filters)
             self._stream_factories.append(factory)
         elif listener.protocol == "tcp":
-            factory = self._relay(listener, config)
+            factory = self._relay(listener, config, filters, quota)
         elif listener.tls is not None:
             factory = self._terminate_tls(listener, config, options)
         elif listener.redirect_https:
@@ -341,19 +345,23 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _relays(self, listener: Listener, config: ProxyConfig) -> TCPRelayFactory:
+    def _relays(self, listener: Listener, config: ProxyConfig, filters=None,
+                quota: Optional[Quota] = None) -> TCPRelayFactory:
         relays = TCPRelayFactory(
             self.reactor, listener.name, listener.upstream, self.forwarder.groups,
-            config.timeouts, listener.max_connections, on_end=self._connection_ended)
+            config.timeouts, listener.max_connections, on_end=self._connection_ended,
+            filters=filters, quota=quota)
         self._stream_factories.append(relays)
         return relays
 
-    def _relay(self, listener: Listener, config: ProxyConfig):
+    def _relay(self, listener: Listener, config: ProxyConfig, filters,
+               quota: Optional[Quota]):
         """
-        The factory of a C{tcp} listener: relays, behind a ClientHello
-        reader when it has passthrough routes.
+        The factory of a C{tcp} listener: relays (judged by the listener's
+        C{filters}, counted against C{quota}), behind a ClientHello reader
+        when it has passthrough routes.
         """
-        relays = self._relays(listener, config)
+        relays = self._relays(listener, config, filters, quota)
         if not listener.sni:
             return relays
         return SNIFactory(SNIRouter(listener.sni, listener.upstream), relays, None,
@@ -378,7 +386,8 @@ class ProxyService(MultiService):
         """
         try:
             chain = build_chain(self.reactor, listener.filters,
-                                f"listeners.{listener.name}.filters", connections=True)
+                                f"listeners.{listener.name}.filters", connections=True,
+                                stream="" if listener.protocol == "http" else listener.protocol)
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, config.source) from None
         if chain is not None:

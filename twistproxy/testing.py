@@ -785,6 +785,23 @@ class FilterContractMixin:
             self.assertIsInstance(  # type: ignore[attr-defined]
                 verdict, (type(None), Answer, Deferred))
 
+    def test_connection_verdict(self) -> None:
+        """
+        A connection filter's verdict on a new connection is C{True},
+        C{False} or a Deferred, and an accepted connection can end.
+        """
+        from twisted.internet.defer import Deferred
+
+        from twistproxy.interfaces import IConnectionFilter
+
+        f = self.makeFilter()
+        if IConnectionFilter.providedBy(f):
+            verdict = f.connection_made("192.0.2.1")
+            if not isinstance(verdict, Deferred):
+                self.assertIn(verdict, (True, False))  # type: ignore[attr-defined]
+            if verdict is True:
+                f.connection_lost("192.0.2.1")
+
     def test_response_completes(self) -> None:
         """
         When the filter lets a request through, a backend's response

@@ -10,7 +10,8 @@ it (an L{Answer}: 403, 429, a CORS preflight); a response filter
 (L{IResponseFilter <twistproxy.interfaces.IResponseFilter>}) wraps the
 response sink to change what goes back (fields, compression); a connection
 filter (L{IConnectionFilter <twistproxy.interfaces.IConnectionFilter>})
-refuses connections.  The built-in filters live in one module per family
+refuses connections by the client's address, the only kind a C{tcp} or
+C{udp} listener takes.  The built-in filters live in one module per family
 (L{access}, L{ratelimit}, L{rules}, L{auth}, L{headers}, L{cors},
 L{compress}) and are found by name like any plugin; docs/filters.rst shows
 how to write one.

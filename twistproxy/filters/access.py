@@ -7,6 +7,11 @@ default); when there is an C{allow} list, so is one whose address is in
 none of its networks.  Deny wins over allow, so a broad allow list can
 have holes punched in it.
 
+On a C{tcp} or C{udp} listener the same rules judge each connection (or
+UDP session) as it starts, by the peer's address or the one its trusted
+PROXY header gives: a refused connection is closed before any backend is
+connected to, a refused session's datagrams are dropped.
+
 The address is the connected peer's, unless the peer is a trusted proxy
 (C{forwarding.trusted_proxies}), whose C{Forwarded} field is then believed
 (L{client_ip}): a client cannot get past a deny list by writing someone
@@ -32,7 +37,7 @@ from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import Options
-from twistproxy.interfaces import IFilterFactory, IRequestFilter
+from twistproxy.interfaces import IConnectionFilter, IFilterFactory, IRequestFilter
 from twistproxy.upstream.locators import PrefixTable, parse_network
 
 
@@ -85,28 +90,34 @@ class NetworkList:
         return address in self._table
 
 
-@implementer(IRequestFilter)
+@implementer(IRequestFilter, IConnectionFilter)
 class AccessFilter:
     """
-    Refuses requests by client address.
+    Refuses requests (on HTTP listeners) or connections (on C{tcp} and
+    C{udp} listeners) by client address.
 
     @ivar allow: The networks allowed, or C{None} for all.
     @ivar deny: The networks refused, or C{None}.
+    @ivar refusal: The answer to a refused request, and what the access log
+        says of a refused connection.
     """
 
     def __init__(self, allow: Optional[NetworkList], deny: Optional[NetworkList],
                  status: int = 403):
         self.allow = allow
         self.deny = deny
-        self._answer = Answer(status, reason="access_denied")
+        self.refusal = Answer(status, reason="access_denied")
 
     def filter_request(self, x) -> Optional[Answer]:
-        address = client_ip(x)
+        return None if self.connection_made(client_ip(x)) else self.refusal
+
+    def connection_made(self, address: str) -> bool:
         if self.deny is not None and address in self.deny:
-            return self._answer
-        if self.allow is not None and address not in self.allow:
-            return self._answer
-        return None
+            return False
+        return self.allow is None or address in self.allow
+
+    def connection_lost(self, address: str) -> None:
+        pass
 
 
 @implementer(IPlugin, IFilterFactory)

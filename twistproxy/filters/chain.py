@@ -13,13 +13,21 @@ next (routing, or sending to a backend).
 Synchronous verdicts cost a method call each.  A L{Deferred} verdict
 suspends the chain until it fires; if the client went away meanwhile, the
 request goes no further.
+
+Connection filters (L{IConnectionFilter}) are asked about each connection
+as it is accepted, by the client's address alone.  On an HTTP listener
+those that also judge requests (C{access}, C{rate_limit}) are left to do
+so per request, where a trusted proxy's C{Forwarded} field can name the
+real client; a C{tcp} or C{udp} listener has no requests, so there every
+filter must be a connection filter, is asked about each new connection
+(or UDP session), and may take its time (L{FilterChain.admit}).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from http import HTTPStatus
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -112,6 +120,11 @@ class Answer:
         return f"<Answer {self.status} {self.reason}>"
 
 
+# What the access log says of a connection refused by a connection filter
+# that has no C{refusal} of its own.
+REFUSED = Answer(403, reason="connection_refused")
+
+
 def respond(x, answer: Answer) -> None:
     """
     Send C{answer} to C{x}'s client through C{x}'s sink, as a backend's
@@ -190,12 +203,18 @@ class FilterChain:
     The filters of one listener or route, ready to run.
 
     @ivar filters: The filter objects, in the declared order.
-    @ivar connection_filters: Those that are L{IConnectionFilter}s.
+    @ivar connection_filters: Those asked about each connection: the
+        L{IConnectionFilter}s, but on an HTTP listener only those that do
+        not judge requests too.
     """
 
     log = Logger()
 
-    def __init__(self, filters: Sequence[Any]):
+    def __init__(self, filters: Sequence[Any], streams: bool = False):
+        """
+        @param streams: Whether the chain is a C{tcp} or C{udp} listener's,
+            whose connections carry no requests to judge.
+        """
         self.filters = tuple(filters)
         self._steps: List[Tuple[Optional[Callable], Optional[Callable]]] = [
             (
@@ -205,8 +224,9 @@ class FilterChain:
             for f in self.filters
             if IRequestFilter.providedBy(f) or IResponseFilter.providedBy(f)
         ]
-        self.connection_filters = tuple(f for f in self.filters
-                                        if IConnectionFilter.providedBy(f))
+        self.connection_filters = tuple(
+            f for f in self.filters if IConnectionFilter.providedBy(f)
+            and (streams or not IRequestFilter.providedBy(f)))
 
     def run(self, x, then: Callable[[Any], None]) -> None:
         """
@@ -263,16 +283,60 @@ class FilterChain:
     def connection_made(self, address: str) -> bool:
         """
         Ask every connection filter about a new connection from
-        C{address}; tell those that accepted it when one refuses.
+        C{address}, at once (an HTTP listener's: their verdicts are never
+        Deferreds); tell those that accepted it when one refuses.
         """
-        accepted = []
-        for f in self.connection_filters:
-            if not f.connection_made(address):
-                for other in accepted:
-                    other.connection_lost(address)
-                return False
+        return self.admit(address) is None
+
+    def admit(self, address: str) -> Union[None, Answer, Deferred]:
+        """
+        Ask every connection filter in turn about a new connection from
+        C{address}, waiting for those that answer with a Deferred; tell
+        those that accepted it when one refuses.  A filter that fails
+        refuses (and is logged): a broken filter must not open the door.
+
+        @return: C{None} when all accepted it; else the refusing filter's
+            C{refusal} (an L{Answer} whose status and reason the access log
+            gives), or a Deferred that fires with one of these.
+        """
+        return self._admit_from(address, 0, [])
+
+    def _admit_from(self, address: str, i: int, accepted: list):
+        filters = self.connection_filters
+        while i < len(filters):
+            f = filters[i]
+            i += 1
+            try:
+                verdict = f.connection_made(address)
+            except Exception:
+                return self._admit_failed(Failure(), address, accepted, f)
+            if isinstance(verdict, Deferred):
+                verdict.addCallback(self._admit_resume, address, i, accepted, f)
+                verdict.addErrback(self._admit_failed, address, accepted, f)
+                return verdict
+            if not verdict:
+                return self._refused(address, accepted, f)
             accepted.append(f)
-        return True
+        return None
+
+    def _admit_resume(self, verdict: bool, address: str, i: int, accepted: list, f):
+        if not verdict:
+            return self._refused(address, accepted, f)
+        accepted.append(f)
+        return self._admit_from(address, i, accepted)
+
+    def _admit_failed(self, failure: Failure, address: str, accepted: list, f) -> Answer:
+        self.log.failure("a connection filter failed on a connection from {address}",
+                         failure, address=address)
+        self._refused(address, accepted, f)
+        return Answer(500, reason="filter_failed")
+
+    @staticmethod
+    def _refused(address: str, accepted: list, f) -> Answer:
+        for other in accepted:
+            other.connection_lost(address)
+        del accepted[:]
+        return getattr(f, "refusal", None) or REFUSED
 
     def connection_lost(self, address: str) -> None:
         for f in self.connection_filters:
@@ -289,7 +353,7 @@ class FilterChain:
 
 
 def build_chain(reactor, configs: Iterable[Filter], path: str,
-                connections: bool = False) -> Optional[FilterChain]:
+                connections: bool = False, stream: str = "") -> Optional[FilterChain]:
     """
     Build the filters of a listener or a route.
 
@@ -297,6 +361,9 @@ def build_chain(reactor, configs: Iterable[Filter], path: str,
     @param path: Their configuration path, C{'routes[0].filters'}.
     @param connections: Whether connection filters are allowed (on a
         listener).
+    @param stream: The protocol of a listener without requests (C{'tcp'},
+        C{'udp'}), where only connection filters are allowed; C{''} for
+        HTTP.
     @raises ConfigError: naming the path of the first bad filter.
     @return: The chain, or C{None} when there are no filters (the fast
         path: nothing to run).
@@ -313,9 +380,15 @@ def build_chain(reactor, configs: Iterable[Filter], path: str,
                 f"{item_path}.name",
                 f"{config.name!r} built {f!r}, which is no request, response "
                 f"or connection filter")
-        if IConnectionFilter in roles and not connections:
+        if roles == [IConnectionFilter] and not connections:
             raise ConfigError(
                 f"{item_path}.name",
                 f"{config.name!r} limits connections: only a listener can have it")
+        if stream and IConnectionFilter not in roles:
+            raise ConfigError(
+                item_path,
+                f"{config.name!r} (as configured) judges HTTP requests or responses, and "
+                f"a {stream} listener has none: only filters that judge a connection by "
+                f"the client's address alone (connection filters) can be here")
         built.append(f)
-    return FilterChain(built) if built else None
+    return FilterChain(built, streams=bool(stream)) if built else None

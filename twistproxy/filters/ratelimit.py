@@ -24,9 +24,16 @@ The client's address is the peer's unless the peer is a trusted proxy
 (L{client_ip}): rotating C{X-Forwarded-For} values does not make a client
 someone else.
 
+On a C{tcp} or C{udp} listener a rate limit keyed on the client alone
+(the default key) counts new connections (or UDP sessions) instead of
+requests: one beyond the rate is closed before any backend is connected
+to (its datagrams dropped).  With Redis the connection waits for the
+verdict, at most C{redis_timeout} seconds, before the in-memory fallback
+decides.
+
 A connection limit (C{connection_limit}) caps the connections one client
-address holds open on a listener; the connections beyond are closed as
-soon as they are accepted.
+address holds open on a listener (on a C{udp} listener, its sessions);
+the connections beyond are closed as soon as they are accepted.
 """
 
 from __future__ import annotations
@@ -77,7 +84,9 @@ class MemoryBuckets:
         if tat < now:
             tat = now
         new = tat + interval
-        allow_at = new - self._burst * interval
+        # new - burst * interval, written so that a bucket that is full
+        # (tat == now) allows at once whatever the float rounding.
+        allow_at = tat - (self._burst - 1) * interval
         if now < allow_at:
             return False, allow_at - now, tat - now
         tats[key] = new
@@ -100,7 +109,7 @@ local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new = tat + interval
-local allow_at = new - burst * interval
+local allow_at = tat - (burst - 1) * interval
 if now < allow_at then
   return {0, tostring(allow_at - now), tostring(tat - now)}
 end
@@ -192,6 +201,7 @@ class RateLimitFilter:
         self._one = parts[0] if len(parts) == 1 else None
         self._burst = burst
         self._status = status
+        self.refusal = Answer(status, reason="rate_limited")
 
     def filter_request(self, x):
         one = self._one
@@ -219,6 +229,27 @@ class RateLimitFilter:
             close()
 
 
+@implementer(IConnectionFilter)
+class ClientRateLimitFilter(RateLimitFilter):
+    """
+    A rate limit keyed on the client's address alone, which can also
+    count the new connections of a C{tcp} or C{udp} listener.
+    """
+
+    def connection_made(self, address: str):
+        decision = self._buckets.take(address)
+        if isinstance(decision, Deferred):
+            return decision.addCallback(_allowed)
+        return decision[0]
+
+    def connection_lost(self, address: str) -> None:
+        pass
+
+
+def _allowed(decision: Decision) -> bool:
+    return decision[0]
+
+
 @implementer(IPlugin, IFilterFactory)
 class RateLimitFactory:
     name = "rate_limit"
@@ -242,7 +273,8 @@ class RateLimitFactory:
         elif "zone" in o or "redis_timeout" in o:
             raise ConfigError(o.where("zone" if "zone" in o else "redis_timeout"),
                               "only with redis")
-        return RateLimitFilter(buckets, parts, burst, o.status("status", 429))
+        kind = ClientRateLimitFilter if specs == ["client"] else RateLimitFilter
+        return kind(buckets, parts, burst, o.status("status", 429))
 
     __repr__ = factory_repr
 
@@ -252,6 +284,10 @@ class ConnectionLimit:
     """
     At most C{limit} open connections per client address.
     """
+
+    # What the access log says of a TCP connection it refused (nginx
+    # stream's limit_conn status).
+    refusal = Answer(503, reason="connection_limit")
 
     def __init__(self, limit: int):
         self._limit = limit

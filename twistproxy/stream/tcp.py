@@ -33,10 +33,21 @@ connection to it and copies bytes both ways until both sides are done:
     gives the client, the backend, the bytes each way, the duration and,
     when the proxy ended it, why.
 
-The client's address is known in C{connectionMade}, before any backend is
-picked: that is where per-client access rules and rate limits apply.  A
-listener's C{max_connections} caps the connections relayed at once (a
-connection above it is closed at accept).
+The client's address is known in C{connectionMade} (behind a trusted
+PROXY header, the address it gives), before any backend is picked: that is
+where the listener's connection filters (access rules, rate limits,
+connection limits: L{twistproxy.filters}) judge it.  A refused connection
+is closed without a backend connection and logged with the refusing
+filter's status and reason (403 C{access_denied}, 429 C{rate_limited}, 503
+C{connection_limit}).  A filter may take its time (a rate limit counted in
+Redis): the client is not read meanwhile, and after C{timeouts.connect}
+seconds without a verdict the connection is closed (503
+C{filter_timeout}).
+
+A listener's C{max_connections} caps the connections relayed at once (a
+connection above it is closed at accept); every relayed connection also
+counts against the process's C{limits.max_connections}, whose fullness
+pauses accepting (L{twistproxy.admission}).
 
 A backend group configured with C{proxy_protocol} gets a PROXY header
 (L{twistproxy.stream.proxyproto}) before the client's first byte.
@@ -46,10 +57,12 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
+from twistproxy.admission import Quota
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import NEVER, Deadlines
 from twistproxy.flow import FullRelay, no_delay, write_now
@@ -83,6 +96,7 @@ class StreamInfo:
 # nginx stream's status for the reasons that are not 200.
 _STATUS = {
     "no_backend": 503,
+    "filter_timeout": 503,
     "upstream_connect_failed": 502,
     "upstream_connect_timeout": 502,
 }
@@ -144,7 +158,16 @@ class TCPRelay(Protocol):
     @ivar bytes_sent: Bytes written to the client.
     @ivar started: When the client connected, in reactor seconds.
     @ivar reason: Why the proxy ended the relay, or C{''}.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>} that accepted this connection (and
+        is told when it ends), or C{None}.
+    @ivar quota_held: Whether the connection holds a place in the
+        factory's connection quota.
     """
+
+    filters = None
+    quota_held = False
+    _refused_status = 0
 
     protocol = "TCP"
 
@@ -171,6 +194,7 @@ class TCPRelay(Protocol):
         self._client_eof = False
         self._upstream_eof = False
         self._done = False
+        self._judging = False
 
     # The client side
 
@@ -185,6 +209,42 @@ class TCPRelay(Protocol):
         self.transport.pauseProducing()
         no_delay(self.transport)
         self.transport.registerProducer(FullRelay(self._client_full), True)
+        chain = factory.filters
+        if chain is not None:
+            verdict = chain.admit(self.client_address)
+            if isinstance(verdict, Deferred):
+                self._judging = True
+                self.deadline = self.started + factory.timeouts.connect
+                factory.deadlines.add(self)
+                verdict.addCallback(self._judged, chain)
+                return
+            if verdict is not None:
+                self._refuse(verdict)
+                return
+            self.filters = chain
+        self._start()
+
+    def _judged(self, verdict, chain) -> None:
+        if not self._judging:
+            # Closed (or timed out) meanwhile: only the filters that
+            # accepted it have to know it is over.
+            if verdict is None:
+                chain.connection_lost(self.client_address)
+            return
+        self._judging = False
+        self.factory.deadlines.discard(self)
+        if verdict is not None:
+            self._refuse(verdict)
+            return
+        self.filters = chain
+        self._start()
+
+    def _refuse(self, answer) -> None:
+        self._refused_status = answer.status
+        self._end(answer.reason)
+
+    def _start(self) -> None:
+        factory = self.factory
         group = self.group = factory.groups[self.group_name]
         self._info = StreamInfo(self.client_address, self.server_name)
         backend = group.pick(self._info)
@@ -216,6 +276,7 @@ class TCPRelay(Protocol):
 
     def connectionLost(self, reason=None) -> None:
         self._client_open = False
+        self._judging = False
         if self.upstream is None and self.backend is not None:
             # Still connecting: _upstream_made or _connect_failed finishes.
             return
@@ -313,6 +374,10 @@ class TCPRelay(Protocol):
     # Ending
 
     def expired(self) -> None:
+        if self._judging:
+            self._judging = False
+            self._end("filter_timeout")
+            return
         self._end("idle_timeout")
 
     def abort(self, reason: str = "shutdown") -> None:
@@ -358,16 +423,19 @@ class TCPRelay(Protocol):
             self._release_backend(ok=True)
         if self._admitted:
             self.group.in_flight -= 1
+        if self.filters is not None:
+            self.filters.connection_lost(self.client_address)
         self.backend = self._last_backend
         self.factory.relay_ended(self)
 
     @property
     def status(self) -> int:
         """
-        nginx stream's C{$status}: 200, or 502/503 when no backend could be
-        reached.
+        nginx stream's C{$status}: 200; 502/503 when no backend could be
+        reached; the refusing filter's (403, 429, 503) when a filter
+        refused the connection.
         """
-        return _STATUS.get(self.reason, 200)
+        return self._refused_status or _STATUS.get(self.reason, 200)
 
 
 class TCPRelayFactory(Factory):
@@ -376,19 +444,26 @@ class TCPRelayFactory(Factory):
 
     @ivar groups: The upstream groups by name (swapped on reload).
     @ivar connections: The relays open now.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>} of connection filters, or C{None}.
+    @ivar quota: The L{Quota <twistproxy.admission.Quota>} every relay
+        counts against (the process's connections), or C{None}.
     """
 
     noisy = False
 
     def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
                  max_connections: int = 0,
-                 on_end: Optional[Callable[["TCPRelay"], None]] = None):
+                 on_end: Optional[Callable[["TCPRelay"], None]] = None,
+                 filters=None, quota: Optional[Quota] = None):
         self.reactor = self.clock = reactor
         self.listener = listener
         self.upstream = upstream
         self.groups = groups
         self.timeouts = timeouts
         self.max_connections = max_connections
+        self.filters = filters
+        self.quota = quota
         self.deadlines = Deadlines(reactor)
         self.connections: set = set()
         self._on_end = on_end
@@ -400,11 +475,16 @@ class TCPRelayFactory(Factory):
     def relay(self, group_name: str, server_name: str = "", initial: bytes = b""):
         """
         A relay to C{group_name}, or C{None} (the connection is closed) at
-        C{max_connections}.
+        C{max_connections} or when the quota is full.
         """
         if self.max_connections and len(self.connections) >= self.max_connections:
             return None
-        return TCPRelay(self, group_name, server_name, initial)
+        quota = self.quota
+        if quota is not None and not quota.acquire():
+            return None
+        relay = TCPRelay(self, group_name, server_name, initial)
+        relay.quota_held = quota is not None
+        return relay
 
     def connect(self, backend: Backend, connector: ClientFactory) -> None:
         self.reactor.connectTCP(backend.host, backend.port, connector,
@@ -419,6 +499,9 @@ class TCPRelayFactory(Factory):
 
     def relay_ended(self, relay: TCPRelay) -> None:
         self.connections.discard(relay)
+        if relay.quota_held:
+            relay.quota_held = False
+            self.quota.release()
         if self._on_end is not None:
             self._on_end(relay)
         if not self.connections and self._drained is not None:

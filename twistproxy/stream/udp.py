@@ -18,6 +18,15 @@ C{max_sessions} sessions: datagrams from further clients are dropped
 (UDP has no way to refuse), and counted.  Each session that ends is one
 access log line, as for a TCP connection.
 
+The listener's connection filters (access rules, rate limits, connection
+limits: L{twistproxy.filters}) judge each new session by its client's
+address before a backend is picked; they are told when it ends.  The
+datagrams of a refused session are dropped and counted (C{refused}), not
+logged one by one.  While a filter takes its time (a rate limit counted in
+Redis), at most L{PENDING_DATAGRAMS} of that client's datagrams wait for
+the verdict, for at most C{timeouts.connect} seconds; the others are
+dropped.
+
 Backends of UDP groups are IP addresses (a connected UDP socket needs
 one).  The listener's endpoint is C{udp:PORT} with an optional
 C{:interface=ADDRESS} (C{udp:53:interface=127.0.0.1}); colons in an IPv6
@@ -29,7 +38,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Optional, Tuple
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import DatagramProtocol
 
 from twistproxy.config import Timeouts
@@ -38,6 +47,9 @@ from twistproxy.stream.tcp import StreamInfo
 from twistproxy.upstream.backend import Backend
 
 Address = Tuple[str, int]
+
+# The datagrams of one client kept while its new session is being judged.
+PENDING_DATAGRAMS = 8
 
 
 class Session:
@@ -71,6 +83,8 @@ class Session:
         self.bytes_sent = 0
         self.reason = ""
         self.port = None
+        # The filter chain that accepted it (told when it ends), or None.
+        self.filters = None
 
     def send(self, data: bytes) -> None:
         self.bytes_received += len(data)
@@ -79,6 +93,22 @@ class Session:
 
     def expired(self) -> None:
         self.factory.end(self, "idle_timeout")
+
+
+class _Judged:
+    """
+    A client whose new session the listener's filters are judging: its
+    first datagrams wait here for the verdict, for a bounded time.
+    """
+
+    def __init__(self, factory: "UDPProxy", client: Address, deadline: float):
+        self.factory = factory
+        self.client = client
+        self.deadline = deadline
+        self.datagrams: list = []
+
+    def expired(self) -> None:
+        self.factory.judging_expired(self)
 
 
 class _SessionSocket(DatagramProtocol):
@@ -110,14 +140,18 @@ class UDPProxy(DatagramProtocol):
 
     @ivar sessions: The sessions by client address and port.
     @ivar dropped: Datagrams dropped because no session could be made (at
-        C{max_sessions}, or no backend available).
+        C{max_sessions}, no backend available, refused by a filter).
+    @ivar refused: Those of them refused by the listener's filters.
+    @ivar filters: The listener's L{FilterChain
+        <twistproxy.filters.FilterChain>} of connection filters, or C{None}.
     """
 
     noisy = False
 
     def __init__(self, reactor, listener: str, upstream: str, groups, timeouts: Timeouts,
                  max_sessions: int = 10000,
-                 on_end: Optional[Callable[[Session], None]] = None):
+                 on_end: Optional[Callable[[Session], None]] = None,
+                 filters=None):
         self.reactor = self.clock = reactor
         self.listener = listener
         self.upstream = upstream
@@ -127,16 +161,95 @@ class UDPProxy(DatagramProtocol):
         self.sessions: Dict[Address, Session] = {}
         self.deadlines = Deadlines(reactor)
         self.dropped = 0
+        self.refused = 0
+        self.filters = filters
         self._on_end = on_end
+        self._judging: Dict[Address, _Judged] = {}
 
     def datagramReceived(self, data: bytes, addr) -> None:
         session = self.sessions.get(addr)
         if session is None:
-            session = self._open(addr)
+            session = self._new(data, addr)
             if session is None:
-                self.dropped += 1
                 return
         session.send(data)
+
+    def _new(self, data: bytes, client: Address) -> Optional[Session]:
+        """
+        The session of a client that has none, after the filters accepted
+        it; C{None} when the datagram was dropped or waits for a verdict.
+        """
+        judged = self._judging.get(client)
+        if judged is not None:
+            if len(judged.datagrams) < PENDING_DATAGRAMS:
+                judged.datagrams.append(data)
+            else:
+                self.dropped += 1
+            return None
+        # Those being judged count: each may become a session.
+        if len(self.sessions) + len(self._judging) >= self.max_sessions:
+            self.dropped += 1
+            return None
+        chain = self.filters
+        if chain is not None:
+            verdict = chain.admit(client[0])
+            if isinstance(verdict, Deferred):
+                judged = _Judged(self, client, self.clock.seconds() + self.timeouts.connect)
+                judged.datagrams.append(data)
+                self._judging[client] = judged
+                self.deadlines.add(judged)
+                verdict.addCallback(self._verdict, judged, chain)
+                return None
+            if verdict is not None:
+                self.refused += 1
+                self.dropped += 1
+                return None
+        session = self._open(client)
+        if session is None:
+            self.dropped += 1
+            if chain is not None:
+                chain.connection_lost(client[0])
+        else:
+            session.filters = chain
+        return session
+
+    def _verdict(self, verdict, judged: _Judged, chain) -> None:
+        """
+        The filters' verdict on C{judged} came: open its session and send
+        what waited, or drop it.
+        """
+        client = judged.client
+        if self._judging.get(client) is not judged:
+            # Timed out before: only the filters that accepted it care.
+            if verdict is None:
+                chain.connection_lost(client[0])
+            return
+        self._forget(judged)
+        waited = judged.datagrams
+        session = None
+        if verdict is not None:
+            self.refused += len(waited)
+        else:
+            session = self._open(client)
+            if session is None:
+                chain.connection_lost(client[0])
+        if session is None:
+            self.dropped += len(waited)
+            return
+        session.filters = chain
+        for data in waited:
+            session.send(data)
+
+    def judging_expired(self, judged: _Judged) -> None:
+        """
+        No verdict on C{judged} in time: its datagrams are dropped.
+        """
+        self._forget(judged)
+        self.dropped += len(judged.datagrams)
+
+    def _forget(self, judged: _Judged) -> None:
+        del self._judging[judged.client]
+        self.deadlines.discard(judged)
 
     def _open(self, client: Address) -> Optional[Session]:
         if len(self.sessions) >= self.max_sessions:
@@ -173,6 +286,8 @@ class UDPProxy(DatagramProtocol):
             backend.failures += 1
         group.in_flight -= 1
         group.report(backend, ok, 0)
+        if session.filters is not None:
+            session.filters.connection_lost(session.client_address)
         if self._on_end is not None:
             self._on_end(session)
 
