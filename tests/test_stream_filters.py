@@ -8,6 +8,7 @@ L{twistproxy.stream.tcp}, L{twistproxy.stream.udp}).
 from __future__ import annotations
 
 import io
+import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -29,6 +30,7 @@ from twistproxy.interfaces import IConnectionFilter, IFilterFactory
 from twistproxy.service import ProxyService
 from twistproxy.stream.proxyproto import ProxyHeaderFactory, encode
 from twistproxy.stream.udp import PENDING_DATAGRAMS, UDPProxy
+from twistproxy.testing import issue_certificate, pem_bundle
 
 
 @implementer(IConnectionFilter)
@@ -194,6 +196,51 @@ class ServiceWiringTests(SynchronousTestCase):
             results.append(peer.transport.disconnecting)
         self.assertEqual(results, [True, False])
         self.assertEqual(len(reactor.tcpClients), 1)
+
+    def test_passthrough_on_http_listener(self):
+        """
+        On an HTTP listener with TLS and passthrough routes, the listener's
+        connection filters (here C{access}, which judges requests on the
+        terminated names) also judge the connections it passes through: a
+        denied client gets no backend connection for a passed-through
+        name.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        pem = os.path.join(directory, "site.pem")
+        with open(pem, "wb") as f:
+            f.write(pem_bundle(issue_certificate("web.test", ["web.test"])))
+        reactor = MemoryReactorClock()
+        service = ProxyService(parse(f"""
+[access_log]
+path = ""
+
+[listeners.web]
+endpoint = "tcp:8443"
+tls = {{ certificates = ["{pem}"] }}
+sni = [{{ hosts = ["a.test"], upstream = "pg" }}]
+filters = [{{ name = "access", deny = ["192.0.2.0/24"] }}]
+
+[upstreams.pg]
+servers = ["tcp://10.0.0.1:5432"]
+
+[upstreams.app]
+servers = ["http://10.0.0.2:8000"]
+
+[[routes]]
+upstream = "app"
+"""), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        (port,) = [p for p in reactor.tcpServers if p[0] == 8443]
+        results = []
+        for host in ("192.0.2.7", "198.51.100.1"):
+            protocol = port[1].buildProtocol(IPv4Address("TCP", host, 1000))
+            peer = Peer(protocol, host, 1000)
+            protocol.dataReceived(client_hello(b"a.test"))
+            results.append(peer.transport.disconnecting)
+        self.assertEqual(results, [True, False])
+        self.assertEqual([c[:2] for c in reactor.tcpClients], [("10.0.0.1", 5432)])
 
     def test_udp(self):
         """

@@ -312,7 +312,7 @@ class ProxyService(MultiService):
                 self._https_factory = self._factory(b"https")
             factory = self._https_factory
         if listener.protocol == "http" and listener.sni:
-            factory = self._passthrough(listener, factory, config)
+            factory = self._passthrough(listener, factory, config, filters, quota)
         if listener.proxy_protocol:
             factory = ProxyHeaderFactory(
                 factory, TrustedProxies(listener.proxy_protocol).__contains__,
@@ -367,12 +367,16 @@ class ProxyService(MultiService):
         return SNIFactory(SNIRouter(listener.sni, listener.upstream), relays, None,
                           config.timeouts.request_head)
 
-    def _passthrough(self, listener: Listener, terminate, config: ProxyConfig):
+    def _passthrough(self, listener: Listener, terminate, config: ProxyConfig, filters,
+                     quota: Optional[Quota]):
         """
         The factory of an HTTP listener with TLS and passthrough routes:
-        the names they list are relayed, the others terminated.
+        the names they list are relayed (judged by the connection filters
+        among the listener's C{filters}, counted against C{quota}), the
+        others terminated.
         """
-        factory = SNIFactory(SNIRouter(listener.sni), self._relays(listener, config), terminate,
+        relays = self._relays(listener, config, filters and filters.for_relays(), quota)
+        factory = SNIFactory(SNIRouter(listener.sni), relays, terminate,
                              config.timeouts.request_head)
         if listener.name in self._tls:
             # Certificate reloads reach the terminating factory through it.

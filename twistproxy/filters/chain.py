@@ -228,6 +228,18 @@ class FilterChain:
             f for f in self.filters if IConnectionFilter.providedBy(f)
             and (streams or not IRequestFilter.providedBy(f)))
 
+    def for_relays(self) -> Optional["FilterChain"]:
+        """
+        The chain that judges the connections an HTTP listener relays
+        without reading them (TLS passthrough): all its connection filters,
+        also those that judge requests elsewhere (a relayed connection
+        carries none they could see), or C{None} when it has none.  The
+        filter objects are shared, so that a client's connections and
+        requests on the listener count together.
+        """
+        judges = [f for f in self.filters if IConnectionFilter.providedBy(f)]
+        return FilterChain(judges, streams=True) if judges else None
+
     def run(self, x, then: Callable[[Any], None]) -> None:
         """
         Run the filters over C{x}; call C{then(x)} if all let it through.
