@@ -193,6 +193,25 @@ class MissAndHitTests(CacheHarness):
         self.assertIsNone(field(hit, b"X-User"))
         self.assertEqual(field(hit, b"X-Open"), b"o")
 
+    def test_expires_formats(self):
+        """
+        RFC 9111 4.2.1 and RFC 9110 5.6.7: an Expires in any of the three
+        date formats gives the response its freshness.
+        """
+        for path, expires in [(b"/imf", b"Tue, 14 Nov 2023 22:14:20 GMT"),
+                              (b"/850", b"Tuesday, 14-Nov-23 22:14:20 GMT"),
+                              (b"/asc", b"Tue Nov 14 22:14:20 2023")]:
+            first = self.get(path, origin=response(b"x", b"Date: " + DATE,
+                                                   b"Expires: " + expires))
+            self.assertEqual(field(first, b"Cache-Status"),
+                             b"twistproxy; fwd=uri-miss; stored; ttl=60", expires)
+        self.advance(59)
+        for path in (b"/imf", b"/850", b"/asc"):
+            self.stored(path)
+        self.advance(2)
+        self.get(b"/asc", origin=response(b"y"))
+        self.assertIsNotNone(self.asked)
+
     def test_chunked_stored(self):
         """
         A chunked response is stored once complete and served with a

@@ -156,7 +156,10 @@ class HTTPCache:
         """
         parsed = entry.cache_fields
         if parsed is None:
-            parsed = entry.cache_fields = P.CacheFields(entry.headers, self.targeted)
+            # Two-digit years (RFC 850 dates) are read as of when the
+            # response came.
+            parsed = entry.cache_fields = P.CacheFields(
+                entry.headers, self.targeted, entry.response_time)
         return parsed
 
     def purge_url(self, url: bytes) -> Any:
@@ -528,7 +531,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
             sink.response_end(x)
             return
         if req.method == b"GET":
-            span = P.byte_range(req.headers, len(body), fields)
+            span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
                 head = response(416, b"Range Not Satisfiable", headers, 0)
