@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from twistproxy.cache.runtime import (
-    PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink,
+    PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink, TargetedSink,
 )
 from twistproxy.config import (
     Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
@@ -324,7 +324,7 @@ class MissAndHitTests(CacheHarness):
         """
         The cache's sinks provide IResponseSink.
         """
-        for sink in [StatusSink(None, b""), Background(b"http")]:
+        for sink in [StatusSink(None, (), b""), TargetedSink(None, ()), Background(b"http")]:
             self.assertTrue(verifyObject(IResponseSink, sink))
         self.assertTrue(IResponseSink.implementedBy(FetchSink))
         self.assertTrue(IResponseSink.implementedBy(InvalidatingSink))
@@ -418,6 +418,17 @@ class RequestDirectiveTests(CacheHarness):
         self.advance(100)
         data = self.stored(b"/a", b"Cache-Control: only-if-cached")
         self.assertTrue(data.startswith(b"HTTP/1.1 504 "))
+
+    def test_only_if_cached_never_forwarded(self):
+        """
+        RFC 9111 5.2.1.7: only-if-cached never reaches the origin, even on
+        a request the cache otherwise leaves to the origin (If-Match,
+        If-Unmodified-Since, a body): it is answered 504.
+        """
+        for extra in [b'If-Match: "1"', b"If-Unmodified-Since: " + DATE,
+                      b"Content-Length: 2\r\n\r\nab"]:
+            data = self.stored(b"/a", b"Cache-Control: only-if-cached", extra)
+            self.assertTrue(data.startswith(b"HTTP/1.1 504 "), extra)
 
     def test_no_store_request(self):
         """
@@ -912,6 +923,34 @@ class TargetedTests(CacheHarness):
         self.assertIsNone(field(first, b"Edge-Control"))
         self.assertIsNone(field(first, b"CDN-Cache-Control"))
         self.stored()
+
+
+    def test_not_passed_on_when_passed_through(self):
+        """
+        RFC 9213: the targeted fields are not passed on from the responses
+        the cache only lets through either: a HEAD or range miss, a URL in
+        pass, an unsafe method, a request with If-Match.
+        """
+        targeted = (b"CDN-Cache-Control: max-age=60", b"Edge-Control: max-age=60")
+        head = self.send(b"/h", method=b"HEAD")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(targeted)
+                    + b"\r\nContent-Length: 1\r\n\r\n")
+        answers = [
+            head.received(),
+            self.get(b"/r", b"Range: bytes=0-0", origin=response(
+                b"0", b"Content-Range: bytes 0-0/2", *targeted, status=b"206 Partial Content")),
+            self.get(b"/p", origin=response(b"x", b"Cache-Control: no-store",
+                                            b"CDN-Cache-Control: no-store")),
+            self.get(b"/p", origin=response(b"x", *targeted)),
+            self.get(b"/d", method=b"DELETE", origin=response(b"x", *targeted)),
+            self.get(b"/m", b'If-Match: "1"', origin=response(b"x", *targeted)),
+        ]
+        self.assertIn(b"detail=pass", field(answers[3], b"Cache-Status"))
+        for data in answers:
+            self.assertTrue(data.startswith(b"HTTP/1.1 20"), data)
+            self.assertIsNone(field(data, b"CDN-Cache-Control"), data)
+            self.assertIsNone(field(data, b"Edge-Control"), data)
 
 
 class PurgeTests(CacheHarness):
