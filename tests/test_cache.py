@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from twistproxy.cache.runtime import (
-    PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink,
+    PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink, TargetedSink,
 )
 from twistproxy.config import (
     Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
@@ -155,6 +155,63 @@ class MissAndHitTests(CacheHarness):
         self.get(origin=response(b"y", b"Cache-Control: max-age=60"))
         self.assertIsNotNone(self.asked)
 
+    def test_age_counts_transit_time(self):
+        """
+        RFC 9111 4.2.3: without a Date, the Age the origin sent plus the
+        time the response took to come back is the age it arrived with.
+        """
+        client = self.send(b"/slow")
+        self.origin_request()
+        self.advance(3)
+        self.answer(response(b"x", b"Cache-Control: max-age=60", b"Age: 10"))
+        client.received()
+        self.assertEqual(field(self.stored(b"/slow"), b"Age"), b"13")
+
+    def test_age_invalid_or_huge(self):
+        """
+        RFC 9111 5.1: an Age that is not a number is ignored (the response
+        is served fresh, with the cache's own Age); a huge one makes the
+        response stale at once, so it is not served again without asking
+        the origin.
+        """
+        self.get(b"/bad", origin=response(b"x", b"Cache-Control: max-age=60", b"Age: ten"))
+        self.advance(2)
+        self.assertEqual(field(self.stored(b"/bad"), b"Age"), b"2")
+        self.get(b"/huge", origin=response(
+            b"x", b"Cache-Control: max-age=60", b"Age: 99999999999999999999"))
+        self.get(b"/huge", origin=response(b"y", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+
+    def test_qualified_private_stored(self):
+        """
+        RFC 9111 5.2.2.7: a response with C{private="X-User"} is stored,
+        and served again without that field.
+        """
+        self.get(origin=response(b"x", b'Cache-Control: private="X-User", max-age=60',
+                                 b"X-User: bob", b"X-Open: o"))
+        hit = self.stored()
+        self.assertIsNone(field(hit, b"X-User"))
+        self.assertEqual(field(hit, b"X-Open"), b"o")
+
+    def test_expires_formats(self):
+        """
+        RFC 9111 4.2.1 and RFC 9110 5.6.7: an Expires in any of the three
+        date formats gives the response its freshness.
+        """
+        for path, expires in [(b"/imf", b"Tue, 14 Nov 2023 22:14:20 GMT"),
+                              (b"/850", b"Tuesday, 14-Nov-23 22:14:20 GMT"),
+                              (b"/asc", b"Tue Nov 14 22:14:20 2023")]:
+            first = self.get(path, origin=response(b"x", b"Date: " + DATE,
+                                                   b"Expires: " + expires))
+            self.assertEqual(field(first, b"Cache-Status"),
+                             b"twistproxy; fwd=uri-miss; stored; ttl=60", expires)
+        self.advance(59)
+        for path in (b"/imf", b"/850", b"/asc"):
+            self.stored(path)
+        self.advance(2)
+        self.get(b"/asc", origin=response(b"y"))
+        self.assertIsNotNone(self.asked)
+
     def test_chunked_stored(self):
         """
         A chunked response is stored once complete and served with a
@@ -267,7 +324,7 @@ class MissAndHitTests(CacheHarness):
         """
         The cache's sinks provide IResponseSink.
         """
-        for sink in [StatusSink(None, b""), Background(b"http")]:
+        for sink in [StatusSink(None, (), b""), TargetedSink(None, ()), Background(b"http")]:
             self.assertTrue(verifyObject(IResponseSink, sink))
         self.assertTrue(IResponseSink.implementedBy(FetchSink))
         self.assertTrue(IResponseSink.implementedBy(InvalidatingSink))
@@ -361,6 +418,17 @@ class RequestDirectiveTests(CacheHarness):
         self.advance(100)
         data = self.stored(b"/a", b"Cache-Control: only-if-cached")
         self.assertTrue(data.startswith(b"HTTP/1.1 504 "))
+
+    def test_only_if_cached_never_forwarded(self):
+        """
+        RFC 9111 5.2.1.7: only-if-cached never reaches the origin, even on
+        a request the cache otherwise leaves to the origin (If-Match,
+        If-Unmodified-Since, a body): it is answered 504.
+        """
+        for extra in [b'If-Match: "1"', b"If-Unmodified-Since: " + DATE,
+                      b"Content-Length: 2\r\n\r\nab"]:
+            data = self.stored(b"/a", b"Cache-Control: only-if-cached", extra)
+            self.assertTrue(data.startswith(b"HTTP/1.1 504 "), extra)
 
     def test_no_store_request(self):
         """
@@ -742,6 +810,49 @@ class RangeTests(CacheHarness):
         self.assertTrue(data.startswith(b"HTTP/1.1 416 "))
         self.assertEqual(field(data, b"Content-Range"), b"bytes */10")
 
+    def test_several_ranges_whole(self):
+        """
+        RFC 9110 14.2: the cache serves one range only; a request for
+        several gets the whole stored response: 200, the full body and its
+        length, no Content-Range, with Age.
+        """
+        self.get(origin=response(b"0123456789", b"Cache-Control: max-age=60"))
+        data = self.stored(b"/a", b"Range: bytes=0-1,4-5")
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        self.assertIsNone(field(data, b"Content-Range"))
+        self.assertEqual(field(data, b"Content-Length"), b"10")
+        self.assertEqual(body_of(data), b"0123456789")
+        self.assertEqual(field(data, b"Age"), b"0")
+
+    def test_if_range_mismatch_whole(self):
+        """
+        RFC 9110 13.1.5: a range with an If-Range that does not match the
+        stored entity tag gets the whole stored response; one that matches
+        gets the range, with Age.
+        """
+        self.get(origin=response(b"0123456789", b"Cache-Control: max-age=60", b'ETag: "a"'))
+        data = self.stored(b"/a", b"Range: bytes=0-1", b'If-Range: "b"')
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        self.assertEqual(body_of(data), b"0123456789")
+        data = self.stored(b"/a", b"Range: bytes=0-1", b'If-Range: "a"')
+        self.assertTrue(data.startswith(b"HTTP/1.1 206 "), data)
+        self.assertEqual(body_of(data), b"01")
+        self.assertEqual(field(data, b"Age"), b"0")
+
+    def test_bypass_status(self):
+        """
+        RFC 9211 2.2: a range or HEAD request that misses is passed on
+        with C{Cache-Status: ...; fwd=bypass}, and nothing is stored.
+        """
+        self.send(b"/b", method=b"HEAD")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 1\r\n\r\n")
+        data = self.get(b"/b", b"Range: bytes=0-0", origin=response(
+            b"0", b"Content-Range: bytes 0-0/10", b"Cache-Control: max-age=60",
+            status=b"206 Partial Content"))
+        self.assertEqual(field(data, b"Cache-Status"), b"twistproxy; fwd=bypass")
+        self.assertEqual(self.proxy.cache.counts["stored"], 0)
+
     def test_range_miss_passed_on(self):
         """
         A range request that misses goes to the origin as it is; the 206
@@ -753,6 +864,38 @@ class RangeTests(CacheHarness):
         self.assertIn(b"Range: bytes=0-1", self.asked)
         self.get(b"/r", origin=response(b"0123456789"))
         self.assertIsNotNone(self.asked)
+
+
+class CounterTests(CacheHarness):
+    def test_counters(self):
+        """
+        Each outcome is counted once: a miss that is stored, a hit, a stale
+        response served (max-stale, stale-while-revalidate and
+        stale-if-error alike), a revalidation, an invalidation.
+        """
+        counts = self.proxy.cache.counts
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-while-revalidate=5, "
+                                        b"stale-if-error=100", b'ETag: "1"'))
+        self.assertEqual((counts["miss"], counts["stored"]), (1, 1))
+        self.stored()
+        self.assertEqual(counts["hit"], 1)
+        self.advance(12)
+        self.stored(b"/a", b"Cache-Control: max-stale=5")
+        self.assertEqual(counts["stale"], 1)
+        # Stale-while-revalidate: served stale, refreshed by a 304.
+        self.send().received()
+        self.assertEqual(counts["stale"], 2)
+        self.origin_request()
+        self.answer(response(b"", b"Cache-Control: max-age=10, stale-if-error=100",
+                             b'ETag: "1"', status=b"304 Not Modified"))
+        self.assertEqual(counts["revalidated"], 1)
+        self.advance(30)
+        self.get(origin=response(b"down", status=b"503 Unavailable"))
+        self.assertEqual(counts["stale"], 3)
+        self.get(method=b"DELETE", origin=response(b"gone"))
+        self.assertEqual(counts["invalidated"], 1)
+        # The misses: the first request and the one the origin failed.
+        self.assertEqual((counts["hit"], counts["miss"]), (1, 2))
 
 
 class TargetedTests(CacheHarness):
@@ -780,6 +923,34 @@ class TargetedTests(CacheHarness):
         self.assertIsNone(field(first, b"Edge-Control"))
         self.assertIsNone(field(first, b"CDN-Cache-Control"))
         self.stored()
+
+
+    def test_not_passed_on_when_passed_through(self):
+        """
+        RFC 9213: the targeted fields are not passed on from the responses
+        the cache only lets through either: a HEAD or range miss, a URL in
+        pass, an unsafe method, a request with If-Match.
+        """
+        targeted = (b"CDN-Cache-Control: max-age=60", b"Edge-Control: max-age=60")
+        head = self.send(b"/h", method=b"HEAD")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(targeted)
+                    + b"\r\nContent-Length: 1\r\n\r\n")
+        answers = [
+            head.received(),
+            self.get(b"/r", b"Range: bytes=0-0", origin=response(
+                b"0", b"Content-Range: bytes 0-0/2", *targeted, status=b"206 Partial Content")),
+            self.get(b"/p", origin=response(b"x", b"Cache-Control: no-store",
+                                            b"CDN-Cache-Control: no-store")),
+            self.get(b"/p", origin=response(b"x", *targeted)),
+            self.get(b"/d", method=b"DELETE", origin=response(b"x", *targeted)),
+            self.get(b"/m", b'If-Match: "1"', origin=response(b"x", *targeted)),
+        ]
+        self.assertIn(b"detail=pass", field(answers[3], b"Cache-Status"))
+        for data in answers:
+            self.assertTrue(data.startswith(b"HTTP/1.1 20"), data)
+            self.assertIsNone(field(data, b"CDN-Cache-Control"), data)
+            self.assertIsNone(field(data, b"Edge-Control"), data)
 
 
 class PurgeTests(CacheHarness):
@@ -880,6 +1051,15 @@ class ConfigTests(CacheHarness):
         self.get(b"/k?utm=1", origin=response(b"k", b"Cache-Control: max-age=60"))
         self.assertEqual(body_of(self.stored(b"/k?utm=2")), b"k")
         self.get(b"/other", origin=response(b"o", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+
+    def test_disabled_route(self):
+        """
+        A route whose cache has C{enabled = false} never stores.
+        """
+        self.proxy = MemoryProxy(config(RouteCache(enabled=False)))
+        self.get(origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.assertIsNone(field(self.get(origin=response(b"x")), b"Cache-Status"))
         self.assertIsNotNone(self.asked)
 
     def test_uncached_route(self):

@@ -574,6 +574,10 @@ class ValidationTests(SynchronousTestCase):
                                lm, NOW))
         self.assertTrue(check(b"GET", [(b"If-Modified-Since", DATE)], cf(), NOW))
         self.assertFalse(check(b"GET", [(b"If-Modified-Since", b"junk")], cf(), NOW))
+        # The obsolete formats too, a two-digit year read as of the
+        # stored response (RFC 9110 5.6.7).
+        self.assertTrue(check(b"GET", [(b"If-Modified-Since", b"Tuesday, 14-Nov-23 22:13:20 GMT")],
+                              lm, NOW))
 
     def test_client_other_preconditions(self):
         """
@@ -595,7 +599,7 @@ class ValidationTests(SynchronousTestCase):
 
 class RangeTests(SynchronousTestCase):
     def rng(self, value, length=100, *extra, stored=()):
-        return P.byte_range([(b"Range", value)] + list(extra), length, cf(*stored))
+        return P.byte_range([(b"Range", value)] + list(extra), length, cf(*stored), NOW)
 
     def test_single_ranges(self):
         """
@@ -622,7 +626,7 @@ class RangeTests(SynchronousTestCase):
         """
         for value in [b"bytes=5-1", b"bytes=0-1,5-6", b"items=0-1", b"bytes=x-"]:
             self.assertIsNone(self.rng(value), value)
-        self.assertIsNone(P.byte_range([], 10, cf()))
+        self.assertIsNone(P.byte_range([], 10, cf(), NOW))
 
     def test_if_range(self):
         """
@@ -634,6 +638,8 @@ class RangeTests(SynchronousTestCase):
         self.assertIsNone(self.rng(b"bytes=0-1", 10, (b"If-Range", b'"b"'), stored=stored))
         self.assertIsNone(self.rng(b"bytes=0-1", 10, (b"If-Range", b'W/"a"'), stored=stored))
         self.assertEqual(self.rng(b"bytes=0-1", 10, (b"If-Range", DATE), stored=stored), (0, 1))
+        rfc850 = (b"If-Range", b"Tuesday, 14-Nov-23 22:13:20 GMT")
+        self.assertEqual(self.rng(b"bytes=0-1", 10, rfc850, stored=stored), (0, 1))
 
 
 class InvalidationTests(SynchronousTestCase):
@@ -698,7 +704,7 @@ class HostileInputTests(SynchronousTestCase):
             P.store_ttl(r, lifetime)
             P.secondary_key(r.vary, fields)
             P.client_not_modified(b"GET", fields[:13], r, NOW)
-            P.byte_range(fields, 100, r)
+            P.byte_range(fields, 100, r, NOW)
             P.update_selects(r, r)
             P.merge_304(fields, fields)
             P.fields_to_serve(fields, r, 1e30)

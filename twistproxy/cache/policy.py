@@ -736,7 +736,7 @@ def client_not_modified(method: bytes, request_fields: Fields, stored: CacheFiel
         if b"*" in tags:
             return True
         return stored.etag is not None and any(weak_match(t, stored.etag) for t in tags)
-    ims = parse_http_date(field_value(request_fields, b"if-modified-since"))
+    ims = parse_http_date(field_value(request_fields, b"if-modified-since"), response_time)
     if ims is None:
         return False
     modified = stored.last_modified
@@ -751,14 +751,17 @@ _RANGE = re.compile(rb"^bytes=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 UNSATISFIABLE = (-1, -1)
 
 
-def byte_range(request_fields: Fields, length: int,
-               stored: CacheFields) -> Optional[Tuple[int, int]]:
+def byte_range(request_fields: Fields, length: int, stored: CacheFields,
+               response_time: float) -> Optional[Tuple[int, int]]:
     """
     The one byte range a GET asks of a stored full response
     (RFC 9110 14.2), as C{(first, last)} inclusive: C{None} to send the
     whole response (no C{Range}, several ranges, a syntax the cache does
     not serve, or an C{If-Range} that does not match, 13.1.5),
     L{UNSATISFIABLE} for a 416.
+
+    @param response_time: When the stored response came, for the century
+        of a two-digit year in an C{If-Range} date.
     """
     value = field_value(request_fields, b"range")
     if value is None:
@@ -769,7 +772,7 @@ def byte_range(request_fields: Fields, length: int,
             if stored.etag is None or not strong_match(if_range.strip(), stored.etag):
                 return None
         else:
-            when = parse_http_date(if_range)
+            when = parse_http_date(if_range, response_time)
             if when is None or when != stored.last_modified:
                 return None
     m = _RANGE.match(value)

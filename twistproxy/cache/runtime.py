@@ -156,7 +156,10 @@ class HTTPCache:
         """
         parsed = entry.cache_fields
         if parsed is None:
-            parsed = entry.cache_fields = P.CacheFields(entry.headers, self.targeted)
+            # Two-digit years (RFC 850 dates) are read as of when the
+            # response came.
+            parsed = entry.cache_fields = P.CacheFields(
+                entry.headers, self.targeted, entry.response_time)
         return parsed
 
     def purge_url(self, url: bytes) -> Any:
@@ -218,21 +221,39 @@ class RouteCache:
                 x.sink = FetchSink(x.sink, self, x, self.key(x), None, b"miss", False)
             proceed(x)
             return
-        if (
-            method not in _CACHED_METHODS
-            or (method == b"HEAD" and not self._head)
-            or req.has_body
-        ):
-            proceed(x)
+        if method not in _CACHED_METHODS:
+            self._pass_on(x, proceed)
             return
         names = [k.lower() for k, _ in req.headers]
-        if req.upgrade is not None or not _ORIGIN_PRECONDITIONS.isdisjoint(names):
-            proceed(x)
+        if (
+            (method == b"HEAD" and not self._head)
+            or req.has_body
+            or req.upgrade is not None
+            or not _ORIGIN_PRECONDITIONS.isdisjoint(names)
+        ):
+            if b"cache-control" in names and "only-if-cached" in P.request_directives(
+                    req.headers):
+                # RFC 9111 5.2.1.7: nothing stored can answer it, and the
+                # client does not want the origin asked.
+                self._answer_504(x)
+                return
+            self._pass_on(x, proceed)
             return
         directives = _NO_DIRECTIVES
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
         self._lookup(x, proceed, True, directives)
+
+    def _pass_on(self, x: Exchange, proceed) -> None:
+        """
+        Let C{x} go to the origin untouched by the cache, but for the
+        targeted fields of its response, which are this cache's alone
+        (RFC 9213).  An upgrade's response is left whole: it is not an
+        HTTP response the cache could have stored.
+        """
+        if x.request.upgrade is None:
+            x.sink = TargetedSink(x.sink, self.cache.targeted)
+        proceed(x)
 
     def key(self, x: Exchange) -> bytes:
         req = x.request
@@ -340,7 +361,7 @@ class RouteCache:
             # the cost of looking at what comes back (Varnish's
             # hit-for-pass).
             cache.counts["miss"] += 1
-            x.sink = StatusSink(x.sink, cache.pass_status)
+            x.sink = StatusSink(x.sink, cache.targeted, cache.pass_status)
             proceed(x)
             return
         req = x.request
@@ -348,7 +369,8 @@ class RouteCache:
             # Passed on as asked; what comes back is not a whole
             # representation to store.
             cache.counts["miss"] += 1
-            x.sink = StatusSink(x.sink, P.cache_status(cache.name, False, fwd=b"bypass"))
+            x.sink = StatusSink(x.sink, cache.targeted,
+                                P.cache_status(cache.name, False, fwd=b"bypass"))
             proceed(x)
             return
         if waiters is not None and may_wait:
@@ -528,7 +550,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
             sink.response_end(x)
             return
         if req.method == b"GET":
-            span = P.byte_range(req.headers, len(body), fields)
+            span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
                 head = response(416, b"Range Not Satisfiable", headers, 0)
@@ -580,33 +602,47 @@ class PassingSink:
         self.inner.upstream_failed(x, status, reason)
 
 
-class StatusSink(PassingSink):
+class TargetedSink(PassingSink):
+    """
+    Passes a response on without the targeted fields (RFC 9213) meant for
+    this cache alone.
+    """
+
+    def __init__(self, inner, targeted):
+        super().__init__(inner)
+        self._targeted = targeted
+
+    def response_head(self, x, resp, has_body, extra=None) -> None:
+        self.inner.response_head(x, _downstream(resp, self._targeted), has_body, extra)
+
+
+class StatusSink(TargetedSink):
     """
     Adds a C{Cache-Status} to a response the cache only passes on.
     """
 
-    def __init__(self, inner, status_field: bytes):
-        super().__init__(inner)
+    def __init__(self, inner, targeted, status_field: bytes):
+        super().__init__(inner, targeted)
         self._field = (b"Cache-Status", status_field)
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
-        self.inner.response_head(x, resp, has_body, list(extra or ()) + [self._field])
+        super().response_head(x, resp, has_body, list(extra or ()) + [self._field])
 
 
-class InvalidatingSink(PassingSink):
+class InvalidatingSink(TargetedSink):
     """
     Invalidates what a successful unsafe request changed (RFC 9111 4.4).
     """
 
     def __init__(self, inner, route_cache: RouteCache, key: bytes):
-        super().__init__(inner)
+        super().__init__(inner, route_cache.cache.targeted)
         self._cache = route_cache
         self._key = key
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
         if 200 <= resp.status < 400:
             self._cache.invalidate(x, self._key, resp)
-        self.inner.response_head(x, resp, has_body, extra)
+        super().response_head(x, resp, has_body, extra)
 
 
 # What a FetchSink does with the response.
@@ -682,9 +718,8 @@ class FetchSink(PassingSink):
                 # answer) says nothing of what later GETs will get.
                 cache.pass_for(self._key)
             self._release()
-        if fields.targeted or any(k.lower() in cache.targeted for k, _ in resp.headers):
-            resp = _without(resp, cache.targeted)
-        self.inner.response_head(x, resp, has_body, list(extra or ()) + [(b"Cache-Status", status)])
+        self.inner.response_head(x, _downstream(resp, cache.targeted), has_body,
+                                 list(extra or ()) + [(b"Cache-Status", status)])
 
     def _status_field(self, stored: bool, fields: P.CacheFields, status: int) -> bytes:
         rc = self._cache
@@ -818,14 +853,17 @@ class FetchSink(PassingSink):
             self._release()
 
 
-def _without(resp: ResponseHead, names) -> ResponseHead:
+def _downstream(resp: ResponseHead, targeted) -> ResponseHead:
     """
-    A copy of C{resp} without the fields C{names} (lower-cased).
+    C{resp} as it goes on to the client: without the C{targeted} fields
+    (lower-cased), which are for this cache alone (RFC 9213).
     """
+    if not any(k.lower() in targeted for k, _ in resp.headers):
+        return resp
     copy = ResponseHead()
     for slot in ResponseHead.__slots__:
         setattr(copy, slot, getattr(resp, slot))
-    copy.headers = [(k, v) for k, v in resp.headers if k.lower() not in names]
+    copy.headers = [(k, v) for k, v in resp.headers if k.lower() not in targeted]
     return copy
 
 
