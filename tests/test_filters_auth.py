@@ -114,14 +114,19 @@ class BasicAuthTests(SynchronousTestCase):
 
     def test_bad_files(self):
         """
-        A hash that is not bcrypt, a line without a hash, or a missing
-        file are refused at start-up with the line or option path.
+        A hash that is not bcrypt, a malformed bcrypt hash (which would
+        make each check fail with a 500), a line without a hash, or a
+        missing file are refused at start-up with the line or option path.
         """
         self._write("alice:$apr1$abc$def\n")
         with self.assertRaises(ConfigError) as e:
             BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")
         self.assertEqual(e.exception.path, f"{self.path}:1")
         self.assertIn("bcrypt", e.exception.problem)
+        self._write("bob:%s\nalice:$2y$10$cut.short\n" % _hash("x"))
+        with self.assertRaises(ConfigError) as e:
+            BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")
+        self.assertEqual(e.exception.path, f"{self.path}:2")
         self._write("alice\n")
         with self.assertRaises(ConfigError) as e:
             BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections import OrderedDict
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -53,6 +54,8 @@ from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+# A whole bcrypt hash: version, cost, 22 characters of salt and 31 of hash.
+_BCRYPT = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}\Z")
 # Successful checks remembered, at most.
 _REMEMBERED = 4096
 # The most of an auth service's answer body passed back to a client.
@@ -70,6 +73,8 @@ def _htpasswd_line(line: str, where: str) -> Tuple[str, bytes]:
     if not hashed.startswith(_BCRYPT_PREFIXES):
         raise ConfigError(where, f"the hash of {user!r} is not bcrypt (create it "
                                  f"with htpasswd -B)")
+    if not _BCRYPT.match(hashed):
+        raise ConfigError(where, f"the bcrypt hash of {user!r} is malformed")
     return user, hashed.encode("ascii")
 
 
