@@ -93,6 +93,45 @@ class AccessAbuseTests(_FilterTestCase):
         self.assertFalse(any(str(origin.port).encode() in r.head + r.body for r in responses))
 
 
+class AccessFileTests(_FilterTestCase):
+    """
+    A deny list in a file takes effect when the file changes, without a
+    reload of the proxy.
+    """
+
+    @defer.inlineCallbacks
+    def test_file_reloaded_on_change(self):
+        """
+        While the file denies another network, 127.0.0.1 is served; once
+        the file is rewritten to deny 127.0.0.0/8, its requests get 403
+        within a few looks (C{reload_interval = 0.1}), and none of them
+        reaches the origin.
+        """
+        origin = self.origin()
+        listed = os.path.abspath(self.mktemp())
+        with open(listed, "w") as f:
+            f.write("# others\n192.0.2.0/24\n")
+        proxy = yield self.start_filtered(
+            origin.port, listener='filters = [{ name = "access", deny_files = [%s], '
+                                  'reload_interval = 0.1 }]' % json.dumps(listed))
+
+        def run():
+            before = self.statuses(proxy.port, [_get()])[0].status
+            with open(listed, "w") as f:
+                f.write("127.0.0.0/8\n")
+            # Bounded: at most 40 requests, 50 ms apart.
+            for tries in range(1, 41):
+                if self.statuses(proxy.port, [_get()])[0].status == 403:
+                    return before, tries
+                time.sleep(0.05)
+            return before, None
+
+        before, tries = yield self.in_thread(run)
+        self.assertEqual(before, 200)
+        self.assertIsNotNone(tries)
+        self.assertEqual(len(origin.requests), tries)
+
+
 class RateLimitAbuseTests(_FilterTestCase):
     """
     Rate limits hold against clients that rotate forwarding fields.
@@ -232,6 +271,25 @@ class FamilyTests(_FilterTestCase):
         self.assertNotIn(b"server", resp.headers)
         self.assertNotIn(b"x-powered-by", resp.headers)
         self.assertEqual(origin.requests[0].headers[b"x-env"], b"e2e")
+
+    @defer.inlineCallbacks
+    def test_own_error_page(self):
+        """
+        With the backend down, the proxy's 502 names neither the backend's
+        address nor any software in a C{Server} field.
+        """
+        import socket
+
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            closed_port = s.getsockname()[1]
+        proxy = yield self.start_filtered(
+            closed_port, listener='filters = [{ name = "headers", hide_banners = true }]')
+        [resp] = yield self.in_thread(self.statuses, proxy.port, [_get()])
+        self.assertEqual(resp.status, 502)
+        self.assertNotIn(b"server", resp.headers)
+        self.assertNotIn(str(closed_port).encode(), resp.head + resp.body)
+        self.assertNotIn(HOST.encode(), resp.head + resp.body)
 
     @defer.inlineCallbacks
     def test_basic_auth(self):

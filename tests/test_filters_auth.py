@@ -1,7 +1,7 @@
 """
 Tests for basic_auth (htpasswd files of bcrypt hashes) and forward_auth
 (an auth service asked about each request, here a twisted.web resource
-served in memory by L{treq.testing.StubTreq}).
+served in memory by L{treq.testing.RequestTraversalAgent}).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import base64
 import os
 
 import bcrypt
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -114,14 +114,19 @@ class BasicAuthTests(SynchronousTestCase):
 
     def test_bad_files(self):
         """
-        A hash that is not bcrypt, a line without a hash, or a missing
-        file are refused at start-up with the line or option path.
+        A hash that is not bcrypt, a malformed bcrypt hash (which would
+        make each check fail with a 500), a line without a hash, or a
+        missing file are refused at start-up with the line or option path.
         """
         self._write("alice:$apr1$abc$def\n")
         with self.assertRaises(ConfigError) as e:
             BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")
         self.assertEqual(e.exception.path, f"{self.path}:1")
         self.assertIn("bcrypt", e.exception.problem)
+        self._write("bob:%s\nalice:$2y$10$cut.short\n" % _hash("x"))
+        with self.assertRaises(ConfigError) as e:
+            BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")
+        self.assertEqual(e.exception.path, f"{self.path}:2")
         self._write("alice\n")
         with self.assertRaises(ConfigError) as e:
             BasicAuthFactory().fromConfig(self.clock, {"htpasswd": self.path}, "f")
@@ -151,6 +156,13 @@ class _AuthService(Resource):
             return b"ok"
         if token == "slow":
             return NOT_DONE_YET
+        if token == "login":
+            request.addCookie(b"session", b"alice")
+            request.setHeader("X-User", "alice")
+            return b"ok"
+        if request.getCookie(b"session") == b"alice":
+            request.setHeader("X-User", "alice")
+            return b"ok"
         request.setResponseCode(401)
         request.setHeader("WWW-Authenticate", 'Bearer realm="api"')
         request.setHeader("Content-Type", "text/plain")
@@ -165,15 +177,15 @@ class ForwardAuthTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.service = _AuthService()
-        self.treq = StubTreq(self.service)
+        self.agent = RequestTraversalAgent(self.service)
         self.filter = ForwardAuthFilter(self.clock, "http://auth.test/check", ["X-User"], 2.0,
-                                        client=self.treq)
+                                        agent=self.agent)
 
     def _ask(self, headers):
         x = make_exchange(target="/orders?id=3", method="GET", headers=headers)
         passed = []
         FilterChain([self.filter]).run(x, passed.append)
-        self.treq.flush()
+        self.agent.flush()
         return x, bool(passed)
 
     def test_interface(self):
@@ -209,6 +221,33 @@ class ForwardAuthTests(SynchronousTestCase):
         self.assertEqual(sink.field(b"WWW-Authenticate"), b'Bearer realm="api"')
         self.assertEqual(sink.body, b"who are you?")
         self.assertEqual(x.reason, "auth_refused")
+
+    def test_no_cookies_kept(self):
+        """
+        A cookie the service set in its answer to one client is not sent
+        when asking about the next, who has none: that one is refused.
+        """
+        _, passed = self._ask([("X-Token", "login")])
+        self.assertTrue(passed)
+        x, passed = self._ask([])
+        self.assertFalse(passed)
+        self.assertEqual(x.downstream.status, 401)
+        self.assertIsNone(self.service.seen[-1].getHeader("Cookie"))
+        _, passed = self._ask([("Cookie", "session=alice")])
+        self.assertTrue(passed)
+
+    def test_refusal_fields(self):
+        """
+        A refusal carries the service's fields but not its framing (the
+        proxy frames the answer: one C{Content-Length}) and no empty
+        C{Content-Encoding}.
+        """
+        x, _ = self._ask([("X-Token", "bad")])
+        names = [n.lower() for n, _ in x.downstream.fields]
+        self.assertIn(b"content-type", names)
+        self.assertEqual(names.count(b"content-length"), 1)
+        for name in (b"content-encoding", b"transfer-encoding"):
+            self.assertNotIn(name, names)
 
     def test_timeout(self):
         """

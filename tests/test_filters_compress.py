@@ -109,8 +109,9 @@ class CompressTests(SynchronousTestCase):
     def test_left_alone(self):
         """
         Not compressed: no accepted encoding, already encoded,
-        no-transform, incompressible type, too short, a 206, a 304, a
-        HEAD.  Compressible types still get C{Vary}.
+        no-transform, incompressible type, too short, a 206, a 204, a
+        304.  Compressible types still get C{Vary}; the ETag of what is
+        not compressed stays strong.
         """
         plain = [("Content-Type", "text/html")]
         cases = [
@@ -122,17 +123,61 @@ class CompressTests(SynchronousTestCase):
             dict(headers=[]),
             dict(pieces=[b"short"], length=5),
             dict(status=206),
+            dict(status=204, pieces=[], length=None),
             dict(status=304, pieces=[], length=None),
-            dict(method="HEAD", pieces=[]),
         ]
         for kw in cases:
             sink = _respond(self.filter, **kw)
             own = ("Content-Encoding", "gzip") in kw.get("headers", ())
             self.assertEqual(sink.field(b"Content-Encoding"), b"gzip" if own else None, kw)
             self.assertEqual(sink.body, b"".join(kw.get("pieces", [TEXT])), kw)
+        self.assertEqual(_respond(self.filter, status=206).field(b"ETag"), b'"v1"')
         self.assertEqual(_respond(self.filter, accept=None).field(b"Vary"), b"Accept-Encoding")
         self.assertIsNone(_respond(self.filter, headers=[("Content-Type", "image/png")])
                           .field(b"Vary"))
+
+    def test_head_gets_the_fields_of_get(self):
+        """
+        The answer to a C{HEAD} has the fields the C{GET} would have
+        (C{Content-Encoding}, the weak C{ETag}, C{Vary}, no
+        C{Content-Length}), so that a cache can match the two, and no body.
+        """
+        sink = _respond(self.filter, method="HEAD", pieces=[])
+        self.assertEqual(sink.field(b"Content-Encoding"), b"br")
+        self.assertEqual(sink.field(b"ETag"), b'W/"v1"')
+        self.assertEqual(sink.field(b"Vary"), b"Accept-Encoding")
+        self.assertIsNone(sink.field(b"Content-Length"))
+        self.assertEqual(sink.body, b"")
+        self.assertTrue(sink.ended)
+        plain = _respond(self.filter, method="HEAD", accept=None, pieces=[])
+        self.assertIsNone(plain.field(b"Content-Encoding"))
+        self.assertEqual(plain.field(b"Content-Length"), b"%d" % len(TEXT))
+
+    def test_not_modified_etag_weakened(self):
+        """
+        A 304 to a client that would get the compressed response carries
+        that response's weak C{ETag} (RFC 9110 15.4.5: the validator of
+        the representation it confirms); not when it would not have been
+        compressed.
+        """
+        validated = dict(status=304, pieces=[], length=None)
+        self.assertEqual(_respond(self.filter, **validated).field(b"ETag"), b'W/"v1"')
+        self.assertEqual(_respond(self.filter, accept=None, **validated).field(b"ETag"),
+                         b'"v1"')
+        self.assertEqual(_respond(self.filter, headers=[
+            ("Content-Type", "text/plain"), ("ETag", '"v1"'),
+            ("Cache-Control", "no-transform")], **validated).field(b"ETag"), b'"v1"')
+
+    def test_accept_ranges_dropped(self):
+        """
+        A compressed response does not offer ranges (the backend would
+        serve them of the uncompressed bytes); an uncompressed one keeps
+        its C{Accept-Ranges}.
+        """
+        ranged = [("Content-Type", "text/plain"), ("Accept-Ranges", "bytes")]
+        self.assertIsNone(_respond(self.filter, headers=ranged).field(b"Accept-Ranges"))
+        self.assertEqual(_respond(self.filter, accept=None, headers=ranged)
+                         .field(b"Accept-Ranges"), b"bytes")
 
     def test_vary_merged(self):
         """
@@ -185,3 +230,25 @@ class CompressTests(SynchronousTestCase):
                 break
             decoded, rest = decoded + rest[:n], rest[n + 2:]
         self.assertEqual(zlib.decompress(decoded, 31), TEXT)
+
+    def test_in_proxy_head(self):
+        """
+        Through a whole proxy: the answer to a C{HEAD} says gzip, has no
+        body and no framing fields, and the connection serves the next
+        request.
+        """
+        proxy = filtered_proxy(listener=[{"name": "compress", "encodings": ["gzip"]}])
+        peer = proxy.connect_client()
+        peer.send(b"HEAD / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
+        backend = proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                     % len(TEXT))
+        got = peer.received()
+        self.assertEqual(field(got, b"Content-Encoding"), b"gzip")
+        self.assertIsNone(field(got, b"Transfer-Encoding"))
+        self.assertTrue(got.endswith(b"\r\n\r\n"), got)
+        backend.received()
+        peer.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(backend.received().startswith(b"GET / HTTP/1.1\r\n"))
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(peer.received().endswith(b"\r\n\r\nok"))

@@ -63,13 +63,13 @@ class ForwardAuthContractTests(FilterContractMixin, SynchronousTestCase):
     """
 
     def makeFilter(self):
-        from treq.testing import StubTreq
+        from treq.testing import RequestTraversalAgent
         from twisted.web.resource import Resource
 
         from twistproxy.filters.auth import ForwardAuthFilter
 
         return ForwardAuthFilter(Clock(), "http://auth.test/", [], 1.0,
-                                 client=StubTreq(Resource()))
+                                 agent=RequestTraversalAgent(Resource()))
 
 
 class ExampleContractTests(FilterContractMixin, SynchronousTestCase):

@@ -94,6 +94,22 @@ class CORSTests(SynchronousTestCase):
             send_response(x, 200, [], [b"x"], 1)
             self.assertIsNone(x.downstream.field(b"Access-Control-Allow-Origin"))
 
+    def test_backend_cannot_allow_other_origins(self):
+        """
+        The response to an origin not allowed loses the backend's own
+        C{Access-Control-Allow-*} fields (a backend echoing every
+        origin), so that the configured origins are the only ones.
+        """
+        x = make_exchange(headers=[("Origin", "https://evil.example")])
+        self.assertTrue(run_filters([self.filter], x))
+        send_response(x, 200, [("Access-Control-Allow-Origin", "https://evil.example"),
+                               ("Access-Control-Allow-Credentials", "true"),
+                               ("Content-Type", "text/plain")], [b"x"], 1)
+        sink = x.downstream
+        self.assertIsNone(sink.field(b"Access-Control-Allow-Origin"))
+        self.assertIsNone(sink.field(b"Access-Control-Allow-Credentials"))
+        self.assertEqual(sink.field(b"Content-Type"), b"text/plain")
+
     def test_any_origin(self):
         """
         C{*} allows any origin: C{*} without credentials, the origin

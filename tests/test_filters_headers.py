@@ -8,11 +8,15 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from tests.filter_support import field, filtered_proxy, request
-from twistproxy.config import ConfigError
+from tests.filter_support import field, filtered_proxy, filters, request
+from tests.test_h2 import H2Client, _request
+from twistproxy.config import (
+    Cache, ConfigError, Limits, Listener, ProxyConfig, Route, RouteCache, Server, Timeouts,
+    UpstreamGroup,
+)
 from twistproxy.filters.headers import HeadersFactory
 from twistproxy.interfaces import IRequestFilter, IResponseFilter
-from twistproxy.testing import make_exchange, run_filters, send_response
+from twistproxy.testing import MemoryProxy, make_exchange, run_filters, send_response
 
 factory = HeadersFactory()
 
@@ -108,3 +112,147 @@ class HeadersTests(SynchronousTestCase):
         self.assertIn(b" 502 ", got.split(b"\r\n")[0])
         self.assertIsNone(field(got, b"Server"))
         self.assertNotIn(b"8001", got)
+
+
+BACKEND = (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),)
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def _proxy(listener=(), route=(), cache=None, **settings) -> MemoryProxy:
+    """
+    A memory proxy whose one route serves the host C{a}.
+    """
+    return MemoryProxy(ProxyConfig(
+        listeners=(Listener("main", "tcp:8080", filters=filters(*listener)),),
+        upstreams={"app": UpstreamGroup("app", BACKEND)},
+        routes=(Route("app", hosts=("a",), filters=filters(*route), cache=cache),),
+        cache=Cache(), **settings))
+
+
+class BannerPlacesTests(SynchronousTestCase):
+    """
+    Banners are hidden on every path a response takes.
+    """
+
+    def test_cache_hit(self):
+        """
+        A response served from the cache has no banner either: the hit
+        passes through the listener's response filters.
+        """
+        proxy = _proxy(listener=[{"name": "headers", "hide_banners": True}],
+                       cache=RouteCache(default_ttl=60))
+        answers = []
+        for _ in range(2):
+            peer = proxy.connect_client()
+            peer.send(GET)
+            if proxy.backend_attempts():
+                backend = proxy.accept_backend()
+                backend.send(BANNERED)
+            answers.append(peer.received())
+        self.assertEqual(len(proxy.reactor.tcpClients), 1)
+        self.assertIn(b"hit", field(answers[1], b"Cache-Status"))
+        for got in answers:
+            self.assertTrue(got.endswith(b"hello"), got)
+            for name in (b"Server", b"X-Powered-By", b"X-AspNet-Version"):
+                self.assertIsNone(field(got, name), (name, got))
+
+    def test_http2(self):
+        """
+        A response on an HTTP/2 stream has no banner.
+        """
+        proxy = _proxy(listener=[{"name": "headers", "hide_banners": True}])
+        client = H2Client(proxy)
+        sid = client.request(_request(authority=b"a"))
+        proxy.accept_backend().send(BANNERED)
+        client.pump()
+        self.assertEqual(client.status(sid), b"200")
+        headers = client.headers(sid)
+        for name in (b"server", b"x-powered-by", b"x-aspnet-version"):
+            self.assertNotIn(name, headers)
+        self.assertEqual(client.body(sid), b"hello")
+
+
+class ProxyAnswerTests(SynchronousTestCase):
+    """
+    The answers the proxy gives by itself, with no headers filter: none
+    has a C{Server} field (the proxy's or a backend's) or names a backend.
+    """
+
+    def assertClean(self, got: bytes, status: int) -> None:
+        self.assertTrue(got.startswith(b"HTTP/1.1 %d " % status), got)
+        self.assertIsNone(field(got, b"Server"), got)
+        self.assertNotIn(b"127.0.0.1", got)
+        self.assertNotIn(b"8001", got)
+        self.assertNotIn(b"Apache", got)
+
+    def answer(self, head: bytes, backend=None, **settings) -> bytes:
+        """
+        What the client gets for C{head}; C{backend(proxy)} plays the
+        backend's part, if any.
+        """
+        proxy = _proxy(route=[{"name": "block", "paths": ["^/blocked"]}], **settings)
+        peer = proxy.connect_client()
+        peer.send(head)
+        if backend is not None:
+            backend(proxy)
+        return peer.received()
+
+    def test_request_answers(self):
+        """
+        No route (404), a filter's refusal (403), a malformed request
+        (400), a long target (414), too many fields (431) and a body too
+        large (413).
+        """
+        limits = Limits(max_uri_length=100, max_header_count=5, max_body_size=10)
+        many = b"".join(b"X-%d: y\r\n" % i for i in range(10))
+        for head, status in [
+            (b"GET / HTTP/1.1\r\nHost: other\r\n\r\n", 404),
+            (b"GET /blocked HTTP/1.1\r\nHost: a\r\n\r\n", 403),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nBad Field: x\r\n\r\n", 400),
+            (b"GET /%s HTTP/1.1\r\nHost: a\r\n\r\n" % (b"x" * 200), 414),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n%s\r\n" % many, 431),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n", 413),
+        ]:
+            self.assertClean(self.answer(head, limits=limits), status)
+
+    def test_backend_failures(self):
+        """
+        A refused connection (502), a backend whose response (with a
+        banner) is malformed (502), a backend too slow (504), and no room
+        for more requests (503).
+        """
+        self.assertClean(self.answer(GET, lambda p: p.refuse_backend()), 502)
+        self.assertClean(self.answer(GET, lambda p: p.accept_backend().send(
+            b"HTTP/1.1 200 OK\r\nServer: Apache/2.4.1\r\nContent-Length: 1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")), 502)
+
+        def slow(proxy):
+            proxy.accept_backend()
+            proxy.reactor.advance(6)
+
+        self.assertClean(self.answer(GET, slow, timeouts=Timeouts(upstream_response=5)), 504)
+
+        proxy = _proxy(limits=Limits(max_in_flight=1))
+        proxy.connect_client().send(GET)
+        peer = proxy.connect_client()
+        peer.send(GET)
+        self.assertClean(peer.received(), 503)
+
+    def test_http2(self):
+        """
+        The same over HTTP/2: no route (404), a refused backend
+        connection (502).
+        """
+        proxy = _proxy()
+        client = H2Client(proxy)
+        lost = client.request(_request(authority=b"other"))
+        refused = client.request(_request(authority=b"a"))
+        proxy.refuse_backend()
+        client.pump()
+        for sid, status in [(lost, b"404"), (refused, b"502")]:
+            self.assertEqual(client.status(sid), status)
+            headers = client.headers(sid)
+            self.assertNotIn(b"server", headers)
+            shown = b"".join(headers.values()) + client.body(sid)
+            self.assertNotIn(b"127.0.0.1", shown)
+            self.assertNotIn(b"8001", shown)

@@ -51,6 +51,20 @@ class BlockTests(SynchronousTestCase):
         self.assertTrue(_blocked(f, target="/a?debug=1"))
         self.assertFalse(_blocked(f, target="/api/admin"))
 
+    def test_encoded_paths(self):
+        """
+        A path that spells a blocked one with percent-encoded characters
+        (which the backend decodes) is blocked too; so are the dot
+        segments and doubled slashes the proxy normalizes.
+        """
+        f = factory.fromConfig(None, {"paths": ["^/admin"]}, "f")
+        self.assertTrue(_blocked(f, target="/%61dmin/users"))
+        self.assertFalse(_blocked(f, target="/%2561dmin"))
+        proxy = filtered_proxy(route=[{"name": "block", "paths": ["^/admin"]}])
+        for target in (b"/%61dmin", b"//admin", b"/public/../admin", b"/public/%2e%2e/admin"):
+            got, sent = request(proxy, b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+            self.assertEqual((status(got), sent), (403, None), target)
+
     def test_headers_and_user_agents(self):
         """
         Header expressions match any field of that name, whatever its

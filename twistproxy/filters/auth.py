@@ -25,7 +25,10 @@ request through, with the fields named in C{copy_headers} copied from the
 answer (replacing whatever the client sent under those names); any other
 answer goes back to the client as it is (a 401 with its
 C{WWW-Authenticate}, a 302 to a login page).  An auth service that fails
-or does not answer within C{timeout} gets the client a 503.
+or does not answer within C{timeout} gets the client a 503.  The proxy
+keeps no cookies of the auth service's answers: each question carries
+only what its own client sent, so that no client can be taken for
+another.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections import OrderedDict
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -49,6 +54,8 @@ from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+# A whole bcrypt hash: version, cost, 22 characters of salt and 31 of hash.
+_BCRYPT = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}\Z")
 # Successful checks remembered, at most.
 _REMEMBERED = 4096
 # The most of an auth service's answer body passed back to a client.
@@ -66,6 +73,8 @@ def _htpasswd_line(line: str, where: str) -> Tuple[str, bytes]:
     if not hashed.startswith(_BCRYPT_PREFIXES):
         raise ConfigError(where, f"the hash of {user!r} is not bcrypt (create it "
                                  f"with htpasswd -B)")
+    if not _BCRYPT.match(hashed):
+        raise ConfigError(where, f"the bcrypt hash of {user!r} is malformed")
     return user, hashed.encode("ascii")
 
 
@@ -194,26 +203,30 @@ class ForwardAuthFilter:
     log = Logger()
 
     def __init__(self, reactor, url: str, copy_headers: List[str], timeout: float,
-                 client: Any = None):
+                 agent: Any = None):
         """
-        @param client: What makes the requests: a L{treq.client.HTTPClient}
-            or anything with its C{request} method (L{treq.testing.StubTreq}).
-            By default, a client over a persistent connection pool on
-            C{reactor}.
+        @param agent: What makes the requests: an L{IAgent
+            <twisted.web.iweb.IAgent>} (L{treq.testing.RequestTraversalAgent}
+            in tests).  By default, an agent over a persistent connection
+            pool on C{reactor}.
         """
+        from treq.client import HTTPClient
+
         self._reactor = reactor
         self._url = url
         self._copy = [n.encode("ascii") for n in copy_headers]
         self._timeout = timeout
-        if client is None:
-            from treq.client import HTTPClient
+        self._pool = None
+        if agent is None:
             from twisted.web.client import Agent, HTTPConnectionPool
 
             self._pool = HTTPConnectionPool(reactor, persistent=True)
-            client = HTTPClient(Agent(reactor, pool=self._pool))
-        else:
-            self._pool = None
-        self._client = client
+            agent = Agent(reactor, pool=self._pool)
+        # treq keeps the cookies of every answer and sends them with later
+        # requests that have no Cookie field: a session cookie the service
+        # gave one client would then vouch for the next one.  Store none.
+        self._client = HTTPClient(agent, cookiejar=CookieJar(DefaultCookiePolicy(
+            allowed_domains=())))
 
     def filter_request(self, x) -> "Deferred[Optional[Answer]]":
         from twisted.web.http_headers import Headers
@@ -262,8 +275,11 @@ class ForwardAuthFilter:
                 x.request.headers = [f for f in x.request.headers
                                      if f[0].lower() not in drop] + copied
             return None
+        # treq's gzip decoding leaves an empty Content-Encoding behind when
+        # the answer had none: not the service's, not passed on.
         fields = [(name, value) for name, values in response.headers.getAllRawHeaders()
-                  if name.lower() not in _HOP_BY_HOP for value in values]
+                  if name.lower() not in _HOP_BY_HOP for value in values
+                  if value or name.lower() != b"content-encoding"]
         return Answer(response.code, fields, body, reason="auth_refused")
 
     def _failed(self, failure) -> Answer:

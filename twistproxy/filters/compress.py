@@ -8,14 +8,19 @@ whole), when the client accepts one of the configured encodings
 (C{Accept-Encoding}, with q-values), the backend did not encode it already
 (no C{Content-Encoding}), did not forbid it (C{Cache-Control:
 no-transform}), its type is compressible (C{types}: C{text/*},
-JSON, JavaScript, XML, SVG by default), it has a body (not for C{HEAD},
-204, 304), it is a 200, 201 or 203 (not a partial 206, whose ranges name
-bytes of the uncompressed representation), and it is not known to be
-shorter than C{min_size}.  Its C{Content-Length} is then dropped (the
-response is chunked, or delimited by closing for HTTP/1.0 clients), a
-strong C{ETag} becomes weak, and C{Content-Encoding} is added.  Every
-response of a compressible type gets C{Vary: Accept-Encoding}, compressed
-or not, so that caches keep the encodings apart.
+JSON, JavaScript, XML, SVG by default), it has a body (not 204, 304), it
+is a 200, 201 or 203 (not a partial 206, whose ranges name bytes of the
+uncompressed representation), and it is not known to be shorter than
+C{min_size}.  Its C{Content-Length} and C{Accept-Ranges} are then dropped
+(the response is chunked, or delimited by closing for HTTP/1.0 clients;
+ranges of the compressed body cannot be served), a strong C{ETag} becomes
+weak (RFC 9110 8.8.3: the compressed representation is another one), and
+C{Content-Encoding} is added.  The answer to a C{HEAD} gets the fields
+the C{GET} would get, and a 304 the weak C{ETag} of the compressed
+response it confirms, so that a client's cache can match them with what it
+stored.  Every response of a compressible type gets C{Vary:
+Accept-Encoding}, compressed or not, so that caches keep the encodings
+apart.
 
 Whatever a backend read brings is compressed and flushed when the
 proxy sends (once per read), so that a stream of events still arrives as
@@ -40,7 +45,7 @@ DEFAULT_TYPES = ("text/*", "application/json", "application/javascript",
                  "application/xml", "application/xhtml+xml", "application/rss+xml",
                  "application/atom+xml", "image/svg+xml", "application/wasm")
 _COMPRESSIBLE_STATUS = frozenset([200, 201, 203])
-_SKIP = frozenset([b"content-length", b"etag", b"vary"])
+_SKIP = frozenset([b"content-length", b"accept-ranges", b"etag", b"vary"])
 
 
 class _Gzip:
@@ -121,12 +126,14 @@ class _Compressing(SinkWrapper):
         if ctype is None or not owner.compressible(ctype):
             self.sink.response_head(x, resp, has_body, extra)
             return
+        allowed = (self._coding is not None and encoding is None
+                   and (cache is None or b"no-transform" not in cache.lower()))
+        head = x.request.method == b"HEAD"
         compress = (
-            self._coding is not None and has_body and encoding is None
-            and resp.status in _COMPRESSIBLE_STATUS
-            and (cache is None or b"no-transform" not in cache.lower())
+            allowed and (has_body or head) and resp.status in _COMPRESSIBLE_STATUS
             and (resp.content_length is None or resp.content_length >= owner.min_size)
         )
+        weaken = compress or (allowed and resp.status == 304)
         fields = []
         vary = []
         for name, value in resp.headers:
@@ -136,7 +143,7 @@ class _Compressing(SinkWrapper):
             elif lname == b"vary":
                 vary.append(value)
             elif lname == b"etag":
-                fields.append((name, b"W/" + value if compress and value[:2] != b"W/"
+                fields.append((name, b"W/" + value if weaken and value[:2] != b"W/"
                                else value))
             elif not compress:
                 fields.append((name, value))
@@ -148,7 +155,8 @@ class _Compressing(SinkWrapper):
             fields.append((b"Content-Encoding", self._coding.encode("ascii")))
             edited.content_length = None
             edited.chunked = True
-            self._c = owner.compressor(self._coding)
+            if not head:
+                self._c = owner.compressor(self._coding)
         self.sink.response_head(x, edited, has_body, extra)
 
     def response_body(self, x, data: bytes) -> None:
@@ -204,8 +212,6 @@ class CompressFilter:
         return _Gzip(self._level) if coding == "gzip" else _Brotli(self._quality)
 
     def wrap_response(self, x, sink):
-        if x.request.method == b"HEAD":
-            return None
         return _Compressing(sink, x, self, accepted(x.header("Accept-Encoding"),
                                                     self._encodings))
 

@@ -10,7 +10,9 @@ every requested header are allowed, 403 otherwise; it never reaches a
 backend.  An actual request from an allowed origin gets
 C{Access-Control-Allow-Origin} (and C{-Allow-Credentials},
 C{-Expose-Headers}) on its response, replacing whatever the backend said
-in those fields.  C{origins = ["*"]} allows every origin; with
+in those fields; the response to another origin loses those fields, so
+that a backend echoing every origin cannot widen the list.
+C{origins = ["*"]} allows every origin; with
 C{credentials = true} the origin is then echoed, since browsers refuse
 C{*} with credentials.
 """
@@ -108,7 +110,7 @@ class CORSFilter:
             return None
         allowed = self._allow_origin(origin)
         if allowed is None:
-            return None
+            return _CORSFields(sink, [])
         return _CORSFields(sink, allowed + self._expose)
 
 

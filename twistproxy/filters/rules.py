@@ -9,12 +9,17 @@ C{paths}, a header whose value one of C{headers}' expressions matches, or a
 C{User-Agent} matched by one of C{user_agents}.  Expressions are Python
 regular expressions searched anywhere in the value; anchor them (C{^}) to
 match from the start.
+
+A path is matched as the proxy normalized it (no C{.} or C{..} segments,
+no doubled slashes) and, when it has percent-encoded characters, also
+decoded once, as backends read it: C{/%61dmin} does not dodge C{^/admin}.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, List, Mapping, Optional, Pattern, Tuple
+from urllib.parse import unquote
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -52,9 +57,11 @@ class BlockFilter:
             return self._answer
         if self._paths:
             path = x.path
+            paths = (path, unquote(path)) if "%" in path else (path,)
             for pattern in self._paths:
-                if pattern.search(path):
-                    return self._answer
+                for candidate in paths:
+                    if pattern.search(candidate):
+                        return self._answer
         for name, pattern in self._headers:
             for key, value in req.headers:
                 if key.lower() == name and pattern.search(value.decode("latin-1")):
