@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistproxy import __version__
 from twistproxy.admin import AdminResource, admin_site
 from twistproxy.config import (
-    AccessLog, Admin, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, server,
+    AccessLog, Admin, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, load, server,
 )
 from twistproxy.metrics import ProxyMetrics
 
@@ -131,16 +131,20 @@ class EndpointTests(AdminTestCase):
     def test_status_digest_of_file(self):
         """
         When the configuration came from a file, the digest is the
-        SHA-256 of the file's bytes.
+        SHA-256 of the bytes it was read from: editing the file without
+        reloading it does not change it, even before the first C{/status}.
         """
         path = self.mktemp()
+        data = (b'# the configuration\n[listeners.main]\nendpoint = "tcp:8080"\n'
+                b'[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
         with open(path, "wb") as f:
-            f.write(b"# the configuration\n")
-        self.service.config = _config(source=path)
+            f.write(data)
+        self.service.config = load(path)
+        with open(path, "ab") as f:
+            f.write(b"# edited, not reloaded\n")
         _, body = self.json("GET", "/status")
         self.assertEqual(body["config"]["source"], path)
-        self.assertEqual(body["config"]["digest"],
-                         "sha256:" + hashlib.sha256(b"# the configuration\n").hexdigest())
+        self.assertEqual(body["config"]["digest"], "sha256:" + hashlib.sha256(data).hexdigest())
 
     def test_upstreams(self):
         """

@@ -345,6 +345,106 @@ class AdminTests(_WorkersTestCase):
         self.log.info("requests per worker: {served}", served=served)
 
 
+class AdminReloadTests(_WorkersTestCase):
+    """
+    C{POST /reload} on the admin API reloads like SIGHUP, and refuses a
+    broken file with a log line while the running configuration stays.
+    """
+
+    args = WORKERS
+
+    @defer.inlineCallbacks
+    def test_reload_valid_then_invalid(self):
+        """
+        The file is changed to send requests to origin b: C{POST /reload}
+        answers C{ok} and the next requests are b's.  Then the file is
+        broken (an unknown key): C{POST /reload} answers C{ok: false} with
+        the problem's path, the log says the reload was refused, and b
+        still serves every request.
+        """
+        origins = yield self.start_origins("a", "b")
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + _servers({"a": origins["a"]}), *self.args)
+        outcome = yield self.request(proxy.port)
+        self.assertEqual((outcome.status, outcome.origin), (200, "a"))
+        text = self.config_text(proxy)
+        with open(proxy.config_path, "w") as f:
+            f.write(text.replace(_servers({"a": origins["a"]}), _servers({"b": origins["b"]})))
+        answer = yield self.admin(proxy, "/reload", "POST")
+        self.assertEqual(answer, {"reloaded": "configuration", "ok": True, "problems": []})
+        outcomes = yield defer.gatherResults([self.request(proxy.port) for _ in range(6)])
+        self.assertEqual({(o.status, o.origin) for o in outcomes}, {(200, "b")})
+
+        text = self.config_text(proxy)
+        with open(proxy.config_path, "w") as f:
+            f.write(text + "\n[upstreams.app.health]\nbogus = 1\n")
+        since = time.monotonic()
+        answer = yield self.admin(proxy, "/reload", "POST")
+        self.assertFalse(answer["ok"])
+        self.assertEqual(len(answer["problems"]), 1, answer)
+        self.assertIn("upstreams.app.health.bogus", answer["problems"][0])
+        yield proxy.wait_for_line(
+            r"configuration reload refused, the running one stays: .*upstreams\.app\.health"
+            r"\.bogus", since)
+        outcomes = yield defer.gatherResults([self.request(proxy.port) for _ in range(6)])
+        self.assertEqual({(o.status, o.origin) for o in outcomes}, {(200, "b")})
+
+
+class SingleProcessAdminReloadTests(AdminReloadTests):
+    """
+    The same with a single process.
+    """
+
+    args = ("--workers", "1")
+
+
+class StreamMetricsTests(_WorkersTestCase):
+    """
+    The master's C{/metrics} counts a C{tcp} listener's connections across
+    workers.
+    """
+
+    @defer.inlineCallbacks
+    def test_tcp_listener_counted(self):
+        """
+        Twenty HTTP requests, each on a new connection, go through a C{tcp}
+        listener relaying to the origin.  Once every relay has ended, the
+        master's C{/metrics} counts 20 connections with status 200 on that
+        listener, the bytes the clients sent and received, and none open.
+        """
+        origins = yield self.start_origins("a")
+        raw = unused_port()
+        proxy = yield self.start_workers(
+            "[upstreams.app]\n" + _servers(origins) +
+            f'\n[listeners.raw]\nendpoint = "tcp:{raw}:interface={HOST}"\n'
+            'protocol = "tcp"\nupstream = "raw"\n'
+            f'\n[upstreams.raw]\nservers = ["tcp://{HOST}:{origins["a"].port}"]\n')
+        statuses = yield threads.deferToThread(_requests, raw, 20)
+        self.assertEqual(statuses, [200] * 20)
+        listener = (("listener", "raw"),)
+        ended = ("twistproxy_stream_connections_total",
+                 listener + (("protocol", "tcp"), ("status", "200")))
+        deadline = time.monotonic() + 10
+        while True:
+            code, body = yield threads.deferToThread(_admin, proxy.admin_port, "GET", "/metrics")
+            self.assertEqual(code, 200)
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(body.decode())
+                for s in family.samples
+            }
+            if samples.get(ended) == 20 or time.monotonic() > deadline:
+                break
+            yield self.sleep(0.1)
+        self.assertEqual(samples.get(ended), 20)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total", listener)],
+                         20 * len(_get()))
+        self.assertEqual(samples[("twistproxy_stream_sent_bytes_total", listener)],
+                         20 * len(_response(200, b"a", b"served by a")))
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  listener + (("protocol", "tcp"),))], 0)
+
+
 class ListenerReloadTests(_WorkersTestCase):
     """
     With workers, a reload that changes listeners replaces the workers.

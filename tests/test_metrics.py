@@ -195,6 +195,68 @@ class ObserveTests(SynchronousTestCase):
         self.assertTrue(self.metrics.content_type.startswith("text/plain; version="))
 
 
+def _ended(listener: str, protocol: str = "TCP", status: int = 200,
+           received: int = 0, sent: int = 0) -> SimpleNamespace:
+    """
+    A relayed connection or UDP session that ended, as the metrics see it.
+    """
+    return SimpleNamespace(factory=SimpleNamespace(listener=listener), protocol=protocol,
+                           status=status, bytes_received=received, bytes_sent=sent)
+
+
+class ObserveConnectionTests(SynchronousTestCase):
+    """
+    L{ProxyMetrics.observe_connection} counts relayed TCP connections and
+    UDP sessions that ended.
+    """
+
+    def test_by_listener_protocol_status(self):
+        """
+        Each ended connection or session adds one to
+        C{twistproxy_stream_connections_total} under its listener, protocol
+        (lower case) and status, and its bytes to the listener's received
+        and sent counters.
+        """
+        metrics = ProxyMetrics(Clock())
+        metrics.observe_connection(_ended("db", received=10, sent=100))
+        metrics.observe_connection(_ended("db", received=5, sent=50))
+        metrics.observe_connection(_ended("db", status=429))
+        metrics.observe_connection(_ended("dns", "UDP", received=30, sent=60))
+        samples = _samples(metrics)
+        total = "twistproxy_stream_connections_total"
+        labels = lambda listener, protocol, status: (
+            ("listener", listener), ("protocol", protocol), ("status", status))
+        self.assertEqual(samples[(total, labels("db", "tcp", "200"))], 2)
+        self.assertEqual(samples[(total, labels("db", "tcp", "429"))], 1)
+        self.assertEqual(samples[(total, labels("dns", "udp", "200"))], 1)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total",
+                                  (("listener", "db"),))], 15)
+        self.assertEqual(samples[("twistproxy_stream_sent_bytes_total",
+                                  (("listener", "db"),))], 150)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total",
+                                  (("listener", "dns"),))], 30)
+        self.assertEqual(samples[("twistproxy_stream_sent_bytes_total",
+                                  (("listener", "dns"),))], 60)
+
+    def test_labels_memoized(self):
+        """
+        The children of a listener, protocol and status are looked up once.
+        """
+        metrics = ProxyMetrics(Clock())
+        metrics.observe_connection(_ended("db"))
+        metrics.observe_connection(_ended("db", received=1))
+        self.assertEqual(list(metrics._by_connection), [("db", "TCP", 200)])
+
+
+def _streams():
+    return [
+        {"listener": "db", "protocol": "tcp", "open": 3, "rejected": 2},
+        # A listener's factory replaced by a reload, with its last relay.
+        {"listener": "db", "protocol": "tcp", "open": 1, "rejected": 1},
+        {"listener": "dns", "protocol": "udp", "open": 4, "dropped": 9, "refused": 5},
+    ]
+
+
 class StateCollectorTests(SynchronousTestCase):
     """
     The state gauges are read from the status callable at scrape time.
@@ -260,6 +322,49 @@ class StateCollectorTests(SynchronousTestCase):
         self.assertEqual(_samples(metrics)[("twistproxy_open_connections", ())], 17)
 
 
+    def test_stream_figures(self):
+        """
+        With a C{streams} callable, each stream listener's open connections
+        or sessions are a gauge, its rejected TCP connections and dropped
+        and refused UDP datagrams counters; rows of one listener add up.
+        """
+        metrics = ProxyMetrics(Clock(), streams=_streams)
+        samples = _samples(metrics)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  (("listener", "db"), ("protocol", "tcp")))], 4)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  (("listener", "dns"), ("protocol", "udp")))], 4)
+        self.assertEqual(samples[("twistproxy_stream_rejected_connections_total",
+                                  (("listener", "db"),))], 3)
+        self.assertEqual(samples[("twistproxy_udp_dropped_datagrams_total",
+                                  (("listener", "dns"),))], 9)
+        self.assertEqual(samples[("twistproxy_udp_refused_datagrams_total",
+                                  (("listener", "dns"),))], 5)
+        self.assertNotIn(("twistproxy_stream_rejected_connections_total",
+                          (("listener", "dns"),)), samples)
+        self.assertNotIn(("twistproxy_udp_dropped_datagrams_total", (("listener", "db"),)),
+                         samples)
+        text = metrics.exposition().decode()
+        types = {f.name: f.type for f in text_string_to_metric_families(text)}
+        self.assertEqual(types["twistproxy_stream_open_connections"], "gauge")
+        self.assertEqual(types["twistproxy_stream_rejected_connections"], "counter")
+        self.assertEqual(types["twistproxy_udp_dropped_datagrams"], "counter")
+        self.assertEqual(types["twistproxy_udp_refused_datagrams"], "counter")
+
+    def test_pool_sizes(self):
+        """
+        With a C{pools} callable, each backend's pooled connections are
+        C{twistproxy_backend_pool_connections}.
+        """
+        metrics = ProxyMetrics(Clock(), pools=lambda: [("app", "10.0.0.1:80", 7),
+                                                       ("app", "10.0.0.2:80", 0)])
+        samples = _samples(metrics)
+        self.assertEqual(samples[("twistproxy_backend_pool_connections",
+                                  (("backend", "10.0.0.1:80"), ("upstream", "app")))], 7)
+        self.assertEqual(samples[("twistproxy_backend_pool_connections",
+                                  (("backend", "10.0.0.2:80"), ("upstream", "app")))], 0)
+
+
 class CombineTests(SynchronousTestCase):
     """
     L{combine} sums several workers' expositions up.
@@ -303,6 +408,37 @@ class CombineTests(SynchronousTestCase):
         self.assertEqual(samples[("twistproxy_backend_ejected", two)], 1)
         self.assertEqual(samples[("twistproxy_backend_draining", two)], 1)
         self.assertEqual(samples[("twistproxy_workers", ())], 2)
+
+    def test_stream_figures_summed(self):
+        """
+        The stream listeners' counters and open gauges are added up across
+        workers, like the requests.
+        """
+        clock = Clock()
+        first = ProxyMetrics(clock, streams=_streams)
+        second = ProxyMetrics(clock, streams=_streams)
+        first.observe_connection(_ended("db", received=10, sent=100))
+        second.observe_connection(_ended("db", received=5, sent=50))
+        second.observe_connection(_ended("dns", "UDP", status=403))
+        text = combine([first.exposition(), second.exposition()])
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text.decode())
+            for s in family.samples
+        }
+        db = (("listener", "db"),)
+        self.assertEqual(samples[("twistproxy_stream_connections_total",
+                                  db + (("protocol", "tcp"), ("status", "200")))], 2)
+        self.assertEqual(samples[("twistproxy_stream_connections_total",
+                                  (("listener", "dns"), ("protocol", "udp"),
+                                   ("status", "403")))], 1)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total", db)], 15)
+        self.assertEqual(samples[("twistproxy_stream_sent_bytes_total", db)], 150)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  db + (("protocol", "tcp"),))], 8)
+        self.assertEqual(samples[("twistproxy_stream_rejected_connections_total", db)], 6)
+        self.assertEqual(samples[("twistproxy_udp_dropped_datagrams_total",
+                                  (("listener", "dns"),))], 18)
 
     def test_created_is_earliest(self):
         """

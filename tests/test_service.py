@@ -558,3 +558,144 @@ servers = [{servers}]
         self.write('"http://127.0.0.1:8001"', "[timeouts]\nupstream_response = 3\n")
         self.assertEqual(self.service.reload(), [])
         self.assertEqual(self.service.factory.timeouts.upstream_response, 3.0)
+
+
+class StreamMetricsTests(SynchronousTestCase):
+    """
+    The metrics count the TCP and UDP listeners' connections and sessions,
+    and the HTTP backends' pools.
+    """
+
+    def test_tcp_and_udp_listeners_counted(self):
+        """
+        A relayed TCP connection that ends is counted with its bytes; one
+        over the listener's C{max_connections} is counted as rejected; a
+        UDP session is open, then counted when it ends; a datagram over
+        C{max_sessions} is dropped.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+
+        from tests.test_stream_udp import UDPReactor
+        from twistproxy.config import parse
+
+        reactor = UDPReactor()
+        service = ProxyService(parse("""
+[admin]
+[access_log]
+path = ""
+[listeners.db]
+endpoint = "tcp:5433"
+protocol = "tcp"
+upstream = "pg"
+max_connections = 1
+[listeners.dns]
+endpoint = "udp:5353"
+protocol = "udp"
+upstream = "resolvers"
+max_sessions = 1
+[upstreams.pg]
+servers = ["tcp://127.0.0.1:5432"]
+[upstreams.resolvers]
+servers = ["udp://10.0.0.1:53"]
+"""), reactor)
+        service.startService()
+        relays = service.listeners["db"].factory
+        client = IPv4Address("TCP", "192.0.2.7", 40000)
+        relay = relays.buildProtocol(client)
+        relay.makeConnection(StringTransport(peerAddress=client))
+        self.assertIsNone(relays.buildProtocol(client))
+        _, _, connector, _, _ = reactor.tcpClients[-1]
+        upstream = connector.buildProtocol(None)
+        upstream.makeConnection(StringTransport())
+        relay.dataReceived(b"ping")
+        upstream.dataReceived(b"pong!")
+        dns = service.listeners["dns"].factory
+        dns.datagramReceived(b"query", ("192.0.2.8", 1000))
+        dns.datagramReceived(b"other", ("192.0.2.9", 1000))
+        samples = _samples(service)
+        db, udp = (("listener", "db"),), (("listener", "dns"),)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  db + (("protocol", "tcp"),))], 1)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  udp + (("protocol", "udp"),))], 1)
+        self.assertEqual(samples[("twistproxy_stream_rejected_connections_total", db)], 1)
+        self.assertEqual(samples[("twistproxy_udp_dropped_datagrams_total", udp)], 1)
+        upstream.connectionLost(Failure(ConnectionDone()))
+        relay.connectionLost(Failure(ConnectionDone()))
+        dns.abort_all()
+        samples = _samples(service)
+        self.assertEqual(samples[("twistproxy_stream_open_connections",
+                                  db + (("protocol", "tcp"),))], 0)
+        self.assertEqual(samples[("twistproxy_stream_connections_total",
+                                  db + (("protocol", "tcp"), ("status", "200")))], 1)
+        self.assertEqual(samples[("twistproxy_stream_connections_total",
+                                  udp + (("protocol", "udp"), ("status", "200")))], 1)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total", db)], 4)
+        self.assertEqual(samples[("twistproxy_stream_sent_bytes_total", db)], 5)
+        self.assertEqual(samples[("twistproxy_stream_received_bytes_total", udp)], 5)
+
+    def test_pool_sizes(self):
+        """
+        Each HTTP backend's pooled connections are
+        C{twistproxy_backend_pool_connections}: one while a request is sent.
+        """
+        from twistproxy.config import Admin
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(_config(admin=Admin()), reactor)
+        service.startService()
+        pool = (("backend", "127.0.0.1:8001"), ("upstream", "app"))
+        self.assertEqual(_samples(service)[("twistproxy_backend_pool_connections", pool)], 0)
+        MemoryPeer(service.factory.buildProtocol(None), peer=None).send(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(_samples(service)[("twistproxy_backend_pool_connections", pool)], 1)
+
+
+def _samples(service: ProxyService):
+    from tests.test_metrics import _samples as samples
+
+    return samples(service.metrics)
+
+
+class RateLimitMetricsTests(SynchronousTestCase):
+    """
+    Rate-limit rejections show in the metrics.
+    """
+
+    def test_rate_limited_requests_counted(self):
+        """
+        A request over a listener's rate limit is answered 429 by the proxy
+        and counted under C{twistproxy_proxy_answers_total} with reason
+        C{rate_limited}, and as a 4xx request.
+        """
+        from twistproxy.config import parse
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(parse("""
+[admin]
+[access_log]
+path = ""
+[listeners.web]
+endpoint = "tcp:8080"
+filters = [{ name = "rate_limit", rate = 1, burst = 1 }]
+[upstreams.app]
+servers = ["http://127.0.0.1:8001"]
+[[routes]]
+name = "all"
+upstream = "app"
+"""), reactor)
+        service.startService()
+        client = MemoryPeer(service.listeners["web"].factory.buildProtocol(None), peer=None)
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        MemoryPeer(reactor.tcpClients[0][2].buildProtocol(None), peer=None).send(
+            b"HTTP/1.1 204 No Content\r\n\r\n")
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        samples = _samples(service)
+        self.assertEqual(samples[("twistproxy_proxy_answers_total",
+                                  (("reason", "rate_limited"),))], 1)
+        self.assertEqual(samples[("twistproxy_requests_total",
+                                  (("route", "-"), ("status_class", "4xx"), ("upstream", "-")))],
+                         1)

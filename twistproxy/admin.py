@@ -209,23 +209,15 @@ class AdminResource(Resource):
         })
 
     def _digest(self, config) -> str:
-        # Which configuration runs: the file's hash, as `sha256sum` shows
-        # it, when it came from a file.  Kept per configuration object, so
-        # that an edited but not yet reloaded file does not change it.
-        if self._digested is not None and self._digested[0] is config:
-            return self._digested[1]
-        data = None
-        if config.source:
-            try:
-                with open(config.source, "rb") as f:
-                    data = f.read()
-            except OSError:
-                pass
-        if data is None:
-            data = repr(config).encode("utf-8")
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        self._digested = (config, digest)
-        return digest
+        # Which configuration runs: the hash of the file's bytes, as
+        # `sha256sum` shows it, taken when it was read; a configuration
+        # made in code is hashed by its value, once.
+        if config.digest:
+            return config.digest
+        if self._digested is None or self._digested[0] is not config:
+            self._digested = (
+                config, "sha256:" + hashlib.sha256(repr(config).encode("utf-8")).hexdigest())
+        return self._digested[1]
 
     def _upstreams(self, request: Request):
         d = maybeDeferred(self._service.status)

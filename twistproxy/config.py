@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _datetime
 import difflib as _difflib
+import hashlib as _hashlib
 import ipaddress as _ipaddress
 import json as _json
 import os as _os
@@ -637,6 +638,9 @@ class Shutdown:
 class ProxyConfig:
     """
     A whole proxy configuration.
+
+    @ivar digest: C{'sha256:'} and the hex SHA-256 of the bytes L{load}
+        read it from (what the admin API's C{/status} shows), or C{''}.
     """
 
     listeners: Tuple[Listener, ...]
@@ -653,6 +657,7 @@ class ProxyConfig:
     cache: Cache = Cache()
     source: Optional[str] = None
     workers: int = 1
+    digest: str = field(default="", compare=False)
 
 
 # ---------------------------------------------------------------------------
@@ -1999,7 +2004,9 @@ def load(path: str) -> ProxyConfig:
         raise ConfigError(
             "", f"not valid UTF-8 (byte offset {e.start})", path
         ) from None
-    return parse(text, path)
+    # Hashed here, from the bytes parsed: the file may change before anyone
+    # asks which configuration runs.
+    return replace(parse(text, path), digest="sha256:" + _hashlib.sha256(data).hexdigest())
 
 
 def server(url: str, weight: int = 1) -> Server:

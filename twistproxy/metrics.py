@@ -5,8 +5,11 @@ Prometheus metrics of a running proxy.
 Two kinds of figures are exposed.  Per-request figures (how many requests,
 how they ended, how long they took, how many bytes went back) are counted as
 exchanges finish: L{ProxyMetrics.observe} is called with every finished
-L{Exchange}.  State figures (which backends are up, healthy, ejected or
-draining, how many requests are in flight) are not counted at all: they are
+L{Exchange}, and L{ProxyMetrics.observe_connection} with every relayed TCP
+connection or UDP session that ends (where its access log line is written,
+so that relaying bytes costs nothing more).  State figures (which backends are up, healthy, ejected or
+draining, how many requests are in flight, how many connections are open
+or pooled) are not counted at all: they are
 read from the service's status when Prometheus scrapes, by a custom
 collector, so that they can never drift from what the proxy really does.
 
@@ -72,6 +75,8 @@ class ProxyMetrics:
         status: Optional[Callable[[], Mapping[str, Any]]] = None,
         connections: Optional[Callable[[], int]] = None,
         registry: Optional[CollectorRegistry] = None,
+        streams: Optional[Callable[[], Iterable[Mapping[str, Any]]]] = None,
+        pools: Optional[Callable[[], Iterable[Tuple[str, str, int]]]] = None,
     ):
         """
         @param clock: Gives the time an exchange ended, to compute its
@@ -82,6 +87,13 @@ class ProxyMetrics:
         @param connections: Returns how many client connections are open;
             when given, it is exposed as C{twistproxy_open_connections}.
         @param registry: Where to register; a new one by default.
+        @param streams: Returns one mapping per TCP relay factory or UDP
+            listener: C{listener}, C{protocol} (C{'tcp'} or C{'udp'}),
+            C{open}, and C{rejected} (TCP connections closed at once) or
+            C{dropped} and C{refused} (UDP datagrams); rows of the same
+            listener are added up (a reload may leave several).
+        @param pools: Returns C{(upstream, backend, connections)} for each
+            HTTP backend's connection pool.
         """
         self._clock = clock
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
@@ -113,13 +125,31 @@ class ProxyMetrics:
             "Responses the proxy made itself instead of a backend, by reason code.",
             ("reason",), registry=r,
         )
+        self._stream_connections = Counter(
+            "twistproxy_stream_connections",
+            "Relayed TCP connections and UDP sessions that ended, by listener, protocol "
+            "and status.",
+            ("listener", "protocol", "status"), registry=r,
+        )
+        self._stream_received = Counter(
+            "twistproxy_stream_received_bytes",
+            "Bytes received from clients on relayed connections and sessions that ended.",
+            ("listener",), registry=r,
+        )
+        self._stream_sent = Counter(
+            "twistproxy_stream_sent_bytes",
+            "Bytes sent to clients on relayed connections and sessions that ended.",
+            ("listener",), registry=r,
+        )
         # (route, status class, upstream) -> (requests, duration, bytes) children.
         self._by_request: Dict[Tuple[str, str, str], Tuple[Any, Any, Any]] = {}
         # upstream -> (upstream duration, retries) children.
         self._by_upstream: Dict[str, Tuple[Any, Any]] = {}
         self._by_reason: Dict[str, Any] = {}
-        if status is not None or connections is not None:
-            r.register(_StateCollector(status, connections))
+        # (listener, protocol, status) -> (connections, received, sent) children.
+        self._by_connection: Dict[Tuple[str, str, int], Tuple[Any, Any, Any]] = {}
+        if any(f is not None for f in (status, connections, streams, pools)):
+            r.register(_StateCollector(status, connections, streams, pools))
 
     def observe(self, x: Exchange) -> None:
         """
@@ -161,6 +191,26 @@ class ProxyMetrics:
                 answers = self._by_reason[x.reason] = self._answers.labels(x.reason)
             answers.inc()
 
+    def observe_connection(self, c) -> None:
+        """
+        Count a relayed TCP connection or UDP session that ended (a
+        L{twistproxy.stream.tcp.TCPRelay} or L{twistproxy.stream.udp.Session}).
+        """
+        key = (c.factory.listener, c.protocol, c.status)
+        children = self._by_connection.get(key)
+        if children is None:
+            children = self._by_connection[key] = (
+                self._stream_connections.labels(key[0], key[1].lower(), str(key[2])),
+                self._stream_received.labels(key[0]),
+                self._stream_sent.labels(key[0]),
+            )
+        connections, received, sent = children
+        connections.inc()
+        if c.bytes_received:
+            received.inc(c.bytes_received)
+        if c.bytes_sent:
+            sent.inc(c.bytes_sent)
+
     def exposition(self) -> bytes:
         """
         All the metrics in the Prometheus text format (L{content_type}).
@@ -180,6 +230,22 @@ _BACKEND_COUNTERS = (
     ("twistproxy_backend_requests", "Requests sent to the backend.", "requests"),
     ("twistproxy_backend_failures", "Requests the backend failed.", "failures"),
 )
+# Stream listener figures: (metric name, help, key in a row, type, label
+# names); a row without the key has no such figure.
+_STREAM_FAMILIES = (
+    ("twistproxy_stream_open_connections",
+     "Relayed TCP connections and UDP sessions open now.", "open", GaugeMetricFamily,
+     ("listener", "protocol")),
+    ("twistproxy_stream_rejected_connections",
+     "TCP connections closed at once, at the listener's max_connections or the "
+     "process's connection limit.", "rejected", CounterMetricFamily, ("listener",)),
+    ("twistproxy_udp_dropped_datagrams",
+     "Datagrams dropped because no session could be made (max_sessions, no backend, "
+     "refused by a filter).", "dropped", CounterMetricFamily, ("listener",)),
+    ("twistproxy_udp_refused_datagrams",
+     "Datagrams of sessions the listener's filters refused.", "refused",
+     CounterMetricFamily, ("listener",)),
+)
 
 
 class _StateCollector:
@@ -187,9 +253,11 @@ class _StateCollector:
     The state gauges, read from the service when scraped.
     """
 
-    def __init__(self, status, connections):
+    def __init__(self, status, connections, streams=None, pools=None):
         self._status = status
         self._connections = connections
+        self._streams = streams
+        self._pools = pools
 
     def _families(self):
         backend = ("upstream", "backend")
@@ -211,7 +279,15 @@ class _StateCollector:
             )
         if self._connections is not None:
             families["twistproxy_open_connections"] = GaugeMetricFamily(
-                "twistproxy_open_connections", "Client connections open now.")
+                "twistproxy_open_connections", "Client connections open now on HTTP listeners.")
+        if self._streams is not None:
+            for name, doc, _, kind, labels in _STREAM_FAMILIES:
+                families[name] = kind(name, doc, labels=labels)
+        if self._pools is not None:
+            families["twistproxy_backend_pool_connections"] = GaugeMetricFamily(
+                "twistproxy_backend_pool_connections",
+                "Connections to the backend open or being opened (busy and idle).",
+                labels=backend)
         return families
 
     def describe(self) -> Iterator[Metric]:
@@ -234,7 +310,25 @@ class _StateCollector:
                         families[name].add_metric(labels, float(b.get(key) or 0))
         if self._connections is not None:
             families["twistproxy_open_connections"].add_metric((), self._connections())
+        if self._streams is not None:
+            self._collect_streams(families)
+        if self._pools is not None:
+            pools = families["twistproxy_backend_pool_connections"]
+            for upstream, name, connections in self._pools():
+                pools.add_metric((upstream, name), connections)
         return iter(families.values())
+
+    def _collect_streams(self, families: Dict[str, Metric]) -> None:
+        # A reload that changes a listener leaves its old factory counting
+        # the connections it still has: rows of one listener add up.
+        totals: Dict[Tuple[str, Tuple[str, ...]], float] = {}
+        for row in self._streams():
+            for name, _, key, _, labels in _STREAM_FAMILIES:
+                if key in row:
+                    labelled = (name, tuple(row[label] for label in labels))
+                    totals[labelled] = totals.get(labelled, 0) + row[key]
+        for (name, labels), value in totals.items():
+            families[name].add_metric(labels, value)
 
 
 # How the workers' values of one sample make the master's: added up, but a

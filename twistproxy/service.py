@@ -19,7 +19,7 @@ the mistake.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults
@@ -228,7 +228,8 @@ class ProxyService(MultiService):
         if config.admin is not None:
             self.metrics = ProxyMetrics(
                 reactor, status=self.status,
-                connections=lambda: sum(len(f.connections) for f in self._http_factories))
+                connections=lambda: sum(len(f.connections) for f in self._http_factories),
+                streams=self._stream_figures, pools=self._pool_sizes)
         self.factory = self._factory(b"http")
         self._https_factory: Optional[HTTPServerFactory] = None
         self._endpoints = endpoints
@@ -329,6 +330,30 @@ class ProxyService(MultiService):
         if self.cache is not None:
             status["cache"] = dict(self.cache.counts)
         return status
+
+    def _stream_figures(self) -> List[Dict[str, Any]]:
+        """
+        What the metrics read of the TCP relays and UDP listeners (see
+        L{ProxyMetrics}'s C{streams}).
+        """
+        rows: List[Dict[str, Any]] = []
+        for f in self._stream_factories:
+            if isinstance(f, UDPProxy):
+                rows.append({"listener": f.listener, "protocol": "udp", "open": len(f.sessions),
+                             "dropped": f.dropped, "refused": f.refused})
+            else:
+                rows.append({"listener": f.listener, "protocol": "tcp",
+                             "open": len(f.connections), "rejected": f.rejected})
+        return rows
+
+    def _pool_sizes(self) -> Iterator[Tuple[str, str, int]]:
+        """
+        C{(upstream, backend, connections)} of every HTTP backend's pool.
+        """
+        for group in self.forwarder.groups.values():
+            if group.config.kind == "http":
+                for backend, pool in group.pools.items():
+                    yield group.name, backend.name, pool.connections
 
     def drain(self, group: str, backend: str, draining: bool = True) -> None:
         """
@@ -466,6 +491,8 @@ class ProxyService(MultiService):
                 self._access_log_failed(e)
 
     def _connection_ended(self, c) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_connection(c)
         if self.access_log is not None:
             try:
                 self.access_log.connection(c)

@@ -448,6 +448,8 @@ class TCPRelayFactory(Factory):
         <twistproxy.filters.FilterChain>} of connection filters, or C{None}.
     @ivar quota: The L{Quota <twistproxy.admission.Quota>} every relay
         counts against (the process's connections), or C{None}.
+    @ivar rejected: Connections closed at once, at C{max_connections} or
+        with the quota full (for the metrics: they get no log line).
     """
 
     noisy = False
@@ -466,6 +468,7 @@ class TCPRelayFactory(Factory):
         self.quota = quota
         self.deadlines = Deadlines(reactor)
         self.connections: set = set()
+        self.rejected = 0
         self._on_end = on_end
         self._drained = None
 
@@ -477,10 +480,10 @@ class TCPRelayFactory(Factory):
         A relay to C{group_name}, or C{None} (the connection is closed) at
         C{max_connections} or when the quota is full.
         """
-        if self.max_connections and len(self.connections) >= self.max_connections:
-            return None
         quota = self.quota
-        if quota is not None and not quota.acquire():
+        if ((self.max_connections and len(self.connections) >= self.max_connections)
+                or (quota is not None and not quota.acquire())):
+            self.rejected += 1
             return None
         relay = TCPRelay(self, group_name, server_name, initial)
         relay.quota_held = quota is not None
