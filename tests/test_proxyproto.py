@@ -360,6 +360,37 @@ proxy_protocol = "v1"
         self.assertTrue(other.received().startswith(b"PROXY TCP4 198.51.100.3 "))
 
 
+class HTTPSBackendTests(SynchronousTestCase):
+    """
+    An https backend configured for the PROXY protocol gets the header in
+    the clear, before the TLS handshake.
+    """
+
+    def test_header_before_client_hello(self):
+        """
+        The connection to the backend starts with the PROXY header, then a
+        ClientHello for the backend's name: the header is not sent inside
+        TLS, where a server expecting it would find a ClientHello instead.
+        """
+        from twistproxy.config import parse as parse_config
+        from twistproxy.stream.sni import server_name
+
+        proxy = MemoryProxy(parse_config("""
+[listeners.web]
+endpoint = "tcp:8080"
+[upstreams.app]
+servers = ["https://backend.example:8443"]
+proxy_protocol = "v2"
+"""))
+        proxy.connect_client("192.0.2.7", 40000).send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(proxy.backend_attempts(), [("backend.example", 8443)])
+        sent = proxy.accept_backend().received()
+        header, used = parse(sent)
+        self.assertEqual(header.source, ("192.0.2.7", 40000))
+        self.assertEqual(server_name(sent[used:]), "backend.example")
+        self.assertNotIn(b"GET /", sent)
+
+
 class TLSFactsTests(SynchronousTestCase):
     """
     What version 2 headers say of TLS the proxy terminated.
