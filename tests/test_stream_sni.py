@@ -12,6 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import SNIRoute
+from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY
+from twistproxy.stream.proxyproto import parse as parse_proxy_header
 from twistproxy.stream.sni import (
     MAX_CLIENT_HELLO,
     ClientHelloError,
@@ -157,6 +159,23 @@ class PassthroughTests(SynchronousTestCase):
         self.assertEqual(self.terminated, [])
         (relay,) = self.h.factory.connections
         self.assertEqual(relay.server_name, "db.example")
+
+    def test_proxy_header_names_server(self):
+        """
+        A group configured for PROXY version 2 gets, before the untouched
+        ClientHello, a header naming the client and the server name asked
+        for (PP2_TYPE_AUTHORITY), without PP2_TYPE_SSL: the proxy did not
+        terminate that TLS.
+        """
+        self.h = RelayHarness(config('proxy_protocol = "v2"'))
+        self.factory.relays = self.h.factory
+        hello = client_hello(b"db.example")
+        self.connect(hello)
+        sent = self.h.accept().received()
+        header, used = parse_proxy_header(sent)
+        self.assertEqual(header.source, ("192.0.2.7", 4000))
+        self.assertEqual(header.tlvs, ((PP2_TYPE_AUTHORITY, b"db.example"),))
+        self.assertEqual(sent[used:], hello)
 
     def test_terminate_other_names(self):
         """
