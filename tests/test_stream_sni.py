@@ -177,6 +177,33 @@ class PassthroughTests(SynchronousTestCase):
         self.assertEqual(header.tlvs, ((PP2_TYPE_AUTHORITY, b"db.example"),))
         self.assertEqual(sent[used:], hello)
 
+    def test_tiny_records_linear(self):
+        """
+        A ClientHello in one-byte records, one byte per read, is relayed,
+        and each record header is examined at most once per read that
+        ends in it plus once when it completes (not every header again on
+        every read, which would let a client make the proxy work in
+        proportion to the square of the ClientHello's size).
+        """
+        from twistproxy.stream import sni
+
+        examined = []
+
+        def counted(data, offset):
+            examined.append(offset)
+            return record_size(data, offset)
+
+        record_size = sni._record_size
+        self.patch(sni, "_record_size", counted)
+        hello = client_hello(b"db.example")
+        data = records(hello[5:], 1)
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+        protocol.makeConnection(StringTransport(lenient=True))
+        for i in range(len(data)):
+            protocol.dataReceived(data[i : i + 1])
+        self.assertEqual(self.h.accept().received(), data)
+        self.assertLessEqual(len(examined), 2 * len(hello[5:]))
+
     def test_terminate_other_names(self):
         """
         Other names go to the terminating factory, which gets the whole
@@ -195,6 +222,20 @@ class PassthroughTests(SynchronousTestCase):
         """
         _, transport = self.connect(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual((self.terminated, self.h.attempts()), ([], []))
+
+    def test_oversized_closed(self):
+        """
+        A ClientHello above L{MAX_CLIENT_HELLO} is closed, not forwarded:
+        one that announces more, and one sent in tiny records that never
+        ends within the bound.
+        """
+        body = client_hello(b"db.example")[5:]
+        announced = records(b"\x01" + (MAX_CLIENT_HELLO + 1).to_bytes(3, "big") + body[4:], 16384)
+        trickled = records(b"\x01" + MAX_CLIENT_HELLO.to_bytes(3, "big") + b"\x03" * 4000, 1)
+        for data in (announced, trickled):
+            _, transport = self.connect(data)
+            self.assertTrue(transport.disconnecting)
         self.assertEqual((self.terminated, self.h.attempts()), ([], []))
 
     def test_timeout(self):
