@@ -312,6 +312,82 @@ class HTTPListenerTests(SynchronousTestCase):
         self.assertEqual(self.proxy.backend_attempts(), [])
 
 
+class ServiceTests(SynchronousTestCase):
+    """
+    A whole L{ProxyService} with an HTTP listener that accepts PROXY
+    headers: the client they name is the one its filters, the backend's
+    forwarding fields and the access log see.
+    """
+
+    def test_real_client_drives_filters_fields_and_log(self):
+        """
+        Behind a trusted load balancer, a client the access rules deny is
+        answered 403, the rate limit counts per real client (a second
+        request from one is 429, another client passes), the backend's
+        C{X-Forwarded-For} and C{Forwarded} name the real client, and so
+        does each access log line.
+        """
+        import io
+
+        from twistproxy.accesslog import AccessLog
+        from twistproxy.config import parse as parse_config
+        from twistproxy.service import ProxyService
+        from twistproxy.testing import MemoryPeer
+
+        class Kept(io.BytesIO):
+            def close(self):
+                pass
+
+        reactor = MemoryReactorClock()
+        service = ProxyService(parse_config("""
+[access_log]
+path = ""
+
+[listeners.web]
+endpoint = "tcp:8080"
+proxy_protocol = ["10.0.0.0/8"]
+filters = [
+    { name = "access", deny = ["192.0.2.0/24"] },
+    { name = "rate_limit", rate = 1, burst = 1 },
+]
+
+[upstreams.app]
+servers = ["http://127.0.0.1:8001"]
+"""), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        stream = Kept()
+        service.access_log = AccessLog(stream, "combined", reactor)
+        (port,) = [p for p in reactor.tcpServers if p[0] == 8080]
+        connections, backends = [], []
+
+        def request(source: str) -> bytes:
+            balancer = IPv4Address("TCP", "10.1.2.3", 50000)
+            client = MemoryPeer(port[1].buildProtocol(balancer), peer=balancer)
+            client.send(encode_v1((source, 40000), ("10.0.0.1", 8080))
+                        + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            if len(reactor.tcpClients) > len(connections):
+                host, backend_port, factory, _, _ = reactor.tcpClients[len(connections)]
+                address = IPv4Address("TCP", host, backend_port)
+                connections.append(MemoryPeer(factory.buildProtocol(address), peer=address))
+            sent = connections[-1].received() if connections else b""
+            if sent:
+                backends.append(sent)
+                connections[-1].send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return client.received()[:12]
+
+        answers = [request(source) for source in
+                   ("192.0.2.7", "198.51.100.1", "198.51.100.1", "198.51.100.2")]
+        self.assertEqual(answers, [b"HTTP/1.1 403", b"HTTP/1.1 200", b"HTTP/1.1 429",
+                                   b"HTTP/1.1 200"])
+        self.assertIn(b"\r\nX-Forwarded-For: 198.51.100.1\r\n", backends[0])
+        self.assertIn(b"\r\nForwarded: for=198.51.100.1;", backends[0])
+        self.assertIn(b"\r\nX-Forwarded-For: 198.51.100.2\r\n", backends[1])
+        clients = [line.split(b" ")[0] for line in stream.getvalue().splitlines()]
+        self.assertEqual(clients, [b"192.0.2.7", b"198.51.100.1", b"198.51.100.1",
+                                   b"198.51.100.2"])
+
+
 class HTTPBackendTests(SynchronousTestCase):
     """
     HTTP backends of a group with C{proxy_protocol} get a PROXY header on
@@ -358,6 +434,37 @@ proxy_protocol = "v1"
         self.assertEqual(self.proxy.backend_attempts(), [("127.0.0.1", 8001)])
         other = self.proxy.accept_backend()
         self.assertTrue(other.received().startswith(b"PROXY TCP4 198.51.100.3 "))
+
+
+class HTTPSBackendTests(SynchronousTestCase):
+    """
+    An https backend configured for the PROXY protocol gets the header in
+    the clear, before the TLS handshake.
+    """
+
+    def test_header_before_client_hello(self):
+        """
+        The connection to the backend starts with the PROXY header, then a
+        ClientHello for the backend's name: the header is not sent inside
+        TLS, where a server expecting it would find a ClientHello instead.
+        """
+        from twistproxy.config import parse as parse_config
+        from twistproxy.stream.sni import server_name
+
+        proxy = MemoryProxy(parse_config("""
+[listeners.web]
+endpoint = "tcp:8080"
+[upstreams.app]
+servers = ["https://backend.example:8443"]
+proxy_protocol = "v2"
+"""))
+        proxy.connect_client("192.0.2.7", 40000).send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(proxy.backend_attempts(), [("backend.example", 8443)])
+        sent = proxy.accept_backend().received()
+        header, used = parse(sent)
+        self.assertEqual(header.source, ("192.0.2.7", 40000))
+        self.assertEqual(server_name(sent[used:]), "backend.example")
+        self.assertNotIn(b"GET /", sent)
 
 
 class TLSFactsTests(SynchronousTestCase):

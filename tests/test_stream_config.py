@@ -5,6 +5,9 @@ routes and the PROXY protocol (L{twistproxy.config}).
 
 from __future__ import annotations
 
+import os
+import re
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -171,3 +174,59 @@ balancer = "ring_hash"
         (listener,) = config.listeners
         self.assertEqual((listener.protocol, listener.max_sessions), ("udp", 50))
         self.assertEqual(config.upstreams["resolvers"].kind, "udp")
+
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+
+
+def toml_examples(path: str):
+    """
+    The TOML configurations of a reST page, as (line, text): its
+    C{code-block:: toml} blocks and the files its console examples write
+    with C{cat > NAME.toml <<'EOF'}.
+    """
+    with open(path) as f:
+        lines = f.read().splitlines()
+    found = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        start = None
+        if line.strip() == ".. code-block:: toml":
+            start, end = i + 1, None
+        elif re.search(r"cat > \S+\.toml <<'EOF'$", line):
+            start, end = i + 1, "EOF"
+        if start is None:
+            i += 1
+            continue
+        block = []
+        i = start
+        while i < len(lines):
+            text = lines[i]
+            if end is not None and text.strip() == end:
+                break
+            if end is None and text and not text.startswith(" "):
+                break
+            block.append(text[4:])
+            i += 1
+        found.append((start, "\n".join(block)))
+    return found
+
+
+class DocsExampleTests(SynchronousTestCase):
+    """
+    The configurations docs/tcp-udp.rst shows are complete and valid.
+    """
+
+    def test_examples_parse(self):
+        """
+        Every TOML block of docs/tcp-udp.rst, and every file its console
+        examples write, is a whole configuration that L{parse} accepts.
+        """
+        examples = toml_examples(os.path.join(DOCS, "tcp-udp.rst"))
+        self.assertGreaterEqual(len(examples), 10)
+        for line, text in examples:
+            try:
+                parse(text)
+            except ConfigError as e:
+                self.fail(f"docs/tcp-udp.rst, the example at line {line}: {e}")

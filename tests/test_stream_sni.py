@@ -12,6 +12,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import SNIRoute
+from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY
+from twistproxy.stream.proxyproto import parse as parse_proxy_header
 from twistproxy.stream.sni import (
     MAX_CLIENT_HELLO,
     ClientHelloError,
@@ -158,6 +160,50 @@ class PassthroughTests(SynchronousTestCase):
         (relay,) = self.h.factory.connections
         self.assertEqual(relay.server_name, "db.example")
 
+    def test_proxy_header_names_server(self):
+        """
+        A group configured for PROXY version 2 gets, before the untouched
+        ClientHello, a header naming the client and the server name asked
+        for (PP2_TYPE_AUTHORITY), without PP2_TYPE_SSL: the proxy did not
+        terminate that TLS.
+        """
+        self.h = RelayHarness(config('proxy_protocol = "v2"'))
+        self.factory.relays = self.h.factory
+        hello = client_hello(b"db.example")
+        self.connect(hello)
+        sent = self.h.accept().received()
+        header, used = parse_proxy_header(sent)
+        self.assertEqual(header.source, ("192.0.2.7", 4000))
+        self.assertEqual(header.tlvs, ((PP2_TYPE_AUTHORITY, b"db.example"),))
+        self.assertEqual(sent[used:], hello)
+
+    def test_tiny_records_linear(self):
+        """
+        A ClientHello in one-byte records, one byte per read, is relayed,
+        and each record header is examined at most once per read that
+        ends in it plus once when it completes (not every header again on
+        every read, which would let a client make the proxy work in
+        proportion to the square of the ClientHello's size).
+        """
+        from twistproxy.stream import sni
+
+        examined = []
+
+        def counted(data, offset):
+            examined.append(offset)
+            return record_size(data, offset)
+
+        record_size = sni._record_size
+        self.patch(sni, "_record_size", counted)
+        hello = client_hello(b"db.example")
+        data = records(hello[5:], 1)
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 4000))
+        protocol.makeConnection(StringTransport(lenient=True))
+        for i in range(len(data)):
+            protocol.dataReceived(data[i : i + 1])
+        self.assertEqual(self.h.accept().received(), data)
+        self.assertLessEqual(len(examined), 2 * len(hello[5:]))
+
     def test_terminate_other_names(self):
         """
         Other names go to the terminating factory, which gets the whole
@@ -176,6 +222,20 @@ class PassthroughTests(SynchronousTestCase):
         """
         _, transport = self.connect(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual((self.terminated, self.h.attempts()), ([], []))
+
+    def test_oversized_closed(self):
+        """
+        A ClientHello above L{MAX_CLIENT_HELLO} is closed, not forwarded:
+        one that announces more, and one sent in tiny records that never
+        ends within the bound.
+        """
+        body = client_hello(b"db.example")[5:]
+        announced = records(b"\x01" + (MAX_CLIENT_HELLO + 1).to_bytes(3, "big") + body[4:], 16384)
+        trickled = records(b"\x01" + MAX_CLIENT_HELLO.to_bytes(3, "big") + b"\x03" * 4000, 1)
+        for data in (announced, trickled):
+            _, transport = self.connect(data)
+            self.assertTrue(transport.disconnecting)
         self.assertEqual((self.terminated, self.h.attempts()), ([], []))
 
     def test_timeout(self):

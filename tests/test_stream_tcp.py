@@ -19,6 +19,7 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.config import parse
 from twistproxy.http.forwarder import make_group
 from twistproxy.interfaces import IRequestInfo
+from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY, PP2_TYPE_SSL
 from twistproxy.stream.proxyproto import parse as parse_proxy_header
 from twistproxy.stream.tcp import StreamInfo, TCPRelayFactory
 
@@ -387,6 +388,53 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertEqual(used, len(data))
         self.assertEqual((header.version, header.source, header.destination),
                          (2, ("192.0.2.7", 40001), ("10.0.0.1", 5433)))
+
+
+    def test_accepted_from_trusted_only(self):
+        """
+        On a listener that accepts PROXY headers, a trusted peer's header
+        is read and its source becomes the relay's client (what the access
+        log and the filters see); an untrusted peer's header is not
+        believed: it is relayed to the backend as data and the relay's
+        client is the peer itself.
+        """
+        from twistproxy.stream.proxyproto import ProxyHeaderFactory
+
+        h = RelayHarness(config())
+        wrapped = ProxyHeaderFactory(h.factory, lambda host: host == "10.9.9.9", h.reactor, 5)
+        line = b"PROXY TCP4 203.0.113.5 10.0.0.1 5555 5433\r\n"
+        seen = []
+        for peer in ("10.9.9.9", "192.0.2.7"):
+            client = Peer(wrapped.buildProtocol(IPv4Address("TCP", peer, 1000)), peer, 1000)
+            client.protocol.dataReceived(line + b"hi")
+            backend = h.accept()
+            (relay,) = h.factory.connections
+            seen.append((relay.client_address, backend.received()))
+            backend.close()
+            client.close()
+        self.assertEqual(seen, [("203.0.113.5", b"hi"), ("192.0.2.7", line + b"hi")])
+        self.assertEqual([r.client_address for r in h.ended], ["203.0.113.5", "192.0.2.7"])
+
+    def test_v2_terminated_tls(self):
+        """
+        Behind TLS the proxy terminated (a tcp listener on an C{ssl:}
+        endpoint), version 2 also carries the server name the client asked
+        for (PP2_TYPE_AUTHORITY) and that it used TLS (PP2_TYPE_SSL).
+        """
+        from OpenSSL import SSL
+
+        connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        connection.set_connect_state()
+        connection.set_tlsext_host_name(b"db.example")
+        h = RelayHarness(config('proxy_protocol = "v2"'))
+        protocol = h.factory.buildProtocol(None)
+        transport = HalfCloseTransport(IPv4Address("TCP", "192.0.2.7", 40001))
+        transport.getHandle = lambda: connection
+        protocol.makeConnection(transport)
+        header, _ = parse_proxy_header(h.accept().received())
+        self.assertEqual(header.source, ("192.0.2.7", 40001))
+        self.assertEqual(header.tlvs, ((PP2_TYPE_AUTHORITY, b"db.example"),
+                                       (PP2_TYPE_SSL, b"\x01\x00\x00\x00\x00")))
 
 
 class AccessLogTests(SynchronousTestCase):

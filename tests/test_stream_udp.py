@@ -146,6 +146,38 @@ class UDPProxyTests(SynchronousTestCase):
         self.proxy.datagramReceived(b"again", a)
         self.assertIsNot(self.session_port(a), port)
 
+    def test_many_clients(self):
+        """
+        Round trips from many clients at once (200 address and port pairs,
+        several datagrams each) each come back to the client that asked,
+        whatever the order of the replies; the sessions are spread over the
+        backends, and all expire together on the clock, releasing every
+        backend.
+        """
+        self.setUp(config(max_sessions=1000))
+        clients = [(f"192.0.2.{i % 50 + 1}", 1000 + i) for i in range(200)]
+        for round_ in range(3):
+            for client in clients:
+                self.proxy.datagramReceived(b"q%d %s:%d" % (round_, client[0].encode(), client[1]),
+                                            client)
+            for client in reversed(clients):
+                port = self.session_port(client)
+                query = port.written[-1][0]
+                port.protocol.datagramReceived(b"answer to " + query, port.connected_to)
+        written = self.listening.written
+        self.assertEqual(len(written), 600)
+        for data, client in written:
+            self.assertTrue(data.endswith(b" %s:%d" % (client[0].encode(), client[1])), data)
+        self.assertEqual(sorted(b.in_flight for b in self.group.backends), [66, 67, 67])
+        self.reactor.advance(9)
+        self.assertEqual(len(self.proxy.sessions), 200)
+        self.reactor.advance(2)
+        self.assertEqual((len(self.proxy.sessions), len(self.ended)), (0, 200))
+        self.assertEqual({(s.bytes_received > 0, s.bytes_sent > s.bytes_received)
+                          for s in self.ended}, {(True, True)})
+        self.assertEqual([b.in_flight for b in self.group.backends], [0, 0, 0])
+        self.assertEqual(self.group.in_flight, 0)
+
     def test_session_cap(self):
         """
         Beyond C{max_sessions}, datagrams from new clients are dropped and

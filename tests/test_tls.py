@@ -34,7 +34,7 @@ from twistproxy.testing import pem_bundle as _bundle
 from twistproxy.config import Certificate, ConfigError, ListenerTLS
 from twistproxy.tls import (
     ALPN_PROTOCOLS, MODERN_CIPHERS, CertificateStore, ServerTLS, TLSServerFactory,
-    certificate_names, peer_subject, wrap_listener_factory,
+    _present, certificate_names, peer_subject, wrap_listener_factory,
 )
 
 PATH = "listeners.web.tls"
@@ -178,8 +178,9 @@ class _Probe:
         if alpn:
             self.context.set_alpn_protos(list(alpn))
         if certificate is not None:
-            self.context.use_certificate(certificate[1])
-            self.context.use_privatekey(certificate[0])
+            # As the proxy presents its own: pyOpenSSL before 24.3 (the
+            # newest PyPy has wheels for) takes only its own X509 and PKey.
+            _present(self.context, (certificate[1], certificate[0], ()))
 
     def clientConnectionForTLS(self, tlsProtocol):
         connection = SSL.Connection(self.context, None)

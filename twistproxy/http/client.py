@@ -152,7 +152,9 @@ class UpstreamProtocol(Waiting, Protocol):
         x, self._first = self._first, None
         if self._pool.proxy_protocol:
             self.owner = x.downstream.connection if x is not None and x.downstream else None
-            self.transport.write(self._pool.proxy_header(x))
+            if self._pool.tls is None:
+                # Over TLS it went first, in the clear (see _connect).
+                self.transport.write(self._pool.proxy_header(x))
         self._pool.connection_made(self, x)
 
     def dataReceived(self, data: bytes) -> None:
@@ -529,7 +531,14 @@ class UpstreamPool:
     def _connect(self, x: Exchange) -> None:
         self.connections += 1
         backend = self.backend
-        if self.tls is not None:
+        if self.tls is not None and self.proxy_protocol:
+            self.reactor.connectTCP(
+                backend.host, backend.port,
+                proxyproto.HeaderThenTLSFactory(
+                    self.reactor, self.tls, _Connector(self, x), self.proxy_header(x)),
+                timeout=self.timeouts.connect,
+            )
+        elif self.tls is not None:
             self.reactor.connectSSL(
                 backend.host, backend.port, _Connector(self, x), self.tls,
                 timeout=self.timeouts.connect,

@@ -27,7 +27,9 @@ HTTP listener answers it 400).  A trusted peer whose header is malformed,
 or that takes too long to send it, is disconnected.
 
 L{encode_v1} and L{encode_v2} write the header that the proxy sends to
-backends configured for it.
+backends configured for it.  Before a TLS connection (an C{https} backend)
+the header goes first, in the clear, then the TLS handshake
+(L{HeaderThenTLSFactory}), as the servers that accept both expect.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import directlyProvides, implementer, providedBy
 
 from twistproxy.deadlines import NEVER, Deadlines
@@ -265,6 +268,36 @@ def tls_server_name(transport) -> Optional[str]:
         return None
     name = handle.get_servername()
     return name.decode("ascii", "replace").lower() if name else ""
+
+
+class _HeaderThenTLS(TLSMemoryBIOProtocol):
+    """
+    A TLS client connection that sends its factory's PROXY header in the
+    clear before its ClientHello.
+    """
+
+    def makeConnection(self, transport) -> None:
+        transport.write(self.factory.header)
+        super().makeConnection(transport)
+
+
+class HeaderThenTLSFactory(TLSMemoryBIOFactory):
+    """
+    Opens one TLS connection to a backend configured for the PROXY
+    protocol: C{header} first, in the clear, then the handshake.  (Over
+    C{connectSSL} the protocol's first write would be encrypted: nginx's
+    C{listen ... ssl proxy_protocol} or HAProxy's C{accept-proxy} would
+    read a ClientHello where the header must be.)
+
+    @param creator: The L{IOpenSSLClientConnectionCreator} of the backend.
+    @param wrapped: The factory of the protocol spoken inside TLS.
+    """
+
+    protocol = _HeaderThenTLS
+
+    def __init__(self, reactor, creator, wrapped, header: bytes):
+        super().__init__(creator, True, wrapped, clock=reactor)
+        self.header = header
 
 
 def _twisted_address(host: str, port: int):

@@ -52,35 +52,70 @@ class ClientHelloError(ValueError):
     """
 
 
-def _handshake_bytes(data: bytes, limit: int) -> Optional[bytes]:
+def _record_size(data, offset: int) -> int:
     """
-    The handshake message bytes of the TLS records at the start of
-    C{data}, once the ClientHello is complete; C{None} until then.
+    The length of the TLS record whose 5-byte header is at C{offset},
+    which must be a handshake record.
     """
-    message = b""
-    offset = 0
-    while True:
-        if len(data) - offset < 5:
-            return None
-        if data[offset] != _HANDSHAKE or data[offset + 1] != 3:
-            raise ClientHelloError("not a TLS handshake record")
-        size = int.from_bytes(data[offset + 3 : offset + 5], "big")
-        if size == 0 or size > 16384:
-            raise ClientHelloError("bad TLS record length")
-        if len(data) - offset - 5 < size:
-            if len(data) > limit:
-                raise ClientHelloError("ClientHello too large")
-            return None
-        message += data[offset + 5 : offset + 5 + size]
-        offset += 5 + size
-        if len(message) >= 4:
-            if message[0] != _CLIENT_HELLO:
-                raise ClientHelloError("first handshake message is not a ClientHello")
-            needed = 4 + int.from_bytes(message[1:4], "big")
-            if needed > limit:
-                raise ClientHelloError("ClientHello too large")
-            if len(message) >= needed:
-                return message[4:needed]
+    if data[offset] != _HANDSHAKE or data[offset + 1] != 3:
+        raise ClientHelloError("not a TLS handshake record")
+    size = int.from_bytes(data[offset + 3 : offset + 5], "big")
+    if size == 0 or size > 16384:
+        raise ClientHelloError("bad TLS record length")
+    return size
+
+
+class HelloAssembler:
+    """
+    Puts the ClientHello at the start of a connection together from the
+    TLS records it is split into, as its bytes arrive.
+
+    Only the bytes new to it are examined, however they are cut: a client
+    that sends its ClientHello in one-byte records, one byte per read,
+    costs time in proportion to its size, not to its square (about 11 CPU
+    seconds per connection when every read parsed everything again).
+
+    @param limit: The largest ClientHello accepted, in bytes.
+    """
+
+    def __init__(self, limit: int = MAX_CLIENT_HELLO):
+        self._limit = limit
+        self._pending = b""
+        self._received = 0
+        self._message = bytearray()
+
+    def feed(self, data: bytes) -> Optional[bytes]:
+        """
+        Take the next bytes of the connection.
+
+        @return: The ClientHello's body once it is complete, else C{None}.
+        @raises ClientHelloError: when the bytes so far cannot start a
+            valid ClientHello of at most C{limit} bytes.
+        """
+        self._received += len(data)
+        pending = self._pending + data if self._pending else data
+        message = self._message
+        offset = 0
+        try:
+            while len(pending) - offset >= 5:
+                size = _record_size(pending, offset)
+                if len(pending) - offset - 5 < size:
+                    break
+                message += pending[offset + 5 : offset + 5 + size]
+                offset += 5 + size
+                if len(message) >= 4:
+                    if message[0] != _CLIENT_HELLO:
+                        raise ClientHelloError("first handshake message is not a ClientHello")
+                    needed = 4 + int.from_bytes(message[1:4], "big")
+                    if needed > self._limit:
+                        raise ClientHelloError("ClientHello too large")
+                    if len(message) >= needed:
+                        return bytes(message[4:needed])
+        finally:
+            self._pending = pending[offset:]
+        if self._received > self._limit:
+            raise ClientHelloError("ClientHello too large")
+        return None
 
 
 class _Reader:
@@ -118,9 +153,17 @@ def server_name(data: bytes, limit: int = MAX_CLIENT_HELLO) -> Optional[str]:
     @raises ClientHelloError: when C{data} does not start with a valid
         ClientHello of at most C{limit} bytes.
     """
-    body = _handshake_bytes(data, limit)
+    body = HelloAssembler(limit).feed(data)
     if body is None:
         return None
+    return hello_server_name(body)
+
+
+def hello_server_name(body: bytes) -> str:
+    """
+    The server name in a ClientHello's C{body} (put together by a
+    L{HelloAssembler}), or C{''}; as L{server_name}.
+    """
     hello = _Reader(body)
     hello.take(2 + 32)  # legacy_version, random
     if len(hello.vector(1)) > 32:
@@ -196,14 +239,18 @@ class _Sniffer(Prefix):
         super().__init__(factory.deadlines, factory.timeout, MAX_CLIENT_HELLO + 1024)
         self._factory = factory
         self._addr = addr
+        self._hello = HelloAssembler()
+        self._examined = 0
 
     def _examine(self, buffer: bytes):
         try:
-            name = server_name(buffer)
+            body = self._hello.feed(buffer[self._examined :])
+            self._examined = len(buffer)
+            if body is None:
+                return None
+            name = hello_server_name(body)
         except ClientHelloError:
             self._refuse()
-            return None
-        if name is None:
             return None
         factory = self._factory
         group = factory.router.group_for(name)
