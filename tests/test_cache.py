@@ -503,6 +503,23 @@ class ValidationTests(CacheHarness):
         self.get(origin=response(b"v2", b"Cache-Control: max-age=10"))
         self.assertNotIn(b"If-None-Match", self.asked)
 
+    def test_client_condition_without_stored_validator(self):
+        """
+        RFC 9110 13.2.2 and RFC 9111 4.3.4: with no validator in the stale
+        stored response, the client's own If-None-Match goes to the
+        origin, and the origin's 304 (for an entity tag the cache does not
+        have) answers the client as it is; the stored response stays.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-if-error=60"))
+        self.advance(20)
+        data = self.get(b"/a", b'If-None-Match: "x"', origin=response(
+            b"", b'ETag: "x"', b"Cache-Control: max-age=10", status=b"304 Not Modified"))
+        self.assertIn(b'If-None-Match: "x"', self.asked)
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 Not Modified"), data)
+        self.assertEqual(field(data, b"ETag"), b'"x"')
+        data = self.get(origin=response(b"v2", status=b"503 Unavailable"))
+        self.assertEqual(body_of(data), b"v1")
+
     def test_client_validators_replaced(self):
         """
         RFC 9111 4.3.1: the cache validates with its own validators, not

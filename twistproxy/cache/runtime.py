@@ -688,12 +688,17 @@ class FetchSink(PassingSink):
         fields = self._fields = P.CacheFields(resp.headers, cache.targeted, now)
         stale = self._stale
         if stale is not None and resp.status == 304:
-            # RFC 9111 4.3.4: a 304 for other validators than the stored
-            # response's updates nothing, and answers nothing the client
-            # asked (the cache sent its own validators).
-            self._mode = _UPDATE if P.update_selects(cache.fields(stale), fields) else _REFUSE
-            self._resp = resp
-            return
+            stored = cache.fields(stale)
+            selects = P.update_selects(stored, fields)
+            if selects or P.has_validator(stored):
+                # RFC 9111 4.3.4: a 304 for other validators than the
+                # stored response's updates nothing, and answers nothing
+                # the client asked (the cache sent its own validators).
+                self._mode = _UPDATE if selects else _REFUSE
+                self._resp = resp
+                return
+            # The cache had no validator to send, so the request went with
+            # the client's own: this 304 answers them, and goes on as it is.
         if stale is not None and resp.status >= 500 and self._stale_usable():
             self._mode = _STALE
             self._resp = resp
