@@ -761,6 +761,19 @@ class CollapseTests(CacheHarness):
         self.get(b"/f", origin=response(b"x", b"Cache-Control: max-age=60"))
         self.stored(b"/f")
 
+    def test_no_pass_after_304(self):
+        """
+        A client's conditional request that misses and gets the origin's
+        304 says nothing of whether the URL can be stored: the next GET is
+        stored as usual, not passed through.
+        """
+        data = self.get(b"/c", b'If-None-Match: "1"', origin=response(
+            b"", b'ETag: "1"', b"Cache-Control: max-age=60", status=b"304 Not Modified"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 "))
+        data = self.get(b"/c", origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.assertEqual(field(data, b"Cache-Status"), b"twistproxy; fwd=uri-miss; stored; ttl=60")
+        self.stored(b"/c")
+
     def test_waiter_leaves(self):
         """
         A waiting client that disconnects is forgotten.

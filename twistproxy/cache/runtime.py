@@ -718,9 +718,10 @@ class FetchSink(PassingSink):
             self._mode = _STORE
             self._resp = resp
         else:
-            if req.method == b"GET" and resp.status < 500:
-                # An answer the origin means; a failure (or a POST's
-                # answer) says nothing of what later GETs will get.
+            if req.method == b"GET" and resp.status < 500 and resp.status != 304:
+                # An answer the origin means; a failure, a POST's answer or
+                # a 304 to a client's own condition says nothing of what
+                # later GETs will get.
                 cache.pass_for(self._key)
             self._release()
         self.inner.response_head(x, _downstream(resp, cache.targeted), has_body,
