@@ -127,18 +127,24 @@ class ConfigSnippetTests(SynchronousTestCase):
     def test_snippets_are_configurations(self):
         """
         Every C{.. code-block:: toml} of the pages listed parses with
-        L{twistproxy.config.parse} once completed by L{complete_snippet};
-        and each page has at least one.
+        L{twistproxy.config.parse} once completed by L{complete_snippet},
+        and the cache store it names takes its options (which C{parse}
+        leaves to the store); each page has at least one.
         """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.cache.runtime import build_cache
+
         for page in self.pages:
             with open(os.path.join(DOCS, page), encoding="utf-8") as f:
                 snippets = list(toml_blocks(f.read()))
             self.assertTrue(snippets, page)
             for n, snippet in enumerate(snippets):
+                source = f"{page} snippet {n + 1}"
                 try:
-                    parse(complete_snippet(snippet), f"{page} snippet {n + 1}")
+                    build_cache(MemoryReactorClock(), parse(complete_snippet(snippet), source))
                 except ConfigError as e:
-                    self.fail(str(e))
+                    self.fail(str(e) if e.source else f"{source}: {e}")
 
     def test_completion_hides_no_error(self):
         """
