@@ -271,6 +271,21 @@ class MissAndHitTests(CacheHarness):
         self.get(b"/cut", origin=response(b"x"))
         self.assertIsNotNone(self.asked)
 
+    def test_incomplete_chunked_not_stored(self):
+        """
+        RFC 9111 3.3: a chunked response whose last chunk never comes is
+        not stored either.
+        """
+        client = self.send(b"/chunks")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        self.current.close()
+        self.assertTrue(client.closed)
+        self.get(b"/chunks", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(self.proxy.cache.counts["stored"], 0)
+
     def test_close_delimited_not_stored(self):
         """
         RFC 9111 3.3: a response delimited by the connection closing may
