@@ -121,6 +121,18 @@ class CacheHarness(SynchronousTestCase):
     def advance(self, seconds: float) -> None:
         self.proxy.reactor.advance(seconds)
 
+    def assert_reused_without(self, directive: bytes, name: bytes) -> None:
+        """
+        A response with C{directive} (naming the field C{name}) and
+        C{max-age=60} is stored and served from the cache without that
+        field, its other fields kept.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: " + directive + b", max-age=60",
+                                 name + b": secret", b"X-Open: o"))
+        hit = self.stored()
+        self.assertIsNone(field(hit, name))
+        self.assertEqual(field(hit, b"X-Open"), b"o")
+
 
 class MissAndHitTests(CacheHarness):
     def test_miss_then_hit(self):
@@ -187,11 +199,7 @@ class MissAndHitTests(CacheHarness):
         RFC 9111 5.2.2.7: a response with C{private="X-User"} is stored,
         and served again without that field.
         """
-        self.get(origin=response(b"x", b'Cache-Control: private="X-User", max-age=60',
-                                 b"X-User: bob", b"X-Open: o"))
-        hit = self.stored()
-        self.assertIsNone(field(hit, b"X-User"))
-        self.assertEqual(field(hit, b"X-Open"), b"o")
+        self.assert_reused_without(b'private="X-User"', b"X-User")
 
     def test_expires_formats(self):
         """
@@ -262,6 +270,21 @@ class MissAndHitTests(CacheHarness):
         self.assertTrue(client.closed)
         self.get(b"/cut", origin=response(b"x"))
         self.assertIsNotNone(self.asked)
+
+    def test_incomplete_chunked_not_stored(self):
+        """
+        RFC 9111 3.3: a chunked response whose last chunk never comes is
+        not stored either.
+        """
+        client = self.send(b"/chunks")
+        self.origin_request()
+        self.answer(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        self.current.close()
+        self.assertTrue(client.closed)
+        self.get(b"/chunks", origin=response(b"x"))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(self.proxy.cache.counts["stored"], 0)
 
     def test_close_delimited_not_stored(self):
         """
@@ -503,6 +526,23 @@ class ValidationTests(CacheHarness):
         self.get(origin=response(b"v2", b"Cache-Control: max-age=10"))
         self.assertNotIn(b"If-None-Match", self.asked)
 
+    def test_client_condition_without_stored_validator(self):
+        """
+        RFC 9110 13.2.2 and RFC 9111 4.3.4: with no validator in the stale
+        stored response, the client's own If-None-Match goes to the
+        origin, and the origin's 304 (for an entity tag the cache does not
+        have) answers the client as it is; the stored response stays.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10, stale-if-error=60"))
+        self.advance(20)
+        data = self.get(b"/a", b'If-None-Match: "x"', origin=response(
+            b"", b'ETag: "x"', b"Cache-Control: max-age=10", status=b"304 Not Modified"))
+        self.assertIn(b'If-None-Match: "x"', self.asked)
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 Not Modified"), data)
+        self.assertEqual(field(data, b"ETag"), b'"x"')
+        data = self.get(origin=response(b"v2", status=b"503 Unavailable"))
+        self.assertEqual(body_of(data), b"v1")
+
     def test_client_validators_replaced(self):
         """
         RFC 9111 4.3.1: the cache validates with its own validators, not
@@ -556,11 +596,7 @@ class ValidationTests(CacheHarness):
         RFC 9111 5.2.2.4: no-cache with field names: reused without
         validation, but without those fields.
         """
-        self.get(origin=response(b"v1", b'Cache-Control: no-cache="X-Secret", max-age=60',
-                                 b"X-Secret: s", b"X-Open: o"))
-        data = self.stored()
-        self.assertIsNone(field(data, b"X-Secret"))
-        self.assertEqual(field(data, b"X-Open"), b"o")
+        self.assert_reused_without(b'no-cache="X-Secret"', b"X-Secret")
 
     def test_must_revalidate_no_stale(self):
         """
@@ -743,6 +779,19 @@ class CollapseTests(CacheHarness):
         self.get(b"/f", method=b"POST", origin=response(b"posted"))
         self.get(b"/f", origin=response(b"x", b"Cache-Control: max-age=60"))
         self.stored(b"/f")
+
+    def test_no_pass_after_304(self):
+        """
+        A client's conditional request that misses and gets the origin's
+        304 says nothing of whether the URL can be stored: the next GET is
+        stored as usual, not passed through.
+        """
+        data = self.get(b"/c", b'If-None-Match: "1"', origin=response(
+            b"", b'ETag: "1"', b"Cache-Control: max-age=60", status=b"304 Not Modified"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 304 "))
+        data = self.get(b"/c", origin=response(b"x", b"Cache-Control: max-age=60"))
+        self.assertEqual(field(data, b"Cache-Status"), b"twistproxy; fwd=uri-miss; stored; ttl=60")
+        self.stored(b"/c")
 
     def test_waiter_leaves(self):
         """

@@ -272,6 +272,17 @@ class FreshnessTests(SynchronousTestCase):
                                        (b"Last-Modified", b"Tue, 14 Nov 2023 21:13:20 GMT")),
                          360)
 
+    def test_heuristic_capped(self):
+        """
+        RFC 9111 4.2.2: the heuristic is bounded (a day here), however old
+        the Last-Modified; and a Last-Modified after Date gives none.
+        """
+        self.assertEqual(self.lifetime((b"Date", DATE),
+                                       (b"Last-Modified", b"Sun, 06 Nov 1994 08:49:37 GMT")),
+                         P.HEURISTIC_LIMIT)
+        self.assertEqual(self.lifetime((b"Date", DATE),
+                                       (b"Last-Modified", b"Wed, 15 Nov 2023 22:13:20 GMT")), 0)
+
     def test_heuristic_not_for_other_statuses(self):
         """
         RFC 9111 4.2.2: no heuristic for a status not heuristically
@@ -709,3 +720,25 @@ class HostileInputTests(SynchronousTestCase):
             P.merge_304(fields, fields)
             P.fields_to_serve(fields, r, 1e30)
             P.invalidated_uris(200, b"POST", fields)
+
+
+class CitationTests(SynchronousTestCase):
+    def test_every_rule_cites_its_section(self):
+        """
+        Every other test in this module names, in its docstring, the RFC
+        and the section it checks (C{RFC 9111 4.2.1}), so that each rule is
+        read with its source.
+        """
+        import re
+        import sys
+
+        cite = re.compile(r"RFC \d{4} \d+(\.\d+)*")
+        module = sys.modules[__name__]
+        tests = [(cls.__name__, name, getattr(cls, name).__doc__ or "")
+                 for cls in vars(module).values()
+                 if isinstance(cls, type) and issubclass(cls, SynchronousTestCase)
+                 and cls is not CitationTests
+                 for name in vars(cls) if name.startswith("test")]
+        self.assertGreater(len(tests), 50)
+        for cls, name, doc in tests:
+            self.assertRegex(" ".join(doc.split()), cite, f"{cls}.{name}")

@@ -1,15 +1,26 @@
 """
-Tests for the documentation: the Sphinx build is clean.
+Tests for the documentation: the Sphinx build is clean, and the TOML
+examples are configurations the proxy accepts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import textwrap
+from typing import Iterator, List
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from twistproxy.config import ConfigError, parse
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python < 3.11
+    import tomli as _toml  # type: ignore[no-redef]
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
@@ -43,3 +54,112 @@ class SphinxBuildTests(SynchronousTestCase):
             result.returncode, 0, result.stdout.decode("utf-8", "replace")
         )
         self.assertTrue(os.path.exists(os.path.join(out, "html", "index.html")))
+
+
+_TOML_BLOCK = re.compile(r"^(\s*)\.\. code-block:: toml\s*$")
+
+
+def toml_blocks(text: str) -> Iterator[str]:
+    """
+    The content of each C{.. code-block:: toml} directive of a reST page,
+    dedented.
+    """
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _TOML_BLOCK.match(lines[i])
+        i += 1
+        if m is None:
+            continue
+        indent = len(m.group(1))
+        body = []
+        while i < len(lines) and (
+            not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > indent
+        ):
+            body.append(lines[i])
+            i += 1
+        yield textwrap.dedent("\n".join(body)).strip("\n")
+
+
+def _upstream_names(value: object) -> List[str]:
+    """
+    Every string given to a key named C{upstream}, at any depth.
+    """
+    if isinstance(value, dict):
+        return [n for k, v in value.items()
+                for n in ([v] if k == "upstream" and isinstance(v, str) else _upstream_names(v))]
+    if isinstance(value, list):
+        return [n for v in value for n in _upstream_names(v)]
+    return []
+
+
+def complete_snippet(text: str) -> str:
+    """
+    A documentation snippet made a whole configuration: the pages show
+    the part they explain, so a snippet without C{[listeners]} gets one,
+    and one without C{[upstreams]} gets an HTTP group for each upstream it
+    names.  Everything the snippet says is kept as it is.
+    """
+    document = _toml.loads(text)
+    extra = []
+    if "listeners" not in document:
+        extra.append('[listeners.docs]\nendpoint = "tcp:0"\n')
+    if "upstreams" not in document:
+        for name in sorted(set(_upstream_names(document))) or ["app"]:
+            extra.append(f'[upstreams.{name}]\nservers = ["http://127.0.0.1:8001"]\n')
+    return "\n\n".join([text] + extra)
+
+
+class ConfigSnippetTests(SynchronousTestCase):
+    """
+    The TOML examples in the documentation are configurations the proxy
+    accepts: a key that was renamed, a value of the wrong type or routes in
+    an order the proxy refuses would fail here.
+    """
+
+    # The pages checked: those whose every snippet is whole once given a
+    # listener and its upstream groups.  (configuration.rst, health.rst,
+    # load-balancing.rst and tcp-udp.rst also show fragments of one table,
+    # or groups without servers, that cannot be completed this way.)
+    pages = ("caching.rst", "filters.rst", "gslb.rst", "operations.rst", "plugins.rst",
+             "quickstart.rst", "tls.rst")
+
+    def test_snippets_are_configurations(self):
+        """
+        Every C{.. code-block:: toml} of the pages listed parses with
+        L{twistproxy.config.parse} once completed by L{complete_snippet},
+        and the cache store it names takes its options (which C{parse}
+        leaves to the store); each page has at least one.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.cache.runtime import build_cache
+
+        for page in self.pages:
+            with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+                snippets = list(toml_blocks(f.read()))
+            self.assertTrue(snippets, page)
+            for n, snippet in enumerate(snippets):
+                source = f"{page} snippet {n + 1}"
+                try:
+                    build_cache(MemoryReactorClock(), parse(complete_snippet(snippet), source))
+                except ConfigError as e:
+                    self.fail(str(e) if e.source else f"{source}: {e}")
+
+    def test_completion_hides_no_error(self):
+        """
+        Completing a snippet adds what it leaves out and nothing else: a
+        snippet with an unknown key, or naming a group that it also defines
+        wrongly, is still refused.
+        """
+        text = "Intro.\n\n.. code-block:: toml\n\n    [[routes]]\n    upstream = \"site\"\n" \
+               "    [routes.cache]\n    ttl = 5\n\nAfter.\n"
+        [snippet] = toml_blocks(text)
+        self.assertEqual(snippet, '[[routes]]\nupstream = "site"\n[routes.cache]\nttl = 5')
+        e = self.assertRaises(ConfigError, parse, complete_snippet(snippet))
+        self.assertEqual(e.path, "routes[0].cache.ttl")
+        e = self.assertRaises(ConfigError, parse, complete_snippet(
+            '[upstreams.site]\nservers = "x"\n[[routes]]\nupstream = "site"'))
+        self.assertEqual(e.path, "upstreams.site.servers")
+        parse(complete_snippet('[[routes]]\nupstream = "site"\ncache = true'))
+

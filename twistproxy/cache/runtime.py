@@ -688,12 +688,17 @@ class FetchSink(PassingSink):
         fields = self._fields = P.CacheFields(resp.headers, cache.targeted, now)
         stale = self._stale
         if stale is not None and resp.status == 304:
-            # RFC 9111 4.3.4: a 304 for other validators than the stored
-            # response's updates nothing, and answers nothing the client
-            # asked (the cache sent its own validators).
-            self._mode = _UPDATE if P.update_selects(cache.fields(stale), fields) else _REFUSE
-            self._resp = resp
-            return
+            stored = cache.fields(stale)
+            selects = P.update_selects(stored, fields)
+            if selects or P.has_validator(stored):
+                # RFC 9111 4.3.4: a 304 for other validators than the
+                # stored response's updates nothing, and answers nothing
+                # the client asked (the cache sent its own validators).
+                self._mode = _UPDATE if selects else _REFUSE
+                self._resp = resp
+                return
+            # The cache had no validator to send, so the request went with
+            # the client's own: this 304 answers them, and goes on as it is.
         if stale is not None and resp.status >= 500 and self._stale_usable():
             self._mode = _STALE
             self._resp = resp
@@ -713,9 +718,10 @@ class FetchSink(PassingSink):
             self._mode = _STORE
             self._resp = resp
         else:
-            if req.method == b"GET" and resp.status < 500:
-                # An answer the origin means; a failure (or a POST's
-                # answer) says nothing of what later GETs will get.
+            if req.method == b"GET" and resp.status < 500 and resp.status != 304:
+                # An answer the origin means; a failure, a POST's answer or
+                # a 304 to a client's own condition says nothing of what
+                # later GETs will get.
                 cache.pass_for(self._key)
             self._release()
         self.inner.response_head(x, _downstream(resp, cache.targeted), has_body,
