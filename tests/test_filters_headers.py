@@ -62,10 +62,12 @@ class HeadersTests(SynchronousTestCase):
         x = make_exchange()
         self.assertTrue(run_filters([f], x))
         send_response(x, 200, [("Server", "nginx/1.2"), ("x-powered-by", "Express"),
+                               ("X-Backend-Server", "app3.internal:8080"),
                                ("Content-Type", "text/plain")], [b"ok"], length=2)
         sink = x.downstream
         self.assertIsNone(sink.field(b"Server"))
         self.assertIsNone(sink.field(b"X-Powered-By"))
+        self.assertIsNone(sink.field(b"X-Backend-Server"))
         self.assertEqual(sink.field(b"X-Frame-Options"), b"DENY")
         self.assertEqual(sink.field(b"Content-Type"), b"text/plain")
         self.assertEqual(sink.body, b"ok")
