@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 from twisted.internet import defer, reactor
+from twisted.trial.unittest import SkipTest
 
-from tests.e2e_support import HOST, ConnectionClosed, ProxyProcess, RawClient, write_config
+from tests.e2e_support import (
+    HOST, ConnectionClosed, ProxyProcess, RawClient, unused_port, write_config,
+)
 from tests.test_e2e import _ProxyTestCase, _get, _ok
 
 
@@ -91,6 +95,71 @@ class AccessAbuseTests(_FilterTestCase):
         self.assertEqual([r.status for r in responses], [403] * 50)
         self.assertEqual(len(origin.requests), 0)
         self.assertFalse(any(str(origin.port).encode() in r.head + r.body for r in responses))
+
+
+class _IPv6Client(RawClient):
+    """
+    A L{RawClient} connected to C{::1}.
+    """
+
+    def __init__(self, port: int, timeout: float = 5.0):
+        self.sock = socket.create_connection(("::1", port), timeout=timeout)
+        self._buffer = b""
+
+
+class AccessIPv6Tests(_FilterTestCase):
+    """
+    Access lists match IPv6 clients.
+    """
+
+    @defer.inlineCallbacks
+    def test_ipv6_client_denied(self):
+        """
+        With C{::1/128} denied on both listeners, a client on C{::1} gets
+        403 and one on 127.0.0.1 is served.
+        """
+        try:
+            with socket.socket(socket.AF_INET6) as s:
+                s.bind(("::1", 0))
+                v6_port = s.getsockname()[1]
+        except OSError:
+            raise SkipTest("no IPv6 loopback")
+        origin = self.origin()
+        deny = 'filters = [{ name = "access", deny = ["::1/128"] }]'
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, (
+            f'[listeners.main]\nendpoint = "tcp:0:interface={HOST}"\n{deny}\n'
+            f'[listeners.six]\nendpoint = "tcp6:{v6_port}:interface=\\\\:\\\\:1"\n{deny}\n'
+            '[access_log]\npath = ""\n\n'
+            f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n\n'
+            '[[routes]]\nupstream = "app"\n'
+        ))
+        proxy = ProxyProcess(reactor, ["--config", path], cwd)
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+
+        def over_ipv6():
+            # The second listener may start a moment after the first one,
+            # whose port the proxy reported: retry, at most 50 times.
+            for _ in range(49):
+                try:
+                    client = _IPv6Client(v6_port)
+                    break
+                except ConnectionRefusedError:
+                    time.sleep(0.1)
+            else:
+                client = _IPv6Client(v6_port)
+            try:
+                client.send(_get())
+                return client.read_response()
+            finally:
+                client.close()
+
+        answer = yield self.in_thread(over_ipv6)
+        self.assertEqual(answer.status, 403)
+        [served] = yield self.in_thread(self.statuses, proxy.port, [_get()])
+        self.assertEqual(served.status, 200)
+        self.assertEqual(len(origin.requests), 1)
 
 
 class AccessFileTests(_FilterTestCase):
@@ -278,11 +347,7 @@ class FamilyTests(_FilterTestCase):
         With the backend down, the proxy's 502 names neither the backend's
         address nor any software in a C{Server} field.
         """
-        import socket
-
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            closed_port = s.getsockname()[1]
+        closed_port = unused_port()
         proxy = yield self.start_filtered(
             closed_port, listener='filters = [{ name = "headers", hide_banners = true }]')
         [resp] = yield self.in_thread(self.statuses, proxy.port, [_get()])

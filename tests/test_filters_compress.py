@@ -136,6 +136,20 @@ class CompressTests(SynchronousTestCase):
         self.assertIsNone(_respond(self.filter, headers=[("Content-Type", "image/png")])
                           .field(b"Vary"))
 
+    def test_client_no_transform(self):
+        """
+        A client that asks for no transformation (C{Cache-Control:
+        no-transform} in its request) gets the body as it was, with
+        C{Vary}.
+        """
+        x = make_exchange(headers=[("Accept-Encoding", "gzip"),
+                                   ("Cache-Control", "max-age=0, No-Transform")])
+        run_filters([self.filter], x)
+        send_response(x, 200, [("Content-Type", "text/plain")], [TEXT], len(TEXT))
+        self.assertIsNone(x.downstream.field(b"Content-Encoding"))
+        self.assertEqual(x.downstream.body, TEXT)
+        self.assertEqual(x.downstream.field(b"Vary"), b"Accept-Encoding")
+
     def test_head_gets_the_fields_of_get(self):
         """
         The answer to a C{HEAD} has the fields the C{GET} would have

@@ -62,10 +62,12 @@ class HeadersTests(SynchronousTestCase):
         x = make_exchange()
         self.assertTrue(run_filters([f], x))
         send_response(x, 200, [("Server", "nginx/1.2"), ("x-powered-by", "Express"),
+                               ("X-Backend-Server", "app3.internal:8080"),
                                ("Content-Type", "text/plain")], [b"ok"], length=2)
         sink = x.downstream
         self.assertIsNone(sink.field(b"Server"))
         self.assertIsNone(sink.field(b"X-Powered-By"))
+        self.assertIsNone(sink.field(b"X-Backend-Server"))
         self.assertEqual(sink.field(b"X-Frame-Options"), b"DENY")
         self.assertEqual(sink.field(b"Content-Type"), b"text/plain")
         self.assertEqual(sink.body, b"ok")
@@ -155,6 +157,29 @@ class BannerPlacesTests(SynchronousTestCase):
             self.assertTrue(got.endswith(b"hello"), got)
             for name in (b"Server", b"X-Powered-By", b"X-AspNet-Version"):
                 self.assertIsNone(field(got, name), (name, got))
+
+    def test_protocol_switch(self):
+        """
+        A backend's 101 (a WebSocket handshake) passes the response
+        filters too: no banner, and the tunnel works.
+        """
+        proxy = _proxy(listener=[{"name": "headers", "hide_banners": True}])
+        peer = proxy.connect_client()
+        peer.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                  b"Upgrade: websocket\r\n\r\n")
+        backend = proxy.accept_backend()
+        backend.send(b"HTTP/1.1 101 Switching Protocols\r\nServer: Jetty/9.4\r\n"
+                     b"X-Powered-By: Servlet\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\n\r\nfrom backend")
+        got = peer.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 101 "), got)
+        self.assertIsNone(field(got, b"Server"))
+        self.assertIsNone(field(got, b"X-Powered-By"))
+        self.assertEqual(field(got, b"Upgrade"), b"websocket")
+        self.assertTrue(got.endswith(b"\r\n\r\nfrom backend"), got)
+        backend.received()
+        peer.send(b"from client")
+        self.assertEqual(backend.received(), b"from client")
 
     def test_http2(self):
         """

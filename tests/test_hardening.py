@@ -23,7 +23,7 @@ from twistproxy.http.negotiate import Negotiating
 from twistproxy.http.parser import target_too_long
 from twistproxy.http.server import HTTPServerFactory, HTTPServerProtocol
 from twistproxy.service import ProxyService
-from twistproxy.testing import MemoryPeer, MemoryProxy
+from twistproxy.testing import MemoryPeer, MemoryProxy, make_exchange, run_filters
 
 _MINIMAL = """
 [listeners.main]
@@ -74,6 +74,48 @@ class ConfigTests(SynchronousTestCase):
             (8192, 1000, 0, 0, 0),
         )
         self.assertEqual(Listener("a", "tcp:1").max_connections, 0)
+
+    def test_documented_defaults(self):
+        """
+        Every default docs/security.rst gives is the code's: a
+        configuration without those keys gets them.
+        """
+        import dataclasses
+        import inspect
+
+        from twisted.internet.task import Clock
+
+        from twistproxy.config import ListenerTLS
+        from twistproxy.filters.access import AccessFactory
+        from twistproxy.filters.ratelimit import RateLimitFactory
+        from twistproxy.http import client, h2, parser, server
+
+        config = parse(_MINIMAL)
+        t, lim = config.timeouts, config.limits
+        self.assertEqual((t.request_head, t.request_body, t.send, t.idle, t.connect,
+                          t.upstream_response, t.upstream_idle),
+                         (10, 60, 60, 60, 5, 60, 30))
+        self.assertEqual((lim.max_head_size, lim.max_header_count, lim.max_uri_length,
+                          lim.max_body_size, lim.max_requests_per_connection,
+                          lim.min_body_rate), (64 * 1024, 100, 8192, 1 << 30, 1000, 0))
+        self.assertEqual(config.listeners[0].max_connections, 0)
+        group = config.upstreams["app"]
+        self.assertEqual((group.max_pending, group.max_requests), (256, 0))
+        self.assertEqual(config.forwarding.trusted_proxies, ())
+        [handshake] = [f for f in dataclasses.fields(ListenerTLS)
+                       if f.name == "handshake_timeout"]
+        self.assertEqual(handshake.default, 10)
+        self.assertEqual((h2.MAX_CONCURRENT_STREAMS, server.BUFFER_LIMIT), (100, 64 * 1024))
+        self.assertEqual(client.MAX_RESPONSE_HEAD, 128 * 1024)
+        self.assertEqual(inspect.signature(parser.parse_response_head)
+                         .parameters["max_header_count"].default, 200)
+        access = AccessFactory().fromConfig(None, {"deny": []}, "f")
+        self.assertIsNone(access.allow)
+        self.assertEqual(access.refusal.status, 403)
+        rate = RateLimitFactory().fromConfig(Clock(), {"rate": 2.5}, "f")
+        self.assertEqual([run_filters([rate], make_exchange()) for _ in range(4)],
+                         [True, True, True, False])
+        self.assertEqual(rate.refusal.status, 429)
 
     def test_parsed(self):
         """
@@ -232,12 +274,14 @@ class QuotaTests(SynchronousTestCase):
 
     def test_file_budget(self):
         """
-        The default limits are half the open-file limit less a reserve.
+        The default limits are the open-file limit less a reserve of 100,
+        halved: 462 for 1024, as docs/security.rst says.
         """
         import resource
 
         self.patch(resource, "getrlimit", lambda which: (1024, 4096))
         self.assertEqual(file_budget(), (1024 - admission.RESERVED_FILES) // 2)
+        self.assertEqual(file_budget(), 462)
         self.patch(resource, "getrlimit", lambda which: (10, 4096))
         self.assertEqual(file_budget(), 1)
 

@@ -44,8 +44,8 @@ LOG_INTERVAL = 60.0
 def file_budget() -> int:
     """
     The default for C{limits.max_connections} and C{limits.max_in_flight}:
-    half of the process's open-file limit (each client connection may need
-    a backend connection as well), less L{RESERVED_FILES}; 462 with the
+    the process's open-file limit less L{RESERVED_FILES}, halved (each
+    client connection may need a backend connection as well); 462 with the
     common limit of 1024.
     """
     try:

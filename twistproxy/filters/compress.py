@@ -6,8 +6,8 @@ installed (C{pip install 'twistproxy[brotli]'}).
 A response is compressed, as it streams (piece by piece, never gathered
 whole), when the client accepts one of the configured encodings
 (C{Accept-Encoding}, with q-values), the backend did not encode it already
-(no C{Content-Encoding}), did not forbid it (C{Cache-Control:
-no-transform}), its type is compressible (C{types}: C{text/*},
+(no C{Content-Encoding}), neither it nor the client forbade it
+(C{Cache-Control: no-transform}), its type is compressible (C{types}: C{text/*},
 JSON, JavaScript, XML, SVG by default), it has a body (not 204, 304), it
 is a 200, 201 or 203 (not a partial 206, whose ranges name bytes of the
 uncompressed representation), and it is not known to be shorter than
@@ -35,6 +35,7 @@ from typing import Any, List, Mapping, Optional, Tuple
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from twistproxy.cache.policy import field_value
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import SinkWrapper, with_fields
@@ -212,8 +213,13 @@ class CompressFilter:
         return _Gzip(self._level) if coding == "gzip" else _Brotli(self._quality)
 
     def wrap_response(self, x, sink):
-        return _Compressing(sink, x, self, accepted(x.header("Accept-Encoding"),
-                                                    self._encodings))
+        coding = accepted(x.header("Accept-Encoding"), self._encodings)
+        asked = field_value(x.request.headers, b"cache-control")
+        if coding is not None and asked is not None and b"no-transform" in asked.lower():
+            # The client asks intermediaries not to transform the content
+            # (RFC 9111 5.2.1.6).
+            coding = None
+        return _Compressing(sink, x, self, coding)
 
 
 @implementer(IPlugin, IFilterFactory)

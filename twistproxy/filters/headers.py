@@ -27,9 +27,10 @@ from twistproxy.filters.options import Options
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
 
-# Fields that name the backend's software (and often its version).
+# Fields that name the backend's software (and often its version), or the
+# backend itself (X-Backend-Server, X-Server: a host name or address).
 BANNERS = ("Server", "X-Powered-By", "X-AspNet-Version", "X-AspNetMvc-Version",
-           "X-Generator", "X-Runtime")
+           "X-Generator", "X-Runtime", "X-Backend-Server", "X-Server")
 
 Fields = List[Tuple[bytes, bytes]]
 

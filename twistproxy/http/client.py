@@ -354,7 +354,9 @@ class UpstreamProtocol(Waiting, Protocol):
         self._set_timer(_T_NONE, 0)
         self._request_done = True
         x.upstream_ended = self._clock.seconds()
-        x.downstream.response_head(
+        # Through the response filters, as any final response head: they
+        # hide the backend's banners from a WebSocket handshake too.
+        x.sink.response_head(
             x, resp, False, extra=[(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
         )
         x.downstream.tunnel(x)
