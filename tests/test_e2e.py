@@ -36,6 +36,7 @@ from zope.interface import implementer
 from tests.e2e_support import (
     HOST,
     TWISTD,
+    ConnectionClosed,
     OriginFactory,
     ProxyProcess,
     RawClient,
@@ -610,6 +611,38 @@ class ShutdownTests(_ProxyTestCase):
         self.assertEqual(response.headers.get(b"connection"), b"close")
         yield ended
         self.assertFalse(proxy.running)
+
+
+    @defer.inlineCallbacks
+    def test_second_sigterm_ends_drain(self):
+        """
+        A request the origin never answers keeps the proxy draining after
+        SIGTERM (the drain time is 30 seconds); a second SIGTERM ends the
+        proxy at once, cutting that request's connection.
+        """
+        origin = self.start_origin(lambda proto, request: None)
+        proxy = yield self.start_proxy(origin.port)
+
+        def cut():
+            client = RawClient(proxy.port, timeout=10.0)
+            try:
+                client.send(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+                return client.read_response().complete
+            except (OSError, ValueError, ConnectionClosed):
+                return False
+            finally:
+                client.close()
+
+        answer = self.in_thread(cut)
+        yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
+        ended = proxy.stop(grace=20)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
+        second = time.monotonic()
+        proxy.signal("TERM")
+        yield ended
+        self.assertLess(time.monotonic() - second, 5)
+        self.assertFalse((yield answer))
 
 
 class SmugglingTests(_ProxyTestCase):
