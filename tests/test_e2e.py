@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -604,6 +605,19 @@ class ShutdownTests(_ProxyTestCase):
         answer = self.in_thread(self.exchange, proxy.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
         ended = proxy.stop(grace=10)
+
+        def refused() -> bool:
+            # Within the second the origin takes, once the signal landed.
+            deadline = time.monotonic() + 0.8
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((HOST, proxy.port), timeout=1.0).close()
+                except ConnectionRefusedError:
+                    return True
+                time.sleep(0.02)
+            return False
+
+        self.assertTrue((yield self.in_thread(refused)), "still accepting after SIGTERM")
         response = yield answer
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, b"slow but complete")
