@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ from zope.interface import implementer
 from tests.e2e_support import (
     HOST,
     TWISTD,
+    ConnectionClosed,
     OriginFactory,
     ProxyProcess,
     RawClient,
@@ -603,6 +605,19 @@ class ShutdownTests(_ProxyTestCase):
         answer = self.in_thread(self.exchange, proxy.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
         yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
         ended = proxy.stop(grace=10)
+
+        def refused() -> bool:
+            # Within the second the origin takes, once the signal landed.
+            deadline = time.monotonic() + 0.8
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((HOST, proxy.port), timeout=1.0).close()
+                except ConnectionRefusedError:
+                    return True
+                time.sleep(0.02)
+            return False
+
+        self.assertTrue((yield self.in_thread(refused)), "still accepting after SIGTERM")
         response = yield answer
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, b"slow but complete")
@@ -610,6 +625,38 @@ class ShutdownTests(_ProxyTestCase):
         self.assertEqual(response.headers.get(b"connection"), b"close")
         yield ended
         self.assertFalse(proxy.running)
+
+
+    @defer.inlineCallbacks
+    def test_second_sigterm_ends_drain(self):
+        """
+        A request the origin never answers keeps the proxy draining after
+        SIGTERM (the drain time is 30 seconds); a second SIGTERM ends the
+        proxy at once, cutting that request's connection.
+        """
+        origin = self.start_origin(lambda proto, request: None)
+        proxy = yield self.start_proxy(origin.port)
+
+        def cut():
+            client = RawClient(proxy.port, timeout=10.0)
+            try:
+                client.send(b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
+                return client.read_response().complete
+            except (OSError, ValueError, ConnectionClosed):
+                return False
+            finally:
+                client.close()
+
+        answer = self.in_thread(cut)
+        yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
+        ended = proxy.stop(grace=20)
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
+        second = time.monotonic()
+        proxy.signal("TERM")
+        yield ended
+        self.assertLess(time.monotonic() - second, 5)
+        self.assertFalse((yield answer))
 
 
 class SmugglingTests(_ProxyTestCase):

@@ -30,6 +30,7 @@ from twisted.internet import defer, reactor, threads
 from tests import test_e2e_balancing
 from tests.e2e_support import (
     HOST,
+    ConnectionClosed,
     OriginFactory,
     RawClient,
     RestartableOrigin,
@@ -343,6 +344,51 @@ class AdminTests(_WorkersTestCase):
         status = yield self.admin(proxy, "/status")
         self.assertEqual(sorted(w["pid"] for w in status["workers"]), sorted(served))
         self.log.info("requests per worker: {served}", served=served)
+
+
+class SecondTermTests(_WorkersTestCase):
+    """
+    A second SIGTERM to the master ends the workers' drain at once.
+    """
+
+    @defer.inlineCallbacks
+    def test_second_sigterm_ends_drain(self):
+        """
+        A request the origin never answers keeps a worker draining after
+        SIGTERM (drain time 30 seconds); a second SIGTERM to the master
+        ends the master and its workers at once, cutting that request.
+        """
+        arrived: List[bytes] = []
+        origin = RestartableOrigin(
+            reactor, OriginFactory(lambda proto, request: arrived.append(request.target)),
+            "never")
+        self.addCleanup(origin.stop)
+        yield origin.start()
+        proxy = yield self.start_workers("[upstreams.app]\n" + _servers({"never": origin}))
+
+        def cut():
+            client = RawClient(proxy.port, timeout=10.0)
+            try:
+                client.send(_get())
+                return client.read_response().complete
+            except (OSError, ValueError, ConnectionClosed):
+                return False
+            finally:
+                client.close()
+
+        answer = threads.deferToThread(cut)
+        while not arrived:
+            yield self.sleep(0.01)
+        pids = [w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]]
+        ended = proxy.stop(grace=20)
+        yield self.sleep(0.5)
+        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
+        second = time.monotonic()
+        proxy.signal("TERM")
+        yield ended
+        self.assertLess(time.monotonic() - second, 5)
+        self.assertFalse((yield answer))
+        self.assertTrue(all(_gone(pid) for pid in pids))
 
 
 class AdminReloadTests(_WorkersTestCase):

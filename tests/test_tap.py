@@ -200,8 +200,14 @@ class SignalTests(SynchronousTestCase):
         test = self
 
         class Reactor:
+            def __init__(self):
+                self.when_running = []
+
             def callFromThread(self, f, *args):
                 test.calls.append(f)
+
+            def callWhenRunning(self, f, *args):
+                self.when_running.append(f)
 
             def stop(self):
                 pass
@@ -244,6 +250,22 @@ class SignalTests(SynchronousTestCase):
         """
         import signal
 
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)
+        handler(signal.SIGTERM, None)
+        self.assertEqual(self.calls, [self.reactor.stop, self.proxy.stop_now])
+
+    def test_term_taken_back_when_running(self):
+        """
+        The reactor installs its own SIGTERM handler when it starts
+        running, after twistd started the services: once it runs, SIGTERM
+        is the proxy's again, and a second one still ends the shutdown.
+        """
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as the reactor would
+        for f in self.reactor.when_running:
+            f()
         handler = signal.getsignal(signal.SIGTERM)
         handler(signal.SIGTERM, None)
         handler(signal.SIGTERM, None)

@@ -655,6 +655,56 @@ class AdminTests(MasterTestCase):
         self.assertIn(b"twistproxy_requests_total{route=\"-\"} 4.0", body)
 
 
+class CachePurgeTests(MasterTestCase):
+    """
+    C{POST /cache/purge} on the master purges in every worker.
+    """
+
+    config_text = CONFIG + '[[routes]]\nupstream = "app"\ncache = true\n'
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        self.treq = StubTreq(AdminResource(self.master, "", self.master, self.reactor))
+
+    def purge(self, query: str):
+        response = self.successResultOf(
+            self.treq.post("http://admin.invalid/cache/purge?" + query))
+        return response.code, json.loads(self.successResultOf(response.content()))
+
+    def test_every_worker_purges(self):
+        """
+        Every worker is asked with the same query, and the answer adds up
+        what each removed.
+        """
+        purged = {"worker-1.sock": 2, "worker-2.sock": 3}
+        self.answers[b"POST", b"/cache/purge?prefix=http%3A%2F%2Fa%2Fstatic%2F"] = (
+            lambda path: (200, {"purged": purged[os.path.basename(path)]}))
+        code, body = self.purge("prefix=http://a/static/")
+        self.assertEqual((code, body), (200, {"purged": 5, "prefix": "http://a/static/"}))
+        self.assertEqual(len(self.asked), 2)
+
+    def test_worker_failure_is_an_error(self):
+        """
+        A worker that could not purge makes the answer an error, not a
+        partial success.
+        """
+        self.answers[b"POST", b"/cache/purge?tag=t"] = (
+            lambda path: (200, {"purged": 1}) if "worker-1" in path
+            else (500, {"error": "store down"}))
+        code, body = self.purge("tag=t")
+        self.assertEqual(code, 500)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_not_found_without_cached_route(self):
+        """
+        Without a route that caches there is nothing to purge: C{404}.
+        """
+        self.master.config = parse(CONFIG, self.path)
+        code, _ = self.purge("url=http://a/")
+        self.assertEqual(code, 404)
+
+
 class ShareableTests(SynchronousTestCase):
     """
     Which listeners workers can share, and how they are bound and adopted.

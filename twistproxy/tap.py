@@ -176,6 +176,14 @@ class Signals(Service):
     def startService(self) -> None:
         super().startService()
         self._install()
+        # A reactor that starts running installs its own SIGTERM handler
+        # (twistd starts the services before): take SIGTERM back then, or
+        # a second one would not end the graceful shutdown.
+        self._reactor.callWhenRunning(self._take_term)
+
+    def _take_term(self) -> None:
+        if self.running:
+            signal.signal(signal.SIGTERM, self._terminate)
 
     def _install(self) -> None:
         handlers = {"SIGHUP": self._hangup, "SIGUSR1": self._user1, "SIGTERM": self._terminate}
