@@ -176,6 +176,25 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual((yield threads.deferToThread(talk)), [b"hello"] * 4)
 
     @defer.inlineCallbacks
+    def test_health_check_takes_backend_out(self):
+        """
+        With a tcp health check and no retries, a backend that refuses
+        connections is taken out by the check, before any client meets it:
+        every connection reaches the other backend.
+        """
+        closed = socket.socket()
+        closed.bind((HOST, 0))
+        refusing = closed.getsockname()[1]
+        closed.close()
+        echo = protocol.Factory.forProtocol(_Echo)
+        proxy = yield self.start_proxy(self.tcp_config(
+            refusing, self.listen(echo),
+            extra="retries = 0\nhealth = { interval = 0.2, fall = 1, rise = 1 }\n"))
+        yield threads.deferToThread(time.sleep, 1.0)
+        answers = yield threads.deferToThread(lambda: [_echoed(proxy.port) for _ in range(6)])
+        self.assertEqual(answers, [b"hello"] * 6)
+
+    @defer.inlineCallbacks
     def test_slow_reader_memory_flat(self):
         """
         A backend sends 32 MiB at once to a client that does not read for
@@ -485,6 +504,55 @@ servers = ["tcp://{HOST}:{c}"]
                     return b""
 
         self.assertEqual((yield threads.deferToThread(garbage)), b"")
+
+    @defer.inlineCallbacks
+    def test_proxy_protocol_to_https_backend(self):
+        """
+        An https backend that expects the PROXY protocol before its TLS
+        (here twistproxy's own header reader in front of a TLS server)
+        verifies the proxy's handshake and sees the client's address and
+        port, not the proxy's.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from twistproxy.stream.proxyproto import ProxyHeaderFactory
+
+        pem = pem_bundle(issue_certificate(HOST, (HOST,), issuer=self.root))
+        options = twisted_ssl.PrivateCertificate.loadPEM(pem.decode("ascii")).options()
+        origin = OriginFactory(lambda proto, req: proto.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(peer_of(proto)), peer_of(proto))))
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in list(origin.open)])
+
+        def peer_of(proto):
+            peer = proto.transport.getPeer()
+            return b"%s:%d" % (peer.host.encode("ascii"), peer.port)
+
+        backend = self.listen(ProxyHeaderFactory(
+            TLSMemoryBIOFactory(options, False, origin), lambda host: True, reactor, 5))
+        proxy = yield self.start_proxy(f"""
+[listeners.web]
+endpoint = "tcp:0:interface={HOST}"
+
+[upstreams.app]
+servers = ["https://{HOST}:{backend}"]
+proxy_protocol = "v2"
+tls = {{ ca = "{self.root_file}" }}
+""")
+
+        def get():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return s.getsockname(), answer
+                    answer += chunk
+
+        (host, port), answer = yield threads.deferToThread(get)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\n%s:%d" % (host.encode("ascii"), port)), answer)
 
     @defer.inlineCallbacks
     def test_mixed_with_termination(self):
