@@ -222,6 +222,33 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual((yield threads.deferToThread(read_all)), SIZE)
 
     @defer.inlineCallbacks
+    def test_slow_backend_memory_flat(self):
+        """
+        The other direction: a client sends 32 MiB to a backend that does
+        not read for a while: the proxy stops reading the client instead
+        of buffering, so its memory grows by far less than the transfer;
+        then every byte arrives.
+        """
+        sink = protocol.Factory.forProtocol(_Sink)
+        sink.received = 0
+        sink.connections = []
+        proxy = yield self.start_proxy(self.tcp_config(self.listen(sink)))
+        before = proxy.rss_kib()
+        sock = socket.create_connection((HOST, proxy.port), timeout=30)
+        self.addCleanup(sock.close)
+        sent = threads.deferToThread(sock.sendall, b"y" * SIZE)
+        yield threads.deferToThread(time.sleep, 2.0)
+        grown = proxy.rss_kib() - before
+        self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
+        self.assertLess(sink.received, SIZE // 2)
+        for backend in sink.connections:
+            backend.transport.resumeProducing()
+        yield sent
+        while sink.received < SIZE:
+            yield threads.deferToThread(time.sleep, 0.05)
+        self.assertEqual(sink.received, SIZE)
+
+    @defer.inlineCallbacks
     def test_proxy_protocol_in_and_out(self):
         """
         A trusted peer's version 1 header names the client; the backend,
@@ -262,6 +289,20 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.0.2.80"])
         for connection in list(resolver.connections):
             connection.transport.loseConnection()
+
+
+class _Sink(protocol.Protocol):
+    """
+    Does not read until resumed (C{transport.resumeProducing}), then
+    counts what it receives in C{factory.received}.
+    """
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+        self.factory.connections.append(self)
+
+    def dataReceived(self, data):
+        self.factory.received += len(data)
 
 
 def _echoed(port: int, source: str = HOST) -> bytes:
