@@ -417,6 +417,42 @@ balancer = "client_ip_hash"
             lines = [l for l in f.read().splitlines() if b'"UDP dns" 200' in l]
         self.assertEqual(len(lines), 40)
 
+    @defer.inlineCallbacks
+    def test_large_datagram(self):
+        """
+        A 30000-byte datagram goes to the backend and back whole (not cut
+        to Twisted's default 8192 bytes).
+        """
+        port = reactor.listenUDP(0, _UDPEcho(), interface=HOST, maxPacketSize=65535)
+        self.addCleanup(port.stopListening)
+        proxy = yield self.start_proxy(f"""
+[listeners.echo]
+endpoint = "udp:0:interface={HOST}"
+protocol = "udp"
+upstream = "echo"
+
+[upstreams.echo]
+servers = ["udp://{HOST}:{port.getHost().port}"]
+""")
+        payload = os.urandom(30000)
+
+        def round_trip():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(10)
+                s.sendto(payload, (HOST, proxy.port))
+                return s.recv(65535)
+
+        self.assertEqual((yield threads.deferToThread(round_trip)), payload)
+
+
+class _UDPEcho(protocol.DatagramProtocol):
+    """
+    Sends every datagram back to where it came from.
+    """
+
+    def datagramReceived(self, data, addr):
+        self.transport.write(data, addr)
+
 
 class _Recorder(protocol.Protocol):
     """
