@@ -176,6 +176,25 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual((yield threads.deferToThread(talk)), [b"hello"] * 4)
 
     @defer.inlineCallbacks
+    def test_health_check_takes_backend_out(self):
+        """
+        With a tcp health check and no retries, a backend that refuses
+        connections is taken out by the check, before any client meets it:
+        every connection reaches the other backend.
+        """
+        closed = socket.socket()
+        closed.bind((HOST, 0))
+        refusing = closed.getsockname()[1]
+        closed.close()
+        echo = protocol.Factory.forProtocol(_Echo)
+        proxy = yield self.start_proxy(self.tcp_config(
+            refusing, self.listen(echo),
+            extra="retries = 0\nhealth = { interval = 0.2, fall = 1, rise = 1 }\n"))
+        yield threads.deferToThread(time.sleep, 1.0)
+        answers = yield threads.deferToThread(lambda: [_echoed(proxy.port) for _ in range(6)])
+        self.assertEqual(answers, [b"hello"] * 6)
+
+    @defer.inlineCallbacks
     def test_slow_reader_memory_flat(self):
         """
         A backend sends 32 MiB at once to a client that does not read for
@@ -201,6 +220,33 @@ class StreamEndToEndTests(_StreamCase):
                 total += len(chunk)
 
         self.assertEqual((yield threads.deferToThread(read_all)), SIZE)
+
+    @defer.inlineCallbacks
+    def test_slow_backend_memory_flat(self):
+        """
+        The other direction: a client sends 32 MiB to a backend that does
+        not read for a while: the proxy stops reading the client instead
+        of buffering, so its memory grows by far less than the transfer;
+        then every byte arrives.
+        """
+        sink = protocol.Factory.forProtocol(_Sink)
+        sink.received = 0
+        sink.connections = []
+        proxy = yield self.start_proxy(self.tcp_config(self.listen(sink)))
+        before = proxy.rss_kib()
+        sock = socket.create_connection((HOST, proxy.port), timeout=30)
+        self.addCleanup(sock.close)
+        sent = threads.deferToThread(sock.sendall, b"y" * SIZE)
+        yield threads.deferToThread(time.sleep, 2.0)
+        grown = proxy.rss_kib() - before
+        self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
+        self.assertLess(sink.received, SIZE // 2)
+        for backend in sink.connections:
+            backend.transport.resumeProducing()
+        yield sent
+        while sink.received < SIZE:
+            yield threads.deferToThread(time.sleep, 0.05)
+        self.assertEqual(sink.received, SIZE)
 
     @defer.inlineCallbacks
     def test_proxy_protocol_in_and_out(self):
@@ -243,6 +289,20 @@ class StreamEndToEndTests(_StreamCase):
         self.assertEqual([a.payload.dottedQuad() for a in answer.answers], ["192.0.2.80"])
         for connection in list(resolver.connections):
             connection.transport.loseConnection()
+
+
+class _Sink(protocol.Protocol):
+    """
+    Does not read until resumed (C{transport.resumeProducing}), then
+    counts what it receives in C{factory.received}.
+    """
+
+    def connectionMade(self):
+        self.transport.pauseProducing()
+        self.factory.connections.append(self)
+
+    def dataReceived(self, data):
+        self.factory.received += len(data)
 
 
 def _echoed(port: int, source: str = HOST) -> bytes:
@@ -356,6 +416,42 @@ balancer = "client_ip_hash"
         with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
             lines = [l for l in f.read().splitlines() if b'"UDP dns" 200' in l]
         self.assertEqual(len(lines), 40)
+
+    @defer.inlineCallbacks
+    def test_large_datagram(self):
+        """
+        A 30000-byte datagram goes to the backend and back whole (not cut
+        to Twisted's default 8192 bytes).
+        """
+        port = reactor.listenUDP(0, _UDPEcho(), interface=HOST, maxPacketSize=65535)
+        self.addCleanup(port.stopListening)
+        proxy = yield self.start_proxy(f"""
+[listeners.echo]
+endpoint = "udp:0:interface={HOST}"
+protocol = "udp"
+upstream = "echo"
+
+[upstreams.echo]
+servers = ["udp://{HOST}:{port.getHost().port}"]
+""")
+        payload = os.urandom(30000)
+
+        def round_trip():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(10)
+                s.sendto(payload, (HOST, proxy.port))
+                return s.recv(65535)
+
+        self.assertEqual((yield threads.deferToThread(round_trip)), payload)
+
+
+class _UDPEcho(protocol.DatagramProtocol):
+    """
+    Sends every datagram back to where it came from.
+    """
+
+    def datagramReceived(self, data, addr):
+        self.transport.write(data, addr)
 
 
 class _Recorder(protocol.Protocol):
@@ -485,6 +581,55 @@ servers = ["tcp://{HOST}:{c}"]
                     return b""
 
         self.assertEqual((yield threads.deferToThread(garbage)), b"")
+
+    @defer.inlineCallbacks
+    def test_proxy_protocol_to_https_backend(self):
+        """
+        An https backend that expects the PROXY protocol before its TLS
+        (here twistproxy's own header reader in front of a TLS server)
+        verifies the proxy's handshake and sees the client's address and
+        port, not the proxy's.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from twistproxy.stream.proxyproto import ProxyHeaderFactory
+
+        pem = pem_bundle(issue_certificate(HOST, (HOST,), issuer=self.root))
+        options = twisted_ssl.PrivateCertificate.loadPEM(pem.decode("ascii")).options()
+        origin = OriginFactory(lambda proto, req: proto.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (
+                len(peer_of(proto)), peer_of(proto))))
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in list(origin.open)])
+
+        def peer_of(proto):
+            peer = proto.transport.getPeer()
+            return b"%s:%d" % (peer.host.encode("ascii"), peer.port)
+
+        backend = self.listen(ProxyHeaderFactory(
+            TLSMemoryBIOFactory(options, False, origin), lambda host: True, reactor, 5))
+        proxy = yield self.start_proxy(f"""
+[listeners.web]
+endpoint = "tcp:0:interface={HOST}"
+
+[upstreams.app]
+servers = ["https://{HOST}:{backend}"]
+proxy_protocol = "v2"
+tls = {{ ca = "{self.root_file}" }}
+""")
+
+        def get():
+            with socket.create_connection((HOST, proxy.port), timeout=10) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        return s.getsockname(), answer
+                    answer += chunk
+
+        (host, port), answer = yield threads.deferToThread(get)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\n%s:%d" % (host.encode("ascii"), port)), answer)
 
     @defer.inlineCallbacks
     def test_mixed_with_termination(self):

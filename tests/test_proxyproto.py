@@ -388,6 +388,22 @@ servers = ["http://127.0.0.1:8001"]
                                    b"198.51.100.2"])
 
 
+def proxy_to(server: str, version: str) -> MemoryProxy:
+    """
+    A L{MemoryProxy} whose one upstream group, of C{server}, gets PROXY
+    headers of C{version}.
+    """
+    from twistproxy.config import parse as parse_config
+
+    return MemoryProxy(parse_config(f"""
+[listeners.web]
+endpoint = "tcp:8080"
+[upstreams.app]
+servers = ["{server}"]
+proxy_protocol = "{version}"
+"""))
+
+
 class HTTPBackendTests(SynchronousTestCase):
     """
     HTTP backends of a group with C{proxy_protocol} get a PROXY header on
@@ -396,15 +412,7 @@ class HTTPBackendTests(SynchronousTestCase):
     """
 
     def setUp(self):
-        from twistproxy.config import parse as parse_config
-
-        self.proxy = MemoryProxy(parse_config("""
-[listeners.web]
-endpoint = "tcp:8080"
-[upstreams.app]
-servers = ["http://127.0.0.1:8001"]
-proxy_protocol = "v1"
-"""))
+        self.proxy = proxy_to("http://127.0.0.1:8001", "v1")
 
     def exchange(self, client, backend=None):
         client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -448,16 +456,9 @@ class HTTPSBackendTests(SynchronousTestCase):
         ClientHello for the backend's name: the header is not sent inside
         TLS, where a server expecting it would find a ClientHello instead.
         """
-        from twistproxy.config import parse as parse_config
         from twistproxy.stream.sni import server_name
 
-        proxy = MemoryProxy(parse_config("""
-[listeners.web]
-endpoint = "tcp:8080"
-[upstreams.app]
-servers = ["https://backend.example:8443"]
-proxy_protocol = "v2"
-"""))
+        proxy = proxy_to("https://backend.example:8443", "v2")
         proxy.connect_client("192.0.2.7", 40000).send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(proxy.backend_attempts(), [("backend.example", 8443)])
         sent = proxy.accept_backend().received()
@@ -500,15 +501,7 @@ class TLSFactsTests(SynchronousTestCase):
         connection, gets the server name (PP2_TYPE_AUTHORITY) and the TLS
         flag (PP2_TYPE_SSL).
         """
-        from twistproxy.config import parse as parse_config
-
-        proxy = MemoryProxy(parse_config("""
-[listeners.web]
-endpoint = "tcp:8080"
-[upstreams.app]
-servers = ["http://127.0.0.1:8001"]
-proxy_protocol = "v2"
-"""))
+        proxy = proxy_to("http://127.0.0.1:8001", "v2")
         protocol = proxy.factory.buildProtocol(None)
         transport = self.tls_transport(b"www.example")
         protocol.makeConnection(transport)

@@ -21,10 +21,11 @@ class FakeUDPPort:
     A datagram socket that records what is written to it.
     """
 
-    def __init__(self, protocol, port: int, interface: str):
+    def __init__(self, protocol, port: int, interface: str, max_size: int = 8192):
         self.protocol = protocol
         self.port = port
         self.interface = interface
+        self.max_size = max_size
         self.written = []
         self.connected_to = None
         self.listening = True
@@ -55,7 +56,7 @@ class UDPReactor(MemoryReactorClock):
         self.udp_ports = []
 
     def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
-        fake = FakeUDPPort(protocol, port, interface)
+        fake = FakeUDPPort(protocol, port, interface, maxPacketSize)
         self.udp_ports.append(fake)
         return fake
 
@@ -177,6 +178,19 @@ class UDPProxyTests(SynchronousTestCase):
                           for s in self.ended}, {(True, True)})
         self.assertEqual([b.in_flight for b in self.group.backends], [0, 0, 0])
         self.assertEqual(self.group.in_flight, 0)
+
+    def test_large_datagrams_whole(self):
+        """
+        The listener's socket and each session's read datagrams of up to
+        65507 bytes (the most UDP carries over IPv4) whole: Twisted's
+        default of 8192 would cut the longer ones short.
+        """
+        self.proxy.datagramReceived(b"q", ("192.0.2.1", 1000))
+        reactor = UDPReactor()
+        listening = self.successResultOf(
+            UDPEndpoint(reactor, "udp:53").listen(UDPProxy(reactor, "l", "g", {}, None)))
+        self.assertGreaterEqual(listening.max_size, 65507)
+        self.assertGreaterEqual(self.session_port(("192.0.2.1", 1000)).max_size, 65507)
 
     def test_session_cap(self):
         """

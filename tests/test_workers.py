@@ -750,6 +750,26 @@ class ShareableTests(SynchronousTestCase):
         self.assertEqual(sock.family, socket.AF_INET6)
         os.fstat(sock.fileno())
 
+    def test_inherited_socket_stays_non_blocking(self):
+        """
+        Adopting the inherited listening socket leaves it non-blocking, as
+        the master made it, even where making a socket object of the
+        descriptor makes it blocking (PyPy's C{socket.fromfd}, which
+        Twisted's C{adoptStreamPort} calls): the other processes that share
+        it would otherwise block in C{accept}.
+        """
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.setblocking(False)
+
+        class PyPyLike(MemoryReactor):
+            def adoptStreamPort(self, fd, family, factory):
+                os.set_blocking(fd, True)
+                return MemoryReactor.adoptStreamPort(self, fd, family, factory)
+
+        InheritedEndpoint(PyPyLike(), sock.fileno()).listen(object())
+        self.assertFalse(os.get_blocking(sock.fileno()))
+
     def test_admin_socket_agent(self):
         """
         The master reaches a worker's admin API through an agent endpoint

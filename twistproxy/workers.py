@@ -796,7 +796,13 @@ class InheritedEndpoint:
         probe = socket.socket(fileno=self._fd)
         family = probe.family
         probe.detach()
-        return defer.maybeDeferred(self._reactor.adoptStreamPort, self._fd, family, factory)
+        adopted = defer.maybeDeferred(self._reactor.adoptStreamPort, self._fd, family, factory)
+        # PyPy's socket(fileno=...) and socket.fromfd (which adoptStreamPort
+        # uses) make the descriptor blocking; CPython's leave it alone.  The
+        # master and every worker share it, and a reactor must never block
+        # in accept(): without this, PyPy's workers hung there.
+        os.set_blocking(self._fd, False)
+        return adopted
 
 
 class _MasterWatch:

@@ -50,6 +50,10 @@ Address = Tuple[str, int]
 
 # The datagrams of one client kept while its new session is being judged.
 PENDING_DATAGRAMS = 8
+#: The largest datagram relayed whole (a UDP payload over IPv4 is at most
+#: 65507 bytes).  Twisted reads 8192 bytes by default and silently drops
+#: the rest of a longer datagram: a DNS answer with EDNS, for one.
+MAX_DATAGRAM = 65535
 
 
 class Session:
@@ -260,7 +264,8 @@ class UDPProxy(DatagramProtocol):
             return None
         session = Session(self, client, group, backend, self.clock.seconds())
         interface = "::" if ":" in backend.host else "0.0.0.0"
-        session.port = self.reactor.listenUDP(0, _SessionSocket(session), interface=interface)
+        session.port = self.reactor.listenUDP(0, _SessionSocket(session), interface=interface,
+                                              maxPacketSize=MAX_DATAGRAM)
         session.port.connect(backend.host, backend.port)
         backend.in_flight += 1
         backend.requests += 1
@@ -337,6 +342,7 @@ class UDPEndpoint:
 
     def listen(self, protocol: DatagramProtocol):
         try:
-            return succeed(self.reactor.listenUDP(self.port, protocol, interface=self.interface))
+            return succeed(self.reactor.listenUDP(self.port, protocol, interface=self.interface,
+                                                  maxPacketSize=MAX_DATAGRAM))
         except Exception:
             return fail()
