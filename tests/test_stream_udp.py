@@ -283,3 +283,40 @@ class EndpointTests(SynchronousTestCase):
         """
         for bad in ["tcp:53", "udp:", "udp:x", "udp:70000", "udp:53:backlog=5"]:
             self.assertRaises(ValueError, UDPEndpoint, UDPReactor(), bad)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    A reload that changes a udp listener but keeps its endpoint.
+    """
+
+    def test_new_settings_take_the_port(self):
+        """
+        The port's datagrams from new clients go to the new settings (here
+        another upstream group); before, the port kept delivering to the
+        old proxy, which no longer found its group and failed.
+        """
+        import os
+
+        from twistproxy.config import load
+        from twistproxy.service import ProxyService
+
+        text = (
+            '[access_log]\npath = ""\n'
+            '[listeners.dns]\nendpoint = "udp:5353"\nprotocol = "udp"\nupstream = "{g}"\n'
+            '[upstreams.{g}]\nservers = ["udp://{ip}:53"]\n'
+        )
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text.format(g="a", ip="10.0.0.1"))
+        reactor = UDPReactor()
+        service = ProxyService(load(path), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        with open(path, "w") as f:
+            f.write(text.format(g="b", ip="10.0.0.2"))
+        self.assertEqual(service.reload(), [])
+        (port,) = reactor.udp_ports
+        port.protocol.datagramReceived(b"q", ("192.0.2.1", 1000))
+        (session,) = port.protocol.sessions.values()
+        self.assertEqual(session.backend.host, "10.0.0.2")

@@ -659,10 +659,17 @@ class ProxyService(MultiService):
         for old_service, service in swaps:
             old_service.factory = service.factory
             old_service.description = service.description
-            if old_service.port is not None:
+            port = old_service.port
+            if isinstance(service.factory, UDPProxy) and port is not None:
+                # A datagram port has a protocol, not a factory: the new
+                # proxy takes new clients; the old one's sessions go on
+                # until they end.
+                port.protocol = service.factory
+                service.factory.makeConnection(port)
+            elif port is not None:
                 # New connections are built by the new factory; the open
                 # ones keep theirs.
-                old_service.port.factory = service.factory
+                port.factory = service.factory
                 if old_service.quota is not service.quota:
                     old_service.unwatch()
                     old_service.quota = service.quota
