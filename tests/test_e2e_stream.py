@@ -368,6 +368,8 @@ class StreamFilterEndToEndTests(_StreamCase):
                     f'protocol = "tcp"\nupstream = "backend"\n')
 
         proxy = yield self.start_proxy(base + listener("old", old_port))
+        # The proxy is reported started once its first listener listens.
+        yield proxy.wait_for_line(r"listener old listening")
         self.assertEqual((yield threads.deferToThread(_echoed, old_port)), b"hello")
         with open(proxy.config_path, "w") as f:
             f.write('[access_log]\npath = "access.log"\n\n' + base + listener("new", new_port))
