@@ -167,6 +167,20 @@ class ConfigTests(SynchronousTestCase):
         self.assertIs(listener.factory.quota, service.connections)
 
 
+def _closed_after_hello(factory, clients) -> list:
+    """
+    Whether a connection from each of C{clients} to C{factory} was closed
+    once its ClientHello asked for C{a.test}.
+    """
+    closed = []
+    for host in clients:
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, 1000))
+        peer = Peer(protocol, host, 1000)
+        protocol.dataReceived(client_hello(b"a.test"))
+        closed.append(peer.transport.disconnecting)
+    return closed
+
+
 class ServiceWiringTests(SynchronousTestCase):
     """
     A whole L{ProxyService} hands a tcp or udp listener's filters to what
@@ -188,13 +202,8 @@ class ServiceWiringTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         (port,) = [p for p in reactor.tcpServers if p[0] == 5433]
-        results = []
-        for host in ("192.0.2.7", "198.51.100.1"):
-            protocol = port[1].buildProtocol(IPv4Address("TCP", host, 1000))
-            peer = Peer(protocol, host, 1000)
-            protocol.dataReceived(client_hello(b"a.test"))
-            results.append(peer.transport.disconnecting)
-        self.assertEqual(results, [True, False])
+        self.assertEqual(_closed_after_hello(port[1], ["192.0.2.7", "198.51.100.1"]),
+                         [True, False])
         self.assertEqual(len(reactor.tcpClients), 1)
 
     def test_passthrough_on_http_listener(self):
@@ -233,13 +242,8 @@ upstream = "app"
         service.startService()
         self.addCleanup(service.stopService)
         (port,) = [p for p in reactor.tcpServers if p[0] == 8443]
-        results = []
-        for host in ("192.0.2.7", "198.51.100.1"):
-            protocol = port[1].buildProtocol(IPv4Address("TCP", host, 1000))
-            peer = Peer(protocol, host, 1000)
-            protocol.dataReceived(client_hello(b"a.test"))
-            results.append(peer.transport.disconnecting)
-        self.assertEqual(results, [True, False])
+        self.assertEqual(_closed_after_hello(port[1], ["192.0.2.7", "198.51.100.1"]),
+                         [True, False])
         self.assertEqual([c[:2] for c in reactor.tcpClients], [("10.0.0.1", 5432)])
 
     def test_udp(self):
