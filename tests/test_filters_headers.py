@@ -181,6 +181,27 @@ class BannerPlacesTests(SynchronousTestCase):
         peer.send(b"from client")
         self.assertEqual(backend.received(), b"from client")
 
+    def test_interim_response(self):
+        """
+        An interim response (103 Early Hints) loses the backend's banners
+        too, and keeps its other fields; the fields the filter sets are for
+        the final response only.
+        """
+        proxy = _proxy(listener=[{"name": "headers", "hide_banners": True,
+                                  "response": {"set": {"X-Frame-Options": "DENY"}}}])
+        peer = proxy.connect_client()
+        peer.send(GET)
+        proxy.accept_backend().send(
+            b"HTTP/1.1 103 Early Hints\r\nServer: nginx/1.2\r\nLink: </a.css>\r\n\r\n"
+            + BANNERED)
+        interim, final = peer.received().split(b"\r\n\r\n", 1)
+        self.assertTrue(interim.startswith(b"HTTP/1.1 103 "), interim)
+        self.assertIsNone(field(interim + b"\r\n\r\n", b"Server"))
+        self.assertIsNone(field(interim + b"\r\n\r\n", b"X-Frame-Options"))
+        self.assertEqual(field(interim + b"\r\n\r\n", b"Link"), b"</a.css>")
+        self.assertIsNone(field(final, b"Server"))
+        self.assertEqual(field(final, b"X-Frame-Options"), b"DENY")
+
     def test_http2(self):
         """
         A response on an HTTP/2 stream has no banner.

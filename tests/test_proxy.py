@@ -430,6 +430,10 @@ class _RecordingSink:
         self.wrapped = wrapped
         self.calls = []
 
+    def informational(self, x, resp):
+        self.calls.append(("interim", resp.status))
+        self.wrapped.informational(x, resp)
+
     def response_head(self, x, resp, has_body, extra=None):
         self.calls.append(("head", resp.status))
         self.wrapped.response_head(x, resp, has_body, extra)
@@ -485,6 +489,17 @@ class SinkTests(SynchronousTestCase):
         self.proxy.accept_backend().send(OK)
         self.assertEqual(self.sinks[0].calls, [("head", 200), ("body", b"hello"), ("end",)])
         self.assertTrue(self.client.received().endswith(b"hello"))
+
+    def test_interim_passes_through_sink(self):
+        """
+        An interim response (103 Early Hints) reaches the client through
+        the sink too, so that response filters see it.
+        """
+        self.client.send(GET)
+        self.proxy.accept_backend().send(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK)
+        self.assertEqual(self.sinks[0].calls,
+                         [("interim", 103), ("head", 200), ("body", b"hello"), ("end",)])
+        self.assertTrue(self.client.received().startswith(b"HTTP/1.1 103 Early Hints\r\n"))
 
     def test_failure_passes_through_sink(self):
         """

@@ -118,6 +118,15 @@ class IResponseSink(Interface):
     passed on as they come, never gathered whole.
     """
 
+    def informational(x: Any, resp: Any) -> None:
+        """
+        An interim (1xx) response head arrived, other than C{100 Continue}
+        (which the proxy answers itself) and C{101} (a protocol switch);
+        for example C{103 Early Hints}.  More heads follow.
+
+        @param resp: The L{twistproxy.http.parser.ResponseHead}.
+        """
+
     def response_head(x: Any, resp: Any, has_body: bool, extra: Any = None) -> None:
         """
         The final response head arrived.

@@ -606,6 +606,7 @@ class RecordingSink:
     The client side of an exchange made by L{make_exchange}: an
     L{IResponseSink} that records what reaches it, for testing filters.
 
+    @ivar interim: The interim (1xx) heads received, as C{(status, fields)}.
     @ivar status: The status of the response head received, or C{None}.
     @ivar fields: Its fields, as (name, value) byte pairs.
     @ivar pieces: The body pieces received, in order.
@@ -626,6 +627,7 @@ class RecordingSink:
         self.pieces: List[bytes] = []
         self.ended = False
         self.failure: Optional[Tuple[int, str]] = None
+        self.interim: List[Tuple[int, List[Tuple[bytes, bytes]]]] = []
 
     @property
     def body(self) -> bytes:
@@ -640,6 +642,9 @@ class RecordingSink:
             if key.lower() == name:
                 return value
         return None
+
+    def informational(self, x, resp) -> None:
+        self.interim.append((resp.status, list(resp.headers)))
 
     def response_head(self, x, resp, has_body: bool, extra=None) -> None:
         x.status = self.status = resp.status

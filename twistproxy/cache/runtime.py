@@ -46,6 +46,7 @@ from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
+from twistproxy.http.sinks import SinkWrapper
 from twistproxy.interfaces import ICacheStore, IResponseSink
 
 # The requests the cache answers or passes on as they are.
@@ -577,32 +578,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     sink.response_end(x)
 
 
-@implementer(IResponseSink)
-class PassingSink:
-    """
-    A sink that passes everything on to the one it wraps.
-    """
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def response_head(self, x, resp, has_body, extra=None) -> None:
-        self.inner.response_head(x, resp, has_body, extra)
-
-    def response_body(self, x, data: bytes) -> None:
-        self.inner.response_body(x, data)
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def response_end(self, x) -> None:
-        self.inner.response_end(x)
-
-    def upstream_failed(self, x, status: int, reason: str) -> None:
-        self.inner.upstream_failed(x, status, reason)
-
-
-class TargetedSink(PassingSink):
+class TargetedSink(SinkWrapper):
     """
     Passes a response on without the targeted fields (RFC 9213) meant for
     this cache alone.
@@ -613,7 +589,7 @@ class TargetedSink(PassingSink):
         self._targeted = targeted
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
-        self.inner.response_head(x, _downstream(resp, self._targeted), has_body, extra)
+        self.sink.response_head(x, _downstream(resp, self._targeted), has_body, extra)
 
 
 class StatusSink(TargetedSink):
@@ -649,7 +625,7 @@ class InvalidatingSink(TargetedSink):
 _PASS, _STORE, _UPDATE, _STALE, _REFUSE = range(5)
 
 
-class FetchSink(PassingSink):
+class FetchSink(SinkWrapper):
     """
     Stands in front of the client's sink while a request the cache sent on
     is answered: passes the response on as it streams and keeps a copy to
@@ -724,7 +700,7 @@ class FetchSink(PassingSink):
                 # later GETs will get.
                 cache.pass_for(self._key)
             self._release()
-        self.inner.response_head(x, _downstream(resp, cache.targeted), has_body,
+        self.sink.response_head(x, _downstream(resp, cache.targeted), has_body,
                                  list(extra or ()) + [(b"Cache-Status", status)])
 
     def _status_field(self, stored: bool, fields: P.CacheFields, status: int) -> bytes:
@@ -763,11 +739,11 @@ class FetchSink(PassingSink):
                 self._release()
             else:
                 self._body.append(data)
-        self.inner.response_body(x, data)
+        self.sink.response_body(x, data)
 
     def flush(self) -> None:
         if self._mode == _PASS or self._mode == _STORE:
-            self.inner.flush()
+            self.sink.flush()
 
     def response_end(self, x) -> None:
         mode = self._mode
@@ -780,7 +756,7 @@ class FetchSink(PassingSink):
                 self._store(x, resp.status, resp.reason, resp.headers, body)
             else:
                 self._release()
-            self.inner.response_end(x)
+            self.sink.response_end(x)
         elif mode == _UPDATE:
             stale = self._stale
             merged = P.merge_304(stale.headers, P.fields_to_store(
@@ -791,15 +767,15 @@ class FetchSink(PassingSink):
             age = P.initial_age(fields, self._request_time, self._response_time)
             status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
                                     stored=True, ttl=rc.lifetime(entry, fields) - age)
-            serve(x, self.inner, entry, fields, age, status, rc.cache.targeted)
+            serve(x, self.sink, entry, fields, age, status, rc.cache.targeted)
         elif mode == _STALE:
             self._serve_stale(x, self._resp.status)
         elif mode == _REFUSE:
             self._release()
             rc.cache.store.purge(rc.url_prefix(self._key))
-            self.inner.upstream_failed(x, 502, "cache_unmatched_304")
+            self.sink.upstream_failed(x, 502, "cache_unmatched_304")
         else:
-            self.inner.response_end(x)
+            self.sink.response_end(x)
 
     def upstream_failed(self, x, status: int, reason: str) -> None:
         if self._mode == _STALE:
@@ -813,7 +789,7 @@ class FetchSink(PassingSink):
             return
         self._mode = _PASS
         self._release()
-        self.inner.upstream_failed(x, status, reason)
+        self.sink.upstream_failed(x, status, reason)
 
     def _serve_stale(self, x, status: int, reason: str = "") -> None:
         """
@@ -829,7 +805,7 @@ class FetchSink(PassingSink):
         field = P.cache_status(cache.name, True, fwd=b"stale", fwd_status=status,
                                ttl=rc.lifetime(stale, fields) - age, detail=b"stale-if-error")
         x.reason = reason or x.reason
-        serve(x, self.inner, stale, fields, age, field, cache.targeted)
+        serve(x, self.sink, stale, fields, age, field, cache.targeted)
 
     def _store(self, x, status: int, reason: bytes, headers, body: bytes) -> Entry:
         rc = self._cache

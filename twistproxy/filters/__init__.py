@@ -22,12 +22,12 @@ from __future__ import annotations
 from twistproxy.filters.chain import (
     Answer,
     FilterChain,
-    SinkWrapper,
     build_chain,
     client_ip,
     respond,
     with_fields,
 )
+from twistproxy.http.sinks import SinkWrapper
 
 __all__ = ["Answer", "FilterChain", "SinkWrapper", "build_chain", "client_ip", "respond",
            "with_fields"]

@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from twistproxy.components import find_factory
 from twistproxy.config import ConfigError, Filter
@@ -43,7 +42,6 @@ from twistproxy.interfaces import (
     IFilterFactory,
     IRequestFilter,
     IResponseFilter,
-    IResponseSink,
 )
 
 Fields = Sequence[Tuple[bytes, bytes]]
@@ -166,36 +164,6 @@ def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
         setattr(edited, name, getattr(resp, name))
     edited.headers = fields
     return edited
-
-
-@implementer(IResponseSink)
-class SinkWrapper:
-    """
-    A response sink that passes every call on to the sink it wraps: the
-    base of response filters, which override what they change.
-
-    @ivar sink: The wrapped sink.
-    """
-
-    __slots__ = ("sink",)
-
-    def __init__(self, sink):
-        self.sink = sink
-
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
-        self.sink.response_head(x, resp, has_body, extra)
-
-    def response_body(self, x, data: bytes) -> None:
-        self.sink.response_body(x, data)
-
-    def flush(self) -> None:
-        self.sink.flush()
-
-    def response_end(self, x) -> None:
-        self.sink.response_end(x)
-
-    def upstream_failed(self, x, status: int, reason: str) -> None:
-        self.sink.upstream_failed(x, status, reason)
 
 
 class FilterChain:

@@ -22,7 +22,8 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, HeaderRules, header_rules
-from twistproxy.filters.chain import SinkWrapper, with_fields
+from twistproxy.filters.chain import with_fields
+from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
@@ -69,6 +70,13 @@ class _EditedResponse(SinkWrapper):
     def __init__(self, sink, edit: FieldEdits):
         super().__init__(sink)
         self._edit = edit
+
+    def informational(self, x, resp) -> None:
+        # Removals (banners included) apply to interim heads too; the
+        # fields set or added are for the final one.
+        drop = self._edit.drop
+        self.sink.informational(
+            x, with_fields(resp, [f for f in resp.headers if f[0].lower() not in drop]))
 
     def response_head(self, x, resp, has_body: bool, extra=None) -> None:
         self.sink.response_head(x, with_fields(resp, self._edit(resp.headers)), has_body, extra)

@@ -255,7 +255,7 @@ class UpstreamProtocol(Waiting, Protocol):
                 return self._switch(resp)
             if status != 100:
                 # 100 Continue was already answered by the proxy itself.
-                x.downstream.informational(x, resp)
+                x.sink.informational(x, resp)
             return True
         has_body = response_has_body(status, x.request.method)
         if not has_body:
