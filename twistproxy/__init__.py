@@ -7,20 +7,24 @@ The public API for applications that embed the proxy::
     ProxyService(load("proxy.toml"), reactor).setServiceParent(application)
 
 or that build a configuration in code with L{ProxyConfig}, L{Listener},
-L{UpstreamGroup}, L{Route} and L{server}.  Plugin interfaces are in
+L{UpstreamGroup}, L{Route}, L{server}, and L{Filter}, L{RouteCache} and
+L{Cache} for filters and the cache.  Plugin interfaces are in
 L{twistproxy.interfaces}, test helpers in L{twistproxy.testing}.
 """
 
 from twistproxy._version import __version__
 from twistproxy.config import (
     AccessLog,
+    Cache,
     ConfigError,
+    Filter,
     Forwarding,
     HeaderRules,
     Limits,
     Listener,
     ProxyConfig,
     Route,
+    RouteCache,
     Server,
     SNIRoute,
     Timeouts,
@@ -35,7 +39,9 @@ from twistproxy.service import ProxyService, validate
 __all__ = [
     "__version__",
     "AccessLog",
+    "Cache",
     "ConfigError",
+    "Filter",
     "Forwarding",
     "HeaderRules",
     "Limits",
@@ -43,6 +49,7 @@ __all__ = [
     "ProxyConfig",
     "ProxyService",
     "Route",
+    "RouteCache",
     "Server",
     "SNIRoute",
     "Timeouts",
