@@ -38,7 +38,7 @@ from zope.interface import implementer
 from twistproxy.cache.policy import field_value
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
-from twistproxy.filters.chain import with_fields
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IResponseFilter

@@ -26,7 +26,8 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, is_token
-from twistproxy.filters.chain import Answer, with_fields
+from twistproxy.filters.chain import Answer
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
