@@ -86,6 +86,19 @@ class BasicAuthTests(SynchronousTestCase):
         self.assertEqual(names.count(b"x-remote-user"), 1)
         self.assertIn((b"X-Remote-User", b"alice"), x.request.headers)
 
+    def test_keep_authorization(self):
+        """
+        With C{keep_authorization}, the credentials go on to the backend;
+        without C{user_header}, a client's C{X-Remote-User} is not touched.
+        """
+        f = BasicAuthFactory().fromConfig(
+            self.clock, {"htpasswd": self.path, "keep_authorization": True}, "f")
+        credentials = _basic("alice", "wonderland")
+        x = make_exchange(headers=[credentials, ("X-Remote-User", "admin")])
+        self.assertTrue(run_filters([f], x))
+        self.assertIn((b"Authorization", credentials[1].encode()), x.request.headers)
+        self.assertIn((b"X-Remote-User", b"admin"), x.request.headers)
+
     def test_remembered(self):
         """
         A successful check is remembered: the same credentials again do
