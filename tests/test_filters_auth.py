@@ -99,6 +99,18 @@ class BasicAuthTests(SynchronousTestCase):
         self.assertIn((b"Authorization", credentials[1].encode()), x.request.headers)
         self.assertIn((b"X-Remote-User", b"admin"), x.request.headers)
 
+    def test_bad_user_header(self):
+        """
+        C{user_header} is one field name: an array (whose further names
+        used to be ignored) or a name that is no token is refused with its
+        path.
+        """
+        for value in (["X-User", "X-Other"], "X User", 1):
+            with self.assertRaises(ConfigError) as e:
+                BasicAuthFactory().fromConfig(
+                    self.clock, {"htpasswd": self.path, "user_header": value}, "f")
+            self.assertEqual(e.exception.path, "f.user_header", value)
+
     def test_remembered(self):
         """
         A successful check is remembered: the same credentials again do

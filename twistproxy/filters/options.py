@@ -138,6 +138,15 @@ class Options:
                 raise ConfigError(f"{self.where(key)}[{i}]", f"{value!r} is not a {what}")
         return values
 
+    def field_name(self, key: str) -> str:
+        """
+        One header field name, or C{''} when the option is not given.
+        """
+        name = self.string(key)
+        if name and not is_token(name):
+            raise ConfigError(self.where(key), f"{name!r} is not a valid header field name")
+        return name
+
     def field_names(self, key: str) -> List[str]:
         """
         An array of header field names (or a single one).
