@@ -86,6 +86,31 @@ class BasicAuthTests(SynchronousTestCase):
         self.assertEqual(names.count(b"x-remote-user"), 1)
         self.assertIn((b"X-Remote-User", b"alice"), x.request.headers)
 
+    def test_keep_authorization(self):
+        """
+        With C{keep_authorization}, the credentials go on to the backend;
+        without C{user_header}, a client's C{X-Remote-User} is not touched.
+        """
+        f = BasicAuthFactory().fromConfig(
+            self.clock, {"htpasswd": self.path, "keep_authorization": True}, "f")
+        credentials = _basic("alice", "wonderland")
+        x = make_exchange(headers=[credentials, ("X-Remote-User", "admin")])
+        self.assertTrue(run_filters([f], x))
+        self.assertIn((b"Authorization", credentials[1].encode()), x.request.headers)
+        self.assertIn((b"X-Remote-User", b"admin"), x.request.headers)
+
+    def test_bad_user_header(self):
+        """
+        C{user_header} is one field name: an array (whose further names
+        used to be ignored) or a name that is no token is refused with its
+        path.
+        """
+        for value in (["X-User", "X-Other"], "X User", 1):
+            with self.assertRaises(ConfigError) as e:
+                BasicAuthFactory().fromConfig(
+                    self.clock, {"htpasswd": self.path, "user_header": value}, "f")
+            self.assertEqual(e.exception.path, "f.user_header", value)
+
     def test_remembered(self):
         """
         A successful check is remembered: the same credentials again do

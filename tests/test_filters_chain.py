@@ -580,3 +580,22 @@ filters = [{ name = "tests.test_filters_chain.closable", label = "%s" }]
             ProxyService(load(self.path), MemoryReactorClock())
         self.assertEqual((e.exception.path, e.exception.source),
                          ("listeners.filtered.filters[0].name", self.path))
+
+
+class WithFieldsTests(SynchronousTestCase):
+    def test_copy(self):
+        """
+        L{with_fields} gives a copy of a response head with other fields and
+        leaves the head it was given as it was, so that a response filter
+        never changes what other sinks saw.
+        """
+        from twistproxy.filters import with_fields
+        from twistproxy.http.headers import own_head
+
+        head = own_head(200, b"OK", [(b"A", b"1")], 5)
+        edited = with_fields(head, [(b"B", b"2")])
+        self.assertEqual(head.headers, [(b"A", b"1")])
+        self.assertEqual(edited.headers, [(b"B", b"2")])
+        self.assertEqual((edited.status, edited.reason, edited.content_length, edited.chunked,
+                          edited.keep_alive, edited.version),
+                         (200, b"OK", 5, False, True, (1, 1)))

@@ -5,6 +5,7 @@ helps and is allowed.
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import brotli
@@ -220,6 +221,21 @@ class CompressTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as e:
                 factory.fromConfig(None, options, "f")
             self.assertEqual(e.exception.path, where, options)
+
+    def test_without_brotli(self):
+        """
+        Without the brotli package, the default is gzip alone, and naming
+        C{br} is refused with its path and how to install it.
+        """
+        # A None entry makes the import fail, as if it were not installed.
+        self.addCleanup(sys.modules.__setitem__, "brotli", sys.modules["brotli"])
+        sys.modules["brotli"] = None
+        sink = _respond(factory.fromConfig(None, {}, "f"))
+        self.assertEqual(sink.field(b"Content-Encoding"), b"gzip")
+        with self.assertRaises(ConfigError) as e:
+            factory.fromConfig(None, {"encodings": ["gzip", "br"]}, "f")
+        self.assertEqual(e.exception.path, "f.encodings[1]")
+        self.assertIn("twistproxy[brotli]", str(e.exception))
 
     def test_in_proxy_chunked(self):
         """

@@ -131,6 +131,9 @@ class CORSTests(SynchronousTestCase):
         for options, where in [({}, "f.origins"), ({"origins": ["app.example"]}, "f.origins[0]"),
                                ({"origins": ["https://a/"]}, "f.origins[0]"),
                                ({"origins": ["*"], "methods": ["G T"]}, "f.methods[0]"),
+                               ({"origins": ["*"], "headers": ["X Y"]}, "f.headers[0]"),
+                               ({"origins": ["*"], "expose_headers": ["A", "B:"]},
+                                "f.expose_headers[1]"),
                                ({"origins": ["*"], "max_age": -1}, "f.max_age")]:
             with self.assertRaises(ConfigError) as e:
                 factory.fromConfig(None, options, "f")

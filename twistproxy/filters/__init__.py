@@ -25,8 +25,8 @@ from twistproxy.filters.chain import (
     build_chain,
     client_ip,
     respond,
-    with_fields,
 )
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 
 __all__ = ["Answer", "FilterChain", "SinkWrapper", "build_chain", "client_ip", "respond",

@@ -189,7 +189,7 @@ class BasicAuthFactory:
                             "htpasswd file")
         return BasicAuthFilter(users, o.string("realm", "twistproxy"), reactor,
                                o.boolean("keep_authorization", False),
-                               (o.field_names("user_header") or [""])[0])
+                               o.field_name("user_header"))
 
     __repr__ = factory_repr
 

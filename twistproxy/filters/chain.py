@@ -36,7 +36,6 @@ from twisted.python.failure import Failure
 from twistproxy.components import find_factory
 from twistproxy.config import ConfigError, Filter
 from twistproxy.http import headers as H
-from twistproxy.http.parser import ResponseHead
 from twistproxy.interfaces import (
     IConnectionFilter,
     IFilterFactory,
@@ -134,16 +133,9 @@ def respond(x, answer: Answer) -> None:
     if body is None:
         body = H.error_body(status)
         fields.append(_TEXT)
-    resp = ResponseHead()
-    resp.version = (1, 1)
-    resp.status = status
-    resp.reason = H.PHRASES.get(status) or _phrase(status)
-    resp.headers = fields
-    resp.chunked = False
-    resp.keep_alive = True
-    resp.connection = frozenset()
     no_body = status in (204, 304) or status < 200
-    resp.content_length = None if no_body else len(body)
+    resp = H.own_head(status, H.PHRASES.get(status) or _phrase(status), fields,
+                      None if no_body else len(body))
     has_body = not no_body and x.request.method != b"HEAD" and bool(body)
     x.reason = answer.reason
     sink = x.sink
@@ -151,19 +143,6 @@ def respond(x, answer: Answer) -> None:
     if has_body:
         sink.response_body(x, body)
     sink.response_end(x)
-
-
-def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
-    """
-    A copy of the response head C{resp} with C{fields} instead of its
-    fields: response filters change copies, never the head they were
-    given.
-    """
-    edited = ResponseHead()
-    for name in ResponseHead.__slots__:
-        setattr(edited, name, getattr(resp, name))
-    edited.headers = fields
-    return edited
 
 
 class FilterChain:

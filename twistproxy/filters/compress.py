@@ -38,7 +38,7 @@ from zope.interface import implementer
 from twistproxy.cache.policy import field_value
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
-from twistproxy.filters.chain import with_fields
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IResponseFilter
@@ -231,26 +231,21 @@ class CompressFactory:
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> CompressFilter:
         o = Options(options, path, self.name, optional=(
             "encodings", "types", "min_size", "gzip_level", "brotli_quality"))
-        encodings = o.strings("encodings")
-        if not encodings:
-            encodings = ["gzip"]
-            try:
-                import brotli  # noqa: F401
-            except ImportError:
-                pass
-            else:
-                encodings.insert(0, "br")
+        try:
+            import brotli  # noqa: F401
+        except ImportError:
+            has_brotli = False
+        else:
+            has_brotli = True
+        encodings = o.strings("encodings") or (["br", "gzip"] if has_brotli else ["gzip"])
         for i, coding in enumerate(encodings):
             if coding not in ("br", "gzip"):
                 raise ConfigError(f"{o.where('encodings')}[{i}]",
                                   f"must be 'br' or 'gzip', not {coding!r}")
-            if coding == "br":
-                try:
-                    import brotli  # noqa: F401
-                except ImportError:
-                    raise ConfigError(f"{o.where('encodings')}[{i}]",
-                                      "brotli needs the brotli package: "
-                                      "pip install 'twistproxy[brotli]'") from None
+            if coding == "br" and not has_brotli:
+                raise ConfigError(f"{o.where('encodings')}[{i}]",
+                                  "brotli needs the brotli package: "
+                                  "pip install 'twistproxy[brotli]'")
         types = o.strings("types") or list(DEFAULT_TYPES)
         for i, media in enumerate(types):
             kind, slash, sub = media.partition("/")

@@ -25,8 +25,9 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
-from twistproxy.config import ConfigError, is_token
-from twistproxy.filters.chain import Answer, with_fields
+from twistproxy.config import ConfigError
+from twistproxy.filters.chain import Answer
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
@@ -115,14 +116,6 @@ class CORSFilter:
         return _CORSFields(sink, allowed + self._expose)
 
 
-def _tokens(o: Options, key: str, what: str) -> List[str]:
-    values = o.strings(key)
-    for i, value in enumerate(values):
-        if not is_token(value):
-            raise ConfigError(f"{o.where(key)}[{i}]", f"{value!r} is not a {what}")
-    return values
-
-
 @implementer(IPlugin, IFilterFactory)
 class CORSFactory:
     name = "cors"
@@ -139,9 +132,9 @@ class CORSFactory:
                                   f"path) or '*', not {origin!r}")
         return CORSFilter(
             frozenset(origins),
-            _tokens(o, "methods", "method") or list(_SAFE_METHODS),
-            _tokens(o, "headers", "header name"),
-            _tokens(o, "expose_headers", "header name"),
+            o.tokens("methods", "method") or list(_SAFE_METHODS),
+            o.tokens("headers", "header name"),
+            o.tokens("expose_headers", "header name"),
             o.boolean("credentials", False),
             o.integer("max_age", 600, 0),
         )

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, HeaderRules, header_rules
-from twistproxy.filters.chain import with_fields
+from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.filters.options import Options
 from twistproxy.http import headers as H

@@ -127,13 +127,28 @@ class Options:
                                   f"must be a non-empty string, not {item!r}")
         return list(value)
 
+    def tokens(self, key: str, what: str) -> List[str]:
+        """
+        An array of tokens (or a single one), such as methods or header
+        field names; C{what} names one in messages: C{'method'}.
+        """
+        values = self.strings(key)
+        for i, value in enumerate(values):
+            if not is_token(value):
+                raise ConfigError(f"{self.where(key)}[{i}]", f"{value!r} is not a {what}")
+        return values
+
+    def field_name(self, key: str) -> str:
+        """
+        One header field name, or C{''} when the option is not given.
+        """
+        name = self.string(key)
+        if name and not is_token(name):
+            raise ConfigError(self.where(key), f"{name!r} is not a valid header field name")
+        return name
+
     def field_names(self, key: str) -> List[str]:
         """
         An array of header field names (or a single one).
         """
-        names = self.strings(key)
-        for i, name in enumerate(names):
-            if not is_token(name):
-                raise ConfigError(f"{self.where(key)}[{i}]",
-                                  f"{name!r} is not a valid header field name")
-        return names
+        return self.tokens(key, "valid header field name")

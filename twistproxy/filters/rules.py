@@ -77,10 +77,7 @@ class BlockFactory:
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> BlockFilter:
         o = Options(options, path, self.name,
                     optional=("methods", "paths", "headers", "user_agents", "status"))
-        methods = o.strings("methods")
-        for i, method in enumerate(methods):
-            if not is_token(method):
-                raise ConfigError(f"{o.where('methods')}[{i}]", f"{method!r} is not a method")
+        methods = o.tokens("methods", "method")
         paths = [_compile(p, f"{o.where('paths')}[{i}]")
                  for i, p in enumerate(o.strings("paths"))]
         headers = [(b"user-agent", _compile(p, f"{o.where('user_agents')}[{i}]"))

@@ -370,6 +370,39 @@ def error_body(status: int) -> bytes:
     return b"%d %s\n" % (status, PHRASES.get(status, b"Error"))
 
 
+def own_head(status: int, reason: bytes, headers: list,
+             length: Optional[int]) -> ResponseHead:
+    """
+    The head of a response the proxy makes itself (a filter's answer, a
+    cache hit), as the downstream codecs expect a backend's.
+
+    @param length: The C{Content-Length}, or C{None} for none.
+    """
+    head = ResponseHead()
+    head.version = (1, 1)
+    head.status = status
+    head.reason = reason
+    head.headers = headers
+    head.content_length = length
+    head.chunked = False
+    head.keep_alive = True
+    head.connection = frozenset()
+    return head
+
+
+def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
+    """
+    A copy of the response head C{resp} with C{fields} instead of its
+    fields: whatever edits a head on its way downstream changes a copy,
+    never the head it was given.
+    """
+    edited = ResponseHead()
+    for name in ResponseHead.__slots__:
+        setattr(edited, name, getattr(resp, name))
+    edited.headers = fields
+    return edited
+
+
 def error_response(
     status: int, reason: bytes, keep_alive: bool = False,
     fields: Iterable[Tuple[bytes, bytes]] = (),
