@@ -584,8 +584,8 @@ class TargetedSink(SinkWrapper):
     this cache alone.
     """
 
-    def __init__(self, inner, targeted):
-        super().__init__(inner)
+    def __init__(self, sink, targeted):
+        super().__init__(sink)
         self._targeted = targeted
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
@@ -597,8 +597,8 @@ class StatusSink(TargetedSink):
     Adds a C{Cache-Status} to a response the cache only passes on.
     """
 
-    def __init__(self, inner, targeted, status_field: bytes):
-        super().__init__(inner, targeted)
+    def __init__(self, sink, targeted, status_field: bytes):
+        super().__init__(sink, targeted)
         self._field = (b"Cache-Status", status_field)
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
@@ -610,8 +610,8 @@ class InvalidatingSink(TargetedSink):
     Invalidates what a successful unsafe request changed (RFC 9111 4.4).
     """
 
-    def __init__(self, inner, route_cache: RouteCache, key: bytes):
-        super().__init__(inner, route_cache.cache.targeted)
+    def __init__(self, sink, route_cache: RouteCache, key: bytes):
+        super().__init__(sink, route_cache.cache.targeted)
         self._cache = route_cache
         self._key = key
 
@@ -634,9 +634,9 @@ class FetchSink(SinkWrapper):
     stale response where C{stale-if-error} allows.
     """
 
-    def __init__(self, inner, route_cache: RouteCache, x: Exchange, key: bytes,
+    def __init__(self, sink, route_cache: RouteCache, x: Exchange, key: bytes,
                  stale: Optional[Entry], why: bytes, owner: bool):
-        super().__init__(inner)
+        super().__init__(sink)
         self._cache = route_cache
         self._key = key
         self._stale = stale
