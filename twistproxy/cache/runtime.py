@@ -43,6 +43,7 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
+from twistproxy.filters.chain import with_fields
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
@@ -842,11 +843,7 @@ def _downstream(resp: ResponseHead, targeted) -> ResponseHead:
     """
     if not any(k.lower() in targeted for k, _ in resp.headers):
         return resp
-    copy = ResponseHead()
-    for slot in ResponseHead.__slots__:
-        setattr(copy, slot, getattr(resp, slot))
-    copy.headers = [(k, v) for k, v in resp.headers if k.lower() not in targeted]
-    return copy
+    return with_fields(resp, [(k, v) for k, v in resp.headers if k.lower() not in targeted])
 
 
 @implementer(IResponseSink)
