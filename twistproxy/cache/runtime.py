@@ -754,7 +754,7 @@ class FetchSink(SinkWrapper):
             body = b"".join(self._body)
             self._body = []
             if resp.content_length is None or len(body) == resp.content_length:
-                self._store(x, resp.status, resp.reason, resp.headers, body)
+                self._store(x, resp.status, resp.reason, resp.headers, body, self._fields)
             else:
                 self._release()
             self.sink.response_end(x)
@@ -808,10 +808,16 @@ class FetchSink(SinkWrapper):
         x.reason = reason or x.reason
         serve(x, self.sink, stale, fields, age, field, cache.targeted)
 
-    def _store(self, x, status: int, reason: bytes, headers, body: bytes) -> Entry:
+    def _store(self, x, status: int, reason: bytes, headers, body: bytes,
+               fields: Optional[P.CacheFields] = None) -> Entry:
+        """
+        Store a response with C{headers}; C{fields} is what they parse to,
+        when already known (the origin's response, parsed on its head).
+        """
         rc = self._cache
         cache = rc.cache
-        fields = P.CacheFields(headers, cache.targeted, self._response_time)
+        if fields is None:
+            fields = P.CacheFields(headers, cache.targeted, self._response_time)
         kept = P.fields_to_store(headers, fields)
         entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
                       fields.vary)
