@@ -43,7 +43,7 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
-from twistproxy.filters.chain import with_fields
+from twistproxy.filters.chain import Answer, respond, with_fields
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
@@ -61,6 +61,7 @@ _SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
 _VALIDATION_FIELDS = ("If-None-Match", "If-Modified-Since")
 # A variant's key: the URL's key, this, and the secondary key.
 _VARIANT = b"\x01"
+_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 # How long a URL whose response was not stored is fetched without
 # collapsing, and how many such URLs are remembered.
 PASS_TIME = 10.0
@@ -506,31 +507,16 @@ class RouteCache:
         others.
         """
         cache = self.cache
-        sink = x.sink
         if not cache.purge_enabled:
-            x.reason = "cache_purge_disabled"
-            answer(x, sink, 405, b"Method Not Allowed", b"PURGE is not enabled\n")
+            respond(x, Answer(405, [_TEXT], b"PURGE is not enabled\n", "cache_purge_disabled"))
             return
         if x.client_address not in cache.purge_from:
-            x.reason = "cache_purge_forbidden"
-            answer(x, sink, 403, b"Forbidden", b"PURGE is not allowed from this address\n")
+            respond(x, Answer(403, [_TEXT], b"PURGE is not allowed from this address\n",
+                              "cache_purge_forbidden"))
             return
         d = cache.purge(self.url_prefix(self.key(x)))
-        d.addCallback(lambda n: x.status or answer(
-            x, sink, 200, b"OK", b'{"purged": %d}\n' % n, b"application/json"))
-
-
-def answer(x: Exchange, sink, status: int, reason: bytes, body: bytes,
-           content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    """
-    A small complete answer made by the cache itself.
-    """
-    head = response(status, reason, [(b"Content-Type", content_type)], len(body))
-    sink.response_head(x, head, x.request.method != b"HEAD")
-    if x.request.method != b"HEAD":
-        sink.response_body(x, body)
-    sink.flush()
-    sink.response_end(x)
+        d.addCallback(lambda n: x.status or respond(x, Answer(
+            200, [(b"Content-Type", b"application/json")], b'{"purged": %d}\n' % n, x.reason)))
 
 
 def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
