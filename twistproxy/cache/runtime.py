@@ -525,6 +525,9 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     Answer C{x} from a stored response: the whole of it, the head alone for
     C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
     a 206 or 416 for a single byte range (RFC 9110 14).
+
+    No C{flush} before C{response_end}: the end sends what is pending, in
+    one write, as it does for the proxy's own answers (L{respond}).
     """
     req = x.request
     body = entry.body
@@ -534,7 +537,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = response(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
-            sink.flush()
             sink.response_end(x)
             return
         if req.method == b"GET":
@@ -543,7 +545,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
                 head = response(416, b"Range Not Satisfiable", headers, 0)
                 sink.response_head(x, head, True, extra)
-                sink.flush()
                 sink.response_end(x)
                 return
             if span is not None:
@@ -553,7 +554,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 head = response(206, b"Partial Content", headers, len(body))
                 sink.response_head(x, head, True, extra)
                 sink.response_body(x, body)
-                sink.flush()
                 sink.response_end(x)
                 return
     head = response(entry.status, entry.reason, headers, len(body))
@@ -561,7 +561,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     sink.response_head(x, head, has_body, extra)
     if has_body and body:
         sink.response_body(x, body)
-    sink.flush()
     sink.response_end(x)
 
 
