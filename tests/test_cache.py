@@ -311,6 +311,16 @@ class MissAndHitTests(CacheHarness):
         self.assertEqual(field(data, b"Content-Length"), b"5")
         self.assertEqual(field(data, b"X-A"), b"1")
 
+    def test_request_with_body_passed_on(self):
+        """
+        A GET with a body is not answered from the stored response: the
+        body is not part of the key, so the origin answers it.
+        """
+        self.get(origin=response(b"hello", b"Cache-Control: max-age=60"))
+        client = self.proxy.connect_client()
+        client.send(b"GET /a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertTrue(self.origin_request().startswith(b"GET /a HTTP/1.1\r\n"))
+
     def test_head_miss_passed_on(self):
         """
         A HEAD that misses goes to the origin as a HEAD, and nothing is
@@ -1035,6 +1045,17 @@ class PurgeTests(CacheHarness):
         client = proxy.connect_client()
         self.send(method=b"PURGE", client=client)
         self.assertTrue(client.received().startswith(b"HTTP/1.1 405 "))
+
+    def test_uncached_route_forwards(self):
+        """
+        On a route without a cache, PURGE is forwarded to the origin like
+        any other method, even with purge_from set.
+        """
+        self.proxy = MemoryProxy(config(None, purge_from=("192.0.2.0/24",)))
+        client = self.send(method=b"PURGE")
+        self.assertTrue(self.origin_request().startswith(b"PURGE /a HTTP/1.1\r\n"))
+        self.answer(response(b"gone"))
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200 OK"))
 
     def test_by_prefix_and_tag(self):
         """

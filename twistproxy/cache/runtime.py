@@ -43,6 +43,7 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
+from twistproxy.filters.chain import Answer, respond, with_fields
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
@@ -60,6 +61,7 @@ _SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
 _VALIDATION_FIELDS = ("If-None-Match", "If-Modified-Since")
 # A variant's key: the URL's key, this, and the secondary key.
 _VARIANT = b"\x01"
+_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 # How long a URL whose response was not stored is fetched without
 # collapsing, and how many such URLs are remembered.
 PASS_TIME = 10.0
@@ -505,31 +507,16 @@ class RouteCache:
         others.
         """
         cache = self.cache
-        sink = x.sink
         if not cache.purge_enabled:
-            x.reason = "cache_purge_disabled"
-            answer(x, sink, 405, b"Method Not Allowed", b"PURGE is not enabled\n")
+            respond(x, Answer(405, [_TEXT], b"PURGE is not enabled\n", "cache_purge_disabled"))
             return
         if x.client_address not in cache.purge_from:
-            x.reason = "cache_purge_forbidden"
-            answer(x, sink, 403, b"Forbidden", b"PURGE is not allowed from this address\n")
+            respond(x, Answer(403, [_TEXT], b"PURGE is not allowed from this address\n",
+                              "cache_purge_forbidden"))
             return
         d = cache.purge(self.url_prefix(self.key(x)))
-        d.addCallback(lambda n: x.status or answer(
-            x, sink, 200, b"OK", b'{"purged": %d}\n' % n, b"application/json"))
-
-
-def answer(x: Exchange, sink, status: int, reason: bytes, body: bytes,
-           content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    """
-    A small complete answer made by the cache itself.
-    """
-    head = response(status, reason, [(b"Content-Type", content_type)], len(body))
-    sink.response_head(x, head, x.request.method != b"HEAD")
-    if x.request.method != b"HEAD":
-        sink.response_body(x, body)
-    sink.flush()
-    sink.response_end(x)
+        d.addCallback(lambda n: x.status or respond(x, Answer(
+            200, [(b"Content-Type", b"application/json")], b'{"purged": %d}\n' % n, x.reason)))
 
 
 def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
@@ -538,6 +525,9 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     Answer C{x} from a stored response: the whole of it, the head alone for
     C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
     a 206 or 416 for a single byte range (RFC 9110 14).
+
+    No C{flush} before C{response_end}: the end sends what is pending, in
+    one write, as it does for the proxy's own answers (L{respond}).
     """
     req = x.request
     body = entry.body
@@ -547,7 +537,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = response(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
-            sink.flush()
             sink.response_end(x)
             return
         if req.method == b"GET":
@@ -556,7 +545,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
                 head = response(416, b"Range Not Satisfiable", headers, 0)
                 sink.response_head(x, head, True, extra)
-                sink.flush()
                 sink.response_end(x)
                 return
             if span is not None:
@@ -566,7 +554,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 head = response(206, b"Partial Content", headers, len(body))
                 sink.response_head(x, head, True, extra)
                 sink.response_body(x, body)
-                sink.flush()
                 sink.response_end(x)
                 return
     head = response(entry.status, entry.reason, headers, len(body))
@@ -574,7 +561,6 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     sink.response_head(x, head, has_body, extra)
     if has_body and body:
         sink.response_body(x, body)
-    sink.flush()
     sink.response_end(x)
 
 
@@ -584,8 +570,8 @@ class TargetedSink(SinkWrapper):
     this cache alone.
     """
 
-    def __init__(self, inner, targeted):
-        super().__init__(inner)
+    def __init__(self, sink, targeted):
+        super().__init__(sink)
         self._targeted = targeted
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
@@ -597,8 +583,8 @@ class StatusSink(TargetedSink):
     Adds a C{Cache-Status} to a response the cache only passes on.
     """
 
-    def __init__(self, inner, targeted, status_field: bytes):
-        super().__init__(inner, targeted)
+    def __init__(self, sink, targeted, status_field: bytes):
+        super().__init__(sink, targeted)
         self._field = (b"Cache-Status", status_field)
 
     def response_head(self, x, resp, has_body, extra=None) -> None:
@@ -610,8 +596,8 @@ class InvalidatingSink(TargetedSink):
     Invalidates what a successful unsafe request changed (RFC 9111 4.4).
     """
 
-    def __init__(self, inner, route_cache: RouteCache, key: bytes):
-        super().__init__(inner, route_cache.cache.targeted)
+    def __init__(self, sink, route_cache: RouteCache, key: bytes):
+        super().__init__(sink, route_cache.cache.targeted)
         self._cache = route_cache
         self._key = key
 
@@ -634,9 +620,9 @@ class FetchSink(SinkWrapper):
     stale response where C{stale-if-error} allows.
     """
 
-    def __init__(self, inner, route_cache: RouteCache, x: Exchange, key: bytes,
+    def __init__(self, sink, route_cache: RouteCache, x: Exchange, key: bytes,
                  stale: Optional[Entry], why: bytes, owner: bool):
-        super().__init__(inner)
+        super().__init__(sink)
         self._cache = route_cache
         self._key = key
         self._stale = stale
@@ -753,7 +739,7 @@ class FetchSink(SinkWrapper):
             body = b"".join(self._body)
             self._body = []
             if resp.content_length is None or len(body) == resp.content_length:
-                self._store(x, resp.status, resp.reason, resp.headers, body)
+                self._store(x, resp.status, resp.reason, resp.headers, body, self._fields)
             else:
                 self._release()
             self.sink.response_end(x)
@@ -807,10 +793,16 @@ class FetchSink(SinkWrapper):
         x.reason = reason or x.reason
         serve(x, self.sink, stale, fields, age, field, cache.targeted)
 
-    def _store(self, x, status: int, reason: bytes, headers, body: bytes) -> Entry:
+    def _store(self, x, status: int, reason: bytes, headers, body: bytes,
+               fields: Optional[P.CacheFields] = None) -> Entry:
+        """
+        Store a response with C{headers}; C{fields} is what they parse to,
+        when already known (the origin's response, parsed on its head).
+        """
         rc = self._cache
         cache = rc.cache
-        fields = P.CacheFields(headers, cache.targeted, self._response_time)
+        if fields is None:
+            fields = P.CacheFields(headers, cache.targeted, self._response_time)
         kept = P.fields_to_store(headers, fields)
         entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
                       fields.vary)
@@ -842,11 +834,7 @@ def _downstream(resp: ResponseHead, targeted) -> ResponseHead:
     """
     if not any(k.lower() in targeted for k, _ in resp.headers):
         return resp
-    copy = ResponseHead()
-    for slot in ResponseHead.__slots__:
-        setattr(copy, slot, getattr(resp, slot))
-    copy.headers = [(k, v) for k, v in resp.headers if k.lower() not in targeted]
-    return copy
+    return with_fields(resp, [(k, v) for k, v in resp.headers if k.lower() not in targeted])
 
 
 @implementer(IResponseSink)
