@@ -151,7 +151,8 @@ class IResponseSink(Interface):
 
     def response_end(x: Any) -> None:
         """
-        The whole response was passed on.
+        The whole response was passed on: the last sink sends what is
+        still pending (no L{flush} is needed before it).
         """
 
     def upstream_failed(x: Any, status: int, reason: str) -> None:

@@ -721,17 +721,11 @@ def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
     @param length: The response's C{Content-Length}, or C{None} for a
         chunked response.
     """
-    from twistproxy.http.parser import ResponseHead
+    from twistproxy.http.headers import own_head
 
-    resp = ResponseHead()
-    resp.version = (1, 1)
-    resp.status = status
-    resp.reason = b"Whatever"
-    resp.headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    resp.content_length = length
+    resp = own_head(status, b"Whatever",
+                    [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers], length)
     resp.chunked = length is None
-    resp.keep_alive = True
-    resp.connection = frozenset()
     pieces = list(pieces)
     has_body = x.request.method != b"HEAD" and status not in (204, 304)
     sink = x.sink

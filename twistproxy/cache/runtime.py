@@ -43,7 +43,7 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
-from twistproxy.filters.chain import Answer, respond, with_fields
+from twistproxy.filters.chain import Answer, respond
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
@@ -66,23 +66,6 @@ _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 # collapsing, and how many such URLs are remembered.
 PASS_TIME = 10.0
 MAX_PASSES = 10000
-
-
-def response(status: int, reason: bytes, headers, length: Optional[int]) -> ResponseHead:
-    """
-    A response head the cache makes itself, as the downstream codecs
-    expect from a backend.
-    """
-    head = ResponseHead()
-    head.version = (1, 1)
-    head.status = status
-    head.reason = reason
-    head.headers = headers
-    head.content_length = length
-    head.chunked = False
-    head.keep_alive = True
-    head.connection = frozenset()
-    return head
 
 
 class HTTPCache:
@@ -535,7 +518,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
-            head = response(304, b"Not Modified", P.not_modified_fields(headers), None)
+            head = H.own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
             sink.response_end(x)
             return
@@ -543,7 +526,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
             span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
-                head = response(416, b"Range Not Satisfiable", headers, 0)
+                head = H.own_head(416, b"Range Not Satisfiable", headers, 0)
                 sink.response_head(x, head, True, extra)
                 sink.response_end(x)
                 return
@@ -551,12 +534,12 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 first, last = span
                 extra.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, len(body))))
                 body = body[first:last + 1]
-                head = response(206, b"Partial Content", headers, len(body))
+                head = H.own_head(206, b"Partial Content", headers, len(body))
                 sink.response_head(x, head, True, extra)
                 sink.response_body(x, body)
                 sink.response_end(x)
                 return
-    head = response(entry.status, entry.reason, headers, len(body))
+    head = H.own_head(entry.status, entry.reason, headers, len(body))
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(x, head, has_body, extra)
     if has_body and body:
@@ -834,7 +817,7 @@ def _downstream(resp: ResponseHead, targeted) -> ResponseHead:
     """
     if not any(k.lower() in targeted for k, _ in resp.headers):
         return resp
-    return with_fields(resp, [(k, v) for k, v in resp.headers if k.lower() not in targeted])
+    return H.with_fields(resp, [(k, v) for k, v in resp.headers if k.lower() not in targeted])
 
 
 @implementer(IResponseSink)
