@@ -172,6 +172,7 @@ class ClientCodec(Waiting, Protocol):
             self._relaying = False
             self.transport.unregisterProducer()
         self.transport.loseConnection()
+
     def _send_full(self, full: bool) -> None:
         """
         The client's send buffer filled up, or drained: start or stop the
