@@ -590,6 +590,23 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(fields[b"content-length"], b"0")
         self.assertTrue(client.ended(sid))
 
+    def test_response_via_set_by_rules(self):
+        """
+        A route whose response rules set Via sends that Via alone, as to
+        an HTTP/1.1 client: neither the backend's nor this proxy's.
+        """
+        proxy = MemoryProxy(_config(routes=(Route(
+            "app", response_headers=HeaderRules(set=(("Via", "hidden"),)),
+        ),)))
+        client = H2Client(proxy)
+        sid = client.request(_request())
+        proxy.accept_backend().send(
+            b"HTTP/1.1 200 OK\r\nVia: 1.0 a\r\nContent-Length: 0\r\n\r\n"
+        )
+        client.pump()
+        [resp] = client.of(sid, ResponseReceived)
+        self.assertEqual([v for n, v in resp.headers if n == b"via"], [b"hidden"])
+
     def test_refused_request_logged(self):
         """
         A request refused before it is forwarded is still an exchange, with

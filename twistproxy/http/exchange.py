@@ -74,7 +74,7 @@ class Exchange:
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
         "tried", "response_fields", "pinned", "sink", "admitted",
-        "tried", "response_fields", "pinned", "sink", "request_rules", "on_end",
+        "request_rules", "on_end",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):

@@ -504,29 +504,13 @@ class H2Stream(Waiting):
         added to Via, then come C{extras} (lists of fields), the length
         and the rules' fields.  Names are lower-cased, as HTTP/2 requires.
         """
-        # drop_trusted is the hop-by-hop fields and the rules' removals,
-        # computed once per route rather than per response.
-        drop = rules.drop_trusted
-        if resp.connection:
-            drop = drop | resp.connection
-        fields = [(b":status", b"%d" % resp.status)]
+        fields, via_value = H.response_fields(
+            resp, rules, self._conn._factory.via, lower=True
+        )
+        fields.insert(0, (b":status", b"%d" % resp.status))
         append = fields.append
-        via_in = None
-        for name, value in resp.headers:
-            lname = name.lower()
-            if lname in drop:
-                continue
-            if lname == _VIA:
-                via_in = value if via_in is None else via_in + b", " + value
-                continue
-            append((lname, value))
-        if not rules.own or _VIA not in rules.own:
-            via = self._conn._factory.via
-            if via:
-                mine = b"1.%d %s" % (resp.version[1], via)
-                via_in = mine if via_in is None else via_in + b", " + mine
-            if via_in is not None:
-                append((_VIA, via_in))
+        if via_value is not None:
+            append((_VIA, via_value))
         for extra in extras:
             for name, value in extra:
                 append((name.lower(), value))

@@ -166,17 +166,23 @@ def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
     return None
 
 
-def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
+def _via_value(received: Optional[bytes], minor: int, via: bytes) -> Optional[bytes]:
     """
-    The Via field to send: what the message came with, plus this proxy
-    (RFC 9110 7.6.3), or nothing.
+    The Via value to send: what the message came with, plus this proxy
+    (RFC 9110 7.6.3), or C{None} for no Via field.
     """
     if via:
         mine = b"1.%d %s" % (minor, via)
-        return b"Via: %s\r\n" % (mine if received is None else received + b", " + mine)
-    if received is not None:
-        return b"Via: %s\r\n" % received
-    return b""
+        return mine if received is None else received + b", " + mine
+    return received
+
+
+def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
+    """
+    The Via field to send, as L{_via_value} says, or nothing.
+    """
+    value = _via_value(received, minor, via)
+    return b"" if value is None else b"Via: %s\r\n" % value
 
 
 def request_head(
@@ -282,6 +288,45 @@ FRAME_CHUNKED = 2    # re-chunked for an HTTP/1.1 client
 FRAME_CLOSE = 3      # delimited by closing the connection (HTTP/1.0 client)
 
 
+def response_fields(
+    resp: ResponseHead, rules: CompiledRules, via: bytes, *, lower: bool
+) -> Tuple[List[Tuple[bytes, bytes]], Optional[bytes]]:
+    """
+    The backend's response fields a client gets, for L{response_head}
+    (HTTP/1.1) and the HTTP/2 server alike: hop-by-hop fields (which
+    HTTP/2 forbids, RFC 9113 8.2.2), those named in C{Connection} and those
+    the rules remove are dropped, and the received Via fields are merged
+    with this proxy's.
+
+    @param resp: The backend's response.
+    @param rules: The route's response header edits.
+    @param via: The pseudonym to add to Via, or C{b''}.
+    @param lower: Whether to lower-case the names (as HTTP/2 requires).
+
+    @return: The fields kept, in order, and the Via value to send (C{None}
+        for none; also when the rules set Via themselves).
+    """
+    # drop_trusted is the hop-by-hop fields and the rules' removals,
+    # computed once per route rather than per response.
+    drop = rules.drop_trusted
+    if resp.connection:
+        drop = drop | resp.connection
+    fields = []
+    append = fields.append
+    via_in = None
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == _VIA:
+            via_in = value if via_in is None else via_in + b", " + value
+            continue
+        append((lname if lower else name, value))
+    if rules.own and _VIA in rules.own:
+        return fields, None
+    return fields, _via_value(via_in, resp.version[1], via)
+
+
 def response_head(
     resp: ResponseHead,
     *,
@@ -304,27 +349,13 @@ def response_head(
     @param extra: Fields to send beyond the backend's (for example the
         C{Upgrade} of a 101 response), already checked.
     """
-    drop = rules.drop_trusted
-    if resp.connection:
-        drop = drop | resp.connection
+    fields, via_value = response_fields(resp, rules, via, lower=False)
     out = [b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)]
     append = out.append
-    via_in = None
-    for name, value in resp.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == _VIA:
-            via_in = value if via_in is None else via_in + b", " + value
-            continue
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
-    if not rules.own or _VIA not in rules.own:
-        line = _via_line(via_in, resp.version[1], via)
-        if line:
-            append(line)
+    for field in fields:
+        append(b"%s: %s\r\n" % field)
+    if via_value is not None:
+        append(b"Via: %s\r\n" % via_value)
     if extra:
         for name, value in extra:
             append(b"%s: %s\r\n" % (name, value))

@@ -172,6 +172,7 @@ class ClientCodec(Waiting, Protocol):
             self._relaying = False
             self.transport.unregisterProducer()
         self.transport.loseConnection()
+
     def _send_full(self, full: bool) -> None:
         """
         The client's send buffer filled up, or drained: start or stop the
@@ -372,9 +373,9 @@ class HTTPServerProtocol(ClientCodec):
             self._remaining = request.content_length
         self._decoder = ChunkedDecoder() if request.chunked else None
         self._body_read = 0
+        # _attached and _response_started are False here: as set in
+        # __init__, and set back by _end_exchange before the next head.
         self._state = _BODY if request.has_body else _WAIT
-        self._attached = False
-        self._response_started = False
         self._set_timer(_T_NONE, 0)
         x = self._x = Exchange(request, self.client_address, self, self._clock.seconds())
         factory = self._factory
