@@ -217,6 +217,12 @@ class ProxyService(MultiService):
         self.cache = _cache(config, reactor)
         self.locator, self.forwarder = _pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLog] = None
+        # Every factory and listener filter chain built, also those a reload
+        # has replaced, until the service stops: a replaced factory still
+        # serves its open connections (so it takes each new forwarder, is
+        # drained and aborted at shutdown), and its counters (rejected,
+        # dropped) stay in the metrics' sums, which must never go down.
+        # An idle one costs a few objects (its Deadlines loop is stopped).
         self._http_factories: List[HTTPServerFactory] = []
         self._stream_factories: List[Any] = []
         # The listeners' filters (the routes' belong to the forwarder).
