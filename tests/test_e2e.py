@@ -618,6 +618,10 @@ class ShutdownTests(_ProxyTestCase):
                     socket.create_connection((HOST, proxy.port), timeout=1.0).close()
                 except ConnectionRefusedError:
                     return True
+                except ConnectionResetError:
+                    # Queued in the backlog just as the listening socket
+                    # closed: try again, the next one must be refused.
+                    pass
                 time.sleep(0.02)
             return False
 
