@@ -582,22 +582,12 @@ class StreamMetricsTests(SynchronousTestCase):
         from twistproxy.config import parse
 
         reactor = UDPReactor()
-        service = ProxyService(parse("""
-[admin]
-[access_log]
-path = ""
-[listeners.db]
-endpoint = "tcp:5433"
-protocol = "tcp"
-upstream = "pg"
-max_connections = 1
+        service = ProxyService(parse(_COUNTED_TCP.format(1) + """
 [listeners.dns]
 endpoint = "udp:5353"
 protocol = "udp"
 upstream = "resolvers"
 max_sessions = 1
-[upstreams.pg]
-servers = ["tcp://127.0.0.1:5432"]
 [upstreams.resolvers]
 servers = ["udp://10.0.0.1:53"]
 """), reactor)
@@ -649,21 +639,9 @@ servers = ["udp://10.0.0.1:53"]
 
         from twistproxy.config import load
 
-        text = """
-[admin]
-[access_log]
-path = ""
-[listeners.db]
-endpoint = "tcp:5433"
-protocol = "tcp"
-upstream = "pg"
-max_connections = {}
-[upstreams.pg]
-servers = ["tcp://127.0.0.1:5432"]
-"""
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write(text.format(1))
+            f.write(_COUNTED_TCP.format(1))
         service = ProxyService(load(path), MemoryReactorClock())
         service.startService()
         client = IPv4Address("TCP", "192.0.2.7", 40000)
@@ -676,7 +654,7 @@ servers = ["tcp://127.0.0.1:5432"]
         old = service.listeners["db"].factory
         fill(old, 1)
         with open(path, "w") as f:
-            f.write(text.format(2))
+            f.write(_COUNTED_TCP.format(2))
         self.assertEqual(service.reload(), [])
         new = service.listeners["db"].port.factory
         self.assertIsNot(new, old)
@@ -700,6 +678,22 @@ servers = ["tcp://127.0.0.1:5432"]
         MemoryPeer(service.factory.buildProtocol(None), peer=None).send(
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(_samples(service)[("twistproxy_backend_pool_connections", pool)], 1)
+
+
+# With the metrics on, a tcp listener "db" whose max_connections is the
+# format's argument.
+_COUNTED_TCP = """
+[admin]
+[access_log]
+path = ""
+[listeners.db]
+endpoint = "tcp:5433"
+protocol = "tcp"
+upstream = "pg"
+max_connections = {}
+[upstreams.pg]
+servers = ["tcp://127.0.0.1:5432"]
+"""
 
 
 def _samples(service: ProxyService):
