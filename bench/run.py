@@ -308,21 +308,19 @@ class Managed(object):
             except OSError:
                 pass
         if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            # Politely first, then for sure.
+            for number in (signal.SIGTERM, signal.SIGKILL):
                 try:
-                    os.kill(self.pid, signal.SIGKILL)
+                    os.kill(self.pid, number)
                 except OSError:
                     pass
                 try:
                     self.proc.wait(timeout)
+                    break
                 except subprocess.TimeoutExpired:
-                    log("warning: %s (pid %d) did not exit" % (self.name, self.pid))
+                    pass
+            else:
+                log("warning: %s (pid %d) did not exit" % (self.name, self.pid))
         # leftover workers of ours (only PIDs seen as this process's children)
         for pid in sorted(self.known_pids - {self.pid}):
             if proc_cpu_ticks(pid) is not None and self._is_ours(pid):

@@ -529,6 +529,21 @@ class RawClient:
             return True
 
 
+def completes(port: int, request: bytes, timeout: float = 10.0) -> bool:
+    """
+    In a thread: whether C{request}, sent on a new connection, gets a whole
+    response (C{False} when the connection fails or closes first).
+    """
+    client = RawClient(port, timeout=timeout)
+    try:
+        client.send(request)
+        return client.read_response().complete
+    except (OSError, ValueError, ConnectionClosed):
+        return False
+    finally:
+        client.close()
+
+
 # Helpers for the load-balancing tests in tests.test_e2e_balancing: origins
 # that go away and come back on the same port, and a proxy whose log lines
 # carry the time they arrived, so that tests can measure how long the proxy

@@ -30,11 +30,11 @@ from twisted.internet import defer, reactor, threads
 from tests import test_e2e_balancing
 from tests.e2e_support import (
     HOST,
-    ConnectionClosed,
     OriginFactory,
     RawClient,
     RestartableOrigin,
     WatchedProxyProcess,
+    completes,
     unused_port,
     write_config,
 )
@@ -366,17 +366,7 @@ class SecondTermTests(_WorkersTestCase):
         yield origin.start()
         proxy = yield self.start_workers("[upstreams.app]\n" + _servers({"never": origin}))
 
-        def cut():
-            client = RawClient(proxy.port, timeout=10.0)
-            try:
-                client.send(_get())
-                return client.read_response().complete
-            except (OSError, ValueError, ConnectionClosed):
-                return False
-            finally:
-                client.close()
-
-        answer = threads.deferToThread(cut)
+        answer = threads.deferToThread(completes, proxy.port, _get())
         while not arrived:
             yield self.sleep(0.01)
         pids = [w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]]

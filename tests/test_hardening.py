@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.test_h2 import H2Client, _request
 from tests.test_proxy import GET, OK, _config
 from twistproxy import admission
-from twistproxy.admission import Quota, Refused, file_budget
+from twistproxy.admission import Emptied, Quota, Refused, file_budget
 from twistproxy.config import ConfigError, Limits, Listener, Timeouts, parse
 from twistproxy.http.negotiate import Negotiating
 from twistproxy.http.parser import target_too_long
@@ -284,6 +284,37 @@ class QuotaTests(SynchronousTestCase):
         self.assertEqual(file_budget(), 462)
         self.patch(resource, "getrlimit", lambda which: (10, 4096))
         self.assertEqual(file_budget(), 1)
+
+
+class EmptiedTests(SynchronousTestCase):
+    """
+    L{Emptied}: waiting for a factory's open connections to end.
+    """
+
+    def test_none_open(self):
+        """
+        With no connection open, the wait is over at once.
+        """
+        self.assertIsNone(self.successResultOf(Emptied(set()).wait()))
+
+    def test_last_ends(self):
+        """
+        Every wait (each its own Deferred) fires when the last connection
+        has ended, not before; a check with none waiting does nothing.
+        """
+        connections = {"a", "b"}
+        emptied = Emptied(connections)
+        emptied.check()
+        first, second = emptied.wait(), emptied.wait()
+        connections.discard("a")
+        emptied.check()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        connections.discard("b")
+        emptied.check()
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        emptied.check()
 
 
 class _HTTPCase(SynchronousTestCase):

@@ -582,22 +582,12 @@ class StreamMetricsTests(SynchronousTestCase):
         from twistproxy.config import parse
 
         reactor = UDPReactor()
-        service = ProxyService(parse("""
-[admin]
-[access_log]
-path = ""
-[listeners.db]
-endpoint = "tcp:5433"
-protocol = "tcp"
-upstream = "pg"
-max_connections = 1
+        service = ProxyService(parse(_COUNTED_TCP.format(1) + """
 [listeners.dns]
 endpoint = "udp:5353"
 protocol = "udp"
 upstream = "resolvers"
 max_sessions = 1
-[upstreams.pg]
-servers = ["tcp://127.0.0.1:5432"]
 [upstreams.resolvers]
 servers = ["udp://10.0.0.1:53"]
 """), reactor)
@@ -637,6 +627,42 @@ servers = ["udp://10.0.0.1:53"]
         self.assertEqual(samples[("twistproxy_stream_sent_bytes_total", db)], 5)
         self.assertEqual(samples[("twistproxy_stream_received_bytes_total", udp)], 5)
 
+    def test_stream_counters_kept_over_reload(self):
+        """
+        A reload that replaces a TCP listener's factory (same endpoint, new
+        C{max_connections}) keeps the old one's rejections in
+        C{twistproxy_stream_rejected_connections_total}: a counter never
+        goes down; the new factory's rejections add to them.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from twistproxy.config import load
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(_COUNTED_TCP.format(1))
+        service = ProxyService(load(path), MemoryReactorClock())
+        service.startService()
+        client = IPv4Address("TCP", "192.0.2.7", 40000)
+
+        def fill(relays, open_):
+            for _ in range(open_):
+                relays.buildProtocol(client).makeConnection(StringTransport(peerAddress=client))
+            self.assertIsNone(relays.buildProtocol(client))
+
+        old = service.listeners["db"].factory
+        fill(old, 1)
+        with open(path, "w") as f:
+            f.write(_COUNTED_TCP.format(2))
+        self.assertEqual(service.reload(), [])
+        new = service.listeners["db"].port.factory
+        self.assertIsNot(new, old)
+        rejected = ("twistproxy_stream_rejected_connections_total", (("listener", "db"),))
+        self.assertEqual(_samples(service)[rejected], 1)
+        fill(new, 2)
+        self.assertEqual(_samples(service)[rejected], 2)
+
     def test_pool_sizes(self):
         """
         Each HTTP backend's pooled connections are
@@ -652,6 +678,22 @@ servers = ["udp://10.0.0.1:53"]
         MemoryPeer(service.factory.buildProtocol(None), peer=None).send(
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(_samples(service)[("twistproxy_backend_pool_connections", pool)], 1)
+
+
+# With the metrics on, a tcp listener "db" whose max_connections is the
+# format's argument.
+_COUNTED_TCP = """
+[admin]
+[access_log]
+path = ""
+[listeners.db]
+endpoint = "tcp:5433"
+protocol = "tcp"
+upstream = "pg"
+max_connections = {}
+[upstreams.pg]
+servers = ["tcp://127.0.0.1:5432"]
+"""
 
 
 def _samples(service: ProxyService):

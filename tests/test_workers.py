@@ -621,6 +621,20 @@ class AdminTests(MasterTestCase):
         self.assertEqual(code, 404)
         self.assertIn("nope", json.loads(body)["error"])
 
+    def test_drain_failure_is_an_error(self):
+        """
+        A worker that could not drain the backend makes the answer an
+        error, not a success.
+        """
+        path = b"/upstreams/app/127.0.0.1:8001/drain"
+        self.answers[b"POST", path] = (
+            lambda socket: (200, {"draining": True}) if "worker-1" in socket
+            else (500, {"error": "internal error"}))
+        code, _ = self.get(path.decode(), "POST")
+        self.assertEqual(code, 500)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(str(failure.value), "worker 2: internal error")
+
     def test_reload(self):
         """
         C{POST /reload} reports the workers' outcome.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -39,6 +40,44 @@ from twisted.logger import Logger
 RESERVED_FILES = 100
 # At most one "limit reached" line per quota in this many seconds.
 LOG_INTERVAL = 60.0
+
+
+class Emptied:
+    """
+    Who waits for a listener's open connections to end (graceful
+    shutdown): the factory calls L{wait} to drain and L{check} whenever a
+    connection has ended.
+    """
+
+    __slots__ = ("_connections", "_waiting")
+
+    def __init__(self, connections: set):
+        """
+        @param connections: The factory's set of open connections (it
+            adds and discards them; this only reads it).
+        """
+        self._connections = connections
+        self._waiting: List[Deferred] = []
+
+    def wait(self) -> Deferred:
+        """
+        @return: A Deferred that fires when no connection is open (at once
+            when none is).
+        """
+        if not self._connections:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def check(self) -> None:
+        """
+        Fire the waits if the last connection has ended.
+        """
+        if not self._connections and self._waiting:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
 
 
 def file_budget() -> int:

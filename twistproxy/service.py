@@ -217,6 +217,12 @@ class ProxyService(MultiService):
         self.cache = _cache(config, reactor)
         self.locator, self.forwarder = _pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLog] = None
+        # Every factory and listener filter chain built, also those a reload
+        # has replaced, until the service stops: a replaced factory still
+        # serves its open connections (so it takes each new forwarder, is
+        # drained and aborted at shutdown), and its counters (rejected,
+        # dropped) stay in the metrics' sums, which must never go down.
+        # An idle one costs a few objects (its Deadlines loop is stopped).
         self._http_factories: List[HTTPServerFactory] = []
         self._stream_factories: List[Any] = []
         # The listeners' filters (the routes' belong to the forwarder).
@@ -277,18 +283,15 @@ class ProxyService(MultiService):
         filters = self._listener_filters(listener, config)
         if filters is not None:
             options["filters"] = filters
-        quota = None
-        if listener.protocol == "tcp":
-            # The listener's own max_connections is the relays' to count.
-            quota = self.connections
-        elif listener.protocol == "http":
-            quota = self.connections
-            if listener.max_connections:
-                # A factory of its own, so that its connections are counted
-                # apart (and within the global count).
-                quota = options["connections"] = Quota(
-                    f"client connections on listener {listener.name}",
-                    listener.max_connections, self.reactor, parent=self.connections)
+        # A UDP listener has sessions, not connections (max_sessions); a
+        # tcp listener's own max_connections is the relays' to count.
+        quota = None if listener.protocol == "udp" else self.connections
+        if listener.protocol == "http" and listener.max_connections:
+            # A factory of its own, so that its connections are counted
+            # apart (and within the global count).
+            quota = options["connections"] = Quota(
+                f"client connections on listener {listener.name}",
+                listener.max_connections, self.reactor, parent=self.connections)
         tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
         if listener.protocol == "udp":
             factory = UDPProxy(
@@ -370,8 +373,8 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _relays(self, listener: Listener, config: ProxyConfig, filters=None,
-                quota: Optional[Quota] = None) -> TCPRelayFactory:
+    def _relays(self, listener: Listener, config: ProxyConfig, filters,
+                quota: Optional[Quota]) -> TCPRelayFactory:
         relays = TCPRelayFactory(
             self.reactor, listener.name, listener.upstream, self.forwarder.groups,
             config.timeouts, listener.max_connections, on_end=self._connection_ended,

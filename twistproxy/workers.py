@@ -273,6 +273,19 @@ def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
     return d.addTimeout(ASK_TIMEOUT, reactor)
 
 
+def _all_done(answers) -> None:
+    """
+    Check the answers of L{Master._ask_all} to a change every worker must
+    make.
+
+    @raises RuntimeError: naming every worker that did not answer C{200}.
+    """
+    failed = [f"worker {w.index}: {body.get('error')}"
+              for w, (code, body) in answers if code != 200]
+    if failed:
+        raise RuntimeError("; ".join(failed))
+
+
 class _WorkersCache:
     """
     The purges of C{POST /cache/purge}, made by every worker: each keeps its
@@ -285,10 +298,7 @@ class _WorkersCache:
 
     def _purge(self, kind: bytes, value: bytes) -> defer.Deferred:
         def total(answers) -> int:
-            failed = [f"worker {w.index}: {body.get('error')}"
-                      for w, (code, body) in answers if code != 200]
-            if failed:
-                raise RuntimeError("; ".join(failed))
+            _all_done(answers)
             return sum(body.get("purged", 0) for _, (_, body) in answers)
 
         query = urlencode({kind: value}).encode("ascii")
@@ -694,6 +704,9 @@ class Master(MultiService):
 
     # -- the admin API, across workers --------------------------------------
 
+    def _running(self) -> List[_Worker]:
+        return [w for w in self.workers if w.process is not None]
+
     def _ask_all(self, method: bytes, what: bytes) -> defer.Deferred:
         """
         Ask every running worker's admin API.
@@ -709,7 +722,7 @@ class Master(MultiService):
         def unanswered(f: Failure):
             return 503, {"error": f"no answer: {f.getErrorMessage()}"}
 
-        running = [w for w in self.workers if w.process is not None]
+        running = self._running()
         asked = [self._ask(self._socket_path(w), method, what).addCallback(decoded)
                  .addErrback(unanswered) for w in running]
         return defer.gatherResults(asked).addCallback(lambda answers: list(zip(running, answers)))
@@ -751,10 +764,7 @@ class Master(MultiService):
             codes = {code for _, (code, _) in answers}
             if 404 in codes:
                 raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
-            failed = [f"worker {w.index}: {body.get('error')}"
-                      for w, (code, body) in answers if code != 200]
-            if failed:
-                raise RuntimeError("; ".join(failed))
+            _all_done(answers)
 
         return self._ask_all(b"POST", what).addCallback(check)
 
@@ -762,7 +772,7 @@ class Master(MultiService):
         """
         Every worker's metrics, summed up, and the master's own.
         """
-        running = [w for w in self.workers if w.process is not None]
+        running = self._running()
         asked = [self._ask(self._socket_path(w), b"GET", b"/metrics")
                  .addErrback(lambda f: None) for w in running]
 

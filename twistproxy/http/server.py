@@ -38,7 +38,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twistproxy.admission import Quota, Refused, quotas
+from twistproxy.admission import Emptied, Quota, Refused, quotas
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
@@ -773,7 +773,7 @@ class HTTPServerFactory(Factory):
         self.in_flight = in_flight
         self.connections: set = set()
         self.draining = False
-        self._drained = None
+        self._emptied = Emptied(self.connections)
         self.http2 = http2
         self.h2c = h2c
         self.redirect_port = redirect_port
@@ -819,15 +819,10 @@ class HTTPServerFactory(Factory):
 
         @return: A Deferred that fires when the last connection has closed.
         """
-        from twisted.internet.defer import Deferred, succeed
-
         self.draining = True
         for protocol in list(self.connections):
             protocol.drain()
-        if not self.connections:
-            return succeed(None)
-        self._drained = Deferred()
-        return self._drained
+        return self._emptied.wait()
 
     def abort_all(self) -> None:
         """
@@ -848,9 +843,7 @@ class HTTPServerFactory(Factory):
         if protocol.counted:
             protocol.counted = False
             protocol.filters.connection_lost(protocol.client_address)
-        if not self.connections and self._drained is not None:
-            d, self._drained = self._drained, None
-            d.callback(None)
+        self._emptied.check()
 
     def exchange_ended(self, x: Exchange) -> None:
         if x.admitted:

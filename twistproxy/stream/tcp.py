@@ -62,7 +62,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
-from twistproxy.admission import Quota
+from twistproxy.admission import Emptied, Quota
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import NEVER, Deadlines
 from twistproxy.flow import FullRelay, no_delay, write_now
@@ -470,7 +470,7 @@ class TCPRelayFactory(Factory):
         self.connections: set = set()
         self.rejected = 0
         self._on_end = on_end
-        self._drained = None
+        self._emptied = Emptied(self.connections)
 
     def buildProtocol(self, addr):
         return self.relay(self.upstream)
@@ -507,9 +507,7 @@ class TCPRelayFactory(Factory):
             self.quota.release()
         if self._on_end is not None:
             self._on_end(relay)
-        if not self.connections and self._drained is not None:
-            d, self._drained = self._drained, None
-            d.callback(None)
+        self._emptied.check()
 
     def drain(self):
         """
@@ -517,12 +515,7 @@ class TCPRelayFactory(Factory):
 
         @return: A Deferred that fires when the last one has.
         """
-        from twisted.internet.defer import Deferred, succeed
-
-        if not self.connections:
-            return succeed(None)
-        self._drained = Deferred()
-        return self._drained
+        return self._emptied.wait()
 
     def abort_all(self) -> None:
         """
