@@ -13,7 +13,8 @@ section of the RFC it implements:
     the request and response directives (5.2);
   - RFC 9110 for conditional requests (13) and ranges (14);
   - RFC 5861 (C{stale-while-revalidate}, C{stale-if-error});
-  - RFC 9213 (C{CDN-Cache-Control}, and targeted fields in general);
+  - RFC 9213 (C{CDN-Cache-Control}, and targeted fields in general, read
+    as RFC 8941 Structured Field Dictionaries);
   - RFC 9211 (the C{Cache-Status} response field).
 
 Fields are handled as the parser gives them: a list of (name, value) byte
