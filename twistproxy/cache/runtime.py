@@ -25,8 +25,9 @@ A C{stale-while-revalidate} hit also starts one background request, an
 exchange whose downstream is a L{Background} that discards what it gets.
 
 Unsafe requests (every method but C{GET}, C{HEAD}, C{OPTIONS} and
-C{TRACE}, unknown ones included) go on with an L{InvalidatingSink}, which removes the stored responses of the target URI
-and of same-origin C{Location} and C{Content-Location} when they succeed.
+C{TRACE}, unknown ones included) go on with an L{InvalidatingSink}, which
+removes the stored responses of the target URI and of same-origin
+C{Location} and C{Content-Location} when they succeed.
 C{PURGE} removes a URL's stored responses, for the peers the configuration
 allows.
 """
