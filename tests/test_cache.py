@@ -231,6 +231,45 @@ class MissAndHitTests(CacheHarness):
         self.assertEqual(body_of(hit), b"abcde")
         self.assertEqual(field(hit, b"Content-Length"), b"5")
 
+    def test_chunked_forms_stored(self):
+        """
+        RFC 9112 7.1: a chunked response is stored and served whatever the
+        case of its coding, with chunk extensions and with a trailer
+        section (which is not kept: RFC 9111 3.1); and Transfer-Encoding
+        itself is never replayed (RFC 9111 3.1).
+        """
+        for path, te, chunks in [
+            (b"/lower", b"chunked", b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+            (b"/upper", b"Chunked", b"5\r\nabcde\r\n0\r\n\r\n"),
+            (b"/ext", b"chunked", b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+            (b"/trailer", b"chunked", b"5\r\nabcde\r\n0\r\nX-Sum: 1\r\n\r\n"),
+        ]:
+            first = self.get(path, origin=b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                                          b"Transfer-Encoding: " + te + b"\r\n\r\n" + chunks)
+            self.assertIn(b"stored", field(first, b"Cache-Status"), path)
+            hit = self.stored(path)
+            self.assertEqual(body_of(hit), b"abcde", path)
+            self.assertEqual(field(hit, b"Content-Length"), b"5", path)
+            self.assertIsNone(field(hit, b"Transfer-Encoding"), path)
+            self.assertIsNone(field(hit, b"X-Sum"), path)
+
+    def test_connection_listed_not_replayed(self):
+        """
+        RFC 9111 3.1 and RFC 9110 7.6.1: a field the stored response's
+        Connection field lists is neither stored nor replayed; the others
+        are.
+        """
+        first = self.get(origin=response(b"x", b"Cache-Control: max-age=60",
+                                         b"Connection: a, b", b"A: 1", b"B: 2", b"C: 3"))
+        self.assertIsNone(field(first, b"A"))
+        hit = self.stored()
+        self.assertIsNone(field(hit, b"A"))
+        self.assertIsNone(field(hit, b"B"))
+        self.assertEqual(field(hit, b"C"), b"3")
+        entry = self.proxy.cache.store.lookup(b"http://example.com/a\x00")
+        self.assertEqual([k for k, _ in entry.headers],
+                         [b"Cache-Control", b"C", b"Content-Length"])
+
     def test_not_stored(self):
         """
         RFC 9111 3: no-store, private and an error status are passed on
@@ -844,6 +883,24 @@ class InvalidationTests(CacheHarness):
         self.assertIsNotNone(self.asked)
         self.stored(b"/l3")
 
+    def test_unknown_method_invalidates(self):
+        """
+        RFC 9111 4.4: a successful answer to a method whose safety is
+        unknown (M-SEARCH, PROPPATCH) invalidates like POST; OPTIONS and
+        TRACE are safe (RFC 9110 9.2.1) and invalidate nothing.
+        """
+        for method in [b"M-SEARCH", b"PROPPATCH"]:
+            self.get(b"/u", origin=response(b"x", b"Cache-Control: max-age=60"))
+            self.get(b"/u", method=method, origin=response(b"done"))
+            self.assertIsNotNone(self.asked, method)
+            self.get(b"/u", origin=response(b"x", b"Cache-Control: max-age=60"))
+            self.assertIsNotNone(self.asked, method)
+        for method in [b"OPTIONS", b"TRACE"]:
+            self.get(b"/u", method=method, origin=response(b"done"))
+            self.assertIsNotNone(self.asked, method)
+            self.stored(b"/u")
+        self.assertEqual(self.proxy.cache.counts["invalidated"], 2)
+
     def test_failure_keeps(self):
         """
         RFC 9111 4.4: an error answer to an unsafe method invalidates
@@ -852,6 +909,200 @@ class InvalidationTests(CacheHarness):
         self.get(b"/k", origin=response(b"x", b"Cache-Control: max-age=60"))
         self.get(b"/k", method=b"DELETE", origin=response(b"no", status=b"500 Error"))
         self.stored(b"/k")
+
+
+COOKIE = b"Set-Cookie: session=secret"
+
+
+class SetCookieTests(CacheHarness):
+    def test_not_stored_by_default(self):
+        """
+        A response with Set-Cookie is passed on, with its cookie, and not
+        stored (as nginx and Varnish do): the next client, without
+        cookies, never gets that cookie from the cache (RFC 9111 7.3).
+        """
+        first = self.get(origin=response(b"x", b"Cache-Control: max-age=60", COOKIE))
+        self.assertEqual(field(first, b"Set-Cookie"), b"session=secret")
+        self.assertNotIn(b"stored", field(first, b"Cache-Status"))
+        second = self.get(origin=response(b"y", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+        self.assertEqual(body_of(second), b"y")
+        self.assertIsNone(field(second, b"Set-Cookie"))
+        self.assertEqual(self.proxy.cache.counts["stored"], 0)
+
+    def test_origin_keeps_cookie_from_reuse(self):
+        """
+        RFC 9111 5.2.2.7 and 5.2.2.4: a response whose private or no-cache
+        names Set-Cookie is stored, and reused without the cookie.
+        """
+        for cc in [b'max-age=60, private="Set-Cookie"', b'max-age=60, no-cache="Set-Cookie"']:
+            self.get(origin=response(b"x", b"Cache-Control: " + cc, COOKIE))
+            self.assertIsNone(field(self.stored(), b"Set-Cookie"), cc)
+            self.proxy.cache.store.purge(b"")
+
+    def test_304_cookie_not_stored(self):
+        """
+        RFC 9111 3.2: a 304 updates the stored fields, but a cookie it
+        sets goes to the client whose request it answers, and is not
+        stored for the others.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=10", b'ETag: "1"'))
+        self.advance(20)
+        data = self.get(origin=response(b"", b"Cache-Control: max-age=10", b'ETag: "1"',
+                                        COOKIE, status=b"304 Not Modified"))
+        self.assertEqual(body_of(data), b"v1")
+        self.assertEqual(field(data, b"Set-Cookie"), b"session=secret")
+        self.assertIsNone(field(self.stored(), b"Set-Cookie"))
+
+
+class StripCookieTests(CacheHarness):
+    route_cache = RouteCache(set_cookie="strip")
+
+    def test_stored_without_cookie(self):
+        """
+        set_cookie = "strip": the response is stored without Set-Cookie;
+        the client whose request fetched it gets the cookie, the clients
+        served from the cache do not.
+        """
+        first = self.get(origin=response(b"x", b"Cache-Control: max-age=60", COOKIE))
+        self.assertEqual(field(first, b"Set-Cookie"), b"session=secret")
+        self.assertIn(b"stored", field(first, b"Cache-Status"))
+        hit = self.stored()
+        self.assertEqual(body_of(hit), b"x")
+        self.assertIsNone(field(hit, b"Set-Cookie"))
+
+
+class DownHarness(CacheHarness):
+    """
+    A stored response gone stale, and an origin that fails.
+    """
+
+    def stale(self, cc: bytes = b"max-age=10", past: float = 20) -> None:
+        """
+        Store a response with C{cc}, let it go stale C{past} seconds past
+        its freshness, and close the pooled connection to the origin.
+        """
+        self.get(origin=response(b"v1", b"Cache-Control: " + cc))
+        self.current.close()
+        self.advance(10 + past)
+
+    def refused(self) -> bytes:
+        """
+        A request while every connection to the origin is refused.
+        """
+        client = self.send()
+        while self.proxy.backend_attempts():
+            self.proxy.refuse_backend(ConnectionRefusedError())
+        return client.received()
+
+
+class OriginDownTests(DownHarness):
+    """
+    The route's stale_if_error (one hour by default): a stored response
+    stands in for an origin that cannot be reached (RFC 9111 4.2.4).
+    """
+
+    def test_refused(self):
+        """
+        The origin refuses connections: the stale response is served,
+        Cache-Status saying so (RFC 9211: a hit after a forward for a
+        stale response, with the status the proxy would have sent).
+        """
+        self.stale()
+        data = self.refused()
+        self.assertTrue(data.startswith(b"HTTP/1.1 200 OK"), data)
+        self.assertEqual(body_of(data), b"v1")
+        self.assertEqual(field(data, b"Cache-Status"),
+                         b"twistproxy; hit; fwd=stale; fwd-status=502; ttl=-20; "
+                         b"detail=stale-if-error")
+        self.assertEqual(self.proxy.cache.counts["stale"], 1)
+
+    def test_closed(self):
+        """
+        The origin accepts and closes without answering: the stale
+        response is served.
+        """
+        self.stale()
+        client = self.send()
+        while self.origin_request() is not None:
+            self.current.close()
+        data = client.received()
+        self.assertEqual(body_of(data), b"v1")
+        self.assertIn(b"fwd=stale; fwd-status=502", field(data, b"Cache-Status"))
+
+    def test_timeout(self):
+        """
+        The origin accepts and never answers: after the upstream timeout
+        the stale response is served (fwd-status 504).
+        """
+        self.stale()
+        client = self.send()
+        self.assertIsNotNone(self.origin_request())
+        self.advance(61)
+        data = client.received()
+        self.assertEqual(body_of(data), b"v1")
+        self.assertIn(b"fwd=stale; fwd-status=504", field(data, b"Cache-Status"))
+
+    def test_window(self):
+        """
+        Within stale_if_error past its freshness the response is served;
+        beyond it the client gets the error.
+        """
+        self.stale(past=3590)
+        self.assertEqual(body_of(self.refused()), b"v1")
+        self.advance(20)
+        self.assertTrue(self.refused().startswith(b"HTTP/1.1 502 "))
+
+    def test_forbidden(self):
+        """
+        RFC 9111 4.2.4, 5.2.2.2, 5.2.2.4, 5.2.2.8 and 5.2.2.10: a response
+        with must-revalidate, proxy-revalidate, no-cache or s-maxage is
+        never served stale: the client gets the error.
+        """
+        for cc in [b"max-age=10, must-revalidate", b"max-age=10, proxy-revalidate",
+                   b"max-age=10, no-cache", b"s-maxage=10"]:
+            self.stale(cc)
+            self.assertTrue(self.refused().startswith(b"HTTP/1.1 502 "), cc)
+            self.proxy.cache.store.purge(b"")
+
+    def test_5xx_passed_on(self):
+        """
+        The origin's own 5xx answer is passed on: stale_if_error covers an
+        origin that cannot be reached (unless stale_on_5xx), as nginx's
+        proxy_cache_use_stale error timeout does.
+        """
+        self.stale()
+        data = self.get(origin=response(b"down", status=b"503 Unavailable"))
+        self.assertTrue(data.startswith(b"HTTP/1.1 503 "))
+
+
+class OriginDown5xxTests(DownHarness):
+    route_cache = RouteCache(stale_on_5xx=True)
+
+    def test_5xx_passed_on(self):
+        """
+        stale_on_5xx = true: the origin's 5xx answer is replaced by the
+        stale response too, within the window.
+        """
+        self.stale()
+        data = self.get(origin=response(b"down", status=b"503 Unavailable"))
+        self.assertEqual(body_of(data), b"v1")
+        self.assertIn(b"fwd=stale; fwd-status=503", field(data, b"Cache-Status"))
+
+
+class NoGraceTests(DownHarness):
+    route_cache = RouteCache(stale_if_error=0)
+
+    def test_refused(self):
+        """
+        stale_if_error = 0: a stale response is not served when the origin
+        is down, unless the response's own stale-if-error allows it.
+        """
+        self.stale()
+        self.assertTrue(self.refused().startswith(b"HTTP/1.1 502 "))
+        self.proxy.cache.store.purge(b"")
+        self.stale(b"max-age=10, stale-if-error=60")
+        self.assertEqual(body_of(self.refused()), b"v1")
 
 
 class RangeTests(CacheHarness):
@@ -971,6 +1222,19 @@ class TargetedTests(CacheHarness):
         self.assertEqual(field(first, b"Cache-Control"), b"no-store")
         hit = self.stored()
         self.assertIsNone(field(hit, b"CDN-Cache-Control"))
+
+    def test_invalid_cdn_cache_control_ignored(self):
+        """
+        RFC 9213 2.1: a CDN-Cache-Control that is not a valid Dictionary,
+        or whose max-age is a String, is ignored: Cache-Control governs.
+        """
+        for path, value in [(b"/s", b'max-age="10000"'), (b"/u", b"max-age=10000, &&&&&")]:
+            first = self.get(path, origin=response(b"x", b"Cache-Control: no-store",
+                                                   b"CDN-Cache-Control: " + value))
+            self.assertNotIn(b"stored", field(first, b"Cache-Status"), value)
+            self.assertIsNone(field(first, b"CDN-Cache-Control"))
+            self.get(path, origin=response(b"y"))
+            self.assertIsNotNone(self.asked, value)
 
     def test_configured_header(self):
         """
@@ -1158,6 +1422,9 @@ max_ttl = 3600
 client_no_cache = "ignore"
 max_object_size = "2m"
 lock_timeout = 2
+set_cookie = "strip"
+stale_if_error = 600
+stale_on_5xx = true
 
 [cache]
 store = "memory"
@@ -1194,7 +1461,8 @@ class WiringTests(SynchronousTestCase):
         config = parse(TOML)
         self.assertEqual(config.routes[0].cache, RouteCache(
             key_headers=("x-tenant",), max_ttl=3600.0, client_no_cache="ignore",
-            max_object_size=2 * 1024 * 1024, lock_timeout=2.0))
+            max_object_size=2 * 1024 * 1024, lock_timeout=2.0, set_cookie="strip",
+            stale_if_error=600.0, stale_on_5xx=True))
         self.assertEqual(config.cache, Cache(
             store="memory", options={"size": "1m"}, name="edge",
             targeted_header="edge-control", purge_from=("127.0.0.1/32",)))
@@ -1213,6 +1481,9 @@ class WiringTests(SynchronousTestCase):
             ("[routes.cache]\nkey = ['host']\n", "routes[0].cache.key"),
             ("[routes.cache]\nttl = 5\n", "routes[0].cache.ttl"),
             ("[routes.cache]\nclient_no_cache = 'maybe'\n", "routes[0].cache.client_no_cache"),
+            ("[routes.cache]\nset_cookie = 'store'\n", "routes[0].cache.set_cookie"),
+            ("[routes.cache]\nstale_if_error = -1\n", "routes[0].cache.stale_if_error"),
+            ("[routes.cache]\nstale_on_5xx = 1\n", "routes[0].cache.stale_on_5xx"),
             ("[routes.cache]\nmethods = ['GET', 'PUT']\n", "routes[0].cache.methods[1]"),
             ("[routes.cache]\ndefault_ttl = -1\n", "routes[0].cache.default_ttl"),
             ("cache = 3\n", "routes[0].cache"),

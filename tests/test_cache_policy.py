@@ -208,6 +208,35 @@ class StorabilityTests(SynchronousTestCase):
         fields = [(b"Connection", b"close"), (b"Age", b"3"), (b"Keep-Alive", b"x"), (b"A", b"1")]
         self.assertEqual(P.fields_to_store(fields, cf(*fields)), [(b"Age", b"3"), (b"A", b"1")])
 
+    def test_connection_listed_not_stored(self):
+        """
+        RFC 9111 3.1 and RFC 9110 7.6.1: the fields the Connection field
+        lists belong to the connection the response came on, and are not
+        stored (so never replayed); names match in any case.
+        """
+        fields = [(b"Connection", b"a, B"), (b"A", b"1"), (b"b", b"2"), (b"C", b"3"),
+                  (b"connection", b"d"), (b"D", b"4")]
+        self.assertEqual(P.fields_to_store(fields, cf(*fields)), [(b"C", b"3")])
+
+    def test_set_cookie_not_stored(self):
+        """
+        RFC 9111 3 lets a shared cache store a response with Set-Cookie,
+        and 7.3 warns that it may then reach other users: by default it is
+        not stored, as nginx and Varnish do; a response whose qualified
+        private (5.2.2.7) or no-cache (5.2.2.4) names Set-Cookie keeps the
+        cookie from reuse, and is stored.  With the cookies not passed,
+        it is stored, and the strip list keeps the field out.
+        """
+        cookie = (b"Set-Cookie", b"session=secret")
+        self.assertFalse(storable(response=[(b"Cache-Control", b"max-age=60"), cookie]))
+        self.assertFalse(storable(response=[(b"Cache-Control", b"public, max-age=60"), cookie]))
+        for cc in [b'max-age=60, private="Set-Cookie"', b'max-age=60, no-cache="set-cookie"']:
+            self.assertTrue(storable(response=[(b"Cache-Control", cc), cookie]), cc)
+        fields = [(b"Cache-Control", b"max-age=60"), cookie, (b"A", b"1")]
+        self.assertTrue(storable(response=fields, pass_cookies=False))
+        self.assertEqual(P.fields_to_store(fields, cf(*fields), (P.SET_COOKIE,)),
+                         [(b"Cache-Control", b"max-age=60"), (b"A", b"1")])
+
 
 class FreshnessTests(SynchronousTestCase):
     def lifetime(self, *fields, status=200, **kw):
@@ -359,6 +388,50 @@ class TargetedTests(SynchronousTestCase):
         self.assertFalse(r.targeted)
         self.assertEqual(P.freshness_lifetime(200, r, NOW), 7)
 
+    def test_invalid_structured_field_ignored(self):
+        """
+        RFC 9213 2.1: a targeted field is a Structured Field Dictionary
+        (RFC 8941 4.2.2); one that fails to parse (an unknown item type,
+        a space around "=", an upper-case key, a trailing comma) is
+        ignored as a whole, and Cache-Control governs.
+        """
+        for value in [b"max-age=10000, &&&&&", b"max-age =100", b"max-age= 100",
+                      b"MaX-aGe=3600", b"max-age=60,", b"max-age=60,,public", b""]:
+            r = cf((b"Cache-Control", b"no-store"), (b"CDN-Cache-Control", value))
+            self.assertFalse(r.targeted, value)
+            self.assertIn("no-store", r.cc, value)
+
+    def test_wrong_type_ignored(self):
+        """
+        RFC 9213 2.1: a known directive whose value has the wrong type (a
+        String, a Decimal or a negative Integer for max-age, a value for
+        a Boolean directive) makes the targeted field be ignored, not
+        honoured; Cache-Control governs.
+        """
+        for value in [b'max-age="10000"', b"max-age=1.5", b"max-age=-1", b"no-store=5",
+                      b'private="Set-Cookie", max-age=60', b"s-maxage=(1 2)"]:
+            r = cf((b"Cache-Control", b"max-age=7"), (b"CDN-Cache-Control", value))
+            self.assertFalse(r.targeted, value)
+            self.assertEqual(P.freshness_lifetime(200, r, NOW), 7, value)
+
+    def test_structured_field_members(self):
+        """
+        RFC 9213 2.1 and RFC 8941 4.2.2: Boolean directives without a
+        value or with ?1, unknown extensions of any type (kept, and
+        ignored by the rules), parameters, several field lines joined,
+        and a Boolean false as good as absent; large integers as
+        delta-seconds (RFC 9111 1.2.2).
+        """
+        r = cf((b"CDN-Cache-Control", b"foobar, x=(1 \"a\");q=?0, y=:YWJj:, max-age=60;p=1"),
+               (b"CDN-Cache-Control", b"must-revalidate=?1, public=?0"))
+        self.assertTrue(r.targeted)
+        self.assertEqual(r.cc.seconds("max-age"), 60)
+        self.assertIn("foobar", r.cc)
+        self.assertIn("must-revalidate", r.cc)
+        self.assertNotIn("public", r.cc)
+        big = cf((b"CDN-Cache-Control", b"max-age=99999999999"))
+        self.assertEqual(big.cc.seconds("max-age"), P.MAX_DELTA)
+
     def test_targeted_not_passed_on(self):
         """
         RFC 9213 2: the targeted fields are for this cache: kept with the
@@ -487,6 +560,40 @@ class ReuseTests(SynchronousTestCase):
         self.assertEqual(P.store_ttl(cf((b"Cache-Control", b"max-age=10, stale-if-error=50")),
                                      10), 60)
         self.assertEqual(P.store_ttl(cf((b"ETag", b'"a"')), 10), 310)
+
+    def test_grace_when_unreachable(self):
+        """
+        RFC 9111 4.2.4 (a cache disconnected from the origin may serve
+        stale) and RFC 5861 4: the cache's own grace window lets a stale
+        response stand in for an origin that cannot be reached, counted
+        from the end of freshness, longer than the response's own
+        stale-if-error; never for must-revalidate, proxy-revalidate,
+        s-maxage (5.2.2.10) or no-cache.
+        """
+        none = P.Directives({})
+        r = cf((b"Cache-Control", b"max-age=100, stale-if-error=60"))
+        self.assertTrue(P.usable_on_error(r, 100, 400, none, grace=300))
+        self.assertFalse(P.usable_on_error(r, 100, 401, none, grace=300))
+        self.assertTrue(P.usable_on_error(r, 100, 160, none, grace=10))
+        for cc in [b"max-age=100, must-revalidate", b"max-age=100, proxy-revalidate",
+                   b"s-maxage=100", b"max-age=100, no-cache"]:
+            self.assertFalse(P.usable_on_error(cf((b"Cache-Control", cc)), 100, 101, none,
+                                               grace=300), cc)
+            self.assertTrue(P.forbids_stale(cf((b"Cache-Control", cc))), cc)
+
+    def test_store_ttl_grace(self):
+        """
+        RFC 9111 4.2.4: a response that may be served stale is kept for
+        the grace window past its freshness; one that may not, or one not
+        worth keeping at all (no freshness, no validator), is not kept
+        longer for it.
+        """
+        self.assertEqual(P.store_ttl(cf((b"Cache-Control", b"max-age=10")), 10, 3600), 3610)
+        self.assertEqual(P.store_ttl(cf((b"ETag", b'"a"')), 10, 3600), 3610)
+        self.assertEqual(P.store_ttl(cf((b"ETag", b'"a"')), 10, 100), 310)
+        self.assertEqual(P.store_ttl(cf((b"Cache-Control", b"max-age=10, must-revalidate")),
+                                     10, 3600), 10)
+        self.assertEqual(P.store_ttl(cf(), 0, 3600), 0)
 
 
 class KeyTests(SynchronousTestCase):
@@ -669,6 +776,19 @@ class InvalidationTests(SynchronousTestCase):
         fields = [(b"Location", b"/a")]
         self.assertEqual(P.invalidated_uris(500, b"POST", fields), [])
         self.assertEqual(P.invalidated_uris(200, b"GET", fields), [])
+
+    def test_unknown_methods_unsafe(self):
+        """
+        RFC 9111 4.4 ("including methods whose safety is unknown") and RFC
+        9110 9.2.1: every method but GET, HEAD, OPTIONS and TRACE
+        invalidates, M-SEARCH and other extension methods included.
+        """
+        fields = [(b"Location", b"/a")]
+        for method in [b"M-SEARCH", b"PROPPATCH", b"PURGEALL"]:
+            self.assertNotIn(method, P.SAFE_METHODS)
+            self.assertEqual(P.invalidated_uris(200, method, fields), [b"/a"], method)
+        for method in [b"OPTIONS", b"TRACE", b"HEAD"]:
+            self.assertEqual(P.invalidated_uris(200, method, fields), [], method)
 
 
 class CacheStatusTests(SynchronousTestCase):

@@ -84,14 +84,14 @@ class _ProxyTestCase(TestCase):
         return self._wait_for(lambda: not factory.open, 5, "origin connections to close")
 
     @defer.inlineCallbacks
-    def start_proxy(self, *upstream_ports: int):
+    def start_proxy(self, *upstream_ports: int, extra=()):
         """
         Run C{twistd twistproxy} in quick mode in front of the given
-        origin ports.
+        origin ports, with the C{extra} arguments.
 
         @return: A L{Deferred} firing with the L{ProxyProcess}, listening.
         """
-        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off"]
+        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off", *extra]
         for port in upstream_ports:
             args += ["--upstream", f"http://{HOST}:{port}"]
         cwd = self.mktemp()

@@ -50,19 +50,33 @@ class CacheE2ETests(_ProxyTestCase):
         origin one; the others are hits with Age and Cache-Status.
         """
         origin = self.counting_origin()
-        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off",
-                "--upstream", f"http://{HOST}:{origin.port}", "--cache", "--cache-size", "1m"]
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        proxy = ProxyProcess(reactor, args, cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
+        proxy = yield self.start_proxy(origin.port, extra=["--cache", "--cache-size", "1m"])
         responses = yield self.in_thread(self._many, proxy.port, 20)
         self.assertEqual(len(origin.requests), 1)
         self.assertEqual({r.body for r in responses}, {b"body 1"})
         self.assertIn(b"stored", responses[0].headers[b"cache-status"])
         self.assertTrue(responses[5].headers[b"cache-status"].startswith(b"twistproxy; hit"))
         self.assertIn(b"age", responses[5].headers)
+
+    @defer.inlineCallbacks
+    def test_chunked_stored(self):
+        """
+        A chunked response from a real origin is stored and served again
+        (with a Content-Length), not answered 502.
+        """
+        def handler(proto, req):
+            proto.transport.write(
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nchunk\r\n3;x=1\r\ned!\r\n0\r\n\r\n")
+
+        origin = self.start_origin(handler)
+        proxy = yield self.start_proxy(origin.port, extra=["--cache"])
+        responses = yield self.in_thread(self._many, proxy.port, 3)
+        self.assertEqual([(r.status, r.body) for r in responses], [(200, b"chunked!")] * 3)
+        self.assertIn(b"stored", responses[0].headers[b"cache-status"])
+        self.assertTrue(responses[2].headers[b"cache-status"].startswith(b"twistproxy; hit"))
+        self.assertEqual(responses[2].headers[b"content-length"], b"8")
+        self.assertEqual(len(origin.requests), 1)
 
     @defer.inlineCallbacks
     def test_shared_redis(self):

@@ -304,6 +304,15 @@ class RouteCache:
     @ivar lock_timeout: How long requests for a URL that is already being
         fetched wait for that response before going to the origin
         themselves.
+    @ivar set_cookie: What becomes of a response with C{Set-Cookie}:
+        C{'pass'}ed on and not stored, or stored with the field
+        C{'strip'}ped from what is kept.
+    @ivar stale_if_error: How long past its freshness a stored response
+        may be served when the origin cannot be reached (RFC 5861
+        C{stale-if-error} for every response that allows serving stale);
+        0 for never.
+    @ivar stale_on_5xx: Whether C{stale_if_error} also covers the
+        origin's 5xx answers.
     """
 
     enabled: bool = True
@@ -315,6 +324,9 @@ class RouteCache:
     max_object_size: int = 1024 * 1024
     methods: Tuple[str, ...] = ("GET", "HEAD")
     lock_timeout: float = 5.0
+    set_cookie: str = "pass"
+    stale_if_error: float = 3600.0
+    stale_on_5xx: bool = False
 
 
 @dataclass(frozen=True)
@@ -1595,7 +1607,8 @@ def _route_cache(value: object, path: str) -> Optional[RouteCache]:
         return RouteCache() if value else None
     table = _table(value, path, (
         "enabled", "key", "key_headers", "default_ttl", "max_ttl", "client_no_cache",
-        "max_object_size", "methods", "lock_timeout",
+        "max_object_size", "methods", "lock_timeout", "set_cookie", "stale_if_error",
+        "stale_on_5xx",
     ))
     kwargs: Dict[str, Any] = {}
     if "enabled" in table:
@@ -1613,7 +1626,7 @@ def _route_cache(value: object, path: str) -> Optional[RouteCache]:
             table["key_headers"], _key(path, "key_headers"),
             lambda name, p: _token(name, p, "header name").lower(),
         )
-    for name in ("default_ttl", "max_ttl"):
+    for name in ("default_ttl", "max_ttl", "stale_if_error"):
         if name in table:
             value = table[name]
             if value == 0 and not isinstance(value, bool):
@@ -1622,12 +1635,16 @@ def _route_cache(value: object, path: str) -> Optional[RouteCache]:
                 kwargs[name] = _seconds(value, _key(path, name))
     if "lock_timeout" in table:
         kwargs["lock_timeout"] = _seconds(table["lock_timeout"], _key(path, "lock_timeout"))
-    if "client_no_cache" in table:
-        mode = _string(table["client_no_cache"], _key(path, "client_no_cache"))
-        if mode not in ("honour", "ignore"):
-            raise ConfigError(_key(path, "client_no_cache"),
-                              f"must be 'honour' or 'ignore' (got {mode!r})")
-        kwargs["client_no_cache"] = mode
+    for name, modes in (("client_no_cache", ("honour", "ignore")),
+                        ("set_cookie", ("pass", "strip"))):
+        if name in table:
+            mode = _string(table[name], _key(path, name))
+            if mode not in modes:
+                raise ConfigError(_key(path, name),
+                                  f"must be {modes[0]!r} or {modes[1]!r} (got {mode!r})")
+            kwargs[name] = mode
+    if "stale_on_5xx" in table:
+        kwargs["stale_on_5xx"] = _boolean(table["stale_on_5xx"], _key(path, "stale_on_5xx"))
     if "max_object_size" in table:
         kwargs["max_object_size"] = _size(
             table["max_object_size"], _key(path, "max_object_size"), 1)

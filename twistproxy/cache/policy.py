@@ -13,7 +13,8 @@ section of the RFC it implements:
     the request and response directives (5.2);
   - RFC 9110 for conditional requests (13) and ranges (14);
   - RFC 5861 (C{stale-while-revalidate}, C{stale-if-error});
-  - RFC 9213 (C{CDN-Cache-Control}, and targeted fields in general);
+  - RFC 9213 (C{CDN-Cache-Control}, and targeted fields in general, read
+    as RFC 8941 Structured Field Dictionaries);
   - RFC 9211 (the C{Cache-Status} response field).
 
 Fields are handled as the parser gives them: a list of (name, value) byte
@@ -61,9 +62,11 @@ CONDITIONAL_FIELDS = frozenset([
     b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since",
     b"if-range",
 ])
-# Unsafe methods (RFC 9110 9.2.1) that invalidate (RFC 9111 4.4).
-UNSAFE_METHODS = frozenset([b"POST", b"PUT", b"DELETE", b"PATCH"])
+# The safe methods (RFC 9110 9.2.1); every other method, an unknown one
+# included, is unsafe and invalidates (RFC 9111 4.4).
+SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 CDN_CACHE_CONTROL = b"cdn-cache-control"
+SET_COOKIE = b"set-cookie"
 
 
 def field_values(fields: Fields, name: bytes) -> List[bytes]:
@@ -184,6 +187,75 @@ class Directives:
         return [n.lower() for n in split_list(value)]
 
 
+# RFC 8941 (Structured Field Values), as much as a Dictionary needs: the
+# targeted fields are Dictionaries (RFC 9213 2.1).
+_SF_KEY = rb"[a-z*][a-z0-9_\-.*]*"
+_SF_BARE = (
+    rb"-?[0-9]{1,12}\.[0-9]{1,3}(?![0-9])"          # decimal
+    rb"|-?[0-9]{1,15}(?![0-9.])"                     # integer
+    rb'|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\\"])*"'  # string
+    rb"|[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*"      # token
+    rb"|:[A-Za-z0-9+/=]*:"                           # byte sequence
+    rb"|\?[01]"                                      # boolean
+)
+_SF_PARAMS = rb"(?:;[ ]*" + _SF_KEY + rb"(?:=(?:" + _SF_BARE + rb"))?)*"
+_SF_ITEM = rb"(?:" + _SF_BARE + rb")" + _SF_PARAMS
+_SF_INNER = (rb"\([ ]*(?:" + _SF_ITEM + rb"(?:[ ]+" + _SF_ITEM + rb")*)?[ ]*\)"
+             + _SF_PARAMS)
+_SF_MEMBER = re.compile(
+    rb"(" + _SF_KEY + rb")(?:=(" + _SF_ITEM + rb"|" + _SF_INNER + rb")|" + _SF_PARAMS + rb")")
+_SF_SEPARATOR = re.compile(rb"[ \t]*,[ \t]*")
+_SF_VALUE = re.compile(rb"(" + _SF_BARE + rb")")
+# The directives a targeted field may carry, by the type RFC 9213 2.1
+# gives them: delta-seconds are Integers, the others Booleans (the forms
+# with field names of no-cache and private do not exist there).
+_SF_SECONDS = frozenset(["max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"])
+_SF_FLAGS = frozenset([
+    "no-store", "no-cache", "private", "public", "must-revalidate", "proxy-revalidate",
+    "no-transform", "must-understand", "immutable",
+])
+
+
+def parse_targeted(field_values: Sequence[bytes]) -> Optional[Directives]:
+    """
+    A targeted field (C{CDN-Cache-Control}, RFC 9213 2.1) as directives,
+    or C{None} when the cache must ignore it: not a valid Structured
+    Field Dictionary (RFC 8941 4.2.2: keys in lower case, no space around
+    C{=}, no empty member), or a known directive with a value of the
+    wrong type (C{max-age="60"}, C{no-store=5}, C{max-age=-1}).  Unknown
+    directives take any value and are kept (and ignored by the rules); a
+    Boolean false is as good as absent.
+    """
+    value = b",".join(field_values).strip(b" ")
+    values: Dict[str, Optional[bytes]] = {}
+    pos = 0
+    while True:
+        m = _SF_MEMBER.match(value, pos)
+        if m is None:
+            return None
+        key = m.group(1).decode("ascii")
+        item = m.group(2)
+        # An Inner List stays whole: no known directive takes one.
+        bare = item if item is None or item[:1] == b"(" else _SF_VALUE.match(item).group(1)
+        if key in _SF_SECONDS:
+            if bare is None or not bare.isdigit():
+                return None
+            values[key] = bare
+        elif bare == b"?0":
+            values.pop(key, None)
+        elif key in _SF_FLAGS and bare not in (None, b"?1"):
+            return None
+        else:
+            values[key] = None if bare in (None, b"?1") else _unquote(bare)
+        pos = m.end()
+        if pos == len(value):
+            return Directives(values)
+        sep = _SF_SEPARATOR.match(value, pos)
+        if sep is None or sep.end() == len(value):
+            return None
+        pos = sep.end()
+
+
 def parse_delta(value: bytes) -> int:
     """
     A non-negative integer of seconds, C{-1} when invalid, at most
@@ -290,7 +362,7 @@ class CacheFields:
         for name in targeted:
             values = field_values(fields, name)
             if values:
-                cc = Directives.parse(values)
+                cc = parse_targeted(values)
                 if cc:
                     self.targeted = True
                     break
@@ -335,6 +407,7 @@ def storable(
     response_fields: Fields,
     target: bytes = b"",
     allow_post: bool = False,
+    pass_cookies: bool = True,
 ) -> bool:
     """
     Whether a shared cache may store this response (RFC 9111 3).
@@ -345,8 +418,19 @@ def storable(
     @param allow_post: Whether POST responses may be stored at all (they
         need explicit freshness and a C{Content-Location} naming the
         target).
+    @param pass_cookies: Whether a response with C{Set-Cookie} is left
+        unstored, as nginx and Varnish leave it, unless its own
+        C{private} or C{no-cache} names C{Set-Cookie} (then it is stored
+        without it, or the field is not reused).  RFC 9111 3 allows
+        storing it; a cookie meant for one client would be replayed to
+        every other.
     """
     cc = response.cc
+    if pass_cookies and has_field(response_fields, SET_COOKIE) and not (
+        SET_COOKIE in (cc.field_names("private") or ())
+        or SET_COOKIE in (cc.field_names("no-cache") or ())
+    ):
+        return False
     if method == b"POST":
         if not allow_post or not explicit_freshness(response):
             return False
@@ -453,13 +537,22 @@ def must_revalidate(response: CacheFields) -> bool:
     return "must-revalidate" in cc or "proxy-revalidate" in cc or "s-maxage" in cc
 
 
+def forbids_stale(response: CacheFields) -> bool:
+    """
+    Whether the response may never be served stale, even when the origin
+    cannot be reached (RFC 9111 4.2.4): C{must-revalidate},
+    C{proxy-revalidate}, C{s-maxage} or C{no-cache}.
+    """
+    return must_revalidate(response) or "no-cache" in response.cc
+
+
 def stale_window(response: CacheFields, name: str) -> int:
     """
     The seconds of C{stale-while-revalidate} or C{stale-if-error}
     (RFC 5861 3, 4), C{0} when absent or invalid, or when the response
     forbids serving stale (RFC 9111 4.2.4).
     """
-    if must_revalidate(response) or "no-cache" in response.cc:
+    if forbids_stale(response):
         return 0
     value = response.cc.seconds(name)
     return value if value is not None and value > 0 else 0
@@ -534,30 +627,37 @@ def reuse(
 
 
 def usable_on_error(response: CacheFields, lifetime: float, age: float,
-                    request: Directives) -> bool:
+                    request: Directives, grace: float = 0.0) -> bool:
     """
     Whether a stale response may be served because the origin failed or
     answered 5xx (RFC 5861 4): within the response's (or the request's)
-    C{stale-if-error} window.
+    C{stale-if-error} window, or the cache's own C{grace} (RFC 9111 4.2.4
+    allows serving stale when the origin cannot be reached), never when
+    the response forbids it.
     """
-    if must_revalidate(response) or "no-cache" in response.cc:
+    if forbids_stale(response):
         return False
     stale_for = age - lifetime
     window = max(stale_window(response, "stale-if-error"),
-                 request.seconds("stale-if-error") or 0)
+                 request.seconds("stale-if-error") or 0, grace)
     return stale_for <= window
 
 
-def store_ttl(response: CacheFields, lifetime: float) -> float:
+def store_ttl(response: CacheFields, lifetime: float, grace: float = 0.0) -> float:
     """
     How long to keep a response in the store: its freshness, any stale
     windows, and as long again (at least 5 minutes) when it has a
     validator, so that it can be revalidated rather than fetched whole.
+    A response worth keeping at all (not zero) is kept C{grace} seconds
+    past its freshness when it may be served stale, to answer for an
+    origin that is down.
     """
     extra = max(stale_window(response, "stale-while-revalidate"),
                 stale_window(response, "stale-if-error"))
     if response.etag is not None or response.last_modified is not None:
         extra = max(extra, lifetime, 300.0)
+    if grace > extra and lifetime + extra > 0 and not forbids_stale(response):
+        extra = grace
     return lifetime + extra
 
 
@@ -681,13 +781,19 @@ def merge_304(stored: Fields, not_modified: Fields) -> List[Tuple[bytes, bytes]]
     return [(k, v) for k, v in stored if k.lower() not in replaced] + new
 
 
-def fields_to_store(fields: Fields, response: CacheFields) -> List[Tuple[bytes, bytes]]:
+def fields_to_store(fields: Fields, response: CacheFields,
+                    strip: Iterable[bytes] = ()) -> List[Tuple[bytes, bytes]]:
     """
     The response fields a shared cache keeps (RFC 9111 3.1): without the
-    connection fields and those listed by a qualified C{private}
-    (5.2.2.7).  C{Age} is kept: it counts in the response's age (4.2.3).
+    connection fields, those the C{Connection} field lists (RFC 9110
+    7.6.1: they belong to the connection the response came on), those
+    listed by a qualified C{private} (5.2.2.7), and the lower-cased names
+    in C{strip}.  C{Age} is kept: it counts in the response's age (4.2.3).
     """
     drop = set(_NOT_STORED)
+    drop.update(strip)
+    for value in field_values(fields, b"connection"):
+        drop.update(n.lower() for n in split_list(value))
     drop.update(response.cc.field_names("private") or ())
     return [(k, v) for k, v in fields if k.lower() not in drop]
 
@@ -802,7 +908,7 @@ def invalidated_uris(status: int, method: bytes, fields: Fields) -> List[bytes]:
     the response is a success (2xx or 3xx); the caller keeps only those of
     the same origin.
     """
-    if method not in UNSAFE_METHODS or not 200 <= status < 400:
+    if method in SAFE_METHODS or not 200 <= status < 400:
         return []
     return [v.strip() for name in (b"location", b"content-location")
             for v in field_values(fields, name)]

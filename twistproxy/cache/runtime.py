@@ -13,7 +13,8 @@ either:
   - sends it on with the stored response's validators added, and a
     L{FetchSink} that turns the origin's 304 into the updated stored
     response (revalidation), or serves the stale response when the origin
-    fails and C{stale-if-error} allows;
+    cannot be reached (or answers 5xx) and C{stale-if-error}, the
+    response's or the route's, allows;
   - waits for a request already fetching the same URL (I{collapsing}), for
     at most the route's C{lock_timeout}, then looks again;
   - or sends it on with a L{FetchSink} that passes the response to the
@@ -23,9 +24,10 @@ either:
 A C{stale-while-revalidate} hit also starts one background request, an
 exchange whose downstream is a L{Background} that discards what it gets.
 
-Unsafe requests (C{POST}, C{PUT}, C{DELETE}, C{PATCH}) go on with an
-L{InvalidatingSink}, which removes the stored responses of the target URI
-and of same-origin C{Location} and C{Content-Location} when they succeed.
+Unsafe requests (every method but C{GET}, C{HEAD}, C{OPTIONS} and
+C{TRACE}, unknown ones included) go on with an L{InvalidatingSink}, which
+removes the stored responses of the target URI and of same-origin
+C{Location} and C{Content-Location} when they succeed.
 C{PURGE} removes a URL's stored responses, for the peers the configuration
 allows.
 """
@@ -188,6 +190,10 @@ class RouteCache:
         self._extra = [n.encode("ascii") for n in config.key_headers]
         self.allow_post = "POST" in config.methods
         self._head = "HEAD" in config.methods
+        self.pass_cookies = config.set_cookie == "pass"
+        # The fields kept out of what is stored, besides those RFC 9111
+        # keeps out.
+        self.strip: Tuple[bytes, ...] = () if self.pass_cookies else (P.SET_COOKIE,)
 
     # The entry point
 
@@ -201,7 +207,7 @@ class RouteCache:
         if method == b"PURGE":
             self._purge_request(x)
             return
-        if method in P.UNSAFE_METHODS:
+        if method not in P.SAFE_METHODS:
             x.sink = InvalidatingSink(x.sink, self, self.key(x))
             if method == b"POST" and self.allow_post:
                 x.sink = FetchSink(x.sink, self, x, self.key(x), None, b"miss", False)
@@ -446,7 +452,7 @@ class RouteCache:
         @return: A L{Deferred} firing when the store has it.
         """
         cache = self.cache
-        ttl = P.store_ttl(fields, lifetime)
+        ttl = P.store_ttl(fields, lifetime, self.config.stale_if_error)
         store = cache.store
         cache.counts["stored"] += 1
         if fields.vary:
@@ -503,18 +509,19 @@ class RouteCache:
 
 
 def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
-          status_field: bytes, targeted=()) -> None:
+          status_field: bytes, targeted=(), own=()) -> None:
     """
     Answer C{x} from a stored response: the whole of it, the head alone for
     C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
-    a 206 or 416 for a single byte range (RFC 9110 14).
+    a 206 or 416 for a single byte range (RFC 9110 14).  C{own} are fields
+    for this client alone, added to the stored ones.
 
     No C{flush} before C{response_end}: the end sends what is pending, in
     one write, as it does for the proxy's own answers (L{respond}).
     """
     req = x.request
     body = entry.body
-    extra = [(b"Cache-Status", status_field)]
+    extra = list(own) + [(b"Cache-Status", status_field)]
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
@@ -644,7 +651,8 @@ class FetchSink(SinkWrapper):
                 return
             # The cache had no validator to send, so the request went with
             # the client's own: this 304 answers them, and goes on as it is.
-        if stale is not None and resp.status >= 500 and self._stale_usable():
+        if stale is not None and resp.status >= 500 and self._stale_usable(
+                rc.config.stale_on_5xx):
             self._mode = _STALE
             self._resp = resp
             return
@@ -652,7 +660,7 @@ class FetchSink(SinkWrapper):
         config = rc.config
         stored = (
             P.storable(req.method, resp.status, req.headers, fields, resp.headers,
-                       req.target, rc.allow_post)
+                       req.target, rc.allow_post, rc.pass_cookies)
             and (resp.content_length is not None or resp.chunked)
             and (resp.content_length or 0) <= config.max_object_size
             # Nothing to keep: no freshness, no validator.
@@ -682,14 +690,19 @@ class FetchSink(SinkWrapper):
         return P.cache_status(rc.cache.name, False, fwd=self._why, stored=stored, ttl=ttl,
                               fwd_status=fwd_status)
 
-    def _stale_usable(self) -> bool:
-        cache = self._cache.cache
+    def _stale_usable(self, down: bool) -> bool:
+        """
+        Whether the stale response may stand in for what the origin failed
+        to give; C{down} when the route's own C{stale_if_error} counts (the
+        origin could not be reached, or answered 5xx and C{stale_on_5xx}).
+        """
+        rc = self._cache
         stale = self._stale
-        fields = cache.fields(stale)
-        lifetime = self._cache.lifetime(stale, fields)
+        fields = rc.cache.fields(stale)
+        lifetime = rc.lifetime(stale, fields)
         age = self._stale_age(fields)
         return P.usable_on_error(fields, lifetime, age, P.request_directives(
-            self._request_headers))
+            self._request_headers), rc.config.stale_if_error if down else 0.0)
 
     def _stale_age(self, fields: P.CacheFields) -> float:
         stale = self._stale
@@ -728,15 +741,19 @@ class FetchSink(SinkWrapper):
             self.sink.response_end(x)
         elif mode == _UPDATE:
             stale = self._stale
+            # A cookie the 304 sets is for this client: never stored, so
+            # never replayed.
+            headers = self._resp.headers
             merged = P.merge_304(stale.headers, P.fields_to_store(
-                self._resp.headers, self._fields))
+                headers, self._fields, (P.SET_COOKIE,)))
             entry = self._store(x, stale.status, stale.reason, merged, stale.body)
             rc.cache.counts["revalidated"] += 1
             fields = rc.cache.fields(entry)
             age = P.initial_age(fields, self._request_time, self._response_time)
             status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
                                     stored=True, ttl=rc.lifetime(entry, fields) - age)
-            serve(x, self.sink, entry, fields, age, status, rc.cache.targeted)
+            serve(x, self.sink, entry, fields, age, status, rc.cache.targeted,
+                  [(k, v) for k, v in headers if k.lower() == P.SET_COOKIE])
         elif mode == _STALE:
             self._serve_stale(x, self._resp.status)
         elif mode == _REFUSE:
@@ -752,7 +769,7 @@ class FetchSink(SinkWrapper):
             self._serve_stale(x, self._resp.status, reason)
             return
         if self._stale is not None and self._mode in (_PASS, _STORE) and self._resp is None \
-                and not x.status and self._stale_usable():
+                and not x.status and status >= 500 and self._stale_usable(True):
             self._mode = _STALE
             self._serve_stale(x, status, reason)
             return
@@ -786,7 +803,7 @@ class FetchSink(SinkWrapper):
         cache = rc.cache
         if fields is None:
             fields = P.CacheFields(headers, cache.targeted, self._response_time)
-        kept = P.fields_to_store(headers, fields)
+        kept = P.fields_to_store(headers, fields, rc.strip)
         entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
                       fields.vary)
         lifetime = rc.lifetime(entry, cache.fields(entry))
