@@ -287,6 +287,30 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
             "at least one upstream group is required ([upstreams.NAME] with servers)",
         )
 
+    def test_unknown_key_part_of_known_keys(self) -> None:
+        """
+        An unknown key that begins a known key, or one of its words, is
+        reported with it, next to the near spellings, at most three, the
+        closest spelling first.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.budget]\n", "upstreams.api.budget",
+            "unknown key 'budget' (did you mean 'retry_budget'?)")
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.max]\n", "upstreams.api.max",
+            "unknown key 'max' (did you mean 'max_connections', 'max_idle' or 'max_pending'?)")
+        self.assertConfigError(
+            MINIMAL + "[timeout]\n", "timeout",
+            "unknown key 'timeout' (did you mean 'timeouts'?)")
+
+    def test_short_unknown_key_no_part_suggestion(self) -> None:
+        """
+        A key of fewer than three characters is not matched against the
+        words of known keys, which would name nearly any of them.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.ma]\n", "upstreams.api.ma", "unknown key 'ma'")
+
 
 class ListenerTests(_ConfigTestMixin, SynchronousTestCase):
     """
@@ -1016,6 +1040,16 @@ upstream = "api"
             "routes[0].preserve_host",
             "must be a boolean (true or false), not an integer",
         )
+
+    def test_unknown_key_path_suggests_path_prefix(self) -> None:
+        """
+        C{path}, a word of C{path_prefix} but not a near spelling of it, is
+        reported with C{path_prefix}.
+        """
+        self.routeError("path = '/a'\n", "routes[0].path",
+                        "unknown key 'path' (did you mean 'path_prefix'?)")
+        self.routeError("prefix = '/a'\n", "routes[0].prefix",
+                        "unknown key 'prefix' (did you mean 'path_prefix'?)")
 
 
 class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):

@@ -24,7 +24,7 @@ import json as _json
 import os as _os
 import re as _re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit as _urlsplit
 
 try:
@@ -766,12 +766,37 @@ def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:
         raise _wrong_type(path, "a table", value)
     for key in value:
         if key not in known:
-            problem = f"unknown key {key!r}"
-            close = _difflib.get_close_matches(key, known, n=1)
-            if close:
-                problem += f" (did you mean {close[0]!r}?)"
-            raise ConfigError(_key(path, key), problem)
+            raise ConfigError(_key(path, key), f"unknown key {key!r}{did_you_mean(key, known)}")
     return value
+
+
+def did_you_mean(key: str, known: Collection[str]) -> str:
+    """
+    The end of an "unknown key" message: the known keys that C{key} may
+    have meant, as C{" (did you mean 'path_prefix'?)"}, or C{""} when none
+    is near.  For plugin factories that check their own options.
+
+    A known key is near when it is spelt nearly the same (C{'wieght'}:
+    C{'weight'}), or when C{key}, three characters or more, begins it or
+    one of its words (C{'path'} and C{'prefix'}: C{'path_prefix'};
+    C{'budget'}: C{'retry_budget'}).  At most three are named, the closest
+    spellings first.
+    """
+    names = [str(name) for name in known]
+    near = _difflib.get_close_matches(key, names, n=3)
+    if len(key) >= 3:
+        start = key.lower()
+        near += [
+            name for name in names
+            if name not in near
+            and any(word.startswith(start) for word in [name] + _re.split(r"[_\-]", name))
+        ]
+    if not near:
+        return ""
+    quoted = [repr(name) for name in near[:3]]
+    if len(quoted) > 1:
+        quoted[-2:] = [f"{quoted[-2]} or {quoted[-1]}"]
+    return f" (did you mean {', '.join(quoted)}?)"
 
 
 def _string(value: object, path: str) -> str:
