@@ -25,6 +25,7 @@ from twistproxy.config import (
     Locality,
     Locator,
     Outlier,
+    Resolver,
     Sticky,
     ProxyConfig,
     Route,
@@ -1921,3 +1922,54 @@ servers = ["http://127.0.0.1:8001"]
                                "listeners.web.redirect_https", contains="only for plain listeners")
         self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nh2c = true\n',
                                "listeners.web.h2c", contains="only for plain listeners")
+
+
+class ResolverTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    C{[resolver]}: the name servers DNS discovery asks.
+    """
+
+    def test_default_system(self) -> None:
+        """
+        Without the table, or without C{nameservers}, no name server is
+        configured: the system's configuration is used.
+        """
+        self.assertEqual(parse(MINIMAL).resolver, Resolver())
+        self.assertEqual(parse(MINIMAL + "[resolver]\n").resolver.nameservers, ())
+
+    def test_nameservers(self) -> None:
+        """
+        Name servers are IPv4 addresses or bracketed IPv6 addresses, with a
+        port (53 by default), kept in order and in canonical form.
+        """
+        config = parse(MINIMAL + '[resolver]\nnameservers = ["127.0.0.1:5353", "[::1]:53",'
+                                 ' "10.0.0.2", "[2001:DB8:0::1]"]\n')
+        self.assertEqual(config.resolver.nameservers, (
+            ("127.0.0.1", 5353), ("::1", 53), ("10.0.0.2", 53), ("2001:db8::1", 53)))
+
+    def test_rejections(self) -> None:
+        """
+        Anything but a non-empty array of IP addresses with optional ports
+        is rejected at its path, saying how to write it.
+        """
+        p = "resolver.nameservers"
+        for value, path, problem in [
+            ('"127.0.0.1"', p, "must be an array, not a string"),
+            ("[]", p, "must list at least one name server (leave it out for the system's)"),
+            ("[53]", f"{p}[0]", "must be a string, not an integer"),
+            ('["::1"]', f"{p}[0]", "write the IPv6 address '::1' in brackets, "
+                                   "as in '[::1]' or '[::1]:53'"),
+            ('["ns.example.test:53"]', f"{p}[0]",
+             "'ns.example.test' is not an IP address (name servers are given by address)"),
+            ('["[10.0.0.1]:53"]', f"{p}[0]", "'10.0.0.1' is not an IPv6 address"),
+            ('["127.0.0.1:0"]', f"{p}[0]", "port must be from 1 to 65535 (got 0)"),
+            ('["127.0.0.1:65536"]', f"{p}[0]", "port must be from 1 to 65535 (got 65536)"),
+            ('["127.0.0.1:", "[::1"]', f"{p}[0]",
+             "'127.0.0.1:' is not an IP address with an optional port "
+             "('127.0.0.1:5353', '[::1]:53', '10.0.0.2')"),
+        ]:
+            self.assertConfigError(MINIMAL + f"[resolver]\nnameservers = {value}\n",
+                                   path, problem)
+        self.assertConfigError(MINIMAL + '[resolver]\nservers = ["127.0.0.1"]\n',
+                               "resolver.servers",
+                               "unknown key 'servers' (did you mean 'nameservers'?)")

@@ -106,6 +106,21 @@ class Discovery:
 
 
 @dataclass(frozen=True)
+class Resolver:
+    """
+    Where DNS discovery (L{Discovery}) sends its queries.
+
+    @ivar nameservers: C{(address, port)} pairs of the name servers to ask,
+        in order, e.g. C{(("127.0.0.1", 5353), ("::1", 53))}; the address
+        is an IP address literal (IPv6 without brackets).  Empty: the
+        system's configuration, the hosts file first, then the name
+        servers of C{/etc/resolv.conf}.
+    """
+
+    nameservers: Tuple[Tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class HealthCheck:
     """
     An active health check of every server of a group.
@@ -655,6 +670,7 @@ class ProxyConfig:
     admin: Optional[Admin] = None
     shutdown: Shutdown = Shutdown()
     cache: Cache = Cache()
+    resolver: Resolver = Resolver()
     source: Optional[str] = None
     workers: int = 1
     digest: str = field(default="", compare=False)
@@ -1157,6 +1173,43 @@ def _discovery(table: Dict[str, Any], path: str) -> Discovery:
         if key in table:
             kwargs[key] = _label(table[key], _key(path, key))
     return Discovery(kind=kind, name=name, **kwargs)
+
+
+# A name server: an IPv4 address, or an IPv6 address in brackets, with an
+# optional port.
+_NAMESERVER = _re.compile(r"(?:\[([^\]]*)\]|([^:\[\]]+))(?::([0-9]{1,5}))?\Z")
+
+
+def _nameserver(value: str, path: str) -> Tuple[str, int]:
+    match = _NAMESERVER.match(value)
+    if match is None:
+        if _is_ipv6(value):
+            raise ConfigError(path, f"write the IPv6 address {value!r} in brackets, "
+                                    f"as in '[{value}]' or '[{value}]:53'")
+        raise ConfigError(path, f"{value!r} is not an IP address with an optional port "
+                                f"('127.0.0.1:5353', '[::1]:53', '10.0.0.2')")
+    v6, v4, port = match.groups()
+    if v6 is not None and not _is_ipv6(v6):
+        raise ConfigError(path, f"{v6!r} is not an IPv6 address")
+    if v4 is not None and not _is_ip(v4, _ipaddress.IPv4Address):
+        # A name server by name would need a resolver to find it.
+        raise ConfigError(path, f"{v4!r} is not an IP address (name servers are "
+                                f"given by address)")
+    number = 53 if port is None else int(port)
+    if not 1 <= number <= 65535:
+        raise ConfigError(path, f"port must be from 1 to 65535 (got {number})")
+    return (str(_ipaddress.ip_address(v6 if v6 is not None else v4)), number)
+
+
+def _resolver(value: object, path: str) -> Resolver:
+    table = _table(value, path, ("nameservers",))
+    if "nameservers" not in table:
+        return Resolver()
+    servers = _strings(table["nameservers"], _key(path, "nameservers"), _nameserver)
+    if not servers:
+        raise ConfigError(_key(path, "nameservers"),
+                          "must list at least one name server (leave it out for the system's)")
+    return Resolver(nameservers=servers)
 
 
 def _upstream_tls(value: object, path: str) -> UpstreamTLS:
@@ -1848,6 +1901,7 @@ _TOP_LEVEL = (
     "shutdown",
     "workers",
     "cache",
+    "resolver",
 )
 
 
@@ -1972,6 +2026,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "shutdown": _shutdown,
         "workers": workers_count,
         "cache": _cache,
+        "resolver": _resolver,
     }
     kwargs = {
         name: build(document[name], name)

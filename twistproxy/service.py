@@ -551,7 +551,8 @@ class ProxyService(MultiService):
         if any(g.config.discovery for g in forwarder.groups.values()):
             from twistproxy.upstream.discovery import default_resolver
 
-            resolver = default_resolver(self.reactor)
+            resolver = default_resolver(
+                self.reactor, nameservers=self.config.resolver.nameservers)
         for group in forwarder.groups.values():
             group.start(self.reactor, resolver)
 
