@@ -119,3 +119,20 @@ class CheckTests(SynchronousTestCase):
             code, out, err = self.run_main("check", *args)
             self.assertEqual(code, 2, args)
             self.assertTrue(err.startswith("usage: python -m twistproxy check"), err)
+
+    def test_systemd_endpoint_without_socket(self):
+        """
+        A C{systemd:} endpoint in a process that was passed no socket (or
+        passed them without C{LISTEN_FDNAMES}, which Twisted needs) is
+        reported as such, naming what socket activation must set, instead
+        of Twisted's bare C{list index out of range}.
+        """
+        for where in ("index=0", "name=web"):
+            path = self.write(f'[listeners.main]\nendpoint = "systemd:domain=INET:{where}"\n'
+                              '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+            code, out, err = self.run_main("check", path)
+            self.assertEqual(code, 1)
+            self.assertIn("listeners.main.endpoint: invalid endpoint 'systemd:domain=INET:"
+                          f"{where}': this process was not passed that socket", err)
+            self.assertIn("LISTEN_FDNAMES", err)
+            self.assertIn("--fdname=NAME", err)
