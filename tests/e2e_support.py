@@ -693,3 +693,18 @@ def write_config(directory: str, text: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path
+
+
+def dns_server_factory():
+    """
+    An authoritative twisted.names server factory for the zone
+    C{example.test} of C{tests/dns_zone.py}; give it to a
+    L{twisted.names.dns.DNSDatagramProtocol} to serve over UDP.
+    """
+    from twisted.names.authority import PySourceAuthority
+    from twisted.names.server import DNSServerFactory
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dns_zone.py")
+    factory = DNSServerFactory(authorities=[PySourceAuthority(path)])
+    factory.noisy = False
+    return factory

@@ -25,6 +25,7 @@ from twistproxy.config import (
     Locality,
     Locator,
     Outlier,
+    Resolver,
     Sticky,
     ProxyConfig,
     Route,
@@ -286,6 +287,30 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
             "upstreams",
             "at least one upstream group is required ([upstreams.NAME] with servers)",
         )
+
+    def test_unknown_key_part_of_known_keys(self) -> None:
+        """
+        An unknown key that begins a known key, or one of its words, is
+        reported with it, next to the near spellings, at most three, the
+        closest spelling first.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.budget]\n", "upstreams.api.budget",
+            "unknown key 'budget' (did you mean 'retry_budget'?)")
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.max]\n", "upstreams.api.max",
+            "unknown key 'max' (did you mean 'max_connections', 'max_idle' or 'max_pending'?)")
+        self.assertConfigError(
+            MINIMAL + "[timeout]\n", "timeout",
+            "unknown key 'timeout' (did you mean 'timeouts'?)")
+
+    def test_short_unknown_key_no_part_suggestion(self) -> None:
+        """
+        A key of fewer than three characters is not matched against the
+        words of known keys, which would name nearly any of them.
+        """
+        self.assertConfigError(
+            MINIMAL + "[upstreams.api.ma]\n", "upstreams.api.ma", "unknown key 'ma'")
 
 
 class ListenerTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1016,6 +1041,16 @@ upstream = "api"
             "routes[0].preserve_host",
             "must be a boolean (true or false), not an integer",
         )
+
+    def test_unknown_key_path_suggests_path_prefix(self) -> None:
+        """
+        C{path}, a word of C{path_prefix} but not a near spelling of it, is
+        reported with C{path_prefix}.
+        """
+        self.routeError("path = '/a'\n", "routes[0].path",
+                        "unknown key 'path' (did you mean 'path_prefix'?)")
+        self.routeError("prefix = '/a'\n", "routes[0].prefix",
+                        "unknown key 'prefix' (did you mean 'path_prefix'?)")
 
 
 class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1887,3 +1922,54 @@ servers = ["http://127.0.0.1:8001"]
                                "listeners.web.redirect_https", contains="only for plain listeners")
         self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nh2c = true\n',
                                "listeners.web.h2c", contains="only for plain listeners")
+
+
+class ResolverTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    C{[resolver]}: the name servers DNS discovery asks.
+    """
+
+    def test_default_system(self) -> None:
+        """
+        Without the table, or without C{nameservers}, no name server is
+        configured: the system's configuration is used.
+        """
+        self.assertEqual(parse(MINIMAL).resolver, Resolver())
+        self.assertEqual(parse(MINIMAL + "[resolver]\n").resolver.nameservers, ())
+
+    def test_nameservers(self) -> None:
+        """
+        Name servers are IPv4 addresses or bracketed IPv6 addresses, with a
+        port (53 by default), kept in order and in canonical form.
+        """
+        config = parse(MINIMAL + '[resolver]\nnameservers = ["127.0.0.1:5353", "[::1]:53",'
+                                 ' "10.0.0.2", "[2001:DB8:0::1]"]\n')
+        self.assertEqual(config.resolver.nameservers, (
+            ("127.0.0.1", 5353), ("::1", 53), ("10.0.0.2", 53), ("2001:db8::1", 53)))
+
+    def test_rejections(self) -> None:
+        """
+        Anything but a non-empty array of IP addresses with optional ports
+        is rejected at its path, saying how to write it.
+        """
+        p = "resolver.nameservers"
+        for value, path, problem in [
+            ('"127.0.0.1"', p, "must be an array, not a string"),
+            ("[]", p, "must list at least one name server (leave it out for the system's)"),
+            ("[53]", f"{p}[0]", "must be a string, not an integer"),
+            ('["::1"]', f"{p}[0]", "write the IPv6 address '::1' in brackets, "
+                                   "as in '[::1]' or '[::1]:53'"),
+            ('["ns.example.test:53"]', f"{p}[0]",
+             "'ns.example.test' is not an IP address (name servers are given by address)"),
+            ('["[10.0.0.1]:53"]', f"{p}[0]", "'10.0.0.1' is not an IPv6 address"),
+            ('["127.0.0.1:0"]', f"{p}[0]", "port must be from 1 to 65535 (got 0)"),
+            ('["127.0.0.1:65536"]', f"{p}[0]", "port must be from 1 to 65535 (got 65536)"),
+            ('["127.0.0.1:", "[::1"]', f"{p}[0]",
+             "'127.0.0.1:' is not an IP address with an optional port "
+             "('127.0.0.1:5353', '[::1]:53', '10.0.0.2')"),
+        ]:
+            self.assertConfigError(MINIMAL + f"[resolver]\nnameservers = {value}\n",
+                                   path, problem)
+        self.assertConfigError(MINIMAL + '[resolver]\nservers = ["127.0.0.1"]\n',
+                               "resolver.servers",
+                               "unknown key 'servers' (did you mean 'nameservers'?)")

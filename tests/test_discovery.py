@@ -1,13 +1,14 @@
 """
 Tests for L{twistproxy.upstream.discovery}: DNS re-resolution on a fake
-clock, against a fake resolver whose answers the tests give by hand.
+clock, against a fake resolver whose answers the tests give by hand; and
+the configured name servers, asked in memory and, once, on loopback.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.internet.interfaces import IResolver
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -15,7 +16,7 @@ from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.names import dns, error
 from twisted.names.common import ResolverBase
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from twistproxy.upstream.discovery import (
@@ -25,6 +26,10 @@ from twistproxy.upstream.discovery import (
     default_resolver,
     diff_targets,
 )
+from twistproxy.config import parse
+from twistproxy.service import ProxyService
+
+from tests.e2e_support import dns_server_factory
 
 _TYPES = {"A": dns.A, "AAAA": dns.AAAA, "SRV": dns.SRV}
 
@@ -910,3 +915,129 @@ class DefaultResolverTests(DiscoveryTestMixin, SynchronousTestCase):
         )
         self.assertEqual(reactor.tcpClients, [])
         self.assertEqual(reactor.tcpServers, [])
+
+
+class _UDPPort:
+    """
+    A UDP port of L{_UDPMemoryReactor}: what is written to it is recorded
+    by its reactor.
+    """
+
+    def __init__(self, reactor: "_UDPMemoryReactor", protocol: Any) -> None:
+        self._reactor = reactor
+        self.protocol = protocol
+
+    def write(self, data: bytes, address: Tuple[str, int]) -> None:
+        self._reactor.datagrams.append((data, address, self.protocol))
+
+    def stopListening(self) -> None:
+        self.protocol.doStop()
+
+
+class _UDPMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor that also opens UDP ports, in memory.
+
+    @ivar datagrams: C{(data, address, protocol)} of every datagram sent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datagrams: List[Tuple[bytes, Tuple[str, int], Any]] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "",
+                  maxPacketSize: int = 8192) -> _UDPPort:
+        udp = _UDPPort(self, protocol)
+        protocol.makeConnection(udp)
+        return udp
+
+
+DISCOVERY_CONFIG = """
+[listeners.main]
+endpoint = "tcp:8080"
+
+[upstreams.api]
+servers = [{ dns = "www.example.test", port = 8000 }]
+"""
+
+
+class NameserverTests(SynchronousTestCase):
+    """
+    C{[resolver] nameservers}: discovery asks the configured name servers,
+    at their ports, and nothing else.
+    """
+
+    def start(self, resolver: str) -> Tuple[_UDPMemoryReactor, Any]:
+        """
+        A started L{ProxyService} for L{DISCOVERY_CONFIG} with C{resolver}
+        as its C{[resolver]} table, on a L{_UDPMemoryReactor}.
+        """
+        reactor = _UDPMemoryReactor()
+        service = ProxyService(parse(DISCOVERY_CONFIG + "[resolver]\n" + resolver), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return reactor, service
+
+    def test_queries_go_to_the_configured_server(self) -> None:
+        """
+        The A and AAAA queries of a C{dns} entry go over UDP to the first
+        configured name server at its port, and its answer becomes the
+        group's backends.
+        """
+        reactor, service = self.start('nameservers = ["127.0.0.1:5353", "[::1]:53"]\n')
+        asked = []
+        for data, address, protocol in reactor.datagrams:
+            message = dns.Message()
+            message.fromStr(data)
+            (query,) = message.queries
+            asked.append((address, dns.QUERY_TYPES[query.type], str(query.name)))
+            message.answer = 1
+            if query.type == dns.A:
+                message.answers = [a("www.example.test", "192.0.2.80")]
+            protocol.datagramReceived(message.toStr(), address)
+        self.assertEqual(sorted(asked), [
+            (("127.0.0.1", 5353), "A", "www.example.test"),
+            (("127.0.0.1", 5353), "AAAA", "www.example.test"),
+        ])
+        group = service.forwarder.groups["api"]
+        self.assertEqual([b.name for b in group.backends], ["192.0.2.80:8000"])
+
+    def test_next_server_after_a_timeout(self) -> None:
+        """
+        A query that the first name server leaves unanswered is sent again
+        to the next one, an IPv6 address at port 53.
+        """
+        reactor, _ = self.start('nameservers = ["127.0.0.1:5353", "[::1]:53"]\n')
+        self.assertEqual({address for _, address, _ in reactor.datagrams},
+                         {("127.0.0.1", 5353)})
+        reactor.advance(1)
+        self.assertEqual({address for _, address, _ in reactor.datagrams[2:]},
+                         {("::1", 53)})
+
+
+class NameserverLoopbackTests(TestCase):
+    """
+    L{default_resolver} with C{nameservers} against a twisted.names server
+    on a loopback port.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_twisted_names_server(self) -> None:
+        """
+        Discovery through a resolver given a name server's address and
+        port, IPv4 or IPv6, gets that server's answer.
+        """
+        from twisted.internet import reactor
+
+        for host in ("127.0.0.1", "::1"):
+            server = dns.DNSDatagramProtocol(dns_server_factory())
+            port = reactor.listenUDP(0, server, interface=host)
+            self.addCleanup(port.stopListening)
+            resolver = default_resolver(reactor, nameservers=[(host, port.getHost().port)])
+            found = DnsDiscovery(reactor, resolver, "www.example.test", 8000)
+            found.start()
+            self.addCleanup(found.stop)
+            targets = yield found.first_answer()
+            self.assertEqual(targets, (Target("192.0.2.80", 8000),), host)

@@ -16,8 +16,7 @@ import ssl
 import time
 
 from twisted.internet import defer, protocol, reactor, ssl as twisted_ssl, threads
-from twisted.names import client as dns_client, dns, server as dns_server
-from twisted.names.authority import PySourceAuthority
+from twisted.names import client as dns_client, dns
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
@@ -30,6 +29,7 @@ from tests.e2e_support import (
     HOST,
     OriginFactory,
     WatchedProxyProcess,
+    dns_server_factory,
     unused_port,
     write_config,
 )
@@ -282,7 +282,7 @@ class StreamEndToEndTests(_StreamCase):
         A real protocol through the relay: a twisted.names client asks a
         twisted.names server over TCP and gets its answer.
         """
-        factory = _dns_server_factory()
+        factory = dns_server_factory()
         proxy = yield self.start_proxy(self.tcp_config(self.listen(factory)))
         resolver = dns_client.Resolver(servers=[(HOST, proxy.port)], reactor=reactor)
         answer = yield resolver.queryTCP([dns.Query(b"www.example.test", dns.A)])
@@ -394,7 +394,7 @@ class UDPEndToEndTests(_StreamCase):
         from a socket of its own (so a session each), all get the answer
         of the twisted.names server behind, and the sessions are logged.
         """
-        factory = _dns_server_factory()
+        factory = dns_server_factory()
         port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=HOST)
         self.addCleanup(port.stopListening)
         proxy = yield self.start_proxy(f"""
@@ -463,16 +463,6 @@ class _Recorder(protocol.Protocol):
 
     def dataReceived(self, data):
         self.factory.received += data
-
-
-def _dns_server_factory():
-    """
-    An authoritative twisted.names server for C{example.test}.
-    """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dns_zone.py")
-    factory = dns_server.DNSServerFactory(authorities=[PySourceAuthority(path)])
-    factory.noisy = False
-    return factory
 
 
 class _Named(protocol.Protocol):

@@ -9,14 +9,17 @@ import glob
 import importlib.util
 import os
 import socket
+from dataclasses import replace
 
 from twisted.internet import defer, reactor, tcp
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.server import Site
+from twisted.web.static import Data
 
-from twistproxy.config import load
+from twistproxy.config import load, parse
 from twistproxy.service import ProxyService
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -117,6 +120,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@defer.inlineCallbacks
+def _stop(service, before):
+    """
+    Stop C{service} and wait until the sockets the reactor watches are no
+    more than C{before}.
+    """
+    yield service.stopService()
+    # The proxy aborts its pooled connection to the origin when it stops;
+    # both ends of it close a few reactor turns later.
+    for _ in range(200):
+        if _sockets() <= before:
+            break
+        yield deferLater(reactor, 0.01, lambda: None)
+
+
 class EmbeddedExampleEndToEndTests(TestCase):
     """
     examples/embedded.py on the real reactor, over loopback sockets.
@@ -136,7 +154,7 @@ class EmbeddedExampleEndToEndTests(TestCase):
             reactor, _free_port(), "tcp:0:interface=127.0.0.1", access_log=""
         )
         service.startService()
-        self.addCleanup(self._stop, service, before)
+        self.addCleanup(_stop, service, before)
         port = service.getServiceNamed("proxy").listeners["main"].port.getHost().port
 
         agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
@@ -147,12 +165,59 @@ class EmbeddedExampleEndToEndTests(TestCase):
         self.assertEqual(body, b"Hello from the origin: you asked for /hello\n")
         self.assertEqual(response.headers.getRawHeaders(b"via"), [b"1.1 twistproxy"])
 
+
+class TwoRegionExampleTests(TestCase):
+    """
+    examples/two-region.toml as written, but for its port numbers, on the
+    real reactor: it listens on loopback only, and places IPv4 and IPv6
+    clients in their regions.
+    """
+
+    timeout = 20
+
+    def origin(self, name: bytes) -> int:
+        """
+        A web server on 127.0.0.1 that answers C{name} to every request.
+
+        @return: Its port.
+        """
+        resource = Data(name, "text/plain")
+        resource.isLeaf = True
+        port = reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
     @defer.inlineCallbacks
-    def _stop(self, service, before):
-        yield service.stopService()
-        # The proxy aborts its pooled connection to the origin when it stops;
-        # both ends of it close a few reactor turns later.
-        for _ in range(200):
-            if _sockets() <= before:
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+    def test_runs_on_loopback(self):
+        """
+        With its ports made free ones (8080 on ephemeral ports, the four
+        backends on four origins), the example starts and listens on
+        127.0.0.1 and ::1 only; IPv4 clients always reach the eu-west-1a
+        backend, IPv6 clients the us-east ones.
+        """
+        with open(os.path.join(EXAMPLES, "two-region.toml"), encoding="utf-8") as f:
+            text = f.read()
+        self.assertEqual(text.count(":8080:"), 2)
+        text = text.replace(":8080:", ":0:")
+        for n in range(1, 5):
+            name = b"%d" % (8000 + n)
+            text = text.replace(f"127.0.0.1:{8000 + n}", f"127.0.0.1:{self.origin(name)}")
+        before = _sockets()
+        config = parse(text, "two-region.toml")
+        # Its access log goes to standard output; not in a test run.
+        config = replace(config, access_log=replace(config.access_log, path=""))
+        service = ProxyService(config, reactor)
+        service.startService()
+        self.addCleanup(_stop, service, before)
+        hosts = {name: listener.port.getHost() for name, listener in service.listeners.items()}
+        self.assertEqual({name: host.host for name, host in hosts.items()},
+                         {"ipv4": "127.0.0.1", "ipv6": "::1"})
+
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        answers = {}
+        for name, url in [("ipv4", "http://127.0.0.1:%d/"), ("ipv6", "http://[::1]:%d/")]:
+            answers[name] = set()
+            for _ in range(4):
+                response = yield agent.request(b"GET", (url % hosts[name].port).encode())
+                answers[name].add((yield readBody(response)))
+        self.assertEqual(answers, {"ipv4": {b"8001"}, "ipv6": {b"8003", b"8004"}})

@@ -185,6 +185,59 @@ class RateLimitFilterTests(SynchronousTestCase):
                 factory.fromConfig(Clock(), options, "f")
             self.assertEqual(e.exception.path, where, options)
 
+    def test_missing_header_counts_by_client(self):
+        """
+        By default a request without the header a key names (or with it
+        empty) is counted by its client's address: clients without it do
+        not share one bucket, and one without it is not counted with a
+        request whose header holds that address.
+        """
+        f = self._filter(burst=1, key="header:X-Api-Key")
+        self.assertTrue(run_filters([f], make_exchange(client_address="192.0.2.1")))
+        self.assertTrue(run_filters([f], make_exchange(client_address="192.0.2.2")))
+        self.assertTrue(run_filters([f], make_exchange(
+            client_address="192.0.2.3", headers=[("X-Api-Key", "192.0.2.1")])))
+        self.assertFalse(run_filters([f], make_exchange(
+            client_address="192.0.2.1", headers=[("X-Api-Key", "")])))
+
+    def test_missing_header_shared(self):
+        """
+        With C{missing = "shared"} every request without the header counts
+        in one bucket.
+        """
+        f = self._filter(burst=1, key=["header:X-Api-Key", "host"], missing="shared")
+        self.assertTrue(run_filters([f], make_exchange(client_address="192.0.2.1")))
+        self.assertFalse(run_filters([f], make_exchange(client_address="192.0.2.2")))
+        self.assertTrue(run_filters([f], make_exchange(headers=[("X-Api-Key", "a")])))
+
+    def test_missing_header_skip(self):
+        """
+        With C{missing = "skip"} a request lacking any header of the key is
+        not counted, and does not use up the bucket of those that have it.
+        """
+        f = self._filter(burst=1, key=["header:X-Api-Key", "header:X-Tenant"], missing="skip")
+        both = [("X-Api-Key", "a"), ("X-Tenant", "t")]
+        for _ in range(3):
+            self.assertTrue(run_filters([f], make_exchange(headers=both[:1])))
+            self.assertTrue(run_filters([f], make_exchange()))
+        self.assertTrue(run_filters([f], make_exchange(headers=both)))
+        self.assertFalse(run_filters([f], make_exchange(headers=both)))
+
+    def test_bad_missing(self):
+        """
+        C{missing} is one of C{client}, C{shared}, C{skip}, and only with a
+        header key.
+        """
+        for options, problem in [
+            ({"key": "header:X", "missing": "drop"},
+             "must be 'client', 'shared' or 'skip', not 'drop'"),
+            ({"key": "header:X", "missing": 1}, "must be a string, not an integer"),
+            ({"key": ["client", "host"], "missing": "skip"}, "only with a 'header:NAME' key"),
+        ]:
+            with self.assertRaises(ConfigError) as e:
+                factory.fromConfig(Clock(), dict(options, rate=1), "f")
+            self.assertEqual((e.exception.path, e.exception.problem), ("f.missing", problem))
+
 
 class ConnectionLimitTests(SynchronousTestCase):
     """

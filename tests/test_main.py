@@ -95,3 +95,44 @@ class CheckTests(SynchronousTestCase):
         Anything but C{check FILE} prints usage and exits 2.
         """
         self.assertEqual(self.run_main("frobnicate")[0], 2)
+
+    def test_config_option(self):
+        """
+        The file may be given with C{--config}, C{--config=} or C{-c}, as to
+        C{twistd twistproxy}; an invalid one is reported the same way.
+        """
+        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        for args in (["--config", path], [f"--config={path}"], ["-c", path]):
+            self.assertEqual(self.run_main("check", *args), (0, f"{path}: OK\n", ""), args)
+        bad = self.write("[listeners.main]\n")
+        code, out, err = self.run_main("check", "--config", bad)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith(f"{bad}: listeners.main"), err)
+
+    def test_one_file_only(self):
+        """
+        No file, two files, or a file both alone and with C{--config}
+        prints usage and exits 2.
+        """
+        for args in ([], ["a.toml", "b.toml"], ["--config", "a.toml", "b.toml"]):
+            code, out, err = self.run_main("check", *args)
+            self.assertEqual(code, 2, args)
+            self.assertTrue(err.startswith("usage: python -m twistproxy check"), err)
+
+    def test_systemd_endpoint_without_socket(self):
+        """
+        A C{systemd:} endpoint in a process that was passed no socket (or
+        passed them without C{LISTEN_FDNAMES}, which Twisted needs) is
+        reported as such, naming what socket activation must set, instead
+        of Twisted's bare C{list index out of range}.
+        """
+        for where in ("index=0", "name=web"):
+            path = self.write(f'[listeners.main]\nendpoint = "systemd:domain=INET:{where}"\n'
+                              '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+            code, out, err = self.run_main("check", path)
+            self.assertEqual(code, 1)
+            self.assertIn("listeners.main.endpoint: invalid endpoint 'systemd:domain=INET:"
+                          f"{where}': this process was not passed that socket", err)
+            self.assertIn("LISTEN_FDNAMES", err)
+            self.assertIn("--fdname=NAME", err)

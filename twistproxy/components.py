@@ -13,7 +13,6 @@ L{ConfigError} with the configuration path, at start-up.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Collection, Mapping
 
 from twisted.plugin import getPlugins
@@ -21,7 +20,7 @@ from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
 from zope.interface.interface import InterfaceClass
 
 import twistproxy.plugins
-from twistproxy.config import ConfigError, key_path
+from twistproxy.config import ConfigError, did_you_mean, key_path
 
 
 def _describe(factory: object) -> str:
@@ -55,10 +54,7 @@ def check_option_names(
     if not unknown:
         return
     key = unknown[0]
-    problem = f"unknown option {key!r}"
-    close = difflib.get_close_matches(str(key), list(allowed), n=1)
-    if close:
-        problem += f" (did you mean {close[0]!r}?)"
+    problem = f"unknown option {key!r}{did_you_mean(str(key), allowed)}"
     raise ConfigError(key_path(path, str(key)), f"{problem}; {takes}")
 
 

@@ -24,7 +24,7 @@ import json as _json
 import os as _os
 import re as _re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit as _urlsplit
 
 try:
@@ -103,6 +103,21 @@ class Discovery:
     weight: int = 1
     region: str = ""
     zone: str = ""
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """
+    Where DNS discovery (L{Discovery}) sends its queries.
+
+    @ivar nameservers: C{(address, port)} pairs of the name servers to ask,
+        in order, e.g. C{(("127.0.0.1", 5353), ("::1", 53))}; the address
+        is an IP address literal (IPv6 without brackets).  Empty: the
+        system's configuration, the hosts file first, then the name
+        servers of C{/etc/resolv.conf}.
+    """
+
+    nameservers: Tuple[Tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -667,6 +682,7 @@ class ProxyConfig:
     admin: Optional[Admin] = None
     shutdown: Shutdown = Shutdown()
     cache: Cache = Cache()
+    resolver: Resolver = Resolver()
     source: Optional[str] = None
     workers: int = 1
     digest: str = field(default="", compare=False)
@@ -778,12 +794,37 @@ def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:
         raise _wrong_type(path, "a table", value)
     for key in value:
         if key not in known:
-            problem = f"unknown key {key!r}"
-            close = _difflib.get_close_matches(key, known, n=1)
-            if close:
-                problem += f" (did you mean {close[0]!r}?)"
-            raise ConfigError(_key(path, key), problem)
+            raise ConfigError(_key(path, key), f"unknown key {key!r}{did_you_mean(key, known)}")
     return value
+
+
+def did_you_mean(key: str, known: Collection[str]) -> str:
+    """
+    The end of an "unknown key" message: the known keys that C{key} may
+    have meant, as C{" (did you mean 'path_prefix'?)"}, or C{""} when none
+    is near.  For plugin factories that check their own options.
+
+    A known key is near when it is spelt nearly the same (C{'wieght'}:
+    C{'weight'}), or when C{key}, three characters or more, begins it or
+    one of its words (C{'path'} and C{'prefix'}: C{'path_prefix'};
+    C{'budget'}: C{'retry_budget'}).  At most three are named, the closest
+    spellings first.
+    """
+    names = [str(name) for name in known]
+    near = _difflib.get_close_matches(key, names, n=3)
+    if len(key) >= 3:
+        start = key.lower()
+        near += [
+            name for name in names
+            if name not in near
+            and any(word.startswith(start) for word in [name] + _re.split(r"[_\-]", name))
+        ]
+    if not near:
+        return ""
+    quoted = [repr(name) for name in near[:3]]
+    if len(quoted) > 1:
+        quoted[-2:] = [f"{quoted[-2]} or {quoted[-1]}"]
+    return f" (did you mean {', '.join(quoted)}?)"
 
 
 def _string(value: object, path: str) -> str:
@@ -1144,6 +1185,43 @@ def _discovery(table: Dict[str, Any], path: str) -> Discovery:
         if key in table:
             kwargs[key] = _label(table[key], _key(path, key))
     return Discovery(kind=kind, name=name, **kwargs)
+
+
+# A name server: an IPv4 address, or an IPv6 address in brackets, with an
+# optional port.
+_NAMESERVER = _re.compile(r"(?:\[([^\]]*)\]|([^:\[\]]+))(?::([0-9]{1,5}))?\Z")
+
+
+def _nameserver(value: str, path: str) -> Tuple[str, int]:
+    match = _NAMESERVER.match(value)
+    if match is None:
+        if _is_ipv6(value):
+            raise ConfigError(path, f"write the IPv6 address {value!r} in brackets, "
+                                    f"as in '[{value}]' or '[{value}]:53'")
+        raise ConfigError(path, f"{value!r} is not an IP address with an optional port "
+                                f"('127.0.0.1:5353', '[::1]:53', '10.0.0.2')")
+    v6, v4, port = match.groups()
+    if v6 is not None and not _is_ipv6(v6):
+        raise ConfigError(path, f"{v6!r} is not an IPv6 address")
+    if v4 is not None and not _is_ip(v4, _ipaddress.IPv4Address):
+        # A name server by name would need a resolver to find it.
+        raise ConfigError(path, f"{v4!r} is not an IP address (name servers are "
+                                f"given by address)")
+    number = 53 if port is None else int(port)
+    if not 1 <= number <= 65535:
+        raise ConfigError(path, f"port must be from 1 to 65535 (got {number})")
+    return (str(_ipaddress.ip_address(v6 if v6 is not None else v4)), number)
+
+
+def _resolver(value: object, path: str) -> Resolver:
+    table = _table(value, path, ("nameservers",))
+    if "nameservers" not in table:
+        return Resolver()
+    servers = _strings(table["nameservers"], _key(path, "nameservers"), _nameserver)
+    if not servers:
+        raise ConfigError(_key(path, "nameservers"),
+                          "must list at least one name server (leave it out for the system's)")
+    return Resolver(nameservers=servers)
 
 
 def _upstream_tls(value: object, path: str) -> UpstreamTLS:
@@ -1840,6 +1918,7 @@ _TOP_LEVEL = (
     "shutdown",
     "workers",
     "cache",
+    "resolver",
 )
 
 
@@ -1964,6 +2043,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "shutdown": _shutdown,
         "workers": workers_count,
         "cache": _cache,
+        "resolver": _resolver,
     }
     kwargs = {
         name: build(document[name], name)

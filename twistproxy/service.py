@@ -92,6 +92,27 @@ def _cache(config: ProxyConfig, reactor) -> Optional[HTTPCache]:
 _TLS_ENDPOINTS = frozenset(["ssl", "tls"])
 
 
+def _endpoint_problem(endpoint: str, error: Exception) -> str:
+    """
+    Why the endpoint string C{endpoint} was refused with C{error}, in words
+    an operator can act on.  Twisted's C{systemd:} parser says only
+    C{list index out of range} (or the missing name) when it has no such
+    socket, and it has none at all unless systemd named them: it takes the
+    sockets of C{LISTEN_FDS} only with C{LISTEN_FDNAMES}, which systemd
+    (227 or later) always sets and C{systemd-socket-activate} sets only with
+    C{--fdname}.
+    """
+    problem = f"invalid endpoint {endpoint!r}: {error}"
+    if endpoint.split(":", 1)[0].strip().lower() == "systemd" and isinstance(
+            error, (IndexError, KeyError)):
+        problem = (
+            f"invalid endpoint {endpoint!r}: this process was not passed that socket; "
+            f"it takes sockets only from socket activation, with LISTEN_FDS and "
+            f"LISTEN_FDNAMES both set (systemd-socket-activate sets LISTEN_FDNAMES "
+            f"only with --fdname=NAME)")
+    return problem
+
+
 def validate(config: ProxyConfig) -> None:
     """
     Check everything about C{config} that can be checked without running it
@@ -253,8 +274,7 @@ class ProxyService(MultiService):
                 endpoint = serverFromString(reactor, config.admin.endpoint)
             except Exception as e:
                 raise ConfigError("admin.endpoint",
-                                  f"invalid endpoint {config.admin.endpoint!r}: {e}",
-                                  config.source)
+                                  _endpoint_problem(config.admin.endpoint, e), config.source)
             self.admin_listener = _ListenerService(
                 "admin", config.admin.endpoint, endpoint,
                 admin_site(self, config.admin, reactor, self.metrics))
@@ -275,7 +295,7 @@ class ProxyService(MultiService):
         except Exception as e:
             raise ConfigError(
                 f"listeners.{listener.name}.endpoint",
-                f"invalid endpoint {listener.endpoint!r}: {e}",
+                _endpoint_problem(listener.endpoint, e),
                 config.source,
             )
         factory = self.factory
@@ -551,7 +571,8 @@ class ProxyService(MultiService):
         if any(g.config.discovery for g in forwarder.groups.values()):
             from twistproxy.upstream.discovery import default_resolver
 
-            resolver = default_resolver(self.reactor)
+            resolver = default_resolver(
+                self.reactor, nameservers=self.config.resolver.nameservers)
         for group in forwarder.groups.values():
             group.start(self.reactor, resolver)
 

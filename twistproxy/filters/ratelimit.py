@@ -24,6 +24,12 @@ The client's address is the peer's unless the peer is a trusted proxy
 (L{client_ip}): rotating C{X-Forwarded-For} values does not make a client
 someone else.
 
+A request without the header a key names (an API key, say) is not one
+more value of it: by default (C{missing = "client"}) it is counted by its
+client's address instead, so that clients without the header do not all
+share one bucket; C{"shared"} gives them one bucket, and C{"skip"} leaves
+them uncounted.
+
 On a C{tcp} or C{udp} listener a rate limit keyed on the client alone
 (the default key) counts new connections (or UDP sessions) instead of
 requests: one beyond the rate is closed before any backend is connected
@@ -175,17 +181,39 @@ def _key_text(key) -> str:
     return key if isinstance(key, str) else "\x1f".join(key)
 
 
-def _key_part(spec: str, path: str) -> Callable[[Any], str]:
+# What a header part of a key stands for in a request without that header
+# (or with it empty): the client's address, one value for all such
+# requests, or nothing (the request is not counted).
+_MISSING = ("client", "shared", "skip")
+
+
+def _header_name(spec: str) -> Optional[str]:
+    return spec[7:] if spec.startswith("header:") and len(spec) > 7 else None
+
+
+def _key_part(spec: str, path: str, missing: str) -> Callable[[Any], str]:
     if spec == "client":
         return client_ip
     if spec == "route":
         return lambda x: x.route.route.name if x.route is not None else ""
     if spec == "host":
         return lambda x: x.host
-    if spec.startswith("header:") and len(spec) > 7:
-        name = spec[7:]
-        return lambda x: x.header(name) or ""
-    raise ConfigError(path, f"must be 'client', 'route', 'host' or 'header:NAME', not {spec!r}")
+    name = _header_name(spec)
+    if name is None:
+        raise ConfigError(
+            path, f"must be 'client', 'route', 'host' or 'header:NAME', not {spec!r}")
+    if missing == "client":
+        # NUL cannot occur in a field value, so the address of a client
+        # without the header is never mistaken for a value someone sent.
+        return lambda x: x.header(name) or "\0" + client_ip(x)
+    return lambda x: x.header(name) or ""
+
+
+def _lacks_any(names: List[str]) -> Callable[[Any], bool]:
+    """
+    Whether a request lacks one of the fields C{names} (or has it empty).
+    """
+    return lambda x: not all(x.header(name) for name in names)
 
 
 @implementer(IRequestFilter)
@@ -195,15 +223,21 @@ class RateLimitFilter:
     """
 
     def __init__(self, buckets, parts: List[Callable[[Any], str]], burst: int,
-                 status: int = 429):
+                 status: int = 429, exempt: Optional[Callable[[Any], bool]] = None):
+        """
+        @param exempt: Tells which requests are not counted at all.
+        """
         self._buckets = buckets
         self._parts = parts
+        self._exempt = exempt
         self._one = parts[0] if len(parts) == 1 else None
         self._burst = burst
         self._status = status
         self.refusal = Answer(status, reason="rate_limited")
 
     def filter_request(self, x):
+        if self._exempt is not None and self._exempt(x):
+            return None
         one = self._one
         key = one(x) if one is not None else tuple(part(x) for part in self._parts)
         decision = self._buckets.take(key)
@@ -257,11 +291,18 @@ class RateLimitFactory:
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> RateLimitFilter:
         o = Options(options, path, self.name, required=("rate",), optional=(
-            "burst", "key", "status", "redis", "zone", "redis_timeout"))
+            "burst", "key", "missing", "status", "redis", "zone", "redis_timeout"))
         rate = o.number("rate", 1.0)
         burst = o.integer("burst", max(1, math.ceil(rate)), 1)
         specs = o.strings("key") or ["client"]
-        parts = [_key_part(s, f"{o.where('key')}[{i}]") for i, s in enumerate(specs)]
+        missing = o.string("missing", "client")
+        if missing not in _MISSING:
+            raise ConfigError(o.where("missing"),
+                              f"must be 'client', 'shared' or 'skip', not {missing!r}")
+        parts = [_key_part(s, f"{o.where('key')}[{i}]", missing) for i, s in enumerate(specs)]
+        headers = [name for name in map(_header_name, specs) if name is not None]
+        if "missing" in o and not headers:
+            raise ConfigError(o.where("missing"), "only with a 'header:NAME' key")
         buckets: Any = MemoryBuckets(reactor, rate, burst)
         if "redis" in o:
             from twistproxy.redis import parse_url
@@ -274,7 +315,8 @@ class RateLimitFactory:
             raise ConfigError(o.where("zone" if "zone" in o else "redis_timeout"),
                               "only with redis")
         kind = ClientRateLimitFilter if specs == ["client"] else RateLimitFilter
-        return kind(buckets, parts, burst, o.status("status", 429))
+        exempt = _lacks_any(headers) if missing == "skip" else None
+        return kind(buckets, parts, burst, o.status("status", 429), exempt)
 
     __repr__ = factory_repr
 

@@ -28,8 +28,9 @@ Why not httptools (llhttp)?  Its response parser cannot be told that a
 response answers a HEAD request, so it waits for a body that never comes
 (MagicStack/httptools#47), and a proxy must parse responses as strictly as
 requests.  One parser for both directions keeps the rules in one place.
-(The design notes found httptools and a tight pure-Python parser within
-noise of each other on CPython, and the pure-Python one faster on PyPy.)
+(Measurements made while the project was planned found httptools and a
+tight pure-Python parser within noise of each other on CPython, and the
+pure-Python one faster on PyPy.)
 
 The parser is split in two halves that the protocols drive: L{parse_request_head}
 and L{parse_response_head} turn a complete head (without its final empty

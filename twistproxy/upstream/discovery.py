@@ -697,11 +697,13 @@ def default_resolver(
     reactor: Any,
     resolvconf: Optional[str] = None,
     hosts: Optional[str] = None,
+    nameservers: Sequence[Tuple[str, int]] = (),
 ) -> IResolver:
     """
     The resolver Twisted would use, built on C{reactor} instead of the
     global one: the hosts file first, then the name servers of
-    C{resolv.conf} (re-read when it changes).
+    C{resolv.conf} (re-read when it changes).  Given C{nameservers}, only
+    those are asked, neither file is read.
 
     Building it reads both files and schedules the next check of
     C{resolv.conf} on C{reactor}; it sends nothing.
@@ -711,10 +713,15 @@ def default_resolver(
     @param resolvconf: The resolv.conf file; C{/etc/resolv.conf} by
         default.
     @param hosts: The hosts file; C{/etc/hosts} by default.
+    @param nameservers: C{(address, port)} pairs of name servers to ask
+        in order, IP address literals (IPv6 without brackets), e.g. a
+        service registry's DNS interface at C{("127.0.0.1", 8600)}.
     """
     from twisted.names import cache, client, hosts as hostsmodule, resolve
     from twisted.python.runtime import platform
 
+    if nameservers:
+        return client.Resolver(servers=list(nameservers), reactor=reactor)
     if platform.getType() != "posix":
         # Twisted's Windows set-up bootstraps from the system resolver on
         # the global reactor; there is nothing to pass the reactor to.
