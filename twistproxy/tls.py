@@ -54,6 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -65,7 +66,7 @@ from twistproxy.deadlines import NEVER, Deadlines
 __all__ = [
     "ALPN_PROTOCOLS", "MODERN_CIPHERS", "CertificateStore", "ServedCertificate",
     "ServerTLS", "TLSServerFactory", "TLSServerProtocol", "certificate_names",
-    "peer_subject", "wrap_listener_factory",
+    "client_creator", "peer_subject", "tls_failure", "wrap_listener_factory",
 ]
 
 # The application protocols offered in ALPN, most preferred first; the
@@ -768,3 +769,42 @@ def client_creator(tls: UpstreamTLS, host: str, path: str):
                 f"{path}.client_cert", f"cannot load the client certificate and key: {e}",
             ) from None
     return ssl.optionsForClientTLS(tls.server_name or host, **kwargs)
+
+
+def tls_failure(reason) -> Optional[str]:
+    """
+    Why a TLS connection to a backend failed, in a few words for the log,
+    or C{None} when C{reason} is not a TLS failure.
+
+    A failed handshake arrives as OpenSSL's C{SSL.Error} (an untrusted,
+    expired or not yet valid certificate, no common protocol or cipher, a
+    refused client certificate); a certificate that verifies but is for
+    another host arrives as service_identity's C{VerificationError}, which
+    Twisted raises after OpenSSL accepted the chain.
+
+    @param reason: The L{Failure} a connection was lost with.
+    @return: For example C{'the certificate is not for api.internal'} or
+        C{'certificate verify failed (untrusted, expired or not yet
+        valid)'}.
+    """
+    if reason.check(VerificationError):
+        names = []
+        for error in getattr(reason.value, "errors", ()):
+            identity = getattr(error, "mismatched_id", None)
+            name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+            if name is not None:
+                names.append(name.decode("ascii", "replace") if isinstance(name, bytes)
+                             else str(name))
+        return f"the certificate is not for {' or '.join(names) or 'this backend'}"
+    if reason.check(SSL.Error):
+        # OpenSSL's error queue: [(library, function, reason), ...].
+        queue = reason.value.args[0] if reason.value.args else None
+        text = ""
+        if isinstance(queue, list):
+            text = "; ".join(str(entry[-1]) for entry in queue if entry)
+        text = text or reason.getErrorMessage()
+        if "certificate verify failed" in text:
+            # OpenSSL does not say which check failed.
+            text += " (untrusted, expired or not yet valid)"
+        return text
+    return None
