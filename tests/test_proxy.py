@@ -904,6 +904,24 @@ class ListenerOptionTests(SynchronousTestCase):
         self.assertIn(b"Location: https://[::1]/\r\n", client.received())
         self.assertEqual(proxy.exchanges[-1].reason, "https_redirect")
 
+    def test_redirect_listener_options_asterisk(self):
+        """
+        C{OPTIONS *} on a redirecting listener is about the server, not a
+        resource, so it is answered 200 there without a C{Location} (there
+        is no URL to redirect to); the connection stays open.
+        """
+        proxy = self.proxy(redirect_port=8443)
+        client = proxy.connect_client()
+        client.send(b"OPTIONS * HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n"), got)
+        self.assertNotIn(b"Location", got)
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertFalse(client.closed)
+        self.assertEqual(proxy.exchanges[-1].reason, "options_asterisk")
+        client.send(b"OPTIONS /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertIn(b"Location: https://example.com:8443/a\r\n", client.received())
+
     def test_hsts(self):
         """
         With hsts set, responses carry Strict-Transport-Security.
