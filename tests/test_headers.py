@@ -350,6 +350,17 @@ class RequestHeadTests(SynchronousTestCase):
         head = _forward(_req(b"Host: a", b"Via: 1.1 first", b"via: 1.0 second (x)"))
         self.assertEqual(_values(head, b"Via"), [b"1.1 first, 1.0 second (x), 1.1 tp"])
 
+    def test_via_http2(self):
+        """
+        A request received over HTTP/2 is forwarded as HTTP/1.1 with Via
+        C{2 tp}: HTTP/2 has no minor version (RFC 9110 7.6.3).
+        """
+        req = _req(b"Host: a", b"Via: 2 edge")
+        req.version = (2, 0)
+        head = _forward(req)
+        self.assertTrue(head.startswith(b"GET /a?b=1 HTTP/1.1\r\n"))
+        self.assertEqual(_values(head, b"Via"), [b"2 edge, 2 tp"])
+
     def test_no_via(self):
         """
         With no pseudonym, received Via fields are passed on merged, and no

@@ -204,22 +204,33 @@ def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
     return None
 
 
-def _via_value(received: Optional[bytes], minor: int, via: bytes) -> Optional[bytes]:
+def _received_protocol(version: Tuple[int, int]) -> bytes:
+    """
+    An HTTP version as Via's received-protocol writes it (RFC 9110 7.6.3):
+    C{b'1.1'}, C{b'1.0'}, and C{b'2'} for HTTP/2, which has no minor
+    version.
+    """
+    return b"%d" % version[0] if version[0] >= 2 else b"%d.%d" % version
+
+
+def _via_value(received: Optional[bytes], version: Tuple[int, int],
+               via: bytes) -> Optional[bytes]:
     """
     The Via value to send: what the message came with, plus this proxy
-    (RFC 9110 7.6.3), or C{None} for no Via field.
+    with the version the message was received in (RFC 9110 7.6.3), or
+    C{None} for no Via field.
     """
     if via:
-        mine = b"1.%d %s" % (minor, via)
+        mine = b"%s %s" % (_received_protocol(version), via)
         return mine if received is None else received + b", " + mine
     return received
 
 
-def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
+def _via_line(received: Optional[bytes], version: Tuple[int, int], via: bytes) -> bytes:
     """
     The Via field to send, as L{_via_value} says, or nothing.
     """
-    value = _via_value(received, minor, via)
+    value = _via_value(received, version, via)
     return b"" if value is None else b"Via: %s\r\n" % value
 
 
@@ -312,7 +323,7 @@ def request_head(
             element = b"for=%s;proto=%s" % (node, proto)
         append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
     if not own or _VIA not in own:
-        line = _via_line(via_in, req.version[1], via)
+        line = _via_line(via_in, req.version, via)
         if line:
             append(line)
     if req.chunked:
@@ -372,7 +383,7 @@ def response_fields(
         append((lname if lower else name, value))
     if rules.own and _VIA in rules.own:
         return fields, None
-    return fields, _via_value(via_in, resp.version[1], via)
+    return fields, _via_value(via_in, resp.version, via)
 
 
 def response_head(
