@@ -22,6 +22,7 @@ import re
 from typing import Dict, List
 
 from twisted.internet import defer, reactor, ssl, threads
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
@@ -59,10 +60,9 @@ class BackendCertificateFaultTests(TestCase):
     timeout = 90
 
     def setUp(self):
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
         ca = issue_certificate("Fault CA", ca=True)
-        self.ca_file = self._write("ca.pem", cert_pem(ca[1]))
+        self.ca_file = os.path.abspath(self.mktemp())
+        FilePath(self.ca_file).setContent(cert_pem(ca[1]))
         self.certificates = {
             # Signed by the trusted CA, valid, but for another host.
             "mismatch": issue_certificate("other.test", ("other.test",), issuer=ca),
@@ -71,12 +71,6 @@ class BackendCertificateFaultTests(TestCase):
             # For the right address, but nobody vouches for it.
             "untrusted": issue_certificate("origin", (HOST,)),
         }
-
-    def _write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.directory, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
 
     def start_origin(self, fault: str) -> OriginFactory:
         """
@@ -107,7 +101,7 @@ class BackendCertificateFaultTests(TestCase):
                 f'[upstreams.{fault}]\nservers = ["https://{HOST}:{origin.port}"]\n'
                 f'[upstreams.{fault}.tls]\nca = "{self.ca_file}"\n\n'
                 f'[[routes]]\nupstream = "{fault}"\npath_prefix = "/{fault}"\n\n')
-        cwd = os.path.join(self.directory, "proxy")
+        cwd = os.path.abspath(self.mktemp())
         path = write_config(cwd, "".join(parts))
         proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
         self.addCleanup(proxy.stop)
