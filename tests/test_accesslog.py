@@ -107,6 +107,15 @@ class CombinedFormatTests(_LogTestMixin, SynchronousTestCase):
         x = _exchange(self.clock, line=b"HEAD / HTTP/1.0")
         self.assertIn(b'"HEAD / HTTP/1.0"', self.write(x))
 
+    def test_http2(self):
+        """
+        An HTTP/2 request is logged as C{HTTP/2.0} (as nginx writes it), not
+        as the HTTP/1.1 its backend was spoken to in.
+        """
+        x = _exchange(self.clock)
+        x.request.version = (2, 0)
+        self.assertIn(b'"GET /a?b=1 HTTP/2.0" 200', self.write(x))
+
     def test_no_backend(self):
         """
         An exchange the proxy answered by itself, with no backend, no
@@ -228,6 +237,14 @@ class JSONFormatTests(_LogTestMixin, SynchronousTestCase):
             "total_time": 2.0,
             "reason": None,
         })
+
+    def test_http2(self):
+        """
+        An HTTP/2 request's protocol is C{HTTP/2.0}.
+        """
+        x = _exchange(self.clock)
+        x.request.version = (2, 0)
+        self.assertEqual(json.loads(self.write(x))["protocol"], "HTTP/2.0")
 
     def test_no_backend(self):
         """

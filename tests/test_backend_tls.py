@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import socket
 
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.exceptions import DNSMismatch, IPAddressMismatch
+from service_identity.hazmat import DNS_ID, IPAddress_ID
 from twisted.internet import reactor as global_reactor
 from twisted.internet import ssl
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -19,7 +26,8 @@ from twistproxy.config import (
     AccessLog, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, UpstreamTLS, server,
 )
 from twistproxy.service import ProxyService
-from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
+from twistproxy.testing import MemoryProxy, cert_pem, issue_certificate, pem_bundle
+from twistproxy.tls import tls_failure
 
 
 def _write(test, data: bytes) -> str:
@@ -84,6 +92,83 @@ class ConfigurationTests(SynchronousTestCase):
                                reactor)
         [pool] = service.forwarder.groups["app"].pools.values()
         self.assertEqual(pool.tls._hostnameASCII, "api.internal")
+
+
+def _mismatch(*identities) -> Failure:
+    """
+    The failure Twisted gives when a certificate is for other names.
+    """
+    errors = [DNSMismatch(i) if isinstance(i, DNS_ID) else IPAddressMismatch(i)
+              for i in identities]
+    return Failure(VerificationError(errors=errors))
+
+
+class FailureReportTests(SynchronousTestCase):
+    """
+    A failed TLS connection to a backend is a 502 with reason
+    upstream_tls_failed and one log line naming the backend and why,
+    whichever way the failure arrives.
+    """
+
+    def lose_backend(self, reason: Failure):
+        """
+        Send a request, then lose its backend connection with C{reason};
+        return the client and the log events.
+        """
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.proxy = MemoryProxy()
+        client = self.proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.proxy.accept_backend().protocol.connectionLost(reason)
+        return client, [e for e in events if e.get("backend") == "127.0.0.1:8001"]
+
+    def test_name_mismatch(self):
+        """
+        A certificate for another host (service_identity's
+        VerificationError, not an OpenSSL error) is reported as
+        upstream_tls_failed, not upstream_closed, and logged.
+        """
+        client, events = self.lose_backend(_mismatch(DNS_ID("app.internal")))
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502 "))
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_tls_failed")
+        [event] = events
+        self.assertEqual(event["error"], "the certificate is not for app.internal")
+        self.assertIn("upstream_tls_failed", event["log_format"])
+
+    def test_handshake_error(self):
+        """
+        An OpenSSL error (an untrusted or expired certificate) is reported
+        the same way, with OpenSSL's words.
+        """
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        client, events = self.lose_backend(Failure(error))
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_tls_failed")
+        [event] = events
+        self.assertEqual(event["error"],
+                         "certificate verify failed (untrusted, expired or not yet valid)")
+
+    def test_plain_close_is_not_tls(self):
+        """
+        A connection closed without a TLS error stays upstream_closed,
+        without a TLS log line.
+        """
+        client, events = self.lose_backend(Failure(ConnectionDone()))
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_closed")
+        self.assertEqual(events, [])
+
+    def test_descriptions(self):
+        """
+        L{tls_failure} names every identity a certificate failed to match
+        (host names and IP addresses), and is C{None} for other failures.
+        """
+        self.assertEqual(
+            tls_failure(_mismatch(DNS_ID("a.example"), IPAddress_ID("192.0.2.1"))),
+            "the certificate is not for a.example or 192.0.2.1")
+        self.assertEqual(tls_failure(Failure(SSL.Error([("SSL routines", "", "no shared cipher")]))),
+                         "no shared cipher")
+        self.assertIsNone(tls_failure(Failure(ConnectionDone())))
 
 
 class _Hello(Resource):

@@ -156,6 +156,22 @@ class H2Tests(SynchronousTestCase):
         """
         self.assertEqual(self.client.conn.remote_settings.max_concurrent_streams, 100)
 
+    def test_via_says_http2(self):
+        """
+        The request a backend gets says in Via that the client spoke HTTP/2
+        (C{2 twistproxy}, RFC 9110 7.6.3), and the exchange is logged as
+        HTTP/2; the response's Via names the HTTP/1.1 it was received in.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        lines = _head(backend.received()).split(b"\r\n")
+        self.assertEqual(lines[0], b"GET /a?b=1 HTTP/1.1")
+        self.assertIn(b"Via: 2 twistproxy", lines)
+        backend.send(OK)
+        self.client.pump()
+        self.assertEqual(self.client.headers(sid)[b"via"], b"1.1 twistproxy")
+        self.assertEqual(self.proxy.exchanges[-1].request.version, (2, 0))
+
     def test_get(self):
         """
         A GET goes to the backend as an HTTP/1.1 head, with Host from
@@ -651,14 +667,15 @@ class RequestHeadTests(SynchronousTestCase):
     def test_fields(self):
         """
         Pseudo-fields become method, target, path and host; the others stay
-        in order, cookie crumbs joined.
+        in order, cookie crumbs joined.  The version is HTTP/2's, C{(2, 0)}
+        (for Via and the access log; backends still get HTTP/1.1).
         """
         req = self.parse(_request(extra=[
             (b"cookie", b"a=1"), (b"x-b", b"2"), (b"cookie", b"c=3"),
         ]))
         self.assertEqual(
             (req.method, req.target, req.path, req.host, req.version),
-            (b"GET", b"/a?b=1", b"/a", b"example.com", (1, 1)),
+            (b"GET", b"/a?b=1", b"/a", b"example.com", (2, 0)),
         )
         self.assertEqual(req.headers, [(b"x-b", b"2"), (b"cookie", b"a=1; c=3")])
         self.assertEqual(

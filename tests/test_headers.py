@@ -85,7 +85,7 @@ class RequestHeadTests(SynchronousTestCase):
         """
         A simple request is forwarded as HTTP/1.1 with the given Host first,
         its end-to-end fields in order and then the proxy's forwarding
-        fields and Via.
+        fields (X-Real-IP included) and Via.
         """
         req = _req(b"Host: example.com", b"Accept: */*", b"user-agent: t")
         self.assertEqual(
@@ -95,6 +95,7 @@ class RequestHeadTests(SynchronousTestCase):
             b"Accept: */*\r\n"
             b"user-agent: t\r\n"
             b"X-Forwarded-For: 192.0.2.7\r\n"
+            b"X-Real-IP: 192.0.2.7\r\n"
             b"X-Forwarded-Proto: http\r\n"
             b"X-Forwarded-Host: example.com\r\n"
             b"Forwarded: for=192.0.2.7;host=example.com;proto=http\r\n"
@@ -234,6 +235,39 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertEqual(_values(head, b"X-Forwarded-Proto"), [b"https"])
         self.assertEqual(_values(head, b"X-Forwarded-Host"), [b"public.example"])
 
+    def test_real_ip_untrusted_replaced(self):
+        """
+        From an untrusted client, every X-Real-IP field it sent is replaced
+        by one with the peer's address; a peer without an IP address (a
+        UNIX socket) gets none at all.
+        """
+        req = _req(b"Host: a", b"X-Real-IP: 6.6.6.6", b"x-real-ip: 6.6.6.7",
+                   b"X-Forwarded-For: 6.6.6.8")
+        head = _forward(req)
+        self.assertEqual(_values(head, b"X-Real-IP"), [b"192.0.2.7"])
+        self.assertNotIn(b"6.6.6", head)
+        self.assertEqual(_values(_forward(req, client_address=""), b"X-Real-IP"), [])
+
+    def test_real_ip_trusted(self):
+        """
+        From a trusted proxy, the first X-Real-IP it sent is kept; without
+        one, X-Real-IP is the client that proxy names (the last Forwarded
+        element's C{for}, else the last X-Forwarded-For entry), else the
+        peer itself.
+        """
+        for fields, expected in [
+            ((b"X-Real-IP: 198.51.100.9", b"X-Real-IP: 198.51.100.8",
+              b"X-Forwarded-For: 198.51.100.1"), b"198.51.100.9"),
+            ((b"X-Forwarded-For: 198.51.100.1, 198.51.100.2",), b"198.51.100.2"),
+            ((b"X-Forwarded-For: 198.51.100.1", b'Forwarded: for=198.51.100.3, for="[2001:db8::1]:443"'),
+             b"2001:db8::1"),
+            ((b"Forwarded: for=unknown",), b"192.0.2.7"),
+            ((), b"192.0.2.7"),
+        ]:
+            with self.subTest(fields=fields):
+                head = _forward(_req(b"Host: a", *fields), trusted=True)
+                self.assertEqual(_values(head, b"X-Real-IP"), [expected])
+
     def test_trusted_without_forwarding_fields(self):
         """
         A trusted proxy that sends no forwarding fields gets the proxy's
@@ -315,6 +349,17 @@ class RequestHeadTests(SynchronousTestCase):
         )
         head = _forward(_req(b"Host: a", b"Via: 1.1 first", b"via: 1.0 second (x)"))
         self.assertEqual(_values(head, b"Via"), [b"1.1 first, 1.0 second (x), 1.1 tp"])
+
+    def test_via_http2(self):
+        """
+        A request received over HTTP/2 is forwarded as HTTP/1.1 with Via
+        C{2 tp}: HTTP/2 has no minor version (RFC 9110 7.6.3).
+        """
+        req = _req(b"Host: a", b"Via: 2 edge")
+        req.version = (2, 0)
+        head = _forward(req)
+        self.assertTrue(head.startswith(b"GET /a?b=1 HTTP/1.1\r\n"))
+        self.assertEqual(_values(head, b"Via"), [b"2 edge, 2 tp"])
 
     def test_no_via(self):
         """
@@ -443,7 +488,8 @@ class CompiledRulesTests(SynchronousTestCase):
         Setting a field the proxy writes itself replaces the proxy's own
         instead of adding a second one.
         """
-        for name in ("X-Forwarded-Proto", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "Via"):
+        for name in ("X-Forwarded-Proto", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded",
+                     "X-Real-IP", "Via"):
             with self.subTest(name=name):
                 rules = _rules(set=[(name, "value")])
                 head = _forward(_req(b"Host: a", name.encode("ascii") + b": client"), rules=rules, trusted=True)
@@ -455,9 +501,11 @@ class CompiledRulesTests(SynchronousTestCase):
         Removing a field the proxy writes itself means it is not sent at
         all; the others still are.
         """
-        rules = _rules(remove=["x-forwarded-for", "VIA"])
-        head = _forward(_req(b"Host: a", b"X-Forwarded-For: 1.2.3.4"), rules=rules, trusted=True)
+        rules = _rules(remove=["x-forwarded-for", "VIA", "x-real-ip"])
+        head = _forward(_req(b"Host: a", b"X-Forwarded-For: 1.2.3.4", b"X-Real-IP: 1.2.3.4"),
+                        rules=rules, trusted=True)
         self.assertEqual(_values(head, b"X-Forwarded-For"), [])
+        self.assertEqual(_values(head, b"X-Real-IP"), [])
         self.assertEqual(_values(head, b"Via"), [])
         self.assertEqual(_values(head, b"X-Forwarded-Proto"), [b"http"])
 

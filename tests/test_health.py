@@ -12,6 +12,9 @@ from __future__ import annotations
 from itertools import chain, repeat
 from typing import Any, List, Optional, Tuple
 
+from service_identity import VerificationError
+from service_identity.exceptions import DNSMismatch
+from service_identity.hazmat import DNS_ID
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -22,7 +25,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import ResponseDone
+from twisted.web.client import ResponseDone, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -572,6 +575,22 @@ class HTTPHealthCheckTests(SynchronousTestCase):
         passed, detail = self.successResultOf(check.probe(self.backend))
         self.assertFalse(passed)
         self.assertIn("ConnectionRefusedError", detail)
+
+    def test_certificate_for_another_host(self) -> None:
+        """
+        A backend whose certificate is for another host fails the check,
+        and the detail says so in words (as the web client reports it,
+        wrapped in ResponseNeverReceived).
+        """
+        mismatch = Failure(VerificationError(errors=[DNSMismatch(DNS_ID("api.internal"))]))
+
+        class _Mismatch:
+            def request(self, method, url, **kwargs):
+                return fail(ResponseNeverReceived([mismatch]))
+
+        check = HTTPHealthCheck(self.clock, client=_Mismatch())
+        self.assertEqual(self.successResultOf(check.probe(self.backend)),
+                         (False, "TLS failed: the certificate is not for api.internal"))
 
     def test_timeout(self) -> None:
         """

@@ -69,6 +69,25 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: listeners.main.endpoint: invalid endpoint", err)
 
+    def test_unusable_ciphers(self):
+        """
+        A TLS listener whose cipher list OpenSSL accepts but no TLS 1.2
+        client could connect with (C{NULL-MD5}) fails the check at its
+        path, rather than every TLS 1.2 handshake later.
+        """
+        from twistproxy.testing import issue_certificate, pem_bundle
+
+        certificate = self.mktemp()
+        with open(certificate, "wb") as f:
+            f.write(pem_bundle(issue_certificate("a.test", ("a.test",))))
+        path = self.write('[listeners.main]\nendpoint = "tcp:8443"\n'
+                          f'tls = {{ certificates = ["{certificate}"], ciphers = "NULL-MD5" }}\n'
+                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith(f"{path}: listeners.main.tls.ciphers: "), err)
+        self.assertIn("NULL-MD5", err)
+
     def test_header_rule_on_framing_field(self):
         """
         A header rule that would rewrite message framing is refused at the

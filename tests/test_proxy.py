@@ -904,6 +904,24 @@ class ListenerOptionTests(SynchronousTestCase):
         self.assertIn(b"Location: https://[::1]/\r\n", client.received())
         self.assertEqual(proxy.exchanges[-1].reason, "https_redirect")
 
+    def test_redirect_listener_options_asterisk(self):
+        """
+        C{OPTIONS *} on a redirecting listener is about the server, not a
+        resource, so it is answered 200 there without a C{Location} (there
+        is no URL to redirect to); the connection stays open for the next
+        request, which is redirected as usual.
+        """
+        proxy = self.proxy(redirect_port=8443)
+        client = proxy.connect_client()
+        client.send(b"OPTIONS * HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
+                    b"OPTIONS /a HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        first, second = client.received().split(b"HTTP/1.1 ")[1:]
+        self.assertTrue(first.startswith(b"200 OK\r\n"), first)
+        self.assertNotIn(b"Location", first)
+        self.assertIn(b"Location: https://example.com:8443/a\r\n", second)
+        self.assertEqual([x.reason for x in proxy.exchanges], ["options_asterisk", "https_redirect"])
+        self.assertEqual(proxy.backend_attempts(), [])
+
     def test_hsts(self):
         """
         With hsts set, responses carry Strict-Transport-Security.

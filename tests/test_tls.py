@@ -444,6 +444,47 @@ class LoadTests(SynchronousTestCase):
         self.assertRefused(_tls(self, _bundle(pki.exact), ciphers="NOT-A-CIPHER"),
                            PATH + ".ciphers", "NOT-A-CIPHER")
 
+    def test_unusable_ciphers(self):
+        """
+        A cipher list OpenSSL accepts but cannot negotiate TLS 1.2 with
+        (C{NULL-MD5}, below its security level; pre-shared-key suites) is
+        refused at C{ciphers}, also on a listener asking for client
+        certificates; with C{min_version = "1.3"} it does not matter.
+        """
+        pki = _pki()
+        client_ca = _write(self, _cert_pem(pki.client_ca[1]))
+        for ciphers in ("NULL-MD5", "PSK"):
+            with self.subTest(ciphers=ciphers):
+                self.assertRefused(_tls(self, _bundle(pki.exact), ciphers=ciphers),
+                                   PATH + ".ciphers", ciphers, "no TLS 1.2 client can connect")
+        CertificateStore.load(_tls(self, _bundle(pki.exact), ciphers="NULL-MD5",
+                                   min_version="1.3"), PATH)
+        CertificateStore.load(_tls(self, _bundle(pki.exact), ciphers="ECDHE-ECDSA-AES128-SHA",
+                                   client_ca=client_ca), PATH)
+
+    def test_ciphers_for_another_key(self):
+        """
+        Ciphers that only serve RSA certificates are refused for a listener
+        with an ECDSA one, naming its file.
+        """
+        pki = _pki()
+        tls = _tls(self, _bundle(pki.exact), ciphers="ECDHE-RSA-AES128-GCM-SHA256")
+        e = self.assertRefused(tls, PATH + ".ciphers", "no TLS 1.2 client can connect")
+        self.assertIn(tls.certificates[0].cert, e.problem)
+
+    def test_insecure_cipher_chosen(self):
+        """
+        A list whose first usable cipher has no authentication (or no
+        encryption), made usable by lowering OpenSSL's security level, is
+        refused.
+        """
+        pki = _pki()
+        for ciphers, lacks in [("@SECLEVEL=0:aNULL:ECDHE-ECDSA-AES128-SHA", "authentication"),
+                               ("@SECLEVEL=0:ECDHE-ECDSA-NULL-SHA", "encryption")]:
+            with self.subTest(ciphers=ciphers):
+                self.assertRefused(_tls(self, _bundle(pki.exact), ciphers=ciphers),
+                                   PATH + ".ciphers", "has no " + lacks)
+
     def test_default_out_of_range(self):
         """
         A C{default} (built in code) that is no certificate's index is

@@ -30,7 +30,9 @@ C{client}, C{method}, C{target}, C{protocol}, C{host}, C{status},
 C{bytes}, C{referer}, C{user_agent}, C{upstream} (the backend's name, or
 C{null}), C{upstream_time} (seconds, or C{null}), C{total_time} (seconds)
 and C{reason} (or C{null}).  Bytes outside ASCII in request fields are
-read as Latin-1 and escaped by JSON.
+read as Latin-1 and escaped by JSON.  The protocol is the one the client
+spoke: C{HTTP/1.1}, C{HTTP/1.0}, or C{HTTP/2.0} for HTTP/2 (as nginx writes
+it), even though backends are always spoken to in HTTP/1.1.
 
 TCP and UDP listeners (L{twistproxy.stream}) log one line per relayed
 connection or UDP session, when it ends, with nginx stream's status
@@ -180,11 +182,12 @@ class AccessLog:
         now = self._now_stamp()
         req = x.request
         upstream, total = self._times(x, now)
-        return b'%s - - [%s] "%s %s HTTP/1.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (
+        return b'%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (
             x.client_address.encode("ascii") or b"-",
             self._stamp,
             req.method,
             _escape(req.target),
+            req.version[0],
             req.version[1],
             x.status,
             x.body_bytes,
@@ -205,7 +208,7 @@ class AccessLog:
             "client": x.client_address,
             "method": req.method.decode("latin-1"),
             "target": req.target.decode("latin-1"),
-            "protocol": "HTTP/1.%d" % req.version[1],
+            "protocol": "HTTP/%d.%d" % req.version,
             "host": req.host.decode("latin-1"),
             "status": x.status,
             "bytes": x.body_bytes,

@@ -48,14 +48,16 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
+from service_identity import VerificationError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -65,7 +67,7 @@ from twistproxy.deadlines import NEVER, Deadlines
 __all__ = [
     "ALPN_PROTOCOLS", "MODERN_CIPHERS", "CertificateStore", "ServedCertificate",
     "ServerTLS", "TLSServerFactory", "TLSServerProtocol", "certificate_names",
-    "peer_subject", "wrap_listener_factory",
+    "client_creator", "peer_subject", "tls_failure", "wrap_listener_factory",
 ]
 
 # The application protocols offered in ALPN, most preferred first; the
@@ -267,8 +269,10 @@ class CertificateStore:
             one), a key that does not belong to its first certificate, or
             an expired certificate; at C{path.client_ca} when that file
             cannot be read or holds no certificate; at C{path.ciphers} when
-            OpenSSL accepts none of the ciphers; at C{path.default} when it
-            is not the index of a certificate.
+            OpenSSL accepts none of the ciphers or, with TLS 1.2 allowed,
+            a TLS 1.2 client could not connect or only without encryption
+            or authentication (L{_Configurator.check}); at C{path.default}
+            when it is not the index of a certificate.
         """
         moment = _datetime.datetime.fromtimestamp(
             time.time() if now is None else now, _datetime.timezone.utc)
@@ -284,6 +288,7 @@ class CertificateStore:
             for cert_file, key_file in _files(entry, entry_path):
                 one, material = _load_certificate(
                     cert_file, key_file, entry_path, moment, configure)
+                configure.check(one.context, cert_file)
                 served.append(one)
                 if i == tls.default and default is None:
                     default = one, material
@@ -499,18 +504,54 @@ class _Configurator:
         self.tls = tls
         self.path = path
         self.alpn = alpn
+        self._ciphers = (tls.ciphers or MODERN_CIPHERS).encode("ascii", "replace")
+        try:
+            SSL.Context(_METHOD).set_cipher_list(self._ciphers)
+        except SSL.Error:
+            raise ConfigError(
+                f"{path}.ciphers",
+                f"OpenSSL accepts none of the ciphers {tls.ciphers!r}") from None
+
+    def check(self, context: SSL.Context, source: str) -> None:
+        """
+        With a listener's own C{ciphers} and TLS 1.2 allowed, make sure a
+        TLS 1.2 client can connect to C{context}, and not without
+        encryption or authentication.
+
+        OpenSSL accepts lists it cannot use: C{"NULL-MD5"} is refused by
+        its security level at every handshake, C{"ECDHE-RSA-..."} alone
+        cannot serve an ECDSA certificate, C{"PSK"} needs keys the proxy
+        never has.  Rather than second-guess OpenSSL's rules, this asks it:
+        one handshake in memory with a client offering every cipher there
+        is.  (TLS 1.3 suites are OpenSSL's own, always usable.)
+
+        @param context: A certificate's context, made by this configurator.
+        @param source: The certificate's file, for the error.
+        @raises ConfigError: At C{ciphers}.
+        """
+        tls = self.tls
+        if not tls.ciphers or tls.min_version != "1.2":
+            return
+        where = f"{self.path}.ciphers"
+        try:
+            chosen = _tls12_handshake(context)
+        except SSL.Error as e:
+            raise ConfigError(
+                where, f"with the ciphers {tls.ciphers!r} no TLS 1.2 client can connect "
+                f"(certificate {source!r}; OpenSSL says: {tls_failure(Failure(e))}): leave "
+                f"ciphers out for the modern default, or set min_version = \"1.3\"") from None
+        for selector, lacks in (b"eNULL", "encryption"), (b"aNULL", "authentication"):
+            if chosen in _tls12_ciphers(selector):
+                raise ConfigError(
+                    where, f"with the ciphers {tls.ciphers!r} TLS 1.2 clients get {chosen}, "
+                    f"which has no {lacks}")
 
     def __call__(self) -> SSL.Context:
         tls = self.tls
         ctx = SSL.Context(_METHOD)
         ctx.set_options(_OPTIONS)
         ctx.set_min_proto_version(_VERSIONS[tls.min_version])
-        try:
-            ctx.set_cipher_list((tls.ciphers or MODERN_CIPHERS).encode("ascii"))
-        except (SSL.Error, UnicodeEncodeError):
-            raise ConfigError(
-                f"{self.path}.ciphers",
-                f"OpenSSL accepts none of the ciphers {tls.ciphers!r}") from None
+        ctx.set_cipher_list(self._ciphers)
         ctx.set_session_id(_SESSION_ID)
         # ECDH curves need no setting: OpenSSL 1.1.0 and later (all that
         # pyOpenSSL supports) choose them automatically (X25519, P-256 ...).
@@ -535,6 +576,51 @@ class _Configurator:
                 return protocol
         # Go on without ALPN rather than fail the handshake.
         return _NO_ALPN
+
+
+def _tls12_ciphers(spec: bytes) -> FrozenSet[str]:
+    """
+    The TLS 1.2 ciphers an OpenSSL cipher list such as C{b"eNULL"} selects.
+    """
+    ctx = SSL.Context(_METHOD)
+    ctx.set_cipher_list(spec)
+    # TLS 1.3 suites (TLS_AES_128_GCM_SHA256 ...) are listed too, always.
+    return frozenset(name for name in SSL.Connection(ctx, None).get_cipher_list()
+                     if not name.startswith("TLS_"))
+
+
+def _tls12_handshake(context: SSL.Context) -> str:
+    """
+    A TLS 1.2 handshake in memory between a server connection of
+    C{context} and a client that offers every cipher OpenSSL knows.
+
+    @return: The cipher the server chose.
+    @raises SSL.Error: When the handshake fails.
+    """
+    offer = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    offer.set_max_proto_version(SSL.TLS1_2_VERSION)
+    offer.set_cipher_list(b"ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    client = SSL.Connection(offer, None)
+    client.set_connect_state()
+    server = SSL.Connection(context, None)
+    server.set_accept_state()
+    # A listener with client_ca asks for a certificate: not the question.
+    server.set_verify(SSL.VERIFY_NONE)
+    # Two round trips; a few more turns cost nothing once it is done.
+    for _ in range(4):
+        for sender, receiver in ((client, server), (server, client)):
+            try:
+                sender.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                receiver.bio_write(sender.bio_read(65536))
+            except SSL.WantReadError:
+                pass
+    chosen = server.get_cipher_name()
+    if chosen is None:
+        raise SSL.Error([("", "", "the handshake did not complete")])
+    return chosen
 
 
 def _info(connection: SSL.Connection, where: int, ret: int) -> None:
@@ -768,3 +854,42 @@ def client_creator(tls: UpstreamTLS, host: str, path: str):
                 f"{path}.client_cert", f"cannot load the client certificate and key: {e}",
             ) from None
     return ssl.optionsForClientTLS(tls.server_name or host, **kwargs)
+
+
+def tls_failure(reason) -> Optional[str]:
+    """
+    Why a TLS connection to a backend failed, in a few words for the log,
+    or C{None} when C{reason} is not a TLS failure.
+
+    A failed handshake arrives as OpenSSL's C{SSL.Error} (an untrusted,
+    expired or not yet valid certificate, no common protocol or cipher, a
+    refused client certificate); a certificate that verifies but is for
+    another host arrives as service_identity's C{VerificationError}, which
+    Twisted raises after OpenSSL accepted the chain.
+
+    @param reason: The L{Failure} a connection was lost with.
+    @return: For example C{'the certificate is not for api.internal'} or
+        C{'certificate verify failed (untrusted, expired or not yet
+        valid)'}.
+    """
+    if reason.check(VerificationError):
+        names = []
+        for error in getattr(reason.value, "errors", ()):
+            identity = getattr(error, "mismatched_id", None)
+            name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+            if name is not None:
+                names.append(name.decode("ascii", "replace") if isinstance(name, bytes)
+                             else str(name))
+        return f"the certificate is not for {' or '.join(names) or 'this backend'}"
+    if reason.check(SSL.Error):
+        # OpenSSL's error queue: [(library, function, reason), ...].
+        queue = reason.value.args[0] if reason.value.args else None
+        text = ""
+        if isinstance(queue, list):
+            text = "; ".join(str(entry[-1]) for entry in queue if entry)
+        text = text or reason.getErrorMessage()
+        if "certificate verify failed" in text:
+            # OpenSSL does not say which check failed.
+            text += " (untrusted, expired or not yet valid)"
+        return text
+    return None

@@ -25,7 +25,6 @@ filter must be a connection filter, is asked about each new connection
 
 from __future__ import annotations
 
-import ipaddress
 from http import HTTPStatus
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -71,25 +70,7 @@ def client_ip(x) -> str:
             forwarded = value
         elif lname == b"x-forwarded-for":
             xff = value
-    node = None
-    if forwarded is not None:
-        element = forwarded.rsplit(b",", 1)[-1]
-        for pair in element.split(b";"):
-            key, _, value = pair.strip().partition(b"=")
-            if key.lower() == b"for":
-                node = value.strip(b'"')
-                if node.startswith(b"["):
-                    node = node[1:node.find(b"]")]
-                elif node.count(b":") == 1:
-                    node = node.split(b":")[0]
-    elif xff is not None:
-        node = xff.rsplit(b",", 1)[-1].strip()
-    if node:
-        try:
-            return str(ipaddress.ip_address(node.decode("ascii")))
-        except (ValueError, UnicodeDecodeError):
-            pass
-    return x.client_address
+    return H.forwarded_client(forwarded, xff) or x.client_address
 
 
 class Answer:

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
-from OpenSSL import SSL
 from twisted.internet import error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
@@ -42,6 +41,7 @@ from twistproxy.http.parser import (
     response_has_body,
 )
 from twistproxy.stream import proxyproto
+from twistproxy.tls import tls_failure
 from twistproxy.upstream.backend import Backend
 
 MAX_RESPONSE_HEAD = 131072
@@ -199,11 +199,13 @@ class UpstreamProtocol(Waiting, Protocol):
         if previous == _BODY:
             _failed(x, 502, "upstream_truncated")
             return
-        if reason is not None and reason.check(SSL.Error):
-            # Verification or handshake failure: never retried without TLS.
+        failure = tls_failure(reason) if reason is not None else None
+        if failure is not None:
+            # A handshake or verification failure (a certificate for
+            # another name included): never retried without TLS.
             self.log.warn(
-                "TLS with backend {backend} failed: {error}",
-                backend=self._pool.backend.name, error=reason.getErrorMessage(),
+                "TLS with backend {backend} failed: {error} (upstream_tls_failed)",
+                backend=self._pool.backend.name, error=failure,
             )
             _failed(x, 502, "upstream_tls_failed")
             return

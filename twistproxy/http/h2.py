@@ -121,7 +121,7 @@ def _valid_field(name: bytes, value: bytes) -> bool:
 
 def _head(method: bytes, target: bytes, host: bytes, headers) -> RequestHead:
     # HTTP/2 has no connection fields (RFC 9113 8.2.2) and no Expect.
-    return RequestHead.made(method, target, host, headers, keep_alive=True)
+    return RequestHead.made(method, target, host, headers, keep_alive=True, version=(2, 0))
 
 
 def _request_head(fields, stream_ended: bool, limits) -> RequestHead:

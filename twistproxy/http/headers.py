@@ -11,10 +11,13 @@ parser decided, so a backend never sees a framing field the proxy did not
 check.
 
 The proxy also tells the backend who the client is (RFC 7239 C{Forwarded},
-the de-facto C{X-Forwarded-For}, C{-Proto} and C{-Host}) and adds itself to
-C{Via} (RFC 9110 7.6.3).  What a client says in those fields is only kept,
-and extended, when the client is itself a trusted proxy; from anybody else
-it is a lie waiting to be believed, so it is replaced.
+the de-facto C{X-Forwarded-For}, C{-Proto} and C{-Host}, and nginx's
+C{X-Real-IP}) and adds itself to C{Via} (RFC 9110 7.6.3).  What a client
+says in those fields is only kept, and extended, when the client is itself
+a trusted proxy; from anybody else it is a lie waiting to be believed, so it
+is replaced.  C{X-Real-IP} holds one address, the client's: the peer's, or
+behind a trusted proxy the one that proxy names (its own C{X-Real-IP}, else
+L{forwarded_client}), as nginx's realip module would set C{$remote_addr}.
 
 A route's header rules (L{CompiledRules}) edit the head as it will be
 sent, the proxy's own fields included: removing or setting C{Via},
@@ -46,6 +49,7 @@ _HOP_BY_HOP = frozenset([
 ])
 _FORWARDING = frozenset([
     b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+    b"x-real-ip",
 ])
 _VIA = b"via"
 # Fields that frame a message or manage its connection: always written by
@@ -139,6 +143,40 @@ class TrustedProxies:
         return mapped is not None and any(mapped in net for net in self._networks)
 
 
+def forwarded_client(forwarded: Optional[bytes], xff: Optional[bytes]) -> Optional[str]:
+    """
+    The client address a trusted proxy gives: the C{for} parameter of the
+    last C{Forwarded} element, or failing that the last C{X-Forwarded-For}
+    entry, as the proxy in front appended it.
+
+    @param forwarded: The C{Forwarded} field values, joined with commas, or
+        C{None}.
+    @param xff: The C{X-Forwarded-For} field values, joined with commas, or
+        C{None}.
+    @return: The address in its normal text form, or C{None} when there is
+        none or it is not an IP address (C{unknown}, an obfuscated node).
+    """
+    node = None
+    if forwarded is not None:
+        element = forwarded.rsplit(b",", 1)[-1]
+        for pair in element.split(b";"):
+            key, _, value = pair.strip().partition(b"=")
+            if key.lower() == b"for":
+                node = value.strip(b'"')
+                if node.startswith(b"["):
+                    node = node[1:node.find(b"]")]
+                elif node.count(b":") == 1:
+                    node = node.split(b":")[0]
+    elif xff is not None:
+        node = xff.rsplit(b",", 1)[-1].strip()
+    if node:
+        try:
+            return str(ipaddress.ip_address(node.decode("ascii")))
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return None
+
+
 def _forwarded_node(address: str) -> bytes:
     # RFC 7239 6: IPv6 addresses are bracketed and so must be quoted.
     if ":" in address:
@@ -166,22 +204,33 @@ def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
     return None
 
 
-def _via_value(received: Optional[bytes], minor: int, via: bytes) -> Optional[bytes]:
+def _received_protocol(version: Tuple[int, int]) -> bytes:
+    """
+    An HTTP version as Via's received-protocol writes it (RFC 9110 7.6.3):
+    C{b'1.1'}, C{b'1.0'}, and C{b'2'} for HTTP/2, which has no minor
+    version.
+    """
+    return b"%d" % version[0] if version[0] >= 2 else b"%d.%d" % version
+
+
+def _via_value(received: Optional[bytes], version: Tuple[int, int],
+               via: bytes) -> Optional[bytes]:
     """
     The Via value to send: what the message came with, plus this proxy
-    (RFC 9110 7.6.3), or C{None} for no Via field.
+    with the version the message was received in (RFC 9110 7.6.3), or
+    C{None} for no Via field.
     """
     if via:
-        mine = b"1.%d %s" % (minor, via)
+        mine = b"%s %s" % (_received_protocol(version), via)
         return mine if received is None else received + b", " + mine
     return received
 
 
-def _via_line(received: Optional[bytes], minor: int, via: bytes) -> bytes:
+def _via_line(received: Optional[bytes], version: Tuple[int, int], via: bytes) -> bytes:
     """
     The Via field to send, as L{_via_value} says, or nothing.
     """
-    value = _via_value(received, minor, via)
+    value = _via_value(received, version, via)
     return b"" if value is None else b"Via: %s\r\n" % value
 
 
@@ -219,7 +268,7 @@ def request_head(
         drop = drop | req.connection
     out = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     append = out.append
-    xff = fwd = xfp = xfh = via_in = None
+    xff = fwd = xfp = xfh = real = via_in = None
     for name, value in req.headers:
         lname = name.lower()
         if lname in drop:
@@ -234,6 +283,8 @@ def request_head(
                 xfp = value if xfp is None else xfp
             elif lname == b"x-forwarded-host":
                 xfh = value if xfh is None else xfh
+            elif lname == b"x-real-ip":
+                real = value if real is None else real
             else:
                 via_in = value if via_in is None else via_in + b", " + value
             continue
@@ -250,6 +301,14 @@ def request_head(
             append(b"X-Forwarded-For: %s\r\n" % (client if xff is None else xff + b", " + client))
         elif xff is not None:
             append(b"X-Forwarded-For: %s\r\n" % xff)
+    if not own or b"x-real-ip" not in own:
+        # Only a trusted proxy's fields are still here to name the client.
+        if real is None and (fwd is not None or xff is not None):
+            named = forwarded_client(fwd, xff)
+            real = named.encode("ascii") if named is not None else None
+        real = real or client
+        if real:
+            append(b"X-Real-IP: %s\r\n" % real)
     if not own or b"x-forwarded-proto" not in own:
         append(b"X-Forwarded-Proto: %s\r\n" % (xfp or proto))
     # An HTTP/1.0 request may have no host at all: say nothing rather than
@@ -264,7 +323,7 @@ def request_head(
             element = b"for=%s;proto=%s" % (node, proto)
         append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
     if not own or _VIA not in own:
-        line = _via_line(via_in, req.version[1], via)
+        line = _via_line(via_in, req.version, via)
         if line:
             append(line)
     if req.chunked:
@@ -324,7 +383,7 @@ def response_fields(
         append((lname if lower else name, value))
     if rules.own and _VIA in rules.own:
         return fields, None
-    return fields, _via_value(via_in, resp.version[1], via)
+    return fields, _via_value(via_in, resp.version, via)
 
 
 def response_head(

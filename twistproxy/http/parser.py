@@ -105,7 +105,8 @@ class RequestHead:
     @ivar target: The request target in origin form (C{b'/a?b=c'}), or
         C{b'*'} for C{OPTIONS *}.
     @ivar path: The target without its query string.
-    @ivar version: C{(1, 0)} or C{(1, 1)}.
+    @ivar version: The version the client spoke: C{(1, 0)} or C{(1, 1)},
+        C{(2, 0)} for HTTP/2 (backends always get HTTP/1.1).
     @ivar headers: The fields as (name, value) pairs, in order, names as
         received.
     @ivar host: The Host field's value, or the authority of an
@@ -133,16 +134,19 @@ class RequestHead:
 
     @classmethod
     def made(cls, method: bytes, target: bytes, host: bytes, headers: Headers,
-             keep_alive: bool) -> "RequestHead":
+             keep_alive: bool, version: Tuple[int, int] = (1, 1)) -> "RequestHead":
         """
         A request head that was not parsed from HTTP/1.1 bytes (an HTTP/2
-        request, a placeholder): version 1.1 towards backends, the target
-        normalized, no connection fields, no C{Expect}, and no body until
-        the caller sets C{chunked} or C{content_length}.
+        request, a placeholder): the target normalized, no connection
+        fields, no C{Expect}, and no body until the caller sets C{chunked}
+        or C{content_length}.
+
+        @param version: The version the client spoke (C{(2, 0)} for
+            HTTP/2), for Via and the access log.
         """
         req = cls()
         req.method = method
-        req.version = (1, 1)
+        req.version = version
         req.headers = headers
         req.host = host
         req.target, req.path = normalize_target(target)

@@ -633,6 +633,12 @@ class HTTPServerProtocol(ClientCodec):
         if not host:
             self._reject(400, "missing_host")
             return
+        if x.request.target == b"*":
+            # OPTIONS * asks about the server, not a resource (RFC 9110
+            # 9.3.7, a "ping"): there is no URL to send it to.
+            x.reason = "options_asterisk"
+            self._answer(x, 200, self._keeps(x))
+            return
         authority = host if port == 443 else b"%s:%d" % (host, port)
         x.reason = "https_redirect"
         self._answer(x, 308, self._keeps(x),

@@ -278,6 +278,12 @@ def _reason(failure: Failure) -> str:
         failure = reasons[0]
     if failure.check(CancelledError):
         return "cancelled"
+    # Imported here: importing this module stays cheap.
+    from twistproxy.tls import tls_failure
+
+    tls = tls_failure(failure)
+    if tls is not None:
+        return f"TLS failed: {tls}"
     message = failure.getErrorMessage()
     name = failure.type.__name__ if failure.type is not None else "error"
     return f"{name}: {message}" if message else name
