@@ -106,12 +106,12 @@ class RedisServer:
                 replies += data
             return replies.split(b"\r\n", len(commands) - 1)[-1]
 
-    def clients(self) -> int:
+    def stat(self, name: str) -> int:
         """
-        How many client connections the server has, this check's own
-        excepted.
+        A number of C{INFO stats}, e.g. C{total_error_replies}.
         """
-        return self.command("CLIENT", "LIST").count(b"addr=") - 1
+        info = self.command("INFO", "stats")
+        return int(info.split(b"\r\n" + name.encode() + b":")[1].split(b"\r\n")[0])
 
     def pause(self) -> None:
         """

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.redis_support import start_redis
 from twistproxy.config import ConfigError
+from twistproxy._redis_pool import LoggingIn
 from twistproxy.redis import Circuit, RedisAddress, connect, parse_url
 
 
@@ -111,6 +112,37 @@ class ReconnectTests(TestCase):
                 yield deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(got, b"before")
         self.assertIn(b"before", server.command("GET", "k"))
+
+    @defer.inlineCallbacks
+    def test_refused_login_retried(self):
+        """
+        A server that refuses the password is logged once, not once per
+        attempt, and asked again: once it takes the password, the pool
+        answers.
+        """
+        server = start_redis(self, password="right")
+        events = []
+        self.patch(LoggingIn, "log", Logger(observer=events.append))
+        redis = connect(RedisAddress(server.address.host, server.address.port,
+                                     password="wrong"), timeout=0.5, size=1)
+        self.addCleanup(redis.disconnect)
+        # Three refused attempts of the pool's one connection.
+        for _ in range(100):
+            if server.stat("total_error_replies") >= 3:
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertGreaterEqual(server.stat("total_error_replies"), 3)
+        server.command("CONFIG", "SET", "requirepass", "wrong")
+        got = None
+        for _ in range(100):
+            try:
+                got = yield redis.ping().addTimeout(0.5, reactor)
+                break
+            except Exception:
+                yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(got, "PONG")
+        self.assertEqual(len(events), 1)
+        self.assertIn("refused the login", formatEvent(events[0]))
 
 
 class CircuitTests(SynchronousTestCase):
