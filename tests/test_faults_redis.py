@@ -12,14 +12,13 @@ requests, deadlines of at most 30 seconds for the recovery.
 
 from __future__ import annotations
 
-import os
 import time
 
 from twisted.internet import defer, reactor, task
 
-from tests.e2e_support import HOST, ProxyProcess, RawClient, write_config
+from tests.e2e_support import RawClient
 from tests.redis_support import start_redis
-from tests.test_e2e import _ProxyTestCase
+from tests.test_e2e_filters import _FilterTestCase
 
 # Seconds Redis is stalled.
 STALL = 4.0
@@ -71,7 +70,7 @@ def _get(port: int, path: bytes, client: bytes = b"c") -> _Answer:
                    time.monotonic() - started)
 
 
-class _RedisFaultCase(_ProxyTestCase):
+class _RedisFaultCase(_FilterTestCase):
     """
     Two proxy processes in front of one origin, sharing one Redis.
     """
@@ -93,29 +92,18 @@ class _RedisFaultCase(_ProxyTestCase):
 
         @return: A L{Deferred} firing with both L{ProxyProcess}es.
         """
-        listener, route, cache = "", "", ""
+        listener, route = "", ""
         if rate_limit:
             listener = (
                 'filters = [{ name = "rate_limit", rate = 0.01, burst = 4, '
                 f'key = ["header:X-Client"], redis = "{redis.url}", zone = "faults", '
                 f'redis_timeout = {REDIS_TIMEOUT} }}]\n')
         if store:
-            route = "cache = true\n"
-            cache = (f'[cache]\nstore = "redis"\nurl = "{redis.url}"\n'
+            route = (f'cache = true\n\n[cache]\nstore = "redis"\nurl = "{redis.url}"\n'
                      f"timeout = {REDIS_TIMEOUT}\n")
         proxies = []
-        for name in ("a", "b"):
-            cwd = os.path.abspath(self.mktemp())
-            path = write_config(cwd, (
-                f'[listeners.main]\nendpoint = "tcp:0:interface={HOST}"\n{listener}\n'
-                '[access_log]\npath = ""\n\n'
-                f'[upstreams.app]\nservers = ["http://{HOST}:{self.origin.port}"]\n\n'
-                f'[[routes]]\nupstream = "app"\n{route}\n{cache}'
-            ))
-            proxy = ProxyProcess(reactor, ["--config", path], cwd)
-            self.addCleanup(proxy.stop)
-            yield proxy.start()
-            proxies.append(proxy)
+        for _ in range(2):
+            proxies.append((yield self.start_filtered(self.origin.port, listener, route)))
         return proxies
 
     def requests(self, proxies, count: int, path: bytes, client: bytes = b"c"):
