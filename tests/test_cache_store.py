@@ -11,6 +11,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from tests import test_cache
 from tests.redis_support import start_redis
 from twistproxy.cache.entry import Entry
 from twistproxy.cache.memory import MemoryStore, MemoryStoreFactory
@@ -95,14 +96,19 @@ class RedisStoreTests(TestCase):
     def test_unreachable(self):
         """
         When Redis cannot be reached, lookups are misses and writes are
-        dropped: the proxy keeps serving from the origin.
+        dropped: the proxy keeps serving from the origin.  After the first
+        failure the store does not wait for Redis any more (its circuit is
+        open): it answers at once, and says it is not writable.
         """
         server = start_redis(self)
         address = server.address
         server.stop()
         store = RedisStore(reactor, address, timeout=0.2)
         self.addCleanup(store.close)
+        self.assertTrue(store.writable())
         self.assertIsNone((yield store.get(b"k\x00")))
+        self.assertFalse(store.writable())
+        self.assertIsNone(self.successResultOf(store.get(b"k\x00")))
         yield store.put(b"k\x00", Entry(200, b"OK", [], b"", 1.0, 2.0), 60)
         self.assertEqual((yield store.purge(b"k")), 0)
         self.flushLoggedErrors()
@@ -112,6 +118,35 @@ class RedisStoreTests(TestCase):
         Bytes that are not an entry (another program's key) read as a miss.
         """
         self.assertIsNone(Entry.from_bytes(b"not json\nbody"))
+
+
+class UnwritableStoreTests(test_cache.CacheHarness):
+    """
+    What the cache does while its store drops writes (a Redis store whose
+    Redis is out).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.writable = False
+        self.proxy.cache.writable = lambda: self.writable
+
+    def test_not_announced_stored(self):
+        """
+        A storable response is passed on without C{stored} in
+        C{Cache-Status}; once the store takes writes again, the next one
+        is stored (the URL was not marked uncacheable meanwhile).
+        """
+        origin = test_cache.response(b"v1", b"Cache-Control: max-age=60")
+        first = self.get(origin=origin)
+        self.assertEqual(test_cache.field(first, b"Cache-Status"), b"twistproxy; fwd=uri-miss")
+        self.get(origin=origin)
+        self.assertIsNotNone(self.asked)
+        self.writable = True
+        second = self.get(origin=origin)
+        self.assertEqual(test_cache.field(second, b"Cache-Status"),
+                         b"twistproxy; fwd=uri-miss; stored; ttl=60")
+        self.assertEqual(test_cache.body_of(self.stored()), b"v1")
 
 
 class MemoryStoreTests(SynchronousTestCase):

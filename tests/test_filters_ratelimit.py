@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -279,6 +280,54 @@ class ConnectionLimitTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as e:
                 ConnectionLimitFactory().fromConfig(Clock(), options, "f")
             self.assertEqual(e.exception.path, "f.max")
+
+
+class RedisOutageTests(SynchronousTestCase):
+    """
+    While Redis is out, a rate limit in Redis counts in this process at
+    once, without waiting for Redis per request, and shares the limit
+    again once Redis answers (on a fake clock and a fake pool).
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.f = factory.fromConfig(self.clock, {"rate": 0.01, "burst": 2,
+                                                 "redis": "redis://127.0.0.1:1"}, "f")
+        self.buckets = self.f._buckets
+        self.sent = []
+
+        class Pool:
+            def eval(pool, script, keys, args):
+                self.sent.append("eval")
+                return self.answer()
+
+            def ping(pool):
+                self.sent.append("ping")
+                return self.answer()
+
+        self.buckets._redis._pool = Pool()
+        self.buckets._redis.circuit.log = Logger(observer=lambda e: None)
+
+    def test_out_then_back(self):
+        """
+        One request waits the Redis timeout and is counted in the process;
+        the next ones are decided at once, by the process's count; a probe
+        a second later finds Redis back, and the limit is Redis's again.
+        """
+        self.answer = defer.Deferred
+        first = self.buckets.take("c")
+        self.clock.advance(0.25)
+        self.assertEqual(self.successResultOf(first)[0], True)
+        self.assertEqual([d[0] for d in (self.buckets.take("c"), self.buckets.take("c"))],
+                         [True, False])
+        self.assertEqual(self.sent, ["eval"])
+        self.answer = lambda: defer.succeed(b"PONG")
+        self.clock.advance(1.0)
+        self.buckets.take("c")
+        self.assertEqual(self.sent, ["eval", "ping"])
+        self.answer = lambda: defer.succeed([1, "0", "1"])
+        self.assertEqual(self.successResultOf(self.buckets.take("c")), (True, 0.0, 1.0))
+        self.assertEqual(self.sent, ["eval", "ping", "eval"])
 
 
 class RedisRateLimitTests(TestCase):

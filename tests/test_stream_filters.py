@@ -450,7 +450,7 @@ class TCPFilterTests(SynchronousTestCase):
                 answers.append((keys, Deferred()))
                 return answers[-1][1]
 
-        f._buckets._pool = Pool()
+        f._buckets._redis._pool = Pool()
         h.factory.filters = FilterChain([f], streams=True)
         first = h.client()
         self.assertEqual((h.attempts(), answers[0][0]),

@@ -437,7 +437,9 @@ class ICacheStore(Interface):
 
     A store kept in the proxy's own process may also offer
     C{lookup(key)}, returning the entry (or C{None}) at once: the cache
-    then spares itself a L{Deferred} per request.
+    then spares itself a L{Deferred} per request.  A store whose backend
+    may be out (Redis) may offer C{writable()}, C{False} while it drops
+    writes: the cache then does not announce C{stored} in C{Cache-Status}.
 
     Keys are the cache's own: a URL key looks like
     C{b'http://example.com/a?b=1\\x00'} (followed by variant parts for

@@ -7,7 +7,9 @@ L{Entry.to_bytes}, with Redis's own expiry as its time to live; each purge
 tag is a Redis set, C{<namespace>tag:<tag>}, of the keys put with it.
 Redis's C{maxmemory} policy (e.g. C{allkeys-lru}) bounds the size.  When
 Redis is unreachable or slow the store answers misses and drops writes, so
-the proxy keeps serving from the origins.
+the proxy keeps serving from the origins; after one failure it stops
+asking (L{twistproxy.redis.Circuit}) until Redis answers a probe, so that
+an outage costs a request nothing, and the store reconnects by itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -25,7 +26,7 @@ from twistproxy.cache.entry import Entry
 from twistproxy.components import check_option_names, factory_repr
 from twistproxy.config import ConfigError, _seconds, _string
 from twistproxy.interfaces import ICacheStore, ICacheStoreFactory
-from twistproxy.redis import RedisAddress, connect, parse_url
+from twistproxy.redis import RedisAddress, RedisLink, parse_url
 
 DEFAULT_NAMESPACE = "twistproxy:cache:"
 _GLOB = re.compile(rb"([\\*?\[\]])")
@@ -34,100 +35,88 @@ _GLOB = re.compile(rb"([\\*?\[\]])")
 @implementer(ICacheStore)
 class RedisStore:
     """
-    Entries in Redis, through a reconnecting txredisapi pool.
+    Entries in Redis, through a reconnecting txredisapi pool behind a
+    circuit (L{RedisLink}): while Redis is out, lookups are misses and
+    writes are dropped at once, without a command sent.
     """
-
-    log = Logger()
 
     def __init__(self, clock: IReactorTime, address: RedisAddress,
                  namespace: bytes = DEFAULT_NAMESPACE.encode(), timeout: float = 1.0):
-        self._clock = clock
-        self._timeout = timeout
-        self._address = address
-        self._pool = None
+        self._redis = RedisLink(clock, address, timeout, "cache store",
+                                "every lookup is a miss and nothing is stored")
         self._ns = namespace
         self._tag_ns = namespace + b"tag:"
 
-    @property
-    def _redis(self):
-        # Connected on first use: checking a configuration must not open
-        # connections.
-        if self._pool is None:
-            self._pool = connect(self._address, self._timeout)
-        return self._pool
-
-    def _guard(self, d: Deferred, what: str, default) -> Deferred:
+    def _call(self, command, default) -> Deferred:
         """
-        Bound C{d} by the timeout (the pool waits for a connection without
-        one), and turn any failure into C{default}.
+        C{command(pool)}, or C{default} when it fails or Redis is out.
         """
-        d.addTimeout(self._timeout, self._clock)
-        return d.addErrback(self._failed, what, default)
+        d = self._redis.call(command)
+        if d is None:
+            return succeed(default)
+        return d.addErrback(lambda _: default)
 
-    def _failed(self, failure, what: str, default):
-        self.log.warn("Redis cache store: {what} failed: {error}",
-                      what=what, error=failure.getErrorMessage())
-        return default
+    def writable(self) -> bool:
+        """
+        Whether a write would be sent now: not while Redis is out.
+        """
+        return self._redis.circuit.closed
 
     def get(self, key: bytes) -> "Deferred[Optional[Entry]]":
-        d = self._redis.get(self._ns + key)
-        d.addCallback(lambda data: Entry.from_bytes(data) if data else None)
-        return self._guard(d, "get", None)
+        d = self._call(lambda redis: redis.get(self._ns + key), None)
+        return d.addCallback(lambda data: Entry.from_bytes(data) if data else None)
 
     @inlineCallbacks
-    def _put(self, key: bytes, entry: Entry, ttl: float, tags: Sequence[bytes]):
+    def _put(self, redis, key: bytes, entry: Entry, ttl: float, tags: Sequence[bytes]):
         full = self._ns + key
         ms = max(int(ttl * 1000), 1)
-        yield self._redis.set(full, entry.to_bytes(), pexpire=ms)
+        yield redis.set(full, entry.to_bytes(), pexpire=ms)
         for tag in tags:
             tag_key = self._tag_ns + tag
-            yield self._redis.sadd(tag_key, full)
+            yield redis.sadd(tag_key, full)
             # The tag set lives at least as long as its longest entry.
-            left = yield self._redis.execute_command(b"PTTL", tag_key)
+            left = yield redis.execute_command(b"PTTL", tag_key)
             if int(left) < ms:
-                yield self._redis.execute_command(b"PEXPIRE", tag_key, ms)
+                yield redis.execute_command(b"PEXPIRE", tag_key, ms)
 
     def put(self, key: bytes, entry: Entry, ttl: float, tags: Sequence[bytes] = ()) -> Deferred:
         if ttl <= 0:
             return self.delete(key)
-        return self._guard(self._put(key, entry, ttl, tags), "put", None)
+        return self._call(lambda redis: self._put(redis, key, entry, ttl, tags), None)
 
     def delete(self, key: bytes) -> Deferred:
-        d = self._redis.delete(self._ns + key).addCallback(lambda _: None)
-        return self._guard(d, "delete", None)
+        return self._call(
+            lambda redis: redis.delete(self._ns + key).addCallback(lambda _: None), None)
 
     @inlineCallbacks
-    def _purge(self, prefix: bytes):
+    def _purge(self, redis, prefix: bytes):
         pattern = _GLOB.sub(rb"\\\1", self._ns + prefix) + b"*"
         cursor, removed = 0, 0
         while True:
-            cursor, keys = yield self._redis.scan(cursor, pattern, 1000)
+            cursor, keys = yield redis.scan(cursor, pattern, 1000)
             if keys:
-                removed += yield self._redis.delete(keys)
+                removed += yield redis.delete(keys)
             if int(cursor) == 0:
                 returnValue(int(removed))
 
     def purge(self, prefix: bytes) -> "Deferred[int]":
-        return self._guard(self._purge(prefix), "purge", 0)
+        return self._call(lambda redis: self._purge(redis, prefix), 0)
 
     @inlineCallbacks
-    def _purge_tag(self, tag: bytes):
+    def _purge_tag(self, redis, tag: bytes):
         tag_key = self._tag_ns + tag
-        keys = yield self._redis.smembers(tag_key)
+        keys = yield redis.smembers(tag_key)
         removed = 0
         if keys:
-            removed = yield self._redis.delete(list(keys))
-        yield self._redis.delete(tag_key)
+            removed = yield redis.delete(list(keys))
+        yield redis.delete(tag_key)
         returnValue(int(removed))
 
     def purge_tag(self, tag: bytes) -> "Deferred[int]":
-        return self._guard(self._purge_tag(tag), "purge_tag", 0)
+        return self._call(lambda redis: self._purge_tag(redis, tag), 0)
 
     def close(self) -> Deferred:
-        if self._pool is None:
-            return succeed(None)
-        pool, self._pool = self._pool, None
-        return pool.disconnect()
+        return self._redis.close()
 
 
 @implementer(ICacheStoreFactory, IPlugin)

@@ -96,6 +96,9 @@ class HTTPCache:
         # A store in this process may answer synchronously (MemoryStore),
         # which spares a Deferred per request.
         self.lookup = getattr(store, "lookup", None)
+        # A store whose backend may be out (Redis) says whether it takes
+        # writes now.
+        self.writable = getattr(store, "writable", _always)
         self.name = name.encode("ascii")
         self.targeted: Tuple[bytes, ...] = (
             (targeted_header.encode("ascii"),) if targeted_header else ()
@@ -658,7 +661,7 @@ class FetchSink(SinkWrapper):
             return
         req = x.request
         config = rc.config
-        stored = (
+        storable = (
             P.storable(req.method, resp.status, req.headers, fields, resp.headers,
                        req.target, rc.allow_post, rc.pass_cookies)
             and (resp.content_length is not None or resp.chunked)
@@ -666,12 +669,16 @@ class FetchSink(SinkWrapper):
             # Nothing to keep: no freshness, no validator.
             and P.store_ttl(fields, rc.lifetime_of(resp.status, fields, now)) > 0
         )
+        # While the store's backend is out, Cache-Status does not say
+        # "stored" of a response that will not be.
+        stored = storable and cache.writable()
         status = self._status_field(stored, fields, resp.status)
         if stored:
             self._mode = _STORE
             self._resp = resp
         else:
-            if req.method == b"GET" and resp.status < 500 and resp.status != 304:
+            if not storable and req.method == b"GET" and resp.status < 500 \
+                    and resp.status != 304:
                 # An answer the origin means; a failure, a POST's answer or
                 # a 304 to a client's own condition says nothing of what
                 # later GETs will get.
@@ -825,6 +832,10 @@ class FetchSink(SinkWrapper):
     def _ended(self, x: Exchange) -> None:
         if not self._storing:
             self._release()
+
+
+def _always() -> bool:
+    return True
 
 
 def _downstream(resp: ResponseHead, targeted) -> ResponseHead:

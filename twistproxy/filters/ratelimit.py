@@ -18,7 +18,9 @@ The counters live in memory by default, one process's own.  With C{redis =
 (atomic, on Redis's own clock), so that every worker and machine sharing
 the server shares the limit.  When Redis does not answer in time, the
 process falls back on its own in-memory counters rather than holding or
-refusing requests.
+refusing requests; after one failure it stops asking
+(L{twistproxy.redis.Circuit}), so that requests do not wait for Redis
+while it is out, and shares the limit again once Redis answers.
 
 The client's address is the peer's unless the peer is a trusted proxy
 (L{client_ip}): rotating C{X-Forwarded-For} values does not make a client
@@ -48,7 +50,6 @@ import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -127,10 +128,9 @@ return {1, tostring(now - allow_at), tostring(new - now)}
 class RedisBuckets:
     """
     GCRA state in Redis, shared by every process that uses the same server
-    and zone.
+    and zone; while Redis is out (L{twistproxy.redis.Circuit}), this
+    process's own counters decide at once.
     """
-
-    log = Logger()
 
     def __init__(self, address, clock, rate: float, burst: int, zone: str,
                  fallback: MemoryBuckets, timeout: float):
@@ -139,42 +139,28 @@ class RedisBuckets:
             connected to on the first request (not when a configuration is
             only checked).
         """
-        self._address = address
-        self._pool = None
-        self._clock = clock
+        from twistproxy.redis import RedisLink
+
+        self._redis = RedisLink(clock, address, timeout, f"rate limit zone {zone!r}",
+                                "counting in this process")
         self._args = [repr(1.0 / rate), str(burst)]
         self._prefix = f"twistproxy:ratelimit:{zone}:"
         self._fallback = fallback
-        self._timeout = timeout
-        self._failing = False
 
-    def take(self, key) -> "Deferred[Decision]":
-        if self._pool is None:
-            from twistproxy.redis import connect
-
-            self._pool = connect(self._address, self._timeout)
-        d = self._pool.eval(GCRA_SCRIPT, [self._prefix + _key_text(key)], self._args)
-        d.addTimeout(self._timeout, self._clock)
-        d.addCallbacks(self._decided, self._failed, errbackArgs=(key,))
-        return d
-
-    def _decided(self, reply) -> Decision:
-        if self._failing:
-            self._failing = False
-            self.log.info("rate limit: Redis answers again")
-        allowed, a, b = reply
-        return int(allowed) == 1, float(a), float(b)
-
-    def _failed(self, failure, key) -> Decision:
-        if not self._failing:
-            self._failing = True
-            self.log.error("rate limit: Redis failed ({error}); counting in this "
-                           "process until it answers", error=failure.getErrorMessage())
-        return self._fallback.take(key)
+    def take(self, key) -> "Decision | Deferred[Decision]":
+        d = self._redis.call(
+            lambda redis: redis.eval(GCRA_SCRIPT, [self._prefix + _key_text(key)], self._args))
+        if d is None:
+            return self._fallback.take(key)
+        return d.addCallbacks(_decision, lambda _: self._fallback.take(key))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.disconnect()
+        self._redis.close()
+
+
+def _decision(reply) -> Decision:
+    allowed, a, b = reply
+    return int(allowed) == 1, float(a), float(b)
 
 
 def _key_text(key) -> str:
