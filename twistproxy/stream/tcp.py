@@ -10,8 +10,11 @@ hashing ones key on the client's address, as no other key exists), opens a
 connection to it and copies bytes both ways until both sides are done:
 
   - I{Connect.}  A connection that fails or times out (C{timeouts.connect})
-    is tried on another backend, up to the group's C{retries}; the failure
-    counts against the backend for outlier detection.  Bytes the client
+    is tried on another backend, each at most once; a refused connection,
+    or one to a backend already known bad, is tried on the next at no cost,
+    and other failures up to the group's C{retries} (as for HTTP requests:
+    L{twistproxy.upstream.group.UpstreamGroupRuntime.counted_retry}).  The failure counts against the
+    backend for outlier detection.  Bytes the client
     sends meanwhile wait in the kernel: the client is not read until the
     backend is connected.
 
@@ -187,6 +190,8 @@ class TCPRelay(Protocol):
         self.reason = ""
         self.deadline = NEVER
         self._tried: List[Backend] = []
+        # Of those, the failures that count against the group's retries.
+        self._counted = 0
         self._info: Optional[StreamInfo] = None
         self._client_open = True
         self._upstream_open = False
@@ -307,9 +312,13 @@ class TCPRelay(Protocol):
             self._finish()
             return
         self._tried.append(backend)
-        if len(self._tried) <= self.group.config.retries:
-            other = self.group.pick_other(self._info, self._tried)
+        group = self.group
+        retries = group.config.retries
+        counted = group.counted_retry(reason, backend)
+        if retries and (not counted or self._counted < retries):
+            other = group.pick_other(self._info, self._tried)
             if other is not None:
+                self._counted += counted
                 self._connect(other)
                 return
         self._end(reason)
