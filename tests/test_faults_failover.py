@@ -64,13 +64,7 @@ class _FailoverFaultTestCase(_BalancingTestCase):
             the requests were sent.
         """
         loads = [_BusyLoad(port, keep_alive=True) for _ in range(clients)]
-        done = [load.start() for load in loads]
-        try:
-            yield scenario()
-        finally:
-            for load in loads:
-                load.stop()
-            yield defer.gatherResults(done)
+        yield self.run_loads(loads, scenario)
         return sorted((o for load in loads for o in load.outcomes), key=lambda o: o.sent)
 
     @staticmethod
