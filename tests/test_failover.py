@@ -181,6 +181,33 @@ class RetryTests(SynchronousTestCase):
             proxy.accept_backend().send(OK)
         self.assertEqual((group.in_flight, group.retries_in_flight), (0, 0))
 
+    def test_stale_connection_of_known_bad_backend(self):
+        """
+        A GET whose reused connection dies before any response byte is
+        sent again on a fresh connection to the same backend, unless that
+        backend is known bad by then (here drained): it then goes straight
+        to another backend.
+        """
+        proxy = _proxy()
+        group = proxy.forwarder.groups["app"]
+        peers = []
+        for i in range(2):
+            client = proxy.connect_client(port=40000 + i)
+            client.send(GET)
+            peers.append(proxy.accept_backend())
+            peers[-1].send(OK)
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        first, second = peers
+        client = proxy.connect_client(port=40002)
+        client.send(GET)
+        self.assertEqual(first.received().count(b"GET /"), 2)
+        group.set_draining(group.backends[0], True)
+        first.close()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertEqual(second.received().count(b"GET /"), 2)
+        second.send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+
     def _fill_budget(self, proxy, clients):
         """
         Take the budget's three places (retry_budget = 0): three requests

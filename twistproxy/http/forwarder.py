@@ -226,9 +226,10 @@ class Forwarder:
         safe and allowed, else answer the client.
         """
         if reason == "upstream_stale":
-            if not x.retried and x.retryable_elsewhere:
+            if not x.retried and x.retryable_elsewhere and x.backend.available:
                 # The stale pooled connection race is not the backend's
                 # fault: the same backend, once, on a fresh connection.
+                # (A backend known bad meanwhile is left at once, below.)
                 x.retried = True
                 x.upstream = None
                 x.pool.submit(x, fresh=True)

@@ -10,13 +10,14 @@ hashing ones key on the client's address, as no other key exists), opens a
 connection to it and copies bytes both ways until both sides are done:
 
   - I{Connect.}  A connection that fails or times out (C{timeouts.connect})
-    is tried on another backend, each at most once; a refused connection,
-    or one to a backend already known bad, is tried on the next at no cost,
-    and other failures up to the group's C{retries} (as for HTTP requests:
-    L{twistproxy.upstream.group.UpstreamGroupRuntime.counted_retry}).  The failure counts against the
-    backend for outlier detection.  Bytes the client
-    sends meanwhile wait in the kernel: the client is not read until the
-    backend is connected.
+    is tried on another backend, each at most once; after a refused
+    connection, or a failure of a backend already known bad, at no cost,
+    and after other failures up to the group's C{retries} (as for HTTP
+    requests: L{UpstreamGroupRuntime.counted_retry
+    <twistproxy.upstream.group.UpstreamGroupRuntime.counted_retry>}).  The
+    failure counts against the backend for outlier detection.  Bytes the
+    client sends meanwhile wait in the kernel: the client is not read until
+    the backend is connected.
 
   - I{Backpressure.}  Each side's transport has a L{FullRelay} registered:
     when one side's write buffer fills up, the other side stops being read
