@@ -84,10 +84,10 @@ class BackendKilledTests(_FailoverFaultTestCase):
     @defer.inlineCallbacks
     def test_killed_under_keep_alive_load(self):
         """
-        With default settings, a backend killed under keep-alive load (its
-        listening socket and every open connection, pooled ones included)
-        costs no client a single error while another backend remains:
-        requests on its dead pooled connections, and those that meet its
+        A killed backend costs no client an error while another backend
+        remains (default settings; killed under keep-alive load: its
+        listening socket and every open connection, pooled ones included).
+        Requests on its dead pooled connections, and those that meet its
         refused port, are sent to the other backend.  Two origins, six
         keep-alive clients; origin a is killed, restarted and killed again.
         """
@@ -198,12 +198,12 @@ class MisbehavingBackendTests(_FailoverFaultTestCase):
     @defer.inlineCallbacks
     def test_backend_resets_every_request(self):
         """
-        With default settings, a backend that resets every request before
-        answering costs no client an error: each GET it resets is sent to
-        another backend.  And the retry does not take the next backend's
-        turn in the round robin, so the resetting backend is tried first by
-        about its share of the requests (half, with two backends), not by
-        nearly every one.
+        A backend that resets every request costs the clients nothing, and
+        only its own share of the requests is tried on it (default
+        settings): each GET it resets is sent to another backend, and the
+        retry does not take that backend's turn in the round robin, so the
+        resetting backend is tried first by about half of the requests with
+        two backends, not by nearly every one.
         """
         good = yield self.start_origins("good")
         bad = yield self.start_resetting_origin("bad")
@@ -222,11 +222,11 @@ class MisbehavingBackendTests(_FailoverFaultTestCase):
     @defer.inlineCallbacks
     def test_backend_stalls_mid_body(self):
         """
-        A backend that stalls in the middle of a response body: the client
-        gets a clean failure (the response ends short and its connection
-        closes) within the configured timeout (C{timeouts.upstream_response},
-        1 s here), and the proxy does not wedge: other requests to the same
-        backend go on being answered meanwhile and afterwards.
+        A backend that stalls mid-body gives its client a clean failure
+        within the configured timeout, and the proxy does not wedge: the
+        response ends short and its connection closes after
+        C{timeouts.upstream_response} (1 s here) without a byte, and other
+        requests to the same backend are answered meanwhile and afterwards.
         """
         stalled = []
 
