@@ -59,8 +59,11 @@ class FakeService:
         ]}]}
 
     def drain(self, group: str, backend: str, draining: bool = True) -> None:
+        # The messages of ProxyService.drain.
+        if group not in self.backends:
+            raise KeyError(f"no upstream group {group!r}")
         if backend not in self.backends[group]:
-            raise KeyError(backend)
+            raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         self.drained.append((group, backend, draining))
 
     def reload_certificates(self) -> List[str]:
@@ -167,11 +170,13 @@ class EndpointTests(AdminTestCase):
 
     def test_drain_unknown(self):
         """
-        Draining a backend or group the service does not know is 404.
+        Draining a backend or group the service does not know is 404, and
+        the error names what is missing: the backend, or the group.
         """
         _, body = self.json("POST", "/upstreams/app/10.9.9.9:80/drain", 404)
         self.assertIn("10.9.9.9:80", body["error"])
-        self.json("POST", "/upstreams/nope/127.0.0.1:8001/drain", 404)
+        _, body = self.json("POST", "/upstreams/nope/127.0.0.1:8001/drain", 404)
+        self.assertEqual(body["error"], "no upstream group 'nope'")
         self.assertEqual(self.service.drained, [])
 
     def test_reload_certificates(self):

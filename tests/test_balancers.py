@@ -180,6 +180,63 @@ class SmoothWeightedRoundRobinTests(SynchronousTestCase):
         balancer = SmoothWeightedRoundRobin(_backends(7))
         self.assertEqual(_names(balancer, 5), "aaaaa")
 
+    def _firsts(self, balancer, failing: str, count: int) -> Counter:
+        """
+        Place C{count} requests, retrying each one whose backend is
+        C{failing} with L{pick_other}; count the first backends and the
+        retries' backends (as C{'a'} and C{'>b'}).
+        """
+        request = FakeRequestInfo()
+        seen: Counter = Counter()
+        for _ in range(count):
+            first = balancer.pick(request)
+            seen[first.name] += 1
+            if first.name == failing:
+                seen[">" + balancer.pick_other(request, [first]).name] += 1
+        return seen
+
+    def test_retry_takes_no_turn(self) -> None:
+        """
+        A retry does not take the next backend's turn: with two backends,
+        one of which fails every request, new requests still alternate
+        between them, so the failing one is tried first by half of them,
+        not by nearly all.
+        """
+        balancer = SmoothWeightedRoundRobin(_backends(1, 1))
+        request = FakeRequestInfo()
+        firsts = ""
+        for _ in range(8):
+            first = balancer.pick(request)
+            firsts += first.name
+            if first.name == "a":
+                self.assertEqual(balancer.pick_other(request, [first]).name, "b")
+        self.assertEqual(firsts, "abababab")
+
+    def test_failing_backend_keeps_its_share(self) -> None:
+        """
+        With weights 2, 1, 1 and the first backend failing every request,
+        it is still tried first by exactly its weight's share of new
+        requests, and its retries are shared by the others by weight (to
+        within a few).
+        """
+        balancer = SmoothWeightedRoundRobin(_backends(2, 1, 1))
+        seen = self._firsts(balancer, "a", 400)
+        self.assertEqual((seen["a"], seen["b"], seen["c"]), (200, 100, 100))
+        self.assertLessEqual(abs(seen[">b"] - 100), 3)
+        self.assertEqual(seen[">b"] + seen[">c"], 200)
+
+    def test_retry_skips_tried_and_unavailable(self) -> None:
+        """
+        A retry is never placed on a tried or unavailable backend, and
+        finds none when all available ones were tried.
+        """
+        backends = _backends(1, 1, 1)
+        backends[2].available = False
+        balancer = SmoothWeightedRoundRobin(backends)
+        request = FakeRequestInfo()
+        self.assertEqual(balancer.pick_other(request, [backends[0]]), backends[1])
+        self.assertIsNone(balancer.pick_other(request, backends[:2]))
+
 
 class RoundRobinFactoryTests(SynchronousTestCase):
     """

@@ -266,6 +266,19 @@ class _BalancingTestCase(TestCase):
         @return: A Deferred firing with the two L{_Load}s.
         """
         loads = [_Load(port, keep_alive=True), _Load(port, keep_alive=False)]
+        yield self.run_loads(loads, scenario)
+        for load in loads:
+            self.assert_no_errors(load.outcomes)
+            self.assertGreater(len(load.outcomes), minimum)
+        return loads
+
+    @staticmethod
+    @defer.inlineCallbacks
+    def run_loads(loads: List[_Load], scenario):
+        """
+        Run C{scenario()} (returning a Deferred) while C{loads} send
+        requests; stop them when it ends, and wait for their threads.
+        """
         done = [load.start() for load in loads]
         try:
             yield scenario()
@@ -273,10 +286,6 @@ class _BalancingTestCase(TestCase):
             for load in loads:
                 load.stop()
             yield defer.gatherResults(done)
-        for load in loads:
-            self.assert_no_errors(load.outcomes)
-            self.assertGreater(len(load.outcomes), minimum)
-        return loads
 
     def assert_no_errors(self, outcomes: List[_Outcome]) -> None:
         """

@@ -5,7 +5,6 @@ draining, through the whole proxy on in-memory transports.
 
 from __future__ import annotations
 
-from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import (
@@ -86,16 +85,69 @@ class RetryTests(SynchronousTestCase):
 
     def test_retry_limit(self):
         """
-        With retries = 1, a request is tried on two backends at most.
+        With retries = 1, a request that may have reached its backend (the
+        backend reset before answering) is tried on two backends at most.
         """
         proxy = _proxy(servers=tuple(server(f"http://127.0.0.1:{p}") for p in (8001, 8002, 8003)))
         client = proxy.connect_client()
         client.send(GET)
-        proxy.refuse_backend()
-        proxy.refuse_backend()
+        proxy.accept_backend().close()
+        proxy.accept_backend().close()
         self.assertEqual(proxy.backend_attempts(), [])
         self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_closed")
+
+    def test_refused_connections_not_counted(self):
+        """
+        A refused connection sent nothing, so it does not count against
+        retries: with retries = 1 a request goes on through every backend
+        that refuses, once each, until one answers.
+        """
+        ports = (8001, 8002, 8003)
+        proxy = _proxy(servers=tuple(server(f"http://127.0.0.1:{p}") for p in ports))
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.refuse_backend()
+        proxy.refuse_backend()
+        [(_, port)] = proxy.backend_attempts()
+        self.assertEqual(port, 8003)
+        proxy.accept_backend().send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        [x] = proxy.exchanges
+        self.assertEqual((x.attempts, x.counted_retries), (3, 0))
+
+    def test_every_backend_refused(self):
+        """
+        A request that every backend refused gets 502 after trying each
+        once.
+        """
+        ports = (8001, 8002, 8003)
+        proxy = _proxy(servers=tuple(server(f"http://127.0.0.1:{p}") for p in ports))
+        other = proxy.connect_client()
+        other.send(GET)
+        tried = []
+        while proxy.backend_attempts():
+            tried.append(proxy.backend_attempts()[0][1])
+            proxy.refuse_backend()
+        self.assertEqual(sorted(tried), list(ports))
+        self.assertTrue(other.received().startswith(b"HTTP/1.1 502"))
         self.assertEqual(proxy.exchanges[-1].reason, "upstream_connect_failed")
+
+    def test_counted_after_refused(self):
+        """
+        A request redispatched after a refused connection still has its
+        retries: the backend it reaches resets, and it goes to a third one.
+        """
+        ports = (8001, 8002, 8003)
+        proxy = _proxy(servers=tuple(server(f"http://127.0.0.1:{p}") for p in ports))
+        client = proxy.connect_client()
+        client.send(GET)
+        proxy.refuse_backend()
+        proxy.accept_backend().close()
+        proxy.accept_backend().send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        [x] = proxy.exchanges
+        self.assertEqual((x.attempts, x.counted_retries), (3, 1))
 
     def test_no_retries(self):
         """
@@ -114,15 +166,116 @@ class RetryTests(SynchronousTestCase):
         retries), failures are answered instead of retried.
         """
         proxy = _proxy(retries=1, retry_budget=0.0)
+        group = proxy.forwarder.groups["app"]
         clients = [proxy.connect_client(port=40000 + i) for i in range(4)]
         for client in clients:
             client.send(GET)
         for _ in range(4):
-            proxy.refuse_backend(ConnectionRefusedError())
+            proxy.accept_backend().close()
         # Three retries are under way; the fourth failure is answered.
         answered = [c for c in clients if c.received().startswith(b"HTTP/1.1 502")]
         self.assertEqual(len(answered), 1)
         self.assertEqual(len(proxy.backend_attempts()), 3)
+        self.assertEqual(group.retries_in_flight, 3)
+        for _ in range(3):
+            proxy.accept_backend().send(OK)
+        self.assertEqual((group.in_flight, group.retries_in_flight), (0, 0))
+
+    def test_stale_connection_of_known_bad_backend(self):
+        """
+        A GET whose reused connection dies before any response byte is
+        sent again on a fresh connection to the same backend, unless that
+        backend is known bad by then (here drained): it then goes straight
+        to another backend.
+        """
+        proxy = _proxy()
+        group = proxy.forwarder.groups["app"]
+        peers = []
+        for i in range(2):
+            client = proxy.connect_client(port=40000 + i)
+            client.send(GET)
+            peers.append(proxy.accept_backend())
+            peers[-1].send(OK)
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        first, second = peers
+        client = proxy.connect_client(port=40002)
+        client.send(GET)
+        self.assertEqual(first.received().count(b"GET /"), 2)
+        group.set_draining(group.backends[0], True)
+        first.close()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertEqual(second.received().count(b"GET /"), 2)
+        second.send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+
+    def _fill_budget(self, proxy, clients):
+        """
+        Take the budget's three places (retry_budget = 0): three requests
+        whose backends reset, each retried on a connection that is open
+        and waiting for the answer.
+        """
+        for client in clients:
+            client.send(GET)
+            proxy.accept_backend().close()
+            self.retried.append(proxy.accept_backend())
+        self.assertEqual(proxy.forwarder.groups["app"].retries_in_flight, 3)
+
+    def test_refused_spends_no_budget(self):
+        """
+        Refused connections are redispatched beyond the budget: with the
+        budget's three places taken, the new requests whose connections
+        are refused all go to the other backend, and take no place.
+        """
+        proxy = _proxy(retries=1, retry_budget=0.0)
+        clients = [proxy.connect_client(port=40000 + i) for i in range(7)]
+        self.retried = []
+        self._fill_budget(proxy, clients[:3])
+        for client in clients[3:]:
+            client.send(GET)
+        refused = 0
+        while proxy.backend_attempts():
+            if proxy.backend_attempts()[0][1] == 8001:
+                proxy.refuse_backend()
+                refused += 1
+            else:
+                proxy.accept_backend()
+        self.assertEqual(refused, 2)
+        self.assertFalse([c for c in clients if c.received().startswith(b"HTTP/1.1 502")])
+        self.assertEqual(proxy.forwarder.groups["app"].retries_in_flight, 3)
+
+    def test_known_bad_backend_spends_no_budget(self):
+        """
+        A request whose backend was already known bad (here drained) when
+        it reset is placed again without a place in the budget, even when
+        the budget is full.
+        """
+        proxy = _proxy(retries=1, retry_budget=0.0)
+        group = proxy.forwarder.groups["app"]
+        clients = [proxy.connect_client(port=40000 + i) for i in range(4)]
+        self.retried = []
+        self._fill_budget(proxy, clients[:3])
+        clients[3].send(GET)
+        [(_, port)] = proxy.backend_attempts()
+        backend = proxy.accept_backend()
+        group.set_draining(group.find(f"127.0.0.1:{port}"), True)
+        backend.close()
+        self.assertEqual([p for _, p in proxy.backend_attempts()], [16003 - port])
+        self.assertFalse([c for c in clients if c.received().startswith(b"HTTP/1.1 502")])
+        self.assertEqual(group.retries_in_flight, 3)
+
+    def test_known_bad_backend_not_spared_when_healthy(self):
+        """
+        The same reset from a backend that is still available is a counted
+        retry, which the full budget refuses: the client gets 502.
+        """
+        proxy = _proxy(retries=1, retry_budget=0.0)
+        clients = [proxy.connect_client(port=40000 + i) for i in range(4)]
+        self.retried = []
+        self._fill_budget(proxy, clients[:3])
+        clients[3].send(GET)
+        proxy.accept_backend().close()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(clients[3].received().startswith(b"HTTP/1.1 502"))
 
 
 class CircuitBreakingTests(SynchronousTestCase):
@@ -322,6 +475,51 @@ class LocalityTests(SynchronousTestCase):
         self.assertEqual(port_for("198.51.100.7"), 8002)
 
 
+class RetrySpillTests(SynchronousTestCase):
+    """
+    A retry leaves the failed locality level, so that no request is lost
+    while one backend anywhere answers.
+    """
+
+    def test_zone_and_region_refusing(self):
+        """
+        Client in eu-west-1a; every backend of eu-west-1a and eu-west-1b
+        refuses connections; one backend in us-east works.  With default
+        settings every GET is answered by us-east, each having tried the
+        refusing backends at most once each.
+        """
+        from twistproxy.config import Locality, Locator, Server
+
+        places = [("eu-west", "eu-west-1a")] * 2 + [("eu-west", "eu-west-1b")] * 2
+        servers = tuple(
+            Server(f"http://127.0.0.1:{8001 + i}", "http", "127.0.0.1", 8001 + i,
+                   region=region, zone=zone)
+            for i, (region, zone) in enumerate(places)
+        ) + (Server("http://127.0.0.1:9001", "http", "127.0.0.1", 9001, region="us-east"),)
+        proxy = MemoryProxy(ProxyConfig(
+            listeners=(Listener("main", "tcp:8080"),),
+            upstreams={"app": UpstreamGroup("app", servers)},
+            routes=(Route("app"),),
+            locator=Locator("cidr", {"networks": {"192.0.2.0/24": "eu-west/eu-west-1a"}}),
+            locality=Locality(regions=("eu-west", "us-east")),
+        ))
+        us = None
+        for i in range(20):
+            client = proxy.connect_client("192.0.2.7", port=41000 + i)
+            client.send(GET)
+            refused = []
+            while proxy.backend_attempts() and proxy.backend_attempts()[0][1] != 9001:
+                refused.append(proxy.backend_attempts()[0][1])
+                proxy.refuse_backend()
+            self.assertEqual(len(refused), len(set(refused)))
+            self.assertTrue(refused)
+            if proxy.backend_attempts():
+                us = proxy.accept_backend()
+            us.send(OK)
+            self.assertTrue(client.received().startswith(b"HTTP/1.1 200"), i)
+        self.assertEqual({x.backend.name for x in proxy.exchanges}, {"127.0.0.1:9001"})
+
+
 class WatchedGroupTests(SynchronousTestCase):
     """
     Health checks and outlier detection act on the group's backends.
@@ -340,17 +538,21 @@ class WatchedGroupTests(SynchronousTestCase):
         group = proxy.forwarder.groups["app"]
         bad = group.backends[0]
         good = None
-        for i in range(2):
+        refused = 0
+        for i in range(4):
             client = proxy.connect_client(port=42000 + i)
             client.send(GET)
-            # Round robin sends each request to 8001 first; it refuses and
-            # the retry goes to 8002 (a new connection, then the pooled one).
-            self.assertEqual(proxy.backend_attempts()[0], ("127.0.0.1", 8001))
-            proxy.refuse_backend()
+            # Round robin sends every other request to 8001 first; it
+            # refuses and the retry goes to 8002 (a new connection, then
+            # the pooled one).
+            if proxy.backend_attempts()[:1] == [("127.0.0.1", 8001)]:
+                proxy.refuse_backend()
+                refused += 1
             if proxy.backend_attempts():
                 good = proxy.accept_backend()
             good.send(OK)
             self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        self.assertEqual(refused, 2)
         self.assertTrue(bad.ejected)
         self.assertFalse(bad.available)
         for i in range(3):

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistproxy.interfaces import IBackend, IBalancer
+from twistproxy.interfaces import IBackend, IBalancer, IRetryBalancer
 from twistproxy.testing import BalancerContractMixin, FakeRequestInfo
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import SmoothWeightedRoundRobin
@@ -446,6 +446,98 @@ class FailoverTests(SynchronousTestCase):
                 self.assertIs(
                     self.picker.pick(_REQUEST, region, zone), self.backends["us3"]
                 )
+
+
+class RetrySpillTests(SynchronousTestCase):
+    """
+    L{LocalityPicker.pick_other}: a retry counts the backends it was tried
+    on as unavailable, so it leaves a level whose backends all failed it,
+    from the client's zone to its region and on to the other regions.
+    """
+
+    def setUp(self) -> None:
+        self.backends = _two_regions()
+        self.picker = _picker(list(self.backends.values()), ["eu-west", "us-east"])
+
+    def _walk(self, region: str, zone: str) -> List[str]:
+        """
+        The backends one request reaches when every backend fails it.
+        """
+        tried: List[IBackend] = [self.picker.pick(_REQUEST, region, zone)]
+        while True:
+            other = self.picker.pick_other(_REQUEST, region, zone, tried)
+            if other is None:
+                return [b.name for b in tried]
+            tried.append(other)
+
+    def test_every_backend_once(self) -> None:
+        """
+        A request from C{eu-west-1a} that every backend fails reaches each
+        backend of the group once, starting in its zone.
+        """
+        for _ in range(20):
+            walked = self._walk("eu-west", "eu-west-1a")
+            self.assertIn(walked[0], ("eu0", "eu1"))
+            self.assertEqual(sorted(walked), sorted(self.backends))
+
+    def test_leaves_failed_levels_before_health_checks(self) -> None:
+        """
+        With every backend still marked available, a retry of a request
+        that failed on both backends of its zone goes to the other zone,
+        and one that failed on all of its region goes to C{us-east}.
+        """
+        eu = [self.backends[f"eu{i}"] for i in range(4)]
+        for _ in range(50):
+            other = self.picker.pick_other(_REQUEST, "eu-west", "eu-west-1a", eu[:2])
+            self.assertEqual(other.zone, "eu-west-1b")
+            other = self.picker.pick_other(_REQUEST, "eu-west", "eu-west-1a", eu)
+            self.assertEqual(other.region, "us-east")
+
+    def test_half_tried_level_spills_by_health(self) -> None:
+        """
+        After one of the two backends of its zone failed a request, the
+        zone has half its weight left for the retry (health 0.5 * 1.4 =
+        0.7): about 70 % of such retries stay in the zone, on the other
+        backend, and the rest go to the other zone, as for new requests
+        when a backend is down.
+        """
+        tried = [self.backends["eu0"]]
+        counts = Counter(
+            self.picker.pick_other(_REQUEST, "eu-west", "eu-west-1a", tried).name
+            for _ in range(4000)
+        )
+        self.assertNotIn("eu0", counts)
+        self.assertTrue(abs(counts["eu1"] / 4000 - 0.7) < 0.03, counts)
+        self.assertEqual(set(counts), {"eu1", "eu2", "eu3"})
+
+    def test_unavailable_and_tried(self) -> None:
+        """
+        Backends marked down and backends tried both count as gone: with
+        C{eu-west} down and two of C{us-east} tried, the retry goes to one
+        of the two others; with all of them tried, there is none.
+        """
+        for i in range(4):
+            self.backends[f"eu{i}"].available = False
+        us = [self.backends[f"us{i}"] for i in range(4)]
+        for _ in range(20):
+            other = self.picker.pick_other(_REQUEST, "eu-west", "", us[:2])
+            self.assertIn(other, us[2:])
+        self.assertIsNone(self.picker.pick_other(_REQUEST, "eu-west", "", us))
+
+    def test_locality_balancer_retries(self) -> None:
+        """
+        L{LocalityBalancer} provides L{IRetryBalancer}: it locates the
+        request and spills its retry over as the picker does.
+        """
+        locator = CIDRLocator(
+            [(ipaddress.ip_network("10.1.0.0/16"), ("eu-west", "eu-west-1a"))]
+        )
+        balancer = LocalityBalancer(self.picker, locator)
+        self.assertTrue(verifyObject(IRetryBalancer, balancer))
+        request = FakeRequestInfo(client_address="10.1.0.1")
+        eu = [self.backends[f"eu{i}"] for i in range(4)]
+        self.assertEqual(balancer.pick_other(request, eu).region, "us-east")
+        self.assertEqual(balancer.pick_other(request, eu[:2]).zone, "eu-west-1b")
 
 
 @implementer(IBackend)

@@ -270,7 +270,8 @@ class OperationsTests(SynchronousTestCase):
     def test_status_and_drain(self):
         """
         status() reports every backend; drain() marks one draining, and an
-        unknown name is a KeyError.
+        unknown name is a KeyError saying whether the group or the backend
+        is missing.
         """
         service = ProxyService(_config(), MemoryReactorClock())
         service.drain("app", "127.0.0.1:8001")
@@ -281,7 +282,8 @@ class OperationsTests(SynchronousTestCase):
         service.drain("app", "127.0.0.1:8001", False)
         self.assertTrue(service.status()["groups"][0]["backends"][0]["available"])
         self.assertRaises(KeyError, service.drain, "app", "127.0.0.1:9")
-        self.assertRaises(KeyError, service.drain, "nope", "127.0.0.1:8001")
+        missing = self.assertRaises(KeyError, service.drain, "nope", "127.0.0.1:8001")
+        self.assertEqual(missing.args, ("no upstream group 'nope'",))
 
 
 class TLSListenerTests(SynchronousTestCase):

@@ -199,6 +199,27 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(backend.received(), b"x")
         self.assertEqual([b.failures for b in self.h.group.backends], [1, 0])
 
+    def test_refused_connections_not_counted(self):
+        """
+        Refused connections do not count against retries: with retries = 1
+        and three backends, a client whose first two backends refuse is
+        relayed to the third; timeouts do count, so after two of them the
+        client is closed.
+        """
+        h = RelayHarness(config("retries = 1", servers=3))
+        client = h.client()
+        h.refuse()
+        h.refuse()
+        [(_, port)] = h.attempts()
+        backend = h.accept()
+        client.protocol.dataReceived(b"x")
+        self.assertEqual(backend.received(), b"x")
+        other = h.client(port=40001)
+        h.refuse(TimeoutError())
+        h.refuse(TimeoutError())
+        self.assertEqual(h.attempts(), [])
+        self.assertTrue(other.transport.disconnecting)
+
     def test_connect_failure_closes(self):
         """
         When every attempt fails (timeouts here), the client is closed and

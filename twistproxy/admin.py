@@ -238,8 +238,8 @@ class AdminResource(Resource):
 
         def unknown(f: Failure):
             f.trap(KeyError)
-            raise _Answer(404, {"error": f"no backend {backend!r} in upstream group {group!r}",
-                                "upstream": group, "backend": backend})
+            # The service says which is missing, the group or the backend.
+            raise _Answer(404, {"error": f.value.args[0], "upstream": group, "backend": backend})
 
         d = maybeDeferred(self._service.drain, group, backend, draining)
         return self._when_ready(request, d.addCallbacks(done, unknown))

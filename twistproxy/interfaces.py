@@ -23,7 +23,7 @@ built-in ones live in L{twistproxy.plugins} exactly like third-party ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Optional, Sequence, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -181,6 +181,38 @@ class IBalancer(Interface):
         @return: One of the group's backends whose C{available} is C{True},
             or C{None} when no backend is available, which the proxy answers
             with 503 Service Unavailable.
+        """
+
+
+class IRetryBalancer(IBalancer):
+    """
+    A balancer that places retries itself.
+
+    When a request failed on a backend and may be sent to another, the
+    proxy asks the group's balancer again, for an available backend it has
+    not tried yet.  A balancer that only provides L{IBalancer} is asked with
+    C{pick} until it offers an untried backend; that uses up turns meant for
+    new requests (round robin's rotation moves on, so the backend that
+    failed comes round again sooner) and cannot send the retry elsewhere
+    when C{pick} keeps answering a tried one.  Providing this interface lets
+    a balancer choose among the untried backends directly, leaving its
+    rotation to new requests: C{round_robin} does, as nginx does when it
+    tries the next upstream.
+    """
+
+    def pick_other(
+        request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
+        """
+        Choose a backend for a retry of a request.
+
+        @param request: The request to place again.
+        @param tried: The backends it has failed on, which must not be
+            chosen (a set or a short list).
+        @return: An available backend that is not in C{tried}, or C{None}
+            when there is none.  A balancer may prefer nearby or lightly
+            loaded backends as C{pick} does, but must not let the retry
+            change the share of new requests that each backend receives.
         """
 
 

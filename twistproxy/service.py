@@ -385,9 +385,12 @@ class ProxyService(MultiService):
 
         @param group: The upstream group's name.
         @param backend: The backend's name, C{host:port}.
-        @raises KeyError: when there is no such group or backend.
+        @raises KeyError: when there is no such group or backend, with a
+            sentence naming the one that is missing.
         """
-        runtime = self.forwarder.groups[group]
+        runtime = self.forwarder.groups.get(group)
+        if runtime is None:
+            raise KeyError(f"no upstream group {group!r}")
         found = runtime.find(backend)
         if found is None:
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")

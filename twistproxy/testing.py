@@ -52,8 +52,11 @@ from typing import (
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twistproxy.interfaces import IBackend, IBalancer, ICacheStore, IRequestInfo, IResponseSink
+from twistproxy.interfaces import (
+    IBackend, IBalancer, ICacheStore, IRequestInfo, IResponseSink, IRetryBalancer,
+)
 from twistproxy.upstream.backend import Backend
+from twistproxy.upstream.balancers import pick_untried
 
 
 @implementer(IRequestInfo)
@@ -300,6 +303,30 @@ class BalancerContractMixin:
         self.assertNotIn(backends[0], self._pickMany(balancer, 300))
         backends[0].available = True
         self.assertIn(backends[0], self._pickMany(balancer, 300))
+
+    def test_retry_goes_to_untried(self) -> None:
+        """
+        A retry (L{pick_untried}, which uses C{pick_other} when the balancer
+        provides L{IRetryBalancer}) never goes to a backend the request
+        was tried on, nor to an unavailable one, reaches every available
+        backend of the group, and finds none once they were all tried.
+        """
+        backends = _backends(1, 2, 3, 1)
+        backends[3].available = False
+        balancer = self.makeBalancer(backends)
+        if IRetryBalancer.providedBy(balancer):
+            self.assertTrue(verifyObject(IRetryBalancer, balancer))
+        for i in range(20):
+            request = self.makeRequest(i)
+            tried = [balancer.pick(request)]
+            while True:
+                other = pick_untried(balancer, backends, request, tried)
+                if other is None:
+                    break
+                self.assertNotIn(other, tried)
+                self.assertTrue(other.available)
+                tried.append(other)
+            self.assertEqual(set(tried), set(backends[:3]))
 
     def test_honours_weights(self) -> None:
         """

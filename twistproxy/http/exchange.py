@@ -49,6 +49,10 @@ class Exchange:
     @ivar group: The upstream group chosen, or C{None}.
     @ivar forwarder: The forwarder that placed it, told of failures.
     @ivar attempts: How many backends it has been sent to.
+    @ivar counted_retries: Of those after the first, how many count against
+        the group's C{retries} (all but those after a refused connection or
+        a failure of a backend already known bad); while there is one, the
+        exchange holds a place in the group's retry budget.
     @ivar tried: The backends that failed it, or C{None}.
     @ivar response_fields: (name, value) fields to add to the response
         (a stickiness cookie), or C{None}.
@@ -73,7 +77,7 @@ class Exchange:
         "pool", "head", "route", "started", "upstream_started",
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
-        "tried", "response_fields", "pinned", "sink", "admitted",
+        "counted_retries", "tried", "response_fields", "pinned", "sink", "admitted",
         "request_rules", "on_end",
     )
 
@@ -98,6 +102,7 @@ class Exchange:
         self.group = None
         self.forwarder = None
         self.attempts = 1
+        self.counted_retries = 0
         self.tried = None
         self.response_fields = None
         self.pinned = None

@@ -226,34 +226,47 @@ class Forwarder:
         safe and allowed, else answer the client.
         """
         if reason == "upstream_stale":
-            if not x.retried and x.retryable_elsewhere:
+            if not x.retried and x.retryable_elsewhere and x.backend.available:
                 # The stale pooled connection race is not the backend's
                 # fault: the same backend, once, on a fresh connection.
+                # (A backend known bad meanwhile is left at once, below.)
                 x.retried = True
                 x.upstream = None
                 x.pool.submit(x, fresh=True)
                 return
             reason = "upstream_closed"
         group = x.group
-        if x.status == 0 and self._may_retry(x, reason):
-            other = self._another(x)
-            if other is not None:
-                self._done_with_backend(x, ok=_verdict(reason))
-                if x.attempts == 1:
-                    group.retries_in_flight += 1
-                x.attempts += 1
-                x.retried = False
-                self._send(x, other)
-                return
+        if x.status == 0 and group.config.retries and self._safe_to_resend(x, reason):
+            counted = group.counted_retry(reason, x.backend)
+            if not counted or self._may_count(x):
+                other = self._another(x)
+                if other is not None:
+                    self._done_with_backend(x, ok=_verdict(reason))
+                    if counted:
+                        if not x.counted_retries:
+                            group.retries_in_flight += 1
+                        x.counted_retries += 1
+                    x.attempts += 1
+                    x.retried = False
+                    self._send(x, other)
+                    return
         x.sink.upstream_failed(x, status, reason)
 
-    def _may_retry(self, x: Exchange, reason: str) -> bool:
-        group = x.group
-        if x.attempts > group.config.retries or not group.may_retry():
-            return False
+    def _safe_to_resend(self, x: Exchange, reason: str) -> bool:
         if reason in _NOT_SENT:
             return not x.body_started
         return reason == "upstream_closed" and x.retryable_elsewhere
+
+    def _may_count(self, x: Exchange) -> bool:
+        """
+        Whether C{x} may have one more counted retry: fewer than the
+        group's C{retries} so far, and a place in the retry budget (kept
+        from its previous counted retry, or a free one).
+        """
+        group = x.group
+        if x.counted_retries >= group.config.retries:
+            return False
+        return x.counted_retries > 0 or group.may_retry()
 
     def _another(self, x: Exchange) -> Optional[Backend]:
         tried = x.tried
@@ -297,7 +310,7 @@ class Forwarder:
         if group is None:
             return
         group.in_flight -= 1
-        if x.attempts > 1:
+        if x.counted_retries:
             group.retries_in_flight -= 1
         if x.backend is not None:
             backend = x.backend

@@ -10,10 +10,14 @@ hashing ones key on the client's address, as no other key exists), opens a
 connection to it and copies bytes both ways until both sides are done:
 
   - I{Connect.}  A connection that fails or times out (C{timeouts.connect})
-    is tried on another backend, up to the group's C{retries}; the failure
-    counts against the backend for outlier detection.  Bytes the client
-    sends meanwhile wait in the kernel: the client is not read until the
-    backend is connected.
+    is tried on another backend, each at most once; after a refused
+    connection, or a failure of a backend already known bad, at no cost,
+    and after other failures up to the group's C{retries} (as for HTTP
+    requests: L{UpstreamGroupRuntime.counted_retry
+    <twistproxy.upstream.group.UpstreamGroupRuntime.counted_retry>}).  The
+    failure counts against the backend for outlier detection.  Bytes the
+    client sends meanwhile wait in the kernel: the client is not read until
+    the backend is connected.
 
   - I{Backpressure.}  Each side's transport has a L{FullRelay} registered:
     when one side's write buffer fills up, the other side stops being read
@@ -187,6 +191,8 @@ class TCPRelay(Protocol):
         self.reason = ""
         self.deadline = NEVER
         self._tried: List[Backend] = []
+        # Of those, the failures that count against the group's retries.
+        self._counted = 0
         self._info: Optional[StreamInfo] = None
         self._client_open = True
         self._upstream_open = False
@@ -307,9 +313,13 @@ class TCPRelay(Protocol):
             self._finish()
             return
         self._tried.append(backend)
-        if len(self._tried) <= self.group.config.retries:
-            other = self.group.pick_other(self._info, self._tried)
+        group = self.group
+        retries = group.config.retries
+        counted = group.counted_retry(reason, backend)
+        if retries and (not counted or self._counted < retries):
+            other = group.pick_other(self._info, self._tried)
             if other is not None:
+                self._counted += counted
                 self._connect(other)
                 return
         self._end(reason)

@@ -19,6 +19,12 @@ returns C{None} when none is, which the proxy answers with 503.  Weights are
 read as C{effective_weight}, which is below C{weight} while a backend ramps up
 after coming back (slow start) and may then be a fraction.
 
+A request that failed on one backend and may be sent to another (a retry)
+is placed by L{pick_untried}: balancers that provide L{IRetryBalancer}, as
+all the built-in ones but the hashing ones do, choose among the backends
+not tried yet without taking a turn from new requests; others are asked
+with C{pick} until they offer an untried backend.
+
 The algorithms:
 
   - C{round_robin}, nginx's I{smooth weighted round robin}: every backend
@@ -28,7 +34,11 @@ The algorithms:
     backends' weights is taken off the chosen one.  Over any run of
     C{sum(weights)} picks each backend is chosen C{weight} times, and the
     picks of a heavy backend are spread out instead of bunched together:
-    weights 5, 1, 1 give C{a a b a c a a}, not C{a a a a a b c}.
+    weights 5, 1, 1 give C{a a b a c a a}, not C{a a a a a b c}.  A retry
+    is one such step over the backends not tried yet, as in nginx: their
+    current weights still add up to what they were, and the backend that
+    failed keeps its place, so that it is not tried first by the next new
+    request as well.
 
   - C{least_connections}: the backend with the fewest requests in flight
     relative to its weight, C{(in_flight + 1) / weight}.  The C{+ 1} counts
@@ -55,7 +65,7 @@ The algorithms:
 from __future__ import annotations
 
 import random
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -67,6 +77,7 @@ from twistproxy.interfaces import (
     IBalancer,
     IBalancerFactory,
     IRequestInfo,
+    IRetryBalancer,
 )
 from twistproxy.upstream.hashing import (
     CLIENT_ADDRESS,
@@ -99,7 +110,7 @@ MAX_RING_POINTS = 1 << 20
 _WEIGHT_STEPS = 16
 
 
-@implementer(IBalancer)
+@implementer(IRetryBalancer)
 class SmoothWeightedRoundRobin:
     """
     nginx's smooth weighted round robin over a fixed list of backends.
@@ -119,13 +130,21 @@ class SmoothWeightedRoundRobin:
         self._current: List[float] = [0] * len(self._backends)
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        return self.pick_other(request, ())
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
+        # A step over the backends not tried: each gains its weight and the
+        # chosen one gives up their total, which leaves their sum, and the
+        # current weights of the tried ones, as they were.
         backends = self._backends
         current = self._current
         best = -1
         best_weight = 0.0
         total = 0.0
         for i, backend in enumerate(backends):
-            if not backend.available:
+            if not backend.available or backend in tried:
                 continue
             weight = backend.effective_weight
             total += weight
@@ -144,7 +163,7 @@ class SmoothWeightedRoundRobin:
         return f"<SmoothWeightedRoundRobin [{names}]>"
 
 
-@implementer(IBalancer)
+@implementer(IRetryBalancer)
 class LeastConnections:
     """
     Weighted least connections: the available backend with the smallest
@@ -163,6 +182,11 @@ class LeastConnections:
         self._start = 0
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        return self.pick_other(request, ())
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
         backends = self._backends
         count = self._count
         start = self._start
@@ -173,7 +197,7 @@ class LeastConnections:
             if i >= count:
                 i -= count
             backend = backends[i]
-            if not backend.available:
+            if not backend.available or backend in tried:
                 continue
             weight = backend.effective_weight
             if weight < _MIN_WEIGHT:
@@ -215,7 +239,7 @@ class _Randomized:
         return f"<{type(self).__name__} [{names}]>"
 
 
-@implementer(IBalancer)
+@implementer(IRetryBalancer)
 class WeightedRandom(_Randomized):
     """
     Picks an available backend at random, in proportion to its effective
@@ -225,11 +249,16 @@ class WeightedRandom(_Randomized):
     __slots__ = ()
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        return self.pick_other(request, ())
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
         # Two passes rather than a list of candidates: nothing to allocate.
         backends = self._backends
         total = 0.0
         for backend in backends:
-            if backend.available:
+            if backend.available and backend not in tried:
                 weight = backend.effective_weight
                 total += weight if weight > _MIN_WEIGHT else _MIN_WEIGHT
         if not total:
@@ -237,7 +266,7 @@ class WeightedRandom(_Randomized):
         left = self._random.random() * total
         last = None
         for backend in backends:
-            if backend.available:
+            if backend.available and backend not in tried:
                 weight = backend.effective_weight
                 left -= weight if weight > _MIN_WEIGHT else _MIN_WEIGHT
                 if left < 0:
@@ -263,7 +292,7 @@ def _draw(weights: Sequence[float], left: float, skip: int) -> int:
     return last
 
 
-@implementer(IBalancer)
+@implementer(IRetryBalancer)
 class PowerOfTwoChoices(_Randomized):
     """
     The power of two choices: two distinct available backends drawn at
@@ -275,7 +304,12 @@ class PowerOfTwoChoices(_Randomized):
     __slots__ = ()
 
     def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        candidates = [b for b in self._backends if b.available]
+        return self.pick_other(request, ())
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
+        candidates = [b for b in self._backends if b.available and b not in tried]
         if len(candidates) < 2:
             return candidates[0] if candidates else None
         weights = [max(b.effective_weight, _MIN_WEIGHT) for b in candidates]
@@ -292,6 +326,36 @@ class PowerOfTwoChoices(_Randomized):
         ) * weights[second]:
             return other
         return one
+
+
+def pick_untried(
+    balancer: IBalancer,
+    backends: Sequence[IBackend],
+    request: IRequestInfo,
+    tried: Collection[IBackend],
+) -> Optional[IBackend]:
+    """
+    A backend for a retry of C{request}: available and not in C{tried}.
+
+    @param balancer: The balancer over C{backends}.  One that provides
+        L{IRetryBalancer} chooses; any other is asked with C{pick}, at most
+        once per backend, until it offers an untried backend, and if it
+        keeps offering tried ones (a hash), the first untried available
+        backend of C{backends} is taken.
+    @return: The backend, or C{None} when every available one was tried.
+    """
+    if IRetryBalancer.providedBy(balancer):
+        return balancer.pick_other(request, tried)
+    for _ in range(len(backends)):
+        backend = balancer.pick(request)
+        if backend is None:
+            return None
+        if backend not in tried:
+            return backend
+    for backend in backends:
+        if backend.available and backend not in tried:
+            return backend
+    return None
 
 
 def _hash_weight(backend: IBackend, effective: float) -> float:

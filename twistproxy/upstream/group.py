@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from twistproxy.config import ConfigError, Discovery, Locality, UpstreamGroup
 from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo
 from twistproxy.upstream.backend import Backend
-from twistproxy.upstream.balancers import build_balancer
+from twistproxy.upstream.balancers import build_balancer, pick_untried
 from twistproxy.upstream.health import HealthMonitor, SlowStart, build_health_check
 from twistproxy.upstream.locality import LocalityBalancer, LocalityPicker
 from twistproxy.upstream.outlier import OutlierDetector
@@ -35,6 +35,9 @@ from twistproxy.upstream.outlier import OutlierDetector
 # Envoy's default: a retry budget never forbids this many concurrent
 # retries, so that a quiet group can still retry at all.
 MIN_RETRY_CONCURRENCY = 3
+
+# A connection refused (or impossible) at once: nothing was sent.
+REFUSED = "upstream_connect_failed"
 
 
 def authority(host: str, port: int) -> str:
@@ -50,7 +53,8 @@ class UpstreamGroupRuntime:
     @ivar host_headers: The Host sent to each backend when a route does not
         keep the client's.
     @ivar in_flight: Requests in flight to the group.
-    @ivar retries_in_flight: Of those, how many are retries.
+    @ivar retries_in_flight: Of those, how many hold a place in the retry
+        budget: requests with a counted retry (see L{may_retry}).
     """
 
     log = Logger()
@@ -78,7 +82,8 @@ class UpstreamGroupRuntime:
         self.slow_start: Optional[SlowStart] = None
         self._discovered: Dict[Any, Dict[Any, Backend]] = {}
         self._discoveries: List[Any] = []
-        self._tiers: List[IBalancer] = []
+        # Each failover tier's balancer, and the backends it balances.
+        self._tiers: List[Tuple[IBalancer, List[Backend]]] = []
         self._tokens: Dict[str, Backend] = {}
         self._token_of: Dict[Backend, str] = {}
         for server in config.servers:
@@ -147,7 +152,8 @@ class UpstreamGroupRuntime:
         for backend in self.backends:
             tiers.setdefault(backend.priority, []).append(backend)
         self._tiers = [
-            self._balancer_for(tiers[priority]) for priority in sorted(tiers)
+            (self._balancer_for(tiers[priority]), tiers[priority])
+            for priority in sorted(tiers)
         ]
 
     def _check_tiers(self, kept: List[Backend], added) -> None:
@@ -319,27 +325,22 @@ class UpstreamGroupRuntime:
     # Placing requests
 
     def pick(self, request: IRequestInfo) -> Optional[Backend]:
-        for balancer in self._tiers:
+        for balancer, _ in self._tiers:
             backend = balancer.pick(request)
             if backend is not None:
                 return backend
         return None
 
-    def pick_other(self, request: IRequestInfo, tried: List[Backend]) -> Optional[Backend]:
+    def pick_other(self, request: IRequestInfo, tried: Collection[Backend]) -> Optional[Backend]:
         """
         An available backend for a retry of C{request}, other than those
-        in C{tried}, or C{None}.
+        in C{tried}, or C{None}: from the lowest tier that has one, by the
+        tier's balancer (which, with regions, spills over from the levels
+        the request failed in; L{twistproxy.upstream.locality}).
         """
-        for _ in range(len(self.backends)):
-            backend = self.pick(request)
-            if backend is None:
-                return None
-            if backend not in tried:
-                return backend
-        # A balancer that keeps answering the same (a hash) is asked no
-        # further: any other available backend will do.
-        for backend in self.backends:
-            if backend.available and backend not in tried:
+        for balancer, backends in self._tiers:
+            backend = pick_untried(balancer, backends, request, tried)
+            if backend is not None:
                 return backend
         return None
 
@@ -350,9 +351,29 @@ class UpstreamGroupRuntime:
         limit = self.config.max_requests
         return not limit or self.in_flight < limit
 
+    def counted_retry(self, reason: str, backend: Backend) -> bool:
+        """
+        Whether sending a request (or a relayed connection) that failed
+        on C{backend} for C{reason} to another backend counts against the
+        group's C{retries} and retry budget.
+
+        It does not when the connection was refused, which sent nothing and
+        adds no work anywhere when sent on (HAProxy's redispatch), nor when
+        the backend was already known bad (down, ejected or drained): the
+        request is then placed again as if it had just arrived.  A connect
+        timeout counts, since it may be a backend too busy to accept.
+        """
+        return reason != REFUSED and backend.available
+
     def may_retry(self) -> bool:
         """
         Whether the retry budget allows one more concurrent retry.
+
+        The budget holds back retries that may add work to the backends
+        (a request that may have reached its backend, a connection that
+        timed out), so that failures cannot multiply the load; a request
+        whose connection was refused, or whose backend was already known
+        bad, is placed again without asking it.
         """
         budget = max(MIN_RETRY_CONCURRENCY, self.config.retry_budget * self.in_flight)
         return self.retries_in_flight < budget

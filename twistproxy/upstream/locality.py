@@ -43,6 +43,16 @@ entirely sends all its clients to the next; when it comes back, its health
 rises and its traffic returns by the same rule, with no separate failback
 step.
 
+A I{retry} (a request sent again after it failed on a backend) is placed
+by the same rule, with the backends it has already tried counted as
+unavailable, as Envoy does for retries over priority levels: a level whose
+backends have all failed the request has no health left for it, and the
+retry spills over to the next level, from the client's zone to its region
+and on to the other regions, while the level's balancer places it among
+the untried backends of its level.  So a retry leaves a failed zone or
+region even before any health check notices, and a request may try every
+backend of the group, nearest first.
+
 Dividing the I{effective} weight (which is lower during slow start) by the
 I{configured} weight makes a recovering region take its traffic back as its
 backends warm up rather than all at once; without slow start the two weights
@@ -70,7 +80,7 @@ from __future__ import annotations
 
 import math
 import random as _random
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from zope.interface import implementer
 
@@ -79,7 +89,9 @@ from twistproxy.interfaces import (
     IBalancer,
     ILocator,
     IRequestInfo,
+    IRetryBalancer,
 )
+from twistproxy.upstream.balancers import pick_untried
 
 DEFAULT_OVERPROVISIONING = 1.4
 
@@ -106,10 +118,14 @@ class _Level:
         total = sum(b.weight for b in backends)
         self.scale = overprovisioning / total if total > 0 else 0.0
 
-    def health(self) -> float:
+    def health(self, tried: Collection[IBackend] = ()) -> float:
+        """
+        The level's health for a request that has failed on the backends
+        in C{tried}: they count as unavailable.
+        """
         available = 0.0
         for backend in self.backends:
-            if backend.available:
+            if backend.available and backend not in tried:
                 available += backend.effective_weight
         health = available * self.scale
         return 1.0 if health > 1.0 else health
@@ -287,40 +303,14 @@ class LocalityPicker:
         if health >= 1.0:
             # The common case: the nearest level is healthy enough to take
             # everything, and no other level needs looking at.
-            chosen = plan[0]
+            chosen: Optional[_Level] = plan[0]
         else:
-            # Level i receives the requests whose point falls between the
-            # cumulative healths of levels i - 1 and i, cut off at 1.  Once
-            # the cumulative health reaches 1 later levels receive nothing,
-            # so they are not looked at.  Below 1 in total, the loads are
-            # scaled up to add up to 1: scale the point down instead.
-            cumulative = health
-            bounds = [cumulative]
-            for index in range(1, len(plan)):
-                if cumulative >= 1.0:
-                    break
-                cumulative += plan[index].health()
-                bounds.append(cumulative)
-            if cumulative <= 0.0:
+            chosen = self._spill(plan, health, point, ())
+            if chosen is None:
                 return None
-            if cumulative < 1.0:
-                point *= cumulative
-            for index, bound in enumerate(bounds):
-                if point < bound:
-                    break
-            else:
-                # Rounding put the point on the total: the last level with
-                # any health is the one.
-                index = bounds.index(cumulative)
-            chosen = plan[index]
         picked = chosen.balancer.pick(request)
         if picked is not None:
             return picked
-        return self._first_available(request, plan)
-
-    def _first_available(
-        self, request: IRequestInfo, plan: Tuple[_Level, ...]
-    ) -> Optional[IBackend]:
         # Only reached when a level's balancer declined although its level
         # has an available backend (a balancer with rules of its own).
         for level in plan:
@@ -329,6 +319,75 @@ class LocalityPicker:
                 return picked
         return None
 
+    def pick_other(
+        self,
+        request: IRequestInfo,
+        region: str,
+        zone: str,
+        tried: Collection[IBackend],
+    ) -> Optional[IBackend]:
+        """
+        Choose a backend for a retry of a request from a client at
+        C{(region, zone)}, as L{pick} does but with the backends in
+        C{tried} counted as unavailable: once they are all of a level, the
+        retry spills over to the next.
+
+        @param tried: The backends the request has failed on.
+        @return: An available backend not in C{tried}, or C{None} when
+            there is none in the group.
+        """
+        plan = self._plan(region, zone)
+        if not plan:
+            return None
+        chosen = self._spill(plan, plan[0].health(tried), self._random(), tried)
+        if chosen is not None:
+            picked = pick_untried(chosen.balancer, chosen.backends, request, tried)
+            if picked is not None:
+                return picked
+        for level in plan:
+            picked = pick_untried(level.balancer, level.backends, request, tried)
+            if picked is not None:
+                return picked
+        return None
+
+    def _spill(
+        self,
+        plan: Tuple[_Level, ...],
+        health: float,
+        point: float,
+        tried: Collection[IBackend],
+    ) -> Optional[_Level]:
+        """
+        The level that receives the request at C{point} (in [0, 1)), when
+        the first level's health is C{health}; C{None} when no level has
+        any health.
+
+        Level i receives the requests whose point falls between the
+        cumulative healths of levels i - 1 and i, cut off at 1.  Once the
+        cumulative health reaches 1 later levels receive nothing, so they
+        are not looked at.  Below 1 in total, the loads are scaled up to
+        add up to 1: the point is scaled down instead.
+        """
+        cumulative = health
+        bounds = [cumulative]
+        for index in range(1, len(plan)):
+            if cumulative >= 1.0:
+                break
+            cumulative += plan[index].health(tried)
+            bounds.append(cumulative)
+        if cumulative <= 0.0:
+            return None
+        if cumulative < 1.0:
+            point *= cumulative
+        for index, bound in enumerate(bounds):
+            if point < bound:
+                break
+        else:
+            # Rounding put the point on the total: the last level with any
+            # health is the one.
+            index = bounds.index(cumulative)
+        return plan[index]
+
     def __repr__(self) -> str:
         return (
             f"<LocalityPicker regions={list(self._regions)!r}"
@@ -336,11 +395,12 @@ class LocalityPicker:
         )
 
 
-@implementer(IBalancer)
+@implementer(IRetryBalancer)
 class LocalityBalancer:
     """
     An L{IBalancer} that places each request with a locator and picks with
     a L{LocalityPicker}: what an upstream group uses when locality is on.
+    Retries spill over from level to level (L{LocalityPicker.pick_other}).
     """
 
     __slots__ = ("_picker", "_locator")
@@ -361,6 +421,14 @@ class LocalityBalancer:
             return self._picker.pick(request, "", "")
         region, zone = self._locator.locate(request)
         return self._picker.pick(request, region, zone)
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend]
+    ) -> Optional[IBackend]:
+        if self._locator is None:
+            return self._picker.pick_other(request, "", "", tried)
+        region, zone = self._locator.locate(request)
+        return self._picker.pick_other(request, region, zone, tried)
 
     def __repr__(self) -> str:
         return f"<LocalityBalancer {self._picker!r} {self._locator!r}>"
