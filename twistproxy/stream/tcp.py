@@ -26,8 +26,10 @@ connection to it and copies bytes both ways until both sides are done:
     when both directions have ended, or either side closes or resets.
 
   - I{Idle timeout.}  No byte either way for C{timeouts.tcp_idle} seconds
-    closes both connections (the shared coarse timer of
-    L{twistproxy.deadlines}).
+    cuts both connections (the shared coarse timer of
+    L{twistproxy.deadlines}): what is still buffered for a side that
+    stopped reading is dropped, as waiting for it to drain would keep both
+    connections (and their sockets) forever.
 
   - I{Logging.}  When both connections are closed, one access log line
     gives the client, the backend, the bytes each way, the duration and,
@@ -195,6 +197,8 @@ class TCPRelay(Protocol):
         self._upstream_eof = False
         self._done = False
         self._judging = False
+        # The transports on which a FullRelay is registered.
+        self._held: List = []
 
     # The client side
 
@@ -208,7 +212,7 @@ class TCPRelay(Protocol):
         # meanwhile waits in the kernel's buffers.
         self.transport.pauseProducing()
         no_delay(self.transport)
-        self.transport.registerProducer(FullRelay(self._client_full), True)
+        self._hold(self.transport, self._client_full)
         chain = factory.filters
         if chain is not None:
             verdict = chain.admit(self.client_address)
@@ -268,7 +272,7 @@ class TCPRelay(Protocol):
     def readConnectionLost(self) -> None:
         self._client_eof = True
         if self.upstream is not None:
-            self.upstream.transport.loseWriteConnection()
+            self._release(self.upstream.transport).loseWriteConnection()
             self._maybe_done()
 
     def writeConnectionLost(self) -> None:
@@ -281,7 +285,7 @@ class TCPRelay(Protocol):
             # Still connecting: _upstream_made or _connect_failed finishes.
             return
         if self._upstream_open:
-            self.upstream.transport.loseConnection()
+            self._release(self.upstream.transport).loseConnection()
         self._finish()
 
     def _client_full(self, full: bool) -> None:
@@ -322,7 +326,7 @@ class TCPRelay(Protocol):
         self._upstream_open = True
         transport = upstream.transport
         no_delay(transport)
-        transport.registerProducer(FullRelay(self._upstream_full), True)
+        self._hold(transport, self._upstream_full)
         version = self.group.config.proxy_protocol
         head = b""
         if version:
@@ -338,7 +342,7 @@ class TCPRelay(Protocol):
         self.deadline = self.factory.clock.seconds() + self.factory.timeouts.tcp_idle
         self.factory.deadlines.add(self)
         if self._client_eof:
-            transport.loseWriteConnection()
+            self._release(transport).loseWriteConnection()
         else:
             self.transport.resumeProducing()
 
@@ -356,20 +360,39 @@ class TCPRelay(Protocol):
     def _upstream_read_ended(self) -> None:
         self._upstream_eof = True
         if self._client_open:
-            self.transport.loseWriteConnection()
+            self._release(self.transport).loseWriteConnection()
         self._maybe_done()
 
     def _upstream_lost(self) -> None:
         self._upstream_open = False
         if self._client_open:
-            self.transport.loseConnection()
+            self._release(self.transport).loseConnection()
         self._release_backend(ok=True)
         self._finish()
 
     def _maybe_done(self) -> None:
         if self._client_eof and self._upstream_eof:
-            self.transport.loseConnection()
-            self.upstream.transport.loseConnection()
+            self._release(self.transport).loseConnection()
+            self._release(self.upstream.transport).loseConnection()
+
+    def _hold(self, transport, on_full: Callable[[bool], None]) -> None:
+        transport.registerProducer(FullRelay(on_full), True)
+        self._held.append(transport)
+
+    def _release(self, transport):
+        """
+        Unregister the L{FullRelay} from C{transport}, to which nothing
+        more will be written, before its connection (or sending half) is
+        closed: a transport whose registered producer was paused when its
+        buffer filled resumes the producer once the buffer drains, instead
+        of closing (C{FileDescriptor.doWrite}), and would never close.
+
+        @return: C{transport}.
+        """
+        if transport in self._held:
+            self._held.remove(transport)
+            transport.unregisterProducer()
+        return transport
 
     # Ending
 
@@ -378,7 +401,11 @@ class TCPRelay(Protocol):
             self._judging = False
             self._end("filter_timeout")
             return
-        self._end("idle_timeout")
+        # Nothing moved for tcp_idle seconds: a side that stopped reading
+        # will not take what is buffered for it, and a graceful close
+        # would wait for that (keeping the other side's socket in
+        # CLOSE-WAIT once its peer has gone).
+        self.abort("idle_timeout")
 
     def abort(self, reason: str = "shutdown") -> None:
         """
@@ -391,9 +418,8 @@ class TCPRelay(Protocol):
             self.transport.abortConnection()
 
     def _end(self, reason: str) -> None:
+        # Before any backend connection is made: nothing is buffered.
         self.reason = reason
-        if self.upstream is not None:
-            self.upstream.transport.loseConnection()
         if self._client_open:
             self.transport.loseConnection()
         else:
