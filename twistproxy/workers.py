@@ -812,6 +812,11 @@ class InheritedEndpoint:
         # master and every worker share it, and a reactor must never block
         # in accept(): without this, PyPy's workers hung there.
         os.set_blocking(self._fd, False)
+        # The port listens on a duplicate of the descriptor, which
+        # stopListening closes; the inherited one must not stay open
+        # beside it, or the socket would go on taking connections (that
+        # nobody accepts) until the worker exits.
+        os.close(self._fd)
         return adopted
 
 
