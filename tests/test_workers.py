@@ -451,15 +451,16 @@ class ReloadTests(MasterTestCase):
 
     def test_worker_problems(self):
         """
-        Problems a worker reports (certificates, say) are returned once
-        each; a worker that cannot be reached is named.
+        Problems a worker reports (certificates, say: its admin API
+        answers C{409} with them) are returned once each; a worker that
+        cannot be reached is named.
         """
         self.start()
 
         def answer(path):
             if path.endswith("worker-2.sock"):
                 return ConnectionRefusedError("refused")
-            return 200, {"ok": False, "problems": ["bad certificate"]}
+            return 409, {"ok": False, "problems": ["bad certificate"]}
 
         self.answers[b"POST", b"/reload"] = answer
         problems = self.successResultOf(self.master.hangup())

@@ -532,7 +532,8 @@ class Master(MultiService):
         def reloaded(answers):
             problems: List[str] = []
             for worker, (code, body) in answers:
-                if code != 200:
+                # 409: the worker refused part of the reload, and says why.
+                if code not in (200, 409):
                     problems.append(f"worker {worker.index}: {body.get('error', code)}")
                     continue
                 for problem in body.get("problems", ()):
