@@ -573,18 +573,22 @@ class AdmissionTests(_HTTPCase):
     def test_connections_refused_beyond_limit(self):
         """
         Beyond max_connections the factory builds a protocol that closes
-        the connection at once; once a connection closes, the next is
-        served.
+        the connection at once, and logs it as a request it could not
+        read, answered 503 C{max_connections}; once a connection closes,
+        the next is served.
         """
         p = self.proxy(limits=Limits(max_connections=2))
         a = p.connect_client()
         p.connect_client()
         refused = p.factory.buildProtocol(None)
         self.assertIsInstance(refused, Refused)
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 4000))
         refused.makeConnection(transport)
         self.assertTrue(transport.disconnected)
         self.assertEqual(p.factory.quota.refused, 1)
+        [x] = p.exchanges
+        self.assertEqual((x.client_address, x.request.method, x.status, x.reason),
+                         ("192.0.2.9", b"-", 503, "max_connections"))
         a.close()
         self.assertEqual(p.factory.quota.count, 1)
         c = p.connect_client()

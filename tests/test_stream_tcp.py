@@ -403,12 +403,21 @@ class LimitTests(SynchronousTestCase):
     def test_max_connections(self):
         """
         Beyond C{max_connections} relays at once, a connection is closed
-        at accept (no protocol); one more is accepted once one ends.
+        as soon as it is made, without a backend connection, and logged
+        when it ends (503 C{max_connections}, counted as rejected); one
+        more is relayed once one ends.
         """
         h = RelayHarness(config(listener_options="max_connections = 2"))
         first = h.client()
         h.client()
-        self.assertIsNone(h.client())
+        refused = h.client(port=40002)
+        self.assertTrue(refused.transport.disconnecting)
+        self.assertEqual(h.ended, [])
+        refused.close()
+        [ended] = h.ended
+        self.assertEqual((ended.status, ended.reason, ended.backend, h.factory.rejected),
+                         (503, "max_connections", None, 1))
+        self.assertEqual(len(h.reactor.tcpClients), 2)
         h.accept().close()
         first.close()
         self.assertIsNotNone(h.client())

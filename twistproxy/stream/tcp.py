@@ -47,9 +47,13 @@ seconds without a verdict the connection is closed (503
 C{filter_timeout}).
 
 A listener's C{max_connections} caps the connections relayed at once (a
-connection above it is closed at accept); every relayed connection also
-counts against the process's C{limits.max_connections}, whose fullness
-pauses accepting (L{twistproxy.admission}).
+connection above it is closed at accept, and logged with 503
+C{max_connections}); every relayed connection also counts against the
+process's C{limits.max_connections}, whose fullness pauses accepting
+(L{twistproxy.admission}).  Every connection closed without being relayed
+(at a limit, by a filter, for want of a backend or, with TLS passthrough,
+of a route or a valid ClientHello) has its access log line, as a relayed
+one does.
 
 A backend group configured with C{proxy_protocol} gets a PROXY header
 (L{twistproxy.stream.proxyproto}) before the client's first byte.
@@ -95,12 +99,17 @@ class StreamInfo:
         return None
 
 
-# nginx stream's status for the reasons that are not 200.
+# nginx stream's status for the reasons that are not 200 (those that HTTP
+# has too with HTTP's).
 _STATUS = {
     "no_backend": 503,
     "filter_timeout": 503,
+    "max_connections": 503,
     "upstream_connect_failed": 502,
     "upstream_connect_timeout": 502,
+    "bad_client_hello": 400,
+    "client_hello_timeout": 408,
+    "no_route": 404,
 }
 
 
@@ -174,8 +183,13 @@ class TCPRelay(Protocol):
     protocol = "TCP"
 
     def __init__(self, factory: "TCPRelayFactory", group_name: str, server_name: str = "",
-                 initial: bytes = b""):
+                 initial: bytes = b"", refusal: str = ""):
+        """
+        @param refusal: The reason to close the connection for as soon as
+            it is made, or C{''} to relay it.
+        """
         self.factory = factory
+        self._refusal = refusal
         self.group_name = group_name
         self.server_name = server_name
         self._pending = initial
@@ -207,6 +221,9 @@ class TCPRelay(Protocol):
         self.started = factory.clock.seconds()
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", "") or ""
+        if self._refusal:
+            self._end(self._refusal)
+            return
         factory.connections.add(self)
         # Not read until the backend is connected: what the client sends
         # meanwhile waits in the kernel's buffers.
@@ -475,7 +492,7 @@ class TCPRelayFactory(Factory):
     @ivar quota: The L{Quota <twistproxy.admission.Quota>} every relay
         counts against (the process's connections), or C{None}.
     @ivar rejected: Connections closed at once, at C{max_connections} or
-        with the quota full (for the metrics: they get no log line).
+        with the quota full (for the metrics).
     """
 
     noisy = False
@@ -503,17 +520,28 @@ class TCPRelayFactory(Factory):
 
     def relay(self, group_name: str, server_name: str = "", initial: bytes = b""):
         """
-        A relay to C{group_name}, or C{None} (the connection is closed) at
-        C{max_connections} or when the quota is full.
+        A relay to C{group_name}, or one that closes the connection at once
+        (reason C{max_connections}) at C{max_connections} or when the quota
+        is full.
         """
         quota = self.quota
         if ((self.max_connections and len(self.connections) >= self.max_connections)
                 or (quota is not None and not quota.acquire())):
             self.rejected += 1
-            return None
+            return self.refuse("max_connections", server_name, initial)
         relay = TCPRelay(self, group_name, server_name, initial)
         relay.quota_held = quota is not None
         return relay
+
+    def refuse(self, reason: str, server_name: str = "", initial: bytes = b"") -> TCPRelay:
+        """
+        A protocol that closes its connection as soon as it is made, and
+        logs it as a relayed connection would be, with C{reason} (one of
+        L{_STATUS}'s, which gives its status).
+
+        @param initial: The bytes read from the connection so far.
+        """
+        return TCPRelay(self, "", server_name, initial, refusal=reason)
 
     def connect(self, backend: Backend, connector: ClientFactory) -> None:
         self.reactor.connectTCP(backend.host, backend.port, connector,
