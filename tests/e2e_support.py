@@ -708,3 +708,54 @@ def dns_server_factory():
     factory = DNSServerFactory(authorities=[PySourceAuthority(path)])
     factory.noisy = False
     return factory
+
+
+# Helpers for the fault tests (tests.test_faults_*): the TCP sockets a
+# process holds, read from /proc as ss(8) would show them.
+
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+# The states of /proc/net/tcp, by their hexadecimal code.
+_TCP_STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+    "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}
+
+
+@_dataclass(frozen=True)
+class TCPSocket:
+    """
+    One TCP socket a process holds: its state (C{"CLOSE_WAIT"} ...) and
+    ports.
+    """
+
+    state: str
+    local_port: int
+    remote_port: int
+
+
+def proxy_sockets(pid: int) -> List[TCPSocket]:
+    """
+    The TCP sockets (IPv4 and IPv6) that process C{pid} holds open now.
+    """
+    inodes = set()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[9] in inodes:
+                    found.append(TCPSocket(_TCP_STATES.get(fields[3], fields[3]),
+                                           int(fields[1].rsplit(":", 1)[1], 16),
+                                           int(fields[2].rsplit(":", 1)[1], 16)))
+    return found

@@ -182,12 +182,13 @@ class EndpointTests(AdminTestCase):
     def test_reload_certificates(self):
         """
         Without C{service.hangup}, C{POST /reload} reloads the certificates
-        and lists the problems.
+        and lists the problems: C{200} without any, C{409} (not a success)
+        with some.
         """
         _, body = self.json("POST", "/reload")
         self.assertEqual(body, {"reloaded": "certificates", "ok": True, "problems": []})
         self.service.certificate_problems = ["listeners.tls.tls: bad certificate"]
-        _, body = self.json("POST", "/reload")
+        _, body = self.json("POST", "/reload", 409)
         self.assertEqual(body, {"reloaded": "certificates", "ok": False,
                                 "problems": ["listeners.tls.tls: bad certificate"]})
 

@@ -395,8 +395,8 @@ class AdminReloadTests(_WorkersTestCase):
         The file is changed to send requests to origin b: C{POST /reload}
         answers C{ok} and the next requests are b's.  Then the file is
         broken (an unknown key): C{POST /reload} answers C{ok: false} with
-        the problem's path, the log says the reload was refused, and b
-        still serves every request.
+        the problem's path and status C{409}, the log says the reload was
+        refused, and b still serves every request.
         """
         origins = yield self.start_origins("a", "b")
         proxy = yield self.start_workers(
@@ -415,7 +415,9 @@ class AdminReloadTests(_WorkersTestCase):
         with open(proxy.config_path, "w") as f:
             f.write(text + "\n[upstreams.app.health]\nbogus = 1\n")
         since = time.monotonic()
-        answer = yield self.admin(proxy, "/reload", "POST")
+        code, body = yield threads.deferToThread(_admin, proxy.admin_port, "POST", "/reload")
+        self.assertEqual(code, 409, body)
+        answer = json.loads(body)
         self.assertFalse(answer["ok"])
         self.assertEqual(len(answer["problems"]), 1, answer)
         self.assertIn("upstreams.app.health.bogus", answer["problems"][0])

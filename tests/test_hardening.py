@@ -254,23 +254,46 @@ class QuotaTests(SynchronousTestCase):
 
     def test_logged_once_per_interval(self):
         """
-        Reaching the limit is logged, at most once a minute however many
-        are refused.
+        Reaching the limit is logged, and so is the first refusal (its
+        count includes it: "1 refused since the start"), then each at
+        most once a minute however many are refused.
         """
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def mine():
+            return [e for e in events
+                    if e.get("log_namespace", "").startswith("twistproxy.admission")]
+
         quota = Quota("things", 1, self.clock)
         quota.acquire()
+        self.assertEqual(len(mine()), 1)
+        self.assertNotIn("refused", mine()[0])
         for _ in range(5):
             quota.acquire()
-        mine = [e for e in events if e.get("log_namespace", "").startswith("twistproxy.admission")]
-        self.assertEqual(len(mine), 1)
+        self.assertEqual(len(mine()), 2)
+        self.assertEqual(mine()[1]["refused"], 1)
         self.clock.advance(61)
         quota.acquire()
-        mine = [e for e in events if e.get("log_namespace", "").startswith("twistproxy.admission")]
-        self.assertEqual(len(mine), 2)
-        self.assertEqual(mine[1]["refused"], 6)
+        self.assertEqual(len(mine()), 3)
+        self.assertEqual(mine()[2]["refused"], 6)
+
+    def test_refused_by_parent_counted(self):
+        """
+        A refusal because the parent quota is full is logged by the parent
+        with a count that includes it, and counted by the child too.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        parent = Quota("all", 1, self.clock)
+        child = Quota("mine", 5, self.clock, parent=parent)
+        self.assertTrue(child.acquire())
+        self.assertFalse(child.acquire())
+        [refusal] = [e for e in events if "refused" in e]
+        self.assertEqual((refusal["name"], refusal["refused"]), ("all", 1))
+        self.assertEqual((parent.refused, child.refused), (1, 1))
 
     def test_file_budget(self):
         """
@@ -550,18 +573,22 @@ class AdmissionTests(_HTTPCase):
     def test_connections_refused_beyond_limit(self):
         """
         Beyond max_connections the factory builds a protocol that closes
-        the connection at once; once a connection closes, the next is
-        served.
+        the connection at once, and logs it as a request it could not
+        read, answered 503 C{max_connections}; once a connection closes,
+        the next is served.
         """
         p = self.proxy(limits=Limits(max_connections=2))
         a = p.connect_client()
         p.connect_client()
         refused = p.factory.buildProtocol(None)
         self.assertIsInstance(refused, Refused)
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 4000))
         refused.makeConnection(transport)
         self.assertTrue(transport.disconnected)
         self.assertEqual(p.factory.quota.refused, 1)
+        [x] = p.exchanges
+        self.assertEqual((x.client_address, x.request.method, x.status, x.reason),
+                         ("192.0.2.9", b"-", 503, "max_connections"))
         a.close()
         self.assertEqual(p.factory.quota.count, 1)
         c = p.connect_client()

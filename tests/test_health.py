@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,6 +75,21 @@ class _AlwaysFactory:
 
 alwaysFactory = _AlwaysFactory()
 notAFactory = object()
+
+
+def _start_stop_events(factory) -> List[dict]:
+    """
+    The log events of starting and stopping C{factory}, as the reactor
+    does around each connection attempt.
+    """
+    events: List[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory.doStart()
+        factory.doStop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return events
 
 
 class FindHealthCheckFactoryTests(SynchronousTestCase):
@@ -697,6 +712,15 @@ class HTTPHealthCheckTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "stopped")
         self.assertEqual(reactor.getDelayedCalls(), [])
 
+    def test_default_client_quiet(self) -> None:
+        """
+        The connection of each check does not log its factory's start and
+        stop (two lines per check every few seconds otherwise).
+        """
+        reactor = MemoryReactorClock()
+        HTTPHealthCheck(reactor).probe(self.backend)
+        self.assertEqual(_start_stop_events(reactor.tcpClients[0][2]), [])
+
 
 class BodyProbeTests(SynchronousTestCase):
     """
@@ -799,6 +823,14 @@ class TCPHealthCheckTests(SynchronousTestCase):
             [(host, port, timeout) for host, port, factory, timeout, bind in self.reactor.tcpClients],
             [("192.0.2.1", 8001, 3.0), ("2001:db8::1", 8001, 3.0), ("192.0.2.2", 22, 2.0)],
         )
+
+    def test_quiet(self) -> None:
+        """
+        The connection of each check does not log its factory's start and
+        stop (two lines per check every few seconds otherwise).
+        """
+        self.check.probe(_backend())
+        self.assertEqual(_start_stop_events(self.reactor.tcpClients[0][2]), [])
 
     def test_success(self) -> None:
         """

@@ -571,7 +571,8 @@ class StreamMetricsTests(SynchronousTestCase):
     def test_tcp_and_udp_listeners_counted(self):
         """
         A relayed TCP connection that ends is counted with its bytes; one
-        over the listener's C{max_connections} is counted as rejected; a
+        over the listener's C{max_connections} is closed at once, counted
+        as rejected and, once closed, as a connection with status 503; a
         UDP session is open, then counted when it ends; a datagram over
         C{max_sessions} is dropped.
         """
@@ -598,7 +599,10 @@ servers = ["udp://10.0.0.1:53"]
         client = IPv4Address("TCP", "192.0.2.7", 40000)
         relay = relays.buildProtocol(client)
         relay.makeConnection(StringTransport(peerAddress=client))
-        self.assertIsNone(relays.buildProtocol(client))
+        refused = relays.buildProtocol(client)
+        refused.makeConnection(StringTransport(peerAddress=client))
+        self.assertTrue(refused.transport.disconnecting)
+        refused.connectionLost(Failure(ConnectionDone()))
         _, _, connector, _, _ = reactor.tcpClients[-1]
         upstream = connector.buildProtocol(None)
         upstream.makeConnection(StringTransport())
@@ -623,6 +627,8 @@ servers = ["udp://10.0.0.1:53"]
                                   db + (("protocol", "tcp"),))], 0)
         self.assertEqual(samples[("twistproxy_stream_connections_total",
                                   db + (("protocol", "tcp"), ("status", "200")))], 1)
+        self.assertEqual(samples[("twistproxy_stream_connections_total",
+                                  db + (("protocol", "tcp"), ("status", "503")))], 1)
         self.assertEqual(samples[("twistproxy_stream_connections_total",
                                   udp + (("protocol", "udp"), ("status", "200")))], 1)
         self.assertEqual(samples[("twistproxy_stream_received_bytes_total", db)], 4)
@@ -651,7 +657,9 @@ servers = ["udp://10.0.0.1:53"]
         def fill(relays, open_):
             for _ in range(open_):
                 relays.buildProtocol(client).makeConnection(StringTransport(peerAddress=client))
-            self.assertIsNone(relays.buildProtocol(client))
+            refused = relays.buildProtocol(client)
+            refused.makeConnection(StringTransport(peerAddress=client))
+            self.assertTrue(refused.transport.disconnecting)
 
         old = service.listeners["db"].factory
         fill(old, 1)

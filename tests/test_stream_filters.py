@@ -469,13 +469,21 @@ class TCPFilterTests(SynchronousTestCase):
     def test_global_quota(self):
         """
         Every relay holds a place in the factory's quota, given back when
-        it ends; a connection beyond it is closed at accept.
+        it ends; a connection beyond it is closed at once, without a
+        backend connection, and logged (503 C{max_connections}).
         """
         h = RelayHarness(config())
         h.factory.quota = quota = Quota("client connections", 1, h.reactor)
         client = h.client()
         self.assertEqual(quota.count, 1)
-        self.assertIsNone(h.client(port=40001))
+        refused = h.client(port=40001)
+        self.assertTrue(refused.transport.disconnecting)
+        refused.close()
+        [ended] = h.ended
+        self.assertEqual((ended.client_address, ended.status, ended.reason),
+                         ("192.0.2.7", 503, "max_connections"))
+        self.assertEqual(len(h.reactor.tcpClients), 1)
+        self.assertEqual(quota.count, 1)
         h.accept().close()
         client.close()
         self.assertEqual(quota.count, 0)

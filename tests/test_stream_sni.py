@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import SNIRoute
@@ -146,6 +148,19 @@ class PassthroughTests(SynchronousTestCase):
             protocol.dataReceived(data[i : i + 50])
         return protocol, transport
 
+    def logged(self, protocol):
+        """
+        Close C{protocol}'s connection, as the reactor does after the
+        proxy closed it.
+
+        @return: What its access log line says: C{(status, reason,
+            server_name, bytes received)}.
+        """
+        protocol.connectionLost(Failure(ConnectionDone()))
+        (relay,) = self.h.ended
+        del self.h.ended[:]
+        return relay.status, relay.reason, relay.server_name, relay.bytes_received
+
     def test_passthrough(self):
         """
         A connection for a passthrough name is relayed to the route's group,
@@ -218,42 +233,51 @@ class PassthroughTests(SynchronousTestCase):
     def test_malformed_closed(self):
         """
         A malformed ClientHello closes the connection: nothing is relayed
-        or terminated.
+        or terminated, and the access log has its line (400
+        C{bad_client_hello}).
         """
-        _, transport = self.connect(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
+        protocol, transport = self.connect(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00")
         self.assertTrue(transport.disconnecting)
         self.assertEqual((self.terminated, self.h.attempts()), ([], []))
+        self.assertEqual(self.logged(protocol), (400, "bad_client_hello", "", 10))
 
     def test_oversized_closed(self):
         """
         A ClientHello above L{MAX_CLIENT_HELLO} is closed, not forwarded:
         one that announces more, and one sent in tiny records that never
-        ends within the bound.
+        ends within the bound; each has its access log line (400
+        C{bad_client_hello}).
         """
         body = client_hello(b"db.example")[5:]
         announced = records(b"\x01" + (MAX_CLIENT_HELLO + 1).to_bytes(3, "big") + body[4:], 16384)
         trickled = records(b"\x01" + MAX_CLIENT_HELLO.to_bytes(3, "big") + b"\x03" * 4000, 1)
         for data in (announced, trickled):
-            _, transport = self.connect(data)
+            protocol, transport = self.connect(data)
             self.assertTrue(transport.disconnecting)
+            self.assertEqual(self.logged(protocol)[:2], (400, "bad_client_hello"))
         self.assertEqual((self.terminated, self.h.attempts()), ([], []))
 
     def test_timeout(self):
         """
-        A client that does not send its ClientHello in time is closed.
+        A client that does not send its ClientHello in time is closed, and
+        logged (408 C{client_hello_timeout}).
         """
-        _, transport = self.connect(client_hello(b"db.example")[:20])
+        protocol, transport = self.connect(client_hello(b"db.example")[:20])
         self.h.reactor.advance(9)
         self.assertFalse(transport.disconnecting)
         self.h.reactor.advance(2)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.logged(protocol), (408, "client_hello_timeout", "", 20))
 
     def test_no_default_closes(self):
         """
         On a listener that terminates nothing, a name no route has (and no
-        default group) closes the connection.
+        default group) closes the connection, logged with the name (404
+        C{no_route}).
         """
         self.factory.terminate = None
-        _, transport = self.connect(client_hello(b"www.example"))
+        hello = client_hello(b"www.example")
+        protocol, transport = self.connect(hello)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.h.attempts(), [])
+        self.assertEqual(self.logged(protocol), (404, "no_route", "www.example", len(hello)))

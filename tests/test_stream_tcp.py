@@ -327,20 +327,74 @@ class FlowTests(SynchronousTestCase):
 
     def test_idle_timeout(self):
         """
-        No byte either way for C{timeouts.tcp_idle} seconds closes both
-        connections; traffic postpones it.
+        No byte either way for C{timeouts.tcp_idle} seconds cuts both
+        connections (an abort: a graceful close would wait for buffers
+        that nobody reads); traffic postpones it.
         """
         self.h.reactor.advance(20)
         self.client.protocol.dataReceived(b"x")
         self.h.reactor.advance(20)
         self.assertFalse(self.client.transport.disconnecting)
         self.h.reactor.advance(11)
-        self.assertTrue(self.client.transport.disconnecting)
-        self.assertTrue(self.backend.transport.disconnecting)
+        self.assertTrue(self.client.transport.disconnected)
+        self.assertTrue(self.backend.transport.disconnected)
         self.backend.close()
         self.client.close()
         (relay,) = self.h.ended
         self.assertEqual(relay.reason, "idle_timeout")
+
+    def test_idle_timeout_non_reading_client(self):
+        """
+        A client that reads nothing while the backend sends (its buffer
+        full, the backend no longer read) is cut with the backend at the
+        idle timeout, even after the backend's connection is closed, and
+        the relay ends (its log line is written) as soon as both are.
+        """
+        self.backend.protocol.dataReceived(b"x" * 65536)
+        self.client.transport.producer.pauseProducing()
+        self.h.reactor.advance(31)
+        self.assertTrue(self.client.transport.disconnected)
+        self.assertTrue(self.backend.transport.disconnected)
+        self.assertEqual(self.h.ended, [])
+        self.backend.close()
+        self.client.close()
+        (relay,) = self.h.ended
+        self.assertEqual((relay.reason, relay.bytes_sent), ("idle_timeout", 65536))
+
+    def test_close_after_full_buffer(self):
+        """
+        When one side closes or ends its sending half, the proxy's relay
+        producer is taken off the other side before that side is closed
+        or half-closed: once registered and paused (a full buffer), it
+        would otherwise keep the transport from ever closing
+        (C{FileDescriptor.doWrite} resumes it instead).
+        """
+        self.client.transport.producer.pauseProducing()
+        self.backend.protocol.readConnectionLost()
+        self.assertIsNone(self.client.transport.producer)
+        self.assertTrue(self.client.transport.write_closed)
+        self.backend.transport.producer.pauseProducing()
+        self.client.protocol.readConnectionLost()
+        self.assertIsNone(self.backend.transport.producer)
+        self.assertTrue(self.client.transport.disconnecting)
+        self.assertTrue(self.backend.transport.disconnecting)
+
+    def test_client_gone_backend_full(self):
+        """
+        A client that closes while the backend's buffer is full has the
+        backend's connection closed without the relay producer, and the
+        backend a client closed by the backend's end likewise.
+        """
+        self.backend.transport.producer.pauseProducing()
+        self.client.close()
+        self.assertIsNone(self.backend.transport.producer)
+        self.assertTrue(self.backend.transport.disconnecting)
+        other = self.h.client(port=40001)
+        backend = self.h.accept()
+        other.transport.producer.pauseProducing()
+        backend.close()
+        self.assertIsNone(other.transport.producer)
+        self.assertTrue(other.transport.disconnecting)
 
     def test_backend_closes(self):
         """
@@ -370,12 +424,21 @@ class LimitTests(SynchronousTestCase):
     def test_max_connections(self):
         """
         Beyond C{max_connections} relays at once, a connection is closed
-        at accept (no protocol); one more is accepted once one ends.
+        as soon as it is made, without a backend connection, and logged
+        when it ends (503 C{max_connections}, counted as rejected); one
+        more is relayed once one ends.
         """
         h = RelayHarness(config(listener_options="max_connections = 2"))
         first = h.client()
         h.client()
-        self.assertIsNone(h.client())
+        refused = h.client(port=40002)
+        self.assertTrue(refused.transport.disconnecting)
+        self.assertEqual(h.ended, [])
+        refused.close()
+        [ended] = h.ended
+        self.assertEqual((ended.status, ended.reason, ended.backend, h.factory.rejected),
+                         (503, "max_connections", None, 1))
+        self.assertEqual(len(h.reactor.tcpClients), 2)
         h.accept().close()
         first.close()
         self.assertIsNotNone(h.client())

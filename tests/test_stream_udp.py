@@ -6,14 +6,17 @@ sockets and a fake clock.
 from __future__ import annotations
 
 import io
+import socket
 
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.accesslog import AccessLog
 from twistproxy.config import parse
 from twistproxy.http.forwarder import make_group
-from twistproxy.stream.udp import UDPEndpoint, UDPProxy
+from twistproxy.stream.udp import SessionSocket, UDPEndpoint, UDPProxy
 
 
 class FakeUDPPort:
@@ -320,3 +323,83 @@ class ReloadTests(SynchronousTestCase):
         port.protocol.datagramReceived(b"q", ("192.0.2.1", 1000))
         (session,) = port.protocol.sessions.values()
         self.assertEqual(session.backend.host, "10.0.0.2")
+
+
+class _Recorder(DatagramProtocol):
+    """
+    Records what a session socket delivers.
+    """
+
+    noisy = False
+
+    def __init__(self):
+        self.datagrams = []
+        self.refused = 0
+        self.stopped = 0
+
+    def datagramReceived(self, data, addr):
+        self.datagrams.append((data, addr))
+
+    def connectionRefused(self):
+        self.refused += 1
+
+    def doStop(self):
+        self.stopped += 1
+
+
+class SessionSocketTests(SynchronousTestCase):
+    """
+    L{SessionSocket}, the quiet datagram socket of a session, on real
+    loopback sockets (read by hand: the memory reactor only records that
+    it is to be read).
+    """
+
+    def setUp(self):
+        self.backend = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.backend.close)
+        self.backend.bind(("127.0.0.1", 0))
+        self.backend.settimeout(5)
+        self.reactor = MemoryReactorClock()
+        self.protocol = _Recorder()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.sock = SessionSocket(self.reactor, self.protocol, *self.backend.getsockname())
+        self.addCleanup(self.sock.stopListening)
+
+    def test_relays_both_ways(self):
+        """
+        A datagram written goes to the connected address; one from there
+        is delivered whole, with that address, when the reactor reads.
+        """
+        self.assertIn(self.sock, self.reactor.getReaders())
+        self.sock.write(b"query")
+        data, source = self.backend.recvfrom(100)
+        self.assertEqual(data, b"query")
+        self.backend.sendto(b"x" * 60000, source)
+        self.sock.doRead()
+        self.assertEqual(self.protocol.datagrams,
+                         [(b"x" * 60000, self.backend.getsockname())])
+
+    def test_refused(self):
+        """
+        A closed port's "unreachable" answer tells the protocol the
+        connection was refused.
+        """
+        self.backend.close()
+        self.sock.write(b"query")
+        self.sock.doRead()
+        self.sock.write(b"again")
+        self.assertGreaterEqual(self.protocol.refused, 1)
+
+    def test_stop_quiet(self):
+        """
+        Stopping closes the socket, stops reading and the protocol, once;
+        opening and closing logs nothing (a Twisted UDP port logs two
+        lines, one log line per session is the access log's).
+        """
+        self.sock.stopListening()
+        self.sock.stopListening()
+        self.assertNotIn(self.sock, self.reactor.getReaders())
+        self.assertEqual(self.protocol.stopped, 1)
+        self.assertEqual(self.events, [])

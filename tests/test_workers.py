@@ -451,15 +451,16 @@ class ReloadTests(MasterTestCase):
 
     def test_worker_problems(self):
         """
-        Problems a worker reports (certificates, say) are returned once
-        each; a worker that cannot be reached is named.
+        Problems a worker reports (certificates, say: its admin API
+        answers C{409} with them) are returned once each; a worker that
+        cannot be reached is named.
         """
         self.start()
 
         def answer(path):
             if path.endswith("worker-2.sock"):
                 return ConnectionRefusedError("refused")
-            return 200, {"ok": False, "problems": ["bad certificate"]}
+            return 409, {"ok": False, "problems": ["bad certificate"]}
 
         self.answers[b"POST", b"/reload"] = answer
         problems = self.successResultOf(self.master.hangup())
@@ -750,19 +751,31 @@ class ShareableTests(SynchronousTestCase):
 
     def test_inherited_endpoint(self):
         """
-        An inherited socket listens by being adopted, with its family.
+        An inherited socket listens by being adopted, with its family; the
+        inherited descriptor is open while the reactor adopts it (the
+        probe of its family did not close it) and closed once it has (the
+        port listens on a copy), so that the socket stops listening when
+        the port does, not when the worker exits.
         """
         sock = socket.socket(socket.AF_INET6)
         self.addCleanup(sock.close)
-        reactor = MemoryReactor()
-        endpoint = InheritedEndpoint(reactor, sock.fileno())
+        inherited = os.dup(sock.fileno())
+        opened = []
+
+        class Adopting(MemoryReactor):
+            def adoptStreamPort(self, fd, family, factory):
+                opened.append(os.fstat(fd) is not None)
+                return MemoryReactor.adoptStreamPort(self, fd, family, factory)
+
+        reactor = Adopting()
+        endpoint = InheritedEndpoint(reactor, inherited)
         verifyObject(IStreamServerEndpoint, endpoint)
         factory = object()
         endpoint.listen(factory)
-        self.assertEqual(reactor.adoptedPorts, [(sock.fileno(), socket.AF_INET6, factory)])
-        # The probe did not close the descriptor.
+        self.assertEqual(reactor.adoptedPorts, [(inherited, socket.AF_INET6, factory)])
+        self.assertEqual(opened, [True])
+        self.assertRaises(OSError, os.fstat, inherited)
         self.assertEqual(sock.family, socket.AF_INET6)
-        os.fstat(sock.fileno())
 
     def test_inherited_socket_stays_non_blocking(self):
         """
@@ -781,7 +794,7 @@ class ShareableTests(SynchronousTestCase):
                 os.set_blocking(fd, True)
                 return MemoryReactor.adoptStreamPort(self, fd, family, factory)
 
-        InheritedEndpoint(PyPyLike(), sock.fileno()).listen(object())
+        InheritedEndpoint(PyPyLike(), os.dup(sock.fileno())).listen(object())
         self.assertFalse(os.get_blocking(sock.fileno()))
 
     def test_admin_socket_agent(self):

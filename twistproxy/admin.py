@@ -10,7 +10,7 @@ their tools, on a listener of its own (the C{[admin]} table).
     - C{POST /upstreams/<group>/<backend>/drain} and C{.../undrain}: take a
       backend out of rotation for maintenance, and back;
     - C{POST /reload}: read the configuration and the TLS certificates
-      again, as C{SIGHUP} does;
+      again, as C{SIGHUP} does (C{409} when something was refused);
     - C{POST /cache/purge?url=...} (or C{prefix=}, C{tag=}): remove stored
       responses from the shared cache;
     - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
@@ -251,8 +251,12 @@ class AdminResource(Resource):
         d = maybeDeferred(reload if reload is not None else self._service.reload_certificates)
 
         def done(problems):
+            # A refused reload is no success, for tools that check the
+            # status (curl --fail): the file or a certificate conflicts
+            # with what can run, and the running one stays.
             problems = [str(p) for p in problems or ()]
-            return 200, {"reloaded": what, "ok": not problems, "problems": problems}
+            return 409 if problems else 200, {
+                "reloaded": what, "ok": not problems, "problems": problems}
 
         def failed(f: Failure):
             self.log.failure("admin API: reloading the {what} failed", f, what=what)

@@ -131,7 +131,8 @@ class Quota:
         web'}).
     @ivar limit: The most held at once; C{0} means no limit.
     @ivar count: How many are held now.
-    @ivar refused: How many were refused since the start.
+    @ivar refused: How many were refused since the start (because this
+        quota, or one of its parents, was full).
     """
 
     log = Logger()
@@ -147,7 +148,9 @@ class Quota:
         self._children: List[Quota] = []
         self._ports: list = []
         self._paused = False
-        self._logged = -LOG_INTERVAL
+        # When each of the two lines (limit reached, excess refused) was
+        # last logged.
+        self._logged = [-LOG_INTERVAL, -LOG_INTERVAL]
         if parent is not None:
             parent._children.append(self)
 
@@ -216,21 +219,34 @@ class Quota:
                 port.startReading()
 
     def _refuse(self) -> None:
-        self.refused += 1
+        # Counted here and by each parent up to the full one, which logs
+        # it: the count it logs includes this refusal.
         quota: Optional[Quota] = self
-        while quota is not None and not (quota.limit and quota.count >= quota.limit):
+        full = self
+        while quota is not None:
+            quota.refused += 1
+            if quota.limit and quota.count >= quota.limit:
+                full = quota
+                break
             quota = quota.parent
-        (quota or self)._log_full()
-
-    def _log_full(self) -> None:
-        now = self._clock.seconds()
-        if now - self._logged >= LOG_INTERVAL:
-            self._logged = now
-            self.log.warn(
+        if full._may_log(1):
+            full.log.warn(
                 "limit of {limit} {name} reached: the excess is refused until "
                 "some finish ({refused} refused since the start)",
-                limit=self.limit, name=self.name, refused=self.refused,
+                limit=full.limit, name=full.name, refused=full.refused,
             )
+
+    def _may_log(self, line: int) -> bool:
+        """
+        Whether log line C{line} (0: limit reached, 1: excess refused) was
+        not logged in the last L{LOG_INTERVAL} seconds; if so, it counts
+        as logged now.
+        """
+        now = self._clock.seconds()
+        if now - self._logged[line] < LOG_INTERVAL:
+            return False
+        self._logged[line] = now
+        return True
 
     def _changed(self) -> None:
         """
@@ -245,7 +261,8 @@ class Quota:
                     port.stopReading()
                 else:
                     port.startReading()
-            if paused:
-                self._log_full()
+            if paused and self.limit and self.count >= self.limit and self._may_log(0):
+                self.log.warn("limit of {limit} {name} reached: no more are taken until "
+                              "some finish", limit=self.limit, name=self.name)
         for child in self._children:
             child._changed()

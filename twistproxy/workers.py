@@ -75,7 +75,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
@@ -83,6 +83,7 @@ from twistproxy.accesslog import rotate
 from twistproxy.admin import admin_site
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
+from twistproxy.quiet import QuietPool
 from twistproxy.service import ProxyService, _ListenerService, check_reloadable, validate
 from twistproxy.tap import Options, Signals
 
@@ -254,18 +255,13 @@ class _UnixSocket:
         return UNIXClientEndpoint(self._reactor, self._path, timeout=10)
 
 
-class _QuietPool(HTTPConnectionPool):
-    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
-        noisy = False  # one "Starting factory" line per question otherwise
-
-
 def _http_ask(reactor, path: str, method: bytes, what: bytes) -> defer.Deferred:
     """
     Ask a worker's admin API on its Unix socket.
 
     @return: A L{Deferred} firing with C{(status code, body)}.
     """
-    pool = _QuietPool(reactor, persistent=False)
+    pool = QuietPool(reactor, persistent=False)
     agent = Agent.usingEndpointFactory(reactor, _UnixSocket(reactor, path), pool=pool)
     d = agent.request(method, b"http://worker" + what)
     d.addCallback(lambda response: readBody(response).addCallback(
@@ -532,7 +528,8 @@ class Master(MultiService):
         def reloaded(answers):
             problems: List[str] = []
             for worker, (code, body) in answers:
-                if code != 200:
+                # 409: the worker refused part of the reload, and says why.
+                if code not in (200, 409):
                     problems.append(f"worker {worker.index}: {body.get('error', code)}")
                     continue
                 for problem in body.get("problems", ()):
@@ -812,6 +809,11 @@ class InheritedEndpoint:
         # master and every worker share it, and a reactor must never block
         # in accept(): without this, PyPy's workers hung there.
         os.set_blocking(self._fd, False)
+        # The port listens on a duplicate of the descriptor, which
+        # stopListening closes; the inherited one must not stay open
+        # beside it, or the socket would go on taking connections (that
+        # nobody accepts) until the worker exits.
+        os.close(self._fd)
         return adopted
 
 

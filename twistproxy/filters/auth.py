@@ -218,9 +218,11 @@ class ForwardAuthFilter:
         self._timeout = timeout
         self._pool = None
         if agent is None:
-            from twisted.web.client import Agent, HTTPConnectionPool
+            from twisted.web.client import Agent
 
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            from twistproxy.quiet import QuietPool
+
+            self._pool = QuietPool(reactor, persistent=True)
             agent = Agent(reactor, pool=self._pool)
         # treq keeps the cookies of every answer and sends them with later
         # requests that have no Cookie field: a session cookie the service

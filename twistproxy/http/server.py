@@ -721,6 +721,25 @@ class HTTPServerProtocol(ClientCodec):
             self.close()
 
 
+class _Refused(Refused):
+    """
+    A connection refused at the connection limit: closed at once, and
+    logged as a request the proxy could not read, with 503
+    C{max_connections}.
+    """
+
+    def __init__(self, factory: HTTPServerFactory):
+        self._factory = factory
+
+    def connectionMade(self) -> None:
+        factory = self._factory
+        peer = self.transport.getPeer()
+        x = Exchange(UNPARSED, getattr(peer, "host", "") or "", self, factory.reactor.seconds())
+        x.status, x.reason = 503, "max_connections"
+        super().connectionMade()
+        factory.exchange_ended(x)
+
+
 class HTTPServerFactory(Factory):
     """
     Builds L{HTTPServerProtocol}s for one listener.
@@ -797,7 +816,7 @@ class HTTPServerFactory(Factory):
 
     def buildProtocol(self, addr):
         if not self.quota.acquire():
-            return Refused()
+            return _Refused(self)
         if self.http2 or self.h2c:
             from twistproxy.http.negotiate import Negotiating
 

@@ -353,6 +353,12 @@ class Prefix(Protocol):
             if len(self._buffer) > self._limit and not self.transport.disconnecting:
                 self._refuse()
             return
+        self._hand_over(inner)
+
+    def _hand_over(self, inner) -> None:
+        """
+        From now on, C{inner} serves the connection; it gets C{self._rest}.
+        """
         self._deadlines.discard(self)
         self.deadline = NEVER
         rest, self._buffer = self._rest, b""

@@ -22,7 +22,9 @@ consuming it), looks the name up in the listener's passthrough routes
 A ClientHello that is malformed, not TLS at all, larger than
 L{MAX_CLIENT_HELLO} bytes, or not complete within the listener's
 C{timeouts.request_head}, gets the connection closed: it is never
-forwarded.  Routes are tried in order, with exact names and wildcards
+forwarded.  Each connection closed so (or for want of a route) has an
+access log line, as a relayed one (reasons C{bad_client_hello},
+C{client_hello_timeout}, C{no_route}).  Routes are tried in order, with exact names and wildcards
 (C{*.example.com}: any name below C{example.com}) as in HTTP routes.
 """
 
@@ -250,8 +252,7 @@ class _Sniffer(Prefix):
                 return None
             name = hello_server_name(body)
         except ClientHelloError:
-            self._refuse()
-            return None
+            return self._refusal("bad_client_hello")
         factory = self._factory
         group = factory.router.group_for(name)
         if group:
@@ -261,10 +262,21 @@ class _Sniffer(Prefix):
             inner = factory.terminate.buildProtocol(self._addr)
             self._rest = buffer
         else:
-            inner = None
-        if inner is None:
-            self.transport.loseConnection()
+            inner = self._refusal("no_route", name)
         return inner
+
+    def _refusal(self, reason: str, name: str = ""):
+        # The relays close (and log) the connections refused here.
+        self._rest = b""
+        return self._factory.relays.refuse(reason, name, self._buffer)
+
+    def _refuse(self) -> None:
+        # Larger than a ClientHello may be.
+        self._hand_over(self._refusal("bad_client_hello"))
+
+    def expired(self) -> None:
+        if self.inner is None:
+            self._hand_over(self._refusal("client_hello_timeout"))
 
 
 class SNIFactory:

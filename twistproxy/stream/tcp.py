@@ -30,8 +30,10 @@ connection to it and copies bytes both ways until both sides are done:
     when both directions have ended, or either side closes or resets.
 
   - I{Idle timeout.}  No byte either way for C{timeouts.tcp_idle} seconds
-    closes both connections (the shared coarse timer of
-    L{twistproxy.deadlines}).
+    cuts both connections (the shared coarse timer of
+    L{twistproxy.deadlines}): what is still buffered for a side that
+    stopped reading is dropped, as waiting for it to drain would keep both
+    connections (and their sockets) forever.
 
   - I{Logging.}  When both connections are closed, one access log line
     gives the client, the backend, the bytes each way, the duration and,
@@ -49,9 +51,13 @@ seconds without a verdict the connection is closed (503
 C{filter_timeout}).
 
 A listener's C{max_connections} caps the connections relayed at once (a
-connection above it is closed at accept); every relayed connection also
-counts against the process's C{limits.max_connections}, whose fullness
-pauses accepting (L{twistproxy.admission}).
+connection above it is closed at accept, and logged with 503
+C{max_connections}); every relayed connection also counts against the
+process's C{limits.max_connections}, whose fullness pauses accepting
+(L{twistproxy.admission}).  Every connection closed without being relayed
+(at a limit, by a filter, for want of a backend or, with TLS passthrough,
+of a route or a valid ClientHello) has its access log line, as a relayed
+one does.
 
 A backend group configured with C{proxy_protocol} gets a PROXY header
 (L{twistproxy.stream.proxyproto}) before the client's first byte.
@@ -97,12 +103,17 @@ class StreamInfo:
         return None
 
 
-# nginx stream's status for the reasons that are not 200.
+# nginx stream's status for the reasons that are not 200 (those that HTTP
+# has too with HTTP's).
 _STATUS = {
     "no_backend": 503,
     "filter_timeout": 503,
+    "max_connections": 503,
     "upstream_connect_failed": 502,
     "upstream_connect_timeout": 502,
+    "bad_client_hello": 400,
+    "client_hello_timeout": 408,
+    "no_route": 404,
 }
 
 
@@ -176,8 +187,13 @@ class TCPRelay(Protocol):
     protocol = "TCP"
 
     def __init__(self, factory: "TCPRelayFactory", group_name: str, server_name: str = "",
-                 initial: bytes = b""):
+                 initial: bytes = b"", refusal: str = ""):
+        """
+        @param refusal: The reason to close the connection for as soon as
+            it is made, or C{''} to relay it.
+        """
         self.factory = factory
+        self._refusal = refusal
         self.group_name = group_name
         self.server_name = server_name
         self._pending = initial
@@ -201,6 +217,8 @@ class TCPRelay(Protocol):
         self._upstream_eof = False
         self._done = False
         self._judging = False
+        # The transports on which a FullRelay is registered.
+        self._held: List = []
 
     # The client side
 
@@ -209,12 +227,15 @@ class TCPRelay(Protocol):
         self.started = factory.clock.seconds()
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", "") or ""
+        if self._refusal:
+            self._end(self._refusal)
+            return
         factory.connections.add(self)
         # Not read until the backend is connected: what the client sends
         # meanwhile waits in the kernel's buffers.
         self.transport.pauseProducing()
         no_delay(self.transport)
-        self.transport.registerProducer(FullRelay(self._client_full), True)
+        self._hold(self.transport, self._client_full)
         chain = factory.filters
         if chain is not None:
             verdict = chain.admit(self.client_address)
@@ -274,7 +295,7 @@ class TCPRelay(Protocol):
     def readConnectionLost(self) -> None:
         self._client_eof = True
         if self.upstream is not None:
-            self.upstream.transport.loseWriteConnection()
+            self._release(self.upstream.transport).loseWriteConnection()
             self._maybe_done()
 
     def writeConnectionLost(self) -> None:
@@ -287,7 +308,7 @@ class TCPRelay(Protocol):
             # Still connecting: _upstream_made or _connect_failed finishes.
             return
         if self._upstream_open:
-            self.upstream.transport.loseConnection()
+            self._release(self.upstream.transport).loseConnection()
         self._finish()
 
     def _client_full(self, full: bool) -> None:
@@ -332,7 +353,7 @@ class TCPRelay(Protocol):
         self._upstream_open = True
         transport = upstream.transport
         no_delay(transport)
-        transport.registerProducer(FullRelay(self._upstream_full), True)
+        self._hold(transport, self._upstream_full)
         version = self.group.config.proxy_protocol
         head = b""
         if version:
@@ -348,7 +369,7 @@ class TCPRelay(Protocol):
         self.deadline = self.factory.clock.seconds() + self.factory.timeouts.tcp_idle
         self.factory.deadlines.add(self)
         if self._client_eof:
-            transport.loseWriteConnection()
+            self._release(transport).loseWriteConnection()
         else:
             self.transport.resumeProducing()
 
@@ -366,20 +387,39 @@ class TCPRelay(Protocol):
     def _upstream_read_ended(self) -> None:
         self._upstream_eof = True
         if self._client_open:
-            self.transport.loseWriteConnection()
+            self._release(self.transport).loseWriteConnection()
         self._maybe_done()
 
     def _upstream_lost(self) -> None:
         self._upstream_open = False
         if self._client_open:
-            self.transport.loseConnection()
+            self._release(self.transport).loseConnection()
         self._release_backend(ok=True)
         self._finish()
 
     def _maybe_done(self) -> None:
         if self._client_eof and self._upstream_eof:
-            self.transport.loseConnection()
-            self.upstream.transport.loseConnection()
+            self._release(self.transport).loseConnection()
+            self._release(self.upstream.transport).loseConnection()
+
+    def _hold(self, transport, on_full: Callable[[bool], None]) -> None:
+        transport.registerProducer(FullRelay(on_full), True)
+        self._held.append(transport)
+
+    def _release(self, transport):
+        """
+        Unregister the L{FullRelay} from C{transport}, to which nothing
+        more will be written, before its connection (or sending half) is
+        closed: a transport whose registered producer was paused when its
+        buffer filled resumes the producer once the buffer drains, instead
+        of closing (C{FileDescriptor.doWrite}), and would never close.
+
+        @return: C{transport}.
+        """
+        if transport in self._held:
+            self._held.remove(transport)
+            transport.unregisterProducer()
+        return transport
 
     # Ending
 
@@ -388,7 +428,11 @@ class TCPRelay(Protocol):
             self._judging = False
             self._end("filter_timeout")
             return
-        self._end("idle_timeout")
+        # Nothing moved for tcp_idle seconds: a side that stopped reading
+        # will not take what is buffered for it, and a graceful close
+        # would wait for that (keeping the other side's socket in
+        # CLOSE-WAIT once its peer has gone).
+        self.abort("idle_timeout")
 
     def abort(self, reason: str = "shutdown") -> None:
         """
@@ -401,9 +445,8 @@ class TCPRelay(Protocol):
             self.transport.abortConnection()
 
     def _end(self, reason: str) -> None:
+        # Before any backend connection is made: nothing is buffered.
         self.reason = reason
-        if self.upstream is not None:
-            self.upstream.transport.loseConnection()
         if self._client_open:
             self.transport.loseConnection()
         else:
@@ -459,7 +502,7 @@ class TCPRelayFactory(Factory):
     @ivar quota: The L{Quota <twistproxy.admission.Quota>} every relay
         counts against (the process's connections), or C{None}.
     @ivar rejected: Connections closed at once, at C{max_connections} or
-        with the quota full (for the metrics: they get no log line).
+        with the quota full (for the metrics).
     """
 
     noisy = False
@@ -487,17 +530,28 @@ class TCPRelayFactory(Factory):
 
     def relay(self, group_name: str, server_name: str = "", initial: bytes = b""):
         """
-        A relay to C{group_name}, or C{None} (the connection is closed) at
-        C{max_connections} or when the quota is full.
+        A relay to C{group_name}, or one that closes the connection at once
+        (reason C{max_connections}) at C{max_connections} or when the quota
+        is full.
         """
         quota = self.quota
         if ((self.max_connections and len(self.connections) >= self.max_connections)
                 or (quota is not None and not quota.acquire())):
             self.rejected += 1
-            return None
+            return self.refuse("max_connections", server_name, initial)
         relay = TCPRelay(self, group_name, server_name, initial)
         relay.quota_held = quota is not None
         return relay
+
+    def refuse(self, reason: str, server_name: str = "", initial: bytes = b"") -> TCPRelay:
+        """
+        A protocol that closes its connection as soon as it is made, and
+        logs it as a relayed connection would be, with C{reason} (one of
+        L{_STATUS}'s, which gives its status).
+
+        @param initial: The bytes read from the connection so far.
+        """
+        return TCPRelay(self, "", server_name, initial, refusal=reason)
 
     def connect(self, backend: Backend, connector: ClientFactory) -> None:
         self.reactor.connectTCP(backend.host, backend.port, connector,

@@ -28,18 +28,25 @@ the verdict, for at most C{timeouts.connect} seconds; the others are
 dropped.
 
 Backends of UDP groups are IP addresses (a connected UDP socket needs
-one).  The listener's endpoint is C{udp:PORT} with an optional
+one).  On Twisted's own reactors a session's socket is a L{SessionSocket}
+rather than a Twisted UDP port, which would log two lines per session
+(C{starting on}, C{Closed}) beside its access log line.
+  The listener's endpoint is C{udp:PORT} with an optional
 C{:interface=ADDRESS} (C{udp:53:interface=127.0.0.1}); colons in an IPv6
 address are escaped as in Twisted's endpoint strings (C{\\:\\:1}).
 """
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
 from typing import Callable, Dict, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol
+from twisted.python.failure import Failure
 
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import Deadlines
@@ -136,6 +143,99 @@ class _SessionSocket(DatagramProtocol):
     def connectionRefused(self) -> None:
         # ICMP port unreachable: nothing listens there (now).
         self.session.factory.end(self.session, "upstream_refused")
+
+
+class SessionSocket:
+    """
+    A UDP socket connected to one address, read by the reactor, delivering
+    to a L{DatagramProtocol}: the part of a Twisted UDP port a session
+    uses (C{write}, C{stopListening}), without its log lines.
+
+    @ivar protocol: The protocol it delivers to.
+    """
+
+    # Datagrams read at most per turn of the reactor, as Twisted's ports do.
+    _BATCH = 16
+
+    def __init__(self, reactor, protocol: DatagramProtocol, host: str, port: int):
+        """
+        Open the socket, connect it to C{(host, port)} (an IP address) and
+        start reading.
+
+        @raises OSError: if it cannot be opened or connected.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((host, port))
+        except OSError:
+            sock.close()
+            raise
+        self._reactor = reactor
+        self._socket = sock
+        self._peer = (host, port)
+        self.protocol = protocol
+        protocol.makeConnection(self)
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "udp-session"
+
+    def doRead(self) -> None:
+        for _ in range(self._BATCH):
+            try:
+                data = self._socket.recv(MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                self.protocol.connectionRefused()
+                return
+            except OSError as e:
+                if e.errno == errno.EINTR:
+                    continue
+                raise
+            self.protocol.datagramReceived(data, self._peer)
+
+    def write(self, data: bytes) -> None:
+        """
+        Send one datagram; like UDP itself, drop it when the socket's
+        buffer is full.
+        """
+        try:
+            self._socket.send(data)
+        except ConnectionRefusedError:
+            self.protocol.connectionRefused()
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def stopListening(self) -> None:
+        if self._socket.fileno() == -1:
+            return
+        self._reactor.removeReader(self)
+        self._socket.close()
+        self.protocol.doStop()
+
+    def connectionLost(self, reason: Failure) -> None:
+        # What the reactor calls when doRead raised.
+        self.stopListening()
+
+
+def _session_socket(reactor, protocol: DatagramProtocol, host: str, port: int):
+    """
+    A session's socket connected to C{(host, port)}: a L{SessionSocket}
+    on Twisted's own reactors, else (a test's reactor, another
+    implementation) a port of the reactor's C{listenUDP}.
+    """
+    if isinstance(reactor, PosixReactorBase):
+        return SessionSocket(reactor, protocol, host, port)
+    interface = "::" if ":" in host else "0.0.0.0"
+    listened = reactor.listenUDP(0, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+    listened.connect(host, port)
+    return listened
 
 
 class UDPProxy(DatagramProtocol):
@@ -263,10 +363,8 @@ class UDPProxy(DatagramProtocol):
         if backend is None:
             return None
         session = Session(self, client, group, backend, self.clock.seconds())
-        interface = "::" if ":" in backend.host else "0.0.0.0"
-        session.port = self.reactor.listenUDP(0, _SessionSocket(session), interface=interface,
-                                              maxPacketSize=MAX_DATAGRAM)
-        session.port.connect(backend.host, backend.port)
+        session.port = _session_socket(self.reactor, _SessionSocket(session), backend.host,
+                                       backend.port)
         backend.in_flight += 1
         backend.requests += 1
         group.in_flight += 1

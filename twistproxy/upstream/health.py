@@ -453,13 +453,15 @@ class HTTPHealthCheck:
         from http.cookiejar import CookieJar, DefaultCookiePolicy
 
         from treq.client import HTTPClient
-        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.client import Agent
+
+        from twistproxy.quiet import QuietPool
 
         # A non-persistent pool: every check opens its own connection and
         # the request says "Connection: close", so that a check also proves
         # that the backend accepts connections and no idle connection is
         # left behind.
-        pool = HTTPConnectionPool(reactor, persistent=False)
+        pool = QuietPool(reactor, persistent=False)
         cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         # Our own endpoints: Agent's default (HostnameEndpoint, even for an
         # address) reports a refused connection only after its 0.3 s
@@ -546,6 +548,12 @@ class _Close(Protocol):
         self.transport.loseConnection()
 
 
+class _CloseFactory(Factory):
+    protocol = _Close
+    # Two log lines per check otherwise.
+    noisy = False
+
+
 @implementer(IHealthCheck)
 class TCPHealthCheck:
     """
@@ -578,9 +586,7 @@ class TCPHealthCheck:
         host: str = backend.host  # type: ignore[attr-defined]
         port: int = self.port or backend.port  # type: ignore[attr-defined]
         try:
-            d = _endpoint(self._reactor, host, port, self.timeout).connect(
-                Factory.forProtocol(_Close)
-            )
+            d = _endpoint(self._reactor, host, port, self.timeout).connect(_CloseFactory())
         except Exception:
             return succeed((False, f"connecting failed: {_reason(Failure())}"))
         d.addCallback(lambda protocol: (True, "connected"))
