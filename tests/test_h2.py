@@ -208,13 +208,16 @@ class H2Tests(SynchronousTestCase):
         self.assertIn(b"\r\nHost: 127.0.0.1:8001\r\n", sent)
         self.assertIn(b"\r\nX-Forwarded-Host: www.example.org\r\n", sent)
 
-    def test_path_normalized(self):
+    def test_path_as_for_http11(self):
         """
-        The path is normalized as for HTTP/1.1.
+        The path is checked and normalised as for HTTP/1.1: the backend
+        receives it as sent, and one that climbs above the root is 400.
         """
         self.client.request(_request(path=b"/public/../admin//x?q"))
         sent = self.proxy.accept_backend().received()
-        self.assertTrue(sent.startswith(b"GET /admin/x?q HTTP/1.1\r\n"))
+        self.assertTrue(sent.startswith(b"GET /public/../admin//x?q HTTP/1.1\r\n"))
+        sid = self.client.request(_request(path=b"/a/..%2f..%2fetc"))
+        self.assertEqual(self.client.status(sid), b"400")
 
     def test_post_without_length_is_chunked(self):
         """

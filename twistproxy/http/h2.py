@@ -75,6 +75,7 @@ from twistproxy.deadlines import Waiting
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
+from twistproxy.http.paths import KEEP
 from twistproxy.http.server import RETRY_AFTER, ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
@@ -119,15 +120,19 @@ def _valid_field(name: bytes, value: bytes) -> bool:
     return m is not None and (m.group(2) or b"") == value
 
 
-def _head(method: bytes, target: bytes, host: bytes, headers) -> RequestHead:
+def _head(method: bytes, target: bytes, host: bytes, headers,
+          escaped_slashes: str = KEEP) -> RequestHead:
     # HTTP/2 has no connection fields (RFC 9113 8.2.2) and no Expect.
-    return RequestHead.made(method, target, host, headers, keep_alive=True)
+    return RequestHead.made(method, target, host, headers, keep_alive=True,
+                            escaped_slashes=escaped_slashes)
 
 
-def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
+def _request_head(fields, stream_ended: bool, limits,
+                  escaped_slashes: str = KEEP) -> RequestHead:
     """
     A L{RequestHead} from a stream's header fields, checked as strictly as
-    L{parse_request_head} checks an HTTP/1.1 head.
+    L{parse_request_head} checks an HTTP/1.1 head (the path by the same
+    L{request_target <twistproxy.http.parser.request_target>}).
 
     @raises ParseError: For a malformed or unsupported request.
     """
@@ -190,7 +195,7 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     if b"@" in host or _HOST(host) is None:
         raise ParseError(400, "bad_host")
 
-    req = _head(method, target, host, headers)
+    req = _head(method, target, host, headers, escaped_slashes)
     length = _content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
@@ -736,7 +741,8 @@ class H2ServerProtocol(ClientCodec):
         fields = event.headers
         factory = self._factory
         try:
-            req = _request_head(fields, stream._body_ended, factory.limits)
+            req = _request_head(fields, stream._body_ended, factory.limits,
+                                factory.escaped_slashes)
         except ParseError as e:
             req, error = _partial_request(fields), e
         else:
