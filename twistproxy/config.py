@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import urlsplit as _urlsplit
 
-from twistproxy.http import paths as _paths
-
 try:
     import tomllib as _toml
 except ImportError:  # Python < 3.11
@@ -452,7 +450,7 @@ class Listener:
     max_connections: int = 0
     max_sessions: int = 10000
     filters: Tuple[Filter, ...] = ()
-    escaped_slashes: str = _paths.KEEP
+    escaped_slashes: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -1373,9 +1371,9 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         if "escaped_slashes" in table:
             slashes_path = _key(listener_path, "escaped_slashes")
             kwargs["escaped_slashes"] = _string(table["escaped_slashes"], slashes_path)
-            if kwargs["escaped_slashes"] not in _paths.ESCAPED_SLASHES:
+            if kwargs["escaped_slashes"] not in ESCAPED_SLASHES:
                 raise ConfigError(slashes_path, f"must be one of "
-                                  f"{', '.join(map(repr, _paths.ESCAPED_SLASHES))} "
+                                  f"{', '.join(map(repr, ESCAPED_SLASHES))} "
                                   f"(got {kwargs['escaped_slashes']!r})")
         if "filters" in table:
             filters_path = _key(listener_path, "filters")
@@ -1386,6 +1384,9 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
     return tuple(listeners)
 
+
+# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
+ESCAPED_SLASHES = ("keep", "decode", "reject")
 
 # The listener keys that only some protocols take.
 _ONLY_FOR = {

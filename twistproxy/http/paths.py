@@ -27,13 +27,13 @@ Some paths have no single reading, and are refused with L{PathError}
   - an escape that is not one (C{%zz}), an encoded NUL (C{%00}), and an
     overlong UTF-8 form (C{%c0%ae} for C{.}), whose only use is to disguise
     a character from a check;
-  - under L{ESCAPED_SLASHES} C{"keep"}, a dot segment next to an escaped
+  - under C{"keep"}, a dot segment next to an escaped
     slash or a backslash (C{/admin/..%2fpublic}): a backend that keeps
     C{%2F} as data reads a name in C{/admin/} where the proxy read
     C{/public};
   - under C{"reject"}, any C{%2F}, C{%5C} or C{\\}.
 
-The listener's C{escaped_slashes} setting picks one of L{ESCAPED_SLASHES};
+The listener's C{escaped_slashes} setting picks one of these three;
 under C{"decode"} the backend receives the normalised path, otherwise the
 path as the client sent it.
 
@@ -47,11 +47,10 @@ from __future__ import annotations
 import re
 from typing import List
 
+from twistproxy.config import ESCAPED_SLASHES
+
 # What the listener's escaped_slashes setting may say.
-KEEP = "keep"
-DECODE = "decode"
-REJECT = "reject"
-ESCAPED_SLASHES = (KEEP, DECODE, REJECT)
+KEEP, DECODE, REJECT = ESCAPED_SLASHES
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{2}").match
 _UNRESERVED = frozenset(

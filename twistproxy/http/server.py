@@ -740,7 +740,7 @@ class HTTPServerFactory(Factory):
     @ivar filters: The listener's L{FilterChain
         <twistproxy.filters.FilterChain>}, or C{None}.
     @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
-        one of L{twistproxy.http.paths.ESCAPED_SLASHES}.
+        one of L{twistproxy.config.ESCAPED_SLASHES}.
     """
 
     protocol = HTTPServerProtocol
