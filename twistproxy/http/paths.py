@@ -27,15 +27,14 @@ Some paths have no single reading, and are refused with L{PathError}
   - an escape that is not one (C{%zz}), an encoded NUL (C{%00}), and an
     overlong UTF-8 form (C{%c0%ae} for C{.}), whose only use is to disguise
     a character from a check;
-  - under C{"keep"}, a dot segment next to an escaped
-    slash or a backslash (C{/admin/..%2fpublic}): a backend that keeps
-    C{%2F} as data reads a name in C{/admin/} where the proxy read
-    C{/public};
+  - under C{"keep"}, a dot segment next to an escaped slash or a
+    backslash (C{/admin/..%2fpublic}): a backend that keeps C{%2F} as data
+    reads a name in C{/admin/} where the proxy read C{/public};
   - under C{"reject"}, any C{%2F}, C{%5C} or C{\\}.
 
-The listener's C{escaped_slashes} setting picks one of these three;
-under C{"decode"} the backend receives the normalised path, otherwise the
-path as the client sent it.
+The listener's C{escaped_slashes} setting is C{"keep"} (the default),
+C{"decode"} or C{"reject"}; under C{"decode"} the backend receives the
+normalised path, otherwise the path as the client sent it.
 
 The module is pure: bytes in, bytes out, no Twisted.  A path without
 C{%}, C{\\}, C{/.} or C{//} (almost every path) is returned as it is after
