@@ -565,6 +565,25 @@ class H2Tests(SynchronousTestCase):
         client.pump()
         self.assertEqual(client.status(sid), b"200")
 
+    def test_refused_request_with_too_long_body(self):
+        """
+        A request refused on its head whose DATA, in the same read, also
+        overruns its content-length is answered once, and the connection
+        goes on.
+        """
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy)
+        sid = client.conn.get_next_available_stream_id()
+        self.malformed(client, sid, _request(method=b"POST", path=b"/../x",
+                                             extra=[(b"content-length", b"2")]), b"toolong")
+        self.assertEqual(client.status(sid), b"400")
+        self.assertEqual([x.reason for x in proxy.exchanges], ["path_traversal"])
+        self.assertFalse([e for e in client.events if type(e) is ConnectionTerminated])
+        sid = client.request(_request())
+        proxy.accept_backend().send(OK)
+        client.pump()
+        self.assertEqual(client.status(sid), b"200")
+
     def test_malformed_flood_goaway(self):
         """
         A peer that keeps sending malformed requests (more than

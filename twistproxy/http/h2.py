@@ -236,16 +236,20 @@ class _Malformed:
     An event of L{_Connection}: h2 found a request malformed once its
     stream was open.
 
+    @ivar opened: Whether it was the HEADERS frame that opened the stream
+        (else a DATA frame).
     @ivar flow: The flow-controlled bytes of the DATA frame at fault, to
         give back to the connection's window.
     @ivar ended: Whether the client ended the stream.
     """
 
-    __slots__ = ("stream_id", "reason", "flow", "ended")
+    __slots__ = ("stream_id", "reason", "opened", "flow", "ended")
 
-    def __init__(self, stream_id: int, reason: str, flow: int = 0, ended: bool = False):
+    def __init__(self, stream_id: int, reason: str, opened: bool, flow: int = 0,
+                 ended: bool = False):
         self.stream_id = stream_id
         self.reason = reason
+        self.opened = opened
         self.flow = flow
         self.ended = ended
 
@@ -270,14 +274,14 @@ class _Connection(H2Connection):
                 # Not a new stream's request (too many streams, HPACK,
                 # HEADERS on a stream in the wrong state).
                 raise
-            return [], [_Malformed(frame.stream_id, "malformed_request",
+            return [], [_Malformed(frame.stream_id, "malformed_request", True,
                                    ended="END_STREAM" in frame.flags)]
 
     def _receive_data_frame(self, frame):
         try:
             return super()._receive_data_frame(frame)
         except InvalidBodyLengthError:
-            return [], [_Malformed(frame.stream_id, "bad_content_length",
+            return [], [_Malformed(frame.stream_id, "bad_content_length", False,
                                    frame.flow_controlled_length)]
 
 
@@ -769,15 +773,7 @@ class H2ServerProtocol(ClientCodec):
         elif kind is RequestReceived:
             self._request(event.stream_id, event.headers, event.stream_ended is not None)
         elif kind is _Malformed:
-            self._ack(event.stream_id, event.flow)
-            stream = self._streams.get(event.stream_id)
-            if stream is None:
-                # Its HEADERS: what it asked for is not known.
-                self._request(event.stream_id, (), event.ended, ParseError(400, event.reason))
-            elif not stream._closed:
-                self._factory.forwarder.cancel(stream.x)
-                stream._fail(400, event.reason, code=ErrorCodes.PROTOCOL_ERROR)
-                self._malformed_request()
+            self._malformed_event(event)
         elif kind is StreamEnded:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
@@ -841,6 +837,28 @@ class H2ServerProtocol(ClientCodec):
             return
         self._identify()
         factory.forwarder.forward(x)
+
+    def _malformed_event(self, event: _Malformed) -> None:
+        """
+        h2 found a request malformed: answer or reset its stream.
+        """
+        sid = event.stream_id
+        self._ack(sid, event.flow)
+        if event.opened:
+            # What it asked for is not known.
+            self._request(sid, (), event.ended, ParseError(400, event.reason))
+            return
+        stream = self._streams.get(sid)
+        if stream is not None:
+            self._factory.forwarder.cancel(stream.x)
+            stream._fail(400, event.reason, code=ErrorCodes.PROTOCOL_ERROR)
+        else:
+            # Its request was already answered.
+            try:
+                self._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            except (StreamClosedError, ProtocolError):
+                pass
+        self._malformed_request()
 
     def _malformed_request(self) -> None:
         """
