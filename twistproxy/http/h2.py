@@ -20,6 +20,14 @@ written out as one: field names must be tokens and values may hold no
 control characters.  A body without C{content-length} is sent to the
 backend chunked.
 
+A malformed request is a stream error, not a connection error (RFC 9113
+8.1.1 lets an intermediary choose): its stream is answered 400, or reset
+with PROTOCOL_ERROR once its response has started, and the other streams
+go on.  C{h2}'s own header validation is off for that reason (it would end
+the connection); L{_request_head} does its checks.  A peer that sends more
+than L{MAX_MALFORMED} malformed requests, and more than well-formed ones,
+is sent GOAWAY (ENHANCE_YOUR_CALM) and disconnected.
+
 Back-pressure follows HTTP/2 flow control both ways, so memory per
 connection stays bounded whatever either side does:
 
