@@ -1973,3 +1973,47 @@ class ResolverTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertConfigError(MINIMAL + '[resolver]\nservers = ["127.0.0.1"]\n',
                                "resolver.servers",
                                "unknown key 'servers' (did you mean 'nameservers'?)")
+
+
+class EdgeStrictnessConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A listener's C{escaped_slashes} and a route's C{allow_trace} (issue 19).
+    """
+
+    def test_defaults_and_values(self) -> None:
+        """
+        By default escaped slashes are kept and TRACE is refused; both
+        keys are read.
+        """
+        config = parse(MINIMAL)
+        self.assertEqual((config.listeners[0].escaped_slashes, config.routes[0].allow_trace),
+                         ("keep", False))
+        config = parse("""
+[listeners.web]
+endpoint = "tcp:8080"
+escaped_slashes = "reject"
+[upstreams.api]
+servers = ["http://127.0.0.1:8001"]
+[[routes]]
+upstream = "api"
+allow_trace = true
+""")
+        self.assertEqual((config.listeners[0].escaped_slashes, config.routes[0].allow_trace),
+                         ("reject", True))
+
+    def test_rejections(self) -> None:
+        """
+        An unknown setting, a setting on a tcp listener, a TRACE switch
+        that is not a boolean are refused at their paths.
+        """
+        base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\n'
+        self.assertConfigError(base + 'endpoint = "tcp:1"\nescaped_slashes = "merge"\n',
+                               "listeners.web.escaped_slashes",
+                               "must be one of 'keep', 'decode', 'reject' (got 'merge')")
+        self.assertConfigError(
+            base + 'endpoint = "tcp:1"\nprotocol = "tcp"\nupstream = "api"\n'
+                   'escaped_slashes = "keep"\n',
+            "listeners.web.escaped_slashes", contains="not for tcp listeners")
+        self.assertConfigError(
+            base + 'endpoint = "tcp:1"\n[[routes]]\nupstream = "api"\nallow_trace = "yes"\n',
+            "routes[0].allow_trace", contains="boolean")

@@ -61,9 +61,24 @@ class BlockTests(SynchronousTestCase):
         self.assertTrue(_blocked(f, target="/%61dmin/users"))
         self.assertFalse(_blocked(f, target="/%2561dmin"))
         proxy = filtered_proxy(route=[{"name": "block", "paths": ["^/admin"]}])
-        for target in (b"/%61dmin", b"//admin", b"/public/../admin", b"/public/%2e%2e/admin"):
+        for target in (b"/%61dmin", b"//admin", b"/public/../admin", b"/public/%2e%2e/admin",
+                       b"/%2fadmin", b"/%5cadmin"):
             got, sent = request(proxy, b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
             self.assertEqual((status(got), sent), (403, None), target)
+
+    def test_raw_and_normalized_paths(self):
+        """
+        A path expression is matched against the target as forwarded and
+        with its path normalised (issue 12, item 9): C{^/admin-secret}
+        blocks C{/%2fadmin-secret}, and an expression on the spelling sent
+        still blocks it although the normal form differs.
+        """
+        f = factory.fromConfig(None, {"paths": ["^/admin-secret"]}, "f")
+        self.assertTrue(_blocked(f, target="/%2fadmin-secret"))
+        self.assertTrue(_blocked(f, target="/%2FADMIN-secret".replace("ADMIN", "%61dmin")))
+        self.assertFalse(_blocked(f, target="/public/admin-secret"))
+        f = factory.fromConfig(None, {"paths": ["%2[fF]"]}, "f")
+        self.assertTrue(_blocked(f, target="/a%2fb"))
 
     def test_headers_and_user_agents(self):
         """

@@ -224,13 +224,16 @@ class H2Tests(SynchronousTestCase):
         self.assertIn(b"\r\nHost: 127.0.0.1:8001\r\n", sent)
         self.assertIn(b"\r\nX-Forwarded-Host: www.example.org\r\n", sent)
 
-    def test_path_normalized(self):
+    def test_path_as_for_http11(self):
         """
-        The path is normalized as for HTTP/1.1.
+        The path is checked and normalised as for HTTP/1.1: the backend
+        receives it as sent, and one that climbs above the root is 400.
         """
         self.client.request(_request(path=b"/public/../admin//x?q"))
         sent = self.proxy.accept_backend().received()
-        self.assertTrue(sent.startswith(b"GET /admin/x?q HTTP/1.1\r\n"))
+        self.assertTrue(sent.startswith(b"GET /public/../admin//x?q HTTP/1.1\r\n"))
+        sid = self.client.request(_request(path=b"/a/..%2f..%2fetc"))
+        self.assertEqual(self.client.status(sid), b"400")
 
     def test_post_without_length_is_chunked(self):
         """
@@ -496,9 +499,9 @@ class H2Tests(SynchronousTestCase):
 
     def test_bad_header_value(self):
         """
-        A field value the HTTP/1.1 head could not carry (a NUL, a CR) is a
-        protocol error: the connection ends with GOAWAY before anything
-        reaches a backend.
+        A field value the HTTP/1.1 head could not carry (a NUL, a CR) makes
+        the request malformed: its stream is answered 400, nothing reaches
+        a backend, and the connection stays open (issue 19, item 4).
         """
         for value in (b"a\x00b", b"a\rb"):
             proxy = MemoryProxy(_config())
@@ -506,10 +509,114 @@ class H2Tests(SynchronousTestCase):
             sid = client.conn.get_next_available_stream_id()
             client.conn.send_headers(sid, _request(extra=[(b"x-a", value)]), end_stream=True)
             client.send()
-            [goaway] = [e for e in client.events if type(e) is ConnectionTerminated]
-            self.assertEqual(goaway.error_code, ErrorCodes.PROTOCOL_ERROR)
-            self.assertTrue(client.transport.disconnecting)
+            self.assertEqual(client.status(sid), b"400")
+            self.assertEqual(proxy.exchanges[-1].reason, "bad_header")
+            self.assertFalse([e for e in client.events if type(e) is ConnectionTerminated])
+            self.assertFalse(client.transport.disconnecting)
             self.assertEqual(proxy.backend_attempts(), [])
+
+    def malformed(self, client, sid, fields, body=None):
+        """
+        Send a request h2 itself would refuse to send.
+        """
+        client.conn.config.validate_outbound_headers = False
+        client.conn.config.normalize_outbound_headers = False
+        client.conn.send_headers(sid, fields, end_stream=body is None)
+        if body is not None:
+            client.conn.send_data(sid, body, end_stream=True)
+        client.send()
+
+    def test_malformed_request_is_stream_error(self):
+        """
+        Malformed requests (RFC 9113 8.1.1: an upper-case field name, a
+        connection-specific field, a repeated pseudo-header, a
+        content-length that is not a number) are each answered 400 on
+        their stream, while a request on another stream of the same
+        connection is served.
+        """
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy)
+        good = client.request(_request(), end=False)
+        backend = proxy.accept_backend()
+        for extra, reason in (([(b"X-Upper", b"1")], "bad_header"),
+                              ([(b"connection", b"keep-alive")], "connection_header"),
+                              ([(b"te", b"gzip")], "connection_header"),
+                              ([(b"content-length", b"x")], "malformed_request")):
+            sid = client.conn.get_next_available_stream_id()
+            self.malformed(client, sid, _request(method=b"POST", extra=extra), b"x")
+            self.assertEqual(client.status(sid), b"400", extra)
+            self.assertEqual(proxy.exchanges[-1].reason, reason)
+        sid = client.conn.get_next_available_stream_id()
+        self.malformed(client, sid, _request() + [(b":path", b"/again")])
+        self.assertEqual(client.status(sid), b"400")
+        client.conn.end_stream(good)
+        client.send()
+        backend.send(OK)
+        client.pump()
+        self.assertEqual(client.status(good), b"200")
+        self.assertFalse([e for e in client.events if type(e) is ConnectionTerminated])
+        self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_body_longer_than_content_length(self):
+        """
+        DATA beyond the declared content-length makes the request
+        malformed: the stream is answered 400 (or reset with
+        PROTOCOL_ERROR once the response has started), the backend
+        connection is dropped, and the client connection goes on.
+        """
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy)
+        sid = client.request(_request(method=b"POST", extra=[(b"content-length", b"3")]),
+                             body=b"ab", end=False)
+        backend = proxy.accept_backend()
+        client.conn.config.validate_outbound_headers = False
+        client.conn.send_data(sid, b"cd", end_stream=True)
+        client.send()
+        self.assertEqual(client.status(sid), b"400")
+        self.assertEqual(proxy.exchanges[-1].reason, "bad_content_length")
+        self.assertTrue(backend.transport.disconnecting)
+        sid = client.request(_request())
+        self.assertFalse([e for e in client.events if type(e) is ConnectionTerminated])
+        proxy.accept_backend().send(OK)
+        client.pump()
+        self.assertEqual(client.status(sid), b"200")
+
+    def test_refused_request_with_too_long_body(self):
+        """
+        A request refused on its head whose DATA, in the same read, also
+        overruns its content-length is answered once, and the connection
+        goes on.
+        """
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy)
+        sid = client.conn.get_next_available_stream_id()
+        self.malformed(client, sid, _request(method=b"POST", path=b"/../x",
+                                             extra=[(b"content-length", b"2")]), b"toolong")
+        self.assertEqual(client.status(sid), b"400")
+        self.assertEqual([x.reason for x in proxy.exchanges], ["path_traversal"])
+        self.assertFalse([e for e in client.events if type(e) is ConnectionTerminated])
+        sid = client.request(_request())
+        proxy.accept_backend().send(OK)
+        client.pump()
+        self.assertEqual(client.status(sid), b"200")
+
+    def test_malformed_flood_goaway(self):
+        """
+        A peer that keeps sending malformed requests (more than
+        MAX_MALFORMED, and more than well-formed ones) is sent GOAWAY
+        ENHANCE_YOUR_CALM and cut off.
+        """
+        from twistproxy.http.h2 import MAX_MALFORMED
+
+        proxy = MemoryProxy(_config())
+        client = H2Client(proxy)
+        for i in range(MAX_MALFORMED + 1):
+            self.assertFalse(client.transport.disconnecting, i)
+            sid = client.conn.get_next_available_stream_id()
+            self.malformed(client, sid, _request(extra=[(b"X-Upper", b"1")]))
+        [goaway] = [e for e in client.events if type(e) is ConnectionTerminated]
+        self.assertEqual(goaway.error_code, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertTrue(client.transport.disconnecting)
 
     def test_body_timeout(self):
         """
@@ -737,6 +844,22 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertRefused(_request(path=b"/a#f"), 400, "bad_request_target")
         self.assertRefused(_request(path=b"*"), 400, "bad_request_target")
         self.assertEqual(self.parse(_request(method=b"OPTIONS", path=b"*")).target, b"*")
+
+    def test_refused_as_h2_would(self):
+        """
+        What h2's own validation refused (as a connection error) is
+        refused here, with 400 on the stream: a repeated pseudo-field, a
+        connection-specific field, C{te} other than C{trailers}, a Host
+        that differs from C{:authority}.
+        """
+        self.assertRefused(_request(extra=[(b":path", b"/b")]), 400, "bad_pseudo_header")
+        for name, value in ((b"connection", b"close"), (b"keep-alive", b"5"),
+                            (b"proxy-connection", b"x"), (b"transfer-encoding", b"chunked"),
+                            (b"upgrade", b"websocket"), (b"te", b"gzip")):
+            self.assertRefused(_request(extra=[(name, value)]), 400, "connection_header")
+        self.assertEqual(self.parse(_request(extra=[(b"te", b"trailers")])).method, b"GET")
+        self.assertRefused(_request(extra=[(b"host", b"b.example")]), 400, "bad_host")
+        self.parse(_request(extra=[(b"host", b"example.com")]))
 
     def test_limits(self):
         """

@@ -322,6 +322,17 @@ class HostTests(_ParserAssertions, SynchronousTestCase):
         """
         self.assertRequestRejected(_request(b"Accept: */*"), 400, "missing_host")
 
+    def test_empty_host(self):
+        """
+        An empty Host with an origin-form or asterisk-form target leaves
+        nothing to route on: 400 C{empty_host}, in HTTP/1.0 too.  An
+        absolute-form target's authority replaces it.
+        """
+        for line in (b"GET / HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET /x HTTP/1.0"):
+            self.assertRequestRejected(_request(b"Host:", line=line), 400, "empty_host")
+        req = parse_request_head(_request(b"Host: ", line=b"GET http://a.example/x HTTP/1.1"))
+        self.assertEqual((req.host, req.target), (b"a.example", b"/x"))
+
     def test_duplicate_host(self):
         """
         Two Host fields are 400 C{duplicate_host}, even with the same value,
@@ -339,7 +350,7 @@ class HostTests(_ParserAssertions, SynchronousTestCase):
     def test_valid_hosts(self):
         """
         Names, IPv4 and bracketed IPv6 literals, with or without a port,
-        and an empty value, are valid hosts, kept as sent.
+        are valid hosts, kept as sent.
         """
         for value in (
             b"example.com",
@@ -352,7 +363,6 @@ class HostTests(_ParserAssertions, SynchronousTestCase):
             b"a-b_c~d.example",
             b"%65xample.com",
             b"example.com:",
-            b"",
         ):
             with self.subTest(value=value):
                 req = parse_request_head(_request(b"Host: " + value))
@@ -1438,33 +1448,52 @@ class ChunkedSplitTests(SynchronousTestCase):
         )
 
 
-class NormalizePathTests(SynchronousTestCase):
+class RequestPathTests(SynchronousTestCase):
     """
-    Request paths are normalized before routing and forwarding.
+    Routes and rules see a request's path normalised (the cases are in
+    L{tests.test_paths}); the backend receives the target as sent unless
+    the listener decodes escaped slashes.
     """
 
-    def test_normalize_path(self):
+    def test_target_as_sent_path_normalized(self):
         """
-        Repeated slashes merge and dot segments resolve, encoded dots
-        included; other dots are left alone.
-        """
-        from twistproxy.http.parser import normalize_path
-
-        cases = [
-            (b"/", b"/"), (b"/a/b", b"/a/b"), (b"/a//b", b"/a/b"),
-            (b"/a/./b", b"/a/b"), (b"/public/../admin", b"/admin"),
-            (b"/a/%2e%2E/b", b"/b"), (b"/a/b/", b"/a/b/"), (b"/a/..", b"/"),
-            (b"/..", b"/"), (b"//", b"/"), (b"/a/b/.", b"/a/b/"),
-            (b"/.well-known/x", b"/.well-known/x"), (b"/a/.b", b"/a/.b"),
-            (b"/a/..b", b"/a/..b"), (b"/a%2fb", b"/a%2fb"),
-        ]
-        for path, expected in cases:
-            self.assertEqual(normalize_path(path), expected, path)
-
-    def test_request_target_normalized(self):
-        """
-        The parsed request's path and target carry the normalized path,
-        with the query string untouched.
+        The parsed request's path is the normalised one; its target is
+        the client's, query untouched.
         """
         req = parse_request_head(b"GET /public/../admin//x?a=/../b HTTP/1.1\r\nHost: h")
-        self.assertEqual((req.path, req.target), (b"/admin/x", b"/admin/x?a=/../b"))
+        self.assertEqual((req.path, req.target),
+                         (b"/admin/x", b"/public/../admin//x?a=/../b"))
+
+    def test_decode_forwards_normalized(self):
+        """
+        With C{escaped_slashes = "decode"} the target forwarded carries the
+        normalised path, escaped slashes decoded.
+        """
+        req = parse_request_head(
+            b"GET /public/../a%2fb//%61?q=%2f HTTP/1.1\r\nHost: h", escaped_slashes="decode")
+        self.assertEqual((req.path, req.target), (b"/a/b/a", b"/a/b/a?q=%2f"))
+
+    def test_refused_paths(self):
+        """
+        A path the normaliser refuses is 400 with its reason: one that
+        climbs above the root, escaped slashes under C{"reject"}.
+        """
+        for line, setting, reason in (
+            (b"GET /a/..%2f..%2fetc HTTP/1.1", "keep", "path_traversal"),
+            (b"GET /../x?y HTTP/1.1", "keep", "path_traversal"),
+            (b"GET /a/..%2fb HTTP/1.1", "keep", "ambiguous_path"),
+            (b"GET /a%2fb HTTP/1.1", "reject", "escaped_slash"),
+            (b"GET /a\\b HTTP/1.1", "reject", "escaped_slash"),
+        ):
+            e = self.assertRaises(ParseError, parse_request_head,
+                                  _request(b"Host: a", line=line), escaped_slashes=setting)
+            self.assertEqual((e.status, e.reason), (400, reason), line)
+
+    def test_leading_slashes_merged(self):
+        """
+        Leading slashes and backslashes are merged in what is forwarded:
+        backends would read C{//example.com/x} as a scheme-relative URL.
+        """
+        for line in (b"GET //example.com/x HTTP/1.1", b"GET /\\example.com/x HTTP/1.1"):
+            req = parse_request_head(_request(b"Host: a", line=line))
+            self.assertEqual(req.target, b"/example.com/x", line)

@@ -613,15 +613,20 @@ class FailureTests(SynchronousTestCase):
     def test_dot_segments_cannot_escape_a_route(self):
         """
         A path that climbs out of a route's prefix with C{..} does not
-        match that route, and the backend never sees the dot segments.
+        match that route: routes see the normalised path.  The backend
+        receives the target as sent.
         """
         self.proxy = MemoryProxy(_config(routes=(Route("app", path_prefix="/public/"),)))
         self.client = self.proxy.connect_client()
         self.client.send(b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertAnswer(404, "no_route")
         self.client = self.proxy.connect_client()
+        self.client.send(b"GET /public/..%2fadmin HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertAnswer(400, "ambiguous_path")
+        self.client = self.proxy.connect_client()
         self.client.send(b"GET /public/./x/../y HTTP/1.1\r\nHost: a\r\n\r\n")
-        self.assertTrue(self.proxy.accept_backend().received().startswith(b"GET /public/y HTTP/1.1"))
+        self.assertTrue(self.proxy.accept_backend().received().startswith(
+            b"GET /public/./x/../y HTTP/1.1"))
 
     def test_pool_limit_queues_then_503(self):
         """
@@ -949,3 +954,91 @@ class ListenerOptionTests(SynchronousTestCase):
             sent = proxy.accept_backend().received()
             values = [v for n, v in _fields(sent) if n == b"X-Client-Subject"]
             self.assertEqual(values, expected)
+
+
+class EdgeStrictnessTests(SynchronousTestCase):
+    """
+    Requests that nginx refuses and a backend may handle badly are refused
+    (issue 19): encoded traversal, TRACE, an empty Host.
+    """
+
+    def exchange(self, request: bytes, **config):
+        proxy = MemoryProxy(_config(**config))
+        client = proxy.connect_client()
+        client.send(request)
+        return proxy, client
+
+    def test_encoded_traversal_400(self):
+        """
+        A path that climbs above the root once C{%2F} is read as C{/} is
+        400 C{path_traversal}, and no backend is asked.
+        """
+        proxy, client = self.exchange(b"GET /a/..%2f..%2fetc HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(proxy.exchanges[-1].reason, "path_traversal")
+        self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_escaped_slashes_settings(self):
+        """
+        By default C{%2F} is forwarded as sent; C{decode} forwards the
+        normalised path; C{reject} answers 400 C{escaped_slash}.
+        """
+        request = b"GET /api/group%2fproject/./x HTTP/1.1\r\nHost: a\r\n\r\n"
+        for setting, line in (("keep", b"GET /api/group%2fproject/./x HTTP/1.1"),
+                              ("decode", b"GET /api/group/project/x HTTP/1.1")):
+            proxy, _ = self.exchange(
+                request, listeners=(Listener("main", "tcp:8080", escaped_slashes=setting),))
+            self.assertTrue(proxy.accept_backend().received().startswith(line), setting)
+        proxy, client = self.exchange(
+            request, listeners=(Listener("main", "tcp:8080", escaped_slashes="reject"),))
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(proxy.exchanges[-1].reason, "escaped_slash")
+
+    def test_routes_match_normalized_path(self):
+        """
+        Routes match the normalised path: C{/%2fadmin} and
+        C{/public/%2e%2e/admin} take the route of C{/admin/}.
+        """
+        routes = (Route("app", path_prefix="/admin"),)
+        for target in (b"/%2fadmin/x", b"/public/%2e%2e/admin/x", b"/%61dmin"):
+            proxy, client = self.exchange(
+                b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target, routes=routes)
+            self.assertTrue(proxy.accept_backend().received().startswith(b"GET " + target))
+
+    def test_trace_refused(self):
+        """
+        TRACE is answered 405 C{trace_refused} without reaching a backend,
+        and the connection stays open.
+        """
+        proxy, client = self.exchange(b"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n")
+        got = client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 405 "), got)
+        self.assertEqual(proxy.exchanges[-1].reason, "trace_refused")
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertFalse(client.closed)
+
+    def test_trace_allowed_per_route(self):
+        """
+        A route with C{allow_trace} forwards TRACE; the others still
+        refuse it.
+        """
+        routes = (Route("app", path_prefix="/debug/", allow_trace=True), Route("app"))
+        proxy, client = self.exchange(
+            b"TRACE /debug/x HTTP/1.1\r\nHost: a\r\n\r\nTRACE /x HTTP/1.1\r\nHost: a\r\n\r\n",
+            routes=routes)
+        backend = proxy.accept_backend()
+        self.assertTrue(backend.received().startswith(b"TRACE /debug/x HTTP/1.1"))
+        backend.send(OK)
+        self.assertIn(b"HTTP/1.1 405 ", client.received())
+        self.assertEqual(proxy.exchanges[-1].reason, "trace_refused")
+
+    def test_empty_host_400(self):
+        """
+        An empty Host with an origin-form target is 400 C{empty_host}: no
+        backend address is invented for it.
+        """
+        proxy, client = self.exchange(b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+                                      routes=(Route("app", preserve_host=True),))
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 400 "))
+        self.assertEqual(proxy.exchanges[-1].reason, "empty_host")
+        self.assertEqual(proxy.backend_attempts(), [])

@@ -363,6 +363,8 @@ class Route:
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
     @ivar filters: The route's filters, in order, run after routing.
+    @ivar allow_trace: Forward C{TRACE} requests; by default they are
+        answered 405 (a TRACE echoes the request, credentials included).
     """
 
     upstream: str
@@ -375,6 +377,7 @@ class Route:
     response_headers: HeaderRules = HeaderRules()
     filters: Tuple[Filter, ...] = ()
     cache: Optional[RouteCache] = None
+    allow_trace: bool = False
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,10 @@ class Listener:
     @ivar max_sessions: On a C{udp} listener, the most client sessions at
         once (datagrams from further clients are dropped).
     @ivar filters: The listener's filters, in order, run before routing.
+    @ivar escaped_slashes: What C{%2F} and C{%5C} in request paths do
+        (L{twistproxy.http.paths}): C{'keep'} (forwarded as sent; routes
+        and rules read them as C{/}), C{'decode'} (the backend receives the
+        normalised path, with them decoded) or C{'reject'} (400).
     """
 
     name: str
@@ -470,6 +477,7 @@ class Listener:
     max_connections: int = 0
     max_sessions: int = 10000
     filters: Tuple[Filter, ...] = ()
+    escaped_slashes: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -1419,7 +1427,7 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         table = _table(listener, listener_path,
                        ("endpoint", "tls", "redirect_https", "https_port", "h2c", "protocol",
                         "upstream", "sni", "proxy_protocol", "max_connections",
-                        "max_sessions", "filters"))
+                        "max_sessions", "filters", "escaped_slashes"))
         endpoint_path = _key(listener_path, "endpoint")
         if "endpoint" not in table:
             raise ConfigError(
@@ -1450,6 +1458,13 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
             if kwargs["https_port"] > 65535:
                 raise ConfigError(port_path, "must be at most 65535")
         kwargs.update(_stream_options(table, listener_path))
+        if "escaped_slashes" in table:
+            slashes_path = _key(listener_path, "escaped_slashes")
+            kwargs["escaped_slashes"] = _string(table["escaped_slashes"], slashes_path)
+            if kwargs["escaped_slashes"] not in ESCAPED_SLASHES:
+                raise ConfigError(slashes_path, f"must be one of "
+                                  f"{', '.join(map(repr, ESCAPED_SLASHES))} "
+                                  f"(got {kwargs['escaped_slashes']!r})")
         if "filters" in table:
             filters_path = _key(listener_path, "filters")
             if kwargs.get("redirect_https"):
@@ -1460,12 +1475,15 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
     return tuple(listeners)
 
 
+# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
+ESCAPED_SLASHES = ("keep", "decode", "reject")
+
 # The listener keys that only some protocols take.
 _ONLY_FOR = {
     "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
     "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
     "proxy_protocol": ("http", "tcp"), "max_connections": ("http", "tcp"),
-    "max_sessions": ("udp",),
+    "max_sessions": ("udp",), "escaped_slashes": ("http",),
 }
 
 
@@ -1625,6 +1643,7 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             "response_headers",
             "filters",
             "cache",
+            "allow_trace",
         ),
     )
     upstream_path = _key(path, "upstream")
@@ -1660,10 +1679,9 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
             _key(path, "methods"),
             lambda method, p: _token(method, p, "method").upper(),
         )
-    if "preserve_host" in route:
-        kwargs["preserve_host"] = _boolean(
-            route["preserve_host"], _key(path, "preserve_host")
-        )
+    for flag in ("preserve_host", "allow_trace"):
+        if flag in route:
+            kwargs[flag] = _boolean(route[flag], _key(path, flag))
     for rules in ("request_headers", "response_headers"):
         if rules in route:
             kwargs[rules] = header_rules(route[rules], _key(path, rules))

@@ -11,7 +11,9 @@ all three of its conditions hold:
     any name below C{example.com} (C{'a.example.com'},
     C{'a.b.example.com'}) but not C{'example.com'} itself;
 
-  - path: the request path (without query string) starts with the route's
+  - path: the request path, normalised (L{twistproxy.http.paths}: dot
+    segments resolved, slashes merged, unreserved characters decoded,
+    C{%2F} read as C{/}) and without query string, starts with the route's
     C{path_prefix}, so C{'/'} matches every path.  The prefix is compared as
     a string: C{'/api'} matches C{'/api/items'} and also C{'/apiary'}; write
     C{'/api/'} to mean the directory only;
@@ -76,7 +78,7 @@ class Router:
         Find the route of a request.
 
         @param host: The requested host, lower-cased, without port.
-        @param path: The request path, without query string.
+        @param path: The request path, normalised, without query string.
         @param method: The request method, e.g. C{'GET'}.
         @return: The first matching route, or C{None} when none matches
             (which the proxy answers with 404 Not Found).

@@ -36,6 +36,7 @@ from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.headers import TrustedProxies
+from twistproxy.http.paths import KEEP
 from twistproxy.http.server import HTTPServerFactory
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.proxyproto import ProxyHeaderFactory
@@ -303,6 +304,8 @@ class ProxyService(MultiService):
         filters = self._listener_filters(listener, config)
         if filters is not None:
             options["filters"] = filters
+        if listener.escaped_slashes != KEEP:
+            options["escaped_slashes"] = listener.escaped_slashes
         # A UDP listener has sessions, not connections (max_sessions); a
         # tcp listener's own max_connections is the relays' to count.
         quota = None if listener.protocol == "udp" else self.connections

@@ -430,6 +430,7 @@ class MemoryProxy:
             via=config.forwarding.via, on_exchange_end=self.exchanges.append,
             filters=build_chain(self.reactor, listener.filters,
                                 f"listeners.{listener.name}.filters", connections=True),
+            escaped_slashes=listener.escaped_slashes,
         )
         self._accepted = 0
 

@@ -10,9 +10,14 @@ C{User-Agent} matched by one of C{user_agents}.  Expressions are Python
 regular expressions searched anywhere in the value; anchor them (C{^}) to
 match from the start.
 
-A path is matched as the proxy normalized it (no C{.} or C{..} segments,
-no doubled slashes) and, when it has percent-encoded characters, also
-decoded once, as backends read it: C{/%61dmin} does not dodge C{^/admin}.
+A path expression is matched against the target as it is forwarded (as
+the client sent it, unless the listener decodes escaped slashes), and
+against the target with its path normalised as routes see it
+(L{twistproxy.http.paths}: unreserved characters decoded, C{%2F}, C{%5C}
+and C{\\} read as C{/}, no C{.} or C{..} segments, no doubled slashes),
+also decoded once when it still has escapes: the request is refused when
+any of them matches, so neither C{/%61dmin} nor C{/%2fadmin} nor
+C{/public/../admin} dodges C{^/admin}.
 """
 
 from __future__ import annotations
@@ -38,6 +43,24 @@ def _compile(pattern: str, path: str) -> Pattern:
         raise ConfigError(path, f"{pattern!r} is not a regular expression: {e}") from None
 
 
+def _readings(req) -> Tuple[str, ...]:
+    """
+    The spellings of a request's target that path expressions are matched
+    against: as forwarded, with its path normalised, and that decoded
+    once.
+    """
+    target = req.target
+    q = target.find(b"?")
+    normal = req.path if q < 0 else req.path + target[q:]
+    sent = target.decode("ascii")
+    if normal == target:
+        return (sent, unquote(sent)) if b"%" in target else (sent,)
+    normal_text = normal.decode("ascii")
+    if b"%" in normal:
+        return sent, normal_text, unquote(normal_text)
+    return sent, normal_text
+
+
 @implementer(IRequestFilter)
 class BlockFilter:
     """
@@ -56,8 +79,7 @@ class BlockFilter:
         if req.method in self._methods:
             return self._answer
         if self._paths:
-            path = x.path
-            paths = (path, unquote(path)) if "%" in path else (path,)
+            paths = _readings(req)
             for pattern in self._paths:
                 for candidate in paths:
                     if pattern.search(candidate):

@@ -146,7 +146,12 @@ class Forwarder:
 
     def route(self, x: Exchange) -> None:
         """
-        Find C{x}'s route; run the route's filters, then L{consult_cache}.
+        Find C{x}'s route (on the normalised path); run the route's
+        filters, then L{consult_cache}.  A C{TRACE} is answered 405 unless
+        its route allows it: it would echo the request, cookies and
+        credentials included, to whatever script sent it.  (Without
+        C{Allow}: which methods the backend takes is the backend's to
+        say.)
         """
         req = x.request
         route = self._router.match(x.host, req.path.decode("ascii"), req.method.decode("ascii"))
@@ -154,6 +159,9 @@ class Forwarder:
             x.sink.upstream_failed(x, 404, "no_route")
             return
         x.route = rt = self._routes[id(route)]
+        if req.method == b"TRACE" and not route.allow_trace:
+            x.sink.upstream_failed(x, 405, "trace_refused")
+            return
         if rt.filters is not None:
             rt.filters.run(x, self.consult_cache)
             return

@@ -20,6 +20,14 @@ written out as one: field names must be tokens and values may hold no
 control characters.  A body without C{content-length} is sent to the
 backend chunked.
 
+A malformed request is a stream error, not a connection error (RFC 9113
+8.1.1 lets an intermediary choose): its stream is answered 400, or reset
+with PROTOCOL_ERROR once its response has started, and the other streams
+go on.  C{h2}'s own header validation is off for that reason (it would end
+the connection); L{_request_head} does its checks.  A peer that sends more
+than L{MAX_MALFORMED} malformed requests, and more than well-formed ones,
+is sent GOAWAY (ENHANCE_YOUR_CALM) and disconnected.
+
 Back-pressure follows HTTP/2 flow control both ways, so memory per
 connection stays bounded whatever either side does:
 
@@ -65,7 +73,7 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import InvalidBodyLengthError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
@@ -75,6 +83,7 @@ from twistproxy.deadlines import Waiting
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
+from twistproxy.http.paths import KEEP
 from twistproxy.http.server import RETRY_AFTER, ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
@@ -93,6 +102,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_H2 = b"h2"
 
 MAX_CONCURRENT_STREAMS = 100
+# Malformed requests (each a stream error) a connection may send beyond
+# its well-formed ones before it is closed as a flood.
+MAX_MALFORMED = 10
 # Response bytes waiting on one stream beyond which its backend is paused.
 STREAM_BUFFER = 65536
 # The client's window for the whole connection: room for every stream's
@@ -103,6 +115,10 @@ _CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * 65535
 
 _VIA = b"via"
 _COOKIE = b"cookie"
+_PSEUDO_HEADERS = (b":method", b":path", b":authority", b":scheme")
+_CONNECTION_FIELDS = frozenset([
+    b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade",
+])
 
 # What the timers wait for.
 _T_NONE, _T_IDLE, _T_BODY = range(3)
@@ -119,19 +135,23 @@ def _valid_field(name: bytes, value: bytes) -> bool:
     return m is not None and (m.group(2) or b"") == value
 
 
-def _head(method: bytes, target: bytes, host: bytes, headers) -> RequestHead:
+def _head(method: bytes, target: bytes, host: bytes, headers,
+          escaped_slashes: str = KEEP) -> RequestHead:
     # HTTP/2 has no connection fields (RFC 9113 8.2.2) and no Expect.
-    return RequestHead.made(method, target, host, headers, keep_alive=True, version=(2, 0))
+    return RequestHead.made(method, target, host, headers, keep_alive=True,
+                            version=(2, 0), escaped_slashes=escaped_slashes)
 
 
-def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
+def _request_head(fields, stream_ended: bool, limits,
+                  escaped_slashes: str = KEEP) -> RequestHead:
     """
     A L{RequestHead} from a stream's header fields, checked as strictly as
-    L{parse_request_head} checks an HTTP/1.1 head.
+    L{parse_request_head} checks an HTTP/1.1 head (the path by the same
+    L{request_target <twistproxy.http.parser.request_target>}).
 
     @raises ParseError: For a malformed or unsupported request.
     """
-    method = target = authority = scheme = None
+    pseudo = dict.fromkeys(_PSEUDO_HEADERS)
     headers = []
     cookies = []
     hosts = []
@@ -141,21 +161,16 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
     for name, value in fields:
         size += len(name) + len(value) + 32
         if name[:1] == b":":
-            if headers or cookies:
+            # Unknown, repeated, or after a regular field (RFC 9113 8.3).
+            if headers or cookies or name not in pseudo or pseudo[name] is not None:
                 raise ParseError(400, "bad_pseudo_header")
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                target = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":scheme":
-                scheme = value
-            else:
-                raise ParseError(400, "bad_pseudo_header")
+            pseudo[name] = value
             continue
         if not _valid_field(name, value):
             raise ParseError(400, "bad_header")
+        if name in _CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
+            # RFC 9113 8.2.2: HTTP/2 has no connection-specific fields.
+            raise ParseError(400, "connection_header")
         if name == _COOKIE:
             # RFC 9113 8.2.3: crumbs are joined again for HTTP/1.1.
             cookies.append(value)
@@ -167,6 +182,8 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
         headers.append((name, value))
     if cookies:
         headers.append((_COOKIE, b"; ".join(cookies)))
+    method, target, authority, scheme = (
+        pseudo[b":method"], pseudo[b":path"], pseudo[b":authority"], pseudo[b":scheme"])
     if len(headers) > limits.max_header_count:
         raise ParseError(431, "too_many_headers")
     if size > limits.max_head_size:
@@ -184,13 +201,16 @@ def _request_head(fields, stream_ended: bool, limits) -> RequestHead:
         raise ParseError(400, "bad_request_target")
     if len(hosts) > 1:
         raise ParseError(400, "duplicate_host")
+    if authority is not None and hosts and hosts[0] != authority:
+        # RFC 9113 8.3.1: two authorities, two readings.
+        raise ParseError(400, "bad_host")
     host = authority if authority is not None else (hosts[0] if hosts else None)
     if not host:
         raise ParseError(400, "missing_host")
     if b"@" in host or _HOST(host) is None:
         raise ParseError(400, "bad_host")
 
-    req = _head(method, target, host, headers)
+    req = _head(method, target, host, headers, escaped_slashes)
     length = _content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
@@ -217,6 +237,60 @@ def _partial_request(fields) -> RequestHead:
     # As received: a refused target is logged, never routed.
     req.target = req.path = target
     return req
+
+
+class _Malformed:
+    """
+    An event of L{_Connection}: h2 found a request malformed once its
+    stream was open.
+
+    @ivar opened: Whether it was the HEADERS frame that opened the stream
+        (else a DATA frame).
+    @ivar flow: The flow-controlled bytes of the DATA frame at fault, to
+        give back to the connection's window.
+    @ivar ended: Whether the client ended the stream.
+    """
+
+    __slots__ = ("stream_id", "reason", "opened", "flow", "ended")
+
+    def __init__(self, stream_id: int, reason: str, opened: bool, flow: int = 0,
+                 ended: bool = False):
+        self.stream_id = stream_id
+        self.reason = reason
+        self.opened = opened
+        self.flow = flow
+        self.ended = ended
+
+
+class _Connection(H2Connection):
+    """
+    h2's connection, where the malformed requests that h2 itself notices
+    (a content-length that is not a number or that the DATA frames do not
+    add up to, a stream depending on itself) are stream errors, as RFC
+    9113 8.1.1 allows: reported as L{_Malformed} events, after which the
+    stream is answered 400 or reset, and the other streams go on.  What
+    concerns the whole connection (HPACK state, flow control, stream
+    states) stays a connection error.
+    """
+
+    def _receive_headers_frame(self, frame):
+        known = frame.stream_id in self.streams
+        try:
+            return super()._receive_headers_frame(frame)
+        except ProtocolError:
+            if known or frame.stream_id not in self.streams:
+                # Not a new stream's request (too many streams, HPACK,
+                # HEADERS on a stream in the wrong state).
+                raise
+            return [], [_Malformed(frame.stream_id, "malformed_request", True,
+                                   ended="END_STREAM" in frame.flags)]
+
+    def _receive_data_frame(self, frame):
+        try:
+            return super()._receive_data_frame(frame)
+        except InvalidBodyLengthError:
+            return [], [_Malformed(frame.stream_id, "bad_content_length", False,
+                                   frame.flow_controlled_length)]
 
 
 @implementer(IResponseSink)
@@ -545,13 +619,16 @@ class H2Stream(Waiting):
         self._out_ended = True
         self._send()
 
-    def _fail(self, status: int, reason: str, fields=()) -> None:
+    def _fail(self, status: int, reason: str, fields=(),
+              code=ErrorCodes.INTERNAL_ERROR) -> None:
         """
-        The request is refused or timed out on the client's side.
+        The request is refused or timed out on the client's side: answer
+        C{status}, or reset the stream with C{code} once the response has
+        started.
         """
         self.x.reason = reason
         if self._response_started:
-            self._reset(ErrorCodes.INTERNAL_ERROR)
+            self._reset(code)
         else:
             self._answer(status, fields)
 
@@ -630,10 +707,14 @@ class H2ServerProtocol(ClientCodec):
 
     def __init__(self, factory):
         super().__init__(factory)
-        self._h2 = H2Connection(config=H2Configuration(
+        # Requests are checked by _request_head (a malformed one is a
+        # stream error), not by h2 (for which it is a connection error).
+        self._h2 = _Connection(config=H2Configuration(
             client_side=False, header_encoding=None,
-            validate_inbound_headers=True,
+            validate_inbound_headers=False,
         ))
+        # Malformed requests received, and so far tolerated.
+        self._malformed = 0
         self._streams: Dict[int, H2Stream] = {}
         self._in_batch = False
         self._closed = False
@@ -698,7 +779,9 @@ class H2ServerProtocol(ClientCodec):
             else:
                 stream._data(event.data, event.flow_controlled_length)
         elif kind is RequestReceived:
-            self._request(event)
+            self._request(event.stream_id, event.headers, event.stream_ended is not None)
+        elif kind is _Malformed:
+            self._malformed_event(event)
         elif kind is StreamEnded:
             stream = self._streams.get(event.stream_id)
             if stream is not None:
@@ -721,8 +804,14 @@ class H2ServerProtocol(ClientCodec):
         elif kind is ConnectionTerminated:
             self._goaway_received = True
 
-    def _request(self, event) -> None:
-        sid = event.stream_id
+    def _request(self, sid: int, fields, ended: bool,
+                 error: Optional[ParseError] = None) -> None:
+        """
+        A stream opened with a request: check it, then forward it or
+        answer it.
+
+        @param error: Why h2 found it malformed already, or C{None}.
+        """
         if self._last_stream is not None and sid > self._last_stream:
             # Opened before the client saw our GOAWAY: it may retry it on
             # a new connection.
@@ -732,15 +821,15 @@ class H2ServerProtocol(ClientCodec):
                 pass
             return
         stream = H2Stream(self, sid)
-        stream._body_ended = event.stream_ended is not None
-        fields = event.headers
+        stream._body_ended = ended
         factory = self._factory
-        try:
-            req = _request_head(fields, stream._body_ended, factory.limits)
-        except ParseError as e:
-            req, error = _partial_request(fields), e
-        else:
-            error = None
+        if error is None:
+            try:
+                req = _request_head(fields, ended, factory.limits, factory.escaped_slashes)
+            except ParseError as e:
+                error = e
+        if error is not None:
+            req = _partial_request(fields)
         x = Exchange(req, self.client_address, stream, self._clock.seconds())
         stream._request(x)
         self._streams[sid] = stream
@@ -748,12 +837,53 @@ class H2ServerProtocol(ClientCodec):
         self._set_timer(_T_NONE, 0)
         if error is not None:
             stream._fail(error.status, error.reason)
+            if error.status == 400:
+                self._malformed_request()
             return
         if not self._allowed(x):
             stream._fail(503, x.reason, [RETRY_AFTER])
             return
         self._identify()
         factory.forwarder.forward(x)
+
+    def _malformed_event(self, event: _Malformed) -> None:
+        """
+        h2 found a request malformed: answer or reset its stream.
+        """
+        sid = event.stream_id
+        self._ack(sid, event.flow)
+        if event.opened:
+            # What it asked for is not known.
+            self._request(sid, (), event.ended, ParseError(400, event.reason))
+            return
+        stream = self._streams.get(sid)
+        if stream is not None:
+            self._factory.forwarder.cancel(stream.x)
+            stream._fail(400, event.reason, code=ErrorCodes.PROTOCOL_ERROR)
+        else:
+            # Its request was already answered.
+            try:
+                self._h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)
+            except (StreamClosedError, ProtocolError):
+                pass
+        self._malformed_request()
+
+    def _malformed_request(self) -> None:
+        """
+        Count a malformed request: a peer that sends more of them than
+        well-formed ones, beyond L{MAX_MALFORMED}, is told to calm down
+        (GOAWAY) and cut off.
+        """
+        self._malformed += 1
+        if self._malformed > MAX_MALFORMED and self._malformed > self.requests:
+            self.log.info("HTTP/2 client {client} sent {count} malformed requests: "
+                          "connection closed", client=self.client_address,
+                          count=self._malformed)
+            try:
+                self._h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+            except ProtocolError:
+                pass
+            self._close()
 
     # Used by the streams
 

@@ -15,7 +15,10 @@ forwards a message it had to interpret generously.  What is rejected:
     values, Content-Length that is not a plain decimal number, any transfer
     coding other than a single C{chunked};
   - a missing or repeated Host in an HTTP/1.1 request (even one with an
-    absolute-form target), a fragment in a request target, and CONNECT;
+    absolute-form target), an empty Host without an absolute-form target,
+    a fragment in a request target, and CONNECT;
+  - a path that L{twistproxy.http.paths} refuses (one that climbs above
+    the root, for instance);
   - C{Content_Length} and C{Transfer_Encoding} in a request: backends that
     map field names to CGI-style variables read them as the real framing
     fields, which the proxy would not have checked;
@@ -43,6 +46,8 @@ from __future__ import annotations
 
 import re
 from typing import List, Optional, Tuple
+
+from twistproxy.http.paths import DECODE, KEEP, PathError, normalize_path
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -103,8 +108,11 @@ class RequestHead:
 
     @ivar method: The method, e.g. C{b'GET'}.
     @ivar target: The request target in origin form (C{b'/a?b=c'}), or
-        C{b'*'} for C{OPTIONS *}.
-    @ivar path: The target without its query string.
+        C{b'*'} for C{OPTIONS *}: what the backend receives, as the client
+        sent it unless the listener decodes escaped slashes
+        (L{request_target}).
+    @ivar path: The target's path, normalised (L{twistproxy.http.paths}):
+        what routes and request rules match.
     @ivar version: The version the client spoke: C{(1, 0)} or C{(1, 1)},
         C{(2, 0)} for HTTP/2 (backends always get HTTP/1.1).
     @ivar headers: The fields as (name, value) pairs, in order, names as
@@ -134,22 +142,26 @@ class RequestHead:
 
     @classmethod
     def made(cls, method: bytes, target: bytes, host: bytes, headers: Headers,
-             keep_alive: bool, version: Tuple[int, int] = (1, 1)) -> "RequestHead":
+             keep_alive: bool, version: Tuple[int, int] = (1, 1),
+             escaped_slashes: str = KEEP) -> "RequestHead":
         """
         A request head that was not parsed from HTTP/1.1 bytes (an HTTP/2
-        request, a placeholder): the target normalized, no connection
-        fields, no C{Expect}, and no body until the caller sets C{chunked}
-        or C{content_length}.
+        request, a placeholder): an origin-form target checked and its path
+        normalised as L{request_target} does, no connection fields, no
+        C{Expect}, and no body until the caller sets C{chunked} or
+        C{content_length}.
 
         @param version: The version the client spoke (C{(2, 0)} for
             HTTP/2), for Via and the access log.
+        @raises ParseError: 400, for a path the proxy refuses.
         """
         req = cls()
         req.method = method
         req.version = version
         req.headers = headers
         req.host = host
-        req.target, req.path = normalize_target(target)
+        req.target, req.path = (
+            request_target(target, escaped_slashes) if target[:1] == b"/" else (target, target))
         req.content_length = None
         req.chunked = False
         req.keep_alive = keep_alive
@@ -313,13 +325,16 @@ def _connection_tokens(values) -> frozenset:
     )
 
 
-def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
+def parse_request_head(head: bytes, max_header_count: int = 100,
+                       escaped_slashes: str = KEEP) -> RequestHead:
     """
     Parse a request head.
 
     @param head: The request line and field lines, each ending in CRLF except
         the last; without the empty line that ends the head.
     @param max_header_count: Most field lines accepted.
+    @param escaped_slashes: How the path's C{%2F} and C{%5C} are handled
+        (L{request_target}).
     @raises ParseError: with a 4xx/5xx status for any malformed or ambiguous
         request.
     """
@@ -361,11 +376,13 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
         # RFC 9112 3.2: whatever the form of the target.
         raise ParseError(400, "missing_host")
 
-    if target[:1] == b"/":
-        pass
-    elif target == b"*":
-        if method != b"OPTIONS":
+    if target[:1] == b"/" or target == b"*":
+        if target == b"*" and method != b"OPTIONS":
             raise ParseError(400, "bad_request_target")
+        if host == b"":
+            # No authority to route on (RFC 9110 4.2.1 forbids an empty
+            # one), and none to invent.
+            raise ParseError(400, "empty_host")
     else:
         scheme, sep, rest = target.partition(b"://")
         if not sep or scheme.lower() not in (b"http", b"https"):
@@ -386,7 +403,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100) -> RequestHead:
     if host is None:
         host = b""
     req.host = host
-    req.target, req.path = normalize_target(target)
+    req.target, req.path = request_target(target, escaped_slashes)
 
     req.chunked, req.content_length = _framing(codings, lengths, minor, 400)
     tokens = req.connection = _connection_tokens(connection)
@@ -429,48 +446,32 @@ def host_name(host: bytes) -> bytes:
     return host.partition(b":")[0]
 
 
-def normalize_target(target: bytes) -> Tuple[bytes, bytes]:
+def request_target(target: bytes, escaped_slashes: str = KEEP) -> Tuple[bytes, bytes]:
     """
-    An origin-form target with its path normalized (L{normalize_path}),
-    and that path: C{(target, path)}.  The query is left as it is.
+    What to forward of an origin-form (or asterisk-form) target, and its
+    normalised path (L{twistproxy.http.paths}), on which routes and rules
+    match: C{(target, path)}.  The target is the client's (as nginx
+    forwards it), with one exception: leading slashes (and backslashes)
+    are merged, since many URL parsers read C{//example.com/x} as a
+    scheme-relative URL.  When C{escaped_slashes} is C{"decode"} the path
+    forwarded is the normalised one.  The query is left as it is.
+
+    @raises ParseError: 400, for a path the proxy refuses.
     """
+    if target == b"*":
+        return target, target
     q = target.find(b"?")
     path = target if q < 0 else target[:q]
-    if b"//" in path or b"/." in path or b"%2" in path:
-        normal = normalize_path(path)
-        if normal != path:
-            path = normal
-            target = path if q < 0 else path + target[q:]
-    return target, path
-
-
-def normalize_path(path: bytes) -> bytes:
-    """
-    Merge repeated slashes and resolve C{.} and C{..} segments (also when
-    their dots are percent-encoded), as RFC 3986 5.2.4 does.
-
-    Routes match on the normalized path and the backend receives it, so
-    C{/public/../admin} cannot reach C{/admin} through a route for
-    C{/public}, nor C{//admin} dodge a rule for C{/admin}.  (nginx does the
-    same by default.)
-    """
-    out: List[bytes] = []
-    segments = path.split(b"/")
-    for segment in segments[1:]:
-        dots = segment.lower().replace(b"%2e", b".")
-        if dots == b".":
-            continue
-        if dots == b"..":
-            if out:
-                out.pop()
-            continue
-        if segment:
-            out.append(segment)
-    trailing = segments[-1] == b"" or segments[-1].lower().replace(b"%2e", b".") in (b".", b"..")
-    normal = b"/" + b"/".join(out)
-    if trailing and out:
-        normal += b"/"
-    return normal
+    try:
+        normal = normalize_path(path, escaped_slashes)
+    except PathError as e:
+        raise ParseError(400, e.reason) from None
+    if normal is not path:
+        if escaped_slashes == DECODE:
+            target = normal if q < 0 else normal + target[q:]
+        elif target[1:2] in (b"/", b"\\"):
+            target = b"/" + target.lstrip(b"/\\")
+    return target, normal
 
 
 # What a request that could not be parsed is logged as.

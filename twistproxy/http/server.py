@@ -45,6 +45,7 @@ from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
+from twistproxy.http.paths import KEEP
 from twistproxy.http.parser import (
     UNPARSED,
     ChunkedDecoder,
@@ -361,7 +362,8 @@ class HTTPServerProtocol(ClientCodec):
             self._reject(431, "head_too_large")
             return False
         try:
-            request = parse_request_head(buf[:end], limits.max_header_count)
+            request = parse_request_head(buf[:end], limits.max_header_count,
+                                         self._factory.escaped_slashes)
         except ParseError as e:
             self._reject(e.status, e.reason)
             return False
@@ -762,6 +764,8 @@ class HTTPServerFactory(Factory):
         C{None}; C{peer_identity(transport)} finds the subject.
     @ivar filters: The listener's L{FilterChain
         <twistproxy.filters.FilterChain>}, or C{None}.
+    @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
+        one of L{twistproxy.config.ESCAPED_SLASHES}.
     """
 
     protocol = HTTPServerProtocol
@@ -787,8 +791,10 @@ class HTTPServerFactory(Factory):
         filters=None,
         connections: Optional[Quota] = None,
         in_flight: Optional[Quota] = None,
+        escaped_slashes: str = KEEP,
     ):
         self.reactor = reactor
+        self.escaped_slashes = escaped_slashes
         self.filters = filters
         if connections is None or in_flight is None:
             own = quotas(limits, reactor)
