@@ -5,6 +5,8 @@ draining, through the whole proxy on in-memory transports.
 
 from __future__ import annotations
 
+from OpenSSL import SSL
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import (
@@ -82,6 +84,39 @@ class RetryTests(SynchronousTestCase):
         proxy.accept_backend().close()
         self.assertEqual(proxy.backend_attempts(), [])
         self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+
+    def test_tls_failure_retried_for_idempotent(self):
+        """
+        A GET whose backend failed the TLS handshake (an untrusted or
+        mismatched certificate) goes to another backend, as a reset one
+        would; the failed backend is reported.
+        """
+        proxy = _proxy()
+        client = proxy.connect_client()
+        client.send(GET)
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        proxy.accept_backend().protocol.connectionLost(Failure(error))
+        backend = proxy.accept_backend()
+        self.assertEqual(backend.transport.getPeer().port, 8002)
+        backend.send(OK)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        group = proxy.forwarder.groups["app"]
+        self.assertEqual([b.failures for b in group.backends], [1, 0])
+
+    def test_tls_failure_not_retried_for_post(self):
+        """
+        A POST whose backend connection failed with a TLS error is not sent
+        again (the error may have come after the request was written): the
+        client gets 502 upstream_tls_failed.
+        """
+        proxy = _proxy()
+        client = proxy.connect_client()
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        error = SSL.Error([("SSL routines", "", "certificate verify failed")])
+        proxy.accept_backend().protocol.connectionLost(Failure(error))
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_tls_failed")
 
     def test_retry_limit(self):
         """

@@ -29,6 +29,9 @@ from twistproxy.upstream.group import UpstreamGroupRuntime
 # Failures after which a request can be sent to another backend whatever
 # its method: it never reached the first one.
 _NOT_SENT = frozenset(["upstream_connect_failed", "upstream_connect_timeout"])
+# Failures that may come after the request was written, so resent only
+# where the request may reach a backend twice (idempotent, body replayable).
+_MAYBE_SENT = frozenset(["upstream_closed", "upstream_tls_failed"])
 # Proxy-side overload: the backend is not at fault.
 _NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
 
@@ -263,7 +266,7 @@ class Forwarder:
     def _safe_to_resend(self, x: Exchange, reason: str) -> bool:
         if reason in _NOT_SENT:
             return not x.body_started
-        return reason == "upstream_closed" and x.retryable_elsewhere
+        return reason in _MAYBE_SENT and x.retryable_elsewhere
 
     def _may_count(self, x: Exchange) -> bool:
         """
