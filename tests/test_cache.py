@@ -6,6 +6,7 @@ clock, checking what the client gets and what reaches the origin.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import List, Optional
 
 from twisted.internet.error import ConnectionRefusedError
@@ -887,8 +888,13 @@ class InvalidationTests(CacheHarness):
         """
         RFC 9111 4.4: a successful answer to a method whose safety is
         unknown (M-SEARCH, PROPPATCH) invalidates like POST; OPTIONS and
-        TRACE are safe (RFC 9110 9.2.1) and invalidate nothing.
+        TRACE are safe (RFC 9110 9.2.1) and invalidate nothing.  (The
+        route allows TRACE, which the proxy refuses by default.)
         """
+        base = config(self.route_cache)
+        self.proxy = MemoryProxy(replace(
+            base, routes=(replace(base.routes[0], allow_trace=True),)))
+        self.proxy.reactor.advance(START)
         for method in [b"M-SEARCH", b"PROPPATCH"]:
             self.get(b"/u", origin=response(b"x", b"Cache-Control: max-age=60"))
             self.get(b"/u", method=method, origin=response(b"done"))
@@ -1744,8 +1750,6 @@ class FiltersAndCacheTests(CacheHarness):
     """
 
     def setUp(self):
-        from dataclasses import replace
-
         from twistproxy.config import Filter
 
         base = config()
