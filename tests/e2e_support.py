@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_e2e -*-
 """
-Helpers for the end-to-end tests in L{tests.test_e2e}.
+Helpers for the end-to-end tests (L{tests.test_e2e}, the other
+C{tests.test_e2e_*} and the C{tests.test_faults_*} modules).
 
 Those tests run the installed proxy the way an operator does, as a C{twistd}
 child process, and talk to it over real loopback sockets.  Three pieces
@@ -19,7 +20,12 @@ surround it:
     (C{deferToThread}), that sends exactly the bytes it is given and reads
     responses byte-exactly, so that truncated or smuggled messages are
     visible as such.  Every socket operation has a timeout, so a thread can
-    never outlive its test by much.
+    never outlive its test by much;
+
+  - L{E2ETestCase}, the base of those tests, starts origins and proxies
+    (from a configuration text, or in quick mode) for one test and stops
+    them after it; L{app_config} and L{listener_config} write the
+    configuration most of them need.
 
 Only 127.0.0.1 is used.
 """
@@ -708,3 +714,188 @@ def dns_server_factory():
     factory = DNSServerFactory(authorities=[PySourceAuthority(path)])
     factory.noisy = False
     return factory
+
+
+# The base of the end-to-end test cases (tests.test_e2e*, tests.test_faults_*):
+# requests and configuration they all write, and a TestCase that starts
+# origins and proxies for one test and stops them after it.  (Imported here
+# for the same reason as above.)
+
+from twisted.internet import reactor as _reactor, threads as _threads  # noqa: E402
+from twisted.logger import Logger  # noqa: E402
+from twisted.trial.unittest import TestCase as _TestCase  # noqa: E402
+
+
+def ok_response(body: bytes) -> bytes:
+    """
+    A whole C{200 OK} response with C{body}, as an origin writes it.
+    """
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def get_request(path: bytes = b"/", extra: bytes = b"", host: bytes = b"e2e.test") -> bytes:
+    """
+    A C{GET} request head for C{path}, with the C{extra} header lines.
+    """
+    return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)
+
+
+def listener_config(name: str = "main", extra: str = "") -> str:
+    """
+    The TOML of a listener C{name} on an ephemeral loopback port (the port
+    L{ProxyProcess} learns if it is the first), with the C{extra} lines in
+    its table.
+    """
+    return f'[listeners.{name}]\nendpoint = "tcp:0:interface={HOST}"\n{extra}\n'
+
+
+def app_config(origin_port: int, listener: str = "", route: str = "") -> str:
+    """
+    The TOML of the simplest proxy: the listener C{main} (with the
+    C{listener} lines), one upstream group C{app} of the origin on
+    C{origin_port}, and one route to it (with the C{route} lines).
+    """
+    return (
+        listener_config("main", listener)
+        + f'[upstreams.app]\nservers = ["http://{HOST}:{origin_port}"]\n\n'
+        + f'[[routes]]\nupstream = "app"\n{route}\n'
+    )
+
+
+def read_access_log(proxy: ProxyProcess) -> bytes:
+    """
+    What C{proxy}, started by L{E2ETestCase.start_configured_proxy} with an
+    C{access_log} file, has written to it.
+    """
+    with open(os.path.join(proxy.cwd, proxy.access_log), "rb") as f:
+        return f.read()
+
+
+class E2ETestCase(_TestCase):
+    """
+    Starts origins and proxies for a test, on the real reactor, and stops
+    them after it: every origin's connections are aborted, every proxy
+    process is stopped by its PID.
+    """
+
+    timeout = 30
+    log = Logger()
+
+    def start_origin(self, handler, on_body=None, on_tunnel=None,
+                     tls_options=None) -> OriginFactory:
+        """
+        An L{OriginFactory} with these callbacks listening on a loopback
+        port (its C{port}), over TLS when given C{tls_options}.
+        """
+        factory = OriginFactory(handler, on_body=on_body, on_tunnel=on_tunnel)
+        if tls_options is None:
+            port = _reactor.listenTCP(0, factory, interface=HOST)
+        else:
+            port = _reactor.listenSSL(0, factory, tls_options, interface=HOST)
+        factory.port = port.getHost().port
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self.close_origin_connections, factory)
+        return factory
+
+    def close_origin_connections(self, factory: OriginFactory) -> defer.Deferred:
+        """
+        Abort every open connection of C{factory}.
+
+        @return: A L{Deferred} that fires once none is left.
+        """
+        for proto in list(factory.open):
+            proto.transport.abortConnection()
+        return self.wait_for(lambda: not factory.open, 5, "origin connections to close")
+
+    @defer.inlineCallbacks
+    def start_quick_proxy(self, *upstream_ports: int, extra=()):
+        """
+        Run C{twistd twistproxy} in quick mode in front of the given
+        origin ports, with the C{extra} arguments and no access log.
+
+        @return: A L{Deferred} firing with the L{ProxyProcess}, listening.
+        """
+        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off", *extra]
+        for port in upstream_ports:
+            args += ["--upstream", f"http://{HOST}:{port}"]
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        proxy = ProxyProcess(_reactor, args, cwd)
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        return proxy
+
+    @defer.inlineCallbacks
+    def start_configured_proxy(self, config: str, *args: str, access_log: str = "",
+                               activated=None):
+        """
+        Run C{twistd twistproxy --config} with C{config}, the other options
+        C{args}, and an access log written to the file C{access_log} in
+        the proxy's directory (none when empty).
+
+        @param activated: A listening socket handed over as systemd does;
+            see L{ProxyProcess}.
+        @return: A L{Deferred} firing with the L{WatchedProxyProcess},
+            whose C{port} is the first listener's, C{cwd} its directory and
+            C{config_path} its configuration file.
+        """
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, f'[access_log]\npath = "{access_log}"\n\n' + config)
+        proxy = WatchedProxyProcess(_reactor, ["--config", path, *args], cwd, activated)
+        proxy.cwd, proxy.config_path, proxy.access_log = cwd, path, access_log
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        return proxy
+
+    def in_thread(self, f, *args, **kwargs) -> defer.Deferred:
+        """
+        Call C{f} (a blocking client) in a thread.
+        """
+        return _threads.deferToThread(f, *args, **kwargs)
+
+    def wait_for(self, predicate, seconds: float, what: str = "the condition") -> defer.Deferred:
+        """
+        Poll C{predicate} every 10 ms; fail after C{seconds}.
+        """
+        deadline = time.monotonic() + seconds
+
+        def check():
+            if predicate():
+                loop.stop()
+            elif time.monotonic() > deadline:
+                raise self.failureException(f"timed out waiting for {what}")
+
+        loop = _task.LoopingCall(check)
+        return loop.start(0.01, now=True).addCallback(lambda _: None)
+
+    @staticmethod
+    def sleep(seconds: float) -> defer.Deferred:
+        """
+        A L{Deferred} that fires after C{seconds}.
+        """
+        return _task.deferLater(_reactor, seconds, lambda: None)
+
+    @staticmethod
+    def config_text(proxy: WatchedProxyProcess) -> str:
+        """
+        C{proxy}'s configuration file, as it is now.
+        """
+        with open(proxy.config_path) as f:
+            return f.read()
+
+    @staticmethod
+    def reload(proxy: WatchedProxyProcess, config: Optional[str] = None,
+               done: str = "configuration reloaded", timeout: float = 10) -> defer.Deferred:
+        """
+        Write C{config}, if given, as C{proxy}'s configuration file, send
+        SIGHUP and wait for a log line matching C{done}.
+
+        @return: A L{Deferred} firing with that line, as
+            L{WatchedProxyProcess.wait_for_line} finds it.
+        """
+        if config is not None:
+            with open(proxy.config_path, "w") as f:
+                f.write(config)
+        since = time.monotonic()
+        proxy.signal("HUP")
+        return proxy.wait_for_line(done, since=since, timeout=timeout)

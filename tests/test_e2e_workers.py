@@ -33,10 +33,8 @@ from tests.e2e_support import (
     OriginFactory,
     RawClient,
     RestartableOrigin,
-    WatchedProxyProcess,
     completes,
     unused_port,
-    write_config,
 )
 from tests.test_e2e_balancing import _BalancingTestCase, _get, _response, _servers
 
@@ -281,9 +279,7 @@ class SlowRequestTests(_WorkersTestCase):
             return answer
 
         answer = yield in_flight()
-        since = time.monotonic()
-        proxy.signal("HUP")
-        yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
+        yield self.reload(proxy, done=self.reloaded)
         response = yield answer
         self.assertEqual((response.status, response.body, response.complete),
                          (200, b"complete", True))
@@ -553,16 +549,10 @@ class SocketActivationTests(_WorkersTestCase):
         self.addCleanup(sock.close)
         sock.bind((HOST, 0))
         sock.listen(50)
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            'endpoint = "systemd:domain=INET:index=0"\n\n'
-            '[access_log]\npath = ""\n\n'
-            "[upstreams.app]\n" + _servers(origins)))
-        proxy = WatchedProxyProcess(reactor, ["--config", path, *self.workers], cwd,
-                                    activated=sock)
-        self.addCleanup(proxy.stop)
-        port = yield proxy.start()
+        proxy = yield self.start_configured_proxy(
+            '[listeners.main]\nendpoint = "systemd:domain=INET:index=0"\n\n'
+            "[upstreams.app]\n" + _servers(origins), *self.workers, activated=sock)
+        port = proxy.port
         self.assertEqual(port, sock.getsockname()[1])
         if self.workers:
             yield wait_for_workers(proxy)
