@@ -762,6 +762,22 @@ def app_config(origin_port: int, listener: str = "", route: str = "") -> str:
     )
 
 
+def one_per_connection(port: int, request: bytes, count: int) -> List[Response]:
+    """
+    In a thread: send C{request} C{count} times, each on a new connection,
+    and return the responses read.
+    """
+    responses = []
+    for _ in range(count):
+        client = RawClient(port)
+        try:
+            client.send(request)
+            responses.append(client.read_response())
+        finally:
+            client.close()
+    return responses
+
+
 def read_access_log(proxy: ProxyProcess) -> bytes:
     """
     What C{proxy}, started by L{E2ETestCase.start_configured_proxy} with an
@@ -874,6 +890,23 @@ class E2ETestCase(_TestCase):
         A L{Deferred} that fires after C{seconds}.
         """
         return _task.deferLater(_reactor, seconds, lambda: None)
+
+    @defer.inlineCallbacks
+    def assert_second_term_ends_drain(self, proxy: ProxyProcess, answer: defer.Deferred):
+        """
+        Stop C{proxy} while the request of C{answer} (a L{Deferred} of
+        L{completes}) is in flight: after SIGTERM it keeps draining; a
+        second SIGTERM ends it within 5 seconds, and the request never
+        completes.
+        """
+        ended = proxy.stop(grace=20)
+        yield self.sleep(0.5)
+        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
+        second = time.monotonic()
+        proxy.signal("TERM")
+        yield ended
+        self.assertLess(time.monotonic() - second, 5)
+        self.assertFalse((yield answer))
 
     @staticmethod
     def config_text(proxy: WatchedProxyProcess) -> str:

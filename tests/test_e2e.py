@@ -599,14 +599,7 @@ class ShutdownTests(_ProxyTestCase):
 
         answer = self.in_thread(completes, proxy.port, b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
         yield self.wait_for(lambda: origin.requests, 5, "the request to reach the origin")
-        ended = proxy.stop(grace=20)
-        yield self.sleep(0.5)
-        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
-        second = time.monotonic()
-        proxy.signal("TERM")
-        yield ended
-        self.assertLess(time.monotonic() - second, 5)
-        self.assertFalse((yield answer))
+        yield self.assert_second_term_ends_drain(proxy, answer)
 
 
 class SmugglingTests(_ProxyTestCase):

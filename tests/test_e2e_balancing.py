@@ -216,7 +216,7 @@ class _BalancingTestCase(E2ETestCase):
             return _Outcome(sent, resp.status, origin.decode("ascii") if origin else None,
                             resp.headers.get(b"set-cookie"))
 
-        return threads.deferToThread(exchange)
+        return self.in_thread(exchange)
 
     @defer.inlineCallbacks
     def under_load(self, port: int, scenario, minimum: int):

@@ -20,7 +20,8 @@ from typing import List
 from twisted.internet import defer, reactor
 
 from tests.e2e_support import (
-    HOST, OriginFactory, RawClient, Response, RestartableOrigin, listener_config,
+    HOST, OriginFactory, Response, RestartableOrigin, get_request, listener_config,
+    one_per_connection,
 )
 from tests.test_e2e import _ProxyTestCase
 
@@ -86,15 +87,7 @@ class OriginDownTests(_ProxyTestCase):
         In a thread: C{count} requests for C{path}, each on a new
         connection, and what came back.
         """
-        responses = []
-        for _ in range(count):
-            client = RawClient(port)
-            try:
-                client.send(b"GET %s HTTP/1.1\r\nHost: faults.test\r\n\r\n" % path)
-                responses.append(client.read_response())
-            finally:
-                client.close()
-        return responses
+        return one_per_connection(port, get_request(path, host=b"faults.test"), count)
 
     @defer.inlineCallbacks
     def stored_then_stale(self, path: bytes):

@@ -26,7 +26,8 @@ from twisted.python.filepath import FilePath
 
 from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 from tests.e2e_support import (
-    HOST, E2ETestCase, OriginFactory, RawClient, listener_config, ok_response, read_access_log,
+    HOST, E2ETestCase, OriginFactory, get_request, listener_config, ok_response,
+    one_per_connection, read_access_log,
 )
 
 # The origins' faults, by route (path prefix and group name).
@@ -40,16 +41,8 @@ def _statuses(port: int, path: str, count: int) -> List[int]:
     Send C{count} GETs for C{path}, each on a new connection, and return
     the statuses the client read.
     """
-    statuses = []
-    for _ in range(count):
-        client = RawClient(port)
-        try:
-            client.send(b"GET %s HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
-                        % path.encode("ascii"))
-            statuses.append(client.read_response().status)
-        finally:
-            client.close()
-    return statuses
+    request = get_request(path.encode("ascii"), b"Connection: close\r\n", b"app.test")
+    return [response.status for response in one_per_connection(port, request, count)]
 
 
 class BackendCertificateFaultTests(E2ETestCase):
