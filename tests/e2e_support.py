@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_e2e -*-
 """
-Helpers for the end-to-end tests in L{tests.test_e2e}.
+Helpers for the end-to-end tests (L{tests.test_e2e}, the other
+C{tests.test_e2e_*} and the C{tests.test_faults_*} modules).
 
 Those tests run the installed proxy the way an operator does, as a C{twistd}
 child process, and talk to it over real loopback sockets.  Three pieces
@@ -19,7 +20,12 @@ surround it:
     (C{deferToThread}), that sends exactly the bytes it is given and reads
     responses byte-exactly, so that truncated or smuggled messages are
     visible as such.  Every socket operation has a timeout, so a thread can
-    never outlive its test by much.
+    never outlive its test by much;
+
+  - L{E2ETestCase}, the base of those tests, starts origins and proxies
+    (from a configuration text, or in quick mode) for one test and stops
+    them after it; L{app_config} and L{listener_config} write the
+    configuration most of them need.
 
 Only 127.0.0.1 is used.
 """
@@ -30,9 +36,15 @@ import os
 import re
 import socket
 import sys
-from typing import Callable, Dict, List, Optional
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer, protocol
+from twisted.internet import error as _error, reactor as _reactor, task as _task
+from twisted.internet import threads as _threads
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase as _TestCase
 
 HOST = "127.0.0.1"
 
@@ -547,13 +559,7 @@ def completes(port: int, request: bytes, timeout: float = 10.0) -> bool:
 # Helpers for the load-balancing tests in tests.test_e2e_balancing: origins
 # that go away and come back on the same port, and a proxy whose log lines
 # carry the time they arrived, so that tests can measure how long the proxy
-# takes to notice.  (Imported here rather than at the top: this part was
-# added after the rest and leaves it untouched.)
-
-import time  # noqa: E402
-from typing import Tuple  # noqa: E402
-
-from twisted.internet import error as _error, task as _task  # noqa: E402
+# takes to notice.
 
 
 class RestartableOrigin:
@@ -713,7 +719,6 @@ def dns_server_factory():
 # Helpers for the fault tests (tests.test_faults_*): the TCP sockets a
 # process holds, read from /proc as ss(8) would show them.
 
-from dataclasses import dataclass as _dataclass  # noqa: E402
 
 # The states of /proc/net/tcp, by their hexadecimal code.
 _TCP_STATES = {
@@ -723,7 +728,7 @@ _TCP_STATES = {
 }
 
 
-@_dataclass(frozen=True)
+@dataclass(frozen=True)
 class TCPSocket:
     """
     One TCP socket a process holds: its state (C{"CLOSE_WAIT"} ...) and
@@ -759,3 +764,218 @@ def proxy_sockets(pid: int) -> List[TCPSocket]:
                                            int(fields[1].rsplit(":", 1)[1], 16),
                                            int(fields[2].rsplit(":", 1)[1], 16)))
     return found
+
+
+# The base of the end-to-end test cases (tests.test_e2e*, tests.test_faults_*):
+# requests and configuration they all write, and a TestCase that starts
+# origins and proxies for one test and stops them after it.  (Imported here
+# for the same reason as above.)
+
+
+
+def ok_response(body: bytes) -> bytes:
+    """
+    A whole C{200 OK} response with C{body}, as an origin writes it.
+    """
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def get_request(path: bytes = b"/", extra: bytes = b"", host: bytes = b"e2e.test") -> bytes:
+    """
+    A C{GET} request head for C{path}, with the C{extra} header lines.
+    """
+    return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (path, host, extra)
+
+
+def listener_config(name: str = "main", extra: str = "") -> str:
+    """
+    The TOML of a listener C{name} on an ephemeral loopback port (the port
+    L{ProxyProcess} learns if it is the first), with the C{extra} lines in
+    its table.
+    """
+    return f'[listeners.{name}]\nendpoint = "tcp:0:interface={HOST}"\n{extra}\n'
+
+
+def app_config(origin_port: int, listener: str = "", route: str = "") -> str:
+    """
+    The TOML of the simplest proxy: the listener C{main} (with the
+    C{listener} lines), one upstream group C{app} of the origin on
+    C{origin_port}, and one route to it (with the C{route} lines).
+    """
+    return (
+        listener_config("main", listener)
+        + f'[upstreams.app]\nservers = ["http://{HOST}:{origin_port}"]\n\n'
+        + f'[[routes]]\nupstream = "app"\n{route}\n'
+    )
+
+
+def one_per_connection(port: int, request: bytes, count: int) -> List[Response]:
+    """
+    In a thread: send C{request} C{count} times, each on a new connection,
+    and return the responses read.
+    """
+    responses = []
+    for _ in range(count):
+        client = RawClient(port)
+        try:
+            client.send(request)
+            responses.append(client.read_response())
+        finally:
+            client.close()
+    return responses
+
+
+def read_access_log(proxy: ProxyProcess) -> bytes:
+    """
+    What C{proxy}, started by L{E2ETestCase.start_configured_proxy} with an
+    C{access_log} file, has written to it.
+    """
+    with open(os.path.join(proxy.cwd, proxy.access_log), "rb") as f:
+        return f.read()
+
+
+class E2ETestCase(_TestCase):
+    """
+    Starts origins and proxies for a test, on the real reactor, and stops
+    them after it: every origin's connections are aborted, every proxy
+    process is stopped by its PID.
+    """
+
+    timeout = 30
+    log = Logger()
+
+    def start_origin(self, handler, on_body=None, on_tunnel=None,
+                     tls_options=None) -> OriginFactory:
+        """
+        An L{OriginFactory} with these callbacks listening on a loopback
+        port (its C{port}), over TLS when given C{tls_options}.
+        """
+        factory = OriginFactory(handler, on_body=on_body, on_tunnel=on_tunnel)
+        if tls_options is None:
+            port = _reactor.listenTCP(0, factory, interface=HOST)
+        else:
+            port = _reactor.listenSSL(0, factory, tls_options, interface=HOST)
+        factory.port = port.getHost().port
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self.close_origin_connections, factory)
+        return factory
+
+    def close_origin_connections(self, factory: OriginFactory) -> defer.Deferred:
+        """
+        Abort every open connection of C{factory}.
+
+        @return: A L{Deferred} that fires once none is left.
+        """
+        for proto in list(factory.open):
+            proto.transport.abortConnection()
+        return self.wait_for(lambda: not factory.open, 5, "origin connections to close")
+
+    @defer.inlineCallbacks
+    def start_quick_proxy(self, *upstream_ports: int, extra=()):
+        """
+        Run C{twistd twistproxy} in quick mode in front of the given
+        origin ports, with the C{extra} arguments and no access log.
+
+        @return: A L{Deferred} firing with the L{ProxyProcess}, listening.
+        """
+        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off", *extra]
+        for port in upstream_ports:
+            args += ["--upstream", f"http://{HOST}:{port}"]
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        proxy = ProxyProcess(_reactor, args, cwd)
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        return proxy
+
+    @defer.inlineCallbacks
+    def start_configured_proxy(self, config: str, *args: str, access_log: str = "",
+                               activated=None):
+        """
+        Run C{twistd twistproxy --config} with C{config}, the other options
+        C{args}, and an access log written to the file C{access_log} in
+        the proxy's directory (none when empty).
+
+        @param activated: A listening socket handed over as systemd does;
+            see L{ProxyProcess}.
+        @return: A L{Deferred} firing with the L{WatchedProxyProcess},
+            whose C{port} is the first listener's, C{cwd} its directory and
+            C{config_path} its configuration file.
+        """
+        cwd = os.path.abspath(self.mktemp())
+        path = write_config(cwd, f'[access_log]\npath = "{access_log}"\n\n' + config)
+        proxy = WatchedProxyProcess(_reactor, ["--config", path, *args], cwd, activated)
+        proxy.cwd, proxy.config_path, proxy.access_log = cwd, path, access_log
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        return proxy
+
+    def in_thread(self, f, *args, **kwargs) -> defer.Deferred:
+        """
+        Call C{f} (a blocking client) in a thread.
+        """
+        return _threads.deferToThread(f, *args, **kwargs)
+
+    def wait_for(self, predicate, seconds: float, what: str = "the condition") -> defer.Deferred:
+        """
+        Poll C{predicate} every 10 ms; fail after C{seconds}.
+        """
+        deadline = time.monotonic() + seconds
+
+        def check():
+            if predicate():
+                loop.stop()
+            elif time.monotonic() > deadline:
+                raise self.failureException(f"timed out waiting for {what}")
+
+        loop = _task.LoopingCall(check)
+        return loop.start(0.01, now=True).addCallback(lambda _: None)
+
+    @staticmethod
+    def sleep(seconds: float) -> defer.Deferred:
+        """
+        A L{Deferred} that fires after C{seconds}.
+        """
+        return _task.deferLater(_reactor, seconds, lambda: None)
+
+    @defer.inlineCallbacks
+    def assert_second_term_ends_drain(self, proxy: ProxyProcess, answer: defer.Deferred):
+        """
+        Stop C{proxy} while the request of C{answer} (a L{Deferred} of
+        L{completes}) is in flight: after SIGTERM it keeps draining; a
+        second SIGTERM ends it within 5 seconds, and the request never
+        completes.
+        """
+        ended = proxy.stop(grace=20)
+        yield self.sleep(0.5)
+        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
+        second = time.monotonic()
+        proxy.signal("TERM")
+        yield ended
+        self.assertLess(time.monotonic() - second, 5)
+        self.assertFalse((yield answer))
+
+    @staticmethod
+    def config_text(proxy: WatchedProxyProcess) -> str:
+        """
+        C{proxy}'s configuration file, as it is now.
+        """
+        with open(proxy.config_path) as f:
+            return f.read()
+
+    @staticmethod
+    def reload(proxy: WatchedProxyProcess, config: Optional[str] = None,
+               done: str = "configuration reloaded", timeout: float = 10) -> defer.Deferred:
+        """
+        Write C{config}, if given, as C{proxy}'s configuration file, send
+        SIGHUP and wait for a log line matching C{done}.
+
+        @return: A L{Deferred} firing with that line, as
+            L{WatchedProxyProcess.wait_for_line} finds it.
+        """
+        if config is not None:
+            with open(proxy.config_path, "w") as f:
+                f.write(config)
+        since = time.monotonic()
+        proxy.signal("HUP")
+        return proxy.wait_for_line(done, since=since, timeout=timeout)

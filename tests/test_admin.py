@@ -24,6 +24,8 @@ from twistproxy.config import (
 )
 from twistproxy.metrics import ProxyMetrics
 
+from tests.config_support import proxy_toml
+
 URL = "http://admin.invalid"
 
 
@@ -138,8 +140,7 @@ class EndpointTests(AdminTestCase):
         reloading it does not change it, even before the first C{/status}.
         """
         path = self.mktemp()
-        data = (b'# the configuration\n[listeners.main]\nendpoint = "tcp:8080"\n'
-                b'[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        data = ("# the configuration\n" + proxy_toml()).encode("ascii")
         with open(path, "wb") as f:
             f.write(data)
         self.service.config = load(path)

@@ -59,7 +59,7 @@ class _ConfigTestMixin:
     Helpers shared by the test cases below.
     """
 
-    def assertConfigError(
+    def assert_config_error(
         self, text: str, path: str, problem: Optional[str] = None, contains: Optional[str] = None
     ) -> ConfigError:
         """
@@ -96,12 +96,12 @@ servers = [{url!r}]
         """
         return parse(MINIMAL + '[[routes]]\nupstream = "api"\n' + body).routes[0]
 
-    def routeError(self, body: str, path: str, problem: Optional[str] = None,
+    def route_error(self, body: str, path: str, problem: Optional[str] = None,
                    contains: Optional[str] = None) -> ConfigError:
         """
         A route whose settings are C{body} is rejected at C{path}.
         """
-        return self.assertConfigError(
+        return self.assert_config_error(
             MINIMAL + '[[routes]]\nupstream = "api"\n' + body, path, problem, contains
         )
 
@@ -125,7 +125,7 @@ class ConfigErrorTests(SynchronousTestCase):
             "proxy.toml: upstreams.api.servers[2].url: must be an http:// or https:// URL",
         )
 
-    def test_strWithoutPathOrSource(self) -> None:
+    def test_str_without_path_or_source(self) -> None:
         """
         Missing parts are left out of the string form, with their separators.
         """
@@ -133,7 +133,7 @@ class ConfigErrorTests(SynchronousTestCase):
         self.assertEqual(str(ConfigError("a.b", "broken")), "a.b: broken")
         self.assertEqual(str(ConfigError("", "broken")), "broken")
 
-    def test_errorFromParseHasSource(self) -> None:
+    def test_error_from_parse_has_source(self) -> None:
         """
         An error from L{parse} carries the source given to it, and the string
         form names source, path and problem.
@@ -144,7 +144,7 @@ class ConfigErrorTests(SynchronousTestCase):
             str(raised.exception), "proxy.toml: timeouts.connect: must be greater than 0 (got 0)"
         )
 
-    def test_defaultSource(self) -> None:
+    def test_default_source(self) -> None:
         """
         Without a source, L{parse} reports C{<string>}.
         """
@@ -174,7 +174,7 @@ class MinimalConfigTests(SynchronousTestCase):
         """
         self.assertEqual(self.config.listeners, (Listener(name="main", endpoint="tcp:8080"),))
 
-    def test_upstreamDefaults(self) -> None:
+    def test_upstream_defaults(self) -> None:
         """
         A group without settings gets the defaults of L{UpstreamGroup}, and a
         server URL without a port gets the scheme's port and weight 1.
@@ -201,14 +201,14 @@ class MinimalConfigTests(SynchronousTestCase):
             },
         )
 
-    def test_defaultRoute(self) -> None:
+    def test_default_route(self) -> None:
         """
         Without routes and with exactly one group, a single default route
         sends everything to that group.
         """
         self.assertEqual(self.config.routes, (Route(upstream="api"),))
 
-    def test_sectionDefaults(self) -> None:
+    def test_section_defaults(self) -> None:
         """
         Absent sections get their classes' defaults.
         """
@@ -218,7 +218,7 @@ class MinimalConfigTests(SynchronousTestCase):
         self.assertEqual(self.config.access_log, AccessLog())
         self.assertEqual(self.config.access_log, AccessLog(path="stdout", format="combined"))
 
-    def test_emptyRoutesArray(self) -> None:
+    def test_empty_routes_array(self) -> None:
         """
         An empty C{routes} array is treated like an absent one.
         """
@@ -230,37 +230,37 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
     Required sections and unknown keys at the top level.
     """
 
-    def test_unknownTopLevelKey(self) -> None:
+    def test_unknown_top_level_key(self) -> None:
         """
         An unknown top-level key is rejected at its own path.
         """
-        self.assertConfigError("foo = 1\n" + MINIMAL, "foo", "unknown key 'foo'")
+        self.assert_config_error("foo = 1\n" + MINIMAL, "foo", "unknown key 'foo'")
 
-    def test_unknownTopLevelTable(self) -> None:
+    def test_unknown_top_level_table(self) -> None:
         """
         An unknown top-level table is rejected at its own path.
         """
-        self.assertConfigError(MINIMAL + "[stash]\nsize = 1\n", "stash", "unknown key 'stash'")
+        self.assert_config_error(MINIMAL + "[stash]\nsize = 1\n", "stash", "unknown key 'stash'")
 
-    def test_unknownKeySuggestion(self) -> None:
+    def test_unknown_key_suggestion(self) -> None:
         """
         A misspelt key is reported with the closest known key.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[timeout]\n", "timeout", "unknown key 'timeout' (did you mean 'timeouts'?)"
         )
 
-    def test_quotedUnknownKey(self) -> None:
+    def test_quoted_unknown_key(self) -> None:
         """
         A key that TOML needs quoted is shown quoted in the path.
         """
-        self.assertConfigError('"a b" = 1\n' + MINIMAL, '"a b"', "unknown key 'a b'")
+        self.assert_config_error('"a b" = 1\n' + MINIMAL, '"a b"', "unknown key 'a b'")
 
     def test_empty(self) -> None:
         """
         An empty file lacks listeners.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             "", "listeners", "at least one listener is required ([listeners.NAME] with an endpoint)"
         )
 
@@ -272,17 +272,17 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(parse(MINIMAL).workers, 1)
         self.assertEqual(parse("workers = 3\n" + MINIMAL).workers, 3)
         self.assertEqual(parse('workers = "auto"\n' + MINIMAL).workers, os.cpu_count() or 1)
-        self.assertConfigError("workers = 0\n" + MINIMAL, "workers", "must be at least 1 (got 0)")
-        self.assertConfigError('workers = "2"\n' + MINIMAL, "workers",
+        self.assert_config_error("workers = 0\n" + MINIMAL, "workers", "must be at least 1 (got 0)")
+        self.assert_config_error('workers = "2"\n' + MINIMAL, "workers",
                                'must be an integer or "auto", not a string')
-        self.assertConfigError("workers = true\n" + MINIMAL, "workers",
+        self.assert_config_error("workers = true\n" + MINIMAL, "workers",
                                'must be an integer or "auto", not a boolean')
 
-    def test_noUpstreams(self) -> None:
+    def test_no_upstreams(self) -> None:
         """
         A file without upstream groups is rejected at C{upstreams}.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             '[listeners.main]\nendpoint = "tcp:8080"\n',
             "upstreams",
             "at least one upstream group is required ([upstreams.NAME] with servers)",
@@ -294,13 +294,13 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
         reported with it, next to the near spellings, at most three, the
         closest spelling first.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.api.budget]\n", "upstreams.api.budget",
             "unknown key 'budget' (did you mean 'retry_budget'?)")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.api.max]\n", "upstreams.api.max",
             "unknown key 'max' (did you mean 'max_connections', 'max_idle' or 'max_pending'?)")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[timeout]\n", "timeout",
             "unknown key 'timeout' (did you mean 'timeouts'?)")
 
@@ -309,7 +309,7 @@ class TopLevelTests(_ConfigTestMixin, SynchronousTestCase):
         A key of fewer than three characters is not matched against the
         words of known keys, which would name nearly any of them.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.api.ma]\n", "upstreams.api.ma", "unknown key 'ma'")
 
 
@@ -340,7 +340,7 @@ servers = ["http://x"]
             ),
         )
 
-    def test_nameCharacters(self) -> None:
+    def test_name_characters(self) -> None:
         """
         Listener names may use letters, digits, C{_}, C{.} and C{-}; a dotted
         name is shown quoted in paths.
@@ -348,102 +348,102 @@ servers = ["http://x"]
         config = parse(MINIMAL + '[listeners."a.B_1-x"]\nendpoint = "tcp:1"\n')
         self.assertEqual(config.listeners[1].name, "a.B_1-x")
 
-    def test_badName(self) -> None:
+    def test_bad_name(self) -> None:
         """
         A listener name with other characters is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[listeners."a b"]\nendpoint = "tcp:1"\n',
             'listeners."a b"',
             "invalid listener name 'a b': use only letters, digits, '_', '.' and '-'",
         )
 
-    def test_emptyName(self) -> None:
+    def test_empty_name(self) -> None:
         """
         An empty listener name is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[listeners.""]\nendpoint = "tcp:1"\n',
             'listeners.""',
             contains="invalid listener name ''",
         )
 
-    def test_noListeners(self) -> None:
+    def test_no_listeners(self) -> None:
         """
         An empty C{listeners} table is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             'listeners = {}\n[upstreams.api]\nservers = ["http://x"]\n',
             "listeners",
             "at least one listener is required ([listeners.NAME])",
         )
 
-    def test_listenersNotATable(self) -> None:
+    def test_listeners_not_a_table(self) -> None:
         """
         C{listeners} must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             'listeners = ["tcp:8080"]\n[upstreams.api]\nservers = ["http://x"]\n',
             "listeners",
             "must be a table of listeners, not an array",
         )
 
-    def test_listenerNotATable(self) -> None:
+    def test_listener_not_a_table(self) -> None:
         """
         Each listener must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             'listeners = { main = "tcp:8080" }\n[upstreams.api]\nservers = ["http://x"]\n',
             "listeners.main",
             "must be a table, not a string",
         )
 
-    def test_endpointRequired(self) -> None:
+    def test_endpoint_required(self) -> None:
         """
         A listener without an endpoint is rejected at its C{endpoint} path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[listeners.other]\n",
             "listeners.other.endpoint",
             'is required (an endpoint string such as "tcp:8080")',
         )
 
-    def test_endpointType(self) -> None:
+    def test_endpoint_type(self) -> None:
         """
         An endpoint must be a string.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[listeners.other]\nendpoint = 8080\n",
             "listeners.other.endpoint",
             "must be a string, not an integer",
         )
 
-    def test_endpointEmpty(self) -> None:
+    def test_endpoint_empty(self) -> None:
         """
         An empty (or blank) endpoint is rejected.
         """
         for endpoint in ('""', '"  "'):
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[listeners.other]\nendpoint = {endpoint}\n",
                 "listeners.other.endpoint",
                 "must not be empty",
             )
 
-    def test_endpointNul(self) -> None:
+    def test_endpoint_nul(self) -> None:
         """
         An endpoint with a NUL character is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[listeners.other]\nendpoint = "tcp:80\\u0000"\n',
             "listeners.other.endpoint",
             "must not contain NUL",
         )
 
-    def test_unknownKey(self) -> None:
+    def test_unknown_key(self) -> None:
         """
         An unknown key in a listener is rejected at its path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[listeners.other]\nendpoint = "tcp:1"\nbacklog = 5\n',
             "listeners.other.backlog",
             "unknown key 'backlog'",
@@ -455,7 +455,7 @@ class UpstreamGroupTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[upstreams.NAME]} tables.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         Every key of a group is read.
         """
@@ -489,7 +489,7 @@ nested = { x = [1, 2] }
         )
         self.assertIs(type(config.upstreams["api"].balancer_options), dict)
 
-    def test_groupOrder(self) -> None:
+    def test_group_order(self) -> None:
         """
         Groups are kept in file order.
         """
@@ -497,133 +497,133 @@ nested = { x = [1, 2] }
         self.assertEqual(list(config.upstreams), ["api", "static"])
         self.assertEqual(config.upstreams["static"].name, "static")
 
-    def test_upstreamsNotATable(self) -> None:
+    def test_upstreams_not_a_table(self) -> None:
         """
         C{upstreams} must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             '[listeners.main]\nendpoint = "tcp:8080"\n[[upstreams]]\nservers = []\n',
             "upstreams",
             "must be a table of upstream groups, not an array",
         )
 
-    def test_noGroups(self) -> None:
+    def test_no_groups(self) -> None:
         """
         An empty C{upstreams} table is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             '[listeners.main]\nendpoint = "tcp:8080"\n[upstreams]\n',
             "upstreams",
             "at least one upstream group is required ([upstreams.NAME])",
         )
 
-    def test_badName(self) -> None:
+    def test_bad_name(self) -> None:
         """
         A group name with characters outside C{[A-Za-z0-9_.-]} is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[upstreams."api/v2"]\nservers = ["http://x"]\n',
             'upstreams."api/v2"',
             "invalid upstream group name 'api/v2': use only letters, digits, '_', '.' and '-'",
         )
 
-    def test_groupNotATable(self) -> None:
+    def test_group_not_a_table(self) -> None:
         """
         A group must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             '[listeners.main]\nendpoint = "tcp:8080"\n[upstreams]\napi = "http://x"\n',
             "upstreams.api",
             "must be a table, not a string",
         )
 
-    def test_serversRequired(self) -> None:
+    def test_servers_required(self) -> None:
         """
         A group without servers is rejected at its C{servers} path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nbalancer = 'random'\n",
             "upstreams.other.servers",
             "is required (an array of backend URLs)",
         )
 
-    def test_serversEmpty(self) -> None:
+    def test_servers_empty(self) -> None:
         """
         A group with an empty server list is rejected.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = []\n",
             "upstreams.other.servers",
             "must list at least one server",
         )
 
-    def test_serversNotAnArray(self) -> None:
+    def test_servers_not_an_array(self) -> None:
         """
         C{servers} must be an array, even for one server.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = 'http://x'\n",
             "upstreams.other.servers",
             "must be an array, not a string",
         )
 
-    def test_serverWrongType(self) -> None:
+    def test_server_wrong_type(self) -> None:
         """
         A server must be a string or a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x', 8080]\n",
             "upstreams.other.servers[1]",
             "must be a URL string, a table {url, weight, region, zone, drain}, "
             "or a DNS entry {dns, port} / {srv}, not an integer",
         )
 
-    def test_serverTableUrlRequired(self) -> None:
+    def test_server_table_url_required(self) -> None:
         """
         A server table without C{url} is rejected at its C{url} path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = [{ weight = 2 }]\n",
             "upstreams.other.servers[0].url",
             "is required",
         )
 
-    def test_serverTableUnknownKey(self) -> None:
+    def test_server_table_unknown_key(self) -> None:
         """
         An unknown key in a server table is rejected at its path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = [{ url = 'http://x', wieght = 2 }]\n",
             "upstreams.other.servers[0].wieght",
             "unknown key 'wieght' (did you mean 'weight'?)",
         )
 
-    def test_badUrlInTable(self) -> None:
+    def test_bad_url_in_table(self) -> None:
         """
         A bad URL in a server table is reported at the C{url} path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL
             + "[upstreams.other]\nservers = ['http://a', 'http://b', { url = 'ftp://c' }]\n",
             "upstreams.other.servers[2].url",
             "must be an http:// or https:// URL",
         )
 
-    def test_badUrlString(self) -> None:
+    def test_bad_url_string(self) -> None:
         """
         A bad URL given as a string is reported at the item's path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://a', 'c:8080']\n",
             "upstreams.other.servers[1]",
             "must be an http:// or https:// URL",
         )
 
-    def test_urlType(self) -> None:
+    def test_url_type(self) -> None:
         """
         C{url} must be a string.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = [{ url = 8080 }]\n",
             "upstreams.other.servers[0].url",
             "must be a string, not an integer",
@@ -640,24 +640,24 @@ nested = { x = [1, 2] }
             ("true", "must be an integer, not a boolean"),
             ("'2'", "must be an integer, not a string"),
         ]:
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[upstreams.other]\nservers = [{{ url = 'http://x', weight = {value} }}]\n",
                 "upstreams.other.servers[0].weight",
                 problem,
             )
 
-    def test_duplicateServer(self) -> None:
+    def test_duplicate_server(self) -> None:
         """
         The same scheme, host and port twice in a group is rejected, even if
         written differently.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x', 'http://y', 'HTTP://X:80/']\n",
             "upstreams.other.servers[2]",
             "duplicate of upstreams.other.servers[0]; use weight to send it more requests",
         )
 
-    def test_sameHostOtherScheme(self) -> None:
+    def test_same_host_other_scheme(self) -> None:
         """
         The same host over http and https are different servers.
         """
@@ -672,18 +672,18 @@ nested = { x = [1, 2] }
         """
         C{balancer} must be a non-empty string.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer = 1\n",
             "upstreams.other.balancer",
             "must be a string, not an integer",
         )
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer = ''\n",
             "upstreams.other.balancer",
             "must not be empty",
         )
 
-    def test_balancerDottedPath(self) -> None:
+    def test_balancer_dotted_path(self) -> None:
         """
         C{balancer} may be a dotted path; it is not resolved here.
         """
@@ -694,17 +694,17 @@ nested = { x = [1, 2] }
         )
         self.assertEqual(config.upstreams["other"].balancer, "my.module.Factory")
 
-    def test_balancerOptionsType(self) -> None:
+    def test_balancer_options_type(self) -> None:
         """
         C{balancer_options} must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x']\nbalancer_options = [1]\n",
             "upstreams.other.balancer_options",
             "must be a table, not an array",
         )
 
-    def test_maxConnections(self) -> None:
+    def test_max_connections(self) -> None:
         """
         C{max_connections} must be an integer of at least 1.
         """
@@ -713,13 +713,13 @@ nested = { x = [1, 2] }
             ("true", "must be an integer, not a boolean"),
             ("2.0", "must be an integer, not a float"),
         ]:
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[upstreams.other]\nservers = ['http://x']\nmax_connections = {value}\n",
                 "upstreams.other.max_connections",
                 problem,
             )
 
-    def test_maxIdle(self) -> None:
+    def test_max_idle(self) -> None:
         """
         C{max_idle} must be an integer of at least 0.
         """
@@ -727,17 +727,17 @@ nested = { x = [1, 2] }
             ("-1", "must be at least 0 (got -1)"),
             ("false", "must be an integer, not a boolean"),
         ]:
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[upstreams.other]\nservers = ['http://x']\nmax_idle = {value}\n",
                 "upstreams.other.max_idle",
                 problem,
             )
 
-    def test_unknownKey(self) -> None:
+    def test_unknown_key(self) -> None:
         """
         An unknown key in a group is rejected at its path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://x']\nfrobnicate = 1\n",
             "upstreams.other.frobnicate",
             "unknown key 'frobnicate'",
@@ -749,7 +749,7 @@ class ServerURLTests(_ConfigTestMixin, SynchronousTestCase):
     Backend server URLs.
     """
 
-    def test_defaultPorts(self) -> None:
+    def test_default_ports(self) -> None:
         """
         The port defaults to 80 for http and 443 for https.
         """
@@ -757,7 +757,7 @@ class ServerURLTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(self.server("https://example.com").port, 443)
         self.assertEqual(self.server("https://example.com").scheme, "https")
 
-    def test_explicitPort(self) -> None:
+    def test_explicit_port(self) -> None:
         """
         An explicit port is used and kept in the canonical URL.
         """
@@ -786,31 +786,31 @@ class ServerURLTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(self.server("https://[2001:DB8::1]/").host, "2001:db8::1")
         self.assertEqual(self.server("https://[2001:DB8::1]/").port, 443)
 
-    def test_ipv6WithoutBrackets(self) -> None:
+    def test_ipv6_without_brackets(self) -> None:
         """
         An IPv6 literal without brackets is rejected with a hint.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://::1']\n",
             "upstreams.other.servers[0]",
             "write the IPv6 address in 'http://::1' in brackets, as in 'http://[::1]:8080'",
         )
 
-    def test_badIPv6(self) -> None:
+    def test_bad_ipv6(self) -> None:
         """
         Brackets must hold an IPv6 address.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://[example.com]']\n",
             "upstreams.other.servers[0]",
             "invalid host in 'http://[example.com]': not an IPv6 address",
         )
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://[::1]x']\n",
             "upstreams.other.servers[0]",
             "invalid host in 'http://[::1]x': only ':port' may follow ']'",
         )
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[upstreams.other]\nservers = ['http://[::1']\n",
             "upstreams.other.servers[0]",
             "invalid host in 'http://[::1': missing ']'",
@@ -854,13 +854,13 @@ class ServerURLTests(_ConfigTestMixin, SynchronousTestCase):
         ]
         for url, problem in cases:
             # A JSON string is also a TOML basic string.
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[upstreams.other]\nservers = [{{ url = {json.dumps(url)} }}]\n",
                 "upstreams.other.servers[0].url",
                 problem,
             )
 
-    def test_highestPort(self) -> None:
+    def test_highest_port(self) -> None:
         """
         Port 65535 is allowed.
         """
@@ -872,7 +872,7 @@ class RouteTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[[routes]]} array.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         Every key of a route is read.
         """
@@ -938,64 +938,64 @@ upstream = "api"
             ),
         )
 
-    def test_routesRequiredWithSeveralGroups(self) -> None:
+    def test_routes_required_with_several_groups(self) -> None:
         """
         Without routes and with several groups, the file is rejected at
         C{routes}.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             TWO_GROUPS,
             "routes",
             "routes are required when there are several upstream groups "
             "(api, static); add [[routes]] with an upstream",
         )
 
-    def test_routesNotAnArray(self) -> None:
+    def test_routes_not_an_array(self) -> None:
         """
         C{routes} must be an array of tables.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[routes]\nupstream = 'api'\n",
             "routes",
             "must be an array of tables ([[routes]]), not a table",
         )
 
-    def test_routeNotATable(self) -> None:
+    def test_route_not_a_table(self) -> None:
         """
         Each route must be a table.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             "routes = ['api']\n" + MINIMAL,
             "routes[0]",
             "must be a table ([[routes]]), not a string",
         )
 
-    def test_upstreamRequired(self) -> None:
+    def test_upstream_required(self) -> None:
         """
         A route without C{upstream} is rejected at its C{upstream} path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[[routes]]\npath_prefix = '/a'\nupstream = 'api'\n[[routes]]\nname = 'x'\n",
             "routes[1].upstream",
             "is required (the name of an upstream group)",
         )
 
-    def test_upstreamUnknown(self) -> None:
+    def test_upstream_unknown(self) -> None:
         """
         A route naming a group that does not exist is rejected, listing the
         groups that do.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             TWO_GROUPS + "[[routes]]\nupstream = 'apl'\n",
             "routes[0].upstream",
             "no upstream group named 'apl' (defined: api, static)",
         )
 
-    def test_upstreamType(self) -> None:
+    def test_upstream_type(self) -> None:
         """
         C{upstream} must be a string.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[[routes]]\nupstream = ['api']\n",
             "routes[0].upstream",
             "must be a string, not an array",
@@ -1005,14 +1005,14 @@ upstream = "api"
         """
         C{name} must be a non-empty string.
         """
-        self.routeError("name = 3\n", "routes[0].name", "must be a string, not an integer")
-        self.routeError("name = ''\n", "routes[0].name", "must not be empty")
+        self.route_error("name = 3\n", "routes[0].name", "must be a string, not an integer")
+        self.route_error("name = ''\n", "routes[0].name", "must not be empty")
 
-    def test_duplicateName(self) -> None:
+    def test_duplicate_name(self) -> None:
         """
         Two routes with the same name are rejected at the second.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL
             + "[[routes]]\nname = 'a'\nupstream = 'api'\nmethods = ['GET']\n"
             + "[[routes]]\nname = 'a'\nupstream = 'api'\n",
@@ -1020,23 +1020,23 @@ upstream = "api"
             "duplicate route name 'a' (also routes[0])",
         )
 
-    def test_unknownKey(self) -> None:
+    def test_unknown_key(self) -> None:
         """
         An unknown key in a route is rejected at its path.
         """
-        self.routeError("prefix = '/a'\n", "routes[0].prefix", contains="unknown key 'prefix'")
+        self.route_error("prefix = '/a'\n", "routes[0].prefix", contains="unknown key 'prefix'")
 
-    def test_preserveHost(self) -> None:
+    def test_preserve_host(self) -> None:
         """
         C{preserve_host} must be a real boolean.
         """
         self.assertFalse(self.route("preserve_host = false\n").preserve_host)
-        self.routeError(
+        self.route_error(
             "preserve_host = 'false'\n",
             "routes[0].preserve_host",
             "must be a boolean (true or false), not a string",
         )
-        self.routeError(
+        self.route_error(
             "preserve_host = 1\n",
             "routes[0].preserve_host",
             "must be a boolean (true or false), not an integer",
@@ -1047,9 +1047,9 @@ upstream = "api"
         C{path}, a word of C{path_prefix} but not a near spelling of it, is
         reported with C{path_prefix}.
         """
-        self.routeError("path = '/a'\n", "routes[0].path",
+        self.route_error("path = '/a'\n", "routes[0].path",
                         "unknown key 'path' (did you mean 'path_prefix'?)")
-        self.routeError("prefix = '/a'\n", "routes[0].prefix",
+        self.route_error("prefix = '/a'\n", "routes[0].prefix",
                         "unknown key 'prefix' (did you mean 'path_prefix'?)")
 
 
@@ -1058,13 +1058,13 @@ class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
     The C{hosts} of a route.
     """
 
-    def test_singleString(self) -> None:
+    def test_single_string(self) -> None:
         """
         A single string is accepted as one host.
         """
         self.assertEqual(self.route("hosts = 'Example.com'\n").hosts, ("example.com",))
 
-    def test_emptyArray(self) -> None:
+    def test_empty_array(self) -> None:
         """
         An empty array matches any host.
         """
@@ -1119,22 +1119,22 @@ class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
              "are allowed"),
         ]
         for host, problem in cases:
-            self.routeError(f"hosts = ['ok.example', {host!r}]\n", "routes[0].hosts[1]", problem)
+            self.route_error(f"hosts = ['ok.example', {host!r}]\n", "routes[0].hosts[1]", problem)
 
-    def test_singleStringRejected(self) -> None:
+    def test_single_string_rejected(self) -> None:
         """
         A bad single-string host is reported at C{hosts}.
         """
-        self.routeError("hosts = 'a:1'\n", "routes[0].hosts", contains="remove the port")
+        self.route_error("hosts = 'a:1'\n", "routes[0].hosts", contains="remove the port")
 
     def test_type(self) -> None:
         """
         C{hosts} must be a string or an array of strings.
         """
-        self.routeError(
+        self.route_error(
             "hosts = 1\n", "routes[0].hosts", "must be a string or an array of strings, not an integer"
         )
-        self.routeError("hosts = ['a', 1]\n", "routes[0].hosts[1]", "must be a string, not an integer")
+        self.route_error("hosts = ['a', 1]\n", "routes[0].hosts[1]", "must be a string, not an integer")
 
 
 class RoutePathAndMethodTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1142,13 +1142,13 @@ class RoutePathAndMethodTests(_ConfigTestMixin, SynchronousTestCase):
     The C{path_prefix} and C{methods} of a route.
     """
 
-    def test_pathPrefix(self) -> None:
+    def test_path_prefix(self) -> None:
         """
         C{path_prefix} is kept as written.
         """
         self.assertEqual(self.route("path_prefix = '/api/v1'\n").path_prefix, "/api/v1")
 
-    def test_pathPrefixRejected(self) -> None:
+    def test_path_prefix_rejected(self) -> None:
         """
         C{path_prefix} must be a string starting with C{/}, without
         whitespace, control characters, query or fragment.
@@ -1163,7 +1163,7 @@ class RoutePathAndMethodTests(_ConfigTestMixin, SynchronousTestCase):
             ("1", "must be a string, not an integer"),
         ]
         for value, problem in cases:
-            self.routeError(f"path_prefix = {value}\n", "routes[0].path_prefix", problem)
+            self.route_error(f"path_prefix = {value}\n", "routes[0].path_prefix", problem)
 
     def test_methods(self) -> None:
         """
@@ -1174,20 +1174,20 @@ class RoutePathAndMethodTests(_ConfigTestMixin, SynchronousTestCase):
             ("GET", "POST", "PROPFIND"),
         )
 
-    def test_methodsRejected(self) -> None:
+    def test_methods_rejected(self) -> None:
         """
         Each method must be an HTTP token, and C{methods} an array.
         """
-        self.routeError(
+        self.route_error(
             "methods = ['GET', 'GE T']\n",
             "routes[0].methods[1]",
             "method 'GE T' is not a valid HTTP token",
         )
-        self.routeError(
+        self.route_error(
             "methods = ['']\n", "routes[0].methods[0]", "method '' is not a valid HTTP token"
         )
-        self.routeError("methods = 'GET'\n", "routes[0].methods", "must be an array, not a string")
-        self.routeError(
+        self.route_error("methods = 'GET'\n", "routes[0].methods", "must be an array, not a string")
+        self.route_error(
             "methods = [true]\n", "routes[0].methods[0]", "must be a string, not a boolean"
         )
 
@@ -1197,7 +1197,7 @@ class HeaderRulesTests(_ConfigTestMixin, SynchronousTestCase):
     C{request_headers} and C{response_headers}.
     """
 
-    def test_fileOrder(self) -> None:
+    def test_file_order(self) -> None:
         """
         C{set} and C{add} become (name, value) pairs in file order, with the
         names' case kept.
@@ -1254,7 +1254,7 @@ class HeaderRulesTests(_ConfigTestMixin, SynchronousTestCase):
                  "header 'x-a' is listed twice (as 'X-A'); header names are case-insensitive"),
             ]
             for body, path, problem in cases:
-                self.routeError(body, path, problem)
+                self.route_error(body, path, problem)
 
 
 class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1262,12 +1262,12 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
     A catch-all route must be the last one.
     """
 
-    def test_afterCatchAll(self) -> None:
+    def test_after_catch_all(self) -> None:
         """
         A route after one with no hosts, the C{/} prefix and no methods is
         rejected at its own path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             TWO_GROUPS
             + "[[routes]]\nupstream = 'api'\nhosts = 'a.example'\n"
             + "[[routes]]\nupstream = 'api'\npath_prefix = '/'\nhosts = []\nmethods = []\n"
@@ -1276,7 +1276,7 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
             "unreachable: routes[1] above matches every request",
         )
 
-    def test_catchAllLast(self) -> None:
+    def test_catch_all_last(self) -> None:
         """
         A catch-all route in the last place is accepted.
         """
@@ -1287,7 +1287,7 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
         )
         self.assertEqual([r.upstream for r in config.routes], ["static", "api"])
 
-    def test_narrowRoutesNotCatchAll(self) -> None:
+    def test_narrow_routes_not_catch_all(self) -> None:
         """
         A route restricted by host, path or method alone does not make later
         routes unreachable.
@@ -1307,7 +1307,7 @@ class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[timeouts]} table.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         Every timeout is read; integers become floats.
         """
@@ -1350,23 +1350,23 @@ class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):
             ("12:00:00", "must be a number of seconds, not a date/time"),
         ]
         for value, problem in cases:
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[timeouts]\nrequest_body = {value}\n", "timeouts.request_body", problem
             )
 
-    def test_unknownKey(self) -> None:
+    def test_unknown_key(self) -> None:
         """
         An unknown timeout is rejected at its path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[timeouts]\nread = 1\n", "timeouts.read", contains="unknown key 'read'"
         )
 
-    def test_notATable(self) -> None:
+    def test_not_a_table(self) -> None:
         """
         C{timeouts} must be a table.
         """
-        self.assertConfigError("timeouts = 5\n" + MINIMAL, "timeouts", "must be a table, not an integer")
+        self.assert_config_error("timeouts = 5\n" + MINIMAL, "timeouts", "must be a table, not an integer")
 
 
 class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1374,7 +1374,7 @@ class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[limits]} table.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         Every limit is read.
         """
@@ -1385,7 +1385,7 @@ class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
             config.limits, Limits(max_head_size=2048, max_header_count=1, max_body_size=0)
         )
 
-    def test_sizeSuffixes(self) -> None:
+    def test_size_suffixes(self) -> None:
         """
         Sizes accept a string of digits with a binary k, m or g suffix in
         either case, or no suffix.
@@ -1404,7 +1404,7 @@ class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
         config = parse(MINIMAL + "[limits]\nmax_head_size = '1k'\n")
         self.assertEqual(config.limits.max_head_size, 1024)
 
-    def test_sizeRejected(self) -> None:
+    def test_size_rejected(self) -> None:
         """
         Malformed sizes, other types and values below the minimum are
         rejected.
@@ -1429,9 +1429,9 @@ class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
             ("max_head_size", "'0k'", "must be at least 1024 bytes (got 0)"),
         ]
         for key, value, problem in cases:
-            self.assertConfigError(MINIMAL + f"[limits]\n{key} = {value}\n", f"limits.{key}", problem)
+            self.assert_config_error(MINIMAL + f"[limits]\n{key} = {value}\n", f"limits.{key}", problem)
 
-    def test_headerCount(self) -> None:
+    def test_header_count(self) -> None:
         """
         C{max_header_count} is a plain integer of at least 1; a size string is
         not accepted.
@@ -1441,15 +1441,15 @@ class LimitsTests(_ConfigTestMixin, SynchronousTestCase):
             ("'1k'", "must be an integer, not a string"),
             ("true", "must be an integer, not a boolean"),
         ]:
-            self.assertConfigError(
+            self.assert_config_error(
                 MINIMAL + f"[limits]\nmax_header_count = {value}\n", "limits.max_header_count", problem
             )
 
-    def test_unknownKey(self) -> None:
+    def test_unknown_key(self) -> None:
         """
         An unknown limit is rejected at its path.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[limits]\nmax_body = 1\n",
             "limits.max_body",
             contains="unknown key 'max_body'",
@@ -1461,7 +1461,7 @@ class ForwardingTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[forwarding]} table.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         Trusted proxies are normalised to network form; C{via} is kept.
         """
@@ -1484,7 +1484,7 @@ class ForwardingTests(_ConfigTestMixin, SynchronousTestCase):
             ),
         )
 
-    def test_viaDisabled(self) -> None:
+    def test_via_disabled(self) -> None:
         """
         An empty C{via} disables the Via field.
         """
@@ -1508,7 +1508,7 @@ class ForwardingTests(_ConfigTestMixin, SynchronousTestCase):
             ("hide_server = true", "forwarding.hide_server", "unknown key 'hide_server'"),
         ]
         for body, path, problem in cases:
-            self.assertConfigError(MINIMAL + f"[forwarding]\n{body}\n", path, problem)
+            self.assert_config_error(MINIMAL + f"[forwarding]\n{body}\n", path, problem)
 
 
 class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1516,7 +1516,7 @@ class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
     The C{[access_log]} table.
     """
 
-    def test_everyKey(self) -> None:
+    def test_every_key(self) -> None:
         """
         C{path} and C{format} are read.
         """
@@ -1537,11 +1537,11 @@ class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
         self.assertEqual((config.access_log.max_size, config.access_log.keep), (100 << 20, 5))
         self.assertEqual(parse(MINIMAL + "[access_log]\npath = 'a.log'\nkeep = 2\n")
                          .access_log.keep, 2)
-        self.assertConfigError(MINIMAL + "[access_log]\nmax_size = '1m'\n",
+        self.assert_config_error(MINIMAL + "[access_log]\nmax_size = '1m'\n",
                                "access_log.max_size", "needs a file path to rotate")
-        self.assertConfigError(MINIMAL + "[access_log]\npath = 'a.log'\nmax_size = 10\n",
+        self.assert_config_error(MINIMAL + "[access_log]\npath = 'a.log'\nmax_size = 10\n",
                                "access_log.max_size", "must be at least 4096 bytes (got 10)")
-        self.assertConfigError(MINIMAL + "[access_log]\npath = 'a.log'\nkeep = 0\n",
+        self.assert_config_error(MINIMAL + "[access_log]\npath = 'a.log'\nkeep = 0\n",
                                "access_log.keep", "must be at least 1 (got 0)")
 
     def test_disabled(self) -> None:
@@ -1564,7 +1564,7 @@ class AccessLogTests(_ConfigTestMixin, SynchronousTestCase):
             ("buffer = 1", "access_log.buffer", "unknown key 'buffer'"),
         ]
         for body, path, problem in cases:
-            self.assertConfigError(MINIMAL + f"[access_log]\n{body}\n", path, problem)
+            self.assert_config_error(MINIMAL + f"[access_log]\n{body}\n", path, problem)
 
 
 class TOMLErrorTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1572,22 +1572,22 @@ class TOMLErrorTests(_ConfigTestMixin, SynchronousTestCase):
     Text that is not TOML.
     """
 
-    def test_syntaxError(self) -> None:
+    def test_syntax_error(self) -> None:
         """
         A TOML syntax error is a L{ConfigError} for the whole file, with the
         line number.
         """
-        error = self.assertConfigError(
+        error = self.assert_config_error(
             MINIMAL + "[timeouts]\nconnect 5\n", "", contains="invalid TOML: "
         )
         self.assertIn("line 8", error.problem)
         self.assertTrue(str(error).startswith("proxy.toml: invalid TOML: "))
 
-    def test_duplicateKey(self) -> None:
+    def test_duplicate_key(self) -> None:
         """
         A key given twice is a TOML error.
         """
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[listeners.main]\nendpoint = 'tcp:1'\n", "", contains="invalid TOML"
         )
 
@@ -1642,7 +1642,7 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(raised.exception.source, path)
         self.assertTrue(raised.exception.problem.startswith("cannot read file: "))
 
-    def test_notUTF8(self) -> None:
+    def test_not_utf8(self) -> None:
         """
         A file that is not UTF-8 is rejected with the byte offset.
         """
@@ -1652,7 +1652,7 @@ class LoadTests(SynchronousTestCase):
         self.assertEqual(raised.exception.source, path)
         self.assertEqual(raised.exception.problem, "not valid UTF-8 (byte offset 2)")
 
-    def test_syntaxError(self) -> None:
+    def test_syntax_error(self) -> None:
         """
         A TOML syntax error in a file names the file and the line.
         """
@@ -1663,7 +1663,7 @@ class LoadTests(SynchronousTestCase):
         self.assertIn("invalid TOML", raised.exception.problem)
         self.assertIn("line 2", raised.exception.problem)
 
-    def test_validationError(self) -> None:
+    def test_validation_error(self) -> None:
         """
         A validation error in a file names the file and the path.
         """
@@ -1681,7 +1681,7 @@ class ExamplesTests(SynchronousTestCase):
     The configurations shipped in C{examples/}.
     """
 
-    def test_examplesParse(self) -> None:
+    def test_examples_parse(self) -> None:
         """
         Every C{examples/*.toml} file is a valid configuration.
         """
@@ -1705,7 +1705,7 @@ class ExamplesTests(SynchronousTestCase):
         )
         self.assertEqual(config.routes, (Route(upstream="demo"),))
 
-    def test_proxyUsesEverySection(self) -> None:
+    def test_proxy_uses_every_section(self) -> None:
         """
         The full example sets every section, so that it documents them all.
         """
@@ -1845,21 +1845,21 @@ overprovisioning = 2
              "upstreams.api.sticky.cookie", None),
         ]
         for body, path, problem in cases:
-            self.assertConfigError(self.GROUP + body, path, contains=problem)
-        self.assertConfigError(MINIMAL + "[locator]\nnetworks = {}\n", "locator.type")
-        self.assertConfigError(
+            self.assert_config_error(self.GROUP + body, path, contains=problem)
+        self.assert_config_error(MINIMAL + "[locator]\nnetworks = {}\n", "locator.type")
+        self.assert_config_error(
             MINIMAL + "[locality]\noverprovisioning = 0.5\n", "locality.overprovisioning",
             "must be between 1 and 100 (got 0.5)")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[locality]\noverprovisioning = 101\n", "locality.overprovisioning",
             "must be between 1 and 100 (got 101)")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + "[locality]\noverprovisioning = true\n", "locality.overprovisioning",
             "must be a number of at least 1, not a boolean")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[locality]\nregions = ["eu", "us", "eu"]\n', "locality.regions[2]",
             "'eu' is listed twice")
-        self.assertConfigError(
+        self.assert_config_error(
             MINIMAL + '[locality]\nregions = [""]\n', "locality.regions[0]",
             "must not be empty")
 
@@ -1912,15 +1912,15 @@ servers = ["http://127.0.0.1:8001"]
         Inconsistent listener settings are rejected at their paths.
         """
         base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\nendpoint = "tcp:1"\n'
-        self.assertConfigError(base + "tls = { certificates = [] }\n",
+        self.assert_config_error(base + "tls = { certificates = [] }\n",
                                "listeners.web.tls.certificates", "must list at least one certificate")
-        self.assertConfigError(base + 'tls = { certificates = ["/a"], default = 1 }\n',
+        self.assert_config_error(base + 'tls = { certificates = ["/a"], default = 1 }\n',
                                "listeners.web.tls.default", contains="index of a certificate")
-        self.assertConfigError(base + 'tls = { certificates = ["/a"], min_version = "1.1" }\n',
+        self.assert_config_error(base + 'tls = { certificates = ["/a"], min_version = "1.1" }\n',
                                "listeners.web.tls.min_version", 'must be "1.2" or "1.3"')
-        self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nredirect_https = true\n',
+        self.assert_config_error(base + 'tls = { certificates = ["/a"] }\nredirect_https = true\n',
                                "listeners.web.redirect_https", contains="only for plain listeners")
-        self.assertConfigError(base + 'tls = { certificates = ["/a"] }\nh2c = true\n',
+        self.assert_config_error(base + 'tls = { certificates = ["/a"] }\nh2c = true\n',
                                "listeners.web.h2c", contains="only for plain listeners")
 
 
@@ -1968,9 +1968,9 @@ class ResolverTests(_ConfigTestMixin, SynchronousTestCase):
              "'127.0.0.1:' is not an IP address with an optional port "
              "('127.0.0.1:5353', '[::1]:53', '10.0.0.2')"),
         ]:
-            self.assertConfigError(MINIMAL + f"[resolver]\nnameservers = {value}\n",
+            self.assert_config_error(MINIMAL + f"[resolver]\nnameservers = {value}\n",
                                    path, problem)
-        self.assertConfigError(MINIMAL + '[resolver]\nservers = ["127.0.0.1"]\n',
+        self.assert_config_error(MINIMAL + '[resolver]\nservers = ["127.0.0.1"]\n',
                                "resolver.servers",
                                "unknown key 'servers' (did you mean 'nameservers'?)")
 
@@ -2007,13 +2007,13 @@ allow_trace = true
         that is not a boolean are refused at their paths.
         """
         base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\n'
-        self.assertConfigError(base + 'endpoint = "tcp:1"\nescaped_slashes = "merge"\n',
+        self.assert_config_error(base + 'endpoint = "tcp:1"\nescaped_slashes = "merge"\n',
                                "listeners.web.escaped_slashes",
                                "must be one of 'keep', 'decode', 'reject' (got 'merge')")
-        self.assertConfigError(
+        self.assert_config_error(
             base + 'endpoint = "tcp:1"\nprotocol = "tcp"\nupstream = "api"\n'
                    'escaped_slashes = "keep"\n',
             "listeners.web.escaped_slashes", contains="not for tcp listeners")
-        self.assertConfigError(
+        self.assert_config_error(
             base + 'endpoint = "tcp:1"\n[[routes]]\nupstream = "api"\nallow_trace = "yes"\n',
             "routes[0].allow_trace", contains="boolean")

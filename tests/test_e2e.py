@@ -27,22 +27,22 @@ import sys
 import threading
 import time
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.logger import Logger
-from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.e2e_support import (
     HOST,
     TWISTD,
-    OriginFactory,
+    E2ETestCase,
     ProxyProcess,
     RawClient,
     Response,
     child_env,
     completes,
+    get_request,
+    ok_response,
     unused_port,
 )
 
@@ -54,70 +54,22 @@ MIB = 1 << 20
 RSS_GROWTH_LIMIT_KIB = 48 * 1024
 
 
-def _ok(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+# The names these tests have always used.
+_ok = ok_response
+_get = get_request
 
 
-def _get(path: bytes = b"/", extra: bytes = b"") -> bytes:
-    return b"GET %s HTTP/1.1\r\nHost: e2e.test\r\n%s\r\n" % (path, extra)
-
-
-class _ProxyTestCase(TestCase):
+class _ProxyTestCase(E2ETestCase):
     """
-    Starts origins and proxies for a test and stops them after it.
+    Starts origins and quick-mode proxies for a test and stops them after
+    it.
     """
 
-    timeout = 30
-    log = Logger()
-
-    def start_origin(self, handler, on_body=None, on_tunnel=None) -> OriginFactory:
-        factory = OriginFactory(handler, on_body=on_body, on_tunnel=on_tunnel)
-        port = reactor.listenTCP(0, factory, interface=HOST)
-        factory.port = port.getHost().port
-        self.addCleanup(port.stopListening)
-        self.addCleanup(self._close_origin_connections, factory)
-        return factory
-
-    def _close_origin_connections(self, factory: OriginFactory) -> defer.Deferred:
-        for proto in list(factory.open):
-            proto.transport.abortConnection()
-        return self._wait_for(lambda: not factory.open, 5, "origin connections to close")
-
-    @defer.inlineCallbacks
-    def start_proxy(self, *upstream_ports: int, extra=()):
-        """
-        Run C{twistd twistproxy} in quick mode in front of the given
-        origin ports, with the C{extra} arguments.
-
-        @return: A L{Deferred} firing with the L{ProxyProcess}, listening.
-        """
-        args = ["--listen", f"tcp:0:interface={HOST}", "--access-log", "off", *extra]
-        for port in upstream_ports:
-            args += ["--upstream", f"http://{HOST}:{port}"]
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        proxy = ProxyProcess(reactor, args, cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        return proxy
-
-    def in_thread(self, f, *args, **kwargs) -> defer.Deferred:
-        return threads.deferToThread(f, *args, **kwargs)
-
-    def _wait_for(self, predicate, seconds: float, what: str) -> defer.Deferred:
-        """
-        Poll C{predicate} every 10 ms; fail after C{seconds}.
-        """
-        deadline = time.monotonic() + seconds
-
-        def check():
-            if predicate():
-                loop.stop()
-            elif time.monotonic() > deadline:
-                raise self.failureException(f"timed out waiting for {what}")
-
-        loop = task.LoopingCall(check)
-        return loop.start(0.01, now=True).addCallback(lambda _: None)
+    start_proxy = E2ETestCase.start_quick_proxy
+    # The names of the helpers before they moved to E2ETestCase, which
+    # test modules may still use.
+    _close_origin_connections = E2ETestCase.close_origin_connections
+    _wait_for = E2ETestCase.wait_for
 
     def exchange(self, port: int, request: bytes, method: bytes = b"GET") -> Response:
         """
@@ -607,7 +559,7 @@ class ShutdownTests(_ProxyTestCase):
         origin = self.start_origin(handler)
         proxy = yield self.start_proxy(origin.port)
         answer = self.in_thread(self.exchange, proxy.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
-        yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
+        yield self.wait_for(lambda: origin.requests, 5, "the request to reach the origin")
         ended = proxy.stop(grace=10)
 
         def refused() -> bool:
@@ -646,15 +598,8 @@ class ShutdownTests(_ProxyTestCase):
         proxy = yield self.start_proxy(origin.port)
 
         answer = self.in_thread(completes, proxy.port, b"GET /never HTTP/1.1\r\nHost: a\r\n\r\n")
-        yield self._wait_for(lambda: origin.requests, 5, "the request to reach the origin")
-        ended = proxy.stop(grace=20)
-        yield task.deferLater(reactor, 0.5, lambda: None)
-        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
-        second = time.monotonic()
-        proxy.signal("TERM")
-        yield ended
-        self.assertLess(time.monotonic() - second, 5)
-        self.assertFalse((yield answer))
+        yield self.wait_for(lambda: origin.requests, 5, "the request to reach the origin")
+        yield self.assert_second_term_ends_drain(proxy, answer)
 
 
 class SmugglingTests(_ProxyTestCase):
@@ -676,7 +621,7 @@ class SmugglingTests(_ProxyTestCase):
                 (resp.status, resp.closed), (400, True), f"for {request!r}"
             )
         # Give a forwarded request time to arrive, were there one.
-        yield task.deferLater(reactor, 0.2, lambda: None)
+        yield self.sleep(0.2)
         self.assertEqual((origin.connections_made, origin.bytes_received), (0, 0))
         # The proxy itself still works.
         resp = yield self.in_thread(self.exchange, proxy.port, _get(b"/", b"Connection: close\r\n"))

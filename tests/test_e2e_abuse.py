@@ -14,7 +14,6 @@ non-blocking sockets in threads, so that they send exactly these bytes.
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import time
@@ -22,7 +21,7 @@ import time
 from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread
 
-from tests.e2e_support import HOST, ConnectionClosed, RawClient, WatchedProxyProcess, write_config
+from tests.e2e_support import HOST, ConnectionClosed, RawClient, app_config
 from tests.test_e2e import _Generator, _ok, _ProxyTestCase, _RSSSampler
 
 MIB = 1 << 20
@@ -117,25 +116,12 @@ class _AbuseTestCase(_ProxyTestCase):
     def ok_origin(self):
         return self.start_origin(lambda proto, req: proto.transport.write(_ok(b"ok")))
 
-    @defer.inlineCallbacks
-    def start_config(self, origin_port: int, extra: str, listener: str = ""):
+    def start_config(self, origin_port: int, extra: str, listener: str = "") -> defer.Deferred:
         """
         Run C{twistd twistproxy --config} in front of C{origin_port} with
         C{extra} configuration (timeouts and limits).
         """
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n{listener}\n'
-            '[access_log]\npath = ""\n\n'
-            "[upstreams.app]\n"
-            f'servers = ["http://{HOST}:{origin_port}"]\n\n'
-            '[[routes]]\nupstream = "app"\n\n'
-        ) + extra)
-        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        return proxy
+        return self.start_configured_proxy(app_config(origin_port, listener) + extra)
 
 
 class SlowClientTests(_AbuseTestCase):

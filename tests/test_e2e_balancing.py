@@ -27,25 +27,23 @@ talk to.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from twisted.internet import defer, reactor, task, threads
-from twisted.logger import Logger
-from twisted.trial.unittest import TestCase
+from twisted.internet import defer, reactor, threads
 
 from tests.e2e_support import (
     HOST,
     ConnectionClosed,
+    E2ETestCase,
     OriginFactory,
     RawClient,
     RestartableOrigin,
-    WatchedProxyProcess,
+    get_request,
+    listener_config,
     unused_port,
-    write_config,
 )
 
 # Headroom for measured times: the proxy's log line has to cross a pipe,
@@ -53,8 +51,8 @@ from tests.e2e_support import (
 SLACK = 0.35
 
 
-def _get(path: bytes = b"/", extra: bytes = b"") -> bytes:
-    return b"GET %s HTTP/1.1\r\nHost: e2e.test\r\n%s\r\n" % (path, extra)
+# The name these tests (and tests.test_e2e_workers) have always used.
+_get = get_request
 
 
 def _response(status: int, name: bytes, body: bytes) -> bytes:
@@ -146,18 +144,19 @@ class _Load:
                 client.close()
 
 
-class _BalancingTestCase(TestCase):
+class _BalancingTestCase(E2ETestCase):
     """
-    Starts origins and a proxy configured from a TOML text, and stops them
-    after the test.
+    Starts restartable origins and a proxy configured from a TOML text,
+    and stops them after the test.
     """
 
     timeout = 20
-    log = Logger()
 
     def start_origin(self, name: str, status: Optional[Dict[str, int]] = None) -> defer.Deferred:
         """
-        Start an origin that names itself C{name}.
+        Start an origin that names itself C{name}.  (Unlike
+        L{E2ETestCase.start_origin}, a L{RestartableOrigin}, which these
+        tests stop and start again.)
 
         @param status: A mutable C{{"status": code}} the origin answers
             ordinary requests with (200 when not given); the health check
@@ -188,51 +187,15 @@ class _BalancingTestCase(TestCase):
             origins[name] = yield self.start_origin(name)
         return origins
 
-    @defer.inlineCallbacks
-    def start_proxy(self, config: str, *args: str):
+    def start_proxy(self, config: str, *args: str) -> defer.Deferred:
         """
         Run C{twistd twistproxy --config} with C{config}, to which a
-        loopback listener on an ephemeral port and "no access log" are
-        added, and the other options C{args}.
+        loopback listener C{main} on an ephemeral port and "no access log"
+        are added, and the other options C{args}.
 
         @return: A L{Deferred} firing with the L{WatchedProxyProcess}.
         """
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n\n'
-            '[access_log]\npath = ""\n\n'
-        ) + config)
-        proxy = WatchedProxyProcess(reactor, ["--config", path, *args], cwd)
-        proxy.config_path = path
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        return proxy
-
-    @staticmethod
-    def config_text(proxy) -> str:
-        """
-        C{proxy}'s configuration file, as it is now.
-        """
-        with open(proxy.config_path) as f:
-            return f.read()
-
-    @staticmethod
-    def reload(proxy, config: str, done: str = "configuration reloaded",
-               timeout: float = 10) -> defer.Deferred:
-        """
-        Write C{config} as C{proxy}'s configuration file, send SIGHUP and
-        wait for the log line C{done}.
-        """
-        with open(proxy.config_path, "w") as f:
-            f.write(config)
-        since = time.monotonic()
-        proxy.signal("HUP")
-        return proxy.wait_for_line(done, since=since, timeout=timeout)
-
-    @staticmethod
-    def sleep(seconds: float) -> defer.Deferred:
-        return task.deferLater(reactor, seconds, lambda: None)
+        return self.start_configured_proxy(listener_config() + config, *args)
 
     def request(self, port: int, cookie: Optional[bytes] = None) -> defer.Deferred:
         """
@@ -253,7 +216,7 @@ class _BalancingTestCase(TestCase):
             return _Outcome(sent, resp.status, origin.decode("ascii") if origin else None,
                             resp.headers.get(b"set-cookie"))
 
-        return threads.deferToThread(exchange)
+        return self.in_thread(exchange)
 
     @defer.inlineCallbacks
     def under_load(self, port: int, scenario, minimum: int):

@@ -6,11 +6,10 @@ mode) and with two proxy processes sharing one Redis.
 
 from __future__ import annotations
 
-import os
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
-from tests.e2e_support import HOST, ProxyProcess, RawClient, write_config
+from tests.e2e_support import RawClient, app_config
 from tests.redis_support import start_redis
 from tests.test_e2e import _ProxyTestCase
 
@@ -88,18 +87,9 @@ class CacheE2ETests(_ProxyTestCase):
         origin = self.counting_origin()
         proxies = []
         for name in ("a", "b"):
-            cwd = os.path.abspath(self.mktemp())
-            path = write_config(cwd, (
-                "[listeners.main]\n"
-                f'endpoint = "tcp:0:interface={HOST}"\n\n'
-                '[access_log]\npath = ""\n\n'
-                f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n\n'
-                '[[routes]]\nupstream = "app"\ncache = true\n\n'
-                f'[cache]\nstore = "redis"\nurl = "{server.url}"\n'
-            ))
-            proxy = ProxyProcess(reactor, ["--config", path], cwd)
-            self.addCleanup(proxy.stop)
-            yield proxy.start()
+            proxy = yield self.start_configured_proxy(
+                app_config(origin.port, route="cache = true\n")
+                + f'[cache]\nstore = "redis"\nurl = "{server.url}"\n')
             proxies.append(proxy)
         first = yield self.in_thread(self._many, proxies[0].port, 1, b"/shared")
         second = yield self.in_thread(self._many, proxies[1].port, 2, b"/shared")

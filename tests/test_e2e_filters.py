@@ -17,9 +17,7 @@ import time
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest
 
-from tests.e2e_support import (
-    HOST, ConnectionClosed, ProxyProcess, RawClient, unused_port, write_config,
-)
+from tests.e2e_support import HOST, ConnectionClosed, RawClient, app_config, unused_port
 from tests.test_e2e import _ProxyTestCase, _get, _ok
 
 
@@ -31,24 +29,13 @@ class _FilterTestCase(_ProxyTestCase):
 
         return self.start_origin(handler)
 
-    @defer.inlineCallbacks
-    def start_filtered(self, origin_port: int, listener: str = "", route: str = ""):
+    def start_filtered(self, origin_port: int, listener: str = "",
+                       route: str = "") -> defer.Deferred:
         """
         Run the proxy with C{listener} lines in its listener table and
         C{route} lines in its one route.
         """
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n{listener}\n'
-            '[access_log]\npath = ""\n\n'
-            f'[upstreams.app]\nservers = ["http://{HOST}:{origin_port}"]\n\n'
-            f'[[routes]]\nupstream = "app"\n{route}\n'
-        ))
-        proxy = ProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        return proxy
+        return self.start_configured_proxy(app_config(origin_port, listener, route))
 
     @staticmethod
     def statuses(port: int, heads, keep_alive: bool = True):
@@ -126,17 +113,9 @@ class AccessIPv6Tests(_FilterTestCase):
             raise SkipTest("no IPv6 loopback")
         origin = self.origin()
         deny = 'filters = [{ name = "access", deny = ["::1/128"] }]'
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            f'[listeners.main]\nendpoint = "tcp:0:interface={HOST}"\n{deny}\n'
-            f'[listeners.six]\nendpoint = "tcp6:{v6_port}:interface=\\\\:\\\\:1"\n{deny}\n'
-            '[access_log]\npath = ""\n\n'
-            f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n\n'
-            '[[routes]]\nupstream = "app"\n'
-        ))
-        proxy = ProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
+        proxy = yield self.start_configured_proxy(
+            app_config(origin.port, deny)
+            + f'[listeners.six]\nendpoint = "tcp6:{v6_port}:interface=\\\\:\\\\:1"\n{deny}\n')
 
         def over_ipv6():
             # The second listener may start a moment after the first one,

@@ -15,11 +15,10 @@ import socket
 import ssl
 import time
 
-from twisted.internet import defer, protocol, reactor, ssl as twisted_ssl, threads
+from twisted.internet import defer, protocol, reactor, ssl as twisted_ssl
 from twisted.names import client as dns_client, dns
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.wire import Echo
-from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from twistproxy.stream.proxyproto import parse as parse_proxy_header
@@ -27,11 +26,11 @@ from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 
 from tests.e2e_support import (
     HOST,
+    E2ETestCase,
     OriginFactory,
-    WatchedProxyProcess,
     dns_server_factory,
+    read_access_log,
     unused_port,
-    write_config,
 )
 
 SIZE = 32 * 1024 * 1024
@@ -61,7 +60,7 @@ class _Source(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class _StreamCase(TestCase):
+class _StreamCase(E2ETestCase):
     """
     Starts servers in the test process and the proxy as a child.
     """
@@ -73,16 +72,11 @@ class _StreamCase(TestCase):
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
-    @defer.inlineCallbacks
-    def start_proxy(self, config: str):
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, '[access_log]\npath = "access.log"\n\n' + config)
-        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        proxy.cwd = cwd
-        proxy.config_path = path
-        return proxy
+    def start_proxy(self, config: str) -> defer.Deferred:
+        """
+        Run the proxy with C{config} and the access log C{access.log}.
+        """
+        return self.start_configured_proxy(config, access_log="access.log")
 
     def tcp_config(self, *ports: int, extra: str = "") -> str:
         servers = ", ".join(f'"tcp://{HOST}:{p}"' for p in ports)
@@ -121,12 +115,11 @@ class StreamEndToEndTests(_StreamCase):
                     got += chunk
                 return payload, got
 
-        payload, got = yield threads.deferToThread(talk)
+        payload, got = yield self.in_thread(talk)
         self.assertEqual(len(got), len(payload))
         self.assertEqual(got, payload)
         yield proxy.stop()
-        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
-            log = f.read()
+        log = read_access_log(proxy)
         self.assertIn(b'"TCP relay" 200 200000 received=200000', log)
 
     @defer.inlineCallbacks
@@ -149,7 +142,7 @@ class StreamEndToEndTests(_StreamCase):
                     assert got == message, (got, message)
                 return True
 
-        self.assertTrue((yield threads.deferToThread(talk)))
+        self.assertTrue((yield self.in_thread(talk)))
 
     @defer.inlineCallbacks
     def test_retry_on_another_backend(self):
@@ -173,7 +166,7 @@ class StreamEndToEndTests(_StreamCase):
                     answers.append(s.recv(100))
             return answers
 
-        self.assertEqual((yield threads.deferToThread(talk)), [b"hello"] * 4)
+        self.assertEqual((yield self.in_thread(talk)), [b"hello"] * 4)
 
     @defer.inlineCallbacks
     def test_health_check_takes_backend_out(self):
@@ -190,8 +183,8 @@ class StreamEndToEndTests(_StreamCase):
         proxy = yield self.start_proxy(self.tcp_config(
             refusing, self.listen(echo),
             extra="retries = 0\nhealth = { interval = 0.2, fall = 1, rise = 1 }\n"))
-        yield threads.deferToThread(time.sleep, 1.0)
-        answers = yield threads.deferToThread(lambda: [_echoed(proxy.port) for _ in range(6)])
+        yield self.in_thread(time.sleep, 1.0)
+        answers = yield self.in_thread(lambda: [_echoed(proxy.port) for _ in range(6)])
         self.assertEqual(answers, [b"hello"] * 6)
 
     @defer.inlineCallbacks
@@ -207,7 +200,7 @@ class StreamEndToEndTests(_StreamCase):
         before = proxy.rss_kib()
         sock = socket.create_connection((HOST, proxy.port), timeout=10)
         self.addCleanup(sock.close)
-        yield threads.deferToThread(time.sleep, 2.0)
+        yield self.in_thread(time.sleep, 2.0)
         grown = proxy.rss_kib() - before
         self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
 
@@ -219,7 +212,7 @@ class StreamEndToEndTests(_StreamCase):
                     return total
                 total += len(chunk)
 
-        self.assertEqual((yield threads.deferToThread(read_all)), SIZE)
+        self.assertEqual((yield self.in_thread(read_all)), SIZE)
 
     @defer.inlineCallbacks
     def test_slow_backend_memory_flat(self):
@@ -236,8 +229,8 @@ class StreamEndToEndTests(_StreamCase):
         before = proxy.rss_kib()
         sock = socket.create_connection((HOST, proxy.port), timeout=30)
         self.addCleanup(sock.close)
-        sent = threads.deferToThread(sock.sendall, b"y" * SIZE)
-        yield threads.deferToThread(time.sleep, 2.0)
+        sent = self.in_thread(sock.sendall, b"y" * SIZE)
+        yield self.in_thread(time.sleep, 2.0)
         grown = proxy.rss_kib() - before
         self.assertLess(grown, 12 * 1024, f"proxy grew by {grown} KiB")
         self.assertLess(sink.received, SIZE // 2)
@@ -245,7 +238,7 @@ class StreamEndToEndTests(_StreamCase):
             backend.transport.resumeProducing()
         yield sent
         while sink.received < SIZE:
-            yield threads.deferToThread(time.sleep, 0.05)
+            yield self.in_thread(time.sleep, 0.05)
         self.assertEqual(sink.received, SIZE)
 
     @defer.inlineCallbacks
@@ -267,14 +260,13 @@ class StreamEndToEndTests(_StreamCase):
                 s.shutdown(socket.SHUT_WR)
                 s.recv(10)
 
-        yield threads.deferToThread(talk)
+        yield self.in_thread(talk)
         header, used = parse_proxy_header(recorder.received)
         self.assertEqual((header.version, header.source, header.destination),
                          (2, ("203.0.113.5", 5555), ("198.51.100.1", 443)))
         self.assertEqual(recorder.received[used:], b"hi")
         yield proxy.stop()
-        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
-            self.assertTrue(f.read().startswith(b"203.0.113.5 - - "))
+        self.assertTrue(read_access_log(proxy).startswith(b"203.0.113.5 - - "))
 
     @defer.inlineCallbacks
     def test_dns_over_tcp(self):
@@ -342,12 +334,11 @@ class StreamFilterEndToEndTests(_StreamCase):
             self.tcp_config(self.listen(echo)).replace(
                 'upstream = "backend"',
                 'upstream = "backend"\nfilters = [{ name = "access", deny = ["127.0.0.2"] }]'))
-        denied = yield threads.deferToThread(_echoed, proxy.port, "127.0.0.2")
-        allowed = yield threads.deferToThread(_echoed, proxy.port)
+        denied = yield self.in_thread(_echoed, proxy.port, "127.0.0.2")
+        allowed = yield self.in_thread(_echoed, proxy.port)
         self.assertEqual((denied, allowed), (b"", b"hello"))
         yield proxy.stop()
-        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
-            log = f.read()
+        log = read_access_log(proxy)
         self.assertRegex(log, rb'127\.0\.0\.2 - - \[[^]]+\] "TCP relay" 403 0 received=0 '
                               rb'upstream=- .* reason=access_denied\n')
         self.assertIn(b'"TCP relay" 200 5 received=5', log)
@@ -370,15 +361,12 @@ class StreamFilterEndToEndTests(_StreamCase):
         proxy = yield self.start_proxy(base + listener("old", old_port))
         # The proxy is reported started once its first listener listens.
         yield proxy.wait_for_line(r"listener old listening")
-        self.assertEqual((yield threads.deferToThread(_echoed, old_port)), b"hello")
-        with open(proxy.config_path, "w") as f:
-            f.write('[access_log]\npath = "access.log"\n\n' + base + listener("new", new_port))
-        since = time.monotonic()
-        proxy.signal("HUP")
-        yield proxy.wait_for_line("configuration reloaded", since=since, timeout=5)
-        self.assertEqual((yield threads.deferToThread(_echoed, new_port)), b"hello")
-        self.assertEqual((yield threads.deferToThread(_echoed, proxy.port)), b"hello")
-        yield self.assertFailure(threads.deferToThread(_echoed, old_port),
+        self.assertEqual((yield self.in_thread(_echoed, old_port)), b"hello")
+        yield self.reload(proxy, self.config_text(proxy).replace(
+            listener("old", old_port), listener("new", new_port)), timeout=5)
+        self.assertEqual((yield self.in_thread(_echoed, new_port)), b"hello")
+        self.assertEqual((yield self.in_thread(_echoed, proxy.port)), b"hello")
+        yield self.assertFailure(self.in_thread(_echoed, old_port),
                                  ConnectionRefusedError)
 
 
@@ -415,8 +403,7 @@ balancer = "client_ip_hash"
         self.assertEqual({a.answers[0].payload.dottedQuad() for a in answers}, {"192.0.2.80"})
         self.assertEqual([len(a.answers) for a in answers], [1] * 40)
         yield proxy.stop()
-        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
-            lines = [l for l in f.read().splitlines() if b'"UDP dns" 200' in l]
+        lines = [l for l in read_access_log(proxy).splitlines() if b'"UDP dns" 200' in l]
         self.assertEqual(len(lines), 40)
 
     @defer.inlineCallbacks
@@ -444,7 +431,7 @@ servers = ["udp://{HOST}:{port.getHost().port}"]
                 s.sendto(payload, (HOST, proxy.port))
                 return s.recv(65535)
 
-        self.assertEqual((yield threads.deferToThread(round_trip)), payload)
+        self.assertEqual((yield self.in_thread(round_trip)), payload)
 
 
 class _UDPEcho(protocol.DatagramProtocol):
@@ -531,7 +518,7 @@ class PassthroughEndToEndTests(_StreamCase):
                             break
                     return subject["commonName"], answer
 
-        return threads.deferToThread(run)
+        return self.in_thread(run)
 
     @defer.inlineCallbacks
     def test_two_backends_by_name(self):
@@ -572,7 +559,7 @@ servers = ["tcp://{HOST}:{c}"]
                 except ConnectionResetError:
                     return b""
 
-        self.assertEqual((yield threads.deferToThread(garbage)), b"")
+        self.assertEqual((yield self.in_thread(garbage)), b"")
 
     @defer.inlineCallbacks
     def test_proxy_protocol_to_https_backend(self):
@@ -619,7 +606,7 @@ tls = {{ ca = "{self.root_file}" }}
                         return s.getsockname(), answer
                     answer += chunk
 
-        (host, port), answer = yield threads.deferToThread(get)
+        (host, port), answer = yield self.in_thread(get)
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
         self.assertTrue(answer.endswith(b"\r\n\r\n%s:%d" % (host.encode("ascii"), port)), answer)
 

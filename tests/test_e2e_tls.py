@@ -32,17 +32,17 @@ import ssl
 import time
 from typing import Dict, Optional, Tuple
 
-from twisted.internet import defer, reactor, ssl as twisted_ssl, task, threads
-from twisted.trial.unittest import TestCase
+from twisted.internet import defer, ssl as twisted_ssl
 
 from twistproxy.testing import cert_pem as _cert_pem
 from twistproxy.testing import issue_certificate as _issue
 from twistproxy.testing import pem_bundle as _bundle
 from tests.e2e_support import (
     HOST,
+    E2ETestCase,
     OriginFactory,
-    WatchedProxyProcess,
-    write_config,
+    listener_config,
+    ok_response,
 )
 
 # ---------------------------------------------------------------------------
@@ -250,10 +250,6 @@ def _plain_exchange(port: int, request: bytes) -> bytes:
         return data
 
 
-def _ok(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-
-
 def _raw_header_values(head: bytes, name: bytes) -> list:
     """
     Every value of field C{name} in a raw head, in order.
@@ -270,54 +266,23 @@ def _raw_header_values(head: bytes, name: bytes) -> list:
 # Tests
 
 
-class _TLSProxyTestCase(TestCase):
+class _TLSProxyTestCase(E2ETestCase):
     """
     Makes the certificates, an origin and a proxy for each test, and stops
     them after it.
     """
 
-    timeout = 30
-
     def setUp(self):
         self.pki = _PKI(os.path.abspath(self.mktemp()))
 
-    def start_origin(self, tls_options=None) -> OriginFactory:
+    def ok_origin(self, tls_options=None) -> OriginFactory:
         """
         An origin answering 200 with a short body; over TLS when given
         C{tls_options}.
         """
-        def handler(proto, req):
-            proto.transport.write(_ok(b"hello from the origin"))
-
-        factory = OriginFactory(handler)
-        if tls_options is None:
-            port = reactor.listenTCP(0, factory, interface=HOST)
-        else:
-            port = reactor.listenSSL(0, factory, tls_options, interface=HOST)
-        factory.port = port.getHost().port
-        self.addCleanup(port.stopListening)
-        self.addCleanup(self._close_origin_connections, factory)
-        return factory
-
-    def _close_origin_connections(self, factory: OriginFactory) -> defer.Deferred:
-        for proto in list(factory.open):
-            proto.transport.abortConnection()
-        return self.wait_for(lambda: not factory.open, 5)
-
-    @defer.inlineCallbacks
-    def start_proxy(self, config: str):
-        """
-        Run C{twistd twistproxy --config} with C{config} (access log off).
-
-        @return: A L{Deferred} firing with the L{WatchedProxyProcess}, whose
-            C{port} is the first listener's.
-        """
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, '[access_log]\npath = ""\n\n' + config)
-        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        return proxy
+        return self.start_origin(
+            lambda proto, req: proto.transport.write(ok_response(b"hello from the origin")),
+            tls_options=tls_options)
 
     def tls_listener(self, extra: str = "") -> str:
         """
@@ -326,9 +291,8 @@ class _TLSProxyTestCase(TestCase):
         """
         f = self.pki.files
         return (
-            "[listeners.web]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n\n'
-            "[listeners.web.tls]\n"
+            listener_config("web")
+            + "[listeners.web.tls]\n"
             f'certificates = ["{f["default.pem"]}", "{f["wildcard.pem"]}", "{f["other.pem"]}"]\n'
             "default = 0\n"
             + extra + "\n"
@@ -341,27 +305,12 @@ class _TLSProxyTestCase(TestCase):
 
         @return: A L{Deferred} firing with C{(origin, proxy)}.
         """
-        origin = self.start_origin()
-        proxy = yield self.start_proxy(
+        origin = self.ok_origin()
+        proxy = yield self.start_configured_proxy(
             self.tls_listener(extra_tls) + extra
             + f'[upstreams.app]\nservers = ["http://{HOST}:{origin.port}"]\n'
         )
         return origin, proxy
-
-    def in_thread(self, f, *args, **kwargs) -> defer.Deferred:
-        return threads.deferToThread(f, *args, **kwargs)
-
-    def wait_for(self, predicate, seconds: float) -> defer.Deferred:
-        deadline = time.monotonic() + seconds
-
-        def check():
-            if predicate():
-                loop.stop()
-            elif time.monotonic() > deadline:
-                raise self.failureException("timed out waiting")
-
-        loop = task.LoopingCall(check)
-        return loop.start(0.01, now=True).addCallback(lambda _: None)
 
 
 class CertificateSelectionTests(_TLSProxyTestCase):
@@ -488,12 +437,8 @@ class ForwardingTests(_TLSProxyTestCase):
         A plain listener with C{redirect_https} answers 308 with the same
         URL over https on C{https_port}, and forwards nothing.
         """
-        origin, proxy = yield self.start_tls_proxy(extra=(
-            "[listeners.plain]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n'
-            "redirect_https = true\n"
-            "https_port = 8443\n\n"
-        ))
+        origin, proxy = yield self.start_tls_proxy(
+            extra=listener_config("plain", "redirect_https = true\nhttps_port = 8443\n"))
         _, line = yield proxy.wait_for_line(r"listener plain listening on 127\.0\.0\.1:\d+")
         plain_port = int(line.rsplit(":", 1)[1])
         data = yield self.in_thread(
@@ -575,9 +520,7 @@ class ReloadTests(_TLSProxyTestCase):
         self.assertEqual(status, 200)
 
         new_serial = self.pki.replace_default()
-        since = time.monotonic()
-        proxy.signal("HUP")
-        yield proxy.wait_for_line(r"listener web: certificates reloaded", since)
+        yield self.reload(proxy, done=r"listener web: certificates reloaded")
 
         cert = yield self.in_thread(_peer, proxy.port, ctx, None)
         self.assertEqual(_serial(cert), new_serial)
@@ -597,9 +540,7 @@ class ReloadTests(_TLSProxyTestCase):
         ctx = _client_context(self.pki, check_hostname=False)
         old_serial = self.pki.default[1].serial_number
         _write(self.pki.files["default.pem"], _cert_pem(self.pki.default[1]))
-        since = time.monotonic()
-        proxy.signal("HUP")
-        yield proxy.wait_for_line(r"listener web: new certificates refused", since)
+        yield self.reload(proxy, done=r"listener web: new certificates refused")
         self.assertTrue(proxy.running)
         cert = yield self.in_thread(_peer, proxy.port, ctx, None)
         self.assertEqual(_serial(cert), old_serial)
@@ -618,11 +559,10 @@ class BackendTLSTests(_TLSProxyTestCase):
         """
         tls_options = twisted_ssl.PrivateCertificate.loadPEM(
             _bundle(self.pki.origin)).options()
-        origin = self.start_origin(tls_options)
-        proxy = yield self.start_proxy(
-            "[listeners.main]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n\n'
-            "[upstreams.app]\n"
+        origin = self.ok_origin(tls_options)
+        proxy = yield self.start_configured_proxy(
+            listener_config()
+            + "[upstreams.app]\n"
             f'servers = ["https://{HOST}:{origin.port}"]\n\n'
             "[upstreams.app.tls]\n"
             f'ca = "{ca_file}"\n'

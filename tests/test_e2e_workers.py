@@ -25,7 +25,7 @@ import time
 from typing import Dict, List, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor
 
 from tests import test_e2e_balancing
 from tests.e2e_support import (
@@ -33,10 +33,8 @@ from tests.e2e_support import (
     OriginFactory,
     RawClient,
     RestartableOrigin,
-    WatchedProxyProcess,
     completes,
     unused_port,
-    write_config,
 )
 from tests.test_e2e_balancing import _BalancingTestCase, _get, _response, _servers
 
@@ -116,7 +114,7 @@ class _WorkersTestCase(_BalancingTestCase):
             self.assertEqual(code, 200, body)
             return json.loads(body)
 
-        d = threads.deferToThread(_admin, proxy.admin_port, method, path)
+        d = self.in_thread(_admin, proxy.admin_port, method, path)
         return d.addCallback(decoded)
 
     @staticmethod
@@ -158,15 +156,15 @@ class RestartTests(_WorkersTestCase):
             client.send(_get())
             return client.read_response().status
 
-        self.assertEqual((yield threads.deferToThread(exchange)), 200)
+        self.assertEqual((yield self.in_thread(exchange)), 200)
         served = self.served((yield self.admin(proxy, "/upstreams")))
         [keeper] = [pid for pid, n in served.items() if n == 1]
         [victim] = [pid for pid in pids if pid != keeper]
         since = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        statuses = yield threads.deferToThread(lambda: [exchange() for _ in range(20)])
+        statuses = yield self.in_thread(lambda: [exchange() for _ in range(20)])
         self.assertEqual(statuses, [200] * 20)
-        statuses = yield threads.deferToThread(_requests, proxy.port, 50)
+        statuses = yield self.in_thread(_requests, proxy.port, 50)
         self.assertEqual(statuses, [200] * 50)
         yield proxy.wait_for_line(rf"worker \d \(pid {victim}\) ended: .*signal 9", since)
         yield proxy.wait_for_line(r"\[worker-\d\] twistproxy listener admin listening", since,
@@ -178,7 +176,7 @@ class RestartTests(_WorkersTestCase):
         [(new_pid, restarts)] = workers.items()
         self.assertEqual(restarts, 1)
         os.kill(new_pid, 0)  # it exists
-        statuses = yield threads.deferToThread(_requests, proxy.port, 20)
+        statuses = yield self.in_thread(_requests, proxy.port, 20)
         self.assertEqual(statuses, [200] * 20)
 
 
@@ -275,15 +273,13 @@ class SlowRequestTests(_WorkersTestCase):
         @defer.inlineCallbacks
         def in_flight():
             count = len(arrived)
-            answer = threads.deferToThread(slow)
+            answer = self.in_thread(slow)
             while len(arrived) == count:
                 yield self.sleep(0.01)
             return answer
 
         answer = yield in_flight()
-        since = time.monotonic()
-        proxy.signal("HUP")
-        yield proxy.wait_for_line(self.reloaded, since=since, timeout=10)
+        yield self.reload(proxy, done=self.reloaded)
         response = yield answer
         self.assertEqual((response.status, response.body, response.complete),
                          (200, b"complete", True))
@@ -327,9 +323,9 @@ class AdminTests(_WorkersTestCase):
         proxy = yield self.start_workers(
             "[upstreams.app]\n" + _servers(origins))
         batches = yield defer.gatherResults([
-            threads.deferToThread(_requests, proxy.port, 15) for _ in range(4)])
+            self.in_thread(_requests, proxy.port, 15) for _ in range(4)])
         self.assertEqual([s for batch in batches for s in batch], [200] * 60)
-        code, body = yield threads.deferToThread(_admin, proxy.admin_port, "GET", "/metrics")
+        code, body = yield self.in_thread(_admin, proxy.admin_port, "GET", "/metrics")
         self.assertEqual(code, 200)
         samples: Dict[str, float] = {}
         for family in text_string_to_metric_families(body.decode()):
@@ -366,18 +362,11 @@ class SecondTermTests(_WorkersTestCase):
         yield origin.start()
         proxy = yield self.start_workers("[upstreams.app]\n" + _servers({"never": origin}))
 
-        answer = threads.deferToThread(completes, proxy.port, _get())
+        answer = self.in_thread(completes, proxy.port, _get())
         while not arrived:
             yield self.sleep(0.01)
         pids = [w["pid"] for w in (yield self.admin(proxy, "/status"))["workers"]]
-        ended = proxy.stop(grace=20)
-        yield self.sleep(0.5)
-        self.assertTrue(proxy.running, "the first SIGTERM should drain, not exit")
-        second = time.monotonic()
-        proxy.signal("TERM")
-        yield ended
-        self.assertLess(time.monotonic() - second, 5)
-        self.assertFalse((yield answer))
+        yield self.assert_second_term_ends_drain(proxy, answer)
         self.assertTrue(all(_gone(pid) for pid in pids))
 
 
@@ -457,14 +446,14 @@ class StreamMetricsTests(_WorkersTestCase):
             f'\n[listeners.raw]\nendpoint = "tcp:{raw}:interface={HOST}"\n'
             'protocol = "tcp"\nupstream = "raw"\n'
             f'\n[upstreams.raw]\nservers = ["tcp://{HOST}:{origins["a"].port}"]\n')
-        statuses = yield threads.deferToThread(_requests, raw, 20)
+        statuses = yield self.in_thread(_requests, raw, 20)
         self.assertEqual(statuses, [200] * 20)
         listener = (("listener", "raw"),)
         ended = ("twistproxy_stream_connections_total",
                  listener + (("protocol", "tcp"), ("status", "200")))
         deadline = time.monotonic() + 10
         while True:
-            code, body = yield threads.deferToThread(_admin, proxy.admin_port, "GET", "/metrics")
+            code, body = yield self.in_thread(_admin, proxy.admin_port, "GET", "/metrics")
             self.assertEqual(code, 200)
             samples = {
                 (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -555,20 +544,14 @@ class SocketActivationTests(_WorkersTestCase):
         self.addCleanup(sock.close)
         sock.bind((HOST, 0))
         sock.listen(50)
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            'endpoint = "systemd:domain=INET:index=0"\n\n'
-            '[access_log]\npath = ""\n\n'
-            "[upstreams.app]\n" + _servers(origins)))
-        proxy = WatchedProxyProcess(reactor, ["--config", path, *self.workers], cwd,
-                                    activated=sock)
-        self.addCleanup(proxy.stop)
-        port = yield proxy.start()
+        proxy = yield self.start_configured_proxy(
+            '[listeners.main]\nendpoint = "systemd:domain=INET:index=0"\n\n'
+            "[upstreams.app]\n" + _servers(origins), *self.workers, activated=sock)
+        port = proxy.port
         self.assertEqual(port, sock.getsockname()[1])
         if self.workers:
             yield wait_for_workers(proxy)
-        statuses = yield threads.deferToThread(_requests, port, 10)
+        statuses = yield self.in_thread(_requests, port, 10)
         self.assertEqual(statuses, [200] * 10)
 
 

@@ -15,14 +15,13 @@ origin connection is closed.
 
 from __future__ import annotations
 
-import os
 from typing import List
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 
 from tests.e2e_support import (
-    HOST, OriginFactory, ProxyProcess, RawClient, Response, RestartableOrigin,
-    write_config,
+    HOST, OriginFactory, Response, RestartableOrigin, get_request, listener_config,
+    one_per_connection,
 )
 from tests.test_e2e import _ProxyTestCase
 
@@ -53,23 +52,16 @@ class OriginDownTests(_ProxyTestCase):
         self.origin = RestartableOrigin(reactor, OriginFactory(self._handle), "origin")
         yield self.origin.start()
         self.addCleanup(self._stop_origin)
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, (
-            "[listeners.main]\n"
-            f'endpoint = "tcp:0:interface={HOST}"\n\n'
-            '[access_log]\npath = ""\n\n'
-            "[timeouts]\nupstream_response = 1\n\n"
+        self.proxy = yield self.start_configured_proxy(
+            listener_config()
+            + "[timeouts]\nupstream_response = 1\n\n"
             f'[upstreams.app]\nservers = ["http://{HOST}:{self.origin.port}"]\n\n'
             '[[routes]]\npath_prefix = "/short/"\nupstream = "app"\n'
             f"[routes.cache]\nstale_if_error = {SHORT_WINDOW}\n\n"
-            '[[routes]]\nupstream = "app"\ncache = true\n'
-        ))
-        self.proxy = ProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(self.proxy.stop)
-        yield self.proxy.start()
+            '[[routes]]\nupstream = "app"\ncache = true\n')
 
     def _stop_origin(self) -> defer.Deferred:
-        return self.origin.stop() if self.origin.running else self._close_origin_connections(
+        return self.origin.stop() if self.origin.running else self.close_origin_connections(
             self.origin.factory)
 
     def _handle(self, proto, req) -> None:
@@ -95,15 +87,7 @@ class OriginDownTests(_ProxyTestCase):
         In a thread: C{count} requests for C{path}, each on a new
         connection, and what came back.
         """
-        responses = []
-        for _ in range(count):
-            client = RawClient(port)
-            try:
-                client.send(b"GET %s HTTP/1.1\r\nHost: faults.test\r\n\r\n" % path)
-                responses.append(client.read_response())
-            finally:
-                client.close()
-        return responses
+        return one_per_connection(port, get_request(path, host=b"faults.test"), count)
 
     @defer.inlineCallbacks
     def stored_then_stale(self, path: bytes):
@@ -113,7 +97,7 @@ class OriginDownTests(_ProxyTestCase):
         first, = yield self.in_thread(self._get, self.proxy.port, path, 1)
         self.assertEqual(first.status, 200)
         self.assertIn(b"stored", first.headers[b"cache-status"])
-        yield task.deferLater(reactor, STALE_AFTER, lambda: None)
+        yield self.sleep(STALE_AFTER)
 
     def assert_stale(self, responses: List[Response], path: bytes) -> None:
         """
@@ -186,7 +170,7 @@ class OriginDownTests(_ProxyTestCase):
         path = b"/short/page"
         yield self.stored_then_stale(path)
         yield self.origin.stop()
-        yield task.deferLater(reactor, FRESH + SHORT_WINDOW + 0.5 - STALE_AFTER, lambda: None)
+        yield self.sleep(FRESH + SHORT_WINDOW + 0.5 - STALE_AFTER)
         responses = yield self.in_thread(self._get, self.proxy.port, path, REQUESTS)
         self.assertEqual([r.status // 100 for r in responses], [5] * REQUESTS)
         self.assertNotIn(b"stored " + path, {r.body for r in responses})

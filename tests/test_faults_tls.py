@@ -21,12 +21,14 @@ import os
 import re
 from typing import Dict, List
 
-from twisted.internet import defer, reactor, ssl, threads
+from twisted.internet import defer, ssl
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import TestCase
 
 from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
-from tests.e2e_support import HOST, OriginFactory, RawClient, WatchedProxyProcess, write_config
+from tests.e2e_support import (
+    HOST, E2ETestCase, OriginFactory, get_request, listener_config, ok_response,
+    one_per_connection, read_access_log,
+)
 
 # The origins' faults, by route (path prefix and group name).
 _FAULTS = ("mismatch", "expired", "untrusted")
@@ -39,19 +41,11 @@ def _statuses(port: int, path: str, count: int) -> List[int]:
     Send C{count} GETs for C{path}, each on a new connection, and return
     the statuses the client read.
     """
-    statuses = []
-    for _ in range(count):
-        client = RawClient(port)
-        try:
-            client.send(b"GET %s HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
-                        % path.encode("ascii"))
-            statuses.append(client.read_response().status)
-        finally:
-            client.close()
-    return statuses
+    request = get_request(path.encode("ascii"), b"Connection: close\r\n", b"app.test")
+    return [response.status for response in one_per_connection(port, request, count)]
 
 
-class BackendCertificateFaultTests(TestCase):
+class BackendCertificateFaultTests(E2ETestCase):
     """
     A backend whose certificate does not verify is never sent a request,
     and each request to it is a 502 the access log and the log explain.
@@ -72,42 +66,27 @@ class BackendCertificateFaultTests(TestCase):
             "untrusted": issue_certificate("origin", (HOST,)),
         }
 
-    def start_origin(self, fault: str) -> OriginFactory:
+    def fault_origin(self, fault: str) -> OriginFactory:
         """
         A TLS origin on 127.0.0.1 presenting the certificate of C{fault}; it
         would answer 200 to any request that reached it.
         """
-        def handler(proto, req):
-            proto.transport.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-        factory = OriginFactory(handler)
         options = ssl.PrivateCertificate.loadPEM(pem_bundle(self.certificates[fault])).options()
-        port = reactor.listenSSL(0, factory, options, interface=HOST)
-        factory.port = port.getHost().port
-        self.addCleanup(port.stopListening)
-        return factory
+        return self.start_origin(
+            lambda proto, req: proto.transport.write(ok_response(b"ok")), tls_options=options)
 
-    @defer.inlineCallbacks
-    def start_proxy(self, origins: Dict[str, OriginFactory]):
+    def start_proxy(self, origins: Dict[str, OriginFactory]) -> defer.Deferred:
         """
         The proxy, with one route and https group per origin, all trusting
         the test CA, and an access log.
         """
-        parts = ['[access_log]\npath = "access.log"\n\n',
-                 f'[listeners.main]\nendpoint = "tcp:0:interface={HOST}"\n\n']
+        parts = [listener_config()]
         for fault, origin in origins.items():
             parts.append(
                 f'[upstreams.{fault}]\nservers = ["https://{HOST}:{origin.port}"]\n'
                 f'[upstreams.{fault}.tls]\nca = "{self.ca_file}"\n\n'
                 f'[[routes]]\nupstream = "{fault}"\npath_prefix = "/{fault}"\n\n')
-        cwd = os.path.abspath(self.mktemp())
-        path = write_config(cwd, "".join(parts))
-        proxy = WatchedProxyProcess(reactor, ["--config", path], cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
-        proxy.cwd = cwd
-        return proxy
+        return self.start_configured_proxy("".join(parts), access_log="access.log")
 
     @defer.inlineCallbacks
     def test_certificate_faults_are_502_upstream_tls_failed(self):
@@ -118,19 +97,17 @@ class BackendCertificateFaultTests(TestCase):
         (never C{upstream_closed}), and the log says which backend failed
         and why.
         """
-        origins = {fault: self.start_origin(fault) for fault in _FAULTS}
+        origins = {fault: self.fault_origin(fault) for fault in _FAULTS}
         proxy = yield self.start_proxy(origins)
         got = {}
         for fault in _FAULTS:
-            got[fault] = yield threads.deferToThread(
-                _statuses, proxy.port, f"/{fault}", _REQUESTS)
+            got[fault] = yield self.in_thread(_statuses, proxy.port, f"/{fault}", _REQUESTS)
         yield proxy.stop()
 
         self.assertEqual(got, {fault: [502] * _REQUESTS for fault in _FAULTS})
         for fault, origin in origins.items():
             self.assertEqual(origin.requests, [], fault)
-        with open(os.path.join(proxy.cwd, "access.log"), "rb") as f:
-            lines = f.read().splitlines()
+        lines = read_access_log(proxy).splitlines()
         self.assertEqual(len(lines), len(_FAULTS) * _REQUESTS)
         for line in lines:
             self.assertIn(b" 502 ", line)

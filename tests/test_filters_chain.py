@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from tests.config_support import proxy_toml
 from tests.filter_support import OK, field, filtered_proxy, request, status
 from twistproxy.config import ConfigError, Filter, parse as loads
 from twistproxy.filters import Answer, SinkWrapper, build_chain, client_ip
@@ -90,25 +91,22 @@ class ConfigTests(SynchronousTestCase):
     C{filters} lists in configuration files.
     """
 
-    BASE = """
-[listeners.web]
-endpoint = "tcp:8080"
-%s
-[upstreams.app]
-servers = ["http://127.0.0.1:8001"]
-[[routes]]
-upstream = "app"
-%s
-"""
+    @staticmethod
+    def parse(listener: str, route: str):
+        """
+        A configuration whose listener C{web} and only route have the
+        C{listener} and C{route} lines.
+        """
+        return loads(proxy_toml(listener, route, name="web"))
 
     def test_listener_and_route_filters(self):
         """
         Listener and route C{filters} arrays of tables become L{Filter}s
         with the name apart from the options, in order.
         """
-        config = loads(self.BASE % (
+        config = self.parse(
             'filters = [{ name = "access", deny = ["10.0.0.0/8"] }, { name = "x.y" }]',
-            'filters = [{ name = "rate_limit", rate = 5 }]'))
+            'filters = [{ name = "rate_limit", rate = 5 }]')
         self.assertEqual(config.listeners[0].filters, (
             Filter("access", {"deny": ["10.0.0.0/8"]}), Filter("x.y", {})))
         self.assertEqual(config.routes[0].filters, (Filter("rate_limit", {"rate": 5}),))
@@ -125,7 +123,7 @@ upstream = "app"
             ('filters = "access"', "", "listeners.web.filters"),
         ]:
             with self.assertRaises(ConfigError) as e:
-                loads(self.BASE % (listener, route))
+                self.parse(listener, route)
             self.assertEqual(e.exception.path, where)
 
     def test_not_on_redirecting_listener(self):
@@ -133,7 +131,7 @@ upstream = "app"
         A listener that only redirects to https cannot have filters.
         """
         with self.assertRaises(ConfigError) as e:
-            loads(self.BASE % ('redirect_https = true\nfilters = []', ""))
+            self.parse('redirect_https = true\nfilters = []', "")
         self.assertEqual(e.exception.path, "listeners.web.filters")
 
     def test_unknown_filter(self):

@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.config_support import proxy_toml
 from tests.test_h2 import H2Client, _request
 from tests.test_proxy import GET, OK, _config
 from twistproxy import admission
@@ -25,14 +26,7 @@ from twistproxy.http.server import HTTPServerFactory, HTTPServerProtocol
 from twistproxy.service import ProxyService
 from twistproxy.testing import MemoryPeer, MemoryProxy, make_exchange, run_filters
 
-_MINIMAL = """
-[listeners.main]
-endpoint = "tcp:8080"
-[upstreams.app]
-servers = ["http://127.0.0.1:8001"]
-[[routes]]
-upstream = "app"
-"""
+_MINIMAL = proxy_toml(route="")
 
 
 class _Port:

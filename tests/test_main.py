@@ -11,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.__main__ import main
 
+from tests.config_support import proxy_toml
+
 
 class CheckTests(SynchronousTestCase):
     """
@@ -33,8 +35,7 @@ class CheckTests(SynchronousTestCase):
         """
         A valid file prints OK and exits 0.
         """
-        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        path = self.write(proxy_toml())
         self.assertEqual(self.run_main("check", path), (0, f"{path}: OK\n", ""))
 
     def test_invalid_names_file_and_path(self):
@@ -53,8 +54,7 @@ class CheckTests(SynchronousTestCase):
         Components are checked too: an unknown balancer name is reported
         at its path.
         """
-        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\nbalancer = "nope"\n')
+        path = self.write(proxy_toml() + 'balancer = "nope"\n')
         code, out, err = self.run_main("check", path)
         self.assertEqual(code, 1)
         self.assertIn("upstreams.app.balancer: unknown balancer 'nope'", err)
@@ -63,8 +63,7 @@ class CheckTests(SynchronousTestCase):
         """
         An endpoint string Twisted cannot parse is reported at its path.
         """
-        path = self.write('[listeners.main]\nendpoint = "bogus:8080"\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        path = self.write(proxy_toml(endpoint="bogus:8080"))
         code, out, err = self.run_main("check", path)
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: listeners.main.endpoint: invalid endpoint", err)
@@ -80,9 +79,9 @@ class CheckTests(SynchronousTestCase):
         certificate = self.mktemp()
         with open(certificate, "wb") as f:
             f.write(pem_bundle(issue_certificate("a.test", ("a.test",))))
-        path = self.write('[listeners.main]\nendpoint = "tcp:8443"\n'
-                          f'tls = {{ certificates = ["{certificate}"], ciphers = "NULL-MD5" }}\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        path = self.write(proxy_toml(
+            f'tls = {{ certificates = ["{certificate}"], ciphers = "NULL-MD5" }}\n',
+            endpoint="tcp:8443"))
         code, out, err = self.run_main("check", path)
         self.assertEqual(code, 1)
         self.assertTrue(err.startswith(f"{path}: listeners.main.tls.ciphers: "), err)
@@ -93,10 +92,8 @@ class CheckTests(SynchronousTestCase):
         A header rule that would rewrite message framing is refused at the
         route's path, not at the first request.
         """
-        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n'
-                          '[[routes]]\nupstream = "app"\n'
-                          'response_headers = { set = { "Content-Length" = "0" } }\n')
+        path = self.write(proxy_toml(
+            route='response_headers = { set = { "Content-Length" = "0" } }\n'))
         code, out, err = self.run_main("check", path)
         self.assertEqual(code, 1)
         self.assertIn(f"{path}: routes[0].response_headers: header rules cannot set", err)
@@ -120,8 +117,7 @@ class CheckTests(SynchronousTestCase):
         The file may be given with C{--config}, C{--config=} or C{-c}, as to
         C{twistd twistproxy}; an invalid one is reported the same way.
         """
-        path = self.write('[listeners.main]\nendpoint = "tcp:8080"\n'
-                          '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+        path = self.write(proxy_toml())
         for args in (["--config", path], [f"--config={path}"], ["-c", path]):
             self.assertEqual(self.run_main("check", *args), (0, f"{path}: OK\n", ""), args)
         bad = self.write("[listeners.main]\n")
@@ -147,8 +143,7 @@ class CheckTests(SynchronousTestCase):
         of Twisted's bare C{list index out of range}.
         """
         for where in ("index=0", "name=web"):
-            path = self.write(f'[listeners.main]\nendpoint = "systemd:domain=INET:{where}"\n'
-                              '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+            path = self.write(proxy_toml(endpoint=f"systemd:domain=INET:{where}"))
             code, out, err = self.run_main("check", path)
             self.assertEqual(code, 1)
             self.assertIn("listeners.main.endpoint: invalid endpoint 'systemd:domain=INET:"

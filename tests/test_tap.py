@@ -13,6 +13,8 @@ from twistproxy import tap
 from twistproxy.service import ProxyService
 from twistproxy.workers import Master
 
+from tests.config_support import proxy_toml
+
 
 class OptionsTests(SynchronousTestCase):
     """
@@ -86,8 +88,7 @@ class OptionsTests(SynchronousTestCase):
         """
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write('[listeners.main]\nendpoint = "tcp:8080"\n'
-                    '[upstreams.app]\nservers = ["http://127.0.0.1:8001"]\n')
+            f.write(proxy_toml())
         options = self.parse("--config", path)
         self.assertEqual(options.proxy_config.source, path)
         with open(path, "a") as f:
