@@ -124,8 +124,9 @@ class IRequestView(IRequestInfo):
     A request as filters, response sinks and caches see it: the stable,
     documented part of the proxy's own record of a request.
 
-    It adds to what a balancer sees (L{IRequestInfo}) what a filter needs
-    to judge a request.  The proxy's record of a request provides it
+    It adds to what a balancer sees (L{IRequestInfo}, whose C{path} is the
+    target as received, query and all) what a filter needs to judge a
+    request.  The proxy's record of a request provides it
     directly, so reading it costs an attribute lookup and nothing is made
     for a request that no plugin looks at; everything else that record
     holds is the proxy's own and may change between versions.
@@ -204,9 +205,9 @@ class IResponseSink(Interface):
     Where a response goes on its way back to the client.
 
     The upstream connection hands what the backend answers to the
-    request's sink.  The downstream protocol (HTTP/1.1
-    connection or HTTP/2 stream) is the last sink; a cache or a response
-    filter stands in front of it by wrapping it: it receives the same calls,
+    request's sink.  The downstream protocol (HTTP/1.1 connection or HTTP/2
+    stream) is the last sink; a cache or a response filter stands in front
+    of it by wrapping it: it receives the same calls,
     does its work (store the body, compress it, change fields) and passes
     them on to the sink it wraps.  Bodies arrive in pieces and must be
     passed on as they come, never gathered whole.
