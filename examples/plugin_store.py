@@ -3,6 +3,7 @@ from twisted.internet.defer import succeed
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from twistproxy.config import ConfigError
 from twistproxy.interfaces import ICacheStore, ICacheStoreFactory
 
 
@@ -16,20 +17,23 @@ class DictStore:
         return succeed(entry if self.clock.seconds() < expiry else None)
 
     def put(self, key, entry, ttl, tags=()):
-        return succeed(self.entries.update({key: (entry, self.clock.seconds() + ttl, tags)}))
-
-    def _drop(self, gone):
-        keys = [key for key, (_, _, tags) in self.entries.items() if gone(key, tags)]
-        return succeed(len([self.entries.pop(key) for key in keys]))
+        self.entries[key] = (entry, self.clock.seconds() + ttl, tags)
+        return succeed(None)
 
     def delete(self, key):
-        return self._drop(lambda k, tags: k == key).addCallback(lambda _: None)
+        self.entries.pop(key, None)
+        return succeed(None)
 
     def purge(self, prefix):
-        return self._drop(lambda key, tags: key.startswith(prefix))
+        return self._drop([key for key in self.entries if key.startswith(prefix)])
 
     def purge_tag(self, tag):
-        return self._drop(lambda key, tags: tag in tags)
+        return self._drop([key for key, (_, _, tags) in self.entries.items() if tag in tags])
+
+    def _drop(self, keys):
+        for key in keys:
+            del self.entries[key]
+        return succeed(len(keys))
 
     def close(self):
         return succeed(None)
@@ -41,6 +45,8 @@ class DictStoreFactory:
     help = "Keeps responses in a dictionary."
 
     def fromConfig(self, reactor, options, path):
+        for key in options:
+            raise ConfigError(f"{path}.{key}", "the dict store takes no options")
         return DictStore(reactor)
 
 

@@ -43,6 +43,14 @@ balancer_options = { seed = 7 }
 upstream = "app"
 """
 
+# The route caches, in the example store.
+CACHED = CONFIG + """
+[routes.cache]
+
+[cache]
+store = "plugin_store.dict_store"
+"""
+
 
 def _proxy(text: str = CONFIG) -> MemoryProxy:
     _example("plugin_filter"), _example("plugin_balancer")
@@ -152,7 +160,7 @@ class StoreExampleTests(SynchronousTestCase):
         second time, without asking a backend.
         """
         _example("plugin_store")
-        proxy = _proxy(CONFIG + '[routes.cache]\n\n[cache]\nstore = "plugin_store.dict_store"\n')
+        proxy = _proxy(CACHED)
         request = b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
         first = proxy.connect_client()
         first.send(request)
@@ -166,3 +174,12 @@ class StoreExampleTests(SynchronousTestCase):
         self.assertEqual((proxy.backend_attempts(), backend.received()), ([], b""))
         self.assertIn(b"Cache-Status: twistproxy; hit", second.received())
         self.assertEqual(proxy.cache.counts["hit"], 1)
+
+    def test_no_options(self) -> None:
+        """
+        The store takes no options, and says so at the option's path.
+        """
+        _example("plugin_store")
+        with self.assertRaises(ConfigError) as e:
+            _proxy(CACHED + 'size = "1m"\n')
+        self.assertEqual(e.exception.path, "cache.size")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from twistproxy.cache.entry import Entry
@@ -16,6 +17,7 @@ from twistproxy.http.parser import ResponseHead
 from twistproxy.interfaces import (
     IBackendAddress,
     ICacheEntry,
+    IClosable,
     IProbingHealthCheck,
     IRequestView,
     IResponseView,
@@ -130,3 +132,33 @@ class HookTests(SynchronousTestCase):
         The C{tcp} check explains its answers.
         """
         self.assertTrue(verifyObject(IProbingHealthCheck, TCPHealthCheck(Clock())))
+
+    def test_maxmind_locator(self) -> None:
+        """
+        The C{maxmind} locator is closed with its configuration (its
+        database file).
+        """
+        from tests.test_locators import _FakeReader
+        from twistproxy.upstream.locators import MaxMindLocator
+
+        self.assertTrue(verifyObject(IClosable, MaxMindLocator(_FakeReader({}))))
+
+    def test_rate_limit_buckets(self) -> None:
+        """
+        A rate limit closes its counters when they provide L{IClosable},
+        as those it keeps in Redis do.
+        """
+        from twistproxy.filters.ratelimit import RateLimitFactory, RateLimitFilter
+
+        built = RateLimitFactory().fromConfig(
+            MemoryReactorClock(), {"rate": 1, "redis": "redis://127.0.0.1:1/0"}, "f")
+        self.assertTrue(verifyObject(IClosable, built._buckets))
+        closed = []
+
+        @implementer(IClosable)
+        class Buckets:
+            def close(self) -> None:
+                closed.append(True)
+
+        RateLimitFilter(Buckets(), [str], 1).close()
+        self.assertEqual(closed, [True])

@@ -19,6 +19,16 @@ two halves:
 
 Factories are found with Twisted's plugin system (L{twisted.plugin}): the
 built-in ones live in L{twistproxy.plugins} exactly like third-party ones.
+
+Plugins see requests and responses through views declared here
+(L{IRequestInfo}, L{IRequestView}, L{IResponseView}, L{ICacheEntry},
+L{IBackendAddress}), never through the proxy's internal records.  Every
+optional hook is an interface of its own, extending the role it adds to
+(L{IRetryBalancer}, L{IProbingHealthCheck}, L{ITLSHealthCheck},
+L{ISynchronousCacheStore}, L{IFallibleCacheStore},
+L{IRefusingConnectionFilter}) or standing alone (L{IClosable}): the proxy
+uses a hook only on an object that declares it with C{@implementer}, so
+that C{verifyObject} holds each plugin to what it offers.
 """
 
 from __future__ import annotations
