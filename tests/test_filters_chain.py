@@ -18,7 +18,13 @@ from tests.config_support import proxy_toml
 from tests.filter_support import OK, field, filtered_proxy, request, status
 from twistproxy.config import ConfigError, Filter, parse as loads
 from twistproxy.filters import Answer, SinkWrapper, build_chain, client_ip
-from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter, IResponseSink
+from twistproxy.interfaces import (
+    IClosable,
+    IFilterFactory,
+    IRequestFilter,
+    IResponseFilter,
+    IResponseSink,
+)
 from twistproxy.testing import make_exchange, run_filters, send_response
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -467,7 +473,7 @@ class ClientIPTests(SynchronousTestCase):
             self.assertEqual(client_ip(x), "192.0.2.7", value)
 
 
-@implementer(IRequestFilter)
+@implementer(IRequestFilter, IClosable)
 class Closable:
     """
     A filter that says when it is closed.

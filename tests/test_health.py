@@ -32,7 +32,12 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from twistproxy.config import ConfigError
-from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
+from twistproxy.interfaces import (
+    IBackend,
+    IHealthCheck,
+    IHealthCheckFactory,
+    IProbingHealthCheck,
+)
 from twistproxy.plugins import twistproxy_health
 from twistproxy import components
 from twistproxy.upstream.backend import Backend
@@ -912,7 +917,7 @@ class _FakeCheck:
         self.calls[-1][2].callback(ok)
 
 
-@implementer(IHealthCheck)
+@implementer(IProbingHealthCheck)
 class _ExplainingCheck(_FakeCheck):
     """
     A fake check that also explains its answers, like the built-in ones.

@@ -19,6 +19,16 @@ two halves:
 
 Factories are found with Twisted's plugin system (L{twisted.plugin}): the
 built-in ones live in L{twistproxy.plugins} exactly like third-party ones.
+
+Plugins see requests and responses through views declared here
+(L{IRequestInfo}, L{IRequestView}, L{IResponseView}, L{ICacheEntry},
+L{IBackendAddress}), never through the proxy's internal records.  Every
+optional hook is an interface of its own, extending the role it adds to
+(L{IRetryBalancer}, L{IProbingHealthCheck}, L{ITLSHealthCheck},
+L{ISynchronousCacheStore}, L{IFallibleCacheStore},
+L{IRefusingConnectionFilter}) or standing alone (L{IClosable}): the proxy
+uses a hook only on an object that declares it with C{@implementer}, so
+that C{verifyObject} holds each plugin to what it offers.
 """
 
 from __future__ import annotations
@@ -66,6 +76,20 @@ class IBackend(Interface):
     )
 
 
+class IBackendAddress(IBackend):
+    """
+    A backend as health checks see it: where it is, which balancers have
+    no need to know.
+    """
+
+    scheme = Attribute("How the proxy speaks to it, C{'http'} or C{'https'}.")
+    host = Attribute(
+        "Its host name or IP address as C{str}, without brackets; for "
+        "example C{'127.0.0.1'} or C{'::1'}."
+    )
+    port = Attribute("Its port, an C{int}; for example C{8001}.")
+
+
 class IRequestInfo(Interface):
     """
     What a balancer may know of the request it places.
@@ -105,40 +129,127 @@ class IRequestInfo(Interface):
         """
 
 
+class IRequestView(IRequestInfo):
+    """
+    A request as filters, response sinks and caches see it: the stable,
+    documented part of the proxy's own record of a request.
+
+    It adds to what a balancer sees (L{IRequestInfo}, whose C{path} is the
+    target as received, query and all) what a filter needs to judge a
+    request.  The proxy's record of a request provides it
+    directly, so reading it costs an attribute lookup and nothing is made
+    for a request that no plugin looks at; everything else that record
+    holds is the proxy's own and may change between versions.
+    """
+
+    normalised_path = Attribute(
+        "The target's path without the query, in the one spelling routes "
+        "and rules match (L{twistproxy.http.paths}: escapes decoded, dot "
+        "segments resolved, repeated slashes merged), as C{str}; for "
+        "example C{'/api/items'} for C{'/api/./%69tems?page=2'}."
+    )
+    headers = Attribute(
+        "The request fields as received, a sequence of C{(name, value)} byte "
+        "pairs in order, names as the client wrote them; for example "
+        "C{[(b'Host', b'example.com'), (b'Accept', b'*/*')]}.  Read-only: "
+        "use L{replace_headers} to change what goes upstream."
+    )
+    scheme = Attribute(
+        "How the client reached the listener, C{'http'} or C{'https'} "
+        "(TLS); for example C{'https'}."
+    )
+    trusted = Attribute(
+        "C{True} when the peer is one of the listener's trusted proxies, "
+        "whose C{Forwarded} field may name the real client (see "
+        "L{twistproxy.filters.client_ip})."
+    )
+    route_name = Attribute(
+        "The C{name} of the matched route as C{str}, e.g. C{'api'} (C{''} "
+        "for a route without one), or C{None} before routing (in a "
+        "listener's filters)."
+    )
+
+    def replace_headers(fields: Sequence[Tuple[bytes, bytes]]) -> None:
+        """
+        Replace the request's fields, for what goes upstream and what the
+        filters after this one see.
+
+        @param fields: The new C{(name, value)} byte pairs, an edited copy
+            of L{headers}; e.g. with C{(b'X-User', b'alice')} added.
+        """
+
+
+class IResponseView(Interface):
+    """
+    A response head as response sinks see it, whether the backend sent it,
+    the cache kept it (L{twistproxy.cache.entry.Entry}), or the proxy made
+    it.
+    """
+
+    status = Attribute("The status code, an C{int}; for example C{200}.")
+    reason = Attribute("The reason phrase as C{bytes}, possibly empty; e.g. C{b'OK'}.")
+    headers = Attribute(
+        "The fields, a sequence of C{(name, value)} byte pairs in order; "
+        "for example C{[(b'Content-Type', b'text/html')]}.  Read-only: a "
+        "sink that changes fields passes on a changed copy of the head "
+        "(L{twistproxy.filters.with_fields})."
+    )
+
+
+class IClosable(Interface):
+    """
+    A plugin object that holds something to release (a connection pool, a
+    database file, a timer) when the configuration it belongs to is
+    replaced or the proxy stops.  Filters and locators may provide it; the
+    proxy calls L{close} on those that do, once.
+    """
+
+    def close() -> None:
+        """
+        Release what it holds.  It is not used afterwards.
+        """
+
+
 class IResponseSink(Interface):
     """
     Where a response goes on its way back to the client.
 
     The upstream connection hands what the backend answers to the
-    exchange's sink (C{x.sink}).  The downstream protocol (HTTP/1.1
-    connection or HTTP/2 stream) is the last sink; a cache or a response
-    filter stands in front of it by wrapping it: it receives the same calls,
+    request's sink.  The downstream protocol (HTTP/1.1 connection or HTTP/2
+    stream) is the last sink; a cache or a response filter stands in front
+    of it by wrapping it: it receives the same calls,
     does its work (store the body, compress it, change fields) and passes
     them on to the sink it wraps.  Bodies arrive in pieces and must be
     passed on as they come, never gathered whole.
     """
 
-    def informational(x: Any, resp: Any) -> None:
+    def informational(x: IRequestView, resp: IResponseView) -> None:
         """
         An interim (1xx) response head arrived, other than C{100 Continue}
         (which the proxy answers itself) and C{101} (a protocol switch);
         for example C{103 Early Hints}.  More heads follow.
 
-        @param resp: The L{twistproxy.http.parser.ResponseHead}.
+        @param x: The request.
+        @param resp: The interim head.
         """
 
-    def response_head(x: Any, resp: Any, has_body: bool, extra: Any = None) -> None:
+    def response_head(
+        x: IRequestView,
+        resp: IResponseView,
+        has_body: bool,
+        extra: Optional[Sequence[Tuple[bytes, bytes]]] = None,
+    ) -> None:
         """
         The final response head arrived.
 
-        @param x: The L{twistproxy.http.exchange.Exchange}.
-        @param resp: The L{twistproxy.http.parser.ResponseHead}.
+        @param x: The request it answers.
+        @param resp: The head.
         @param has_body: Whether a body follows (C{False} for C{HEAD}, 204,
             304).
         @param extra: A list of (name, value) byte pairs to add, or C{None}.
         """
 
-    def response_body(x: Any, data: bytes) -> None:
+    def response_body(x: IRequestView, data: bytes) -> None:
         """
         A piece of the response body (never empty).
         """
@@ -149,13 +260,13 @@ class IResponseSink(Interface):
         backend, so that small responses go out in one write.
         """
 
-    def response_end(x: Any) -> None:
+    def response_end(x: IRequestView) -> None:
         """
         The whole response was passed on: the last sink sends what is
         still pending (no L{flush} is needed before it).
         """
 
-    def upstream_failed(x: Any, status: int, reason: str) -> None:
+    def upstream_failed(x: IRequestView, status: int, reason: str) -> None:
         """
         No response (or no complete one) will come: answer with C{status}
         if nothing was sent yet, else end the response as incomplete.
@@ -254,7 +365,7 @@ class IHealthCheck(Interface):
     thresholds, so one check answers one question and keeps no state.
     """
 
-    def check(backend: IBackend) -> "Deferred[bool]":
+    def check(backend: IBackendAddress) -> "Deferred[bool]":
         """
         Probe a backend once.
 
@@ -262,6 +373,40 @@ class IHealthCheck(Interface):
         @return: A Deferred firing with C{True} when the backend passed,
             C{False} when it failed.  It must fire (with C{False} if need
             be) within the check's own timeout; it never errbacks.
+        """
+
+
+class IProbingHealthCheck(IHealthCheck):
+    """
+    A health check that says why a backend failed, for the logs and the
+    status; the proxy then calls L{probe} instead of C{check}.
+    """
+
+    def probe(backend: IBackendAddress) -> "Deferred[Tuple[bool, str]]":
+        """
+        Probe a backend once, as C{check} does.
+
+        @return: A Deferred firing with C{(passed, detail)}, where
+            C{detail} says why in a few words, e.g. C{(False, 'status
+            503')} or C{(False, 'timed out after 2s')}; like C{check}'s,
+            it fires within the check's timeout and never errbacks.
+        """
+
+
+class ITLSHealthCheck(IHealthCheck):
+    """
+    A health check that connects to C{https} backends the way requests do,
+    with the group's own TLS settings (its CA, client certificate, server
+    name) instead of the system's defaults.
+    """
+
+    def use_tls(creator_for: Any) -> None:
+        """
+        Called once, before any check, by a group with TLS settings.
+
+        @param creator_for: Called with a backend's host name, returns the
+            L{twisted.internet.interfaces.IOpenSSLClientConnectionCreator}
+            to connect to it with.
         """
 
 
@@ -291,7 +436,8 @@ class IHealthCheckFactory(Interface):
 class ILocator(Interface):
     """
     Places a client in a region and zone, so that requests go to nearby
-    backends first (global server load balancing).
+    backends first (global server load balancing).  A locator that holds
+    something to release (a database file) provides L{IClosable} too.
     """
 
     def locate(request: IRequestInfo) -> "Tuple[str, str]":
@@ -336,24 +482,16 @@ class IRequestFilter(Interface):
     only a filter that must ask someone else (an auth service, Redis)
     returns a L{Deferred}.
 
-    The request a filter sees is the exchange
-    (L{twistproxy.http.exchange.Exchange}), which provides
-    L{IRequestInfo} and also has:
-
-      - C{request.headers}, the received fields as a list of C{(name,
-        value)} byte pairs, which a filter may replace with an edited copy
-        (never mutate the list in place: copy it first);
-      - C{downstream.trusted}, whether the peer is a trusted proxy (see
-        L{twistproxy.filters.client_ip} for the client address to use);
-      - C{route}, the matched route (C{route.route.name}), or C{None} in
-        a listener's filters.
+    The request a filter sees is an L{IRequestView}: its method, target,
+    host, fields, client, scheme and route.  A filter that changes the
+    fields sent upstream calls its C{replace_headers}.
     """
 
-    def filter_request(request: Any) -> Any:
+    def filter_request(request: IRequestView) -> Any:
         """
         Decide about one request.
 
-        @param request: The exchange.
+        @param request: The request.
         @return: C{None} to let the request through; a
             L{twistproxy.filters.Answer} to answer it (status, fields,
             body); or a L{Deferred} firing with either, which must fire
@@ -368,7 +506,7 @@ class IResponseFilter(Interface):
     Changes responses on their way back to the client: fields, body
     encoding.
 
-    It works by wrapping the exchange's sink (L{IResponseSink}): the
+    It works by wrapping the request's sink (L{IResponseSink}): the
     wrapper receives the response head, the body pieces and the end, and
     passes them on, changed, to the sink it wraps, piece by piece (bodies
     are never gathered whole).  A filter that is also an
@@ -378,11 +516,11 @@ class IResponseFilter(Interface):
     filter declared is the outermost.
     """
 
-    def wrap_response(request: Any, sink: IResponseSink) -> Optional[IResponseSink]:
+    def wrap_response(request: IRequestView, sink: IResponseSink) -> Optional[IResponseSink]:
         """
         Stand in front of C{sink} for one request.
 
-        @param request: The exchange (as for L{IRequestFilter}).
+        @param request: The request (as for L{IRequestFilter}).
         @param sink: Where the response goes next.
         @return: A new sink that passes everything on to C{sink}, or
             C{None} when this response needs nothing from the filter
@@ -400,10 +538,9 @@ class IConnectionFilter(Interface):
     listener a filter that also provides L{IRequestFilter} is asked per
     request instead, not per connection.
 
-    A connection filter may have a C{refusal} attribute, an
-    L{Answer <twistproxy.filters.Answer>} whose status and reason the
-    access log gives for a TCP connection it refused (e.g. C{403} and
-    C{'access_denied'}); without one, C{403} and C{'connection_refused'}.
+    A connection filter that provides L{IRefusingConnectionFilter} says
+    what the access log gives for a connection it refused; without it,
+    C{403} and C{'connection_refused'}.
     """
 
     def connection_made(address: str) -> Any:
@@ -425,6 +562,18 @@ class IConnectionFilter(Interface):
         """
 
 
+class IRefusingConnectionFilter(IConnectionFilter):
+    """
+    A connection filter that says why it refuses, for the access log.
+    """
+
+    refusal = Attribute(
+        "An L{Answer <twistproxy.filters.Answer>} whose status and reason "
+        "the access log gives for a TCP connection this filter refused; for "
+        "example C{Answer(403, reason='access_denied')}."
+    )
+
+
 class IFilterFactory(Interface):
     """
     A named kind of filter, as exported by a plugin module.  A listener or
@@ -434,8 +583,8 @@ class IFilterFactory(Interface):
     One factory serves all three roles: what C{fromConfig} returns
     provides L{IRequestFilter}, L{IResponseFilter}, L{IConnectionFilter},
     or several of them (CORS both answers preflights and adds fields to
-    responses).  It may also have a C{close()} method, called when the
-    configuration it belongs to is replaced or the proxy stops.
+    responses).  A filter that holds something to release provides
+    L{IClosable} too.
     """
 
     name = Attribute("The name used in configuration files, e.g. C{'rate_limit'}.")
@@ -455,6 +604,27 @@ class IFilterFactory(Interface):
         """
 
 
+class ICacheEntry(IResponseView):
+    """
+    What a cache store keeps under a key: one stored response (or, with
+    C{status} 0, a marker naming the fields a URL's responses vary on).
+    A store in the proxy's process keeps the object itself; a store outside
+    it keeps L{to_bytes} and gives back
+    C{twistproxy.cache.entry.Entry.from_bytes(data)}.
+    """
+
+    body = Attribute("The whole body as C{bytes}; for example C{b'hello'}.")
+    size = Attribute(
+        "Roughly how many bytes it occupies, an C{int}, for stores bounded "
+        "by size; for example C{230}."
+    )
+
+    def to_bytes() -> bytes:
+        """
+        The entry serialised, for a store outside the process.
+        """
+
+
 class ICacheStore(Interface):
     """
     Where the shared HTTP cache keeps responses.
@@ -467,11 +637,9 @@ class ICacheStore(Interface):
     at any time (a cache is allowed to forget), but must never return an
     entry under a key it was not put under, nor one past its time to live.
 
-    A store kept in the proxy's own process may also offer
-    C{lookup(key)}, returning the entry (or C{None}) at once: the cache
-    then spares itself a L{Deferred} per request.  A store whose backend
-    may be out (Redis) may offer C{writable()}, C{False} while it drops
-    writes: the cache then does not announce C{stored} in C{Cache-Status}.
+    A store kept in the proxy's own process may also provide
+    L{ISynchronousCacheStore}, and one whose backend may be out (Redis)
+    L{IFallibleCacheStore}.
 
     Keys are the cache's own: a URL key looks like
     C{b'http://example.com/a?b=1\\x00'} (followed by variant parts for
@@ -479,23 +647,24 @@ class ICacheStore(Interface):
     C{b'\\x00'}, which L{purge} uses.
     """
 
-    def get(key: bytes) -> "Deferred[Optional[Any]]":
+    def get(key: bytes) -> "Deferred[Optional[ICacheEntry]]":
         """
         Look up an entry.
 
         @param key: The entry's key.
-        @return: A L{Deferred} firing with the
-            L{twistproxy.cache.entry.Entry} put under C{key}, or C{None}
-            when there is none (never stored, expired, evicted, or the
+        @return: A L{Deferred} firing with the entry put under C{key}, or
+            C{None} when there is none (never stored, expired, evicted, or the
             store is unreachable: a store that fails answers C{None}
             rather than failing the request).
         """
 
-    def put(key: bytes, entry: Any, ttl: float, tags: Sequence[bytes] = ()) -> "Deferred[None]":
+    def put(
+        key: bytes, entry: ICacheEntry, ttl: float, tags: Sequence[bytes] = ()
+    ) -> "Deferred[None]":
         """
         Store an entry, replacing any under the same key.
 
-        @param entry: A L{twistproxy.cache.entry.Entry}.
+        @param entry: The entry, a L{twistproxy.cache.entry.Entry}.
         @param ttl: Seconds to keep it at most, e.g. C{60.0}.
         @param tags: Purge tags (from the response's C{Cache-Tag}), e.g.
             C{[b'product-12']}.
@@ -525,6 +694,33 @@ class ICacheStore(Interface):
     def close() -> "Deferred[None]":
         """
         Release connections (the proxy is stopping or reloading).
+        """
+
+
+class ISynchronousCacheStore(ICacheStore):
+    """
+    A store that answers at once (one in the proxy's own process): the
+    cache then spares itself a L{Deferred} per request.
+    """
+
+    def lookup(key: bytes) -> Optional[ICacheEntry]:
+        """
+        Look up an entry at once, as C{get} does.
+
+        @return: The entry put under C{key}, or C{None}.
+        """
+
+
+class IFallibleCacheStore(ICacheStore):
+    """
+    A store whose backend may be out (Redis): while it drops writes, the
+    cache does not announce C{stored} in C{Cache-Status}.
+    """
+
+    def writable() -> bool:
+        """
+        @return: Whether a C{put} now would be kept; C{False} while the
+            store gives up writes (its backend is out).
         """
 
 

@@ -38,6 +38,7 @@ from twistproxy.http.forwarder import Forwarder, make_group
 from twistproxy.http.headers import TrustedProxies
 from twistproxy.http.paths import KEEP
 from twistproxy.http.server import HTTPServerFactory
+from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.proxyproto import ProxyHeaderFactory
 from twistproxy.stream.sni import SNIFactory, SNIRouter
@@ -632,9 +633,8 @@ class ProxyService(MultiService):
             self._start_groups(forwarder)
         retire()
         old_forwarder.close()
-        close = getattr(old_locator, "close", None)
-        if close is not None:
-            close()
+        if IClosable.providedBy(old_locator):
+            old_locator.close()
         if self.access_log is not None:
             self.reopen_access_log()
         self.log.info("configuration reloaded from {source}", source=source)
@@ -758,9 +758,8 @@ class ProxyService(MultiService):
             chain.close()
         if self.cache is not None:
             self.cache.store.close()
-        close = getattr(self.locator, "close", None)
-        if close is not None:
-            close()
+        if IClosable.providedBy(self.locator):
+            self.locator.close()
         if self._flusher is not None and self._flusher.running:
             self._flusher.stop()
         if self.access_log is not None:

@@ -788,13 +788,18 @@ class FilterContractMixin:
 
     def test_provides_its_roles(self) -> None:
         """
-        The filter has at least one role and fully provides each.
+        The filter has at least one role and fully provides each, and each
+        optional hook it declares (L{IRefusingConnectionFilter},
+        L{IClosable}).
         """
+        from twistproxy.interfaces import IClosable, IRefusingConnectionFilter
+
         f = self.makeFilter()
         roles = self._roles(f)
         self.assertTrue(roles, f"{f!r} provides no filter interface")  # type: ignore[attr-defined]
-        for role in roles:
-            verifyObject(role, f)
+        for role in roles + [IRefusingConnectionFilter, IClosable]:
+            if role.providedBy(f):
+                verifyObject(role, f)
 
     def test_verdict(self) -> None:
         """
@@ -923,11 +928,17 @@ class CacheStoreContractMixin:
 
     def test_interface(self):
         """
-        The store provides L{ICacheStore}.
+        The store provides L{ICacheStore}, and each optional hook it
+        declares (L{ISynchronousCacheStore}, L{IFallibleCacheStore}).
         """
+        from twistproxy.interfaces import IFallibleCacheStore, ISynchronousCacheStore
+
         def steps():
             store = yield self._store()
             self.assertTrue(verifyObject(ICacheStore, store))
+            for hook in (ISynchronousCacheStore, IFallibleCacheStore):
+                if hook.providedBy(store):
+                    verifyObject(hook, store)
         return self._steps(steps)
 
     def test_round_trip(self):

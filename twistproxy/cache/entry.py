@@ -15,7 +15,12 @@ from __future__ import annotations
 import json
 from typing import List, Optional, Sequence, Tuple
 
+from zope.interface import implementer
 
+from twistproxy.interfaces import ICacheEntry
+
+
+@implementer(ICacheEntry)
 class Entry:
     """
     A stored response (or a vary marker).

@@ -17,12 +17,12 @@ from zope.interface import implementer
 from twistproxy.cache.entry import Entry
 from twistproxy.components import check_option_names, factory_repr
 from twistproxy.config import _size
-from twistproxy.interfaces import ICacheStore, ICacheStoreFactory
+from twistproxy.interfaces import ICacheStoreFactory, ISynchronousCacheStore
 
 DEFAULT_SIZE = 64 * 1024 * 1024
 
 
-@implementer(ICacheStore)
+@implementer(ISynchronousCacheStore)
 class MemoryStore:
     """
     An LRU store bounded by bytes (L{Entry.size}).

@@ -25,14 +25,14 @@ from zope.interface import implementer
 from twistproxy.cache.entry import Entry
 from twistproxy.components import check_option_names, factory_repr
 from twistproxy.config import ConfigError, _seconds, _string
-from twistproxy.interfaces import ICacheStore, ICacheStoreFactory
+from twistproxy.interfaces import ICacheStoreFactory, IFallibleCacheStore
 from twistproxy.redis import RedisAddress, RedisLink, parse_url
 
 DEFAULT_NAMESPACE = "twistproxy:cache:"
 _GLOB = re.compile(rb"([\\*?\[\]])")
 
 
-@implementer(ICacheStore)
+@implementer(IFallibleCacheStore)
 class RedisStore:
     """
     Entries in Redis, through a reconnecting txredisapi pool behind a

@@ -50,7 +50,12 @@ from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
 from twistproxy.http.sinks import SinkWrapper
-from twistproxy.interfaces import ICacheStore, IResponseSink
+from twistproxy.interfaces import (
+    ICacheStore,
+    IFallibleCacheStore,
+    IResponseSink,
+    ISynchronousCacheStore,
+)
 
 # The requests the cache answers or passes on as they are.
 _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
@@ -95,10 +100,10 @@ class HTTPCache:
         self.store = store
         # A store in this process may answer synchronously (MemoryStore),
         # which spares a Deferred per request.
-        self.lookup = getattr(store, "lookup", None)
+        self.lookup = store.lookup if ISynchronousCacheStore.providedBy(store) else None
         # A store whose backend may be out (Redis) says whether it takes
         # writes now.
-        self.writable = getattr(store, "writable", _always)
+        self.writable = store.writable if IFallibleCacheStore.providedBy(store) else _always
         self.name = name.encode("ascii")
         self.targeted: Tuple[bytes, ...] = (
             (targeted_header.encode("ascii"),) if targeted_header else ()

@@ -37,7 +37,7 @@ from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import Options
-from twistproxy.interfaces import IConnectionFilter, IFilterFactory, IRequestFilter
+from twistproxy.interfaces import IFilterFactory, IRefusingConnectionFilter, IRequestFilter
 from twistproxy.upstream.locators import PrefixTable, parse_network
 
 
@@ -90,7 +90,7 @@ class NetworkList:
         return address in self._table
 
 
-@implementer(IRequestFilter, IConnectionFilter)
+@implementer(IRequestFilter, IRefusingConnectionFilter)
 class AccessFilter:
     """
     Refuses requests (on HTTP listeners) or connections (on C{tcp} and

@@ -51,7 +51,7 @@ from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import Options
-from twistproxy.interfaces import IFilterFactory, IRequestFilter
+from twistproxy.interfaces import IClosable, IFilterFactory, IRequestFilter
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 # A whole bcrypt hash: version, cost, 22 characters of salt and 31 of hash.
@@ -194,7 +194,7 @@ class BasicAuthFactory:
     __repr__ = factory_repr
 
 
-@implementer(IRequestFilter)
+@implementer(IRequestFilter, IClosable)
 class ForwardAuthFilter:
     """
     Asks an auth service about each request.

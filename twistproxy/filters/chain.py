@@ -36,8 +36,10 @@ from twistproxy.components import find_factory
 from twistproxy.config import ConfigError, Filter
 from twistproxy.http import headers as H
 from twistproxy.interfaces import (
+    IClosable,
     IConnectionFilter,
     IFilterFactory,
+    IRefusingConnectionFilter,
     IRequestFilter,
     IResponseFilter,
 )
@@ -99,7 +101,7 @@ class Answer:
 
 
 # What the access log says of a connection refused by a connection filter
-# that has no C{refusal} of its own.
+# that is no IRefusingConnectionFilter.
 REFUSED = Answer(403, reason="connection_refused")
 
 
@@ -237,7 +239,8 @@ class FilterChain:
 
         @return: C{None} when all accepted it; else the refusing filter's
             C{refusal} (an L{Answer} whose status and reason the access log
-            gives), or a Deferred that fires with one of these.
+            gives; see L{IRefusingConnectionFilter}), or a Deferred that
+            fires with one of these.
         """
         return self._admit_from(address, 0, [])
 
@@ -276,7 +279,7 @@ class FilterChain:
         for other in accepted:
             other.connection_lost(address)
         del accepted[:]
-        return getattr(f, "refusal", None) or REFUSED
+        return f.refusal if IRefusingConnectionFilter.providedBy(f) else REFUSED
 
     def connection_lost(self, address: str) -> None:
         for f in self.connection_filters:
@@ -284,12 +287,12 @@ class FilterChain:
 
     def close(self) -> None:
         """
-        Release what the filters hold (connections, timers).
+        Release what the filters hold (connections, timers): close those
+        that provide L{IClosable}.
         """
         for f in self.filters:
-            close = getattr(f, "close", None)
-            if close is not None:
-                close()
+            if IClosable.providedBy(f):
+                f.close()
 
 
 def build_chain(reactor, configs: Iterable[Filter], path: str,

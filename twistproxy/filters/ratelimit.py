@@ -57,7 +57,12 @@ from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.options import Options
-from twistproxy.interfaces import IConnectionFilter, IFilterFactory, IRequestFilter
+from twistproxy.interfaces import (
+    IClosable,
+    IFilterFactory,
+    IRefusingConnectionFilter,
+    IRequestFilter,
+)
 
 # (allowed, seconds until allowed or further requests allowed now, seconds
 # until the bucket is full again)
@@ -125,6 +130,7 @@ return {1, tostring(now - allow_at), tostring(new - now)}
 """
 
 
+@implementer(IClosable)
 class RedisBuckets:
     """
     GCRA state in Redis, shared by every process that uses the same server
@@ -202,7 +208,7 @@ def _lacks_any(names: List[str]) -> Callable[[Any], bool]:
     return lambda x: not all(x.header(name) for name in names)
 
 
-@implementer(IRequestFilter)
+@implementer(IRequestFilter, IClosable)
 class RateLimitFilter:
     """
     Refuses the requests of a key beyond its rate.
@@ -244,12 +250,11 @@ class RateLimitFilter:
         ], reason="rate_limited")
 
     def close(self) -> None:
-        close = getattr(self._buckets, "close", None)
-        if close is not None:
-            close()
+        if IClosable.providedBy(self._buckets):
+            self._buckets.close()
 
 
-@implementer(IConnectionFilter)
+@implementer(IRefusingConnectionFilter)
 class ClientRateLimitFilter(RateLimitFilter):
     """
     A rate limit keyed on the client's address alone, which can also
@@ -307,7 +312,7 @@ class RateLimitFactory:
     __repr__ = factory_repr
 
 
-@implementer(IConnectionFilter)
+@implementer(IRefusingConnectionFilter)
 class ConnectionLimit:
     """
     At most C{limit} open connections per client address.

@@ -6,16 +6,20 @@ An L{Exchange} is created by the downstream (client-facing) protocol when a
 request head has been parsed, and ties together everything that request
 touches: the client connection, the route and backend chosen for it, the
 upstream connection that carries it, and the figures the access log reports.
-It is also what balancers see of a request (L{IRequestInfo}).
+It is also what plugins see of a request: balancers and locators the
+L{IRequestInfo} part, filters, response sinks and caches the
+L{IRequestView} part.  The exchange provides those views itself, as
+properties read on demand, so that a request no plugin looks at costs
+nothing more; the rest of its slots are the proxy's own.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from zope.interface import implementer
 
-from twistproxy.interfaces import IRequestInfo
+from twistproxy.interfaces import IRequestView
 from twistproxy.http.headers import find_cookie
 from twistproxy.http.parser import RequestHead, host_name
 
@@ -23,7 +27,7 @@ from twistproxy.http.parser import RequestHead, host_name
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 
 
-@implementer(IRequestInfo)
+@implementer(IRequestView)
 class Exchange:
     """
     @ivar request: The parsed request head.
@@ -135,6 +139,32 @@ class Exchange:
             (v.decode("latin-1") for k, v in self.request.headers if k.lower() == b"cookie"),
             name,
         )
+
+    @property
+    def normalised_path(self) -> str:
+        return self.request.path.decode("ascii")
+
+    @property
+    def headers(self) -> Sequence[Tuple[bytes, bytes]]:
+        # A copy, so that a plugin cannot edit the fields behind the
+        # proxy's back (replace_headers is the way).
+        return tuple(self.request.headers)
+
+    def replace_headers(self, fields: Sequence[Tuple[bytes, bytes]]) -> None:
+        self.request.headers = list(fields)
+
+    @property
+    def scheme(self) -> str:
+        return self.downstream.proto.decode("ascii")
+
+    @property
+    def trusted(self) -> bool:
+        return self.downstream.trusted
+
+    @property
+    def route_name(self) -> Optional[str]:
+        route = self.route
+        return route.route.name if route is not None else None
 
     @property
     def retryable_elsewhere(self) -> bool:

@@ -47,7 +47,10 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+from zope.interface import implementer
+
 from twistproxy.http.paths import DECODE, KEEP, PathError, normalize_path
+from twistproxy.interfaces import IResponseView
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -171,6 +174,7 @@ class RequestHead:
         return req
 
 
+@implementer(IResponseView)
 class ResponseHead:
     """
     The parsed head of a response.

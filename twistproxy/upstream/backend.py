@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from zope.interface import implementer
 
-from twistproxy.interfaces import IBackend
+from twistproxy.interfaces import IBackendAddress
 
 
-@implementer(IBackend)
+@implementer(IBackendAddress)
 class Backend:
     """
     One server of an upstream group.

@@ -25,7 +25,7 @@ from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 from twisted.logger import Logger
 
 from twistproxy.config import ConfigError, Discovery, Locality, UpstreamGroup
-from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo
+from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo, ITLSHealthCheck
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer, pick_untried
 from twistproxy.upstream.health import HealthMonitor, SlowStart, build_health_check
@@ -107,13 +107,12 @@ class UpstreamGroupRuntime:
             health = config.health
             check = build_health_check(
                 health.type, reactor, health.options, f"upstreams.{self.name}.health")
-            use_tls = getattr(check, "use_tls", None)
-            if use_tls is not None:
+            if ITLSHealthCheck.providedBy(check):
                 # Health checks of https backends trust what requests do.
                 from twistproxy.tls import client_creator
 
                 tls_path = f"upstreams.{self.name}.tls"
-                use_tls(lambda host: client_creator(config.tls, host, tls_path))
+                check.use_tls(lambda host: client_creator(config.tls, host, tls_path))
             self.monitor = HealthMonitor(
                 reactor, check, list(self.backends), health.interval, health.jitter,
                 health.rise, health.fall, on_change=self.changed,

@@ -78,7 +78,13 @@ from zope.interface import implementer
 
 from twistproxy.components import check_option_names, factory_repr, find_factory
 from twistproxy.config import ConfigError, is_token
-from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
+from twistproxy.interfaces import (
+    IBackend,
+    IHealthCheck,
+    IHealthCheckFactory,
+    IProbingHealthCheck,
+    ITLSHealthCheck,
+)
 
 #: The User-Agent of every HTTP health check, so that backends can leave
 #: them out of their access logs.
@@ -376,7 +382,7 @@ class _BodyProbe(Protocol):
                 self.transport.stopProducing()
 
 
-@implementer(IHealthCheck)
+@implementer(IProbingHealthCheck, ITLSHealthCheck)
 class HTTPHealthCheck:
     """
     Asks a backend for a resource and judges the answer by its status and,
@@ -488,10 +494,9 @@ class HTTPHealthCheck:
         """
         from twisted.web.http_headers import Headers
 
-        host: str = backend.host  # type: ignore[attr-defined]
-        port: int = self.port or backend.port  # type: ignore[attr-defined]
-        scheme: str = getattr(backend, "scheme", "http")
-        url = f"{scheme}://{_authority(host, port)}{self.path}"
+        host = backend.host
+        port = self.port or backend.port
+        url = f"{backend.scheme}://{_authority(host, port)}{self.path}"
         headers = Headers()
         for name, value in self.headers:
             headers.addRawHeader(name, value)
@@ -554,7 +559,7 @@ class _CloseFactory(Factory):
     noisy = False
 
 
-@implementer(IHealthCheck)
+@implementer(IProbingHealthCheck)
 class TCPHealthCheck:
     """
     Passes when a TCP connection to the backend can be made within the
@@ -583,8 +588,8 @@ class TCPHealthCheck:
         @return: A Deferred that fires with C{(True, 'connected')} or
             C{(False, reason)}; it never errbacks.
         """
-        host: str = backend.host  # type: ignore[attr-defined]
-        port: int = self.port or backend.port  # type: ignore[attr-defined]
+        host = backend.host
+        port = self.port or backend.port
         try:
             d = _endpoint(self._reactor, host, port, self.timeout).connect(_CloseFactory())
         except Exception:
@@ -935,7 +940,7 @@ class HealthMonitor:
             raise ValueError(f"rise and fall must be at least 1 (got {rise}, {fall})")
         self._clock = clock
         self._check = check
-        self._probe = getattr(check, "probe", None)
+        self._probe = check.probe if IProbingHealthCheck.providedBy(check) else None
         self.interval = float(interval)
         self.jitter = float(jitter)
         self.rise = rise

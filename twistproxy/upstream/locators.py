@@ -67,7 +67,7 @@ from zope.interface import implementer
 
 from twistproxy.components import check_option_names, factory_repr, find_factory
 from twistproxy.config import ConfigError, is_label, key_path
-from twistproxy.interfaces import ILocator, ILocatorFactory, IRequestInfo
+from twistproxy.interfaces import IClosable, ILocator, ILocatorFactory, IRequestInfo
 
 _V = TypeVar("_V")
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -453,7 +453,7 @@ class HeaderLocatorFactory:
 # --- maxmind ------------------------------------------------------------------------
 
 
-@implementer(ILocator)
+@implementer(ILocator, IClosable)
 class MaxMindLocator:
     """
     Locates clients with a MaxMind DB file (GeoLite2 or GeoIP2, Country or
