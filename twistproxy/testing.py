@@ -389,12 +389,10 @@ class MemoryProxy:
     def __init__(self, config=None):
         from twisted.internet.testing import MemoryReactorClock
 
+        from twistproxy import build
         from twistproxy.config import (
             Listener, ProxyConfig, Route, Server, UpstreamGroup,
         )
-        from twistproxy.filters.chain import build_chain
-        from twistproxy.http.forwarder import Forwarder, make_group
-        from twistproxy.http.server import HTTPServerFactory
 
         if config is None:
             config = ProxyConfig(
@@ -406,32 +404,16 @@ class MemoryProxy:
             )
         self.config = config
         self.reactor = MemoryReactorClock()
-        from twistproxy.upstream.locators import build_locator
-
-        locator = None
-        if config.locator is not None:
-            locator = build_locator(config.locator.type, config.locator.options, "locator")
-        groups = {
-            name: make_group(self.reactor, group, config.timeouts,
-                             locality=config.locality, locator=locator)
-            for name, group in config.upstreams.items()
-        }
-        from twistproxy.cache.runtime import build_cache
-
-        self.cache = build_cache(self.reactor, config)
-        self.forwarder = Forwarder(config.routes, groups, config.forwarding.via, self.reactor,
-                                   self.cache)
+        # The assembler's own wiring, up to the HTTP factory of the first
+        # listener (inside whatever TLS or PROXY header reader would wrap
+        # it: memory transports speak the protocol itself).
+        self.cache = build.cache(config, self.reactor)
+        _, self.forwarder = build.pipeline(config, self.reactor, self.cache)
         self.exchanges: list = []
+        listeners = build.ListenerBuilder(
+            self.reactor, config, self.forwarder, on_exchange_end=self.exchanges.append)
         listener = config.listeners[0]
-        self.factory = HTTPServerFactory(
-            self.reactor, self.forwarder, timeouts=config.timeouts,
-            limits=config.limits,
-            trusted_proxies=config.forwarding.trusted_proxies,
-            via=config.forwarding.via, on_exchange_end=self.exchanges.append,
-            filters=build_chain(self.reactor, listener.filters,
-                                f"listeners.{listener.name}.filters", connections=True),
-            escaped_slashes=listener.escaped_slashes,
-        )
+        self.factory = listeners.http(listener, listeners.filters(listener))
         self._accepted = 0
 
     def connect_client(self, host: str = "192.0.2.7", port: int = 40000) -> "MemoryPeer":
