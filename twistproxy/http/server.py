@@ -31,7 +31,7 @@ requests served on one connection by C{limits.max_requests_per_connection}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
@@ -743,7 +743,7 @@ class _Refused(Refused):
         factory.exchange_ended(x)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """
     What one listener's L{HTTPServerFactory} is set to, built from the
@@ -787,10 +787,11 @@ class HTTPServerFactory(Factory):
     """
     Builds L{HTTPServerProtocol}s for one listener.
 
-    Its L{ServerSettings} are unpacked into attributes of the same names
-    (C{hsts} as the field to add, C{identity_header} and C{via} as bytes,
+    Its L{ServerSettings} are unpacked into attributes of the same names,
+    which the protocols read (so a new setting needs no line here): C{hsts}
+    as the field to add, C{identity_header} and C{via} as bytes,
     C{trusted_proxies} as a L{TrustedProxies
-    <twistproxy.http.headers.TrustedProxies>}), which the protocols read.
+    <twistproxy.http.headers.TrustedProxies>}.
 
     @ivar forwarder: Decides where each request goes; has
         C{forward(exchange)} and C{cancel(exchange)}.
@@ -824,7 +825,16 @@ class HTTPServerFactory(Factory):
             C{settings.limits}.
         """
         self.reactor = reactor
-        self.escaped_slashes = settings.escaped_slashes
+        for field in dataclasses.fields(settings):
+            setattr(self, field.name, getattr(settings, field.name))
+        # What the protocols read, in the form they use it.
+        self.hsts = (
+            (b"Strict-Transport-Security", b"max-age=%d" % settings.hsts) if settings.hsts
+            else None)
+        identity = settings.identity_header
+        self.identity_header = identity.encode("ascii") if identity else None
+        self.trusted_proxies = H.TrustedProxies(settings.trusted_proxies)
+        self.via = settings.via.encode("ascii")
         self.filters = filters
         if connections is None or in_flight is None:
             own = quotas(settings.limits, reactor)
@@ -835,21 +845,9 @@ class HTTPServerFactory(Factory):
         self.connections: set = set()
         self.draining = False
         self._emptied = Emptied(self.connections)
-        self.http2 = settings.http2
-        self.h2c = settings.h2c
-        self.redirect_port = settings.redirect_port
-        hsts = settings.hsts
-        self.hsts = (b"Strict-Transport-Security", b"max-age=%d" % hsts) if hsts else None
-        identity = settings.identity_header
-        self.identity_header = identity.encode("ascii") if identity else None
         self.peer_identity = peer_identity
         self.deadlines = Deadlines(reactor)
-        self.scheme = settings.scheme
         self.forwarder = forwarder
-        self.timeouts = settings.timeouts
-        self.limits = settings.limits
-        self.trusted_proxies = H.TrustedProxies(settings.trusted_proxies)
-        self.via = settings.via.encode("ascii")
         self._on_exchange_end = on_exchange_end
 
     def buildProtocol(self, addr):
