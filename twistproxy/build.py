@@ -14,16 +14,18 @@ this module is the only code that makes objects of them, in this order:
      passthrough, UDP, behind a PROXY header reader when asked;
   4. the admin API (L{admin}) and the access log (L{open_access_log}).
 
-Nothing here listens, connects or starts a timer: that is the lifecycle's
-(L{twistproxy.service.ProxyService} starts and stops what it is given).  So
-the same functions serve the service, L{twistproxy.testing.MemoryProxy}
-(the production wiring on memory transports), the workers, and
-L{validate}, which is what C{python -m twistproxy check} runs: every
-mistake they find is a L{ConfigError} naming the file and the path.
+Nothing here listens or starts a group, a health check or a log file
+writer: that is the lifecycle's (L{twistproxy.service.ProxyService} starts
+and stops what it is given).  So the same functions serve the service,
+L{twistproxy.testing.MemoryProxy} (the production wiring on memory
+transports), the workers' master (its admin listener), and L{validate},
+which is what C{python -m twistproxy check} runs, on a memory reactor:
+every mistake they find is a L{ConfigError} naming the file and the path.
 
-Adding a listener option takes a declaration in the configuration and one
-line here, in L{ListenerBuilder.settings}, where the listener's values
-become the L{ServerSettings} its HTTP factory reads.
+Adding an HTTP listener option takes its declaration in the configuration,
+its field in L{ServerSettings}, and one line here, in
+L{ListenerBuilder.settings}, where the listener's values become the
+settings its factory reads.
 """
 
 from __future__ import annotations
