@@ -108,6 +108,19 @@ class MemoryProxyTests(SynchronousTestCase):
         proxy = MemoryProxy(_config(Listener("main", "tcp:8080", h2c=True)))
         self.assertTrue(proxy.factory.h2c)
 
+    def test_listener_connection_limit(self):
+        """
+        The first listener's own C{max_connections} holds in the memory
+        proxy as in a running one: a connection beyond it is closed at once
+        and ends as a C{max_connections} refusal.
+        """
+        proxy = MemoryProxy(_config(Listener("main", "tcp:8080", max_connections=1)))
+        first = proxy.connect_client()
+        second = proxy.connect_client(port=40001)
+        self.assertFalse(first.closed)
+        self.assertTrue(second.closed)
+        self.assertEqual([x.reason for x in proxy.exchanges], ["max_connections"])
+
 
 class ValidateTests(SynchronousTestCase):
     """

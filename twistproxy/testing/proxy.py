@@ -61,7 +61,8 @@ class MemoryProxy:
         listeners = build.ListenerBuilder(
             self.reactor, config, self.forwarder, on_exchange_end=self.exchanges.append)
         listener = config.listeners[0]
-        self.factory = listeners.http(listener, listeners.filters(listener))
+        self.factory = listeners.http(
+            listener, listeners.filters(listener), listeners.own_quota(listener))
         self._accepted = 0
 
     def connect_client(self, host: str = "192.0.2.7", port: int = 40000) -> "MemoryPeer":
