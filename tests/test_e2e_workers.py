@@ -25,7 +25,7 @@ import time
 from typing import Dict, List, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 
 from tests import test_e2e_balancing
 from tests.e2e_support import (

@@ -682,7 +682,7 @@ class H2Tests(SynchronousTestCase):
         backend's Via is kept and this proxy appended, the route's rules
         apply and HSTS is added; names are lower-cased.
         """
-        from twistproxy.http.server import HTTPServerFactory
+        from twistproxy.http.server import HTTPServerFactory, ServerSettings
 
         proxy = MemoryProxy(_config(routes=(Route(
             "app", response_headers=HeaderRules(
@@ -690,7 +690,7 @@ class H2Tests(SynchronousTestCase):
                 add=(("X-Served-By", "edge"),),
             ),
         ),)))
-        proxy.factory.hsts = HTTPServerFactory(None, None, hsts=300).hsts
+        proxy.factory.hsts = HTTPServerFactory(None, None, ServerSettings(hsts=300)).hsts
         client = H2Client(proxy)
         sid = client.request(_request())
         proxy.accept_backend().send(

@@ -22,7 +22,7 @@ from twistproxy.admission import Emptied, Quota, Refused, file_budget
 from twistproxy.config import ConfigError, Limits, Listener, Timeouts, parse
 from twistproxy.http.negotiate import Negotiating
 from twistproxy.http.parser import target_too_long
-from twistproxy.http.server import HTTPServerFactory, HTTPServerProtocol
+from twistproxy.http.server import HTTPServerFactory, HTTPServerProtocol, ServerSettings
 from twistproxy.service import ProxyService
 from twistproxy.testing import MemoryPeer, MemoryProxy, make_exchange, run_filters
 
@@ -595,7 +595,8 @@ class AdmissionTests(_HTTPCase):
         back whether it closes before choosing or after.
         """
         reactor = MemoryReactorClock()
-        factory = HTTPServerFactory(reactor, None, limits=Limits(max_connections=5), h2c=True)
+        factory = HTTPServerFactory(
+            reactor, None, ServerSettings(limits=Limits(max_connections=5), h2c=True))
         early = factory.buildProtocol(None)
         self.assertIsInstance(early, Negotiating)
         early.makeConnection(StringTransport())

@@ -931,10 +931,10 @@ class ListenerOptionTests(SynchronousTestCase):
         """
         With hsts set, responses carry Strict-Transport-Security.
         """
-        from twistproxy.http.server import HTTPServerFactory
+        from twistproxy.http.server import HTTPServerFactory, ServerSettings
 
         proxy = MemoryProxy(_config())
-        proxy.factory.hsts = HTTPServerFactory(None, None, hsts=300).hsts
+        proxy.factory.hsts = HTTPServerFactory(None, None, ServerSettings(hsts=300)).hsts
         client = proxy.connect_client()
         client.send(GET)
         proxy.accept_backend().send(OK)

@@ -25,7 +25,7 @@ from twistproxy.admission import Quota
 from twistproxy.config import ConfigError, Filter, parse
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.filters.ratelimit import RateLimitFactory, RedisBuckets
-from twistproxy.http.forwarder import make_group
+from twistproxy.build import make_group
 from twistproxy.interfaces import IConnectionFilter, IFilterFactory
 from twistproxy.service import ProxyService
 from twistproxy.stream.proxyproto import ProxyHeaderFactory, encode
@@ -107,7 +107,7 @@ class ConfigTests(SynchronousTestCase):
             service = self.service(
                 '{ name = "access", deny = ["10.0.0.0/8"] }, { name = "rate_limit", rate = 5 }, '
                 f'{{ name = "connection_limit", max = 3 }}, {{ name = "{LATER}" }}', protocol)
-            (filters,) = service._filter_chains
+            (filters,) = service.built.filter_chains
             self.assertEqual(len(filters.connection_filters), 4)
 
     def test_request_filters_refused(self):

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from twistproxy.accesslog import AccessLog
 from twistproxy.config import parse
-from twistproxy.http.forwarder import make_group
+from twistproxy.build import make_group
 from twistproxy.interfaces import IRequestInfo
 from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY, PP2_TYPE_SSL
 from twistproxy.stream.proxyproto import parse as parse_proxy_header

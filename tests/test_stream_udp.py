@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.accesslog import AccessLog
 from twistproxy.config import parse
-from twistproxy.http.forwarder import make_group
+from twistproxy.build import make_group
 from twistproxy.stream.udp import SessionSocket, UDPEndpoint, UDPProxy
 
 

@@ -34,7 +34,8 @@ from twistproxy.config import (
     quick_config,
     server,
 )
-from twistproxy.service import ProxyService, validate
+from twistproxy.build import validate
+from twistproxy.service import ProxyService
 
 __all__ = [
     "__version__",

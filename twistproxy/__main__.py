@@ -52,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stderr.write(f"{USAGE}{e}\n")
         return 2
     from twistproxy.config import ConfigError, load
-    from twistproxy.service import validate
+    from twistproxy.build import validate
 
     path = options["config"]
     try:

@@ -2,8 +2,9 @@
 """
 The running proxy as a Twisted service.
 
-L{ProxyService} turns a L{ProxyConfig} into listeners, upstream groups and
-an access log, and starts and stops them with the application.  It is what
+L{ProxyService} has L{twistproxy.build} turn a L{ProxyConfig} into
+listeners, upstream groups and an access log, and starts and stops them with
+the application, drains them, and applies a reloaded configuration.  It is what
 C{twistd twistproxy} runs and what an application that embeds twistproxy
 adds to its own service hierarchy::
 
@@ -11,121 +12,29 @@ adds to its own service hierarchy::
     ProxyService(load("proxy.toml"), reactor).setServiceParent(application)
 
 Everything that can be checked without touching the network is checked in
-the constructor (balancer names and options, endpoint strings), so a bad
-configuration fails before anything listens, with the configuration path of
-the mistake.
+the constructor, as the assembler builds (balancer names and options,
+endpoint strings), so a bad configuration fails before anything listens,
+with the configuration path of the mistake.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import gatherResults
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from twistproxy import build
 from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admission import Quota, file_budget, quotas
-from twistproxy.admin import admin_site
-from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
-from twistproxy.filters.chain import FilterChain, build_chain
-from twistproxy.http.forwarder import Forwarder, make_group
-from twistproxy.http.headers import TrustedProxies
-from twistproxy.http.paths import KEEP
-from twistproxy.http.server import HTTPServerFactory
+from twistproxy.http.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
-from twistproxy.stream.proxyproto import ProxyHeaderFactory
-from twistproxy.stream.sni import SNIFactory, SNIRouter
-from twistproxy.stream.tcp import TCPRelayFactory
-from twistproxy.stream.udp import UDPEndpoint, UDPProxy
-from twistproxy.tls import peer_subject, wrap_listener_factory
-from twistproxy.upstream.locators import build_locator
-
-
-def _pipeline(config: ProxyConfig, reactor, cache=None):
-    """
-    The locator and the forwarder (with its upstream groups) of C{config}.
-
-    @param cache: The shared L{HTTPCache} for the routes that cache.
-
-    @raises ConfigError: naming the file and the path of the problem.
-    """
-    try:
-        locator = None
-        if config.locator is not None:
-            locator = build_locator(config.locator.type, config.locator.options, "locator")
-        groups = {
-            name: make_group(reactor, group, config.timeouts,
-                             locality=config.locality, locator=locator)
-            for name, group in config.upstreams.items()
-        }
-    except ConfigError as e:
-        raise ConfigError(e.path, e.problem, e.source or config.source) from None
-    for i, route in enumerate(config.routes):
-        if route.upstream not in groups:
-            raise ConfigError(
-                f"routes[{i}].upstream",
-                f"no upstream group named {route.upstream!r}",
-                config.source,
-            )
-    try:
-        return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor, cache)
-    except ConfigError as e:
-        raise ConfigError(e.path, e.problem, config.source) from None
-
-
-def _cache(config: ProxyConfig, reactor) -> Optional[HTTPCache]:
-    """
-    The shared cache of C{config}, or C{None} when no route caches.
-    """
-    try:
-        return build_cache(reactor, config)
-    except ConfigError as e:
-        raise ConfigError(e.path, e.problem, config.source) from None
-
-
-# Endpoint types whose connections are TLS.
-_TLS_ENDPOINTS = frozenset(["ssl", "tls"])
-
-
-def _endpoint_problem(endpoint: str, error: Exception) -> str:
-    """
-    Why the endpoint string C{endpoint} was refused with C{error}, in words
-    an operator can act on.  Twisted's C{systemd:} parser says only
-    C{list index out of range} (or the missing name) when it has no such
-    socket, and it has none at all unless systemd named them: it takes the
-    sockets of C{LISTEN_FDS} only with C{LISTEN_FDNAMES}, which systemd
-    (227 or later) always sets and C{systemd-socket-activate} sets only with
-    C{--fdname}.
-    """
-    problem = f"invalid endpoint {endpoint!r}: {error}"
-    if endpoint.split(":", 1)[0].strip().lower() == "systemd" and isinstance(
-            error, (IndexError, KeyError)):
-        problem = (
-            f"invalid endpoint {endpoint!r}: this process was not passed that socket; "
-            f"it takes sockets only from socket activation, with LISTEN_FDS and "
-            f"LISTEN_FDNAMES both set (systemd-socket-activate sets LISTEN_FDNAMES "
-            f"only with --fdname=NAME)")
-    return problem
-
-
-def validate(config: ProxyConfig) -> None:
-    """
-    Check everything about C{config} that can be checked without running it
-    (balancer names and options, endpoint strings, route targets), as the
-    proxy would at start-up, on a memory reactor: nothing listens.
-
-    @raises ConfigError: naming the file and the path of the first problem.
-    """
-    from twisted.internet.testing import MemoryReactorClock
-
-    ProxyService(config, MemoryReactorClock())
+from twistproxy.stream.udp import UDPProxy
 
 
 def check_reloadable(running: ProxyConfig, new: ProxyConfig,
@@ -216,6 +125,9 @@ class ProxyService(MultiService):
     @ivar metrics: The Prometheus metrics, kept only when there is an
         admin listener to serve them, else C{None}.
     @ivar listeners: The listener services, by name.
+    @ivar built: The L{twistproxy.build.ListenerBuilder} that built the
+        listeners' factories, and keeps them all (those a reload replaced
+        too) to drain, abort, reconfigure and count.
     """
 
     log = Logger()
@@ -237,19 +149,9 @@ class ProxyService(MultiService):
         self._adjust = adjust
         self.config = config
         self.reactor = reactor
-        self.cache = _cache(config, reactor)
-        self.locator, self.forwarder = _pipeline(config, reactor, self.cache)
+        self.cache = build.cache(config, reactor)
+        self.locator, self.forwarder = build.pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLog] = None
-        # Every factory and listener filter chain built, also those a reload
-        # has replaced, until the service stops: a replaced factory still
-        # serves its open connections (so it takes each new forwarder, is
-        # drained and aborted at shutdown), and its counters (rejected,
-        # dropped) stay in the metrics' sums, which must never go down.
-        # An idle one costs a few objects (its Deadlines loop is stopped).
-        self._http_factories: List[HTTPServerFactory] = []
-        self._stream_factories: List[Any] = []
-        # The listeners' filters (the routes' belong to the forwarder).
-        self._filter_chains: List[FilterChain] = []
         # Shared by every listener: the limits are the process's.
         self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.
@@ -257,13 +159,18 @@ class ProxyService(MultiService):
         if config.admin is not None:
             self.metrics = ProxyMetrics(
                 reactor, status=self.status,
-                connections=lambda: sum(len(f.connections) for f in self._http_factories),
+                connections=lambda: sum(len(f.connections) for f in self.built.http_factories),
                 streams=self._stream_figures, pools=self._pool_sizes)
-        self.factory = self._factory(b"http")
-        self._https_factory: Optional[HTTPServerFactory] = None
+        # Every listener factory and filter chain built, also those a reload
+        # has replaced, until the service stops.  (An idle one costs a few
+        # objects: its Deadlines loop is stopped.)
+        self.built = build.ListenerBuilder(
+            reactor, config, self.forwarder, connections=self.connections,
+            in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
+            on_connection_end=self._connection_ended)
+        self.factory = self.built.plain
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
-        self._tls: Dict[str, Any] = {}
         for listener in config.listeners:
             service = self._listener(listener, config)
             service.setServiceParent(self)
@@ -271,15 +178,9 @@ class ProxyService(MultiService):
         self._flusher: Optional[LoopingCall] = None
         self._log_failing = False
         self.admin_listener: Optional[_ListenerService] = None
-        if config.admin is not None:
-            try:
-                endpoint = serverFromString(reactor, config.admin.endpoint)
-            except Exception as e:
-                raise ConfigError("admin.endpoint",
-                                  _endpoint_problem(config.admin.endpoint, e), config.source)
-            self.admin_listener = _ListenerService(
-                "admin", config.admin.endpoint, endpoint,
-                admin_site(self, config.admin, reactor, self.metrics))
+        admin = build.admin(reactor, config, self, self.metrics)
+        if admin is not None:
+            self.admin_listener = _ListenerService("admin", config.admin.endpoint, *admin)
             self.admin_listener.setServiceParent(self)
 
     def _listener(self, listener: Listener, config: ProxyConfig) -> _ListenerService:
@@ -288,63 +189,8 @@ class ProxyService(MultiService):
 
         @raises ConfigError: for a bad endpoint or TLS settings.
         """
-        try:
-            endpoint = (self._endpoints or {}).get(listener.name)
-            if endpoint is None and listener.protocol == "udp":
-                endpoint = UDPEndpoint(self.reactor, listener.endpoint)
-            elif endpoint is None:
-                endpoint = serverFromString(self.reactor, listener.endpoint)
-        except Exception as e:
-            raise ConfigError(
-                f"listeners.{listener.name}.endpoint",
-                _endpoint_problem(listener.endpoint, e),
-                config.source,
-            )
-        factory = self.factory
-        options: Dict[str, Any] = {}
-        filters = self._listener_filters(listener, config)
-        if filters is not None:
-            options["filters"] = filters
-        if listener.escaped_slashes != KEEP:
-            options["escaped_slashes"] = listener.escaped_slashes
-        # A UDP listener has sessions, not connections (max_sessions); a
-        # tcp listener's own max_connections is the relays' to count.
-        quota = None if listener.protocol == "udp" else self.connections
-        if listener.protocol == "http" and listener.max_connections:
-            # A factory of its own, so that its connections are counted
-            # apart (and within the global count).
-            quota = options["connections"] = Quota(
-                f"client connections on listener {listener.name}",
-                listener.max_connections, self.reactor, parent=self.connections)
-        tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
-        if listener.protocol == "udp":
-            factory = UDPProxy(
-                self.reactor, listener.name, listener.upstream, self.forwarder.groups,
-                config.timeouts, listener.max_sessions, on_end=self._connection_ended,
-                filters=filters)
-            self._stream_factories.append(factory)
-        elif listener.protocol == "tcp":
-            factory = self._relay(listener, config, filters, quota)
-        elif listener.tls is not None:
-            factory = self._terminate_tls(listener, config, options)
-        elif listener.redirect_https:
-            factory = self._factory(b"http", redirect_port=listener.https_port, **options)
-        elif listener.h2c or options:
-            # A factory of its own: its options, filters or connection
-            # count are not the other listeners'.
-            factory = self._factory(b"https" if tls_endpoint else b"http",
-                                    h2c=listener.h2c, **options)
-        elif tls_endpoint:
-            # Backends are told the client came over https.
-            if self._https_factory is None:
-                self._https_factory = self._factory(b"https")
-            factory = self._https_factory
-        if listener.protocol == "http" and listener.sni:
-            factory = self._passthrough(listener, factory, config, filters, quota)
-        if listener.proxy_protocol:
-            factory = ProxyHeaderFactory(
-                factory, TrustedProxies(listener.proxy_protocol).__contains__,
-                self.reactor, config.timeouts.request_head)
+        endpoint = build.endpoint(self.reactor, listener, config, self._endpoints)
+        factory, quota = self.built.factory(listener)
         return _ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
 
     def status(self) -> Dict[str, Any]:
@@ -364,7 +210,7 @@ class ProxyService(MultiService):
         L{ProxyMetrics}'s C{streams}).
         """
         rows: List[Dict[str, Any]] = []
-        for f in self._stream_factories:
+        for f in self.built.stream_factories:
             if isinstance(f, UDPProxy):
                 rows.append({"listener": f.listener, "protocol": "udp", "open": len(f.sessions),
                              "dropped": f.dropped, "refused": f.refused})
@@ -400,77 +246,6 @@ class ProxyService(MultiService):
             raise KeyError(f"no backend {backend!r} in upstream group {group!r}")
         runtime.set_draining(found, draining)
 
-    def _relays(self, listener: Listener, config: ProxyConfig, filters,
-                quota: Optional[Quota]) -> TCPRelayFactory:
-        relays = TCPRelayFactory(
-            self.reactor, listener.name, listener.upstream, self.forwarder.groups,
-            config.timeouts, listener.max_connections, on_end=self._connection_ended,
-            filters=filters, quota=quota)
-        self._stream_factories.append(relays)
-        return relays
-
-    def _relay(self, listener: Listener, config: ProxyConfig, filters,
-               quota: Optional[Quota]):
-        """
-        The factory of a C{tcp} listener: relays (judged by the listener's
-        C{filters}, counted against C{quota}), behind a ClientHello reader
-        when it has passthrough routes.
-        """
-        relays = self._relays(listener, config, filters, quota)
-        if not listener.sni:
-            return relays
-        return SNIFactory(SNIRouter(listener.sni, listener.upstream), relays, None,
-                          config.timeouts.request_head)
-
-    def _passthrough(self, listener: Listener, terminate, config: ProxyConfig, filters,
-                     quota: Optional[Quota]):
-        """
-        The factory of an HTTP listener with TLS and passthrough routes:
-        the names they list are relayed (judged by the connection filters
-        among the listener's C{filters}, counted against C{quota}), the
-        others terminated.
-        """
-        relays = self._relays(listener, config, filters and filters.for_relays(), quota)
-        factory = SNIFactory(SNIRouter(listener.sni), relays, terminate,
-                             config.timeouts.request_head)
-        if listener.name in self._tls:
-            # Certificate reloads reach the terminating factory through it.
-            _, tls, path = self._tls[listener.name]
-            self._tls[listener.name] = (factory, tls, path)
-        return factory
-
-    def _listener_filters(self, listener: Listener, config: ProxyConfig):
-        """
-        The L{FilterChain} of C{listener}'s filters, or C{None}.
-        """
-        try:
-            chain = build_chain(self.reactor, listener.filters,
-                                f"listeners.{listener.name}.filters", connections=True,
-                                stream="" if listener.protocol == "http" else listener.protocol)
-        except ConfigError as e:
-            raise ConfigError(e.path, e.problem, config.source) from None
-        if chain is not None:
-            self._filter_chains.append(chain)
-        return chain
-
-    def _terminate_tls(self, listener: Listener, config: ProxyConfig, options):
-        """
-        The factory of a listener with a C{tls} table: HTTP inside TLS
-        terminated with the listener's certificates.
-        """
-        tls = listener.tls
-        path = f"listeners.{listener.name}.tls"
-        http_factory = self._factory(
-            b"https", hsts=tls.hsts, identity_header=tls.client_subject_header,
-            peer_identity=peer_subject, http2=True, **options,
-        )
-        try:
-            factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
-        except ConfigError as e:
-            raise ConfigError(e.path, e.problem, config.source) from None
-        self._tls[listener.name] = (factory, tls, path)
-        return factory
-
     def reload_certificates(self) -> List[str]:
         """
         Read every TLS listener's certificates again: new handshakes use
@@ -480,7 +255,7 @@ class ProxyService(MultiService):
         @return: One message per listener that kept its old certificates.
         """
         problems = []
-        for name, (factory, tls, path) in self._tls.items():
+        for name, (factory, tls, path) in self.built.tls.items():
             try:
                 factory.reload(tls, path)
             except ConfigError as e:
@@ -492,24 +267,6 @@ class ProxyService(MultiService):
             else:
                 self.log.info("listener {name}: certificates reloaded", name=name)
         return problems
-
-    def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
-        config = self.config
-        options.setdefault("connections", self.connections)
-        factory = HTTPServerFactory(
-            self.reactor,
-            self.forwarder,
-            timeouts=config.timeouts,
-            limits=config.limits,
-            trusted_proxies=config.forwarding.trusted_proxies,
-            via=config.forwarding.via,
-            on_exchange_end=self._exchange_ended,
-            scheme=scheme,
-            in_flight=self.in_flight,
-            **options,
-        )
-        self._http_factories.append(factory)
-        return factory
 
     def _exchange_ended(self, x) -> None:
         if self.metrics is not None:
@@ -552,20 +309,9 @@ class ProxyService(MultiService):
                 path=self.config.access_log.path, error=e.strerror or str(e),
             )
 
-    def _open_access_log(self, config: ProxyConfig) -> AccessLog:
-        path = config.access_log.path
-        try:
-            if path == "stdout":
-                stream = os.fdopen(os.dup(1), "ab", buffering=65536)
-            else:
-                stream = open(path, "ab", buffering=65536)
-        except OSError as e:
-            raise ConfigError("access_log.path", f"cannot open {path!r}: {e.strerror}", config.source)
-        return AccessLog(stream, config.access_log.format, self.reactor)
-
     def startService(self) -> None:
         if self.config.access_log.path:
-            self.access_log = self._open_access_log(self.config)
+            self.access_log = build.open_access_log(self.config, self.reactor)
         super().startService()
         self._start_groups(self.forwarder)
         if self.access_log is not None:
@@ -610,9 +356,9 @@ class ProxyService(MultiService):
             check_reloadable(self.config, new, ("admin", "workers", "cache") + (
                 ("listeners",) if self._endpoints else ()))
             # The store (and what it holds) outlives reloads.
-            cache = self.cache if self.cache is not None else _cache(new, self.reactor)
-            locator, forwarder = _pipeline(new, self.reactor, cache)
-            retire = self._change_listeners(new)
+            cache = self.cache if self.cache is not None else build.cache(new, self.reactor)
+            locator, forwarder = build.pipeline(new, self.reactor, cache)
+            retire = self._change_listeners(new, forwarder)
         except ConfigError as e:
             self.log.error("configuration reload refused, the running one stays: {problem}",
                            problem=str(e))
@@ -624,7 +370,7 @@ class ProxyService(MultiService):
         old_forwarder, old_locator = self.forwarder, self.locator
         self.forwarder, self.locator, self.config = forwarder, locator, new
         self.cache = cache
-        for factory in self._http_factories + self._stream_factories:
+        for factory in self.built.http_factories + self.built.stream_factories:
             factory.configure(new, forwarder)
         budget = file_budget()
         self.connections.set_limit(new.limits.max_connections or budget)
@@ -640,7 +386,7 @@ class ProxyService(MultiService):
         self.log.info("configuration reloaded from {source}", source=source)
         return []
 
-    def _change_listeners(self, new: ProxyConfig) -> Callable[[], None]:
+    def _change_listeners(self, new: ProxyConfig, forwarder: Forwarder) -> Callable[[], None]:
         """
         Start the listeners that C{new} adds or whose endpoint it changes;
         a listener whose endpoint stays keeps its socket and takes its new
@@ -652,9 +398,8 @@ class ProxyService(MultiService):
             then nothing has changed.
         """
         running = {listener.name: listener for listener in self.config.listeners}
-        factories, streams = list(self._http_factories), list(self._stream_factories)
-        chains = list(self._filter_chains)
-        tls, https = dict(self._tls), self._https_factory
+        undo = self.built.saved()
+        self.built.use(new, forwarder)
         started: List[_ListenerService] = []
         swaps: List[Tuple[_ListenerService, _ListenerService]] = []
         try:
@@ -677,10 +422,7 @@ class ProxyService(MultiService):
         except ConfigError:
             for service in started:
                 service.disownServiceParent()
-            self._http_factories[:] = factories
-            self._stream_factories[:] = streams
-            self._filter_chains[:] = chains
-            self._tls, self._https_factory = tls, https
+            undo()
             raise
         wanted = {listener.name for listener in new.listeners}
         moved = {service.listener for service in started}
@@ -734,7 +476,7 @@ class ProxyService(MultiService):
         """
         stopped = super().stopService()
         drained = gatherResults(
-            [f.drain() for f in self._http_factories + self._stream_factories])
+            [f.drain() for f in self.built.http_factories + self.built.stream_factories])
         deadline = self.reactor.callLater(self.config.shutdown.drain, self.stop_now)
 
         def finish(result):
@@ -749,12 +491,12 @@ class ProxyService(MultiService):
         """
         End the graceful shutdown at once: cut every client connection.
         """
-        for factory in self._http_factories + self._stream_factories:
+        for factory in self.built.http_factories + self.built.stream_factories:
             factory.abort_all()
 
     def _close_all(self) -> None:
         self.forwarder.close()
-        for chain in self._filter_chains:
+        for chain in self.built.filter_chains:
             chain.close()
         if self.cache is not None:
             self.cache.store.close()
@@ -777,7 +519,7 @@ class ProxyService(MultiService):
             return
         old = self.access_log
         try:
-            self.access_log = self._open_access_log(self.config)
+            self.access_log = build.open_access_log(self.config, self.reactor)
         except ConfigError as e:
             self.log.error("cannot reopen the access log: {problem}", problem=e.problem)
             return

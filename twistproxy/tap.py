@@ -29,7 +29,7 @@ from twisted.application.service import Service
 from twisted.python import usage
 
 from twistproxy.config import ConfigError, ProxyConfig, load, quick_config, workers_count
-from twistproxy.service import validate
+from twistproxy.build import validate
 
 DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
 

@@ -79,12 +79,12 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from twistproxy import build
 from twistproxy.accesslog import rotate
-from twistproxy.admin import admin_site
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
 from twistproxy.quiet import QuietPool
-from twistproxy.service import ProxyService, _ListenerService, check_reloadable, validate
+from twistproxy.service import ProxyService, _ListenerService, check_reloadable
 from twistproxy.tap import Options, Signals
 
 # Endpoint types whose sockets the master can bind (or has from systemd) and
@@ -363,12 +363,9 @@ class Master(MultiService):
         self._rotation = LoopingCall(self._rotate_access_log)
         self._rotation.clock = reactor
         self.listeners: Dict[str, _SharedListener] = {}
-        if config.admin is not None:
-            _ListenerService(
-                "admin", config.admin.endpoint,
-                serverFromString(reactor, config.admin.endpoint),
-                admin_site(self, config.admin, reactor, self),
-            ).setServiceParent(self)
+        admin = build.admin(reactor, config, self, self)
+        if admin is not None:
+            _ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
 
     # -- starting and keeping workers ---------------------------------------
 
@@ -517,7 +514,7 @@ class Master(MultiService):
                 new = replace(load(self.config.source), workers=self.config.workers)
                 check_reloadable(self.config, new)
                 check_shareable(new)
-                validate(new)
+                build.validate(new)
                 if new.listeners != self.config.listeners:
                     return self._replace_workers(new)
                 self._write_config(new)

@@ -8,18 +8,17 @@ head the backend will receive, and submits the exchange to that backend's
 connection pool.  It answers 404 itself when no route matches and 503 when
 the balancer has no backend to offer.
 
-It is built from configuration value objects, or from plain constructor
-calls when embedding (see L{make_group} and L{RouteRuntime}).
+It is built from configuration value objects by L{twistproxy.build}, or
+from plain constructor calls when embedding (see
+L{twistproxy.build.make_group} and L{RouteRuntime}).
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
-from twistproxy.tls import client_creator
-from twistproxy.config import ConfigError, Route, Timeouts, UpstreamGroup
+from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
-from twistproxy.http.client import UpstreamPool
 from twistproxy.http.exchange import Exchange
 from twistproxy.filters.chain import build_chain
 from twistproxy.routing import Router
@@ -77,36 +76,6 @@ def _compile(rules, path: str) -> H.CompiledRules:
         return H.CompiledRules(rules)
     except ValueError as e:
         raise ConfigError(path, str(e)) from None
-
-
-class _NoPool:
-    def close(self) -> None:
-        pass
-
-
-_NO_POOL = _NoPool()
-
-
-def make_group(reactor, config: UpstreamGroup, timeouts: Timeouts,
-               **options) -> UpstreamGroupRuntime:
-    """
-    An upstream group whose backends get HTTP/1.1 connection pools.
-
-    @param options: C{locality} and C{locator}, passed to the group.
-    """
-    def make_pool(backend: Backend) -> UpstreamPool:
-        if config.kind != "http":
-            # Relayed TCP connections and UDP sessions are not pooled.
-            return _NO_POOL
-        tls = None
-        if backend.scheme == "https":
-            tls = client_creator(config.tls, backend.host, f"upstreams.{config.name}.tls")
-        return UpstreamPool(
-            reactor, backend, timeouts, config.max_connections, config.max_idle,
-            config.max_pending, tls, config.proxy_protocol,
-        )
-
-    return UpstreamGroupRuntime(config, make_pool, reactor=reactor, **options)
 
 
 class Forwarder:

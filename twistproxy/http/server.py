@@ -31,7 +31,8 @@ requests served on one connection by C{limits.max_requests_per_connection}.
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
@@ -742,30 +743,62 @@ class _Refused(Refused):
         factory.exchange_ended(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """
+    What one listener's L{HTTPServerFactory} is set to, built from the
+    configuration by L{twistproxy.build}.
+
+    @ivar timeouts: The L{Timeouts} of every wait.
+    @ivar limits: The L{Limits} on heads, bodies, connections and requests.
+    @ivar trusted_proxies: The networks whose C{Forwarded} fields are
+        believed, as configuration strings.
+    @ivar via: The proxy's name in C{Via}.
+    @ivar scheme: How clients reach this listener, C{b'http'} or
+        C{b'https'}, as told to backends in C{X-Forwarded-Proto}.
+    @ivar redirect_port: When set, every request is answered with a 308
+        redirect to https on this port instead of being forwarded.
+    @ivar hsts: The C{max-age} of the C{Strict-Transport-Security} field
+        added to responses, or C{0} for none.
+    @ivar identity_header: The request field carrying the verified TLS
+        client subject to backends (stripped from what clients send), or
+        C{None}.
+    @ivar http2: Whether clients may choose HTTP/2 by ALPN (TLS listeners).
+    @ivar h2c: Whether a plain connection opening with the HTTP/2 preface
+        speaks HTTP/2 (prior knowledge).
+    @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
+        one of L{twistproxy.config.ESCAPED_SLASHES}.
+    """
+
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    trusted_proxies: Tuple[str, ...] = ()
+    via: str = "twistproxy"
+    scheme: bytes = b"http"
+    redirect_port: Optional[int] = None
+    hsts: int = 0
+    identity_header: Optional[str] = None
+    http2: bool = False
+    h2c: bool = False
+    escaped_slashes: str = KEEP
+
+
 class HTTPServerFactory(Factory):
     """
     Builds L{HTTPServerProtocol}s for one listener.
+
+    Its L{ServerSettings} are unpacked into attributes of the same names,
+    which the protocols read (so a new setting needs no line here): C{hsts}
+    as the field to add, C{identity_header} and C{via} as bytes,
+    C{trusted_proxies} as a L{TrustedProxies
+    <twistproxy.http.headers.TrustedProxies>}.
 
     @ivar forwarder: Decides where each request goes; has
         C{forward(exchange)} and C{cancel(exchange)}.
     @ivar on_exchange_end: Called with each finished L{Exchange} (the access
         log), or C{None}.
-    @ivar scheme: How clients reach this listener, C{b'http'} or
-        C{b'https'}, as told to backends in C{X-Forwarded-Proto}.
-    @ivar redirect_port: When set, every request is answered with a 308
-        redirect to https on this port instead of being forwarded.
-    @ivar hsts: The C{Strict-Transport-Security} field added to responses,
-        or C{None}.
-    @ivar http2: Whether clients may choose HTTP/2 by ALPN (TLS listeners).
-    @ivar h2c: Whether a plain connection opening with the HTTP/2 preface
-        speaks HTTP/2 (prior knowledge).
-    @ivar identity_header: The request field carrying the verified TLS
-        client subject to backends (stripped from what clients send), or
-        C{None}; C{peer_identity(transport)} finds the subject.
     @ivar filters: The listener's L{FilterChain
         <twistproxy.filters.FilterChain>}, or C{None}.
-    @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
-        one of L{twistproxy.config.ESCAPED_SLASHES}.
     """
 
     protocol = HTTPServerProtocol
@@ -776,28 +809,35 @@ class HTTPServerFactory(Factory):
         self,
         reactor: IReactorTime,
         forwarder,
-        timeouts: Timeouts = Timeouts(),
-        limits: Limits = Limits(),
-        trusted_proxies=(),
-        via: str = "twistproxy",
+        settings: ServerSettings = ServerSettings(),
         on_exchange_end=None,
-        scheme: bytes = b"http",
-        redirect_port: Optional[int] = None,
-        hsts: int = 0,
-        identity_header: Optional[str] = None,
         peer_identity=None,
-        http2: bool = False,
-        h2c: bool = False,
         filters=None,
         connections: Optional[Quota] = None,
         in_flight: Optional[Quota] = None,
-        escaped_slashes: str = KEEP,
     ):
+        """
+        @param peer_identity: Finds the verified TLS client subject of a
+            transport, for C{settings.identity_header}.
+        @param connections: The quota of this listener's connections; by
+            default one of C{settings.limits}.
+        @param in_flight: The quota of requests in flight; by default one of
+            C{settings.limits}.
+        """
         self.reactor = reactor
-        self.escaped_slashes = escaped_slashes
+        for field in dataclasses.fields(settings):
+            setattr(self, field.name, getattr(settings, field.name))
+        # What the protocols read, in the form they use it.
+        self.hsts = (
+            (b"Strict-Transport-Security", b"max-age=%d" % settings.hsts) if settings.hsts
+            else None)
+        identity = settings.identity_header
+        self.identity_header = identity.encode("ascii") if identity else None
+        self.trusted_proxies = H.TrustedProxies(settings.trusted_proxies)
+        self.via = settings.via.encode("ascii")
         self.filters = filters
         if connections is None or in_flight is None:
-            own = quotas(limits, reactor)
+            own = quotas(settings.limits, reactor)
             connections = connections or own[0]
             in_flight = in_flight or own[1]
         self.quota = connections
@@ -805,19 +845,9 @@ class HTTPServerFactory(Factory):
         self.connections: set = set()
         self.draining = False
         self._emptied = Emptied(self.connections)
-        self.http2 = http2
-        self.h2c = h2c
-        self.redirect_port = redirect_port
-        self.hsts = (b"Strict-Transport-Security", b"max-age=%d" % hsts) if hsts else None
-        self.identity_header = identity_header.encode("ascii") if identity_header else None
         self.peer_identity = peer_identity
         self.deadlines = Deadlines(reactor)
-        self.scheme = scheme
         self.forwarder = forwarder
-        self.timeouts = timeouts
-        self.limits = limits
-        self.trusted_proxies = H.TrustedProxies(trusted_proxies)
-        self.via = via.encode("ascii")
         self._on_exchange_end = on_exchange_end
 
     def buildProtocol(self, addr):
