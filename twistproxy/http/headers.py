@@ -475,6 +475,7 @@ def own_head(status: int, reason: bytes, headers: list,
     head.headers = headers
     head.content_length = length
     head.chunked = False
+    head.codings = ()
     head.keep_alive = True
     head.connection = frozenset()
     return head
