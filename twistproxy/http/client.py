@@ -365,6 +365,8 @@ class UpstreamProtocol(Waiting, Protocol):
                     return
                 # Written now, so that a slow client pauses the decoding.
                 sink.flush()
+                if self.x is not x:
+                    return
             if chunks is not None and chunks.done:
                 if not coding.complete:
                     raise ParseError(502, "bad_coding")
