@@ -489,7 +489,12 @@ def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
     """
     edited = ResponseHead()
     for name in ResponseHead.__slots__:
-        setattr(edited, name, getattr(resp, name))
+        try:
+            setattr(edited, name, getattr(resp, name))
+        except AttributeError:
+            # Unset in a head made by hand (C{codings}, which only the
+            # upstream codec reads), and so in its copy.
+            pass
     edited.headers = fields
     return edited
 
