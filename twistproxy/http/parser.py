@@ -317,7 +317,8 @@ def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
     How a request's body is delimited, from its Transfer-Encoding and
     Content-Length values: C{(chunked, content_length)}.  Only a single
     C{chunked} coding, never together with a length, never in HTTP/1.0
-    (RFC 9112 6.1, 6.3: the recipient may refuse, and a proxy must).
+    (RFC 9112 6.1 and 6.3 allow refusing the rest, and the proxy does: a
+    backend could read a request the proxy read generously otherwise).
     Codings that are otherwise valid but include another one before
     C{chunked} are 501.
     """
