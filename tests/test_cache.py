@@ -1799,3 +1799,48 @@ class FiltersAndCacheTests(CacheHarness):
         got = client.received()
         self.assertTrue(got.startswith(b"HTTP/1.1 403 "), got)
         self.assertNotIn(b"secret", got)
+
+
+class TransferCodingTests(CacheHarness):
+    """
+    A response with Transfer-Encoding, coded or with faulty framing, is
+    stored as its content and served from the cache without it.
+    """
+
+    def assert_stored_as(self, origin: bytes, content: bytes) -> None:
+        first = self.get(origin=origin)
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 "), first)
+        self.assertEqual(_dechunk(body_of(first)), content)
+        self.assertIn(b"stored", field(first, b"Cache-Status"))
+        hit = self.stored()
+        self.assertTrue(field(hit, b"Cache-Status").startswith(b"twistproxy; hit"))
+        self.assertIsNone(field(hit, b"Transfer-Encoding"))
+        self.assertEqual(field(hit, b"Content-Length"), b"%d" % len(content))
+        self.assertEqual(body_of(hit), content)
+
+    def test_gzip_chunked_stored(self):
+        """
+        C{Transfer-Encoding: gzip, chunked} is stored decoded, and the hit
+        is the content with a Content-Length.
+        """
+        import zlib
+
+        content = b"coded content " * 40
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        coded = z.compress(content) + z.flush()
+        self.assert_stored_as(
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (len(coded), coded),
+            content)
+
+    def test_faulty_framing_stored(self):
+        """
+        An HTTP/1.0 response with Transfer-Encoding and a Content-Length
+        that does not match is read as chunked, stored, and served with
+        the length of what it held, not the one it claimed.
+        """
+        self.assert_stored_as(
+            b"HTTP/1.0 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            b"hello world")

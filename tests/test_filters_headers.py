@@ -270,7 +270,7 @@ class ProxyAnswerTests(SynchronousTestCase):
         self.assertClean(self.answer(GET, lambda p: p.refuse_backend()), 502)
         self.assertClean(self.answer(GET, lambda p: p.accept_backend().send(
             b"HTTP/1.1 200 OK\r\nServer: Apache/2.4.1\r\nContent-Length: 1\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")), 502)
+            b"Content-Length: 2\r\n\r\n")), 502)
 
         def slow(proxy):
             proxy.accept_backend()

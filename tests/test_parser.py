@@ -8,13 +8,16 @@ status is what the client sees and the reason is what the access log says.
 
 from __future__ import annotations
 
+import zlib
 from typing import List, Optional, Sequence, Tuple, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.http.parser import (
+    DECODED_PIECE,
     MAX_CHUNK_LINE,
     ChunkedDecoder,
+    CodingDecoder,
     ParseError,
     RequestHead,
     ResponseHead,
@@ -960,23 +963,18 @@ class ResponseTests(_ParserAssertions, SynchronousTestCase):
 
     def test_bad_framing(self):
         """
-        Content-Length with Transfer-Encoding, any Transfer-Encoding other
-        than exactly one C{chunked}, Transfer-Encoding in HTTP/1.0, and a
-        malformed or ambiguous Content-Length are 502.
+        A Transfer-Encoding with C{chunked} other than last or with a
+        coding the proxy cannot decode, and a malformed or ambiguous
+        Content-Length are 502.  (Transfer-Encoding beside Content-Length,
+        in HTTP/1.0, or with C{gzip} is read: L{ResponseCodingTests}.)
         """
         for head, reason in [
-            (_response(b"Content-Length: 3", b"Transfer-Encoding: chunked"), "length_and_chunked"),
-            (_response(b"Transfer-Encoding: chunked", b"Content-Length: 3"), "length_and_chunked"),
-            (_response(b"Transfer-Encoding: gzip, chunked"), "bad_transfer_encoding"),
             (_response(b"Transfer-Encoding: chunked, chunked"), "bad_transfer_encoding"),
             (_response(b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"),
              "bad_transfer_encoding"),
-            (_response(b"Transfer-Encoding: gzip"), "bad_transfer_encoding"),
             (_response(b"Transfer-Encoding: identity"), "bad_transfer_encoding"),
             (_response(b"Transfer-Encoding: xchunked"), "bad_transfer_encoding"),
             (_response(b"Transfer-Encoding:"), "bad_transfer_encoding"),
-            (_response(b"Transfer-Encoding: chunked", line=b"HTTP/1.0 200 OK"),
-             "bad_transfer_encoding"),
             (_response(b"Content-Length: +5"), "bad_content_length"),
             (_response(b"Content-Length: 5", b"Content-Length: 6"), "bad_content_length"),
             (_response(b"Content-Length: 5, 6"), "bad_content_length"),
@@ -1497,3 +1495,202 @@ class RequestPathTests(SynchronousTestCase):
         for line in (b"GET //example.com/x HTTP/1.1", b"GET /\\example.com/x HTTP/1.1"):
             req = parse_request_head(_request(b"Host: a", line=line))
             self.assertEqual(req.target, b"/example.com/x", line)
+
+
+def _gzip(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
+def _decode_all(decoder: CodingDecoder, pieces) -> bytes:
+    out = []
+    for piece in pieces:
+        decoder.feed(piece)
+        while True:
+            data = decoder.read()
+            if data is None:
+                break
+            out.append(data)
+    return b"".join(out)
+
+
+class ResponseCodingTests(_ParserAssertions, SynchronousTestCase):
+    """
+    A response's Transfer-Encoding is read as RFC 9112 6.1 and 6.3 allow a
+    careful recipient, with requests held as strictly as before.
+    """
+
+    def test_decodable_codings(self):
+        """
+        C{gzip}, C{x-gzip} and C{deflate} before a final C{chunked} are
+        codings to undo, in the order the server applied them, on a
+        chunked body and a connection that can be reused.
+        """
+        for value, codings in [
+            (b"gzip, chunked", (b"gzip",)),
+            (b"X-Gzip,chunked", (b"x-gzip",)),
+            (b"deflate, chunked", (b"deflate",)),
+            (b"deflate, gzip, chunked", (b"deflate", b"gzip")),
+        ]:
+            with self.subTest(value=value):
+                resp = parse_response_head(_response(b"Transfer-Encoding: " + value))
+                self.assertEqual(
+                    (resp.chunked, resp.codings, resp.content_length, resp.keep_alive),
+                    (True, codings, None, True))
+
+    def test_plain_framing_has_no_codings(self):
+        """
+        Chunked, Content-Length and close-delimited responses have nothing
+        to undo.
+        """
+        for fields in [(b"Transfer-Encoding: chunked",), (b"Content-Length: 3",), ()]:
+            self.assertEqual(parse_response_head(_response(*fields)).codings, (), fields)
+
+    def test_last_coding_not_chunked(self):
+        """
+        A last coding other than C{chunked} (RFC 9112 6.3 rule 4): the body
+        runs until the server closes, so the connection is never reused.
+        """
+        resp = parse_response_head(_response(b"Transfer-Encoding: gzip"))
+        self.assertEqual((resp.chunked, resp.codings, resp.content_length, resp.keep_alive),
+                         (False, (b"gzip",), None, False))
+
+    def test_faulty_framing_read_once(self):
+        """
+        Transfer-Encoding beside Content-Length, or in an HTTP/1.0
+        response (keep-alive or not), is read as the codings say with the
+        length ignored, and the connection is not reused.
+        """
+        for fields, line, codings in [
+            ((b"Content-Length: 3", b"Transfer-Encoding: chunked"), b"HTTP/1.1 200 OK", ()),
+            ((b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3"), b"HTTP/1.1 200 OK",
+             (b"gzip",)),
+            ((b"Transfer-Encoding: chunked", b"Connection: keep-alive"), b"HTTP/1.0 200 OK", ()),
+            ((b"Transfer-Encoding: chunked", b"Content-Length: x"), b"HTTP/1.0 200 OK", ()),
+        ]:
+            with self.subTest(fields=fields, line=line):
+                resp = parse_response_head(_response(*fields, line=line))
+                self.assertEqual(
+                    (resp.chunked, resp.codings, resp.content_length, resp.keep_alive),
+                    (True, codings, None, False))
+
+    def test_refused_codings(self):
+        """
+        An unknown coding (which could not be undone, even close-delimited),
+        C{chunked} before another coding, and more than two codings to undo
+        are 502 C{bad_transfer_encoding}.
+        """
+        for value in [b"foo", b"foo, chunked", b"compress, chunked", b"identity, chunked",
+                      b"chunked, gzip", b"gzip, chunked, gzip, chunked",
+                      b"gzip, gzip, gzip, chunked", b"gzip,, chunked"]:
+            with self.subTest(value=value):
+                self.assertResponseRejected(
+                    _response(b"Transfer-Encoding: " + value), "bad_transfer_encoding")
+
+    def test_requests_unchanged(self):
+        """
+        Requests get none of that latitude: what a response may carry is
+        still refused in a request.
+        """
+        for fields, line, status, reason in [
+            ((b"Transfer-Encoding: gzip, chunked",), b"POST / HTTP/1.1", 501,
+             "unsupported_transfer_encoding"),
+            ((b"Transfer-Encoding: gzip",), b"POST / HTTP/1.1", 400, "bad_transfer_encoding"),
+            ((b"Transfer-Encoding: chunked",), b"POST / HTTP/1.0", 400, "bad_transfer_encoding"),
+            ((b"Transfer-Encoding: chunked", b"Content-Length: 3"), b"POST / HTTP/1.1", 400,
+             "length_and_chunked"),
+        ]:
+            with self.subTest(fields=fields, line=line):
+                self.assertRequestRejected(_request(b"Host: a", *fields, line=line),
+                                           status, reason)
+
+
+class CodingDecoderTests(SynchronousTestCase):
+    """
+    L{CodingDecoder} undoes gzip and deflate codings incrementally, in
+    bounded pieces.
+    """
+
+    def test_gzip_any_split(self):
+        """
+        A gzip body decodes to its content however it is split.
+        """
+        content = b"".join(b"line %d\n" % i for i in range(5000))
+        coded = _gzip(content)
+        for size in (1, 7, 1000, len(coded)):
+            with self.subTest(size=size):
+                decoder = CodingDecoder((b"gzip",))
+                pieces = [coded[i:i + size] for i in range(0, len(coded), size)]
+                self.assertEqual(_decode_all(decoder, pieces), content)
+                self.assertTrue(decoder.complete)
+
+    def test_deflate_and_nested(self):
+        """
+        C{deflate} is the zlib format; nested codings are undone last
+        applied first.
+        """
+        content = b"hello " * 100
+        decoder = CodingDecoder((b"deflate",))
+        self.assertEqual(_decode_all(decoder, [zlib.compress(content)]), content)
+        self.assertTrue(decoder.complete)
+        decoder = CodingDecoder((b"deflate", b"x-gzip"))
+        self.assertEqual(_decode_all(decoder, [_gzip(zlib.compress(content))]), content)
+        self.assertTrue(decoder.complete)
+
+    def test_gzip_members(self):
+        """
+        Concatenated gzip members are one body (RFC 1952 2.2).
+        """
+        decoder = CodingDecoder((b"gzip",))
+        self.assertEqual(_decode_all(decoder, [_gzip(b"one "), _gzip(b"two")]), b"one two")
+        self.assertTrue(decoder.complete)
+
+    def test_truncated(self):
+        """
+        A coded body that stops before its stream ends is not complete;
+        an empty one is taken for empty content.
+        """
+        decoder = CodingDecoder((b"gzip",))
+        coded = _gzip(b"x" * 1000)
+        _decode_all(decoder, [coded[:-4]])
+        self.assertFalse(decoder.complete)
+        self.assertTrue(CodingDecoder((b"gzip",)).complete)
+
+    def test_bad_data(self):
+        """
+        Bytes that are not what the coding says, and anything after the
+        end of a deflate stream, are C{bad_coding}.
+        """
+        for codings, coded in [
+            ((b"gzip",), b"not gzip at all"),
+            ((b"deflate",), _gzip(b"x")),
+            ((b"deflate",), zlib.compress(b"x") + b"more"),
+        ]:
+            with self.subTest(coded=coded):
+                e = self.assertRaises(ParseError, _decode_all, CodingDecoder(codings), [coded])
+                self.assertEqual((e.status, e.reason), (502, "bad_coding"))
+
+    def test_bomb_in_bounded_pieces(self):
+        """
+        A body that expands a thousandfold, twice nested, comes out in
+        pieces of at most L{DECODED_PIECE} bytes, each decoded when it is
+        read, never all at once.
+        """
+        content_size = 64 * 1024 * 1024
+        z = zlib.compressobj(9)
+        inner = b"".join(z.compress(b"\0" * (1 << 20)) for _ in range(64)) + z.flush()
+        coded = _gzip(inner)
+        self.assertLess(len(coded), 2048)
+        decoder = CodingDecoder((b"deflate", b"gzip"))
+        decoder.feed(coded)
+        first = decoder.read()
+        self.assertLessEqual(len(first), DECODED_PIECE)
+        total = len(first)
+        while True:
+            data = decoder.read()
+            if data is None:
+                break
+            self.assertLessEqual(len(data), DECODED_PIECE)
+            total += len(data)
+        self.assertEqual(total, content_size)
+        self.assertTrue(decoder.complete)

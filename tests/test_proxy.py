@@ -5,6 +5,8 @@ codec and pool), byte by byte on in-memory transports and a fake clock.
 
 from __future__ import annotations
 
+import zlib
+
 from twisted.internet.error import TimeoutError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -20,6 +22,7 @@ from twistproxy.config import (
     Timeouts,
     UpstreamGroup,
 )
+from twistproxy.http.parser import DECODED_PIECE, ChunkedDecoder
 from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryProxy
 
@@ -567,16 +570,24 @@ class FailureTests(SynchronousTestCase):
         self.proxy.accept_backend().send(b"SSH-2.0-OpenSSH\r\n\r\n")
         self.assertAnswer(502, "upstream_bad_status_line")
 
-    def test_ambiguous_response_502(self):
+    def test_length_beside_transfer_encoding(self):
         """
-        A response with both Content-Length and Transfer-Encoding is not
-        forwarded.
+        A response with both Content-Length and Transfer-Encoding is read
+        as chunked, its Content-Length ignored (RFC 9112 6.3 rule 3), and
+        its backend connection is closed afterwards, never reused.
         """
         self.client.send(GET)
-        self.proxy.accept_backend().send(
+        backend = self.proxy.accept_backend()
+        backend.send(
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n"
         )
-        self.assertAnswer(502, "upstream_length_and_chunked")
+        got = self.client.received()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got)
+        self.assertNotIn(b"Content-Length: 3", got)
+        self.assertTrue(got.endswith(b"5\r\nhello\r\n0\r\n\r\n"))
+        self.assertTrue(backend.closed)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "")
 
     def test_truncated_response_cut(self):
         """
@@ -1042,3 +1053,166 @@ class EdgeStrictnessTests(SynchronousTestCase):
         self.assertTrue(client.received().startswith(b"HTTP/1.1 400 "))
         self.assertEqual(proxy.exchanges[-1].reason, "empty_host")
         self.assertEqual(proxy.backend_attempts(), [])
+
+
+def _gzip(data: bytes) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
+def _chunks(data: bytes, size: int = 100) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + size]), data[i:i + size])
+                    for i in range(0, len(data), size)) + b"0\r\n\r\n"
+
+
+class CodedResponseTests(SynchronousTestCase):
+    """
+    A response with a transfer coding other than C{chunked}, or with a
+    Transfer-Encoding RFC 9112 calls faulty framing, is decoded and passed
+    on as its content, never with its Transfer-Encoding.
+    """
+
+    def setUp(self):
+        self.proxy = MemoryProxy(_config())
+        self.client = self.proxy.connect_client()
+
+    def respond(self, head: bytes, body: bytes, close: bool = False):
+        self.client.send(GET)
+        backend = self.proxy.accept_backend()
+        backend.send(head + b"\r\n\r\n" + body)
+        if close:
+            backend.close()
+        return backend, self.client.received()
+
+    def assertContent(self, got: bytes, content: bytes) -> None:
+        head, body = got.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
+        self.assertNotIn(b"gzip", head.lower())
+        self.assertNotIn(b"deflate", head.lower())
+        self.assertEqual(_unchunk(body), content)
+
+    def test_gzip_chunked(self):
+        """
+        C{gzip, chunked} is de-chunked and un-gzipped, sent to the client
+        chunked, and the backend connection is reused.
+        """
+        content = b"x" * 5000 + b"end"
+        backend, got = self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked",
+                                    _chunks(_gzip(content), 7))
+        self.assertContent(got, content)
+        self.assertFalse(backend.closed)
+        self.client.send(GET)
+        self.assertEqual(self.proxy.backend_attempts(), [])
+        self.assertIn(b"GET /a", backend.received())
+
+    def test_deflate_chunked_http10_client(self):
+        """
+        C{deflate, chunked} to an HTTP/1.0 client: the content, close
+        delimited, without Transfer-Encoding.
+        """
+        self.client.send(b"GET / HTTP/1.0\r\n\r\n")
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: deflate, chunked\r\n\r\n"
+                     + _chunks(zlib.compress(b"hello deflate")))
+        got = self.client.received()
+        self.assertNotIn(b"Transfer-Encoding", got)
+        self.assertTrue(got.endswith(b"\r\n\r\nhello deflate"))
+        self.assertTrue(self.client.closed)
+
+    def test_gzip_until_close(self):
+        """
+        C{gzip} as the last coding: the body runs until the backend closes
+        (RFC 9112 6.3 rule 4) and is decoded.
+        """
+        content = b"close delimited " * 300
+        _, got = self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip",
+                              _gzip(content), close=True)
+        self.assertContent(got, content)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "")
+        self.assertFalse(self.client.closed)
+
+    def test_gzip_until_close_truncated(self):
+        """
+        A close-delimited gzip body that stops before its gzip stream ends
+        is C{upstream_truncated}: the client connection is cut.
+        """
+        coded = _gzip(b"y" * 1000)
+        self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip", coded[:-3], close=True)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_truncated")
+        self.assertTrue(self.client.closed)
+
+    def test_http10_chunked(self):
+        """
+        An HTTP/1.0 response with C{Transfer-Encoding: chunked} is faulty
+        framing (RFC 9112 6.1): it is read as chunked and its connection
+        closed afterwards, even if it asked for keep-alive.
+        """
+        backend, got = self.respond(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked",
+            b"5\r\nhello\r\n0\r\n\r\n")
+        self.assertTrue(got.endswith(b"5\r\nhello\r\n0\r\n\r\n"))
+        self.assertTrue(backend.closed)
+        self.assertFalse(self.client.closed)
+
+    def test_bad_coding(self):
+        """
+        A chunked body that is not what its coding says is cut with
+        C{upstream_bad_coding}; a coding that is not understood is 502
+        C{upstream_bad_transfer_encoding}.
+        """
+        self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked",
+                     _chunks(b"not gzip at all"))
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_bad_coding")
+        self.assertTrue(self.client.closed)
+        client = self.client = self.proxy.connect_client()
+        _, got = self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: foo", b"foo")
+        self.assertTrue(got.startswith(b"HTTP/1.1 502 "), got)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_bad_transfer_encoding")
+        self.assertFalse(client.closed)
+
+    def test_unfinished_coding_at_last_chunk(self):
+        """
+        A chunked body whose coded stream has not ended at the last chunk
+        is C{upstream_bad_coding}.
+        """
+        coded = _gzip(b"z" * 1000)
+        self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked",
+                     _chunks(coded[:-3]))
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_bad_coding")
+
+    def test_decoding_waits_for_a_slow_client(self):
+        """
+        A body that expands a thousandfold is decoded no faster than the
+        client reads: while the client's buffer is full, nothing more is
+        decoded; each time it drains, one piece more.
+        """
+        content_size = 4 * 1024 * 1024
+        transport = self.client.transport
+        write = transport.write
+
+        def write_and_fill(data):
+            write(data)
+            transport.producer.pauseProducing()
+
+        transport.write = write_and_fill
+        self.client.send(GET)
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                     + _chunks(_gzip(b"\0" * content_size), 1000))
+        got = [self.client.received()]
+        for _ in range(2 * content_size // DECODED_PIECE):
+            self.assertLess(len(got[-1]), DECODED_PIECE + 1000)
+            if got[-1].endswith(b"0\r\n\r\n"):
+                break
+            transport.producer.resumeProducing()
+            got.append(self.client.received())
+        self.assertGreater(len(got), content_size // DECODED_PIECE)
+        self.assertEqual(len(_unchunk(b"".join(got).split(b"\r\n\r\n", 1)[1])), content_size)
+
+
+def _unchunk(body: bytes) -> bytes:
+    decoder = ChunkedDecoder()
+    pieces, rest = decoder.feed(body)
+    assert rest == b"", rest
+    return b"".join(pieces)

@@ -19,6 +19,11 @@ Two races are handled:
   - the slow client: L{UpstreamProtocol.pause_reading} stops reading from
     the backend while the client cannot take more, so a large response
     never piles up in the proxy's memory.
+
+A response with a transfer coding other than C{chunked} (C{gzip, chunked},
+or C{gzip} until the backend closes) is decoded here, a bounded piece at a
+time and only while the client takes the pieces, and passed on as its
+content: the client and the cache never see the coding.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
+    CodingDecoder,
     ParseError,
     parse_response_head,
     response_has_body,
@@ -48,8 +54,9 @@ MAX_RESPONSE_HEAD = 131072
 
 # Connection states.
 _IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
-# Response body framing.
-_LENGTH, _CHUNKED, _UNTIL_CLOSE = range(3)
+# Response body framing; _CODED: with codings to undo, chunked (when there
+# is a chunk decoder) or until the backend closes.
+_LENGTH, _CHUNKED, _UNTIL_CLOSE, _CODED = range(4)
 # What the timer waits for.
 _T_NONE, _T_IDLE, _T_RESPONSE = range(3)
 
@@ -72,6 +79,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._framing = _LENGTH
         self._remaining = 0
         self._decoder: Optional[ChunkedDecoder] = None
+        self._coding: Optional[CodingDecoder] = None
         self._resp = None
         self._request_done = False
         self._received = False
@@ -133,6 +141,9 @@ class UpstreamProtocol(Waiting, Protocol):
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
                 self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
+            if self._state == _BODY and self._framing == _CODED:
+                # What was read before the pause may still hold content.
+                self._process()
 
     def abort(self) -> None:
         """
@@ -193,7 +204,9 @@ class UpstreamProtocol(Waiting, Protocol):
         if previous == _TUNNEL:
             x.downstream.transport.loseConnection()
             return
-        if previous == _BODY and self._framing == _UNTIL_CLOSE:
+        if previous == _BODY and (self._framing == _UNTIL_CLOSE or (
+                self._framing == _CODED and self._decoder is None
+                and self._coding.complete)):
             self._finish(x)
             return
         if previous == _BODY:
@@ -263,6 +276,10 @@ class UpstreamProtocol(Waiting, Protocol):
         if not has_body:
             self._remaining = 0
             self._framing = _LENGTH
+        elif resp.codings:
+            self._framing = _CODED
+            self._decoder = ChunkedDecoder(status=502) if resp.chunked else None
+            self._coding = CodingDecoder(resp.codings)
         elif resp.chunked:
             self._framing = _CHUNKED
             self._decoder = ChunkedDecoder(status=502)
@@ -312,10 +329,50 @@ class UpstreamProtocol(Waiting, Protocol):
                     return
             if rest is not None:
                 self._finish(x)
+        elif framing == _CODED:
+            self._read_coded(x)
         else:
             self._buffer = b""
             if buf:
                 sink.response_body(x, buf)
+
+    def _read_coded(self, x: Exchange) -> None:
+        """
+        Decode what arrived of a coded body, and pass the content on while
+        the client takes it.
+        """
+        buf, self._buffer = self._buffer, b""
+        chunks = self._decoder
+        coding = self._coding
+        try:
+            if chunks is None:
+                coding.feed(buf)
+            elif buf:
+                pieces, rest = chunks.feed(buf)
+                self._buffer = rest or b""
+                for piece in pieces:
+                    coding.feed(piece)
+            sink = x.sink
+            while True:
+                if self._paused:
+                    # Resumed by pause_reading.
+                    return
+                data = coding.read()
+                if data is None:
+                    break
+                sink.response_body(x, data)
+                if self.x is not x:
+                    return
+                # Written now, so that a slow client pauses the decoding.
+                sink.flush()
+                if self.x is not x:
+                    return
+            if chunks is not None and chunks.done:
+                if not coding.complete:
+                    raise ParseError(502, "bad_coding")
+                self._finish(x)
+        except ParseError as e:
+            self._fail(502, "upstream_" + e.reason)
 
     def _finish(self, x: Exchange) -> None:
         """

@@ -475,6 +475,7 @@ def own_head(status: int, reason: bytes, headers: list,
     head.headers = headers
     head.content_length = length
     head.chunked = False
+    head.codings = ()
     head.keep_alive = True
     head.connection = frozenset()
     return head
@@ -488,7 +489,12 @@ def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
     """
     edited = ResponseHead()
     for name in ResponseHead.__slots__:
-        setattr(edited, name, getattr(resp, name))
+        try:
+            setattr(edited, name, getattr(resp, name))
+        except AttributeError:
+            # Unset in a head made by hand (C{codings}, which only the
+            # upstream codec reads), and so in its copy.
+            pass
     edited.headers = fields
     return edited
 

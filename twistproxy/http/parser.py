@@ -11,9 +11,12 @@ forwards a message it had to interpret generously.  What is rejected:
   - bare CR or bare LF as line endings, NUL and other control characters in
     field names or values, whitespace between a field name and its colon,
     obsolete line folding;
-  - Content-Length together with Transfer-Encoding, differing Content-Length
-    values, Content-Length that is not a plain decimal number, any transfer
-    coding other than a single C{chunked};
+  - differing Content-Length values, Content-Length that is not a plain
+    decimal number; in a request, Content-Length together with
+    Transfer-Encoding, any transfer coding other than a single C{chunked};
+  - in a response, a transfer coding the proxy cannot decode (anything but
+    C{gzip}, C{x-gzip} and C{deflate}, each before a final C{chunked} or
+    alone), or more than L{MAX_CODINGS} of them;
   - a missing or repeated Host in an HTTP/1.1 request (even one with an
     absolute-form target), an empty Host without an absolute-form target,
     a fragment in a request target, and CONNECT;
@@ -40,11 +43,22 @@ and L{parse_response_head} turn a complete head (without its final empty
 line) into a L{RequestHead} or L{ResponseHead}; L{ChunkedDecoder} decodes a
 chunked body incrementally.  Content-Length bodies need no decoder: the
 protocols count bytes.
+
+Responses get the latitude RFC 9112 6.1 and 6.3 give a careful recipient,
+because refusing them gains nothing against smuggling (the proxy writes a
+fresh framing for the client anyway): Transfer-Encoding beside
+Content-Length, or in an HTTP/1.0 response, is read as the codings say with
+the Content-Length ignored, and the backend connection is closed afterwards
+(L{ResponseHead.keep_alive} is false); a response whose last coding is not
+C{chunked} runs until the backend closes.  L{CodingDecoder} undoes the
+codings other than C{chunked}, so that the client and the cache see the
+content itself.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from typing import List, Optional, Tuple
 
 from zope.interface import implementer
@@ -88,6 +102,17 @@ _CHUNK_SIZE = re.compile(
 _NO_BODY_STATUS = frozenset([204, 304])
 
 MAX_CHUNK_LINE = 4096
+
+# The transfer codings a response may carry besides chunked, as zlib's
+# window bits: gzip (RFC 9110 8.4.1.3, x-gzip its alias) and deflate, which
+# is the zlib format (8.4.1.2).
+_CODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS,
+            b"deflate": zlib.MAX_WBITS}
+# Codings besides chunked in one response: each one decoded costs a zlib
+# state (about 40 KiB), and no server applies more than one.
+MAX_CODINGS = 2
+# The most bytes a L{CodingDecoder} hands out at once.
+DECODED_PIECE = 65536
 
 
 class ParseError(Exception):
@@ -185,13 +210,18 @@ class ResponseHead:
     @ivar headers: As for L{RequestHead.headers}.
     @ivar content_length: The body's length, or C{None}.
     @ivar chunked: C{True} when the body is chunked.
-    @ivar keep_alive: Whether the server lets the connection be reused.
+    @ivar codings: The transfer codings other than C{chunked}, in the order
+        the server applied them (lower-cased), to be undone by a
+        L{CodingDecoder}; usually empty.
+    @ivar keep_alive: Whether the connection can be reused after this
+        response: the server lets it, and the framing was neither faulty
+        nor delimited by the server closing.
     @ivar connection: The lower-cased tokens of the Connection field.
     """
 
     __slots__ = (
         "version", "status", "reason", "headers", "content_length", "chunked",
-        "keep_alive", "connection",
+        "codings", "keep_alive", "connection",
     )
 
 
@@ -286,33 +316,53 @@ _SPECIAL = frozenset([
 _UNDERSCORE_FRAMING = frozenset([b"content-length", b"transfer-encoding"])
 
 
-def _framing(codings, lengths, minor: int, status: int) -> Tuple[bool, Optional[int]]:
+def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
     """
-    How a message's body is delimited, from its Transfer-Encoding and
-    Content-Length values: C{(chunked, content_length)}.  The same rules
-    for requests (C{status} 400) and responses (502): only a single
-    C{chunked} coding, never together with a length (RFC 9112 6.1, 6.3).
-    A request whose codings are otherwise valid but include another one
-    before C{chunked} is 501; for a response that is just malformed.
+    How a request's body is delimited, from its Transfer-Encoding and
+    Content-Length values: C{(chunked, content_length)}.  Only a single
+    C{chunked} coding, never together with a length, never in HTTP/1.0
+    (RFC 9112 6.1 and 6.3 allow refusing the rest, and the proxy does: a
+    backend could read a request the proxy read generously otherwise).
+    Codings that are otherwise valid but include another one before
+    C{chunked} are 501.
     """
     if codings is not None:
         if lengths is not None:
-            raise ParseError(status, "length_and_chunked")
+            raise ParseError(400, "length_and_chunked")
         if minor == 0:
             # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has
             # faulty framing.
-            raise ParseError(status, "bad_transfer_encoding")
-        codings = _transfer_codings(codings, status)
+            raise ParseError(400, "bad_transfer_encoding")
+        codings = _transfer_codings(codings, 400)
         if codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
-            raise ParseError(status, "bad_transfer_encoding")
+            raise ParseError(400, "bad_transfer_encoding")
         if len(codings) != 1:
-            if status == 502:
-                raise ParseError(502, "bad_transfer_encoding")
             raise ParseError(501, "unsupported_transfer_encoding")
         return True, None
     if lengths is not None:
-        return False, _content_length(lengths, status)
+        return False, _content_length(lengths, 400)
     return False, None
+
+
+def _response_codings(values: List[bytes]) -> Tuple[bool, Tuple[bytes, ...]]:
+    """
+    From a response's Transfer-Encoding values: whether the body is
+    chunked (the last coding is C{chunked}; RFC 9112 6.3 rule 4: otherwise
+    it runs until the server closes), and the other codings, which must be
+    ones L{CodingDecoder} can undo.  C{chunked} anywhere but last is
+    refused: applied before another coding it would have to be undone
+    after it, which no server does.
+    """
+    codings = _transfer_codings(values, 502)
+    chunked = codings[-1] == b"chunked"
+    if chunked:
+        codings.pop()
+    if len(codings) > MAX_CODINGS:
+        raise ParseError(502, "bad_transfer_encoding")
+    for coding in codings:
+        if coding not in _CODINGS:
+            raise ParseError(502, "bad_transfer_encoding")
+    return chunked, tuple(codings)
 
 
 def _keep_alive(tokens: frozenset, minor: int) -> bool:
@@ -409,7 +459,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     req.host = host
     req.target, req.path = request_target(target, escaped_slashes)
 
-    req.chunked, req.content_length = _framing(codings, lengths, minor, 400)
+    req.chunked, req.content_length = _framing(codings, lengths, minor)
     tokens = req.connection = _connection_tokens(connection)
     req.keep_alive = _keep_alive(tokens, minor)
     # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
@@ -505,9 +555,20 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
         raise ParseError(502, "bad_status_line")
     resp.reason = m.group(4) or b""
     resp.headers = headers
-    resp.chunked, resp.content_length = _framing(codings, lengths, minor, 502)
     tokens = resp.connection = _connection_tokens(connection)
     resp.keep_alive = _keep_alive(tokens, minor)
+    if codings is None:
+        resp.chunked = False
+        resp.codings = ()
+        resp.content_length = None if lengths is None else _content_length(lengths, 502)
+    else:
+        # Transfer-Encoding wins over Content-Length (RFC 9112 6.3 rule 3).
+        resp.content_length = None
+        resp.chunked, resp.codings = _response_codings(codings)
+        if lengths is not None or minor == 0 or not resp.chunked:
+            # Faulty framing (6.1, 6.3 rule 3) is read once and the
+            # connection closed; without chunked, its close is the end.
+            resp.keep_alive = False
     return resp
 
 
@@ -635,3 +696,98 @@ class ChunkedDecoder:
                             or _FIELD_LINE(line) is None):
                         raise ParseError(self._status, "bad_trailer")
         return out, None
+
+
+class _Inflater:
+    """
+    Undo one gzip or deflate coding, a bounded piece at a time.
+
+    @ivar pending: Coded bytes not decoded yet.
+    """
+
+    __slots__ = ("_wbits", "_z", "_used", "pending")
+
+    def __init__(self, coding: bytes):
+        self._wbits = _CODINGS[coding]
+        self._z = zlib.decompressobj(self._wbits)
+        self._used = False
+        self.pending = b""
+
+    def inflate(self) -> bytes:
+        """
+        Decode at most L{DECODED_PIECE} bytes of L{pending}; C{b''} when
+        none came out of it (yet).
+        """
+        z = self._z
+        if z.eof:
+            if self._wbits == zlib.MAX_WBITS:
+                # Nothing may follow a deflate stream.
+                raise ParseError(502, "bad_coding")
+            # The next member of a gzip file (RFC 1952 2.2).
+            z = self._z = zlib.decompressobj(self._wbits)
+        self._used = True
+        try:
+            out = z.decompress(self.pending, DECODED_PIECE)
+        except zlib.error:
+            raise ParseError(502, "bad_coding") from None
+        self.pending = z.unconsumed_tail or z.unused_data
+        return out
+
+    @property
+    def ended(self) -> bool:
+        # An empty body is taken for empty content, as servers send it.
+        return not self.pending and (self._z.eof or not self._used)
+
+
+class CodingDecoder:
+    """
+    Undo a response's transfer codings other than C{chunked}, as the body
+    arrives, in bounded memory.
+
+    L{feed} takes the coded bytes as they arrive; L{read} hands out the
+    content a piece of at most L{DECODED_PIECE} bytes at a time, and decodes
+    no further than it is asked.  A small body that expands a thousandfold
+    (a decompression bomb, nested codings included) so costs memory only
+    for the pieces taken, and the protocol stops taking them while its
+    client is slow, as it stops reading any body.
+
+    @ivar complete: Whether every coded stream ended where the body did: a
+        body that stops before is truncated.
+    """
+
+    __slots__ = ("_stages",)
+
+    def __init__(self, codings: Tuple[bytes, ...]):
+        # The last coding applied is the first to undo.
+        self._stages = [_Inflater(coding) for coding in reversed(codings)]
+
+    def feed(self, data: bytes) -> None:
+        self._stages[0].pending += data
+
+    def read(self) -> Optional[bytes]:
+        """
+        @return: The next piece of content, or C{None} when all that was
+            fed is decoded.
+        @raises ParseError: C{'bad_coding'} when the bytes are not what
+            their coding says.
+        """
+        return self._pull(len(self._stages) - 1)
+
+    def _pull(self, i: int) -> Optional[bytes]:
+        stage = self._stages[i]
+        while True:
+            if stage.pending:
+                out = stage.inflate()
+                if out:
+                    return out
+            elif i == 0:
+                return None
+            else:
+                coded = self._pull(i - 1)
+                if coded is None:
+                    return None
+                stage.pending = coded
+
+    @property
+    def complete(self) -> bool:
+        return all(stage.ended for stage in self._stages)
