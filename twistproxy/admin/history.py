@@ -188,11 +188,13 @@ class History:
             before = last.counts.get(key, ())
             # A total that went down belongs to a new object (a backend
             # made again by a reload): count from zero.
-            delta = tuple(max(0, int(total - (before[i] if i < len(before) else 0)))
-                          for i, total in enumerate(totals))
+            delta = tuple(int(total if total < old else total - old)
+                          for total, old in zip(totals, tuple(before) + (0,) * len(totals)))
             if any(delta):
                 moved[key] = delta
-        second = int(now)
+        # What moved since the last reading, a second ago: the second
+        # before this one, which a digest ending now includes.
+        second = int(now) - 1
         if self._samples and self._samples[-1][0] == second:
             _add_rows(self._samples[-1][1], moved)
         elif moved:

@@ -74,7 +74,8 @@
       line.values.forEach((v, i) => {
         if (v == null) { up = true; return; }
         const y = height - 2 - (max ? (v / max) * (height - 4) : 0);
-        d += `${up ? "M" : "L"}${(i * step).toFixed(1)},${y.toFixed(1)}`;
+        // A point alone is drawn as a short dash.
+        d += `${up ? "M" : "L"}${(i * step).toFixed(1)},${y.toFixed(1)}${up ? "h1.5" : ""}`;
         up = false;
       });
       const path = document.createElementNS(SVG, "path");
@@ -92,22 +93,24 @@
     return box;
   }
 
-  // A backend's last hour as coloured stretches, one per state.
-  function stretches(backend, events, end) {
+  // A backend's last hour (or since the proxy started) as coloured
+  // stretches, one per state.
+  function stretches(backend, events, end, started) {
     const mine = events.filter((e) => e.upstream === backend.upstream && e.backend === backend.backend);
+    const begin = Math.min(end - 1, Math.max(end - HOUR, started));
     const svg = document.createElementNS(SVG, "svg");
-    svg.setAttribute("viewBox", `0 0 ${HOUR} 10`);
+    svg.setAttribute("viewBox", `0 0 ${end - begin} 10`);
     svg.setAttribute("preserveAspectRatio", "none");
     svg.setAttribute("class", "stretches");
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", mine.length
       ? `${mine.length} state changes in the last hour`
       : `${backend.state} for the whole last hour`);
-    let from = end - HOUR, state = mine.length ? mine[0].from : backend.state;
+    let from = begin, state = mine.length ? mine[0].from : backend.state;
     for (const event of mine.concat([{ time: end, to: backend.state }])) {
       const rect = document.createElementNS(SVG, "rect");
-      rect.setAttribute("x", Math.max(0, from - (end - HOUR)));
-      rect.setAttribute("width", Math.max(0, event.time - Math.max(from, end - HOUR)));
+      rect.setAttribute("x", Math.max(0, from - begin));
+      rect.setAttribute("width", Math.max(0, event.time - Math.max(from, begin)));
       rect.setAttribute("height", 10);
       rect.setAttribute("class", stateClass(state));
       const title = document.createElementNS(SVG, "title");
@@ -122,6 +125,8 @@
 
   // -- the sections ---------------------------------------------------------
 
+  const figure = ([name, value]) => el("div", {}, el("dt", {}, name), el("dd", {}, value));
+
   function overview(status, history) {
     const workers = status.workers || [];
     const rows = [
@@ -134,7 +139,7 @@
       ["Error rate (5xx)", share(history.minute.error_rate)],
       ["Latency p50 / p99", `${latency(history.minute.p50)} / ${latency(history.minute.p99)}`],
     ];
-    $("overview").replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+    $("overview").replaceChildren(...rows.map(figure));
     $("version").textContent = status.version;
     $("window").textContent = Math.round(history.seconds / 60);
     chart($("chart-requests"), [{ values: history.requests, cls: "requests" }], "Requests per second", rate);
@@ -143,7 +148,7 @@
       "Latency p99 and p50", latency);
   }
 
-  function groups(history) {
+  function groups(status, history) {
     const byGroup = new Map();
     for (const backend of Object.values(history.backends)) {
       if (!backend.upstream) continue; // gone since: traffic only
@@ -163,7 +168,7 @@
           el("td", { class: "n" }, rate(b.requests_per_second)),
           el("td", { class: "n" }, share(b.error_rate)),
           el("td", {}, b.since ? `${clock(b.since)}` : none),
-          el("td", {}, stretches(b, history.timeline, history.end)),
+          el("td", {}, stretches(b, history.timeline, history.end, history.end - status.uptime)),
           el("td", {}, el("button", {
             type: "button", "data-key": key,
             onclick: () => act(drain ? `Drain backend ${b.backend} of ${name}? It gets no new requests.` : `Put backend ${b.backend} of ${name} back in rotation?`,
@@ -220,8 +225,8 @@
     const c = history.cache;
     const served = (c.hit || 0) + (c.stale || 0), asked = served + (c.miss || 0);
     $("cache").replaceChildren(
-      el("dt", {}, "Hit ratio, last 15 minutes"), el("dd", {}, asked ? share(served / asked) : none),
-      ...Object.entries(c).flatMap(([event, n]) => [el("dt", {}, event), el("dd", {}, n)]));
+      figure(["Hit ratio, last 15 minutes", asked ? share(served / asked) : none]),
+      ...Object.entries(c).map(figure));
     const refusals = Object.entries(history.refusals);
     $("refusals").replaceChildren(...(refusals.length
       ? refusals.map(([reason, n]) => el("li", {}, `${reason}: ${n}`))
@@ -268,7 +273,7 @@
       if (!status.ok || !history.ok) throw new Error(status.body.error || history.body.error || "error");
       const focused = document.activeElement && document.activeElement.dataset.key;
       overview(status.body, history.body);
-      groups(history.body);
+      groups(status.body, history.body);
       timeline(history.body);
       routes(status.body, history.body);
       listeners(status.body);
