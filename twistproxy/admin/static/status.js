@@ -132,7 +132,8 @@
     const rows = [
       ["Version", status.version],
       ["Up for", age(status.uptime)],
-      ["Configuration", `${status.config.source || "made in code"} (${status.config.digest.slice(0, 19)}…)`],
+      ["Configuration", el("span", { title: `${status.config.source || ""} ${status.config.digest}` },
+        `${(status.config.source || "made in code").split("/").pop()} (${status.config.digest.slice(0, 19)}…)`)],
       ["Workers", workers.length ? `${workers.filter((w) => w.pid).length} of ${workers.length} running` : "one process"],
       ["Open connections", history.connections],
       ["Requests per second", rate(history.minute.requests_per_second)],
