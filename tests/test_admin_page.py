@@ -229,6 +229,26 @@ class HistoryEndpointTests(PageTestCase):
         self.assertEqual((asked, sum(shown["requests"])), ([5000], 7))
 
 
+class CertificatesTests(PageTestCase):
+    """
+    C{GET /status} lists the TLS certificates, for the page, where the
+    service knows them.
+    """
+
+    def test_certificates(self):
+        """
+        A service that lists its certificates has them in its status; one
+        that does not (the master of several workers) has no such key.
+        """
+        _, body = self.get("/status")
+        self.assertNotIn("certificates", json.loads(body))
+        served = [{"listener": "web", "names": ["a.example"], "subject": "CN=a.example",
+                   "source": "/etc/a.pem", "not_after": "2030-01-01T00:00:00+00:00"}]
+        self.service.certificates = lambda: served
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["certificates"], served)
+
+
 class SiteTests(SynchronousTestCase):
     """
     L{admin_site} keeps a history for a proxy that forwards, while it

@@ -492,6 +492,19 @@ class ProxyService(MultiService):
                 self.log.info("listener {name}: certificates reloaded", name=name)
         return problems
 
+    def certificates(self) -> List[Dict[str, Any]]:
+        """
+        The certificates every TLS listener presents now, for the admin
+        API and the status page: listener, names, subject, file, and
+        expiry (ISO 8601, UTC).
+        """
+        return [
+            {"listener": name, "names": list(served.names), "subject": served.subject,
+             "source": served.source, "not_after": served.not_after.isoformat()}
+            for name, (factory, _, _) in self._tls.items()
+            for served in factory.server_tls.store.certificates
+        ]
+
     def _factory(self, scheme: bytes, **options) -> HTTPServerFactory:
         config = self.config
         options.setdefault("connections", self.connections)

@@ -218,6 +218,8 @@ class AdminResource(Resource):
             "listeners": listeners,
             **({"workers": self._service.worker_status()}
                if hasattr(self._service, "worker_status") else {}),
+            **({"certificates": self._service.certificates()}
+               if hasattr(self._service, "certificates") else {}),
             "routes": [
                 {
                     "name": route.name or None,

@@ -220,6 +220,16 @@
       el("strong", {}, l.name), ` ${l.endpoint}, ${l.address ? "listening on " + l.address : "not listening"}${l.tls ? ", TLS" : ""}`)));
     $("workers").replaceChildren(...(status.workers || []).map((w) => el("li", {},
       `Worker ${w.index}: ${w.pid ? "process " + w.pid : "starting again"}, restarted ${w.restarts} times`)));
+    const certificates = (status.certificates || []).map((c) => {
+      const days = Math.floor((Date.parse(c.not_after) - Date.now()) / 86400000);
+      const state = days < 0 ? "expired" : days < 14 ? "expires soon" : "valid";
+      return el("li", {},
+        el("strong", {}, c.listener), ` ${c.names.join(", ") || c.subject}: `,
+        el("span", { class: stateClass(state) }, state),
+        ` ${days < 0 ? "since" : "until"} ${c.not_after.slice(0, 10)}${days >= 0 ? ` (${days} days left)` : ""}`);
+    });
+    $("certificates").replaceChildren(...(certificates.length ? certificates
+      : [el("li", {}, status.certificates ? "No TLS listener." : "Not known here (with workers, each worker loads them).")]));
   }
 
   function cache(history) {
