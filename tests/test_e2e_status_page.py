@@ -25,7 +25,7 @@ from twisted.internet import defer, reactor, task, threads
 
 from tests.e2e_support import HOST, unused_port
 from tests.test_e2e_balancing import _BalancingTestCase, _get, _servers
-from tests.test_e2e_workers import _admin, _requests
+from tests.test_e2e_workers import _admin, _requests, wait_for_workers
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -148,7 +148,7 @@ class StatusPageTests(_BalancingTestCase):
             raise self.skipTest("no chromium to load the page with")
 
     @defer.inlineCallbacks
-    def start(self, token: str = ""):
+    def start(self, token: str = "", *args: str):
         """
         Two origins, and a proxy in front of them with a health check each
         second and an admin listener (with C{token}).
@@ -161,7 +161,7 @@ class StatusPageTests(_BalancingTestCase):
             'rise = 1\nfall = 1\n\n'
             '[[routes]]\nname = "site"\nupstream = "app"\n\n'
             f'[admin]\nendpoint = "tcp:{admin_port}:interface={HOST}"\n'
-            + (f'token = "{token}"\n' if token else ""))
+            + (f'token = "{token}"\n' if token else ""), *args)
         self.url = f"http://{HOST}:{admin_port}/"
         self.admin_port = admin_port
         return origins, proxy
@@ -288,3 +288,28 @@ class StatusPageTests(_BalancingTestCase):
         stored = yield threads.deferToThread(
             browser.evaluate, "[sessionStorage.getItem('twistproxy-admin-token'), location.href]")
         self.assertEqual(stored, ["e2e-secret", self.url])
+
+    @defer.inlineCallbacks
+    def test_workers(self):
+        """
+        With two workers, the page shows what both did: the master adds
+        their histories of the same seconds up, and lists the workers.
+        """
+        origins, proxy = yield self.start("", "--workers", "2")
+        yield wait_for_workers(proxy)
+        statuses = yield threads.deferToThread(_requests, proxy.port, 20)
+        self.assertEqual(statuses, [200] * 20)
+        for _ in range(40):
+            yield task.deferLater(reactor, 0.25, lambda: None)
+            code, body = yield threads.deferToThread(_admin, self.admin_port, "GET", "/history")
+            self.assertEqual(code, 200, body)
+            shown = json.loads(body)
+            if sum(shown["requests"]) == 20:
+                break
+        self.assertEqual(sum(shown["requests"]), 20)
+        self.assertEqual(sum(sum(b["requests"]) for b in shown["backends"].values()), 20)
+        dom = yield self.browse("--dump-dom")
+        self.assertIn("2 of 2 running", dom)
+        self.assertIn("Worker 2: process", dom)
+        for origin in origins.values():
+            self.assertIn(f"{HOST}:{origin.port}", dom)
