@@ -24,7 +24,7 @@ from typing import Any, Dict, List
 from twisted.internet import defer, reactor, task, threads
 
 from tests.e2e_support import HOST, unused_port
-from tests.test_e2e_balancing import _BalancingTestCase, _get, _servers
+from tests.test_e2e_balancing import _BalancingTestCase, _servers
 from tests.test_e2e_workers import _admin, _requests, wait_for_workers
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
