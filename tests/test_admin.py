@@ -247,7 +247,7 @@ class EndpointTests(AdminTestCase):
         """
         _, body = self.json("GET", "/nope", 404)
         self.assertEqual(body["path"], "/nope")
-        self.json("GET", "/", 404)
+        self.json("GET", "/static/nope.js", 404)
         self.json("POST", "/upstreams/app/127.0.0.1:8001/explode", 404)
 
     def test_wrong_method(self):

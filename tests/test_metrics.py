@@ -447,3 +447,33 @@ class CombineTests(SynchronousTestCase):
         pages = [b"# TYPE x_created gauge\nx_created 5\n",
                  b"# TYPE x_created gauge\nx_created 3\n"]
         self.assertIn(b"x_created 3.0", combine(pages))
+
+
+class CountsTests(SynchronousTestCase):
+    """
+    L{ProxyMetrics.counts} gives the running totals the status page's
+    history samples, read from the metrics.
+    """
+
+    def test_counts(self):
+        """
+        Each route and upstream group has its requests, its 5xx answers
+        and one count per duration bucket; each reason of the proxy's own
+        answers has its count.
+        """
+        clock = Clock()
+        metrics = ProxyMetrics(clock)
+        metrics.observe(_exchange(clock, 200))
+        x = _exchange(clock, 503, reason="no_backend")
+        clock.advance(0.3)
+        metrics.observe(x)
+        metrics.observe(_exchange(clock, 200, route="web", group="site"))
+        counts = metrics.counts()
+        buckets = [0] * 14
+        buckets[0] = 1  # at most 5 ms: the one that took no time
+        buckets[6] = 1  # 0.3 s: above 0.25, at most 0.5
+        self.assertEqual(counts[("route", "api")], (2, 1, *buckets))
+        self.assertEqual(counts[("route", "web")][:3], (1, 0, 1))
+        self.assertEqual(counts[("upstream", "app")][:2], (2, 1))
+        self.assertEqual(counts[("upstream", "site")][:2], (1, 0))
+        self.assertEqual(counts[("reason", "no_backend")], (1,))

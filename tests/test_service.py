@@ -321,6 +321,17 @@ class TLSListenerTests(SynchronousTestCase):
                           b"X-Client-Subject"))
         self.assertEqual(service.listeners["plain"].factory.redirect_port, 8443)
 
+    def test_certificates(self):
+        """
+        The certificates each TLS listener presents are listed with their
+        names and expiry, for the admin API's status.
+        """
+        service = self.service()
+        [served] = service.certificates()
+        self.assertEqual((served["listener"], served["names"], served["source"]),
+                         ("web", ["www.example.com"], self.pem))
+        self.assertRegex(served["not_after"], r"^\d{4}-\d\d-\d\dT.*\+00:00$")
+
     def test_reload_keeps_old_on_error(self):
         """
         reload_certificates reads the files again; a broken file is

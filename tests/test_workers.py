@@ -720,6 +720,43 @@ class CachePurgeTests(MasterTestCase):
         self.assertEqual(code, 404)
 
 
+class HistoryTests(MasterTestCase):
+    """
+    C{GET /history} on the master adds every worker's history up.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        self.reactor.advance(7000)
+        self.treq = StubTreq(AdminResource(self.master, "", self.master, self.reactor))
+
+    def test_adds_up(self):
+        """
+        Every worker is asked for its digest of the same seconds; the page
+        gets their sum, each state change saying which worker saw it, and
+        a worker that does not answer counts for nothing.
+        """
+        from twistproxy.admin.history import empty_digest
+
+        def digest(path):
+            if "worker-2" in path:
+                return 503, {"error": "starting"}
+            body = empty_digest(7000)
+            body["total"]["requests"][-1] = 5
+            body["events"] = [{"time": 6990.0, "upstream": "app", "backend": "b",
+                               "from": "healthy", "to": "unhealthy", "detail": ""}]
+            return 200, body
+
+        self.answers[b"GET", b"/history/raw?end=7000"] = digest
+        response = self.successResultOf(self.treq.get("http://admin.invalid/history"))
+        self.assertEqual(response.code, 200)
+        shown = json.loads(self.successResultOf(response.content()))
+        self.assertEqual([a[2] for a in self.asked][-2:], [b"/history/raw?end=7000"] * 2)
+        self.assertEqual(sum(shown["requests"]), 5)
+        self.assertEqual([e["worker"] for e in shown["timeline"]], [1])
+
+
 class ShareableTests(SynchronousTestCase):
     """
     Which listeners workers can share, and how they are bound and adopted.

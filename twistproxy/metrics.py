@@ -28,6 +28,7 @@ L{combine}.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
@@ -43,6 +44,10 @@ from twistproxy.http.exchange import Exchange
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )
+
+# Where each bucket's upper bound (its C{le} label) is in a row of
+# L{ProxyMetrics.counts}, the last one without a bound.
+_BUCKET_INDEX = {bound: i for i, bound in enumerate(DURATION_BUCKETS + (math.inf,))}
 
 # Label value for a route with no name, or an exchange with no route or group.
 NONE = "-"
@@ -65,6 +70,8 @@ class ProxyMetrics:
     @ivar registry: The C{CollectorRegistry} holding them all; an
         application may register metrics of its own in it.
     @ivar content_type: The C{Content-Type} of L{exposition}.
+    @ivar connections: How many client connections are open, or C{None}
+        (the C{connections} given).
     """
 
     content_type = CONTENT_TYPE_LATEST
@@ -96,6 +103,7 @@ class ProxyMetrics:
             HTTP backend's connection pool.
         """
         self._clock = clock
+        self.connections = connections
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         r = self.registry
         self._requests = Counter(
@@ -216,6 +224,49 @@ class ProxyMetrics:
         All the metrics in the Prometheus text format (L{content_type}).
         """
         return generate_latest(self.registry)
+
+    def counts(self) -> Dict[Tuple[str, str], Tuple[float, ...]]:
+        """
+        The running totals the status page's history samples every second
+        (L{twistproxy.admin.history}), read from the metrics (so that
+        nothing more is counted per request).
+
+        @return: By C{("route", name)} and C{("upstream", name)}: requests,
+            those answered with a 5xx status, then how many took at most
+            each of L{DURATION_BUCKETS} and more (one count per bucket, not
+            cumulative; the route's whole duration, the group's time at its
+            backends); by C{("reason", reason)}: the proxy's own answers.
+        """
+        counts: Dict[Tuple[str, str], list] = {}
+        width = 2 + len(DURATION_BUCKETS) + 1
+
+        def row(key: Tuple[str, str]) -> list:
+            found = counts.get(key)
+            if found is None:
+                found = counts[key] = [0.0] * width
+            return found
+
+        for sample in self._requests.collect()[0].samples:
+            if sample.name.endswith("_total"):
+                errors = sample.value if sample.labels["status_class"] == "5xx" else 0.0
+                for key in (("route", sample.labels["route"]),
+                            ("upstream", sample.labels["upstream"])):
+                    figures = row(key)
+                    figures[0] += sample.value
+                    figures[1] += errors
+        for kind, histogram in (("route", self._duration), ("upstream", self._upstream_duration)):
+            below: Dict[str, float] = {}
+            for sample in histogram.collect()[0].samples:
+                if sample.name.endswith("_bucket"):
+                    # Cumulative counts, in the order of the buckets.
+                    name = sample.labels[kind]
+                    bucket = _BUCKET_INDEX[float(sample.labels["le"])]
+                    row((kind, name))[2 + bucket] = sample.value - below.get(name, 0.0)
+                    below[name] = sample.value
+        for sample in self._answers.collect()[0].samples:
+            if sample.name.endswith("_total"):
+                counts[("reason", sample.labels["reason"])] = (sample.value,)
+        return {key: tuple(figures) for key, figures in counts.items()}
 
 
 # Backend gauges: (metric name, help, key in a backend's status).

@@ -268,6 +268,19 @@ class ProxyService(MultiService):
                 self.log.info("listener {name}: certificates reloaded", name=name)
         return problems
 
+    def certificates(self) -> List[Dict[str, Any]]:
+        """
+        The certificates every TLS listener presents now, for the admin
+        API and the status page: listener, names, subject, file, and
+        expiry (ISO 8601, UTC).
+        """
+        return [
+            {"listener": name, "names": list(served.names), "subject": served.subject,
+             "source": served.source, "not_after": served.not_after.isoformat()}
+            for name, (factory, _, _) in self.built.tls.items()
+            for served in factory.server_tls.store.certificates
+        ]
+
     def _exchange_ended(self, x) -> None:
         if self.metrics is not None:
             self.metrics.observe(x)

@@ -81,6 +81,7 @@ from zope.interface import implementer
 
 from twistproxy import build
 from twistproxy.accesslog import rotate
+from twistproxy.admin.history import combine as combine_history
 from twistproxy.config import Admin, ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
 from twistproxy.quiet import QuietPool
@@ -316,7 +317,7 @@ class Master(MultiService):
     listening sockets and keeps C{count} workers running.
 
     It has what the admin API asks a L{twistproxy.service.ProxyService}
-    (C{config}, C{listeners}, C{status}, C{drain}, C{hangup}), what the
+    (C{config}, C{listeners}, C{status}, C{drain}, C{hangup}, C{history}), what the
     signals call (C{hangup}, C{reopen_access_log}, C{stop_now}), and it is
     the metrics page of its admin API (C{content_type}, L{exposition}).
     """
@@ -761,6 +762,23 @@ class Master(MultiService):
             _all_done(answers)
 
         return self._ask_all(b"POST", what).addCallback(check)
+
+    def history(self, end: int) -> defer.Deferred:
+        """
+        What the status page shows: every worker's history of the same
+        seconds, before C{end}, added up; each state change says which
+        worker saw it.
+        """
+        def combined(answers):
+            digests = []
+            for worker, (code, body) in answers:
+                if code == 200:
+                    for event in body["events"]:
+                        event["worker"] = worker.index
+                    digests.append(body)
+            return combine_history(digests, end)
+
+        return self._ask_all(b"GET", b"/history/raw?end=%d" % end).addCallback(combined)
 
     def exposition(self) -> defer.Deferred:
         """

@@ -13,12 +13,19 @@ their tools, on a listener of its own (the C{[admin]} table).
       again, as C{SIGHUP} does (C{409} when something was refused);
     - C{POST /cache/purge?url=...} (or C{prefix=}, C{tag=}): remove stored
       responses from the shared cache;
-    - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics}).
+    - C{GET /metrics}: the Prometheus metrics (L{twistproxy.metrics});
+    - C{GET /history}: the traffic of the last minutes and the backends'
+      state changes (L{twistproxy.admin.history.view}), which the status
+      page polls; C{GET /history/raw?end=SECOND} is the same as a digest
+      that adds up, which the master of several workers asks each worker;
+    - C{GET /}: the status page (L{twistproxy.admin.page}).
 
-Everything but C{/metrics} answers JSON, errors included
+Everything but C{/metrics} and the page answers JSON, errors included
 (C{{"error": "..."}}).  With a token configured, every request must carry
 C{Authorization: Bearer <token>}; the check comes before anything else, so
-that a caller without it learns nothing, not even which paths exist.
+that a caller without it learns nothing, not even which paths exist.  Only
+the page's static files, which hold no data, are served without it: the
+page asks for the token and sends it with each of its own requests.
 
 The API listens on loopback by default: it can take backends out of
 service, so exposing it is a decision to make with a token.
@@ -39,6 +46,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from twistproxy import _version
+from twistproxy.admin import page
+from twistproxy.admin.history import History, service_reader, view
 from twistproxy.metrics import ProxyMetrics
 
 _JSON = b"application/json"
@@ -85,6 +94,7 @@ class AdminResource(Resource):
         token: str = "",
         metrics: Optional[ProxyMetrics] = None,
         clock: Optional[IReactorTime] = None,
+        history: Optional[History] = None,
     ):
         """
         @param service: The L{twistproxy.service.ProxyService}.
@@ -94,6 +104,9 @@ class AdminResource(Resource):
             is not found.
         @param clock: Measures the uptime, from now; the service's reactor
             by default.
+        @param history: This process's L{History}, for C{/history}; without
+            it, C{/history} asks the service's C{history(end)} (the master
+            of several workers) if it has one, and is not found otherwise.
         """
         super().__init__()
         self._service = service
@@ -102,10 +115,14 @@ class AdminResource(Resource):
         self._clock = clock if clock is not None else service.reactor
         self._started = self._clock.seconds()
         self._digested: Optional[Tuple[Any, str]] = None
+        self._history = history
 
     # -- dispatch -----------------------------------------------------------
 
     def render(self, request: Request):
+        static = page.asset(b"/".join(request.postpath))
+        if static is not None and request.method in (b"GET", b"HEAD"):
+            return page.serve(request, *static)
         try:
             self._authorize(request)
             handler, args = self._route(request)
@@ -145,6 +162,11 @@ class AdminResource(Resource):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._upstreams}
         elif segments == [b"metrics"] and self._metrics is not None:
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._metrics_page}
+        elif segments == [b"history"] and (
+                self._history is not None or hasattr(self._service, "history")):
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._history_view}
+        elif segments == [b"history", b"raw"] and self._history is not None:
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._history_digest}
         elif segments == [b"reload"]:
             allowed, handlers = (b"POST",), {b"POST": self._reload}
         elif segments == [b"cache", b"purge"] and getattr(self._service, "cache", None):
@@ -196,6 +218,8 @@ class AdminResource(Resource):
             "listeners": listeners,
             **({"workers": self._service.worker_status()}
                if hasattr(self._service, "worker_status") else {}),
+            **({"certificates": self._service.certificates()}
+               if hasattr(self._service, "certificates") else {}),
             "routes": [
                 {
                     "name": route.name or None,
@@ -222,6 +246,22 @@ class AdminResource(Resource):
     def _upstreams(self, request: Request):
         d = maybeDeferred(self._service.status)
         return self._when_ready(request, d.addCallback(lambda status: (200, status)))
+
+    def _history_view(self, request: Request):
+        end = int(self._clock.seconds())
+        if self._history is not None:
+            return self._answer(request, 200, view(self._history.digest(end)))
+        d = maybeDeferred(self._service.history, end)
+        return self._when_ready(request, d.addCallback(lambda digest: (200, view(digest))))
+
+    def _history_digest(self, request: Request) -> bytes:
+        assert self._history is not None
+        end = request.args.get(b"end", [b""])[0]
+        try:
+            when = int(end) if end else None
+        except ValueError:
+            raise _Answer(400, {"error": "end must be a second of the clock, as an integer"})
+        return self._answer(request, 200, self._history.digest(when))
 
     def _drain(self, request: Request, group: str, backend: str) -> bytes:
         return self._set_draining(request, group, backend, True)
@@ -335,14 +375,29 @@ class AdminResource(Resource):
 class _QuietSite(Site):
     """
     A site that writes no access log: scrapes every few seconds would drown
-    the proxy's own log.
+    the proxy's own log.  It keeps its L{History} sampling while it
+    listens.
     """
 
     noisy = False
     displayTracebacks = False
 
+    def __init__(self, resource: AdminResource, history: Optional[History] = None):
+        super().__init__(resource)
+        self.history = history
+
     def log(self, request: Request) -> None:
         pass
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if self.history is not None:
+            self.history.start()
+
+    def stopFactory(self) -> None:
+        if self.history is not None:
+            self.history.stop()
+        super().stopFactory()
 
 
 def admin_site(service, admin_config, clock: IReactorTime,
@@ -351,5 +406,12 @@ def admin_site(service, admin_config, clock: IReactorTime,
     The admin API as a protocol factory to listen with.
 
     @param admin_config: The L{twistproxy.config.Admin} table (its token).
+    @param metrics: The service's L{ProxyMetrics}, or what else serves
+        C{/metrics} (the master of several workers); a proxy that forwards
+        (has a C{forwarder}) and counts keeps a L{History} of them for the
+        status page.
     """
-    return _QuietSite(AdminResource(service, admin_config.token, metrics, clock))
+    history = None
+    if isinstance(metrics, ProxyMetrics) and hasattr(service, "forwarder"):
+        history = History(clock, service_reader(service, metrics, clock))
+    return _QuietSite(AdminResource(service, admin_config.token, metrics, clock, history), history)
