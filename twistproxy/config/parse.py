@@ -1,0 +1,982 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Reading a TOML document into a L{ProxyConfig}.
+
+One reader per section turns the table that tomllib produced into a value
+object of L{twistproxy.config.values}, with the checks of
+L{twistproxy.config.checks}, and applies the rules that tie several
+settings together (a route's group must exist, C{max_ejection} is at least
+C{base_ejection} ...).  Every problem is a L{ConfigError} naming the path
+of the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib as _hashlib
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python < 3.11
+    import tomli as _toml  # type: ignore[no-redef]
+
+from twistproxy.config.checks import (
+    ConfigError, _DNS_LABEL, _ACCESS_LOG_FORMATS, _KIND, _PROTOCOLS, _PROXY_PROTOCOL_VERSIONS,
+    _key, _index, _wrong_type, _table, _string, _boolean, _integer, _seconds, _size, _array,
+    _strings, _name, _token, _field_value, _is_ip, _server_url, _host_name, _route_host, _label, _nameserver, _fraction,
+    _path_prefix, _network, workers_count,
+)
+from twistproxy.config.values import (
+    HeaderRules, Server, Discovery, Resolver, HealthCheck, Outlier, Sticky, UpstreamTLS, UpstreamGroup,
+    Filter, RouteCache, Route, Certificate, ListenerTLS, Listener, SNIRoute, Timeouts, Limits,
+    Forwarding, AccessLog, Locator, Locality, Admin, Cache, Shutdown, ProxyConfig,
+)
+
+
+def header_rules(value: object, path: str) -> HeaderRules:
+    """
+    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
+    and the C{headers} filter have them.
+    """
+    rules = _table(value, path, ("remove", "set", "add"))
+    remove: Tuple[str, ...] = ()
+    if "remove" in rules:
+        remove = _strings(
+            rules["remove"],
+            _key(path, "remove"),
+            lambda name, p: _token(name, p, "header name"),
+        )
+    pairs = {}
+    for kind in ("set", "add"):
+        kind_path = _key(path, kind)
+        table = rules.get(kind, {})
+        if not isinstance(table, dict):
+            raise _wrong_type(kind_path, "a table of header names to values", table)
+        seen: Dict[str, str] = {}
+        result = []
+        for name, field_value in table.items():
+            name_path = _key(kind_path, name)
+            _token(name, name_path, "header name")
+            folded = name.lower()
+            if folded in seen:
+                raise ConfigError(
+                    name_path,
+                    f"header {name!r} is listed twice (as {seen[folded]!r}); "
+                    f"header names are case-insensitive",
+                )
+            seen[folded] = name
+            result.append((name, _field_value(field_value, name_path)))
+        pairs[kind] = tuple(result)
+    return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
+
+
+def _server(value: object, path: str) -> Server:
+    weight = 1
+    extra: Dict[str, Any] = {}
+    if isinstance(value, dict):
+        table = _table(value, path, ("url", "weight", "region", "zone", "drain"))
+        if "url" not in table:
+            raise ConfigError(_key(path, "url"), "is required")
+        url_path = _key(path, "url")
+        url = _string(table["url"], url_path)
+        if "weight" in table:
+            weight = _integer(table["weight"], _key(path, "weight"), 1)
+        for key in ("region", "zone"):
+            if key in table:
+                extra[key] = _label(table[key], _key(path, key))
+        if "drain" in table:
+            extra["drain"] = _boolean(table["drain"], _key(path, "drain"))
+    elif isinstance(value, str):
+        url_path, url = path, value
+    else:
+        raise _wrong_type(
+            path, "a URL string, a table {url, weight, region, zone, drain}, "
+            "or a DNS entry {dns, port} / {srv}", value)
+    canonical, scheme, host, port = _server_url(url, url_path)
+    return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight, **extra)
+
+
+def _discovery(table: Dict[str, Any], path: str) -> Discovery:
+    kind = "srv" if "srv" in table else "dns"
+    if kind == "srv":
+        table = _table(table, path, ("srv", "interval", "region", "zone"))
+    else:
+        table = _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
+    name = _string(table[kind], _key(path, kind))
+    labels = name.rstrip(".").split(".")
+    if not name or any(not l or not _DNS_LABEL(l) for l in labels):
+        raise ConfigError(_key(path, kind), f"{name!r} is not a DNS name")
+    kwargs: Dict[str, Any] = {}
+    if kind == "dns":
+        if "port" not in table:
+            raise ConfigError(_key(path, "port"), "is required with dns")
+        kwargs["port"] = _integer(table["port"], _key(path, "port"), 1)
+        if kwargs["port"] > 65535:
+            raise ConfigError(_key(path, "port"), "must be at most 65535")
+        if "weight" in table:
+            kwargs["weight"] = _integer(table["weight"], _key(path, "weight"), 1)
+    if "interval" in table:
+        kwargs["interval"] = _seconds(table["interval"], _key(path, "interval"))
+    for key in ("region", "zone"):
+        if key in table:
+            kwargs[key] = _label(table[key], _key(path, key))
+    return Discovery(kind=kind, name=name, **kwargs)
+
+
+
+
+def _resolver(value: object, path: str) -> Resolver:
+    table = _table(value, path, ("nameservers",))
+    if "nameservers" not in table:
+        return Resolver()
+    servers = _strings(table["nameservers"], _key(path, "nameservers"), _nameserver)
+    if not servers:
+        raise ConfigError(_key(path, "nameservers"),
+                          "must list at least one name server (leave it out for the system's)")
+    return Resolver(nameservers=servers)
+
+
+def _upstream_tls(value: object, path: str) -> UpstreamTLS:
+    table = _table(value, path, ("ca", "client_cert", "client_key", "server_name"))
+    kwargs = {key: _string(table[key], _key(path, key)) for key in table}
+    if kwargs.get("client_key") and not kwargs.get("client_cert"):
+        raise ConfigError(_key(path, "client_key"), "needs client_cert")
+    return UpstreamTLS(**kwargs)
+
+
+def _health(value: object, path: str) -> HealthCheck:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    kwargs: Dict[str, Any] = {}
+    options = dict(value)
+    if "type" in options:
+        kwargs["type"] = _string(options.pop("type"), _key(path, "type"))
+        if not kwargs["type"]:
+            raise ConfigError(_key(path, "type"), "must not be empty")
+    if "interval" in options:
+        kwargs["interval"] = _seconds(options.pop("interval"), _key(path, "interval"))
+    if "jitter" in options:
+        kwargs["jitter"] = _fraction(options.pop("jitter"), _key(path, "jitter"))
+    for key in ("rise", "fall"):
+        if key in options:
+            kwargs[key] = _integer(options.pop(key), _key(path, key), 1)
+    # The rest belongs to the check type, whose factory validates it.
+    return HealthCheck(options=options, **kwargs)
+
+
+def _outlier(value: object, path: str) -> Outlier:
+    table = _table(value, path, (
+        "consecutive_failures", "base_ejection", "max_ejection",
+        "max_ejected_share", "on_5xx",
+    ))
+    kwargs: Dict[str, Any] = {}
+    if "consecutive_failures" in table:
+        kwargs["consecutive_failures"] = _integer(
+            table["consecutive_failures"], _key(path, "consecutive_failures"), 1)
+    for key in ("base_ejection", "max_ejection"):
+        if key in table:
+            kwargs[key] = _seconds(table[key], _key(path, key))
+    if "max_ejected_share" in table:
+        kwargs["max_ejected_share"] = _fraction(
+            table["max_ejected_share"], _key(path, "max_ejected_share"))
+    if "on_5xx" in table:
+        kwargs["on_5xx"] = _boolean(table["on_5xx"], _key(path, "on_5xx"))
+    outlier = Outlier(**kwargs)
+    if outlier.max_ejection < outlier.base_ejection:
+        raise ConfigError(_key(path, "max_ejection"), "must be at least base_ejection")
+    return outlier
+
+
+def _sticky(value: object, path: str) -> Sticky:
+    table = _table(value, path, ("cookie", "secret", "max_age", "path", "secure"))
+    kwargs: Dict[str, Any] = {}
+    if "cookie" in table:
+        kwargs["cookie"] = _token(_string(table["cookie"], _key(path, "cookie")),
+                                  _key(path, "cookie"), "cookie name")
+    if "secret" in table:
+        kwargs["secret"] = _string(table["secret"], _key(path, "secret"))
+    if "max_age" in table:
+        kwargs["max_age"] = _integer(table["max_age"], _key(path, "max_age"), 0)
+    if "path" in table:
+        kwargs["path"] = _path_prefix(table["path"], _key(path, "path"))
+    if "secure" in table:
+        kwargs["secure"] = _boolean(table["secure"], _key(path, "secure"))
+    return Sticky(**kwargs)
+
+
+def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
+    group = _table(
+        value,
+        path,
+        ("servers", "balancer", "balancer_options", "max_connections", "max_idle",
+         "max_pending", "max_requests", "retries", "retry_budget", "slow_start",
+         "health", "outlier", "sticky", "tls", "proxy_protocol"),
+    )
+    servers_path = _key(path, "servers")
+    if "servers" not in group:
+        raise ConfigError(servers_path, "is required (an array of backend URLs)")
+    items = _array(group["servers"], servers_path)
+    if not items:
+        raise ConfigError(servers_path, "must list at least one server")
+    servers: List[Server] = []
+    discovery: List[Discovery] = []
+    seen: Dict[Tuple[str, str, int], int] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and ("dns" in item or "srv" in item):
+            discovery.append(_discovery(item, _index(servers_path, i)))
+            continue
+        server = _server(item, _index(servers_path, i))
+        address = (server.scheme, server.host, server.port)
+        if address in seen:
+            raise ConfigError(
+                _index(servers_path, i),
+                f"duplicate of {_index(servers_path, seen[address])}; "
+                f"use weight to send it more requests",
+            )
+        seen[address] = i
+        if servers and _KIND[server.scheme] != _KIND[servers[0].scheme]:
+            raise ConfigError(
+                _index(servers_path, i),
+                f"a {server.scheme}:// server in a group of {servers[0].scheme}:// servers",
+            )
+        servers.append(server)
+    kwargs: Dict[str, Any] = {}
+    if "balancer" in group:
+        balancer = _string(group["balancer"], _key(path, "balancer"))
+        if not balancer:
+            raise ConfigError(_key(path, "balancer"), "must not be empty")
+        kwargs["balancer"] = balancer
+    if "balancer_options" in group:
+        options = group["balancer_options"]
+        if not isinstance(options, dict):
+            raise _wrong_type(_key(path, "balancer_options"), "a table", options)
+        kwargs["balancer_options"] = dict(options)
+    if "max_connections" in group:
+        kwargs["max_connections"] = _integer(
+            group["max_connections"], _key(path, "max_connections"), 1
+        )
+    if "max_idle" in group:
+        kwargs["max_idle"] = _integer(group["max_idle"], _key(path, "max_idle"), 0)
+    for key, minimum in (("max_pending", 0), ("max_requests", 0), ("retries", 0)):
+        if key in group:
+            kwargs[key] = _integer(group[key], _key(path, key), minimum)
+    if "retry_budget" in group:
+        kwargs["retry_budget"] = _fraction(group["retry_budget"], _key(path, "retry_budget"))
+    if "slow_start" in group:
+        value = group["slow_start"]
+        kwargs["slow_start"] = 0.0 if value == 0 and not isinstance(value, bool) else _seconds(
+            value, _key(path, "slow_start"))
+    builders: Dict[str, Callable[[object, str], Any]] = {
+        "health": _health, "outlier": _outlier, "sticky": _sticky, "tls": _upstream_tls,
+    }
+    for key, build in builders.items():
+        if key in group:
+            kwargs[key] = build(group[key], _key(path, key))
+    if (servers and _KIND[servers[0].scheme] == "tcp" and "health" in kwargs
+            and "type" not in group["health"]):
+        # A TCP service is checked by connecting, unless told otherwise.
+        kwargs["health"] = replace(kwargs["health"], type="tcp")
+    for i, server in enumerate(servers):
+        if server.scheme == "udp" and not _is_ip(server.host):
+            raise ConfigError(_index(servers_path, i),
+                              f"a udp:// server must be an IP address (got {server.host!r})")
+    if "proxy_protocol" in group:
+        ppath = _key(path, "proxy_protocol")
+        version = _string(group["proxy_protocol"], ppath)
+        if version not in _PROXY_PROTOCOL_VERSIONS:
+            raise ConfigError(ppath, f'must be "v1" or "v2" (got {version!r})')
+        if servers and servers[0].scheme == "udp":
+            raise ConfigError(ppath, "not for udp:// servers")
+        kwargs["proxy_protocol"] = version
+    if servers and _KIND[servers[0].scheme] != "http":
+        # Addresses found in DNS are servers of the same kind.
+        discovery = [replace(d, scheme=servers[0].scheme) for d in discovery]
+    return UpstreamGroup(
+        name=name, servers=tuple(servers), discovery=tuple(discovery), **kwargs
+    )
+
+
+def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of upstream groups", value)
+    if not value:
+        raise ConfigError(
+            path, "at least one upstream group is required ([upstreams.NAME])"
+        )
+    groups = {}
+    for name, group in value.items():
+        group_path = _key(path, name)
+        _name(name, group_path, "upstream group")
+        groups[name] = _upstream_group(name, group, group_path)
+    return groups
+
+
+def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of listeners", value)
+    if not value:
+        raise ConfigError(path, "at least one listener is required ([listeners.NAME])")
+    listeners = []
+    for name, listener in value.items():
+        listener_path = _key(path, name)
+        _name(name, listener_path, "listener")
+        table = _table(listener, listener_path,
+                       ("endpoint", "tls", "redirect_https", "https_port", "h2c", "protocol",
+                        "upstream", "sni", "proxy_protocol", "max_connections",
+                        "max_sessions", "filters", "escaped_slashes"))
+        endpoint_path = _key(listener_path, "endpoint")
+        if "endpoint" not in table:
+            raise ConfigError(
+                endpoint_path, "is required (an endpoint string such as \"tcp:8080\")"
+            )
+        endpoint = _string(table["endpoint"], endpoint_path)
+        if not endpoint.strip():
+            raise ConfigError(endpoint_path, "must not be empty")
+        if "\0" in endpoint:
+            raise ConfigError(endpoint_path, "must not contain NUL")
+        kwargs: Dict[str, Any] = {}
+        if "tls" in table:
+            kwargs["tls"] = _listener_tls(table["tls"], _key(listener_path, "tls"))
+        if "redirect_https" in table:
+            kwargs["redirect_https"] = _boolean(
+                table["redirect_https"], _key(listener_path, "redirect_https"))
+            if kwargs["redirect_https"] and "tls" in kwargs:
+                raise ConfigError(_key(listener_path, "redirect_https"),
+                                  "only for plain listeners (this one has tls)")
+        if "h2c" in table:
+            kwargs["h2c"] = _boolean(table["h2c"], _key(listener_path, "h2c"))
+            if kwargs["h2c"] and ("tls" in kwargs or kwargs.get("redirect_https")):
+                raise ConfigError(_key(listener_path, "h2c"),
+                                  "only for plain listeners that do not redirect")
+        if "https_port" in table:
+            port_path = _key(listener_path, "https_port")
+            kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
+            if kwargs["https_port"] > 65535:
+                raise ConfigError(port_path, "must be at most 65535")
+        kwargs.update(_stream_options(table, listener_path))
+        if "escaped_slashes" in table:
+            slashes_path = _key(listener_path, "escaped_slashes")
+            kwargs["escaped_slashes"] = _string(table["escaped_slashes"], slashes_path)
+            if kwargs["escaped_slashes"] not in ESCAPED_SLASHES:
+                raise ConfigError(slashes_path, f"must be one of "
+                                  f"{', '.join(map(repr, ESCAPED_SLASHES))} "
+                                  f"(got {kwargs['escaped_slashes']!r})")
+        if "filters" in table:
+            filters_path = _key(listener_path, "filters")
+            if kwargs.get("redirect_https"):
+                raise ConfigError(filters_path, "a listener that redirects to https forwards "
+                                                "nothing to filter")
+            kwargs["filters"] = _filters(table["filters"], filters_path)
+        listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
+    return tuple(listeners)
+
+
+# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
+ESCAPED_SLASHES = ("keep", "decode", "reject")
+
+# The listener keys that only some protocols take.
+_ONLY_FOR = {
+    "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
+    "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
+    "proxy_protocol": ("http", "tcp"), "max_connections": ("http", "tcp"),
+    "max_sessions": ("udp",), "escaped_slashes": ("http",),
+}
+
+
+def _stream_options(table: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """
+    The settings of a listener that concern its protocol, TLS passthrough
+    and the PROXY protocol.
+    """
+    kwargs: Dict[str, Any] = {}
+    protocol = "http"
+    if "protocol" in table:
+        protocol = _string(table["protocol"], _key(path, "protocol"))
+        if protocol not in _PROTOCOLS:
+            raise ConfigError(_key(path, "protocol"),
+                              f"must be one of {', '.join(map(repr, _PROTOCOLS))} "
+                              f"(got {protocol!r})")
+        kwargs["protocol"] = protocol
+    for key, protocols in _ONLY_FOR.items():
+        if key in table and protocol not in protocols:
+            raise ConfigError(_key(path, key),
+                              f"not for {protocol} listeners (only {' and '.join(protocols)})")
+    if "upstream" in table:
+        kwargs["upstream"] = _string(table["upstream"], _key(path, "upstream"))
+    elif protocol != "http" and "sni" not in table:
+        raise ConfigError(_key(path, "upstream"),
+                          f"is required on a {protocol} listener (the name of an upstream group)")
+    if "sni" in table:
+        spath = _key(path, "sni")
+        if protocol == "http" and "tls" not in table:
+            raise ConfigError(spath, "passthrough routes need tls on an http listener "
+                                     "(the names that are not passed through are terminated)")
+        items = _array(table["sni"], spath)
+        kwargs["sni"] = tuple(_sni_route(item, _index(spath, i)) for i, item in enumerate(items))
+    if "proxy_protocol" in table:
+        kwargs["proxy_protocol"] = _strings(
+            table["proxy_protocol"], _key(path, "proxy_protocol"), _network)
+    for key in ("max_connections", "max_sessions"):
+        if key in table:
+            kwargs[key] = _integer(table[key], _key(path, key), 0 if key == "max_connections" else 1)
+    return kwargs
+
+
+def _sni_route(value: object, path: str) -> SNIRoute:
+    table = _table(value, path, ("hosts", "upstream"))
+    for key in ("hosts", "upstream"):
+        if key not in table:
+            raise ConfigError(_key(path, key), "is required")
+    hosts_path = _key(path, "hosts")
+    hosts = _strings(table["hosts"], hosts_path,
+                     lambda host, p: _host_name(host.lower(), p, allow_wildcard=True))
+    if not hosts:
+        raise ConfigError(hosts_path, "must list at least one server name")
+    return SNIRoute(hosts=hosts, upstream=_string(table["upstream"], _key(path, "upstream")))
+
+
+def _check_listener_groups(listeners: Sequence[Listener],
+                           groups: Mapping[str, UpstreamGroup]) -> None:
+    """
+    Every group a tcp or udp listener (or an SNI route) names exists and
+    has servers of the listener's kind.
+    """
+    for listener in listeners:
+        path = _key("listeners", listener.name)
+        named = [(_key(path, "upstream"), listener.upstream, listener.protocol)]
+        named += [(_key(_index(_key(path, "sni"), i), "upstream"), route.upstream, "tcp")
+                  for i, route in enumerate(listener.sni)]
+        for upath, name, kind in named:
+            if not name:
+                continue
+            if name not in groups:
+                raise ConfigError(upath, f"no upstream group named {name!r} (defined: "
+                                         f"{', '.join(sorted(groups))})")
+            if groups[name].kind != kind:
+                raise ConfigError(upath, f"upstream group {name!r} has "
+                                         f"{groups[name].kind} servers, not {kind}:// ones")
+
+
+def _certificate(value: object, path: str) -> Certificate:
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(path, "must not be empty")
+        return Certificate(cert=value)
+    table = _table(value, path, ("cert", "key"))
+    if "cert" not in table:
+        raise ConfigError(_key(path, "cert"), "is required")
+    cert = _string(table["cert"], _key(path, "cert"))
+    key = _string(table.get("key", ""), _key(path, "key"))
+    return Certificate(cert=cert, key=key)
+
+
+def _listener_tls(value: object, path: str) -> ListenerTLS:
+    table = _table(value, path, (
+        "certificates", "default", "min_version", "ciphers", "client_ca",
+        "client_subject_header", "hsts", "handshake_timeout",
+    ))
+    certs_path = _key(path, "certificates")
+    if "certificates" not in table:
+        raise ConfigError(certs_path, "is required (PEM files or directories)")
+    items = _array(table["certificates"], certs_path)
+    if not items:
+        raise ConfigError(certs_path, "must list at least one certificate")
+    kwargs: Dict[str, Any] = {
+        "certificates": tuple(_certificate(item, _index(certs_path, i))
+                              for i, item in enumerate(items)),
+    }
+    if "default" in table:
+        default = _integer(table["default"], _key(path, "default"), 0)
+        if default >= len(items):
+            raise ConfigError(_key(path, "default"),
+                              f"must be the index of a certificate (0 to {len(items) - 1})")
+        kwargs["default"] = default
+    if "min_version" in table:
+        version = _string(table["min_version"], _key(path, "min_version"))
+        if version not in ("1.2", "1.3"):
+            raise ConfigError(_key(path, "min_version"), 'must be "1.2" or "1.3"')
+        kwargs["min_version"] = version
+    for key in ("ciphers", "client_ca"):
+        if key in table:
+            kwargs[key] = _string(table[key], _key(path, key))
+    if "client_subject_header" in table:
+        hpath = _key(path, "client_subject_header")
+        kwargs["client_subject_header"] = _token(_string(table["client_subject_header"], hpath),
+                                                 hpath, "header name")
+    if "hsts" in table:
+        kwargs["hsts"] = _integer(table["hsts"], _key(path, "hsts"), 0)
+    if "handshake_timeout" in table:
+        kwargs["handshake_timeout"] = _seconds(table["handshake_timeout"],
+                                               _key(path, "handshake_timeout"))
+    return ListenerTLS(**kwargs)
+
+
+def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
+    route = _table(
+        value,
+        path,
+        (
+            "name",
+            "hosts",
+            "path_prefix",
+            "methods",
+            "upstream",
+            "preserve_host",
+            "request_headers",
+            "response_headers",
+            "filters",
+            "cache",
+            "allow_trace",
+        ),
+    )
+    upstream_path = _key(path, "upstream")
+    if "upstream" not in route:
+        raise ConfigError(upstream_path, "is required (the name of an upstream group)")
+    upstream = _string(route["upstream"], upstream_path)
+    if upstream not in groups:
+        raise ConfigError(
+            upstream_path,
+            f"no upstream group named {upstream!r} (defined: "
+            f"{', '.join(sorted(groups))})",
+        )
+    kwargs: Dict[str, Any] = {"upstream": upstream, "name": _index("routes", index)}
+    if "name" in route:
+        name = _string(route["name"], _key(path, "name"))
+        if not name:
+            raise ConfigError(_key(path, "name"), "must not be empty")
+        kwargs["name"] = name
+    if "hosts" in route:
+        hosts_path = _key(path, "hosts")
+        hosts = route["hosts"]
+        if isinstance(hosts, str):
+            kwargs["hosts"] = (_route_host(hosts, hosts_path),)
+        elif isinstance(hosts, list):
+            kwargs["hosts"] = _strings(hosts, hosts_path, _route_host)
+        else:
+            raise _wrong_type(hosts_path, "a string or an array of strings", hosts)
+    if "path_prefix" in route:
+        kwargs["path_prefix"] = _path_prefix(route["path_prefix"], _key(path, "path_prefix"))
+    if "methods" in route:
+        kwargs["methods"] = _strings(
+            route["methods"],
+            _key(path, "methods"),
+            lambda method, p: _token(method, p, "method").upper(),
+        )
+    for flag in ("preserve_host", "allow_trace"):
+        if flag in route:
+            kwargs[flag] = _boolean(route[flag], _key(path, flag))
+    for rules in ("request_headers", "response_headers"):
+        if rules in route:
+            kwargs[rules] = header_rules(route[rules], _key(path, rules))
+    if "filters" in route:
+        kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
+    if "cache" in route:
+        kwargs["cache"] = _route_cache(route["cache"], _key(path, "cache"))
+    return Route(**kwargs)
+
+
+_KEY_PARTS = ("scheme", "host", "path", "query")
+
+
+def _route_cache(value: object, path: str) -> Optional[RouteCache]:
+    """
+    A route's C{cache}: C{true}, C{false}, or a table of settings.
+    """
+    if isinstance(value, bool):
+        return RouteCache() if value else None
+    table = _table(value, path, (
+        "enabled", "key", "key_headers", "default_ttl", "max_ttl", "client_no_cache",
+        "max_object_size", "methods", "lock_timeout", "set_cookie", "stale_if_error",
+        "stale_on_5xx",
+    ))
+    kwargs: Dict[str, Any] = {}
+    if "enabled" in table:
+        kwargs["enabled"] = _boolean(table["enabled"], _key(path, "enabled"))
+    if "key" in table:
+        def part(name: str, p: str) -> str:
+            if name not in _KEY_PARTS:
+                raise ConfigError(p, f"unknown key part {name!r}; use {', '.join(_KEY_PARTS)}")
+            return name
+        kwargs["key"] = _strings(table["key"], _key(path, "key"), part)
+        if "path" not in kwargs["key"]:
+            raise ConfigError(_key(path, "key"), "the key must include the path")
+    if "key_headers" in table:
+        kwargs["key_headers"] = _strings(
+            table["key_headers"], _key(path, "key_headers"),
+            lambda name, p: _token(name, p, "header name").lower(),
+        )
+    for name in ("default_ttl", "max_ttl", "stale_if_error"):
+        if name in table:
+            value = table[name]
+            if value == 0 and not isinstance(value, bool):
+                kwargs[name] = 0.0
+            else:
+                kwargs[name] = _seconds(value, _key(path, name))
+    if "lock_timeout" in table:
+        kwargs["lock_timeout"] = _seconds(table["lock_timeout"], _key(path, "lock_timeout"))
+    for name, modes in (("client_no_cache", ("honour", "ignore")),
+                        ("set_cookie", ("pass", "strip"))):
+        if name in table:
+            mode = _string(table[name], _key(path, name))
+            if mode not in modes:
+                raise ConfigError(_key(path, name),
+                                  f"must be {modes[0]!r} or {modes[1]!r} (got {mode!r})")
+            kwargs[name] = mode
+    if "stale_on_5xx" in table:
+        kwargs["stale_on_5xx"] = _boolean(table["stale_on_5xx"], _key(path, "stale_on_5xx"))
+    if "max_object_size" in table:
+        kwargs["max_object_size"] = _size(
+            table["max_object_size"], _key(path, "max_object_size"), 1)
+    if "methods" in table:
+        def method(name: str, p: str) -> str:
+            if name.upper() not in ("GET", "HEAD", "POST"):
+                raise ConfigError(p, f"only GET, HEAD and POST responses can be cached (got {name!r})")
+            return name.upper()
+        methods = _strings(table["methods"], _key(path, "methods"), method)
+        if "GET" not in methods:
+            raise ConfigError(_key(path, "methods"), "must include GET")
+        kwargs["methods"] = methods
+    return RouteCache(**kwargs)
+
+
+def _cache(value: object, path: str) -> Cache:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    options = dict(value)
+    kwargs: Dict[str, Any] = {}
+    if "store" in options:
+        store = _string(options.pop("store"), _key(path, "store"))
+        if not store:
+            raise ConfigError(_key(path, "store"), "must not be empty")
+        kwargs["store"] = store
+    if "name" in options:
+        name = _string(options.pop("name"), _key(path, "name"))
+        kwargs["name"] = _token(name, _key(path, "name"), "cache name")
+    if "targeted_header" in options:
+        name = _string(options.pop("targeted_header"), _key(path, "targeted_header"))
+        kwargs["targeted_header"] = _token(
+            name, _key(path, "targeted_header"), "header name").lower()
+    if "purge_from" in options:
+        kwargs["purge_from"] = _strings(
+            options.pop("purge_from"), _key(path, "purge_from"), _network)
+    # What is left is the store's own; its factory checks it.
+    kwargs["options"] = options
+    return Cache(**kwargs)
+
+
+def _is_catch_all(route: Route) -> bool:
+    return not route.hosts and route.path_prefix == "/" and not route.methods
+
+
+def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:
+    if value is None or value == []:
+        if len(groups) == 1:
+            (only,) = groups
+            return (Route(upstream=only),)
+        raise ConfigError(
+            path,
+            f"routes are required when there are several upstream groups "
+            f"({', '.join(groups)}); add [[routes]] with an upstream",
+        )
+    routes: List[Route] = []
+    names: Dict[str, int] = {}
+    catch_all: Optional[int] = None
+    if not isinstance(value, list):
+        raise _wrong_type(path, "an array of tables ([[routes]])", value)
+    for i, item in enumerate(value):
+        route_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(route_path, "a table ([[routes]])", item)
+        if catch_all is not None:
+            raise ConfigError(
+                route_path,
+                f"unreachable: {_index(path, catch_all)} above matches every request",
+            )
+        route = _route(item, route_path, i, groups)
+        if route.name in names:
+            raise ConfigError(
+                _key(route_path, "name"),
+                f"duplicate route name {route.name!r} (also "
+                f"{_index(path, names[route.name])})",
+            )
+        names[route.name] = i
+        if _is_catch_all(route):
+            catch_all = i
+        routes.append(route)
+    return tuple(routes)
+
+
+def _timeouts(value: object, path: str) -> Timeouts:
+    known = (
+        "connect",
+        "upstream_response",
+        "idle",
+        "request_head",
+        "request_body",
+        "upstream_idle",
+        "tcp_idle",
+        "udp_idle",
+        "send",
+    )
+    table = _table(value, path, known)
+    return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
+
+
+def _limits(value: object, path: str) -> Limits:
+    table = _table(value, path, (
+        "max_head_size", "max_header_count", "max_body_size", "max_uri_length",
+        "max_requests_per_connection", "max_connections", "max_in_flight",
+        "min_body_rate",
+    ))
+    kwargs = {}
+    if "max_head_size" in table:
+        kwargs["max_head_size"] = _size(
+            table["max_head_size"], _key(path, "max_head_size"), 1024
+        )
+    if "max_header_count" in table:
+        kwargs["max_header_count"] = _integer(
+            table["max_header_count"], _key(path, "max_header_count"), 1
+        )
+    if "max_body_size" in table:
+        kwargs["max_body_size"] = _size(
+            table["max_body_size"], _key(path, "max_body_size"), 0
+        )
+    if "max_uri_length" in table:
+        kwargs["max_uri_length"] = _size(
+            table["max_uri_length"], _key(path, "max_uri_length"), 256
+        )
+    for name in ("max_requests_per_connection", "max_connections", "max_in_flight",
+                 "min_body_rate"):
+        if name in table:
+            kwargs[name] = _integer(table[name], _key(path, name), 0)
+    return Limits(**kwargs)
+
+
+def _forwarding(value: object, path: str) -> Forwarding:
+    table = _table(value, path, ("trusted_proxies", "via"))
+    kwargs: Dict[str, Any] = {}
+    if "trusted_proxies" in table:
+        kwargs["trusted_proxies"] = _strings(
+            table["trusted_proxies"], _key(path, "trusted_proxies"), _network
+        )
+    if "via" in table:
+        via_path = _key(path, "via")
+        via = _string(table["via"], via_path)
+        if via:
+            _token(via, via_path, "pseudonym")
+        kwargs["via"] = via
+    return Forwarding(**kwargs)
+
+
+def _access_log(value: object, path: str) -> AccessLog:
+    table = _table(value, path, ("path", "format", "max_size", "keep"))
+    kwargs: Dict[str, Any] = {}
+    if "path" in table:
+        log_path = _string(table["path"], _key(path, "path"))
+        if "\0" in log_path:
+            raise ConfigError(_key(path, "path"), "must not contain NUL")
+        kwargs["path"] = log_path
+    if "format" in table:
+        fmt = _string(table["format"], _key(path, "format"))
+        if fmt not in _ACCESS_LOG_FORMATS:
+            raise ConfigError(
+                _key(path, "format"),
+                f"must be one of {', '.join(map(repr, _ACCESS_LOG_FORMATS))} "
+                f"(got {fmt!r})",
+            )
+        kwargs["format"] = fmt
+    if "max_size" in table:
+        kwargs["max_size"] = _size(table["max_size"], _key(path, "max_size"), 4096)
+        if kwargs.get("path", "stdout") in ("stdout", ""):
+            raise ConfigError(_key(path, "max_size"), "needs a file path to rotate")
+    if "keep" in table:
+        kwargs["keep"] = _integer(table["keep"], _key(path, "keep"), 1)
+    return AccessLog(**kwargs)
+
+
+_TOP_LEVEL = (
+    "listeners",
+    "upstreams",
+    "routes",
+    "timeouts",
+    "limits",
+    "forwarding",
+    "access_log",
+    "locator",
+    "locality",
+    "admin",
+    "shutdown",
+    "workers",
+    "cache",
+    "resolver",
+)
+
+
+def _admin(value: object, path: str) -> Admin:
+    table = _table(value, path, ("endpoint", "token"))
+    kwargs: Dict[str, Any] = {}
+    if "endpoint" in table:
+        endpoint = _string(table["endpoint"], _key(path, "endpoint"))
+        if not endpoint.strip() or "\0" in endpoint:
+            raise ConfigError(_key(path, "endpoint"), "must be a non-empty endpoint string")
+        kwargs["endpoint"] = endpoint
+    if "token" in table:
+        kwargs["token"] = _string(table["token"], _key(path, "token"))
+    return Admin(**kwargs)
+
+
+def _shutdown(value: object, path: str) -> Shutdown:
+    table = _table(value, path, ("drain",))
+    if "drain" in table:
+        return Shutdown(drain=_seconds(table["drain"], _key(path, "drain")))
+    return Shutdown()
+
+
+def _filters(value: object, path: str) -> Tuple[Filter, ...]:
+    """
+    A C{filters} array: tables with a C{name} and the filter's options,
+    which its factory checks when the proxy is built.
+    """
+    filters = []
+    for i, item in enumerate(_array(value, path)):
+        item_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(item_path, "a table with a name (a filter)", item)
+        options = dict(item)
+        name_path = _key(item_path, "name")
+        if "name" not in options:
+            raise ConfigError(name_path, "is required (the filter's name, or a dotted path)")
+        name = _string(options.pop("name"), name_path)
+        if not name:
+            raise ConfigError(name_path, "must not be empty")
+        filters.append(Filter(name=name, options=options))
+    return tuple(filters)
+
+
+def _locator(value: object, path: str) -> Locator:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    options = dict(value)
+    if "type" not in options:
+        raise ConfigError(_key(path, "type"), "is required (cidr, header, maxmind, or a dotted path)")
+    kind = _string(options.pop("type"), _key(path, "type"))
+    if not kind:
+        raise ConfigError(_key(path, "type"), "must not be empty")
+    return Locator(type=kind, options=options)
+
+
+def _locality(value: object, path: str) -> Locality:
+    table = _table(value, path, ("regions", "overprovisioning"))
+    kwargs: Dict[str, Any] = {}
+    if "regions" in table:
+        regions = _strings(table["regions"], _key(path, "regions"), _label)
+        for i, region in enumerate(regions):
+            if not region:
+                raise ConfigError(_index(_key(path, "regions"), i), "must not be empty")
+            if region in regions[:i]:
+                raise ConfigError(_index(_key(path, "regions"), i), f"{region!r} is listed twice")
+        kwargs["regions"] = regions
+    if "overprovisioning" in table:
+        factor = table["overprovisioning"]
+        fpath = _key(path, "overprovisioning")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            raise _wrong_type(fpath, "a number of at least 1", factor)
+        if not 1 <= factor <= 100:
+            raise ConfigError(fpath, f"must be between 1 and 100 (got {factor})")
+        kwargs["overprovisioning"] = float(factor)
+    return Locality(**kwargs)
+
+
+def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
+    _table(document, "", _TOP_LEVEL)
+    if "listeners" not in document:
+        raise ConfigError(
+            "listeners",
+            "at least one listener is required ([listeners.NAME] with an endpoint)",
+        )
+    listeners = _listeners(document["listeners"], "listeners")
+    if "upstreams" not in document:
+        raise ConfigError(
+            "upstreams",
+            "at least one upstream group is required ([upstreams.NAME] with servers)",
+        )
+    upstreams = _upstreams(document["upstreams"], "upstreams")
+    _check_listener_groups(listeners, upstreams)
+    routes: Tuple[Route, ...] = ()
+    if "routes" in document or any(l.protocol == "http" for l in listeners):
+        # Requests only go to groups of HTTP servers.
+        http_groups = {n: g for n, g in upstreams.items() if g.kind == "http"}
+        routes = _routes(document.get("routes"), "routes", http_groups)
+    sections: Dict[str, Callable[[object, str], Any]] = {
+        "timeouts": _timeouts,
+        "limits": _limits,
+        "forwarding": _forwarding,
+        "access_log": _access_log,
+        "locator": _locator,
+        "locality": _locality,
+        "admin": _admin,
+        "shutdown": _shutdown,
+        "workers": workers_count,
+        "cache": _cache,
+        "resolver": _resolver,
+    }
+    kwargs = {
+        name: build(document[name], name)
+        for name, build in sections.items()
+        if name in document
+    }
+    return ProxyConfig(
+        listeners=listeners,
+        upstreams=upstreams,
+        routes=routes,
+        source=source,
+        **kwargs,
+    )
+
+
+def parse(text: str, source: str = "<string>") -> ProxyConfig:
+    """
+    Parse and validate a configuration written in TOML.
+
+    @param text: The TOML document.
+    @param source: Where C{text} came from (a file name), used in error
+        messages and stored as L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If C{text} is not valid TOML, or any setting is
+        unknown, of the wrong type or inconsistent.  The error names C{source}
+        and the path of the first offending setting.
+    """
+    try:
+        document = _toml.loads(text)
+    except _toml.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}", source) from None
+    try:
+        return _config(document, source)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, source) from None
+
+
+def load(path: str) -> ProxyConfig:
+    """
+    Read, parse and validate a TOML configuration file.
+
+    @param path: The file name; it becomes L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If the file cannot be read or is not UTF-8, or for
+        any of the reasons given for L{parse}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError("", f"cannot read file: {e.strerror or e}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "", f"not valid UTF-8 (byte offset {e.start})", path
+        ) from None
+    # Hashed here, from the bytes parsed: the file may change before anyone
+    # asks which configuration runs.
+    return replace(parse(text, path), digest="sha256:" + _hashlib.sha256(data).hexdigest())

@@ -1,0 +1,654 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration's value objects: frozen, built once by
+L{twistproxy.config.parse} from a TOML file or directly by an application
+that embeds twistproxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
+
+from twistproxy.config.checks import _KIND
+
+
+@dataclass(frozen=True)
+class Server:
+    """
+    One backend server of an upstream group.
+
+    @ivar url: C{http://host[:port]}; the port defaults to 80 (https: 443).
+        Groups behind C{tcp} and C{udp} listeners use C{tcp://host:port}
+        and C{udp://host:port}, with the port required.
+    @ivar scheme: C{'http'}, C{'https'}, C{'tcp'} or C{'udp'}.
+    @ivar host: Host name or IP address literal (IPv6 without brackets).
+    @ivar port: TCP port.
+    @ivar weight: Positive integer weight.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1
+    region: str = ""
+    zone: str = ""
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """
+    Backends found in DNS instead of listed: every address of a name (A
+    and AAAA records) at one port, or the targets of an SRV record with
+    their priorities, weights and ports.  Re-resolved every C{interval}
+    seconds; the last good answer is kept while DNS fails.
+
+    @ivar kind: C{'dns'} (addresses of C{name}) or C{'srv'}.
+    @ivar name: The DNS name, e.g. C{'api.internal'} or
+        C{'_http._tcp.api.internal'}.
+    @ivar port: The port for C{'dns'}; C{0} for C{'srv'} (the record says).
+    @ivar scheme: C{'http'}.
+    @ivar weight: The weight of each address found (C{'dns'} only).
+    """
+
+    kind: str
+    name: str
+    port: int = 0
+    scheme: str = "http"
+    interval: float = 30.0
+    weight: int = 1
+    region: str = ""
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """
+    Where DNS discovery (L{Discovery}) sends its queries.
+
+    @ivar nameservers: C{(address, port)} pairs of the name servers to ask,
+        in order, e.g. C{(("127.0.0.1", 5353), ("::1", 53))}; the address
+        is an IP address literal (IPv6 without brackets).  Empty: the
+        system's configuration, the hosts file first, then the name
+        servers of C{/etc/resolv.conf}.
+    """
+
+    nameservers: Tuple[Tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """
+    An active health check of every server of a group.
+
+    @ivar type: Name of an L{twistproxy.interfaces.IHealthCheckFactory}
+        plugin (C{'http'}, C{'tcp'}) or a dotted path to one.
+    @ivar interval: Seconds between two checks of a server.
+    @ivar jitter: Up to this fraction of C{interval} is added at random to
+        each wait, so that checks of many servers spread out.
+    @ivar rise: Consecutive successes that bring a server back.
+    @ivar fall: Consecutive failures that take it out.
+    @ivar options: The check's own settings (C{path}, C{timeout} ...),
+        checked by its factory.
+    """
+
+    type: str = "http"
+    interval: float = 5.0
+    jitter: float = 0.1
+    rise: int = 2
+    fall: int = 3
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """
+    Passive outlier detection: servers that keep failing real requests are
+    ejected for a while.
+
+    @ivar consecutive_failures: Failures in a row that eject a server.
+    @ivar base_ejection: Seconds of the first ejection; each further one
+        doubles, up to C{max_ejection}.
+    @ivar max_ejected_share: The largest share of a group ejected at once.
+    @ivar on_5xx: Whether a 5xx response counts as a failure (connection
+        errors, resets and timeouts always do).
+    """
+
+    consecutive_failures: int = 5
+    base_ejection: float = 30.0
+    max_ejection: float = 300.0
+    max_ejected_share: float = 0.5
+    on_5xx: bool = False
+
+
+@dataclass(frozen=True)
+class Sticky:
+    """
+    Cookie-based session stickiness.
+
+    @ivar cookie: The cookie's name.
+    @ivar secret: Key of the HMAC that makes the cookie's value opaque and
+        unforgeable; set the same secret on every proxy that shares
+        clients.  Empty: a hash of the server's name, still opaque and only
+        ever naming a server of the group.
+    @ivar max_age: Cookie lifetime in seconds, or C{0} for a session cookie.
+    """
+
+    cookie: str = "twistproxy_server"
+    secret: str = ""
+    max_age: int = 0
+    path: str = "/"
+    secure: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    """
+    How the proxy talks TLS to a group's C{https://} servers.  The
+    server's certificate is always verified (service_identity), against the
+    system's trusted CAs or C{ca}; there is no way to turn that off.
+
+    @ivar ca: A PEM file of CA certificates to trust instead of the
+        system's, or C{''}.
+    @ivar client_cert: A PEM file with a client certificate (and its key,
+        unless C{client_key}) to present to the servers, or C{''}.
+    @ivar client_key: A PEM file with the client certificate's key, or C{''}.
+    @ivar server_name: The name sent in SNI and expected in the servers'
+        certificates, when it is not the host of their URLs.
+    """
+
+    ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamGroup:
+    """
+    A named set of interchangeable backend servers.
+
+    @ivar balancer: Name of an L{twistproxy.interfaces.IBalancerFactory}
+        plugin, or a dotted path to one.
+    @ivar balancer_options: Settings passed to the balancer factory.
+    @ivar max_connections: Most connections open to each server at once;
+        further requests wait for one to become free.
+    @ivar max_idle: Most idle keep-alive connections kept per server.
+    @ivar max_pending: Most requests waiting for a connection to one
+        server; beyond, an immediate 503 (circuit breaking).
+    @ivar max_requests: Most requests in flight to the whole group; beyond,
+        an immediate 503.  0: no limit.
+    @ivar retries: How many times a failed request may be sent to another
+        server (only when it is safe: the connection failed, or an
+        idempotent request's server reset before answering).
+    @ivar retry_budget: Retries may add at most this share of the requests
+        in flight to the group.
+    @ivar slow_start: Seconds over which a server that comes back ramps up
+        to its full weight; 0 disables.
+    @ivar health: The active health check, or C{None}.
+    @ivar outlier: Passive outlier detection, or C{None}.
+    @ivar sticky: Cookie stickiness, or C{None}.
+    @ivar discovery: Servers found in DNS, in addition to C{servers}.
+    @ivar tls: TLS settings for C{https://} servers.
+    @ivar proxy_protocol: C{'v1'} or C{'v2'} to open every connection to
+        the servers with a PROXY protocol header naming the client, or
+        C{''} for none.
+    """
+
+    name: str
+    servers: Tuple[Server, ...]
+    balancer: str = "round_robin"
+    balancer_options: Mapping[str, Any] = field(default_factory=dict)
+    max_connections: int = 256
+    max_idle: int = 256
+    max_pending: int = 256
+    max_requests: int = 0
+    retries: int = 1
+    retry_budget: float = 0.2
+    slow_start: float = 0.0
+    health: Optional[HealthCheck] = None
+    outlier: Optional[Outlier] = None
+    sticky: Optional[Sticky] = None
+    discovery: Tuple[Discovery, ...] = ()
+    tls: UpstreamTLS = UpstreamTLS()
+    proxy_protocol: str = ""
+
+    @property
+    def kind(self) -> str:
+        """
+        C{'http'} for groups of C{http://} and C{https://} servers (and of
+        servers found in DNS only), C{'tcp'} or C{'udp'} for the others.
+        """
+        for server in self.servers:
+            return _KIND[server.scheme]
+        return "http"
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    """
+    Header edits applied to a request before it is forwarded, or to a
+    response before it is returned.  Applied in the order remove, set, add.
+
+    @ivar remove: Field names to delete (case-insensitive).
+    @ivar set: (name, value) pairs replacing every existing field of that name.
+    @ivar add: (name, value) pairs appended, keeping existing fields.
+    """
+
+    remove: Tuple[str, ...] = ()
+    set: Tuple[Tuple[str, str], ...] = ()
+    add: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """
+    One filter of a listener or a route (see L{twistproxy.filters}).
+
+    @ivar name: The filter factory's name (C{'rate_limit'}) or the dotted
+        path of a factory object.
+    @ivar options: The filter's other settings, checked by its factory.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteCache:
+    """
+    The shared HTTP cache on one route (see docs/caching.rst).
+
+    @ivar enabled: Whether responses of this route are cached.
+    @ivar key: The parts of the request URI the cache key is made of,
+        among C{scheme}, C{host}, C{path} and C{query}.
+    @ivar key_headers: Request field names (lower-cased) added to the key.
+    @ivar default_ttl: Seconds of freshness for cacheable responses that
+        give no explicit freshness and no C{Last-Modified}; 0 for none.
+    @ivar max_ttl: The longest freshness any response gets, 0 for no limit.
+    @ivar client_no_cache: C{'honour'} the client's C{no-cache} and
+        C{max-age=0} (validate with the origin), or C{'ignore'} them.
+    @ivar max_object_size: Responses larger than this are passed on but
+        not stored.
+    @ivar methods: The methods whose responses may be stored: C{GET}
+        always; C{POST} only when listed (RFC 9110 9.3.3).
+    @ivar lock_timeout: How long requests for a URL that is already being
+        fetched wait for that response before going to the origin
+        themselves.
+    @ivar set_cookie: What becomes of a response with C{Set-Cookie}:
+        C{'pass'}ed on and not stored, or stored with the field
+        C{'strip'}ped from what is kept.
+    @ivar stale_if_error: How long past its freshness a stored response
+        may be served when the origin cannot be reached (RFC 5861
+        C{stale-if-error} for every response that allows serving stale);
+        0 for never.
+    @ivar stale_on_5xx: Whether C{stale_if_error} also covers the
+        origin's 5xx answers.
+    """
+
+    enabled: bool = True
+    key: Tuple[str, ...] = ("scheme", "host", "path", "query")
+    key_headers: Tuple[str, ...] = ()
+    default_ttl: float = 0.0
+    max_ttl: float = 0.0
+    client_no_cache: str = "honour"
+    max_object_size: int = 1024 * 1024
+    methods: Tuple[str, ...] = ("GET", "HEAD")
+    lock_timeout: float = 5.0
+    set_cookie: str = "pass"
+    stale_if_error: float = 3600.0
+    stale_on_5xx: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    Which requests go to which upstream group.  Routes are tried in order and
+    the first that matches wins; a route with no C{hosts}, no C{path_prefix}
+    and no C{methods} matches everything (the default route), so it may only
+    be the last one.
+
+    @ivar hosts: Exact host names (C{'example.com'}) or wildcards
+        (C{'*.example.com'}, which matches C{'a.example.com'} and
+        C{'a.b.example.com'} but not C{'example.com'}), lower-cased, no port.
+        Empty matches any host.
+    @ivar path_prefix: The request path must start with this; C{'/'} matches
+        every path.
+    @ivar methods: Upper-case method names; empty matches any method.
+    @ivar upstream: Name of the L{UpstreamGroup}.
+    @ivar preserve_host: Forward the client's Host header (C{True}), or set
+        Host to the chosen server's C{host:port} (C{False}).
+    @ivar filters: The route's filters, in order, run after routing.
+    @ivar allow_trace: Forward C{TRACE} requests; by default they are
+        answered 405 (a TRACE echoes the request, credentials included).
+    """
+
+    upstream: str
+    name: str = ""
+    hosts: Tuple[str, ...] = ()
+    path_prefix: str = "/"
+    methods: Tuple[str, ...] = ()
+    preserve_host: bool = True
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
+    filters: Tuple[Filter, ...] = ()
+    cache: Optional[RouteCache] = None
+    allow_trace: bool = False
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """
+    One certificate a TLS listener can present.
+
+    @ivar cert: A PEM file with the certificate and its chain (and the
+        private key, when C{key} is empty).
+    @ivar key: A PEM file with the private key, or C{''}.
+    """
+
+    cert: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ListenerTLS:
+    """
+    TLS termination on a listener.  The certificate for each connection is
+    chosen by SNI among the names in the certificates' subjectAltName:
+    exact names first, then wildcards, then C{default}.
+
+    @ivar certificates: The certificates, in order; a directory stands for
+        every C{*.pem} file in it (each holding its key).
+    @ivar default: Index in C{certificates} of the certificate for
+        clients that send no name, or one no certificate has.
+    @ivar min_version: C{'1.2'} or C{'1.3'}.
+    @ivar ciphers: An OpenSSL cipher list for TLS 1.2, or C{''} for the
+        built-in modern list.
+    @ivar client_ca: A PEM file of CAs: when set, clients must present a
+        certificate signed by one of them (mutual TLS).
+    @ivar client_subject_header: The request field in which the verified
+        client certificate's subject is passed to backends (and which is
+        removed from what clients send).
+    @ivar hsts: C{max-age} of a C{Strict-Transport-Security} field added to
+        responses, or C{0} for none.
+    @ivar handshake_timeout: Seconds a client has to complete its handshake.
+    """
+
+    certificates: Tuple[Certificate, ...]
+    default: int = 0
+    min_version: str = "1.2"
+    ciphers: str = ""
+    client_ca: str = ""
+    client_subject_header: str = "X-Client-Subject"
+    hsts: int = 0
+    handshake_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Listener:
+    """
+    @ivar name: The listener's name, used in logs.
+    @ivar endpoint: A Twisted server endpoint string, e.g. C{'tcp:8080'}.
+    @ivar tls: TLS termination, or C{None} for plain HTTP.
+    @ivar redirect_https: Answer every request on this plain listener with
+        a 308 redirect to the same URL over https.
+    @ivar https_port: The port in those redirects (443 is left out).
+    @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
+        its connection preface (prior knowledge).  TLS listeners always
+        offer HTTP/2 by ALPN.
+    @ivar protocol: C{'http'}, C{'tcp'} (every connection relayed byte
+        for byte to a server of C{upstream}) or C{'udp'} (datagrams relayed
+        per client address and port).
+    @ivar upstream: The upstream group of a C{tcp} or C{udp} listener (on a
+        C{tcp} listener with C{sni} routes: the group of the connections
+        that no route matches), or C{''}.
+    @ivar sni: TLS passthrough routes: connections whose ClientHello names
+        one of a route's hosts are relayed, still encrypted, to its group.
+    @ivar proxy_protocol: CIDRs of the peers (load balancers) that must
+        open their connections with a PROXY protocol header, v1 or v2; the
+        address it names is then the client's.  Empty: no PROXY protocol.
+    @ivar max_connections: Most client connections open on this listener
+        at once (within the global L{Limits.max_connections}); C{0} means
+        only the global limit applies.  An HTTP listener stops accepting
+        while it is full; a C{tcp} listener closes further connections.
+    @ivar max_sessions: On a C{udp} listener, the most client sessions at
+        once (datagrams from further clients are dropped).
+    @ivar filters: The listener's filters, in order, run before routing.
+    @ivar escaped_slashes: What C{%2F} and C{%5C} in request paths do
+        (L{twistproxy.http.paths}): C{'keep'} (forwarded as sent; routes
+        and rules read them as C{/}), C{'decode'} (the backend receives the
+        normalised path, with them decoded) or C{'reject'} (400).
+    """
+
+    name: str
+    endpoint: str
+    tls: Optional[ListenerTLS] = None
+    redirect_https: bool = False
+    https_port: int = 443
+    h2c: bool = False
+    protocol: str = "http"
+    upstream: str = ""
+    sni: Tuple["SNIRoute", ...] = ()
+    proxy_protocol: Tuple[str, ...] = ()
+    max_connections: int = 0
+    max_sessions: int = 10000
+    filters: Tuple[Filter, ...] = ()
+    escaped_slashes: str = "keep"
+
+
+@dataclass(frozen=True)
+class SNIRoute:
+    """
+    A TLS passthrough route: TLS connections for these server names are
+    relayed to C{upstream} without being decrypted.
+
+    @ivar hosts: Exact names (C{'db.example.com'}) or wildcards
+        (C{'*.example.com'}, any name below C{example.com}), lower-cased.
+    @ivar upstream: The name of a group of C{tcp://} servers.
+    """
+
+    hosts: Tuple[str, ...]
+    upstream: str
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """
+    Every wait the proxy does, in seconds (floats greater than zero).
+
+    @ivar connect: To open a connection to a backend.
+    @ivar upstream_response: From the moment the request has been sent until
+        the response head arrives, and between two reads of a response body.
+    @ivar idle: A downstream keep-alive connection waiting for its next request.
+    @ivar request_head: To receive a whole request head once it has started
+        (and the first one, from the moment a client connects).
+    @ivar request_body: Between two reads of a request body.
+    @ivar upstream_idle: An idle pooled connection to a backend is closed
+        after this long.
+    @ivar tcp_idle: A relayed TCP connection with no byte in either
+        direction is closed after this long.
+    @ivar udp_idle: A UDP session with no datagram in either direction
+        ends after this long.
+    @ivar send: How long a client's send buffer may stay full (the client
+        does not read what the proxy sends) before its connection is cut.
+    """
+
+    connect: float = 5.0
+    upstream_response: float = 60.0
+    idle: float = 60.0
+    request_head: float = 10.0
+    request_body: float = 60.0
+    upstream_idle: float = 30.0
+    tcp_idle: float = 600.0
+    udp_idle: float = 30.0
+    send: float = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    @ivar max_head_size: Bytes in a request head (request line and fields);
+        above it the answer is 431 (414 when the request line alone is too long).
+    @ivar max_header_count: Header fields in a request; above it, 431.
+    @ivar max_body_size: Bytes in a request body; above it, 413.  0 means
+        no limit.
+    @ivar max_uri_length: Bytes in a request target; above it, 414.
+    @ivar max_requests_per_connection: Requests served on one client
+        connection (HTTP/1.1 keep-alive, or HTTP/2 streams) before the proxy
+        closes it gracefully; 0 means no limit.
+    @ivar max_connections: Client connections open at once over all
+        listeners; beyond it the listeners stop accepting until some close.
+        0 means derived from the open-file limit
+        (L{twistproxy.admission.file_budget}).
+    @ivar max_in_flight: Requests being forwarded at once; beyond it new
+        requests are answered 503 at once.  0 means derived from the
+        open-file limit, as for C{max_connections}.
+    @ivar min_body_rate: Bytes per second a request body must average:
+        each read then extends the body timeout only by the time its bytes
+        earn at this rate (never beyond C{timeouts.request_body}).  0
+        means none: the body timeout runs between two reads.
+    """
+
+    max_head_size: int = 65536
+    max_header_count: int = 100
+    max_body_size: int = 1 << 30
+    max_uri_length: int = 8192
+    max_requests_per_connection: int = 1000
+    max_connections: int = 0
+    max_in_flight: int = 0
+    min_body_rate: int = 0
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """
+    How the proxy describes itself and the client to backends.
+
+    @ivar trusted_proxies: CIDRs (C{'10.0.0.0/8'}, C{'::1/128'}) of peers
+        whose C{Forwarded} and C{X-Forwarded-*} fields are extended; from any
+        other peer those fields are replaced.
+    @ivar via: The pseudonym used in the C{Via} field, or C{''} to not add one.
+    """
+
+    trusted_proxies: Tuple[str, ...] = ()
+    via: str = "twistproxy"
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """
+    @ivar path: A file to append to, C{'stdout'}, or C{''} for no access log.
+    @ivar format: C{'combined'} or C{'json'}.
+    @ivar max_size: Rotate the file once it has this many bytes (C{0}:
+        never; rotate with C{SIGUSR1} then).
+    @ivar keep: How many rotated files to keep (C{path.1} the newest).
+    """
+
+    path: str = "stdout"
+    format: str = "combined"
+    max_size: int = 0
+    keep: int = 5
+
+
+@dataclass(frozen=True)
+class Locator:
+    """
+    How clients are placed in a region and zone.
+
+    @ivar type: Name of an L{twistproxy.interfaces.ILocatorFactory} plugin
+        (C{'cidr'}, C{'header'}, C{'maxmind'}) or a dotted path to one.
+    @ivar options: Its own settings, checked by its factory.
+    """
+
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Locality:
+    """
+    @ivar regions: Regions in order of preference for clients whose own
+        region has no available server (and for clients not located).
+    @ivar overprovisioning: How much a region's healthy share is trusted:
+        a region keeps all its traffic while at least 1/overprovisioning of
+        its weight is available, and spills over gradually below.
+    """
+
+    regions: Tuple[str, ...] = ()
+    overprovisioning: float = 1.4
+
+
+@dataclass(frozen=True)
+class Admin:
+    """
+    The admin API and the Prometheus metrics, on a listener of their own.
+
+    @ivar endpoint: A server endpoint string; loopback by default.
+    @ivar token: When set, every admin request must carry
+        C{Authorization: Bearer <token>}.
+    """
+
+    endpoint: str = "tcp:9901:interface=127.0.0.1"
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Cache:
+    """
+    The shared HTTP cache's store and the settings every route shares.
+
+    @ivar store: The name of an L{twistproxy.interfaces.ICacheStoreFactory}
+        (C{'memory'}, C{'redis'}) or a dotted path to one.
+    @ivar options: The store's own settings (C{size}, C{url}, ...).
+    @ivar name: How the cache names itself in C{Cache-Status}.
+    @ivar targeted_header: A response field (lower-cased) meant for this
+        cache only, read before C{CDN-Cache-Control} and C{Cache-Control}
+        (RFC 9213) and not passed on; C{''} for none.
+    @ivar purge_from: CIDRs of the peers allowed to send C{PURGE}; empty
+        refuses C{PURGE} to everyone.
+    """
+
+    store: str = "memory"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "twistproxy"
+    targeted_header: str = ""
+    purge_from: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """
+    @ivar drain: Seconds that requests in flight get to finish after
+        SIGTERM, before the proxy exits anyway.
+    """
+
+    drain: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """
+    A whole proxy configuration.
+
+    @ivar digest: C{'sha256:'} and the hex SHA-256 of the bytes L{load}
+        read it from (what the admin API's C{/status} shows), or C{''}.
+    """
+
+    listeners: Tuple[Listener, ...]
+    upstreams: Mapping[str, UpstreamGroup]
+    routes: Tuple[Route, ...]
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    forwarding: Forwarding = Forwarding()
+    access_log: AccessLog = AccessLog()
+    locator: Optional[Locator] = None
+    locality: Locality = Locality()
+    admin: Optional[Admin] = None
+    shutdown: Shutdown = Shutdown()
+    cache: Cache = Cache()
+    resolver: Resolver = Resolver()
+    source: Optional[str] = None
+    workers: int = 1
+    digest: str = field(default="", compare=False)
