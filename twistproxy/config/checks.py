@@ -516,3 +516,44 @@ def workers_count(value: object, path: str = "workers") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _wrong_type(path, 'an integer or "auto"', value)
     return _integer(value, path, 1)
+
+
+def _pseudonym(value: object, path: str) -> str:
+    # The Via pseudonym: a token, or '' for no Via field.
+    via = _string(value, path)
+    if via:
+        _token(via, path, "pseudonym")
+    return via
+
+
+def _log_path(value: object, path: str) -> str:
+    log_path = _string(value, path)
+    if "\0" in log_path:
+        raise ConfigError(path, "must not contain NUL")
+    return log_path
+
+
+def _endpoint(value: object, path: str) -> str:
+    endpoint = _string(value, path)
+    if not endpoint.strip() or "\0" in endpoint:
+        raise ConfigError(path, "must be a non-empty endpoint string")
+    return endpoint
+
+
+def _regions(value: object, path: str) -> Tuple[str, ...]:
+    # Regions in order of preference: each named once.
+    regions = _strings(value, path, _label)
+    for i, region in enumerate(regions):
+        if not region:
+            raise ConfigError(_index(path, i), "must not be empty")
+        if region in regions[:i]:
+            raise ConfigError(_index(path, i), f"{region!r} is listed twice")
+    return regions
+
+
+def _overprovisioning(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(path, "a number of at least 1", value)
+    if not 1 <= value <= 100:
+        raise ConfigError(path, f"must be between 1 and 100 (got {value})")
+    return float(value)

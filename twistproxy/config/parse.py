@@ -27,6 +27,7 @@ from twistproxy.config.checks import (
     _strings, _name, _token, _field_value, _is_ip, _server_url, _host_name, _route_host, _label, _nameserver, _fraction,
     _path_prefix, _network, workers_count,
 )
+from twistproxy.config.schema import section
 from twistproxy.config.values import (
     HeaderRules, Server, Discovery, Resolver, HealthCheck, Outlier, Sticky, UpstreamTLS, UpstreamGroup,
     Filter, RouteCache, Route, Certificate, ListenerTLS, Listener, SNIRoute, Timeouts, Limits,
@@ -124,27 +125,6 @@ def _discovery(table: Dict[str, Any], path: str) -> Discovery:
     return Discovery(kind=kind, name=name, **kwargs)
 
 
-
-
-def _resolver(value: object, path: str) -> Resolver:
-    table = _table(value, path, ("nameservers",))
-    if "nameservers" not in table:
-        return Resolver()
-    servers = _strings(table["nameservers"], _key(path, "nameservers"), _nameserver)
-    if not servers:
-        raise ConfigError(_key(path, "nameservers"),
-                          "must list at least one name server (leave it out for the system's)")
-    return Resolver(nameservers=servers)
-
-
-def _upstream_tls(value: object, path: str) -> UpstreamTLS:
-    table = _table(value, path, ("ca", "client_cert", "client_key", "server_name"))
-    kwargs = {key: _string(table[key], _key(path, key)) for key in table}
-    if kwargs.get("client_key") and not kwargs.get("client_cert"):
-        raise ConfigError(_key(path, "client_key"), "needs client_cert")
-    return UpstreamTLS(**kwargs)
-
-
 def _health(value: object, path: str) -> HealthCheck:
     if not isinstance(value, dict):
         raise _wrong_type(path, "a table", value)
@@ -163,46 +143,6 @@ def _health(value: object, path: str) -> HealthCheck:
             kwargs[key] = _integer(options.pop(key), _key(path, key), 1)
     # The rest belongs to the check type, whose factory validates it.
     return HealthCheck(options=options, **kwargs)
-
-
-def _outlier(value: object, path: str) -> Outlier:
-    table = _table(value, path, (
-        "consecutive_failures", "base_ejection", "max_ejection",
-        "max_ejected_share", "on_5xx",
-    ))
-    kwargs: Dict[str, Any] = {}
-    if "consecutive_failures" in table:
-        kwargs["consecutive_failures"] = _integer(
-            table["consecutive_failures"], _key(path, "consecutive_failures"), 1)
-    for key in ("base_ejection", "max_ejection"):
-        if key in table:
-            kwargs[key] = _seconds(table[key], _key(path, key))
-    if "max_ejected_share" in table:
-        kwargs["max_ejected_share"] = _fraction(
-            table["max_ejected_share"], _key(path, "max_ejected_share"))
-    if "on_5xx" in table:
-        kwargs["on_5xx"] = _boolean(table["on_5xx"], _key(path, "on_5xx"))
-    outlier = Outlier(**kwargs)
-    if outlier.max_ejection < outlier.base_ejection:
-        raise ConfigError(_key(path, "max_ejection"), "must be at least base_ejection")
-    return outlier
-
-
-def _sticky(value: object, path: str) -> Sticky:
-    table = _table(value, path, ("cookie", "secret", "max_age", "path", "secure"))
-    kwargs: Dict[str, Any] = {}
-    if "cookie" in table:
-        kwargs["cookie"] = _token(_string(table["cookie"], _key(path, "cookie")),
-                                  _key(path, "cookie"), "cookie name")
-    if "secret" in table:
-        kwargs["secret"] = _string(table["secret"], _key(path, "secret"))
-    if "max_age" in table:
-        kwargs["max_age"] = _integer(table["max_age"], _key(path, "max_age"), 0)
-    if "path" in table:
-        kwargs["path"] = _path_prefix(table["path"], _key(path, "path"))
-    if "secure" in table:
-        kwargs["secure"] = _boolean(table["secure"], _key(path, "secure"))
-    return Sticky(**kwargs)
 
 
 def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
@@ -268,7 +208,8 @@ def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
         kwargs["slow_start"] = 0.0 if value == 0 and not isinstance(value, bool) else _seconds(
             value, _key(path, "slow_start"))
     builders: Dict[str, Callable[[object, str], Any]] = {
-        "health": _health, "outlier": _outlier, "sticky": _sticky, "tls": _upstream_tls,
+        "health": _health, "outlier": section(Outlier), "sticky": section(Sticky),
+        "tls": section(UpstreamTLS),
     }
     for key, build in builders.items():
         if key in group:
@@ -707,94 +648,6 @@ def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tu
     return tuple(routes)
 
 
-def _timeouts(value: object, path: str) -> Timeouts:
-    known = (
-        "connect",
-        "upstream_response",
-        "idle",
-        "request_head",
-        "request_body",
-        "upstream_idle",
-        "tcp_idle",
-        "udp_idle",
-        "send",
-    )
-    table = _table(value, path, known)
-    return Timeouts(**{k: _seconds(v, _key(path, k)) for k, v in table.items()})
-
-
-def _limits(value: object, path: str) -> Limits:
-    table = _table(value, path, (
-        "max_head_size", "max_header_count", "max_body_size", "max_uri_length",
-        "max_requests_per_connection", "max_connections", "max_in_flight",
-        "min_body_rate",
-    ))
-    kwargs = {}
-    if "max_head_size" in table:
-        kwargs["max_head_size"] = _size(
-            table["max_head_size"], _key(path, "max_head_size"), 1024
-        )
-    if "max_header_count" in table:
-        kwargs["max_header_count"] = _integer(
-            table["max_header_count"], _key(path, "max_header_count"), 1
-        )
-    if "max_body_size" in table:
-        kwargs["max_body_size"] = _size(
-            table["max_body_size"], _key(path, "max_body_size"), 0
-        )
-    if "max_uri_length" in table:
-        kwargs["max_uri_length"] = _size(
-            table["max_uri_length"], _key(path, "max_uri_length"), 256
-        )
-    for name in ("max_requests_per_connection", "max_connections", "max_in_flight",
-                 "min_body_rate"):
-        if name in table:
-            kwargs[name] = _integer(table[name], _key(path, name), 0)
-    return Limits(**kwargs)
-
-
-def _forwarding(value: object, path: str) -> Forwarding:
-    table = _table(value, path, ("trusted_proxies", "via"))
-    kwargs: Dict[str, Any] = {}
-    if "trusted_proxies" in table:
-        kwargs["trusted_proxies"] = _strings(
-            table["trusted_proxies"], _key(path, "trusted_proxies"), _network
-        )
-    if "via" in table:
-        via_path = _key(path, "via")
-        via = _string(table["via"], via_path)
-        if via:
-            _token(via, via_path, "pseudonym")
-        kwargs["via"] = via
-    return Forwarding(**kwargs)
-
-
-def _access_log(value: object, path: str) -> AccessLog:
-    table = _table(value, path, ("path", "format", "max_size", "keep"))
-    kwargs: Dict[str, Any] = {}
-    if "path" in table:
-        log_path = _string(table["path"], _key(path, "path"))
-        if "\0" in log_path:
-            raise ConfigError(_key(path, "path"), "must not contain NUL")
-        kwargs["path"] = log_path
-    if "format" in table:
-        fmt = _string(table["format"], _key(path, "format"))
-        if fmt not in _ACCESS_LOG_FORMATS:
-            raise ConfigError(
-                _key(path, "format"),
-                f"must be one of {', '.join(map(repr, _ACCESS_LOG_FORMATS))} "
-                f"(got {fmt!r})",
-            )
-        kwargs["format"] = fmt
-    if "max_size" in table:
-        kwargs["max_size"] = _size(table["max_size"], _key(path, "max_size"), 4096)
-        if kwargs.get("path", "stdout") in ("stdout", ""):
-            raise ConfigError(_key(path, "max_size"), "needs a file path to rotate")
-    if "keep" in table:
-        kwargs["keep"] = _integer(table["keep"], _key(path, "keep"), 1)
-    return AccessLog(**kwargs)
-
-
 _TOP_LEVEL = (
     "listeners",
     "upstreams",
@@ -811,26 +664,6 @@ _TOP_LEVEL = (
     "cache",
     "resolver",
 )
-
-
-def _admin(value: object, path: str) -> Admin:
-    table = _table(value, path, ("endpoint", "token"))
-    kwargs: Dict[str, Any] = {}
-    if "endpoint" in table:
-        endpoint = _string(table["endpoint"], _key(path, "endpoint"))
-        if not endpoint.strip() or "\0" in endpoint:
-            raise ConfigError(_key(path, "endpoint"), "must be a non-empty endpoint string")
-        kwargs["endpoint"] = endpoint
-    if "token" in table:
-        kwargs["token"] = _string(table["token"], _key(path, "token"))
-    return Admin(**kwargs)
-
-
-def _shutdown(value: object, path: str) -> Shutdown:
-    table = _table(value, path, ("drain",))
-    if "drain" in table:
-        return Shutdown(drain=_seconds(table["drain"], _key(path, "drain")))
-    return Shutdown()
 
 
 def _filters(value: object, path: str) -> Tuple[Filter, ...]:
@@ -866,28 +699,6 @@ def _locator(value: object, path: str) -> Locator:
     return Locator(type=kind, options=options)
 
 
-def _locality(value: object, path: str) -> Locality:
-    table = _table(value, path, ("regions", "overprovisioning"))
-    kwargs: Dict[str, Any] = {}
-    if "regions" in table:
-        regions = _strings(table["regions"], _key(path, "regions"), _label)
-        for i, region in enumerate(regions):
-            if not region:
-                raise ConfigError(_index(_key(path, "regions"), i), "must not be empty")
-            if region in regions[:i]:
-                raise ConfigError(_index(_key(path, "regions"), i), f"{region!r} is listed twice")
-        kwargs["regions"] = regions
-    if "overprovisioning" in table:
-        factor = table["overprovisioning"]
-        fpath = _key(path, "overprovisioning")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            raise _wrong_type(fpath, "a number of at least 1", factor)
-        if not 1 <= factor <= 100:
-            raise ConfigError(fpath, f"must be between 1 and 100 (got {factor})")
-        kwargs["overprovisioning"] = float(factor)
-    return Locality(**kwargs)
-
-
 def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
     _table(document, "", _TOP_LEVEL)
     if "listeners" not in document:
@@ -909,17 +720,17 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         http_groups = {n: g for n, g in upstreams.items() if g.kind == "http"}
         routes = _routes(document.get("routes"), "routes", http_groups)
     sections: Dict[str, Callable[[object, str], Any]] = {
-        "timeouts": _timeouts,
-        "limits": _limits,
-        "forwarding": _forwarding,
-        "access_log": _access_log,
+        "timeouts": section(Timeouts),
+        "limits": section(Limits),
+        "forwarding": section(Forwarding),
+        "access_log": section(AccessLog),
         "locator": _locator,
-        "locality": _locality,
-        "admin": _admin,
-        "shutdown": _shutdown,
+        "locality": section(Locality),
+        "admin": section(Admin),
+        "shutdown": section(Shutdown),
         "workers": workers_count,
         "cache": _cache,
-        "resolver": _resolver,
+        "resolver": section(Resolver),
     }
     kwargs = {
         name: build(document[name], name)

@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Tuple
 
-from twistproxy.config.checks import _KIND
+from twistproxy.config.checks import (
+    ConfigError, _KIND, _boolean, _endpoint, _fraction, _log_path, _nameserver, _network,
+    _overprovisioning, _path_prefix, _pseudonym, _regions, _string, key_path,
+)
+from twistproxy.config.schema import (
+    array, integer, one_of, rule, seconds, setting, size, token,
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class Resolver:
         servers of C{/etc/resolv.conf}.
     """
 
-    nameservers: Tuple[Tuple[str, int], ...] = ()
+    nameservers: Tuple[Tuple[str, int], ...] = setting((), check=array(
+        _nameserver, empty="must list at least one name server (leave it out for the system's)"))
 
 
 @dataclass(frozen=True)
@@ -116,11 +123,17 @@ class Outlier:
         errors, resets and timeouts always do).
     """
 
-    consecutive_failures: int = 5
-    base_ejection: float = 30.0
-    max_ejection: float = 300.0
-    max_ejected_share: float = 0.5
-    on_5xx: bool = False
+    consecutive_failures: int = setting(5, check=integer(1))
+    base_ejection: float = setting(30.0, check=seconds())
+    max_ejection: float = setting(300.0, check=seconds())
+    max_ejected_share: float = setting(0.5, check=_fraction)
+    on_5xx: bool = setting(False, check=_boolean)
+
+
+@rule(Outlier)
+def _ejections(outlier: Outlier, table: Mapping[str, Any], path: str) -> None:
+    if outlier.max_ejection < outlier.base_ejection:
+        raise ConfigError(key_path(path, "max_ejection"), "must be at least base_ejection")
 
 
 @dataclass(frozen=True)
@@ -136,11 +149,11 @@ class Sticky:
     @ivar max_age: Cookie lifetime in seconds, or C{0} for a session cookie.
     """
 
-    cookie: str = "twistproxy_server"
-    secret: str = ""
-    max_age: int = 0
-    path: str = "/"
-    secure: bool = False
+    cookie: str = setting("twistproxy_server", check=token("cookie name"))
+    secret: str = setting("", check=_string)
+    max_age: int = setting(0, check=integer(0))
+    path: str = setting("/", check=_path_prefix)
+    secure: bool = setting(False, check=_boolean)
 
 
 @dataclass(frozen=True)
@@ -159,10 +172,16 @@ class UpstreamTLS:
         certificates, when it is not the host of their URLs.
     """
 
-    ca: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    server_name: str = ""
+    ca: str = setting("", check=_string)
+    client_cert: str = setting("", check=_string)
+    client_key: str = setting("", check=_string)
+    server_name: str = setting("", check=_string)
+
+
+@rule(UpstreamTLS)
+def _client_pair(tls: UpstreamTLS, table: Mapping[str, Any], path: str) -> None:
+    if tls.client_key and not tls.client_cert:
+        raise ConfigError(key_path(path, "client_key"), "needs client_cert")
 
 
 @dataclass(frozen=True)
@@ -475,15 +494,15 @@ class Timeouts:
         does not read what the proxy sends) before its connection is cut.
     """
 
-    connect: float = 5.0
-    upstream_response: float = 60.0
-    idle: float = 60.0
-    request_head: float = 10.0
-    request_body: float = 60.0
-    upstream_idle: float = 30.0
-    tcp_idle: float = 600.0
-    udp_idle: float = 30.0
-    send: float = 60.0
+    connect: float = setting(5.0, check=seconds())
+    upstream_response: float = setting(60.0, check=seconds())
+    idle: float = setting(60.0, check=seconds())
+    request_head: float = setting(10.0, check=seconds())
+    request_body: float = setting(60.0, check=seconds())
+    upstream_idle: float = setting(30.0, check=seconds())
+    tcp_idle: float = setting(600.0, check=seconds())
+    udp_idle: float = setting(30.0, check=seconds())
+    send: float = setting(60.0, check=seconds())
 
 
 @dataclass(frozen=True)
@@ -511,14 +530,14 @@ class Limits:
         means none: the body timeout runs between two reads.
     """
 
-    max_head_size: int = 65536
-    max_header_count: int = 100
-    max_body_size: int = 1 << 30
-    max_uri_length: int = 8192
-    max_requests_per_connection: int = 1000
-    max_connections: int = 0
-    max_in_flight: int = 0
-    min_body_rate: int = 0
+    max_head_size: int = setting(65536, check=size(1024))
+    max_header_count: int = setting(100, check=integer(1))
+    max_body_size: int = setting(1 << 30, check=size(0))
+    max_uri_length: int = setting(8192, check=size(256))
+    max_requests_per_connection: int = setting(1000, check=integer(0))
+    max_connections: int = setting(0, check=integer(0))
+    max_in_flight: int = setting(0, check=integer(0))
+    min_body_rate: int = setting(0, check=integer(0))
 
 
 @dataclass(frozen=True)
@@ -532,8 +551,8 @@ class Forwarding:
     @ivar via: The pseudonym used in the C{Via} field, or C{''} to not add one.
     """
 
-    trusted_proxies: Tuple[str, ...] = ()
-    via: str = "twistproxy"
+    trusted_proxies: Tuple[str, ...] = setting((), check=array(_network))
+    via: str = setting("twistproxy", check=_pseudonym)
 
 
 @dataclass(frozen=True)
@@ -546,10 +565,16 @@ class AccessLog:
     @ivar keep: How many rotated files to keep (C{path.1} the newest).
     """
 
-    path: str = "stdout"
-    format: str = "combined"
-    max_size: int = 0
-    keep: int = 5
+    path: str = setting("stdout", check=_log_path)
+    format: str = setting("combined", check=one_of("combined", "json"))
+    max_size: int = setting(0, check=size(4096))
+    keep: int = setting(5, check=integer(1))
+
+
+@rule(AccessLog)
+def _rotated_file(log: AccessLog, table: Mapping[str, Any], path: str) -> None:
+    if log.max_size and log.path in ("stdout", ""):
+        raise ConfigError(key_path(path, "max_size"), "needs a file path to rotate")
 
 
 @dataclass(frozen=True)
@@ -576,8 +601,8 @@ class Locality:
         its weight is available, and spills over gradually below.
     """
 
-    regions: Tuple[str, ...] = ()
-    overprovisioning: float = 1.4
+    regions: Tuple[str, ...] = setting((), check=_regions)
+    overprovisioning: float = setting(1.4, check=_overprovisioning)
 
 
 @dataclass(frozen=True)
@@ -590,8 +615,8 @@ class Admin:
         C{Authorization: Bearer <token>}.
     """
 
-    endpoint: str = "tcp:9901:interface=127.0.0.1"
-    token: str = ""
+    endpoint: str = setting("tcp:9901:interface=127.0.0.1", check=_endpoint)
+    token: str = setting("", check=_string)
 
 
 @dataclass(frozen=True)
@@ -624,7 +649,7 @@ class Shutdown:
         SIGTERM, before the proxy exits anyway.
     """
 
-    drain: float = 30.0
+    drain: float = setting(30.0, check=seconds())
 
 
 @dataclass(frozen=True)
