@@ -28,13 +28,13 @@ from twistproxy.config.checks import (
     ConfigError, _seconds, _size, _string, describe_value, did_you_mean, is_label, is_token,
     key_path, workers_count,
 )
-from twistproxy.config.parse import ESCAPED_SLASHES, header_rules, load, parse
+from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
-    AccessLog, Admin, Cache, Certificate, Discovery, Filter, Forwarding, HeaderRules,
+    ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, Filter, Forwarding, HeaderRules,
     HealthCheck, Limits, Listener, ListenerTLS, Locality, Locator, Outlier, ProxyConfig,
     Resolver, Route, RouteCache, Server, Shutdown, SNIRoute, Sticky, Timeouts, UpstreamGroup,
-    UpstreamTLS,
+    UpstreamTLS, header_rules,
 )
 
 __all__ = [

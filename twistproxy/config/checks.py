@@ -557,3 +557,58 @@ def _overprovisioning(value: object, path: str) -> float:
     if not 1 <= value <= 100:
         raise ConfigError(path, f"must be between 1 and 100 (got {value})")
     return float(value)
+
+
+# The parts of a request URI a cache key may be made of.
+_KEY_PARTS = ("scheme", "host", "path", "query")
+
+
+def _key_part(name: str, path: str) -> str:
+    if name not in _KEY_PARTS:
+        raise ConfigError(path, f"unknown key part {name!r}; use {', '.join(_KEY_PARTS)}")
+    return name
+
+
+def _lower_token(name: str, path: str) -> str:
+    # A header name, lower-cased as the code compares them.
+    return _token(name, path, "header name").lower()
+
+
+def _method(name: str, path: str) -> str:
+    return _token(name, path, "method").upper()
+
+
+def _cached_method(name: str, path: str) -> str:
+    if name.upper() not in ("GET", "HEAD", "POST"):
+        raise ConfigError(path, f"only GET, HEAD and POST responses can be cached (got {name!r})")
+    return name.upper()
+
+
+def _route_hosts(value: object, path: str) -> Tuple[str, ...]:
+    # One host, or an array of them.
+    if isinstance(value, str):
+        return (_route_host(value, path),)
+    if isinstance(value, list):
+        return _strings(value, path, _route_host)
+    raise _wrong_type(path, "a string or an array of strings", value)
+
+
+def _server_name(host: str, path: str) -> str:
+    # A name a TLS client may send in SNI, or a wildcard.
+    return _host_name(host.lower(), path, allow_wildcard=True)
+
+
+def _tls_version(value: object, path: str) -> str:
+    version = _string(value, path)
+    if version not in ("1.2", "1.3"):
+        raise ConfigError(path, 'must be "1.2" or "1.3"')
+    return version
+
+
+def _listener_endpoint(value: object, path: str) -> str:
+    endpoint = _string(value, path)
+    if not endpoint.strip():
+        raise ConfigError(path, "must not be empty")
+    if "\0" in endpoint:
+        raise ConfigError(path, "must not contain NUL")
+    return endpoint

@@ -22,54 +22,17 @@ except ImportError:  # Python < 3.11
     import tomli as _toml  # type: ignore[no-redef]
 
 from twistproxy.config.checks import (
-    ConfigError, _DNS_LABEL, _ACCESS_LOG_FORMATS, _KIND, _PROTOCOLS, _PROXY_PROTOCOL_VERSIONS,
-    _key, _index, _wrong_type, _table, _string, _boolean, _integer, _seconds, _size, _array,
-    _strings, _name, _token, _field_value, _is_ip, _server_url, _host_name, _route_host, _label, _nameserver, _fraction,
-    _path_prefix, _network, workers_count,
+    ConfigError, _DNS_LABEL, _KIND, _PROXY_PROTOCOL_VERSIONS,
+    _key, _index, _wrong_type, _table, _string, _boolean, _integer, _seconds, _array,
+    _strings, _name, _token, _is_ip, _server_url, _label, _fraction,
+    _network, workers_count,
 )
-from twistproxy.config.schema import section
+from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
-    HeaderRules, Server, Discovery, Resolver, HealthCheck, Outlier, Sticky, UpstreamTLS, UpstreamGroup,
-    Filter, RouteCache, Route, Certificate, ListenerTLS, Listener, SNIRoute, Timeouts, Limits,
+    Server, Discovery, Resolver, HealthCheck, Outlier, Sticky, UpstreamTLS, UpstreamGroup,
+    Route, Listener, Timeouts, Limits,
     Forwarding, AccessLog, Locator, Locality, Admin, Cache, Shutdown, ProxyConfig,
 )
-
-
-def header_rules(value: object, path: str) -> HeaderRules:
-    """
-    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
-    and the C{headers} filter have them.
-    """
-    rules = _table(value, path, ("remove", "set", "add"))
-    remove: Tuple[str, ...] = ()
-    if "remove" in rules:
-        remove = _strings(
-            rules["remove"],
-            _key(path, "remove"),
-            lambda name, p: _token(name, p, "header name"),
-        )
-    pairs = {}
-    for kind in ("set", "add"):
-        kind_path = _key(path, kind)
-        table = rules.get(kind, {})
-        if not isinstance(table, dict):
-            raise _wrong_type(kind_path, "a table of header names to values", table)
-        seen: Dict[str, str] = {}
-        result = []
-        for name, field_value in table.items():
-            name_path = _key(kind_path, name)
-            _token(name, name_path, "header name")
-            folded = name.lower()
-            if folded in seen:
-                raise ConfigError(
-                    name_path,
-                    f"header {name!r} is listed twice (as {seen[folded]!r}); "
-                    f"header names are case-insensitive",
-                )
-            seen[folded] = name
-            result.append((name, _field_value(field_value, name_path)))
-        pairs[kind] = tuple(result)
-    return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
 
 
 def _server(value: object, path: str) -> Server:
@@ -262,119 +225,8 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
     for name, listener in value.items():
         listener_path = _key(path, name)
         _name(name, listener_path, "listener")
-        table = _table(listener, listener_path,
-                       ("endpoint", "tls", "redirect_https", "https_port", "h2c", "protocol",
-                        "upstream", "sni", "proxy_protocol", "max_connections",
-                        "max_sessions", "filters", "escaped_slashes"))
-        endpoint_path = _key(listener_path, "endpoint")
-        if "endpoint" not in table:
-            raise ConfigError(
-                endpoint_path, "is required (an endpoint string such as \"tcp:8080\")"
-            )
-        endpoint = _string(table["endpoint"], endpoint_path)
-        if not endpoint.strip():
-            raise ConfigError(endpoint_path, "must not be empty")
-        if "\0" in endpoint:
-            raise ConfigError(endpoint_path, "must not contain NUL")
-        kwargs: Dict[str, Any] = {}
-        if "tls" in table:
-            kwargs["tls"] = _listener_tls(table["tls"], _key(listener_path, "tls"))
-        if "redirect_https" in table:
-            kwargs["redirect_https"] = _boolean(
-                table["redirect_https"], _key(listener_path, "redirect_https"))
-            if kwargs["redirect_https"] and "tls" in kwargs:
-                raise ConfigError(_key(listener_path, "redirect_https"),
-                                  "only for plain listeners (this one has tls)")
-        if "h2c" in table:
-            kwargs["h2c"] = _boolean(table["h2c"], _key(listener_path, "h2c"))
-            if kwargs["h2c"] and ("tls" in kwargs or kwargs.get("redirect_https")):
-                raise ConfigError(_key(listener_path, "h2c"),
-                                  "only for plain listeners that do not redirect")
-        if "https_port" in table:
-            port_path = _key(listener_path, "https_port")
-            kwargs["https_port"] = _integer(table["https_port"], port_path, 1)
-            if kwargs["https_port"] > 65535:
-                raise ConfigError(port_path, "must be at most 65535")
-        kwargs.update(_stream_options(table, listener_path))
-        if "escaped_slashes" in table:
-            slashes_path = _key(listener_path, "escaped_slashes")
-            kwargs["escaped_slashes"] = _string(table["escaped_slashes"], slashes_path)
-            if kwargs["escaped_slashes"] not in ESCAPED_SLASHES:
-                raise ConfigError(slashes_path, f"must be one of "
-                                  f"{', '.join(map(repr, ESCAPED_SLASHES))} "
-                                  f"(got {kwargs['escaped_slashes']!r})")
-        if "filters" in table:
-            filters_path = _key(listener_path, "filters")
-            if kwargs.get("redirect_https"):
-                raise ConfigError(filters_path, "a listener that redirects to https forwards "
-                                                "nothing to filter")
-            kwargs["filters"] = _filters(table["filters"], filters_path)
-        listeners.append(Listener(name=name, endpoint=endpoint, **kwargs))
+        listeners.append(build(Listener, listener, listener_path, name=name))
     return tuple(listeners)
-
-
-# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
-ESCAPED_SLASHES = ("keep", "decode", "reject")
-
-# The listener keys that only some protocols take.
-_ONLY_FOR = {
-    "tls": ("http",), "redirect_https": ("http",), "https_port": ("http",),
-    "h2c": ("http",), "upstream": ("tcp", "udp"), "sni": ("http", "tcp"),
-    "proxy_protocol": ("http", "tcp"), "max_connections": ("http", "tcp"),
-    "max_sessions": ("udp",), "escaped_slashes": ("http",),
-}
-
-
-def _stream_options(table: Dict[str, Any], path: str) -> Dict[str, Any]:
-    """
-    The settings of a listener that concern its protocol, TLS passthrough
-    and the PROXY protocol.
-    """
-    kwargs: Dict[str, Any] = {}
-    protocol = "http"
-    if "protocol" in table:
-        protocol = _string(table["protocol"], _key(path, "protocol"))
-        if protocol not in _PROTOCOLS:
-            raise ConfigError(_key(path, "protocol"),
-                              f"must be one of {', '.join(map(repr, _PROTOCOLS))} "
-                              f"(got {protocol!r})")
-        kwargs["protocol"] = protocol
-    for key, protocols in _ONLY_FOR.items():
-        if key in table and protocol not in protocols:
-            raise ConfigError(_key(path, key),
-                              f"not for {protocol} listeners (only {' and '.join(protocols)})")
-    if "upstream" in table:
-        kwargs["upstream"] = _string(table["upstream"], _key(path, "upstream"))
-    elif protocol != "http" and "sni" not in table:
-        raise ConfigError(_key(path, "upstream"),
-                          f"is required on a {protocol} listener (the name of an upstream group)")
-    if "sni" in table:
-        spath = _key(path, "sni")
-        if protocol == "http" and "tls" not in table:
-            raise ConfigError(spath, "passthrough routes need tls on an http listener "
-                                     "(the names that are not passed through are terminated)")
-        items = _array(table["sni"], spath)
-        kwargs["sni"] = tuple(_sni_route(item, _index(spath, i)) for i, item in enumerate(items))
-    if "proxy_protocol" in table:
-        kwargs["proxy_protocol"] = _strings(
-            table["proxy_protocol"], _key(path, "proxy_protocol"), _network)
-    for key in ("max_connections", "max_sessions"):
-        if key in table:
-            kwargs[key] = _integer(table[key], _key(path, key), 0 if key == "max_connections" else 1)
-    return kwargs
-
-
-def _sni_route(value: object, path: str) -> SNIRoute:
-    table = _table(value, path, ("hosts", "upstream"))
-    for key in ("hosts", "upstream"):
-        if key not in table:
-            raise ConfigError(_key(path, key), "is required")
-    hosts_path = _key(path, "hosts")
-    hosts = _strings(table["hosts"], hosts_path,
-                     lambda host, p: _host_name(host.lower(), p, allow_wildcard=True))
-    if not hosts:
-        raise ConfigError(hosts_path, "must list at least one server name")
-    return SNIRoute(hosts=hosts, upstream=_string(table["upstream"], _key(path, "upstream")))
 
 
 def _check_listener_groups(listeners: Sequence[Listener],
@@ -399,186 +251,17 @@ def _check_listener_groups(listeners: Sequence[Listener],
                                          f"{groups[name].kind} servers, not {kind}:// ones")
 
 
-def _certificate(value: object, path: str) -> Certificate:
-    if isinstance(value, str):
-        if not value:
-            raise ConfigError(path, "must not be empty")
-        return Certificate(cert=value)
-    table = _table(value, path, ("cert", "key"))
-    if "cert" not in table:
-        raise ConfigError(_key(path, "cert"), "is required")
-    cert = _string(table["cert"], _key(path, "cert"))
-    key = _string(table.get("key", ""), _key(path, "key"))
-    return Certificate(cert=cert, key=key)
-
-
-def _listener_tls(value: object, path: str) -> ListenerTLS:
-    table = _table(value, path, (
-        "certificates", "default", "min_version", "ciphers", "client_ca",
-        "client_subject_header", "hsts", "handshake_timeout",
-    ))
-    certs_path = _key(path, "certificates")
-    if "certificates" not in table:
-        raise ConfigError(certs_path, "is required (PEM files or directories)")
-    items = _array(table["certificates"], certs_path)
-    if not items:
-        raise ConfigError(certs_path, "must list at least one certificate")
-    kwargs: Dict[str, Any] = {
-        "certificates": tuple(_certificate(item, _index(certs_path, i))
-                              for i, item in enumerate(items)),
-    }
-    if "default" in table:
-        default = _integer(table["default"], _key(path, "default"), 0)
-        if default >= len(items):
-            raise ConfigError(_key(path, "default"),
-                              f"must be the index of a certificate (0 to {len(items) - 1})")
-        kwargs["default"] = default
-    if "min_version" in table:
-        version = _string(table["min_version"], _key(path, "min_version"))
-        if version not in ("1.2", "1.3"):
-            raise ConfigError(_key(path, "min_version"), 'must be "1.2" or "1.3"')
-        kwargs["min_version"] = version
-    for key in ("ciphers", "client_ca"):
-        if key in table:
-            kwargs[key] = _string(table[key], _key(path, key))
-    if "client_subject_header" in table:
-        hpath = _key(path, "client_subject_header")
-        kwargs["client_subject_header"] = _token(_string(table["client_subject_header"], hpath),
-                                                 hpath, "header name")
-    if "hsts" in table:
-        kwargs["hsts"] = _integer(table["hsts"], _key(path, "hsts"), 0)
-    if "handshake_timeout" in table:
-        kwargs["handshake_timeout"] = _seconds(table["handshake_timeout"],
-                                               _key(path, "handshake_timeout"))
-    return ListenerTLS(**kwargs)
-
-
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
-    route = _table(
-        value,
-        path,
-        (
-            "name",
-            "hosts",
-            "path_prefix",
-            "methods",
-            "upstream",
-            "preserve_host",
-            "request_headers",
-            "response_headers",
-            "filters",
-            "cache",
-            "allow_trace",
-        ),
-    )
-    upstream_path = _key(path, "upstream")
-    if "upstream" not in route:
-        raise ConfigError(upstream_path, "is required (the name of an upstream group)")
-    upstream = _string(route["upstream"], upstream_path)
-    if upstream not in groups:
+    route = build(Route, value, path)
+    if route.upstream not in groups:
         raise ConfigError(
-            upstream_path,
-            f"no upstream group named {upstream!r} (defined: "
+            _key(path, "upstream"),
+            f"no upstream group named {route.upstream!r} (defined: "
             f"{', '.join(sorted(groups))})",
         )
-    kwargs: Dict[str, Any] = {"upstream": upstream, "name": _index("routes", index)}
-    if "name" in route:
-        name = _string(route["name"], _key(path, "name"))
-        if not name:
-            raise ConfigError(_key(path, "name"), "must not be empty")
-        kwargs["name"] = name
-    if "hosts" in route:
-        hosts_path = _key(path, "hosts")
-        hosts = route["hosts"]
-        if isinstance(hosts, str):
-            kwargs["hosts"] = (_route_host(hosts, hosts_path),)
-        elif isinstance(hosts, list):
-            kwargs["hosts"] = _strings(hosts, hosts_path, _route_host)
-        else:
-            raise _wrong_type(hosts_path, "a string or an array of strings", hosts)
-    if "path_prefix" in route:
-        kwargs["path_prefix"] = _path_prefix(route["path_prefix"], _key(path, "path_prefix"))
-    if "methods" in route:
-        kwargs["methods"] = _strings(
-            route["methods"],
-            _key(path, "methods"),
-            lambda method, p: _token(method, p, "method").upper(),
-        )
-    for flag in ("preserve_host", "allow_trace"):
-        if flag in route:
-            kwargs[flag] = _boolean(route[flag], _key(path, flag))
-    for rules in ("request_headers", "response_headers"):
-        if rules in route:
-            kwargs[rules] = header_rules(route[rules], _key(path, rules))
-    if "filters" in route:
-        kwargs["filters"] = _filters(route["filters"], _key(path, "filters"))
-    if "cache" in route:
-        kwargs["cache"] = _route_cache(route["cache"], _key(path, "cache"))
-    return Route(**kwargs)
-
-
-_KEY_PARTS = ("scheme", "host", "path", "query")
-
-
-def _route_cache(value: object, path: str) -> Optional[RouteCache]:
-    """
-    A route's C{cache}: C{true}, C{false}, or a table of settings.
-    """
-    if isinstance(value, bool):
-        return RouteCache() if value else None
-    table = _table(value, path, (
-        "enabled", "key", "key_headers", "default_ttl", "max_ttl", "client_no_cache",
-        "max_object_size", "methods", "lock_timeout", "set_cookie", "stale_if_error",
-        "stale_on_5xx",
-    ))
-    kwargs: Dict[str, Any] = {}
-    if "enabled" in table:
-        kwargs["enabled"] = _boolean(table["enabled"], _key(path, "enabled"))
-    if "key" in table:
-        def part(name: str, p: str) -> str:
-            if name not in _KEY_PARTS:
-                raise ConfigError(p, f"unknown key part {name!r}; use {', '.join(_KEY_PARTS)}")
-            return name
-        kwargs["key"] = _strings(table["key"], _key(path, "key"), part)
-        if "path" not in kwargs["key"]:
-            raise ConfigError(_key(path, "key"), "the key must include the path")
-    if "key_headers" in table:
-        kwargs["key_headers"] = _strings(
-            table["key_headers"], _key(path, "key_headers"),
-            lambda name, p: _token(name, p, "header name").lower(),
-        )
-    for name in ("default_ttl", "max_ttl", "stale_if_error"):
-        if name in table:
-            value = table[name]
-            if value == 0 and not isinstance(value, bool):
-                kwargs[name] = 0.0
-            else:
-                kwargs[name] = _seconds(value, _key(path, name))
-    if "lock_timeout" in table:
-        kwargs["lock_timeout"] = _seconds(table["lock_timeout"], _key(path, "lock_timeout"))
-    for name, modes in (("client_no_cache", ("honour", "ignore")),
-                        ("set_cookie", ("pass", "strip"))):
-        if name in table:
-            mode = _string(table[name], _key(path, name))
-            if mode not in modes:
-                raise ConfigError(_key(path, name),
-                                  f"must be {modes[0]!r} or {modes[1]!r} (got {mode!r})")
-            kwargs[name] = mode
-    if "stale_on_5xx" in table:
-        kwargs["stale_on_5xx"] = _boolean(table["stale_on_5xx"], _key(path, "stale_on_5xx"))
-    if "max_object_size" in table:
-        kwargs["max_object_size"] = _size(
-            table["max_object_size"], _key(path, "max_object_size"), 1)
-    if "methods" in table:
-        def method(name: str, p: str) -> str:
-            if name.upper() not in ("GET", "HEAD", "POST"):
-                raise ConfigError(p, f"only GET, HEAD and POST responses can be cached (got {name!r})")
-            return name.upper()
-        methods = _strings(table["methods"], _key(path, "methods"), method)
-        if "GET" not in methods:
-            raise ConfigError(_key(path, "methods"), "must include GET")
-        kwargs["methods"] = methods
-    return RouteCache(**kwargs)
+    if not route.name:
+        route = replace(route, name=_index("routes", index))
+    return route
 
 
 def _cache(value: object, path: str) -> Cache:
@@ -664,27 +347,6 @@ _TOP_LEVEL = (
     "cache",
     "resolver",
 )
-
-
-def _filters(value: object, path: str) -> Tuple[Filter, ...]:
-    """
-    A C{filters} array: tables with a C{name} and the filter's options,
-    which its factory checks when the proxy is built.
-    """
-    filters = []
-    for i, item in enumerate(_array(value, path)):
-        item_path = _index(path, i)
-        if not isinstance(item, dict):
-            raise _wrong_type(item_path, "a table with a name (a filter)", item)
-        options = dict(item)
-        name_path = _key(item_path, "name")
-        if "name" not in options:
-            raise ConfigError(name_path, "is required (the filter's name, or a dotted path)")
-        name = _string(options.pop("name"), name_path)
-        if not name:
-            raise ConfigError(name_path, "must not be empty")
-        filters.append(Filter(name=name, options=options))
-    return tuple(filters)
 
 
 def _locator(value: object, path: str) -> Locator:

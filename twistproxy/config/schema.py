@@ -117,12 +117,11 @@ def read(cls: type, value: object, path: str, rest: str = "",
             refused = only(table, path)
             if refused:
                 raise ConfigError(where, refused)
-        if f.name in skip:
-            continue
-        if f.name in table:
+        if f.name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
+                raise ConfigError(where, f.metadata["required"])
+        elif f.name not in skip:
             kwargs[f.name] = f.metadata["check"](table[f.name], where)
-        elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
-            raise ConfigError(where, f.metadata["required"])
     if rest:
         kwargs[rest] = {k: v for k, v in table.items() if k not in names}
     return kwargs
@@ -217,6 +216,18 @@ def one_of(*choices: str) -> Check:
         if text not in choices:
             raise ConfigError(path, f"must be one of {', '.join(map(repr, choices))} "
                                     f"(got {text!r})")
+        return text
+    return check
+
+
+def either(first: str, second: str) -> Check:
+    """
+    One of two strings.
+    """
+    def check(value: object, path: str) -> str:
+        text = _string(value, path)
+        if text not in (first, second):
+            raise ConfigError(path, f"must be {first!r} or {second!r} (got {text!r})")
         return text
     return check
 

@@ -8,14 +8,17 @@ that embeds twistproxy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from twistproxy.config.checks import (
-    ConfigError, _KIND, _boolean, _endpoint, _fraction, _log_path, _nameserver, _network,
-    _overprovisioning, _path_prefix, _pseudonym, _regions, _string, key_path,
+    ConfigError, _KEY_PARTS, _KIND, _PROTOCOLS, _boolean, _cached_method, _endpoint,
+    _field_value, _fraction, _key_part, _listener_endpoint, _log_path, _lower_token, _method,
+    _nameserver, _network, _overprovisioning, _path_prefix, _pseudonym, _regions, _route_hosts,
+    _server_name, _string, _strings, _table, _tls_version, _token, _wrong_type, key_path,
 )
 from twistproxy.config.schema import (
-    array, integer, one_of, rule, seconds, setting, size, token,
+    array, either, integer, nonempty, one_of, read, reader, rule, seconds, section, sections,
+    setting, size, token,
 )
 
 
@@ -261,6 +264,44 @@ class HeaderRules:
     add: Tuple[Tuple[str, str], ...] = ()
 
 
+@reader(HeaderRules)
+def header_rules(value: object, path: str) -> HeaderRules:
+    """
+    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
+    and the C{headers} filter have them.
+    """
+    rules = _table(value, path, ("remove", "set", "add"))
+    remove: Tuple[str, ...] = ()
+    if "remove" in rules:
+        remove = _strings(
+            rules["remove"],
+            key_path(path, "remove"),
+            lambda name, p: _token(name, p, "header name"),
+        )
+    pairs = {}
+    for kind in ("set", "add"):
+        kind_path = key_path(path, kind)
+        table = rules.get(kind, {})
+        if not isinstance(table, dict):
+            raise _wrong_type(kind_path, "a table of header names to values", table)
+        seen: Dict[str, str] = {}
+        result = []
+        for name, field_value in table.items():
+            name_path = key_path(kind_path, name)
+            _token(name, name_path, "header name")
+            folded = name.lower()
+            if folded in seen:
+                raise ConfigError(
+                    name_path,
+                    f"header {name!r} is listed twice (as {seen[folded]!r}); "
+                    f"header names are case-insensitive",
+                )
+            seen[folded] = name
+            result.append((name, _field_value(field_value, name_path)))
+        pairs[kind] = tuple(result)
+    return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
+
+
 @dataclass(frozen=True)
 class Filter:
     """
@@ -271,8 +312,16 @@ class Filter:
     @ivar options: The filter's other settings, checked by its factory.
     """
 
-    name: str
+    name: str = setting(check=nonempty, required="is required (the filter's name, or a dotted path)")
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@reader(Filter)
+def _filter(value: object, path: str) -> Filter:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table with a name (a filter)", value)
+    # The keys besides the name are the filter's, checked by its factory.
+    return Filter(**read(Filter, value, path, rest="options"))
 
 
 @dataclass(frozen=True)
@@ -307,18 +356,31 @@ class RouteCache:
         origin's 5xx answers.
     """
 
-    enabled: bool = True
-    key: Tuple[str, ...] = ("scheme", "host", "path", "query")
-    key_headers: Tuple[str, ...] = ()
-    default_ttl: float = 0.0
-    max_ttl: float = 0.0
-    client_no_cache: str = "honour"
-    max_object_size: int = 1024 * 1024
-    methods: Tuple[str, ...] = ("GET", "HEAD")
-    lock_timeout: float = 5.0
-    set_cookie: str = "pass"
-    stale_if_error: float = 3600.0
-    stale_on_5xx: bool = False
+    enabled: bool = setting(True, check=_boolean)
+    key: Tuple[str, ...] = setting(_KEY_PARTS, check=array(_key_part))
+    key_headers: Tuple[str, ...] = setting((), check=array(_lower_token))
+    default_ttl: float = setting(0.0, check=seconds(zero=True))
+    max_ttl: float = setting(0.0, check=seconds(zero=True))
+    client_no_cache: str = setting("honour", check=either("honour", "ignore"))
+    max_object_size: int = setting(1024 * 1024, check=size(1))
+    methods: Tuple[str, ...] = setting(("GET", "HEAD"), check=array(_cached_method))
+    lock_timeout: float = setting(5.0, check=seconds())
+    set_cookie: str = setting("pass", check=either("pass", "strip"))
+    stale_if_error: float = setting(3600.0, check=seconds(zero=True))
+    stale_on_5xx: bool = setting(False, check=_boolean)
+
+
+@reader(RouteCache)
+def _route_cache(value: object, path: str) -> Optional[RouteCache]:
+    # A route's cache: true, false, or a table of settings.
+    if isinstance(value, bool):
+        return RouteCache() if value else None
+    cache = RouteCache(**read(RouteCache, value, path))
+    if "path" not in cache.key:
+        raise ConfigError(key_path(path, "key"), "the key must include the path")
+    if "GET" not in cache.methods:
+        raise ConfigError(key_path(path, "methods"), "must include GET")
+    return cache
 
 
 @dataclass(frozen=True)
@@ -344,17 +406,17 @@ class Route:
         answered 405 (a TRACE echoes the request, credentials included).
     """
 
-    upstream: str
-    name: str = ""
-    hosts: Tuple[str, ...] = ()
-    path_prefix: str = "/"
-    methods: Tuple[str, ...] = ()
-    preserve_host: bool = True
-    request_headers: HeaderRules = HeaderRules()
-    response_headers: HeaderRules = HeaderRules()
-    filters: Tuple[Filter, ...] = ()
-    cache: Optional[RouteCache] = None
-    allow_trace: bool = False
+    upstream: str = setting(check=_string, required="is required (the name of an upstream group)")
+    name: str = setting("", check=nonempty)
+    hosts: Tuple[str, ...] = setting((), check=_route_hosts)
+    path_prefix: str = setting("/", check=_path_prefix)
+    methods: Tuple[str, ...] = setting((), check=array(_method))
+    preserve_host: bool = setting(True, check=_boolean)
+    request_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
+    response_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
+    filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
+    cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
+    allow_trace: bool = setting(False, check=_boolean)
 
 
 @dataclass(frozen=True)
@@ -367,8 +429,18 @@ class Certificate:
     @ivar key: A PEM file with the private key, or C{''}.
     """
 
-    cert: str
-    key: str = ""
+    cert: str = setting(check=_string)
+    key: str = setting("", check=_string)
+
+
+@reader(Certificate)
+def _certificate(value: object, path: str) -> Certificate:
+    # A file name alone, or a table {cert, key}.
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(path, "must not be empty")
+        return Certificate(cert=value)
+    return Certificate(**read(Certificate, value, path))
 
 
 @dataclass(frozen=True)
@@ -395,14 +467,56 @@ class ListenerTLS:
     @ivar handshake_timeout: Seconds a client has to complete its handshake.
     """
 
-    certificates: Tuple[Certificate, ...]
-    default: int = 0
-    min_version: str = "1.2"
-    ciphers: str = ""
-    client_ca: str = ""
-    client_subject_header: str = "X-Client-Subject"
-    hsts: int = 0
-    handshake_timeout: float = 10.0
+    certificates: Tuple[Certificate, ...] = setting(
+        check=sections(Certificate, empty="must list at least one certificate"),
+        required="is required (PEM files or directories)")
+    default: int = setting(0, check=integer(0))
+    min_version: str = setting("1.2", check=_tls_version)
+    ciphers: str = setting("", check=_string)
+    client_ca: str = setting("", check=_string)
+    client_subject_header: str = setting("X-Client-Subject", check=token("header name"))
+    hsts: int = setting(0, check=integer(0))
+    handshake_timeout: float = setting(10.0, check=seconds())
+
+
+@rule(ListenerTLS)
+def _default_certificate(tls: ListenerTLS, table: Mapping[str, Any], path: str) -> None:
+    if tls.default >= len(tls.certificates):
+        raise ConfigError(key_path(path, "default"), f"must be the index of a certificate "
+                                                     f"(0 to {len(tls.certificates) - 1})")
+
+
+# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
+ESCAPED_SLASHES = ("keep", "decode", "reject")
+
+
+def _for(*protocols: str) -> Callable[[Mapping[str, Any], str], Optional[str]]:
+    """
+    The condition of a listener setting that only listeners of these
+    protocols take.
+    """
+    def only(table: Mapping[str, Any], path: str) -> Optional[str]:
+        protocol = one_of(*_PROTOCOLS)(table.get("protocol", "http"), key_path(path, "protocol"))
+        if protocol in protocols:
+            return None
+        return f"not for {protocol} listeners (only {' and '.join(protocols)})"
+    return only
+
+
+@dataclass(frozen=True)
+class SNIRoute:
+    """
+    A TLS passthrough route: TLS connections for these server names are
+    relayed to C{upstream} without being decrypted.
+
+    @ivar hosts: Exact names (C{'db.example.com'}) or wildcards
+        (C{'*.example.com'}, any name below C{example.com}), lower-cased.
+    @ivar upstream: The name of a group of C{tcp://} servers.
+    """
+
+    hosts: Tuple[str, ...] = setting(
+        check=array(_server_name, empty="must list at least one server name"))
+    upstream: str = setting(check=_string)
 
 
 @dataclass(frozen=True)
@@ -442,34 +556,44 @@ class Listener:
     """
 
     name: str
-    endpoint: str
-    tls: Optional[ListenerTLS] = None
-    redirect_https: bool = False
-    https_port: int = 443
-    h2c: bool = False
-    protocol: str = "http"
-    upstream: str = ""
-    sni: Tuple["SNIRoute", ...] = ()
-    proxy_protocol: Tuple[str, ...] = ()
-    max_connections: int = 0
-    max_sessions: int = 10000
-    filters: Tuple[Filter, ...] = ()
-    escaped_slashes: str = "keep"
+    endpoint: str = setting(
+        check=_listener_endpoint, required='is required (an endpoint string such as "tcp:8080")')
+    tls: Optional[ListenerTLS] = setting(None, check=section(ListenerTLS), only=_for("http"))
+    redirect_https: bool = setting(False, check=_boolean, only=_for("http"))
+    https_port: int = setting(443, check=integer(1, 65535), only=_for("http"))
+    h2c: bool = setting(False, check=_boolean, only=_for("http"))
+    protocol: str = setting("http", check=one_of(*_PROTOCOLS))
+    upstream: str = setting("", check=_string, only=_for("tcp", "udp"))
+    sni: Tuple[SNIRoute, ...] = setting((), check=sections(SNIRoute), only=_for("http", "tcp"))
+    proxy_protocol: Tuple[str, ...] = setting((), check=array(_network), only=_for("http", "tcp"))
+    max_connections: int = setting(0, check=integer(0), only=_for("http", "tcp"))
+    max_sessions: int = setting(10000, check=integer(1), only=_for("udp"))
+    filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
+    escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
 
 
-@dataclass(frozen=True)
-class SNIRoute:
-    """
-    A TLS passthrough route: TLS connections for these server names are
-    relayed to C{upstream} without being decrypted.
+@rule(Listener)
+def _plain_listener(listener: Listener, table: Mapping[str, Any], path: str) -> None:
+    # What only a plain listener does, and what a redirecting one cannot.
+    if listener.redirect_https and listener.tls is not None:
+        raise ConfigError(key_path(path, "redirect_https"),
+                          "only for plain listeners (this one has tls)")
+    if listener.h2c and (listener.tls is not None or listener.redirect_https):
+        raise ConfigError(key_path(path, "h2c"), "only for plain listeners that do not redirect")
+    if "filters" in table and listener.redirect_https:
+        raise ConfigError(key_path(path, "filters"),
+                          "a listener that redirects to https forwards nothing to filter")
 
-    @ivar hosts: Exact names (C{'db.example.com'}) or wildcards
-        (C{'*.example.com'}, any name below C{example.com}), lower-cased.
-    @ivar upstream: The name of a group of C{tcp://} servers.
-    """
 
-    hosts: Tuple[str, ...]
-    upstream: str
+@rule(Listener)
+def _relayed_to(listener: Listener, table: Mapping[str, Any], path: str) -> None:
+    # Where a tcp or udp listener's connections go.
+    if listener.protocol != "http" and "upstream" not in table and "sni" not in table:
+        raise ConfigError(key_path(path, "upstream"), f"is required on a {listener.protocol} "
+                                                      f"listener (the name of an upstream group)")
+    if "sni" in table and listener.protocol == "http" and listener.tls is None:
+        raise ConfigError(key_path(path, "sni"), "passthrough routes need tls on an http "
+                          "listener (the names that are not passed through are terminated)")
 
 
 @dataclass(frozen=True)
