@@ -612,3 +612,17 @@ def _listener_endpoint(value: object, path: str) -> str:
     if "\0" in endpoint:
         raise ConfigError(path, "must not contain NUL")
     return endpoint
+
+
+def _options(value: object, path: str) -> Dict[str, Any]:
+    # A plugin's own table of options, which its factory checks.
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table", value)
+    return dict(value)
+
+
+def _proxy_protocol_version(value: object, path: str) -> str:
+    version = _string(value, path)
+    if version not in _PROXY_PROTOCOL_VERSIONS:
+        raise ConfigError(path, f'must be "v1" or "v2" (got {version!r})')
+    return version

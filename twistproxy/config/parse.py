@@ -22,183 +22,13 @@ except ImportError:  # Python < 3.11
     import tomli as _toml  # type: ignore[no-redef]
 
 from twistproxy.config.checks import (
-    ConfigError, _DNS_LABEL, _KIND, _PROXY_PROTOCOL_VERSIONS,
-    _key, _index, _wrong_type, _table, _string, _boolean, _integer, _seconds, _array,
-    _strings, _name, _token, _is_ip, _server_url, _label, _fraction,
-    _network, workers_count,
+    ConfigError, _index, _key, _name, _table, _wrong_type, workers_count,
 )
 from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
-    Server, Discovery, Resolver, HealthCheck, Outlier, Sticky, UpstreamTLS, UpstreamGroup,
-    Route, Listener, Timeouts, Limits,
-    Forwarding, AccessLog, Locator, Locality, Admin, Cache, Shutdown, ProxyConfig,
+    AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
+    Resolver, Route, Shutdown, Timeouts, UpstreamGroup, upstream_group,
 )
-
-
-def _server(value: object, path: str) -> Server:
-    weight = 1
-    extra: Dict[str, Any] = {}
-    if isinstance(value, dict):
-        table = _table(value, path, ("url", "weight", "region", "zone", "drain"))
-        if "url" not in table:
-            raise ConfigError(_key(path, "url"), "is required")
-        url_path = _key(path, "url")
-        url = _string(table["url"], url_path)
-        if "weight" in table:
-            weight = _integer(table["weight"], _key(path, "weight"), 1)
-        for key in ("region", "zone"):
-            if key in table:
-                extra[key] = _label(table[key], _key(path, key))
-        if "drain" in table:
-            extra["drain"] = _boolean(table["drain"], _key(path, "drain"))
-    elif isinstance(value, str):
-        url_path, url = path, value
-    else:
-        raise _wrong_type(
-            path, "a URL string, a table {url, weight, region, zone, drain}, "
-            "or a DNS entry {dns, port} / {srv}", value)
-    canonical, scheme, host, port = _server_url(url, url_path)
-    return Server(url=canonical, scheme=scheme, host=host, port=port, weight=weight, **extra)
-
-
-def _discovery(table: Dict[str, Any], path: str) -> Discovery:
-    kind = "srv" if "srv" in table else "dns"
-    if kind == "srv":
-        table = _table(table, path, ("srv", "interval", "region", "zone"))
-    else:
-        table = _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
-    name = _string(table[kind], _key(path, kind))
-    labels = name.rstrip(".").split(".")
-    if not name or any(not l or not _DNS_LABEL(l) for l in labels):
-        raise ConfigError(_key(path, kind), f"{name!r} is not a DNS name")
-    kwargs: Dict[str, Any] = {}
-    if kind == "dns":
-        if "port" not in table:
-            raise ConfigError(_key(path, "port"), "is required with dns")
-        kwargs["port"] = _integer(table["port"], _key(path, "port"), 1)
-        if kwargs["port"] > 65535:
-            raise ConfigError(_key(path, "port"), "must be at most 65535")
-        if "weight" in table:
-            kwargs["weight"] = _integer(table["weight"], _key(path, "weight"), 1)
-    if "interval" in table:
-        kwargs["interval"] = _seconds(table["interval"], _key(path, "interval"))
-    for key in ("region", "zone"):
-        if key in table:
-            kwargs[key] = _label(table[key], _key(path, key))
-    return Discovery(kind=kind, name=name, **kwargs)
-
-
-def _health(value: object, path: str) -> HealthCheck:
-    if not isinstance(value, dict):
-        raise _wrong_type(path, "a table", value)
-    kwargs: Dict[str, Any] = {}
-    options = dict(value)
-    if "type" in options:
-        kwargs["type"] = _string(options.pop("type"), _key(path, "type"))
-        if not kwargs["type"]:
-            raise ConfigError(_key(path, "type"), "must not be empty")
-    if "interval" in options:
-        kwargs["interval"] = _seconds(options.pop("interval"), _key(path, "interval"))
-    if "jitter" in options:
-        kwargs["jitter"] = _fraction(options.pop("jitter"), _key(path, "jitter"))
-    for key in ("rise", "fall"):
-        if key in options:
-            kwargs[key] = _integer(options.pop(key), _key(path, key), 1)
-    # The rest belongs to the check type, whose factory validates it.
-    return HealthCheck(options=options, **kwargs)
-
-
-def _upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
-    group = _table(
-        value,
-        path,
-        ("servers", "balancer", "balancer_options", "max_connections", "max_idle",
-         "max_pending", "max_requests", "retries", "retry_budget", "slow_start",
-         "health", "outlier", "sticky", "tls", "proxy_protocol"),
-    )
-    servers_path = _key(path, "servers")
-    if "servers" not in group:
-        raise ConfigError(servers_path, "is required (an array of backend URLs)")
-    items = _array(group["servers"], servers_path)
-    if not items:
-        raise ConfigError(servers_path, "must list at least one server")
-    servers: List[Server] = []
-    discovery: List[Discovery] = []
-    seen: Dict[Tuple[str, str, int], int] = {}
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and ("dns" in item or "srv" in item):
-            discovery.append(_discovery(item, _index(servers_path, i)))
-            continue
-        server = _server(item, _index(servers_path, i))
-        address = (server.scheme, server.host, server.port)
-        if address in seen:
-            raise ConfigError(
-                _index(servers_path, i),
-                f"duplicate of {_index(servers_path, seen[address])}; "
-                f"use weight to send it more requests",
-            )
-        seen[address] = i
-        if servers and _KIND[server.scheme] != _KIND[servers[0].scheme]:
-            raise ConfigError(
-                _index(servers_path, i),
-                f"a {server.scheme}:// server in a group of {servers[0].scheme}:// servers",
-            )
-        servers.append(server)
-    kwargs: Dict[str, Any] = {}
-    if "balancer" in group:
-        balancer = _string(group["balancer"], _key(path, "balancer"))
-        if not balancer:
-            raise ConfigError(_key(path, "balancer"), "must not be empty")
-        kwargs["balancer"] = balancer
-    if "balancer_options" in group:
-        options = group["balancer_options"]
-        if not isinstance(options, dict):
-            raise _wrong_type(_key(path, "balancer_options"), "a table", options)
-        kwargs["balancer_options"] = dict(options)
-    if "max_connections" in group:
-        kwargs["max_connections"] = _integer(
-            group["max_connections"], _key(path, "max_connections"), 1
-        )
-    if "max_idle" in group:
-        kwargs["max_idle"] = _integer(group["max_idle"], _key(path, "max_idle"), 0)
-    for key, minimum in (("max_pending", 0), ("max_requests", 0), ("retries", 0)):
-        if key in group:
-            kwargs[key] = _integer(group[key], _key(path, key), minimum)
-    if "retry_budget" in group:
-        kwargs["retry_budget"] = _fraction(group["retry_budget"], _key(path, "retry_budget"))
-    if "slow_start" in group:
-        value = group["slow_start"]
-        kwargs["slow_start"] = 0.0 if value == 0 and not isinstance(value, bool) else _seconds(
-            value, _key(path, "slow_start"))
-    builders: Dict[str, Callable[[object, str], Any]] = {
-        "health": _health, "outlier": section(Outlier), "sticky": section(Sticky),
-        "tls": section(UpstreamTLS),
-    }
-    for key, build in builders.items():
-        if key in group:
-            kwargs[key] = build(group[key], _key(path, key))
-    if (servers and _KIND[servers[0].scheme] == "tcp" and "health" in kwargs
-            and "type" not in group["health"]):
-        # A TCP service is checked by connecting, unless told otherwise.
-        kwargs["health"] = replace(kwargs["health"], type="tcp")
-    for i, server in enumerate(servers):
-        if server.scheme == "udp" and not _is_ip(server.host):
-            raise ConfigError(_index(servers_path, i),
-                              f"a udp:// server must be an IP address (got {server.host!r})")
-    if "proxy_protocol" in group:
-        ppath = _key(path, "proxy_protocol")
-        version = _string(group["proxy_protocol"], ppath)
-        if version not in _PROXY_PROTOCOL_VERSIONS:
-            raise ConfigError(ppath, f'must be "v1" or "v2" (got {version!r})')
-        if servers and servers[0].scheme == "udp":
-            raise ConfigError(ppath, "not for udp:// servers")
-        kwargs["proxy_protocol"] = version
-    if servers and _KIND[servers[0].scheme] != "http":
-        # Addresses found in DNS are servers of the same kind.
-        discovery = [replace(d, scheme=servers[0].scheme) for d in discovery]
-    return UpstreamGroup(
-        name=name, servers=tuple(servers), discovery=tuple(discovery), **kwargs
-    )
 
 
 def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
@@ -212,7 +42,7 @@ def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
     for name, group in value.items():
         group_path = _key(path, name)
         _name(name, group_path, "upstream group")
-        groups[name] = _upstream_group(name, group, group_path)
+        groups[name] = upstream_group(name, group, group_path)
     return groups
 
 
@@ -262,31 +92,6 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
     if not route.name:
         route = replace(route, name=_index("routes", index))
     return route
-
-
-def _cache(value: object, path: str) -> Cache:
-    if not isinstance(value, dict):
-        raise _wrong_type(path, "a table", value)
-    options = dict(value)
-    kwargs: Dict[str, Any] = {}
-    if "store" in options:
-        store = _string(options.pop("store"), _key(path, "store"))
-        if not store:
-            raise ConfigError(_key(path, "store"), "must not be empty")
-        kwargs["store"] = store
-    if "name" in options:
-        name = _string(options.pop("name"), _key(path, "name"))
-        kwargs["name"] = _token(name, _key(path, "name"), "cache name")
-    if "targeted_header" in options:
-        name = _string(options.pop("targeted_header"), _key(path, "targeted_header"))
-        kwargs["targeted_header"] = _token(
-            name, _key(path, "targeted_header"), "header name").lower()
-    if "purge_from" in options:
-        kwargs["purge_from"] = _strings(
-            options.pop("purge_from"), _key(path, "purge_from"), _network)
-    # What is left is the store's own; its factory checks it.
-    kwargs["options"] = options
-    return Cache(**kwargs)
 
 
 def _is_catch_all(route: Route) -> bool:
@@ -349,18 +154,6 @@ _TOP_LEVEL = (
 )
 
 
-def _locator(value: object, path: str) -> Locator:
-    if not isinstance(value, dict):
-        raise _wrong_type(path, "a table", value)
-    options = dict(value)
-    if "type" not in options:
-        raise ConfigError(_key(path, "type"), "is required (cidr, header, maxmind, or a dotted path)")
-    kind = _string(options.pop("type"), _key(path, "type"))
-    if not kind:
-        raise ConfigError(_key(path, "type"), "must not be empty")
-    return Locator(type=kind, options=options)
-
-
 def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
     _table(document, "", _TOP_LEVEL)
     if "listeners" not in document:
@@ -386,12 +179,12 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "limits": section(Limits),
         "forwarding": section(Forwarding),
         "access_log": section(AccessLog),
-        "locator": _locator,
+        "locator": section(Locator),
         "locality": section(Locality),
         "admin": section(Admin),
         "shutdown": section(Shutdown),
         "workers": workers_count,
-        "cache": _cache,
+        "cache": section(Cache),
         "resolver": section(Resolver),
     }
     kwargs = {

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from twistproxy.config.checks import ConfigError, _integer, _server_url, _size, _string
-from twistproxy.config.parse import _server
 from twistproxy.config.values import (
-    AccessLog, Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
+    _server, AccessLog, Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
 )
 
 

@@ -24,7 +24,7 @@ L{reader}; L{build} then uses it, wherever the class appears.
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, field, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Type, TypeVar
 
 from twistproxy.config.checks import (
     ConfigError, _array, _integer, _seconds, _size, _string, _strings, _table, _token, _index,
@@ -60,6 +60,14 @@ def setting(default: Any = MISSING, *, check: Check, required: str = "is require
     return field(default=default, metadata=metadata)
 
 
+def others() -> Any:
+    """
+    Declare the field that takes the keys its section does not declare: a
+    plugin's own options, which the plugin's factory reads.
+    """
+    return field(default_factory=dict, metadata={"others": True})
+
+
 def settings(cls: type) -> List[Field]:
     """
     The declared settings of C{cls}, in declaration order.
@@ -90,18 +98,16 @@ def rule(cls: type) -> Callable[[Callable[[Any, Mapping[str, Any], str], None]],
     return register
 
 
-def read(cls: type, value: object, path: str, rest: str = "",
-         skip: Sequence[str] = ()) -> Dict[str, Any]:
+def read(cls: type, value: object, path: str) -> Dict[str, Any]:
     """
-    Check the table C{value} against the settings of C{cls}.
+    Check the table C{value} against the settings of C{cls}.  Keys it does
+    not declare are refused, unless C{cls} has a field for L{others}.
 
-    @param rest: The field that takes the keys C{cls} does not declare (a
-        plugin's own options), or C{''} to refuse them.
-    @param skip: Declared settings the caller reads itself.
-    @return: The checked values of the keys present (and C{rest}), as
+    @return: The checked values of the keys present (and the others), as
         keyword arguments for C{cls}.
     """
     declared = settings(cls)
+    rest = next((f.name for f in fields(cls) if f.metadata.get("others")), "")
     names = tuple(f.name for f in declared)
     if rest:
         if not isinstance(value, dict):
@@ -120,7 +126,7 @@ def read(cls: type, value: object, path: str, rest: str = "",
         if f.name not in table:
             if f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
                 raise ConfigError(where, f.metadata["required"])
-        elif f.name not in skip:
+        else:
             kwargs[f.name] = f.metadata["check"](table[f.name], where)
     if rest:
         kwargs[rest] = {k: v for k, v in table.items() if k not in names}

@@ -7,17 +7,18 @@ that embeds twistproxy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twistproxy.config.checks import (
-    ConfigError, _KEY_PARTS, _KIND, _PROTOCOLS, _boolean, _cached_method, _endpoint,
+    ConfigError, _DNS_LABEL, _KEY_PARTS, _KIND, _PROTOCOLS, _array, _boolean, _index, _integer,
+    _is_ip, _label, _options, _proxy_protocol_version, _seconds, _server_url, _cached_method, _endpoint,
     _field_value, _fraction, _key_part, _listener_endpoint, _log_path, _lower_token, _method,
     _nameserver, _network, _overprovisioning, _path_prefix, _pseudonym, _regions, _route_hosts,
     _server_name, _string, _strings, _table, _tls_version, _token, _wrong_type, key_path,
 )
 from twistproxy.config.schema import (
-    array, either, integer, nonempty, one_of, read, reader, rule, seconds, section, sections,
+    array, build, either, integer, nonempty, one_of, others, read, reader, rule, seconds, section, sections,
     setting, size, token,
 )
 
@@ -36,14 +37,30 @@ class Server:
     @ivar weight: Positive integer weight.
     """
 
-    url: str
+    url: str = setting(check=_string)
     scheme: str
     host: str
     port: int
-    weight: int = 1
-    region: str = ""
-    zone: str = ""
-    drain: bool = False
+    weight: int = setting(1, check=integer(1))
+    region: str = setting("", check=_label)
+    zone: str = setting("", check=_label)
+    drain: bool = setting(False, check=_boolean)
+
+
+@reader(Server)
+def _server(value: object, path: str) -> Server:
+    # A URL alone, or a table with the URL and the server's settings.
+    if isinstance(value, dict):
+        kwargs = read(Server, value, path)
+        url_path, url = key_path(path, "url"), kwargs.pop("url")
+    elif isinstance(value, str):
+        url_path, url, kwargs = path, value, {}
+    else:
+        raise _wrong_type(
+            path, "a URL string, a table {url, weight, region, zone, drain}, "
+            "or a DNS entry {dns, port} / {srv}", value)
+    canonical, scheme, host, port = _server_url(url, url_path)
+    return Server(url=canonical, scheme=scheme, host=host, port=port, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,33 @@ class Discovery:
     weight: int = 1
     region: str = ""
     zone: str = ""
+
+
+def _discovery(table: Dict[str, Any], path: str) -> Discovery:
+    kind = "srv" if "srv" in table else "dns"
+    if kind == "srv":
+        table = _table(table, path, ("srv", "interval", "region", "zone"))
+    else:
+        table = _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
+    name = _string(table[kind], key_path(path, kind))
+    labels = name.rstrip(".").split(".")
+    if not name or any(not l or not _DNS_LABEL(l) for l in labels):
+        raise ConfigError(key_path(path, kind), f"{name!r} is not a DNS name")
+    kwargs: Dict[str, Any] = {}
+    if kind == "dns":
+        if "port" not in table:
+            raise ConfigError(key_path(path, "port"), "is required with dns")
+        kwargs["port"] = _integer(table["port"], key_path(path, "port"), 1)
+        if kwargs["port"] > 65535:
+            raise ConfigError(key_path(path, "port"), "must be at most 65535")
+        if "weight" in table:
+            kwargs["weight"] = _integer(table["weight"], key_path(path, "weight"), 1)
+    if "interval" in table:
+        kwargs["interval"] = _seconds(table["interval"], key_path(path, "interval"))
+    for key in ("region", "zone"):
+        if key in table:
+            kwargs[key] = _label(table[key], key_path(path, key))
+    return Discovery(kind=kind, name=name, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -104,12 +148,12 @@ class HealthCheck:
         checked by its factory.
     """
 
-    type: str = "http"
-    interval: float = 5.0
-    jitter: float = 0.1
-    rise: int = 2
-    fall: int = 3
-    options: Mapping[str, Any] = field(default_factory=dict)
+    type: str = setting("http", check=nonempty)
+    interval: float = setting(5.0, check=seconds())
+    jitter: float = setting(0.1, check=_fraction)
+    rise: int = setting(2, check=integer(1))
+    fall: int = setting(3, check=integer(1))
+    options: Mapping[str, Any] = others()
 
 
 @dataclass(frozen=True)
@@ -187,6 +231,41 @@ def _client_pair(tls: UpstreamTLS, table: Mapping[str, Any], path: str) -> None:
         raise ConfigError(key_path(path, "client_key"), "needs client_cert")
 
 
+def _servers(value: object, path: str) -> Tuple[Any, ...]:
+    """
+    A group's C{servers}: the L{Server}s listed and the L{Discovery}
+    entries, in order.  The servers listed are of one kind and each listed
+    once.
+    """
+    items = _array(value, path)
+    if not items:
+        raise ConfigError(path, "must list at least one server")
+    result: List[Any] = []
+    seen: Dict[Tuple[str, str, int], int] = {}
+    first: Optional[Server] = None
+    for i, item in enumerate(items):
+        where = _index(path, i)
+        if isinstance(item, dict) and ("dns" in item or "srv" in item):
+            result.append(_discovery(item, where))
+            continue
+        server = build(Server, item, where)
+        address = (server.scheme, server.host, server.port)
+        if address in seen:
+            raise ConfigError(where, f"duplicate of {_index(path, seen[address])}; "
+                                     f"use weight to send it more requests")
+        seen[address] = i
+        if first is None:
+            first = server
+        elif _KIND[server.scheme] != _KIND[first.scheme]:
+            raise ConfigError(
+                where, f"a {server.scheme}:// server in a group of {first.scheme}:// servers")
+        if server.scheme == "udp" and not _is_ip(server.host):
+            raise ConfigError(where, f"a udp:// server must be an IP address "
+                                     f"(got {server.host!r})")
+        result.append(server)
+    return tuple(result)
+
+
 @dataclass(frozen=True)
 class UpstreamGroup:
     """
@@ -220,22 +299,23 @@ class UpstreamGroup:
     """
 
     name: str
-    servers: Tuple[Server, ...]
-    balancer: str = "round_robin"
-    balancer_options: Mapping[str, Any] = field(default_factory=dict)
-    max_connections: int = 256
-    max_idle: int = 256
-    max_pending: int = 256
-    max_requests: int = 0
-    retries: int = 1
-    retry_budget: float = 0.2
-    slow_start: float = 0.0
-    health: Optional[HealthCheck] = None
-    outlier: Optional[Outlier] = None
-    sticky: Optional[Sticky] = None
+    servers: Tuple[Server, ...] = setting(
+        check=_servers, required="is required (an array of backend URLs)")
+    balancer: str = setting("round_robin", check=nonempty)
+    balancer_options: Mapping[str, Any] = setting(check=_options, factory=dict)
+    max_connections: int = setting(256, check=integer(1))
+    max_idle: int = setting(256, check=integer(0))
+    max_pending: int = setting(256, check=integer(0))
+    max_requests: int = setting(0, check=integer(0))
+    retries: int = setting(1, check=integer(0))
+    retry_budget: float = setting(0.2, check=_fraction)
+    slow_start: float = setting(0.0, check=seconds(zero=True))
+    health: Optional[HealthCheck] = setting(None, check=section(HealthCheck))
+    outlier: Optional[Outlier] = setting(None, check=section(Outlier))
+    sticky: Optional[Sticky] = setting(None, check=section(Sticky))
     discovery: Tuple[Discovery, ...] = ()
-    tls: UpstreamTLS = UpstreamTLS()
-    proxy_protocol: str = ""
+    tls: UpstreamTLS = setting(UpstreamTLS(), check=section(UpstreamTLS))
+    proxy_protocol: str = setting("", check=_proxy_protocol_version)
 
     @property
     def kind(self) -> str:
@@ -246,6 +326,27 @@ class UpstreamGroup:
         for server in self.servers:
             return _KIND[server.scheme]
         return "http"
+
+
+def upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
+    """
+    Read the group C{name}: its servers, listed and found in DNS, all of
+    one kind, and the settings that depend on that kind.
+    """
+    kwargs = read(UpstreamGroup, value, path)
+    listed = kwargs.pop("servers")
+    servers = tuple(item for item in listed if isinstance(item, Server))
+    discovery = tuple(item for item in listed if isinstance(item, Discovery))
+    scheme = servers[0].scheme if servers else "http"
+    if _KIND[scheme] == "tcp" and "health" in kwargs and "type" not in value["health"]:
+        # A TCP service is checked by connecting, unless told otherwise.
+        kwargs["health"] = replace(kwargs["health"], type="tcp")
+    if kwargs.get("proxy_protocol") and scheme == "udp":
+        raise ConfigError(key_path(path, "proxy_protocol"), "not for udp:// servers")
+    if _KIND[scheme] != "http":
+        # Addresses found in DNS are servers of the same kind.
+        discovery = tuple(replace(d, scheme=scheme) for d in discovery)
+    return UpstreamGroup(name=name, servers=servers, discovery=discovery, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -313,7 +414,7 @@ class Filter:
     """
 
     name: str = setting(check=nonempty, required="is required (the filter's name, or a dotted path)")
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = others()
 
 
 @reader(Filter)
@@ -321,7 +422,7 @@ def _filter(value: object, path: str) -> Filter:
     if not isinstance(value, dict):
         raise _wrong_type(path, "a table with a name (a filter)", value)
     # The keys besides the name are the filter's, checked by its factory.
-    return Filter(**read(Filter, value, path, rest="options"))
+    return Filter(**read(Filter, value, path))
 
 
 @dataclass(frozen=True)
@@ -711,8 +812,9 @@ class Locator:
     @ivar options: Its own settings, checked by its factory.
     """
 
-    type: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    type: str = setting(check=nonempty,
+                        required="is required (cidr, header, maxmind, or a dotted path)")
+    options: Mapping[str, Any] = others()
 
 
 @dataclass(frozen=True)
@@ -759,11 +861,11 @@ class Cache:
         refuses C{PURGE} to everyone.
     """
 
-    store: str = "memory"
-    options: Mapping[str, Any] = field(default_factory=dict)
-    name: str = "twistproxy"
-    targeted_header: str = ""
-    purge_from: Tuple[str, ...] = ()
+    store: str = setting("memory", check=nonempty)
+    options: Mapping[str, Any] = others()
+    name: str = setting("twistproxy", check=token("cache name"))
+    targeted_header: str = setting("", check=_lower_token)
+    purge_from: Tuple[str, ...] = setting((), check=array(_network))
 
 
 @dataclass(frozen=True)
