@@ -24,7 +24,7 @@ L{reader}; L{build} then uses it, wherever the class appears.
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, field, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from twistproxy.config.checks import (
     ConfigError, _array, _integer, _seconds, _size, _string, _strings, _table, _token, _index,
@@ -35,6 +35,7 @@ _T = TypeVar("_T")
 Check = Callable[[object, str], Any]
 
 _READERS: Dict[type, Callable[[object, str], Any]] = {}
+_LAYOUTS: Dict[type, Tuple[List[Field], Tuple[str, ...], str]] = {}
 _RULES: Dict[type, List[Callable[[Any, Mapping[str, Any], str], None]]] = {}
 
 
@@ -72,7 +73,18 @@ def settings(cls: type) -> List[Field]:
     """
     The declared settings of C{cls}, in declaration order.
     """
-    return [f for f in fields(cls) if "check" in f.metadata]
+    return _layout(cls)[0]
+
+
+def _layout(cls: type) -> Tuple[List[Field], Tuple[str, ...], str]:
+    # The settings of cls, their names and its field for the others,
+    # worked out once per class: check runs them often.
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        declared = [f for f in fields(cls) if "check" in f.metadata]
+        rest = next((f.name for f in fields(cls) if f.metadata.get("others")), "")
+        layout = _LAYOUTS[cls] = (declared, tuple(f.name for f in declared), rest)
+    return layout
 
 
 def reader(cls: type) -> Callable[[Callable[[object, str], _T]], Callable[[object, str], _T]]:
@@ -106,9 +118,7 @@ def read(cls: type, value: object, path: str) -> Dict[str, Any]:
     @return: The checked values of the keys present (and the others), as
         keyword arguments for C{cls}.
     """
-    declared = settings(cls)
-    rest = next((f.name for f in fields(cls) if f.metadata.get("others")), "")
-    names = tuple(f.name for f in declared)
+    declared, names, rest = _layout(cls)
     if rest:
         if not isinstance(value, dict):
             _table(value, path, names)
