@@ -19,7 +19,7 @@ import ipaddress as _ipaddress
 import json as _json
 import os as _os
 import re as _re
-from typing import Any, Callable, Collection, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit as _urlsplit
 
 
@@ -626,3 +626,25 @@ def _proxy_protocol_version(value: object, path: str) -> str:
     if version not in _PROXY_PROTOCOL_VERSIONS:
         raise ConfigError(path, f'must be "v1" or "v2" (got {version!r})')
     return version
+
+
+def check_option_names(
+    options: Mapping[str, Any], allowed: Collection[str], path: str, takes: str
+) -> None:
+    """
+    Reject the first option, in sorted order, that a plugin does not take.
+
+    @param options: The options a configuration gives the plugin.
+    @param allowed: The names it takes.
+    @param path: The configuration path of C{options}; the error is
+        reported at C{<path>.<key>}, the key quoted as in L{key_path}.
+    @param takes: What the plugin takes, for the end of the message: C{'the
+        tcp health check takes timeout, port'}.
+    @raises ConfigError: C{unknown option 'x' (did you mean 'y'?); <takes>}.
+    """
+    unknown = sorted((key for key in options if key not in allowed), key=str)
+    if not unknown:
+        return
+    key = unknown[0]
+    problem = f"unknown option {key!r}{did_you_mean(str(key), allowed)}"
+    raise ConfigError(key_path(path, str(key)), f"{problem}; {takes}")

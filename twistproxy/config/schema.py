@@ -27,7 +27,7 @@ from dataclasses import MISSING, Field, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from twistproxy.config.checks import (
-    ConfigError, _array, _integer, _seconds, _size, _string, _strings, _table, _token, _index,
+    ConfigError, _array, _integer, check_option_names, _seconds, _size, _string, _strings, _table, _token, _index,
     key_path,
 )
 
@@ -110,16 +110,22 @@ def rule(cls: type) -> Callable[[Callable[[Any, Mapping[str, Any], str], None]],
     return register
 
 
-def read(cls: type, value: object, path: str) -> Dict[str, Any]:
+def read(cls: type, value: object, path: str, takes: str = "") -> Dict[str, Any]:
     """
     Check the table C{value} against the settings of C{cls}.  Keys it does
     not declare are refused, unless C{cls} has a field for L{others}.
 
+    @param takes: For a plugin's options: what the plugin takes, for the
+        end of the message about an unknown option (C{'the tcp health check
+        takes timeout, port'}); see L{check_option_names}.
     @return: The checked values of the keys present (and the others), as
         keyword arguments for C{cls}.
     """
     declared, names, rest = _layout(cls)
-    if rest:
+    if takes:
+        table = value
+        check_option_names(table, names, path, takes)  # type: ignore[arg-type]
+    elif rest:
         if not isinstance(value, dict):
             _table(value, path, names)
         table = value
