@@ -149,18 +149,19 @@ def read(cls: type, value: object, path: str, takes: str = "") -> Dict[str, Any]
     return kwargs
 
 
-def build(cls: Type[_T], value: object, path: str, **given: Any) -> _T:
+def build(cls: Type[_T], value: object, path: str, takes: str = "", **given: Any) -> _T:
     """
     Read C{value} at C{path} into a C{cls}: with its registered reader, or
     by L{read}ing its settings and applying its L{rule}s.
 
+    @param takes: For a plugin's options, as for L{read}.
     @param given: Values of fields that do not come from the table (a
         group's name).
     """
     custom = _READERS.get(cls)
     if custom is not None:
         return custom(value, path)  # type: ignore[no-any-return]
-    made = cls(**given, **read(cls, value, path))  # type: ignore[call-arg]
+    made = cls(**given, **read(cls, value, path, takes))  # type: ignore[call-arg]
     for check in _RULES.get(cls, ()):
         check(made, value, path)  # type: ignore[arg-type]
     return made
