@@ -69,11 +69,11 @@ def others() -> Any:
     return field(default_factory=dict, metadata={"others": True})
 
 
-def settings(cls: type) -> List[Field]:
+def names(cls: type) -> Tuple[str, ...]:
     """
-    The declared settings of C{cls}, in declaration order.
+    The keys of the settings of C{cls}: what a plugin says it takes.
     """
-    return _layout(cls)[0]
+    return _layout(cls)[1]
 
 
 def _layout(cls: type) -> Tuple[List[Field], Tuple[str, ...], str]:

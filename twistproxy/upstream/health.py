@@ -79,7 +79,7 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr, find_factory
 from twistproxy.config import ConfigError, is_token
-from twistproxy.config.schema import read, setting, settings
+from twistproxy.config.schema import names, read, setting
 from twistproxy.interfaces import IBackend, IHealthCheck, IHealthCheckFactory
 
 #: The User-Agent of every HTTP health check, so that backends can leave
@@ -689,7 +689,7 @@ class HTTPHealthCheckFactory:
         "Sends an HTTP request to each backend; passes on an expected status "
         "(and body text)."
     )
-    options = tuple(f.name for f in settings(HTTPCheckOptions))
+    options = names(HTTPCheckOptions)
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> IHealthCheck:
         return HTTPHealthCheck(reactor, **read(HTTPCheckOptions, options, path,
@@ -708,7 +708,7 @@ class TCPHealthCheckFactory:
 
     name = "tcp"
     help = "Opens a TCP connection to each backend; passes when it connects."
-    options = tuple(f.name for f in settings(TCPCheckOptions))
+    options = names(TCPCheckOptions)
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> IHealthCheck:
         return TCPHealthCheck(reactor, **read(TCPCheckOptions, options, path,
