@@ -31,9 +31,9 @@ from twistproxy.config.checks import (
 from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
-    ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, Filter, Forwarding, HeaderRules,
-    HealthCheck, Limits, Listener, ListenerTLS, Locality, Locator, Outlier, ProxyConfig,
-    Resolver, Route, RouteCache, Server, Shutdown, SNIRoute, Sticky, Timeouts, UpstreamGroup,
+    ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, Filter, Forwarding,
+    HeaderRules, HealthCheck, Limits, Listener, ListenerTLS, Locality, Locator, Outlier,
+    ProxyConfig, Resolver, Route, RouteCache, Server, Shutdown, SNIRoute, Sticky, Timeouts, UpstreamGroup,
     UpstreamTLS, header_rules,
 )
 

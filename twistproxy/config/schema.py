@@ -27,8 +27,8 @@ from dataclasses import MISSING, Field, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from twistproxy.config.checks import (
-    ConfigError, _array, _integer, check_option_names, _seconds, _size, _string, _strings, _table, _token, _index,
-    key_path,
+    ConfigError, _array, _index, _integer, _seconds, _size, _string, _strings, _table, _token,
+    check_option_names, key_path,
 )
 
 _T = TypeVar("_T")

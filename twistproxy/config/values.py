@@ -11,15 +11,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twistproxy.config.checks import (
-    ConfigError, _DNS_LABEL, _KEY_PARTS, _KIND, _PROTOCOLS, _array, _boolean, _index, _integer,
-    _is_ip, _label, _options, _proxy_protocol_version, _seconds, _server_url, _cached_method, _endpoint,
-    _field_value, _fraction, _key_part, _listener_endpoint, _log_path, _lower_token, _method,
-    _nameserver, _network, _overprovisioning, _path_prefix, _pseudonym, _regions, _route_hosts,
-    _server_name, _string, _strings, _table, _tls_version, _token, _wrong_type, key_path,
+    ConfigError, _DNS_LABEL, _KEY_PARTS, _KIND, _PROTOCOLS, _array, _boolean, _cached_method,
+    _endpoint, _field_value, _fraction, _index, _integer, _is_ip, _key_part, _label,
+    _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
+    _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
+    _route_hosts, _seconds, _server_name, _server_url, _string, _strings, _table, _tls_version,
+    _token, _wrong_type, key_path,
 )
 from twistproxy.config.schema import (
-    array, build, either, integer, nonempty, one_of, others, read, reader, rule, seconds, section, sections,
-    setting, size, token,
+    array, build, either, integer, nonempty, one_of, others, read, reader, rule, seconds,
+    section, sections, setting, size, token,
 )
 
 
@@ -413,7 +414,8 @@ class Filter:
     @ivar options: The filter's other settings, checked by its factory.
     """
 
-    name: str = setting(check=nonempty, required="is required (the filter's name, or a dotted path)")
+    name: str = setting(check=nonempty,
+                        required="is required (the filter's name, or a dotted path)")
     options: Mapping[str, Any] = others()
 
 
