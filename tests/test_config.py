@@ -2019,6 +2019,37 @@ allow_trace = true
             "routes[0].allow_trace", contains="boolean")
 
 
+class TLSOffloadedConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A listener's C{tls_offloaded}: clients came over https to a load
+    balancer in front.
+    """
+
+    def test_read(self) -> None:
+        """
+        It is off by default, and read on an http listener.
+        """
+        self.assertFalse(parse(MINIMAL).listeners[0].tls_offloaded)
+        config = parse(MINIMAL.replace('endpoint = "tcp:8080"',
+                                       'endpoint = "tcp:8080"\ntls_offloaded = true'))
+        self.assertTrue(config.listeners[0].tls_offloaded)
+
+    def test_refused(self) -> None:
+        """
+        It is a boolean, for http listeners only, and not with a redirect
+        to https (which would send the clients round in circles).
+        """
+        base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\n'
+        self.assertConfigError(base + 'endpoint = "tcp:1"\ntls_offloaded = 1\n',
+                               "listeners.web.tls_offloaded", contains="boolean")
+        self.assertConfigError(
+            base + 'endpoint = "tcp:1"\nprotocol = "tcp"\nupstream = "api"\ntls_offloaded = true\n',
+            "listeners.web.tls_offloaded", contains="not for tcp listeners")
+        self.assertConfigError(
+            base + 'endpoint = "tcp:1"\nredirect_https = true\ntls_offloaded = true\n',
+            "listeners.web.tls_offloaded", contains="cannot be redirected to https")
+
+
 class SchemaTests(SynchronousTestCase):
     """
     L{twistproxy.config.schema}: a section declared once, as a dataclass
@@ -2108,3 +2139,4 @@ class SchemaTests(SynchronousTestCase):
             "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_share",
             "on_5xx"))
         self.assertNotIn("name", schema.names(Listener))
+        self.assertIn("tls_offloaded", schema.names(Listener))

@@ -315,7 +315,8 @@ class ProxyService(MultiService):
             quota = options["connections"] = Quota(
                 f"client connections on listener {listener.name}",
                 listener.max_connections, self.reactor, parent=self.connections)
-        tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
+        tls_endpoint = (listener.tls_offloaded
+                        or listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS)
         if listener.protocol == "udp":
             factory = UDPProxy(
                 self.reactor, listener.name, listener.upstream, self.forwarder.groups,

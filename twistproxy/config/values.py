@@ -656,6 +656,9 @@ class Listener:
         (L{twistproxy.http.paths}): C{'keep'} (forwarded as sent; routes
         and rules read them as C{/}), C{'decode'} (the backend receives the
         normalised path, with them decoded) or C{'reject'} (400).
+    @ivar tls_offloaded: On a plain listener behind a load balancer that
+        terminates TLS: backends (C{X-Forwarded-Proto}, C{Forwarded}) and
+        the cache are told that clients came over https.
     """
 
     name: str
@@ -673,6 +676,7 @@ class Listener:
     max_sessions: int = setting(10000, check=integer(1), only=_for("udp"))
     filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
     escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
+    tls_offloaded: bool = setting(False, check=_boolean, only=_for("http"))
 
 
 @rule(Listener)
@@ -683,6 +687,9 @@ def _plain_listener(listener: Listener, table: Mapping[str, Any], path: str) -> 
                           "only for plain listeners (this one has tls)")
     if listener.h2c and (listener.tls is not None or listener.redirect_https):
         raise ConfigError(key_path(path, "h2c"), "only for plain listeners that do not redirect")
+    if listener.tls_offloaded and listener.redirect_https:
+        raise ConfigError(key_path(path, "tls_offloaded"), "clients that came over https "
+                                                           "cannot be redirected to https")
     if "filters" in table and listener.redirect_https:
         raise ConfigError(key_path(path, "filters"),
                           "a listener that redirects to https forwards nothing to filter")
