@@ -47,6 +47,7 @@ the connections beyond are closed as soon as they are accepted.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -56,7 +57,8 @@ from zope.interface import implementer
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer, client_ip
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import Options, count, needs, read_options
 from twistproxy.interfaces import IConnectionFilter, IFilterFactory, IRequestFilter
 
 # (allowed, seconds until allowed or further requests allowed now, seconds
@@ -336,13 +338,23 @@ class ConnectionLimit:
             self._open.pop(address, None)
 
 
+@dataclass(frozen=True)
+class ConnectionLimitOptions:
+    """
+    The options of C{connection_limit}.
+
+    @ivar max: The most connections open at once per client address.
+    """
+
+    max: int = setting(check=count(1), required=needs("connection_limit"))
+
+
 @implementer(IPlugin, IFilterFactory)
 class ConnectionLimitFactory:
     name = "connection_limit"
     help = "At most so many open connections per client address (listeners only)."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> ConnectionLimit:
-        o = Options(options, path, self.name, required=("max",))
-        return ConnectionLimit(o.integer("max", 0, 1))
+        return ConnectionLimit(read_options(ConnectionLimitOptions, options, path, self.name).max)
 
     __repr__ = factory_repr
