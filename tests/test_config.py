@@ -2019,7 +2019,7 @@ allow_trace = true
             "routes[0].allow_trace", contains="boolean")
 
 
-class TLSOffloadedConfigTests(_ConfigTestMixin, SynchronousTestCase):
+class TLSOffloadedConfigTests(SynchronousTestCase):
     """
     A listener's C{tls_offloaded}: clients came over https to a load
     balancer in front.
@@ -2039,15 +2039,18 @@ class TLSOffloadedConfigTests(_ConfigTestMixin, SynchronousTestCase):
         It is a boolean, for http listeners only, and not with a redirect
         to https (which would send the clients round in circles).
         """
-        base = '[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n[listeners.web]\n'
-        self.assertConfigError(base + 'endpoint = "tcp:1"\ntls_offloaded = 1\n',
-                               "listeners.web.tls_offloaded", contains="boolean")
-        self.assertConfigError(
-            base + 'endpoint = "tcp:1"\nprotocol = "tcp"\nupstream = "api"\ntls_offloaded = true\n',
-            "listeners.web.tls_offloaded", contains="not for tcp listeners")
-        self.assertConfigError(
-            base + 'endpoint = "tcp:1"\nredirect_https = true\ntls_offloaded = true\n',
-            "listeners.web.tls_offloaded", contains="cannot be redirected to https")
+        base = ('[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n'
+                '[listeners.web]\nendpoint = "tcp:1"\n')
+        for extra, problem in [
+                ("tls_offloaded = 1", "must be a boolean (true or false), not an integer"),
+                ('protocol = "tcp"\nupstream = "api"\ntls_offloaded = true',
+                 "not for tcp listeners (only http)"),
+                ("redirect_https = true\ntls_offloaded = true",
+                 "clients that came over https cannot be redirected to https")]:
+            with self.assertRaises(ConfigError) as raised:
+                parse(base + extra, "proxy.toml")
+            self.assertEqual(str(raised.exception),
+                             f"proxy.toml: listeners.web.tls_offloaded: {problem}")
 
 
 class SchemaTests(SynchronousTestCase):
