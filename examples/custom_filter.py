@@ -13,8 +13,9 @@ them.  Name it in a configuration by its dotted path::
 in C{twistproxy/plugins/} to name it C{"require_key"}.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations" here: the tests load this file
+# without registering it as a module, and dataclasses then need real
+# annotations.
 from dataclasses import dataclass
 from typing import List
 
