@@ -12,10 +12,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twistproxy.config.checks import (
     ConfigError, _DNS_LABEL, _KEY_PARTS, _KIND, _PROTOCOLS, _array, _boolean, _cached_method,
-    _endpoint, _field_value, _fraction, _index, _integer, _is_ip, _key_part, _label,
+    _endpoint, _field_value, _fraction, _index, _is_ip, _key_part, _label,
     _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
     _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
-    _route_hosts, _seconds, _server_name, _server_url, _string, _strings, _table, _tls_version,
+    _route_hosts, _server_name, _server_url, _string, _strings, _table, _tls_version,
     _token, _wrong_type, key_path,
 )
 from twistproxy.config.schema import (
@@ -82,39 +82,30 @@ class Discovery:
 
     kind: str
     name: str
-    port: int = 0
+    port: int = setting(0, check=integer(1, 65535))
     scheme: str = "http"
-    interval: float = 30.0
-    weight: int = 1
-    region: str = ""
-    zone: str = ""
+    interval: float = setting(30.0, check=seconds())
+    weight: int = setting(1, check=integer(1))
+    region: str = setting("", check=_label)
+    zone: str = setting("", check=_label)
 
 
 def _discovery(table: Dict[str, Any], path: str) -> Discovery:
+    # A DNS entry of a group's servers: {dns, port} or {srv}; an SRV record
+    # names its own ports and weights.
     kind = "srv" if "srv" in table else "dns"
     if kind == "srv":
-        table = _table(table, path, ("srv", "interval", "region", "zone"))
+        _table(table, path, ("srv", "interval", "region", "zone"))
     else:
-        table = _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
+        _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
     name = _string(table[kind], key_path(path, kind))
     labels = name.rstrip(".").split(".")
     if not name or any(not l or not _DNS_LABEL(l) for l in labels):
         raise ConfigError(key_path(path, kind), f"{name!r} is not a DNS name")
-    kwargs: Dict[str, Any] = {}
-    if kind == "dns":
-        if "port" not in table:
-            raise ConfigError(key_path(path, "port"), "is required with dns")
-        kwargs["port"] = _integer(table["port"], key_path(path, "port"), 1)
-        if kwargs["port"] > 65535:
-            raise ConfigError(key_path(path, "port"), "must be at most 65535")
-        if "weight" in table:
-            kwargs["weight"] = _integer(table["weight"], key_path(path, "weight"), 1)
-    if "interval" in table:
-        kwargs["interval"] = _seconds(table["interval"], key_path(path, "interval"))
-    for key in ("region", "zone"):
-        if key in table:
-            kwargs[key] = _label(table[key], key_path(path, key))
-    return Discovery(kind=kind, name=name, **kwargs)
+    if kind == "dns" and "port" not in table:
+        raise ConfigError(key_path(path, "port"), "is required with dns")
+    settings = read(Discovery, {k: v for k, v in table.items() if k != kind}, path)
+    return Discovery(kind=kind, name=name, **settings)
 
 
 @dataclass(frozen=True)
