@@ -13,13 +13,18 @@ them.  Name it in a configuration by its dotted path::
 in C{twistproxy/plugins/} to name it C{"require_key"}.
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations" here: the tests load this file
+# without registering it as a module, and dataclasses then need real
+# annotations.
+from dataclasses import dataclass
+from typing import List
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from twistproxy.config.schema import setting
 from twistproxy.filters import Answer, SinkWrapper
-from twistproxy.filters.options import Options
+from twistproxy.filters.options import needs, read_options, text, texts
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
 
 
@@ -48,14 +53,20 @@ class RequireKey:
         return _KeyStamp(sink)
 
 
+@dataclass(frozen=True)
+class RequireKeyOptions:
+    keys: List[str] = setting(check=texts(), required=needs("require_key"))
+    header: str = setting("X-Api-Key", check=text())
+
+
 @implementer(IPlugin, IFilterFactory)
 class RequireKeyFactory:
     name = "require_key"
     help = "Requests must carry one of the API keys in a header."
 
     def fromConfig(self, reactor, options, path):
-        o = Options(options, path, self.name, required=("keys",), optional=("header",))
-        return RequireKey(o.string("header", "X-Api-Key"), o.strings("keys"))
+        settings = read_options(RequireKeyOptions, options, path, self.name)
+        return RequireKey(settings.header, settings.keys)
 
 
 require_key = RequireKeyFactory()

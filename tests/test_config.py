@@ -2017,3 +2017,129 @@ allow_trace = true
         self.assert_config_error(
             base + 'endpoint = "tcp:1"\n[[routes]]\nupstream = "api"\nallow_trace = "yes"\n',
             "routes[0].allow_trace", contains="boolean")
+
+
+class TLSOffloadedConfigTests(SynchronousTestCase):
+    """
+    A listener's C{tls_offloaded}: clients came over https to a load
+    balancer in front.
+    """
+
+    def test_read(self) -> None:
+        """
+        It is off by default, and read on an http listener.
+        """
+        self.assertFalse(parse(MINIMAL).listeners[0].tls_offloaded)
+        config = parse(MINIMAL.replace('endpoint = "tcp:8080"',
+                                       'endpoint = "tcp:8080"\ntls_offloaded = true'))
+        self.assertTrue(config.listeners[0].tls_offloaded)
+
+    def test_refused(self) -> None:
+        """
+        It is a boolean, for http listeners only, and not with a redirect
+        to https (which would send the clients round in circles).
+        """
+        base = ('[upstreams.api]\nservers = ["http://127.0.0.1:8001"]\n'
+                '[listeners.web]\nendpoint = "tcp:1"\n')
+        for extra, problem in [
+                ("tls_offloaded = 1", "must be a boolean (true or false), not an integer"),
+                ('protocol = "tcp"\nupstream = "api"\ntls_offloaded = true',
+                 "not for tcp listeners (only http)"),
+                ("redirect_https = true\ntls_offloaded = true",
+                 "clients that came over https cannot be redirected to https")]:
+            with self.assertRaises(ConfigError) as raised:
+                parse(base + extra, "proxy.toml")
+            self.assertEqual(str(raised.exception),
+                             f"proxy.toml: listeners.web.tls_offloaded: {problem}")
+
+
+class SchemaTests(SynchronousTestCase):
+    """
+    L{twistproxy.config.schema}: a section declared once, as a dataclass
+    of settings, and read by one reader.
+    """
+
+    def setUp(self) -> None:
+        from dataclasses import dataclass
+
+        from twistproxy.config import schema
+
+        @dataclass(frozen=True)
+        class Pool:
+            name: str = schema.setting(check=schema.nonempty, required="is required (a name)")
+            size: int = schema.setting(4, check=schema.integer(1, 64))
+            grace: float = schema.setting(0.0, check=schema.seconds(zero=True))
+
+        @schema.rule(Pool)
+        def _grace(pool: Pool, table: object, path: str) -> None:
+            if pool.grace and pool.size == 1:
+                raise ConfigError(path + ".grace", "needs more than one member")
+
+        @dataclass(frozen=True)
+        class Plugin:
+            timeout: float = schema.setting(1.0, check=schema.seconds())
+            options: dict = schema.others()
+
+        self.schema, self.Pool, self.Plugin = schema, Pool, Plugin
+
+    def error(self, value: object, **kwargs: object) -> str:
+        with self.assertRaises(ConfigError) as caught:
+            self.schema.build(self.Pool, value, "pools[1]", **kwargs)
+        return str(caught.exception)
+
+    def test_defaults_and_values(self) -> None:
+        """
+        Keys left out take their declared defaults; the keys given are
+        checked and converted.
+        """
+        self.assertEqual(self.schema.build(self.Pool, {"name": "a"}, "p"),
+                         self.Pool(name="a", size=4, grace=0.0))
+        self.assertEqual(self.schema.build(self.Pool, {"name": "a", "size": 2, "grace": 1}, "p"),
+                         self.Pool(name="a", size=2, grace=1.0))
+
+    def test_located_errors(self) -> None:
+        """
+        Every mistake is reported at its path: an unknown key with
+        suggestions, a missing one with its declared message, a bad value
+        with its check's message, and a broken rule.
+        """
+        self.assertEqual(self.error({"name": "a", "sise": 2}),
+                         "pools[1].sise: unknown key 'sise' (did you mean 'size'?)")
+        self.assertEqual(self.error({}), "pools[1].name: is required (a name)")
+        self.assertEqual(self.error({"name": "a", "size": True}),
+                         "pools[1].size: must be an integer, not a boolean")
+        self.assertEqual(self.error({"name": "a", "size": 65}),
+                         "pools[1].size: must be at most 64")
+        self.assertEqual(self.error({"name": "a", "size": 1, "grace": 2}),
+                         "pools[1].grace: needs more than one member")
+        self.assertEqual(self.error([]), "pools[1]: must be a table, not an array")
+
+    def test_plugin_options(self) -> None:
+        """
+        A plugin's options are read the same way: with C{takes}, an
+        unknown option is refused in the plugin's words; a section with a
+        field for the others passes them on instead.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            self.schema.read(self.Pool, {"name": "a", "szie": 1}, "x", takes="the pool takes name")
+        self.assertEqual(str(caught.exception),
+                         "x.szie: unknown option 'szie' (did you mean 'size'?); "
+                         "the pool takes name")
+        self.assertEqual(self.schema.build(self.Plugin, {"timeout": 2, "path": "/"}, "x"),
+                         self.Plugin(timeout=2.0, options={"path": "/"}))
+        self.assertEqual(self.schema.names(self.Pool), ("name", "size", "grace"))
+
+    def test_sections_declare_every_key(self) -> None:
+        """
+        The keys a section takes are the settings declared on its class.
+        """
+        from twistproxy.config import Listener, Outlier, Timeouts, schema
+
+        self.assertEqual(schema.names(Timeouts), (
+            "connect", "upstream_response", "idle", "request_head", "request_body",
+            "upstream_idle", "tcp_idle", "udp_idle", "send"))
+        self.assertEqual(schema.names(Outlier), (
+            "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_share",
+            "on_5xx"))
+        self.assertNotIn("name", schema.names(Listener))
+        self.assertIn("tls_offloaded", schema.names(Listener))

@@ -762,3 +762,22 @@ upstream = "app"
         self.assertEqual(samples[("twistproxy_requests_total",
                                   (("route", "-"), ("status_class", "4xx"), ("upstream", "-")))],
                          1)
+
+
+class TLSOffloadedTests(SynchronousTestCase):
+    """
+    A plain listener with C{tls_offloaded}, behind a load balancer that
+    terminates TLS.
+    """
+
+    def test_tells_backends_https(self):
+        """
+        Its requests are forwarded as an ssl: listener's are, with
+        X-Forwarded-Proto https; the other plain listeners still say http.
+        """
+        config = _config(listeners=(
+            Listener("plain", "tcp:8080"), Listener("behind", "tcp:8081", tls_offloaded=True),
+        ))
+        service = ProxyService(config, MemoryReactorClock())
+        self.assertEqual(service.listeners["plain"].factory.scheme, b"http")
+        self.assertEqual(service.listeners["behind"].factory.scheme, b"https")

@@ -361,7 +361,10 @@ class ListenerBuilder:
         The HTTP factory of an C{http} listener (inside its TLS, when it
         terminates TLS): the shared one when nothing sets it apart.
         """
-        tls_endpoint = listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS
+        # Backends are told the client came over https: on a TLS endpoint,
+        # or behind a load balancer that terminated TLS (tls_offloaded).
+        tls_endpoint = (listener.tls_offloaded
+                        or listener.endpoint.split(":", 1)[0] in _TLS_ENDPOINTS)
         options: Dict[str, Any] = {}
         if filters is not None:
             options["filters"] = filters

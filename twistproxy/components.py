@@ -13,14 +13,17 @@ L{ConfigError} with the configuration path, at start-up.
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from typing import Any
 
 from twisted.plugin import getPlugins
 from twisted.python.reflect import InvalidName, fullyQualifiedName, namedAny
 from zope.interface.interface import InterfaceClass
 
 import twistproxy.plugins
-from twistproxy.config import ConfigError, did_you_mean, key_path
+from twistproxy.config import ConfigError
+# check_option_names is imported from here by plugins written before it
+# moved to the configuration schema.
+from twistproxy.config.checks import check_option_names  # noqa: F401
 
 
 def _describe(factory: object) -> str:
@@ -33,29 +36,6 @@ def factory_repr(factory: object) -> str:
     Factories assign it as their C{__repr__}.
     """
     return f"<{type(factory).__name__} {getattr(factory, 'name', '?')!r}>"
-
-
-def check_option_names(
-    options: Mapping[str, Any], allowed: Collection[str], path: str, takes: str
-) -> None:
-    """
-    Reject the first option, in sorted order, that a factory does not take.
-
-    @param options: The options a configuration gives the factory.
-    @param allowed: The names it takes.
-    @param path: The configuration path of C{options}; the error is
-        reported at C{<path>.<key>}, the key quoted as in
-        L{key_path <twistproxy.config.key_path>}.
-    @param takes: What the factory takes, for the end of the message: C{'the
-        tcp health check takes timeout, port'}.
-    @raises ConfigError: C{unknown option 'x' (did you mean 'y'?); <takes>}.
-    """
-    unknown = sorted((key for key in options if key not in allowed), key=str)
-    if not unknown:
-        return
-    key = unknown[0]
-    problem = f"unknown option {key!r}{did_you_mean(str(key), allowed)}"
-    raise ConfigError(key_path(path, str(key)), f"{problem}; {takes}")
 
 
 def _from_dotted_path(interface: InterfaceClass, name: str, path: str, what: str) -> Any:

@@ -7,6 +7,7 @@ budget, the least recently used dropped first.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Set
 
 from twisted.internet.defer import Deferred, succeed
@@ -15,8 +16,8 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.cache.entry import Entry
-from twistproxy.components import check_option_names, factory_repr
-from twistproxy.config import _size
+from twistproxy.components import factory_repr
+from twistproxy.config.schema import build, setting, size
 from twistproxy.interfaces import ICacheStoreFactory, ISynchronousCacheStore
 
 DEFAULT_SIZE = 64 * 1024 * 1024
@@ -104,6 +105,17 @@ class MemoryStore:
         return succeed(None)
 
 
+@dataclass(frozen=True)
+class MemoryStoreOptions:
+    """
+    The options of the C{memory} store.
+
+    @ivar size: The byte budget, an integer or a size such as C{"256m"}.
+    """
+
+    size: int = setting(DEFAULT_SIZE, check=size(1024))
+
+
 @implementer(ICacheStoreFactory, IPlugin)
 class MemoryStoreFactory:
     """
@@ -119,8 +131,5 @@ class MemoryStoreFactory:
     __repr__ = factory_repr
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> MemoryStore:
-        check_option_names(options, ("size",), path, "the memory store takes size")
-        size = DEFAULT_SIZE
-        if "size" in options:
-            size = _size(options["size"], f"{path}.size", 1024)
-        return MemoryStore(reactor, size)
+        settings = build(MemoryStoreOptions, options, path, takes="the memory store takes size")
+        return MemoryStore(reactor, settings.size)

@@ -15,6 +15,7 @@ an outage costs a request nothing, and the store reconnects by itself.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue, succeed
@@ -23,8 +24,9 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.cache.entry import Entry
-from twistproxy.components import check_option_names, factory_repr
-from twistproxy.config import ConfigError, _seconds, _string
+from twistproxy.components import factory_repr
+from twistproxy.config.checks import _string
+from twistproxy.config.schema import build, seconds, setting
 from twistproxy.interfaces import ICacheStoreFactory, IFallibleCacheStore
 from twistproxy.redis import RedisAddress, RedisLink, parse_url
 
@@ -119,6 +121,22 @@ class RedisStore:
         return self._redis.close()
 
 
+@dataclass(frozen=True)
+class RedisStoreOptions:
+    """
+    The options of the C{redis} store.
+
+    @ivar url: The server's address, from a C{redis://} URL.
+    @ivar namespace: The prefix of every key the store writes.
+    @ivar timeout: Seconds a command may take before the store answers
+        as if it missed.
+    """
+
+    url: Any = setting(check=parse_url, required="the redis store needs a redis:// URL")
+    namespace: str = setting(DEFAULT_NAMESPACE, check=_string)
+    timeout: float = setting(1.0, check=seconds())
+
+
 @implementer(ICacheStoreFactory, IPlugin)
 class RedisStoreFactory:
     """
@@ -136,11 +154,7 @@ class RedisStoreFactory:
     __repr__ = factory_repr
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> RedisStore:
-        check_option_names(options, ("url", "namespace", "timeout"), path,
-                           "the redis store takes url, namespace, timeout")
-        if "url" not in options:
-            raise ConfigError(f"{path}.url", "the redis store needs a redis:// URL")
-        address = parse_url(options["url"], f"{path}.url")
-        namespace = _string(options.get("namespace", DEFAULT_NAMESPACE), f"{path}.namespace")
-        timeout = _seconds(options.get("timeout", 1.0), f"{path}.timeout")
-        return RedisStore(reactor, address, namespace.encode("utf-8"), timeout)
+        settings = build(RedisStoreOptions, options, path,
+                         takes="the redis store takes url, namespace, timeout")
+        return RedisStore(reactor, settings.url, settings.namespace.encode("utf-8"),
+                          settings.timeout)

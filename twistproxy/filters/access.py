@@ -27,16 +27,18 @@ log), so a half-written file never opens the door.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, key_path
+from twistproxy.config.schema import setting
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.files import WatchedFile, read_lines
-from twistproxy.filters.options import Options
+from twistproxy.filters.options import count, number, read_options, texts
 from twistproxy.interfaces import IFilterFactory, IRefusingConnectionFilter, IRequestFilter
 from twistproxy.upstream.locators import PrefixTable, parse_network
 
@@ -120,26 +122,41 @@ class AccessFilter:
         pass
 
 
+def _networks(value: object, path: str) -> list:
+    return [parse_network(n, f"{path}[{i}]") for i, n in enumerate(texts()(value, path))]
+
+
+@dataclass(frozen=True)
+class AccessOptions:
+    """
+    The options of the C{access} filter: a list left out is C{None}.
+    """
+
+    allow: Optional[list] = setting(None, check=_networks)
+    deny: Optional[list] = setting(None, check=_networks)
+    allow_files: Optional[List[str]] = setting(None, check=texts())
+    deny_files: Optional[List[str]] = setting(None, check=texts())
+    status: int = setting(403, check=count(200, 599))
+    reload_interval: float = setting(5.0, check=number())
+
+
 @implementer(IPlugin, IFilterFactory)
 class AccessFactory:
     name = "access"
     help = "Allow and deny lists of networks (inline or in files reloaded on change)."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> AccessFilter:
-        o = Options(options, path, self.name, optional=(
-            "allow", "deny", "allow_files", "deny_files", "status", "reload_interval"))
-        interval = o.number("reload_interval", 5.0)
+        settings = read_options(AccessOptions, options, path, self.name)
         lists = []
-        for which in ("allow", "deny"):
-            inline = [parse_network(n, f"{o.where(which)}[{i}]")
-                      for i, n in enumerate(o.strings(which))]
-            files = o.strings(f"{which}_files")
+        for inline, files, where in (
+                (settings.allow, settings.allow_files, key_path(path, "allow_files")),
+                (settings.deny, settings.deny_files, key_path(path, "deny_files"))):
             lists.append(
-                NetworkList(reactor, inline, files, interval, o.where(f"{which}_files"))
-                if which in o or f"{which}_files" in o else None)
+                NetworkList(reactor, inline or [], files or [], settings.reload_interval, where)
+                if inline is not None or files is not None else None)
         if lists == [None, None]:
             raise ConfigError(path, "the access filter needs allow, deny, allow_files "
                                     "or deny_files")
-        return AccessFilter(lists[0], lists[1], o.status("status", 403))
+        return AccessFilter(lists[0], lists[1], settings.status)
 
     __repr__ = factory_repr

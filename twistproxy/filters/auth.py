@@ -38,6 +38,7 @@ import binascii
 import hashlib
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -47,10 +48,13 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, key_path
 from twistproxy.filters.chain import Answer, client_ip
 from twistproxy.filters.files import WatchedFile, read_lines
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import (
+    field_name, flag, needs, number, read_options, text, tokens,
+)
 from twistproxy.interfaces import IClosable, IFilterFactory, IRequestFilter
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
@@ -171,25 +175,35 @@ class BasicAuthFilter:
             x.request.headers = fields
 
 
+@dataclass(frozen=True)
+class BasicAuthOptions:
+    """
+    The options of the C{basic_auth} filter.
+    """
+
+    htpasswd: str = setting(check=text(), required=needs("basic_auth"))
+    realm: str = setting("twistproxy", check=text())
+    reload_interval: float = setting(5.0, check=number())
+    keep_authorization: bool = setting(False, check=flag)
+    user_header: str = setting("", check=field_name)
+
+
 @implementer(IPlugin, IFilterFactory)
 class BasicAuthFactory:
     name = "basic_auth"
     help = "HTTP Basic authentication against an htpasswd file of bcrypt hashes."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> BasicAuthFilter:
-        o = Options(options, path, self.name, required=("htpasswd",), optional=(
-            "realm", "reload_interval", "keep_authorization", "user_header"))
+        settings = read_options(BasicAuthOptions, options, path, self.name)
         try:
             import bcrypt  # noqa: F401
         except ImportError:
             raise ConfigError(path, "basic_auth needs the bcrypt package: "
                                     "pip install 'twistproxy[auth]'") from None
-        users = WatchedFile(reactor, o.string("htpasswd"), read_htpasswd,
-                            o.number("reload_interval", 5.0), o.where("htpasswd"),
-                            "htpasswd file")
-        return BasicAuthFilter(users, o.string("realm", "twistproxy"), reactor,
-                               o.boolean("keep_authorization", False),
-                               o.field_name("user_header"))
+        users = WatchedFile(reactor, settings.htpasswd, read_htpasswd, settings.reload_interval,
+                            key_path(path, "htpasswd"), "htpasswd file")
+        return BasicAuthFilter(users, settings.realm, reactor, settings.keep_authorization,
+                               settings.user_header)
 
     __repr__ = factory_repr
 
@@ -294,18 +308,31 @@ class ForwardAuthFilter:
             self._pool.closeCachedConnections()
 
 
+def _auth_url(value: object, path: str) -> str:
+    url = text()(value, path)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(path, f"must be an http:// or https:// URL, not {url!r}")
+    return url
+
+
+@dataclass(frozen=True)
+class ForwardAuthOptions:
+    """
+    The options of the C{forward_auth} filter.
+    """
+
+    url: str = setting(check=_auth_url, required=needs("forward_auth"))
+    copy_headers: List[str] = setting(check=tokens("valid header field name"), factory=list)
+    timeout: float = setting(5.0, check=number())
+
+
 @implementer(IPlugin, IFilterFactory)
 class ForwardAuthFactory:
     name = "forward_auth"
     help = "Ask an auth service about each request; 2xx lets it through."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> ForwardAuthFilter:
-        o = Options(options, path, self.name, required=("url",),
-                    optional=("copy_headers", "timeout"))
-        url = o.string("url")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(o.where("url"), f"must be an http:// or https:// URL, not {url!r}")
-        return ForwardAuthFilter(reactor, url, o.field_names("copy_headers"),
-                                 o.number("timeout", 5.0))
+        settings = read_options(ForwardAuthOptions, options, path, self.name)
+        return ForwardAuthFilter(reactor, settings.url, settings.copy_headers, settings.timeout)
 
     __repr__ = factory_repr

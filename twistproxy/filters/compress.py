@@ -30,6 +30,7 @@ it is produced.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
 
 from twisted.plugin import IPlugin
@@ -40,7 +41,8 @@ from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
 from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import count, read_options, texts
 from twistproxy.interfaces import IFilterFactory, IResponseFilter
 
 DEFAULT_TYPES = ("text/*", "application/json", "application/javascript",
@@ -223,39 +225,62 @@ class CompressFilter:
         return _Compressing(sink, x, self, coding)
 
 
+def _has_brotli() -> bool:
+    try:
+        import brotli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _default_encodings() -> Tuple[str, ...]:
+    return ("br", "gzip") if _has_brotli() else ("gzip",)
+
+
+def _encodings(value: object, path: str) -> Tuple[str, ...]:
+    # An empty list means the default, as leaving the option out does.
+    encodings = texts()(value, path) or list(_default_encodings())
+    for i, coding in enumerate(encodings):
+        if coding not in ("br", "gzip"):
+            raise ConfigError(f"{path}[{i}]", f"must be 'br' or 'gzip', not {coding!r}")
+        if coding == "br" and not _has_brotli():
+            raise ConfigError(f"{path}[{i}]", "brotli needs the brotli package: "
+                                              "pip install 'twistproxy[brotli]'")
+    return tuple(encodings)
+
+
+def _media_types(value: object, path: str) -> List[str]:
+    types = texts()(value, path) or list(DEFAULT_TYPES)
+    for i, media in enumerate(types):
+        kind, slash, sub = media.partition("/")
+        if not slash or not kind or not sub or not media.isascii() or (
+                "*" in sub and sub != "*") or "*" in kind:
+            raise ConfigError(f"{path}[{i}]", f"must be a media type such as 'text/html' or "
+                                              f"'text/*', not {media!r}")
+    return types
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """
+    The options of the C{compress} filter.
+    """
+
+    encodings: Tuple[str, ...] = setting(check=_encodings, factory=_default_encodings)
+    types: List[str] = setting(check=_media_types, factory=lambda: list(DEFAULT_TYPES))
+    min_size: int = setting(256, check=count(0))
+    gzip_level: int = setting(6, check=count(1, 9))
+    brotli_quality: int = setting(4, check=count(0, 11))
+
+
 @implementer(IPlugin, IFilterFactory)
 class CompressFactory:
     name = "compress"
     help = "gzip and brotli compression of compressible responses, streamed."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> CompressFilter:
-        o = Options(options, path, self.name, optional=(
-            "encodings", "types", "min_size", "gzip_level", "brotli_quality"))
-        try:
-            import brotli  # noqa: F401
-        except ImportError:
-            has_brotli = False
-        else:
-            has_brotli = True
-        encodings = o.strings("encodings") or (["br", "gzip"] if has_brotli else ["gzip"])
-        for i, coding in enumerate(encodings):
-            if coding not in ("br", "gzip"):
-                raise ConfigError(f"{o.where('encodings')}[{i}]",
-                                  f"must be 'br' or 'gzip', not {coding!r}")
-            if coding == "br" and not has_brotli:
-                raise ConfigError(f"{o.where('encodings')}[{i}]",
-                                  "brotli needs the brotli package: "
-                                  "pip install 'twistproxy[brotli]'")
-        types = o.strings("types") or list(DEFAULT_TYPES)
-        for i, media in enumerate(types):
-            kind, slash, sub = media.partition("/")
-            if not slash or not kind or not sub or not media.isascii() or (
-                    "*" in sub and sub != "*") or "*" in kind:
-                raise ConfigError(f"{o.where('types')}[{i}]",
-                                  f"must be a media type such as 'text/html' or "
-                                  f"'text/*', not {media!r}")
-        return CompressFilter(tuple(encodings), [t.lower() for t in types],
-                              o.integer("min_size", 256, 0), o.integer("gzip_level", 6, 1, 9),
-                              o.integer("brotli_quality", 4, 0, 11))
+        settings = read_options(CompressOptions, options, path, self.name)
+        return CompressFilter(settings.encodings, [t.lower() for t in settings.types],
+                              settings.min_size, settings.gzip_level, settings.brotli_quality)
 
     __repr__ = factory_repr

@@ -19,6 +19,7 @@ C{*} with credentials.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, FrozenSet, List, Mapping, Optional, Tuple
 
 from twisted.plugin import IPlugin
@@ -29,7 +30,8 @@ from twistproxy.config import ConfigError
 from twistproxy.filters.chain import Answer
 from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import count, flag, needs, read_options, texts, tokens
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
 
 _OWN = frozenset([b"access-control-allow-origin", b"access-control-allow-credentials",
@@ -116,27 +118,43 @@ class CORSFilter:
         return _CORSFields(sink, allowed + self._expose)
 
 
+def _origins(value: object, path: str) -> List[str]:
+    origins = texts()(value, path)
+    for i, origin in enumerate(origins):
+        if origin != "*" and ("://" not in origin or origin.endswith("/")):
+            raise ConfigError(f"{path}[{i}]",
+                              f"must be an origin such as 'https://app.example' (no "
+                              f"path) or '*', not {origin!r}")
+    return origins
+
+
+def _methods(value: object, path: str) -> List[str]:
+    # An empty list means the default, as leaving the option out does.
+    return tokens("method")(value, path) or list(_SAFE_METHODS)
+
+
+@dataclass(frozen=True)
+class CORSOptions:
+    """
+    The options of the C{cors} filter.
+    """
+
+    origins: List[str] = setting(check=_origins, required=needs("cors"))
+    methods: List[str] = setting(check=_methods, factory=lambda: list(_SAFE_METHODS))
+    headers: List[str] = setting(check=tokens("header name"), factory=list)
+    expose_headers: List[str] = setting(check=tokens("header name"), factory=list)
+    credentials: bool = setting(False, check=flag)
+    max_age: int = setting(600, check=count(0))
+
+
 @implementer(IPlugin, IFilterFactory)
 class CORSFactory:
     name = "cors"
     help = "Answer CORS preflights and allow configured origins."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> CORSFilter:
-        o = Options(options, path, self.name, required=("origins",), optional=(
-            "methods", "headers", "expose_headers", "credentials", "max_age"))
-        origins = o.strings("origins")
-        for i, origin in enumerate(origins):
-            if origin != "*" and ("://" not in origin or origin.endswith("/")):
-                raise ConfigError(f"{o.where('origins')}[{i}]",
-                                  f"must be an origin such as 'https://app.example' (no "
-                                  f"path) or '*', not {origin!r}")
-        return CORSFilter(
-            frozenset(origins),
-            o.tokens("methods", "method") or list(_SAFE_METHODS),
-            o.tokens("headers", "header name"),
-            o.tokens("expose_headers", "header name"),
-            o.boolean("credentials", False),
-            o.integer("max_age", 600, 0),
-        )
+        settings = read_options(CORSOptions, options, path, self.name)
+        return CORSFilter(frozenset(settings.origins), settings.methods, settings.headers,
+                          settings.expose_headers, settings.credentials, settings.max_age)
 
     __repr__ = factory_repr

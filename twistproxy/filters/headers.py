@@ -15,16 +15,18 @@ proxy sends no C{Server} field of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
-from twistproxy.config import ConfigError, HeaderRules, header_rules
+from twistproxy.config import ConfigError, HeaderRules, key_path
+from twistproxy.config.schema import section, setting
 from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
-from twistproxy.filters.options import Options
+from twistproxy.filters.options import flag, read_options
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IFilterFactory, IRequestFilter, IResponseFilter
 
@@ -103,24 +105,33 @@ class HeadersFilter:
         return _EditedResponse(sink, self._response)
 
 
+@dataclass(frozen=True)
+class HeadersOptions:
+    """
+    The options of the C{headers} filter: edits of requests and responses
+    (as a route's C{request_headers} and C{response_headers}).
+    """
+
+    request: Optional[HeaderRules] = setting(None, check=section(HeaderRules))
+    response: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
+    hide_banners: bool = setting(False, check=flag)
+
+
 @implementer(IPlugin, IFilterFactory)
 class HeadersFactory:
     name = "headers"
     help = "Add, set and remove request and response fields; hide backend banners."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> HeadersFilter:
-        o = Options(options, path, self.name, optional=("request", "response", "hide_banners"))
+        settings = read_options(HeadersOptions, options, path, self.name)
         request = response = None
-        if "request" in o:
-            request = FieldEdits(header_rules(o.get("request"), o.where("request")),
-                                 o.where("request"))
-        rules = HeaderRules()
-        if "response" in o:
-            rules = header_rules(o.get("response"), o.where("response"))
-        if o.boolean("hide_banners", False):
+        if settings.request is not None:
+            request = FieldEdits(settings.request, key_path(path, "request"))
+        rules = settings.response
+        if settings.hide_banners:
             rules = HeaderRules(remove=rules.remove + BANNERS, set=rules.set, add=rules.add)
         if rules != HeaderRules():
-            response = FieldEdits(rules, o.where("response"))
+            response = FieldEdits(rules, key_path(path, "response"))
         if request is None and response is None:
             raise ConfigError(path, "the headers filter needs request, response or "
                                     "hide_banners = true")

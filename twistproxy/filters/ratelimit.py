@@ -47,6 +47,7 @@ the connections beyond are closed as soon as they are accepted.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -54,9 +55,10 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.components import factory_repr
-from twistproxy.config import ConfigError
+from twistproxy.config import ConfigError, key_path
 from twistproxy.filters.chain import Answer, client_ip
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import count, needs, number, read_options, text, texts
 from twistproxy.interfaces import (
     IClosable,
     IFilterFactory,
@@ -275,39 +277,69 @@ def _allowed(decision: Decision) -> bool:
     return decision[0]
 
 
+def _keys(value: object, path: str) -> List[str]:
+    # An empty list means the client's address, as leaving it out does.
+    return texts()(value, path) or ["client"]
+
+
+def _missing(value: object, path: str) -> str:
+    missing = text()(value, path)
+    if missing not in _MISSING:
+        raise ConfigError(path, f"must be 'client', 'shared' or 'skip', not {missing!r}")
+    return missing
+
+
+def _redis_url(value: object, path: str) -> Any:
+    # Imported here: only a configuration that shares its counters needs it.
+    from twistproxy.redis import parse_url
+
+    return parse_url(value, path)
+
+
+@dataclass(frozen=True)
+class RateLimitOptions:
+    """
+    The options of the C{rate_limit} filter.
+
+    @ivar burst: C{None} for the rate rounded up.
+    @ivar zone: C{None} for the filter's configuration path.
+    """
+
+    rate: float = setting(check=number(), required=needs("rate_limit"))
+    burst: Optional[int] = setting(None, check=count(1))
+    key: List[str] = setting(check=_keys, factory=lambda: ["client"])
+    missing: str = setting("client", check=_missing)
+    status: int = setting(429, check=count(200, 599))
+    redis: Any = setting(None, check=_redis_url)
+    zone: Optional[str] = setting(None, check=text())
+    redis_timeout: float = setting(0.25, check=number())
+
+
 @implementer(IPlugin, IFilterFactory)
 class RateLimitFactory:
     name = "rate_limit"
     help = "Requests per second per client, header, route or host (GCRA), in memory or Redis."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> RateLimitFilter:
-        o = Options(options, path, self.name, required=("rate",), optional=(
-            "burst", "key", "missing", "status", "redis", "zone", "redis_timeout"))
-        rate = o.number("rate", 1.0)
-        burst = o.integer("burst", max(1, math.ceil(rate)), 1)
-        specs = o.strings("key") or ["client"]
-        missing = o.string("missing", "client")
-        if missing not in _MISSING:
-            raise ConfigError(o.where("missing"),
-                              f"must be 'client', 'shared' or 'skip', not {missing!r}")
-        parts = [_key_part(s, f"{o.where('key')}[{i}]", missing) for i, s in enumerate(specs)]
-        headers = [name for name in map(_header_name, specs) if name is not None]
-        if "missing" in o and not headers:
-            raise ConfigError(o.where("missing"), "only with a 'header:NAME' key")
+        settings = read_options(RateLimitOptions, options, path, self.name)
+        rate, missing = settings.rate, settings.missing
+        burst = settings.burst or max(1, math.ceil(rate))
+        where = key_path(path, "key")
+        parts = [_key_part(s, f"{where}[{i}]", missing) for i, s in enumerate(settings.key)]
+        headers = [name for name in map(_header_name, settings.key) if name is not None]
+        if "missing" in options and not headers:
+            raise ConfigError(key_path(path, "missing"), "only with a 'header:NAME' key")
         buckets: Any = MemoryBuckets(reactor, rate, burst)
-        if "redis" in o:
-            from twistproxy.redis import parse_url
-
-            address = parse_url(o.get("redis"), o.where("redis"))
-            timeout = o.number("redis_timeout", 0.25)
-            zone = o.string("zone", path)
-            buckets = RedisBuckets(address, reactor, rate, burst, zone, buckets, timeout)
-        elif "zone" in o or "redis_timeout" in o:
-            raise ConfigError(o.where("zone" if "zone" in o else "redis_timeout"),
+        if settings.redis is not None:
+            zone = path if settings.zone is None else settings.zone
+            buckets = RedisBuckets(settings.redis, reactor, rate, burst, zone, buckets,
+                                   settings.redis_timeout)
+        elif "zone" in options or "redis_timeout" in options:
+            raise ConfigError(key_path(path, "zone" if "zone" in options else "redis_timeout"),
                               "only with redis")
-        kind = ClientRateLimitFilter if specs == ["client"] else RateLimitFilter
+        kind = ClientRateLimitFilter if settings.key == ["client"] else RateLimitFilter
         exempt = _lacks_any(headers) if missing == "skip" else None
-        return kind(buckets, parts, burst, o.status("status", 429), exempt)
+        return kind(buckets, parts, burst, settings.status, exempt)
 
     __repr__ = factory_repr
 
@@ -341,13 +373,23 @@ class ConnectionLimit:
             self._open.pop(address, None)
 
 
+@dataclass(frozen=True)
+class ConnectionLimitOptions:
+    """
+    The options of C{connection_limit}.
+
+    @ivar max: The most connections open at once per client address.
+    """
+
+    max: int = setting(check=count(1), required=needs("connection_limit"))
+
+
 @implementer(IPlugin, IFilterFactory)
 class ConnectionLimitFactory:
     name = "connection_limit"
     help = "At most so many open connections per client address (listeners only)."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> ConnectionLimit:
-        o = Options(options, path, self.name, required=("max",))
-        return ConnectionLimit(o.integer("max", 0, 1))
+        return ConnectionLimit(read_options(ConnectionLimitOptions, options, path, self.name).max)
 
     __repr__ = factory_repr

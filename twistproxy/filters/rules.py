@@ -23,6 +23,7 @@ C{/public/../admin} dodges C{^/admin}.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Pattern, Tuple
 from urllib.parse import unquote
 
@@ -32,7 +33,8 @@ from zope.interface import implementer
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, describe_value, is_token, key_path
 from twistproxy.filters.chain import Answer
-from twistproxy.filters.options import Options
+from twistproxy.config.schema import setting
+from twistproxy.filters.options import count, read_options, texts, tokens
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 
 
@@ -91,35 +93,55 @@ class BlockFilter:
         return None
 
 
+def _patterns(value: object, path: str) -> List[Pattern[str]]:
+    return [_compile(p, f"{path}[{i}]") for i, p in enumerate(texts()(value, path))]
+
+
+def _user_agents(value: object, path: str) -> List[Tuple[bytes, Pattern[str]]]:
+    return [(b"user-agent", pattern) for pattern in _patterns(value, path)]
+
+
+def _header_patterns(table: object, path: str) -> List[Tuple[bytes, Pattern[str]]]:
+    if not isinstance(table, dict):
+        raise ConfigError(path, f"must be a table of header names to "
+                                f"expressions, not {describe_value(table)}")
+    headers = []
+    for name, pattern in table.items():
+        where = key_path(path, name)
+        if not is_token(name):
+            raise ConfigError(where, f"{name!r} is not a header name")
+        if not isinstance(pattern, str):
+            raise ConfigError(where, f"must be a regular expression, not "
+                                     f"{describe_value(pattern)}")
+        headers.append((name.lower().encode("ascii"), _compile(pattern, where)))
+    return headers
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """
+    The options of the C{block} filter.
+    """
+
+    methods: List[str] = setting(check=tokens("method"), factory=list)
+    paths: List[Pattern[str]] = setting(check=_patterns, factory=list)
+    headers: List[Tuple[bytes, Pattern[str]]] = setting(check=_header_patterns, factory=list)
+    user_agents: List[Tuple[bytes, Pattern[str]]] = setting(check=_user_agents, factory=list)
+    status: int = setting(403, check=count(200, 599))
+
+
 @implementer(IPlugin, IFilterFactory)
 class BlockFactory:
     name = "block"
     help = "Refuse requests by method, path, header or user agent."
 
     def fromConfig(self, reactor, options: Mapping[str, Any], path: str) -> BlockFilter:
-        o = Options(options, path, self.name,
-                    optional=("methods", "paths", "headers", "user_agents", "status"))
-        methods = o.tokens("methods", "method")
-        paths = [_compile(p, f"{o.where('paths')}[{i}]")
-                 for i, p in enumerate(o.strings("paths"))]
-        headers = [(b"user-agent", _compile(p, f"{o.where('user_agents')}[{i}]"))
-                   for i, p in enumerate(o.strings("user_agents"))]
-        table = o.get("headers", {})
-        if not isinstance(table, dict):
-            raise ConfigError(o.where("headers"), f"must be a table of header names to "
-                                                  f"expressions, not {describe_value(table)}")
-        for name, pattern in table.items():
-            where = key_path(o.where("headers"), name)
-            if not is_token(name):
-                raise ConfigError(where, f"{name!r} is not a header name")
-            if not isinstance(pattern, str):
-                raise ConfigError(where, f"must be a regular expression, not "
-                                         f"{describe_value(pattern)}")
-            headers.append((name.lower().encode("ascii"), _compile(pattern, where)))
-        if not (methods or paths or headers):
+        settings = read_options(BlockOptions, options, path, self.name)
+        headers = settings.user_agents + settings.headers
+        if not (settings.methods or settings.paths or headers):
             raise ConfigError(path, "the block filter needs methods, paths, headers "
                                     "or user_agents")
-        return BlockFilter(frozenset(m.upper().encode("ascii") for m in methods),
-                           paths, headers, o.status("status", 403))
+        return BlockFilter(frozenset(m.upper().encode("ascii") for m in settings.methods),
+                           settings.paths, headers, settings.status)
 
     __repr__ = factory_repr

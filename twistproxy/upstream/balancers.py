@@ -65,13 +65,15 @@ The algorithms:
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any, Collection, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.components import check_option_names, factory_repr, find_factory
+from twistproxy.components import factory_repr, find_factory
 from twistproxy.config import ConfigError, describe_value
+from twistproxy.config.schema import build, names, setting
 from twistproxy.interfaces import (
     IBackend,
     IBalancer,
@@ -540,64 +542,41 @@ class Maglev:
         return f"<Maglev key={self._key} size={self._size} [{names}]>"
 
 
-def _key_option(options: Mapping[str, Any], path: str) -> RequestKey:
+def _request_key(value: object, path: str) -> RequestKey:
     """
     The C{key} option: which part of the request to hash.
     """
-    if "key" not in options:
-        return CLIENT_ADDRESS
-    value = options["key"]
     if not isinstance(value, str):
         raise ConfigError(
-            f"{path}.key",
-            f"must be a string ({', '.join(KEY_FORMS)}), not {describe_value(value)}",
-        )
+            path, f"must be a string ({', '.join(KEY_FORMS)}), not {describe_value(value)}")
     try:
         return RequestKey.parse(value)
     except ValueError as e:
-        raise ConfigError(f"{path}.key", str(e)) from e
+        raise ConfigError(path, str(e)) from e
 
 
-def _integer_option(
-    options: Mapping[str, Any],
-    name: str,
-    path: str,
-    default: int,
-    minimum: int,
-    maximum: int,
-) -> int:
-    """
-    An integer option between C{minimum} and C{maximum}, inclusive.
-    """
-    value = options.get(name, default)
+def _whole(value: object, path: str) -> int:
     # bool is a subclass of int: "table_size = true" must not mean 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(
-            f"{path}.{name}", f"must be an integer, not {describe_value(value)}"
-        )
-    if not minimum <= value <= maximum:
-        raise ConfigError(
-            f"{path}.{name}",
-            f"must be between {minimum} and {maximum} (got {value})",
-        )
+        raise ConfigError(path, f"must be an integer, not {describe_value(value)}")
     return value
 
 
-def _points_per_weight_option(
-    backends: Sequence[IBackend], options: Mapping[str, Any], path: str
-) -> int:
+def _between(value: int, path: str, minimum: int, maximum: int) -> int:
+    if not minimum <= value <= maximum:
+        raise ConfigError(path, f"must be between {minimum} and {maximum} (got {value})")
+    return value
+
+
+def _points(value: object, path: str) -> int:
+    return _between(_whole(value, path), path, 1, MAX_RING_POINTS)
+
+
+def _points_per_weight(backends: Sequence[IBackend], value: int, path: str) -> int:
     """
     The C{points_per_weight} option of the ring balancers, checked against
     the size of the ring it makes.
     """
-    value = _integer_option(
-        options,
-        "points_per_weight",
-        path,
-        DEFAULT_POINTS_PER_WEIGHT,
-        1,
-        MAX_RING_POINTS,
-    )
     points = value * sum(max(b.weight, 1) for b in backends)
     if points > MAX_RING_POINTS:
         raise ConfigError(
@@ -608,14 +587,52 @@ def _points_per_weight_option(
     return value
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """
+    The options of a balancer that takes none.
+    """
+
+
+@dataclass(frozen=True)
+class ClientIPHashOptions:
+    """
+    The options of C{client_ip_hash}.
+    """
+
+    points_per_weight: int = setting(DEFAULT_POINTS_PER_WEIGHT, check=_points)
+
+
+@dataclass(frozen=True)
+class RingHashOptions:
+    """
+    The options of C{ring_hash}.
+    """
+
+    key: RequestKey = setting(CLIENT_ADDRESS, check=_request_key)
+    points_per_weight: int = setting(DEFAULT_POINTS_PER_WEIGHT, check=_points)
+
+
+@dataclass(frozen=True)
+class MaglevOptions:
+    """
+    The options of C{maglev}; the bounds of C{table_size} depend on the
+    number of backends.
+    """
+
+    key: RequestKey = setting(CLIENT_ADDRESS, check=_request_key)
+    table_size: int = setting(DEFAULT_TABLE_SIZE, check=_whole)
+
+
 class _Factory:
     """
-    A built-in balancer factory: C{fromConfig} rejects options not in
-    C{options}, then C{_build} makes the balancer.  By default that is
+    A built-in balancer factory: C{fromConfig} reads the options declared
+    by C{schema}, then C{_build} makes the balancer.  By default that is
     C{balancer(backends)}, for the factories that take no options.
     """
 
     name: str
+    schema: type = NoOptions
     options: Tuple[str, ...] = ()
     balancer: Any
 
@@ -630,12 +647,9 @@ class _Factory:
             takes = f"the {self.name} balancer takes {allowed}"
         else:
             takes = f"the {self.name} balancer takes no options"
-        check_option_names(options, self.options, path, takes)
-        return self._build(backends, options, path)
+        return self._build(backends, build(self.schema, options, path, takes=takes), path)
 
-    def _build(
-        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
-    ) -> IBalancer:
+    def _build(self, backends: Sequence[IBackend], options: Any, path: str) -> IBalancer:
         return self.balancer(backends)
 
     __repr__ = factory_repr
@@ -719,16 +733,13 @@ class RingHashFactory(_Factory):
         "a header or a cookie."
     )
 
-    options = ("key", "points_per_weight")
+    schema = RingHashOptions
+    options = names(RingHashOptions)
 
-    def _build(
-        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
-    ) -> IBalancer:
-        return RingHash(
-            backends,
-            _key_option(options, path),
-            _points_per_weight_option(backends, options, path),
-        )
+    def _build(self, backends: Sequence[IBackend], options: RingHashOptions,
+               path: str) -> IBalancer:
+        return RingHash(backends, options.key,
+                        _points_per_weight(backends, options.points_per_weight, path))
 
 
 @implementer(IBalancerFactory, IPlugin)
@@ -748,7 +759,8 @@ class ClientIPHashFactory(_Factory):
         "one backend."
     )
 
-    options = ("points_per_weight",)
+    schema = ClientIPHashOptions
+    options = names(ClientIPHashOptions)
 
     def fromConfig(
         self,
@@ -766,14 +778,10 @@ class ClientIPHashFactory(_Factory):
             )
         return super().fromConfig(backends, options, path)
 
-    def _build(
-        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
-    ) -> IBalancer:
-        return RingHash(
-            backends,
-            CLIENT_ADDRESS,
-            _points_per_weight_option(backends, options, path),
-        )
+    def _build(self, backends: Sequence[IBackend], options: ClientIPHashOptions,
+               path: str) -> IBalancer:
+        return RingHash(backends, CLIENT_ADDRESS,
+                        _points_per_weight(backends, options.points_per_weight, path))
 
 
 @implementer(IBalancerFactory, IPlugin)
@@ -792,27 +800,20 @@ class MaglevFactory(_Factory):
         "picks, even shares."
     )
 
-    options = ("key", "table_size")
+    schema = MaglevOptions
+    options = names(MaglevOptions)
 
-    def _build(
-        self, backends: Sequence[IBackend], options: Mapping[str, Any], path: str
-    ) -> IBalancer:
-        key = _key_option(options, path)
-        size = _integer_option(
-            options,
-            "table_size",
-            path,
-            DEFAULT_TABLE_SIZE,
-            max(len(backends), 2),
-            MAX_TABLE_SIZE,
-        )
+    def _build(self, backends: Sequence[IBackend], options: MaglevOptions,
+               path: str) -> IBalancer:
+        size = _between(options.table_size, f"{path}.table_size",
+                        max(len(backends), 2), MAX_TABLE_SIZE)
         if not is_prime(size):
             raise ConfigError(
                 f"{path}.table_size",
                 f"must be a prime number (got {size}); for example 65537, "
                 f"131071 or 262147",
             )
-        return Maglev(backends, key, size)
+        return Maglev(backends, options.key, size)
 
 
 def find_balancer_factory(name: str, path: str) -> IBalancerFactory:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import ipaddress
 import random as _random
 import re
+from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
@@ -76,7 +77,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twistproxy.components import check_option_names, factory_repr, find_factory
+from twistproxy.components import factory_repr, find_factory
 from twistproxy.config import ConfigError, is_token
 from twistproxy.interfaces import (
     IBackend,
@@ -85,6 +86,7 @@ from twistproxy.interfaces import (
     IProbingHealthCheck,
     ITLSHealthCheck,
 )
+from twistproxy.config.schema import names, read, setting
 
 #: The User-Agent of every HTTP health check, so that backends can leave
 #: them out of their access logs.
@@ -146,12 +148,10 @@ def build_health_check(
 # Validating options
 
 
-def _check_keys(options: Mapping[str, Any], allowed: Sequence[str], kind: str, path: str) -> None:
-    check_option_names(
-        options, allowed, path,
-        f"the {kind} health check takes {', '.join(allowed)} (besides type, "
-        f"interval, jitter, rise and fall)",
-    )
+def _takes(kind: str, allowed: Sequence[str]) -> str:
+    # The end of the message about an unknown option.
+    return (f"the {kind} health check takes {', '.join(allowed)} (besides type, "
+            f"interval, jitter, rise and fall)")
 
 
 def _timeout(value: object, path: str) -> float:
@@ -603,6 +603,77 @@ class TCPHealthCheck:
         return f"<TCPHealthCheck timeout={self.timeout:g}>"
 
 
+def _target(value: object, path: str) -> str:
+    target = _text(value, path, "a path")
+    if not target.startswith("/") or any(c in target for c in " \r\n\t\0#"):
+        raise ConfigError(
+            path,
+            f"must be a path starting with '/', without spaces or "
+            f"a fragment (got {target!r})",
+        )
+    try:
+        target.encode("ascii")
+    except UnicodeEncodeError:
+        raise ConfigError(path, "must be ASCII (percent-encode the rest)") from None
+    return target
+
+
+def _method(value: object, path: str) -> str:
+    method = _text(value, path, "a method name")
+    if not is_token(method):
+        raise ConfigError(path, f"is not a valid method name ({method!r})")
+    return method.upper()
+
+
+def _host(value: object, path: str) -> str:
+    host = _field_value(_text(value, path, "a host name"), path)
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(path, f"must be a host name without spaces (got {host!r})")
+    return host
+
+
+def _headers(table: object, path: str) -> Dict[str, str]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(path, f"must be a table of header fields, not {table!r}")
+    headers = {}
+    for name, value in table.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not is_token(name):
+            raise ConfigError(where, "is not a valid header field name")
+        if name.lower() in _RESERVED_HEADERS:
+            hint = "; use the host option" if name.lower() == "host" else ""
+            raise ConfigError(where, f"is set by the proxy and cannot be changed{hint}")
+        headers[name] = _field_value(_text(value, where, "text"), where)
+    return headers
+
+
+@dataclass(frozen=True)
+class TCPCheckOptions:
+    """
+    The options of the C{tcp} health check (L{TCPHealthCheck}).
+    """
+
+    timeout: float = setting(DEFAULT_TIMEOUT, check=_timeout)
+    port: Optional[int] = setting(None, check=_port)
+
+
+@dataclass(frozen=True)
+class HTTPCheckOptions:
+    """
+    The options of the C{http} health check (L{HTTPHealthCheck}).
+    """
+
+    path: str = setting("/", check=_target)
+    method: str = setting("GET", check=_method)
+    expect_status: Tuple[Tuple[int, int], ...] = setting(
+        ((200, 399),), check=lambda value, path: parse_status_ranges(value, path))
+    expect_body: Optional[str] = setting(None, check=lambda value, path: _text(value, path, "text"))
+    host: Optional[str] = setting(None, check=_host)
+    timeout: float = setting(DEFAULT_TIMEOUT, check=_timeout)
+    headers: Optional[Mapping[str, str]] = setting(None, check=_headers)
+    port: Optional[int] = setting(None, check=_port)
+
+
 # The factories
 
 
@@ -623,59 +694,11 @@ class HTTPHealthCheckFactory:
         "Sends an HTTP request to each backend; passes on an expected status "
         "(and body text)."
     )
-    options = ("path", "method", "expect_status", "expect_body", "host",
-               "timeout", "headers", "port")
+    options = names(HTTPCheckOptions)
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> IHealthCheck:
-        _check_keys(options, self.options, self.name, path)
-        kwargs: Dict[str, Any] = {}
-        if "path" in options:
-            target = _text(options["path"], f"{path}.path", "a path")
-            if not target.startswith("/") or any(c in target for c in " \r\n\t\0#"):
-                raise ConfigError(
-                    f"{path}.path",
-                    f"must be a path starting with '/', without spaces or "
-                    f"a fragment (got {target!r})",
-                )
-            try:
-                target.encode("ascii")
-            except UnicodeEncodeError:
-                raise ConfigError(f"{path}.path", "must be ASCII (percent-encode the rest)") from None
-            kwargs["path"] = target
-        if "method" in options:
-            method = _text(options["method"], f"{path}.method", "a method name")
-            if not is_token(method):
-                raise ConfigError(f"{path}.method", f"is not a valid method name ({method!r})")
-            kwargs["method"] = method.upper()
-        if "expect_status" in options:
-            kwargs["expect_status"] = parse_status_ranges(
-                options["expect_status"], f"{path}.expect_status")
-        if "expect_body" in options:
-            kwargs["expect_body"] = _text(options["expect_body"], f"{path}.expect_body", "text")
-        if "host" in options:
-            host = _field_value(_text(options["host"], f"{path}.host", "a host name"), f"{path}.host")
-            if not host or any(c.isspace() for c in host):
-                raise ConfigError(f"{path}.host", f"must be a host name without spaces (got {host!r})")
-            kwargs["host"] = host
-        if "timeout" in options:
-            kwargs["timeout"] = _timeout(options["timeout"], f"{path}.timeout")
-        if "port" in options:
-            kwargs["port"] = _port(options["port"], f"{path}.port")
-        if "headers" in options:
-            table = options["headers"]
-            if not isinstance(table, Mapping):
-                raise ConfigError(f"{path}.headers", f"must be a table of header fields, not {table!r}")
-            headers = {}
-            for name, value in table.items():
-                where = f"{path}.headers.{name}"
-                if not isinstance(name, str) or not is_token(name):
-                    raise ConfigError(where, "is not a valid header field name")
-                if name.lower() in _RESERVED_HEADERS:
-                    hint = "; use the host option" if name.lower() == "host" else ""
-                    raise ConfigError(where, f"is set by the proxy and cannot be changed{hint}")
-                headers[name] = _field_value(_text(value, where, "text"), where)
-            kwargs["headers"] = headers
-        return HTTPHealthCheck(reactor, **kwargs)
+        return HTTPHealthCheck(reactor, **read(HTTPCheckOptions, options, path,
+                                               takes=_takes(self.name, self.options)))
 
     __repr__ = factory_repr
 
@@ -690,16 +713,11 @@ class TCPHealthCheckFactory:
 
     name = "tcp"
     help = "Opens a TCP connection to each backend; passes when it connects."
-    options = ("timeout", "port")
+    options = names(TCPCheckOptions)
 
     def fromConfig(self, reactor: Any, options: Mapping[str, Any], path: str) -> IHealthCheck:
-        _check_keys(options, self.options, self.name, path)
-        kwargs: Dict[str, Any] = {}
-        if "timeout" in options:
-            kwargs["timeout"] = _timeout(options["timeout"], f"{path}.timeout")
-        if "port" in options:
-            kwargs["port"] = _port(options["port"], f"{path}.port")
-        return TCPHealthCheck(reactor, **kwargs)
+        return TCPHealthCheck(reactor, **read(TCPCheckOptions, options, path,
+                                              takes=_takes(self.name, self.options)))
 
     __repr__ = factory_repr
 

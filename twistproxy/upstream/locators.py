@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
+from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
@@ -55,7 +56,6 @@ from typing import (
     List,
     Mapping,
     Optional,
-    Sequence,
     Tuple,
     TypeVar,
     Union,
@@ -65,8 +65,9 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.components import check_option_names, factory_repr, find_factory
+from twistproxy.components import factory_repr, find_factory
 from twistproxy.config import ConfigError, is_label, key_path
+from twistproxy.config.schema import build, names, setting
 from twistproxy.interfaces import IClosable, ILocator, ILocatorFactory, IRequestInfo
 
 _V = TypeVar("_V")
@@ -251,26 +252,13 @@ def _split_locality(value: object) -> Optional[Tuple[str, str]]:
     return region, zone
 
 
-def _check_options(
-    options: Mapping[str, Any],
-    path: str,
-    kind: str,
-    required: Sequence[str],
-    optional: Sequence[str] = (),
-) -> None:
-    """
-    Refuse unknown keys (L{check_option_names}) and require C{required}
-    ones, reporting the first problem with its path.
-    """
-    known = tuple(required) + tuple(optional)
-    check_option_names(
-        options, known, path, f"the {kind} locator takes {', '.join(known)}"
-    )
-    for key in required:
-        if key not in options:
-            raise ConfigError(
-                f"{path}.{key}", f"the {kind} locator needs this option"
-            )
+def _takes(kind: str, options: type) -> str:
+    # The end of the message about an unknown option.
+    return f"the {kind} locator takes {', '.join(names(options))}"
+
+
+def _needs(kind: str) -> str:
+    return f"the {kind} locator needs this option"
 
 
 def _networks_list(value: object, path: str) -> List[_Network]:
@@ -281,6 +269,118 @@ def _networks_list(value: object, path: str) -> List[_Network]:
             f"{value!r}",
         )
     return [parse_network(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+
+def _networks_table(table: object, networks_path: str) -> Tuple[Any, ...]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            networks_path,
+            f"must be a table of networks to localities, such as "
+            f"{{ \"10.1.0.0/16\" = \"eu-west/eu-west-1a\" }}, not "
+            f"{table!r}",
+        )
+    if not table:
+        raise ConfigError(
+            networks_path, "must name at least one network"
+        )
+    seen: Dict[_Network, str] = {}
+    entries = []
+    for key, value in table.items():
+        entry_path = key_path(networks_path, str(key))
+        network = parse_network(key, entry_path)
+        if network in seen:
+            raise ConfigError(
+                entry_path,
+                f"{key!r} is the same network as {seen[network]!r}",
+            )
+        seen[network] = key
+        entries.append((network, parse_locality(value, entry_path)))
+    return tuple(entries)
+
+
+def _header_name(name: object, path: str) -> str:
+    if (
+        not isinstance(name, str)
+        or not name
+        or any(c in name for c in ' \t:()<>@,;\\"/[]?={}')
+        or not name.isprintable()
+        or not name.isascii()
+    ):
+        raise ConfigError(
+            path,
+            f"must be a header field name such as 'X-Client-Region', "
+            f"not {name!r}",
+        )
+    return name
+
+
+def _trusted(value: object, path: str) -> List[_Network]:
+    trusted = _networks_list(value, path)
+    if not trusted:
+        raise ConfigError(
+            path,
+            "must name at least one network: the header is only "
+            "believed from the front proxies that set it (use "
+            "[\"0.0.0.0/0\", \"::/0\"] only if no client can reach the "
+            "proxy directly)",
+        )
+    return trusted
+
+
+def _database(database: object, path: str) -> str:
+    if not isinstance(database, str) or not database:
+        raise ConfigError(path, f"must be the path of a MaxMind DB file, not {database!r}")
+    return database
+
+
+def _by(by: object, path: str) -> str:
+    if by not in ("country", "continent"):
+        raise ConfigError(path, f"must be 'country' or 'continent', not {by!r}")
+    return by  # type: ignore[return-value]
+
+
+def _code_regions(table: object, path: str) -> Dict[str, Tuple[str, str]]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            path,
+            f"must be a table of codes to localities, such as "
+            f"{{ EU = \"eu-west\" }}, not {table!r}",
+        )
+    return {code: parse_locality(value, key_path(path, str(code)))
+            for code, value in table.items()}
+
+
+@dataclass(frozen=True)
+class CIDRLocatorOptions:
+    """
+    The options of the C{cidr} locator.
+
+    @ivar networks: C{(network, (region, zone))} pairs.
+    """
+
+    networks: Tuple[Tuple[_Network, Tuple[str, str]], ...] = setting(
+        check=_networks_table, required=_needs("cidr"))
+
+
+@dataclass(frozen=True)
+class HeaderLocatorOptions:
+    """
+    The options of the C{header} locator: both required.
+    """
+
+    name: str = setting(check=_header_name, required=_needs("header"))
+    trusted: List[_Network] = setting(check=_trusted, required=_needs("header"))
+
+
+@dataclass(frozen=True)
+class MaxMindLocatorOptions:
+    """
+    The options of the C{maxmind} locator.
+    """
+
+    database: str = setting(check=_database, required=_needs("maxmind"))
+    by: str = setting("country", check=_by)
+    regions: Mapping[str, Tuple[str, str]] = setting(check=_code_regions, factory=dict)
 
 
 # --- cidr -------------------------------------------------------------------------
@@ -329,33 +429,9 @@ class CIDRLocatorFactory:
     )
 
     def fromConfig(self, options: Mapping[str, Any], path: str) -> ILocator:
-        _check_options(options, path, self.name, ("networks",))
-        networks_path = f"{path}.networks"
-        table = options["networks"]
-        if not isinstance(table, Mapping):
-            raise ConfigError(
-                networks_path,
-                f"must be a table of networks to localities, such as "
-                f"{{ \"10.1.0.0/16\" = \"eu-west/eu-west-1a\" }}, not "
-                f"{table!r}",
-            )
-        if not table:
-            raise ConfigError(
-                networks_path, "must name at least one network"
-            )
-        seen: Dict[_Network, str] = {}
-        entries = []
-        for key, value in table.items():
-            entry_path = key_path(networks_path, str(key))
-            network = parse_network(key, entry_path)
-            if network in seen:
-                raise ConfigError(
-                    entry_path,
-                    f"{key!r} is the same network as {seen[network]!r}",
-                )
-            seen[network] = key
-            entries.append((network, parse_locality(value, entry_path)))
-        return CIDRLocator(entries)
+        settings = build(CIDRLocatorOptions, options, path,
+                         takes=_takes(self.name, CIDRLocatorOptions))
+        return CIDRLocator(settings.networks)
 
     __repr__ = factory_repr
 
@@ -422,30 +498,9 @@ class HeaderLocatorFactory:
     )
 
     def fromConfig(self, options: Mapping[str, Any], path: str) -> ILocator:
-        _check_options(options, path, self.name, ("name", "trusted"))
-        name = options["name"]
-        if (
-            not isinstance(name, str)
-            or not name
-            or any(c in name for c in ' \t:()<>@,;\\"/[]?={}')
-            or not name.isprintable()
-            or not name.isascii()
-        ):
-            raise ConfigError(
-                f"{path}.name",
-                f"must be a header field name such as 'X-Client-Region', "
-                f"not {name!r}",
-            )
-        trusted = _networks_list(options["trusted"], f"{path}.trusted")
-        if not trusted:
-            raise ConfigError(
-                f"{path}.trusted",
-                "must name at least one network: the header is only "
-                "believed from the front proxies that set it (use "
-                "[\"0.0.0.0/0\", \"::/0\"] only if no client can reach the "
-                "proxy directly)",
-            )
-        return HeaderLocator(name, trusted)
+        settings = build(HeaderLocatorOptions, options, path,
+                         takes=_takes(self.name, HeaderLocatorOptions))
+        return HeaderLocator(settings.name, settings.trusted)
 
     __repr__ = factory_repr
 
@@ -580,31 +635,9 @@ class MaxMindLocatorFactory:
                 "the maxmind locator needs the maxminddb package: "
                 "pip install 'twistproxy[geo]'",
             ) from None
-        _check_options(options, path, self.name, ("database",), ("by", "regions"))
-        by = options.get("by", "country")
-        if by not in ("country", "continent"):
-            raise ConfigError(
-                f"{path}.by", f"must be 'country' or 'continent', not {by!r}"
-            )
-        regions: Dict[str, Tuple[str, str]] = {}
-        if "regions" in options:
-            table = options["regions"]
-            if not isinstance(table, Mapping):
-                raise ConfigError(
-                    f"{path}.regions",
-                    f"must be a table of codes to localities, such as "
-                    f"{{ EU = \"eu-west\" }}, not {table!r}",
-                )
-            for code, value in table.items():
-                regions[code] = parse_locality(
-                    value, key_path(f"{path}.regions", str(code))
-                )
-        database = options["database"]
-        if not isinstance(database, str) or not database:
-            raise ConfigError(
-                f"{path}.database",
-                f"must be the path of a MaxMind DB file, not {database!r}",
-            )
+        settings = build(MaxMindLocatorOptions, options, path,
+                         takes=_takes(self.name, MaxMindLocatorOptions))
+        database = settings.database
         try:
             reader = maxminddb.open_database(database, maxminddb.MODE_AUTO)
         except OSError as e:
@@ -617,7 +650,7 @@ class MaxMindLocatorFactory:
                 f"{path}.database",
                 f"{database!r} is not a valid MaxMind DB file: {e}",
             ) from None
-        return MaxMindLocator(reader, by, regions)
+        return MaxMindLocator(reader, settings.by, settings.regions)
 
     __repr__ = factory_repr
 

@@ -1,0 +1,248 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Reading a TOML document into a L{ProxyConfig}.
+
+One reader per section turns the table that tomllib produced into a value
+object of L{twistproxy.config.values}, with the checks of
+L{twistproxy.config.checks}, and applies the rules that tie several
+settings together (a route's group must exist, C{max_ejection} is at least
+C{base_ejection} ...).  Every problem is a L{ConfigError} naming the path
+of the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib as _hashlib
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python < 3.11
+    import tomli as _toml  # type: ignore[no-redef]
+
+from twistproxy.config.checks import (
+    ConfigError, _index, _key, _name, _table, _wrong_type, workers_count,
+)
+from twistproxy.config.schema import build, section
+from twistproxy.config.values import (
+    AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
+    Resolver, Route, Shutdown, Timeouts, UpstreamGroup, upstream_group,
+)
+
+
+def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of upstream groups", value)
+    if not value:
+        raise ConfigError(
+            path, "at least one upstream group is required ([upstreams.NAME])"
+        )
+    groups = {}
+    for name, group in value.items():
+        group_path = _key(path, name)
+        _name(name, group_path, "upstream group")
+        groups[name] = upstream_group(name, group, group_path)
+    return groups
+
+
+def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of listeners", value)
+    if not value:
+        raise ConfigError(path, "at least one listener is required ([listeners.NAME])")
+    listeners = []
+    for name, listener in value.items():
+        listener_path = _key(path, name)
+        _name(name, listener_path, "listener")
+        listeners.append(build(Listener, listener, listener_path, name=name))
+    return tuple(listeners)
+
+
+def _check_listener_groups(listeners: Sequence[Listener],
+                           groups: Mapping[str, UpstreamGroup]) -> None:
+    """
+    Every group a tcp or udp listener (or an SNI route) names exists and
+    has servers of the listener's kind.
+    """
+    for listener in listeners:
+        path = _key("listeners", listener.name)
+        named = [(_key(path, "upstream"), listener.upstream, listener.protocol)]
+        named += [(_key(_index(_key(path, "sni"), i), "upstream"), route.upstream, "tcp")
+                  for i, route in enumerate(listener.sni)]
+        for upath, name, kind in named:
+            if not name:
+                continue
+            if name not in groups:
+                raise ConfigError(upath, f"no upstream group named {name!r} (defined: "
+                                         f"{', '.join(sorted(groups))})")
+            if groups[name].kind != kind:
+                raise ConfigError(upath, f"upstream group {name!r} has "
+                                         f"{groups[name].kind} servers, not {kind}:// ones")
+
+
+def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
+    route = build(Route, value, path)
+    if route.upstream not in groups:
+        raise ConfigError(
+            _key(path, "upstream"),
+            f"no upstream group named {route.upstream!r} (defined: "
+            f"{', '.join(sorted(groups))})",
+        )
+    if not route.name:
+        route = replace(route, name=_index("routes", index))
+    return route
+
+
+def _is_catch_all(route: Route) -> bool:
+    return not route.hosts and route.path_prefix == "/" and not route.methods
+
+
+def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:
+    if value is None or value == []:
+        if len(groups) == 1:
+            (only,) = groups
+            return (Route(upstream=only),)
+        raise ConfigError(
+            path,
+            f"routes are required when there are several upstream groups "
+            f"({', '.join(groups)}); add [[routes]] with an upstream",
+        )
+    routes: List[Route] = []
+    names: Dict[str, int] = {}
+    catch_all: Optional[int] = None
+    if not isinstance(value, list):
+        raise _wrong_type(path, "an array of tables ([[routes]])", value)
+    for i, item in enumerate(value):
+        route_path = _index(path, i)
+        if not isinstance(item, dict):
+            raise _wrong_type(route_path, "a table ([[routes]])", item)
+        if catch_all is not None:
+            raise ConfigError(
+                route_path,
+                f"unreachable: {_index(path, catch_all)} above matches every request",
+            )
+        route = _route(item, route_path, i, groups)
+        if route.name in names:
+            raise ConfigError(
+                _key(route_path, "name"),
+                f"duplicate route name {route.name!r} (also "
+                f"{_index(path, names[route.name])})",
+            )
+        names[route.name] = i
+        if _is_catch_all(route):
+            catch_all = i
+        routes.append(route)
+    return tuple(routes)
+
+
+_TOP_LEVEL = (
+    "listeners",
+    "upstreams",
+    "routes",
+    "timeouts",
+    "limits",
+    "forwarding",
+    "access_log",
+    "locator",
+    "locality",
+    "admin",
+    "shutdown",
+    "workers",
+    "cache",
+    "resolver",
+)
+
+
+def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
+    _table(document, "", _TOP_LEVEL)
+    if "listeners" not in document:
+        raise ConfigError(
+            "listeners",
+            "at least one listener is required ([listeners.NAME] with an endpoint)",
+        )
+    listeners = _listeners(document["listeners"], "listeners")
+    if "upstreams" not in document:
+        raise ConfigError(
+            "upstreams",
+            "at least one upstream group is required ([upstreams.NAME] with servers)",
+        )
+    upstreams = _upstreams(document["upstreams"], "upstreams")
+    _check_listener_groups(listeners, upstreams)
+    routes: Tuple[Route, ...] = ()
+    if "routes" in document or any(l.protocol == "http" for l in listeners):
+        # Requests only go to groups of HTTP servers.
+        http_groups = {n: g for n, g in upstreams.items() if g.kind == "http"}
+        routes = _routes(document.get("routes"), "routes", http_groups)
+    sections: Dict[str, Callable[[object, str], Any]] = {
+        "timeouts": section(Timeouts),
+        "limits": section(Limits),
+        "forwarding": section(Forwarding),
+        "access_log": section(AccessLog),
+        "locator": section(Locator),
+        "locality": section(Locality),
+        "admin": section(Admin),
+        "shutdown": section(Shutdown),
+        "workers": workers_count,
+        "cache": section(Cache),
+        "resolver": section(Resolver),
+    }
+    kwargs = {
+        name: build(document[name], name)
+        for name, build in sections.items()
+        if name in document
+    }
+    return ProxyConfig(
+        listeners=listeners,
+        upstreams=upstreams,
+        routes=routes,
+        source=source,
+        **kwargs,
+    )
+
+
+def parse(text: str, source: str = "<string>") -> ProxyConfig:
+    """
+    Parse and validate a configuration written in TOML.
+
+    @param text: The TOML document.
+    @param source: Where C{text} came from (a file name), used in error
+        messages and stored as L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If C{text} is not valid TOML, or any setting is
+        unknown, of the wrong type or inconsistent.  The error names C{source}
+        and the path of the first offending setting.
+    """
+    try:
+        document = _toml.loads(text)
+    except _toml.TOMLDecodeError as e:
+        raise ConfigError("", f"invalid TOML: {e}", source) from None
+    try:
+        return _config(document, source)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, source) from None
+
+
+def load(path: str) -> ProxyConfig:
+    """
+    Read, parse and validate a TOML configuration file.
+
+    @param path: The file name; it becomes L{ProxyConfig.source}.
+    @return: The validated configuration.
+    @raises ConfigError: If the file cannot be read or is not UTF-8, or for
+        any of the reasons given for L{parse}.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError("", f"cannot read file: {e.strerror or e}", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "", f"not valid UTF-8 (byte offset {e.start})", path
+        ) from None
+    # Hashed here, from the bytes parsed: the file may change before anyone
+    # asks which configuration runs.
+    return replace(parse(text, path), digest="sha256:" + _hashlib.sha256(data).hexdigest())

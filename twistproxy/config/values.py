@@ -1,0 +1,905 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration's value objects: frozen, built once by
+L{twistproxy.config.parse} from a TOML file or directly by an application
+that embeds twistproxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from twistproxy.config.checks import (
+    ConfigError, _DNS_LABEL, _KEY_PARTS, _KIND, _PROTOCOLS, _array, _boolean, _cached_method,
+    _endpoint, _field_value, _fraction, _index, _is_ip, _key_part, _label,
+    _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
+    _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
+    _route_hosts, _server_name, _server_url, _string, _strings, _table, _tls_version,
+    _token, _wrong_type, key_path,
+)
+from twistproxy.config.schema import (
+    array, build, either, integer, nonempty, one_of, others, read, reader, rule, seconds,
+    section, sections, setting, size, token,
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    """
+    One backend server of an upstream group.
+
+    @ivar url: C{http://host[:port]}; the port defaults to 80 (https: 443).
+        Groups behind C{tcp} and C{udp} listeners use C{tcp://host:port}
+        and C{udp://host:port}, with the port required.
+    @ivar scheme: C{'http'}, C{'https'}, C{'tcp'} or C{'udp'}.
+    @ivar host: Host name or IP address literal (IPv6 without brackets).
+    @ivar port: TCP port.
+    @ivar weight: Positive integer weight.
+    """
+
+    url: str = setting(check=_string)
+    scheme: str
+    host: str
+    port: int
+    weight: int = setting(1, check=integer(1))
+    region: str = setting("", check=_label)
+    zone: str = setting("", check=_label)
+    drain: bool = setting(False, check=_boolean)
+
+
+@reader(Server)
+def _server(value: object, path: str) -> Server:
+    # A URL alone, or a table with the URL and the server's settings.
+    if isinstance(value, dict):
+        kwargs = read(Server, value, path)
+        url_path, url = key_path(path, "url"), kwargs.pop("url")
+    elif isinstance(value, str):
+        url_path, url, kwargs = path, value, {}
+    else:
+        raise _wrong_type(
+            path, "a URL string, a table {url, weight, region, zone, drain}, "
+            "or a DNS entry {dns, port} / {srv}", value)
+    canonical, scheme, host, port = _server_url(url, url_path)
+    return Server(url=canonical, scheme=scheme, host=host, port=port, **kwargs)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """
+    Backends found in DNS instead of listed: every address of a name (A
+    and AAAA records) at one port, or the targets of an SRV record with
+    their priorities, weights and ports.  Re-resolved every C{interval}
+    seconds; the last good answer is kept while DNS fails.
+
+    @ivar kind: C{'dns'} (addresses of C{name}) or C{'srv'}.
+    @ivar name: The DNS name, e.g. C{'api.internal'} or
+        C{'_http._tcp.api.internal'}.
+    @ivar port: The port for C{'dns'}; C{0} for C{'srv'} (the record says).
+    @ivar scheme: C{'http'}.
+    @ivar weight: The weight of each address found (C{'dns'} only).
+    """
+
+    kind: str
+    name: str
+    port: int = setting(0, check=integer(1, 65535))
+    scheme: str = "http"
+    interval: float = setting(30.0, check=seconds())
+    weight: int = setting(1, check=integer(1))
+    region: str = setting("", check=_label)
+    zone: str = setting("", check=_label)
+
+
+def _discovery(table: Dict[str, Any], path: str) -> Discovery:
+    # A DNS entry of a group's servers: {dns, port} or {srv}; an SRV record
+    # names its own ports and weights.
+    kind = "srv" if "srv" in table else "dns"
+    if kind == "srv":
+        _table(table, path, ("srv", "interval", "region", "zone"))
+    else:
+        _table(table, path, ("dns", "port", "interval", "weight", "region", "zone"))
+    name = _string(table[kind], key_path(path, kind))
+    labels = name.rstrip(".").split(".")
+    if not name or any(not l or not _DNS_LABEL(l) for l in labels):
+        raise ConfigError(key_path(path, kind), f"{name!r} is not a DNS name")
+    if kind == "dns" and "port" not in table:
+        raise ConfigError(key_path(path, "port"), "is required with dns")
+    settings = read(Discovery, {k: v for k, v in table.items() if k != kind}, path)
+    return Discovery(kind=kind, name=name, **settings)
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """
+    Where DNS discovery (L{Discovery}) sends its queries.
+
+    @ivar nameservers: C{(address, port)} pairs of the name servers to ask,
+        in order, e.g. C{(("127.0.0.1", 5353), ("::1", 53))}; the address
+        is an IP address literal (IPv6 without brackets).  Empty: the
+        system's configuration, the hosts file first, then the name
+        servers of C{/etc/resolv.conf}.
+    """
+
+    nameservers: Tuple[Tuple[str, int], ...] = setting((), check=array(
+        _nameserver, empty="must list at least one name server (leave it out for the system's)"))
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """
+    An active health check of every server of a group.
+
+    @ivar type: Name of an L{twistproxy.interfaces.IHealthCheckFactory}
+        plugin (C{'http'}, C{'tcp'}) or a dotted path to one.
+    @ivar interval: Seconds between two checks of a server.
+    @ivar jitter: Up to this fraction of C{interval} is added at random to
+        each wait, so that checks of many servers spread out.
+    @ivar rise: Consecutive successes that bring a server back.
+    @ivar fall: Consecutive failures that take it out.
+    @ivar options: The check's own settings (C{path}, C{timeout} ...),
+        checked by its factory.
+    """
+
+    type: str = setting("http", check=nonempty)
+    interval: float = setting(5.0, check=seconds())
+    jitter: float = setting(0.1, check=_fraction)
+    rise: int = setting(2, check=integer(1))
+    fall: int = setting(3, check=integer(1))
+    options: Mapping[str, Any] = others()
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """
+    Passive outlier detection: servers that keep failing real requests are
+    ejected for a while.
+
+    @ivar consecutive_failures: Failures in a row that eject a server.
+    @ivar base_ejection: Seconds of the first ejection; each further one
+        doubles, up to C{max_ejection}.
+    @ivar max_ejected_share: The largest share of a group ejected at once.
+    @ivar on_5xx: Whether a 5xx response counts as a failure (connection
+        errors, resets and timeouts always do).
+    """
+
+    consecutive_failures: int = setting(5, check=integer(1))
+    base_ejection: float = setting(30.0, check=seconds())
+    max_ejection: float = setting(300.0, check=seconds())
+    max_ejected_share: float = setting(0.5, check=_fraction)
+    on_5xx: bool = setting(False, check=_boolean)
+
+
+@rule(Outlier)
+def _ejections(outlier: Outlier, table: Mapping[str, Any], path: str) -> None:
+    if outlier.max_ejection < outlier.base_ejection:
+        raise ConfigError(key_path(path, "max_ejection"), "must be at least base_ejection")
+
+
+@dataclass(frozen=True)
+class Sticky:
+    """
+    Cookie-based session stickiness.
+
+    @ivar cookie: The cookie's name.
+    @ivar secret: Key of the HMAC that makes the cookie's value opaque and
+        unforgeable; set the same secret on every proxy that shares
+        clients.  Empty: a hash of the server's name, still opaque and only
+        ever naming a server of the group.
+    @ivar max_age: Cookie lifetime in seconds, or C{0} for a session cookie.
+    """
+
+    cookie: str = setting("twistproxy_server", check=token("cookie name"))
+    secret: str = setting("", check=_string)
+    max_age: int = setting(0, check=integer(0))
+    path: str = setting("/", check=_path_prefix)
+    secure: bool = setting(False, check=_boolean)
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    """
+    How the proxy talks TLS to a group's C{https://} servers.  The
+    server's certificate is always verified (service_identity), against the
+    system's trusted CAs or C{ca}; there is no way to turn that off.
+
+    @ivar ca: A PEM file of CA certificates to trust instead of the
+        system's, or C{''}.
+    @ivar client_cert: A PEM file with a client certificate (and its key,
+        unless C{client_key}) to present to the servers, or C{''}.
+    @ivar client_key: A PEM file with the client certificate's key, or C{''}.
+    @ivar server_name: The name sent in SNI and expected in the servers'
+        certificates, when it is not the host of their URLs.
+    """
+
+    ca: str = setting("", check=_string)
+    client_cert: str = setting("", check=_string)
+    client_key: str = setting("", check=_string)
+    server_name: str = setting("", check=_string)
+
+
+@rule(UpstreamTLS)
+def _client_pair(tls: UpstreamTLS, table: Mapping[str, Any], path: str) -> None:
+    if tls.client_key and not tls.client_cert:
+        raise ConfigError(key_path(path, "client_key"), "needs client_cert")
+
+
+def _servers(value: object, path: str) -> Tuple[Any, ...]:
+    """
+    A group's C{servers}: the L{Server}s listed and the L{Discovery}
+    entries, in order.  The servers listed are of one kind and each listed
+    once.
+    """
+    items = _array(value, path)
+    if not items:
+        raise ConfigError(path, "must list at least one server")
+    result: List[Any] = []
+    seen: Dict[Tuple[str, str, int], int] = {}
+    first: Optional[Server] = None
+    for i, item in enumerate(items):
+        where = _index(path, i)
+        if isinstance(item, dict) and ("dns" in item or "srv" in item):
+            result.append(_discovery(item, where))
+            continue
+        server = build(Server, item, where)
+        address = (server.scheme, server.host, server.port)
+        if address in seen:
+            raise ConfigError(where, f"duplicate of {_index(path, seen[address])}; "
+                                     f"use weight to send it more requests")
+        seen[address] = i
+        if first is None:
+            first = server
+        elif _KIND[server.scheme] != _KIND[first.scheme]:
+            raise ConfigError(
+                where, f"a {server.scheme}:// server in a group of {first.scheme}:// servers")
+        if server.scheme == "udp" and not _is_ip(server.host):
+            raise ConfigError(where, f"a udp:// server must be an IP address "
+                                     f"(got {server.host!r})")
+        result.append(server)
+    return tuple(result)
+
+
+@dataclass(frozen=True)
+class UpstreamGroup:
+    """
+    A named set of interchangeable backend servers.
+
+    @ivar balancer: Name of an L{twistproxy.interfaces.IBalancerFactory}
+        plugin, or a dotted path to one.
+    @ivar balancer_options: Settings passed to the balancer factory.
+    @ivar max_connections: Most connections open to each server at once;
+        further requests wait for one to become free.
+    @ivar max_idle: Most idle keep-alive connections kept per server.
+    @ivar max_pending: Most requests waiting for a connection to one
+        server; beyond, an immediate 503 (circuit breaking).
+    @ivar max_requests: Most requests in flight to the whole group; beyond,
+        an immediate 503.  0: no limit.
+    @ivar retries: How many times a failed request may be sent to another
+        server (only when it is safe: the connection failed, or an
+        idempotent request's server reset before answering).
+    @ivar retry_budget: Retries may add at most this share of the requests
+        in flight to the group.
+    @ivar slow_start: Seconds over which a server that comes back ramps up
+        to its full weight; 0 disables.
+    @ivar health: The active health check, or C{None}.
+    @ivar outlier: Passive outlier detection, or C{None}.
+    @ivar sticky: Cookie stickiness, or C{None}.
+    @ivar discovery: Servers found in DNS, in addition to C{servers}.
+    @ivar tls: TLS settings for C{https://} servers.
+    @ivar proxy_protocol: C{'v1'} or C{'v2'} to open every connection to
+        the servers with a PROXY protocol header naming the client, or
+        C{''} for none.
+    """
+
+    name: str
+    servers: Tuple[Server, ...] = setting(
+        check=_servers, required="is required (an array of backend URLs)")
+    balancer: str = setting("round_robin", check=nonempty)
+    balancer_options: Mapping[str, Any] = setting(check=_options, factory=dict)
+    max_connections: int = setting(256, check=integer(1))
+    max_idle: int = setting(256, check=integer(0))
+    max_pending: int = setting(256, check=integer(0))
+    max_requests: int = setting(0, check=integer(0))
+    retries: int = setting(1, check=integer(0))
+    retry_budget: float = setting(0.2, check=_fraction)
+    slow_start: float = setting(0.0, check=seconds(zero=True))
+    health: Optional[HealthCheck] = setting(None, check=section(HealthCheck))
+    outlier: Optional[Outlier] = setting(None, check=section(Outlier))
+    sticky: Optional[Sticky] = setting(None, check=section(Sticky))
+    discovery: Tuple[Discovery, ...] = ()
+    tls: UpstreamTLS = setting(UpstreamTLS(), check=section(UpstreamTLS))
+    proxy_protocol: str = setting("", check=_proxy_protocol_version)
+
+    @property
+    def kind(self) -> str:
+        """
+        C{'http'} for groups of C{http://} and C{https://} servers (and of
+        servers found in DNS only), C{'tcp'} or C{'udp'} for the others.
+        """
+        for server in self.servers:
+            return _KIND[server.scheme]
+        return "http"
+
+
+def upstream_group(name: str, value: object, path: str) -> UpstreamGroup:
+    """
+    Read the group C{name}: its servers, listed and found in DNS, all of
+    one kind, and the settings that depend on that kind.
+    """
+    kwargs = read(UpstreamGroup, value, path)
+    listed = kwargs.pop("servers")
+    servers = tuple(item for item in listed if isinstance(item, Server))
+    discovery = tuple(item for item in listed if isinstance(item, Discovery))
+    scheme = servers[0].scheme if servers else "http"
+    if _KIND[scheme] == "tcp" and "health" in kwargs and "type" not in value["health"]:
+        # A TCP service is checked by connecting, unless told otherwise.
+        kwargs["health"] = replace(kwargs["health"], type="tcp")
+    if kwargs.get("proxy_protocol") and scheme == "udp":
+        raise ConfigError(key_path(path, "proxy_protocol"), "not for udp:// servers")
+    if _KIND[scheme] != "http":
+        # Addresses found in DNS are servers of the same kind.
+        discovery = tuple(replace(d, scheme=scheme) for d in discovery)
+    return UpstreamGroup(name=name, servers=servers, discovery=discovery, **kwargs)
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    """
+    Header edits applied to a request before it is forwarded, or to a
+    response before it is returned.  Applied in the order remove, set, add.
+
+    @ivar remove: Field names to delete (case-insensitive).
+    @ivar set: (name, value) pairs replacing every existing field of that name.
+    @ivar add: (name, value) pairs appended, keeping existing fields.
+    """
+
+    remove: Tuple[str, ...] = ()
+    set: Tuple[Tuple[str, str], ...] = ()
+    add: Tuple[Tuple[str, str], ...] = ()
+
+
+@reader(HeaderRules)
+def header_rules(value: object, path: str) -> HeaderRules:
+    """
+    Read a table of header edits (C{remove}, C{set}, C{add}), as routes
+    and the C{headers} filter have them.
+    """
+    rules = _table(value, path, ("remove", "set", "add"))
+    remove: Tuple[str, ...] = ()
+    if "remove" in rules:
+        remove = _strings(
+            rules["remove"],
+            key_path(path, "remove"),
+            lambda name, p: _token(name, p, "header name"),
+        )
+    pairs = {}
+    for kind in ("set", "add"):
+        kind_path = key_path(path, kind)
+        table = rules.get(kind, {})
+        if not isinstance(table, dict):
+            raise _wrong_type(kind_path, "a table of header names to values", table)
+        seen: Dict[str, str] = {}
+        result = []
+        for name, field_value in table.items():
+            name_path = key_path(kind_path, name)
+            _token(name, name_path, "header name")
+            folded = name.lower()
+            if folded in seen:
+                raise ConfigError(
+                    name_path,
+                    f"header {name!r} is listed twice (as {seen[folded]!r}); "
+                    f"header names are case-insensitive",
+                )
+            seen[folded] = name
+            result.append((name, _field_value(field_value, name_path)))
+        pairs[kind] = tuple(result)
+    return HeaderRules(remove=remove, set=pairs["set"], add=pairs["add"])
+
+
+@dataclass(frozen=True)
+class Filter:
+    """
+    One filter of a listener or a route (see L{twistproxy.filters}).
+
+    @ivar name: The filter factory's name (C{'rate_limit'}) or the dotted
+        path of a factory object.
+    @ivar options: The filter's other settings, checked by its factory.
+    """
+
+    name: str = setting(check=nonempty,
+                        required="is required (the filter's name, or a dotted path)")
+    options: Mapping[str, Any] = others()
+
+
+@reader(Filter)
+def _filter(value: object, path: str) -> Filter:
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table with a name (a filter)", value)
+    # The keys besides the name are the filter's, checked by its factory.
+    return Filter(**read(Filter, value, path))
+
+
+@dataclass(frozen=True)
+class RouteCache:
+    """
+    The shared HTTP cache on one route (see docs/caching.rst).
+
+    @ivar enabled: Whether responses of this route are cached.
+    @ivar key: The parts of the request URI the cache key is made of,
+        among C{scheme}, C{host}, C{path} and C{query}.
+    @ivar key_headers: Request field names (lower-cased) added to the key.
+    @ivar default_ttl: Seconds of freshness for cacheable responses that
+        give no explicit freshness and no C{Last-Modified}; 0 for none.
+    @ivar max_ttl: The longest freshness any response gets, 0 for no limit.
+    @ivar client_no_cache: C{'honour'} the client's C{no-cache} and
+        C{max-age=0} (validate with the origin), or C{'ignore'} them.
+    @ivar max_object_size: Responses larger than this are passed on but
+        not stored.
+    @ivar methods: The methods whose responses may be stored: C{GET}
+        always; C{POST} only when listed (RFC 9110 9.3.3).
+    @ivar lock_timeout: How long requests for a URL that is already being
+        fetched wait for that response before going to the origin
+        themselves.
+    @ivar set_cookie: What becomes of a response with C{Set-Cookie}:
+        C{'pass'}ed on and not stored, or stored with the field
+        C{'strip'}ped from what is kept.
+    @ivar stale_if_error: How long past its freshness a stored response
+        may be served when the origin cannot be reached (RFC 5861
+        C{stale-if-error} for every response that allows serving stale);
+        0 for never.
+    @ivar stale_on_5xx: Whether C{stale_if_error} also covers the
+        origin's 5xx answers.
+    """
+
+    enabled: bool = setting(True, check=_boolean)
+    key: Tuple[str, ...] = setting(_KEY_PARTS, check=array(_key_part))
+    key_headers: Tuple[str, ...] = setting((), check=array(_lower_token))
+    default_ttl: float = setting(0.0, check=seconds(zero=True))
+    max_ttl: float = setting(0.0, check=seconds(zero=True))
+    client_no_cache: str = setting("honour", check=either("honour", "ignore"))
+    max_object_size: int = setting(1024 * 1024, check=size(1))
+    methods: Tuple[str, ...] = setting(("GET", "HEAD"), check=array(_cached_method))
+    lock_timeout: float = setting(5.0, check=seconds())
+    set_cookie: str = setting("pass", check=either("pass", "strip"))
+    stale_if_error: float = setting(3600.0, check=seconds(zero=True))
+    stale_on_5xx: bool = setting(False, check=_boolean)
+
+
+@reader(RouteCache)
+def _route_cache(value: object, path: str) -> Optional[RouteCache]:
+    # A route's cache: true, false, or a table of settings.
+    if isinstance(value, bool):
+        return RouteCache() if value else None
+    cache = RouteCache(**read(RouteCache, value, path))
+    if "path" not in cache.key:
+        raise ConfigError(key_path(path, "key"), "the key must include the path")
+    if "GET" not in cache.methods:
+        raise ConfigError(key_path(path, "methods"), "must include GET")
+    return cache
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    Which requests go to which upstream group.  Routes are tried in order and
+    the first that matches wins; a route with no C{hosts}, no C{path_prefix}
+    and no C{methods} matches everything (the default route), so it may only
+    be the last one.
+
+    @ivar hosts: Exact host names (C{'example.com'}) or wildcards
+        (C{'*.example.com'}, which matches C{'a.example.com'} and
+        C{'a.b.example.com'} but not C{'example.com'}), lower-cased, no port.
+        Empty matches any host.
+    @ivar path_prefix: The request path must start with this; C{'/'} matches
+        every path.
+    @ivar methods: Upper-case method names; empty matches any method.
+    @ivar upstream: Name of the L{UpstreamGroup}.
+    @ivar preserve_host: Forward the client's Host header (C{True}), or set
+        Host to the chosen server's C{host:port} (C{False}).
+    @ivar filters: The route's filters, in order, run after routing.
+    @ivar allow_trace: Forward C{TRACE} requests; by default they are
+        answered 405 (a TRACE echoes the request, credentials included).
+    """
+
+    upstream: str = setting(check=_string, required="is required (the name of an upstream group)")
+    name: str = setting("", check=nonempty)
+    hosts: Tuple[str, ...] = setting((), check=_route_hosts)
+    path_prefix: str = setting("/", check=_path_prefix)
+    methods: Tuple[str, ...] = setting((), check=array(_method))
+    preserve_host: bool = setting(True, check=_boolean)
+    request_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
+    response_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
+    filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
+    cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
+    allow_trace: bool = setting(False, check=_boolean)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """
+    One certificate a TLS listener can present.
+
+    @ivar cert: A PEM file with the certificate and its chain (and the
+        private key, when C{key} is empty).
+    @ivar key: A PEM file with the private key, or C{''}.
+    """
+
+    cert: str = setting(check=_string)
+    key: str = setting("", check=_string)
+
+
+@reader(Certificate)
+def _certificate(value: object, path: str) -> Certificate:
+    # A file name alone, or a table {cert, key}.
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError(path, "must not be empty")
+        return Certificate(cert=value)
+    return Certificate(**read(Certificate, value, path))
+
+
+@dataclass(frozen=True)
+class ListenerTLS:
+    """
+    TLS termination on a listener.  The certificate for each connection is
+    chosen by SNI among the names in the certificates' subjectAltName:
+    exact names first, then wildcards, then C{default}.
+
+    @ivar certificates: The certificates, in order; a directory stands for
+        every C{*.pem} file in it (each holding its key).
+    @ivar default: Index in C{certificates} of the certificate for
+        clients that send no name, or one no certificate has.
+    @ivar min_version: C{'1.2'} or C{'1.3'}.
+    @ivar ciphers: An OpenSSL cipher list for TLS 1.2, or C{''} for the
+        built-in modern list.
+    @ivar client_ca: A PEM file of CAs: when set, clients must present a
+        certificate signed by one of them (mutual TLS).
+    @ivar client_subject_header: The request field in which the verified
+        client certificate's subject is passed to backends (and which is
+        removed from what clients send).
+    @ivar hsts: C{max-age} of a C{Strict-Transport-Security} field added to
+        responses, or C{0} for none.
+    @ivar handshake_timeout: Seconds a client has to complete its handshake.
+    """
+
+    certificates: Tuple[Certificate, ...] = setting(
+        check=sections(Certificate, empty="must list at least one certificate"),
+        required="is required (PEM files or directories)")
+    default: int = setting(0, check=integer(0))
+    min_version: str = setting("1.2", check=_tls_version)
+    ciphers: str = setting("", check=_string)
+    client_ca: str = setting("", check=_string)
+    client_subject_header: str = setting("X-Client-Subject", check=token("header name"))
+    hsts: int = setting(0, check=integer(0))
+    handshake_timeout: float = setting(10.0, check=seconds())
+
+
+@rule(ListenerTLS)
+def _default_certificate(tls: ListenerTLS, table: Mapping[str, Any], path: str) -> None:
+    if tls.default >= len(tls.certificates):
+        raise ConfigError(key_path(path, "default"), f"must be the index of a certificate "
+                                                     f"(0 to {len(tls.certificates) - 1})")
+
+
+# What a listener's escaped_slashes may say (twistproxy.http.paths does it).
+ESCAPED_SLASHES = ("keep", "decode", "reject")
+
+
+def _for(*protocols: str) -> Callable[[Mapping[str, Any], str], Optional[str]]:
+    """
+    The condition of a listener setting that only listeners of these
+    protocols take.
+    """
+    def only(table: Mapping[str, Any], path: str) -> Optional[str]:
+        protocol = one_of(*_PROTOCOLS)(table.get("protocol", "http"), key_path(path, "protocol"))
+        if protocol in protocols:
+            return None
+        return f"not for {protocol} listeners (only {' and '.join(protocols)})"
+    return only
+
+
+@dataclass(frozen=True)
+class SNIRoute:
+    """
+    A TLS passthrough route: TLS connections for these server names are
+    relayed to C{upstream} without being decrypted.
+
+    @ivar hosts: Exact names (C{'db.example.com'}) or wildcards
+        (C{'*.example.com'}, any name below C{example.com}), lower-cased.
+    @ivar upstream: The name of a group of C{tcp://} servers.
+    """
+
+    hosts: Tuple[str, ...] = setting(
+        check=array(_server_name, empty="must list at least one server name"))
+    upstream: str = setting(check=_string)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """
+    @ivar name: The listener's name, used in logs.
+    @ivar endpoint: A Twisted server endpoint string, e.g. C{'tcp:8080'}.
+    @ivar tls: TLS termination, or C{None} for plain HTTP.
+    @ivar redirect_https: Answer every request on this plain listener with
+        a 308 redirect to the same URL over https.
+    @ivar https_port: The port in those redirects (443 is left out).
+    @ivar h2c: On a plain listener, speak HTTP/2 to clients that open with
+        its connection preface (prior knowledge).  TLS listeners always
+        offer HTTP/2 by ALPN.
+    @ivar protocol: C{'http'}, C{'tcp'} (every connection relayed byte
+        for byte to a server of C{upstream}) or C{'udp'} (datagrams relayed
+        per client address and port).
+    @ivar upstream: The upstream group of a C{tcp} or C{udp} listener (on a
+        C{tcp} listener with C{sni} routes: the group of the connections
+        that no route matches), or C{''}.
+    @ivar sni: TLS passthrough routes: connections whose ClientHello names
+        one of a route's hosts are relayed, still encrypted, to its group.
+    @ivar proxy_protocol: CIDRs of the peers (load balancers) that must
+        open their connections with a PROXY protocol header, v1 or v2; the
+        address it names is then the client's.  Empty: no PROXY protocol.
+    @ivar max_connections: Most client connections open on this listener
+        at once (within the global L{Limits.max_connections}); C{0} means
+        only the global limit applies.  An HTTP listener stops accepting
+        while it is full; a C{tcp} listener closes further connections.
+    @ivar max_sessions: On a C{udp} listener, the most client sessions at
+        once (datagrams from further clients are dropped).
+    @ivar filters: The listener's filters, in order, run before routing.
+    @ivar escaped_slashes: What C{%2F} and C{%5C} in request paths do
+        (L{twistproxy.http.paths}): C{'keep'} (forwarded as sent; routes
+        and rules read them as C{/}), C{'decode'} (the backend receives the
+        normalised path, with them decoded) or C{'reject'} (400).
+    @ivar tls_offloaded: On a plain listener behind a load balancer that
+        terminates TLS: backends (C{X-Forwarded-Proto}, C{Forwarded}) and
+        the cache are told that clients came over https.
+    """
+
+    name: str
+    endpoint: str = setting(
+        check=_listener_endpoint, required='is required (an endpoint string such as "tcp:8080")')
+    tls: Optional[ListenerTLS] = setting(None, check=section(ListenerTLS), only=_for("http"))
+    redirect_https: bool = setting(False, check=_boolean, only=_for("http"))
+    https_port: int = setting(443, check=integer(1, 65535), only=_for("http"))
+    h2c: bool = setting(False, check=_boolean, only=_for("http"))
+    protocol: str = setting("http", check=one_of(*_PROTOCOLS))
+    upstream: str = setting("", check=_string, only=_for("tcp", "udp"))
+    sni: Tuple[SNIRoute, ...] = setting((), check=sections(SNIRoute), only=_for("http", "tcp"))
+    proxy_protocol: Tuple[str, ...] = setting((), check=array(_network), only=_for("http", "tcp"))
+    max_connections: int = setting(0, check=integer(0), only=_for("http", "tcp"))
+    max_sessions: int = setting(10000, check=integer(1), only=_for("udp"))
+    filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
+    escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
+    tls_offloaded: bool = setting(False, check=_boolean, only=_for("http"))
+
+
+@rule(Listener)
+def _plain_listener(listener: Listener, table: Mapping[str, Any], path: str) -> None:
+    # What only a plain listener does, and what a redirecting one cannot.
+    if listener.redirect_https and listener.tls is not None:
+        raise ConfigError(key_path(path, "redirect_https"),
+                          "only for plain listeners (this one has tls)")
+    if listener.h2c and (listener.tls is not None or listener.redirect_https):
+        raise ConfigError(key_path(path, "h2c"), "only for plain listeners that do not redirect")
+    if listener.tls_offloaded and listener.redirect_https:
+        raise ConfigError(key_path(path, "tls_offloaded"), "clients that came over https "
+                                                           "cannot be redirected to https")
+    if "filters" in table and listener.redirect_https:
+        raise ConfigError(key_path(path, "filters"),
+                          "a listener that redirects to https forwards nothing to filter")
+
+
+@rule(Listener)
+def _relayed_to(listener: Listener, table: Mapping[str, Any], path: str) -> None:
+    # Where a tcp or udp listener's connections go.
+    if listener.protocol != "http" and "upstream" not in table and "sni" not in table:
+        raise ConfigError(key_path(path, "upstream"), f"is required on a {listener.protocol} "
+                                                      f"listener (the name of an upstream group)")
+    if "sni" in table and listener.protocol == "http" and listener.tls is None:
+        raise ConfigError(key_path(path, "sni"), "passthrough routes need tls on an http "
+                          "listener (the names that are not passed through are terminated)")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """
+    Every wait the proxy does, in seconds (floats greater than zero).
+
+    @ivar connect: To open a connection to a backend.
+    @ivar upstream_response: From the moment the request has been sent until
+        the response head arrives, and between two reads of a response body.
+    @ivar idle: A downstream keep-alive connection waiting for its next request.
+    @ivar request_head: To receive a whole request head once it has started
+        (and the first one, from the moment a client connects).
+    @ivar request_body: Between two reads of a request body.
+    @ivar upstream_idle: An idle pooled connection to a backend is closed
+        after this long.
+    @ivar tcp_idle: A relayed TCP connection with no byte in either
+        direction is closed after this long.
+    @ivar udp_idle: A UDP session with no datagram in either direction
+        ends after this long.
+    @ivar send: How long a client's send buffer may stay full (the client
+        does not read what the proxy sends) before its connection is cut.
+    """
+
+    connect: float = setting(5.0, check=seconds())
+    upstream_response: float = setting(60.0, check=seconds())
+    idle: float = setting(60.0, check=seconds())
+    request_head: float = setting(10.0, check=seconds())
+    request_body: float = setting(60.0, check=seconds())
+    upstream_idle: float = setting(30.0, check=seconds())
+    tcp_idle: float = setting(600.0, check=seconds())
+    udp_idle: float = setting(30.0, check=seconds())
+    send: float = setting(60.0, check=seconds())
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    @ivar max_head_size: Bytes in a request head (request line and fields);
+        above it the answer is 431 (414 when the request line alone is too long).
+    @ivar max_header_count: Header fields in a request; above it, 431.
+    @ivar max_body_size: Bytes in a request body; above it, 413.  0 means
+        no limit.
+    @ivar max_uri_length: Bytes in a request target; above it, 414.
+    @ivar max_requests_per_connection: Requests served on one client
+        connection (HTTP/1.1 keep-alive, or HTTP/2 streams) before the proxy
+        closes it gracefully; 0 means no limit.
+    @ivar max_connections: Client connections open at once over all
+        listeners; beyond it the listeners stop accepting until some close.
+        0 means derived from the open-file limit
+        (L{twistproxy.admission.file_budget}).
+    @ivar max_in_flight: Requests being forwarded at once; beyond it new
+        requests are answered 503 at once.  0 means derived from the
+        open-file limit, as for C{max_connections}.
+    @ivar min_body_rate: Bytes per second a request body must average:
+        each read then extends the body timeout only by the time its bytes
+        earn at this rate (never beyond C{timeouts.request_body}).  0
+        means none: the body timeout runs between two reads.
+    """
+
+    max_head_size: int = setting(65536, check=size(1024))
+    max_header_count: int = setting(100, check=integer(1))
+    max_body_size: int = setting(1 << 30, check=size(0))
+    max_uri_length: int = setting(8192, check=size(256))
+    max_requests_per_connection: int = setting(1000, check=integer(0))
+    max_connections: int = setting(0, check=integer(0))
+    max_in_flight: int = setting(0, check=integer(0))
+    min_body_rate: int = setting(0, check=integer(0))
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """
+    How the proxy describes itself and the client to backends.
+
+    @ivar trusted_proxies: CIDRs (C{'10.0.0.0/8'}, C{'::1/128'}) of peers
+        whose C{Forwarded} and C{X-Forwarded-*} fields are extended; from any
+        other peer those fields are replaced.
+    @ivar via: The pseudonym used in the C{Via} field, or C{''} to not add one.
+    """
+
+    trusted_proxies: Tuple[str, ...] = setting((), check=array(_network))
+    via: str = setting("twistproxy", check=_pseudonym)
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """
+    @ivar path: A file to append to, C{'stdout'}, or C{''} for no access log.
+    @ivar format: C{'combined'} or C{'json'}.
+    @ivar max_size: Rotate the file once it has this many bytes (C{0}:
+        never; rotate with C{SIGUSR1} then).
+    @ivar keep: How many rotated files to keep (C{path.1} the newest).
+    """
+
+    path: str = setting("stdout", check=_log_path)
+    format: str = setting("combined", check=one_of("combined", "json"))
+    max_size: int = setting(0, check=size(4096))
+    keep: int = setting(5, check=integer(1))
+
+
+@rule(AccessLog)
+def _rotated_file(log: AccessLog, table: Mapping[str, Any], path: str) -> None:
+    if log.max_size and log.path in ("stdout", ""):
+        raise ConfigError(key_path(path, "max_size"), "needs a file path to rotate")
+
+
+@dataclass(frozen=True)
+class Locator:
+    """
+    How clients are placed in a region and zone.
+
+    @ivar type: Name of an L{twistproxy.interfaces.ILocatorFactory} plugin
+        (C{'cidr'}, C{'header'}, C{'maxmind'}) or a dotted path to one.
+    @ivar options: Its own settings, checked by its factory.
+    """
+
+    type: str = setting(check=nonempty,
+                        required="is required (cidr, header, maxmind, or a dotted path)")
+    options: Mapping[str, Any] = others()
+
+
+@dataclass(frozen=True)
+class Locality:
+    """
+    @ivar regions: Regions in order of preference for clients whose own
+        region has no available server (and for clients not located).
+    @ivar overprovisioning: How much a region's healthy share is trusted:
+        a region keeps all its traffic while at least 1/overprovisioning of
+        its weight is available, and spills over gradually below.
+    """
+
+    regions: Tuple[str, ...] = setting((), check=_regions)
+    overprovisioning: float = setting(1.4, check=_overprovisioning)
+
+
+@dataclass(frozen=True)
+class Admin:
+    """
+    The admin API and the Prometheus metrics, on a listener of their own.
+
+    @ivar endpoint: A server endpoint string; loopback by default.
+    @ivar token: When set, every admin request must carry
+        C{Authorization: Bearer <token>}.
+    """
+
+    endpoint: str = setting("tcp:9901:interface=127.0.0.1", check=_endpoint)
+    token: str = setting("", check=_string)
+
+
+@dataclass(frozen=True)
+class Cache:
+    """
+    The shared HTTP cache's store and the settings every route shares.
+
+    @ivar store: The name of an L{twistproxy.interfaces.ICacheStoreFactory}
+        (C{'memory'}, C{'redis'}) or a dotted path to one.
+    @ivar options: The store's own settings (C{size}, C{url}, ...).
+    @ivar name: How the cache names itself in C{Cache-Status}.
+    @ivar targeted_header: A response field (lower-cased) meant for this
+        cache only, read before C{CDN-Cache-Control} and C{Cache-Control}
+        (RFC 9213) and not passed on; C{''} for none.
+    @ivar purge_from: CIDRs of the peers allowed to send C{PURGE}; empty
+        refuses C{PURGE} to everyone.
+    """
+
+    store: str = setting("memory", check=nonempty)
+    options: Mapping[str, Any] = others()
+    name: str = setting("twistproxy", check=token("cache name"))
+    targeted_header: str = setting("", check=_lower_token)
+    purge_from: Tuple[str, ...] = setting((), check=array(_network))
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """
+    @ivar drain: Seconds that requests in flight get to finish after
+        SIGTERM, before the proxy exits anyway.
+    """
+
+    drain: float = setting(30.0, check=seconds())
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """
+    A whole proxy configuration.
+
+    @ivar digest: C{'sha256:'} and the hex SHA-256 of the bytes L{load}
+        read it from (what the admin API's C{/status} shows), or C{''}.
+    """
+
+    listeners: Tuple[Listener, ...]
+    upstreams: Mapping[str, UpstreamGroup]
+    routes: Tuple[Route, ...]
+    timeouts: Timeouts = Timeouts()
+    limits: Limits = Limits()
+    forwarding: Forwarding = Forwarding()
+    access_log: AccessLog = AccessLog()
+    locator: Optional[Locator] = None
+    locality: Locality = Locality()
+    admin: Optional[Admin] = None
+    shutdown: Shutdown = Shutdown()
+    cache: Cache = Cache()
+    resolver: Resolver = Resolver()
+    source: Optional[str] = None
+    workers: int = 1
+    digest: str = field(default="", compare=False)
