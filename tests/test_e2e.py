@@ -30,6 +30,7 @@ import time
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IPullProducer
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tests.e2e_support import (
@@ -732,6 +733,32 @@ class UpgradeTests(_ProxyTestCase):
         self.assertEqual(resp.headers[b"connection"].lower(), b"upgrade")
         self.assertEqual(echoed, messages)
         self.assertEqual(b"".join(tunnelled), b"".join(messages))
+
+
+class PackageListTests(SynchronousTestCase):
+    """
+    setup.cfg lists every package of the source tree (it names them one by
+    one, so that the twisted.plugins dropin is kept).
+    """
+
+    def test_every_package_listed(self):
+        """
+        Each directory under C{twistproxy/} with an C{__init__.py} is in
+        setup.cfg's C{packages}: a new subpackage left out would be missing
+        from the installed proxy.
+        """
+        import configparser
+
+        top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        setup = configparser.ConfigParser()
+        setup.read(os.path.join(top, "setup.cfg"))
+        listed = set(setup["options"]["packages"].split())
+        found = {
+            os.path.relpath(root, top).replace(os.sep, ".")
+            for root, _, names in os.walk(os.path.join(top, "twistproxy"))
+            if "__init__.py" in names
+        }
+        self.assertEqual(found - listed, set())
 
 
 class PackagingTests(_ProxyTestCase):
