@@ -109,9 +109,9 @@ READY_TIMEOUT = 20.0
 _CONFIG_COPY = "config.toml"
 
 # PyPy's garbage collector reads the size of its nursery when the
-# interpreter starts.  Measured here, 32 MiB instead of its default took
-# PyPy's p99 from about seven times nginx's to under twice
-# (docs/performance.rst); PyPy workers get it unless the operator set one.
+# interpreter starts.  Measured, 32 MiB instead of its default took PyPy's
+# p99 from six to ten times nginx's to about nginx's (docs/performance.rst);
+# PyPy workers get it unless the operator set one.
 PYPY_GC_NURSERY = "32M"
 
 
