@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -980,70 +981,99 @@ def measure(name, proc, port, origin, args, tools, results, workers=None):
             log("%s / %s: warm-up %d s" % (name, scenario, args.warmup))
             run_wrk(make_cmd(args.warmup), args.warmup)
             time.sleep(0.5)
-        cmd = make_cmd(args.duration)
-        log("%s / %s: %s" % (name, scenario, shjoin(cmd)))
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        o0, _ = origin.cpu_ticks()
-        t0, pids = proc.cpu_ticks()
-        w0 = time.monotonic()
-        out = run_wrk(cmd, args.duration)
-        wall = time.monotonic() - w0
-        t1, pids = proc.cpu_ticks()
-        o1, _ = origin.cpu_ticks()
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = parse_h2load(out) if h2 else parse_wrk(out)
-        cpu_s = (t1 - t0) / float(CLK_TCK)
-        client = "h2load" if h2 else "wrk"
-        r.update(
-            {
-                "proxy": label,
-                "proxy_kind": name,
-                "workers": workers,
-                "scenario": scenario,
-                "url_path": SCENARIOS[scenario][0],
-                "keepalive": SCENARIOS[scenario][1],
-                "tls": scenario in TLS_SCENARIOS,
-                "client": client,
-                "%s_command" % client: cmd,
-                "wall_s": round(wall, 3),
-                "proxy_pids": pids,
-                "proxy_cpu_s": round(cpu_s, 3),
-                "origin_cpu_s": round((o1 - o0) / float(CLK_TCK), 3),
-                # wrk (or h2load) is the only child reaped between ru0 and ru1
-                "%s_cpu_s" % client: round(
-                    (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime), 3
-                ),
-                "req_per_cpu_s": (
-                    round(r["requests"] / cpu_s, 1) if r["requests"] and cpu_s > 0 else None
-                ),
-                "response_bytes": (
-                    FILE_SIZES.get(SCENARIOS[scenario][0]) or len(SMALL_BODY)
-                ),
-                "proxy_alive_after": proc.alive(),
-            }
-        )
-        if r["requests"] is None:
-            r["%s_output" % client] = out
-            log("warning: could not parse %s output:\n%s" % (client, indent(out)))
-        elif h2:
-            r["h2load_output"] = out
-            if r["application_protocol"] != "h2":
-                log("warning: h2load negotiated %r, not h2" % (r["application_protocol"],))
-            # H2_CONNECTIONS * H2_STREAMS streams are normally still in flight
-            # when -D ends; they are not counted as requests or errors
-            if r["errors"] or (r["unfinished"] or 0) > H2_CONNECTIONS * H2_STREAMS:
-                log("%s / %s: h2load requests: %s" % (name, scenario, r["h2load_requests"]))
-        results.append(r)
-        log(
-            "%s / %s: %s req/s, %s req/CPU-s, errors %s"
-            % (name, scenario, fmt(r["rps"], 0), fmt(r["req_per_cpu_s"], 0), r["errors"])
-        )
-        if not r["proxy_alive_after"]:
-            raise ProxyFailed(
-                "%s exited (code %s) during scenario %s\n  last output:\n%s"
-                % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
+        runs = []
+        for i in range(args.runs):
+            r = measure_once(name, proc, origin, scenario, make_cmd(args.duration), args, label, workers)
+            runs.append(r)
+            log(
+                "%s / %s: run %d of %d: %s req/s, %s req/CPU-s, p99 %s ms, errors %s"
+                % (name, scenario, i + 1, args.runs, fmt(r["rps"], 0), fmt(r["req_per_cpu_s"], 0),
+                   fmt(r["p99_ms"], 2), r["errors"])
             )
-        time.sleep(args.pause)
+            if not r["proxy_alive_after"]:
+                raise ProxyFailed(
+                    "%s exited (code %s) during scenario %s\n  last output:\n%s"
+                    % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
+                )
+            time.sleep(args.pause)
+        results.append(median_result(runs))
+
+
+# The figures of a scenario's row that are the median of its runs.
+MEDIAN_FIELDS = ("rps", "p50_ms", "p99_ms", "latency_mean_ms", "latency_sd_ms", "latency_max_ms",
+                 "req_per_cpu_s", "proxy_cpu_s", "origin_cpu_s")
+
+
+def median_result(runs):
+    """One row for a scenario's runs: the median of each figure in
+    MEDIAN_FIELDS, the errors of all runs added up, every run kept under
+    "runs", and everything else from the run with the median req/CPU-s."""
+    ordered = sorted(runs, key=lambda r: r["req_per_cpu_s"] or 0)
+    r = dict(ordered[len(ordered) // 2])
+    for field in MEDIAN_FIELDS:
+        values = [x[field] for x in runs if x.get(field) is not None]
+        r[field] = statistics.median(values) if values else None
+    r["errors"] = sum(x["errors"] or 0 for x in runs)
+    r["runs"] = [{k: x.get(k) for k in MEDIAN_FIELDS + ("requests", "errors")} for x in runs]
+    return r
+
+
+def measure_once(name, proc, origin, scenario, cmd, args, label, workers):
+    """One measured client run of a scenario against a proxy."""
+    h2 = scenario in H2_SCENARIOS
+    log("%s / %s: %s" % (name, scenario, shjoin(cmd)))
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    o0, _ = origin.cpu_ticks()
+    t0, pids = proc.cpu_ticks()
+    w0 = time.monotonic()
+    out = run_wrk(cmd, args.duration)
+    wall = time.monotonic() - w0
+    t1, pids = proc.cpu_ticks()
+    o1, _ = origin.cpu_ticks()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = parse_h2load(out) if h2 else parse_wrk(out)
+    cpu_s = (t1 - t0) / float(CLK_TCK)
+    client = "h2load" if h2 else "wrk"
+    r.update(
+        {
+            "proxy": label,
+            "proxy_kind": name,
+            "workers": workers,
+            "scenario": scenario,
+            "url_path": SCENARIOS[scenario][0],
+            "keepalive": SCENARIOS[scenario][1],
+            "tls": scenario in TLS_SCENARIOS,
+            "client": client,
+            "%s_command" % client: cmd,
+            "wall_s": round(wall, 3),
+            "proxy_pids": pids,
+            "proxy_cpu_s": round(cpu_s, 3),
+            "origin_cpu_s": round((o1 - o0) / float(CLK_TCK), 3),
+            # wrk (or h2load) is the only child reaped between ru0 and ru1
+            "%s_cpu_s" % client: round(
+                (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime), 3
+            ),
+            "req_per_cpu_s": (
+                round(r["requests"] / cpu_s, 1) if r["requests"] and cpu_s > 0 else None
+            ),
+            "response_bytes": (
+                FILE_SIZES.get(SCENARIOS[scenario][0]) or len(SMALL_BODY)
+            ),
+            "proxy_alive_after": proc.alive(),
+        }
+    )
+    if r["requests"] is None:
+        r["%s_output" % client] = out
+        log("warning: could not parse %s output:\n%s" % (client, indent(out)))
+    elif h2:
+        r["h2load_output"] = out
+        if r["application_protocol"] != "h2":
+            log("warning: h2load negotiated %r, not h2" % (r["application_protocol"],))
+        # H2_CONNECTIONS * H2_STREAMS streams are normally still in flight
+        # when -D ends; they are not counted as requests or errors
+        if r["errors"] or (r["unfinished"] or 0) > H2_CONNECTIONS * H2_STREAMS:
+            log("%s / %s: h2load requests: %s" % (name, scenario, r["h2load_requests"]))
+    return r
 
 
 # --------------------------------------------------------------------------
@@ -1071,18 +1101,30 @@ def table(rows, headers):
     return "\n".join(lines)
 
 
+def _latency(r):
+    # h2load gives no percentiles: its rows compare mean latencies instead
+    return r["latency_mean_ms"] if r.get("client") == "h2load" else r["p99_ms"]
+
+
 def compute_ratios(results):
-    # Each proxy is compared with nginx running as many workers.
+    """Each row against nginx running as many workers, in the same scenario
+    of the same run: its req/CPU-s over nginx's (higher is better) and its
+    p99 latency over nginx's (lower is better; the mean for h2load)."""
     base = {
-        (r["scenario"], r.get("workers")): r["req_per_cpu_s"]
+        (r["scenario"], r.get("workers")): r
         for r in results
-        if r.get("proxy_kind", r["proxy"]) == "nginx" and r["req_per_cpu_s"]
+        if r.get("proxy_kind", r["proxy"]) == "nginx"
     }
     ratios = []
     for r in results:
-        b = base.get((r["scenario"], r.get("workers")))
-        ratio = round(r["req_per_cpu_s"] / b, 4) if (b and r["req_per_cpu_s"]) else None
-        ratios.append({"proxy": r["proxy"], "scenario": r["scenario"], "ratio_to_nginx": ratio})
+        b = base.get((r["scenario"], r.get("workers")), {})
+        ratio = cpu = latency = None
+        if b.get("req_per_cpu_s") and r["req_per_cpu_s"]:
+            ratio = round(r["req_per_cpu_s"] / b["req_per_cpu_s"], 4)
+        if b and _latency(b) and _latency(r):
+            latency = round(_latency(r) / _latency(b), 3)
+        ratios.append({"proxy": r["proxy"], "scenario": r["scenario"], "ratio_to_nginx": ratio,
+                       "p99_ratio_to_nginx": latency})
     return ratios
 
 
@@ -1117,9 +1159,10 @@ def report(results, failures, ratios, meta):
     out = []
     out.append("")
     out.append(
-        "twistproxy bench  %s  (%s s per scenario, %d connections, wrk -t%d; "
+        "twistproxy bench  %s  (median of %d runs of %s s per scenario, %d connections, wrk -t%d; "
         "proxy, origin and wrk share %s cores)"
-        % (meta["date"], meta["duration_s"], meta["connections"], meta["wrk_threads"], meta["nproc"])
+        % (meta["date"], meta["runs"], meta["duration_s"], meta["connections"], meta["wrk_threads"],
+           meta["nproc"])
     )
     out.append("")
     rows = []
@@ -1200,12 +1243,17 @@ def report(results, failures, ratios, meta):
         out.append(table(mrows, ("proxy", "scenario", "MB/s", "MB/CPU-s")))
         out.append("")
     rrows = [
-        (x["proxy"], x["scenario"], ("%.3f" % x["ratio_to_nginx"]) if x["ratio_to_nginx"] is not None else "-")
-        for x in ratios
+        (x["proxy"], x["scenario"], fmt(r["req_per_cpu_s"], 0),
+         ("%.3f" % x["ratio_to_nginx"]) if x["ratio_to_nginx"] is not None else "-",
+         fmt(_latency(r), 2),
+         ("%.2f" % x["p99_ratio_to_nginx"]) if x["p99_ratio_to_nginx"] is not None else "-")
+        for x, r in zip(ratios, results)
     ]
     if rrows:
-        out.append("req/CPU-s relative to nginx (same run):")
-        out.append(table(rrows, ("proxy", "scenario", "x nginx")))
+        out.append("relative to nginx in the same scenario of the same run (medians of %d run%s; "
+                   "for h2load the mean latency instead of p99):"
+                   % (meta["runs"], "" if meta["runs"] == 1 else "s"))
+        out.append(table(rrows, ("proxy", "scenario", "req/CPU-s", "x nginx", "p99 ms", "p99 x nginx")))
         out.append("")
     srows = scaling_rows(results)
     if srows:
@@ -1296,6 +1344,10 @@ def parse_args(argv):
     )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument(
+        "--runs", type=int, default=3,
+        help="measured runs per scenario, after one warm-up; the table gives their median (default 3)",
+    )
+    p.add_argument(
         "--warmup", type=int, default=2, help="warm-up seconds before each scenario (default 2; 0: none)"
     )
     p.add_argument("--connections", type=int, default=50, help="wrk connections (default 50)")
@@ -1355,6 +1407,8 @@ def parse_args(argv):
         p.error("unknown scenario %s (choose from %s)" % (",".join(bad), ",".join(SCENARIOS)))
     if args.duration < 1:
         p.error("--duration must be at least 1")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     py = shutil.which(args.python) if os.sep not in args.python else args.python
@@ -1387,6 +1441,7 @@ def main(argv=None):
     meta.update(
         {
             "duration_s": args.duration,
+            "runs": args.runs,
             "warmup_s": args.warmup,
             "connections": args.connections,
             "wrk_threads": args.threads,

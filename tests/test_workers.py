@@ -34,6 +34,7 @@ from twistproxy.workers import (
     MAX_DELAY,
     MIN_DELAY,
     READY_TIMEOUT,
+    PYPY_GC_NURSERY,
     STABLE,
     InheritedEndpoint,
     Master,
@@ -89,6 +90,7 @@ class ProcessReactor(MemoryReactorClock):
     def spawnProcess(self, protocol, executable, args=(), env=None, path=None,
                      uid=None, gid=None, usePTY=0, childFDs=None):
         process = FakeProcess(1000 + len(self.processes), protocol, list(args), childFDs)
+        process.env = env
         protocol.makeConnection(process)
         self.processes.append(process)
         return process
@@ -209,6 +211,33 @@ class StartTests(MasterTestCase):
             with open(rest[1]) as f:
                 self.assertEqual(f.read(), self.config_text)
             self.assertEqual(os.stat(os.path.dirname(rest[1])).st_mode & 0o077, 0)
+
+    def test_pypy_nursery(self):
+        """
+        Workers that run on PyPy start with C{PYPY_GC_NURSERY} set to the
+        size measured to keep PyPy's tail latency down; on CPython nothing
+        is added.
+        """
+        self.patch(os, "environ", {"PATH": "/bin"})
+        self.master.pypy = True
+        self.start()
+        self.assertEqual([p.env for p in self.reactor.processes],
+                         [{"PATH": "/bin", "PYPY_GC_NURSERY": PYPY_GC_NURSERY}] * 2)
+        cpython = self.make_master(count=1)
+        cpython.pypy = False
+        cpython.startService()
+        self.assertEqual(self.reactor.processes[-1].env, {"PATH": "/bin"})
+
+    def test_pypy_nursery_operator(self):
+        """
+        A C{PYPY_GC_NURSERY} in the master's environment reaches PyPy
+        workers unchanged: the operator's choice wins.
+        """
+        self.patch(os, "environ", {"PYPY_GC_NURSERY": "8M"})
+        self.master.pypy = True
+        self.start()
+        self.assertEqual([p.env for p in self.reactor.processes],
+                         [{"PYPY_GC_NURSERY": "8M"}] * 2)
 
     def test_quick_mode_worker_args(self):
         """
