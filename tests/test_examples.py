@@ -47,7 +47,7 @@ class ConfigExampleTests(SynchronousTestCase):
         matched nothing would make the next test pass vacuously).
         """
         names = {os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "*.toml"))}
-        self.assertTrue({"demo.toml", "proxy.toml"} <= names, names)
+        self.assertTrue({"demo.toml", "proxy.toml", "dns.toml"} <= names, names)
 
     def test_every_example_builds(self):
         """

@@ -741,3 +741,39 @@ class DegenerateSequenceTests(SynchronousTestCase):
         for backend in backends:
             backend.available = False
         self.assertIsNone(picker.pick(_REQUEST, "", ""))
+
+
+class NearestTests(SynchronousTestCase):
+    """
+    L{LocalityPicker.nearest}: several backends for one answer (DNS).
+    """
+
+    def test_nearest_level_then_the_next(self) -> None:
+        """
+        The client's level comes first; when it has fewer available
+        backends than asked for, the next levels fill the answer, and
+        unavailable backends are left out.
+        """
+        backends = _two_regions()
+        picker = _picker(list(backends.values()), ["eu-west", "us-east"])
+        self.assertEqual(sorted(b.name for b in picker.nearest("eu-west", "eu-west-1a", 2)),
+                         ["eu0", "eu1"])
+        backends["eu1"].available = False
+        for _ in range(10):
+            names = [b.name for b in picker.nearest("eu-west", "eu-west-1a", 3)]
+            # eu-west-1a has health 0.7: it comes first 70 % of the time.
+            self.assertEqual(len(set(names)), 3)
+            self.assertNotIn("eu1", names)
+            self.assertTrue(all(n.startswith("eu") for n in names), names)
+        for backend in backends.values():
+            backend.available = False
+        self.assertEqual(picker.nearest("eu-west", "", 2), [])
+
+    def test_weighted_order(self) -> None:
+        """
+        Within a level, a backend comes first in proportion to its weight.
+        """
+        backends = [_backend("light"), _backend("heavy", weight=4)]
+        picker = _picker(backends, seed=3)
+        firsts = [picker.nearest("", "", 1)[0].name for _ in range(500)]
+        self.assertTrue(0.72 < firsts.count("heavy") / 500 < 0.88, firsts.count("heavy"))

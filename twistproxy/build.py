@@ -11,7 +11,8 @@ this module is the only code that makes objects of them, in this order:
      (L{pipeline});
   3. each listener's endpoint (L{endpoint}) and protocol factory
      (L{ListenerBuilder}): HTTP, TLS termination, TCP relays, TLS
-     passthrough, UDP, behind a PROXY header reader when asked;
+     passthrough, UDP, the DNS front, behind a PROXY header reader when
+     asked;
   4. the admin API (L{admin}) and the access log (L{open_access_log}).
 
 Nothing here listens or starts a group, a health check or a log file
@@ -40,6 +41,8 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
+from twistproxy.dns.server import DNSEndpoint, DNSFront
+from twistproxy.dns.zone import TXTRecords
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.forwarder import Forwarder
@@ -186,9 +189,11 @@ def endpoint(reactor, listener: Listener, config: ProxyConfig,
     if found is not None:
         return found
     path = f"listeners.{listener.name}.endpoint"
-    if listener.protocol == "udp":
+    if listener.protocol in ("udp", "dns"):
+        # A dns listener's udp:PORT listens on UDP and TCP at that port.
+        kind = UDPEndpoint if listener.protocol == "udp" else DNSEndpoint
         try:
-            return UDPEndpoint(reactor, listener.endpoint)
+            return kind(reactor, listener.endpoint)
         except Exception as e:
             raise ConfigError(path, _endpoint_problem(listener.endpoint, e), config.source)
     return _server_endpoint(reactor, listener.endpoint, path, config)
@@ -236,7 +241,7 @@ class ListenerBuilder:
     sums, which must never go down.
 
     @ivar http_factories: Every L{HTTPServerFactory} built.
-    @ivar stream_factories: Every TCP relay and UDP proxy built.
+    @ivar stream_factories: Every TCP relay, UDP proxy and DNS front built.
     @ivar filter_chains: Every listener's L{FilterChain} (the routes'
         belong to the forwarder).
     @ivar tls: C{(factory, tls table, path)} by listener name, of the
@@ -249,7 +254,9 @@ class ListenerBuilder:
     def __init__(self, reactor, config: ProxyConfig, forwarder: Forwarder, *,
                  connections: Optional[Quota] = None, in_flight: Optional[Quota] = None,
                  on_exchange_end: Optional[Callable] = None,
-                 on_connection_end: Optional[Callable] = None):
+                 on_connection_end: Optional[Callable] = None,
+                 locator: Callable[[], Any] = lambda: None,
+                 dns_texts: Optional[TXTRecords] = None):
         """
         @param config: The configuration whose process-wide values (timeouts,
             limits, forwarding) the factories take.
@@ -258,6 +265,10 @@ class ListenerBuilder:
         @param on_exchange_end: Called with each finished exchange.
         @param on_connection_end: Called with each finished TCP relay or
             UDP session.
+        @param locator: Returns the locator in use (the DNS fronts locate
+            their clients with it), or C{None}.
+        @param dns_texts: The TXT records set at run time, which every DNS
+            front answers beside its zones.
         """
         self.reactor = reactor
         self.config = config
@@ -266,6 +277,8 @@ class ListenerBuilder:
         self._in_flight = in_flight
         self._on_exchange_end = on_exchange_end
         self._on_connection_end = on_connection_end
+        self._locator = locator
+        self._dns_texts = dns_texts
         self.http_factories: List[HTTPServerFactory] = []
         self.stream_factories: List[Any] = []
         self.filter_chains: List[FilterChain] = []
@@ -345,9 +358,9 @@ class ListenerBuilder:
         The quota C{listener}'s connections are counted against: its own
         (within the process's) when it has a C{max_connections}, none for
         UDP (sessions, not connections: C{max_sessions}), else the
-        process's.
+        process's.  A DNS front counts no connections either.
         """
-        if listener.protocol == "udp":
+        if listener.protocol in ("udp", "dns"):
             return None
         if listener.protocol == "http" and listener.max_connections:
             return Quota(f"client connections on listener {listener.name}",
@@ -401,6 +414,11 @@ class ListenerBuilder:
                 self.reactor, listener.name, listener.upstream, self.forwarder.groups,
                 self.config.timeouts, listener.max_sessions,
                 on_end=self._on_connection_end, filters=filters)
+            self.stream_factories.append(factory)
+        elif listener.protocol == "dns":
+            factory = DNSFront(self.reactor, listener.name, self.config.dns,
+                               self.forwarder.groups, self.config.locality, self._locator,
+                               texts=self._dns_texts)
             self.stream_factories.append(factory)
         elif listener.protocol == "tcp":
             factory = self._relays(listener, filters, quota)

@@ -296,6 +296,15 @@ _STREAM_FAMILIES = (
     ("twistproxy_udp_refused_datagrams",
      "Datagrams of sessions the listener's filters refused.", "refused",
      CounterMetricFamily, ("listener",)),
+    ("twistproxy_dns_responses",
+     "Responses of the DNS front by zone ('' outside them), query type and rcode.",
+     "responses", CounterMetricFamily, ("listener", "zone", "type", "rcode")),
+    ("twistproxy_dns_gslb_answers",
+     "How often each address was in an answer of a GSLB name.", "answers",
+     CounterMetricFamily, ("listener", "name", "address")),
+    ("twistproxy_dns_dropped_queries",
+     "DNS queries not answered: undecodable, or over the rate limit.", "dropped_queries",
+     CounterMetricFamily, ("listener",)),
 )
 
 

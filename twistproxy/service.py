@@ -31,6 +31,8 @@ from twistproxy import build
 from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
+from twistproxy.dns.server import DNSFront
+from twistproxy.dns.zone import TXTRecords
 from twistproxy.http.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
@@ -125,6 +127,9 @@ class ProxyService(MultiService):
     @ivar metrics: The Prometheus metrics, kept only when there is an
         admin listener to serve them, else C{None}.
     @ivar listeners: The listener services, by name.
+    @ivar dns_texts: The L{TXTRecords} set at run time (the admin API's
+        C{/dns/txt}, ACME DNS-01 challenges), which every dns listener
+        answers beside its zones.
     @ivar built: The L{twistproxy.build.ListenerBuilder} that built the
         listeners' factories, and keeps them all (those a reload replaced
         too) to drain, abort, reconfigure and count.
@@ -161,13 +166,16 @@ class ProxyService(MultiService):
                 reactor, status=self.status,
                 connections=lambda: sum(len(f.connections) for f in self.built.http_factories),
                 streams=self._stream_figures, pools=self._pool_sizes)
+        # The TXT records set at run time (ACME DNS-01), beside the zones.
+        self.dns_texts = TXTRecords()
         # Every listener factory and filter chain built, also those a reload
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
         self.built = build.ListenerBuilder(
             reactor, config, self.forwarder, connections=self.connections,
             in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
-            on_connection_end=self._connection_ended)
+            on_connection_end=self._connection_ended, locator=lambda: self.locator,
+            dns_texts=self.dns_texts)
         self.factory = self.built.plain
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
@@ -214,6 +222,8 @@ class ProxyService(MultiService):
             if isinstance(f, UDPProxy):
                 rows.append({"listener": f.listener, "protocol": "udp", "open": len(f.sessions),
                              "dropped": f.dropped, "refused": f.refused})
+            elif isinstance(f, DNSFront):
+                rows.extend(f.figures())
             else:
                 rows.append({"listener": f.listener, "protocol": "tcp",
                              "open": len(f.connections), "rejected": f.rejected})
@@ -421,6 +431,13 @@ class ProxyService(MultiService):
                 if old == listener:
                     continue
                 service = self._listener(listener, new)
+                if (old is not None and old.endpoint == listener.endpoint
+                        and old.protocol != listener.protocol
+                        and "dns" in (old.protocol, listener.protocol)):
+                    # A dns listener's sockets (UDP and TCP) are not another's.
+                    raise ConfigError(f"listeners.{listener.name}.protocol",
+                                      "cannot change to or from dns on the same endpoint; "
+                                      "change the endpoint too", new.source)
                 if old is not None and old.endpoint == listener.endpoint:
                     swaps.append((self.listeners[listener.name], service))
                     continue

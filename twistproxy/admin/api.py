@@ -18,7 +18,11 @@ their tools, on a listener of its own (the C{[admin]} table).
       state changes (L{twistproxy.admin.history.view}), which the status
       page polls; C{GET /history/raw?end=SECOND} is the same as a digest
       that adds up, which the master of several workers asks each worker;
-    - C{GET /}: the status page (L{twistproxy.admin.page}).
+    - C{GET /}: the status page (L{twistproxy.admin.page});
+    - C{GET /dns/txt}, C{PUT} and C{DELETE /dns/txt/<name>}: the TXT
+      records of the DNS front set at run time (L{_dns_txt_body});
+    - C{GET /dns/gslb?client=ADDRESS}: what each GSLB name answers a
+      client there, and why.
 
 Everything but C{/metrics} and the page answers JSON, errors included
 (C{{"error": "..."}}).  With a token configured, every request must carry
@@ -49,6 +53,7 @@ from twistproxy import _version
 from twistproxy.admin import page
 from twistproxy.admin.history import History, service_reader, view
 from twistproxy.metrics import ProxyMetrics
+from twistproxy.upstream.locators import parse_address
 
 _JSON = b"application/json"
 
@@ -76,6 +81,37 @@ def _format_address(address) -> Optional[str]:
     if ":" in host:
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def _dns_txt_handlers(resource: "AdminResource", segments: List[bytes]):
+    if segments[1] == b"gslb":
+        return (b"GET", b"HEAD"), {b"GET": resource._dns_gslb}
+    if len(segments) == 2:
+        return (b"GET", b"HEAD"), {b"GET": resource._dns_txt_list}
+    return (b"PUT", b"DELETE"), {b"PUT": resource._dns_txt_set,
+                                 b"DELETE": resource._dns_txt_remove}
+
+
+def _dns_txt_body(request: Request, name: str, dns) -> Dict[str, Any]:
+    """
+    The body of C{PUT /dns/txt/<name>}: C{{"values": ["..."], "ttl": 60}}
+    (C{ttl} optional), for a name inside one of the C{[dns]} zones.
+    """
+    owner = name.lower().rstrip(".")
+    if not any(owner == z.name or owner.endswith("." + z.name) for z in dns.zones):
+        raise _Answer(404, {"error": f"{name!r} is in none of the DNS zones"})
+    try:
+        body = json.loads(request.content.read() or b"null")
+    except ValueError:
+        body = None
+    values = body.get("values") if isinstance(body, dict) else None
+    ttl = body.get("ttl", 60) if isinstance(body, dict) else None
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, str) for v in values)
+            or isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0):
+        raise _Answer(400, {"error": 'the body must be {"values": ["..."], "ttl": 60} '
+                                     '(ttl optional)'})
+    return {"values": values, "ttl": ttl}
 
 
 class AdminResource(Resource):
@@ -179,6 +215,11 @@ class AdminResource(Resource):
                 args = (segments[1].decode("utf-8"), segments[2].decode("utf-8"))
             except UnicodeDecodeError:
                 raise _Answer(404, {"error": "no such upstream group or backend"})
+        elif (segments[:2] == [b"dns", b"txt"] and len(segments) <= 3
+              or segments == [b"dns", b"gslb"]) and getattr(
+                self._service.config, "dns", None) is not None:
+            allowed, handlers = _dns_txt_handlers(self, segments)
+            args = tuple(segment.decode("latin-1") for segment in segments[2:])
         else:
             raise _Answer(404, {"error": "not found", "path": request.path.decode("latin-1")})
         handler = handlers.get(method)
@@ -262,6 +303,32 @@ class AdminResource(Resource):
         except ValueError:
             raise _Answer(400, {"error": "end must be a second of the clock, as an integer"})
         return self._answer(request, 200, self._history.digest(when))
+
+    def _dns_gslb(self, request: Request) -> bytes:
+        client = (request.args.get(b"client") or [b""])[0].decode("latin-1")
+        if parse_address(client) is None:
+            raise _Answer(400, {"error": "give the client's address: /dns/gslb?client=ADDRESS"})
+        fronts = [listener.factory for listener in self._service.listeners.values()
+                  if hasattr(listener.factory, "explain")]
+        names = fronts[0].explain(client) if fronts else []
+        return self._answer(request, 200, {"client": client, "names": names})
+
+    def _dns_txt_list(self, request: Request) -> bytes:
+        records = self._service.dns_texts.items()
+        return self._answer(request, 200, {"records": {
+            name: {"values": list(values), "ttl": ttl} for name, (values, ttl) in records.items()}})
+
+    def _dns_txt_set(self, request: Request, name: str) -> bytes:
+        body = _dns_txt_body(request, name, self._service.config.dns)
+        self._service.dns_texts.set(name, body["values"], body.get("ttl", 60))
+        self.log.info("admin API: TXT records of {name} set", name=name)
+        return self._answer(request, 200, {"name": name.lower().rstrip("."), **body})
+
+    def _dns_txt_remove(self, request: Request, name: str) -> bytes:
+        if not self._service.dns_texts.remove(name):
+            raise _Answer(404, {"error": f"no TXT records were set for {name!r}"})
+        self.log.info("admin API: TXT records of {name} removed", name=name)
+        return self._answer(request, 200, {"name": name.lower().rstrip("."), "removed": True})
 
     def _drain(self, request: Request, group: str, backend: str) -> bytes:
         return self._set_draining(request, group, backend, True)

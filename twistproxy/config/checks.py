@@ -74,7 +74,7 @@ _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _ACCESS_LOG_FORMATS = ("combined", "json")
 # Server URL schemes, and the kind of listener a group of them serves.
 _KIND = {"http": "http", "https": "http", "tcp": "tcp", "udp": "udp"}
-_PROTOCOLS = ("http", "tcp", "udp")
+_PROTOCOLS = ("http", "tcp", "udp", "dns")
 _PROXY_PROTOCOL_VERSIONS = ("v1", "v2")
 
 

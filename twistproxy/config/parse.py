@@ -22,11 +22,11 @@ except ImportError:  # Python < 3.11
     import tomli as _toml  # type: ignore[no-redef]
 
 from twistproxy.config.checks import (
-    ConfigError, _index, _key, _name, _table, _wrong_type, workers_count,
+    ConfigError, _index, _is_ip, _key, _name, _table, _wrong_type, workers_count,
 )
 from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
-    AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
+    DNS, AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
     Resolver, Route, Shutdown, Timeouts, UpstreamGroup, upstream_group,
 )
 
@@ -79,6 +79,30 @@ def _check_listener_groups(listeners: Sequence[Listener],
             if groups[name].kind != kind:
                 raise ConfigError(upath, f"upstream group {name!r} has "
                                          f"{groups[name].kind} servers, not {kind}:// ones")
+
+
+def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup],
+               dns: Optional[DNS]) -> None:
+    """
+    A dns listener has zones to serve, and the groups of GSLB records
+    exist and list servers by IP address (they are what is answered).
+    """
+    for listener in listeners:
+        if listener.protocol == "dns" and dns is None:
+            raise ConfigError("dns", f"is required by the dns listener {listener.name!r} "
+                                     f"([dns] with zones)")
+    for i, zone in enumerate(dns.zones if dns is not None else ()):
+        for j, record in enumerate(zone.records):
+            if record.type != "GSLB":
+                continue
+            upath = _key(_index(_key(_index("dns.zones", i), "records"), j), "upstream")
+            group = groups.get(record.upstream)
+            if group is None:
+                raise ConfigError(upath, f"no upstream group named {record.upstream!r} "
+                                         f"(defined: {', '.join(sorted(groups))})")
+            if group.discovery or not all(_is_ip(s.host) for s in group.servers):
+                raise ConfigError(upath, f"the servers of upstream group {record.upstream!r} "
+                                         f"must be IP addresses (they are the answers)")
 
 
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
@@ -151,6 +175,7 @@ _TOP_LEVEL = (
     "workers",
     "cache",
     "resolver",
+    "dns",
 )
 
 
@@ -186,12 +211,14 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "workers": workers_count,
         "cache": section(Cache),
         "resolver": section(Resolver),
+        "dns": section(DNS),
     }
     kwargs = {
         name: build(document[name], name)
         for name, build in sections.items()
         if name in document
     }
+    _check_dns(listeners, upstreams, kwargs.get("dns"))
     return ProxyConfig(
         listeners=listeners,
         upstreams=upstreams,

@@ -7,6 +7,8 @@ that embeds twistproxy.
 
 from __future__ import annotations
 
+import ipaddress as _ipaddress
+import re as _re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -593,7 +595,8 @@ def _for(*protocols: str) -> Callable[[Mapping[str, Any], str], Optional[str]]:
         protocol = one_of(*_PROTOCOLS)(table.get("protocol", "http"), key_path(path, "protocol"))
         if protocol in protocols:
             return None
-        return f"not for {protocol} listeners (only {' and '.join(protocols)})"
+        named = (", ".join(protocols[:-1]) + " and " if len(protocols) > 1 else "") + protocols[-1]
+        return f"not for {protocol} listeners (only {named})"
     return only
 
 
@@ -626,8 +629,9 @@ class Listener:
         its connection preface (prior knowledge).  TLS listeners always
         offer HTTP/2 by ALPN.
     @ivar protocol: C{'http'}, C{'tcp'} (every connection relayed byte
-        for byte to a server of C{upstream}) or C{'udp'} (datagrams relayed
-        per client address and port).
+        for byte to a server of C{upstream}), C{'udp'} (datagrams relayed
+        per client address and port) or C{'dns'} (the authoritative name
+        server of the L{DNS} zones, on UDP and TCP at one port).
     @ivar upstream: The upstream group of a C{tcp} or C{udp} listener (on a
         C{tcp} listener with C{sni} routes: the group of the connections
         that no route matches), or C{''}.
@@ -665,7 +669,8 @@ class Listener:
     proxy_protocol: Tuple[str, ...] = setting((), check=array(_network), only=_for("http", "tcp"))
     max_connections: int = setting(0, check=integer(0), only=_for("http", "tcp"))
     max_sessions: int = setting(10000, check=integer(1), only=_for("udp"))
-    filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
+    filters: Tuple[Filter, ...] = setting((), check=sections(Filter),
+                                          only=_for("http", "tcp", "udp"))
     escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
     tls_offloaded: bool = setting(False, check=_boolean, only=_for("http"))
 
@@ -689,7 +694,8 @@ def _plain_listener(listener: Listener, table: Mapping[str, Any], path: str) -> 
 @rule(Listener)
 def _relayed_to(listener: Listener, table: Mapping[str, Any], path: str) -> None:
     # Where a tcp or udp listener's connections go.
-    if listener.protocol != "http" and "upstream" not in table and "sni" not in table:
+    if (listener.protocol not in ("http", "dns")
+            and "upstream" not in table and "sni" not in table):
         raise ConfigError(key_path(path, "upstream"), f"is required on a {listener.protocol} "
                                                       f"listener (the name of an upstream group)")
     if "sni" in table and listener.protocol == "http" and listener.tls is None:
@@ -878,6 +884,201 @@ class Shutdown:
     drain: float = setting(30.0, check=seconds())
 
 
+# The DNS front's record types.  A GSLB record's addresses are chosen from
+# an upstream group; TTLs and SOA timers are at most 2**31 - 1 (RFC 2181
+# section 8), an SOA serial is 32 bits.
+DNS_TYPES = ("A", "AAAA", "CNAME", "NS", "MX", "TXT", "CAA", "GSLB")
+_DNS_TTL = integer(0, 2**31 - 1)
+_CAA = _re.compile(r'([0-9]{1,3})\s+([A-Za-z0-9]+)\s+"?([^"]*)"?\Z')
+
+
+@dataclass(frozen=True)
+class DNSRecord:
+    """
+    One record of a zone of the DNS front (L{twistproxy.dns}).
+
+    @ivar name: The owner name, absolute, lower-cased, without the final
+        dot (C{'www.example.com'}).
+    @ivar type: One of L{DNS_TYPES}; C{'GSLB'}: addresses chosen from
+        C{upstream}.
+    @ivar ttl: Seconds resolvers may keep the answer.
+    @ivar data: The record's fields in presentation form: C{('192.0.2.7',)}
+        for an A record, C{('10', 'mail.example.com')} for MX, the strings
+        of a TXT record, C{('0', 'issue', 'letsencrypt.org')} for CAA;
+        names are absolute, without the final dot.  Empty for C{GSLB}.
+    @ivar upstream: The group a C{GSLB} record answers from.
+    @ivar answers: How many addresses a C{GSLB} answer holds at most.
+    """
+
+    name: str
+    type: str
+    ttl: int
+    data: Tuple[str, ...] = ()
+    upstream: str = ""
+    answers: int = 1
+
+
+def _dns_name(value: object, path: str, origin: str) -> str:
+    """
+    A domain name of a zone, absolute, lower-cased, without the final dot:
+    C{'@'} is the zone's apex, a name ending in C{'.'} is absolute, any
+    other is relative to the apex C{origin}.
+    """
+    name = _string(value, path).strip().lower()
+    if name == "@":
+        return origin
+    if name.endswith("."):
+        name = name[:-1]
+    elif origin:
+        name = f"{name}.{origin}"
+    if not name or len(name) > 253 or not all(
+            label and len(label) <= 63 and _DNS_LABEL(label) for label in name.split(".")):
+        raise ConfigError(path, f"{value!r} is not a domain name")
+    return name
+
+
+def _dns_data(kind: str, value: object, path: str, origin: str) -> Tuple[str, ...]:
+    # The value of a record of this type, in the form of DNSRecord.data.
+    if kind == "TXT":
+        texts = (value,) if isinstance(value, str) else _strings(value, path, lambda v, p: v)
+        if not texts:
+            raise ConfigError(path, "must list at least one string")
+        return texts
+    text = _string(value, path).strip()
+    if kind in ("A", "AAAA"):
+        family = _ipaddress.IPv4Address if kind == "A" else _ipaddress.IPv6Address
+        if not _is_ip(text, family):
+            raise ConfigError(path, f"{value!r} is not an IPv{4 if kind == 'A' else 6} address")
+        return (str(family(text)),)
+    if kind in ("CNAME", "NS"):
+        return (_dns_name(text, path, origin),)
+    if kind == "MX":
+        preference, _, host = text.partition(" ")
+        if not preference.isdigit() or int(preference) > 65535:
+            raise ConfigError(path, f"{value!r} is not 'PREFERENCE HOST' (as '10 mail')")
+        return (preference, _dns_name(host, path, origin))
+    match = _CAA.match(text)
+    if match is None or int(match.group(1)) > 255:
+        raise ConfigError(path, f"{value!r} is not 'FLAGS TAG VALUE' "
+                                f"(as '0 issue \"letsencrypt.org\"')")
+    return match.groups()
+
+
+def _dns_record(value: object, path: str, origin: str, ttl: int) -> DNSRecord:
+    # A record of the zone origin, whose TTL is ttl unless it says otherwise.
+    table = _table(value, path, ("name", "type", "value", "ttl", "upstream", "answers"))
+    for key in ("name", "type"):
+        if key not in table:
+            raise ConfigError(key_path(path, key), "is required")
+    name = _dns_name(table["name"], key_path(path, "name"), origin)
+    if name != origin and not name.endswith("." + origin):
+        raise ConfigError(key_path(path, "name"), f"{name!r} is not in the zone {origin!r}")
+    kind = _string(table["type"], key_path(path, "type")).upper()
+    one_of(*DNS_TYPES)(kind, key_path(path, "type"))
+    gslb = kind == "GSLB"
+    for key in ("upstream", "answers") if not gslb else ("value",):
+        if key in table:
+            raise ConfigError(key_path(path, key), "only for GSLB records" if not gslb
+                              else "not for GSLB records (they name an upstream)")
+    needed = "upstream" if gslb else "value"
+    if needed not in table:
+        raise ConfigError(key_path(path, needed), f"is required on a {kind} record")
+    record = DNSRecord(name=name, type=kind, ttl=_DNS_TTL(table.get("ttl", 30 if gslb else ttl),
+                                                          key_path(path, "ttl")))
+    if not gslb:
+        return replace(record, data=_dns_data(kind, table["value"], key_path(path, "value"),
+                                              origin))
+    return replace(record, upstream=_string(table["upstream"], key_path(path, "upstream")),
+                   answers=integer(1, 64)(table.get("answers", 1), key_path(path, "answers")))
+
+
+@dataclass(frozen=True)
+class DNSZone:
+    """
+    A zone the DNS front is authoritative for.
+
+    @ivar name: The apex, lower-cased, without the final dot.
+    @ivar soa: The SOA record's fields: C{(mname, rname, serial, refresh,
+        retry, expire, minimum)}; C{minimum} is also the TTL of negative
+        answers (RFC 2308).
+    @ivar records: The zone's other records.
+    """
+
+    name: str
+    soa: Tuple[Any, ...]
+    records: Tuple[DNSRecord, ...] = ()
+
+
+# The SOA's numbers and their defaults, in the record's order.
+_SOA_NUMBERS = (("serial", 1), ("refresh", 3600), ("retry", 600), ("expire", 604800),
+                ("minimum", 60))
+
+
+@reader(DNSZone)
+def _dns_zone(value: object, path: str) -> DNSZone:
+    # Not a plain table: the names of its records and SOA are relative to
+    # its own, and its ttl is only their default.
+    table = _table(value, path, ("name", "ttl", "soa", "records"))
+    for key in ("name", "soa"):
+        if key not in table:
+            raise ConfigError(key_path(path, key), "is required")
+    name = _dns_name(table["name"], key_path(path, "name"), "")
+    ttl = _DNS_TTL(table.get("ttl", 3600), key_path(path, "ttl"))
+    spath = key_path(path, "soa")
+    soa = _table(table["soa"], spath, ("mname", "rname") + tuple(k for k, _ in _SOA_NUMBERS))
+    for key in ("mname", "rname"):
+        if key not in soa:
+            raise ConfigError(key_path(spath, key), "is required")
+    fields = tuple(_dns_name(soa[key], key_path(spath, key), name) for key in ("mname", "rname"))
+    fields += tuple(integer(0, 2**32 - 1 if key == "serial" else 2**31 - 1)(
+        soa.get(key, default), key_path(spath, key)) for key, default in _SOA_NUMBERS)
+    rpath = key_path(path, "records")
+    records = tuple(_dns_record(item, _index(rpath, i), name, ttl)
+                    for i, item in enumerate(_array(table.get("records", []), rpath)))
+    kinds: Dict[str, set] = {}
+    for i, record in enumerate(records):
+        here = kinds.setdefault(record.name, set())
+        alone = {"CNAME", "GSLB"}
+        if (record.type in alone and here) or (here & alone):
+            raise ConfigError(_index(rpath, i), f"{record.name!r} has a {record.type} record "
+                                                f"and others: a CNAME or GSLB name has no others")
+        if record.type == "CNAME" and record.name == name:
+            raise ConfigError(_index(rpath, i), "a zone's apex cannot be a CNAME")
+        here.add(record.type)
+    return DNSZone(name=name, soa=fields, records=records)
+
+
+@dataclass(frozen=True)
+class DNS:
+    """
+    The C{[dns]} section: what every C{protocol = "dns"} listener serves.
+
+    @ivar zones: The zones, answered from memory.
+    @ivar allow_transfer: Networks allowed a zone transfer (AXFR, over TCP);
+        empty: nobody.
+    @ivar rate_limit: Responses per second to one client network (an IPv4
+        /24, an IPv6 /56) before further queries are dropped; C{0}: no limit.
+    @ivar max_udp_size: The largest UDP response, whatever larger size a
+        client's EDNS0 offers; a larger answer is truncated (TC) so that
+        the client asks again over TCP.
+    """
+
+    zones: Tuple[DNSZone, ...] = setting(
+        check=sections(DNSZone), required="is required ([[dns.zones]] with a name and soa)")
+    allow_transfer: Tuple[str, ...] = setting((), check=array(_network))
+    rate_limit: int = setting(100, check=integer(0))
+    max_udp_size: int = setting(1232, check=integer(512, 65535))
+
+
+@rule(DNS)
+def _distinct_zones(dns: DNS, table: Mapping[str, Any], path: str) -> None:
+    names = [zone.name for zone in dns.zones]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(key_path(_index(key_path(path, "zones"), i), "name"),
+                              f"{name!r} is listed twice")
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """
@@ -900,6 +1101,7 @@ class ProxyConfig:
     shutdown: Shutdown = Shutdown()
     cache: Cache = Cache()
     resolver: Resolver = Resolver()
+    dns: Optional[DNS] = None
     source: Optional[str] = None
     workers: int = 1
     digest: str = field(default="", compare=False)

@@ -319,6 +319,36 @@ class LocalityPicker:
                 return picked
         return None
 
+    def nearest(self, region: str, zone: str, count: int) -> List[IBackend]:
+        """
+        Up to C{count} available backends for a client at C{(region,
+        zone)}, for an answer that names several (a DNS answer): the level
+        that L{pick} would choose by the levels' healths, its available
+        backends in a random order weighted by their effective weights,
+        then, when it has fewer than C{count}, those of the other levels,
+        nearest first, in the same way.
+
+        @return: Distinct available backends, nearest first; empty when no
+            backend of the group is available.
+        """
+        plan = self._plan(region, zone)
+        if not plan:
+            return []
+        first = self._spill(plan, plan[0].health(), self._random(), ())
+        if first is None:
+            return []
+        chosen: List[IBackend] = []
+        for level in (first,) + tuple(level for level in plan if level is not first):
+            members = [b for b in level.backends if b.available and b.effective_weight > 0]
+            # Weighted sampling without replacement (Efraimidis and
+            # Spirakis): the largest random() ** (1 / weight) first.
+            members.sort(key=lambda b: self._random() ** (1.0 / b.effective_weight),
+                         reverse=True)
+            chosen.extend(members[:count - len(chosen)])
+            if len(chosen) >= count:
+                break
+        return chosen
+
     def pick_other(
         self,
         request: IRequestInfo,
