@@ -44,7 +44,7 @@ from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.forwarder import Forwarder
 from twistproxy.http.headers import TrustedProxies
-from twistproxy.http.server import HTTPServerFactory, ServerSettings
+from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 from twistproxy.stream.proxyproto import ProxyHeaderFactory
 from twistproxy.stream.sni import SNIFactory, SNIRouter
 from twistproxy.stream.tcp import TCPRelayFactory

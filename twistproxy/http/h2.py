@@ -79,12 +79,12 @@ from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twistproxy.deadlines import Waiting
+from twistproxy.deadlines import Wait, Waiting
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.paths import KEEP
-from twistproxy.http.server import RETRY_AFTER, ClientCodec
+from twistproxy.http.codec import RETRY_AFTER, ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
     _HOST,
@@ -120,8 +120,6 @@ _CONNECTION_FIELDS = frozenset([
     b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade",
 ])
 
-# What the timers wait for.
-_T_NONE, _T_IDLE, _T_BODY = range(3)
 
 
 def _valid_field(name: bytes, value: bytes) -> bool:
@@ -336,7 +334,7 @@ class H2Stream(Waiting):
         self._paused = False
         self._closed = False
         self.deadline = float("inf")
-        self._timer_kind = _T_NONE
+        self._timer_kind = Wait.NONE
 
     # What the forwarder and the upstream codec read
 
@@ -373,7 +371,7 @@ class H2Stream(Waiting):
         self._upstream_full = False
         self._paused = False
         if x.request.has_body and not self._body_done:
-            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._set_timer(Wait.BODY, self._conn._factory.timeouts.request_body)
             self._drain_body()
         self._update_pause()
         self._conn._flush_soon()
@@ -388,9 +386,9 @@ class H2Stream(Waiting):
             return
         if full:
             # The backend is the slow one: the client is not to blame.
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(Wait.NONE, 0)
         else:
-            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._set_timer(Wait.BODY, self._conn._factory.timeouts.request_body)
             self._drain_body()
             self._conn._flush_soon()
 
@@ -497,7 +495,7 @@ class H2Stream(Waiting):
         self._body_in.append((data, flow))
         if self._attached:
             factory = conn._factory
-            self._earn_time(_T_BODY, factory.timeouts.request_body,
+            self._earn_time(Wait.BODY, factory.timeouts.request_body,
                             factory.limits.min_body_rate, len(data))
             self._drain_body()
 
@@ -525,7 +523,7 @@ class H2Stream(Waiting):
                 return
         if self._body_ended and not body_in and not self._body_done:
             self._body_done = True
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(Wait.NONE, 0)
             upstream.end_body()
 
     def _send(self) -> None:
@@ -664,7 +662,7 @@ class H2Stream(Waiting):
         if self._closed:
             return
         self._closed = True
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(Wait.NONE, 0)
         conn = self._conn
         # The connection window must not stay consumed by data nobody
         # will read.
@@ -686,8 +684,8 @@ class H2Stream(Waiting):
             conn._factory.exchange_ended(x)
         conn._stream_gone(self)
 
-    def _wait_expired(self, kind: int) -> None:
-        if kind == _T_BODY and not self._closed and self.x is not None:
+    def _wait_expired(self, kind: Wait) -> None:
+        if kind == Wait.BODY and not self._closed and self.x is not None:
             self._conn._factory.forwarder.cancel(self.x)
             self._fail(408, "request_body_timeout")
             self._conn._flush_soon()
@@ -734,7 +732,7 @@ class H2ServerProtocol(ClientCodec):
         h2c.initiate_connection()
         h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._factory.deadlines.add(self)
-        self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        self._set_timer(Wait.IDLE, self._factory.timeouts.idle)
         self._write()
 
     def dataReceived(self, data: bytes) -> None:
@@ -762,7 +760,7 @@ class H2ServerProtocol(ClientCodec):
     def connectionLost(self, reason=None) -> None:
         self._factory.connection_closed(self)
         self._closed = True
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(Wait.NONE, 0)
         self._factory.deadlines.discard(self)
         for stream in list(self._streams.values()):
             stream._gone(ErrorCodes.CANCEL)
@@ -834,7 +832,7 @@ class H2ServerProtocol(ClientCodec):
         stream._request(x)
         self._streams[sid] = stream
         factory.deadlines.add(stream)
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(Wait.NONE, 0)
         if error is not None:
             stream._fail(error.status, error.reason)
             if error.status == 400:
@@ -959,14 +957,14 @@ class H2ServerProtocol(ClientCodec):
             return
         if self._goaway_received:
             self._close()
-        elif self._timer_kind != _T_IDLE:
-            self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        elif self._timer_kind != Wait.IDLE:
+            self._set_timer(Wait.IDLE, self._factory.timeouts.idle)
 
     def _close(self) -> None:
         if not self._closed:
             self._write()
             self._closed = True
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(Wait.NONE, 0)
             self.close()
 
     def _client_full(self, full: bool) -> None:
@@ -992,8 +990,8 @@ class H2ServerProtocol(ClientCodec):
             if stream.x is not None:
                 stream.x.reason = "send_timeout"
 
-    def _wait_expired(self, kind: int) -> None:
-        if kind == _T_IDLE and not self._closed and not self._streams:
+    def _wait_expired(self, kind: Wait) -> None:
+        if kind == Wait.IDLE and not self._closed and not self._streams:
             try:
                 self._h2.close_connection()
             except ProtocolError:
