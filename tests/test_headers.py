@@ -19,10 +19,10 @@ from twistproxy.http.headers import (
     NO_RULES,
     CompiledRules,
     TrustedProxies,
-    error_response,
     request_head,
     response_head,
 )
+from twistproxy.http.answers import error_response
 from twistproxy.http.parser import parse_request_head, parse_response_head
 
 CLIENT = "192.0.2.7"

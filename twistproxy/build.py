@@ -42,7 +42,7 @@ from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.http.client import UpstreamPool
-from twistproxy.http.forwarder import Forwarder
+from twistproxy.forwarder import Forwarder
 from twistproxy.http.headers import TrustedProxies
 from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 from twistproxy.stream.proxyproto import ProxyHeaderFactory

@@ -31,7 +31,7 @@ from twistproxy import build
 from twistproxy.accesslog import AccessLog, rotate
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
-from twistproxy.http.forwarder import Forwarder
+from twistproxy.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.udp import UDPProxy

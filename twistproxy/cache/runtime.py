@@ -45,8 +45,8 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
-from twistproxy.filters.chain import Answer, respond
 from twistproxy.http import headers as H
+from twistproxy.http.answers import Answer, own_head, respond
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
 from twistproxy.http.sinks import SinkWrapper
@@ -533,7 +533,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
-            head = H.own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
+            head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
             sink.response_end(x)
             return
@@ -541,7 +541,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
             span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
-                head = H.own_head(416, b"Range Not Satisfiable", headers, 0)
+                head = own_head(416, b"Range Not Satisfiable", headers, 0)
                 sink.response_head(x, head, True, extra)
                 sink.response_end(x)
                 return
@@ -549,12 +549,12 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 first, last = span
                 extra.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, len(body))))
                 body = body[first:last + 1]
-                head = H.own_head(206, b"Partial Content", headers, len(body))
+                head = own_head(206, b"Partial Content", headers, len(body))
                 sink.response_head(x, head, True, extra)
                 sink.response_body(x, body)
                 sink.response_end(x)
                 return
-    head = H.own_head(entry.status, entry.reason, headers, len(body))
+    head = own_head(entry.status, entry.reason, headers, len(body))
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(x, head, has_body, extra)
     if has_body and body:

@@ -22,10 +22,6 @@ from twistproxy.flow import FullRelay, no_delay
 from twistproxy.http.exchange import Exchange
 
 
-# What an overloaded proxy tells clients: try again in a second.
-RETRY_AFTER = (b"Retry-After", b"1")
-
-
 class _SendStall:
     """
     A member of the factory's L{Deadlines} while a client's send buffer is

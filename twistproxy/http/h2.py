@@ -84,7 +84,8 @@ from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.paths import KEEP
-from twistproxy.http.codec import RETRY_AFTER, ClientCodec
+from twistproxy.http.answers import RETRY_AFTER, error_body
+from twistproxy.http.codec import ClientCodec
 from twistproxy.http.parser import (
     _FIELD_LINE,
     _HOST,
@@ -604,7 +605,7 @@ class H2Stream(Waiting):
         """
         x = self.x
         x.status = status
-        body = H.error_body(status)
+        body = error_body(status)
         x.body_bytes = len(body)
         self._response_started = True
         self._conn._send_headers(self.stream_id, [

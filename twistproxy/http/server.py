@@ -40,7 +40,8 @@ from zope.interface import implementer
 from twistproxy.deadlines import Wait
 from twistproxy.flow import quick_ack, write_now
 from twistproxy.http import headers as H
-from twistproxy.http.codec import RETRY_AFTER, ClientCodec
+from twistproxy.http.answers import PHRASES, RETRY_AFTER, error_response
+from twistproxy.http.codec import ClientCodec
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
@@ -433,7 +434,7 @@ class HTTPServerProtocol(ClientCodec):
 
     def _answer(self, x: Exchange, status: int, keep: bool, fields=()) -> None:
         x.status = status
-        response = H.error_response(status, H.PHRASES.get(status, b"Error"), keep, fields)
+        response = error_response(status, PHRASES.get(status, b"Error"), keep, fields)
         x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
         self._out.append(response)
         self.flush()
