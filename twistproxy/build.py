@@ -41,11 +41,11 @@ from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
 from twistproxy.filters.chain import FilterChain, build_chain
-from twistproxy.http.client import UpstreamPool
 from twistproxy.forwarder import Forwarder
-from twistproxy.http.headers import TrustedProxies
+from twistproxy.http.client import UpstreamPool
 from twistproxy.http.listener import HTTPServerFactory, ServerSettings
-from twistproxy.stream.proxyproto import ProxyHeaderFactory
+from twistproxy.net import TrustedProxies
+from twistproxy.proxyproto import ProxyHeaderFactory
 from twistproxy.stream.sni import SNIFactory, SNIRouter
 from twistproxy.stream.tcp import TCPRelayFactory
 from twistproxy.stream.udp import UDPEndpoint, UDPProxy

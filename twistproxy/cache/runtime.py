@@ -56,6 +56,7 @@ from twistproxy.interfaces import (
     IResponseSink,
     ISynchronousCacheStore,
 )
+from twistproxy.net import TrustedProxies
 
 # The requests the cache answers or passes on as they are.
 _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
@@ -108,7 +109,7 @@ class HTTPCache:
         self.targeted: Tuple[bytes, ...] = (
             (targeted_header.encode("ascii"),) if targeted_header else ()
         ) + (P.CDN_CACHE_CONTROL,)
-        self.purge_from = H.TrustedProxies(purge_from)
+        self.purge_from = TrustedProxies(purge_from)
         self.purge_enabled = bool(purge_from)
         self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
         self.counts: Dict[str, int] = dict.fromkeys(

@@ -41,7 +41,7 @@ from twistproxy.http.answers import Answer
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import count, number, read_options, texts
 from twistproxy.interfaces import IFilterFactory, IRefusingConnectionFilter, IRequestFilter
-from twistproxy.upstream.locators import PrefixTable, parse_network
+from twistproxy.net import PrefixTable, parse_network
 
 
 def read_networks(name: str) -> list:

@@ -35,6 +35,7 @@ from twisted.internet import error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
+from twistproxy import proxyproto
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import Deadlines, Wait, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
@@ -46,7 +47,7 @@ from twistproxy.http.parser import (
     parse_response_head,
     response_has_body,
 )
-from twistproxy.stream import proxyproto
+from twistproxy.net import ip_port
 from twistproxy.tls import tls_failure
 from twistproxy.upstream.backend import Backend
 
@@ -628,8 +629,8 @@ class UpstreamPool:
         transport = x.downstream.connection.transport
         server_name = proxyproto.tls_server_name(transport)
         return proxyproto.encode(
-            self.proxy_protocol, proxyproto.ip_port(transport.getPeer()),
-            proxyproto.ip_port(transport.getHost()), server_name or "",
+            self.proxy_protocol, ip_port(transport.getPeer()),
+            ip_port(transport.getHost()), server_name or "",
             tls=server_name is not None)
 
     def _next_waiter(self) -> Exchange:

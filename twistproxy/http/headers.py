@@ -120,29 +120,6 @@ class CompiledRules:
 NO_RULES = CompiledRules(HeaderRules())
 
 
-class TrustedProxies:
-    """
-    The set of peers whose forwarding fields are believed.
-    """
-
-    def __init__(self, cidrs: Iterable[str]):
-        self._networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
-
-    def __contains__(self, address: str) -> bool:
-        if not self._networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if any(ip in net for net in self._networks):
-            return True
-        # On a dual-stack listener an IPv4 peer shows up as ::ffff:a.b.c.d,
-        # and an IPv6 address is never "in" an IPv4 network.
-        mapped = getattr(ip, "ipv4_mapped", None)
-        return mapped is not None and any(mapped in net for net in self._networks)
-
-
 def forwarded_client(forwarded: Optional[bytes], xff: Optional[bytes]) -> Optional[str]:
     """
     The client address a trusted proxy gives: the C{for} parameter of the

@@ -23,12 +23,12 @@ from twisted.internet.protocol import Factory
 from twistproxy.admission import Emptied, Quota, Refused, quotas
 from twistproxy.config import Limits, Timeouts
 from twistproxy.deadlines import Deadlines
-from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.negotiate import Negotiating
 from twistproxy.http.parser import UNPARSED
 from twistproxy.http.paths import KEEP
 from twistproxy.http.server import HTTPServerProtocol
+from twistproxy.net import TrustedProxies
 
 
 class _Refused(Refused):
@@ -98,7 +98,7 @@ class HTTPServerFactory(Factory):
     which the protocols read (so a new setting needs no line here): C{hsts}
     as the field to add, C{identity_header} and C{via} as bytes,
     C{trusted_proxies} as a L{TrustedProxies
-    <twistproxy.http.headers.TrustedProxies>}.
+    <twistproxy.net.TrustedProxies>}.
 
     @ivar forwarder: Decides where each request goes; has
         C{forward(exchange)} and C{cancel(exchange)}.
@@ -140,7 +140,7 @@ class HTTPServerFactory(Factory):
             else None)
         identity = settings.identity_header
         self.identity_header = identity.encode("ascii") if identity else None
-        self.trusted_proxies = H.TrustedProxies(settings.trusted_proxies)
+        self.trusted_proxies = TrustedProxies(settings.trusted_proxies)
         self.via = settings.via.encode("ascii")
         self.filters = filters
         if connections is None or in_flight is None:
@@ -174,7 +174,7 @@ class HTTPServerFactory(Factory):
         self.forwarder = forwarder
         self.timeouts = config.timeouts
         self.limits = config.limits
-        self.trusted_proxies = H.TrustedProxies(config.forwarding.trusted_proxies)
+        self.trusted_proxies = TrustedProxies(config.forwarding.trusted_proxies)
         self.via = config.forwarding.via.encode("ascii")
 
     def drain(self):

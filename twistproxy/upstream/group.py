@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import ConfigError, Discovery, Locality, UpstreamGroup
 from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo, ITLSHealthCheck
+from twistproxy.net import authority, bracketed
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer, pick_untried
 from twistproxy.upstream.health import HealthMonitor, SlowStart, build_health_check
@@ -38,10 +39,6 @@ MIN_RETRY_CONCURRENCY = 3
 
 # A connection refused (or impossible) at once: nothing was sent.
 REFUSED = "upstream_connect_failed"
-
-
-def authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class UpstreamGroupRuntime:
@@ -134,8 +131,8 @@ class UpstreamGroupRuntime:
         self.backends.append(backend)
         self.pools[backend] = self._make_pool(backend)
         default_port = (scheme, port) in (("http", 80), ("https", 443))
-        bracketed = f"[{host}]" if ":" in host else host
-        self.host_headers[backend] = (bracketed if default_port else backend.name).encode("ascii")
+        self.host_headers[backend] = (
+            bracketed(host) if default_port else backend.name).encode("ascii")
         token = self._token(backend)
         self._tokens[token] = backend
         self._token_of[backend] = token

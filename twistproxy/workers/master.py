@@ -44,6 +44,7 @@ from twistproxy.accesslog import rotate
 from twistproxy.admin.history import combine as combine_history
 from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
+from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
 from twistproxy.service import _ListenerService, check_reloadable
 from twistproxy.signals import check_shareable
@@ -101,8 +102,7 @@ def bind(endpoint: str) -> socket.socket:
 
 
 def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return authority(*sock.getsockname()[:2])
 
 
 class _SharedListener:
