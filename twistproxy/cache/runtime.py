@@ -258,7 +258,7 @@ class RouteCache:
 
     def key(self, x: Exchange) -> bytes:
         req = x.request
-        extra = [(n, P.field_value(req.headers, n)) for n in self._extra]
+        extra = [(n, H.field_value(req.headers, n)) for n in self._extra]
         return P.primary_key(x.downstream.proto, req.host, req.target, self.config.key, extra)
 
     def _lookup(self, x: Exchange, proceed, may_wait: bool,
@@ -820,7 +820,7 @@ class FetchSink(SinkWrapper):
         entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
                       fields.vary)
         lifetime = rc.lifetime(entry, cache.fields(entry))
-        tags = [t for v in P.field_values(headers, b"cache-tag") for t in P.split_list(v)]
+        tags = [t for v in H.field_values(headers, b"cache-tag") for t in P.split_list(v)]
         # A POST response is stored under its target's key, for later GETs
         # (RFC 9110 9.3.3): keys do not name the method.
         self._storing = True

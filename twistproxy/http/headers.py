@@ -168,6 +168,22 @@ def _quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def field_values(fields: Iterable[Tuple[bytes, bytes]], name: bytes) -> List[bytes]:
+    """
+    Every value of the field C{name} (lower case), in order.
+    """
+    return [v for k, v in fields if k.lower() == name]
+
+
+def field_value(fields: Iterable[Tuple[bytes, bytes]], name: bytes) -> Optional[bytes]:
+    """
+    The values of the field C{name} (lower case) joined as one list
+    (RFC 9110 5.3), or C{None} when absent.
+    """
+    values = field_values(fields, name)
+    return b", ".join(values) if values else None
+
+
 def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
     """
     The value of cookie C{name} in the request's C{Cookie} field values
