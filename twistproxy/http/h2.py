@@ -87,13 +87,13 @@ from twistproxy.http.paths import KEEP
 from twistproxy.http.answers import RETRY_AFTER, error_body
 from twistproxy.http.codec import ClientCodec
 from twistproxy.http.parser import (
-    _FIELD_LINE,
-    _HOST,
-    _REQUEST_TARGET,
-    _TOKEN_RE,
+    FIELD_LINE,
+    HOST_RE,
+    REQUEST_TARGET,
+    TOKEN_RE,
     ParseError,
     RequestHead,
-    _content_length,
+    parse_content_length,
 )
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
@@ -130,7 +130,7 @@ def _valid_field(name: bytes, value: bytes) -> bool:
     # and without surrounding blanks (which the parser would strip).
     if name.lower() != name:
         return False
-    m = _FIELD_LINE(name + b":" + value)
+    m = FIELD_LINE(name + b":" + value)
     return m is not None and (m.group(2) or b"") == value
 
 
@@ -194,7 +194,7 @@ def _request_head(fields, stream_ended: bool, limits,
         raise ParseError(400, "missing_pseudo_header")
     if len(target) > limits.max_uri_length:
         raise ParseError(414, "uri_too_long")
-    if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
+    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
         raise ParseError(400, "bad_request_target")
     if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
         raise ParseError(400, "bad_request_target")
@@ -206,11 +206,11 @@ def _request_head(fields, stream_ended: bool, limits,
     host = authority if authority is not None else (hosts[0] if hosts else None)
     if not host:
         raise ParseError(400, "missing_host")
-    if b"@" in host or _HOST(host) is None:
+    if b"@" in host or HOST_RE(host) is None:
         raise ParseError(400, "bad_host")
 
     req = _head(method, target, host, headers, escaped_slashes)
-    length = _content_length(lengths, 400) if lengths else None
+    length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
     max_body = limits.max_body_size

@@ -38,7 +38,7 @@ import ipaddress
 from typing import Iterable, List, Optional, Tuple
 
 from twistproxy.config import HeaderRules
-from twistproxy.http.parser import _TOKEN_RE, RequestHead, ResponseHead
+from twistproxy.http.parser import TOKEN_RE, RequestHead, ResponseHead
 
 _HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -163,7 +163,7 @@ def _forwarded_node(address: str) -> bytes:
 
 def _quote(value: bytes) -> bytes:
     # RFC 7239 4: values that are not tokens are quoted strings.
-    if _TOKEN_RE(value) is not None:
+    if TOKEN_RE(value) is not None:
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
