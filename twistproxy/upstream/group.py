@@ -4,7 +4,8 @@ A running upstream group: the set of interchangeable backends one route
 sends to, and everything that decides which of them gets a request.
 
 The group owns its L{Backend}s and keeps, for each, a connection pool made
-by the caller (so this module knows nothing of HTTP).  It combines the
+by the caller (so this module knows nothing of connections and of HTTP
+but a backend's C{Host} value and the stickiness cookie's value).  It combines the
 independent opinions about each backend that the load-balancing features
 hold (health checks, outlier detection, the operator's draining) into the
 backend's C{available} flag, builds the balancer, and reports every change
