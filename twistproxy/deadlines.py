@@ -92,7 +92,9 @@ class Waiting:
 
     def _set_timer(self, kind: Wait, seconds: float) -> None:
         self._timer_kind = kind
-        self.deadline = NEVER if kind == Wait.NONE else self._clock.seconds() + seconds
+        # Wait.NONE is 0: a member looked up on the enum class would cost
+        # more than the whole assignment.
+        self.deadline = NEVER if not kind else self._clock.seconds() + seconds
 
     def _earn_time(self, kind: Wait, seconds: float, rate: int, size: int) -> None:
         """

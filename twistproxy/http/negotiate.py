@@ -20,7 +20,6 @@ from twistproxy.http.h2 import ALPN_H2, PREFACE, H2ServerProtocol
 from twistproxy.http.server import HTTPServerProtocol
 
 
-
 class Negotiating(Waiting, Protocol):
     """
     Stands in for the codec until the first bytes of a connection.
