@@ -13,6 +13,7 @@ from twistproxy.config import ConfigError
 from twistproxy.net import (
     PrefixTable,
     TrustedProxies,
+    authority,
     parse_address,
     parse_network,
 )
@@ -223,3 +224,33 @@ class TrustedProxiesTests(SynchronousTestCase):
         """
         self.assertNotIn("127.0.0.1", TrustedProxies([]))
         self.assertNotIn("::1", TrustedProxies(()))
+
+
+class AuthorityTests(SynchronousTestCase):
+    """
+    L{authority} writes a host and port as a URL's authority.
+    """
+
+    def test_ipv4_and_names(self):
+        """
+        An IPv4 address or a name is written as it is, then the port.
+        """
+        self.assertEqual(authority("192.0.2.7", 8080), "192.0.2.7:8080")
+        self.assertEqual(authority("app.internal", 80), "app.internal:80")
+
+    def test_ipv6_bracketed(self):
+        """
+        An IPv6 address is bracketed, so that its colons are not read as
+        the port's.
+        """
+        self.assertEqual(authority("2001:db8::1", 443), "[2001:db8::1]:443")
+
+    def test_default_port_left_out(self):
+        """
+        With a scheme, the port is left out when it is the scheme's
+        default, and kept otherwise.
+        """
+        self.assertEqual(authority("2001:db8::1", 80, "http"), "[2001:db8::1]")
+        self.assertEqual(authority("example.com", 443, "https"), "example.com")
+        self.assertEqual(authority("example.com", 443, "http"), "example.com:443")
+        self.assertEqual(authority("example.com", 8443, "https"), "example.com:8443")

@@ -192,18 +192,21 @@ class TrustedProxies(PrefixTable[bool]):
             (_unmapped(ipaddress.ip_network(c, strict=False)), True) for c in cidrs)
 
 
-def bracketed(host: str) -> str:
-    """
-    C{host} as written before a C{:port}: an IPv6 address in brackets.
-    """
-    return f"[{host}]" if ":" in host else host
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def authority(host: str, port: int) -> str:
+def authority(host: str, port: int, scheme: str = "") -> str:
     """
     C{host:port}, with an IPv6 host in brackets (C{[2001:db8::1]:443}).
+
+    @param scheme: When given, the port is left out if it is that scheme's
+        default (C{http} 80, C{https} 443), as a URL's authority, or a
+        C{Host} field, is normally written.
     """
-    return f"{bracketed(host)}:{port}"
+    bracketed = f"[{host}]" if ":" in host else host
+    if scheme and _DEFAULT_PORTS.get(scheme) == port:
+        return bracketed
+    return f"{bracketed}:{port}"
 
 
 def ip_port(address) -> Optional[Tuple[str, int]]:
