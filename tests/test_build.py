@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy import build, service
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, server
-from twistproxy.http.server import HTTPServerFactory, ServerSettings
+from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 from twistproxy.testing import MemoryProxy
 
 

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.wire import Echo
 from zope.interface import implementer
 
-from twistproxy.stream.proxyproto import parse as parse_proxy_header
+from twistproxy.proxyproto import parse as parse_proxy_header
 from twistproxy.testing import cert_pem, issue_certificate, pem_bundle
 
 from tests.e2e_support import (
@@ -571,7 +571,7 @@ servers = ["tcp://{HOST}:{c}"]
         """
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        from twistproxy.stream.proxyproto import ProxyHeaderFactory
+        from twistproxy.proxyproto import ProxyHeaderFactory
 
         pem = pem_bundle(issue_certificate(HOST, (HOST,), issuer=self.root))
         options = twisted_ssl.PrivateCertificate.loadPEM(pem.decode("ascii")).options()

@@ -662,7 +662,7 @@ class FixesTests(SynchronousTestCase):
         Only backend faults count as failures and only served requests as
         successes; overload and client-side endings say nothing.
         """
-        from twistproxy.http.forwarder import _verdict
+        from twistproxy.forwarder import _verdict
 
         self.assertEqual(
             [_verdict(r) for r in ("", "upstream_connect_failed", "upstream_timeout",

@@ -594,7 +594,7 @@ class WithFieldsTests(SynchronousTestCase):
         never changes what other sinks saw.
         """
         from twistproxy.filters import with_fields
-        from twistproxy.http.headers import own_head
+        from twistproxy.http.answers import own_head
 
         head = own_head(200, b"OK", [(b"A", b"1")], 5)
         edited = with_fields(head, [(b"B", b"2")])

@@ -682,7 +682,7 @@ class H2Tests(SynchronousTestCase):
         backend's Via is kept and this proxy appended, the route's rules
         apply and HSTS is added; names are lower-cased.
         """
-        from twistproxy.http.server import HTTPServerFactory, ServerSettings
+        from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 
         proxy = MemoryProxy(_config(routes=(Route(
             "app", response_headers=HeaderRules(

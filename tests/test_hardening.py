@@ -22,7 +22,8 @@ from twistproxy.admission import Emptied, Quota, Refused, file_budget
 from twistproxy.config import ConfigError, Limits, Listener, Timeouts, parse
 from twistproxy.http.negotiate import Negotiating
 from twistproxy.http.parser import target_too_long
-from twistproxy.http.server import HTTPServerFactory, HTTPServerProtocol, ServerSettings
+from twistproxy.http.listener import HTTPServerFactory, ServerSettings
+from twistproxy.http.server import HTTPServerProtocol
 from twistproxy.service import ProxyService
 from twistproxy.testing import MemoryPeer, MemoryProxy, make_exchange, run_filters
 

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import Route
 from twistproxy.http.exchange import Exchange
-from twistproxy.http.forwarder import RouteRuntime
+from twistproxy.forwarder import RouteRuntime
 from twistproxy.http.parser import parse_request_head
 from twistproxy.metrics import ProxyMetrics, combine, status_class
 

@@ -91,7 +91,7 @@ class ResponseViewTests(SynchronousTestCase):
         """
         A parsed response head provides L{IResponseView}.
         """
-        from twistproxy.http.headers import own_head
+        from twistproxy.http.answers import own_head
 
         head = own_head(200, b"OK", [(b"Content-Type", b"text/plain")], 0)
         self.assertIsInstance(head, ResponseHead)

@@ -942,7 +942,7 @@ class ListenerOptionTests(SynchronousTestCase):
         """
         With hsts set, responses carry Strict-Transport-Security.
         """
-        from twistproxy.http.server import HTTPServerFactory, ServerSettings
+        from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 
         proxy = MemoryProxy(_config())
         proxy.factory.hsts = HTTPServerFactory(None, None, ServerSettings(hsts=300)).hsts

@@ -1,5 +1,5 @@
 """
-Tests for the PROXY protocol (L{twistproxy.stream.proxyproto}): parsing and
+Tests for the PROXY protocol (L{twistproxy.proxyproto}): parsing and
 writing versions 1 and 2 byte-exactly as HAProxy's specification shows,
 and accepting headers only from trusted peers.
 """
@@ -11,8 +11,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.http.headers import TrustedProxies
-from twistproxy.stream.proxyproto import (
+from twistproxy.net import TrustedProxies
+from twistproxy.proxyproto import (
     PP2_TYPE_AUTHORITY,
     PP2_TYPE_SSL,
     ProxyHeader,
@@ -489,7 +489,7 @@ class TLSFactsTests(SynchronousTestCase):
         L{tls_server_name} gives the name of a TLS connection, C{''} when
         none was sent, and C{None} for a connection without TLS.
         """
-        from twistproxy.stream.proxyproto import tls_server_name
+        from twistproxy.proxyproto import tls_server_name
 
         self.assertEqual(tls_server_name(self.tls_transport(b"Www.Example")), "www.example")
         self.assertEqual(tls_server_name(self.tls_transport(b"")), "")

@@ -28,7 +28,7 @@ from twistproxy.filters.ratelimit import RateLimitFactory, RedisBuckets
 from twistproxy.build import make_group
 from twistproxy.interfaces import IConnectionFilter, IFilterFactory
 from twistproxy.service import ProxyService
-from twistproxy.stream.proxyproto import ProxyHeaderFactory, encode
+from twistproxy.proxyproto import ProxyHeaderFactory, encode
 from twistproxy.stream.udp import PENDING_DATAGRAMS, UDPProxy
 from twistproxy.testing import issue_certificate, pem_bundle
 

@@ -14,8 +14,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.config import SNIRoute
-from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY
-from twistproxy.stream.proxyproto import parse as parse_proxy_header
+from twistproxy.proxyproto import PP2_TYPE_AUTHORITY
+from twistproxy.proxyproto import parse as parse_proxy_header
 from twistproxy.stream.sni import (
     MAX_CLIENT_HELLO,
     ClientHelloError,

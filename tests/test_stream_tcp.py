@@ -19,8 +19,8 @@ from twistproxy.accesslog import AccessLog
 from twistproxy.config import parse
 from twistproxy.build import make_group
 from twistproxy.interfaces import IRequestInfo
-from twistproxy.stream.proxyproto import PP2_TYPE_AUTHORITY, PP2_TYPE_SSL
-from twistproxy.stream.proxyproto import parse as parse_proxy_header
+from twistproxy.proxyproto import PP2_TYPE_AUTHORITY, PP2_TYPE_SSL
+from twistproxy.proxyproto import parse as parse_proxy_header
 from twistproxy.stream.tcp import StreamInfo, TCPRelayFactory
 
 
@@ -482,7 +482,7 @@ class ProxyHeaderTests(SynchronousTestCase):
         believed: it is relayed to the backend as data and the relay's
         client is the peer itself.
         """
-        from twistproxy.stream.proxyproto import ProxyHeaderFactory
+        from twistproxy.proxyproto import ProxyHeaderFactory
 
         h = RelayHarness(config())
         wrapped = ProxyHeaderFactory(h.factory, lambda host: host == "10.9.9.9", h.reactor, 5)

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy import tap
 from twistproxy.service import ProxyService
-from twistproxy.workers import Master
+from twistproxy.workers.master import Master
 
 from tests.config_support import proxy_toml
 

@@ -29,20 +29,19 @@ from zope.interface.verify import verifyObject
 
 from twistproxy.admin import AdminResource
 from twistproxy.config import ConfigError, parse
-from twistproxy.workers import (
+from twistproxy.signals import check_shareable
+from twistproxy.workers.master import (
     KILL_GRACE,
     MAX_DELAY,
     MIN_DELAY,
     READY_TIMEOUT,
     PYPY_GC_NURSERY,
     STABLE,
-    InheritedEndpoint,
     Master,
-    _parse_worker_args,
     _UnixSocket,
     bind,
-    check_shareable,
 )
+from twistproxy.workers.worker import InheritedEndpoint, _parse_worker_args
 
 CONFIG = (
     "workers = 2\n"

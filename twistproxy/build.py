@@ -44,11 +44,11 @@ from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, Upst
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.zone import TXTRecords
 from twistproxy.filters.chain import FilterChain, build_chain
+from twistproxy.forwarder import Forwarder
 from twistproxy.http.client import UpstreamPool
-from twistproxy.http.forwarder import Forwarder
-from twistproxy.http.headers import TrustedProxies
-from twistproxy.http.server import HTTPServerFactory, ServerSettings
-from twistproxy.stream.proxyproto import ProxyHeaderFactory
+from twistproxy.http.listener import HTTPServerFactory, ServerSettings
+from twistproxy.net import TrustedProxies
+from twistproxy.proxyproto import ProxyHeaderFactory
 from twistproxy.stream.sni import SNIFactory, SNIRouter
 from twistproxy.stream.tcp import TCPRelayFactory
 from twistproxy.stream.udp import UDPEndpoint, UDPProxy

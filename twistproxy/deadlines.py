@@ -19,10 +19,27 @@ which for timeouts counted in seconds does not matter.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
 NEVER = float("inf")
+
+
+class Wait(IntEnum):
+    """
+    What a connection's timer waits for, one kind for every codec: the
+    kind names the timeout that applies and what happens when it expires.
+    """
+
+    NONE = 0  # no wait
+    FIRST_BYTES = 1  # the first bytes, to choose a codec
+    IDLE = 2  # the next request (client) or a reuse (pooled backend)
+    HEAD = 3  # the rest of a request head
+    BODY = 4  # more of a request body
+    TUNNEL = 5  # either side of a tunnel
+    RESPONSE = 6  # a backend's response
 
 
 class Deadlines:
@@ -64,19 +81,22 @@ class Deadlines:
 class Waiting:
     """
     A mixin for members of L{Deadlines} that wait for one thing at a time:
-    C{_set_timer(kind, seconds)} starts a wait (kind C{0} means none), and
-    L{expired} calls C{_wait_expired(kind)} with the kind that timed out.
+    C{_set_timer(kind, seconds)} starts a wait of a L{Wait} kind
+    (C{Wait.NONE} means none), and L{expired} calls C{_wait_expired(kind)}
+    with the kind that timed out.
     Needs a C{_clock} attribute.
     """
 
     deadline = NEVER
-    _timer_kind = 0
+    _timer_kind = Wait.NONE
 
-    def _set_timer(self, kind: int, seconds: float) -> None:
+    def _set_timer(self, kind: Wait, seconds: float) -> None:
         self._timer_kind = kind
-        self.deadline = NEVER if kind == 0 else self._clock.seconds() + seconds
+        # Wait.NONE is 0: a member looked up on the enum class would cost
+        # more than the whole assignment.
+        self.deadline = NEVER if not kind else self._clock.seconds() + seconds
 
-    def _earn_time(self, kind: int, seconds: float, rate: int, size: int) -> None:
+    def _earn_time(self, kind: Wait, seconds: float, rate: int, size: int) -> None:
         """
         Renew the wait C{kind} after C{size} bytes arrived: for C{seconds}
         from now or, with a minimum C{rate} (bytes per second), by only
@@ -91,9 +111,9 @@ class Waiting:
 
     def expired(self) -> None:
         kind = self._timer_kind
-        self._timer_kind = 0
+        self._timer_kind = Wait.NONE
         if kind:
             self._wait_expired(kind)
 
-    def _wait_expired(self, kind: int) -> None:
+    def _wait_expired(self, kind: Wait) -> None:
         raise NotImplementedError()

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -33,7 +33,7 @@ from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
 from twistproxy.dns.zone import TXTRecords
-from twistproxy.http.forwarder import Forwarder
+from twistproxy.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.udp import UDPProxy
@@ -400,13 +400,17 @@ class ProxyService(MultiService):
         self.in_flight.set_limit(new.limits.max_in_flight or budget)
         if self.running:
             self._start_groups(forwarder)
-        retire()
+        retired = retire()
         old_forwarder.close()
         if IClosable.providedBy(old_locator):
             old_locator.close()
         if self.access_log is not None:
             self.reopen_access_log()
-        self.log.info("configuration reloaded from {source}", source=source)
+        # Said once the sockets of removed listeners are closed (a port
+        # closes on the reactor's next turn): from then on, connections to
+        # them are refused, not reset.
+        retired.addCallback(lambda _: self.log.info(
+            "configuration reloaded from {source}", source=source))
         return []
 
     def _change_listeners(self, new: ProxyConfig, forwarder: Forwarder) -> Callable[[], None]:
@@ -416,7 +420,8 @@ class ProxyService(MultiService):
         settings (TLS, redirect, h2c) for new connections.
 
         @return: What to call once C{new} is in use: it stops the listeners
-            C{new} removes or moves (their open connections go on).
+            C{new} removes or moves (their open connections go on), and
+            returns a L{Deferred} that fires when their sockets are closed.
         @raises ConfigError: when a new listener cannot be built or listen;
             then nothing has changed.
         """
@@ -482,11 +487,13 @@ class ProxyService(MultiService):
             if name not in wanted:
                 del self.listeners[name]
 
-        def retire() -> None:
+        def retire() -> Deferred:
+            closed = []
             for service in retired:
                 self.log.info("listener {name} on {endpoint} stops listening",
                               name=service.listener, endpoint=service.description)
-                service.disownServiceParent()
+                closed.append(maybeDeferred(service.disownServiceParent))
+            return gatherResults(closed)
 
         return retire
 

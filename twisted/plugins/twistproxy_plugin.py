@@ -9,6 +9,7 @@ from twisted.application.service import ServiceMaker
 twistproxy = ServiceMaker(
     "twistproxy",
     "twistproxy.tap",
-    "An HTTP/1.1 reverse proxy with load balancing and pooled keep-alive.",
+    "A reverse proxy for HTTP/1.1, HTTP/2, TLS, TCP and UDP, with load balancing, "
+    "caching and filters.",
     "twistproxy",
 )

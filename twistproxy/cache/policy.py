@@ -29,6 +29,8 @@ import time
 from email.utils import formatdate
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from twistproxy.http.headers import field_value, field_values
+
 Fields = Sequence[Tuple[bytes, bytes]]
 
 # RFC 9111 1.2.2: a delta-seconds too large to represent is this.
@@ -67,22 +69,6 @@ CONDITIONAL_FIELDS = frozenset([
 SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 CDN_CACHE_CONTROL = b"cdn-cache-control"
 SET_COOKIE = b"set-cookie"
-
-
-def field_values(fields: Fields, name: bytes) -> List[bytes]:
-    """
-    Every value of the field C{name} (lower case), in order.
-    """
-    return [v for k, v in fields if k.lower() == name]
-
-
-def field_value(fields: Fields, name: bytes) -> Optional[bytes]:
-    """
-    The values of the field C{name} (lower case) joined as one list
-    (RFC 9110 5.3), or C{None} when absent.
-    """
-    values = field_values(fields, name)
-    return b", ".join(values) if values else None
 
 
 def has_field(fields: Fields, name: bytes) -> bool:

@@ -45,8 +45,8 @@ from zope.interface import implementer
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
 from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
-from twistproxy.filters.chain import Answer, respond
 from twistproxy.http import headers as H
+from twistproxy.http.answers import Answer, own_head, respond
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import RequestHead, ResponseHead
 from twistproxy.http.sinks import SinkWrapper
@@ -56,6 +56,7 @@ from twistproxy.interfaces import (
     IResponseSink,
     ISynchronousCacheStore,
 )
+from twistproxy.net import TrustedProxies
 
 # The requests the cache answers or passes on as they are.
 _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
@@ -108,7 +109,7 @@ class HTTPCache:
         self.targeted: Tuple[bytes, ...] = (
             (targeted_header.encode("ascii"),) if targeted_header else ()
         ) + (P.CDN_CACHE_CONTROL,)
-        self.purge_from = H.TrustedProxies(purge_from)
+        self.purge_from = TrustedProxies(purge_from)
         self.purge_enabled = bool(purge_from)
         self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
         self.counts: Dict[str, int] = dict.fromkeys(
@@ -257,7 +258,7 @@ class RouteCache:
 
     def key(self, x: Exchange) -> bytes:
         req = x.request
-        extra = [(n, P.field_value(req.headers, n)) for n in self._extra]
+        extra = [(n, H.field_value(req.headers, n)) for n in self._extra]
         return P.primary_key(x.downstream.proto, req.host, req.target, self.config.key, extra)
 
     def _lookup(self, x: Exchange, proceed, may_wait: bool,
@@ -533,7 +534,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
-            head = H.own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
+            head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(x, head, False, extra)
             sink.response_end(x)
             return
@@ -541,7 +542,7 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
             span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
-                head = H.own_head(416, b"Range Not Satisfiable", headers, 0)
+                head = own_head(416, b"Range Not Satisfiable", headers, 0)
                 sink.response_head(x, head, True, extra)
                 sink.response_end(x)
                 return
@@ -549,12 +550,12 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
                 first, last = span
                 extra.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, len(body))))
                 body = body[first:last + 1]
-                head = H.own_head(206, b"Partial Content", headers, len(body))
+                head = own_head(206, b"Partial Content", headers, len(body))
                 sink.response_head(x, head, True, extra)
                 sink.response_body(x, body)
                 sink.response_end(x)
                 return
-    head = H.own_head(entry.status, entry.reason, headers, len(body))
+    head = own_head(entry.status, entry.reason, headers, len(body))
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(x, head, has_body, extra)
     if has_body and body:
@@ -819,7 +820,7 @@ class FetchSink(SinkWrapper):
         entry = Entry(status, reason, kept, body, self._request_time, self._response_time,
                       fields.vary)
         lifetime = rc.lifetime(entry, cache.fields(entry))
-        tags = [t for v in P.field_values(headers, b"cache-tag") for t in P.split_list(v)]
+        tags = [t for v in H.field_values(headers, b"cache-tag") for t in P.split_list(v)]
         # A POST response is stored under its target's key, for later GETs
         # (RFC 9110 9.3.3): keys do not name the method.
         self._storing = True

@@ -57,7 +57,7 @@ from twistproxy.dns.zone import CAA, TXTRecords, Zones
 from twistproxy.stream.tcp import StreamInfo
 from twistproxy.stream.udp import MAX_DATAGRAM, UDPEndpoint
 from twistproxy.upstream.locality import LocalityPicker
-from twistproxy.upstream.locators import parse_address
+from twistproxy.net import parse_address
 
 #: The EDNS option code of Client Subnet (RFC 7871).
 CLIENT_SUBNET = 8

@@ -19,13 +19,8 @@ how to write one.
 
 from __future__ import annotations
 
-from twistproxy.filters.chain import (
-    Answer,
-    FilterChain,
-    build_chain,
-    client_ip,
-    respond,
-)
+from twistproxy.filters.chain import FilterChain, build_chain, client_ip
+from twistproxy.http.answers import Answer, respond
 from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 

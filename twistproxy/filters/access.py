@@ -36,11 +36,12 @@ from zope.interface import implementer
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, key_path
 from twistproxy.config.schema import setting
-from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.chain import client_ip
+from twistproxy.http.answers import Answer
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.filters.options import count, number, read_options, texts
 from twistproxy.interfaces import IFilterFactory, IRefusingConnectionFilter, IRequestFilter
-from twistproxy.upstream.locators import PrefixTable, parse_network
+from twistproxy.net import PrefixTable, parse_network
 
 
 def read_networks(name: str) -> list:

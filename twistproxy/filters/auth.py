@@ -49,7 +49,8 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, key_path
-from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.chain import client_ip
+from twistproxy.http.answers import Answer
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.config.schema import setting
 from twistproxy.filters.options import (

@@ -25,7 +25,6 @@ filter must be a connection filter, is asked about each new connection
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from twisted.internet.defer import Deferred
@@ -35,6 +34,7 @@ from twisted.python.failure import Failure
 from twistproxy.components import find_factory
 from twistproxy.config import ConfigError, Filter
 from twistproxy.http import headers as H
+from twistproxy.http.answers import Answer, respond
 from twistproxy.interfaces import (
     IClosable,
     IConnectionFilter,
@@ -43,17 +43,6 @@ from twistproxy.interfaces import (
     IRequestFilter,
     IResponseFilter,
 )
-
-Fields = Sequence[Tuple[bytes, bytes]]
-_TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
 
 def client_ip(x) -> str:
     """
@@ -75,57 +64,9 @@ def client_ip(x) -> str:
     return H.forwarded_client(forwarded, xff) or x.client_address
 
 
-class Answer:
-    """
-    A response a filter gives instead of the backend.
-
-    @ivar status: The status code, e.g. C{429}.
-    @ivar fields: (name, value) byte pairs to send, e.g.
-        C{[(b'Retry-After', b'3')]}.
-    @ivar body: The body; C{None} for the proxy's short plain-text page for
-        C{status} (which never names a backend).
-    @ivar reason: Why, for the access log, e.g. C{'rate_limited'}.
-    """
-
-    __slots__ = ("status", "fields", "body", "reason")
-
-    def __init__(self, status: int, fields: Fields = (), body: Optional[bytes] = None,
-                 reason: str = "filtered"):
-        self.status = status
-        self.fields = fields
-        self.body = body
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"<Answer {self.status} {self.reason}>"
-
-
 # What the access log says of a connection refused by a connection filter
 # that is no IRefusingConnectionFilter.
 REFUSED = Answer(403, reason="connection_refused")
-
-
-def respond(x, answer: Answer) -> None:
-    """
-    Send C{answer} to C{x}'s client through C{x}'s sink, as a backend's
-    response would go (response filters already installed see it too).
-    """
-    status = answer.status
-    body = answer.body
-    fields = list(answer.fields)
-    if body is None:
-        body = H.error_body(status)
-        fields.append(_TEXT)
-    no_body = status in (204, 304) or status < 200
-    resp = H.own_head(status, H.PHRASES.get(status) or _phrase(status), fields,
-                      None if no_body else len(body))
-    has_body = not no_body and x.request.method != b"HEAD" and bool(body)
-    x.reason = answer.reason
-    sink = x.sink
-    sink.response_head(x, resp, has_body)
-    if has_body:
-        sink.response_body(x, body)
-    sink.response_end(x)
 
 
 class FilterChain:

@@ -36,10 +36,9 @@ from typing import Any, List, Mapping, Optional, Tuple
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.cache.policy import field_value
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
-from twistproxy.http.headers import with_fields
+from twistproxy.http.headers import field_value, with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.config.schema import setting
 from twistproxy.filters.options import count, read_options, texts

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError
-from twistproxy.filters.chain import Answer
+from twistproxy.http.answers import Answer
 from twistproxy.http.headers import with_fields
 from twistproxy.http.sinks import SinkWrapper
 from twistproxy.config.schema import setting

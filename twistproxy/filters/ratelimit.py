@@ -56,7 +56,8 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, key_path
-from twistproxy.filters.chain import Answer, client_ip
+from twistproxy.filters.chain import client_ip
+from twistproxy.http.answers import Answer
 from twistproxy.config.schema import setting
 from twistproxy.filters.options import count, needs, number, read_options, text, texts
 from twistproxy.interfaces import (

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, describe_value, is_token, key_path
-from twistproxy.filters.chain import Answer
+from twistproxy.http.answers import Answer
 from twistproxy.config.schema import setting
 from twistproxy.filters.options import count, read_options, texts, tokens
 from twistproxy.interfaces import IFilterFactory, IRequestFilter

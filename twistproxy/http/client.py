@@ -35,8 +35,9 @@ from twisted.internet import error
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 
+from twistproxy import proxyproto
 from twistproxy.config import Timeouts
-from twistproxy.deadlines import Deadlines, Waiting
+from twistproxy.deadlines import Deadlines, Wait, Waiting
 from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
@@ -46,9 +47,13 @@ from twistproxy.http.parser import (
     parse_response_head,
     response_has_body,
 )
-from twistproxy.stream import proxyproto
+from twistproxy.net import ip_port
 from twistproxy.tls import tls_failure
 from twistproxy.upstream.backend import Backend
+
+# The waits of this codec, bound once: a member looked up on the enum
+# class costs several times a global's lookup on CPython.
+_W_NONE, _W_IDLE, _W_RESPONSE = Wait.NONE, Wait.IDLE, Wait.RESPONSE
 
 MAX_RESPONSE_HEAD = 131072
 
@@ -57,8 +62,6 @@ _IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
 # Response body framing; _CODED: with codings to undo, chunked (when there
 # is a chunk decoder) or until the backend closes.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE, _CODED = range(4)
-# What the timer waits for.
-_T_NONE, _T_IDLE, _T_RESPONSE = range(3)
 
 
 class UpstreamProtocol(Waiting, Protocol):
@@ -105,9 +108,9 @@ class UpstreamProtocol(Waiting, Protocol):
         self._request_done = not x.request.has_body
         write_now(self.transport, x.head)
         if self._request_done:
-            self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
         else:
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(_W_NONE, 0)
         x.downstream.upstream_attached(x)
         if self._backend_is_full and self.x is x:
             x.downstream.upstream_full(True)
@@ -123,7 +126,7 @@ class UpstreamProtocol(Waiting, Protocol):
             write_now(self.transport, b"0\r\n\r\n")
         self._request_done = True
         if self._state == _HEAD:
-            self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
 
     def pause_reading(self, pause: bool) -> None:
         """
@@ -134,13 +137,13 @@ class UpstreamProtocol(Waiting, Protocol):
         self._paused = pause
         if pause:
             self.transport.pauseProducing()
-            if self._timer_kind == _T_RESPONSE:
+            if self._timer_kind == _W_RESPONSE:
                 # The backend is not the one being slow.
-                self._set_timer(_T_NONE, 0)
+                self._set_timer(_W_NONE, 0)
         else:
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
-                self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
+                self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
             if self._state == _BODY and self._framing == _CODED:
                 # What was read before the pause may still hold content.
                 self._process()
@@ -184,8 +187,8 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
-        if self._timer_kind == _T_RESPONSE:
-            self._set_timer(_T_RESPONSE, self._timeouts.upstream_response)
+        if self._timer_kind == _W_RESPONSE:
+            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
         self._process()
         if self.x is not None and self._state != _TUNNEL:
             # More of this response is to come.
@@ -194,7 +197,7 @@ class UpstreamProtocol(Waiting, Protocol):
     def connectionLost(self, reason=None) -> None:
         previous = self._state
         self._state = _CLOSED
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         self._pool.deadlines.discard(self)
         self._pool.connection_lost(self)
         x = self.x
@@ -410,7 +413,7 @@ class UpstreamProtocol(Waiting, Protocol):
             self._fail(502, "upstream_bad_switch")
             return False
         self._state = _TUNNEL
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         self._request_done = True
         x.upstream_ended = self._clock.seconds()
         # Through the response filters, as any final response head: they
@@ -438,14 +441,14 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         if self._paused:
             self.pause_reading(False)
-        self._set_timer(_T_IDLE, self._timeouts.upstream_idle)
+        self._set_timer(_W_IDLE, self._timeouts.upstream_idle)
 
-    def _wait_expired(self, kind: int) -> None:
+    def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
             return
-        if kind == _T_RESPONSE and self.x is not None:
+        if kind == _W_RESPONSE and self.x is not None:
             self._fail(504, "upstream_timeout")
-        elif kind == _T_IDLE and self._state == _IDLE:
+        elif kind == _W_IDLE and self._state == _IDLE:
             self._state = _CLOSED
             self.transport.loseConnection()
 
@@ -630,8 +633,8 @@ class UpstreamPool:
         transport = x.downstream.connection.transport
         server_name = proxyproto.tls_server_name(transport)
         return proxyproto.encode(
-            self.proxy_protocol, proxyproto.ip_port(transport.getPeer()),
-            proxyproto.ip_port(transport.getHost()), server_name or "",
+            self.proxy_protocol, ip_port(transport.getPeer()),
+            ip_port(transport.getHost()), server_name or "",
             tls=server_name is not None)
 
     def _next_waiter(self) -> Exchange:

@@ -79,21 +79,26 @@ from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twistproxy.deadlines import Waiting
+from twistproxy.deadlines import Wait, Waiting
 from twistproxy.http import headers as H
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.paths import KEEP
-from twistproxy.http.server import RETRY_AFTER, ClientCodec
+from twistproxy.http.answers import RETRY_AFTER, error_body
+from twistproxy.http.codec import ClientCodec
 from twistproxy.http.parser import (
-    _FIELD_LINE,
-    _HOST,
-    _REQUEST_TARGET,
-    _TOKEN_RE,
+    FIELD_LINE,
+    HOST_RE,
+    REQUEST_TARGET,
+    TOKEN_RE,
     ParseError,
     RequestHead,
-    _content_length,
+    parse_content_length,
 )
+
+# The waits of this codec, bound once: a member looked up on the enum
+# class costs several times a global's lookup on CPython.
+_W_NONE, _W_IDLE, _W_BODY = Wait.NONE, Wait.IDLE, Wait.BODY
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
 # a plain listener may look for to serve h2c with prior knowledge.
@@ -120,8 +125,6 @@ _CONNECTION_FIELDS = frozenset([
     b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade",
 ])
 
-# What the timers wait for.
-_T_NONE, _T_IDLE, _T_BODY = range(3)
 
 
 def _valid_field(name: bytes, value: bytes) -> bool:
@@ -131,7 +134,7 @@ def _valid_field(name: bytes, value: bytes) -> bool:
     # and without surrounding blanks (which the parser would strip).
     if name.lower() != name:
         return False
-    m = _FIELD_LINE(name + b":" + value)
+    m = FIELD_LINE(name + b":" + value)
     return m is not None and (m.group(2) or b"") == value
 
 
@@ -195,7 +198,7 @@ def _request_head(fields, stream_ended: bool, limits,
         raise ParseError(400, "missing_pseudo_header")
     if len(target) > limits.max_uri_length:
         raise ParseError(414, "uri_too_long")
-    if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
+    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
         raise ParseError(400, "bad_request_target")
     if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
         raise ParseError(400, "bad_request_target")
@@ -207,11 +210,11 @@ def _request_head(fields, stream_ended: bool, limits,
     host = authority if authority is not None else (hosts[0] if hosts else None)
     if not host:
         raise ParseError(400, "missing_host")
-    if b"@" in host or _HOST(host) is None:
+    if b"@" in host or HOST_RE(host) is None:
         raise ParseError(400, "bad_host")
 
     req = _head(method, target, host, headers, escaped_slashes)
-    length = _content_length(lengths, 400) if lengths else None
+    length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
     max_body = limits.max_body_size
@@ -336,7 +339,7 @@ class H2Stream(Waiting):
         self._paused = False
         self._closed = False
         self.deadline = float("inf")
-        self._timer_kind = _T_NONE
+        self._timer_kind = _W_NONE
 
     # What the forwarder and the upstream codec read
 
@@ -373,7 +376,7 @@ class H2Stream(Waiting):
         self._upstream_full = False
         self._paused = False
         if x.request.has_body and not self._body_done:
-            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._set_timer(_W_BODY, self._conn._factory.timeouts.request_body)
             self._drain_body()
         self._update_pause()
         self._conn._flush_soon()
@@ -388,9 +391,9 @@ class H2Stream(Waiting):
             return
         if full:
             # The backend is the slow one: the client is not to blame.
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(_W_NONE, 0)
         else:
-            self._set_timer(_T_BODY, self._conn._factory.timeouts.request_body)
+            self._set_timer(_W_BODY, self._conn._factory.timeouts.request_body)
             self._drain_body()
             self._conn._flush_soon()
 
@@ -497,7 +500,7 @@ class H2Stream(Waiting):
         self._body_in.append((data, flow))
         if self._attached:
             factory = conn._factory
-            self._earn_time(_T_BODY, factory.timeouts.request_body,
+            self._earn_time(_W_BODY, factory.timeouts.request_body,
                             factory.limits.min_body_rate, len(data))
             self._drain_body()
 
@@ -525,7 +528,7 @@ class H2Stream(Waiting):
                 return
         if self._body_ended and not body_in and not self._body_done:
             self._body_done = True
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(_W_NONE, 0)
             upstream.end_body()
 
     def _send(self) -> None:
@@ -606,7 +609,7 @@ class H2Stream(Waiting):
         """
         x = self.x
         x.status = status
-        body = H.error_body(status)
+        body = error_body(status)
         x.body_bytes = len(body)
         self._response_started = True
         self._conn._send_headers(self.stream_id, [
@@ -664,7 +667,7 @@ class H2Stream(Waiting):
         if self._closed:
             return
         self._closed = True
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         conn = self._conn
         # The connection window must not stay consumed by data nobody
         # will read.
@@ -686,8 +689,8 @@ class H2Stream(Waiting):
             conn._factory.exchange_ended(x)
         conn._stream_gone(self)
 
-    def _wait_expired(self, kind: int) -> None:
-        if kind == _T_BODY and not self._closed and self.x is not None:
+    def _wait_expired(self, kind: Wait) -> None:
+        if kind == _W_BODY and not self._closed and self.x is not None:
             self._conn._factory.forwarder.cancel(self.x)
             self._fail(408, "request_body_timeout")
             self._conn._flush_soon()
@@ -734,7 +737,7 @@ class H2ServerProtocol(ClientCodec):
         h2c.initiate_connection()
         h2c.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
         self._factory.deadlines.add(self)
-        self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        self._set_timer(_W_IDLE, self._factory.timeouts.idle)
         self._write()
 
     def dataReceived(self, data: bytes) -> None:
@@ -762,7 +765,7 @@ class H2ServerProtocol(ClientCodec):
     def connectionLost(self, reason=None) -> None:
         self._factory.connection_closed(self)
         self._closed = True
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         self._factory.deadlines.discard(self)
         for stream in list(self._streams.values()):
             stream._gone(ErrorCodes.CANCEL)
@@ -834,7 +837,7 @@ class H2ServerProtocol(ClientCodec):
         stream._request(x)
         self._streams[sid] = stream
         factory.deadlines.add(stream)
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         if error is not None:
             stream._fail(error.status, error.reason)
             if error.status == 400:
@@ -959,14 +962,14 @@ class H2ServerProtocol(ClientCodec):
             return
         if self._goaway_received:
             self._close()
-        elif self._timer_kind != _T_IDLE:
-            self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        elif self._timer_kind != _W_IDLE:
+            self._set_timer(_W_IDLE, self._factory.timeouts.idle)
 
     def _close(self) -> None:
         if not self._closed:
             self._write()
             self._closed = True
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(_W_NONE, 0)
             self.close()
 
     def _client_full(self, full: bool) -> None:
@@ -992,8 +995,8 @@ class H2ServerProtocol(ClientCodec):
             if stream.x is not None:
                 stream.x.reason = "send_timeout"
 
-    def _wait_expired(self, kind: int) -> None:
-        if kind == _T_IDLE and not self._closed and not self._streams:
+    def _wait_expired(self, kind: Wait) -> None:
+        if kind == _W_IDLE and not self._closed and not self._streams:
             try:
                 self._h2.close_connection()
             except ProtocolError:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from twisted.internet.protocol import Protocol
 
-from twistproxy.deadlines import Waiting
+from twistproxy.deadlines import Wait, Waiting
 from twistproxy.http.h2 import ALPN_H2, PREFACE, H2ServerProtocol
 from twistproxy.http.server import HTTPServerProtocol
-
-_T_FIRST = 1
 
 
 class Negotiating(Waiting, Protocol):
@@ -44,7 +42,7 @@ class Negotiating(Waiting, Protocol):
 
     def connectionMade(self) -> None:
         self._factory.deadlines.add(self)
-        self._set_timer(_T_FIRST, self._factory.timeouts.request_head)
+        self._set_timer(Wait.FIRST_BYTES, self._factory.timeouts.request_head)
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -77,5 +75,5 @@ class Negotiating(Waiting, Protocol):
         else:
             self._factory.connection_closed(self)
 
-    def _wait_expired(self, kind: int) -> None:
+    def _wait_expired(self, kind: Wait) -> None:
         self.transport.loseConnection()

@@ -70,6 +70,9 @@ Headers = List[Tuple[bytes, bytes]]
 
 # RFC 9110 5.6.2: token = 1*tchar
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# FIELD_LINE, TOKEN_RE, REQUEST_TARGET, HOST_RE and parse_content_length
+# are shared with the HTTP/2 codec, which checks a request's fields as
+# strictly as this parser checks an HTTP/1.1 head.
 # A field line: name, colon, optional whitespace, value (visible ASCII,
 # obs-text, and inner SP / HTAB), optional whitespace.  Anything else in the
 # line, NUL and bare CR included, makes the match fail.  The value group is
@@ -77,20 +80,20 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # optional group on purpose: written as "OWS, optional value, OWS", a line
 # of blanks ending in a bad byte can be split between the two OWS in
 # quadratically many ways, and 64 KiB of blanks cost seconds of CPU.
-_FIELD_LINE = re.compile(
+FIELD_LINE = re.compile(
     rb"(" + _TOKEN + rb"):[ \t]*"
     rb"(?:([!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)[ \t]*)?"
 ).fullmatch
-_TOKEN_RE = re.compile(_TOKEN).fullmatch
+TOKEN_RE = re.compile(_TOKEN).fullmatch
 # Visible ASCII but no "#": a fragment is never part of a request target
 # (RFC 9112 3.2), and backends disagree on whether to strip it.
-_REQUEST_TARGET = re.compile(rb"[!-\"$-~]+").fullmatch
+REQUEST_TARGET = re.compile(rb"[!-\"$-~]+").fullmatch
 _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])").fullmatch
 _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t !-~\x80-\xff]*))?"
 ).fullmatch
 _DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
-_HOST = re.compile(
+HOST_RE = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?"
 ).fullmatch
 _CHUNK_SIZE = re.compile(
@@ -235,7 +238,7 @@ def _split_lines(head: bytes, status: int) -> List[bytes]:
     return lines
 
 
-def _content_length(values: List[bytes], status: int) -> int:
+def parse_content_length(values: List[bytes], status: int) -> int:
     """
     One length from all Content-Length field values.  Identical repeats
     (C{5, 5}) are allowed by RFC 9110 8.6; anything else is an error.
@@ -279,7 +282,7 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
     upgrade = None
     expect = None
     for line in lines:
-        m = _FIELD_LINE(line)
+        m = FIELD_LINE(line)
         if m is None:
             if line[:1] in (b" ", b"\t"):
                 raise ParseError(status, "obs_fold")
@@ -340,7 +343,7 @@ def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
             raise ParseError(501, "unsupported_transfer_encoding")
         return True, None
     if lengths is not None:
-        return False, _content_length(lengths, 400)
+        return False, parse_content_length(lengths, 400)
     return False, None
 
 
@@ -397,7 +400,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     if len(parts) != 3:
         raise ParseError(400, "bad_request_line")
     method, target, version = parts
-    if _TOKEN_RE(method) is None or _REQUEST_TARGET(target) is None:
+    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
         raise ParseError(400, "bad_request_line")
     m = _VERSION(version)
     if m is None:
@@ -423,7 +426,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     if hosts is not None and len(hosts) > 1:
         raise ParseError(400, "duplicate_host")
     host = hosts[0] if hosts else None
-    if host is not None and _HOST(host) is None:
+    if host is not None and HOST_RE(host) is None:
         raise ParseError(400, "bad_host")
 
     if host is None and minor == 1:
@@ -449,7 +452,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
             if 0 <= i < end:
                 end = i
         authority, path = rest[:end], rest[end:]
-        if b"@" in authority or not authority or _HOST(authority) is None:
+        if b"@" in authority or not authority or HOST_RE(authority) is None:
             raise ParseError(400, "bad_request_target")
         # An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
         host = authority
@@ -560,7 +563,7 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
     if codings is None:
         resp.chunked = False
         resp.codings = ()
-        resp.content_length = None if lengths is None else _content_length(lengths, 502)
+        resp.content_length = None if lengths is None else parse_content_length(lengths, 502)
     else:
         # Transfer-Encoding wins over Content-Length (RFC 9112 6.3 rule 3).
         resp.content_length = None
@@ -693,7 +696,7 @@ class ChunkedDecoder:
                         return out, data[pos:]
                     self._trailer_size += len(line) + 2
                     if (self._trailer_size > self._max_trailer
-                            or _FIELD_LINE(line) is None):
+                            or FIELD_LINE(line) is None):
                         raise ParseError(self._status, "bad_trailer")
         return out, None
 

@@ -23,30 +23,27 @@ deadline for the whole head, which bytes trickling in do not push back;
 a client that stops reading what the proxy sends is cut off once its send
 buffer has stayed full for C{timeouts.send}.
 
-What the factory admits is bounded too (L{twistproxy.admission}): its
-connections by a L{Quota} (beyond which it refuses them), requests in
-flight by another (beyond which they are answered 503 at once), and the
-requests served on one connection by C{limits.max_requests_per_connection}.
+What the listener's factory (L{twistproxy.http.listener}) admits is bounded
+too (L{twistproxy.admission}): its connections by a L{Quota} (beyond which
+it refuses them), requests in flight by another (beyond which they are
+answered 503 at once), and the requests served on one connection by
+C{limits.max_requests_per_connection}.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional, Tuple
+from typing import Optional
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twistproxy.admission import Emptied, Quota, Refused, quotas
-from twistproxy.config import Limits, Timeouts
-from twistproxy.deadlines import Deadlines, Waiting
-from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
+from twistproxy.deadlines import Wait
+from twistproxy.flow import quick_ack, write_now
 from twistproxy.http import headers as H
+from twistproxy.http.answers import PHRASES, RETRY_AFTER, error_response
+from twistproxy.http.codec import ClientCodec
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
-from twistproxy.http.paths import KEEP
 from twistproxy.http.parser import (
     UNPARSED,
     ChunkedDecoder,
@@ -56,182 +53,17 @@ from twistproxy.http.parser import (
     target_too_long,
 )
 
+# The waits of this codec, bound once: a member looked up on the enum
+# class costs several times a global's lookup on CPython.
+_W_NONE, _W_IDLE, _W_HEAD, _W_BODY, _W_TUNNEL = (
+    Wait.NONE, Wait.IDLE, Wait.HEAD, Wait.BODY, Wait.TUNNEL)
+
 BUFFER_LIMIT = 65536
 
 # Connection states.
 _HEAD, _BODY, _WAIT, _TUNNEL, _CLOSED = range(5)
 # Why reading from the client is paused (a bit mask).
 _PAUSE_BUFFER, _PAUSE_UPSTREAM, _PAUSE_CLIENT = 1, 2, 4
-# What the connection timer is waiting for.
-_T_NONE, _T_IDLE, _T_HEAD, _T_BODY, _T_TUNNEL = range(5)
-# What an overloaded proxy tells clients: try again in a second.
-RETRY_AFTER = (b"Retry-After", b"1")
-
-
-class _SendStall:
-    """
-    A member of the factory's L{Deadlines} while a client's send buffer is
-    full: a second wait beside the connection's own, which it may outlast
-    (a response stuck behind a client that does not read).
-    """
-
-    __slots__ = ("deadline", "_codec")
-
-    def __init__(self, codec: ClientCodec, deadline: float):
-        self._codec = codec
-        self.deadline = deadline
-
-    def expired(self) -> None:
-        self._codec._send_timed_out()
-
-
-class ClientCodec(Waiting, Protocol):
-    """
-    What the HTTP/1.1 and HTTP/2 client-side codecs share: who the client
-    is, whether it is a trusted proxy, its verified TLS identity, and
-    pausing the backends while the client cannot take more.
-
-    @ivar client_address: The peer's IP address (C{''} for a UNIX socket).
-    @ivar trusted: Whether the peer is a trusted proxy.
-    @ivar proto: How the client reached the listener, C{b'http'} or
-        C{b'https'}.
-    @ivar identity: C{(field name, verified client certificate subject or
-        None)} once known, on listeners that pass it to backends.
-    @ivar client_full: Whether the client's send buffer is full.
-    @ivar filters: The listener's L{FilterChain
-        <twistproxy.filters.FilterChain>}, or C{None}.
-    @ivar counted: Whether the listener's connection filters accepted
-        this connection (and must be told when it closes).
-    @ivar admitted: Whether this connection holds a place in its factory's
-        connection quota (given back when it closes).
-    """
-
-    log = Logger()
-    admitted = False
-    _stall: Optional[_SendStall] = None
-
-    @property
-    def connection(self) -> "ClientCodec":
-        """
-        The client connection (an HTTP/2 stream answers its connection).
-        """
-        return self
-
-    def __init__(self, factory: HTTPServerFactory):
-        self._factory = factory
-        self._clock = factory.reactor
-        self.client_full = False
-        self.client_address = ""
-        self.trusted = False
-        self.proto = factory.scheme
-        self.identity = None
-        self._relaying = False
-        self.filters = factory.filters
-        self.counted = False
-        # Requests received on this connection so far.
-        self.requests = 0
-
-    def connectionMade(self) -> None:
-        factory = self._factory
-        peer = self.transport.getPeer()
-        self.client_address = getattr(peer, "host", "") or ""
-        self.trusted = self.client_address in factory.trusted_proxies
-        self.transport.registerProducer(FullRelay(self._send_full), True)
-        self._relaying = True
-        no_delay(self.transport)
-        factory.connections.add(self)
-        filters = self.filters
-        if filters is not None and filters.connection_filters:
-            if not filters.connection_made(self.client_address):
-                self.transport.abortConnection()
-                return
-            self.counted = True
-        if factory.draining:
-            self.drain()
-
-    def _identify(self) -> None:
-        """
-        Learn the client's TLS identity, once: the handshake is over by the
-        first request.
-        """
-        factory = self._factory
-        if factory.identity_header is not None and self.identity is None:
-            subject = factory.peer_identity(self.transport)
-            self.identity = (
-                factory.identity_header,
-                subject.encode("utf-8") if subject is not None else None,
-            )
-
-    def close(self) -> None:
-        """
-        Close the connection once what was written has been sent.
-
-        The relay registered when the connection was made goes first: a TLS
-        transport sends its close_notify, and so closes at all, only once
-        no producer is registered.
-        """
-        if self._relaying:
-            self._relaying = False
-            self.transport.unregisterProducer()
-        self.transport.loseConnection()
-
-    def _send_full(self, full: bool) -> None:
-        """
-        The client's send buffer filled up, or drained: start or stop the
-        send timeout, then pause or resume what feeds it.
-        """
-        deadlines = self._factory.deadlines
-        if full and self._stall is None:
-            self._stall = _SendStall(
-                self, self._clock.seconds() + self._factory.timeouts.send)
-            deadlines.add(self._stall)
-        elif not full and self._stall is not None:
-            deadlines.discard(self._stall)
-            self._stall = None
-        self._client_full(full)
-
-    def _send_timed_out(self) -> None:
-        """
-        The client has not taken what the proxy sends for
-        C{timeouts.send}: cut the connection (closing it gracefully would
-        wait for the same full buffer to drain).
-        """
-        self._stall = None
-        self.log.debug("client {client} does not read: connection cut",
-                       client=self.client_address)
-        self._send_stalled()
-        self.transport.abortConnection()
-
-    def _allowed(self, x: Exchange) -> bool:
-        """
-        Count a new request against the connection's and the proxy's
-        limits.
-
-        @return: Whether it may be forwarded; if not, the caller answers
-            503 (the proxy has too many requests in flight).
-        """
-        factory = self._factory
-        self.requests += 1
-        limit = factory.limits.max_requests_per_connection
-        if limit and self.requests >= limit:
-            self._last_request(x)
-        if factory.in_flight.acquire():
-            x.admitted = True
-            return True
-        x.reason = "overloaded"
-        return False
-
-    def _client_full(self, full: bool) -> None:
-        raise NotImplementedError()
-
-    def _send_stalled(self) -> None:
-        raise NotImplementedError()
-
-    def _last_request(self, x: Exchange) -> None:
-        raise NotImplementedError()
-
-    def drain(self) -> None:
-        raise NotImplementedError()
 
 
 @implementer(IResponseSink)
@@ -242,7 +74,7 @@ class HTTPServerProtocol(ClientCodec):
 
     log = Logger()
 
-    def __init__(self, factory: HTTPServerFactory):
+    def __init__(self, factory):
         super().__init__(factory)
         self._buffer = b""
         self._state = _HEAD
@@ -265,11 +97,11 @@ class HTTPServerProtocol(ClientCodec):
     def connectionMade(self) -> None:
         super().connectionMade()
         self._factory.deadlines.add(self)
-        self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
+        self._set_timer(_W_HEAD, self._factory.timeouts.request_head)
 
     def dataReceived(self, data: bytes) -> None:
         if self._state == _TUNNEL:
-            self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+            self._set_timer(_W_TUNNEL, self._factory.timeouts.idle)
             write_now(self._x.upstream.transport, data)
             return
         if self._state == _CLOSED:
@@ -280,7 +112,7 @@ class HTTPServerProtocol(ClientCodec):
             self._buffer = data
         if self._state == _BODY and self._attached:
             factory = self._factory
-            self._earn_time(_T_BODY, factory.timeouts.request_body,
+            self._earn_time(_W_BODY, factory.timeouts.request_body,
                             factory.limits.min_body_rate, len(data))
         self._process()
         if self._state == _BODY:
@@ -289,7 +121,7 @@ class HTTPServerProtocol(ClientCodec):
 
     def connectionLost(self, reason=None) -> None:
         self._state = _CLOSED
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         self._factory.deadlines.discard(self)
         self._factory.connection_closed(self)
         x = self._x
@@ -341,8 +173,8 @@ class HTTPServerProtocol(ClientCodec):
             self._buffer = buf
             if not buf:
                 return False
-        if self._timer_kind != _T_HEAD:
-            self._set_timer(_T_HEAD, self._factory.timeouts.request_head)
+        if self._timer_kind != _W_HEAD:
+            self._set_timer(_W_HEAD, self._factory.timeouts.request_head)
         limits = self._factory.limits
         if len(buf) > limits.max_uri_length and target_too_long(buf, limits.max_uri_length):
             self._reject(414, "uri_too_long")
@@ -379,7 +211,7 @@ class HTTPServerProtocol(ClientCodec):
         # _attached and _response_started are False here: as set in
         # __init__, and set back by _end_exchange before the next head.
         self._state = _BODY if request.has_body else _WAIT
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         x = self._x = Exchange(request, self.client_address, self, self._clock.seconds())
         factory = self._factory
         if factory.redirect_port is not None:
@@ -437,7 +269,7 @@ class HTTPServerProtocol(ClientCodec):
             # The response ended while the body was being sent.
             return True
         self._state = _WAIT
-        self._set_timer(_T_NONE, 0)
+        self._set_timer(_W_NONE, 0)
         upstream.end_body()
         return True
 
@@ -454,7 +286,7 @@ class HTTPServerProtocol(ClientCodec):
             req = x.request
             if req.expect_continue and not self._buffer:
                 write_now(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
-            self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+            self._set_timer(_W_BODY, self._factory.timeouts.request_body)
             if self.client_full:
                 x.upstream.pause_reading(True)
             self._process()
@@ -472,9 +304,9 @@ class HTTPServerProtocol(ClientCodec):
         if self._state == _BODY and self._attached:
             # While the backend is the slow one, the client is not to blame.
             if full:
-                self._set_timer(_T_NONE, 0)
+                self._set_timer(_W_NONE, 0)
             else:
-                self._set_timer(_T_BODY, self._factory.timeouts.request_body)
+                self._set_timer(_W_BODY, self._factory.timeouts.request_body)
 
     def informational(self, x: Exchange, resp) -> None:
         """
@@ -576,7 +408,7 @@ class HTTPServerProtocol(ClientCodec):
             return
         self._state = _TUNNEL
         self._attached = True
-        self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+        self._set_timer(_W_TUNNEL, self._factory.timeouts.idle)
         self.flush()
         if self._buffer:
             data, self._buffer = self._buffer, b""
@@ -584,7 +416,7 @@ class HTTPServerProtocol(ClientCodec):
         self._resume(_PAUSE_BUFFER)
 
     def tunnel_data(self, data: bytes) -> None:
-        self._set_timer(_T_TUNNEL, self._factory.timeouts.idle)
+        self._set_timer(_W_TUNNEL, self._factory.timeouts.idle)
         write_now(self.transport, data)
 
     # Internals
@@ -607,7 +439,7 @@ class HTTPServerProtocol(ClientCodec):
 
     def _answer(self, x: Exchange, status: int, keep: bool, fields=()) -> None:
         x.status = status
-        response = H.error_response(status, H.PHRASES.get(status, b"Error"), keep, fields)
+        response = error_response(status, PHRASES.get(status, b"Error"), keep, fields)
         x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
         self._out.append(response)
         self.flush()
@@ -621,7 +453,7 @@ class HTTPServerProtocol(ClientCodec):
         C{request_head} allows): it was accepted just before the drain,
         and its client is sending a request that closing would lose.
         """
-        if self._state == _HEAD and not self._buffer and self._timer_kind == _T_IDLE:
+        if self._state == _HEAD and not self._buffer and self._timer_kind == _W_IDLE:
             self._state = _CLOSED
             self.close()
         else:
@@ -677,11 +509,11 @@ class HTTPServerProtocol(ClientCodec):
         self._factory.exchange_ended(x)
         if not keep:
             self._state = _CLOSED
-            self._set_timer(_T_NONE, 0)
+            self._set_timer(_W_NONE, 0)
             self.close()
             return
         self._state = _HEAD
-        self._set_timer(_T_IDLE, self._factory.timeouts.idle)
+        self._set_timer(_W_IDLE, self._factory.timeouts.idle)
         if self._buffer:
             self._process()
         else:
@@ -707,209 +539,18 @@ class HTTPServerProtocol(ClientCodec):
             if not self._paused and self._state != _CLOSED:
                 self.transport.resumeProducing()
 
-    def _wait_expired(self, kind: int) -> None:
+    def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
             return
-        if kind == _T_HEAD and self._buffer:
+        if kind == _W_HEAD and self._buffer:
             self._reject(408, "request_head_timeout")
-        elif kind == _T_BODY:
+        elif kind == _W_BODY:
             self._upstream_gone()
             self._reject(408, "request_body_timeout")
         else:
             # Idle keep-alive, or a silent tunnel: close quietly.
-            if kind == _T_TUNNEL and self._x is not None:
+            if kind == _W_TUNNEL and self._x is not None:
                 self._x.reason = "tunnel_idle_timeout"
                 self._factory.forwarder.cancel(self._x)
             self._state = _CLOSED
             self.close()
-
-
-class _Refused(Refused):
-    """
-    A connection refused at the connection limit: closed at once, and
-    logged as a request the proxy could not read, with 503
-    C{max_connections}.
-    """
-
-    def __init__(self, factory: HTTPServerFactory):
-        self._factory = factory
-
-    def connectionMade(self) -> None:
-        factory = self._factory
-        peer = self.transport.getPeer()
-        x = Exchange(UNPARSED, getattr(peer, "host", "") or "", self, factory.reactor.seconds())
-        x.status, x.reason = 503, "max_connections"
-        super().connectionMade()
-        factory.exchange_ended(x)
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerSettings:
-    """
-    What one listener's L{HTTPServerFactory} is set to, built from the
-    configuration by L{twistproxy.build}.
-
-    @ivar timeouts: The L{Timeouts} of every wait.
-    @ivar limits: The L{Limits} on heads, bodies, connections and requests.
-    @ivar trusted_proxies: The networks whose C{Forwarded} fields are
-        believed, as configuration strings.
-    @ivar via: The proxy's name in C{Via}.
-    @ivar scheme: How clients reach this listener, C{b'http'} or
-        C{b'https'}, as told to backends in C{X-Forwarded-Proto}.
-    @ivar redirect_port: When set, every request is answered with a 308
-        redirect to https on this port instead of being forwarded.
-    @ivar hsts: The C{max-age} of the C{Strict-Transport-Security} field
-        added to responses, or C{0} for none.
-    @ivar identity_header: The request field carrying the verified TLS
-        client subject to backends (stripped from what clients send), or
-        C{None}.
-    @ivar http2: Whether clients may choose HTTP/2 by ALPN (TLS listeners).
-    @ivar h2c: Whether a plain connection opening with the HTTP/2 preface
-        speaks HTTP/2 (prior knowledge).
-    @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
-        one of L{twistproxy.config.ESCAPED_SLASHES}.
-    """
-
-    timeouts: Timeouts = Timeouts()
-    limits: Limits = Limits()
-    trusted_proxies: Tuple[str, ...] = ()
-    via: str = "twistproxy"
-    scheme: bytes = b"http"
-    redirect_port: Optional[int] = None
-    hsts: int = 0
-    identity_header: Optional[str] = None
-    http2: bool = False
-    h2c: bool = False
-    escaped_slashes: str = KEEP
-
-
-class HTTPServerFactory(Factory):
-    """
-    Builds L{HTTPServerProtocol}s for one listener.
-
-    Its L{ServerSettings} are unpacked into attributes of the same names,
-    which the protocols read (so a new setting needs no line here): C{hsts}
-    as the field to add, C{identity_header} and C{via} as bytes,
-    C{trusted_proxies} as a L{TrustedProxies
-    <twistproxy.http.headers.TrustedProxies>}.
-
-    @ivar forwarder: Decides where each request goes; has
-        C{forward(exchange)} and C{cancel(exchange)}.
-    @ivar on_exchange_end: Called with each finished L{Exchange} (the access
-        log), or C{None}.
-    @ivar filters: The listener's L{FilterChain
-        <twistproxy.filters.FilterChain>}, or C{None}.
-    """
-
-    protocol = HTTPServerProtocol
-    # One log line per listener start is plenty; the access log says the rest.
-    noisy = False
-
-    def __init__(
-        self,
-        reactor: IReactorTime,
-        forwarder,
-        settings: ServerSettings = ServerSettings(),
-        on_exchange_end=None,
-        peer_identity=None,
-        filters=None,
-        connections: Optional[Quota] = None,
-        in_flight: Optional[Quota] = None,
-    ):
-        """
-        @param peer_identity: Finds the verified TLS client subject of a
-            transport, for C{settings.identity_header}.
-        @param connections: The quota of this listener's connections; by
-            default one of C{settings.limits}.
-        @param in_flight: The quota of requests in flight; by default one of
-            C{settings.limits}.
-        """
-        self.reactor = reactor
-        for field in dataclasses.fields(settings):
-            setattr(self, field.name, getattr(settings, field.name))
-        # What the protocols read, in the form they use it.
-        self.hsts = (
-            (b"Strict-Transport-Security", b"max-age=%d" % settings.hsts) if settings.hsts
-            else None)
-        identity = settings.identity_header
-        self.identity_header = identity.encode("ascii") if identity else None
-        self.trusted_proxies = H.TrustedProxies(settings.trusted_proxies)
-        self.via = settings.via.encode("ascii")
-        self.filters = filters
-        if connections is None or in_flight is None:
-            own = quotas(settings.limits, reactor)
-            connections = connections or own[0]
-            in_flight = in_flight or own[1]
-        self.quota = connections
-        self.in_flight = in_flight
-        self.connections: set = set()
-        self.draining = False
-        self._emptied = Emptied(self.connections)
-        self.peer_identity = peer_identity
-        self.deadlines = Deadlines(reactor)
-        self.forwarder = forwarder
-        self._on_exchange_end = on_exchange_end
-
-    def buildProtocol(self, addr):
-        if not self.quota.acquire():
-            return _Refused(self)
-        if self.http2 or self.h2c:
-            from twistproxy.http.negotiate import Negotiating
-
-            protocol = Negotiating(self)
-        else:
-            protocol = HTTPServerProtocol(self)
-        protocol.admitted = True
-        return protocol
-
-    def configure(self, config, forwarder) -> None:
-        """
-        Serve new requests with a reloaded configuration.
-        """
-        self.forwarder = forwarder
-        self.timeouts = config.timeouts
-        self.limits = config.limits
-        self.trusted_proxies = H.TrustedProxies(config.forwarding.trusted_proxies)
-        self.via = config.forwarding.via.encode("ascii")
-
-    def drain(self):
-        """
-        Graceful shutdown of this factory's connections: idle ones close at
-        once, busy ones after their current response (HTTP/1.1) or streams
-        (HTTP/2).
-
-        @return: A Deferred that fires when the last connection has closed.
-        """
-        self.draining = True
-        for protocol in list(self.connections):
-            protocol.drain()
-        return self._emptied.wait()
-
-    def abort_all(self) -> None:
-        """
-        Cut every connection now (the drain time is over).
-        """
-        for protocol in list(self.connections):
-            protocol.transport.abortConnection()
-
-    def connection_closed(self, protocol) -> None:
-        if protocol.admitted:
-            protocol.admitted = False
-            self.quota.release()
-        stall = getattr(protocol, "_stall", None)
-        if stall is not None:
-            self.deadlines.discard(stall)
-            protocol._stall = None
-        self.connections.discard(protocol)
-        if protocol.counted:
-            protocol.counted = False
-            protocol.filters.connection_lost(protocol.client_address)
-        self._emptied.check()
-
-    def exchange_ended(self, x: Exchange) -> None:
-        if x.admitted:
-            x.admitted = False
-            self.in_flight.release()
-        self.forwarder.release(x)
-        if self._on_exchange_end is not None:
-            self._on_exchange_end(x)

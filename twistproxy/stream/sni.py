@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 
 from twistproxy.config import Route, SNIRoute
 from twistproxy.routing import Router
-from twistproxy.stream.proxyproto import Prefix
+from twistproxy.proxyproto import Prefix
 
 #: The largest ClientHello read (a post-quantum key share makes one of
 #: about 2 KiB; 16 KiB is one full TLS record).

@@ -60,7 +60,7 @@ of a route or a valid ClientHello) has its access log line, as a relayed
 one does.
 
 A backend group configured with C{proxy_protocol} gets a PROXY header
-(L{twistproxy.stream.proxyproto}) before the client's first byte.
+(L{twistproxy.proxyproto}) before the client's first byte.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ from twistproxy.config import Timeouts
 from twistproxy.deadlines import NEVER, Deadlines
 from twistproxy.flow import FullRelay, no_delay, write_now
 from twistproxy.interfaces import IRequestInfo
-from twistproxy.stream import proxyproto
+from twistproxy import proxyproto
+from twistproxy.net import ip_port
 from twistproxy.upstream.backend import Backend
 
 
@@ -360,8 +361,8 @@ class TCPRelay(Protocol):
             # The client's TLS is this proxy's on an ssl: endpoint.
             terminated = proxyproto.tls_server_name(self.transport)
             head = proxyproto.encode(
-                version, proxyproto.ip_port(self.transport.getPeer()),
-                proxyproto.ip_port(self.transport.getHost()),
+                version, ip_port(self.transport.getPeer()),
+                ip_port(self.transport.getHost()),
                 self.server_name or terminated or "", tls=terminated is not None)
         if head or self._pending:
             write_now(transport, head + self._pending)

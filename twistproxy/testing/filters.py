@@ -138,7 +138,7 @@ def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
     @param length: The response's C{Content-Length}, or C{None} for a
         chunked response.
     """
-    from twistproxy.http.headers import own_head
+    from twistproxy.http.answers import own_head
 
     resp = own_head(status, b"Whatever",
                     [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers], length)

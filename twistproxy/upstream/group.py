@@ -4,7 +4,8 @@ A running upstream group: the set of interchangeable backends one route
 sends to, and everything that decides which of them gets a request.
 
 The group owns its L{Backend}s and keeps, for each, a connection pool made
-by the caller (so this module knows nothing of HTTP).  It combines the
+by the caller (so this module knows nothing of connections, and of HTTP
+only the stickiness cookie's value).  It combines the
 independent opinions about each backend that the load-balancing features
 hold (health checks, outlier detection, the operator's draining) into the
 backend's C{available} flag, builds the balancer, and reports every change
@@ -26,6 +27,7 @@ from twisted.logger import Logger
 
 from twistproxy.config import ConfigError, Discovery, Locality, UpstreamGroup
 from twistproxy.interfaces import IBalancer, ILocator, IRequestInfo, ITLSHealthCheck
+from twistproxy.net import authority
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.balancers import build_balancer, pick_untried
 from twistproxy.upstream.health import HealthMonitor, SlowStart, build_health_check
@@ -40,18 +42,15 @@ MIN_RETRY_CONCURRENCY = 3
 REFUSED = "upstream_connect_failed"
 
 
-def authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class UpstreamGroupRuntime:
     """
     @ivar name: The group's name.
     @ivar config: Its configuration.
     @ivar backends: Its backends, in configuration (then discovery) order.
     @ivar pools: Each backend's connection pool.
-    @ivar host_headers: The Host sent to each backend when a route does not
-        keep the client's.
+    @ivar host_headers: Each backend's authority as its URL names it (the
+        default port left out), which the forwarder sends as Host when a
+        route does not keep the client's.
     @ivar in_flight: Requests in flight to the group.
     @ivar retries_in_flight: Of those, how many hold a place in the retry
         budget: requests with a counted retry (see L{may_retry}).
@@ -133,9 +132,7 @@ class UpstreamGroupRuntime:
         backend = Backend(authority(host, port), scheme, host, port, weight, region, zone, priority)
         self.backends.append(backend)
         self.pools[backend] = self._make_pool(backend)
-        default_port = (scheme, port) in (("http", 80), ("https", 443))
-        bracketed = f"[{host}]" if ":" in host else host
-        self.host_headers[backend] = (bracketed if default_port else backend.name).encode("ascii")
+        self.host_headers[backend] = authority(host, port, scheme).encode("ascii")
         token = self._token(backend)
         self._tokens[token] = backend
         self._token_of[backend] = token

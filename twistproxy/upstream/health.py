@@ -87,6 +87,7 @@ from twistproxy.interfaces import (
     ITLSHealthCheck,
 )
 from twistproxy.config.schema import names, read, setting
+from twistproxy.net import authority
 
 #: The User-Agent of every HTTP health check, so that backends can leave
 #: them out of their access logs.
@@ -220,10 +221,6 @@ def parse_status_ranges(value: object, path: str) -> Tuple[Tuple[int, int], ...]
             raise ConfigError(where, f"range is backwards ({item!r})")
         ranges.append((low, high))
     return tuple(ranges)
-
-
-def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _AgentEndpoints:
@@ -496,7 +493,7 @@ class HTTPHealthCheck:
 
         host = backend.host
         port = self.port or backend.port
-        url = f"{backend.scheme}://{_authority(host, port)}{self.path}"
+        url = f"{backend.scheme}://{authority(host, port)}{self.path}"
         headers = Headers()
         for name, value in self.headers:
             headers.addRawHeader(name, value)

@@ -45,20 +45,16 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
     Dict,
-    Generic,
     Iterable,
     List,
     Mapping,
     Optional,
     Tuple,
-    TypeVar,
-    Union,
 )
 
 from twisted.logger import Logger
@@ -69,154 +65,12 @@ from twistproxy.components import factory_repr, find_factory
 from twistproxy.config import ConfigError, is_label, key_path
 from twistproxy.config.schema import build, names, setting
 from twistproxy.interfaces import IClosable, ILocator, ILocatorFactory, IRequestInfo
+from twistproxy.net import Network, PrefixTable, parse_address, parse_network
 
-_V = TypeVar("_V")
-_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 UNKNOWN: Tuple[str, str] = ("", "")
 """What a locator answers for a client it cannot place."""
 
-_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
-_AF_INET = socket.AF_INET
-_AF_INET6 = socket.AF_INET6
-_inet_pton = socket.inet_pton
-_from_bytes = int.from_bytes
-
-
-# --- Addresses and networks ---------------------------------------------------
-
-
-def parse_address(address: str) -> Optional[Tuple[int, bool]]:
-    """
-    Parse a client address into an integer, treating IPv4-mapped IPv6
-    addresses (C{::ffff:192.0.2.7}) as the IPv4 address they stand for.
-
-    This is on the hot path: C{socket.inet_pton} does the parsing in C.
-
-    @param address: An IPv4 or IPv6 address literal, for example
-        C{'192.0.2.7'} or C{'2001:db8::1'}; an IPv6 zone suffix
-        (C{'fe80::1%eth0'}) is ignored.
-    @return: C{(integer, is_ipv6)}, or C{None} when C{address} is not an IP
-        address (for example a UNIX socket peer's C{''}).
-    """
-    try:
-        return _from_bytes(_inet_pton(_AF_INET, address), "big"), False
-    except (OSError, ValueError):
-        pass
-    if "%" in address:
-        address = address.partition("%")[0]
-    try:
-        packed = _inet_pton(_AF_INET6, address)
-    except (OSError, ValueError):
-        return None
-    if packed[:12] == _MAPPED_PREFIX:
-        return _from_bytes(packed[12:], "big"), False
-    return _from_bytes(packed, "big"), True
-
-
-def parse_network(value: object, path: str) -> _Network:
-    """
-    Parse a network of a configuration file.
-
-    A network written in IPv4-mapped IPv6 form (C{'::ffff:10.0.0.0/104'})
-    becomes the IPv4 network it stands for, since mapped client addresses
-    are looked up as IPv4 (L{parse_address}).
-
-    @param value: C{'10.1.0.0/16'}, C{'2001:db8::/32'}, or a single address
-        (C{'192.0.2.7'}, a C{/32} or C{/128}).
-    @param path: Where C{value} came from, for errors.
-    @raises ConfigError: when C{value} is not a network, or has bits set
-        after its prefix (C{'10.1.2.0/16'}), which is almost always a typo
-        for a different network than the one the operator meant.
-    """
-    if not isinstance(value, str):
-        raise ConfigError(
-            path, f"must be a network such as '10.0.0.0/8', not {value!r}"
-        )
-    try:
-        network = ipaddress.ip_network(value.strip(), strict=True)
-    except ValueError as e:
-        try:
-            loose = ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            raise ConfigError(
-                path,
-                f"{value!r} is not an IP network (such as '10.0.0.0/8' or "
-                f"'2001:db8::/32'): {e}",
-            ) from None
-        raise ConfigError(
-            path,
-            f"{value!r} has host bits set after its prefix; did you mean "
-            f"'{loose}'?",
-        ) from None
-    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
-        mapped = network.network_address.ipv4_mapped
-        if mapped is not None:
-            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
-    return network
-
-
-class PrefixTable(Generic[_V]):
-    """
-    Longest-prefix match of IPv4 and IPv6 addresses against a fixed set of
-    networks, each with a value.
-
-    Per address family there is one dictionary per prefix length present,
-    keyed by the network's leading bits as an integer.  A lookup shifts the
-    address right by the number of host bits of each length in turn, from
-    the longest prefix, and stops at the first hit: at most 33 (IPv4) or
-    129 (IPv6) probes, in practice as many as there are distinct lengths.
-    """
-
-    __slots__ = ("_v4", "_v6", "_size")
-
-    def __init__(self, entries: Iterable[Tuple[_Network, _V]]) -> None:
-        """
-        @param entries: C{(network, value)} pairs.  A network given twice
-            keeps its last value.
-        """
-        tables: Dict[Tuple[int, int], Dict[int, _V]] = {}
-        for network, value in entries:
-            bits = network.max_prefixlen
-            shift = bits - network.prefixlen
-            key = int(network.network_address) >> shift
-            tables.setdefault((bits, shift), {})[key] = value
-        # Smallest shift (longest prefix) first.
-        self._v4 = tuple(
-            (shift, table)
-            for (bits, shift), table in sorted(tables.items())
-            if bits == 32
-        )
-        self._v6 = tuple(
-            (shift, table)
-            for (bits, shift), table in sorted(tables.items())
-            if bits == 128
-        )
-        self._size = sum(len(t) for t in tables.values())
-
-    def lookup(self, address: str) -> Optional[_V]:
-        """
-        The value of the longest network that contains C{address}.
-
-        @param address: An IP address literal, see L{parse_address}.
-        @return: The value, or C{None} when no network contains the address
-            or it is not an IP address.
-        """
-        parsed = parse_address(address)
-        if parsed is None:
-            return None
-        number, is_ipv6 = parsed
-        for shift, table in self._v6 if is_ipv6 else self._v4:
-            value = table.get(number >> shift)
-            if value is not None:
-                return value
-        return None
-
-    def __contains__(self, address: str) -> bool:
-        return self.lookup(address) is not None
-
-    def __len__(self) -> int:
-        return self._size
 
 
 # --- Option helpers ---------------------------------------------------------------
@@ -261,7 +115,7 @@ def _needs(kind: str) -> str:
     return f"the {kind} locator needs this option"
 
 
-def _networks_list(value: object, path: str) -> List[_Network]:
+def _networks_list(value: object, path: str) -> List[Network]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ConfigError(
             path,
@@ -283,7 +137,7 @@ def _networks_table(table: object, networks_path: str) -> Tuple[Any, ...]:
         raise ConfigError(
             networks_path, "must name at least one network"
         )
-    seen: Dict[_Network, str] = {}
+    seen: Dict[Network, str] = {}
     entries = []
     for key, value in table.items():
         entry_path = key_path(networks_path, str(key))
@@ -314,7 +168,7 @@ def _header_name(name: object, path: str) -> str:
     return name
 
 
-def _trusted(value: object, path: str) -> List[_Network]:
+def _trusted(value: object, path: str) -> List[Network]:
     trusted = _networks_list(value, path)
     if not trusted:
         raise ConfigError(
@@ -358,7 +212,7 @@ class CIDRLocatorOptions:
     @ivar networks: C{(network, (region, zone))} pairs.
     """
 
-    networks: Tuple[Tuple[_Network, Tuple[str, str]], ...] = setting(
+    networks: Tuple[Tuple[Network, Tuple[str, str]], ...] = setting(
         check=_networks_table, required=_needs("cidr"))
 
 
@@ -369,7 +223,7 @@ class HeaderLocatorOptions:
     """
 
     name: str = setting(check=_header_name, required=_needs("header"))
-    trusted: List[_Network] = setting(check=_trusted, required=_needs("header"))
+    trusted: List[Network] = setting(check=_trusted, required=_needs("header"))
 
 
 @dataclass(frozen=True)
@@ -396,7 +250,7 @@ class CIDRLocator:
     __slots__ = ("_table",)
 
     def __init__(
-        self, networks: Iterable[Tuple[_Network, Tuple[str, str]]]
+        self, networks: Iterable[Tuple[Network, Tuple[str, str]]]
     ) -> None:
         """
         @param networks: C{(network, (region, zone))} pairs; see
@@ -453,7 +307,7 @@ class HeaderLocator:
 
     __slots__ = ("_name", "_trusted")
 
-    def __init__(self, name: str, trusted: Iterable[_Network]) -> None:
+    def __init__(self, name: str, trusted: Iterable[Network]) -> None:
         """
         @param name: The header's name, in any case; e.g.
             C{'X-Client-Region'}.

@@ -8,6 +8,10 @@ head the backend will receive, and submits the exchange to that backend's
 connection pool.  It answers 404 itself when no route matches and 503 when
 the balancer has no backend to offer.
 
+It sits above what it joins: the codecs and the proxy's own answers
+(L{twistproxy.http}), the filters, the cache, the router and the upstream
+groups; none of those imports it.
+
 It is built from configuration value objects by L{twistproxy.build}, or
 from plain constructor calls when embedding (see
 L{twistproxy.build.make_group} and L{RouteRuntime}).

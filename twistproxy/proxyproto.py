@@ -41,13 +41,13 @@ from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from OpenSSL import SSL
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import directlyProvides, providedBy
 
 from twistproxy.deadlines import NEVER, Deadlines
+from twistproxy.net import twisted_address
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 #: The longest version 1 line, CRLF included (the specification's bound).
@@ -247,15 +247,6 @@ def encode(version: str, source: Optional[Address], destination: Optional[Addres
     return encode_v2(source, destination, tlvs)
 
 
-def ip_port(address) -> Optional[Address]:
-    """
-    The (host, port) of a Twisted IP address, or C{None} for another kind.
-    """
-    if isinstance(address, (IPv4Address, IPv6Address)):
-        return address.host, address.port
-    return None
-
-
 def tls_server_name(transport) -> Optional[str]:
     """
     For a connection whose TLS the proxy terminates, the server name the
@@ -298,11 +289,6 @@ class HeaderThenTLSFactory(TLSMemoryBIOFactory):
     def __init__(self, reactor, creator, wrapped, header: bytes):
         super().__init__(creator, True, wrapped, clock=reactor)
         self.header = header
-
-
-def _twisted_address(host: str, port: int):
-    cls = IPv6Address if ":" in host else IPv4Address
-    return cls("TCP", host, port)
 
 
 class Prefix(Protocol):
@@ -435,8 +421,8 @@ class _HeaderReader(Prefix):
         transport = self.transport
         peer, host = transport.getPeer(), transport.getHost()
         if header.source is not None:
-            peer = _twisted_address(*header.source)
-            host = _twisted_address(*header.destination)
+            peer = twisted_address(*header.source)
+            host = twisted_address(*header.destination)
         inner = self._factory.wrapped.buildProtocol(peer)
         if inner is None:
             transport.loseConnection()

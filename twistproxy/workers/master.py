@@ -1,48 +1,9 @@
 # -*- test-case-name: tests.test_workers -*-
 """
-Several worker processes behind one set of listening sockets.
-
-With C{workers = N} (or C{--workers N}; C{"auto"} is one per CPU core) the
-process that C{twistd} runs becomes a I{master}: it binds every listener's
-socket itself, then starts N workers, each a Python process running
-C{python -m twistproxy.workers}, which inherit the sockets as file
-descriptors (C{childFDs}) and adopt them (C{IReactorSocket.adoptStreamPort}).
-The kernel hands each new connection to one of the workers that wait on
-the shared socket, so a worker that dies takes only its own connections
-with it; the master starts a new one, after a pause that doubles while
-workers keep dying young (a crash loop must not spin).
-
-The master serves no requests.  It
-
-  - forwards signals: C{SIGHUP} and C{POST /reload} (after the master has
-    checked the file itself: a broken one never reaches the workers; one
-    that changes listeners makes the master bind the new sockets, start a
-    new generation of workers with them and drain the old one),
-    C{SIGUSR1} (reopen the access log), C{SIGTERM} (graceful shutdown; a
-    second one ends it at once); it waits for the workers to finish
-    draining before it exits, and kills those still there after
-    C{shutdown.drain} and a few seconds more;
-
-  - serves the admin API and the metrics (C{[admin]}) once for all: each
-    worker runs its own admin API on a private Unix socket in a directory
-    only the master's user can enter, and the master asks every worker and
-    sums their answers up (L{twistproxy.metrics.combine});
-
-  - logs for all: a worker writes its log events to its standard error as
-    JSON lines, and the master publishes them into its own log with the
-    worker's number as their system (C{[worker-1]}).
-
-Workers read the configuration from a copy the master writes into that
-directory, which it replaces only when a reload has been checked: a worker
-started again later runs what the others run, even if the file was edited
-since.  A worker whose master is gone (its standard input closes) shuts
-down.
-
-Only C{tcp:}, C{tcp6:} and C{systemd:} (socket activation: the master
-passes on the socket systemd gave it) listeners can be shared; with another
-endpoint type (C{unix:}, C{ssl:}) the configuration is refused with
-C{workers} above 1.  TLS is unaffected: a listener's C{tls} table is
-terminated in the workers.
+The master process of a proxy with workers (see L{twistproxy.workers}): it
+binds the listeners' sockets, starts and restarts the workers, forwards
+signals and reloads to them, and serves the admin API and the metrics for
+all of them.
 """
 
 from __future__ import annotations
@@ -56,7 +17,7 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlencode
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -69,11 +30,10 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     serverFromString,
 )
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import Logger, eventFromJSON, jsonFileLogObserver
+from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
@@ -82,15 +42,12 @@ from zope.interface import implementer
 from twistproxy import build
 from twistproxy.accesslog import rotate
 from twistproxy.admin.history import combine as combine_history
-from twistproxy.config import Admin, ConfigError, ProxyConfig, load
+from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
+from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
-from twistproxy.service import ProxyService, _ListenerService, check_reloadable
-from twistproxy.tap import Options, Signals
-
-# Endpoint types whose sockets the master can bind (or has from systemd) and
-# pass on.
-SHAREABLE = ("tcp", "tcp6", "systemd")
+from twistproxy.service import _ListenerService, check_reloadable
+from twistproxy.signals import check_shareable
 
 # Pause before starting a worker again: doubled each time one dies within
 # STABLE seconds of its start, up to MAX_DELAY.
@@ -114,24 +71,6 @@ _CONFIG_COPY = "config.toml"
 # p99 from six to ten times nginx's to about nginx's (docs/performance.rst);
 # PyPy workers get it unless the operator set one.
 PYPY_GC_NURSERY = "32M"
-
-
-def check_shareable(config: ProxyConfig) -> None:
-    """
-    Refuse a configuration that workers cannot serve: a listener whose
-    endpoint type the master cannot bind and pass on.
-
-    @raises ConfigError: naming the listener's endpoint.
-    """
-    for listener in config.listeners:
-        kind = listener.endpoint.split(":", 1)[0].strip().lower()
-        if kind not in SHAREABLE:
-            raise ConfigError(
-                f"listeners.{listener.name}.endpoint",
-                f"{kind}: endpoints cannot be shared with worker processes; use a tcp:, "
-                f"tcp6: or systemd: endpoint, or run a single process (workers = 1)",
-                config.source,
-            )
 
 
 def bind(endpoint: str) -> socket.socket:
@@ -169,8 +108,7 @@ def bind(endpoint: str) -> socket.socket:
 
 
 def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return authority(*sock.getsockname()[:2])
 
 
 class _SharedListener:
@@ -809,157 +747,3 @@ class Master(MultiService):
             return combine(pages, [workers, restarts])
 
         return defer.gatherResults(asked).addCallback(combined)
-
-
-# -- the worker process -------------------------------------------------------
-
-
-@implementer(IStreamServerEndpoint)
-class InheritedEndpoint:
-    """
-    A listening socket this process inherited, as a server endpoint: it
-    listens by adopting the socket.
-    """
-
-    def __init__(self, reactor, fd: int):
-        self._reactor = reactor
-        self._fd = fd
-
-    def listen(self, factory) -> defer.Deferred:
-        probe = socket.socket(fileno=self._fd)
-        family = probe.family
-        probe.detach()
-        adopted = defer.maybeDeferred(self._reactor.adoptStreamPort, self._fd, family, factory)
-        # PyPy's socket(fileno=...) and socket.fromfd (which adoptStreamPort
-        # uses) make the descriptor blocking; CPython's leave it alone.  The
-        # master and every worker share it, and a reactor must never block
-        # in accept(): without this, PyPy's workers hung there.
-        os.set_blocking(self._fd, False)
-        # The port listens on a duplicate of the descriptor, which
-        # stopListening closes; the inherited one must not stay open
-        # beside it, or the socket would go on taking connections (that
-        # nobody accepts) until the worker exits.
-        os.close(self._fd)
-        return adopted
-
-
-class _MasterWatch:
-    """
-    Reads the worker's standard input, a pipe from the master, only to
-    notice that it closes: then the master is gone, and the worker stops.
-    """
-
-    def __init__(self, reactor):
-        self._reactor = reactor
-        os.set_blocking(0, False)
-
-    def fileno(self) -> int:
-        return 0
-
-    def logPrefix(self) -> str:
-        return "master"
-
-    def doRead(self):
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return None
-        except OSError:
-            data = b""
-        if not data:
-            self._reactor.removeReader(self)
-            self._orphaned()
-        return None
-
-    def connectionLost(self, reason) -> None:
-        # What the reactor calls instead of doRead when the pipe hangs up
-        # with nothing left to read (epoll's EPOLLHUP).
-        self._orphaned()
-
-    def _orphaned(self) -> None:
-        if self._reactor.running:
-            self._reactor.stop()
-
-
-class _WorkerOptions(Options):
-    """
-    The options of a worker: those of C{twistd twistproxy}, without the
-    start-up check.  The master has checked the configuration, and the
-    worker listens on inherited sockets rather than its endpoint strings
-    (a C{systemd:} one would not even parse here: the sockets were the
-    master's).
-    """
-
-    def check(self, config: ProxyConfig) -> None:
-        pass
-
-
-def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str]]:
-    index, admin, inherited = 0, "", {}
-    args = list(argv)
-    while args and args[0] != "--":
-        option, value = args[0], args[1]
-        del args[:2]
-        if option == "--index":
-            index = int(value)
-        elif option == "--admin":
-            admin = value
-        elif option == "--inherit":
-            name, _, fd = value.partition("=")
-            inherited[name] = int(fd)
-        else:
-            raise SystemExit(f"twistproxy worker: unknown option {option}")
-    return index, admin, inherited, args[1:]
-
-
-def worker_main(argv: Sequence[str]) -> None:
-    """
-    Run one worker: C{python -m twistproxy.workers --index N --admin PATH
-    --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
-    """
-    # The global reactor and log only here: this is a program's main.
-    from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner
-
-    globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stderr, recordSeparator="")], redirectStandardIO=False)
-    index, admin, inherited, rest = _parse_worker_args(argv)
-    options = _WorkerOptions()
-    options.parseOptions(rest)
-    private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
-
-    def adjust(config: ProxyConfig) -> ProxyConfig:
-        # The master rotates the shared access log by size.
-        return replace(config, admin=private, workers=1,
-                       access_log=replace(config.access_log, max_size=0))
-
-    service = ProxyService(
-        adjust(options.proxy_config), reactor,
-        endpoints={name: InheritedEndpoint(reactor, fd) for name, fd in inherited.items()},
-        adjust=adjust)
-    Signals(reactor, service).setServiceParent(service)
-
-    failed: List[bool] = []
-
-    def start():
-        # The master forwards what the terminal sends the process group.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            service.privilegedStartService()
-            service.startService()
-        except Exception:
-            Logger().failure("worker {index} could not start", index=index)
-            failed.append(True)
-            reactor.stop()
-            return
-        reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-        reactor.addReader(_MasterWatch(reactor))
-
-    reactor.callWhenRunning(start)
-    reactor.run()
-    if failed:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    worker_main(sys.argv[1:])
