@@ -3,7 +3,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twistproxy.filters import Answer
-from twistproxy.filters.options import Options
+from twistproxy.filters.options import OptionReader
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 
 
@@ -23,7 +23,8 @@ class HidePrefixFactory:
     help = "Answers 404 for the paths under a prefix."
 
     def fromConfig(self, reactor, options, path):
-        return HidePrefix(Options(options, path, self.name, required=("prefix",)).string("prefix"))
+        read = OptionReader(options, path, self.name, required=("prefix",))
+        return HidePrefix(read.string("prefix"))
 
 
 hide_prefix = HidePrefixFactory()

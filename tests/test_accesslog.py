@@ -12,7 +12,7 @@ import os
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.accesslog import AccessLog, rotate
+from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import parse_request_head
 from twistproxy.upstream.backend import Backend
@@ -57,7 +57,7 @@ def _exchange(clock: Clock, *fields: bytes, line: bytes = b"GET /a?b=1 HTTP/1.1"
 
 class _LogTestMixin:
     """
-    An L{AccessLog} in C{format} writing to memory, on a clock at L{T0}.
+    An L{AccessLogWriter} in C{format} writing to memory, on a clock at L{T0}.
     """
 
     format = "combined"
@@ -66,7 +66,7 @@ class _LogTestMixin:
         self.clock = Clock()
         self.clock.advance(T0)
         self.stream = _FlushCountingBytesIO()
-        self.log = AccessLog(self.stream, self.format, self.clock)
+        self.log = AccessLogWriter(self.stream, self.format, self.clock)
 
     def write(self, x: Exchange, after: float = 2.0) -> bytes:
         """
@@ -285,7 +285,7 @@ class JSONFormatTests(_LogTestMixin, SynchronousTestCase):
 
 class StreamTests(SynchronousTestCase):
     """
-    What L{AccessLog} does with its stream.
+    What L{AccessLogWriter} does with its stream.
     """
 
     def test_flush_and_close(self):
@@ -294,7 +294,7 @@ class StreamTests(SynchronousTestCase):
         does not flush.
         """
         stream = _FlushCountingBytesIO()
-        log = AccessLog(stream, "combined", Clock())
+        log = AccessLogWriter(stream, "combined", Clock())
         log(_exchange(Clock()))
         self.assertEqual(stream.flushes, 0)
         log.flush()
@@ -308,7 +308,7 @@ class StreamTests(SynchronousTestCase):
         A format other than C{combined} and C{json} is refused rather than
         silently taken as one of them.
         """
-        e = self.assertRaises(ValueError, AccessLog, io.BytesIO(), "Combined", Clock())
+        e = self.assertRaises(ValueError, AccessLogWriter, io.BytesIO(), "Combined", Clock())
         self.assertIn("'Combined'", str(e))
 
 
@@ -336,11 +336,11 @@ class RotateTests(SynchronousTestCase):
 
     def test_size(self):
         """
-        L{AccessLog.size} is the size of the file, whoever wrote it.
+        L{AccessLogWriter.size} is the size of the file, whoever wrote it.
         """
         path = self.mktemp()
         with open(path, "ab") as stream:
-            log = AccessLog(stream, "combined", Clock())
+            log = AccessLogWriter(stream, "combined", Clock())
             with open(path, "ab") as other:
                 other.write(b"x" * 10)
             self.assertEqual(log.size(), 10)

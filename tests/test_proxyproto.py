@@ -329,7 +329,7 @@ class ServiceTests(SynchronousTestCase):
         """
         import io
 
-        from twistproxy.accesslog import AccessLog
+        from twistproxy.accesslog import AccessLogWriter
         from twistproxy.config import parse as parse_config
         from twistproxy.service import ProxyService
         from twistproxy.testing import MemoryPeer
@@ -357,7 +357,7 @@ servers = ["http://127.0.0.1:8001"]
         service.startService()
         self.addCleanup(service.stopService)
         stream = Kept()
-        service.access_log = AccessLog(stream, "combined", reactor)
+        service.access_log = AccessLogWriter(stream, "combined", reactor)
         (port,) = [p for p in reactor.tcpServers if p[0] == 8080]
         connections, backends = [], []
 

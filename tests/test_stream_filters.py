@@ -20,7 +20,7 @@ from tests.test_stream_sni import client_hello
 from tests.test_stream_tcp import Peer, RelayHarness, config
 from tests.test_stream_udp import UDPReactor
 from tests.test_stream_udp import config as udp_config
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLogWriter
 from twistproxy.admission import Quota
 from twistproxy.config import ConfigError, Filter, parse
 from twistproxy.filters.chain import FilterChain, build_chain
@@ -276,7 +276,7 @@ class TCPFilterTests(SynchronousTestCase):
 
     def log_line(self, h) -> bytes:
         stream = io.BytesIO()
-        AccessLog(stream, "combined", h.reactor).connection(h.ended[-1])
+        AccessLogWriter(stream, "combined", h.reactor).connection(h.ended[-1])
         return stream.getvalue()
 
     def test_access_denied(self):

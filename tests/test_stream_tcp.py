@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLogWriter
 from twistproxy.config import parse
 from twistproxy.build import make_group
 from twistproxy.interfaces import IRequestInfo
@@ -544,7 +544,7 @@ class AccessLogTests(SynchronousTestCase):
         """
         clock, relay = self.relay()
         stream = io.BytesIO()
-        AccessLog(stream, "combined", clock).connection(relay)
+        AccessLogWriter(stream, "combined", clock).connection(relay)
         line = stream.getvalue()
         self.assertTrue(line.startswith(b'192.0.2.7 - - ['), line)
         self.assertTrue(line.endswith(
@@ -557,7 +557,7 @@ class AccessLogTests(SynchronousTestCase):
         """
         clock, relay = self.relay()
         stream = io.BytesIO()
-        AccessLog(stream, "json", clock).connection(relay)
+        AccessLogWriter(stream, "json", clock).connection(relay)
         record = json.loads(stream.getvalue())
         del record["time"]
         self.assertEqual(record, {
@@ -590,7 +590,7 @@ class ServiceTests(SynchronousTestCase):
         service = ProxyService(config(extra=NO_LOG), reactor)
         stream = Kept()
         service.startService()
-        service.access_log = AccessLog(stream, "combined", reactor)
+        service.access_log = AccessLogWriter(stream, "combined", reactor)
         (port,) = [p for p in reactor.tcpServers if p[0] == 5433]
         client = Peer(port[1].buildProtocol(None), "192.0.2.7", 40000)
         host, backend_port, factory, _, _ = reactor.tcpClients[0]

@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLogWriter
 from twistproxy.config import parse
 from twistproxy.build import make_group
 from twistproxy.stream.udp import SessionSocket, UDPEndpoint, UDPProxy
@@ -259,7 +259,7 @@ class UDPProxyTests(SynchronousTestCase):
         self.proxy.datagramReceived(b"query", ("192.0.2.1", 1000))
         self.reactor.advance(11)
         stream = io.BytesIO()
-        AccessLog(stream, "combined", self.reactor).connection(self.ended[0])
+        AccessLogWriter(stream, "combined", self.reactor).connection(self.ended[0])
         self.assertIn(b'"UDP dns" 200 0 received=5 upstream=10.0.0.1:53 server_name=- '
                       b'total_time=11.', stream.getvalue())
 

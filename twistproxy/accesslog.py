@@ -82,7 +82,7 @@ def _header(x: Exchange, name: bytes) -> bytes:
     return b"-"
 
 
-class AccessLog:
+class AccessLogWriter:
     """
     Formats finished exchanges and writes them to a binary stream.
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from twistproxy.accesslog import AccessLog
+from twistproxy.accesslog import AccessLogWriter
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
@@ -215,7 +215,7 @@ def admin(reactor, config: ProxyConfig, target, metrics=None):
     return where, admin_site(target, config.admin, reactor, metrics)
 
 
-def open_access_log(config: ProxyConfig, reactor) -> AccessLog:
+def open_access_log(config: ProxyConfig, reactor) -> AccessLogWriter:
     """
     The access log C{config} asks for, its file opened for appending.
 
@@ -229,7 +229,7 @@ def open_access_log(config: ProxyConfig, reactor) -> AccessLog:
             stream = open(path, "ab", buffering=65536)
     except OSError as e:
         raise ConfigError("access_log.path", f"cannot open {path!r}: {e.strerror}", config.source)
-    return AccessLog(stream, config.access_log.format, reactor)
+    return AccessLogWriter(stream, config.access_log.format, reactor)
 
 
 class ListenerBuilder:

@@ -69,7 +69,7 @@ class RouteRuntime:
         self.preserve_host = route.preserve_host
         # None (nothing to run) unless the route has filters.
         self.filters = build_chain(reactor, route.filters, f"{path}.filters")
-        # The route's share of the shared cache (a RouteCache), or None.
+        # The route's share of the shared cache (a CachedRoute), or None.
         self.cache = None
         if cache is not None and route.cache is not None and route.cache.enabled:
             self.cache = cache.for_route(route.cache, route.request_headers)

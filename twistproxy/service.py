@@ -28,7 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twistproxy import build
-from twistproxy.accesslog import AccessLog, rotate
+from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
@@ -156,7 +156,7 @@ class ProxyService(MultiService):
         self.reactor = reactor
         self.cache = build.cache(config, reactor)
         self.locator, self.forwarder = build.pipeline(config, reactor, self.cache)
-        self.access_log: Optional[AccessLog] = None
+        self.access_log: Optional[AccessLogWriter] = None
         # Shared by every listener: the limits are the process's.
         self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.

@@ -4,7 +4,7 @@ The shared cache in the request pipeline: the plumbing around
 L{twistproxy.cache.policy}.
 
 After routing, the forwarder hands each request of a route with a cache to
-L{RouteCache.handle}, which looks the request up in the store and then
+L{CachedRoute.handle}, which looks the request up in the store and then
 either:
 
   - answers it from a stored response (a I{hit}: the body, a 304 for the
@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from twistproxy.cache import policy as P
 from twistproxy.cache.entry import Entry
-from twistproxy.config import HeaderRules, RouteCache as RouteCacheConfig
+from twistproxy.config import HeaderRules, RouteCache
 from twistproxy.http import headers as H
 from twistproxy.http.answers import Answer, own_head, respond
 from twistproxy.http.exchange import Exchange
@@ -143,8 +143,8 @@ class HTTPCache:
             return False
         return True
 
-    def for_route(self, config: RouteCacheConfig, request_rules: HeaderRules) -> "RouteCache":
-        return RouteCache(self, config, request_rules)
+    def for_route(self, config: RouteCache, request_rules: HeaderRules) -> "CachedRoute":
+        return CachedRoute(self, config, request_rules)
 
     def fields(self, entry: Entry) -> P.CacheFields:
         """
@@ -186,12 +186,12 @@ class HTTPCache:
         return n
 
 
-class RouteCache:
+class CachedRoute:
     """
     The cache of one route: its settings over the shared L{HTTPCache}.
     """
 
-    def __init__(self, cache: HTTPCache, config: RouteCacheConfig, request_rules: HeaderRules):
+    def __init__(self, cache: HTTPCache, config: RouteCache, request_rules: HeaderRules):
         self.cache = cache
         self.config = config
         self._rules = request_rules
@@ -595,7 +595,7 @@ class InvalidatingSink(TargetedSink):
     Invalidates what a successful unsafe request changed (RFC 9111 4.4).
     """
 
-    def __init__(self, sink, route_cache: RouteCache, key: bytes):
+    def __init__(self, sink, route_cache: CachedRoute, key: bytes):
         super().__init__(sink, route_cache.cache.targeted)
         self._cache = route_cache
         self._key = key
@@ -619,7 +619,7 @@ class FetchSink(SinkWrapper):
     stale response where C{stale-if-error} allows.
     """
 
-    def __init__(self, sink, route_cache: RouteCache, x: Exchange, key: bytes,
+    def __init__(self, sink, route_cache: CachedRoute, x: Exchange, key: bytes,
                  stale: Optional[Entry], why: bytes, owner: bool):
         super().__init__(sink)
         self._cache = route_cache

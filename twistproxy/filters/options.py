@@ -10,7 +10,7 @@ the same way everywhere.  Third-party filters may use them too.
 The checks (L{number}, L{count}, L{text} ...) are those of the
 configuration schema (L{twistproxy.config.schema}): a filter may declare
 its options as a dataclass of C{setting(..., check=count(1))} and read
-them with L{read_options}, or read them one by one with L{Options}.
+them with L{read_options}, or read them one by one with L{OptionReader}.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def field_name(value: object, path: str) -> str:
 
 
 
-class Options:
+class OptionReader:
     """
     The options of one filter, read one by one.
 
