@@ -225,3 +225,49 @@ class RealRedisTests(TestCase):
         removed = yield other.remove("_acme-challenge.example.test")
         self.assertIs(removed, True)
         self.assertEqual(server.command("HLEN", KEY.decode()), b":0\r\n")
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    C{[dns] redis}: checked with the configuration, fixed until a restart.
+    """
+
+    def write(self, path: str, options: str) -> None:
+        from tests.test_dns_config import _text
+
+        with open(path, "w") as f:
+            f.write(_text('{ name = "www", type = "A", value = "192.0.2.7" }', options))
+
+    def test_bad_url(self) -> None:
+        """
+        A C{redis} that is not a C{redis://} URL fails the check at
+        C{dns.redis}, naming the file.
+        """
+        from twistproxy.build import validate
+        from twistproxy.config import ConfigError, load
+
+        path = self.mktemp()
+        self.write(path, 'redis = "http://10.0.0.5"')
+        with self.assertRaises(ConfigError) as e:
+            validate(load(path))
+        self.assertEqual((e.exception.path, e.exception.source), ("dns.redis", path))
+
+    def test_reload(self) -> None:
+        """
+        The service's records are shared when C{redis} is set; a reload
+        that changes it is refused, and the records stay.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twistproxy.config import load
+        from twistproxy.service import ProxyService
+
+        path = self.mktemp()
+        self.write(path, 'redis = "redis://127.0.0.1:1"')
+        service = ProxyService(load(path), MemoryReactorClock())
+        self.assertIsNotNone(service.dns_texts._redis)
+        texts = service.dns_texts
+        self.write(path, "")
+        [problem] = service.reload()
+        self.assertIn("dns.redis", problem)
+        self.assertIs(service.dns_texts, texts)
