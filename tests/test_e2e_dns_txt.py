@@ -3,7 +3,8 @@
 End-to-end test of the TXT records set at run time and shared through
 Redis: two installed proxies (C{twistd} children) name the same private
 C{redis-server}; a record set on one's admin API is answered by the
-other's DNS listener, asked with C{twisted.names.client}.
+other's DNS listener, asked with C{twisted.names.client}, and goes on
+being answered while Redis is stalled (C{SIGSTOP}).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class SharedTXTEndToEndTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        redis = RedisServer()
+        self.redis = redis = RedisServer()
         self.addCleanup(redis.stop)
         self.proxies = []
         for i in range(2):
@@ -64,6 +65,17 @@ class SharedTXTEndToEndTests(TestCase):
             yield proxy.start()
             proxy.admin = f"http://{HOST}:{admin}"
             self.proxies.append(proxy)
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    @defer.inlineCallbacks
+    def put(self, proxy, value: str, code: int = 200):
+        """
+        C{PUT} C{value} at L{NAME} on C{proxy}'s admin API, and check the
+        answer's status.
+        """
+        response = yield treq.put(f"{proxy.admin}/dns/txt/{NAME}", pool=self.pool,
+                                  data=json.dumps({"values": [value], "ttl": 5}).encode())
+        self.assertEqual(response.code, code, (yield response.text()))
 
     @defer.inlineCallbacks
     def ask_until(self, port: int, wanted):
@@ -93,14 +105,42 @@ class SharedTXTEndToEndTests(TestCase):
         the first answers NXDOMAIN again.
         """
         one, other = self.proxies
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        response = yield treq.put(f"{one.admin}/dns/txt/{NAME}", pool=pool,
-                                  data=json.dumps({"values": ["token-1"], "ttl": 5}).encode())
-        self.assertEqual(response.code, 200, (yield response.text()))
+        yield self.put(one, "token-1")
         outcome = yield self.ask_until(other.port, lambda o: o == [b"token-1"])
         self.assertEqual(outcome, [b"token-1"])
 
-        response = yield treq.delete(f"{other.admin}/dns/txt/{NAME}", pool=pool)
+        response = yield treq.delete(f"{other.admin}/dns/txt/{NAME}", pool=self.pool)
         self.assertEqual(response.code, 200, (yield response.text()))
         outcome = yield self.ask_until(one.port, lambda o: isinstance(o, error.DNSNameError))
         self.assertIsInstance(outcome, error.DNSNameError)
+
+    @defer.inlineCallbacks
+    def test_redis_out(self):
+        """
+        While Redis does not answer, the other instance goes on answering
+        the record it read, and a change is refused (503) rather than seen
+        by one instance only; once Redis answers again, a change goes
+        through and reaches the other instance.
+        """
+        one, other = self.proxies
+        yield self.put(one, "token-1")
+        self.assertEqual((yield self.ask_until(other.port, lambda o: o == [b"token-1"])),
+                         [b"token-1"])
+        self.redis.pause()
+        try:
+            # Each instance finds Redis out at its next read (1 s timeout).
+            yield task.deferLater(reactor, 3, lambda: None)
+            self.assertEqual((yield self.ask_until(other.port, lambda o: True)), [b"token-1"])
+            yield self.put(one, "token-2", 503)
+        finally:
+            self.redis.resume()
+        for _ in range(50):
+            response = yield treq.put(f"{one.admin}/dns/txt/{NAME}", pool=self.pool,
+                                      data=b'{"values": ["token-2"]}')
+            yield response.text()
+            if response.code == 200:
+                break
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(response.code, 200)
+        self.assertEqual((yield self.ask_until(other.port, lambda o: o == [b"token-2"])),
+                         [b"token-2"])
