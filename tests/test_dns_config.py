@@ -250,31 +250,36 @@ class RuntimeTXTTests(SynchronousTestCase):
         """
         name = "_acme-challenge.app.example.test"
         self.assertEqual(self.ask(name).rCode, dns.ENAME)
-        self.service.dns_texts.set("_ACME-challenge.app.example.test.", ("one", "two"), ttl=5)
+        self.assertIsNone(self.successResultOf(
+            self.service.dns_texts.set("_ACME-challenge.app.example.test.", ("one", "two"), ttl=5)))
         answer = self.ask(name)
         self.assertEqual(sorted(r.payload.data[0] for r in answer.answers), [b"one", b"two"])
         self.assertEqual({r.ttl for r in answer.answers}, {5})
         above = self.ask("app.example.test")
         self.assertEqual((above.rCode, above.answers), (dns.OK, []))
-        self.assertTrue(self.service.dns_texts.remove(name))
+        self.assertIs(self.successResultOf(self.service.dns_texts.remove(name)), True)
         self.assertEqual(self.ask(name).rCode, dns.ENAME)
 
     def test_admin_api(self) -> None:
         """
-        C{PUT /dns/txt/NAME} sets, C{GET /dns/txt} lists and C{DELETE}
+        C{PUT /dns/txt/NAME} sets, C{GET /dns/txt} lists (with the seconds
+        left of the record's lifetime, an hour by default) and C{DELETE}
         removes; a name outside the zones is 404, a bad body 400.
         """
         name = "_acme-challenge.example.test"
         code, body = self.admin("PUT", f"/dns/txt/{name}", b'{"values": ["token"]}')
-        self.assertEqual((code, body), (200, {"name": name, "values": ["token"], "ttl": 60}))
+        self.assertEqual((code, body), (200, {"name": name, "values": ["token"], "ttl": 60,
+                                              "lifetime": 3600}))
         self.assertEqual(self.ask(name).answers[0].payload.data, [b"token"])
-        self.assertEqual(self.admin("GET", "/dns/txt"),
-                         (200, {"records": {name: {"values": ["token"], "ttl": 60}}}))
+        self.assertEqual(self.admin("GET", "/dns/txt"), (200, {"records": {name: {
+            "values": ["token"], "ttl": 60, "expires_in": 3600}}}))
         self.assertEqual(self.admin("DELETE", f"/dns/txt/{name}")[0], 200)
         self.assertEqual(self.admin("DELETE", f"/dns/txt/{name}")[0], 404)
         self.assertEqual(self.admin("PUT", "/dns/txt/x.example.org", b'{"values": ["a"]}')[0],
                          404)
         self.assertEqual(self.admin("PUT", f"/dns/txt/{name}", b'{"values": "a"}')[0], 400)
+        self.assertEqual(self.admin("PUT", f"/dns/txt/{name}",
+                                    b'{"values": ["a"], "lifetime": 0}')[0], 400)
         self.assertEqual(self.ask(name).rCode, dns.ENAME)
 
 

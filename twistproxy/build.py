@@ -13,7 +13,8 @@ this module is the only code that makes objects of them, in this order:
      (L{ListenerBuilder}): HTTP, TLS termination, TCP relays, TLS
      passthrough, UDP, the DNS front, behind a PROXY header reader when
      asked;
-  4. the admin API (L{admin}) and the access log (L{open_access_log}).
+  4. the admin API (L{admin}), the access log (L{open_access_log}) and
+     the TXT records set at run time (L{dns_texts}).
 
 Nothing here listens or starts a group, a health check or a log file
 writer: that is the lifecycle's (L{twistproxy.service.ProxyService} starts
@@ -42,6 +43,7 @@ from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
 from twistproxy.dns.server import DNSEndpoint, DNSFront
+from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords
 from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.forwarder import Forwarder
@@ -49,6 +51,7 @@ from twistproxy.http.client import UpstreamPool
 from twistproxy.http.listener import HTTPServerFactory, ServerSettings
 from twistproxy.net import TrustedProxies
 from twistproxy.proxyproto import ProxyHeaderFactory
+from twistproxy.redis import parse_url
 from twistproxy.stream.sni import SNIFactory, SNIRouter
 from twistproxy.stream.tcp import TCPRelayFactory
 from twistproxy.stream.udp import UDPEndpoint, UDPProxy
@@ -135,6 +138,20 @@ def cache(config: ProxyConfig, reactor) -> Optional[HTTPCache]:
     """
     try:
         return build_cache(reactor, config)
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
+
+
+def dns_texts(config: ProxyConfig, reactor) -> RunTimeTexts:
+    """
+    The TXT records set at run time, shared through the C{[dns]} section's
+    Redis when it names one.
+    """
+    url = config.dns.redis if config.dns is not None else ""
+    if not url:
+        return RunTimeTexts(reactor)
+    try:
+        return RunTimeTexts(reactor, parse_url(url, "dns.redis"))
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
 
@@ -482,7 +499,7 @@ def validate(config: ProxyConfig) -> None:
     listens, connects or starts): the cache store and its options, the
     locator, the upstream groups and their balancers and checks, the route
     targets and filters, every listener's endpoint string, filters and TLS
-    settings, and the admin endpoint.
+    settings, the admin endpoint and the DNS front's shared store URL.
 
     @raises ConfigError: naming the file and the path of the first problem.
     """
@@ -495,3 +512,4 @@ def validate(config: ProxyConfig) -> None:
         endpoint(reactor, listener, config)
         listeners.factory(listener)
     admin(reactor, config, None)
+    dns_texts(config, reactor)

@@ -32,7 +32,7 @@ from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
-from twistproxy.dns.zone import TXTRecords
+from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
@@ -127,9 +127,10 @@ class ProxyService(MultiService):
     @ivar metrics: The Prometheus metrics, kept only when there is an
         admin listener to serve them, else C{None}.
     @ivar listeners: The listener services, by name.
-    @ivar dns_texts: The L{TXTRecords} set at run time (the admin API's
-        C{/dns/txt}, ACME DNS-01 challenges), which every dns listener
-        answers beside its zones.
+    @ivar dns_texts: The L{RunTimeTexts} (TXT records set at run time: the
+        admin API's C{/dns/txt}, ACME DNS-01 challenges), which every dns
+        listener answers beside its zones; shared through Redis when the
+        C{[dns]} section names one.
     @ivar built: The L{twistproxy.build.ListenerBuilder} that built the
         listeners' factories, and keeps them all (those a reload replaced
         too) to drain, abort, reconfigure and count.
@@ -167,7 +168,7 @@ class ProxyService(MultiService):
                 connections=lambda: sum(len(f.connections) for f in self.built.http_factories),
                 streams=self._stream_figures, pools=self._pool_sizes)
         # The TXT records set at run time (ACME DNS-01), beside the zones.
-        self.dns_texts = TXTRecords()
+        self.dns_texts: RunTimeTexts = build.dns_texts(config, reactor)
         # Every listener factory and filter chain built, also those a reload
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
@@ -175,7 +176,7 @@ class ProxyService(MultiService):
             reactor, config, self.forwarder, connections=self.connections,
             in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
             on_connection_end=self._connection_ended, locator=lambda: self.locator,
-            dns_texts=self.dns_texts)
+            dns_texts=self.dns_texts.records)
         self.factory = self.built.plain
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
@@ -337,6 +338,7 @@ class ProxyService(MultiService):
             self.access_log = build.open_access_log(self.config, self.reactor)
         super().startService()
         self._start_groups(self.forwarder)
+        self.dns_texts.start()
         if self.access_log is not None:
             self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor
@@ -378,6 +380,10 @@ class ProxyService(MultiService):
             # Inherited sockets (a worker's) are the master's to change.
             check_reloadable(self.config, new, ("admin", "workers", "cache") + (
                 ("listeners",) if self._endpoints else ()))
+            if getattr(new.dns, "redis", "") != getattr(self.config.dns, "redis", ""):
+                # The records' store, like the cache's, outlives reloads.
+                raise ConfigError("dns.redis", "changed: needs a restart (not reloadable yet)",
+                                  new.source)
             # The store (and what it holds) outlives reloads.
             cache = self.cache if self.cache is not None else build.cache(new, self.reactor)
             locator, forwarder = build.pipeline(new, self.reactor, cache)
@@ -533,6 +539,7 @@ class ProxyService(MultiService):
 
     def _close_all(self) -> None:
         self.forwarder.close()
+        self.dns_texts.stop()
         for chain in self.built.filter_chains:
             chain.close()
         if self.cache is not None:

@@ -20,7 +20,8 @@ their tools, on a listener of its own (the C{[admin]} table).
       that adds up, which the master of several workers asks each worker;
     - C{GET /}: the status page (L{twistproxy.admin.page});
     - C{GET /dns/txt}, C{PUT} and C{DELETE /dns/txt/<name>}: the TXT
-      records of the DNS front set at run time (L{_dns_txt_body});
+      records of the DNS front set at run time (L{_dns_txt_body}), shared
+      by every instance when C{[dns]} names a Redis (503 while it is out);
     - C{GET /dns/gslb?client=ADDRESS}: what each GSLB name answers a
       client there, and why.
 
@@ -52,6 +53,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from twistproxy import _version
 from twistproxy.admin import page
 from twistproxy.admin.history import History, service_reader, view
+from twistproxy.dns.texts import LIFETIME, SharedStoreUnavailable
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.upstream.locators import parse_address
 
@@ -94,8 +96,9 @@ def _dns_txt_handlers(resource: "AdminResource", segments: List[bytes]):
 
 def _dns_txt_body(request: Request, name: str, dns) -> Dict[str, Any]:
     """
-    The body of C{PUT /dns/txt/<name>}: C{{"values": ["..."], "ttl": 60}}
-    (C{ttl} optional), for a name inside one of the C{[dns]} zones.
+    The body of C{PUT /dns/txt/<name>}: C{{"values": ["..."], "ttl": 60,
+    "lifetime": 3600}} (C{ttl} and C{lifetime}, in seconds, optional), for
+    a name inside one of the C{[dns]} zones.
     """
     owner = name.lower().rstrip(".")
     if not any(owner == z.name or owner.endswith("." + z.name) for z in dns.zones):
@@ -104,14 +107,24 @@ def _dns_txt_body(request: Request, name: str, dns) -> Dict[str, Any]:
         body = json.loads(request.content.read() or b"null")
     except ValueError:
         body = None
-    values = body.get("values") if isinstance(body, dict) else None
-    ttl = body.get("ttl", 60) if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        body = {}
+    values, ttl, lifetime = body.get("values"), body.get("ttl", 60), body.get("lifetime", LIFETIME)
     if (not isinstance(values, list) or not values
             or not all(isinstance(v, str) for v in values)
-            or isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0):
-        raise _Answer(400, {"error": 'the body must be {"values": ["..."], "ttl": 60} '
-                                     '(ttl optional)'})
-    return {"values": values, "ttl": ttl}
+            or isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0
+            or isinstance(lifetime, bool) or not isinstance(lifetime, (int, float))
+            or not lifetime > 0):
+        raise _Answer(400, {"error": 'the body must be {"values": ["..."], "ttl": 60, '
+                                     '"lifetime": 3600} (ttl and lifetime optional)'})
+    return {"values": values, "ttl": ttl, "lifetime": lifetime}
+
+
+def _shared_store_out(failure: Failure):
+    # Nothing changed: the other instances would not have seen it.
+    failure.trap(SharedStoreUnavailable)
+    raise _Answer(503, {"error": f"{failure.value}; nothing changed, try again"},
+                  ((b"Retry-After", b"1"),))
 
 
 class AdminResource(Resource):
@@ -314,21 +327,30 @@ class AdminResource(Resource):
         return self._answer(request, 200, {"client": client, "names": names})
 
     def _dns_txt_list(self, request: Request) -> bytes:
-        records = self._service.dns_texts.items()
+        now = self._service.reactor.seconds()
         return self._answer(request, 200, {"records": {
-            name: {"values": list(values), "ttl": ttl} for name, (values, ttl) in records.items()}})
+            name: {"values": list(values), "ttl": ttl, "expires_in": round(expires - now, 3)}
+            for name, (values, ttl, expires) in self._service.dns_texts.items().items()}})
 
-    def _dns_txt_set(self, request: Request, name: str) -> bytes:
+    def _dns_txt_set(self, request: Request, name: str):
         body = _dns_txt_body(request, name, self._service.config.dns)
-        self._service.dns_texts.set(name, body["values"], body.get("ttl", 60))
-        self.log.info("admin API: TXT records of {name} set", name=name)
-        return self._answer(request, 200, {"name": name.lower().rstrip("."), **body})
+        d = self._service.dns_texts.set(name, body["values"], body["ttl"], body["lifetime"])
 
-    def _dns_txt_remove(self, request: Request, name: str) -> bytes:
-        if not self._service.dns_texts.remove(name):
-            raise _Answer(404, {"error": f"no TXT records were set for {name!r}"})
-        self.log.info("admin API: TXT records of {name} removed", name=name)
-        return self._answer(request, 200, {"name": name.lower().rstrip("."), "removed": True})
+        def done(_):
+            self.log.info("admin API: TXT records of {name} set", name=name)
+            return 200, {"name": name.lower().rstrip("."), **body}
+
+        return self._when_ready(request, d.addCallbacks(done, _shared_store_out))
+
+    def _dns_txt_remove(self, request: Request, name: str):
+        def done(found: bool):
+            if not found:
+                raise _Answer(404, {"error": f"no TXT records were set for {name!r}"})
+            self.log.info("admin API: TXT records of {name} removed", name=name)
+            return 200, {"name": name.lower().rstrip("."), "removed": True}
+
+        d = self._service.dns_texts.remove(name)
+        return self._when_ready(request, d.addCallbacks(done, _shared_store_out))
 
     def _drain(self, request: Request, group: str, backend: str) -> bytes:
         return self._set_draining(request, group, backend, True)

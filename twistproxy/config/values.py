@@ -1061,6 +1061,9 @@ class DNS:
     @ivar max_udp_size: The largest UDP response, whatever larger size a
         client's EDNS0 offers; a larger answer is truncated (TC) so that
         the client asks again over TCP.
+    @ivar redis: The C{redis://} URL of the shared store of the TXT records
+        set at run time (ACME DNS-01; read by L{twistproxy.redis.parse_url}
+        when the service is built); C{''}: each process keeps its own.
     """
 
     zones: Tuple[DNSZone, ...] = setting(
@@ -1068,6 +1071,7 @@ class DNS:
     allow_transfer: Tuple[str, ...] = setting((), check=array(_network))
     rate_limit: int = setting(100, check=integer(0))
     max_udp_size: int = setting(1232, check=integer(512, 65535))
+    redis: str = setting("", check=_string)
 
 
 @rule(DNS)

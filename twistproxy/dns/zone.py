@@ -208,7 +208,8 @@ class TXTRecords:
     """
     TXT records set and removed at run time, beside the zones' own: what
     an ACME DNS-01 challenge needs (C{_acme-challenge.www.example.com}).
-    They outlive configuration reloads, and live in this process only.
+    They outlive configuration reloads; L{twistproxy.dns.texts} keeps them
+    (and shares them through Redis).
 
     @ivar version: Goes up at every change, so that answers kept encoded
         are known to be stale.
@@ -216,7 +217,6 @@ class TXTRecords:
 
     def __init__(self) -> None:
         self._records: Dict[bytes, List[dns.RRHeader]] = {}
-        self._values: Dict[str, Tuple[Tuple[str, ...], int]] = {}
         self.version = 0
 
     def set(self, name: str, values: Tuple[str, ...], ttl: int = 60) -> None:
@@ -233,7 +233,6 @@ class TXTRecords:
             dns.RRHeader(data, dns.TXT, ttl=ttl, auth=True,
                          payload=dns.Record_TXT(*_text(value), ttl=ttl))
             for value in values]
-        self._values[owner] = (tuple(values), ttl)
         self.version += 1
 
     def remove(self, name: str) -> bool:
@@ -243,7 +242,6 @@ class TXTRecords:
         @return: Whether there were any.
         """
         owner = name.lower().rstrip(".")
-        self._values.pop(owner, None)
         found = self._records.pop(owner.encode("ascii"), None) is not None
         self.version += 1
         return found
@@ -258,12 +256,6 @@ class TXTRecords:
         """
         suffix = b"." + name
         return name in self._records or any(n.endswith(suffix) for n in self._records)
-
-    def items(self) -> Dict[str, Tuple[Tuple[str, ...], int]]:
-        """
-        The names with records set, with their values and TTL.
-        """
-        return dict(self._values)
 
 
 class Zones:
