@@ -249,6 +249,38 @@ class CertificatesTests(PageTestCase):
         self.assertEqual(json.loads(body)["certificates"], served)
 
 
+class ConfigLoadedTests(PageTestCase):
+    """
+    C{GET /status} says when the running configuration was read, beside
+    its digest.
+    """
+
+    def test_service_says(self):
+        """
+        A service that knows when it read its configuration is believed.
+        """
+        self.service.config_loaded = 1234.5
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 1234.5)
+
+    def test_first_seen(self):
+        """
+        Otherwise (the master of several workers) it is when the API
+        started, then when it first saw a new configuration: that time
+        stays while the configuration does.
+        """
+        self.clock.advance(10)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5000)
+        self.service.config = _config("new.toml")
+        self.clock.advance(7)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5017)
+        self.clock.advance(3)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5017)
+
+
 class SiteTests(SynchronousTestCase):
     """
     L{admin_site} keeps a history for a proxy that forwards, while it

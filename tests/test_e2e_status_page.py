@@ -209,7 +209,8 @@ class StatusPageTests(_BalancingTestCase):
         two = f"{HOST}:{origins['two'].port}"
         yield self.backend_state(two, "unhealthy")
         dom = yield self.browse("--dump-dom")
-        for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups"):
+        for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups",
+                     "Configuration loaded"):
             self.assertIn(name, dom)
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)

@@ -151,6 +151,7 @@ class AdminResource(Resource):
         self._clock = clock if clock is not None else service.reactor
         self._started = self._clock.seconds()
         self._digested: Optional[Tuple[Any, str]] = None
+        self._seen: Optional[Tuple[Any, float]] = None
         self._history = history
 
     # -- dispatch -----------------------------------------------------------
@@ -255,7 +256,8 @@ class AdminResource(Resource):
         return self._answer(request, 200, {
             "version": _version.__version__,
             "uptime": round(self._clock.seconds() - self._started, 3),
-            "config": {"source": config.source, "digest": self._digest(config)},
+            "config": {"source": config.source, "digest": self._digest(config),
+                       "loaded": self._loaded(config)},
             "listeners": listeners,
             **({"workers": self._service.worker_status()}
                if hasattr(self._service, "worker_status") else {}),
@@ -283,6 +285,20 @@ class AdminResource(Resource):
             self._digested = (
                 config, "sha256:" + hashlib.sha256(repr(config).encode("utf-8")).hexdigest())
         return self._digested[1]
+
+    def _loaded(self, config) -> float:
+        # When the running configuration was read (the clock's seconds):
+        # the service says so when it can; otherwise (the master of
+        # several workers) it is when this API first saw it, at start or
+        # at the first status asked after a reload.
+        when = getattr(self._service, "config_loaded", None)
+        if when is not None:
+            return when
+        if self._seen is None:
+            self._seen = (config, self._started)
+        elif self._seen[0] is not config:
+            self._seen = (config, self._clock.seconds())
+        return self._seen[1]
 
     def _upstreams(self, request: Request):
         d = maybeDeferred(self._service.status)

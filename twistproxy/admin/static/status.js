@@ -134,6 +134,7 @@
       ["Up for", age(status.uptime)],
       ["Configuration", el("span", { title: `${status.config.source || ""} ${status.config.digest}` },
         `${(status.config.source || "made in code").split("/").pop()} (${status.config.digest.slice(0, 19)}…)`)],
+      ["Configuration loaded", `${clock(status.config.loaded)} (${age(Math.max(0, history.end - status.config.loaded))} ago)`],
       ["Workers", workers.length ? `${workers.filter((w) => w.pid).length} of ${workers.length} running` : "one process"],
       ["Open connections", history.connections],
       ["Requests per second", rate(history.minute.requests_per_second)],
