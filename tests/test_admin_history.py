@@ -14,9 +14,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.admin.history import (
-    MAX_EVENTS, SECONDS, SLOT, History, Reading, backend_state, combine, empty_digest,
-    percentile, view,
+    MAX_EVENTS, SECONDS, SLOT, History, Reading, backend_state, cache_size, combine,
+    empty_digest, percentile, view,
 )
+from twistproxy.cache.entry import Entry
+from twistproxy.cache.memory import MemoryStore
 from twistproxy.config import Admin, AccessLog, Listener, ProxyConfig, Route, UpstreamGroup, server
 from twistproxy.metrics import DURATION_BUCKETS
 from twistproxy.service import ProxyService
@@ -267,6 +269,45 @@ class CombineTests(SynchronousTestCase):
         Digests of other seconds do not add up: refused.
         """
         self.assertRaises(ValueError, combine, [empty_digest(1999)], 2000)
+
+
+class CacheSizeTests(SynchronousTestCase):
+    """
+    The cache's size is kept beside its events, where its store can tell.
+    """
+
+    def test_memory_store(self):
+        """
+        A memory store tells its entries, bytes and budget; a store that
+        does not count (Redis) tells nothing.
+        """
+        store = MemoryStore(Clock(), max_bytes=10_000)
+        self.assertEqual(cache_size(store), (0, 0, 10_000))
+        entry = Entry(200, b"OK", [], b"x" * 100, 0.0, 0.0)
+        store.put(b"k", entry, 60)
+        self.assertEqual(cache_size(store), (1, entry.size + 1, 10_000))
+        self.assertIsNone(cache_size(object()))
+
+    def test_digest_view_combine(self):
+        """
+        The size of the last reading is in the digest and the view; with
+        workers, each one's store adds up; with no store that can tell, it
+        is C{None}.
+        """
+        clock = Clock()
+        totals = Totals()
+        history = History(clock, lambda: Reading({}, {}, 0, (3, 300, 1000)))
+        history.start()
+        self.addCleanup(history.stop)
+        size = {"entries": 3, "bytes": 300, "max_bytes": 1000}
+        digest = history.digest()
+        self.assertEqual(view(digest)["cache_size"], size)
+        self.assertEqual(combine([digest, digest], digest["end"])["cache_size"],
+                         {"entries": 6, "bytes": 600, "max_bytes": 2000})
+        unknown = History(clock, totals)
+        unknown.sample()
+        self.assertIsNone(view(unknown.digest())["cache_size"])
+        self.assertIsNone(combine([unknown.digest()], digest["end"])["cache_size"])
 
 
 class PercentileTests(SynchronousTestCase):

@@ -187,7 +187,8 @@ class HistoryEndpointTests(PageTestCase):
         self.assertEqual(shown["connections"], 1)
         self.assertEqual(set(shown), {
             "end", "seconds", "slot", "requests", "errors", "p50", "p99", "minute",
-            "connections", "routes", "upstreams", "backends", "timeline", "refusals", "cache"})
+            "connections", "routes", "upstreams", "backends", "timeline", "refusals", "cache",
+            "cache_size"})
 
     def test_raw(self):
         """

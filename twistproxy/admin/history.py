@@ -68,11 +68,28 @@ class Reading:
         C{("reason", reason)} and C{("cache", event)} have one count.
     @ivar states: C{(state, detail, in flight)} by C{(group, backend)}.
     @ivar connections: Client connections open now.
+    @ivar cache_size: The cache's entries, bytes and budget in bytes now,
+        when its store can tell cheaply (L{cache_size}); C{None} otherwise.
     """
 
     counts: Mapping[Key, Sequence[float]]
     states: Mapping[Tuple[str, str], Tuple[str, str, int]] = field(default_factory=dict)
     connections: int = 0
+    cache_size: Optional[Tuple[int, int, int]] = None
+
+
+def cache_size(store) -> Optional[Tuple[int, int, int]]:
+    """
+    How much a cache store holds: entries, bytes and its budget in bytes,
+    for a store that counts them as it goes
+    (L{twistproxy.cache.memory.MemoryStore}); C{None} for one that would
+    have to be asked (Redis: its memory is shared with other data, and
+    counting its keys means a scan).
+    """
+    used, budget = getattr(store, "used", None), getattr(store, "max_bytes", None)
+    if not isinstance(used, int) or not isinstance(budget, int):
+        return None
+    return len(store), used, budget
 
 
 def backend_state(group, backend, now: float) -> Tuple[str, str]:
@@ -122,11 +139,13 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
                 states[(group.name, backend.name)] = (
                     *backend_state(group, backend, now), backend.in_flight)
         cache = getattr(service, "cache", None)
+        size = None
         if cache is not None:
             for event, count in cache.counts.items():
                 counts[("cache", event)] = (count,)
+            size = cache_size(cache.store)
         connections = metrics.connections() if metrics.connections is not None else 0
-        return Reading(counts, states, connections)
+        return Reading(counts, states, connections, size)
 
     return read
 
@@ -248,6 +267,9 @@ class History:
         last = self._last
         if last is not None:
             digest["connections"] = last.connections
+            if last.cache_size is not None:
+                digest["cache_size"] = dict(zip(("entries", "bytes", "max_bytes"),
+                                                last.cache_size))
             digest["backends"] = {
                 f"{group}/{name}": {
                     "upstream": group, "backend": name, "state": state, "detail": detail,
@@ -283,6 +305,7 @@ def empty_digest(end: int, seconds: int = SECONDS) -> Dict[str, Any]:
         "backends": {},
         "events": [],
         "connections": 0,
+        "cache_size": None,
     }
 
 
@@ -307,10 +330,10 @@ def _add_into(into: List[Any], more: Sequence[Any]) -> None:
 def combine(digests: Sequence[Mapping[str, Any]], end: int, seconds: int = SECONDS,
             ) -> Dict[str, Any]:
     """
-    Several processes' digests of the same seconds, as one: traffic and
-    open connections add up; a backend has the most worrying state any
-    process sees (L{STATES}), and the requests in flight of all; the state
-    changes are all kept, in time order.
+    Several processes' digests of the same seconds, as one: traffic, open
+    connections and the sizes of their caches add up; a backend has the
+    most worrying state any process sees (L{STATES}), and the requests in
+    flight of all; the state changes are all kept, in time order.
     """
     combined = empty_digest(end, seconds)
     for digest in digests:
@@ -338,6 +361,12 @@ def combine(digests: Sequence[Mapping[str, Any]], end: int, seconds: int = SECON
             found["in_flight"] = in_flight
         combined["events"].extend(digest["events"])
         combined["connections"] += digest["connections"]
+        size = digest.get("cache_size")
+        if size is not None:
+            # Each worker has a store of its own.
+            into = combined["cache_size"] = combined["cache_size"] or dict.fromkeys(size, 0)
+            for name, value in size.items():
+                into[name] += value
     combined["events"].sort(key=lambda e: e["time"])
     return combined
 
@@ -391,8 +420,9 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
     answers per second, p50 and p99 per L{SLOT} seconds), the figures of
     the last minute for the whole proxy and for each route, upstream group
     and backend (with a small chart of its requests), the backends' states,
-    the state changes, the proxy's own answers by reason and the cache's
-    events over the whole window.
+    the state changes, the proxy's own answers by reason, the cache's
+    events over the whole window and its size now (C{None} when its store
+    cannot tell).
     """
     seconds, total = digest["seconds"], digest["total"]
     minute_slots = MINUTE // SLOT
@@ -431,4 +461,5 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
         "timeline": digest["events"],
         "refusals": {name: sum(s["requests"]) for name, s in series.get("reason", {}).items()},
         "cache": {name: sum(s["requests"]) for name, s in series.get("cache", {}).items()},
+        "cache_size": digest["cache_size"],
     }

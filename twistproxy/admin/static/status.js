@@ -40,6 +40,7 @@
   const rate = (x) => (x == null ? none : x < 10 ? x.toFixed(2) : x.toFixed(0));
   const share = (x) => (x == null ? none : (100 * x).toFixed(x < 0.1 ? 2 : 1) + " %");
   const latency = (x) => (x == null ? none : x < 1 ? (1000 * x).toFixed(1) + " ms" : x.toFixed(2) + " s");
+  const bytes = (n) => (n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KiB" : (n / 1048576).toFixed(1) + " MiB");
   const clock = (t) => (t == null ? none : new Date(t * 1000).toLocaleTimeString());
 
   function age(seconds) {
@@ -238,6 +239,8 @@
     const served = (c.hit || 0) + (c.stale || 0), asked = served + (c.miss || 0);
     $("cache").replaceChildren(
       figure(["Hit ratio, last 15 minutes", asked ? share(served / asked) : none]),
+      figure(["Size now", history.cache_size ? `${history.cache_size.entries} entries, ` +
+        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}` : "not known for this store"]),
       ...Object.entries(c).map(figure));
     const refusals = Object.entries(history.refusals);
     $("refusals").replaceChildren(...(refusals.length
