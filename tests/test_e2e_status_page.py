@@ -215,6 +215,10 @@ class StatusPageTests(_BalancingTestCase):
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)
         self.assertIn("Live, every two seconds.", dom)
+        # Each chart has its axis and its numbers as a table.
+        self.assertIn("<span>15 min ago</span><span>now</span>", dom)
+        self.assertIn("<caption>Requests per second, mean per minute</caption>", dom)
+        self.assertIn("<caption>Latency p99 and p50, mean per minute</caption>", dom)
         # A screenshot, for a person to look at (and for the docs).
         shot = os.path.abspath(self.mktemp()) + ".png"
         yield self.browse("--window-size=1100,1500", f"--screenshot={shot}")

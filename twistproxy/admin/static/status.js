@@ -60,7 +60,9 @@
   // -- charts ---------------------------------------------------------------
 
   // Lines of numbers (null where there is nothing) as paths in a small SVG.
-  function chart(box, lines, label, format) {
+  // With `step` (seconds per value), the chart has its axes and, for
+  // those who do not see it, the numbers in a table (per minute).
+  function chart(box, lines, label, format, step) {
     const width = 300, height = 60;
     const values = lines.flatMap((line) => line.values.filter((v) => v != null));
     const max = Math.max(0, ...values);
@@ -86,6 +88,33 @@
       svg.append(path);
     }
     box.replaceChildren(svg, el("span", { class: "max" }, "max " + format(max)));
+    if (!step) return;
+    const minutes = Math.round((lines[0].values.length * step) / 60);
+    box.append(el("span", { class: "zero", "aria-hidden": "true" }, format(0)),
+      el("div", { class: "axis", "aria-hidden": "true" },
+        el("span", {}, `${minutes} min ago`), el("span", {}, "now")),
+      numbers(lines, label, format, step));
+  }
+
+  // A chart's values as a table, one row a minute (the mean of its
+  // values), newest first.
+  function numbers(lines, label, format, step) {
+    const per = Math.max(1, Math.round(60 / step));
+    const count = Math.ceil(lines[0].values.length / per);
+    const rows = [];
+    for (let i = count - 1; i >= 0; i--) {
+      const cells = lines.map((line) => {
+        const known = line.values.slice(i * per, (i + 1) * per).filter((v) => v != null);
+        return el("td", { class: "n" }, known.length ? format(known.reduce((a, b) => a + b, 0) / known.length) : none);
+      });
+      const ago = count - 1 - i;
+      rows.push(el("tr", {}, el("th", { scope: "row" }, ago ? `${ago} min ago` : "last minute"), ...cells));
+    }
+    return el("details", { class: "numbers" }, el("summary", {}, "The numbers"),
+      el("table", {}, el("caption", {}, `${label}, mean per minute`),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Minute"),
+          ...lines.map((line) => el("th", { scope: "col", class: "n" }, line.name || label)))),
+        el("tbody", {}, ...rows)));
   }
 
   function spark(values, label) {
@@ -145,10 +174,10 @@
     $("overview").replaceChildren(...rows.map(figure));
     $("version").textContent = status.version;
     $("window").textContent = Math.round(history.seconds / 60);
-    chart($("chart-requests"), [{ values: history.requests, cls: "requests" }], "Requests per second", rate);
-    chart($("chart-errors"), [{ values: history.errors, cls: "errors" }], "5xx answers per second", rate);
-    chart($("chart-latency"), [{ values: history.p99, cls: "p99" }, { values: history.p50, cls: "p50" }],
-      "Latency p99 and p50", latency);
+    chart($("chart-requests"), [{ values: history.requests, cls: "requests" }], "Requests per second", rate, 1);
+    chart($("chart-errors"), [{ values: history.errors, cls: "errors" }], "5xx answers per second", rate, 1);
+    chart($("chart-latency"), [{ values: history.p99, cls: "p99", name: "p99" }, { values: history.p50, cls: "p50", name: "p50" }],
+      "Latency p99 and p50", latency, history.slot);
   }
 
   function groups(status, history) {
