@@ -6,6 +6,7 @@ what the page is shown of them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Dict, List
 
@@ -385,6 +386,63 @@ class ViewTests(SynchronousTestCase):
         self.assertEqual(shown["cache"], {"hit": 3})
 
 
+class PlacesTests(SynchronousTestCase):
+    """
+    For GSLB and locality, the view says what each region and zone of a
+    group's backends received in the last minute.
+    """
+
+    def test_shares(self):
+        """
+        A group whose backends have regions and zones gets, per region
+        (the busiest first) and per zone, requests per second and the
+        share of the group's requests of the last minute, not before; a
+        group without places gets nothing.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        totals = Totals()
+        states = {("app", b): ("healthy", "", 0) for b in ("a", "b", "c")}
+        states[("plain", "p")] = ("healthy", "", 0)
+        places = {("app", "a"): ("eu", "eu-1"), ("app", "b"): ("eu", "eu-2"),
+                  ("app", "c"): ("us", "")}
+        history = History(clock, lambda: Reading(dict(totals.counts), states, 0, None, places))
+        history.start()
+        self.addCleanup(history.stop)
+        # Before the last minute: not counted.
+        totals.counts[("backend", "app", "c")] = (600, 0)
+        clock.advance(1)
+        clock.advance(60)
+        totals.counts.update({("backend", "app", "a"): (60, 0), ("backend", "app", "b"): (180, 0),
+                              ("backend", "app", "c"): (660, 0), ("backend", "plain", "p"): (5, 0)})
+        clock.advance(1)
+        digest = history.digest()
+        self.assertEqual((digest["backends"]["app/a"]["region"],
+                          digest["backends"]["app/a"]["zone"]), ("eu", "eu-1"))
+        self.assertNotIn("region", digest["backends"]["plain/p"])
+        shown = view(digest)["places"]
+        self.assertEqual(list(shown), ["app"])
+        self.assertEqual(shown["app"], [
+            {"region": "eu", "requests_per_second": 4.0, "share": 0.8, "zones": [
+                {"zone": "eu-1", "requests_per_second": 1.0, "share": 0.2},
+                {"zone": "eu-2", "requests_per_second": 3.0, "share": 0.6}]},
+            {"region": "us", "requests_per_second": 1.0, "share": 0.2, "zones": [
+                {"zone": "", "requests_per_second": 1.0, "share": 0.2}]},
+        ])
+
+    def test_no_traffic(self):
+        """
+        Without requests in the last minute, shares are C{None}.
+        """
+        digest = empty_digest(2000)
+        digest["backends"]["app/a"] = {"upstream": "app", "backend": "a", "state": "healthy",
+                                       "detail": "", "in_flight": 0, "since": 1.0,
+                                       "region": "eu", "zone": ""}
+        self.assertEqual(view(digest)["places"], {"app": [
+            {"region": "eu", "requests_per_second": 0.0, "share": None,
+             "zones": [{"zone": "", "requests_per_second": 0.0, "share": None}]}]})
+
+
 class BackendStateTests(SynchronousTestCase):
     """
     L{backend_state} says a backend's state in words, and why.
@@ -433,11 +491,13 @@ class ServiceTests(SynchronousTestCase):
     def test_service_history(self):
         """
         A request through the proxy shows in the history of its route,
-        its group and its backend, and the backend's state is there.
+        its group and its backend, and the backend's state and region are
+        there.
         """
         config = ProxyConfig(
             listeners=(Listener("main", "tcp:8080"),),
-            upstreams={"app": UpstreamGroup("app", (server("http://127.0.0.1:8001"),))},
+            upstreams={"app": UpstreamGroup("app", (
+                replace(server("http://127.0.0.1:8001"), region="eu", zone="eu-1"),))},
             routes=(Route("app", name="api"),),
             access_log=AccessLog(path=""), admin=Admin(),
         )
@@ -463,5 +523,7 @@ class ServiceTests(SynchronousTestCase):
         backend = shown["backends"]["app/127.0.0.1:8001"]
         self.assertEqual((sum(backend["requests"]), backend["state"]), (1, "healthy"))
         self.assertEqual(shown["connections"], 1)
+        self.assertEqual([(r["region"], r["share"]) for r in shown["places"]["app"]],
+                         [("eu", 1.0)])
         site.doStop()
         self.assertFalse(history._loop.running)

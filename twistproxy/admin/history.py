@@ -70,12 +70,15 @@ class Reading:
     @ivar connections: Client connections open now.
     @ivar cache_size: The cache's entries, bytes and budget in bytes now,
         when its store can tell cheaply (L{cache_size}); C{None} otherwise.
+    @ivar places: C{(region, zone)} by C{(group, backend)}, for backends
+        that have either.
     """
 
     counts: Mapping[Key, Sequence[float]]
     states: Mapping[Tuple[str, str], Tuple[str, str, int]] = field(default_factory=dict)
     connections: int = 0
     cache_size: Optional[Tuple[int, int, int]] = None
+    places: Mapping[Tuple[str, str], Tuple[str, str]] = field(default_factory=dict)
 
 
 def cache_size(store) -> Optional[Tuple[int, int, int]]:
@@ -133,11 +136,14 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
         now = clock.seconds()
         counts: Dict[Key, Sequence[float]] = dict(metrics.counts())
         states: Dict[Tuple[str, str], Tuple[str, str, int]] = {}
+        places: Dict[Tuple[str, str], Tuple[str, str]] = {}
         for group in service.forwarder.groups.values():
             for backend in group.backends:
                 counts[("backend", group.name, backend.name)] = (backend.requests, backend.failures)
                 states[(group.name, backend.name)] = (
                     *backend_state(group, backend, now), backend.in_flight)
+                if backend.region or backend.zone:
+                    places[(group.name, backend.name)] = (backend.region, backend.zone)
         cache = getattr(service, "cache", None)
         size = None
         if cache is not None:
@@ -145,7 +151,7 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
                 counts[("cache", event)] = (count,)
             size = cache_size(cache.store)
         connections = metrics.connections() if metrics.connections is not None else 0
-        return Reading(counts, states, connections, size)
+        return Reading(counts, states, connections, size, places)
 
     return read
 
@@ -274,6 +280,7 @@ class History:
                 f"{group}/{name}": {
                     "upstream": group, "backend": name, "state": state, "detail": detail,
                     "in_flight": in_flight, "since": self._since.get((group, name)),
+                    **dict(zip(("region", "zone"), last.places.get((group, name), ()))),
                 }
                 for (group, name), (state, detail, in_flight) in last.states.items()
             }
@@ -422,7 +429,8 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
     and backend (with a small chart of its requests), the backends' states,
     the state changes, the proxy's own answers by reason, the cache's
     events over the whole window and its size now (C{None} when its store
-    cannot tell).
+    cannot tell), and for groups with regions or zones, what each
+    receives (L{_places}).
     """
     seconds, total = digest["seconds"], digest["total"]
     minute_slots = MINUTE // SLOT
@@ -444,6 +452,7 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
     backends = rows("backend")
     for name, state in digest["backends"].items():
         backends.setdefault(name, {**_figures(0, 0, (), MINUTE), "requests": []}).update(state)
+    places = _places(digest, minute_slots)
     return {
         "end": digest["end"],
         "seconds": seconds,
@@ -462,4 +471,44 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
         "refusals": {name: sum(s["requests"]) for name, s in series.get("reason", {}).items()},
         "cache": {name: sum(s["requests"]) for name, s in series.get("cache", {}).items()},
         "cache_size": digest["cache_size"],
+        "places": places,
     }
+
+
+def _places(digest: Mapping[str, Any], slots: int) -> Dict[str, List[Dict[str, Any]]]:
+    """
+    For each upstream group whose backends have a region or zone (GSLB,
+    locality), what each region and zone received in the last C{slots}:
+    requests per second and their share of the group's, regions with the
+    most first.
+    """
+    counted: Dict[str, Dict[str, Dict[str, int]]] = {}
+    for name, backend in digest["backends"].items():
+        group = backend["upstream"]
+        region, zone = backend.get("region"), backend.get("zone")
+        if region is None:
+            continue  # a backend without a place, or gone since
+        series = digest["series"].get("backend", {}).get(name)
+        requests = sum(series["requests"][-slots:]) if series else 0
+        zones = counted.setdefault(group, {}).setdefault(region, {})
+        zones[zone] = zones.get(zone, 0) + requests
+    seconds = slots * SLOT
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for group, regions in sorted(counted.items()):
+        total = sum(sum(zones.values()) for zones in regions.values())
+        rows = []
+        for region, zones in regions.items():
+            requests = sum(zones.values())
+            rows.append({
+                "region": region,
+                **_share(requests, total, seconds),
+                "zones": [{"zone": zone, **_share(n, total, seconds)}
+                          for zone, n in sorted(zones.items())],
+            })
+        out[group] = sorted(rows, key=lambda r: (-r["requests_per_second"], r["region"]))
+    return out
+
+
+def _share(requests: int, total: int, seconds: int) -> Dict[str, Any]:
+    return {"requests_per_second": round(requests / seconds, 3),
+            "share": round(requests / total, 4) if total else None}

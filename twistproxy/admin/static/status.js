@@ -211,12 +211,23 @@
       out.push(el("article", { class: "group" },
         el("h3", {}, name),
         el("p", {}, `${rate(figures.requests_per_second)} req/s · errors ${share(figures.error_rate)} · p50 ${latency(figures.p50)} · p99 ${latency(figures.p99)} at the backends`),
+        places(history.places?.[name]),
         el("div", { class: "scroll" }, el("table", {},
           el("thead", {}, el("tr", {}, ...["Backend", "State", "In flight", "Req/s", "Failures", "Since", "Last hour", "Action"]
             .map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, ...rows)))));
     }
     $("groups").replaceChildren(...(out.length ? out : [el("p", {}, "No upstream groups.")]));
+  }
+
+  // For GSLB and locality: what each region (and zone) of a group
+  // received in the last minute.
+  function places(regions) {
+    if (!regions) return "";
+    const zones = (r) => r.zones.filter((z) => z.zone).map((z) => `${z.zone} ${share(z.share)}`);
+    return el("p", { class: "places" }, "Share of requests by region, last minute: ",
+      ...regions.flatMap((r, i) => [i ? " · " : "", el("strong", {}, r.region || "(no region)"),
+        ` ${share(r.share)}${zones(r).length ? ` (${zones(r).join(", ")})` : ""}`]));
   }
 
   function timeline(history) {
