@@ -249,6 +249,20 @@ class CertificatesTests(PageTestCase):
         _, body = self.get("/status")
         self.assertEqual(json.loads(body)["certificates"], served)
 
+    def test_certificates_asked(self):
+        """
+        A service that has to ask for its certificates (the master of
+        several workers asks a worker) is waited for.
+        """
+        asked = defer.Deferred()
+        self.service.certificates = lambda: asked
+        response = self.treq.get(URL + "/status")
+        self.assertNoResult(response)
+        asked.callback([])
+        self.treq.flush()
+        body = self.successResultOf(self.successResultOf(response).content())
+        self.assertEqual(json.loads(body)["certificates"], [])
+
 
 class ConfigLoadedTests(PageTestCase):
     """

@@ -298,7 +298,8 @@ class StatusPageTests(_BalancingTestCase):
     def test_workers(self):
         """
         With two workers, the page shows what both did: the master adds
-        their histories of the same seconds up, and lists the workers.
+        their histories of the same seconds up, lists the workers, and
+        has the certificates a worker presents.
         """
         origins, proxy = yield self.start("", "--workers", "2")
         yield wait_for_workers(proxy)
@@ -316,5 +317,7 @@ class StatusPageTests(_BalancingTestCase):
         dom = yield self.browse("--dump-dom")
         self.assertIn("2 of 2 running", dom)
         self.assertIn("Worker 2: process", dom)
+        # The master asked a worker for its certificates: it has none.
+        self.assertIn("<li>No TLS listener.</li>", dom)
         for origin in origins.values():
             self.assertIn(f"{HOST}:{origin.port}", dom)

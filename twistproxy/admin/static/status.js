@@ -271,7 +271,7 @@
         ` ${days < 0 ? "since" : "until"} ${c.not_after.slice(0, 10)}${days >= 0 ? ` (${days} days left)` : ""}`);
     });
     $("certificates").replaceChildren(...(certificates.length ? certificates
-      : [el("li", {}, status.certificates ? "No TLS listener." : "Not known here (with workers, each worker loads them).")]));
+      : [el("li", {}, status.certificates ? "No TLS listener." : "Not known now (no worker answered).")]));
   }
 
   function cache(history) {
