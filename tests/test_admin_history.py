@@ -112,6 +112,20 @@ class HistoryTests(SynchronousTestCase):
                          (4, 1, []))
         self.assertEqual(sum(self.history.digest()["total"]["requests"]), 0)
 
+    def test_backend_latency(self):
+        """
+        A backend's durations, counted per bucket, give its p50 and p99 of
+        the last minute, not of before.
+        """
+        self.history.start()
+        self.totals.counts[("backend", "app", "b")] = _route(100, 0, slow=100)
+        self.tick(61)
+        self.totals.counts[("backend", "app", "b")] = _route(110, 1, fast=10, slow=100)
+        self.tick()
+        backend = view(self.history.digest())["backends"]["app/b"]
+        self.assertEqual((backend["requests_per_second"], backend["p50"]), (round(10 / 60, 3),
+                                                                            0.0025))
+
     def test_total_going_down(self):
         """
         A total that goes down (a backend made again by a reload) counts
@@ -522,6 +536,8 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(sum(shown["upstreams"]["app"]["requests"]), 1)
         backend = shown["backends"]["app/127.0.0.1:8001"]
         self.assertEqual((sum(backend["requests"]), backend["state"]), (1, "healthy"))
+        # Its time to answer was counted (at once, on this clock).
+        self.assertEqual(backend["p99"], 0.005)
         self.assertEqual(shown["connections"], 1)
         self.assertEqual([(r["region"], r["share"]) for r in shown["places"]["app"]],
                          [("eu", 1.0)])

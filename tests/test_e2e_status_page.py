@@ -210,7 +210,7 @@ class StatusPageTests(_BalancingTestCase):
         yield self.backend_state(two, "unhealthy")
         dom = yield self.browse("--dump-dom")
         for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups",
-                     "Configuration loaded", "Size now"):
+                     "Configuration loaded", "Size now", ">p50 / p99</th>"):
             self.assertIn(name, dom)
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)

@@ -5,11 +5,11 @@ in the process, so that a person can see it without Prometheus.
 
 Once a second, on the injected clock, a L{History} reads running totals
 that are counted anyway (L{twistproxy.metrics.ProxyMetrics.counts}, each
-backend's C{requests} and C{failures}, the cache's counts) and keeps what
-changed since the second before: per route and per upstream group, the
-requests, the 5xx answers and a duration histogram (the Prometheus
-buckets, which add up across processes where percentiles would not); per
-backend, requests and failures; the proxy's own answers by reason; the
+backend's C{requests}, C{failures} and C{durations}, the cache's counts)
+and keeps what changed since the second before: per route and per
+upstream group, the requests, the 5xx answers and a duration histogram
+(the Prometheus buckets, which add up across processes where percentiles
+would not); per backend, requests, failures and its duration histogram; the proxy's own answers by reason; the
 cache's events.  Nothing more is done per request.  It also compares each
 backend's state (L{backend_state}) with the second before and keeps the
 changes of the last hour, as a timeline; a change and its return within
@@ -55,6 +55,9 @@ STATES = ("healthy", "slow start", "draining", "ejected", "unhealthy")
 
 Key = Tuple[str, ...]
 
+# A backend's durations before the metrics counted any.
+_NO_DURATIONS = (0,) * (len(DURATION_BUCKETS) + 1)
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -64,7 +67,8 @@ class Reading:
     @ivar counts: Running totals by series: C{("route", name)} and
         C{("upstream", name)} have requests, 5xx answers, then one count
         per duration bucket (L{twistproxy.metrics.ProxyMetrics.counts});
-        C{("backend", group, name)} has requests and failures;
+        C{("backend", group, name)} has requests, failures, then one
+        count per duration bucket (L{twistproxy.upstream.backend.Backend.durations});
         C{("reason", reason)} and C{("cache", event)} have one count.
     @ivar states: C{(state, detail, in flight)} by C{(group, backend)}.
     @ivar connections: Client connections open now.
@@ -139,7 +143,8 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
         places: Dict[Tuple[str, str], Tuple[str, str]] = {}
         for group in service.forwarder.groups.values():
             for backend in group.backends:
-                counts[("backend", group.name, backend.name)] = (backend.requests, backend.failures)
+                counts[("backend", group.name, backend.name)] = (
+                    backend.requests, backend.failures, *(backend.durations or _NO_DURATIONS))
                 states[(group.name, backend.name)] = (
                     *backend_state(group, backend, now), backend.in_flight)
                 if backend.region or backend.zone:

@@ -199,6 +199,7 @@
           el("td", { class: "n" }, b.in_flight),
           el("td", { class: "n" }, rate(b.requests_per_second)),
           el("td", { class: "n" }, share(b.error_rate)),
+          el("td", { class: "n" }, `${latency(b.p50)} / ${latency(b.p99)}`),
           el("td", {}, b.since ? `${clock(b.since)}` : none),
           el("td", {}, stretches(b, history.timeline, history.end, history.end - status.uptime)),
           el("td", {}, el("button", {
@@ -213,7 +214,7 @@
         el("p", {}, `${rate(figures.requests_per_second)} req/s · errors ${share(figures.error_rate)} · p50 ${latency(figures.p50)} · p99 ${latency(figures.p99)} at the backends`),
         places(history.places?.[name]),
         el("div", { class: "scroll" }, el("table", {},
-          el("thead", {}, el("tr", {}, ...["Backend", "State", "In flight", "Req/s", "Failures", "Since", "Last hour", "Action"]
+          el("thead", {}, el("tr", {}, ...["Backend", "State", "In flight", "Req/s", "Failures", "p50 / p99", "Since", "Last hour", "Action"]
             .map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, ...rows)))));
     }
