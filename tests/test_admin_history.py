@@ -6,6 +6,7 @@ what the page is shown of them.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Dict, List
 
@@ -14,9 +15,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.admin.history import (
-    MAX_EVENTS, SECONDS, SLOT, History, Reading, backend_state, combine, empty_digest,
-    percentile, view,
+    MAX_EVENTS, SECONDS, SLOT, History, Reading, backend_state, cache_size, combine,
+    empty_digest, percentile, view,
 )
+from twistproxy.cache.entry import Entry
+from twistproxy.cache.memory import MemoryStore
 from twistproxy.config import Admin, AccessLog, Listener, ProxyConfig, Route, UpstreamGroup, server
 from twistproxy.metrics import DURATION_BUCKETS
 from twistproxy.service import ProxyService
@@ -108,6 +111,20 @@ class HistoryTests(SynchronousTestCase):
         self.assertEqual((sum(series["requests"]), sum(series["errors"]), series["latency"]),
                          (4, 1, []))
         self.assertEqual(sum(self.history.digest()["total"]["requests"]), 0)
+
+    def test_backend_latency(self):
+        """
+        A backend's durations, counted per bucket, give its p50 and p99 of
+        the last minute, not of before.
+        """
+        self.history.start()
+        self.totals.counts[("backend", "app", "b")] = _route(100, 0, slow=100)
+        self.tick(61)
+        self.totals.counts[("backend", "app", "b")] = _route(110, 1, fast=10, slow=100)
+        self.tick()
+        backend = view(self.history.digest())["backends"]["app/b"]
+        self.assertEqual((backend["requests_per_second"], backend["p50"]), (round(10 / 60, 3),
+                                                                            0.0025))
 
     def test_total_going_down(self):
         """
@@ -269,6 +286,45 @@ class CombineTests(SynchronousTestCase):
         self.assertRaises(ValueError, combine, [empty_digest(1999)], 2000)
 
 
+class CacheSizeTests(SynchronousTestCase):
+    """
+    The cache's size is kept beside its events, where its store can tell.
+    """
+
+    def test_memory_store(self):
+        """
+        A memory store tells its entries, bytes and budget; a store that
+        does not count (Redis) tells nothing.
+        """
+        store = MemoryStore(Clock(), max_bytes=10_000)
+        self.assertEqual(cache_size(store), (0, 0, 10_000))
+        entry = Entry(200, b"OK", [], b"x" * 100, 0.0, 0.0)
+        store.put(b"k", entry, 60)
+        self.assertEqual(cache_size(store), (1, entry.size + 1, 10_000))
+        self.assertIsNone(cache_size(object()))
+
+    def test_digest_view_combine(self):
+        """
+        The size of the last reading is in the digest and the view; with
+        workers, each one's store adds up; with no store that can tell, it
+        is C{None}.
+        """
+        clock = Clock()
+        totals = Totals()
+        history = History(clock, lambda: Reading({}, {}, 0, (3, 300, 1000)))
+        history.start()
+        self.addCleanup(history.stop)
+        size = {"entries": 3, "bytes": 300, "max_bytes": 1000}
+        digest = history.digest()
+        self.assertEqual(view(digest)["cache_size"], size)
+        self.assertEqual(combine([digest, digest], digest["end"])["cache_size"],
+                         {"entries": 6, "bytes": 600, "max_bytes": 2000})
+        unknown = History(clock, totals)
+        unknown.sample()
+        self.assertIsNone(view(unknown.digest())["cache_size"])
+        self.assertIsNone(combine([unknown.digest()], digest["end"])["cache_size"])
+
+
 class PercentileTests(SynchronousTestCase):
     """
     L{percentile} reads a quantile from bucket counts.
@@ -344,6 +400,63 @@ class ViewTests(SynchronousTestCase):
         self.assertEqual(shown["cache"], {"hit": 3})
 
 
+class PlacesTests(SynchronousTestCase):
+    """
+    For GSLB and locality, the view says what each region and zone of a
+    group's backends received in the last minute.
+    """
+
+    def test_shares(self):
+        """
+        A group whose backends have regions and zones gets, per region
+        (the busiest first) and per zone, requests per second and the
+        share of the group's requests of the last minute, not before; a
+        group without places gets nothing.
+        """
+        clock = Clock()
+        clock.advance(1000)
+        totals = Totals()
+        states = {("app", b): ("healthy", "", 0) for b in ("a", "b", "c")}
+        states[("plain", "p")] = ("healthy", "", 0)
+        places = {("app", "a"): ("eu", "eu-1"), ("app", "b"): ("eu", "eu-2"),
+                  ("app", "c"): ("us", "")}
+        history = History(clock, lambda: Reading(dict(totals.counts), states, 0, None, places))
+        history.start()
+        self.addCleanup(history.stop)
+        # Before the last minute: not counted.
+        totals.counts[("backend", "app", "c")] = (600, 0)
+        clock.advance(1)
+        clock.advance(60)
+        totals.counts.update({("backend", "app", "a"): (60, 0), ("backend", "app", "b"): (180, 0),
+                              ("backend", "app", "c"): (660, 0), ("backend", "plain", "p"): (5, 0)})
+        clock.advance(1)
+        digest = history.digest()
+        self.assertEqual((digest["backends"]["app/a"]["region"],
+                          digest["backends"]["app/a"]["zone"]), ("eu", "eu-1"))
+        self.assertNotIn("region", digest["backends"]["plain/p"])
+        shown = view(digest)["places"]
+        self.assertEqual(list(shown), ["app"])
+        self.assertEqual(shown["app"], [
+            {"region": "eu", "requests_per_second": 4.0, "share": 0.8, "zones": [
+                {"zone": "eu-1", "requests_per_second": 1.0, "share": 0.2},
+                {"zone": "eu-2", "requests_per_second": 3.0, "share": 0.6}]},
+            {"region": "us", "requests_per_second": 1.0, "share": 0.2, "zones": [
+                {"zone": "", "requests_per_second": 1.0, "share": 0.2}]},
+        ])
+
+    def test_no_traffic(self):
+        """
+        Without requests in the last minute, shares are C{None}.
+        """
+        digest = empty_digest(2000)
+        digest["backends"]["app/a"] = {"upstream": "app", "backend": "a", "state": "healthy",
+                                       "detail": "", "in_flight": 0, "since": 1.0,
+                                       "region": "eu", "zone": ""}
+        self.assertEqual(view(digest)["places"], {"app": [
+            {"region": "eu", "requests_per_second": 0.0, "share": None,
+             "zones": [{"zone": "", "requests_per_second": 0.0, "share": None}]}]})
+
+
 class BackendStateTests(SynchronousTestCase):
     """
     L{backend_state} says a backend's state in words, and why.
@@ -392,11 +505,13 @@ class ServiceTests(SynchronousTestCase):
     def test_service_history(self):
         """
         A request through the proxy shows in the history of its route,
-        its group and its backend, and the backend's state is there.
+        its group and its backend, and the backend's state and region are
+        there.
         """
         config = ProxyConfig(
             listeners=(Listener("main", "tcp:8080"),),
-            upstreams={"app": UpstreamGroup("app", (server("http://127.0.0.1:8001"),))},
+            upstreams={"app": UpstreamGroup("app", (
+                replace(server("http://127.0.0.1:8001"), region="eu", zone="eu-1"),))},
             routes=(Route("app", name="api"),),
             access_log=AccessLog(path=""), admin=Admin(),
         )
@@ -421,6 +536,10 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(sum(shown["upstreams"]["app"]["requests"]), 1)
         backend = shown["backends"]["app/127.0.0.1:8001"]
         self.assertEqual((sum(backend["requests"]), backend["state"]), (1, "healthy"))
+        # Its time to answer was counted (at once, on this clock).
+        self.assertEqual(backend["p99"], 0.005)
         self.assertEqual(shown["connections"], 1)
+        self.assertEqual([(r["region"], r["share"]) for r in shown["places"]["app"]],
+                         [("eu", 1.0)])
         site.doStop()
         self.assertFalse(history._loop.running)

@@ -187,7 +187,8 @@ class HistoryEndpointTests(PageTestCase):
         self.assertEqual(shown["connections"], 1)
         self.assertEqual(set(shown), {
             "end", "seconds", "slot", "requests", "errors", "p50", "p99", "minute",
-            "connections", "routes", "upstreams", "backends", "timeline", "refusals", "cache"})
+            "connections", "routes", "upstreams", "backends", "timeline", "refusals", "cache",
+            "cache_size", "places"})
 
     def test_raw(self):
         """
@@ -247,6 +248,52 @@ class CertificatesTests(PageTestCase):
         self.service.certificates = lambda: served
         _, body = self.get("/status")
         self.assertEqual(json.loads(body)["certificates"], served)
+
+    def test_certificates_asked(self):
+        """
+        A service that has to ask for its certificates (the master of
+        several workers asks a worker) is waited for.
+        """
+        asked = defer.Deferred()
+        self.service.certificates = lambda: asked
+        response = self.treq.get(URL + "/status")
+        self.assertNoResult(response)
+        asked.callback([])
+        self.treq.flush()
+        body = self.successResultOf(self.successResultOf(response).content())
+        self.assertEqual(json.loads(body)["certificates"], [])
+
+
+class ConfigLoadedTests(PageTestCase):
+    """
+    C{GET /status} says when the running configuration was read, beside
+    its digest.
+    """
+
+    def test_service_says(self):
+        """
+        A service that knows when it read its configuration is believed.
+        """
+        self.service.config_loaded = 1234.5
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 1234.5)
+
+    def test_first_seen(self):
+        """
+        Otherwise (the master of several workers) it is when the API
+        started, then when it first saw a new configuration: that time
+        stays while the configuration does.
+        """
+        self.clock.advance(10)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5000)
+        self.service.config = _config("new.toml")
+        self.clock.advance(7)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5017)
+        self.clock.advance(3)
+        _, body = self.get("/status")
+        self.assertEqual(json.loads(body)["config"]["loaded"], 5017)
 
 
 class SiteTests(SynchronousTestCase):

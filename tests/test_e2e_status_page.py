@@ -209,11 +209,16 @@ class StatusPageTests(_BalancingTestCase):
         two = f"{HOST}:{origins['two'].port}"
         yield self.backend_state(two, "unhealthy")
         dom = yield self.browse("--dump-dom")
-        for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups"):
+        for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups",
+                     "Configuration loaded", "Size now", ">p50 / p99</th>"):
             self.assertIn(name, dom)
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)
         self.assertIn("Live, every two seconds.", dom)
+        # Each chart has its axis and its numbers as a table.
+        self.assertIn("<span>15 min ago</span><span>now</span>", dom)
+        self.assertIn("<caption>Requests per second, mean per minute</caption>", dom)
+        self.assertIn("<caption>Latency p99 and p50, mean per minute</caption>", dom)
         # A screenshot, for a person to look at (and for the docs).
         shot = os.path.abspath(self.mktemp()) + ".png"
         yield self.browse("--window-size=1100,1500", f"--screenshot={shot}")
@@ -293,7 +298,8 @@ class StatusPageTests(_BalancingTestCase):
     def test_workers(self):
         """
         With two workers, the page shows what both did: the master adds
-        their histories of the same seconds up, and lists the workers.
+        their histories of the same seconds up, lists the workers, and
+        has the certificates a worker presents.
         """
         origins, proxy = yield self.start("", "--workers", "2")
         yield wait_for_workers(proxy)
@@ -311,5 +317,7 @@ class StatusPageTests(_BalancingTestCase):
         dom = yield self.browse("--dump-dom")
         self.assertIn("2 of 2 running", dom)
         self.assertIn("Worker 2: process", dom)
+        # The master asked a worker for its certificates: it has none.
+        self.assertIn("<li>No TLS listener.</li>", dom)
         for origin in origins.values():
             self.assertIn(f"{HOST}:{origin.port}", dom)

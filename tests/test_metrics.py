@@ -19,7 +19,7 @@ from twistproxy.config import Route
 from twistproxy.http.exchange import Exchange
 from twistproxy.forwarder import RouteRuntime
 from twistproxy.http.parser import parse_request_head
-from twistproxy.metrics import ProxyMetrics, combine, status_class
+from twistproxy.metrics import DURATION_BUCKETS, ProxyMetrics, combine, status_class
 
 
 def _exchange(clock: Clock, status: int = 200, route: Optional[str] = "api",
@@ -32,7 +32,7 @@ def _exchange(clock: Clock, status: int = 200, route: Optional[str] = "api",
         if group is not None:
             x.group = x.route.group
     if backend is not None:
-        x.backend = SimpleNamespace(name=backend)
+        x.backend = SimpleNamespace(name=backend, durations=None)
     x.status = status
     x.body_bytes = body_bytes
     x.reason = reason
@@ -132,6 +132,20 @@ class ObserveTests(SynchronousTestCase):
         upstream = (("upstream", "app"),)
         self.assertAlmostEqual(samples[("twistproxy_upstream_duration_seconds_sum", upstream)], 0.2)
         self.assertEqual(samples[("twistproxy_upstream_duration_seconds_count", upstream)], 1)
+
+    def test_backend_durations(self):
+        """
+        The upstream duration is counted on the backend too, in the bucket
+        of the same bounds (at most 0.25 s here), for the status page.
+        """
+        x = _exchange(self.clock)
+        x.upstream_started = self.clock.seconds()
+        x.upstream_ended = self.clock.seconds() + 0.2
+        self.metrics.observe(x)
+        self.metrics.observe(x)
+        want = [0] * (len(DURATION_BUCKETS) + 1)
+        want[DURATION_BUCKETS.index(0.25)] = 2
+        self.assertEqual(x.backend.durations, want)
 
     def test_no_upstream_duration_without_backend(self):
         """

@@ -438,6 +438,22 @@ servers = [{servers}]
         client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         return client
 
+    def test_config_loaded(self):
+        """
+        The service says when its configuration was read: at start, again
+        after a reload, and not after a refused one.
+        """
+        self.assertEqual(self.service.config_loaded, 0)
+        self.reactor.advance(30)
+        self.write('"http://127.0.0.1:9001"')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(self.service.config_loaded, 30)
+        self.reactor.advance(5)
+        with open(self.path, "w") as f:
+            f.write("not toml [")
+        self.assertTrue(self.service.reload())
+        self.assertEqual(self.service.config_loaded, 30)
+
     def test_new_backends_for_new_requests(self):
         """
         After a reload new requests go to the new backends while a request

@@ -626,6 +626,22 @@ class AdminTests(MasterTestCase):
         self.assertEqual(status["listeners"][0]["address"], "127.0.0.1:8080")
         self.assertEqual([w["pid"] for w in status["workers"]], [1000, 1001])
 
+    def test_certificates_from_a_worker(self):
+        """
+        C{/status} has the TLS certificates of the first worker that
+        answers, which the master does not load; with no worker
+        answering, they are not known (C{null}).
+        """
+        served = [{"listener": "web", "names": ["a.example"], "not_after": "2030-01-01"}]
+        self.answers[b"GET", b"/status"] = lambda path: (
+            (503, {"error": "starting"}) if "worker-1" in path
+            else (200, {"certificates": served}))
+        code, body = self.get("/status")
+        self.assertEqual((code, json.loads(body)["certificates"]), (200, served))
+        self.answers[b"GET", b"/status"] = (503, {"error": "starting"})
+        code, body = self.get("/status")
+        self.assertEqual((code, json.loads(body)["certificates"]), (200, None))
+
     def test_upstreams_per_worker(self):
         """
         C{/upstreams} shows each worker's view of the groups.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import bisect_left
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -190,7 +191,14 @@ class ProxyMetrics:
                     self._retries.labels(upstream),
                 )
             if x.backend is not None and x.upstream_started and x.upstream_ended:
-                by_upstream[0].observe(max(0.0, x.upstream_ended - x.upstream_started))
+                took = max(0.0, x.upstream_ended - x.upstream_started)
+                by_upstream[0].observe(took)
+                # The backend's own latency, for the status page: one
+                # integer added, the list made once per backend.
+                durations = x.backend.durations
+                if durations is None:
+                    durations = x.backend.durations = [0] * (len(DURATION_BUCKETS) + 1)
+                durations[bisect_left(DURATION_BUCKETS, took)] += 1
             if x.attempts > 1:
                 by_upstream[1].inc(x.attempts - 1)
         if x.reason:

@@ -155,6 +155,8 @@ class ProxyService(MultiService):
         self._adjust = adjust
         self.config = config
         self.reactor = reactor
+        # When the running configuration was read, for the status page.
+        self.config_loaded = reactor.seconds()
         self.cache = build.cache(config, reactor)
         self.locator, self.forwarder = build.pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLogWriter] = None
@@ -398,6 +400,7 @@ class ProxyService(MultiService):
                 group.take_state(old)
         old_forwarder, old_locator = self.forwarder, self.locator
         self.forwarder, self.locator, self.config = forwarder, locator, new
+        self.config_loaded = self.reactor.seconds()
         self.cache = cache
         for factory in self.built.http_factories + self.built.stream_factories:
             factory.configure(new, forwarder)

@@ -3,8 +3,9 @@
 The admin API: a small JSON interface to a running proxy, for operators and
 their tools, on a listener of its own (the C{[admin]} table).
 
-    - C{GET /status}: version, uptime, which configuration runs, the
-      listeners and the routes;
+    - C{GET /status}: version, uptime, which configuration runs and
+      since when, the listeners, the routes and the TLS certificates
+      (with workers, as the first worker that answers has them);
     - C{GET /upstreams}: every upstream group and backend, with their
       health, ejection, draining and counters;
     - C{POST /upstreams/<group>/<backend>/drain} and C{.../undrain}: take a
@@ -164,6 +165,7 @@ class AdminResource(Resource):
         self._clock = clock if clock is not None else service.reactor
         self._started = self._clock.seconds()
         self._digested: Optional[Tuple[Any, str]] = None
+        self._seen: Optional[Tuple[Any, float]] = None
         self._history = history
 
     # -- dispatch -----------------------------------------------------------
@@ -252,7 +254,7 @@ class AdminResource(Resource):
 
     # -- endpoints ----------------------------------------------------------
 
-    def _status(self, request: Request) -> bytes:
+    def _status(self, request: Request):
         service = self._service
         config = service.config
         listeners = []
@@ -265,15 +267,14 @@ class AdminResource(Resource):
                 "address": _format_address(port.getHost()) if port is not None else None,
                 "tls": listener.tls is not None,
             })
-        return self._answer(request, 200, {
+        status = {
             "version": _version.__version__,
             "uptime": round(self._clock.seconds() - self._started, 3),
-            "config": {"source": config.source, "digest": self._digest(config)},
+            "config": {"source": config.source, "digest": self._digest(config),
+                       "loaded": self._loaded(config)},
             "listeners": listeners,
             **({"workers": self._service.worker_status()}
                if hasattr(self._service, "worker_status") else {}),
-            **({"certificates": self._service.certificates()}
-               if hasattr(self._service, "certificates") else {}),
             "routes": [
                 {
                     "name": route.name or None,
@@ -284,7 +285,15 @@ class AdminResource(Resource):
                 }
                 for route in config.routes
             ],
-        })
+        }
+        # The certificates a process presents; the master of several
+        # workers asks them (a Deferred).
+        certificates = getattr(self._service, "certificates", None)
+        if certificates is None:
+            return self._answer(request, 200, status)
+        d = maybeDeferred(certificates)
+        return self._when_ready(request, d.addCallback(
+            lambda found: (200, {**status, "certificates": found})))
 
     def _digest(self, config) -> str:
         # Which configuration runs: the hash of the file's bytes, as
@@ -296,6 +305,20 @@ class AdminResource(Resource):
             self._digested = (
                 config, "sha256:" + hashlib.sha256(repr(config).encode("utf-8")).hexdigest())
         return self._digested[1]
+
+    def _loaded(self, config) -> float:
+        # When the running configuration was read (the clock's seconds):
+        # the service says so when it can; otherwise (the master of
+        # several workers) it is when this API first saw it, at start or
+        # at the first status asked after a reload.
+        when = getattr(self._service, "config_loaded", None)
+        if when is not None:
+            return when
+        if self._seen is None:
+            self._seen = (config, self._started)
+        elif self._seen[0] is not config:
+            self._seen = (config, self._clock.seconds())
+        return self._seen[1]
 
     def _upstreams(self, request: Request):
         d = maybeDeferred(self._service.status)

@@ -5,11 +5,11 @@ in the process, so that a person can see it without Prometheus.
 
 Once a second, on the injected clock, a L{History} reads running totals
 that are counted anyway (L{twistproxy.metrics.ProxyMetrics.counts}, each
-backend's C{requests} and C{failures}, the cache's counts) and keeps what
-changed since the second before: per route and per upstream group, the
-requests, the 5xx answers and a duration histogram (the Prometheus
-buckets, which add up across processes where percentiles would not); per
-backend, requests and failures; the proxy's own answers by reason; the
+backend's C{requests}, C{failures} and C{durations}, the cache's counts)
+and keeps what changed since the second before: per route and per
+upstream group, the requests, the 5xx answers and a duration histogram
+(the Prometheus buckets, which add up across processes where percentiles
+would not); per backend, requests, failures and its duration histogram; the proxy's own answers by reason; the
 cache's events.  Nothing more is done per request.  It also compares each
 backend's state (L{backend_state}) with the second before and keeps the
 changes of the last hour, as a timeline; a change and its return within
@@ -55,6 +55,9 @@ STATES = ("healthy", "slow start", "draining", "ejected", "unhealthy")
 
 Key = Tuple[str, ...]
 
+# A backend's durations before the metrics counted any.
+_NO_DURATIONS = (0,) * (len(DURATION_BUCKETS) + 1)
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -64,15 +67,36 @@ class Reading:
     @ivar counts: Running totals by series: C{("route", name)} and
         C{("upstream", name)} have requests, 5xx answers, then one count
         per duration bucket (L{twistproxy.metrics.ProxyMetrics.counts});
-        C{("backend", group, name)} has requests and failures;
+        C{("backend", group, name)} has requests, failures, then one
+        count per duration bucket (L{twistproxy.upstream.backend.Backend.durations});
         C{("reason", reason)} and C{("cache", event)} have one count.
     @ivar states: C{(state, detail, in flight)} by C{(group, backend)}.
     @ivar connections: Client connections open now.
+    @ivar cache_size: The cache's entries, bytes and budget in bytes now,
+        when its store can tell cheaply (L{cache_size}); C{None} otherwise.
+    @ivar places: C{(region, zone)} by C{(group, backend)}, for backends
+        that have either.
     """
 
     counts: Mapping[Key, Sequence[float]]
     states: Mapping[Tuple[str, str], Tuple[str, str, int]] = field(default_factory=dict)
     connections: int = 0
+    cache_size: Optional[Tuple[int, int, int]] = None
+    places: Mapping[Tuple[str, str], Tuple[str, str]] = field(default_factory=dict)
+
+
+def cache_size(store) -> Optional[Tuple[int, int, int]]:
+    """
+    How much a cache store holds: entries, bytes and its budget in bytes,
+    for a store that counts them as it goes
+    (L{twistproxy.cache.memory.MemoryStore}); C{None} for one that would
+    have to be asked (Redis: its memory is shared with other data, and
+    counting its keys means a scan).
+    """
+    used, budget = getattr(store, "used", None), getattr(store, "max_bytes", None)
+    if not isinstance(used, int) or not isinstance(budget, int):
+        return None
+    return len(store), used, budget
 
 
 def backend_state(group, backend, now: float) -> Tuple[str, str]:
@@ -116,17 +140,23 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
         now = clock.seconds()
         counts: Dict[Key, Sequence[float]] = dict(metrics.counts())
         states: Dict[Tuple[str, str], Tuple[str, str, int]] = {}
+        places: Dict[Tuple[str, str], Tuple[str, str]] = {}
         for group in service.forwarder.groups.values():
             for backend in group.backends:
-                counts[("backend", group.name, backend.name)] = (backend.requests, backend.failures)
+                counts[("backend", group.name, backend.name)] = (
+                    backend.requests, backend.failures, *(backend.durations or _NO_DURATIONS))
                 states[(group.name, backend.name)] = (
                     *backend_state(group, backend, now), backend.in_flight)
+                if backend.region or backend.zone:
+                    places[(group.name, backend.name)] = (backend.region, backend.zone)
         cache = getattr(service, "cache", None)
+        size = None
         if cache is not None:
             for event, count in cache.counts.items():
                 counts[("cache", event)] = (count,)
+            size = cache_size(cache.store)
         connections = metrics.connections() if metrics.connections is not None else 0
-        return Reading(counts, states, connections)
+        return Reading(counts, states, connections, size, places)
 
     return read
 
@@ -248,10 +278,14 @@ class History:
         last = self._last
         if last is not None:
             digest["connections"] = last.connections
+            if last.cache_size is not None:
+                digest["cache_size"] = dict(zip(("entries", "bytes", "max_bytes"),
+                                                last.cache_size))
             digest["backends"] = {
                 f"{group}/{name}": {
                     "upstream": group, "backend": name, "state": state, "detail": detail,
                     "in_flight": in_flight, "since": self._since.get((group, name)),
+                    **dict(zip(("region", "zone"), last.places.get((group, name), ()))),
                 }
                 for (group, name), (state, detail, in_flight) in last.states.items()
             }
@@ -283,6 +317,7 @@ def empty_digest(end: int, seconds: int = SECONDS) -> Dict[str, Any]:
         "backends": {},
         "events": [],
         "connections": 0,
+        "cache_size": None,
     }
 
 
@@ -307,10 +342,10 @@ def _add_into(into: List[Any], more: Sequence[Any]) -> None:
 def combine(digests: Sequence[Mapping[str, Any]], end: int, seconds: int = SECONDS,
             ) -> Dict[str, Any]:
     """
-    Several processes' digests of the same seconds, as one: traffic and
-    open connections add up; a backend has the most worrying state any
-    process sees (L{STATES}), and the requests in flight of all; the state
-    changes are all kept, in time order.
+    Several processes' digests of the same seconds, as one: traffic, open
+    connections and the sizes of their caches add up; a backend has the
+    most worrying state any process sees (L{STATES}), and the requests in
+    flight of all; the state changes are all kept, in time order.
     """
     combined = empty_digest(end, seconds)
     for digest in digests:
@@ -338,6 +373,12 @@ def combine(digests: Sequence[Mapping[str, Any]], end: int, seconds: int = SECON
             found["in_flight"] = in_flight
         combined["events"].extend(digest["events"])
         combined["connections"] += digest["connections"]
+        size = digest.get("cache_size")
+        if size is not None:
+            # Each worker has a store of its own.
+            into = combined["cache_size"] = combined["cache_size"] or dict.fromkeys(size, 0)
+            for name, value in size.items():
+                into[name] += value
     combined["events"].sort(key=lambda e: e["time"])
     return combined
 
@@ -391,8 +432,10 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
     answers per second, p50 and p99 per L{SLOT} seconds), the figures of
     the last minute for the whole proxy and for each route, upstream group
     and backend (with a small chart of its requests), the backends' states,
-    the state changes, the proxy's own answers by reason and the cache's
-    events over the whole window.
+    the state changes, the proxy's own answers by reason, the cache's
+    events over the whole window and its size now (C{None} when its store
+    cannot tell), and for groups with regions or zones, what each
+    receives (L{_places}).
     """
     seconds, total = digest["seconds"], digest["total"]
     minute_slots = MINUTE // SLOT
@@ -414,6 +457,7 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
     backends = rows("backend")
     for name, state in digest["backends"].items():
         backends.setdefault(name, {**_figures(0, 0, (), MINUTE), "requests": []}).update(state)
+    places = _places(digest, minute_slots)
     return {
         "end": digest["end"],
         "seconds": seconds,
@@ -431,4 +475,45 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
         "timeline": digest["events"],
         "refusals": {name: sum(s["requests"]) for name, s in series.get("reason", {}).items()},
         "cache": {name: sum(s["requests"]) for name, s in series.get("cache", {}).items()},
+        "cache_size": digest["cache_size"],
+        "places": places,
     }
+
+
+def _places(digest: Mapping[str, Any], slots: int) -> Dict[str, List[Dict[str, Any]]]:
+    """
+    For each upstream group whose backends have a region or zone (GSLB,
+    locality), what each region and zone received in the last C{slots}:
+    requests per second and their share of the group's, regions with the
+    most first.
+    """
+    counted: Dict[str, Dict[str, Dict[str, int]]] = {}
+    for name, backend in digest["backends"].items():
+        group = backend["upstream"]
+        region, zone = backend.get("region"), backend.get("zone")
+        if region is None:
+            continue  # a backend without a place, or gone since
+        series = digest["series"].get("backend", {}).get(name)
+        requests = sum(series["requests"][-slots:]) if series else 0
+        zones = counted.setdefault(group, {}).setdefault(region, {})
+        zones[zone] = zones.get(zone, 0) + requests
+    seconds = slots * SLOT
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    for group, regions in sorted(counted.items()):
+        total = sum(sum(zones.values()) for zones in regions.values())
+        rows = []
+        for region, zones in regions.items():
+            requests = sum(zones.values())
+            rows.append({
+                "region": region,
+                **_share(requests, total, seconds),
+                "zones": [{"zone": zone, **_share(n, total, seconds)}
+                          for zone, n in sorted(zones.items())],
+            })
+        out[group] = sorted(rows, key=lambda r: (-r["requests_per_second"], r["region"]))
+    return out
+
+
+def _share(requests: int, total: int, seconds: int) -> Dict[str, Any]:
+    return {"requests_per_second": round(requests / seconds, 3),
+            "share": round(requests / total, 4) if total else None}

@@ -14,6 +14,8 @@ many thousands of backends stays small.
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 from zope.interface import implementer
 
 from twistproxy.interfaces import IBackendAddress
@@ -54,6 +56,10 @@ class Backend:
         counted by the forwarder, not by balancers.
     @ivar failures: Of those, how many failed (connection refused or reset,
         timeout, malformed response).
+    @ivar durations: How many of its answered requests took at most each
+        of L{twistproxy.metrics.DURATION_BUCKETS} seconds, and more (one
+        count per bucket), for the status page; counted by the metrics
+        when there are any, C{None} until then.
     """
 
     __slots__ = (
@@ -73,6 +79,7 @@ class Backend:
         "in_flight",
         "requests",
         "failures",
+        "durations",
     )
 
     def __init__(
@@ -102,6 +109,7 @@ class Backend:
         self.in_flight = 0
         self.requests = 0
         self.failures = 0
+        self.durations: Optional[List[int]] = None
 
     def refresh(self) -> bool:
         """

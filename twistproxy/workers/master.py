@@ -712,6 +712,20 @@ class Master(MultiService):
 
         return self._ask_all(b"POST", what).addCallback(check)
 
+    def certificates(self) -> defer.Deferred:
+        """
+        What the status page shows of the TLS certificates: those of the
+        first worker that answers (every worker loads the same files), or
+        C{None} when none does; the master loads none.
+        """
+        def first(answers):
+            for _, (code, body) in answers:
+                if code == 200 and "certificates" in body:
+                    return body["certificates"]
+            return None
+
+        return self._ask_all(b"GET", b"/status").addCallback(first)
+
     def history(self, end: int) -> defer.Deferred:
         """
         What the status page shows: every worker's history of the same

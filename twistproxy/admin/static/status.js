@@ -40,6 +40,7 @@
   const rate = (x) => (x == null ? none : x < 10 ? x.toFixed(2) : x.toFixed(0));
   const share = (x) => (x == null ? none : (100 * x).toFixed(x < 0.1 ? 2 : 1) + " %");
   const latency = (x) => (x == null ? none : x < 1 ? (1000 * x).toFixed(1) + " ms" : x.toFixed(2) + " s");
+  const bytes = (n) => (n < 1024 ? n + " B" : n < 1048576 ? (n / 1024).toFixed(1) + " KiB" : (n / 1048576).toFixed(1) + " MiB");
   const clock = (t) => (t == null ? none : new Date(t * 1000).toLocaleTimeString());
 
   function age(seconds) {
@@ -59,7 +60,9 @@
   // -- charts ---------------------------------------------------------------
 
   // Lines of numbers (null where there is nothing) as paths in a small SVG.
-  function chart(box, lines, label, format) {
+  // With `step` (seconds per value), the chart has its axes and, for
+  // those who do not see it, the numbers in a table (per minute).
+  function chart(box, lines, label, format, step) {
     const width = 300, height = 60;
     const values = lines.flatMap((line) => line.values.filter((v) => v != null));
     const max = Math.max(0, ...values);
@@ -85,6 +88,33 @@
       svg.append(path);
     }
     box.replaceChildren(svg, el("span", { class: "max" }, "max " + format(max)));
+    if (!step) return;
+    const minutes = Math.round((lines[0].values.length * step) / 60);
+    box.append(el("span", { class: "zero", "aria-hidden": "true" }, format(0)),
+      el("div", { class: "axis", "aria-hidden": "true" },
+        el("span", {}, `${minutes} min ago`), el("span", {}, "now")),
+      numbers(lines, label, format, step));
+  }
+
+  // A chart's values as a table, one row a minute (the mean of its
+  // values), newest first.
+  function numbers(lines, label, format, step) {
+    const per = Math.max(1, Math.round(60 / step));
+    const count = Math.ceil(lines[0].values.length / per);
+    const rows = [];
+    for (let i = count - 1; i >= 0; i--) {
+      const cells = lines.map((line) => {
+        const known = line.values.slice(i * per, (i + 1) * per).filter((v) => v != null);
+        return el("td", { class: "n" }, known.length ? format(known.reduce((a, b) => a + b, 0) / known.length) : none);
+      });
+      const ago = count - 1 - i;
+      rows.push(el("tr", {}, el("th", { scope: "row" }, ago ? `${ago} min ago` : "last minute"), ...cells));
+    }
+    return el("details", { class: "numbers" }, el("summary", {}, "The numbers"),
+      el("table", {}, el("caption", {}, `${label}, mean per minute`),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Minute"),
+          ...lines.map((line) => el("th", { scope: "col", class: "n" }, line.name || label)))),
+        el("tbody", {}, ...rows)));
   }
 
   function spark(values, label) {
@@ -134,6 +164,7 @@
       ["Up for", age(status.uptime)],
       ["Configuration", el("span", { title: `${status.config.source || ""} ${status.config.digest}` },
         `${(status.config.source || "made in code").split("/").pop()} (${status.config.digest.slice(0, 19)}…)`)],
+      ["Configuration loaded", `${clock(status.config.loaded)} (${age(Math.max(0, history.end - status.config.loaded))} ago)`],
       ["Workers", workers.length ? `${workers.filter((w) => w.pid).length} of ${workers.length} running` : "one process"],
       ["Open connections", history.connections],
       ["Requests per second", rate(history.minute.requests_per_second)],
@@ -143,10 +174,10 @@
     $("overview").replaceChildren(...rows.map(figure));
     $("version").textContent = status.version;
     $("window").textContent = Math.round(history.seconds / 60);
-    chart($("chart-requests"), [{ values: history.requests, cls: "requests" }], "Requests per second", rate);
-    chart($("chart-errors"), [{ values: history.errors, cls: "errors" }], "5xx answers per second", rate);
-    chart($("chart-latency"), [{ values: history.p99, cls: "p99" }, { values: history.p50, cls: "p50" }],
-      "Latency p99 and p50", latency);
+    chart($("chart-requests"), [{ values: history.requests, cls: "requests" }], "Requests per second", rate, 1);
+    chart($("chart-errors"), [{ values: history.errors, cls: "errors" }], "5xx answers per second", rate, 1);
+    chart($("chart-latency"), [{ values: history.p99, cls: "p99", name: "p99" }, { values: history.p50, cls: "p50", name: "p50" }],
+      "Latency p99 and p50", latency, history.slot);
   }
 
   function groups(status, history) {
@@ -168,6 +199,7 @@
           el("td", { class: "n" }, b.in_flight),
           el("td", { class: "n" }, rate(b.requests_per_second)),
           el("td", { class: "n" }, share(b.error_rate)),
+          el("td", { class: "n" }, `${latency(b.p50)} / ${latency(b.p99)}`),
           el("td", {}, b.since ? `${clock(b.since)}` : none),
           el("td", {}, stretches(b, history.timeline, history.end, history.end - status.uptime)),
           el("td", {}, el("button", {
@@ -180,12 +212,23 @@
       out.push(el("article", { class: "group" },
         el("h3", {}, name),
         el("p", {}, `${rate(figures.requests_per_second)} req/s · errors ${share(figures.error_rate)} · p50 ${latency(figures.p50)} · p99 ${latency(figures.p99)} at the backends`),
+        places(history.places?.[name]),
         el("div", { class: "scroll" }, el("table", {},
-          el("thead", {}, el("tr", {}, ...["Backend", "State", "In flight", "Req/s", "Failures", "Since", "Last hour", "Action"]
+          el("thead", {}, el("tr", {}, ...["Backend", "State", "In flight", "Req/s", "Failures", "p50 / p99", "Since", "Last hour", "Action"]
             .map((h) => el("th", { scope: "col" }, h)))),
           el("tbody", {}, ...rows)))));
     }
     $("groups").replaceChildren(...(out.length ? out : [el("p", {}, "No upstream groups.")]));
+  }
+
+  // For GSLB and locality: what each region (and zone) of a group
+  // received in the last minute.
+  function places(regions) {
+    if (!regions) return "";
+    const zones = (r) => r.zones.filter((z) => z.zone).map((z) => `${z.zone} ${share(z.share)}`);
+    return el("p", { class: "places" }, "Share of requests by region, last minute: ",
+      ...regions.flatMap((r, i) => [i ? " · " : "", el("strong", {}, r.region || "(no region)"),
+        ` ${share(r.share)}${zones(r).length ? ` (${zones(r).join(", ")})` : ""}`]));
   }
 
   function timeline(history) {
@@ -229,7 +272,7 @@
         ` ${days < 0 ? "since" : "until"} ${c.not_after.slice(0, 10)}${days >= 0 ? ` (${days} days left)` : ""}`);
     });
     $("certificates").replaceChildren(...(certificates.length ? certificates
-      : [el("li", {}, status.certificates ? "No TLS listener." : "Not known here (with workers, each worker loads them).")]));
+      : [el("li", {}, status.certificates ? "No TLS listener." : "Not known now (no worker answered).")]));
   }
 
   function cache(history) {
@@ -237,6 +280,8 @@
     const served = (c.hit || 0) + (c.stale || 0), asked = served + (c.miss || 0);
     $("cache").replaceChildren(
       figure(["Hit ratio, last 15 minutes", asked ? share(served / asked) : none]),
+      figure(["Size now", history.cache_size ? `${history.cache_size.entries} entries, ` +
+        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}` : "not known for this store"]),
       ...Object.entries(c).map(figure));
     const refusals = Object.entries(history.refusals);
     $("refusals").replaceChildren(...(refusals.length
