@@ -29,6 +29,7 @@ from twistproxy.config import (
     Sticky,
     ProxyConfig,
     Route,
+    RouteMatch,
     Server,
     Timeouts,
     UpstreamGroup,
@@ -1048,7 +1049,8 @@ upstream = "api"
         reported with C{path_prefix}.
         """
         self.route_error("path = '/a'\n", "routes[0].path",
-                        "unknown key 'path' (did you mean 'path_prefix'?)")
+                        "unknown key 'path' (did you mean 'path_prefix', 'path_exact' or "
+                        "'path_regex'?)")
         self.route_error("prefix = '/a'\n", "routes[0].prefix",
                         "unknown key 'prefix' (did you mean 'path_prefix'?)")
 
@@ -1300,6 +1302,78 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
             + "[[routes]]\nupstream = 'api'\n"
         )
         self.assertEqual(len(config.routes), 4)
+
+
+class RouteConditionTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's further conditions: exact path, regular expressions, header,
+    query and cookie matches, client networks.
+    """
+
+    def test_read(self) -> None:
+        """
+        Every condition is read into the route, header names lower-cased
+        where the router compares them without case anyway.
+        """
+        route = self.route(
+            "path_exact = '/a'\npath_regex = '^/a'\nhost_regex = 'x'\n"
+            "networks = ['10.1.2.3/8']\n"
+            "headers = [{name = 'X-A'}, {name = 'x-b', present = false}]\n"
+            "query = [{name = 'q', value = '1'}]\n"
+            "cookies = [{name = 'c', regex = '^b'}]\n"
+        )
+        self.assertEqual(route.path_exact, "/a")
+        self.assertEqual(route.path_regex, "^/a")
+        self.assertEqual(route.host_regex, "x")
+        self.assertEqual(route.networks, ("10.0.0.0/8",))
+        self.assertEqual(route.headers, (RouteMatch(name="X-A"),
+                                         RouteMatch(name="x-b", present=False)))
+        self.assertEqual(route.query, (RouteMatch(name="q", value="1"),))
+        self.assertEqual(route.cookies, (RouteMatch(name="c", regex="^b"),))
+        self.assertTrue(route.has_conditions)
+
+    def test_bad_regex(self) -> None:
+        """
+        A regular expression that does not compile is refused at its place.
+        """
+        self.route_error("path_regex = '(a'\n", "routes[0].path_regex",
+                         contains="is not a regular expression")
+        self.route_error("headers = [{name = 'a', regex = '['}]\n",
+                         "routes[0].headers[0].regex", contains="is not a regular expression")
+
+    def test_match_rules(self) -> None:
+        """
+        A match takes a value or a regex, not both, and neither when it asks
+        for an absent field; its name is required.
+        """
+        self.route_error("query = [{name = 'a', value = 'b', regex = 'c'}]\n",
+                         "routes[0].query[0]", "takes value or regex, not both")
+        self.route_error("cookies = [{name = 'a', present = false, value = 'b'}]\n",
+                         "routes[0].cookies[0]", "present = false takes no value or regex")
+        self.route_error("headers = [{value = 'b'}]\n", "routes[0].headers[0].name",
+                         contains="is required")
+
+    def test_bad_network(self) -> None:
+        """
+        C{networks} takes IP networks only.
+        """
+        self.route_error("networks = ['ten']\n", "routes[0].networks[0]",
+                         contains="is not an IP address or network")
+
+    def test_condition_is_not_catch_all(self) -> None:
+        """
+        A route with only further conditions does not make later routes
+        unreachable; one without any still does.
+        """
+        for condition in ("path_exact = '/a'", "path_regex = 'a'", "host_regex = 'a'",
+                          "headers = [{name = 'a'}]", "query = [{name = 'a'}]",
+                          "cookies = [{name = 'a'}]", "networks = ['10.0.0.0/8']"):
+            config = parse(MINIMAL + f"[[routes]]\nupstream = 'api'\n{condition}\n"
+                           + "[[routes]]\nupstream = 'api'\n")
+            self.assertEqual(len(config.routes), 2, condition)
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nupstream = 'api'\n[[routes]]\nupstream = 'api'\n"
+            "path_regex = 'a'\n", "routes[1]", "unreachable: routes[0] above matches every request")
 
 
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):

@@ -6,8 +6,45 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.config import Route
+from typing import Dict, Optional, Sequence
+
+from twistproxy.config import (
+    Forwarding, Listener, ProxyConfig, Route, RouteMatch, Server, UpstreamGroup,
+)
 from twistproxy.routing import Router
+from twistproxy.testing import MemoryProxy
+
+from tests.filter_support import request, status
+
+
+class FakeRequest:
+    """
+    The parts of a request view the router's further conditions read.
+    """
+
+    def __init__(self, target: str = "/", headers: Optional[Dict[str, str]] = None,
+                 cookies: Optional[Dict[str, str]] = None,
+                 client_address: str = "192.0.2.1") -> None:
+        self.path = target
+        self._headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self._cookies = cookies or {}
+        self.client_address = client_address
+
+    def header(self, name: str) -> Optional[str]:
+        return self._headers.get(name.lower())
+
+    def cookie(self, name: str) -> Optional[str]:
+        return self._cookies.get(name)
+
+
+def matches(route: Route, request: FakeRequest, host: str = "h", path: str = "",
+            method: str = "GET") -> bool:
+    """
+    Whether C{route} alone takes C{request} (its path taken from its target
+    when not given).
+    """
+    path = path or request.path.split("?")[0]
+    return Router([route]).match(host, path, method, request) is route
 
 
 class HostMatchTests(SynchronousTestCase):
@@ -169,3 +206,171 @@ class OrderTests(SynchronousTestCase):
         """
         routes = [Route(upstream="a", path_prefix="/a"), Route(upstream="b")]
         self.assertEqual(Router(routes).routes, tuple(routes))
+
+
+class FurtherConditionTests(SynchronousTestCase):
+    """
+    Routes match on the exact path, regular expressions on path and host,
+    header fields, query parameters, cookies and the client's network.
+    """
+
+    def test_path_exact(self) -> None:
+        """
+        C{path_exact} takes that normalised path only.
+        """
+        route = Route(upstream="a", path_exact="/login")
+        self.assertTrue(matches(route, FakeRequest("/login?next=/")))
+        self.assertFalse(matches(route, FakeRequest("/login/")))
+        self.assertFalse(matches(route, FakeRequest("/log")))
+
+    def test_path_regex(self) -> None:
+        """
+        C{path_regex} is searched in the normalised path; anchors anchor.
+        """
+        route = Route(upstream="a", path_regex=r"^/users/[0-9]+$")
+        self.assertTrue(matches(route, FakeRequest("/users/42")))
+        self.assertFalse(matches(route, FakeRequest("/users/42/x")))
+        self.assertFalse(matches(route, FakeRequest("/users/me")))
+        unanchored = Route(upstream="a", path_regex=r"\.php")
+        self.assertTrue(matches(unanchored, FakeRequest("/a/index.php")))
+
+    def test_host_regex(self) -> None:
+        """
+        C{host_regex} is searched in the lower-cased host without port.
+        """
+        route = Route(upstream="a", host_regex=r"^api-[a-z]+\.example\.com$")
+        self.assertTrue(matches(route, FakeRequest(), host="api-eu.example.com"))
+        self.assertFalse(matches(route, FakeRequest(), host="www.example.com"))
+
+    def test_header_present_absent(self) -> None:
+        """
+        A header match without value takes requests with the field; with
+        C{present = false}, requests without it.
+        """
+        present = Route(upstream="a", headers=(RouteMatch(name="x-canary"),))
+        absent = Route(upstream="a", headers=(RouteMatch(name="x-canary", present=False),))
+        with_it = FakeRequest(headers={"X-Canary": ""})
+        self.assertTrue(matches(present, with_it))
+        self.assertFalse(matches(present, FakeRequest()))
+        self.assertFalse(matches(absent, with_it))
+        self.assertTrue(matches(absent, FakeRequest()))
+
+    def test_header_exact_and_regex(self) -> None:
+        """
+        C{value} must equal the field's value; C{regex} must be found in it.
+        """
+        exact = Route(upstream="a", headers=(RouteMatch(name="x-env", value="beta"),))
+        self.assertTrue(matches(exact, FakeRequest(headers={"X-Env": "beta"})))
+        self.assertFalse(matches(exact, FakeRequest(headers={"X-Env": "beta2"})))
+        self.assertFalse(matches(exact, FakeRequest()))
+        regex = Route(upstream="a", headers=(RouteMatch(name="user-agent", regex="(?i)mobile"),))
+        self.assertTrue(matches(regex, FakeRequest(headers={"User-Agent": "X Mobile/1"})))
+        self.assertFalse(matches(regex, FakeRequest(headers={"User-Agent": "Desktop"})))
+        self.assertFalse(matches(regex, FakeRequest()))
+
+    def test_query(self) -> None:
+        """
+        Query parameters are read from the target, percent-decoded: present,
+        exact and regex.
+        """
+        present = Route(upstream="a", query=(RouteMatch(name="debug"),))
+        self.assertTrue(matches(present, FakeRequest("/x?a=1&debug")))
+        self.assertFalse(matches(present, FakeRequest("/x?a=1")))
+        self.assertFalse(matches(present, FakeRequest("/x")))
+        exact = Route(upstream="a", query=(RouteMatch(name="v", value="a b"),))
+        self.assertTrue(matches(exact, FakeRequest("/x?v=a%20b")))
+        self.assertFalse(matches(exact, FakeRequest("/x?v=ab")))
+        regex = Route(upstream="a", query=(RouteMatch(name="id", regex="^[0-9]+$"),))
+        self.assertTrue(matches(regex, FakeRequest("/x?id=12")))
+        self.assertFalse(matches(regex, FakeRequest("/x?id=1x")))
+
+    def test_cookie(self) -> None:
+        """
+        Cookie matches read the named cookie.
+        """
+        route = Route(upstream="a", cookies=(RouteMatch(name="beta", value="on"),))
+        self.assertTrue(matches(route, FakeRequest(cookies={"beta": "on"})))
+        self.assertFalse(matches(route, FakeRequest(cookies={"beta": "off"})))
+        self.assertFalse(matches(route, FakeRequest()))
+
+    def test_networks(self) -> None:
+        """
+        C{networks} takes clients whose address is in one of them, IPv4 or
+        IPv6; an address that is not an IP address matches none.
+        """
+        route = Route(upstream="a", networks=("10.0.0.0/8", "2001:db8::/32"))
+        self.assertTrue(matches(route, FakeRequest(client_address="10.1.2.3")))
+        self.assertTrue(matches(route, FakeRequest(client_address="2001:db8::7")))
+        self.assertFalse(matches(route, FakeRequest(client_address="192.0.2.1")))
+        self.assertFalse(matches(route, FakeRequest(client_address="")))
+
+    def test_networks_through_client_function(self) -> None:
+        """
+        The router asks its C{client} function for the address, which is how
+        the forwarder applies the trusted-proxy rules.
+        """
+        route = Route(upstream="a", networks=("10.0.0.0/8",))
+        router = Router([route], client=lambda x: x.header("x-real"))
+        request = FakeRequest(headers={"X-Real": "10.9.9.9"}, client_address="192.0.2.1")
+        self.assertIs(router.match("h", "/", "GET", request), route)
+
+    def test_all_must_hold_and_order(self) -> None:
+        """
+        Every condition of a route must hold; a route whose further
+        conditions fail lets the next route try.
+        """
+        canary = Route(upstream="canary", name="c", path_prefix="/api/",
+                       headers=(RouteMatch(name="x-canary", value="1"),),
+                       cookies=(RouteMatch(name="beta"),))
+        main = Route(upstream="main", name="m", path_prefix="/api/")
+        router = Router([canary, main])
+        both = FakeRequest("/api/x", headers={"X-Canary": "1"}, cookies={"beta": "y"})
+        one = FakeRequest("/api/x", headers={"X-Canary": "1"})
+        self.assertIs(router.match("h", "/api/x", "GET", both), canary)
+        self.assertIs(router.match("h", "/api/x", "GET", one), main)
+        self.assertIs(router.match("h", "/other", "GET", both), None)
+
+
+def _proxy(route: Route, trusted: Sequence[str] = ()) -> MemoryProxy:
+    """
+    An in-memory proxy with one backend and one C{route} (to group C{app}).
+    """
+    return MemoryProxy(ProxyConfig(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={"app": UpstreamGroup(
+            "app", (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),))},
+        routes=(route,),
+        forwarding=Forwarding(trusted_proxies=tuple(trusted)),
+    ))
+
+
+class ProxyRoutingTests(SynchronousTestCase):
+    """
+    The proxy routes on the conditions of its routes.
+    """
+
+    def test_networks_through_trusted_proxies(self) -> None:
+        """
+        C{networks} sees the client a trusted proxy names, and the peer's own
+        address otherwise; a request no route takes is answered 404.
+        """
+        via_proxy = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n"
+        plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        for head, client, expected in ((via_proxy, "192.0.2.7", 200),
+                                       (via_proxy, "198.51.100.9", 404),
+                                       (plain, "10.2.2.2", 200)):
+            # A new proxy each time: no pooled backend connection to reuse.
+            proxy = _proxy(Route("app", networks=("10.0.0.0/8",)), trusted=("192.0.2.0/24",))
+            got, _ = request(proxy, head, client=client)
+            self.assertEqual(status(got), expected, client)
+
+    def test_header_and_query(self) -> None:
+        """
+        Header and query conditions read the request as the client sent it.
+        """
+        route = Route("app", headers=(RouteMatch(name="x-env", value="beta"),),
+                      query=(RouteMatch(name="v", regex="^2"),))
+        for query, expected in ((b"v=2.1", 200), (b"v=1", 404)):
+            head = b"GET /a?%s HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\n\r\n" % query
+            got, _ = request(_proxy(route), head)
+            self.assertEqual(status(got), expected, query)

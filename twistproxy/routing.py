@@ -19,27 +19,132 @@ all three of its conditions hold:
     C{'/api/'} to mean the directory only;
 
   - method: the route lists no methods (any method), or the request's method
-    is one of them.
+    is one of them;
 
-The router runs for every request, so each route is compiled once into sets
-and suffix tuples, and a match is a short loop of cheap tests.  This module
-is pure logic: it knows nothing of HTTP parsing or of Twisted.
+  - and whatever else the route asks (docs/routing.rst): an exact path
+    (C{path_exact}), regular expressions searched in the normalised path
+    and in the host (C{path_regex}, C{host_regex}), request header fields,
+    query parameters and cookies (each present, absent, equal to a value
+    or containing a match of a regular expression) and the client's
+    network (the address derived through the listener's trusted proxies).
+
+The router runs for every request, so each route is compiled once into sets,
+suffix tuples and compiled regular expressions, and a match is a short loop
+of cheap tests; the further conditions are one L{_Conditions} per route that
+has any, tried last.  This module knows nothing of HTTP parsing or of
+Twisted.
 """
 
 from __future__ import annotations
 
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+import ipaddress
+import re
+from typing import Any, Callable, FrozenSet, List, Optional, Pattern, Sequence, Tuple
+from urllib.parse import parse_qsl
 
-from twistproxy.config import Route
+from twistproxy.config import Route, RouteMatch
+
+
+def _value_test(match: RouteMatch) -> Callable[[Optional[str]], bool]:
+    # What a header, parameter or cookie value (None: absent) must be.
+    if not match.present:
+        return lambda value: value is None
+    if match.regex:
+        search = re.compile(match.regex).search
+        return lambda value: value is not None and search(value) is not None
+    if match.value:
+        wanted = match.value
+        return lambda value: value == wanted
+    return lambda value: value is not None
+
+
+def _query_value(x: Any, name: str) -> Optional[str]:
+    # The first value of the query parameter, percent-decoded.
+    target = x.path
+    mark = target.find("?")
+    if mark < 0:
+        return None
+    for key, value in parse_qsl(target[mark + 1:], keep_blank_values=True):
+        if key == name:
+            return value
+    return None
+
+
+class _Conditions:
+    """
+    The conditions of a route beyond host, prefix and method, each a
+    C{test(host, path, x)}; all must hold.
+    """
+
+    __slots__ = ("_tests",)
+
+    def __init__(self, route: Route, client: Callable[[Any], str]) -> None:
+        tests: List[Callable[[str, str, Any], bool]] = []
+        if route.path_exact:
+            exact = route.path_exact
+            tests.append(lambda host, path, x: path == exact)
+        for regex, on_host in ((route.path_regex, False), (route.host_regex, True)):
+            if regex:
+                tests.append(_searcher(re.compile(regex), on_host))
+        for matches, lookup in ((route.headers, _header), (route.query, _query_value),
+                                (route.cookies, _cookie)):
+            for match in matches:
+                tests.append(_field_test(lookup, match))
+        if route.networks:
+            networks = [ipaddress.ip_network(n) for n in route.networks]
+            tests.append(lambda host, path, x: _in_networks(client(x), networks))
+        self._tests = tuple(tests)
+
+    def __call__(self, host: str, path: str, x: Any) -> bool:
+        for test in self._tests:
+            if not test(host, path, x):
+                return False
+        return True
+
+
+def _searcher(pattern: Pattern[str], on_host: bool) -> Callable[[str, str, Any], bool]:
+    search = pattern.search
+    if on_host:
+        return lambda host, path, x: search(host) is not None
+    return lambda host, path, x: search(path) is not None
+
+
+def _header(x: Any, name: str) -> Optional[str]:
+    return x.header(name)  # type: ignore[no-any-return]
+
+
+def _cookie(x: Any, name: str) -> Optional[str]:
+    return x.cookie(name)  # type: ignore[no-any-return]
+
+
+def _field_test(lookup: Callable[[Any, str], Optional[str]],
+                match: RouteMatch) -> Callable[[str, str, Any], bool]:
+    name = match.name
+    test = _value_test(match)
+    return lambda host, path, x: test(lookup(x, name))
+
+
+def _in_networks(address: str, networks: Sequence[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _peer(x: Any) -> str:
+    return x.client_address  # type: ignore[no-any-return]
+
 
 # One compiled route: (any_host, exact_hosts, wildcard_suffixes, path_prefix,
-# methods, route).  A plain tuple unpacks faster than attribute lookups.
+# methods, conditions or None, route).  A plain tuple unpacks faster than
+# attribute lookups.
 _Compiled = Tuple[
-    bool, FrozenSet[str], Tuple[str, ...], str, FrozenSet[str], Route
+    bool, FrozenSet[str], Tuple[str, ...], str, FrozenSet[str], Optional[_Conditions], Route
 ]
 
 
-def _compile(route: Route) -> _Compiled:
+def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
     exact = set()
     suffixes = []
     for pattern in route.hosts:
@@ -56,6 +161,7 @@ def _compile(route: Route) -> _Compiled:
         tuple(suffixes),
         route.path_prefix,
         frozenset(route.methods),
+        _Conditions(route, client) if route.has_conditions else None,
         route,
     )
 
@@ -69,31 +175,42 @@ class Router:
 
     __slots__ = ("routes", "_compiled")
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route],
+                 client: Callable[[Any], str] = _peer) -> None:
+        """
+        @param client: Gives a request's client address, for C{networks}
+            (the forwarder's goes through the trusted proxies).
+        """
         self.routes: Tuple[Route, ...] = tuple(routes)
-        self._compiled: List[_Compiled] = [_compile(r) for r in self.routes]
+        self._compiled: List[_Compiled] = [_compile(r, client) for r in self.routes]
 
-    def match(self, host: str, path: str, method: str) -> Optional[Route]:
+    def match(self, host: str, path: str, method: str, x: Any = None) -> Optional[Route]:
         """
         Find the route of a request.
 
         @param host: The requested host, lower-cased, without port.
         @param path: The request path, normalised, without query string.
         @param method: The request method, e.g. C{'GET'}.
+        @param x: The request (an L{twistproxy.interfaces.IRequestView}),
+            which routes with header, query, cookie or network conditions
+            look at.
         @return: The first matching route, or C{None} when none matches
             (which the proxy answers with 404 Not Found).
         """
-        for any_host, exact, suffixes, prefix, methods, route in self._compiled:
+        for any_host, exact, suffixes, prefix, methods, more, route in self._compiled:
             if methods and method not in methods:
                 continue
             if not path.startswith(prefix):
                 continue
-            if any_host or host in exact:
+            if not any_host and host not in exact:
+                for suffix in suffixes:
+                    # At least one label must precede the suffix.
+                    if len(host) > len(suffix) and host.endswith(suffix):
+                        break
+                else:
+                    continue
+            if more is None or more(host, path, x):
                 return route
-            for suffix in suffixes:
-                # At least one label must precede the suffix.
-                if len(host) > len(suffix) and host.endswith(suffix):
-                    return route
         return None
 
     def __repr__(self) -> str:

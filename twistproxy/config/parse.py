@@ -119,7 +119,8 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
 
 
 def _is_catch_all(route: Route) -> bool:
-    return not route.hosts and route.path_prefix == "/" and not route.methods
+    return (not route.hosts and route.path_prefix == "/" and not route.methods
+            and not route.has_conditions)
 
 
 def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:

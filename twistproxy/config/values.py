@@ -479,6 +479,44 @@ def _route_cache(value: object, path: str) -> Optional[RouteCache]:
     return cache
 
 
+def _regex(value: object, path: str) -> str:
+    # Compiled here to report a bad pattern at its place; the router
+    # compiles it again, once, when it is built.
+    pattern = nonempty(value, path)
+    try:
+        _re.compile(pattern)
+    except _re.error as e:
+        raise ConfigError(path, f"is not a regular expression: {e}") from None
+    return pattern
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """
+    One condition of a route on a request header, query parameter or
+    cookie (see docs/routing.rst).
+
+    @ivar name: The header's (lower-cased), parameter's or cookie's name.
+    @ivar present: C{False} to match requests without it.
+    @ivar value: Its value must be exactly this (C{''}: any value).
+    @ivar regex: Its value must contain a match of this regular expression
+        (C{''}: any value).
+    """
+
+    name: str = setting(check=nonempty, required="is required (what to look at)")
+    present: bool = setting(True, check=_boolean)
+    value: str = setting("", check=_string)
+    regex: str = setting("", check=_regex)
+
+
+@rule(RouteMatch)
+def _one_test(match: RouteMatch, table: Mapping[str, Any], path: str) -> None:
+    if "value" in table and "regex" in table:
+        raise ConfigError(path, "takes value or regex, not both")
+    if not match.present and ("value" in table or "regex" in table):
+        raise ConfigError(path, "present = false takes no value or regex")
+
+
 @dataclass(frozen=True)
 class Route:
     """
@@ -494,6 +532,17 @@ class Route:
     @ivar path_prefix: The request path must start with this; C{'/'} matches
         every path.
     @ivar methods: Upper-case method names; empty matches any method.
+    @ivar path_exact: The normalised path must be this, or C{''}.
+    @ivar path_regex: The normalised path must contain a match of this, or
+        C{''}.
+    @ivar host_regex: The host (lower-cased, no port) must contain a match
+        of this, or C{''}.
+    @ivar headers: L{RouteMatch}es on request header fields, all required.
+    @ivar query: L{RouteMatch}es on query parameters, all required.
+    @ivar cookies: L{RouteMatch}es on cookies, all required.
+    @ivar networks: The client's address (the one derived through the
+        listener's trusted proxies) must be in one of these networks;
+        empty matches any client.
     @ivar upstream: Name of the L{UpstreamGroup}.
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
@@ -507,12 +556,28 @@ class Route:
     hosts: Tuple[str, ...] = setting((), check=_route_hosts)
     path_prefix: str = setting("/", check=_path_prefix)
     methods: Tuple[str, ...] = setting((), check=array(_method))
+    path_exact: str = setting("", check=_path_prefix)
+    path_regex: str = setting("", check=_regex)
+    host_regex: str = setting("", check=_regex)
+    headers: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    query: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    cookies: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    networks: Tuple[str, ...] = setting((), check=array(_network))
     preserve_host: bool = setting(True, check=_boolean)
     request_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
     response_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
     filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
     cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
     allow_trace: bool = setting(False, check=_boolean)
+
+    @property
+    def has_conditions(self) -> bool:
+        """
+        Whether the route asks more of a request than host, path prefix and
+        method.
+        """
+        return bool(self.path_exact or self.path_regex or self.host_regex or self.headers
+                    or self.query or self.cookies or self.networks)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Mapping, Optional, Sequence
 from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
-from twistproxy.filters.chain import build_chain
+from twistproxy.filters.chain import build_chain, client_ip
 from twistproxy.routing import Router
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
@@ -97,7 +97,7 @@ class Forwarder:
         @param cache: The shared L{twistproxy.cache.runtime.HTTPCache}
             that routes with a C{cache} table use, or C{None}.
         """
-        self._router = Router(routes)
+        self._router = Router(routes, client_ip)
         self._routes = {
             id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor, cache)
             for i, r in enumerate(routes)
@@ -126,7 +126,8 @@ class Forwarder:
         say.)
         """
         req = x.request
-        route = self._router.match(x.host, req.path.decode("ascii"), req.method.decode("ascii"))
+        route = self._router.match(x.host, req.path.decode("ascii"),
+                                   req.method.decode("ascii"), x)
         if route is None:
             x.sink.upstream_failed(x, 404, "no_route")
             return
