@@ -17,6 +17,7 @@ from twistproxy.config import (
     AccessLog,
     ConfigError,
     Discovery,
+    FixedResponse,
     Forwarding,
     HeaderRules,
     HealthCheck,
@@ -28,6 +29,7 @@ from twistproxy.config import (
     Resolver,
     Sticky,
     ProxyConfig,
+    Redirect,
     Route,
     RouteMatch,
     Server,
@@ -973,12 +975,13 @@ upstream = "api"
 
     def test_upstream_required(self) -> None:
         """
-        A route without C{upstream} is rejected at its C{upstream} path.
+        A route without C{upstream} (nor a redirect or a fixed response) is
+        rejected at its C{upstream} path.
         """
         self.assert_config_error(
             MINIMAL + "[[routes]]\npath_prefix = '/a'\nupstream = 'api'\n[[routes]]\nname = 'x'\n",
             "routes[1].upstream",
-            "is required (the name of an upstream group)",
+            "is required (the name of an upstream group, or a redirect or respond table)",
         )
 
     def test_upstream_unknown(self) -> None:
@@ -1374,6 +1377,70 @@ class RouteConditionTests(_ConfigTestMixin, SynchronousTestCase):
         self.assert_config_error(
             MINIMAL + "[[routes]]\nupstream = 'api'\n[[routes]]\nupstream = 'api'\n"
             "path_regex = 'a'\n", "routes[1]", "unreachable: routes[0] above matches every request")
+
+
+class DirectAnswerConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{redirect} and C{respond} tables.
+    """
+
+    def answer_route(self, body: str) -> Route:
+        return parse(MINIMAL + "[[routes]]\npath_prefix = '/old/'\n" + body).routes[0]
+
+    def answer_error(self, body: str, path: str, problem: Optional[str] = None,
+                     contains: Optional[str] = None) -> ConfigError:
+        return self.assert_config_error(
+            MINIMAL + "[[routes]]\npath_prefix = '/old/'\n" + body, path, problem, contains)
+
+    def test_read(self) -> None:
+        """
+        Both tables are read with their defaults; such a route has no
+        upstream and answers itself.
+        """
+        route = self.answer_route("redirect = {to = 'https://{host}{path}{query}'}\n")
+        self.assertEqual(route.redirect, Redirect(to="https://{host}{path}{query}", status=302))
+        self.assertEqual(route.upstream, "")
+        self.assertTrue(route.answers_itself)
+        route = self.answer_route(
+            "respond = {status = 503, body = 'down', headers = {Retry-After = '60'}}\n")
+        self.assertEqual(route.respond, FixedResponse(503, (("Retry-After", "60"),), "down"))
+        self.assertFalse(self.route("").answers_itself)
+
+    def test_one_destination(self) -> None:
+        """
+        A route takes one of upstream, redirect and respond.
+        """
+        self.answer_error("upstream = 'api'\nrespond = {}\n", "routes[0]",
+                          "takes one of upstream, redirect and respond (got upstream and respond)")
+
+    def test_redirect_checks(self) -> None:
+        """
+        The status is a redirect status; the target is required and names
+        only known placeholders and captures of C{path_regex}.
+        """
+        self.answer_error("redirect = {to = '/x', status = 300}\n", "routes[0].redirect.status",
+                          "must be 301, 302, 303, 307 or 308")
+        self.answer_error("redirect = {status = 301}\n", "routes[0].redirect.to",
+                          contains="is required")
+        self.answer_error("redirect = {to = '/{a-b}'}\n", "routes[0].redirect.to",
+                          contains="{a-b} is no placeholder")
+        self.answer_error("redirect = {to = '/{1}'}\n", "routes[0].redirect.to",
+                          "{1} is not a capture of path_regex")
+        self.answer_error("path_regex = '^/old/(?P<rest>.*)'\nredirect = {to = '/{2}'}\n",
+                          "routes[0].redirect.to", "{2} is not a capture of path_regex")
+        route = self.answer_route("path_regex = '^/old/(?P<rest>.*)'\n"
+                                  "redirect = {to = '/{1}/{rest}'}\n")
+        self.assertEqual(route.redirect.to, "/{1}/{rest}")
+
+    def test_respond_checks(self) -> None:
+        """
+        A fixed response's status is 200 to 599 and its header names and
+        values are valid.
+        """
+        self.answer_error("respond = {status = 101}\n", "routes[0].respond.status",
+                          contains="at least 200")
+        self.answer_error("respond = {headers = {'a b' = 'c'}}\n",
+                          "routes[0].respond.headers.\"a b\"", contains="header name")
 
 
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):

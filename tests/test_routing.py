@@ -9,12 +9,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from typing import Dict, Optional, Sequence
 
 from twistproxy.config import (
-    Forwarding, Listener, ProxyConfig, Route, RouteMatch, Server, UpstreamGroup,
+    FixedResponse, Forwarding, Listener, ProxyConfig, Redirect, Route, RouteMatch, Server,
+    UpstreamGroup,
 )
-from twistproxy.routing import Router
+from twistproxy.routing import DirectAnswer, Router
 from twistproxy.testing import MemoryProxy
 
-from tests.filter_support import request, status
+from tests.filter_support import field, request, status
 
 
 class FakeRequest:
@@ -374,3 +375,91 @@ class ProxyRoutingTests(SynchronousTestCase):
             head = b"GET /a?%s HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\n\r\n" % query
             got, _ = request(_proxy(route), head)
             self.assertEqual(status(got), expected, query)
+
+
+class DirectAnswerTests(SynchronousTestCase):
+    """
+    A route's redirect or fixed response, made per request.
+    """
+
+    def test_redirect_template(self) -> None:
+        """
+        C{{host}}, C{{path}} and C{{query}} (with its C{?}, or nothing) are
+        filled in from the request.
+        """
+        answer = DirectAnswer(Route(redirect=Redirect(to="https://{host}{path}{query}",
+                                                      status=308)))
+        self.assertEqual(answer.make("a.test", "/x/y", "/x//y?q=1"),
+                         (308, ((b"Location", b"https://a.test/x/y?q=1"),), None))
+        self.assertEqual(answer.make("a.test", "/", "/")[1],
+                         ((b"Location", b"https://a.test/"),))
+        self.assertEqual(answer.reason, "redirect")
+
+    def test_redirect_captures(self) -> None:
+        """
+        Numbered and named captures of C{path_regex} fill the target; a group
+        that took part in no match is empty.
+        """
+        answer = DirectAnswer(Route(path_regex=r"^/old/(?P<rest>.*?)(\.html)?$",
+                                    redirect=Redirect(to="/new/{rest}{2}|{1}")))
+        self.assertEqual(answer.make("h", "/old/a/b", "/old/a/b")[1],
+                         ((b"Location", b"/new/a/b|a/b"),))
+        self.assertEqual(answer.make("h", "/old/c.html", "/old/c.html")[1],
+                         ((b"Location", b"/new/c.html|c"),))
+
+    def test_fixed_response(self) -> None:
+        """
+        A fixed response has its status, headers and UTF-8 body, with a
+        plain-text type when a body has none.
+        """
+        answer = DirectAnswer(Route(respond=FixedResponse(
+            503, (("Retry-After", "60"),), "en panne \u2014 bientôt")))
+        self.assertEqual(answer.make("h", "/", "/"), (
+            503, ((b"Retry-After", b"60"), (b"Content-Type", b"text/plain; charset=utf-8")),
+            "en panne \u2014 bientôt".encode("utf-8")))
+        self.assertEqual(answer.reason, "fixed_response")
+        typed = DirectAnswer(Route(respond=FixedResponse(
+            200, (("content-type", "application/json"),), "{}")))
+        self.assertEqual(typed.make("h", "/", "/")[1], ((b"content-type", b"application/json"),))
+        empty = DirectAnswer(Route(respond=FixedResponse(204)))
+        self.assertEqual(empty.make("h", "/", "/"), (204, (), b""))
+
+    def test_route_without_answer(self) -> None:
+        """
+        A route that answers nothing itself makes no direct answer.
+        """
+        self.assertRaises(ValueError, DirectAnswer, Route(upstream="a"))
+
+
+class ProxyDirectAnswerTests(SynchronousTestCase):
+    """
+    The proxy answers a redirect or fixed-response route itself, without a
+    backend.
+    """
+
+    def test_redirect(self) -> None:
+        """
+        A redirect route answers with its status and Location; no backend is
+        called.
+        """
+        proxy = _proxy(Route(path_regex="^/docs/(.*)$",
+                             redirect=Redirect(to="https://{host}/manual/{1}{query}",
+                                               status=301)))
+        got, sent = request(proxy, b"GET /docs/a/../b?x=1 HTTP/1.1\r\nHost: www.test\r\n\r\n")
+        self.assertEqual((status(got), sent), (301, None))
+        self.assertEqual(field(got, b"Location"), b"https://www.test/manual/b?x=1")
+        self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_fixed_response(self) -> None:
+        """
+        A fixed-response route sends its status, fields and body; a HEAD gets
+        the head only.
+        """
+        route = Route(respond=FixedResponse(200, (("X-Health", "ok"),), "healthy\n"))
+        got, sent = request(_proxy(route), b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual((status(got), sent), (200, None))
+        self.assertEqual(field(got, b"X-Health"), b"ok")
+        self.assertEqual(field(got, b"Content-Length"), b"8")
+        self.assertTrue(got.endswith(b"\r\n\r\nhealthy\n"))
+        got, _ = request(_proxy(route), b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(got.endswith(b"\r\n\r\n"))

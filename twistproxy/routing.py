@@ -43,6 +43,7 @@ from typing import Any, Callable, FrozenSet, List, Optional, Pattern, Sequence, 
 from urllib.parse import parse_qsl
 
 from twistproxy.config import Route, RouteMatch
+from twistproxy.config.values import PLACEHOLDER
 
 
 def _value_test(match: RouteMatch) -> Callable[[Optional[str]], bool]:
@@ -215,3 +216,56 @@ class Router:
 
     def __repr__(self) -> str:
         return f"<Router {len(self.routes)} routes>"
+
+
+class DirectAnswer:
+    """
+    What a route with a C{redirect} or a C{respond} table answers, made
+    for each request from the route's settings, compiled once.
+
+    @ivar reason: What the access log says of it: C{'redirect'} or
+        C{'fixed_response'}.
+    """
+
+    __slots__ = ("status", "reason", "_fields", "_body", "_to", "_regex")
+
+    def __init__(self, route: Route) -> None:
+        self._to = ""
+        self._regex: Optional[Pattern[str]] = None
+        self._body: Optional[bytes] = None
+        redirect, fixed = route.redirect, route.respond
+        if redirect is not None:
+            self.status, self.reason, self._to = redirect.status, "redirect", redirect.to
+            self._fields: Tuple[Tuple[bytes, bytes], ...] = ()
+            if route.path_regex:
+                self._regex = re.compile(route.path_regex)
+        elif fixed is not None:
+            self.status, self.reason = fixed.status, "fixed_response"
+            fields = [(n.encode("ascii"), v.encode("latin-1")) for n, v in fixed.headers]
+            self._body = fixed.body.encode("utf-8")
+            if self._body and not any(n.lower() == b"content-type" for n, _ in fields):
+                fields.append((b"Content-Type", b"text/plain; charset=utf-8"))
+            self._fields = tuple(fields)
+        else:
+            raise ValueError(f"route {route.name!r} has no redirect or respond table")
+
+    def make(self, host: str, path: str, target: str) -> Tuple[
+            int, Tuple[Tuple[bytes, bytes], ...], Optional[bytes]]:
+        """
+        The answer to one request: C{(status, fields, body)}, a body of
+        C{None} being the proxy's short page for the status.
+
+        @param host: The requested host, lower-cased, without port.
+        @param path: The normalised path.
+        @param target: The request target as received (for its query).
+        """
+        if not self._to:
+            return self.status, self._fields, self._body
+        mark = target.find("?")
+        values = {"host": host, "path": path, "query": target[mark:] if mark >= 0 else ""}
+        found = self._regex.search(path) if self._regex is not None else None
+        if found is not None:
+            values.update((str(i), g or "") for i, g in enumerate(found.groups(), 1))
+            values.update((k, g or "") for k, g in found.groupdict().items())
+        location = PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), self._to)
+        return self.status, ((b"Location", location.encode("latin-1")),), None

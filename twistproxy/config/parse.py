@@ -107,7 +107,7 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
 
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
     route = build(Route, value, path)
-    if route.upstream not in groups:
+    if not route.answers_itself and route.upstream not in groups:
         raise ConfigError(
             _key(path, "upstream"),
             f"no upstream group named {route.upstream!r} (defined: "

@@ -517,6 +517,70 @@ def _one_test(match: RouteMatch, table: Mapping[str, Any], path: str) -> None:
         raise ConfigError(path, "present = false takes no value or regex")
 
 
+# The names a redirect's target may use besides the path_regex captures,
+# and how the target names them.
+_TEMPLATE_NAMES = ("host", "path", "query")
+PLACEHOLDER = _re.compile(r"\{([^{}]*)\}")
+
+
+def _template(value: object, path: str) -> str:
+    target = _field_value(nonempty(value, path), path)
+    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in target):
+        raise ConfigError(path, "must not contain whitespace or control characters")
+    for name in PLACEHOLDER.findall(target):
+        if not _re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", name):
+            raise ConfigError(path, f"{{{name}}} is no placeholder: use {{host}}, {{path}}, "
+                                    f"{{query}}, or a capture of path_regex ({{1}}, {{name}})")
+    return target
+
+
+def _redirect_status(value: object, path: str) -> int:
+    status = integer(300, 399)(value, path)
+    if status not in (301, 302, 303, 307, 308):
+        raise ConfigError(path, "must be 301, 302, 303, 307 or 308")
+    return status
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """
+    A route's redirect: the proxy answers with C{status} and a
+    C{Location} made from C{to}, and calls no backend.
+
+    @ivar status: 301, 302, 303, 307 or 308.
+    @ivar to: The target, with C{{host}}, C{{path}} (normalised),
+        C{{query}} (C{'?'} and the query string, or nothing) and the
+        captures of the route's C{path_regex} (C{{1}}, C{{name}}).
+    """
+
+    to: str = setting(check=_template, required="is required (the target URL)")
+    status: int = setting(302, check=_redirect_status)
+
+
+def _fields(value: object, path: str) -> Tuple[Tuple[str, str], ...]:
+    # A table of header names to values, in file order.
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of header names to values", value)
+    return tuple((_token(name, key_path(path, name), "header name"),
+                  _field_value(text, key_path(path, name))) for name, text in value.items())
+
+
+@dataclass(frozen=True)
+class FixedResponse:
+    """
+    A route's own answer: the proxy sends it and calls no backend.
+
+    @ivar status: The status code.
+    @ivar headers: (name, value) pairs; a body without C{Content-Type}
+        is sent as C{text/plain; charset=utf-8}.
+    @ivar body: The body, sent as UTF-8.
+    """
+
+    status: int = setting(200, check=integer(200, 599))
+    headers: Tuple[Tuple[str, str], ...] = setting((), check=_fields)
+    body: str = setting("", check=_string)
+
+
 @dataclass(frozen=True)
 class Route:
     """
@@ -549,9 +613,12 @@ class Route:
     @ivar filters: The route's filters, in order, run after routing.
     @ivar allow_trace: Forward C{TRACE} requests; by default they are
         answered 405 (a TRACE echoes the request, credentials included).
+    @ivar redirect: The L{Redirect} the route answers with, or C{None}.
+    @ivar respond: The L{FixedResponse} the route answers with, or C{None}.
+        A route with either has no C{upstream} (C{''}).
     """
 
-    upstream: str = setting(check=_string, required="is required (the name of an upstream group)")
+    upstream: str = setting("", check=_string)
     name: str = setting("", check=nonempty)
     hosts: Tuple[str, ...] = setting((), check=_route_hosts)
     path_prefix: str = setting("/", check=_path_prefix)
@@ -569,6 +636,8 @@ class Route:
     filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
     cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
     allow_trace: bool = setting(False, check=_boolean)
+    redirect: Optional[Redirect] = setting(None, check=section(Redirect))
+    respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
 
     @property
     def has_conditions(self) -> bool:
@@ -578,6 +647,36 @@ class Route:
         """
         return bool(self.path_exact or self.path_regex or self.host_regex or self.headers
                     or self.query or self.cookies or self.networks)
+
+
+    @property
+    def answers_itself(self) -> bool:
+        """
+        Whether the route answers with a redirect or a fixed response
+        instead of calling an upstream group.
+        """
+        return self.redirect is not None or self.respond is not None
+
+
+@rule(Route)
+def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
+    given = [key for key in ("upstream", "redirect", "respond") if key in table]
+    if not given:
+        raise ConfigError(key_path(path, "upstream"), "is required (the name of an upstream "
+                                                      "group, or a redirect or respond table)")
+    if len(given) > 1:
+        raise ConfigError(path, f"takes one of upstream, redirect and respond "
+                                f"(got {' and '.join(given)})")
+    if route.redirect is not None:
+        pattern = _re.compile(route.path_regex) if route.path_regex else None
+        for name in PLACEHOLDER.findall(route.redirect.to):
+            if name in _TEMPLATE_NAMES:
+                continue
+            known = pattern is not None and (
+                int(name) <= pattern.groups if name.isdigit() else name in pattern.groupindex)
+            if not known:
+                raise ConfigError(key_path(key_path(path, "redirect"), "to"),
+                                  f"{{{name}}} is not a capture of path_regex")
 
 
 @dataclass(frozen=True)

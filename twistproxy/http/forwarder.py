@@ -20,8 +20,8 @@ from typing import Mapping, Optional, Sequence
 from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
-from twistproxy.filters.chain import build_chain, client_ip
-from twistproxy.routing import Router
+from twistproxy.filters.chain import Answer, build_chain, client_ip, respond
+from twistproxy.routing import DirectAnswer, Router
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
 
@@ -54,12 +54,14 @@ class RouteRuntime:
     """
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters", "cache")
+                 "filters", "cache", "answer")
 
-    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route",
-                 reactor=None, cache=None):
+    def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
+                 path: str = "route", reactor=None, cache=None):
         self.route = route
+        # None for a route that answers itself (a redirect, a fixed response).
         self.group = group
+        self.answer = DirectAnswer(route) if route.answers_itself else None
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
@@ -99,7 +101,7 @@ class Forwarder:
         """
         self._router = Router(routes, client_ip)
         self._routes = {
-            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor, cache)
+            id(r): RouteRuntime(r, groups.get(r.upstream), f"routes[{i}]", reactor, cache)
             for i, r in enumerate(routes)
         }
         self.groups = groups
@@ -157,6 +159,11 @@ class Forwarder:
         routing (and after whatever stands in between, such as filters or a
         cache, has let the request through).
         """
+        answer = x.route.answer
+        if answer is not None:
+            respond(x, Answer(*answer.make(x.host, x.request.path.decode("ascii"), x.path),
+                              reason=answer.reason))
+            return
         group = x.route.group
         if not group.admit():
             x.sink.upstream_failed(x, 503, "group_overloaded")
