@@ -26,6 +26,7 @@ from twistproxy.config import (
     Locality,
     Locator,
     Outlier,
+    PathRewrite,
     Resolver,
     Sticky,
     ProxyConfig,
@@ -1055,7 +1056,8 @@ upstream = "api"
                         "unknown key 'path' (did you mean 'path_prefix', 'path_exact' or "
                         "'path_regex'?)")
         self.route_error("prefix = '/a'\n", "routes[0].prefix",
-                        "unknown key 'prefix' (did you mean 'path_prefix'?)")
+                        "unknown key 'prefix' (did you mean 'add_prefix', 'path_prefix' or "
+                        "'strip_prefix'?)")
 
 
 class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1441,6 +1443,38 @@ class DirectAnswerConfigTests(_ConfigTestMixin, SynchronousTestCase):
                           contains="at least 200")
         self.answer_error("respond = {headers = {'a b' = 'c'}}\n",
                           "routes[0].respond.headers.\"a b\"", contains="header name")
+
+
+class RewriteConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{strip_prefix}, C{rewrite} and C{add_prefix}.
+    """
+
+    def test_read(self) -> None:
+        """
+        The three are read into the route.
+        """
+        route = self.route("strip_prefix = '/api'\nadd_prefix = '/v2'\n"
+                           "rewrite = {regex = '^/users/(?P<id>[0-9]+)', to = '/u/{id}'}\n")
+        self.assertEqual((route.strip_prefix, route.add_prefix), ("/api", "/v2"))
+        self.assertEqual(route.rewrite, PathRewrite(regex="^/users/(?P<id>[0-9]+)", to="/u/{id}"))
+        self.assertTrue(route.rewrites_path)
+        self.assertFalse(self.route("").rewrites_path)
+
+    def test_refused(self) -> None:
+        """
+        Prefixes are paths; the replacement names captures of its regex only
+        and is ASCII; a route that answers itself takes no rewrite.
+        """
+        self.route_error("strip_prefix = 'api'\n", "routes[0].strip_prefix",
+                         contains="must start with '/'")
+        self.route_error("rewrite = {regex = '^/a', to = '/{1}'}\n", "routes[0].rewrite.to",
+                         "{1} is not a capture of rewrite.regex")
+        self.route_error("rewrite = {regex = '^/a', to = '/\u00e9'}\n", "routes[0].rewrite.to",
+                         contains="must be ASCII")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nadd_prefix = '/x'\n", "routes[0].add_prefix",
+            "is for routes with an upstream")
 
 
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import io
 from typing import Dict, Optional, Sequence
 
+from twistproxy.accesslog import AccessLog
 from twistproxy.config import (
-    FixedResponse, Forwarding, Listener, ProxyConfig, Redirect, Route, RouteMatch, Server,
-    UpstreamGroup,
+    FixedResponse, Forwarding, HeaderRules, Listener, PathRewrite, ProxyConfig, Redirect, Route,
+    RouteMatch, Server, UpstreamGroup,
 )
-from twistproxy.routing import DirectAnswer, Router
+from twistproxy.routing import DirectAnswer, PathRewriter, Router
 from twistproxy.testing import MemoryProxy
 
 from tests.filter_support import field, request, status
@@ -463,3 +465,81 @@ class ProxyDirectAnswerTests(SynchronousTestCase):
         self.assertTrue(got.endswith(b"\r\n\r\nhealthy\n"))
         got, _ = request(_proxy(route), b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertTrue(got.endswith(b"\r\n\r\n"))
+
+
+class PathRewriterTests(SynchronousTestCase):
+    """
+    The path a route sends upstream: prefix stripped, regex replaced,
+    prefix added, query kept.
+    """
+
+    def rewrite(self, path: bytes, target: bytes = b"", **settings) -> bytes:
+        return PathRewriter(Route(upstream="a", **settings))(path, target or path)
+
+    def test_strip_prefix(self) -> None:
+        """
+        C{strip_prefix} is removed when the path starts with it; what is left
+        always starts with C{/}.
+        """
+        self.assertEqual(self.rewrite(b"/api/items", strip_prefix="/api"), b"/items")
+        self.assertEqual(self.rewrite(b"/api/items", strip_prefix="/api/"), b"/items")
+        self.assertEqual(self.rewrite(b"/api", strip_prefix="/api"), b"/")
+        self.assertEqual(self.rewrite(b"/other", strip_prefix="/api"), b"/other")
+
+    def test_add_prefix(self) -> None:
+        """
+        C{add_prefix} goes before the path, without a doubled slash.
+        """
+        self.assertEqual(self.rewrite(b"/items", add_prefix="/v2"), b"/v2/items")
+        self.assertEqual(self.rewrite(b"/items", add_prefix="/v2/"), b"/v2/items")
+
+    def test_regex(self) -> None:
+        """
+        Every match of the regex is replaced, with numbered and named
+        captures.
+        """
+        rewrite = PathRewrite(regex=r"^/users/(?P<id>[0-9]+)/(\w+)$", to="/{2}?/u/{id}")
+        self.assertEqual(self.rewrite(b"/users/7/posts", rewrite=rewrite), b"/posts?/u/7")
+        every = PathRewrite(regex="_", to="-")
+        self.assertEqual(self.rewrite(b"/a_b_c", rewrite=every), b"/a-b-c")
+        relative = PathRewrite(regex="^/old", to="")
+        self.assertEqual(self.rewrite(b"/oldx", rewrite=relative), b"/x")
+
+    def test_order_and_query(self) -> None:
+        """
+        Strip, then replace, then add; the query as received follows.
+        """
+        self.assertEqual(
+            self.rewrite(b"/api/v1/items", b"/api//v1/items?a=%20", strip_prefix="/api",
+                         rewrite=PathRewrite(regex="^/v1/", to="/"), add_prefix="/svc"),
+            b"/svc/items?a=%20")
+
+    def test_asterisk(self) -> None:
+        """
+        C{OPTIONS *} is sent as it is.
+        """
+        self.assertEqual(self.rewrite(b"*", add_prefix="/x"), b"*")
+
+
+class ProxyRewriteTests(SynchronousTestCase):
+    """
+    The backend gets the rewritten target and the Host the route sets; the
+    access log keeps the client's target.
+    """
+
+    def test_rewritten_target_and_host(self) -> None:
+        """
+        The request line carries the rewritten path; C{request_headers}'
+        C{set.Host} is the Host sent; the access log names the original target.
+        """
+        route = Route("app", strip_prefix="/api", add_prefix="/internal",
+                      request_headers=HeaderRules(set=(("Host", "svc.internal"),)))
+        proxy = _proxy(route)
+        got, sent = request(proxy, b"GET /api/items?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(status(got), 200)
+        self.assertTrue(sent.startswith(
+            b"GET /internal/items?x=1 HTTP/1.1\r\nHost: svc.internal\r\n"), sent)
+        [x] = proxy.exchanges
+        stream = io.BytesIO()
+        AccessLog(stream, "combined", proxy.reactor)(x)
+        self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', stream.getvalue())

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable, FrozenSet, List, Optional, Pattern, Sequence, Tuple
+from typing import (
+    Any, Callable, Dict, FrozenSet, List, Match, Optional, Pattern, Sequence, Tuple,
+)
 from urllib.parse import parse_qsl
 
 from twistproxy.config import Route, RouteMatch
@@ -261,11 +263,68 @@ class DirectAnswer:
         """
         if not self._to:
             return self.status, self._fields, self._body
-        mark = target.find("?")
-        values = {"host": host, "path": path, "query": target[mark:] if mark >= 0 else ""}
+        values = {"host": host, "path": path, "query": _query(target)}
         found = self._regex.search(path) if self._regex is not None else None
-        if found is not None:
-            values.update((str(i), g or "") for i, g in enumerate(found.groups(), 1))
-            values.update((k, g or "") for k, g in found.groupdict().items())
-        location = PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), self._to)
+        location = _fill(self._to, found, values)
         return self.status, ((b"Location", location.encode("latin-1")),), None
+
+
+def _query(target: str) -> str:
+    # '?' and the query string, or nothing.
+    mark = target.find("?")
+    return target[mark:] if mark >= 0 else ""
+
+
+def _fill(template: str, found: Optional[Match[str]], values: Dict[str, str]) -> str:
+    """
+    C{template} with its placeholders replaced: from C{values}, then the
+    captures of C{found} (C{{1}}, C{{name}}; empty when they took part in
+    no match).
+    """
+    if found is not None:
+        values = dict(values)
+        values.update((str(i), g or "") for i, g in enumerate(found.groups(), 1))
+        values.update((k, g or "") for k, g in found.groupdict().items())
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
+
+
+class PathRewriter:
+    """
+    The path a route sends upstream: the normalised path with the route's
+    C{strip_prefix} removed, then its C{rewrite} applied, then its
+    C{add_prefix} put before it, followed by the query as received.  The
+    client's request (and so the access log) keeps the original target.
+    """
+
+    __slots__ = ("_strip", "_regex", "_to", "_add")
+
+    def __init__(self, route: Route) -> None:
+        self._strip = route.strip_prefix
+        self._add = route.add_prefix
+        self._regex = self._to = None
+        if route.rewrite is not None:
+            self._regex = re.compile(route.rewrite.regex)
+            self._to = route.rewrite.to
+
+    def __call__(self, path: bytes, target: bytes) -> bytes:
+        """
+        @param path: The normalised path.
+        @param target: The request target as received.
+        @return: The target to send upstream.
+        """
+        text = path.decode("ascii")
+        if not text.startswith("/"):
+            # OPTIONS *: no path to rewrite.
+            return target
+        if self._strip and text.startswith(self._strip):
+            text = text[len(self._strip):]
+            if not text.startswith("/"):
+                text = "/" + text
+        if self._regex is not None:
+            to = self._to
+            text = self._regex.sub(lambda m: _fill(to, m, {}), text)
+            if not text.startswith("/"):
+                text = "/" + text
+        if self._add:
+            text = self._add.rstrip("/") + text
+        return (text + _query(target.decode("ascii"))).encode("ascii")

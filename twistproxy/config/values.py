@@ -524,7 +524,9 @@ PLACEHOLDER = _re.compile(r"\{([^{}]*)\}")
 
 
 def _template(value: object, path: str) -> str:
-    target = _field_value(nonempty(value, path), path)
+    target = nonempty(value, path)
+    if not target.isascii():
+        raise ConfigError(path, "must be ASCII (percent-encode other characters)")
     if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in target):
         raise ConfigError(path, "must not contain whitespace or control characters")
     for name in PLACEHOLDER.findall(target):
@@ -582,6 +584,20 @@ class FixedResponse:
 
 
 @dataclass(frozen=True)
+class PathRewrite:
+    """
+    A regular expression replacement in the path a route sends upstream.
+
+    @ivar regex: Searched in the path; every match is replaced.
+    @ivar to: The replacement, with the match's captures (C{{1}},
+        C{{name}}).
+    """
+
+    regex: str = setting(check=_regex, required="is required (what to replace)")
+    to: str = setting(check=_template, required="is required (the replacement)")
+
+
+@dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
@@ -613,6 +629,10 @@ class Route:
     @ivar filters: The route's filters, in order, run after routing.
     @ivar allow_trace: Forward C{TRACE} requests; by default they are
         answered 405 (a TRACE echoes the request, credentials included).
+    @ivar strip_prefix: Removed from the start of the path sent upstream
+        when it starts with it, or C{''}.
+    @ivar rewrite: A L{PathRewrite} of the path sent upstream, or C{None}.
+    @ivar add_prefix: Put before the path sent upstream, or C{''}.
     @ivar redirect: The L{Redirect} the route answers with, or C{None}.
     @ivar respond: The L{FixedResponse} the route answers with, or C{None}.
         A route with either has no C{upstream} (C{''}).
@@ -636,6 +656,9 @@ class Route:
     filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
     cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
     allow_trace: bool = setting(False, check=_boolean)
+    strip_prefix: str = setting("", check=_path_prefix)
+    rewrite: Optional[PathRewrite] = setting(None, check=section(PathRewrite))
+    add_prefix: str = setting("", check=_path_prefix)
     redirect: Optional[Redirect] = setting(None, check=section(Redirect))
     respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
 
@@ -657,6 +680,13 @@ class Route:
         """
         return self.redirect is not None or self.respond is not None
 
+    @property
+    def rewrites_path(self) -> bool:
+        """
+        Whether the route changes the path it sends upstream.
+        """
+        return bool(self.strip_prefix or self.add_prefix or self.rewrite is not None)
+
 
 @rule(Route)
 def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
@@ -668,15 +698,26 @@ def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
         raise ConfigError(path, f"takes one of upstream, redirect and respond "
                                 f"(got {' and '.join(given)})")
     if route.redirect is not None:
-        pattern = _re.compile(route.path_regex) if route.path_regex else None
-        for name in PLACEHOLDER.findall(route.redirect.to):
-            if name in _TEMPLATE_NAMES:
-                continue
-            known = pattern is not None and (
-                int(name) <= pattern.groups if name.isdigit() else name in pattern.groupindex)
-            if not known:
-                raise ConfigError(key_path(key_path(path, "redirect"), "to"),
-                                  f"{{{name}}} is not a capture of path_regex")
+        _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
+                  key_path(key_path(path, "redirect"), "to"), "path_regex")
+    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite") if k in table]
+    if rewrites and route.answers_itself:
+        raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
+    if route.rewrite is not None:
+        _captures(route.rewrite.to, route.rewrite.regex, (),
+                  key_path(key_path(path, "rewrite"), "to"), "rewrite.regex")
+
+
+def _captures(template: str, regex: str, names: Tuple[str, ...], path: str, what: str) -> None:
+    # Every placeholder of template is one of names or a capture of regex.
+    pattern = _re.compile(regex) if regex else None
+    for name in PLACEHOLDER.findall(template):
+        if name in names:
+            continue
+        known = pattern is not None and (
+            int(name) <= pattern.groups if name.isdigit() else name in pattern.groupindex)
+        if not known:
+            raise ConfigError(path, f"{{{name}}} is not a capture of {what}")
 
 
 @dataclass(frozen=True)

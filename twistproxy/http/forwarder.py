@@ -21,7 +21,7 @@ from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.filters.chain import Answer, build_chain, client_ip, respond
-from twistproxy.routing import DirectAnswer, Router
+from twistproxy.routing import DirectAnswer, PathRewriter, Router
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
 
@@ -54,7 +54,7 @@ class RouteRuntime:
     """
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters", "cache", "answer")
+                 "filters", "cache", "answer", "rewrite")
 
     def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
                  path: str = "route", reactor=None, cache=None):
@@ -62,6 +62,7 @@ class RouteRuntime:
         # None for a route that answers itself (a redirect, a fixed response).
         self.group = group
         self.answer = DirectAnswer(route) if route.answers_itself else None
+        self.rewrite = PathRewriter(route) if route.rewrites_path else None
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
@@ -205,6 +206,7 @@ class Forwarder:
             via=self._via,
             rules=rt.request_rules if x.request_rules is None else x.request_rules,
             identity=downstream.identity,
+            target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
         )
         rt.group.pools[backend].submit(x)
 
