@@ -1477,6 +1477,33 @@ class RewriteConfigTests(_ConfigTestMixin, SynchronousTestCase):
             "is for routes with an upstream")
 
 
+class RouteOverrideConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's own C{retries} and C{response_timeout}.
+    """
+
+    def test_read(self) -> None:
+        """
+        Both are read; absent, they are C{None} (the group's and the
+        proxy's apply).
+        """
+        route = self.route("retries = 0\nresponse_timeout = 2.5\n")
+        self.assertEqual((route.retries, route.response_timeout), (0, 2.5))
+        route = self.route("")
+        self.assertEqual((route.retries, route.response_timeout), (None, None))
+
+    def test_refused(self) -> None:
+        """
+        Retries are a count, the timeout a positive number of seconds; a
+        route that answers itself takes neither.
+        """
+        self.route_error("retries = -1\n", "routes[0].retries", contains="at least 0")
+        self.route_error("response_timeout = 0\n", "routes[0].response_timeout")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nretries = 1\n", "routes[0].retries",
+            "is for routes with an upstream")
+
+
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):
     """
     The C{[timeouts]} table.

@@ -334,14 +334,17 @@ class FurtherConditionTests(SynchronousTestCase):
         self.assertIs(router.match("h", "/other", "GET", both), None)
 
 
-def _proxy(route: Route, trusted: Sequence[str] = ()) -> MemoryProxy:
+def _proxy(route: Route, trusted: Sequence[str] = (), servers: int = 1,
+           **group) -> MemoryProxy:
     """
-    An in-memory proxy with one backend and one C{route} (to group C{app}).
+    An in-memory proxy with C{servers} backends (ports 8001, 8002 ...) in
+    group C{app} and one C{route}.
     """
     return MemoryProxy(ProxyConfig(
         listeners=(Listener("main", "tcp:8080"),),
-        upstreams={"app": UpstreamGroup(
-            "app", (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),))},
+        upstreams={"app": UpstreamGroup("app", tuple(
+            Server(f"http://127.0.0.1:{p}", "http", "127.0.0.1", p)
+            for p in range(8001, 8001 + servers)), **group)},
         routes=(route,),
         forwarding=Forwarding(trusted_proxies=tuple(trusted)),
     ))
@@ -543,3 +546,52 @@ class ProxyRewriteTests(SynchronousTestCase):
         stream = io.BytesIO()
         AccessLog(stream, "combined", proxy.reactor)(x)
         self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', stream.getvalue())
+
+
+class RouteOverrideTests(SynchronousTestCase):
+    """
+    A route's own C{retries} and C{response_timeout} replace its group's
+    and the proxy's.
+    """
+
+    def test_fewer_retries(self) -> None:
+        """
+        C{retries = 0} on the route: a refused connection is the answer,
+        though the group would retry.
+        """
+        proxy = _proxy(Route("app", retries=0), servers=2, retries=1)
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.refuse_backend()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+
+    def test_more_retries(self) -> None:
+        """
+        C{retries = 2} on the route: a request whose backends reset goes to
+        three of them, though the group would allow two.
+        """
+        proxy = _proxy(Route("app", retries=2), servers=3, retries=1)
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.accept_backend().close()
+        proxy.accept_backend().close()
+        backend = proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        self.assertEqual(proxy.exchanges[-1].attempts, 3)
+
+    def test_response_timeout(self) -> None:
+        """
+        The route's C{response_timeout} bounds the wait for the backend's
+        answer instead of C{timeouts.upstream_response}.
+        """
+        proxy = _proxy(Route("app", response_timeout=2.0))
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.accept_backend()
+        proxy.reactor.advance(1.9)
+        self.assertEqual(client.received(), b"")
+        proxy.reactor.advance(0.2)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 504"))
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_timeout")

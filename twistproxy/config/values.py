@@ -633,6 +633,10 @@ class Route:
         when it starts with it, or C{''}.
     @ivar rewrite: A L{PathRewrite} of the path sent upstream, or C{None}.
     @ivar add_prefix: Put before the path sent upstream, or C{''}.
+    @ivar retries: The route's own C{retries} (see L{UpstreamGroup}), or
+        C{None} for its group's.
+    @ivar response_timeout: The route's own C{upstream_response} timeout
+        (see L{Timeouts}), or C{None} for the proxy's.
     @ivar redirect: The L{Redirect} the route answers with, or C{None}.
     @ivar respond: The L{FixedResponse} the route answers with, or C{None}.
         A route with either has no C{upstream} (C{''}).
@@ -659,6 +663,8 @@ class Route:
     strip_prefix: str = setting("", check=_path_prefix)
     rewrite: Optional[PathRewrite] = setting(None, check=section(PathRewrite))
     add_prefix: str = setting("", check=_path_prefix)
+    retries: Optional[int] = setting(None, check=integer(0))
+    response_timeout: Optional[float] = setting(None, check=seconds())
     redirect: Optional[Redirect] = setting(None, check=section(Redirect))
     respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
 
@@ -700,7 +706,8 @@ def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
     if route.redirect is not None:
         _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
                   key_path(key_path(path, "redirect"), "to"), "path_regex")
-    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite") if k in table]
+    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "retries",
+                            "response_timeout") if k in table]
     if rewrites and route.answers_itself:
         raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
     if route.rewrite is not None:

@@ -54,7 +54,7 @@ class RouteRuntime:
     """
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters", "cache", "answer", "rewrite")
+                 "filters", "cache", "answer", "rewrite", "retries", "response_timeout")
 
     def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
                  path: str = "route", reactor=None, cache=None):
@@ -63,6 +63,12 @@ class RouteRuntime:
         self.group = group
         self.answer = DirectAnswer(route) if route.answers_itself else None
         self.rewrite = PathRewriter(route) if route.rewrites_path else None
+        # The route's own retries, else its group's.
+        self.retries = route.retries
+        if self.retries is None:
+            self.retries = group.config.retries if group is not None else 0
+        # The route's own upstream_response timeout, or None.
+        self.response_timeout = route.response_timeout
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
@@ -226,7 +232,7 @@ class Forwarder:
                 return
             reason = "upstream_closed"
         group = x.group
-        if x.status == 0 and group.config.retries and self._safe_to_resend(x, reason):
+        if x.status == 0 and x.route.retries and self._safe_to_resend(x, reason):
             counted = group.counted_retry(reason, x.backend)
             if not counted or self._may_count(x):
                 other = self._another(x)
@@ -250,11 +256,11 @@ class Forwarder:
     def _may_count(self, x: Exchange) -> bool:
         """
         Whether C{x} may have one more counted retry: fewer than the
-        group's C{retries} so far, and a place in the retry budget (kept
+        route's C{retries} so far, and a place in the retry budget (kept
         from its previous counted retry, or a free one).
         """
         group = x.group
-        if x.counted_retries >= group.config.retries:
+        if x.counted_retries >= x.route.retries:
             return False
         return x.counted_retries > 0 or group.may_retry()
 
