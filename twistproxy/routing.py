@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_routing -*-
 """
-Routing: which upstream group a request goes to.
+Routing: which route a request takes, and what a route changes or answers.
 
 The configuration lists L{Route}s in order; a L{Router} returns the first
-one that matches a request's host, path and method.  A route matches when
-all three of its conditions hold:
+one that matches a request.  A route matches when all of its conditions
+hold:
 
   - host: the route lists no hosts (any host), or the request's host is one
     of them, or it matches one of its wildcards.  C{'*.example.com'} matches
@@ -27,6 +27,10 @@ all three of its conditions hold:
     query parameters and cookies (each present, absent, equal to a value
     or containing a match of a regular expression) and the client's
     network (the address derived through the listener's trusted proxies).
+
+A route sends the request to its upstream group, with the path rewritten by
+a L{PathRewriter} when it asks, or answers it itself (a L{DirectAnswer}: a
+redirect or a fixed response).
 
 The router runs for every request, so each route is compiled once into sets,
 suffix tuples and compiled regular expressions, and a match is a short loop

@@ -35,6 +35,12 @@ _MAYBE_SENT = frozenset(["upstream_closed", "upstream_tls_failed"])
 _NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
 
 
+def _retries(x: Exchange) -> int:
+    # How many counted retries x may have: its route's, else its group's.
+    retries = x.route.retries
+    return x.group.config.retries if retries is None else retries
+
+
 def _verdict(reason: str) -> Optional[bool]:
     """
     What an exchange that ended for C{reason} says of its backend: C{True}
@@ -63,10 +69,8 @@ class RouteRuntime:
         self.group = group
         self.answer = DirectAnswer(route) if route.answers_itself else None
         self.rewrite = PathRewriter(route) if route.rewrites_path else None
-        # The route's own retries, else its group's.
+        # The route's own retries, or None for its group's.
         self.retries = route.retries
-        if self.retries is None:
-            self.retries = group.config.retries if group is not None else 0
         # The route's own upstream_response timeout, or None.
         self.response_timeout = route.response_timeout
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
@@ -162,7 +166,8 @@ class Forwarder:
 
     def proceed(self, x: Exchange) -> None:
         """
-        Send C{x} to a backend of its route's upstream group: the step after
+        Send C{x} to a backend of its route's upstream group (or answer it
+        with the route's redirect or fixed response): the step after
         routing (and after whatever stands in between, such as filters or a
         cache, has let the request through).
         """
@@ -232,7 +237,7 @@ class Forwarder:
                 return
             reason = "upstream_closed"
         group = x.group
-        if x.status == 0 and x.route.retries and self._safe_to_resend(x, reason):
+        if x.status == 0 and _retries(x) and self._safe_to_resend(x, reason):
             counted = group.counted_retry(reason, x.backend)
             if not counted or self._may_count(x):
                 other = self._another(x)
@@ -260,7 +265,7 @@ class Forwarder:
         from its previous counted retry, or a free one).
         """
         group = x.group
-        if x.counted_retries >= x.route.retries:
+        if x.counted_retries >= _retries(x):
             return False
         return x.counted_retries > 0 or group.may_retry()
 
