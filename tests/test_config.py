@@ -17,6 +17,7 @@ from twistproxy.config import (
     AccessLog,
     ConfigError,
     Discovery,
+    FixedResponse,
     Forwarding,
     HeaderRules,
     HealthCheck,
@@ -25,10 +26,13 @@ from twistproxy.config import (
     Locality,
     Locator,
     Outlier,
+    PathRewrite,
     Resolver,
     Sticky,
     ProxyConfig,
+    Redirect,
     Route,
+    RouteMatch,
     Server,
     Timeouts,
     UpstreamGroup,
@@ -972,12 +976,13 @@ upstream = "api"
 
     def test_upstream_required(self) -> None:
         """
-        A route without C{upstream} is rejected at its C{upstream} path.
+        A route without C{upstream} (nor a redirect or a fixed response) is
+        rejected at its C{upstream} path.
         """
         self.assert_config_error(
             MINIMAL + "[[routes]]\npath_prefix = '/a'\nupstream = 'api'\n[[routes]]\nname = 'x'\n",
             "routes[1].upstream",
-            "is required (the name of an upstream group)",
+            "is required (the name of an upstream group, or a redirect or respond table)",
         )
 
     def test_upstream_unknown(self) -> None:
@@ -1048,9 +1053,11 @@ upstream = "api"
         reported with C{path_prefix}.
         """
         self.route_error("path = '/a'\n", "routes[0].path",
-                        "unknown key 'path' (did you mean 'path_prefix'?)")
+                        "unknown key 'path' (did you mean 'path_prefix', 'path_exact' or "
+                        "'path_regex'?)")
         self.route_error("prefix = '/a'\n", "routes[0].prefix",
-                        "unknown key 'prefix' (did you mean 'path_prefix'?)")
+                        "unknown key 'prefix' (did you mean 'add_prefix', 'path_prefix' or "
+                        "'strip_prefix'?)")
 
 
 class RouteHostTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1300,6 +1307,201 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
             + "[[routes]]\nupstream = 'api'\n"
         )
         self.assertEqual(len(config.routes), 4)
+
+
+class RouteConditionTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's further conditions: exact path, regular expressions, header,
+    query and cookie matches, client networks.
+    """
+
+    def test_read(self) -> None:
+        """
+        Every condition is read into the route, header names lower-cased
+        where the router compares them without case anyway.
+        """
+        route = self.route(
+            "path_exact = '/a'\npath_regex = '^/a'\nhost_regex = 'x'\n"
+            "networks = ['10.1.2.3/8']\n"
+            "headers = [{name = 'X-A'}, {name = 'x-b', present = false}]\n"
+            "query = [{name = 'q', value = '1'}]\n"
+            "cookies = [{name = 'c', regex = '^b'}]\n"
+        )
+        self.assertEqual(route.path_exact, "/a")
+        self.assertEqual(route.path_regex, "^/a")
+        self.assertEqual(route.host_regex, "x")
+        self.assertEqual(route.networks, ("10.0.0.0/8",))
+        self.assertEqual(route.headers, (RouteMatch(name="X-A"),
+                                         RouteMatch(name="x-b", present=False)))
+        self.assertEqual(route.query, (RouteMatch(name="q", value="1"),))
+        self.assertEqual(route.cookies, (RouteMatch(name="c", regex="^b"),))
+        self.assertTrue(route.has_conditions)
+
+    def test_bad_regex(self) -> None:
+        """
+        A regular expression that does not compile is refused at its place.
+        """
+        self.route_error("path_regex = '(a'\n", "routes[0].path_regex",
+                         contains="is not a regular expression")
+        self.route_error("headers = [{name = 'a', regex = '['}]\n",
+                         "routes[0].headers[0].regex", contains="is not a regular expression")
+
+    def test_match_rules(self) -> None:
+        """
+        A match takes a value or a regex, not both, and neither when it asks
+        for an absent field; its name is required.
+        """
+        self.route_error("query = [{name = 'a', value = 'b', regex = 'c'}]\n",
+                         "routes[0].query[0]", "takes value or regex, not both")
+        self.route_error("cookies = [{name = 'a', present = false, value = 'b'}]\n",
+                         "routes[0].cookies[0]", "present = false takes no value or regex")
+        self.route_error("headers = [{value = 'b'}]\n", "routes[0].headers[0].name",
+                         contains="is required")
+
+    def test_bad_network(self) -> None:
+        """
+        C{networks} takes IP networks only.
+        """
+        self.route_error("networks = ['ten']\n", "routes[0].networks[0]",
+                         contains="is not an IP address or network")
+
+    def test_condition_is_not_catch_all(self) -> None:
+        """
+        A route with only further conditions does not make later routes
+        unreachable; one without any still does.
+        """
+        for condition in ("path_exact = '/a'", "path_regex = 'a'", "host_regex = 'a'",
+                          "headers = [{name = 'a'}]", "query = [{name = 'a'}]",
+                          "cookies = [{name = 'a'}]", "networks = ['10.0.0.0/8']"):
+            config = parse(MINIMAL + f"[[routes]]\nupstream = 'api'\n{condition}\n"
+                           + "[[routes]]\nupstream = 'api'\n")
+            self.assertEqual(len(config.routes), 2, condition)
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nupstream = 'api'\n[[routes]]\nupstream = 'api'\n"
+            "path_regex = 'a'\n", "routes[1]", "unreachable: routes[0] above matches every request")
+
+
+class DirectAnswerConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{redirect} and C{respond} tables.
+    """
+
+    def answer_route(self, body: str) -> Route:
+        return parse(MINIMAL + "[[routes]]\npath_prefix = '/old/'\n" + body).routes[0]
+
+    def answer_error(self, body: str, path: str, problem: Optional[str] = None,
+                     contains: Optional[str] = None) -> ConfigError:
+        return self.assert_config_error(
+            MINIMAL + "[[routes]]\npath_prefix = '/old/'\n" + body, path, problem, contains)
+
+    def test_read(self) -> None:
+        """
+        Both tables are read with their defaults; such a route has no
+        upstream and answers itself.
+        """
+        route = self.answer_route("redirect = {to = 'https://{host}{path}{query}'}\n")
+        self.assertEqual(route.redirect, Redirect(to="https://{host}{path}{query}", status=302))
+        self.assertEqual(route.upstream, "")
+        self.assertTrue(route.answers_itself)
+        route = self.answer_route(
+            "respond = {status = 503, body = 'down', headers = {Retry-After = '60'}}\n")
+        self.assertEqual(route.respond, FixedResponse(503, (("Retry-After", "60"),), "down"))
+        self.assertFalse(self.route("").answers_itself)
+
+    def test_one_destination(self) -> None:
+        """
+        A route takes one of upstream, redirect and respond.
+        """
+        self.answer_error("upstream = 'api'\nrespond = {}\n", "routes[0]",
+                          "takes one of upstream, redirect and respond (got upstream and respond)")
+
+    def test_redirect_checks(self) -> None:
+        """
+        The status is a redirect status; the target is required and names
+        only known placeholders and captures of C{path_regex}.
+        """
+        self.answer_error("redirect = {to = '/x', status = 300}\n", "routes[0].redirect.status",
+                          "must be 301, 302, 303, 307 or 308")
+        self.answer_error("redirect = {status = 301}\n", "routes[0].redirect.to",
+                          contains="is required")
+        self.answer_error("redirect = {to = '/{a-b}'}\n", "routes[0].redirect.to",
+                          contains="{a-b} is no placeholder")
+        self.answer_error("redirect = {to = '/{1}'}\n", "routes[0].redirect.to",
+                          "{1} is not a capture of path_regex")
+        self.answer_error("path_regex = '^/old/(?P<rest>.*)'\nredirect = {to = '/{2}'}\n",
+                          "routes[0].redirect.to", "{2} is not a capture of path_regex")
+        route = self.answer_route("path_regex = '^/old/(?P<rest>.*)'\n"
+                                  "redirect = {to = '/{1}/{rest}'}\n")
+        self.assertEqual(route.redirect.to, "/{1}/{rest}")
+
+    def test_respond_checks(self) -> None:
+        """
+        A fixed response's status is 200 to 599 and its header names and
+        values are valid.
+        """
+        self.answer_error("respond = {status = 101}\n", "routes[0].respond.status",
+                          contains="at least 200")
+        self.answer_error("respond = {headers = {'a b' = 'c'}}\n",
+                          "routes[0].respond.headers.\"a b\"", contains="header name")
+
+
+class RewriteConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{strip_prefix}, C{rewrite} and C{add_prefix}.
+    """
+
+    def test_read(self) -> None:
+        """
+        The three are read into the route.
+        """
+        route = self.route("strip_prefix = '/api'\nadd_prefix = '/v2'\n"
+                           "rewrite = {regex = '^/users/(?P<id>[0-9]+)', to = '/u/{id}'}\n")
+        self.assertEqual((route.strip_prefix, route.add_prefix), ("/api", "/v2"))
+        self.assertEqual(route.rewrite, PathRewrite(regex="^/users/(?P<id>[0-9]+)", to="/u/{id}"))
+        self.assertTrue(route.rewrites_path)
+        self.assertFalse(self.route("").rewrites_path)
+
+    def test_refused(self) -> None:
+        """
+        Prefixes are paths; the replacement names captures of its regex only
+        and is ASCII; a route that answers itself takes no rewrite.
+        """
+        self.route_error("strip_prefix = 'api'\n", "routes[0].strip_prefix",
+                         contains="must start with '/'")
+        self.route_error("rewrite = {regex = '^/a', to = '/{1}'}\n", "routes[0].rewrite.to",
+                         "{1} is not a capture of rewrite.regex")
+        self.route_error("rewrite = {regex = '^/a', to = '/\u00e9'}\n", "routes[0].rewrite.to",
+                         contains="must be ASCII")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nadd_prefix = '/x'\n", "routes[0].add_prefix",
+            "is for routes with an upstream")
+
+
+class RouteOverrideConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's own C{retries} and C{response_timeout}.
+    """
+
+    def test_read(self) -> None:
+        """
+        Both are read; absent, they are C{None} (the group's and the
+        proxy's apply).
+        """
+        route = self.route("retries = 0\nresponse_timeout = 2.5\n")
+        self.assertEqual((route.retries, route.response_timeout), (0, 2.5))
+        route = self.route("")
+        self.assertEqual((route.retries, route.response_timeout), (None, None))
+
+    def test_refused(self) -> None:
+        """
+        Retries are a count, the timeout a positive number of seconds; a
+        route that answers itself takes neither.
+        """
+        self.route_error("retries = -1\n", "routes[0].retries", contains="at least 0")
+        self.route_error("response_timeout = 0\n", "routes[0].response_timeout")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nretries = 1\n", "routes[0].retries",
+            "is for routes with an upstream")
 
 
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):

@@ -6,8 +6,48 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.config import Route
-from twistproxy.routing import Router
+import io
+from typing import Dict, Optional, Sequence
+
+from twistproxy.accesslog import AccessLogWriter
+from twistproxy.config import (
+    FixedResponse, Forwarding, HeaderRules, Listener, PathRewrite, ProxyConfig, Redirect, Route,
+    RouteMatch, Server, UpstreamGroup,
+)
+from twistproxy.routing import DirectAnswer, PathRewriter, Router
+from twistproxy.testing import MemoryProxy
+
+from tests.filter_support import field, request, status
+
+
+class FakeRequest:
+    """
+    The parts of a request view the router's further conditions read.
+    """
+
+    def __init__(self, target: str = "/", headers: Optional[Dict[str, str]] = None,
+                 cookies: Optional[Dict[str, str]] = None,
+                 client_address: str = "192.0.2.1") -> None:
+        self.path = target
+        self._headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self._cookies = cookies or {}
+        self.client_address = client_address
+
+    def header(self, name: str) -> Optional[str]:
+        return self._headers.get(name.lower())
+
+    def cookie(self, name: str) -> Optional[str]:
+        return self._cookies.get(name)
+
+
+def matches(route: Route, request: FakeRequest, host: str = "h", path: str = "",
+            method: str = "GET") -> bool:
+    """
+    Whether C{route} alone takes C{request} (its path taken from its target
+    when not given).
+    """
+    path = path or request.path.split("?")[0]
+    return Router([route]).match(host, path, method, request) is route
 
 
 class HostMatchTests(SynchronousTestCase):
@@ -169,3 +209,389 @@ class OrderTests(SynchronousTestCase):
         """
         routes = [Route(upstream="a", path_prefix="/a"), Route(upstream="b")]
         self.assertEqual(Router(routes).routes, tuple(routes))
+
+
+class FurtherConditionTests(SynchronousTestCase):
+    """
+    Routes match on the exact path, regular expressions on path and host,
+    header fields, query parameters, cookies and the client's network.
+    """
+
+    def test_path_exact(self) -> None:
+        """
+        C{path_exact} takes that normalised path only.
+        """
+        route = Route(upstream="a", path_exact="/login")
+        self.assertTrue(matches(route, FakeRequest("/login?next=/")))
+        self.assertFalse(matches(route, FakeRequest("/login/")))
+        self.assertFalse(matches(route, FakeRequest("/log")))
+
+    def test_path_regex(self) -> None:
+        """
+        C{path_regex} is searched in the normalised path; anchors anchor.
+        """
+        route = Route(upstream="a", path_regex=r"^/users/[0-9]+$")
+        self.assertTrue(matches(route, FakeRequest("/users/42")))
+        self.assertFalse(matches(route, FakeRequest("/users/42/x")))
+        self.assertFalse(matches(route, FakeRequest("/users/me")))
+        unanchored = Route(upstream="a", path_regex=r"\.php")
+        self.assertTrue(matches(unanchored, FakeRequest("/a/index.php")))
+
+    def test_host_regex(self) -> None:
+        """
+        C{host_regex} is searched in the lower-cased host without port.
+        """
+        route = Route(upstream="a", host_regex=r"^api-[a-z]+\.example\.com$")
+        self.assertTrue(matches(route, FakeRequest(), host="api-eu.example.com"))
+        self.assertFalse(matches(route, FakeRequest(), host="www.example.com"))
+
+    def test_header_present_absent(self) -> None:
+        """
+        A header match without value takes requests with the field; with
+        C{present = false}, requests without it.
+        """
+        present = Route(upstream="a", headers=(RouteMatch(name="x-canary"),))
+        absent = Route(upstream="a", headers=(RouteMatch(name="x-canary", present=False),))
+        with_it = FakeRequest(headers={"X-Canary": ""})
+        self.assertTrue(matches(present, with_it))
+        self.assertFalse(matches(present, FakeRequest()))
+        self.assertFalse(matches(absent, with_it))
+        self.assertTrue(matches(absent, FakeRequest()))
+
+    def test_header_exact_and_regex(self) -> None:
+        """
+        C{value} must equal the field's value; C{regex} must be found in it.
+        """
+        exact = Route(upstream="a", headers=(RouteMatch(name="x-env", value="beta"),))
+        self.assertTrue(matches(exact, FakeRequest(headers={"X-Env": "beta"})))
+        self.assertFalse(matches(exact, FakeRequest(headers={"X-Env": "beta2"})))
+        self.assertFalse(matches(exact, FakeRequest()))
+        regex = Route(upstream="a", headers=(RouteMatch(name="user-agent", regex="(?i)mobile"),))
+        self.assertTrue(matches(regex, FakeRequest(headers={"User-Agent": "X Mobile/1"})))
+        self.assertFalse(matches(regex, FakeRequest(headers={"User-Agent": "Desktop"})))
+        self.assertFalse(matches(regex, FakeRequest()))
+
+    def test_query(self) -> None:
+        """
+        Query parameters are read from the target, percent-decoded: present,
+        exact and regex.
+        """
+        present = Route(upstream="a", query=(RouteMatch(name="debug"),))
+        self.assertTrue(matches(present, FakeRequest("/x?a=1&debug")))
+        self.assertFalse(matches(present, FakeRequest("/x?a=1")))
+        self.assertFalse(matches(present, FakeRequest("/x")))
+        exact = Route(upstream="a", query=(RouteMatch(name="v", value="a b"),))
+        self.assertTrue(matches(exact, FakeRequest("/x?v=a%20b")))
+        self.assertFalse(matches(exact, FakeRequest("/x?v=ab")))
+        regex = Route(upstream="a", query=(RouteMatch(name="id", regex="^[0-9]+$"),))
+        self.assertTrue(matches(regex, FakeRequest("/x?id=12")))
+        self.assertFalse(matches(regex, FakeRequest("/x?id=1x")))
+
+    def test_cookie(self) -> None:
+        """
+        Cookie matches read the named cookie.
+        """
+        route = Route(upstream="a", cookies=(RouteMatch(name="beta", value="on"),))
+        self.assertTrue(matches(route, FakeRequest(cookies={"beta": "on"})))
+        self.assertFalse(matches(route, FakeRequest(cookies={"beta": "off"})))
+        self.assertFalse(matches(route, FakeRequest()))
+
+    def test_networks(self) -> None:
+        """
+        C{networks} takes clients whose address is in one of them, IPv4 or
+        IPv6; an address that is not an IP address matches none.
+        """
+        route = Route(upstream="a", networks=("10.0.0.0/8", "2001:db8::/32"))
+        self.assertTrue(matches(route, FakeRequest(client_address="10.1.2.3")))
+        self.assertTrue(matches(route, FakeRequest(client_address="2001:db8::7")))
+        self.assertFalse(matches(route, FakeRequest(client_address="192.0.2.1")))
+        self.assertFalse(matches(route, FakeRequest(client_address="")))
+
+    def test_networks_through_client_function(self) -> None:
+        """
+        The router asks its C{client} function for the address, which is how
+        the forwarder applies the trusted-proxy rules.
+        """
+        route = Route(upstream="a", networks=("10.0.0.0/8",))
+        router = Router([route], client=lambda x: x.header("x-real"))
+        request = FakeRequest(headers={"X-Real": "10.9.9.9"}, client_address="192.0.2.1")
+        self.assertIs(router.match("h", "/", "GET", request), route)
+
+    def test_all_must_hold_and_order(self) -> None:
+        """
+        Every condition of a route must hold; a route whose further
+        conditions fail lets the next route try.
+        """
+        canary = Route(upstream="canary", name="c", path_prefix="/api/",
+                       headers=(RouteMatch(name="x-canary", value="1"),),
+                       cookies=(RouteMatch(name="beta"),))
+        main = Route(upstream="main", name="m", path_prefix="/api/")
+        router = Router([canary, main])
+        both = FakeRequest("/api/x", headers={"X-Canary": "1"}, cookies={"beta": "y"})
+        one = FakeRequest("/api/x", headers={"X-Canary": "1"})
+        self.assertIs(router.match("h", "/api/x", "GET", both), canary)
+        self.assertIs(router.match("h", "/api/x", "GET", one), main)
+        self.assertIs(router.match("h", "/other", "GET", both), None)
+
+
+def _proxy(route: Route, trusted: Sequence[str] = (), servers: int = 1,
+           **group) -> MemoryProxy:
+    """
+    An in-memory proxy with C{servers} backends (ports 8001, 8002 ...) in
+    group C{app} and one C{route}.
+    """
+    return MemoryProxy(ProxyConfig(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={"app": UpstreamGroup("app", tuple(
+            Server(f"http://127.0.0.1:{p}", "http", "127.0.0.1", p)
+            for p in range(8001, 8001 + servers)), **group)},
+        routes=(route,),
+        forwarding=Forwarding(trusted_proxies=tuple(trusted)),
+    ))
+
+
+class ProxyRoutingTests(SynchronousTestCase):
+    """
+    The proxy routes on the conditions of its routes.
+    """
+
+    def test_networks_through_trusted_proxies(self) -> None:
+        """
+        C{networks} sees the client a trusted proxy names, and the peer's own
+        address otherwise; a request no route takes is answered 404.
+        """
+        via_proxy = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n"
+        plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        for head, client, expected in ((via_proxy, "192.0.2.7", 200),
+                                       (via_proxy, "198.51.100.9", 404),
+                                       (plain, "10.2.2.2", 200)):
+            # A new proxy each time: no pooled backend connection to reuse.
+            proxy = _proxy(Route("app", networks=("10.0.0.0/8",)), trusted=("192.0.2.0/24",))
+            got, _ = request(proxy, head, client=client)
+            self.assertEqual(status(got), expected, client)
+
+    def test_header_and_query(self) -> None:
+        """
+        Header and query conditions read the request as the client sent it.
+        """
+        route = Route("app", headers=(RouteMatch(name="x-env", value="beta"),),
+                      query=(RouteMatch(name="v", regex="^2"),))
+        for query, expected in ((b"v=2.1", 200), (b"v=1", 404)):
+            head = b"GET /a?%s HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\n\r\n" % query
+            got, _ = request(_proxy(route), head)
+            self.assertEqual(status(got), expected, query)
+
+
+class DirectAnswerTests(SynchronousTestCase):
+    """
+    A route's redirect or fixed response, made per request.
+    """
+
+    def test_redirect_template(self) -> None:
+        """
+        C{{host}}, C{{path}} and C{{query}} (with its C{?}, or nothing) are
+        filled in from the request.
+        """
+        answer = DirectAnswer(Route(redirect=Redirect(to="https://{host}{path}{query}",
+                                                      status=308)))
+        self.assertEqual(answer.make("a.test", "/x/y", "/x//y?q=1"),
+                         (308, ((b"Location", b"https://a.test/x/y?q=1"),), None))
+        self.assertEqual(answer.make("a.test", "/", "/")[1],
+                         ((b"Location", b"https://a.test/"),))
+        self.assertEqual(answer.reason, "redirect")
+
+    def test_redirect_captures(self) -> None:
+        """
+        Numbered and named captures of C{path_regex} fill the target; a group
+        that took part in no match is empty.
+        """
+        answer = DirectAnswer(Route(path_regex=r"^/old/(?P<rest>.*?)(\.html)?$",
+                                    redirect=Redirect(to="/new/{rest}{2}|{1}")))
+        self.assertEqual(answer.make("h", "/old/a/b", "/old/a/b")[1],
+                         ((b"Location", b"/new/a/b|a/b"),))
+        self.assertEqual(answer.make("h", "/old/c.html", "/old/c.html")[1],
+                         ((b"Location", b"/new/c.html|c"),))
+
+    def test_fixed_response(self) -> None:
+        """
+        A fixed response has its status, headers and UTF-8 body, with a
+        plain-text type when a body has none.
+        """
+        answer = DirectAnswer(Route(respond=FixedResponse(
+            503, (("Retry-After", "60"),), "en panne \u2014 bientôt")))
+        self.assertEqual(answer.make("h", "/", "/"), (
+            503, ((b"Retry-After", b"60"), (b"Content-Type", b"text/plain; charset=utf-8")),
+            "en panne \u2014 bientôt".encode("utf-8")))
+        self.assertEqual(answer.reason, "fixed_response")
+        typed = DirectAnswer(Route(respond=FixedResponse(
+            200, (("content-type", "application/json"),), "{}")))
+        self.assertEqual(typed.make("h", "/", "/")[1], ((b"content-type", b"application/json"),))
+        empty = DirectAnswer(Route(respond=FixedResponse(204)))
+        self.assertEqual(empty.make("h", "/", "/"), (204, (), b""))
+
+    def test_route_without_answer(self) -> None:
+        """
+        A route that answers nothing itself makes no direct answer.
+        """
+        self.assertRaises(ValueError, DirectAnswer, Route(upstream="a"))
+
+
+class ProxyDirectAnswerTests(SynchronousTestCase):
+    """
+    The proxy answers a redirect or fixed-response route itself, without a
+    backend.
+    """
+
+    def test_redirect(self) -> None:
+        """
+        A redirect route answers with its status and Location; no backend is
+        called.
+        """
+        proxy = _proxy(Route(path_regex="^/docs/(.*)$",
+                             redirect=Redirect(to="https://{host}/manual/{1}{query}",
+                                               status=301)))
+        got, sent = request(proxy, b"GET /docs/a/../b?x=1 HTTP/1.1\r\nHost: www.test\r\n\r\n")
+        self.assertEqual((status(got), sent), (301, None))
+        self.assertEqual(field(got, b"Location"), b"https://www.test/manual/b?x=1")
+        self.assertEqual(proxy.backend_attempts(), [])
+
+    def test_fixed_response(self) -> None:
+        """
+        A fixed-response route sends its status, fields and body; a HEAD gets
+        the head only.
+        """
+        route = Route(respond=FixedResponse(200, (("X-Health", "ok"),), "healthy\n"))
+        got, sent = request(_proxy(route), b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual((status(got), sent), (200, None))
+        self.assertEqual(field(got, b"X-Health"), b"ok")
+        self.assertEqual(field(got, b"Content-Length"), b"8")
+        self.assertTrue(got.endswith(b"\r\n\r\nhealthy\n"))
+        got, _ = request(_proxy(route), b"HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertTrue(got.endswith(b"\r\n\r\n"))
+
+
+class PathRewriterTests(SynchronousTestCase):
+    """
+    The path a route sends upstream: prefix stripped, regex replaced,
+    prefix added, query kept.
+    """
+
+    def rewrite(self, path: bytes, target: bytes = b"", **settings) -> bytes:
+        return PathRewriter(Route(upstream="a", **settings))(path, target or path)
+
+    def test_strip_prefix(self) -> None:
+        """
+        C{strip_prefix} is removed when the path starts with it; what is left
+        always starts with C{/}.
+        """
+        self.assertEqual(self.rewrite(b"/api/items", strip_prefix="/api"), b"/items")
+        self.assertEqual(self.rewrite(b"/api/items", strip_prefix="/api/"), b"/items")
+        self.assertEqual(self.rewrite(b"/api", strip_prefix="/api"), b"/")
+        self.assertEqual(self.rewrite(b"/other", strip_prefix="/api"), b"/other")
+
+    def test_add_prefix(self) -> None:
+        """
+        C{add_prefix} goes before the path, without a doubled slash.
+        """
+        self.assertEqual(self.rewrite(b"/items", add_prefix="/v2"), b"/v2/items")
+        self.assertEqual(self.rewrite(b"/items", add_prefix="/v2/"), b"/v2/items")
+
+    def test_regex(self) -> None:
+        """
+        Every match of the regex is replaced, with numbered and named
+        captures.
+        """
+        rewrite = PathRewrite(regex=r"^/users/(?P<id>[0-9]+)/(\w+)$", to="/{2}?/u/{id}")
+        self.assertEqual(self.rewrite(b"/users/7/posts", rewrite=rewrite), b"/posts?/u/7")
+        every = PathRewrite(regex="_", to="-")
+        self.assertEqual(self.rewrite(b"/a_b_c", rewrite=every), b"/a-b-c")
+        relative = PathRewrite(regex="^/old", to="")
+        self.assertEqual(self.rewrite(b"/oldx", rewrite=relative), b"/x")
+
+    def test_order_and_query(self) -> None:
+        """
+        Strip, then replace, then add; the query as received follows.
+        """
+        self.assertEqual(
+            self.rewrite(b"/api/v1/items", b"/api//v1/items?a=%20", strip_prefix="/api",
+                         rewrite=PathRewrite(regex="^/v1/", to="/"), add_prefix="/svc"),
+            b"/svc/items?a=%20")
+
+    def test_asterisk(self) -> None:
+        """
+        C{OPTIONS *} is sent as it is.
+        """
+        self.assertEqual(self.rewrite(b"*", add_prefix="/x"), b"*")
+
+
+class ProxyRewriteTests(SynchronousTestCase):
+    """
+    The backend gets the rewritten target and the Host the route sets; the
+    access log keeps the client's target.
+    """
+
+    def test_rewritten_target_and_host(self) -> None:
+        """
+        The request line carries the rewritten path; C{request_headers}'
+        C{set.Host} is the Host sent; the access log names the original target.
+        """
+        route = Route("app", strip_prefix="/api", add_prefix="/internal",
+                      request_headers=HeaderRules(set=(("Host", "svc.internal"),)))
+        proxy = _proxy(route)
+        got, sent = request(proxy, b"GET /api/items?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(status(got), 200)
+        self.assertTrue(sent.startswith(
+            b"GET /internal/items?x=1 HTTP/1.1\r\nHost: svc.internal\r\n"), sent)
+        [x] = proxy.exchanges
+        stream = io.BytesIO()
+        AccessLogWriter(stream, "combined", proxy.reactor)(x)
+        self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', stream.getvalue())
+
+
+class RouteOverrideTests(SynchronousTestCase):
+    """
+    A route's own C{retries} and C{response_timeout} replace its group's
+    and the proxy's.
+    """
+
+    def test_fewer_retries(self) -> None:
+        """
+        C{retries = 0} on the route: a refused connection is the answer,
+        though the group would retry.
+        """
+        proxy = _proxy(Route("app", retries=0), servers=2, retries=1)
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.refuse_backend()
+        self.assertEqual(proxy.backend_attempts(), [])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 502"))
+
+    def test_more_retries(self) -> None:
+        """
+        C{retries = 2} on the route: a request whose backends reset goes to
+        three of them, though the group would allow two.
+        """
+        proxy = _proxy(Route("app", retries=2), servers=3, retries=1)
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.accept_backend().close()
+        proxy.accept_backend().close()
+        backend = proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
+        self.assertEqual(proxy.exchanges[-1].attempts, 3)
+
+    def test_response_timeout(self) -> None:
+        """
+        The route's C{response_timeout} bounds the wait for the backend's
+        answer instead of C{timeouts.upstream_response}.
+        """
+        proxy = _proxy(Route("app", response_timeout=2.0))
+        client = proxy.connect_client()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proxy.accept_backend()
+        proxy.reactor.advance(1.9)
+        self.assertEqual(client.received(), b"")
+        proxy.reactor.advance(0.2)
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 504"))
+        self.assertEqual(proxy.exchanges[-1].reason, "upstream_timeout")

@@ -120,7 +120,7 @@ def pipeline(config: ProxyConfig, reactor,
     except ConfigError as e:
         raise _located(config, e) from None
     for i, route in enumerate(config.routes):
-        if route.upstream not in groups:
+        if not route.answers_itself and route.upstream not in groups:
             raise ConfigError(
                 f"routes[{i}].upstream",
                 f"no upstream group named {route.upstream!r}",

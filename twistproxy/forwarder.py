@@ -24,8 +24,8 @@ from typing import Mapping, Optional, Sequence
 from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
-from twistproxy.filters.chain import build_chain
-from twistproxy.routing import Router
+from twistproxy.filters.chain import Answer, build_chain, client_ip, respond
+from twistproxy.routing import DirectAnswer, PathRewriter, Router
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
 
@@ -37,6 +37,12 @@ _NOT_SENT = frozenset(["upstream_connect_failed", "upstream_connect_timeout"])
 _MAYBE_SENT = frozenset(["upstream_closed", "upstream_tls_failed"])
 # Proxy-side overload: the backend is not at fault.
 _NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
+
+
+def _retries(x: Exchange) -> int:
+    # How many counted retries x may have: its route's, else its group's.
+    retries = x.route.retries
+    return x.group.config.retries if retries is None else retries
 
 
 def _verdict(reason: str) -> Optional[bool]:
@@ -58,12 +64,19 @@ class RouteRuntime:
     """
 
     __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters", "cache")
+                 "filters", "cache", "answer", "rewrite", "retries", "response_timeout")
 
-    def __init__(self, route: Route, group: UpstreamGroupRuntime, path: str = "route",
-                 reactor=None, cache=None):
+    def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
+                 path: str = "route", reactor=None, cache=None):
         self.route = route
+        # None for a route that answers itself (a redirect, a fixed response).
         self.group = group
+        self.answer = DirectAnswer(route) if route.answers_itself else None
+        self.rewrite = PathRewriter(route) if route.rewrites_path else None
+        # The route's own retries, or None for its group's.
+        self.retries = route.retries
+        # The route's own upstream_response timeout, or None.
+        self.response_timeout = route.response_timeout
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
         self.response_rules = _compile(route.response_headers, f"{path}.response_headers")
         self.preserve_host = route.preserve_host
@@ -101,9 +114,9 @@ class Forwarder:
         @param cache: The shared L{twistproxy.cache.runtime.HTTPCache}
             that routes with a C{cache} table use, or C{None}.
         """
-        self._router = Router(routes)
+        self._router = Router(routes, client_ip)
         self._routes = {
-            id(r): RouteRuntime(r, groups[r.upstream], f"routes[{i}]", reactor, cache)
+            id(r): RouteRuntime(r, groups.get(r.upstream), f"routes[{i}]", reactor, cache)
             for i, r in enumerate(routes)
         }
         self.groups = groups
@@ -130,7 +143,8 @@ class Forwarder:
         say.)
         """
         req = x.request
-        route = self._router.match(x.host, req.path.decode("ascii"), req.method.decode("ascii"))
+        route = self._router.match(x.host, req.path.decode("ascii"),
+                                   req.method.decode("ascii"), x)
         if route is None:
             x.sink.upstream_failed(x, 404, "no_route")
             return
@@ -156,10 +170,16 @@ class Forwarder:
 
     def proceed(self, x: Exchange) -> None:
         """
-        Send C{x} to a backend of its route's upstream group: the step after
+        Send C{x} to a backend of its route's upstream group (or answer it
+        with the route's redirect or fixed response): the step after
         routing (and after whatever stands in between, such as filters or a
         cache, has let the request through).
         """
+        answer = x.route.answer
+        if answer is not None:
+            respond(x, Answer(*answer.make(x.host, x.request.path.decode("ascii"), x.path),
+                              reason=answer.reason))
+            return
         group = x.route.group
         if not group.admit():
             x.sink.upstream_failed(x, 503, "group_overloaded")
@@ -201,6 +221,7 @@ class Forwarder:
             via=self._via,
             rules=rt.request_rules if x.request_rules is None else x.request_rules,
             identity=downstream.identity,
+            target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
         )
         rt.group.pools[backend].submit(x)
 
@@ -220,7 +241,7 @@ class Forwarder:
                 return
             reason = "upstream_closed"
         group = x.group
-        if x.status == 0 and group.config.retries and self._safe_to_resend(x, reason):
+        if x.status == 0 and _retries(x) and self._safe_to_resend(x, reason):
             counted = group.counted_retry(reason, x.backend)
             if not counted or self._may_count(x):
                 other = self._another(x)
@@ -244,11 +265,11 @@ class Forwarder:
     def _may_count(self, x: Exchange) -> bool:
         """
         Whether C{x} may have one more counted retry: fewer than the
-        group's C{retries} so far, and a place in the retry budget (kept
+        route's C{retries} so far, and a place in the retry budget (kept
         from its previous counted retry, or a free one).
         """
         group = x.group
-        if x.counted_retries >= group.config.retries:
+        if x.counted_retries >= _retries(x):
             return False
         return x.counted_retries > 0 or group.may_retry()
 

@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_routing -*-
 """
-Routing: which upstream group a request goes to.
+Routing: which route a request takes, and what a route changes or answers.
 
 The configuration lists L{Route}s in order; a L{Router} returns the first
-one that matches a request's host, path and method.  A route matches when
-all three of its conditions hold:
+one that matches a request.  A route matches when all of its conditions
+hold:
 
   - host: the route lists no hosts (any host), or the request's host is one
     of them, or it matches one of its wildcards.  C{'*.example.com'} matches
@@ -19,27 +19,139 @@ all three of its conditions hold:
     C{'/api/'} to mean the directory only;
 
   - method: the route lists no methods (any method), or the request's method
-    is one of them.
+    is one of them;
 
-The router runs for every request, so each route is compiled once into sets
-and suffix tuples, and a match is a short loop of cheap tests.  This module
-is pure logic: it knows nothing of HTTP parsing or of Twisted.
+  - and whatever else the route asks (docs/routing.rst): an exact path
+    (C{path_exact}), regular expressions searched in the normalised path
+    and in the host (C{path_regex}, C{host_regex}), request header fields,
+    query parameters and cookies (each present, absent, equal to a value
+    or containing a match of a regular expression) and the client's
+    network (the address derived through the listener's trusted proxies).
+
+A route sends the request to its upstream group, with the path rewritten by
+a L{PathRewriter} when it asks, or answers it itself (a L{DirectAnswer}: a
+redirect or a fixed response).
+
+The router runs for every request, so each route is compiled once into sets,
+suffix tuples and compiled regular expressions, and a match is a short loop
+of cheap tests; the further conditions are one L{_Conditions} per route that
+has any, tried last.  This module knows nothing of HTTP parsing or of
+Twisted.
 """
 
 from __future__ import annotations
 
-from typing import FrozenSet, List, Optional, Sequence, Tuple
+import ipaddress
+import re
+from typing import (
+    Any, Callable, Dict, FrozenSet, List, Match, Optional, Pattern, Sequence, Tuple,
+)
+from urllib.parse import parse_qsl
 
-from twistproxy.config import Route
+from twistproxy.config import Route, RouteMatch
+from twistproxy.config.values import PLACEHOLDER
+
+
+def _value_test(match: RouteMatch) -> Callable[[Optional[str]], bool]:
+    # What a header, parameter or cookie value (None: absent) must be.
+    if not match.present:
+        return lambda value: value is None
+    if match.regex:
+        search = re.compile(match.regex).search
+        return lambda value: value is not None and search(value) is not None
+    if match.value:
+        wanted = match.value
+        return lambda value: value == wanted
+    return lambda value: value is not None
+
+
+def _query_value(x: Any, name: str) -> Optional[str]:
+    # The first value of the query parameter, percent-decoded.
+    target = x.path
+    mark = target.find("?")
+    if mark < 0:
+        return None
+    for key, value in parse_qsl(target[mark + 1:], keep_blank_values=True):
+        if key == name:
+            return value
+    return None
+
+
+class _Conditions:
+    """
+    The conditions of a route beyond host, prefix and method, each a
+    C{test(host, path, x)}; all must hold.
+    """
+
+    __slots__ = ("_tests",)
+
+    def __init__(self, route: Route, client: Callable[[Any], str]) -> None:
+        tests: List[Callable[[str, str, Any], bool]] = []
+        if route.path_exact:
+            exact = route.path_exact
+            tests.append(lambda host, path, x: path == exact)
+        for regex, on_host in ((route.path_regex, False), (route.host_regex, True)):
+            if regex:
+                tests.append(_searcher(re.compile(regex), on_host))
+        for matches, lookup in ((route.headers, _header), (route.query, _query_value),
+                                (route.cookies, _cookie)):
+            for match in matches:
+                tests.append(_field_test(lookup, match))
+        if route.networks:
+            networks = [ipaddress.ip_network(n) for n in route.networks]
+            tests.append(lambda host, path, x: _in_networks(client(x), networks))
+        self._tests = tuple(tests)
+
+    def __call__(self, host: str, path: str, x: Any) -> bool:
+        for test in self._tests:
+            if not test(host, path, x):
+                return False
+        return True
+
+
+def _searcher(pattern: Pattern[str], on_host: bool) -> Callable[[str, str, Any], bool]:
+    search = pattern.search
+    if on_host:
+        return lambda host, path, x: search(host) is not None
+    return lambda host, path, x: search(path) is not None
+
+
+def _header(x: Any, name: str) -> Optional[str]:
+    return x.header(name)  # type: ignore[no-any-return]
+
+
+def _cookie(x: Any, name: str) -> Optional[str]:
+    return x.cookie(name)  # type: ignore[no-any-return]
+
+
+def _field_test(lookup: Callable[[Any, str], Optional[str]],
+                match: RouteMatch) -> Callable[[str, str, Any], bool]:
+    name = match.name
+    test = _value_test(match)
+    return lambda host, path, x: test(lookup(x, name))
+
+
+def _in_networks(address: str, networks: Sequence[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _peer(x: Any) -> str:
+    return x.client_address  # type: ignore[no-any-return]
+
 
 # One compiled route: (any_host, exact_hosts, wildcard_suffixes, path_prefix,
-# methods, route).  A plain tuple unpacks faster than attribute lookups.
+# methods, conditions or None, route).  A plain tuple unpacks faster than
+# attribute lookups.
 _Compiled = Tuple[
-    bool, FrozenSet[str], Tuple[str, ...], str, FrozenSet[str], Route
+    bool, FrozenSet[str], Tuple[str, ...], str, FrozenSet[str], Optional[_Conditions], Route
 ]
 
 
-def _compile(route: Route) -> _Compiled:
+def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
     exact = set()
     suffixes = []
     for pattern in route.hosts:
@@ -56,6 +168,7 @@ def _compile(route: Route) -> _Compiled:
         tuple(suffixes),
         route.path_prefix,
         frozenset(route.methods),
+        _Conditions(route, client) if route.has_conditions else None,
         route,
     )
 
@@ -69,32 +182,153 @@ class Router:
 
     __slots__ = ("routes", "_compiled")
 
-    def __init__(self, routes: Sequence[Route]) -> None:
+    def __init__(self, routes: Sequence[Route],
+                 client: Callable[[Any], str] = _peer) -> None:
+        """
+        @param client: Gives a request's client address, for C{networks}
+            (the forwarder's goes through the trusted proxies).
+        """
         self.routes: Tuple[Route, ...] = tuple(routes)
-        self._compiled: List[_Compiled] = [_compile(r) for r in self.routes]
+        self._compiled: List[_Compiled] = [_compile(r, client) for r in self.routes]
 
-    def match(self, host: str, path: str, method: str) -> Optional[Route]:
+    def match(self, host: str, path: str, method: str, x: Any = None) -> Optional[Route]:
         """
         Find the route of a request.
 
         @param host: The requested host, lower-cased, without port.
         @param path: The request path, normalised, without query string.
         @param method: The request method, e.g. C{'GET'}.
+        @param x: The request (an L{twistproxy.interfaces.IRequestView}),
+            which routes with header, query, cookie or network conditions
+            look at.
         @return: The first matching route, or C{None} when none matches
             (which the proxy answers with 404 Not Found).
         """
-        for any_host, exact, suffixes, prefix, methods, route in self._compiled:
+        for any_host, exact, suffixes, prefix, methods, more, route in self._compiled:
             if methods and method not in methods:
                 continue
             if not path.startswith(prefix):
                 continue
-            if any_host or host in exact:
+            if not any_host and host not in exact:
+                for suffix in suffixes:
+                    # At least one label must precede the suffix.
+                    if len(host) > len(suffix) and host.endswith(suffix):
+                        break
+                else:
+                    continue
+            if more is None or more(host, path, x):
                 return route
-            for suffix in suffixes:
-                # At least one label must precede the suffix.
-                if len(host) > len(suffix) and host.endswith(suffix):
-                    return route
         return None
 
     def __repr__(self) -> str:
         return f"<Router {len(self.routes)} routes>"
+
+
+class DirectAnswer:
+    """
+    What a route with a C{redirect} or a C{respond} table answers, made
+    for each request from the route's settings, compiled once.
+
+    @ivar reason: What the access log says of it: C{'redirect'} or
+        C{'fixed_response'}.
+    """
+
+    __slots__ = ("status", "reason", "_fields", "_body", "_to", "_regex")
+
+    def __init__(self, route: Route) -> None:
+        self._to = ""
+        self._regex: Optional[Pattern[str]] = None
+        self._body: Optional[bytes] = None
+        redirect, fixed = route.redirect, route.respond
+        if redirect is not None:
+            self.status, self.reason, self._to = redirect.status, "redirect", redirect.to
+            self._fields: Tuple[Tuple[bytes, bytes], ...] = ()
+            if route.path_regex:
+                self._regex = re.compile(route.path_regex)
+        elif fixed is not None:
+            self.status, self.reason = fixed.status, "fixed_response"
+            fields = [(n.encode("ascii"), v.encode("latin-1")) for n, v in fixed.headers]
+            self._body = fixed.body.encode("utf-8")
+            if self._body and not any(n.lower() == b"content-type" for n, _ in fields):
+                fields.append((b"Content-Type", b"text/plain; charset=utf-8"))
+            self._fields = tuple(fields)
+        else:
+            raise ValueError(f"route {route.name!r} has no redirect or respond table")
+
+    def make(self, host: str, path: str, target: str) -> Tuple[
+            int, Tuple[Tuple[bytes, bytes], ...], Optional[bytes]]:
+        """
+        The answer to one request: C{(status, fields, body)}, a body of
+        C{None} being the proxy's short page for the status.
+
+        @param host: The requested host, lower-cased, without port.
+        @param path: The normalised path.
+        @param target: The request target as received (for its query).
+        """
+        if not self._to:
+            return self.status, self._fields, self._body
+        values = {"host": host, "path": path, "query": _query(target)}
+        found = self._regex.search(path) if self._regex is not None else None
+        location = _fill(self._to, found, values)
+        return self.status, ((b"Location", location.encode("latin-1")),), None
+
+
+def _query(target: str) -> str:
+    # '?' and the query string, or nothing.
+    mark = target.find("?")
+    return target[mark:] if mark >= 0 else ""
+
+
+def _fill(template: str, found: Optional[Match[str]], values: Dict[str, str]) -> str:
+    """
+    C{template} with its placeholders replaced: from C{values}, then the
+    captures of C{found} (C{{1}}, C{{name}}; empty when they took part in
+    no match).
+    """
+    if found is not None:
+        values = dict(values)
+        values.update((str(i), g or "") for i, g in enumerate(found.groups(), 1))
+        values.update((k, g or "") for k, g in found.groupdict().items())
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template)
+
+
+class PathRewriter:
+    """
+    The path a route sends upstream: the normalised path with the route's
+    C{strip_prefix} removed, then its C{rewrite} applied, then its
+    C{add_prefix} put before it, followed by the query as received.  The
+    client's request (and so the access log) keeps the original target.
+    """
+
+    __slots__ = ("_strip", "_regex", "_to", "_add")
+
+    def __init__(self, route: Route) -> None:
+        self._strip = route.strip_prefix
+        self._add = route.add_prefix
+        self._regex = self._to = None
+        if route.rewrite is not None:
+            self._regex = re.compile(route.rewrite.regex)
+            self._to = route.rewrite.to
+
+    def __call__(self, path: bytes, target: bytes) -> bytes:
+        """
+        @param path: The normalised path.
+        @param target: The request target as received.
+        @return: The target to send upstream.
+        """
+        text = path.decode("ascii")
+        if not text.startswith("/"):
+            # OPTIONS *: no path to rewrite.
+            return target
+        if self._strip and text.startswith(self._strip):
+            text = text[len(self._strip):]
+            if not text.startswith("/"):
+                text = "/" + text
+        if self._regex is not None:
+            to = self._to
+            text = self._regex.sub(lambda m: _fill(to, m, {}), text)
+            if not text.startswith("/"):
+                text = "/" + text
+        if self._add:
+            text = self._add.rstrip("/") + text
+        return (text + _query(target.decode("ascii"))).encode("ascii")

@@ -32,17 +32,18 @@ from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
     DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord, DNSZone,
-    Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener, ListenerTLS, Locality, Locator,
-    Outlier, ProxyConfig, Resolver, Route, RouteCache, Server, Shutdown, SNIRoute, Sticky,
-    Timeouts, UpstreamGroup, UpstreamTLS, header_rules,
+    FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener, ListenerTLS,
+    Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver, Route,
+    RouteCache, RouteMatch, Server, Shutdown, SNIRoute, Sticky, Timeouts, UpstreamGroup,
+    UpstreamTLS, header_rules,
 )
 
 __all__ = [
     "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord", "DNSZone",
-    "Discovery", "ESCAPED_SLASHES", "Filter", "Forwarding", "HeaderRules", "HealthCheck", "Limits",
-    "Listener", "ListenerTLS", "Locality", "Locator", "Outlier", "ProxyConfig", "Resolver",
-    "Route", "RouteCache", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts",
-    "UpstreamGroup", "UpstreamTLS", "describe_value", "did_you_mean", "header_rules",
-    "is_label", "is_token", "key_path", "load", "parse", "quick_config", "server",
-    "workers_count",
+    "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding", "HeaderRules",
+    "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator", "Outlier",
+    "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache", "RouteMatch",
+    "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup", "UpstreamTLS",
+    "describe_value", "did_you_mean", "header_rules", "is_label", "is_token", "key_path",
+    "load", "parse", "quick_config", "server", "workers_count",
 ]

@@ -107,7 +107,7 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
 
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
     route = build(Route, value, path)
-    if route.upstream not in groups:
+    if not route.answers_itself and route.upstream not in groups:
         raise ConfigError(
             _key(path, "upstream"),
             f"no upstream group named {route.upstream!r} (defined: "
@@ -119,7 +119,8 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
 
 
 def _is_catch_all(route: Route) -> bool:
-    return not route.hosts and route.path_prefix == "/" and not route.methods
+    return (not route.hosts and route.path_prefix == "/" and not route.methods
+            and not route.has_conditions)
 
 
 def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:

@@ -479,13 +479,132 @@ def _route_cache(value: object, path: str) -> Optional[RouteCache]:
     return cache
 
 
+def _regex(value: object, path: str) -> str:
+    # Compiled here to report a bad pattern at its place; the router
+    # compiles it again, once, when it is built.
+    pattern = nonempty(value, path)
+    try:
+        _re.compile(pattern)
+    except _re.error as e:
+        raise ConfigError(path, f"is not a regular expression: {e}") from None
+    return pattern
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """
+    One condition of a route on a request header, query parameter or
+    cookie (see docs/routing.rst).
+
+    @ivar name: The header's (lower-cased), parameter's or cookie's name.
+    @ivar present: C{False} to match requests without it.
+    @ivar value: Its value must be exactly this (C{''}: any value).
+    @ivar regex: Its value must contain a match of this regular expression
+        (C{''}: any value).
+    """
+
+    name: str = setting(check=nonempty, required="is required (what to look at)")
+    present: bool = setting(True, check=_boolean)
+    value: str = setting("", check=_string)
+    regex: str = setting("", check=_regex)
+
+
+@rule(RouteMatch)
+def _one_test(match: RouteMatch, table: Mapping[str, Any], path: str) -> None:
+    if "value" in table and "regex" in table:
+        raise ConfigError(path, "takes value or regex, not both")
+    if not match.present and ("value" in table or "regex" in table):
+        raise ConfigError(path, "present = false takes no value or regex")
+
+
+# The names a redirect's target may use besides the path_regex captures,
+# and how the target names them.
+_TEMPLATE_NAMES = ("host", "path", "query")
+PLACEHOLDER = _re.compile(r"\{([^{}]*)\}")
+
+
+def _template(value: object, path: str) -> str:
+    target = nonempty(value, path)
+    if not target.isascii():
+        raise ConfigError(path, "must be ASCII (percent-encode other characters)")
+    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in target):
+        raise ConfigError(path, "must not contain whitespace or control characters")
+    for name in PLACEHOLDER.findall(target):
+        if not _re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", name):
+            raise ConfigError(path, f"{{{name}}} is no placeholder: use {{host}}, {{path}}, "
+                                    f"{{query}}, or a capture of path_regex ({{1}}, {{name}})")
+    return target
+
+
+def _redirect_status(value: object, path: str) -> int:
+    status = integer(300, 399)(value, path)
+    if status not in (301, 302, 303, 307, 308):
+        raise ConfigError(path, "must be 301, 302, 303, 307 or 308")
+    return status
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """
+    A route's redirect: the proxy answers with C{status} and a
+    C{Location} made from C{to}, and calls no backend.
+
+    @ivar status: 301, 302, 303, 307 or 308.
+    @ivar to: The target, with C{{host}}, C{{path}} (normalised),
+        C{{query}} (C{'?'} and the query string, or nothing) and the
+        captures of the route's C{path_regex} (C{{1}}, C{{name}}).
+    """
+
+    to: str = setting(check=_template, required="is required (the target URL)")
+    status: int = setting(302, check=_redirect_status)
+
+
+def _fields(value: object, path: str) -> Tuple[Tuple[str, str], ...]:
+    # A table of header names to values, in file order.
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of header names to values", value)
+    return tuple((_token(name, key_path(path, name), "header name"),
+                  _field_value(text, key_path(path, name))) for name, text in value.items())
+
+
+@dataclass(frozen=True)
+class FixedResponse:
+    """
+    A route's own answer: the proxy sends it and calls no backend.
+
+    @ivar status: The status code.
+    @ivar headers: (name, value) pairs; a body without C{Content-Type}
+        is sent as C{text/plain; charset=utf-8}.
+    @ivar body: The body, sent as UTF-8.
+    """
+
+    status: int = setting(200, check=integer(200, 599))
+    headers: Tuple[Tuple[str, str], ...] = setting((), check=_fields)
+    body: str = setting("", check=_string)
+
+
+@dataclass(frozen=True)
+class PathRewrite:
+    """
+    A regular expression replacement in the path a route sends upstream.
+
+    @ivar regex: Searched in the path; every match is replaced.
+    @ivar to: The replacement, with the match's captures (C{{1}},
+        C{{name}}).
+    """
+
+    regex: str = setting(check=_regex, required="is required (what to replace)")
+    to: str = setting(check=_template, required="is required (the replacement)")
+
+
 @dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
-    the first that matches wins; a route with no C{hosts}, no C{path_prefix}
-    and no C{methods} matches everything (the default route), so it may only
-    be the last one.
+    the first that matches wins; a route with no C{hosts}, no C{path_prefix},
+    no C{methods} and no other condition matches everything (the default
+    route), so it may only be the last one.  A route sends requests to its
+    C{upstream} or answers them itself (C{redirect}, C{respond}).
 
     @ivar hosts: Exact host names (C{'example.com'}) or wildcards
         (C{'*.example.com'}, which matches C{'a.example.com'} and
@@ -494,25 +613,119 @@ class Route:
     @ivar path_prefix: The request path must start with this; C{'/'} matches
         every path.
     @ivar methods: Upper-case method names; empty matches any method.
+    @ivar path_exact: The normalised path must be this, or C{''}.
+    @ivar path_regex: The normalised path must contain a match of this, or
+        C{''}.
+    @ivar host_regex: The host (lower-cased, no port) must contain a match
+        of this, or C{''}.
+    @ivar headers: L{RouteMatch}es on request header fields, all required.
+    @ivar query: L{RouteMatch}es on query parameters, all required.
+    @ivar cookies: L{RouteMatch}es on cookies, all required.
+    @ivar networks: The client's address (the one derived through the
+        listener's trusted proxies) must be in one of these networks;
+        empty matches any client.
     @ivar upstream: Name of the L{UpstreamGroup}.
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
     @ivar filters: The route's filters, in order, run after routing.
     @ivar allow_trace: Forward C{TRACE} requests; by default they are
         answered 405 (a TRACE echoes the request, credentials included).
+    @ivar strip_prefix: Removed from the start of the path sent upstream
+        when it starts with it, or C{''}.
+    @ivar rewrite: A L{PathRewrite} of the path sent upstream, or C{None}.
+    @ivar add_prefix: Put before the path sent upstream, or C{''}.
+    @ivar retries: The route's own C{retries} (see L{UpstreamGroup}), or
+        C{None} for its group's.
+    @ivar response_timeout: The route's own C{upstream_response} timeout
+        (see L{Timeouts}), or C{None} for the proxy's.
+    @ivar redirect: The L{Redirect} the route answers with, or C{None}.
+    @ivar respond: The L{FixedResponse} the route answers with, or C{None}.
+        A route with either has no C{upstream} (C{''}).
     """
 
-    upstream: str = setting(check=_string, required="is required (the name of an upstream group)")
+    upstream: str = setting("", check=_string)
     name: str = setting("", check=nonempty)
     hosts: Tuple[str, ...] = setting((), check=_route_hosts)
     path_prefix: str = setting("/", check=_path_prefix)
     methods: Tuple[str, ...] = setting((), check=array(_method))
+    path_exact: str = setting("", check=_path_prefix)
+    path_regex: str = setting("", check=_regex)
+    host_regex: str = setting("", check=_regex)
+    headers: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    query: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    cookies: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
+    networks: Tuple[str, ...] = setting((), check=array(_network))
     preserve_host: bool = setting(True, check=_boolean)
     request_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
     response_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
     filters: Tuple[Filter, ...] = setting((), check=sections(Filter))
     cache: Optional[RouteCache] = setting(None, check=section(RouteCache))
     allow_trace: bool = setting(False, check=_boolean)
+    strip_prefix: str = setting("", check=_path_prefix)
+    rewrite: Optional[PathRewrite] = setting(None, check=section(PathRewrite))
+    add_prefix: str = setting("", check=_path_prefix)
+    retries: Optional[int] = setting(None, check=integer(0))
+    response_timeout: Optional[float] = setting(None, check=seconds())
+    redirect: Optional[Redirect] = setting(None, check=section(Redirect))
+    respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
+
+    @property
+    def has_conditions(self) -> bool:
+        """
+        Whether the route asks more of a request than host, path prefix and
+        method.
+        """
+        return bool(self.path_exact or self.path_regex or self.host_regex or self.headers
+                    or self.query or self.cookies or self.networks)
+
+
+    @property
+    def answers_itself(self) -> bool:
+        """
+        Whether the route answers with a redirect or a fixed response
+        instead of calling an upstream group.
+        """
+        return self.redirect is not None or self.respond is not None
+
+    @property
+    def rewrites_path(self) -> bool:
+        """
+        Whether the route changes the path it sends upstream.
+        """
+        return bool(self.strip_prefix or self.add_prefix or self.rewrite is not None)
+
+
+@rule(Route)
+def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
+    given = [key for key in ("upstream", "redirect", "respond") if key in table]
+    if not given:
+        raise ConfigError(key_path(path, "upstream"), "is required (the name of an upstream "
+                                                      "group, or a redirect or respond table)")
+    if len(given) > 1:
+        raise ConfigError(path, f"takes one of upstream, redirect and respond "
+                                f"(got {' and '.join(given)})")
+    if route.redirect is not None:
+        _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
+                  key_path(key_path(path, "redirect"), "to"), "path_regex")
+    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "retries",
+                            "response_timeout") if k in table]
+    if rewrites and route.answers_itself:
+        raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
+    if route.rewrite is not None:
+        _captures(route.rewrite.to, route.rewrite.regex, (),
+                  key_path(key_path(path, "rewrite"), "to"), "rewrite.regex")
+
+
+def _captures(template: str, regex: str, names: Tuple[str, ...], path: str, what: str) -> None:
+    # Every placeholder of template is one of names or a capture of regex.
+    pattern = _re.compile(regex) if regex else None
+    for name in PLACEHOLDER.findall(template):
+        if name in names:
+            continue
+        known = pattern is not None and (
+            int(name) <= pattern.groups if name.isdigit() else name in pattern.groupindex)
+        if not known:
+            raise ConfigError(path, f"{{{name}}} is not a capture of {what}")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ class UpstreamProtocol(Waiting, Protocol):
         self._first = first
         self._clock = pool.reactor
         self._timeouts = pool.timeouts
+        # The upstream_response timeout of the exchange under way.
+        self._wait = self._timeouts.upstream_response
         self.x: Optional[Exchange] = None
         self._state = _IDLE
         self._buffer = b""
@@ -101,6 +103,9 @@ class UpstreamProtocol(Waiting, Protocol):
         self.x = x
         x.upstream = self
         x.upstream_started = self._clock.seconds()
+        rt = x.route
+        self._wait = (self._timeouts.upstream_response
+                      if rt is None or rt.response_timeout is None else rt.response_timeout)
         self.uses += 1
         self._state = _HEAD
         self._received = False
@@ -108,7 +113,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._request_done = not x.request.has_body
         write_now(self.transport, x.head)
         if self._request_done:
-            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._wait)
         else:
             self._set_timer(_W_NONE, 0)
         x.downstream.upstream_attached(x)
@@ -126,7 +131,7 @@ class UpstreamProtocol(Waiting, Protocol):
             write_now(self.transport, b"0\r\n\r\n")
         self._request_done = True
         if self._state == _HEAD:
-            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._wait)
 
     def pause_reading(self, pause: bool) -> None:
         """
@@ -143,7 +148,7 @@ class UpstreamProtocol(Waiting, Protocol):
         else:
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
-                self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
+                self._set_timer(_W_RESPONSE, self._wait)
             if self._state == _BODY and self._framing == _CODED:
                 # What was read before the pause may still hold content.
                 self._process()
@@ -188,7 +193,7 @@ class UpstreamProtocol(Waiting, Protocol):
         else:
             self._buffer = data
         if self._timer_kind == _W_RESPONSE:
-            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._wait)
         self._process()
         if self.x is not None and self._state != _TUNNEL:
             # More of this response is to come.

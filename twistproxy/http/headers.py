@@ -237,6 +237,7 @@ def request_head(
     via: bytes,
     rules: CompiledRules = NO_RULES,
     identity: Optional[Tuple[bytes, Optional[bytes]]] = None,
+    target: Optional[bytes] = None,
 ) -> bytes:
     """
     Build the head forwarded to a backend.
@@ -251,6 +252,7 @@ def request_head(
     @param identity: C{(name, value)}: a field only the proxy may set
         (the verified TLS client subject).  Whatever the client sent under
         C{name} is removed, and C{value} added when it is not C{None}.
+    @param target: The request target to send, when not the client's.
     """
     if rules.host is not None:
         host = rules.host
@@ -259,7 +261,8 @@ def request_head(
         drop = drop | {identity[0].lower()}
     if req.connection:
         drop = drop | req.connection
-    out = [req.method, b" ", req.target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    out = [req.method, b" ", req.target if target is None else target,
+           b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     append = out.append
     xff = fwd = xfp = xfh = real = via_in = None
     for name, value in req.headers:
