@@ -163,3 +163,39 @@ class ConfigSnippetTests(SynchronousTestCase):
         self.assertEqual(e.path, "upstreams.site.servers")
         parse(complete_snippet('[[routes]]\nupstream = "site"\ncache = true'))
 
+
+
+class FaultPromiseTests(SynchronousTestCase):
+    """
+    docs/faults.rst and the fault suite name each other: every test the
+    page cites exists, and every fault test is cited, so that no promise
+    goes without its test and no test without its promise.
+    """
+
+    def test_page_and_suite_agree(self):
+        """
+        The dotted names C{tests.test_faults_*.Class.test_name} in
+        docs/faults.rst are exactly the test methods of
+        C{tests/test_faults_*.py}.
+        """
+        from twisted.trial.runner import TestLoader
+
+        with open(os.path.join(DOCS, "faults.rst"), encoding="utf-8") as f:
+            cited = set(re.findall(r"tests\.test_faults_\w+\.\w+\.test_\w+", f.read()))
+        tests_dir = os.path.dirname(os.path.abspath(__file__))
+        existing = set()
+        for name in sorted(os.listdir(tests_dir)):
+            if name.startswith("test_faults_") and name.endswith(".py"):
+                suite = TestLoader().loadByName(f"tests.{name[:-3]}", recurse=True)
+                existing.update(_test_ids(suite))
+        self.assertTrue(existing)
+        self.assertEqual(cited - existing, set(), "cited on the page but not a test")
+        self.assertEqual(existing - cited, set(), "a fault test the page does not cite")
+
+
+def _test_ids(suite) -> Iterator[str]:
+    for test in suite:
+        if hasattr(test, "id") and not hasattr(test, "__iter__"):
+            yield test.id()
+        else:
+            yield from _test_ids(test)
