@@ -80,10 +80,17 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # optional group on purpose: written as "OWS, optional value, OWS", a line
 # of blanks ending in a bad byte can be split between the two OWS in
 # quadratically many ways, and 64 KiB of blanks cost seconds of CPU.
+_VALUE = rb"[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*"
 FIELD_LINE = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*"
-    rb"(?:([!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)[ \t]*)?"
+    rb"(" + _TOKEN + rb"):[ \t]*(?:(" + _VALUE + rb")[ \t]*)?"
 ).fullmatch
+# All the field lines of a head at once, each as FIELD_LINE reads it: one
+# match instead of one per line for a well-formed head, which is then split
+# with plain byte operations.  Lines cannot run into each other (a value
+# has no CR or LF), so the lines it accepts are exactly those FIELD_LINE
+# accepts; a head it refuses goes line by line to find the error.
+_FIELD = _TOKEN + rb":[ \t]*(?:" + _VALUE + rb"[ \t]*)?"
+_FIELD_BLOCK = re.compile(rb"(?:" + _FIELD + rb"\r\n)*" + _FIELD).fullmatch
 TOKEN_RE = re.compile(_TOKEN).fullmatch
 # Visible ASCII but no "#": a fragment is never part of a request target
 # (RFC 9112 3.2), and backends disagree on whether to strip it.
@@ -266,13 +273,21 @@ def _transfer_codings(values: List[bytes], status: int) -> List[bytes]:
     return codings
 
 
-def _parse_fields(lines: List[bytes], max_count: int, status: int):
+def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
+                  status: int):
     """
     Parse field lines in one pass, collecting the fields that decide
-    framing and connection handling.  C{status} is 502 for a response.
+    framing and connection handling.  C{lines} are the field lines of
+    C{head}, which start at C{start}.  C{status} is 502 for a response.
     """
     if len(lines) > max_count:
         raise ParseError(431 if status != 502 else 502, "too_many_headers")
+    if lines and _FIELD_BLOCK(head, start) is None:
+        for line in lines:
+            if FIELD_LINE(line) is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise ParseError(status, "obs_fold")
+                raise ParseError(status, "bad_header")
     headers: Headers = []
     append = headers.append
     lengths = None
@@ -282,14 +297,8 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
     upgrade = None
     expect = None
     for line in lines:
-        m = FIELD_LINE(line)
-        if m is None:
-            if line[:1] in (b" ", b"\t"):
-                raise ParseError(status, "obs_fold")
-            raise ParseError(status, "bad_header")
-        name, value = m.groups()
-        if value is None:
-            value = b""
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
         append((name, value))
         lname = name.lower()
         if lname in _SPECIAL:
@@ -410,7 +419,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     minor = 1 if m.group(2) != b"0" else 0
 
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
-        lines[1:], max_header_count, 400
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 400
     )
     if method == b"CONNECT":
         # Whatever the target: a 2xx to CONNECT turns the connection into a
@@ -548,7 +557,7 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
     if m is None or m.group(1) != b"1":
         raise ParseError(502, "bad_status_line")
     headers, lengths, codings, _, connection, _, _ = _parse_fields(
-        lines[1:], max_header_count, 502
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 502
     )
     resp = ResponseHead()
     minor = 1 if m.group(2) != b"0" else 0
