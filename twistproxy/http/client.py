@@ -100,7 +100,7 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         self.x = x
         x.upstream = self
-        x.upstream_started = self._clock.seconds()
+        now = x.upstream_started = self._clock.seconds()
         self.uses += 1
         self._state = _HEAD
         self._received = False
@@ -108,7 +108,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._request_done = not x.request.has_body
         write_now(self.transport, x.head)
         if self._request_done:
-            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response)
+            self._set_timer(_W_RESPONSE, self._timeouts.upstream_response, now)
         else:
             self._set_timer(_W_NONE, 0)
         x.downstream.upstream_attached(x)
@@ -381,7 +381,7 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         The response has been read to its end.
         """
-        x.upstream_ended = self._clock.seconds()
+        now = x.upstream_ended = self._clock.seconds()
         self.x = None
         if x.upstream is self:
             x.upstream = None
@@ -394,7 +394,7 @@ class UpstreamProtocol(Waiting, Protocol):
         )
         if reusable:
             self._state = _IDLE
-            self._pool.release(self)
+            self._pool.release(self, now)
         elif self._state != _CLOSED:
             self._state = _CLOSED
             self.transport.loseConnection()
@@ -435,13 +435,14 @@ class UpstreamProtocol(Waiting, Protocol):
         if x is not None:
             x.downstream.upstream_full(full)
 
-    def idle(self) -> None:
+    def idle(self, now: Optional[float] = None) -> None:
         """
-        The connection was put back in the pool.
+        The connection was put back in the pool, at C{now} if the caller
+        has just read the clock.
         """
         if self._paused:
             self.pause_reading(False)
-        self._set_timer(_W_IDLE, self._timeouts.upstream_idle)
+        self._set_timer(_W_IDLE, self._timeouts.upstream_idle, now)
 
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
@@ -546,9 +547,10 @@ class UpstreamPool:
         if x.wait_timer is not None:
             self._drop_waiter(x)
 
-    def release(self, protocol: UpstreamProtocol) -> None:
+    def release(self, protocol: UpstreamProtocol, now: Optional[float] = None) -> None:
         """
-        A connection finished its exchange cleanly.
+        A connection finished its exchange cleanly (at C{now}, if the
+        caller has just read the clock).
         """
         if self._waiting and self.proxy_protocol:
             # It speaks for another client: close it, and connection_lost
@@ -558,7 +560,7 @@ class UpstreamPool:
             x = self._next_waiter()
             protocol.attach(x)
         elif len(self._idle) < self.max_idle:
-            protocol.idle()
+            protocol.idle(now)
             self._idle.append(protocol)
         else:
             protocol.abort()
