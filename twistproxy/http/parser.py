@@ -283,11 +283,14 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
     if len(lines) > max_count:
         raise ParseError(431 if status != 502 else 502, "too_many_headers")
     if lines and _FIELD_BLOCK(head, start) is None:
+        # Line by line, to raise the error of the first bad line.
         for line in lines:
-            if FIELD_LINE(line) is None:
+            m = FIELD_LINE(line)
+            if m is None:
                 if line[:1] in (b" ", b"\t"):
                     raise ParseError(status, "obs_fold")
                 raise ParseError(status, "bad_header")
+            _refuse_cgi_framing(m.group(1).lower(), status)
     headers: Headers = []
     append = headers.append
     lengths = None
@@ -315,10 +318,19 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
                 upgrade = value if upgrade is None else upgrade + b", " + value
             else:
                 expect = (expect or []) + [value]
-        elif (b"_" in lname and status != 502
-              and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
-            raise ParseError(status, "bad_header")
+        elif b"_" in lname:
+            _refuse_cgi_framing(lname, status)
     return headers, lengths, codings, hosts, connection, upgrade, expect
+
+
+def _refuse_cgi_framing(lname: bytes, status: int) -> None:
+    """
+    Refuse C{Content_Length} and C{Transfer_Encoding} in a request (see
+    the module's docstring).
+    """
+    if (status != 502 and b"_" in lname
+            and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
+        raise ParseError(status, "bad_header")
 
 
 _SPECIAL = frozenset([
