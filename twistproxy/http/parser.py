@@ -99,7 +99,6 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])").fullmatch
 _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t !-~\x80-\xff]*))?"
 ).fullmatch
-_DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 HOST_RE = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?"
 ).fullmatch
@@ -107,6 +106,8 @@ _CHUNK_SIZE = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _TOKEN
     + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb'|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"))?)*'
 ).fullmatch
+
+_COMMON_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"])
 
 # Requests whose responses never have a body whatever their fields say.
 _NO_BODY_STATUS = frozenset([204, 304])
@@ -254,7 +255,8 @@ def parse_content_length(values: List[bytes], status: int) -> int:
     for value in values:
         for item in value.split(b","):
             item = item.strip(b" \t")
-            if _DIGITS(item) is None:
+            # bytes.isdigit is ASCII digits only: [0-9]{1,18}.
+            if not (len(item) <= 18 and item.isdigit()):
                 raise ParseError(status, "bad_content_length")
             lengths.add(int(item))
     if len(lengths) != 1:
@@ -421,14 +423,20 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     if len(parts) != 3:
         raise ParseError(400, "bad_request_line")
     method, target, version = parts
-    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
+    # The common methods and version are tokens and a valid version as
+    # they are: only the others need the regular expressions.
+    if ((method not in _COMMON_METHODS and TOKEN_RE(method) is None)
+            or REQUEST_TARGET(target) is None):
         raise ParseError(400, "bad_request_line")
-    m = _VERSION(version)
-    if m is None:
-        raise ParseError(400, "bad_request_line")
-    if m.group(1) != b"1":
-        raise ParseError(505, "unsupported_version")
-    minor = 1 if m.group(2) != b"0" else 0
+    if version == b"HTTP/1.1":
+        minor = 1
+    else:
+        m = _VERSION(version)
+        if m is None:
+            raise ParseError(400, "bad_request_line")
+        if m.group(1) != b"1":
+            raise ParseError(505, "unsupported_version")
+        minor = 1 if m.group(2) != b"0" else 0
 
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
         head, len(lines[0]) + 2, lines[1:], max_header_count, 400
