@@ -824,6 +824,21 @@ class FieldSyntaxTests(_ParserAssertions, SynchronousTestCase):
             self.assertRequestRejected(_host(field), 400, "bad_header")
             self.assertLess(time.perf_counter() - started, 0.5)
 
+    def test_first_bad_line_decides(self):
+        """
+        When several field lines are bad, the first one decides the
+        reason, whichever rule it breaks: a well-formed C{Content_Length}
+        before a folded line is C{bad_header}, and a folded line before it
+        is C{obs_fold}.
+        """
+        self.assertRequestRejected(
+            _host(b"Content_Length: 1", b" folded"), 400, "bad_header")
+        self.assertRequestRejected(
+            _host(b" folded", b"Content_Length: 1"), 400, "obs_fold")
+        self.assertRequestRejected(
+            _host(b"X-A: b", b"Transfer_Encoding: chunked", b"X-B: \x00"),
+            400, "bad_header")
+
 
 class ParseErrorTests(SynchronousTestCase):
     """

@@ -20,6 +20,7 @@ which for timeouts counted in seconds does not matter.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -83,18 +84,22 @@ class Waiting:
     A mixin for members of L{Deadlines} that wait for one thing at a time:
     C{_set_timer(kind, seconds)} starts a wait of a L{Wait} kind
     (C{Wait.NONE} means none), and L{expired} calls C{_wait_expired(kind)}
-    with the kind that timed out.
+    with the kind that timed out.  A caller that has just read the clock
+    passes what it read as C{now}: one clock read per event, not per wait.
     Needs a C{_clock} attribute.
     """
 
     deadline = NEVER
     _timer_kind = Wait.NONE
 
-    def _set_timer(self, kind: Wait, seconds: float) -> None:
+    def _set_timer(self, kind: Wait, seconds: float, now: Optional[float] = None) -> None:
         self._timer_kind = kind
         # Wait.NONE is 0: a member looked up on the enum class would cost
         # more than the whole assignment.
-        self.deadline = NEVER if not kind else self._clock.seconds() + seconds
+        if not kind:
+            self.deadline = NEVER
+        else:
+            self.deadline = (self._clock.seconds() if now is None else now) + seconds
 
     def _earn_time(self, kind: Wait, seconds: float, rate: int, size: int) -> None:
         """

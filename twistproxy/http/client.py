@@ -102,7 +102,7 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         self.x = x
         x.upstream = self
-        x.upstream_started = self._clock.seconds()
+        now = x.upstream_started = self._clock.seconds()
         rt = x.route
         self._wait = (self._timeouts.upstream_response
                       if rt is None or rt.response_timeout is None else rt.response_timeout)
@@ -113,7 +113,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._request_done = not x.request.has_body
         write_now(self.transport, x.head)
         if self._request_done:
-            self._set_timer(_W_RESPONSE, self._wait)
+            self._set_timer(_W_RESPONSE, self._wait, now)
         else:
             self._set_timer(_W_NONE, 0)
         x.downstream.upstream_attached(x)
@@ -386,7 +386,7 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         The response has been read to its end.
         """
-        x.upstream_ended = self._clock.seconds()
+        now = x.upstream_ended = self._clock.seconds()
         self.x = None
         if x.upstream is self:
             x.upstream = None
@@ -399,7 +399,7 @@ class UpstreamProtocol(Waiting, Protocol):
         )
         if reusable:
             self._state = _IDLE
-            self._pool.release(self)
+            self._pool.release(self, now)
         elif self._state != _CLOSED:
             self._state = _CLOSED
             self.transport.loseConnection()
@@ -440,13 +440,14 @@ class UpstreamProtocol(Waiting, Protocol):
         if x is not None:
             x.downstream.upstream_full(full)
 
-    def idle(self) -> None:
+    def idle(self, now: Optional[float] = None) -> None:
         """
-        The connection was put back in the pool.
+        The connection was put back in the pool, at C{now} if the caller
+        has just read the clock.
         """
         if self._paused:
             self.pause_reading(False)
-        self._set_timer(_W_IDLE, self._timeouts.upstream_idle)
+        self._set_timer(_W_IDLE, self._timeouts.upstream_idle, now)
 
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
@@ -551,9 +552,10 @@ class UpstreamPool:
         if x.wait_timer is not None:
             self._drop_waiter(x)
 
-    def release(self, protocol: UpstreamProtocol) -> None:
+    def release(self, protocol: UpstreamProtocol, now: Optional[float] = None) -> None:
         """
-        A connection finished its exchange cleanly.
+        A connection finished its exchange cleanly (at C{now}, if the
+        caller has just read the clock).
         """
         if self._waiting and self.proxy_protocol:
             # It speaks for another client: close it, and connection_lost
@@ -563,7 +565,7 @@ class UpstreamPool:
             x = self._next_waiter()
             protocol.attach(x)
         elif len(self._idle) < self.max_idle:
-            protocol.idle()
+            protocol.idle(now)
             self._idle.append(protocol)
         else:
             protocol.abort()

@@ -80,10 +80,17 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # optional group on purpose: written as "OWS, optional value, OWS", a line
 # of blanks ending in a bad byte can be split between the two OWS in
 # quadratically many ways, and 64 KiB of blanks cost seconds of CPU.
+_VALUE = rb"[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*"
 FIELD_LINE = re.compile(
-    rb"(" + _TOKEN + rb"):[ \t]*"
-    rb"(?:([!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)[ \t]*)?"
+    rb"(" + _TOKEN + rb"):[ \t]*(?:(" + _VALUE + rb")[ \t]*)?"
 ).fullmatch
+# All the field lines of a head at once, each as FIELD_LINE reads it: one
+# match instead of one per line for a well-formed head, which is then split
+# with plain byte operations.  Lines cannot run into each other (a value
+# has no CR or LF), so the lines it accepts are exactly those FIELD_LINE
+# accepts; a head it refuses goes line by line to find the error.
+_FIELD = _TOKEN + rb":[ \t]*(?:" + _VALUE + rb"[ \t]*)?"
+_FIELD_BLOCK = re.compile(rb"(?:" + _FIELD + rb"\r\n)*" + _FIELD).fullmatch
 TOKEN_RE = re.compile(_TOKEN).fullmatch
 # Visible ASCII but no "#": a fragment is never part of a request target
 # (RFC 9112 3.2), and backends disagree on whether to strip it.
@@ -92,7 +99,6 @@ _VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])").fullmatch
 _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t !-~\x80-\xff]*))?"
 ).fullmatch
-_DIGITS = re.compile(rb"[0-9]{1,18}").fullmatch
 HOST_RE = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]{0,5})?"
 ).fullmatch
@@ -100,6 +106,8 @@ _CHUNK_SIZE = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _TOKEN
     + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb'|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"))?)*'
 ).fullmatch
+
+_COMMON_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"])
 
 # Requests whose responses never have a body whatever their fields say.
 _NO_BODY_STATUS = frozenset([204, 304])
@@ -247,7 +255,8 @@ def parse_content_length(values: List[bytes], status: int) -> int:
     for value in values:
         for item in value.split(b","):
             item = item.strip(b" \t")
-            if _DIGITS(item) is None:
+            # bytes.isdigit is ASCII digits only: [0-9]{1,18}.
+            if not (len(item) <= 18 and item.isdigit()):
                 raise ParseError(status, "bad_content_length")
             lengths.add(int(item))
     if len(lengths) != 1:
@@ -266,13 +275,24 @@ def _transfer_codings(values: List[bytes], status: int) -> List[bytes]:
     return codings
 
 
-def _parse_fields(lines: List[bytes], max_count: int, status: int):
+def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
+                  status: int):
     """
     Parse field lines in one pass, collecting the fields that decide
-    framing and connection handling.  C{status} is 502 for a response.
+    framing and connection handling.  C{lines} are the field lines of
+    C{head}, which start at C{start}.  C{status} is 502 for a response.
     """
     if len(lines) > max_count:
         raise ParseError(431 if status != 502 else 502, "too_many_headers")
+    if lines and _FIELD_BLOCK(head, start) is None:
+        # Line by line, to raise the error of the first bad line.
+        for line in lines:
+            m = FIELD_LINE(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise ParseError(status, "obs_fold")
+                raise ParseError(status, "bad_header")
+            _refuse_cgi_framing(m.group(1).lower(), status)
     headers: Headers = []
     append = headers.append
     lengths = None
@@ -282,14 +302,8 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
     upgrade = None
     expect = None
     for line in lines:
-        m = FIELD_LINE(line)
-        if m is None:
-            if line[:1] in (b" ", b"\t"):
-                raise ParseError(status, "obs_fold")
-            raise ParseError(status, "bad_header")
-        name, value = m.groups()
-        if value is None:
-            value = b""
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
         append((name, value))
         lname = name.lower()
         if lname in _SPECIAL:
@@ -306,10 +320,19 @@ def _parse_fields(lines: List[bytes], max_count: int, status: int):
                 upgrade = value if upgrade is None else upgrade + b", " + value
             else:
                 expect = (expect or []) + [value]
-        elif (b"_" in lname and status != 502
-              and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
-            raise ParseError(status, "bad_header")
+        elif b"_" in lname:
+            _refuse_cgi_framing(lname, status)
     return headers, lengths, codings, hosts, connection, upgrade, expect
+
+
+def _refuse_cgi_framing(lname: bytes, status: int) -> None:
+    """
+    Refuse C{Content_Length} and C{Transfer_Encoding} in a request (see
+    the module's docstring).
+    """
+    if (status != 502 and b"_" in lname
+            and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
+        raise ParseError(status, "bad_header")
 
 
 _SPECIAL = frozenset([
@@ -400,17 +423,23 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     if len(parts) != 3:
         raise ParseError(400, "bad_request_line")
     method, target, version = parts
-    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
+    # The common methods and version are tokens and a valid version as
+    # they are: only the others need the regular expressions.
+    if ((method not in _COMMON_METHODS and TOKEN_RE(method) is None)
+            or REQUEST_TARGET(target) is None):
         raise ParseError(400, "bad_request_line")
-    m = _VERSION(version)
-    if m is None:
-        raise ParseError(400, "bad_request_line")
-    if m.group(1) != b"1":
-        raise ParseError(505, "unsupported_version")
-    minor = 1 if m.group(2) != b"0" else 0
+    if version == b"HTTP/1.1":
+        minor = 1
+    else:
+        m = _VERSION(version)
+        if m is None:
+            raise ParseError(400, "bad_request_line")
+        if m.group(1) != b"1":
+            raise ParseError(505, "unsupported_version")
+        minor = 1 if m.group(2) != b"0" else 0
 
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
-        lines[1:], max_header_count, 400
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 400
     )
     if method == b"CONNECT":
         # Whatever the target: a 2xx to CONNECT turns the connection into a
@@ -548,7 +577,7 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
     if m is None or m.group(1) != b"1":
         raise ParseError(502, "bad_status_line")
     headers, lengths, codings, _, connection, _, _ = _parse_fields(
-        lines[1:], max_header_count, 502
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 502
     )
     resp = ResponseHead()
     minor = 1 if m.group(2) != b"0" else 0

@@ -173,14 +173,17 @@ class HTTPServerProtocol(ClientCodec):
             self._buffer = buf
             if not buf:
                 return False
-        if self._timer_kind != _W_HEAD:
-            self._set_timer(_W_HEAD, self._factory.timeouts.request_head)
         limits = self._factory.limits
         if len(buf) > limits.max_uri_length and target_too_long(buf, limits.max_uri_length):
             self._reject(414, "uri_too_long")
             return False
         end = buf.find(b"\r\n\r\n")
         if end < 0:
+            # Only a head still to come needs its timeout: every way on
+            # from a whole head (an answer, or waiting for the backend)
+            # sets a timer of its own before this read's event is over.
+            if self._timer_kind != _W_HEAD:
+                self._set_timer(_W_HEAD, self._factory.timeouts.request_head)
             if buf.count(b"\n") != buf.count(b"\r\n"):
                 # A bare LF: this head will never end the way it must.
                 self._reject(400, "bare_cr_lf")
