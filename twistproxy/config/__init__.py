@@ -31,14 +31,14 @@ from twistproxy.config.checks import (
 from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
-    DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord, DNSZone,
+    ACME, DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord, DNSZone,
     Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener, ListenerTLS, Locality, Locator,
     Outlier, ProxyConfig, Resolver, Route, RouteCache, Server, Shutdown, SNIRoute, Sticky,
     Timeouts, UpstreamGroup, UpstreamTLS, header_rules,
 )
 
 __all__ = [
-    "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord", "DNSZone",
+    "ACME", "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord", "DNSZone",
     "Discovery", "ESCAPED_SLASHES", "Filter", "Forwarding", "HeaderRules", "HealthCheck", "Limits",
     "Listener", "ListenerTLS", "Locality", "Locator", "Outlier", "ProxyConfig", "Resolver",
     "Route", "RouteCache", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts",
