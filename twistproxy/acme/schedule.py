@@ -113,8 +113,9 @@ class Renewal:
 
     def _plan(self, when: float) -> None:
         self.stop()
-        self.due = max(when, self.clock.seconds())
-        self._call = self.clock.callLater(self.due - self.clock.seconds(), self.renew)
+        now = self.clock.seconds()  # once: a real clock moves between two reads
+        self.due = max(when, now)
+        self._call = self.clock.callLater(self.due - now, self.renew)
 
     def renew(self) -> Deferred:
         """
