@@ -383,3 +383,35 @@ class RenewalTests(SynchronousTestCase):
         self.renewal.stop()
         self.clock.advance(100 * DAY)
         self.assertEqual(self.obtained, [])
+
+    def test_admin_and_metrics(self) -> None:
+        """
+        C{GET /acme} lists each managed certificate with its expiry and
+        last error, and C{twistproxy_certificate_days_to_expiry} says the
+        days left per name.
+        """
+        from treq.testing import StubTreq
+
+        from twistproxy.admin.api import AdminResource
+        from twistproxy.metrics import ProxyMetrics
+        from tests.test_admin import URL, FakeService, _config
+
+        self.renewal._obtain = lambda: fail(RuntimeError("CA down"))
+        self.renewal.start()
+        self.clock.advance(60 * DAY)
+        self.flushLoggedErrors(RuntimeError)
+        service = FakeService(_config())
+        service.renewals = [self.renewal]
+        status = service.status()
+        service.status = lambda: {**status, "acme": [self.renewal.status()]}
+        metrics = ProxyMetrics(self.clock, status=service.status)
+        client = StubTreq(AdminResource(service, "", metrics, self.clock))
+        response = self.successResultOf(client.get(URL + "/acme"))
+        self.assertEqual(response.code, 200)
+        [shown] = self.successResultOf(client.json_content(response))["certificates"]
+        self.assertEqual(shown["names"], ["www.example.com"])
+        self.assertEqual(shown["last_error"], "CA down")
+        self.assertEqual(shown["failures"], 1)
+        self.assertEqual(shown["days_to_expiry"], 30.0)
+        self.assertIn(b'twistproxy_certificate_days_to_expiry{name="www.example.com"} 30.0',
+                      metrics.exposition())
