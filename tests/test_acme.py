@@ -133,6 +133,14 @@ soa = { mname = "ns1.example.com", rname = "hostmaster.example.com" }
 """
         self.assertEqual(parse(text).listeners[1].tls.acme, ("*.example.com",))
 
+    def test_one_worker(self) -> None:
+        """
+        ACME certificates need one worker process: several would each order
+        them.
+        """
+        self.assert_config_error("workers = 2\n" + acme_toml("/tmp/a"), "workers",
+                                 contains="ACME")
+
     def test_default_counts_the_acme_certificate(self) -> None:
         """
         The ACME certificate comes after the listed ones: C{default} may
