@@ -121,8 +121,8 @@ class ConfigSnippetTests(SynchronousTestCase):
     # listener and its upstream groups.  (configuration.rst, health.rst,
     # load-balancing.rst and tcp-udp.rst also show fragments of one table,
     # or groups without servers, that cannot be completed this way.)
-    pages = ("caching.rst", "dns.rst", "filters.rst", "gslb.rst", "operations.rst", "plugins.rst",
-             "quickstart.rst", "routing.rst", "tls.rst")
+    pages = ("acme.rst", "caching.rst", "dns.rst", "filters.rst", "gslb.rst", "operations.rst",
+             "plugins.rst", "quickstart.rst", "routing.rst", "tls.rst")
 
     def test_snippets_are_configurations(self):
         """

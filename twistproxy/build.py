@@ -13,8 +13,9 @@ this module is the only code that makes objects of them, in this order:
      (L{ListenerBuilder}): HTTP, TLS termination, TCP relays, TLS
      passthrough, UDP, the DNS front, behind a PROXY header reader when
      asked;
-  4. the admin API (L{admin}), the access log (L{open_access_log}) and
-     the TXT records set at run time (L{dns_texts}).
+  4. the admin API (L{admin}), the access log (L{open_access_log}),
+     the TXT records set at run time (L{dns_texts}) and the renewals of
+     the ACME certificates (L{renewals}).
 
 Nothing here listens or starts a group, a health check or a log file
 writer: that is the lifecycle's (L{twistproxy.service.ProxyService} starts
@@ -32,13 +33,19 @@ settings its factory reads.
 
 from __future__ import annotations
 
+import datetime
 import os
+import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from twistproxy.accesslog import AccessLogWriter
+from twistproxy.acme import store as acme_store
+from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.schedule import Renewal
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
@@ -273,7 +280,8 @@ class ListenerBuilder:
                  on_exchange_end: Optional[Callable] = None,
                  on_connection_end: Optional[Callable] = None,
                  locator: Callable[[], Any] = lambda: None,
-                 dns_texts: Optional[TXTRecords] = None):
+                 dns_texts: Optional[TXTRecords] = None,
+                 challenges: Optional[Challenges] = None):
         """
         @param config: The configuration whose process-wide values (timeouts,
             limits, forwarding) the factories take.
@@ -286,6 +294,8 @@ class ListenerBuilder:
             their clients with it), or C{None}.
         @param dns_texts: The TXT records set at run time, which every DNS
             front answers beside its zones.
+        @param challenges: The ACME HTTP-01 answers every HTTP factory
+            serves before routing, or C{None}.
         """
         self.reactor = reactor
         self.config = config
@@ -296,6 +306,7 @@ class ListenerBuilder:
         self._on_connection_end = on_connection_end
         self._locator = locator
         self._dns_texts = dns_texts
+        self._challenges = challenges
         self.http_factories: List[HTTPServerFactory] = []
         self.stream_factories: List[Any] = []
         self.filter_chains: List[FilterChain] = []
@@ -353,6 +364,7 @@ class ListenerBuilder:
         factory = HTTPServerFactory(
             self.reactor, self.forwarder, settings, on_exchange_end=self._on_exchange_end,
             in_flight=self._in_flight, **options)
+        factory.challenges = self._challenges
         self.http_factories.append(factory)
         return factory
 
@@ -468,11 +480,17 @@ class ListenerBuilder:
         certificates.
         """
         path = f"listeners.{listener.name}.tls"
+        tls = listener.tls
         try:
-            factory, _ = wrap_listener_factory(self.reactor, listener.tls, path, http_factory)
+            if tls.acme:
+                # Served after the listed ones, from the file the renewals write.
+                now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+                managed = acme_store.ensure(self.config.acme, tls.acme, f"{path}.acme", now)
+                tls = replace(tls, certificates=tls.certificates + (managed,))
+            factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, self.config.source) from None
-        self.tls[listener.name] = (factory, listener.tls, path)
+        self.tls[listener.name] = (factory, tls, path)
         return factory
 
     def _passthrough(self, listener: Listener, terminate, filters, quota: Optional[Quota]):
@@ -492,6 +510,41 @@ class ListenerBuilder:
         return factory
 
 
+def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
+             challenges: Optional[Challenges], installed: Callable[[], Any]) -> List[Renewal]:
+    """
+    The renewal of each listener's ACME certificate, not started: each
+    orders from C{config.acme}'s CA (HTTP-01 answers through
+    C{challenges}, which is set whenever C{config} has C{[acme]}; DNS-01
+    through C{texts}) and calls C{installed} once the new certificate is
+    stored.
+
+    @raises ConfigError: At C{acme} when the C{acme} extra is not
+        installed, or at C{acme.ca} when that file cannot be read.
+    """
+    wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
+    if not wanted:
+        return []
+    try:
+        from twistproxy.acme.client import Issuer
+    except ImportError as e:
+        raise ConfigError("acme", f"needs the acme extra (pip install 'twistproxy[acme]'): {e}",
+                          config.source) from None
+    acme = config.acme
+    if acme.ca and not os.access(acme.ca, os.R_OK):
+        raise ConfigError("acme.ca", f"cannot read {acme.ca!r}", config.source)
+    plain = any(l.protocol == "http" and l.tls is None for l in config.listeners)
+    issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+                    use_dns=lambda name: not plain)
+    return [
+        Renewal(reactor, names,
+                lambda names=names: acme_store.read_certificate(
+                    acme_store.certificate_file(acme, names)),
+                lambda names=names: issuer.issue(names), installed, acme.retry)
+        for names in wanted
+    ]
+
+
 def validate(config: ProxyConfig) -> None:
     """
     Check everything about C{config} that can be checked without running
@@ -499,7 +552,9 @@ def validate(config: ProxyConfig) -> None:
     listens, connects or starts): the cache store and its options, the
     locator, the upstream groups and their balancers and checks, the route
     targets and filters, every listener's endpoint string, filters and TLS
-    settings, the admin endpoint and the DNS front's shared store URL.
+    settings, the admin endpoint, the DNS front's shared store URL and the
+    ACME settings (writing a stand-in certificate into the ACME storage
+    when it holds none yet).
 
     @raises ConfigError: naming the file and the path of the first problem.
     """
@@ -512,4 +567,4 @@ def validate(config: ProxyConfig) -> None:
         endpoint(reactor, listener, config)
         listeners.factory(listener)
     admin(reactor, config, None)
-    dns_texts(config, reactor)
+    renewals(config, reactor, dns_texts(config, reactor), Challenges(), lambda: None)

@@ -339,6 +339,11 @@ class _StateCollector:
                 "twistproxy_upstream_in_flight", "Requests the upstream group is serving now.",
                 labels=("upstream",),
             )
+            families["twistproxy_certificate_days_to_expiry"] = GaugeMetricFamily(
+                "twistproxy_certificate_days_to_expiry",
+                "Days until the ACME certificate of each managed name expires.",
+                labels=("name",),
+            )
             families["twistproxy_cache_events"] = CounterMetricFamily(
                 "twistproxy_cache_events",
                 "What the shared cache did: hit, miss, stale (served stale), revalidated, "
@@ -366,6 +371,10 @@ class _StateCollector:
         families = self._families()
         if self._status is not None:
             status = self._status()
+            for managed in status.get("acme", ()):
+                for name in managed["names"]:
+                    families["twistproxy_certificate_days_to_expiry"].add_metric(
+                        (name,), managed["days_to_expiry"])
             for event, count in status.get("cache", {}).items():
                 families["twistproxy_cache_events"].add_metric((event,), count)
             for group in status.get("groups", ()):

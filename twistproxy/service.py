@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 from twistproxy import build
 from twistproxy.accesslog import AccessLogWriter, rotate
+from twistproxy.acme.challenges import Challenges
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
@@ -171,6 +172,8 @@ class ProxyService(MultiService):
                 streams=self._stream_figures, pools=self._pool_sizes)
         # The TXT records set at run time (ACME DNS-01), beside the zones.
         self.dns_texts: RunTimeTexts = build.dns_texts(config, reactor)
+        # The ACME HTTP-01 answers every HTTP listener serves before routing.
+        self.challenges = Challenges() if config.acme is not None else None
         # Every listener factory and filter chain built, also those a reload
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
@@ -178,8 +181,12 @@ class ProxyService(MultiService):
             reactor, config, self.forwarder, connections=self.connections,
             in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
             on_connection_end=self._connection_ended, locator=lambda: self.locator,
-            dns_texts=self.dns_texts.records)
+            dns_texts=self.dns_texts.records, challenges=self.challenges)
         self.factory = self.built.plain
+        # The ACME certificates' renewals, from the configuration the
+        # service started with.
+        self.renewals = build.renewals(config, reactor, self.dns_texts, self.challenges,
+                                       self.reload_certificates)
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
         for listener in config.listeners:
@@ -213,6 +220,8 @@ class ProxyService(MultiService):
             "groups": [g.status() for g in self.forwarder.groups.values()]}
         if self.cache is not None:
             status["cache"] = dict(self.cache.counts)
+        if self.renewals:
+            status["acme"] = [renewal.status() for renewal in self.renewals]
         return status
 
     def _stream_figures(self) -> List[Dict[str, Any]]:
@@ -341,6 +350,8 @@ class ProxyService(MultiService):
         super().startService()
         self._start_groups(self.forwarder)
         self.dns_texts.start()
+        for renewal in self.renewals:
+            renewal.start()
         if self.access_log is not None:
             self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor
@@ -521,6 +532,8 @@ class ProxyService(MultiService):
         C{shutdown.drain} seconds, then close everything.
         """
         stopped = super().stopService()
+        for renewal in self.renewals:
+            renewal.stop()
         drained = gatherResults(
             [f.drain() for f in self.built.http_factories + self.built.stream_factories])
         deadline = self.reactor.callLater(self.config.shutdown.drain, self.stop_now)

@@ -24,7 +24,10 @@ their tools, on a listener of its own (the C{[admin]} table).
       records of the DNS front set at run time (L{_dns_txt_body}), shared
       by every instance when C{[dns]} names a Redis (503 while it is out);
     - C{GET /dns/gslb?client=ADDRESS}: what each GSLB name answers a
-      client there, and why.
+      client there, and why;
+    - C{GET /acme}: the certificates obtained by ACME: their names,
+      expiry, next renewal, failures in a row and last error
+      (L{twistproxy.acme.schedule.Renewal.status}).
 
 Everything but C{/metrics} and the page answers JSON, errors included
 (C{{"error": "..."}}).  With a token configured, every request must carry
@@ -218,6 +221,8 @@ class AdminResource(Resource):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._history_view}
         elif segments == [b"history", b"raw"] and self._history is not None:
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._history_digest}
+        elif segments == [b"acme"] and getattr(self._service, "renewals", None):
+            allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._acme}
         elif segments == [b"reload"]:
             allowed, handlers = (b"POST",), {b"POST": self._reload}
         elif segments == [b"cache", b"purge"] and getattr(self._service, "cache", None):
@@ -323,6 +328,10 @@ class AdminResource(Resource):
     def _upstreams(self, request: Request):
         d = maybeDeferred(self._service.status)
         return self._when_ready(request, d.addCallback(lambda status: (200, status)))
+
+    def _acme(self, request: Request) -> bytes:
+        return self._answer(request, 200, {
+            "certificates": [renewal.status() for renewal in self._service.renewals]})
 
     def _history_view(self, request: Request):
         end = int(self._clock.seconds())

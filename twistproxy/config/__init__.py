@@ -31,19 +31,19 @@ from twistproxy.config.checks import (
 from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
-    DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord, DNSZone,
-    FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener, ListenerTLS,
-    Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver, Route,
-    RouteCache, RouteMatch, Server, Shutdown, SNIRoute, Sticky, Timeouts, UpstreamGroup,
-    UpstreamTLS, header_rules,
+    ACME, DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord,
+    DNSZone, FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener,
+    ListenerTLS, Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver,
+    Route, RouteCache, RouteMatch, Server, Shutdown, SNIRoute, Sticky, Timeouts,
+    UpstreamGroup, UpstreamTLS, header_rules,
 )
 
 __all__ = [
-    "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord", "DNSZone",
-    "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding", "HeaderRules",
-    "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator", "Outlier",
-    "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache", "RouteMatch",
-    "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup", "UpstreamTLS",
-    "describe_value", "did_you_mean", "header_rules", "is_label", "is_token", "key_path",
-    "load", "parse", "quick_config", "server", "workers_count",
+    "ACME", "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord",
+    "DNSZone", "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding",
+    "HeaderRules", "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator",
+    "Outlier", "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache",
+    "RouteMatch", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup",
+    "UpstreamTLS", "describe_value", "did_you_mean", "header_rules", "is_label", "is_token",
+    "key_path", "load", "parse", "quick_config", "server", "workers_count",
 ]

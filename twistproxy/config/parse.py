@@ -26,7 +26,7 @@ from twistproxy.config.checks import (
 )
 from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
-    DNS, AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
+    ACME, DNS, AccessLog, Admin, Cache, Forwarding, Limits, Listener, Locality, Locator, ProxyConfig,
     Resolver, Route, Shutdown, Timeouts, UpstreamGroup, upstream_group,
 )
 
@@ -105,6 +105,35 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
                                          f"must be IP addresses (they are the answers)")
 
 
+def _in_zone(name: str, dns: Optional[DNS]) -> bool:
+    # Whether one of the zones served by the dns listeners holds name.
+    bare = name[2:] if name.startswith("*.") else name
+    return dns is not None and any(
+        bare == zone.name or bare.endswith("." + zone.name) for zone in dns.zones)
+
+
+def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
+                dns: Optional[DNS]) -> None:
+    """
+    Listeners that name ACME certificates have an C{[acme]} section, and a
+    way to answer each name's challenge: a wildcard needs DNS-01 (a zone
+    of C{[dns]} holding it); another name HTTP-01 (a plain HTTP listener)
+    or DNS-01.
+    """
+    plain = any(l.protocol == "http" and l.tls is None for l in listeners)
+    for listener in listeners:
+        names = listener.tls.acme if listener.tls is not None else ()
+        path = f"listeners.{listener.name}.tls.acme"
+        if names and acme is None:
+            raise ConfigError("acme", f"is required by {path} ([acme] with email and storage)")
+        for i, name in enumerate(names):
+            if _in_zone(name, dns) or (plain and not name.startswith("*.")):
+                continue
+            how = ("a zone of [dns] that holds it (DNS-01)" if name.startswith("*.") else
+                   "a plain http listener (HTTP-01) or a zone of [dns] that holds it (DNS-01)")
+            raise ConfigError(_index(path, i), f"{name!r} needs {how}")
+
+
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
     route = build(Route, value, path)
     if not route.answers_itself and route.upstream not in groups:
@@ -177,6 +206,7 @@ _TOP_LEVEL = (
     "cache",
     "resolver",
     "dns",
+    "acme",
 )
 
 
@@ -213,6 +243,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         "cache": section(Cache),
         "resolver": section(Resolver),
         "dns": section(DNS),
+        "acme": section(ACME),
     }
     kwargs = {
         name: build(document[name], name)
@@ -220,6 +251,11 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         if name in document
     }
     _check_dns(listeners, upstreams, kwargs.get("dns"))
+    _check_acme(listeners, kwargs.get("acme"), kwargs.get("dns"))
+    if kwargs.get("workers", 1) > 1 and any(l.tls is not None and l.tls.acme for l in listeners):
+        # Each worker would order the same certificates: that takes the
+        # shared store and its lock, which are not there yet.
+        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme) for now")
     return ProxyConfig(
         listeners=listeners,
         upstreams=upstreams,

@@ -774,11 +774,12 @@ class ListenerTLS:
     @ivar hsts: C{max-age} of a C{Strict-Transport-Security} field added to
         responses, or C{0} for none.
     @ivar handshake_timeout: Seconds a client has to complete its handshake.
+    @ivar acme: Names (C{example.com}, C{*.example.com}) of one certificate
+        obtained and renewed from the C{[acme]} section's CA, presented
+        after C{certificates}; empty: none.
     """
 
-    certificates: Tuple[Certificate, ...] = setting(
-        check=sections(Certificate, empty="must list at least one certificate"),
-        required="is required (PEM files or directories)")
+    certificates: Tuple[Certificate, ...] = setting((), check=sections(Certificate))
     default: int = setting(0, check=integer(0))
     min_version: str = setting("1.2", check=_tls_version)
     ciphers: str = setting("", check=_string)
@@ -786,13 +787,70 @@ class ListenerTLS:
     client_subject_header: str = setting("X-Client-Subject", check=token("header name"))
     hsts: int = setting(0, check=integer(0))
     handshake_timeout: float = setting(10.0, check=seconds())
+    acme: Tuple[str, ...] = setting((), check=array(_server_name))
 
 
 @rule(ListenerTLS)
 def _default_certificate(tls: ListenerTLS, table: Mapping[str, Any], path: str) -> None:
-    if tls.default >= len(tls.certificates):
+    count = len(tls.certificates) + bool(tls.acme)
+    if not count:
+        raise ConfigError(key_path(path, "certificates"),
+                          "must list at least one certificate" if "certificates" in table
+                          else "is required (PEM files or directories), or acme names")
+    if tls.default >= count:
         raise ConfigError(key_path(path, "default"), f"must be the index of a certificate "
-                                                     f"(0 to {len(tls.certificates) - 1})")
+                                                     f"(0 to {count - 1})")
+
+
+# The directories of ACME CAs known by name.
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+def _acme_directory(value: object, path: str) -> str:
+    # A CA by name, or the https URL of its directory.
+    text = _string(value, path)
+    if text in ACME_DIRECTORIES:
+        return ACME_DIRECTORIES[text]
+    if not text.startswith("https://") or len(text) <= len("https://"):
+        raise ConfigError(path, f"must be {' or '.join(map(repr, ACME_DIRECTORIES))}, or the "
+                                f"https:// URL of an ACME directory (got {text!r})")
+    return text
+
+
+def _email(value: object, path: str) -> str:
+    text = _string(value, path)
+    if not _re.match(r"[^@\s:]+@[^@\s:]+\.[^@\s:]+\Z", text):
+        raise ConfigError(path, f"must be an email address (got {text!r})")
+    return text
+
+
+@dataclass(frozen=True)
+class ACME:
+    """
+    The C{[acme]} section: where the certificates named by the listeners'
+    C{tls.acme} come from (RFC 8555), and where they are kept.
+
+    @ivar directory: The CA's directory URL (C{"letsencrypt"} and
+        C{"letsencrypt-staging"} stand for Let's Encrypt's).
+    @ivar ca: A PEM file of the CAs that sign the directory's own HTTPS
+        certificate (a private CA), or C{''} for the system's.
+    @ivar email: The contact address of the account.
+    @ivar key_type: The certificates' key: C{"ecdsa-p256"} or C{"rsa-2048"}.
+    @ivar storage: The directory of the account key and of the
+        certificates with their keys (created, mode 0700; files 0600).
+    @ivar retry: Seconds before the first retry after a CA error; each
+        further failure doubles it, up to a day.
+    """
+
+    email: str = setting(check=_email, required="is required (the account's contact address)")
+    storage: str = setting(check=nonempty, required="is required (a directory)")
+    directory: str = setting(ACME_DIRECTORIES["letsencrypt"], check=_acme_directory)
+    ca: str = setting("", check=_string)
+    key_type: str = setting("ecdsa-p256", check=one_of("ecdsa-p256", "rsa-2048"))
+    retry: float = setting(60.0, check=seconds())
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).
@@ -1319,6 +1377,7 @@ class ProxyConfig:
     cache: Cache = Cache()
     resolver: Resolver = Resolver()
     dns: Optional[DNS] = None
+    acme: Optional[ACME] = None
     source: Optional[str] = None
     workers: int = 1
     digest: str = field(default="", compare=False)

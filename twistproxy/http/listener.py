@@ -106,9 +106,12 @@ class HTTPServerFactory(Factory):
         log), or C{None}.
     @ivar filters: The listener's L{FilterChain
         <twistproxy.filters.FilterChain>}, or C{None}.
+    @ivar challenges: The ACME HTTP-01 answers to serve before routing
+        (L{twistproxy.acme.challenges.Challenges}), or C{None}.
     """
 
     protocol = HTTPServerProtocol
+    challenges = None
     # One log line per listener start is plenty; the access log says the rest.
     noisy = False
 

@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_e2e_acme -*-
+"""
+Ordering a certificate from an ACME CA (RFC 8555), without threads.
+
+The messages (directory, account, order, authorization, challenge) and the
+JWS signatures are the C{acme} and C{josepy} libraries' (Certbot's, well
+kept and complete); the requests go through treq on the reactor, so that an
+order waits on the network without blocking the proxy and without a thread
+pool (the C{acme} library's own client uses C{requests}, which would need
+one).  L{Issuer.issue} does one whole order:
+
+    1. it creates the account for the key in the storage directory (or
+       finds it again: C{newAccount} with the same key answers with the
+       existing one), agreeing to the CA's terms;
+    2. it orders the names; for each authorization it picks the challenge:
+       C{dns-01} for a wildcard, or when the name is in a zone of the
+       proxy's own DNS front and no plain HTTP listener answers
+       C{http-01}, C{http-01} otherwise;
+    3. it makes the answer available (the key authorization at
+       C{/.well-known/acme-challenge/TOKEN} in L{Challenges}, which the
+       plain HTTP listeners serve before routing; the TXT record
+       C{_acme-challenge.NAME} through the DNS front's run-time records,
+       shared by every instance), tells the CA to validate and polls the
+       authorization until it is valid;
+    4. it finalizes the order with a CSR for a new key, polls the order,
+       downloads the certificate chain and writes key and chain atomically
+       (mode 0600) into the storage file the listener reads;
+    5. it takes every challenge answer back, whether the order worked or
+       not.
+
+A CA error (an RFC 7807 problem document) fails the order with
+L{ACMEError}, saying what the CA said; the caller (L{twistproxy.acme.
+schedule.Renewal}) keeps the current certificate and retries later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import josepy as jose
+from treq.client import HTTPClient
+from acme import crypto_util, jws, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import Certificate as TwistedCertificate
+from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.client import Agent
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.store import (
+    certificate_file, key_pem, new_key, write_atomically,
+)
+from twistproxy.config.values import ACME
+
+# Seconds between two polls of an authorization or an order, and how many.
+POLL_INTERVAL = 1.0
+POLLS = 60
+
+
+class ACMEError(Exception):
+    """
+    The CA refused or failed a request; the message says what it said.
+    """
+
+
+@implementer(IPolicyForHTTPS)
+class _TrustOnly:
+    # HTTPS to the CA verified against its own CA bundle (a private CA).
+    def __init__(self, pem: bytes):
+        self._roots = trustRootFromCertificates(
+            [TwistedCertificate.loadPEM(block) for block in _pem_blocks(pem)])
+
+    def creatorForNetloc(self, hostname: bytes, port: int):
+        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._roots)
+
+
+def _pem_blocks(pem: bytes) -> List[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [part + end for part in pem.split(end) if b"-----BEGIN" in part]
+
+
+def _account_key(acme: ACME) -> jose.JWK:
+    # The account's key: made once, kept in the storage directory.
+    filename = os.path.join(acme.storage, "account.key")
+    if not os.path.exists(filename):
+        os.makedirs(acme.storage, mode=0o700, exist_ok=True)
+        write_atomically(filename, key_pem(ec.generate_private_key(ec.SECP256R1())))
+    with open(filename, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return jose.JWKRSA(key=key) if isinstance(key, rsa.RSAPrivateKey) else jose.JWKEC(key=key)
+
+
+class Issuer:
+    """
+    Orders certificates from the C{[acme]} section's CA.
+
+    @ivar challenges: The HTTP-01 answers, served by the plain listeners.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorTime, acme: ACME, challenges: Challenges,
+                 set_txt: Callable[[str, List[str]], Deferred],
+                 remove_txt: Callable[[str], Deferred],
+                 use_dns: Callable[[str], bool]):
+        """
+        @param set_txt: Sets the TXT records of a name (the DNS front's
+            run-time records, L{twistproxy.dns.texts.RunTimeTexts.set}).
+        @param remove_txt: Removes them.
+        @param use_dns: Whether a (non-wildcard) name is validated by
+            DNS-01 rather than HTTP-01.
+        """
+        self.reactor = reactor
+        self.acme = acme
+        self.challenges = challenges
+        self._set_txt = set_txt
+        self._remove_txt = remove_txt
+        self._use_dns = use_dns
+        agent = Agent(reactor) if not acme.ca else Agent(
+            reactor, contextFactory=_TrustOnly(_read(acme.ca)))
+        self._http = HTTPClient(agent)
+        self._nonces: List[bytes] = []
+        self._key: Optional[jose.JWK] = None
+        self._kid: Optional[str] = None
+        self._directory: Optional[messages.Directory] = None
+
+    def issue(self, names: Iterable[str]) -> Deferred:
+        """
+        Order a certificate for C{names} and write it (with its new key)
+        into the storage file for them.
+
+        @return: Fires with the file name, or fails with L{ACMEError}.
+        """
+        return ensureDeferred(self._issue(tuple(names)))
+
+    async def _issue(self, names: Tuple[str, ...]) -> str:
+        await self._register()
+        response, order = await self._post(self._directory["newOrder"], messages.NewOrder(
+            identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
+                         for n in names]))
+        order_url = response.headers.getRawHeaders(b"location")[0].decode("ascii")
+        cleanups: List[Callable[[], Any]] = []
+        try:
+            for url in order["authorizations"]:
+                await self._authorize(url, cleanups)
+        finally:
+            for cleanup in cleanups:
+                try:
+                    await maybeDeferred(cleanup)
+                except Exception:
+                    self.log.failure("ACME: a challenge answer could not be taken back")
+        key = new_key(self.acme.key_type)
+        csr = crypto_util.make_csr(key_pem(key), list(names))
+        await self._post(order["finalize"], messages.CertificateRequest(
+            csr=x509.load_pem_x509_csr(csr)))
+        order = await self._poll(order_url, ("valid",), ("invalid",))
+        _, chain = await self._post(order["certificate"], None, raw=True)
+        filename = certificate_file(self.acme, names)
+        write_atomically(filename, key_pem(key) + chain)
+        self.log.info("ACME: certificate for {names} issued", names=", ".join(names))
+        return filename
+
+    async def _register(self) -> None:
+        if self._directory is None:
+            response = await self._http.get(self.acme.directory)
+            self._directory = messages.Directory.from_json(
+                json.loads(await _body(response, "the directory")))
+        if self._kid is None:
+            self._key = _account_key(self.acme)
+            response, _ = await self._post(self._directory["newAccount"], messages.NewRegistration(
+                contact=(f"mailto:{self.acme.email}",), terms_of_service_agreed=True))
+            self._kid = response.headers.getRawHeaders(b"location")[0].decode("ascii")
+
+    async def _authorize(self, url: str, cleanups: List[Callable[[], Any]]) -> None:
+        _, authorization = await self._post(url, None)
+        if authorization["status"] == "valid":
+            return
+        name = authorization["identifier"]["value"]
+        wildcard = authorization.get("wildcard", False)
+        kind = "dns-01" if wildcard or self._use_dns(name) else "http-01"
+        found = [c for c in authorization["challenges"] if c["type"] == kind]
+        if not found:
+            raise ACMEError(f"the CA offers no {kind} challenge for {name!r}")
+        body = messages.ChallengeBody.from_json(found[0])
+        if kind == "dns-01":
+            owner = body.chall.validation_domain_name(name)
+            await self._set_txt(owner, [body.chall.validation(self._key)])
+            cleanups.append(lambda: self._remove_txt(owner))
+        else:
+            token = body.chall.encode("token").encode("ascii")
+            self.challenges.add(token, body.chall.validation(self._key).encode("ascii"))
+            cleanups.append(lambda: self.challenges.discard(token))
+        self.log.info("ACME: answering {kind} for {name}", kind=kind, name=name)
+        await self._post(body.uri, {})
+        await self._poll(url, ("valid",), ("invalid", "revoked", "deactivated", "expired"))
+
+    async def _poll(self, url: str, done: Tuple[str, ...], failed: Tuple[str, ...]) -> Dict:
+        for _ in range(POLLS):
+            _, resource = await self._post(url, None)
+            status = resource.get("status")
+            if status in done:
+                return resource
+            if status in failed:
+                raise ACMEError(f"{url} is {status}: {_problems(resource)}")
+            await deferLater(self.reactor, POLL_INTERVAL, lambda: None)
+        raise ACMEError(f"{url} still not ready after {POLLS} polls")
+
+    async def _nonce(self) -> bytes:
+        if not self._nonces:
+            response = await self._http.head(self._directory["newNonce"])
+            await response.content()
+            self._take_nonce(response)
+        return self._nonces.pop()
+
+    def _take_nonce(self, response) -> None:
+        for value in response.headers.getRawHeaders(b"replay-nonce", []):
+            self._nonces.append(jose.b64decode(value))
+
+    async def _post(self, url: str, payload: Any,
+                    raw: bool = False, retried: bool = False) -> Tuple[Any, Any]:
+        """
+        POST C{payload} (an C{acme} message or a dict) to C{url}, signed
+        (C{None}: POST-as-GET); retry
+        once on a stale nonce (C{badNonce}, which RFC 8555 6.5 says to).
+        """
+        if payload is None:
+            data = b""
+        elif isinstance(payload, dict):
+            data = json.dumps(payload).encode("utf-8")
+        else:
+            data = payload.json_dumps().encode("utf-8")
+        signed = jws.JWS.sign(data, key=self._key, alg=_algorithm(self._key),
+                              nonce=await self._nonce(), url=url, kid=self._kid)
+        response = await self._http.post(
+            url, data=signed.json_dumps().encode("utf-8"),
+            headers={b"Content-Type": [b"application/jose+json"]})
+        self._take_nonce(response)
+        body = await response.content()
+        if response.code >= 400:
+            problem = _problem(body)
+            if not retried and problem.get("type") == "urn:ietf:params:acme:error:badNonce":
+                return await self._post(url, payload, raw, retried=True)
+            raise ACMEError(f"{url}: {response.code} {problem.get('type', '')} "
+                            f"{problem.get('detail', body[:200])}".strip())
+        return response, body if raw else (json.loads(body) if body else {})
+
+
+def _algorithm(key: jose.JWK) -> jose.JWASignature:
+    return jose.RS256 if isinstance(key, jose.JWKRSA) else jose.ES256
+
+
+def _problem(body: bytes) -> Dict[str, Any]:
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return {}
+    return problem if isinstance(problem, dict) else {}
+
+
+def _problems(resource: Dict[str, Any]) -> str:
+    # What went wrong, from an order's or an authorization's errors.
+    errors = [resource.get("error")] + [c.get("error") for c in resource.get("challenges", ())]
+    return "; ".join(str(e.get("detail", e)) for e in errors if e) or "no detail"
+
+
+async def _body(response, what: str) -> bytes:
+    body = await response.content()
+    if response.code != 200:
+        raise ACMEError(f"{what}: {response.code} {body[:200]!r}")
+    return body
+
+
+def _read(filename: str) -> bytes:
+    with open(filename, "rb") as f:
+        return f.read()

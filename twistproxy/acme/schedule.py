@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.test_acme -*-
+"""
+When each ACME certificate is renewed, and what happens when that fails.
+
+A L{Renewal} watches the certificate of one listener's C{tls.acme} names.
+It renews at two thirds of the certificate's lifetime (Let's Encrypt's 90
+days: after 60), plus or minus a jitter of a thirtieth of the lifetime so
+that a fleet started together does not ask the CA at the same moment; a
+stand-in (see L{twistproxy.acme.store}) is renewed at once.  Renewing is
+the C{obtain} callable's business (an order with the CA, the new files
+written); then C{installed} makes the TLS listeners read them (the
+service's certificate reload) and the next renewal is planned from the new
+certificate.
+
+A renewal that fails leaves the current certificate served, logs, keeps
+the error for the admin API and tries again after C{retry} seconds,
+doubled after each further failure up to a day (with a jitter of a
+thirtieth).  Everything runs on the injected clock, whose seconds are the
+wall clock's in a running proxy (certificate times are wall-clock times).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from cryptography import x509
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twistproxy.acme.store import is_stand_in, lifetime
+
+# The longest wait between two tries after CA errors.
+MAX_RETRY = 86400.0
+
+
+def renewal_time(cert: x509.Certificate, jitter: float) -> float:
+    """
+    When C{cert} is due for renewal, in seconds since the epoch.
+
+    @param jitter: From -1 to 1: the share of the allowed jitter (a
+        thirtieth of the lifetime) to add.
+    """
+    if is_stand_in(cert):
+        return 0.0
+    start, end = lifetime(cert)
+    span = end - start
+    return start + span * 2 / 3 + jitter * span / 30
+
+
+class Renewal:
+    """
+    The renewal of one certificate.
+
+    @ivar names: The names it is for.
+    @ivar failures: How many renewals in a row have failed.
+    @ivar last_error: What the last failure said, or C{''} since a success.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, names: Sequence[str],
+                 current: Callable[[], x509.Certificate],
+                 obtain: Callable[[], Deferred], installed: Callable[[], Any],
+                 retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1)):
+        """
+        @param current: Reads the certificate stored now.
+        @param obtain: Renews it: fires when the new files are written.
+        @param installed: Makes the listeners serve what is stored.
+        @param retry: Seconds before the first retry after a failure.
+        @param random_jitter: A number from -1 to 1 for each planned time.
+        """
+        self.clock = clock
+        self.names = tuple(names)
+        self._current = current
+        self._obtain = obtain
+        self._installed = installed
+        self._retry = retry
+        self._jitter = random_jitter
+        self.failures = 0
+        self.last_error = ""
+        self._call: Optional[IDelayedCall] = None
+        self.due = 0.0
+
+    def start(self) -> None:
+        """
+        Plan the next renewal from the stored certificate.
+        """
+        self._plan(renewal_time(self._current(), self._jitter()))
+
+    def stop(self) -> None:
+        """
+        Plan nothing more (a renewal under way still finishes).
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def status(self) -> Dict[str, Any]:
+        """
+        What the admin API and the metrics show: names, expiry (seconds
+        since the epoch) and days left, whether a stand-in is served, when
+        the next try is due, the failures in a row and the last error.
+        """
+        cert = self._current()
+        not_after = lifetime(cert)[1]
+        return {"names": list(self.names), "not_after": not_after,
+                "days_to_expiry": round((not_after - self.clock.seconds()) / 86400, 3),
+                "stand_in": is_stand_in(cert), "due": self.due, "failures": self.failures,
+                "last_error": self.last_error}
+
+    def _plan(self, when: float) -> None:
+        self.stop()
+        now = self.clock.seconds()  # once: a real clock moves between two reads
+        self.due = max(when, now)
+        self._call = self.clock.callLater(self.due - now, self.renew)
+
+    def renew(self) -> Deferred:
+        """
+        Renew now; fires (with C{None}) when it is over, well or not.
+        """
+        self.stop()
+        return maybeDeferred(self._obtain).addCallbacks(self._renewed, self._failed)
+
+    def _renewed(self, _: object) -> None:
+        self.failures, self.last_error = 0, ""
+        self._installed()
+        self.log.info("certificate for {names} renewed", names=", ".join(self.names))
+        # Not at once again, should what is stored still be due (a CA that
+        # answered with an old certificate): that would loop.
+        self._plan(max(renewal_time(self._current(), self._jitter()),
+                       self.clock.seconds() + self._retry))
+
+    def _failed(self, reason: Failure) -> None:
+        self.failures += 1
+        self.last_error = reason.getErrorMessage() or reason.type.__name__
+        wait = min(self._retry * 2 ** (self.failures - 1), MAX_RETRY)
+        wait *= 1 + self._jitter() / 30
+        self.log.failure("certificate for {names}: renewal failed ({failures} in a row), "
+                         "the current one stays; next try in {wait:.0f} s", reason,
+                         names=", ".join(self.names), failures=self.failures, wait=wait)
+        self._plan(self.clock.seconds() + wait)
