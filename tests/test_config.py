@@ -33,6 +33,7 @@ from twistproxy.config import (
     Redirect,
     Route,
     RouteMatch,
+    RouteMirror,
     RouteSplit,
     Server,
     Timeouts,
@@ -1551,6 +1552,47 @@ class RouteSplitConfigTests(_ConfigTestMixin, SynchronousTestCase):
             (self.SPLIT + "sticky = 'ip'\n", "routes[0].sticky", "'client'"),
             ("[[routes]]\nupstream = 'api'\nsticky = 'client'\n", "routes[0].sticky",
              "is for routes with a split"),
+        ]
+        for body, path, problem in cases:
+            self.assert_config_error(TWO_GROUPS + body, path, contains=problem)
+
+
+class RouteMirrorConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{mirror} table.
+    """
+
+    def test_read(self) -> None:
+        """
+        The shadow group is named; C{percent} defaults to 100 and
+        C{max_in_flight} to 10.
+        """
+        route = parse(TWO_GROUPS + "[[routes]]\nupstream = 'api'\n"
+                      "mirror = {upstream = 'static', percent = 10}\n").routes[0]
+        self.assertEqual(route.mirror, RouteMirror("static", 10, 10))
+        self.assertEqual(route.upstreams, (("upstream", "api"),
+                                           ("mirror.upstream", "static")))
+        self.assertEqual(RouteMirror("static").percent, 100)
+
+    def test_refused(self) -> None:
+        """
+        Errors name their path: an unknown shadow group, a share out of
+        1..100, a cap below 1, a mirror on a route that answers itself.
+        """
+        cases = [
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'nope'}\n",
+             "routes[0].mirror.upstream", "no upstream group named 'nope'"),
+            ("[[routes]]\nsplit = [{upstream = 'api'}]\nmirror = {upstream = 'nope'}\n",
+             "routes[0].mirror.upstream", "no upstream group named 'nope'"),
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'static', percent = 0}\n",
+             "routes[0].mirror.percent", "at least 1"),
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'static', percent = 101}\n",
+             "routes[0].mirror.percent", "at most 100"),
+            ("[[routes]]\nupstream = 'api'\n"
+             "mirror = {upstream = 'static', max_in_flight = 0}\n",
+             "routes[0].mirror.max_in_flight", "at least 1"),
+            ("[[routes]]\nrespond = {}\nmirror = {upstream = 'static'}\n",
+             "routes[0].mirror", "is for routes with an upstream"),
         ]
         for body, path, problem in cases:
             self.assert_config_error(TWO_GROUPS + body, path, contains=problem)

@@ -26,6 +26,7 @@ from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.filters.chain import Answer, build_chain, client_ip, respond
+from twistproxy.mirror import Mirror
 from twistproxy.routing import DirectAnswer, PathRewriter, Router, Splitter
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
@@ -64,22 +65,25 @@ class RouteRuntime:
     A route prepared for the hot path.
     """
 
-    __slots__ = ("route", "group", "split", "request_rules", "response_rules",
+    __slots__ = ("route", "group", "split", "mirror", "request_rules", "response_rules",
                  "preserve_host", "filters", "cache", "answer", "rewrite", "retries",
                  "response_timeout")
 
     def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
                  path: str = "route", reactor=None, cache=None,
-                 split: Optional[Splitter[UpstreamGroupRuntime]] = None):
+                 split: Optional[Splitter[UpstreamGroupRuntime]] = None,
+                 mirror: Optional[Mirror] = None):
         """
         @param split: Chooses the group of each request of a route with a
             C{split} (then C{group} is C{None}).
+        @param mirror: Copies the requests of a route with a C{mirror}.
         """
         self.route = route
         # None for a route that answers itself (a redirect, a fixed
         # response) or splits its requests.
         self.group = group
         self.split = split
+        self.mirror = mirror
         self.answer = DirectAnswer(route) if route.answers_itself else None
         self.rewrite = PathRewriter(route) if route.rewrites_path else None
         # The route's own retries, or None for its group's.
@@ -131,11 +135,21 @@ class Forwarder:
             id(r): RouteRuntime(
                 r, groups.get(r.upstream), f"routes[{i}]", reactor, cache,
                 Splitter([(groups[s.upstream], s.weight) for s in r.split], r.sticky,
-                         client_ip, rng) if r.split else None)
+                         client_ip, rng) if r.split else None,
+                Mirror(r.mirror, groups[r.mirror.upstream], self._head, rng)
+                if r.mirror is not None else None)
             for i, r in enumerate(routes)
         }
         self.groups = groups
         self._via = via.encode("ascii")
+
+    @property
+    def mirrors(self) -> Mapping[str, Mirror]:
+        """
+        The mirrors of the routes that have one, by route name.
+        """
+        return {rt.route.name: rt.mirror for rt in self._routes.values()
+                if rt.mirror is not None}
 
     def forward(self, x: Exchange) -> None:
         """
@@ -213,12 +227,14 @@ class Forwarder:
         x.forwarder = self
         group.in_flight += 1
         self._send(x, backend)
+        if rt.mirror is not None:
+            rt.mirror.copy(x)
 
     def _send(self, x: Exchange, backend: Backend) -> None:
         x.backend = backend
         backend.in_flight += 1
         backend.requests += 1
-        rt, group = x.route, x.group
+        group = x.group
         if group.config.sticky is not None:
             # Pin the client to whichever backend serves it, also after a
             # retry moved it; no cookie when it already names that one.
@@ -226,9 +242,15 @@ class Forwarder:
                 None if backend is x.pinned
                 else [(b"Set-Cookie", group.sticky_cookie(backend))]
             )
+        x.head = self._head(x, group, backend)
+        group.pools[backend].submit(x)
+
+    def _head(self, x: Exchange, group: UpstreamGroupRuntime, backend: Backend) -> bytes:
+        # The head that backend, of group, gets for x.
         req = x.request
+        rt = x.route
         downstream = x.downstream
-        x.head = H.request_head(
+        return H.request_head(
             req,
             host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
             client_address=x.client_address,
@@ -239,7 +261,6 @@ class Forwarder:
             identity=downstream.identity,
             target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
         )
-        group.pools[backend].submit(x)
 
     def failed(self, x: Exchange, status: int, reason: str) -> None:
         """

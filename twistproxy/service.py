@@ -213,6 +213,9 @@ class ProxyService(MultiService):
             "groups": [g.status() for g in self.forwarder.groups.values()]}
         if self.cache is not None:
             status["cache"] = dict(self.cache.counts)
+        mirrors = self.forwarder.mirrors
+        if mirrors:
+            status["mirrors"] = {name: m.status() for name, m in mirrors.items()}
         return status
 
     def _stream_figures(self) -> List[Dict[str, Any]]:

@@ -34,7 +34,7 @@ from twistproxy.config.values import (
     DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord, DNSZone,
     FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener, ListenerTLS,
     Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver, Route,
-    RouteCache, RouteMatch, RouteSplit, Server, Shutdown, SNIRoute, Sticky, Timeouts,
+    RouteCache, RouteMatch, RouteMirror, RouteSplit, Server, Shutdown, SNIRoute, Sticky, Timeouts,
     UpstreamGroup, UpstreamTLS, header_rules,
 )
 
@@ -43,7 +43,7 @@ __all__ = [
     "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding", "HeaderRules",
     "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator", "Outlier",
     "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache", "RouteMatch",
-    "RouteSplit", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup",
+    "RouteMirror", "RouteSplit", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup",
     "UpstreamTLS",
     "describe_value", "did_you_mean", "header_rules", "is_label", "is_token", "key_path",
     "load", "parse", "quick_config", "server", "workers_count",

@@ -612,6 +612,24 @@ class RouteSplit:
     weight: int = setting(1, check=integer(0))
 
 
+@dataclass(frozen=True)
+class RouteMirror:
+    """
+    A route's mirror (see docs/routing.rst): a copy of a share of its
+    requests goes to a shadow group, whose answers are dropped.
+
+    @ivar upstream: Name of the shadow L{UpstreamGroup}.
+    @ivar percent: The share of requests copied, 1 to 100.
+    @ivar max_in_flight: At most this many copies under way at once; more
+        are dropped (and counted).
+    """
+
+    upstream: str = setting(check=nonempty, required="is required (the name of the shadow "
+                                                      "group)")
+    percent: int = setting(100, check=integer(1, 100))
+    max_in_flight: int = setting(10, check=integer(1))
+
+
 def _split_key(value: object, path: str) -> str:
     # 'cookie:NAME', 'header:NAME' or 'client'.
     text = _string(value, path)
@@ -667,6 +685,7 @@ class Route:
         A route with either has no C{upstream} (C{''}).
     @ivar split: The L{RouteSplit}s among which the route shares its
         requests by weight, instead of one C{upstream} (C{''}); or C{()}.
+    @ivar mirror: The route's L{RouteMirror}, or C{None}.
     @ivar sticky: What keeps a client on one side of the split:
         C{'cookie:NAME'}, C{'header:NAME'} or C{'client'} (its address), or
         C{''} for a weighted random choice per request.
@@ -699,6 +718,7 @@ class Route:
     respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
     split: Tuple[RouteSplit, ...] = setting((), check=sections(RouteSplit, "is empty"))
     sticky: str = setting("", check=_split_key)
+    mirror: Optional[RouteMirror] = setting(None, check=section(RouteMirror))
 
     @property
     def has_conditions(self) -> bool:
@@ -715,12 +735,13 @@ class Route:
         """
         The groups the route sends requests to, each as C{(key, name)}, the
         key being where the file names it (C{'upstream'},
-        C{'split[1].upstream'}).
+        C{'split[1].upstream'}, C{'mirror.upstream'}).
         """
+        mirror = (("mirror.upstream", self.mirror.upstream),) if self.mirror else ()
         if self.split:
             return tuple((f"split[{i}].upstream", side.upstream)
-                         for i, side in enumerate(self.split))
-        return () if self.answers_itself else (("upstream", self.upstream),)
+                         for i, side in enumerate(self.split)) + mirror
+        return () if self.answers_itself else (("upstream", self.upstream),) + mirror
 
     @property
     def answers_itself(self) -> bool:
@@ -756,7 +777,7 @@ def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
         _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
                   key_path(key_path(path, "redirect"), "to"), "path_regex")
     rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "retries",
-                            "response_timeout") if k in table]
+                            "response_timeout", "mirror") if k in table]
     if rewrites and route.answers_itself:
         raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
     if route.rewrite is not None:
