@@ -646,7 +646,8 @@ class Route:
     the first that matches wins; a route with no C{hosts}, no C{path_prefix},
     no C{methods} and no other condition matches everything (the default
     route), so it may only be the last one.  A route sends requests to its
-    C{upstream} or answers them itself (C{redirect}, C{respond}).
+    C{upstream}, or shares them among the groups of its C{split}, or
+    answers them itself (C{redirect}, C{respond}).
 
     @ivar hosts: Exact host names (C{'example.com'}) or wildcards
         (C{'*.example.com'}, which matches C{'a.example.com'} and
