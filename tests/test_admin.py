@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
@@ -20,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistproxy import __version__
 from twistproxy.admin import AdminResource, admin_site
 from twistproxy.config import (
-    AccessLog, Admin, ConfigError, Listener, ProxyConfig, Route, UpstreamGroup, load, server,
+    AccessLog, Admin, ConfigError, Listener, ProxyConfig, Route, RouteSplit, UpstreamGroup, load,
+    server,
 )
 from twistproxy.metrics import ProxyMetrics
 
@@ -121,6 +123,19 @@ class EndpointTests(AdminTestCase):
             {"name": "api", "hosts": ["api.example.com"], "path_prefix": "/v1/",
              "methods": ["GET"], "upstream": "app"},
             {"name": None, "hosts": [], "path_prefix": "/", "methods": [], "upstream": "app"},
+        ])
+
+    def test_status_split_route(self):
+        """
+        A route that splits its requests shows its sides and their weights
+        (as the configuration now loaded has them).
+        """
+        self.service.config = replace(self.service.config, routes=(
+            Route(split=(RouteSplit("app", 95), RouteSplit("canary", 5)), sticky="client"),))
+        _, body = self.json("GET", "/status")
+        self.assertEqual(body["routes"], [
+            {"name": None, "hosts": [], "path_prefix": "/", "methods": [], "upstream": "",
+             "split": [{"upstream": "app", "weight": 95}, {"upstream": "canary", "weight": 5}]},
         ])
 
     def test_status_bound_address(self):

@@ -33,6 +33,8 @@ from twistproxy.config import (
     Redirect,
     Route,
     RouteMatch,
+    RouteMirror,
+    RouteSplit,
     Server,
     Timeouts,
     UpstreamGroup,
@@ -982,7 +984,8 @@ upstream = "api"
         self.assert_config_error(
             MINIMAL + "[[routes]]\npath_prefix = '/a'\nupstream = 'api'\n[[routes]]\nname = 'x'\n",
             "routes[1].upstream",
-            "is required (the name of an upstream group, or a redirect or respond table)",
+            "is required (the name of an upstream group, a split, or a redirect or respond "
+            "table)",
         )
 
     def test_upstream_unknown(self) -> None:
@@ -1410,10 +1413,11 @@ class DirectAnswerConfigTests(_ConfigTestMixin, SynchronousTestCase):
 
     def test_one_destination(self) -> None:
         """
-        A route takes one of upstream, redirect and respond.
+        A route takes one of upstream, split, redirect and respond.
         """
         self.answer_error("upstream = 'api'\nrespond = {}\n", "routes[0]",
-                          "takes one of upstream, redirect and respond (got upstream and respond)")
+                          "takes one of upstream, split, redirect and respond "
+                          "(got upstream and respond)")
 
     def test_redirect_checks(self) -> None:
         """
@@ -1502,6 +1506,96 @@ class RouteOverrideConfigTests(_ConfigTestMixin, SynchronousTestCase):
         self.assert_config_error(
             MINIMAL + "[[routes]]\nrespond = {}\nretries = 1\n", "routes[0].retries",
             "is for routes with an upstream")
+
+
+class RouteSplitConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{split} among groups and its C{sticky} key.
+    """
+
+    SPLIT = ("[[routes]]\nsplit = [{upstream = 'api', weight = 95}, "
+             "{upstream = 'static', weight = 5}]\n")
+
+    def test_read(self) -> None:
+        """
+        The sides are read in order, weights default to 1, and C{sticky}
+        takes a cookie, a header (lower-cased) or the client.
+        """
+        route = parse(TWO_GROUPS + self.SPLIT + "sticky = 'header:X-User'\n").routes[0]
+        self.assertEqual(route.split, (RouteSplit("api", 95), RouteSplit("static", 5)))
+        self.assertEqual((route.upstream, route.sticky), ("", "header:x-user"))
+        self.assertEqual(route.upstreams, (("split[0].upstream", "api"),
+                                           ("split[1].upstream", "static")))
+        route = parse(TWO_GROUPS + "[[routes]]\nsplit = [{upstream = 'api'}]\n"
+                      "sticky = 'client'\n").routes[0]
+        self.assertEqual((route.split[0].weight, route.sticky), (1, "client"))
+
+    def test_refused(self) -> None:
+        """
+        Errors name their path: a side's unknown group or bad weight, a
+        split with an upstream too, no weight above 0, an empty split, a
+        bad C{sticky} or one without a split.
+        """
+        cases = [
+            ("[[routes]]\nsplit = [{upstream = 'api'}, {upstream = 'nope'}]\n",
+             "routes[0].split[1].upstream", "no upstream group named 'nope'"),
+            ("[[routes]]\nsplit = [{upstream = 'api', weight = -1}]\n",
+             "routes[0].split[0].weight", "at least 0"),
+            ("[[routes]]\nsplit = [{weight = 2}]\n", "routes[0].split[0].upstream",
+             "is required"),
+            (self.SPLIT + "upstream = 'api'\n", "routes[0]",
+             "takes one of upstream, split, redirect and respond (got upstream and split)"),
+            ("[[routes]]\nsplit = [{upstream = 'api', weight = 0}]\n", "routes[0].split",
+             "needs a side with a weight above 0"),
+            ("[[routes]]\nsplit = []\n", "routes[0].split", "is empty"),
+            (self.SPLIT + "sticky = 'cookie:'\n", "routes[0].sticky", "'cookie:NAME'"),
+            (self.SPLIT + "sticky = 'ip'\n", "routes[0].sticky", "'client'"),
+            ("[[routes]]\nupstream = 'api'\nsticky = 'client'\n", "routes[0].sticky",
+             "is for routes with a split"),
+        ]
+        for body, path, problem in cases:
+            self.assert_config_error(TWO_GROUPS + body, path, contains=problem)
+
+
+class RouteMirrorConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{mirror} table.
+    """
+
+    def test_read(self) -> None:
+        """
+        The shadow group is named; C{percent} defaults to 100 and
+        C{max_in_flight} to 10.
+        """
+        route = parse(TWO_GROUPS + "[[routes]]\nupstream = 'api'\n"
+                      "mirror = {upstream = 'static', percent = 10}\n").routes[0]
+        self.assertEqual(route.mirror, RouteMirror("static", 10, 10))
+        self.assertEqual(route.upstreams, (("upstream", "api"),
+                                           ("mirror.upstream", "static")))
+        self.assertEqual(RouteMirror("static").percent, 100)
+
+    def test_refused(self) -> None:
+        """
+        Errors name their path: an unknown shadow group, a share out of
+        1..100, a cap below 1, a mirror on a route that answers itself.
+        """
+        cases = [
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'nope'}\n",
+             "routes[0].mirror.upstream", "no upstream group named 'nope'"),
+            ("[[routes]]\nsplit = [{upstream = 'api'}]\nmirror = {upstream = 'nope'}\n",
+             "routes[0].mirror.upstream", "no upstream group named 'nope'"),
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'static', percent = 0}\n",
+             "routes[0].mirror.percent", "at least 1"),
+            ("[[routes]]\nupstream = 'api'\nmirror = {upstream = 'static', percent = 101}\n",
+             "routes[0].mirror.percent", "at most 100"),
+            ("[[routes]]\nupstream = 'api'\n"
+             "mirror = {upstream = 'static', max_in_flight = 0}\n",
+             "routes[0].mirror.max_in_flight", "at least 1"),
+            ("[[routes]]\nrespond = {}\nmirror = {upstream = 'static'}\n",
+             "routes[0].mirror", "is for routes with an upstream"),
+        ]
+        for body, path, problem in cases:
+            self.assert_config_error(TWO_GROUPS + body, path, contains=problem)
 
 
 class TimeoutsTests(_ConfigTestMixin, SynchronousTestCase):

@@ -59,6 +59,18 @@ class CheckTests(SynchronousTestCase):
         self.assertEqual(code, 1)
         self.assertIn("upstreams.app.balancer: unknown balancer 'nope'", err)
 
+    def test_split_unknown_group(self):
+        """
+        A route's split naming a group that does not exist is reported at
+        the side's path.
+        """
+        path = self.write(proxy_toml() + "[[routes]]\nsplit = [{upstream = 'app', weight = 9}, "
+                                         "{upstream = 'canary', weight = 1}]\n")
+        code, out, err = self.run_main("check", path)
+        self.assertEqual(code, 1)
+        self.assertIn(f"{path}: routes[0].split[1].upstream: no upstream group named "
+                      f"'canary'", err)
+
     def test_bad_endpoint(self):
         """
         An endpoint string Twisted cannot parse is reported at its path.

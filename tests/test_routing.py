@@ -7,14 +7,17 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 import io
+import random
+from collections import Counter
 from typing import Dict, Optional, Sequence
 
 from twistproxy.accesslog import AccessLogWriter
 from twistproxy.config import (
     FixedResponse, Forwarding, HeaderRules, Listener, PathRewrite, ProxyConfig, Redirect, Route,
-    RouteMatch, Server, UpstreamGroup,
+    RouteMatch, RouteSplit, Server, UpstreamGroup,
 )
-from twistproxy.routing import DirectAnswer, PathRewriter, Router
+from twistproxy import build
+from twistproxy.routing import DirectAnswer, PathRewriter, Router, Splitter
 from twistproxy.testing import MemoryProxy
 
 from tests.filter_support import field, request, status
@@ -595,3 +598,101 @@ class RouteOverrideTests(SynchronousTestCase):
         proxy.reactor.advance(0.2)
         self.assertTrue(client.received().startswith(b"HTTP/1.1 504"))
         self.assertEqual(proxy.exchanges[-1].reason, "upstream_timeout")
+
+
+class SplitterTests(SynchronousTestCase):
+    """
+    A split route shares its requests among its sides by weight, keeping
+    each stickiness key on one side.
+    """
+
+    def shares(self, splitter: Splitter[str], requests: Sequence[FakeRequest]) -> Dict[str, float]:
+        counts = Counter(splitter.choose(x) for x in requests)
+        return {side: n / len(requests) for side, n in counts.items()}
+
+    def test_keys_spread_by_weight(self) -> None:
+        """
+        Over 10,000 distinct keys (cookie, header or client address), each
+        side's share is within one per cent of its weight's.
+        """
+        for sticky, make in (
+                ("cookie:user", lambda i: FakeRequest(cookies={"user": f"u{i}"})),
+                ("header:x-user", lambda i: FakeRequest(headers={"X-User": f"u{i}"})),
+                ("client", lambda i: FakeRequest(client_address=f"10.{i >> 8}.{i & 255}.1"))):
+            splitter = Splitter([("stable", 95), ("canary", 5)], sticky)
+            shares = self.shares(splitter, [make(i) for i in range(10000)])
+            self.assertLessEqual(abs(shares["stable"] - 0.95), 0.01, msg=sticky)
+            self.assertLessEqual(abs(shares["canary"] - 0.05), 0.01, msg=sticky)
+
+    def test_sticky(self) -> None:
+        """
+        The same key lands on the same side every time, in every splitter
+        with the same weights (another process, a reload): it is a hash of
+        the key, not a draw.
+        """
+        requests = [FakeRequest(cookies={"user": f"u{i}"}) for i in range(200)]
+        first = [Splitter([("a", 50), ("b", 50)], "cookie:user").choose(x) for x in requests]
+        again = Splitter([("a", 50), ("b", 50)], "cookie:user", rng=random.Random(1))
+        for _ in range(3):
+            self.assertEqual([again.choose(x) for x in requests], first)
+        self.assertEqual(set(first), {"a", "b"})
+
+    def test_no_key_weighted_random(self) -> None:
+        """
+        A request without the key (or a route without C{sticky}) goes to a
+        side drawn by weight from the injected random source; a side of
+        weight 0 gets nothing.
+        """
+        splitter = Splitter([("a", 3), ("off", 0), ("b", 1)], "cookie:user",
+                            rng=random.Random(7))
+        shares = self.shares(splitter, [FakeRequest()] * 10000)
+        self.assertLessEqual(abs(shares["a"] - 0.75), 0.02)
+        self.assertLessEqual(abs(shares["b"] - 0.25), 0.02)
+        self.assertNotIn("off", shares)
+        plain = Splitter([("a", 1), ("b", 1)], rng=random.Random(7))
+        same = Splitter([("a", 1), ("b", 1)], rng=random.Random(7))
+        requests = [FakeRequest(cookies={"user": "u1"})] * 50
+        self.assertEqual([plain.choose(x) for x in requests],
+                         [same.choose(x) for x in requests])
+        self.assertEqual(len(set(plain.choose(x) for x in requests)), 2)
+
+
+def _split_config(stable: int, canary: int) -> ProxyConfig:
+    # Groups stable (port 8001) and canary (8002), one route split by the
+    # cookie 'user'.
+    return ProxyConfig(
+        listeners=(Listener("main", "tcp:8080"),),
+        upstreams={name: UpstreamGroup(name, (
+            Server(f"http://127.0.0.1:{port}", "http", "127.0.0.1", port),))
+            for name, port in (("stable", 8001), ("canary", 8002))},
+        routes=(Route(split=(RouteSplit("stable", stable), RouteSplit("canary", canary)),
+                      sticky="cookie:user"),),
+    )
+
+
+class ProxySplitTests(SynchronousTestCase):
+    """
+    The proxy sends each request of a split route to the group its split
+    chooses.
+    """
+
+    def test_by_weight_and_reload(self) -> None:
+        """
+        A route weighted all to one side sends there; new weights (a reload)
+        apply to the next request, while the one in flight finishes on its
+        side, answered as usual.
+        """
+        proxy = MemoryProxy(_split_config(100, 0))
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: user=u1\r\n\r\n"
+        peer = proxy.connect_client()
+        peer.send(head)
+        self.assertEqual(proxy.backend_attempts(), [("127.0.0.1", 8001)])
+        in_flight = proxy.accept_backend()
+        new = _split_config(0, 100)
+        _, forwarder = build.pipeline(new, proxy.reactor)
+        proxy.factory.configure(new, forwarder)
+        in_flight.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(status(peer.received()), 200)
+        got, _ = request(proxy, head)
+        self.assertEqual(status(got), 200)
+        self.assertEqual(proxy.reactor.tcpClients[-1][:2], ("127.0.0.1", 8002))

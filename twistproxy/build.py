@@ -127,12 +127,10 @@ def pipeline(config: ProxyConfig, reactor,
     except ConfigError as e:
         raise _located(config, e) from None
     for i, route in enumerate(config.routes):
-        if not route.answers_itself and route.upstream not in groups:
-            raise ConfigError(
-                f"routes[{i}].upstream",
-                f"no upstream group named {route.upstream!r}",
-                config.source,
-            )
+        for key, name in route.upstreams:
+            if name not in groups:
+                raise ConfigError(f"routes[{i}].{key}", f"no upstream group named {name!r}",
+                                  config.source)
     try:
         return locator, Forwarder(config.routes, groups, config.forwarding.via, reactor, cache)
     except ConfigError as e:

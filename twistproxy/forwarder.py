@@ -3,10 +3,11 @@
 The pipeline between the two codecs: route, pick, rewrite, send.
 
 For each request the downstream protocol parsed, the L{Forwarder} finds the
-route, asks the route's upstream group's balancer for a backend, builds the
-head the backend will receive, and submits the exchange to that backend's
-connection pool.  It answers 404 itself when no route matches and 503 when
-the balancer has no backend to offer.
+route, asks the route's upstream group's balancer (for a split route, the
+group its split chooses) for a backend, builds the head the backend will
+receive, and submits the exchange to that backend's connection pool.  It
+answers 404 itself when no route matches and 503 when the balancer has no
+backend to offer.
 
 It sits above what it joins: the codecs and the proxy's own answers
 (L{twistproxy.http}), the filters, the cache, the router and the upstream
@@ -25,7 +26,8 @@ from twistproxy.config import ConfigError, Route
 from twistproxy.http import headers as H
 from twistproxy.http.exchange import Exchange
 from twistproxy.filters.chain import Answer, build_chain, client_ip, respond
-from twistproxy.routing import DirectAnswer, PathRewriter, Router
+from twistproxy.mirror import Mirror
+from twistproxy.routing import DirectAnswer, PathRewriter, Router, Splitter
 from twistproxy.upstream.backend import Backend
 from twistproxy.upstream.group import UpstreamGroupRuntime
 
@@ -63,14 +65,25 @@ class RouteRuntime:
     A route prepared for the hot path.
     """
 
-    __slots__ = ("route", "group", "request_rules", "response_rules", "preserve_host",
-                 "filters", "cache", "answer", "rewrite", "retries", "response_timeout")
+    __slots__ = ("route", "group", "split", "mirror", "request_rules", "response_rules",
+                 "preserve_host", "filters", "cache", "answer", "rewrite", "retries",
+                 "response_timeout")
 
     def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
-                 path: str = "route", reactor=None, cache=None):
+                 path: str = "route", reactor=None, cache=None,
+                 split: Optional[Splitter[UpstreamGroupRuntime]] = None,
+                 mirror: Optional[Mirror] = None):
+        """
+        @param split: Chooses the group of each request of a route with a
+            C{split} (then C{group} is C{None}).
+        @param mirror: Copies the requests of a route with a C{mirror}.
+        """
         self.route = route
-        # None for a route that answers itself (a redirect, a fixed response).
+        # None for a route that answers itself (a redirect, a fixed
+        # response) or splits its requests.
         self.group = group
+        self.split = split
+        self.mirror = mirror
         self.answer = DirectAnswer(route) if route.answers_itself else None
         self.rewrite = PathRewriter(route) if route.rewrites_path else None
         # The route's own retries, or None for its group's.
@@ -108,19 +121,35 @@ class Forwarder:
         via: str = "twistproxy",
         reactor=None,
         cache=None,
+        rng=None,
     ):
         """
         @param reactor: The clock and network of the routes' filters.
         @param cache: The shared L{twistproxy.cache.runtime.HTTPCache}
             that routes with a C{cache} table use, or C{None}.
+        @param rng: The C{random.Random} of split routes' choices for
+            requests without a stickiness key (C{None}: a fresh one).
         """
         self._router = Router(routes, client_ip)
         self._routes = {
-            id(r): RouteRuntime(r, groups.get(r.upstream), f"routes[{i}]", reactor, cache)
+            id(r): RouteRuntime(
+                r, groups.get(r.upstream), f"routes[{i}]", reactor, cache,
+                Splitter([(groups[s.upstream], s.weight) for s in r.split], r.sticky,
+                         client_ip, rng) if r.split else None,
+                Mirror(r.mirror, groups[r.mirror.upstream], self._head, rng)
+                if r.mirror is not None else None)
             for i, r in enumerate(routes)
         }
         self.groups = groups
         self._via = via.encode("ascii")
+
+    @property
+    def mirrors(self) -> Mapping[str, Mirror]:
+        """
+        The mirrors of the routes that have one, by route name.
+        """
+        return {rt.route.name: rt.mirror for rt in self._routes.values()
+                if rt.mirror is not None}
 
     def forward(self, x: Exchange) -> None:
         """
@@ -180,7 +209,8 @@ class Forwarder:
             respond(x, Answer(*answer.make(x.host, x.request.path.decode("ascii"), x.path),
                               reason=answer.reason))
             return
-        group = x.route.group
+        rt = x.route
+        group = rt.group if rt.split is None else rt.split.choose(x)
         if not group.admit():
             x.sink.upstream_failed(x, 503, "group_overloaded")
             return
@@ -197,24 +227,32 @@ class Forwarder:
         x.forwarder = self
         group.in_flight += 1
         self._send(x, backend)
+        if rt.mirror is not None:
+            rt.mirror.copy(x)
 
     def _send(self, x: Exchange, backend: Backend) -> None:
         x.backend = backend
         backend.in_flight += 1
         backend.requests += 1
-        rt = x.route
-        if rt.group.config.sticky is not None:
+        group = x.group
+        if group.config.sticky is not None:
             # Pin the client to whichever backend serves it, also after a
             # retry moved it; no cookie when it already names that one.
             x.response_fields = (
                 None if backend is x.pinned
-                else [(b"Set-Cookie", rt.group.sticky_cookie(backend))]
+                else [(b"Set-Cookie", group.sticky_cookie(backend))]
             )
+        x.head = self._head(x, group, backend)
+        group.pools[backend].submit(x)
+
+    def _head(self, x: Exchange, group: UpstreamGroupRuntime, backend: Backend) -> bytes:
+        # The head that backend, of group, gets for x.
         req = x.request
+        rt = x.route
         downstream = x.downstream
-        x.head = H.request_head(
+        return H.request_head(
             req,
-            host=req.host if rt.preserve_host and req.host else rt.group.host_headers[backend],
+            host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
             client_address=x.client_address,
             trusted=downstream.trusted,
             proto=downstream.proto,
@@ -223,7 +261,6 @@ class Forwarder:
             identity=downstream.identity,
             target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
         )
-        rt.group.pools[backend].submit(x)
 
     def failed(self, x: Exchange, status: int, reason: str) -> None:
         """

@@ -28,9 +28,10 @@ hold:
     or containing a match of a regular expression) and the client's
     network (the address derived through the listener's trusted proxies).
 
-A route sends the request to its upstream group, with the path rewritten by
-a L{PathRewriter} when it asks, or answers it itself (a L{DirectAnswer}: a
-redirect or a fixed response).
+A route sends the request to its upstream group, or to one of several by
+weight (a L{Splitter}), with the path rewritten by a L{PathRewriter} when it
+asks, or answers it itself (a L{DirectAnswer}: a redirect or a fixed
+response).
 
 The router runs for every request, so each route is compiled once into sets,
 suffix tuples and compiled regular expressions, and a match is a short loop
@@ -41,10 +42,14 @@ Twisted.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import ipaddress
+import random
 import re
 from typing import (
-    Any, Callable, Dict, FrozenSet, List, Match, Optional, Pattern, Sequence, Tuple,
+    Any, Callable, Dict, FrozenSet, Generic, List, Match, Optional, Pattern, Sequence, Tuple,
+    TypeVar,
 )
 from urllib.parse import parse_qsl
 
@@ -332,3 +337,62 @@ class PathRewriter:
         if self._add:
             text = self._add.rstrip("/") + text
         return (text + _query(target.decode("ascii"))).encode("ascii")
+
+
+_Side = TypeVar("_Side")
+
+
+def _sticky_key(sticky: str, client: Callable[[Any], str]) -> Callable[[Any], Optional[str]]:
+    # What gives a request's stickiness key (None: it has none).
+    if sticky == "client":
+        return client
+    kind, _, name = sticky.partition(":")
+    if kind == "cookie":
+        return lambda x: _cookie(x, name)
+    return lambda x: _header(x, name)
+
+
+class Splitter(Generic[_Side]):
+    """
+    Chooses the side of a route's weighted split for each request.
+
+    A request with a stickiness key (the route's C{sticky}: a cookie, a
+    header field, the client's address) goes to the side its key hashes
+    to, the same for the same key and weights in every process; one
+    without goes to a side drawn at random by weight.
+    """
+
+    __slots__ = ("_sides", "_bounds", "_total", "_key", "_random")
+
+    def __init__(self, sides: Sequence[Tuple[_Side, int]], sticky: str = "",
+                 client: Callable[[Any], str] = _peer,
+                 rng: Optional[random.Random] = None) -> None:
+        """
+        @param sides: C{(side, weight)} pairs, at least one weight above 0.
+        @param sticky: The route's C{sticky} (C{''}: none).
+        @param client: Gives a request's client address, for C{'client'}.
+        @param rng: The random choice of requests without a key.
+        """
+        self._sides = tuple(side for side, weight in sides if weight > 0)
+        bounds = []
+        total = 0
+        for _, weight in sides:
+            if weight > 0:
+                total += weight
+                bounds.append(total)
+        self._bounds = tuple(bounds)
+        self._total = total
+        self._key = _sticky_key(sticky, client) if sticky else None
+        self._random = rng if rng is not None else random.Random()
+
+    def choose(self, x: Any) -> _Side:
+        """
+        The side of request C{x}.
+        """
+        key = self._key(x) if self._key is not None else None
+        if key is None:
+            point = self._random.randrange(self._total)
+        else:
+            digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8)
+            point = int.from_bytes(digest.digest(), "big") % self._total
+        return self._sides[bisect.bisect_right(self._bounds, point)]

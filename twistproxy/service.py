@@ -222,6 +222,9 @@ class ProxyService(MultiService):
             status["cache"] = dict(self.cache.counts)
         if self.renewals:
             status["acme"] = [renewal.status() for renewal in self.renewals]
+        mirrors = self.forwarder.mirrors
+        if mirrors:
+            status["mirrors"] = {name: m.status() for name, m in mirrors.items()}
         return status
 
     def _stream_figures(self) -> List[Dict[str, Any]]:

@@ -287,6 +287,8 @@ class AdminResource(Resource):
                     "path_prefix": route.path_prefix,
                     "methods": list(route.methods),
                     "upstream": route.upstream,
+                    **({"split": [{"upstream": side.upstream, "weight": side.weight}
+                                  for side in route.split]} if route.split else {}),
                 }
                 for route in config.routes
             ],

@@ -34,8 +34,8 @@ from twistproxy.config.values import (
     ACME, DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord,
     DNSZone, FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener,
     ListenerTLS, Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver,
-    Route, RouteCache, RouteMatch, Server, Shutdown, SNIRoute, Sticky, Timeouts,
-    UpstreamGroup, UpstreamTLS, header_rules,
+    Route, RouteCache, RouteMatch, RouteMirror, RouteSplit, Server, Shutdown, SNIRoute,
+    Sticky, Timeouts, UpstreamGroup, UpstreamTLS, header_rules,
 )
 
 __all__ = [
@@ -43,7 +43,8 @@ __all__ = [
     "DNSZone", "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding",
     "HeaderRules", "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator",
     "Outlier", "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache",
-    "RouteMatch", "SNIRoute", "Server", "Shutdown", "Sticky", "Timeouts", "UpstreamGroup",
-    "UpstreamTLS", "describe_value", "did_you_mean", "header_rules", "is_label", "is_token",
-    "key_path", "load", "parse", "quick_config", "server", "workers_count",
+    "RouteMatch", "RouteMirror", "RouteSplit", "SNIRoute", "Server", "Shutdown", "Sticky",
+    "Timeouts", "UpstreamGroup", "UpstreamTLS", "describe_value", "did_you_mean",
+    "header_rules", "is_label", "is_token", "key_path", "load", "parse", "quick_config",
+    "server", "workers_count",
 ]

@@ -136,12 +136,10 @@ def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
 
 def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGroup]) -> Route:
     route = build(Route, value, path)
-    if not route.answers_itself and route.upstream not in groups:
-        raise ConfigError(
-            _key(path, "upstream"),
-            f"no upstream group named {route.upstream!r} (defined: "
-            f"{', '.join(sorted(groups))})",
-        )
+    for key, name in route.upstreams:
+        if name not in groups:
+            raise ConfigError(f"{path}.{key}", f"no upstream group named {name!r} (defined: "
+                                               f"{', '.join(sorted(groups))})")
     if not route.name:
         route = replace(route, name=_index("routes", index))
     return route

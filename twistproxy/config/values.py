@@ -598,13 +598,56 @@ class PathRewrite:
 
 
 @dataclass(frozen=True)
+class RouteSplit:
+    """
+    One side of a route's weighted split (see docs/routing.rst).
+
+    @ivar upstream: Name of the L{UpstreamGroup}.
+    @ivar weight: Its share of the route's requests, relative to the other
+        sides' (0: none, e.g. a canary switched off).
+    """
+
+    upstream: str = setting(check=nonempty, required="is required (the name of an upstream "
+                                                      "group)")
+    weight: int = setting(1, check=integer(0))
+
+
+@dataclass(frozen=True)
+class RouteMirror:
+    """
+    A route's mirror (see docs/routing.rst): a copy of a share of its
+    requests goes to a shadow group, whose answers are dropped.
+
+    @ivar upstream: Name of the shadow L{UpstreamGroup}.
+    @ivar percent: The share of requests copied, 1 to 100.
+    @ivar max_in_flight: At most this many copies under way at once; more
+        are dropped (and counted).
+    """
+
+    upstream: str = setting(check=nonempty, required="is required (the name of the shadow "
+                                                      "group)")
+    percent: int = setting(100, check=integer(1, 100))
+    max_in_flight: int = setting(10, check=integer(1))
+
+
+def _split_key(value: object, path: str) -> str:
+    # 'cookie:NAME', 'header:NAME' or 'client'.
+    text = _string(value, path)
+    kind, colon, name = text.partition(":")
+    if text == "client" or (kind in ("cookie", "header") and colon and name):
+        return text.lower() if kind == "header" else text
+    raise ConfigError(path, f"must be 'cookie:NAME', 'header:NAME' or 'client' (got {text!r})")
+
+
+@dataclass(frozen=True)
 class Route:
     """
     Which requests go to which upstream group.  Routes are tried in order and
     the first that matches wins; a route with no C{hosts}, no C{path_prefix},
     no C{methods} and no other condition matches everything (the default
     route), so it may only be the last one.  A route sends requests to its
-    C{upstream} or answers them itself (C{redirect}, C{respond}).
+    C{upstream}, or shares them among the groups of its C{split}, or
+    answers them itself (C{redirect}, C{respond}).
 
     @ivar hosts: Exact host names (C{'example.com'}) or wildcards
         (C{'*.example.com'}, which matches C{'a.example.com'} and
@@ -641,6 +684,12 @@ class Route:
     @ivar redirect: The L{Redirect} the route answers with, or C{None}.
     @ivar respond: The L{FixedResponse} the route answers with, or C{None}.
         A route with either has no C{upstream} (C{''}).
+    @ivar split: The L{RouteSplit}s among which the route shares its
+        requests by weight, instead of one C{upstream} (C{''}); or C{()}.
+    @ivar mirror: The route's L{RouteMirror}, or C{None}.
+    @ivar sticky: What keeps a client on one side of the split:
+        C{'cookie:NAME'}, C{'header:NAME'} or C{'client'} (its address), or
+        C{''} for a weighted random choice per request.
     """
 
     upstream: str = setting("", check=_string)
@@ -668,6 +717,9 @@ class Route:
     response_timeout: Optional[float] = setting(None, check=seconds())
     redirect: Optional[Redirect] = setting(None, check=section(Redirect))
     respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
+    split: Tuple[RouteSplit, ...] = setting((), check=sections(RouteSplit, "is empty"))
+    sticky: str = setting("", check=_split_key)
+    mirror: Optional[RouteMirror] = setting(None, check=section(RouteMirror))
 
     @property
     def has_conditions(self) -> bool:
@@ -678,6 +730,19 @@ class Route:
         return bool(self.path_exact or self.path_regex or self.host_regex or self.headers
                     or self.query or self.cookies or self.networks)
 
+
+    @property
+    def upstreams(self) -> Tuple[Tuple[str, str], ...]:
+        """
+        The groups the route sends requests to, each as C{(key, name)}, the
+        key being where the file names it (C{'upstream'},
+        C{'split[1].upstream'}, C{'mirror.upstream'}).
+        """
+        mirror = (("mirror.upstream", self.mirror.upstream),) if self.mirror else ()
+        if self.split:
+            return tuple((f"split[{i}].upstream", side.upstream)
+                         for i, side in enumerate(self.split)) + mirror
+        return () if self.answers_itself else (("upstream", self.upstream),) + mirror
 
     @property
     def answers_itself(self) -> bool:
@@ -697,18 +762,23 @@ class Route:
 
 @rule(Route)
 def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
-    given = [key for key in ("upstream", "redirect", "respond") if key in table]
+    given = [key for key in ("upstream", "split", "redirect", "respond") if key in table]
     if not given:
         raise ConfigError(key_path(path, "upstream"), "is required (the name of an upstream "
-                                                      "group, or a redirect or respond table)")
+                                                      "group, a split, or a redirect or "
+                                                      "respond table)")
     if len(given) > 1:
-        raise ConfigError(path, f"takes one of upstream, redirect and respond "
+        raise ConfigError(path, f"takes one of upstream, split, redirect and respond "
                                 f"(got {' and '.join(given)})")
+    if route.split and not any(side.weight for side in route.split):
+        raise ConfigError(key_path(path, "split"), "needs a side with a weight above 0")
+    if route.sticky and not route.split:
+        raise ConfigError(key_path(path, "sticky"), "is for routes with a split")
     if route.redirect is not None:
         _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
                   key_path(key_path(path, "redirect"), "to"), "path_regex")
     rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "retries",
-                            "response_timeout") if k in table]
+                            "response_timeout", "mirror") if k in table]
     if rewrites and route.answers_itself:
         raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
     if route.rewrite is not None:
