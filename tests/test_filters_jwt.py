@@ -12,6 +12,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import FilterChain
@@ -56,10 +57,13 @@ class JWKSResource(Resource):
         super().__init__()
         self.body = _jwks(*keys)
         self.down = False
+        self.late = False
         self.fetches = 0
 
     def render_GET(self, request):
         self.fetches += 1
+        if self.late:
+            return NOT_DONE_YET
         if self.down:
             request.setResponseCode(503)
             return b"down"
@@ -247,6 +251,37 @@ class JWTTests(JWTTestsMixin, SynchronousTestCase):
         self.clock.advance(40)
         self.assertTrue(self.ask(f, token)[0])
         self.assertEqual(self.jwks.fetches, 3)
+
+    def test_jwks_late(self):
+        """
+        A JWKS endpoint that does not answer within C{timeout} counts as
+        down: a token with an unknown C{kid} is refused then, and the keys
+        fetched before go on being used.
+        """
+        f = self.make(timeout=5, jwks_min_refresh=0)
+        token = _token(RSA, exp=NOW + 1000)
+        self.assertTrue(self.ask(f, token)[0])
+        self.jwks.late = True
+        ok, x = self.ask(f, _token(ROTATED, exp=NOW + 1000))
+        self.assertFalse(ok)
+        self.assertIsNone(x.downstream.status)
+        self.clock.advance(5)
+        self.assertInvalid(x)
+        self.assertTrue(self.ask(f, token)[0])
+
+    def test_jwks_with_other_keys(self):
+        """
+        Keys of a JWKS that cannot verify signatures (an unknown type, an
+        C{oct} secret, one for encryption) are left out, the others used.
+        """
+        keys = json.loads(_jwks(RSA))["keys"] + [
+            {"kty": "XYZ", "kid": "x"},
+            {"kty": "oct", "kid": "s", "k": "c2VjcmV0"},
+            dict(EC.as_dict(private=False), use="enc")]
+        self.jwks.body = json.dumps({"keys": keys}).encode()
+        f = self.make()
+        self.assertTrue(self.ask(f, _token(RSA))[0])
+        self.assertFalse(self.ask(f, _token(EC, "ES256"))[0])
 
     def test_jwks_down_first(self):
         """

@@ -54,6 +54,7 @@ ALGORITHMS = frozenset(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                         "ES256", "ES384", "ES512", "EdDSA", "Ed25519"])
 # The most of a JWKS document read.
 MAX_JWKS_BODY = 1 << 20
+LOG = Logger()
 _NO_TOKEN = Answer(401, [(b"WWW-Authenticate", b"Bearer")], reason="jwt_missing")
 _BAD_TOKEN = Answer(401, [(b"WWW-Authenticate", b'Bearer error="invalid_token"')],
                     reason="jwt_invalid")
@@ -62,23 +63,32 @@ _BAD_TOKEN = Answer(401, [(b"WWW-Authenticate", b'Bearer error="invalid_token"')
 def read_keys(data: str, where: str) -> List[Any]:
     """
     The public keys of C{data}, a JWKS, a JWK or a PEM public key: the
-    asymmetric ones meant for signatures (no C{oct} keys, none whose C{use}
-    is C{enc}).
+    asymmetric ones meant for signatures.  Keys of other types (C{oct}
+    secrets, types joserfc does not know) and those whose C{use} is C{enc}
+    are left out.
 
     @raises ConfigError: when C{data} is none of those.
     """
-    from joserfc.jwk import KeySet, import_key
+    from joserfc.jwk import import_key
 
     try:
-        if data.lstrip().startswith("{"):
-            doc = json.loads(data)
-            found = KeySet.import_key_set(doc).keys if "keys" in doc else [import_key(doc)]
-        else:
-            found = [_pem_key(data)]
-    except Exception as e:
-        raise ConfigError(where, f"holds no usable keys: {e}") from None
-    return [k for k in found if k.key_type in ("RSA", "EC", "OKP")
-            and k.get("use") in (None, "sig")]
+        if not data.lstrip().startswith("{"):
+            return [_pem_key(data)]
+        doc = json.loads(data)
+        items = doc["keys"] if "keys" in doc else [doc]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(where, f"is not a JWKS, JWK or PEM public key: {e}") from None
+    found = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("kty") not in ("RSA", "EC", "OKP") \
+                or item.get("use") not in (None, "sig"):
+            continue
+        try:
+            found.append(import_key(item, item["kty"]))
+        except Exception as e:
+            LOG.warn("{where}: key {kid} left out: {error}", where=where,
+                     kid=item.get("kid"), error=e)
+    return found
 
 
 def _pem_key(data: str) -> Any:
@@ -94,7 +104,10 @@ def _pem_key(data: str) -> Any:
 
 def _read_file(name: str) -> List[Any]:
     with open(name, encoding="utf-8") as f:
-        return read_keys(f.read(), name)
+        keys = read_keys(f.read(), name)
+    if not keys:
+        raise ConfigError(name, "holds no public signature keys")
+    return keys
 
 
 class FileKeys:
