@@ -19,6 +19,8 @@ from twistproxy.filters.chain import FilterChain
 from twistproxy.filters.jwt import JWTFactory
 from twistproxy.testing import FilterContractMixin, make_exchange
 
+from tests.filter_support import field, filtered_proxy, request, status
+
 NOW = 1_800_000_000
 URL = "https://idp.example/jwks"
 
@@ -352,3 +354,31 @@ class JWTContractTests(FilterContractMixin, SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(_jwks(RSA))
         return JWTFactory().fromConfig(Clock(), {"key_files": [path]}, "test")
+
+
+class JWTProxyTests(SynchronousTestCase):
+    """
+    The C{jwt} filter found by name in a route's filters of a whole proxy
+    on memory transports.
+    """
+
+    def test_route(self):
+        """
+        A request with a valid token reaches the backend with the claim
+        fields and without the client's copy; one without gets 401 and no
+        backend sees it.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(_jwks(RSA))
+        proxy = filtered_proxy(route=[{"name": "jwt", "key_files": [path], "audience": ["api"],
+                                       "claim_headers": {"sub": "X-User"}}])
+        token = _token(RSA, exp=int(proxy.reactor.seconds()) + 60)
+        got, sent = request(proxy, b"GET / HTTP/1.1\r\nHost: a\r\nX-User: root\r\n"
+                                   b"Authorization: Bearer %s\r\n\r\n" % token.encode())
+        self.assertEqual(status(got), 200)
+        self.assertIn(b"X-User: alice\r\n", sent)
+        self.assertNotIn(b"root", sent)
+        got, sent = request(proxy)
+        self.assertEqual((status(got), sent), (401, None))
+        self.assertEqual(field(got, b"WWW-Authenticate"), b"Bearer")
