@@ -54,7 +54,7 @@ from twistproxy.http.answers import Answer
 from twistproxy.filters.files import WatchedFile, read_lines
 from twistproxy.config.schema import setting
 from twistproxy.filters.options import (
-    field_name, flag, needs, number, read_options, text, tokens,
+    field_name, flag, http_url, needs, number, read_options, text, tokens,
 )
 from twistproxy.interfaces import IClosable, IFilterFactory, IRequestFilter
 
@@ -309,20 +309,13 @@ class ForwardAuthFilter:
             self._pool.closeCachedConnections()
 
 
-def _auth_url(value: object, path: str) -> str:
-    url = text()(value, path)
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(path, f"must be an http:// or https:// URL, not {url!r}")
-    return url
-
-
 @dataclass(frozen=True)
 class ForwardAuthOptions:
     """
     The options of the C{forward_auth} filter.
     """
 
-    url: str = setting(check=_auth_url, required=needs("forward_auth"))
+    url: str = setting(check=http_url, required=needs("forward_auth"))
     copy_headers: List[str] = setting(check=tokens("valid header field name"), factory=list)
     timeout: float = setting(5.0, check=number())
 

@@ -140,6 +140,14 @@ def field_name(value: object, path: str) -> str:
     return name
 
 
+def http_url(value: object, path: str) -> str:
+    """
+    An C{http://} or C{https://} URL.
+    """
+    url = text()(value, path)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(path, f"must be an http:// or https:// URL, not {url!r}")
+    return url
 
 
 class OptionReader:

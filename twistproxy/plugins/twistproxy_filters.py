@@ -11,6 +11,7 @@ from twistproxy.filters.auth import BasicAuthFactory, ForwardAuthFactory
 from twistproxy.filters.compress import CompressFactory
 from twistproxy.filters.cors import CORSFactory
 from twistproxy.filters.headers import HeadersFactory
+from twistproxy.filters.jwt import JWTFactory
 from twistproxy.filters.ratelimit import ConnectionLimitFactory, RateLimitFactory
 from twistproxy.filters.rules import BlockFactory
 
@@ -21,5 +22,6 @@ block = BlockFactory()
 headers = HeadersFactory()
 basicAuth = BasicAuthFactory()
 forwardAuth = ForwardAuthFactory()
+jwt = JWTFactory()
 cors = CORSFactory()
 compress = CompressFactory()
