@@ -209,7 +209,6 @@ class TCPIdleFaultTests(_StreamCase):
     """
 
     timeout = 90
-    sleep = staticmethod(_WorkersTestCase.sleep)
 
     @defer.inlineCallbacks
     def test_idle_timeout_closes_both_sides(self):

@@ -19,6 +19,7 @@ from typing import List, Optional
 from zope.interface import implementer
 
 from twistproxy.interfaces import IBackendAddress
+from twistproxy.net import authority
 
 
 @implementer(IBackendAddress)
@@ -123,9 +124,8 @@ class Backend:
         return changed
 
     def __repr__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
         return (
-            f"<Backend {self.name!r} {self.scheme}://{host}:{self.port}"
+            f"<Backend {self.name!r} {self.scheme}://{authority(self.host, self.port)}"
             f" weight={self.weight}"
             f" {'up' if self.available else 'down'}"
             f" in_flight={self.in_flight}>"

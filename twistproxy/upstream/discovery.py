@@ -74,6 +74,8 @@ from twisted.logger import Logger
 from twisted.names import dns, error
 from twisted.python.failure import Failure
 
+from twistproxy.net import authority
+
 __all__ = [
     "DnsDiscovery",
     "NoTargets",
@@ -142,9 +144,7 @@ class Target:
         return (self.host, self.port)
 
     def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return authority(self.host, self.port)
 
 
 def _sort_key(target: Target) -> Tuple[int, int, bytes, int]:
