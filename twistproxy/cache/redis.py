@@ -25,8 +25,7 @@ from zope.interface import implementer
 
 from twistproxy.cache.entry import Entry
 from twistproxy.components import factory_repr
-from twistproxy.config.checks import _string
-from twistproxy.config.schema import build, seconds, setting
+from twistproxy.config.schema import build, seconds, setting, string
 from twistproxy.interfaces import ICacheStoreFactory, IFallibleCacheStore
 from twistproxy.redis import RedisAddress, RedisLink, parse_url
 
@@ -133,7 +132,7 @@ class RedisStoreOptions:
     """
 
     url: Any = setting(check=parse_url, required="the redis store needs a redis:// URL")
-    namespace: str = setting(DEFAULT_NAMESPACE, check=_string)
+    namespace: str = setting(DEFAULT_NAMESPACE, check=string)
     timeout: float = setting(1.0, check=seconds())
 
 

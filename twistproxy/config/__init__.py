@@ -25,8 +25,7 @@ without a file).
 from __future__ import annotations
 
 from twistproxy.config.checks import (
-    ConfigError, _seconds, _size, _string, describe_value, did_you_mean, is_label, is_token,
-    key_path, workers_count,
+    ConfigError, describe_value, did_you_mean, is_label, is_token, key_path, workers_count,
 )
 from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server

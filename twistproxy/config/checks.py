@@ -71,7 +71,6 @@ _DNS_LABEL = _re.compile(r"[A-Za-z0-9_\-]+\Z").match
 _SIZE = _re.compile(r"([0-9]+)([kmg]?)\Z", _re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
-_ACCESS_LOG_FORMATS = ("combined", "json")
 # Server URL schemes, and the kind of listener a group of them serves.
 _KIND = {"http": "http", "https": "http", "tcp": "tcp", "udp": "udp"}
 _PROTOCOLS = ("http", "tcp", "udp", "dns")
@@ -87,9 +86,6 @@ def key_path(parent: str, key: str) -> str:
     if not _BARE_KEY.match(key):
         key = _json.dumps(key)
     return f"{parent}.{key}" if parent else key
-
-
-_key = key_path
 
 
 def is_label(value: str) -> bool:
@@ -142,7 +138,7 @@ def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:
         raise _wrong_type(path, "a table", value)
     for key in value:
         if key not in known:
-            raise ConfigError(_key(path, key), f"unknown key {key!r}{did_you_mean(key, known)}")
+            raise ConfigError(key_path(path, key), f"unknown key {key!r}{did_you_mean(key, known)}")
     return value
 
 

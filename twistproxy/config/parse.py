@@ -22,7 +22,7 @@ except ImportError:  # Python < 3.11
     import tomli as _toml  # type: ignore[no-redef]
 
 from twistproxy.config.checks import (
-    ConfigError, _index, _is_ip, _key, _name, _table, _wrong_type, workers_count,
+    ConfigError, _index, _is_ip, _name, _table, _wrong_type, key_path, workers_count,
 )
 from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
@@ -40,7 +40,7 @@ def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
         )
     groups = {}
     for name, group in value.items():
-        group_path = _key(path, name)
+        group_path = key_path(path, name)
         _name(name, group_path, "upstream group")
         groups[name] = upstream_group(name, group, group_path)
     return groups
@@ -53,7 +53,7 @@ def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
         raise ConfigError(path, "at least one listener is required ([listeners.NAME])")
     listeners = []
     for name, listener in value.items():
-        listener_path = _key(path, name)
+        listener_path = key_path(path, name)
         _name(name, listener_path, "listener")
         listeners.append(build(Listener, listener, listener_path, name=name))
     return tuple(listeners)
@@ -66,9 +66,9 @@ def _check_listener_groups(listeners: Sequence[Listener],
     has servers of the listener's kind.
     """
     for listener in listeners:
-        path = _key("listeners", listener.name)
-        named = [(_key(path, "upstream"), listener.upstream, listener.protocol)]
-        named += [(_key(_index(_key(path, "sni"), i), "upstream"), route.upstream, "tcp")
+        path = key_path("listeners", listener.name)
+        named = [(key_path(path, "upstream"), listener.upstream, listener.protocol)]
+        named += [(key_path(_index(key_path(path, "sni"), i), "upstream"), route.upstream, "tcp")
                   for i, route in enumerate(listener.sni)]
         for upath, name, kind in named:
             if not name:
@@ -95,7 +95,7 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
         for j, record in enumerate(zone.records):
             if record.type != "GSLB":
                 continue
-            upath = _key(_index(_key(_index("dns.zones", i), "records"), j), "upstream")
+            upath = key_path(_index(key_path(_index("dns.zones", i), "records"), j), "upstream")
             group = groups.get(record.upstream)
             if group is None:
                 raise ConfigError(upath, f"no upstream group named {record.upstream!r} "
@@ -177,7 +177,7 @@ def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tu
         route = _route(item, route_path, i, groups)
         if route.name in names:
             raise ConfigError(
-                _key(route_path, "name"),
+                key_path(route_path, "name"),
                 f"duplicate route name {route.name!r} (also "
                 f"{_index(path, names[route.name])})",
             )

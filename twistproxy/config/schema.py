@@ -220,6 +220,13 @@ def seconds(zero: bool = False) -> Check:
     return check
 
 
+def string(value: object, path: str) -> str:
+    """
+    A string, empty or not.
+    """
+    return _string(value, path)
+
+
 def nonempty(value: object, path: str) -> str:
     """
     A string that is not empty.
