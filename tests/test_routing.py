@@ -310,6 +310,16 @@ class FurtherConditionTests(SynchronousTestCase):
         self.assertFalse(matches(route, FakeRequest(client_address="192.0.2.1")))
         self.assertFalse(matches(route, FakeRequest(client_address="")))
 
+    def test_networks_ipv4_mapped(self) -> None:
+        """
+        On a dual-stack listener an IPv4 client's address is IPv4-mapped
+        (C{::ffff:10.1.2.3}): it is in the IPv4 networks it stands for, as
+        for trusted proxies and access filters.
+        """
+        route = Route(upstream="a", networks=("10.0.0.0/8",))
+        self.assertTrue(matches(route, FakeRequest(client_address="::ffff:10.1.2.3")))
+        self.assertFalse(matches(route, FakeRequest(client_address="::ffff:192.0.2.1")))
+
     def test_networks_through_client_function(self) -> None:
         """
         The router asks its C{client} function for the address, which is how

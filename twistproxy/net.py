@@ -175,10 +175,11 @@ class PrefixTable(Generic[_V]):
         return self._size
 
 
-class TrustedProxies(PrefixTable[bool]):
+class NetworkSet(PrefixTable[bool]):
     """
-    The set of peers whose forwarding fields (or PROXY headers) are
-    believed: C{address in trusted}.
+    A set of networks: C{address in networks}, an IPv4-mapped address
+    (a dual-stack listener's IPv4 peer) matching the IPv4 network it
+    stands for.
     """
 
     __slots__ = ()
@@ -190,6 +191,15 @@ class TrustedProxies(PrefixTable[bool]):
         """
         super().__init__(
             (_unmapped(ipaddress.ip_network(c, strict=False)), True) for c in cidrs)
+
+
+class TrustedProxies(NetworkSet):
+    """
+    The set of peers whose forwarding fields (or PROXY headers) are
+    believed: C{address in trusted}.
+    """
+
+    __slots__ = ()
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import ipaddress
 import random
 import re
 from typing import (
@@ -55,6 +54,7 @@ from urllib.parse import parse_qsl
 
 from twistproxy.config import Route, RouteMatch
 from twistproxy.config.values import PLACEHOLDER
+from twistproxy.net import NetworkSet
 
 
 def _value_test(match: RouteMatch) -> Callable[[Optional[str]], bool]:
@@ -103,8 +103,8 @@ class _Conditions:
             for match in matches:
                 tests.append(_field_test(lookup, match))
         if route.networks:
-            networks = [ipaddress.ip_network(n) for n in route.networks]
-            tests.append(lambda host, path, x: _in_networks(client(x), networks))
+            networks = NetworkSet(route.networks)
+            tests.append(lambda host, path, x: client(x) in networks)
         self._tests = tuple(tests)
 
     def __call__(self, host: str, path: str, x: Any) -> bool:
@@ -134,14 +134,6 @@ def _field_test(lookup: Callable[[Any, str], Optional[str]],
     name = match.name
     test = _value_test(match)
     return lambda host, path, x: test(lookup(x, name))
-
-
-def _in_networks(address: str, networks: Sequence[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
 
 
 def _peer(x: Any) -> str:

@@ -378,6 +378,8 @@ class UpstreamProtocol(Waiting, Protocol):
             if chunks is not None and chunks.done:
                 if not coding.complete:
                     raise ParseError(502, "bad_coding")
+                # Its zlib states are not kept on a pooled connection.
+                self._coding = None
                 self._finish(x)
         except ParseError as e:
             self._fail(502, "upstream_" + e.reason)
