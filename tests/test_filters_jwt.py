@@ -16,7 +16,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from twistproxy.config import ConfigError
 from twistproxy.filters.chain import FilterChain
-from twistproxy.filters.jwt import JWTFactory
+from twistproxy.filters.jwt import MAX_JWKS_BODY, JWTFactory
 from twistproxy.testing import FilterContractMixin, make_exchange
 
 from tests.filter_support import field, filtered_proxy, request, status
@@ -291,6 +291,20 @@ class JWTTests(JWTTestsMixin, SynchronousTestCase):
         endpoint is down.
         """
         self.jwks.down = True
+        ok, x = self.ask(self.make(), _token(RSA))
+        self.assertInvalid(x)
+
+    def test_jwks_too_large(self):
+        """
+        A JWKS body over L{MAX_JWKS_BODY} bytes is not read as keys, even
+        valid ones: a token is refused.
+        """
+        keys = json.loads(_jwks(RSA))
+        keys["padding"] = "x" * (MAX_JWKS_BODY - len(_jwks(RSA)) - 100)
+        self.jwks.body = json.dumps(keys).encode()
+        self.assertTrue(self.ask(self.make(), _token(RSA))[0])
+        keys["padding"] += "x" * 200
+        self.jwks.body = json.dumps(keys).encode()
         ok, x = self.ask(self.make(), _token(RSA))
         self.assertInvalid(x)
 

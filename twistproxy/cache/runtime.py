@@ -217,9 +217,10 @@ class CachedRoute:
             self._purge_request(x)
             return
         if method not in P.SAFE_METHODS:
-            x.sink = InvalidatingSink(x.sink, self, self.key(x))
+            key = self.key(x)
+            x.sink = InvalidatingSink(x.sink, self, key)
             if method == b"POST" and self.allow_post:
-                x.sink = FetchSink(x.sink, self, x, self.key(x), None, b"miss", False)
+                x.sink = FetchSink(x.sink, self, x, key, None, b"miss", False)
             proceed(x)
             return
         if method not in _CACHED_METHODS:

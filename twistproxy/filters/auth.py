@@ -39,7 +39,6 @@ import hashlib
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -225,7 +224,7 @@ class ForwardAuthFilter:
             in tests).  By default, an agent over a persistent connection
             pool on C{reactor}.
         """
-        from treq.client import HTTPClient
+        from twistproxy.quiet import QuietPool, cookieless_client
 
         self._reactor = reactor
         self._url = url
@@ -235,15 +234,11 @@ class ForwardAuthFilter:
         if agent is None:
             from twisted.web.client import Agent
 
-            from twistproxy.quiet import QuietPool
-
             self._pool = QuietPool(reactor, persistent=True)
             agent = Agent(reactor, pool=self._pool)
-        # treq keeps the cookies of every answer and sends them with later
-        # requests that have no Cookie field: a session cookie the service
-        # gave one client would then vouch for the next one.  Store none.
-        self._client = HTTPClient(agent, cookiejar=CookieJar(DefaultCookiePolicy(
-            allowed_domains=())))
+        # No cookie kept: a session cookie the service gave one client
+        # would vouch for the next one.
+        self._client = cookieless_client(agent)
 
     def filter_request(self, x) -> "Deferred[Optional[Answer]]":
         from twisted.web.http_headers import Headers
@@ -267,21 +262,12 @@ class ForwardAuthFilter:
         return d
 
     def _answered(self, response, x) -> "Deferred[Optional[Answer]]":
-        import treq
-
-        pieces: List[bytes] = []
-        size = [0]
-
-        def collect(data: bytes) -> None:
-            size[0] += len(data)
-            if size[0] > MAX_AUTH_BODY:
-                raise ValueError(f"auth service answer body over {MAX_AUTH_BODY} bytes")
-            pieces.append(data)
+        from twistproxy.quiet import read_body
 
         # Read even a 2xx answer's body, so that the connection can serve
         # the next question.
-        done = treq.collect(response, collect)
-        return done.addCallback(lambda _: self._decide(response, b"".join(pieces), x))
+        done = read_body(response, MAX_AUTH_BODY, "auth service answer body")
+        return done.addCallback(lambda body: self._decide(response, body, x))
 
     def _decide(self, response, body: bytes, x) -> Optional[Answer]:
         if 200 <= response.code < 300:

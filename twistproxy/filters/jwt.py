@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from twisted.internet.defer import Deferred
@@ -147,14 +146,12 @@ class JWKSKeys:
         self._timeout = timeout
         self._pool = None
         if client is None:
-            from treq.client import HTTPClient
             from twisted.web.client import Agent
 
-            from twistproxy.quiet import QuietPool
+            from twistproxy.quiet import QuietPool, cookieless_client
 
             self._pool = QuietPool(reactor, persistent=True)
-            client = HTTPClient(Agent(reactor, pool=self._pool),
-                                cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=())))
+            client = cookieless_client(Agent(reactor, pool=self._pool))
         self._client = client
         self._keys: List[Any] = []
         self._fetched: Optional[float] = None
@@ -206,16 +203,9 @@ class JWKSKeys:
     def _read(self, response) -> Deferred:
         if response.code != 200:
             raise ValueError(f"status {response.code}")
-        import treq
+        from twistproxy.quiet import read_body
 
-        pieces: List[bytes] = []
-
-        def collect(data: bytes) -> None:
-            pieces.append(data)
-            if sum(map(len, pieces)) > MAX_JWKS_BODY:
-                raise ValueError(f"JWKS over {MAX_JWKS_BODY} bytes")
-
-        return treq.collect(response, collect).addCallback(lambda _: b"".join(pieces))
+        return read_body(response, MAX_JWKS_BODY, "JWKS")
 
     def _got(self, body: bytes) -> None:
         keys = read_keys(body.decode("utf-8", "replace"), self._url)

@@ -453,24 +453,20 @@ class HTTPHealthCheck:
     def _default_client(reactor: Any, endpoints: "_AgentEndpoints") -> Any:
         # Imported here so that listing plugins does not import the web
         # client.
-        from http.cookiejar import CookieJar, DefaultCookiePolicy
-
-        from treq.client import HTTPClient
         from twisted.web.client import Agent
 
-        from twistproxy.quiet import QuietPool
+        from twistproxy.quiet import QuietPool, cookieless_client
 
         # A non-persistent pool: every check opens its own connection and
         # the request says "Connection: close", so that a check also proves
         # that the backend accepts connections and no idle connection is
         # left behind.
         pool = QuietPool(reactor, persistent=False)
-        cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
         # Our own endpoints: Agent's default (HostnameEndpoint, even for an
         # address) reports a refused connection only after its 0.3 s
         # attempt delay, which slows down noticing a dead backend.
         agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
-        return HTTPClient(agent, cookiejar=cookies)
+        return cookieless_client(agent)
 
     def _status_ok(self, code: int) -> bool:
         for low, high in self.expect_status:
