@@ -215,6 +215,9 @@ class StatusPageTests(_BalancingTestCase):
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)
         self.assertIn("Live, every two seconds.", dom)
+        # No cache is configured: its size is not "not known for this store".
+        self.assertIn("no cache configured", dom)
+        self.assertNotIn("not known for this store", dom)
         # Each chart has its axis and its numbers as a table.
         self.assertIn("<span>15 min ago</span><span>now</span>", dom)
         self.assertIn("<caption>Requests per second, mean per minute</caption>", dom)

@@ -281,7 +281,8 @@
     $("cache").replaceChildren(
       figure(["Hit ratio, last 15 minutes", asked ? share(served / asked) : none]),
       figure(["Size now", history.cache_size ? `${history.cache_size.entries} entries, ` +
-        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}` : "not known for this store"]),
+        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}`
+        : history.has_cache ? "not known for this store" : "no cache configured"]),
       ...Object.entries(c).map(figure));
     const refusals = Object.entries(history.refusals);
     $("refusals").replaceChildren(...(refusals.length
