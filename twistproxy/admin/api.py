@@ -59,6 +59,7 @@ from twistproxy.admin import page
 from twistproxy.admin.history import History, service_reader, view
 from twistproxy.dns.texts import LIFETIME, SharedStoreUnavailable
 from twistproxy.metrics import ProxyMetrics
+from twistproxy.net import authority
 from twistproxy.upstream.locators import parse_address
 
 _JSON = b"application/json"
@@ -84,9 +85,7 @@ def _format_address(address) -> Optional[str]:
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         return name if name is not None else str(address)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}"
+    return authority(host, port)
 
 
 def _dns_txt_handlers(resource: "AdminResource", segments: List[bytes]):
