@@ -61,7 +61,7 @@ from twistproxy.dns.texts import LIFETIME, SharedStoreUnavailable
 from twistproxy.dns.zone import owner_name
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.net import authority
-from twistproxy.upstream.locators import parse_address
+from twistproxy.net import parse_address
 
 _JSON = b"application/json"
 
