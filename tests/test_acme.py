@@ -371,6 +371,18 @@ class RenewalTests(SynchronousTestCase):
         self.assertEqual(self.renewal.failures, 0)
         self.assertEqual(self.installs, [1])
 
+    def test_many_failures(self) -> None:
+        """
+        However many failures in a row, the next try is planned a day
+        later (the doubling does not overflow).
+        """
+        self.renewal._obtain = lambda: self.obtain_failing()
+        self.renewal.failures = 2000
+        self.renewal.renew()
+        self.assertEqual(self.renewal.failures, 2001)
+        self.assertEqual(self.renewal.due, self.clock.seconds() + MAX_RETRY)
+        self.flushLoggedErrors(RuntimeError)
+
     def obtain_failing(self):
         self.obtained.append(self.clock.seconds())
         return fail(RuntimeError("rateLimited: too many certificates"))

@@ -324,6 +324,24 @@ class CacheSizeTests(SynchronousTestCase):
         self.assertIsNone(view(unknown.digest())["cache_size"])
         self.assertIsNone(combine([unknown.digest()], digest["end"])["cache_size"])
 
+    def test_has_cache(self):
+        """
+        Whether a cache is configured is in the digest and the view, so the
+        page can tell a store that cannot say its size from no cache at
+        all; with workers, any one's cache counts.
+        """
+        clock = Clock()
+        cached = History(clock, lambda: Reading({}, has_cache=True))
+        cached.sample()
+        uncached = History(clock, lambda: Reading({}))
+        uncached.sample()
+        end = cached.digest()["end"]
+        self.assertIs(view(cached.digest())["has_cache"], True)
+        self.assertIs(view(uncached.digest())["has_cache"], False)
+        self.assertIs(view(combine([uncached.digest()], end))["has_cache"], False)
+        self.assertIs(view(combine([uncached.digest(), cached.digest()], end))["has_cache"],
+                      True)
+
 
 class PercentileTests(SynchronousTestCase):
     """

@@ -188,7 +188,7 @@ class HistoryEndpointTests(PageTestCase):
         self.assertEqual(set(shown), {
             "end", "seconds", "slot", "requests", "errors", "p50", "p99", "minute",
             "connections", "routes", "upstreams", "backends", "timeline", "refusals", "cache",
-            "cache_size", "places"})
+            "cache_size", "has_cache", "places"})
 
     def test_raw(self):
         """

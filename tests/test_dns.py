@@ -246,6 +246,16 @@ class AnswerTests(SynchronousTestCase):
         self.assertEqual((a.answers[0].type, a.answers[-1].type), (dns.SOA, dns.SOA))
         self.assertIn(dns.MX, [r.type for r in a.answers])
 
+    def test_transfer_mapped(self) -> None:
+        """
+        An IPv4 client seen on a dual-stack socket, as an IPv4-mapped IPv6
+        address, is inside allow_transfer's IPv4 networks.
+        """
+        a = self.ask("example.test", dns.AXFR, client="::ffff:10.9.1.1", tcp=True)
+        self.assertEqual(a.rCode, dns.OK)
+        a = self.ask("example.test", dns.AXFR, client="::ffff:192.0.2.99", tcp=True)
+        self.assertEqual(a.rCode, dns.EREFUSED)
+
     def test_malformed(self) -> None:
         """
         A query that cannot be decoded gets FORMERR when its header is

@@ -148,10 +148,11 @@ class StatusPageTests(_BalancingTestCase):
             raise self.skipTest("no chromium to load the page with")
 
     @defer.inlineCallbacks
-    def start(self, token: str = "", *args: str):
+    def start(self, token: str = "", *args: str, cache: bool = False):
         """
         Two origins, and a proxy in front of them with a health check each
-        second and an admin listener (with C{token}).
+        second and an admin listener (with C{token}); its route caches
+        with C{cache}.
         """
         origins = yield self.start_origins("one", "two")
         admin_port = unused_port()
@@ -159,7 +160,8 @@ class StatusPageTests(_BalancingTestCase):
             "[upstreams.app]\n" + _servers(origins)
             + '[upstreams.app.health]\ntype = "http"\npath = "/healthz"\ninterval = 1\n'
             'rise = 1\nfall = 1\n\n'
-            '[[routes]]\nname = "site"\nupstream = "app"\n\n'
+            '[[routes]]\nname = "site"\nupstream = "app"\n'
+            + ("cache = true\n" if cache else "") + "\n"
             f'[admin]\nendpoint = "tcp:{admin_port}:interface={HOST}"\n'
             + (f'token = "{token}"\n' if token else ""), *args)
         self.url = f"http://{HOST}:{admin_port}/"
@@ -215,6 +217,11 @@ class StatusPageTests(_BalancingTestCase):
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)
         self.assertIn('class="state state-healthy">healthy<', dom)
         self.assertIn("Live, every two seconds.", dom)
+        # No cache is configured: its size is not "not known for this store".
+        self.assertIn("no cache configured", dom)
+        self.assertNotIn("not known for this store", dom)
+        # Nor is there anything to purge.
+        self.assertIn('<form id="purge" hidden="">', dom)
         # Each chart has its axis and its numbers as a table.
         self.assertIn("<span>15 min ago</span><span>now</span>", dom)
         self.assertIn("<caption>Requests per second, mean per minute</caption>", dom)
@@ -226,6 +233,18 @@ class StatusPageTests(_BalancingTestCase):
         target = os.environ.get("TWISTPROXY_SCREENSHOT_DIR")
         if target:
             shutil.copy(shot, os.path.join(target, "status-page.png"))
+
+    @defer.inlineCallbacks
+    def test_cache(self):
+        """
+        With a cache in memory, the page shows its size and offers the
+        purge form.
+        """
+        yield self.start(cache=True)
+        dom = yield self.browse("--dump-dom")
+        self.assertIn("0 entries, ", dom)
+        self.assertNotIn("no cache configured", dom)
+        self.assertIn('<form id="purge">', dom)
 
     @defer.inlineCallbacks
     def test_token(self):

@@ -136,7 +136,9 @@ class Renewal:
     def _failed(self, reason: Failure) -> None:
         self.failures += 1
         self.last_error = reason.getErrorMessage() or reason.type.__name__
-        wait = min(self._retry * 2 ** (self.failures - 1), MAX_RETRY)
+        # min() before the power: past 1024 failures (three years at a
+        # day apart) a float times 2 ** failures overflows.
+        wait = min(self._retry * 2 ** min(self.failures - 1, 64), MAX_RETRY)
         wait *= 1 + self._jitter() / 30
         self.log.failure("certificate for {names}: renewal failed ({failures} in a row), "
                          "the current one stays; next try in {wait:.0f} s", reason,

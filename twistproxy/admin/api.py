@@ -58,8 +58,10 @@ from twistproxy import _version
 from twistproxy.admin import page
 from twistproxy.admin.history import History, service_reader, view
 from twistproxy.dns.texts import LIFETIME, SharedStoreUnavailable
+from twistproxy.dns.zone import owner_name
 from twistproxy.metrics import ProxyMetrics
-from twistproxy.upstream.locators import parse_address
+from twistproxy.net import authority
+from twistproxy.net import parse_address
 
 _JSON = b"application/json"
 
@@ -84,9 +86,7 @@ def _format_address(address) -> Optional[str]:
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
         return name if name is not None else str(address)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}"
+    return authority(host, port)
 
 
 def _dns_txt_handlers(resource: "AdminResource", segments: List[bytes]):
@@ -104,7 +104,7 @@ def _dns_txt_body(request: Request, name: str, dns) -> Dict[str, Any]:
     "lifetime": 3600}} (C{ttl} and C{lifetime}, in seconds, optional), for
     a name inside one of the C{[dns]} zones.
     """
-    owner = name.lower().rstrip(".")
+    owner = owner_name(name)
     if not any(owner == z.name or owner.endswith("." + z.name) for z in dns.zones):
         raise _Answer(404, {"error": f"{name!r} is in none of the DNS zones"})
     try:
@@ -372,7 +372,7 @@ class AdminResource(Resource):
 
         def done(_):
             self.log.info("admin API: TXT records of {name} set", name=name)
-            return 200, {"name": name.lower().rstrip("."), **body}
+            return 200, {"name": owner_name(name), **body}
 
         return self._when_ready(request, d.addCallbacks(done, _shared_store_out))
 
@@ -381,7 +381,7 @@ class AdminResource(Resource):
             if not found:
                 raise _Answer(404, {"error": f"no TXT records were set for {name!r}"})
             self.log.info("admin API: TXT records of {name} removed", name=name)
-            return 200, {"name": name.lower().rstrip("."), "removed": True}
+            return 200, {"name": owner_name(name), "removed": True}
 
         d = self._service.dns_texts.remove(name)
         return self._when_ready(request, d.addCallbacks(done, _shared_store_out))

@@ -74,6 +74,7 @@ class Reading:
     @ivar connections: Client connections open now.
     @ivar cache_size: The cache's entries, bytes and budget in bytes now,
         when its store can tell cheaply (L{cache_size}); C{None} otherwise.
+    @ivar has_cache: Whether a cache is configured at all.
     @ivar places: C{(region, zone)} by C{(group, backend)}, for backends
         that have either.
     """
@@ -83,6 +84,7 @@ class Reading:
     connections: int = 0
     cache_size: Optional[Tuple[int, int, int]] = None
     places: Mapping[Tuple[str, str], Tuple[str, str]] = field(default_factory=dict)
+    has_cache: bool = False
 
 
 def cache_size(store) -> Optional[Tuple[int, int, int]]:
@@ -156,7 +158,7 @@ def service_reader(service, metrics, clock: IReactorTime) -> Callable[[], Readin
                 counts[("cache", event)] = (count,)
             size = cache_size(cache.store)
         connections = metrics.connections() if metrics.connections is not None else 0
-        return Reading(counts, states, connections, size, places)
+        return Reading(counts, states, connections, size, places, cache is not None)
 
     return read
 
@@ -278,6 +280,7 @@ class History:
         last = self._last
         if last is not None:
             digest["connections"] = last.connections
+            digest["has_cache"] = last.has_cache
             if last.cache_size is not None:
                 digest["cache_size"] = dict(zip(("entries", "bytes", "max_bytes"),
                                                 last.cache_size))
@@ -318,6 +321,7 @@ def empty_digest(end: int, seconds: int = SECONDS) -> Dict[str, Any]:
         "events": [],
         "connections": 0,
         "cache_size": None,
+        "has_cache": False,
     }
 
 
@@ -373,6 +377,7 @@ def combine(digests: Sequence[Mapping[str, Any]], end: int, seconds: int = SECON
             found["in_flight"] = in_flight
         combined["events"].extend(digest["events"])
         combined["connections"] += digest["connections"]
+        combined["has_cache"] = combined["has_cache"] or digest.get("has_cache", False)
         size = digest.get("cache_size")
         if size is not None:
             # Each worker has a store of its own.
@@ -476,6 +481,7 @@ def view(digest: Mapping[str, Any]) -> Dict[str, Any]:
         "refusals": {name: sum(s["requests"]) for name, s in series.get("reason", {}).items()},
         "cache": {name: sum(s["requests"]) for name, s in series.get("cache", {}).items()},
         "cache_size": digest["cache_size"],
+        "has_cache": digest["has_cache"],
         "places": places,
     }
 

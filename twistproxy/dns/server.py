@@ -57,7 +57,7 @@ from twistproxy.dns.zone import CAA, TXTRecords, Zones
 from twistproxy.stream.tcp import StreamInfo
 from twistproxy.stream.udp import MAX_DATAGRAM, UDPEndpoint
 from twistproxy.upstream.locality import LocalityPicker
-from twistproxy.net import parse_address
+from twistproxy.net import TrustedProxies, parse_address
 
 #: The EDNS option code of Client Subnet (RFC 7871).
 CLIENT_SUBNET = 8
@@ -200,7 +200,7 @@ class DNSFront(DatagramProtocol):
         self.zones = Zones(config.zones)
         self.groups = groups
         self.locality = locality
-        self._transfer = [ipaddress.ip_network(n) for n in config.allow_transfer]
+        self._transfer = TrustedProxies(config.allow_transfer)
         self._limit = RateLimit(self.reactor, config.rate_limit) if config.rate_limit else None
         self._pickers: Dict[Tuple[str, int],
                             Tuple[Tuple[Any, ...], Optional[LocalityPicker]]] = {}
@@ -413,11 +413,9 @@ class DNSFront(DatagramProtocol):
         return zone_name, scope, found.gslb is None
 
     def _may_transfer(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client.partition("%")[0])
-        except ValueError:
-            return False
-        return any(address in network for network in self._transfer)
+        # Through net's prefix table: an IPv4 client of a dual-stack
+        # socket (::ffff:10.9.1.1) is in an IPv4 network.
+        return client in self._transfer
 
     def _gslb(self, record, owner: bytes, kind: int, client: str,
               subnet: Optional[ClientSubnet]) -> Tuple[List[dns.RRHeader], int]:

@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from twistproxy.dns.zone import TXTRecords
+from twistproxy.dns.zone import TXTRecords, owner_name
 from twistproxy.redis import RedisAddress, RedisLink
 
 #: The Redis hash of the records, one field per (lower-case) name.
@@ -65,10 +65,6 @@ class SharedStoreUnavailable(Exception):
     Redis did not take the change, so the other instances would not see
     it: nothing was changed, try again later.
     """
-
-
-def _owner(name: str) -> str:
-    return name.lower().rstrip(".")
 
 
 def _encode(entry: Entry) -> bytes:
@@ -145,7 +141,7 @@ class RunTimeTexts:
             seconds; this one at once), or fails with
             L{SharedStoreUnavailable}.
         """
-        owner = _owner(name)
+        owner = owner_name(name)
         entry = (tuple(values), ttl, self._clock.seconds() + lifetime)
         return self._change(lambda redis: redis.hset(self._key, owner, _encode(entry)),
                             lambda _: self._put(owner, entry))
@@ -157,7 +153,7 @@ class RunTimeTexts:
         @return: Fires with whether there were any, or fails with
             L{SharedStoreUnavailable}.
         """
-        owner = _owner(name)
+        owner = owner_name(name)
         return self._change(lambda redis: redis.hdel(self._key, owner),
                             lambda removed: self._drop(owner) or bool(removed))
 

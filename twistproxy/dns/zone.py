@@ -32,6 +32,14 @@ _NOT_CHASED = (dns.CNAME, dns.ANY)
 _MAX_CHAIN = 8
 
 
+def owner_name(name: str) -> str:
+    """
+    The owner name C{name} (absolute, in any case, with or without the
+    final dot) as records are kept: lower case, without the final dot.
+    """
+    return name.lower().rstrip(".")
+
+
 def _text(value: str) -> List[bytes]:
     """
     The character strings of one TXT string: at most 255 bytes each.
@@ -227,7 +235,7 @@ class TXTRecords:
         @param name: An absolute name, in any case, with or without the
             final dot.
         """
-        owner = name.lower().rstrip(".")
+        owner = owner_name(name)
         data = owner.encode("ascii")
         self._records[data] = [
             dns.RRHeader(data, dns.TXT, ttl=ttl, auth=True,
@@ -241,7 +249,7 @@ class TXTRecords:
 
         @return: Whether there were any.
         """
-        owner = name.lower().rstrip(".")
+        owner = owner_name(name)
         found = self._records.pop(owner.encode("ascii"), None) is not None
         self.version += 1
         return found

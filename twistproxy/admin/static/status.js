@@ -281,8 +281,10 @@
     $("cache").replaceChildren(
       figure(["Hit ratio, last 15 minutes", asked ? share(served / asked) : none]),
       figure(["Size now", history.cache_size ? `${history.cache_size.entries} entries, ` +
-        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}` : "not known for this store"]),
+        `${bytes(history.cache_size.bytes)} of ${bytes(history.cache_size.max_bytes)}`
+        : history.has_cache ? "not known for this store" : "no cache configured"]),
       ...Object.entries(c).map(figure));
+    $("purge").hidden = !history.has_cache; // nothing to purge without a cache
     const refusals = Object.entries(history.refusals);
     $("refusals").replaceChildren(...(refusals.length
       ? refusals.map(([reason, n]) => el("li", {}, `${reason}: ${n}`))
@@ -365,7 +367,6 @@
     });
     $("reload").addEventListener("click", () => act("Read the configuration and certificates again?", "reload",
       (body) => `Reloaded the ${body.reloaded}.`));
-    $("purge").hidden = false;
     $("purge").addEventListener("submit", (event) => {
       event.preventDefault();
       const kind = $("purge-kind").value, value = $("purge-value").value;
