@@ -33,9 +33,9 @@ class _KeyStamp(SinkWrapper):
     Adds the field C{X-Api-Key-Seen: yes} to the response head.
     """
 
-    def response_head(self, x, resp, has_body, extra=None):
+    def response_head(self, exchange, resp, has_body, extra=None):
         extra = list(extra or ()) + [(b"X-Api-Key-Seen", b"yes")]
-        self.sink.response_head(x, resp, has_body, extra)
+        self.sink.response_head(exchange, resp, has_body, extra)
 
 
 @implementer(IRequestFilter, IResponseFilter)

@@ -75,8 +75,8 @@ def _escape(value: bytes) -> bytes:
     return _UNSAFE.sub(lambda m: b"\\x%02X" % m.group()[0], value)
 
 
-def _header(x: Exchange, name: bytes) -> bytes:
-    for key, value in x.request.headers:
+def _header(exchange: Exchange, name: bytes) -> bytes:
+    for key, value in exchange.request.headers:
         if key.lower() == name:
             return value
     return b"-"
@@ -104,8 +104,8 @@ class AccessLogWriter:
         self._second = -1
         self._stamp = b""
 
-    def __call__(self, x: Exchange) -> None:
-        self._stream.write(self._format(x))
+    def __call__(self, exchange: Exchange) -> None:
+        self._stream.write(self._format(exchange))
 
     def flush(self) -> None:
         self._stream.flush()
@@ -120,12 +120,12 @@ class AccessLogWriter:
         return os.fstat(self._stream.fileno()).st_size
 
     @staticmethod
-    def _times(x: Exchange, now: float):
+    def _times(exchange: Exchange, now: float):
         upstream = (
-            x.upstream_ended - x.upstream_started
-            if x.upstream_ended and x.upstream_started else None
+            exchange.upstream_ended - exchange.upstream_started
+            if exchange.upstream_ended and exchange.upstream_started else None
         )
-        return upstream, now - x.started
+        return upstream, now - exchange.started
 
     def _now_stamp(self) -> float:
         now = self._clock.seconds()
@@ -178,46 +178,46 @@ class AccessLogWriter:
             )
         self._stream.write(line)
 
-    def _combined(self, x: Exchange) -> bytes:
+    def _combined(self, exchange: Exchange) -> bytes:
         now = self._now_stamp()
-        req = x.request
-        upstream, total = self._times(x, now)
+        req = exchange.request
+        upstream, total = self._times(exchange, now)
         return b'%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (
-            x.client_address.encode("ascii") or b"-",
+            exchange.client_address.encode("ascii") or b"-",
             self._stamp,
             req.method,
             _escape(req.target),
             req.version[0],
             req.version[1],
-            x.status,
-            x.body_bytes,
-            _escape(_header(x, b"referer")),
-            _escape(_header(x, b"user-agent")),
-            x.backend.name.encode("ascii") if x.backend is not None else b"-",
+            exchange.status,
+            exchange.body_bytes,
+            _escape(_header(exchange, b"referer")),
+            _escape(_header(exchange, b"user-agent")),
+            exchange.backend.name.encode("ascii") if exchange.backend is not None else b"-",
             b"%.3f" % upstream if upstream is not None else b"-",
             total,
-            x.reason.encode("ascii") or b"-",
+            exchange.reason.encode("ascii") or b"-",
         )
 
-    def _json(self, x: Exchange) -> bytes:
+    def _json(self, exchange: Exchange) -> bytes:
         now = self._clock.seconds()
-        req = x.request
-        upstream, total = self._times(x, now)
+        req = exchange.request
+        upstream, total = self._times(exchange, now)
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "client": x.client_address,
+            "client": exchange.client_address,
             "method": req.method.decode("latin-1"),
             "target": req.target.decode("latin-1"),
             "protocol": "HTTP/%d.%d" % req.version,
             "host": req.host.decode("latin-1"),
-            "status": x.status,
-            "bytes": x.body_bytes,
-            "referer": _header(x, b"referer").decode("latin-1"),
-            "user_agent": _header(x, b"user-agent").decode("latin-1"),
-            "upstream": x.backend.name if x.backend is not None else None,
+            "status": exchange.status,
+            "bytes": exchange.body_bytes,
+            "referer": _header(exchange, b"referer").decode("latin-1"),
+            "user_agent": _header(exchange, b"user-agent").decode("latin-1"),
+            "upstream": exchange.backend.name if exchange.backend is not None else None,
             "upstream_time": round(upstream, 6) if upstream is not None else None,
             "total_time": round(total, 6),
-            "reason": x.reason or None,
+            "reason": exchange.reason or None,
         }
         return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
 

@@ -41,10 +41,10 @@ _MAYBE_SENT = frozenset(["upstream_closed", "upstream_tls_failed"])
 _NOT_BACKEND_FAULT = frozenset(["upstream_queue_full", "upstream_queue_timeout"])
 
 
-def _retries(x: Exchange) -> int:
-    # How many counted retries x may have: its route's, else its group's.
-    retries = x.route.retries
-    return x.group.config.retries if retries is None else retries
+def _retries(exchange: Exchange) -> int:
+    # How many counted retries an exchange may have: its route's, else its group's.
+    retries = exchange.route.retries
+    return exchange.group.config.retries if retries is None else retries
 
 
 def _verdict(reason: str) -> Optional[bool]:
@@ -151,214 +151,214 @@ class Forwarder:
         return {rt.route.name: rt.mirror for rt in self._routes.values()
                 if rt.mirror is not None}
 
-    def forward(self, x: Exchange) -> None:
+    def forward(self, exchange: Exchange) -> None:
         """
         Take a new request: its listener's filters (the client codec's
         C{filters}), then routing.
         """
-        filters = x.downstream.filters
+        filters = exchange.downstream.filters
         if filters is not None:
-            filters.run(x, self.route)
+            filters.run(exchange, self.route)
             return
-        self.route(x)
+        self.route(exchange)
 
-    def route(self, x: Exchange) -> None:
+    def route(self, exchange: Exchange) -> None:
         """
-        Find C{x}'s route (on the normalised path); run the route's
+        Find C{exchange}'s route (on the normalised path); run the route's
         filters, then L{consult_cache}.  A C{TRACE} is answered 405 unless
         its route allows it: it would echo the request, cookies and
         credentials included, to whatever script sent it.  (Without
         C{Allow}: which methods the backend takes is the backend's to
         say.)
         """
-        req = x.request
-        route = self._router.match(x.host, req.path.decode("ascii"),
-                                   req.method.decode("ascii"), x)
+        req = exchange.request
+        route = self._router.match(exchange.host, req.path.decode("ascii"),
+                                   req.method.decode("ascii"), exchange)
         if route is None:
-            x.sink.upstream_failed(x, 404, "no_route")
+            exchange.sink.upstream_failed(exchange, 404, "no_route")
             return
-        x.route = rt = self._routes[id(route)]
+        exchange.route = rt = self._routes[id(route)]
         if req.method == b"TRACE" and not route.allow_trace:
-            x.sink.upstream_failed(x, 405, "trace_refused")
+            exchange.sink.upstream_failed(exchange, 405, "trace_refused")
             return
         if rt.filters is not None:
-            rt.filters.run(x, self.consult_cache)
+            rt.filters.run(exchange, self.consult_cache)
             return
-        self.consult_cache(x)
+        self.consult_cache(exchange)
 
-    def consult_cache(self, x: Exchange) -> None:
+    def consult_cache(self, exchange: Exchange) -> None:
         """
-        After the filters let C{x} through: the route's cache answers it
+        After the filters let C{exchange} through: the route's cache answers it
         or lets it L{proceed} (a miss, a revalidation).
         """
-        cache = x.route.cache
+        cache = exchange.route.cache
         if cache is not None:
-            cache.handle(x, self.proceed)
+            cache.handle(exchange, self.proceed)
             return
-        self.proceed(x)
+        self.proceed(exchange)
 
-    def proceed(self, x: Exchange) -> None:
+    def proceed(self, exchange: Exchange) -> None:
         """
-        Send C{x} to a backend of its route's upstream group (or answer it
+        Send C{exchange} to a backend of its route's upstream group (or answer it
         with the route's redirect or fixed response): the step after
         routing (and after whatever stands in between, such as filters or a
         cache, has let the request through).
         """
-        answer = x.route.answer
+        answer = exchange.route.answer
         if answer is not None:
-            respond(x, Answer(*answer.make(x.host, x.request.path.decode("ascii"), x.path),
-                              reason=answer.reason))
+            made = answer.make(exchange.host, exchange.request.path.decode("ascii"), exchange.path)
+            respond(exchange, Answer(*made, reason=answer.reason))
             return
-        rt = x.route
-        group = rt.group if rt.split is None else rt.split.choose(x)
+        rt = exchange.route
+        group = rt.group if rt.split is None else rt.split.choose(exchange)
         if not group.admit():
-            x.sink.upstream_failed(x, 503, "group_overloaded")
+            exchange.sink.upstream_failed(exchange, 503, "group_overloaded")
             return
         sticky = group.config.sticky
         backend = None
         if sticky is not None:
-            backend = x.pinned = group.sticky_backend(x.cookie(sticky.cookie))
+            backend = exchange.pinned = group.sticky_backend(exchange.cookie(sticky.cookie))
         if backend is None:
-            backend = group.pick(x)
+            backend = group.pick(exchange)
             if backend is None:
-                x.sink.upstream_failed(x, 503, "no_backend")
+                exchange.sink.upstream_failed(exchange, 503, "no_backend")
                 return
-        x.group = group
-        x.forwarder = self
+        exchange.group = group
+        exchange.forwarder = self
         group.in_flight += 1
-        self._send(x, backend)
+        self._send(exchange, backend)
         if rt.mirror is not None:
-            rt.mirror.copy(x)
+            rt.mirror.copy(exchange)
 
-    def _send(self, x: Exchange, backend: Backend) -> None:
-        x.backend = backend
+    def _send(self, exchange: Exchange, backend: Backend) -> None:
+        exchange.backend = backend
         backend.in_flight += 1
         backend.requests += 1
-        group = x.group
+        group = exchange.group
         if group.config.sticky is not None:
             # Pin the client to whichever backend serves it, also after a
             # retry moved it; no cookie when it already names that one.
-            x.response_fields = (
-                None if backend is x.pinned
+            exchange.response_fields = (
+                None if backend is exchange.pinned
                 else [(b"Set-Cookie", group.sticky_cookie(backend))]
             )
-        x.head = self._head(x, group, backend)
-        group.pools[backend].submit(x)
+        exchange.head = self._head(exchange, group, backend)
+        group.pools[backend].submit(exchange)
 
-    def _head(self, x: Exchange, group: UpstreamGroupRuntime, backend: Backend) -> bytes:
-        # The head that backend, of group, gets for x.
-        req = x.request
-        rt = x.route
-        downstream = x.downstream
+    def _head(self, exchange: Exchange, group: UpstreamGroupRuntime, backend: Backend) -> bytes:
+        # The head that backend, of group, gets for the exchange.
+        req = exchange.request
+        rt = exchange.route
+        downstream = exchange.downstream
         return H.request_head(
             req,
             host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
-            client_address=x.client_address,
+            client_address=exchange.client_address,
             trusted=downstream.trusted,
             proto=downstream.proto,
             via=self._via,
-            rules=rt.request_rules if x.request_rules is None else x.request_rules,
+            rules=rt.request_rules if exchange.request_rules is None else exchange.request_rules,
             identity=downstream.identity,
             target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
         )
 
-    def failed(self, x: Exchange, status: int, reason: str) -> None:
+    def failed(self, exchange: Exchange, status: int, reason: str) -> None:
         """
-        A backend failed C{x}: send it to another backend when that is
+        A backend failed C{exchange}: send it to another backend when that is
         safe and allowed, else answer the client.
         """
         if reason == "upstream_stale":
-            if not x.retried and x.retryable_elsewhere and x.backend.available:
+            if not exchange.retried and exchange.retryable_elsewhere and exchange.backend.available:
                 # The stale pooled connection race is not the backend's
                 # fault: the same backend, once, on a fresh connection.
                 # (A backend known bad meanwhile is left at once, below.)
-                x.retried = True
-                x.upstream = None
-                x.pool.submit(x, fresh=True)
+                exchange.retried = True
+                exchange.upstream = None
+                exchange.pool.submit(exchange, fresh=True)
                 return
             reason = "upstream_closed"
-        group = x.group
-        if x.status == 0 and _retries(x) and self._safe_to_resend(x, reason):
-            counted = group.counted_retry(reason, x.backend)
-            if not counted or self._may_count(x):
-                other = self._another(x)
+        group = exchange.group
+        if exchange.status == 0 and _retries(exchange) and self._safe_to_resend(exchange, reason):
+            counted = group.counted_retry(reason, exchange.backend)
+            if not counted or self._may_count(exchange):
+                other = self._another(exchange)
                 if other is not None:
-                    self._done_with_backend(x, ok=_verdict(reason))
+                    self._done_with_backend(exchange, ok=_verdict(reason))
                     if counted:
-                        if not x.counted_retries:
+                        if not exchange.counted_retries:
                             group.retries_in_flight += 1
-                        x.counted_retries += 1
-                    x.attempts += 1
-                    x.retried = False
-                    self._send(x, other)
+                        exchange.counted_retries += 1
+                    exchange.attempts += 1
+                    exchange.retried = False
+                    self._send(exchange, other)
                     return
-        x.sink.upstream_failed(x, status, reason)
+        exchange.sink.upstream_failed(exchange, status, reason)
 
-    def _safe_to_resend(self, x: Exchange, reason: str) -> bool:
+    def _safe_to_resend(self, exchange: Exchange, reason: str) -> bool:
         if reason in _NOT_SENT:
-            return not x.body_started
-        return reason in _MAYBE_SENT and x.retryable_elsewhere
+            return not exchange.body_started
+        return reason in _MAYBE_SENT and exchange.retryable_elsewhere
 
-    def _may_count(self, x: Exchange) -> bool:
+    def _may_count(self, exchange: Exchange) -> bool:
         """
-        Whether C{x} may have one more counted retry: fewer than the
+        Whether C{exchange} may have one more counted retry: fewer than the
         route's C{retries} so far, and a place in the retry budget (kept
         from its previous counted retry, or a free one).
         """
-        group = x.group
-        if x.counted_retries >= _retries(x):
+        group = exchange.group
+        if exchange.counted_retries >= _retries(exchange):
             return False
-        return x.counted_retries > 0 or group.may_retry()
+        return exchange.counted_retries > 0 or group.may_retry()
 
-    def _another(self, x: Exchange) -> Optional[Backend]:
-        tried = x.tried
+    def _another(self, exchange: Exchange) -> Optional[Backend]:
+        tried = exchange.tried
         if tried is None:
-            tried = x.tried = []
-        tried.append(x.backend)
-        return x.group.pick_other(x, tried)
+            tried = exchange.tried = []
+        tried.append(exchange.backend)
+        return exchange.group.pick_other(exchange, tried)
 
-    def _done_with_backend(self, x: Exchange, ok: Optional[bool]) -> None:
+    def _done_with_backend(self, exchange: Exchange, ok: Optional[bool]) -> None:
         """
-        C{x} is done with its backend: C{ok} says whether the backend served
+        C{exchange} is done with its backend: C{ok} says whether the backend served
         it (C{None}: nothing to say about the backend, e.g. the client gave
         up, or the proxy was overloaded).
         """
-        backend = x.backend
-        x.backend = None
+        backend = exchange.backend
+        exchange.backend = None
         backend.in_flight -= 1
         if ok is not None:
             if not ok:
                 backend.failures += 1
-            x.group.report(backend, ok, x.status)
-        x.group.check_drained(backend)
+            exchange.group.report(backend, ok, exchange.status)
+        exchange.group.check_drained(backend)
 
-    def cancel(self, x: Exchange) -> None:
+    def cancel(self, exchange: Exchange) -> None:
         """
-        Abandon whatever upstream work C{x} has in progress.
+        Abandon whatever upstream work C{exchange} has in progress.
         """
-        if x.pool is not None:
-            x.pool.cancel(x)
+        if exchange.pool is not None:
+            exchange.pool.cancel(exchange)
 
-    def release(self, x: Exchange) -> None:
+    def release(self, exchange: Exchange) -> None:
         """
-        C{x} is over.
+        C{exchange} is over.
         """
-        if x.on_end is not None:
-            on_end, x.on_end = x.on_end, None
-            on_end(x)
-        if x.upstream is not None:
-            self.cancel(x)
-        group = x.group
+        if exchange.on_end is not None:
+            on_end, exchange.on_end = exchange.on_end, None
+            on_end(exchange)
+        if exchange.upstream is not None:
+            self.cancel(exchange)
+        group = exchange.group
         if group is None:
             return
         group.in_flight -= 1
-        if x.counted_retries:
+        if exchange.counted_retries:
             group.retries_in_flight -= 1
-        if x.backend is not None:
-            backend = x.backend
-            self._done_with_backend(x, ok=_verdict(x.reason))
+        if exchange.backend is not None:
+            backend = exchange.backend
+            self._done_with_backend(exchange, ok=_verdict(exchange.reason))
             # The access log still names it.
-            x.backend = backend
+            exchange.backend = backend
 
     def close(self) -> None:
         for group in self.groups.values():

@@ -223,18 +223,18 @@ class IResponseSink(Interface):
     passed on as they come, never gathered whole.
     """
 
-    def informational(x: IRequestView, resp: IResponseView) -> None:
+    def informational(exchange: IRequestView, resp: IResponseView) -> None:
         """
         An interim (1xx) response head arrived, other than C{100 Continue}
         (which the proxy answers itself) and C{101} (a protocol switch);
         for example C{103 Early Hints}.  More heads follow.
 
-        @param x: The request.
+        @param exchange: The request.
         @param resp: The interim head.
         """
 
     def response_head(
-        x: IRequestView,
+        exchange: IRequestView,
         resp: IResponseView,
         has_body: bool,
         extra: Optional[Sequence[Tuple[bytes, bytes]]] = None,
@@ -242,14 +242,14 @@ class IResponseSink(Interface):
         """
         The final response head arrived.
 
-        @param x: The request it answers.
+        @param exchange: The request it answers.
         @param resp: The head.
         @param has_body: Whether a body follows (C{False} for C{HEAD}, 204,
             304).
         @param extra: A list of (name, value) byte pairs to add, or C{None}.
         """
 
-    def response_body(x: IRequestView, data: bytes) -> None:
+    def response_body(exchange: IRequestView, data: bytes) -> None:
         """
         A piece of the response body (never empty).
         """
@@ -260,13 +260,13 @@ class IResponseSink(Interface):
         backend, so that small responses go out in one write.
         """
 
-    def response_end(x: IRequestView) -> None:
+    def response_end(exchange: IRequestView) -> None:
         """
         The whole response was passed on: the last sink sends what is
         still pending (no L{flush} is needed before it).
         """
 
-    def upstream_failed(x: IRequestView, status: int, reason: str) -> None:
+    def upstream_failed(exchange: IRequestView, status: int, reason: str) -> None:
         """
         No response (or no complete one) will come: answer with C{status}
         if nothing was sent yet, else end the response as incomplete.

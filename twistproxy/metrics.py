@@ -160,17 +160,17 @@ class ProxyMetrics:
         if any(f is not None for f in (status, connections, streams, pools)):
             r.register(_StateCollector(status, connections, streams, pools))
 
-    def observe(self, x: Exchange) -> None:
+    def observe(self, exchange: Exchange) -> None:
         """
         Count a finished exchange.
         """
-        route_runtime = x.route
-        group = x.group
+        route_runtime = exchange.route
+        group = exchange.group
         if group is None and route_runtime is not None:
             group = route_runtime.group
         route = (route_runtime.route.name or NONE) if route_runtime is not None else NONE
         upstream = group.name if group is not None else NONE
-        key = (route, status_class(x.status), upstream)
+        key = (route, status_class(exchange.status), upstream)
         children = self._by_request.get(key)
         if children is None:
             children = self._by_request[key] = (
@@ -180,31 +180,31 @@ class ProxyMetrics:
             )
         requests, duration, body_bytes = children
         requests.inc()
-        duration.observe(max(0.0, self._clock.seconds() - x.started))
-        if x.body_bytes:
-            body_bytes.inc(x.body_bytes)
-        if x.backend is not None or x.attempts > 1:
+        duration.observe(max(0.0, self._clock.seconds() - exchange.started))
+        if exchange.body_bytes:
+            body_bytes.inc(exchange.body_bytes)
+        if exchange.backend is not None or exchange.attempts > 1:
             by_upstream = self._by_upstream.get(upstream)
             if by_upstream is None:
                 by_upstream = self._by_upstream[upstream] = (
                     self._upstream_duration.labels(upstream),
                     self._retries.labels(upstream),
                 )
-            if x.backend is not None and x.upstream_started and x.upstream_ended:
-                took = max(0.0, x.upstream_ended - x.upstream_started)
+            if exchange.backend is not None and exchange.upstream_started and exchange.upstream_ended:
+                took = max(0.0, exchange.upstream_ended - exchange.upstream_started)
                 by_upstream[0].observe(took)
                 # The backend's own latency, for the status page: one
                 # integer added, the list made once per backend.
-                durations = x.backend.durations
+                durations = exchange.backend.durations
                 if durations is None:
-                    durations = x.backend.durations = [0] * (len(DURATION_BUCKETS) + 1)
+                    durations = exchange.backend.durations = [0] * (len(DURATION_BUCKETS) + 1)
                 durations[bisect_left(DURATION_BUCKETS, took)] += 1
-            if x.attempts > 1:
-                by_upstream[1].inc(x.attempts - 1)
-        if x.reason:
-            answers = self._by_reason.get(x.reason)
+            if exchange.attempts > 1:
+                by_upstream[1].inc(exchange.attempts - 1)
+        if exchange.reason:
+            answers = self._by_reason.get(exchange.reason)
             if answers is None:
-                answers = self._by_reason[x.reason] = self._answers.labels(x.reason)
+                answers = self._by_reason[exchange.reason] = self._answers.labels(exchange.reason)
             answers.inc()
 
     def observe_connection(self, c) -> None:

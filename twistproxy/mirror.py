@@ -39,8 +39,8 @@ class _Shadow(Background):
         self.connection = downstream.connection
         self._mirror = mirror
 
-    def _end(self, x: Exchange) -> None:
-        self._mirror.done(x, True)
+    def _end(self, exchange: Exchange) -> None:
+        self._mirror.done(exchange, True)
 
 
 class Mirror:
@@ -70,15 +70,15 @@ class Mirror:
         self._random = rng if rng is not None else random.Random()
         self.copied = self.unanswered = self.dropped = self.skipped = self.in_flight = 0
 
-    def copy(self, x: Exchange) -> None:
+    def copy(self, exchange: Exchange) -> None:
         """
-        Send a copy of C{x}, the request just forwarded, when it is among
+        Send a copy of C{exchange}, the request just forwarded, when it is among
         the share mirrored and the bounds allow.
         """
         config = self.config
         if config.percent < 100 and self._random.randrange(100) >= config.percent:
             return
-        req = x.request
+        req = exchange.request
         if req.has_body or req.upgrade is not None:
             self.skipped += 1
             return
@@ -86,8 +86,9 @@ class Mirror:
             self.dropped += 1
             return
         group = self.group
-        copy = Exchange(req, x.client_address, _Shadow(x.downstream, self), x.started)
-        copy.route = x.route
+        copy = Exchange(
+            req, exchange.client_address, _Shadow(exchange.downstream, self), exchange.started)
+        copy.route = exchange.route
         copy.forwarder = self
         copy.group = group
         backend = group.pick(copy)
@@ -98,23 +99,23 @@ class Mirror:
         self.copied += 1
         copy.backend = backend
         backend.in_flight += 1
-        copy.head = self._head(x, group, backend)
+        copy.head = self._head(exchange, group, backend)
         group.pools[backend].submit(copy)
 
-    def failed(self, x: Exchange, status: int, reason: str) -> None:
+    def failed(self, exchange: Exchange, status: int, reason: str) -> None:
         """
-        The copy C{x} failed (the pool and the upstream protocol tell the
+        The copy C{exchange} failed (the pool and the upstream protocol tell the
         exchange's forwarder): it is over, never retried.
         """
-        self.done(x, False)
+        self.done(exchange, False)
 
-    def done(self, x: Exchange, answered: bool) -> None:
+    def done(self, exchange: Exchange, answered: bool) -> None:
         """
-        The copy C{x} is over: answered, or failed.
+        The copy C{exchange} is over: answered, or failed.
         """
-        if x.upstream is not None:
-            x.pool.cancel(x)
-        backend, x.backend = x.backend, None
+        if exchange.upstream is not None:
+            exchange.pool.cancel(exchange)
+        backend, exchange.backend = exchange.backend, None
         self.in_flight -= 1
         if not answered:
             self.unanswered += 1

@@ -70,9 +70,9 @@ def _value_test(match: RouteMatch) -> Callable[[Optional[str]], bool]:
     return lambda value: value is not None
 
 
-def _query_value(x: Any, name: str) -> Optional[str]:
+def _query_value(exchange: Any, name: str) -> Optional[str]:
     # The first value of the query parameter, percent-decoded.
-    target = x.path
+    target = exchange.path
     mark = target.find("?")
     if mark < 0:
         return None
@@ -85,7 +85,7 @@ def _query_value(x: Any, name: str) -> Optional[str]:
 class _Conditions:
     """
     The conditions of a route beyond host, prefix and method, each a
-    C{test(host, path, x)}; all must hold.
+    C{test(host, path, exchange)}; all must hold.
     """
 
     __slots__ = ("_tests",)
@@ -94,7 +94,7 @@ class _Conditions:
         tests: List[Callable[[str, str, Any], bool]] = []
         if route.path_exact:
             exact = route.path_exact
-            tests.append(lambda host, path, x: path == exact)
+            tests.append(lambda host, path, exchange: path == exact)
         for regex, on_host in ((route.path_regex, False), (route.host_regex, True)):
             if regex:
                 tests.append(_searcher(re.compile(regex), on_host))
@@ -104,12 +104,12 @@ class _Conditions:
                 tests.append(_field_test(lookup, match))
         if route.networks:
             networks = NetworkSet(route.networks)
-            tests.append(lambda host, path, x: client(x) in networks)
+            tests.append(lambda host, path, exchange: client(exchange) in networks)
         self._tests = tuple(tests)
 
-    def __call__(self, host: str, path: str, x: Any) -> bool:
+    def __call__(self, host: str, path: str, exchange: Any) -> bool:
         for test in self._tests:
-            if not test(host, path, x):
+            if not test(host, path, exchange):
                 return False
         return True
 
@@ -117,27 +117,27 @@ class _Conditions:
 def _searcher(pattern: Pattern[str], on_host: bool) -> Callable[[str, str, Any], bool]:
     search = pattern.search
     if on_host:
-        return lambda host, path, x: search(host) is not None
-    return lambda host, path, x: search(path) is not None
+        return lambda host, path, exchange: search(host) is not None
+    return lambda host, path, exchange: search(path) is not None
 
 
-def _header(x: Any, name: str) -> Optional[str]:
-    return x.header(name)  # type: ignore[no-any-return]
+def _header(exchange: Any, name: str) -> Optional[str]:
+    return exchange.header(name)  # type: ignore[no-any-return]
 
 
-def _cookie(x: Any, name: str) -> Optional[str]:
-    return x.cookie(name)  # type: ignore[no-any-return]
+def _cookie(exchange: Any, name: str) -> Optional[str]:
+    return exchange.cookie(name)  # type: ignore[no-any-return]
 
 
 def _field_test(lookup: Callable[[Any, str], Optional[str]],
                 match: RouteMatch) -> Callable[[str, str, Any], bool]:
     name = match.name
     test = _value_test(match)
-    return lambda host, path, x: test(lookup(x, name))
+    return lambda host, path, exchange: test(lookup(exchange, name))
 
 
-def _peer(x: Any) -> str:
-    return x.client_address  # type: ignore[no-any-return]
+def _peer(exchange: Any) -> str:
+    return exchange.client_address  # type: ignore[no-any-return]
 
 
 # One compiled route: (any_host, exact_hosts, wildcard_suffixes, path_prefix,
@@ -188,14 +188,14 @@ class Router:
         self.routes: Tuple[Route, ...] = tuple(routes)
         self._compiled: List[_Compiled] = [_compile(r, client) for r in self.routes]
 
-    def match(self, host: str, path: str, method: str, x: Any = None) -> Optional[Route]:
+    def match(self, host: str, path: str, method: str, exchange: Any = None) -> Optional[Route]:
         """
         Find the route of a request.
 
         @param host: The requested host, lower-cased, without port.
         @param path: The request path, normalised, without query string.
         @param method: The request method, e.g. C{'GET'}.
-        @param x: The request (an L{twistproxy.interfaces.IRequestView}),
+        @param exchange: The request (an L{twistproxy.interfaces.IRequestView}),
             which routes with header, query, cookie or network conditions
             look at.
         @return: The first matching route, or C{None} when none matches
@@ -213,7 +213,7 @@ class Router:
                         break
                 else:
                     continue
-            if more is None or more(host, path, x):
+            if more is None or more(host, path, exchange):
                 return route
         return None
 
@@ -340,8 +340,8 @@ def _sticky_key(sticky: str, client: Callable[[Any], str]) -> Callable[[Any], Op
         return client
     kind, _, name = sticky.partition(":")
     if kind == "cookie":
-        return lambda x: _cookie(x, name)
-    return lambda x: _header(x, name)
+        return lambda exchange: _cookie(exchange, name)
+    return lambda exchange: _header(exchange, name)
 
 
 class Splitter(Generic[_Side]):
@@ -377,11 +377,11 @@ class Splitter(Generic[_Side]):
         self._key = _sticky_key(sticky, client) if sticky else None
         self._random = rng if rng is not None else random.Random()
 
-    def choose(self, x: Any) -> _Side:
+    def choose(self, exchange: Any) -> _Side:
         """
-        The side of request C{x}.
+        The side of request C{exchange}.
         """
-        key = self._key(x) if self._key is not None else None
+        key = self._key(exchange) if self._key is not None else None
         if key is None:
             point = self._random.randrange(self._total)
         else:

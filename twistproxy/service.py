@@ -306,12 +306,12 @@ class ProxyService(MultiService):
             for served in factory.server_tls.store.certificates
         ]
 
-    def _exchange_ended(self, x) -> None:
+    def _exchange_ended(self, exchange) -> None:
         if self.metrics is not None:
-            self.metrics.observe(x)
+            self.metrics.observe(exchange)
         if self.access_log is not None:
             try:
-                self.access_log(x)
+                self.access_log(exchange)
             except OSError as e:
                 self._access_log_failed(e)
 

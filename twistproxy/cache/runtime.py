@@ -206,25 +206,25 @@ class CachedRoute:
 
     # The entry point
 
-    def handle(self, x: Exchange, proceed: Callable[[Exchange], None]) -> None:
+    def handle(self, exchange: Exchange, proceed: Callable[[Exchange], None]) -> None:
         """
-        Answer C{x} from the cache, or let it C{proceed} to the origin with
+        Answer C{exchange} from the cache, or let it C{proceed} to the origin with
         what the cache needs on the way back.
         """
-        req = x.request
+        req = exchange.request
         method = req.method
         if method == b"PURGE":
-            self._purge_request(x)
+            self._purge_request(exchange)
             return
         if method not in P.SAFE_METHODS:
-            key = self.key(x)
-            x.sink = InvalidatingSink(x.sink, self, key)
+            key = self.key(exchange)
+            exchange.sink = InvalidatingSink(exchange.sink, self, key)
             if method == b"POST" and self.allow_post:
-                x.sink = FetchSink(x.sink, self, x, key, None, b"miss", False)
-            proceed(x)
+                exchange.sink = FetchSink(exchange.sink, self, exchange, key, None, b"miss", False)
+            proceed(exchange)
             return
         if method not in _CACHED_METHODS:
-            self._pass_on(x, proceed)
+            self._pass_on(exchange, proceed)
             return
         names = [k.lower() for k, _ in req.headers]
         if (
@@ -237,85 +237,85 @@ class CachedRoute:
                     req.headers):
                 # RFC 9111 5.2.1.7: nothing stored can answer it, and the
                 # client does not want the origin asked.
-                self._answer_504(x)
+                self._answer_504(exchange)
                 return
-            self._pass_on(x, proceed)
+            self._pass_on(exchange, proceed)
             return
         directives = _NO_DIRECTIVES
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
-        self._lookup(x, proceed, True, directives)
+        self._lookup(exchange, proceed, True, directives)
 
-    def _pass_on(self, x: Exchange, proceed) -> None:
+    def _pass_on(self, exchange: Exchange, proceed) -> None:
         """
-        Let C{x} go to the origin untouched by the cache, but for the
+        Let C{exchange} go to the origin untouched by the cache, but for the
         targeted fields of its response, which are this cache's alone
         (RFC 9213).  An upgrade's response is left whole: it is not an
         HTTP response the cache could have stored.
         """
-        if x.request.upgrade is None:
-            x.sink = TargetedSink(x.sink, self.cache.targeted)
-        proceed(x)
+        if exchange.request.upgrade is None:
+            exchange.sink = TargetedSink(exchange.sink, self.cache.targeted)
+        proceed(exchange)
 
-    def key(self, x: Exchange) -> bytes:
-        req = x.request
+    def key(self, exchange: Exchange) -> bytes:
+        req = exchange.request
         extra = [(n, H.field_value(req.headers, n)) for n in self._extra]
-        return P.primary_key(x.downstream.proto, req.host, req.target, self.config.key, extra)
+        return P.primary_key(exchange.downstream.proto, req.host, req.target, self.config.key, extra)
 
-    def _lookup(self, x: Exchange, proceed, may_wait: bool,
+    def _lookup(self, exchange: Exchange, proceed, may_wait: bool,
                 directives: Optional[P.Directives] = None) -> None:
         if directives is None:
-            directives = P.request_directives(x.request.headers)
-        key = self.key(x)
-        self._get(key, self._found, x, proceed, key, may_wait, directives)
+            directives = P.request_directives(exchange.request.headers)
+        key = self.key(exchange)
+        self._get(key, self._found, exchange, proceed, key, may_wait, directives)
 
-    def _get(self, key: bytes, then, x: Exchange, proceed, *args) -> None:
+    def _get(self, key: bytes, then, exchange: Exchange, proceed, *args) -> None:
         """
-        Call C{then(entry, x, proceed, *args)} with what the store keeps
+        Call C{then(entry, exchange, proceed, *args)} with what the store keeps
         under C{key}: at once from a store in this process that offers a
         synchronous C{lookup}, else when its L{Deferred} fires.
         """
         lookup = self.cache.lookup
         if lookup is not None:
-            then(lookup(key), x, proceed, *args)
+            then(lookup(key), exchange, proceed, *args)
             return
         d = self.cache.store.get(key)
-        d.addCallback(then, x, proceed, *args)
-        d.addErrback(self._lookup_failed, x, proceed)
+        d.addCallback(then, exchange, proceed, *args)
+        d.addErrback(self._lookup_failed, exchange, proceed)
 
-    def _lookup_failed(self, failure, x: Exchange, proceed) -> None:
+    def _lookup_failed(self, failure, exchange: Exchange, proceed) -> None:
         self.cache.log.failure("cache lookup failed", failure)
-        if not x.status:
-            proceed(x)
+        if not exchange.status:
+            proceed(exchange)
 
-    def _found(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
+    def _found(self, entry: Optional[Entry], exchange: Exchange, proceed, key: bytes,
                may_wait: bool, directives: P.Directives) -> None:
-        if x.status:
+        if exchange.status:
             # The client left while the store answered.
             return
         if entry is not None and entry.status == 0:
-            variant = P.secondary_key(entry.vary, x.request.headers)
+            variant = P.secondary_key(entry.vary, exchange.request.headers)
             if variant is None:
-                self._miss(x, proceed, key, None, b"vary-miss", may_wait)
+                self._miss(exchange, proceed, key, None, b"vary-miss", may_wait)
                 return
-            self._get(key + _VARIANT + variant, self._found_variant, x, proceed, key,
+            self._get(key + _VARIANT + variant, self._found_variant, exchange, proceed, key,
                       may_wait, directives)
             return
-        self._decide(entry, x, proceed, key, may_wait, directives, b"uri-miss")
+        self._decide(entry, exchange, proceed, key, may_wait, directives, b"uri-miss")
 
-    def _found_variant(self, entry, x, proceed, key, may_wait, directives) -> None:
-        if x.status:
+    def _found_variant(self, entry, exchange, proceed, key, may_wait, directives) -> None:
+        if exchange.status:
             return
-        self._decide(entry, x, proceed, key, may_wait, directives, b"vary-miss")
+        self._decide(entry, exchange, proceed, key, may_wait, directives, b"vary-miss")
 
-    def _decide(self, entry: Optional[Entry], x: Exchange, proceed, key: bytes,
+    def _decide(self, entry: Optional[Entry], exchange: Exchange, proceed, key: bytes,
                 may_wait: bool, directives: P.Directives, why_miss: bytes) -> None:
         only_cached = "only-if-cached" in directives
         if entry is None:
             if only_cached:
-                self._answer_504(x)
+                self._answer_504(exchange)
                 return
-            self._miss(x, proceed, key, None, why_miss, may_wait)
+            self._miss(exchange, proceed, key, None, why_miss, may_wait)
             return
         cache = self.cache
         fields = cache.fields(entry)
@@ -334,14 +334,14 @@ class CachedRoute:
             if verdict == P.SWR and key not in cache.in_flight:
                 # Before serving: the end of this response may start the
                 # client's next request, which must find this refresh.
-                self._refresh(x, proceed, key, entry, fields)
-            serve(x, x.sink, entry, fields, age, status, cache.targeted)
+                self._refresh(exchange, proceed, key, entry, fields)
+            serve(exchange, exchange.sink, entry, fields, age, status, cache.targeted)
             return
         if only_cached:
-            self._answer_504(x)
+            self._answer_504(exchange)
             return
         why = b"request" if "no-cache" in directives or "max-age" in directives else b"stale"
-        self._miss(x, proceed, key, entry, why, may_wait)
+        self._miss(exchange, proceed, key, entry, why, may_wait)
 
     def lifetime(self, entry: Entry, fields: P.CacheFields) -> float:
         return self.lifetime_of(entry.status, fields, entry.response_time)
@@ -353,7 +353,7 @@ class CachedRoute:
 
     # Going to the origin
 
-    def _miss(self, x: Exchange, proceed, key: bytes, stale: Optional[Entry], why: bytes,
+    def _miss(self, exchange: Exchange, proceed, key: bytes, stale: Optional[Entry], why: bytes,
               may_wait: bool) -> None:
         cache = self.cache
         waiters = cache.in_flight.get(key)
@@ -363,56 +363,56 @@ class CachedRoute:
             # the cost of looking at what comes back (Varnish's
             # hit-for-pass).
             cache.counts["miss"] += 1
-            x.sink = StatusSink(x.sink, cache.targeted, cache.pass_status)
-            proceed(x)
+            exchange.sink = StatusSink(exchange.sink, cache.targeted, cache.pass_status)
+            proceed(exchange)
             return
-        req = x.request
+        req = exchange.request
         if req.method == b"HEAD" or P.has_field(req.headers, b"range"):
             # Passed on as asked; what comes back is not a whole
             # representation to store.
             cache.counts["miss"] += 1
-            x.sink = StatusSink(x.sink, cache.targeted,
+            exchange.sink = StatusSink(exchange.sink, cache.targeted,
                                 P.cache_status(cache.name, False, fwd=b"bypass"))
-            proceed(x)
+            proceed(exchange)
             return
         if waiters is not None and may_wait:
             cache.counts["collapsed"] += 1
             timer = cache.clock.callLater(
-                self.config.lock_timeout, self._stop_waiting, key, x, proceed)
-            waiters.append((x, proceed, timer))
+                self.config.lock_timeout, self._stop_waiting, key, exchange, proceed)
+            waiters.append((exchange, proceed, timer))
             return
         cache.counts["miss"] += 1
         owner = waiters is None
         if owner:
             cache.in_flight[key] = []
         if stale is not None and P.has_validator(cache.fields(stale)):
-            self._validate(x, stale)
-        x.sink = FetchSink(x.sink, self, x, key, stale, why, owner)
-        proceed(x)
+            self._validate(exchange, stale)
+        exchange.sink = FetchSink(exchange.sink, self, exchange, key, stale, why, owner)
+        proceed(exchange)
 
-    def _validate(self, x: Exchange, stale: Entry) -> None:
+    def _validate(self, exchange: Exchange, stale: Entry) -> None:
         """
-        Send C{x} with the stored response's validators in place of any
+        Send C{exchange} with the stored response's validators in place of any
         the client sent (RFC 9111 4.3.1).
         """
         fields = P.conditional_fields(self.cache.fields(stale), stale.headers)
         rules = self._rules
-        x.request_rules = H.CompiledRules(HeaderRules(
+        exchange.request_rules = H.CompiledRules(HeaderRules(
             remove=tuple(rules.remove) + _VALIDATION_FIELDS,
             set=tuple(rules.set) + tuple(
                 (n.decode("ascii"), v.decode("latin-1")) for n, v in fields),
             add=rules.add,
         ))
 
-    def _stop_waiting(self, key: bytes, x: Exchange, proceed) -> None:
+    def _stop_waiting(self, key: bytes, exchange: Exchange, proceed) -> None:
         """
         A collapsed request waited long enough: it goes on its own.
         """
         waiters = self.cache.in_flight.get(key)
         if waiters is not None:
-            waiters[:] = [w for w in waiters if w[0] is not x]
-        if not x.status:
-            self._lookup(x, proceed, False)
+            waiters[:] = [w for w in waiters if w[0] is not exchange]
+        if not exchange.status:
+            self._lookup(exchange, proceed, False)
 
     def fetched(self, key: bytes) -> None:
         """
@@ -420,41 +420,41 @@ class CachedRoute:
         waiting for it look again, and go on their own if they miss.
         """
         waiters = self.cache.in_flight.pop(key, None)
-        for x, proceed, timer in waiters or ():
+        for exchange, proceed, timer in waiters or ():
             if timer.active():
                 timer.cancel()
-            if not x.status:
-                self._lookup(x, proceed, False)
+            if not exchange.status:
+                self._lookup(exchange, proceed, False)
 
-    def _refresh(self, x: Exchange, proceed, key: bytes, entry: Entry,
+    def _refresh(self, exchange: Exchange, proceed, key: bytes, entry: Entry,
                  fields: P.CacheFields) -> None:
         """
         Start one background request to refresh C{entry}
         (C{stale-while-revalidate}, RFC 5861 3).
         """
-        req = x.request
+        req = exchange.request
         headers = [(k, v) for k, v in req.headers
                    if k.lower() not in P.CONDITIONAL_FIELDS and k.lower() != b"range"]
-        background = Background(x.downstream.proto)
+        background = Background(exchange.downstream.proto)
         request = RequestHead.made(b"GET", req.target, req.host, headers, True)
         bx = Exchange(request, "", background, self.cache.clock.seconds())
-        bx.route = x.route
+        bx.route = exchange.route
         self.cache.in_flight[key] = []
         if P.has_validator(fields):
             self._validate(bx, entry)
         bx.sink = FetchSink(background, self, bx, key, entry, b"stale", True)
         proceed(bx)
 
-    def _answer_504(self, x: Exchange) -> None:
+    def _answer_504(self, exchange: Exchange) -> None:
         """
         C{only-if-cached} with nothing usable stored (RFC 9111 5.2.1.7).
         """
         self.cache.counts["miss"] += 1
-        x.sink.upstream_failed(x, 504, "cache_only_if_cached")
+        exchange.sink.upstream_failed(exchange, 504, "cache_only_if_cached")
 
     # Storing
 
-    def store(self, x: Exchange, key: bytes, entry: Entry, fields: P.CacheFields,
+    def store(self, exchange: Exchange, key: bytes, entry: Entry, fields: P.CacheFields,
               lifetime: float, tags) -> Deferred:
         """
         Put C{entry} in the store (with a vary marker when it varies).
@@ -466,14 +466,14 @@ class CachedRoute:
         store = cache.store
         cache.counts["stored"] += 1
         if fields.vary:
-            variant = P.secondary_key(fields.vary, x.request.headers)
+            variant = P.secondary_key(fields.vary, exchange.request.headers)
             return gatherResults([
                 store.put(key, Entry.marker(fields.vary), ttl),
                 store.put(key + _VARIANT + variant, entry, ttl, tags),
             ])
         return store.put(key, entry, ttl, tags)
 
-    def invalidate(self, x: Exchange, key: bytes, resp: ResponseHead) -> None:
+    def invalidate(self, exchange: Exchange, key: bytes, resp: ResponseHead) -> None:
         """
         A successful unsafe request: its target and the same-origin URIs
         its response names are stale now (RFC 9111 4.4).
@@ -482,8 +482,8 @@ class CachedRoute:
         cache.counts["invalidated"] += 1
         base_key = self.url_prefix(key)
         cache.store.purge(base_key)
-        req = x.request
-        scheme = x.downstream.proto
+        req = exchange.request
+        scheme = exchange.downstream.proto
         base = b"%s://%s%s" % (scheme, req.host, req.target)
         origin = urlsplit(base)
         for uri in P.invalidated_uris(resp.status, req.method, resp.headers):
@@ -499,7 +499,7 @@ class CachedRoute:
         """
         return key[:key.index(b"\x00") + 1]
 
-    def _purge_request(self, x: Exchange) -> None:
+    def _purge_request(self, exchange: Exchange) -> None:
         """
         C{PURGE}: remove the target URL's stored responses, for peers
         allowed by C{cache.purge_from}; 405 when no one is, 403 for the
@@ -507,21 +507,21 @@ class CachedRoute:
         """
         cache = self.cache
         if not cache.purge_enabled:
-            respond(x, Answer(405, [_TEXT], b"PURGE is not enabled\n", "cache_purge_disabled"))
+            respond(exchange, Answer(405, [_TEXT], b"PURGE is not enabled\n", "cache_purge_disabled"))
             return
-        if x.client_address not in cache.purge_from:
-            respond(x, Answer(403, [_TEXT], b"PURGE is not allowed from this address\n",
+        if exchange.client_address not in cache.purge_from:
+            respond(exchange, Answer(403, [_TEXT], b"PURGE is not allowed from this address\n",
                               "cache_purge_forbidden"))
             return
-        d = cache.purge(self.url_prefix(self.key(x)))
-        d.addCallback(lambda n: x.status or respond(x, Answer(
-            200, [(b"Content-Type", b"application/json")], b'{"purged": %d}\n' % n, x.reason)))
+        d = cache.purge(self.url_prefix(self.key(exchange)))
+        d.addCallback(lambda n: exchange.status or respond(exchange, Answer(
+            200, [(b"Content-Type", b"application/json")], b'{"purged": %d}\n' % n, exchange.reason)))
 
 
-def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
+def serve(exchange: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
           status_field: bytes, targeted=(), own=()) -> None:
     """
-    Answer C{x} from a stored response: the whole of it, the head alone for
+    Answer C{exchange} from a stored response: the whole of it, the head alone for
     C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
     a 206 or 416 for a single byte range (RFC 9110 14).  C{own} are fields
     for this client alone, added to the stored ones.
@@ -529,39 +529,39 @@ def serve(x: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
     No C{flush} before C{response_end}: the end sends what is pending, in
     one write, as it does for the proxy's own answers (L{respond}).
     """
-    req = x.request
+    req = exchange.request
     body = entry.body
     extra = list(own) + [(b"Cache-Status", status_field)]
     headers = P.fields_to_serve(entry.headers, fields, age, targeted)
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
-            sink.response_head(x, head, False, extra)
-            sink.response_end(x)
+            sink.response_head(exchange, head, False, extra)
+            sink.response_end(exchange)
             return
         if req.method == b"GET":
             span = P.byte_range(req.headers, len(body), fields, entry.response_time)
             if span == P.UNSATISFIABLE:
                 extra.append((b"Content-Range", b"bytes */%d" % len(body)))
                 head = own_head(416, b"Range Not Satisfiable", headers, 0)
-                sink.response_head(x, head, True, extra)
-                sink.response_end(x)
+                sink.response_head(exchange, head, True, extra)
+                sink.response_end(exchange)
                 return
             if span is not None:
                 first, last = span
                 extra.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, len(body))))
                 body = body[first:last + 1]
                 head = own_head(206, b"Partial Content", headers, len(body))
-                sink.response_head(x, head, True, extra)
-                sink.response_body(x, body)
-                sink.response_end(x)
+                sink.response_head(exchange, head, True, extra)
+                sink.response_body(exchange, body)
+                sink.response_end(exchange)
                 return
     head = own_head(entry.status, entry.reason, headers, len(body))
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
-    sink.response_head(x, head, has_body, extra)
+    sink.response_head(exchange, head, has_body, extra)
     if has_body and body:
-        sink.response_body(x, body)
-    sink.response_end(x)
+        sink.response_body(exchange, body)
+    sink.response_end(exchange)
 
 
 class TargetedSink(SinkWrapper):
@@ -574,8 +574,8 @@ class TargetedSink(SinkWrapper):
         super().__init__(sink)
         self._targeted = targeted
 
-    def response_head(self, x, resp, has_body, extra=None) -> None:
-        self.sink.response_head(x, _downstream(resp, self._targeted), has_body, extra)
+    def response_head(self, exchange, resp, has_body, extra=None) -> None:
+        self.sink.response_head(exchange, _downstream(resp, self._targeted), has_body, extra)
 
 
 class StatusSink(TargetedSink):
@@ -587,8 +587,8 @@ class StatusSink(TargetedSink):
         super().__init__(sink, targeted)
         self._field = (b"Cache-Status", status_field)
 
-    def response_head(self, x, resp, has_body, extra=None) -> None:
-        super().response_head(x, resp, has_body, list(extra or ()) + [self._field])
+    def response_head(self, exchange, resp, has_body, extra=None) -> None:
+        super().response_head(exchange, resp, has_body, list(extra or ()) + [self._field])
 
 
 class InvalidatingSink(TargetedSink):
@@ -601,10 +601,10 @@ class InvalidatingSink(TargetedSink):
         self._cache = route_cache
         self._key = key
 
-    def response_head(self, x, resp, has_body, extra=None) -> None:
+    def response_head(self, exchange, resp, has_body, extra=None) -> None:
         if 200 <= resp.status < 400:
-            self._cache.invalidate(x, self._key, resp)
-        super().response_head(x, resp, has_body, extra)
+            self._cache.invalidate(exchange, self._key, resp)
+        super().response_head(exchange, resp, has_body, extra)
 
 
 # What a FetchSink does with the response.
@@ -620,20 +620,20 @@ class FetchSink(SinkWrapper):
     stale response where C{stale-if-error} allows.
     """
 
-    def __init__(self, sink, route_cache: CachedRoute, x: Exchange, key: bytes,
+    def __init__(self, sink, route_cache: CachedRoute, exchange: Exchange, key: bytes,
                  stale: Optional[Entry], why: bytes, owner: bool):
         super().__init__(sink)
         self._cache = route_cache
         self._key = key
         self._stale = stale
         self._why = why
-        self._request_headers = x.request.headers
+        self._request_headers = exchange.request.headers
         # Whether the requests collapsed on this key wait for this one.
         self._done = not owner
         if owner:
             # However the exchange ends (its client may leave mid-way),
             # the requests waiting for it must not wait for nothing.
-            x.on_end = self._ended
+            exchange.on_end = self._ended
         self._mode = _PASS
         self._body: List[bytes] = []
         self._size = 0
@@ -643,7 +643,7 @@ class FetchSink(SinkWrapper):
         self._response_time = 0.0
         self._storing = False
 
-    def response_head(self, x, resp, has_body, extra=None) -> None:
+    def response_head(self, exchange, resp, has_body, extra=None) -> None:
         rc = self._cache
         cache = rc.cache
         now = self._response_time = cache.clock.seconds()
@@ -666,7 +666,7 @@ class FetchSink(SinkWrapper):
             self._mode = _STALE
             self._resp = resp
             return
-        req = x.request
+        req = exchange.request
         config = rc.config
         storable = (
             P.storable(req.method, resp.status, req.headers, fields, resp.headers,
@@ -691,7 +691,7 @@ class FetchSink(SinkWrapper):
                 # later GETs will get.
                 cache.pass_for(self._key)
             self._release()
-        self.sink.response_head(x, _downstream(resp, cache.targeted), has_body,
+        self.sink.response_head(exchange, _downstream(resp, cache.targeted), has_body,
                                  list(extra or ()) + [(b"Cache-Status", status)])
 
     def _status_field(self, stored: bool, fields: P.CacheFields, status: int) -> bytes:
@@ -723,7 +723,7 @@ class FetchSink(SinkWrapper):
         return P.current_age(P.initial_age(fields, stale.request_time, stale.response_time),
                              stale.response_time, self._cache.cache.clock.seconds())
 
-    def response_body(self, x, data: bytes) -> None:
+    def response_body(self, exchange, data: bytes) -> None:
         mode = self._mode
         if mode == _UPDATE or mode == _STALE or mode == _REFUSE:
             return
@@ -735,13 +735,13 @@ class FetchSink(SinkWrapper):
                 self._release()
             else:
                 self._body.append(data)
-        self.sink.response_body(x, data)
+        self.sink.response_body(exchange, data)
 
     def flush(self) -> None:
         if self._mode == _PASS or self._mode == _STORE:
             self.sink.flush()
 
-    def response_end(self, x) -> None:
+    def response_end(self, exchange) -> None:
         mode = self._mode
         rc = self._cache
         if mode == _STORE:
@@ -749,10 +749,10 @@ class FetchSink(SinkWrapper):
             body = b"".join(self._body)
             self._body = []
             if resp.content_length is None or len(body) == resp.content_length:
-                self._store(x, resp.status, resp.reason, resp.headers, body, self._fields)
+                self._store(exchange, resp.status, resp.reason, resp.headers, body, self._fields)
             else:
                 self._release()
-            self.sink.response_end(x)
+            self.sink.response_end(exchange)
         elif mode == _UPDATE:
             stale = self._stale
             # A cookie the 304 sets is for this client: never stored, so
@@ -760,38 +760,38 @@ class FetchSink(SinkWrapper):
             headers = self._resp.headers
             merged = P.merge_304(stale.headers, P.fields_to_store(
                 headers, self._fields, (P.SET_COOKIE,)))
-            entry = self._store(x, stale.status, stale.reason, merged, stale.body)
+            entry = self._store(exchange, stale.status, stale.reason, merged, stale.body)
             rc.cache.counts["revalidated"] += 1
             fields = rc.cache.fields(entry)
             age = P.initial_age(fields, self._request_time, self._response_time)
             status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
                                     stored=True, ttl=rc.lifetime(entry, fields) - age)
-            serve(x, self.sink, entry, fields, age, status, rc.cache.targeted,
+            serve(exchange, self.sink, entry, fields, age, status, rc.cache.targeted,
                   [(k, v) for k, v in headers if k.lower() == P.SET_COOKIE])
         elif mode == _STALE:
-            self._serve_stale(x, self._resp.status)
+            self._serve_stale(exchange, self._resp.status)
         elif mode == _REFUSE:
             self._release()
             rc.cache.store.purge(rc.url_prefix(self._key))
-            self.sink.upstream_failed(x, 502, "cache_unmatched_304")
+            self.sink.upstream_failed(exchange, 502, "cache_unmatched_304")
         else:
-            self.sink.response_end(x)
+            self.sink.response_end(exchange)
 
-    def upstream_failed(self, x, status: int, reason: str) -> None:
+    def upstream_failed(self, exchange, status: int, reason: str) -> None:
         if self._mode == _STALE:
             # The 5xx being replaced did not even end well.
-            self._serve_stale(x, self._resp.status, reason)
+            self._serve_stale(exchange, self._resp.status, reason)
             return
         if self._stale is not None and self._mode in (_PASS, _STORE) and self._resp is None \
-                and not x.status and status >= 500 and self._stale_usable(True):
+                and not exchange.status and status >= 500 and self._stale_usable(True):
             self._mode = _STALE
-            self._serve_stale(x, status, reason)
+            self._serve_stale(exchange, status, reason)
             return
         self._mode = _PASS
         self._release()
-        self.sink.upstream_failed(x, status, reason)
+        self.sink.upstream_failed(exchange, status, reason)
 
-    def _serve_stale(self, x, status: int, reason: str = "") -> None:
+    def _serve_stale(self, exchange, status: int, reason: str = "") -> None:
         """
         The origin failed: serve the stale response (RFC 5861 4).
         """
@@ -804,10 +804,10 @@ class FetchSink(SinkWrapper):
         cache.counts["stale"] += 1
         field = P.cache_status(cache.name, True, fwd=b"stale", fwd_status=status,
                                ttl=rc.lifetime(stale, fields) - age, detail=b"stale-if-error")
-        x.reason = reason or x.reason
-        serve(x, self.sink, stale, fields, age, field, cache.targeted)
+        exchange.reason = reason or exchange.reason
+        serve(exchange, self.sink, stale, fields, age, field, cache.targeted)
 
-    def _store(self, x, status: int, reason: bytes, headers, body: bytes,
+    def _store(self, exchange, status: int, reason: bytes, headers, body: bytes,
                fields: Optional[P.CacheFields] = None) -> Entry:
         """
         Store a response with C{headers}; C{fields} is what they parse to,
@@ -825,7 +825,7 @@ class FetchSink(SinkWrapper):
         # A POST response is stored under its target's key, for later GETs
         # (RFC 9110 9.3.3): keys do not name the method.
         self._storing = True
-        d = rc.store(x, self._key, entry, fields, lifetime, tags)
+        d = rc.store(exchange, self._key, entry, fields, lifetime, tags)
         # The requests waiting for this one look in the store once it has
         # the entry (a shared store answers later than it is asked).
         d.addBoth(lambda _: self._release())
@@ -836,7 +836,7 @@ class FetchSink(SinkWrapper):
             self._done = True
             self._cache.fetched(self._key)
 
-    def _ended(self, x: Exchange) -> None:
+    def _ended(self, exchange: Exchange) -> None:
         if not self._storing:
             self._release()
 
@@ -873,35 +873,35 @@ class Background:
         # As the client's request came (the cache key has the scheme).
         self.proto = proto
 
-    def upstream_attached(self, x: Exchange) -> None:
+    def upstream_attached(self, exchange: Exchange) -> None:
         pass
 
     def upstream_full(self, full: bool) -> None:
         pass
 
-    def informational(self, x: Exchange, resp) -> None:
+    def informational(self, exchange: Exchange, resp) -> None:
         pass
 
-    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
-        x.status = resp.status
+    def response_head(self, exchange: Exchange, resp, has_body: bool, extra=None) -> None:
+        exchange.status = resp.status
 
-    def response_body(self, x: Exchange, data: bytes) -> None:
+    def response_body(self, exchange: Exchange, data: bytes) -> None:
         pass
 
     def flush(self) -> None:
         pass
 
-    def response_end(self, x: Exchange) -> None:
-        self._end(x)
+    def response_end(self, exchange: Exchange) -> None:
+        self._end(exchange)
 
-    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
-        x.reason = reason
-        x.status = x.status or status
-        self._end(x)
+    def upstream_failed(self, exchange: Exchange, status: int, reason: str) -> None:
+        exchange.reason = reason
+        exchange.status = exchange.status or status
+        self._end(exchange)
 
-    def _end(self, x: Exchange) -> None:
-        if x.forwarder is not None:
-            x.forwarder.release(x)
+    def _end(self, exchange: Exchange) -> None:
+        if exchange.forwarder is not None:
+            exchange.forwarder.release(exchange)
 
 
 def build_cache(reactor: IReactorTime, config) -> Optional[HTTPCache]:

@@ -111,8 +111,8 @@ class AccessFilter:
         self.deny = deny
         self.refusal = Answer(status, reason="access_denied")
 
-    def filter_request(self, x) -> Optional[Answer]:
-        return None if self.connection_made(client_ip(x)) else self.refusal
+    def filter_request(self, exchange) -> Optional[Answer]:
+        return None if self.connection_made(client_ip(exchange)) else self.refusal
 
     def connection_made(self, address: str) -> bool:
         if self.deny is not None and address in self.deny:

@@ -91,8 +91,8 @@ def read_htpasswd(name: str) -> Dict[str, bytes]:
     return dict(read_lines(name, _htpasswd_line))
 
 
-def _credentials(x) -> Optional[Tuple[str, str]]:
-    value = x.header("Authorization")
+def _credentials(exchange) -> Optional[Tuple[str, str]]:
+    value = exchange.header("Authorization")
     if value is None:
         return None
     scheme, _, token = value.strip().partition(" ")
@@ -128,8 +128,8 @@ class BasicAuthFilter:
         self._user_field = user_header.encode("ascii")
         self._good: "OrderedDict[bytes, None]" = OrderedDict()
 
-    def filter_request(self, x):
-        found = _credentials(x)
+    def filter_request(self, exchange):
+        found = _credentials(exchange)
         if found is None:
             return self._refusal
         user, password = found
@@ -140,39 +140,39 @@ class BasicAuthFilter:
             user.encode("utf-8"), password.encode("utf-8"), hashed)).digest()
         if key in self._good:
             self._good.move_to_end(key)
-            self._passed(x, user)
+            self._passed(exchange, user)
             return None
         pool = getattr(self._reactor, "getThreadPool", None)
         if pool is None:
-            return self._checked(self._check(password, hashed), x, user, key)
+            return self._checked(self._check(password, hashed), exchange, user, key)
         from twisted.internet.threads import deferToThreadPool
 
         d = deferToThreadPool(self._reactor, pool(), self._check, password, hashed)
-        return d.addCallback(self._checked, x, user, key)
+        return d.addCallback(self._checked, exchange, user, key)
 
     def _check(self, password: str, hashed: bytes) -> bool:
         return self._bcrypt.checkpw(password.encode("utf-8"), hashed)
 
-    def _checked(self, ok: bool, x, user: str, key: bytes) -> Optional[Answer]:
+    def _checked(self, ok: bool, exchange, user: str, key: bytes) -> Optional[Answer]:
         if not ok:
             return self._refusal
         self._good[key] = None
         if len(self._good) > _REMEMBERED:
             self._good.popitem(last=False)
-        self._passed(x, user)
+        self._passed(exchange, user)
         return None
 
-    def _passed(self, x, user: str) -> None:
+    def _passed(self, exchange, user: str) -> None:
         drop = set()
         if not self._keep:
             drop.add(b"authorization")
         if self._user_header:
             drop.add(self._user_header)
         if drop:
-            fields = [f for f in x.request.headers if f[0].lower() not in drop]
+            fields = [f for f in exchange.request.headers if f[0].lower() not in drop]
             if self._user_header:
                 fields.append((self._user_field, user.encode("utf-8")))
-            x.request.headers = fields
+            exchange.request.headers = fields
 
 
 @dataclass(frozen=True)
@@ -240,42 +240,42 @@ class ForwardAuthFilter:
         # would vouch for the next one.
         self._client = cookieless_client(agent)
 
-    def filter_request(self, x) -> "Deferred[Optional[Answer]]":
+    def filter_request(self, exchange) -> "Deferred[Optional[Answer]]":
         from twisted.web.http_headers import Headers
 
         headers = Headers()
-        for name, value in x.request.headers:
+        for name, value in exchange.request.headers:
             if name.lower() not in _HOP_BY_HOP:
                 headers.addRawHeader(name, value)
-        req = x.request
+        req = exchange.request
         for name, value in ((b"X-Forwarded-Method", req.method),
-                            (b"X-Forwarded-Proto", x.downstream.proto),
+                            (b"X-Forwarded-Proto", exchange.downstream.proto),
                             (b"X-Forwarded-Host", req.host),
                             (b"X-Forwarded-Uri", req.target),
-                            (b"X-Forwarded-For", client_ip(x).encode("ascii"))):
+                            (b"X-Forwarded-For", client_ip(exchange).encode("ascii"))):
             headers.setRawHeaders(name, [value])
         d = self._client.request("GET", self._url, headers=headers, allow_redirects=False,
                                  unbuffered=True, reactor=self._reactor)
-        d.addCallback(self._answered, x)
+        d.addCallback(self._answered, exchange)
         d.addTimeout(self._timeout, self._reactor)
         d.addErrback(self._failed)
         return d
 
-    def _answered(self, response, x) -> "Deferred[Optional[Answer]]":
+    def _answered(self, response, exchange) -> "Deferred[Optional[Answer]]":
         from twistproxy.quiet import read_body
 
         # Read even a 2xx answer's body, so that the connection can serve
         # the next question.
         done = read_body(response, MAX_AUTH_BODY, "auth service answer body")
-        return done.addCallback(lambda body: self._decide(response, body, x))
+        return done.addCallback(lambda body: self._decide(response, body, exchange))
 
-    def _decide(self, response, body: bytes, x) -> Optional[Answer]:
+    def _decide(self, response, body: bytes, exchange) -> Optional[Answer]:
         if 200 <= response.code < 300:
             if self._copy:
                 copied = [(name, value) for name in self._copy
                           for value in response.headers.getRawHeaders(name, [])]
                 drop = {n.lower() for n in self._copy}
-                x.request.headers = [f for f in x.request.headers
+                exchange.request.headers = [f for f in exchange.request.headers
                                      if f[0].lower() not in drop] + copied
             return None
         # treq's gzip decoding leaves an empty Content-Encoding behind when

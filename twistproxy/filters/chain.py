@@ -44,24 +44,24 @@ from twistproxy.interfaces import (
     IResponseFilter,
 )
 
-def client_ip(x) -> str:
+def client_ip(exchange) -> str:
     """
-    The address of C{x}'s client, as filters must see it: the peer's,
+    The address of C{exchange}'s client, as filters must see it: the peer's,
     unless the peer is a trusted proxy, in which case the address that
     proxy gives in the last C{Forwarded} element (or, failing that, the
     last C{X-Forwarded-For} entry).  Whatever an untrusted client writes in
     those fields is ignored, so it cannot pass for someone else.
     """
-    if not x.downstream.trusted:
-        return x.client_address
+    if not exchange.downstream.trusted:
+        return exchange.client_address
     forwarded = xff = None
-    for name, value in x.request.headers:
+    for name, value in exchange.request.headers:
         lname = name.lower()
         if lname == b"forwarded":
             forwarded = value
         elif lname == b"x-forwarded-for":
             xff = value
-    return H.forwarded_client(forwarded, xff) or x.client_address
+    return H.forwarded_client(forwarded, xff) or exchange.client_address
 
 
 # What the access log says of a connection refused by a connection filter
@@ -111,57 +111,57 @@ class FilterChain:
         judges = [f for f in self.filters if IConnectionFilter.providedBy(f)]
         return FilterChain(judges, streams=True) if judges else None
 
-    def run(self, x, then: Callable[[Any], None]) -> None:
+    def run(self, exchange, then: Callable[[Any], None]) -> None:
         """
-        Run the filters over C{x}; call C{then(x)} if all let it through.
+        Run the filters over C{exchange}; call C{then(exchange)} if all let it through.
         """
-        self._from(x, then, 0)
+        self._from(exchange, then, 0)
 
-    def _from(self, x, then, i: int, wrap=None) -> None:
+    def _from(self, exchange, then, i: int, wrap=None) -> None:
         """
         Install C{wrap} (the response part of the filter that just let
-        C{x} through), then run the filters from the C{i}th on.
+        C{exchange} through), then run the filters from the C{i}th on.
         """
         steps = self._steps
         while True:
             if wrap is not None:
-                sink = wrap(x, x.sink)
+                sink = wrap(exchange, exchange.sink)
                 if sink is not None:
-                    x.sink = sink
+                    exchange.sink = sink
             if i == len(steps):
                 break
             check, wrap = steps[i]
             i += 1
             if check is not None:
                 try:
-                    verdict = check(x)
+                    verdict = check(exchange)
                 except Exception:
-                    self._failed(Failure(), x)
+                    self._failed(Failure(), exchange)
                     return
                 if verdict is not None:
                     if isinstance(verdict, Deferred):
-                        verdict.addCallback(self._resume, x, then, i, wrap)
-                        verdict.addErrback(self._failed, x)
+                        verdict.addCallback(self._resume, exchange, then, i, wrap)
+                        verdict.addErrback(self._failed, exchange)
                         return
-                    respond(x, verdict)
+                    respond(exchange, verdict)
                     return
-        then(x)
+        then(exchange)
 
-    def _resume(self, verdict, x, then, i: int, wrap) -> None:
-        if x.status:
+    def _resume(self, verdict, exchange, then, i: int, wrap) -> None:
+        if exchange.status:
             # The client went away (or was answered) while the filter
             # thought: nothing more to do for it.
             return
         if verdict is not None:
-            respond(x, verdict)
+            respond(exchange, verdict)
             return
-        self._from(x, then, i, wrap)
+        self._from(exchange, then, i, wrap)
 
-    def _failed(self, failure: Failure, x) -> None:
+    def _failed(self, failure: Failure, exchange) -> None:
         self.log.failure("a filter failed on {method} {path}", failure,
-                         method=x.method, path=x.path)
-        if not x.status:
-            respond(x, Answer(500, reason="filter_failed"))
+                         method=exchange.method, path=exchange.path)
+        if not exchange.status:
+            respond(exchange, Answer(500, reason="filter_failed"))
 
     def connection_made(self, address: str) -> bool:
         """

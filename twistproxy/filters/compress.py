@@ -106,16 +106,16 @@ def accepted(header: Optional[str], offered: Tuple[str, ...]) -> Optional[str]:
 
 
 class _Compressing(SinkWrapper):
-    __slots__ = ("_x", "_owner", "_coding", "_c")
+    __slots__ = ("_exchange", "_owner", "_coding", "_c")
 
-    def __init__(self, sink, x, owner: "CompressFilter", coding: Optional[str]):
+    def __init__(self, sink, exchange, owner: "CompressFilter", coding: Optional[str]):
         super().__init__(sink)
-        self._x = x
+        self._exchange = exchange
         self._owner = owner
         self._coding = coding
         self._c: Any = None
 
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+    def response_head(self, exchange, resp, has_body: bool, extra=None) -> None:
         owner = self._owner
         ctype = encoding = cache = None
         for name, value in resp.headers:
@@ -127,11 +127,11 @@ class _Compressing(SinkWrapper):
             elif lname == b"cache-control":
                 cache = value if cache is None else cache + b"," + value
         if ctype is None or not owner.compressible(ctype):
-            self.sink.response_head(x, resp, has_body, extra)
+            self.sink.response_head(exchange, resp, has_body, extra)
             return
         allowed = (self._coding is not None and encoding is None
                    and (cache is None or b"no-transform" not in cache.lower()))
-        head = x.request.method == b"HEAD"
+        head = exchange.request.method == b"HEAD"
         compress = (
             allowed and (has_body or head) and resp.status in _COMPRESSIBLE_STATUS
             and (resp.content_length is None or resp.content_length >= owner.min_size)
@@ -160,33 +160,33 @@ class _Compressing(SinkWrapper):
             edited.chunked = True
             if not head:
                 self._c = owner.compressor(self._coding)
-        self.sink.response_head(x, edited, has_body, extra)
+        self.sink.response_head(exchange, edited, has_body, extra)
 
-    def response_body(self, x, data: bytes) -> None:
+    def response_body(self, exchange, data: bytes) -> None:
         c = self._c
         if c is None:
-            self.sink.response_body(x, data)
+            self.sink.response_body(exchange, data)
             return
         out = c.process(data)
         if out:
-            self.sink.response_body(x, out)
+            self.sink.response_body(exchange, out)
 
     def flush(self) -> None:
         c = self._c
         if c is not None:
             out = c.flush()
             if out:
-                self.sink.response_body(self._x, out)
+                self.sink.response_body(self._exchange, out)
         self.sink.flush()
 
-    def response_end(self, x) -> None:
+    def response_end(self, exchange) -> None:
         c = self._c
         if c is not None:
             self._c = None
             out = c.finish()
             if out:
-                self.sink.response_body(x, out)
-        self.sink.response_end(x)
+                self.sink.response_body(exchange, out)
+        self.sink.response_end(exchange)
 
 
 @implementer(IResponseFilter)
@@ -214,14 +214,14 @@ class CompressFilter:
     def compressor(self, coding: str):
         return _Gzip(self._level) if coding == "gzip" else _Brotli(self._quality)
 
-    def wrap_response(self, x, sink):
-        coding = accepted(x.header("Accept-Encoding"), self._encodings)
-        asked = field_value(x.request.headers, b"cache-control")
+    def wrap_response(self, exchange, sink):
+        coding = accepted(exchange.header("Accept-Encoding"), self._encodings)
+        asked = field_value(exchange.request.headers, b"cache-control")
         if coding is not None and asked is not None and b"no-transform" in asked.lower():
             # The client asks intermediaries not to transform the content
             # (RFC 9111 5.2.1.6).
             coding = None
-        return _Compressing(sink, x, self, coding)
+        return _Compressing(sink, exchange, self, coding)
 
 
 def _has_brotli() -> bool:

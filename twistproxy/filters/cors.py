@@ -46,9 +46,9 @@ class _CORSFields(SinkWrapper):
         super().__init__(sink)
         self._fields = fields
 
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
+    def response_head(self, exchange, resp, has_body: bool, extra=None) -> None:
         fields = [f for f in resp.headers if f[0].lower() not in _OWN] + self._fields
-        self.sink.response_head(x, with_fields(resp, fields), has_body, extra)
+        self.sink.response_head(exchange, with_fields(resp, fields), has_body, extra)
 
 
 @implementer(IRequestFilter, IResponseFilter)
@@ -87,18 +87,18 @@ class CORSFilter:
             return [(b"Access-Control-Allow-Origin", b"*")]
         return None
 
-    def filter_request(self, x) -> Optional[Answer]:
-        if x.request.method != b"OPTIONS":
+    def filter_request(self, exchange) -> Optional[Answer]:
+        if exchange.request.method != b"OPTIONS":
             return None
-        origin = x.header("Origin")
-        wanted = x.header("Access-Control-Request-Method")
+        origin = exchange.header("Origin")
+        wanted = exchange.header("Access-Control-Request-Method")
         if origin is None or wanted is None:
             # Not a preflight: an ordinary OPTIONS request.
             return None
         allowed = self._allow_origin(origin)
         if allowed is None or wanted not in self._methods and wanted not in _SAFE_METHODS:
             return self._refused
-        asked = [h.strip() for h in (x.header("Access-Control-Request-Headers") or "").split(",")
+        asked = [h.strip() for h in (exchange.header("Access-Control-Request-Headers") or "").split(",")
                  if h.strip()]
         if any(h.lower() not in self._headers for h in asked):
             return self._refused
@@ -108,8 +108,8 @@ class CORSFilter:
             fields.append((b"Access-Control-Allow-Headers", ", ".join(asked).encode("latin-1")))
         return Answer(204, fields, b"", reason="cors_preflight")
 
-    def wrap_response(self, x, sink):
-        origin = x.header("Origin")
+    def wrap_response(self, exchange, sink):
+        origin = exchange.header("Origin")
         if origin is None:
             return None
         allowed = self._allow_origin(origin)

@@ -73,15 +73,15 @@ class _EditedResponse(SinkWrapper):
         super().__init__(sink)
         self._edit = edit
 
-    def informational(self, x, resp) -> None:
+    def informational(self, exchange, resp) -> None:
         # Removals (banners included) apply to interim heads too; the
         # fields set or added are for the final one.
         drop = self._edit.drop
         self.sink.informational(
-            x, with_fields(resp, [f for f in resp.headers if f[0].lower() not in drop]))
+            exchange, with_fields(resp, [f for f in resp.headers if f[0].lower() not in drop]))
 
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
-        self.sink.response_head(x, with_fields(resp, self._edit(resp.headers)), has_body, extra)
+    def response_head(self, exchange, resp, has_body: bool, extra=None) -> None:
+        self.sink.response_head(exchange, with_fields(resp, self._edit(resp.headers)), has_body, extra)
 
 
 @implementer(IRequestFilter, IResponseFilter)
@@ -94,12 +94,12 @@ class HeadersFilter:
         self._request = request
         self._response = response
 
-    def filter_request(self, x) -> None:
+    def filter_request(self, exchange) -> None:
         if self._request is not None:
-            x.request.headers = self._request(x.request.headers)
+            exchange.request.headers = self._request(exchange.request.headers)
         return None
 
-    def wrap_response(self, x, sink):
+    def wrap_response(self, exchange, sink):
         if self._response is None:
             return None
         return _EditedResponse(sink, self._response)

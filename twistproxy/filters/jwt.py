@@ -268,18 +268,18 @@ class JWTFilter:
                          for claim, name in (claim_headers or {}).items()]
         self._drop = {name.lower() for _, name in self._headers}
 
-    def _token(self, x) -> Optional[str]:
-        value = x.header("Authorization")
+    def _token(self, exchange) -> Optional[str]:
+        value = exchange.header("Authorization")
         if value is not None:
             scheme, _, token = value.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
         if self._cookie:
-            return x.cookie(self._cookie) or None
+            return exchange.cookie(self._cookie) or None
         return None
 
-    def filter_request(self, x):
-        token = self._token(x)
+    def filter_request(self, exchange):
+        token = self._token(exchange)
         if token is None:
             return _NO_TOKEN
         try:
@@ -291,10 +291,10 @@ class JWTFilter:
             return _BAD_TOKEN
         found = self._keys.find(kid)
         if isinstance(found, Deferred):
-            return found.addCallback(lambda keys: self._verify(x, token, alg, keys))
-        return self._verify(x, token, alg, found)
+            return found.addCallback(lambda keys: self._verify(exchange, token, alg, keys))
+        return self._verify(exchange, token, alg, found)
 
-    def _verify(self, x, token: str, alg: str, keys: List[Any]) -> Optional[Answer]:
+    def _verify(self, exchange, token: str, alg: str, keys: List[Any]) -> Optional[Answer]:
         # joserfc refuses a key whose type, curve or declared alg does not
         # fit alg.
         for key in keys:
@@ -309,19 +309,19 @@ class JWTFilter:
             except self._errors + (TypeError,) as e:
                 self.log.debug("JWT refused: {error}", error=e)
                 return _BAD_TOKEN
-            self._passed(x, claims)
+            self._passed(exchange, claims)
             return None
         return _BAD_TOKEN
 
-    def _passed(self, x, claims: Mapping[str, Any]) -> None:
+    def _passed(self, exchange, claims: Mapping[str, Any]) -> None:
         if not self._headers:
             return
-        fields = [f for f in x.headers if f[0].lower() not in self._drop]
+        fields = [f for f in exchange.headers if f[0].lower() not in self._drop]
         for claim, name in self._headers:
             value = _claim_value(claims[claim]) if claim in claims else None
             if value is not None:
                 fields.append((name, value))
-        x.replace_headers(fields)
+        exchange.replace_headers(fields)
 
     def close(self) -> None:
         self._keys.close()

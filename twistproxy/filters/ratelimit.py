@@ -190,9 +190,9 @@ def _key_part(spec: str, path: str, missing: str) -> Callable[[Any], str]:
     if spec == "client":
         return client_ip
     if spec == "route":
-        return lambda x: x.route.route.name if x.route is not None else ""
+        return lambda exchange: exchange.route.route.name if exchange.route is not None else ""
     if spec == "host":
-        return lambda x: x.host
+        return lambda exchange: exchange.host
     name = _header_name(spec)
     if name is None:
         raise ConfigError(
@@ -200,15 +200,15 @@ def _key_part(spec: str, path: str, missing: str) -> Callable[[Any], str]:
     if missing == "client":
         # NUL cannot occur in a field value, so the address of a client
         # without the header is never mistaken for a value someone sent.
-        return lambda x: x.header(name) or "\0" + client_ip(x)
-    return lambda x: x.header(name) or ""
+        return lambda exchange: exchange.header(name) or "\0" + client_ip(exchange)
+    return lambda exchange: exchange.header(name) or ""
 
 
 def _lacks_any(names: List[str]) -> Callable[[Any], bool]:
     """
     Whether a request lacks one of the fields C{names} (or has it empty).
     """
-    return lambda x: not all(x.header(name) for name in names)
+    return lambda exchange: not all(exchange.header(name) for name in names)
 
 
 @implementer(IRequestFilter, IClosable)
@@ -230,11 +230,11 @@ class RateLimitFilter:
         self._status = status
         self.refusal = Answer(status, reason="rate_limited")
 
-    def filter_request(self, x):
-        if self._exempt is not None and self._exempt(x):
+    def filter_request(self, exchange):
+        if self._exempt is not None and self._exempt(exchange):
             return None
         one = self._one
-        key = one(x) if one is not None else tuple(part(x) for part in self._parts)
+        key = one(exchange) if one is not None else tuple(part(exchange) for part in self._parts)
         decision = self._buckets.take(key)
         if isinstance(decision, Deferred):
             return decision.addCallback(self._verdict)

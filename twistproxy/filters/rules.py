@@ -76,8 +76,8 @@ class BlockFilter:
         self._headers = headers
         self._answer = Answer(status, reason="request_blocked")
 
-    def filter_request(self, x) -> Optional[Answer]:
-        req = x.request
+    def filter_request(self, exchange) -> Optional[Answer]:
+        req = exchange.request
         if req.method in self._methods:
             return self._answer
         if self._paths:

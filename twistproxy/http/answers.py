@@ -121,9 +121,9 @@ class Answer:
         return f"<Answer {self.status} {self.reason}>"
 
 
-def respond(x, answer: Answer) -> None:
+def respond(exchange, answer: Answer) -> None:
     """
-    Send C{answer} to C{x}'s client through C{x}'s sink, as a backend's
+    Send C{answer} to C{exchange}'s client through C{exchange}'s sink, as a backend's
     response would go (response filters already installed see it too).
     """
     status = answer.status
@@ -135,10 +135,10 @@ def respond(x, answer: Answer) -> None:
     no_body = status in (204, 304) or status < 200
     resp = own_head(status, PHRASES.get(status) or _phrase(status), fields,
                       None if no_body else len(body))
-    has_body = not no_body and x.request.method != b"HEAD" and bool(body)
-    x.reason = answer.reason
-    sink = x.sink
-    sink.response_head(x, resp, has_body)
+    has_body = not no_body and exchange.request.method != b"HEAD" and bool(body)
+    exchange.reason = answer.reason
+    sink = exchange.sink
+    sink.response_head(exchange, resp, has_body)
     if has_body:
-        sink.response_body(x, body)
-    sink.response_end(x)
+        sink.response_body(exchange, body)
+    sink.response_end(exchange)

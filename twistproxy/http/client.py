@@ -78,7 +78,7 @@ class UpstreamProtocol(Waiting, Protocol):
         self._timeouts = pool.timeouts
         # The upstream_response timeout of the exchange under way.
         self._wait = self._timeouts.upstream_response
-        self.x: Optional[Exchange] = None
+        self.exchange: Optional[Exchange] = None
         self._state = _IDLE
         self._buffer = b""
         self._framing = _LENGTH
@@ -96,38 +96,38 @@ class UpstreamProtocol(Waiting, Protocol):
 
     # Driven by the pool and the downstream side
 
-    def attach(self, x: Exchange) -> None:
+    def attach(self, exchange: Exchange) -> None:
         """
-        Send C{x}'s request on this connection.
+        Send C{exchange}'s request on this connection.
         """
-        self.x = x
-        x.upstream = self
-        now = x.upstream_started = self._clock.seconds()
-        rt = x.route
+        self.exchange = exchange
+        exchange.upstream = self
+        now = exchange.upstream_started = self._clock.seconds()
+        rt = exchange.route
         self._wait = (self._timeouts.upstream_response
                       if rt is None or rt.response_timeout is None else rt.response_timeout)
         self.uses += 1
         self._state = _HEAD
         self._received = False
         self._resp = None
-        self._request_done = not x.request.has_body
-        write_now(self.transport, x.head)
+        self._request_done = not exchange.request.has_body
+        write_now(self.transport, exchange.head)
         if self._request_done:
             self._set_timer(_W_RESPONSE, self._wait, now)
         else:
             self._set_timer(_W_NONE, 0)
-        x.downstream.upstream_attached(x)
-        if self._backend_is_full and self.x is x:
-            x.downstream.upstream_full(True)
+        exchange.downstream.upstream_attached(exchange)
+        if self._backend_is_full and self.exchange is exchange:
+            exchange.downstream.upstream_full(True)
 
     def write_body(self, data: bytes) -> None:
-        if self.x.request.chunked:
+        if self.exchange.request.chunked:
             write_now(self.transport, b"%x\r\n%s\r\n" % (len(data), data))
         else:
             write_now(self.transport, data)
 
     def end_body(self) -> None:
-        if self.x.request.chunked:
+        if self.exchange.request.chunked:
             write_now(self.transport, b"0\r\n\r\n")
         self._request_done = True
         if self._state == _HEAD:
@@ -157,7 +157,7 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         The client went away, or the request failed: drop this connection.
         """
-        self.x = None
+        self.exchange = None
         if self._state != _CLOSED:
             self._state = _CLOSED
             self.transport.abortConnection()
@@ -168,18 +168,19 @@ class UpstreamProtocol(Waiting, Protocol):
         self.transport.registerProducer(FullRelay(self._backend_full), True)
         no_delay(self.transport)
         self._pool.deadlines.add(self)
-        x, self._first = self._first, None
+        exchange, self._first = self._first, None
         if self._pool.proxy_protocol:
-            self.owner = x.downstream.connection if x is not None and x.downstream else None
+            downstream = exchange.downstream if exchange is not None else None
+            self.owner = downstream.connection if downstream else None
             if self._pool.tls is None:
                 # Over TLS it went first, in the clear (see _connect).
-                self.transport.write(self._pool.proxy_header(x))
-        self._pool.connection_made(self, x)
+                self.transport.write(self._pool.proxy_header(exchange))
+        self._pool.connection_made(self, exchange)
 
     def dataReceived(self, data: bytes) -> None:
         state = self._state
         if state == _TUNNEL:
-            self.x.downstream.tunnel_data(data)
+            self.exchange.downstream.tunnel_data(data)
             return
         if state == _IDLE or state == _CLOSED:
             # Nothing is expected from an idle backend connection.
@@ -195,7 +196,7 @@ class UpstreamProtocol(Waiting, Protocol):
         if self._timer_kind == _W_RESPONSE:
             self._set_timer(_W_RESPONSE, self._wait)
         self._process()
-        if self.x is not None and self._state != _TUNNEL:
+        if self.exchange is not None and self._state != _TUNNEL:
             # More of this response is to come.
             quick_ack(self.transport)
 
@@ -205,20 +206,20 @@ class UpstreamProtocol(Waiting, Protocol):
         self._set_timer(_W_NONE, 0)
         self._pool.deadlines.discard(self)
         self._pool.connection_lost(self)
-        x = self.x
-        if x is None:
+        exchange = self.exchange
+        if exchange is None:
             return
-        self.x = None
+        self.exchange = None
         if previous == _TUNNEL:
-            x.downstream.transport.loseConnection()
+            exchange.downstream.transport.loseConnection()
             return
         if previous == _BODY and (self._framing == _UNTIL_CLOSE or (
                 self._framing == _CODED and self._decoder is None
                 and self._coding.complete)):
-            self._finish(x)
+            self._finish(exchange)
             return
         if previous == _BODY:
-            _failed(x, 502, "upstream_truncated")
+            _failed(exchange, 502, "upstream_truncated")
             return
         failure = tls_failure(reason) if reason is not None else None
         if failure is not None:
@@ -228,20 +229,20 @@ class UpstreamProtocol(Waiting, Protocol):
                 "TLS with backend {backend} failed: {error} (upstream_tls_failed)",
                 backend=self._pool.backend.name, error=failure,
             )
-            _failed(x, 502, "upstream_tls_failed")
+            _failed(exchange, 502, "upstream_tls_failed")
             return
         if not self._received and self.uses > 1:
             # A reused connection that died before answering: most likely
             # the backend closed it while idle just as the request left.
-            _failed(x, 502, "upstream_stale")
+            _failed(exchange, 502, "upstream_stale")
             return
-        _failed(x, 502, "upstream_closed")
+        _failed(exchange, 502, "upstream_closed")
 
     # Response parsing
 
     def _process(self) -> None:
-        x = self.x
-        while self.x is not None:
+        exchange = self.exchange
+        while self.exchange is not None:
             if self._state == _HEAD:
                 if not self._read_head():
                     break
@@ -250,13 +251,13 @@ class UpstreamProtocol(Waiting, Protocol):
                 break
             else:
                 break
-        if self.x is x and x is not None:
-            x.sink.flush()
+        if self.exchange is exchange and exchange is not None:
+            exchange.sink.flush()
 
     def _fail(self, status: int, reason: str) -> None:
-        x = self.x
+        exchange = self.exchange
         self.abort()
-        _failed(x, status, reason)
+        _failed(exchange, status, reason)
 
     def _read_head(self) -> bool:
         buf = self._buffer
@@ -271,16 +272,16 @@ class UpstreamProtocol(Waiting, Protocol):
             self._fail(502, "upstream_" + e.reason)
             return False
         self._buffer = buf[end + 4:]
-        x = self.x
+        exchange = self.exchange
         status = resp.status
         if status < 200:
             if status == 101:
                 return self._switch(resp)
             if status != 100:
                 # 100 Continue was already answered by the proxy itself.
-                x.sink.informational(x, resp)
+                exchange.sink.informational(exchange, resp)
             return True
-        has_body = response_has_body(status, x.request.method)
+        has_body = response_has_body(status, exchange.request.method)
         if not has_body:
             self._remaining = 0
             self._framing = _LENGTH
@@ -298,13 +299,13 @@ class UpstreamProtocol(Waiting, Protocol):
             self._framing = _UNTIL_CLOSE
         self._resp = resp
         self._state = _BODY
-        x.sink.response_head(x, resp, has_body)
+        exchange.sink.response_head(exchange, resp, has_body)
         return True
 
     def _read_body(self) -> None:
-        x = self.x
+        exchange = self.exchange
         buf = self._buffer
-        sink = x.sink
+        sink = exchange.sink
         framing = self._framing
         if framing == _LENGTH:
             n = self._remaining
@@ -312,16 +313,16 @@ class UpstreamProtocol(Waiting, Protocol):
                 self._buffer = b""
                 self._remaining = n - len(buf)
                 if buf:
-                    sink.response_body(x, buf)
+                    sink.response_body(exchange, buf)
                 if self._remaining:
                     return
-                self._finish(x)
+                self._finish(exchange)
             else:
                 self._buffer = buf[n:]
                 self._remaining = 0
                 if n:
-                    sink.response_body(x, buf[:n])
-                self._finish(x)
+                    sink.response_body(exchange, buf[:n])
+                self._finish(exchange)
         elif framing == _CHUNKED:
             if not buf:
                 return
@@ -332,19 +333,19 @@ class UpstreamProtocol(Waiting, Protocol):
                 return
             self._buffer = rest or b""
             for piece in pieces:
-                sink.response_body(x, piece)
-                if self.x is not x:
+                sink.response_body(exchange, piece)
+                if self.exchange is not exchange:
                     return
             if rest is not None:
-                self._finish(x)
+                self._finish(exchange)
         elif framing == _CODED:
-            self._read_coded(x)
+            self._read_coded(exchange)
         else:
             self._buffer = b""
             if buf:
-                sink.response_body(x, buf)
+                sink.response_body(exchange, buf)
 
-    def _read_coded(self, x: Exchange) -> None:
+    def _read_coded(self, exchange: Exchange) -> None:
         """
         Decode what arrived of a coded body, and pass the content on while
         the client takes it.
@@ -360,7 +361,7 @@ class UpstreamProtocol(Waiting, Protocol):
                 self._buffer = rest or b""
                 for piece in pieces:
                     coding.feed(piece)
-            sink = x.sink
+            sink = exchange.sink
             while True:
                 if self._paused:
                     # Resumed by pause_reading.
@@ -368,30 +369,30 @@ class UpstreamProtocol(Waiting, Protocol):
                 data = coding.read()
                 if data is None:
                     break
-                sink.response_body(x, data)
-                if self.x is not x:
+                sink.response_body(exchange, data)
+                if self.exchange is not exchange:
                     return
                 # Written now, so that a slow client pauses the decoding.
                 sink.flush()
-                if self.x is not x:
+                if self.exchange is not exchange:
                     return
             if chunks is not None and chunks.done:
                 if not coding.complete:
                     raise ParseError(502, "bad_coding")
                 # Its zlib states are not kept on a pooled connection.
                 self._coding = None
-                self._finish(x)
+                self._finish(exchange)
         except ParseError as e:
             self._fail(502, "upstream_" + e.reason)
 
-    def _finish(self, x: Exchange) -> None:
+    def _finish(self, exchange: Exchange) -> None:
         """
         The response has been read to its end.
         """
-        now = x.upstream_ended = self._clock.seconds()
-        self.x = None
-        if x.upstream is self:
-            x.upstream = None
+        now = exchange.upstream_ended = self._clock.seconds()
+        self.exchange = None
+        if exchange.upstream is self:
+            exchange.upstream = None
         reusable = (
             self._state == _BODY
             and self._request_done
@@ -405,11 +406,11 @@ class UpstreamProtocol(Waiting, Protocol):
         elif self._state != _CLOSED:
             self._state = _CLOSED
             self.transport.loseConnection()
-        x.sink.response_end(x)
+        exchange.sink.response_end(exchange)
 
     def _switch(self, resp) -> bool:
-        x = self.x
-        if x.request.upgrade is None:
+        exchange = self.exchange
+        if exchange.request.upgrade is None:
             self._fail(502, "upstream_unexpected_switch")
             return False
         upgrade = None
@@ -422,25 +423,25 @@ class UpstreamProtocol(Waiting, Protocol):
         self._state = _TUNNEL
         self._set_timer(_W_NONE, 0)
         self._request_done = True
-        x.upstream_ended = self._clock.seconds()
+        exchange.upstream_ended = self._clock.seconds()
         # Through the response filters, as any final response head: they
         # hide the backend's banners from a WebSocket handshake too.
-        x.sink.response_head(
-            x, resp, False, extra=[(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
+        exchange.sink.response_head(
+            exchange, resp, False, extra=[(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
         )
-        x.downstream.tunnel(x)
+        exchange.downstream.tunnel(exchange)
         if self._buffer:
             data, self._buffer = self._buffer, b""
-            x.downstream.tunnel_data(data)
+            exchange.downstream.tunnel_data(data)
         return False
 
     # Internals
 
     def _backend_full(self, full: bool) -> None:
         self._backend_is_full = full
-        x = self.x
-        if x is not None:
-            x.downstream.upstream_full(full)
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.downstream.upstream_full(full)
 
     def idle(self, now: Optional[float] = None) -> None:
         """
@@ -454,16 +455,16 @@ class UpstreamProtocol(Waiting, Protocol):
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
             return
-        if kind == _W_RESPONSE and self.x is not None:
+        if kind == _W_RESPONSE and self.exchange is not None:
             self._fail(504, "upstream_timeout")
         elif kind == _W_IDLE and self._state == _IDLE:
             self._state = _CLOSED
             self.transport.loseConnection()
 
 
-def _failed(x: Exchange, status: int, reason: str) -> None:
+def _failed(exchange: Exchange, status: int, reason: str) -> None:
     # The forwarder decides: another attempt, or the error answer.
-    x.forwarder.failed(x, status, reason)
+    exchange.forwarder.failed(exchange, status, reason)
 
 
 class _Connector(ClientFactory):
@@ -473,15 +474,15 @@ class _Connector(ClientFactory):
 
     noisy = False
 
-    def __init__(self, pool: UpstreamPool, x: Optional[Exchange]):
+    def __init__(self, pool: UpstreamPool, exchange: Optional[Exchange]):
         self.pool = pool
-        self.x = x
+        self.exchange = exchange
 
     def buildProtocol(self, addr):
-        return UpstreamProtocol(self.pool, self.x)
+        return UpstreamProtocol(self.pool, self.exchange)
 
     def clientConnectionFailed(self, connector, reason) -> None:
-        self.pool.connect_failed(self.x, reason)
+        self.pool.connect_failed(self.exchange, reason)
 
 
 class UpstreamPool:
@@ -519,40 +520,40 @@ class UpstreamPool:
         self._idle: list = []
         self._waiting: deque = deque()
 
-    def submit(self, x: Exchange, fresh: bool = False) -> None:
+    def submit(self, exchange: Exchange, fresh: bool = False) -> None:
         """
-        Send C{x} on an idle connection, a new one, or as soon as one is
+        Send C{exchange} on an idle connection, a new one, or as soon as one is
         free.
 
         @param fresh: Do not use an idle connection (a retry).
         """
-        x.pool = self
+        exchange.pool = self
         if not fresh and self._idle:
-            protocol = self._own_idle(x) if self.proxy_protocol else self._idle.pop()
+            protocol = self._own_idle(exchange) if self.proxy_protocol else self._idle.pop()
             if protocol is not None:
-                protocol.attach(x)
+                protocol.attach(exchange)
                 return
         if self.connections < self.max_connections:
-            self._connect(x)
+            self._connect(exchange)
         elif len(self._waiting) >= self.max_pending:
             # Circuit breaking: fail fast rather than queue without end.
-            _failed(x, 503, "upstream_queue_full")
+            _failed(exchange, 503, "upstream_queue_full")
         else:
-            self._waiting.append(x)
-            x.wait_timer = self.reactor.callLater(
-                self.timeouts.connect, self._wait_expired, x
+            self._waiting.append(exchange)
+            exchange.wait_timer = self.reactor.callLater(
+                self.timeouts.connect, self._wait_expired, exchange
             )
 
-    def cancel(self, x: Exchange) -> None:
+    def cancel(self, exchange: Exchange) -> None:
         """
-        The client of C{x} went away or its request failed: forget it.
+        The client of C{exchange} went away or its request failed: forget it.
         """
-        upstream = x.upstream
+        upstream = exchange.upstream
         if upstream is not None:
-            x.upstream = None
+            exchange.upstream = None
             upstream.abort()
-        if x.wait_timer is not None:
-            self._drop_waiter(x)
+        if exchange.wait_timer is not None:
+            self._drop_waiter(exchange)
 
     def release(self, protocol: UpstreamProtocol, now: Optional[float] = None) -> None:
         """
@@ -564,17 +565,18 @@ class UpstreamPool:
             # opens one for the next waiter.
             protocol.abort()
         elif self._waiting:
-            x = self._next_waiter()
-            protocol.attach(x)
+            exchange = self._next_waiter()
+            protocol.attach(exchange)
         elif len(self._idle) < self.max_idle:
             protocol.idle(now)
             self._idle.append(protocol)
         else:
             protocol.abort()
 
-    def connection_made(self, protocol: UpstreamProtocol, x: Optional[Exchange]) -> None:
-        if x is not None and x.pool is self and x.downstream is not None and x.status == 0:
-            protocol.attach(x)
+    def connection_made(self, protocol: UpstreamProtocol, exchange: Optional[Exchange]) -> None:
+        if (exchange is not None and exchange.pool is self and exchange.downstream is not None
+                and exchange.status == 0):
+            protocol.attach(exchange)
         else:
             self.release(protocol)
 
@@ -585,14 +587,14 @@ class UpstreamPool:
         if self._waiting and self.connections < self.max_connections:
             self._connect(self._next_waiter())
 
-    def connect_failed(self, x: Optional[Exchange], reason) -> None:
+    def connect_failed(self, exchange: Optional[Exchange], reason) -> None:
         self.connections -= 1
-        if x is None or x.pool is not self or x.status:
+        if exchange is None or exchange.pool is not self or exchange.status:
             return
         if reason.check(error.TimeoutError):
-            _failed(x, 504, "upstream_connect_timeout")
+            _failed(exchange, 504, "upstream_connect_timeout")
         else:
-            _failed(x, 502, "upstream_connect_failed")
+            _failed(exchange, 502, "upstream_connect_failed")
 
     def close(self) -> None:
         """
@@ -601,45 +603,45 @@ class UpstreamPool:
         for protocol in list(self._idle):
             protocol.abort()
 
-    def _connect(self, x: Exchange) -> None:
+    def _connect(self, exchange: Exchange) -> None:
         self.connections += 1
         backend = self.backend
         if self.tls is not None and self.proxy_protocol:
             self.reactor.connectTCP(
                 backend.host, backend.port,
                 proxyproto.HeaderThenTLSFactory(
-                    self.reactor, self.tls, _Connector(self, x), self.proxy_header(x)),
+                    self.reactor, self.tls, _Connector(self, exchange), self.proxy_header(exchange)),
                 timeout=self.timeouts.connect,
             )
         elif self.tls is not None:
             self.reactor.connectSSL(
-                backend.host, backend.port, _Connector(self, x), self.tls,
+                backend.host, backend.port, _Connector(self, exchange), self.tls,
                 timeout=self.timeouts.connect,
             )
         else:
             self.reactor.connectTCP(
-                backend.host, backend.port, _Connector(self, x),
+                backend.host, backend.port, _Connector(self, exchange),
                 timeout=self.timeouts.connect,
             )
 
-    def _own_idle(self, x: Exchange) -> Optional[UpstreamProtocol]:
+    def _own_idle(self, exchange: Exchange) -> Optional[UpstreamProtocol]:
         """
-        An idle connection opened for the client connection of C{x}.
+        An idle connection opened for the client connection of C{exchange}.
         """
-        owner = x.downstream.connection
+        owner = exchange.downstream.connection
         idle = self._idle
         for i in range(len(idle) - 1, -1, -1):
             if idle[i].owner is owner:
                 return idle.pop(i)
         return None
 
-    def proxy_header(self, x: Optional[Exchange]) -> bytes:
+    def proxy_header(self, exchange: Optional[Exchange]) -> bytes:
         """
-        The PROXY header of a new connection for C{x}'s client connection.
+        The PROXY header of a new connection for C{exchange}'s client connection.
         """
-        if x is None or x.downstream is None:
+        if exchange is None or exchange.downstream is None:
             return proxyproto.encode(self.proxy_protocol, None, None)
-        transport = x.downstream.connection.transport
+        transport = exchange.downstream.connection.transport
         server_name = proxyproto.tls_server_name(transport)
         return proxyproto.encode(
             self.proxy_protocol, ip_port(transport.getPeer()),
@@ -647,27 +649,27 @@ class UpstreamPool:
             tls=server_name is not None)
 
     def _next_waiter(self) -> Exchange:
-        x = self._waiting.popleft()
-        timer, x.wait_timer = x.wait_timer, None
+        exchange = self._waiting.popleft()
+        timer, exchange.wait_timer = exchange.wait_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        return x
+        return exchange
 
-    def _drop_waiter(self, x: Exchange) -> None:
-        timer = x.wait_timer
-        x.wait_timer = None
+    def _drop_waiter(self, exchange: Exchange) -> None:
+        timer = exchange.wait_timer
+        exchange.wait_timer = None
         if timer is not None and timer.active():
             timer.cancel()
         try:
-            self._waiting.remove(x)
+            self._waiting.remove(exchange)
         except ValueError:
             pass
 
-    def _wait_expired(self, x: Exchange) -> None:
-        x.wait_timer = None
+    def _wait_expired(self, exchange: Exchange) -> None:
+        exchange.wait_timer = None
         try:
-            self._waiting.remove(x)
+            self._waiting.remove(exchange)
         except ValueError:
             return
-        _failed(x, 503, "upstream_queue_timeout")
+        _failed(exchange, 503, "upstream_queue_timeout")
 

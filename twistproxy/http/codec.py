@@ -158,7 +158,7 @@ class ClientCodec(Waiting, Protocol):
         self._send_stalled()
         self.transport.abortConnection()
 
-    def _allowed(self, x: Exchange) -> bool:
+    def _allowed(self, exchange: Exchange) -> bool:
         """
         Count a new request against the connection's and the proxy's
         limits.
@@ -170,11 +170,11 @@ class ClientCodec(Waiting, Protocol):
         self.requests += 1
         limit = factory.limits.max_requests_per_connection
         if limit and self.requests >= limit:
-            self._last_request(x)
+            self._last_request(exchange)
         if factory.in_flight.acquire():
-            x.admitted = True
+            exchange.admitted = True
             return True
-        x.reason = "overloaded"
+        exchange.reason = "overloaded"
         return False
 
     def _client_full(self, full: bool) -> None:
@@ -183,7 +183,7 @@ class ClientCodec(Waiting, Protocol):
     def _send_stalled(self) -> None:
         raise NotImplementedError()
 
-    def _last_request(self, x: Exchange) -> None:
+    def _last_request(self, exchange: Exchange) -> None:
         raise NotImplementedError()
 
     def drain(self) -> None:

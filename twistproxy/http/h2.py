@@ -7,7 +7,7 @@ L{H2ServerProtocol} lets the C{h2} library do the framing, HPACK and
 connection state, and turns each client stream into an L{Exchange} exactly
 like the one L{HTTPServerProtocol} builds for an HTTP/1.1 request, so the
 forwarder, balancers, pools and upstream codec work unchanged.  The only
-difference they see is C{x.downstream}: here it is an L{H2Stream}, one per
+difference they see is C{exchange.downstream}: here it is an L{H2Stream}, one per
 stream, that speaks the same callback language (C{upstream_attached},
 C{response_head}, C{response_body}, C{flush}, C{response_end},
 C{upstream_failed}, ...) and carries the connection's C{trusted},
@@ -307,7 +307,7 @@ class H2Stream(Waiting):
     """
 
     __slots__ = (
-        "_conn", "stream_id", "x", "_clock", "_attached", "_body_in",
+        "_conn", "stream_id", "exchange", "_clock", "_attached", "_body_in",
         "_body_ended", "_body_done", "_body_read", "_upstream_full",
         "_response_started", "_out", "_pending", "_out_ended", "_paused",
         "_closed", "deadline", "_timer_kind",
@@ -324,7 +324,7 @@ class H2Stream(Waiting):
         self._conn = conn
         self._clock = conn._clock
         self.stream_id = stream_id
-        self.x: Optional[Exchange] = None
+        self.exchange: Optional[Exchange] = None
         self._attached = False
         # (data, flow-controlled length) not yet handed upstream.
         self._body_in: deque = deque()
@@ -365,17 +365,17 @@ class H2Stream(Waiting):
 
     # Called by the upstream side
 
-    def upstream_attached(self, x: Exchange) -> None:
+    def upstream_attached(self, exchange: Exchange) -> None:
         """
         The request head went to a backend: send the body received so far.
         """
-        if x is not self.x or self._closed:
+        if exchange is not self.exchange or self._closed:
             return
         self._attached = True
         # A fresh backend connection (the first, or a retry's).
         self._upstream_full = False
         self._paused = False
-        if x.request.has_body and not self._body_done:
+        if exchange.request.has_body and not self._body_done:
             self._set_timer(_W_BODY, self._conn._factory.timeouts.request_body)
             self._drain_body()
         self._update_pause()
@@ -397,28 +397,28 @@ class H2Stream(Waiting):
             self._drain_body()
             self._conn._flush_soon()
 
-    def informational(self, x: Exchange, resp) -> None:
-        if x is not self.x or self._closed or self._response_started:
+    def informational(self, exchange: Exchange, resp) -> None:
+        if exchange is not self.exchange or self._closed or self._response_started:
             return
         self._conn._send_headers(self.stream_id, self._fields(resp, None, H.NO_RULES, ()))
 
-    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
-        if x is not self.x or self._closed:
+    def response_head(self, exchange: Exchange, resp, has_body: bool, extra=None) -> None:
+        if exchange is not self.exchange or self._closed:
             return
         if resp.status == 101:
             # No protocol switch over HTTP/2; tunnel() answers 502.
             return
         self._response_started = True
-        x.status = resp.status
+        exchange.status = resp.status
         hsts = self._conn._factory.hsts
         length = None
         if resp.content_length is not None and (
             has_body or resp.status == 304 or resp.status >= 200 and resp.status != 204
         ):
             length = resp.content_length
-        rules = x.route.response_rules if x.route is not None else H.NO_RULES
+        rules = exchange.route.response_rules if exchange.route is not None else H.NO_RULES
         fields = self._fields(
-            resp, length, rules, extra or (), x.response_fields or (),
+            resp, length, rules, extra or (), exchange.response_fields or (),
             (hsts,) if hsts is not None else (),
         )
         if not has_body:
@@ -428,10 +428,10 @@ class H2Stream(Waiting):
         else:
             self._conn._send_headers(self.stream_id, fields)
 
-    def response_body(self, x: Exchange, data: bytes) -> None:
-        if x is not self.x or self._closed or not data:
+    def response_body(self, exchange: Exchange, data: bytes) -> None:
+        if exchange is not self.exchange or self._closed or not data:
             return
-        x.body_bytes += len(data)
+        exchange.body_bytes += len(data)
         self._out.append(data)
         self._pending += len(data)
         self._send()
@@ -443,32 +443,32 @@ class H2Stream(Waiting):
         """
         self._conn._flush_soon()
 
-    def response_end(self, x: Exchange) -> None:
-        if x is not self.x or self._closed:
+    def response_end(self, exchange: Exchange) -> None:
+        if exchange is not self.exchange or self._closed:
             return
         self._out_ended = True
         self._send()
         self._conn._flush_soon()
 
-    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
+    def upstream_failed(self, exchange: Exchange, status: int, reason: str) -> None:
         """
         The request could not be completed: answer with C{status} if no
         response has started, else reset the stream so that the client
         sees an incomplete response rather than a wrong complete one.
         """
-        if x is not self.x or self._closed:
+        if exchange is not self.exchange or self._closed:
             return
         self._fail(status, reason)
         self._conn._flush_soon()
 
-    def tunnel(self, x: Exchange) -> None:
+    def tunnel(self, exchange: Exchange) -> None:
         """
         HTTP/2 has no protocol switch: refuse the backend's 101.
         """
-        if x is not self.x or self._closed:
+        if exchange is not self.exchange or self._closed:
             return
-        self._conn._factory.forwarder.cancel(x)
-        self.upstream_failed(x, 502, "h2_no_upgrade")
+        self._conn._factory.forwarder.cancel(exchange)
+        self.upstream_failed(exchange, 502, "h2_no_upgrade")
 
     def tunnel_data(self, data: bytes) -> None:
         # Never reached: tunnel() cancels the upstream connection.
@@ -476,9 +476,9 @@ class H2Stream(Waiting):
 
     # Driven by the connection
 
-    def _request(self, x: Exchange) -> None:
-        self.x = x
-        if not x.request.has_body:
+    def _request(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        if not exchange.request.has_body:
             self._body_done = True
 
     def _data(self, data: bytes, flow: int) -> None:
@@ -486,15 +486,15 @@ class H2Stream(Waiting):
         DATA arrived for this stream.
         """
         conn = self._conn
-        x = self.x
-        if self._closed or self._body_done or x is None:
+        exchange = self.exchange
+        if self._closed or self._body_done or exchange is None:
             conn._ack(self.stream_id, flow)
             return
         self._body_read += len(data)
         max_body = conn._factory.limits.max_body_size
         if max_body and self._body_read > max_body:
             conn._ack(self.stream_id, flow)
-            conn._factory.forwarder.cancel(x)
+            conn._factory.forwarder.cancel(exchange)
             self._fail(413, "body_too_large")
             return
         self._body_in.append((data, flow))
@@ -512,8 +512,8 @@ class H2Stream(Waiting):
             self._drain_body()
 
     def _drain_body(self) -> None:
-        x = self.x
-        upstream = x.upstream if x is not None else None
+        exchange = self.exchange
+        upstream = exchange.upstream if exchange is not None else None
         if upstream is None or self._body_done:
             return
         conn = self._conn
@@ -521,10 +521,10 @@ class H2Stream(Waiting):
         while body_in and not self._upstream_full:
             data, flow = body_in.popleft()
             if data:
-                x.body_started = True
+                exchange.body_started = True
                 upstream.write_body(data)
             conn._ack(self.stream_id, flow)
-            if x.upstream is not upstream or self.x is not x:
+            if exchange.upstream is not upstream or self.exchange is not exchange:
                 return
         if self._body_ended and not body_in and not self._body_done:
             self._body_done = True
@@ -565,13 +565,13 @@ class H2Stream(Waiting):
             self._gone(ErrorCodes.STREAM_CLOSED)
 
     def _update_pause(self) -> None:
-        x = self.x
-        if x is None or x.upstream is None:
+        exchange = self.exchange
+        if exchange is None or exchange.upstream is None:
             return
         pause = self._pending > STREAM_BUFFER or self._conn.client_full
         if pause != self._paused:
             self._paused = pause
-            x.upstream.pause_reading(pause)
+            exchange.upstream.pause_reading(pause)
 
     def _fields(self, resp, length, rules, *extras):
         """
@@ -607,10 +607,10 @@ class H2Stream(Waiting):
         Answer by the proxy itself, with a short plain-text response and
         C{fields} (name, value pairs) added.
         """
-        x = self.x
-        x.status = status
+        exchange = self.exchange
+        exchange.status = status
         body = error_body(status)
-        x.body_bytes = len(body)
+        exchange.body_bytes = len(body)
         self._response_started = True
         self._conn._send_headers(self.stream_id, [
             (b":status", b"%d" % status),
@@ -629,7 +629,7 @@ class H2Stream(Waiting):
         C{status}, or reset the stream with C{code} once the response has
         started.
         """
-        self.x.reason = reason
+        self.exchange.reason = reason
         if self._response_started:
             self._reset(code)
         else:
@@ -676,22 +676,22 @@ class H2Stream(Waiting):
         self._body_in.clear()
         self._out.clear()
         self._pending = 0
-        x = self.x
-        if x is not None:
+        exchange = self.exchange
+        if exchange is not None:
             if code is not None:
-                if not x.status:
+                if not exchange.status:
                     # nginx's convention: the client closed before an answer.
-                    x.status = 499
-                    x.reason = x.reason or "client_closed"
-                elif not x.reason and not (self._out_ended and not self._out):
-                    x.reason = "client_closed"
-            conn._factory.forwarder.cancel(x)
-            conn._factory.exchange_ended(x)
+                    exchange.status = 499
+                    exchange.reason = exchange.reason or "client_closed"
+                elif not exchange.reason and not (self._out_ended and not self._out):
+                    exchange.reason = "client_closed"
+            conn._factory.forwarder.cancel(exchange)
+            conn._factory.exchange_ended(exchange)
         conn._stream_gone(self)
 
     def _wait_expired(self, kind: Wait) -> None:
-        if kind == _W_BODY and not self._closed and self.x is not None:
-            self._conn._factory.forwarder.cancel(self.x)
+        if kind == _W_BODY and not self._closed and self.exchange is not None:
+            self._conn._factory.forwarder.cancel(self.exchange)
             self._fail(408, "request_body_timeout")
             self._conn._flush_soon()
 
@@ -833,8 +833,8 @@ class H2ServerProtocol(ClientCodec):
                 error = e
         if error is not None:
             req = _partial_request(fields)
-        x = Exchange(req, self.client_address, stream, self._clock.seconds())
-        stream._request(x)
+        exchange = Exchange(req, self.client_address, stream, self._clock.seconds())
+        stream._request(exchange)
         self._streams[sid] = stream
         factory.deadlines.add(stream)
         self._set_timer(_W_NONE, 0)
@@ -843,11 +843,11 @@ class H2ServerProtocol(ClientCodec):
             if error.status == 400:
                 self._malformed_request()
             return
-        if not self._allowed(x):
-            stream._fail(503, x.reason, [RETRY_AFTER])
+        if not self._allowed(exchange):
+            stream._fail(503, exchange.reason, [RETRY_AFTER])
             return
         self._identify()
-        factory.forwarder.forward(x)
+        factory.forwarder.forward(exchange)
 
     def _malformed_event(self, event: _Malformed) -> None:
         """
@@ -861,7 +861,7 @@ class H2ServerProtocol(ClientCodec):
             return
         stream = self._streams.get(sid)
         if stream is not None:
-            self._factory.forwarder.cancel(stream.x)
+            self._factory.forwarder.cancel(stream.exchange)
             stream._fail(400, event.reason, code=ErrorCodes.PROTOCOL_ERROR)
         else:
             # Its request was already answered.
@@ -985,15 +985,15 @@ class H2ServerProtocol(ClientCodec):
         for stream in list(self._streams.values()):
             stream._update_pause()
 
-    def _last_request(self, x: Exchange) -> None:
+    def _last_request(self, exchange: Exchange) -> None:
         # GOAWAY: the streams open up to this one are served, and then the
         # client opens a new connection for more.
-        self.drain(x.downstream.stream_id)
+        self.drain(exchange.downstream.stream_id)
 
     def _send_stalled(self) -> None:
         for stream in self._streams.values():
-            if stream.x is not None:
-                stream.x.reason = "send_timeout"
+            if stream.exchange is not None:
+                stream.exchange.reason = "send_timeout"
 
     def _wait_expired(self, kind: Wait) -> None:
         if kind == _W_IDLE and not self._closed and not self._streams:

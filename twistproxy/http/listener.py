@@ -44,10 +44,10 @@ class _Refused(Refused):
     def connectionMade(self) -> None:
         factory = self._factory
         peer = self.transport.getPeer()
-        x = Exchange(UNPARSED, getattr(peer, "host", "") or "", self, factory.reactor.seconds())
-        x.status, x.reason = 503, "max_connections"
+        exchange = Exchange(UNPARSED, getattr(peer, "host", "") or "", self, factory.reactor.seconds())
+        exchange.status, exchange.reason = 503, "max_connections"
         super().connectionMade()
-        factory.exchange_ended(x)
+        factory.exchange_ended(exchange)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +214,10 @@ class HTTPServerFactory(Factory):
             protocol.filters.connection_lost(protocol.client_address)
         self._emptied.check()
 
-    def exchange_ended(self, x: Exchange) -> None:
-        if x.admitted:
-            x.admitted = False
+    def exchange_ended(self, exchange: Exchange) -> None:
+        if exchange.admitted:
+            exchange.admitted = False
             self.in_flight.release()
-        self.forwarder.release(x)
+        self.forwarder.release(exchange)
         if self._on_exchange_end is not None:
-            self._on_exchange_end(x)
+            self._on_exchange_end(exchange)

@@ -5,7 +5,7 @@ The downstream codec: HTTP/1.1 spoken to clients.
 L{HTTPServerProtocol} reads requests from one client connection, hands each
 to the forwarder as an L{Exchange}, streams the request body to the upstream
 connection the forwarder attaches, and writes the response back.  It knows
-nothing of routes, balancers or pools: it calls C{forwarder.forward(x)} and
+nothing of routes, balancers or pools: it calls C{forwarder.forward(exchange)} and
 is called back by the upstream side through the C{response_*} and
 C{upstream_*} methods.
 
@@ -78,7 +78,7 @@ class HTTPServerProtocol(ClientCodec):
         super().__init__(factory)
         self._buffer = b""
         self._state = _HEAD
-        self._x: Optional[Exchange] = None
+        self._exchange: Optional[Exchange] = None
         self._paused = 0
         self._processing = False
         self._attached = False
@@ -102,7 +102,7 @@ class HTTPServerProtocol(ClientCodec):
     def dataReceived(self, data: bytes) -> None:
         if self._state == _TUNNEL:
             self._set_timer(_W_TUNNEL, self._factory.timeouts.idle)
-            write_now(self._x.upstream.transport, data)
+            write_now(self._exchange.upstream.transport, data)
             return
         if self._state == _CLOSED:
             return
@@ -124,15 +124,15 @@ class HTTPServerProtocol(ClientCodec):
         self._set_timer(_W_NONE, 0)
         self._factory.deadlines.discard(self)
         self._factory.connection_closed(self)
-        x = self._x
-        if x is not None:
-            self._x = None
-            if not x.status:
+        exchange = self._exchange
+        if exchange is not None:
+            self._exchange = None
+            if not exchange.status:
                 # nginx's convention: the client closed before an answer.
-                x.status = 499
-                x.reason = x.reason or "client_closed"
-            self._factory.forwarder.cancel(x)
-            self._factory.exchange_ended(x)
+                exchange.status = 499
+                exchange.reason = exchange.reason or "client_closed"
+            self._factory.forwarder.cancel(exchange)
+            self._factory.exchange_ended(exchange)
 
     # Input processing
 
@@ -215,21 +215,21 @@ class HTTPServerProtocol(ClientCodec):
         # __init__, and set back by _end_exchange before the next head.
         self._state = _BODY if request.has_body else _WAIT
         self._set_timer(_W_NONE, 0)
-        x = self._x = Exchange(request, self.client_address, self, self._clock.seconds())
+        exchange = self._exchange = Exchange(request, self.client_address, self, self._clock.seconds())
         factory = self._factory
         challenge = factory.challenges and factory.challenges.answer(request.path)
         if challenge is not None:
             # An ACME CA fetching an HTTP-01 answer: before any redirect or route.
-            respond(x, Answer(200, (), challenge, "acme_challenge"))
+            respond(exchange, Answer(200, (), challenge, "acme_challenge"))
             return True
         if factory.redirect_port is not None:
-            self._redirect(x, factory.redirect_port)
+            self._redirect(exchange, factory.redirect_port)
             return True
-        if not self._allowed(x):
-            self._answer(x, 503, self._keeps(x), [RETRY_AFTER])
+        if not self._allowed(exchange):
+            self._answer(exchange, 503, self._keeps(exchange), [RETRY_AFTER])
             return True
         self._identify()
-        factory.forwarder.forward(x)
+        factory.forwarder.forward(exchange)
         return True
 
     def _read_body(self) -> bool:
@@ -237,12 +237,12 @@ class HTTPServerProtocol(ClientCodec):
         Pass buffered body bytes upstream.  Return C{True} when the body is
         complete.
         """
-        x = self._x
+        exchange = self._exchange
         buf = self._buffer
         if not buf:
             return False
-        upstream = x.upstream
-        x.body_started = True
+        upstream = exchange.upstream
+        exchange.body_started = True
         max_body = self._factory.limits.max_body_size
         if self._decoder is None:
             n = self._remaining
@@ -273,7 +273,7 @@ class HTTPServerProtocol(ClientCodec):
                 return False
             if rest is None:
                 return False
-        if self._x is not x or self._state != _BODY:
+        if self._exchange is not exchange or self._state != _BODY:
             # The response ended while the body was being sent.
             return True
         self._state = _WAIT
@@ -283,23 +283,23 @@ class HTTPServerProtocol(ClientCodec):
 
     # Called by the upstream side
 
-    def upstream_attached(self, x: Exchange) -> None:
+    def upstream_attached(self, exchange: Exchange) -> None:
         """
         The request head went to a backend: start sending the body.
         """
-        if x is not self._x:
+        if exchange is not self._exchange:
             return
         self._attached = True
         if self._state == _BODY:
-            req = x.request
+            req = exchange.request
             if req.expect_continue and not self._buffer:
                 write_now(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
             self._set_timer(_W_BODY, self._factory.timeouts.request_body)
             if self.client_full:
-                x.upstream.pause_reading(True)
+                exchange.upstream.pause_reading(True)
             self._process()
         elif self.client_full:
-            x.upstream.pause_reading(True)
+            exchange.upstream.pause_reading(True)
 
     def upstream_full(self, full: bool) -> None:
         """
@@ -316,26 +316,26 @@ class HTTPServerProtocol(ClientCodec):
             else:
                 self._set_timer(_W_BODY, self._factory.timeouts.request_body)
 
-    def informational(self, x: Exchange, resp) -> None:
+    def informational(self, exchange: Exchange, resp) -> None:
         """
         Pass on a 1xx response other than 100 and 101.
         """
-        if x is self._x and x.request.version[1] == 1:
+        if exchange is self._exchange and exchange.request.version[1] == 1:
             self._out.append(H.response_head(
                 resp, framing=H.FRAME_NONE, keep_alive=True, client_minor=1,
                 via=self._factory.via,
             ))
 
-    def response_head(self, x: Exchange, resp, has_body: bool, extra=None) -> None:
+    def response_head(self, exchange: Exchange, resp, has_body: bool, extra=None) -> None:
         """
         The backend's final response head arrived.
 
         @param has_body: Whether the response carries a body at all.
         @param extra: Fields to add for a protocol switch (101).
         """
-        if x is not self._x:
+        if exchange is not self._exchange:
             return
-        req = x.request
+        req = exchange.request
         minor = req.version[1]
         if not has_body:
             framing = H.FRAME_NONE
@@ -346,14 +346,14 @@ class HTTPServerProtocol(ClientCodec):
         else:
             framing = H.FRAME_CLOSE
         # A protocol switch keeps the connection, as a tunnel.
-        keep = resp.status == 101 or (framing != H.FRAME_CLOSE and self._keeps(x))
+        keep = resp.status == 101 or (framing != H.FRAME_CLOSE and self._keeps(exchange))
         self._framing = framing
         self._keep_alive = keep
         self._response_started = True
-        x.status = resp.status
-        rules = x.route.response_rules if x.route is not None else H.NO_RULES
-        if x.response_fields:
-            extra = list(extra or ()) + x.response_fields
+        exchange.status = resp.status
+        rules = exchange.route.response_rules if exchange.route is not None else H.NO_RULES
+        if exchange.response_fields:
+            extra = list(extra or ()) + exchange.response_fields
         if self._factory.hsts is not None:
             extra = list(extra or ()) + [self._factory.hsts]
         self._out.append(H.response_head(
@@ -361,10 +361,10 @@ class HTTPServerProtocol(ClientCodec):
             via=self._factory.via, rules=rules, extra=extra,
         ))
 
-    def response_body(self, x: Exchange, data: bytes) -> None:
-        if x is not self._x:
+    def response_body(self, exchange: Exchange, data: bytes) -> None:
+        if exchange is not self._exchange:
             return
-        x.body_bytes += len(data)
+        exchange.body_bytes += len(data)
         if self._framing == H.FRAME_CHUNKED:
             self._out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
@@ -380,39 +380,39 @@ class HTTPServerProtocol(ClientCodec):
             self._out = []
             write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
 
-    def response_end(self, x: Exchange) -> None:
+    def response_end(self, exchange: Exchange) -> None:
         """
         The whole response has been passed on.
         """
-        if x is not self._x:
+        if exchange is not self._exchange:
             return
         if self._framing == H.FRAME_CHUNKED:
             self._out.append(b"0\r\n\r\n")
         self.flush()
         self._end_exchange(self._keep_alive and self._state == _WAIT)
 
-    def upstream_failed(self, x: Exchange, status: int, reason: str) -> None:
+    def upstream_failed(self, exchange: Exchange, status: int, reason: str) -> None:
         """
         The request could not be completed: answer with C{status} if no
         response has started, else cut the connection so that the client
         sees an incomplete response rather than a wrong complete one.
         """
-        if x is not self._x:
+        if exchange is not self._exchange:
             return
-        x.reason = reason
+        exchange.reason = reason
         if self._response_started:
             self.flush()
             self._end_exchange(False)
             self.close()
             return
-        self._answer(x, status, self._keeps(x))
+        self._answer(exchange, status, self._keeps(exchange))
 
-    def tunnel(self, x: Exchange) -> None:
+    def tunnel(self, exchange: Exchange) -> None:
         """
         The backend accepted a protocol upgrade: from now on, bytes flow
         both ways untouched until either side closes.
         """
-        if x is not self._x:
+        if exchange is not self._exchange:
             return
         self._state = _TUNNEL
         self._attached = True
@@ -420,7 +420,7 @@ class HTTPServerProtocol(ClientCodec):
         self.flush()
         if self._buffer:
             data, self._buffer = self._buffer, b""
-            write_now(x.upstream.transport, data)
+            write_now(exchange.upstream.transport, data)
         self._resume(_PAUSE_BUFFER)
 
     def tunnel_data(self, data: bytes) -> None:
@@ -429,26 +429,26 @@ class HTTPServerProtocol(ClientCodec):
 
     # Internals
 
-    def _keeps(self, x: Exchange) -> bool:
+    def _keeps(self, exchange: Exchange) -> bool:
         """
-        Whether the connection can stay open after C{x}'s answer: the
+        Whether the connection can stay open after C{exchange}'s answer: the
         client wants it, its request was read whole, and the proxy is not
         shutting down.
         """
-        return self._state == _WAIT and x.request.keep_alive and not self._draining
+        return self._state == _WAIT and exchange.request.keep_alive and not self._draining
 
-    def _last_request(self, x: Exchange) -> None:
+    def _last_request(self, exchange: Exchange) -> None:
         # This connection's answer to it says Connection: close.
         self._draining = True
 
     def _send_stalled(self) -> None:
-        if self._x is not None:
-            self._x.reason = "send_timeout"
+        if self._exchange is not None:
+            self._exchange.reason = "send_timeout"
 
-    def _answer(self, x: Exchange, status: int, keep: bool, fields=()) -> None:
-        x.status = status
+    def _answer(self, exchange: Exchange, status: int, keep: bool, fields=()) -> None:
+        exchange.status = status
         response = error_response(status, PHRASES.get(status, b"Error"), keep, fields)
-        x.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
+        exchange.body_bytes = len(response) - response.index(b"\r\n\r\n") - 4
         self._out.append(response)
         self.flush()
         self._end_exchange(keep)
@@ -467,54 +467,55 @@ class HTTPServerProtocol(ClientCodec):
         else:
             self._draining = True
 
-    def _redirect(self, x: Exchange, port: int) -> None:
+    def _redirect(self, exchange: Exchange, port: int) -> None:
         """
         Send the client to the same URL over https (308 keeps the method
         and body).
         """
-        host = host_name(x.request.host)
+        host = host_name(exchange.request.host)
         if not host:
             self._reject(400, "missing_host")
             return
-        if x.request.target == b"*":
+        if exchange.request.target == b"*":
             # OPTIONS * asks about the server, not a resource (RFC 9110
             # 9.3.7, a "ping"): there is no URL to send it to.
-            x.reason = "options_asterisk"
-            self._answer(x, 200, self._keeps(x))
+            exchange.reason = "options_asterisk"
+            self._answer(exchange, 200, self._keeps(exchange))
             return
         authority = host if port == 443 else b"%s:%d" % (host, port)
-        x.reason = "https_redirect"
-        self._answer(x, 308, self._keeps(x),
-                     [(b"Location", b"https://" + authority + x.request.target)])
+        exchange.reason = "https_redirect"
+        self._answer(exchange, 308, self._keeps(exchange),
+                     [(b"Location", b"https://" + authority + exchange.request.target)])
 
     def _reject(self, status: int, reason: str) -> None:
         """
         A request (or its body) is malformed: answer and close.
         """
-        x = self._x
-        if x is None:
+        exchange = self._exchange
+        if exchange is None:
             # Log what we could read of it.
-            x = self._x = Exchange(UNPARSED, self.client_address, self, self._clock.seconds())
-        x.reason = reason
+            exchange = self._exchange = Exchange(
+                UNPARSED, self.client_address, self, self._clock.seconds())
+        exchange.reason = reason
         if self._response_started:
             self._end_exchange(False)
             self.close()
         else:
-            self._answer(x, status, False)
+            self._answer(exchange, status, False)
 
     def _upstream_gone(self) -> None:
-        x = self._x
-        if x is not None:
-            self._factory.forwarder.cancel(x)
+        exchange = self._exchange
+        if exchange is not None:
+            self._factory.forwarder.cancel(exchange)
 
     def _end_exchange(self, keep: bool) -> None:
-        x = self._x
-        self._x = None
+        exchange = self._exchange
+        self._exchange = None
         self._attached = False
         # A problem with the next request is answered, not cut short.
         self._response_started = False
         self._resume(_PAUSE_UPSTREAM)
-        self._factory.exchange_ended(x)
+        self._factory.exchange_ended(exchange)
         if not keep:
             self._state = _CLOSED
             self._set_timer(_W_NONE, 0)
@@ -529,9 +530,9 @@ class HTTPServerProtocol(ClientCodec):
 
     def _client_full(self, full: bool) -> None:
         self.client_full = full
-        x = self._x
-        if x is not None and x.upstream is not None:
-            x.upstream.pause_reading(full)
+        exchange = self._exchange
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.pause_reading(full)
         if not full and self._paused & _PAUSE_CLIENT:
             self._resume(_PAUSE_CLIENT)
             self._process()
@@ -557,8 +558,8 @@ class HTTPServerProtocol(ClientCodec):
             self._reject(408, "request_body_timeout")
         else:
             # Idle keep-alive, or a silent tunnel: close quietly.
-            if kind == _W_TUNNEL and self._x is not None:
-                self._x.reason = "tunnel_idle_timeout"
-                self._factory.forwarder.cancel(self._x)
+            if kind == _W_TUNNEL and self._exchange is not None:
+                self._exchange.reason = "tunnel_idle_timeout"
+                self._factory.forwarder.cancel(self._exchange)
             self._state = _CLOSED
             self.close()

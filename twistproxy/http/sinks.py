@@ -30,20 +30,20 @@ class SinkWrapper:
     def __init__(self, sink):
         self.sink = sink
 
-    def informational(self, x, resp) -> None:
-        self.sink.informational(x, resp)
+    def informational(self, exchange, resp) -> None:
+        self.sink.informational(exchange, resp)
 
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
-        self.sink.response_head(x, resp, has_body, extra)
+    def response_head(self, exchange, resp, has_body: bool, extra=None) -> None:
+        self.sink.response_head(exchange, resp, has_body, extra)
 
-    def response_body(self, x, data: bytes) -> None:
-        self.sink.response_body(x, data)
+    def response_body(self, exchange, data: bytes) -> None:
+        self.sink.response_body(exchange, data)
 
     def flush(self) -> None:
         self.sink.flush()
 
-    def response_end(self, x) -> None:
-        self.sink.response_end(x)
+    def response_end(self, exchange) -> None:
+        self.sink.response_end(exchange)
 
-    def upstream_failed(self, x, status: int, reason: str) -> None:
-        self.sink.upstream_failed(x, status, reason)
+    def upstream_failed(self, exchange, status: int, reason: str) -> None:
+        self.sink.upstream_failed(exchange, status, reason)

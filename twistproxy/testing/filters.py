@@ -60,27 +60,27 @@ class RecordingSink:
                 return value
         return None
 
-    def informational(self, x, resp) -> None:
+    def informational(self, exchange, resp) -> None:
         self.interim.append((resp.status, list(resp.headers)))
 
-    def response_head(self, x, resp, has_body: bool, extra=None) -> None:
-        x.status = self.status = resp.status
+    def response_head(self, exchange, resp, has_body: bool, extra=None) -> None:
+        exchange.status = self.status = resp.status
         self.has_body = has_body
         self.fields = list(resp.headers) + list(extra or ())
         if resp.content_length is not None:
             self.fields.append((b"Content-Length", b"%d" % resp.content_length))
 
-    def response_body(self, x, data: bytes) -> None:
+    def response_body(self, exchange, data: bytes) -> None:
         self.pieces.append(data)
 
     def flush(self) -> None:
         pass
 
-    def response_end(self, x) -> None:
+    def response_end(self, exchange) -> None:
         self.ended = True
 
-    def upstream_failed(self, x, status: int, reason: str) -> None:
-        x.status = status
+    def upstream_failed(self, exchange, status: int, reason: str) -> None:
+        exchange.status = status
         self.failure = (status, reason)
 
 
@@ -95,7 +95,7 @@ def make_exchange(
     """
     A request as filters see it (an L{Exchange
     <twistproxy.http.exchange.Exchange>}), whose client is a
-    L{RecordingSink} (C{x.downstream}).
+    L{RecordingSink} (C{exchange.downstream}).
 
     @param headers: (name, value) string pairs, in order.
     @param trusted: Whether the client is a trusted proxy.
@@ -111,28 +111,28 @@ def make_exchange(
     return Exchange(req, client_address, RecordingSink(trusted), 0.0)
 
 
-def run_filters(filters: Sequence[Any], x) -> bool:
+def run_filters(filters: Sequence[Any], exchange) -> bool:
     """
-    Run C{filters} over C{x} as a listener or route would.
+    Run C{filters} over C{exchange} as a listener or route would.
 
     @param filters: Filter objects (what factories' C{fromConfig} return).
-    @return: Whether they let C{x} through.  When not, a filter answered
-        (see C{x.downstream}), or one is still deciding (a L{Deferred} not
+    @return: Whether they let C{exchange} through.  When not, a filter answered
+        (see C{exchange.downstream}), or one is still deciding (a L{Deferred} not
         fired yet): call L{run_filters} again when it has.
     """
     from twistproxy.filters.chain import FilterChain
 
     passed: List[Any] = []
-    FilterChain(filters).run(x, passed.append)
+    FilterChain(filters).run(exchange, passed.append)
     return bool(passed)
 
 
-def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
+def send_response(exchange, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
                   pieces: Iterable[bytes] = (), length: Optional[int] = None) -> None:
     """
-    Answer C{x} as its backend would, through C{x.sink}, so that the
+    Answer C{exchange} as its backend would, through C{exchange.sink}, so that the
     response filters L{run_filters} installed see it; the result arrives in
-    C{x.downstream} (a L{RecordingSink}).
+    C{exchange.downstream} (a L{RecordingSink}).
 
     @param pieces: The body, in the pieces the backend sends.
     @param length: The response's C{Content-Length}, or C{None} for a
@@ -144,13 +144,13 @@ def send_response(x, status: int = 200, headers: Iterable[Tuple[str, str]] = (),
                     [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers], length)
     resp.chunked = length is None
     pieces = list(pieces)
-    has_body = x.request.method != b"HEAD" and status not in (204, 304)
-    sink = x.sink
-    sink.response_head(x, resp, has_body)
+    has_body = exchange.request.method != b"HEAD" and status not in (204, 304)
+    sink = exchange.sink
+    sink.response_head(exchange, resp, has_body)
     for piece in pieces:
-        sink.response_body(x, piece)
+        sink.response_body(exchange, piece)
         sink.flush()
-    sink.response_end(x)
+    sink.response_end(exchange)
 
 
 class FilterContractMixin:
@@ -228,11 +228,11 @@ class FilterContractMixin:
         When the filter lets a request through, a backend's response
         reaches the client whole: its status, and its end.
         """
-        x = make_exchange(headers=[("Accept-Encoding", "gzip")])
-        if not run_filters([self.makeFilter()], x):
+        exchange = make_exchange(headers=[("Accept-Encoding", "gzip")])
+        if not run_filters([self.makeFilter()], exchange):
             return
-        send_response(x, 200, [("Content-Type", "text/plain")], [b"hello", b" world"],
+        send_response(exchange, 200, [("Content-Type", "text/plain")], [b"hello", b" world"],
                       length=11)
-        sink = x.downstream
+        sink = exchange.downstream
         self.assertEqual((sink.status, sink.ended), (200, True))  # type: ignore[attr-defined]
         self.assertTrue(sink.body)  # type: ignore[attr-defined]
