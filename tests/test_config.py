@@ -1574,6 +1574,20 @@ class RouteMirrorConfigTests(_ConfigTestMixin, SynchronousTestCase):
                                            ("mirror.upstream", "static")))
         self.assertEqual(RouteMirror("static").percent, 100)
 
+    def test_max_body_size(self) -> None:
+        """
+        C{max_body_size} defaults to 64 KiB and takes a size string; a
+        negative one is refused at its path.
+        """
+        self.assertEqual(RouteMirror("static").max_body_size, 65536)
+        route = parse(TWO_GROUPS + "[[routes]]\nupstream = 'api'\n"
+                      "mirror = {upstream = 'static', max_body_size = '1m'}\n").routes[0]
+        self.assertEqual(route.mirror.max_body_size, 1 << 20)
+        self.assert_config_error(
+            TWO_GROUPS + "[[routes]]\nupstream = 'api'\n"
+            "mirror = {upstream = 'static', max_body_size = -1}\n",
+            "routes[0].mirror.max_body_size", contains="at least 0")
+
     def test_refused(self) -> None:
         """
         Errors name their path: an unknown shadow group, a share out of

@@ -73,7 +73,7 @@ class MirrorProxyTests(SynchronousTestCase):
         self.assertNotIn(b"fail", got)
         mirror = proxy.forwarder.mirrors["r"]
         self.assertEqual(mirror.status(), {"copied": 1, "unanswered": 0, "dropped": 0,
-                                           "skipped": 0, "in_flight": 0})
+                                           "skipped": 0, "too_large": 0, "in_flight": 0})
 
     def test_shadow_slow_or_dead(self) -> None:
         """
@@ -117,18 +117,76 @@ class MirrorProxyTests(SynchronousTestCase):
         self.assertEqual(status(second.received()), 200)
         self.assertEqual(proxy.forwarder.mirrors["r"].dropped, 1)
 
-    def test_body_not_copied(self) -> None:
+    def test_body_copied(self) -> None:
         """
-        A request with a body is forwarded but not copied (counted as
-        skipped).
+        A request body within C{max_body_size} is copied: the copy leaves
+        once the whole body has gone to the real backend, and the shadow
+        gets the same head and body; the client's answer does not wait for
+        the shadow's.
         """
         proxy = _proxy()
-        peer = self.send(proxy, b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        post = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+        peer = self.send(proxy, post)
         self.assertEqual(proxy.backend_attempts(), [APP])
         app = proxy.accept_backend()
-        self.assertTrue(app.received().endswith(b"hi"))
+        self.assertEqual(proxy.backend_attempts(), [SHADOW])
+        shadow = proxy.accept_backend()
+        real = app.received()
+        self.assertTrue(real.endswith(b"\r\n\r\nhi"))
+        self.assertEqual(shadow.received(), real)
         app.send(OK)
         self.assertEqual(status(peer.received()), 200)
+        mirror = proxy.forwarder.mirrors["r"]
+        self.assertEqual((mirror.copied, mirror.in_flight, mirror.too_large), (1, 1, 0))
+
+    def test_chunked_body_copied(self) -> None:
+        """
+        A chunked body is copied whole, in one chunk, once its last chunk
+        has gone to the real backend.
+        """
+        proxy = _proxy()
+        peer = self.send(proxy, b"POST /a HTTP/1.1\r\nHost: a\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n")
+        app = proxy.accept_backend()
+        self.assertEqual(proxy.backend_attempts(), [])
+        peer.send(b"3\r\nllo\r\n0\r\n\r\n")
+        self.assertEqual(proxy.backend_attempts(), [SHADOW])
+        shadow = proxy.accept_backend()
+        self.assertIn(b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", app.received())
+        got = shadow.received()
+        self.assertIn(b"transfer-encoding: chunked\r\n", got.lower())
+        self.assertTrue(got.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), got)
+
+    def test_body_too_large(self) -> None:
+        """
+        A body larger than C{max_body_size}, by its declared length or as
+        its chunks add up, is forwarded but not copied, and counted as
+        C{too_large}; with C{max_body_size = 0} no body is copied.
+        """
+        for limit, request in [
+                (4, b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
+                (4, b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"),
+                (0, b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nh")]:
+            proxy = _proxy(max_body_size=limit)
+            peer = self.send(proxy, request)
+            app = proxy.accept_backend()
+            self.assertIn(b"POST /a", app.received())
+            app.send(OK)
+            self.assertEqual(status(peer.received()), 200)
+            self.assertEqual(proxy.backend_attempts(), [])
+            mirror = proxy.forwarder.mirrors["r"]
+            self.assertEqual((mirror.copied, mirror.too_large), (0, 1))
+
+    def test_upgrade_not_copied(self) -> None:
+        """
+        A request that upgrades the connection is forwarded but not
+        copied (counted as skipped).
+        """
+        proxy = _proxy()
+        self.send(proxy, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n"
+                         b"Upgrade: websocket\r\n\r\n")
+        self.assertEqual(proxy.backend_attempts(), [APP])
         self.assertEqual(proxy.forwarder.mirrors["r"].skipped, 1)
 
 
@@ -139,14 +197,12 @@ class MirrorShareTests(SynchronousTestCase):
 
     def test_percent(self) -> None:
         """
-        With C{percent = 10}, about one request in ten is chosen (those here
-        have a body, so each chosen one is counted as skipped).
+        With C{percent = 10}, about one request in ten is chosen.
         """
         mirror = Mirror(RouteMirror("shadow", percent=10), None, None, random.Random(5))
-        x = SimpleNamespace(request=SimpleNamespace(has_body=True, upgrade=None))
-        for _ in range(10000):
-            mirror.copy(x)
-        self.assertLessEqual(abs(mirror.skipped - 1000), 100)
+        exchange = SimpleNamespace(request=SimpleNamespace(has_body=False, upgrade=None))
+        chosen = sum(mirror.chosen(exchange) for _ in range(10000))
+        self.assertLessEqual(abs(chosen - 1000), 100)
 
 
 class MirrorStatusTests(SynchronousTestCase):
@@ -161,7 +217,8 @@ class MirrorStatusTests(SynchronousTestCase):
         service = ProxyService(_config(), MemoryReactorClock())
         service.forwarder.mirrors["r"].dropped = 3
         self.assertEqual(service.status()["mirrors"], {"r": {
-            "copied": 0, "unanswered": 0, "dropped": 3, "skipped": 0, "in_flight": 0}})
+            "copied": 0, "unanswered": 0, "dropped": 3, "skipped": 0, "too_large": 0,
+            "in_flight": 0}})
         plain = ProxyService(ProxyConfig(
             listeners=(Listener("main", "tcp:8080"),),
             upstreams={"app": UpstreamGroup("app", (

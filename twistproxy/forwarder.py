@@ -226,9 +226,11 @@ class Forwarder:
         exchange.group = group
         exchange.forwarder = self
         group.in_flight += 1
+        mirror = rt.mirror
+        copy = mirror is not None and mirror.chosen(exchange)
         self._send(exchange, backend)
-        if rt.mirror is not None:
-            rt.mirror.copy(exchange)
+        if copy:
+            mirror.copy(exchange)
 
     def _send(self, exchange: Exchange, backend: Backend) -> None:
         exchange.backend = backend

@@ -8,17 +8,26 @@ the same head the real backend gets.  The copy is a request of its own: the
 shadow's answer is read and dropped, its failures (refused, reset, slow past
 the response timeout) end it and nothing else, and the client's request
 never waits for it.  Copies are bounded: at most C{max_in_flight} at once
-per route, the excess dropped and counted; requests with a body, or that
-upgrade the connection, are not copied (counted too).
+per route, the excess dropped and counted; requests that upgrade the
+connection are not copied (counted too).
 
-It sits beside the forwarder, which calls L{Mirror.copy} once it has sent
-the request on its way.
+A request body is copied when it is at most C{max_body_size} bytes: its
+pieces are kept (a L{_BodyCopy} on the exchange, fed by the upstream
+connection as it sends them) and the copy leaves once the whole body has
+gone to the real backend, with the body at once.  So the client's body is
+never paced by the shadow, and the memory held is bounded by the limit; a
+body that declares a larger length, or grows past it, is not copied
+(counted as C{too_large}).
+
+It sits beside the forwarder, which asks L{Mirror.chosen} before it sends
+the request on its way (so that no body byte goes by unseen) and calls
+L{Mirror.copy} after.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twistproxy.cache.runtime import Background
 from twistproxy.config import RouteMirror
@@ -31,16 +40,53 @@ class _Shadow(Background):
     The client side of a copy: like the cache's background requests', it
     drops the response, and tells the mirror when the copy is over.  It
     also gives the original's client connection, which a pool with PROXY
-    headers describes and keeps its connections apart by.
+    headers describes and keeps its connections apart by, and sends the
+    copied body once a connection to the shadow takes the copy.
     """
 
-    def __init__(self, downstream: Any, mirror: "Mirror") -> None:
+    def __init__(self, downstream: Any, mirror: "Mirror", body: bytes) -> None:
         super().__init__(downstream.proto)
         self.connection = downstream.connection
         self._mirror = mirror
+        self._body = body
+
+    def upstream_attached(self, exchange: Exchange) -> None:
+        if exchange.request.has_body:
+            upstream = exchange.upstream
+            if self._body:
+                upstream.write_body(self._body)
+            upstream.end_body()
 
     def _end(self, exchange: Exchange) -> None:
         self._mirror.done(exchange, True)
+
+
+class _BodyCopy:
+    """
+    The pieces of a request body on their way to the real backend, kept
+    for the copy until the body ends or grows past the limit.
+    """
+
+    __slots__ = ("_mirror", "_pieces", "_left")
+
+    def __init__(self, mirror: "Mirror", limit: int) -> None:
+        self._mirror = mirror
+        self._pieces: Optional[List[bytes]] = []
+        self._left = limit
+
+    def write(self, data: bytes) -> None:
+        if self._pieces is None:
+            return
+        self._left -= len(data)
+        if self._left < 0:
+            self._pieces = None
+            self._mirror.too_large += 1
+            return
+        self._pieces.append(data)
+
+    def end(self, exchange: Exchange) -> None:
+        if self._pieces is not None:
+            self._mirror.copy(exchange, b"".join(self._pieces))
 
 
 class Mirror:
@@ -51,7 +97,10 @@ class Mirror:
     @ivar unanswered: Copies the shadow did not answer (or no backend
         took).
     @ivar dropped: Copies not sent because C{max_in_flight} were in flight.
-    @ivar skipped: Requests chosen but not copied (a body, an upgrade).
+    @ivar skipped: Requests chosen but not copied because they upgrade the
+        connection.
+    @ivar too_large: Requests chosen but not copied because their body is
+        larger than C{max_body_size}.
     @ivar in_flight: Copies under way.
     """
 
@@ -68,26 +117,44 @@ class Mirror:
         self.group = group
         self._head = head
         self._random = rng if rng is not None else random.Random()
-        self.copied = self.unanswered = self.dropped = self.skipped = self.in_flight = 0
+        self.copied = self.unanswered = self.dropped = self.skipped = self.too_large = 0
+        self.in_flight = 0
 
-    def copy(self, exchange: Exchange) -> None:
+    def chosen(self, exchange: Exchange) -> bool:
         """
-        Send a copy of C{exchange}, the request just forwarded, when it is among
-        the share mirrored and the bounds allow.
+        Whether to L{copy} C{exchange}, about to be forwarded, once it has
+        been: it is among the share mirrored and can be copied.  A request
+        with a body that may be copied is given a L{_BodyCopy}, which copies
+        it when its body has gone upstream: then C{False}.
         """
         config = self.config
         if config.percent < 100 and self._random.randrange(100) >= config.percent:
-            return
+            return False
         req = exchange.request
-        if req.has_body or req.upgrade is not None:
+        if req.upgrade is not None:
             self.skipped += 1
-            return
-        if self.in_flight >= config.max_in_flight:
+            return False
+        if not req.has_body:
+            return True
+        length = req.content_length
+        if not config.max_body_size or length is not None and length > config.max_body_size:
+            self.too_large += 1
+        else:
+            exchange.body_copy = _BodyCopy(self, config.max_body_size)
+        return False
+
+    def copy(self, exchange: Exchange, body: bytes = b"") -> None:
+        """
+        Send a copy of C{exchange}, the request just forwarded (with
+        C{body}, the whole of its body), when the bounds allow.
+        """
+        if self.in_flight >= self.config.max_in_flight:
             self.dropped += 1
             return
+        req = exchange.request
         group = self.group
-        copy = Exchange(
-            req, exchange.client_address, _Shadow(exchange.downstream, self), exchange.started)
+        copy = Exchange(req, exchange.client_address, _Shadow(exchange.downstream, self, body),
+                        exchange.started)
         copy.route = exchange.route
         copy.forwarder = self
         copy.group = group
@@ -127,4 +194,5 @@ class Mirror:
         The mirror's counters, for the status API.
         """
         return {"copied": self.copied, "unanswered": self.unanswered, "dropped": self.dropped,
-                "skipped": self.skipped, "in_flight": self.in_flight}
+                "skipped": self.skipped, "too_large": self.too_large,
+                "in_flight": self.in_flight}

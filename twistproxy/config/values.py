@@ -622,12 +622,17 @@ class RouteMirror:
     @ivar percent: The share of requests copied, 1 to 100.
     @ivar max_in_flight: At most this many copies under way at once; more
         are dropped (and counted).
+    @ivar max_body_size: Request bodies up to this many bytes are copied
+        (kept in memory until the client has sent the whole body); larger
+        ones are not (and counted).  C{0}: no request with a body is
+        copied.
     """
 
     upstream: str = setting(check=nonempty, required="is required (the name of the shadow "
                                                       "group)")
     percent: int = setting(100, check=integer(1, 100))
     max_in_flight: int = setting(10, check=integer(1))
+    max_body_size: int = setting(65536, check=size(0))
 
 
 def _split_key(value: object, path: str) -> str:

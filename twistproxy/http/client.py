@@ -121,17 +121,24 @@ class UpstreamProtocol(Waiting, Protocol):
             exchange.downstream.upstream_full(True)
 
     def write_body(self, data: bytes) -> None:
-        if self.exchange.request.chunked:
+        exchange = self.exchange
+        if exchange.request.chunked:
             write_now(self.transport, b"%x\r\n%s\r\n" % (len(data), data))
         else:
             write_now(self.transport, data)
+        if exchange.body_copy is not None:
+            exchange.body_copy.write(data)
 
     def end_body(self) -> None:
-        if self.exchange.request.chunked:
+        exchange = self.exchange
+        if exchange.request.chunked:
             write_now(self.transport, b"0\r\n\r\n")
         self._request_done = True
         if self._state == _HEAD:
             self._set_timer(_W_RESPONSE, self._wait)
+        if exchange.body_copy is not None:
+            copy, exchange.body_copy = exchange.body_copy, None
+            copy.end(exchange)
 
     def pause_reading(self, pause: bool) -> None:
         """

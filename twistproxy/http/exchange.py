@@ -74,6 +74,8 @@ class Exchange:
         it.
     @ivar admitted: Whether it holds a place among the requests in flight
         (L{twistproxy.admission}), given back when it ends.
+    @ivar body_copy: What keeps a copy of the request body as it goes
+        upstream (a mirror's: C{write(data)}, C{end(exchange)}), or C{None}.
     """
 
     __slots__ = (
@@ -82,7 +84,7 @@ class Exchange:
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
         "counted_retries", "tried", "response_fields", "pinned", "sink", "admitted",
-        "request_rules", "on_end",
+        "request_rules", "on_end", "body_copy",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -114,6 +116,7 @@ class Exchange:
         self.admitted = False
         self.request_rules = None
         self.on_end = None
+        self.body_copy = None
 
     @property
     def method(self) -> str:
