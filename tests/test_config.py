@@ -30,6 +30,7 @@ from twistproxy.config import (
     Resolver,
     Sticky,
     ProxyConfig,
+    QueryRules,
     Redirect,
     Route,
     RouteMatch,
@@ -1479,6 +1480,28 @@ class RewriteConfigTests(_ConfigTestMixin, SynchronousTestCase):
         self.assert_config_error(
             MINIMAL + "[[routes]]\nrespond = {}\nadd_prefix = '/x'\n", "routes[0].add_prefix",
             "is for routes with an upstream")
+
+    def test_rewrite_query(self) -> None:
+        """
+        C{rewrite_query} is read into L{QueryRules}, in file order; a bad
+        entry is refused at its path, and a route that answers itself
+        takes none.
+        """
+        route = self.route("rewrite_query = {remove = ['debug'], set = {v = '2', w = ''}, "
+                           "add = {src = 'edge'}}\n")
+        self.assertEqual(route.rewrite_query, QueryRules(
+            remove=("debug",), set=(("v", "2"), ("w", "")), add=(("src", "edge"),)))
+        self.assertTrue(route.rewrites_target)
+        self.assertFalse(route.rewrites_path)
+        self.route_error("rewrite_query = {set = {v = 2}}\n", "routes[0].rewrite_query.set.v",
+                         contains="must be a string")
+        self.route_error("rewrite_query = {remove = ['']}\n",
+                         "routes[0].rewrite_query.remove[0]", contains="must not be empty")
+        self.route_error("rewrite_query = {set = ['v']}\n", "routes[0].rewrite_query.set",
+                         contains="table of query parameter names")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nrewrite_query = {add = {a = '1'}}\n",
+            "routes[0].rewrite_query", "is for routes with an upstream")
 
 
 class RouteOverrideConfigTests(_ConfigTestMixin, SynchronousTestCase):

@@ -13,11 +13,11 @@ from typing import Dict, Optional, Sequence
 
 from twistproxy.accesslog import AccessLogWriter
 from twistproxy.config import (
-    FixedResponse, Forwarding, HeaderRules, Listener, PathRewrite, ProxyConfig, Redirect, Route,
-    RouteMatch, RouteSplit, Server, UpstreamGroup,
+    FixedResponse, Forwarding, HeaderRules, Listener, PathRewrite, ProxyConfig, QueryRules,
+    Redirect, Route, RouteMatch, RouteSplit, Server, UpstreamGroup,
 )
 from twistproxy import build
-from twistproxy.routing import DirectAnswer, PathRewriter, Router, Splitter
+from twistproxy.routing import DirectAnswer, PathRewriter, QueryEditor, Router, Splitter
 from twistproxy.testing import MemoryProxy
 
 from tests.filter_support import field, request, status
@@ -535,6 +535,72 @@ class PathRewriterTests(SynchronousTestCase):
         C{OPTIONS *} is sent as it is.
         """
         self.assertEqual(self.rewrite(b"*", add_prefix="/x"), b"*")
+        self.assertEqual(self.rewrite(b"*", rewrite_query=QueryRules(add=(("a", "1"),))), b"*")
+
+    def test_query_only(self) -> None:
+        """
+        A route that edits only the query sends the path as received, not
+        normalised.
+        """
+        rules = QueryRules(add=(("v", "2"),))
+        self.assertEqual(self.rewrite(b"/a/b%2Fc", b"/a//b%2Fc?x=1", rewrite_query=rules),
+                         b"/a//b%2Fc?x=1&v=2")
+        self.assertEqual(self.rewrite(b"/a", b"/a", rewrite_query=rules), b"/a?v=2")
+
+    def test_path_and_query(self) -> None:
+        """
+        Path and query rewrites combine.
+        """
+        self.assertEqual(
+            self.rewrite(b"/api/items", b"/api/items?debug=1&x=2", strip_prefix="/api",
+                         rewrite_query=QueryRules(remove=("debug",))),
+            b"/items?x=2")
+
+
+class QueryEditorTests(SynchronousTestCase):
+    """
+    A route's C{rewrite_query}: remove, then set, then add.
+    """
+
+    def edit(self, query: str, **rules) -> str:
+        return QueryEditor(QueryRules(**rules))(query)
+
+    def test_remove(self) -> None:
+        """
+        Every occurrence of a removed name goes, its name compared
+        percent-decoded; a query left empty goes with its C{?}.
+        """
+        self.assertEqual(self.edit("?a=1&debug=x&b=2&debug", remove=("debug",)), "?a=1&b=2")
+        self.assertEqual(self.edit("?de%62ug=1&my+key=2&a", remove=("debug", "my key")), "?a")
+        self.assertEqual(self.edit("?debug=1", remove=("debug",)), "")
+        self.assertEqual(self.edit("", remove=("debug",)), "")
+
+    def test_set(self) -> None:
+        """
+        A set parameter replaces every occurrence of its name, in the place
+        of the first, or is appended; its value is percent-encoded.
+        """
+        self.assertEqual(self.edit("?v=1&a=%20&v=3", set=(("v", "2"),)), "?v=2&a=%20")
+        self.assertEqual(self.edit("?a=1", set=(("v", "a b/&"),)), "?a=1&v=a%20b%2F%26")
+        self.assertEqual(self.edit("", set=(("v", ""),)), "?v=")
+
+    def test_add_and_order(self) -> None:
+        """
+        An added parameter is appended even when the name is there; remove
+        comes before set, and set before add.
+        """
+        self.assertEqual(self.edit("?tag=a", add=(("tag", "b"),)), "?tag=a&tag=b")
+        self.assertEqual(
+            self.edit("?x=1&y=2", remove=("x", "y"), set=(("y", "3"),), add=(("x", "4"),)),
+            "?y=3&x=4")
+
+    def test_spelling_kept(self) -> None:
+        """
+        The parameters left alone keep the client's spelling, empty pieces
+        included.
+        """
+        self.assertEqual(self.edit("?q=a+b%2Fc&&r=%7e", add=(("z", "1"),)),
+                         "?q=a+b%2Fc&&r=%7e&z=1")
 
 
 class ProxyRewriteTests(SynchronousTestCase):
@@ -559,6 +625,18 @@ class ProxyRewriteTests(SynchronousTestCase):
         stream = io.BytesIO()
         AccessLogWriter(stream, "combined", proxy.reactor)(x)
         self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', stream.getvalue())
+
+
+    def test_rewritten_query(self) -> None:
+        """
+        The request line carries the query as C{rewrite_query} edits it,
+        and the path as the client sent it.
+        """
+        proxy = _proxy(Route("app", rewrite_query=QueryRules(
+            remove=("debug",), set=(("v", "2"),), add=(("src", "edge"),))))
+        got, sent = request(proxy, b"GET /a?debug=1&v=1&q=x HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(status(got), 200)
+        self.assertTrue(sent.startswith(b"GET /a?v=2&q=x&src=edge HTTP/1.1\r\n"), sent)
 
 
 class RouteOverrideTests(SynchronousTestCase):

@@ -85,7 +85,7 @@ class RouteRuntime:
         self.split = split
         self.mirror = mirror
         self.answer = DirectAnswer(route) if route.answers_itself else None
-        self.rewrite = PathRewriter(route) if route.rewrites_path else None
+        self.rewrite = PathRewriter(route) if route.rewrites_target else None
         # The route's own retries, or None for its group's.
         self.retries = route.retries
         # The route's own upstream_response timeout, or None.

@@ -50,9 +50,9 @@ from typing import (
     Any, Callable, Dict, FrozenSet, Generic, List, Match, Optional, Pattern, Sequence, Tuple,
     TypeVar,
 )
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, unquote_plus
 
-from twistproxy.config import Route, RouteMatch
+from twistproxy.config import QueryRules, Route, RouteMatch
 from twistproxy.config.values import PLACEHOLDER
 from twistproxy.net import NetworkSet
 
@@ -291,21 +291,26 @@ def _fill(template: str, found: Optional[Match[str]], values: Dict[str, str]) ->
 
 class PathRewriter:
     """
-    The path a route sends upstream: the normalised path with the route's
-    C{strip_prefix} removed, then its C{rewrite} applied, then its
-    C{add_prefix} put before it, followed by the query as received.  The
-    client's request (and so the access log) keeps the original target.
+    The target a route sends upstream.  Its path, when the route rewrites
+    the path, is the normalised path (under every C{escaped_slashes}: the
+    one the route matched) with the route's C{strip_prefix} removed, then
+    its C{rewrite} applied, then its C{add_prefix} put before it;
+    otherwise the path as received.  Its query is the one received, edited
+    by the route's C{rewrite_query} when it has one.  The client's request
+    (and so the access log's request line) keeps the original target.
     """
 
-    __slots__ = ("_strip", "_regex", "_to", "_add")
+    __slots__ = ("_path", "_strip", "_regex", "_to", "_add", "_query")
 
     def __init__(self, route: Route) -> None:
+        self._path = route.rewrites_path
         self._strip = route.strip_prefix
         self._add = route.add_prefix
         self._regex = self._to = None
         if route.rewrite is not None:
             self._regex = re.compile(route.rewrite.regex)
             self._to = route.rewrite.to
+        self._query = QueryEditor(route.rewrite_query) if route.rewrite_query else None
 
     def __call__(self, path: bytes, target: bytes) -> bytes:
         """
@@ -313,10 +318,20 @@ class PathRewriter:
         @param target: The request target as received.
         @return: The target to send upstream.
         """
-        text = path.decode("ascii")
+        text = target.decode("ascii")
         if not text.startswith("/"):
             # OPTIONS *: no path to rewrite.
             return target
+        query = _query(text)
+        if self._path:
+            text = self._rewrite(path.decode("ascii"))
+        elif query:
+            text = text[:-len(query)]
+        if self._query is not None:
+            query = self._query(query)
+        return (text + query).encode("ascii")
+
+    def _rewrite(self, text: str) -> str:
         if self._strip and text.startswith(self._strip):
             text = text[len(self._strip):]
             if not text.startswith("/"):
@@ -328,7 +343,49 @@ class PathRewriter:
                 text = "/" + text
         if self._add:
             text = self._add.rstrip("/") + text
-        return (text + _query(target.decode("ascii"))).encode("ascii")
+        return text
+
+
+def _encode(name: str, value: str) -> str:
+    return f"{quote(name, safe='')}={quote(value, safe='')}"
+
+
+class QueryEditor:
+    """
+    A route's C{rewrite_query}: remove, then set, then add query
+    parameters.  Parameters are compared by their percent-decoded names
+    (C{+} read as a space); those left alone keep the client's spelling,
+    and the values set or added are percent-encoded.
+    """
+
+    __slots__ = ("_remove", "_set", "_add")
+
+    def __init__(self, rules: QueryRules) -> None:
+        self._remove = frozenset(rules.remove)
+        self._set = {name: _encode(name, value) for name, value in rules.set}
+        self._add = tuple(_encode(name, value) for name, value in rules.add)
+
+    def __call__(self, query: str) -> str:
+        """
+        @param query: C{'?'} and a query string, or C{''}.
+        @return: The same, edited (C{''} when no parameter is left).
+        """
+        remove, replace = self._remove, self._set
+        kept: List[str] = []
+        placed = set()
+        for piece in query[1:].split("&") if query else ():
+            name = unquote_plus(piece.partition("=")[0])
+            if name in remove:
+                continue
+            if name in replace:
+                if name not in placed:
+                    placed.add(name)
+                    kept.append(replace[name])
+                continue
+            kept.append(piece)
+        kept.extend(pair for name, pair in replace.items() if name not in placed)
+        kept.extend(self._add)
+        return "?" + "&".join(kept) if kept else ""
 
 
 _Side = TypeVar("_Side")

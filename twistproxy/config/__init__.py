@@ -32,8 +32,8 @@ from twistproxy.config.quick import quick_config, server
 from twistproxy.config.values import (
     ACME, DNS, ESCAPED_SLASHES, AccessLog, Admin, Cache, Certificate, Discovery, DNSRecord,
     DNSZone, FixedResponse, Filter, Forwarding, HeaderRules, HealthCheck, Limits, Listener,
-    ListenerTLS, Locality, Locator, Outlier, PathRewrite, ProxyConfig, Redirect, Resolver,
-    Route, RouteCache, RouteMatch, RouteMirror, RouteSplit, Server, Shutdown, SNIRoute,
+    ListenerTLS, Locality, Locator, Outlier, PathRewrite, ProxyConfig, QueryRules, Redirect,
+    Resolver, Route, RouteCache, RouteMatch, RouteMirror, RouteSplit, Server, Shutdown, SNIRoute,
     Sticky, Timeouts, UpstreamGroup, UpstreamTLS, header_rules,
 )
 
@@ -41,7 +41,7 @@ __all__ = [
     "ACME", "AccessLog", "Admin", "Cache", "Certificate", "ConfigError", "DNS", "DNSRecord",
     "DNSZone", "Discovery", "ESCAPED_SLASHES", "Filter", "FixedResponse", "Forwarding",
     "HeaderRules", "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator",
-    "Outlier", "PathRewrite", "ProxyConfig", "Redirect", "Resolver", "Route", "RouteCache",
+    "Outlier", "PathRewrite", "ProxyConfig", "QueryRules", "Redirect", "Resolver", "Route", "RouteCache",
     "RouteMatch", "RouteMirror", "RouteSplit", "SNIRoute", "Server", "Shutdown", "Sticky",
     "Timeouts", "UpstreamGroup", "UpstreamTLS", "describe_value", "did_you_mean",
     "header_rules", "is_label", "is_token", "key_path", "load", "parse", "quick_config",

@@ -597,6 +597,32 @@ class PathRewrite:
     to: str = setting(check=_template, required="is required (the replacement)")
 
 
+def _params(value: object, path: str) -> Tuple[Tuple[str, str], ...]:
+    # A table of query parameter names to values, in file order.
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "a table of query parameter names to values", value)
+    return tuple((nonempty(name, path), _string(text, key_path(path, name)))
+                 for name, text in value.items())
+
+
+@dataclass(frozen=True)
+class QueryRules:
+    """
+    Edits of the query string a route sends upstream, applied in the order
+    remove, set, add.  Names are compared percent-decoded; the parameters
+    left alone are sent as the client spelled them.
+
+    @ivar remove: Parameter names to delete (every occurrence).
+    @ivar set: (name, value) pairs: each replaces every occurrence of its
+        name (in the place of the first), or is appended when there is none.
+    @ivar add: (name, value) pairs appended, keeping existing ones.
+    """
+
+    remove: Tuple[str, ...] = setting((), check=array(nonempty))
+    set: Tuple[Tuple[str, str], ...] = setting((), check=_params)
+    add: Tuple[Tuple[str, str], ...] = setting((), check=_params)
+
+
 @dataclass(frozen=True)
 class RouteSplit:
     """
@@ -682,6 +708,8 @@ class Route:
         when it starts with it, or C{''}.
     @ivar rewrite: A L{PathRewrite} of the path sent upstream, or C{None}.
     @ivar add_prefix: Put before the path sent upstream, or C{''}.
+    @ivar rewrite_query: L{QueryRules} for the query string sent upstream,
+        or C{None}.
     @ivar retries: The route's own C{retries} (see L{UpstreamGroup}), or
         C{None} for its group's.
     @ivar response_timeout: The route's own C{upstream_response} timeout
@@ -718,6 +746,7 @@ class Route:
     strip_prefix: str = setting("", check=_path_prefix)
     rewrite: Optional[PathRewrite] = setting(None, check=section(PathRewrite))
     add_prefix: str = setting("", check=_path_prefix)
+    rewrite_query: Optional[QueryRules] = setting(None, check=section(QueryRules))
     retries: Optional[int] = setting(None, check=integer(0))
     response_timeout: Optional[float] = setting(None, check=seconds())
     redirect: Optional[Redirect] = setting(None, check=section(Redirect))
@@ -764,6 +793,13 @@ class Route:
         """
         return bool(self.strip_prefix or self.add_prefix or self.rewrite is not None)
 
+    @property
+    def rewrites_target(self) -> bool:
+        """
+        Whether the route changes the path or the query it sends upstream.
+        """
+        return self.rewrites_path or self.rewrite_query is not None
+
 
 @rule(Route)
 def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
@@ -782,8 +818,8 @@ def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
     if route.redirect is not None:
         _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
                   key_path(key_path(path, "redirect"), "to"), "path_regex")
-    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "retries",
-                            "response_timeout", "mirror") if k in table]
+    rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "rewrite_query",
+                            "retries", "response_timeout", "mirror") if k in table]
     if rewrites and route.answers_itself:
         raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
     if route.rewrite is not None:
