@@ -1580,6 +1580,38 @@ class RouteSplitConfigTests(_ConfigTestMixin, SynchronousTestCase):
             self.assert_config_error(TWO_GROUPS + body, path, contains=problem)
 
 
+class RouteListenersConfigTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route's C{listeners}.
+    """
+
+    def test_read(self) -> None:
+        """
+        The names are read into the route, which is then no catch-all: a
+        route after it is reachable, and the configuration says it names
+        listeners.
+        """
+        config = parse(MINIMAL + "[[routes]]\nlisteners = ['main']\nupstream = 'api'\n"
+                       "[[routes]]\nupstream = 'api'\n")
+        self.assertEqual(config.routes[0].listeners, ("main",))
+        self.assertTrue(config.routes_by_listener)
+        self.assertFalse(parse(MINIMAL).routes_by_listener)
+
+    def test_unknown_listener(self) -> None:
+        """
+        A name that is no HTTP listener's is refused at its place, with the
+        names there are.
+        """
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nlisteners = ['main', 'mian']\nupstream = 'api'\n",
+            "routes[0].listeners[1]", "no http listener named 'mian' (defined: main)")
+        self.assert_config_error(
+            MINIMAL + "[listeners.db]\nendpoint = 'tcp:5432'\nprotocol = 'tcp'\n"
+            "upstream = 'db'\n[upstreams.db]\nservers = ['tcp://127.0.0.1:5432']\n"
+            "[[routes]]\nlisteners = ['db']\nupstream = 'api'\n",
+            "routes[0].listeners[0]", contains="no http listener named 'db'")
+
+
 class RouteMirrorConfigTests(_ConfigTestMixin, SynchronousTestCase):
     """
     A route's C{mirror} table.

@@ -4,11 +4,14 @@ Tests for L{twistproxy.routing}.
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 import io
 import random
 from collections import Counter
+from types import SimpleNamespace
 from typing import Dict, Optional, Sequence
 
 from twistproxy.accesslog import AccessLogWriter
@@ -18,9 +21,10 @@ from twistproxy.config import (
 )
 from twistproxy import build
 from twistproxy.routing import DirectAnswer, PathRewriter, QueryEditor, Router, Splitter
-from twistproxy.testing import MemoryProxy
+from twistproxy.testing import MemoryPeer, MemoryProxy
 
 from tests.filter_support import field, request, status
+from tests.test_h2 import H2Client, _request as _h2_request
 
 
 class FakeRequest:
@@ -393,6 +397,32 @@ class ProxyRoutingTests(SynchronousTestCase):
             head = b"GET /a?%s HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\n\r\n" % query
             got, _ = request(_proxy(route), head)
             self.assertEqual(status(got), expected, query)
+
+
+    def test_listeners(self) -> None:
+        """
+        A route with C{listeners} takes only the requests of the listeners
+        it names, over HTTP/1.1 and HTTP/2 alike; the others go on to the
+        next route.
+        """
+        config = ProxyConfig(
+            listeners=(Listener("public", "tcp:8080"), Listener("internal", "tcp:8081", h2c=True)),
+            upstreams={name: UpstreamGroup(name, (
+                Server(f"http://127.0.0.1:{port}", "http", "127.0.0.1", port),))
+                for name, port in (("admin", 8001), ("app", 8002))},
+            routes=(Route("admin", listeners=("internal",)), Route("app")))
+        reactor = MemoryReactorClock()
+        _, forwarder = build.pipeline(config, reactor, None)
+        builder = build.ListenerBuilder(reactor, config, forwarder)
+        public, internal = (builder.http(listener) for listener in config.listeners)
+        self.assertEqual((public.listener, internal.listener), ("public", "internal"))
+        for factory, port in ((public, 8002), (internal, 8001)):
+            peer = MemoryPeer(factory.buildProtocol(None), IPv4Address("TCP", "192.0.2.7", 4000))
+            peer.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(reactor.tcpClients[-1][1], port, factory.listener)
+        # The same over HTTP/2 (an HTTP/2 stream asks its connection).
+        H2Client(SimpleNamespace(factory=internal)).request(_h2_request())
+        self.assertEqual([c[1] for c in reactor.tcpClients], [8002, 8001, 8001])
 
 
 class DirectAnswerTests(SynchronousTestCase):

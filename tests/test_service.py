@@ -535,6 +535,23 @@ servers = [{servers}]
         self.assertTrue(port.factory.h2c)
         self.assertEqual(len(self.reactor.tcpServers), 1)
 
+    def test_route_by_listener_added(self):
+        """
+        A reload that brings the first route with C{listeners} gives each
+        HTTP listener, unchanged though it is, a factory that names it, so
+        that the route sees which listener took a request; and back.
+        """
+        port = self.service.listeners["main"].port
+        self.assertEqual(self.service.listeners["main"].factory.listener, "")
+        self.write('"http://127.0.0.1:8001"',
+                   '[[routes]]\nlisteners = ["main"]\nupstream = "app"\n')
+        self.assertEqual(self.service.reload(), [])
+        self.assertIs(self.service.listeners["main"].port, port)
+        self.assertEqual(port.factory.listener, "main")
+        self.write('"http://127.0.0.1:8001"')
+        self.assertEqual(self.service.reload(), [])
+        self.assertEqual(port.factory.listener, "")
+
     def test_listener_that_cannot_listen_refused(self):
         """
         A new listener that cannot listen (its port is taken) makes the

@@ -345,6 +345,8 @@ class ListenerBuilder:
         own: Dict[str, Any] = {}
         if listener is not None:
             own["escaped_slashes"] = listener.escaped_slashes
+            if config.routes_by_listener:
+                own["listener"] = listener.name
             if listener.tls is not None:
                 own.update(hsts=listener.tls.hsts, http2=True,
                            identity_header=listener.tls.client_subject_header)

@@ -25,8 +25,9 @@ hold:
     (C{path_exact}), regular expressions searched in the normalised path
     and in the host (C{path_regex}, C{host_regex}), request header fields,
     query parameters and cookies (each present, absent, equal to a value
-    or containing a match of a regular expression) and the client's
-    network (the address derived through the listener's trusted proxies).
+    or containing a match of a regular expression), the client's
+    network (the address derived through the listener's trusted proxies)
+    and the listener that took the request (its codec's C{listener}).
 
 A route sends the request to its upstream group, or to one of several by
 weight (a L{Splitter}), with the path rewritten by a L{PathRewriter} when it
@@ -105,6 +106,9 @@ class _Conditions:
         if route.networks:
             networks = NetworkSet(route.networks)
             tests.append(lambda host, path, exchange: client(exchange) in networks)
+        if route.listeners:
+            listeners = frozenset(route.listeners)
+            tests.append(lambda host, path, exchange: exchange.downstream.listener in listeners)
         self._tests = tuple(tests)
 
     def __call__(self, host: str, path: str, exchange: Any) -> bool:

@@ -449,6 +449,9 @@ class ProxyService(MultiService):
             then nothing has changed.
         """
         running = {listener.name: listener for listener in self.config.listeners}
+        # Each HTTP listener's factory names it only when a route asks
+        # which listener took a request: when that changes, all are rebuilt.
+        renamed = self.config.routes_by_listener != new.routes_by_listener
         undo = self.built.saved()
         self.built.use(new, forwarder)
         started: List[_ListenerService] = []
@@ -456,7 +459,7 @@ class ProxyService(MultiService):
         try:
             for listener in new.listeners:
                 old = running.get(listener.name)
-                if old == listener:
+                if old == listener and not (renamed and listener.protocol == "http"):
                     continue
                 service = self._listener(listener, new)
                 if (old is not None and old.endpoint == listener.endpoint

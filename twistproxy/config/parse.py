@@ -145,6 +145,17 @@ def _route(value: object, path: str, index: int, groups: Mapping[str, UpstreamGr
     return route
 
 
+def _check_route_listeners(routes: Sequence[Route], listeners: Sequence[Listener]) -> None:
+    # A route's listeners are HTTP listeners of the file.
+    http = [listener.name for listener in listeners if listener.protocol == "http"]
+    for i, route in enumerate(routes):
+        for j, name in enumerate(route.listeners):
+            if name not in http:
+                raise ConfigError(_index(key_path(_index("routes", i), "listeners"), j),
+                                  f"no http listener named {name!r} (defined: "
+                                  f"{', '.join(sorted(http)) or 'none'})")
+
+
 def _is_catch_all(route: Route) -> bool:
     return (not route.hosts and route.path_prefix == "/" and not route.methods
             and not route.has_conditions)
@@ -228,6 +239,7 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         # Requests only go to groups of HTTP servers.
         http_groups = {n: g for n, g in upstreams.items() if g.kind == "http"}
         routes = _routes(document.get("routes"), "routes", http_groups)
+        _check_route_listeners(routes, listeners)
     sections: Dict[str, Callable[[object, str], Any]] = {
         "timeouts": section(Timeouts),
         "limits": section(Limits),

@@ -698,6 +698,8 @@ class Route:
     @ivar networks: The client's address (the one derived through the
         listener's trusted proxies) must be in one of these networks;
         empty matches any client.
+    @ivar listeners: The names of the listeners the route applies on;
+        empty: all of them.
     @ivar upstream: Name of the L{UpstreamGroup}.
     @ivar preserve_host: Forward the client's Host header (C{True}), or set
         Host to the chosen server's C{host:port} (C{False}).
@@ -737,6 +739,7 @@ class Route:
     query: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
     cookies: Tuple[RouteMatch, ...] = setting((), check=sections(RouteMatch))
     networks: Tuple[str, ...] = setting((), check=array(_network))
+    listeners: Tuple[str, ...] = setting((), check=array(nonempty))
     preserve_host: bool = setting(True, check=_boolean)
     request_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
     response_headers: HeaderRules = setting(HeaderRules(), check=section(HeaderRules))
@@ -762,7 +765,7 @@ class Route:
         method.
         """
         return bool(self.path_exact or self.path_regex or self.host_regex or self.headers
-                    or self.query or self.cookies or self.networks)
+                    or self.query or self.cookies or self.networks or self.listeners)
 
 
     @property
@@ -1492,3 +1495,11 @@ class ProxyConfig:
     source: Optional[str] = None
     workers: int = 1
     digest: str = field(default="", compare=False)
+
+    @property
+    def routes_by_listener(self) -> bool:
+        """
+        Whether a route applies on named listeners only (C{listeners}): then
+        each HTTP listener's requests say which listener took them.
+        """
+        return any(route.listeners for route in self.routes)

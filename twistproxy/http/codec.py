@@ -56,6 +56,8 @@ class ClientCodec(Waiting, Protocol):
     @ivar client_full: Whether the client's send buffer is full.
     @ivar filters: The listener's L{FilterChain
         <twistproxy.filters.FilterChain>}, or C{None}.
+    @ivar listener: The listener's name, when a route matches on it
+        (else C{''}).
     @ivar counted: Whether the listener's connection filters accepted
         this connection (and must be told when it closes).
     @ivar admitted: Whether this connection holds a place in its factory's
@@ -83,6 +85,7 @@ class ClientCodec(Waiting, Protocol):
         self.identity = None
         self._relaying = False
         self.filters = factory.filters
+        self.listener = factory.listener
         self.counted = False
         # Requests received on this connection so far.
         self.requests = 0

@@ -360,6 +360,10 @@ class H2Stream(Waiting):
         return self._conn.filters
 
     @property
+    def listener(self) -> str:
+        return self._conn.listener
+
+    @property
     def transport(self):
         return self._conn.transport
 

@@ -75,6 +75,8 @@ class ServerSettings:
         speaks HTTP/2 (prior knowledge).
     @ivar escaped_slashes: What C{%2F} and C{%5C} in a request path do,
         one of L{twistproxy.config.ESCAPED_SLASHES}.
+    @ivar listener: The name of the listener, for routes that match on
+        it, or C{''} (a factory several listeners share: no route does).
     """
 
     timeouts: Timeouts = Timeouts()
@@ -88,6 +90,7 @@ class ServerSettings:
     http2: bool = False
     h2c: bool = False
     escaped_slashes: str = KEEP
+    listener: str = ""
 
 
 class HTTPServerFactory(Factory):
