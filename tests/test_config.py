@@ -1506,26 +1506,33 @@ class RewriteConfigTests(_ConfigTestMixin, SynchronousTestCase):
 
 class RouteOverrideConfigTests(_ConfigTestMixin, SynchronousTestCase):
     """
-    A route's own C{retries} and C{response_timeout}.
+    A route's own C{retries}, C{retry_budget} and C{response_timeout}.
     """
 
     def test_read(self) -> None:
         """
-        Both are read; absent, they are C{None} (the group's and the
+        The three are read; absent, they are C{None} (the group's and the
         proxy's apply).
         """
-        route = self.route("retries = 0\nresponse_timeout = 2.5\n")
-        self.assertEqual((route.retries, route.response_timeout), (0, 2.5))
+        route = self.route("retries = 0\nretry_budget = 0.5\nresponse_timeout = 2.5\n")
+        self.assertEqual((route.retries, route.retry_budget, route.response_timeout),
+                         (0, 0.5, 2.5))
         route = self.route("")
-        self.assertEqual((route.retries, route.response_timeout), (None, None))
+        self.assertEqual((route.retries, route.retry_budget, route.response_timeout),
+                         (None, None, None))
 
     def test_refused(self) -> None:
         """
-        Retries are a count, the timeout a positive number of seconds; a
-        route that answers itself takes neither.
+        Retries are a count, the budget a share, the timeout a positive
+        number of seconds; a route that answers itself takes none.
         """
         self.route_error("retries = -1\n", "routes[0].retries", contains="at least 0")
         self.route_error("response_timeout = 0\n", "routes[0].response_timeout")
+        self.route_error("retry_budget = 1.5\n", "routes[0].retry_budget",
+                         contains="between 0 and 1")
+        self.assert_config_error(
+            MINIMAL + "[[routes]]\nrespond = {}\nretry_budget = 0.1\n", "routes[0].retry_budget",
+            "is for routes with an upstream")
         self.assert_config_error(
             MINIMAL + "[[routes]]\nrespond = {}\nretries = 1\n", "routes[0].retries",
             "is for routes with an upstream")

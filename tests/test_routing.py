@@ -671,8 +671,8 @@ class ProxyRewriteTests(SynchronousTestCase):
 
 class RouteOverrideTests(SynchronousTestCase):
     """
-    A route's own C{retries} and C{response_timeout} replace its group's
-    and the proxy's.
+    A route's own C{retries}, C{retry_budget} and C{response_timeout}
+    replace its group's and the proxy's.
     """
 
     def test_fewer_retries(self) -> None:
@@ -701,6 +701,35 @@ class RouteOverrideTests(SynchronousTestCase):
         backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertTrue(client.received().startswith(b"HTTP/1.1 200"))
         self.assertEqual(proxy.exchanges[-1].attempts, 3)
+
+    def retries_allowed(self, route: Route, group_budget: float) -> bool:
+        """
+        Whether a fourth request may retry while three others hold the
+        three retries always allowed: four GETs, each backend resetting
+        its connection before answering, with the group's C{retry_budget}
+        at C{group_budget}.
+        """
+        proxy = _proxy(route, servers=2, retries=1, retry_budget=group_budget)
+        clients = [proxy.connect_client(port=40000 + i) for i in range(4)]
+        for client in clients:
+            client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in clients:
+            proxy.accept_backend().close()
+        self.assertEqual([c.received() for c in clients[:3]], [b""] * 3)
+        return clients[3].received() == b""
+
+    def test_retry_budget(self) -> None:
+        """
+        The route's C{retry_budget} replaces its group's: with 4 requests in
+        flight and 3 retries under way, a share of 0 allows no fourth retry
+        though the group's 1 would (its request gets 502), and a share of 1
+        allows it though the group's 0 would not; without one, the group's
+        applies.
+        """
+        self.assertFalse(self.retries_allowed(Route("app", retry_budget=0.0), 1.0))
+        self.assertTrue(self.retries_allowed(Route("app", retry_budget=1.0), 0.0))
+        self.assertTrue(self.retries_allowed(Route("app"), 1.0))
+        self.assertFalse(self.retries_allowed(Route("app"), 0.0))
 
     def test_response_timeout(self) -> None:
         """

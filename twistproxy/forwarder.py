@@ -67,7 +67,7 @@ class RouteRuntime:
 
     __slots__ = ("route", "group", "split", "mirror", "request_rules", "response_rules",
                  "preserve_host", "filters", "cache", "answer", "rewrite", "retries",
-                 "response_timeout")
+                 "retry_budget", "response_timeout")
 
     def __init__(self, route: Route, group: Optional[UpstreamGroupRuntime],
                  path: str = "route", reactor=None, cache=None,
@@ -88,6 +88,8 @@ class RouteRuntime:
         self.rewrite = PathRewriter(route) if route.rewrites_target else None
         # The route's own retries, or None for its group's.
         self.retries = route.retries
+        # The route's own retry budget share, or None for its group's.
+        self.retry_budget = route.retry_budget
         # The route's own upstream_response timeout, or None.
         self.response_timeout = route.response_timeout
         self.request_rules = _compile(route.request_headers, f"{path}.request_headers")
@@ -305,12 +307,13 @@ class Forwarder:
         """
         Whether C{exchange} may have one more counted retry: fewer than the
         route's C{retries} so far, and a place in the retry budget (kept
-        from its previous counted retry, or a free one).
+        from its previous counted retry, or a free one, by the route's
+        C{retry_budget} or else its group's).
         """
         group = exchange.group
         if exchange.counted_retries >= _retries(exchange):
             return False
-        return exchange.counted_retries > 0 or group.may_retry()
+        return exchange.counted_retries > 0 or group.may_retry(exchange.route.retry_budget)
 
     def _another(self, exchange: Exchange) -> Optional[Backend]:
         tried = exchange.tried

@@ -714,6 +714,10 @@ class Route:
         or C{None}.
     @ivar retries: The route's own C{retries} (see L{UpstreamGroup}), or
         C{None} for its group's.
+    @ivar retry_budget: The route's own C{retry_budget} (see
+        L{UpstreamGroup}): its requests may have a counted retry while the
+        group's counted retries in flight are below this share of the
+        group's requests in flight; or C{None} for its group's.
     @ivar response_timeout: The route's own C{upstream_response} timeout
         (see L{Timeouts}), or C{None} for the proxy's.
     @ivar redirect: The L{Redirect} the route answers with, or C{None}.
@@ -751,6 +755,7 @@ class Route:
     add_prefix: str = setting("", check=_path_prefix)
     rewrite_query: Optional[QueryRules] = setting(None, check=section(QueryRules))
     retries: Optional[int] = setting(None, check=integer(0))
+    retry_budget: Optional[float] = setting(None, check=_fraction)
     response_timeout: Optional[float] = setting(None, check=seconds())
     redirect: Optional[Redirect] = setting(None, check=section(Redirect))
     respond: Optional[FixedResponse] = setting(None, check=section(FixedResponse))
@@ -822,7 +827,8 @@ def _destination(route: Route, table: Mapping[str, Any], path: str) -> None:
         _captures(route.redirect.to, route.path_regex, _TEMPLATE_NAMES,
                   key_path(key_path(path, "redirect"), "to"), "path_regex")
     rewrites = [k for k in ("strip_prefix", "add_prefix", "rewrite", "rewrite_query",
-                            "retries", "response_timeout", "mirror") if k in table]
+                            "retries", "retry_budget", "response_timeout", "mirror")
+                if k in table]
     if rewrites and route.answers_itself:
         raise ConfigError(key_path(path, rewrites[0]), "is for routes with an upstream")
     if route.rewrite is not None:

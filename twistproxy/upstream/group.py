@@ -361,7 +361,7 @@ class UpstreamGroupRuntime:
         """
         return reason != REFUSED and backend.available
 
-    def may_retry(self) -> bool:
+    def may_retry(self, share: Optional[float] = None) -> bool:
         """
         Whether the retry budget allows one more concurrent retry.
 
@@ -370,8 +370,13 @@ class UpstreamGroupRuntime:
         timed out), so that failures cannot multiply the load; a request
         whose connection was refused, or whose backend was already known
         bad, is placed again without asking it.
+
+        @param share: The budget's share of the requests in flight, when
+            not the group's C{retry_budget} (a route's own).
         """
-        budget = max(MIN_RETRY_CONCURRENCY, self.config.retry_budget * self.in_flight)
+        if share is None:
+            share = self.config.retry_budget
+        budget = max(MIN_RETRY_CONCURRENCY, share * self.in_flight)
         return self.retries_in_flight < budget
 
     # Stickiness
