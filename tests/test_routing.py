@@ -9,6 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 import io
+import json
 import random
 from collections import Counter
 from types import SimpleNamespace
@@ -655,6 +656,64 @@ class ProxyRewriteTests(SynchronousTestCase):
         stream = io.BytesIO()
         AccessLogWriter(stream, "combined", proxy.reactor)(x)
         self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', stream.getvalue())
+
+    def log_lines(self, route: Route, head: bytes):
+        """
+        The combined and JSON access log lines of one request C{head} on a
+        proxy with C{route}.
+        """
+        proxy = _proxy(route)
+        got, _ = request(proxy, head)
+        self.assertEqual(status(got), 200)
+        [exchange] = proxy.exchanges
+        lines = []
+        for format in ("combined", "json"):
+            stream = io.BytesIO()
+            AccessLogWriter(stream, format, proxy.reactor)(exchange)
+            lines.append(stream.getvalue())
+        return lines[0], json.loads(lines[1])
+
+    def test_access_log_rewritten(self) -> None:
+        """
+        The access log shows the client's target in the request line and,
+        when the route sent another, that one after C{rewritten=} (C{json}:
+        the key C{rewritten}).
+        """
+        combined, record = self.log_lines(
+            Route("app", strip_prefix="/api", rewrite_query=QueryRules(add=(("v", "2"),))),
+            b"GET /api/items?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertIn(b'"GET /api/items?x=1 HTTP/1.1"', combined)
+        self.assertTrue(combined.endswith(b" reason=- rewritten=/items?x=1&v=2\n"), combined)
+        self.assertEqual((record["target"], record["rewritten"]),
+                         ("/api/items?x=1", "/items?x=1&v=2"))
+
+    def test_access_log_not_rewritten(self) -> None:
+        """
+        A route whose rewrite leaves the target as it was, and a route
+        without one, add nothing to the line.
+        """
+        head = b"GET /items?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        for route in (Route("app", strip_prefix="/api"), Route("app")):
+            combined, record = self.log_lines(route, head)
+            self.assertTrue(combined.endswith(b" reason=-\n"), combined)
+            self.assertNotIn("rewritten", record)
+
+    def test_rewrite_sends_normalised_path(self) -> None:
+        """
+        Under C{escaped_slashes = "keep"} (the default), a route that
+        rewrites the path sends the normalised path, C{%2F} read as C{/}
+        (what the route matched and rewrote); a route that edits only the
+        query, or none, sends the path as the client did.
+        """
+        head = b"GET /api/a%2Fb/./c?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+        for route, line in (
+                (Route("app", strip_prefix="/api"), b"GET /a/b/c?x=1 HTTP/1.1"),
+                (Route("app", rewrite_query=QueryRules(remove=("x",))),
+                 b"GET /api/a%2Fb/./c HTTP/1.1"),
+                (Route("app"), b"GET /api/a%2Fb/./c?x=1 HTTP/1.1")):
+            got, sent = request(_proxy(route), head)
+            self.assertEqual(status(got), 200)
+            self.assertTrue(sent.startswith(line + b"\r\n"), sent)
 
 
     def test_rewritten_query(self) -> None:

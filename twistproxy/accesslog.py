@@ -20,6 +20,10 @@ A C{combined} line, shown here folded but written as one line::
     "-" "curl/8.0" upstream=127.0.0.1:8001 upstream_time=0.012
     total_time=0.015 reason=-
 
+When the route rewrote the target sent upstream (its path or its query)
+into another, the line ends with C{rewritten=} and that target (the
+request line keeps the client's).
+
 Quotes, backslashes and bytes outside printable ASCII in
 the target, Referer and User-Agent are written as C{\\xHH}, as nginx does,
 so that a line can always be split on its quotes.  A field with no value is
@@ -29,7 +33,8 @@ A C{json} line is one object with these keys: C{time} (ISO 8601, UTC),
 C{client}, C{method}, C{target}, C{protocol}, C{host}, C{status},
 C{bytes}, C{referer}, C{user_agent}, C{upstream} (the backend's name, or
 C{null}), C{upstream_time} (seconds, or C{null}), C{total_time} (seconds)
-and C{reason} (or C{null}).  Bytes outside ASCII in request fields are
+and C{reason} (or C{null}), and C{rewritten} when the combined line has
+it.  Bytes outside ASCII in request fields are
 read as Latin-1 and escaped by JSON.  The protocol is the one the client
 spoke: C{HTTP/1.1}, C{HTTP/1.0}, or C{HTTP/2.0} for HTTP/2 (as nginx writes
 it), even though backends are always spoken to in HTTP/1.1.
@@ -55,7 +60,7 @@ import json
 import os
 import re
 import time
-from typing import BinaryIO
+from typing import BinaryIO, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -80,6 +85,12 @@ def _header(exchange: Exchange, name: bytes) -> bytes:
         if key.lower() == name:
             return value
     return b"-"
+
+
+def _rewritten(exchange: Exchange) -> Optional[bytes]:
+    # The target sent upstream, when the route rewrote it into another.
+    target = exchange.upstream_target
+    return target if target is not None and target != exchange.request.target else None
 
 
 class AccessLogWriter:
@@ -182,7 +193,7 @@ class AccessLogWriter:
         now = self._now_stamp()
         req = exchange.request
         upstream, total = self._times(exchange, now)
-        return b'%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s\n' % (
+        line = b'%s - - [%s] "%s %s HTTP/%d.%d" %d %d "%s" "%s" upstream=%s upstream_time=%s total_time=%.3f reason=%s' % (
             exchange.client_address.encode("ascii") or b"-",
             self._stamp,
             req.method,
@@ -198,6 +209,10 @@ class AccessLogWriter:
             total,
             exchange.reason.encode("ascii") or b"-",
         )
+        rewritten = _rewritten(exchange)
+        if rewritten is not None:
+            return line + b" rewritten=%s\n" % _escape(rewritten)
+        return line + b"\n"
 
     def _json(self, exchange: Exchange) -> bytes:
         now = self._clock.seconds()
@@ -219,6 +234,9 @@ class AccessLogWriter:
             "total_time": round(total, 6),
             "reason": exchange.reason or None,
         }
+        rewritten = _rewritten(exchange)
+        if rewritten is not None:
+            record["rewritten"] = rewritten.decode("latin-1")
         return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
 
 

@@ -254,6 +254,8 @@ class Forwarder:
         req = exchange.request
         rt = exchange.route
         downstream = exchange.downstream
+        if rt.rewrite is not None:
+            exchange.upstream_target = rt.rewrite(req.path, req.target)
         return H.request_head(
             req,
             host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
@@ -263,7 +265,7 @@ class Forwarder:
             via=self._via,
             rules=rt.request_rules if exchange.request_rules is None else exchange.request_rules,
             identity=downstream.identity,
-            target=None if rt.rewrite is None else rt.rewrite(req.path, req.target),
+            target=exchange.upstream_target,
         )
 
     def failed(self, exchange: Exchange, status: int, reason: str) -> None:

@@ -74,6 +74,9 @@ class Exchange:
         it.
     @ivar admitted: Whether it holds a place among the requests in flight
         (L{twistproxy.admission}), given back when it ends.
+    @ivar upstream_target: The request target sent upstream when the route
+        rewrites it (its path or query), or C{None}: the access log shows
+        it beside the client's when they differ.
     @ivar body_copy: What keeps a copy of the request body as it goes
         upstream (a mirror's: C{write(data)}, C{end(exchange)}), or C{None}.
     """
@@ -84,7 +87,7 @@ class Exchange:
         "upstream_ended", "status", "body_bytes", "reason", "retried",
         "body_started", "wait_timer", "group", "forwarder", "attempts",
         "counted_retries", "tried", "response_fields", "pinned", "sink", "admitted",
-        "request_rules", "on_end", "body_copy",
+        "request_rules", "on_end", "body_copy", "upstream_target",
     )
 
     def __init__(self, request: RequestHead, client_address: str, downstream, started: float):
@@ -117,6 +120,7 @@ class Exchange:
         self.request_rules = None
         self.on_end = None
         self.body_copy = None
+        self.upstream_target = None
 
     @property
     def method(self) -> str:
