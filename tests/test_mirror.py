@@ -18,6 +18,7 @@ from twistproxy.service import ProxyService
 from twistproxy.testing import MemoryProxy
 
 from tests.filter_support import OK, status
+from tests.test_h2 import H2Client, _request
 
 GET = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
 APP = ("127.0.0.1", 8001)
@@ -156,6 +157,20 @@ class MirrorProxyTests(SynchronousTestCase):
         got = shadow.received()
         self.assertIn(b"transfer-encoding: chunked\r\n", got.lower())
         self.assertTrue(got.endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), got)
+
+    def test_http2_body_copied(self) -> None:
+        """
+        An HTTP/2 request's body is copied too (the backends get it
+        chunked, having no length).
+        """
+        proxy = _proxy()
+        client = H2Client(proxy)
+        client.request(_request(method=b"POST", path=b"/a"), body=b"hello")
+        app = proxy.accept_backend()
+        self.assertEqual(proxy.backend_attempts(), [SHADOW])
+        shadow = proxy.accept_backend()
+        self.assertIn(b"5\r\nhello\r\n0\r\n\r\n", app.received())
+        self.assertTrue(shadow.received().endswith(b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
 
     def test_body_too_large(self) -> None:
         """
