@@ -178,3 +178,29 @@ class PebbleEndToEndTests(TestCase):
         self.assertIn(b"answering http-01 for example.test", proxy.output)
         self.assertIn(b"answering dns-01 for example.test", proxy.output)  # the wildcard's
         self.assertIn(b"renewed", proxy.output)
+
+    @defer.inlineCallbacks
+    def test_tls_alpn01(self):
+        """
+        With C{challenges = ["tls-alpn-01"]} the proxy obtains a
+        certificate for C{example.test} by answering pebble's TLS-ALPN-01
+        validation on its own TLS listener (pebble's C{tlsPort}), while
+        the same listener serves ordinary clients, and serves the new
+        certificate without a restart.
+        """
+        self.ports["https"] = self.ports["tlsalpn"]
+        text = CONFIG.format(
+            host=HOST, ca=self.ca_file, storage=os.path.join(self.cwd, "acme"), **self.ports)
+        text = text.replace('retry = 2\n', 'retry = 2\nchallenges = ["tls-alpn-01"]\n')
+        text = text.replace('["example.test", "*.example.test"]', '["example.test"]')
+        path = write_config(self.cwd, text)
+        self.proxy = proxy = ProxyProcess(reactor, ["--config", path], self.cwd)
+        self.addCleanup(proxy.stop)
+        yield proxy.start()
+        root = self.pebble_root()
+        cert = yield self.until(lambda: self.served(root, "example.test"),
+                                "certificate from pebble")
+        names = [value for kind, value in cert["subjectAltName"] if kind == "DNS"]
+        self.assertEqual(names, ["example.test"])
+        self.assertIn(b"answering tls-alpn-01 for example.test", proxy.output)
+        self.assertNotIn(b"answering http-01", proxy.output)

@@ -13,12 +13,16 @@ one).  L{Issuer.issue} does one whole order:
        finds it again: C{newAccount} with the same key answers with the
        existing one), agreeing to the CA's terms;
     2. it orders the names; for each authorization it picks the challenge:
-       C{dns-01} for a wildcard, or when the name is in a zone of the
-       proxy's own DNS front and no plain HTTP listener answers
-       C{http-01}, C{http-01} otherwise;
+       the first of the C{[acme]} section's C{challenges} that can
+       validate the name (C{http-01} with a plain HTTP listener,
+       C{tls-alpn-01} with a TLS listener, C{dns-01} in a zone of the
+       proxy's own DNS front; a wildcard only by C{dns-01}) and that the
+       CA offers;
     3. it makes the answer available (the key authorization at
        C{/.well-known/acme-challenge/TOKEN} in L{Challenges}, which the
-       plain HTTP listeners serve before routing; the TXT record
+       plain HTTP listeners serve before routing; the challenge
+       certificate in L{Challenges}, which the TLS listeners present to
+       handshakes that offer C{acme-tls/1}; the TXT record
        C{_acme-challenge.NAME} through the DNS front's run-time records,
        shared by every instance), tells the CA to validate and polls the
        authorization until it is valid;
@@ -35,9 +39,10 @@ schedule.Renewal}) keeps the current certificate and retries later.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import josepy as jose
 from treq.client import HTTPClient
@@ -111,23 +116,27 @@ class Issuer:
     def __init__(self, reactor: IReactorTime, acme: ACME, challenges: Challenges,
                  set_txt: Callable[[str, List[str]], Deferred],
                  remove_txt: Callable[[str], Deferred],
-                 use_dns: Callable[[str], bool]):
+                 types: Callable[[str], Sequence[str]], http: Optional[Any] = None):
         """
         @param set_txt: Sets the TXT records of a name (the DNS front's
             run-time records, L{twistproxy.dns.texts.RunTimeTexts.set}).
         @param remove_txt: Removes them.
-        @param use_dns: Whether a (non-wildcard) name is validated by
-            DNS-01 rather than HTTP-01.
+        @param types: The challenge types that can validate a name
+            (C{*.example.com} for a wildcard), most preferred first
+            (L{twistproxy.config.parse.acme_challenge_types}).
+        @param http: The treq client to talk to the CA with; by default
+            one over an agent that trusts C{acme.ca} (or the system's CAs).
         """
         self.reactor = reactor
         self.acme = acme
         self.challenges = challenges
         self._set_txt = set_txt
         self._remove_txt = remove_txt
-        self._use_dns = use_dns
-        agent = Agent(reactor) if not acme.ca else Agent(
-            reactor, contextFactory=_TrustOnly(_read(acme.ca)))
-        self._http = HTTPClient(agent)
+        self._types = types
+        if http is None:
+            http = HTTPClient(Agent(reactor) if not acme.ca else Agent(
+                reactor, contextFactory=_TrustOnly(_read(acme.ca))))
+        self._http = http
         self._nonces: List[bytes] = []
         self._key: Optional[jose.JWK] = None
         self._kid: Optional[str] = None
@@ -186,22 +195,37 @@ class Issuer:
             return
         name = authorization["identifier"]["value"]
         wildcard = authorization.get("wildcard", False)
-        kind = "dns-01" if wildcard or self._use_dns(name) else "http-01"
-        found = [c for c in authorization["challenges"] if c["type"] == kind]
-        if not found:
-            raise ACMEError(f"the CA offers no {kind} challenge for {name!r}")
-        body = messages.ChallengeBody.from_json(found[0])
+        offered = {c["type"]: c for c in authorization["challenges"]}
+        kinds = [k for k in self._types("*." + name if wildcard else name) if k in offered]
+        if not kinds:
+            raise ACMEError(f"the CA offers no challenge this proxy can answer for {name!r} "
+                            f"(it offers {', '.join(sorted(offered)) or 'none'})")
+        kind, challenge = kinds[0], offered[kinds[0]]
         if kind == "dns-01":
+            body = messages.ChallengeBody.from_json(challenge)
             owner = body.chall.validation_domain_name(name)
             await self._set_txt(owner, [body.chall.validation(self._key)])
             cleanups.append(lambda: self._remove_txt(owner))
+        elif kind == "tls-alpn-01":
+            # The acme library no longer knows this type: the key
+            # authorization is RFC 8555 8.1's, token and key thumbprint.
+            authorization_text = (f"{challenge['token']}."
+                                  f"{jose.b64encode(self._key.thumbprint()).decode('ascii')}")
+            host = name.lower()
+            self.challenges.add_certificate(host, authorization_text, self._now())
+            cleanups.append(lambda: self.challenges.discard_certificate(host))
         else:
+            body = messages.ChallengeBody.from_json(challenge)
             token = body.chall.encode("token").encode("ascii")
             self.challenges.add(token, body.chall.validation(self._key).encode("ascii"))
             cleanups.append(lambda: self.challenges.discard(token))
         self.log.info("ACME: answering {kind} for {name}", kind=kind, name=name)
-        await self._post(body.uri, {})
+        await self._post(challenge["url"], {})
         await self._poll(url, ("valid",), ("invalid", "revoked", "deactivated", "expired"))
+
+    def _now(self) -> datetime.datetime:
+        # The reactor's seconds are the wall clock's in a running proxy.
+        return datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.timezone.utc)
 
     async def _poll(self, url: str, done: Tuple[str, ...], failed: Tuple[str, ...]) -> Dict:
         for _ in range(POLLS):

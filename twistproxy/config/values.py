@@ -879,6 +879,10 @@ ACME_DIRECTORIES = {
 }
 
 
+# The challenge types ([acme] challenges), in their default order.
+ACME_CHALLENGES = ("http-01", "tls-alpn-01", "dns-01")
+
+
 def _acme_directory(value: object, path: str) -> str:
     # A CA by name, or the https URL of its directory.
     text = _string(value, path)
@@ -913,6 +917,9 @@ class ACME:
         certificates with their keys (created, mode 0700; files 0600).
     @ivar retry: Seconds before the first retry after a CA error; each
         further failure doubles it, up to a day.
+    @ivar challenges: The challenge types to use, most preferred first;
+        each name is validated by the first that can validate it (see
+        L{twistproxy.config.parse.acme_challenge_types}).
     """
 
     email: str = setting(check=_email, required="is required (the account's contact address)")
@@ -921,6 +928,9 @@ class ACME:
     ca: str = setting("", check=_string)
     key_type: str = setting("ecdsa-p256", check=one_of("ecdsa-p256", "rsa-2048"))
     retry: float = setting(60.0, check=seconds())
+    challenges: Tuple[str, ...] = setting(
+        ACME_CHALLENGES, check=array(one_of(*ACME_CHALLENGES),
+                                     empty="must list at least one challenge type"))
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).
