@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import hmac
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -371,3 +372,62 @@ class IssuerTests(_IssuerMixin, SynchronousTestCase):
         self.assertIn("offers http-01", failure.getErrorMessage())
         self.assertIsNone(self.challenges.answer(
                 b"/.well-known/acme-challenge/" + token("http-01").encode()))
+
+
+MAC_KEY = base64.urlsafe_b64encode(b"a secret the CA gave, 32 bytes.").decode().rstrip("=")
+
+
+class ExternalAccountTests(_ConfigTestMixin, _IssuerMixin, SynchronousTestCase):
+    """
+    External account binding (RFC 8555 7.3.4): C{[acme] external_account}
+    and the binding sent with C{newAccount}.
+    """
+
+    EAB = f'external_account = {{ key_id = "kid-1", hmac_key = "{MAC_KEY}" }}'
+
+    def test_config(self) -> None:
+        """
+        The table takes a key identifier and a base64url MAC key, both
+        required; a key that is not base64url is refused at its path.
+        """
+        config = parse(acme_toml("/tmp/a", extra=self.EAB))
+        self.assertEqual(config.acme.external_account.key_id, "kid-1")
+        self.assertEqual(config.acme.external_account.hmac_key, MAC_KEY)
+        self.assertIsNone(parse(acme_toml("/tmp/a")).acme.external_account)
+        self.assert_config_error(acme_toml("/tmp/a", extra='external_account = { key_id = "k" }'),
+                                 "acme.external_account.hmac_key", contains="required")
+        self.assert_config_error(
+            acme_toml("/tmp/a", extra='external_account = { key_id = "k", hmac_key = "a+b/" }'),
+            "acme.external_account.hmac_key", contains="base64url")
+
+    def test_binding_sent(self) -> None:
+        """
+        C{newAccount} carries the binding: the account's public key, signed
+        with HS256 and the MAC key, under the key identifier, for the
+        C{newAccount} URL.
+        """
+        issuer = self.make_issuer(self.EAB)
+        self.issue(issuer)
+        [payload] = [p for path, _, p in self.ca.posts if path == "/account"]
+        binding = payload["externalAccountBinding"]
+        protected = json.loads(_b64(binding["protected"]))
+        self.assertEqual(protected, {"alg": "HS256", "kid": "kid-1", "url": f"{BASE}/account"})
+        self.assertEqual(json.loads(_b64(binding["payload"])),
+                         issuer._key.public_key().to_partial_json())
+        mac = hmac.new(_b64(MAC_KEY), f"{binding['protected']}.{binding['payload']}".encode(),
+                       hashlib.sha256).digest()
+        self.assertEqual(_b64(binding["signature"]), mac)
+
+    def test_no_binding_without_setting(self) -> None:
+        """
+        Without C{external_account} no binding is sent; a CA whose
+        directory says it requires one fails the order, saying what to set.
+        """
+        issuer = self.make_issuer()
+        self.issue(issuer)
+        [payload] = [p for path, _, p in self.ca.posts if path == "/account"]
+        self.assertNotIn("externalAccountBinding", payload)
+        issuer = self.make_issuer()
+        self.ca.directory["meta"] = {"externalAccountRequired": True}
+        failure = self.failureResultOf(issuer.issue(["www.example.com"]), ACMEError)
+        self.assertIn("external_account", failure.getErrorMessage())

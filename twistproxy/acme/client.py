@@ -11,7 +11,9 @@ one).  L{Issuer.issue} does one whole order:
 
     1. it creates the account for the key in the storage directory (or
        finds it again: C{newAccount} with the same key answers with the
-       existing one), agreeing to the CA's terms;
+       existing one), agreeing to the CA's terms, bound to the external
+       account of C{[acme] external_account} when that is set (RFC 8555
+       7.3.4);
     2. it orders the names; for each authorization it picks the challenge:
        the first of the C{[acme]} section's C{challenges} that can
        validate the name (C{http-01} with a plain HTTP listener,
@@ -186,8 +188,21 @@ class Issuer:
         if self._kid is None:
             self._key = _account_key(self.acme)
             response, _ = await self._post(self._directory["newAccount"], messages.NewRegistration(
-                contact=(f"mailto:{self.acme.email}",), terms_of_service_agreed=True))
+                contact=(f"mailto:{self.acme.email}",), terms_of_service_agreed=True,
+                external_account_binding=self._binding()))
             self._kid = response.headers.getRawHeaders(b"location")[0].decode("ascii")
+
+    def _binding(self) -> Optional[Dict[str, Any]]:
+        # RFC 8555 7.3.4: the account key signed with the CA's MAC key.
+        account = self.acme.external_account
+        if account is None:
+            if self._directory.meta.external_account_required:
+                raise ACMEError("the CA requires external account binding: set "
+                                "[acme] external_account (key_id and hmac_key)")
+            return None
+        return messages.ExternalAccountBinding.from_data(
+            account_public_key=self._key.public_key(), kid=account.key_id,
+            hmac_key=account.hmac_key, directory=self._directory)
 
     async def _authorize(self, url: str, cleanups: List[Callable[[], Any]]) -> None:
         _, authorization = await self._post(url, None)
