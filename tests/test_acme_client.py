@@ -16,21 +16,23 @@ from typing import Any, Dict, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import ExtensionOID
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
 from twistproxy import build
 from twistproxy.acme.challenges import ACME_IDENTIFIER, Challenges, tls_alpn_certificate
-from twistproxy.acme.client import ACMEError, Issuer
+from twistproxy.acme.client import ACMEError, Issuer, certificate_id
+from twistproxy.acme.schedule import Renewal
 from twistproxy.config import parse
 from twistproxy.config.parse import acme_challenge_types
 from twistproxy.testing import issue_certificate
 
-from tests.test_acme import START, acme_toml
+from tests.test_acme import DAY, START, acme_toml, issued
 from tests.test_config import _ConfigTestMixin
 
 BASE = "https://ca.test"
@@ -86,6 +88,9 @@ class FakeCA(Resource):
         self.ca = issue_certificate("Fake CA", ca=True)
         self.issued: Optional[x509.Certificate] = None
         self.renewal_info: Dict[str, Any] = {}
+        self.asked: List[str] = []
+        self.retry_after = b""
+        self.refuse_replaces = False
         self.txt: Dict[str, List[str]] = {}
 
     def render(self, request) -> bytes:
@@ -95,11 +100,10 @@ class FakeCA(Resource):
         if path == "/dir":
             return json.dumps(self.directory).encode()
         if path.startswith("/renewal-info/"):
-            info = self.renewal_info.get(path[len("/renewal-info/"):])
-            if info is None:
-                request.setResponseCode(404)
-                return b"{}"
-            return json.dumps(info).encode()
+            self.asked.append(path[len("/renewal-info/"):])
+            if self.retry_after:
+                request.setHeader(b"Retry-After", self.retry_after)
+            return json.dumps(self.renewal_info).encode()
         if request.method == b"HEAD":
             return b""
         jws = json.loads(request.content.read())
@@ -117,6 +121,9 @@ class FakeCA(Resource):
             request.setResponseCode(201)
             request.setHeader(b"Location", f"{BASE}/account/1".encode())
             return {"status": "valid"}
+        if path == "/new-order" and self.refuse_replaces and "replaces" in payload:
+            request.setResponseCode(409)
+            return {"type": "urn:ietf:params:acme:error:alreadyReplaced", "detail": "no"}
         if path == "/new-order":
             self.names = [i["value"] for i in payload["identifiers"]]
             request.setResponseCode(201)
@@ -431,3 +438,207 @@ class ExternalAccountTests(_ConfigTestMixin, _IssuerMixin, SynchronousTestCase):
         self.ca.directory["meta"] = {"externalAccountRequired": True}
         failure = self.failureResultOf(issuer.issue(["www.example.com"]), ACMEError)
         self.assertIn("external_account", failure.getErrorMessage())
+
+
+def _window(days_from: float, days_to: float) -> Dict[str, Any]:
+    """
+    Renewal information whose suggested window runs from C{days_from} to
+    C{days_to} days after L{START}.
+    """
+    def moment(days: float) -> str:
+        return (START + datetime.timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"suggestedWindow": {"start": moment(days_from), "end": moment(days_to)}}
+
+
+class RenewalInfoTests(_IssuerMixin, SynchronousTestCase):
+    """
+    ARI (RFC 9773) in the issuer: the certificate's identifier, its
+    suggested window, and C{replaces} in the order that renews it.
+    """
+
+    def make_ari_issuer(self) -> Issuer:
+        issuer = self.make_issuer()
+        self.ca.directory["renewalInfo"] = f"{BASE}/renewal-info"
+        return issuer
+
+    def test_certificate_id(self) -> None:
+        """
+        The identifier is the authority key identifier and the serial
+        number's DER bytes, base64url without padding: RFC 9773 4.1's
+        example.
+        """
+        key, ca = issue_certificate("CA", ca=True)
+        cert = (
+            x509.CertificateBuilder().subject_name(ca.subject).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(0x87654321)
+            .not_valid_before(START).not_valid_after(START + datetime.timedelta(days=1))
+            .add_extension(x509.AuthorityKeyIdentifier(
+                bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), None, None), False)
+            .sign(key, hashes.SHA256()))
+        self.assertEqual(certificate_id(cert), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
+        self.assertIsNone(certificate_id(ca))
+
+    def test_window(self) -> None:
+        """
+        L{Issuer.renewal_window} asks the CA's C{renewalInfo} for the
+        certificate's identifier and gives the window in seconds since the
+        epoch, with the CA's C{Retry-After} kept between a minute and a
+        day.
+        """
+        issuer = self.make_ari_issuer()
+        self.issue(issuer)
+        self.ca.renewal_info = _window(30, 32)
+        self.ca.retry_after = b"3600"
+        start, end, recheck = self.successResultOf(issuer.renewal_window(self.ca.issued))
+        self.assertEqual((start, end, recheck),
+                         (START.timestamp() + 30 * DAY, START.timestamp() + 32 * DAY, 3600.0))
+        self.assertEqual(self.ca.asked, [certificate_id(self.ca.issued)])
+        self.ca.retry_after = b"5"
+        self.assertEqual(self.successResultOf(issuer.renewal_window(self.ca.issued))[2], 60.0)
+        self.ca.retry_after = b""
+        self.assertEqual(self.successResultOf(issuer.renewal_window(self.ca.issued))[2],
+                         6 * 3600.0)
+
+    def test_no_window(self) -> None:
+        """
+        No window is asked for when the directory offers no
+        C{renewalInfo}, nor for an expired certificate.
+        """
+        issuer = self.make_issuer()
+        self.issue(issuer)
+        self.assertIsNone(self.successResultOf(issuer.renewal_window(self.ca.issued)))
+        issuer = self.make_ari_issuer()
+        self.issue(issuer)
+        self.clock.advance(91 * DAY)
+        self.assertIsNone(self.successResultOf(issuer.renewal_window(self.ca.issued)))
+        self.assertEqual(self.ca.asked, [])
+
+    def test_replaces(self) -> None:
+        """
+        The order that renews a certificate the CA issued names it in
+        C{replaces}; the first order (over a stand-in) names none, nor does
+        any without C{renewalInfo}.  A CA that answers C{alreadyReplaced}
+        gets the order again without it.
+        """
+        issuer = self.make_ari_issuer()
+        self.issue(issuer)
+        first = self.ca.issued
+        self.issue(issuer)
+        orders = [p for path, _, p in self.ca.posts if path == "/new-order"]
+        self.assertNotIn("replaces", orders[0])
+        self.assertEqual(orders[1]["replaces"], certificate_id(first))
+        self.ca.refuse_replaces = True
+        self.issue(issuer)
+        orders = [p for path, _, p in self.ca.posts if path == "/new-order"]
+        self.assertEqual(len(orders), 4)
+        self.assertIn("replaces", orders[2])
+        self.assertNotIn("replaces", orders[3])
+
+    def test_no_replaces_without_ari(self) -> None:
+        """
+        Without C{renewalInfo} in the directory, no order says C{replaces}.
+        """
+        issuer = self.make_issuer()
+        self.issue(issuer)
+        self.issue(issuer)
+        orders = [p for path, _, p in self.ca.posts if path == "/new-order"]
+        self.assertEqual([o.get("replaces") for o in orders], [None, None])
+
+
+class WindowScheduleTests(SynchronousTestCase):
+    """
+    L{Renewal} with the CA's suggested windows, on a fake clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START.timestamp())
+        self.cert = issued()
+        self.obtained: List[float] = []
+        self.windows: List[Any] = []
+        self.asked: List[float] = []
+        self.jitter = 0.0
+        self.renewal = Renewal(self.clock, ["www.example.com"], lambda: self.cert,
+                               self.obtain, lambda: None, retry=60.0,
+                               random_jitter=lambda: self.jitter, window=self.window)
+
+    def obtain(self):
+        self.obtained.append(self.clock.seconds())
+        self.cert = issued(start=START + datetime.timedelta(seconds=self.clock.seconds()
+                                                             - START.timestamp()))
+        return succeed("file")
+
+    def window(self, cert):
+        self.asked.append(self.clock.seconds())
+        answer = self.windows.pop(0)
+        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
+
+    def days(self, days: float) -> float:
+        return START.timestamp() + days * DAY
+
+    def test_random_time_in_window(self) -> None:
+        """
+        The renewal moves from two thirds of the lifetime to a time in the
+        window chosen by the random number (-1 its start, 1 its end).
+        """
+        self.jitter = 0.5
+        self.windows = [(self.days(30), self.days(34), 40 * DAY), None]
+        self.renewal.start()
+        self.assertEqual(self.renewal.due, self.days(33))
+        self.clock.advance(33 * DAY - 1)
+        self.assertEqual(self.obtained, [])
+        self.clock.advance(1)
+        self.assertEqual(self.obtained, [self.days(33)])
+        self.assertEqual(self.asked, [self.days(0), self.days(33)])  # then for the new one
+
+    def test_asked_again(self) -> None:
+        """
+        The window is asked for again after the CA's C{recheck} seconds,
+        until the renewal is due; a window moved earlier (a revocation)
+        moves the renewal, but never closer than C{retry} seconds.
+        """
+        self.windows = [(self.days(50), self.days(52), 6 * 3600.0),
+                        (self.days(50), self.days(52), 6 * 3600.0),
+                        (self.days(0), self.days(0.1), 6 * 3600.0), None]
+        self.renewal.start()
+        self.assertEqual(self.renewal.due, self.days(51))
+        self.clock.advance(6 * 3600)
+        self.assertEqual(len(self.asked), 2)
+        self.clock.advance(6 * 3600)
+        self.assertEqual(len(self.asked), 3)
+        self.assertEqual(self.renewal.due, self.clock.seconds() + 60)
+        self.clock.advance(60)
+        self.assertEqual(self.obtained, [self.clock.seconds()])
+        self.assertEqual(len(self.asked), 4)  # for the new certificate
+
+    def test_falls_back(self) -> None:
+        """
+        Without renewal information (C{None}) the renewal stays at two
+        thirds; when asking fails it stays too, and is asked again a day
+        later.
+        """
+        self.windows = [None]
+        self.renewal.start()
+        self.assertEqual(self.renewal.due, self.days(60))
+        self.renewal.stop()
+        self.windows = [ACMEError("down"), (self.days(40), self.days(40), 7 * DAY)]
+        self.renewal.start()
+        self.assertEqual(self.renewal.due, self.days(60))
+        self.clock.advance(DAY)
+        self.assertEqual(self.renewal.due, self.days(40))
+
+    def test_not_for_stand_in(self) -> None:
+        """
+        A stand-in is renewed at once; no window is asked for it.
+        """
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.com")])
+        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                     .public_key(key.public_key()).serial_number(1)
+                     .not_valid_before(START).not_valid_after(START + datetime.timedelta(days=1))
+                     .sign(key, hashes.SHA256()))
+        self.windows = [None]
+        self.renewal.start()
+        self.assertEqual(self.asked, [])
+        self.clock.advance(0)
+        self.assertEqual(self.obtained, [self.days(0)])

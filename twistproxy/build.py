@@ -543,7 +543,8 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
         Renewal(reactor, names,
                 lambda names=names: acme_store.read_certificate(
                     acme_store.certificate_file(acme, names)),
-                lambda names=names: issuer.issue(names), installed, acme.retry)
+                lambda names=names: issuer.issue(names), installed, acme.retry,
+                window=issuer.renewal_window)
         for names in wanted
     ]
 

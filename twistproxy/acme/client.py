@@ -64,19 +64,32 @@ from zope.interface import implementer
 
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.store import (
-    certificate_file, key_pem, new_key, write_atomically,
+    certificate_file, is_stand_in, key_pem, lifetime, new_key, read_certificate,
+    write_atomically,
 )
 from twistproxy.config.values import ACME
 
 # Seconds between two polls of an authorization or an order, and how many.
 POLL_INTERVAL = 1.0
 POLLS = 60
+# Seconds before asking for a certificate's renewal information again, when
+# the CA does not say (Certbot's choice).
+ARI_RECHECK = 6 * 3600.0
+# The problem a CA answers an order whose certificate is replaced already.
+ALREADY_REPLACED = "urn:ietf:params:acme:error:alreadyReplaced"
 
 
 class ACMEError(Exception):
     """
     The CA refused or failed a request; the message says what it said.
+
+    @ivar problem: The type of the CA's problem document
+        (C{urn:ietf:params:acme:error:...}), or C{''}.
     """
+
+    def __init__(self, message: str, problem: str = ""):
+        super().__init__(message)
+        self.problem = problem
 
 
 @implementer(IPolicyForHTTPS)
@@ -155,9 +168,20 @@ class Issuer:
 
     async def _issue(self, names: Tuple[str, ...]) -> str:
         await self._register()
-        response, order = await self._post(self._directory["newOrder"], messages.NewOrder(
+        new_order = json.loads(messages.NewOrder(
             identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
-                         for n in names]))
+                         for n in names]).json_dumps())
+        replaces = self._replaces(names)
+        try:
+            response, order = await self._post(
+                self._directory["newOrder"], dict(new_order, replaces=replaces) if replaces
+                else new_order)
+        except ACMEError as e:
+            if not replaces or e.problem != ALREADY_REPLACED:
+                raise
+            # Another order replaces that certificate already (one that
+            # failed half-way, say): order without saying so.
+            response, order = await self._post(self._directory["newOrder"], new_order)
         order_url = response.headers.getRawHeaders(b"location")[0].decode("ascii")
         cleanups: List[Callable[[], Any]] = []
         try:
@@ -180,11 +204,56 @@ class Issuer:
         self.log.info("ACME: certificate for {names} issued", names=", ".join(names))
         return filename
 
-    async def _register(self) -> None:
+    def renewal_window(self, cert: x509.Certificate) -> Deferred:
+        """
+        The CA's suggested renewal window for C{cert} (ARI, RFC 9773).
+
+        @return: Fires with C{(start, end, recheck)}: the window in seconds
+            since the epoch and the seconds after which to ask again (the
+            CA's C{Retry-After}, between a minute and a day; six hours
+            without one); or with C{None} when the CA offers no renewal
+            information, or C{cert} has expired or is not the CA's (no
+            authority key identifier).  Fails with L{ACMEError}.
+        """
+        return ensureDeferred(self._renewal_window(cert))
+
+    async def _renewal_window(self, cert: x509.Certificate) -> Optional[Tuple[float, float, float]]:
+        await self._get_directory()
+        identifier = certificate_id(cert)
+        # RFC 9773 4.3: never for a certificate that has expired.
+        if (identifier is None or not self._offers_ari()
+                or lifetime(cert)[1] <= self.reactor.seconds()):
+            return None
+        response = await self._http.get(f"{self._directory['renewalInfo']}/{identifier}")
+        info = messages.RenewalInfo.from_json(
+            json.loads(await _body(response, "the renewal information")))
+        window = info.suggested_window
+        retry = response.headers.getRawHeaders(b"retry-after", [b""])[0]
+        recheck = float(retry) if retry.isdigit() else ARI_RECHECK
+        return (window.start.timestamp(), window.end.timestamp(),
+                min(max(recheck, 60.0), 86400.0))
+
+    def _replaces(self, names: Tuple[str, ...]) -> Optional[str]:
+        # The stored certificate an order renews (RFC 9773 5), when the CA
+        # takes renewal information: it may then exempt the order from
+        # rate limits.
+        filename = certificate_file(self.acme, names)
+        if not self._offers_ari() or not os.path.exists(filename):
+            return None
+        cert = read_certificate(filename)
+        return None if is_stand_in(cert) else certificate_id(cert)
+
+    def _offers_ari(self) -> bool:
+        return "renewalInfo" in self._directory.to_partial_json()
+
+    async def _get_directory(self) -> None:
         if self._directory is None:
             response = await self._http.get(self.acme.directory)
             self._directory = messages.Directory.from_json(
                 json.loads(await _body(response, "the directory")))
+
+    async def _register(self) -> None:
+        await self._get_directory()
         if self._kid is None:
             self._key = _account_key(self.acme)
             response, _ = await self._post(self._directory["newAccount"], messages.NewRegistration(
@@ -289,8 +358,26 @@ class Issuer:
             if not retried and problem.get("type") == "urn:ietf:params:acme:error:badNonce":
                 return await self._post(url, payload, raw, retried=True)
             raise ACMEError(f"{url}: {response.code} {problem.get('type', '')} "
-                            f"{problem.get('detail', body[:200])}".strip())
+                            f"{problem.get('detail', body[:200])}".strip(),
+                            str(problem.get("type", "")))
         return response, body if raw else (json.loads(body) if body else {})
+
+
+def certificate_id(cert: x509.Certificate) -> Optional[str]:
+    """
+    The ARI identifier of C{cert} (RFC 9773 4.1): its authority key
+    identifier and its serial number's DER bytes, each base64url without
+    padding, joined by a dot; C{None} without an authority key identifier.
+    """
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    if aki.key_identifier is None:
+        return None
+    serial = cert.serial_number
+    der = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return f"{jose.b64encode(aki.key_identifier).decode()}.{jose.b64encode(der).decode()}"
 
 
 def _algorithm(key: jose.JWK) -> jose.JWASignature:
