@@ -28,24 +28,14 @@ from twistproxy import build
 from twistproxy.acme.challenges import ACME_IDENTIFIER, Challenges, tls_alpn_certificate
 from twistproxy.acme.client import ACMEError, Issuer, certificate_id
 from twistproxy.acme.schedule import Renewal
-from twistproxy.config import parse
+from twistproxy.config import ConfigError, parse
 from twistproxy.config.parse import acme_challenge_types
 from twistproxy.testing import issue_certificate
 
-from tests.test_acme import DAY, START, acme_toml, issued
+from tests.test_acme import DAY, START, ZONE, acme_toml, issued
 from tests.test_config import _ConfigTestMixin
 
 BASE = "https://ca.test"
-
-ZONE = """
-[listeners.ns]
-endpoint = "udp:5353"
-protocol = "dns"
-
-[[dns.zones]]
-name = "example.com"
-soa = { mname = "ns1.example.com", rname = "hostmaster.example.com" }
-"""
 
 
 def token(kind: str) -> str:
@@ -642,3 +632,28 @@ class WindowScheduleTests(SynchronousTestCase):
         self.assertEqual(self.asked, [])
         self.clock.advance(0)
         self.assertEqual(self.obtained, [self.days(0)])
+
+
+class CAFileTests(SynchronousTestCase):
+    """
+    C{[acme] ca} is read as the TLS module reads a group's C{ca}
+    (L{twistproxy.tls.trust_root}).
+    """
+
+    def test_refused(self) -> None:
+        """
+        C{check} refuses a C{ca} file that cannot be read, or that holds
+        no certificate, at C{acme.ca}, naming the file.
+        """
+        storage = os.path.join(self.mktemp(), "acme")
+        empty = self.mktemp()
+        with open(empty, "w") as f:
+            f.write("not a certificate\n")
+        for filename, problem in ((empty + ".missing", "cannot read"),
+                                  (empty, "holds no PEM certificate")):
+            config = parse(acme_toml(storage, extra=f'ca = "{filename}"'))
+            with self.assertRaises(ConfigError) as raised:
+                build.validate(config)
+            self.assertEqual(raised.exception.path, "acme.ca")
+            self.assertIn(problem, raised.exception.problem)
+            self.assertIn(filename, raised.exception.problem)

@@ -523,7 +523,8 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
     stored.
 
     @raises ConfigError: At C{acme} when the C{acme} extra is not
-        installed, or at C{acme.ca} when that file cannot be read.
+        installed, or at C{acme.ca} when that file cannot be read or holds
+        no certificate.
     """
     wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
     if not wanted:
@@ -534,11 +535,12 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
         raise ConfigError("acme", f"needs the acme extra (pip install 'twistproxy[acme]'): {e}",
                           config.source) from None
     acme = config.acme
-    if acme.ca and not os.access(acme.ca, os.R_OK):
-        raise ConfigError("acme.ca", f"cannot read {acme.ca!r}", config.source)
-    issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
-                    types=lambda name: acme_challenge_types(
-                        name, config.listeners, acme, config.dns))
+    try:
+        issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+                        types=lambda name: acme_challenge_types(
+                            name, config.listeners, acme, config.dns))
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
     return [
         Renewal(reactor, names,
                 lambda names=names: acme_store.read_certificate(

@@ -76,7 +76,7 @@ from twistproxy.deadlines import NEVER, Deadlines
 __all__ = [
     "ACME_TLS_ALPN", "ALPN_PROTOCOLS", "MODERN_CIPHERS", "CertificateStore", "ServedCertificate",
     "ServerTLS", "TLSServerFactory", "TLSServerProtocol", "certificate_names",
-    "client_creator", "peer_subject", "tls_failure", "wrap_listener_factory",
+    "client_creator", "peer_subject", "tls_failure", "trust_root", "wrap_listener_factory",
 ]
 
 # The application protocols offered in ALPN, most preferred first; the
@@ -867,6 +867,24 @@ def wrap_listener_factory(
 # TLS to backends
 
 
+def trust_root(filename: str, path: str):
+    """
+    The CAs of a PEM file, as the C{trustRoot} of Twisted's
+    C{optionsForClientTLS}: what a group's C{ca} and the C{[acme]}
+    section's C{ca} name.
+
+    @param path: The configuration path of the file's name, for errors.
+    @raises ConfigError: At C{path} when the file cannot be read or holds
+        no (valid) certificate.
+    """
+    from twisted.internet import ssl
+
+    return ssl.trustRootFromCertificates([
+        ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
+        for c in _certificates_file(filename, path, "CA file")
+    ])
+
+
 def client_creator(tls: UpstreamTLS, host: str, path: str):
     """
     The C{IOpenSSLClientConnectionCreator} for connections to one
@@ -890,10 +908,7 @@ def client_creator(tls: UpstreamTLS, host: str, path: str):
 
     kwargs: dict = {}
     if tls.ca:
-        certs = _certificates_file(tls.ca, f"{path}.ca", "CA file")
-        kwargs["trustRoot"] = ssl.trustRootFromCertificates([
-            ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs
-        ])
+        kwargs["trustRoot"] = trust_root(tls.ca, f"{path}.ca")
     if tls.client_cert:
         pem = _read(tls.client_cert, f"{path}.client_cert", "client certificate")
         if tls.client_key:

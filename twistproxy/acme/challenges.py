@@ -29,9 +29,9 @@ import hashlib
 from typing import Dict, Optional, Tuple
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import ObjectIdentifier
+
+from twistproxy.acme.store import new_key, self_signed
 
 # Where HTTP-01 answers are asked for.
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
@@ -48,22 +48,11 @@ def tls_alpn_certificate(name: str, key_authorization: str,
     the SHA-256 digest of C{key_authorization} in a critical
     C{acmeIdentifier} extension (RFC 8737 3).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = new_key("ecdsa-p256")
     digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
-        # The extension's value is the DER OCTET STRING of the digest.
-        .add_extension(x509.UnrecognizedExtension(
-            ACME_IDENTIFIER, b"\x04" + bytes([len(digest)]) + digest), True)
-        .sign(key, hashes.SHA256())
-    )
+    # The extension's value is the DER OCTET STRING of the digest.
+    cert = self_signed([name], key, now, (x509.UnrecognizedExtension(
+        ACME_IDENTIFIER, b"\x04" + bytes([len(digest)]) + digest), True))
     return cert, key
 
 

@@ -54,13 +54,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import Certificate as TwistedCertificate
-from twisted.internet.ssl import optionsForClientTLS, trustRootFromCertificates
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.web.client import Agent
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.store import (
@@ -68,6 +64,7 @@ from twistproxy.acme.store import (
     write_atomically,
 )
 from twistproxy.config.values import ACME
+from twistproxy.tls import trust_root
 
 # Seconds between two polls of an authorization or an order, and how many.
 POLL_INTERVAL = 1.0
@@ -90,22 +87,6 @@ class ACMEError(Exception):
     def __init__(self, message: str, problem: str = ""):
         super().__init__(message)
         self.problem = problem
-
-
-@implementer(IPolicyForHTTPS)
-class _TrustOnly:
-    # HTTPS to the CA verified against its own CA bundle (a private CA).
-    def __init__(self, pem: bytes):
-        self._roots = trustRootFromCertificates(
-            [TwistedCertificate.loadPEM(block) for block in _pem_blocks(pem)])
-
-    def creatorForNetloc(self, hostname: bytes, port: int):
-        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=self._roots)
-
-
-def _pem_blocks(pem: bytes) -> List[bytes]:
-    end = b"-----END CERTIFICATE-----"
-    return [part + end for part in pem.split(end) if b"-----BEGIN" in part]
 
 
 def _account_key(acme: ACME) -> jose.JWK:
@@ -141,6 +122,8 @@ class Issuer:
             (L{twistproxy.config.parse.acme_challenge_types}).
         @param http: The treq client to talk to the CA with; by default
             one over an agent that trusts C{acme.ca} (or the system's CAs).
+        @raises ConfigError: At C{acme.ca} when that file cannot be read or
+            holds no certificate.
         """
         self.reactor = reactor
         self.acme = acme
@@ -149,8 +132,8 @@ class Issuer:
         self._remove_txt = remove_txt
         self._types = types
         if http is None:
-            http = HTTPClient(Agent(reactor) if not acme.ca else Agent(
-                reactor, contextFactory=_TrustOnly(_read(acme.ca))))
+            http = HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(
+                trust_root(acme.ca, "acme.ca") if acme.ca else None)))
         self._http = http
         self._nonces: List[bytes] = []
         self._key: Optional[jose.JWK] = None
@@ -403,8 +386,3 @@ async def _body(response, what: str) -> bytes:
     if response.code != 200:
         raise ACMEError(f"{what}: {response.code} {body[:200]!r}")
     return body
-
-
-def _read(filename: str) -> bytes:
-    with open(filename, "rb") as f:
-        return f.read()
