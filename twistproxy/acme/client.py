@@ -34,6 +34,11 @@ one).  L{Issuer.issue} does one whole order:
     5. it takes every challenge answer back, whether the order worked or
        not.
 
+When the CA's directory offers C{renewalInfo} (ARI, RFC 9773), an order
+that renews a certificate the CA issued names it in C{replaces}, and
+L{Issuer.renewal_window} fetches the window in which the CA suggests
+renewing a certificate (the renewal schedule moves into it).
+
 A CA error (an RFC 7807 problem document) fails the order with
 L{ACMEError}, saying what the CA said; the caller (L{twistproxy.acme.
 schedule.Renewal}) keeps the current certificate and retries later.
