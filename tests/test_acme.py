@@ -54,6 +54,18 @@ servers = ["http://127.0.0.1:8001"]
 """
 
 
+# A DNS listener and the zone example.com, to add to acme_toml's.
+ZONE = """
+[listeners.ns]
+endpoint = "udp:5353"
+protocol = "dns"
+
+[[dns.zones]]
+name = "example.com"
+soa = { mname = "ns1.example.com", rname = "hostmaster.example.com" }
+"""
+
+
 def issued(days: float = 90, start: datetime.datetime = START) -> x509.Certificate:
     """
     A certificate as a CA issues it (issuer not the subject), valid for
@@ -122,15 +134,7 @@ class ACMEConfigTests(_ConfigTestMixin, SynchronousTestCase):
         """
         self.assert_config_error(acme_toml("/tmp/a", '["*.example.com"]'),
                                  "listeners.secure.tls.acme[0]", contains="DNS-01")
-        text = acme_toml("/tmp/a", '["*.example.com"]') + """
-[listeners.ns]
-endpoint = "udp:5353"
-protocol = "dns"
-
-[[dns.zones]]
-name = "example.com"
-soa = { mname = "ns1.example.com", rname = "hostmaster.example.com" }
-"""
+        text = acme_toml("/tmp/a", '["*.example.com"]') + ZONE
         self.assertEqual(parse(text).listeners[1].tls.acme, ("*.example.com",))
 
     def test_one_worker(self) -> None:

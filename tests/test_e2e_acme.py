@@ -26,6 +26,8 @@ from tests.e2e_support import HOST, ProxyProcess, unused_port, write_config
 from twistproxy.testing.certificates import cert_pem, issue_certificate, key_pem
 
 PEBBLE = shutil.which("pebble")
+# An external account's MAC key, as pebble takes it (base64url).
+MAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
 CONFIG = """
 [acme]
@@ -59,12 +61,14 @@ records = [
 """
 
 
-class PebbleEndToEndTests(TestCase):
+class _PebbleTestCase(TestCase):
     """
-    A certificate obtained from pebble by HTTP-01 and DNS-01.
+    Starts pebble on loopback before each test, with C{pebble_options}
+    added to its configuration.
     """
 
     timeout = 120
+    pebble_options: dict = {}
 
     def setUp(self):
         if PEBBLE is None:
@@ -83,6 +87,7 @@ class PebbleEndToEndTests(TestCase):
             "privateKey": self.write("server.key", key_pem(server[0])),
             "httpPort": self.ports["http"], "tlsPort": self.ports["tlsalpn"],
             "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            **self.pebble_options,
         }}
         path = self.write("pebble.json", json.dumps(config).encode())
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
@@ -155,6 +160,22 @@ class PebbleEndToEndTests(TestCase):
         except (OSError, ssl.SSLError):
             return None
 
+    def start_proxy(self, text: str):
+        """
+        Start the proxy with the configuration C{text}; fires with it.
+        """
+        path = write_config(self.cwd, text)
+        self.proxy = proxy = ProxyProcess(reactor, ["--config", path], self.cwd)
+        self.addCleanup(proxy.stop)
+        return proxy.start().addCallback(lambda _: proxy)
+
+
+class PebbleEndToEndTests(_PebbleTestCase):
+    """
+    A certificate obtained from pebble by HTTP-01 and DNS-01, or by
+    TLS-ALPN-01.
+    """
+
     @defer.inlineCallbacks
     def test_http01_and_wildcard_dns01(self):
         """
@@ -164,11 +185,8 @@ class PebbleEndToEndTests(TestCase):
         serves it without a restart: a client that trusts only pebble's
         root verifies it for both names.
         """
-        path = write_config(self.cwd, CONFIG.format(
+        proxy = yield self.start_proxy(CONFIG.format(
             host=HOST, ca=self.ca_file, storage=os.path.join(self.cwd, "acme"), **self.ports))
-        self.proxy = proxy = ProxyProcess(reactor, ["--config", path], self.cwd)
-        self.addCleanup(proxy.stop)
-        yield proxy.start()
         root = self.pebble_root()
         cert = yield self.until(lambda: self.served(root, "www.example.test"),
                                 "certificate from pebble")
@@ -178,3 +196,56 @@ class PebbleEndToEndTests(TestCase):
         self.assertIn(b"answering http-01 for example.test", proxy.output)
         self.assertIn(b"answering dns-01 for example.test", proxy.output)  # the wildcard's
         self.assertIn(b"renewed", proxy.output)
+
+    @defer.inlineCallbacks
+    def test_tls_alpn01(self):
+        """
+        With C{challenges = ["tls-alpn-01"]} the proxy obtains a
+        certificate for C{example.test} by answering pebble's TLS-ALPN-01
+        validation on its own TLS listener (pebble's C{tlsPort}), while
+        the same listener serves ordinary clients, and serves the new
+        certificate without a restart.
+        """
+        self.ports["https"] = self.ports["tlsalpn"]
+        text = CONFIG.format(
+            host=HOST, ca=self.ca_file, storage=os.path.join(self.cwd, "acme"), **self.ports)
+        text = text.replace('retry = 2\n', 'retry = 2\nchallenges = ["tls-alpn-01"]\n')
+        text = text.replace('["example.test", "*.example.test"]', '["example.test"]')
+        proxy = yield self.start_proxy(text)
+        root = self.pebble_root()
+        cert = yield self.until(lambda: self.served(root, "example.test"),
+                                "certificate from pebble")
+        names = [value for kind, value in cert["subjectAltName"] if kind == "DNS"]
+        self.assertEqual(names, ["example.test"])
+        self.assertIn(b"answering tls-alpn-01 for example.test", proxy.output)
+        self.assertNotIn(b"answering http-01", proxy.output)
+
+
+class ExternalAccountEndToEndTests(_PebbleTestCase):
+    """
+    A CA that requires external account binding.
+    """
+
+    pebble_options = {"externalAccountBindingRequired": True,
+                      "externalAccountMACKeys": {"kid-1": MAC_KEY}}
+
+    @defer.inlineCallbacks
+    def test_binding(self):
+        """
+        Pebble's directory says it requires external account binding;
+        with C{[acme] external_account} set to a key pebble knows, the
+        account is created and the certificate obtained.
+        """
+        context = ssl.create_default_context(cafile=self.ca_file)
+        url = f"https://{HOST}:{self.ports['pebble']}/dir"
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            self.assertTrue(json.load(response)["meta"]["externalAccountRequired"])
+        text = CONFIG.format(
+            host=HOST, ca=self.ca_file, storage=os.path.join(self.cwd, "acme"), **self.ports)
+        text = text.replace('["example.test", "*.example.test"]', '["example.test"]')
+        text = text.replace("retry = 2\n", "retry = 2\nexternal_account = "
+                            f'{{ key_id = "kid-1", hmac_key = "{MAC_KEY}" }}\n')
+        proxy = yield self.start_proxy(text)
+        root = self.pebble_root()
+        yield self.until(lambda: self.served(root, "example.test"), "certificate from pebble")
+        self.assertIn(b"answering http-01 for example.test", proxy.output)

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from twistproxy.acme.challenges import Challenges
 from twistproxy.config import (
     HeaderRules,
     Limits,
@@ -211,6 +212,22 @@ class H2Tests(SynchronousTestCase):
         self.assertTrue(self.client.ended(sid))
         [x] = self.proxy.exchanges
         self.assertEqual((x.status, x.body_bytes, x.method, x.path), (200, 5, "GET", "/a?b=1"))
+
+    def test_acme_challenge(self):
+        """
+        An ACME CA fetching an HTTP-01 answer over HTTP/2 is answered by
+        the proxy itself with the key authorization, as over HTTP/1.1: no
+        backend is asked.  Other paths are routed as usual.
+        """
+        self.proxy.factory.challenges = challenges = Challenges()
+        challenges.add(b"tok", b"tok.thumb")
+        sid = self.client.request(_request(path=b"/.well-known/acme-challenge/tok"))
+        self.assertEqual(self.client.status(sid), b"200")
+        self.assertEqual(self.client.body(sid), b"tok.thumb")
+        self.assertTrue(self.client.ended(sid))
+        self.assertEqual(self.proxy.backend_attempts(), [])
+        self.client.request(_request(path=b"/.well-known/acme-challenge/other"))
+        self.assertEqual(len(self.proxy.backend_attempts()), 1)
 
     def test_host_not_preserved(self):
         """

@@ -33,7 +33,7 @@ from twistproxy.testing import key_pem as _key_pem
 from twistproxy.testing import pem_bundle as _bundle
 from twistproxy.config import Certificate, ConfigError, ListenerTLS
 from twistproxy.tls import (
-    ALPN_PROTOCOLS, MODERN_CIPHERS, CertificateStore, ServerTLS, TLSServerFactory,
+    ACME_TLS_ALPN, ALPN_PROTOCOLS, MODERN_CIPHERS, CertificateStore, ServerTLS, TLSServerFactory,
     _present, certificate_names, peer_subject, wrap_listener_factory,
 )
 
@@ -227,13 +227,14 @@ class _Handshakes:
     Helpers for tests of whole handshakes.
     """
 
-    def serve(self, tls: ListenerTLS, clock=None):
+    def serve(self, tls: ListenerTLS, clock=None, challenge=None):
         """
-        A TLS server factory (echo) for C{tls} on a memory clock.
+        A TLS server factory (echo) for C{tls} on a memory clock, with the
+        TLS-ALPN-01 lookup C{challenge}.
         """
         self.clock = clock or MemoryReactorClock()
         self.factory, self.server_tls = wrap_listener_factory(
-            self.clock, tls, PATH, Factory.forProtocol(_Echo))
+            self.clock, tls, PATH, Factory.forProtocol(_Echo), challenge=challenge)
         return self.factory
 
     def connect(self, creator) -> _Connection:
@@ -866,6 +867,95 @@ class MutualTLSTests(_Handshakes, SynchronousTestCase):
         self.assertIsNone(c.app.subject)
         self.assertIsNone(peer_subject(iosim.makeFakeServer(Protocol())))
         self.assertIsNone(peer_subject(object()))
+
+
+class ACMEChallengeTests(_Handshakes, SynchronousTestCase):
+    """
+    A handshake that offers C{acme-tls/1} for a name with a pending
+    TLS-ALPN-01 challenge is shown the challenge certificate (RFC 8737);
+    every other handshake is served as before.
+    """
+
+    def setUp(self):
+        self.challenge = _issue("www.example.com", ("www.example.com",))
+        self.asked: List[str] = []
+        self.serve(_standard(self), challenge=self.lookup)
+
+    def lookup(self, name: str):
+        self.asked.append(name)
+        if name == "www.example.com":
+            return self.challenge[1], self.challenge[0]
+        return None
+
+    def serial(self, c: _Connection) -> int:
+        return c.client.getPeerCertificate().to_cryptography().serial_number
+
+    def test_challenge_answered(self):
+        """
+        A client with the name in SNI offering only C{acme-tls/1} (the
+        CA's validation) gets the challenge certificate and C{acme-tls/1},
+        whatever case it wrote the name in.
+        """
+        c = self.connect(_Probe("WWW.example.com", alpn=[ACME_TLS_ALPN]))
+        self.assertTrue(c.peer.handshake)
+        self.assertEqual(c.client.negotiatedProtocol, ACME_TLS_ALPN)
+        self.assertEqual(self.serial(c), self.challenge[1].serial_number)
+        self.assertEqual(self.asked, ["www.example.com"])
+
+    def test_normal_traffic_unaffected(self):
+        """
+        Clients that do not offer C{acme-tls/1} get the usual certificate
+        and protocol, for the challenged name too, and the lookup is not
+        even asked.
+        """
+        c = self.connect(_Probe("www.example.com", alpn=[b"h2", b"http/1.1"]))
+        self.assertEqual(c.client.negotiatedProtocol, b"h2")
+        self.assertEqual(self.serial(c), _pki().exact[1].serial_number)
+        c = self.connect(_Probe("www.example.com"))
+        self.assertEqual(self.serial(c), _pki().exact[1].serial_number)
+        self.assertEqual(self.asked, [])
+
+    def test_no_pending_challenge(self):
+        """
+        C{acme-tls/1} for a name without a pending challenge is not
+        chosen, and the usual certificate is served.
+        """
+        c = self.connect(_Probe("shop.example.com", alpn=[ACME_TLS_ALPN]))
+        self.assertTrue(c.peer.handshake)
+        self.assertIsNone(c.client.negotiatedProtocol)
+        self.assertEqual(self.serial(c), _pki().wildcard[1].serial_number)
+
+    def test_not_over_tls12(self):
+        """
+        Over TLS 1.2 the certificate is chosen before ALPN, so the
+        challenge is not answered there (the handshake goes on with the
+        usual certificate).
+        """
+        c = self.connect(_Probe("www.example.com", alpn=[ACME_TLS_ALPN],
+                                max_version=SSL.TLS1_2_VERSION))
+        self.assertTrue(c.peer.handshake)
+        self.assertIsNone(c.client.negotiatedProtocol)
+        self.assertEqual(self.serial(c), _pki().exact[1].serial_number)
+
+    def test_mutual_tls_listener(self):
+        """
+        On a listener that requires client certificates the CA, which has
+        none, is still answered.
+        """
+        pki = _pki()
+        self.serve(_standard(self, client_ca=_write(self, _cert_pem(pki.client_ca[1]))),
+                   challenge=self.lookup)
+        c = self.connect(_Probe("www.example.com", alpn=[ACME_TLS_ALPN]))
+        self.assertTrue(c.peer.handshake)
+        self.assertEqual(self.serial(c), self.challenge[1].serial_number)
+
+    def test_kept_across_reload(self):
+        """
+        A certificate reload keeps the lookup.
+        """
+        self.server_tls.reload(_standard(self), PATH)
+        c = self.connect(_Probe("www.example.com", alpn=[ACME_TLS_ALPN]))
+        self.assertEqual(self.serial(c), self.challenge[1].serial_number)
 
 
 class ReloadTests(_Handshakes, SynchronousTestCase):

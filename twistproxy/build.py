@@ -49,6 +49,7 @@ from twistproxy.acme.schedule import Renewal
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
+from twistproxy.config.parse import acme_challenge_types
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords
@@ -293,7 +294,8 @@ class ListenerBuilder:
         @param dns_texts: The TXT records set at run time, which every DNS
             front answers beside its zones.
         @param challenges: The ACME HTTP-01 answers every HTTP factory
-            serves before routing, or C{None}.
+            serves before routing and the TLS-ALPN-01 certificates every
+            TLS listener presents to validation handshakes, or C{None}.
         """
         self.reactor = reactor
         self.config = config
@@ -487,7 +489,9 @@ class ListenerBuilder:
                 now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
                 managed = acme_store.ensure(self.config.acme, tls.acme, f"{path}.acme", now)
                 tls = replace(tls, certificates=tls.certificates + (managed,))
-            factory, _ = wrap_listener_factory(self.reactor, tls, path, http_factory)
+            factory, _ = wrap_listener_factory(
+                self.reactor, tls, path, http_factory,
+                challenge=None if self._challenges is None else self._challenges.certificate)
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, self.config.source) from None
         self.tls[listener.name] = (factory, tls, path)
@@ -514,13 +518,15 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
              challenges: Optional[Challenges], installed: Callable[[], Any]) -> List[Renewal]:
     """
     The renewal of each listener's ACME certificate, not started: each
-    orders from C{config.acme}'s CA (HTTP-01 answers through
-    C{challenges}, which is set whenever C{config} has C{[acme]}; DNS-01
-    through C{texts}) and calls C{installed} once the new certificate is
+    orders from C{config.acme}'s CA (HTTP-01 and TLS-ALPN-01 answers
+    through C{challenges}, which is set whenever C{config} has C{[acme]};
+    DNS-01 through C{texts}; the first type of C{acme.challenges} that can
+    validate a name) and calls C{installed} once the new certificate is
     stored.
 
     @raises ConfigError: At C{acme} when the C{acme} extra is not
-        installed, or at C{acme.ca} when that file cannot be read.
+        installed, or at C{acme.ca} when that file cannot be read or holds
+        no certificate.
     """
     wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
     if not wanted:
@@ -531,16 +537,18 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
         raise ConfigError("acme", f"needs the acme extra (pip install 'twistproxy[acme]'): {e}",
                           config.source) from None
     acme = config.acme
-    if acme.ca and not os.access(acme.ca, os.R_OK):
-        raise ConfigError("acme.ca", f"cannot read {acme.ca!r}", config.source)
-    plain = any(l.protocol == "http" and l.tls is None for l in config.listeners)
-    issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
-                    use_dns=lambda name: not plain)
+    try:
+        issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+                        types=lambda name: acme_challenge_types(
+                            name, config.listeners, acme, config.dns))
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
     return [
         Renewal(reactor, names,
                 lambda names=names: acme_store.read_certificate(
                     acme_store.certificate_file(acme, names)),
-                lambda names=names: issuer.issue(names), installed, acme.retry)
+                lambda names=names: issuer.issue(names), installed, acme.retry,
+                window=issuer.renewal_window)
         for names in wanted
     ]
 

@@ -31,6 +31,15 @@ compression, no renegotiation, session tickets, ECDH curves chosen by
 OpenSSL, ALPN (C{h2} preferred, then C{http/1.1}: L{ALPN_PROTOCOLS}) and, with a
 client CA, required and verified client certificates (mutual TLS).
 
+The ALPN choice also answers ACME's TLS-ALPN-01 challenge (RFC 8737): a CA
+validating a name connects with that name in SNI and offers only
+C{acme-tls/1} (L{ACME_TLS_ALPN}); when the listener's C{challenge} lookup
+has a challenge certificate for the name, the connection is moved to a
+context presenting it and C{acme-tls/1} is chosen.  Every other handshake,
+for that name too, is served as before.  This answers over TLS 1.3 only,
+where OpenSSL picks the certificate after ALPN (under TLS 1.2 it has picked
+it already); the CAs' validation clients offer TLS 1.3.
+
 L{ServerTLS} is the Twisted connection creator over a store.  A reload
 builds a whole new store (and front context) and swaps it in with one
 assignment, so new handshakes use the new certificates while connections
@@ -65,15 +74,18 @@ from twistproxy.config import Certificate, ConfigError, ListenerTLS, UpstreamTLS
 from twistproxy.deadlines import NEVER, Deadlines
 
 __all__ = [
-    "ALPN_PROTOCOLS", "MODERN_CIPHERS", "CertificateStore", "ServedCertificate",
+    "ACME_TLS_ALPN", "ALPN_PROTOCOLS", "MODERN_CIPHERS", "CertificateStore", "ServedCertificate",
     "ServerTLS", "TLSServerFactory", "TLSServerProtocol", "certificate_names",
-    "client_creator", "peer_subject", "tls_failure", "wrap_listener_factory",
+    "client_creator", "peer_subject", "tls_failure", "trust_root", "wrap_listener_factory",
 ]
 
 # The application protocols offered in ALPN, most preferred first; the
 # codec of a connection is then chosen by transport.negotiatedProtocol
 # (twistproxy.http.negotiate).
 ALPN_PROTOCOLS: Tuple[bytes, ...] = (b"h2", b"http/1.1")
+
+# The ALPN protocol of ACME's TLS-ALPN-01 validation handshakes (RFC 8737).
+ACME_TLS_ALPN = b"acme-tls/1"
 
 # TLS 1.2 cipher suites when the listener names none: forward secrecy
 # (ECDHE) and AEAD (AES-GCM, ChaCha20-Poly1305) only, as in Mozilla's
@@ -105,6 +117,9 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.
 ServerName = Union[str, bytes, None]
 # A certificate, its private key and its intermediates.
 _Material = Tuple[x509.Certificate, object, Tuple[x509.Certificate, ...]]
+# A server name (lower-case) to the certificate and key that answer an
+# ACME TLS-ALPN-01 challenge for it, or None when none is pending.
+ChallengeLookup = Callable[[str], Optional[Tuple[x509.Certificate, object]]]
 
 
 def _utc(cert: x509.Certificate, which: str) -> _datetime.datetime:
@@ -196,6 +211,8 @@ class CertificateStore:
     @ivar front: The context every connection starts with; its server name
         callback moves the connection to the chosen certificate's context.
     @ivar alpn: The ALPN protocols offered, most preferred first.
+    @ivar challenge: Finds the certificate that answers a TLS-ALPN-01
+        challenge for a name, or C{None}: the listener answers none.
     """
 
     log = Logger()
@@ -206,11 +223,13 @@ class CertificateStore:
         default: ServedCertificate,
         front: SSL.Context,
         alpn: Sequence[bytes] = ALPN_PROTOCOLS,
+        challenge: Optional[ChallengeLookup] = None,
     ):
         self.certificates = tuple(certificates)
         self.default = default
         self.front = front
         self.alpn = tuple(alpn)
+        self.challenge = challenge
         self._exact: Dict[str, ServedCertificate] = {}
         self._wildcard: Dict[str, ServedCertificate] = {}
         for served in self.certificates:
@@ -245,6 +264,7 @@ class CertificateStore:
         path: str,
         alpn: Sequence[bytes] = ALPN_PROTOCOLS,
         now: Optional[float] = None,
+        challenge: Optional[ChallengeLookup] = None,
     ) -> CertificateStore:
         """
         Read and check every certificate of a listener and build its
@@ -264,6 +284,8 @@ class CertificateStore:
         @param now: The time to check expiry against, in seconds since the
             epoch; the current time by default.  Certificates are about
             wall-clock time, not the reactor's.
+        @param challenge: Finds the certificate that answers an ACME
+            TLS-ALPN-01 challenge for a name (see L{ACME_TLS_ALPN}).
         @raises ConfigError: At C{path.certificates[i]} when a file cannot be
             read, holds no certificate, no private key (or an encrypted
             one), a key that does not belong to its first certificate, or
@@ -280,7 +302,7 @@ class CertificateStore:
             raise ConfigError(f"{path}.default", "must be the index of a certificate")
         if tls.client_ca:
             _certificates_file(tls.client_ca, f"{path}.client_ca", "client CA file")
-        configure = _Configurator(tls, path, tuple(alpn))
+        configure = _Configurator(tls, path, tuple(alpn), challenge)
         served: List[ServedCertificate] = []
         default = None
         for i, entry in enumerate(tls.certificates):
@@ -297,7 +319,7 @@ class CertificateStore:
         # net, should a connection ever not be moved.
         front = configure()
         _present(front, default[1])
-        return cls(served, default[0], front, alpn)
+        return cls(served, default[0], front, alpn, challenge)
 
     def certificate_for(self, server_name: ServerName) -> ServedCertificate:
         """
@@ -500,10 +522,12 @@ class _Configurator:
     Makes contexts with a listener's settings, all alike.
     """
 
-    def __init__(self, tls: ListenerTLS, path: str, alpn: Tuple[bytes, ...]):
+    def __init__(self, tls: ListenerTLS, path: str, alpn: Tuple[bytes, ...],
+                 challenge: Optional[ChallengeLookup] = None):
         self.tls = tls
         self.path = path
         self.alpn = alpn
+        self.challenge = challenge
         self._ciphers = (tls.ciphers or MODERN_CIPHERS).encode("ascii", "replace")
         try:
             SSL.Context(_METHOD).set_cipher_list(self._ciphers)
@@ -571,11 +595,34 @@ class _Configurator:
         return ctx
 
     def _select_protocol(self, connection: SSL.Connection, offered: List[bytes]) -> bytes:
+        if ACME_TLS_ALPN in offered and self._answer_challenge(connection):
+            return ACME_TLS_ALPN
         for protocol in self.alpn:
             if protocol in offered:
                 return protocol
         # Go on without ALPN rather than fail the handshake.
         return _NO_ALPN
+
+    def _answer_challenge(self, connection: SSL.Connection) -> bool:
+        """
+        Move a TLS-ALPN-01 validation handshake to a context that presents
+        the challenge certificate for its server name, if one is pending.
+        """
+        name = connection.get_servername()
+        if (self.challenge is None or not name
+                # Under TLS 1.2 OpenSSL has chosen the certificate before
+                # ALPN, and a new context would free it under its feet.
+                or connection.get_protocol_version() != SSL.TLS1_3_VERSION):
+            return False
+        found = self.challenge(_normal(name.decode("ascii", "replace")))
+        if found is None:
+            return False
+        context = self()
+        _present(context, (found[0], found[1], ()))
+        connection.set_context(context)
+        # The CA presents no client certificate, and sends no data.
+        connection.set_verify(SSL.VERIFY_NONE)
+        return True
 
 
 def _tls12_ciphers(spec: bytes) -> FrozenSet[str]:
@@ -668,7 +715,8 @@ class ServerTLS:
             certificates then stay in use.  The caller logs (success too).
         """
         # One assignment: a handshake uses either the old store or the new.
-        self.store = CertificateStore.load(tls, path, alpn=self.store.alpn)
+        self.store = CertificateStore.load(tls, path, alpn=self.store.alpn,
+                                           challenge=self.store.challenge)
 
 
 class TLSServerProtocol(TLSMemoryBIOProtocol):
@@ -793,6 +841,7 @@ def wrap_listener_factory(
     listener_tls: ListenerTLS,
     path: str,
     http_factory,
+    challenge: Optional[ChallengeLookup] = None,
 ) -> Tuple[TLSServerFactory, ServerTLS]:
     """
     TLS termination for one listener: load its certificates and wrap the
@@ -805,15 +854,35 @@ def wrap_listener_factory(
     @param listener_tls: The listener's TLS settings.
     @param path: Their configuration path, e.g. C{'listeners.web.tls'}.
     @param http_factory: The factory of the decrypted connections.
+    @param challenge: Finds the certificate that answers an ACME
+        TLS-ALPN-01 challenge for a name, or C{None}.
     @raises ConfigError: As L{CertificateStore.load}.
     """
-    server_tls = ServerTLS(CertificateStore.load(listener_tls, path))
+    server_tls = ServerTLS(CertificateStore.load(listener_tls, path, challenge=challenge))
     factory = TLSServerFactory(reactor, server_tls, http_factory,
                                listener_tls.handshake_timeout)
     return factory, server_tls
 
 
 # TLS to backends
+
+
+def trust_root(filename: str, path: str):
+    """
+    The CAs of a PEM file, as the C{trustRoot} of Twisted's
+    C{optionsForClientTLS}: what a group's C{ca} and the C{[acme]}
+    section's C{ca} name.
+
+    @param path: The configuration path of the file's name, for errors.
+    @raises ConfigError: At C{path} when the file cannot be read or holds
+        no (valid) certificate.
+    """
+    from twisted.internet import ssl
+
+    return ssl.trustRootFromCertificates([
+        ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM))
+        for c in _certificates_file(filename, path, "CA file")
+    ])
 
 
 def client_creator(tls: UpstreamTLS, host: str, path: str):
@@ -839,10 +908,7 @@ def client_creator(tls: UpstreamTLS, host: str, path: str):
 
     kwargs: dict = {}
     if tls.ca:
-        certs = _certificates_file(tls.ca, f"{path}.ca", "CA file")
-        kwargs["trustRoot"] = ssl.trustRootFromCertificates([
-            ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs
-        ])
+        kwargs["trustRoot"] = trust_root(tls.ca, f"{path}.ca")
     if tls.client_cert:
         pem = _read(tls.client_cert, f"{path}.client_cert", "client certificate")
         if tls.client_key:

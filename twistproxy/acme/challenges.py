@@ -1,32 +1,74 @@
 # -*- test-case-name: tests.test_acme -*-
 """
-The HTTP-01 answers (RFC 8555 8.3) an order is waiting to have fetched.
+The challenge answers an order is waiting to have checked, and which
+challenge type each name is validated by.
 
-The CA asks for C{http://NAME/.well-known/acme-challenge/TOKEN} on port
-80; every HTTP listener of the proxy (L{HTTPServerFactory.challenges
+HTTP-01 (RFC 8555 8.3): the CA asks for
+C{http://NAME/.well-known/acme-challenge/TOKEN} on port 80; every HTTP
+listener of the proxy (L{HTTPServerFactory.challenges
 <twistproxy.http.listener.HTTPServerFactory>}) looks the path up here
 before redirecting or routing the request, and answers the key
-authorization itself.  Nothing here needs the C{acme} library, so that the
-listeners carry it whether or not the C{acme} extra is installed.
+authorization itself.
+
+TLS-ALPN-01 (RFC 8737): the CA opens a TLS connection to port 443 with the
+name in SNI, offering only the ALPN protocol C{acme-tls/1}, and expects a
+self-signed certificate for the name carrying the SHA-256 digest of the
+key authorization in a critical C{acmeIdentifier} extension.  The TLS
+listeners (L{twistproxy.tls}) look the name up here (L{Challenges.
+certificate}) during such handshakes only; other clients are served as
+before.
+
+Nothing here needs the C{acme} library, so that the listeners carry it
+whether or not the C{acme} extra is installed.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import datetime
+import hashlib
+from typing import Dict, Optional, Tuple
+
+from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
+
+from twistproxy.acme.store import new_key, self_signed
 
 # Where HTTP-01 answers are asked for.
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
 
+# id-pe-acmeIdentifier (RFC 8737 6.1).
+ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+
+
+def tls_alpn_certificate(name: str, key_authorization: str,
+                         now: datetime.datetime) -> Tuple[x509.Certificate, object]:
+    """
+    The self-signed certificate (and its new key) that answers a
+    TLS-ALPN-01 challenge for C{name}: C{name} its only subjectAltName,
+    the SHA-256 digest of C{key_authorization} in a critical
+    C{acmeIdentifier} extension (RFC 8737 3).
+    """
+    key = new_key("ecdsa-p256")
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    # The extension's value is the DER OCTET STRING of the digest.
+    cert = self_signed([name], key, now, (x509.UnrecognizedExtension(
+        ACME_IDENTIFIER, b"\x04" + bytes([len(digest)]) + digest), True))
+    return cert, key
+
 
 class Challenges:
     """
-    The HTTP-01 answers being asked for: token to key authorization.
+    The answers being asked for: HTTP-01 tokens to their key
+    authorizations, and TLS-ALPN-01 names to their challenge certificates.
     The plain HTTP listeners look requests for
-    C{/.well-known/acme-challenge/TOKEN} up here before routing them.
+    C{/.well-known/acme-challenge/TOKEN} up here before routing them; the
+    TLS listeners look up the names of handshakes that offer
+    C{acme-tls/1}.
     """
 
     def __init__(self) -> None:
         self._answers: Dict[bytes, bytes] = {}
+        self._certificates: Dict[str, Tuple[x509.Certificate, object]] = {}
 
     def add(self, token: bytes, answer: bytes) -> None:
         self._answers[token] = answer
@@ -42,3 +84,21 @@ class Challenges:
         if not path.startswith(CHALLENGE_PREFIX):
             return None
         return self._answers.get(path[len(CHALLENGE_PREFIX):])
+
+    def add_certificate(self, name: str, key_authorization: str,
+                        now: datetime.datetime) -> None:
+        """
+        Answer TLS-ALPN-01 handshakes for C{name} (lower-case) with a
+        challenge certificate for C{key_authorization}.
+        """
+        self._certificates[name] = tls_alpn_certificate(name, key_authorization, now)
+
+    def discard_certificate(self, name: str) -> None:
+        self._certificates.pop(name, None)
+
+    def certificate(self, name: str) -> Optional[Tuple[x509.Certificate, object]]:
+        """
+        The challenge certificate and key for C{name} (lower-case, as
+        L{twistproxy.tls.ChallengeLookup} asks), or C{None}.
+        """
+        return self._certificates.get(name)

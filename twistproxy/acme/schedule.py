@@ -12,6 +12,15 @@ written); then C{installed} makes the TLS listeners read them (the
 service's certificate reload) and the next renewal is planned from the new
 certificate.
 
+When the CA offers renewal information (ARI, RFC 9773), the C{window}
+callable fetches its suggested window for the certificate, and the
+renewal moves to a random time inside it instead (C{retry} seconds from
+now when the window has begun, as after a revocation: never sooner, so
+that a CA answering a past window for each new certificate cannot make
+renewals loop); it is asked again as often as the CA says, until the
+renewal is due; a failure to ask keeps the plan and asks again a day
+later.
+
 A renewal that fails leaves the current certificate served, logs, keeps
 the error for the admin API and tries again after C{retry} seconds,
 doubled after each further failure up to a day (with a jitter of a
@@ -64,13 +73,19 @@ class Renewal:
     def __init__(self, clock: IReactorTime, names: Sequence[str],
                  current: Callable[[], x509.Certificate],
                  obtain: Callable[[], Deferred], installed: Callable[[], Any],
-                 retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1)):
+                 retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1),
+                 window: Optional[Callable[[x509.Certificate], Deferred]] = None):
         """
         @param current: Reads the certificate stored now.
         @param obtain: Renews it: fires when the new files are written.
         @param installed: Makes the listeners serve what is stored.
         @param retry: Seconds before the first retry after a failure.
         @param random_jitter: A number from -1 to 1 for each planned time.
+        @param window: Fetches the CA's suggested renewal window for a
+            certificate: fires with C{(start, end, recheck)} (seconds since
+            the epoch, and seconds before asking again) or C{None} when
+            the CA offers none (L{twistproxy.acme.client.Issuer.
+            renewal_window}).
         """
         self.clock = clock
         self.names = tuple(names)
@@ -79,6 +94,8 @@ class Renewal:
         self._installed = installed
         self._retry = retry
         self._jitter = random_jitter
+        self._window = window
+        self._recheck: Optional[IDelayedCall] = None
         self.failures = 0
         self.last_error = ""
         self._call: Optional[IDelayedCall] = None
@@ -89,14 +106,16 @@ class Renewal:
         Plan the next renewal from the stored certificate.
         """
         self._plan(renewal_time(self._current(), self._jitter()))
+        self._ask_window()
 
     def stop(self) -> None:
         """
         Plan nothing more (a renewal under way still finishes).
         """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        for call in self._call, self._recheck:
+            if call is not None and call.active():
+                call.cancel()
+        self._call = self._recheck = None
 
     def status(self) -> Dict[str, Any]:
         """
@@ -132,6 +151,31 @@ class Renewal:
         # answered with an old certificate): that would loop.
         self._plan(max(renewal_time(self._current(), self._jitter()),
                        self.clock.seconds() + self._retry))
+        self._ask_window()
+
+    def _ask_window(self) -> None:
+        cert = self._current()
+        if self._window is None or is_stand_in(cert):
+            return
+        self._window(cert).addCallbacks(
+            lambda window: self._in_window(cert, window), self._no_window)
+
+    def _in_window(self, cert: x509.Certificate, window: Optional[tuple]) -> None:
+        # Not while renewing (nothing planned), nor for a replaced certificate.
+        if window is None or self._call is None or self._current() != cert:
+            return
+        start, end, recheck = window
+        self._plan(max(start + (end - start) * (self._jitter() + 1) / 2,
+                       self.clock.seconds() + self._retry))
+        if self.due - self.clock.seconds() > recheck:
+            self._recheck = self.clock.callLater(recheck, self._ask_window)
+
+    def _no_window(self, reason: Failure) -> None:
+        self.log.warn("certificate for {names}: no renewal information from the CA "
+                      "({error}); the renewal stays planned", names=", ".join(self.names),
+                      error=reason.getErrorMessage() or reason.type.__name__)
+        if self._call is not None:
+            self._recheck = self.clock.callLater(MAX_RETRY, self._ask_window)
 
     def _failed(self, reason: Failure) -> None:
         self.failures += 1

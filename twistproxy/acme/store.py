@@ -72,15 +72,16 @@ def write_atomically(filename: str, data: bytes) -> None:
         raise
 
 
-def stand_in(names: Sequence[str], key_type: str,
-             now: _datetime.datetime) -> bytes:
+def self_signed(names: Sequence[str], key, now: _datetime.datetime,
+                *extensions: Tuple[x509.ExtensionType, bool]) -> x509.Certificate:
     """
-    A self-signed certificate for C{names}, valid for a day from C{now},
-    with its key: what a listener serves until the CA has issued one.
+    A self-signed certificate of C{key} for C{names} (the first also its
+    subject), valid for a day from C{now} (and five minutes before, for
+    clients whose clock is a little behind), with C{extensions}
+    (C{(extension, critical)} pairs) besides the subjectAltName.
     """
-    key = new_key(key_type)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(subject)
         .public_key(key.public_key())
@@ -88,9 +89,20 @@ def stand_in(names: Sequence[str], key_type: str,
         .not_valid_before(now - _datetime.timedelta(minutes=5))
         .not_valid_after(now + _datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
     )
-    return key_pem(key) + cert.public_bytes(serialization.Encoding.PEM)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def stand_in(names: Sequence[str], key_type: str,
+             now: _datetime.datetime) -> bytes:
+    """
+    A self-signed certificate for C{names}, valid for a day from C{now},
+    with its key: what a listener serves until the CA has issued one.
+    """
+    key = new_key(key_type)
+    return key_pem(key) + self_signed(names, key, now).public_bytes(serialization.Encoding.PEM)
 
 
 def is_stand_in(cert: x509.Certificate) -> bool:

@@ -112,25 +112,47 @@ def _in_zone(name: str, dns: Optional[DNS]) -> bool:
         bare == zone.name or bare.endswith("." + zone.name) for zone in dns.zones)
 
 
+def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
+                         dns: Optional[DNS]) -> Tuple[str, ...]:
+    """
+    The challenge types that can validate C{name} (C{*.example.com} for a
+    wildcard), in the order of C{acme.challenges}: C{http-01} when a plain
+    HTTP listener exists (the CA asks on port 80), C{tls-alpn-01} when a
+    TLS listener does (on port 443), C{dns-01} when a zone of C{[dns]}
+    holds the name; a wildcard only by C{dns-01}.
+    """
+    wildcard = name.startswith("*.")
+    fits = {
+        "http-01": not wildcard and any(l.protocol == "http" and l.tls is None
+                                        for l in listeners),
+        "tls-alpn-01": not wildcard and any(l.tls is not None for l in listeners),
+        "dns-01": _in_zone(name, dns),
+    }
+    return tuple(kind for kind in acme.challenges if fits[kind])
+
+
 def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
                 dns: Optional[DNS]) -> None:
     """
-    Listeners that name ACME certificates have an C{[acme]} section, and a
-    way to answer each name's challenge: a wildcard needs DNS-01 (a zone
-    of C{[dns]} holding it); another name HTTP-01 (a plain HTTP listener)
-    or DNS-01.
+    Listeners that name ACME certificates have an C{[acme]} section, and
+    each name a challenge type of C{acme.challenges} that can validate it
+    (L{acme_challenge_types}).
     """
-    plain = any(l.protocol == "http" and l.tls is None for l in listeners)
     for listener in listeners:
         names = listener.tls.acme if listener.tls is not None else ()
         path = f"listeners.{listener.name}.tls.acme"
         if names and acme is None:
             raise ConfigError("acme", f"is required by {path} ([acme] with email and storage)")
         for i, name in enumerate(names):
-            if _in_zone(name, dns) or (plain and not name.startswith("*.")):
+            if acme_challenge_types(name, listeners, acme, dns):
                 continue
-            how = ("a zone of [dns] that holds it (DNS-01)" if name.startswith("*.") else
-                   "a plain http listener (HTTP-01) or a zone of [dns] that holds it (DNS-01)")
+            ways = {"http-01": "a plain http listener (HTTP-01)",
+                    "tls-alpn-01": "a TLS listener (TLS-ALPN-01)",
+                    "dns-01": "a zone of [dns] that holds it (DNS-01)"}
+            usable = [ways[kind] for kind in acme.challenges
+                      if kind == "dns-01" or not name.startswith("*.")]
+            how = " or ".join(usable) if usable else (
+                "dns-01 in acme.challenges and a zone of [dns] that holds it")
             raise ConfigError(_index(path, i), f"{name!r} needs {how}")
 
 

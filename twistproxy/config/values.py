@@ -929,6 +929,10 @@ ACME_DIRECTORIES = {
 }
 
 
+# The challenge types ([acme] challenges), in their default order.
+ACME_CHALLENGES = ("http-01", "tls-alpn-01", "dns-01")
+
+
 def _acme_directory(value: object, path: str) -> str:
     # A CA by name, or the https URL of its directory.
     text = _string(value, path)
@@ -947,6 +951,31 @@ def _email(value: object, path: str) -> str:
     return text
 
 
+def _mac_key(value: object, path: str) -> str:
+    # A MAC key as CAs give them: base64url, padded or not.
+    text = nonempty(value, path)
+    if not _re.match(r"[A-Za-z0-9_-]+=*\Z", text) or len(text.rstrip("=")) % 4 == 1:
+        raise ConfigError(path, "must be the MAC key the CA gave, base64url-encoded")
+    return text
+
+
+@dataclass(frozen=True)
+class ExternalAccount:
+    """
+    The C{[acme] external_account} table: external account binding (RFC
+    8555 7.3.4), which ties the ACME account to an account the CA already
+    knows, for CAs that require it.
+
+    @ivar key_id: The key identifier the CA gave.
+    @ivar hmac_key: The MAC key the CA gave, base64url-encoded.
+    """
+
+    key_id: str = setting(check=nonempty, required="is required (the key identifier "
+                                                   "the CA gave)")
+    hmac_key: str = setting(check=_mac_key, required="is required (the MAC key the CA "
+                                                     "gave, base64url)")
+
+
 @dataclass(frozen=True)
 class ACME:
     """
@@ -963,6 +992,10 @@ class ACME:
         certificates with their keys (created, mode 0700; files 0600).
     @ivar retry: Seconds before the first retry after a CA error; each
         further failure doubles it, up to a day.
+    @ivar challenges: The challenge types to use, most preferred first;
+        each name is validated by the first that can validate it (see
+        L{twistproxy.config.parse.acme_challenge_types}).
+    @ivar external_account: The external account binding, or C{None}.
     """
 
     email: str = setting(check=_email, required="is required (the account's contact address)")
@@ -971,6 +1004,10 @@ class ACME:
     ca: str = setting("", check=_string)
     key_type: str = setting("ecdsa-p256", check=one_of("ecdsa-p256", "rsa-2048"))
     retry: float = setting(60.0, check=seconds())
+    challenges: Tuple[str, ...] = setting(
+        ACME_CHALLENGES, check=array(one_of(*ACME_CHALLENGES),
+                                     empty="must list at least one challenge type"))
+    external_account: Optional[ExternalAccount] = setting(None, check=section(ExternalAccount))
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).

@@ -6,8 +6,8 @@ The HTTP/1.1 codec (L{twistproxy.http.server}) and the HTTP/2 one
 (L{twistproxy.http.h2}) both speak to clients for a listener's factory
 (L{twistproxy.http.listener}): L{ClientCodec} holds what they have in
 common, who the client is, whether it is a trusted proxy, its TLS
-identity, the connection and request quotas, and the send timeout of a
-client that does not read.  Both codecs import it; it imports neither.
+identity, the connection and request quotas, the send timeout of a
+client that does not read, and the ACME HTTP-01 answers.  Both codecs import it; it imports neither.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from twistproxy.deadlines import Waiting
 from twistproxy.flow import FullRelay, no_delay
+from twistproxy.http.answers import Answer, respond
 from twistproxy.http.exchange import Exchange
 
 
@@ -160,6 +161,20 @@ class ClientCodec(Waiting, Protocol):
                        client=self.client_address)
         self._send_stalled()
         self.transport.abortConnection()
+
+    def _answered_challenge(self, exchange: Exchange) -> bool:
+        """
+        Answer an ACME CA fetching an HTTP-01 answer the factory's
+        C{challenges} holds, before any redirect, quota or route.
+
+        @return: Whether C{exchange} was that, and is answered.
+        """
+        challenges = self._factory.challenges
+        answer = None if challenges is None else challenges.answer(exchange.request.path)
+        if answer is None:
+            return False
+        respond(exchange, Answer(200, (), answer, "acme_challenge"))
+        return True
 
     def _allowed(self, exchange: Exchange) -> bool:
         """

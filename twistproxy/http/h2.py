@@ -847,6 +847,8 @@ class H2ServerProtocol(ClientCodec):
             if error.status == 400:
                 self._malformed_request()
             return
+        if self._answered_challenge(exchange):
+            return
         if not self._allowed(exchange):
             stream._fail(503, exchange.reason, [RETRY_AFTER])
             return

@@ -40,7 +40,7 @@ from zope.interface import implementer
 from twistproxy.deadlines import Wait
 from twistproxy.flow import quick_ack, write_now
 from twistproxy.http import headers as H
-from twistproxy.http.answers import PHRASES, RETRY_AFTER, Answer, error_response, respond
+from twistproxy.http.answers import PHRASES, RETRY_AFTER, error_response
 from twistproxy.http.codec import ClientCodec
 from twistproxy.interfaces import IResponseSink
 from twistproxy.http.exchange import Exchange
@@ -217,10 +217,7 @@ class HTTPServerProtocol(ClientCodec):
         self._set_timer(_W_NONE, 0)
         exchange = self._exchange = Exchange(request, self.client_address, self, self._clock.seconds())
         factory = self._factory
-        challenge = factory.challenges and factory.challenges.answer(request.path)
-        if challenge is not None:
-            # An ACME CA fetching an HTTP-01 answer: before any redirect or route.
-            respond(exchange, Answer(200, (), challenge, "acme_challenge"))
+        if self._answered_challenge(exchange):
             return True
         if factory.redirect_port is not None:
             self._redirect(exchange, factory.redirect_port)
