@@ -906,6 +906,9 @@ class SharedChecksTests(SynchronousTestCase):
          [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")], 400, "missing_host"),
         ("a CGI-style framing field", b"GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 1",
          _request(extra=[(b"content_length", b"1")]), 400, "bad_header"),
+        ("an expectation other than 100-continue",
+         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok",
+         _request(extra=[(b"expect", b"200-ok")]), 417, "bad_expectation"),
         ("a body over the limit", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11",
          _request(method=b"POST", extra=[(b"content-length", b"11")]), 413, "body_too_large"),
     ]

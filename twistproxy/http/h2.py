@@ -96,6 +96,7 @@ from twistproxy.http.parser import (
     ParseError,
     RequestHead,
     check_body_size,
+    check_expectation,
     check_field_name,
     check_method,
     check_request_line,
@@ -166,6 +167,7 @@ def _request_head(fields, stream_ended: bool, limits,
     cookies = []
     hosts = []
     lengths = []
+    expects = []
     # As RFC 9113 counts a header list: 32 bytes of overhead per field.
     size = 0
     for name, value in fields:
@@ -190,6 +192,8 @@ def _request_head(fields, stream_ended: bool, limits,
             hosts.append(value)
         elif name == b"content-length":
             lengths.append(value)
+        elif name == b"expect":
+            expects.append(value)
         headers.append((name, value))
     if cookies:
         headers.append((_COOKIE, b"; ".join(cookies)))
@@ -226,6 +230,10 @@ def _request_head(fields, stream_ended: bool, limits,
         # As an HTTP/1.1 request's empty Host: no authority to route on.
         raise ParseError(400, "empty_host")
 
+    if expects:
+        # Refused as over HTTP/1.1.  A 100-continue is not answered:
+        # flow control already bounds what the client may send.
+        check_expectation(expects)
     req = _head(method, target, host, headers, escaped_slashes)
     length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:

@@ -458,6 +458,18 @@ def host_field(hosts: Optional[List[bytes]]) -> Optional[bytes]:
     return host
 
 
+def check_expectation(values: List[bytes]) -> bool:
+    """
+    Refuse an C{Expect} other than one C{100-continue}, the only
+    expectation there is (RFC 9110 10.1.1: C{bad_expectation}, 417).
+
+    @return: C{True}: the client asks for a C{100 (Continue)}.
+    """
+    if len(values) != 1 or values[0].lower() != b"100-continue":
+        raise ParseError(417, "bad_expectation")
+    return True
+
+
 def check_body_size(length: Optional[int], max_body_size: int) -> None:
     """
     Refuse a declared body longer than C{max_body_size} (C{0}: no limit)
@@ -546,11 +558,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     req.upgrade = (
         upgrade if (upgrade and minor == 1 and b"upgrade" in tokens) else None
     )
-    req.expect_continue = False
-    if expect is not None:
-        if len(expect) != 1 or expect[0].lower() != b"100-continue":
-            raise ParseError(417, "bad_expectation")
-        req.expect_continue = minor == 1
+    req.expect_continue = expect is not None and check_expectation(expect) and minor == 1
     return req
 
 
