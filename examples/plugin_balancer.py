@@ -2,32 +2,27 @@
 import random
 
 from twisted.plugin import IPlugin
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
-from twistproxy.config import ConfigError
+from twistproxy.config import check_option_names, key_path
+from twistproxy.config.schema import integer
 from twistproxy.interfaces import IBalancer, IBalancerFactory
 
 
+@provider(IPlugin, IBalancerFactory)  # the class is the factory of its balancers
 @implementer(IBalancer)
 class SeededRandom:
-    def __init__(self, backends, seed):
-        self.backends, self.random = list(backends), random.Random(seed)
-
-    def pick(self, request):  # returning None answers 503
-        available = [b for b in self.backends if b.available]
-        if available:
-            return self.random.choices(available, [b.effective_weight for b in available])[0]
-
-
-@implementer(IPlugin, IBalancerFactory)
-class SeededRandomFactory:
     name = "seeded_random"
     help = "Picks a backend at random, in proportion to its weight, from a seed."
 
-    def fromConfig(self, backends, options, path):
-        if options.keys() - {"seed"} or not isinstance(options.get("seed", 0), int):
-            raise ConfigError(path, "takes one option, seed, an integer")
-        return SeededRandom(backends, options.get("seed"))
+    @classmethod
+    def fromConfig(cls, backends, options, path):
+        check_option_names(options, ["seed"], path, "the seeded_random balancer takes seed")
+        return cls(backends, integer()(options.get("seed", 0), key_path(path, "seed")))
 
+    def __init__(self, backends, seed):
+        self.backends, self.random = list(backends), random.Random(seed)
 
-seeded_random = SeededRandomFactory()
+    def pick(self, request):  # None (no backend available) answers 503
+        up = [b for b in self.backends if b.available]
+        return self.random.choices(up, [b.effective_weight for b in up])[0] if up else None

@@ -2,8 +2,7 @@
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from twistproxy.filters import Answer
-from twistproxy.filters.options import OptionReader
+from twistproxy.filters import Answer, OptionReader
 from twistproxy.interfaces import IFilterFactory, IRequestFilter
 
 

@@ -6,6 +6,8 @@ particular to each.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -14,6 +16,7 @@ from zope.interface.verify import verifyObject
 from tests import test_cache
 from tests.redis_support import start_redis
 from twistproxy.cache.entry import Entry
+from twistproxy.cache.mapping import MappingStore
 from twistproxy.cache.memory import MemoryStore, MemoryStoreFactory
 from twistproxy.cache.redis import RedisStore, RedisStoreFactory
 from twistproxy.components import find_factory
@@ -51,6 +54,35 @@ class FakeStoreContractTests(_OnFakeClock, TestCase):
     """
 
     store_class = FakeCacheStore
+
+
+class MappingStoreContractTests(_OnFakeClock, TestCase):
+    """
+    A mapping store on a table of its plugin's keeps the store contract.
+    """
+
+    def makeStore(self):
+        return MappingStore(self.clock, OrderedDict())
+
+
+class MappingStoreTests(SynchronousTestCase):
+    """
+    What is particular to the mapping store.
+    """
+
+    def test_keeps_entries_in_the_table_given(self):
+        """
+        Entries are kept in the table its plugin gives it, each with its
+        expiry time and tags, and one read after its expiry leaves it.
+        """
+        clock, table = Clock(), OrderedDict()
+        store = MappingStore(clock, table)
+        entry = Entry(200, b"OK", [], b"hi", 0.0, 0.0)
+        store.put(b"k", entry, 10, [b"t"])
+        self.assertEqual(table, {b"k": (entry, 10.0, (b"t",))})
+        clock.advance(10)
+        self.assertIsNone(self.successResultOf(store.get(b"k")))
+        self.assertEqual(table, {})
 
 
 class RedisStoreContractTests(CacheStoreContractMixin, TestCase):

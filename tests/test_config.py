@@ -2481,7 +2481,7 @@ class SchemaTests(SynchronousTestCase):
         self.assertEqual(self.error({"name": "a", "size": True}),
                          "pools[1].size: must be an integer, not a boolean")
         self.assertEqual(self.error({"name": "a", "size": 65}),
-                         "pools[1].size: must be at most 64")
+                         "pools[1].size: must be at most 64 (got 65)")
         self.assertEqual(self.error({"name": "a", "size": 1, "grace": 2}),
                          "pools[1].grace: needs more than one member")
         self.assertEqual(self.error([]), "pools[1]: must be a table, not an array")

@@ -14,9 +14,11 @@ from twistproxy.config import (
     ProxyConfig,
     Route,
     Sticky,
+    Timeouts,
     UpstreamGroup,
     server,
 )
+from twistproxy.http.headers import sticky_cookie
 from twistproxy.testing import MemoryProxy
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -425,8 +427,8 @@ class StickyTests(SynchronousTestCase):
         """
         other = _proxy(sticky=Sticky(cookie="srv", secret="other")).forwarder.groups["app"]
         backend = self.group.backends[0]
-        self.assertNotEqual(self.group.sticky_cookie(backend),
-                            other.sticky_cookie(other.backends[0]))
+        self.assertNotEqual(self.group.sticky_token(backend),
+                            other.sticky_token(other.backends[0]))
 
 
 class DrainingTests(SynchronousTestCase):
@@ -654,7 +656,7 @@ class FixesTests(SynchronousTestCase):
         proxy.refuse_backend()
         proxy.accept_backend().send(OK)
         got = client.received()
-        expected = group.sticky_cookie(group.backends[1])
+        expected = sticky_cookie(group.config.sticky, group.sticky_token(group.backends[1]))
         self.assertIn(b"Set-Cookie: " + expected + b"\r\n", got)
 
     def test_verdicts(self):
@@ -676,8 +678,10 @@ class FixesTests(SynchronousTestCase):
         An IPv6 backend on the default port gets a bracketed Host when the
         route does not keep the client's.
         """
-        from twistproxy.upstream.group import UpstreamGroupRuntime
+        from twisted.internet.testing import MemoryReactorClock
 
-        group = UpstreamGroupRuntime(UpstreamGroup("g", (server("http://[2001:db8::1]"),)),
-                                     lambda b: None)
-        self.assertEqual(list(group.host_headers.values()), [b"[2001:db8::1]"])
+        from twistproxy.build import make_group
+
+        group = make_group(MemoryReactorClock(),
+                           UpstreamGroup("g", (server("http://[2001:db8::1]"),)), Timeouts())
+        self.assertEqual([pool.host for pool in group.pools.values()], [b"[2001:db8::1]"])

@@ -158,6 +158,28 @@ class ConfigTests(SynchronousTestCase):
             build_chain(None, [Filter("access", {"deny": [], "denny": []})], "f")
         self.assertEqual(e.exception.path, "f[0].denny")
 
+    def test_option_errors_read_as_core_ones(self):
+        """
+        A mistake in a filter's option is worded exactly as the same
+        mistake in one of the proxy's own settings: the filters' checks
+        are the configuration schema's.
+        """
+        for core, (name, options), problem in [
+            ("max_connections = 0", ("rate_limit", {"rate": 1, "burst": 0}),
+             "must be at least 1 (got 0)"),
+            ("max_connections = true", ("connection_limit", {"max": True}),
+             "must be an integer, not a boolean"),
+            ("[upstreams.app.sticky]\nsecure = 1", ("cors", {"origins": ["*"], "credentials": 1}),
+             "must be a boolean (true or false), not an integer"),
+            ("[[routes]]\nupstream = 'app'\nmethods = ['G T']", ("block", {"methods": "G T"}),
+             "method 'G T' is not a valid HTTP token"),
+        ]:
+            with self.assertRaises(ConfigError) as e:
+                loads(proxy_toml(route=None) + core)
+            with self.assertRaises(ConfigError) as f:
+                build_chain(None, [Filter(name, options)], "f")
+            self.assertEqual([e.exception.problem, f.exception.problem], [problem] * 2)
+
     def test_connection_filter_on_route(self):
         """
         A connection filter is refused on a route: it has no connections.

@@ -37,7 +37,7 @@ from twistproxy.config import (
     UpstreamGroup,
 )
 from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _request_head
-from twistproxy.http.parser import ParseError
+from twistproxy.http.parser import ParseError, check_body_size, parse_request_head
 from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryProxy
 
@@ -757,7 +757,7 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(self.client.body(sid), b"400 Bad Request\n")
         [x] = self.proxy.exchanges
         self.assertEqual((x.method, x.path, x.status, x.reason),
-                         ("DELETE", "/up#f", 400, "bad_request_target"))
+                         ("DELETE", "/up#f", 400, "bad_request_line"))
         self.assertEqual(self.proxy.backend_attempts(), [])
 
     def test_informational(self):
@@ -858,7 +858,7 @@ class RequestHeadTests(SynchronousTestCase):
             [(b"x", b"a\tb c"), (b"y", b"")],
         )
         self.assertRefused(_request(path=b"http://a/"), 400, "bad_request_target")
-        self.assertRefused(_request(path=b"/a#f"), 400, "bad_request_target")
+        self.assertRefused(_request(path=b"/a#f"), 400, "bad_request_line")
         self.assertRefused(_request(path=b"*"), 400, "bad_request_target")
         self.assertEqual(self.parse(_request(method=b"OPTIONS", path=b"*")).target, b"*")
 
@@ -894,3 +894,53 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertRefused(
             [(b":method", b"CONNECT"), (b":authority", b"a:1")], 501, "connect_not_supported",
         )
+
+
+class SharedChecksTests(SynchronousTestCase):
+    """
+    A fault that an HTTP/1.1 head and an HTTP/2 request can both have is
+    refused with the same status and reason whichever version the client
+    spoke, so that access logs and metrics count it once.
+    """
+
+    # (fault, HTTP/1.1 head, HTTP/2 fields, status, reason)
+    CASES = [
+        ("a fragment in the target", b"GET /a#f HTTP/1.1\r\nHost: a",
+         _request(path=b"/a#f"), 400, "bad_request_line"),
+        ("a method that is not a token", b"G(T / HTTP/1.1\r\nHost: a",
+         _request(method=b"G(T", path=b"/"), 400, "bad_request_line"),
+        ("CONNECT", b"CONNECT a:1 HTTP/1.1\r\nHost: a:1",
+         [(b":method", b"CONNECT"), (b":authority", b"a:1")], 501, "connect_not_supported"),
+        ("* without OPTIONS", b"GET * HTTP/1.1\r\nHost: a",
+         _request(path=b"*"), 400, "bad_request_target"),
+        ("two Host fields", b"GET / HTTP/1.1\r\nHost: a\r\nHost: a",
+         _request(extra=[(b"host", b"a"), (b"host", b"a")]), 400, "duplicate_host"),
+        ("a Host that is no host", b"GET / HTTP/1.1\r\nHost: a b",
+         _request(authority=b"a b"), 400, "bad_host"),
+        ("an empty Host", b"GET / HTTP/1.1\r\nHost: ",
+         _request(authority=b""), 400, "empty_host"),
+        ("no Host", b"GET / HTTP/1.1",
+         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/")], 400, "missing_host"),
+        ("a CGI-style framing field", b"GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 1",
+         _request(extra=[(b"content_length", b"1")]), 400, "bad_header"),
+        ("an expectation other than 100-continue",
+         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok",
+         _request(extra=[(b"expect", b"200-ok")]), 417, "bad_expectation"),
+        ("a body over the limit", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11",
+         _request(method=b"POST", extra=[(b"content-length", b"11")]), 413, "body_too_large"),
+    ]
+
+    def test_same_reason(self):
+        """
+        Each fault gets the same answer from both codecs' checks.
+        """
+        limits = Limits(max_body_size=10)
+
+        def http1(head):
+            check_body_size(parse_request_head(head).content_length, limits.max_body_size)
+
+        for fault, head, fields, status, reason in self.CASES:
+            e1 = self.assertRaises(ParseError, http1, head)
+            e2 = self.assertRaises(ParseError, _request_head, fields, False, limits)
+            self.assertEqual(
+                [(e1.status, e1.reason), (e2.status, e2.reason)], [(status, reason)] * 2, fault)

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.config import HeaderRules
+from twistproxy.config import HeaderRules, Sticky
 from twistproxy.http.headers import (
     FRAME_CHUNKED,
     FRAME_CLOSE,
@@ -20,6 +20,7 @@ from twistproxy.http.headers import (
     CompiledRules,
     request_head,
     response_head,
+    sticky_cookie,
 )
 from twistproxy.http.answers import error_response
 from twistproxy.http.parser import parse_request_head, parse_response_head
@@ -710,6 +711,28 @@ class ResponseHeadTests(SynchronousTestCase):
             b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nVia: 1.1 tp\r\n"
             b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
+
+
+class StickyCookieTests(SynchronousTestCase):
+    """
+    L{sticky_cookie}: the C{Set-Cookie} value that pins a client.
+    """
+
+    def test_session_cookie(self):
+        """
+        By default the cookie lives for the session, on the whole site,
+        hidden from scripts and not sent on cross-site subrequests.
+        """
+        self.assertEqual(sticky_cookie(Sticky(cookie="srv"), "abc"),
+                         b"srv=abc; Path=/; HttpOnly; SameSite=Lax")
+
+    def test_lifetime_path_secure(self):
+        """
+        C{max_age}, C{path} and C{secure} become the cookie's attributes.
+        """
+        self.assertEqual(
+            sticky_cookie(Sticky(cookie="srv", max_age=60, path="/app", secure=True), "abc"),
+            b"srv=abc; Path=/app; HttpOnly; SameSite=Lax; Max-Age=60; Secure")
 
 
 class ErrorResponseTests(SynchronousTestCase):

@@ -5,6 +5,7 @@ kit L{twistproxy.testing} gives plugin authors, so that they cannot rot.
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 
@@ -36,7 +37,7 @@ filters = [{ name = "plugin_filter.hide_prefix", prefix = "/internal/" }]
 
 [upstreams.app]
 servers = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
-balancer = "plugin_balancer.seeded_random"
+balancer = "plugin_balancer.SeededRandom"
 balancer_options = { seed = 7 }
 
 [[routes]]
@@ -102,7 +103,7 @@ class BalancerExampleContractTests(BalancerContractMixin, SynchronousTestCase):
     weightTolerance = 0.03
 
     def makeBalancer(self, backends):
-        return _example("plugin_balancer").seeded_random.fromConfig(backends, {"seed": 1}, "t")
+        return _example("plugin_balancer").SeededRandom.fromConfig(backends, {"seed": 1}, "t")
 
 
 class BalancerExampleTests(SynchronousTestCase):
@@ -112,13 +113,17 @@ class BalancerExampleTests(SynchronousTestCase):
 
     def test_bad_option(self) -> None:
         """
-        A seed that is no integer, or another option, is refused at the
-        group's options.
+        A seed that is no integer, or another option, is refused at its
+        path among the group's options, worded as a core option's mistake.
         """
-        for options in ('{ seed = "x" }', '{ colour = 1 }'):
+        for options, key, problem in [
+                ('{ seed = "x" }', "seed", "must be an integer, not a string"),
+                ('{ colour = 1 }', "colour",
+                 "unknown option 'colour'; the seeded_random balancer takes seed")]:
             with self.assertRaises(ConfigError) as e:
                 _proxy(CONFIG.replace("{ seed = 7 }", options))
-            self.assertEqual(e.exception.path, "upstreams.app.balancer_options")
+            self.assertEqual((e.exception.path, e.exception.problem),
+                             ("upstreams.app.balancer_options." + key, problem))
 
     def test_forwards(self) -> None:
         """
@@ -183,3 +188,22 @@ class StoreExampleTests(SynchronousTestCase):
         with self.assertRaises(ConfigError) as e:
             _proxy(CACHED + 'size = "1m"\n')
         self.assertEqual(e.exception.path, "cache.size")
+
+
+class ExampleSizeTests(SynchronousTestCase):
+    """
+    docs/plugins.rst promises a filter, a balancer and a cache store each
+    in under 30 lines.
+    """
+
+    def test_under_30_lines(self) -> None:
+        """
+        Each plugin example is shorter than 30 lines, one statement a line.
+        """
+        for name in ("plugin_filter", "plugin_balancer", "plugin_store"):
+            with open(os.path.join(EXAMPLES, name + ".py")) as f:
+                text = f.read()
+            self.assertLess(len(text.splitlines()), 30, name)
+            lines = [node.lineno for node in ast.walk(ast.parse(text))
+                     if isinstance(node, ast.stmt)]
+            self.assertEqual(len(lines), len(set(lines)), name)

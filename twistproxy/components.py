@@ -21,9 +21,6 @@ from zope.interface.interface import InterfaceClass
 
 import twistproxy.plugins
 from twistproxy.config import ConfigError
-# check_option_names is imported from here by plugins written before it
-# moved to the configuration schema.
-from twistproxy.config.checks import check_option_names  # noqa: F401
 
 
 def _describe(factory: object) -> str:

@@ -244,7 +244,8 @@ class Forwarder:
             # retry moved it; no cookie when it already names that one.
             exchange.response_fields = (
                 None if backend is exchange.pinned
-                else [(b"Set-Cookie", group.sticky_cookie(backend))]
+                else [(b"Set-Cookie", H.sticky_cookie(group.config.sticky,
+                                                      group.sticky_token(backend)))]
             )
         exchange.head = self._head(exchange, group, backend)
         group.pools[backend].submit(exchange)
@@ -258,7 +259,7 @@ class Forwarder:
             exchange.upstream_target = rt.rewrite(req.path, req.target)
         return H.request_head(
             req,
-            host=req.host if rt.preserve_host and req.host else group.host_headers[backend],
+            host=req.host if rt.preserve_host and req.host else group.pools[backend].host,
             client_address=exchange.client_address,
             trusted=downstream.trusted,
             proto=downstream.proto,

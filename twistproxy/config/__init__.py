@@ -25,7 +25,8 @@ without a file).
 from __future__ import annotations
 
 from twistproxy.config.checks import (
-    ConfigError, describe_value, did_you_mean, is_label, is_token, key_path, workers_count,
+    ConfigError, check_option_names, describe_value, did_you_mean, is_label, is_token, key_path,
+    workers_count, wrong_type,
 )
 from twistproxy.config.parse import load, parse
 from twistproxy.config.quick import quick_config, server
@@ -43,7 +44,8 @@ __all__ = [
     "HeaderRules", "HealthCheck", "Limits", "Listener", "ListenerTLS", "Locality", "Locator",
     "Outlier", "PathRewrite", "ProxyConfig", "QueryRules", "Redirect", "Resolver", "Route", "RouteCache",
     "RouteMatch", "RouteMirror", "RouteSplit", "SNIRoute", "Server", "Shutdown", "Sticky",
-    "Timeouts", "UpstreamGroup", "UpstreamTLS", "describe_value", "did_you_mean",
+    "Timeouts", "UpstreamGroup", "UpstreamTLS", "check_option_names", "describe_value",
+    "did_you_mean",
     "header_rules", "is_label", "is_token", "key_path", "load", "parse", "quick_config",
-    "server", "workers_count",
+    "server", "workers_count", "wrong_type",
 ]

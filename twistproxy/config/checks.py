@@ -7,8 +7,9 @@ value inside the file, and either returns the value (converted: seconds as
 a float, a size string as bytes, a URL split into its parts) or raises
 L{ConfigError}C{(path, problem)}.  L{twistproxy.config.parse} adds the
 source file name, so the checks never need to know it.  The public ones
-(L{key_path}, L{describe_value}, L{did_you_mean}, L{is_token},
-L{is_label}) serve plugin factories that read their own options.
+(L{key_path}, L{describe_value}, L{wrong_type}, L{did_you_mean},
+L{is_token}, L{is_label}) serve plugin factories that read their own
+options.
 """
 
 from __future__ import annotations
@@ -126,7 +127,14 @@ def describe_value(value: object) -> str:
     return type(value).__name__  # pragma: no cover
 
 
-def _wrong_type(path: str, expected: str, value: object) -> ConfigError:
+def wrong_type(path: str, expected: str, value: object) -> ConfigError:
+    """
+    The error of a value of the wrong type: C{must be an integer, not a
+    string}.  For plugin factories that check their own options.
+
+    @param expected: What the value must be, with its article: C{'an
+        integer'}.
+    """
     return ConfigError(path, f"must be {expected}, not {describe_value(value)}")
 
 
@@ -135,7 +143,7 @@ def _table(value: object, path: str, known: Tuple[str, ...]) -> Dict[str, Any]:
     Check that C{value} is a table whose keys are all in C{known}.
     """
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table", value)
+        raise wrong_type(path, "a table", value)
     for key in value:
         if key not in known:
             raise ConfigError(key_path(path, key), f"unknown key {key!r}{did_you_mean(key, known)}")
@@ -173,33 +181,44 @@ def did_you_mean(key: str, known: Collection[str]) -> str:
 
 def _string(value: object, path: str) -> str:
     if not isinstance(value, str):
-        raise _wrong_type(path, "a string", value)
+        raise wrong_type(path, "a string", value)
     return value
 
 
 def _boolean(value: object, path: str) -> bool:
     if not isinstance(value, bool):
-        raise _wrong_type(path, "a boolean (true or false)", value)
+        raise wrong_type(path, "a boolean (true or false)", value)
     return value
 
 
 def _integer(value: object, path: str, minimum: int) -> int:
     # bool is a subclass of int: "max_idle = true" must not mean 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong_type(path, "an integer", value)
+        raise wrong_type(path, "an integer", value)
     if value < minimum:
         raise ConfigError(path, f"must be at least {minimum} (got {value})")
     return value
 
 
-def _seconds(value: object, path: str) -> float:
+def _number(value: object, path: str, minimum: float = 0.0, above: bool = True,
+            what: str = "a number") -> float:
+    """
+    A finite number greater than C{minimum} (or at least C{minimum}, when
+    C{above} is false); C{what} names it in messages (C{'a number of
+    seconds'}).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type(path, "a number of seconds", value)
+        raise wrong_type(path, what, value)
     if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(path, f"must be a finite number of seconds (got {value})")
-    if value <= 0:
-        raise ConfigError(path, f"must be greater than 0 (got {value})")
+        raise ConfigError(path, f"must be a finite {what.partition(' ')[2]} (got {value})")
+    if value <= minimum if above else value < minimum:
+        bound = "greater than" if above else "at least"
+        raise ConfigError(path, f"must be {bound} {minimum:g} (got {value})")
     return float(value)
+
+
+def _seconds(value: object, path: str) -> float:
+    return _number(value, path, what="a number of seconds")
 
 
 def _size(value: object, path: str, minimum: int) -> int:
@@ -217,7 +236,7 @@ def _size(value: object, path: str, minimum: int) -> int:
             )
         value = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
     elif isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong_type(path, "a number of bytes or a size string like \"64k\"", value)
+        raise wrong_type(path, "a number of bytes or a size string like \"64k\"", value)
     if value < minimum:
         raise ConfigError(path, f"must be at least {minimum} bytes (got {value})")
     return value
@@ -225,7 +244,7 @@ def _size(value: object, path: str, minimum: int) -> int:
 
 def _array(value: object, path: str) -> List[Any]:
     if not isinstance(value, list):
-        raise _wrong_type(path, "an array", value)
+        raise wrong_type(path, "an array", value)
     return value
 
 
@@ -469,7 +488,7 @@ def _nameserver(value: str, path: str) -> Tuple[str, int]:
 
 def _fraction(value: object, path: str, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type(path, "a number between 0 and 1", value)
+        raise wrong_type(path, "a number between 0 and 1", value)
     if not (0 <= value <= 1) or (value == 0 and not allow_zero):
         raise ConfigError(path, f"must be between 0 and 1 (got {value})")
     return float(value)
@@ -510,7 +529,7 @@ def workers_count(value: object, path: str = "workers") -> int:
     if value == "auto":
         return _os.cpu_count() or 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _wrong_type(path, 'an integer or "auto"', value)
+        raise wrong_type(path, 'an integer or "auto"', value)
     return _integer(value, path, 1)
 
 
@@ -549,7 +568,7 @@ def _regions(value: object, path: str) -> Tuple[str, ...]:
 
 def _overprovisioning(value: object, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _wrong_type(path, "a number of at least 1", value)
+        raise wrong_type(path, "a number of at least 1", value)
     if not 1 <= value <= 100:
         raise ConfigError(path, f"must be between 1 and 100 (got {value})")
     return float(value)
@@ -586,7 +605,7 @@ def _route_hosts(value: object, path: str) -> Tuple[str, ...]:
         return (_route_host(value, path),)
     if isinstance(value, list):
         return _strings(value, path, _route_host)
-    raise _wrong_type(path, "a string or an array of strings", value)
+    raise wrong_type(path, "a string or an array of strings", value)
 
 
 def _server_name(host: str, path: str) -> str:
@@ -613,7 +632,7 @@ def _listener_endpoint(value: object, path: str) -> str:
 def _options(value: object, path: str) -> Dict[str, Any]:
     # A plugin's own table of options, which its factory checks.
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table", value)
+        raise wrong_type(path, "a table", value)
     return dict(value)
 
 

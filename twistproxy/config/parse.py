@@ -22,7 +22,7 @@ except ImportError:  # Python < 3.11
     import tomli as _toml  # type: ignore[no-redef]
 
 from twistproxy.config.checks import (
-    ConfigError, _index, _is_ip, _name, _table, _wrong_type, key_path, workers_count,
+    ConfigError, _index, _is_ip, _name, _table, wrong_type, key_path, workers_count,
 )
 from twistproxy.config.schema import build, section
 from twistproxy.config.values import (
@@ -33,7 +33,7 @@ from twistproxy.config.values import (
 
 def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table of upstream groups", value)
+        raise wrong_type(path, "a table of upstream groups", value)
     if not value:
         raise ConfigError(
             path, "at least one upstream group is required ([upstreams.NAME])"
@@ -48,7 +48,7 @@ def _upstreams(value: object, path: str) -> Dict[str, UpstreamGroup]:
 
 def _listeners(value: object, path: str) -> Tuple[Listener, ...]:
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table of listeners", value)
+        raise wrong_type(path, "a table of listeners", value)
     if not value:
         raise ConfigError(path, "at least one listener is required ([listeners.NAME])")
     listeners = []
@@ -197,11 +197,11 @@ def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tu
     names: Dict[str, int] = {}
     catch_all: Optional[int] = None
     if not isinstance(value, list):
-        raise _wrong_type(path, "an array of tables ([[routes]])", value)
+        raise wrong_type(path, "an array of tables ([[routes]])", value)
     for i, item in enumerate(value):
         route_path = _index(path, i)
         if not isinstance(item, dict):
-            raise _wrong_type(route_path, "a table ([[routes]])", item)
+            raise wrong_type(route_path, "a table ([[routes]])", item)
         if catch_all is not None:
             raise ConfigError(
                 route_path,

@@ -27,8 +27,8 @@ from dataclasses import MISSING, Field, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from twistproxy.config.checks import (
-    ConfigError, _array, _index, _integer, _seconds, _size, _string, _strings, _table, _token,
-    check_option_names, key_path,
+    ConfigError, _array, _boolean, _index, _integer, _number, _seconds, _size, _string, _strings,
+    _table, _token, check_option_names, key_path,
 )
 
 _T = TypeVar("_T")
@@ -189,7 +189,7 @@ def sections(cls: type, empty: str = "") -> Check:
     return check
 
 
-def integer(minimum: int, maximum: Optional[int] = None) -> Check:
+def integer(minimum: int = 0, maximum: Optional[int] = None) -> Check:
     """
     An integer of at least C{minimum} (and at most C{maximum}); never a
     boolean.
@@ -197,9 +197,17 @@ def integer(minimum: int, maximum: Optional[int] = None) -> Check:
     def check(value: object, path: str) -> int:
         number = _integer(value, path, minimum)
         if maximum is not None and number > maximum:
-            raise ConfigError(path, f"must be at most {maximum}")
+            raise ConfigError(path, f"must be at most {maximum} (got {number})")
         return number
     return check
+
+
+def number(minimum: float = 0.0, above: bool = True) -> Check:
+    """
+    A finite number greater than C{minimum} (or at least C{minimum}, when
+    C{above} is false); never a boolean.
+    """
+    return lambda value, path: _number(value, path, minimum, above)
 
 
 def size(minimum: int) -> Check:
@@ -218,6 +226,13 @@ def seconds(zero: bool = False) -> Check:
             return 0.0
         return _seconds(value, path)
     return check
+
+
+def boolean(value: object, path: str) -> bool:
+    """
+    C{true} or C{false}.
+    """
+    return _boolean(value, path)
 
 
 def string(value: object, path: str) -> str:

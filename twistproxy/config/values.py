@@ -18,7 +18,7 @@ from twistproxy.config.checks import (
     _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
     _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
     _route_hosts, _server_name, _server_url, _string, _strings, _table, _tls_version,
-    _token, _wrong_type, key_path,
+    _token, wrong_type, key_path,
 )
 from twistproxy.config.schema import (
     array, build, either, integer, nonempty, one_of, others, read, reader, rule, seconds,
@@ -59,7 +59,7 @@ def _server(value: object, path: str) -> Server:
     elif isinstance(value, str):
         url_path, url, kwargs = path, value, {}
     else:
-        raise _wrong_type(
+        raise wrong_type(
             path, "a URL string, a table {url, weight, region, zone, drain}, "
             "or a DNS entry {dns, port} / {srv}", value)
     canonical, scheme, host, port = _server_url(url, url_path)
@@ -378,7 +378,7 @@ def header_rules(value: object, path: str) -> HeaderRules:
         kind_path = key_path(path, kind)
         table = rules.get(kind, {})
         if not isinstance(table, dict):
-            raise _wrong_type(kind_path, "a table of header names to values", table)
+            raise wrong_type(kind_path, "a table of header names to values", table)
         seen: Dict[str, str] = {}
         result = []
         for name, field_value in table.items():
@@ -415,7 +415,7 @@ class Filter:
 @reader(Filter)
 def _filter(value: object, path: str) -> Filter:
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table with a name (a filter)", value)
+        raise wrong_type(path, "a table with a name (a filter)", value)
     # The keys besides the name are the filter's, checked by its factory.
     return Filter(**read(Filter, value, path))
 
@@ -562,7 +562,7 @@ class Redirect:
 def _fields(value: object, path: str) -> Tuple[Tuple[str, str], ...]:
     # A table of header names to values, in file order.
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table of header names to values", value)
+        raise wrong_type(path, "a table of header names to values", value)
     return tuple((_token(name, key_path(path, name), "header name"),
                   _field_value(text, key_path(path, name))) for name, text in value.items())
 

@@ -302,7 +302,7 @@ class ForwardAuthOptions:
     """
 
     url: str = setting(check=http_url, required=needs("forward_auth"))
-    copy_headers: List[str] = setting(check=tokens("valid header field name"), factory=list)
+    copy_headers: List[str] = setting(check=tokens("header name"), factory=list)
     timeout: float = setting(5.0, check=number())
 
 

@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from twistproxy.components import factory_repr
 from twistproxy.config import ConfigError, key_path
-from twistproxy.config.checks import _wrong_type
+from twistproxy.config.checks import wrong_type
 from twistproxy.config.schema import setting
 from twistproxy.filters.files import WatchedFile
 from twistproxy.filters.options import (
@@ -338,7 +338,7 @@ def _algorithms(value: object, path: str) -> List[str]:
 
 def _claim_headers(value: object, path: str) -> Dict[str, str]:
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table of claim = field name", value)
+        raise wrong_type(path, "a table of claim = field name", value)
     for claim, name in value.items():
         field_name(name, key_path(path, claim))
         if not claim:

@@ -8,20 +8,36 @@ mistake is a L{ConfigError} naming the option's path
 the same way everywhere.  Third-party filters may use them too.
 
 The checks (L{number}, L{count}, L{text} ...) are those of the
-configuration schema (L{twistproxy.config.schema}): a filter may declare
-its options as a dataclass of C{setting(..., check=count(1))} and read
-them with L{read_options}, or read them one by one with L{OptionReader}.
+configuration schema (L{twistproxy.config.schema}), so that a mistake in a
+filter's options reads exactly as the same mistake in the proxy's own: a
+filter may declare its options as a dataclass of C{setting(...,
+check=count(1))} and read them with L{read_options}, or read them one by
+one with L{OptionReader}.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Type, TypeVar
 
-from twistproxy.config import ConfigError, is_token, key_path
-from twistproxy.config.checks import _wrong_type, check_option_names
-from twistproxy.config.schema import Check, build, names
+from twistproxy.config import ConfigError, key_path
+from twistproxy.config.checks import check_option_names, wrong_type
+from twistproxy.config.schema import (
+    Check, boolean, build, integer, names, nonempty, number, string, token,
+)
+
+__all__ = [
+    "OptionReader", "count", "field_name", "flag", "http_url", "needs", "number",
+    "read_options", "text", "texts", "tokens",
+]
 
 _T = TypeVar("_T")
+
+# An integer between a minimum and an optional maximum; never a boolean.
+count = integer
+# true or false.
+flag = boolean
+# One header field name.
+field_name = token("header name")
 
 
 def _takes(kind: str, known: Sequence[str]) -> str:
@@ -45,57 +61,11 @@ def read_options(cls: Type[_T], options: Mapping[str, Any], path: str, kind: str
     return build(cls, options, path, takes=_takes(kind, names(cls)))
 
 
-def number(minimum: float = 0.0, above: bool = True) -> Check:
-    """
-    A finite number greater than C{minimum} (or at least, when C{above}
-    is false).
-    """
-    def check(value: object, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _wrong_type(path, "a number", value)
-        if value != value or value in (float("inf"), float("-inf")) or (
-                value <= minimum if above else value < minimum):
-            raise ConfigError(path, f"must be {'greater than' if above else 'at least'} "
-                                    f"{minimum:g} and finite (got {value})")
-        return float(value)
-    return check
-
-
-def count(minimum: int = 0, maximum: Optional[int] = None) -> Check:
-    """
-    An integer between C{minimum} and C{maximum}; never a boolean.
-    """
-    def check(value: object, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _wrong_type(path, "an integer", value)
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None \
-                else f"at least {minimum}"
-            raise ConfigError(path, f"must be {bound} (got {value})")
-        return value
-    return check
-
-
-def flag(value: object, path: str) -> bool:
-    """
-    C{true} or C{false}.
-    """
-    if not isinstance(value, bool):
-        raise _wrong_type(path, "true or false", value)
-    return value
-
-
 def text(empty: bool = False) -> Check:
     """
     A string, not empty unless C{empty}.
     """
-    def check(value: object, path: str) -> str:
-        if not isinstance(value, str):
-            raise _wrong_type(path, "a string", value)
-        if not value and not empty:
-            raise ConfigError(path, "must not be empty")
-        return value
-    return check
+    return string if empty else nonempty
 
 
 def texts(one: bool = True) -> Check:
@@ -106,11 +76,9 @@ def texts(one: bool = True) -> Check:
         if isinstance(value, str) and one:
             value = [value]
         if not isinstance(value, list):
-            raise _wrong_type(path, "an array of strings", value)
-        for i, item in enumerate(value):
-            if not isinstance(item, str) or not item:
-                raise ConfigError(f"{path}[{i}]", f"must be a non-empty string, not {item!r}")
-        return list(value)
+            raise wrong_type(path, "a string or an array of strings" if one
+                             else "an array of strings", value)
+        return [nonempty(item, f"{path}[{i}]") for i, item in enumerate(value)]
     return check
 
 
@@ -120,33 +88,20 @@ def tokens(what: str) -> Check:
     names; C{what} names one in messages: C{'method'}.
     """
     strings = texts()
+    one = token(what)
 
     def check(value: object, path: str) -> List[str]:
-        values = strings(value, path)
-        for i, item in enumerate(values):
-            if not is_token(item):
-                raise ConfigError(f"{path}[{i}]", f"{item!r} is not a {what}")
-        return values
+        return [one(item, f"{path}[{i}]") for i, item in enumerate(strings(value, path))]
     return check
-
-
-def field_name(value: object, path: str) -> str:
-    """
-    One header field name.
-    """
-    name = text()(value, path)
-    if name and not is_token(name):
-        raise ConfigError(path, f"{name!r} is not a valid header field name")
-    return name
 
 
 def http_url(value: object, path: str) -> str:
     """
     An C{http://} or C{https://} URL.
     """
-    url = text()(value, path)
+    url = nonempty(value, path)
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(path, f"must be an http:// or https:// URL, not {url!r}")
+        raise ConfigError(path, f"must be an http:// or https:// URL (got {url!r})")
     return url
 
 
@@ -236,4 +191,4 @@ class OptionReader:
         """
         An array of header field names (or a single one).
         """
-        return self.tokens(key, "valid header field name")
+        return self.tokens(key, "header name")

@@ -47,7 +47,7 @@ from twistproxy.http.parser import (
     parse_response_head,
     response_has_body,
 )
-from twistproxy.net import ip_port
+from twistproxy.net import authority, ip_port
 from twistproxy.tls import tls_failure
 from twistproxy.upstream.backend import Backend
 
@@ -498,6 +498,9 @@ class UpstreamPool:
 
     @ivar connections: Connections open or being opened.
     @ivar reactor: Provides C{connectTCP} and the clock.
+    @ivar host: The backend's authority as its URL names it (the default
+        port left out), which requests carry as C{Host} when their route
+        does not keep the client's.
     """
 
     def __init__(
@@ -516,6 +519,7 @@ class UpstreamPool:
         # client connection, and carries only that connection's requests.
         self.proxy_protocol = proxy_protocol
         self.backend = backend
+        self.host = authority(backend.host, backend.port, backend.scheme).encode("ascii")
         self.timeouts = timeouts
         self.max_connections = max_connections
         self.max_idle = max_idle

@@ -17,7 +17,11 @@ Each stream's request is turned into a L{RequestHead} from its
 pseudo-header fields (C{:authority} becomes the Host, C{:path} the target)
 and checked as strictly as the HTTP/1.1 parser checks a head, because it is
 written out as one: field names must be tokens and values may hold no
-control characters.  A body without C{content-length} is sent to the
+control characters.  The checks that do not depend on the version are the
+parser's own (L{check_method}, L{host_field}, ...), so that one fault has
+one reason in the access log whichever version the client spoke; only
+HTTP/2's own rules (pseudo-header fields, no connection-specific fields)
+are here.  A body without C{content-length} is sent to the
 backend chunked.
 
 A malformed request is a stream error, not a connection error (RFC 9113
@@ -89,10 +93,14 @@ from twistproxy.http.codec import ClientCodec
 from twistproxy.http.parser import (
     FIELD_LINE,
     HOST_RE,
-    REQUEST_TARGET,
-    TOKEN_RE,
     ParseError,
     RequestHead,
+    check_body_size,
+    check_expectation,
+    check_field_name,
+    check_method,
+    check_request_line,
+    host_field,
     parse_content_length,
 )
 
@@ -159,6 +167,7 @@ def _request_head(fields, stream_ended: bool, limits,
     cookies = []
     hosts = []
     lengths = []
+    expects = []
     # As RFC 9113 counts a header list: 32 bytes of overhead per field.
     size = 0
     for name, value in fields:
@@ -171,6 +180,7 @@ def _request_head(fields, stream_ended: bool, limits,
             continue
         if not _valid_field(name, value):
             raise ParseError(400, "bad_header")
+        check_field_name(name)
         if name in _CONNECTION_FIELDS or (name == b"te" and value != b"trailers"):
             # RFC 9113 8.2.2: HTTP/2 has no connection-specific fields.
             raise ParseError(400, "connection_header")
@@ -182,6 +192,8 @@ def _request_head(fields, stream_ended: bool, limits,
             hosts.append(value)
         elif name == b"content-length":
             lengths.append(value)
+        elif name == b"expect":
+            expects.append(value)
         headers.append((name, value))
     if cookies:
         headers.append((_COOKIE, b"; ".join(cookies)))
@@ -192,34 +204,41 @@ def _request_head(fields, stream_ended: bool, limits,
     if size > limits.max_head_size:
         # h2 only enforces its own default (64 KiB), whatever is advertised.
         raise ParseError(431, "head_too_large")
-    if method == b"CONNECT":
-        raise ParseError(501, "connect_not_supported")
-    if method is None or target is None or scheme is None:
+    if method is None:
+        raise ParseError(400, "missing_pseudo_header")
+    # Before the others: a CONNECT has no :path or :scheme (RFC 9113 8.5).
+    check_method(method, target)
+    if target is None or scheme is None:
         raise ParseError(400, "missing_pseudo_header")
     if len(target) > limits.max_uri_length:
         raise ParseError(414, "uri_too_long")
-    if TOKEN_RE(method) is None or REQUEST_TARGET(target) is None:
+    check_request_line(method, target)
+    if target[:1] != b"/" and target != b"*":
+        # Neither the origin form nor OPTIONS' asterisk (RFC 9113 8.3.1).
         raise ParseError(400, "bad_request_target")
-    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS"):
-        raise ParseError(400, "bad_request_target")
-    if len(hosts) > 1:
-        raise ParseError(400, "duplicate_host")
-    if authority is not None and hosts and hosts[0] != authority:
-        # RFC 9113 8.3.1: two authorities, two readings.
-        raise ParseError(400, "bad_host")
-    host = authority if authority is not None else (hosts[0] if hosts else None)
-    if not host:
+    host = host_field(hosts)
+    if authority is not None:
+        if host is not None and host != authority:
+            # RFC 9113 8.3.1: two authorities, two readings.
+            raise ParseError(400, "bad_host")
+        if HOST_RE(authority) is None:
+            raise ParseError(400, "bad_host")
+        host = authority
+    if host is None:
         raise ParseError(400, "missing_host")
-    if b"@" in host or HOST_RE(host) is None:
-        raise ParseError(400, "bad_host")
+    if not host:
+        # As an HTTP/1.1 request's empty Host: no authority to route on.
+        raise ParseError(400, "empty_host")
 
+    if expects:
+        # Refused as over HTTP/1.1.  A 100-continue is not answered:
+        # flow control already bounds what the client may send.
+        check_expectation(expects)
     req = _head(method, target, host, headers, escaped_slashes)
     length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
-    max_body = limits.max_body_size
-    if length is not None and max_body and length > max_body:
-        raise ParseError(413, "body_too_large")
+    check_body_size(length, limits.max_body_size)
     req.content_length = length
     # HTTP/2 frames the body itself; without a declared length the backend
     # gets it chunked.

@@ -37,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, List, Optional, Tuple
 
-from twistproxy.config import HeaderRules
+from twistproxy.config import HeaderRules, Sticky
 from twistproxy.http.parser import TOKEN_RE, RequestHead, ResponseHead
 
 _HOP_BY_HOP = frozenset([
@@ -195,6 +195,19 @@ def find_cookie(cookie_fields: Iterable[str], name: str) -> Optional[str]:
             if sep and key == name:
                 return value.strip('"')
     return None
+
+
+def sticky_cookie(sticky: Sticky, token: str) -> bytes:
+    """
+    The C{Set-Cookie} value that pins a client to the backend C{token}
+    names (see L{twistproxy.upstream.group.UpstreamGroupRuntime.sticky_token}).
+    """
+    parts = [f"{sticky.cookie}={token}", f"Path={sticky.path}", "HttpOnly", "SameSite=Lax"]
+    if sticky.max_age:
+        parts.append(f"Max-Age={sticky.max_age}")
+    if sticky.secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode("ascii")
 
 
 def _received_protocol(version: Tuple[int, int]) -> bytes:

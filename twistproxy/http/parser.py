@@ -326,13 +326,9 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
 
 
 def _refuse_cgi_framing(lname: bytes, status: int) -> None:
-    """
-    Refuse C{Content_Length} and C{Transfer_Encoding} in a request (see
-    the module's docstring).
-    """
-    if (status != 502 and b"_" in lname
-            and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING):
-        raise ParseError(status, "bad_header")
+    # Responses may carry them: only a request's fields reach a backend.
+    if status != 502:
+        check_field_name(lname)
 
 
 _SPECIAL = frozenset([
@@ -405,6 +401,84 @@ def _connection_tokens(values) -> frozenset:
     )
 
 
+# The request checks both client codecs make (HTTP/1.1 here, HTTP/2 in
+# twistproxy.http.h2), so that one fault is refused for the same reason
+# whichever version the client spoke.  Each raises a ParseError.
+
+
+def check_field_name(lname: bytes) -> None:
+    """
+    Refuse C{Content_Length} and C{Transfer_Encoding} (see the module's
+    docstring), given a request field's lower-cased name.
+    """
+    if b"_" in lname and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING:
+        raise ParseError(400, "bad_header")
+
+
+def check_request_line(method: bytes, target: bytes) -> None:
+    """
+    Refuse a method that is not a token and a target with a character no
+    target may hold (a control character, a C{#} fragment): what would be
+    the request line (C{bad_request_line}).
+    """
+    # The common methods are tokens as they are: only the others need the
+    # regular expression.
+    if ((method not in _COMMON_METHODS and TOKEN_RE(method) is None)
+            or REQUEST_TARGET(target) is None):
+        raise ParseError(400, "bad_request_line")
+
+
+def check_method(method: bytes, target: Optional[bytes]) -> None:
+    """
+    Refuse C{CONNECT} (C{connect_not_supported}), whatever its target: a
+    2xx to it turns the connection into a tunnel, and one with an
+    origin-form target forwarded to a backend would leave the two sides
+    disagreeing on where the response ends.  Refuse the asterisk-form
+    target C{*} with any method but C{OPTIONS} (C{bad_request_target}).
+    """
+    if method == b"CONNECT":
+        raise ParseError(501, "connect_not_supported")
+    if target == b"*" and method != b"OPTIONS":
+        raise ParseError(400, "bad_request_target")
+
+
+def host_field(hosts: Optional[List[bytes]]) -> Optional[bytes]:
+    """
+    The value of a request's one C{Host} field, or C{None} without one;
+    refuse several (C{duplicate_host}) and one that is not a host name or
+    address with an optional port (C{bad_host}).
+    """
+    if not hosts:
+        return None
+    if len(hosts) > 1:
+        raise ParseError(400, "duplicate_host")
+    host = hosts[0]
+    if HOST_RE(host) is None:
+        raise ParseError(400, "bad_host")
+    return host
+
+
+def check_expectation(values: List[bytes]) -> bool:
+    """
+    Refuse an C{Expect} other than one C{100-continue}, the only
+    expectation there is (RFC 9110 10.1.1: C{bad_expectation}, 417).
+
+    @return: C{True}: the client asks for a C{100 (Continue)}.
+    """
+    if len(values) != 1 or values[0].lower() != b"100-continue":
+        raise ParseError(417, "bad_expectation")
+    return True
+
+
+def check_body_size(length: Optional[int], max_body_size: int) -> None:
+    """
+    Refuse a declared body longer than C{max_body_size} (C{0}: no limit)
+    before any of it is read (C{body_too_large}).
+    """
+    if length is not None and max_body_size and length > max_body_size:
+        raise ParseError(413, "body_too_large")
+
+
 def parse_request_head(head: bytes, max_header_count: int = 100,
                        escaped_slashes: str = KEEP) -> RequestHead:
     """
@@ -423,11 +497,9 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     if len(parts) != 3:
         raise ParseError(400, "bad_request_line")
     method, target, version = parts
-    # The common methods and version are tokens and a valid version as
-    # they are: only the others need the regular expressions.
-    if ((method not in _COMMON_METHODS and TOKEN_RE(method) is None)
-            or REQUEST_TARGET(target) is None):
-        raise ParseError(400, "bad_request_line")
+    check_request_line(method, target)
+    # The common version is a valid one as it is: only the others need the
+    # regular expression.
     if version == b"HTTP/1.1":
         minor = 1
     else:
@@ -441,30 +513,18 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
         head, len(lines[0]) + 2, lines[1:], max_header_count, 400
     )
-    if method == b"CONNECT":
-        # Whatever the target: a 2xx to CONNECT turns the connection into a
-        # tunnel, and a CONNECT with an origin-form target forwarded to a
-        # backend would leave the two sides disagreeing on where the
-        # response ends.
-        raise ParseError(501, "connect_not_supported")
+    check_method(method, target)
     req = RequestHead()
     req.method = method
     req.version = (1, minor)
     req.headers = headers
 
-    if hosts is not None and len(hosts) > 1:
-        raise ParseError(400, "duplicate_host")
-    host = hosts[0] if hosts else None
-    if host is not None and HOST_RE(host) is None:
-        raise ParseError(400, "bad_host")
-
+    host = host_field(hosts)
     if host is None and minor == 1:
         # RFC 9112 3.2: whatever the form of the target.
         raise ParseError(400, "missing_host")
 
     if target[:1] == b"/" or target == b"*":
-        if target == b"*" and method != b"OPTIONS":
-            raise ParseError(400, "bad_request_target")
         if host == b"":
             # No authority to route on (RFC 9110 4.2.1 forbids an empty
             # one), and none to invent.
@@ -498,11 +558,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     req.upgrade = (
         upgrade if (upgrade and minor == 1 and b"upgrade" in tokens) else None
     )
-    req.expect_continue = False
-    if expect is not None:
-        if len(expect) != 1 or expect[0].lower() != b"100-continue":
-            raise ParseError(417, "bad_expectation")
-        req.expect_continue = minor == 1
+    req.expect_continue = expect is not None and check_expectation(expect) and minor == 1
     return req
 
 

@@ -48,6 +48,7 @@ from twistproxy.http.parser import (
     UNPARSED,
     ChunkedDecoder,
     ParseError,
+    check_body_size,
     host_name,
     parse_request_head,
     target_too_long,
@@ -200,14 +201,12 @@ class HTTPServerProtocol(ClientCodec):
         try:
             request = parse_request_head(buf[:end], limits.max_header_count,
                                          self._factory.escaped_slashes)
+            check_body_size(request.content_length, limits.max_body_size)
         except ParseError as e:
             self._reject(e.status, e.reason)
             return False
         self._buffer = buf[end + 4:]
         if request.content_length is not None:
-            if limits.max_body_size and request.content_length > limits.max_body_size:
-                self._reject(413, "body_too_large")
-                return False
             self._remaining = request.content_length
         self._decoder = ChunkedDecoder() if request.chunked else None
         self._body_read = 0

@@ -6,64 +6,17 @@ L{CacheStoreContractMixin}, the tests every L{ICacheStore} must pass.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from twistproxy.cache.mapping import MappingStore
 from twistproxy.interfaces import ICacheStore
 
 
-@implementer(ICacheStore)
-class FakeCacheStore:
+class FakeCacheStore(MappingStore):
     """
     An L{ICacheStore} in a dict, with no size limit, on a given clock; for
     tests of code that uses a store.
-
-    @ivar entries: key -> (entry, expiry time, tags).
     """
-
-    def __init__(self, clock):
-        self._clock = clock
-        self.entries: dict = {}
-
-    def get(self, key: bytes):
-        from twisted.internet.defer import succeed
-
-        item = self.entries.get(key)
-        if item is None or item[1] <= self._clock.seconds():
-            return succeed(None)
-        return succeed(item[0])
-
-    def put(self, key: bytes, entry, ttl: float, tags: Sequence[bytes] = ()):
-        from twisted.internet.defer import succeed
-
-        self.entries[key] = (entry, self._clock.seconds() + ttl, tuple(tags))
-        return succeed(None)
-
-    def delete(self, key: bytes):
-        from twisted.internet.defer import succeed
-
-        self.entries.pop(key, None)
-        return succeed(None)
-
-    def _remove(self, keys) -> Any:
-        from twisted.internet.defer import succeed
-
-        for key in keys:
-            del self.entries[key]
-        return succeed(len(keys))
-
-    def purge(self, prefix: bytes):
-        return self._remove([k for k in self.entries if k.startswith(prefix)])
-
-    def purge_tag(self, tag: bytes):
-        return self._remove([k for k, v in self.entries.items() if tag in v[2]])
-
-    def close(self):
-        from twisted.internet.defer import succeed
-
-        return succeed(None)
 
 
 class CacheStoreContractMixin:

@@ -4,8 +4,9 @@ A running upstream group: the set of interchangeable backends one route
 sends to, and everything that decides which of them gets a request.
 
 The group owns its L{Backend}s and keeps, for each, a connection pool made
-by the caller (so this module knows nothing of connections, and of HTTP
-only the stickiness cookie's value).  It combines the
+by the caller, so this module knows nothing of connections or of HTTP: the
+forwarder turns a backend into a C{Host} field (the pool's) and a
+stickiness token into a cookie.  It combines the
 independent opinions about each backend that the load-balancing features
 hold (health checks, outlier detection, the operator's draining) into the
 backend's C{available} flag, builds the balancer, and reports every change
@@ -48,9 +49,6 @@ class UpstreamGroupRuntime:
     @ivar config: Its configuration.
     @ivar backends: Its backends, in configuration (then discovery) order.
     @ivar pools: Each backend's connection pool.
-    @ivar host_headers: Each backend's authority as its URL names it (the
-        default port left out), which the forwarder sends as Host when a
-        route does not keep the client's.
     @ivar in_flight: Requests in flight to the group.
     @ivar retries_in_flight: Of those, how many hold a place in the retry
         budget: requests with a counted retry (see L{may_retry}).
@@ -73,7 +71,6 @@ class UpstreamGroupRuntime:
         self._make_pool = make_pool
         self.backends: List[Backend] = []
         self.pools: Dict[Backend, Any] = {}
-        self.host_headers: Dict[Backend, bytes] = {}
         self.in_flight = 0
         self.retries_in_flight = 0
         self.outlier: Optional[OutlierDetector] = None
@@ -132,7 +129,6 @@ class UpstreamGroupRuntime:
         backend = Backend(authority(host, port), scheme, host, port, weight, region, zone, priority)
         self.backends.append(backend)
         self.pools[backend] = self._make_pool(backend)
-        self.host_headers[backend] = authority(host, port, scheme).encode("ascii")
         token = self._token(backend)
         self._tokens[token] = backend
         self._token_of[backend] = token
@@ -193,7 +189,6 @@ class UpstreamGroupRuntime:
         self.backends.remove(backend)
         self._tokens.pop(self._token_of.pop(backend), None)
         self.pools.pop(backend).close()
-        self.host_headers.pop(backend, None)
         if self.monitor is not None:
             self.monitor.remove_backend(backend)
         if self.outlier is not None:
@@ -399,18 +394,12 @@ class UpstreamGroupRuntime:
             return backend
         return None
 
-    def sticky_cookie(self, backend: Backend) -> bytes:
+    def sticky_token(self, backend: Backend) -> str:
         """
-        The C{Set-Cookie} value that pins a client to C{backend}.
+        The stickiness token that names C{backend}: what a client sends
+        back to be pinned to it (L{sticky_backend}).
         """
-        sticky = self.config.sticky
-        parts = [f"{sticky.cookie}={self._token_of[backend]}", f"Path={sticky.path}",
-                 "HttpOnly", "SameSite=Lax"]
-        if sticky.max_age:
-            parts.append(f"Max-Age={sticky.max_age}")
-        if sticky.secure:
-            parts.append("Secure")
-        return "; ".join(parts).encode("ascii")
+        return self._token_of[backend]
 
     # Visibility and lifetime
 
