@@ -600,7 +600,7 @@ class PathRewrite:
 def _params(value: object, path: str) -> Tuple[Tuple[str, str], ...]:
     # A table of query parameter names to values, in file order.
     if not isinstance(value, dict):
-        raise _wrong_type(path, "a table of query parameter names to values", value)
+        raise wrong_type(path, "a table of query parameter names to values", value)
     return tuple((nonempty(name, path), _string(text, key_path(path, name)))
                  for name, text in value.items())
 
