@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twistproxy import __version__
 from twistproxy.admin import AdminResource, admin_site
 from twistproxy.config import (
-    AccessLog, Admin, ConfigError, Listener, ProxyConfig, Route, RouteSplit, UpstreamGroup, load,
+    AccessLog, Admin, ConfigError, Filter, FixedResponse, HeaderRules, Listener, ProxyConfig,
+    QueryRules, Route, RouteMatch, RouteMirror, RouteSplit, UpstreamGroup, load,
     server,
 )
 from twistproxy.metrics import ProxyMetrics
@@ -128,15 +129,53 @@ class EndpointTests(AdminTestCase):
     def test_status_split_route(self):
         """
         A route that splits its requests shows its sides and their weights
-        (as the configuration now loaded has them).
+        (as the configuration now loaded has them) and its stickiness key.
         """
         self.service.config = replace(self.service.config, routes=(
             Route(split=(RouteSplit("app", 95), RouteSplit("canary", 5)), sticky="client"),))
         _, body = self.json("GET", "/status")
         self.assertEqual(body["routes"], [
             {"name": None, "hosts": [], "path_prefix": "/", "methods": [], "upstream": "",
-             "split": [{"upstream": "app", "weight": 95}, {"upstream": "canary", "weight": 5}]},
+             "split": [{"upstream": "app", "weight": 95}, {"upstream": "canary", "weight": 5}],
+             "sticky": "client"},
         ])
+
+    def test_status_route_settings(self):
+        """
+        A route shows every setting it gives beyond the defaults: further
+        conditions, listeners, rewrites, overrides (C{retries},
+        C{retry_budget}, C{response_timeout}), mirror, a fixed response;
+        of its filters and header edits only the names, whose options and
+        values may hold credentials.
+        """
+        self.service.config = replace(self.service.config, routes=(
+            Route("app", name="api", path_regex="^/v[0-9]/",
+                  headers=(RouteMatch(name="x-canary", value="1"),),
+                  networks=("10.0.0.0/8",), listeners=("alt",), strip_prefix="/api",
+                  rewrite_query=QueryRules(set=(("v", "2"),)), retries=0, retry_budget=0.5,
+                  response_timeout=30.0, mirror=RouteMirror("shadow", percent=10),
+                  filters=(Filter("jwt", {"jwks_url": "http://idp/keys"}),),
+                  request_headers=HeaderRules(set=(("Authorization", "Basic c2VjcmV0"),)),
+                  preserve_host=False),
+            Route(name="down", respond=FixedResponse(503, (("Retry-After", "60"),), "Later")),
+        ))
+        _, body = self.json("GET", "/status")
+        self.assertEqual(body["routes"], [
+            {"name": "api", "hosts": [], "path_prefix": "/", "methods": [], "upstream": "app",
+             "path_regex": "^/v[0-9]/",
+             "headers": [{"name": "x-canary", "present": True, "value": "1", "regex": ""}],
+             "networks": ["10.0.0.0/8"], "listeners": ["alt"], "preserve_host": False,
+             "request_headers": {"remove": [], "set": ["Authorization"], "add": []},
+             "filters": ["jwt"], "strip_prefix": "/api",
+             "rewrite_query": {"remove": [], "set": {"v": "2"}, "add": {}},
+             "retries": 0, "retry_budget": 0.5, "response_timeout": 30.0,
+             "mirror": {"upstream": "shadow", "percent": 10, "max_in_flight": 10,
+                        "max_body_size": 65536}},
+            {"name": "down", "hosts": [], "path_prefix": "/", "methods": [], "upstream": "",
+             "respond": {"status": 503, "headers": {"Retry-After": "60"}, "body": "Later"}},
+        ])
+        self.assertNotIn("c2VjcmV0", json.dumps(body))
+        self.assertNotIn("idp", json.dumps(body))
 
     def test_status_bound_address(self):
         """

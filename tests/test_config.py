@@ -1270,7 +1270,8 @@ class HeaderRulesTests(_ConfigTestMixin, SynchronousTestCase):
 
 class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
     """
-    A catch-all route must be the last one.
+    A catch-all route must be the last one, and no route may come after
+    one that takes every request it matches.
     """
 
     def test_after_catch_all(self) -> None:
@@ -1311,6 +1312,44 @@ class UnreachableRouteTests(_ConfigTestMixin, SynchronousTestCase):
             + "[[routes]]\nupstream = 'api'\n"
         )
         self.assertEqual(len(config.routes), 4)
+
+    def test_shadowed(self) -> None:
+        """
+        A route is rejected at its own path when an earlier route without
+        further conditions takes every request it matches: a shorter prefix,
+        no methods or more of them, no hosts or hosts (and wildcards) that
+        cover its own.
+        """
+        problem = "unreachable: routes[0] above takes every request this route matches"
+        for earlier, later in (
+                ("path_prefix = '/api'", "path_prefix = '/api/v2/'"),
+                ("path_prefix = '/api/'", "path_exact = '/api/login'"),
+                ("methods = ['GET', 'HEAD']", "methods = ['GET']\npath_prefix = '/x'"),
+                ("hosts = ['a.test', '*.b.test']", "hosts = ['a.test', 'x.b.test', '*.c.b.test']"),
+                ("hosts = ['a.test']\npath_prefix = '/s'",
+                 "hosts = ['a.test']\npath_prefix = '/s/'\nheaders = [{name = 'x'}]")):
+            self.assert_config_error(
+                MINIMAL + f"[[routes]]\nupstream = 'api'\n{earlier}\n"
+                f"[[routes]]\nupstream = 'api'\n{later}\n", "routes[1]", problem)
+
+    def test_not_shadowed(self) -> None:
+        """
+        A route that may take a request the earlier ones leave is accepted:
+        a wider prefix, methods or hosts than an earlier route's, or an
+        earlier route with a further condition.
+        """
+        for earlier, later in (
+                ("path_prefix = '/api/v2/'", "path_prefix = '/api'"),
+                ("methods = ['GET']", "methods = ['GET', 'POST']"),
+                ("methods = ['GET']", "path_prefix = '/x'"),
+                ("hosts = ['*.b.test']", "hosts = ['b.test']"),
+                ("hosts = ['a.test']", "hosts = ['*.a.test']"),
+                ("hosts = ['a.test']", "path_prefix = '/x'"),
+                ("path_prefix = '/api'\nlisteners = ['main']", "path_prefix = '/api/v2'"),
+                ("path_prefix = '/api'\npath_regex = 'x'", "path_prefix = '/api/v2'")):
+            config = parse(MINIMAL + f"[[routes]]\nupstream = 'api'\n{earlier}\n"
+                           f"[[routes]]\nupstream = 'api'\n{later}\n")
+            self.assertEqual(len(config.routes), 2, (earlier, later))
 
 
 class RouteConditionTests(_ConfigTestMixin, SynchronousTestCase):
@@ -1376,7 +1415,8 @@ class RouteConditionTests(_ConfigTestMixin, SynchronousTestCase):
         """
         for condition in ("path_exact = '/a'", "path_regex = 'a'", "host_regex = 'a'",
                           "headers = [{name = 'a'}]", "query = [{name = 'a'}]",
-                          "cookies = [{name = 'a'}]", "networks = ['10.0.0.0/8']"):
+                          "cookies = [{name = 'a'}]", "networks = ['10.0.0.0/8']",
+                          "listeners = ['main']"):
             config = parse(MINIMAL + f"[[routes]]\nupstream = 'api'\n{condition}\n"
                            + "[[routes]]\nupstream = 'api'\n")
             self.assertEqual(len(config.routes), 2, condition)

@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -163,6 +163,68 @@ class ConfigSnippetTests(SynchronousTestCase):
         self.assertEqual(e.path, "upstreams.site.servers")
         parse(complete_snippet('[[routes]]\nupstream = "site"\ncache = true'))
 
+
+
+def _terms(text: str) -> List[Tuple[List[str], str]]:
+    """
+    The definition list entries of C{text} at its left margin: for each,
+    the names its term gives in double back-quotes (before the
+    parenthesis that gives the type) and its body.
+    """
+    lines = text.splitlines()
+    entries: List[Tuple[List[str], str]] = []
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("``") and re.match(r"    \S", lines[i + 1]):
+            body = []
+            for following in lines[i + 1:]:
+                if following and not following.startswith(" "):
+                    break
+                body.append(following)
+            entries.append((re.findall(r"``([^`]+)``", line.split(" (")[0]), "\n".join(body)))
+    return entries
+
+
+class RouteOptionTests(SynchronousTestCase):
+    """
+    The route settings the documentation gives are those of
+    L{twistproxy.config.values.Route}, and the other way round.
+    """
+
+    def test_documented_and_declared(self):
+        """
+        Every setting of a route is a term of the C{[[routes]]} section of
+        docs/configuration.rst or of docs/routing.rst; every such term is a
+        setting; and each setting of a route's own tables (C{mirror},
+        C{split}, C{headers} ...) is named in the description of its term.
+        """
+        from dataclasses import fields, is_dataclass
+
+        from twistproxy.config import values
+
+        with open(os.path.join(DOCS, "configuration.rst"), encoding="utf-8") as f:
+            configuration = f.read()
+        with open(os.path.join(DOCS, "routing.rst"), encoding="utf-8") as f:
+            routing = f.read()
+        start = configuration.index("\n``[[routes]]``\n")
+        # Up to its header rules, whose remove, set and add are theirs.
+        section = configuration[start:configuration.index("\n.. rubric:: Header rules", start)]
+        described = {}
+        for names, body in _terms(section) + _terms(routing):
+            for name in names:
+                described[name] = described.get(name, "") + body
+        declared = {f.name: f for f in fields(values.Route)}
+        self.assertEqual(set(declared) - set(described), set(), "not documented")
+        self.assertEqual(set(described) - set(declared), set(), "no such route setting")
+        for name, setting in declared.items():
+            # Header rules and filters have sections of their own.
+            found = re.findall(r"\b([A-Z]\w+)\b", str(setting.type))
+            tables = [getattr(values, t) for t in found
+                      if is_dataclass(getattr(values, t, None))
+                      and t not in ("HeaderRules", "Filter")]
+            for table in tables:
+                for inner in fields(table):
+                    self.assertRegex(described[name], r"``%s\b" % inner.name,
+                                     f"{name}.{inner.name} is not described")
 
 
 class FaultPromiseTests(SynchronousTestCase):

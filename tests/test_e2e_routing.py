@@ -11,7 +11,9 @@ canary split with a cookie keeps each user on one side and shares users
 by the weights, that a reload moves new requests to the new weights
 without failing any, and that a route behind the C{jwt} filter fetches
 its keys from a JWKS server over a real socket, picks up a rotated key
-and passes the claims on.  What holds when the mirror's backend or the
+and passes the claims on, and that a mirror copies a small request body
+to its shadow, byte for byte, and leaves out (and counts) a body over
+its limit.  What holds when the mirror's backend or the
 JWKS server fails is in L{tests.test_faults_routing}.
 
 Origins name themselves in an C{X-Origin} response header
@@ -21,13 +23,18 @@ Every test is bounded by C{timeout}.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from typing import List, Sequence
 
 from twisted.internet import defer, reactor
 from twisted.web.server import Site
 
-from tests.e2e_support import HOST, RawClient, Response, get_request, listener_config
+from tests.e2e_support import (
+    HOST, E2ETestCase, RawClient, Response, app_config, get_request, listener_config,
+    ok_response, unused_port,
+)
 from tests.test_e2e_balancing import _BalancingTestCase, _servers
 from tests.test_filters_jwt import ROTATED, RSA, JWKSResource, _jwks, _token
 
@@ -46,6 +53,15 @@ def send_all(port: int, requests: Sequence[bytes]) -> List[Response]:
         return responses
     finally:
         client.close()
+
+
+def upstreams_status(port: int) -> dict:
+    """
+    In a thread: the admin API's C{/upstreams} on C{port} (with the
+    mirrors' counters).
+    """
+    with urllib.request.urlopen(f"http://{HOST}:{port}/upstreams", timeout=10) as answer:
+        return json.loads(answer.read())
 
 
 def _split(stable: int, canary: int) -> str:
@@ -198,3 +214,52 @@ class JWTRouteTests(_JWTTestCase):
         (rotated,) = yield self.ask(proxy.port, token(ROTATED))
         self.assertEqual(rotated.status, 200)
         self.assertEqual(self.jwks.fetches, 2)
+
+
+def _post(path: bytes, body: bytes) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: e2e.test\r\nContent-Length: %d\r\n\r\n%s" % (
+        path, len(body), body)
+
+
+class MirrorBodyTests(E2ETestCase):
+    """
+    A route with a mirror whose C{max_body_size} is 1 KiB, in front of an
+    origin and a shadow that both keep the bodies they receive.
+    """
+
+    timeout = 40
+
+    @defer.inlineCallbacks
+    def test_request_bodies(self):
+        """
+        A POST with a small body reaches the backend and the shadow with
+        the same body; one over C{max_body_size} reaches the backend only,
+        and the admin API counts it as C{too_large}.
+        """
+        bodies = {"app": {}, "shadow": {}}
+
+        def origin(name):
+            def on_body(proto, req, piece):
+                bodies[name][req.target] = bodies[name].get(req.target, b"") + piece
+            return self.start_origin(
+                lambda proto, req: proto.transport.write(ok_response(name.encode())), on_body)
+
+        app, shadow = origin("app"), origin("shadow")
+        admin = unused_port()
+        proxy = yield self.start_configured_proxy(
+            app_config(app.port, route='name = "api"\n'
+                       'mirror = { upstream = "shadow", max_body_size = "1k" }')
+            + f'[upstreams.shadow]\nservers = ["http://{HOST}:{shadow.port}"]\n\n'
+            f'[admin]\nendpoint = "tcp:{admin}:interface={HOST}"\n')
+        small, large, last = b"name=alice&n=1", bytes(range(256)) * 8, b"x" * 1024
+        responses = yield self.in_thread(send_all, proxy.port, [
+            _post(b"/small", small), _post(b"/large", large), _post(b"/last", last)])
+        self.assertEqual([(r.status, r.body) for r in responses], [(200, b"app")] * 3)
+        self.assertEqual(bodies["app"], {b"/small": small, b"/large": large, b"/last": last})
+        # The copies go out after the answers: wait for the last one.
+        yield self.wait_for(lambda: b"/last" in bodies["shadow"], 10, "the copies")
+        self.assertEqual(bodies["shadow"], {b"/small": small, b"/last": last})
+        self.assertEqual([r.target for r in shadow.requests], [b"/small", b"/last"])
+        counters = yield self.in_thread(upstreams_status, admin)
+        mirror = counters["mirrors"]["api"]
+        self.assertEqual((mirror["copied"], mirror["too_large"]), (2, 1), mirror)

@@ -160,7 +160,7 @@ class StatusPageTests(_BalancingTestCase):
             "[upstreams.app]\n" + _servers(origins)
             + '[upstreams.app.health]\ntype = "http"\npath = "/healthz"\ninterval = 1\n'
             'rise = 1\nfall = 1\n\n'
-            '[[routes]]\nname = "site"\nupstream = "app"\n'
+            '[[routes]]\nname = "site"\nupstream = "app"\nlisteners = ["main"]\n'
             + ("cache = true\n" if cache else "") + "\n"
             f'[admin]\nendpoint = "tcp:{admin_port}:interface={HOST}"\n'
             + (f'token = "{token}"\n' if token else ""), *args)
@@ -202,7 +202,8 @@ class StatusPageTests(_BalancingTestCase):
         """
         The page shows every backend by name with its state in words, the
         route, and the traffic counted; a backend that stopped answering
-        is shown unhealthy, with the health check's reason.
+        is shown unhealthy, with the health check's reason; the route shows
+        its settings beyond host and path (its C{listeners}).
         """
         origins, proxy = yield self.start()
         statuses = yield threads.deferToThread(_requests, proxy.port, 6)
@@ -212,6 +213,7 @@ class StatusPageTests(_BalancingTestCase):
         yield self.backend_state(two, "unhealthy")
         dom = yield self.browse("--dump-dom")
         for name in (f"{HOST}:{origins['one'].port}", two, "site", "Upstream groups",
+                     '<div class="setting">listeners ["main"]</div>',
                      "Configuration loaded", "Size now", ">p50 / p99</th>"):
             self.assertIn(name, dom)
         self.assertIn('class="state state-unhealthy">unhealthy<', dom)

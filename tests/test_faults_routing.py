@@ -12,26 +12,20 @@ its promise in the words used there.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
 from twisted.internet import defer
 
 from tests.e2e_support import HOST, E2ETestCase, get_request, unused_port
 from tests.test_e2e_balancing import _BalancingTestCase, _servers
-from tests.test_e2e_routing import ROTATED, RSA, _JWTTestCase, send_all, token
+from tests.test_e2e_routing import (
+    ROTATED, RSA, _JWTTestCase, send_all, token, upstreams_status,
+)
 
 # Requests each client batch sends.
 _BATCH = 40
 # The mirror's in-flight cap in these tests.
 _CAP = 5
-
-
-def _status(port: int) -> dict:
-    # The admin API's /upstreams (the mirrors' counters), in a thread.
-    with urllib.request.urlopen(f"http://{HOST}:{port}/upstreams", timeout=10) as answer:
-        return json.loads(answer.read())
 
 
 class MirrorFaultTests(_BalancingTestCase):
@@ -75,7 +69,7 @@ class MirrorFaultTests(_BalancingTestCase):
             self.assertEqual([r.status for r in responses], [200] * _BATCH)
             self.assertEqual({r.headers[b"x-origin"] for r in responses}, {b"app"})
         self.assertLess(took[b"mirrored"], 3 * took[b"plain"] + 2.0, took)
-        status = yield self.in_thread(_status, self.admin_port)
+        status = yield self.in_thread(upstreams_status, self.admin_port)
         return status["mirrors"]["mirrored"]
 
     @defer.inlineCallbacks
@@ -108,7 +102,7 @@ class MirrorFaultTests(_BalancingTestCase):
         counters = yield self.batches(proxy.port)
         self.assertEqual(counters["copied"] + counters["dropped"], _BATCH)
         for _ in range(40):
-            counters = yield self.in_thread(_status, self.admin_port)
+            counters = yield self.in_thread(upstreams_status, self.admin_port)
             counters = counters["mirrors"]["mirrored"]
             if counters["in_flight"] == 0:
                 break

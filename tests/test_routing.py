@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import io
 import json
 import random
+import re
 from collections import Counter
 from types import SimpleNamespace
 from typing import Dict, Optional, Sequence
@@ -352,6 +353,63 @@ class FurtherConditionTests(SynchronousTestCase):
         self.assertIs(router.match("h", "/other", "GET", both), None)
 
 
+    def test_first_of_repeated(self) -> None:
+        """
+        When a header field or a query parameter is repeated, its first
+        occurrence is the one compared.
+        """
+        route = Route("app", headers=(RouteMatch(name="x-env", value="beta"),),
+                      query=(RouteMatch(name="v", value="1"),))
+        for head, expected in (
+                (b"GET /?v=1&v=2 HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\nX-Env: prod\r\n\r\n", 200),
+                (b"GET /?v=1 HTTP/1.1\r\nHost: a\r\nX-Env: prod\r\nX-Env: beta\r\n\r\n", 404),
+                (b"GET /?v=2&v=1 HTTP/1.1\r\nHost: a\r\nX-Env: beta\r\n\r\n", 404)):
+            got, _ = request(_proxy(route), head)
+            self.assertEqual(status(got), expected, head)
+
+    def test_regexes_compiled_once(self) -> None:
+        """
+        The router compiles a route's regular expressions when it is made,
+        and matching requests compiles none.
+        """
+        # Every use of a pattern given as a string (re.compile, re.search,
+        # re.sub ...) goes through re._compile, cached or not.
+        compiled = []
+        compile_ = re._compile  # type: ignore[attr-defined]
+        self.patch(re, "_compile", lambda *a: compiled.append(a) or compile_(*a))
+        router = Router([Route(upstream="a", path_regex="^/u/[0-9]+$", host_regex="^api",
+                               headers=(RouteMatch(name="x", regex="b"),),
+                               query=(RouteMatch(name="q", regex="c"),),
+                               cookies=(RouteMatch(name="k", regex="d"),))])
+        self.assertEqual(len(compiled), 5)
+        request = FakeRequest("/u/1?q=c", headers={"x": "b"}, cookies={"k": "d"})
+        for _ in range(100):
+            self.assertIsNotNone(router.match("api.test", "/u/1", "GET", request))
+            self.assertIsNone(router.match("www.test", "/u/1", "GET", request))
+        self.assertEqual(len(compiled), 5)
+
+    def test_conditions_tried_last(self) -> None:
+        """
+        A route's further conditions look at the request only once its
+        host, prefix and methods matched, and a route without any never
+        looks at it: the common prefix case costs what it did.
+        """
+        class Untouchable:
+            def __getattr__(self, name):
+                raise AssertionError(f"the router read {name}")
+
+        guarded = Route(upstream="g", hosts=("api.test",), path_prefix="/api/",
+                        methods=("GET",), headers=(RouteMatch(name="x"),),
+                        networks=("10.0.0.0/8",))
+        plain = Route(upstream="p", path_prefix="/")
+        router = Router([guarded, plain])
+        for host, path, method in (("www.test", "/api/x", "GET"), ("api.test", "/x", "GET"),
+                                   ("api.test", "/api/x", "POST")):
+            self.assertIs(router.match(host, path, method, Untouchable()), plain)
+        self.assertRaises(AssertionError, router.match, "api.test", "/api/x", "GET",
+                          Untouchable())
+
+
 def _proxy(route: Route, trusted: Sequence[str] = (), servers: int = 1,
            **group) -> MemoryProxy:
     """
@@ -399,6 +457,20 @@ class ProxyRoutingTests(SynchronousTestCase):
             got, _ = request(_proxy(route), head)
             self.assertEqual(status(got), expected, query)
 
+    def test_exact_and_regex_on_normalised_path(self) -> None:
+        """
+        C{path_exact} and C{path_regex} see the normalised path: dot
+        segments resolved, slashes merged, C{%2F} read as C{/}.
+        """
+        for route in (Route("app", path_exact="/a/login"),
+                      Route("app", path_regex="^/users/[0-9]+$")):
+            for target, expected in ((b"/a/x/../login", 200), (b"/a//login", 200),
+                                     (b"/users/./7", 200), (b"/users%2F7", 200),
+                                     (b"/a/login/", 404), (b"/users/7/", 404)):
+                wanted = expected if target.startswith(
+                    b"/a" if route.path_exact else b"/users") else 404
+                got, _ = request(_proxy(route), b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target)
+                self.assertEqual(status(got), wanted, (route, target))
 
     def test_listeners(self) -> None:
         """
@@ -843,6 +915,21 @@ class SplitterTests(SynchronousTestCase):
             self.assertEqual([again.choose(x) for x in requests], first)
         self.assertEqual(set(first), {"a", "b"})
 
+    def test_new_weights_move_few_keys(self) -> None:
+        """
+        New weights move only the keys whose hash falls between the old and
+        the new boundary: from 95/5 to 90/10, every key on the canary stays
+        there, and about 5 % of the keys move to it.
+        """
+        requests = [FakeRequest(cookies={"user": f"u{i}"}) for i in range(10000)]
+        before = [Splitter([("stable", 95), ("canary", 5)], "cookie:user").choose(x)
+                  for x in requests]
+        after = [Splitter([("stable", 90), ("canary", 10)], "cookie:user").choose(x)
+                 for x in requests]
+        moved = [(b, a) for b, a in zip(before, after) if b != a]
+        self.assertEqual({pair for pair in moved}, {("stable", "canary")})
+        self.assertLessEqual(abs(len(moved) / len(requests) - 0.05), 0.01)
+
     def test_no_key_weighted_random(self) -> None:
         """
         A request without the key (or a route without C{sticky}) goes to a
@@ -902,3 +989,29 @@ class ProxySplitTests(SynchronousTestCase):
         got, _ = request(proxy, head)
         self.assertEqual(status(got), 200)
         self.assertEqual(proxy.reactor.tcpClients[-1][:2], ("127.0.0.1", 8002))
+
+    def test_retry_stays_in_side(self) -> None:
+        """
+        A retry of a split route's request goes to another server of the
+        side's group, not to the other side.
+        """
+        def user_on(side: str) -> str:
+            splitter = Splitter([("stable", 1), ("canary", 1)], "cookie:user")
+            return next(f"u{i}" for i in range(100)
+                        if splitter.choose(FakeRequest(cookies={"user": f"u{i}"})) == side)
+
+        ports = {"stable": (8001, 8003), "canary": (8002,)}
+        proxy = MemoryProxy(ProxyConfig(
+            listeners=(Listener("main", "tcp:8080"),),
+            upstreams={name: UpstreamGroup(name, tuple(
+                Server(f"http://127.0.0.1:{port}", "http", "127.0.0.1", port) for port in group),
+                retries=1) for name, group in ports.items()},
+            routes=(Route(split=(RouteSplit("stable", 1), RouteSplit("canary", 1)),
+                          sticky="cookie:user"),)))
+        peer = proxy.connect_client()
+        peer.send(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: user=%s\r\n\r\n"
+                  % user_on("stable").encode())
+        proxy.accept_backend().close()
+        proxy.accept_backend().send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(status(peer.received()), 200)
+        self.assertEqual(sorted(c[1] for c in proxy.reactor.tcpClients), [8001, 8003])

@@ -42,6 +42,7 @@ service, so exposing it is a decision to make with a token.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -57,6 +58,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from twistproxy import _version
 from twistproxy.admin import page
 from twistproxy.admin.history import History, service_reader, view
+from twistproxy.config import HeaderRules, Route
 from twistproxy.dns.texts import LIFETIME, SharedStoreUnavailable
 from twistproxy.dns.zone import owner_name
 from twistproxy.metrics import ProxyMetrics
@@ -87,6 +89,54 @@ def _format_address(address) -> Optional[str]:
             name = name.decode("utf-8", "replace")
         return name if name is not None else str(address)
     return authority(host, port)
+
+
+# How values.py declares (name, value) pairs: a fixed response's fields,
+# a query rewrite's parameters.
+_PAIRS = "Tuple[Tuple[str, str], ...]"
+
+
+def _plain(value: Any) -> Any:
+    # A configuration value as JSON data: a table (a redirect, a mirror, a
+    # header match) with all its settings, its pairs as a table.
+    if dataclasses.is_dataclass(value):
+        return {f.name: dict(getattr(value, f.name)) if f.type == _PAIRS
+                else _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _route_view(route: Route) -> Dict[str, Any]:
+    """
+    What C{/status} shows of a route, so that it says what the route does:
+    its name, hosts, path prefix, methods and upstream always, then every
+    other setting the route gives a value other than its default (further
+    conditions, split and sticky, redirect or fixed response, rewrites,
+    overrides, mirror, cache).  Of its filters only their names, and of
+    its header edits only the field names: their options and values may
+    hold credentials.
+    """
+    shown: Dict[str, Any] = {
+        "name": route.name or None,
+        "hosts": list(route.hosts),
+        "path_prefix": route.path_prefix,
+        "methods": list(route.methods),
+        "upstream": route.upstream,
+    }
+    for setting in dataclasses.fields(route):
+        value = getattr(route, setting.name)
+        if setting.name in shown or value == setting.default:
+            continue
+        if setting.name == "filters":
+            shown["filters"] = [f.name for f in value]
+        elif isinstance(value, HeaderRules):
+            shown[setting.name] = {"remove": list(value.remove),
+                                   "set": [name for name, _ in value.set],
+                                   "add": [name for name, _ in value.add]}
+        else:
+            shown[setting.name] = _plain(value)
+    return shown
 
 
 def _dns_txt_handlers(resource: "AdminResource", segments: List[bytes]):
@@ -280,18 +330,7 @@ class AdminResource(Resource):
             "listeners": listeners,
             **({"workers": self._service.worker_status()}
                if hasattr(self._service, "worker_status") else {}),
-            "routes": [
-                {
-                    "name": route.name or None,
-                    "hosts": list(route.hosts),
-                    "path_prefix": route.path_prefix,
-                    "methods": list(route.methods),
-                    "upstream": route.upstream,
-                    **({"split": [{"upstream": side.upstream, "weight": side.weight}
-                                  for side in route.split]} if route.split else {}),
-                }
-                for route in config.routes
-            ],
+            "routes": [_route_view(route) for route in config.routes],
         }
         # The certificates a process presents; the master of several
         # workers asks them (a Deferred).

@@ -183,6 +183,34 @@ def _is_catch_all(route: Route) -> bool:
             and not route.has_conditions)
 
 
+def _host_covered(host: str, hosts: Tuple[str, ...]) -> bool:
+    # Whether every name host (a name or a wildcard) stands for is one of
+    # hosts or below one of its wildcards.
+    if host in hosts:
+        return True
+    name = host[1:] if host.startswith("*.") else host
+    return any(h.startswith("*.") and name.endswith(h[1:]) and len(name) > len(h) - 1
+               for h in hosts)
+
+
+def _shadows(earlier: Route, later: Route) -> bool:
+    """
+    Whether C{earlier} takes every request C{later} matches, as far as the
+    file tells: C{earlier} asks nothing beyond host, path prefix and
+    method, and asks less of each.  (Regular expressions and the other
+    further conditions are not compared: a route with them is never
+    reported.)
+    """
+    if earlier.has_conditions:
+        return False
+    if not (later.path_exact or later.path_prefix).startswith(earlier.path_prefix):
+        return False
+    if earlier.methods and not (later.methods and set(later.methods) <= set(earlier.methods)):
+        return False
+    return not earlier.hosts or bool(later.hosts) and all(
+        _host_covered(host, earlier.hosts) for host in later.hosts)
+
+
 def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tuple[Route, ...]:
     if value is None or value == []:
         if len(groups) == 1:
@@ -208,6 +236,10 @@ def _routes(value: object, path: str, groups: Mapping[str, UpstreamGroup]) -> Tu
                 f"unreachable: {_index(path, catch_all)} above matches every request",
             )
         route = _route(item, route_path, i, groups)
+        for j, earlier in enumerate(routes):
+            if _shadows(earlier, route):
+                raise ConfigError(route_path, f"unreachable: {_index(path, j)} above takes "
+                                              f"every request this route matches")
         if route.name in names:
             raise ConfigError(
                 key_path(route_path, "name"),

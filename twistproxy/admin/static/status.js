@@ -241,14 +241,27 @@
     $("timeline").replaceChildren(...(items.length ? items : [el("li", {}, "No change.")]));
   }
 
+  // What /status says of a route beyond its hosts, path prefix, methods
+  // and upstream: the conditions go with where it applies, the rest
+  // (split, answers, rewrites, overrides, mirror, filters) with what it does.
+  const OWN_COLUMNS = new Set(["name", "hosts", "path_prefix", "methods", "upstream", "split"]);
+  const CONDITIONS = new Set(["path_exact", "path_regex", "host_regex", "headers", "query",
+    "cookies", "networks", "listeners"]);
+  const setting = ([key, value]) => el("div", { class: "setting" },
+    `${key} ${typeof value === "object" ? JSON.stringify(value) : value}`);
+
   function routes(status, history) {
     const rows = status.routes.map((route) => {
       const figures = history.routes[route.name || "-"] || {};
       const where = `${route.hosts.length ? route.hosts.join(", ") : "any host"} ${route.path_prefix}` +
         (route.methods.length ? ` (${route.methods.join(", ")})` : "");
+      const more = Object.entries(route).filter(([key]) => !OWN_COLUMNS.has(key));
+      const to = route.split ? route.split.map((s) => `${s.upstream} ${s.weight}`).join(" · ")
+        : route.upstream;
       return el("tr", {},
         el("th", { scope: "row" }, route.name || "(unnamed)"),
-        el("td", {}, where), el("td", {}, route.upstream),
+        el("td", {}, where, ...more.filter(([key]) => CONDITIONS.has(key)).map(setting)),
+        el("td", {}, to, ...more.filter(([key]) => !CONDITIONS.has(key)).map(setting)),
         el("td", { class: "n" }, rate(figures.requests_per_second)),
         el("td", { class: "n" }, share(figures.error_rate)),
         el("td", { class: "n" }, latency(figures.p50)),
