@@ -842,25 +842,29 @@ def _read_response(sock, body):
 IDLE_BATCH = 40
 
 
-def open_idle_http(port, count, deadline):
+def open_idle_http(port, count, deadline, socks):
     """
     Up to `count` keep-alive HTTP/1.1 connections to HOST:port, each after
     one GET /small answered in full, opened in batches of IDLE_BATCH until
-    `deadline` (time.monotonic()); returns the open sockets.
+    `deadline` (time.monotonic()), appended to `socks` (so that an error
+    leaves those opened so far there).
     """
     request = ("GET /small HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (HOST, port)).encode("ascii")
     body = SMALL_BODY.encode("ascii")
-    socks = []
     while len(socks) < count and time.monotonic() < deadline:
         batch = []
-        for _ in range(min(IDLE_BATCH, count - len(socks))):
-            s = socket.create_connection((HOST, port), timeout=10)
-            batch.append(s)
-            s.sendall(request)
-        for s in batch:
-            _read_response(s, body)
+        try:
+            for _ in range(min(IDLE_BATCH, count - len(socks))):
+                s = socket.create_connection((HOST, port), timeout=10)
+                batch.append(s)
+                s.sendall(request)
+            for s in batch:
+                _read_response(s, body)
+        except OSError:
+            for s in batch:
+                s.close()
+            raise
         socks.extend(batch)
-    return socks
 
 
 # HTTP/2 (RFC 9113): the client preface, an empty SETTINGS frame, and
@@ -893,19 +897,18 @@ def _recv_exactly(sock, n):
     return data
 
 
-def open_idle_h2(port, count, cafile, deadline):
+def open_idle_h2(port, count, cafile, deadline, socks):
     """
     Up to `count` HTTP/2 connections over TLS (ALPN h2) to HOST:port, each
     after its preface, a SETTINGS exchange and one GET /small answered in
-    full (stream 1 ended), opened one after the other until `deadline`;
-    returns the open sockets.
+    full (stream 1 ended), opened one after the other until `deadline`,
+    appended to `socks`.
     """
     import ssl
 
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.set_alpn_protocols(["h2"])
     get = h2_get(SCENARIOS["mem-h2"][0], "%s:%d" % (HOST, port))
-    socks = []
     while len(socks) < count and time.monotonic() < deadline:
         s = ctx.wrap_socket(socket.create_connection((HOST, port), timeout=10),
                             server_hostname="localhost")
@@ -922,7 +925,6 @@ def open_idle_h2(port, count, cafile, deadline):
                 s.sendall(H2_SETTINGS_ACK)
             if stream == 1 and kind in (0, 1) and flags & 1:
                 break
-    return socks
 
 
 def measure_memory(name, proc, port, scenario, args, label, workers):
@@ -945,9 +947,9 @@ def measure_memory(name, proc, port, scenario, args, label, workers):
     try:
         try:
             if h2:
-                socks = open_idle_h2(port[1], count, args.tls_files[0], w0 + args.memory_timeout)
+                open_idle_h2(port[1], count, args.tls_files[0], w0 + args.memory_timeout, socks)
             else:
-                socks = open_idle_http(port[0], count, w0 + args.memory_timeout)
+                open_idle_http(port[0], count, w0 + args.memory_timeout, socks)
         except OSError as e:
             error = str(e)
             log("%s / %s: stopped opening connections: %s" % (name, scenario, e))
@@ -1036,7 +1038,8 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
             "twistproxy",
         ]
         cache = any(x in CACHE_SCENARIOS for x in args.scenarios)
-        if tls or tcp or cache:
+        memory = any(x in MEMORY_SCENARIOS for x in args.scenarios)
+        if tls or tcp or cache or memory:
             # Quick mode has neither TLS nor TCP listeners nor routes of
             # their own: a config file.
             conf = os.path.join(tmp, "twistproxy.toml")
@@ -1048,6 +1051,9 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
                                               origin_port=origin_port)
             if cache:
                 text += TWISTPROXY_CACHE
+            if memory:
+                text += TWISTPROXY_LIMITS.format(
+                    connections=max(args.idle_connections, args.h2_connections) + 1024)
             with open(conf, "w") as f:
                 f.write(text)
             cmd += ["--config", conf]
@@ -1139,6 +1145,14 @@ upstream = "origin"
 [cache]
 store = "memory"
 size = "256m"
+"""
+
+# The memory scenarios' connections, whatever the open-file limit (by
+# default twistproxy takes at most half of it, less a reserve: each client
+# connection may need a backend connection too).
+TWISTPROXY_LIMITS = """
+[limits]
+max_connections = {connections}
 """
 
 TWISTPROXY_TCP = """
@@ -1754,8 +1768,9 @@ def main(argv=None):
     if "mem-idle" in args.scenarios:
         args.nginx_connections = max(4096, args.idle_connections + 1024)
     if any(s in MEMORY_SCENARIOS for s in args.scenarios):
+        # This script's sockets and the proxy's, each with room to spare.
         need = max(args.idle_connections, args.h2_connections) + 1024
-        limit = raise_nofile(need)
+        limit = raise_nofile(2 * need)
         if limit < need:
             log("open-file limit %d is below the %d needed: fewer connections" % (limit, need))
             args.idle_connections = min(args.idle_connections, limit - 1024)
