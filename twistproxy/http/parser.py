@@ -92,7 +92,7 @@ FIELD_LINE = re.compile(
 # must be nothing, once for the whole block and once for all the names
 # together.  A head that fails goes line by line to find the error.
 _FIELD_BYTES = b"\t\r\n" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
-_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TOKEN_RE = re.compile(_TOKEN).fullmatch
 # Visible ASCII but no "#": a fragment is never part of a request target
 # (RFC 9112 3.2), and backends disagree on whether to strip it.
@@ -253,6 +253,11 @@ def parse_content_length(values: List[bytes], status: int) -> int:
     One length from all Content-Length field values.  Identical repeats
     (C{5, 5}) are allowed by RFC 9110 8.6; anything else is an error.
     """
+    if len(values) == 1:
+        value = values[0]
+        # The usual case, one plain number: bytes.isdigit is ASCII digits only.
+        if len(value) <= 18 and value.isdigit():
+            return int(value)
     lengths = set()
     for value in values:
         for item in value.split(b","):
@@ -324,7 +329,7 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
             underscore = True
     if not well_formed or (lines and (
             head[start:].translate(None, _FIELD_BYTES)
-            or b"".join(names).translate(None, _TOKEN_BYTES))):
+            or b"".join(names).translate(None, TOKEN_BYTES))):
         # Line by line, to raise the error of the first bad line.
         for line in lines:
             m = FIELD_LINE(line)
@@ -414,6 +419,10 @@ def _keep_alive(tokens: frozenset, minor: int) -> bool:
 def _connection_tokens(values) -> frozenset:
     if not values:
         return frozenset()
+    if len(values) == 1 and b"," not in values[0]:
+        # One token (C{keep-alive}, C{close}): no generator to run.
+        token = values[0].strip(b" \t").lower()
+        return frozenset([token]) if token else frozenset()
     return frozenset(
         t.strip(b" \t").lower() for v in values for t in v.split(b",") if t.strip(b" \t")
     )
