@@ -83,16 +83,43 @@ SCENARIOS.update({
 CACHE_SCENARIOS = ("cache-small", "cache-64k", "cache-miss-small")
 # Proxies with a cache to turn on.
 CACHE_PROXIES = ("nginx", "twistproxy")
-TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes", "tls-h2")
+# TLS sessions (opt-in through --scenarios): one client, openssl s_time,
+# opening connection after connection and fetching /small with HTTP/1.0 on
+# each; with -new every connection has a full handshake, with -reuse each
+# resumes the session of the first (TLS 1.3 tickets, or TLS 1.2 session
+# ids).  The certificate's key type is --tls-key (ECDSA P-256 or RSA 2048).
+SCENARIOS.update({
+    "tls-session-new": (
+        "/small", False, "HTTPS, openssl s_time -new: one client, a full handshake per connection",
+    ),
+    "tls-session-reused": (
+        "/small", False,
+        "HTTPS, openssl s_time -reuse: one client, every connection resumes the first's session",
+    ),
+})
+STIME_SCENARIOS = ("tls-session-new", "tls-session-reused")
+TLS_SCENARIOS = ("tls-ka-small", "tls-handshakes", "tls-h2") + STIME_SCENARIOS
 # Scenarios measured with h2load rather than wrk.
 H2_SCENARIOS = ("tls-h2",)
 H2_CONNECTIONS = 10
 H2_STREAMS = 10
+# Memory (opt-in through --scenarios): the proxy's resident memory with
+# many idle client connections open; not a wrk run (see measure_memory).
+SCENARIOS.update({
+    "mem-idle": ("/small", True, "RSS with --idle-connections idle keep-alive HTTP/1.1 connections"),
+    "mem-h2": ("/small", True, "RSS with --h2-connections idle HTTP/2 connections (TLS, ALPN h2)"),
+})
+MEMORY_SCENARIOS = ("mem-idle", "mem-h2")
+# Scenarios that need the proxies' TLS listeners.
+NEEDS_TLS = TLS_SCENARIOS + ("mem-h2",)
 PLAIN_SCENARIOS = tuple(
-    s for s in SCENARIOS if s not in TLS_SCENARIOS + TCP_SCENARIOS + CACHE_SCENARIOS
+    s for s in SCENARIOS
+    if s not in TLS_SCENARIOS + TCP_SCENARIOS + CACHE_SCENARIOS + MEMORY_SCENARIOS
 )
 # What --https adds (the wrk HTTPS scenarios).
-HTTPS_FLAG_SCENARIOS = tuple(s for s in TLS_SCENARIOS if s not in H2_SCENARIOS)
+HTTPS_FLAG_SCENARIOS = tuple(
+    s for s in TLS_SCENARIOS if s not in H2_SCENARIOS + STIME_SCENARIOS
+)
 # Proxies that can terminate TLS (twisted.web.proxy is left out of the HTTPS
 # scenarios).
 TLS_PROXIES = ("nginx", "twistproxy")
@@ -352,11 +379,11 @@ daemon off;
 master_process on;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile {nofile};
 {user_line}
 {main}
 events {{
-    worker_connections 4096;
+    worker_connections {connections};
     multi_accept on;
 }}
 
@@ -468,19 +495,27 @@ TLS_SERVER = """\
 """
 
 
-def make_certificate(tmp):
+# openssl req -newkey options of each --tls-key.
+TLS_KEYS = {
+    "ec": ("ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+    "rsa": ("rsa:2048",),
+}
+TLS_KEY_NAMES = {"ec": "ECDSA P-256 (prime256v1)", "rsa": "RSA 2048"}
+
+
+def make_certificate(tmp, kind="ec"):
     """
-    A self-signed P-256 certificate for localhost and 127.0.0.1 (openssl);
-    returns (cert path, key path, key+cert path).
+    A self-signed certificate for localhost and 127.0.0.1 (openssl) with a
+    key of TLS_KEYS[kind]; returns (cert path, key path, key+cert path).
     """
     d = os.path.join(tmp, "tls")
     os.makedirs(d, exist_ok=True)
     os.chmod(d, 0o755)
     cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
     subprocess.run(
-        [
-            find_executable("openssl") or "openssl", "req", "-x509", "-newkey", "ec",
-            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+        [find_executable("openssl") or "openssl", "req", "-x509", "-newkey"]
+        + list(TLS_KEYS[kind]) + [
+            "-nodes", "-days", "2",
             "-keyout", key, "-out", cert, "-subj", "/CN=localhost",
             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
         ],
@@ -496,11 +531,12 @@ def make_certificate(tmp):
     return cert, key, both
 
 
-def nginx_conf(prefix, workers, body, main="", stream=""):
+def nginx_conf(prefix, workers, body, main="", stream="", connections=4096):
     # As root, nginx switches its workers to "nobody" by default; the temp
     # prefix is made world-readable instead of running the workers as root.
     return NGINX_COMMON.format(prefix=prefix, workers=workers, user_line="", body=body,
-                               main=main, stream=stream)
+                               main=main, stream=stream, connections=connections,
+                               nofile=max(16384, 2 * connections))
 
 
 def nginx_stream_module(nginx_bin):
@@ -732,6 +768,215 @@ def parse_h2load(out):
 
 
 # --------------------------------------------------------------------------
+# openssl s_time (TLS session scenarios)
+
+
+def stime_cmd(openssl_bin, port, scenario, duration):
+    """port: (plain port, TLS port). Bounded by -time seconds."""
+    return [
+        openssl_bin, "s_time", "-connect", "%s:%d" % (HOST, port[1]),
+        "-new" if scenario == "tls-session-new" else "-reuse",
+        "-time", str(duration), "-www", SCENARIOS[scenario][0],
+    ]
+
+
+def parse_stime(out):
+    """
+    s_time's summary, "N connections in U.UUs; ... connections/user sec"
+    (U is s_time's own CPU time, so req/s is computed by the caller from
+    the wall time), and its progress characters: "r" for a connection that
+    resumed a session, "*" for one with a full handshake.
+    """
+    r = {"requests": None, "duration_s": None, "rps": None, "p50_ms": None, "p99_ms": None,
+         "reused": None, "non2xx": 0, "errors": 0}
+    found = re.findall(r"^(\d+) connections in [0-9.]+s;", out, re.M)
+    if found:
+        r["requests"] = int(found[-1])
+        marks = "".join(line for line in out.splitlines() if re.fullmatch(r"[r*t3]+", line))
+        r["reused"] = marks.count("r")
+    return r
+
+
+# --------------------------------------------------------------------------
+# memory with idle connections (mem-idle, mem-h2)
+
+
+def rss_kib(pids):
+    """Resident memory (VmRSS) of pids summed, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def raise_nofile(needed):
+    """Raise the soft open-file limit towards `needed` (the proxies started
+    afterwards inherit it); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def _read_response(sock, body):
+    """Read one response to GET /small: until the data ends with its body."""
+    data = b""
+    while not data.endswith(body):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OSError("connection closed after %d bytes" % len(data))
+        data += chunk
+
+
+# Connections opened before their requests are answered: fewer than a
+# listen backlog of 50 (Twisted's default), which a burst of more overflows
+# into SYN retransmissions a second or more later.
+IDLE_BATCH = 40
+
+
+def open_idle_http(port, count, deadline, socks):
+    """
+    Up to `count` keep-alive HTTP/1.1 connections to HOST:port, each after
+    one GET /small answered in full, opened in batches of IDLE_BATCH until
+    `deadline` (time.monotonic()), appended to `socks` (so that an error
+    leaves those opened so far there).
+    """
+    request = ("GET /small HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (HOST, port)).encode("ascii")
+    body = SMALL_BODY.encode("ascii")
+    while len(socks) < count and time.monotonic() < deadline:
+        batch = []
+        try:
+            for _ in range(min(IDLE_BATCH, count - len(socks))):
+                s = socket.create_connection((HOST, port), timeout=10)
+                batch.append(s)
+                s.sendall(request)
+            for s in batch:
+                _read_response(s, body)
+        except OSError:
+            for s in batch:
+                s.close()
+            raise
+        socks.extend(batch)
+
+
+# HTTP/2 (RFC 9113): the client preface, an empty SETTINGS frame, and
+# frames read by their 9-byte headers.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def h2_get(path, authority):
+    """
+    A HEADERS frame on stream 1 with END_STREAM and END_HEADERS for a GET
+    of `path`, in HPACK without Huffman or indexing: :method GET and
+    :scheme https from the static table (0x82, 0x87), :path and
+    :authority as literals with an indexed name (static entries 4 and 1).
+    """
+    block = b"\x82\x87"
+    for index, value in ((4, path), (1, authority)):
+        value = value.encode("ascii")
+        block += bytes([index, len(value)]) + value
+    return len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+
+
+def _recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise OSError("connection closed in an HTTP/2 frame")
+        data += chunk
+    return data
+
+
+def open_idle_h2(port, count, cafile, deadline, socks):
+    """
+    Up to `count` HTTP/2 connections over TLS (ALPN h2) to HOST:port, each
+    after its preface, a SETTINGS exchange and one GET /small answered in
+    full (stream 1 ended), opened one after the other until `deadline`,
+    appended to `socks`.
+    """
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.set_alpn_protocols(["h2"])
+    get = h2_get(SCENARIOS["mem-h2"][0], "%s:%d" % (HOST, port))
+    while len(socks) < count and time.monotonic() < deadline:
+        s = ctx.wrap_socket(socket.create_connection((HOST, port), timeout=10),
+                            server_hostname="localhost")
+        socks.append(s)
+        if s.selected_alpn_protocol() != "h2":
+            raise OSError("ALPN chose %r, not h2" % (s.selected_alpn_protocol(),))
+        s.sendall(H2_PREFACE + get)
+        while True:
+            head = _recv_exactly(s, 9)
+            length, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+            stream = int.from_bytes(head[5:], "big") & 0x7FFFFFFF
+            _recv_exactly(s, length)
+            if kind == 4 and not flags & 1:
+                s.sendall(H2_SETTINGS_ACK)
+            if stream == 1 and kind in (0, 1) and flags & 1:
+                break
+
+
+def measure_memory(name, proc, port, scenario, args, label, workers):
+    """
+    The proxy's resident memory (its processes' VmRSS summed) before and
+    after opening idle client connections (mem-idle: --idle-connections
+    HTTP/1.1 keep-alive ones; mem-h2: --h2-connections HTTP/2 ones), each
+    having had one request answered, and the difference per connection.
+    Opening is bounded by --memory-timeout seconds; fewer connections than
+    asked are reported as such.
+    """
+    h2 = scenario == "mem-h2"
+    count = args.h2_connections if h2 else args.idle_connections
+    log("%s / %s: opening %d idle %s connections" % (name, scenario, count, "HTTP/2" if h2 else "HTTP/1.1"))
+    _, pids = proc.cpu_ticks()
+    before = rss_kib(pids)
+    w0 = time.monotonic()
+    socks = []
+    error = None
+    try:
+        try:
+            if h2:
+                open_idle_h2(port[1], count, args.tls_files[0], w0 + args.memory_timeout, socks)
+            else:
+                open_idle_http(port[0], count, w0 + args.memory_timeout, socks)
+        except OSError as e:
+            error = str(e)
+            log("%s / %s: stopped opening connections: %s" % (name, scenario, e))
+        opened = time.monotonic() - w0
+        time.sleep(1.0)
+        _, pids = proc.cpu_ticks()
+        after = rss_kib(pids)
+    finally:
+        for s in socks:
+            s.close()
+    n = len(socks)
+    r = {
+        "proxy": label, "proxy_kind": name, "workers": workers, "scenario": scenario,
+        "client": "memory", "connections_asked": count, "connections": n,
+        "open_s": round(opened, 1), "rss_before_kib": before, "rss_after_kib": after,
+        "per_connection_kib": round((after - before) / n, 2) if n else None,
+        "proxy_pids": pids, "error": error, "proxy_alive_after": proc.alive(),
+    }
+    log("%s / %s: %d connections in %.1f s, RSS %d -> %d KiB, %s KiB per connection"
+        % (name, scenario, n, opened, before, after, r["per_connection_kib"]))
+    if not r["proxy_alive_after"]:
+        raise ProxyFailed("%s exited during scenario %s\n  last output:\n%s"
+                          % (name, scenario, indent(proc.log_tail())))
+    return r
+
+
+# --------------------------------------------------------------------------
 # proxies
 
 
@@ -764,7 +1009,8 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
             main = args.nginx_stream
             stream = STREAM_BLOCK.format(host=HOST, port=tcp_port, origin_port=origin_port)
         proc = start_nginx("nginx", tools["nginx"], prefix,
-                           nginx_conf(prefix, workers or 1, body, main=main, stream=stream))
+                           nginx_conf(prefix, workers or 1, body, main=main, stream=stream,
+                                      connections=args.nginx_connections))
     elif name == "twisted":
         cmd = [
             args.python,
@@ -792,7 +1038,8 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
             "twistproxy",
         ]
         cache = any(x in CACHE_SCENARIOS for x in args.scenarios)
-        if tls or tcp or cache:
+        memory = any(x in MEMORY_SCENARIOS for x in args.scenarios)
+        if tls or tcp or cache or memory:
             # Quick mode has neither TLS nor TCP listeners nor routes of
             # their own: a config file.
             conf = os.path.join(tmp, "twistproxy.toml")
@@ -804,6 +1051,9 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
                                               origin_port=origin_port)
             if cache:
                 text += TWISTPROXY_CACHE
+            if memory:
+                text += TWISTPROXY_LIMITS.format(
+                    connections=max(args.idle_connections, args.h2_connections) + 1024)
             with open(conf, "w") as f:
                 f.write(text)
             cmd += ["--config", conf]
@@ -897,6 +1147,14 @@ store = "memory"
 size = "256m"
 """
 
+# The memory scenarios' connections, whatever the open-file limit (by
+# default twistproxy takes at most half of it, less a reserve: each client
+# connection may need a backend connection too).
+TWISTPROXY_LIMITS = """
+[limits]
+max_connections = {connections}
+"""
+
 TWISTPROXY_TCP = """
 [listeners.relay]
 endpoint = "tcp:{tcp_port}:interface={host}"
@@ -948,12 +1206,22 @@ def check_forwarding(name, port, proc, paths=("/small", "/64k"), cafile=None):
             )
 
 
-def measure(name, proc, port, origin, args, tools, results, workers=None):
+def scenario_groups(scenarios):
+    """
+    The scenarios measured on one start of a proxy each: all but the memory
+    ones together, then each memory one on a fresh start, since memory
+    freed after an earlier scenario would be reused and hide the growth.
+    """
+    rest = [s for s in scenarios if s not in MEMORY_SCENARIOS]
+    return ([rest] if rest else []) + [[s] for s in scenarios if s in MEMORY_SCENARIOS]
+
+
+def measure(name, proc, port, origin, args, tools, results, workers=None, scenarios=None):
     """Run every scenario against one proxy, appending to results as it goes.
 
     With `workers`, results are labelled NAME-wN and carry the count."""
     label = name if workers is None else "%s-w%d" % (name, workers)
-    for scenario in args.scenarios:
+    for scenario in args.scenarios if scenarios is None else scenarios:
         if scenario in TLS_SCENARIOS and name not in TLS_PROXIES:
             log("%s / %s: skipped (%s does not terminate TLS here)" % (name, scenario, name))
             continue
@@ -963,20 +1231,26 @@ def measure(name, proc, port, origin, args, tools, results, workers=None):
         if scenario in CACHE_SCENARIOS and name not in CACHE_PROXIES:
             log("%s / %s: skipped (%s has no cache)" % (name, scenario, name))
             continue
+        if scenario in MEMORY_SCENARIOS:
+            if scenario == "mem-h2" and name not in TLS_PROXIES:
+                log("%s / %s: skipped (%s does not terminate TLS here)" % (name, scenario, name))
+                continue
+            results.append(measure_memory(name, proc, port, scenario, args, label, workers))
+            continue
         if not proc.alive():
             raise ProxyFailed(
                 "%s exited (code %s) before scenario %s\n  last output:\n%s"
                 % (name, proc.proc.returncode, scenario, indent(proc.log_tail()))
             )
-        h2 = scenario in H2_SCENARIOS
         # h2load gets its warm-up as a separate run, like wrk, rather than
         # with --warm-up-time, so that the proxy CPU measured below covers
         # exactly the measured requests.
-        make_cmd = (
-            (lambda d: h2load_cmd(tools["h2load"], args, port, scenario, d))
-            if h2
-            else (lambda d: wrk_cmd(tools["wrk"], args, port, scenario, d))
-        )
+        if scenario in H2_SCENARIOS:
+            make_cmd = lambda d: h2load_cmd(tools["h2load"], args, port, scenario, d)  # noqa: E731
+        elif scenario in STIME_SCENARIOS:
+            make_cmd = lambda d: stime_cmd(tools["openssl"], port, scenario, d)  # noqa: E731
+        else:
+            make_cmd = lambda d: wrk_cmd(tools["wrk"], args, port, scenario, d)  # noqa: E731
         if args.warmup > 0:
             log("%s / %s: warm-up %d s" % (name, scenario, args.warmup))
             run_wrk(make_cmd(args.warmup), args.warmup)
@@ -1021,6 +1295,7 @@ def median_result(runs):
 def measure_once(name, proc, origin, scenario, cmd, args, label, workers):
     """One measured client run of a scenario against a proxy."""
     h2 = scenario in H2_SCENARIOS
+    stime = scenario in STIME_SCENARIOS
     log("%s / %s: %s" % (name, scenario, shjoin(cmd)))
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     o0, _ = origin.cpu_ticks()
@@ -1031,9 +1306,11 @@ def measure_once(name, proc, origin, scenario, cmd, args, label, workers):
     t1, pids = proc.cpu_ticks()
     o1, _ = origin.cpu_ticks()
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = parse_h2load(out) if h2 else parse_wrk(out)
+    r = parse_h2load(out) if h2 else parse_stime(out) if stime else parse_wrk(out)
+    if stime and r["requests"]:
+        r["rps"] = r["requests"] / wall
     cpu_s = (t1 - t0) / float(CLK_TCK)
-    client = "h2load" if h2 else "wrk"
+    client = "h2load" if h2 else "s_time" if stime else "wrk"
     r.update(
         {
             "proxy": label,
@@ -1073,6 +1350,8 @@ def measure_once(name, proc, origin, scenario, cmd, args, label, workers):
         # when -D ends; they are not counted as requests or errors
         if r["errors"] or (r["unfinished"] or 0) > H2_CONNECTIONS * H2_STREAMS:
             log("%s / %s: h2load requests: %s" % (name, scenario, r["h2load_requests"]))
+    elif stime and scenario == "tls-session-reused" and r["reused"] != r["requests"]:
+        log("warning: %s resumed %s of %s sessions" % (name, r["reused"], r["requests"]))
     return r
 
 
@@ -1117,6 +1396,14 @@ def compute_ratios(results):
     }
     ratios = []
     for r in results:
+        if r.get("client") == "memory":
+            b = base.get((r["scenario"], r.get("workers")), {})
+            ratio = None
+            if b.get("per_connection_kib") and r["per_connection_kib"]:
+                ratio = round(r["per_connection_kib"] / b["per_connection_kib"], 3)
+            ratios.append({"proxy": r["proxy"], "scenario": r["scenario"],
+                           "memory_ratio_to_nginx": ratio})
+            continue
         b = base.get((r["scenario"], r.get("workers")), {})
         ratio = cpu = latency = None
         if b.get("req_per_cpu_s") and r["req_per_cpu_s"]:
@@ -1166,6 +1453,9 @@ def report(results, failures, ratios, meta):
     )
     out.append("")
     rows = []
+    memory = [r for r in results if r.get("client") == "memory"]
+    ratios = [x for x, r in zip(ratios, results) if r.get("client") != "memory"]
+    results = [r for r in results if r.get("client") != "memory"]
     for r in results:
         errs = r["errors"]
         detail = ""
@@ -1261,6 +1551,28 @@ def report(results, failures, ratios, meta):
         out.append("x nginx = twistproxy req/s over nginx req/s with as many workers):")
         out.append(table(srows, ("scenario", "workers", "nginx req/s", "x1", "twistproxy req/s",
                                  "x1", "x nginx")))
+        out.append("")
+    if memory:
+        base = {r["scenario"]: r["per_connection_kib"] for r in memory if r["proxy"] == "nginx"}
+        out.append("resident memory (VmRSS of the proxy's processes) before and after opening idle "
+                   "connections, each after one request; x nginx: KiB per connection over nginx's "
+                   "(lower is better):")
+        out.append(table(
+            [(r["proxy"], r["scenario"], "%d/%d" % (r["connections"], r["connections_asked"]),
+              fmt(r["open_s"]), fmt(r["rss_before_kib"] / 1024.0), fmt(r["rss_after_kib"] / 1024.0),
+              fmt(r["per_connection_kib"], 2),
+              "%.2f" % (r["per_connection_kib"] / base[r["scenario"]])
+              if r["per_connection_kib"] and base.get(r["scenario"]) else "-")
+             for r in memory],
+            ("proxy", "scenario", "connections", "open s", "RSS MiB before", "after",
+             "KiB/conn", "x nginx")))
+        out.append("")
+    if any(r["scenario"] in STIME_SCENARIOS for r in results):
+        out.append("tls-session-*: openssl s_time, one connection at a time, HTTP/1.0 GET /small on "
+                   "each; %s certificate; resumed sessions (tls-session-reused): %s."
+                   % (TLS_KEY_NAMES[meta.get("tls_key", "ec")],
+                      ", ".join("%s %s/%s" % (r["proxy"], r.get("reused"), r.get("requests"))
+                                for r in results if r["scenario"] == "tls-session-reused")))
         out.append("")
     if any(r.get("tls") and r["scenario"] == "tls-handshakes" for r in results):
         out.append("tls-handshakes: each request is a new connection with a full TLS handshake,")
@@ -1364,6 +1676,17 @@ def parse_args(argv):
         metavar="ARG",
         help="extra argument appended to the twistproxy command line (repeatable)",
     )
+    p.add_argument(
+        "--tls-key", choices=sorted(TLS_KEYS), default="ec",
+        help="key of the generated certificate of the TLS scenarios: ec (ECDSA P-256, "
+        "the default) or rsa (RSA 2048)",
+    )
+    p.add_argument("--idle-connections", type=int, default=10000,
+                   help="idle HTTP/1.1 connections of mem-idle (default 10000)")
+    p.add_argument("--h2-connections", type=int, default=1000,
+                   help="idle HTTP/2 connections of mem-h2 (default 1000)")
+    p.add_argument("--memory-timeout", type=float, default=45.0,
+                   help="most seconds spent opening the connections of a memory scenario (default 45)")
     p.add_argument("--origin-workers", type=int, default=1, choices=(1, 2), help="origin nginx workers (default 1)")
     p.add_argument("--start-timeout", type=float, default=15.0, help="seconds to wait for a port (default 15)")
     p.add_argument("--pause", type=float, default=1.0, help="seconds between scenarios (default 1)")
@@ -1409,6 +1732,8 @@ def parse_args(argv):
         p.error("--duration must be at least 1")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if args.idle_connections < 1 or args.h2_connections < 1:
+        p.error("--idle-connections and --h2-connections must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
     py = shutil.which(args.python) if os.sep not in args.python else args.python
@@ -1434,6 +1759,22 @@ def main(argv=None):
     if any(s in H2_SCENARIOS for s in args.scenarios):
         tools["h2load"] = ensure_tool("h2load", "nghttp2-client")
         args.h2load_duration = h2load_has_duration(tools["h2load"])
+    if any(s in STIME_SCENARIOS for s in args.scenarios):
+        tools["openssl"] = ensure_tool("openssl", "openssl")
+    # The proxy's nginx takes every idle connection of mem-idle (nginx's
+    # default of 4,096 otherwise); the open-file limits follow, and the
+    # proxies inherit this script's raised soft limit.
+    args.nginx_connections = 4096
+    if "mem-idle" in args.scenarios:
+        args.nginx_connections = max(4096, args.idle_connections + 1024)
+    if any(s in MEMORY_SCENARIOS for s in args.scenarios):
+        # This script's sockets and the proxy's, each with room to spare.
+        need = max(args.idle_connections, args.h2_connections) + 1024
+        limit = raise_nofile(2 * need)
+        if limit < need:
+            log("open-file limit %d is below the %d needed: fewer connections" % (limit, need))
+            args.idle_connections = min(args.idle_connections, limit - 1024)
+            args.h2_connections = min(args.h2_connections, limit - 1024)
     args.nginx_stream = None
     if any(s in TCP_SCENARIOS for s in args.scenarios):
         args.nginx_stream = nginx_stream_module(tools["nginx"])
@@ -1462,9 +1803,11 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="twistproxy-bench-")
     os.chmod(tmp, 0o755)
     args.tls_files = None
-    if any(s in TLS_SCENARIOS for s in args.scenarios):
-        args.tls_files = make_certificate(tmp)
-        meta["tls_certificate"] = "self-signed P-256 (prime256v1), CN=localhost, SAN DNS:localhost,IP:127.0.0.1"
+    if any(s in NEEDS_TLS for s in args.scenarios):
+        args.tls_files = make_certificate(tmp, args.tls_key)
+        meta["tls_key"] = args.tls_key
+        meta["tls_certificate"] = "self-signed %s, CN=localhost, SAN DNS:localhost,IP:127.0.0.1" % (
+            TLS_KEY_NAMES[args.tls_key],)
         meta["openssl_version"] = cmd_output([find_executable("openssl") or "openssl", "version"])
     started = []
     results = []
@@ -1508,26 +1851,28 @@ def main(argv=None):
                     if name in ("nginx", "twistproxy")]
         for name, workers in runs:
             label = name if workers is None else "%s-w%d" % (name, workers)
-            log("starting %s%s" % (name, " with %d workers" % workers if workers else ""))
-            try:
-                proc, port = start_proxy(name, args, tools, tmp, origin_port, workers)
-            except ProxyFailed as e:
-                if name == "nginx":
-                    e = ProxyFailed("%s\n%s" % (e, indent(_read(os.path.join(tmp, "proxy-nginx"), "error.log"))))
-                failures[label] = str(e)
-                log("FAILED to start %s: %s" % (name, e))
-                continue
-            started.append(proc)
-            log("%s on %s:%d%s (pid %d)" % (
-                name, HOST, port[0], " and https %d" % port[1] if port[1] else "", proc.pid))
-            try:
-                measure(name, proc, port, origin, args, tools, results, workers)
-            except ProxyFailed as e:
-                failures[label] = str(e)
-                log("FAILED %s: %s" % (name, e))
-            finally:
-                proc.stop()
-                started.remove(proc)
+            for scenarios in scenario_groups(args.scenarios):
+                log("starting %s%s" % (name, " with %d workers" % workers if workers else ""))
+                try:
+                    proc, port = start_proxy(name, args, tools, tmp, origin_port, workers)
+                except ProxyFailed as e:
+                    if name == "nginx":
+                        e = ProxyFailed("%s\n%s" % (e, indent(_read(os.path.join(tmp, "proxy-nginx"), "error.log"))))
+                    failures[label] = str(e)
+                    log("FAILED to start %s: %s" % (name, e))
+                    break
+                started.append(proc)
+                log("%s on %s:%d%s (pid %d)" % (
+                    name, HOST, port[0], " and https %d" % port[1] if port[1] else "", proc.pid))
+                try:
+                    measure(name, proc, port, origin, args, tools, results, workers, scenarios)
+                except ProxyFailed as e:
+                    failures[label] = str(e)
+                    log("FAILED %s: %s" % (name, e))
+                    break
+                finally:
+                    proc.stop()
+                    started.remove(proc)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping everything this script started")

@@ -99,6 +99,18 @@ class WriteNowTests(SynchronousTestCase):
         self.assertEqual(_drain(theirs), b"")
         self.assertEqual(b"".join(transport._tempDataBuffer), b"first second")
 
+    def test_failed_send_buffers(self):
+        """
+        When the socket refuses the send (here the peer is gone), the bytes
+        are left to C{write}, which buffers them for the transport to find
+        the lost connection itself, rather than raising to the caller.
+        """
+        transport, theirs, reactor = _connection(self)
+        theirs.close()
+        write_now(transport, b"lost")
+        self.assertEqual(reactor.getWriters(), [transport])
+        self.assertEqual(b"".join(transport._tempDataBuffer), b"lost")
+
     def test_other_transports_get_write(self):
         """
         Transports that are not plain TCP connections just get write().

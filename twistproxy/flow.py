@@ -62,10 +62,18 @@ def write_now(transport, data: bytes) -> None:
         and transport.connected
         and not transport.disconnecting
     ):
-        sent = transport.writeSomeData(data)
-        if type(sent) is int and sent >= 0:
-            if sent == len(data):
-                return
+        # The socket's own send rather than the transport's writeSomeData,
+        # which adds two Python calls (a memoryview for Windows' sake, a
+        # retry on EINTR that Python does itself since 3.5) to every send.
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # Full (EAGAIN, ENOBUFS) or lost: write() buffers, and the
+            # transport's next attempt reports a lost connection.
+            sent = 0
+        if sent == len(data):
+            return
+        if sent:
             data = data[sent:]
     transport.write(data)
 

@@ -95,7 +95,9 @@ class ClientCodec(Waiting, Protocol):
         factory = self._factory
         peer = self.transport.getPeer()
         self.client_address = getattr(peer, "host", "") or ""
-        self.trusted = self.client_address in factory.trusted_proxies
+        trusted_proxies = factory.trusted_proxies
+        # No address to parse when no proxy is trusted (the default).
+        self.trusted = bool(trusted_proxies) and self.client_address in trusted_proxies
         self.transport.registerProducer(FullRelay(self._send_full), True)
         self._relaying = True
         no_delay(self.transport)

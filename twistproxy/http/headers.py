@@ -38,7 +38,7 @@ import ipaddress
 from typing import Iterable, List, Optional, Tuple
 
 from twistproxy.config import HeaderRules, Sticky
-from twistproxy.http.parser import TOKEN_RE, RequestHead, ResponseHead
+from twistproxy.http.parser import TOKEN_BYTES, RequestHead, ResponseHead
 
 _HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -163,7 +163,7 @@ def _forwarded_node(address: str) -> bytes:
 
 def _quote(value: bytes) -> bytes:
     # RFC 7239 4: values that are not tokens are quoted strings.
-    if TOKEN_RE(value) is not None:
+    if value and not value.translate(None, TOKEN_BYTES):
         return value
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
@@ -219,6 +219,11 @@ def _received_protocol(version: Tuple[int, int]) -> bytes:
     return b"%d" % version[0] if version[0] >= 2 else b"%d.%d" % version
 
 
+# This proxy's Via entries, by (version received, pseudonym): a handful,
+# built once rather than for every message.
+_OWN_VIA: dict = {}
+
+
 def _via_value(received: Optional[bytes], version: Tuple[int, int],
                via: bytes) -> Optional[bytes]:
     """
@@ -227,7 +232,9 @@ def _via_value(received: Optional[bytes], version: Tuple[int, int],
     C{None} for no Via field.
     """
     if via:
-        mine = b"%s %s" % (_received_protocol(version), via)
+        mine = _OWN_VIA.get((version, via))
+        if mine is None:
+            mine = _OWN_VIA[version, via] = b"%s %s" % (_received_protocol(version), via)
         return mine if received is None else received + b", " + mine
     return received
 
