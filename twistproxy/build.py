@@ -37,8 +37,10 @@ import datetime
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
@@ -46,6 +48,7 @@ from twistproxy.accesslog import AccessLogWriter
 from twistproxy.acme import store as acme_store
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.schedule import Renewal
+from twistproxy.acme.shared import RedisKeys, SharedCertificates
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
@@ -509,13 +512,14 @@ class ListenerBuilder:
 
 
 def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
-             challenges: Optional[Challenges], installed: Callable[[], Any]) -> List[Renewal]:
+             challenges: Optional[Challenges], installed: Callable[[], Any],
+             shared: Optional[SharedCertificates] = None) -> List[Renewal]:
     """
     The renewal of each listener's ACME certificate, not started: each
     orders from C{config.acme}'s CA (HTTP-01 answers through
     C{challenges}, which is set whenever C{config} has C{[acme]}; DNS-01
-    through C{texts}) and calls C{installed} once the new certificate is
-    stored.
+    through C{texts}), through C{shared} when given (L{acme_shared}), and
+    calls C{installed} once the new certificate is stored.
 
     @raises ConfigError: At C{acme} when the C{acme} extra is not
         installed, or at C{acme.ca} when that file cannot be read.
@@ -534,13 +538,34 @@ def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
     plain = any(l.protocol == "http" and l.tls is None for l in config.listeners)
     issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
                     use_dns=lambda name: not plain)
-    return [
-        Renewal(reactor, names,
-                lambda names=names: acme_store.read_certificate(
-                    acme_store.certificate_file(acme, names)),
-                lambda names=names: issuer.issue(names), installed, acme.retry)
-        for names in wanted
-    ]
+
+    def renewal(names: Tuple[str, ...]) -> Renewal:
+        def issue() -> Deferred:
+            return issuer.issue(names)
+
+        obtain = force = issue
+        if shared is not None:
+            obtain = partial(shared.obtain, names, issue)
+            force = partial(shared.obtain, names, issue, forced=True)
+        return Renewal(reactor, names, lambda: acme_store.read_certificate(
+            acme_store.certificate_file(acme, names)), obtain, installed, acme.retry,
+            force=force)
+
+    return [renewal(names) for names in wanted]
+
+
+def acme_shared(config: ProxyConfig, reactor) -> Optional[SharedCertificates]:
+    """
+    The store the ACME certificates of C{config} share with other
+    instances (not connected yet), or C{None} when C{[acme]} names none.
+    """
+    if config.acme is None or not config.acme.store:
+        return None
+    try:
+        address = parse_url(config.acme.store, "acme.store")
+    except ConfigError as e:
+        raise ConfigError(e.path, e.problem, config.source) from None
+    return SharedCertificates(reactor, config.acme, RedisKeys(reactor, address))
 
 
 def validate(config: ProxyConfig) -> None:
@@ -565,4 +590,5 @@ def validate(config: ProxyConfig) -> None:
         endpoint(reactor, listener, config)
         listeners.factory(listener)
     admin(reactor, config, None)
-    renewals(config, reactor, dns_texts(config, reactor), Challenges(), lambda: None)
+    renewals(config, reactor, dns_texts(config, reactor), Challenges(), lambda: None,
+             acme_shared(config, reactor))

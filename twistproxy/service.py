@@ -185,8 +185,10 @@ class ProxyService(MultiService):
         self.factory = self.built.plain
         # The ACME certificates' renewals, from the configuration the
         # service started with.
+        # Their store shared with other instances, if [acme] names one.
+        self.acme_shared = build.acme_shared(config, reactor)
         self.renewals = build.renewals(config, reactor, self.dns_texts, self.challenges,
-                                       self.reload_certificates)
+                                       self.reload_certificates, self.acme_shared)
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
         for listener in config.listeners:
@@ -559,6 +561,8 @@ class ProxyService(MultiService):
     def _close_all(self) -> None:
         self.forwarder.close()
         self.dns_texts.stop()
+        if self.acme_shared is not None:
+            self.acme_shared.close()
         for chain in self.built.filter_chains:
             chain.close()
         if self.cache is not None:

@@ -64,10 +64,14 @@ class Renewal:
     def __init__(self, clock: IReactorTime, names: Sequence[str],
                  current: Callable[[], x509.Certificate],
                  obtain: Callable[[], Deferred], installed: Callable[[], Any],
-                 retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1)):
+                 retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1),
+                 force: Optional[Callable[[], Deferred]] = None):
         """
         @param current: Reads the certificate stored now.
         @param obtain: Renews it: fires when the new files are written.
+        @param force: Renews it when asked to (L{renew} with C{forced}),
+            even where C{obtain} would take a renewal another instance
+            shared (L{twistproxy.acme.shared}); C{obtain} by default.
         @param installed: Makes the listeners serve what is stored.
         @param retry: Seconds before the first retry after a failure.
         @param random_jitter: A number from -1 to 1 for each planned time.
@@ -76,6 +80,7 @@ class Renewal:
         self.names = tuple(names)
         self._current = current
         self._obtain = obtain
+        self._force = force or obtain
         self._installed = installed
         self._retry = retry
         self._jitter = random_jitter
@@ -117,12 +122,15 @@ class Renewal:
         self.due = max(when, now)
         self._call = self.clock.callLater(self.due - now, self.renew)
 
-    def renew(self) -> Deferred:
+    def renew(self, forced: bool = False) -> Deferred:
         """
         Renew now; fires (with C{None}) when it is over, well or not.
+
+        @param forced: Asked for (by the admin API) rather than due.
         """
         self.stop()
-        return maybeDeferred(self._obtain).addCallbacks(self._renewed, self._failed)
+        return maybeDeferred(self._force if forced else self._obtain).addCallbacks(
+            self._renewed, self._failed)
 
     def _renewed(self, _: object) -> None:
         self.failures, self.last_error = 0, ""

@@ -54,6 +54,13 @@ def certificate_file(acme: ACME, names: Sequence[str]) -> str:
     return os.path.join(acme.storage, names[0].replace("*", "_") + ".pem")
 
 
+def account_file(acme: ACME) -> str:
+    """
+    The file of the account key in C{acme.storage}.
+    """
+    return os.path.join(acme.storage, "account.key")
+
+
 def write_atomically(filename: str, data: bytes) -> None:
     """
     Replace C{filename} with C{data}, mode 0600, so that readers see the

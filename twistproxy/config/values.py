@@ -913,6 +913,10 @@ class ACME:
         certificates with their keys (created, mode 0700; files 0600).
     @ivar retry: Seconds before the first retry after a CA error; each
         further failure doubles it, up to a day.
+    @ivar store: The C{redis://} URL of the store that every instance
+        naming it shares (L{twistproxy.acme.shared}; read by
+        L{twistproxy.redis.parse_url}), or C{''}: each instance orders for
+        itself.
     """
 
     email: str = setting(check=_email, required="is required (the account's contact address)")
@@ -921,6 +925,7 @@ class ACME:
     ca: str = setting("", check=_string)
     key_type: str = setting("ecdsa-p256", check=one_of("ecdsa-p256", "rsa-2048"))
     retry: float = setting(60.0, check=seconds())
+    store: str = setting("", check=_string)
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).
