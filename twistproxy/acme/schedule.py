@@ -57,6 +57,7 @@ class Renewal:
     @ivar names: The names it is for.
     @ivar failures: How many renewals in a row have failed.
     @ivar last_error: What the last failure said, or C{''} since a success.
+    @ivar renewing: Whether a renewal is under way.
     """
 
     log = Logger()
@@ -86,6 +87,7 @@ class Renewal:
         self._jitter = random_jitter
         self.failures = 0
         self.last_error = ""
+        self.renewing = False
         self._call: Optional[IDelayedCall] = None
         self.due = 0.0
 
@@ -113,8 +115,8 @@ class Renewal:
         not_after = lifetime(cert)[1]
         return {"names": list(self.names), "not_after": not_after,
                 "days_to_expiry": round((not_after - self.clock.seconds()) / 86400, 3),
-                "stand_in": is_stand_in(cert), "due": self.due, "failures": self.failures,
-                "last_error": self.last_error}
+                "stand_in": is_stand_in(cert), "due": self.due, "renewing": self.renewing,
+                "failures": self.failures, "last_error": self.last_error}
 
     def _plan(self, when: float) -> None:
         self.stop()
@@ -129,10 +131,12 @@ class Renewal:
         @param forced: Asked for (by the admin API) rather than due.
         """
         self.stop()
+        self.renewing = True
         return maybeDeferred(self._force if forced else self._obtain).addCallbacks(
             self._renewed, self._failed)
 
     def _renewed(self, _: object) -> None:
+        self.renewing = False
         self.failures, self.last_error = 0, ""
         self._installed()
         self.log.info("certificate for {names} renewed", names=", ".join(self.names))
@@ -142,6 +146,7 @@ class Renewal:
                        self.clock.seconds() + self._retry))
 
     def _failed(self, reason: Failure) -> None:
+        self.renewing = False
         self.failures += 1
         self.last_error = reason.getErrorMessage() or reason.type.__name__
         # min() before the power: past 1024 failures (three years at a
