@@ -65,6 +65,8 @@ class PebbleEndToEndTests(TestCase):
     """
 
     timeout = 120
+    # More of pebble's settings, for the tests that borrow this set-up.
+    pebble_settings: dict = {}
 
     def setUp(self):
         if PEBBLE is None:
@@ -83,6 +85,7 @@ class PebbleEndToEndTests(TestCase):
             "privateKey": self.write("server.key", key_pem(server[0])),
             "httpPort": self.ports["http"], "tlsPort": self.ports["tlsalpn"],
             "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            **self.pebble_settings,
         }}
         path = self.write("pebble.json", json.dumps(config).encode())
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
