@@ -187,8 +187,11 @@ class ProxyService(MultiService):
         # service started with.
         # Their store shared with other instances, if [acme] names one.
         self.acme_shared = build.acme_shared(config, reactor)
-        self.renewals = build.renewals(config, reactor, self.dns_texts, self.challenges,
-                                       self.reload_certificates, self.acme_shared)
+        self.acme = build.ACMECertificates(
+            config, reactor, self.dns_texts, self.challenges, self.reload_certificates,
+            self.acme_shared, self._on_demand_issued)
+        self.renewals = self.acme.renewals
+        self.built.on_demand = self.acme.on_demand
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
         for listener in config.listeners:
@@ -294,6 +297,15 @@ class ProxyService(MultiService):
             else:
                 self.log.info("listener {name}: certificates reloaded", name=name)
         return problems
+
+    def _on_demand_issued(self, name: str) -> None:
+        # Served by every listener with ACME certificates, and renewed.
+        self.built.serve_on_demand()
+        self.reload_certificates()
+        renewal = self.acme.renewal((name,))
+        self.renewals.append(renewal)
+        if self.running:
+            renewal.start()
 
     def certificates(self) -> List[Dict[str, Any]]:
         """
