@@ -26,7 +26,8 @@ class RenewNowTests(AdminTestCase):
         self.calls = []
         self.pending = Deferred()
         self.renewal = Renewal(
-            self.renewal_clock, ["www.example.com", "*.example.com"], issued, self.obtain,
+            self.renewal_clock, ["www.example.com", "*.example.com"],
+            lambda: issued(names=("www.example.com", "*.example.com")), self.obtain,
             lambda: None, retry=60.0, random_jitter=lambda: 0.0, force=self.force)
         self.renewal.start()
         self.service.renewals = [self.renewal]

@@ -336,13 +336,13 @@ class UnknownNameHookTests(SynchronousTestCase):
             built.factory(listener)
         factory, _, _ = built.tls["secure"]
         store_now = factory.server_tls.store
-        self.assertEqual(store_now.unknown, built.on_demand.seen)
+        self.assertEqual(store_now.unknown, built._seen)
         pair = issue_certificate("a.shop.test", sans=["a.shop.test"],
                                  issuer=issue_certificate("CA", ca=True))
         store.write_atomically(store.certificate_file(config.acme, ("a.shop.test",)),
                                key_pem(pair[0]) + cert_pem(pair[1]))
         built.on_demand.names.append("a.shop.test")
-        built.serve_on_demand()
+        built.refresh_acme()
         factory.reload(*built.tls["secure"][1:])
         served = factory.server_tls.store.certificate_for(b"a.shop.test")
         self.assertEqual(served.names, ("a.shop.test",))

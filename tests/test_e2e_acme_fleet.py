@@ -58,6 +58,7 @@ class SharedStoreEndToEndTests(TestCase):
     """
 
     timeout = 180
+    pebble_settings: dict = {}
     # pebble, started as the single-instance test starts it (a class that is
     # not a name of this module, whose tests would run again from here).
     _Pebble = __import__("tests.test_e2e_acme", fromlist=["_"]).PebbleEndToEndTests

@@ -492,8 +492,8 @@ class ListenerBuilder:
             factory, _ = wrap_listener_factory(self.reactor, served, path, http_factory)
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, self.config.source) from None
-        if tls.acme and self.on_demand is not None:
-            factory.server_tls.store.unknown = self.on_demand.seen
+        if tls.acme:
+            factory.server_tls.store.unknown = self._seen
         self.tls[listener.name] = (factory, served, path)
         return factory
 
@@ -512,10 +512,16 @@ class ListenerBuilder:
                           for name in (self.on_demand.names if self.on_demand else ()))
         return replace(tls, certificates=tls.certificates + (managed,) + on_demand)
 
-    def serve_on_demand(self) -> None:
+    def _seen(self, server_name: bytes) -> None:
+        # Through the builder: a reload may turn on-demand orders on or off.
+        if self.on_demand is not None:
+            self.on_demand.seen(server_name)
+
+    def refresh_acme(self) -> None:
         """
-        Have every listener with ACME certificates take those ordered on
-        demand so far (at their next certificate reload).
+        Have every listener with ACME certificates take those of the
+        running C{[acme]} section and those ordered on demand so far (at
+        their next certificate reload).
         """
         for listener in self.config.listeners:
             if listener.name in self.tls and listener.tls is not None and listener.tls.acme:

@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistproxy.acme.store import is_stand_in, lifetime
+from twistproxy.acme.store import holds_exactly, is_stand_in, lifetime
 
 # The longest wait between two tries after CA errors.
 MAX_RETRY = 86400.0
@@ -93,9 +93,16 @@ class Renewal:
 
     def start(self) -> None:
         """
-        Plan the next renewal from the stored certificate.
+        Plan the next renewal from the stored certificate: at once when it
+        is not for exactly these names (they changed).
         """
-        self._plan(renewal_time(self._current(), self._jitter()))
+        self._plan(self._due())
+
+    def _due(self) -> float:
+        cert = self._current()
+        if not holds_exactly(cert, self.names):
+            return 0.0
+        return renewal_time(cert, self._jitter())
 
     def stop(self) -> None:
         """
@@ -142,8 +149,7 @@ class Renewal:
         self.log.info("certificate for {names} renewed", names=", ".join(self.names))
         # Not at once again, should what is stored still be due (a CA that
         # answered with an old certificate): that would loop.
-        self._plan(max(renewal_time(self._current(), self._jitter()),
-                       self.clock.seconds() + self._retry))
+        self._plan(max(self._due(), self.clock.seconds() + self._retry))
 
     def _failed(self, reason: Failure) -> None:
         self.renewing = False
