@@ -10,14 +10,13 @@ pebble's resolver.
 from __future__ import annotations
 
 import os
-import socket
-import ssl
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
 from tests.e2e_support import HOST, ProxyProcess, unused_port, write_config
 from tests.redis_support import start_redis
+from tests.test_faults_acme import ZONE, served_certificate
 
 CONFIG = """
 [acme]
@@ -32,24 +31,12 @@ retry = 2
 endpoint = "tcp:{https}:interface={host}"
 tls.acme = ["example.test"]
 
-[listeners.ns]
-protocol = "dns"
-endpoint = "udp:{dns}:interface={host}"
-
 [upstreams.app]
 servers = ["http://{host}:9"]
 
 [dns]
 redis = "{redis}"
-
-[[dns.zones]]
-name = "example.test"
-soa = {{ mname = "ns1", rname = "hostmaster", minimum = 30 }}
-records = [
-    {{ name = "@", type = "A", value = "{host}" }},
-    {{ name = "ns1", type = "A", value = "{host}" }},
-]
-"""
+""" + ZONE
 
 
 class SharedStoreEndToEndTests(TestCase):
@@ -69,19 +56,6 @@ class SharedStoreEndToEndTests(TestCase):
     until = _Pebble.until
     pebble_root = _Pebble.pebble_root
     del _Pebble
-
-    def served(self, root: str, port: int):
-        """
-        The certificate (DER) that the proxy on C{port} serves for
-        C{example.test} when it verifies against C{root}, else C{None}.
-        """
-        context = ssl.create_default_context(cadata=root)
-        try:
-            with socket.create_connection((HOST, port), timeout=5) as raw:
-                with context.wrap_socket(raw, server_hostname="example.test") as tls:
-                    return tls.getpeercert(binary_form=True)
-        except (OSError, ssl.SSLError):
-            return None
 
     @defer.inlineCallbacks
     def test_two_instances_one_certificate(self):
@@ -108,7 +82,7 @@ class SharedStoreEndToEndTests(TestCase):
         root = self.pebble_root()
         served = []
         for port in ports:
-            served.append((yield self.until(lambda port=port: self.served(root, port),
+            served.append((yield self.until(lambda port=port: served_certificate(port, root),
                                             f"certificate from pebble on {port}", 90)))
         self.assertEqual(served[0], served[1])
         outputs = [proxy.output for proxy in proxies]

@@ -31,6 +31,19 @@ from tests.e2e_support import (
     write_config,
 )
 
+# The DNS listener that pebble resolves example.test with (its
+# -dnsserver), and the zone.
+ZONE = """
+[listeners.ns]
+protocol = "dns"
+endpoint = "udp:{dns}:interface={host}"
+
+[[dns.zones]]
+name = "example.test"
+soa = {{ mname = "ns1", rname = "hostmaster", minimum = 30 }}
+records = [{{ name = "@", type = "A", value = "{host}" }}]
+"""
+
 CONFIG = """
 [acme]
 directory = "https://{host}:{ca_port}/dir"
@@ -49,18 +62,9 @@ tls.acme = ["example.test"]
 [admin]
 endpoint = "tcp:{admin}:interface={host}"
 
-[listeners.ns]
-protocol = "dns"
-endpoint = "udp:{dns}:interface={host}"
-
 [upstreams.app]
 servers = ["http://{host}:{origin}"]
-
-[[dns.zones]]
-name = "example.test"
-soa = {{ mname = "ns1", rname = "hostmaster", minimum = 30 }}
-records = [{{ name = "@", type = "A", value = "{host}" }}]
-"""
+""" + ZONE
 
 # How long the CA-down and CA-refusing tests watch the retries: with
 # retry = 1 the tries come at about 0, 1, 3 and 7 s, the next at 15 s.
@@ -73,7 +77,7 @@ def _tries(output: bytes) -> int:
     return len(re.findall(rb"renewal failed \(\d+ in a row\)", output))
 
 
-def _served(port: int, root: Optional[str] = None):
+def served_certificate(port: int, root: Optional[str] = None):
     """
     The certificate (DER) the proxy on C{port} serves for C{example.test}:
     verified against C{root} when given (else C{None} if it does not
@@ -162,7 +166,7 @@ class ACMEFaultTests(E2ETestCase):
         deadline = time.monotonic() + WATCH
         while time.monotonic() < deadline:
             self.assertEqual((yield threads.deferToThread(client.get)), 200)
-            fresh = yield threads.deferToThread(_served, self.ports["https"])
+            fresh = yield threads.deferToThread(served_certificate, self.ports["https"])
             self.assertEqual(fresh, client.certificate)
             yield task.deferLater(reactor, 1.0, lambda: None)
         return _tries(self.proxy.output)
@@ -216,7 +220,7 @@ class ACMEFaultTests(E2ETestCase):
         yield self.start_pebble(certificateValidityPeriod=30)
         yield self.start_proxy(self.ports["pebble"], self.ca_file)
         root = self.pebble_root()
-        first = yield self.until(lambda: _served(self.ports["https"], root),
+        first = yield self.until(lambda: served_certificate(self.ports["https"], root),
                                  "certificate from pebble", 60)
         client = yield threads.deferToThread(_Client, self.ports["https"])
         self.addCleanup(client.raw.close)
@@ -224,7 +228,7 @@ class ACMEFaultTests(E2ETestCase):
         self.assertEqual((yield threads.deferToThread(client.get)), 200)
 
         def renewed():
-            served = _served(self.ports["https"], root)
+            served = served_certificate(self.ports["https"], root)
             return served if served not in (None, first) else None
 
         second = yield self.until(renewed, "renewed certificate", 90)

@@ -53,7 +53,9 @@ from twistproxy.acme.schedule import Renewal
 from twistproxy.acme.shared import RedisKeys, SharedCertificates
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
-from twistproxy.config import Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
+from twistproxy.config import (
+    Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
+)
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords

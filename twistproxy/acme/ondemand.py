@@ -65,8 +65,9 @@ class OnDemand:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, acme: ACME, issue: Callable[[Tuple[str, ...]], Deferred],
-                 installed: Callable[[str], Any], client: Any = None):
+    def __init__(self, clock: IReactorTime, acme: ACME,
+                 issue: Callable[[Tuple[str, ...]], Deferred], installed: Callable[[str], Any],
+                 client: Any = None):
         """
         @param issue: Orders the certificate for some names, writing its
             storage file (L{twistproxy.acme.client.Issuer.issue}).
