@@ -97,6 +97,14 @@ def served_certificate(port: int, root: Optional[str] = None):
         return None
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 class _Client:
     """
     One keep-alive HTTPS connection to the proxy (blocking: use it in a
@@ -149,6 +157,8 @@ class ACMEFaultTests(E2ETestCase):
         self.proxy = ProxyProcess(reactor, ["--config", path], self.cwd)
         self.addCleanup(self.proxy.stop)
         yield self.proxy.start()
+        # start() fires once the first listener listens; the TLS one next.
+        yield self.wait_for(lambda: _accepts(self.ports["https"]), 30, "the TLS listener")
 
     def acme_status(self):
         url = f"http://{HOST}:{self.ports['admin']}/acme"
