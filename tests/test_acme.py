@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from typing import Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -66,10 +67,11 @@ soa = { mname = "ns1.example.com", rname = "hostmaster.example.com" }
 """
 
 
-def issued(days: float = 90, start: datetime.datetime = START) -> x509.Certificate:
+def issued(days: float = 90, start: datetime.datetime = START,
+           names: Tuple[str, ...] = ("www.example.com",)) -> x509.Certificate:
     """
-    A certificate as a CA issues it (issuer not the subject), valid for
-    C{days} from C{start}.
+    A certificate as a CA issues it (issuer not the subject, C{names} in
+    its subjectAltName), valid for C{days} from C{start}.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     return (
@@ -80,6 +82,7 @@ def issued(days: float = 90, start: datetime.datetime = START) -> x509.Certifica
         .serial_number(1)
         .not_valid_before(start)
         .not_valid_after(start + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .sign(key, hashes.SHA256())
     )
 

@@ -14,8 +14,9 @@ this module is the only code that makes objects of them, in this order:
      passthrough, UDP, the DNS front, behind a PROXY header reader when
      asked;
   4. the admin API (L{admin}), the access log (L{open_access_log}),
-     the TXT records set at run time (L{dns_texts}) and the renewals of
-     the ACME certificates (L{renewals}).
+     the TXT records set at run time (L{dns_texts}), the ACME
+     certificates' shared store (L{acme_shared}), renewals and on-demand
+     orders (L{ACMECertificates}).
 
 Nothing here listens or starts a group, a health check or a log file
 writer: that is the lifecycle's (L{twistproxy.service.ProxyService} starts
@@ -37,18 +38,24 @@ import datetime
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
 from twistproxy.accesslog import AccessLogWriter
 from twistproxy.acme import store as acme_store
 from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.ondemand import OnDemand
 from twistproxy.acme.schedule import Renewal
+from twistproxy.acme.shared import RedisKeys, SharedCertificates
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
-from twistproxy.config import ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup
+from twistproxy.config import (
+    Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
+)
 from twistproxy.config.parse import acme_challenge_types
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
@@ -311,6 +318,9 @@ class ListenerBuilder:
         self.stream_factories: List[Any] = []
         self.filter_chains: List[FilterChain] = []
         self.tls: Dict[str, Any] = {}
+        # The names ordered on demand, served by every listener with ACME
+        # certificates (set by the service when [acme.on_demand] is on).
+        self.on_demand: Optional[OnDemand] = None
         self._https: Optional[HTTPServerFactory] = None
         self.plain = self._http(self.settings(b"http"))
 
@@ -484,18 +494,47 @@ class ListenerBuilder:
         path = f"listeners.{listener.name}.tls"
         tls = listener.tls
         try:
-            if tls.acme:
-                # Served after the listed ones, from the file the renewals write.
-                now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
-                managed = acme_store.ensure(self.config.acme, tls.acme, f"{path}.acme", now)
-                tls = replace(tls, certificates=tls.certificates + (managed,))
+            served = self._with_acme(tls, path)
             factory, _ = wrap_listener_factory(
-                self.reactor, tls, path, http_factory,
+                self.reactor, served, path, http_factory,
                 challenge=None if self._challenges is None else self._challenges.certificate)
         except ConfigError as e:
             raise ConfigError(e.path, e.problem, self.config.source) from None
-        self.tls[listener.name] = (factory, tls, path)
+        if tls.acme:
+            factory.server_tls.store.unknown = self._seen
+        self.tls[listener.name] = (factory, served, path)
         return factory
+
+    def _with_acme(self, tls, path: str):
+        """
+        A listener's TLS settings with its ACME certificates after the
+        listed ones: the file the renewals write, then those ordered on
+        demand.
+        """
+        if not tls.acme:
+            return tls
+        acme = self.config.acme
+        now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
+        managed = acme_store.ensure(acme, tls.acme, f"{path}.acme", now)
+        on_demand = tuple(Certificate(cert=acme_store.certificate_file(acme, (name,)))
+                          for name in (self.on_demand.names if self.on_demand else ()))
+        return replace(tls, certificates=tls.certificates + (managed,) + on_demand)
+
+    def _seen(self, server_name: bytes) -> None:
+        # Through the builder: a reload may turn on-demand orders on or off.
+        if self.on_demand is not None:
+            self.on_demand.seen(server_name)
+
+    def refresh_acme(self) -> None:
+        """
+        Have every listener with ACME certificates take those of the
+        running C{[acme]} section and those ordered on demand so far (at
+        their next certificate reload).
+        """
+        for listener in self.config.listeners:
+            if listener.name in self.tls and listener.tls is not None and listener.tls.acme:
+                factory, _, path = self.tls[listener.name]
+                self.tls[listener.name] = (factory, self._with_acme(listener.tls, path), path)
 
     def _passthrough(self, listener: Listener, terminate, filters, quota: Optional[Quota]):
         """
@@ -514,43 +553,82 @@ class ListenerBuilder:
         return factory
 
 
-def renewals(config: ProxyConfig, reactor, texts: RunTimeTexts,
-             challenges: Optional[Challenges], installed: Callable[[], Any]) -> List[Renewal]:
+class ACMECertificates:
     """
-    The renewal of each listener's ACME certificate, not started: each
-    orders from C{config.acme}'s CA (HTTP-01 and TLS-ALPN-01 answers
-    through C{challenges}, which is set whenever C{config} has C{[acme]};
-    DNS-01 through C{texts}; the first type of C{acme.challenges} that can
-    validate a name) and calls C{installed} once the new certificate is
-    stored.
+    The ACME certificates of a configuration: the renewal of each
+    listener's (L{renewals}, not started) and, with C{[acme.on_demand]},
+    the orders for names seen in SNI (L{on_demand}).  Each orders from
+    C{config.acme}'s CA (HTTP-01 and TLS-ALPN-01 answers through C{challenges}, which is
+    set whenever C{config} has C{[acme]}; DNS-01 through C{texts}), through
+    C{shared} when given (L{acme_shared}), and calls C{installed} once a
+    renewed certificate is stored.
+    """
 
-    @raises ConfigError: At C{acme} when the C{acme} extra is not
-        installed, or at C{acme.ca} when that file cannot be read or holds
-        no certificate.
+    def __init__(self, config: ProxyConfig, reactor, texts: RunTimeTexts,
+                 challenges: Optional[Challenges], installed: Callable[[], Any],
+                 shared: Optional[SharedCertificates] = None,
+                 on_demand: Callable[[str], Any] = lambda name: None):
+        """
+        @param on_demand: Called with each name whose certificate was
+            ordered on demand (or found stored), to serve and renew it.
+        @raises ConfigError: At C{acme} when the C{acme} extra is not
+            installed, or at C{acme.ca} when that file cannot be read or
+            holds no certificate.
+        """
+        self.renewals: List[Renewal] = []
+        self.on_demand: Optional[OnDemand] = None
+        wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
+        if not wanted:
+            return
+        try:
+            from twistproxy.acme.client import Issuer
+        except ImportError as e:
+            raise ConfigError("acme", f"needs the acme extra (pip install 'twistproxy[acme]'): "
+                                      f"{e}", config.source) from None
+        acme = config.acme
+        try:
+            self._issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+                                  types=lambda name: acme_challenge_types(
+                                      name, config.listeners, acme, config.dns))
+        except ConfigError as e:
+            raise ConfigError(e.path, e.problem, config.source) from None
+        self._reactor, self._acme, self._shared = reactor, acme, shared
+        self._installed = installed
+        self.renewals = [self.renewal(names) for names in wanted]
+        if acme.on_demand is not None:
+            self.on_demand = OnDemand(reactor, acme, self._obtain, on_demand)
+
+    def _obtain(self, names: Tuple[str, ...], forced: bool = False) -> Deferred:
+        def issue() -> Deferred:
+            return self._issuer.issue(names)
+
+        if self._shared is None:
+            return issue()
+        return self._shared.obtain(names, issue, forced)
+
+    def renewal(self, names: Tuple[str, ...]) -> Renewal:
+        """
+        The renewal of the certificate for C{names}, not started.
+        """
+        acme = self._acme
+        return Renewal(self._reactor, names, lambda: acme_store.read_certificate(
+            acme_store.certificate_file(acme, names)), partial(self._obtain, names),
+            self._installed, acme.retry, window=self._issuer.renewal_window,
+            force=partial(self._obtain, names, forced=True))
+
+
+def acme_shared(config: ProxyConfig, reactor) -> Optional[SharedCertificates]:
     """
-    wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
-    if not wanted:
-        return []
+    The store the ACME certificates of C{config} share with other
+    instances (not connected yet), or C{None} when C{[acme]} names none.
+    """
+    if config.acme is None or not config.acme.store:
+        return None
     try:
-        from twistproxy.acme.client import Issuer
-    except ImportError as e:
-        raise ConfigError("acme", f"needs the acme extra (pip install 'twistproxy[acme]'): {e}",
-                          config.source) from None
-    acme = config.acme
-    try:
-        issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
-                        types=lambda name: acme_challenge_types(
-                            name, config.listeners, acme, config.dns))
+        address = parse_url(config.acme.store, "acme.store")
     except ConfigError as e:
         raise ConfigError(e.path, e.problem, config.source) from None
-    return [
-        Renewal(reactor, names,
-                lambda names=names: acme_store.read_certificate(
-                    acme_store.certificate_file(acme, names)),
-                lambda names=names: issuer.issue(names), installed, acme.retry,
-                window=issuer.renewal_window)
-        for names in wanted
-    ]
+    return SharedCertificates(reactor, config.acme, RedisKeys(reactor, address))
 
 
 def validate(config: ProxyConfig) -> None:
@@ -575,4 +653,5 @@ def validate(config: ProxyConfig) -> None:
         endpoint(reactor, listener, config)
         listeners.factory(listener)
     admin(reactor, config, None)
-    renewals(config, reactor, dns_texts(config, reactor), Challenges(), lambda: None)
+    ACMECertificates(config, reactor, dns_texts(config, reactor), Challenges(), lambda: None,
+                     acme_shared(config, reactor))

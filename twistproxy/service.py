@@ -19,6 +19,7 @@ with the configuration path of the mistake.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from twisted.application.service import MultiService, Service
@@ -30,6 +31,7 @@ from twisted.logger import Logger
 from twistproxy import build
 from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.shared import SharedCertificates
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
@@ -38,6 +40,11 @@ from twistproxy.forwarder import Forwarder
 from twistproxy.interfaces import IClosable
 from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.udp import UDPProxy
+
+
+def _acme_names(config: ProxyConfig) -> Dict[str, Tuple[str, ...]]:
+    # The ACME names of each listener.
+    return {l.name: l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme}
 
 
 def check_reloadable(running: ProxyConfig, new: ProxyConfig,
@@ -185,8 +192,13 @@ class ProxyService(MultiService):
         self.factory = self.built.plain
         # The ACME certificates' renewals, from the configuration the
         # service started with.
-        self.renewals = build.renewals(config, reactor, self.dns_texts, self.challenges,
-                                       self.reload_certificates)
+        # Their store shared with other instances, if [acme] names one.
+        self.acme_shared = build.acme_shared(config, reactor)
+        self.acme = build.ACMECertificates(
+            config, reactor, self.dns_texts, self.challenges, self.reload_certificates,
+            self.acme_shared, self._on_demand_issued)
+        self.renewals = self.acme.renewals
+        self.built.on_demand = self.acme.on_demand
         self._endpoints = endpoints
         self.listeners: Dict[str, _ListenerService] = {}
         for listener in config.listeners:
@@ -292,6 +304,15 @@ class ProxyService(MultiService):
             else:
                 self.log.info("listener {name}: certificates reloaded", name=name)
         return problems
+
+    def _on_demand_issued(self, name: str) -> None:
+        # Served by every listener with ACME certificates, and renewed.
+        self.built.refresh_acme()
+        self.reload_certificates()
+        renewal = self.acme.renewal((name,))
+        self.renewals.append(renewal)
+        if self.running:
+            renewal.start()
 
     def certificates(self) -> List[Dict[str, Any]]:
         """
@@ -403,8 +424,10 @@ class ProxyService(MultiService):
             # The store (and what it holds) outlives reloads.
             cache = self.cache if self.cache is not None else build.cache(new, self.reactor)
             locator, forwarder = build.pipeline(new, self.reactor, cache)
+            acme = self._next_acme(new)
             retire = self._change_listeners(new, forwarder)
         except ConfigError as e:
+            self.built.on_demand = self.acme.on_demand
             self.log.error("configuration reload refused, the running one stays: {problem}",
                            problem=str(e))
             return [str(e)]
@@ -424,6 +447,8 @@ class ProxyService(MultiService):
         if self.running:
             self._start_groups(forwarder)
         retired = retire()
+        if acme is not None:
+            self._use_acme(*acme)
         old_forwarder.close()
         if IClosable.providedBy(old_locator):
             old_locator.close()
@@ -435,6 +460,64 @@ class ProxyService(MultiService):
         retired.addCallback(lambda _: self.log.info(
             "configuration reloaded from {source}", source=source))
         return []
+
+    def _next_acme(self, new: ProxyConfig):
+        """
+        The ACME certificates of C{new} when its C{[acme]} section or its
+        listeners' C{tls.acme} names differ from the running ones, with
+        their shared store; C{None} when nothing changes.  The listeners
+        built from now on serve C{new}'s on-demand names (with those
+        ordered so far).
+
+        @raises ConfigError: When C{new} adds an C{[acme]} section (the
+            HTTP listeners answer HTTP-01 only with one from the start),
+            or as L{build.ACMECertificates}.
+        """
+        if new.acme == self.config.acme and _acme_names(new) == _acme_names(self.config):
+            return None
+        if self.challenges is None:
+            raise ConfigError("acme", "added: needs a restart (the HTTP listeners answer "
+                                      "ACME challenges only with [acme] from the start)",
+                              new.source)
+        same_store = getattr(new.acme, "store", "") == getattr(self.config.acme, "store", "")
+        shared = self.acme_shared if same_store else build.acme_shared(new, self.reactor)
+        acme = build.ACMECertificates(new, self.reactor, self.dns_texts, self.challenges,
+                                      self.reload_certificates, shared, self._on_demand_issued)
+        if acme.on_demand is not None and self.acme.on_demand is not None:
+            acme.on_demand.names.extend(self.acme.on_demand.names)
+        self.built.on_demand = acme.on_demand
+        # The same CA, account and storage: renewals of the same names go on.
+        same_ca = new.acme is not None and self.config.acme is not None and (
+            replace(new.acme, on_demand=None) == replace(self.config.acme, on_demand=None))
+        return acme, shared, same_ca
+
+    def _use_acme(self, acme: build.ACMECertificates,
+                  shared: Optional[SharedCertificates], same_ca: bool) -> None:
+        """
+        Renew C{acme}'s certificates from now on: with C{same_ca}, a
+        renewal whose names stay goes on as it was (its failures, its next
+        try); the others stop, and the new ones start.  Every listener
+        with ACME certificates reads its certificates again.
+        """
+        old = self.renewals
+        kept = {r.names: r for r in old} if same_ca else {}
+        names = [r.names for r in acme.renewals] + [
+            (name,) for name in (acme.on_demand.names if acme.on_demand else ())]
+        acme.renewals[:] = [kept.get(n) or acme.renewal(n) for n in names]
+        for renewal in old:
+            if renewal not in acme.renewals:
+                renewal.stop()
+        if self.running:
+            for renewal in acme.renewals:
+                if renewal not in old:
+                    renewal.start()
+        if shared is not self.acme_shared and self.acme_shared is not None:
+            self.acme_shared.close()
+        self.acme, self.acme_shared, self.renewals = acme, shared, acme.renewals
+        self.built.refresh_acme()
+        self.reload_certificates()
+        self.log.info("ACME: {count} certificates managed after the reload",
+                      count=len(self.renewals))
 
     def _change_listeners(self, new: ProxyConfig, forwarder: Forwarder) -> Callable[[], None]:
         """
@@ -562,6 +645,8 @@ class ProxyService(MultiService):
     def _close_all(self) -> None:
         self.forwarder.close()
         self.dns_texts.stop()
+        if self.acme_shared is not None:
+            self.acme_shared.close()
         for chain in self.built.filter_chains:
             chain.close()
         if self.cache is not None:

@@ -213,9 +213,13 @@ class CertificateStore:
     @ivar alpn: The ALPN protocols offered, most preferred first.
     @ivar challenge: Finds the certificate that answers a TLS-ALPN-01
         challenge for a name, or C{None}: the listener answers none.
+    @ivar unknown: Called with the SNI name (bytes) of a handshake that no
+        certificate holds (and so gets the default), or C{None}: the hook
+        of on-demand certificates (L{twistproxy.acme.ondemand}).
     """
 
     log = Logger()
+    unknown: Optional[Callable[[bytes], None]] = None
 
     def __init__(
         self,
@@ -329,23 +333,24 @@ class CertificateStore:
         @param server_name: The SNI name (text or bytes), or C{None} when the
             client sent none.
         """
-        if server_name:
-            if isinstance(server_name, bytes):
-                try:
-                    server_name = server_name.decode("ascii")
-                except UnicodeDecodeError:
-                    # SNI carries A-labels; anything else matches nothing.
-                    return self.default
-            name = _normal(server_name)
-            found = self._exact.get(name)
-            if found is not None:
-                return found
-            label, _, parent = name.partition(".")
-            if label and parent:
-                found = self._wildcard.get(parent)
-                if found is not None:
-                    return found
-        return self.default
+        return self._holder(server_name) or self.default
+
+    def _holder(self, server_name: ServerName) -> Optional[ServedCertificate]:
+        # The certificate holding the name, exactly or by a wildcard.
+        if not server_name:
+            return None
+        if isinstance(server_name, bytes):
+            try:
+                server_name = server_name.decode("ascii")
+            except UnicodeDecodeError:
+                # SNI carries A-labels; anything else matches nothing.
+                return None
+        name = _normal(server_name)
+        found = self._exact.get(name)
+        if found is not None:
+            return found
+        label, _, parent = name.partition(".")
+        return self._wildcard.get(parent) if label and parent else None
 
     def context_for(self, server_name: ServerName) -> SSL.Context:
         """
@@ -355,7 +360,11 @@ class CertificateStore:
 
     def _select(self, connection: SSL.Connection) -> None:
         # OpenSSL calls this during every handshake, with or without SNI.
-        connection.set_context(self.context_for(connection.get_servername()))
+        name = connection.get_servername()
+        found = self._holder(name)
+        if found is None and name and self.unknown is not None:
+            self.unknown(name)
+        connection.set_context((found or self.default).context)
 
 
 def _files(entry: Certificate, path: str) -> List[Tuple[str, str]]:
@@ -714,9 +723,11 @@ class ServerTLS:
         @raises ConfigError: As L{CertificateStore.load}; the current
             certificates then stay in use.  The caller logs (success too).
         """
+        store = CertificateStore.load(tls, path, alpn=self.store.alpn,
+                                      challenge=self.store.challenge)
+        store.unknown = self.store.unknown
         # One assignment: a handshake uses either the old store or the new.
-        self.store = CertificateStore.load(tls, path, alpn=self.store.alpn,
-                                           challenge=self.store.challenge)
+        self.store = store
 
 
 class TLSServerProtocol(TLSMemoryBIOProtocol):

@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twistproxy.acme.store import is_stand_in, lifetime
+from twistproxy.acme.store import holds_exactly, is_stand_in, lifetime
 
 # The longest wait between two tries after CA errors.
 MAX_RETRY = 86400.0
@@ -66,6 +66,7 @@ class Renewal:
     @ivar names: The names it is for.
     @ivar failures: How many renewals in a row have failed.
     @ivar last_error: What the last failure said, or C{''} since a success.
+    @ivar renewing: Whether a renewal is under way.
     """
 
     log = Logger()
@@ -74,10 +75,14 @@ class Renewal:
                  current: Callable[[], x509.Certificate],
                  obtain: Callable[[], Deferred], installed: Callable[[], Any],
                  retry: float, random_jitter: Callable[[], float] = lambda: random.uniform(-1, 1),
-                 window: Optional[Callable[[x509.Certificate], Deferred]] = None):
+                 window: Optional[Callable[[x509.Certificate], Deferred]] = None,
+                 force: Optional[Callable[[], Deferred]] = None):
         """
         @param current: Reads the certificate stored now.
         @param obtain: Renews it: fires when the new files are written.
+        @param force: Renews it when asked to (L{renew} with C{forced}),
+            even where C{obtain} would take a renewal another instance
+            shared (L{twistproxy.acme.shared}); C{obtain} by default.
         @param installed: Makes the listeners serve what is stored.
         @param retry: Seconds before the first retry after a failure.
         @param random_jitter: A number from -1 to 1 for each planned time.
@@ -91,6 +96,7 @@ class Renewal:
         self.names = tuple(names)
         self._current = current
         self._obtain = obtain
+        self._force = force or obtain
         self._installed = installed
         self._retry = retry
         self._jitter = random_jitter
@@ -98,15 +104,23 @@ class Renewal:
         self._recheck: Optional[IDelayedCall] = None
         self.failures = 0
         self.last_error = ""
+        self.renewing = False
         self._call: Optional[IDelayedCall] = None
         self.due = 0.0
 
     def start(self) -> None:
         """
-        Plan the next renewal from the stored certificate.
+        Plan the next renewal from the stored certificate: at once when it
+        is not for exactly these names (they changed).
         """
-        self._plan(renewal_time(self._current(), self._jitter()))
+        self._plan(self._due())
         self._ask_window()
+
+    def _due(self) -> float:
+        cert = self._current()
+        if not holds_exactly(cert, self.names):
+            return 0.0
+        return renewal_time(cert, self._jitter())
 
     def stop(self) -> None:
         """
@@ -127,8 +141,8 @@ class Renewal:
         not_after = lifetime(cert)[1]
         return {"names": list(self.names), "not_after": not_after,
                 "days_to_expiry": round((not_after - self.clock.seconds()) / 86400, 3),
-                "stand_in": is_stand_in(cert), "due": self.due, "failures": self.failures,
-                "last_error": self.last_error}
+                "stand_in": is_stand_in(cert), "due": self.due, "renewing": self.renewing,
+                "failures": self.failures, "last_error": self.last_error}
 
     def _plan(self, when: float) -> None:
         self.stop()
@@ -136,21 +150,25 @@ class Renewal:
         self.due = max(when, now)
         self._call = self.clock.callLater(self.due - now, self.renew)
 
-    def renew(self) -> Deferred:
+    def renew(self, forced: bool = False) -> Deferred:
         """
         Renew now; fires (with C{None}) when it is over, well or not.
+
+        @param forced: Asked for (by the admin API) rather than due.
         """
         self.stop()
-        return maybeDeferred(self._obtain).addCallbacks(self._renewed, self._failed)
+        self.renewing = True
+        return maybeDeferred(self._force if forced else self._obtain).addCallbacks(
+            self._renewed, self._failed)
 
     def _renewed(self, _: object) -> None:
+        self.renewing = False
         self.failures, self.last_error = 0, ""
         self._installed()
         self.log.info("certificate for {names} renewed", names=", ".join(self.names))
         # Not at once again, should what is stored still be due (a CA that
         # answered with an old certificate): that would loop.
-        self._plan(max(renewal_time(self._current(), self._jitter()),
-                       self.clock.seconds() + self._retry))
+        self._plan(max(self._due(), self.clock.seconds() + self._retry))
         self._ask_window()
 
     def _ask_window(self) -> None:
@@ -178,6 +196,7 @@ class Renewal:
             self._recheck = self.clock.callLater(MAX_RETRY, self._ask_window)
 
     def _failed(self, reason: Failure) -> None:
+        self.renewing = False
         self.failures += 1
         self.last_error = reason.getErrorMessage() or reason.type.__name__
         # min() before the power: past 1024 failures (three years at a

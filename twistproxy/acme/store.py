@@ -54,6 +54,13 @@ def certificate_file(acme: ACME, names: Sequence[str]) -> str:
     return os.path.join(acme.storage, names[0].replace("*", "_") + ".pem")
 
 
+def account_file(acme: ACME) -> str:
+    """
+    The file of the account key in C{acme.storage}.
+    """
+    return os.path.join(acme.storage, "account.key")
+
+
 def write_atomically(filename: str, data: bytes) -> None:
     """
     Replace C{filename} with C{data}, mode 0600, so that readers see the
@@ -133,7 +140,7 @@ def ensure(acme: ACME, names: Sequence[str], path: str,
     filename = certificate_file(acme, names)
     try:
         os.makedirs(acme.storage, mode=0o700, exist_ok=True)
-        if _needs_stand_in(filename, now):
+        if _needs_stand_in(filename, names, now):
             write_atomically(filename, stand_in(names, acme.key_type, now))
     except OSError as e:
         raise ConfigError(path, f"cannot write the ACME storage {acme.storage!r}: "
@@ -141,11 +148,27 @@ def ensure(acme: ACME, names: Sequence[str], path: str,
     return Certificate(cert=filename)
 
 
-def _needs_stand_in(filename: str, now: _datetime.datetime) -> bool:
+def _needs_stand_in(filename: str, names: Sequence[str], now: _datetime.datetime) -> bool:
     if not os.path.exists(filename):
         return True
     cert = read_certificate(filename)
-    return is_stand_in(cert) and cert.not_valid_after_utc <= now
+    # A stand-in for other names (the configuration changed) is made anew;
+    # the CA's certificate is served until its renewal for them lands.
+    return is_stand_in(cert) and (cert.not_valid_after_utc <= now
+                                  or not holds_exactly(cert, names))
+
+
+def holds_exactly(cert: x509.Certificate, names: Sequence[str]) -> bool:
+    """
+    Whether C{cert} is for C{names}, no more and no fewer (its
+    subjectAltName's DNS names, in any case).
+    """
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    held = {n.lower() for n in sans.get_values_for_type(x509.DNSName)}
+    return held == {n.lower() for n in names}
 
 
 def lifetime(cert: x509.Certificate) -> Tuple[float, float]:

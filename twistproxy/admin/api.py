@@ -26,8 +26,11 @@ their tools, on a listener of its own (the C{[admin]} table).
     - C{GET /dns/gslb?client=ADDRESS}: what each GSLB name answers a
       client there, and why;
     - C{GET /acme}: the certificates obtained by ACME: their names,
-      expiry, next renewal, failures in a row and last error
-      (L{twistproxy.acme.schedule.Renewal.status}).
+      expiry, next renewal, whether one is under way, failures in a row
+      and last error (L{twistproxy.acme.schedule.Renewal.status});
+    - C{POST /acme/renew?name=NAME}: renew the certificate for NAME now,
+      even before it is due (C{202}: the result shows in C{GET /acme};
+      C{409} while a renewal of it is under way).
 
 Everything but C{/metrics} and the page answers JSON, errors included
 (C{{"error": "..."}}).  With a token configured, every request must carry
@@ -273,6 +276,8 @@ class AdminResource(Resource):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._history_digest}
         elif segments == [b"acme"] and getattr(self._service, "renewals", None):
             allowed, handlers = (b"GET", b"HEAD"), {b"GET": self._acme}
+        elif segments == [b"acme", b"renew"] and getattr(self._service, "renewals", None):
+            allowed, handlers = (b"POST",), {b"POST": self._acme_renew}
         elif segments == [b"reload"]:
             allowed, handlers = (b"POST",), {b"POST": self._reload}
         elif segments == [b"cache", b"purge"] and getattr(self._service, "cache", None):
@@ -373,6 +378,22 @@ class AdminResource(Resource):
     def _acme(self, request: Request) -> bytes:
         return self._answer(request, 200, {
             "certificates": [renewal.status() for renewal in self._service.renewals]})
+
+    def _acme_renew(self, request: Request) -> bytes:
+        name = owner_name((request.args.get(b"name") or [b""])[0].decode("latin-1"))
+        if not name:
+            raise _Answer(400, {"error": "name the certificate: /acme/renew?name=NAME"})
+        found = [r for r in self._service.renewals if name in map(owner_name, r.names)]
+        if not found:
+            raise _Answer(404, {"error": f"no ACME certificate for {name!r}"})
+        renewal = found[0]
+        if renewal.renewing:
+            raise _Answer(409, {"error": f"a renewal for {name!r} is under way",
+                                "names": list(renewal.names)})
+        self.log.info("admin API: renewal of the certificate for {names} asked for",
+                      names=", ".join(renewal.names))
+        renewal.renew(forced=True)
+        return self._answer(request, 202, {"names": list(renewal.names), "renewing": True})
 
     def _history_view(self, request: Request):
         end = int(self._clock.seconds())

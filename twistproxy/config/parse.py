@@ -317,8 +317,8 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
     _check_dns(listeners, upstreams, kwargs.get("dns"))
     _check_acme(listeners, kwargs.get("acme"), kwargs.get("dns"))
     if kwargs.get("workers", 1) > 1 and any(l.tls is not None and l.tls.acme for l in listeners):
-        # Each worker would order the same certificates: that takes the
-        # shared store and its lock, which are not there yet.
+        # The CA's HTTP-01 request would reach any worker, and only the
+        # ordering one knows the answer ([acme] store shares the rest).
         raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme) for now")
     return ProxyConfig(
         listeners=listeners,

@@ -959,6 +959,13 @@ def _mac_key(value: object, path: str) -> str:
     return text
 
 
+def _ask_url(value: object, path: str) -> str:
+    text = _string(value, path)
+    if text and not text.startswith(("http://", "https://")):
+        raise ConfigError(path, f"must be an http:// or https:// URL (got {text!r})")
+    return text
+
+
 @dataclass(frozen=True)
 class ExternalAccount:
     """
@@ -974,6 +981,36 @@ class ExternalAccount:
                                                    "the CA gave)")
     hmac_key: str = setting(check=_mac_key, required="is required (the MAC key the CA "
                                                      "gave, base64url)")
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """
+    The C{[acme.on_demand]} table: certificates ordered for names first
+    seen in SNI (L{twistproxy.acme.ondemand}), only those it allows.
+
+    @ivar allow: Names and wildcards (C{*.example.com}) that may be
+        ordered without asking.
+    @ivar ask: A URL asked C{GET ?domain=NAME} about any other name; C{200}
+        allows it.  C{''}: only C{allow} decides.
+    @ivar ask_timeout: Seconds to wait for the ask URL's answer.
+    @ivar ask_cache: Seconds an answer (or a refusal) is kept.
+    @ivar rate: Orders started per hour at most.
+    """
+
+    allow: Tuple[str, ...] = setting((), check=array(_server_name))
+    ask: str = setting("", check=_ask_url)
+    ask_timeout: float = setting(5.0, check=seconds())
+    ask_cache: float = setting(300.0, check=seconds())
+    rate: int = setting(10, check=integer(1))
+
+
+@rule(OnDemand)
+def _limited(on_demand: OnDemand, table: Mapping[str, Any], path: str) -> None:
+    # Without either, any name a client sends would be ordered.
+    if not on_demand.allow and not on_demand.ask:
+        raise ConfigError(path, "needs allow (names or wildcards) or ask (a URL), or both: "
+                                "otherwise any client could have any name ordered")
 
 
 @dataclass(frozen=True)
@@ -996,6 +1033,11 @@ class ACME:
         each name is validated by the first that can validate it (see
         L{twistproxy.config.parse.acme_challenge_types}).
     @ivar external_account: The external account binding, or C{None}.
+    @ivar store: The C{redis://} URL of the store that every instance
+        naming it shares (L{twistproxy.acme.shared}; read by
+        L{twistproxy.redis.parse_url}), or C{''}: each instance orders for
+        itself.
+    @ivar on_demand: Certificates for names seen in SNI, or C{None} (off).
     """
 
     email: str = setting(check=_email, required="is required (the account's contact address)")
@@ -1008,6 +1050,8 @@ class ACME:
         ACME_CHALLENGES, check=array(one_of(*ACME_CHALLENGES),
                                      empty="must list at least one challenge type"))
     external_account: Optional[ExternalAccount] = setting(None, check=section(ExternalAccount))
+    store: str = setting("", check=_string)
+    on_demand: Optional[OnDemand] = setting(None, check=section(OnDemand))
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).

@@ -1,0 +1,92 @@
+"""
+End-to-end test of the shared ACME store: two proxy processes (C{twistd}
+children) that name one Redis in C{[acme] store} obtain one certificate
+from Debian's C{pebble}, not two.  Both validate by DNS-01 (the one
+challenge type that works across a fleet), the challenge's TXT record
+shared through the same Redis (C{[dns] redis}) and answered by the first
+one's DNS listener, which is pebble's resolver.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from tests.e2e_support import HOST, ProxyProcess, unused_port, write_config
+from tests.redis_support import start_redis
+from tests.test_faults_acme import ZONE, served_certificate
+
+CONFIG = """
+[acme]
+directory = "https://{host}:{pebble}/dir"
+ca = "{ca}"
+email = "ops@example.test"
+storage = "{storage}"
+store = "{redis}"
+retry = 2
+challenges = ["dns-01"]
+
+[listeners.secure]
+endpoint = "tcp:{https}:interface={host}"
+tls.acme = ["example.test"]
+
+[upstreams.app]
+servers = ["http://{host}:9"]
+
+[dns]
+redis = "{redis}"
+""" + ZONE
+
+
+class SharedStoreEndToEndTests(TestCase):
+    """
+    Two instances sharing one Redis, and pebble.
+    """
+
+    timeout = 180
+    pebble_options: dict = {}
+    # pebble, started as the single-instance test starts it (a class that is
+    # not a name of this module, whose tests would run again from here).
+    _Pebble = __import__("tests.test_e2e_acme", fromlist=["_"]).PebbleEndToEndTests
+    setUp = _Pebble.setUp
+    write = _Pebble.write
+    stop_pebble = _Pebble.stop_pebble
+    connects = staticmethod(_Pebble.connects)
+    until = _Pebble.until
+    pebble_root = _Pebble.pebble_root
+    del _Pebble
+
+    @defer.inlineCallbacks
+    def test_two_instances_one_certificate(self):
+        """
+        Two proxies started together with the same shared store: one orders
+        the certificate, the other waits for it and serves the same one
+        (same bytes), without ordering its own; each logs what it did.
+        """
+        redis = start_redis(self)
+        proxies, ports = [], []
+        for index in range(2):
+            directory = os.path.join(self.cwd, f"proxy{index}")
+            https = unused_port()
+            dns = self.ports["dns"] if index == 0 else unused_port()
+            path = write_config(directory, CONFIG.format(
+                host=HOST, pebble=self.ports["pebble"], ca=self.ca_file, https=https, dns=dns,
+                storage=os.path.join(directory, "acme"), redis=redis.url))
+            proxy = ProxyProcess(reactor, ["--config", path], directory)
+            self.addCleanup(proxy.stop)
+            proxies.append(proxy)
+            ports.append(https)
+        self.proxy = proxies[0]  # whose output until() shows on failure
+        yield defer.gatherResults([proxy.start() for proxy in proxies])
+        root = self.pebble_root()
+        served = []
+        for port in ports:
+            served.append((yield self.until(lambda port=port: served_certificate(port, root),
+                                            f"certificate from pebble on {port}", 90)))
+        self.assertEqual(served[0], served[1])
+        outputs = [proxy.output for proxy in proxies]
+        self.assertEqual(sum(o.count(b"ACME: certificate for example.test issued")
+                             for o in outputs), 1, outputs)
+        self.assertEqual(sum(o.count(b"took the certificate") for o in outputs), 1, outputs)
