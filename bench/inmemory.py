@@ -11,11 +11,12 @@ best of several runs.  No sockets, no reactor loop: what is left is the
 Python work of parsing, forwarding and building both heads, which is what
 the hot-path work of issue 17 changes.  With --profile, one run goes
 through cProfile and the top functions and call counts per request are
-printed.
+printed.  With --each, every run's figure is printed in order, with the
+requests and CPU seconds before it: under PyPy, the JIT's warm-up.
 
 Run from a checkout with twistproxy importable::
 
-    python bench/inmemory.py [--requests 20000] [--runs 5] [--profile]
+    python bench/inmemory.py [--requests 20000] [--runs 5] [--profile | --each]
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main(argv=None) -> None:
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--each", action="store_true", help="print every run, in order")
     args = p.parse_args(argv)
     proxy, backend = setup()
     run(proxy, backend, PER_CONNECTION)  # warm-up
@@ -99,6 +101,14 @@ def main(argv=None) -> None:
         calls = sum(v[1] for v in stats.stats.values())
         print(f"{calls / args.requests:.0f} Python-level calls per request")
         stats.sort_stats("tottime").print_stats(25)
+        return
+    if args.each:
+        done, cpu = PER_CONNECTION, 0.0
+        for _ in range(args.runs):
+            elapsed = run(proxy, backend, args.requests)
+            print(f"after {done:>9,} requests, {cpu:6.2f} CPU s: "
+                  f"{elapsed / args.requests * 1e6:.1f} CPU µs per request")
+            done, cpu = done + args.requests, cpu + elapsed
         return
     best = min(run(proxy, backend, args.requests) for _ in range(args.runs))
     print(f"{best / args.requests * 1e6:.1f} CPU µs per request "

@@ -1,6 +1,7 @@
 """
-Tests for the documentation: the Sphinx build is clean, and the TOML
-examples are configurations the proxy accepts.
+Tests for the documentation: the Sphinx build is clean, the TOML
+examples are configurations the proxy accepts, and the README's test
+commands are what CI runs.
 """
 
 from __future__ import annotations
@@ -253,6 +254,31 @@ class FaultPromiseTests(SynchronousTestCase):
         self.assertTrue(existing)
         self.assertEqual(cited - existing, set(), "cited on the page but not a test")
         self.assertEqual(existing - cited, set(), "a fault test the page does not cite")
+
+
+class CIRunTests(SynchronousTestCase):
+    """
+    C{.ci/run} runs the test commands README.rst shows, under CPython and
+    under PyPy, and no others, so that what a reader types is what CI
+    checks.
+    """
+
+    def test_readme_commands(self):
+        """
+        The lines of README.rst's first literal block that run trial are
+        exactly the commands of C{.ci/run} that run trial (each followed
+        there only by what records its failure); one of them is PyPy's.
+        """
+        top = os.path.dirname(DOCS)
+        with open(os.path.join(top, "README.rst"), encoding="utf-8") as f:
+            block = f.read().split("::\n\n", 1)[1].split("\n\n", 1)[0]
+        shown = [line.strip() for line in block.splitlines() if "twisted.trial" in line]
+        with open(os.path.join(top, ".ci", "run"), encoding="utf-8") as f:
+            run = [line.strip() for line in f if "twisted.trial" in line
+                   and not line.lstrip().startswith("#")]
+        self.assertEqual([re.sub(r"\s*\|\|\s*status=1$", "", line) for line in run], shown)
+        self.assertEqual(len(shown), 2)
+        self.assertIn("pypy3 -m venv", shown[1])
 
 
 def _test_ids(suite) -> Iterator[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import zlib
 
-import brotli
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -17,6 +16,11 @@ from twistproxy.config import ConfigError
 from twistproxy.filters.compress import CompressFactory, accepted
 from twistproxy.interfaces import IResponseFilter
 from twistproxy.testing import make_exchange, run_filters, send_response
+
+try:
+    import brotli
+except ImportError:  # PyPy gets the CFFI binding, with the same API.
+    import brotlicffi as brotli
 
 factory = CompressFactory()
 TEXT = b"All work and no play makes Jack a dull boy. " * 100
@@ -228,14 +232,30 @@ class CompressTests(SynchronousTestCase):
         C{br} is refused with its path and how to install it.
         """
         # A None entry makes the import fail, as if it were not installed.
-        self.addCleanup(sys.modules.__setitem__, "brotli", sys.modules["brotli"])
-        sys.modules["brotli"] = None
+        for name in ("brotli", "brotlicffi"):
+            self.addCleanup(_restore_module, name, sys.modules.get(name))
+            sys.modules[name] = None
         sink = _respond(factory.fromConfig(None, {}, "f"))
         self.assertEqual(sink.field(b"Content-Encoding"), b"gzip")
         with self.assertRaises(ConfigError) as e:
             factory.fromConfig(None, {"encodings": ["gzip", "br"]}, "f")
         self.assertEqual(e.exception.path, "f.encodings[1]")
         self.assertIn("twistproxy[brotli]", str(e.exception))
+
+    def test_either_binding(self):
+        """
+        Either binding of the brotli library serves, C{brotli} (the C
+        extension, for CPython) or C{brotlicffi} (for PyPy), whichever is
+        installed: each name in turn is the only one importable, and holds
+        the installed binding (their APIs are the same).
+        """
+        for name, other in [("brotli", "brotlicffi"), ("brotlicffi", "brotli")]:
+            for each in (name, other):
+                self.addCleanup(_restore_module, each, sys.modules.get(each))
+            sys.modules[name], sys.modules[other] = brotli, None
+            sink = _respond(factory.fromConfig(None, {}, "f"))
+            self.assertEqual(sink.field(b"Content-Encoding"), b"br", name)
+            self.assertEqual(brotli.decompress(sink.body), TEXT, name)
 
     def test_in_proxy_chunked(self):
         """
@@ -282,3 +302,13 @@ class CompressTests(SynchronousTestCase):
         self.assertTrue(backend.received().startswith(b"GET / HTTP/1.1\r\n"))
         backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         self.assertTrue(peer.received().endswith(b"\r\n\r\nok"))
+
+
+def _restore_module(name, module):
+    """
+    Put C{sys.modules} back as it was for C{name}: C{module}, or no entry.
+    """
+    if module is None:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = module

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_filters_compress -*-
 """
-Compressing responses: gzip, and brotli when the C{brotli} package is
-installed (C{pip install 'twistproxy[brotli]'}).
+Compressing responses: gzip, and brotli when the C{brotli} package or
+its CFFI twin C{brotlicffi} (the one PyPy gets) is installed (C{pip
+install 'twistproxy[brotli]'} picks the right one).
 
 A response is compressed, as it streams (piece by piece, never gathered
 whole), when the client accepts one of the configured encodings
@@ -29,6 +30,8 @@ it is produced.
 
 from __future__ import annotations
 
+import importlib
+import platform
 import zlib
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple
@@ -49,6 +52,11 @@ DEFAULT_TYPES = ("text/*", "application/json", "application/javascript",
                  "application/atom+xml", "image/svg+xml", "application/wasm")
 _COMPRESSIBLE_STATUS = frozenset([200, 201, 203])
 _SKIP = frozenset([b"content-length", b"accept-ranges", b"etag", b"vary"])
+# The two bindings of the brotli library share their API.  Each is the
+# faster where it is the native kind: the C extension on CPython, the CFFI
+# one on PyPy (whose C-extension emulation is slow).
+_BROTLI_MODULES = (("brotlicffi", "brotli") if platform.python_implementation() == "PyPy"
+                   else ("brotli", "brotlicffi"))
 
 
 class _Gzip:
@@ -67,9 +75,7 @@ class _Gzip:
 
 class _Brotli:
     def __init__(self, quality: int):
-        import brotli
-
-        self._c = brotli.Compressor(quality=quality)
+        self._c = _brotli().Compressor(quality=quality)
 
     def process(self, data: bytes) -> bytes:
         return self._c.process(data)
@@ -224,16 +230,20 @@ class CompressFilter:
         return _Compressing(sink, exchange, self, coding)
 
 
-def _has_brotli() -> bool:
-    try:
-        import brotli  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _brotli() -> Optional[Any]:
+    """
+    The installed brotli binding (see L{_BROTLI_MODULES}), or C{None}.
+    """
+    for name in _BROTLI_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            pass
+    return None
 
 
 def _default_encodings() -> Tuple[str, ...]:
-    return ("br", "gzip") if _has_brotli() else ("gzip",)
+    return ("br", "gzip") if _brotli() else ("gzip",)
 
 
 def _encodings(value: object, path: str) -> Tuple[str, ...]:
@@ -242,7 +252,7 @@ def _encodings(value: object, path: str) -> Tuple[str, ...]:
     for i, coding in enumerate(encodings):
         if coding not in ("br", "gzip"):
             raise ConfigError(f"{path}[{i}]", f"must be 'br' or 'gzip', not {coding!r}")
-        if coding == "br" and not _has_brotli():
+        if coding == "br" and not _brotli():
             raise ConfigError(f"{path}[{i}]", "brotli needs the brotli package: "
                                               "pip install 'twistproxy[brotli]'")
     return tuple(encodings)
