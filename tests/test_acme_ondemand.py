@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from tests.test_acme import acme_toml
 from twistproxy import build
 from twistproxy.acme import store
+from twistproxy.acme.client import ACMEError
 from twistproxy.acme.ondemand import OnDemand, allowed
 from twistproxy.config import ACME, ConfigError, parse
 from twistproxy.config.values import Certificate, ListenerTLS, OnDemand as OnDemandSettings
@@ -210,6 +211,23 @@ class OnDemandTests(SynchronousTestCase):
         on_demand.seen(b"a.example.com")
         self.assertEqual(len(self.orders), 2)
         self.assertEqual(self.issued, [])
+
+    def test_failure_waits_as_the_ca_asked(self):
+        """
+        A failed order whose CA asked to wait longer than C{retry} (its
+        C{Retry-After} on a rate limit) is not tried again for that name
+        before then.
+        """
+        self.outcome = fail(ACMEError("rateLimited", retry_after=3600.0))
+        on_demand = self.make(allow=["*.example.com"])
+        on_demand.seen(b"a.example.com")
+        self.clock.advance(3599)
+        on_demand.seen(b"a.example.com")
+        self.assertEqual(len(self.orders), 1)
+        self.clock.advance(1)
+        self.outcome = None
+        on_demand.seen(b"a.example.com")
+        self.assertEqual(len(self.orders), 2)
 
     def test_stored_served_without_order(self):
         """
