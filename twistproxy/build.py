@@ -53,10 +53,11 @@ from twistproxy.acme.schedule import Renewal
 from twistproxy.acme.shared import RedisKeys, SharedCertificates
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
+from twistproxy.components import find_factory
 from twistproxy.config import (
-    Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
+    ACME, Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
 )
-from twistproxy.config.parse import acme_challenge_types
+from twistproxy.config.parse import acme_challenge_types, in_zones
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords
@@ -64,6 +65,7 @@ from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.forwarder import Forwarder
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.listener import HTTPServerFactory, ServerSettings
+from twistproxy.interfaces import IDNSProviderFactory
 from twistproxy.net import TrustedProxies
 from twistproxy.proxyproto import ProxyHeaderFactory
 from twistproxy.redis import parse_url
@@ -559,7 +561,7 @@ class ACMECertificates:
     listener's (L{renewals}, not started) and, with C{[acme.on_demand]},
     the orders for names seen in SNI (L{on_demand}).  Each orders from
     C{config.acme}'s CA (HTTP-01 and TLS-ALPN-01 answers through C{challenges}, which is
-    set whenever C{config} has C{[acme]}; DNS-01 through C{texts}), through
+    set whenever C{config} has C{[acme]}; DNS-01 as L{dns01_records} says), through
     C{shared} when given (L{acme_shared}), and calls C{installed} once a
     renewed certificate is stored.
     """
@@ -572,8 +574,8 @@ class ACMECertificates:
         @param on_demand: Called with each name whose certificate was
             ordered on demand (or found stored), to serve and renew it.
         @raises ConfigError: At C{acme} when the C{acme} extra is not
-            installed, or at C{acme.ca} when that file cannot be read or
-            holds no certificate.
+            installed, at C{acme.ca} when that file cannot be read or
+            holds no certificate, or as L{dns01_records}.
         """
         self.renewals: List[Renewal] = []
         self.on_demand: Optional[OnDemand] = None
@@ -587,7 +589,7 @@ class ACMECertificates:
                                       f"{e}", config.source) from None
         acme = config.acme
         try:
-            self._issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+            self._issuer = Issuer(reactor, acme, challenges, *dns01_records(acme, reactor, texts),
                                   types=lambda name: acme_challenge_types(
                                       name, config.listeners, acme, config.dns))
         except ConfigError as e:
@@ -617,6 +619,38 @@ class ACMECertificates:
             force=partial(self._obtain, names, forced=True))
 
 
+def dns01_records(acme: ACME, reactor, texts: RunTimeTexts) -> Tuple[
+        Callable[[str, List[str]], Deferred], Callable[[str], Deferred]]:
+    """
+    Where the TXT records of DNS-01 challenges go: those of names in a zone
+    of C{[acme.dns]} through its provider plugin
+    (L{twistproxy.interfaces.IDNSProvider}), the others through the DNS
+    front's run-time records (C{texts}).
+
+    @return: The functions that set and remove them.
+    @raises ConfigError: At C{acme.dns.provider} when no plugin has that
+        name, or at C{acme.dns} when the provider refuses its options.
+    """
+    settings = acme.dns
+    if settings is None:
+        return texts.set, texts.remove
+    factory = find_factory(IDNSProviderFactory, settings.provider, "acme.dns.provider",
+                           "DNS provider")
+    provider = factory.fromConfig(reactor, settings.options, "acme.dns")
+
+    def set_txt(name: str, values: List[str]) -> Deferred:
+        if in_zones(name, settings.zones):
+            return provider.set_txt(name, values)
+        return texts.set(name, values)
+
+    def remove_txt(name: str) -> Deferred:
+        if in_zones(name, settings.zones):
+            return provider.remove_txt(name)
+        return texts.remove(name)
+
+    return set_txt, remove_txt
+
+
 def acme_shared(config: ProxyConfig, reactor) -> Optional[SharedCertificates]:
     """
     The store the ACME certificates of C{config} share with other
@@ -639,7 +673,7 @@ def validate(config: ProxyConfig) -> None:
     locator, the upstream groups and their balancers and checks, the route
     targets and filters, every listener's endpoint string, filters and TLS
     settings, the admin endpoint, the DNS front's shared store URL and the
-    ACME settings (writing a stand-in certificate into the ACME storage
+    ACME settings with the DNS provider's options (writing a stand-in certificate into the ACME storage
     when it holds none yet).
 
     @raises ConfigError: naming the file and the path of the first problem.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib as _hashlib
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 try:
     import tomllib as _toml
@@ -105,11 +105,19 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
                                          f"must be IP addresses (they are the answers)")
 
 
-def _in_zone(name: str, dns: Optional[DNS]) -> bool:
-    # Whether one of the zones served by the dns listeners holds name.
+def in_zones(name: str, zones: Iterable[str]) -> bool:
+    """
+    Whether one of C{zones} (C{'example.com'}) holds C{name}
+    (C{'example.com'}, C{'www.example.com'}, C{'*.example.com'}).
+    """
     bare = name[2:] if name.startswith("*.") else name
-    return dns is not None and any(
-        bare == zone.name or bare.endswith("." + zone.name) for zone in dns.zones)
+    return any(bare == zone or bare.endswith("." + zone) for zone in zones)
+
+
+def _dns01_zones(acme: ACME, dns: Optional[DNS]) -> Tuple[str, ...]:
+    # The zones DNS-01 can set records in: the DNS front's, the provider's.
+    return (tuple(zone.name for zone in dns.zones) if dns is not None else ()) + (
+        acme.dns.zones if acme.dns is not None else ())
 
 
 def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
@@ -119,14 +127,15 @@ def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
     wildcard), in the order of C{acme.challenges}: C{http-01} when a plain
     HTTP listener exists (the CA asks on port 80), C{tls-alpn-01} when a
     TLS listener does (on port 443), C{dns-01} when a zone of C{[dns]}
-    holds the name; a wildcard only by C{dns-01}.
+    or of C{[acme.dns]} (a DNS provider) holds the name; a wildcard only by
+    C{dns-01}.
     """
     wildcard = name.startswith("*.")
     fits = {
         "http-01": not wildcard and any(l.protocol == "http" and l.tls is None
                                         for l in listeners),
         "tls-alpn-01": not wildcard and any(l.tls is not None for l in listeners),
-        "dns-01": _in_zone(name, dns),
+        "dns-01": in_zones(name, _dns01_zones(acme, dns)),
     }
     return tuple(kind for kind in acme.challenges if fits[kind])
 
@@ -148,11 +157,11 @@ def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
                 continue
             ways = {"http-01": "a plain http listener (HTTP-01)",
                     "tls-alpn-01": "a TLS listener (TLS-ALPN-01)",
-                    "dns-01": "a zone of [dns] that holds it (DNS-01)"}
+                    "dns-01": "a zone of [dns] or of acme.dns that holds it (DNS-01)"}
             usable = [ways[kind] for kind in acme.challenges
                       if kind == "dns-01" or not name.startswith("*.")]
             how = " or ".join(usable) if usable else (
-                "dns-01 in acme.challenges and a zone of [dns] that holds it")
+                "dns-01 in acme.challenges and a zone of [dns] or of acme.dns that holds it")
             raise ConfigError(_index(path, i), f"{name!r} needs {how}")
 
 
