@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from typing import Any, Dict, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
 from twisted.internet.defer import fail, succeed
@@ -343,6 +344,36 @@ class IssuerTests(_IssuerMixin, SynchronousTestCase):
         with open(filename, "rb") as f:
             stored = x509.load_pem_x509_certificates(f.read())
         self.assertEqual(stored[0], self.ca.issued)
+
+    def test_account_contact(self) -> None:
+        """
+        The account is created with C{[acme] email} as its contact
+        (C{mailto:}) and the CA's terms agreed to, signed by the account key
+        kept in the storage directory (made there once, mode 0600).
+        """
+        issuer = self.make_issuer()
+        self.issue(issuer, ("www.example.com",))
+        [(_, protected, payload)] = [p for p in self.ca.posts if p[0] == "/account"]
+        self.assertEqual(payload["contact"], ["mailto:ops@example.com"])
+        self.assertIs(payload["termsOfServiceAgreed"], True)
+        self.assertIn("jwk", protected)
+        key_file = os.path.join(self.config.acme.storage, "account.key")
+        self.assertEqual(stat.S_IMODE(os.stat(key_file).st_mode), 0o600)
+
+    def test_key_type(self) -> None:
+        """
+        A certificate's key is ECDSA P-256 by default, and RSA 2048 with
+        C{key_type = "rsa-2048"}: the CSR's and the stored key's.
+        """
+        for extra, kind, size in [("", ec.EllipticCurvePrivateKey, 256),
+                                  ('key_type = "rsa-2048"', rsa.RSAPrivateKey, 2048)]:
+            filename = self.issue(self.make_issuer(extra), ("www.example.com",))
+            with open(filename, "rb") as f:
+                key = serialization.load_pem_private_key(f.read(), None)
+            self.assertIsInstance(key, kind)
+            self.assertEqual(key.key_size, size)
+            self.assertEqual(self.ca.issued.public_key().public_numbers(),
+                             key.public_key().public_numbers())
 
     def test_tls_alpn(self) -> None:
         """
