@@ -57,7 +57,7 @@ from twistproxy.components import find_factory
 from twistproxy.config import (
     ACME, Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
 )
-from twistproxy.config.parse import acme_challenge_types, in_zones
+from twistproxy.config.parse import acme_certificates, acme_challenge_types, in_zones
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords
@@ -496,7 +496,7 @@ class ListenerBuilder:
         path = f"listeners.{listener.name}.tls"
         tls = listener.tls
         try:
-            served = self._with_acme(tls, path)
+            served = self._with_acme(listener.name, tls, path)
             factory, _ = wrap_listener_factory(
                 self.reactor, served, path, http_factory,
                 challenge=None if self._challenges is None else self._challenges.certificate)
@@ -507,20 +507,28 @@ class ListenerBuilder:
         self.tls[listener.name] = (factory, served, path)
         return factory
 
-    def _with_acme(self, tls, path: str):
+    def _acme_served(self, name: str) -> List[Tuple[str, Tuple[str, ...]]]:
+        # The ACME certificates listener name serves: (path, names) of each.
+        return [(path, names) for path, names, served_by in acme_certificates(
+            self.config.listeners, self.config.routes) if name in served_by]
+
+    def _with_acme(self, name: str, tls, path: str):
         """
-        A listener's TLS settings with its ACME certificates after the
-        listed ones: the file the renewals write, then those ordered on
-        demand.
+        The TLS settings C{tls} of listener C{name} with its ACME
+        certificates after the listed ones: the files the renewals write
+        (its own C{tls.acme}'s, then those of the routes that apply on
+        it), then those ordered on demand (with its own C{tls.acme}).
         """
-        if not tls.acme:
+        served = self._acme_served(name)
+        if not served:
             return tls
         acme = self.config.acme
         now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
-        managed = acme_store.ensure(acme, tls.acme, f"{path}.acme", now)
+        managed = tuple(acme_store.ensure(acme, names, where, now) for where, names in served)
+        ordered = self.on_demand.names if self.on_demand is not None and tls.acme else ()
         on_demand = tuple(Certificate(cert=acme_store.certificate_file(acme, (name,)))
-                          for name in (self.on_demand.names if self.on_demand else ()))
-        return replace(tls, certificates=tls.certificates + (managed,) + on_demand)
+                          for name in ordered)
+        return replace(tls, certificates=tls.certificates + managed + on_demand)
 
     def _seen(self, server_name: bytes) -> None:
         # Through the builder: a reload may turn on-demand orders on or off.
@@ -529,14 +537,15 @@ class ListenerBuilder:
 
     def refresh_acme(self) -> None:
         """
-        Have every listener with ACME certificates take those of the
-        running C{[acme]} section and those ordered on demand so far (at
-        their next certificate reload).
+        Have every TLS listener take the ACME certificates of the running
+        configuration (writing stand-ins for new ones) and those ordered on
+        demand so far (at their next certificate reload).
         """
         for listener in self.config.listeners:
-            if listener.name in self.tls and listener.tls is not None and listener.tls.acme:
+            if listener.name in self.tls and listener.tls is not None:
                 factory, _, path = self.tls[listener.name]
-                self.tls[listener.name] = (factory, self._with_acme(listener.tls, path), path)
+                self.tls[listener.name] = (
+                    factory, self._with_acme(listener.name, listener.tls, path), path)
 
     def _passthrough(self, listener: Listener, terminate, filters, quota: Optional[Quota]):
         """
@@ -579,7 +588,7 @@ class ACMECertificates:
         """
         self.renewals: List[Renewal] = []
         self.on_demand: Optional[OnDemand] = None
-        wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
+        wanted = [names for _, names, _ in acme_certificates(config.listeners, config.routes)]
         if not wanted:
             return
         try:
@@ -673,8 +682,8 @@ def validate(config: ProxyConfig) -> None:
     locator, the upstream groups and their balancers and checks, the route
     targets and filters, every listener's endpoint string, filters and TLS
     settings, the admin endpoint, the DNS front's shared store URL and the
-    ACME settings with the DNS provider's options (writing a stand-in certificate into the ACME storage
-    when it holds none yet).
+    ACME settings with the DNS provider's options (writing a stand-in
+    certificate into the ACME storage when it holds none yet).
 
     @raises ConfigError: naming the file and the path of the first problem.
     """

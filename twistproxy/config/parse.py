@@ -140,18 +140,45 @@ def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
     return tuple(kind for kind in acme.challenges if fits[kind])
 
 
-def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
+def acme_certificates(listeners: Sequence[Listener], routes: Sequence[Route]
+                      ) -> List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]:
+    """
+    The ACME certificates a configuration names, each once, as C{(path,
+    names, listeners)}: the path of the setting that names it first, its
+    names, and the listeners that serve it.  A listener's C{tls.acme}
+    names one, served by that listener; a route with C{acme} names one for
+    its C{hosts}, served by the TLS listeners it applies on.
+    """
+    tls = [listener.name for listener in listeners if listener.tls is not None]
+    named = [(f"listeners.{listener.name}.tls.acme", listener.tls.acme, (listener.name,))
+             for listener in listeners if listener.tls is not None and listener.tls.acme]
+    named += [(f"routes[{i}].hosts", route.hosts,
+               tuple(n for n in tls if not route.listeners or n in route.listeners))
+              for i, route in enumerate(routes) if route.acme]
+    certificates: Dict[Tuple[str, ...], Tuple[str, Tuple[str, ...]]] = {}
+    for path, names, served_by in named:
+        first, before = certificates.get(names, (path, ()))
+        certificates[names] = (first, before + tuple(n for n in served_by if n not in before))
+    return [(path, names, served_by) for names, (path, served_by) in certificates.items()]
+
+
+def _check_acme(listeners: Sequence[Listener], routes: Sequence[Route], acme: Optional[ACME],
                 dns: Optional[DNS]) -> None:
     """
-    Listeners that name ACME certificates have an C{[acme]} section, and
-    each name a challenge type of C{acme.challenges} that can validate it
-    (L{acme_challenge_types}).
+    The ACME certificates of listeners and routes have an C{[acme]}
+    section, each a TLS listener to serve it (a route's: one it applies
+    on) and each name a challenge type of C{acme.challenges} that can
+    validate it (L{acme_challenge_types}).
     """
-    for listener in listeners:
-        names = listener.tls.acme if listener.tls is not None else ()
-        path = f"listeners.{listener.name}.tls.acme"
-        if names and acme is None:
+    for i, route in enumerate(routes):
+        if route.acme and not route.hosts:
+            raise ConfigError(f"routes[{i}].acme", "needs hosts (the names of the certificate)")
+    for path, names, served_by in acme_certificates(listeners, routes):
+        if acme is None:
             raise ConfigError("acme", f"is required by {path} ([acme] with email and storage)")
+        if not served_by:
+            raise ConfigError(path.rsplit(".", 1)[0] + ".acme",  # a route's
+                              "the route applies on no listener with tls to serve it")
         for i, name in enumerate(names):
             if acme_challenge_types(name, listeners, acme, dns):
                 continue
@@ -324,11 +351,12 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         if name in document
     }
     _check_dns(listeners, upstreams, kwargs.get("dns"))
-    _check_acme(listeners, kwargs.get("acme"), kwargs.get("dns"))
-    if kwargs.get("workers", 1) > 1 and any(l.tls is not None and l.tls.acme for l in listeners):
+    _check_acme(listeners, routes, kwargs.get("acme"), kwargs.get("dns"))
+    if kwargs.get("workers", 1) > 1 and acme_certificates(listeners, routes):
         # The CA's HTTP-01 request would reach any worker, and only the
         # ordering one knows the answer ([acme] store shares the rest).
-        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme) for now")
+        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme, a route's "
+                                     "acme) for now")
     return ProxyConfig(
         listeners=listeners,
         upstreams=upstreams,

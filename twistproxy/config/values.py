@@ -729,6 +729,9 @@ class Route:
     @ivar sticky: What keeps a client on one side of the split:
         C{'cookie:NAME'}, C{'header:NAME'} or C{'client'} (its address), or
         C{''} for a weighted random choice per request.
+    @ivar acme: Obtain one certificate for the route's C{hosts} from the
+        C{[acme]} section's CA, and serve it on the TLS listeners the route
+        applies on (after their own certificates).
     """
 
     upstream: str = setting("", check=_string)
@@ -762,6 +765,7 @@ class Route:
     split: Tuple[RouteSplit, ...] = setting((), check=sections(RouteSplit, "is empty"))
     sticky: str = setting("", check=_split_key)
     mirror: Optional[RouteMirror] = setting(None, check=section(RouteMirror))
+    acme: bool = setting(False, check=_boolean)
 
     @property
     def has_conditions(self) -> bool:
