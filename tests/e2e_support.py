@@ -25,18 +25,26 @@ surround it:
   - L{E2ETestCase}, the base of those tests, starts origins and proxies
     (from a configuration text, or in quick mode) for one test and stops
     them after it; L{app_config} and L{listener_config} write the
-    configuration most of them need.
+    configuration most of them need;
+
+  - L{PebbleMixin} starts Debian's C{pebble}, an ACME test CA, for the
+    tests of automatic certificates.
 
 Only 127.0.0.1 is used.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -44,7 +52,9 @@ from twisted.internet import defer, protocol
 from twisted.internet import error as _error, reactor as _reactor, task as _task
 from twisted.internet import threads as _threads
 from twisted.logger import Logger
-from twisted.trial.unittest import TestCase as _TestCase
+from twisted.trial.unittest import SkipTest, TestCase as _TestCase
+
+from twistproxy.testing.certificates import cert_pem, issue_certificate, key_pem
 
 HOST = "127.0.0.1"
 
@@ -979,3 +989,113 @@ class E2ETestCase(_TestCase):
         since = time.monotonic()
         proxy.signal("HUP")
         return proxy.wait_for_line(done, since=since, timeout=timeout)
+
+
+class PebbleMixin:
+    """
+    For test cases of automatic certificates: starts Debian's C{pebble}, an
+    RFC 8555 test CA, on loopback with a configuration of its own (its
+    HTTP-01 and TLS-ALPN-01 ports and its resolver given as
+    C{ports['http']}, C{ports['tlsalpn']} and C{ports['dns']}, for the
+    proxy's listeners to take), and stops it after the test.
+
+    @ivar cwd: The test's directory (pebble's files, its log).
+    @ivar ca_file: The PEM file of the CA of pebble's own HTTPS certificate
+        (the proxy's C{[acme] ca}).
+    @ivar ports: Pebble's ports (C{pebble}: its directory; C{management})
+        and those its configuration points at (C{http}, C{https},
+        C{dns}, C{tlsalpn}).
+    """
+
+    def start_pebble(self, **options) -> defer.Deferred:
+        """
+        Start pebble with C{options} added to its configuration; fires once
+        it listens.  Skips the test when pebble is not installed.
+        """
+        pebble = shutil.which("pebble")
+        if pebble is None:
+            raise SkipTest("pebble is not installed (apt-get install pebble)")
+        self.cwd = os.path.abspath(self.mktemp())
+        os.makedirs(self.cwd)
+        ca = issue_certificate("pebble test CA", ca=True)
+        server = issue_certificate("localhost", sans=["localhost", HOST], issuer=ca)
+        self.ca_file = self.write("ca.pem", cert_pem(ca[1]))
+        self.ports = {name: unused_port() for name in
+                      ("pebble", "management", "http", "https", "dns", "tlsalpn")}
+        config = {"pebble": {
+            "listenAddress": f"{HOST}:{self.ports['pebble']}",
+            "managementListenAddress": f"{HOST}:{self.ports['management']}",
+            "certificate": self.write("server.pem", cert_pem(server[1])),
+            "privateKey": self.write("server.key", key_pem(server[0])),
+            "httpPort": self.ports["http"], "tlsPort": self.ports["tlsalpn"],
+            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            **options,
+        }}
+        path = self.write("pebble.json", json.dumps(config).encode())
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
+        self.pebble_log = open(os.path.join(self.cwd, "pebble.log"), "wb")
+        self.addCleanup(self.pebble_log.close)
+        self.pebble = subprocess.Popen(
+            [pebble, "-config", path, "-dnsserver", f"{HOST}:{self.ports['dns']}"],
+            env=env, cwd=self.cwd, stdout=self.pebble_log, stderr=subprocess.STDOUT)
+        self.addCleanup(self.stop_pebble)
+        return self.until(lambda: self.connects(self.ports["pebble"]), "pebble listening")
+
+    def write(self, name: str, data: bytes) -> str:
+        """
+        Write C{data} into the file C{name} of the test's directory; its path.
+        """
+        path = os.path.join(self.cwd, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def stop_pebble(self) -> None:
+        self.pebble.terminate()
+        try:
+            self.pebble.wait(10)
+        except subprocess.TimeoutExpired:
+            self.pebble.kill()
+            self.pebble.wait()
+
+    @staticmethod
+    def connects(port: int) -> bool:
+        """
+        Whether something accepts connections on C{port} of L{HOST}.
+        """
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    @defer.inlineCallbacks
+    def until(self, check, what: str, seconds: float = 30.0):
+        """
+        Call C{check} every 0.5 s until it returns something true (at most
+        C{seconds}); that value.  On failure, the test's message shows the
+        end of pebble's log and of C{self.proxy}'s output.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            found = check()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                with open(os.path.join(self.cwd, "pebble.log"), "rb") as f:
+                    log = f.read().decode("utf-8", "replace")[-3000:]
+                proxy = getattr(self, "proxy", None)
+                said = proxy.output.decode("utf-8", "replace")[-3000:] if proxy else ""
+                self.fail(f"no {what} within {seconds} s; pebble said:\n{log}\n"
+                          f"the proxy said:\n{said}")
+            yield _task.deferLater(_reactor, 0.5, lambda: None)
+
+    def pebble_root(self) -> str:
+        """
+        The PEM root that pebble's certificates chain to (it makes a new one
+        each run).
+        """
+        context = ssl.create_default_context(cafile=self.ca_file)
+        url = f"https://{HOST}:{self.ports['management']}/roots/0"
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            return response.read().decode("ascii")

@@ -24,6 +24,7 @@ from twistproxy.acme import store
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.schedule import MAX_RETRY, Renewal, renewal_time
 from twistproxy.config import ConfigError, parse
+from twistproxy.config.parse import acme_certificates
 from twistproxy.testing import MemoryProxy
 
 from tests.test_config import _ConfigTestMixin
@@ -168,6 +169,118 @@ class ACMEConfigTests(_ConfigTestMixin, SynchronousTestCase):
         storage = os.path.join(self.mktemp(), "acme")
         build.validate(parse(acme_toml(storage)))
         self.assertTrue(os.path.exists(os.path.join(storage, "www.example.com.pem")))
+
+
+# Two routes with certificates of their own, one on every listener, one
+# only on the listener "other"; to add to acme_toml's.
+ROUTES = """
+[listeners.other]
+endpoint = "tcp:9443"
+tls.certificates = ["{cert}"]
+
+[[routes]]
+hosts = ["shop.example.com", "www.shop.example.com"]
+upstream = "app"
+acme = true
+
+[[routes]]
+hosts = ["intranet.example.com"]
+listeners = ["other"]
+upstream = "app"
+acme = true
+
+[[routes]]
+upstream = "app"
+"""
+
+
+class RouteCertificateTests(_ConfigTestMixin, SynchronousTestCase):
+    """
+    A route with C{acme = true}: a certificate for its hosts, served on the
+    TLS listeners it applies on.
+    """
+
+    def config(self, routes: str = ROUTES):
+        from twistproxy.testing import cert_pem, issue_certificate, key_pem
+
+        self.storage = os.path.join(self.mktemp(), "acme")
+        cert = self.mktemp()
+        key, certificate = issue_certificate("other.example.com")
+        with open(cert, "wb") as f:
+            f.write(key_pem(key) + cert_pem(certificate))
+        return parse(acme_toml(self.storage) + routes.format(cert=cert))
+
+    def test_certificates(self) -> None:
+        """
+        Each route's hosts are one certificate, served by the TLS listeners
+        the route applies on (all of them without C{listeners}); the
+        listener's own comes first.
+        """
+        config = self.config()
+        self.assertEqual(acme_certificates(config.listeners, config.routes), [
+            ("listeners.secure.tls.acme", ("www.example.com",), ("secure",)),
+            ("routes[0].hosts", ("shop.example.com", "www.shop.example.com"),
+             ("secure", "other")),
+            ("routes[1].hosts", ("intranet.example.com",), ("other",))])
+
+    def test_served_and_renewed(self) -> None:
+        """
+        The assembler serves each route's stand-in on the listeners the
+        route applies on, after their own certificates, and plans a renewal
+        for each certificate.
+        """
+        config = self.config()
+        proxy = MemoryProxy(config)
+        _, forwarder = build.pipeline(config, proxy.reactor, None)
+        listeners = build.ListenerBuilder(proxy.reactor, config, forwarder,
+                                          challenges=Challenges())
+        for listener in config.listeners:
+            listeners.factory(listener)
+        served = {name: [os.path.basename(c.cert) for c in tls.certificates]
+                  for name, (_, tls, _) in listeners.tls.items()}
+        self.assertEqual(served["secure"], ["www.example.com.pem", "shop.example.com.pem"])
+        self.assertEqual(served["other"][1:], ["shop.example.com.pem",
+                                               "intranet.example.com.pem"])
+        acme = build.ACMECertificates(config, proxy.reactor,
+                                      build.dns_texts(config, proxy.reactor), Challenges(),
+                                      lambda: None)
+        self.assertEqual([r.names for r in acme.renewals], [
+            ("www.example.com",), ("shop.example.com", "www.shop.example.com"),
+            ("intranet.example.com",)])
+
+    def test_same_names_once(self) -> None:
+        """
+        A route whose hosts are a listener's C{tls.acme} names shares its
+        certificate: one renewal, not two.
+        """
+        config = self.config(ROUTES.replace(
+            '["shop.example.com", "www.shop.example.com"]', '["www.example.com"]'))
+        self.assertEqual(
+            [names for _, names, _ in acme_certificates(config.listeners,
+                                                                     config.routes)],
+            [("www.example.com",), ("intranet.example.com",)])
+
+    def test_rejections(self) -> None:
+        """
+        A route with C{acme} and no hosts, one that applies on no TLS
+        listener, one without an C{[acme]} section, and a wildcard host that
+        no challenge type can validate are refused at their paths.
+        """
+        base = acme_toml("/tmp/a")
+        self.assert_config_error(base + '[[routes]]\nupstream = "app"\nacme = true\n',
+                                 "routes[0].acme", contains="hosts")
+        self.assert_config_error(
+            base + '[[routes]]\nhosts = ["a.example.com"]\nlisteners = ["web"]\n'
+                   'upstream = "app"\nacme = true\n',
+            "routes[0].acme", contains="no listener with tls")
+        self.assert_config_error(
+            ("[listeners.web]" + base.split("[listeners.web]", 1)[1]).replace(
+                'tls.acme = ["www.example.com"]', 'tls.certificates = ["/tmp/x.pem"]')
+            + '[[routes]]\nhosts = ["a.example.com"]\nupstream = "app"\nacme = true\n',
+            "acme", contains="routes[0].hosts")
+        self.assert_config_error(
+            base + '[[routes]]\nhosts = ["*.example.net"]\nupstream = "app"\nacme = true\n',
+            "routes[0].hosts[0]", contains="DNS-01")
 
 
 class StoreTests(SynchronousTestCase):

@@ -12,11 +12,12 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from typing import Any, Dict, List, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
 from twisted.internet.defer import fail, succeed
@@ -27,7 +28,7 @@ from twisted.web.resource import Resource
 from twistproxy import build
 from twistproxy.acme.challenges import ACME_IDENTIFIER, Challenges, tls_alpn_certificate
 from twistproxy.acme.client import ACMEError, Issuer, certificate_id
-from twistproxy.acme.schedule import Renewal
+from twistproxy.acme.schedule import MAX_RETRY, Renewal
 from twistproxy.config import ConfigError, parse
 from twistproxy.config.parse import acme_challenge_types
 from twistproxy.testing import issue_certificate
@@ -81,6 +82,9 @@ class FakeCA(Resource):
         self.asked: List[str] = []
         self.retry_after = b""
         self.refuse_replaces = False
+        # When set, new orders are refused as over a rate limit, with this
+        # Retry-After.
+        self.rate_limited: Optional[bytes] = None
         self.txt: Dict[str, List[str]] = {}
 
     def render(self, request) -> bytes:
@@ -111,6 +115,11 @@ class FakeCA(Resource):
             request.setResponseCode(201)
             request.setHeader(b"Location", f"{BASE}/account/1".encode())
             return {"status": "valid"}
+        if path == "/new-order" and self.rate_limited is not None:
+            request.setResponseCode(429)
+            request.setHeader(b"Retry-After", self.rate_limited)
+            return {"type": "urn:ietf:params:acme:error:rateLimited",
+                    "detail": "too many certificates for this name"}
         if path == "/new-order" and self.refuse_replaces and "replaces" in payload:
             request.setResponseCode(409)
             return {"type": "urn:ietf:params:acme:error:alreadyReplaced", "detail": "no"}
@@ -336,6 +345,36 @@ class IssuerTests(_IssuerMixin, SynchronousTestCase):
             stored = x509.load_pem_x509_certificates(f.read())
         self.assertEqual(stored[0], self.ca.issued)
 
+    def test_account_contact(self) -> None:
+        """
+        The account is created with C{[acme] email} as its contact
+        (C{mailto:}) and the CA's terms agreed to, signed by the account key
+        kept in the storage directory (made there once, mode 0600).
+        """
+        issuer = self.make_issuer()
+        self.issue(issuer, ("www.example.com",))
+        [(_, protected, payload)] = [p for p in self.ca.posts if p[0] == "/account"]
+        self.assertEqual(payload["contact"], ["mailto:ops@example.com"])
+        self.assertIs(payload["termsOfServiceAgreed"], True)
+        self.assertIn("jwk", protected)
+        key_file = os.path.join(self.config.acme.storage, "account.key")
+        self.assertEqual(stat.S_IMODE(os.stat(key_file).st_mode), 0o600)
+
+    def test_key_type(self) -> None:
+        """
+        A certificate's key is ECDSA P-256 by default, and RSA 2048 with
+        C{key_type = "rsa-2048"}: the CSR's and the stored key's.
+        """
+        for extra, kind, size in [("", ec.EllipticCurvePrivateKey, 256),
+                                  ('key_type = "rsa-2048"', rsa.RSAPrivateKey, 2048)]:
+            filename = self.issue(self.make_issuer(extra), ("www.example.com",))
+            with open(filename, "rb") as f:
+                key = serialization.load_pem_private_key(f.read(), None)
+            self.assertIsInstance(key, kind)
+            self.assertEqual(key.key_size, size)
+            self.assertEqual(self.ca.issued.public_key().public_numbers(),
+                             key.public_key().public_numbers())
+
     def test_tls_alpn(self) -> None:
         """
         With TLS-ALPN-01 first, the name is validated by it: the challenge
@@ -369,6 +408,61 @@ class IssuerTests(_IssuerMixin, SynchronousTestCase):
         self.assertIn("offers http-01", failure.getErrorMessage())
         self.assertIsNone(self.challenges.answer(
                 b"/.well-known/acme-challenge/" + token("http-01").encode()))
+
+
+class RateLimitTests(_IssuerMixin, SynchronousTestCase):
+    """
+    A CA's rate limit (RFC 8555 6.6: 429, C{rateLimited}, C{Retry-After})
+    fails the order with what it said, and the wait it asked for is kept
+    to the next try.
+    """
+
+    def test_retry_after_seconds(self) -> None:
+        """
+        C{Retry-After} in seconds is the error's C{retry_after}; the error
+        names the problem type.
+        """
+        issuer = self.make_issuer()
+        self.ca.rate_limited = b"7200"
+        failure = self.failureResultOf(issuer.issue(["www.example.com"]), ACMEError)
+        self.assertEqual(failure.value.problem, "urn:ietf:params:acme:error:rateLimited")
+        self.assertIn("429", failure.getErrorMessage())
+        self.assertEqual(failure.value.retry_after, 7200.0)
+
+    def test_retry_after_date(self) -> None:
+        """
+        C{Retry-After} as an HTTP date is the seconds from the clock's now
+        to it; a date past, or a value that is neither, is no wait.
+        """
+        issuer = self.make_issuer()
+        later = START + datetime.timedelta(hours=3)
+        self.ca.rate_limited = later.strftime("%a, %d %b %Y %H:%M:%S GMT").encode()
+        failure = self.failureResultOf(issuer.issue(["www.example.com"]), ACMEError)
+        self.assertEqual(failure.value.retry_after, 3 * 3600.0)
+        for value in (b"Mon, 01 Jan 2001 00:00:00 GMT", b"soon", b""):
+            self.ca.rate_limited = value
+            failure = self.failureResultOf(issuer.issue(["www.example.com"]), ACMEError)
+            self.assertEqual(failure.value.retry_after, 0.0)
+
+    def test_renewal_waits_as_asked(self) -> None:
+        """
+        A renewal refused with C{Retry-After: 7200} is tried again two
+        hours later, not after C{retry} (60 s); the wait asked for is
+        capped at a day, the longest between two tries.
+        """
+        issuer = self.make_issuer()
+        self.ca.rate_limited = b"7200"
+        names = ("www.example.com",)
+        renewal = Renewal(self.clock, names, lambda: issued(), lambda: issuer.issue(names),
+                          lambda: None, retry=60.0, random_jitter=lambda: 0.0)
+        self.successResultOf(renewal.renew())
+        self.assertEqual(renewal.failures, 1)
+        self.assertIn("rateLimited", renewal.last_error)
+        self.assertEqual(renewal.due, self.clock.seconds() + 7200)
+        self.ca.rate_limited = b"864000"
+        self.successResultOf(renewal.renew())
+        self.assertEqual(renewal.due, self.clock.seconds() + MAX_RETRY)
+        self.flushLoggedErrors(ACMEError)
 
 
 MAC_KEY = base64.urlsafe_b64encode(b"a secret the CA gave, 32 bytes.").decode().rstrip("=")

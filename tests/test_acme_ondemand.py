@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from tests.test_acme import acme_toml
 from twistproxy import build
 from twistproxy.acme import store
+from twistproxy.acme.client import ACMEError
 from twistproxy.acme.ondemand import OnDemand, allowed
 from twistproxy.config import ACME, ConfigError, parse
 from twistproxy.config.values import Certificate, ListenerTLS, OnDemand as OnDemandSettings
@@ -192,6 +193,19 @@ class OnDemandTests(SynchronousTestCase):
         on_demand.seen(b"c.example.com")
         self.assertEqual(self.orders[-1], ("c.example.com",))
 
+    def ordered_again_after(self, on_demand, wait: float) -> None:
+        """
+        Check that C{a.example.com}, seen again, is not ordered before
+        C{wait} seconds from now, and is at C{wait}.
+        """
+        before = len(self.orders)
+        self.clock.advance(wait - 1)
+        on_demand.seen(b"a.example.com")
+        self.assertEqual(len(self.orders), before)
+        self.clock.advance(1)
+        on_demand.seen(b"a.example.com")
+        self.assertEqual(len(self.orders), before + 1)
+
     def test_failure_backs_off(self):
         """
         A failed order is not tried again for that name before C{retry}
@@ -200,16 +214,21 @@ class OnDemandTests(SynchronousTestCase):
         self.outcome = "fail"
         on_demand = self.make(allow=["*.example.com"])
         on_demand.seen(b"a.example.com")
-        self.clock.advance(59)
-        on_demand.seen(b"a.example.com")
-        self.assertEqual(len(self.orders), 1)
-        self.clock.advance(1)
-        on_demand.seen(b"a.example.com")
-        self.assertEqual(len(self.orders), 2)
-        self.clock.advance(119)
-        on_demand.seen(b"a.example.com")
-        self.assertEqual(len(self.orders), 2)
+        self.ordered_again_after(on_demand, 60)
+        self.ordered_again_after(on_demand, 120)
         self.assertEqual(self.issued, [])
+
+    def test_failure_waits_as_the_ca_asked(self):
+        """
+        A failed order whose CA asked to wait longer than C{retry} (its
+        C{Retry-After} on a rate limit) is not tried again for that name
+        before then.
+        """
+        self.outcome = fail(ACMEError("rateLimited", retry_after=3600.0))
+        on_demand = self.make(allow=["*.example.com"])
+        on_demand.seen(b"a.example.com")
+        self.outcome = None
+        self.ordered_again_after(on_demand, 3600)
 
     def test_stored_served_without_order(self):
         """

@@ -66,6 +66,26 @@ class ACMEReloadTests(SynchronousTestCase):
         self.assertEqual(service.reload(), [])
         self.assertNotIn("www.example.com", self.served(service))
 
+    def test_route_certificate_added(self):
+        """
+        A reload that gives a route C{acme = true} serves its hosts' new
+        certificate (a stand-in first) and renews it; the listener's goes
+        on as it was.  One that takes it away stops both.
+        """
+        service = self.service(acme_toml(self.storage))
+        [old] = service.renewals
+        self.write(acme_toml(self.storage) + '[[routes]]\nhosts = ["shop.example.com"]\n'
+                   'upstream = "app"\nacme = true\n[[routes]]\nupstream = "app"\n')
+        self.assertEqual(service.reload(), [])
+        self.assertEqual(self.names(service), [("www.example.com",), ("shop.example.com",)])
+        self.assertIs(service.renewals[0], old)
+        self.assertIsNotNone(service.renewals[1]._call)
+        self.assertIn("shop.example.com", self.served(service))
+        self.write(acme_toml(self.storage))
+        self.assertEqual(service.reload(), [])
+        self.assertEqual(self.names(service), [("www.example.com",)])
+        self.assertNotIn("shop.example.com", self.served(service))
+
     def test_same_names_go_on(self):
         """
         A reload that changes other ACME names but not these keeps their

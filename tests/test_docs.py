@@ -228,6 +228,61 @@ class RouteOptionTests(SynchronousTestCase):
                                      f"{name}.{inner.name} is not described")
 
 
+class AutomaticHTTPSPageTests(SynchronousTestCase):
+    """
+    docs/acme.rst is the "Automatic HTTPS" page that issue 15 asked for,
+    and its settings are those of L{twistproxy.config.values.ACME}.
+    """
+
+    def setUp(self):
+        with open(os.path.join(DOCS, "acme.rst"), encoding="utf-8") as f:
+            self.page = f.read()
+
+    def test_page(self):
+        """
+        The page is titled "Automatic HTTPS"; it has a production example
+        (Let's Encrypt, the default directory) and a staging one
+        (C{letsencrypt-staging}), each with a listener's C{tls.acme}; it
+        gives the trade-offs of on-demand issuance and says which library
+        speaks the protocol and why.
+        """
+        self.assertEqual(self.page.splitlines()[0], "Automatic HTTPS")
+        directories = [_toml.loads(snippet).get("acme", {}).get("directory", "letsencrypt")
+                       for snippet in toml_blocks(self.page)
+                       if "tls.acme" in snippet and "[acme]" in snippet]
+        self.assertIn("letsencrypt", directories)
+        self.assertIn("letsencrypt-staging", directories)
+        self.assertIn("The trade-offs", self.page[self.page.index("On-demand certificates"):])
+        built = self.page[self.page.index("\nHow it is built\n"):]
+        for named in ("``acme``", "``josepy``", "treq", "thread"):
+            self.assertIn(named, built)
+
+    def test_settings_documented(self):
+        """
+        Every setting of C{[acme]}, C{[acme.on_demand]} and C{[acme.dns]} is
+        a term of the page's "Settings" section, and every term there is a
+        setting.
+        """
+        from dataclasses import fields
+
+        from twistproxy.config import values
+
+        start = self.page.index("\nSettings\n")
+        section = self.page[start:self.page.index("\nChoosing the challenge\n")]
+        described = {name for names, _ in _terms(section) for name in names}
+        tables = {"on_demand": values.OnDemand, "dns": values.ACMEDNS}
+        declared = set()
+        for setting in fields(values.ACME):
+            if setting.name in tables:
+                self.assertIn(f"``[acme.{setting.name}]``", section)
+                declared.update(f.name for f in fields(tables[setting.name])
+                                if f.name != "options")
+            else:
+                declared.add(setting.name)
+        self.assertEqual(declared - described, set(), "not documented")
+        self.assertEqual(described - declared, set(), "no such setting")
+
+
 class FaultPromiseTests(SynchronousTestCase):
     """
     docs/faults.rst and the fault suite name each other: every test the

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
-import subprocess
-import time
 import urllib.request
 
-from twisted.internet import defer, reactor, task
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
 
-from tests.e2e_support import HOST, ProxyProcess, unused_port, write_config
-from twistproxy.testing.certificates import cert_pem, issue_certificate, key_pem
+from tests.e2e_support import HOST, PebbleMixin, ProxyProcess, write_config
 
-PEBBLE = shutil.which("pebble")
 # An external account's MAC key, as pebble takes it (base64url).
 MAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
@@ -61,7 +56,7 @@ records = [
 """
 
 
-class _PebbleTestCase(TestCase):
+class _PebbleTestCase(PebbleMixin, TestCase):
     """
     Starts pebble on loopback before each test, with C{pebble_options}
     added to its configuration.
@@ -71,81 +66,7 @@ class _PebbleTestCase(TestCase):
     pebble_options: dict = {}
 
     def setUp(self):
-        if PEBBLE is None:
-            raise SkipTest("pebble is not installed (apt-get install pebble)")
-        self.cwd = os.path.abspath(self.mktemp())
-        os.makedirs(self.cwd)
-        ca = issue_certificate("pebble test CA", ca=True)
-        server = issue_certificate("localhost", sans=["localhost", HOST], issuer=ca)
-        self.ca_file = self.write("ca.pem", cert_pem(ca[1]))
-        self.ports = {name: unused_port() for name in
-                      ("pebble", "management", "http", "https", "dns", "tlsalpn")}
-        config = {"pebble": {
-            "listenAddress": f"{HOST}:{self.ports['pebble']}",
-            "managementListenAddress": f"{HOST}:{self.ports['management']}",
-            "certificate": self.write("server.pem", cert_pem(server[1])),
-            "privateKey": self.write("server.key", key_pem(server[0])),
-            "httpPort": self.ports["http"], "tlsPort": self.ports["tlsalpn"],
-            "ocspResponderURL": "", "externalAccountBindingRequired": False,
-            **self.pebble_options,
-        }}
-        path = self.write("pebble.json", json.dumps(config).encode())
-        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
-        self.pebble_log = open(os.path.join(self.cwd, "pebble.log"), "wb")
-        self.addCleanup(self.pebble_log.close)
-        self.pebble = subprocess.Popen(
-            [PEBBLE, "-config", path, "-dnsserver", f"{HOST}:{self.ports['dns']}"],
-            env=env, cwd=self.cwd, stdout=self.pebble_log, stderr=subprocess.STDOUT)
-        self.addCleanup(self.stop_pebble)
-        return self.until(lambda: self.connects(self.ports["pebble"]), "pebble listening")
-
-    def write(self, name: str, data: bytes) -> str:
-        path = os.path.join(self.cwd, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
-
-    def stop_pebble(self) -> None:
-        self.pebble.terminate()
-        try:
-            self.pebble.wait(10)
-        except subprocess.TimeoutExpired:
-            self.pebble.kill()
-            self.pebble.wait()
-
-    @staticmethod
-    def connects(port: int) -> bool:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    @defer.inlineCallbacks
-    def until(self, check, what: str, seconds: float = 30.0):
-        """
-        Call C{check} every 0.5 s until it returns something true (at most
-        C{seconds}); that value.
-        """
-        deadline = time.monotonic() + seconds
-        while True:
-            found = check()
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                with open(os.path.join(self.cwd, "pebble.log"), "rb") as f:
-                    log = f.read().decode("utf-8", "replace")[-3000:]
-                proxy = getattr(self, "proxy", None)
-                said = proxy.output.decode("utf-8", "replace")[-3000:] if proxy else ""
-                self.fail(f"no {what} within {seconds} s; pebble said:\n{log}\n"
-                          f"the proxy said:\n{said}")
-            yield task.deferLater(reactor, 0.5, lambda: None)
-
-    def pebble_root(self) -> str:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        url = f"https://{HOST}:{self.ports['management']}/roots/0"
-        with urllib.request.urlopen(url, context=context, timeout=5) as response:
-            return response.read().decode("ascii")
+        return self.start_pebble(**self.pebble_options)
 
     def served(self, root: str, name: str):
         """

@@ -14,7 +14,7 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
-from tests.e2e_support import HOST, ProxyProcess, unused_port, write_config
+from tests.e2e_support import HOST, PebbleMixin, ProxyProcess, unused_port, write_config
 from tests.redis_support import start_redis
 from tests.test_faults_acme import ZONE, served_certificate
 
@@ -40,23 +40,15 @@ redis = "{redis}"
 """ + ZONE
 
 
-class SharedStoreEndToEndTests(TestCase):
+class SharedStoreEndToEndTests(PebbleMixin, TestCase):
     """
     Two instances sharing one Redis, and pebble.
     """
 
     timeout = 180
-    pebble_options: dict = {}
-    # pebble, started as the single-instance test starts it (a class that is
-    # not a name of this module, whose tests would run again from here).
-    _Pebble = __import__("tests.test_e2e_acme", fromlist=["_"]).PebbleEndToEndTests
-    setUp = _Pebble.setUp
-    write = _Pebble.write
-    stop_pebble = _Pebble.stop_pebble
-    connects = staticmethod(_Pebble.connects)
-    until = _Pebble.until
-    pebble_root = _Pebble.pebble_root
-    del _Pebble
+
+    def setUp(self):
+        return self.start_pebble()
 
     @defer.inlineCallbacks
     def test_two_instances_one_certificate(self):

@@ -6,7 +6,7 @@ and a renewal under traffic.
 The proxy runs as a C{twistd} child process with a TLS listener whose
 certificate is ACME's, in front of a real origin on loopback.  The CA is
 either nothing at all (a port where nobody listens), or Debian's C{pebble}
-started on loopback (as in L{tests.test_e2e_acme}) refusing the name
+started on loopback (L{tests.e2e_support.PebbleMixin}) refusing the name
 (its C{domainBlocklist}), or issuing certificates that live 30 seconds,
 so that they fall due for renewal during the test.  Clients count what
 they get over TLS; the proxy's log counts the tries.  The promises are
@@ -27,7 +27,7 @@ from typing import Optional
 from twisted.internet import defer, reactor, task, threads
 
 from tests.e2e_support import (
-    HOST, E2ETestCase, ProxyProcess, RawClient, get_request, ok_response, unused_port,
+    HOST, E2ETestCase, PebbleMixin, ProxyProcess, RawClient, get_request, ok_response, unused_port,
     write_config,
 )
 
@@ -97,14 +97,6 @@ def served_certificate(port: int, root: Optional[str] = None):
         return None
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 class _Client:
     """
     One keep-alive HTTPS connection to the proxy (blocking: use it in a
@@ -124,24 +116,12 @@ class _Client:
         return self.raw.read_response().status
 
 
-class ACMEFaultTests(E2ETestCase):
+class ACMEFaultTests(PebbleMixin, E2ETestCase):
     """
     The CA down, refusing, and renewing under traffic.
     """
 
     timeout = 180
-    pebble_options: dict = {}
-
-    def start_pebble(self, **settings) -> defer.Deferred:
-        """
-        Start pebble as L{tests.test_e2e_acme} does, with these settings.
-        """
-        pebble = __import__("tests.test_e2e_acme", fromlist=["_"]).PebbleEndToEndTests
-        for name in ("write", "stop_pebble", "until", "pebble_root"):
-            setattr(self, name, getattr(pebble, name).__get__(self))
-        self.connects = pebble.connects
-        self.pebble_options = settings
-        return pebble.setUp(self)
 
     @defer.inlineCallbacks
     def start_proxy(self, ca_port: int, ca_file: str):
@@ -158,7 +138,7 @@ class ACMEFaultTests(E2ETestCase):
         self.addCleanup(self.proxy.stop)
         yield self.proxy.start()
         # start() fires once the first listener listens; the TLS one next.
-        yield self.wait_for(lambda: _accepts(self.ports["https"]), 30, "the TLS listener")
+        yield self.wait_for(lambda: self.connects(self.ports["https"]), 30, "the TLS listener")
 
     def acme_status(self):
         url = f"http://{HOST}:{self.ports['admin']}/acme"

@@ -53,10 +53,11 @@ from twistproxy.acme.schedule import Renewal
 from twistproxy.acme.shared import RedisKeys, SharedCertificates
 from twistproxy.admission import Quota
 from twistproxy.cache.runtime import HTTPCache, build_cache
+from twistproxy.components import find_factory
 from twistproxy.config import (
-    Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
+    ACME, Certificate, ConfigError, Listener, ProxyConfig, Timeouts, UpstreamGroup,
 )
-from twistproxy.config.parse import acme_challenge_types
+from twistproxy.config.parse import acme_certificates, acme_challenge_types, in_zones
 from twistproxy.dns.server import DNSEndpoint, DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.dns.zone import TXTRecords
@@ -64,6 +65,7 @@ from twistproxy.filters.chain import FilterChain, build_chain
 from twistproxy.forwarder import Forwarder
 from twistproxy.http.client import UpstreamPool
 from twistproxy.http.listener import HTTPServerFactory, ServerSettings
+from twistproxy.interfaces import IDNSProviderFactory
 from twistproxy.net import TrustedProxies
 from twistproxy.proxyproto import ProxyHeaderFactory
 from twistproxy.redis import parse_url
@@ -494,7 +496,7 @@ class ListenerBuilder:
         path = f"listeners.{listener.name}.tls"
         tls = listener.tls
         try:
-            served = self._with_acme(tls, path)
+            served = self._with_acme(listener.name, tls, path)
             factory, _ = wrap_listener_factory(
                 self.reactor, served, path, http_factory,
                 challenge=None if self._challenges is None else self._challenges.certificate)
@@ -505,20 +507,28 @@ class ListenerBuilder:
         self.tls[listener.name] = (factory, served, path)
         return factory
 
-    def _with_acme(self, tls, path: str):
+    def _acme_served(self, name: str) -> List[Tuple[str, Tuple[str, ...]]]:
+        # The ACME certificates listener name serves: (path, names) of each.
+        return [(path, names) for path, names, served_by in acme_certificates(
+            self.config.listeners, self.config.routes) if name in served_by]
+
+    def _with_acme(self, name: str, tls, path: str):
         """
-        A listener's TLS settings with its ACME certificates after the
-        listed ones: the file the renewals write, then those ordered on
-        demand.
+        The TLS settings C{tls} of listener C{name} with its ACME
+        certificates after the listed ones: the files the renewals write
+        (its own C{tls.acme}'s, then those of the routes that apply on
+        it), then those ordered on demand (with its own C{tls.acme}).
         """
-        if not tls.acme:
+        served = self._acme_served(name)
+        if not served:
             return tls
         acme = self.config.acme
         now = datetime.datetime.fromtimestamp(time.time(), datetime.timezone.utc)
-        managed = acme_store.ensure(acme, tls.acme, f"{path}.acme", now)
+        managed = tuple(acme_store.ensure(acme, names, where, now) for where, names in served)
+        ordered = self.on_demand.names if self.on_demand is not None and tls.acme else ()
         on_demand = tuple(Certificate(cert=acme_store.certificate_file(acme, (name,)))
-                          for name in (self.on_demand.names if self.on_demand else ()))
-        return replace(tls, certificates=tls.certificates + (managed,) + on_demand)
+                          for name in ordered)
+        return replace(tls, certificates=tls.certificates + managed + on_demand)
 
     def _seen(self, server_name: bytes) -> None:
         # Through the builder: a reload may turn on-demand orders on or off.
@@ -527,14 +537,15 @@ class ListenerBuilder:
 
     def refresh_acme(self) -> None:
         """
-        Have every listener with ACME certificates take those of the
-        running C{[acme]} section and those ordered on demand so far (at
-        their next certificate reload).
+        Have every TLS listener take the ACME certificates of the running
+        configuration (writing stand-ins for new ones) and those ordered on
+        demand so far (at their next certificate reload).
         """
         for listener in self.config.listeners:
-            if listener.name in self.tls and listener.tls is not None and listener.tls.acme:
+            if listener.name in self.tls and listener.tls is not None:
                 factory, _, path = self.tls[listener.name]
-                self.tls[listener.name] = (factory, self._with_acme(listener.tls, path), path)
+                self.tls[listener.name] = (
+                    factory, self._with_acme(listener.name, listener.tls, path), path)
 
     def _passthrough(self, listener: Listener, terminate, filters, quota: Optional[Quota]):
         """
@@ -559,7 +570,7 @@ class ACMECertificates:
     listener's (L{renewals}, not started) and, with C{[acme.on_demand]},
     the orders for names seen in SNI (L{on_demand}).  Each orders from
     C{config.acme}'s CA (HTTP-01 and TLS-ALPN-01 answers through C{challenges}, which is
-    set whenever C{config} has C{[acme]}; DNS-01 through C{texts}), through
+    set whenever C{config} has C{[acme]}; DNS-01 as L{dns01_records} says), through
     C{shared} when given (L{acme_shared}), and calls C{installed} once a
     renewed certificate is stored.
     """
@@ -572,12 +583,12 @@ class ACMECertificates:
         @param on_demand: Called with each name whose certificate was
             ordered on demand (or found stored), to serve and renew it.
         @raises ConfigError: At C{acme} when the C{acme} extra is not
-            installed, or at C{acme.ca} when that file cannot be read or
-            holds no certificate.
+            installed, at C{acme.ca} when that file cannot be read or
+            holds no certificate, or as L{dns01_records}.
         """
         self.renewals: List[Renewal] = []
         self.on_demand: Optional[OnDemand] = None
-        wanted = [l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme]
+        wanted = [names for _, names, _ in acme_certificates(config.listeners, config.routes)]
         if not wanted:
             return
         try:
@@ -587,7 +598,7 @@ class ACMECertificates:
                                       f"{e}", config.source) from None
         acme = config.acme
         try:
-            self._issuer = Issuer(reactor, acme, challenges, texts.set, texts.remove,
+            self._issuer = Issuer(reactor, acme, challenges, *dns01_records(acme, reactor, texts),
                                   types=lambda name: acme_challenge_types(
                                       name, config.listeners, acme, config.dns))
         except ConfigError as e:
@@ -617,6 +628,38 @@ class ACMECertificates:
             force=partial(self._obtain, names, forced=True))
 
 
+def dns01_records(acme: ACME, reactor, texts: RunTimeTexts) -> Tuple[
+        Callable[[str, List[str]], Deferred], Callable[[str], Deferred]]:
+    """
+    Where the TXT records of DNS-01 challenges go: those of names in a zone
+    of C{[acme.dns]} through its provider plugin
+    (L{twistproxy.interfaces.IDNSProvider}), the others through the DNS
+    front's run-time records (C{texts}).
+
+    @return: The functions that set and remove them.
+    @raises ConfigError: At C{acme.dns.provider} when no plugin has that
+        name, or at C{acme.dns} when the provider refuses its options.
+    """
+    settings = acme.dns
+    if settings is None:
+        return texts.set, texts.remove
+    factory = find_factory(IDNSProviderFactory, settings.provider, "acme.dns.provider",
+                           "DNS provider")
+    provider = factory.fromConfig(reactor, settings.options, "acme.dns")
+
+    def set_txt(name: str, values: List[str]) -> Deferred:
+        if in_zones(name, settings.zones):
+            return provider.set_txt(name, values)
+        return texts.set(name, values)
+
+    def remove_txt(name: str) -> Deferred:
+        if in_zones(name, settings.zones):
+            return provider.remove_txt(name)
+        return texts.remove(name)
+
+    return set_txt, remove_txt
+
+
 def acme_shared(config: ProxyConfig, reactor) -> Optional[SharedCertificates]:
     """
     The store the ACME certificates of C{config} share with other
@@ -639,8 +682,8 @@ def validate(config: ProxyConfig) -> None:
     locator, the upstream groups and their balancers and checks, the route
     targets and filters, every listener's endpoint string, filters and TLS
     settings, the admin endpoint, the DNS front's shared store URL and the
-    ACME settings (writing a stand-in certificate into the ACME storage
-    when it holds none yet).
+    ACME settings with the DNS provider's options (writing a stand-in
+    certificate into the ACME storage when it holds none yet).
 
     @raises ConfigError: naming the file and the path of the first problem.
     """

@@ -744,3 +744,63 @@ class ICacheStoreFactory(Interface):
         @param path: Where C{options} came from, e.g. C{'cache'}.
         @raises twistproxy.config.ConfigError: when C{options} are invalid.
         """
+
+
+class IDNSProvider(Interface):
+    """
+    Sets the TXT records of ACME DNS-01 challenges in a zone that another
+    DNS server answers (a provider's API, a hidden primary taking dynamic
+    updates), for names that twistproxy's own DNS front does not serve.
+
+    DNS-01 is the only challenge that validates a wildcard, and the one
+    for names whose ports 80 and 443 the CA cannot reach.  A zone served
+    by the DNS front (C{[dns]}) needs no provider; a provider is for the
+    zones listed in C{[acme.dns] zones}.  The order calls L{set_txt},
+    waits for its L{Deferred}, tells the CA to validate, and calls
+    L{remove_txt} when the authorization is over, whether it worked or
+    not.
+    """
+
+    def set_txt(name: str, values: Sequence[str]) -> "Deferred[None]":
+        """
+        Publish the TXT records of C{name}, replacing any it has.
+
+        @param name: The owner name, lower-case, without the final dot,
+            e.g. C{'_acme-challenge.www.example.org'} (also for the
+            wildcard C{*.example.org}: C{'_acme-challenge.example.org'}).
+        @param values: The records' texts, e.g. C{['gfj9Xq...Rg85nM']}.
+        @return: A L{Deferred} firing once the CA's resolvers can see
+            them (a provider whose API answers before its servers do waits
+            for them), or failing when they cannot be published: the order
+            then fails and is retried later.
+        """
+
+    def remove_txt(name: str) -> "Deferred[None]":
+        """
+        Remove the TXT records of C{name} that L{set_txt} published.
+
+        @param name: As given to L{set_txt}.
+        @return: A L{Deferred} firing when they are removed (a failure is
+            logged, and the order goes on).
+        """
+
+
+class IDNSProviderFactory(Interface):
+    """
+    A named kind of DNS provider, as exported by a plugin module; the
+    configuration names it in C{[acme.dns] provider = "NAME"}.
+    """
+
+    name = Attribute("The name used in configuration files, e.g. C{'rfc2136'}.")
+    help = Attribute("One line describing whose DNS it sets records in.")
+
+    def fromConfig(reactor: Any, options: Mapping[str, Any], path: str) -> IDNSProvider:
+        """
+        Build a provider.
+
+        @param reactor: Provides the clock and the network.
+        @param options: The C{[acme.dns]} table without C{provider} and
+            C{zones}, e.g. C{{'token': '...', 'ttl': 60}}.
+        @param path: Where C{options} came from, e.g. C{'acme.dns'}.
+        @raises twistproxy.config.ConfigError: when C{options} are invalid.
+        """

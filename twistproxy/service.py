@@ -34,6 +34,7 @@ from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.shared import SharedCertificates
 from twistproxy.admission import Quota, file_budget, quotas
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
+from twistproxy.config.parse import acme_certificates
 from twistproxy.dns.server import DNSFront
 from twistproxy.dns.texts import RunTimeTexts
 from twistproxy.forwarder import Forwarder
@@ -42,9 +43,10 @@ from twistproxy.metrics import ProxyMetrics
 from twistproxy.stream.udp import UDPProxy
 
 
-def _acme_names(config: ProxyConfig) -> Dict[str, Tuple[str, ...]]:
-    # The ACME names of each listener.
-    return {l.name: l.tls.acme for l in config.listeners if l.tls is not None and l.tls.acme}
+def _acme_names(config: ProxyConfig) -> List[Tuple[Tuple[str, ...], Tuple[str, ...]]]:
+    # The names of each ACME certificate, and the listeners that serve it.
+    return [(names, served_by) for _, names, served_by in acme_certificates(
+        config.listeners, config.routes)]
 
 
 def check_reloadable(running: ProxyConfig, new: ProxyConfig,
@@ -507,6 +509,8 @@ class ProxyService(MultiService):
         for renewal in old:
             if renewal not in acme.renewals:
                 renewal.stop()
+        # Stand-ins first: a new renewal reads what is stored.
+        self.built.refresh_acme()
         if self.running:
             for renewal in acme.renewals:
                 if renewal not in old:
@@ -514,7 +518,6 @@ class ProxyService(MultiService):
         if shared is not self.acme_shared and self.acme_shared is not None:
             self.acme_shared.close()
         self.acme, self.acme_shared, self.renewals = acme, shared, acme.renewals
-        self.built.refresh_acme()
         self.reload_certificates()
         self.log.info("ACME: {count} certificates managed after the reload",
                       count=len(self.renewals))

@@ -40,13 +40,16 @@ L{Issuer.renewal_window} fetches the window in which the CA suggests
 renewing a certificate (the renewal schedule moves into it).
 
 A CA error (an RFC 7807 problem document) fails the order with
-L{ACMEError}, saying what the CA said; the caller (L{twistproxy.acme.
-schedule.Renewal}) keeps the current certificate and retries later.
+L{ACMEError}, saying what the CA said and how long it asked to wait (its
+C{Retry-After}, as with a rate limit); the caller (L{twistproxy.acme.
+schedule.Renewal}) keeps the current certificate and retries later, not
+sooner than that.
 """
 
 from __future__ import annotations
 
 import datetime
+import email.utils
 import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -87,11 +90,16 @@ class ACMEError(Exception):
 
     @ivar problem: The type of the CA's problem document
         (C{urn:ietf:params:acme:error:...}), or C{''}.
+    @ivar retry_after: The seconds the CA asked to wait before trying
+        again (its C{Retry-After}, as with a rate limit: C{rateLimited}
+        and 429), or C{0}; the renewal waits at least that long
+        (L{twistproxy.acme.schedule.backoff}).
     """
 
-    def __init__(self, message: str, problem: str = ""):
+    def __init__(self, message: str, problem: str = "", retry_after: float = 0.0):
         super().__init__(message)
         self.problem = problem
+        self.retry_after = retry_after
 
 
 def _account_key(acme: ACME) -> jose.JWK:
@@ -347,8 +355,21 @@ class Issuer:
                 return await self._post(url, payload, raw, retried=True)
             raise ACMEError(f"{url}: {response.code} {problem.get('type', '')} "
                             f"{problem.get('detail', body[:200])}".strip(),
-                            str(problem.get("type", "")))
+                            str(problem.get("type", "")), self._retry_after(response))
         return response, body if raw else (json.loads(body) if body else {})
+
+    def _retry_after(self, response) -> float:
+        # RFC 8555 6.6 and RFC 9110 10.2.3: seconds, or an HTTP date.
+        value = response.headers.getRawHeaders(b"retry-after", [b""])[0].decode("latin-1")
+        if value.strip().isdigit():
+            return float(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 0.0
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(when.timestamp() - self.reactor.seconds(), 0.0)
 
 
 def certificate_id(cert: x509.Certificate) -> Optional[str]:

@@ -19,7 +19,8 @@ that reads SNI cannot wait for an order (seconds to minutes), so that
 client gets the listener's default certificate (a stand-in, if that is
 what the listener has), and the handshakes after the order get the new
 one.  A failed order is not tried again for that name before C{retry}
-(the C{[acme]} setting) seconds, doubled after each further failure.
+(the C{[acme]} setting) seconds, doubled after each further failure, nor
+before the CA said (its C{Retry-After}, as with a rate limit).
 
 An issued name is renewed like the configured ones.  After a restart the
 names are known again from their first handshake: a valid certificate in
@@ -38,6 +39,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from twistproxy.acme.schedule import backoff
 from twistproxy.acme.store import certificate_file, is_stand_in, read_certificate
 from twistproxy.config.checks import ConfigError, _server_name
 from twistproxy.config.values import ACME
@@ -195,7 +197,7 @@ class OnDemand:
 
     def _failed(self, name: str, failure) -> None:
         failures = self._failures[name] = self._failures.get(name, 0) + 1
-        wait = self.acme.retry * 2 ** min(failures - 1, 16)
+        wait = backoff(self.acme.retry * 2 ** min(failures - 1, 16), failure)
         self._not_before[name] = self.clock.seconds() + wait
         self.log.error("on-demand certificate for {name} failed ({failures} in a row), "
                        "not tried again for {wait:.0f} s: {error}", name=name,

@@ -24,7 +24,8 @@ later.
 A renewal that fails leaves the current certificate served, logs, keeps
 the error for the admin API and tries again after C{retry} seconds,
 doubled after each further failure up to a day (with a jitter of a
-thirtieth).  Everything runs on the injected clock, whose seconds are the
+thirtieth); when the CA said how long to wait (C{Retry-After}, as with its
+rate limits), not sooner than that (L{backoff}).  Everything runs on the injected clock, whose seconds are the
 wall clock's in a running proxy (certificate times are wall-clock times).
 """
 
@@ -57,6 +58,17 @@ def renewal_time(cert: x509.Certificate, jitter: float) -> float:
     start, end = lifetime(cert)
     span = end - start
     return start + span * 2 / 3 + jitter * span / 30
+
+
+def backoff(wait: float, reason: Failure) -> float:
+    """
+    The seconds to wait before trying again after C{reason}: C{wait}, or
+    longer when the CA asked for that (the C{retry_after} of an
+    L{twistproxy.acme.client.ACMEError}: its C{Retry-After}, as with a
+    rate limit), up to L{MAX_RETRY}.
+    """
+    asked = getattr(reason.value, "retry_after", 0.0) or 0.0
+    return max(wait, min(asked, MAX_RETRY))
 
 
 class Renewal:
@@ -202,7 +214,7 @@ class Renewal:
         # min() before the power: past 1024 failures (three years at a
         # day apart) a float times 2 ** failures overflows.
         wait = min(self._retry * 2 ** min(self.failures - 1, 64), MAX_RETRY)
-        wait *= 1 + self._jitter() / 30
+        wait = backoff(wait * (1 + self._jitter() / 30), reason)
         self.log.failure("certificate for {names}: renewal failed ({failures} in a row), "
                          "the current one stays; next try in {wait:.0f} s", reason,
                          names=", ".join(self.names), failures=self.failures, wait=wait)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib as _hashlib
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 try:
     import tomllib as _toml
@@ -105,11 +105,19 @@ def _check_dns(listeners: Sequence[Listener], groups: Mapping[str, UpstreamGroup
                                          f"must be IP addresses (they are the answers)")
 
 
-def _in_zone(name: str, dns: Optional[DNS]) -> bool:
-    # Whether one of the zones served by the dns listeners holds name.
+def in_zones(name: str, zones: Iterable[str]) -> bool:
+    """
+    Whether one of C{zones} (C{'example.com'}) holds C{name}
+    (C{'example.com'}, C{'www.example.com'}, C{'*.example.com'}).
+    """
     bare = name[2:] if name.startswith("*.") else name
-    return dns is not None and any(
-        bare == zone.name or bare.endswith("." + zone.name) for zone in dns.zones)
+    return any(bare == zone or bare.endswith("." + zone) for zone in zones)
+
+
+def _dns01_zones(acme: ACME, dns: Optional[DNS]) -> Tuple[str, ...]:
+    # The zones DNS-01 can set records in: the DNS front's, the provider's.
+    return (tuple(zone.name for zone in dns.zones) if dns is not None else ()) + (
+        acme.dns.zones if acme.dns is not None else ())
 
 
 def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
@@ -119,40 +127,68 @@ def acme_challenge_types(name: str, listeners: Sequence[Listener], acme: ACME,
     wildcard), in the order of C{acme.challenges}: C{http-01} when a plain
     HTTP listener exists (the CA asks on port 80), C{tls-alpn-01} when a
     TLS listener does (on port 443), C{dns-01} when a zone of C{[dns]}
-    holds the name; a wildcard only by C{dns-01}.
+    or of C{[acme.dns]} (a DNS provider) holds the name; a wildcard only by
+    C{dns-01}.
     """
     wildcard = name.startswith("*.")
     fits = {
         "http-01": not wildcard and any(l.protocol == "http" and l.tls is None
                                         for l in listeners),
         "tls-alpn-01": not wildcard and any(l.tls is not None for l in listeners),
-        "dns-01": _in_zone(name, dns),
+        "dns-01": in_zones(name, _dns01_zones(acme, dns)),
     }
     return tuple(kind for kind in acme.challenges if fits[kind])
 
 
-def _check_acme(listeners: Sequence[Listener], acme: Optional[ACME],
+def acme_certificates(listeners: Sequence[Listener], routes: Sequence[Route]
+                      ) -> List[Tuple[str, Tuple[str, ...], Tuple[str, ...]]]:
+    """
+    The ACME certificates a configuration names, each once, as C{(path,
+    names, listeners)}: the path of the setting that names it first, its
+    names, and the listeners that serve it.  A listener's C{tls.acme}
+    names one, served by that listener; a route with C{acme} names one for
+    its C{hosts}, served by the TLS listeners it applies on.
+    """
+    tls = [listener.name for listener in listeners if listener.tls is not None]
+    named = [(f"listeners.{listener.name}.tls.acme", listener.tls.acme, (listener.name,))
+             for listener in listeners if listener.tls is not None and listener.tls.acme]
+    named += [(f"routes[{i}].hosts", route.hosts,
+               tuple(n for n in tls if not route.listeners or n in route.listeners))
+              for i, route in enumerate(routes) if route.acme]
+    certificates: Dict[Tuple[str, ...], Tuple[str, Tuple[str, ...]]] = {}
+    for path, names, served_by in named:
+        first, before = certificates.get(names, (path, ()))
+        certificates[names] = (first, before + tuple(n for n in served_by if n not in before))
+    return [(path, names, served_by) for names, (path, served_by) in certificates.items()]
+
+
+def _check_acme(listeners: Sequence[Listener], routes: Sequence[Route], acme: Optional[ACME],
                 dns: Optional[DNS]) -> None:
     """
-    Listeners that name ACME certificates have an C{[acme]} section, and
-    each name a challenge type of C{acme.challenges} that can validate it
-    (L{acme_challenge_types}).
+    The ACME certificates of listeners and routes have an C{[acme]}
+    section, each a TLS listener to serve it (a route's: one it applies
+    on) and each name a challenge type of C{acme.challenges} that can
+    validate it (L{acme_challenge_types}).
     """
-    for listener in listeners:
-        names = listener.tls.acme if listener.tls is not None else ()
-        path = f"listeners.{listener.name}.tls.acme"
-        if names and acme is None:
+    for i, route in enumerate(routes):
+        if route.acme and not route.hosts:
+            raise ConfigError(f"routes[{i}].acme", "needs hosts (the names of the certificate)")
+    for path, names, served_by in acme_certificates(listeners, routes):
+        if acme is None:
             raise ConfigError("acme", f"is required by {path} ([acme] with email and storage)")
+        if not served_by:
+            raise ConfigError(path.rsplit(".", 1)[0] + ".acme",  # a route's
+                              "the route applies on no listener with tls to serve it")
         for i, name in enumerate(names):
             if acme_challenge_types(name, listeners, acme, dns):
                 continue
             ways = {"http-01": "a plain http listener (HTTP-01)",
                     "tls-alpn-01": "a TLS listener (TLS-ALPN-01)",
-                    "dns-01": "a zone of [dns] that holds it (DNS-01)"}
+                    "dns-01": "a zone of [dns] or of acme.dns that holds it (DNS-01)"}
             usable = [ways[kind] for kind in acme.challenges
                       if kind == "dns-01" or not name.startswith("*.")]
             how = " or ".join(usable) if usable else (
-                "dns-01 in acme.challenges and a zone of [dns] that holds it")
+                "dns-01 in acme.challenges and a zone of [dns] or of acme.dns that holds it")
             raise ConfigError(_index(path, i), f"{name!r} needs {how}")
 
 
@@ -315,11 +351,12 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
         if name in document
     }
     _check_dns(listeners, upstreams, kwargs.get("dns"))
-    _check_acme(listeners, kwargs.get("acme"), kwargs.get("dns"))
-    if kwargs.get("workers", 1) > 1 and any(l.tls is not None and l.tls.acme for l in listeners):
+    _check_acme(listeners, routes, kwargs.get("acme"), kwargs.get("dns"))
+    if kwargs.get("workers", 1) > 1 and acme_certificates(listeners, routes):
         # The CA's HTTP-01 request would reach any worker, and only the
         # ordering one knows the answer ([acme] store shares the rest).
-        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme) for now")
+        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme, a route's "
+                                     "acme) for now")
     return ProxyConfig(
         listeners=listeners,
         upstreams=upstreams,

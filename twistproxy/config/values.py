@@ -729,6 +729,9 @@ class Route:
     @ivar sticky: What keeps a client on one side of the split:
         C{'cookie:NAME'}, C{'header:NAME'} or C{'client'} (its address), or
         C{''} for a weighted random choice per request.
+    @ivar acme: Obtain one certificate for the route's C{hosts} from the
+        C{[acme]} section's CA, and serve it on the TLS listeners the route
+        applies on (after their own certificates).
     """
 
     upstream: str = setting("", check=_string)
@@ -762,6 +765,7 @@ class Route:
     split: Tuple[RouteSplit, ...] = setting((), check=sections(RouteSplit, "is empty"))
     sticky: str = setting("", check=_split_key)
     mirror: Optional[RouteMirror] = setting(None, check=section(RouteMirror))
+    acme: bool = setting(False, check=_boolean)
 
     @property
     def has_conditions(self) -> bool:
@@ -1014,6 +1018,28 @@ def _limited(on_demand: OnDemand, table: Mapping[str, Any], path: str) -> None:
 
 
 @dataclass(frozen=True)
+class ACMEDNS:
+    """
+    The C{[acme.dns]} table: DNS-01 challenges for zones that another DNS
+    server answers, through a provider plugin
+    (L{twistproxy.interfaces.IDNSProviderFactory}).
+
+    @ivar provider: The name of an C{IDNSProviderFactory}, or the dotted
+        path of one.
+    @ivar zones: The zones whose TXT records it sets
+        (C{'example.org'}: that name and every name below it).
+    @ivar options: The provider's own settings, checked by its factory.
+    """
+
+    provider: str = setting(check=nonempty, required="is required (the name of a DNS "
+                                                     "provider plugin, or its dotted path)")
+    zones: Tuple[str, ...] = setting(
+        check=array(_server_name, empty="must list at least one zone"),
+        required="is required (the zones whose records the provider sets)")
+    options: Mapping[str, Any] = others()
+
+
+@dataclass(frozen=True)
 class ACME:
     """
     The C{[acme]} section: where the certificates named by the listeners'
@@ -1038,6 +1064,8 @@ class ACME:
         L{twistproxy.redis.parse_url}), or C{''}: each instance orders for
         itself.
     @ivar on_demand: Certificates for names seen in SNI, or C{None} (off).
+    @ivar dns: The DNS provider for DNS-01 in zones that the proxy's own
+        DNS front does not serve, or C{None}.
     """
 
     email: str = setting(check=_email, required="is required (the account's contact address)")
@@ -1052,6 +1080,7 @@ class ACME:
     external_account: Optional[ExternalAccount] = setting(None, check=section(ExternalAccount))
     store: str = setting("", check=_string)
     on_demand: Optional[OnDemand] = setting(None, check=section(OnDemand))
+    dns: Optional[ACMEDNS] = setting(None, check=section(ACMEDNS))
 
 
 # What a listener's escaped_slashes may say (twistproxy.http.paths does it).

@@ -38,7 +38,12 @@ from here:
     L{MemoryPeer}, a client or backend connected to it;
 
   - certificates (L{twistproxy.testing.certificates}): L{issue_certificate},
-    L{key_pem}, L{cert_pem} and L{pem_bundle}, for tests that need TLS.
+    L{key_pem}, L{cert_pem} and L{pem_bundle}, for tests that need TLS;
+
+  - DNS providers for ACME DNS-01 (L{twistproxy.testing.dns}):
+    L{DNSProviderContractMixin}, the tests every L{IDNSProvider
+    <twistproxy.interfaces.IDNSProvider>} must pass, and
+    L{MemoryDNSProvider}, a provider whose zone is a dict.
 
 Nothing here needs the global reactor.
 """
@@ -46,6 +51,7 @@ Nothing here needs the global reactor.
 from twistproxy.testing.balancers import BalancerContractMixin, FakeRequestInfo
 from twistproxy.testing.caches import CacheStoreContractMixin, FakeCacheStore
 from twistproxy.testing.certificates import cert_pem, issue_certificate, key_pem, pem_bundle
+from twistproxy.testing.dns import DNSProviderContractMixin, MemoryDNSProvider
 from twistproxy.testing.filters import (
     FilterContractMixin,
     RecordingSink,
@@ -58,9 +64,11 @@ from twistproxy.testing.proxy import MemoryPeer, MemoryProxy
 __all__ = [
     "BalancerContractMixin",
     "CacheStoreContractMixin",
+    "DNSProviderContractMixin",
     "FakeCacheStore",
     "FakeRequestInfo",
     "FilterContractMixin",
+    "MemoryDNSProvider",
     "MemoryPeer",
     "MemoryProxy",
     "RecordingSink",
