@@ -32,7 +32,7 @@ from twistproxy import build
 from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.shared import SharedCertificates
-from twistproxy.admission import Quota, file_budget, quotas
+from twistproxy.admission import Quota, file_budget
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.dns.server import DNSFront
 from twistproxy.dns.texts import RunTimeTexts
@@ -168,8 +168,6 @@ class ProxyService(MultiService):
         self.cache = build.cache(config, reactor)
         self.locator, self.forwarder = build.pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLogWriter] = None
-        # Shared by every listener: the limits are the process's.
-        self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -185,11 +183,12 @@ class ProxyService(MultiService):
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
         self.built = build.ListenerBuilder(
-            reactor, config, self.forwarder, connections=self.connections,
-            in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
+            reactor, config, self.forwarder, on_exchange_end=self._exchange_ended,
             on_connection_end=self._connection_ended, locator=lambda: self.locator,
             dns_texts=self.dns_texts.records, challenges=self.challenges)
         self.factory = self.built.plain
+        # Shared by every listener: the limits are the process's.
+        self.connections, self.in_flight = self.built.connections, self.built.in_flight
         # The ACME certificates' renewals, from the configuration the
         # service started with.
         # Their store shared with other instances, if [acme] names one.
