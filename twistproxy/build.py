@@ -206,6 +206,15 @@ def _server_endpoint(reactor, description: str, path: str, config: ProxyConfig):
         raise ConfigError(path, _endpoint_problem(description, e), config.source)
 
 
+def endpoint_string(listener: Listener) -> str:
+    """
+    The endpoint string a stream C{listener} listens with: its own, with
+    what the listener's settings add to it (what the workers' master binds
+    too).
+    """
+    return listener.endpoint
+
+
 def endpoint(reactor, listener: Listener, config: ProxyConfig,
              inherited: Optional[Mapping[str, IStreamServerEndpoint]] = None):
     """
@@ -226,7 +235,7 @@ def endpoint(reactor, listener: Listener, config: ProxyConfig,
             return kind(reactor, listener.endpoint)
         except Exception as e:
             raise ConfigError(path, _endpoint_problem(listener.endpoint, e), config.source)
-    return _server_endpoint(reactor, listener.endpoint, path, config)
+    return _server_endpoint(reactor, endpoint_string(listener), path, config)
 
 
 def admin(reactor, config: ProxyConfig, target, metrics=None):

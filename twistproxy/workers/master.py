@@ -322,7 +322,7 @@ class Master(MultiService):
         self._write_config(self.config)
         try:
             for listener in self.config.listeners:
-                sock = self._bind(listener.endpoint)
+                sock = self._bind(build.endpoint_string(listener))
                 self.listeners[listener.name] = _SharedListener(listener.name, sock)
                 # The same words as a single process, for the tools that
                 # wait for them.
@@ -515,7 +515,7 @@ class Master(MultiService):
                 listeners[listener.name] = self.listeners[listener.name]
                 continue
             try:
-                sock = self._bind(listener.endpoint)
+                sock = self._bind(build.endpoint_string(listener))
             except OSError as e:
                 for sock in bound:
                     sock.close()
