@@ -212,7 +212,7 @@ def endpoint_string(listener: Listener) -> str:
     what the listener's settings add to it (what the workers' master binds
     too).
     """
-    return listener.endpoint
+    return listener.endpoint + (f":backlog={listener.backlog}" if listener.backlog else "")
 
 
 def endpoint(reactor, listener: Listener, config: ProxyConfig,

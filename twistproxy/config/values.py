@@ -1072,6 +1072,21 @@ def _for(*protocols: str) -> Callable[[Mapping[str, Any], str], Optional[str]]:
     return only
 
 
+def _listen_queue(table: Mapping[str, Any], path: str) -> Optional[str]:
+    """
+    Why a listener may not set C{backlog}: it is not an C{http} or C{tcp}
+    one, its endpoint type takes none (a C{systemd:} socket comes with its
+    own), or its endpoint string sets one already.
+    """
+    words = str(table.get("endpoint", "")).lower().split(":")
+    kind = words[1] if words[0] == "haproxy" and len(words) > 1 else words[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return f"not for {kind}: endpoints (only tcp:, tcp6:, ssl: and unix:)"
+    if any(word.strip().startswith("backlog=") for word in words):
+        return "the endpoint string sets backlog= already; give it once"
+    return _for("http", "tcp")(table, path)
+
+
 @dataclass(frozen=True)
 class SNIRoute:
     """
@@ -1126,6 +1141,9 @@ class Listener:
     @ivar tls_offloaded: On a plain listener behind a load balancer that
         terminates TLS: backends (C{X-Forwarded-Proto}, C{Forwarded}) and
         the cache are told that clients came over https.
+    @ivar backlog: How many connections the kernel queues for this
+        listener before the proxy accepts them (C{listen(2)}); C{0}: the
+        endpoint's (Twisted's 50, or its string's C{backlog=}).
     """
 
     name: str
@@ -1145,6 +1163,7 @@ class Listener:
                                           only=_for("http", "tcp", "udp"))
     escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
     tls_offloaded: bool = setting(False, check=_boolean, only=_for("http"))
+    backlog: int = setting(0, check=integer(1, 65535), only=_listen_queue)
 
 
 @rule(Listener)
