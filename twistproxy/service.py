@@ -62,7 +62,7 @@ def check_reloadable(running: ProxyConfig, new: ProxyConfig,
                               new.source)
 
 
-class _ListenerService(Service):
+class ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
 
@@ -199,20 +199,20 @@ class ProxyService(MultiService):
         self.renewals = self.acme.renewals
         self.built.on_demand = self.acme.on_demand
         self._endpoints = endpoints
-        self.listeners: Dict[str, _ListenerService] = {}
+        self.listeners: Dict[str, ListenerService] = {}
         for listener in config.listeners:
             service = self._listener(listener, config)
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
         self._log_failing = False
-        self.admin_listener: Optional[_ListenerService] = None
+        self.admin_listener: Optional[ListenerService] = None
         admin = build.admin(reactor, config, self, self.metrics)
         if admin is not None:
-            self.admin_listener = _ListenerService("admin", config.admin.endpoint, *admin)
+            self.admin_listener = ListenerService("admin", config.admin.endpoint, *admin)
             self.admin_listener.setServiceParent(self)
 
-    def _listener(self, listener: Listener, config: ProxyConfig) -> _ListenerService:
+    def _listener(self, listener: Listener, config: ProxyConfig) -> ListenerService:
         """
         The service of one listener of C{config}, not started.
 
@@ -220,7 +220,7 @@ class ProxyService(MultiService):
         """
         endpoint = build.endpoint(self.reactor, listener, config, self._endpoints)
         factory, quota = self.built.factory(listener)
-        return _ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
+        return ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
 
     def status(self) -> Dict[str, Any]:
         """
@@ -536,8 +536,8 @@ class ProxyService(MultiService):
         renamed = self.config.routes_by_listener != new.routes_by_listener
         undo = self.built.saved()
         self.built.use(new, forwarder)
-        started: List[_ListenerService] = []
-        swaps: List[Tuple[_ListenerService, _ListenerService]] = []
+        started: List[ListenerService] = []
+        swaps: List[Tuple[ListenerService, ListenerService]] = []
         try:
             for listener in new.listeners:
                 old = running.get(listener.name)

@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twistproxy.acme.store import certificate_file, is_stand_in, read_certificate
-from twistproxy.config.checks import ConfigError, _server_name
+from twistproxy.config.checks import ConfigError, check_server_name
 from twistproxy.config.values import ACME
 
 # The longest an ask answer's body is read.
@@ -101,7 +101,7 @@ class OnDemand:
         Cheap for names already decided (called on the handshake's path).
         """
         try:
-            name = _server_name(server_name.decode("ascii").rstrip("."), "SNI")
+            name = check_server_name(server_name.decode("ascii").rstrip("."), "SNI")
         except (UnicodeDecodeError, ConfigError):
             return
         if (name in self._busy or name in self.names or name.startswith("*.")

@@ -17,7 +17,7 @@ from twistproxy.config.checks import (
     _endpoint, _field_value, _fraction, _index, _is_ip, _key_part, _label,
     _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
     _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
-    _route_hosts, _server_name, _server_url, _string, _strings, _table, _tls_version,
+    _route_hosts, check_server_name, _server_url, _string, _strings, _table, _tls_version,
     _token, wrong_type, key_path,
 )
 from twistproxy.config.schema import (
@@ -907,7 +907,7 @@ class ListenerTLS:
     client_subject_header: str = setting("X-Client-Subject", check=token("header name"))
     hsts: int = setting(0, check=integer(0))
     handshake_timeout: float = setting(10.0, check=seconds())
-    acme: Tuple[str, ...] = setting((), check=array(_server_name))
+    acme: Tuple[str, ...] = setting((), check=array(check_server_name))
 
 
 @rule(ListenerTLS)
@@ -998,7 +998,7 @@ class OnDemand:
     @ivar rate: Orders started per hour at most.
     """
 
-    allow: Tuple[str, ...] = setting((), check=array(_server_name))
+    allow: Tuple[str, ...] = setting((), check=array(check_server_name))
     ask: str = setting("", check=_ask_url)
     ask_timeout: float = setting(5.0, check=seconds())
     ask_cache: float = setting(300.0, check=seconds())
@@ -1099,7 +1099,7 @@ class SNIRoute:
     """
 
     hosts: Tuple[str, ...] = setting(
-        check=array(_server_name, empty="must list at least one server name"))
+        check=array(check_server_name, empty="must list at least one server name"))
     upstream: str = setting(check=_string)
 
 

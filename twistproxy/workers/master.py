@@ -46,7 +46,7 @@ from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
 from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
-from twistproxy.service import _ListenerService, check_reloadable
+from twistproxy.service import ListenerService, check_reloadable
 from twistproxy.signals import check_shareable
 
 # Pause before starting a worker again: doubled each time one dies within
@@ -313,7 +313,7 @@ class Master(MultiService):
         self.listeners: Dict[str, _SharedListener] = {}
         admin = build.admin(reactor, config, self, self)
         if admin is not None:
-            _ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
+            ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
 
     # -- starting and keeping workers ---------------------------------------
 
