@@ -294,7 +294,8 @@ class CacheSizeTests(SynchronousTestCase):
     def test_memory_store(self):
         """
         A memory store tells its entries, bytes and budget; a store that
-        does not count (Redis) tells nothing.
+        does not count (Redis) tells nothing, nor one that has such
+        attributes without declaring L{IMeasuredCacheStore}.
         """
         store = MemoryStore(Clock(), max_bytes=10_000)
         self.assertEqual(cache_size(store), (0, 0, 10_000))
@@ -302,6 +303,14 @@ class CacheSizeTests(SynchronousTestCase):
         store.put(b"k", entry, 60)
         self.assertEqual(cache_size(store), (1, entry.size + 1, 10_000))
         self.assertIsNone(cache_size(object()))
+
+        class Undeclared:
+            used, max_bytes = 1, 2
+
+            def __len__(self) -> int:
+                return 3
+
+        self.assertIsNone(cache_size(Undeclared()))
 
     def test_digest_view_combine(self):
         """

@@ -1393,8 +1393,7 @@ class BuiltinFactoriesTests(SynchronousTestCase):
             self.assertIn("unknown option 'colour'", error.problem)
             if allowed:
                 self.assertIn(
-                    f"the {name} balancer takes "
-                    + ", ".join(repr(a) for a in allowed),
+                    f"the {name} balancer takes " + ", ".join(allowed),
                     error.problem,
                 )
             else:

@@ -5,6 +5,7 @@ configuration, and that L{validate} checks without running a proxy.
 
 from __future__ import annotations
 
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -157,3 +158,26 @@ class ValidateTests(SynchronousTestCase):
                              routes=(Route("app"), Route("missing")))
         e = self.assertRaises(ConfigError, build.validate, config)
         self.assertEqual(e.path, "routes[1].upstream")
+
+
+class EndpointTests(SynchronousTestCase):
+    """
+    L{build.endpoint} is where a listener listens, as its settings say.
+    """
+
+    def test_backlog(self):
+        """
+        A listener's C{backlog} reaches the endpoint (and so the listening
+        socket), one process's or the workers' master's
+        (L{build.endpoint_string}); without it, the endpoint string's own
+        backlog stands.
+        """
+        config = _config(Listener("a", "tcp:8080", backlog=1024),
+                         Listener("b", "tcp:8081:backlog=7"))
+        reactor = MemoryReactorClock()
+        for listener in config.listeners:
+            build.endpoint(reactor, listener, config).listen(Factory())
+        self.assertEqual([(port, backlog) for port, _, backlog, _ in reactor.tcpServers],
+                         [(8080, 1024), (8081, 7)])
+        self.assertEqual([build.endpoint_string(l) for l in config.listeners],
+                         ["tcp:8080:backlog=1024", "tcp:8081:backlog=7"])

@@ -451,10 +451,35 @@ servers = ["http://x"]
         An unknown key in a listener is rejected at its path.
         """
         self.assert_config_error(
-            MINIMAL + '[listeners.other]\nendpoint = "tcp:1"\nbacklog = 5\n',
-            "listeners.other.backlog",
-            "unknown key 'backlog'",
+            MINIMAL + '[listeners.other]\nendpoint = "tcp:1"\ncolour = 5\n',
+            "listeners.other.colour",
+            "unknown key 'colour'",
         )
+
+    def test_backlog(self) -> None:
+        """
+        C{backlog} is the length of a stream listener's accept queue, 0
+        (the endpoint's own) when not given; it is refused where the
+        endpoint takes none, where the endpoint string sets one, on udp
+        listeners, and out of range.
+        """
+        config = parse(MINIMAL + '[listeners.other]\nendpoint = "unix:/run/p.sock"\n'
+                                 'backlog = 1024\n')
+        self.assertEqual([l.backlog for l in config.listeners], [0, 1024])
+        for table, problem in [
+            ('endpoint = "systemd:domain=INET:index=0"\nbacklog = 5',
+             "not for systemd: endpoints (only tcp:, tcp6:, ssl: and unix:)"),
+            ('endpoint = "tcp:1:backlog=7"\nbacklog = 5',
+             "the endpoint string sets backlog= already; give it once"),
+            ('endpoint = "udp:1"\nprotocol = "udp"\nupstream = "app"\nbacklog = 5',
+             "not for udp: endpoints (only tcp:, tcp6:, ssl: and unix:)"),
+            ('endpoint = "tcp:1"\nprotocol = "udp"\nupstream = "app"\nbacklog = 5',
+             "not for udp listeners (only http and tcp)"),
+            ('endpoint = "tcp:1"\nbacklog = 0', "must be at least 1 (got 0)"),
+            ('endpoint = "tcp:1"\nbacklog = 70000', "must be at most 65535 (got 70000)"),
+        ]:
+            self.assert_config_error(MINIMAL + f"[listeners.other]\n{table}\n",
+                                     "listeners.other.backlog", problem)
 
 
 class UpstreamGroupTests(_ConfigTestMixin, SynchronousTestCase):

@@ -342,3 +342,46 @@ def _test_ids(suite) -> Iterator[str]:
             yield test.id()
         else:
             yield from _test_ids(test)
+
+
+class RoomListTests(SynchronousTestCase):
+    """
+    The room list of docs/architecture.rst names every module and package
+    of C{twistproxy/} as they are, so that it cannot fall behind the code.
+    """
+
+    def test_every_module_named(self):
+        """
+        Each top-level module is an entry of the list (C{net.py}), each
+        package an entry (C{cache/}), and each module of a package is named
+        within its package's entry (C{mapping.py}, or C{values} in a list
+        of names).
+        """
+        with open(os.path.join(DOCS, "architecture.rst"), encoding="utf-8") as f:
+            page = f.read()
+        start = page.index("\n    twistproxy/\n", page.index("\nRooms\n"))
+        block = page[start:page.index("\n    tests/", start)]
+        package = os.path.join(os.path.dirname(DOCS), "twistproxy")
+        entries = {}
+        current = ""
+        for line in block.splitlines():
+            entry = re.match(r"      (\w+)(\.py|/)", line)
+            if entry:
+                current = entry.group(1) + entry.group(2)
+            entries[current] = entries.get(current, "") + line + "\n"
+        missing = []
+        for name in sorted(os.listdir(package)):
+            if name.endswith(".py") and name not in entries:
+                missing.append(name)
+            inner = os.path.join(package, name)
+            if not os.path.isdir(inner) or name == "__pycache__":
+                continue
+            if name + "/" not in entries:
+                missing.append(name + "/")
+                continue
+            for module in sorted(os.listdir(inner)):
+                stem = module[:-3]
+                if module.endswith(".py") and stem != "__init__" and not re.search(
+                        r"\b%s\b" % re.escape(stem), entries[name + "/"]):
+                    missing.append(f"{name}/{module}")
+        self.assertEqual(missing, [])

@@ -9,6 +9,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistproxy import service
 from twistproxy.__main__ import main
 
 from tests.config_support import proxy_toml
@@ -162,3 +163,63 @@ class CheckTests(SynchronousTestCase):
                           f"{where}': this process was not passed that socket", err)
             self.assertIn("LISTEN_FDNAMES", err)
             self.assertIn("--fdname=NAME", err)
+
+    def test_plugin_options(self):
+        """
+        C{check} reads every plugin's options, of each kind: a misspelt
+        one is reported as C{file: path: problem}, with the option it may
+        have meant and what the plugin takes.
+        """
+        cases = [
+            (proxy_toml('[[listeners.main.filters]]\nname = "rate_limit"\nrat = 10\n'),
+             "listeners.main.filters[0].rat: unknown option 'rat' (did you mean 'rate'?); "
+             "the rate_limit filter takes rate, burst"),
+            (proxy_toml(route='[[routes.filters]]\nname = "cors"\norigin = ["https://a"]\n'),
+             "routes[0].filters[0].origin: unknown option 'origin' (did you mean "
+             "'origins'?); the cors filter takes origins"),
+            (proxy_toml() + 'balancer = "maglev"\nbalancer_options = { tabel_size = 7 }\n',
+             "upstreams.app.balancer_options.tabel_size: unknown option 'tabel_size' (did "
+             "you mean 'table_size'?); the maglev balancer takes key, table_size"),
+            (proxy_toml() + '[upstreams.app.health]\npth = "/h"\n',
+             "upstreams.app.health.pth: unknown option 'pth' (did you mean 'path'?); "
+             "the http health check takes path"),
+            (proxy_toml(route="cache = true") + '[cache]\nsise = "1m"\n',
+             "cache.sise: unknown option 'sise' (did you mean 'size'?); the memory store "
+             "takes size"),
+            (proxy_toml() + '[locator]\ntype = "cidr"\nnetwork = {}\n',
+             "locator.network: unknown option 'network' (did you mean 'networks'?); "
+             "the cidr locator takes networks"),
+        ]
+        for text, problem in cases:
+            path = self.write(text)
+            code, out, err = self.run_main("check", path)
+            self.assertEqual((code, out), (1, ""), err)
+            self.assertTrue(err.startswith(f"{path}: {problem}"), err)
+
+    def test_builds_no_proxy(self):
+        """
+        C{check} makes no L{service.ProxyService}, and nothing listens,
+        connects or waits on the global reactor, even for a file with every
+        kind of listener, plugin and side service.
+        """
+        from twisted.internet import reactor
+
+        def refuse(*args, **kwargs):
+            self.fail("check ran the proxy")
+
+        self.patch(service.ProxyService, "__init__", refuse)
+        for name in ("listenTCP", "listenUDP", "listenUNIX", "listenSSL", "connectTCP",
+                     "callLater", "run"):
+            self.patch(reactor, name, refuse)
+        path = self.write(proxy_toml(
+            '[[listeners.main.filters]]\nname = "rate_limit"\nrate = 5\n')
+            + 'balancer = "maglev"\n[upstreams.app.health]\npath = "/h"\n'
+            '[[routes]]\nupstream = "app"\ncache = true\n'
+            '[upstreams.db]\nservers = ["tcp://127.0.0.1:5432"]\n'
+            '[upstreams.names]\nservers = ["udp://127.0.0.1:53"]\n'
+            '[listeners.raw]\nendpoint = "tcp:9000"\nprotocol = "tcp"\nupstream = "db"\n'
+            '[listeners.datagrams]\nendpoint = "udp:9001"\nprotocol = "udp"\n'
+            'upstream = "names"\n'
+            '[locator]\ntype = "cidr"\nnetworks = { "10.0.0.0/8" = "eu" }\n'
+            '[cache]\nsize = "1m"\n[admin]\nendpoint = "tcp:9901"\n')
+        self.assertEqual(self.run_main("check", path), (0, f"{path}: OK\n", ""))

@@ -188,6 +188,16 @@ class StartTests(MasterTestCase):
     The master binds the listeners and starts the workers with them.
     """
 
+    def test_backlog(self):
+        """
+        A listener's C{backlog} is in the endpoint string the master binds.
+        """
+        self.master = self.make_master(parse(CONFIG.replace(
+            'endpoint = "tcp6:8443"\n', 'endpoint = "tcp6:8443"\nbacklog = 2048\n'), self.path))
+        self.start()
+        self.assertEqual(sorted(self.sockets),
+                         ["tcp6:8443:backlog=2048", "tcp:8080:interface=127.0.0.1"])
+
     def test_binds_and_spawns(self):
         """
         Each listener's endpoint is bound once, and logged with the same

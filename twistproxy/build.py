@@ -51,7 +51,7 @@ from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.ondemand import OnDemand
 from twistproxy.acme.schedule import Renewal
 from twistproxy.acme.shared import RedisKeys, SharedCertificates
-from twistproxy.admission import Quota
+from twistproxy.admission import Quota, quotas
 from twistproxy.cache.runtime import HTTPCache, build_cache
 from twistproxy.components import find_factory
 from twistproxy.config import (
@@ -208,6 +208,15 @@ def _server_endpoint(reactor, description: str, path: str, config: ProxyConfig):
         raise ConfigError(path, _endpoint_problem(description, e), config.source)
 
 
+def endpoint_string(listener: Listener) -> str:
+    """
+    The endpoint string a stream C{listener} listens with: its own, with
+    what the listener's settings add to it (what the workers' master binds
+    too).
+    """
+    return listener.endpoint + (f":backlog={listener.backlog}" if listener.backlog else "")
+
+
 def endpoint(reactor, listener: Listener, config: ProxyConfig,
              inherited: Optional[Mapping[str, IStreamServerEndpoint]] = None):
     """
@@ -228,7 +237,7 @@ def endpoint(reactor, listener: Listener, config: ProxyConfig,
             return kind(reactor, listener.endpoint)
         except Exception as e:
             raise ConfigError(path, _endpoint_problem(listener.endpoint, e), config.source)
-    return _server_endpoint(reactor, listener.endpoint, path, config)
+    return _server_endpoint(reactor, endpoint_string(listener), path, config)
 
 
 def admin(reactor, config: ProxyConfig, target, metrics=None):
@@ -281,10 +290,12 @@ class ListenerBuilder:
         through.
     @ivar plain: The HTTP factory that listeners without options of their
         own share (C{ProxyService.factory}).
+    @ivar connections: The process's client connection quota, set by
+        C{[limits]} (whoever runs the factories changes it on reload).
+    @ivar in_flight: The process's quota of requests in flight, likewise.
     """
 
     def __init__(self, reactor, config: ProxyConfig, forwarder: Forwarder, *,
-                 connections: Optional[Quota] = None, in_flight: Optional[Quota] = None,
                  on_exchange_end: Optional[Callable] = None,
                  on_connection_end: Optional[Callable] = None,
                  locator: Callable[[], Any] = lambda: None,
@@ -293,8 +304,6 @@ class ListenerBuilder:
         """
         @param config: The configuration whose process-wide values (timeouts,
             limits, forwarding) the factories take.
-        @param connections: The process's client connection quota.
-        @param in_flight: The process's quota of requests in flight.
         @param on_exchange_end: Called with each finished exchange.
         @param on_connection_end: Called with each finished TCP relay or
             UDP session.
@@ -309,8 +318,7 @@ class ListenerBuilder:
         self.reactor = reactor
         self.config = config
         self.forwarder = forwarder
-        self._connections = connections
-        self._in_flight = in_flight
+        self.connections, self.in_flight = quotas(config.limits, reactor)
         self._on_exchange_end = on_exchange_end
         self._on_connection_end = on_connection_end
         self._locator = locator
@@ -374,10 +382,10 @@ class ListenerBuilder:
             scheme=scheme, **own)
 
     def _http(self, settings: ServerSettings, **options) -> HTTPServerFactory:
-        options.setdefault("connections", self._connections)
+        options.setdefault("connections", self.connections)
         factory = HTTPServerFactory(
             self.reactor, self.forwarder, settings, on_exchange_end=self._on_exchange_end,
-            in_flight=self._in_flight, **options)
+            in_flight=self.in_flight, **options)
         factory.challenges = self._challenges
         self.http_factories.append(factory)
         return factory
@@ -407,9 +415,9 @@ class ListenerBuilder:
             return None
         if listener.protocol == "http" and listener.max_connections:
             return Quota(f"client connections on listener {listener.name}",
-                         listener.max_connections, self.reactor, parent=self._connections)
+                         listener.max_connections, self.reactor, parent=self.connections)
         # A tcp listener's own max_connections is the relays' to count.
-        return self._connections
+        return self.connections
 
     def http(self, listener: Listener, filters: Optional[FilterChain] = None,
              quota: Optional[Quota] = None) -> HTTPServerFactory:
@@ -424,7 +432,7 @@ class ListenerBuilder:
         options: Dict[str, Any] = {}
         if filters is not None:
             options["filters"] = filters
-        if quota is not None and quota is not self._connections:
+        if quota is not None and quota is not self.connections:
             options["connections"] = quota
         if listener.tls is not None:
             return self._http(self.settings(b"https", listener),

@@ -25,7 +25,7 @@ Plugins see requests and responses through views declared here
 L{IBackendAddress}), never through the proxy's internal records.  Every
 optional hook is an interface of its own, extending the role it adds to
 (L{IRetryBalancer}, L{IProbingHealthCheck}, L{ITLSHealthCheck},
-L{ISynchronousCacheStore}, L{IFallibleCacheStore},
+L{ISynchronousCacheStore}, L{IFallibleCacheStore}, L{IMeasuredCacheStore},
 L{IRefusingConnectionFilter}) or standing alone (L{IClosable}): the proxy
 uses a hook only on an object that declares it with C{@implementer}, so
 that C{verifyObject} holds each plugin to what it offers.
@@ -721,6 +721,22 @@ class IFallibleCacheStore(ICacheStore):
         """
         @return: Whether a C{put} now would be kept; C{False} while the
             store gives up writes (its backend is out).
+        """
+
+
+class IMeasuredCacheStore(ICacheStore):
+    """
+    A store that counts what it holds as it goes (the C{memory} store): the
+    status page draws its size.  A store that would have to ask another
+    service (Redis, whose memory holds other data too) does not provide it.
+    """
+
+    used = Attribute("Bytes its entries occupy now, an C{int}; for example C{1048576}.")
+    max_bytes = Attribute("Its budget in bytes, an C{int}; for example C{67108864}.")
+
+    def __len__() -> int:
+        """
+        @return: How many entries it holds now.
         """
 
 

@@ -32,7 +32,7 @@ from twistproxy import build
 from twistproxy.accesslog import AccessLogWriter, rotate
 from twistproxy.acme.challenges import Challenges
 from twistproxy.acme.shared import SharedCertificates
-from twistproxy.admission import Quota, file_budget, quotas
+from twistproxy.admission import Quota, file_budget
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
 from twistproxy.config.parse import acme_certificates
 from twistproxy.dns.server import DNSFront
@@ -64,7 +64,7 @@ def check_reloadable(running: ProxyConfig, new: ProxyConfig,
                               new.source)
 
 
-class _ListenerService(Service):
+class ListenerService(Service):
     """
     Listens on one endpoint while running, and says where.
 
@@ -170,8 +170,6 @@ class ProxyService(MultiService):
         self.cache = build.cache(config, reactor)
         self.locator, self.forwarder = build.pipeline(config, reactor, self.cache)
         self.access_log: Optional[AccessLogWriter] = None
-        # Shared by every listener: the limits are the process's.
-        self.connections, self.in_flight = quotas(config.limits, reactor)
         # Counted only where they can be read: on the admin listener.
         self.metrics: Optional[ProxyMetrics] = None
         if config.admin is not None:
@@ -187,11 +185,12 @@ class ProxyService(MultiService):
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
         self.built = build.ListenerBuilder(
-            reactor, config, self.forwarder, connections=self.connections,
-            in_flight=self.in_flight, on_exchange_end=self._exchange_ended,
+            reactor, config, self.forwarder, on_exchange_end=self._exchange_ended,
             on_connection_end=self._connection_ended, locator=lambda: self.locator,
             dns_texts=self.dns_texts.records, challenges=self.challenges)
         self.factory = self.built.plain
+        # Shared by every listener: the limits are the process's.
+        self.connections, self.in_flight = self.built.connections, self.built.in_flight
         # The ACME certificates' renewals, from the configuration the
         # service started with.
         # Their store shared with other instances, if [acme] names one.
@@ -202,20 +201,20 @@ class ProxyService(MultiService):
         self.renewals = self.acme.renewals
         self.built.on_demand = self.acme.on_demand
         self._endpoints = endpoints
-        self.listeners: Dict[str, _ListenerService] = {}
+        self.listeners: Dict[str, ListenerService] = {}
         for listener in config.listeners:
             service = self._listener(listener, config)
             service.setServiceParent(self)
             self.listeners[listener.name] = service
         self._flusher: Optional[LoopingCall] = None
         self._log_failing = False
-        self.admin_listener: Optional[_ListenerService] = None
+        self.admin_listener: Optional[ListenerService] = None
         admin = build.admin(reactor, config, self, self.metrics)
         if admin is not None:
-            self.admin_listener = _ListenerService("admin", config.admin.endpoint, *admin)
+            self.admin_listener = ListenerService("admin", config.admin.endpoint, *admin)
             self.admin_listener.setServiceParent(self)
 
-    def _listener(self, listener: Listener, config: ProxyConfig) -> _ListenerService:
+    def _listener(self, listener: Listener, config: ProxyConfig) -> ListenerService:
         """
         The service of one listener of C{config}, not started.
 
@@ -223,7 +222,7 @@ class ProxyService(MultiService):
         """
         endpoint = build.endpoint(self.reactor, listener, config, self._endpoints)
         factory, quota = self.built.factory(listener)
-        return _ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
+        return ListenerService(listener.name, listener.endpoint, endpoint, factory, quota)
 
     def status(self) -> Dict[str, Any]:
         """
@@ -540,8 +539,8 @@ class ProxyService(MultiService):
         renamed = self.config.routes_by_listener != new.routes_by_listener
         undo = self.built.saved()
         self.built.use(new, forwarder)
-        started: List[_ListenerService] = []
-        swaps: List[Tuple[_ListenerService, _ListenerService]] = []
+        started: List[ListenerService] = []
+        swaps: List[Tuple[ListenerService, ListenerService]] = []
         try:
             for listener in new.listeners:
                 old = running.get(listener.name)

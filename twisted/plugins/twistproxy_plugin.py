@@ -9,7 +9,7 @@ from twisted.application.service import ServiceMaker
 twistproxy = ServiceMaker(
     "twistproxy",
     "twistproxy.tap",
-    "A reverse proxy for HTTP/1.1, HTTP/2, TLS, TCP and UDP, with load balancing, "
-    "caching and filters.",
+    "A multi-protocol reverse proxy (HTTP/1.1, HTTP/2, TLS, TCP, UDP and DNS), with "
+    "load balancing, caching and filters.",
     "twistproxy",
 )

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 
 from twistproxy.acme.schedule import backoff
 from twistproxy.acme.store import certificate_file, is_stand_in, read_certificate
-from twistproxy.config.checks import ConfigError, _server_name
+from twistproxy.config.checks import ConfigError, check_server_name
 from twistproxy.config.values import ACME
 
 # The longest an ask answer's body is read.
@@ -103,7 +103,7 @@ class OnDemand:
         Cheap for names already decided (called on the handshake's path).
         """
         try:
-            name = _server_name(server_name.decode("ascii").rstrip("."), "SNI")
+            name = check_server_name(server_name.decode("ascii").rstrip("."), "SNI")
         except (UnicodeDecodeError, ConfigError):
             return
         if (name in self._busy or name in self.names or name.startswith("*.")

@@ -37,6 +37,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from twistproxy.interfaces import IMeasuredCacheStore
 from twistproxy.metrics import DURATION_BUCKETS
 
 # Seconds of traffic kept, one sample a second.
@@ -90,15 +91,14 @@ class Reading:
 def cache_size(store) -> Optional[Tuple[int, int, int]]:
     """
     How much a cache store holds: entries, bytes and its budget in bytes,
-    for a store that counts them as it goes
-    (L{twistproxy.cache.memory.MemoryStore}); C{None} for one that would
-    have to be asked (Redis: its memory is shared with other data, and
-    counting its keys means a scan).
+    for a store that counts them as it goes (an L{IMeasuredCacheStore},
+    such as L{twistproxy.cache.memory.MemoryStore}); C{None} for one that
+    would have to be asked (Redis: its memory is shared with other data,
+    and counting its keys means a scan).
     """
-    used, budget = getattr(store, "used", None), getattr(store, "max_bytes", None)
-    if not isinstance(used, int) or not isinstance(budget, int):
+    if not IMeasuredCacheStore.providedBy(store):
         return None
-    return len(store), used, budget
+    return len(store), store.used, store.max_bytes
 
 
 def backend_state(group, backend, now: float) -> Tuple[str, str]:

@@ -18,12 +18,12 @@ from zope.interface import implementer
 from twistproxy.cache.entry import Entry
 from twistproxy.components import factory_repr
 from twistproxy.config.schema import build, setting, size
-from twistproxy.interfaces import ICacheStoreFactory, ISynchronousCacheStore
+from twistproxy.interfaces import ICacheStoreFactory, IMeasuredCacheStore, ISynchronousCacheStore
 
 DEFAULT_SIZE = 64 * 1024 * 1024
 
 
-@implementer(ISynchronousCacheStore)
+@implementer(ISynchronousCacheStore, IMeasuredCacheStore)
 class MemoryStore:
     """
     An LRU store bounded by bytes (L{Entry.size}).

@@ -608,8 +608,11 @@ def _route_hosts(value: object, path: str) -> Tuple[str, ...]:
     raise wrong_type(path, "a string or an array of strings", value)
 
 
-def _server_name(host: str, path: str) -> str:
-    # A name a TLS client may send in SNI, or a wildcard.
+def check_server_name(host: str, path: str) -> str:
+    """
+    A name a TLS client may send in SNI (lower-cased), or a wildcard
+    (C{*.example.com}); a L{ConfigError} at C{path} otherwise.
+    """
     return _host_name(host.lower(), path, allow_wildcard=True)
 
 

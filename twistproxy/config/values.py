@@ -17,7 +17,7 @@ from twistproxy.config.checks import (
     _endpoint, _field_value, _fraction, _index, _is_ip, _key_part, _label,
     _listener_endpoint, _log_path, _lower_token, _method, _nameserver, _network, _options,
     _overprovisioning, _path_prefix, _proxy_protocol_version, _pseudonym, _regions,
-    _route_hosts, _server_name, _server_url, _string, _strings, _table, _tls_version,
+    _route_hosts, check_server_name, _server_url, _string, _strings, _table, _tls_version,
     _token, wrong_type, key_path,
 )
 from twistproxy.config.schema import (
@@ -911,7 +911,7 @@ class ListenerTLS:
     client_subject_header: str = setting("X-Client-Subject", check=token("header name"))
     hsts: int = setting(0, check=integer(0))
     handshake_timeout: float = setting(10.0, check=seconds())
-    acme: Tuple[str, ...] = setting((), check=array(_server_name))
+    acme: Tuple[str, ...] = setting((), check=array(check_server_name))
 
 
 @rule(ListenerTLS)
@@ -1002,7 +1002,7 @@ class OnDemand:
     @ivar rate: Orders started per hour at most.
     """
 
-    allow: Tuple[str, ...] = setting((), check=array(_server_name))
+    allow: Tuple[str, ...] = setting((), check=array(check_server_name))
     ask: str = setting("", check=_ask_url)
     ask_timeout: float = setting(5.0, check=seconds())
     ask_cache: float = setting(300.0, check=seconds())
@@ -1101,6 +1101,21 @@ def _for(*protocols: str) -> Callable[[Mapping[str, Any], str], Optional[str]]:
     return only
 
 
+def _listen_queue(table: Mapping[str, Any], path: str) -> Optional[str]:
+    """
+    Why a listener may not set C{backlog}: it is not an C{http} or C{tcp}
+    one, its endpoint type takes none (a C{systemd:} socket comes with its
+    own), or its endpoint string sets one already.
+    """
+    words = str(table.get("endpoint", "")).lower().split(":")
+    kind = words[1] if words[0] == "haproxy" and len(words) > 1 else words[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+        return f"not for {kind}: endpoints (only tcp:, tcp6:, ssl: and unix:)"
+    if any(word.strip().startswith("backlog=") for word in words):
+        return "the endpoint string sets backlog= already; give it once"
+    return _for("http", "tcp")(table, path)
+
+
 @dataclass(frozen=True)
 class SNIRoute:
     """
@@ -1113,7 +1128,7 @@ class SNIRoute:
     """
 
     hosts: Tuple[str, ...] = setting(
-        check=array(_server_name, empty="must list at least one server name"))
+        check=array(check_server_name, empty="must list at least one server name"))
     upstream: str = setting(check=_string)
 
 
@@ -1155,6 +1170,9 @@ class Listener:
     @ivar tls_offloaded: On a plain listener behind a load balancer that
         terminates TLS: backends (C{X-Forwarded-Proto}, C{Forwarded}) and
         the cache are told that clients came over https.
+    @ivar backlog: How many connections the kernel queues for this
+        listener before the proxy accepts them (C{listen(2)}); C{0}: the
+        endpoint's (Twisted's 50, or its string's C{backlog=}).
     """
 
     name: str
@@ -1174,6 +1192,7 @@ class Listener:
                                           only=_for("http", "tcp", "udp"))
     escaped_slashes: str = setting("keep", check=one_of(*ESCAPED_SLASHES), only=_for("http"))
     tls_offloaded: bool = setting(False, check=_boolean, only=_for("http"))
+    backlog: int = setting(0, check=integer(1, 65535), only=_listen_queue)
 
 
 @rule(Listener)

@@ -47,14 +47,17 @@ class CacheStoreContractMixin:
     def test_interface(self):
         """
         The store provides L{ICacheStore}, and each optional hook it
-        declares (L{ISynchronousCacheStore}, L{IFallibleCacheStore}).
+        declares (L{ISynchronousCacheStore}, L{IFallibleCacheStore},
+        L{IMeasuredCacheStore}).
         """
-        from twistproxy.interfaces import IFallibleCacheStore, ISynchronousCacheStore
+        from twistproxy.interfaces import (
+            IFallibleCacheStore, IMeasuredCacheStore, ISynchronousCacheStore,
+        )
 
         def steps():
             store = yield self._store()
             self.assertTrue(verifyObject(ICacheStore, store))
-            for hook in (ISynchronousCacheStore, IFallibleCacheStore):
+            for hook in (ISynchronousCacheStore, IFallibleCacheStore, IMeasuredCacheStore):
                 if hook.providedBy(store):
                     verifyObject(hook, store)
         return self._steps(steps)

@@ -643,8 +643,7 @@ class _Factory:
         path: str,
     ) -> IBalancer:
         if self.options:
-            allowed = ", ".join(repr(a) for a in self.options)
-            takes = f"the {self.name} balancer takes {allowed}"
+            takes = f"the {self.name} balancer takes {', '.join(self.options)}"
         else:
             takes = f"the {self.name} balancer takes no options"
         return self._build(backends, build(self.schema, options, path, takes=takes), path)

@@ -46,7 +46,7 @@ from twistproxy.config import ConfigError, ProxyConfig, load
 from twistproxy.metrics import combine
 from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
-from twistproxy.service import _ListenerService, check_reloadable
+from twistproxy.service import ListenerService, check_reloadable
 from twistproxy.signals import check_shareable
 
 # Pause before starting a worker again: doubled each time one dies within
@@ -313,7 +313,7 @@ class Master(MultiService):
         self.listeners: Dict[str, _SharedListener] = {}
         admin = build.admin(reactor, config, self, self)
         if admin is not None:
-            _ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
+            ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
 
     # -- starting and keeping workers ---------------------------------------
 
@@ -322,7 +322,7 @@ class Master(MultiService):
         self._write_config(self.config)
         try:
             for listener in self.config.listeners:
-                sock = self._bind(listener.endpoint)
+                sock = self._bind(build.endpoint_string(listener))
                 self.listeners[listener.name] = _SharedListener(listener.name, sock)
                 # The same words as a single process, for the tools that
                 # wait for them.
@@ -515,7 +515,7 @@ class Master(MultiService):
                 listeners[listener.name] = self.listeners[listener.name]
                 continue
             try:
-                sock = self._bind(listener.endpoint)
+                sock = self._bind(build.endpoint_string(listener))
             except OSError as e:
                 for sock in bound:
                     sock.close()
