@@ -78,7 +78,14 @@ class SharedStoreEndToEndTests(PebbleMixin, TestCase):
             served.append((yield self.until(lambda port=port: served_certificate(port, root),
                                             f"certificate from pebble on {port}", 90)))
         self.assertEqual(served[0], served[1])
-        outputs = [proxy.output for proxy in proxies]
-        self.assertEqual(sum(o.count(b"ACME: certificate for example.test issued")
-                             for o in outputs), 1, outputs)
-        self.assertEqual(sum(o.count(b"took the certificate") for o in outputs), 1, outputs)
+        issued, took = b"ACME: certificate for example.test issued", b"took the certificate"
+
+        def logged():
+            # A proxy may serve the certificate before its line is read.
+            outputs = [proxy.output for proxy in proxies]
+            lines = sum(o.count(issued) + o.count(took) for o in outputs)
+            return outputs if lines >= 2 else None
+
+        outputs = yield self.until(logged, "line from each proxy on what it did", 30)
+        self.assertEqual(sum(o.count(issued) for o in outputs), 1, outputs)
+        self.assertEqual(sum(o.count(took) for o in outputs), 1, outputs)

@@ -1034,7 +1034,7 @@ class ACMEDNS:
     provider: str = setting(check=nonempty, required="is required (the name of a DNS "
                                                      "provider plugin, or its dotted path)")
     zones: Tuple[str, ...] = setting(
-        check=array(_server_name, empty="must list at least one zone"),
+        check=array(check_server_name, empty="must list at least one zone"),
         required="is required (the zones whose records the provider sets)")
     options: Mapping[str, Any] = others()
 
