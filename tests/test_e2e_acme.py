@@ -187,24 +187,10 @@ class ExternalAccountEndToEndTests(_PebbleTestCase):
         self.assertIn(b"answering http-01 for example.test", proxy.output)
 
 
-# Two workers behind the proxy's sockets; the master orders for both.
-WORKERS_CONFIG = """
-workers = 2
-
-[acme]
-directory = "https://{host}:{pebble}/dir"
-ca = "{ca}"
-email = "ops@example.test"
-storage = "{storage}"
-retry = 2
-
-[listeners.web]
-endpoint = "tcp:{http}:interface={host}"
-
-[listeners.secure]
-endpoint = "tcp:{https}:interface={host}"
-tls.acme = ["example.test"]
-
+# Two workers behind the proxy's sockets, the master ordering for both: no
+# DNS listener (workers cannot share one), an origin and the admin API.
+WORKERS_CONFIG = "workers = 2\n" + CONFIG.split("[listeners.ns]")[0].replace(
+    '["example.test", "*.example.test"]', '["example.test"]') + """
 [upstreams.app]
 servers = ["http://{host}:{origin}"]
 
@@ -223,13 +209,8 @@ def _fetch(root: str, port: int) -> Tuple[bytes, bytes]:
     with socket.create_connection((HOST, port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname="example.test") as tls:
             tls.sendall(b"GET / HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while b"\r\n" not in answer:
-                data = tls.recv(4096)
-                if not data:
-                    break
-                answer += data
-            return tls.getpeercert(binary_form=True), answer.split(b"\r\n", 1)[0]
+            status = tls.makefile("rb").readline().rstrip(b"\r\n")
+            return tls.getpeercert(binary_form=True), status
 
 
 class WorkersEndToEndTests(_PebbleTestCase):
@@ -237,16 +218,13 @@ class WorkersEndToEndTests(_PebbleTestCase):
     ACME certificates with two worker processes.
     """
 
-    @defer.inlineCallbacks
-    def test_http01_with_two_workers(self):
+    def start_workers(self, challenge: str):
         """
-        With C{workers = 2}, the master orders the certificate for
-        C{example.test} once; pebble's HTTP-01 validation reaches whichever
-        worker accepts it, which answers from the master's directory; then
-        both workers serve the certificate pebble issued (the one stored),
-        on every connection, until each worker has served some.
+        Start pebble's resolver (the proxy's workers serve no DNS), an
+        origin, and the proxy with two workers validating by
+        C{challenge}; fires with the proxy, whose C{admin_port} and
+        C{storage} are set.
         """
-        # Pebble's resolver: the proxy's workers serve no DNS.
         zone = self.write("zone.py", (
             'zone = [SOA("example.test", mname="ns.example.test", rname="root.example.test", '
             'serial=1, refresh=60, retry=60, expire=60, minimum=60), '
@@ -258,11 +236,28 @@ class WorkersEndToEndTests(_PebbleTestCase):
         origin = OriginFactory(lambda proto, req: proto.transport.write(ok_response(b"hi")))
         port = reactor.listenTCP(0, origin, interface=HOST)
         self.addCleanup(port.stopListening)
-        admin = unused_port()
-        storage = os.path.join(self.cwd, "acme")
-        proxy = yield self.start_proxy(WORKERS_CONFIG.format(
-            host=HOST, ca=self.ca_file, storage=storage, origin=port.getHost().port,
-            admin=admin, **self.ports))
+        admin, storage = unused_port(), os.path.join(self.cwd, "acme")
+        text = WORKERS_CONFIG.format(host=HOST, ca=self.ca_file, storage=storage,
+                                     origin=port.getHost().port, admin=admin, **self.ports)
+        text = text.replace("retry = 2\n", f'retry = 2\nchallenges = ["{challenge}"]\n')
+
+        def started(proxy):
+            proxy.admin_port, proxy.storage = admin, storage
+            return proxy
+
+        return self.start_proxy(text).addCallback(started)
+
+    @defer.inlineCallbacks
+    def test_http01_with_two_workers(self):
+        """
+        With C{workers = 2}, the master orders the certificate for
+        C{example.test} once; pebble's HTTP-01 validation reaches whichever
+        worker accepts it, which answers from the master's directory; then
+        both workers serve the certificate pebble issued (the one stored),
+        on every connection, until each worker has served some.
+        """
+        proxy = yield self.start_workers("http-01")
+        admin, storage = proxy.admin_port, proxy.storage
         root = self.pebble_root()
         yield self.until(lambda: self.served(root, "example.test"), "certificate from pebble",
                          seconds=60)
@@ -291,3 +286,18 @@ class WorkersEndToEndTests(_PebbleTestCase):
                     if b"answering http-01 for example.test" in line]
         self.assertTrue(answered)
         self.assertFalse([line for line in answered if b"[worker-" in line], answered)
+
+    @defer.inlineCallbacks
+    def test_tls_alpn01_with_two_workers(self):
+        """
+        With C{workers = 2} and TLS-ALPN-01, pebble's validation handshake
+        reaches a worker, which presents the challenge certificate for
+        the key authorization the master wrote; the certificate issued is
+        then served.
+        """
+        self.ports["https"] = self.ports["tlsalpn"]
+        proxy = yield self.start_workers("tls-alpn-01")
+        root = self.pebble_root()
+        yield self.until(lambda: self.served(root, "example.test"), "certificate from pebble",
+                         seconds=60)
+        self.assertIn(b"answering tls-alpn-01 for example.test", proxy.output)

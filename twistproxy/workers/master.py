@@ -46,10 +46,11 @@ from twistproxy.acme import store as acme_store
 from twistproxy.acme.challenges import ChallengeFiles
 from twistproxy.admin.history import combine as combine_history
 from twistproxy.config import ConfigError, ProxyConfig, load
+from twistproxy.config.parse import acme_certificates
 from twistproxy.metrics import combine
 from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
-from twistproxy.service import _acme_names, _ListenerService, check_reloadable
+from twistproxy.service import _ListenerService, check_reloadable
 from twistproxy.signals import check_shareable
 from twistproxy.workers.worker import CHALLENGES
 
@@ -563,7 +564,10 @@ class Master(MultiService):
 
         @return: C{problems}.
         """
-        if (self.config.acme, _acme_names(self.config)) != (previous.acme, _acme_names(previous)):
+        def acme(config: ProxyConfig):
+            return config.acme, acme_certificates(config.listeners, config.routes)
+
+        if acme(self.config) != acme(previous):
             try:
                 self._renew_acme()
             except ConfigError as e:

@@ -2,7 +2,9 @@
 """
 One worker process (see L{twistproxy.workers}): C{python -m
 twistproxy.workers} runs L{worker_main}, which serves the proxy on the
-sockets inherited from the master and stops when the master is gone.
+sockets inherited from the master and stops when the master is gone.  It
+serves the ACME certificates the master orders, and answers their
+challenges from the master's directory (L{CHALLENGES}).
 """
 
 from __future__ import annotations
