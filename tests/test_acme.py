@@ -17,14 +17,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy import build
 from twistproxy.acme import store
-from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.challenges import ACME_IDENTIFIER, ChallengeFiles, Challenges
 from twistproxy.acme.schedule import MAX_RETRY, Renewal, renewal_time
 from twistproxy.config import ConfigError, parse
 from twistproxy.config.parse import acme_certificates
+from twistproxy.service import ProxyService
+from twistproxy.signals import check_shareable
 from twistproxy.testing import MemoryProxy
 
 from tests.test_config import _ConfigTestMixin
@@ -141,13 +144,18 @@ class ACMEConfigTests(_ConfigTestMixin, SynchronousTestCase):
         text = acme_toml("/tmp/a", '["*.example.com"]') + ZONE
         self.assertEqual(parse(text).listeners[1].tls.acme, ("*.example.com",))
 
-    def test_one_worker(self) -> None:
+    def test_workers(self) -> None:
         """
-        ACME certificates need one worker process: several would each order
-        them.
+        ACME certificates go with several worker processes (their master
+        orders them for all); certificates ordered on demand do not, since
+        only the workers see the names clients ask for.
         """
-        self.assert_config_error("workers = 2\n" + acme_toml("/tmp/a"), "workers",
-                                 contains="ACME")
+        self.assertEqual(parse("workers = 2\n" + acme_toml("/tmp/a")).workers, 2)
+        config = parse("workers = 2\n" + acme_toml(
+            "/tmp/a", extra="on_demand.allow = ['*.example.com']"))
+        with self.assertRaises(ConfigError) as raised:
+            check_shareable(config)
+        self.assertEqual(raised.exception.path, "acme.on_demand")
 
     def test_default_counts_the_acme_certificate(self) -> None:
         """
@@ -364,6 +372,63 @@ class ChallengeTests(SynchronousTestCase):
         self.assertIsNone(challenges.answer(b"/tok"))
         challenges.discard(b"tok")
         self.assertIsNone(challenges.answer(b"/.well-known/acme-challenge/tok"))
+
+    def test_files_shared(self) -> None:
+        """
+        With L{ChallengeFiles}, what one process adds (the workers' master)
+        another with the same directory answers (a worker), until it is
+        discarded; a token that could name a file elsewhere is neither
+        written nor looked up.
+        """
+        directory = os.path.join(self.mktemp(), "answers")
+        orderer, worker = ChallengeFiles(directory, Clock()), ChallengeFiles(directory, Clock())
+        path = b"/.well-known/acme-challenge/tok-1_A"
+        self.assertIsNone(worker.answer(path))
+        orderer.add(b"tok-1_A", b"tok-1_A.thumb")
+        self.assertEqual(worker.answer(path), b"tok-1_A.thumb")
+        self.assertIsNone(worker.answer(b"/tok-1_A"))
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+        with self.assertRaises(ValueError):
+            orderer.add(b"../x", b"x")
+        with open(os.path.join(self.mktemp()), "wb") as f:
+            f.write(b"secret")
+        self.assertIsNone(worker.answer(b"/.well-known/acme-challenge/../../" + f.name.encode()))
+        orderer.discard(b"tok-1_A")
+        self.assertIsNone(worker.answer(path))
+
+    def test_files_tls_alpn(self) -> None:
+        """
+        A TLS-ALPN-01 answer added through L{ChallengeFiles} is a
+        challenge certificate in every process with the directory, made
+        there once (with the C{acmeIdentifier} digest of the key
+        authorization), and gone once discarded.
+        """
+        directory, clock = self.mktemp(), Clock()
+        clock.advance(START.timestamp())
+        orderer, worker = ChallengeFiles(directory, Clock()), ChallengeFiles(directory, clock)
+        self.assertIsNone(worker.certificate("www.example.com"))
+        orderer.add_certificate("www.example.com", "tok.thumb", START)
+        cert, _ = worker.certificate("www.example.com")
+        self.assertTrue(cert.extensions.get_extension_for_oid(ACME_IDENTIFIER).critical)
+        self.assertIs(worker.certificate("www.example.com")[0], cert)
+        self.assertIsNone(worker.certificate("../www.example.com"))
+        orderer.discard_certificate("www.example.com")
+        self.assertIsNone(worker.certificate("www.example.com"))
+
+    def test_worker_renews_nothing(self) -> None:
+        """
+        A service given the answers of another process (a worker, whose
+        master orders) serves its ACME certificates but plans no renewal.
+        """
+        text = acme_toml(os.path.join(self.mktemp(), "acme"))
+        for challenges, planned in ((None, True), (ChallengeFiles(self.mktemp(), Clock()), False)):
+            service = ProxyService(parse(text), MemoryReactorClock(), challenges=challenges)
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.assertEqual([r.names for r in service.renewals], [("www.example.com",)])
+            self.assertEqual(any(r._call is not None for r in service.renewals), planned)
+            if challenges is not None:
+                self.assertIs(service.challenges, challenges)
 
     def test_served_before_routing(self) -> None:
         """

@@ -462,6 +462,16 @@ class CombineTests(SynchronousTestCase):
                  b"# TYPE x_created gauge\nx_created 3\n"]
         self.assertIn(b"x_created 3.0", combine(pages))
 
+    def test_days_to_expiry_not_summed(self):
+        """
+        The days until a certificate expires are the fewest any worker
+        reports (each reads the same files), not their sum.
+        """
+        family = "twistproxy_certificate_days_to_expiry"
+        pages = [f'# TYPE {family} gauge\n{family}{{name="a.example"}} {days}\n'.encode()
+                 for days in (30.5, 29.5)]
+        self.assertIn(f'{family}{{name="a.example"}} 29.5'.encode(), combine(pages))
+
 
 class CountsTests(SynchronousTestCase):
     """

@@ -908,3 +908,95 @@ class ShareableTests(SynchronousTestCase):
                                 "--inherit", "b=4", "--", "--config", "c.toml"]),
             (2, "/r/w.sock", {"a": 3, "b": 4}, ["--config", "c.toml"]))
         self.assertRaises(SystemExit, _parse_worker_args, ["--bogus", "1", "--"])
+
+
+class ACMETests(MasterTestCase):
+    """
+    With ACME certificates the master orders and renews them once for all
+    workers: the challenge answers go into a directory every worker reads,
+    and every worker reloads its certificates after each one installed.
+    """
+
+    def setUp(self):
+        storage = os.path.join(os.path.abspath(self.mktemp()), "acme")
+        self.config_text = CONFIG + (
+            "[listeners.main.tls]\n"
+            'acme = ["www.example.com"]\n'
+            "[acme]\n"
+            'email = "ops@example.com"\n'
+            f'storage = "{storage}"\n')
+        super().setUp()
+
+    def test_renewals_start_once_workers_answer(self):
+        """
+        The master's renewal of the certificate (a stand-in, so due at
+        once) is planned only once every worker's admin API answers, so
+        that one is there to answer the CA; the workers renew nothing
+        themselves (they are given the master's answers directory).
+        """
+        self.start()
+        [renewal] = self.master.renewals
+        self.assertEqual(renewal.names, ("www.example.com",))
+        self.reactor.advance(1)
+        self.assertEqual((renewal._call, renewal.renewing), (None, False))
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.reactor.advance(0.1)
+        self.reactor.advance(0)
+        self.assertTrue(renewal.renewing)
+
+    def test_answers_shared_with_workers(self):
+        """
+        An HTTP-01 answer the master's orderer adds is found by a worker's
+        answers read from the directory beside its admin socket.
+        """
+        from twistproxy.acme.challenges import ChallengeFiles
+        from twistproxy.workers.worker import CHALLENGES
+
+        self.start()
+        [renewal] = self.master.renewals
+        issuer = renewal._obtain.func.__self__._issuer
+        issuer.challenges.add(b"tok", b"tok.thumb")
+        _, admin, _, _ = _parse_worker_args(self.reactor.processes[0].args[3:])
+        worker = ChallengeFiles(os.path.join(os.path.dirname(admin), CHALLENGES), self.reactor)
+        self.assertEqual(worker.answer(b"/.well-known/acme-challenge/tok"), b"tok.thumb")
+
+    def test_installed_reloads_every_worker(self):
+        """
+        Once a certificate is renewed, every worker is asked to reload
+        (which reads the certificates again); one that refuses is logged.
+        """
+        self.start()
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.reactor.advance(0.1)
+        [renewal] = self.master.renewals
+        renewal._obtain = lambda: defer.succeed(None)
+
+        def answer(path):
+            if path.endswith("worker-2.sock"):
+                return 409, {"ok": False, "problems": ["bad certificate"]}
+            return 200, {"ok": True, "problems": []}
+
+        self.answers[b"POST", b"/reload"] = answer
+        self.asked.clear()
+        self.successResultOf(renewal.renew())
+        self.assertEqual([a[1:] for a in self.asked], [(b"POST", b"/reload")] * 2)
+        self.assertTrue(any("worker 2 did not take the new certificates" in m
+                            for m in self.messages()), self.messages())
+
+    def test_reload_follows_names(self):
+        """
+        A reload that changes the ACME names renews the new ones in the
+        master, in place of the old.
+        """
+        self.start()
+        self.answers[b"GET", b"/status"] = (200, {})
+        self.answers[b"POST", b"/reload"] = (200, {"ok": True, "problems": []})
+        self.reactor.advance(0.1)
+        [old] = self.master.renewals
+        self.write(self.config_text.replace("www.example.com", "api.example.com"))
+        self.assertEqual(self.successResultOf(self.master.hangup()), [])
+        self.assertEqual([r.names for r in self.master.renewals], [("api.example.com",)])
+        self.assertIsNone(old._call)
+        self.reactor.advance(0.1)
+        self.reactor.advance(0)
+        self.assertTrue(self.master.renewals[0].renewing)

@@ -416,6 +416,9 @@ _COMBINE: Dict[str, Callable[[float, float], float]] = {
     "twistproxy_backend_healthy": min,
     "twistproxy_backend_ejected": max,
     "twistproxy_backend_draining": max,
+    # Every worker reads the same certificate files: the soonest expiry
+    # is the one to alert on.
+    "twistproxy_certificate_days_to_expiry": min,
 }
 
 

@@ -30,7 +30,8 @@ from twisted.logger import Logger
 
 from twistproxy import build
 from twistproxy.accesslog import AccessLogWriter, rotate
-from twistproxy.acme.challenges import Challenges
+from twistproxy.acme.challenges import ChallengeFiles, Challenges
+from twistproxy.acme.schedule import Renewal
 from twistproxy.acme.shared import SharedCertificates
 from twistproxy.admission import Quota, file_budget
 from twistproxy.config import ConfigError, Listener, ProxyConfig, load
@@ -150,7 +151,8 @@ class ProxyService(MultiService):
 
     def __init__(self, config: ProxyConfig, reactor=None,
                  endpoints: Optional[Mapping[str, IStreamServerEndpoint]] = None,
-                 adjust: Optional[Callable[[ProxyConfig], ProxyConfig]] = None):
+                 adjust: Optional[Callable[[ProxyConfig], ProxyConfig]] = None,
+                 challenges: Optional[ChallengeFiles] = None):
         """
         @param endpoints: Where to listen instead of the configured
             endpoint strings, by listener name (a worker process's
@@ -158,6 +160,11 @@ class ProxyService(MultiService):
         @param adjust: Applied to every configuration read again by
             L{reload} before it is checked and used (a worker replaces the
             admin listener with its private one).
+        @param challenges: Where the ACME challenge answers are, when
+            another process orders and renews the ACME certificates (a
+            worker's master, which writes them into
+            L{twistproxy.acme.challenges.ChallengeFiles}); this service
+            then only serves them, and renews nothing itself.
         """
         super().__init__()
         if reactor is None:
@@ -180,7 +187,8 @@ class ProxyService(MultiService):
         # The TXT records set at run time (ACME DNS-01), beside the zones.
         self.dns_texts: RunTimeTexts = build.dns_texts(config, reactor)
         # The ACME HTTP-01 answers every HTTP listener serves before routing.
-        self.challenges = Challenges() if config.acme is not None else None
+        self.challenges = (challenges or Challenges()) if config.acme is not None else None
+        self._renews = challenges is None
         # Every listener factory and filter chain built, also those a reload
         # has replaced, until the service stops.  (An idle one costs a few
         # objects: its Deadlines loop is stopped.)
@@ -312,8 +320,12 @@ class ProxyService(MultiService):
         self.reload_certificates()
         renewal = self.acme.renewal((name,))
         self.renewals.append(renewal)
-        if self.running:
-            renewal.start()
+        self._start_renewals([renewal])
+
+    def _start_renewals(self, renewals: List[Renewal]) -> None:
+        if self.running and self._renews:
+            for renewal in renewals:
+                renewal.start()
 
     def certificates(self) -> List[Dict[str, Any]]:
         """
@@ -375,8 +387,7 @@ class ProxyService(MultiService):
         super().startService()
         self._start_groups(self.forwarder)
         self.dns_texts.start()
-        for renewal in self.renewals:
-            renewal.start()
+        self._start_renewals(self.renewals)
         if self.access_log is not None:
             self._flusher = LoopingCall(self._flush_access_log)
             self._flusher.clock = self.reactor
@@ -510,10 +521,7 @@ class ProxyService(MultiService):
                 renewal.stop()
         # Stand-ins first: a new renewal reads what is stored.
         self.built.refresh_acme()
-        if self.running:
-            for renewal in acme.renewals:
-                if renewal not in old:
-                    renewal.start()
+        self._start_renewals([r for r in acme.renewals if r not in old])
         if shared is not self.acme_shared and self.acme_shared is not None:
             self.acme_shared.close()
         self.acme, self.acme_shared, self.renewals = acme, shared, acme.renewals

@@ -209,10 +209,16 @@ SHAREABLE = ("tcp", "tcp6", "systemd")
 def check_shareable(config: ProxyConfig) -> None:
     """
     Refuse a configuration that workers cannot serve: a listener whose
-    endpoint type the master cannot bind and pass on.
+    endpoint type the master cannot bind and pass on, or ACME certificates
+    ordered on demand (the master orders for its workers, and only they
+    see the names that clients ask for).
 
-    @raises ConfigError: naming the listener's endpoint.
+    @raises ConfigError: naming the listener's endpoint, or
+        C{acme.on_demand}.
     """
+    if config.acme is not None and config.acme.on_demand is not None:
+        raise ConfigError("acme.on_demand", "needs a single process (workers = 1) for now",
+                          config.source)
     for listener in config.listeners:
         kind = listener.endpoint.split(":", 1)[0].strip().lower()
         if kind not in SHAREABLE:

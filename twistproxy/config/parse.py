@@ -352,11 +352,6 @@ def _config(document: Dict[str, Any], source: str) -> ProxyConfig:
     }
     _check_dns(listeners, upstreams, kwargs.get("dns"))
     _check_acme(listeners, routes, kwargs.get("acme"), kwargs.get("dns"))
-    if kwargs.get("workers", 1) > 1 and acme_certificates(listeners, routes):
-        # The CA's HTTP-01 request would reach any worker, and only the
-        # ordering one knows the answer ([acme] store shares the rest).
-        raise ConfigError("workers", "must be 1 with ACME certificates (tls.acme, a route's "
-                                     "acme) for now")
     return ProxyConfig(
         listeners=listeners,
         upstreams=upstreams,

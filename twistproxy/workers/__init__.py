@@ -28,6 +28,12 @@ The master serves no requests.  It
     only the master's user can enter, and the master asks every worker and
     sums their answers up (L{twistproxy.metrics.combine});
 
+  - orders and renews the ACME certificates for all
+    (L{twistproxy.workers.master.Master.renewals}): it writes the
+    challenge answers into that directory, where every worker reads them
+    when the CA asks (L{twistproxy.acme.challenges.ChallengeFiles}), and
+    has every worker reload once a new certificate is stored;
+
   - logs for all: a worker writes its log events to its standard error as
     JSON lines, and the master publishes them into its own log with the
     worker's number as their system (C{[worker-1]}).

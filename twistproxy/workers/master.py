@@ -9,6 +9,7 @@ all of them.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -41,13 +42,17 @@ from zope.interface import implementer
 
 from twistproxy import build
 from twistproxy.accesslog import rotate
+from twistproxy.acme import store as acme_store
+from twistproxy.acme.challenges import ChallengeFiles
 from twistproxy.admin.history import combine as combine_history
 from twistproxy.config import ConfigError, ProxyConfig, load
+from twistproxy.config.parse import acme_certificates
 from twistproxy.metrics import combine
 from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
 from twistproxy.service import ListenerService, check_reloadable
 from twistproxy.signals import check_shareable
+from twistproxy.workers.worker import CHALLENGES
 
 # Pause before starting a worker again: doubled each time one dies within
 # STABLE seconds of its start, up to MAX_DELAY.
@@ -260,8 +265,10 @@ class Master(MultiService):
     The master process of a proxy with several workers: it owns the
     listening sockets and keeps C{count} workers running.
 
-    It has what the admin API asks a L{twistproxy.service.ProxyService}
-    (C{config}, C{listeners}, C{status}, C{drain}, C{hangup}, C{history}), what the
+    It orders and renews the ACME certificates for all of them
+    (L{renewals}), and has what the admin API asks a
+    L{twistproxy.service.ProxyService} (C{config}, C{listeners}, C{status},
+    C{drain}, C{hangup}, C{history}, C{renewals}), what the
     signals call (C{hangup}, C{reopen_access_log}, C{stop_now}), and it is
     the metrics page of its admin API (C{content_type}, L{exposition}).
     """
@@ -311,6 +318,11 @@ class Master(MultiService):
         self._rotation = LoopingCall(self._rotate_access_log)
         self._rotation.clock = reactor
         self.listeners: Dict[str, _SharedListener] = {}
+        # The ACME certificates' renewals, made at the start (they write
+        # into the master's directory), and what they order with.
+        self.renewals: List[Any] = []
+        self._acme_shared: Optional[Any] = None
+        self._dns_texts = build.dns_texts(config, reactor)
         admin = build.admin(reactor, config, self, self)
         if admin is not None:
             ListenerService("admin", config.admin.endpoint, *admin).setServiceParent(self)
@@ -335,6 +347,60 @@ class Master(MultiService):
         for worker in self.workers:
             self._spawn(worker)
         self._rotation.start(1.0, now=False)
+        self._dns_texts.start()
+        self._renew_acme()
+
+    # -- ACME certificates, ordered here for every worker -------------------
+
+    def _renew_acme(self) -> None:
+        """
+        Order and renew the ACME certificates of the running configuration
+        here, once for all workers, in place of those renewed so far: the
+        challenge answers go into the directory every worker reads them
+        from (L{ChallengeFiles}), and each certificate installed makes
+        every worker read its certificates again
+        (L{reload_certificates}).  The renewals start once the workers
+        answer (or could not within L{READY_TIMEOUT}), so that one is
+        there when the CA checks.
+        """
+        for renewal in self.renewals:
+            renewal.stop()
+        if self._acme_shared is not None:
+            self._acme_shared.close()
+        config = self.config
+        self._acme_shared = build.acme_shared(config, self.reactor)
+        acme = build.ACMECertificates(
+            config, self.reactor, self._dns_texts,
+            ChallengeFiles(os.path.join(self._directory, CHALLENGES), self.reactor),
+            self.reload_certificates, self._acme_shared)
+        renewals = self.renewals = acme.renewals
+        if not renewals:
+            return
+        now = datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.timezone.utc)
+        for renewal in renewals:
+            # What a renewal reads first, should no worker have written it.
+            acme_store.ensure(config.acme, renewal.names, "acme", now)
+
+        def start(_):
+            if self.running and self.renewals is renewals:
+                for renewal in renewals:
+                    renewal.start()
+
+        self._ready(self.workers).addBoth(start)
+
+    def reload_certificates(self) -> defer.Deferred:
+        """
+        Have every worker read its certificates again (a new ACME one);
+        what goes wrong is logged.
+        """
+        def reloaded(answers) -> None:
+            for worker, (code, body) in answers:
+                if code != 200:
+                    self.log.error("worker {index} did not take the new certificates: {why}",
+                                   index=worker.index, why=body.get("error") or body.get(
+                                       "problems"))
+
+        return self._ask_all(b"POST", b"/reload").addCallback(reloaded)
 
     def _rotate_access_log(self) -> None:
         """
@@ -457,6 +523,7 @@ class Master(MultiService):
         if self._replacing:
             return self._refused(RuntimeError(
                 "new workers are still starting for the previous reload; try again"))
+        previous = self.config
         try:
             if self.config.source:
                 # The number of workers is the master's (the file's, or
@@ -466,7 +533,7 @@ class Master(MultiService):
                 check_shareable(new)
                 build.validate(new)
                 if new.listeners != self.config.listeners:
-                    return self._replace_workers(new)
+                    return self._replace_workers(new).addCallback(self._follow_acme, previous)
                 self._write_config(new)
                 self.config = new
         except (ConfigError, OSError) as e:
@@ -486,7 +553,26 @@ class Master(MultiService):
                 self.log.info("configuration reloaded by {n} workers", n=len(answers))
             return problems
 
-        return self._ask_all(b"POST", b"/reload").addCallback(reloaded)
+        return self._ask_all(b"POST", b"/reload").addCallback(reloaded).addCallback(
+            self._follow_acme, previous)
+
+    def _follow_acme(self, problems: List[str], previous: ProxyConfig) -> List[str]:
+        """
+        Renew the ACME certificates of the configuration now running when
+        its C{[acme]} section or its names differ from C{previous}'s (the
+        workers have written the stand-ins of new names by now).
+
+        @return: C{problems}.
+        """
+        def acme(config: ProxyConfig):
+            return config.acme, acme_certificates(config.listeners, config.routes)
+
+        if acme(self.config) != acme(previous):
+            try:
+                self._renew_acme()
+            except ConfigError as e:
+                problems = problems + [str(e)]
+        return problems
 
     def _refused(self, problem: Exception) -> defer.Deferred:
         self.log.error("configuration reload refused, the running one stays: {problem}",
@@ -615,6 +701,11 @@ class Master(MultiService):
         self._stopping = True
         if self._rotation.running:
             self._rotation.stop()
+        for renewal in self.renewals:
+            renewal.stop()
+        self._dns_texts.stop()
+        if self._acme_shared is not None:
+            self._acme_shared.close()
         stopped = super().stopService()
         waits = []
         for worker in self.workers + self._retiring:

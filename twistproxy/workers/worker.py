@@ -2,7 +2,9 @@
 """
 One worker process (see L{twistproxy.workers}): C{python -m
 twistproxy.workers} runs L{worker_main}, which serves the proxy on the
-sockets inherited from the master and stops when the master is gone.
+sockets inherited from the master and stops when the master is gone.  It
+serves the ACME certificates the master orders, and answers their
+challenges from the master's directory (L{CHALLENGES}).
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger, jsonFileLogObserver
 from zope.interface import implementer
 
+from twistproxy.acme.challenges import ChallengeFiles
 from twistproxy.config import Admin, ProxyConfig
 from twistproxy.service import ProxyService
 from twistproxy.signals import Options, Signals
+
+# Beside the admin sockets, in the master's directory: the ACME challenge
+# answers the master writes and every worker serves.
+CHALLENGES = "acme-challenges"
 
 
 @implementer(IStreamServerEndpoint)
@@ -143,10 +150,13 @@ def worker_main(argv: Sequence[str]) -> None:
         return replace(config, admin=private, workers=1,
                        access_log=replace(config.access_log, max_size=0))
 
+    # The master orders and renews the ACME certificates; a worker answers
+    # the challenges and serves the certificates.
+    challenges = ChallengeFiles(os.path.join(os.path.dirname(admin), CHALLENGES), reactor)
     service = ProxyService(
         adjust(options.proxy_config), reactor,
         endpoints={name: InheritedEndpoint(reactor, fd) for name, fd in inherited.items()},
-        adjust=adjust)
+        adjust=adjust, challenges=challenges)
     Signals(reactor, service).setServiceParent(service)
 
     failed: List[bool] = []
