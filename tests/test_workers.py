@@ -870,23 +870,33 @@ class ShareableTests(SynchronousTestCase):
 
     def test_inherited_socket_stays_non_blocking(self):
         """
-        Adopting the inherited listening socket leaves it non-blocking, as
-        the master made it, even where making a socket object of the
-        descriptor makes it blocking (PyPy's C{socket.fromfd}, which
-        Twisted's C{adoptStreamPort} calls): the other processes that share
-        it would otherwise block in C{accept}.
+        The listening socket the master and every worker share stays
+        non-blocking while a new worker adopts it, not only afterwards,
+        even where making a socket object of the descriptor sets the
+        socket's blocking mode from the default timeout (PyPy: blocking
+        with none, CPython leaves it alone): the other workers accept()
+        from it meanwhile, and one that blocked there would leave the
+        connection it had just accepted unanswered.  The default timeout
+        is the program's again afterwards.
         """
         sock = socket.socket()
         self.addCleanup(sock.close)
         sock.setblocking(False)
+        shared = []
 
         class PyPyLike(MemoryReactor):
             def adoptStreamPort(self, fd, family, factory):
-                os.set_blocking(fd, True)
+                # What PyPy's socket.fromfd does to the descriptor.
+                os.set_blocking(fd, socket.getdefaulttimeout() != 0)
+                # What a worker accepting from the socket now would meet.
+                shared.append(os.get_blocking(sock.fileno()))
                 return MemoryReactor.adoptStreamPort(self, fd, family, factory)
 
+        default = socket.getdefaulttimeout()
         InheritedEndpoint(PyPyLike(), os.dup(sock.fileno())).listen(object())
+        self.assertEqual(shared, [False])
         self.assertFalse(os.get_blocking(sock.fileno()))
+        self.assertEqual(socket.getdefaulttimeout(), default)
 
     def test_admin_socket_agent(self):
         """

@@ -9,12 +9,13 @@ challenges from the master's directory (L{CHALLENGES}).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -43,21 +44,45 @@ class InheritedEndpoint:
         self._fd = fd
 
     def listen(self, factory) -> defer.Deferred:
-        probe = socket.socket(fileno=self._fd)
-        family = probe.family
-        probe.detach()
-        adopted = defer.maybeDeferred(self._reactor.adoptStreamPort, self._fd, family, factory)
-        # PyPy's socket(fileno=...) and socket.fromfd (which adoptStreamPort
-        # uses) make the descriptor blocking; CPython's leave it alone.  The
-        # master and every worker share it, and a reactor must never block
-        # in accept(): without this, PyPy's workers hung there.
-        os.set_blocking(self._fd, False)
+        with _descriptors_stay_non_blocking():
+            probe = socket.socket(fileno=self._fd)
+            family = probe.family
+            probe.detach()
+            adopted = defer.maybeDeferred(
+                self._reactor.adoptStreamPort, self._fd, family, factory)
         # The port listens on a duplicate of the descriptor, which
         # stopListening closes; the inherited one must not stay open
         # beside it, or the socket would go on taking connections (that
         # nobody accepts) until the worker exits.
         os.close(self._fd)
         return adopted
+
+
+@contextlib.contextmanager
+def _descriptors_stay_non_blocking() -> Iterator[None]:
+    """
+    While inside, a socket object made of a descriptor (C{socket(fileno=)},
+    C{socket.fromfd}, which Twisted's C{adoptStreamPort} calls) leaves it
+    non-blocking.
+
+    PyPy gives such a socket object the default timeout, and with the
+    usual default (none) clears C{O_NONBLOCK}; CPython leaves the flag
+    alone.  The flag belongs to the listening socket the master and every
+    worker share, not to one descriptor: each time a new worker started
+    (a reload, a restart), the running workers' accept() blocked until the
+    new one set the flag again.  A worker woken for a connection that
+    accepts it then tries the next accept() (Twisted accepts in a loop),
+    and there it stayed, the connection just accepted unanswered until
+    another one came.  With a default timeout of 0, PyPy makes the socket
+    object non-blocking instead, which leaves the flag as the master set
+    it.
+    """
+    default = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(default)
 
 
 class _MasterWatch:
