@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -93,11 +94,42 @@ def child_env() -> Dict[str, str]:
     return env
 
 
+def _ephemeral_ports() -> Tuple[int, int]:
+    # The range the kernel picks outgoing connections' local ports from.
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(word) for word in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _free(port: int) -> bool:
+    # Nothing bound to this loopback port, over TCP or UDP.
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
 def unused_port() -> int:
     """
-    A loopback TCP port that nothing listens on (bound then released, so
-    the kernel will not hand it out again right away).
+    A loopback port that nothing is bound to, over TCP or UDP, chosen at
+    random below the kernel's ephemeral range: a port from that range may
+    be taken by any outgoing connection between this choice and the bind
+    of the process the test starts, which on a busy machine happens
+    ("Address already in use").
     """
+    low, _ = _ephemeral_ports()
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        if _free(port):
+            return port
     s = socket.socket()
     try:
         s.bind((HOST, 0))
