@@ -12,7 +12,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
+from twistproxy.flow import READ_SIZE, FullRelay, large_reads, no_delay, quick_ack, write_now
 
 
 def _connection(test, sndbuf=None):
@@ -179,3 +179,34 @@ class QuickAckTests(SynchronousTestCase):
         Other transports are left alone.
         """
         quick_ack(StringTransport())
+
+
+class LargeReadsTests(SynchronousTestCase):
+    """
+    L{large_reads} lets one read from a TCP transport take more than
+    Twisted's 64 KiB.
+    """
+
+    def test_tcp(self):
+        """
+        A 64 KiB body and its head, all in the socket, arrive in one
+        C{dataReceived}.
+        """
+        transport, theirs, _ = _connection(self)
+        received = []
+        transport.protocol.dataReceived = received.append
+        large_reads(transport)
+        message = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n" + b"x" * 65536
+        theirs.setblocking(True)
+        theirs.sendall(message)
+        transport.doRead()
+        self.assertEqual(received, [message])
+        self.assertEqual(transport.bufferSize, READ_SIZE)
+
+    def test_other(self):
+        """
+        Other transports are left alone.
+        """
+        transport = StringTransport()
+        large_reads(transport)
+        self.assertFalse(hasattr(transport, "bufferSize"))

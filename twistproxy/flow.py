@@ -107,6 +107,25 @@ def quick_ack(transport) -> None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
+# What one read from a backend may take: a 64 KiB body and its head.
+READ_SIZE = 262144
+
+
+def large_reads(transport) -> None:
+    """
+    Let each read from a TCP transport take up to L{READ_SIZE} bytes.
+
+    Twisted reads at most 64 KiB per event, so a 64 KiB response, which
+    comes with its head, always took two reads from the backend, two trips
+    through the reactor and two sends to the client.  When the kernel
+    holds more, one larger read takes it all; the bytes object is only as
+    large as what was read.  Other transports (TLS, in-memory) are left
+    alone.
+    """
+    if type(transport) in _DIRECT:
+        transport.bufferSize = READ_SIZE
+
+
 def _direct_transports() -> frozenset:
     from twisted.internet import tcp
 
