@@ -8,11 +8,14 @@ import socket
 from unittest import SkipTest
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
+from twistproxy.flow import (
+    READ_SIZE, FullRelay, large_reads, lose_now, no_delay, quick_ack, write_now,
+)
 
 
 def _connection(test, sndbuf=None):
@@ -179,3 +182,96 @@ class QuickAckTests(SynchronousTestCase):
         Other transports are left alone.
         """
         quick_ack(StringTransport())
+
+
+class LargeReadsTests(SynchronousTestCase):
+    """
+    L{large_reads} lets one read from a TCP transport take more than
+    Twisted's 64 KiB.
+    """
+
+    def test_tcp(self):
+        """
+        A 64 KiB body and its head, all in the socket, arrive in one
+        C{dataReceived}.
+        """
+        transport, theirs, _ = _connection(self)
+        received = []
+        transport.protocol.dataReceived = received.append
+        large_reads(transport)
+        message = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n" + b"x" * 65536
+        theirs.setblocking(True)
+        theirs.sendall(message)
+        transport.doRead()
+        self.assertEqual(received, [message])
+        self.assertEqual(transport.bufferSize, READ_SIZE)
+
+    def test_other(self):
+        """
+        Other transports are left alone.
+        """
+        transport = StringTransport()
+        large_reads(transport)
+        self.assertFalse(hasattr(transport, "bufferSize"))
+
+
+class _Recorder(Protocol):
+    def __init__(self):
+        self.lost = []
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+class LoseNowTests(SynchronousTestCase):
+    """
+    L{lose_now} closes a TCP transport with nothing left to send at once,
+    and leaves everything else to C{loseConnection}.
+    """
+
+    def _connection(self):
+        transport, theirs, _ = _connection(self)
+        protocol = transport.protocol = _Recorder()
+        return transport, theirs, protocol
+
+    def test_nothing_buffered(self):
+        """
+        With nothing buffered the protocol learns of a clean close and the
+        peer reads the end of the stream, without a reactor turn.
+        """
+        transport, theirs, protocol = self._connection()
+        write_now(transport, b"answer")
+        lose_now(transport)
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertTrue(protocol.lost[0].check(ConnectionDone))
+        self.assertFalse(transport.connected)
+        self.assertEqual(_drain(theirs), b"answer")
+        self.assertEqual(theirs.recv(10), b"")
+
+    def test_buffered(self):
+        """
+        Bytes still buffered are sent first: the close waits for them.
+        """
+        transport, theirs, protocol = self._connection()
+        transport.write(b"queued")
+        lose_now(transport)
+        self.assertEqual(protocol.lost, [])
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.connected)
+
+    def test_twice(self):
+        """
+        A second close of a closed transport changes nothing.
+        """
+        transport, theirs, protocol = self._connection()
+        lose_now(transport)
+        lose_now(transport)
+        self.assertEqual(len(protocol.lost), 1)
+
+    def test_other(self):
+        """
+        Other transports get C{loseConnection}.
+        """
+        transport = StringTransport()
+        lose_now(transport)
+        self.assertTrue(transport.disconnecting)

@@ -16,6 +16,8 @@ import socket
 from typing import Callable
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.main import CONNECTION_DONE
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 
@@ -78,6 +80,35 @@ def write_now(transport, data: bytes) -> None:
     transport.write(data)
 
 
+def lose_now(transport) -> None:
+    """
+    Close C{transport} once what was written has been sent: at once when
+    nothing is left to send.
+
+    C{transport.loseConnection} on a TCP transport always waits for the
+    reactor's next turn (an epoll registration for writing, a C{doWrite}
+    that finds nothing to write, then the close), even with an empty
+    buffer: a third of the reactor events of a connection that carries one
+    request.  With nothing buffered and no producer, this closes the
+    socket and calls C{connectionLost} now, as C{loseConnection} itself
+    does on a connection whose writing side is already shut.  Any other
+    transport, or one with bytes still to send, gets C{loseConnection}.
+    """
+    if (
+        type(transport) in _DIRECT
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and transport.producer is None
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        transport.disconnecting = True
+        transport.stopReading()
+        transport.connectionLost(_DONE)
+        return
+    transport.loseConnection()
+
+
 def no_delay(transport) -> None:
     """
     Turn Nagle's algorithm off on a TCP transport (a no-op on others).
@@ -107,6 +138,25 @@ def quick_ack(transport) -> None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
+# What one read from a backend may take: a 64 KiB body and its head.
+READ_SIZE = 262144
+
+
+def large_reads(transport) -> None:
+    """
+    Let each read from a TCP transport take up to L{READ_SIZE} bytes.
+
+    Twisted reads at most 64 KiB per event, so a 64 KiB response, which
+    comes with its head, always took two reads from the backend, two trips
+    through the reactor and two sends to the client.  When the kernel
+    holds more, one larger read takes it all; the bytes object is only as
+    large as what was read.  Other transports (TLS, in-memory) are left
+    alone.
+    """
+    if type(transport) in _DIRECT:
+        transport.bufferSize = READ_SIZE
+
+
 def _direct_transports() -> frozenset:
     from twisted.internet import tcp
 
@@ -116,4 +166,6 @@ def _direct_transports() -> frozenset:
 # Exactly these classes: a subclass may override write() with reasons of
 # its own.
 _DIRECT = _direct_transports()
+# One instance serves every close, as in Twisted's own reactor.
+_DONE = Failure(CONNECTION_DONE)
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)

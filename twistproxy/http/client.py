@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twistproxy import proxyproto
 from twistproxy.config import Timeouts
 from twistproxy.deadlines import Deadlines, Wait, Waiting
-from twistproxy.flow import FullRelay, no_delay, quick_ack, write_now
+from twistproxy.flow import FullRelay, large_reads, no_delay, quick_ack, write_now
 from twistproxy.http.exchange import Exchange
 from twistproxy.http.parser import (
     ChunkedDecoder,
@@ -174,6 +174,7 @@ class UpstreamProtocol(Waiting, Protocol):
     def connectionMade(self) -> None:
         self.transport.registerProducer(FullRelay(self._backend_full), True)
         no_delay(self.transport)
+        large_reads(self.transport)
         self._pool.deadlines.add(self)
         exchange, self._first = self._first, None
         if self._pool.proxy_protocol:

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from twistproxy.deadlines import Waiting
-from twistproxy.flow import FullRelay, no_delay
+from twistproxy.flow import FullRelay, lose_now, no_delay
 from twistproxy.http.answers import Answer, respond
 from twistproxy.http.exchange import Exchange
 
@@ -135,7 +135,7 @@ class ClientCodec(Waiting, Protocol):
         if self._relaying:
             self._relaying = False
             self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        lose_now(self.transport)
 
     def _send_full(self, full: bool) -> None:
         """
