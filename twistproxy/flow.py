@@ -59,7 +59,9 @@ def write_now(transport, data: bytes) -> None:
     """
     if (
         type(transport) in _DIRECT
-        and not transport._tempDataLen
+        # Twisted's own bookkeeping of what is left to send (private: a
+        # Twisted without it gets loseConnection).
+        and getattr(transport, "_tempDataLen", 1) == 0
         and transport.offset == len(transport.dataBuffer)
         and transport.connected
         and not transport.disconnecting
@@ -96,7 +98,9 @@ def lose_now(transport) -> None:
     """
     if (
         type(transport) in _DIRECT
-        and not transport._tempDataLen
+        # Twisted's own bookkeeping of what is left to send (private: a
+        # Twisted without it gets loseConnection).
+        and getattr(transport, "_tempDataLen", 1) == 0
         and transport.offset == len(transport.dataBuffer)
         and transport.producer is None
         and transport.connected
