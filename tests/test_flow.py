@@ -5,6 +5,7 @@ Tests for L{twistproxy.flow}.
 from __future__ import annotations
 
 import socket
+import sys
 from unittest import SkipTest
 
 from twisted.internet import tcp
@@ -13,6 +14,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistproxy import flow
 from twistproxy.flow import (
     READ_SIZE, FullRelay, large_reads, lose_now, no_delay, quick_ack, write_now,
 )
@@ -195,6 +197,7 @@ class LargeReadsTests(SynchronousTestCase):
         A 64 KiB body and its head, all in the socket, arrive in one
         C{dataReceived}.
         """
+        self.patch(flow, "LARGE_READS", True)
         transport, theirs, _ = _connection(self)
         received = []
         transport.protocol.dataReceived = received.append
@@ -213,6 +216,19 @@ class LargeReadsTests(SynchronousTestCase):
         transport = StringTransport()
         large_reads(transport)
         self.assertFalse(hasattr(transport, "bufferSize"))
+
+    def test_not_where_memory_grows(self):
+        """
+        Where L{flow.LARGE_READS} is false (PyPy), a TCP transport keeps
+        Twisted's read size; it is true on CPython only.
+        """
+        self.assertEqual(flow.LARGE_READS, sys.implementation.name == "cpython")
+        self.patch(flow, "LARGE_READS", False)
+        transport, _, _ = _connection(self)
+        before = transport.bufferSize
+        large_reads(transport)
+        self.assertEqual(transport.bufferSize, before)
+        self.assertNotEqual(before, READ_SIZE)
 
 
 class _Recorder(Protocol):
