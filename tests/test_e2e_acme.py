@@ -39,13 +39,17 @@ from tests.e2e_support import (
 # An external account's MAC key, as pebble takes it (base64url).
 MAC_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 
-CONFIG = """
+# The [acme] section that points a proxy at the pebble these tests start
+# (its URL and root), storing in {storage}; the other tests add to it.
+PEBBLE_ACME = """
 [acme]
 directory = "https://{host}:{pebble}/dir"
 ca = "{ca}"
 email = "ops@example.test"
 storage = "{storage}"
-retry = 2
+"""
+
+CONFIG = PEBBLE_ACME + """retry = 2
 
 [listeners.web]
 endpoint = "tcp:{http}:interface={host}"

@@ -16,15 +16,10 @@ from twisted.trial.unittest import TestCase
 
 from tests.e2e_support import HOST, PebbleMixin, ProxyProcess, unused_port, write_config
 from tests.redis_support import start_redis
+from tests.test_e2e_acme import PEBBLE_ACME
 from tests.test_faults_acme import ZONE, served_certificate
 
-CONFIG = """
-[acme]
-directory = "https://{host}:{pebble}/dir"
-ca = "{ca}"
-email = "ops@example.test"
-storage = "{storage}"
-store = "{redis}"
+CONFIG = PEBBLE_ACME + """store = "{redis}"
 retry = 2
 challenges = ["dns-01"]
 

@@ -30,6 +30,7 @@ from tests.e2e_support import (
     HOST, E2ETestCase, PebbleMixin, ProxyProcess, RawClient, get_request, ok_response, unused_port,
     write_config,
 )
+from tests.test_e2e_acme import PEBBLE_ACME
 
 # The DNS listener that pebble resolves example.test with (its
 # -dnsserver), and the zone.
@@ -44,13 +45,7 @@ soa = {{ mname = "ns1", rname = "hostmaster", minimum = 30 }}
 records = [{{ name = "@", type = "A", value = "{host}" }}]
 """
 
-CONFIG = """
-[acme]
-directory = "https://{host}:{ca_port}/dir"
-ca = "{ca}"
-email = "ops@example.test"
-storage = "{storage}"
-retry = 1
+CONFIG = PEBBLE_ACME + """retry = 1
 
 [listeners.web]
 endpoint = "tcp:{http}:interface={host}"
@@ -131,7 +126,7 @@ class ACMEFaultTests(PebbleMixin, E2ETestCase):
             self.ports.setdefault(name, unused_port())
         self.ports.update(https=unused_port(), admin=unused_port())
         path = write_config(self.cwd, CONFIG.format(
-            host=HOST, ca_port=ca_port, ca=ca_file, origin=origin.port,
+            host=HOST, pebble=ca_port, ca=ca_file, origin=origin.port,
             storage=os.path.join(self.cwd, "acme"), **{
                 k: self.ports[k] for k in ("http", "https", "admin", "dns")}))
         self.proxy = ProxyProcess(reactor, ["--config", path], self.cwd)
