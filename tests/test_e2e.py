@@ -123,12 +123,14 @@ class KeepAliveTests(_ProxyTestCase):
     def test_one_client_connection(self):
         """
         Twenty sequential requests on one client connection all travel on
-        one upstream connection: the origin accepts exactly one.
+        one upstream connection: the origin accepts exactly one.  (On the
+        proxy's own reactor, which twistd installs when none is chosen.)
         """
         origin = self._origin()
         proxy = yield self.start_proxy(origin.port)
         bodies = yield self.in_thread(self._requests, proxy.port, 1, 20)
         self.assertEqual(bodies, [(200, b"response %d" % i) for i in range(1, 21)])
+        self.assertIn(b"reactor class: twistproxy.reactor.EPollReactor", proxy.output)
         self.assertEqual(origin.connections_made, 1)
         self.assertEqual(len(origin.requests), 20)
 

@@ -11,7 +11,9 @@ plugin and the workers import this module; it imports neither.
 
 from __future__ import annotations
 
+import select
 import signal
+import sys
 from dataclasses import replace
 from typing import List, Optional
 
@@ -22,6 +24,18 @@ from twistproxy.config import ConfigError, ProxyConfig, load, quick_config, work
 from twistproxy.build import validate
 
 DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
+
+
+def choose_reactor() -> None:
+    """
+    Install the proxy's reactor, L{twistproxy.reactor.EPollReactor}, unless
+    a reactor is installed already (chosen with C{twistd --reactor}, or
+    imported by the program) or the platform has no epoll.
+    """
+    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+        from twistproxy.reactor import install
+
+        install()
 
 
 class Options(usage.Options):
@@ -69,6 +83,8 @@ class Options(usage.Options):
         self["upstream"].append(url)
 
     def postOptions(self) -> None:
+        # Here, while twistd has not yet imported the reactor it runs.
+        choose_reactor()
         modes = [m for m in ("config", "upstream", "demo") if self[m]]
         if len(modes) != 1:
             raise usage.UsageError(

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from twistproxy.acme.challenges import ChallengeFiles
 from twistproxy.config import Admin, ProxyConfig
 from twistproxy.service import ProxyService
-from twistproxy.signals import Options, Signals
+from twistproxy.signals import Options, Signals, choose_reactor
 
 # Beside the admin sockets, in the master's directory: the ACME challenge
 # answers the master writes and every worker serves.
@@ -160,6 +160,7 @@ def worker_main(argv: Sequence[str]) -> None:
     --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
     """
     # The global reactor and log only here: this is a program's main.
+    choose_reactor()
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
