@@ -9,9 +9,11 @@ from __future__ import annotations
 import select
 import sys
 
+from twisted.internet import main
 from twisted.internet.protocol import ClientFactory, Protocol, ServerFactory
 from twisted.python import context, log
 from twisted.python.log import ILogContext
+from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy import signals
@@ -111,6 +113,12 @@ if hasattr(select, "epoll"):
     globals().update(DispatchTestsBuilder.makeTestCaseClasses())
 
 
+class _Named:
+    """
+    Stands in for a reactor class chosen by name.
+    """
+
+
 class ChooseReactorTests(SynchronousTestCase):
     """
     L{signals.choose_reactor} installs the proxy's reactor only when none
@@ -146,6 +154,29 @@ class ChooseReactorTests(SynchronousTestCase):
         self.patch(signals, "select", object())
         signals.choose_reactor()
         self.assertEqual(self.installed, [])
+
+    def test_named(self):
+        """
+        A reactor class named (the master's, for its workers) is installed
+        instead of the proxy's own.
+        """
+        modules = dict(sys.modules)
+        modules.pop("twisted.internet.reactor", None)
+        self.patch(sys, "modules", modules)
+        installed = []
+        self.patch(main, "installReactor", installed.append)
+        signals.choose_reactor(signals.reactor_name(_Named()))
+        self.assertEqual(self.installed, [])
+        self.assertEqual([type(r) for r in installed], [_Named])
+
+    def test_own_named(self):
+        """
+        L{signals.OWN_REACTOR} names the proxy's reactor class, which is how
+        a master tells that its workers need no C{--reactor}.
+        """
+        from twistproxy.reactor import EPollReactor
+
+        self.assertIs(namedAny(signals.OWN_REACTOR), EPollReactor)
 
     if not hasattr(select, "epoll"):
         skip = "no epoll on this platform"

@@ -29,7 +29,8 @@ from zope.interface.verify import verifyObject
 
 from twistproxy.admin import AdminResource
 from twistproxy.config import ConfigError, parse
-from twistproxy.signals import check_shareable
+from twistproxy.signals import check_shareable, reactor_name
+from twistproxy.workers import master as master_module
 from twistproxy.workers.master import (
     KILL_GRACE,
     MAX_DELAY,
@@ -211,7 +212,7 @@ class StartTests(MasterTestCase):
         self.assertEqual(len(self.reactor.processes), 2)
         for index, process in enumerate(self.reactor.processes, 1):
             self.assertEqual(process.child_fds, {0: "w", 1: 1, 2: "r", 3: 10, 4: 11})
-            index_arg, admin, inherited, rest = _parse_worker_args(process.args[3:])
+            index_arg, admin, inherited, rest, _ = _parse_worker_args(process.args[3:])
             self.assertEqual(process.args[:3], ["/bin/python", "-m", "twistproxy.workers"])
             self.assertEqual(index_arg, index)
             self.assertEqual(inherited, {"main": 3, "alt": 4})
@@ -220,6 +221,22 @@ class StartTests(MasterTestCase):
             with open(rest[1]) as f:
                 self.assertEqual(f.read(), self.config_text)
             self.assertEqual(os.stat(os.path.dirname(rest[1])).st_mode & 0o077, 0)
+
+    def test_reactor_passed_on(self):
+        """
+        Workers run on the master's reactor: one chosen with C{twistd
+        --reactor} is named to them with C{--reactor}, and the proxy's own
+        (which they install anyway) is not.
+        """
+        self.start()
+        name = reactor_name(self.reactor)
+        self.assertEqual([_parse_worker_args(p.args[3:])[4] for p in self.reactor.processes],
+                         [name, name])
+        self.patch(master_module, "OWN_REACTOR", name)
+        self.reactor.processes[0].end()
+        self.reactor.advance(MIN_DELAY)
+        self.assertEqual(len(self.reactor.processes), 3)
+        self.assertIsNone(_parse_worker_args(self.reactor.processes[-1].args[3:])[4])
 
     def test_pypy_nursery(self):
         """
@@ -916,7 +933,11 @@ class ShareableTests(SynchronousTestCase):
         self.assertEqual(
             _parse_worker_args(["--index", "2", "--admin", "/r/w.sock", "--inherit", "a=3",
                                 "--inherit", "b=4", "--", "--config", "c.toml"]),
-            (2, "/r/w.sock", {"a": 3, "b": 4}, ["--config", "c.toml"]))
+            (2, "/r/w.sock", {"a": 3, "b": 4}, ["--config", "c.toml"], None))
+        self.assertEqual(
+            _parse_worker_args(["--index", "1", "--admin", "/r/w.sock",
+                                "--reactor", "a.B", "--", "--demo"]),
+            (1, "/r/w.sock", {}, ["--demo"], "a.B"))
         self.assertRaises(SystemExit, _parse_worker_args, ["--bogus", "1", "--"])
 
 
@@ -966,7 +987,7 @@ class ACMETests(MasterTestCase):
         [renewal] = self.master.renewals
         issuer = renewal._obtain.func.__self__._issuer
         issuer.challenges.add(b"tok", b"tok.thumb")
-        _, admin, _, _ = _parse_worker_args(self.reactor.processes[0].args[3:])
+        _, admin, _, _, _ = _parse_worker_args(self.reactor.processes[0].args[3:])
         worker = ChallengeFiles(os.path.join(os.path.dirname(admin), CHALLENGES), self.reactor)
         self.assertEqual(worker.answer(b"/.well-known/acme-challenge/tok"), b"tok.thumb")
 

@@ -26,16 +26,37 @@ from twistproxy.build import validate
 DEMO_BACKENDS = ("tcp:8081:interface=127.0.0.1", "tcp:8082:interface=127.0.0.1")
 
 
-def choose_reactor() -> None:
+#: The class of the proxy's own reactor, by name.
+OWN_REACTOR = "twistproxy.reactor.EPollReactor"
+
+
+def choose_reactor(qualified: Optional[str] = None) -> None:
     """
-    Install the proxy's reactor, L{twistproxy.reactor.EPollReactor}, unless
-    a reactor is installed already (chosen with C{twistd --reactor}, or
-    imported by the program) or the platform has no epoll.
+    Install the proxy's reactor, L{twistproxy.reactor.EPollReactor}, or
+    the reactor class named C{qualified}, unless a reactor is installed
+    already (chosen with C{twistd --reactor}, or imported by the program).
+    Without epoll on the platform, and nothing named, Twisted's default
+    stays.
     """
-    if "twisted.internet.reactor" not in sys.modules and hasattr(select, "epoll"):
+    if "twisted.internet.reactor" in sys.modules:
+        return
+    if qualified is not None:
+        from twisted.internet.main import installReactor
+        from twisted.python.reflect import namedAny
+
+        installReactor(namedAny(qualified)())
+    elif hasattr(select, "epoll"):
         from twistproxy.reactor import install
 
         install()
+
+
+def reactor_name(reactor) -> str:
+    """
+    The qualified name of C{reactor}'s class, for L{choose_reactor}.
+    """
+    cls = type(reactor)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Options(usage.Options):

@@ -51,7 +51,7 @@ from twistproxy.metrics import combine
 from twistproxy.net import authority
 from twistproxy.quiet import QuietPool
 from twistproxy.service import ListenerService, check_reloadable
-from twistproxy.signals import check_shareable
+from twistproxy.signals import OWN_REACTOR, check_shareable, reactor_name
 from twistproxy.workers.worker import CHALLENGES
 
 # Pause before starting a worker again: doubled each time one dies within
@@ -448,6 +448,10 @@ class Master(MultiService):
         for fd, listener in enumerate(self.listeners.values(), 3):
             fds[fd] = listener.socket.fileno()
             args += ["--inherit", f"{listener.name}={fd}"]
+        reactor = reactor_name(self.reactor)
+        if reactor != OWN_REACTOR:
+            # Chosen with twistd --reactor: the workers run on the same.
+            args += ["--reactor", reactor]
         args.append("--")
         if self._worker_args is None:
             args += ["--config", os.path.join(self._directory, _CONFIG_COPY)]

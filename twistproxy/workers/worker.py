@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 from dataclasses import replace
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -136,8 +136,9 @@ class _WorkerOptions(Options):
         pass
 
 
-def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str]]:
-    index, admin, inherited = 0, "", {}
+def _parse_worker_args(
+        argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], List[str], Optional[str]]:
+    index, admin, inherited, reactor = 0, "", {}, None
     args = list(argv)
     while args and args[0] != "--":
         option, value = args[0], args[1]
@@ -149,24 +150,28 @@ def _parse_worker_args(argv: Sequence[str]) -> Tuple[int, str, Dict[str, int], L
         elif option == "--inherit":
             name, _, fd = value.partition("=")
             inherited[name] = int(fd)
+        elif option == "--reactor":
+            reactor = value
         else:
             raise SystemExit(f"twistproxy worker: unknown option {option}")
-    return index, admin, inherited, args[1:]
+    return index, admin, inherited, args[1:], reactor
 
 
 def worker_main(argv: Sequence[str]) -> None:
     """
     Run one worker: C{python -m twistproxy.workers --index N --admin PATH
-    --inherit NAME=FD ... -- TWISTPROXY-OPTIONS}, as the master starts it.
+    --inherit NAME=FD ... [--reactor CLASS] -- TWISTPROXY-OPTIONS}, as the
+    master starts it.  C{--reactor} names the class of the master's reactor
+    when it is not the proxy's own (C{twistd --reactor}).
     """
+    index, admin, inherited, rest, reactor_class = _parse_worker_args(argv)
     # The global reactor and log only here: this is a program's main.
-    choose_reactor()
+    choose_reactor(reactor_class)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner
 
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stderr, recordSeparator="")], redirectStandardIO=False)
-    index, admin, inherited, rest = _parse_worker_args(argv)
     options = _WorkerOptions()
     options.parseOptions(rest)
     private = Admin(endpoint=f"unix:{admin}:mode=600:lockfile=0")
