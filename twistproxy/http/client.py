@@ -201,11 +201,13 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
-        if self._timer_kind == _W_RESPONSE:
-            self._set_timer(_W_RESPONSE, self._wait)
         self._process()
         if self.exchange is not None and self._state != _TUNNEL:
-            # More of this response is to come.
+            # More of this response is to come: its wait starts again,
+            # renewed only now that the response did not end with this
+            # read (which sets the idle wait).
+            if self._timer_kind == _W_RESPONSE:
+                self._set_timer(_W_RESPONSE, self._wait)
             quick_ack(self.transport)
 
     def connectionLost(self, reason=None) -> None:
