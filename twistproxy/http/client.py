@@ -574,13 +574,13 @@ class UpstreamPool:
         A connection finished its exchange cleanly (at C{now}, if the
         caller has just read the clock).
         """
-        if self._waiting and self.proxy_protocol:
-            # It speaks for another client: close it, and connection_lost
-            # opens one for the next waiter.
-            protocol.abort()
-        elif self._waiting:
-            exchange = self._next_waiter()
-            protocol.attach(exchange)
+        if self._waiting:
+            if self.proxy_protocol:
+                # It speaks for another client: close it, and connection_lost
+                # opens one for the next waiter.
+                protocol.abort()
+            else:
+                protocol.attach(self._next_waiter())
         elif len(self._idle) < self.max_idle:
             protocol.idle(now)
             self._idle.append(protocol)

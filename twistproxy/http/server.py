@@ -159,7 +159,9 @@ class HTTPServerProtocol(ClientCodec):
                     break
             if len(self._buffer) > BUFFER_LIMIT and self._state != _CLOSED:
                 self._pause(_PAUSE_BUFFER)
-            else:
+            elif self._paused & _PAUSE_BUFFER:
+                # Tested here: reading is seldom paused, and this runs on
+                # every read.
                 self._resume(_PAUSE_BUFFER)
         finally:
             self._processing = False
