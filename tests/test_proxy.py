@@ -562,6 +562,23 @@ class FailureTests(SynchronousTestCase):
         self.assertAnswer(504, "upstream_timeout")
         self.assertTrue(backend.transport.disconnected)
 
+    def test_response_timeout_renewed_by_data(self):
+        """
+        Each read of a response still coming renews upstream_response: a
+        backend that keeps sending is not cut off, one that stops is.
+        """
+        self.client.send(GET)
+        backend = self.proxy.accept_backend()
+        self.proxy.reactor.advance(4)
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        self.proxy.reactor.advance(4)
+        backend.send(b"c")
+        self.proxy.reactor.advance(4.9)
+        self.assertFalse(backend.transport.disconnected)
+        self.proxy.reactor.advance(0.4)
+        self.assertTrue(backend.transport.disconnected)
+        self.assertEqual(self.proxy.exchanges[-1].reason, "upstream_timeout")
+
     def test_garbage_response_502(self):
         """
         A response that is not HTTP is a 502.

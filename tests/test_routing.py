@@ -174,6 +174,61 @@ class PathAndMethodTests(SynchronousTestCase):
         self.assertIsNone(router.match("api.test", "/v1/x", "POST"))
 
 
+class MatchRequestTests(SynchronousTestCase):
+    """
+    L{Router.match_request} routes a request as parsed: path and method as
+    bytes, the host read from the request only when a route asks for it.
+    """
+
+    class Exchange(FakeRequest):
+        # A request view that counts how often its host is read.
+        reads = 0
+
+        @property
+        def host(self) -> str:
+            self.reads += 1
+            return "api.test"
+
+    def test_host_read_only_when_asked(self) -> None:
+        """
+        A route that names neither hosts nor further conditions takes the
+        request without reading its host; one that names hosts, or has a
+        host condition, reads it once, however many routes look at it.
+        """
+        anywhere = Route(upstream="a", path_prefix="/v1/", methods=("GET",))
+        exchange = self.Exchange()
+        self.assertIs(Router([anywhere]).match_request(b"/v1/x", b"GET", exchange), anywhere)
+        self.assertEqual(exchange.reads, 0)
+        other = Route(upstream="b", hosts=("www.test",))
+        api = Route(upstream="c", hosts=("*.test",), host_regex="^api")
+        router = Router([other, api])
+        self.assertIs(router.match_request(b"/", b"GET", exchange), api)
+        self.assertEqual(exchange.reads, 1)
+
+    def test_conditions_read_host_and_path(self) -> None:
+        """
+        A route without hosts whose further conditions look at the host
+        and the path gets both as strings.
+        """
+        route = Route(upstream="a", host_regex=r"^api\.", path_regex=r"^/users/[0-9]+$")
+        exchange = self.Exchange()
+        router = Router([route])
+        self.assertIs(router.match_request(b"/users/42", b"GET", exchange), route)
+        self.assertIsNone(router.match_request(b"/users/me", b"GET", exchange))
+        self.assertEqual(exchange.reads, 2)
+
+    def test_bytes_compare_as_strings(self) -> None:
+        """
+        Prefix and methods compare as the strings of L{Router.match}: a
+        prefix outside ASCII takes no request path, which is ASCII.
+        """
+        route = Route(upstream="a", path_prefix="/caf\u00e9/", methods=("PATCH",))
+        router = Router([route])
+        self.assertIs(router.match("h", "/caf\u00e9/x", "PATCH"), route)
+        self.assertIsNone(router.match_request(b"/caf%C3%A9/x", b"PATCH", self.Exchange()))
+        self.assertIsNone(router.match("h", "/caf\u00e9/x", "GET"))
+
+
 class OrderTests(SynchronousTestCase):
     """
     Routes are tried in order.

@@ -171,10 +171,14 @@ class Quota:
 
         @return: Whether it was acquired; if not, it was counted as refused.
         """
-        if self.full():
-            self._refuse()
-            return False
         quota: Optional[Quota] = self
+        # full(), without a call: this runs for every request.
+        while quota is not None:
+            if quota.limit and quota.count >= quota.limit:
+                self._refuse()
+                return False
+            quota = quota.parent
+        quota = self
         while quota is not None:
             quota.count += 1
             if quota.count == quota.limit:

@@ -174,19 +174,23 @@ class Forwarder:
         say.)
         """
         req = exchange.request
-        route = self._router.match(exchange.host, req.path.decode("ascii"),
-                                   req.method.decode("ascii"), exchange)
+        method = req.method
+        route = self._router.match_request(req.path, method, exchange)
         if route is None:
             exchange.sink.upstream_failed(exchange, 404, "no_route")
             return
         exchange.route = rt = self._routes[id(route)]
-        if req.method == b"TRACE" and not route.allow_trace:
+        if method == b"TRACE" and not route.allow_trace:
             exchange.sink.upstream_failed(exchange, 405, "trace_refused")
             return
         if rt.filters is not None:
             rt.filters.run(exchange, self.consult_cache)
-            return
-        self.consult_cache(exchange)
+        elif rt.cache is not None:
+            # consult_cache's work, without a call through it: a route
+            # with neither filters nor cache goes straight on.
+            rt.cache.handle(exchange, self.proceed)
+        else:
+            self.proceed(exchange)
 
     def consult_cache(self, exchange: Exchange) -> None:
         """
@@ -206,12 +210,12 @@ class Forwarder:
         routing (and after whatever stands in between, such as filters or a
         cache, has let the request through).
         """
-        answer = exchange.route.answer
+        rt = exchange.route
+        answer = rt.answer
         if answer is not None:
             made = answer.make(exchange.host, exchange.request.path.decode("ascii"), exchange.path)
             respond(exchange, Answer(*made, reason=answer.reason))
             return
-        rt = exchange.route
         group = rt.group if rt.split is None else rt.split.choose(exchange)
         if not group.admit():
             exchange.sink.upstream_failed(exchange, 503, "group_overloaded")
@@ -334,11 +338,15 @@ class Forwarder:
         backend = exchange.backend
         exchange.backend = None
         backend.in_flight -= 1
+        group = exchange.group
         if ok is not None:
             if not ok:
                 backend.failures += 1
-            exchange.group.report(backend, ok, exchange.status)
-        exchange.group.check_drained(backend)
+            if group.outlier is not None:
+                # Without outlier detection there is no one to tell.
+                group.report(backend, ok, exchange.status)
+        if backend.draining:
+            group.check_drained(backend)
 
     def cancel(self, exchange: Exchange) -> None:
         """
@@ -362,9 +370,11 @@ class Forwarder:
         group.in_flight -= 1
         if exchange.counted_retries:
             group.retries_in_flight -= 1
-        if exchange.backend is not None:
-            backend = exchange.backend
-            self._done_with_backend(exchange, ok=_verdict(exchange.reason))
+        backend = exchange.backend
+        if backend is not None:
+            reason = exchange.reason
+            # Served (no reason) is the common case: no call to say so.
+            self._done_with_backend(exchange, _verdict(reason) if reason else True)
             # The access log still names it.
             exchange.backend = backend
 

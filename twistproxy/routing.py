@@ -146,10 +146,17 @@ def _peer(exchange: Any) -> str:
 
 # One compiled route: (any_host, exact_hosts, wildcard_suffixes, path_prefix,
 # methods, conditions or None, route).  A plain tuple unpacks faster than
-# attribute lookups.
+# attribute lookups.  The prefix and the methods are bytes, as the parser
+# gives a request's path and method: nothing is decoded for them.
 _Compiled = Tuple[
-    bool, FrozenSet[str], Tuple[str, ...], str, FrozenSet[str], Optional[_Conditions], Route
+    bool, FrozenSet[str], Tuple[str, ...], bytes, FrozenSet[bytes], Optional[_Conditions], Route
 ]
+
+
+def _utf8(text: str) -> bytes:
+    # For a request's path and method (ASCII), the same bytes as ASCII;
+    # and two strings compare (equal, prefix, suffix) as their UTF-8 do.
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
@@ -167,8 +174,8 @@ def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
         not route.hosts,
         frozenset(exact),
         tuple(suffixes),
-        route.path_prefix,
-        frozenset(route.methods),
+        _utf8(route.path_prefix),
+        frozenset(_utf8(m) for m in route.methods),
         _Conditions(route, client) if route.has_conditions else None,
         route,
     )
@@ -205,19 +212,36 @@ class Router:
         @return: The first matching route, or C{None} when none matches
             (which the proxy answers with 404 Not Found).
         """
+        return self.match_request(_utf8(path), _utf8(method), exchange, host)
+
+    def match_request(self, path: bytes, method: bytes, exchange: Any,
+                      host: Optional[str] = None) -> Optional[Route]:
+        """
+        L{match} for a request as parsed: its path and method as bytes, its
+        host (C{None}: read from C{exchange.host}) and the path as a string
+        made only when a route asks for them, so that a request routed by
+        prefix and method alone decodes nothing.
+        """
         for any_host, exact, suffixes, prefix, methods, more, route in self._compiled:
             if methods and method not in methods:
                 continue
             if not path.startswith(prefix):
                 continue
-            if not any_host and host not in exact:
-                for suffix in suffixes:
-                    # At least one label must precede the suffix.
-                    if len(host) > len(suffix) and host.endswith(suffix):
-                        break
-                else:
-                    continue
-            if more is None or more(host, path, exchange):
+            if not any_host:
+                if host is None:
+                    host = exchange.host
+                if host not in exact:
+                    for suffix in suffixes:
+                        # At least one label must precede the suffix.
+                        if len(host) > len(suffix) and host.endswith(suffix):
+                            break
+                    else:
+                        continue
+            if more is None:
+                return route
+            if host is None:
+                host = exchange.host
+            if more(host, path.decode("utf-8", "surrogatepass"), exchange):
                 return route
         return None
 

@@ -201,11 +201,13 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
-        if self._timer_kind == _W_RESPONSE:
-            self._set_timer(_W_RESPONSE, self._wait)
         self._process()
         if self.exchange is not None and self._state != _TUNNEL:
-            # More of this response is to come.
+            # More of this response is to come: its wait starts again,
+            # renewed only now that the response did not end with this
+            # read (which sets the idle wait).
+            if self._timer_kind == _W_RESPONSE:
+                self._set_timer(_W_RESPONSE, self._wait)
             quick_ack(self.transport)
 
     def connectionLost(self, reason=None) -> None:
@@ -572,13 +574,13 @@ class UpstreamPool:
         A connection finished its exchange cleanly (at C{now}, if the
         caller has just read the clock).
         """
-        if self._waiting and self.proxy_protocol:
-            # It speaks for another client: close it, and connection_lost
-            # opens one for the next waiter.
-            protocol.abort()
-        elif self._waiting:
-            exchange = self._next_waiter()
-            protocol.attach(exchange)
+        if self._waiting:
+            if self.proxy_protocol:
+                # It speaks for another client: close it, and connection_lost
+                # opens one for the next waiter.
+                protocol.abort()
+            else:
+                protocol.attach(self._next_waiter())
         elif len(self._idle) < self.max_idle:
             protocol.idle(now)
             self._idle.append(protocol)

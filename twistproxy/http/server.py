@@ -159,7 +159,9 @@ class HTTPServerProtocol(ClientCodec):
                     break
             if len(self._buffer) > BUFFER_LIMIT and self._state != _CLOSED:
                 self._pause(_PAUSE_BUFFER)
-            else:
+            elif self._paused & _PAUSE_BUFFER:
+                # Tested here: reading is seldom paused, and this runs on
+                # every read.
                 self._resume(_PAUSE_BUFFER)
         finally:
             self._processing = False
@@ -216,7 +218,8 @@ class HTTPServerProtocol(ClientCodec):
         self._set_timer(_W_NONE, 0)
         exchange = self._exchange = Exchange(request, self.client_address, self, self._clock.seconds())
         factory = self._factory
-        if self._answered_challenge(exchange):
+        # ACME answers and TLS identities cost no call where there are none.
+        if factory.challenges is not None and self._answered_challenge(exchange):
             return True
         if factory.redirect_port is not None:
             self._redirect(exchange, factory.redirect_port)
@@ -224,7 +227,8 @@ class HTTPServerProtocol(ClientCodec):
         if not self._allowed(exchange):
             self._answer(exchange, 503, self._keeps(exchange), [RETRY_AFTER])
             return True
-        self._identify()
+        if factory.identity_header is not None:
+            self._identify()
         factory.forwarder.forward(exchange)
         return True
 

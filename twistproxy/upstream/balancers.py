@@ -131,11 +131,8 @@ class SmoothWeightedRoundRobin:
         self._backends: List[IBackend] = list(backends)
         self._current: List[float] = [0] * len(self._backends)
 
-    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        return self.pick_other(request, ())
-
     def pick_other(
-        self, request: IRequestInfo, tried: Collection[IBackend]
+        self, request: IRequestInfo, tried: Collection[IBackend] = ()
     ) -> Optional[IBackend]:
         # A step over the backends not tried: each gains its weight and the
         # chosen one gives up their total, which leaves their sum, and the
@@ -160,6 +157,9 @@ class SmoothWeightedRoundRobin:
         current[best] = best_weight - total
         return backends[best]
 
+    # A new request is a retry with nothing tried yet: one call, not two.
+    pick = pick_other
+
     def __repr__(self) -> str:
         names = ", ".join(b.name for b in self._backends)
         return f"<SmoothWeightedRoundRobin [{names}]>"
@@ -183,11 +183,8 @@ class LeastConnections:
         self._count = len(self._backends)
         self._start = 0
 
-    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        return self.pick_other(request, ())
-
     def pick_other(
-        self, request: IRequestInfo, tried: Collection[IBackend]
+        self, request: IRequestInfo, tried: Collection[IBackend] = ()
     ) -> Optional[IBackend]:
         backends = self._backends
         count = self._count
@@ -214,6 +211,9 @@ class LeastConnections:
             return None
         self._start = best + 1 if best + 1 < count else 0
         return backends[best]
+
+    # A new request is a retry with nothing tried yet: one call, not two.
+    pick = pick_other
 
     def __repr__(self) -> str:
         names = ", ".join(b.name for b in self._backends)
@@ -250,11 +250,8 @@ class WeightedRandom(_Randomized):
 
     __slots__ = ()
 
-    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        return self.pick_other(request, ())
-
     def pick_other(
-        self, request: IRequestInfo, tried: Collection[IBackend]
+        self, request: IRequestInfo, tried: Collection[IBackend] = ()
     ) -> Optional[IBackend]:
         # Two passes rather than a list of candidates: nothing to allocate.
         backends = self._backends
@@ -276,6 +273,9 @@ class WeightedRandom(_Randomized):
                 last = backend
         # Rounding can leave a sliver at the end of the last weight.
         return last
+
+    # A new request is a retry with nothing tried yet: one call, not two.
+    pick = pick_other
 
 
 def _draw(weights: Sequence[float], left: float, skip: int) -> int:
@@ -305,11 +305,8 @@ class PowerOfTwoChoices(_Randomized):
 
     __slots__ = ()
 
-    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
-        return self.pick_other(request, ())
-
     def pick_other(
-        self, request: IRequestInfo, tried: Collection[IBackend]
+        self, request: IRequestInfo, tried: Collection[IBackend] = ()
     ) -> Optional[IBackend]:
         candidates = [b for b in self._backends if b.available and b not in tried]
         if len(candidates) < 2:
@@ -328,6 +325,9 @@ class PowerOfTwoChoices(_Randomized):
         ) * weights[second]:
             return other
         return one
+
+    # A new request is a retry with nothing tried yet: one call, not two.
+    pick = pick_other
 
 
 def pick_untried(
