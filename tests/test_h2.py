@@ -777,6 +777,23 @@ class H2Tests(SynchronousTestCase):
         self.assertNotIn(b"content-length", dict(info.headers))
         self.assertEqual(self.client.status(sid), b"200")
 
+    def test_last_body_bytes_end_the_stream(self):
+        """
+        A body's bytes are sent as they arrive, and its last ones in the
+        DATA frame that ends the stream, not in one of their own.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"hel")
+        self.assertFalse(self.client.ended(sid))
+        backend.send(b"lo")
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"hello")
+        last = self.client.of(sid, DataReceived)[-1]
+        self.assertEqual((last.data, last.stream_ended is not None), (b"lo", True))
+
     def test_sensitive_response_fields_never_indexed(self):
         """
         A backend's Authorization and short Cookie fields are sent as h2

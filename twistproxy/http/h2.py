@@ -356,7 +356,7 @@ class H2Stream(Waiting):
         "_conn", "stream_id", "exchange", "_clock", "_attached", "_body_in",
         "_body_ended", "_body_done", "_body_read", "_upstream_full",
         "_response_started", "_out", "_pending", "_out_ended", "_paused",
-        "_closed", "deadline", "_timer_kind",
+        "_closed", "deadline", "_timer_kind", "_length",
     )
 
     @property
@@ -381,6 +381,8 @@ class H2Stream(Waiting):
         self._response_started = False
         self._out: deque = deque()
         self._pending = 0
+        # The response body's declared length, or None.
+        self._length: Optional[int] = None
         self._out_ended = False
         self._paused = False
         self._closed = False
@@ -476,6 +478,7 @@ class H2Stream(Waiting):
             self._conn._send_headers(self.stream_id, fields, end_stream=True)
             self._finished()
         else:
+            self._length = length
             self._conn._send_headers(self.stream_id, fields)
 
     def response_body(self, exchange: Exchange, data: bytes) -> None:
@@ -484,7 +487,10 @@ class H2Stream(Waiting):
         exchange.body_bytes += len(data)
         self._out.append(data)
         self._pending += len(data)
-        self._send()
+        if exchange.body_bytes != self._length:
+            self._send()
+        # else the body's last bytes: response_end, which follows, sends
+        # them in the DATA frame that ends the stream (one frame, not two).
         self._update_pause()
 
     def flush(self) -> None:
