@@ -504,7 +504,9 @@ class H2Stream(Waiting):
             return
         self._out_ended = True
         self._send()
-        self._conn._flush_soon()
+        if not self._closed:
+            # Else the stream is over, and _stream_gone has written.
+            self._conn._flush_soon()
 
     def upstream_failed(self, exchange: Exchange, status: int, reason: str) -> None:
         """
@@ -723,7 +725,8 @@ class H2Stream(Waiting):
         if self._closed:
             return
         self._closed = True
-        self._set_timer(_W_NONE, 0)
+        if self._timer_kind:
+            self._set_timer(_W_NONE, 0)
         conn = self._conn
         # The connection window must not stay consumed by data nobody
         # will read.
@@ -896,7 +899,9 @@ class H2ServerProtocol(ClientCodec):
         stream._request(exchange)
         self._streams[sid] = stream
         factory.deadlines.add(stream)
-        self._set_timer(_W_NONE, 0)
+        if self._timer_kind:
+            # The connection is not idle any more.
+            self._set_timer(_W_NONE, 0)
         if error is not None:
             stream._fail(error.status, error.reason)
             if error.status == 400:
