@@ -14,9 +14,15 @@ through cProfile and the top functions and call counts per request are
 printed.  With --each, every run's figure is printed in order, with the
 requests and CPU seconds before it: under PyPy, the JIT's warm-up.
 
+With --h2, the client speaks HTTP/2 (h2c with prior knowledge) as h2load
+does: each connection carries L{PER_CONNECTION} streams, L{IN_FLIGHT} at
+once (h2load -m10), and the pooled backend connections answer them; the
+figures are per stream.  The client's bytes are encoded once, beforehand,
+so that only the proxy's work is counted.
+
 Run from a checkout with twistproxy importable::
 
-    python bench/inmemory.py [--requests 20000] [--runs 5] [--profile | --each]
+    python bench/inmemory.py [--h2] [--requests 20000] [--runs 5] [--profile | --each]
 """
 
 from __future__ import annotations
@@ -86,21 +92,135 @@ def run(proxy, backend, n: int) -> float:
     return elapsed
 
 
+# Streams sent at once on an HTTP/2 connection, each answered by its own
+# pooled backend connection.
+IN_FLIGHT = 10
+H2_REQUEST = [
+    (b":method", b"GET"), (b":path", b"/small"), (b":scheme", b"http"),
+    (b":authority", b"127.0.0.1:8080"), (b"user-agent", b"h2load"),
+    (b"accept", b"*/*"),
+]
+# What h2load asks for by default (-w 30 -W 30): windows so large that it
+# never needs to send a WINDOW_UPDATE during a run.
+H2_WINDOW = 2 ** 30 - 1
+# The client's acknowledgement of the proxy's SETTINGS.
+SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def h2_client_bytes() -> list:
+    """
+    What an HTTP/2 client sends on one connection, as one chunk per
+    L{IN_FLIGHT} streams: the preface, settings and window first, then
+    HEADERS frames only (GETs end their streams).  Every connection sends
+    the same bytes, HPACK's dynamic table included.
+    """
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.settings import SettingCodes, Settings
+
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    conn.local_settings = Settings(client=True, initial_values={
+        SettingCodes.INITIAL_WINDOW_SIZE: H2_WINDOW, SettingCodes.ENABLE_PUSH: 0,
+    })
+    conn.initiate_connection()
+    conn.increment_flow_control_window(H2_WINDOW - 65535)
+    chunks = []
+    head = conn.data_to_send() + SETTINGS_ACK
+    for _ in range(PER_CONNECTION // IN_FLIGHT):
+        for _ in range(IN_FLIGHT):
+            conn.send_headers(conn.get_next_available_stream_id(), H2_REQUEST, end_stream=True)
+        chunks.append(head + conn.data_to_send())
+        head = b""
+    return chunks
+
+
+def h2_connect(proxy, chunks):
+    """
+    An HTTP/2 client connection that has sent its first streams.
+    """
+    client = proxy.connect_client()
+    client.send(chunks[0])
+    # As a TLS transport does once ALPN has chosen: the codec reads the
+    # connection directly.
+    client.protocol = client.protocol.inner
+    return client
+
+
+def setup_h2():
+    """
+    A proxy serving HTTP/2 with prior knowledge, its L{IN_FLIGHT} pooled
+    backend connections, and the client's bytes, after one connection.
+    """
+    from twistproxy.config import Listener, ProxyConfig, Route, Server, UpstreamGroup
+    from twistproxy.testing import MemoryProxy
+
+    proxy = MemoryProxy(ProxyConfig(
+        listeners=(Listener("main", "tcp:8080", h2c=True),),
+        upstreams={"app": UpstreamGroup(
+            "app", (Server("http://127.0.0.1:8001", "http", "127.0.0.1", 8001),),
+        )},
+        routes=(Route("app"),),
+    ))
+    chunks = h2_client_bytes()
+    client = h2_connect(proxy, chunks)
+    backends = [proxy.accept_backend() for _ in range(IN_FLIGHT)]
+    for backend in backends:
+        backend.send(RESPONSE)
+    if client.received().count(b"x" * 95) != IN_FLIGHT:
+        raise SystemExit("the proxy did not forward the responses")
+    client.close()
+    for backend in backends:
+        backend.transport.clear()
+    del proxy.exchanges[:]
+    return proxy, (chunks, backends)
+
+
+def run_h2(proxy, client_and_backends, n: int) -> float:
+    """
+    CPU seconds for C{n} streams (a multiple of L{PER_CONNECTION}) through
+    C{proxy}, L{IN_FLIGHT} at a time.
+    """
+    chunks, backends = client_and_backends
+    backends = [(b.send, b.transport) for b in backends]
+    rest = chunks[1:]
+    start = time.process_time()
+    for _ in range(n // PER_CONNECTION):
+        client = h2_connect(proxy, chunks)
+        csend, ctransport = client.send, client.transport
+        for chunk in rest + [b""]:
+            for bsend, btransport in backends:
+                bsend(RESPONSE)
+                btransport.clear()
+            ctransport.clear()
+            if chunk:
+                csend(chunk)
+        client.close()
+        if len(proxy.exchanges) != PER_CONNECTION or proxy.exchanges[-1].status != 200:
+            raise SystemExit("the proxy did not answer every stream")
+        del proxy.exchanges[:]
+    elapsed = time.process_time() - start
+    if proxy.backend_attempts():
+        raise SystemExit("the proxy did not reuse its backend connections")
+    return elapsed
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--each", action="store_true", help="print every run, in order")
+    p.add_argument("--h2", action="store_true", help="HTTP/2 clients, as h2load -m10")
     args = p.parse_args(argv)
-    proxy, backend = setup()
-    run(proxy, backend, PER_CONNECTION)  # warm-up
+    prepare, measure = (setup_h2, run_h2) if args.h2 else (setup, run)
+    proxy, backend = prepare()
+    measure(proxy, backend, PER_CONNECTION)  # warm-up
     if args.profile:
         import cProfile
         import pstats
 
         profile = cProfile.Profile()
-        profile.runcall(run, proxy, backend, args.requests)
+        profile.runcall(measure, proxy, backend, args.requests)
         stats = pstats.Stats(profile)
         calls = sum(v[1] for v in stats.stats.values())
         print(f"{calls / args.requests:.0f} Python-level calls per request")
@@ -109,12 +229,12 @@ def main(argv=None) -> None:
     if args.each:
         done, cpu = PER_CONNECTION, 0.0
         for _ in range(args.runs):
-            elapsed = run(proxy, backend, args.requests)
+            elapsed = measure(proxy, backend, args.requests)
             print(f"after {done:>9,} requests, {cpu:6.2f} CPU s: "
                   f"{elapsed / args.requests * 1e6:.1f} CPU µs per request")
             done, cpu = done + args.requests, cpu + elapsed
         return
-    best = min(run(proxy, backend, args.requests) for _ in range(args.runs))
+    best = min(measure(proxy, backend, args.requests) for _ in range(args.runs))
     print(f"{best / args.requests * 1e6:.1f} CPU µs per request "
           f"(best of {args.runs} runs of {args.requests})")
 

@@ -19,6 +19,7 @@ from h2.events import (
     StreamReset,
 )
 from h2.settings import SettingCodes
+from hpack import NeverIndexedHeaderTuple
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -36,8 +37,10 @@ from twistproxy.config import (
     Server,
     UpstreamGroup,
 )
-from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _request_head
-from twistproxy.http.parser import ParseError, check_body_size, parse_request_head
+from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _plain, _request_head
+from twistproxy.http.parser import (
+    ParseError, check_body_size, parse_request_head, parse_response_head,
+)
 from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryProxy
 
@@ -773,6 +776,96 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(dict(info.headers)[b"link"], b"</s.css>")
         self.assertNotIn(b"content-length", dict(info.headers))
         self.assertEqual(self.client.status(sid), b"200")
+
+    def test_last_body_bytes_end_the_stream(self):
+        """
+        A body's bytes are sent as they arrive, and its last ones in the
+        DATA frame that ends the stream, not in one of their own.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel")
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"hel")
+        self.assertFalse(self.client.ended(sid))
+        backend.send(b"lo")
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"hello")
+        last = self.client.of(sid, DataReceived)[-1]
+        self.assertEqual((last.data, last.stream_ended is not None), (b"lo", True))
+
+    def test_sensitive_response_fields_never_indexed(self):
+        """
+        A backend's Authorization and short Cookie fields are sent as h2
+        sends them: never indexed in the client's HPACK table.
+        """
+        sid = self.client.request(_request())
+        self.proxy.accept_backend().send(
+            b"HTTP/1.1 200 OK\r\nAuthorization: Basic eDp5\r\nCookie: a=1\r\n"
+            b"X-App: yes\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.client.pump()
+        [resp] = self.client.of(sid, ResponseReceived)
+        kinds = {name: type(field) for field in resp.headers for name in field[:1]}
+        self.assertIs(kinds[b"authorization"], NeverIndexedHeaderTuple)
+        self.assertIs(kinds[b"cookie"], NeverIndexedHeaderTuple)
+        self.assertIsNot(kinds[b"x-app"], NeverIndexedHeaderTuple)
+
+    def test_unusual_response_fields_checked_by_h2(self):
+        """
+        Response fields that h2 would change or refuse (here added by a
+        cache or filter) are left to h2: connection-specific ones are
+        dropped, values stripped, and a TE other than C{trailers} resets
+        the stream.
+        """
+        sid = self.client.request(_request())
+        stream = self.client.protocol._streams[sid]
+        resp = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0")
+        stream.response_head(stream.exchange, resp, False, [
+            (b"Connection", b"close"), (b"X-Padded", b" yes "), (b"x-spaced ", b"1"),
+        ])
+        self.client.pump()
+        fields = self.client.headers(sid)
+        self.assertNotIn(b"connection", fields)
+        self.assertEqual(fields[b"x-padded"], b"yes")
+        self.assertEqual(fields[b"x-spaced"], b"1")
+        self.assertTrue(self.client.ended(sid))
+
+        sid = self.client.request(_request())
+        stream = self.client.protocol._streams[sid]
+        stream.response_head(stream.exchange, resp, False, [(b"TE", b"gzip")])
+        self.client.pump()
+        self.assertEqual(self.client.of(sid, ResponseReceived), [])
+        self.assertEqual(self.proxy.exchanges[-1].status, 200)
+        self.assertNotIn(sid, self.client.protocol._streams)
+
+
+class PlainTests(SynchronousTestCase):
+    """
+    L{_plain} tells the response fields that h2's own normalisation and
+    validation would pass unchanged from those it must see.
+    """
+
+    def test_plain(self):
+        """
+        C{:status} first, then lower-case tokens and trimmed values.
+        """
+        self.assertTrue(_plain([(b":status", b"200"), (b"x-a", b"1 2"), (b"via", b"")]))
+
+    def test_not_plain(self):
+        """
+        Anything h2 would change or refuse is not plain: a first field
+        other than C{:status}, another pseudo-header, an empty, upper-case
+        or padded name, a padded value, and the names h2 drops, refuses or
+        keeps out of the HPACK table.
+        """
+        self.assertFalse(_plain([(b"x-a", b"1"), (b"x-b", b"2")]))
+        for name, value in [
+            (b":path", b"/"), (b"", b"1"), (b"X-A", b"1"), (b" x-a", b"1"),
+            (b"x-a", b"1 "), (b"x-a", b"\t1"), (b"connection", b"close"),
+            (b"te", b"gzip"), (b"authorization", b"a"), (b"cookie", b"a=1"),
+        ]:
+            self.assertFalse(_plain([(b":status", b"200"), (name, value)]), (name, value))
 
 
 class RequestHeadTests(SynchronousTestCase):
