@@ -247,7 +247,8 @@ class CachedRoute:
         directives = _NO_DIRECTIVES
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
-        self._lookup(exchange, proceed, True, directives, names)
+        key = self.key(exchange)
+        self._get(key, self._found, exchange, proceed, key, True, directives, names)
 
     def _pass_on(self, exchange: Exchange, proceed) -> None:
         """
@@ -262,20 +263,13 @@ class CachedRoute:
 
     def key(self, exchange: Exchange) -> bytes:
         req = exchange.request
-        extra = [(n, H.field_value(req.headers, n)) for n in self._extra]
+        extra = [(n, H.field_value(req.headers, n)) for n in self._extra] if self._extra else ()
         return P.primary_key(exchange.downstream.proto, req.host, req.target, self.config.key, extra)
 
-    def _lookup(self, exchange: Exchange, proceed, may_wait: bool,
-                directives: Optional[P.Directives] = None,
-                names: Optional[List[bytes]] = None) -> None:
-        """
-        Look C{exchange} up and answer it or let it proceed; C{names} are
-        its field names lower-cased, when already known.
-        """
-        if directives is None:
-            directives = P.request_directives(exchange.request.headers)
+    def _lookup(self, exchange: Exchange, proceed, may_wait: bool) -> None:
         key = self.key(exchange)
-        self._get(key, self._found, exchange, proceed, key, may_wait, directives, names)
+        self._get(key, self._found, exchange, proceed, key, may_wait,
+                  P.request_directives(exchange.request.headers), None)
 
     def _get(self, key: bytes, then, exchange: Exchange, proceed, *args) -> None:
         """
@@ -318,9 +312,8 @@ class CachedRoute:
 
     def _decide(self, entry: Optional[Entry], exchange: Exchange, proceed, key: bytes,
                 may_wait: bool, directives: P.Directives, names, why_miss: bytes) -> None:
-        only_cached = "only-if-cached" in directives
         if entry is None:
-            if only_cached:
+            if "only-if-cached" in directives:
                 self._answer_504(exchange)
                 return
             self._miss(exchange, proceed, key, None, why_miss, may_wait)
@@ -349,7 +342,7 @@ class CachedRoute:
                 self._refresh(exchange, proceed, key, entry, fields)
             serve(exchange, exchange.sink, entry, reusable, age, status, names)
             return
-        if only_cached:
+        if "only-if-cached" in directives:
             self._answer_504(exchange)
             return
         why = b"request" if "no-cache" in directives or "max-age" in directives else b"stale"
