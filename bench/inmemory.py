@@ -20,9 +20,13 @@ once (h2load -m10), and the pooled backend connections answer them; the
 figures are per stream.  The client's bytes are encoded once, beforehand,
 so that only the proxy's work is counted.
 
+With --cache, the route has the shared memory cache on and the backend
+answers the first request only, with C{Cache-Control: max-age=3600}:
+every request after it is a cache hit, answered by the proxy itself.
+
 Run from a checkout with twistproxy importable::
 
-    python bench/inmemory.py [--h2] [--requests 20000] [--runs 5] [--profile | --each]
+    python bench/inmemory.py [--h2 | --cache] [--requests 20000] [--runs 5] [--profile | --each]
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ RESPONSE = (
     b"Connection: keep-alive\r\nETag: \"6750a0b0-5f\"\r\nAccept-Ranges: bytes\r\n\r\n"
     + b"x" * 95
 )
+# The same response, fresh for an hour: what --cache stores once.
+CACHED_RESPONSE = RESPONSE.replace(
+    b"Accept-Ranges: bytes\r\n", b"Accept-Ranges: bytes\r\nCache-Control: max-age=3600\r\n")
+# When the clock of a --cache proxy starts: the responses' Date.
+DATE = 1796569200.0
 
 
 # Requests on one client connection (wrk keeps its connections open;
@@ -48,17 +57,36 @@ RESPONSE = (
 PER_CONNECTION = 500
 
 
-def setup():
+def cached_config():
     """
-    A proxy and its pooled backend connection, after one request.
+    The configuration of L{MemoryProxy}'s quick-mode proxy, with the
+    shared memory cache on its route.
+    """
+    from dataclasses import replace
+
+    from twistproxy.config import RouteCache
+    from twistproxy.testing import MemoryProxy
+
+    config = MemoryProxy().config
+    return replace(config, routes=tuple(
+        replace(route, cache=RouteCache()) for route in config.routes))
+
+
+def setup(cache: bool = False):
+    """
+    A proxy and its pooled backend connection, after one request; with
+    C{cache}, the response to that request is stored and answers every
+    later one.
     """
     from twistproxy.testing import MemoryProxy
 
-    proxy = MemoryProxy()
+    proxy = MemoryProxy(cached_config() if cache else None)
+    if cache:
+        proxy.reactor.advance(DATE)
     client = proxy.connect_client()
     client.send(REQUEST)
     backend = proxy.accept_backend()
-    backend.send(RESPONSE)
+    backend.send(CACHED_RESPONSE if cache else RESPONSE)
     if not client.received().endswith(b"x" * 95):
         raise SystemExit("the proxy did not forward the response")
     client.close()
@@ -69,14 +97,20 @@ def setup():
 def run(proxy, backend, n: int) -> float:
     """
     CPU seconds for C{n} requests (a multiple of L{PER_CONNECTION}) through
-    C{proxy} to C{backend}.
+    C{proxy} to C{backend}; with a cache in C{proxy}, C{backend} is not
+    asked and every request is a hit.
     """
     bsend, btransport = backend.send, backend.transport
+    cached = proxy.cache is not None
     start = time.process_time()
     for _ in range(n // PER_CONNECTION):
         client = proxy.connect_client()
         csend, ctransport = client.send, client.transport
-        for _ in range(PER_CONNECTION):
+        if cached:
+            for _ in range(PER_CONNECTION):
+                csend(REQUEST)
+                ctransport.clear()
+        for _ in range(0 if cached else PER_CONNECTION):
             csend(REQUEST)
             bsend(RESPONSE)
             ctransport.clear()
@@ -89,6 +123,8 @@ def run(proxy, backend, n: int) -> float:
     elapsed = time.process_time() - start
     if proxy.backend_attempts():
         raise SystemExit("the proxy did not reuse its backend connection")
+    if proxy.cache is not None and proxy.cache.counts["hit"] < n:
+        raise SystemExit("the proxy did not answer from its cache")
     return elapsed
 
 
@@ -210,9 +246,14 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--each", action="store_true", help="print every run, in order")
-    p.add_argument("--h2", action="store_true", help="HTTP/2 clients, as h2load -m10")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--h2", action="store_true", help="HTTP/2 clients, as h2load -m10")
+    mode.add_argument("--cache", action="store_true", help="every request a cache hit")
     args = p.parse_args(argv)
-    prepare, measure = (setup_h2, run_h2) if args.h2 else (setup, run)
+    if args.h2:
+        prepare, measure = setup_h2, run_h2
+    else:
+        prepare, measure = (lambda: setup(args.cache)), run
     proxy, backend = prepare()
     measure(proxy, backend, PER_CONNECTION)  # warm-up
     if args.profile:

@@ -17,7 +17,7 @@ from twistproxy.cache.runtime import (
     PASS_TIME, Background, FetchSink, InvalidatingSink, StatusSink, TargetedSink,
 )
 from twistproxy.config import (
-    Cache, Listener, ProxyConfig, Route, RouteCache, Server, UpstreamGroup,
+    Cache, Listener, ProxyConfig, Route, RouteCache, RouteMatch, Server, UpstreamGroup,
 )
 from twistproxy.interfaces import IResponseSink
 from twistproxy.testing import MemoryPeer, MemoryProxy
@@ -1391,6 +1391,30 @@ class ConfigTests(CacheHarness):
         self.get(b"/k?utm=1", origin=response(b"k", b"Cache-Control: max-age=60"))
         self.assertEqual(body_of(self.stored(b"/k?utm=2")), b"k")
         self.get(b"/other", origin=response(b"o", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+
+    def test_routes_sharing_an_entry(self):
+        """
+        Two routes that answer the same URL reuse its stored response each
+        with its own freshness: what a hit computes once per entry is
+        computed again for the other route.
+        """
+        short = Route("app", name="short", cache=RouteCache(max_ttl=10),
+                      headers=(RouteMatch(name="x-short"),))
+        base = config()
+        self.proxy = MemoryProxy(replace(base, routes=(short,) + base.routes))
+        self.advance(START)
+        self.get(origin=response(b"v1", b"Cache-Control: max-age=60"))
+        self.advance(20)
+        self.assertEqual(body_of(self.stored()), b"v1")
+        self.get(b"/a", b"X-Short: 1", origin=response(b"v2", b"Cache-Control: max-age=60"))
+        self.assertIsNotNone(self.asked)
+        self.advance(5)
+        self.assertEqual(body_of(self.stored(b"/a", b"X-Short: 1")), b"v2")
+        self.assertEqual(body_of(self.stored()), b"v2")
+        self.advance(10)
+        self.assertEqual(body_of(self.stored()), b"v2")
+        self.get(b"/a", b"X-Short: 1", origin=response(b"v3", b"Cache-Control: max-age=60"))
         self.assertIsNotNone(self.asked)
 
     def test_disabled_route(self):

@@ -36,7 +36,7 @@ class Entry:
     """
 
     __slots__ = ("status", "reason", "headers", "body", "request_time", "response_time",
-                 "vary", "cache_fields")
+                 "vary", "cache_fields", "reusable")
 
     def __init__(self, status: int, reason: bytes, headers: List[Tuple[bytes, bytes]],
                  body: bytes, request_time: float, response_time: float,
@@ -48,8 +48,11 @@ class Entry:
         self.request_time = request_time
         self.response_time = response_time
         self.vary = tuple(vary)
-        # The parsed fields, filled in by the cache on first use.
+        # The parsed fields, and what every reuse of it shares
+        # (twistproxy.cache.runtime.Reusable), filled in by the cache on
+        # first use.
         self.cache_fields = None
+        self.reusable = None
 
     @classmethod
     def marker(cls, vary: Sequence[bytes]) -> "Entry":

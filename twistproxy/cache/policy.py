@@ -582,9 +582,7 @@ def reuse(
         it, as caches commonly do to protect origins from reload storms.
     @return: L{FRESH}, L{STALE}, L{SWR} or L{VALIDATE}.
     """
-    cc = response.cc
-    if "no-cache" in cc and not cc.field_names("no-cache"):
-        # 5.2.2.4: unqualified no-cache: always validate.
+    if always_validate(response):
         return VALIDATE
     if honour_no_cache:
         if "no-cache" in request:
@@ -610,6 +608,16 @@ def reuse(
     if swr and -fresh_left <= swr:
         return SWR
     return VALIDATE
+
+
+def always_validate(response: CacheFields) -> bool:
+    """
+    Whether the response may never be reused without validation, fresh or
+    not: an unqualified C{no-cache} (RFC 9111 5.2.2.4).  Without it, a
+    fresh response answers a request that has no cache directives.
+    """
+    cc = response.cc
+    return "no-cache" in cc and not cc.field_names("no-cache")
 
 
 def usable_on_error(response: CacheFields, lifetime: float, age: float,
@@ -793,12 +801,26 @@ def fields_to_serve(fields: Fields, response: CacheFields, age: float,
     skips), and without the targeted fields meant for this cache only
     (RFC 9213).
     """
+    return reused_fields(fields, response, targeted) + [age_field(age)]
+
+
+def reused_fields(fields: Fields, response: CacheFields,
+                  targeted: Sequence[bytes] = ()) -> List[Tuple[bytes, bytes]]:
+    """
+    L{fields_to_serve} but for C{Age}: what every reuse of a stored
+    response sends, computed once per stored response.
+    """
     drop = {b"age"}
     drop.update(targeted)
     drop.update(response.cc.field_names("no-cache") or ())
-    out = [(k, v) for k, v in fields if k.lower() not in drop]
-    out.append((b"Age", b"%d" % min(int(age), MAX_DELTA)))
-    return out
+    return [(k, v) for k, v in fields if k.lower() not in drop]
+
+
+def age_field(age: float) -> Tuple[bytes, bytes]:
+    """
+    The C{Age} field of a reused response (RFC 9111 5.1).
+    """
+    return (b"Age", b"%d" % min(int(age), MAX_DELTA))
 
 
 def not_modified_fields(fields: Fields) -> List[Tuple[bytes, bytes]]:

@@ -112,6 +112,9 @@ class HTTPCache:
         self.purge_from = TrustedProxies(purge_from)
         self.purge_enabled = bool(purge_from)
         self.pass_status = P.cache_status(self.name, False, fwd=b"uri-miss", detail=b"pass")
+        # The Cache-Status of a fresh hit up to its ttl's value, which is
+        # all that changes from one to the next: one format per hit.
+        self.hit_status = P.cache_status(self.name, True) + b"; ttl="
         self.counts: Dict[str, int] = dict.fromkeys(
             ["hit", "miss", "stale", "revalidated", "stored", "collapsed", "invalidated",
              "purged"], 0)
@@ -244,7 +247,8 @@ class CachedRoute:
         directives = _NO_DIRECTIVES
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
-        self._lookup(exchange, proceed, True, directives)
+        key = self.key(exchange)
+        self._get(key, self._found, exchange, proceed, key, True, directives, names)
 
     def _pass_on(self, exchange: Exchange, proceed) -> None:
         """
@@ -259,15 +263,13 @@ class CachedRoute:
 
     def key(self, exchange: Exchange) -> bytes:
         req = exchange.request
-        extra = [(n, H.field_value(req.headers, n)) for n in self._extra]
+        extra = [(n, H.field_value(req.headers, n)) for n in self._extra] if self._extra else ()
         return P.primary_key(exchange.downstream.proto, req.host, req.target, self.config.key, extra)
 
-    def _lookup(self, exchange: Exchange, proceed, may_wait: bool,
-                directives: Optional[P.Directives] = None) -> None:
-        if directives is None:
-            directives = P.request_directives(exchange.request.headers)
+    def _lookup(self, exchange: Exchange, proceed, may_wait: bool) -> None:
         key = self.key(exchange)
-        self._get(key, self._found, exchange, proceed, key, may_wait, directives)
+        self._get(key, self._found, exchange, proceed, key, may_wait,
+                  P.request_directives(exchange.request.headers), None)
 
     def _get(self, key: bytes, then, exchange: Exchange, proceed, *args) -> None:
         """
@@ -289,7 +291,7 @@ class CachedRoute:
             proceed(exchange)
 
     def _found(self, entry: Optional[Entry], exchange: Exchange, proceed, key: bytes,
-               may_wait: bool, directives: P.Directives) -> None:
+               may_wait: bool, directives: P.Directives, names) -> None:
         if exchange.status:
             # The client left while the store answered.
             return
@@ -299,32 +301,35 @@ class CachedRoute:
                 self._miss(exchange, proceed, key, None, b"vary-miss", may_wait)
                 return
             self._get(key + _VARIANT + variant, self._found_variant, exchange, proceed, key,
-                      may_wait, directives)
+                      may_wait, directives, names)
             return
-        self._decide(entry, exchange, proceed, key, may_wait, directives, b"uri-miss")
+        self._decide(entry, exchange, proceed, key, may_wait, directives, names, b"uri-miss")
 
-    def _found_variant(self, entry, exchange, proceed, key, may_wait, directives) -> None:
+    def _found_variant(self, entry, exchange, proceed, key, may_wait, directives, names) -> None:
         if exchange.status:
             return
-        self._decide(entry, exchange, proceed, key, may_wait, directives, b"vary-miss")
+        self._decide(entry, exchange, proceed, key, may_wait, directives, names, b"vary-miss")
 
     def _decide(self, entry: Optional[Entry], exchange: Exchange, proceed, key: bytes,
-                may_wait: bool, directives: P.Directives, why_miss: bytes) -> None:
-        only_cached = "only-if-cached" in directives
+                may_wait: bool, directives: P.Directives, names, why_miss: bytes) -> None:
         if entry is None:
-            if only_cached:
+            if "only-if-cached" in directives:
                 self._answer_504(exchange)
                 return
             self._miss(exchange, proceed, key, None, why_miss, may_wait)
             return
         cache = self.cache
-        fields = cache.fields(entry)
-        now = cache.clock.seconds()
-        lifetime = self.lifetime(entry, fields)
-        age = P.current_age(
-            P.initial_age(fields, entry.request_time, entry.response_time),
-            entry.response_time, now,
-        )
+        reusable = self.reusable(entry)
+        fields = reusable.fields
+        lifetime = reusable.lifetime
+        age = P.current_age(reusable.initial_age, entry.response_time, cache.clock.seconds())
+        if directives is _NO_DIRECTIVES and age < lifetime and not reusable.always_validate:
+            # What P.reuse answers a request without cache directives
+            # for a fresh response, without its calls: the common hit.
+            cache.counts["hit"] += 1
+            serve(exchange, exchange.sink, entry, reusable, age,
+                  b"%s%d" % (cache.hit_status, lifetime - age), names)
+            return
         verdict = P.reuse(fields, lifetime, age, directives, self._honour)
         if verdict != P.VALIDATE:
             stale = verdict != P.FRESH
@@ -335,9 +340,9 @@ class CachedRoute:
                 # Before serving: the end of this response may start the
                 # client's next request, which must find this refresh.
                 self._refresh(exchange, proceed, key, entry, fields)
-            serve(exchange, exchange.sink, entry, fields, age, status, cache.targeted)
+            serve(exchange, exchange.sink, entry, reusable, age, status, names)
             return
-        if only_cached:
+        if "only-if-cached" in directives:
             self._answer_504(exchange)
             return
         why = b"request" if "no-cache" in directives or "max-age" in directives else b"stale"
@@ -345,6 +350,16 @@ class CachedRoute:
 
     def lifetime(self, entry: Entry, fields: P.CacheFields) -> float:
         return self.lifetime_of(entry.status, fields, entry.response_time)
+
+    def reusable(self, entry: Entry) -> "Reusable":
+        """
+        What every reuse of C{entry} on this route shares, computed once
+        per entry object (and again should another route reuse it).
+        """
+        reusable = entry.reusable
+        if reusable is None or reusable.route is not self:
+            reusable = entry.reusable = Reusable(self, entry)
+        return reusable
 
     def lifetime_of(self, status: int, fields: P.CacheFields, response_time: float) -> float:
         config = self.config
@@ -518,22 +533,52 @@ class CachedRoute:
             200, [(b"Content-Type", b"application/json")], b'{"purged": %d}\n' % n, exchange.reason)))
 
 
-def serve(exchange: Exchange, sink, entry: Entry, fields: P.CacheFields, age: float,
-          status_field: bytes, targeted=(), own=()) -> None:
+class Reusable:
+    """
+    What every reuse of one stored entry on one route shares, computed on
+    the first (L{CachedRoute.reusable}) rather than on each hit.
+
+    @ivar route: The L{CachedRoute} it was computed for (the lifetime is
+        the route's).
+    @ivar fields: The entry's parsed cache fields.
+    @ivar lifetime: Its freshness lifetime.
+    @ivar initial_age: Its age when it arrived (RFC 9111 4.2.3).
+    @ivar headers: The fields it is served with, but for C{Age}.
+    @ivar always_validate: Whether it may never be reused unvalidated.
+    """
+
+    __slots__ = ("route", "fields", "lifetime", "initial_age", "headers", "always_validate")
+
+    def __init__(self, route: CachedRoute, entry: Entry):
+        cache = route.cache
+        fields = self.fields = cache.fields(entry)
+        self.route = route
+        self.lifetime = route.lifetime(entry, fields)
+        self.initial_age = P.initial_age(fields, entry.request_time, entry.response_time)
+        self.headers = P.reused_fields(entry.headers, fields, cache.targeted)
+        self.always_validate = P.always_validate(fields)
+
+
+def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float,
+          status_field: bytes, names: Optional[List[bytes]] = None, own=()) -> None:
     """
     Answer C{exchange} from a stored response: the whole of it, the head alone for
     C{HEAD}, a 304 for a matching conditional request (RFC 9110 13.2.2), or
-    a 206 or 416 for a single byte range (RFC 9110 14).  C{own} are fields
-    for this client alone, added to the stored ones.
+    a 206 or 416 for a single byte range (RFC 9110 14).  C{names} are the
+    request's field names lower-cased, when already known; C{own} are
+    fields for this client alone, added to the stored ones.
 
     No C{flush} before C{response_end}: the end sends what is pending, in
     one write, as it does for the proxy's own answers (L{respond}).
     """
     req = exchange.request
     body = entry.body
-    extra = list(own) + [(b"Cache-Status", status_field)]
-    headers = P.fields_to_serve(entry.headers, fields, age, targeted)
-    if entry.status == 200 and not _SERVE_FIELDS.isdisjoint([k.lower() for k, _ in req.headers]):
+    extra = [*own, (b"Cache-Status", status_field)]
+    headers = reusable.headers + [P.age_field(age)]
+    if names is None:
+        names = [k.lower() for k, _ in req.headers]
+    if entry.status == 200 and not _SERVE_FIELDS.isdisjoint(names):
+        fields = reusable.fields
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(exchange, head, False, extra)
@@ -762,12 +807,12 @@ class FetchSink(SinkWrapper):
                 headers, self._fields, (P.SET_COOKIE,)))
             entry = self._store(exchange, stale.status, stale.reason, merged, stale.body)
             rc.cache.counts["revalidated"] += 1
-            fields = rc.cache.fields(entry)
-            age = P.initial_age(fields, self._request_time, self._response_time)
+            reusable = rc.reusable(entry)
+            age = reusable.initial_age
             status = P.cache_status(rc.cache.name, False, fwd=self._why, fwd_status=304,
-                                    stored=True, ttl=rc.lifetime(entry, fields) - age)
-            serve(exchange, self.sink, entry, fields, age, status, rc.cache.targeted,
-                  [(k, v) for k, v in headers if k.lower() == P.SET_COOKIE])
+                                    stored=True, ttl=reusable.lifetime - age)
+            serve(exchange, self.sink, entry, reusable, age, status,
+                  own=[(k, v) for k, v in headers if k.lower() == P.SET_COOKIE])
         elif mode == _STALE:
             self._serve_stale(exchange, self._resp.status)
         elif mode == _REFUSE:
@@ -799,13 +844,13 @@ class FetchSink(SinkWrapper):
         cache = rc.cache
         self._release()
         stale = self._stale
-        fields = cache.fields(stale)
-        age = self._stale_age(fields)
+        reusable = rc.reusable(stale)
+        age = self._stale_age(reusable.fields)
         cache.counts["stale"] += 1
         field = P.cache_status(cache.name, True, fwd=b"stale", fwd_status=status,
-                               ttl=rc.lifetime(stale, fields) - age, detail=b"stale-if-error")
+                               ttl=reusable.lifetime - age, detail=b"stale-if-error")
         exchange.reason = reason or exchange.reason
-        serve(exchange, self.sink, stale, fields, age, field, cache.targeted)
+        serve(exchange, self.sink, stale, reusable, age, field)
 
     def _store(self, exchange, status: int, reason: bytes, headers, body: bytes,
                fields: Optional[P.CacheFields] = None) -> Entry:
