@@ -337,6 +337,33 @@ class RequestHeadTests(SynchronousTestCase):
         head = _forward(_req(b"Host: a", b"X-Forwarded-For: 198.51.100.1"), client_address="", trusted=True)
         self.assertEqual(_values(head, b"X-Forwarded-For"), [b"198.51.100.1"])
 
+    def test_client_lines_cached(self):
+        """
+        The forwarding fields of an untrusted client are the same whether
+        computed or taken from the cache of the last connections' ones:
+        per client address and host.  The cache is bounded, and keeps no
+        long host.
+        """
+        from twistproxy.http import headers
+
+        self.patch(headers, "_CLIENT_LINES", {})
+        self.patch(headers, "_CLIENT_LINES_MAX", 3)
+        first = _forward(_req(b"Host: a"))
+        self.assertEqual(len(headers._CLIENT_LINES), 1)
+        self.assertEqual(_forward(_req(b"Host: a")), first)
+        self.assertEqual(len(headers._CLIENT_LINES), 1)
+        other = _forward(_req(b"Host: a"), client_address="198.51.100.1")
+        self.assertEqual(_values(other, b"X-Real-IP"), [b"198.51.100.1"])
+        self.assertEqual(_values(_forward(_req(b"Host: b")), b"X-Forwarded-Host"), [b"b"])
+        self.assertEqual(len(headers._CLIENT_LINES), 3)
+        _forward(_req(b"Host: c"))
+        self.assertEqual(len(headers._CLIENT_LINES), 1)
+        long_host = b"h" * (headers._CACHED_HOST_MAX + 1)
+        head = _forward(_req(b"Host: " + long_host))
+        self.assertEqual(_values(head, b"X-Forwarded-Host"), [long_host])
+        self.assertEqual(len(headers._CLIENT_LINES), 1)
+        self.assertEqual(_forward(_req(b"Host: a")), first)
+
     def test_via(self):
         """
         Via names the client's protocol version and the pseudonym, after

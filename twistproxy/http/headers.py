@@ -70,6 +70,8 @@ class CompiledRules:
         names to remove and the names to set).
     @ivar append: Encoded lines (C{b'Name: value\\r\\n'}) to append, the
         set ones first, then the added ones; never a Host line.
+    @ivar end: What ends a head after its last line and that line's
+        CRLF: C{append}, then the empty line.
     @ivar host: The value of a C{Host} set by the rules, or C{None}.
     @ivar own: The lower-cased names of the fields the proxy would write
         itself (C{via}, C{forwarded}, C{x-forwarded-*}) that the rules
@@ -78,13 +80,16 @@ class CompiledRules:
         fields and C{drop}.
     @ivar drop_untrusted: C{drop_trusted} and the forwarding fields, which
         an untrusted client may not set.
+    @ivar special: C{drop_untrusted} and Via: the request fields that are
+        not simply passed on.
 
     @raises ValueError: when the rules set or add a framing or connection
         field (C{Content-Length}, C{Transfer-Encoding}, C{Connection}, ...),
         or add a second C{Host}.
     """
 
-    __slots__ = ("drop", "append", "host", "own", "drop_trusted", "drop_untrusted")
+    __slots__ = ("drop", "append", "host", "own", "drop_trusted", "drop_untrusted",
+                 "special", "end")
 
     def __init__(self, rules: HeaderRules):
         for name in [n for n, _ in rules.set] + [n for n, _ in rules.add]:
@@ -107,6 +112,9 @@ class CompiledRules:
         # than per message.
         self.drop_trusted = _HOP_BY_HOP | self.drop
         self.drop_untrusted = self.drop_trusted | _FORWARDING
+        # Every name request_head does more with than copy it: one set
+        # lookup per field instead of three tests.
+        self.special = self.drop_untrusted | _GENERATED
         self.host = None
         lines = []
         for n, v in list(rules.set) + list(rules.add):
@@ -115,6 +123,7 @@ class CompiledRules:
             else:
                 lines.append(b"%s: %s\r\n" % (n.encode("ascii"), v.encode("latin-1")))
         self.append = b"".join(lines)
+        self.end = self.append + b"\r\n"
 
 
 NO_RULES = CompiledRules(HeaderRules())
@@ -239,12 +248,88 @@ def _via_value(received: Optional[bytes], version: Tuple[int, int],
     return received
 
 
-def _via_line(received: Optional[bytes], version: Tuple[int, int], via: bytes) -> bytes:
+# A field line without its CRLF, as one C call: the lines of a head are
+# joined with CRLF, which costs less than formatting each line with
+# C{b"%s: %s\r\n" % field}.
+_field_line = b": ".join
+
+
+def _forwarding_lines(
+    client_address: str, proto: bytes, req_host: bytes, version: Tuple[int, int], via: bytes,
+    own: frozenset = frozenset(), xff: Optional[bytes] = None, fwd: Optional[bytes] = None,
+    xfp: Optional[bytes] = None, xfh: Optional[bytes] = None, real: Optional[bytes] = None,
+    via_in: Optional[bytes] = None,
+) -> bytes:
     """
-    The Via field to send, as L{_via_value} says, or nothing.
+    The fields that tell a backend who the client is, and Via, for
+    L{request_head}: lines joined with CRLF, without a CRLF after the
+    last, or C{b''} for none.  C{xff} to C{via_in} are what a trusted proxy
+    sent (C{None} when absent), C{own} the fields the rules write instead.
     """
-    value = _via_value(received, version, via)
-    return b"" if value is None else b"Via: %s\r\n" % value
+    lines = []
+    append = lines.append
+    # Empty when the peer has no IP address (a UNIX socket): an empty
+    # X-Forwarded-For entry would be read as a client address.
+    client = client_address.encode("ascii")
+    if b"x-forwarded-for" not in own:
+        if client:
+            append(b"X-Forwarded-For: %s" % (client if xff is None else xff + b", " + client))
+        elif xff is not None:
+            append(b"X-Forwarded-For: %s" % xff)
+    if b"x-real-ip" not in own:
+        # Only a trusted proxy's fields are still here to name the client.
+        if real is None and (fwd is not None or xff is not None):
+            named = forwarded_client(fwd, xff)
+            real = named.encode("ascii") if named is not None else None
+        real = real or client
+        if real:
+            append(b"X-Real-IP: %s" % real)
+    if b"x-forwarded-proto" not in own:
+        append(b"X-Forwarded-Proto: %s" % (xfp or proto))
+    # An HTTP/1.0 request may have no host at all: say nothing rather than
+    # an empty host, which backends would take as the host to use.
+    if b"x-forwarded-host" not in own and (xfh or req_host):
+        append(b"X-Forwarded-Host: %s" % (xfh or req_host))
+    if b"forwarded" not in own:
+        node = _forwarded_node(client_address)
+        if req_host:
+            element = b"for=%s;host=%s;proto=%s" % (node, _quote(req_host), proto)
+        else:
+            element = b"for=%s;proto=%s" % (node, proto)
+        append(b"Forwarded: %s" % (element if fwd is None else fwd + b", " + element))
+    if _VIA not in own:
+        value = _via_value(via_in, version, via)
+        if value is not None:
+            append(b"Via: %s" % value)
+    return b"\r\n".join(lines)
+
+
+# _forwarding_lines for a client that is not a trusted proxy, without
+# rules for those fields and without a Via of its own, by (client address,
+# proto, host, version, pseudonym): the same for every request on a
+# connection, so computed once rather than per request.  Clients choose
+# the host, so the cache is bounded: cleared when full, and a host longer
+# than a DNS name with a port is not kept (about 1 MB at most).
+_CLIENT_LINES: dict = {}
+_CLIENT_LINES_MAX = 1024
+_CACHED_HOST_MAX = 260
+
+
+def _client_lines(client_address: str, proto: bytes, req_host: bytes,
+                  version: Tuple[int, int], via: bytes) -> bytes:
+    """
+    L{_forwarding_lines} for a request whose client sent no forwarding
+    field and no Via that the proxy keeps, from L{_CLIENT_LINES}.
+    """
+    key = (client_address, proto, req_host, version, via)
+    lines = _CLIENT_LINES.get(key)
+    if lines is None:
+        lines = _forwarding_lines(*key)
+        if len(req_host) <= _CACHED_HOST_MAX:
+            if len(_CLIENT_LINES) >= _CLIENT_LINES_MAX:
+                _CLIENT_LINES.clear()
+            _CLIENT_LINES[key] = lines
+    return lines
 
 
 def request_head(
@@ -277,20 +362,24 @@ def request_head(
     if rules.host is not None:
         host = rules.host
     drop = rules.drop_trusted if trusted else rules.drop_untrusted
-    if identity is not None:
-        drop = drop | {identity[0].lower()}
-    if req.connection:
-        drop = drop | req.connection
-    out = [req.method, b" ", req.target if target is None else target,
-           b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    append = out.append
+    special = rules.special
+    if identity is not None or req.connection:
+        more = req.connection if identity is None else req.connection | {identity[0].lower()}
+        drop = drop | more
+        special = special | more
+    # The head's lines, joined with CRLF at the end.
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s" % (
+        req.method, req.target if target is None else target, host)]
+    append = lines.append
     xff = fwd = xfp = xfh = real = via_in = None
-    for name, value in req.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname in _FORWARDING or lname == _VIA:
-            # Repeated fields are one list (RFC 9110 5.3): merge, then extend.
+    for field in req.headers:
+        lname = field[0].lower()
+        if lname not in special:
+            append(_field_line(field))
+        elif lname not in drop:
+            # A forwarding field from a trusted proxy, or Via.  Repeated
+            # fields are one list (RFC 9110 5.3): merge, then extend.
+            value = field[1]
             if lname == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
             elif lname == b"forwarded":
@@ -303,57 +392,23 @@ def request_head(
                 real = value if real is None else real
             else:
                 via_in = value if via_in is None else via_in + b", " + value
-            continue
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
-    own = rules.own
-    # Empty when the peer has no IP address (a UNIX socket): an empty
-    # X-Forwarded-For entry would be read as a client address.
-    client = client_address.encode("ascii")
-    if not own or b"x-forwarded-for" not in own:
-        if client:
-            append(b"X-Forwarded-For: %s\r\n" % (client if xff is None else xff + b", " + client))
-        elif xff is not None:
-            append(b"X-Forwarded-For: %s\r\n" % xff)
-    if not own or b"x-real-ip" not in own:
-        # Only a trusted proxy's fields are still here to name the client.
-        if real is None and (fwd is not None or xff is not None):
-            named = forwarded_client(fwd, xff)
-            real = named.encode("ascii") if named is not None else None
-        real = real or client
-        if real:
-            append(b"X-Real-IP: %s\r\n" % real)
-    if not own or b"x-forwarded-proto" not in own:
-        append(b"X-Forwarded-Proto: %s\r\n" % (xfp or proto))
-    # An HTTP/1.0 request may have no host at all: say nothing rather than
-    # an empty host, which backends would take as the host to use.
-    if (not own or b"x-forwarded-host" not in own) and (xfh or req.host):
-        append(b"X-Forwarded-Host: %s\r\n" % (xfh or req.host))
-    if not own or b"forwarded" not in own:
-        node = _forwarded_node(client_address)
-        if req.host:
-            element = b"for=%s;host=%s;proto=%s" % (node, _quote(req.host), proto)
-        else:
-            element = b"for=%s;proto=%s" % (node, proto)
-        append(b"Forwarded: %s\r\n" % (element if fwd is None else fwd + b", " + element))
-    if not own or _VIA not in own:
-        line = _via_line(via_in, req.version, via)
-        if line:
-            append(line)
+    if trusted or rules.own or via_in is not None:
+        forwarding = _forwarding_lines(client_address, proto, req.host, req.version, via,
+                                       rules.own, xff, fwd, xfp, xfh, real, via_in)
+        if forwarding:
+            append(forwarding)
+    else:
+        append(_client_lines(client_address, proto, req.host, req.version, via))
     if req.chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked")
     elif req.content_length is not None:
-        append(b"Content-Length: %d\r\n" % req.content_length)
+        append(b"Content-Length: %d" % req.content_length)
     if req.upgrade is not None:
-        append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % req.upgrade)
+        append(b"Connection: upgrade\r\nUpgrade: %s" % req.upgrade)
     if identity is not None and identity[1] is not None:
-        append(b"%s: %s\r\n" % identity)
-    if rules.append:
-        append(rules.append)
-    append(b"\r\n")
-    return b"".join(out)
+        append(_field_line(identity))
+    append(rules.end)
+    return b"\r\n".join(lines)
 
 
 # How the body of a response is delimited towards the client.
@@ -364,8 +419,8 @@ FRAME_CLOSE = 3      # delimited by closing the connection (HTTP/1.0 client)
 
 
 def response_fields(
-    resp: ResponseHead, rules: CompiledRules, via: bytes, *, lower: bool
-) -> Tuple[List[Tuple[bytes, bytes]], Optional[bytes]]:
+    resp: ResponseHead, rules: CompiledRules, via: bytes, lower: bool
+) -> Tuple[list, Optional[bytes]]:
     """
     The backend's response fields a client gets, for L{response_head}
     (HTTP/1.1) and the HTTP/2 server alike: hop-by-hop fields (which
@@ -376,27 +431,34 @@ def response_fields(
     @param resp: The backend's response.
     @param rules: The route's response header edits.
     @param via: The pseudonym to add to Via, or C{b''}.
-    @param lower: Whether to lower-case the names (as HTTP/2 requires).
+    @param lower: C{True} for HTTP/2: (name, value) pairs, the names
+        lower-cased as HTTP/2 requires.  C{False} for L{response_head}:
+        the field lines (C{b'Name: value'}, without CRLF), made in the
+        same pass rather than in a second loop over the pairs.
 
     @return: The fields kept, in order, and the Via value to send (C{None}
         for none; also when the rules set Via themselves).
     """
     # drop_trusted is the hop-by-hop fields and the rules' removals,
-    # computed once per route rather than per response.
+    # computed once per route rather than per response; a backend's
+    # Connection usually names only those (keep-alive), and then needs no
+    # set of its own.
     drop = rules.drop_trusted
-    if resp.connection:
-        drop = drop | resp.connection
+    connection = resp.connection
+    if connection and not connection <= drop:
+        drop = drop | connection
     fields = []
     append = fields.append
     via_in = None
-    for name, value in resp.headers:
-        lname = name.lower()
+    for field in resp.headers:
+        lname = field[0].lower()
         if lname in drop:
             continue
         if lname == _VIA:
+            value = field[1]
             via_in = value if via_in is None else via_in + b", " + value
             continue
-        append((lname if lower else name, value))
+        append((lname, field[1]) if lower else _field_line(field))
     if rules.own and _VIA in rules.own:
         return fields, None
     return fields, _via_value(via_in, resp.version, via)
@@ -404,7 +466,6 @@ def response_fields(
 
 def response_head(
     resp: ResponseHead,
-    *,
     framing: int,
     keep_alive: bool,
     client_minor: int,
@@ -413,7 +474,8 @@ def response_head(
     extra: Optional[List[Tuple[bytes, bytes]]] = None,
 ) -> bytes:
     """
-    Build the head returned to a client.
+    Build the head returned to a client.  (The arguments may be passed
+    by position: on CPython a call with keywords costs more.)
 
     @param resp: The backend's response.
     @param framing: One of the C{FRAME_*} constants.
@@ -424,35 +486,32 @@ def response_head(
     @param extra: Fields to send beyond the backend's (for example the
         C{Upgrade} of a 101 response), already checked.
     """
-    fields, via_value = response_fields(resp, rules, via, lower=False)
-    out = [b"HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)]
-    append = out.append
-    for field in fields:
-        append(b"%s: %s\r\n" % field)
+    # The head's lines, joined with CRLF at the end.  (lower by position:
+    # a call with keywords costs more on CPython.)
+    lines, via_value = response_fields(resp, rules, via, False)
+    lines.insert(0, b"HTTP/1.1 %d %s" % (resp.status, resp.reason))
+    append = lines.append
     if via_value is not None:
-        append(b"Via: %s\r\n" % via_value)
+        append(b"Via: %s" % via_value)
     if extra:
-        for name, value in extra:
-            append(b"%s: %s\r\n" % (name, value))
+        lines += map(_field_line, extra)
     if framing == FRAME_LENGTH or (
         # A response to HEAD, or a 304, keeps the length a GET would have had.
         framing == FRAME_NONE
         and resp.content_length is not None
         and (resp.status == 304 or resp.status >= 200 and resp.status != 204)
     ):
-        append(b"Content-Length: %d\r\n" % resp.content_length)
+        append(b"Content-Length: %d" % resp.content_length)
     elif framing == FRAME_CHUNKED:
-        append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked")
     if not keep_alive:
-        append(b"Connection: close\r\n")
+        append(b"Connection: close")
     elif client_minor == 0:
-        append(b"Connection: keep-alive\r\n")
+        append(b"Connection: keep-alive")
     if rules.host is not None:
-        append(b"Host: %s\r\n" % rules.host)
-    if rules.append:
-        append(rules.append)
-    append(b"\r\n")
-    return b"".join(out)
+        append(b"Host: %s" % rules.host)
+    append(rules.end)
+    return b"\r\n".join(lines)
 
 
 def with_fields(resp: ResponseHead, fields: list) -> ResponseHead:
