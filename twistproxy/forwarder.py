@@ -261,16 +261,18 @@ class Forwarder:
         downstream = exchange.downstream
         if rt.rewrite is not None:
             exchange.upstream_target = rt.rewrite(req.path, req.target)
+        # By position, in request_head's order: on CPython 3.11 a call
+        # with eight keywords costs some 900 instructions more.
         return H.request_head(
             req,
-            host=req.host if rt.preserve_host and req.host else group.pools[backend].host,
-            client_address=exchange.client_address,
-            trusted=downstream.trusted,
-            proto=downstream.proto,
-            via=self._via,
-            rules=rt.request_rules if exchange.request_rules is None else exchange.request_rules,
-            identity=downstream.identity,
-            target=exchange.upstream_target,
+            req.host if rt.preserve_host and req.host else group.pools[backend].host,
+            exchange.client_address,
+            downstream.trusted,
+            downstream.proto,
+            self._via,
+            rt.request_rules if exchange.request_rules is None else exchange.request_rules,
+            downstream.identity,
+            exchange.upstream_target,
         )
 
     def failed(self, exchange: Exchange, status: int, reason: str) -> None:

@@ -334,7 +334,6 @@ def _client_lines(client_address: str, proto: bytes, req_host: bytes,
 
 def request_head(
     req: RequestHead,
-    *,
     host: bytes,
     client_address: str,
     trusted: bool,

@@ -513,7 +513,8 @@ class HTTPServerProtocol(ClientCodec):
         self._attached = False
         # A problem with the next request is answered, not cut short.
         self._response_started = False
-        self._resume(_PAUSE_UPSTREAM)
+        if self._paused:
+            self._resume(_PAUSE_UPSTREAM)
         self._factory.exchange_ended(exchange)
         if not keep:
             self._state = _CLOSED
@@ -524,7 +525,7 @@ class HTTPServerProtocol(ClientCodec):
         self._set_timer(_W_IDLE, self._factory.timeouts.idle)
         if self._buffer:
             self._process()
-        else:
+        elif self._paused:
             self._resume(_PAUSE_BUFFER)
 
     def _client_full(self, full: bool) -> None:
