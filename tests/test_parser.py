@@ -8,12 +8,14 @@ status is what the client sees and the reason is what the access log says.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from typing import List, Optional, Sequence, Tuple, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from twistproxy.http.parser import (
+    _KNOWN_NAMES,
     DECODED_PIECE,
     MAX_CHUNK_LINE,
     ChunkedDecoder,
@@ -838,6 +840,51 @@ class FieldSyntaxTests(_ParserAssertions, SynchronousTestCase):
         self.assertRequestRejected(
             _host(b"X-A: b", b"Transfer_Encoding: chunked", b"X-B: \x00"),
             400, "bad_header")
+
+
+def _outcome(parse, head: bytes):
+    """
+    What C{parse} makes of C{head}: the error's status and reason, or every
+    attribute of the head, with the field names lower-cased.
+    """
+    try:
+        parsed = parse(head)
+    except ParseError as e:
+        return (e.status, e.reason)
+    outcome = {name: getattr(parsed, name) for name in type(parsed).__slots__}
+    outcome["headers"] = [(name.lower(), value) for name, value in parsed.headers]
+    return outcome
+
+
+class KnownNameTests(SynchronousTestCase):
+    """
+    Field names the parser knows as clients write them (C{Content-Length})
+    skip the lower-casing and the name checks: a head reads the same with
+    them as with the same names in other cases.
+    """
+
+    def test_same_outcome_as_other_cases(self):
+        """
+        Every known name, in field lines well-formed or not and with values
+        that parse or not, gives the same request and response (or the same
+        error) as its swapped-case spelling, which takes the general path.
+        """
+        values = [b"5", b" 5 ", b"5, 6", b"chunked", b"gzip, chunked", b"close",
+                  b"Keep-Alive", b"upgrade", b"100-continue", b"a", b"", b"x\x00y",
+                  b"h2c"]
+        for name in _KNOWN_NAMES:
+            other = name.swapcase()
+            self.assertNotIn(other, _KNOWN_NAMES)
+            for value, separator, repeat, start in itertools.product(
+                    values, [b": ", b":", b" : ", b""], [1, 2],
+                    [b"GET / HTTP/1.1\r\nHost: a", b"HTTP/1.1 200 OK"]):
+                parse = parse_request_head if start[:1] == b"G" else parse_response_head
+                heads = [
+                    b"\r\n".join([start] + [spelling + separator + value] * repeat)
+                    for spelling in (name, other)
+                ]
+                with self.subTest(head=heads[0]):
+                    self.assertEqual(_outcome(parse, heads[0]), _outcome(parse, heads[1]))
 
 
 class ParseErrorTests(SynchronousTestCase):

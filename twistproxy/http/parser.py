@@ -91,7 +91,10 @@ FIELD_LINE = re.compile(
 # byte: bytes.translate drops the bytes allowed, in C, and what is left
 # must be nothing, once for the whole block and once for all the names
 # together.  A head that fails goes line by line to find the error.
-_FIELD_BYTES = b"\t\r\n" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# (_LINE_BYTES: what the lines may hold once the CRLFs between them are
+# gone.)
+_LINE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_FIELD_BYTES = b"\r\n" + _LINE_BYTES
 TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TOKEN_RE = re.compile(_TOKEN).fullmatch
 # Visible ASCII but no "#": a fragment is never part of a request target
@@ -108,6 +111,13 @@ _CHUNK_SIZE = re.compile(
     rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _TOKEN
     + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb'|"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"))?)*'
 ).fullmatch
+
+# Single bytes looked for with "in" as ints: on CPython 3.11 "b'_' in name"
+# first tries b'_' as an int and raises and clears a TypeError, which costs
+# ten times the search itself.
+_UNDERSCORE = ord("_")
+_COMMA = ord(",")
+_QUESTION_MARK = ord("?")
 
 _COMMON_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"])
 
@@ -238,14 +248,23 @@ class ResponseHead:
     )
 
 
-def _split_lines(head: bytes, status: int) -> List[bytes]:
+def _split_lines(head: bytes, status: int) -> Tuple[List[bytes], bool]:
+    """
+    The lines of a head, and whether all of them together hold field bytes
+    only (L{_LINE_BYTES}), which spares L{_parse_fields} its own pass over
+    the field lines.  Refuse a bare CR or LF (C{bare_cr_lf}).
+    """
     lines = head.split(b"\r\n")
+    # One pass in C over the lines joined: a CR or LF left in them is a
+    # bare one, and the usual head has nothing else to find.
+    if not b"".join(lines).translate(None, _LINE_BYTES):
+        return lines, True
     # Every CR and LF must belong to one of the CRLFs split on; any other
-    # is a bare one.  (Counting in C beats looking at each line.)
+    # is a bare one.
     pairs = len(lines) - 1
     if head.count(b"\r") != pairs or head.count(b"\n") != pairs:
         raise ParseError(status, "bare_cr_lf")
-    return lines
+    return lines, False
 
 
 def parse_content_length(values: List[bytes], status: int) -> int:
@@ -283,11 +302,12 @@ def _transfer_codings(values: List[bytes], status: int) -> List[bytes]:
 
 
 def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
-                  status: int):
+                  status: int, clean: bool):
     """
     Parse field lines in one pass, collecting the fields that decide
     framing and connection handling.  C{lines} are the field lines of
-    C{head}, which start at C{start}.  C{status} is 502 for a response.
+    C{head}, which start at C{start}; C{clean} when L{_split_lines} found
+    field bytes only.  C{status} is 502 for a response.
     """
     if len(lines) > max_count:
         raise ParseError(431 if status != 502 else 502, "too_many_headers")
@@ -302,16 +322,21 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
     upgrade = None
     expect = None
     well_formed = True
-    underscore = False
+    known = _KNOWN_NAMES.get
     for line in lines:
         name, colon, value = line.partition(b":")
         if not (colon and name):
             well_formed = False
         value = value.strip(b" \t")
         append((name, value))
-        lname = name.lower()
-        name_append(lname)
-        if lname in _SPECIAL:
+        lname = known(name)
+        if lname is None:
+            # A name to check, and to lower-case to know which field it is.
+            lname = name.lower()
+            name_append(lname)
+            if lname not in _SPECIAL:
+                continue
+        if lname:
             if lname == b"content-length":
                 lengths = (lengths or []) + [value]
             elif lname == b"transfer-encoding":
@@ -325,11 +350,10 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
                 upgrade = value if upgrade is None else upgrade + b", " + value
             else:
                 expect = (expect or []) + [value]
-        elif b"_" in lname:
-            underscore = True
-    if not well_formed or (lines and (
-            head[start:].translate(None, _FIELD_BYTES)
-            or b"".join(names).translate(None, TOKEN_BYTES))):
+    # The names not in _KNOWN_NAMES, together: one pass to check them.
+    unknown = b"".join(names)
+    if not well_formed or (not clean and head[start:].translate(None, _FIELD_BYTES)) or (
+            unknown and unknown.translate(None, TOKEN_BYTES)):
         # Line by line, to raise the error of the first bad line.
         for line in lines:
             m = FIELD_LINE(line)
@@ -338,7 +362,7 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
                     raise ParseError(status, "obs_fold")
                 raise ParseError(status, "bad_header")
             _refuse_cgi_framing(m.group(1).lower(), status)
-    if underscore:
+    if _UNDERSCORE in unknown:
         for lname in names:
             _refuse_cgi_framing(lname, status)
     return headers, lengths, codings, hosts, connection, upgrade, expect
@@ -355,6 +379,24 @@ _SPECIAL = frozenset([
     b"upgrade", b"expect",
 ])
 _UNDERSCORE_FRAMING = frozenset([b"content-length", b"transfer-encoding"])
+# Field names as common clients and servers write them, each with the
+# lower-cased name when it is one of L{_SPECIAL} (else C{b""}): for them
+# one dict lookup stands for lower(), a set lookup and the checks that
+# the name is a token without "_".
+_KNOWN_NAMES = {
+    name: name.lower() if name.lower() in _SPECIAL else b""
+    for name in [
+        b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language",
+        b"Accept-Ranges", b"Age", b"Authorization", b"Cache-Control", b"Connection",
+        b"Content-Encoding", b"Content-Length", b"Content-Type", b"Cookie", b"Date",
+        b"ETag", b"Expect", b"Expires", b"If-Modified-Since", b"If-None-Match",
+        b"Keep-Alive", b"Last-Modified", b"Location", b"Origin", b"Pragma",
+        b"Priority", b"Referer", b"Sec-Fetch-Dest", b"Sec-Fetch-Mode",
+        b"Sec-Fetch-Site", b"Sec-Fetch-User", b"Server", b"Set-Cookie",
+        b"Transfer-Encoding", b"Upgrade", b"Upgrade-Insecure-Requests", b"Vary",
+        b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Requested-With",
+    ]
+}
 
 
 def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
@@ -406,6 +448,14 @@ def _response_codings(values: List[bytes]) -> Tuple[bool, Tuple[bytes, ...]]:
     return chunked, tuple(codings)
 
 
+_NO_TOKENS = frozenset()
+# The usual Connection values and their tokens, built once.
+_COMMON_CONNECTION = {
+    value: frozenset([value.lower()])
+    for value in [b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"]
+}
+
+
 def _keep_alive(tokens: frozenset, minor: int) -> bool:
     if minor == 1:
         return b"close" not in tokens
@@ -414,8 +464,12 @@ def _keep_alive(tokens: frozenset, minor: int) -> bool:
 
 def _connection_tokens(values) -> frozenset:
     if not values:
-        return frozenset()
-    if len(values) == 1 and b"," not in values[0]:
+        return _NO_TOKENS
+    if len(values) == 1:
+        tokens = _COMMON_CONNECTION.get(values[0])
+        if tokens is not None:
+            return tokens
+    if len(values) == 1 and _COMMA not in values[0]:
         # One token (C{keep-alive}, C{close}): no generator to run.
         token = values[0].strip(b" \t").lower()
         return frozenset([token]) if token else frozenset()
@@ -434,7 +488,7 @@ def check_field_name(lname: bytes) -> None:
     Refuse C{Content_Length} and C{Transfer_Encoding} (see the module's
     docstring), given a request field's lower-cased name.
     """
-    if b"_" in lname and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING:
+    if _UNDERSCORE in lname and lname.replace(b"_", b"-") in _UNDERSCORE_FRAMING:
         raise ParseError(400, "bad_header")
 
 
@@ -515,7 +569,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
     @raises ParseError: with a 4xx/5xx status for any malformed or ambiguous
         request.
     """
-    lines = _split_lines(head, 400)
+    lines, clean = _split_lines(head, 400)
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise ParseError(400, "bad_request_line")
@@ -534,7 +588,7 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
         minor = 1 if m.group(2) != b"0" else 0
 
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
-        head, len(lines[0]) + 2, lines[1:], max_header_count, 400
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 400, clean
     )
     check_method(method, target)
     req = RequestHead()
@@ -625,7 +679,7 @@ def request_target(target: bytes, escaped_slashes: str = KEEP) -> Tuple[bytes, b
     """
     if target == b"*":
         return target, target
-    q = target.find(b"?")
+    q = target.find(b"?") if _QUESTION_MARK in target else -1
     path = target if q < 0 else target[:q]
     try:
         normal = normalize_path(path, escaped_slashes)
@@ -651,12 +705,12 @@ def parse_response_head(head: bytes, max_header_count: int = 200) -> ResponseHea
     @raises ParseError: with status 502 for any malformed or ambiguous
         response.
     """
-    lines = _split_lines(head, 502)
+    lines, clean = _split_lines(head, 502)
     m = _STATUS_LINE(lines[0])
     if m is None or m.group(1) != b"1":
         raise ParseError(502, "bad_status_line")
     headers, lengths, codings, _, connection, _, _ = _parse_fields(
-        head, len(lines[0]) + 2, lines[1:], max_header_count, 502
+        head, len(lines[0]) + 2, lines[1:], max_header_count, 502, clean
     )
     resp = ResponseHead()
     minor = 1 if m.group(2) != b"0" else 0
