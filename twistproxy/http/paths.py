@@ -109,6 +109,10 @@ def _unescape(path: bytes, escaped_slashes: str) -> bytes:
     return b"".join(out)
 
 
+_PERCENT = ord("%")
+_BACKSLASH = ord("\\")
+
+
 def normalize_path(path: bytes, escaped_slashes: str = KEEP) -> bytes:
     """
     The normal form of a request path (see the module's docstring).
@@ -117,12 +121,15 @@ def normalize_path(path: bytes, escaped_slashes: str = KEEP) -> bytes:
     @param escaped_slashes: One of L{ESCAPED_SLASHES}.
     @raises PathError: For a path the proxy refuses.
     """
-    if (b"%" not in path and b"\\" not in path and b"/." not in path
-            and b"//" not in path):
+    # Single bytes looked for as ints: on CPython 3.11 "b'%' in path" first
+    # tries b'%' as an int, and raising and clearing that TypeError costs
+    # several times the search.
+    if (_PERCENT not in path and _BACKSLASH not in path and path.find(b"/.") < 0
+            and path.find(b"//") < 0):
         return path
-    if b"\\" in path and escaped_slashes == REJECT:
+    if _BACKSLASH in path and escaped_slashes == REJECT:
         raise PathError("escaped_slash")
-    if b"%" in path:
+    if _PERCENT in path:
         path = _unescape(path, escaped_slashes)
     pieces = _SEPARATORS(path)
     out: List[bytes] = []
