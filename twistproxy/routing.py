@@ -222,6 +222,8 @@ class Router:
         made only when a route asks for them, so that a request routed by
         prefix and method alone decodes nothing.
         """
+        # The path as a string, made once and only for further conditions.
+        text = None
         for any_host, exact, suffixes, prefix, methods, more, route in self._compiled:
             if methods and method not in methods:
                 continue
@@ -241,7 +243,9 @@ class Router:
                 return route
             if host is None:
                 host = exchange.host
-            if more(host, path.decode("utf-8", "surrogatepass"), exchange):
+            if text is None:
+                text = path.decode("utf-8", "surrogatepass")
+            if more(host, text, exchange):
                 return route
         return None
 

@@ -466,13 +466,14 @@ def _connection_tokens(values) -> frozenset:
     if not values:
         return _NO_TOKENS
     if len(values) == 1:
-        tokens = _COMMON_CONNECTION.get(values[0])
+        value = values[0]
+        tokens = _COMMON_CONNECTION.get(value)
         if tokens is not None:
             return tokens
-    if len(values) == 1 and _COMMA not in values[0]:
-        # One token (C{keep-alive}, C{close}): no generator to run.
-        token = values[0].strip(b" \t").lower()
-        return frozenset([token]) if token else frozenset()
+        if _COMMA not in value:
+            # One token: no generator to run.
+            token = value.strip(b" \t").lower()
+            return frozenset([token]) if token else _NO_TOKENS
     return frozenset(
         t.strip(b" \t").lower() for v in values for t in v.split(b",") if t.strip(b" \t")
     )
