@@ -186,10 +186,9 @@ class Forwarder:
         if rt.filters is not None:
             rt.filters.run(exchange, self.consult_cache)
         elif rt.cache is not None:
-            # consult_cache's work, without a call through it: a route
-            # with neither filters nor cache goes straight on.
-            rt.cache.handle(exchange, self.proceed)
+            self.consult_cache(exchange)
         else:
+            # A route with neither filters nor cache goes straight on.
             self.proceed(exchange)
 
     def consult_cache(self, exchange: Exchange) -> None:
