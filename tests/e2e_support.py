@@ -47,7 +47,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.internet import error as _error, reactor as _reactor, task as _task
@@ -117,18 +117,38 @@ def _free(port: int) -> bool:
     return True
 
 
+# Ports this process has handed out: two picks in one test, or in two
+# tests one after the other, never get the same port.
+_GIVEN: Set[int] = set()
+
+
+def _worker_slice(low: int, high: int) -> Tuple[int, int]:
+    # "trial -jN" runs worker K in the directory _trial_temp/K, and the
+    # workers start processes at the same time: each picks from its own
+    # slice of the range, so two workers never choose the same port.
+    name = os.path.basename(os.getcwd())
+    if not name.isdigit():
+        return low, high
+    slices = 8
+    width = (high - low) // slices
+    start = low + (int(name) % slices) * width
+    return start, start + width
+
+
 def unused_port() -> int:
     """
     A loopback port that nothing is bound to, over TCP or UDP, chosen at
     random below the kernel's ephemeral range: a port from that range may
     be taken by any outgoing connection between this choice and the bind
     of the process the test starts, which on a busy machine happens
-    ("Address already in use").
+    ("Address already in use").  No port is given twice in one process,
+    and each C{trial -j} worker picks from its own slice.
     """
-    low, _ = _ephemeral_ports()
+    low, high = _worker_slice(10000, max(_ephemeral_ports()[0], 10001))
     for _ in range(200):
-        port = random.randrange(10000, max(low, 10001))
-        if _free(port):
+        port = random.randrange(low, high)
+        if port not in _GIVEN and _free(port):
+            _GIVEN.add(port)
             return port
     s = socket.socket()
     try:
