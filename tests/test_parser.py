@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twistproxy.http import parser
 from twistproxy.http.parser import (
     _KNOWN_NAMES,
     DECODED_PIECE,
@@ -885,6 +886,82 @@ class KnownNameTests(SynchronousTestCase):
                 ]
                 with self.subTest(head=heads[0]):
                     self.assertEqual(_outcome(parse, heads[0]), _outcome(parse, heads[1]))
+
+
+class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
+    """
+    Field lines a head passed with are remembered, parsed: a head reads
+    the same whether its lines are remembered or not, in a request as in
+    a response, and only valid lines are kept, in bounded memory.
+    """
+
+    def setUp(self):
+        self.lines = {}
+        self.patch(parser, "_FIELD_LINES", self.lines)
+
+    def test_same_outcome_remembered(self):
+        """
+        Every head gives the same request or response (or the same error)
+        with no line remembered, and again once the lines of every head,
+        requests' and responses' alike, have been remembered.
+        """
+        lines = [b"Host: a", b"Host: b", b"Content-Length: 5", b"Content-Length:  6 ",
+                 b"Transfer-Encoding: chunked", b"Connection: close", b"Upgrade: h2c",
+                 b"Connection: upgrade", b"Expect: 100-continue", b"Accept: */*",
+                 b"Accept:", b"Server: a\x00b", b" folded", b"X-A: b"]
+        heads = [(parse, b"\r\n".join((start,) + chosen))
+                 for parse, start in [(parse_request_head, b"POST / HTTP/1.1"),
+                                      (parse_response_head, b"HTTP/1.1 200 OK")]
+                 for chosen in itertools.permutations(lines, 2)]
+        first = [_outcome(parse, head) for parse, head in heads]
+        self.assertTrue(self.lines)
+        for (parse, head), outcome in zip(heads, first):
+            with self.subTest(head=head):
+                self.assertEqual(_outcome(parse, head), outcome)
+
+    def test_kept_from_valid_heads_only(self):
+        """
+        The lines of a head that is refused are not remembered, however
+        valid some of them are; those of a head that passes are.
+        """
+        self.assertRequestRejected(_host(b"Accept: */*", b"Server: a\x00b"), 400, "bad_header")
+        self.assertResponseRejected(_response(b"Accept: */*", b"Server"), "bad_header")
+        self.assertEqual(self.lines, {})
+        parse_request_head(_host(b"Accept: */*"))
+        self.assertEqual(sorted(self.lines), [b"Accept: */*", b"Host: a"])
+
+    def test_remembered_line_beside_bad_one(self):
+        """
+        A remembered line does not spare the other lines of a head their
+        checks: a bad line after it is refused for its own reason.
+        """
+        parse_request_head(_host(b"Accept: */*"))
+        self.assertRequestRejected(_host(b"Accept: */*", b" folded"), 400, "obs_fold")
+        self.assertRequestRejected(_host(b"Accept: */*", b"X-A: \x7f"), 400, "bad_header")
+        self.assertRequestRejected(_host(b"Accept: */*", b"Content_Length: 5"), 400, "bad_header")
+        self.assertRequestRejected(_host(b"Host: a"), 400, "duplicate_host")
+
+    def test_bounded(self):
+        """
+        At most L{parser.MAX_REMEMBERED_FIELDS} lines are kept, none longer
+        than L{parser.MAX_REMEMBERED_LINE} bytes, no line of an unknown
+        field (whose name might not be valid in the other direction), and
+        no credentials.
+        """
+        for i in range(parser.MAX_REMEMBERED_FIELDS * 2 + 10):
+            parse_request_head(_host(b"Accept: %d" % i, b"Age: %d" % i))
+            self.assertLessEqual(len(self.lines), parser.MAX_REMEMBERED_FIELDS)
+        self.lines.clear()
+        many = [b"Accept: %d" % i for i in range(parser.MAX_REMEMBERED_FIELDS + 1)]
+        parse_request_head(_host(*many), max_header_count=len(many) + 1)
+        self.assertEqual(len(self.lines), parser.MAX_REMEMBERED_FIELDS)
+        self.lines.clear()
+        long = b"Accept: " + b"a" * (parser.MAX_REMEMBERED_LINE - len(b"Accept: "))
+        parse_request_head(_host(long, long + b"a", b"Cookie: a=b", b"Authorization: x",
+                                 b"X-Unknown: 1", b"Content_Type: a"))
+        self.assertEqual(sorted(self.lines), [long, b"Host: a"])
+        parse_response_head(_response(b"Set-Cookie: a=b", b"Content_Length: 5"))
+        self.assertEqual(sorted(self.lines), [long, b"Host: a"])
 
 
 class ParseErrorTests(SynchronousTestCase):

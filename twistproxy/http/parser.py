@@ -330,33 +330,51 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
     expect = None
     well_formed = True
     known = _KNOWN_NAMES.get
+    remembered = _FIELD_LINES.get
+    fresh = None
     for line in lines:
-        name, colon, value = line.partition(b":")
-        if not (colon and name):
-            well_formed = False
-        value = value.strip(b" \t")
-        append((name, value))
-        lname = known(name)
-        if lname is None:
-            # A name to check, and to lower-case to know which field it is.
-            lname = name.lower()
-            name_append(lname)
-            if lname not in _SPECIAL:
+        entry = remembered(line)
+        if entry is not None:
+            # A line a head has passed with before: nothing to split, strip
+            # or check.
+            field, lname = entry
+            append(field)
+            if not lname:
                 continue
-        if lname:
-            if lname == b"content-length":
-                lengths = (lengths or []) + [value]
-            elif lname == b"transfer-encoding":
-                codings = (codings or []) + [value]
-            elif lname == b"host":
-                hosts = (hosts or []) + [value]
-            elif lname == b"connection":
-                connection = (connection or []) + [value]
-            elif lname == b"upgrade":
-                # Repeated fields are one list (RFC 9110 5.3).
-                upgrade = value if upgrade is None else upgrade + b", " + value
-            else:
-                expect = (expect or []) + [value]
+            value = field[1]
+        else:
+            name, colon, value = line.partition(b":")
+            if not (colon and name):
+                well_formed = False
+            value = value.strip(b" \t")
+            field = (name, value)
+            append(field)
+            lname = known(name)
+            if lname is None:
+                # A name to check, and to lower-case to know which field it is.
+                lname = name.lower()
+                name_append(lname)
+                if lname not in _SPECIAL:
+                    continue
+            elif len(line) <= MAX_REMEMBERED_LINE and name not in _UNREMEMBERED:
+                if fresh is None:
+                    fresh = []
+                fresh.append((line, (field, lname)))
+            if not lname:
+                continue
+        if lname == b"content-length":
+            lengths = (lengths or []) + [value]
+        elif lname == b"transfer-encoding":
+            codings = (codings or []) + [value]
+        elif lname == b"host":
+            hosts = (hosts or []) + [value]
+        elif lname == b"connection":
+            connection = (connection or []) + [value]
+        elif lname == b"upgrade":
+            # Repeated fields are one list (RFC 9110 5.3).
+            upgrade = value if upgrade is None else upgrade + b", " + value
+        else:
+            expect = (expect or []) + [value]
     # The names not in _KNOWN_NAMES, together: one pass to check them.
     unknown = b"".join(names)
     if not well_formed or (not clean and head[start:].translate(None, _FIELD_BYTES)) or (
@@ -372,7 +390,22 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
     if _UNDERSCORE in unknown:
         for lname in names:
             _refuse_cgi_framing(lname, status)
+    if fresh is not None:
+        _remember_fields(fresh)
     return headers, lengths, codings, hosts, connection, upgrade, expect
+
+
+def _remember_fields(fresh: List[Tuple[bytes, Tuple[Tuple[bytes, bytes], bytes]]]) -> None:
+    """
+    Keep field lines that a head has just passed with, each with its
+    (name, value) pair and its L{_KNOWN_NAMES} entry, for L{_FIELD_LINES}.
+    """
+    if len(_FIELD_LINES) + len(fresh) > MAX_REMEMBERED_FIELDS:
+        # Emptied rather than evicted one by one: the lines that recur are
+        # back after a head or two.
+        _FIELD_LINES.clear()
+        del fresh[MAX_REMEMBERED_FIELDS:]
+    _FIELD_LINES.update(fresh)
 
 
 def _refuse_cgi_framing(lname: bytes, status: int) -> None:
@@ -404,6 +437,21 @@ _KNOWN_NAMES = {
         b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Requested-With",
     ]
 }
+
+# Whole field lines that a head passed with, parsed: most lines recur from
+# one request (or response) to the next, on every connection (Host,
+# User-Agent, Accept, Server, Content-Type...), and one dict lookup stands
+# for the split, the strip and the name's lookup.  Only lines with a name
+# of _KNOWN_NAMES are kept, which are valid the same in a request as in a
+# response (no "_" in them), so that a line kept reads the same in either
+# direction; credentials are not kept, neither in memory beyond their
+# request nor as a hit that another client's timing could tell.  At most
+# MAX_REMEMBERED_FIELDS lines of MAX_REMEMBERED_LINE bytes each: the memory
+# is bounded whatever clients and backends send.
+_FIELD_LINES: dict = {}
+MAX_REMEMBERED_FIELDS = 256
+MAX_REMEMBERED_LINE = 256
+_UNREMEMBERED = frozenset([b"Authorization", b"Cookie", b"Set-Cookie"])
 
 
 def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
