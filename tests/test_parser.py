@@ -8,6 +8,7 @@ status is what the client sees and the reason is what the access log says.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import zlib
 from typing import List, Optional, Sequence, Tuple, Union
@@ -890,14 +891,17 @@ class KnownNameTests(SynchronousTestCase):
 
 class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
     """
-    Field lines a head passed with are remembered, parsed: a head reads
-    the same whether its lines are remembered or not, in a request as in
-    a response, and only valid lines are kept, in bounded memory.
+    Field lines a head passed with are remembered, parsed, and so are
+    request lines: a head reads the same whether its lines are remembered
+    or not, in a request as in a response, under every C{escaped_slashes}
+    setting, and only valid lines are kept, in bounded memory.
     """
 
     def setUp(self):
         self.lines = {}
         self.patch(parser, "_FIELD_LINES", self.lines)
+        self.request_lines = {}
+        self.patch(parser, "_REQUEST_LINES", self.request_lines)
 
     def test_same_outcome_remembered(self):
         """
@@ -943,18 +947,18 @@ class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
 
     def test_bounded(self):
         """
-        At most L{parser.MAX_REMEMBERED_FIELDS} lines are kept, none longer
+        At most L{parser.MAX_REMEMBERED} lines are kept, none longer
         than L{parser.MAX_REMEMBERED_LINE} bytes, no line of an unknown
         field (whose name might not be valid in the other direction), and
         no credentials.
         """
-        for i in range(parser.MAX_REMEMBERED_FIELDS * 2 + 10):
+        for i in range(parser.MAX_REMEMBERED * 2 + 10):
             parse_request_head(_host(b"Accept: %d" % i, b"Age: %d" % i))
-            self.assertLessEqual(len(self.lines), parser.MAX_REMEMBERED_FIELDS)
+            self.assertLessEqual(len(self.lines), parser.MAX_REMEMBERED)
         self.lines.clear()
-        many = [b"Accept: %d" % i for i in range(parser.MAX_REMEMBERED_FIELDS + 1)]
+        many = [b"Accept: %d" % i for i in range(parser.MAX_REMEMBERED + 1)]
         parse_request_head(_host(*many), max_header_count=len(many) + 1)
-        self.assertEqual(len(self.lines), parser.MAX_REMEMBERED_FIELDS)
+        self.assertEqual(len(self.lines), parser.MAX_REMEMBERED)
         self.lines.clear()
         long = b"Accept: " + b"a" * (parser.MAX_REMEMBERED_LINE - len(b"Accept: "))
         parse_request_head(_host(long, long + b"a", b"Cookie: a=b", b"Authorization: x",
@@ -962,6 +966,48 @@ class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
         self.assertEqual(sorted(self.lines), [long, b"Host: a"])
         parse_response_head(_response(b"Set-Cookie: a=b", b"Content_Length: 5"))
         self.assertEqual(sorted(self.lines), [long, b"Host: a"])
+
+    def test_request_line_same_outcome(self):
+        """
+        Every request line gives the same request (or the same error)
+        under every C{escaped_slashes} setting, remembered or not, after
+        it or any other line was read under any setting.
+        """
+        targets = [b"/", b"/a", b"/a/b/", b"*", b"/a?b", b"//a", b"/a/../b", b"/%41",
+                   b"/%2B", b"/a%2Fb", b"/a%2fb", b"/a\\b", b"/..", b"/a#b",
+                   b"http://b/c", b"http://b", b"https://b:1?c"]
+        heads = [_host(line=method + b" " + target + b" " + version)
+                 for method in [b"GET", b"OPTIONS", b"CONNECT"] for target in targets
+                 for version in [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0"]]
+        heads.append(_request(b"Host:", line=b"GET / HTTP/1.1"))
+        parses = [functools.partial(parse_request_head, escaped_slashes=setting)
+                  for setting in ["keep", "decode", "reject"]]
+
+        def outcomes():
+            return [_outcome(parse, head) for parse in parses for head in heads]
+        first = outcomes()
+        self.assertTrue(self.request_lines)
+        self.assertEqual(outcomes(), first)
+
+    def test_request_lines_kept(self):
+        """
+        A request line is remembered once read, with an origin-form (or
+        asterisk-form) target that is its own normal form and no query.
+        """
+        for target in [b"/a?b", b"/a/../b", b"/%41", b"/a%2Fb", b"http://b/c", b"//a"]:
+            parse_request_head(_host(line=b"GET " + target + b" HTTP/1.1"))
+        self.assertEqual(self.request_lines, {})
+        parse_request_head(_host(line=b"GET /a HTTP/1.0"))
+        parse_request_head(_host(line=b"OPTIONS * HTTP/1.1"))
+        self.assertEqual(self.request_lines, {
+            b"GET /a HTTP/1.0": (b"GET", b"/a", (1, 0)),
+            b"OPTIONS * HTTP/1.1": (b"OPTIONS", b"*", (1, 1))})
+        self.assertRequestRejected(_request(b"Host:", line=b"GET /b HTTP/1.1"),
+                                   400, "empty_host")
+        self.assertNotIn(b"GET /b HTTP/1.1", self.request_lines)
+        long = b"GET /" + b"a" * parser.MAX_REMEMBERED_LINE + b" HTTP/1.1"
+        parse_request_head(_host(line=long))
+        self.assertNotIn(long, self.request_lines)
 
 
 class ParseErrorTests(SynchronousTestCase):

@@ -391,21 +391,21 @@ def _parse_fields(head: bytes, start: int, lines: List[bytes], max_count: int,
         for lname in names:
             _refuse_cgi_framing(lname, status)
     if fresh is not None:
-        _remember_fields(fresh)
+        _remember(_FIELD_LINES, fresh)
     return headers, lengths, codings, hosts, connection, upgrade, expect
 
 
-def _remember_fields(fresh: List[Tuple[bytes, Tuple[Tuple[bytes, bytes], bytes]]]) -> None:
+def _remember(memo: dict, entries: list) -> None:
     """
-    Keep field lines that a head has just passed with, each with its
-    (name, value) pair and its L{_KNOWN_NAMES} entry, for L{_FIELD_LINES}.
+    Add C{entries}, (key, value) pairs, to C{memo}, which never holds more
+    than L{MAX_REMEMBERED}.
     """
-    if len(_FIELD_LINES) + len(fresh) > MAX_REMEMBERED_FIELDS:
-        # Emptied rather than evicted one by one: the lines that recur are
-        # back after a head or two.
-        _FIELD_LINES.clear()
-        del fresh[MAX_REMEMBERED_FIELDS:]
-    _FIELD_LINES.update(fresh)
+    if len(memo) + len(entries) > MAX_REMEMBERED:
+        # Emptied rather than evicted one by one: what recurs is back
+        # after a head or two.
+        memo.clear()
+        del entries[MAX_REMEMBERED:]
+    memo.update(entries)
 
 
 def _refuse_cgi_framing(lname: bytes, status: int) -> None:
@@ -446,10 +446,10 @@ _KNOWN_NAMES = {
 # response (no "_" in them), so that a line kept reads the same in either
 # direction; credentials are not kept, neither in memory beyond their
 # request nor as a hit that another client's timing could tell.  At most
-# MAX_REMEMBERED_FIELDS lines of MAX_REMEMBERED_LINE bytes each: the memory
+# MAX_REMEMBERED lines of MAX_REMEMBERED_LINE bytes each: the memory
 # is bounded whatever clients and backends send.
 _FIELD_LINES: dict = {}
-MAX_REMEMBERED_FIELDS = 256
+MAX_REMEMBERED = 256
 MAX_REMEMBERED_LINE = 256
 _UNREMEMBERED = frozenset([b"Authorization", b"Cookie", b"Set-Cookie"])
 
@@ -612,6 +612,39 @@ def check_body_size(length: Optional[int], max_body_size: int) -> None:
         raise ParseError(413, "body_too_large")
 
 
+def _request_line(line: bytes) -> Tuple[bytes, bytes, Tuple[int, int]]:
+    """
+    A request line's method, target and version; refuse one that is not
+    three parts (C{bad_request_line}), L{check_request_line}'s faults and
+    a version other than HTTP/1.x (C{unsupported_version}, 505).
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise ParseError(400, "bad_request_line")
+    method, target, version = parts
+    check_request_line(method, target)
+    # The common version is a valid one as it is: only the others need the
+    # regular expression.
+    if version == b"HTTP/1.1":
+        return method, target, (1, 1)
+    m = _VERSION(version)
+    if m is None:
+        raise ParseError(400, "bad_request_line")
+    if m.group(1) != b"1":
+        raise ParseError(505, "unsupported_version")
+    return method, target, (1, 1 if m.group(2) != b"0" else 0)
+
+
+# Request lines read before (each valid as a line: the head may have
+# failed later), whose target is in origin (or asterisk) form and is its
+# own path and normal form: such a target reads the same whatever the
+# escaped_slashes setting (none of %2F, %5C, "\\" is in it), and the
+# line's method, target and version are one dict lookup away.  So no
+# target with a query is kept: queries vary the most, and often carry
+# tokens.  Bounded as _FIELD_LINES is.
+_REQUEST_LINES: dict = {}
+
+
 def parse_request_head(head: bytes, max_header_count: int = 100,
                        escaped_slashes: str = KEEP) -> RequestHead:
     """
@@ -626,30 +659,21 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
         request.
     """
     lines, clean = _split_lines(head, 400)
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise ParseError(400, "bad_request_line")
-    method, target, version = parts
-    check_request_line(method, target)
-    # The common version is a valid one as it is: only the others need the
-    # regular expression.
-    if version == b"HTTP/1.1":
-        minor = 1
+    request_line = lines[0]
+    remembered = _REQUEST_LINES.get(request_line)
+    if remembered is None:
+        method, target, version = _request_line(request_line)
     else:
-        m = _VERSION(version)
-        if m is None:
-            raise ParseError(400, "bad_request_line")
-        if m.group(1) != b"1":
-            raise ParseError(505, "unsupported_version")
-        minor = 1 if m.group(2) != b"0" else 0
+        method, target, version = remembered
+    minor = version[1]
 
     headers, lengths, codings, hosts, connection, upgrade, expect = _parse_fields(
-        head, len(lines[0]) + 2, lines[1:], max_header_count, 400, clean
+        head, len(request_line) + 2, lines[1:], max_header_count, 400, clean
     )
     check_method(method, target)
     req = RequestHead()
     req.method = method
-    req.version = (1, minor)
+    req.version = version
     req.headers = headers
 
     host = host_field(hosts)
@@ -662,6 +686,12 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
             # No authority to route on (RFC 9110 4.2.1 forbids an empty
             # one), and none to invent.
             raise ParseError(400, "empty_host")
+        if remembered is None:
+            req.target, req.path = request_target(target, escaped_slashes)
+            if req.path == target == req.target and len(request_line) <= MAX_REMEMBERED_LINE:
+                _remember(_REQUEST_LINES, [(request_line, (method, target, version))])
+        else:
+            req.target = req.path = target
     else:
         scheme, sep, rest = target.partition(b"://")
         if not sep or scheme.lower() not in (b"http", b"https"):
@@ -678,11 +708,9 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
             raise ParseError(400, "bad_request_target")
         # An absolute-form target's authority replaces Host (RFC 9112 3.2.2).
         host = authority
-        target = path if path[:1] == b"/" else b"/" + path
-    if host is None:
-        host = b""
-    req.host = host
-    req.target, req.path = request_target(target, escaped_slashes)
+        req.target, req.path = request_target(
+            path if path[:1] == b"/" else b"/" + path, escaped_slashes)
+    req.host = b"" if host is None else host
 
     req.chunked, req.content_length = _framing(codings, lengths, minor)
     tokens = req.connection = _connection_tokens(connection)
