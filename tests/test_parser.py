@@ -902,6 +902,8 @@ class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
         self.patch(parser, "_FIELD_LINES", self.lines)
         self.request_lines = {}
         self.patch(parser, "_REQUEST_LINES", self.request_lines)
+        self.hosts = {}
+        self.patch(parser, "_HOSTS", self.hosts)
 
     def test_same_outcome_remembered(self):
         """
@@ -1008,6 +1010,22 @@ class RememberedFieldTests(_ParserAssertions, SynchronousTestCase):
         long = b"GET /" + b"a" * parser.MAX_REMEMBERED_LINE + b" HTTP/1.1"
         parse_request_head(_host(line=long))
         self.assertNotIn(long, self.request_lines)
+
+    def test_hosts(self):
+        """
+        Host values are remembered once they have matched, and a Host
+        reads the same remembered or not; a long one is not kept.
+        """
+        long = b"a" * (parser.MAX_REMEMBERED_LINE + 1)
+        hosts = [b"a", b"a:80", b"[::1]:8", b"a b", b"a:123456", b"", b"a@b", b"a:b", long]
+        heads = [_request(b"Host: " + host) for host in hosts]
+        first = [_outcome(parse_request_head, head) for head in heads]
+        self.assertEqual(sorted(self.hosts), [b"", b"[::1]:8", b"a", b"a:80"])
+        self.assertEqual([_outcome(parse_request_head, head) for head in heads], first)
+        self.assertEqual([outcome if isinstance(outcome, tuple) else outcome["host"]
+                          for outcome in first],
+                         [b"a", b"a:80", b"[::1]:8", (400, "bad_host"), (400, "bad_host"),
+                          (400, "empty_host"), (400, "bad_host"), (400, "bad_host"), long])
 
 
 class ParseErrorTests(SynchronousTestCase):
