@@ -454,6 +454,11 @@ MAX_REMEMBERED_LINE = 256
 _UNREMEMBERED = frozenset([b"Authorization", b"Cookie", b"Set-Cookie"])
 
 
+# A request without Transfer-Encoding or Content-Length: not chunked, no
+# length (what _framing says).
+_NO_FRAMING = (False, None)
+
+
 def _framing(codings, lengths, minor: int) -> Tuple[bool, Optional[int]]:
     """
     How a request's body is delimited, from its Transfer-Encoding and
@@ -722,8 +727,11 @@ def parse_request_head(head: bytes, max_header_count: int = 100,
             path if path[:1] == b"/" else b"/" + path, escaped_slashes)
     req.host = b"" if host is None else host
 
-    req.chunked, req.content_length = _framing(codings, lengths, minor)
-    tokens = req.connection = _connection_tokens(connection)
+    # Most requests have neither framing nor Connection fields: no call
+    # for them.
+    req.chunked, req.content_length = (
+        _NO_FRAMING if codings is None and lengths is None else _framing(codings, lengths, minor))
+    tokens = req.connection = _connection_tokens(connection) if connection else _NO_TOKENS
     req.keep_alive = _keep_alive(tokens, minor)
     # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
     req.upgrade = (

@@ -200,24 +200,31 @@ class HTTPServerProtocol(ClientCodec):
         if end + 4 > limits.max_head_size:
             self._reject(431, "head_too_large")
             return False
+        factory = self._factory
         try:
             request = parse_request_head(buf[:end], limits.max_header_count,
-                                         self._factory.escaped_slashes)
-            check_body_size(request.content_length, limits.max_body_size)
+                                         factory.escaped_slashes)
+            length = request.content_length
+            if length is not None:
+                check_body_size(length, limits.max_body_size)
         except ParseError as e:
             self._reject(e.status, e.reason)
             return False
         self._buffer = buf[end + 4:]
-        if request.content_length is not None:
-            self._remaining = request.content_length
-        self._decoder = ChunkedDecoder() if request.chunked else None
-        self._body_read = 0
         # _attached and _response_started are False here: as set in
         # __init__, and set back by _end_exchange before the next head.
-        self._state = _BODY if request.has_body else _WAIT
+        # (What RequestHead.has_body says, without the property's call.)
+        if request.chunked:
+            self._decoder = ChunkedDecoder()
+            self._state = _BODY
+        else:
+            self._decoder = None
+            if length is not None:
+                self._remaining = length
+            self._state = _BODY if length else _WAIT
+        self._body_read = 0
         self._set_timer(_W_NONE, 0)
         exchange = self._exchange = Exchange(request, self.client_address, self, self._clock.seconds())
-        factory = self._factory
         # ACME answers and TLS identities cost no call where there are none.
         if factory.challenges is not None and self._answered_challenge(exchange):
             return True
