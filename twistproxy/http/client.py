@@ -110,10 +110,15 @@ class UpstreamProtocol(Waiting, Protocol):
         self._state = _HEAD
         self._received = False
         self._resp = None
-        self._request_done = not exchange.request.has_body
+        req = exchange.request
+        # RequestHead.has_body, read without the property's call.
+        self._request_done = not (req.chunked or req.content_length)
         write_now(self.transport, exchange.head)
+        # The waits set in place (Waiting._set_timer's two assignments), with
+        # the clock read above: attach runs for every request.
         if self._request_done:
-            self._set_timer(_W_RESPONSE, self._wait, now)
+            self._timer_kind = _W_RESPONSE
+            self.deadline = now + self._wait
         else:
             self._set_timer(_W_NONE, 0)
         exchange.downstream.upstream_attached(exchange)
@@ -156,9 +161,12 @@ class UpstreamProtocol(Waiting, Protocol):
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
                 self._set_timer(_W_RESPONSE, self._wait)
+            exchange = self.exchange
             if self._state == _BODY and self._framing == _CODED:
                 # What was read before the pause may still hold content.
-                self._process()
+                self._read_coded(exchange)
+                if self.exchange is exchange:
+                    exchange.sink.flush()
 
     def abort(self) -> None:
         """
@@ -201,7 +209,16 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
-        self._process()
+        exchange = self.exchange
+        # A response head (after any 1xx ones), then what there is of its
+        # body.  _read_head returns False, stopping, for an incomplete
+        # head, a failure or a protocol switch: none leaves _BODY.
+        while self._state == _HEAD and self.exchange is not None and self._read_head():
+            pass
+        if self._state == _BODY and self.exchange is not None:
+            self._read_body()
+        if self.exchange is exchange and exchange is not None:
+            exchange.sink.flush()
         if self.exchange is not None and self._state != _TUNNEL:
             # More of this response is to come: its wait starts again,
             # renewed only now that the response did not end with this
@@ -249,20 +266,6 @@ class UpstreamProtocol(Waiting, Protocol):
         _failed(exchange, 502, "upstream_closed")
 
     # Response parsing
-
-    def _process(self) -> None:
-        exchange = self.exchange
-        while self.exchange is not None:
-            if self._state == _HEAD:
-                if not self._read_head():
-                    break
-            elif self._state == _BODY:
-                self._read_body()
-                break
-            else:
-                break
-        if self.exchange is exchange and exchange is not None:
-            exchange.sink.flush()
 
     def _fail(self, status: int, reason: str) -> None:
         exchange = self.exchange
@@ -460,7 +463,11 @@ class UpstreamProtocol(Waiting, Protocol):
         """
         if self._paused:
             self.pause_reading(False)
-        self._set_timer(_W_IDLE, self._timeouts.upstream_idle, now)
+        if now is None:
+            now = self._clock.seconds()
+        # Waiting._set_timer in place: this runs once per request.
+        self._timer_kind = _W_IDLE
+        self.deadline = now + self._timeouts.upstream_idle
 
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
