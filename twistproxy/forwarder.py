@@ -216,7 +216,9 @@ class Forwarder:
             respond(exchange, Answer(*made, reason=answer.reason))
             return
         group = rt.group if rt.split is None else rt.split.choose(exchange)
-        if not group.admit():
+        limit = group.config.max_requests
+        if limit and group.in_flight >= limit:
+            # Circuit breaking: no more than max_requests in flight to the group.
             exchange.sink.upstream_failed(exchange, 503, "group_overloaded")
             return
         sticky = group.config.sticky
@@ -337,7 +339,6 @@ class Forwarder:
         up, or the proxy was overloaded).
         """
         backend = exchange.backend
-        exchange.backend = None
         backend.in_flight -= 1
         group = exchange.group
         if ok is not None:
@@ -372,12 +373,19 @@ class Forwarder:
         if exchange.counted_retries:
             group.retries_in_flight -= 1
         backend = exchange.backend
-        if backend is not None:
-            reason = exchange.reason
-            # Served (no reason) is the common case: no call to say so.
-            self._done_with_backend(exchange, _verdict(reason) if reason else True)
-            # The access log still names it.
-            exchange.backend = backend
+        if backend is None:
+            return
+        reason = exchange.reason
+        if reason:
+            self._done_with_backend(exchange, _verdict(reason))
+            return
+        # Served, the common case: _done_with_backend's work for it in
+        # place, without a call.
+        backend.in_flight -= 1
+        if group.outlier is not None:
+            group.report(backend, True, exchange.status)
+        if backend.draining:
+            group.check_drained(backend)
 
     def close(self) -> None:
         for group in self.groups.values():
