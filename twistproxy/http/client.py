@@ -294,7 +294,13 @@ class UpstreamProtocol(Waiting, Protocol):
                 # 100 Continue was already answered by the proxy itself.
                 exchange.sink.informational(exchange, resp)
             return True
-        has_body = response_has_body(status, exchange.request.method)
+        method = exchange.request.method
+        if status == 200 and method == b"GET":
+            # Most responses: they have a body by every rule of
+            # response_has_body, and need no call to say so.
+            has_body = True
+        else:
+            has_body = response_has_body(status, method)
         if not has_body:
             self._remaining = 0
             self._framing = _LENGTH
