@@ -132,16 +132,17 @@ class Forwarder:
         @param rng: The C{random.Random} of split routes' choices for
             requests without a stickiness key (C{None}: a fresh one).
         """
-        self._router = Router(routes, client_ip)
-        self._routes = {
-            id(r): RouteRuntime(
+        self._routes = [
+            RouteRuntime(
                 r, groups.get(r.upstream), f"routes[{i}]", reactor, cache,
                 Splitter([(groups[s.upstream], s.weight) for s in r.split], r.sticky,
                          client_ip, rng) if r.split else None,
                 Mirror(r.mirror, groups[r.mirror.upstream], self._head, rng)
                 if r.mirror is not None else None)
             for i, r in enumerate(routes)
-        }
+        ]
+        # It finds each request's prepared route itself.
+        self._router = Router(routes, client_ip, self._routes)
         self.groups = groups
         self._via = via.encode("ascii")
 
@@ -150,7 +151,7 @@ class Forwarder:
         """
         The mirrors of the routes that have one, by route name.
         """
-        return {rt.route.name: rt.mirror for rt in self._routes.values()
+        return {rt.route.name: rt.mirror for rt in self._routes
                 if rt.mirror is not None}
 
     def forward(self, exchange: Exchange) -> None:
@@ -175,12 +176,12 @@ class Forwarder:
         """
         req = exchange.request
         method = req.method
-        route = self._router.match_request(req.path, method, exchange)
-        if route is None:
+        rt = self._router.match_request(req.path, method, exchange)
+        if rt is None:
             exchange.sink.upstream_failed(exchange, 404, "no_route")
             return
-        exchange.route = rt = self._routes[id(route)]
-        if method == b"TRACE" and not route.allow_trace:
+        exchange.route = rt
+        if method == b"TRACE" and not rt.route.allow_trace:
             exchange.sink.upstream_failed(exchange, 405, "trace_refused")
             return
         if rt.filters is not None:
@@ -390,6 +391,6 @@ class Forwarder:
     def close(self) -> None:
         for group in self.groups.values():
             group.stop()
-        for rt in self._routes.values():
+        for rt in self._routes:
             if rt.filters is not None:
                 rt.filters.close()
