@@ -216,7 +216,25 @@ class UpstreamProtocol(Waiting, Protocol):
         while self._state == _HEAD and self.exchange is not None and self._read_head():
             pass
         if self._state == _BODY and self.exchange is not None:
-            self._read_body()
+            if self._framing != _LENGTH:
+                self._read_body()
+            else:
+                # A body of known length, the usual one, read here rather
+                # than in one more call per response (for the exchange the
+                # read began with: only _finish hands the connection on).
+                buf = self._buffer
+                n = self._remaining
+                if len(buf) > n:
+                    # More than the body: the connection is not reused.
+                    self._buffer = buf[n:]
+                    buf = buf[:n]
+                else:
+                    self._buffer = b""
+                self._remaining = n - len(buf)
+                if buf:
+                    exchange.sink.response_body(exchange, buf)
+                if not self._remaining:
+                    self._finish(exchange)
         if self.exchange is exchange and exchange is not None:
             exchange.sink.flush()
         if self.exchange is not None and self._state != _TUNNEL:
@@ -322,27 +340,15 @@ class UpstreamProtocol(Waiting, Protocol):
         return True
 
     def _read_body(self) -> None:
+        """
+        Read what arrived of a body that is chunked, coded or delimited by
+        the backend closing (dataReceived reads one of known length).
+        """
         exchange = self.exchange
         buf = self._buffer
         sink = exchange.sink
         framing = self._framing
-        if framing == _LENGTH:
-            n = self._remaining
-            if len(buf) <= n:
-                self._buffer = b""
-                self._remaining = n - len(buf)
-                if buf:
-                    sink.response_body(exchange, buf)
-                if self._remaining:
-                    return
-                self._finish(exchange)
-            else:
-                self._buffer = buf[n:]
-                self._remaining = 0
-                if n:
-                    sink.response_body(exchange, buf[:n])
-                self._finish(exchange)
-        elif framing == _CHUNKED:
+        if framing == _CHUNKED:
             if not buf:
                 return
             try:
@@ -461,19 +467,6 @@ class UpstreamProtocol(Waiting, Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.downstream.upstream_full(full)
-
-    def idle(self, now: Optional[float] = None) -> None:
-        """
-        The connection was put back in the pool, at C{now} if the caller
-        has just read the clock.
-        """
-        if self._paused:
-            self.pause_reading(False)
-        if now is None:
-            now = self._clock.seconds()
-        # Waiting._set_timer in place: this runs once per request.
-        self._timer_kind = _W_IDLE
-        self.deadline = now + self._timeouts.upstream_idle
 
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
@@ -595,7 +588,14 @@ class UpstreamPool:
             else:
                 protocol.attach(self._next_waiter())
         elif len(self._idle) < self.max_idle:
-            protocol.idle(now)
+            # It waits here for upstream_idle at most, its wait set in
+            # place rather than by a call (this runs once per request).
+            if protocol._paused:
+                protocol.pause_reading(False)
+            if now is None:
+                now = self.reactor.seconds()
+            protocol._timer_kind = _W_IDLE
+            protocol.deadline = now + self.timeouts.upstream_idle
             self._idle.append(protocol)
         else:
             protocol.abort()
