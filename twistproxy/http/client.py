@@ -209,13 +209,14 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
+        # While the state is _HEAD or _BODY there is an exchange.
         exchange = self.exchange
         # A response head (after any 1xx ones), then what there is of its
         # body.  _read_head returns False, stopping, for an incomplete
         # head, a failure or a protocol switch: none leaves _BODY.
-        while self._state == _HEAD and self.exchange is not None and self._read_head():
+        while self._state == _HEAD and self._read_head():
             pass
-        if self._state == _BODY and self.exchange is not None:
+        if self._state == _BODY:
             if self._framing != _LENGTH:
                 self._read_body()
             else:
@@ -224,18 +225,20 @@ class UpstreamProtocol(Waiting, Protocol):
                 # read began with: only _finish hands the connection on).
                 buf = self._buffer
                 n = self._remaining
-                if len(buf) > n:
+                extra = len(buf) - n
+                if extra > 0:
                     # More than the body: the connection is not reused.
                     self._buffer = buf[n:]
                     buf = buf[:n]
+                    self._remaining = 0
                 else:
                     self._buffer = b""
-                self._remaining = n - len(buf)
+                    self._remaining = -extra
                 if buf:
                     exchange.sink.response_body(exchange, buf)
                 if not self._remaining:
                     self._finish(exchange)
-        if self.exchange is exchange and exchange is not None:
+        if self.exchange is exchange:
             exchange.sink.flush()
         if self.exchange is not None and self._state != _TUNNEL:
             # More of this response is to come: its wait starts again,
