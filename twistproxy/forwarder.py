@@ -154,26 +154,26 @@ class Forwarder:
         return {rt.route.name: rt.mirror for rt in self._routes
                 if rt.mirror is not None}
 
-    def forward(self, exchange: Exchange) -> None:
+    def forward(self, exchange: Exchange, filtered: bool = False) -> None:
         """
         Take a new request: its listener's filters (the client codec's
-        C{filters}), then routing.
-        """
-        filters = exchange.downstream.filters
-        if filters is not None:
-            filters.run(exchange, self.route)
-            return
-        self.route(exchange)
-
-    def route(self, exchange: Exchange) -> None:
-        """
-        Find C{exchange}'s route (on the normalised path); run the route's
-        filters, then L{consult_cache}.  A C{TRACE} is answered 405 unless
-        its route allows it: it would echo the request, cookies and
+        C{filters}); then find its route (on the normalised path), run the
+        route's filters, then L{consult_cache}.  A C{TRACE} is answered 405
+        unless its route allows it: it would echo the request, cookies and
         credentials included, to whatever script sent it.  (Without
         C{Allow}: which methods the backend takes is the backend's to
         say.)
+
+        @param filtered: Whether the listener's filters have let it through
+            already (their way back, L{_filtered}).  One method for both
+            steps: a request of a listener without filters is routed
+            without another call.
         """
+        if not filtered:
+            filters = exchange.downstream.filters
+            if filters is not None:
+                filters.run(exchange, self._filtered)
+                return
         req = exchange.request
         method = req.method
         rt = self._router.match_request(req.path, method, exchange)
@@ -191,6 +191,10 @@ class Forwarder:
         else:
             # A route with neither filters nor cache goes straight on.
             self.proceed(exchange)
+
+    def _filtered(self, exchange: Exchange) -> None:
+        # The listener's filters let exchange through: on to routing.
+        self.forward(exchange, True)
 
     def consult_cache(self, exchange: Exchange) -> None:
         """
