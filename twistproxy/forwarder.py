@@ -221,12 +221,13 @@ class Forwarder:
             respond(exchange, Answer(*made, reason=answer.reason))
             return
         group = rt.group if rt.split is None else rt.split.choose(exchange)
-        limit = group.config.max_requests
+        config = group.config
+        limit = config.max_requests
         if limit and group.in_flight >= limit:
             # Circuit breaking: no more than max_requests in flight to the group.
             exchange.sink.upstream_failed(exchange, 503, "group_overloaded")
             return
-        sticky = group.config.sticky
+        sticky = config.sticky
         backend = None
         if sticky is not None:
             backend = exchange.pinned = group.sticky_backend(exchange.cookie(sticky.cookie))

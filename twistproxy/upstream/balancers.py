@@ -189,7 +189,10 @@ class OnlyBackend:
             return backend
         return None
 
-    pick = pick_other
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        # pick_other with nothing tried, without its test.
+        backend = self._backend
+        return backend if backend.available else None
 
     def __repr__(self) -> str:
         return f"<OnlyBackend {self._backend.name}>"
