@@ -24,6 +24,7 @@ from twistproxy.interfaces import (
     IBalancer,
     IBalancerFactory,
     IRequestInfo,
+    IRetryBalancer,
 )
 from twistproxy.plugins import twistproxy_builtins
 from twistproxy.testing import BalancerContractMixin, FakeRequestInfo
@@ -36,6 +37,7 @@ from twistproxy.upstream.balancers import (
     LeastConnectionsFactory,
     Maglev,
     MaglevFactory,
+    OnlyBackend,
     PowerOfTwoChoices,
     PowerOfTwoChoicesFactory,
     RandomFactory,
@@ -1373,6 +1375,25 @@ class BuiltinFactoriesTests(SynchronousTestCase):
             balancer = build_balancer(name, backends, {}, "upstreams.api")
             self.assertIsInstance(balancer, cls)
             self.assertIn(balancer.pick(FakeRequestInfo()), backends)
+
+    def test_one_backend(self) -> None:
+        """
+        Over a single backend, C{round_robin} and C{least_connections}
+        build an L{OnlyBackend}, which picks it while it is available and
+        not tried, and provides L{IRetryBalancer}.
+        """
+        request = FakeRequestInfo()
+        for name in ("round_robin", "least_connections"):
+            [backend] = _backends(2)
+            balancer = build_balancer(name, [backend], {}, "upstreams.api")
+            self.assertIsInstance(balancer, OnlyBackend)
+            self.assertTrue(verifyObject(IRetryBalancer, balancer))
+            self.assertEqual(repr(balancer), "<OnlyBackend a>")
+            self.assertIs(balancer.pick(request), backend)
+            self.assertIs(balancer.pick_other(request, []), backend)
+            self.assertIsNone(balancer.pick_other(request, [backend]))
+            backend.available = False
+            self.assertIsNone(balancer.pick(request))
 
     def test_unknown_options(self) -> None:
         """

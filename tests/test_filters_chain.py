@@ -578,7 +578,7 @@ filters = [{ name = "tests.test_filters_chain.closable", label = "%s" }]
         self._write("route-2")
         self.assertEqual(self.service.reload(), [])
         self.assertEqual(Closable.closed, ["route-1"])
-        labels = [rt.filters.filters[0].label for rt in self.service.forwarder._routes.values()]
+        labels = [rt.filters.filters[0].label for rt in self.service.forwarder._routes]
         self.assertEqual(labels, ["route-2"])
 
     def test_stop_closes_all(self):

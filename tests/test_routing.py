@@ -267,6 +267,20 @@ class OrderTests(SynchronousTestCase):
         self.assertIsNone(router.match("b.test", "/", "GET"))
         self.assertIsNone(Router([]).match("b.test", "/", "GET"))
 
+    def test_values(self) -> None:
+        """
+        Given C{values}, a match returns the matching route's value, in
+        the routes' order, in place of the route; still C{None} for no
+        match.
+        """
+        api = Route(upstream="api", path_prefix="/api")
+        default = Route(upstream="web")
+        router = Router([api, default], values=["api value", "web value"])
+        self.assertEqual(router.match("h", "/api/x", "GET"), "api value")
+        self.assertEqual(router.match("h", "/x", "GET"), "web value")
+        self.assertEqual(router.match_request(b"/api", b"GET", None, "h"), "api value")
+        self.assertIsNone(Router([api], values=["api value"]).match("h", "/x", "GET"))
+
     def test_routes_attribute(self) -> None:
         """
         The router keeps its routes, in order, as a tuple.

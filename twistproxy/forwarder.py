@@ -132,16 +132,17 @@ class Forwarder:
         @param rng: The C{random.Random} of split routes' choices for
             requests without a stickiness key (C{None}: a fresh one).
         """
-        self._router = Router(routes, client_ip)
-        self._routes = {
-            id(r): RouteRuntime(
+        self._routes = [
+            RouteRuntime(
                 r, groups.get(r.upstream), f"routes[{i}]", reactor, cache,
                 Splitter([(groups[s.upstream], s.weight) for s in r.split], r.sticky,
                          client_ip, rng) if r.split else None,
                 Mirror(r.mirror, groups[r.mirror.upstream], self._head, rng)
                 if r.mirror is not None else None)
             for i, r in enumerate(routes)
-        }
+        ]
+        # It finds each request's prepared route itself.
+        self._router = Router(routes, client_ip, self._routes)
         self.groups = groups
         self._via = via.encode("ascii")
 
@@ -150,37 +151,37 @@ class Forwarder:
         """
         The mirrors of the routes that have one, by route name.
         """
-        return {rt.route.name: rt.mirror for rt in self._routes.values()
+        return {rt.route.name: rt.mirror for rt in self._routes
                 if rt.mirror is not None}
 
-    def forward(self, exchange: Exchange) -> None:
+    def forward(self, exchange: Exchange, filtered: bool = False) -> None:
         """
         Take a new request: its listener's filters (the client codec's
-        C{filters}), then routing.
-        """
-        filters = exchange.downstream.filters
-        if filters is not None:
-            filters.run(exchange, self.route)
-            return
-        self.route(exchange)
-
-    def route(self, exchange: Exchange) -> None:
-        """
-        Find C{exchange}'s route (on the normalised path); run the route's
-        filters, then L{consult_cache}.  A C{TRACE} is answered 405 unless
-        its route allows it: it would echo the request, cookies and
+        C{filters}); then find its route (on the normalised path), run the
+        route's filters, then L{consult_cache}.  A C{TRACE} is answered 405
+        unless its route allows it: it would echo the request, cookies and
         credentials included, to whatever script sent it.  (Without
         C{Allow}: which methods the backend takes is the backend's to
         say.)
+
+        @param filtered: Whether the listener's filters have let it through
+            already (their way back, L{_filtered}).  One method for both
+            steps: a request of a listener without filters is routed
+            without another call.
         """
+        if not filtered:
+            filters = exchange.downstream.filters
+            if filters is not None:
+                filters.run(exchange, self._filtered)
+                return
         req = exchange.request
         method = req.method
-        route = self._router.match_request(req.path, method, exchange)
-        if route is None:
+        rt = self._router.match_request(req.path, method, exchange)
+        if rt is None:
             exchange.sink.upstream_failed(exchange, 404, "no_route")
             return
-        exchange.route = rt = self._routes[id(route)]
-        if method == b"TRACE" and not route.allow_trace:
+        exchange.route = rt
+        if method == b"TRACE" and not rt.route.allow_trace:
             exchange.sink.upstream_failed(exchange, 405, "trace_refused")
             return
         if rt.filters is not None:
@@ -190,6 +191,10 @@ class Forwarder:
         else:
             # A route with neither filters nor cache goes straight on.
             self.proceed(exchange)
+
+    def _filtered(self, exchange: Exchange) -> None:
+        # The listener's filters let exchange through: on to routing.
+        self.forward(exchange, True)
 
     def consult_cache(self, exchange: Exchange) -> None:
         """
@@ -216,10 +221,13 @@ class Forwarder:
             respond(exchange, Answer(*made, reason=answer.reason))
             return
         group = rt.group if rt.split is None else rt.split.choose(exchange)
-        if not group.admit():
+        config = group.config
+        limit = config.max_requests
+        if limit and group.in_flight >= limit:
+            # Circuit breaking: no more than max_requests in flight to the group.
             exchange.sink.upstream_failed(exchange, 503, "group_overloaded")
             return
-        sticky = group.config.sticky
+        sticky = config.sticky
         backend = None
         if sticky is not None:
             backend = exchange.pinned = group.sticky_backend(exchange.cookie(sticky.cookie))
@@ -337,7 +345,6 @@ class Forwarder:
         up, or the proxy was overloaded).
         """
         backend = exchange.backend
-        exchange.backend = None
         backend.in_flight -= 1
         group = exchange.group
         if ok is not None:
@@ -372,16 +379,23 @@ class Forwarder:
         if exchange.counted_retries:
             group.retries_in_flight -= 1
         backend = exchange.backend
-        if backend is not None:
-            reason = exchange.reason
-            # Served (no reason) is the common case: no call to say so.
-            self._done_with_backend(exchange, _verdict(reason) if reason else True)
-            # The access log still names it.
-            exchange.backend = backend
+        if backend is None:
+            return
+        reason = exchange.reason
+        if reason:
+            self._done_with_backend(exchange, _verdict(reason))
+            return
+        # Served, the common case: _done_with_backend's work for it in
+        # place, without a call.
+        backend.in_flight -= 1
+        if group.outlier is not None:
+            group.report(backend, True, exchange.status)
+        if backend.draining:
+            group.check_drained(backend)
 
     def close(self) -> None:
         for group in self.groups.values():
             group.stop()
-        for rt in self._routes.values():
+        for rt in self._routes:
             if rt.filters is not None:
                 rt.filters.close()

@@ -145,11 +145,11 @@ def _peer(exchange: Any) -> str:
 
 
 # One compiled route: (any_host, exact_hosts, wildcard_suffixes, path_prefix,
-# methods, conditions or None, route).  A plain tuple unpacks faster than
-# attribute lookups.  The prefix and the methods are bytes, as the parser
-# gives a request's path and method: nothing is decoded for them.
+# methods, conditions or None, what a match returns).  A plain tuple unpacks
+# faster than attribute lookups.  The prefix and the methods are bytes, as
+# the parser gives a request's path and method: nothing is decoded for them.
 _Compiled = Tuple[
-    bool, FrozenSet[str], Tuple[str, ...], bytes, FrozenSet[bytes], Optional[_Conditions], Route
+    bool, FrozenSet[str], Tuple[str, ...], bytes, FrozenSet[bytes], Optional[_Conditions], Any
 ]
 
 
@@ -159,7 +159,7 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
+def _compile(route: Route, client: Callable[[Any], str], value: Any) -> _Compiled:
     exact = set()
     suffixes = []
     for pattern in route.hosts:
@@ -177,7 +177,7 @@ def _compile(route: Route, client: Callable[[Any], str]) -> _Compiled:
         _utf8(route.path_prefix),
         frozenset(_utf8(m) for m in route.methods),
         _Conditions(route, client) if route.has_conditions else None,
-        route,
+        value,
     )
 
 
@@ -191,13 +191,19 @@ class Router:
     __slots__ = ("routes", "_compiled")
 
     def __init__(self, routes: Sequence[Route],
-                 client: Callable[[Any], str] = _peer) -> None:
+                 client: Callable[[Any], str] = _peer,
+                 values: Optional[Sequence[Any]] = None) -> None:
         """
         @param client: Gives a request's client address, for C{networks}
             (the forwarder's goes through the trusted proxies).
+        @param values: What a match returns for each route, in order, in
+            place of the route itself (the forwarder's prepared routes: no
+            second lookup per request).
         """
         self.routes: Tuple[Route, ...] = tuple(routes)
-        self._compiled: List[_Compiled] = [_compile(r, client) for r in self.routes]
+        self._compiled: List[_Compiled] = [
+            _compile(r, client, v)
+            for r, v in zip(self.routes, self.routes if values is None else values)]
 
     def match(self, host: str, path: str, method: str, exchange: Any = None) -> Optional[Route]:
         """
@@ -209,13 +215,14 @@ class Router:
         @param exchange: The request (an L{twistproxy.interfaces.IRequestView}),
             which routes with header, query, cookie or network conditions
             look at.
-        @return: The first matching route, or C{None} when none matches
-            (which the proxy answers with 404 Not Found).
+        @return: The first matching route (or its value, given C{values}),
+            or C{None} when none matches (which the proxy answers with 404
+            Not Found).
         """
         return self.match_request(_utf8(path), _utf8(method), exchange, host)
 
     def match_request(self, path: bytes, method: bytes, exchange: Any,
-                      host: Optional[str] = None) -> Optional[Route]:
+                      host: Optional[str] = None) -> Any:
         """
         L{match} for a request as parsed: its path and method as bytes, its
         host (C{None}: read from C{exchange.host}) and the path as a string
@@ -224,7 +231,7 @@ class Router:
         """
         # The path as a string, made once and only for further conditions.
         text = None
-        for any_host, exact, suffixes, prefix, methods, more, route in self._compiled:
+        for any_host, exact, suffixes, prefix, methods, more, value in self._compiled:
             if methods and method not in methods:
                 continue
             if not path.startswith(prefix):
@@ -240,13 +247,13 @@ class Router:
                     else:
                         continue
             if more is None:
-                return route
+                return value
             if host is None:
                 host = exchange.host
             if text is None:
                 text = path.decode("utf-8", "surrogatepass")
             if more(host, text, exchange):
-                return route
+                return value
         return None
 
     def __repr__(self) -> str:

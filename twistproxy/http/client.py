@@ -110,10 +110,15 @@ class UpstreamProtocol(Waiting, Protocol):
         self._state = _HEAD
         self._received = False
         self._resp = None
-        self._request_done = not exchange.request.has_body
+        req = exchange.request
+        # RequestHead.has_body, read without the property's call.
+        self._request_done = not (req.chunked or req.content_length)
         write_now(self.transport, exchange.head)
+        # The waits set in place (Waiting._set_timer's two assignments), with
+        # the clock read above: attach runs for every request.
         if self._request_done:
-            self._set_timer(_W_RESPONSE, self._wait, now)
+            self._timer_kind = _W_RESPONSE
+            self.deadline = now + self._wait
         else:
             self._set_timer(_W_NONE, 0)
         exchange.downstream.upstream_attached(exchange)
@@ -156,9 +161,12 @@ class UpstreamProtocol(Waiting, Protocol):
             self.transport.resumeProducing()
             if self._state in (_HEAD, _BODY) and self._request_done:
                 self._set_timer(_W_RESPONSE, self._wait)
+            exchange = self.exchange
             if self._state == _BODY and self._framing == _CODED:
                 # What was read before the pause may still hold content.
-                self._process()
+                self._read_coded(exchange)
+                if self.exchange is exchange:
+                    exchange.sink.flush()
 
     def abort(self) -> None:
         """
@@ -201,7 +209,37 @@ class UpstreamProtocol(Waiting, Protocol):
             self._buffer += data
         else:
             self._buffer = data
-        self._process()
+        # While the state is _HEAD or _BODY there is an exchange.
+        exchange = self.exchange
+        # A response head (after any 1xx ones), then what there is of its
+        # body.  _read_head returns False, stopping, for an incomplete
+        # head, a failure or a protocol switch: none leaves _BODY.
+        while self._state == _HEAD and self._read_head():
+            pass
+        if self._state == _BODY:
+            if self._framing != _LENGTH:
+                self._read_body()
+            else:
+                # A body of known length, the usual one, read here rather
+                # than in one more call per response (for the exchange the
+                # read began with: only _finish hands the connection on).
+                buf = self._buffer
+                n = self._remaining
+                extra = len(buf) - n
+                if extra > 0:
+                    # More than the body: the connection is not reused.
+                    self._buffer = buf[n:]
+                    buf = buf[:n]
+                    self._remaining = 0
+                else:
+                    self._buffer = b""
+                    self._remaining = -extra
+                if buf:
+                    exchange.sink.response_body(exchange, buf)
+                if not self._remaining:
+                    self._finish(exchange)
+        if self.exchange is exchange:
+            exchange.sink.flush()
         if self.exchange is not None and self._state != _TUNNEL:
             # More of this response is to come: its wait starts again,
             # renewed only now that the response did not end with this
@@ -250,20 +288,6 @@ class UpstreamProtocol(Waiting, Protocol):
 
     # Response parsing
 
-    def _process(self) -> None:
-        exchange = self.exchange
-        while self.exchange is not None:
-            if self._state == _HEAD:
-                if not self._read_head():
-                    break
-            elif self._state == _BODY:
-                self._read_body()
-                break
-            else:
-                break
-        if self.exchange is exchange and exchange is not None:
-            exchange.sink.flush()
-
     def _fail(self, status: int, reason: str) -> None:
         exchange = self.exchange
         self.abort()
@@ -291,7 +315,13 @@ class UpstreamProtocol(Waiting, Protocol):
                 # 100 Continue was already answered by the proxy itself.
                 exchange.sink.informational(exchange, resp)
             return True
-        has_body = response_has_body(status, exchange.request.method)
+        method = exchange.request.method
+        if status == 200 and method == b"GET":
+            # Most responses: they have a body by every rule of
+            # response_has_body, and need no call to say so.
+            has_body = True
+        else:
+            has_body = response_has_body(status, method)
         if not has_body:
             self._remaining = 0
             self._framing = _LENGTH
@@ -313,27 +343,15 @@ class UpstreamProtocol(Waiting, Protocol):
         return True
 
     def _read_body(self) -> None:
+        """
+        Read what arrived of a body that is chunked, coded or delimited by
+        the backend closing (dataReceived reads one of known length).
+        """
         exchange = self.exchange
         buf = self._buffer
         sink = exchange.sink
         framing = self._framing
-        if framing == _LENGTH:
-            n = self._remaining
-            if len(buf) <= n:
-                self._buffer = b""
-                self._remaining = n - len(buf)
-                if buf:
-                    sink.response_body(exchange, buf)
-                if self._remaining:
-                    return
-                self._finish(exchange)
-            else:
-                self._buffer = buf[n:]
-                self._remaining = 0
-                if n:
-                    sink.response_body(exchange, buf[:n])
-                self._finish(exchange)
-        elif framing == _CHUNKED:
+        if framing == _CHUNKED:
             if not buf:
                 return
             try:
@@ -452,15 +470,6 @@ class UpstreamProtocol(Waiting, Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.downstream.upstream_full(full)
-
-    def idle(self, now: Optional[float] = None) -> None:
-        """
-        The connection was put back in the pool, at C{now} if the caller
-        has just read the clock.
-        """
-        if self._paused:
-            self.pause_reading(False)
-        self._set_timer(_W_IDLE, self._timeouts.upstream_idle, now)
 
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
@@ -582,7 +591,14 @@ class UpstreamPool:
             else:
                 protocol.attach(self._next_waiter())
         elif len(self._idle) < self.max_idle:
-            protocol.idle(now)
+            # It waits here for upstream_idle at most, its wait set in
+            # place rather than by a call (this runs once per request).
+            if protocol._paused:
+                protocol.pause_reading(False)
+            if now is None:
+                now = self.reactor.seconds()
+            protocol._timer_kind = _W_IDLE
+            protocol.deadline = now + self.timeouts.upstream_idle
             self._idle.append(protocol)
         else:
             protocol.abort()

@@ -166,6 +166,39 @@ class SmoothWeightedRoundRobin:
 
 
 @implementer(IRetryBalancer)
+class OnlyBackend:
+    """
+    The balancer of one backend: that one while it is available.
+
+    It is what round robin and least connections come to over a single
+    backend, without their pass over a list, and their factories build it
+    for a group (or failover tier, or region level) of one, the usual proxy
+    in front of one application server.
+    """
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: IBackend) -> None:
+        self._backend = backend
+
+    def pick_other(
+        self, request: IRequestInfo, tried: Collection[IBackend] = ()
+    ) -> Optional[IBackend]:
+        backend = self._backend
+        if backend.available and backend not in tried:
+            return backend
+        return None
+
+    def pick(self, request: IRequestInfo) -> Optional[IBackend]:
+        # pick_other with nothing tried, without its test.
+        backend = self._backend
+        return backend if backend.available else None
+
+    def __repr__(self) -> str:
+        return f"<OnlyBackend {self._backend.name}>"
+
+
+@implementer(IRetryBalancer)
 class LeastConnections:
     """
     Weighted least connections: the available backend with the smallest
@@ -654,8 +687,21 @@ class _Factory:
     __repr__ = factory_repr
 
 
+class _ListFactory(_Factory):
+    """
+    A factory of a balancer that, over one backend, picks it whenever it is
+    available and keeps no state that another pick would see: it builds an
+    L{OnlyBackend} then, which does the same with less work per request.
+    """
+
+    def _build(self, backends: Sequence[IBackend], options: Any, path: str) -> IBalancer:
+        if len(backends) == 1:
+            return OnlyBackend(backends[0])
+        return self.balancer(backends)
+
+
 @implementer(IBalancerFactory, IPlugin)
-class RoundRobinFactory(_Factory):
+class RoundRobinFactory(_ListFactory):
     """
     The factory of L{SmoothWeightedRoundRobin}, the default balancer.
 
@@ -672,7 +718,7 @@ class RoundRobinFactory(_Factory):
 
 
 @implementer(IBalancerFactory, IPlugin)
-class LeastConnectionsFactory(_Factory):
+class LeastConnectionsFactory(_ListFactory):
     """
     The factory of L{LeastConnections}.  It takes no options.
     """

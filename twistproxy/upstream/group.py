@@ -49,6 +49,8 @@ class UpstreamGroupRuntime:
     @ivar config: Its configuration.
     @ivar backends: Its backends, in configuration (then discovery) order.
     @ivar pools: Each backend's connection pool.
+    @ivar pick: C{pick(request)}: the backend for a new request, from the
+        lowest failover tier that has one available, or C{None}.
     @ivar in_flight: Requests in flight to the group.
     @ivar retries_in_flight: Of those, how many hold a place in the retry
         budget: requests with a counted retry (see L{may_retry}).
@@ -147,6 +149,9 @@ class UpstreamGroupRuntime:
             (self._balancer_for(tiers[priority]), tiers[priority])
             for priority in sorted(tiers)
         ]
+        # With one tier (no DNS SRV priorities), the usual case, its
+        # balancer picks for the group: one call per request, not two.
+        self.pick = self._tiers[0][0].pick if len(self._tiers) == 1 else self._pick_tiers
 
     def _check_tiers(self, kept: List[Backend], added) -> None:
         """
@@ -315,7 +320,8 @@ class UpstreamGroupRuntime:
 
     # Placing requests
 
-    def pick(self, request: IRequestInfo) -> Optional[Backend]:
+    def _pick_tiers(self, request: IRequestInfo) -> Optional[Backend]:
+        # pick with more than one tier, or none.
         for balancer, _ in self._tiers:
             backend = balancer.pick(request)
             if backend is not None:
@@ -334,13 +340,6 @@ class UpstreamGroupRuntime:
             if backend is not None:
                 return backend
         return None
-
-    def admit(self) -> bool:
-        """
-        Whether one more request may go to the group (circuit breaking).
-        """
-        limit = self.config.max_requests
-        return not limit or self.in_flight < limit
 
     def counted_retry(self, reason: str, backend: Backend) -> bool:
         """
