@@ -801,7 +801,7 @@ def fields_to_serve(fields: Fields, response: CacheFields, age: float,
     skips), and without the targeted fields meant for this cache only
     (RFC 9213).
     """
-    return reused_fields(fields, response, targeted) + [age_field(age)]
+    return reused_fields(fields, response, targeted) + [(b"Age", age_value(age))]
 
 
 def reused_fields(fields: Fields, response: CacheFields,
@@ -816,11 +816,11 @@ def reused_fields(fields: Fields, response: CacheFields,
     return [(k, v) for k, v in fields if k.lower() not in drop]
 
 
-def age_field(age: float) -> Tuple[bytes, bytes]:
+def age_value(age: float) -> bytes:
     """
-    The C{Age} field of a reused response (RFC 9111 5.1).
+    The C{Age} value of a reused response (RFC 9111 5.1).
     """
-    return (b"Age", b"%d" % min(int(age), MAX_DELTA))
+    return b"%d" % min(int(age), MAX_DELTA)
 
 
 def not_modified_fields(fields: Fields) -> List[Tuple[bytes, bytes]]:

@@ -544,10 +544,12 @@ class Reusable:
     @ivar lifetime: Its freshness lifetime.
     @ivar initial_age: Its age when it arrived (RFC 9111 4.2.3).
     @ivar headers: The fields it is served with, but for C{Age}.
+    @ivar head: The L{H.SharedHead} of the whole response served.
     @ivar always_validate: Whether it may never be reused unvalidated.
     """
 
-    __slots__ = ("route", "fields", "lifetime", "initial_age", "headers", "always_validate")
+    __slots__ = ("route", "fields", "lifetime", "initial_age", "headers", "head",
+                 "always_validate")
 
     def __init__(self, route: CachedRoute, entry: Entry):
         cache = route.cache
@@ -556,6 +558,7 @@ class Reusable:
         self.lifetime = route.lifetime(entry, fields)
         self.initial_age = P.initial_age(fields, entry.request_time, entry.response_time)
         self.headers = P.reused_fields(entry.headers, fields, cache.targeted)
+        self.head = H.SharedHead(entry.status, entry.reason, self.headers, len(entry.body))
         self.always_validate = P.always_validate(fields)
 
 
@@ -574,11 +577,12 @@ def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float
     req = exchange.request
     body = entry.body
     extra = [*own, (b"Cache-Status", status_field)]
-    headers = reusable.headers + [P.age_field(age)]
+    age_text = P.age_value(age)
     if names is None:
         names = [k.lower() for k, _ in req.headers]
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint(names):
         fields = reusable.fields
+        headers = reusable.headers + [(b"Age", age_text)]
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(exchange, head, False, extra)
@@ -601,7 +605,8 @@ def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float
                 sink.response_body(exchange, body)
                 sink.response_end(exchange)
                 return
-    head = own_head(entry.status, entry.reason, headers, len(body))
+    # The stored lines of its head are formatted once, not for each hit.
+    head = H.StoredHead(reusable.head, age_text)
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(exchange, head, has_body, extra)
     if has_body and body:
