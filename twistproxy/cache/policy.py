@@ -707,6 +707,17 @@ def primary_key(scheme: bytes, host: bytes, target: bytes,
     return key
 
 
+def url_key(scheme: bytes, host: bytes, target: bytes) -> bytes:
+    """
+    L{primary_key} with every part of the URL and no extra field (the
+    default key), in one format: the key holds the target as received, but
+    for a C{?} with no query after it, which L{primary_key} leaves out.
+    """
+    if target.find(b"?") == len(target) - 1:
+        return primary_key(scheme, host, target)
+    return b"%s://%s%s\x00" % (scheme, host.lower(), target)
+
+
 def conditional_fields(stored: CacheFields, fields: Fields) -> List[Tuple[bytes, bytes]]:
     """
     The fields that make a request for a stored response conditional
