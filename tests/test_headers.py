@@ -19,10 +19,10 @@ from twistproxy.http.headers import (
     NO_RULES,
     CompiledRules,
     SharedHead,
-    StoredHead,
     request_head,
     response_head,
     sticky_cookie,
+    stored_head,
 )
 from twistproxy.http.answers import error_response
 from twistproxy.http.parser import ResponseHead, parse_request_head, parse_response_head
@@ -775,7 +775,7 @@ class StoredHeadTests(SynchronousTestCase):
         What L{response_head} writes for a L{StoredHead} of C{shared} and
         for a head made by hand with the same fields.
         """
-        stored = StoredHead(shared, age)
+        stored = stored_head(shared, age)
         made = _made(200, b"OK", self.FIELDS + [(b"Age", age)], 5)
         self.assertEqual(stored.headers, made.headers)
         return (_return(stored, rules=rules, via=via, extra=[(b"Cache-Status", b"c; hit")]),
@@ -816,9 +816,9 @@ class StoredHeadTests(SynchronousTestCase):
         and pseudonym, and reused by the next ones.
         """
         shared = SharedHead(200, b"OK", self.FIELDS, 5)
-        _return(StoredHead(shared, b"1"))
+        _return(stored_head(shared, b"1"))
         start = shared.start
-        _return(StoredHead(shared, b"2"))
+        _return(stored_head(shared, b"2"))
         self.assertIs(shared.start, start)
 
 

@@ -620,7 +620,7 @@ def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float
                 sink.response_end(exchange)
                 return
     # The stored lines of its head are formatted once, not for each hit.
-    head = H.StoredHead(reusable.head, age_text)
+    head = H.stored_head(reusable.head, age_text)
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(exchange, head, has_body, extra)
     if has_body and body:

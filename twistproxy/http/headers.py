@@ -530,7 +530,7 @@ class StoredHead(ResponseHead):
     The head of a stored response served again (a cache hit): HTTP/1.1,
     its length known, no connection fields, and its fields those of its
     L{SharedHead} and its own C{Age}.  L{response_head} takes its lines
-    from the shared head.
+    from the shared head.  Made by L{stored_head}.
 
     @ivar shared: The L{SharedHead}.
     @ivar age: The C{Age} value.
@@ -538,18 +538,26 @@ class StoredHead(ResponseHead):
 
     __slots__ = ("shared", "age")
 
-    def __init__(self, shared: SharedHead, age: bytes):
-        self.shared = shared
-        self.age = age
-        self.version = (1, 1)
-        self.status = shared.status
-        self.reason = shared.reason
-        self.headers = shared.fields + [(b"Age", age)]
-        self.content_length = shared.content_length
-        self.chunked = False
-        self.codings = ()
-        self.keep_alive = True
-        self.connection = frozenset()
+
+def stored_head(shared: SharedHead, age: bytes) -> StoredHead:
+    """
+    A L{StoredHead} of C{shared} with the C{Age} value C{age}.  (A
+    function rather than C{__init__}: on CPython 3.11 a call to a class
+    with a Python C{__init__} costs more than one to a function.)
+    """
+    head = StoredHead()
+    head.shared = shared
+    head.age = age
+    head.version = (1, 1)
+    head.status = shared.status
+    head.reason = shared.reason
+    head.headers = shared.fields + [(b"Age", age)]
+    head.content_length = shared.content_length
+    head.chunked = False
+    head.codings = ()
+    head.keep_alive = True
+    head.connection = frozenset()
+    return head
 
 
 def response_head(
