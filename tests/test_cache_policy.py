@@ -608,6 +608,17 @@ class KeyTests(SynchronousTestCase):
         self.assertEqual(P.primary_key(b"http", b"a.com", b"/", extra=[(b"x-a", b" 1 ")]),
                          b"http://a.com/\x00x-a=1")
 
+    def test_url_key(self):
+        """
+        RFC 9111 2: L{P.url_key} is L{P.primary_key} with its default
+        parts, a query mark with nothing after it left out as there.
+        """
+        for target in (b"/p?q=1", b"/p", b"/", b"/p?", b"/p??", b"/?a?", b"/p?q=1?", b""):
+            with self.subTest(target=target):
+                self.assertEqual(P.url_key(b"https", b"A.com:8", target),
+                                 P.primary_key(b"https", b"A.com:8", target))
+        self.assertEqual(P.url_key(b"http", b"a.com", b"/p?"), b"http://a.com/p\x00")
+
     def test_vary_secondary_key(self):
         """
         RFC 9111 4.1: Vary selects request fields, compared after

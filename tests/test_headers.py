@@ -18,12 +18,14 @@ from twistproxy.http.headers import (
     FRAME_NONE,
     NO_RULES,
     CompiledRules,
+    SharedHead,
     request_head,
     response_head,
     sticky_cookie,
+    stored_head,
 )
 from twistproxy.http.answers import error_response
-from twistproxy.http.parser import parse_request_head, parse_response_head
+from twistproxy.http.parser import ResponseHead, parse_request_head, parse_response_head
 
 CLIENT = "192.0.2.7"
 
@@ -738,6 +740,86 @@ class ResponseHeadTests(SynchronousTestCase):
             b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\nVia: 1.1 tp\r\n"
             b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         )
+
+
+def _made(status: int, reason: bytes, fields, length: int) -> ResponseHead:
+    """
+    A head made by hand, as the proxy makes its own answers: HTTP/1.1, no
+    connection fields.
+    """
+    head = ResponseHead()
+    head.version = (1, 1)
+    head.status = status
+    head.reason = reason
+    head.headers = fields
+    head.content_length = length
+    head.chunked = False
+    head.codings = ()
+    head.keep_alive = True
+    head.connection = frozenset()
+    return head
+
+
+class StoredHeadTests(SynchronousTestCase):
+    """
+    L{StoredHead}: a stored response served again gets the head
+    L{response_head} writes for any response with the same fields, its
+    stored lines formatted once and its Age as given.
+    """
+
+    FIELDS = [(b"Server", b"x"), (b"Via", b"1.0 origin"), (b"Cache-Control", b"max-age=60"),
+              (b"ETag", b'"a"')]
+
+    def _both(self, rules, via: bytes, age: bytes, shared: SharedHead) -> Tuple[bytes, bytes]:
+        """
+        What L{response_head} writes for a L{StoredHead} of C{shared} and
+        for a head made by hand with the same fields.
+        """
+        stored = stored_head(shared, age)
+        made = _made(200, b"OK", self.FIELDS + [(b"Age", age)], 5)
+        self.assertEqual(stored.headers, made.headers)
+        return (_return(stored, rules=rules, via=via, extra=[(b"Cache-Status", b"c; hit")]),
+                _return(made, rules=rules, via=via, extra=[(b"Cache-Status", b"c; hit")]))
+
+    def test_same_as_any_head(self):
+        """
+        With or without rules and a pseudonym, the rules removing Age, Via
+        or a stored field or setting Via, the head is byte for byte the one
+        of a head made with the same fields; the same shared head serves
+        them all in turn, each with its own Age.
+        """
+        shared = SharedHead(200, b"OK", self.FIELDS, 5)
+        cases = [
+            (NO_RULES, b"tp"),
+            (NO_RULES, b""),
+            (_rules(remove=["Age"]), b"tp"),
+            (_rules(remove=["Server"], add=[("X-Edge", "1")]), b"tp"),
+            (_rules(set=[("Via", "hidden")]), b"tp"),
+            (_rules(remove=["Via"]), b""),
+            (NO_RULES, b"tp"),
+        ]
+        for rules, via in cases:
+            for age in (b"0", b"17"):
+                with self.subTest(rules=rules.drop, via=via, age=age):
+                    stored, made = self._both(rules, via, age, shared)
+                    self.assertEqual(stored, made)
+        self.assertEqual(
+            self._both(NO_RULES, b"tp", b"3", shared)[0],
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nCache-Control: max-age=60\r\nETag: \"a\"\r\n"
+            b"Age: 3\r\nVia: 1.0 origin, 1.1 tp\r\nCache-Status: c; hit\r\n"
+            b"Content-Length: 5\r\n\r\n")
+        self.assertNotIn(b"Age", self._both(_rules(remove=["Age"]), b"tp", b"3", shared)[0])
+
+    def test_formatted_once(self):
+        """
+        The stored lines are formatted on the first head for a set of rules
+        and pseudonym, and reused by the next ones.
+        """
+        shared = SharedHead(200, b"OK", self.FIELDS, 5)
+        _return(stored_head(shared, b"1"))
+        start = shared.start
+        _return(stored_head(shared, b"2"))
+        self.assertIs(shared.start, start)
 
 
 class StickyCookieTests(SynchronousTestCase):

@@ -707,6 +707,17 @@ def primary_key(scheme: bytes, host: bytes, target: bytes,
     return key
 
 
+def url_key(scheme: bytes, host: bytes, target: bytes) -> bytes:
+    """
+    L{primary_key} with every part of the URL and no extra field (the
+    default key), in one format: the key holds the target as received, but
+    for a C{?} with no query after it, which L{primary_key} leaves out.
+    """
+    if target.find(b"?") == len(target) - 1:
+        return primary_key(scheme, host, target)
+    return b"%s://%s%s\x00" % (scheme, host.lower(), target)
+
+
 def conditional_fields(stored: CacheFields, fields: Fields) -> List[Tuple[bytes, bytes]]:
     """
     The fields that make a request for a stored response conditional
@@ -801,7 +812,7 @@ def fields_to_serve(fields: Fields, response: CacheFields, age: float,
     skips), and without the targeted fields meant for this cache only
     (RFC 9213).
     """
-    return reused_fields(fields, response, targeted) + [age_field(age)]
+    return reused_fields(fields, response, targeted) + [(b"Age", age_value(age))]
 
 
 def reused_fields(fields: Fields, response: CacheFields,
@@ -816,11 +827,11 @@ def reused_fields(fields: Fields, response: CacheFields,
     return [(k, v) for k, v in fields if k.lower() not in drop]
 
 
-def age_field(age: float) -> Tuple[bytes, bytes]:
+def age_value(age: float) -> bytes:
     """
-    The C{Age} field of a reused response (RFC 9111 5.1).
+    The C{Age} value of a reused response (RFC 9111 5.1).
     """
-    return (b"Age", b"%d" % min(int(age), MAX_DELTA))
+    return b"%d" % min(int(age), MAX_DELTA)
 
 
 def not_modified_fields(fields: Fields) -> List[Tuple[bytes, bytes]]:

@@ -63,6 +63,8 @@ _CACHED_METHODS = frozenset([b"GET", b"HEAD"])
 # Client preconditions the cache leaves to the origin.
 _ORIGIN_PRECONDITIONS = frozenset([b"if-match", b"if-unmodified-since"])
 _NO_DIRECTIVES = P.Directives({})
+# Every part of a URL, as a route's cache key names them.
+_URL_PARTS = frozenset(["scheme", "host", "path", "query"])
 # The request fields that may turn a hit into a 304, 206 or 416.
 _SERVE_FIELDS = frozenset([b"if-none-match", b"if-modified-since", b"range"])
 # Replaced by the cache's own validators when it revalidates.
@@ -200,6 +202,8 @@ class CachedRoute:
         self._rules = request_rules
         self._honour = config.client_no_cache == "honour"
         self._extra = [n.encode("ascii") for n in config.key_headers]
+        # The default key, which P.url_key makes in one format.
+        self._url_key = not self._extra and set(config.key) == _URL_PARTS
         self.allow_post = "POST" in config.methods
         self._head = "HEAD" in config.methods
         self.pass_cookies = config.set_cookie == "pass"
@@ -248,6 +252,11 @@ class CachedRoute:
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
         key = self.key(exchange)
+        if self.cache.lookup is not None:
+            # A store in this process: what _get would do, without its
+            # call and star-arguments.
+            self._found(self.cache.lookup(key), exchange, proceed, key, True, directives, names)
+            return
         self._get(key, self._found, exchange, proceed, key, True, directives, names)
 
     def _pass_on(self, exchange: Exchange, proceed) -> None:
@@ -263,6 +272,8 @@ class CachedRoute:
 
     def key(self, exchange: Exchange) -> bytes:
         req = exchange.request
+        if self._url_key:
+            return P.url_key(exchange.downstream.proto, req.host, req.target)
         extra = [(n, H.field_value(req.headers, n)) for n in self._extra] if self._extra else ()
         return P.primary_key(exchange.downstream.proto, req.host, req.target, self.config.key, extra)
 
@@ -319,7 +330,10 @@ class CachedRoute:
             self._miss(exchange, proceed, key, None, why_miss, may_wait)
             return
         cache = self.cache
-        reusable = self.reusable(entry)
+        # reusable()'s test inline: one call less per hit.
+        reusable = entry.reusable
+        if reusable is None or reusable.route is not self:
+            reusable = self.reusable(entry)
         fields = reusable.fields
         lifetime = reusable.lifetime
         age = P.current_age(reusable.initial_age, entry.response_time, cache.clock.seconds())
@@ -544,10 +558,12 @@ class Reusable:
     @ivar lifetime: Its freshness lifetime.
     @ivar initial_age: Its age when it arrived (RFC 9111 4.2.3).
     @ivar headers: The fields it is served with, but for C{Age}.
+    @ivar head: The L{H.SharedHead} of the whole response served.
     @ivar always_validate: Whether it may never be reused unvalidated.
     """
 
-    __slots__ = ("route", "fields", "lifetime", "initial_age", "headers", "always_validate")
+    __slots__ = ("route", "fields", "lifetime", "initial_age", "headers", "head",
+                 "always_validate")
 
     def __init__(self, route: CachedRoute, entry: Entry):
         cache = route.cache
@@ -556,6 +572,7 @@ class Reusable:
         self.lifetime = route.lifetime(entry, fields)
         self.initial_age = P.initial_age(fields, entry.request_time, entry.response_time)
         self.headers = P.reused_fields(entry.headers, fields, cache.targeted)
+        self.head = H.SharedHead(entry.status, entry.reason, self.headers, len(entry.body))
         self.always_validate = P.always_validate(fields)
 
 
@@ -574,11 +591,12 @@ def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float
     req = exchange.request
     body = entry.body
     extra = [*own, (b"Cache-Status", status_field)]
-    headers = reusable.headers + [P.age_field(age)]
+    age_text = P.age_value(age)
     if names is None:
         names = [k.lower() for k, _ in req.headers]
     if entry.status == 200 and not _SERVE_FIELDS.isdisjoint(names):
         fields = reusable.fields
+        headers = reusable.headers + [(b"Age", age_text)]
         if P.client_not_modified(req.method, req.headers, fields, entry.response_time):
             head = own_head(304, b"Not Modified", P.not_modified_fields(headers), None)
             sink.response_head(exchange, head, False, extra)
@@ -601,7 +619,8 @@ def serve(exchange: Exchange, sink, entry: Entry, reusable: Reusable, age: float
                 sink.response_body(exchange, body)
                 sink.response_end(exchange)
                 return
-    head = own_head(entry.status, entry.reason, headers, len(body))
+    # The stored lines of its head are formatted once, not for each hit.
+    head = H.stored_head(reusable.head, age_text)
     has_body = req.method != b"HEAD" and entry.status not in (204, 304)
     sink.response_head(exchange, head, has_body, extra)
     if has_body and body:

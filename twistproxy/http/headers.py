@@ -463,6 +463,103 @@ def response_fields(
     return fields, _via_value(via_in, resp.version, via)
 
 
+class SharedHead:
+    """
+    What every reuse of one stored response shares of the HTTP/1.1 head
+    it is served with (L{StoredHead}): its status line and stored fields,
+    filtered and formatted by L{response_fields} once for the rules and
+    pseudonym last asked for, rather than once per response.  Only its
+    C{Age}, which comes after those fields and before C{Via}, changes from
+    one reuse to the next.
+
+    @ivar status: The status code.
+    @ivar reason: The reason phrase.
+    @ivar fields: The stored fields served, C{Age} excepted.
+    @ivar content_length: The stored body's length.
+    @ivar rules: The L{CompiledRules} the lines were made for (C{None}
+        before the first head).
+    @ivar via: The pseudonym the lines were made for.
+    @ivar start: The status line and the kept fields' lines, joined with
+        CRLF, then C{CRLF Age: } when C{age} is kept.
+    @ivar rest: What follows the C{Age} value: C{CRLF Via: ...}, or
+        C{b''}.
+    @ivar age: Whether the rules keep C{Age}.
+    """
+
+    __slots__ = ("status", "reason", "fields", "content_length", "rules", "via", "start",
+                 "rest", "age")
+
+    def __init__(self, status: int, reason: bytes, fields: List[Tuple[bytes, bytes]],
+                 content_length: int):
+        self.status = status
+        self.reason = reason
+        self.fields = fields
+        self.content_length = content_length
+        self.rules = None
+        self.via = None
+
+    def line(self, rules: CompiledRules, via: bytes, age: bytes) -> bytes:
+        """
+        The head's status line and fields up to its Via, joined with CRLF,
+        for C{rules} and C{via}; formatted anew only when they are not the
+        ones of the last call (a stored response is served on one route,
+        usually through one listener).
+        """
+        if rules is not self.rules or via is not self.via:
+            self._prepare(rules, via)
+        if self.age:
+            return self.start + age + self.rest
+        return self.start + self.rest
+
+    def _prepare(self, rules: CompiledRules, via: bytes) -> None:
+        stored = ResponseHead()
+        stored.version = (1, 1)
+        stored.headers = self.fields
+        stored.connection = frozenset()
+        lines, via_value = response_fields(stored, rules, via, False)
+        lines.insert(0, b"HTTP/1.1 %d %s" % (self.status, self.reason))
+        self.age = b"age" not in rules.drop_trusted
+        self.start = b"\r\n".join(lines) + (b"\r\nAge: " if self.age else b"")
+        self.rest = b"" if via_value is None else b"\r\nVia: " + via_value
+        self.rules = rules
+        self.via = via
+
+
+class StoredHead(ResponseHead):
+    """
+    The head of a stored response served again (a cache hit): HTTP/1.1,
+    its length known, no connection fields, and its fields those of its
+    L{SharedHead} and its own C{Age}.  L{response_head} takes its lines
+    from the shared head.  Made by L{stored_head}.
+
+    @ivar shared: The L{SharedHead}.
+    @ivar age: The C{Age} value.
+    """
+
+    __slots__ = ("shared", "age")
+
+
+def stored_head(shared: SharedHead, age: bytes) -> StoredHead:
+    """
+    A L{StoredHead} of C{shared} with the C{Age} value C{age}.  (A
+    function rather than C{__init__}: on CPython 3.11 a call to a class
+    with a Python C{__init__} costs more than one to a function.)
+    """
+    head = StoredHead()
+    head.shared = shared
+    head.age = age
+    head.version = (1, 1)
+    head.status = shared.status
+    head.reason = shared.reason
+    head.headers = shared.fields + [(b"Age", age)]
+    head.content_length = shared.content_length
+    head.chunked = False
+    head.codings = ()
+    head.keep_alive = True
+    head.connection = frozenset()
+    return head
+
+
 def response_head(
     resp: ResponseHead,
     framing: int,
@@ -487,11 +584,16 @@ def response_head(
     """
     # The head's lines, joined with CRLF at the end.  (lower by position:
     # a call with keywords costs more on CPython.)
-    lines, via_value = response_fields(resp, rules, via, False)
-    lines.insert(0, b"HTTP/1.1 %d %s" % (resp.status, resp.reason))
-    append = lines.append
-    if via_value is not None:
-        append(b"Via: %s" % via_value)
+    if type(resp) is StoredHead:
+        # A cache hit: its stored lines were formatted by an earlier one.
+        lines = [resp.shared.line(rules, via, resp.age)]
+        append = lines.append
+    else:
+        lines, via_value = response_fields(resp, rules, via, False)
+        lines.insert(0, b"HTTP/1.1 %d %s" % (resp.status, resp.reason))
+        append = lines.append
+        if via_value is not None:
+            append(b"Via: %s" % via_value)
     if extra:
         lines += map(_field_line, extra)
     if framing == FRAME_LENGTH or (
