@@ -19,7 +19,14 @@ from h2.events import (
     StreamReset,
 )
 from h2.settings import SettingCodes
-from hpack import NeverIndexedHeaderTuple
+from hpack import (
+    Decoder,
+    Encoder,
+    HPACKDecodingError,
+    InvalidTableSizeError,
+    NeverIndexedHeaderTuple,
+    OversizedHeaderListError,
+)
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -37,7 +44,9 @@ from twistproxy.config import (
     Server,
     UpstreamGroup,
 )
-from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _plain, _request_head
+from twistproxy.http.h2 import (
+    PREFACE, H2ServerProtocol, _Decoder, _Encoder, _plain, _request_head,
+)
 from twistproxy.http.parser import (
     ParseError, check_body_size, parse_request_head, parse_response_head,
 )
@@ -866,6 +875,74 @@ class PlainTests(SynchronousTestCase):
             (b"te", b"gzip"), (b"authorization", b"a"), (b"cookie", b"a=1"),
         ]:
             self.assertFalse(_plain([(b":status", b"200"), (name, value)]), (name, value))
+
+
+class CodersTests(SynchronousTestCase):
+    """
+    L{_Encoder} and L{_Decoder} reuse the last block (or fields) only when
+    hpack's own coders would give the same: their output equals hpack's
+    for the same sequence of calls.
+    """
+
+    def test_encoder(self):
+        """
+        The same fields again give the same block, as hpack's encoder
+        would; other fields, a table resize (signalled once), a sensitive
+        field not in the table, and fields given as a generator are coded
+        afresh.
+        """
+        ours, theirs = _Encoder(), Encoder()
+        a = [(b":status", b"200"), (b"server", b"nginx"), (b"x-a", b"1")]
+        b = [(b":status", b"200"), (b"server", b"nginx"), (b"x-a", b"2")]
+        secret = [(b":status", b"200"), NeverIndexedHeaderTuple(b"x-s", b"s")]
+        # A tuple stands for its fields given as a generator.
+        calls = [
+            a, a, a, b, a, a, tuple(a), a, [a[0], a[1], NeverIndexedHeaderTuple(*a[2])],
+            secret, secret, [(b":status", b"200"), (b"x-s", b"s")],
+            8192, a, a, 64, a, a, 4096, a, a,
+        ]
+        for fields in calls:
+            if isinstance(fields, int):
+                ours.header_table_size = theirs.header_table_size = fields
+                continue
+            expected = theirs.encode(list(fields))
+            given = fields if isinstance(fields, list) else iter(fields)
+            self.assertEqual(ours.encode(given), expected, fields)
+        self.assertIsNotNone(ours._last)
+
+    def test_decoder(self):
+        """
+        The same block again gives the same fields, as hpack's decoder
+        would, and the same error once the limits are lower; blocks that
+        change the table, or its size, are decoded again, and the blocks
+        after them read the table as it is then.
+        """
+        encoder = Encoder()
+        x_a, x_b = [(b"x-a", b"1")], [(b"x-b", b"2")]
+        blocks = [encoder.encode(x_a), encoder.encode(x_a), encoder.encode(x_b)]
+        encoder.header_table_size = 256
+        blocks.append(encoder.encode(x_b))
+        first, newest, second, resized = blocks
+        ours, theirs = _Decoder(), Decoder()
+        for block in [first, newest, newest, second, newest, newest, resized, newest]:
+            self.assertEqual(ours.decode(block, raw=True), theirs.decode(block, raw=True))
+        self.assertEqual(ours.decode(newest), theirs.decode(newest))
+        ours.decode(newest, raw=True).clear()
+        ours.decode(newest, raw=True).clear()
+        self.assertEqual(ours.decode(newest, raw=True), theirs.decode(newest, raw=True))
+        ours.max_allowed_table_size = theirs.max_allowed_table_size = 128
+        self.assertRaises(InvalidTableSizeError, theirs.decode, newest, True)
+        self.assertRaises(InvalidTableSizeError, ours.decode, newest, True)
+        ours.max_allowed_table_size = theirs.max_allowed_table_size = 4096
+        ours.decode(newest, raw=True)
+        ours.max_header_list_size = theirs.max_header_list_size = 30
+        self.assertRaises(OversizedHeaderListError, theirs.decode, newest, True)
+        self.assertRaises(OversizedHeaderListError, ours.decode, newest, True)
+        ours.max_header_list_size = theirs.max_header_list_size = 4096
+        ours.decode(newest, raw=True)
+        ours.header_table_size = theirs.header_table_size = 0
+        self.assertRaises(HPACKDecodingError, theirs.decode, newest, True)
+        self.assertRaises(HPACKDecodingError, ours.decode, newest, True)
 
 
 class RequestHeadTests(SynchronousTestCase):

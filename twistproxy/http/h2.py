@@ -80,6 +80,8 @@ from h2.events import (
 )
 from h2.exceptions import InvalidBodyLengthError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hpack import Decoder, Encoder
+from hpack.table import HeaderTable
 from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -311,6 +313,100 @@ class _Malformed:
         self.ended = ended
 
 
+class _Table(HeaderTable):
+    """
+    hpack's dynamic table, numbering its states: every entry added and
+    every resize makes a new C{version}, so that L{_Encoder} and
+    L{_Decoder} know when a block they coded is still coded the same.
+    """
+
+    version = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
+        super().add(name, value)
+
+    @HeaderTable.maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.version += 1
+        HeaderTable.maxsize.fset(self, newmax)
+
+
+class _Encoder(Encoder):
+    """
+    hpack's encoder, which sends the last header block again when the same
+    fields follow and that block changed nothing in the table.
+
+    A response whose fields are all in the table already (as most are, on a
+    connection that asks for the same kind of resource again and again)
+    changes nothing, so the next one with the same fields is coded to the
+    same bytes: one comparison of lists instead of some hundred Python
+    calls.  Such a block holds only indexes, which hpack sends for a field
+    found whole in the table whether it is sensitive or not, and Huffman
+    coding or not.  A block that does not change the table but holds a
+    sensitive field (sent literally, never indexed) is not reused: a field
+    equal to it but not sensitive would be indexed.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.header_table = _Table()
+        # (fields, table version, block), or None.
+        self._last = None
+
+    def encode(self, headers, huffman: bool = True) -> bytes:
+        table = self.header_table
+        last = self._last
+        if last is not None and last[1] == table.version and last[0] == headers:
+            return last[2]
+        version, resized = table.version, table.resized
+        block = super().encode(headers, huffman)
+        # A block that changed the table is not sent again (the version
+        # differs), one that signals a new table size must not be.  h2
+        # passes a generator (read by now: no types) when it normalises or
+        # validates the fields.
+        if not resized and set(map(type, headers)) == _TUPLE:
+            self._last = (headers, version, block)
+        return block
+
+
+# The class of plain fields (not hpack's HeaderTuple, whose subclass
+# NeverIndexedHeaderTuple marks a sensitive one).
+_TUPLE = {tuple}
+
+
+class _Decoder(Decoder):
+    """
+    hpack's decoder, which gives the last header block's fields again when
+    the same block follows, that block changed nothing in the table, and
+    the limits are the same: a client that asks for the same resource again sends the
+    same fully indexed block, and decoding it again would give the same
+    fields, or raise the same error.  Blocks that change the table (or its
+    size) are always decoded.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.header_table = _Table()
+        # (block, raw, table version, max_header_list_size,
+        # max_allowed_table_size, fields), or None.
+        self._last = None
+
+    def decode(self, data: bytes, raw: bool = False):
+        table = self.header_table
+        last = self._last
+        if (last is not None and last[2] == table.version and last[0] == data
+                and last[1] == raw and last[3] == self.max_header_list_size
+                and last[4] == self.max_allowed_table_size):
+            return list(last[5])
+        version = table.version
+        fields = super().decode(data, raw)
+        # A block that changed the table is not reused: the version differs.
+        self._last = (bytes(data), raw, version, self.max_header_list_size,
+                      self.max_allowed_table_size, fields)
+        return list(fields)
+
+
 class _Connection(H2Connection):
     """
     h2's connection, where the malformed requests that h2 itself notices
@@ -320,7 +416,16 @@ class _Connection(H2Connection):
     stream is answered 400 or reset, and the other streams go on.  What
     concerns the whole connection (HPACK state, flow control, stream
     states) stays a connection error.
+
+    Its HPACK coders are L{_Encoder} and L{_Decoder}.
     """
+
+    def __init__(self, config: H2Configuration):
+        super().__init__(config)
+        self.encoder = _Encoder()
+        decoder = _Decoder()
+        decoder.max_header_list_size = self.decoder.max_header_list_size
+        self.decoder = decoder
 
     def _receive_headers_frame(self, frame):
         known = frame.stream_id in self.streams
