@@ -225,6 +225,65 @@ class H2Tests(SynchronousTestCase):
         [x] = self.proxy.exchanges
         self.assertEqual((x.status, x.body_bytes, x.method, x.path), (200, 5, "GET", "/a?b=1"))
 
+    def test_same_request_again(self):
+        """
+        A request with the same fields as the last one is checked once
+        (L{H2ServerProtocol._request_head}) but each gets its own head:
+        equal, with its own list of fields.  The same fields are checked
+        again when the stream's end differs or the listener's limits
+        changed; what the listener's C{escaped_slashes} says applies to
+        each.
+        """
+        fields = _request(path=b"/a%2Fb", extra=[(b"content-length", b"2")])
+        sid = self.client.request(fields, body=b"hi")
+        self.client.request(fields, body=b"hi")
+        first, second = [self.client.protocol._streams[sid + n].exchange.request
+                         for n in (0, 2)]
+        self.assertIsNot(first, second)
+        self.assertIsNot(first.headers, second.headers)
+        self.assertEqual(
+            [(r.method, r.target, r.path, r.host, r.headers, r.content_length, r.chunked)
+             for r in (first, second)],
+            [(b"GET", b"/a%2Fb", b"/a/b", b"example.com",
+              [(b"content-length", b"2")], 2, False)] * 2,
+        )
+        first.headers.append((b"x-added", b"1"))
+        self.assertEqual(second.headers, [(b"content-length", b"2")])
+
+        refused = self.client.request(fields)
+        self.assertEqual(self.client.status(refused), b"400")
+        self.assertEqual(self.proxy.exchanges[-1].reason, "bad_content_length")
+
+        factory = self.client.protocol._factory
+        factory.escaped_slashes = "decode"
+        decoded = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.protocol._streams[decoded].exchange.request.target, b"/a/b")
+        factory.escaped_slashes = "reject"
+        refused = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.status(refused), b"400")
+        factory.escaped_slashes = "keep"
+        factory.limits = Limits(max_header_count=0)
+        refused = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.status(refused), b"431")
+
+    def test_plain_response_fields_again(self):
+        """
+        Response fields equal to the last plain ones are sent as they are,
+        and fields that are not plain are still left to h2, however often
+        they come.
+        """
+        resp = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0")
+        for extra in ([(b"x-a", b"1")], [(b"x-a", b"1")], [(b"Connection", b"close")],
+                      [(b"Connection", b"close")], [(b"x-a", b"1")]):
+            sid = self.client.request(_request())
+            stream = self.client.protocol._streams[sid]
+            stream.response_head(stream.exchange, resp, False, extra)
+            self.client.pump()
+            fields = self.client.headers(sid)
+            self.assertNotIn(b"connection", fields)
+            self.assertEqual(fields.get(b"x-a"), extra[0][1] if extra[0][0] == b"x-a" else None)
+            self.assertTrue(self.client.ended(sid))
+
     def test_acme_challenge(self):
         """
         An ACME CA fetching an HTTP-01 answer over HTTP/2 is answered by

@@ -191,6 +191,15 @@ def _request_head(fields, stream_ended: bool, limits,
 
     @raises ParseError: For a malformed or unsupported request.
     """
+    return _checked_request(fields, stream_ended, limits, escaped_slashes)[0]
+
+
+def _checked_request(fields, stream_ended: bool, limits, escaped_slashes: str):
+    """
+    L{_request_head}, and what L{_same_request} needs to make the same head
+    again without the checks: C{(method, target, host, fields, length)}.
+    None of the checks depends on C{escaped_slashes}, only the head.
+    """
     pseudo = dict.fromkeys(_PSEUDO_HEADERS)
     headers = []
     cookies = []
@@ -263,16 +272,32 @@ def _request_head(fields, stream_ended: bool, limits,
         # Refused as over HTTP/1.1.  A 100-continue is not answered:
         # flow control already bounds what the client may send.
         check_expectation(expects)
+    parts = (method, target, host, tuple(headers))
     req = _head(method, target, host, headers, escaped_slashes)
     length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
     check_body_size(length, limits.max_body_size)
+    _set_length(req, length, stream_ended)
+    return req, parts + (length,)
+
+
+def _same_request(parts, stream_ended: bool, escaped_slashes: str) -> RequestHead:
+    """
+    A new L{RequestHead} equal to the one L{_checked_request} made with
+    C{parts}: the fields were checked then.
+    """
+    method, target, host, headers, length = parts
+    req = _head(method, target, host, list(headers), escaped_slashes)
+    _set_length(req, length, stream_ended)
+    return req
+
+
+def _set_length(req: RequestHead, length: Optional[int], stream_ended: bool) -> None:
     req.content_length = length
     # HTTP/2 frames the body itself; without a declared length the backend
     # gets it chunked.
     req.chunked = not stream_ended and length is None
-    return req
 
 
 def _partial_request(fields) -> RequestHead:
@@ -891,6 +916,10 @@ class H2ServerProtocol(ClientCodec):
         self._goaway_received = False
         # The last stream served after a graceful GOAWAY, or None.
         self._last_stream: Optional[int] = None
+        # What _request_head checked last, and the last response fields
+        # found _plain (for _send_headers), or None.
+        self._last_request = None
+        self._plain_fields = None
 
     # Connection events
 
@@ -995,7 +1024,7 @@ class H2ServerProtocol(ClientCodec):
         factory = self._factory
         if error is None:
             try:
-                req = _request_head(fields, ended, factory.limits, factory.escaped_slashes)
+                req = self._request_head(fields, ended)
             except ParseError as e:
                 error = e
         if error is not None:
@@ -1003,7 +1032,9 @@ class H2ServerProtocol(ClientCodec):
         exchange = Exchange(req, self.client_address, stream, self._clock.seconds())
         stream._request(exchange)
         self._streams[sid] = stream
-        factory.deadlines.add(stream)
+        if not stream._body_done:
+            # Only a request body has a timeout on a stream.
+            factory.deadlines.add(stream)
         if self._timer_kind:
             # The connection is not idle any more.
             self._set_timer(_W_NONE, 0)
@@ -1019,6 +1050,23 @@ class H2ServerProtocol(ClientCodec):
             return
         self._identify()
         factory.forwarder.forward(exchange)
+
+    def _request_head(self, fields, ended: bool) -> RequestHead:
+        """
+        L{_request_head}, once for the same fields as the last well-formed
+        request (and the same limits): a client asking for the same
+        resource again, as a load generator or a poller does, sends the
+        same fields, and they pass the same checks.
+        """
+        factory = self._factory
+        limits, escaped = factory.limits, factory.escaped_slashes
+        last = self._last_request
+        if last is not None and last[0] == fields and last[1] is limits and last[2] == ended:
+            # What escaped_slashes decides (or refuses) is decided again.
+            return _same_request(last[3], ended, escaped)
+        req, parts = _checked_request(fields, ended, limits, escaped)
+        self._last_request = (fields, limits, ended, parts)
+        return req
 
     def _malformed_event(self, event: _Malformed) -> None:
         """
@@ -1071,7 +1119,13 @@ class H2ServerProtocol(ClientCodec):
     def _send_headers(self, stream_id: int, fields, end_stream: bool = False) -> None:
         h2c = self._h2
         try:
-            if _plain(fields):
+            # The same fields as the last plain response are plain (one
+            # comparison of lists, not a Python loop).
+            plain = fields == self._plain_fields
+            if not plain and _plain(fields):
+                plain = True
+                self._plain_fields = fields
+            if plain:
                 # What h2's checks would pass unchanged: some fifty
                 # generator steps fewer per response.
                 h2c.send_headers(stream_id, fields, end_stream=end_stream)
