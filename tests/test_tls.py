@@ -1112,18 +1112,20 @@ class CoalescedWritesTests(_Handshakes, SynchronousTestCase):
         self.assertEqual(self.writes, [b"abc", b"de"])
         self.assertEqual(self.c.peer.data, b"abcde")
 
-    def test_close_sends_first(self):
+    def test_close_sends_first_abort_drops(self):
         """
-        Closing the connection sends what waits, then closes, with no call
-        left on the reactor.
+        Closing the connection sends what waits, then closes; aborting it
+        drops what waits.  Either way no call is left on the reactor.
         """
-        app = self.c.app
-        app.transport.write(b"last")
-        app.transport.loseConnection()
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.c.pump.flush()
-        self.assertEqual(self.c.peer.data, b"last")
-        self.assertIsNotNone(self.c.peer.lost)
+        for end, sent in (("loseConnection", b"last"), ("abortConnection", b"")):
+            c = self.connect(_Probe("www.example.com"))
+            c.server.coalesce_writes()
+            c.app.transport.write(b"last")
+            getattr(c.app.transport, end)()
+            self.assertEqual(self.clock.getDelayedCalls(), [], end)
+            c.pump.flush()
+            self.assertEqual(c.peer.data, sent, end)
+            self.assertIsNotNone(c.peer.lost, end)
 
     def test_producer_writes_after_close(self):
         """
@@ -1139,18 +1141,6 @@ class CoalescedWritesTests(_Handshakes, SynchronousTestCase):
         self.c.pump.flush()
         self.assertEqual(self.c.peer.data, b"ab")
         self.assertIsNotNone(self.c.peer.lost)
-
-    def test_abort_drops(self):
-        """
-        Aborting the connection drops what waits, and its call.
-        """
-        app = self.c.app
-        app.transport.write(b"never")
-        app.transport.abortConnection()
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.c.pump.flush()
-        self.assertEqual(self.c.peer.data, b"")
-        self.assertEqual(self.writes, [])
 
     def test_lost_drops(self):
         """
