@@ -918,7 +918,7 @@ class H2ServerProtocol(ClientCodec):
         self._last_stream: Optional[int] = None
         # What _request_head checked last, and the last response fields
         # found _plain (for _send_headers), or None.
-        self._last_request = None
+        self._request_checked = None
         self._plain_fields = None
 
     # Connection events
@@ -1060,12 +1060,12 @@ class H2ServerProtocol(ClientCodec):
         """
         factory = self._factory
         limits, escaped = factory.limits, factory.escaped_slashes
-        last = self._last_request
+        last = self._request_checked
         if last is not None and last[0] == fields and last[1] is limits and last[2] == ended:
             # What escaped_slashes decides (or refuses) is decided again.
             return _same_request(last[3], ended, escaped)
         req, parts = _checked_request(fields, ended, limits, escaped)
-        self._last_request = (fields, limits, ended, parts)
+        self._request_checked = (fields, limits, ended, parts)
         return req
 
     def _malformed_event(self, event: _Malformed) -> None:
