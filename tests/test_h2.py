@@ -19,7 +19,14 @@ from h2.events import (
     StreamReset,
 )
 from h2.settings import SettingCodes
-from hpack import NeverIndexedHeaderTuple
+from hpack import (
+    Decoder,
+    Encoder,
+    HPACKDecodingError,
+    InvalidTableSizeError,
+    NeverIndexedHeaderTuple,
+    OversizedHeaderListError,
+)
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -37,7 +44,9 @@ from twistproxy.config import (
     Server,
     UpstreamGroup,
 )
-from twistproxy.http.h2 import PREFACE, H2ServerProtocol, _plain, _request_head
+from twistproxy.http.h2 import (
+    PREFACE, H2ServerProtocol, _Decoder, _Encoder, _plain, _request_head,
+)
 from twistproxy.http.parser import (
     ParseError, check_body_size, parse_request_head, parse_response_head,
 )
@@ -215,6 +224,65 @@ class H2Tests(SynchronousTestCase):
         self.assertTrue(self.client.ended(sid))
         [x] = self.proxy.exchanges
         self.assertEqual((x.status, x.body_bytes, x.method, x.path), (200, 5, "GET", "/a?b=1"))
+
+    def test_same_request_again(self):
+        """
+        A request with the same fields as the last one is checked once
+        (L{H2ServerProtocol._request_head}) but each gets its own head:
+        equal, with its own list of fields.  The same fields are checked
+        again when the stream's end differs or the listener's limits
+        changed; what the listener's C{escaped_slashes} says applies to
+        each.
+        """
+        fields = _request(path=b"/a%2Fb", extra=[(b"content-length", b"2")])
+        sid = self.client.request(fields, body=b"hi")
+        self.client.request(fields, body=b"hi")
+        first, second = [self.client.protocol._streams[sid + n].exchange.request
+                         for n in (0, 2)]
+        self.assertIsNot(first, second)
+        self.assertIsNot(first.headers, second.headers)
+        self.assertEqual(
+            [(r.method, r.target, r.path, r.host, r.headers, r.content_length, r.chunked)
+             for r in (first, second)],
+            [(b"GET", b"/a%2Fb", b"/a/b", b"example.com",
+              [(b"content-length", b"2")], 2, False)] * 2,
+        )
+        first.headers.append((b"x-added", b"1"))
+        self.assertEqual(second.headers, [(b"content-length", b"2")])
+
+        refused = self.client.request(fields)
+        self.assertEqual(self.client.status(refused), b"400")
+        self.assertEqual(self.proxy.exchanges[-1].reason, "bad_content_length")
+
+        factory = self.client.protocol._factory
+        factory.escaped_slashes = "decode"
+        decoded = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.protocol._streams[decoded].exchange.request.target, b"/a/b")
+        factory.escaped_slashes = "reject"
+        refused = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.status(refused), b"400")
+        factory.escaped_slashes = "keep"
+        factory.limits = Limits(max_header_count=0)
+        refused = self.client.request(fields, body=b"hi")
+        self.assertEqual(self.client.status(refused), b"431")
+
+    def test_plain_response_fields_again(self):
+        """
+        Response fields equal to the last plain ones are sent as they are,
+        and fields that are not plain are still left to h2, however often
+        they come.
+        """
+        resp = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0")
+        for extra in ([(b"x-a", b"1")], [(b"x-a", b"1")], [(b"Connection", b"close")],
+                      [(b"Connection", b"close")], [(b"x-a", b"1")]):
+            sid = self.client.request(_request())
+            stream = self.client.protocol._streams[sid]
+            stream.response_head(stream.exchange, resp, False, extra)
+            self.client.pump()
+            fields = self.client.headers(sid)
+            self.assertNotIn(b"connection", fields)
+            self.assertEqual(fields.get(b"x-a"), extra[0][1] if extra[0][0] == b"x-a" else None)
+            self.assertTrue(self.client.ended(sid))
 
     def test_acme_challenge(self):
         """
@@ -866,6 +934,74 @@ class PlainTests(SynchronousTestCase):
             (b"te", b"gzip"), (b"authorization", b"a"), (b"cookie", b"a=1"),
         ]:
             self.assertFalse(_plain([(b":status", b"200"), (name, value)]), (name, value))
+
+
+class CodersTests(SynchronousTestCase):
+    """
+    L{_Encoder} and L{_Decoder} reuse the last block (or fields) only when
+    hpack's own coders would give the same: their output equals hpack's
+    for the same sequence of calls.
+    """
+
+    def test_encoder(self):
+        """
+        The same fields again give the same block, as hpack's encoder
+        would; other fields, a table resize (signalled once), a sensitive
+        field not in the table, and fields given as a generator are coded
+        afresh.
+        """
+        ours, theirs = _Encoder(), Encoder()
+        a = [(b":status", b"200"), (b"server", b"nginx"), (b"x-a", b"1")]
+        b = [(b":status", b"200"), (b"server", b"nginx"), (b"x-a", b"2")]
+        secret = [(b":status", b"200"), NeverIndexedHeaderTuple(b"x-s", b"s")]
+        # A tuple stands for its fields given as a generator.
+        calls = [
+            a, a, a, b, a, a, tuple(a), a, [a[0], a[1], NeverIndexedHeaderTuple(*a[2])],
+            secret, secret, [(b":status", b"200"), (b"x-s", b"s")],
+            8192, a, a, 64, a, a, 4096, a, a,
+        ]
+        for fields in calls:
+            if isinstance(fields, int):
+                ours.header_table_size = theirs.header_table_size = fields
+                continue
+            expected = theirs.encode(list(fields))
+            given = fields if isinstance(fields, list) else iter(fields)
+            self.assertEqual(ours.encode(given), expected, fields)
+        self.assertIsNotNone(ours._last)
+
+    def test_decoder(self):
+        """
+        The same block again gives the same fields, as hpack's decoder
+        would, and the same error once the limits are lower; blocks that
+        change the table, or its size, are decoded again, and the blocks
+        after them read the table as it is then.
+        """
+        encoder = Encoder()
+        x_a, x_b = [(b"x-a", b"1")], [(b"x-b", b"2")]
+        blocks = [encoder.encode(x_a), encoder.encode(x_a), encoder.encode(x_b)]
+        encoder.header_table_size = 256
+        blocks.append(encoder.encode(x_b))
+        first, newest, second, resized = blocks
+        ours, theirs = _Decoder(), Decoder()
+        for block in [first, newest, newest, second, newest, newest, resized, newest]:
+            self.assertEqual(ours.decode(block, raw=True), theirs.decode(block, raw=True))
+        self.assertEqual(ours.decode(newest), theirs.decode(newest))
+        ours.decode(newest, raw=True).clear()
+        ours.decode(newest, raw=True).clear()
+        self.assertEqual(ours.decode(newest, raw=True), theirs.decode(newest, raw=True))
+        ours.max_allowed_table_size = theirs.max_allowed_table_size = 128
+        self.assertRaises(InvalidTableSizeError, theirs.decode, newest, True)
+        self.assertRaises(InvalidTableSizeError, ours.decode, newest, True)
+        ours.max_allowed_table_size = theirs.max_allowed_table_size = 4096
+        ours.decode(newest, raw=True)
+        ours.max_header_list_size = theirs.max_header_list_size = 30
+        self.assertRaises(OversizedHeaderListError, theirs.decode, newest, True)
+        self.assertRaises(OversizedHeaderListError, ours.decode, newest, True)
+        ours.max_header_list_size = theirs.max_header_list_size = 4096
+        ours.decode(newest, raw=True)
+        ours.header_table_size = theirs.header_table_size = 0
+        self.assertRaises(HPACKDecodingError, theirs.decode, newest, True)
+        self.assertRaises(HPACKDecodingError, ours.decode, newest, True)
 
 
 class RequestHeadTests(SynchronousTestCase):

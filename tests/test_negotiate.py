@@ -17,6 +17,10 @@ class _ALPNTransport(StringTransport):
     def __init__(self, protocol):
         super().__init__(lenient=True)
         self.negotiatedProtocol = protocol
+        self.coalesced = False
+
+    def coalesce_writes(self):
+        self.coalesced = True
 
 
 class NegotiatingTests(SynchronousTestCase):
@@ -38,6 +42,21 @@ class NegotiatingTests(SynchronousTestCase):
         A TLS connection that agreed on h2 gets the HTTP/2 codec.
         """
         proxy, protocol = self.connect(_ALPNTransport(b"h2"), http2=True)
+        protocol.dataReceived(PREFACE)
+        self.assertIsInstance(protocol.inner, H2ServerProtocol)
+
+    def test_h2_writes_coalesced(self):
+        """
+        The HTTP/2 codec's writes are joined per reactor turn by a
+        transport that can (TLS), the HTTP/1.1 codec's are not; a
+        transport that cannot serves either.
+        """
+        for alpn, coalesced in ((b"h2", True), (b"http/1.1", False)):
+            transport = _ALPNTransport(alpn)
+            proxy, protocol = self.connect(transport, http2=True)
+            protocol.dataReceived(PREFACE if coalesced else b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(transport.coalesced, coalesced, alpn)
+        proxy, protocol = self.connect(StringTransport(lenient=True), h2c=True)
         protocol.dataReceived(PREFACE)
         self.assertIsInstance(protocol.inner, H2ServerProtocol)
 

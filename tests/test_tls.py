@@ -16,12 +16,17 @@ from typing import List, Optional, Sequence, Tuple
 
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
-    IHandshakeListener, IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IPushProducer,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -1069,6 +1074,95 @@ class HandshakeTimeoutTests(_Handshakes, SynchronousTestCase):
         self.assertTrue(all(transport.disconnecting for _, transport in idle))
         self.assertFalse(c.server.transport.disconnecting)
         self.assertEqual(self.factory.handshake_timeouts, 1000)
+
+
+class CoalescedWritesTests(_Handshakes, SynchronousTestCase):
+    """
+    L{TLSServerProtocol.coalesce_writes}: what is written in one reactor
+    turn goes to OpenSSL as one write at its end.
+    """
+
+    def setUp(self):
+        self.serve(_standard(self))
+        self.c = self.connect(_Probe("www.example.com"))
+        self.c.server.coalesce_writes()
+        self.writes = []
+        write = TLSMemoryBIOProtocol.write
+
+        def counted(protocol, data):
+            self.writes.append(data)
+            write(protocol, data)
+
+        self.patch(TLSMemoryBIOProtocol, "write", counted)
+
+    def test_one_write_per_turn(self):
+        """
+        Three writes in a turn are one write to OpenSSL once the turn is
+        over; the next turn's writes are another.
+        """
+        app = self.c.app
+        for data in (b"a", b"b", b"c"):
+            app.transport.write(data)
+        self.assertEqual(self.writes, [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.c.pump.flush()
+        self.assertEqual(self.c.peer.data, b"abc")
+        app.transport.writeSequence([b"d", b"e"])
+        self.c.pump.flush()
+        self.assertEqual(self.writes, [b"abc", b"de"])
+        self.assertEqual(self.c.peer.data, b"abcde")
+
+    def test_close_sends_first_abort_drops(self):
+        """
+        Closing the connection sends what waits, then closes; aborting it
+        drops what waits.  Either way no call is left on the reactor.
+        """
+        for end, sent in (("loseConnection", b"last"), ("abortConnection", b"")):
+            c = self.connect(_Probe("www.example.com"))
+            c.server.coalesce_writes()
+            c.app.transport.write(b"last")
+            getattr(c.app.transport, end)()
+            self.assertEqual(self.clock.getDelayedCalls(), [], end)
+            c.pump.flush()
+            self.assertEqual(c.peer.data, sent, end)
+            self.assertIsNotNone(c.peer.lost, end)
+
+    def test_producer_writes_after_close(self):
+        """
+        While a producer is registered, writes after C{loseConnection} are
+        sent too, before the TLS shutdown that unregistering it starts.
+        """
+        app = self.c.app
+        app.transport.registerProducer(_Paused(), True)
+        app.transport.write(b"a")
+        app.transport.loseConnection()
+        app.transport.write(b"b")
+        app.transport.unregisterProducer()
+        self.c.pump.flush()
+        self.assertEqual(self.c.peer.data, b"ab")
+        self.assertIsNotNone(self.c.peer.lost)
+
+    def test_lost_drops(self):
+        """
+        A connection lost underneath drops what waits, and its call.
+        """
+        app = self.c.app
+        app.transport.write(b"never")
+        self.c.server.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.writes, [])
+
+
+@implementer(IPushProducer)
+class _Paused:
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
 
 
 # ---------------------------------------------------------------------------

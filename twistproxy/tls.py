@@ -736,13 +736,69 @@ class TLSServerProtocol(TLSMemoryBIOProtocol):
     not complete within the factory's C{handshake_timeout}.
 
     Writes go to OpenSSL at once (not Twisted's C{BufferingTLSTransport}):
-    the HTTP codec already joins each response into one write, and the
+    the HTTP/1.1 codec already joins each response into one write, and the
     buffering transport would add a timer and a trip through the reactor to
-    every one.
+    every one.  The HTTP/2 codec writes once per stream instead, some ten
+    times in one reactor turn under load, and asks for its writes to be
+    joined (L{coalesce_writes}).
     """
 
     factory: TLSServerFactory
     deadline = NEVER
+    # The writes waiting for the end of the reactor turn, once
+    # coalesce_writes was called, and the call that sends them.
+    _soon: Optional[List[bytes]] = None
+    _soon_call = None
+
+    def coalesce_writes(self) -> None:
+        """
+        From now on, send what is written in one reactor turn as one write
+        to OpenSSL, at the end of the turn: one TLS record (and one pass
+        through the TLS layer's Python code) for all, not one for each.
+        Closing the connection sends them first; aborting it drops them.
+        """
+        self._soon = []
+        self.write = self._write_soon
+
+    def _write_soon(self, data: bytes) -> None:
+        soon = self._soon
+        if not soon:
+            self._soon_call = self.factory.reactor.callLater(0, self._flush_soon)
+        soon.append(data)
+
+    def _flush_soon(self) -> None:
+        """
+        Send the writes that wait for the end of the turn, now.
+        """
+        call, self._soon_call = self._soon_call, None
+        if call is not None and call.active():
+            call.cancel()
+        soon = self._soon
+        if soon:
+            data = b"".join(soon)
+            soon.clear()
+            TLSMemoryBIOProtocol.write(self, data)
+
+    def _drop_soon(self) -> None:
+        if self._soon_call is not None:
+            if self._soon_call.active():
+                self._soon_call.cancel()
+            self._soon_call = None
+        if self._soon:
+            self._soon.clear()
+
+    def loseConnection(self) -> None:
+        self._flush_soon()
+        super().loseConnection()
+
+    def unregisterProducer(self) -> None:
+        # Which may shut TLS down when the connection is closing.
+        self._flush_soon()
+        super().unregisterProducer()
+
+    def abortConnection(self) -> None:
+        self._drop_soon()
+        super().abortConnection()
 
     def makeConnection(self, transport) -> None:
         factory = self.factory
@@ -770,6 +826,7 @@ class TLSServerProtocol(TLSMemoryBIOProtocol):
 
     def connectionLost(self, reason) -> None:
         self.factory.deadlines.discard(self)
+        self._drop_soon()
         super().connectionLost(reason)
 
 

@@ -80,6 +80,8 @@ from h2.events import (
 )
 from h2.exceptions import InvalidBodyLengthError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hpack import Decoder, Encoder
+from hpack.table import HeaderTable
 from hyperframe.frame import GoAwayFrame
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -189,6 +191,15 @@ def _request_head(fields, stream_ended: bool, limits,
 
     @raises ParseError: For a malformed or unsupported request.
     """
+    return _checked_request(fields, stream_ended, limits, escaped_slashes)[0]
+
+
+def _checked_request(fields, stream_ended: bool, limits, escaped_slashes: str):
+    """
+    L{_request_head}, and what L{_same_request} needs to make the same head
+    again without the checks: C{(method, target, host, fields, length)}.
+    None of the checks depends on C{escaped_slashes}, only the head.
+    """
     pseudo = dict.fromkeys(_PSEUDO_HEADERS)
     headers = []
     cookies = []
@@ -261,16 +272,32 @@ def _request_head(fields, stream_ended: bool, limits,
         # Refused as over HTTP/1.1.  A 100-continue is not answered:
         # flow control already bounds what the client may send.
         check_expectation(expects)
+    parts = (method, target, host, tuple(headers))
     req = _head(method, target, host, headers, escaped_slashes)
     length = parse_content_length(lengths, 400) if lengths else None
     if stream_ended and length:
         raise ParseError(400, "bad_content_length")
     check_body_size(length, limits.max_body_size)
+    _set_length(req, length, stream_ended)
+    return req, parts + (length,)
+
+
+def _same_request(parts, stream_ended: bool, escaped_slashes: str) -> RequestHead:
+    """
+    A new L{RequestHead} equal to the one L{_checked_request} made with
+    C{parts}: the fields were checked then.
+    """
+    method, target, host, headers, length = parts
+    req = _head(method, target, host, list(headers), escaped_slashes)
+    _set_length(req, length, stream_ended)
+    return req
+
+
+def _set_length(req: RequestHead, length: Optional[int], stream_ended: bool) -> None:
     req.content_length = length
     # HTTP/2 frames the body itself; without a declared length the backend
     # gets it chunked.
     req.chunked = not stream_ended and length is None
-    return req
 
 
 def _partial_request(fields) -> RequestHead:
@@ -311,6 +338,100 @@ class _Malformed:
         self.ended = ended
 
 
+class _Table(HeaderTable):
+    """
+    hpack's dynamic table, numbering its states: every entry added and
+    every resize makes a new C{version}, so that L{_Encoder} and
+    L{_Decoder} know when a block they coded is still coded the same.
+    """
+
+    version = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
+        super().add(name, value)
+
+    @HeaderTable.maxsize.setter
+    def maxsize(self, newmax: int) -> None:
+        self.version += 1
+        HeaderTable.maxsize.fset(self, newmax)
+
+
+class _Encoder(Encoder):
+    """
+    hpack's encoder, which sends the last header block again when the same
+    fields follow and that block changed nothing in the table.
+
+    A response whose fields are all in the table already (as most are, on a
+    connection that asks for the same kind of resource again and again)
+    changes nothing, so the next one with the same fields is coded to the
+    same bytes: one comparison of lists instead of some hundred Python
+    calls.  Such a block holds only indexes, which hpack sends for a field
+    found whole in the table whether it is sensitive or not, and Huffman
+    coding or not.  A block that does not change the table but holds a
+    sensitive field (sent literally, never indexed) is not reused: a field
+    equal to it but not sensitive would be indexed.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.header_table = _Table()
+        # (fields, table version, block), or None.
+        self._last = None
+
+    def encode(self, headers, huffman: bool = True) -> bytes:
+        table = self.header_table
+        last = self._last
+        if last is not None and last[1] == table.version and last[0] == headers:
+            return last[2]
+        version, resized = table.version, table.resized
+        block = super().encode(headers, huffman)
+        # A block that changed the table is not sent again (the version
+        # differs), one that signals a new table size must not be.  h2
+        # passes a generator (read by now: no types) when it normalises or
+        # validates the fields.
+        if not resized and set(map(type, headers)) == _TUPLE:
+            self._last = (headers, version, block)
+        return block
+
+
+# The class of plain fields (not hpack's HeaderTuple, whose subclass
+# NeverIndexedHeaderTuple marks a sensitive one).
+_TUPLE = {tuple}
+
+
+class _Decoder(Decoder):
+    """
+    hpack's decoder, which gives the last header block's fields again when
+    the same block follows, that block changed nothing in the table, and
+    the limits are the same: a client that asks for the same resource again sends the
+    same fully indexed block, and decoding it again would give the same
+    fields, or raise the same error.  Blocks that change the table (or its
+    size) are always decoded.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.header_table = _Table()
+        # (block, raw, table version, max_header_list_size,
+        # max_allowed_table_size, fields), or None.
+        self._last = None
+
+    def decode(self, data: bytes, raw: bool = False):
+        table = self.header_table
+        last = self._last
+        if (last is not None and last[2] == table.version and last[0] == data
+                and last[1] == raw and last[3] == self.max_header_list_size
+                and last[4] == self.max_allowed_table_size):
+            return list(last[5])
+        version = table.version
+        fields = super().decode(data, raw)
+        # A block that changed the table is not reused: the version differs.
+        self._last = (bytes(data), raw, version, self.max_header_list_size,
+                      self.max_allowed_table_size, fields)
+        return list(fields)
+
+
 class _Connection(H2Connection):
     """
     h2's connection, where the malformed requests that h2 itself notices
@@ -320,7 +441,16 @@ class _Connection(H2Connection):
     stream is answered 400 or reset, and the other streams go on.  What
     concerns the whole connection (HPACK state, flow control, stream
     states) stays a connection error.
+
+    Its HPACK coders are L{_Encoder} and L{_Decoder}.
     """
+
+    def __init__(self, config: H2Configuration):
+        super().__init__(config)
+        self.encoder = _Encoder()
+        decoder = _Decoder()
+        decoder.max_header_list_size = self.decoder.max_header_list_size
+        self.decoder = decoder
 
     def _receive_headers_frame(self, frame):
         known = frame.stream_id in self.streams
@@ -786,6 +916,10 @@ class H2ServerProtocol(ClientCodec):
         self._goaway_received = False
         # The last stream served after a graceful GOAWAY, or None.
         self._last_stream: Optional[int] = None
+        # What _request_head checked last, and the last response fields
+        # found _plain (for _send_headers), or None.
+        self._request_checked = None
+        self._plain_fields = None
 
     # Connection events
 
@@ -890,7 +1024,7 @@ class H2ServerProtocol(ClientCodec):
         factory = self._factory
         if error is None:
             try:
-                req = _request_head(fields, ended, factory.limits, factory.escaped_slashes)
+                req = self._request_head(fields, ended)
             except ParseError as e:
                 error = e
         if error is not None:
@@ -898,7 +1032,9 @@ class H2ServerProtocol(ClientCodec):
         exchange = Exchange(req, self.client_address, stream, self._clock.seconds())
         stream._request(exchange)
         self._streams[sid] = stream
-        factory.deadlines.add(stream)
+        if not stream._body_done:
+            # Only a request body has a timeout on a stream.
+            factory.deadlines.add(stream)
         if self._timer_kind:
             # The connection is not idle any more.
             self._set_timer(_W_NONE, 0)
@@ -914,6 +1050,23 @@ class H2ServerProtocol(ClientCodec):
             return
         self._identify()
         factory.forwarder.forward(exchange)
+
+    def _request_head(self, fields, ended: bool) -> RequestHead:
+        """
+        L{_request_head}, once for the same fields as the last well-formed
+        request (and the same limits): a client asking for the same
+        resource again, as a load generator or a poller does, sends the
+        same fields, and they pass the same checks.
+        """
+        factory = self._factory
+        limits, escaped = factory.limits, factory.escaped_slashes
+        last = self._request_checked
+        if last is not None and last[0] == fields and last[1] is limits and last[2] == ended:
+            # What escaped_slashes decides (or refuses) is decided again.
+            return _same_request(last[3], ended, escaped)
+        req, parts = _checked_request(fields, ended, limits, escaped)
+        self._request_checked = (fields, limits, ended, parts)
+        return req
 
     def _malformed_event(self, event: _Malformed) -> None:
         """
@@ -966,7 +1119,13 @@ class H2ServerProtocol(ClientCodec):
     def _send_headers(self, stream_id: int, fields, end_stream: bool = False) -> None:
         h2c = self._h2
         try:
-            if _plain(fields):
+            # The same fields as the last plain response are plain (one
+            # comparison of lists, not a Python loop).
+            plain = fields == self._plain_fields
+            if not plain and _plain(fields):
+                plain = True
+                self._plain_fields = fields
+            if plain:
                 # What h2's checks would pass unchanged: some fifty
                 # generator steps fewer per response.
                 h2c.send_headers(stream_id, fields, end_stream=end_stream)

@@ -60,6 +60,12 @@ class Negotiating(Waiting, Protocol):
             self._buffer = b""
             self._set_timer(0, 0)
             self._factory.deadlines.discard(self)
+            if h2:
+                # Its writes, one per stream, are joined per reactor turn
+                # when the transport can (TLS).
+                coalesce = getattr(self.transport, "coalesce_writes", None)
+                if coalesce is not None:
+                    coalesce()
             inner = self.inner = (H2ServerProtocol if h2 else HTTPServerProtocol)(self._factory)
             inner.admitted, self.admitted = self.admitted, False
             inner.makeConnection(self.transport)
