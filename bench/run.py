@@ -1051,8 +1051,9 @@ def start_proxy(name, args, tools, tmp, origin_port, workers=None):
                                               origin_port=origin_port)
             if cache:
                 text += TWISTPROXY_CACHE
+            text += TWISTPROXY_LIMITS
             if memory:
-                text += TWISTPROXY_LIMITS.format(
+                text += TWISTPROXY_CONNECTIONS.format(
                     connections=max(args.idle_connections, args.h2_connections) + 1024)
             with open(conf, "w") as f:
                 f.write(text)
@@ -1147,13 +1148,17 @@ store = "memory"
 size = "256m"
 """
 
-# The memory scenarios' connections, whatever the open-file limit (by
-# default twistproxy takes at most half of it, less a reserve: each client
-# connection may need a backend connection too).
+# Requests per client connection as nginx's keepalive_requests above (which
+# counts HTTP/2 streams too): twistproxy's default of 1,000 would end each
+# h2load connection with a GOAWAY after 1,000 streams, and h2load does not
+# reconnect.  The memory scenarios' connections, whatever the open-file
+# limit (by default twistproxy takes at most half of it, less a reserve:
+# each client connection may need a backend connection too).
 TWISTPROXY_LIMITS = """
 [limits]
-max_connections = {connections}
+max_requests_per_connection = 1000000
 """
+TWISTPROXY_CONNECTIONS = "max_connections = {connections}\n"
 
 TWISTPROXY_TCP = """
 [listeners.relay]
