@@ -6,7 +6,7 @@ trusted proxies.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,8 +24,8 @@ from twistproxy.http.headers import (
     sticky_cookie,
     stored_head,
 )
-from twistproxy.http.answers import error_response
-from twistproxy.http.parser import ResponseHead, parse_request_head, parse_response_head
+from twistproxy.http.answers import error_response, own_head
+from twistproxy.http.parser import parse_request_head, parse_response_head
 
 CLIENT = "192.0.2.7"
 
@@ -742,24 +742,6 @@ class ResponseHeadTests(SynchronousTestCase):
         )
 
 
-def _made(status: int, reason: bytes, fields, length: int) -> ResponseHead:
-    """
-    A head made by hand, as the proxy makes its own answers: HTTP/1.1, no
-    connection fields.
-    """
-    head = ResponseHead()
-    head.version = (1, 1)
-    head.status = status
-    head.reason = reason
-    head.headers = fields
-    head.content_length = length
-    head.chunked = False
-    head.codings = ()
-    head.keep_alive = True
-    head.connection = frozenset()
-    return head
-
-
 class StoredHeadTests(SynchronousTestCase):
     """
     L{StoredHead}: a stored response served again gets the head
@@ -776,7 +758,7 @@ class StoredHeadTests(SynchronousTestCase):
         for a head made by hand with the same fields.
         """
         stored = stored_head(shared, age)
-        made = _made(200, b"OK", self.FIELDS + [(b"Age", age)], 5)
+        made = own_head(200, b"OK", self.FIELDS + [(b"Age", age)], 5)
         self.assertEqual(stored.headers, made.headers)
         return (_return(stored, rules=rules, via=via, extra=[(b"Cache-Status", b"c; hit")]),
                 _return(made, rules=rules, via=via, extra=[(b"Cache-Status", b"c; hit")]))
