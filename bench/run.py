@@ -1410,7 +1410,7 @@ def compute_ratios(results):
                            "memory_ratio_to_nginx": ratio})
             continue
         b = base.get((r["scenario"], r.get("workers")), {})
-        ratio = cpu = latency = None
+        ratio = latency = None
         if b.get("req_per_cpu_s") and r["req_per_cpu_s"]:
             ratio = round(r["req_per_cpu_s"] / b["req_per_cpu_s"], 4)
         if b and _latency(b) and _latency(r):

@@ -605,7 +605,6 @@ class WatchedGroupTests(SynchronousTestCase):
         `rise` successes bring it back.
         """
         from twisted.internet.error import ConnectionRefusedError as Refused
-        from twisted.internet.protocol import Protocol
         from twisted.python.failure import Failure
         from twistproxy.config import HealthCheck
 

@@ -5,7 +5,6 @@ L{FilterContractMixin}.
 
 from __future__ import annotations
 
-import os
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase

@@ -27,7 +27,6 @@ from twistproxy.config import ConfigError
 from twistproxy.interfaces import ILocator, ILocatorFactory
 from twistproxy.plugins import twistproxy_locators
 from twistproxy.testing import FakeRequestInfo
-from twistproxy.upstream import locators
 from twistproxy.upstream.locators import (
     CIDRLocator,
     CIDRLocatorFactory,
