@@ -315,6 +315,17 @@ def _partial_request(fields) -> RequestHead:
     return req
 
 
+class _QuietLog:
+    """
+    The logger of every L{_Connection}: h2 logs some ten debug lines per
+    stream, and its default logger's no-op methods are Python calls.
+    These are a C method that takes any arguments and does nothing with
+    them (an empty template has nothing to fill in).
+    """
+
+    debug = trace = "".format
+
+
 class _Malformed:
     """
     An event of L{_Connection}: h2 found a request malformed once its
@@ -621,7 +632,9 @@ class H2Stream(Waiting):
             self._send()
         # else the body's last bytes: response_end, which follows, sends
         # them in the DATA frame that ends the stream (one frame, not two).
-        self._update_pause()
+        if self._paused or self._pending > STREAM_BUFFER or self._conn.client_full:
+            # Else _update_pause would leave the backend read as it is.
+            self._update_pause()
 
     def flush(self) -> None:
         """
@@ -904,7 +917,7 @@ class H2ServerProtocol(ClientCodec):
         # h2 checks responses only when they are not _plain: see
         # _send_headers.
         self._h2 = _Connection(config=H2Configuration(
-            client_side=False, header_encoding=None,
+            client_side=False, header_encoding=None, logger=_QuietLog(),
             validate_inbound_headers=False,
             normalize_outbound_headers=False, validate_outbound_headers=False,
         ))
@@ -983,7 +996,9 @@ class H2ServerProtocol(ClientCodec):
             self._malformed_event(event)
         elif kind is StreamEnded:
             stream = self._streams.get(event.stream_id)
-            if stream is not None:
+            # Not for a request that ended with its HEADERS: the stream
+            # knows already.
+            if stream is not None and not stream._body_ended:
                 stream._end_of_body()
         elif kind is WindowUpdated:
             if event.stream_id:
@@ -1043,12 +1058,15 @@ class H2ServerProtocol(ClientCodec):
             if error.status == 400:
                 self._malformed_request()
             return
-        if self._answered_challenge(exchange):
+        # What is not configured (ACME challenges, an identity header)
+        # costs no call per stream.
+        if factory.challenges is not None and self._answered_challenge(exchange):
             return
         if not self._allowed(exchange):
             stream._fail(503, exchange.reason, [RETRY_AFTER])
             return
-        self._identify()
+        if factory.identity_header is not None:
+            self._identify()
         factory.forwarder.forward(exchange)
 
     def _request_head(self, fields, ended: bool) -> RequestHead:
