@@ -27,6 +27,7 @@ from hpack import (
     NeverIndexedHeaderTuple,
     OversizedHeaderListError,
 )
+from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -70,6 +71,19 @@ def _config(**kw) -> ProxyConfig:
 
 def _head(data: bytes) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
+
+
+def _frames(data: bytes) -> list:
+    """
+    The frames in C{data}, as the proxy wrote them.
+    """
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        data = data[9 + length:]
+    return frames
 
 
 def _request(method=b"GET", path=b"/a?b=1", authority=b"example.com", extra=()):
@@ -490,6 +504,34 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(reset.error_code, ErrorCodes.INTERNAL_ERROR)
         self.assertFalse(self.client.ended(sid))
         self.assertFalse(self.client.transport.disconnecting)
+
+    def test_trailers_on_reset_stream(self):
+        """
+        Trailers the client sent before it saw the proxy reset its stream
+        are a stream error, as h2 has it: answered with RST_STREAM
+        (STREAM_CLOSED), and the connection stays usable.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"a", end=False)
+        backend = self.proxy.accept_backend()
+        backend.received()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        backend.close()
+        self.client.pump()
+        self.assertTrue(self.client.of(sid, StreamReset))
+        late = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        late.data = self.client.conn.encoder.encode([(b"x-t", b"1")])
+        self.client.protocol.dataReceived(late.serialize())
+        frames = _frames(self.client.transport.value())
+        self.client.transport.clear()
+        self.assertEqual(
+            [(type(f), f.stream_id, f.error_code) for f in frames if type(f) is RstStreamFrame],
+            [(RstStreamFrame, sid, ErrorCodes.STREAM_CLOSED)],
+        )
+        self.assertFalse(self.client.transport.disconnecting)
+        again = self.client.request(_request())
+        self.proxy.accept_backend().send(OK)
+        self.client.pump()
+        self.assertEqual(self.client.status(again), b"200")
 
     def test_no_route(self):
         """

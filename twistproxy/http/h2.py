@@ -463,6 +463,40 @@ class _Connection(H2Connection):
         decoder.max_header_list_size = self.decoder.max_header_list_size
         self.decoder = decoder
 
+    def _receive_frame(self, frame):
+        """
+        h2's, without the C{repr} of every frame received that h2 makes for
+        its trace log, whatever the logger does with it (some 2 % of a
+        stream's cost).  What the frame's handler raises goes through h2's
+        own method (L{_receive_failed}), which turns some of it into a
+        reset of the stream, as it would have.
+        """
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except Exception as e:
+            return self._receive_failed(frame, e)
+        self._prepare_for_sending(frames)
+        return events
+
+    def _receive_failed(self, frame, error: Exception):
+        """
+        Handle C{error}, raised by the handler of C{frame}, as h2 does: its
+        C{_receive_frame} is run with a handler that raises it again (the
+        real one has run, and changed the connection's state already).
+        """
+        table = self._frame_dispatch_table
+        kind = frame.__class__
+        handler = table[kind]
+
+        def failed(frame):
+            raise error
+
+        table[kind] = failed
+        try:
+            return super()._receive_frame(frame)
+        finally:
+            table[kind] = handler
+
     def _receive_headers_frame(self, frame):
         known = frame.stream_id in self.streams
         try:
