@@ -18,6 +18,7 @@ from h2.events import (
     StreamEnded,
     StreamReset,
 )
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from hpack import (
     Decoder,
@@ -46,7 +47,7 @@ from twistproxy.config import (
     UpstreamGroup,
 )
 from twistproxy.http.h2 import (
-    PREFACE, H2ServerProtocol, _Decoder, _Encoder, _plain, _request_head,
+    PREFACE, H2ServerProtocol, _Connection, _Decoder, _Encoder, _plain, _request_head,
 )
 from twistproxy.http.parser import (
     ParseError, check_body_size, parse_request_head, parse_response_head,
@@ -976,6 +977,22 @@ class PlainTests(SynchronousTestCase):
             (b"te", b"gzip"), (b"authorization", b"a"), (b"cookie", b"a=1"),
         ]:
             self.assertFalse(_plain([(b":status", b"200"), (name, value)]), (name, value))
+
+
+class ConnectionTests(SynchronousTestCase):
+    """
+    h2's connection, as the proxy uses it.
+    """
+
+    def test_response_headers_without_stream(self):
+        """
+        Response headers for a stream that h2 does not hold are h2's own
+        C{send_headers}' to refuse: a server opens no stream.
+        """
+        conn = _Connection(H2Configuration(client_side=False, header_encoding=None))
+        conn.initiate_connection()
+        with self.assertRaises(ProtocolError):
+            conn.send_response_headers(1, [(b":status", b"200")], False)
 
 
 class CodersTests(SynchronousTestCase):

@@ -67,7 +67,7 @@ from itertools import islice
 from typing import Dict, Optional
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionInputs, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -462,6 +462,19 @@ class _Connection(H2Connection):
         decoder = _Decoder()
         decoder.max_header_list_size = self.decoder.max_header_list_size
         self.decoder = decoder
+
+    def send_response_headers(self, stream_id: int, fields, end_stream: bool) -> None:
+        """
+        h2's C{send_headers}, without its stream lookup for a stream that is
+        open: that builds an C{AllowedStreamIDs} member (an C{Enum} call) in
+        case there is none.  For any other, h2's own method decides.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.send_headers(stream_id, fields, end_stream=end_stream)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        self._prepare_for_sending(stream.send_headers(fields, self.encoder, end_stream))
 
     def _receive_frame(self, frame):
         """
@@ -1180,12 +1193,12 @@ class H2ServerProtocol(ClientCodec):
             if plain:
                 # What h2's checks would pass unchanged: some fifty
                 # generator steps fewer per response.
-                h2c.send_headers(stream_id, fields, end_stream=end_stream)
+                h2c.send_response_headers(stream_id, fields, end_stream)
             else:
                 config = h2c.config
                 config.normalize_outbound_headers = config.validate_outbound_headers = True
                 try:
-                    h2c.send_headers(stream_id, fields, end_stream=end_stream)
+                    h2c.send_response_headers(stream_id, fields, end_stream)
                 finally:
                     config.normalize_outbound_headers = False
                     config.validate_outbound_headers = False
