@@ -472,6 +472,23 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(len(body), size)
         self.assertEqual(body, b"x" * 100000 + b"y" * 100000)
 
+    def test_response_larger_than_a_frame(self):
+        """
+        A response read in one piece larger than the largest frame, which
+        the windows would let through whole, is sent in frames of that
+        size at most.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.received()
+        size = 40000
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"x" * size)
+        self.assertTrue(self.client.ended(sid))
+        frames = self.client.of(sid, DataReceived)
+        self.assertEqual([len(f.data) for f in frames], [16384, 16384, size - 2 * 16384])
+
     def test_upstream_failure(self):
         """
         A backend that fails before answering leads to a 502 on the stream,

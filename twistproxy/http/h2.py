@@ -78,7 +78,9 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import InvalidBodyLengthError, ProtocolError, StreamClosedError
+from h2.exceptions import (
+    FlowControlError, InvalidBodyLengthError, ProtocolError, StreamClosedError,
+)
 from h2.settings import SettingCodes, Settings
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
@@ -791,18 +793,28 @@ class H2Stream(Waiting):
         out = self._out
         try:
             while out:
-                room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if room <= 0:
-                    return
-                chunk = out[0]
-                if len(chunk) <= room:
-                    out.popleft()
-                else:
-                    out[0] = chunk[room:]
-                    chunk = chunk[:room]
-                self._pending -= len(chunk)
+                chunk = out.popleft()
                 last = self._out_ended and not out
-                h2c.send_data(sid, chunk, end_stream=last)
+                whole = len(chunk) <= h2c.max_outbound_frame_size
+                if whole:
+                    # Most chunks fit in a frame and in the windows, which
+                    # h2 checks (and refuses) before it sends anything: no
+                    # window to ask for here.
+                    try:
+                        h2c.send_data(sid, chunk, end_stream=last)
+                    except FlowControlError:
+                        whole = False
+                if not whole:
+                    # What fits now: a frame's worth at most.
+                    room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                    if room <= 0:
+                        out.appendleft(chunk)
+                        return
+                    out.appendleft(chunk[room:])
+                    chunk = chunk[:room]
+                    last = False
+                    h2c.send_data(sid, chunk)
+                self._pending -= len(chunk)
                 if last:
                     self._finished()
                     return
