@@ -478,6 +478,17 @@ class _Connection(H2Connection):
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         self._prepare_for_sending(stream.send_headers(fields, self.encoder, end_stream))
 
+    def _prepare_for_sending(self, frames) -> None:
+        """
+        h2's, by a loop rather than two generators (a call sends one frame
+        or two): each frame is serialized, which sets its C{body_len}, and
+        checked against the largest frame the client takes.
+        """
+        limit = self.max_outbound_frame_size
+        for frame in frames:
+            self._data_to_send += frame.serialize()
+            assert frame.body_len <= limit
+
     def _receive_frame(self, frame):
         """
         h2's, without the C{repr} of every frame received that h2 makes for
