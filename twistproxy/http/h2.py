@@ -112,6 +112,8 @@ from twistproxy.http.parser import (
 # The waits of this codec, bound once: a member looked up on the enum
 # class costs several times a global's lookup on CPython.
 _W_NONE, _W_IDLE, _W_BODY = Wait.NONE, Wait.IDLE, Wait.BODY
+# Likewise h2's input of its connection state machine for sent headers.
+_SEND_HEADERS = ConnectionInputs.SEND_HEADERS
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
 # a plain listener may look for to serve h2c with prior knowledge.
@@ -475,7 +477,7 @@ class _Connection(H2Connection):
         if stream is None:
             self.send_headers(stream_id, fields, end_stream=end_stream)
             return
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        self.state_machine.process_input(_SEND_HEADERS)
         self._prepare_for_sending(stream.send_headers(fields, self.encoder, end_stream))
 
     def _prepare_for_sending(self, frames) -> None:
