@@ -18,6 +18,7 @@ from h2.events import (
     StreamEnded,
     StreamReset,
 )
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from hpack import (
     Decoder,
@@ -27,6 +28,7 @@ from hpack import (
     NeverIndexedHeaderTuple,
     OversizedHeaderListError,
 )
+from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -45,7 +47,7 @@ from twistproxy.config import (
     UpstreamGroup,
 )
 from twistproxy.http.h2 import (
-    PREFACE, H2ServerProtocol, _Decoder, _Encoder, _plain, _request_head,
+    PREFACE, H2ServerProtocol, _Connection, _Decoder, _Encoder, _plain, _request_head,
 )
 from twistproxy.http.parser import (
     ParseError, check_body_size, parse_request_head, parse_response_head,
@@ -70,6 +72,19 @@ def _config(**kw) -> ProxyConfig:
 
 def _head(data: bytes) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
+
+
+def _frames(data: bytes) -> list:
+    """
+    The frames in C{data}, as the proxy wrote them.
+    """
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        data = data[9 + length:]
+    return frames
 
 
 def _request(method=b"GET", path=b"/a?b=1", authority=b"example.com", extra=()):
@@ -457,6 +472,23 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(len(body), size)
         self.assertEqual(body, b"x" * 100000 + b"y" * 100000)
 
+    def test_response_larger_than_a_frame(self):
+        """
+        A response read in one piece larger than the largest frame, which
+        the windows would let through whole, is sent in frames of that
+        size at most.
+        """
+        sid = self.client.request(_request())
+        backend = self.proxy.accept_backend()
+        backend.received()
+        size = 40000
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        self.client.pump()
+        self.assertEqual(self.client.body(sid), b"x" * size)
+        self.assertTrue(self.client.ended(sid))
+        frames = self.client.of(sid, DataReceived)
+        self.assertEqual([len(f.data) for f in frames], [16384, 16384, size - 2 * 16384])
+
     def test_upstream_failure(self):
         """
         A backend that fails before answering leads to a 502 on the stream,
@@ -490,6 +522,34 @@ class H2Tests(SynchronousTestCase):
         self.assertEqual(reset.error_code, ErrorCodes.INTERNAL_ERROR)
         self.assertFalse(self.client.ended(sid))
         self.assertFalse(self.client.transport.disconnecting)
+
+    def test_trailers_on_reset_stream(self):
+        """
+        Trailers the client sent before it saw the proxy reset its stream
+        are a stream error, as h2 has it: answered with RST_STREAM
+        (STREAM_CLOSED), and the connection stays usable.
+        """
+        sid = self.client.request(_request(method=b"POST"), body=b"a", end=False)
+        backend = self.proxy.accept_backend()
+        backend.received()
+        backend.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        backend.close()
+        self.client.pump()
+        self.assertTrue(self.client.of(sid, StreamReset))
+        late = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        late.data = self.client.conn.encoder.encode([(b"x-t", b"1")])
+        self.client.protocol.dataReceived(late.serialize())
+        frames = _frames(self.client.transport.value())
+        self.client.transport.clear()
+        self.assertEqual(
+            [(type(f), f.stream_id, f.error_code) for f in frames if type(f) is RstStreamFrame],
+            [(RstStreamFrame, sid, ErrorCodes.STREAM_CLOSED)],
+        )
+        self.assertFalse(self.client.transport.disconnecting)
+        again = self.client.request(_request())
+        self.proxy.accept_backend().send(OK)
+        self.client.pump()
+        self.assertEqual(self.client.status(again), b"200")
 
     def test_no_route(self):
         """
@@ -934,6 +994,22 @@ class PlainTests(SynchronousTestCase):
             (b"te", b"gzip"), (b"authorization", b"a"), (b"cookie", b"a=1"),
         ]:
             self.assertFalse(_plain([(b":status", b"200"), (name, value)]), (name, value))
+
+
+class ConnectionTests(SynchronousTestCase):
+    """
+    h2's connection, as the proxy uses it.
+    """
+
+    def test_response_headers_without_stream(self):
+        """
+        Response headers for a stream that h2 does not hold are h2's own
+        C{send_headers}' to refuse: a server opens no stream.
+        """
+        conn = _Connection(H2Configuration(client_side=False, header_encoding=None))
+        conn.initiate_connection()
+        with self.assertRaises(ProtocolError):
+            conn.send_response_headers(1, [(b":status", b"200")], False)
 
 
 class CodersTests(SynchronousTestCase):

@@ -67,7 +67,7 @@ from itertools import islice
 from typing import Dict, Optional
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionInputs, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -78,7 +78,9 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import InvalidBodyLengthError, ProtocolError, StreamClosedError
+from h2.exceptions import (
+    FlowControlError, InvalidBodyLengthError, ProtocolError, StreamClosedError,
+)
 from h2.settings import SettingCodes, Settings
 from hpack import Decoder, Encoder
 from hpack.table import HeaderTable
@@ -110,6 +112,8 @@ from twistproxy.http.parser import (
 # The waits of this codec, bound once: a member looked up on the enum
 # class costs several times a global's lookup on CPython.
 _W_NONE, _W_IDLE, _W_BODY = Wait.NONE, Wait.IDLE, Wait.BODY
+# Likewise h2's input of its connection state machine for sent headers.
+_SEND_HEADERS = ConnectionInputs.SEND_HEADERS
 
 # The connection preface of a client speaking HTTP/2 (RFC 9113 3.4): what
 # a plain listener may look for to serve h2c with prior knowledge.
@@ -315,6 +319,17 @@ def _partial_request(fields) -> RequestHead:
     return req
 
 
+class _QuietLog:
+    """
+    The logger of every L{_Connection}: h2 logs some ten debug lines per
+    stream, and its default logger's no-op methods are Python calls.
+    These are a C method that takes any arguments and does nothing with
+    them (an empty template has nothing to fill in).
+    """
+
+    debug = trace = "".format
+
+
 class _Malformed:
     """
     An event of L{_Connection}: h2 found a request malformed once its
@@ -451,6 +466,64 @@ class _Connection(H2Connection):
         decoder = _Decoder()
         decoder.max_header_list_size = self.decoder.max_header_list_size
         self.decoder = decoder
+
+    def send_response_headers(self, stream_id: int, fields, end_stream: bool) -> None:
+        """
+        h2's C{send_headers}, without its stream lookup for a stream that is
+        open: that builds an C{AllowedStreamIDs} member (an C{Enum} call) in
+        case there is none.  For any other, h2's own method decides.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.send_headers(stream_id, fields, end_stream=end_stream)
+            return
+        self.state_machine.process_input(_SEND_HEADERS)
+        self._prepare_for_sending(stream.send_headers(fields, self.encoder, end_stream))
+
+    def _prepare_for_sending(self, frames) -> None:
+        """
+        h2's, by a loop rather than two generators (a call sends one frame
+        or two): each frame is serialized, which sets its C{body_len}, and
+        checked against the largest frame the client takes.
+        """
+        limit = self.max_outbound_frame_size
+        for frame in frames:
+            self._data_to_send += frame.serialize()
+            assert frame.body_len <= limit
+
+    def _receive_frame(self, frame):
+        """
+        h2's, without the C{repr} of every frame received that h2 makes for
+        its trace log, whatever the logger does with it (some 2 % of a
+        stream's cost).  What the frame's handler raises goes through h2's
+        own method (L{_receive_failed}), which turns some of it into a
+        reset of the stream, as it would have.
+        """
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except Exception as e:
+            return self._receive_failed(frame, e)
+        self._prepare_for_sending(frames)
+        return events
+
+    def _receive_failed(self, frame, error: Exception):
+        """
+        Handle C{error}, raised by the handler of C{frame}, as h2 does: its
+        C{_receive_frame} is run with a handler that raises it again (the
+        real one has run, and changed the connection's state already).
+        """
+        table = self._frame_dispatch_table
+        kind = frame.__class__
+        handler = table[kind]
+
+        def failed(frame):
+            raise error
+
+        table[kind] = failed
+        try:
+            return super()._receive_frame(frame)
+        finally:
+            table[kind] = handler
 
     def _receive_headers_frame(self, frame):
         known = frame.stream_id in self.streams
@@ -621,7 +694,9 @@ class H2Stream(Waiting):
             self._send()
         # else the body's last bytes: response_end, which follows, sends
         # them in the DATA frame that ends the stream (one frame, not two).
-        self._update_pause()
+        if self._paused or self._pending > STREAM_BUFFER or self._conn.client_full:
+            # Else _update_pause would leave the backend read as it is.
+            self._update_pause()
 
     def flush(self) -> None:
         """
@@ -731,18 +806,28 @@ class H2Stream(Waiting):
         out = self._out
         try:
             while out:
-                room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
-                if room <= 0:
-                    return
-                chunk = out[0]
-                if len(chunk) <= room:
-                    out.popleft()
-                else:
-                    out[0] = chunk[room:]
-                    chunk = chunk[:room]
-                self._pending -= len(chunk)
+                chunk = out.popleft()
                 last = self._out_ended and not out
-                h2c.send_data(sid, chunk, end_stream=last)
+                whole = len(chunk) <= h2c.max_outbound_frame_size
+                if whole:
+                    # Most chunks fit in a frame and in the windows, which
+                    # h2 checks (and refuses) before it sends anything: no
+                    # window to ask for here.
+                    try:
+                        h2c.send_data(sid, chunk, end_stream=last)
+                    except FlowControlError:
+                        whole = False
+                if not whole:
+                    # What fits now: a frame's worth at most.
+                    room = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                    if room <= 0:
+                        out.appendleft(chunk)
+                        return
+                    out.appendleft(chunk[room:])
+                    chunk = chunk[:room]
+                    last = False
+                    h2c.send_data(sid, chunk)
+                self._pending -= len(chunk)
                 if last:
                     self._finished()
                     return
@@ -904,7 +989,7 @@ class H2ServerProtocol(ClientCodec):
         # h2 checks responses only when they are not _plain: see
         # _send_headers.
         self._h2 = _Connection(config=H2Configuration(
-            client_side=False, header_encoding=None,
+            client_side=False, header_encoding=None, logger=_QuietLog(),
             validate_inbound_headers=False,
             normalize_outbound_headers=False, validate_outbound_headers=False,
         ))
@@ -983,7 +1068,9 @@ class H2ServerProtocol(ClientCodec):
             self._malformed_event(event)
         elif kind is StreamEnded:
             stream = self._streams.get(event.stream_id)
-            if stream is not None:
+            # Not for a request that ended with its HEADERS: the stream
+            # knows already.
+            if stream is not None and not stream._body_ended:
                 stream._end_of_body()
         elif kind is WindowUpdated:
             if event.stream_id:
@@ -1043,12 +1130,15 @@ class H2ServerProtocol(ClientCodec):
             if error.status == 400:
                 self._malformed_request()
             return
-        if self._answered_challenge(exchange):
+        # What is not configured (ACME challenges, an identity header)
+        # costs no call per stream.
+        if factory.challenges is not None and self._answered_challenge(exchange):
             return
         if not self._allowed(exchange):
             stream._fail(503, exchange.reason, [RETRY_AFTER])
             return
-        self._identify()
+        if factory.identity_header is not None:
+            self._identify()
         factory.forwarder.forward(exchange)
 
     def _request_head(self, fields, ended: bool) -> RequestHead:
@@ -1128,12 +1218,12 @@ class H2ServerProtocol(ClientCodec):
             if plain:
                 # What h2's checks would pass unchanged: some fifty
                 # generator steps fewer per response.
-                h2c.send_headers(stream_id, fields, end_stream=end_stream)
+                h2c.send_response_headers(stream_id, fields, end_stream)
             else:
                 config = h2c.config
                 config.normalize_outbound_headers = config.validate_outbound_headers = True
                 try:
-                    h2c.send_headers(stream_id, fields, end_stream=end_stream)
+                    h2c.send_response_headers(stream_id, fields, end_stream)
                 finally:
                     config.normalize_outbound_headers = False
                     config.validate_outbound_headers = False
