@@ -143,15 +143,14 @@ def quick_ack(transport) -> None:
         transport.socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
-# What one read from a backend may take: a 64 KiB body and its head.
-READ_SIZE = 262144
-
-# Only where each bytes object is freed as soon as it is done with.  PyPy
-# frees large ones at its major collections only, so with reads of
-# READ_SIZE the proxy's peak memory while 1 GiB streamed to a slow client
-# grew from 33 to 51 MiB over its idle size (tests.test_e2e
-# StreamingTests); the gain was measured on CPython only.
-LARGE_READS = sys.implementation.name == "cpython"
+# What one read from a backend may take: a 64 KiB body and its head.  On
+# PyPy, 64 KiB and a head of up to 16 KiB only: a bytes object below its
+# large-object size (132 KiB on 64 bits) is made in the nursery and freed
+# by the next minor collection, as Twisted's 64 KiB reads are, while a
+# larger one waits for a major collection (with reads of 256 KiB, the
+# proxy's peak memory while 1 GiB streamed to a slow client grew from 33
+# to 51 MiB over its idle size; tests.test_e2e StreamingTests).
+READ_SIZE = 262144 if sys.implementation.name == "cpython" else 81920
 
 
 def large_reads(transport) -> None:
@@ -163,9 +162,9 @@ def large_reads(transport) -> None:
     through the reactor and two sends to the client.  When the kernel
     holds more, one larger read takes it all; the bytes object is only as
     large as what was read.  Other transports (TLS, in-memory) are left
-    alone, and so is every transport where L{LARGE_READS} is false.
+    alone.
     """
-    if LARGE_READS and type(transport) in _DIRECT:
+    if type(transport) in _DIRECT:
         transport.bufferSize = READ_SIZE
 
 
