@@ -45,6 +45,21 @@ class FullRelay:
         pass
 
 
+def _sends_now(transport) -> bool:
+    """
+    Whether bytes written to the TCP transport C{transport} may go to its
+    socket at once: nothing is left to send before them and it is open.
+    """
+    return (
+        # Twisted's own bookkeeping of what is left to send (private: a
+        # Twisted without it never sends at once).
+        getattr(transport, "_tempDataLen", 1) == 0
+        and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
+    )
+
+
 def write_now(transport, data: bytes) -> None:
     """
     Write C{data} to C{transport}, sending it at once when possible.
@@ -58,15 +73,7 @@ def write_now(transport, data: bytes) -> None:
     reports a lost connection exactly as usual.  Any other transport (TLS,
     in-memory, UNIX) just gets C{write}.
     """
-    if (
-        type(transport) in _DIRECT
-        # Twisted's own bookkeeping of what is left to send (private: a
-        # Twisted without it gets loseConnection).
-        and getattr(transport, "_tempDataLen", 1) == 0
-        and transport.offset == len(transport.dataBuffer)
-        and transport.connected
-        and not transport.disconnecting
-    ):
+    if type(transport) in _DIRECT and _sends_now(transport):
         # The socket's own send rather than the transport's writeSomeData,
         # which adds two Python calls (a memoryview for Windows' sake, a
         # retry on EINTR that Python does itself since 3.5) to every send.
@@ -83,6 +90,38 @@ def write_now(transport, data: bytes) -> None:
     transport.write(data)
 
 
+# Bytes from which a body is sent with its head by one sendmsg rather than
+# joined to it (write_all_now).  Measured on a socket pair, a 300-byte
+# head with a 32 KiB body: PyPy 6.3 instead of 8.6 us, CPython 7.5 instead
+# of 8.7 (64 KiB: 12 instead of 17, 11 instead of 12); with 8 KiB, even.
+SENDMSG_MIN = 16384
+
+
+def write_all_now(transport, chunks: list) -> None:
+    """
+    Write the bytes objects C{chunks} to C{transport} in order, as
+    L{write_now} writes one, but with one C{sendmsg} (writev) when the
+    bytes can go to the socket at once: no copy of them joined into one
+    bytes object, which for a large body on PyPy is also one large object
+    fewer for its garbage collector.  Whatever the kernel does not take is
+    left to C{transport.writeSequence}; any other transport gets them
+    joined, in one C{write}.
+    """
+    if type(transport) in _DIRECT and _sends_now(transport):
+        try:
+            sent = transport.socket.sendmsg(chunks)
+        except OSError:
+            # Full, lost, or more chunks than the kernel takes at once.
+            sent = 0
+        for i, chunk in enumerate(chunks):
+            if sent < len(chunk):
+                transport.writeSequence([chunk[sent:] if sent else chunk] + chunks[i + 1:])
+                return
+            sent -= len(chunk)
+        return
+    transport.write(b"".join(chunks))
+
+
 def lose_now(transport) -> None:
     """
     Close C{transport} once what was written has been sent: at once when
@@ -97,16 +136,7 @@ def lose_now(transport) -> None:
     does on a connection whose writing side is already shut.  Any other
     transport, or one with bytes still to send, gets C{loseConnection}.
     """
-    if (
-        type(transport) in _DIRECT
-        # Twisted's own bookkeeping of what is left to send (private: a
-        # Twisted without it gets loseConnection).
-        and getattr(transport, "_tempDataLen", 1) == 0
-        and transport.offset == len(transport.dataBuffer)
-        and transport.producer is None
-        and transport.connected
-        and not transport.disconnecting
-    ):
+    if type(transport) in _DIRECT and transport.producer is None and _sends_now(transport):
         transport.disconnecting = True
         transport.stopReading()
         transport.connectionLost(_DONE)
