@@ -390,9 +390,10 @@ class HTTPServerProtocol(ClientCodec):
             self._out = []
             if len(out) == 1:
                 write_now(self.transport, out[0])
-            elif len(out) == 2 and len(out[1]) >= SENDMSG_MIN:
+            elif len(out[-1]) >= SENDMSG_MIN:
                 # A head and a large body (or its start), as they were
-                # read: sent together without a copy of the body.
+                # read: sent together without a copy of the body.  (Chunked
+                # bodies end with a CRLF, and are joined.)
                 write_all_now(self.transport, out)
             else:
                 write_now(self.transport, b"".join(out))
