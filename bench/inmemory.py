@@ -24,15 +24,22 @@ With --cache, the route has the shared memory cache on and the backend
 answers the first request only, with C{Cache-Control: max-age=3600}:
 every request after it is a cache hit, answered by the proxy itself.
 
+With --size, the backend's response bodies have that many bytes (95 by
+default), handed to the proxy in reads of twistproxy.flow.READ_SIZE (or
+--read) bytes at most, as its TCP transports read them: the cost of copying, allocating and collecting large
+bodies, which on PyPy is most of a 64 KiB response's.
+
 Run from a checkout with twistproxy importable::
 
     python bench/inmemory.py [--h2 | --cache] [--requests 20000] [--runs 5] [--profile | --each]
+                             [--size 65536 [--read 65536]]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Optional
 
 REQUEST = (
     b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n"
@@ -45,6 +52,9 @@ RESPONSE = (
     b"Connection: keep-alive\r\nETag: \"6750a0b0-5f\"\r\nAccept-Ranges: bytes\r\n\r\n"
     + b"x" * 95
 )
+# RESPONSE as the backend connection's reads hand it to the proxy: in one
+# unless --size makes it larger than READ_SIZE.
+READS = [RESPONSE]
 # The same response, fresh for an hour: what --cache stores once.
 CACHED_RESPONSE = RESPONSE.replace(
     b"Accept-Ranges: bytes\r\n", b"Accept-Ranges: bytes\r\nCache-Control: max-age=3600\r\n")
@@ -72,6 +82,20 @@ def cached_config():
         replace(route, cache=RouteCache()) for route in config.routes))
 
 
+def body_size(size: int, read: Optional[int] = None) -> None:
+    """
+    Make L{RESPONSE} carry a body of C{size} bytes, handed to the proxy in
+    reads of at most C{read} bytes: by default, what the proxy's backend
+    connections read at once (L{twistproxy.flow.READ_SIZE}).
+    """
+    global RESPONSE
+    if read is None:
+        from twistproxy.flow import READ_SIZE as read
+    RESPONSE = RESPONSE.replace(b"Content-Length: 95", b"Content-Length: %d" % size)
+    RESPONSE = RESPONSE[:-95] + b"x" * size
+    READS[:] = [RESPONSE[i:i + read] for i in range(0, len(RESPONSE), read)]
+
+
 def setup(cache: bool = False):
     """
     A proxy and its pooled backend connection, after one request; with
@@ -86,12 +110,31 @@ def setup(cache: bool = False):
     client = proxy.connect_client()
     client.send(REQUEST)
     backend = proxy.accept_backend()
-    backend.send(CACHED_RESPONSE if cache else RESPONSE)
-    if not client.received().endswith(b"x" * 95):
+    if cache:
+        backend.send(CACHED_RESPONSE)
+    else:
+        backend_send(backend)(RESPONSE)
+    if not client.received().endswith(RESPONSE[-95:]):
         raise SystemExit("the proxy did not forward the response")
     client.close()
     backend.transport.clear()
     return proxy, backend
+
+
+def backend_send(backend):
+    """
+    What sends L{RESPONSE} from C{backend}: its own C{send} when one read
+    holds it (the default: the harness then costs what it always did), or
+    a function that sends L{READS} one by one.
+    """
+    if len(READS) == 1:
+        return backend.send
+    send = backend.send
+
+    def send_reads(response):
+        for data in READS:
+            send(data)
+    return send_reads
 
 
 def run(proxy, backend, n: int) -> float:
@@ -100,7 +143,7 @@ def run(proxy, backend, n: int) -> float:
     C{proxy} to C{backend}; with a cache in C{proxy}, C{backend} is not
     asked and every request is a hit.
     """
-    bsend, btransport = backend.send, backend.transport
+    bsend, btransport = backend_send(backend), backend.transport
     cached = proxy.cache is not None
     start = time.process_time()
     for _ in range(n // PER_CONNECTION):
@@ -246,10 +289,18 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--each", action="store_true", help="print every run, in order")
+    p.add_argument("--size", type=int, default=95,
+                   help="bytes of each response body (HTTP/1.1 only)")
+    p.add_argument("--read", type=int, help="bytes per read from the backend "
+                   "(default: twistproxy.flow.READ_SIZE)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--h2", action="store_true", help="HTTP/2 clients, as h2load -m10")
     mode.add_argument("--cache", action="store_true", help="every request a cache hit")
     args = p.parse_args(argv)
+    if args.size != 95 or args.read:
+        if args.h2 or args.cache:
+            p.error("--size and --read are for HTTP/1.1 responses from the backend")
+        body_size(args.size, args.read)
     if args.h2:
         prepare, measure = setup_h2, run_h2
     else:

@@ -14,9 +14,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twistproxy import flow
 from twistproxy.flow import (
-    READ_SIZE, FullRelay, large_reads, lose_now, no_delay, quick_ack, write_now,
+    READ_SIZE, FullRelay, large_reads, lose_now, no_delay, quick_ack, write_all_now, write_now,
 )
 
 
@@ -125,6 +124,71 @@ class WriteNowTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"data")
 
 
+class WriteAllNowTests(SynchronousTestCase):
+    """
+    L{write_all_now} sends several bytes objects at once, in one
+    C{sendmsg}, when it can, and falls back to buffering them in order.
+    """
+
+    def test_sends_immediately(self):
+        """
+        With nothing buffered, all the chunks reach the peer, in order,
+        before the reactor runs, and no write is scheduled.
+        """
+        transport, theirs, reactor = _connection(self)
+        write_all_now(transport, [b"head ", b"body"])
+        self.assertEqual(_drain(theirs), b"head body")
+        self.assertEqual(reactor.getWriters(), [])
+
+    def test_partial_send_buffers_rest(self):
+        """
+        What the kernel does not take, from within any chunk, is buffered
+        in the transport in order, and a write is scheduled for it.
+        """
+        for head in (b"h" * 100, b"h" * 65536):
+            transport, theirs, reactor = _connection(self, sndbuf=4096)
+            data = bytes(range(256)) * 8192  # 2 MiB, more than the socket takes
+            write_all_now(transport, [head, data, b"tail"])
+            self.assertEqual(reactor.getWriters(), [transport])
+            received = _drain(theirs)
+            self.assertGreater(len(received), 0)
+            self.assertEqual(
+                received + b"".join(transport._tempDataBuffer), head + data + b"tail")
+
+    def test_keeps_order_behind_buffered_data(self):
+        """
+        Once something is buffered, the chunks queue behind it.
+        """
+        transport, theirs, reactor = _connection(self)
+        transport.write(b"first ")
+        write_all_now(transport, [b"second ", b"third"])
+        self.assertEqual(_drain(theirs), b"")
+        self.assertEqual(b"".join(transport._tempDataBuffer), b"first second third")
+
+    def test_failed_send_buffers(self):
+        """
+        When the socket refuses the send (here the peer is gone), all the
+        chunks are left to the transport, which finds the lost connection
+        itself, rather than raising to the caller.
+        """
+        transport, theirs, reactor = _connection(self)
+        theirs.close()
+        write_all_now(transport, [b"lo", b"st"])
+        self.assertEqual(reactor.getWriters(), [transport])
+        self.assertEqual(b"".join(transport._tempDataBuffer), b"lost")
+
+    def test_other_transports_get_write(self):
+        """
+        Transports that are not plain TCP connections get the chunks
+        joined, in one write().
+        """
+        transport = StringTransport()
+        writes = []
+        transport.write = writes.append
+        write_all_now(transport, [b"da", b"ta"])
+        self.assertEqual(writes, [b"data"])
+
+
 class FullRelayTests(SynchronousTestCase):
     """
     L{FullRelay} turns producer calls into full/drained notifications.
@@ -197,7 +261,6 @@ class LargeReadsTests(SynchronousTestCase):
         A 64 KiB body and its head, all in the socket, arrive in one
         C{dataReceived}.
         """
-        self.patch(flow, "LARGE_READS", True)
         transport, theirs, _ = _connection(self)
         received = []
         transport.protocol.dataReceived = received.append
@@ -217,18 +280,15 @@ class LargeReadsTests(SynchronousTestCase):
         large_reads(transport)
         self.assertFalse(hasattr(transport, "bufferSize"))
 
-    def test_not_where_memory_grows(self):
+    def test_pypy_nursery(self):
         """
-        Where L{flow.LARGE_READS} is false (PyPy), a TCP transport keeps
-        Twisted's read size; it is true on CPython only.
+        Under PyPy, a read is never larger than its large-object size
+        (132 KiB): such bytes objects are freed at major collections only.
         """
-        self.assertEqual(flow.LARGE_READS, sys.implementation.name == "cpython")
-        self.patch(flow, "LARGE_READS", False)
-        transport, _, _ = _connection(self)
-        before = transport.bufferSize
-        large_reads(transport)
-        self.assertEqual(transport.bufferSize, before)
-        self.assertNotEqual(before, READ_SIZE)
+        if sys.implementation.name == "cpython":
+            self.assertEqual(READ_SIZE, 262144)
+        else:
+            self.assertLess(READ_SIZE, 132 * 1024)
 
 
 class _Recorder(Protocol):

@@ -81,6 +81,21 @@ class ForwardingTests(SynchronousTestCase):
         [x] = self.proxy.exchanges
         self.assertEqual((x.status, x.body_bytes, x.backend.name), (200, 5, "127.0.0.1:8001"))
 
+    def test_large_body_with_its_head(self):
+        """
+        A large body that arrives in one read with its head (sent with it
+        by one sendmsg on a TCP transport) reaches the client whole, after
+        its head, and so does the next response.
+        """
+        body = bytes(range(256)) * 256
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n" + body
+        backend, _, got = self.exchange(response=response)
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(got.endswith(b"\r\n\r\n" + body))
+        self.client.send(GET)
+        backend.send(OK)
+        self.assertTrue(self.client.received().endswith(b"\r\n\r\nhello"))
+
     def test_keep_alive_reuses_backend_connection(self):
         """
         Two requests in a row from two clients use one pooled backend

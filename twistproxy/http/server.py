@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twistproxy.deadlines import Wait
-from twistproxy.flow import quick_ack, write_now
+from twistproxy.flow import SENDMSG_MIN, quick_ack, write_all_now, write_now
 from twistproxy.http import headers as H
 from twistproxy.http.answers import PHRASES, RETRY_AFTER, error_response
 from twistproxy.http.codec import ClientCodec
@@ -388,7 +388,15 @@ class HTTPServerProtocol(ClientCodec):
         out = self._out
         if out:
             self._out = []
-            write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                write_now(self.transport, out[0])
+            elif len(out[-1]) >= SENDMSG_MIN:
+                # A head and a large body (or its start), as they were
+                # read: sent together without a copy of the body.  (Chunked
+                # bodies end with a CRLF, and are joined.)
+                write_all_now(self.transport, out)
+            else:
+                write_now(self.transport, b"".join(out))
 
     def response_end(self, exchange: Exchange) -> None:
         """
