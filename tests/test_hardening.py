@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from h2.errors import ErrorCodes
 from h2.events import ResponseReceived
-from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.config_support import proxy_toml
-from tests.test_h2 import H2Client, _request
+from tests.test_h2 import H2Client, _frames, _request
 from tests.test_proxy import GET, OK, _config
 from twistproxy import admission
 from twistproxy.admission import Emptied, Quota, Refused, file_budget
@@ -673,19 +673,6 @@ class BackendResponseTests(_HTTPCase):
         p.accept_backend().send(
             b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 300 + b"Content-Length: 0\r\n\r\n")
         self.assertTrue(client.received().startswith(b"HTTP/1.1 502 "))
-
-
-def _frames(data: bytes) -> list:
-    """
-    The HTTP/2 frames in C{data}, as hyperframe objects.
-    """
-    frames = []
-    while data:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        frame.parse_body(memoryview(data[9:9 + length]))
-        frames.append(frame)
-        data = data[9 + length:]
-    return frames
 
 
 class H2Tests(SynchronousTestCase):
