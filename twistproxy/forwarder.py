@@ -378,20 +378,10 @@ class Forwarder:
         group.in_flight -= 1
         if exchange.counted_retries:
             group.retries_in_flight -= 1
-        backend = exchange.backend
-        if backend is None:
-            return
-        reason = exchange.reason
-        if reason:
-            self._done_with_backend(exchange, _verdict(reason))
-            return
-        # Served, the common case: _done_with_backend's work for it in
-        # place, without a call.
-        backend.in_flight -= 1
-        if group.outlier is not None:
-            group.report(backend, True, exchange.status)
-        if backend.draining:
-            group.check_drained(backend)
+        if exchange.backend is not None:
+            reason = exchange.reason
+            # Served (no reason) is the common case: no call to say so.
+            self._done_with_backend(exchange, _verdict(reason) if reason else True)
 
     def close(self) -> None:
         for group in self.groups.values():

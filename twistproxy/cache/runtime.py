@@ -252,11 +252,6 @@ class CachedRoute:
         if b"cache-control" in names or b"pragma" in names:
             directives = P.request_directives(req.headers)
         key = self.key(exchange)
-        if self.cache.lookup is not None:
-            # A store in this process: what _get would do, without its
-            # call and star-arguments.
-            self._found(self.cache.lookup(key), exchange, proceed, key, True, directives, names)
-            return
         self._get(key, self._found, exchange, proceed, key, True, directives, names)
 
     def _pass_on(self, exchange: Exchange, proceed) -> None:
@@ -330,10 +325,7 @@ class CachedRoute:
             self._miss(exchange, proceed, key, None, why_miss, may_wait)
             return
         cache = self.cache
-        # reusable()'s test inline: one call less per hit.
-        reusable = entry.reusable
-        if reusable is None or reusable.route is not self:
-            reusable = self.reusable(entry)
+        reusable = self.reusable(entry)
         fields = reusable.fields
         lifetime = reusable.lifetime
         age = P.current_age(reusable.initial_age, entry.response_time, cache.clock.seconds())

@@ -471,6 +471,15 @@ class UpstreamProtocol(Waiting, Protocol):
         if exchange is not None:
             exchange.downstream.upstream_full(full)
 
+    def idle(self, now: Optional[float] = None) -> None:
+        """
+        The connection was put back in the pool, at C{now} if the caller
+        has just read the clock.
+        """
+        if self._paused:
+            self.pause_reading(False)
+        self._set_timer(_W_IDLE, self._timeouts.upstream_idle, now)
+
     def _wait_expired(self, kind: Wait) -> None:
         if self._state == _CLOSED:
             return
@@ -591,14 +600,7 @@ class UpstreamPool:
             else:
                 protocol.attach(self._next_waiter())
         elif len(self._idle) < self.max_idle:
-            # It waits here for upstream_idle at most, its wait set in
-            # place rather than by a call (this runs once per request).
-            if protocol._paused:
-                protocol.pause_reading(False)
-            if now is None:
-                now = self.reactor.seconds()
-            protocol._timer_kind = _W_IDLE
-            protocol.deadline = now + self.timeouts.upstream_idle
+            protocol.idle(now)
             self._idle.append(protocol)
         else:
             protocol.abort()

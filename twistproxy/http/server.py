@@ -352,11 +352,8 @@ class HTTPServerProtocol(ClientCodec):
             framing = H.FRAME_CHUNKED
         else:
             framing = H.FRAME_CLOSE
-        # A protocol switch keeps the connection, as a tunnel.  (_keeps
-        # inline: one call less per response.)
-        keep = resp.status == 101 or (
-            framing != H.FRAME_CLOSE and self._state == _WAIT and req.keep_alive
-            and not self._draining)
+        # A protocol switch keeps the connection, as a tunnel.
+        keep = resp.status == 101 or (framing != H.FRAME_CLOSE and self._keeps(exchange))
         self._framing = framing
         self._keep_alive = keep
         self._response_started = True
